@@ -1,0 +1,229 @@
+package paycode
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// MaxKeyringFileSize bounds a keyring file; a real one is a few hundred bytes
+// per key.
+const MaxKeyringFileSize = 1 << 20
+
+// Key is one issuer public key a validator trusts, with its validity window.
+type Key struct {
+	ID        uint32
+	Public    ed25519.PublicKey
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// Keyring is a versioned set of issuer public keys. It is immutable once
+// made and safe for concurrent use.
+type Keyring struct {
+	version uint64
+	keys    []Key // sorted by id
+}
+
+// NewKeyring checks the keys (unique ids, 32-byte public keys, a non-empty
+// window) and returns a keyring.
+func NewKeyring(version uint64, keys []Key) (*Keyring, error) {
+	ks := make([]Key, len(keys))
+	copy(ks, keys)
+	slices.SortFunc(ks, func(a, b Key) int { return int64cmp(int64(a.ID), int64(b.ID)) })
+	for i, k := range ks {
+		if len(k.Public) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%w: key %d: public key is %d bytes, want %d", ErrKeyring, k.ID, len(k.Public), ed25519.PublicKeySize)
+		}
+		if !k.NotAfter.After(k.NotBefore) {
+			return nil, fmt.Errorf("%w: key %d: not_after %s is not after not_before %s", ErrKeyring, k.ID,
+				k.NotAfter.Format(time.RFC3339), k.NotBefore.Format(time.RFC3339))
+		}
+		if i > 0 && ks[i-1].ID == k.ID {
+			return nil, fmt.Errorf("%w: key id %d appears twice", ErrKeyring, k.ID)
+		}
+		ks[i].Public = slices.Clone(k.Public)
+	}
+	return &Keyring{version: version, keys: ks}, nil
+}
+
+func int64cmp(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Version returns the keyring's version. A device refuses a keyring older
+// than the one it has.
+func (k *Keyring) Version() uint64 { return k.version }
+
+// Keys returns a copy of the keys, sorted by id.
+func (k *Keyring) Keys() []Key {
+	out := make([]Key, len(k.keys))
+	for i, key := range k.keys {
+		out[i] = key
+		out[i].Public = slices.Clone(key.Public)
+	}
+	return out
+}
+
+// Lookup returns the key with the given id.
+func (k *Keyring) Lookup(id uint32) (Key, bool) {
+	if k == nil {
+		return Key{}, false
+	}
+	i, ok := slices.BinarySearchFunc(k.keys, id, func(key Key, id uint32) int { return int64cmp(int64(key.ID), int64(id)) })
+	if !ok {
+		return Key{}, false
+	}
+	return k.keys[i], true
+}
+
+// keyringFile is the JSON form of DESIGN.md's keyring file.
+type keyringFile struct {
+	Version *uint64       `json:"version"`
+	Keys    []keyringJSON `json:"keys"`
+}
+
+type keyringJSON struct {
+	ID        *uint32 `json:"id"`
+	PublicKey string  `json:"public_key"`
+	NotBefore string  `json:"not_before"`
+	NotAfter  string  `json:"not_after"`
+}
+
+// ParseKeyring reads the keyring JSON format:
+//
+//	{"version": N, "keys": [{"id": 7, "public_key": "<64 hex>",
+//	  "not_before": "RFC 3339", "not_after": "RFC 3339"}]}
+//
+// Unknown fields, a missing field, trailing data or an invalid key is an
+// error that says where the problem is.
+func ParseKeyring(data []byte) (*Keyring, error) {
+	if len(data) > MaxKeyringFileSize {
+		return nil, fmt.Errorf("%w: %d bytes is larger than the limit of %d", ErrKeyring, len(data), MaxKeyringFileSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f keyringFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrKeyring)
+	}
+	if f.Version == nil {
+		return nil, fmt.Errorf("%w: missing \"version\"", ErrKeyring)
+	}
+	keys := make([]Key, 0, len(f.Keys))
+	for i, kj := range f.Keys {
+		if kj.ID == nil {
+			return nil, fmt.Errorf("%w: keys[%d]: missing \"id\"", ErrKeyring, i)
+		}
+		pub, err := hex.DecodeString(kj.PublicKey)
+		if err != nil || len(pub) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%w: keys[%d] (id %d): public_key must be %d hex digits", ErrKeyring, i, *kj.ID, 2*ed25519.PublicKeySize)
+		}
+		nb, err := time.Parse(time.RFC3339, kj.NotBefore)
+		if err != nil {
+			return nil, fmt.Errorf("%w: keys[%d] (id %d): not_before: want RFC 3339, got %q", ErrKeyring, i, *kj.ID, kj.NotBefore)
+		}
+		na, err := time.Parse(time.RFC3339, kj.NotAfter)
+		if err != nil {
+			return nil, fmt.Errorf("%w: keys[%d] (id %d): not_after: want RFC 3339, got %q", ErrKeyring, i, *kj.ID, kj.NotAfter)
+		}
+		keys = append(keys, Key{ID: *kj.ID, Public: pub, NotBefore: nb, NotAfter: na})
+	}
+	return NewKeyring(*f.Version, keys)
+}
+
+// MarshalJSON writes the keyring file format (see [ParseKeyring]).
+func (k *Keyring) MarshalJSON() ([]byte, error) {
+	v := k.version
+	f := keyringFile{Version: &v, Keys: make([]keyringJSON, 0, len(k.keys))}
+	for _, key := range k.keys {
+		id := key.ID
+		f.Keys = append(f.Keys, keyringJSON{
+			ID:        &id,
+			PublicKey: hex.EncodeToString(key.Public),
+			NotBefore: key.NotBefore.UTC().Format(time.RFC3339),
+			NotAfter:  key.NotAfter.UTC().Format(time.RFC3339),
+		})
+	}
+	return json.MarshalIndent(f, "", "  ")
+}
+
+// LoadKeyring reads a keyring file.
+func LoadKeyring(path string) (*Keyring, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyringFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %v", ErrKeyring, path, err)
+	}
+	k, err := ParseKeyring(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// WriteFile writes the keyring file atomically: a temporary file in the same
+// directory, fsync, rename, fsync of the directory. A crash leaves either the
+// old file or the new one.
+func (k *Keyring) WriteFile(path string) error {
+	data, err := k.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, append(data, '\n'), 0o644)
+}
+
+// WriteFileAtomic writes data to path so that a crash at any moment leaves
+// either the old content or the new, never a mix.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

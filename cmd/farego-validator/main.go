@@ -1,0 +1,72 @@
+// Command farego-validator is the program that runs on the bus validator.
+//
+//	farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE
+//	farego-validator run --config FILE
+//
+// See the README for the full reference.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes shared by the subcommands.
+const (
+	exitOK       = 0
+	exitRejected = 1 // check: the code was refused
+	exitUsage    = 2 // bad arguments, unreadable keyring or config
+	exitFailure  = 1 // run: the agent stopped on an error
+)
+
+const usage = `farego-validator: the farego bus validator agent.
+
+Usage:
+  farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE|-
+  farego-validator run --config FILE
+  farego-validator version
+
+Subcommands:
+  check    verify one payment code offline and print the decision as JSON
+  run      run the validator: scanners, offline decisions, durable queue, sync
+  version  print the software version
+
+Run "farego-validator SUBCOMMAND --help" for the subcommand's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		return cmdCheck(args[1:], stdin, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "farego-validator", version())
+		return exitOK
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		if r, ok := extraCommands[args[0]]; ok {
+			return r(ctx, args[1:], stdin, stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "farego-validator: unknown subcommand %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+// extraCommands holds subcommands defined in other files of this package.
+var extraCommands = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int{}
