@@ -1,0 +1,193 @@
+package fare
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+)
+
+func loadTable(tb testing.TB) *Table {
+	tb.Helper()
+	t, err := Load(filepath.Join("..", "..", "testdata", "fare", "table.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+func TestFare(t *testing.T) {
+	tb := loadTable(t)
+	for _, tc := range []struct {
+		route string
+		p     paycode.Profile
+		want  int64
+	}{
+		{"42", paycode.Adult, 250},
+		{"42", paycode.Child, 120},
+		{"X1", paycode.Adult, 400},
+		{"X1", paycode.Student, 180}, // falls back to the default route
+	} {
+		got, err := tb.Fare(tc.route, tc.p)
+		if err != nil || got != tc.want {
+			t.Errorf("Fare(%q, %s) = %d, %v, want %d", tc.route, tc.p, got, err, tc.want)
+		}
+	}
+	if _, err := tb.Fare("42", paycode.Profile(9)); !errors.Is(err, ErrNoFare) {
+		t.Errorf("reserved profile: err = %v, want ErrNoFare", err)
+	}
+}
+
+func TestServiceDay(t *testing.T) {
+	tb := loadTable(t)
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 3, 10, 3, 59, 0, 0, berlin), "2026-03-09"},
+		{time.Date(2026, 3, 10, 4, 0, 0, 0, berlin), "2026-03-10"},
+		{time.Date(2026, 3, 10, 23, 30, 0, 0, berlin), "2026-03-10"},
+		{time.Date(2026, 3, 10, 2, 30, 0, 0, time.UTC), "2026-03-09"}, // 03:30 in Berlin
+	} {
+		if got := tb.ServiceDay(tc.at); got != tc.want {
+			t.Errorf("ServiceDay(%s) = %s, want %s", tc.at, got, tc.want)
+		}
+	}
+}
+
+func TestParseRefusesBadTables(t *testing.T) {
+	base := `"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}`
+	for name, doc := range map[string]string{
+		"not json":          `version=1`,
+		"version 0":         strings.Replace(`{`+base+`}`, `"version":1`, `"version":0`, 1),
+		"bad currency":      strings.Replace(`{`+base+`}`, `"EUR"`, `"euro"`, 1),
+		"no default route":  `{"version":1,"currency":"EUR","fares":{"42":{"adult":1}}}`,
+		"missing profile":   `{"version":1,"currency":"EUR","fares":{"*":{"adult":250}}}`,
+		"unknown profile":   `{` + base + `,"daily_cap":{"pensioner":1}}`,
+		"negative fare":     strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":-1`, 1),
+		"unknown field":     `{` + base + `,"surcharge":1}`,
+		"bad timezone":      `{` + base + `,"timezone":"Mars/Olympus"}`,
+		"bad day start":     `{` + base + `,"service_day_start":"25:00"}`,
+		"bad window":        `{` + base + `,"transfer":{"window":"soon","fare":0}}`,
+		"zero window":       `{` + base + `,"transfer":{"window":"0s","fare":0}}`,
+		"negative transfer": `{` + base + `,"transfer":{"window":"1h","fare":-5}}`,
+		"trailing":          `{` + base + `}{}`,
+		"float amount":      strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":2.5`, 1),
+	} {
+		if _, err := Parse([]byte(doc)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := Parse([]byte(`{` + base + `}`)); err != nil {
+		t.Errorf("minimal table: %v", err)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	tb := loadTable(t)
+	data, err := tb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Version != tb.Version || again.Transfer.Window != tb.Transfer.Window || again.DailyCap["adult"] != 700 {
+		t.Errorf("round trip lost fields: %+v", again)
+	}
+}
+
+func TestRateDay(t *testing.T) {
+	tb := loadTable(t)
+	t0 := time.Date(2026, 3, 10, 8, 0, 0, 0, time.UTC)
+	ride := func(id string, min int, fare int64) Ride {
+		return Ride{ID: id, Time: t0.Add(time.Duration(min) * time.Minute), Profile: paycode.Adult, Fare: fare}
+	}
+	for _, tc := range []struct {
+		name  string
+		rides []Ride
+		want  []int64 // in time order
+	}{
+		{"one ride", []Ride{ride("a/1", 0, 250)}, []int64{250}},
+		{"transfer within window", []Ride{ride("a/1", 0, 250), ride("a/2", 60, 250)}, []int64{250, 0}},
+		{"outside window", []Ride{ride("a/1", 0, 250), ride("a/2", 61, 250)}, []int64{250, 250}},
+		{"window from last full fare", []Ride{ride("a/1", 0, 250), ride("a/2", 30, 250), ride("a/3", 70, 250)}, []int64{250, 0, 250}},
+		{"cap", []Ride{ride("a/1", 0, 250), ride("a/2", 100, 250), ride("a/3", 200, 250), ride("a/4", 300, 250)}, []int64{250, 250, 200, 0}},
+		{"late tap arrives first", []Ride{ride("a/2", 30, 250), ride("a/1", 0, 250)}, []int64{250, 0}},
+		{"tie broken by id", []Ride{ride("b/1", 0, 400), ride("a/1", 0, 250)}, []int64{250, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tb.RateDay(tc.rides)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d charges, want %d", len(got), len(tc.want))
+			}
+			for i := range got {
+				if got[i].Amount != tc.want[i] {
+					t.Errorf("charge %d (%s) = %d, want %d (all: %+v)", i, got[i].ID, got[i].Amount, tc.want[i], got)
+				}
+			}
+		})
+	}
+}
+
+// The result of rating a day does not depend on the order the rides arrive
+// in, and never exceeds the cap or the sum of base fares.
+func TestRateDayOrderIndependent(t *testing.T) {
+	tb := loadTable(t)
+	r := rand.New(rand.NewPCG(7, 9))
+	t0 := time.Date(2026, 3, 10, 5, 0, 0, 0, time.UTC)
+	for round := range 500 {
+		n := 1 + r.IntN(8)
+		rides := make([]Ride, n)
+		var sum int64
+		for i := range rides {
+			rides[i] = Ride{ID: fmt.Sprintf("d%d/%d", r.IntN(3), i), Time: t0.Add(time.Duration(r.IntN(900)) * time.Minute),
+				Profile: paycode.Adult, Fare: []int64{250, 400}[r.IntN(2)]}
+			sum += rides[i].Fare
+		}
+		want := total(tb.RateDay(rides))
+		for range 5 {
+			r.Shuffle(len(rides), func(i, j int) { rides[i], rides[j] = rides[j], rides[i] })
+			if got := total(tb.RateDay(rides)); got != want {
+				t.Fatalf("round %d: total %d after shuffle, want %d", round, got, want)
+			}
+		}
+		if want > 700 || want > sum || want < 0 {
+			t.Fatalf("round %d: total %d breaks the cap 700 or the sum %d", round, want, sum)
+		}
+	}
+}
+
+func total(cs []Charge) (s int64) {
+	for _, c := range cs {
+		s += c.Amount
+	}
+	return s
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	f.Add([]byte(`{"version":2,"currency":"EUR","timezone":"Europe/Berlin","service_day_start":"04:00","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}},"transfer":{"window":"1h","fare":0},"daily_cap":{"adult":3}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tb, err := Parse(data)
+		if err != nil {
+			return
+		}
+		// A table that parses has a default fare for every profile and rates without panicking.
+		for p := paycode.Adult; p <= paycode.Student; p++ {
+			if _, err := tb.Fare("any", p); err != nil {
+				t.Fatalf("parsed table has no default fare for %s", p)
+			}
+		}
+		tb.RateDay([]Ride{{ID: "a", Fare: 1}, {ID: "b", Fare: 2}})
+		tb.ServiceDay(time.Unix(0, 0))
+	})
+}

@@ -1,0 +1,209 @@
+package fare
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"time"
+	_ "time/tzdata" // validators often ship without /usr/share/zoneinfo
+
+	"github.com/farego/farego/agent/paycode"
+)
+
+// MaxTableSize bounds a fare table document.
+const MaxTableSize = 1 << 20
+
+// DefaultRoute is the route key whose fares apply to routes without their own.
+const DefaultRoute = "*"
+
+// Table is a versioned fare table. It is immutable once parsed and safe for
+// concurrent use.
+type Table struct {
+	Version  uint64 `json:"version"`
+	Currency string `json:"currency"` // ISO 4217, e.g. "EUR"
+	// TimeZone (IANA name) and ServiceDayStart ("HH:MM") define the service day.
+	TimeZone        string `json:"timezone"`
+	ServiceDayStart string `json:"service_day_start"`
+	// Fares maps route → profile name → fare in minor units; route "*" is the default.
+	Fares map[string]map[string]int64 `json:"fares"`
+	// Transfer: a ride starting within Window after the last full-fare ride costs Fare.
+	Transfer *Transfer `json:"transfer,omitempty"`
+	// DailyCap maps profile name → the most one account pays in a service day.
+	DailyCap map[string]int64 `json:"daily_cap,omitempty"`
+
+	loc      *time.Location
+	dayStart time.Duration
+}
+
+// Transfer is the transfer rule.
+type Transfer struct {
+	Window Duration `json:"window"` // e.g. "60m"
+	Fare   int64    `json:"fare"`   // what a transfer costs; 0 = free
+}
+
+// Duration is a time.Duration that reads and writes Go duration strings ("60m").
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"60m\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+var (
+	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
+	hhmmRE     = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
+)
+
+// Parse reads and checks a fare table (JSON). Unknown fields, negative
+// amounts, unknown profiles, a bad time zone or missing default fares are
+// errors naming the field.
+func Parse(data []byte) (*Table, error) {
+	if len(data) > MaxTableSize {
+		return nil, fmt.Errorf("%w: %d bytes is larger than %d", ErrInvalid, len(data), MaxTableSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var t Table
+	if err := dec.Decode(&t); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
+	}
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Load reads a fare table file.
+func Load(path string) (*Table, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	t, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+// Marshal returns the table's JSON form.
+func (t *Table) Marshal() ([]byte, error) { return json.MarshalIndent(t, "", "  ") }
+
+func (t *Table) check() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...)
+	}
+	if t.Version == 0 {
+		return bad("version must be at least 1")
+	}
+	if !currencyRE.MatchString(t.Currency) {
+		return bad("currency must be an ISO 4217 code like \"EUR\", got %q", t.Currency)
+	}
+	if t.TimeZone == "" {
+		t.TimeZone = "UTC"
+	}
+	loc, err := time.LoadLocation(t.TimeZone)
+	if err != nil {
+		return bad("timezone %q: %v", t.TimeZone, err)
+	}
+	t.loc = loc
+	if t.ServiceDayStart == "" {
+		t.ServiceDayStart = "00:00"
+	}
+	m := hhmmRE.FindStringSubmatch(t.ServiceDayStart)
+	if m == nil {
+		return bad("service_day_start must be HH:MM, got %q", t.ServiceDayStart)
+	}
+	var h, min int
+	fmt.Sscanf(m[1]+" "+m[2], "%d %d", &h, &min)
+	t.dayStart = time.Duration(h)*time.Hour + time.Duration(min)*time.Minute
+	if _, ok := t.Fares[DefaultRoute]; !ok {
+		return bad("fares must have a default route %q", DefaultRoute)
+	}
+	for _, route := range sortedKeys(t.Fares) {
+		if route == "" || len(route) > 64 {
+			return bad("route name %q must be 1 to 64 characters", route)
+		}
+		if err := checkAmounts(t.Fares[route]); err != nil {
+			return bad("fares[%q]: %v", route, err)
+		}
+	}
+	for _, p := range []paycode.Profile{paycode.Adult, paycode.Child, paycode.Senior, paycode.Student} {
+		if _, ok := t.Fares[DefaultRoute][p.String()]; !ok {
+			return bad("fares[%q] has no fare for profile %q", DefaultRoute, p)
+		}
+	}
+	if t.Transfer != nil {
+		if t.Transfer.Window <= 0 || time.Duration(t.Transfer.Window) > 24*time.Hour {
+			return bad("transfer.window must be between 0 and 24h, got %s", time.Duration(t.Transfer.Window))
+		}
+		if t.Transfer.Fare < 0 {
+			return bad("transfer.fare must not be negative")
+		}
+	}
+	if err := checkAmounts(t.DailyCap); err != nil {
+		return bad("daily_cap: %v", err)
+	}
+	return nil
+}
+
+func checkAmounts(m map[string]int64) error {
+	for _, p := range sortedKeys(m) {
+		if _, err := paycode.ParseProfile(p); err != nil {
+			return fmt.Errorf("unknown profile %q (want adult, child, senior or student)", p)
+		}
+		if v := m[p]; v < 0 || v > 1_000_000_00 {
+			return fmt.Errorf("%s: amount %d out of range", p, v)
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// Fare returns the base fare of a ride on route for profile: the route's own
+// fare if it has one for the profile, otherwise the default route's.
+func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
+	name := p.String()
+	if fs, ok := t.Fares[route]; ok {
+		if v, ok := fs[name]; ok {
+			return v, nil
+		}
+	}
+	if v, ok := t.Fares[DefaultRoute][name]; ok {
+		return v, nil
+	}
+	return 0, fmt.Errorf("%w: route %q, profile %s", ErrNoFare, route, p)
+}
+
+// ServiceDay returns the service day a ride at time at belongs to, as a
+// date "YYYY-MM-DD" in the table's time zone.
+func (t *Table) ServiceDay(at time.Time) string {
+	return at.In(t.loc).Add(-t.dayStart).Format(time.DateOnly)
+}
