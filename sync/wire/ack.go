@@ -1,0 +1,146 @@
+package wire
+
+import "fmt"
+
+const (
+	ackVersion = 1
+	// MaxAckRanges bounds the seq ranges in one ack.
+	MaxAckRanges = 4096
+)
+
+// Range is an inclusive run of sequence numbers.
+type Range struct{ From, To uint64 }
+
+// Ack is the server's application-level acknowledgement: these records of
+// this device's queue (epoch) are committed to the ledger, and the device may
+// delete them. It is signed with the fleet key. An MQTT PUBACK proves only
+// that the broker has the message; this proves the ledger has the taps.
+type Ack struct {
+	DeviceID string
+	Epoch    string
+	Ranges   []Range // ascending, non-overlapping
+}
+
+// Seqs returns the number of sequence numbers the ack covers.
+func (a *Ack) Seqs() uint64 {
+	var n uint64
+	for _, r := range a.Ranges {
+		n += r.To - r.From + 1
+	}
+	return n
+}
+
+// Ranges compresses sorted, distinct sequence numbers into ranges.
+func Ranges(seqs []uint64) []Range {
+	var out []Range
+	for _, s := range seqs {
+		if n := len(out); n > 0 && out[n-1].To+1 == s {
+			out[n-1].To = s
+			continue
+		}
+		out = append(out, Range{s, s})
+	}
+	return out
+}
+
+// MarshalBinary encodes the ack payload.
+func (a *Ack) MarshalBinary() ([]byte, error) {
+	if err := ValidDeviceID(a.DeviceID); err != nil {
+		return nil, err
+	}
+	if err := checkRanges(a.Ranges); err != nil {
+		return nil, err
+	}
+	e := enc{}
+	e.u8(ackVersion)
+	e.str(a.DeviceID)
+	e.str(a.Epoch)
+	e.uvar(uint64(len(a.Ranges)))
+	for _, r := range a.Ranges {
+		e.u64(r.From)
+		e.u64(r.To)
+	}
+	return e.b, nil
+}
+
+func checkRanges(rs []Range) error {
+	if len(rs) == 0 || len(rs) > MaxAckRanges {
+		return fmt.Errorf("%w: %d ranges, want 1 to %d", ErrMalformed, len(rs), MaxAckRanges)
+	}
+	for i, r := range rs {
+		if r.From > r.To || (i > 0 && r.From <= rs[i-1].To) {
+			return fmt.Errorf("%w: ranges must be ascending and disjoint (%d-%d)", ErrMalformed, r.From, r.To)
+		}
+	}
+	return nil
+}
+
+// ParseAck decodes an ack payload strictly.
+func ParseAck(p []byte) (*Ack, error) {
+	d := dec{b: p}
+	if v := d.u8("version"); d.err == nil && v != ackVersion {
+		return nil, fmt.Errorf("%w: ack version %d", ErrUnsupported, v)
+	}
+	a := &Ack{DeviceID: d.str("device id", maxName), Epoch: d.str("epoch", maxName)}
+	n := d.uvar("range count")
+	if d.err == nil && (n == 0 || n > MaxAckRanges) {
+		return nil, fmt.Errorf("%w: %d ranges, want 1 to %d", ErrMalformed, n, MaxAckRanges)
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		a.Ranges = append(a.Ranges, Range{From: d.u64("from"), To: d.u64("to")})
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if err := ValidDeviceID(a.DeviceID); err != nil {
+		return nil, err
+	}
+	if err := checkRanges(a.Ranges); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Replay asks a device to send archived records From..To of its queue
+// again, after the server restored an older backup. Signed with the fleet key.
+type Replay struct {
+	DeviceID string
+	Epoch    string
+	From, To uint64
+}
+
+// MarshalBinary encodes the replay request.
+func (r *Replay) MarshalBinary() ([]byte, error) {
+	if err := ValidDeviceID(r.DeviceID); err != nil {
+		return nil, err
+	}
+	if r.From == 0 || r.From > r.To {
+		return nil, fmt.Errorf("%w: replay range %d-%d", ErrMalformed, r.From, r.To)
+	}
+	e := enc{}
+	e.u8(1)
+	e.str(r.DeviceID)
+	e.str(r.Epoch)
+	e.u64(r.From)
+	e.u64(r.To)
+	return e.b, nil
+}
+
+// ParseReplay decodes a replay request strictly.
+func ParseReplay(p []byte) (*Replay, error) {
+	d := dec{b: p}
+	if v := d.u8("version"); d.err == nil && v != 1 {
+		return nil, fmt.Errorf("%w: replay version %d", ErrUnsupported, v)
+	}
+	r := &Replay{DeviceID: d.str("device id", maxName), Epoch: d.str("epoch", maxName), From: d.u64("from"), To: d.u64("to")}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if err := ValidDeviceID(r.DeviceID); err != nil {
+		return nil, err
+	}
+	if r.From == 0 || r.From > r.To {
+		return nil, fmt.Errorf("%w: replay range %d-%d", ErrMalformed, r.From, r.To)
+	}
+	return r, nil
+}

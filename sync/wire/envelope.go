@@ -1,0 +1,136 @@
+package wire
+
+import (
+	"bytes"
+	"compress/flate"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+)
+
+// Type is a message type.
+type Type uint8
+
+// Message types.
+const (
+	TypeBatch    Type = 1 // device → server: tap records (device key)
+	TypeAck      Type = 2 // server → device: records committed (fleet key)
+	TypeStatus   Type = 3 // device → server: status (device key)
+	TypeDownlink Type = 4 // server → devices: keyring, deny list, fare table (fleet key)
+	TypeReplay   Type = 5 // server → device: resend archived records (fleet key)
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeBatch:
+		return "batch"
+	case TypeAck:
+		return "ack"
+	case TypeStatus:
+		return "status"
+	case TypeDownlink:
+		return "downlink"
+	case TypeReplay:
+		return "replay"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+const (
+	magic       = "FGW1"
+	sigContext  = "farego-wire-v1"
+	headerSize  = len(magic) + 2
+	flagDeflate = 1 << 0
+	knownFlags  = flagDeflate
+
+	// MaxMessageSize bounds a message as sent (after compression).
+	MaxMessageSize = 1 << 20
+	// MaxPayloadSize bounds a payload after inflating.
+	MaxPayloadSize = 4 << 20
+	// compressMin is the payload size below which compression is not tried.
+	compressMin = 256
+)
+
+func signedMessage(t Type, flags byte, payload []byte) []byte {
+	m := make([]byte, 0, len(sigContext)+2+len(payload))
+	m = append(m, sigContext...)
+	m = append(m, byte(t), flags)
+	return append(m, payload...)
+}
+
+// Seal wraps a payload into a signed envelope, DEFLATE-compressing it when
+// compress is set and that makes it smaller.
+func Seal(t Type, payload []byte, compress bool, key ed25519.PrivateKey) ([]byte, error) {
+	if len(payload) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayloadSize)
+	}
+	var flags byte
+	body := payload
+	if compress && len(payload) >= compressMin {
+		var buf bytes.Buffer
+		w, _ := flate.NewWriter(&buf, flate.BestSpeed)
+		w.Write(payload)
+		w.Close()
+		if buf.Len() < len(payload) {
+			body, flags = buf.Bytes(), flagDeflate
+		}
+	}
+	if headerSize+len(body)+ed25519.SignatureSize > MaxMessageSize {
+		return nil, fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, headerSize+len(body)+ed25519.SignatureSize, MaxMessageSize)
+	}
+	msg := make([]byte, 0, headerSize+len(body)+ed25519.SignatureSize)
+	msg = append(msg, magic...)
+	msg = append(msg, byte(t), flags)
+	msg = append(msg, body...)
+	return append(msg, ed25519.Sign(key, signedMessage(t, flags, body))...), nil
+}
+
+// PeekType returns a message's type after checking its header, without
+// verifying it.
+func PeekType(msg []byte) (Type, error) {
+	if len(msg) > MaxMessageSize {
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg), MaxMessageSize)
+	}
+	if len(msg) < headerSize+ed25519.SignatureSize || string(msg[:len(magic)]) != magic {
+		return 0, fmt.Errorf("%w: not a farego envelope", ErrMalformed)
+	}
+	t, flags := Type(msg[4]), msg[5]
+	if t < TypeBatch || t > TypeReplay || flags&^knownFlags != 0 {
+		return 0, fmt.Errorf("%w: type %d, flags %#x", ErrUnsupported, t, flags)
+	}
+	return t, nil
+}
+
+// Open checks an envelope of the wanted type against pub and returns its
+// payload (inflated). The signature is verified before anything is inflated.
+func Open(msg []byte, want Type, pub ed25519.PublicKey) ([]byte, error) {
+	t, err := PeekType(msg)
+	if err != nil {
+		return nil, err
+	}
+	if t != want {
+		return nil, fmt.Errorf("%w: got a %s message, want %s", ErrUnsupported, t, want)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: no valid public key to check it with", ErrBadSignature)
+	}
+	flags := msg[5]
+	body := msg[headerSize : len(msg)-ed25519.SignatureSize]
+	sig := msg[len(msg)-ed25519.SignatureSize:]
+	if !ed25519.Verify(pub, signedMessage(t, flags, body), sig) {
+		return nil, ErrBadSignature
+	}
+	if flags&flagDeflate == 0 {
+		return body, nil
+	}
+	r := flate.NewReader(bytes.NewReader(body))
+	defer r.Close()
+	out, err := io.ReadAll(io.LimitReader(r, MaxPayloadSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: inflate: %v", ErrMalformed, err)
+	}
+	if len(out) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: inflates past %d bytes", ErrTooLarge, MaxPayloadSize)
+	}
+	return out, nil
+}

@@ -1,0 +1,59 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// MaxStatusSize bounds a status payload.
+const MaxStatusSize = 8 << 10
+
+// Status is a device's retained status: published on connect, on change and
+// as a heartbeat, and as the MQTT last will (Online false) when the
+// connection drops. Signed with the device key.
+type Status struct {
+	DeviceID        string            `json:"device"`
+	Online          bool              `json:"online"`
+	Time            time.Time         `json:"time"` // the device clock when sent
+	Software        string            `json:"software,omitempty"`
+	Epoch           string            `json:"epoch,omitempty"`
+	QueueDepth      int               `json:"queue_depth"`
+	OldestUnsentSec int64             `json:"oldest_unsent_s"` // age of the oldest unacked tap, seconds
+	LastSeq         uint64            `json:"last_seq"`
+	Versions        map[string]uint64 `json:"versions,omitempty"` // applied downlink versions by kind
+	OutOfService    string            `json:"out_of_service,omitempty"`
+}
+
+// MarshalBinary encodes the status payload (JSON).
+func (s *Status) MarshalBinary() ([]byte, error) {
+	if err := ValidDeviceID(s.DeviceID); err != nil {
+		return nil, err
+	}
+	return json.Marshal(s)
+}
+
+// ParseStatus decodes a status payload strictly.
+func ParseStatus(p []byte) (*Status, error) {
+	if len(p) > MaxStatusSize {
+		return nil, fmt.Errorf("%w: status of %d bytes", ErrTooLarge, len(p))
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.DisallowUnknownFields()
+	var s Status
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: status: %v", ErrMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: status: trailing data", ErrMalformed)
+	}
+	if err := ValidDeviceID(s.DeviceID); err != nil {
+		return nil, err
+	}
+	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {
+		return nil, fmt.Errorf("%w: status: negative queue figures", ErrMalformed)
+	}
+	return &s, nil
+}

@@ -1,0 +1,288 @@
+package wire
+
+import (
+	"bytes"
+	"compress/flate"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/paycode/paycodetest"
+)
+
+func newKey(tb testing.TB) ed25519.PrivateKey {
+	tb.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+func sampleTap(tb testing.TB, seq uint64) *Tap {
+	tb.Helper()
+	now := time.Unix(1767229250, 0)
+	is := paycodetest.NewIssuer(tb, 7, now)
+	r := is.Rider(tb, 4242, now)
+	c, err := paycode.ParseText(r.Code(tb, now))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Tap{
+		DeviceID: "bus-17-front", Epoch: "0123456789abcdef0123456789abcdef", Seq: seq,
+		Time: now.Add(123 * time.Millisecond).UTC(), Route: "42", Vehicle: "bus-17", Scanner: "front",
+		Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
+		Fare: 250, Currency: "EUR", FareVersion: 3, KeyringVersion: 2, Software: "v1.2.3",
+		PrevHash: RecordHash([]byte("previous")),
+	}
+}
+
+func TestTapRoundTrip(t *testing.T) {
+	tap := sampleTap(t, 9)
+	b, err := tap.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseTap(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, tap) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, tap)
+	}
+	if tap.ID() != "bus-17-front/9" {
+		t.Errorf("ID = %q", tap.ID())
+	}
+	t.Logf("tap record: %d bytes", len(b))
+	// Every strict prefix is refused, and so is a trailing byte.
+	for i := range b {
+		if _, err := ParseTap(b[:i]); !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("prefix of %d bytes: err = %v", i, err)
+		}
+	}
+	if _, err := ParseTap(append(b, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("trailing byte: err = %v", err)
+	}
+	// Fields that disagree with the code are refused.
+	bad := *tap
+	bad.Account++
+	bb, _ := bad.MarshalBinary()
+	if _, err := ParseTap(bb); !errors.Is(err, ErrMalformed) {
+		t.Errorf("account differing from the code: err = %v", err)
+	}
+	for name, mod := range map[string]func(*Tap){
+		"bad device id": func(t *Tap) { t.DeviceID = "a/b" },
+		"short code":    func(t *Tap) { t.Code = t.Code[:10] },
+		"negative fare": func(t *Tap) { t.Fare = -1 },
+		"long currency": func(t *Tap) { t.Currency = "EURO" },
+	} {
+		x := *tap
+		mod(&x)
+		if _, err := x.MarshalBinary(); err == nil {
+			t.Errorf("%s: MarshalBinary succeeded", name)
+		}
+	}
+}
+
+func TestEnvelope(t *testing.T) {
+	dev, other := newKey(t), newKey(t)
+	payload := bytes.Repeat([]byte("farego tap "), 100)
+	for _, compress := range []bool{false, true} {
+		msg, err := Seal(TypeBatch, payload, compress, dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if compress && len(msg) >= len(payload) {
+			t.Errorf("compressed message is %d bytes for a %d-byte payload", len(msg), len(payload))
+		}
+		got, err := Open(msg, TypeBatch, pub(dev))
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("compress=%v: Open = %d bytes, %v", compress, len(got), err)
+		}
+		if _, err := Open(msg, TypeBatch, pub(other)); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("other key: err = %v, want ErrBadSignature", err)
+		}
+		if _, err := Open(msg, TypeAck, pub(dev)); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("wrong type: err = %v, want ErrUnsupported", err)
+		}
+		for i := range msg {
+			bad := bytes.Clone(msg)
+			bad[i] ^= 0x40
+			if _, err := Open(bad, TypeBatch, pub(dev)); err == nil {
+				t.Fatalf("compress=%v: byte %d changed: accepted", compress, i)
+			}
+		}
+	}
+	if _, err := Open([]byte("FGW1"), TypeBatch, pub(dev)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short message: err = %v", err)
+	}
+	if _, err := Open(make([]byte, MaxMessageSize+1), TypeBatch, pub(dev)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("huge message: err = %v", err)
+	}
+	if _, err := Open(bytes.Repeat([]byte{1}, 100), TypeBatch, nil); err == nil {
+		t.Errorf("no key: accepted")
+	}
+}
+
+// A signed message that inflates past the limit is refused, not inflated
+// into memory.
+func TestEnvelopeInflateLimit(t *testing.T) {
+	k := newKey(t)
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.BestCompression)
+	w.Write(make([]byte, MaxPayloadSize+1))
+	w.Close()
+	body := buf.Bytes()
+	msg := append([]byte(magic), byte(TypeBatch), flagDeflate)
+	msg = append(msg, body...)
+	msg = append(msg, ed25519.Sign(k, signedMessage(TypeBatch, flagDeflate, body))...)
+	if _, err := Open(msg, TypeBatch, pub(k)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("inflate bomb: err = %v, want ErrTooLarge", err)
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	var recs []Record
+	for i := uint64(1); i <= 3; i++ {
+		b, _ := sampleTap(t, i).MarshalBinary()
+		recs = append(recs, Record{Seq: i, Data: b})
+	}
+	in := &Batch{DeviceID: "bus-1", Epoch: "e", SentAt: time.UnixMilli(1767229250123).UTC(), Records: recs}
+	p, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ParseBatch(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+	k := newKey(t)
+	msg, _ := Seal(TypeBatch, p, true, k)
+	t.Logf("3-tap batch: payload %d bytes, sealed+deflated %d bytes", len(p), len(msg))
+
+	in.Records[2].Seq = 2
+	p2, _ := in.MarshalBinary()
+	if _, err := ParseBatch(p2); !errors.Is(err, ErrMalformed) {
+		t.Errorf("non-increasing seqs: err = %v", err)
+	}
+	if _, err := (&Batch{DeviceID: "bus-1"}).MarshalBinary(); err == nil {
+		t.Errorf("empty batch: marshalled")
+	}
+}
+
+func TestAckAndReplayRoundTrip(t *testing.T) {
+	a := &Ack{DeviceID: "bus-1", Epoch: "e1", Ranges: Ranges([]uint64{1, 2, 3, 7, 9, 10})}
+	if want := []Range{{1, 3}, {7, 7}, {9, 10}}; !reflect.DeepEqual(a.Ranges, want) {
+		t.Fatalf("Ranges = %v, want %v", a.Ranges, want)
+	}
+	if a.Seqs() != 6 {
+		t.Errorf("Seqs = %d, want 6", a.Seqs())
+	}
+	p, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseAck(p)
+	if err != nil || !reflect.DeepEqual(got, a) {
+		t.Errorf("ack round trip: %+v, %v", got, err)
+	}
+	for name, rs := range map[string][]Range{
+		"empty":       nil,
+		"reversed":    {{5, 4}},
+		"overlapping": {{1, 5}, {5, 6}},
+		"descending":  {{7, 8}, {1, 2}},
+	} {
+		if _, err := (&Ack{DeviceID: "d", Ranges: rs}).MarshalBinary(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s ranges: err = %v", name, err)
+		}
+	}
+	r := &Replay{DeviceID: "bus-1", Epoch: "e1", From: 10, To: 20}
+	rp, _ := r.MarshalBinary()
+	if got, err := ParseReplay(rp); err != nil || *got != *r {
+		t.Errorf("replay round trip: %+v, %v", got, err)
+	}
+}
+
+func TestDownlinkAndDenyList(t *testing.T) {
+	dl := &DenyList{Version: 5, Entries: []DenyEntry{{Account: 1001, Reason: "negative_balance"}, {Account: 1002, Serial: 3, Reason: "code_reused"}}}
+	body, _ := jsonMarshal(dl)
+	d := &Downlink{Kind: DownlinkDenyList, Version: 5, IssuedAt: time.UnixMilli(1767229250000).UTC(), Body: body}
+	p, err := d.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseDownlink(p)
+	if err != nil || !reflect.DeepEqual(got, d) {
+		t.Fatalf("downlink round trip: %+v, %v", got, err)
+	}
+	back, err := ParseDenyList(got.Body)
+	if err != nil || !reflect.DeepEqual(back, dl) {
+		t.Errorf("deny list round trip: %+v, %v", back, err)
+	}
+	for name, doc := range map[string]string{
+		"no version":    `{"entries":[]}`,
+		"no account":    `{"version":1,"entries":[{"serial":1}]}`,
+		"unknown field": `{"version":1,"entries":[],"x":1}`,
+		"trailing":      `{"version":1,"entries":[]}x`,
+	} {
+		if _, err := ParseDenyList([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := (&Downlink{Kind: "firmware", Version: 1}).MarshalBinary(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("unknown kind: err = %v", err)
+	}
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	s := &Status{DeviceID: "bus-1", Online: true, Time: time.UnixMilli(1767229250000).UTC(), QueueDepth: 3, OldestUnsentSec: 40,
+		LastSeq: 99, Versions: map[string]uint64{"keyring": 2}}
+	p, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseStatus(p)
+	if err != nil || !reflect.DeepEqual(got, s) {
+		t.Errorf("status round trip: %+v, %v", got, err)
+	}
+	if _, err := ParseStatus([]byte(`{"device":"bus-1","queue_depth":-1}`)); err == nil {
+		t.Errorf("negative depth accepted")
+	}
+}
+
+func TestTopics(t *testing.T) {
+	tp := Topics{Prefix: "city/"}
+	if got := tp.Device("bus-1", KindTaps); got != "city/dev/bus-1/taps" {
+		t.Errorf("Device = %q", got)
+	}
+	if got := Shared("settlement", tp.AllDevices(KindTaps)); got != "$share/settlement/city/dev/+/taps" {
+		t.Errorf("Shared = %q", got)
+	}
+	id, kind, err := tp.ParseDevice("city/dev/bus-1/ack")
+	if err != nil || id != "bus-1" || kind != KindAck {
+		t.Errorf("ParseDevice = %q, %q, %v", id, kind, err)
+	}
+	for _, bad := range []string{"city/dev/bus-1/taps/x", "city/dev/+/taps", "farego/dev/bus-1/taps", "city/dev//taps", "city/dev/bus-1/firmware"} {
+		if _, _, err := tp.ParseDevice(bad); !errors.Is(err, ErrBadTopic) {
+			t.Errorf("ParseDevice(%q): err = %v", bad, err)
+		}
+	}
+	if k, err := (Topics{}).ParseFleet("farego/fleet/denylist"); err != nil || k != DownlinkDenyList {
+		t.Errorf("ParseFleet = %q, %v", k, err)
+	}
+	for _, id := range []string{"", "a/b", "a+b", "#", strings.Repeat("a", 65), "-a"} {
+		if ValidDeviceID(id) == nil {
+			t.Errorf("ValidDeviceID(%q) accepted", id)
+		}
+	}
+}
