@@ -16,8 +16,8 @@ const TextPrefix = "FG1:"
 // Code is a parsed payment code: a credential plus the rider's offline part.
 type Code struct {
 	Credential
-	Time         uint32 // code time, unix seconds
-	Counter      uint16 // increments per code shown
+	Time     uint32 // code time, unix seconds
+	Counter  uint16 // increments per code shown
 	RiderSig [ed25519.SignatureSize]byte
 	raw      [CodeSize]byte
 }
