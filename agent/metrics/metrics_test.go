@@ -1,0 +1,80 @@
+package metrics
+
+import (
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestExposition(t *testing.T) {
+	r := NewRegistry()
+	taps := r.Counter("farego_taps_total", "Taps by outcome.", "outcome", "reason")
+	taps.With("accepted", "").Inc()
+	taps.With("rejected", "code_expired").Add(2)
+	r.GaugeFunc("farego_queue_depth", "Records waiting.", func() float64 { return 7 })
+	h := r.Histogram("farego_decision_seconds", "Decision latency.", []float64{0.001, 0.01})
+	h.Observe(0.0005)
+	h.Observe(0.005)
+	h.Observe(5)
+	var b strings.Builder
+	r.WriteTo(&b)
+	want := `# HELP farego_taps_total Taps by outcome.
+# TYPE farego_taps_total counter
+farego_taps_total{outcome="accepted",reason=""} 1
+farego_taps_total{outcome="rejected",reason="code_expired"} 2
+# HELP farego_queue_depth Records waiting.
+# TYPE farego_queue_depth gauge
+farego_queue_depth 7
+# HELP farego_decision_seconds Decision latency.
+# TYPE farego_decision_seconds histogram
+farego_decision_seconds_bucket{le="0.001"} 1
+farego_decision_seconds_bucket{le="0.01"} 2
+farego_decision_seconds_bucket{le="+Inf"} 3
+farego_decision_seconds_sum 5.0055
+farego_decision_seconds_count 3
+`
+	if got := b.String(); got != want {
+		t.Errorf("exposition:\n%s\nwant:\n%s", got, want)
+	}
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type = %q", ct)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	r := NewRegistry()
+	c := r.Counter("c", "c", "l")
+	h := r.Histogram("h", "h", LatencyBuckets)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				c.With([]string{"a", "b"}[i%2]).Inc()
+				h.Observe(0.001)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := c.With("a").Value() + c.With("b").Value(); got != 8000 {
+		t.Errorf("counter = %d, want 8000", got)
+	}
+	if h.Count() != 8000 {
+		t.Errorf("histogram count = %d, want 8000", h.Count())
+	}
+}
+
+func TestDuplicateNamePanics(t *testing.T) {
+	r := NewRegistry()
+	r.Counter("x", "x")
+	defer func() {
+		if recover() == nil {
+			t.Error("registering x twice did not panic")
+		}
+	}()
+	r.GaugeFunc("x", "x", func() float64 { return 0 })
+}
