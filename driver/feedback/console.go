@@ -1,0 +1,184 @@
+package feedback
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mattn/go-isatty"
+)
+
+// ColorMode says when a [Console] uses ANSI colours.
+type ColorMode int
+
+const (
+	// ColorAuto colours when the writer is a terminal, unless the NO_COLOR
+	// environment variable is set or TERM is "dumb" (the default).
+	ColorAuto ColorMode = iota
+	// ColorAlways always colours.
+	ColorAlways
+	// ColorNever never colours.
+	ColorNever
+)
+
+// ANSI styles of the status badge.
+const (
+	styleAccepted     = "\x1b[1;30;42m" // bold black on green
+	styleRejected     = "\x1b[1;97;41m" // bold white on red
+	styleOutOfService = "\x1b[1;30;43m" // bold black on yellow
+	styleReset        = "\x1b[0m"
+)
+
+// ConsoleConfig configures a [Console]. The zero value colours on terminals
+// and stamps lines with the wall clock.
+type ConsoleConfig struct {
+	// Color says when to use ANSI colours (default [ColorAuto]).
+	Color ColorMode
+	// Now is the clock for the time stamp at the start of each line
+	// (default time.Now).
+	Now func() time.Time
+}
+
+// Console shows each event as one line of text, for a terminal on the
+// bench, a demo or a serial console:
+//
+//	08:00:05 [front] ACCEPTED  2.50 EUR  Child fare
+//	08:00:09 [rear] REJECTED  Code expired: refresh the app (code_expired)
+//	08:01:00 OUT OF SERVICE  queue full
+//
+// On a terminal the status is a coloured badge (green, red, yellow).
+// Control characters in the texts are replaced with '?', so a message cannot
+// send escape sequences to the terminal. It is safe for concurrent use; lines
+// never interleave.
+type Console struct {
+	mu    sync.Mutex
+	w     io.Writer
+	color bool
+	now   func() time.Time
+}
+
+var _ Feedback = (*Console)(nil)
+
+// NewConsole returns a console feedback writing to w (os.Stdout, say).
+func NewConsole(w io.Writer, cfg ConsoleConfig) *Console {
+	c := &Console{w: w, now: cfg.Now}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	switch cfg.Color {
+	case ColorAlways:
+		c.color = true
+	case ColorAuto:
+		c.color = isTerminal(w) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	}
+	return c
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// Accepted implements [Feedback]. ctx is not used: writing a line does not
+// block for long.
+func (c *Console) Accepted(_ context.Context, a Accept) error {
+	detail := FormatAmount(a.Fare, a.Currency)
+	if a.Message != "" {
+		detail += "  " + clean(a.Message)
+	}
+	return c.line(a.Scanner, "ACCEPTED", styleAccepted, detail)
+}
+
+// Rejected implements [Feedback].
+func (c *Console) Rejected(_ context.Context, r Reject) error {
+	detail := clean(r.Message)
+	switch {
+	case detail == "":
+		detail = clean(r.Reason)
+	case r.Reason != "":
+		detail += " (" + clean(r.Reason) + ")"
+	}
+	return c.line(r.Scanner, "REJECTED", styleRejected, detail)
+}
+
+// OutOfService implements [Feedback].
+func (c *Console) OutOfService(_ context.Context, msg string) error {
+	return c.line("", "OUT OF SERVICE", styleOutOfService, clean(msg))
+}
+
+// line writes one event line.
+func (c *Console) line(scanner, status, style, detail string) error {
+	var b strings.Builder
+	b.WriteString(c.now().Format("15:04:05"))
+	b.WriteByte(' ')
+	if scanner != "" {
+		b.WriteString("[" + clean(scanner) + "] ")
+	}
+	if c.color {
+		b.WriteString(style + " " + status + " " + styleReset)
+	} else {
+		b.WriteString(status)
+	}
+	if detail != "" {
+		b.WriteString("  " + detail)
+	}
+	b.WriteByte('\n')
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := io.WriteString(c.w, b.String()); err != nil {
+		return fmt.Errorf("feedback: console: %w", err)
+	}
+	return nil
+}
+
+// clean replaces control characters (C0, DEL, C1) with '?'.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// minorUnits lists the ISO 4217 currencies whose minor unit is not 1/100.
+var minorUnits = map[string]int{
+	"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0,
+	"KRW": 0, "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0,
+	"XAF": 0, "XOF": 0, "XPF": 0,
+	"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+	"CLF": 4, "UYW": 4,
+}
+
+// FormatAmount formats an amount in minor units for display: 250 "EUR" is
+// "2.50 EUR", 250 "JPY" is "250 JPY", 1250 "KWD" is "1.250 KWD". Without a
+// currency it assumes two decimals and prints the number alone.
+func FormatAmount(minor int64, currency string) string {
+	digits, ok := minorUnits[strings.ToUpper(currency)]
+	if !ok {
+		digits = 2
+	}
+	sign := ""
+	mag := uint64(minor)
+	if minor < 0 {
+		sign, mag = "-", -mag // two's complement: right for math.MinInt64 too
+	}
+	s := sign + fmt.Sprint(mag)
+	if digits > 0 {
+		div := uint64(1)
+		for range digits {
+			div *= 10
+		}
+		s = fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
+	}
+	if currency != "" {
+		s += " " + clean(currency)
+	}
+	return s
+}

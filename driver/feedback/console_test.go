@@ -1,0 +1,139 @@
+package feedback
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+var fixedNow = func() time.Time { return time.Date(2026, 1, 1, 8, 0, 5, 0, time.UTC) }
+
+func TestConsolePlain(t *testing.T) {
+	var buf bytes.Buffer
+	c := NewConsole(&buf, ConsoleConfig{Now: fixedNow})
+	ctx := context.Background()
+	calls := []func() error{
+		func() error {
+			return c.Accepted(ctx, Accept{Fare: 250, Currency: "EUR", Message: "Child fare", Scanner: "front"})
+		},
+		func() error { return c.Accepted(ctx, Accept{Fare: 0, Currency: "EUR"}) },
+		func() error {
+			return c.Rejected(ctx, Reject{Reason: "code_expired", Message: "Code expired: refresh the app", Scanner: "rear"})
+		},
+		func() error { return c.Rejected(ctx, Reject{Reason: "denied"}) },
+		func() error { return c.OutOfService(ctx, "queue full") },
+		func() error { return c.Rejected(ctx, Reject{Message: "evil \x1b[2J\r\nline", Scanner: "x\x07"}) },
+	}
+	for i, call := range calls {
+		if err := call(); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	want := "08:00:05 [front] ACCEPTED  2.50 EUR  Child fare\n" +
+		"08:00:05 ACCEPTED  0.00 EUR\n" +
+		"08:00:05 [rear] REJECTED  Code expired: refresh the app (code_expired)\n" +
+		"08:00:05 REJECTED  denied\n" +
+		"08:00:05 OUT OF SERVICE  queue full\n" +
+		"08:00:05 [x?] REJECTED  evil ?[2J??line\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestConsoleColor(t *testing.T) {
+	tests := []struct {
+		name  string
+		mode  ColorMode
+		w     func(tb testing.TB) io.Writer
+		color bool
+	}{
+		{"always", ColorAlways, func(testing.TB) io.Writer { return &bytes.Buffer{} }, true},
+		{"auto, buffer", ColorAuto, func(testing.TB) io.Writer { return &bytes.Buffer{} }, false},
+		{"auto, terminal", ColorAuto, ptySlave, true},
+		{"never, terminal", ColorNever, ptySlave, false},
+	}
+	t.Setenv("NO_COLOR", "")
+	t.Setenv("TERM", "xterm")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewConsole(tt.w(t), ConsoleConfig{Color: tt.mode})
+			if c.color != tt.color {
+				t.Errorf("colour: got %v, want %v", c.color, tt.color)
+			}
+		})
+	}
+	t.Run("NO_COLOR", func(t *testing.T) {
+		t.Setenv("NO_COLOR", "1")
+		if c := NewConsole(ptySlave(t), ConsoleConfig{}); c.color {
+			t.Error("coloured despite NO_COLOR")
+		}
+	})
+
+	var buf bytes.Buffer
+	c := NewConsole(&buf, ConsoleConfig{Color: ColorAlways, Now: fixedNow})
+	c.Accepted(context.Background(), Accept{Fare: 250, Currency: "EUR", Scanner: "front"})
+	c.Rejected(context.Background(), Reject{Reason: "denied"})
+	c.OutOfService(context.Background(), "no keys")
+	want := "08:00:05 [front] \x1b[1;30;42m ACCEPTED \x1b[0m  2.50 EUR\n" +
+		"08:00:05 \x1b[1;97;41m REJECTED \x1b[0m  denied\n" +
+		"08:00:05 \x1b[1;30;43m OUT OF SERVICE \x1b[0m  no keys\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
+// ptySlave returns a real terminal.
+func ptySlave(tb testing.TB) io.Writer {
+	tb.Helper()
+	master, slave, err := pty.Open()
+	if err != nil {
+		tb.Skipf("no pseudo-terminals here: %v", err)
+	}
+	tb.Cleanup(func() {
+		slave.Close()
+		master.Close()
+	})
+	return slave
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk on fire") }
+
+func TestConsoleWriteError(t *testing.T) {
+	c := NewConsole(failWriter{}, ConsoleConfig{})
+	if err := c.OutOfService(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("got %v, want the write error", err)
+	}
+}
+
+func TestFormatAmount(t *testing.T) {
+	tests := []struct {
+		minor    int64
+		currency string
+		want     string
+	}{
+		{250, "EUR", "2.50 EUR"},
+		{5, "eur", "0.05 eur"},
+		{0, "USD", "0.00 USD"},
+		{-120, "EUR", "-1.20 EUR"},
+		{250, "JPY", "250 JPY"},
+		{1250, "KWD", "1.250 KWD"},
+		{250, "", "2.50"},
+		{math.MaxInt64, "EUR", "92233720368547758.07 EUR"},
+		{math.MinInt64, "EUR", "-92233720368547758.08 EUR"},
+		{math.MinInt64, "JPY", "-9223372036854775808 JPY"},
+	}
+	for _, tt := range tests {
+		if got := FormatAmount(tt.minor, tt.currency); got != tt.want {
+			t.Errorf("FormatAmount(%d, %q): got %q, want %q", tt.minor, tt.currency, got, tt.want)
+		}
+	}
+}

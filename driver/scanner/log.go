@@ -1,0 +1,72 @@
+package scanner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Log attribute keys. Frame contents are never logged: a frame is normally a
+// whole payment code.
+const (
+	keyScanner    = "scanner"
+	keyPath       = "path"
+	keyErr        = "err"
+	keyAttempts   = "attempts"
+	keyDowntime   = "downtime"
+	keyReason     = "reason"
+	keyBytes      = "bytes"
+	keySuppressed = "suppressed"
+)
+
+// discardLogInterval is the minimum time between two "frame discarded" log
+// lines of one scanner; the discards in between are counted in the next line.
+// A noisy cable must not fill the device's flash with logs.
+const discardLogInterval = time.Second
+
+// discardNoop is a logger that writes nothing, used when the caller passes nil.
+var discardNoop = slog.New(slog.DiscardHandler)
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return discardNoop
+	}
+	return log
+}
+
+// discardLogger logs discarded frames, at most one line per
+// discardLogInterval. It is safe for concurrent use, although the framer calls
+// it from one goroutine.
+type discardLogger struct {
+	log  *slog.Logger
+	name string
+
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// logDiscard has the signature of the framer's discard hook.
+func (d *discardLogger) logDiscard(reason Discard, n int) {
+	now := time.Now()
+	d.mu.Lock()
+	if !d.last.IsZero() && now.Sub(d.last) < discardLogInterval {
+		d.suppressed++
+		d.mu.Unlock()
+		return
+	}
+	suppressed := d.suppressed
+	d.last, d.suppressed = now, 0
+	d.mu.Unlock()
+
+	attrs := []slog.Attr{
+		slog.String(keyScanner, d.name),
+		slog.String(keyReason, reason.String()),
+		slog.Int(keyBytes, n),
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int(keySuppressed, suppressed))
+	}
+	d.log.LogAttrs(context.Background(), slog.LevelWarn, "scanner frame discarded", attrs...)
+}

@@ -1,0 +1,347 @@
+package scanner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/tarm/serial"
+)
+
+// Serial reader defaults, used for zero fields of [Config].
+const (
+	// DefaultBaud is the default line speed. Most scanners ship at 9600;
+	// 115200 is common once configured.
+	DefaultBaud = 9600
+	// DefaultReadTimeout bounds each read of the port: how quickly the
+	// reader notices cancellation, partial-frame timeouts and a vanished
+	// device path.
+	DefaultReadTimeout = 100 * time.Millisecond
+	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between two
+	// attempts to reopen a lost device (doubling, with jitter).
+	DefaultMinBackoff = 200 * time.Millisecond
+	DefaultMaxBackoff = 5 * time.Second
+)
+
+// maxReadTimeout is the longest read timeout a termios VTIME can express.
+const maxReadTimeout = 25500 * time.Millisecond
+
+// fastEOFLimit is how many zero-length reads in a row, each returning in less
+// than half the read timeout, mean the device has hung up (an unplugged USB
+// scanner or a closed pty returns end-of-file at once, forever).
+const fastEOFLimit = 3
+
+// readBufSize is the size of the read buffer: several frames' worth.
+const readBufSize = 2048
+
+// bauds are the line speeds github.com/tarm/serial supports on Linux.
+var bauds = map[int]bool{
+	50: true, 75: true, 110: true, 134: true, 150: true, 200: true, 300: true,
+	600: true, 1200: true, 1800: true, 2400: true, 4800: true, 9600: true,
+	19200: true, 38400: true, 57600: true, 115200: true, 230400: true,
+	460800: true, 500000: true, 576000: true, 921600: true, 1000000: true,
+	1152000: true, 1500000: true, 2000000: true, 2500000: true, 3000000: true,
+	3500000: true, 4000000: true,
+}
+
+// State is a serial reader's connection state, reported to Config.OnState.
+type State int
+
+const (
+	// Disconnected: the device is absent, unplugged or failing; the reader
+	// is retrying.
+	Disconnected State = iota
+	// Connected: the port is open, in raw mode, and reading.
+	Connected
+)
+
+// String returns "disconnected" or "connected".
+func (s State) String() string {
+	if s == Connected {
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// Config configures one serial scanner. Zero fields mean the documented
+// defaults; Name and Path are required.
+type Config struct {
+	// Name identifies the scanner ("front", "rear"): it tags every frame and
+	// log line.
+	Name string
+	// Path is the device, for example /dev/ttyACM0 or, better, a stable
+	// udev symlink such as /dev/scanner-front. It need not exist yet.
+	Path string
+	// Baud is the line speed (default [DefaultBaud]); USB-CDC scanners
+	// ignore it. The port is always 8N1 without flow control.
+	Baud int
+	// Framing says how to cut the byte stream into frames.
+	Framing Framing
+	// ReadTimeout bounds each read (default [DefaultReadTimeout]). The
+	// kernel counts it in tenths of a second: it is rounded down to a
+	// multiple of 100 ms, with 100 ms at least and 25.5 s at most.
+	ReadTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
+	// reconnection attempts (defaults [DefaultMinBackoff],
+	// [DefaultMaxBackoff]). The wait starts again from MinBackoff once a
+	// connection works.
+	MinBackoff, MaxBackoff time.Duration
+	// OnState, if not nil, is called from the reader's goroutine when the
+	// connection comes up (the port is open and a first read succeeded) and
+	// when it goes down. It must not block. The agent can use it to show
+	// "out of service" while the scanner is away; tests use it to know when
+	// to write.
+	OnState func(State)
+}
+
+// Serial reads frames from one scanner on a serial port. Make it with
+// [NewSerial] and run it with [Serial.Run].
+type Serial struct {
+	cfg         Config
+	readTimeout time.Duration // effective, as the kernel applies it
+	log         *slog.Logger
+	framer      *Framer
+	running     atomic.Bool
+
+	// openPort opens the device; tests replace it to inject faults.
+	openPort func(*serial.Config) (io.ReadCloser, error)
+}
+
+// NewSerial checks cfg and returns a reader for it. It does not open the
+// device. log may be nil.
+func NewSerial(cfg Config, log *slog.Logger) (*Serial, error) {
+	if cfg.Name == "" {
+		return nil, fmt.Errorf("%w: scanner without a name", ErrInvalidConfig)
+	}
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("%w: scanner %s: no device path", ErrInvalidConfig, cfg.Name)
+	}
+	if cfg.Baud == 0 {
+		cfg.Baud = DefaultBaud
+	}
+	if !bauds[cfg.Baud] {
+		return nil, fmt.Errorf("%w: scanner %s: unsupported baud rate %d", ErrInvalidConfig, cfg.Name, cfg.Baud)
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.ReadTimeout < 0 || cfg.ReadTimeout > maxReadTimeout {
+		return nil, fmt.Errorf("%w: scanner %s: read timeout %v outside 100ms..25.5s", ErrInvalidConfig, cfg.Name, cfg.ReadTimeout)
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
+		return nil, fmt.Errorf("%w: scanner %s: backoff %v..%v", ErrInvalidConfig, cfg.Name, cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	log = orDiscard(log)
+	dl := &discardLogger{log: log, name: cfg.Name}
+	framer, err := NewFramer(cfg.Name, cfg.Framing, dl.logDiscard)
+	if err != nil {
+		return nil, fmt.Errorf("scanner %s: %w", cfg.Name, err)
+	}
+	// What the kernel will do with VTIME (see tarm/serial's posixTimeoutValues).
+	rt := max(cfg.ReadTimeout.Truncate(100*time.Millisecond), 100*time.Millisecond)
+	return &Serial{cfg: cfg, readTimeout: rt, log: log, framer: framer, openPort: openSerial}, nil
+}
+
+// openSerial opens a real port.
+func openSerial(c *serial.Config) (io.ReadCloser, error) {
+	return serial.OpenPort(c)
+}
+
+// Name returns the scanner's name.
+func (s *Serial) Name() string { return s.cfg.Name }
+
+// Stats returns a snapshot of the reader's counters. It is safe to call at
+// any time from any goroutine.
+func (s *Serial) Stats() Stats { return s.framer.Stats() }
+
+// Run opens the device and sends its frames to out until ctx is done, then
+// closes the port and returns nil. It does not close out.
+//
+// Run does not give up on the device: when it is absent, unplugged or
+// failing, Run logs that once, retries with backoff and logs again once when
+// it is back ("scanner resumed", with the number of attempts). A partial frame
+// cut off by the loss is counted as incomplete. It returns [ErrRunning] if
+// the reader is already running.
+func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer s.running.Store(false)
+
+	st := &link{backoff: backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}}
+	defer func() {
+		if st.up {
+			s.setState(Disconnected)
+		}
+	}()
+	for {
+		err := s.session(ctx, out, st)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.failed(st, err)
+		if !sleep(ctx, st.backoff.next()) {
+			return nil
+		}
+	}
+}
+
+// link is the reconnection state of one Run.
+type link struct {
+	up        bool      // connected, and the first read worked
+	everUp    bool      // was up at least once
+	down      bool      // an outage has been logged and not yet recovered
+	downSince time.Time // when it began
+	failures  int       // failed attempts since the outage began
+	backoff   backoff
+}
+
+// session opens the port once, reads from it until the device is lost or ctx
+// is done, and closes it. It returns why the device was lost (nil if ctx).
+func (s *Serial) session(ctx context.Context, out chan<- Frame, st *link) error {
+	port, id, err := s.open()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Reads are bounded by ReadTimeout and nothing reads concurrently,
+		// so Close cannot block here.
+		port.Close()
+		s.framer.Reset()
+	}()
+
+	buf := make([]byte, readBufSize)
+	fast := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		n, err := port.Read(buf)
+		now := time.Now()
+		if n > 0 {
+			fast = 0
+			s.up(st)
+			for _, fr := range s.framer.Feed(buf[:n], now) {
+				select {
+				case out <- fr:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+		switch {
+		case err == nil:
+		case n == 0 && errors.Is(err, io.EOF):
+			// With VMIN=0, VTIME>0 a read that times out returns 0 bytes,
+			// which os.File reports as io.EOF: "no data yet". A hung-up
+			// device returns the same at once, again and again.
+			if now.Sub(start) < s.readTimeout/2 {
+				if fast++; fast >= fastEOFLimit {
+					return fmt.Errorf("%w: hung up (%d empty reads in a row)", errDeviceLost, fast)
+				}
+				continue
+			}
+			fast = 0
+			s.up(st)
+			s.framer.Flush(now)
+			if err := samePath(s.cfg.Path, id); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: %w", errDeviceLost, err)
+		}
+	}
+	return nil
+}
+
+// open opens and configures the port and identifies the device behind the
+// path, to notice later when the path goes away or names another device
+// (a udev symlink re-created for a re-plugged scanner).
+func (s *Serial) open() (io.ReadCloser, os.FileInfo, error) {
+	port, err := s.openPort(&serial.Config{
+		Name:        s.cfg.Path,
+		Baud:        s.cfg.Baud,
+		ReadTimeout: s.cfg.ReadTimeout,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	id, err := os.Stat(s.cfg.Path)
+	if err != nil {
+		port.Close()
+		return nil, nil, fmt.Errorf("%w: %w", errDeviceLost, err)
+	}
+	return port, id, nil
+}
+
+// samePath returns an error when path no longer names the device id.
+func samePath(path string, id os.FileInfo) error {
+	now, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errDeviceLost, err)
+	}
+	if !os.SameFile(id, now) {
+		return fmt.Errorf("%w: %s now names another device", errDeviceLost, path)
+	}
+	return nil
+}
+
+// up marks the connection as working, once per session: the first read
+// returned data or waited its full timeout.
+func (s *Serial) up(st *link) {
+	if st.up {
+		return
+	}
+	st.up = true
+	st.backoff.reset()
+	if st.everUp {
+		s.framer.c.reconnects.Add(1)
+	}
+	st.everUp = true
+	switch {
+	case st.down:
+		s.log.Info("scanner resumed",
+			slog.String(keyScanner, s.cfg.Name),
+			slog.Int(keyAttempts, st.failures+1),
+			slog.Duration(keyDowntime, time.Since(st.downSince).Round(time.Millisecond)))
+	default:
+		s.log.Info("scanner connected", slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path))
+	}
+	st.down, st.failures = false, 0
+	s.setState(Connected)
+}
+
+// failed records a lost connection or a failed attempt, logging the first of
+// an outage only.
+func (s *Serial) failed(st *link, err error) {
+	if st.up {
+		st.up = false
+		st.down, st.downSince, st.failures = true, time.Now(), 0
+		s.log.Warn("scanner lost; reconnecting",
+			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+		s.setState(Disconnected)
+		return
+	}
+	st.failures++
+	if !st.down {
+		st.down, st.downSince = true, time.Now()
+		s.log.Warn("scanner unavailable; retrying",
+			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+		s.setState(Disconnected)
+	}
+}
+
+func (s *Serial) setState(state State) {
+	if s.cfg.OnState != nil {
+		s.cfg.OnState(state)
+	}
+}

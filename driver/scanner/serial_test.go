@@ -1,0 +1,589 @@
+package scanner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/tarm/serial"
+	"golang.org/x/sys/unix"
+)
+
+// waitTimeout bounds every wait in these tests. It is generous: other
+// engineers run tests on the same two cores.
+const waitTimeout = 20 * time.Second
+
+// fakePTY is a pseudo-terminal standing in for a scanner: the test writes on
+// the master what a scanner would send, the reader opens the slave path.
+type fakePTY struct {
+	master *os.File
+	path   string
+}
+
+func newPTY(tb testing.TB) *fakePTY {
+	tb.Helper()
+	master, slave, err := pty.Open()
+	if err != nil {
+		tb.Skipf("no pseudo-terminals here: %v", err)
+	}
+	path := slave.Name()
+	// Only the reader keeps the slave open, as with a real device.
+	slave.Close()
+	p := &fakePTY{master: master, path: path}
+	tb.Cleanup(func() { p.master.Close() })
+	return p
+}
+
+// write sends bytes as the scanner would.
+func (p *fakePTY) write(tb testing.TB, s string) {
+	tb.Helper()
+	if _, err := p.master.Write([]byte(s)); err != nil {
+		tb.Fatalf("write on pty master: %v", err)
+	}
+}
+
+// unplug closes the master: the slave hangs up, as a USB scanner does when
+// pulled out.
+func (p *fakePTY) unplug(tb testing.TB) {
+	tb.Helper()
+	if err := p.master.Close(); err != nil {
+		tb.Fatalf("close pty master: %v", err)
+	}
+}
+
+// devLink is a symlink standing for a udev name such as /dev/scanner-front.
+func devLink(tb testing.TB, target string) string {
+	tb.Helper()
+	link := filepath.Join(tb.TempDir(), "scanner-front")
+	if err := os.Symlink(target, link); err != nil {
+		tb.Fatal(err)
+	}
+	return link
+}
+
+// repoint atomically points link at target, as udev does when a device
+// comes back under another /dev/ttyACMn.
+func repoint(tb testing.TB, link, target string) {
+	tb.Helper()
+	tmp := link + ".new"
+	if err := os.Symlink(target, tmp); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// logBuffer collects log output from several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), "msg=\""+msg+"\"")
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// harness runs one Serial reader for a test.
+type harness struct {
+	s      *Serial
+	frames chan Frame
+	states chan State
+	logs   *logBuffer
+}
+
+// startSerial makes a reader for cfg and runs it until the test ends; the
+// cleanup checks that Run returns nil after cancellation.
+func startSerial(tb testing.TB, cfg Config) *harness {
+	tb.Helper()
+	h := &harness{
+		frames: make(chan Frame, 100),
+		states: make(chan State, 100),
+		logs:   &logBuffer{},
+	}
+	if cfg.Name == "" {
+		cfg.Name = "front"
+	}
+	cfg.OnState = func(s State) { h.states <- s }
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := NewSerial(cfg, log)
+	if err != nil {
+		tb.Fatalf("NewSerial: %v", err)
+	}
+	h.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, h.frames) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Run returned %v after cancel, want nil", err)
+			}
+		case <-time.After(waitTimeout):
+			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
+		}
+		if tb.Failed() {
+			tb.Logf("reader log:\n%s", h.logs)
+		}
+	})
+	return h
+}
+
+// waitState waits for the next state report and checks it.
+func (h *harness) waitState(tb testing.TB, want State) {
+	tb.Helper()
+	select {
+	case got := <-h.states:
+		if got != want {
+			tb.Fatalf("state: got %v, want %v", got, want)
+		}
+	case <-time.After(waitTimeout):
+		tb.Fatalf("no %v state within %v", want, waitTimeout)
+	}
+}
+
+// next waits for the next frame.
+func (h *harness) next(tb testing.TB) Frame {
+	tb.Helper()
+	select {
+	case f := <-h.frames:
+		return f
+	case <-time.After(waitTimeout):
+		tb.Fatalf("no frame within %v (stats %+v)", waitTimeout, h.s.Stats())
+		return Frame{}
+	}
+}
+
+// expect waits for frames with these texts, in order.
+func (h *harness) expect(tb testing.TB, texts ...string) {
+	tb.Helper()
+	for _, want := range texts {
+		f := h.next(tb)
+		if f.Text != want {
+			tb.Fatalf("frame: got %q, want %q", f.Text, want)
+		}
+		if f.Scanner != h.s.Name() {
+			tb.Errorf("frame scanner: got %q, want %q", f.Scanner, h.s.Name())
+		}
+		if f.Time.IsZero() {
+			tb.Errorf("frame without time")
+		}
+	}
+}
+
+// waitStats polls the counters until cond holds. The reader's counters are
+// the only place a discard shows, so this is the one poll in these tests.
+func (h *harness) waitStats(tb testing.TB, what string, cond func(Stats) bool) {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond(h.s.Stats()) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not reached within %v (stats %+v)", what, waitTimeout, h.s.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSerialFrames(t *testing.T) {
+	p := newPTY(t)
+	// A long inter-character timeout: on a loaded machine the test may
+	// pause between the pieces of a split frame.
+	h := startSerial(t, Config{Path: p.path, Baud: 115200, Framing: Framing{InterCharTimeout: time.Hour}})
+	h.waitState(t, Connected)
+
+	code := fakeCode(10)
+	p.write(t, code+"\r\n")
+	h.expect(t, code)
+
+	p.write(t, "LF ending\n")
+	p.write(t, "CR ending\r")
+	p.write(t, "two\r\nin one write\r\n")
+	h.expect(t, "LF ending", "CR ending", "two", "in one write")
+
+	// A frame split across many writes.
+	code2 := fakeCode(11)
+	for i := 0; i < len(code2); i += 7 {
+		p.write(t, code2[i:min(i+7, len(code2))])
+	}
+	p.write(t, "\r")
+	p.write(t, "\n")
+	h.expect(t, code2)
+
+	// Garbage and an overlong line are dropped; the reader keeps going.
+	p.write(t, "\x00\xff\x1b[31m\r\n")
+	p.write(t, strings.Repeat("9", 3*DefaultMaxLen)+"\r\n")
+	p.write(t, "after garbage\r\n")
+	h.expect(t, "after garbage")
+	st := h.s.Stats()
+	if st.NonPrintable != 1 || st.Overlong != 1 || st.Frames != 7 {
+		t.Errorf("stats: got %+v, want 7 frames, 1 non-printable, 1 overlong", st)
+	}
+	if got := h.logs.count("scanner frame discarded"); got < 1 {
+		t.Errorf("no discard logged:\n%s", h.logs)
+	}
+	if strings.Contains(h.logs.String(), code[5:20]) {
+		t.Errorf("a frame's text was logged:\n%s", h.logs)
+	}
+}
+
+func TestSerialCutOffFrame(t *testing.T) {
+	p := newPTY(t)
+	h := startSerial(t, Config{Path: p.path, Framing: Framing{InterCharTimeout: 50 * time.Millisecond}})
+	h.waitState(t, Connected)
+
+	p.write(t, "FG1:CUT OFF")
+	h.waitStats(t, "cut-off frame counted", func(s Stats) bool { return s.Incomplete == 1 })
+	p.write(t, "FG1:WHOLE\r\n")
+	h.expect(t, "FG1:WHOLE")
+}
+
+func TestSerialSTXETX(t *testing.T) {
+	p := newPTY(t)
+	h := startSerial(t, Config{Path: p.path, Framing: Framing{Prefix: "\x02", Suffix: "\x03", InterCharTimeout: time.Hour}})
+	h.waitState(t, Connected)
+
+	code := fakeCode(12)
+	p.write(t, "\x02"+code+"\x03")               // no terminator at all
+	p.write(t, "\x02"+code[:50])                 // cut off by the next STX
+	p.write(t, "\x02B 2\x03\r\n")                // with CRLF after ETX
+	p.write(t, "no stx\x03\x02"+code[:9]+"\x03") // unframed, then a good one
+	h.expect(t, code, "B 2", code[:9])
+	if st := h.s.Stats(); st.Incomplete != 1 || st.Unframed != 1 {
+		t.Errorf("stats: got %+v, want 1 incomplete and 1 unframed", st)
+	}
+}
+
+// TestSerialUnplug pulls the scanner out and plugs it back in, under another
+// pty (so another /dev/pts/N) behind the same symlink, as udev does.
+func TestSerialUnplug(t *testing.T) {
+	p1 := newPTY(t)
+	link := devLink(t, p1.path)
+	h := startSerial(t, Config{Path: link, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	h.waitState(t, Connected)
+	p1.write(t, "before\r\n")
+	p1.write(t, "FG1:HALF") // cut off by the unplug
+	h.expect(t, "before")
+
+	for round := 1; round <= 2; round++ {
+		p1.unplug(t)
+		h.waitState(t, Disconnected)
+
+		p2 := newPTY(t)
+		repoint(t, link, p2.path)
+		h.waitState(t, Connected)
+		p2.write(t, "after\r\n")
+		h.expect(t, "after")
+		p1 = p2
+	}
+
+	st := h.s.Stats()
+	if st.Reconnects != 2 {
+		t.Errorf("reconnects: got %d, want 2", st.Reconnects)
+	}
+	// The half frame is dropped (as incomplete if the reader got it before
+	// the hang-up, which discards unread input), never glued to "after".
+	if st.Incomplete > 1 || st.Frames != 3 {
+		t.Errorf("stats: got %+v, want 3 frames and at most 1 incomplete", st)
+	}
+	for msg, want := range map[string]int{
+		"scanner connected":             1,
+		"scanner lost; reconnecting":    2,
+		"scanner resumed":               2,
+		"scanner unavailable; retrying": 0,
+	} {
+		if got := h.logs.count(msg); got != want {
+			t.Errorf("%q logged %d times, want %d:\n%s", msg, got, want, h.logs)
+		}
+	}
+}
+
+// tiocvhangup is Linux's TIOCVHANGUP ioctl (asm-generic, the same on amd64,
+// arm and arm64): hang up a terminal for every process that has it open.
+const tiocvhangup = 0x5437
+
+// TestSerialHangUp hangs the terminal up under the reader while its path
+// stays: reads then return end-of-file at once, forever, exactly as for an
+// unplugged USB-CDC scanner (closing a pty master gives EIO instead, which
+// TestSerialUnplug covers). The reader must take that as a lost device and
+// reopen the path.
+func TestSerialHangUp(t *testing.T) {
+	p := newPTY(t)
+	h := startSerial(t, Config{Path: p.path, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	h.waitState(t, Connected)
+
+	tty, err := os.OpenFile(p.path, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	if err := unix.IoctlSetInt(int(tty.Fd()), tiocvhangup, 0); err != nil {
+		// EPERM without CAP_SYS_ADMIN; ENOSYS under qemu-user, which does
+		// not pass this ioctl through. TestSerialFastEOF covers the logic.
+		t.Skipf("cannot hang up a terminal here: %v", err)
+	}
+	h.waitState(t, Disconnected)
+	h.waitState(t, Connected)
+	p.write(t, "after hang-up\r\n")
+	h.expect(t, "after hang-up")
+	if got := h.logs.count("scanner lost; reconnecting"); got != 1 || !strings.Contains(h.logs.String(), "hung up") {
+		t.Errorf("want one loss logged as a hang-up:\n%s", h.logs)
+	}
+	if st := h.s.Stats(); st.Reconnects != 1 {
+		t.Errorf("reconnects: got %d, want 1", st.Reconnects)
+	}
+}
+
+// fakePort injects faults: it returns its data, then either end-of-file at
+// once forever (hung up) or, like a real idle port, end-of-file after the
+// read timeout.
+type fakePort struct {
+	data    []byte
+	hungUp  bool
+	timeout time.Duration
+	closed  chan struct{}
+}
+
+func (p *fakePort) Read(b []byte) (int, error) {
+	if len(p.data) > 0 {
+		n := copy(b, p.data)
+		p.data = p.data[n:]
+		return n, nil
+	}
+	if !p.hungUp {
+		select {
+		case <-time.After(p.timeout):
+		case <-p.closed:
+		}
+	}
+	return 0, io.EOF
+}
+
+func (p *fakePort) Close() error { return nil }
+
+// TestSerialFastEOF runs the hang-up logic without needing the privilege to
+// hang up a real terminal: a port that answers every read at once with
+// end-of-file is lost, and the reader reopens the path.
+func TestSerialFastEOF(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ttyACM0")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	ports := make(chan *fakePort, 3)
+	ports <- &fakePort{data: []byte("one\r\n"), hungUp: true}
+	ports <- &fakePort{hungUp: true} // still failing when first reopened
+	ports <- &fakePort{data: []byte("two\r\n"), timeout: DefaultReadTimeout, closed: stop}
+
+	h := &harness{frames: make(chan Frame, 10), states: make(chan State, 10), logs: &logBuffer{}}
+	s, err := NewSerial(Config{Name: "front", Path: path, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+		OnState: func(st State) { h.states <- st }},
+		slog.New(slog.NewTextHandler(h.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.openPort = func(*serial.Config) (io.ReadCloser, error) {
+		select {
+		case p := <-ports:
+			return p, nil
+		default:
+			return nil, errors.New("no more ports")
+		}
+	}
+	h.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, h.frames) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	h.waitState(t, Connected)
+	h.expect(t, "one")
+	h.waitState(t, Disconnected)
+	h.waitState(t, Connected)
+	h.expect(t, "two")
+	logs := h.logs.String()
+	if !strings.Contains(logs, "hung up (3 empty reads in a row)") || !strings.Contains(logs, "attempts=2") {
+		t.Errorf("want the hang-up and a resume after 2 attempts logged:\n%s", logs)
+	}
+}
+
+// TestSerialPathVanishes takes the device path away while the device itself
+// stays: the reader must notice the path is gone and follow it when it
+// comes back pointing at another device.
+func TestSerialPathVanishes(t *testing.T) {
+	p1 := newPTY(t)
+	link := devLink(t, p1.path)
+	h := startSerial(t, Config{Path: link, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	h.waitState(t, Connected)
+
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(t, Disconnected)
+	p2 := newPTY(t)
+	repoint(t, link, p2.path)
+	h.waitState(t, Connected)
+	p2.write(t, "new device\r\n")
+	h.expect(t, "new device")
+}
+
+// TestSerialAbsentAtStart starts the reader before the scanner is there.
+func TestSerialAbsentAtStart(t *testing.T) {
+	link := devLink(t, filepath.Join(t.TempDir(), "not-yet"))
+	h := startSerial(t, Config{Path: link, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	h.waitState(t, Disconnected)
+
+	p := newPTY(t)
+	repoint(t, link, p.path)
+	h.waitState(t, Connected)
+	p.write(t, "hello\r\n")
+	h.expect(t, "hello")
+
+	if got := h.logs.count("scanner unavailable; retrying"); got != 1 {
+		t.Errorf("unavailable logged %d times, want 1:\n%s", got, h.logs)
+	}
+	if got := h.logs.count("scanner resumed"); got != 1 {
+		t.Errorf("resumed logged %d times, want 1:\n%s", got, h.logs)
+	}
+	if st := h.s.Stats(); st.Reconnects != 0 {
+		t.Errorf("reconnects: got %d, want 0 (it was never connected before)", st.Reconnects)
+	}
+}
+
+// TestSerialNotATerminal points the reader at a regular file: opening fails
+// (no termios), and the reader keeps retrying instead of giving up.
+func TestSerialNotATerminal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "plain")
+	if err := os.WriteFile(path, []byte("FG1:X\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := startSerial(t, Config{Path: path, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	h.waitState(t, Disconnected)
+	if st := h.s.Stats(); st.Frames != 0 {
+		t.Errorf("frames from a regular file: %+v", st)
+	}
+}
+
+func TestSerialRunTwice(t *testing.T) {
+	p := newPTY(t)
+	h := startSerial(t, Config{Path: p.path})
+	h.waitState(t, Connected)
+	if err := h.s.Run(context.Background(), make(chan Frame)); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Run: got %v, want ErrRunning", err)
+	}
+}
+
+// TestSerialBlockedConsumer cancels while the reader waits to deliver.
+func TestSerialBlockedConsumer(t *testing.T) {
+	p := newPTY(t)
+	states := make(chan State, 10)
+	s, err := NewSerial(Config{Name: "front", Path: p.path, OnState: func(st State) { states <- st }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan Frame) // nobody reads
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	select {
+	case <-states:
+	case <-time.After(waitTimeout):
+		t.Fatal("never connected")
+	}
+	p.write(t, "stuck\r\n")
+	// The frame is counted when framed, before it is sent.
+	deadline := time.Now().Add(waitTimeout)
+	for s.Stats().Frames == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run blocked on a consumer that never reads")
+	}
+}
+
+func TestNewSerialInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no name", Config{Path: "/dev/null"}},
+		{"no path", Config{Name: "front"}},
+		{"baud", Config{Name: "front", Path: "/dev/x", Baud: 1234}},
+		{"read timeout", Config{Name: "front", Path: "/dev/x", ReadTimeout: time.Minute}},
+		{"negative read timeout", Config{Name: "front", Path: "/dev/x", ReadTimeout: -1}},
+		{"backoff", Config{Name: "front", Path: "/dev/x", MinBackoff: time.Second, MaxBackoff: time.Millisecond}},
+		{"framing", Config{Name: "front", Path: "/dev/x", Framing: Framing{Prefix: "\n"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewSerial(tt.cfg, nil); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("got %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+	s, err := NewSerial(Config{Name: "front", Path: "/dev/x", ReadTimeout: 250 * time.Millisecond, MinBackoff: 10 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.readTimeout != 200*time.Millisecond || s.cfg.Baud != DefaultBaud || s.cfg.MaxBackoff != 10*time.Second {
+		t.Errorf("defaults: read timeout %v, baud %d, max backoff %v", s.readTimeout, s.cfg.Baud, s.cfg.MaxBackoff)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: 100 * time.Millisecond, max: time.Second}
+	ceilings := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, c := range ceilings {
+		c *= time.Millisecond
+		if d := b.next(); d < c/2 || d > c {
+			t.Errorf("attempt %d: wait %v outside [%v, %v]", i, d, c/2, c)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 100*time.Millisecond {
+		t.Errorf("after reset: wait %v, want at most 100ms", d)
+	}
+	huge := backoff{min: time.Duration(1 << 61), max: time.Duration(1<<63 - 1)}
+	for range 5 {
+		if d := huge.next(); d <= 0 {
+			t.Fatalf("overflow: wait %v", d)
+		}
+	}
+}
