@@ -1,0 +1,110 @@
+// Package keyfile reads and writes the Ed25519 keys of farego on disk:
+// private keys as PKCS #8 PEM with owner-only permissions, public keys as
+// PKIX PEM. The validator reads its device key and the fleet public key with
+// it; the settlement server and the provisioning tool write them.
+package keyfile
+
+import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ErrKeyFile is returned (wrapped) for a key file that cannot be used.
+var ErrKeyFile = errors.New("keyfile: unusable key file")
+
+// WritePrivate writes an Ed25519 private key as PKCS #8 PEM with
+// owner-only permissions. It refuses to overwrite an existing file.
+func WritePrivate(path string, k ed25519.PrivateKey) error {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// WritePublic writes an Ed25519 public key as PKIX PEM.
+func WritePublic(path string, k ed25519.PublicKey) error {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return err
+	}
+	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+}
+
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ReadPrivate reads an Ed25519 private key (PKCS #8 PEM). It refuses a
+// file that others can read.
+func ReadPrivate(path string) (ed25519.PrivateKey, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
+	}
+	block, err := readPEM(path, "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an Ed25519 key", ErrKeyFile, path)
+	}
+	return ek, nil
+}
+
+// ReadPublic reads an Ed25519 public key (PKIX PEM).
+func ReadPublic(path string) (ed25519.PublicKey, error) {
+	block, err := readPEM(path, "PUBLIC KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKIXPublicKey(block)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an Ed25519 key", ErrKeyFile, path)
+	}
+	return ek, nil
+}
+
+func readPEM(path, typ string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != typ {
+		return nil, fmt.Errorf("%w: %s: want a PEM %q block", ErrKeyFile, path, typ)
+	}
+	return block.Bytes, nil
+}
