@@ -1,0 +1,354 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Bundle file names.
+const (
+	bundleConfig    = "validator.toml"
+	bundleDeviceKey = "device.key"
+	bundleDevicePub = "device.pub"
+	bundleTLSKey    = "device-tls.key"
+	bundleTLSCert   = "device.crt"
+	bundleCA        = "ca.crt"
+	bundleFleetPub  = "fleet.pub"
+	bundleKeyring   = "keyring.json"
+	bundleFares     = "fares.json"
+	bundleUnit      = "farego-validator.service"
+	bundleReadme    = "INSTALL.txt"
+)
+
+// scannerFlag collects --scanner name=path.
+type scannerFlag []struct{ Name, Path string }
+
+func (s *scannerFlag) String() string { return fmt.Sprint(*s) }
+func (s *scannerFlag) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return errors.New("want NAME=PATH, e.g. front=/dev/scanner-front")
+	}
+	*s = append(*s, struct{ Name, Path string }{name, path})
+	return nil
+}
+
+type deviceOpts struct {
+	fleet, id, route, vehicle, server, token, out, broker, dataDir, metrics, topicPrefix string
+	scanners                                                                             scannerFlag
+	force, tls                                                                           bool
+}
+
+func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("device", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o deviceOpts
+	fs.StringVar(&o.fleet, "fleet", "fleet", "fleet directory (from init-fleet)")
+	fs.StringVar(&o.id, "id", "", "device id, e.g. bus-0417-front (required)")
+	fs.StringVar(&o.route, "route", "", "route the vehicle serves (required)")
+	fs.StringVar(&o.vehicle, "vehicle", "", "vehicle id")
+	fs.StringVar(&o.server, "server", "http://127.0.0.1:8080", "settlement server URL")
+	fs.StringVar(&o.token, "operator-token", "", "operator token, or @FILE (required)")
+	fs.StringVar(&o.out, "out", "devices", "where to write the bundle (OUT/ID/ and OUT/ID.tar.gz)")
+	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL the device uses, e.g. ssl://mqtt.example.net:8883 (empty: offline only)")
+	fs.StringVar(&o.topicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
+	fs.BoolVar(&o.tls, "tls", false, "use the client certificate (mutual TLS) instead of the broker password")
+	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/farego", "data directory on the device")
+	fs.StringVar(&o.metrics, "metrics", "127.0.0.1:9100", "metrics listen address on the device (empty: none)")
+	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
+	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	if err := wire.ValidDeviceID(o.id); err != nil {
+		return fmt.Errorf("--id: %v", err)
+	}
+	if o.route == "" {
+		return errors.New("--route is required")
+	}
+	if strings.HasPrefix(o.token, "@") {
+		b, err := os.ReadFile(o.token[1:])
+		if err != nil {
+			return err
+		}
+		o.token = strings.TrimSpace(string(b))
+	}
+	if o.token == "" {
+		return errors.New("--operator-token is required to register the device")
+	}
+	if len(o.scanners) == 0 {
+		o.scanners.Set("front=/dev/scanner-front")
+	}
+	return provisionDevice(ctx, o, stdout)
+}
+
+func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error {
+	dir := filepath.Join(o.out, o.id)
+	if _, err := os.Stat(filepath.Join(dir, bundleDeviceKey)); err == nil {
+		if !o.force {
+			return fmt.Errorf("%s already has an identity (%s); use --force to replace it", o.id, filepath.Join(dir, bundleDeviceKey))
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	caCert, caKey, caPEM, err := loadCA(o.fleet)
+	if err != nil {
+		return err
+	}
+	fleetPub, err := os.ReadFile(filepath.Join(o.fleet, fleetPubFile))
+	if err != nil {
+		return fmt.Errorf("fleet public key: %v", err)
+	}
+	if _, err := keyfile.ReadPublic(filepath.Join(o.fleet, fleetPubFile)); err != nil {
+		return err
+	}
+	server := strings.TrimRight(o.server, "/")
+	// Fetch what the device needs before changing anything on the server.
+	var krJSON, faresJSON json.RawMessage
+	if err := cli.CallJSON(ctx, "GET", server+"/v1/keyring", "", nil, &krJSON); err != nil {
+		return fmt.Errorf("keyring: %v", err)
+	}
+	if _, err := paycode.ParseKeyring(krJSON); err != nil {
+		return fmt.Errorf("the server's keyring: %v", err)
+	}
+	if err := cli.CallJSON(ctx, "GET", server+"/v1/fares", "", nil, &faresJSON); err != nil {
+		return fmt.Errorf("fare table: %v (upload one first: PUT /v1/fares)", err)
+	}
+	if _, err := fare.Parse(faresJSON); err != nil {
+		return fmt.Errorf("the server's fare table: %v", err)
+	}
+
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	certPEM, tlsKeyPEM, err := issueClientCert(caCert, caKey, o.id)
+	if err != nil {
+		return err
+	}
+	var reg struct {
+		MQTTUsername string `json:"mqtt_username"`
+		MQTTPassword string `json:"mqtt_password"`
+	}
+	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
+		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "replace": o.force}, &reg); err != nil {
+		return fmt.Errorf("registering %s: %v", o.id, err)
+	}
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := keyfile.WritePrivate(filepath.Join(dir, bundleDeviceKey), priv); err != nil {
+		return err
+	}
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{bundleTLSKey, tlsKeyPEM, 0o600},
+		{bundleTLSCert, certPEM, 0o644},
+		{bundleCA, caPEM, 0o644},
+		{bundleFleetPub, fleetPub, 0o644},
+		{bundleKeyring, krJSON, 0o644},
+		{bundleFares, faresJSON, 0o644},
+		{bundleUnit, []byte(systemdUnit), 0o644},
+		{bundleReadme, []byte(strings.ReplaceAll(installText, "ID", o.id)), 0o644},
+	}
+	cfg, err := validatorConfig(o, reg.MQTTUsername, reg.MQTTPassword)
+	if err != nil {
+		return err
+	}
+	files = append(files, struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{bundleConfig, cfg, 0o600})
+	if err := keyfile.WritePublic(filepath.Join(dir, bundleDevicePub), pub); err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := writeFileNew(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+			return err
+		}
+	}
+	tarball := filepath.Join(o.out, o.id+".tar.gz")
+	if err := writeTarball(tarball, dir, o.id); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "device %s registered; bundle in %s/ and %s\n", o.id, dir, tarball)
+	return nil
+}
+
+var configTemplate = template.Must(template.New("cfg").Parse(`# farego-validator configuration for {{.ID}}, made by farego-provision on {{.Date}}.
+# Paths are relative to this file's directory (install the bundle in /etc/farego).
+
+device_id = "{{.ID}}"
+route     = "{{.Route}}"
+vehicle   = "{{.Vehicle}}"
+data_dir  = "{{.DataDir}}"
+
+[log]
+level  = "info"
+format = "json"
+
+[policy]
+max_age         = "120s"
+skew            = "30s"
+passback_window = "5s"
+risk_cap        = 10
+
+[provision]
+keyring = "keyring.json"
+fares   = "fares.json"
+{{range .Scanners}}
+[[scanner]]
+name = "{{.Name}}"
+path = "{{.Path}}"
+{{end}}
+[feedback]
+console = true
+
+[metrics]
+listen = "{{.Metrics}}"
+
+[mqtt]
+broker           = "{{.Broker}}"
+topic_prefix     = "{{.TopicPrefix}}"
+device_key       = "device.key"
+fleet_public_key = "fleet.pub"
+{{- if .TLS}}
+ca_file          = "ca.crt"
+cert_file        = "device.crt"
+key_file         = "device-tls.key"
+{{- else if .Password}}
+username         = "{{.Username}}"
+password         = "{{.Password}}"
+{{- end}}
+`))
+
+func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
+	var b bytes.Buffer
+	if user == "" {
+		user = o.id
+	}
+	err := configTemplate.Execute(&b, map[string]any{
+		"ID": o.id, "Route": o.route, "Vehicle": o.vehicle, "DataDir": o.dataDir, "Scanners": o.scanners,
+		"Metrics": o.metrics, "Broker": o.broker, "TopicPrefix": o.topicPrefix, "TLS": o.tls,
+		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly),
+	})
+	return b.Bytes(), err
+}
+
+const systemdUnit = `[Unit]
+Description=farego bus validator
+Documentation=https://github.com/farego/farego
+After=network-online.target time-sync.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=/usr/local/bin/farego-validator run --config /etc/farego/validator.toml
+Restart=always
+RestartSec=2
+WatchdogSec=30
+TimeoutStopSec=20
+User=farego
+Group=farego
+SupplementaryGroups=dialout gpio
+StateDirectory=farego
+StateDirectoryMode=0700
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+`
+
+const installText = `farego device bundle for ID
+
+On the validator (as root):
+
+  install -m 0755 farego-validator /usr/local/bin/          # from make dist (linux-armv7 or linux-arm64)
+  useradd --system --home /var/lib/farego --shell /usr/sbin/nologin farego
+  mkdir -p /etc/farego && cp -a . /etc/farego/ && chown -R root:farego /etc/farego
+  chmod 0640 /etc/farego/device.key /etc/farego/device-tls.key /etc/farego/validator.toml
+  cp /etc/farego/farego-validator.service /etc/systemd/system/
+  systemctl daemon-reload && systemctl enable --now farego-validator
+
+Check it:
+
+  farego-rider code --now ... | farego-validator check --keyring /etc/farego/keyring.json -
+  journalctl -u farego-validator -f
+  curl -s 127.0.0.1:9100/metrics | grep farego_
+`
+
+func writeTarball(path, dir, prefix string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		info, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			return err
+		}
+		hdr := &tar.Header{Name: prefix + "/" + n, Mode: int64(info.Mode().Perm()), Size: int64(len(data)), ModTime: info.ModTime(), Format: tar.FormatPAX}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := gz.Close(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}

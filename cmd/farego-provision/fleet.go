@@ -1,0 +1,175 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/farego/farego/sync/keyfile"
+)
+
+// errUsage means the flag package already said what was wrong.
+var errUsage = errors.New("usage")
+
+// Fleet directory files.
+const (
+	fleetKeyFile = "fleet.key"
+	fleetPubFile = "fleet.pub"
+	caKeyFile    = "ca.key"
+	caCertFile   = "ca.crt"
+)
+
+func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("init-fleet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "fleet", "directory for the fleet key and the CA (keep it offline and backed up)")
+	name := fs.String("name", "farego fleet CA", "CA common name")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	for _, f := range []string{fleetKeyFile, fleetPubFile, caKeyFile, caCertFile} {
+		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
+			return fmt.Errorf("%s already exists: a fleet is made once (its key is on every validator)", filepath.Join(*dir, f))
+		}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	_, fleet, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := keyfile.WritePrivate(filepath.Join(*dir, fleetKeyFile), fleet); err != nil {
+		return err
+	}
+	if err := keyfile.WritePublic(filepath.Join(*dir, fleetPubFile), fleet.Public().(ed25519.PublicKey)); err != nil {
+		return err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randSerial(),
+		Subject:               pkix.Name{CommonName: *name, Organization: []string{"farego"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(20, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	if err := writeECKey(filepath.Join(*dir, caKeyFile), caKey); err != nil {
+		return err
+	}
+	if err := writeFileNew(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "fleet created in %s: %s (signs downlinks; keep it secret), %s (goes on every validator), %s and %s (MQTT CA)\n",
+		*dir, fleetKeyFile, fleetPubFile, caKeyFile, caCertFile)
+	return nil
+}
+
+func randSerial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+func writeECKey(path string, k *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	return writeFileNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// writeFileNew writes a file that must not exist yet.
+func writeFileNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// loadCA reads the fleet's CA certificate and key.
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("fleet CA: %v (run init-fleet first)", err)
+	}
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return nil, nil, nil, fmt.Errorf("%s: no PEM certificate", caCertFile)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, caKeyFile))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, nil, nil, fmt.Errorf("%s: no PEM key", caKeyFile)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("%s is not an ECDSA key", caKeyFile)
+	}
+	return cert, ek, certPEM, nil
+}
+
+// issueClientCert makes a TLS client certificate for device id (CN = id).
+func issueClientCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, id string) (certPEM, keyPEM []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randSerial(),
+		Subject:      pkix.Name{CommonName: id, Organization: []string{"farego device"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(5, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
+}

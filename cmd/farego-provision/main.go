@@ -1,0 +1,65 @@
+// Command farego-provision is the technician's tool: it creates the fleet's
+// signing key and MQTT certificate authority once, and a device bundle for
+// every validator (identity, certificates, configuration, current keyring
+// and fare table, systemd unit), registering the device with the server.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `farego-provision: provision the fleet and its validators.
+
+Usage:
+  farego-provision init-fleet --dir DIR
+  farego-provision device --fleet DIR --id ID --route ROUTE --server URL --operator-token TOKEN|@FILE [flags]
+
+Subcommands:
+  init-fleet  create the operator's fleet signing key and the MQTT certificate
+              authority (refuses to overwrite)
+  device      make a device's key pair and client certificate, register its
+              public key with the settlement server, and write the device
+              bundle (directory and tarball)
+
+Run "farego-provision SUBCOMMAND --help" for the flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "init-fleet":
+		err = cmdInitFleet(args[1:], stdout, stderr)
+	case "device":
+		err = cmdDevice(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "farego-provision: unknown subcommand %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == errUsage {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "farego-provision %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

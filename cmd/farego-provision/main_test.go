@@ -1,0 +1,160 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/keyfile"
+)
+
+func provision(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestProvisionDevice(t *testing.T) {
+	dir := t.TempDir()
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(api.Config{Ledger: store, Keys: kd}))
+	defer srv.Close()
+	tok := "@" + filepath.Join(dir, "keys", keys.TokenFile)
+	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "devices")
+
+	if c, o, e := provision(t, "init-fleet", "--dir", fleet); c != 0 || !strings.Contains(o, "fleet created") {
+		t.Fatalf("init-fleet: %d %q %q", c, o, e)
+	}
+	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 1 || !strings.Contains(e, "already exists") {
+		t.Errorf("second init-fleet: %d %q", c, e)
+	}
+	args := []string{"device", "--fleet", fleet, "--id", "bus-9-front", "--route", "42", "--server", srv.URL,
+		"--operator-token", tok, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--scanner", "front=/dev/ttyACM0"}
+	// Without a fare table on the server nothing is made.
+	if c, _, e := provision(t, args...); c != 1 || !strings.Contains(e, "fare table") {
+		t.Fatalf("device without fares: %d %q", c, e)
+	}
+	if _, err := os.Stat(filepath.Join(out, "bus-9-front")); err == nil {
+		t.Error("a failed provisioning left a bundle behind")
+	}
+	tbl := `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	if err := putFares(srv.URL, strings.TrimPrefix(tok, "@"), tbl); err != nil {
+		t.Fatal(err)
+	}
+	if c, o, e := provision(t, args...); c != 0 || !strings.Contains(o, "registered") {
+		t.Fatalf("device: %d %q %q", c, o, e)
+	}
+	b := filepath.Join(out, "bus-9-front")
+	for _, f := range []string{bundleConfig, bundleDeviceKey, bundleDevicePub, bundleTLSKey, bundleTLSCert, bundleCA, bundleFleetPub, bundleKeyring, bundleFares, bundleUnit, bundleReadme} {
+		if _, err := os.Stat(filepath.Join(b, f)); err != nil {
+			t.Errorf("bundle lacks %s", f)
+		}
+	}
+	// The registered key is the bundle's.
+	dev, err := store.Device(context.Background(), "bus-9-front")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := keyfile.ReadPublic(filepath.Join(b, bundleDevicePub))
+	if err != nil || !bytes.Equal(pub, dev.PublicKey) {
+		t.Errorf("registered key differs from the bundle's")
+	}
+	if _, err := keyfile.ReadPrivate(filepath.Join(b, bundleDeviceKey)); err != nil {
+		t.Error(err)
+	}
+	if _, err := paycode.LoadKeyring(filepath.Join(b, bundleKeyring)); err != nil {
+		t.Error(err)
+	}
+	var cfg map[string]any
+	if _, err := toml.DecodeFile(filepath.Join(b, bundleConfig), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg["device_id"] != "bus-9-front" || cfg["route"] != "42" || cfg["mqtt"].(map[string]any)["broker"] != "tcp://127.0.0.1:1883" {
+		t.Errorf("config = %v", cfg)
+	}
+	// The tarball holds the same files.
+	f, err := os.Open(filepath.Join(out, "bus-9-front.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(h.Name, "bus-9-front/") {
+			t.Errorf("tarball entry %q", h.Name)
+		}
+		n++
+	}
+	f.Close()
+	if n != 11 {
+		t.Errorf("tarball holds %d files, want 11", n)
+	}
+	// A second provisioning refuses to replace the identity without --force.
+	if c, _, e := provision(t, args...); c != 1 || !strings.Contains(e, "--force") {
+		t.Errorf("re-provision without --force: %d %q", c, e)
+	}
+	if c, _, e := provision(t, append(args, "--force")...); c != 0 {
+		t.Errorf("re-provision with --force: %d %q", c, e)
+	}
+	dev2, _ := store.Device(context.Background(), "bus-9-front")
+	if bytes.Equal(dev2.PublicKey, dev.PublicKey) {
+		t.Error("--force did not register the new key")
+	}
+}
+
+func putFares(url, tokFile, body string) error {
+	tok, err := os.ReadFile(tokFile)
+	if err != nil {
+		return err
+	}
+	return callPut(url+"/v1/fares", strings.TrimSpace(string(tok)), body)
+}
+
+func callPut(url, tok, body string) error {
+	req, _ := http.NewRequest("PUT", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("PUT fares: %s", resp.Status)
+	}
+	return nil
+}

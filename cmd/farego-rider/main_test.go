@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"net/http/httptest"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+)
+
+func rider(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestRiderFlow(t *testing.T) {
+	dir := t.TempDir()
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(api.Config{Ledger: store, Keys: kd}))
+	defer srv.Close()
+	st := filepath.Join(dir, "rider.json")
+	tokFile := "@" + filepath.Join(dir, "keys", keys.TokenFile)
+
+	if c, _, e := rider(t, "code", "--state", st); c != 1 || !strings.Contains(e, "register") {
+		t.Errorf("code before register: %d %q", c, e)
+	}
+	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "child"); c != 0 || !strings.Contains(o, "registered account") {
+		t.Fatalf("register: %d %q %q", c, o, e)
+	}
+	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 1 || !strings.Contains(e, "--force") {
+		t.Errorf("second register without --force: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "code", "--state", st); c != 1 || !strings.Contains(e, "credential") {
+		t.Errorf("code before credential: %d %q", c, e)
+	}
+	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", tokFile); c != 0 || !strings.Contains(o, "15.00 EUR") {
+		t.Fatalf("topup: %d %q %q", c, o, e)
+	}
+	if c, _, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", "wrong"); c != 1 || !strings.Contains(e, "forbidden") {
+		t.Errorf("topup with a wrong token: %d %q", c, e)
+	}
+	if c, o, e := rider(t, "credential", "--state", st); c != 0 || !strings.Contains(o, "credential 1") {
+		t.Fatalf("credential: %d %q %q", c, o, e)
+	}
+	info, _ := os.Stat(st)
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", info.Mode().Perm())
+	}
+	// Offline from here: the server is gone.
+	srv.Close()
+	png := filepath.Join(dir, "code.png")
+	c, o, e := rider(t, "code", "--state", st, "--png", png, "--qr")
+	if c != 0 {
+		t.Fatalf("code: %d %q", c, e)
+	}
+	text := strings.SplitN(o, "\n", 2)[0]
+	d := paycode.Verify(text, time.Now(), kd.Keyring(), paycode.Policy{})
+	if !d.Accepted || d.Code.Profile != paycode.Child || d.Code.Counter != 1 {
+		t.Fatalf("the code does not verify: %+v (%q)", d, text)
+	}
+	_, o2, _ := rider(t, "code", "--state", st)
+	if c2, _ := paycode.ParseText(strings.TrimSpace(o2)); c2 == nil || c2.Counter != 2 {
+		t.Errorf("second code's counter = %v, want 2", c2)
+	}
+	data, _ := os.ReadFile(st)
+	if strings.Contains(o+o2+e, string(data[strings.Index(string(data), "token_seed")+14:][:64])) {
+		t.Error("the seed was printed")
+	}
+	if _, err := os.Stat(png); err != nil {
+		t.Fatal(err)
+	}
+	zbar, err := exec.LookPath("zbarimg")
+	if err != nil {
+		if os.Getenv("FAREGO_CI") != "" {
+			t.Fatal("zbarimg is required in CI (Debian zbar-tools)")
+		}
+		t.Skip("zbarimg not installed (Debian zbar-tools): the PNG is not decoded")
+	}
+	out, err := exec.Command(zbar, "--raw", "-q", png).Output()
+	if err != nil {
+		t.Fatalf("zbarimg: %v", err)
+	}
+	if got := strings.TrimRight(string(out), "\r\n"); got != text {
+		t.Errorf("zbarimg read %q, want the code", got)
+	}
+	if c, _, e := rider(t, "account", "--state", st); c != 1 || !strings.Contains(e, "not reachable") {
+		t.Errorf("account offline: %d %q", c, e)
+	}
+}

@@ -1,0 +1,318 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/wire"
+)
+
+type notes struct {
+	mu    sync.Mutex
+	kinds []string
+}
+
+func (n *notes) Changed(kind string) { n.mu.Lock(); n.kinds = append(n.kinds, kind); n.mu.Unlock() }
+func (n *notes) count(kind string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, k := range n.kinds {
+		if k == kind {
+			c++
+		}
+	}
+	return c
+}
+
+type fixture struct {
+	t     *testing.T
+	srv   *httptest.Server
+	store *ledger.Store
+	keys  *keys.Dir
+	token string
+	notes *notes
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	n := &notes{}
+	h := New(Config{Ledger: store, Keys: kd, Notifier: n})
+	srv := httptest.NewServer(h)
+	f := &fixture{t: t, srv: srv, store: store, keys: kd, token: strings.TrimSpace(string(tok)), notes: n}
+	t.Cleanup(func() {
+		srv.Close()
+		if err := store.CheckInvariants(context.Background()); err != nil {
+			t.Errorf("ledger invariants: %v", err)
+		}
+		store.Close()
+	})
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
+	return f
+}
+
+// do sends a request and checks the status; it returns the decoded body.
+func (f *fixture) do(method, path, token, body string, want int) map[string]any {
+	f.t.Helper()
+	req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		f.t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, want, data)
+	}
+	var out map[string]any
+	if len(data) > 0 && data[0] == '{' {
+		if err := json.Unmarshal(data, &out); err != nil {
+			f.t.Fatalf("%s %s: bad JSON %s", method, path, data)
+		}
+	}
+	if want >= 400 {
+		e, _ := out["error"].(map[string]any)
+		if e == nil || e["code"] == "" || e["message"] == "" {
+			f.t.Fatalf("%s %s: error body without code and message: %s", method, path, data)
+		}
+	}
+	return out
+}
+
+func errCode(m map[string]any) string { return m["error"].(map[string]any)["code"].(string) }
+
+type rider struct {
+	id     uint64
+	secret string
+	key    []byte // token seed
+	cred   []byte
+}
+
+func (f *fixture) newRider(topUp int64) *rider {
+	f.t.Helper()
+	out := f.do("POST", "/v1/accounts", "", `{"profile":"adult","name":"Ada"}`, 201)
+	r := &rider{id: uint64(out["account"].(map[string]any)["id"].(float64)), secret: out["secret"].(string)}
+	if topUp > 0 {
+		f.do("POST", path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":`+itoa(topUp)+`,"reference":"psp-`+itoa(int64(r.id))+`"}`, 200)
+	}
+	c := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 201)
+	r.key, _ = hex.DecodeString(c["token_seed"].(string))
+	r.cred, _ = hex.DecodeString(c["credential"].(string))
+	return r
+}
+
+func (r *rider) code(t *testing.T, at time.Time, counter uint16) string {
+	t.Helper()
+	k, err := paycode.RiderKey(r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := paycode.MakeCode(r.cred, k, at, counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paycode.EncodeText(b)
+}
+
+func path(format string, id uint64) string { return strings.Replace(format, "%d", itoa(int64(id)), 1) }
+func itoa(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func TestAccountsAndCredentials(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	acct := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)
+	if acct["balance"].(float64) != 1000 || acct["currency"] != "EUR" || acct["profile"] != "adult" {
+		t.Errorf("account = %v", acct)
+	}
+	// The issued credential verifies against the published keyring.
+	kr := f.keys.Keyring()
+	d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), kr, paycode.Policy{})
+	if !d.Accepted || d.Code.Account != r.id || d.Code.Serial != 1 {
+		t.Fatalf("issued credential: %+v", d)
+	}
+	// A second credential gets the next serial; a rider-supplied key gets no seed.
+	pub := hex.EncodeToString(make([]byte, 32))
+	c2 := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"`+pub+`"}`, 201)
+	if c2["serial"].(float64) != 2 || c2["token_seed"] != nil {
+		t.Errorf("second credential = %v", c2)
+	}
+	other := f.newRider(0)
+	f.do("GET", path("/v1/accounts/%d", r.id), other.secret, "", 403)
+	f.do("GET", path("/v1/accounts/%d", r.id), "", "", 401)
+	f.do("GET", path("/v1/accounts/%d", r.id), f.token, "", 200) // the operator may look
+	f.do("POST", path("/v1/accounts/%d/credentials", r.id), f.token, "", 403)
+	f.do("GET", "/v1/accounts/99999999", r.secret, "", 403)
+	f.do("GET", "/v1/accounts/x", r.secret, "", 400)
+	f.do("POST", "/v1/accounts", "", `{"profile":"pensioner"}`, 400)
+	f.do("POST", "/v1/accounts", "", `{"profile":"adult","admin":true}`, 400)
+	f.do("POST", "/v1/accounts", "", `{"name":"`+strings.Repeat("x", maxBody)+`"}`, 413)
+	f.do("POST", path("/v1/accounts/%d/topups", r.id), r.secret, `{"amount":5,"reference":"r"}`, 403)
+	f.do("POST", path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":-5,"reference":"r"}`, 400)
+	f.do("GET", "/v1/nothing", "", "", 404)
+}
+
+func TestOnlinePayment(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(500)
+	now := time.Now()
+	code := r.code(t, now, 1)
+	body := func(order string, code string, amount int64) string {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": code, "amount": amount})
+		return string(b)
+	}
+	p := f.do("POST", "/v1/payments", f.token, body("o-1", code, 300), 201)
+	if p["status"] != "paid" || p["amount"].(float64) != 300 || p["account"].(float64) != float64(r.id) {
+		t.Errorf("payment = %v", p)
+	}
+	// The same order again: the same payment, charged once.
+	again := f.do("POST", "/v1/payments", f.token, body("o-1", code, 300), 201)
+	if again["id"] != p["id"] {
+		t.Errorf("retry made a new payment: %v vs %v", again["id"], p["id"])
+	}
+	if e := f.do("POST", "/v1/payments", f.token, body("o-1", code, 301), 409); errCode(e) != "conflict" {
+		t.Errorf("same order, other amount: %v", e)
+	}
+	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 100), 409); errCode(e) != "code_used" {
+		t.Errorf("the same code for another order: %v", e)
+	}
+	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" {
+		t.Errorf("over the balance: %v", e)
+	}
+	if e := f.do("POST", "/v1/payments", f.token, body("o-4", r.code(t, now.Add(-10*time.Minute), 3), 10), 422); errCode(e) != "invalid_code" {
+		t.Errorf("expired code: %v", e)
+	}
+	f.do("POST", "/v1/payments", "", body("o-5", r.code(t, now, 4), 10), 401)
+	acct := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)
+	if acct["balance"].(float64) != 200 {
+		t.Errorf("balance after one payment of 300 from 500 = %v", acct["balance"])
+	}
+}
+
+func TestFleetEndpoints(t *testing.T) {
+	f := newFixture(t)
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+strings.Repeat("ab", 32)+`"}`, 201)
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 409)
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus/1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 400)
+	f.do("POST", "/v1/devices", "", `{"id":"bus-2","public_key":"`+strings.Repeat("cd", 32)+`"}`, 401)
+	ds := f.do("GET", "/v1/devices", f.token, "", 200)
+	if n := len(ds["devices"].([]any)); n != 1 {
+		t.Errorf("%d devices, want 1", n)
+	}
+	if f.notes.count(wire.DownlinkFares) != 1 {
+		t.Errorf("fare upload did not notify the publisher")
+	}
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`, 409)
+	f.do("PUT", "/v1/fares", f.token, `{"version":2}`, 400)
+	f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 200)
+	if fares := f.do("GET", "/v1/fares", "", "", 200); fares["version"].(float64) != 2 {
+		t.Errorf("fares = %v", fares)
+	}
+	kr := f.do("POST", "/v1/keyring/rotate", f.token, "", 200)
+	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(wire.DownlinkKeyring) != 1 {
+		t.Errorf("rotated keyring = %v", kr)
+	}
+	// New credentials are signed by the new key.
+	r := f.newRider(0)
+	if d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{}); !d.Accepted || d.Code.KeyID != 2 {
+		t.Errorf("credential after rotation: %+v", d)
+	}
+	f.do("POST", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
+	dl := f.do("GET", "/v1/denylist", f.token, "", 200)
+	if len(dl["entries"].([]any)) != 1 || f.notes.count(wire.DownlinkDenyList) != 1 {
+		t.Errorf("deny list = %v", dl)
+	}
+	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403); errCode(e) != "not_in_good_standing" {
+		t.Errorf("credential for a denied account: %v", e)
+	}
+	f.do("DELETE", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
+	f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 201)
+	if h := f.do("GET", "/healthz", "", "", 200); h["ok"] != true {
+		t.Errorf("healthz = %v", h)
+	}
+	resp, err := http.Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(m, []byte(`farego_http_requests_total{route="POST /v1/accounts",status="2xx"}`)) {
+		t.Errorf("metrics lack request counts:\n%s", m)
+	}
+}
+
+func FuzzAPI(f *testing.F) {
+	f.Add("POST", "/v1/accounts", `{"profile":"child"}`)
+	f.Add("POST", "/v1/payments", `{"merchant_id":"m","order_id":"o","code":"FG1:","amount":1}`)
+	f.Add("PUT", "/v1/fares", `{"version":9}`)
+	f.Add("POST", "/v1/devices", `{"id":"a","public_key":"00"}`)
+	f.Add("POST", "/v1/denylist", `{"account":1,"reason":"x"}`)
+	f.Add("GET", "/v1/accounts/1000/rides?limit=-1", ``)
+	dir := f.TempDir()
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer store.Close()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	h := New(Config{Ledger: store, Keys: kd})
+	f.Fuzz(func(t *testing.T, method, target, body string) {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t#") {
+			return
+		}
+		switch method {
+		case "GET", "POST", "PUT", "DELETE":
+		default:
+			return
+		}
+		req, err := http.NewRequest(method, "http://x"+target, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s %q: status %d: %s", method, target, body, rec.Code, rec.Body)
+		}
+	})
+	if err := store.CheckInvariants(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+}

@@ -1,0 +1,286 @@
+// Package keys keeps the settlement server's secrets on disk and the issuer
+// keyring derived from them.
+//
+// A key directory holds:
+//
+//	issuer-root.secret  32 random bytes (hex): every issuer key derives from it (0600)
+//	fleet.key           the operator's fleet signing key, Ed25519 PKCS #8 PEM (0600)
+//	fleet.pub           its public half, provisioned on every validator
+//	operator.token      the bearer token of the operator API (0600)
+//	keyring.json        the issuer keyring: key ids, public keys, windows, version
+//
+// [Init] creates them and refuses to overwrite any. [Dir.Rotate] adds a new
+// issuer key id, keeps the previous key valid long enough for the
+// credentials it signed, and bumps the keyring version; the server then
+// publishes the new keyring to the fleet. Nothing here logs a secret.
+package keys
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/keyfile"
+)
+
+// File names inside a key directory.
+const (
+	RootFile     = "issuer-root.secret"
+	FleetKeyFile = "fleet.key"
+	FleetPubFile = "fleet.pub"
+	TokenFile    = "operator.token"
+	KeyringFile  = "keyring.json"
+)
+
+// DefaultKeyValidity is how long a new issuer key may sign credentials.
+const DefaultKeyValidity = 365 * 24 * time.Hour
+
+// ErrExists is returned by Init when a key file already exists.
+var ErrExists = errors.New("keys: key file already exists")
+
+// ErrMissing is returned (wrapped) by Open when a key file is missing or unreadable.
+var ErrMissing = errors.New("keys: key file missing or unreadable")
+
+// Dir is an opened key directory.
+type Dir struct {
+	path  string
+	root  []byte
+	fleet ed25519.PrivateKey
+	token string
+
+	mu      sync.Mutex
+	keyring *paycode.Keyring
+}
+
+// InitOptions configure Init.
+type InitOptions struct {
+	// FleetKey, if set, is an existing fleet key file to use (e.g. made by
+	// farego-provision init-fleet); it is copied into the directory.
+	FleetKey string
+	// Now and KeyValidity set the first issuer key's window (defaults:
+	// time.Now, DefaultKeyValidity).
+	Now         func() time.Time
+	KeyValidity time.Duration
+}
+
+// Init creates a key directory: a random issuer root secret, a fleet key
+// (or a copy of opts.FleetKey), an operator token, and a keyring with issuer
+// key 1. It refuses to overwrite any existing file.
+func Init(dir string, opts InitOptions) (*Dir, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.KeyValidity <= 0 {
+		opts.KeyValidity = DefaultKeyValidity
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, KeyringFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return nil, fmt.Errorf("%w: %s (remove the directory to start over: it holds the money's keys)", ErrExists, filepath.Join(dir, f))
+		}
+	}
+	root := make([]byte, paycode.SecretSize)
+	tok := make([]byte, 32)
+	if _, err := rand.Read(root); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	var fleet ed25519.PrivateKey
+	if opts.FleetKey != "" {
+		k, err := keyfile.ReadPrivate(opts.FleetKey)
+		if err != nil {
+			return nil, err
+		}
+		fleet = k
+	} else {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		fleet = k
+	}
+	if err := writeSecret(filepath.Join(dir, RootFile), hex.EncodeToString(root)+"\n"); err != nil {
+		return nil, err
+	}
+	if err := keyfile.WritePrivate(filepath.Join(dir, FleetKeyFile), fleet); err != nil {
+		return nil, err
+	}
+	if err := keyfile.WritePublic(filepath.Join(dir, FleetPubFile), fleet.Public().(ed25519.PublicKey)); err != nil {
+		return nil, err
+	}
+	if err := writeSecret(filepath.Join(dir, TokenFile), hex.EncodeToString(tok)+"\n"); err != nil {
+		return nil, err
+	}
+	k1, err := paycode.IssuerKey(root, 1)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now().UTC().Truncate(time.Second)
+	kr, err := paycode.NewKeyring(1, []paycode.Key{{ID: 1, Public: k1.Public().(ed25519.PublicKey),
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(opts.KeyValidity)}})
+	if err != nil {
+		return nil, err
+	}
+	if err := kr.WriteFile(filepath.Join(dir, KeyringFile)); err != nil {
+		return nil, err
+	}
+	return Open(dir)
+}
+
+func writeSecret(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func readSecret(path string, size int) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrMissing, path, info.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("%w: %s must hold %d hex digits", ErrMissing, path, 2*size)
+	}
+	return b, nil
+}
+
+// Open reads a key directory made by Init.
+func Open(dir string) (*Dir, error) {
+	root, err := readSecret(filepath.Join(dir, RootFile), paycode.SecretSize)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := readSecret(filepath.Join(dir, TokenFile), 32)
+	if err != nil {
+		return nil, err
+	}
+	fleet, err := keyfile.ReadPrivate(filepath.Join(dir, FleetKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+	}
+	kr, err := paycode.LoadKeyring(filepath.Join(dir, KeyringFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+	}
+	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), keyring: kr}
+	// Every key in the keyring must derive from this root: a keyring from
+	// another installation would make every credential unverifiable.
+	for _, k := range kr.Keys() {
+		priv, err := paycode.IssuerKey(root, k.ID)
+		if err != nil || !priv.Public().(ed25519.PublicKey).Equal(k.Public) {
+			return nil, fmt.Errorf("keys: %s: issuer key %d does not derive from %s", KeyringFile, k.ID, RootFile)
+		}
+	}
+	return d, nil
+}
+
+// Path returns the directory.
+func (d *Dir) Path() string { return d.path }
+
+// FleetKey returns the fleet signing key.
+func (d *Dir) FleetKey() ed25519.PrivateKey { return d.fleet }
+
+// FleetPublic returns the fleet public key.
+func (d *Dir) FleetPublic() ed25519.PublicKey { return d.fleet.Public().(ed25519.PublicKey) }
+
+// CheckToken reports whether tok is the operator token (in constant time).
+func (d *Dir) CheckToken(tok string) bool {
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(d.token)) == 1
+}
+
+// Keyring returns the current issuer keyring.
+func (d *Dir) Keyring() *paycode.Keyring {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.keyring
+}
+
+// SigningKey returns the issuer key that signs new credentials at now: the
+// newest key whose window holds now.
+func (d *Dir) SigningKey(now time.Time) (uint32, ed25519.PrivateKey, error) {
+	kr := d.Keyring()
+	var best *paycode.Key
+	keys := kr.Keys()
+	for i := range keys {
+		k := &keys[i]
+		if !now.Before(k.NotBefore) && now.Before(k.NotAfter) && (best == nil || k.ID > best.ID) {
+			best = k
+		}
+	}
+	if best == nil {
+		return 0, nil, fmt.Errorf("keys: no issuer key is valid at %s: rotate", now.UTC().Format(time.RFC3339))
+	}
+	priv, err := paycode.IssuerKey(d.root, best.ID)
+	return best.ID, priv, err
+}
+
+// Rotate adds issuer key max(id)+1, valid from now for validity, and cuts
+// the older keys' windows to end at now + keep (long enough for the
+// credentials they signed, e.g. the credential lifetime). It writes the new
+// keyring (version + 1) atomically and returns it.
+func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
+	if validity <= 0 {
+		validity = DefaultKeyValidity
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now = now.UTC().Truncate(time.Second)
+	keys := d.keyring.Keys()
+	var next uint32 = 1
+	for i, k := range keys {
+		if k.ID >= next {
+			next = k.ID + 1
+		}
+		if end := now.Add(keep); k.NotAfter.After(end) {
+			keys[i].NotAfter = end
+			if !keys[i].NotAfter.After(keys[i].NotBefore) {
+				keys[i].NotAfter = keys[i].NotBefore.Add(time.Second)
+			}
+		}
+	}
+	priv, err := paycode.IssuerKey(d.root, next)
+	if err != nil {
+		return nil, err
+	}
+	keys = append(keys, paycode.Key{ID: next, Public: priv.Public().(ed25519.PublicKey), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(validity)})
+	kr, err := paycode.NewKeyring(d.keyring.Version()+1, keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := kr.WriteFile(filepath.Join(d.path, KeyringFile)); err != nil {
+		return nil, err
+	}
+	d.keyring = kr
+	return kr, nil
+}

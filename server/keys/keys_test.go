@@ -1,0 +1,91 @@
+package keys
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+)
+
+func TestInitOpenRotate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	d, err := Init(dir, InitOptions{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{RootFile, FleetKeyFile, TokenFile} {
+		info, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", f, info.Mode().Perm(), err)
+		}
+	}
+	if _, err := Init(dir, InitOptions{}); !errors.Is(err, ErrExists) {
+		t.Errorf("second Init: %v, want ErrExists", err)
+	}
+	id, priv, err := d.SigningKey(now)
+	if err != nil || id != 1 {
+		t.Fatalf("SigningKey = %d, %v", id, err)
+	}
+	d2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(dir, TokenFile))
+	if !d2.CheckToken(string(tok[:64])) || d2.CheckToken("nope") || !d2.FleetPublic().Equal(d.FleetPublic()) {
+		t.Error("reopened directory differs")
+	}
+
+	later := now.Add(30 * 24 * time.Hour)
+	kr, err := d2.Rotate(later, 0, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.Version() != 2 || len(kr.Keys()) != 2 {
+		t.Fatalf("rotated keyring: version %d, %d keys", kr.Version(), len(kr.Keys()))
+	}
+	id, priv2, _ := d2.SigningKey(later)
+	if id != 2 || priv2.Equal(priv) {
+		t.Errorf("after rotation the signing key is %d", id)
+	}
+	old, _ := kr.Lookup(1)
+	if !old.NotAfter.Equal(later.Add(48 * time.Hour)) {
+		t.Errorf("old key ends %s, want %s", old.NotAfter, later.Add(48*time.Hour))
+	}
+	// The rotation is on disk, and a credential from key 1 still verifies.
+	d3, err := Open(dir)
+	if err != nil || d3.Keyring().Version() != 2 {
+		t.Fatalf("reopen after rotation: %v", err)
+	}
+	if _, err := paycode.LoadKeyring(filepath.Join(dir, KeyringFile)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenRefusesBadFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(dir, RootFile), 0o644)
+	if _, err := Open(dir); !errors.Is(err, ErrMissing) {
+		t.Errorf("world-readable root secret: %v", err)
+	}
+	os.Chmod(filepath.Join(dir, RootFile), 0o600)
+	// A keyring from another installation is refused.
+	other := filepath.Join(t.TempDir(), "other")
+	if _, err := Init(other, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(filepath.Join(other, KeyringFile))
+	os.WriteFile(filepath.Join(dir, KeyringFile), data, 0o644)
+	if _, err := Open(dir); err == nil {
+		t.Error("opened a keyring that does not derive from the root secret")
+	}
+	if _, err := Open(t.TempDir()); !errors.Is(err, ErrMissing) {
+		t.Errorf("empty directory: %v", err)
+	}
+}

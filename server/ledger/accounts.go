@@ -1,0 +1,326 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+)
+
+// accountColumns and scanAccount read an Account; the deny reason comes
+// from the whole-account deny entries (negative_balance sorts first).
+const accountColumns = `a.id, a.profile, a.name, a.currency, a.balance, a.last_serial, a.created_ns,
+	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'),
+	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0)`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanAccount(r rowScanner) (Account, error) {
+	var a Account
+	var id, profile, serial, created int64
+	var neg, any sql.NullString
+	if err := r.Scan(&id, &profile, &a.Name, &a.Currency, &a.Balance, &serial, &created, &neg, &any); err != nil {
+		return a, err
+	}
+	a.ID, a.Profile, a.LastSerial, a.CreatedAt = uint64(id), paycode.Profile(profile), uint32(serial), fromNS(created)
+	switch {
+	case neg.Valid:
+		a.Denied, a.DenyReason = true, neg.String
+	case any.Valid:
+		a.Denied, a.DenyReason = true, any.String
+	}
+	return a, nil
+}
+
+func fromNS(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+func getAccount(ctx context.Context, q queryer, id uint64) (Account, error) {
+	a, err := scanAccount(q.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts a WHERE a.id = $1`, int64(id)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("%w: account %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return a, fmt.Errorf("ledger: read account %d: %w", id, err)
+	}
+	return a, nil
+}
+
+// CreateAccount creates an account with balance 0 and returns it. Account
+// ids start at 1000 and are never reused.
+func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, error) {
+	if !spec.Profile.Valid() {
+		return Account{}, invalid("rider profile %d is reserved", spec.Profile)
+	}
+	if err := checkText("name", spec.Name, maxLongName, false); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if len(spec.SecretHash) > maxSecret {
+		return Account{}, invalid("secret hash is %d bytes, limit %d", len(spec.SecretHash), maxSecret)
+	}
+	if spec.Currency == "" {
+		spec.Currency = s.currency
+	}
+	if !validCurrency(spec.Currency) {
+		return Account{}, invalid("currency %q is not an ISO 4217 code", spec.Currency)
+	}
+	secret := spec.SecretHash
+	if secret == nil {
+		secret = []byte{}
+	}
+	var acct Account
+	err := s.write(ctx, "create account", func(t *txn) error {
+		id, err := t.nextID("account_id")
+		if err != nil {
+			return err
+		}
+		if _, err := t.exec("create account",
+			`INSERT INTO accounts (id, profile, name, secret_hash, currency, created_ns) VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, int64(spec.Profile), spec.Name, secret, spec.Currency, t.now); err != nil {
+			return err
+		}
+		acct, err = getAccount(ctx, t.tx, uint64(id))
+		return err
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	s.log.Info("ledger: account created", logKeyAccount, acct.ID)
+	return acct, nil
+}
+
+// Account returns an account, or ErrNotFound.
+func (s *Store) Account(ctx context.Context, id uint64) (Account, error) {
+	if id > math.MaxInt64 {
+		return Account{}, fmt.Errorf("%w: account %d", ErrNotFound, id)
+	}
+	return getAccount(ctx, s.db, id)
+}
+
+// Accounts lists accounts with ids above after, in id order, at most limit
+// of them (limit <= 0: DefaultListLimit; at most MaxListLimit). Pass the last
+// id of a page as after to get the next.
+func (s *Store) Accounts(ctx context.Context, after uint64, limit int) ([]Account, error) {
+	limit = listLimit(limit, DefaultListLimit)
+	if after > math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+accountColumns+` FROM accounts a WHERE a.id > $1 ORDER BY a.id LIMIT $2`,
+		int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: list accounts: %w", err)
+	}
+	defer rows.Close()
+	var out []Account
+	for rows.Next() {
+		a, err := scanAccount(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: list accounts: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+func listLimit(limit, def int) int {
+	if limit <= 0 {
+		limit = def
+	}
+	return min(limit, MaxListLimit)
+}
+
+// AccountSecretHash returns the secret hash stored with an account.
+func (s *Store) AccountSecretHash(ctx context.Context, id uint64) ([]byte, error) {
+	if id > math.MaxInt64 {
+		return nil, fmt.Errorf("%w: account %d", ErrNotFound, id)
+	}
+	var h []byte
+	err := s.db.QueryRowContext(ctx, `SELECT secret_hash FROM accounts WHERE id = $1`, int64(id)).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: account %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read account %d: %w", id, err)
+	}
+	return h, nil
+}
+
+// TopUp adds amount (> 0, minor units) to an account and returns the
+// account after it. It is idempotent on reference (1-128 bytes, for example
+// the payment provider's transaction id): the same top-up again changes
+// nothing and returns the account as it is; the reference with another
+// account or amount is ErrTopUpConflict. A top-up that brings the balance
+// back to zero or more lifts the account's negative_balance deny entry.
+func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, reference string) (Account, error) {
+	if err := checkAccountID(account); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if err := checkAmount("top-up amount", amount); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if err := checkText("top-up reference", reference, maxLongName, true); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	var acct Account
+	added := false
+	err := s.write(ctx, "top up", func(t *txn) error {
+		added = false
+		a, err := t.lockAccount(account)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return fmt.Errorf("%w: account %d", ErrNotFound, account)
+		}
+		var prevAccount, prevAmount int64
+		err = t.queryRow(`SELECT account_id, amount FROM topups WHERE reference = $1`, reference).
+			Scan(&prevAccount, &prevAmount)
+		switch {
+		case err == nil && uint64(prevAccount) == account && prevAmount == amount:
+			// Already done.
+		case err == nil:
+			return fmt.Errorf("%w: reference %q", ErrTopUpConflict, reference)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("ledger: read top-up: %w", err)
+		default:
+			n, err := t.execCount("record top-up",
+				`INSERT INTO topups (reference, account_id, amount, created_ns) VALUES ($1, $2, $3, $4)
+				 ON CONFLICT (reference) DO NOTHING`,
+				reference, int64(account), amount, t.now)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				// A concurrent top-up of another account took the
+				// reference: run again to answer as for a retry.
+				return errRetry
+			}
+			if err := t.s.hook("topup"); err != nil {
+				return err
+			}
+			if err := t.appendPosting(a, KindTopUp, amount, postingRef{topupRef: reference}); err != nil {
+				return err
+			}
+			added = true
+		}
+		if err := t.finish(); err != nil {
+			return err
+		}
+		acct, err = getAccount(ctx, t.tx, account)
+		return err
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	if added {
+		s.log.Info("ledger: topped up", logKeyAccount, account, logKeyAmount, amount, logKeyBalance, acct.Balance)
+	}
+	return acct, nil
+}
+
+// Postings returns an account's postings, newest first, at most limit of
+// them (limit <= 0: all, up to MaxListLimit).
+func (s *Store) Postings(ctx context.Context, account uint64, limit int) ([]Posting, error) {
+	if _, err := s.Account(ctx, account); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, kind, amount, tap_id, payment_id, topup_ref, fare_version, created_ns
+		FROM postings WHERE account_id = $1 ORDER BY seq DESC LIMIT $2`, int64(account), listLimit(limit, MaxListLimit))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read postings: %w", err)
+	}
+	defer rows.Close()
+	var out []Posting
+	for rows.Next() {
+		p := Posting{Account: account}
+		var seq, fv, created int64
+		var tap, ref sql.NullString
+		var pay sql.NullInt64
+		if err := rows.Scan(&seq, &p.Kind, &p.Amount, &tap, &pay, &ref, &fv, &created); err != nil {
+			return nil, fmt.Errorf("ledger: read postings: %w", err)
+		}
+		p.Seq, p.TapID, p.PaymentID, p.Reference = uint64(seq), tap.String, uint64(pay.Int64), ref.String
+		p.FareVersion, p.CreatedAt = uint64(fv), fromNS(created)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// IssueCredentialSerial records a credential issuance for an account and
+// returns its serial: 1 for the first, then increasing. The caller (the
+// credential API) signs the credential with that serial; the token seed is
+// never given to the ledger.
+func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAfter time.Time, riderPublicKey []byte) (uint32, error) {
+	if err := checkAccountID(account); err != nil {
+		return 0, invalid("%v", err)
+	}
+	if len(riderPublicKey) != ed25519.PublicKeySize {
+		return 0, invalid("rider public key is %d bytes, want %d", len(riderPublicKey), ed25519.PublicKeySize)
+	}
+	if notAfter.Unix() > maxTimestamp || !notAfter.After(s.now()) {
+		return 0, invalid("not after %v must be in the future and before 2106", notAfter)
+	}
+	var serial uint32
+	err := s.write(ctx, "issue credential", func(t *txn) error {
+		a, err := t.lockAccount(account)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return fmt.Errorf("%w: account %d", ErrNotFound, account)
+		}
+		var last int64
+		if err := t.queryRow(`SELECT last_serial FROM accounts WHERE id = $1`, int64(account)).Scan(&last); err != nil {
+			return fmt.Errorf("ledger: read last serial: %w", err)
+		}
+		if last >= math.MaxUint32 {
+			return invalid("account %d has used every credential serial", account)
+		}
+		serial = uint32(last + 1)
+		if _, err := t.exec("record credential",
+			`INSERT INTO credentials (account_id, serial, not_after_ns, rider_public_key, issued_ns) VALUES ($1, $2, $3, $4, $5)`,
+			int64(account), int64(serial), notAfter.UnixNano(), riderPublicKey, t.now); err != nil {
+			return err
+		}
+		_, err = t.exec("update last serial", `UPDATE accounts SET last_serial = $1 WHERE id = $2`, int64(serial), int64(account))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.log.Info("ledger: credential issued", logKeyAccount, account, logKeySerial, serial)
+	return serial, nil
+}
+
+// Credentials returns the credentials issued to an account, newest first.
+func (s *Store) Credentials(ctx context.Context, account uint64) ([]Credential, error) {
+	if _, err := s.Account(ctx, account); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT serial, not_after_ns, rider_public_key, issued_ns
+		FROM credentials WHERE account_id = $1 ORDER BY serial DESC`, int64(account))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read credentials: %w", err)
+	}
+	defer rows.Close()
+	var out []Credential
+	for rows.Next() {
+		c := Credential{Account: account}
+		var serial, notAfter, issued int64
+		if err := rows.Scan(&serial, &notAfter, &c.RiderPublicKey, &issued); err != nil {
+			return nil, fmt.Errorf("ledger: read credentials: %w", err)
+		}
+		c.Serial, c.NotAfter, c.IssuedAt = uint32(serial), fromNS(notAfter), fromNS(issued)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

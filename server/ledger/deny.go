@@ -1,0 +1,105 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// DenyList returns the deny list and its version, read in one snapshot.
+func (s *Store) DenyList(ctx context.Context) (DenyList, error) {
+	var dl DenyList
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var v int64
+		if err := tx.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'deny_version'`).Scan(&v); err != nil {
+			return fmt.Errorf("ledger: read deny-list version: %w", err)
+		}
+		dl.Version = uint64(v)
+		rows, err := tx.QueryContext(ctx,
+			`SELECT account_id, serial, reason, since_ns FROM deny_entries ORDER BY account_id, serial, reason`)
+		if err != nil {
+			return fmt.Errorf("ledger: read deny list: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var account, serial, since int64
+			var e DenyEntry
+			if err := rows.Scan(&account, &serial, &e.Reason, &since); err != nil {
+				return fmt.Errorf("ledger: read deny list: %w", err)
+			}
+			e.Account, e.Serial, e.Since = uint64(account), uint32(serial), fromNS(since)
+			dl.Entries = append(dl.Entries, e)
+		}
+		return rows.Err()
+	})
+	return dl, err
+}
+
+// checkReason checks an operator's deny reason: 1-64 of a-z, 0-9 and '_',
+// and not the ledger-managed negative_balance.
+func checkReason(reason string) error {
+	if !reasonRE.MatchString(reason) {
+		return invalid("deny reason %q must be 1-64 of a-z, 0-9 and '_'", reason)
+	}
+	if reason == ReasonNegativeBalance {
+		return invalid("the %s entry is managed by the ledger: top the account up instead", ReasonNegativeBalance)
+	}
+	return nil
+}
+
+// Deny puts an account (serial 0) or one of its credentials on the deny
+// list with a reason (1-64 of a-z, 0-9, '_'; for example "lost_phone",
+// "fraud"). Denying again with the same reason is a no-op. The reason
+// negative_balance is the ledger's own and refused.
+func (s *Store) Deny(ctx context.Context, account uint64, serial uint32, reason string) error {
+	if err := checkAccountID(account); err != nil {
+		return invalid("%v", err)
+	}
+	if err := checkReason(reason); err != nil {
+		return err
+	}
+	added := false
+	err := s.write(ctx, "deny", func(t *txn) error {
+		a, err := t.lockAccount(account)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return fmt.Errorf("%w: account %d", ErrNotFound, account)
+		}
+		added, err = t.deny(account, serial, reason)
+		return err
+	})
+	if err == nil && added {
+		s.log.Info("ledger: denied", logKeyAccount, account, logKeySerial, serial, logKeyReason, reason)
+	}
+	return err
+}
+
+// Undeny removes an account's (serial 0) or credential's deny entry with a
+// reason, or all of its entries when reason is "", except negative_balance,
+// which only a top-up lifts. ErrNotFound if nothing was removed.
+func (s *Store) Undeny(ctx context.Context, account uint64, serial uint32, reason string) error {
+	if err := checkAccountID(account); err != nil {
+		return invalid("%v", err)
+	}
+	if reason != "" {
+		if err := checkReason(reason); err != nil {
+			return err
+		}
+	}
+	err := s.write(ctx, "undeny", func(t *txn) error {
+		removed, err := t.undeny(account, serial, reason)
+		if err != nil {
+			return err
+		}
+		if !removed {
+			return fmt.Errorf("%w: deny entry for account %d serial %d", ErrNotFound, account, serial)
+		}
+		return nil
+	})
+	if err == nil {
+		s.log.Info("ledger: deny entry removed", logKeyAccount, account, logKeySerial, serial, logKeyReason, reason)
+	}
+	return err
+}

@@ -1,0 +1,93 @@
+package ledger
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// backend is the database behind a Store. The SQL text is shared; the few
+// places where the dialects differ ask the backend (see forUpdate and
+// readTxOptions in store.go, and the *.sqlite.sql / *.postgres.sql
+// migration files).
+type backend int
+
+const (
+	backendSQLite backend = iota
+	backendPostgres
+)
+
+func (b backend) String() string {
+	if b == backendPostgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// driverName returns the database/sql driver name.
+func (b backend) driverName() string {
+	if b == backendPostgres {
+		return "pgx"
+	}
+	return "sqlite"
+}
+
+// target is a parsed DSN.
+type target struct {
+	backend backend
+	dsn     string // what the driver gets
+	path    string // SQLite file, for logs; "" for PostgreSQL
+}
+
+// parseDSN reads the Open DSN:
+//
+//	postgres://… or postgresql://…   PostgreSQL (pgx), passed on unchanged
+//	sqlite:PATH[?params]             SQLite file at PATH
+//	PATH[?params]                    the same
+//
+// For SQLite the ledger adds the settings it relies on: WAL journal,
+// synchronous=FULL, foreign keys, a busy timeout and BEGIN IMMEDIATE for
+// writers. Extra driver parameters (modernc.org/sqlite's) may follow "?";
+// Open checks afterwards that the settings it relies on are in force.
+func parseDSN(dsn string, busy time.Duration) (target, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return target{}, fmt.Errorf("%w: PostgreSQL DSN: %v", ErrInvalid, err)
+		}
+		return target{backend: backendPostgres, dsn: dsn}, nil
+	case strings.Contains(dsn, "://"):
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return target{}, fmt.Errorf("%w: unsupported database %q (want sqlite:PATH, a path, or postgres://…)", ErrInvalid, scheme)
+	}
+	path := strings.TrimPrefix(dsn, "sqlite:")
+	path, rawQuery, _ := strings.Cut(path, "?")
+	if path == "" {
+		return target{}, fmt.Errorf("%w: empty SQLite path", ErrInvalid)
+	}
+	extra, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return target{}, fmt.Errorf("%w: SQLite parameters: %v", ErrInvalid, err)
+	}
+	if strings.Contains(path, ":memory:") || extra.Get("mode") == "memory" {
+		return target{}, fmt.Errorf("%w: the ledger needs a SQLite file, not an in-memory database", ErrInvalid)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "cache_size(-32768)")
+	q.Set("_txlock", "immediate")
+	for k, vs := range extra {
+		if k == "_txlock" {
+			continue // writers must take the lock at BEGIN
+		}
+		for _, v := range vs {
+			q.Add(k, v)
+		}
+	}
+	return target{backend: backendSQLite, dsn: path + "?" + q.Encode(), path: path}, nil
+}

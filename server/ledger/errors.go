@@ -1,0 +1,51 @@
+package ledger
+
+import "errors"
+
+// ErrNotFound is returned when an account, device, payment order, fare
+// table version or deny entry does not exist.
+var ErrNotFound = errors.New("ledger: not found")
+
+// ErrInvalid is returned (wrapped, with the details) for an input that breaks
+// a rule: a malformed tap, a non-positive amount, an unknown profile, a DSN the
+// ledger cannot use. Nothing has been written.
+var ErrInvalid = errors.New("ledger: invalid input")
+
+// ErrInsufficientFunds is returned by Pay when the account's balance is less
+// than the amount. Nothing has been written.
+var ErrInsufficientFunds = errors.New("ledger: insufficient funds")
+
+// ErrCodeUsed is returned by Pay when the payment code was already used, by a
+// tap on a validator or by another online payment. Nothing has been written.
+var ErrCodeUsed = errors.New("ledger: payment code already used")
+
+// ErrDenied is returned by Pay when the account or the credential is on the
+// deny list. Nothing has been written.
+var ErrDenied = errors.New("ledger: account or credential denied")
+
+// ErrOrderConflict is returned by Pay when the merchant's order id was already
+// used for a payment with other parameters (account, code, amount, currency).
+var ErrOrderConflict = errors.New("ledger: order id already used with other parameters")
+
+// ErrTopUpConflict is returned by TopUp when the reference was already used
+// for a top-up of another account or amount.
+var ErrTopUpConflict = errors.New("ledger: top-up reference already used with other parameters")
+
+// ErrDeviceExists is returned by RegisterDevice when the device id is
+// registered with another public key and replace was not asked for.
+var ErrDeviceExists = errors.New("ledger: device already registered with another key")
+
+// ErrNoFareTable is returned when taps need rating and no fare table has
+// been stored (see PutFareTable), and by LatestFareTable on an empty ledger.
+var ErrNoFareTable = errors.New("ledger: no fare table stored")
+
+// ErrFareVersion is returned by PutFareTable for a version that is not higher
+// than the latest stored one (unless it is the very same table again).
+var ErrFareVersion = errors.New("ledger: fare table version must increase")
+
+// ErrSchemaTooNew is returned by Open when the database was migrated by a
+// newer version of this package. The database is left untouched.
+var ErrSchemaTooNew = errors.New("ledger: database schema is newer than this program")
+
+// ErrInvariant is returned (joined, one per finding) by CheckInvariants.
+var ErrInvariant = errors.New("ledger: invariant violated")

@@ -1,0 +1,192 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/farego/farego/agent/fare"
+)
+
+// tableCache keeps parsed fare tables by version. A stored version never
+// changes (PutFareTable refuses to), so the cache is valid across Stores.
+type tableCache struct {
+	mu        sync.Mutex
+	byVersion map[uint64]*fareEntry
+}
+
+type fareEntry struct {
+	table *fare.Table
+	body  string
+}
+
+func (c *tableCache) get(v uint64) *fareEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byVersion[v]
+}
+
+func (c *tableCache) put(v uint64, e *fareEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byVersion[v] = e
+}
+
+// queryer is what *sql.DB and *sql.Tx have in common for reads.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// loadTable returns the stored table of a version, or nil if there is none.
+func (s *Store) loadTable(ctx context.Context, q queryer, version uint64) (*fareEntry, error) {
+	if e := s.tables.get(version); e != nil {
+		return e, nil
+	}
+	var body string
+	err := q.QueryRowContext(ctx, `SELECT body FROM fare_tables WHERE version = $1`, int64(version)).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read fare table %d: %w", version, err)
+	}
+	return s.cacheTable(version, body)
+}
+
+func (s *Store) cacheTable(version uint64, body string) (*fareEntry, error) {
+	t, err := fare.Parse([]byte(body))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: stored fare table %d: %w", version, err)
+	}
+	e := &fareEntry{table: t, body: body}
+	s.tables.put(version, e)
+	return e, nil
+}
+
+// latestVersion returns the highest stored fare table version (0: none).
+func latestVersion(ctx context.Context, q queryer) (uint64, error) {
+	var v int64
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM fare_tables`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("ledger: latest fare table: %w", err)
+	}
+	return uint64(v), nil
+}
+
+// tableFor returns the fare table of version, or the latest stored one if
+// that version is not stored, or ErrNoFareTable.
+func (t *txn) tableFor(version uint64) (*fare.Table, error) {
+	e, err := t.s.loadTable(t.ctx, t.tx, version)
+	if err != nil {
+		return nil, err
+	}
+	if e != nil {
+		return e.table, nil
+	}
+	if t.latest == nil {
+		v, err := latestVersion(t.ctx, t.tx)
+		if err != nil {
+			return nil, err
+		}
+		if v == 0 {
+			return nil, fmt.Errorf("%w: store one with PutFareTable before committing taps", ErrNoFareTable)
+		}
+		e, err := t.s.loadTable(t.ctx, t.tx, v)
+		if err != nil {
+			return nil, err
+		}
+		if e == nil {
+			return nil, fmt.Errorf("ledger: fare table %d vanished", v)
+		}
+		t.latest = e.table
+	}
+	return t.latest, nil
+}
+
+// PutFareTable stores a fare table. Its version must be higher than every
+// stored one; storing the very same table again is a no-op (so a retried
+// publication succeeds), another table under a stored version is
+// ErrFareVersion.
+func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
+	if table == nil {
+		return invalid("nil fare table")
+	}
+	data, err := table.Marshal()
+	if err != nil {
+		return invalid("fare table: %v", err)
+	}
+	// Re-parse: the stored form must be one that loads (a Table built by
+	// hand skips Parse's checks).
+	if _, err := fare.Parse(data); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if table.Version > 1<<62 {
+		return invalid("fare table version %d out of range", table.Version)
+	}
+	body := string(data)
+	err = s.write(ctx, "put fare table", func(t *txn) error {
+		// The fare_version counter holds the latest version; locking its
+		// row first serializes concurrent puts, and the reads below then
+		// see what a concurrent put committed.
+		var latest int64
+		if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'` + s.forUpdate()).Scan(&latest); err != nil {
+			return fmt.Errorf("ledger: lock fare version: %w", err)
+		}
+		var stored string
+		err := t.queryRow(`SELECT body FROM fare_tables WHERE version = $1`, int64(table.Version)).Scan(&stored)
+		switch {
+		case err == nil && stored == body:
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: version %d is stored with other contents", ErrFareVersion, table.Version)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("ledger: read fare table: %w", err)
+		}
+		if int64(table.Version) <= latest {
+			return fmt.Errorf("%w: version %d is not higher than the latest stored, %d", ErrFareVersion, table.Version, latest)
+		}
+		if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`,
+			int64(table.Version)); err != nil {
+			return err
+		}
+		_, err = t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
+			int64(table.Version), body, t.now)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("ledger: fare table stored", logKeyVersion, table.Version)
+	return nil
+}
+
+// FareTable returns the stored fare table of a version, or ErrNotFound.
+func (s *Store) FareTable(ctx context.Context, version uint64) (*fare.Table, error) {
+	if version > 1<<62 {
+		return nil, fmt.Errorf("%w: fare table %d", ErrNotFound, version)
+	}
+	e, err := s.loadTable(ctx, s.db, version)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return nil, fmt.Errorf("%w: fare table %d", ErrNotFound, version)
+	}
+	// A fresh copy: the cached one is shared by the rating code.
+	return fare.Parse([]byte(e.body))
+}
+
+// LatestFareTable returns the stored fare table with the highest version,
+// or ErrNoFareTable.
+func (s *Store) LatestFareTable(ctx context.Context) (*fare.Table, error) {
+	v, err := latestVersion(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if v == 0 {
+		return nil, ErrNoFareTable
+	}
+	return s.FareTable(ctx, v)
+}

@@ -1,0 +1,82 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+var errCrash = errors.New("injected crash")
+
+// A transaction that fails at any point inside leaves nothing behind, and
+// the operation succeeds, once, when retried.
+func TestFaultLeavesNothingHalfWritten(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 300)
+		payee := newAccount(t, s, 1000)
+		seq := uint64(0)
+		ops := []struct {
+			name   string
+			points []string
+			op     func() error
+		}{
+			{"commit taps", []string{"commit-taps:stored", "commit-taps:rated", "commit"}, func() error {
+				// Late tap re-rates an earlier one and the balance goes
+				// negative: taps, postings, corrections, a deny entry.
+				seq += 2
+				_, err := s.CommitTaps(ctx, []Tap{mkTap("bus-1", seq, acct, at(int(seq)*10+5), ""), mkTap("bus-2", seq, acct, at(int(seq)*10), "X1")})
+				return err
+			}},
+			{"top up", []string{"topup", "commit"}, func() error {
+				_, err := s.TopUp(ctx, acct, 5000, "fault-topup")
+				return err
+			}},
+			{"pay", []string{"pay", "commit"}, func() error {
+				_, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "fault", Account: payee, Serial: 1,
+					CodeKey: codeKey(payee, 1, at(0)), Amount: 100, Currency: "EUR"})
+				return err
+			}},
+			{"deny", []string{"commit"}, func() error { return s.Deny(ctx, payee, 2, "fraud") }},
+			{"credential", []string{"commit"}, func() error {
+				_, err := s.IssueCredentialSerial(ctx, payee, time.Now().Add(time.Hour), make([]byte, 32))
+				return err
+			}},
+		}
+		for _, o := range ops {
+			for _, point := range o.points {
+				before := snapshot(t, s)
+				hit := false
+				s.fault = func(p string) error {
+					if p == point {
+						hit = true
+						return errCrash
+					}
+					return nil
+				}
+				err := o.op()
+				s.fault = nil
+				if !hit {
+					t.Fatalf("%s: fault point %q never reached", o.name, point)
+				}
+				if !errors.Is(err, errCrash) {
+					t.Fatalf("%s at %s: err = %v, want the injected crash", o.name, point, err)
+				}
+				if after := snapshot(t, s); after != before {
+					t.Errorf("%s failing at %s left changes:\n%s\n%s", o.name, point, before, after)
+				}
+				if err := s.CheckInvariants(ctx); err != nil {
+					t.Errorf("%s failing at %s: %v", o.name, point, err)
+				}
+			}
+			if err := o.op(); err != nil {
+				t.Errorf("%s without fault: %v", o.name, err)
+			}
+		}
+		if b := balance(t, s, payee); b != 900 {
+			t.Errorf("payee balance %d, want 900", b)
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// maxFindings bounds the findings CheckInvariants reports.
+const maxFindings = 50
+
+// CheckInvariants recomputes what the ledger caches and checks every rule
+// the money logic keeps, in one read snapshot. It returns nil, or the
+// findings joined (each wrapping ErrInvariant). It reads the whole ledger:
+// run it in tests, after a restore, or in a maintenance window.
+//
+// The invariants:
+//
+//  1. Each account's cached balance is the sum of its postings, and its
+//     postings are numbered 1..n without gaps.
+//  2. Each posting has the shape of its kind: topup > 0 with a reference;
+//     payment < 0 with a payment; fare < 0 and fare_correction ≠ 0 with a
+//     tap; nothing else set.
+//  3. No tap is charged twice: a tap has at most one fare posting, it is the
+//     tap's first, and all of its postings are on the tap's account.
+//  4. Each tap's postings sum to minus its current charge; 0 ≤ charge ≤ base
+//     fare; a flagged tap has charge 0 and no postings.
+//  5. Re-rating every account's service day with the table that rated it
+//     gives each tap's current charge (and all of a day's taps were rated by
+//     the same table).
+//  6. A payment code paid once: every charged or currency-flagged tap and
+//     every payment has its code_uses row; a duplicate_code tap's code has a
+//     use by something else; every code use points at a tap or payment
+//     with that code.
+//  7. Each payment has exactly one posting, of minus its amount, on its
+//     account; each top-up exactly one, of its amount.
+//  8. Money is conserved: the sum of all balances is top-ups minus payments
+//     minus tap charges.
+//  9. The deny list holds negative_balance for exactly the accounts whose
+//     balance is below zero.
+//  10. Counters are ahead of the ids they handed out (and the fare_version
+//     counter is the latest stored table's version); tap ids are
+//     "device/seq"; credential serials do not exceed the account's last.
+func (s *Store) CheckInvariants(ctx context.Context) error {
+	var findings []error
+	add := func(format string, a ...any) {
+		if len(findings) < maxFindings {
+			findings = append(findings, fmt.Errorf("%w: "+format, append([]any{ErrInvariant}, a...)...))
+		}
+	}
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		// check runs a query whose every row is a violation, described by msg
+		// with the row's columns (all scanned as strings).
+		check := func(msg, query string) error {
+			rows, err := tx.QueryContext(ctx, query)
+			if err != nil {
+				return fmt.Errorf("ledger: check %q: %w", msg, err)
+			}
+			defer rows.Close()
+			cols, err := rows.Columns()
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					return fmt.Errorf("ledger: check %q: %w", msg, err)
+				}
+				for i, v := range vals {
+					if b, ok := v.([]byte); ok {
+						vals[i] = fmt.Sprintf("%x", b)
+					}
+				}
+				add("%s: %v", msg, vals)
+			}
+			return rows.Err()
+		}
+		for _, c := range invariantQueries {
+			if err := check(c.msg, c.query); err != nil {
+				return err
+			}
+		}
+		return s.checkRating(ctx, tx, add)
+	})
+	if err != nil {
+		return err
+	}
+	return errors.Join(findings...)
+}
+
+// invariantQueries each select the rows that break one rule.
+var invariantQueries = []struct{ msg, query string }{
+	{"account balance or posting count differs from its postings [account, balance, postings, sum, count, max seq]", `
+		SELECT a.id, a.balance, a.postings, CAST(COALESCE(SUM(p.amount), 0) AS BIGINT), COUNT(p.seq), COALESCE(MAX(p.seq), 0)
+		FROM accounts a LEFT JOIN postings p ON p.account_id = a.id
+		GROUP BY a.id, a.balance, a.postings
+		HAVING a.balance <> CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) OR a.postings <> COUNT(p.seq)
+			OR a.postings <> COALESCE(MAX(p.seq), 0)`},
+	{"posting of the wrong shape [account, seq, kind, amount]", `
+		SELECT account_id, seq, kind, amount FROM postings WHERE NOT (
+			(kind = 'topup' AND amount > 0 AND topup_ref IS NOT NULL AND tap_id IS NULL AND payment_id IS NULL) OR
+			(kind = 'payment' AND amount < 0 AND payment_id IS NOT NULL AND tap_id IS NULL AND topup_ref IS NULL) OR
+			(kind = 'fare' AND amount < 0 AND tap_id IS NOT NULL AND payment_id IS NULL AND topup_ref IS NULL) OR
+			(kind = 'fare_correction' AND amount <> 0 AND tap_id IS NOT NULL AND payment_id IS NULL AND topup_ref IS NULL))`},
+	{"tap's postings do not match its charge, or it is charged twice [tap, flag, charge, base fare, postings, sum, fare postings, on other accounts]", `
+		SELECT t.tap_id, t.flag, t.charge, t.base_fare, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT),
+			SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END), SUM(CASE WHEN p.account_id <> t.account_id THEN 1 ELSE 0 END)
+		FROM taps t LEFT JOIN postings p ON p.tap_id = t.tap_id
+		GROUP BY t.tap_id, t.flag, t.charge, t.base_fare, t.account_id
+		HAVING t.charge <> -CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
+			OR t.charge < 0 OR t.charge > t.base_fare
+			OR (t.flag <> '' AND (t.charge <> 0 OR COUNT(p.seq) > 0))
+			OR SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) > 1
+			OR (COUNT(p.seq) > 0 AND SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) <> 1)
+			OR SUM(CASE WHEN p.account_id <> t.account_id THEN 1 ELSE 0 END) > 0`},
+	{"fare correction before the tap's fare posting [account, seq, tap]", `
+		SELECT c.account_id, c.seq, c.tap_id FROM postings c
+		WHERE c.kind = 'fare_correction' AND NOT EXISTS (
+			SELECT 1 FROM postings f WHERE f.tap_id = c.tap_id AND f.kind = 'fare' AND f.seq < c.seq AND f.account_id = c.account_id)`},
+	{"flagged tap with an unknown flag, or rated though flagged [tap, flag, rated version]", `
+		SELECT tap_id, flag, rated_version FROM taps
+		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'currency_mismatch')
+			OR (flag <> '' AND (rated_version <> 0 OR transfer OR capped))`},
+	{"tap that paid has no code use [tap]", `
+		SELECT t.tap_id FROM taps t WHERE t.flag IN ('', 'currency_mismatch') AND NOT EXISTS (
+			SELECT 1 FROM code_uses u WHERE u.code_key = t.code_key AND u.tap_id = t.tap_id)`},
+	{"duplicate_code tap whose code has no other use [tap]", `
+		SELECT t.tap_id FROM taps t WHERE t.flag = 'duplicate_code' AND NOT EXISTS (
+			SELECT 1 FROM code_uses u WHERE u.code_key = t.code_key AND (u.tap_id IS NULL OR u.tap_id <> t.tap_id))`},
+	{"code use that points at no tap or payment with its code [code key]", `
+		SELECT u.code_key FROM code_uses u
+		LEFT JOIN taps t ON t.tap_id = u.tap_id
+		LEFT JOIN payments y ON y.id = u.payment_id
+		WHERE NOT ((t.tap_id IS NOT NULL AND t.code_key = u.code_key AND t.account_id = u.account_id)
+			OR (y.id IS NOT NULL AND y.code_key = u.code_key AND y.account_id = u.account_id))`},
+	{"payment without its code use [payment]", `
+		SELECT y.id FROM payments y WHERE NOT EXISTS (SELECT 1 FROM code_uses u WHERE u.payment_id = y.id)`},
+	{"payment's postings do not match it [payment, amount, postings, sum]", `
+		SELECT y.id, y.amount, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
+		FROM payments y LEFT JOIN postings p ON p.payment_id = y.id AND p.account_id = y.account_id AND p.kind = 'payment'
+		GROUP BY y.id, y.amount
+		HAVING COUNT(p.seq) <> 1 OR CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) <> -y.amount`},
+	{"top-up's postings do not match it [reference, amount, postings, sum]", `
+		SELECT u.reference, u.amount, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
+		FROM topups u LEFT JOIN postings p ON p.topup_ref = u.reference AND p.account_id = u.account_id AND p.kind = 'topup'
+		GROUP BY u.reference, u.amount
+		HAVING COUNT(p.seq) <> 1 OR CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) <> u.amount`},
+	{"posting on another account than its payment or top-up [account, seq]", `
+		SELECT p.account_id, p.seq FROM postings p
+		LEFT JOIN payments y ON y.id = p.payment_id
+		LEFT JOIN topups u ON u.reference = p.topup_ref
+		WHERE (p.payment_id IS NOT NULL AND y.account_id <> p.account_id)
+			OR (p.topup_ref IS NOT NULL AND u.account_id <> p.account_id)`},
+	{"money not conserved [balances, top-ups, payments, charges]", `
+		SELECT b.s, u.s, y.s, c.s FROM
+			(SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) AS s FROM accounts) b,
+			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM topups) u,
+			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM payments) y,
+			(SELECT CAST(COALESCE(SUM(charge), 0) AS BIGINT) AS s FROM taps) c
+		WHERE b.s <> u.s - y.s - c.s`},
+	{"negative balance without its deny entry [account, balance]", `
+		SELECT a.id, a.balance FROM accounts a WHERE a.balance < 0 AND NOT EXISTS (
+			SELECT 1 FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')`},
+	{"negative_balance deny entry on a balance of zero or more [account, balance]", `
+		SELECT a.id, a.balance FROM accounts a JOIN deny_entries d
+			ON d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'
+		WHERE a.balance >= 0`},
+	{"negative_balance deny entry on a credential [account, serial]", `
+		SELECT account_id, serial FROM deny_entries WHERE reason = 'negative_balance' AND serial <> 0`},
+	{"counter behind the ids it handed out [counter, value]", `
+		SELECT c.name, c.value FROM counters c WHERE
+			(c.name = 'account_id' AND c.value < (SELECT COALESCE(MAX(id), 999) FROM accounts)) OR
+			(c.name = 'payment_id' AND c.value < (SELECT COALESCE(MAX(id), 0) FROM payments)) OR
+			(c.name = 'deny_version' AND c.value < 1 AND EXISTS (SELECT 1 FROM deny_entries)) OR
+			(c.name = 'fare_version' AND c.value <> (SELECT COALESCE(MAX(version), 0) FROM fare_tables))`},
+	{"account id below 1000 [account]", `SELECT id FROM accounts WHERE id < 1000`},
+	{"tap id is not device/seq [tap]", `SELECT tap_id FROM taps WHERE tap_id <> device_id || '/' || CAST(seq AS TEXT)`},
+	{"credential serial beyond the account's last [account, serial, last]", `
+		SELECT c.account_id, c.serial, a.last_serial FROM credentials c JOIN accounts a ON a.id = c.account_id
+		WHERE c.serial > a.last_serial OR c.serial < 1`},
+	{"account's last serial without its credential [account, last]", `
+		SELECT a.id, a.last_serial FROM accounts a WHERE a.last_serial > 0 AND NOT EXISTS (
+			SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.serial = a.last_serial)`},
+}
+
+// checkRating re-rates every account's service day (invariant 5).
+func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ...any)) error {
+	// Load the fare tables first: a connection runs one query at a time.
+	rows, err := tx.QueryContext(ctx, `SELECT version, body FROM fare_tables`)
+	if err != nil {
+		return fmt.Errorf("ledger: check rating: %w", err)
+	}
+	tables := map[int64]*fareEntry{}
+	for rows.Next() {
+		var v int64
+		var body string
+		if err := rows.Scan(&v, &body); err != nil {
+			rows.Close()
+			return fmt.Errorf("ledger: check rating: %w", err)
+		}
+		e, err := s.cacheTable(uint64(v), body)
+		if err != nil {
+			add("stored fare table %d does not parse: %v", v, err)
+			continue
+		}
+		tables[v] = e
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ledger: check rating: %w", err)
+	}
+
+	rows, err = tx.QueryContext(ctx, `SELECT account_id, service_day, tap_id, at_ns, profile, base_fare, charge,
+			transfer, capped, rated_version
+		FROM taps WHERE flag = '' ORDER BY account_id, service_day`)
+	if err != nil {
+		return fmt.Errorf("ledger: check rating: %w", err)
+	}
+	defer rows.Close()
+	var cur dayKey
+	var day []ratedTap
+	flush := func() {
+		if len(day) == 0 {
+			return
+		}
+		v := day[0].ratedVersion
+		for _, r := range day {
+			if r.ratedVersion != v {
+				add("service day %s of account %d rated by tables %d and %d", cur.day, cur.account, v, r.ratedVersion)
+				return
+			}
+		}
+		e := tables[v]
+		if e == nil {
+			add("service day %s of account %d rated by fare table %d, which is not stored", cur.day, cur.account, v)
+			return
+		}
+		byID := make(map[string]*ratedTap, len(day))
+		for i := range day {
+			byID[day[i].id] = &day[i]
+		}
+		for _, c := range rateDay(e.table, day) {
+			if r := byID[c.ID]; r.charge != c.Amount || r.transfer != c.Transfer || r.capped != c.Capped {
+				add("tap %s charged %d (transfer %t, capped %t), re-rating gives %d (%t, %t)",
+					r.id, r.charge, r.transfer, r.capped, c.Amount, c.Transfer, c.Capped)
+			}
+		}
+	}
+	for rows.Next() {
+		var k dayKey
+		var account int64
+		var r ratedTap
+		if err := rows.Scan(&account, &k.day, &r.id, &r.at, &r.profile, &r.base, &r.charge, &r.transfer, &r.capped,
+			&r.ratedVersion); err != nil {
+			return fmt.Errorf("ledger: check rating: %w", err)
+		}
+		k.account = uint64(account)
+		if k != cur {
+			flush()
+			cur, day = k, day[:0]
+		}
+		day = append(day, r)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ledger: check rating: %w", err)
+	}
+	flush()
+	return nil
+}

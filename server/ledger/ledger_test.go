@@ -1,0 +1,911 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
+)
+
+func TestParseDSN(t *testing.T) {
+	for _, tc := range []struct {
+		dsn     string
+		backend backend
+		path    string
+		ok      bool
+	}{
+		{"sqlite:/var/lib/farego/ledger.db", backendSQLite, "/var/lib/farego/ledger.db", true},
+		{"/var/lib/farego/ledger.db", backendSQLite, "/var/lib/farego/ledger.db", true},
+		{"ledger.db", backendSQLite, "ledger.db", true},
+		{"sqlite:ledger.db?_pragma=cache_size(-20000)", backendSQLite, "ledger.db", true},
+		{"postgres://u@db:5432/farego?sslmode=disable", backendPostgres, "", true},
+		{"postgresql://u@db/farego", backendPostgres, "", true},
+		{"", 0, "", false},
+		{"sqlite:", 0, "", false},
+		{":memory:", 0, "", false},
+		{"sqlite:file:x?mode=memory", 0, "", false},
+		{"mysql://u@db/farego", 0, "", false},
+	} {
+		got, err := parseDSN(tc.dsn, time.Second)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseDSN(%q) err = %v, want ok %t", tc.dsn, err, tc.ok)
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("parseDSN(%q) err = %v, want ErrInvalid", tc.dsn, err)
+			}
+			continue
+		}
+		if got.backend != tc.backend || got.path != tc.path {
+			t.Errorf("parseDSN(%q) = %v %q, want %v %q", tc.dsn, got.backend, got.path, tc.backend, tc.path)
+		}
+		if tc.backend == backendSQLite && !strings.Contains(got.dsn, "_txlock=immediate") {
+			t.Errorf("parseDSN(%q) = %q, lacks _txlock=immediate", tc.dsn, got.dsn)
+		}
+	}
+}
+
+func TestOpenMigrates(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		// Several instances open a fresh database at once: one migrates,
+		// the others see the schema.
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() {
+				s, err := Open(ctx, db.dsn, nil)
+				if err == nil {
+					err = s.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("concurrent Open %d: %v", i, err)
+			}
+		}
+		s := db.open(t, nil)
+		migs, err := migrations(s.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.SchemaVersion(ctx)
+		if err != nil || v != migs[len(migs)-1].version {
+			t.Fatalf("SchemaVersion = %d, %v, want %d", v, err, migs[len(migs)-1].version)
+		}
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(migs) {
+			t.Fatalf("schema_migrations has %d rows (%v), want %d", n, err, len(migs))
+		}
+		// A database from a newer program is refused, untouched.
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_ns) VALUES (999, 'future', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(ctx, db.dsn, nil)
+		wantErr(t, err, ErrSchemaTooNew)
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE version = 999`); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestSQLiteRefusesUnsafeSettings(t *testing.T) {
+	dsn := "sqlite:" + t.TempDir() + "/l.db?_pragma=synchronous(OFF)"
+	_, err := Open(context.Background(), dsn, nil)
+	wantErr(t, err, ErrInvalid)
+}
+
+func TestAccounts(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		a, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Child, Name: "Ada", SecretHash: []byte{1, 2, 3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.ID != 1000 || b.ID != 1001 {
+			t.Fatalf("ids %d, %d, want 1000, 1001", a.ID, b.ID)
+		}
+		if a.Profile != paycode.Child || a.Name != "Ada" || a.Currency != DefaultCurrency || a.Balance != 0 || a.Denied || a.CreatedAt.IsZero() {
+			t.Errorf("account = %+v", a)
+		}
+		got, err := s.Account(ctx, a.ID)
+		if err != nil || got != a {
+			t.Errorf("Account = %+v, %v, want %+v", got, err, a)
+		}
+		h, err := s.AccountSecretHash(ctx, a.ID)
+		if err != nil || !bytes.Equal(h, []byte{1, 2, 3}) {
+			t.Errorf("AccountSecretHash = %x, %v", h, err)
+		}
+		if h, err := s.AccountSecretHash(ctx, b.ID); err != nil || len(h) != 0 {
+			t.Errorf("empty AccountSecretHash = %x, %v", h, err)
+		}
+		_, err = s.Account(ctx, 999)
+		wantErr(t, err, ErrNotFound)
+		_, err = s.AccountSecretHash(ctx, 5000)
+		wantErr(t, err, ErrNotFound)
+		list, err := s.Accounts(ctx, 0, 0)
+		if err != nil || len(list) != 2 || list[0].ID != 1000 {
+			t.Errorf("Accounts = %+v, %v", list, err)
+		}
+		list, err = s.Accounts(ctx, 1000, 10)
+		if err != nil || len(list) != 1 || list[0].ID != 1001 {
+			t.Errorf("Accounts after 1000 = %+v, %v", list, err)
+		}
+
+		before := snapshot(t, s)
+		for name, spec := range map[string]AccountSpec{
+			"reserved profile": {Profile: 7},
+			"long name":        {Name: strings.Repeat("x", 200)},
+			"control char":     {Name: "a\nb"},
+			"bad utf8":         {Name: "\xff"},
+			"big secret":       {SecretHash: make([]byte, 300)},
+			"bad currency":     {Currency: "eur"},
+		} {
+			if _, err := s.CreateAccount(ctx, spec); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+			}
+		}
+		if after := snapshot(t, s); after != before {
+			t.Errorf("refused accounts changed the ledger:\n%s\n%s", before, after)
+		}
+		// Ids are never reused, even after a rolled-back creation.
+		s.fault = func(p string) error {
+			if p == "commit" {
+				return errors.New("crash")
+			}
+			return nil
+		}
+		if _, err := s.CreateAccount(ctx, AccountSpec{}); err == nil {
+			t.Fatal("CreateAccount with a fault succeeded")
+		}
+		s.fault = nil
+		c, err := s.CreateAccount(ctx, AccountSpec{})
+		if err != nil || c.ID != 1002 {
+			t.Errorf("after a rolled-back creation: %+v, %v, want id 1002", c, err)
+		}
+	})
+}
+
+func TestTopUp(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		id := newAccount(t, s, 0)
+		a, err := s.TopUp(ctx, id, 1000, "psp-1")
+		if err != nil || a.Balance != 1000 {
+			t.Fatalf("TopUp = %+v, %v", a, err)
+		}
+		// Retried: no change.
+		a, err = s.TopUp(ctx, id, 1000, "psp-1")
+		if err != nil || a.Balance != 1000 {
+			t.Fatalf("retried TopUp = %+v, %v", a, err)
+		}
+		_, err = s.TopUp(ctx, id, 999, "psp-1")
+		wantErr(t, err, ErrTopUpConflict)
+		other := newAccount(t, s, 0)
+		_, err = s.TopUp(ctx, other, 1000, "psp-1")
+		wantErr(t, err, ErrTopUpConflict)
+		_, err = s.TopUp(ctx, 4242, 1000, "psp-2")
+		wantErr(t, err, ErrNotFound)
+		for _, tc := range []struct {
+			amount int64
+			ref    string
+		}{{0, "r"}, {-5, "r"}, {MaxAmount + 1, "r"}, {5, ""}, {5, strings.Repeat("r", 129)}} {
+			_, err := s.TopUp(ctx, id, tc.amount, tc.ref)
+			wantErr(t, err, ErrInvalid)
+		}
+		if b := balance(t, s, id); b != 1000 {
+			t.Errorf("balance %d, want 1000", b)
+		}
+		ps, err := s.Postings(ctx, id, 0)
+		if err != nil || len(ps) != 1 || ps[0].Kind != KindTopUp || ps[0].Amount != 1000 || ps[0].Reference != "psp-1" || ps[0].Seq != 1 {
+			t.Errorf("Postings = %+v, %v", ps, err)
+		}
+	})
+}
+
+func TestCommitIdempotent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 2000)
+		batch := []Tap{mkTap("bus-1", 1, acct, at(0), ""), mkTap("bus-1", 2, acct, at(120), "X1")}
+		first := commit(t, s, batch...)
+		for i, r := range first {
+			if r.Duplicate || r.Flag != "" || r.Conflict {
+				t.Errorf("first commit %d: %+v", i, r)
+			}
+		}
+		if first[0].Charge != 250 || first[1].Charge != 400 {
+			t.Errorf("charges %d, %d, want 250, 400", first[0].Charge, first[1].Charge)
+		}
+		before := snapshot(t, s)
+		for range 3 {
+			again := commit(t, s, batch...)
+			for i, r := range again {
+				if !r.Duplicate || r.Conflict || r.Charge != first[i].Charge {
+					t.Errorf("again %d: %+v, want duplicate with charge %d", i, r, first[i].Charge)
+				}
+			}
+		}
+		// The same tap twice in one batch is charged once.
+		twice := mkTap("bus-1", 3, acct, at(400), "")
+		res := commit(t, s, twice, twice)
+		if res[0].Duplicate || !res[1].Duplicate || res[1].Charge != res[0].Charge {
+			t.Errorf("same tap twice in a batch: %+v", res)
+		}
+		if after := snapshot(t, s); after == before {
+			t.Error("new tap changed nothing")
+		}
+		if b := balance(t, s, acct); b != 2000-250-400-50 {
+			t.Errorf("balance %d, want %d (cap 700)", b, 2000-700)
+		}
+		if n, err := s.TapCount(context.Background()); err != nil || n != 3 {
+			t.Errorf("TapCount = %d, %v, want 3", n, err)
+		}
+		// A tap id reused with other contents comes back as a conflict.
+		changed := mkTap("bus-1", 1, acct, at(0), "")
+		res = commit(t, s, changed)
+		if !res[0].Duplicate || !res[0].Conflict || res[0].Charge != 250 {
+			t.Errorf("reused id: %+v, want duplicate conflict charged 250", res[0])
+		}
+		if _, err := s.CommitTaps(context.Background(), nil); err != nil {
+			t.Errorf("empty batch: %v", err)
+		}
+	})
+}
+
+func TestDuplicateCodeTwoDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 2000)
+		a := mkTap("bus-1", 1, acct, at(0), "")
+		b := mkTap("bus-2", 7, acct, at(3), "")
+		b.CodeKey = a.CodeKey // the same code shown on two buses
+		v0 := denyList(t, s).Version
+		ra := commit(t, s, a)
+		rb := commit(t, s, b)
+		if ra[0].Flag != "" || ra[0].Charge != 250 {
+			t.Errorf("first use: %+v", ra[0])
+		}
+		if rb[0].Flag != FlagDuplicateCode || rb[0].Charge != 0 || rb[0].Duplicate {
+			t.Errorf("second use: %+v, want flagged duplicate_code, charged 0", rb[0])
+		}
+		if got := balance(t, s, acct); got != 2000-250 {
+			t.Errorf("balance %d, want %d", got, 2000-250)
+		}
+		dl := denyList(t, s)
+		if !hasDeny(dl, acct, 1, ReasonCodeReused) || dl.Version != v0+1 {
+			t.Errorf("deny list %+v (was version %d), want credential %d/1 denied for code_reused", dl, v0, acct)
+		}
+		// Committing the flagged tap again changes nothing.
+		if r := commit(t, s, b); !r[0].Duplicate || r[0].Flag != FlagDuplicateCode || r[0].Charge != 0 {
+			t.Errorf("flagged tap again: %+v", r[0])
+		}
+		if dl2 := denyList(t, s); dl2.Version != dl.Version {
+			t.Errorf("deny version moved to %d on a duplicate", dl2.Version)
+		}
+		// Both in one batch, other order: the first in the batch pays.
+		c := mkTap("bus-3", 1, acct, at(500), "")
+		d := mkTap("bus-4", 1, acct, at(501), "")
+		d.CodeKey = c.CodeKey
+		r := commit(t, s, d, c)
+		if r[0].Flag != "" || r[1].Flag != FlagDuplicateCode {
+			t.Errorf("same code in one batch: %+v", r)
+		}
+		rides, err := s.Rides(context.Background(), acct, 0)
+		if err != nil || len(rides) != 4 {
+			t.Fatalf("Rides = %d rides, %v", len(rides), err)
+		}
+		if rides[0].TapID != "bus-4/1" || rides[3].TapID != "bus-1/1" {
+			t.Errorf("rides not newest first: %s … %s", rides[0].TapID, rides[3].TapID)
+		}
+	})
+}
+
+func TestNegativeBalanceDeny(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 100)
+		v0 := denyList(t, s).Version
+		commit(t, s, mkTap("bus-1", 1, acct, at(0), ""))
+		a, _ := s.Account(ctx, acct)
+		if a.Balance != -150 || !a.Denied || a.DenyReason != ReasonNegativeBalance {
+			t.Fatalf("account %+v, want balance -150, denied for negative_balance", a)
+		}
+		dl := denyList(t, s)
+		if !hasDeny(dl, acct, 0, ReasonNegativeBalance) || dl.Version != v0+1 {
+			t.Fatalf("deny list %+v, want %d denied at version %d", dl, acct, v0+1)
+		}
+		// Another ride keeps it denied without moving the version.
+		commit(t, s, mkTap("bus-1", 2, acct, at(200), ""))
+		if dl2 := denyList(t, s); dl2.Version != dl.Version {
+			t.Errorf("version moved %d → %d with no change of entries", dl.Version, dl2.Version)
+		}
+		// Not enough: still denied.
+		if a, err := s.TopUp(ctx, acct, 300, "t1"); err != nil || !a.Denied || a.Balance != -100 {
+			t.Fatalf("partial top-up: %+v, %v", a, err)
+		}
+		// Enough: lifted, version moved.
+		a, err := s.TopUp(ctx, acct, 100, "t2")
+		if err != nil || a.Denied || a.Balance != 0 {
+			t.Fatalf("top-up to zero: %+v, %v", a, err)
+		}
+		dl3 := denyList(t, s)
+		if hasDeny(dl3, acct, 0, ReasonNegativeBalance) || dl3.Version != dl.Version+1 {
+			t.Errorf("deny list %+v, want entry gone at version %d", dl3, dl.Version+1)
+		}
+		// Operators cannot touch the ledger's own entry.
+		wantErr(t, s.Deny(ctx, acct, 0, ReasonNegativeBalance), ErrInvalid)
+		wantErr(t, s.Undeny(ctx, acct, 0, ReasonNegativeBalance), ErrInvalid)
+	})
+}
+
+func TestTransferAndCap(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 5000)
+		taps := []Tap{
+			mkTap("bus-1", 1, acct, at(0), ""),   // 250
+			mkTap("bus-2", 1, acct, at(30), ""),  // transfer: 0
+			mkTap("bus-1", 2, acct, at(120), ""), // 250
+			mkTap("bus-3", 1, acct, at(240), ""), // 250 → capped to 200
+			mkTap("bus-1", 3, acct, at(360), ""), // capped to 0
+		}
+		want := []int64{250, 0, 250, 200, 0}
+		res := commit(t, s, taps...)
+		for i, r := range res {
+			if r.Charge != want[i] {
+				t.Errorf("tap %d charged %d, want %d", i, r.Charge, want[i])
+			}
+		}
+		rides, _ := s.Rides(context.Background(), acct, 0)
+		byID := map[string]Ride{}
+		for _, r := range rides {
+			byID[r.TapID] = r
+		}
+		if r := byID["bus-2/1"]; !r.Transfer || r.Capped || r.RatedVersion != 1 || r.ServiceDay != "2026-03-10" {
+			t.Errorf("transfer ride %+v", r)
+		}
+		if r := byID["bus-3/1"]; !r.Capped {
+			t.Errorf("capped ride %+v", r)
+		}
+		if b := balance(t, s, acct); b != 5000-700 {
+			t.Errorf("balance %d, want %d", b, 5000-700)
+		}
+		// The next service day starts at 04:00 Berlin: a ride at 03:30 the
+		// next morning still belongs to this day (capped), one at 04:30 does not.
+		next := commit(t, s, mkTap("bus-1", 4, acct, time.Date(2026, 3, 11, 3, 30, 0, 0, berlin), ""),
+			mkTap("bus-1", 5, acct, time.Date(2026, 3, 11, 4, 30, 0, 0, berlin), ""))
+		if next[0].Charge != 0 || next[1].Charge != 250 {
+			t.Errorf("around the day start: %+v", next)
+		}
+	})
+}
+
+func TestLateTapRerating(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 5000)
+		// 10:00 arrives first and pays full fare.
+		r := commit(t, s, mkTap("bus-1", 1, acct, at(120), ""))
+		if r[0].Charge != 250 {
+			t.Fatalf("first tap %+v", r[0])
+		}
+		before, err := s.Postings(ctx, acct, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 09:30 (offline bus) arrives later: it is the full-fare ride, and
+		// 10:00 becomes its transfer.
+		r = commit(t, s, mkTap("bus-2", 1, acct, at(90), ""))
+		if r[0].Charge != 250 {
+			t.Fatalf("late tap %+v", r[0])
+		}
+		if c := charges(t, s, acct); c["bus-1/1"] != 0 || c["bus-2/1"] != 250 {
+			t.Errorf("charges after re-rating %v", c)
+		}
+		after, err := s.Postings(ctx, acct, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Old postings unchanged (newest first: the old ones are the tail).
+		if len(after) != len(before)+2 {
+			t.Fatalf("%d postings, want %d", len(after), len(before)+2)
+		}
+		for i := range before {
+			if after[2+i] != before[i] {
+				t.Errorf("posting changed: %+v → %+v", before[i], after[2+i])
+			}
+		}
+		kinds := map[string]Posting{}
+		for _, p := range after[:2] {
+			kinds[p.TapID+" "+p.Kind] = p
+		}
+		if p := kinds["bus-2/1 fare"]; p.Amount != -250 {
+			t.Errorf("late tap's fare posting %+v", p)
+		}
+		if p := kinds["bus-1/1 fare_correction"]; p.Amount != 250 || p.FareVersion != 1 {
+			t.Errorf("correction %+v", p)
+		}
+		if b := balance(t, s, acct); b != 5000-250 {
+			t.Errorf("balance %d", b)
+		}
+		// The database refuses to change or delete postings.
+		for _, q := range []string{`UPDATE postings SET amount = 1`, `DELETE FROM postings`, `DELETE FROM code_uses`,
+			`UPDATE topups SET amount = 1`, `DELETE FROM taps`} {
+			if _, err := s.db.ExecContext(ctx, q); err == nil {
+				t.Errorf("%s: allowed", q)
+			}
+		}
+	})
+}
+
+func TestFareVersions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		acct := newAccount(t, s, 5000)
+		_, err := s.CommitTaps(ctx, []Tap{mkTap("bus-1", 1, acct, at(0), "")})
+		wantErr(t, err, ErrNoFareTable)
+		_, err = s.LatestFareTable(ctx)
+		wantErr(t, err, ErrNoFareTable)
+
+		v1, v2 := mustTable(t, tableV1), mustTable(t, tableV2)
+		if err := s.PutFareTable(ctx, v1); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutFareTable(ctx, v1); err != nil {
+			t.Errorf("same table again: %v", err)
+		}
+		// Version 5 is not stored: a tap that names it is rated with the latest.
+		t5 := mkTap("bus-1", 2, acct, at(0), "")
+		t5.FareVersion = 5
+		t1 := mkTap("bus-1", 3, acct, at(30), "")
+		r := commit(t, s, t5, t1)
+		if r[0].Charge != 250 || r[1].Charge != 0 {
+			t.Errorf("rated with v1: %+v", r)
+		}
+		if err := s.PutFareTable(ctx, v2); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutFareTable(ctx, v1); err != nil {
+			t.Errorf("older table again, unchanged: %v", err)
+		}
+		wantErr(t, s.PutFareTable(ctx, mustTable(t, strings.Replace(tableV1, `"X1"`, `"X2"`, 1))), ErrFareVersion)
+		changed := mustTable(t, strings.Replace(tableV2, `"fare":50`, `"fare":60`, 1))
+		wantErr(t, s.PutFareTable(ctx, changed), ErrFareVersion)
+		wantErr(t, s.PutFareTable(ctx, nil), ErrInvalid)
+		wantErr(t, s.PutFareTable(ctx, &fare.Table{Version: 9}), ErrInvalid)
+
+		got, err := s.LatestFareTable(ctx)
+		if err != nil || got.Version != 2 || got.Transfer.Fare != 50 {
+			t.Fatalf("LatestFareTable = %+v, %v", got, err)
+		}
+		_, err = s.FareTable(ctx, 3)
+		wantErr(t, err, ErrNotFound)
+
+		// Another day: a v1 tap, then a v2 tap. The whole day is re-rated
+		// with v2 (transfer fare 50).
+		day := 24 * 60
+		a := mkTap("bus-1", 10, acct, at(day), "")
+		b := mkTap("bus-1", 11, acct, at(day+30), "")
+		b.FareVersion = 2
+		commit(t, s, a)
+		if c := charges(t, s, acct); c["bus-1/10"] != 250 {
+			t.Errorf("v1 alone: %v", c)
+		}
+		commit(t, s, b)
+		rides, _ := s.Rides(ctx, acct, 2)
+		for _, rd := range rides {
+			want := map[string]int64{"bus-1/10": 250, "bus-1/11": 50}[rd.TapID]
+			if rd.Charge != want || rd.RatedVersion != 2 {
+				t.Errorf("ride %s charged %d by v%d, want %d by v2", rd.TapID, rd.Charge, rd.RatedVersion, want)
+			}
+		}
+	})
+}
+
+func TestPayments(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		req := PaymentRequest{MerchantID: "cafe", OrderID: "o-1", Account: acct, Serial: 1,
+			CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: 300, Currency: "EUR"}
+		o, err := s.Pay(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.ID == 0 || o.Status != StatusPaid || o.Amount != 300 || o.Account != acct || o.MerchantID != "cafe" {
+			t.Errorf("order %+v", o)
+		}
+		if b := balance(t, s, acct); b != 700 {
+			t.Errorf("balance %d, want 700", b)
+		}
+		// Retry: same order, no second deduction.
+		o2, err := s.Pay(ctx, req)
+		if err != nil || o2 != o {
+			t.Errorf("retry = %+v, %v, want %+v", o2, err, o)
+		}
+		if got, err := s.Payment(ctx, o.ID); err != nil || got != o {
+			t.Errorf("Payment = %+v, %v", got, err)
+		}
+		if got, err := s.PaymentByOrder(ctx, "cafe", "o-1"); err != nil || got != o {
+			t.Errorf("PaymentByOrder = %+v, %v", got, err)
+		}
+		_, err = s.PaymentByOrder(ctx, "cafe", "o-404")
+		wantErr(t, err, ErrNotFound)
+		// Same order id, other amount.
+		bad := req
+		bad.Amount = 301
+		_, err = s.Pay(ctx, bad)
+		wantErr(t, err, ErrOrderConflict)
+		// Same code, new order: used.
+		again := req
+		again.OrderID = "o-2"
+		_, err = s.Pay(ctx, again)
+		wantErr(t, err, ErrCodeUsed)
+
+		before := snapshot(t, s)
+		// Too much.
+		big := req
+		big.OrderID, big.CodeKey, big.Amount = "o-3", codeKey(acct, 1, at(1)), 701
+		_, err = s.Pay(ctx, big)
+		wantErr(t, err, ErrInsufficientFunds)
+		// Unknown account.
+		ghost := req
+		ghost.OrderID, ghost.Account, ghost.CodeKey = "o-4", 4242, codeKey(4242, 1, at(1))
+		_, err = s.Pay(ctx, ghost)
+		wantErr(t, err, ErrNotFound)
+		// Other currency.
+		usd := big
+		usd.Amount, usd.Currency = 1, "USD"
+		_, err = s.Pay(ctx, usd)
+		wantErr(t, err, ErrInvalid)
+		// Invalid requests.
+		for name, mod := range map[string]func(r *PaymentRequest){
+			"no merchant":    func(r *PaymentRequest) { r.MerchantID = "" },
+			"no order":       func(r *PaymentRequest) { r.OrderID = "" },
+			"zero amount":    func(r *PaymentRequest) { r.Amount = 0 },
+			"short key":      func(r *PaymentRequest) { r.CodeKey = r.CodeKey[:17] },
+			"key of another": func(r *PaymentRequest) { r.CodeKey = codeKey(acct+1, 1, at(0)) },
+			"key of serial":  func(r *PaymentRequest) { r.Serial = 2 },
+			"currency":       func(r *PaymentRequest) { r.Currency = "euro" },
+			"account 0":      func(r *PaymentRequest) { r.Account = 0 },
+		} {
+			r := big
+			r.Amount = 10
+			mod(&r)
+			if _, err := s.Pay(ctx, r); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+			}
+		}
+		// Denied credential.
+		if err := s.Deny(ctx, acct, 1, "lost_phone"); err != nil {
+			t.Fatal(err)
+		}
+		before = snapshot(t, s)
+		denied := big
+		denied.Amount = 10
+		_, err = s.Pay(ctx, denied)
+		wantErr(t, err, ErrDenied)
+		if after := snapshot(t, s); after != before {
+			t.Errorf("refused payments changed the ledger:\n%s\n%s", before, after)
+		}
+		if err := s.Undeny(ctx, acct, 1, "lost_phone"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Pay(ctx, denied); err != nil {
+			t.Errorf("after undeny: %v", err)
+		}
+	})
+}
+
+func TestCodeUsedOnlineAndOffline(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 2000)
+		// Paid online, then the same code tapped on a bus: flagged.
+		tp := mkTap("bus-1", 1, acct, at(0), "")
+		if _, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "1", Account: acct, Serial: 1,
+			CodeKey: tp.CodeKey, Amount: 100, Currency: "EUR"}); err != nil {
+			t.Fatal(err)
+		}
+		r := commit(t, s, tp)
+		if r[0].Flag != FlagDuplicateCode || r[0].Charge != 0 {
+			t.Errorf("tap of a code paid online: %+v", r[0])
+		}
+		if !hasDeny(denyList(t, s), acct, 1, ReasonCodeReused) {
+			t.Error("credential not denied")
+		}
+		// Tapped, then the same code online: refused. (Serial 2: serial 1 is denied now.)
+		tp2 := mkTap("bus-1", 2, acct, at(10), "")
+		tp2.Serial, tp2.CodeKey = 2, codeKey(acct, 2, at(10))
+		commit(t, s, tp2)
+		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "2", Account: acct, Serial: 2,
+			CodeKey: tp2.CodeKey, Amount: 100, Currency: "EUR"})
+		wantErr(t, err, ErrCodeUsed)
+		if b := balance(t, s, acct); b != 2000-100-250 {
+			t.Errorf("balance %d, want %d", b, 2000-100-250)
+		}
+	})
+}
+
+func TestFlags(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		ghost := mkTap("bus-1", 1, 7777, at(0), "")
+		usd := mkTap("bus-1", 2, acct, at(5), "")
+		usd.Currency = "USD"
+		r := commit(t, s, ghost, usd)
+		if r[0].Flag != FlagUnknownAccount || r[0].Charge != 0 || r[1].Flag != FlagCurrencyMismatch || r[1].Charge != 0 {
+			t.Errorf("flags %+v", r)
+		}
+		// The mismatched tap's code did pay (it was presented): it cannot pay again.
+		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "1", Account: acct, Serial: 1,
+			CodeKey: usd.CodeKey, Amount: 1, Currency: "EUR"})
+		wantErr(t, err, ErrCodeUsed)
+		if b := balance(t, s, acct); b != 1000 {
+			t.Errorf("balance %d", b)
+		}
+	})
+}
+
+func TestTapValidation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		before := snapshot(t, s)
+		for name, mod := range map[string]func(tp *Tap){
+			"id not device/seq":  func(tp *Tap) { tp.ID = "bus-1/3" },
+			"bad device id":      func(tp *Tap) { tp.DeviceID, tp.ID = "bus 1", "bus 1/1" },
+			"seq out of range":   func(tp *Tap) { tp.Seq, tp.ID = 1<<63, "bus-1/9223372036854775808" },
+			"zero time":          func(tp *Tap) { tp.Time = time.Time{} },
+			"account 0":          func(tp *Tap) { tp.Account = 0 },
+			"short code key":     func(tp *Tap) { tp.CodeKey = tp.CodeKey[:10] },
+			"key of another":     func(tp *Tap) { tp.CodeKey = codeKey(acct+1, 1, at(0)) },
+			"key of serial":      func(tp *Tap) { tp.Serial = 3 },
+			"reserved profile":   func(tp *Tap) { tp.Profile = 4 },
+			"negative fare":      func(tp *Tap) { tp.BaseFare = -1 },
+			"huge fare":          func(tp *Tap) { tp.BaseFare = MaxAmount + 1 },
+			"bad currency":       func(tp *Tap) { tp.Currency = "eu" },
+			"fare version 0":     func(tp *Tap) { tp.FareVersion = 0 },
+			"long route":         func(tp *Tap) { tp.Route = strings.Repeat("r", 65) },
+			"control in vehicle": func(tp *Tap) { tp.Vehicle = "a\x00" },
+			"huge record":        func(tp *Tap) { tp.Record = make([]byte, MaxRecordSize+1) },
+		} {
+			good := mkTap("bus-1", 1, acct, at(0), "")
+			bad := mkTap("bus-1", 2, acct, at(1), "")
+			mod(&bad)
+			// A bad tap anywhere in the batch fails it all, before any write.
+			if _, err := s.CommitTaps(context.Background(), []Tap{good, bad}); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+			}
+		}
+		if _, err := s.CommitTaps(context.Background(), make([]Tap, MaxCommitTaps+1)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("huge batch: err = %v", err)
+		}
+		if after := snapshot(t, s); after != before {
+			t.Errorf("refused taps changed the ledger:\n%s\n%s", before, after)
+		}
+	})
+}
+
+func TestDenyOperator(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		acct := newAccount(t, s, 0)
+		dl := denyList(t, s)
+		if dl.Version != 0 || len(dl.Entries) != 0 {
+			t.Fatalf("fresh deny list %+v", dl)
+		}
+		if err := s.Deny(ctx, acct, 0, "fraud"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Deny(ctx, acct, 0, "fraud"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Deny(ctx, acct, 3, "lost_phone"); err != nil {
+			t.Fatal(err)
+		}
+		dl = denyList(t, s)
+		if dl.Version != 2 || len(dl.Entries) != 2 || dl.Entries[0].Serial != 0 || dl.Entries[1].Serial != 3 || dl.Entries[0].Since.IsZero() {
+			t.Fatalf("deny list %+v, want 2 entries at version 2", dl)
+		}
+		if a, _ := s.Account(ctx, acct); !a.Denied || a.DenyReason != "fraud" {
+			t.Errorf("account %+v, want denied for fraud", a)
+		}
+		wantErr(t, s.Deny(ctx, 4242, 0, "fraud"), ErrNotFound)
+		wantErr(t, s.Deny(ctx, acct, 0, "Bad Reason"), ErrInvalid)
+		wantErr(t, s.Undeny(ctx, acct, 0, "other"), ErrNotFound)
+		if err := s.Undeny(ctx, acct, 0, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Undeny(ctx, acct, 3, "lost_phone"); err != nil {
+			t.Fatal(err)
+		}
+		dl = denyList(t, s)
+		if dl.Version != 4 || len(dl.Entries) != 0 {
+			t.Errorf("deny list %+v, want empty at version 4", dl)
+		}
+	})
+}
+
+func TestCredentials(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		acct := newAccount(t, s, 0)
+		key := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)
+		until := time.Now().Add(24 * time.Hour)
+		for want := uint32(1); want <= 3; want++ {
+			got, err := s.IssueCredentialSerial(ctx, acct, until, key)
+			if err != nil || got != want {
+				t.Fatalf("IssueCredentialSerial = %d, %v, want %d", got, err, want)
+			}
+		}
+		creds, err := s.Credentials(ctx, acct)
+		if err != nil || len(creds) != 3 || creds[0].Serial != 3 || !bytes.Equal(creds[0].RiderPublicKey, key) ||
+			creds[0].NotAfter.Unix() != until.Unix() {
+			t.Errorf("Credentials = %+v, %v", creds, err)
+		}
+		if a, _ := s.Account(ctx, acct); a.LastSerial != 3 {
+			t.Errorf("LastSerial %d", a.LastSerial)
+		}
+		_, err = s.IssueCredentialSerial(ctx, 4242, until, key)
+		wantErr(t, err, ErrNotFound)
+		_, err = s.IssueCredentialSerial(ctx, acct, until, key[:31])
+		wantErr(t, err, ErrInvalid)
+		_, err = s.IssueCredentialSerial(ctx, acct, time.Now().Add(-time.Hour), key)
+		wantErr(t, err, ErrInvalid)
+	})
+}
+
+func TestDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		k1 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)).Public().(ed25519.PublicKey)
+		k2 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, "bus-7.front", k1, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RegisterDevice(ctx, "bus-7.front", k1, false); err != nil {
+			t.Errorf("same key again: %v", err)
+		}
+		wantErr(t, s.RegisterDevice(ctx, "bus-7.front", k2, false), ErrDeviceExists)
+		if err := s.RegisterDevice(ctx, "bus-7.front", k2, true); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.RegisterDevice(ctx, "bus/7", k1, false), ErrInvalid)
+		wantErr(t, s.RegisterDevice(ctx, "bus-8", k1[:5], false), ErrInvalid)
+		if err := s.RegisterDevice(ctx, "bus-8", k1, false); err != nil {
+			t.Fatal(err)
+		}
+		seen := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+		st := DeviceStatus{Online: true, QueueDepth: 12, OldestUnsent: 90 * time.Second, LastSeen: seen,
+			Software: "1.2.3", Epoch: "abc", Versions: map[string]uint64{"keyring": 3, "denylist": 17}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", st); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.UpdateDeviceStatus(ctx, "bus-9", st), ErrNotFound)
+		wantErr(t, s.UpdateDeviceStatus(ctx, "bus-8", DeviceStatus{QueueDepth: -1}), ErrInvalid)
+		if err := s.NoteDeviceSync(ctx, "bus-8", 40); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.NoteDeviceSync(ctx, "bus-8", 30); err != nil { // late ack: no step back
+			t.Fatal(err)
+		}
+		wantErr(t, s.NoteDeviceSync(ctx, "bus-9", 1), ErrNotFound)
+		d, err := s.Device(ctx, "bus-8")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(d.PublicKey, k1) || d.LastSeq != 40 || d.LastSync.IsZero() || d.StatusAt.IsZero() ||
+			!d.Status.Online || d.Status.QueueDepth != 12 || d.Status.OldestUnsent != 90*time.Second ||
+			!d.Status.LastSeen.Equal(seen) || d.Status.Software != "1.2.3" || d.Status.Versions["denylist"] != 17 {
+			t.Errorf("device %+v", d)
+		}
+		_, err = s.Device(ctx, "bus-9")
+		wantErr(t, err, ErrNotFound)
+		ds, err := s.Devices(ctx)
+		if err != nil || len(ds) != 2 || ds[0].ID != "bus-7.front" || !bytes.Equal(ds[0].PublicKey, k2) {
+			t.Errorf("Devices = %+v, %v", ds, err)
+		}
+	})
+}
+
+func TestStats(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		a := newAccount(t, s, 100)
+		newAccount(t, s, 1000)
+		commit(t, s, mkTap("bus-1", 1, a, at(0), ""), mkTap("bus-1", 2, 9999, at(0), ""))
+		st, err := s.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Stats{Accounts: 2, NegativeAccounts: 1, TotalBalance: 850, Taps: 2, FlaggedTaps: 1, Postings: 3,
+			DenyVersion: 1, DenyEntries: 1}
+		if st != want {
+			t.Errorf("Stats = %+v, want %+v", st, want)
+		}
+	})
+}
+
+// CheckInvariants finds what a broken ledger looks like.
+func TestCheckInvariantsFindsDamage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s, err := Open(ctx, db.dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.PutFareTable(ctx, mustTable(t, tableV1)); err != nil {
+			t.Fatal(err)
+		}
+		acct := newAccount(t, s, 1000)
+		commit(t, s, mkTap("bus-1", 1, acct, at(0), ""), mkTap("bus-1", 2, acct, at(30), ""))
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Fatalf("healthy ledger: %v", err)
+		}
+		for _, tc := range []struct{ damage, undo, want string }{
+			{`UPDATE accounts SET balance = balance + 1`, `UPDATE accounts SET balance = balance - 1`, "balance"},
+			{`UPDATE taps SET charge = 0 WHERE tap_id = 'bus-1/1'`, `UPDATE taps SET charge = 250 WHERE tap_id = 'bus-1/1'`, "charge"},
+			{`UPDATE taps SET transfer = FALSE WHERE tap_id = 'bus-1/2'`, `UPDATE taps SET transfer = TRUE WHERE tap_id = 'bus-1/2'`, "re-rating"},
+			{`UPDATE counters SET value = 5 WHERE name = 'account_id'`, `UPDATE counters SET value = 1000 WHERE name = 'account_id'`, "counter"},
+		} {
+			if _, err := s.db.ExecContext(ctx, tc.damage); err != nil {
+				t.Fatalf("%s: %v", tc.damage, err)
+			}
+			err := s.CheckInvariants(ctx)
+			if tc.want == "" {
+				if err != nil {
+					t.Errorf("after %s: %v", tc.damage, err)
+				}
+				continue
+			}
+			if !errors.Is(err, ErrInvariant) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("after %s: err = %v, want an invariant about %q", tc.damage, err, tc.want)
+			}
+			if _, err := s.db.ExecContext(ctx, tc.undo); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Errorf("repaired ledger: %v", err)
+		}
+		// A negative balance without its deny entry is found.
+		poor := newAccount(t, s, 0)
+		commit(t, s, mkTap("bus-1", 3, poor, at(0), ""))
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM deny_entries`); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CheckInvariants(ctx); !errors.Is(err, ErrInvariant) || !strings.Contains(err.Error(), "deny") {
+			t.Errorf("missing deny entry: err = %v", err)
+		}
+	})
+}

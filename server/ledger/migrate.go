@@ -1,0 +1,128 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+)
+
+// migrationFS holds the schema migrations. A migration is NNNN_name.sql,
+// the same text for both backends, or a pair NNNN_name.sqlite.sql and
+// NNNN_name.postgres.sql where the dialects must differ (triggers).
+//
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+type migration struct {
+	version int64
+	name    string
+	sql     string
+}
+
+var migrationRE = regexp.MustCompile(`^([0-9]{4})_([a-z0-9_]+?)(\.sqlite|\.postgres)?\.sql$`)
+
+// migrations returns the backend's migrations in version order.
+func migrations(b backend) ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	byVersion := map[int64]migration{}
+	for _, e := range entries {
+		m := migrationRE.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("ledger: bad migration file name %q", e.Name())
+		}
+		if m[3] != "" && m[3] != "."+b.String() {
+			continue
+		}
+		v, _ := strconv.ParseInt(m[1], 10, 64)
+		if _, dup := byVersion[v]; dup {
+			return nil, fmt.Errorf("ledger: two migrations with version %d", v)
+		}
+		body, err := migrationFS.ReadFile(path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		byVersion[v] = migration{version: v, name: m[2], sql: string(body)}
+	}
+	var out []migration
+	for _, m := range byVersion {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b migration) int { return int(a.version - b.version) })
+	for i, m := range out {
+		if m.version != int64(i+1) {
+			return nil, fmt.Errorf("ledger: migration %d missing for %s", i+1, b)
+		}
+	}
+	return out, nil
+}
+
+// migrationLockKey is the first half of the PostgreSQL advisory lock that
+// serializes migrations; the second half is a hash of the current schema, so
+// ledgers in different schemas migrate independently.
+const migrationLockKey = 0x66617265 // "fare"
+
+// migrate applies the pending migrations in one transaction and records
+// them in schema_migrations. A database migrated by a newer program (with
+// versions this one does not know) is refused with ErrSchemaTooNew.
+func (s *Store) migrate(ctx context.Context) error {
+	migs, err := migrations(s.backend)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, "migrate", func(t *txn) error {
+		if s.backend == backendPostgres {
+			if err := t.rawExec("take migration lock",
+				`SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`, migrationLockKey); err != nil {
+				return err
+			}
+		}
+		if err := t.rawExec("create schema_migrations", `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    BIGINT PRIMARY KEY,
+			name       TEXT NOT NULL,
+			applied_ns BIGINT NOT NULL)`); err != nil {
+			return err
+		}
+		var current int64
+		err := t.tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("ledger: read schema version: %w", err)
+		}
+		if latest := migs[len(migs)-1].version; current > latest {
+			return fmt.Errorf("%w: database at version %d, this program knows up to %d", ErrSchemaTooNew, current, latest)
+		}
+		for _, m := range migs {
+			if m.version <= current {
+				continue
+			}
+			if err := t.rawExec(fmt.Sprintf("migration %d (%s)", m.version, m.name), m.sql); err != nil {
+				return err
+			}
+			if err := t.rawExec("record migration",
+				`INSERT INTO schema_migrations (version, name, applied_ns) VALUES ($1, $2, $3)`,
+				m.version, m.name, t.now); err != nil {
+				return err
+			}
+			s.log.Info("ledger: migrated", logKeyBackend, s.backend.String(), logKeyMigration, m.name, logKeyVersion, m.version)
+		}
+		return nil
+	})
+}
+
+// SchemaVersion returns the version of the newest migration applied.
+func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("ledger: schema version: %w", err)
+	}
+	return v, nil
+}

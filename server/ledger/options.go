@@ -1,0 +1,81 @@
+package ledger
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero fields of Options.
+const (
+	// DefaultCurrency is the currency of new accounts.
+	DefaultCurrency = "EUR"
+	// DefaultBusyTimeout is how long a SQLite writer waits for the write
+	// lock held by another process (another Store on the same file).
+	DefaultBusyTimeout = 10 * time.Second
+	// DefaultMaxOpenConns bounds the connection pool.
+	DefaultMaxOpenConns = 16
+)
+
+// Limits of the API.
+const (
+	// MaxCommitTaps is the most taps one CommitTaps call takes.
+	MaxCommitTaps = 10_000
+	// MaxAmount bounds a single amount (top-up, payment, base fare) in minor units.
+	MaxAmount = 1_000_000_000_00
+	// MaxRecordSize bounds a tap's raw record bytes.
+	MaxRecordSize = 64 << 10
+	// MaxListLimit bounds the limit of the list reads (Rides, Postings, Accounts).
+	MaxListLimit = 10_000
+	// DefaultListLimit is the limit of a list read given limit <= 0 where
+	// "all" makes no sense (Accounts).
+	DefaultListLimit = 100
+	// CodeKeySize is the size of a payment code's identity (paycode.ID.Key).
+	CodeKeySize = 18
+)
+
+// Options configure a Store. The zero value is usable: every zero field
+// means the documented default.
+type Options struct {
+	// Logger receives the ledger's log lines; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock for creation times; nil means time.Now. No logic
+	// depends on it beyond the times recorded.
+	Now func() time.Time
+	// Currency of new accounts (ISO 4217); "" means DefaultCurrency.
+	Currency string
+	// BusyTimeout is how long a SQLite writer waits for another process's
+	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.
+	BusyTimeout time.Duration
+	// MaxOpenConns bounds the connection pool; 0 means DefaultMaxOpenConns.
+	// SQLite uses at least 2.
+	MaxOpenConns int
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Currency == "" {
+		o.Currency = DefaultCurrency
+	}
+	if !validCurrency(o.Currency) {
+		return o, fmt.Errorf("%w: currency %q is not an ISO 4217 code like \"EUR\"", ErrInvalid, o.Currency)
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.BusyTimeout < 0 {
+		return o, fmt.Errorf("%w: negative busy timeout", ErrInvalid)
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = DefaultMaxOpenConns
+	}
+	if o.MaxOpenConns < 0 {
+		return o, fmt.Errorf("%w: negative MaxOpenConns", ErrInvalid)
+	}
+	return o, nil
+}

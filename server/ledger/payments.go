@@ -1,0 +1,168 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Pay makes an online payment: a merchant's scanner, online, presents a
+// rider's payment code and the amount is deducted at once (posting kind
+// payment). It is idempotent on (MerchantID, OrderID): the same request
+// again returns the same order; the order id with other parameters is
+// ErrOrderConflict.
+//
+// A new payment is refused, with nothing written, with ErrNotFound (no such
+// account), ErrDenied (the account or the credential is on the deny list),
+// ErrCodeUsed (the code already paid, by a tap or online),
+// ErrInsufficientFunds (balance below the amount), or ErrInvalid (bad
+// request, or a currency other than the account's). A code pays once,
+// online or offline: a tap of a code that paid online is flagged
+// duplicate_code.
+func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, error) {
+	if err := req.validate(); err != nil {
+		return PaymentOrder{}, invalid("payment: %v", err)
+	}
+	var order PaymentOrder
+	created := false
+	err := s.write(ctx, "pay", func(t *txn) error {
+		created = false
+		a, err := t.lockAccount(req.Account)
+		if err != nil {
+			return err
+		}
+		if prev, err := t.paymentByOrder(req.MerchantID, req.OrderID); err == nil {
+			if !prev.matches(&req) {
+				return fmt.Errorf("%w: merchant %q order %q", ErrOrderConflict, req.MerchantID, req.OrderID)
+			}
+			order = prev.PaymentOrder
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if a == nil {
+			return fmt.Errorf("%w: account %d", ErrNotFound, req.Account)
+		}
+		if req.Currency != a.currency {
+			return invalid("payment in %s, account %d holds %s", req.Currency, req.Account, a.currency)
+		}
+		var denied int64
+		if err := t.queryRow(
+			`SELECT COUNT(*) FROM deny_entries WHERE account_id = $1 AND (serial = 0 OR serial = $2)`,
+			int64(req.Account), int64(req.Serial)).Scan(&denied); err != nil {
+			return fmt.Errorf("ledger: read deny list: %w", err)
+		}
+		if denied > 0 {
+			return fmt.Errorf("%w: account %d serial %d", ErrDenied, req.Account, req.Serial)
+		}
+		used, err := t.codeUsed(req.CodeKey)
+		if err != nil {
+			return err
+		}
+		if used {
+			return ErrCodeUsed
+		}
+		if a.balance < req.Amount {
+			return fmt.Errorf("%w: balance %d, amount %d", ErrInsufficientFunds, a.balance, req.Amount)
+		}
+		id, err := t.nextID("payment_id")
+		if err != nil {
+			return err
+		}
+		n, err := t.execCount("record payment",
+			`INSERT INTO payments (id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			 ON CONFLICT (merchant_id, order_id) DO NOTHING`,
+			id, req.MerchantID, req.OrderID, int64(req.Account), int64(req.Serial), req.CodeKey, req.CodeHash,
+			req.Amount, req.Currency, StatusPaid, t.now)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			// The same order id was committed by a concurrent transaction
+			// (of another account): run again to answer as for a retry.
+			return errRetry
+		}
+		if _, err := t.exec("record code use",
+			`INSERT INTO code_uses (code_key, account_id, serial, payment_id, created_ns) VALUES ($1, $2, $3, $4, $5)`,
+			req.CodeKey, int64(req.Account), int64(req.Serial), id, t.now); err != nil {
+			return err
+		}
+		if err := t.s.hook("pay"); err != nil {
+			return err
+		}
+		if err := t.appendPosting(a, KindPayment, -req.Amount, postingRef{paymentID: id}); err != nil {
+			return err
+		}
+		created = true
+		order = PaymentOrder{ID: uint64(id), MerchantID: req.MerchantID, OrderID: req.OrderID, Account: req.Account,
+			Serial: req.Serial, Amount: req.Amount, Currency: req.Currency, CodeHash: req.CodeHash, Status: StatusPaid,
+			CreatedAt: fromNS(t.now)}
+		return nil
+	})
+	if err != nil {
+		return PaymentOrder{}, err
+	}
+	if created {
+		s.log.Info("ledger: payment", logKeyPayment, order.ID, logKeyMerchant, order.MerchantID,
+			logKeyAccount, order.Account, logKeyAmount, order.Amount, logKeyCodeHash, order.CodeHash)
+	}
+	return order, nil
+}
+
+// storedPayment is a payment row with the code key, for idempotency checks.
+type storedPayment struct {
+	PaymentOrder
+	codeKey []byte
+}
+
+func (p *storedPayment) matches(r *PaymentRequest) bool {
+	return p.Account == r.Account && p.Serial == r.Serial && p.Amount == r.Amount &&
+		p.Currency == r.Currency && bytes.Equal(p.codeKey, r.CodeKey)
+}
+
+const paymentColumns = `id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns`
+
+func scanPayment(r rowScanner) (storedPayment, error) {
+	var p storedPayment
+	var id, account, serial, created int64
+	err := r.Scan(&id, &p.MerchantID, &p.OrderID, &account, &serial, &p.codeKey, &p.CodeHash, &p.Amount, &p.Currency,
+		&p.Status, &created)
+	p.ID, p.Account, p.Serial, p.CreatedAt = uint64(id), uint64(account), uint32(serial), fromNS(created)
+	return p, err
+}
+
+func (t *txn) paymentByOrder(merchant, order string) (storedPayment, error) {
+	return paymentQuery(t.ctx, t.tx, `SELECT `+paymentColumns+` FROM payments WHERE merchant_id = $1 AND order_id = $2`, merchant, order)
+}
+
+func paymentQuery(ctx context.Context, q queryer, query string, args ...any) (storedPayment, error) {
+	p, err := scanPayment(q.QueryRowContext(ctx, query, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("%w: payment", ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("ledger: read payment: %w", err)
+	}
+	return p, nil
+}
+
+// Payment returns a payment order by id, or ErrNotFound.
+func (s *Store) Payment(ctx context.Context, id uint64) (PaymentOrder, error) {
+	if id > math.MaxInt64 {
+		return PaymentOrder{}, fmt.Errorf("%w: payment %d", ErrNotFound, id)
+	}
+	p, err := paymentQuery(ctx, s.db, `SELECT `+paymentColumns+` FROM payments WHERE id = $1`, int64(id))
+	return p.PaymentOrder, err
+}
+
+// PaymentByOrder returns a payment order by merchant and order id, or
+// ErrNotFound.
+func (s *Store) PaymentByOrder(ctx context.Context, merchantID, orderID string) (PaymentOrder, error) {
+	p, err := paymentQuery(ctx, s.db, `SELECT `+paymentColumns+` FROM payments WHERE merchant_id = $1 AND order_id = $2`,
+		merchantID, orderID)
+	return p.PaymentOrder, err
+}

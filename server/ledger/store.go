@@ -1,0 +1,571 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"modernc.org/sqlite"               // registers the "sqlite" database/sql driver
+)
+
+// Store is the settlement ledger. It is safe for concurrent use, and several
+// Stores, in one process or in several, may share one database: every write
+// is one transaction that serializes on the accounts it touches.
+type Store struct {
+	db       *sql.DB
+	backend  backend
+	log      *slog.Logger
+	now      func() time.Time
+	currency string
+	// writeSem lets one write transaction of this Store at a time take
+	// SQLite's write lock, so writers of one process queue in Go instead of
+	// polling the busy handler. nil for PostgreSQL.
+	writeSem chan struct{}
+	tables   tableCache
+	stmts    sync.Map // query → *sql.Stmt, see prepared
+	// fault, when set (by tests only, before use), is called at named points
+	// inside write transactions; an error it returns aborts the transaction
+	// there, as a crash would.
+	fault func(point string) error
+}
+
+// maxAttempts bounds the retries of a write transaction that lost a
+// serialization race (PostgreSQL deadlock or serialization failure, SQLite
+// busy past its timeout). Every write is idempotent or fully rolled back, so
+// retrying is safe.
+const maxAttempts = 8
+
+// Open opens the ledger database and brings its schema up to date.
+//
+// dsn selects the backend: "postgres://…" or "postgresql://…" is PostgreSQL
+// (pgx; a search_path parameter selects a schema); "sqlite:PATH" or a bare
+// PATH is a SQLite file, created if missing. Migrations run in one
+// transaction; on PostgreSQL an advisory lock keeps concurrent Opens by
+// several instances from racing. opts may be nil.
+func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	tg, err := parseDSN(dsn, o.BusyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open(tg.backend.driverName(), tg.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", tg.backend, err)
+	}
+	if tg.backend == backendSQLite {
+		// A write transaction may prepare a statement on a second
+		// connection (see prepared).
+		o.MaxOpenConns = max(o.MaxOpenConns, 2)
+	}
+	db.SetMaxOpenConns(o.MaxOpenConns)
+	db.SetMaxIdleConns(min(o.MaxOpenConns, 4))
+	s := &Store{
+		db:       db,
+		backend:  tg.backend,
+		log:      o.Logger,
+		now:      o.Now,
+		currency: o.Currency,
+		tables:   tableCache{byVersion: map[uint64]*fareEntry{}},
+	}
+	if tg.backend == backendSQLite {
+		s.writeSem = make(chan struct{}, 1)
+	}
+	// A new SQLite connection switches the file to WAL, which another
+	// process opening it at the same moment can refuse with SQLITE_BUSY
+	// without waiting: retry for as long as the busy timeout.
+	for start, attempt := time.Now(), 1; ; attempt++ {
+		err := s.init(ctx)
+		if err == nil {
+			break
+		}
+		if !retryable(err) || time.Since(start) > o.BusyTimeout {
+			db.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			db.Close()
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(min(attempt, 50)) * time.Millisecond):
+		}
+	}
+	attrs := []any{logKeyBackend, tg.backend.String()}
+	if tg.path != "" {
+		attrs = append(attrs, logKeyPath, tg.path)
+	}
+	s.log.Info("ledger: opened", attrs...)
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ledger: connect to %s: %w", s.backend, err)
+	}
+	if s.backend == backendSQLite {
+		if err := s.checkSQLiteSettings(ctx); err != nil {
+			return err
+		}
+	}
+	return s.migrate(ctx)
+}
+
+// checkSQLiteSettings makes sure the connection settings the ledger's
+// guarantees rest on are in force (an extra DSN parameter could undo them).
+func (s *Store) checkSQLiteSettings(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: sqlite: %w", err)
+	}
+	defer conn.Close()
+	var mode string
+	var syncLevel, fk int
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("ledger: sqlite: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&syncLevel); err != nil {
+		return fmt.Errorf("ledger: sqlite: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
+		return fmt.Errorf("ledger: sqlite: %w", err)
+	}
+	if mode != "wal" || syncLevel < 2 || fk != 1 {
+		return fmt.Errorf("%w: SQLite must run with journal_mode=WAL, synchronous=FULL and foreign_keys=1 (got %s, %d, %d)",
+			ErrInvalid, mode, syncLevel, fk)
+	}
+	return nil
+}
+
+// Close closes the database. Operations in flight fail.
+func (s *Store) Close() error {
+	s.stmts.Range(func(_, v any) bool {
+		v.(*sql.Stmt).Close()
+		return true
+	})
+	return s.db.Close()
+}
+
+// Backend returns "sqlite" or "postgres".
+func (s *Store) Backend() string { return s.backend.String() }
+
+// forUpdate is the row-lock suffix of a SELECT that is followed by writes
+// to the selected row: "FOR UPDATE" on PostgreSQL; nothing on SQLite, where a
+// write transaction holds the database's write lock from BEGIN IMMEDIATE.
+func (s *Store) forUpdate() string {
+	if s.backend == backendPostgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// readTxOptions are the options of a read-only transaction that must see one
+// snapshot: REPEATABLE READ on PostgreSQL; a deferred BEGIN on SQLite (in WAL
+// mode a read transaction sees one snapshot).
+func (s *Store) readTxOptions() *sql.TxOptions {
+	if s.backend == backendPostgres {
+		return &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	return &sql.TxOptions{ReadOnly: true}
+}
+
+// hook calls the fault-injection hook, if any.
+func (s *Store) hook(point string) error {
+	if s.fault == nil {
+		return nil
+	}
+	return s.fault(point)
+}
+
+// errRetry asks write to run the transaction again (a unique key another
+// transaction inserted concurrently; the next attempt sees it).
+var errRetry = errors.New("ledger: retry transaction")
+
+// retryable reports whether err means the transaction was rolled back for
+// losing a race and may simply run again.
+func retryable(err error) bool {
+	if errors.Is(err, errRetry) {
+		return true
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "40001" || pg.Code == "40P01" // serialization_failure, deadlock_detected
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code() & 0xff
+		return c == 5 || c == 6 // SQLITE_BUSY, SQLITE_LOCKED
+	}
+	return false
+}
+
+// write runs fn in a write transaction, then settles the accounts it
+// touched (cached balances, negative-balance deny entries, deny-list
+// version) and commits. It retries a transaction that lost a race. fn must
+// only have effects through the transaction: it may run more than once.
+func (s *Store) write(ctx context.Context, op string, fn func(*txn) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.writeOnce(ctx, fn)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if attempt == maxAttempts {
+			return fmt.Errorf("ledger: %s: still conflicting after %d attempts: %w", op, attempt, err)
+		}
+		s.log.Debug("ledger: retrying transaction", logKeyOp, op, logKeyAttempt, attempt, logKeyErr, err)
+		backoff := time.Duration(attempt*attempt)*time.Millisecond + rand.N(5*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (s *Store) writeOnce(ctx context.Context, fn func(*txn) error) (err error) {
+	if s.writeSem != nil {
+		select {
+		case s.writeSem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-s.writeSem }()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("ledger: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	t := &txn{s: s, ctx: ctx, tx: tx, now: s.now().UnixNano(), accounts: map[uint64]*acctState{},
+		stmts: map[string]*sql.Stmt{}}
+	if err = fn(t); err != nil {
+		return err
+	}
+	if err = t.finish(); err != nil {
+		return err
+	}
+	if err = s.hook("commit"); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("ledger: commit: %w", err)
+	}
+	return nil
+}
+
+// read runs fn in a read-only transaction that sees one snapshot.
+func (s *Store) read(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, s.readTxOptions())
+	if err != nil {
+		return fmt.Errorf("ledger: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// txn is one write transaction and what it has locked and changed.
+type txn struct {
+	s   *Store
+	ctx context.Context
+	tx  *sql.Tx
+	now int64 // unix ns, the time recorded for everything the transaction writes
+	// accounts holds the accounts locked so far (nil value: does not exist).
+	accounts    map[uint64]*acctState
+	stmts       map[string]*sql.Stmt // prepared statements bound to tx
+	denyChanged bool
+	latest      *fare.Table // memoized latest fare table
+}
+
+// acctState is a locked account's row as the transaction changes it.
+type acctState struct {
+	id       uint64
+	currency string
+	balance  int64
+	postings int64 // number of postings = seq of the last one
+	dirty    bool  // balance or postings changed: write back in finish
+	// negDenied tells whether the account's negative_balance deny entry
+	// exists (the account row lock keeps it from changing under us).
+	negDenied bool
+}
+
+// prepared returns the Store's prepared statement for query, preparing it
+// on first use (SQLite only). Preparing once saves SQLite from parsing every
+// statement of every transaction again (a third of a commit's time). It
+// takes a second connection from the pool, which is safe on SQLite, where a
+// Store runs one write transaction at a time; PostgreSQL does without (pgx
+// caches prepared statements per connection by itself), so that many
+// transactions holding every pooled connection never wait for one more.
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if v, ok := s.stmts.Load(query); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// stmt returns the prepared statement for query bound to the transaction.
+func (t *txn) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := t.stmts[query]; ok {
+		return st, nil
+	}
+	ps, err := t.s.prepared(t.ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	st := t.tx.StmtContext(t.ctx, ps)
+	t.stmts[query] = st
+	return st, nil
+}
+
+// exec runs a statement in the transaction; what names it in errors.
+func (t *txn) exec(what, query string, args ...any) (sql.Result, error) {
+	if t.s.backend == backendPostgres {
+		r, err := t.tx.ExecContext(t.ctx, query, args...)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %s: %w", what, err)
+		}
+		return r, nil
+	}
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %s: %w", what, err)
+	}
+	r, err := st.ExecContext(t.ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %s: %w", what, err)
+	}
+	return r, nil
+}
+
+// rawExec runs a statement without preparing it: schema changes, and
+// scripts of several statements.
+func (t *txn) rawExec(what, query string, args ...any) error {
+	if _, err := t.tx.ExecContext(t.ctx, query, args...); err != nil {
+		return fmt.Errorf("ledger: %s: %w", what, err)
+	}
+	return nil
+}
+
+// errRow is a row whose query failed before it ran.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// queryRow runs a query that returns at most one row.
+func (t *txn) queryRow(query string, args ...any) rowScanner {
+	if t.s.backend == backendPostgres {
+		return t.tx.QueryRowContext(t.ctx, query, args...)
+	}
+	st, err := t.stmt(query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(t.ctx, args...)
+}
+
+// query runs a query in the transaction. The caller must close the rows
+// before running anything else in the transaction.
+func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
+	if t.s.backend == backendPostgres {
+		return t.tx.QueryContext(t.ctx, query, args...)
+	}
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(t.ctx, args...)
+}
+
+// execCount runs an INSERT … ON CONFLICT DO NOTHING, UPDATE or DELETE and
+// returns the number of rows it changed.
+func (t *txn) execCount(what, query string, args ...any) (int64, error) {
+	r, err := t.exec(what, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("ledger: %s: %w", what, err)
+	}
+	return n, nil
+}
+
+// lockAccounts locks the given accounts, in ascending id order so that two
+// transactions never wait for each other in a cycle. Accounts that do not
+// exist are remembered as nil.
+func (t *txn) lockAccounts(ids []uint64) error {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	for _, id := range slices.Compact(ids) {
+		if _, err := t.lockAccount(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockAccount locks one account row for the rest of the transaction (SELECT
+// … FOR UPDATE on PostgreSQL; SQLite's write lock is already held) and
+// returns its state, or nil if it does not exist.
+func (t *txn) lockAccount(id uint64) (*acctState, error) {
+	if a, ok := t.accounts[id]; ok {
+		return a, nil
+	}
+	a := &acctState{id: id}
+	var negDenied int64
+	err := t.queryRow(
+		`SELECT currency, balance, postings,
+			(SELECT COUNT(*) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')
+		 FROM accounts a WHERE id = $1`+t.s.forUpdate(), int64(id),
+	).Scan(&a.currency, &a.balance, &a.postings, &negDenied)
+	a.negDenied = negDenied > 0
+	if errors.Is(err, sql.ErrNoRows) {
+		t.accounts[id] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: lock account %d: %w", id, err)
+	}
+	t.accounts[id] = a
+	return a, nil
+}
+
+// postingRef says what a posting belongs to: exactly one of the fields is set.
+type postingRef struct {
+	tapID       string
+	paymentID   int64
+	topupRef    string
+	fareVersion uint64 // the fare table that rated a fare posting
+}
+
+// appendPosting appends a posting to a locked account.
+func (t *txn) appendPosting(a *acctState, kind string, amount int64, ref postingRef) error {
+	seq := a.postings + 1
+	_, err := t.exec("append posting",
+		`INSERT INTO postings (account_id, seq, kind, amount, tap_id, payment_id, topup_ref, fare_version, created_ns)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		int64(a.id), seq, kind, amount,
+		sql.NullString{String: ref.tapID, Valid: ref.tapID != ""},
+		sql.NullInt64{Int64: ref.paymentID, Valid: ref.paymentID != 0},
+		sql.NullString{String: ref.topupRef, Valid: ref.topupRef != ""},
+		int64(ref.fareVersion), t.now)
+	if err != nil {
+		return err
+	}
+	a.postings = seq
+	a.balance += amount
+	a.dirty = true
+	return nil
+}
+
+// deny adds a deny entry unless it is there already.
+func (t *txn) deny(account uint64, serial uint32, reason string) (bool, error) {
+	n, err := t.execCount("add deny entry",
+		`INSERT INTO deny_entries (account_id, serial, reason, since_ns) VALUES ($1, $2, $3, $4)
+		 ON CONFLICT (account_id, serial, reason) DO NOTHING`,
+		int64(account), int64(serial), reason, t.now)
+	if n > 0 {
+		t.denyChanged = true
+	}
+	return n > 0, err
+}
+
+// undeny removes the deny entries of (account, serial) with reason, or all
+// but the ledger-managed negative_balance entry when reason is "".
+func (t *txn) undeny(account uint64, serial uint32, reason string) (bool, error) {
+	var n int64
+	var err error
+	if reason == "" {
+		n, err = t.execCount("remove deny entries",
+			`DELETE FROM deny_entries WHERE account_id = $1 AND serial = $2 AND reason <> $3`,
+			int64(account), int64(serial), ReasonNegativeBalance)
+	} else {
+		n, err = t.execCount("remove deny entry",
+			`DELETE FROM deny_entries WHERE account_id = $1 AND serial = $2 AND reason = $3`,
+			int64(account), int64(serial), reason)
+	}
+	if n > 0 {
+		t.denyChanged = true
+	}
+	return n > 0, err
+}
+
+// finish writes back the touched accounts' cached balance and posting
+// count, keeps the negative_balance deny entry in step with each balance,
+// and moves the deny-list version if any entry changed. write calls it
+// before committing; an operation that reads its own result calls it first
+// (a second call does nothing more).
+func (t *txn) finish() error {
+	var ids []uint64
+	for id, a := range t.accounts {
+		if a != nil && a.dirty {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		a := t.accounts[id]
+		a.dirty = false
+		if _, err := t.exec("update account", `UPDATE accounts SET balance = $1, postings = $2 WHERE id = $3`,
+			a.balance, a.postings, int64(id)); err != nil {
+			return err
+		}
+		switch negative := a.balance < 0; {
+		case negative && !a.negDenied:
+			if _, err := t.deny(id, 0, ReasonNegativeBalance); err != nil {
+				return err
+			}
+			a.negDenied = true
+			t.s.log.Warn("ledger: balance negative, account denied", logKeyAccount, id, logKeyBalance, a.balance)
+		case !negative && a.negDenied:
+			if _, err := t.undeny(id, 0, ReasonNegativeBalance); err != nil {
+				return err
+			}
+			a.negDenied = false
+			t.s.log.Info("ledger: balance back to zero or more, deny entry removed", logKeyAccount, id, logKeyBalance, a.balance)
+		}
+	}
+	if t.denyChanged {
+		t.denyChanged = false
+		if _, err := t.exec("bump deny-list version",
+			`UPDATE counters SET value = value + 1 WHERE name = 'deny_version'`); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextID takes the next value of a counter (account_id, payment_id).
+func (t *txn) nextID(counter string) (int64, error) {
+	var v int64
+	err := t.queryRow(`UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value`, counter).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: next %s: %w", counter, err)
+	}
+	return v, nil
+}

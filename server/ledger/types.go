@@ -1,0 +1,232 @@
+package ledger
+
+import (
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+)
+
+// Posting kinds.
+const (
+	KindTopUp          = "topup"           // money in (TopUp)
+	KindFare           = "fare"            // a tap's first charge
+	KindFareCorrection = "fare_correction" // a later change of a tap's charge after re-rating
+	KindPayment        = "payment"         // an online payment (Pay)
+)
+
+// Tap flags: a flagged tap is stored for audit and charged 0.
+const (
+	// FlagDuplicateCode: the tap's payment code had already paid (another
+	// tap, on any device, or an online payment).
+	FlagDuplicateCode = "duplicate_code"
+	// FlagUnknownAccount: the tap names an account the ledger does not have
+	// (for example a database restored from an old backup).
+	FlagUnknownAccount = "unknown_account"
+	// FlagCurrencyMismatch: the tap's currency is not the account's.
+	FlagCurrencyMismatch = "currency_mismatch"
+)
+
+// Deny reasons the ledger sets itself. Operators use their own (see Deny).
+const (
+	// ReasonCodeReused denies a credential (account + serial) whose payment
+	// code was used twice.
+	ReasonCodeReused = "code_reused"
+	// ReasonNegativeBalance denies a whole account while its balance is
+	// below zero. The ledger adds and removes it; operators cannot.
+	ReasonNegativeBalance = "negative_balance"
+)
+
+// StatusPaid is the status of a completed online payment.
+const StatusPaid = "paid"
+
+// AccountSpec describes a new account.
+type AccountSpec struct {
+	Profile paycode.Profile
+	Name    string // display name, up to 128 bytes of UTF-8; may be empty
+	// SecretHash is the hash of the rider's login secret, as the HTTP layer
+	// makes it (up to 256 bytes; may be empty: no login). The ledger only
+	// stores it.
+	SecretHash []byte
+	// Currency (ISO 4217); "" means the Store's (Options.Currency).
+	Currency string
+}
+
+// Account is a rider's account.
+type Account struct {
+	ID       uint64 // 1000 and up, never reused
+	Profile  paycode.Profile
+	Name     string
+	Balance  int64 // minor units; negative after offline rides beyond the balance
+	Currency string
+	// Denied is set while the whole account is on the deny list;
+	// DenyReason is one of its reasons (negative_balance first).
+	Denied     bool
+	DenyReason string
+	// LastSerial is the serial of the newest credential issued (0: none).
+	LastSerial uint32
+	CreatedAt  time.Time
+}
+
+// Tap is one accepted tap as a validator recorded it, after the ingest
+// layer checked the device's signature and re-verified the payment code.
+type Tap struct {
+	ID       string // "DeviceID/Seq"
+	DeviceID string
+	Seq      uint64
+	Epoch    string // the device queue's epoch
+	Time     time.Time
+	Account  uint64
+	Serial   uint32
+	// CodeKey is paycode.ID.Key() of the code: account, serial, code time
+	// and counter. A code pays once, on a tap or online.
+	CodeKey  []byte
+	CodeHash string // paycode.ShortHash of the code text, for logs and audit
+	Profile  paycode.Profile
+	BaseFare int64 // the validator's base fare, minor units
+	Currency string
+	// FareVersion is the version of the fare table the validator used.
+	FareVersion uint64
+	Route       string
+	Vehicle     string
+	Record      []byte // the raw record bytes, kept for audit
+}
+
+// TapResult is what CommitTaps did with one tap.
+type TapResult struct {
+	ID string
+	// Duplicate: the tap id was committed before (by this or an earlier
+	// call); nothing changed.
+	Duplicate bool
+	// Conflict: a duplicate whose record bytes or account differ from the
+	// stored tap's. The stored tap stands; the device or the ingest layer
+	// has a bug (or a queue was reset and reuses sequence numbers).
+	Conflict bool
+	// Flag is the tap's flag ("" for a normally charged tap).
+	Flag string
+	// Charge is the tap's current charge after re-rating its account's
+	// service day (at the end of this commit).
+	Charge int64
+}
+
+// Ride is a tap as the rider's history shows it.
+type Ride struct {
+	TapID       string
+	DeviceID    string
+	Time        time.Time
+	ServiceDay  string // YYYY-MM-DD in the fare table's time zone
+	Route       string
+	Vehicle     string
+	Profile     paycode.Profile
+	BaseFare    int64
+	Charge      int64 // current charge
+	Transfer    bool  // charged the transfer fare
+	Capped      bool  // reduced by the daily cap
+	Flag        string
+	FareVersion uint64 // the validator's fare table
+	// RatedVersion is the fare table that rated the tap's day last (0 for
+	// a flagged tap).
+	RatedVersion uint64
+	CodeHash     string
+	CommittedAt  time.Time
+}
+
+// Posting is one entry of an account's append-only journal.
+type Posting struct {
+	Account     uint64
+	Seq         uint64 // 1, 2, 3, … per account
+	Kind        string // KindTopUp, KindFare, KindFareCorrection, KindPayment
+	Amount      int64  // effect on the balance: top-up > 0, fare and payment < 0
+	TapID       string // fare and fare_correction
+	PaymentID   uint64 // payment
+	Reference   string // topup
+	FareVersion uint64 // the fare table that rated a fare posting
+	CreatedAt   time.Time
+}
+
+// DenyEntry is one deny-list entry.
+type DenyEntry struct {
+	Account uint64
+	Serial  uint32 // 0 = the whole account
+	Reason  string
+	Since   time.Time
+}
+
+// DenyList is the whole deny list at one version. The version moves in the
+// same transaction as any change of the entries, so a publisher can publish
+// only when it moved.
+type DenyList struct {
+	Version uint64
+	Entries []DenyEntry // by account, serial, reason
+}
+
+// PaymentRequest is an online payment by a merchant's scanner.
+type PaymentRequest struct {
+	MerchantID string // up to 64 bytes
+	OrderID    string // the merchant's order id, up to 128 bytes; idempotency key with MerchantID
+	Account    uint64
+	Serial     uint32
+	CodeKey    []byte // paycode.ID.Key()
+	CodeHash   string
+	Amount     int64 // > 0, minor units
+	Currency   string
+}
+
+// PaymentOrder is a completed online payment.
+type PaymentOrder struct {
+	ID         uint64
+	MerchantID string
+	OrderID    string
+	Account    uint64
+	Serial     uint32
+	Amount     int64
+	Currency   string
+	CodeHash   string
+	Status     string // StatusPaid
+	CreatedAt  time.Time
+}
+
+// Credential is a record of an issued credential.
+type Credential struct {
+	Account        uint64
+	Serial         uint32
+	NotAfter       time.Time
+	RiderPublicKey []byte
+	IssuedAt       time.Time
+}
+
+// DeviceStatus is what a validator last reported about itself.
+type DeviceStatus struct {
+	Online       bool
+	QueueDepth   int
+	OldestUnsent time.Duration // age of the oldest unacknowledged tap
+	LastSeen     time.Time
+	Software     string
+	Epoch        string
+	OutOfService string            // why the validator refuses taps; "" when in service
+	Versions     map[string]uint64 // applied downlink versions by kind
+}
+
+// Device is a registered validator.
+type Device struct {
+	ID           string
+	PublicKey    []byte // Ed25519
+	RegisteredAt time.Time
+	Status       DeviceStatus
+	StatusAt     time.Time // when Status was last updated (zero: never)
+	LastSeq      uint64    // highest tap sequence number noted by NoteDeviceSync
+	LastSync     time.Time
+}
+
+// Stats are ledger-wide figures for dashboards.
+type Stats struct {
+	Accounts         int64
+	NegativeAccounts int64
+	TotalBalance     int64
+	Taps             int64
+	FlaggedTaps      int64
+	Postings         int64
+	Payments         int64
+	Devices          int64
+	DenyVersion      uint64
+	DenyEntries      int64
+}

@@ -1,0 +1,154 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"unicode/utf8"
+)
+
+var (
+	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
+	// deviceIDRE is the device id rule of the wire format (sync/wire).
+	deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	reasonRE   = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+)
+
+// Field limits.
+const (
+	maxName      = 64  // epoch, route, vehicle, code hash, merchant id, software
+	maxLongName  = 128 // account name, order id, top-up reference
+	maxSecret    = 256 // account secret hash
+	maxTimestamp = math.MaxUint32
+)
+
+func validCurrency(s string) bool { return currencyRE.MatchString(s) }
+
+func validDeviceID(id string) error {
+	if !deviceIDRE.MatchString(id) {
+		return fmt.Errorf("device id %q must be 1-64 letters, digits, '_', '.' or '-'", id)
+	}
+	return nil
+}
+
+// checkText checks a free-text field: valid UTF-8, no control characters,
+// at most max bytes, and (if required) not empty.
+func checkText(field, s string, max int, required bool) error {
+	if required && s == "" {
+		return fmt.Errorf("%s is empty", field)
+	}
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s contains a control character", field)
+		}
+	}
+	return nil
+}
+
+func checkAccountID(a uint64) error {
+	if a == 0 || a > math.MaxInt64 {
+		return fmt.Errorf("account id %d out of range", a)
+	}
+	return nil
+}
+
+func checkAmount(field string, v int64) error {
+	if v <= 0 || v > MaxAmount {
+		return fmt.Errorf("%s %d must be between 1 and %d", field, v, int64(MaxAmount))
+	}
+	return nil
+}
+
+// checkCodeKey checks a paycode.ID.Key: 18 bytes whose account and serial
+// are the ones given.
+func checkCodeKey(key []byte, account uint64, serial uint32) error {
+	if len(key) != CodeKeySize {
+		return fmt.Errorf("code key is %d bytes, want %d", len(key), CodeKeySize)
+	}
+	if binary.BigEndian.Uint64(key) != account || binary.BigEndian.Uint32(key[8:]) != serial {
+		return fmt.Errorf("code key is for account %d serial %d, not %d serial %d",
+			binary.BigEndian.Uint64(key), binary.BigEndian.Uint32(key[8:]), account, serial)
+	}
+	return nil
+}
+
+func (t *Tap) validate() error {
+	if err := validDeviceID(t.DeviceID); err != nil {
+		return err
+	}
+	if t.Seq > math.MaxInt64 {
+		return fmt.Errorf("seq %d out of range", t.Seq)
+	}
+	if want := t.DeviceID + "/" + strconv.FormatUint(t.Seq, 10); t.ID != want {
+		return fmt.Errorf("tap id %q is not device/seq %q", t.ID, want)
+	}
+	if t.Time.IsZero() || t.Time.Unix() < 0 || t.Time.Unix() > maxTimestamp {
+		return fmt.Errorf("tap time %v out of range", t.Time)
+	}
+	if err := checkAccountID(t.Account); err != nil {
+		return err
+	}
+	if err := checkCodeKey(t.CodeKey, t.Account, t.Serial); err != nil {
+		return err
+	}
+	if !t.Profile.Valid() {
+		return fmt.Errorf("rider profile %d is reserved", t.Profile)
+	}
+	if t.BaseFare < 0 || t.BaseFare > MaxAmount {
+		return fmt.Errorf("base fare %d out of range", t.BaseFare)
+	}
+	if !validCurrency(t.Currency) {
+		return fmt.Errorf("currency %q is not an ISO 4217 code", t.Currency)
+	}
+	if t.FareVersion == 0 || t.FareVersion > math.MaxInt64 {
+		return fmt.Errorf("fare version %d out of range", t.FareVersion)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"epoch", t.Epoch}, {"code hash", t.CodeHash}, {"route", t.Route}, {"vehicle", t.Vehicle},
+	} {
+		if err := checkText(f.name, f.v, maxName, false); err != nil {
+			return err
+		}
+	}
+	if len(t.Record) > MaxRecordSize {
+		return fmt.Errorf("record is %d bytes, limit %d", len(t.Record), MaxRecordSize)
+	}
+	return nil
+}
+
+func (r *PaymentRequest) validate() error {
+	if err := checkText("merchant id", r.MerchantID, maxName, true); err != nil {
+		return err
+	}
+	if err := checkText("order id", r.OrderID, maxLongName, true); err != nil {
+		return err
+	}
+	if err := checkAccountID(r.Account); err != nil {
+		return err
+	}
+	if err := checkCodeKey(r.CodeKey, r.Account, r.Serial); err != nil {
+		return err
+	}
+	if err := checkText("code hash", r.CodeHash, maxName, false); err != nil {
+		return err
+	}
+	if err := checkAmount("amount", r.Amount); err != nil {
+		return err
+	}
+	if !validCurrency(r.Currency) {
+		return fmt.Errorf("currency %q is not an ISO 4217 code", r.Currency)
+	}
+	return nil
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...)
+}
