@@ -183,7 +183,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-
 func register(ctx context.Context, path, server, profile, name string, force bool, stdout io.Writer) error {
 	if _, err := os.Stat(path); err == nil && !force {
 		return fmt.Errorf("%s already holds a rider; use --force to replace it (the old account's secret is lost)", path)
