@@ -124,7 +124,7 @@ var invariantQueries = []struct{ msg, query string }{
 			SELECT 1 FROM postings f WHERE f.tap_id = c.tap_id AND f.kind = 'fare' AND f.seq < c.seq AND f.account_id = c.account_id)`},
 	{"flagged tap with an unknown flag, or rated though flagged [tap, flag, rated version]", `
 		SELECT tap_id, flag, rated_version FROM taps
-		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'currency_mismatch')
+		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'currency_mismatch', 'invalid_code')
 			OR (flag <> '' AND (rated_version <> 0 OR transfer OR capped))`},
 	{"tap that paid has no code use [tap]", `
 		SELECT t.tap_id FROM taps t WHERE t.flag IN ('', 'currency_mismatch') AND NOT EXISTS (

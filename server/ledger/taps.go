@@ -103,6 +103,8 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 		a := t.accounts[tp.Account]
 		flag := ""
 		switch {
+		case tp.Flag != "":
+			flag = tp.Flag
 		case a == nil:
 			flag = FlagUnknownAccount
 		case tp.Currency != a.currency:
@@ -117,7 +119,7 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 			dups = append(dups, i)
 			continue
 		}
-		if a != nil {
+		if a != nil && tp.Flag == "" {
 			// Claim the code. If something else holds it, the tap is a
 			// duplicate use (which takes precedence over other flags).
 			n, err := t.execCount("record code use",
@@ -354,4 +356,45 @@ func profileOf(v int64) paycode.Profile {
 		return paycode.Profile(math.MaxUint8)
 	}
 	return paycode.Profile(v)
+}
+
+// Quarantine keeps device records that could not be read as taps, so the
+// device's queue can move on; idempotent on device, epoch and seq.
+func (s *Store) Quarantine(ctx context.Context, recs []QuarantinedRecord) error {
+	for i, r := range recs {
+		if err := validDeviceID(r.DeviceID); err != nil {
+			return invalid("quarantine %d: %v", i, err)
+		}
+		if r.Seq > math.MaxInt64 || len(r.Record) > MaxRecordSize*4 {
+			return invalid("quarantine %d: seq or record size out of range", i)
+		}
+		if err := checkText("epoch", r.Epoch, maxName, false); err != nil {
+			return invalid("quarantine %d: %v", i, err)
+		}
+		if err := checkText("reason", r.Reason, 256, true); err != nil {
+			return invalid("quarantine %d: %v", i, err)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return s.write(ctx, "quarantine", func(t *txn) error {
+		for _, r := range recs {
+			if _, err := t.exec("quarantine record",
+				`INSERT INTO quarantine (device_id, epoch, seq, reason, record, received_ns) VALUES ($1, $2, $3, $4, $5, $6)
+				 ON CONFLICT (device_id, epoch, seq) DO NOTHING`,
+				r.DeviceID, r.Epoch, int64(r.Seq), r.Reason, r.Record, t.now); err != nil {
+				return err
+			}
+			t.s.log.Warn("ledger: device record quarantined", logKeyDevice, r.DeviceID, logKeyReason, r.Reason)
+		}
+		return nil
+	})
+}
+
+// QuarantineCount returns the number of quarantined records.
+func (s *Store) QuarantineCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM quarantine`).Scan(&n)
+	return n, err
 }

@@ -24,6 +24,10 @@ const (
 	FlagUnknownAccount = "unknown_account"
 	// FlagCurrencyMismatch: the tap's currency is not the account's.
 	FlagCurrencyMismatch = "currency_mismatch"
+	// FlagInvalidCode: the ingest layer re-verified the tap's payment code
+	// at the tap's time and it failed (a tampered or misconfigured
+	// validator). The caller sets it on Tap.Flag; the code is not claimed.
+	FlagInvalidCode = "invalid_code"
 )
 
 // Deny reasons the ledger sets itself. Operators use their own (see Deny).
@@ -89,6 +93,9 @@ type Tap struct {
 	Route       string
 	Vehicle     string
 	Record      []byte // the raw record bytes, kept for audit
+	// Flag is "" or FlagInvalidCode: a tap the caller already knows must
+	// not be charged is stored flagged, for audit.
+	Flag string
 }
 
 // TapResult is what CommitTaps did with one tap.
@@ -229,4 +236,15 @@ type Stats struct {
 	Devices          int64
 	DenyVersion      uint64
 	DenyEntries      int64
+}
+
+// QuarantinedRecord is a device record that could not be read as a tap at
+// all (a validator bug or tampering). It is kept for investigation so the
+// device's queue can move on; it charges nothing.
+type QuarantinedRecord struct {
+	DeviceID string
+	Epoch    string
+	Seq      uint64
+	Reason   string
+	Record   []byte
 }

@@ -121,6 +121,9 @@ func (t *Tap) validate() error {
 	if len(t.Record) > MaxRecordSize {
 		return fmt.Errorf("record is %d bytes, limit %d", len(t.Record), MaxRecordSize)
 	}
+	if t.Flag != "" && t.Flag != FlagInvalidCode {
+		return fmt.Errorf("flag %q: a caller may only set %q", t.Flag, FlagInvalidCode)
+	}
 	return nil
 }
 
