@@ -16,6 +16,9 @@ CMDS := farego-validator farego-settlement farego-rider farego-provision farego-
 
 .PHONY: help build test test-arm bench fuzz lint dist demo clean
 
+# The device-side packages: what runs on the validator.
+DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/...
+
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
@@ -25,6 +28,10 @@ build: ## build every binary into ./bin
 
 test: ## run all tests with the race detector (embedded parts only unless FAREGO_TEST_* are set)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-arm: ## run the device-side tests built for linux/arm (GOARM=7) and linux/arm64 under qemu-user-static
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 30m -exec qemu-arm-static $(DEVICE_PKGS)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -timeout 30m -exec qemu-aarch64-static $(DEVICE_PKGS)
 
 bench: ## run the benchmarks and print the headline figures beside their floors
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)

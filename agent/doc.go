@@ -1,3 +1,37 @@
-// Package agent is the validator's decision logic: verify → deny list →
-// duplicate/passback → fare → durable record → feedback.
+// Package agent is the validator's decision logic: the program that runs on
+// the bus and decides, offline and in milliseconds, whether a payment code
+// pays the fare.
+//
+// The tap path, in order (the first refusal wins):
+//
+//	scanner frame
+//	→ clock sanity (an unset clock puts the validator out of service)
+//	→ paycode verification against the device keyring   (malformed … code_expired)
+//	→ deny list: account, or account + credential serial (denied)
+//	→ this exact code already accepted here              (duplicate: "already paid")
+//	→ same account accepted within the passback window   (passback)
+//	→ offline risk cap since the last successful sync    (risk_cap)
+//	→ fare from the fare table by route and profile      (no_fare)
+//	→ durable queue append, fsync'd                      (queue_full: out of service)
+//	→ feedback: accepted, with the fare
+//
+// The duplicate, passback and risk-cap checks run inside the queue's write
+// transaction, together with the record itself, so they are atomic across
+// several scanners and survive power cuts: a green light means the record,
+// and the state that refuses the same code again, are both on disk.
+//
+// Device state — issuer keyring, deny list, fare table (each with its
+// version), the codes seen recently, per-account counters and the head of
+// the record hash chain — lives in the same bbolt file as the queue, in
+// buckets prefixed "agent.". Updates arrive through [Agent.Apply], which
+// refuses a version older than or equal to the one applied.
+//
+// # Caveats
+//
+// A tap record carries the whole code; logs never do (an account id and a
+// short hash are enough to correlate).
+//
+// The risk cap counts accepted taps per account since the last call to
+// [Agent.SyncSucceeded], which the uplink makes when the server has
+// acknowledged everything queued.
 package agent

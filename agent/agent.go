@@ -1,0 +1,432 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/driver/scanner"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultPassbackWindow = 5 * time.Second
+	DefaultRiskCap        = 10
+	DefaultWorkers        = 4
+	DefaultPruneInterval  = time.Minute
+)
+
+// DefaultMinClock is the earliest wall-clock time the validator believes.
+// A clock before it is obviously unset (an RTC without battery boots in 1970
+// or 2000) and the validator goes out of service instead of guessing. Builds
+// may move it forward with -ldflags "-X github.com/farego/farego/agent.BuildDate=2026-11-25".
+var DefaultMinClock = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// BuildDate (YYYY-MM-DD), set at build time, overrides DefaultMinClock.
+var BuildDate = ""
+
+// MinClock returns the default earliest believable clock: BuildDate if set, else DefaultMinClock.
+func MinClock() time.Time {
+	if t, err := time.Parse(time.DateOnly, BuildDate); err == nil {
+		return t
+	}
+	return DefaultMinClock
+}
+
+// Config configures an Agent. Zero fields mean the documented defaults.
+type Config struct {
+	DeviceID string // required; see wire.ValidDeviceID
+	Route    string // required: the route the vehicle is serving
+	Vehicle  string
+
+	Policy paycode.Policy // code max age and clock skew
+	// PassbackWindow refuses the same account again on this device within
+	// it; default 5 s, negative disables.
+	PassbackWindow time.Duration
+	// RiskCap is the most taps one account may make on this device between
+	// successful syncs; default 10, negative disables.
+	RiskCap int
+	// MinClock: a clock before it puts the validator out of service; default
+	// BuildDate or DefaultMinClock.
+	MinClock time.Time
+	// CacheSize of the credential-signature cache (paycode.NewVerifier).
+	CacheSize int
+	// Workers processing frames in Run; default 4 (so two doors' fsyncs
+	// share group commits).
+	Workers int
+	// PruneInterval: how often Run forgets codes too old to be accepted again.
+	PruneInterval time.Duration
+
+	Logger  *slog.Logger
+	Now     func() time.Time
+	Metrics *metrics.Registry // where to register the agent's metrics; nil: a private registry
+}
+
+// Agent decides taps. It is safe for concurrent use.
+type Agent struct {
+	cfg      Config
+	q        *queue.Queue
+	db       *bbolt.DB
+	fb       feedback.Feedback
+	log      *slog.Logger
+	verifier *paycode.Verifier
+	now      func() time.Time
+
+	state   atomic.Pointer[snapshot]
+	applyMu sync.Mutex
+
+	taps    *metrics.CounterVec
+	latency *metrics.Histogram
+}
+
+// New returns an agent deciding taps into q (whose bbolt file also keeps the
+// device state) and giving feedback through fb.
+func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
+	if err := wire.ValidDeviceID(cfg.DeviceID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
+		return nil, fmt.Errorf("%w: route (required) and vehicle must be at most 64 characters", ErrConfig)
+	}
+	if cfg.PassbackWindow == 0 {
+		cfg.PassbackWindow = DefaultPassbackWindow
+	}
+	if cfg.RiskCap == 0 {
+		cfg.RiskCap = DefaultRiskCap
+	}
+	if cfg.MinClock.IsZero() {
+		cfg.MinClock = MinClock()
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = DefaultPruneInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewRegistry()
+	}
+	a := &Agent{
+		cfg: cfg, q: q, db: q.DB(), fb: fb, log: cfg.Logger, now: cfg.Now,
+		verifier: paycode.NewVerifier(cfg.CacheSize),
+	}
+	s, err := initBuckets(a.db, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.state.Store(s)
+	a.taps = cfg.Metrics.Counter("farego_taps_total", "Taps decided, by outcome and reason.", "outcome", "reason")
+	a.latency = cfg.Metrics.Histogram("farego_decision_seconds",
+		"Time from the frame's last byte to the rider's feedback, including the fsync.", metrics.LatencyBuckets)
+	return a, nil
+}
+
+// Ready reports whether the device has what it needs to accept taps: a
+// keyring and a fare table.
+func (a *Agent) Ready() error {
+	s := a.state.Load()
+	if s.keyring == nil || s.fares == nil {
+		return fmt.Errorf("%w: keyring version %d, fare table version %d", ErrNotProvisioned,
+			s.versions[wire.DownlinkKeyring], s.versions[wire.DownlinkFares])
+	}
+	return nil
+}
+
+// Outcome is the decision on one tap.
+type Outcome struct {
+	Accepted bool
+	Reason   string // empty when accepted
+	Message  string // what the rider was shown
+	Scanner  string
+	Account  uint64 // 0 when the code could not be read
+	Seq      uint64 // queue sequence number of the record, when accepted
+	Fare     int64
+	Currency string
+	CodeHash string // paycode.ShortHash of the text: safe to log
+	Latency  time.Duration
+}
+
+// Tap decides one scanned frame: verify, check, record durably, give
+// feedback. It returns only once the rider has had feedback and, if
+// accepted, the record is on disk. Cancelling ctx does not interrupt a
+// decision under way: a tap is either wholly recorded or not at all.
+func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
+	ctx = context.WithoutCancel(ctx)
+	out := a.decide(ctx, f)
+	a.feedback(ctx, &out)
+	if f.Time.IsZero() {
+		f.Time = a.now()
+	}
+	out.Latency = a.now().Sub(f.Time)
+	a.latency.Observe(out.Latency.Seconds())
+	if out.Accepted {
+		a.taps.With("accepted", "").Inc()
+		a.log.Info("tap accepted", logScanner, out.Scanner, logAccount, out.Account, logSeq, out.Seq,
+			logFare, out.Fare, logCodeHash, out.CodeHash, logLatency, out.Latency)
+	} else {
+		outcome := "rejected"
+		if outOfService(out.Reason) {
+			outcome = "out_of_service"
+		}
+		a.taps.With(outcome, out.Reason).Inc()
+		a.log.Info("tap refused", logReason, out.Reason, logScanner, out.Scanner, logAccount, out.Account,
+			logCodeHash, out.CodeHash)
+	}
+	return out
+}
+
+func (a *Agent) feedback(ctx context.Context, out *Outcome) {
+	var err error
+	switch {
+	case out.Accepted:
+		err = a.fb.Accepted(ctx, feedback.Accept{Fare: out.Fare, Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
+	case out.Reason == ReasonDuplicate:
+		// The rider has paid with this very code: let them through, charge nothing.
+		err = a.fb.Accepted(ctx, feedback.Accept{Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
+	case outOfService(out.Reason):
+		err = a.fb.OutOfService(ctx, out.Message)
+	default:
+		err = a.fb.Rejected(ctx, feedback.Reject{Reason: out.Reason, Message: out.Message, Scanner: out.Scanner})
+	}
+	if err != nil {
+		a.log.Warn("feedback failed", logErr, err)
+	}
+}
+
+func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
+	out := Outcome{Scanner: f.Scanner, CodeHash: paycode.ShortHash(f.Text)}
+	refuse := func(reason string) Outcome {
+		out.Reason, out.Message = reason, RiderMessage(reason)
+		return out
+	}
+	now := a.now()
+	if now.Before(a.cfg.MinClock) {
+		return refuse(ReasonClock)
+	}
+	s := a.state.Load()
+	if s.keyring == nil || s.fares == nil {
+		return refuse(ReasonNoFare)
+	}
+	d := a.verifier.Verify(f.Text, now, s.keyring, a.cfg.Policy)
+	if d.Code != nil {
+		out.Account = d.Code.Account
+	}
+	if !d.Accepted {
+		return refuse(string(d.Reason))
+	}
+	c := d.Code
+	if s.denied(c.Account, c.Serial) {
+		return refuse(ReasonDenied)
+	}
+	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
+	out.Currency = s.fares.Currency
+	if err != nil {
+		return refuse(ReasonNoFare)
+	}
+	tap := wire.Tap{
+		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: a.cfg.Route, Vehicle: a.cfg.Vehicle,
+		Scanner: truncate(f.Scanner, 32), Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
+		Fare: amount, Currency: s.fares.Currency, FareVersion: s.fares.Version, KeyringVersion: s.keyring.Version(),
+		Software: truncate(Version, 64),
+	}
+	idKey := c.ID().Key()
+	acctKey := binary.BigEndian.AppendUint64(nil, c.Account)
+	seq, err := a.q.AppendFunc(ctx, func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
+		return a.record(tx, seq, &tap, c, idKey, acctKey, now)
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, errDuplicate):
+		return refuse(ReasonDuplicate)
+	case errors.Is(err, errPassback):
+		return refuse(ReasonPassback)
+	case errors.Is(err, errRiskCap):
+		return refuse(ReasonRiskCap)
+	case errors.Is(err, queue.ErrFull):
+		a.log.Warn("queue full: refusing taps until the uplink drains it", logErr, err)
+		return refuse(ReasonQueueFull)
+	default:
+		a.log.Error("recording a tap failed", logErr, err)
+		return refuse(ReasonInternal)
+	}
+	out.Accepted, out.Seq, out.Fare = true, seq, amount
+	out.Message = "Paid"
+	return out
+}
+
+// record runs inside the queue's write transaction: the duplicate, passback
+// and risk-cap checks, the record with its hash chain, and the state that
+// refuses this code again — all in one commit.
+func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *wire.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
+	seen, accts, st := tx.Bucket(bucketSeen), tx.Bucket(bucketAccounts), tx.Bucket(bucketState)
+	if seen.Get(idKey) != nil {
+		return nil, errDuplicate
+	}
+	var count uint32
+	if v := accts.Get(acctKey); len(v) == 12 {
+		last := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+		count = binary.BigEndian.Uint32(v[8:])
+		if w := a.cfg.PassbackWindow; w > 0 {
+			if d := now.Sub(last); d < w && d > -w {
+				return nil, errPassback
+			}
+		}
+		if a.cfg.RiskCap > 0 && count >= uint32(a.cfg.RiskCap) {
+			return nil, errRiskCap
+		}
+	}
+	t := *tap
+	t.Seq = seq
+	copy(t.PrevHash[:], st.Get(keyChain))
+	rec, err := t.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	h := wire.RecordHash(rec)
+	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 12), c.Time)
+	sv = binary.BigEndian.AppendUint64(sv, seq)
+	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))
+	av = binary.BigEndian.AppendUint32(av, count+1)
+	if err := seen.Put(idKey, sv); err != nil {
+		return nil, err
+	}
+	if err := accts.Put(acctKey, av); err != nil {
+		return nil, err
+	}
+	if err := st.Put(keyChain, h[:]); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// SyncSucceeded tells the agent that the server has acknowledged every
+// queued tap: the per-account risk counters start again from zero, and
+// accounts outside the passback window are forgotten.
+func (a *Agent) SyncSucceeded() error {
+	cutoff := a.now().Add(-a.cfg.PassbackWindow)
+	return a.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAccounts)
+		var del, reset [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if len(v) != 12 || time.UnixMilli(int64(binary.BigEndian.Uint64(v))).Before(cutoff) {
+				del = append(del, k)
+			} else if binary.BigEndian.Uint32(v[8:]) != 0 {
+				reset = append(reset, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range del {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, k := range reset {
+			v := append([]byte(nil), b.Get(k)...)
+			binary.BigEndian.PutUint32(v[8:], 0)
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Prune forgets accepted codes too old to be accepted again (older than
+// max age + skew, plus a minute). It returns how many it forgot.
+func (a *Agent) Prune() (int, error) {
+	maxAge, skew := a.cfg.Policy.MaxAge, a.cfg.Policy.Skew
+	if maxAge <= 0 {
+		maxAge = paycode.DefaultMaxAge
+	}
+	if skew <= 0 {
+		skew = paycode.DefaultSkew
+	}
+	cutoff := a.now().Add(-maxAge - skew - time.Minute).Unix()
+	n := 0
+	err := a.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketSeen)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; {
+			if len(v) < 4 || int64(binary.BigEndian.Uint32(v)) < cutoff {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+				k, v = c.Seek(k)
+				continue
+			}
+			k, v = c.Next()
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Run decides frames until ctx is done or frames is closed, with
+// cfg.Workers taps in flight at most, and forgets old codes every
+// PruneInterval. On return every tap it started has been decided.
+func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
+	var wg sync.WaitGroup
+	for range a.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case f, ok := <-frames:
+					if !ok {
+						return
+					}
+					a.Tap(ctx, f)
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(a.cfg.PruneInterval)
+	defer tick.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			return ctx.Err()
+		case <-tick.C:
+			if n, err := a.Prune(); err != nil {
+				a.log.Warn("pruning seen codes failed", logErr, err)
+			} else if n > 0 {
+				a.log.Debug("pruned seen codes", "count", n)
+			}
+		}
+	}
+}

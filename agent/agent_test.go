@@ -1,0 +1,478 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/driver/scanner"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+var t0 = time.Date(2026, 3, 10, 8, 0, 0, 0, time.UTC)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// last formats the recorder's last event for comparison.
+func last(r *feedback.Recorder) string {
+	ev := r.Events()
+	if len(ev) == 0 {
+		return ""
+	}
+	e := ev[len(ev)-1]
+	switch e.Kind {
+	case feedback.KindAccepted:
+		return fmt.Sprintf("accepted %d %s", e.Accept.Fare, e.Accept.Message)
+	case feedback.KindRejected:
+		return "rejected " + e.Reject.Reason
+	}
+	return "out of service: " + e.Message
+}
+
+type harness struct {
+	t      testing.TB
+	path   string
+	qopts  *queue.Options
+	cfg    Config
+	clock  *clock
+	issuer *paycodetest.Issuer
+	fb     *feedback.Recorder
+	q      *queue.Queue
+	a      *Agent
+}
+
+func fareTable(tb testing.TB, version uint64) []byte {
+	tb.Helper()
+	t := map[string]any{
+		"version": version, "currency": "EUR",
+		"fares": map[string]any{"*": map[string]int64{"adult": 250, "child": 120, "senior": 120, "student": 180}, "42": map[string]int64{"adult": 300}},
+	}
+	b, _ := json.Marshal(t)
+	return b
+}
+
+func keyringDoc(tb testing.TB, kr *paycode.Keyring) []byte {
+	tb.Helper()
+	b, err := kr.MarshalJSON()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func newHarness(tb testing.TB, mod func(*Config, *queue.Options)) *harness {
+	tb.Helper()
+	h := &harness{t: tb, path: filepath.Join(tb.TempDir(), "validator.db"), clock: &clock{t: t0}, fb: &feedback.Recorder{}, qopts: &queue.Options{}}
+	h.issuer = paycodetest.NewIssuer(tb, 7, t0)
+	h.cfg = Config{DeviceID: "bus-17-front", Route: "42", Vehicle: "bus-17", Now: h.clock.Now}
+	if mod != nil {
+		mod(&h.cfg, h.qopts)
+	}
+	h.open()
+	if err := h.a.Seed(wire.DownlinkKeyring, keyringDoc(tb, h.issuer.Keyring)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.a.Seed(wire.DownlinkFares, fareTable(tb, 1)); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := h.q.Check(); err != nil {
+			tb.Errorf("queue check: %v", err)
+		}
+		h.q.Close()
+	})
+	return h
+}
+
+func (h *harness) open() {
+	h.t.Helper()
+	q, err := queue.Open(h.path, h.qopts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	a, err := New(q, h.fb, h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.q, h.a = q, a
+}
+
+// restart closes and reopens the queue and agent, as a reboot does.
+func (h *harness) restart() {
+	h.t.Helper()
+	if err := h.q.Close(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.open()
+}
+
+func (h *harness) tap(text string) Outcome {
+	return h.a.Tap(context.Background(), scanner.Frame{Scanner: "front", Text: text, Time: h.clock.Now()})
+}
+
+func (h *harness) records() []*wire.Tap {
+	h.t.Helper()
+	recs, err := h.q.Peek(1000, 1<<30)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := make([]*wire.Tap, len(recs))
+	for i, r := range recs {
+		tp, err := wire.ParseTap(r.Data)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if tp.Seq != r.Seq {
+			h.t.Fatalf("record seq %d holds tap seq %d", r.Seq, tp.Seq)
+		}
+		out[i] = tp
+	}
+	return out
+}
+
+func TestAcceptedTapIsRecorded(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0.Add(-10*time.Second))
+	out := h.tap(text)
+	if !out.Accepted || out.Fare != 300 || out.Currency != "EUR" || out.Seq == 0 || out.Account != 4242 {
+		t.Fatalf("outcome = %+v, want accepted, fare 300 EUR", out)
+	}
+	if got := last(h.fb); got != "accepted 300 Paid" {
+		t.Errorf("feedback = %q", got)
+	}
+	recs := h.records()
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+	tp := recs[0]
+	code, _ := paycode.ParseText(text)
+	if tp.DeviceID != "bus-17-front" || tp.Route != "42" || tp.Vehicle != "bus-17" || tp.Scanner != "front" ||
+		tp.Account != 4242 || tp.Serial != 1 || tp.Fare != 300 || tp.Currency != "EUR" || tp.FareVersion != 1 ||
+		tp.KeyringVersion != 1 || tp.Software != Version || !tp.Time.Equal(t0) || tp.Epoch != h.q.Epoch() ||
+		paycode.EncodeText(tp.Code) != text || string(tp.Code) != string(code.Bytes()) {
+		t.Errorf("record = %+v", tp)
+	}
+	if tp.PrevHash != [32]byte{} {
+		t.Errorf("first record's previous hash = %x, want zero", tp.PrevHash)
+	}
+}
+
+func TestHashChain(t *testing.T) {
+	h := newHarness(t, nil)
+	for i := range 5 {
+		r := h.issuer.Rider(t, uint64(1000+i), t0)
+		if out := h.tap(r.Code(t, t0)); !out.Accepted {
+			t.Fatalf("tap %d: %+v", i, out)
+		}
+		if i == 2 {
+			h.restart() // the chain survives a restart
+		}
+	}
+	recs, _ := h.q.Peek(100, 1<<20)
+	var prev [32]byte
+	for i, r := range recs {
+		tp, _ := wire.ParseTap(r.Data)
+		if tp.PrevHash != prev {
+			t.Fatalf("record %d: previous hash %x, want %x", i, tp.PrevHash, prev)
+		}
+		prev = wire.RecordHash(r.Data)
+	}
+}
+
+func TestRejectReasons(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	other := paycodetest.NewIssuer(t, 7, t0).Rider(t, 4243, t0)
+	expired := h.issuer.RiderWith(t, paycode.Credential{Account: 4244, Serial: 1,
+		NotBefore: uint32(t0.Add(-48 * time.Hour).Unix()), NotAfter: uint32(t0.Add(-time.Hour).Unix())})
+	for _, tc := range []struct {
+		name, text, want, feedback string
+	}{
+		{"malformed", "FG1:HELLO", "malformed", "rejected malformed"},
+		{"empty", "", "malformed", "rejected malformed"},
+		{"other version", "FG2:HELLO", "unsupported_version", "rejected unsupported_version"},
+		{"forged issuer", other.Code(t, t0), "bad_credential_signature", "rejected bad_credential_signature"},
+		{"expired credential", expired.Code(t, t0), "credential_expired", "rejected credential_expired"},
+		{"expired code", r.Code(t, t0.Add(-121*time.Second)), "code_expired", "rejected code_expired"},
+		{"code from future", r.Code(t, t0.Add(31*time.Second)), "code_from_future", "rejected code_from_future"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := h.tap(tc.text)
+			if out.Accepted || out.Reason != tc.want || out.Message != RiderMessage(tc.want) {
+				t.Errorf("outcome = %+v, want reason %q", out, tc.want)
+			}
+			if got := last(h.fb); got != tc.feedback {
+				t.Errorf("feedback = %q, want %q", got, tc.feedback)
+			}
+		})
+	}
+	if n := len(h.records()); n != 0 {
+		t.Errorf("%d records after only refusals, want 0", n)
+	}
+}
+
+func TestDenyList(t *testing.T) {
+	h := newHarness(t, nil)
+	whole := h.issuer.Rider(t, 5001, t0)
+	one := h.issuer.RiderWith(t, paycode.Credential{Account: 5002, Serial: 3, NotBefore: uint32(t0.Add(-time.Hour).Unix()), NotAfter: uint32(t0.Add(time.Hour).Unix())})
+	fine := h.issuer.RiderWith(t, paycode.Credential{Account: 5002, Serial: 4, NotBefore: uint32(t0.Add(-time.Hour).Unix()), NotAfter: uint32(t0.Add(time.Hour).Unix())})
+	dl, _ := json.Marshal(wire.DenyList{Version: 1, Entries: []wire.DenyEntry{{Account: 5001, Reason: "negative_balance"}, {Account: 5002, Serial: 3, Reason: "code_reused"}}})
+	if err := h.a.Apply(wire.DownlinkDenyList, 1, dl); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(whole.Code(t, t0)); out.Reason != ReasonDenied {
+		t.Errorf("denied account: %+v", out)
+	}
+	if out := h.tap(one.Code(t, t0)); out.Reason != ReasonDenied {
+		t.Errorf("denied credential: %+v", out)
+	}
+	if out := h.tap(fine.Code(t, t0)); !out.Accepted {
+		t.Errorf("other credential of the account: %+v", out)
+	}
+	// A newer list without the account lets it ride again.
+	dl2, _ := json.Marshal(wire.DenyList{Version: 2})
+	if err := h.a.Apply(wire.DownlinkDenyList, 2, dl2); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(whole.Code(t, t0)); !out.Accepted {
+		t.Errorf("after removal: %+v", out)
+	}
+}
+
+func TestDuplicateSurvivesRestart(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0)
+	if out := h.tap(text); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(10 * time.Second) // past the passback window
+	out := h.tap(text)
+	if out.Accepted || out.Reason != ReasonDuplicate || out.Message != "Already paid" {
+		t.Errorf("same code again: %+v", out)
+	}
+	if got := last(h.fb); got != "accepted 0 Already paid" {
+		t.Errorf("duplicate feedback = %q, want a no-charge 'Already paid'", got)
+	}
+	h.restart()
+	h.clock.Add(10 * time.Second)
+	if out := h.tap(text); out.Reason != ReasonDuplicate {
+		t.Errorf("same code after restart: %+v", out)
+	}
+	if n := len(h.records()); n != 1 {
+		t.Errorf("%d records, want 1", n)
+	}
+}
+
+func TestPassback(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.PassbackWindow = 5 * time.Second })
+	r := h.issuer.Rider(t, 4242, t0)
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(4 * time.Second)
+	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != ReasonPassback {
+		t.Errorf("new code within the window: %+v", out)
+	}
+	h.restart()
+	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != ReasonPassback {
+		t.Errorf("within the window after restart: %+v", out)
+	}
+	h.clock.Add(time.Second)
+	if out := h.tap(r.Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("at the end of the window: %+v", out)
+	}
+}
+
+func TestRiskCap(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.RiskCap = 2; c.PassbackWindow = -1 })
+	r := h.issuer.Rider(t, 4242, t0)
+	for i := range 2 {
+		if out := h.tap(r.Code(t, t0)); !out.Accepted {
+			t.Fatalf("tap %d: %+v", i, out)
+		}
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != ReasonRiskCap {
+		t.Errorf("third tap: %+v", out)
+	}
+	h.restart()
+	if out := h.tap(r.Code(t, t0)); out.Reason != ReasonRiskCap {
+		t.Errorf("after restart: %+v", out)
+	}
+	if other := h.issuer.Rider(t, 4243, t0); !h.tap(other.Code(t, t0)).Accepted {
+		t.Errorf("another account is not capped")
+	}
+	if err := h.a.SyncSucceeded(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Errorf("after a successful sync: %+v", out)
+	}
+}
+
+func TestQueueFullIsOutOfService(t *testing.T) {
+	h := newHarness(t, func(_ *Config, o *queue.Options) { o.MaxRecords = 2 })
+	for i := range 2 {
+		if out := h.tap(h.issuer.Rider(t, uint64(100+i), t0).Code(t, t0)); !out.Accepted {
+			t.Fatal(out)
+		}
+	}
+	out := h.tap(h.issuer.Rider(t, 200, t0).Code(t, t0))
+	if out.Accepted || out.Reason != ReasonQueueFull {
+		t.Errorf("third tap into a full queue: %+v", out)
+	}
+	if got := last(h.fb); got != "out of service: Out of service" {
+		t.Errorf("feedback = %q", got)
+	}
+	// Draining the queue puts the validator back in service.
+	if _, err := h.q.AckThrough(2); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(h.issuer.Rider(t, 201, t0).Code(t, t0)); !out.Accepted {
+		t.Errorf("after the uplink drained the queue: %+v", out)
+	}
+}
+
+func TestClockUnsetIsOutOfService(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0)
+	h.clock.t = time.Date(1970, 1, 1, 0, 0, 10, 0, time.UTC)
+	out := h.tap(text)
+	if out.Reason != ReasonClock || last(h.fb) != "out of service: Out of service: clock" {
+		t.Errorf("tap with the clock at 1970: %+v, feedback %q", out, last(h.fb))
+	}
+}
+
+func TestNotProvisioned(t *testing.T) {
+	q, err := queue.Open(filepath.Join(t.TempDir(), "v.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	fb := &feedback.Recorder{}
+	a, err := New(q, fb, Config{DeviceID: "d1", Route: "1", Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ready(); !errors.Is(err, ErrNotProvisioned) {
+		t.Errorf("Ready = %v, want ErrNotProvisioned", err)
+	}
+	if out := a.Tap(context.Background(), scanner.Frame{Text: "FG1:X"}); out.Reason != ReasonNoFare {
+		t.Errorf("unprovisioned tap: %+v", out)
+	}
+}
+
+func TestApply(t *testing.T) {
+	h := newHarness(t, nil)
+	if err := h.a.Apply(wire.DownlinkFares, 1, fareTable(t, 1)); !errors.Is(err, ErrStaleVersion) {
+		t.Errorf("same version again: %v, want ErrStaleVersion", err)
+	}
+	if err := h.a.Apply(wire.DownlinkFares, 3, fareTable(t, 2)); !errors.Is(err, ErrInvalidDocument) {
+		t.Errorf("document version differs from the downlink's: %v", err)
+	}
+	if err := h.a.Apply(wire.DownlinkFares, 2, []byte(`{"version":2}`)); !errors.Is(err, ErrInvalidDocument) {
+		t.Errorf("invalid table: %v", err)
+	}
+	if err := h.a.Apply("firmware", 2, nil); !errors.Is(err, ErrInvalidDocument) {
+		t.Errorf("unknown kind: %v", err)
+	}
+	if got := h.a.Versions()[wire.DownlinkFares]; got != 1 {
+		t.Errorf("refused documents changed the version to %d", got)
+	}
+	if err := h.a.Apply(wire.DownlinkFares, 2, fareTable(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if got := h.a.Versions(); got[wire.DownlinkFares] != 2 || got[wire.DownlinkKeyring] != 1 {
+		t.Errorf("versions after restart = %v", got)
+	}
+	// Seeding from an older bundle keeps the device's newer state.
+	if err := h.a.Seed(wire.DownlinkFares, fareTable(t, 1)); err != nil {
+		t.Errorf("Seed older: %v", err)
+	}
+	if got := h.a.Versions()[wire.DownlinkFares]; got != 2 {
+		t.Errorf("version after seeding an older bundle = %d, want 2", got)
+	}
+	out := h.tap(h.issuer.Rider(t, 77, t0).Code(t, t0))
+	if recs := h.records(); !out.Accepted || recs[len(recs)-1].FareVersion != 2 {
+		t.Errorf("tap after update: %+v", out)
+	}
+}
+
+// Two doors tapping at once: every tap recorded once, sequence numbers
+// distinct, the hash chain unbroken.
+func TestConcurrentScanners(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.Workers = 4 })
+	frames := make(chan scanner.Frame)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.a.Run(ctx, frames) }()
+	const n = 40
+	for i := range n {
+		r := h.issuer.Rider(t, uint64(3000+i), t0)
+		frames <- scanner.Frame{Scanner: []string{"front", "rear"}[i%2], Text: r.Code(t, t0), Time: t0}
+	}
+	close(frames)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	recs := h.records()
+	if len(recs) != n {
+		t.Fatalf("%d records, want %d", len(recs), n)
+	}
+	raw, _ := h.q.Peek(n, 1<<30)
+	var prev [32]byte
+	accounts := map[uint64]bool{}
+	for i, r := range raw {
+		tp, _ := wire.ParseTap(r.Data)
+		if tp.PrevHash != prev {
+			t.Fatalf("chain broken at record %d", i)
+		}
+		prev = wire.RecordHash(r.Data)
+		accounts[tp.Account] = true
+	}
+	if len(accounts) != n {
+		t.Errorf("%d distinct accounts, want %d", len(accounts), n)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0)
+	h.tap(text)
+	if n, err := h.a.Prune(); err != nil || n != 0 {
+		t.Errorf("Prune right away = %d, %v, want 0", n, err)
+	}
+	h.clock.Add(4 * time.Minute)
+	if n, err := h.a.Prune(); err != nil || n != 1 {
+		t.Errorf("Prune after 4 minutes = %d, %v, want 1", n, err)
+	}
+	// A pruned code is too old to pass verification anyway.
+	if out := h.tap(text); out.Reason != string(paycode.ReasonCodeExpired) {
+		t.Errorf("pruned code: %+v", out)
+	}
+}

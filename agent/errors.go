@@ -1,0 +1,25 @@
+package agent
+
+import "errors"
+
+// ErrStaleVersion is returned by Apply for a document whose version is not
+// newer than the one applied.
+var ErrStaleVersion = errors.New("agent: stale version")
+
+// ErrInvalidDocument is returned (wrapped) by Apply for a document that does
+// not parse or whose version disagrees with the downlink's.
+var ErrInvalidDocument = errors.New("agent: invalid document")
+
+// ErrNotProvisioned is returned by New when the device has no keyring or no
+// fare table, from its own state or the provisioning bundle.
+var ErrNotProvisioned = errors.New("agent: not provisioned")
+
+// ErrConfig is returned (wrapped) for an invalid Config.
+var ErrConfig = errors.New("agent: invalid config")
+
+// Refusals raised inside the queue transaction; they carry the reason.
+var (
+	errDuplicate = errors.New("duplicate")
+	errPassback  = errors.New("passback")
+	errRiskCap   = errors.New("risk cap")
+)

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/farego/farego/driver/scanner"
+	"github.com/farego/farego/sync/wire"
+)
+
+// maxConfigSize bounds the config file.
+const maxConfigSize = 1 << 20
+
+// Config is the validator's TOML configuration. Relative paths are relative
+// to the config file's directory (so a device bundle can be moved as a whole).
+type Config struct {
+	DeviceID string `toml:"device_id"`
+	Route    string `toml:"route"`
+	Vehicle  string `toml:"vehicle"`
+	DataDir  string `toml:"data_dir"`
+
+	Log       LogConfig       `toml:"log"`
+	Policy    PolicyConfig    `toml:"policy"`
+	Provision ProvisionConfig `toml:"provision"`
+	Scanners  []ScannerConfig `toml:"scanner"`
+	Feedback  FeedbackConfig  `toml:"feedback"`
+	Metrics   MetricsConfig   `toml:"metrics"`
+	Queue     QueueConfig     `toml:"queue"`
+	MQTT      MQTTConfig      `toml:"mqtt"`
+
+	dir string // the config file's directory
+}
+
+// LogConfig selects log level and format.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json (for journald)
+}
+
+// PolicyConfig holds the decision policy.
+type PolicyConfig struct {
+	MaxAge         Duration `toml:"max_age"`         // default 120s
+	Skew           Duration `toml:"skew"`            // default 30s
+	PassbackWindow Duration `toml:"passback_window"` // default 5s; negative disables
+	RiskCap        int      `toml:"risk_cap"`        // default 10; negative disables
+	// MinClock: a system clock before this time is "unset" and puts the
+	// validator out of service; default the build date.
+	MinClock time.Time `toml:"min_clock"`
+}
+
+// ProvisionConfig names the provisioning bundle's documents; each is applied
+// at start when newer than the device's own state.
+type ProvisionConfig struct {
+	Keyring  string `toml:"keyring"`
+	Fares    string `toml:"fares"`
+	DenyList string `toml:"denylist"`
+}
+
+// ScannerConfig is one QR scanner. Path "-" reads lines from standard input
+// (development and demos).
+type ScannerConfig struct {
+	Name             string             `toml:"name"`
+	Path             string             `toml:"path"`
+	Baud             int                `toml:"baud"`
+	Terminator       scanner.Terminator `toml:"terminator"`
+	Prefix           string             `toml:"prefix"`
+	Suffix           string             `toml:"suffix"`
+	MaxLen           int                `toml:"max_len"`
+	InterCharTimeout Duration           `toml:"inter_char_timeout"`
+}
+
+// FeedbackConfig selects the rider feedback outputs.
+type FeedbackConfig struct {
+	Console *bool  `toml:"console"` // default true
+	Color   string `toml:"color"`   // auto (default), always, never
+	Green   string `toml:"gpio_green"`
+	Red     string `toml:"gpio_red"`
+	Buzzer  string `toml:"gpio_buzzer"`
+}
+
+// MetricsConfig is the Prometheus endpoint.
+type MetricsConfig struct {
+	Listen string `toml:"listen"` // e.g. 127.0.0.1:9100; empty disables
+}
+
+// QueueConfig bounds the on-device queue.
+type QueueConfig struct {
+	MaxRecords  int   `toml:"max_records"`   // default 1,000,000
+	MaxFileSize int64 `toml:"max_file_size"` // bytes; default 256 MiB
+}
+
+// MQTTConfig is the uplink to the settlement server; an empty Broker runs
+// the validator offline only (taps queue up until one is configured).
+type MQTTConfig struct {
+	Broker         string   `toml:"broker"` // tcp://host:1883, ssl://host:8883
+	TopicPrefix    string   `toml:"topic_prefix"`
+	Username       string   `toml:"username"`
+	Password       string   `toml:"password"`
+	CAFile         string   `toml:"ca_file"`
+	CertFile       string   `toml:"cert_file"`
+	KeyFile        string   `toml:"key_file"`
+	DeviceKey      string   `toml:"device_key"`       // the device's Ed25519 private key (PEM)
+	FleetPublicKey string   `toml:"fleet_public_key"` // the operator's fleet key (PEM)
+	BatchRecords   int      `toml:"batch_records"`
+	Heartbeat      Duration `toml:"heartbeat"`
+	AckTimeout     Duration `toml:"ack_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s").
+type Duration time.Duration
+
+// UnmarshalText reads a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration like \"5s\" or \"2m\", got %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes a duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// errConfig marks configuration errors (exit status 2).
+var errConfig = errors.New("config")
+
+// loadConfig reads and checks a config file.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
+	}
+	c, err := parseConfig(data, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// parseConfig decodes TOML strictly (unknown keys are errors) and checks
+// every field.
+func parseConfig(data []byte, dir string) (*Config, error) {
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("%w: %d bytes is larger than %d", errConfig, len(data), maxConfigSize)
+	}
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("%w: unknown keys: %s", errConfig, strings.Join(keys, ", "))
+	}
+	c.dir = dir
+	return &c, c.check()
+}
+
+func (c *Config) check() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{errConfig}, a...)...)
+	}
+	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+		return bad("device_id: %v", err)
+	}
+	if c.Route == "" {
+		return bad("route is required")
+	}
+	if c.DataDir == "" {
+		return bad("data_dir is required")
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return bad("log.level must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return bad("log.format must be text or json, got %q", c.Log.Format)
+	}
+	if c.Policy.MaxAge < 0 || c.Policy.Skew < 0 {
+		return bad("policy.max_age and policy.skew must not be negative")
+	}
+	if len(c.Scanners) == 0 {
+		return bad("at least one [[scanner]] is required")
+	}
+	names := map[string]bool{}
+	stdin := 0
+	for i, s := range c.Scanners {
+		if s.Name == "" || s.Path == "" {
+			return bad("scanner %d: name and path are required", i+1)
+		}
+		if names[s.Name] {
+			return bad("scanner name %q appears twice", s.Name)
+		}
+		names[s.Name] = true
+		if s.Path == "-" {
+			stdin++
+		}
+	}
+	if stdin > 1 {
+		return bad("only one scanner can read standard input")
+	}
+	switch c.Feedback.Color {
+	case "", "auto", "always", "never":
+	default:
+		return bad("feedback.color must be auto, always or never, got %q", c.Feedback.Color)
+	}
+	if c.Queue.MaxRecords < 0 || c.Queue.MaxFileSize < 0 {
+		return bad("queue limits must not be negative")
+	}
+	if c.MQTT.Broker != "" && (c.MQTT.DeviceKey == "" || c.MQTT.FleetPublicKey == "") {
+		return bad("mqtt.device_key and mqtt.fleet_public_key are required with mqtt.broker")
+	}
+	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
+		return bad("mqtt.cert_file and mqtt.key_file go together")
+	}
+	return nil
+}
+
+// path resolves p relative to the config file's directory.
+func (c *Config) path(p string) string {
+	if p == "" || p == "-" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}

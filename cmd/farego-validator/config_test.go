@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSampleConfigParses(t *testing.T) {
+	c, err := loadConfig(filepath.Join("..", "..", "testdata", "validator", "validator.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DeviceID != "bus-0417-front" || len(c.Scanners) != 2 || time.Duration(c.Policy.PassbackWindow) != 5*time.Second ||
+		c.Scanners[0].Baud != 9600 || c.MQTT.Broker == "" || c.Queue.MaxRecords != 1000000 {
+		t.Errorf("parsed %+v", c)
+	}
+	if got := c.path("keyring.json"); got != filepath.Join("..", "..", "testdata", "validator", "keyring.json") {
+		t.Errorf("relative path resolved to %q", got)
+	}
+}
+
+func FuzzConfig(f *testing.F) {
+	sample, err := os.ReadFile(filepath.Join("..", "..", "testdata", "validator", "validator.toml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(sample)
+	f.Add([]byte("device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n"))
+	f.Add([]byte("[policy]\nmax_age = \"-1s\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := parseConfig(data, "/etc/farego")
+		if err != nil {
+			if !errors.Is(err, errConfig) {
+				t.Fatalf("error not marked as a config error: %v", err)
+			}
+			return
+		}
+		// What parses is complete enough to start from.
+		if c.DeviceID == "" || c.Route == "" || c.DataDir == "" || len(c.Scanners) == 0 {
+			t.Fatalf("accepted an incomplete config: %+v", c)
+		}
+	})
+}

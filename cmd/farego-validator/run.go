@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/cmd/internal/sdnotify"
+	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/driver/scanner"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+func init() { extraCommands["run"] = cmdRun }
+
+const runUsage = `Usage: farego-validator run --config FILE
+
+Runs the validator: reads the configured QR scanners, decides every tap
+offline, records accepted taps durably in DATA_DIR/validator.db, gives the
+rider feedback, and (with [mqtt] configured) forwards taps to the settlement
+server and applies fleet updates. Stops cleanly on SIGINT or SIGTERM.
+
+Flags:
+`
+
+// queueFile is the validator's bbolt file inside data_dir.
+const queueFile = "validator.db"
+
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "validator config file (TOML) (required)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *configPath == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "farego-validator run: --config FILE is required (and nothing else)")
+		return exitUsage
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
+		return exitUsage
+	}
+	log, err := cli.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
+		return exitUsage
+	}
+	if err := runValidator(ctx, cfg, log, stdin, stdout); err != nil {
+		log.Error("validator stopped", "err", err)
+		if errors.Is(err, errConfig) || errors.Is(err, agent.ErrNotProvisioned) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
+	dataDir := cfg.path(cfg.DataDir)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("%w: data_dir: %v", errConfig, err)
+	}
+	// A new queue file (first boot, or the old one was damaged and moved
+	// aside) numbers its taps from the wall clock in milliseconds, so tap ids
+	// "device/seq" never repeat an earlier file's.
+	minClock := cfg.Policy.MinClock
+	if minClock.IsZero() {
+		minClock = agent.MinClock()
+	}
+	var firstSeq uint64
+	if now := time.Now(); now.After(minClock) {
+		firstSeq = uint64(now.UnixMilli())
+	}
+	q, err := queue.Open(filepath.Join(dataDir, queueFile), &queue.Options{
+		MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize, FirstSeq: firstSeq,
+		Logger: log.With("part", "queue"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := q.Close(); err != nil {
+			log.Error("closing the queue", "err", err)
+		}
+	}()
+
+	reg := metrics.NewRegistry()
+	fb, closeFB, err := buildFeedback(cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeFB()
+	a, err := agent.New(q, fb, agent.Config{
+		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
+		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
+		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
+		Logger: log.With("part", "agent"), Metrics: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := seed(cfg, a); err != nil {
+		return err
+	}
+	if err := a.Ready(); err != nil {
+		if cfg.MQTT.Broker == "" {
+			return fmt.Errorf("%w: provision a keyring and a fare table ([provision] in the config)", err)
+		}
+		log.Warn("not provisioned yet: out of service until the fleet downlinks arrive", "err", err)
+	}
+	registerQueueMetrics(reg, q)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sources, err := buildSources(cfg, log, stdin)
+	if err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	stopUplink, err := startUplink(ctx, cfg, q, a, log)
+	if err != nil {
+		return err
+	}
+
+	notifier := sdnotify.FromEnv()
+	go notifier.Watchdog(ctx, nil)
+	frames := make(chan scanner.Frame, 16)
+	scanErr := make(chan error, 1)
+	go func() { scanErr <- scanner.RunAll(ctx, sources, frames) }()
+	log.Info("validator running", "device", cfg.DeviceID, "route", cfg.Route, "scanners", len(sources),
+		"versions", a.Versions(), "software", agent.Version)
+	notifier.Notify("READY=1")
+
+	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
+	notifier.Notify("STOPPING=1")
+	log.Info("validator stopping")
+	cancel()
+	err = <-scanErr
+	if stopUplink != nil {
+		stopUplink()
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+	return nil
+}
+
+// seed applies the provisioning bundle's documents that are newer than the
+// device's state.
+func seed(cfg *Config, a *agent.Agent) error {
+	for _, d := range []struct{ kind, path string }{
+		{wire.DownlinkKeyring, cfg.Provision.Keyring},
+		{wire.DownlinkFares, cfg.Provision.Fares},
+		{wire.DownlinkDenyList, cfg.Provision.DenyList},
+	} {
+		if d.path == "" {
+			continue
+		}
+		body, err := os.ReadFile(cfg.path(d.path))
+		if err != nil {
+			return fmt.Errorf("%w: provision.%s: %v", errConfig, d.kind, err)
+		}
+		if err := a.Seed(d.kind, body); err != nil {
+			return fmt.Errorf("%w: provision.%s (%s): %v", errConfig, d.kind, d.path, err)
+		}
+	}
+	return nil
+}
+
+func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Feedback, func(), error) {
+	var out feedback.Multi
+	closeFn := func() {}
+	if cfg.Feedback.Console == nil || *cfg.Feedback.Console {
+		mode := feedback.ColorAuto
+		switch cfg.Feedback.Color {
+		case "always":
+			mode = feedback.ColorAlways
+		case "never":
+			mode = feedback.ColorNever
+		}
+		out = append(out, feedback.NewConsole(stdout, feedback.ConsoleConfig{Color: mode}))
+	}
+	if f := cfg.Feedback; f.Green != "" || f.Red != "" || f.Buzzer != "" {
+		g, err := feedback.NewGPIO(feedback.GPIOConfig{Green: f.Green, Red: f.Red, Buzzer: f.Buzzer}, log.With("part", "gpio"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: feedback: %v", errConfig, err)
+		}
+		out = append(out, g)
+		closeFn = func() { g.Close() }
+	}
+	return out, closeFn, nil
+}
+
+func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Source, error) {
+	var out []scanner.Source
+	for _, s := range cfg.Scanners {
+		if s.Path == "-" {
+			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("scanner", s.Name)))
+			continue
+		}
+		src, err := scanner.NewSerial(scanner.Config{
+			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
+			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
+				InterCharTimeout: time.Duration(s.InterCharTimeout)},
+		}, log.With("scanner", s.Name))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errConfig, err)
+		}
+		out = append(out, src)
+	}
+	return out, nil
+}
+
+func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue) {
+	stat := func(f func(queue.Stats) float64) func() float64 {
+		return func() float64 {
+			s, err := q.Stats()
+			if err != nil {
+				return -1
+			}
+			return f(s)
+		}
+	}
+	reg.GaugeFunc("farego_queue_depth", "Accepted taps waiting for the server's ack.",
+		stat(func(s queue.Stats) float64 { return float64(s.Count) }))
+	reg.GaugeFunc("farego_queue_oldest_unacked_seconds", "Age of the oldest tap not yet acknowledged by the server.",
+		stat(func(s queue.Stats) float64 {
+			if s.OldestUnacked.IsZero() {
+				return 0
+			}
+			return time.Since(s.OldestUnacked).Seconds()
+		}))
+	reg.GaugeFunc("farego_queue_file_bytes", "Size of the queue's bbolt file.",
+		stat(func(s queue.Stats) float64 { return float64(s.FileSize) }))
+}
+
+func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metrics.listen: %v", errConfig, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", reg)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}

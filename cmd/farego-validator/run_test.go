@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+// validatorBin is the farego-validator binary built once for the
+// end-to-end tests, which run it as a real process reading a real
+// pseudo-terminal and writing a real bbolt file.
+var validatorBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "farego-validator-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	validatorBin = filepath.Join(dir, "farego-validator")
+	if out, err := exec.Command("go", "build", "-o", validatorBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building farego-validator: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const fareJSON = `{"version": 1, "currency": "EUR",
+  "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180}}}`
+
+// device is one validator process with its pty scanner and data directory.
+type device struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	issuer  *paycodetest.Issuer
+	master  *os.File // the scanner's end of the pty
+	cmd     *exec.Cmd
+	lines   chan string // feedback lines from stdout
+	logs    chan string // log lines from stderr
+	mu      sync.Mutex
+	logText strings.Builder
+}
+
+// newDevice writes a config (extra TOML appended to [policy]) and a
+// provisioning bundle, and opens the pty the scanner path points to.
+func newDevice(t *testing.T, policy string, extra string) *device {
+	t.Helper()
+	d := &device{t: t, dir: t.TempDir(), issuer: paycodetest.NewIssuer(t, 7, time.Now())}
+	kr, _ := d.issuer.Keyring.MarshalJSON()
+	must(t, os.WriteFile(filepath.Join(d.dir, "keyring.json"), kr, 0o644))
+	must(t, os.WriteFile(filepath.Join(d.dir, "fares.json"), []byte(fareJSON), 0o644))
+	deny, _ := json.Marshal(wire.DenyList{Version: 1, Entries: []wire.DenyEntry{{Account: 666, Reason: "negative_balance"}}})
+	must(t, os.WriteFile(filepath.Join(d.dir, "denylist.json"), deny, 0o644))
+	d.newPTY()
+	cfg := fmt.Sprintf(`device_id = "bus-7-front"
+route = "42"
+vehicle = "bus-7"
+data_dir = "data"
+
+[log]
+level = "debug"
+
+[policy]
+%s
+
+[provision]
+keyring = "keyring.json"
+fares = "fares.json"
+denylist = "denylist.json"
+
+[[scanner]]
+name = "front"
+path = "scanner-front"
+
+[feedback]
+color = "never"
+%s
+`, policy, extra)
+	d.cfgPath = filepath.Join(d.dir, "validator.toml")
+	must(t, os.WriteFile(d.cfgPath, []byte(cfg), 0o644))
+	t.Cleanup(func() {
+		d.kill()
+		if d.master != nil {
+			d.master.Close()
+		}
+		if t.Failed() {
+			t.Logf("validator log:\n%s", d.logText.String())
+		}
+	})
+	return d
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// newPTY opens a pseudo-terminal and points the scanner's path at it, as a
+// udev symlink points at a USB scanner.
+func (d *device) newPTY() {
+	master, slave, err := pty.Open()
+	must(d.t, err)
+	link := filepath.Join(d.dir, "scanner-front")
+	os.Remove(link)
+	must(d.t, os.Symlink(slave.Name(), link))
+	slave.Close()
+	d.master = master
+}
+
+// start runs the validator and waits until it reads the scanner.
+func (d *device) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(validatorBin, "run", "--config", d.cfgPath)
+	stdout, err := d.cmd.StdoutPipe()
+	must(d.t, err)
+	stderr, err := d.cmd.StderrPipe()
+	must(d.t, err)
+	must(d.t, d.cmd.Start())
+	d.lines, d.logs = make(chan string, 1000), make(chan string, 10000)
+	go pump(stdout, d.lines, nil)
+	go pump(stderr, d.logs, func(s string) { d.mu.Lock(); d.logText.WriteString(s + "\n"); d.mu.Unlock() })
+	d.waitLog("scanner connected")
+}
+
+func pump(r io.Reader, ch chan string, also func(string)) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if also != nil {
+			also(sc.Text())
+		}
+		select {
+		case ch <- sc.Text():
+		default:
+		}
+	}
+	close(ch)
+}
+
+func (d *device) waitLog(substr string) string {
+	d.t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case l, ok := <-d.logs:
+			if !ok {
+				d.t.Fatalf("validator exited while waiting for %q", substr)
+			}
+			if strings.Contains(l, substr) {
+				return l
+			}
+		case <-timeout:
+			d.t.Fatalf("no %q in the validator log", substr)
+		}
+	}
+}
+
+// scan writes one frame as the scanner does and returns the feedback line.
+func (d *device) scan(text string) string {
+	d.t.Helper()
+	_, err := d.master.Write([]byte(text + "\r\n"))
+	must(d.t, err)
+	select {
+	case l, ok := <-d.lines:
+		if !ok {
+			d.t.Fatal("validator exited")
+		}
+		return l
+	case <-time.After(60 * time.Second):
+		d.t.Fatalf("no feedback for a scan")
+	}
+	return ""
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *device) stop() {
+	d.t.Helper()
+	must(d.t, d.cmd.Process.Signal(syscall.SIGTERM))
+	if err := d.cmd.Wait(); err != nil {
+		d.t.Fatalf("validator exit after SIGTERM: %v", err)
+	}
+	d.cmd = nil
+}
+
+func (d *device) kill() {
+	if d.cmd != nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+		d.cmd = nil
+	}
+}
+
+// records opens the validator's queue file (the validator must be stopped)
+// and returns its taps, after a consistency check.
+func (d *device) records() []*wire.Tap {
+	d.t.Helper()
+	q, err := queue.Open(filepath.Join(d.dir, "data", queueFile), nil)
+	must(d.t, err)
+	defer q.Close()
+	must(d.t, q.Check())
+	recs, err := q.Peek(100000, 1<<30)
+	must(d.t, err)
+	var out []*wire.Tap
+	var prev [32]byte
+	for i, r := range recs {
+		tp, err := wire.ParseTap(r.Data)
+		must(d.t, err)
+		if tp.PrevHash != prev {
+			d.t.Errorf("record %d: hash chain broken", i)
+		}
+		prev = wire.RecordHash(r.Data)
+		out = append(out, tp)
+	}
+	return out
+}
+
+func expectLine(t *testing.T, got, want string) {
+	t.Helper()
+	if !strings.Contains(got, want) {
+		t.Errorf("feedback %q, want it to contain %q", got, want)
+	}
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	d := newDevice(t, `passback_window = "3s"`, "")
+	d.start()
+	now := time.Now()
+	is := d.issuer
+	rider := is.Rider(t, 1001, now)
+	first := rider.Code(t, now)
+	window := func(acct uint64, nb, na time.Duration) *paycodetest.Rider {
+		return is.RiderWith(t, paycode.Credential{Account: acct, Serial: 1,
+			NotBefore: uint32(now.Add(nb).Unix()), NotAfter: uint32(now.Add(na).Unix())})
+	}
+	tampered := func() string {
+		c, _ := paycode.ParseText(is.Rider(t, 1007, now).Code(t, now))
+		b := c.Bytes()
+		b[150] ^= 1
+		return paycode.EncodeText(b)
+	}()
+	otherKey := paycodetest.NewIssuer(t, 9, now).Rider(t, 1008, now)
+	forged := paycodetest.NewIssuer(t, 7, now).Rider(t, 1009, now)
+
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"valid code", first, "ACCEPTED  2.50 EUR"},
+		{"same code again", first, "Already paid"},
+		{"new code within passback", rider.Code(t, time.Now()), "(passback)"},
+		{"malformed", "HELLO WORLD", "(malformed)"},
+		{"another format version", "FG2:" + first[4:], "(unsupported_version)"},
+		{"unknown issuer key", otherKey.Code(t, now), "(unknown_issuer_key)"},
+		{"forged credential", forged.Code(t, now), "(bad_credential_signature)"},
+		{"credential not yet valid", window(1002, time.Hour, 2*time.Hour).Code(t, now), "(credential_not_yet_valid)"},
+		{"credential expired", window(1003, -2*time.Hour, -time.Hour).Code(t, now), "(credential_expired)"},
+		{"bad code signature", tampered, "(bad_code_signature)"},
+		{"code from the future", is.Rider(t, 1004, now).Code(t, now.Add(2*time.Minute)), "(code_from_future)"},
+		{"expired code", is.Rider(t, 1005, now).Code(t, now.Add(-5*time.Minute)), "(code_expired)"},
+		{"denied account", is.Rider(t, 666, now).Code(t, now), "(denied)"},
+		{"another rider", is.Rider(t, 1006, now).Code(t, time.Now()), "ACCEPTED  2.50 EUR"},
+	} {
+		expectLine(t, d.scan(tc.text), tc.want)
+	}
+	// The log names reasons and accounts, never the code itself.
+	d.stop()
+	if log := d.logText.String(); strings.Contains(log, first[4:60]) || !strings.Contains(log, "reason=passback") {
+		t.Errorf("log leaks a code or lacks reasons")
+	}
+	recs := d.records()
+	if len(recs) != 2 || recs[0].Account != 1001 || recs[1].Account != 1006 || paycode.EncodeText(recs[0].Code) != first {
+		t.Fatalf("records = %d, want the two accepted taps", len(recs))
+	}
+
+	// A restart remembers the code.
+	d.start()
+	expectLine(t, d.scan(first), "Already paid")
+	d.stop()
+	if n := len(d.records()); n != 2 {
+		t.Errorf("%d records after restart, want 2", n)
+	}
+}
+
+func TestRunRiskCapAndQueueFull(t *testing.T) {
+	d := newDevice(t, "passback_window = \"-1s\"\nrisk_cap = 2", "")
+	cfg, _ := os.ReadFile(d.cfgPath)
+	must(t, os.WriteFile(d.cfgPath, append(cfg, []byte("\n[queue]\nmax_records = 3\n")...), 0o644))
+	d.start()
+	now := time.Now()
+	r := d.issuer.Rider(t, 2001, now)
+	expectLine(t, d.scan(r.Code(t, now)), "ACCEPTED")
+	expectLine(t, d.scan(r.Code(t, now)), "ACCEPTED")
+	expectLine(t, d.scan(r.Code(t, now)), "(risk_cap)")
+	expectLine(t, d.scan(d.issuer.Rider(t, 2002, now).Code(t, now)), "ACCEPTED")
+	expectLine(t, d.scan(d.issuer.Rider(t, 2003, now).Code(t, now)), "OUT OF SERVICE")
+	d.stop()
+	if n := len(d.records()); n != 3 {
+		t.Errorf("%d records, want 3", n)
+	}
+}
+
+func TestRunClockUnset(t *testing.T) {
+	d := newDevice(t, `min_clock = 2099-01-01T00:00:00Z`, "")
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 3001, time.Now()).Code(t, time.Now())), "OUT OF SERVICE  Out of service: clock")
+	d.stop()
+	if n := len(d.records()); n != 0 {
+		t.Errorf("%d records with the clock unset, want 0", n)
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	for name, cfg := range map[string]string{
+		"unknown key":      "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\ncolour = 1\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"no scanner":       "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n",
+		"bad device id":    "device_id = \"a/b\"\nroute = \"1\"\ndata_dir = \"x\"\n",
+		"not provisioned":  "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"missing keyring":  "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[provision]\nkeyring = \"nope.json\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"bad duration":     "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[policy]\nmax_age = \"soon\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"mqtt without key": "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[mqtt]\nbroker = \"tcp://127.0.0.1:1\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".toml")
+		must(t, os.WriteFile(p, []byte(cfg), 0o644))
+		out, err := exec.Command(validatorBin, "run", "--config", p).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("%s: exit %v, want status 2; output:\n%s", name, err, out)
+		}
+	}
+}
+
+// SIGKILL at random moments while taps stream in: every tap the validator
+// reported accepted is in the queue, exactly once, the chain is intact and
+// the file is consistent.
+func TestRunKillDuringTaps(t *testing.T) {
+	d := newDevice(t, `passback_window = "-1s"`, "")
+	rounds := 6
+	if testing.Short() {
+		rounds = 2
+	}
+	next := uint64(10000)
+	accepted := map[uint64]bool{}
+	acceptedLines := 0
+	for round := range rounds {
+		d.start()
+		now := time.Now()
+		codes := make([]string, 60)
+		for i := range codes {
+			codes[i] = d.issuer.Rider(t, next, now).Code(t, now)
+			next++
+		}
+		killAfter := time.Duration(rand.IntN(150)) * time.Millisecond
+		go func(m *os.File) {
+			for _, c := range codes {
+				if _, err := m.Write([]byte(c + "\r\n")); err != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}(d.master)
+		time.Sleep(killAfter)
+		d.cmd.Process.Signal(syscall.SIGKILL)
+		d.cmd.Wait()
+		d.cmd = nil
+		for l := range d.lines {
+			if strings.Contains(l, "ACCEPTED") {
+				acceptedLines++
+			}
+		}
+		for l := range d.logs {
+			if strings.Contains(l, "tap accepted") {
+				var acct uint64
+				if i := strings.Index(l, "account="); i >= 0 {
+					fmt.Sscanf(l[i:], "account=%d", &acct)
+				}
+				accepted[acct] = true
+			}
+		}
+		t.Logf("round %d: killed after %v", round, killAfter)
+		// The next round needs a fresh pty: the killed process left the old one in a state of its choosing.
+		d.master.Close()
+		d.newPTY()
+	}
+	recs := d.records()
+	inQueue := map[uint64]int{}
+	for _, r := range recs {
+		inQueue[r.Account]++
+	}
+	for acct := range accepted {
+		if inQueue[acct] != 1 {
+			t.Errorf("account %d was accepted but is in the queue %d times", acct, inQueue[acct])
+		}
+	}
+	for acct, n := range inQueue {
+		if n != 1 {
+			t.Errorf("account %d is in the queue %d times", acct, n)
+		}
+	}
+	if acceptedLines > len(recs) {
+		t.Errorf("%d accepted feedback lines but only %d records", acceptedLines, len(recs))
+	}
+	t.Logf("%d rounds: %d accepted lines, %d logged accepted, %d records", rounds, acceptedLines, len(accepted), len(recs))
+}

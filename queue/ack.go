@@ -1,0 +1,205 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Ack marks exactly the given records as delivered: each moves from the
+// unacked records to the archive (or is deleted, if the archive is disabled
+// or the file is short of space), durably (fsynced) before Ack returns.
+// Sequence numbers that are unknown or already acked are ignored. It
+// returns how many records it acked.
+//
+// Up to 1000 records are acked in one transaction; a longer list is split,
+// and if a later part fails the earlier parts stay acked (the count says
+// how many). Acks are idempotent, so retrying the whole list is safe.
+func (q *Queue) Ack(seqs ...uint64) (int, error) {
+	total := 0
+	for len(seqs) > 0 {
+		part := seqs[:min(len(seqs), ackChunk)]
+		seqs = seqs[len(part):]
+		n, err := q.update(func(w *wtx) (int, error) {
+			n := 0
+			for _, seq := range part {
+				k := seqKey(seq)
+				v := w.b.pending.Get(k)
+				if v == nil {
+					continue
+				}
+				if err := w.archive(k, v); err != nil {
+					return 0, err
+				}
+				n++
+			}
+			return n, nil
+		})
+		total += n
+		if err != nil {
+			return total, wrapErr("ack", err)
+		}
+	}
+	return total, nil
+}
+
+// AckThrough acks every unacked record with a sequence number up to and
+// including seq, like Ack (and, like Ack, in transactions of up to 1000
+// records). It returns how many records it acked.
+func (q *Queue) AckThrough(seq uint64) (int, error) {
+	total := 0
+	for {
+		n, err := q.update(func(w *wtx) (int, error) {
+			n := 0
+			for n < ackChunk {
+				// A fresh cursor each time: a bbolt cursor must not be
+				// moved on after the bucket under it has changed.
+				k, v := w.b.pending.Cursor().First()
+				if k == nil {
+					break
+				}
+				if s, ok := keySeq(k); !ok || s > seq {
+					break
+				}
+				if err := w.archive(k, v); err != nil {
+					return 0, err
+				}
+				n++
+			}
+			return n, nil
+		})
+		total += n
+		if err != nil {
+			return total, wrapErr("ack", err)
+		}
+		if n < ackChunk {
+			return total, nil
+		}
+	}
+}
+
+// archive moves one pending record (key k, value v) to the archive, or
+// deletes it if the archive is off or the transaction has no room left.
+func (w *wtx) archive(k, v []byte) error {
+	if len(v) < pendingHeader {
+		return corruptf("queue: bad pending record %x", k)
+	}
+	size := uint64(len(v) - pendingHeader)
+	k = append([]byte(nil), k...)
+	if w.keep {
+		if cost := recordCost(int(size)) + 8; cost <= w.room {
+			// Copy before deleting: v points into the page being changed.
+			if err := w.b.archive.Put(k, archiveValue(v, w.now)); err != nil {
+				return err
+			}
+			w.room -= cost
+			w.c.archiveN++
+			w.c.archiveBytes += size
+		} else {
+			w.dropped++
+		}
+	}
+	if err := w.b.pending.Delete(k); err != nil {
+		return err
+	}
+	w.c.pendingN--
+	w.c.pendingBytes -= size
+	return nil
+}
+
+// Replay moves the archived records with from <= seq <= to back to the
+// unacked records, keeping their sequence numbers and append times, so they
+// are delivered again (for a server that restored an older backup of its
+// ledger). It returns how many records it moved. Records already pruned
+// from the archive cannot be replayed; compare the count with the range.
+// Replay ignores MaxRecords and MaxBytes (the records are already in the
+// file), so the queue may be over its limits until they are acked again.
+// Like Ack it works in transactions of up to 1000 records.
+func (q *Queue) Replay(from, to uint64) (int, error) {
+	total := 0
+	for from <= to {
+		done := false
+		n, err := q.update(func(w *wtx) (int, error) {
+			b, c := w.b, &w.c
+			n := 0
+			for n < ackChunk {
+				k, v := b.archive.Cursor().Seek(seqKey(from))
+				s, ok := keySeq(k)
+				if k == nil || !ok || s > to {
+					done = true
+					break
+				}
+				if len(v) < archiveHeader {
+					return 0, corruptf("queue: bad archive record %x", k)
+				}
+				size := uint64(len(v) - archiveHeader)
+				k = append([]byte(nil), k...)
+				if err := b.pending.Put(k, unarchiveValue(v)); err != nil {
+					return 0, err
+				}
+				if err := b.archive.Delete(k); err != nil {
+					return 0, err
+				}
+				c.archiveN--
+				c.archiveBytes -= size
+				c.pendingN++
+				c.pendingBytes += size
+				n++
+				if s == to {
+					done = true
+					break
+				}
+				from = s + 1
+			}
+			return n, nil
+		})
+		total += n
+		if err != nil {
+			return total, wrapErr("replay", err)
+		}
+		if done {
+			break
+		}
+	}
+	return total, nil
+}
+
+// prune deletes archived records, lowest sequence numbers first, while the
+// archive is over ArchiveMaxRecords or ArchiveMaxBytes or its oldest record
+// was acked more than ArchiveMaxAge ago (or all of them when w.keep is
+// false). Pruning goes in sequence order and stops at the first record that
+// may stay, so a record acked out of order can outlive its age limit until
+// the records before it go: none is pruned before its time.
+func (q *Queue) prune(w *wtx) error {
+	b, c := w.b, &w.c
+	cutoff := w.now.Add(-q.opts.ArchiveMaxAge)
+	for {
+		k, v := b.archive.Cursor().First()
+		if k == nil {
+			return nil
+		}
+		if len(v) < archiveHeader {
+			return corruptf("queue: bad archive record %x", k)
+		}
+		over := !w.keep || c.archiveN > uint64(q.opts.ArchiveMaxRecords) || c.archiveBytes > uint64(q.opts.ArchiveMaxBytes)
+		if !over && !ackTime(v).Before(cutoff) {
+			return nil
+		}
+		size := uint64(len(v) - archiveHeader)
+		if err := b.archive.Delete(append([]byte(nil), k...)); err != nil {
+			return err
+		}
+		c.archiveN--
+		c.archiveBytes -= size
+	}
+}
+
+// wrapErr prefixes an operation's error; ErrClosed is returned as it is.
+func wrapErr(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrClosed):
+		return err
+	}
+	return fmt.Errorf("queue: %s: %w", op, err)
+}

@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.etcd.io/bbolt"
+)
+
+// FuzzOpen feeds Open damaged queue files. Whatever the bytes, Open must not
+// crash or hang the process: it returns a working queue that passes its own
+// consistency check, or an error (for damage, a *CorruptError with the file
+// moved aside).
+func FuzzOpen(f *testing.F) {
+	const pageSize = 1024 // small pages keep the inputs small
+	opts := func() *Options {
+		return &Options{InitialMmapSize: 32 << 10, LockTimeout: 1, pageSize: pageSize}
+	}
+	// Seed: a small valid queue file with unacked and archived records, cut
+	// at its page high-water mark, and versions of it with a page cleared.
+	path := filepath.Join(f.TempDir(), "seed.db")
+	q, err := Open(path, opts())
+	if err != nil {
+		f.Fatal(err)
+	}
+	appendBulk(f, q, 12, 40)
+	if _, err := q.AckThrough(4); err != nil {
+		f.Fatal(err)
+	}
+	var used int64
+	q.DB().View(func(tx *bbolt.Tx) error { used = tx.Size(); return nil })
+	if err := q.Close(); err != nil {
+		f.Fatal(err)
+	}
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed = seed[:used]
+	f.Add(seed)
+	for off := 2 * pageSize; off+pageSize <= len(seed); off += pageSize {
+		damaged := append([]byte(nil), seed...)
+		clear(damaged[off+16 : off+pageSize])
+		f.Add(damaged)
+	}
+
+	f.Fuzz(func(t *testing.T, file []byte) {
+		path := filepath.Join(t.TempDir(), "q.db")
+		if err := os.WriteFile(path, file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		q, err := Open(path, opts())
+		if err != nil {
+			var ce *CorruptError
+			if errors.As(err, &ce) && ce.MovedTo == "" {
+				t.Errorf("corrupt file not moved aside: %v", err)
+			}
+			return
+		}
+		defer q.Close()
+		if err := q.Check(); err != nil {
+			t.Errorf("Open accepted a file that fails Check: %v", err)
+		}
+		if _, err := q.Append(context.Background(), []byte("after")); err != nil {
+			t.Errorf("Append on an accepted file: %v", err)
+		}
+		if _, err := q.Peek(0, 0); err != nil {
+			t.Errorf("Peek on an accepted file: %v", err)
+		}
+	})
+}

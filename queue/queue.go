@@ -1,0 +1,461 @@
+package queue
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Record is one record read from the queue.
+type Record struct {
+	Seq  uint64    // sequence number, unique and increasing within the queue's epoch
+	Time time.Time // when it was appended (the queue's clock)
+	Data []byte    // the bytes given to Append; a copy the caller owns
+}
+
+// Queue is a durable FIFO of byte records in one bbolt file. It is safe for
+// concurrent use. Use Open to get one and Close to release the file.
+type Queue struct {
+	path     string
+	opts     Options
+	log      *slog.Logger
+	db       *bbolt.DB
+	epoch    string
+	pageSize int64
+	budget   int64 // used-space ceiling for appends; see appendBudget
+
+	// Group commit: Append puts requests in waiting and wakes the writer
+	// goroutine, which commits everything waiting in one transaction.
+	mu         sync.Mutex
+	waiting    []*appendReq
+	closing    bool // no new requests are accepted
+	wake       chan struct{}
+	writerDone chan struct{}
+	refusals   int // consecutive ErrFull refusals; writer goroutine only
+
+	// rw lets Close wait for reads and acks in progress; closed makes new
+	// ones fail with ErrClosed.
+	rw        sync.RWMutex
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	commits atomic.Uint64 // group commits done (for tests and benchmarks)
+}
+
+// Open opens the queue file at path, creating it (and a new epoch) if it
+// does not exist or is empty. opts may be nil for the defaults.
+//
+// An existing file is first checked (see Options.SkipOpenCheck). A file
+// that fails to open or check is renamed to path+".corrupt-<UTC time>" and
+// Open returns a *CorruptError (errors.Is(err, ErrCorrupt)); it does not
+// create a new file in its place. Errors that say nothing about the file's
+// contents (permissions, the lock held by another process, mmap failures)
+// are returned as they are, and the file is left alone.
+func Open(path string, opts *Options) (*Queue, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	info, err := os.Stat(path)
+	switch {
+	case err == nil && !info.Mode().IsRegular():
+		return nil, fmt.Errorf("queue: open %s: not a regular file", path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("queue: open: %w", err)
+	}
+	existed := err == nil && info.Size() > 0
+
+	var recount *counters
+	if existed && !o.SkipOpenCheck {
+		if recount, err = precheck(path, &o); err != nil {
+			return nil, o.openFailed(path, err)
+		}
+	}
+
+	db, err := openBolt(path, &o, false)
+	if err != nil {
+		return nil, o.openFailed(path, err)
+	}
+	q := &Queue{
+		path:       path,
+		opts:       o,
+		log:        o.Logger,
+		db:         db,
+		pageSize:   int64(db.Info().PageSize),
+		budget:     appendBudget(o.MaxFileSize),
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+	}
+	c, created, err := q.init(recount)
+	if err != nil {
+		_ = db.Close()
+		return nil, o.openFailed(path, err)
+	}
+	if created {
+		// bbolt fsyncs the file but not the directory entry that names it;
+		// without this a power cut could lose the whole new file.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("queue: sync directory of new file: %w", err)
+		}
+	}
+	q.log.Info("queue: opened", logKeyPath, path, logKeyEpoch, q.epoch,
+		logKeyRecords, c.pendingN, logKeyBytes, c.pendingBytes, logKeyLastSeq, c.lastSeq,
+		logKeyArchived, c.archiveN, logKeyMmap, o.InitialMmapSize, logKeyMaxFile, o.MaxFileSize)
+	go q.writer()
+	return q, nil
+}
+
+// openBolt opens path with bbolt and the queue's settings, turning panics
+// and errors that mean a damaged file into corruption errors.
+func openBolt(path string, o *Options, readOnly bool) (db *bbolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			// bbolt panics on some kinds of damage (for example in its
+			// freelist rebuild). The file descriptor it had opened is lost.
+			db, err = nil, corruptf("queue: bbolt panicked opening %s: %v", path, p)
+		}
+	}()
+	bo := &bbolt.Options{
+		Timeout: o.LockTimeout,
+		// bbolt's guidance: NoSync is never safe for data that matters.
+		NoSync: false,
+		// Do not write the freelist on every commit (it is rebuilt by
+		// scanning the file on open): fewer pages written per append.
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+		ReadOnly:       readOnly,
+		MaxSize:        int(o.MaxFileSize),
+		PageSize:       o.pageSize,
+	}
+	if !readOnly {
+		bo.InitialMmapSize = o.InitialMmapSize
+	}
+	db, err = bbolt.Open(path, 0o600, bo)
+	if err != nil {
+		err = fmt.Errorf("queue: open %s: %w", path, err)
+		if isBoltCorruption(err) {
+			return nil, corruption{err}
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+// isBoltCorruption reports whether an error from bbolt.Open means the file
+// is damaged (rather than unreadable, locked or unmappable).
+func isBoltCorruption(err error) bool {
+	return errors.Is(err, berrors.ErrInvalid) ||
+		errors.Is(err, berrors.ErrChecksum) ||
+		errors.Is(err, berrors.ErrVersionMismatch) ||
+		// Unexported error for a file shorter than its two meta pages.
+		strings.Contains(err.Error(), "file size too small")
+}
+
+// precheck opens the file read-only and checks it fully before it is opened
+// for writing: opening for writing rebuilds the freelist by walking the
+// whole file and panics on damage in a goroutine nobody can recover, and a
+// truncated file would fault on access. It returns the records actually
+// found, so init can compare them with the stored counters.
+func precheck(path string, o *Options) (*counters, error) {
+	db, err := openBolt(path, o, true)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open: %w", err)
+	}
+	var found *counters
+	err = safeTx(db, false, func(tx *bbolt.Tx) error {
+		if tx.Size() > info.Size() {
+			return corruptf("queue: file is %d bytes but its pages reach %d (truncated)", info.Size(), tx.Size())
+		}
+		// Check the page tree first, without trusting it: bbolt's own
+		// check rebuilds the freelist in a goroutine of its own, where a
+		// damaged page would crash or hang the process.
+		if err := verifyTx(path, db, tx); err != nil {
+			return err
+		}
+		if err := boltCheck(tx); err != nil {
+			return err
+		}
+		if tx.Bucket(bMeta) == nil && tx.Bucket(bPending) == nil && tx.Bucket(bArchive) == nil {
+			return nil // a bbolt file the queue has not initialised yet
+		}
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		if _, err := readHeader(b.meta); err != nil {
+			return err
+		}
+		c, err := scanRecords(b)
+		if err != nil {
+			return err
+		}
+		found = &c
+		return nil
+	})
+	return found, err
+}
+
+// safeTx runs fn in a bbolt transaction, turning a panic or a memory fault
+// (bbolt panics on some kinds of damage, and a damaged page can point
+// outside the file) into a corruption error instead of a crash. bbolt rolls
+// the transaction back on the way out.
+func safeTx(db *bbolt.DB, writable bool, fn func(*bbolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = corruptf("queue: bbolt panicked: %v", p)
+		}
+	}()
+	if writable {
+		return db.Update(fn)
+	}
+	return db.View(fn)
+}
+
+// init creates the queue's buckets in a new file, or validates an existing
+// one and repairs its counters if a full scan (found, from precheck) shows
+// they are wrong. It returns the counters and whether the queue was created.
+func (q *Queue) init(found *counters) (c counters, created bool, err error) {
+	now := q.opts.Now()
+	err = safeTx(q.db, true, func(tx *bbolt.Tx) error {
+		if tx.Bucket(bMeta) == nil {
+			if tx.Bucket(bPending) != nil || tx.Bucket(bArchive) != nil {
+				return corruptf("queue: bucket %s missing", MetaBucket)
+			}
+			created = true
+			c = counters{lastSeq: q.opts.FirstSeq - 1}
+			return q.create(tx, now)
+		}
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		if q.epoch, err = readHeader(b.meta); err != nil {
+			return err
+		}
+		if err := c.load(b.meta); err != nil {
+			return err
+		}
+		if found != nil && (found.pendingN != c.pendingN || found.pendingBytes != c.pendingBytes ||
+			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes) {
+			q.log.Warn("queue: stored counters did not match the records; repaired",
+				logKeyPath, q.path, logKeyRecords, found.pendingN, logKeyArchived, found.archiveN)
+			c.pendingN, c.pendingBytes = found.pendingN, found.pendingBytes
+			c.archiveN, c.archiveBytes = found.archiveN, found.archiveBytes
+		}
+		// A sequence number must never be handed out twice, whatever
+		// happened to the counter.
+		for _, bk := range []*bbolt.Bucket{b.pending, b.archive} {
+			if k, _ := bk.Cursor().Last(); k != nil {
+				if s, ok := keySeq(k); ok && s > c.lastSeq {
+					q.log.Warn("queue: last sequence number was behind the records; repaired",
+						logKeyPath, q.path, logKeyLastSeq, s)
+					c.lastSeq = s
+				}
+			}
+		}
+		w := &wtx{b: b, c: c, now: now, keep: q.opts.archiveEnabled()}
+		if err := q.prune(w); err != nil {
+			return err
+		}
+		c = w.c
+		return c.store(b.meta)
+	})
+	return c, created, err
+}
+
+// create makes the queue's buckets and a new epoch in tx.
+func (q *Queue) create(tx *bbolt.Tx, now time.Time) error {
+	var epoch [epochLen]byte
+	if _, err := rand.Read(epoch[:]); err != nil {
+		return fmt.Errorf("queue: make epoch: %w", err)
+	}
+	meta, err := tx.CreateBucket(bMeta)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bPending); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bArchive); err != nil {
+		return err
+	}
+	var f, t [8]byte
+	putUint64(f[:], formatVersion)
+	putUint64(t[:], uint64(timeNanos(now)))
+	for _, kv := range [][2][]byte{{kFormat, f[:]}, {kEpoch, epoch[:]}, {kCreated, t[:]}} {
+		if err := meta.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	c := counters{lastSeq: q.opts.FirstSeq - 1}
+	if err := c.store(meta); err != nil {
+		return err
+	}
+	q.epoch, _ = readHeader(meta)
+	q.log.Info("queue: created new queue file", logKeyPath, q.path, logKeyEpoch, q.epoch)
+	return nil
+}
+
+// openFailed closes the loop on an Open error: a damaged file is moved
+// aside and reported as a *CorruptError; other errors are returned as they
+// are.
+func (o *Options) openFailed(path string, err error) error {
+	var c corruption
+	if !errors.As(err, &c) {
+		return err
+	}
+	cause := c.err
+	dst := path + ".corrupt-" + o.Now().UTC().Format("20060102T150405Z")
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dst = fmt.Sprintf("%s.corrupt-%s-%d", path, o.Now().UTC().Format("20060102T150405Z"), i)
+	}
+	if err := os.Rename(path, dst); err != nil {
+		o.Logger.Error("queue: corrupt file, and moving it aside failed", logKeyPath, path, logKeyErr, cause, logKeyRenameErr, err)
+		return &CorruptError{Path: path, Err: errors.Join(cause, fmt.Errorf("move aside: %w", err))}
+	}
+	_ = syncDir(filepath.Dir(path))
+	o.Logger.Error("queue: corrupt file moved aside", logKeyPath, path, logKeyMovedTo, dst, logKeyErr, cause)
+	return &CorruptError{Path: path, MovedTo: dst, Err: cause}
+}
+
+// syncDir fsyncs a directory, making renames and new entries in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Epoch returns the queue's epoch id: 32 hex digits (16 random bytes) made
+// when the file was created. A new epoch with sequence numbers starting
+// again at 1 tells the server that the file was replaced, as opposed to
+// records having gone missing.
+func (q *Queue) Epoch() string { return q.epoch }
+
+// Path returns the path of the queue file.
+func (q *Queue) Path() string { return q.path }
+
+// DB returns the underlying bbolt database, for the caller's own buckets
+// (which must not start with BucketPrefix). Do not close it, and do not
+// change the queue's buckets through it. Long read transactions delay
+// appends on 32-bit platforms when the memory map has to grow.
+func (q *Queue) DB() *bbolt.DB { return q.db }
+
+// Close stops accepting appends, waits for those already accepted to
+// commit, waits for reads and acks in progress, and closes the file. Every
+// Append racing with Close either commits durably (and returns its seq) or
+// returns ErrClosed. Calling Close again returns the first call's result.
+func (q *Queue) Close() error {
+	q.closeOnce.Do(func() {
+		q.closed.Store(true)
+		q.mu.Lock()
+		q.closing = true
+		q.mu.Unlock()
+		q.notify()
+		<-q.writerDone
+		q.rw.Lock()
+		defer q.rw.Unlock()
+		if err := q.db.Close(); err != nil {
+			q.closeErr = fmt.Errorf("queue: close: %w", err)
+		}
+	})
+	return q.closeErr
+}
+
+// view runs fn in a read transaction with the queue's buckets.
+func (q *Queue) view(fn func(tx *bbolt.Tx, b buckets) error) error {
+	q.rw.RLock()
+	defer q.rw.RUnlock()
+	if q.closed.Load() {
+		return ErrClosed
+	}
+	return safeTx(q.db, false, func(tx *bbolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		return fn(tx, b)
+	})
+}
+
+// wtx is the state of one Ack, AckThrough or Replay transaction.
+type wtx struct {
+	b   buckets
+	c   counters
+	now time.Time
+	// keep is whether acked records go to the archive (the archive is
+	// enabled); room is how much file space archiving may still use in
+	// this transaction before acked records are deleted instead (see
+	// fileRoom), so that the archive never crowds out unacked records.
+	keep    bool
+	room    int64
+	dropped int // acked records not archived for lack of room
+}
+
+// ackChunk is the most records one Ack, AckThrough or Replay transaction
+// moves. Bigger requests are split, bounding the memory bbolt holds for
+// dirty pages and the extra file space the copy needs.
+const ackChunk = 1000
+
+// update runs fn in a write transaction with the queue's buckets and
+// counters; the archive is pruned and the counters stored back before the
+// commit. It returns fn's count.
+func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
+	q.rw.RLock()
+	defer q.rw.RUnlock()
+	if q.closed.Load() {
+		return 0, ErrClosed
+	}
+	var n int
+	var w *wtx
+	err := safeTx(q.db, true, func(tx *bbolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		w = &wtx{b: b, now: q.opts.Now(), keep: q.opts.archiveEnabled(), room: q.fileRoom(tx)}
+		if err := w.c.load(b.meta); err != nil {
+			return err
+		}
+		if n, err = fn(w); err != nil {
+			return err
+		}
+		if err := q.prune(w); err != nil {
+			return err
+		}
+		return w.c.store(b.meta)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if w.dropped > 0 {
+		q.log.Warn("queue: file space low; acked records deleted instead of archived",
+			logKeyPath, q.path, logKeyRecords, w.dropped)
+	}
+	return n, nil
+}

@@ -1,0 +1,93 @@
+package queue
+
+import (
+	"math"
+	"os"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Peek returns the oldest unacked records in sequence order without
+// removing them: at most max records (no limit if max <= 0) and at most
+// maxBytes of record data (no limit if maxBytes <= 0), except that the
+// oldest record is always returned even if it alone is larger than
+// maxBytes. It returns an empty slice when nothing is waiting.
+func (q *Queue) Peek(max, maxBytes int) ([]Record, error) {
+	return q.PeekAfter(0, max, maxBytes)
+}
+
+// PeekAfter is Peek for the unacked records with sequence numbers greater
+// than after, so an uplink can send the next batch before the previous one
+// is acked.
+func (q *Queue) PeekAfter(after uint64, max, maxBytes int) ([]Record, error) {
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []Record
+	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		total := 0
+		c := b.pending.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+			seq, ok := keySeq(k)
+			if !ok || len(v) < pendingHeader {
+				return corruptf("queue: bad pending record %x", k)
+			}
+			n := len(v) - pendingHeader
+			if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
+				break
+			}
+			out = append(out, Record{Seq: seq, Time: appendTime(v), Data: append([]byte(nil), v[pendingHeader:]...)})
+			total += n
+			if max > 0 && len(out) >= max {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr("peek", err)
+	}
+	return out, nil
+}
+
+// Stats describes the queue at one instant.
+type Stats struct {
+	Count         int       // unacked records
+	Bytes         int64     // their total data bytes
+	OldestUnacked time.Time // append time of the oldest unacked record; zero if none
+	LastSeq       uint64    // last sequence number handed out (0 if none yet)
+	Archived      int       // acked records still in the archive
+	ArchivedBytes int64     // their total data bytes
+	FileSize      int64     // size of the file on disk
+	UsedSize      int64     // bytes of the file in use (bbolt pages not free)
+}
+
+// Stats returns the queue's counters. It is cheap (no scan).
+func (q *Queue) Stats() (Stats, error) {
+	var s Stats
+	err := q.view(func(tx *bbolt.Tx, b buckets) error {
+		var c counters
+		if err := c.load(b.meta); err != nil {
+			return err
+		}
+		s.Count, s.Bytes = int(c.pendingN), int64(c.pendingBytes)
+		s.Archived, s.ArchivedBytes = int(c.archiveN), int64(c.archiveBytes)
+		s.LastSeq = c.lastSeq
+		if _, v := b.pending.Cursor().First(); len(v) >= pendingHeader {
+			s.OldestUnacked = appendTime(v)
+		}
+		st := q.db.Stats()
+		s.UsedSize = tx.Size() - int64(st.FreePageN+st.PendingPageN)*q.pageSize
+		return nil
+	})
+	if err != nil {
+		return Stats{}, wrapErr("stats", err)
+	}
+	info, err := os.Stat(q.path)
+	if err != nil {
+		return Stats{}, wrapErr("stats", err)
+	}
+	s.FileSize = info.Size()
+	return s, nil
+}
