@@ -7,6 +7,7 @@
 //	fleet.key           the operator's fleet signing key, Ed25519 PKCS #8 PEM (0600)
 //	fleet.pub           its public half, provisioned on every validator
 //	operator.token      the bearer token of the operator API (0600)
+//	broker.secret       derives the MQTT passwords of devices and servers (0600)
 //	keyring.json        the issuer keyring: key ids, public keys, windows, version
 //
 // [Init] creates them and refuses to overwrite any. [Dir.Rotate] adds a new
@@ -38,6 +39,7 @@ const (
 	FleetKeyFile = "fleet.key"
 	FleetPubFile = "fleet.pub"
 	TokenFile    = "operator.token"
+	BrokerFile   = "broker.secret"
 	KeyringFile  = "keyring.json"
 )
 
@@ -55,7 +57,8 @@ type Dir struct {
 	path  string
 	root  []byte
 	fleet ed25519.PrivateKey
-	token string
+	token  string
+	broker []byte
 
 	mu      sync.Mutex
 	keyring *paycode.Keyring
@@ -85,18 +88,16 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, KeyringFile} {
+	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, BrokerFile, KeyringFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			return nil, fmt.Errorf("%w: %s (remove the directory to start over: it holds the money's keys)", ErrExists, filepath.Join(dir, f))
 		}
 	}
-	root := make([]byte, paycode.SecretSize)
-	tok := make([]byte, 32)
-	if _, err := rand.Read(root); err != nil {
-		return nil, err
-	}
-	if _, err := rand.Read(tok); err != nil {
-		return nil, err
+	root, tok, brk := make([]byte, paycode.SecretSize), make([]byte, 32), make([]byte, 32)
+	for _, b := range [][]byte{root, tok, brk} {
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
 	}
 	var fleet ed25519.PrivateKey
 	if opts.FleetKey != "" {
@@ -122,6 +123,9 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 		return nil, err
 	}
 	if err := writeSecret(filepath.Join(dir, TokenFile), hex.EncodeToString(tok)+"\n"); err != nil {
+		return nil, err
+	}
+	if err := writeSecret(filepath.Join(dir, BrokerFile), hex.EncodeToString(brk)+"\n"); err != nil {
 		return nil, err
 	}
 	k1, err := paycode.IssuerKey(root, 1)
@@ -185,6 +189,10 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
+	brk, err := readSecret(filepath.Join(dir, BrokerFile), 32)
+	if err != nil {
+		return nil, err
+	}
 	fleet, err := keyfile.ReadPrivate(filepath.Join(dir, FleetKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
@@ -193,7 +201,7 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
 	}
-	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), keyring: kr}
+	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}
 	// Every key in the keyring must derive from this root: a keyring from
 	// another installation would make every credential unverifiable.
 	for _, k := range kr.Keys() {
@@ -213,6 +221,9 @@ func (d *Dir) FleetKey() ed25519.PrivateKey { return d.fleet }
 
 // FleetPublic returns the fleet public key.
 func (d *Dir) FleetPublic() ed25519.PublicKey { return d.fleet.Public().(ed25519.PublicKey) }
+
+// BrokerSecret returns the secret the MQTT passwords derive from.
+func (d *Dir) BrokerSecret() []byte { return d.broker }
 
 // CheckToken reports whether tok is the operator token (in constant time).
 func (d *Dir) CheckToken(tok string) bool {

@@ -17,7 +17,7 @@ func TestInitOpenRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{RootFile, FleetKeyFile, TokenFile} {
+	for _, f := range []string{RootFile, FleetKeyFile, TokenFile, BrokerFile} {
 		info, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || info.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v; want 0600", f, info.Mode().Perm(), err)
