@@ -54,9 +54,9 @@ var ErrMissing = errors.New("keys: key file missing or unreadable")
 
 // Dir is an opened key directory.
 type Dir struct {
-	path  string
-	root  []byte
-	fleet ed25519.PrivateKey
+	path   string
+	root   []byte
+	fleet  ed25519.PrivateKey
 	token  string
 	broker []byte
 
