@@ -70,6 +70,11 @@ type Config struct {
 	// PruneInterval: how often Run forgets codes too old to be accepted again.
 	PruneInterval time.Duration
 
+	// Accepted, if set, is called after each accepted tap is on disk (the
+	// uplink uses it to send at once instead of at its next poll). It must
+	// not block.
+	Accepted func()
+
 	Logger  *slog.Logger
 	Now     func() time.Time
 	Metrics *metrics.Registry // where to register the agent's metrics; nil: a private registry
@@ -179,6 +184,9 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 	out.Latency = a.now().Sub(f.Time)
 	a.latency.Observe(out.Latency.Seconds())
 	if out.Accepted {
+		if a.cfg.Accepted != nil {
+			a.cfg.Accepted()
+		}
 		a.taps.With("accepted", "").Inc()
 		a.log.Info("tap accepted", logScanner, out.Scanner, logAccount, out.Account, logSeq, out.Seq,
 			logFare, out.Fare, logCodeHash, out.CodeHash, logLatency, out.Latency)

@@ -21,6 +21,7 @@ import (
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -109,11 +110,17 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		return err
 	}
 	defer closeFB()
+	var up *uplink.Uplink // set before any tap is decided
 	a, err := agent.New(q, fb, agent.Config{
 		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
 		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
 		Logger: log.With("part", "agent"), Metrics: reg,
+		Accepted: func() {
+			if up != nil {
+				up.Notify()
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -142,10 +149,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 		defer stop()
 	}
-	stopUplink, err := startUplink(ctx, cfg, q, a, log)
-	if err != nil {
-		return err
+	if up, err = newUplink(cfg, q, a, log); err != nil {
+		return fmt.Errorf("%w: mqtt: %v", errConfig, err)
 	}
+	stopUplink := runUplink(ctx, up, log)
 
 	notifier := sdnotify.FromEnv()
 	go notifier.Watchdog(ctx, nil)
@@ -161,9 +168,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	log.Info("validator stopping")
 	cancel()
 	err = <-scanErr
-	if stopUplink != nil {
-		stopUplink()
-	}
+	stopUplink()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

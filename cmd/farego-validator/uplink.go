@@ -3,17 +3,52 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/uplink"
 )
 
-// startUplink starts the MQTT link when [mqtt] is configured and returns a
-// function that stops it (nil when there is none).
-func startUplink(ctx context.Context, cfg *Config, q *queue.Queue, a *agent.Agent, log *slog.Logger) (func(), error) {
-	if cfg.MQTT.Broker == "" {
+// newUplink builds the MQTT link when [mqtt] is configured (nil when not).
+func newUplink(cfg *Config, q *queue.Queue, st uplink.StateApplier, log *slog.Logger) (*uplink.Uplink, error) {
+	m := cfg.MQTT
+	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
 		return nil, nil
 	}
-	return nil, nil
+	devKey, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey))
+	if err != nil {
+		return nil, err
+	}
+	fleet, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey))
+	if err != nil {
+		return nil, err
+	}
+	return uplink.New(uplink.Config{
+		Brokers: strings.Split(m.Broker, ","), DeviceID: cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
+		TopicPrefix: m.TopicPrefix, Software: agent.Version, BatchRecords: m.BatchRecords,
+		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
+		Username: m.Username, Password: m.Password,
+		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
+		Logger: log.With("part", "uplink"),
+	}, q, st)
+}
+
+// runUplink runs the link until ctx is done; the returned function waits
+// for it to publish its offline status and stop.
+func runUplink(ctx context.Context, up *uplink.Uplink, log *slog.Logger) func() {
+	if up == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := up.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("uplink stopped", "err", err)
+		}
+	}()
+	return func() { <-done }
 }

@@ -1,0 +1,239 @@
+package broker
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/farego/farego/sync/wire"
+)
+
+// Password derivation contexts (HMAC-SHA256 messages).
+const (
+	devicePasswordContext = "farego-mqtt-v1:"
+	serverPasswordContext = "farego-mqtt-server-v1"
+)
+
+// DevicePassword returns a device's MQTT password on the plain listener:
+// hex(HMAC-SHA256(secret, "farego-mqtt-v1:" + deviceID)), 64 hex digits.
+// The username is the device id. The server hands it out when it
+// registers a device; any broker that checks plain passwords (Mosquitto's
+// password_file, EMQX's built-in database) can be given it.
+func DevicePassword(secret []byte, deviceID string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(devicePasswordContext + deviceID))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// ServerPassword returns the MQTT password of the settlement server's own
+// clients (username Config.ServerUsername):
+// hex(HMAC-SHA256(secret, "farego-mqtt-server-v1")).
+func ServerPassword(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(serverPasswordContext))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// hook is the broker's authentication and access-control hook. A client's
+// identity (a device id, or the server username) is decided when it
+// connects and kept as its MQTT username, which the ACL reads.
+type hook struct {
+	mqtt.HookBase
+	cfg     *Config
+	srv     *mqtt.Server
+	log     *slog.Logger
+	limit   *logLimiter
+	devPfx  string // PREFIX/dev/
+	fleet   string // PREFIX/fleet/#
+	server  []string
+	refused atomic.Uint64
+	denied  atomic.Uint64
+}
+
+func newHook(cfg *Config, log *slog.Logger) *hook {
+	p := cfg.TopicPrefix
+	return &hook{
+		cfg: cfg, log: log, limit: newLogLimiter(cfg.Now, logEvery),
+		devPfx: p + "/dev/", fleet: p + "/fleet/#",
+		// What the server may subscribe to (also in a shared group).
+		server: []string{p + "/dev/+/" + wire.KindTaps, p + "/dev/+/" + wire.KindStatus, p + "/fleet/#"},
+	}
+}
+
+func (h *hook) ID() string { return "farego-auth" }
+
+func (h *hook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish
+}
+
+// OnConnectAuthenticate decides who a client is: the common name of a
+// verified client certificate, or a username with its derived password.
+// A device must have a valid id (and be known to DeviceKnown, if set); its
+// last will must be a topic it may publish to; and a client id in use by
+// another identity is refused, so that nobody takes over another's
+// session.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	id, err := h.identify(cl, pk)
+	if err == nil && pk.Connect.WillFlag && !h.allowed(id, pk.Connect.WillTopic, true) {
+		err = fmt.Errorf("last will on %q, a topic the client may not publish to", pk.Connect.WillTopic)
+	}
+	if err == nil && h.srv != nil {
+		if old, ok := h.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != id {
+			err = fmt.Errorf("client id in use by %q", old.Properties.Username)
+		}
+	}
+	if err != nil {
+		h.refused.Add(1)
+		user := string(pk.Connect.Username)
+		if ok, n := h.limit.allow("auth\x00" + user); ok {
+			h.log.Warn("broker: connection refused", logKeyUsername, user, logKeyClientID, cl.ID,
+				logKeyRemote, cl.Net.Remote, logKeyListener, cl.Net.Listener, logKeyReason, err, logKeySuppressed, n)
+		}
+		return false
+	}
+	cl.Properties.Username = []byte(id)
+	h.log.Debug("broker: client authenticated", logKeyIdentity, id, logKeyClientID, cl.ID, logKeyRemote, cl.Net.Remote)
+	return true
+}
+
+// identify returns the identity a client proves.
+func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
+	user := string(pk.Connect.Username)
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+			cn := st.PeerCertificates[0].Subject.CommonName
+			if user != "" && user != cn {
+				return "", fmt.Errorf("username %q differs from the certificate's common name %q", user, cn)
+			}
+			return cn, h.checkIdentity(cn)
+		}
+	}
+	if user == "" || !pk.Connect.PasswordFlag {
+		return "", errors.New("no username and password")
+	}
+	var want string
+	if user == h.cfg.ServerUsername {
+		want = ServerPassword(h.cfg.Secret)
+	} else {
+		if err := wire.ValidDeviceID(user); err != nil {
+			return "", errors.New("the username is not a valid device id")
+		}
+		want = DevicePassword(h.cfg.Secret, user)
+	}
+	if !hmac.Equal(bytes.ToLower(pk.Connect.Password), []byte(want)) {
+		return "", errors.New("wrong password")
+	}
+	return user, h.checkIdentity(user)
+}
+
+// checkIdentity checks a device id (the server's identity passes).
+func (h *hook) checkIdentity(id string) error {
+	if id == h.cfg.ServerUsername {
+		return nil
+	}
+	if err := wire.ValidDeviceID(id); err != nil {
+		return errors.New("not a valid device id")
+	}
+	if h.cfg.DeviceKnown != nil && !h.cfg.DeviceKnown(id) {
+		return errors.New("unknown device")
+	}
+	return nil
+}
+
+// OnACLCheck applies the access rules to a publication (write) or to a
+// subscription filter or delivered topic (read).
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	id := string(cl.Properties.Username)
+	if h.allowed(id, topic, write) {
+		return true
+	}
+	h.denied.Add(1)
+	if ok, n := h.limit.allow("acl\x00" + id); ok {
+		h.log.Warn("broker: access denied", logKeyIdentity, id, logKeyClientID, cl.ID, logKeyTopic, topic,
+			logKeyWrite, write, logKeySuppressed, n)
+	}
+	return false
+}
+
+// allowed is the access rule set:
+//
+//   - a device may publish only PREFIX/dev/ITS_ID/taps and …/status, and
+//     read only PREFIX/dev/ITS_ID/ack, …/cmd and PREFIX/fleet/#;
+//   - the server may publish PREFIX/dev/+/ack, …/cmd and PREFIX/fleet/#,
+//     and read PREFIX/dev/+/taps, …/status and PREFIX/fleet/#, also in
+//     shared subscriptions ($share/GROUP/…);
+//   - nothing else (no $SYS, nothing outside the prefix).
+func (h *hook) allowed(id, topic string, write bool) bool {
+	if id == "" {
+		return false
+	}
+	if id == h.cfg.ServerUsername {
+		if write {
+			if strings.HasPrefix(topic, "$") {
+				return false
+			}
+			_, kind, err := wire.Topics{Prefix: h.cfg.TopicPrefix}.ParseDevice(topic)
+			return (err == nil && (kind == wire.KindAck || kind == wire.KindCmd)) || covers(h.fleet, topic)
+		}
+		if rest, ok := strings.CutPrefix(topic, "$share/"); ok {
+			group, filter, ok := strings.Cut(rest, "/")
+			if !ok || group == "" || strings.ContainsAny(group, "+#") {
+				return false
+			}
+			topic = filter
+		}
+		for _, f := range h.server {
+			if covers(f, topic) {
+				return true
+			}
+		}
+		return false
+	}
+	own := h.devPfx + id + "/"
+	if write {
+		return topic == own+wire.KindTaps || topic == own+wire.KindStatus
+	}
+	return topic == own+wire.KindAck || topic == own+wire.KindCmd || covers(h.fleet, topic)
+}
+
+// OnPublish keeps tap batches from being retained: a retained batch would
+// be delivered again to every new plain subscriber, and held in memory.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain && strings.HasPrefix(pk.TopicName, h.devPfx) && strings.HasSuffix(pk.TopicName, "/"+wire.KindTaps) {
+		pk.FixedHeader.Retain = false
+	}
+	return pk, nil
+}
+
+// covers reports whether every topic that filter matches is matched by
+// allowed (both MQTT topic filters; a topic name is a filter without
+// wildcards).
+func covers(allowed, filter string) bool {
+	a, f := strings.Split(allowed, "/"), strings.Split(filter, "/")
+	for i, al := range a {
+		if al == "#" {
+			return true
+		}
+		if i >= len(f) {
+			return false
+		}
+		switch {
+		case f[i] == "#":
+			return false
+		case al == "+":
+		case f[i] == "+" || al != f[i]:
+			return false
+		}
+	}
+	return len(f) == len(a)
+}

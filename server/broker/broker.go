@@ -1,0 +1,175 @@
+package broker
+
+import (
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// Listener ids, as mochi reports them in its logs.
+const (
+	listenerPlain = "mqtt"
+	listenerTLS   = "mqtts"
+)
+
+// sysTopicInterval is how often mochi refreshes its $SYS topics, in
+// seconds (nobody may read them here, but mochi keeps them anyway).
+const sysTopicInterval = 60
+
+// Broker is the settlement server's embedded MQTT broker (mochi-mqtt) with
+// farego's authentication and access rules. Use New, Start, then Close.
+type Broker struct {
+	cfg  Config
+	log  *slog.Logger
+	srv  *mqtt.Server
+	hook *hook
+
+	plain, tls *listener // nil when not configured
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// Stats are a Broker's counters.
+type Stats struct {
+	Clients         int64  // connected clients
+	Refused         uint64 // connections refused (credentials, unknown device, will, client id)
+	Denied          uint64 // publications, subscriptions and deliveries denied by the ACL
+	MessagesDropped int64  // messages mochi dropped because a client's write queue was full
+	InflightDropped int64  // QoS 1/2 messages mochi dropped because a client had too many in flight
+	Retained        int64  // retained messages
+}
+
+// New checks cfg, reads its TLS files and returns a Broker. It does not
+// listen: Start does.
+func New(cfg Config) (*Broker, error) {
+	cfg = cfg.withDefaults()
+	tlsConfig, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi drops QoS 1 messages silently once a client has 8,192 in
+	// flight (5-39 % lost in a probe with a large backlog): allow every
+	// packet id. Nothing relies on the broker for durability anyway.
+	caps.MaximumInflight = math.MaxUint16
+	// QoS 1 messages a client may have unacknowledged towards the broker;
+	// an MQTT 3.1.1 client going over it is disconnected.
+	caps.ReceiveMaximum = math.MaxUint16
+	// 0: no forced expiry. With mochi's default (24 h) retained messages
+	// older than a day are deleted (a fleet keyring that did not change
+	// for a day would vanish for devices connecting afterwards) and
+	// messages in flight are dropped after a day.
+	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+
+	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 slog.New(mochiHandler{cfg.Logger.Handler()}),
+		SysTopicResendInterval: sysTopicInterval,
+	})
+	b.hook = newHook(&b.cfg, b.log)
+	b.hook.srv = b.srv
+	if err := b.srv.AddHook(b.hook, nil); err != nil {
+		return nil, err
+	}
+	if !cfg.DisablePlain {
+		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout}
+	}
+	if tlsConfig != nil {
+		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout}
+	}
+	return b, nil
+}
+
+// Start binds the listeners and starts serving. It returns ErrStarted
+// if called twice.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return ErrStarted
+	}
+	b.started = true
+	for _, l := range []*listener{b.plain, b.tls} {
+		if l == nil {
+			continue
+		}
+		if err := b.srv.AddListener(l); err != nil {
+			b.closeLocked()
+			return err
+		}
+	}
+	if err := b.srv.Serve(); err != nil {
+		b.closeLocked()
+		return err
+	}
+	attrs := []any{}
+	if b.plain != nil {
+		attrs = append(attrs, logKeyAddr, b.plain.Address())
+	}
+	if b.tls != nil {
+		attrs = append(attrs, "tls_addr", b.tls.Address())
+	}
+	b.log.Info("broker: listening", attrs...)
+	return nil
+}
+
+// Addr returns the plain listener's address (the bound one after Start,
+// so a port 0 is resolved), or "" without a plain listener.
+func (b *Broker) Addr() string {
+	if b.plain == nil {
+		return ""
+	}
+	return b.plain.Address()
+}
+
+// TLSAddr returns the TLS listener's address, or "" without one.
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
+
+// Close disconnects every client and stops the listeners. Retained
+// messages are lost (the downlink publisher publishes them again when the
+// server starts). Closing twice does nothing.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closeLocked()
+}
+
+func (b *Broker) closeLocked() error {
+	if b.closed || !b.started {
+		b.closed = true
+		return nil
+	}
+	b.closed = true
+	err := b.srv.Close()
+	b.log.Info("broker: stopped")
+	return err
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	info := b.srv.Info
+	return Stats{
+		Clients:         atomic.LoadInt64(&info.ClientsConnected),
+		Refused:         b.hook.refused.Load(),
+		Denied:          b.hook.denied.Load(),
+		MessagesDropped: atomic.LoadInt64(&info.MessagesDropped),
+		InflightDropped: atomic.LoadInt64(&info.InflightDropped),
+		Retained:        atomic.LoadInt64(&info.Retained),
+	}
+}

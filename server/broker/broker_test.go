@@ -1,0 +1,426 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+func TestPasswords(t *testing.T) {
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(i)
+	}
+	// hex(HMAC-SHA256(00..1f, "farego-mqtt-v1:bus-0042")), computed apart.
+	if got, want := DevicePassword(secret, "bus-0042"), "2c31bc5f9bec61c48ef7563926d238ecb8ef701e7bc859ecdea3fe5c5e500800"; got != want {
+		t.Errorf("DevicePassword = %s, want %s", got, want)
+	}
+	if got, want := ServerPassword(secret), "df47fb56f746f582402e153876bc43dd0e54fe0ab54920c51c945ef3e1a95e1e"; got != want {
+		t.Errorf("ServerPassword = %s, want %s", got, want)
+	}
+	if DevicePassword(secret, "bus-1") == DevicePassword(secret, "bus-2") || DevicePassword(secret, "bus-1") == DevicePassword(secret[1:], "bus-1") {
+		t.Error("passwords do not depend on the device and the secret")
+	}
+}
+
+func TestCovers(t *testing.T) {
+	for _, tc := range []struct {
+		allowed, filter string
+		want            bool
+	}{
+		{"p/fleet/#", "p/fleet/keyring", true},
+		{"p/fleet/#", "p/fleet/#", true},
+		{"p/fleet/#", "p/fleet/+", true},
+		{"p/fleet/#", "p/fleet", true},
+		{"p/fleet/#", "p/#", false},
+		{"p/fleet/#", "p/+/keyring", false},
+		{"p/fleet/#", "#", false},
+		{"p/dev/+/taps", "p/dev/bus-1/taps", true},
+		{"p/dev/+/taps", "p/dev/+/taps", true},
+		{"p/dev/+/taps", "p/dev/#", false},
+		{"p/dev/+/taps", "p/dev/bus-1/ack", false},
+		{"p/dev/+/taps", "p/dev/bus-1/taps/x", false},
+		{"p/dev/+/taps", "p/dev/bus-1", false},
+		{"p/dev/a/ack", "p/dev/a/ack", true},
+		{"p/dev/a/ack", "p/dev/+/ack", false},
+	} {
+		if got := covers(tc.allowed, tc.filter); got != tc.want {
+			t.Errorf("covers(%q, %q) = %t, want %t", tc.allowed, tc.filter, got, tc.want)
+		}
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, DeviceKnown: func(id string) bool { return id != "bus-banned" }})
+	for _, tc := range []struct {
+		name       string
+		user, pass string
+		opts       []func(*mqtt.ClientOptions)
+		ok         bool
+	}{
+		{"device", "bus-1", DevicePassword(secret, "bus-1"), nil, true},
+		{"device, upper-case hex", "bus-1", strings.ToUpper(DevicePassword(secret, "bus-1")), nil, true},
+		{"server", DefaultServerUsername, ServerPassword(secret), nil, true},
+		{"wrong password", "bus-1", DevicePassword(secret, "bus-2"), nil, false},
+		{"another secret", "bus-1", DevicePassword(newSecret(t), "bus-1"), nil, false},
+		{"server name, device password", DefaultServerUsername, DevicePassword(secret, DefaultServerUsername), nil, false},
+		{"no credentials", "", "", nil, false},
+		{"no password", "bus-1", "", nil, false},
+		{"invalid device id", "bus/1", DevicePassword(secret, "bus/1"), nil, false},
+		{"unknown device", "bus-banned", DevicePassword(secret, "bus-banned"), nil, false},
+		{"will on its own status", "bus-1", DevicePassword(secret, "bus-1"),
+			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/dev/bus-1/status", "off", 1, true) }}, true},
+		{"will on another's status", "bus-1", DevicePassword(secret, "bus-1"),
+			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/dev/bus-2/status", "off", 1, true) }}, false},
+		{"will on a fleet topic", "bus-1", DevicePassword(secret, "bus-1"),
+			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/fleet/keyring", "x", 1, true) }}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := b.Stats().Refused
+			_, _, err := dial(t, b.url(), tc.user, tc.pass, nil, tc.opts...)
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				if got := b.Stats().Refused; got != before+1 {
+					t.Errorf("Refused = %d, want %d", got, before+1)
+				}
+			}
+		})
+	}
+}
+
+// TestClientIDTakeover: a client id in use cannot be taken by another
+// identity; the same identity reconnecting takes its own session over.
+func TestClientIDTakeover(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	id := func(o *mqtt.ClientOptions) { o.SetClientID("farego-dev-bus-1") }
+	_, lost := mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil, id)
+	if _, _, err := dial(t, b.url(), "bus-2", DevicePassword(secret, "bus-2"), nil, id); err == nil {
+		t.Fatal("another device took bus-1's client id")
+	}
+	select {
+	case <-lost:
+		t.Fatal("bus-1 was disconnected by the refused takeover")
+	default:
+	}
+	mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil, id)
+	select {
+	case <-lost:
+	case <-time.After(waitTimeout):
+		t.Fatal("the old connection of bus-1 stayed up")
+	}
+}
+
+func TestACL(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	dev := func(id string) (mqtt.Client, <-chan struct{}) {
+		return mustDial(t, b.url(), id, DevicePassword(secret, id), nil)
+	}
+
+	// The server takes the taps in a shared group and the statuses.
+	for _, f := range []string{"$share/settlement/farego/dev/+/status", "farego/fleet/#", "farego/dev/+/taps"} {
+		if code, _ := subscribe(t, srv, f); code != 1 {
+			t.Errorf("server subscription to %s: SUBACK %#x", f, code)
+		}
+	}
+	code, taps := subscribe(t, srv, "$share/settlement/farego/dev/+/taps")
+	if code != 1 {
+		t.Fatalf("server shared subscription: SUBACK %#x", code)
+	}
+
+	a, _ := dev("bus-a")
+	if err := publish(t, a, "farego/dev/bus-a/taps", "batch-a", false); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, taps); m != [2]string{"farego/dev/bus-a/taps", "batch-a"} {
+		t.Errorf("server got %q", m)
+	}
+
+	// Subscriptions: a device's own and the fleet's, nothing wider.
+	for f, want := range map[string]byte{
+		"farego/dev/bus-a/ack": 1, "farego/dev/bus-a/cmd": 1, "farego/fleet/#": 1, "farego/fleet/keyring": 1,
+		"farego/dev/bus-b/ack": 0x80, "farego/dev/+/ack": 0x80, "#": 0x80, "farego/#": 0x80,
+		"$SYS/#": 0x80, "$share/g/farego/dev/bus-a/ack": 0x80, "farego/dev/bus-a/taps": 0x80,
+	} {
+		if code, _ := subscribe(t, a, f); code != want {
+			t.Errorf("device subscription to %s: SUBACK %#x, want %#x", f, code, want)
+		}
+	}
+
+	// The server writes acks, commands and downlinks; a device reads its own.
+	_, acks := subscribe(t, a, "farego/dev/bus-a/ack")
+	_, fleet := subscribe(t, a, "farego/fleet/+")
+	c, _ := dev("bus-c") // a device that tries to read bus-a's acks
+	if code, _ := subscribe(t, c, "farego/dev/bus-a/ack"); code != 0x80 {
+		t.Errorf("bus-c subscribed to bus-a's acks: SUBACK %#x", code)
+	}
+	if err := publish(t, srv, "farego/dev/bus-a/ack", "ack-a", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(t, srv, "farego/fleet/denylist", "deny", true); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, acks); m[1] != "ack-a" {
+		t.Errorf("bus-a got %q on its ack topic", m)
+	}
+	if m := next(t, fleet); m != [2]string{"farego/fleet/denylist", "deny"} {
+		t.Errorf("bus-a got %q on the fleet topics", m)
+	}
+
+	// Forbidden publications disconnect the device (MQTT 3.1.1 has no
+	// negative PUBACK) and reach nobody.
+	for _, topic := range []string{"farego/dev/bus-b/taps", "farego/fleet/keyring", "farego/dev/bus-x/ack", "farego/dev/bus-a/status", "elsewhere"} {
+		t.Run("publish "+topic, func(t *testing.T) {
+			x, lost := dev("bus-x")
+			denied := b.Stats().Denied
+			publish(t, x, topic, "forged", true)
+			select {
+			case <-lost:
+			case <-time.After(waitTimeout):
+				t.Fatal("the device stayed connected")
+			}
+			if got := b.Stats().Denied; got <= denied {
+				t.Errorf("Denied = %d, want more than %d", got, denied)
+			}
+		})
+	}
+	// The server's subscriptions saw nothing of it: a last, legitimate
+	// batch is the next thing they get.
+	if err := publish(t, a, "farego/dev/bus-a/taps", "batch-a2", false); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, taps); m[1] != "batch-a2" {
+		t.Errorf("server got %q, want bus-a's second batch", m)
+	}
+	if _, ok := retained(b, "farego/fleet/keyring"); ok {
+		t.Error("a forged keyring was retained")
+	}
+	if p, ok := retained(b, "farego/fleet/denylist"); !ok || p != "deny" {
+		t.Errorf("retained deny list %q, %t", p, ok)
+	}
+
+	// The server may not write device topics or read acks.
+	if code, _ := subscribe(t, srv, "farego/dev/+/ack"); code != 0x80 {
+		t.Errorf("server subscribed to acks: SUBACK %#x", code)
+	}
+	select {
+	case m := <-acks:
+		t.Errorf("bus-a got %q", m)
+	default:
+	}
+}
+
+// TestRetainedTapsNotKept: a retained batch is stored as a plain one.
+func TestRetainedTapsNotKept(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	a, _ := mustDial(t, b.url(), "bus-a", DevicePassword(secret, "bus-a"), nil)
+	if err := publish(t, a, "farego/dev/bus-a/taps", "batch", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(t, a, "farego/dev/bus-a/status", "status", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the status retained", func() bool { _, ok := retained(b, "farego/dev/bus-a/status"); return ok })
+	if _, ok := retained(b, "farego/dev/bus-a/taps"); ok {
+		t.Error("a batch was retained")
+	}
+}
+
+func retained(b *Broker, topic string) (string, bool) {
+	pk, ok := b.srv.Topics.Retained.Get(topic)
+	if !ok || len(pk.Payload) == 0 {
+		return "", false
+	}
+	return string(pk.Payload), true
+}
+
+func TestMutualTLS(t *testing.T) {
+	p := newPKI(t)
+	secret := newSecret(t)
+	b := startBroker(t, Config{
+		Secret: secret, DisablePlain: true, TLSListen: "127.0.0.1:0",
+		TLSCertFile: p.serverCert, TLSKeyFile: p.serverKey, ClientCAFile: p.caFile,
+		DeviceKnown: func(id string) bool { return id != "bus-banned" },
+	})
+	if b.Addr() != "" {
+		t.Errorf("Addr = %q without a plain listener", b.Addr())
+	}
+	url := "ssl://" + b.TLSAddr()
+
+	srv, _ := mustDial(t, url, "", "", p.clientTLS(t, DefaultServerUsername))
+	_, taps := subscribe(t, srv, "$share/settlement/farego/dev/+/taps")
+	dev, _ := mustDial(t, url, "", "", p.clientTLS(t, "bus-7"))
+	if err := publish(t, dev, "farego/dev/bus-7/taps", "over tls", false); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, taps); m != [2]string{"farego/dev/bus-7/taps", "over tls"} {
+		t.Errorf("server got %q", m)
+	}
+	if code, _ := subscribe(t, dev, "farego/dev/bus-8/ack"); code != 0x80 {
+		t.Errorf("bus-7 subscribed to bus-8's acks: SUBACK %#x", code)
+	}
+
+	for _, tc := range []struct {
+		name string
+		user string
+		tc   *tls.Config
+	}{
+		{"no client certificate", "", p.clientTLS(t, "")},
+		{"no client certificate, device password", "bus-7", p.clientTLS(t, "")},
+		{"certificate from another CA", "", func() *tls.Config {
+			c := p.clientTLS(t, "")
+			c.Certificates = []tls.Certificate{newPKI(t).client(t, "bus-7")}
+			return c
+		}()},
+		{"unknown device", "", p.clientTLS(t, "bus-banned")},
+		{"not a device id", "", p.clientTLS(t, "bus 7")},
+		{"username differs from the certificate", "bus-8", p.clientTLS(t, "bus-7")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pass := ""
+			if tc.user != "" {
+				pass = DevicePassword(secret, tc.user)
+			}
+			if _, _, err := dial(t, url, tc.user, pass, tc.tc); err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+}
+
+// TestTLSWithPasswords: a TLS listener without client certificates takes
+// usernames and passwords.
+func TestTLSWithPasswords(t *testing.T) {
+	p := newPKI(t)
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.serverCertObject}}})
+	url := "ssl://" + b.TLSAddr()
+	mustDial(t, url, "bus-1", DevicePassword(secret, "bus-1"), p.clientTLS(t, ""))
+	if _, _, err := dial(t, url, "bus-1", "nope", p.clientTLS(t, "")); err == nil {
+		t.Error("wrong password accepted over TLS")
+	}
+	if _, _, err := dial(t, "tcp://"+b.TLSAddr(), "bus-1", DevicePassword(secret, "bus-1"), nil); err == nil {
+		t.Error("plain MQTT accepted on the TLS port")
+	}
+	mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil) // and the plain listener works too
+}
+
+// TestCloseWithStalledConnection: Close returns although a client never
+// sent its CONNECT.
+func TestCloseWithStalledConnection(t *testing.T) {
+	b := startBroker(t, Config{})
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte{0x10}); err != nil { // half a CONNECT
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Close blocked on a stalled connection")
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+}
+
+// TestConnectTimeout: a connection that sends nothing is closed after
+// ConnectTimeout.
+func TestConnectTimeout(t *testing.T) {
+	b := startBroker(t, Config{ConnectTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("read data from a broker that should have hung up")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the broker kept a silent connection open")
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	b := startBroker(t, Config{})
+	caps := b.srv.Options.Capabilities
+	if caps.MaximumInflight != math.MaxUint16 || caps.ReceiveMaximum != math.MaxUint16 ||
+		caps.MaximumMessageExpiryInterval != 0 || caps.MaximumSessionExpiryInterval != 24*3600 ||
+		caps.MaximumPacketSize != DefaultMaxPacketSize || caps.MaximumClientWritesPending != DefaultMaxPendingWrites {
+		t.Errorf("capabilities %+v", caps)
+	}
+	if err := b.Start(); !errors.Is(err, ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	p := newPKI(t)
+	base := Config{Secret: newSecret(t), Listen: "127.0.0.1:0"}
+	if _, err := New(base); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+	}{
+		{"no secret", func(c *Config) { c.Secret = nil }},
+		{"short secret", func(c *Config) { c.Secret = []byte("short") }},
+		{"bad listen address", func(c *Config) { c.Listen = "1883" }},
+		{"no listener", func(c *Config) { c.DisablePlain = true }},
+		{"wildcard prefix", func(c *Config) { c.TopicPrefix = "a/+" }},
+		{"TLS files without TLSListen", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = p.serverCert, p.serverKey }},
+		{"TLS without a certificate", func(c *Config) { c.TLSListen = "127.0.0.1:0" }},
+		{"certificate without key", func(c *Config) { c.TLSListen, c.TLSCertFile = "127.0.0.1:0", p.serverCert }},
+		{"client CA file missing", func(c *Config) {
+			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.serverCert, p.serverKey, p.dir+"/nope"
+		}},
+		{"client CA file without certificates", func(c *Config) {
+			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.serverCert, p.serverKey, p.serverKey
+		}},
+		{"negative session expiry", func(c *Config) { c.SessionExpiry = -time.Second }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			tc.set(&cfg)
+			if _, err := New(cfg); !errors.Is(err, ErrConfig) {
+				t.Errorf("New = %v, want ErrConfig", err)
+			}
+		})
+	}
+	// A port taken: Start fails, and Close still works.
+	b := startBroker(t, Config{})
+	taken, err := New(Config{Secret: newSecret(t), Listen: b.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := taken.Start(); err == nil {
+		t.Error("Start on a taken port succeeded")
+	}
+	if err := taken.Close(); err != nil {
+		t.Errorf("Close after a failed Start = %v", err)
+	}
+}

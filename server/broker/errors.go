@@ -1,0 +1,11 @@
+package broker
+
+import "errors"
+
+// ErrConfig is returned (wrapped, with the detail) by New for a Config that
+// cannot work: no secret, a malformed listen address or topic prefix,
+// unreadable TLS files.
+var ErrConfig = errors.New("broker: invalid config")
+
+// ErrStarted is returned by Start when the broker was started before.
+var ErrStarted = errors.New("broker: already started")

@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener is a TCP (optionally TLS) listener for mochi that, unlike
+// mochi's own, gives every connection a deadline for its TLS handshake and
+// CONNECT packet (mochi sets the keep-alive deadline after CONNECT; a
+// client that never sends one would otherwise hold a goroutine for good),
+// keeps accepting after a temporary error such as running out of file
+// descriptors, and on Close also closes connections still in their
+// handshake (mochi waits for every connection to end).
+type listener struct {
+	id      string
+	addr    string
+	tls     *tls.Config
+	timeout time.Duration
+
+	mu    sync.Mutex
+	ln    net.Listener
+	log   *slog.Logger
+	conns map[net.Conn]struct{} // open connections
+	end   atomic.Bool
+}
+
+var _ listeners.Listener = (*listener)(nil)
+
+func (l *listener) ID() string       { return l.id }
+func (l *listener) Protocol() string { return "tcp" }
+
+// Address returns the bound address once Init has run.
+func (l *listener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+// Init binds the address.
+func (l *listener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls)
+	}
+	l.mu.Lock()
+	l.ln, l.log, l.conns = ln, log, map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	ln := l.ln
+	l.mu.Unlock()
+	var wait time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if l.end.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and the like: wait a little and go on.
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			l.log.Warn("broker: accept failed; retrying", logKeyListener, l.id, logKeyErr, err)
+			time.Sleep(wait)
+			continue
+		}
+		wait = 0
+		_ = conn.SetDeadline(time.Now().Add(l.timeout))
+		l.mu.Lock()
+		if l.end.Load() {
+			l.mu.Unlock()
+			conn.Close()
+			return
+		}
+		l.conns[conn] = struct{}{}
+		l.mu.Unlock()
+		go func() {
+			defer func() {
+				l.mu.Lock()
+				delete(l.conns, conn)
+				l.mu.Unlock()
+				conn.Close()
+			}()
+			if err := establish(l.id, conn); err != nil {
+				l.log.Debug("broker: client connection ended", logKeyListener, l.id, logKeyRemote, conn.RemoteAddr().String(), logKeyErr, err)
+			}
+		}()
+	}
+}
+
+// Close stops accepting and disconnects the listener's clients.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	if l.end.CompareAndSwap(false, true) {
+		closeClients(l.id)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+	for c := range l.conns {
+		_ = c.Close()
+	}
+}

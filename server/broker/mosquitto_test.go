@@ -1,0 +1,221 @@
+package broker
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/ingest"
+	"github.com/farego/farego/sync/uplink"
+	"github.com/farego/farego/sync/wire"
+)
+
+// sampleDir holds the Mosquitto sample configuration and ACL.
+var sampleDir = filepath.Join("..", "..", "testdata", "broker")
+
+// mosquittoSample starts a Mosquitto of its own with the sample
+// configuration and ACL of testdata/broker (ports, files and persistence
+// changed for the test), a password file for the given users, and the
+// test's PKI on its TLS listener. It returns the plain and TLS URLs.
+func mosquittoSample(t *testing.T, p *pki, users map[string]string) (plainURL, tlsURL string) {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err == nil {
+		_, err = exec.LookPath("mosquitto_passwd")
+	}
+	if err != nil {
+		if os.Getenv("FAREGO_CI") != "" {
+			t.Fatal("mosquitto not installed (FAREGO_CI is set)")
+		}
+		t.Skip("mosquitto not installed")
+	}
+	dir := t.TempDir()
+	passwd := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(passwd, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for u, pw := range users {
+		if out, err := exec.Command("mosquitto_passwd", "-b", passwd, u, pw).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		}
+	}
+	acl, err := filepath.Abs(filepath.Join(sampleDir, "acl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, err := os.ReadFile(filepath.Join(sampleDir, "mosquitto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainAddr, tlsAddr := freeAddr(t), freeAddr(t)
+	_, plainPort, _ := net.SplitHostPort(plainAddr)
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.NewReplacer(
+		"/etc/mosquitto/farego.passwd", passwd,
+		"/etc/mosquitto/farego.acl", acl,
+		"/etc/mosquitto/farego-ca.pem", p.caFile,
+		"/etc/mosquitto/broker.pem", p.serverCert,
+		"/etc/mosquitto/broker-key.pem", p.serverKey,
+		"listener 1883 127.0.0.1", "listener "+plainPort+" 127.0.0.1",
+		"listener 8883\n", "listener "+tlsPort+" 127.0.0.1\n",
+		"persistence true", "persistence false",
+		"persistence_location /var/lib/mosquitto/\n", "",
+	).Replace(string(sample))
+	for _, must := range []string{passwd, acl, p.caFile, "listener " + plainPort, "listener " + tlsPort, "persistence false"} {
+		if !strings.Contains(conf, must) {
+			t.Fatalf("the sample configuration changed: %q not substituted", must)
+		}
+	}
+	// user: when started as root, mosquitto would otherwise switch to the
+	// mosquitto user, which cannot read the test's files.
+	conf = fmt.Sprintf("user %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", me.Username) + conf
+	confFile := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-c", confFile)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", stderr.String())
+		}
+	})
+	for _, addr := range []string{plainAddr, tlsAddr} {
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				t.Fatalf("mosquitto exited: %s", stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("mosquitto not listening on %s: %v", addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return "tcp://" + plainAddr, "ssl://" + tlsAddr
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestMosquittoSample runs the end-to-end scenario and the access rules
+// against Mosquitto configured with testdata/broker's sample: the server
+// with its password and a shared subscription, one device with its
+// password, one with a certificate.
+func TestMosquittoSample(t *testing.T) {
+	p := newPKI(t)
+	secret := newSecret(t)
+	f := newFleet(t)
+	devP, devA, devB := uniqueName("bus-"), uniqueName("bus-"), uniqueName("bus-")
+	users := map[string]string{DefaultServerUsername: ServerPassword(secret)}
+	for _, d := range []string{devP, devA, devB} {
+		users[d] = DevicePassword(secret, d)
+	}
+	plainURL, tlsURL := mosquittoSample(t, p, users)
+	f.startServer(t, ingest.MQTTConfig{Brokers: []string{plainURL}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
+
+	withPassword := f.startDevice(t, devP, 50, func(c *uplink.Config) {
+		c.Brokers = []string{plainURL}
+		c.Username, c.Password = c.DeviceID, DevicePassword(secret, c.DeviceID)
+	})
+	withCert := f.startDevice(t, "", 30, func(c *uplink.Config) {
+		c.Brokers = []string{tlsURL}
+		c.TLS = &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client(t, c.DeviceID)}, MinVersion: tls.VersionTLS12}
+	})
+	for _, d := range []*device{withPassword, withCert} {
+		waitFor(t, "the queue of "+d.id+" to drain", func() bool { return d.queued(t) == 0 })
+		waitFor(t, "the fare table applied on "+d.id, func() bool { return d.state.Versions()[wire.DownlinkFares] == 3 })
+	}
+	if n := f.store.count(); n != 80 {
+		t.Errorf("store has %d taps, want 80", n)
+	}
+
+	// Passwords: right ones in, wrong ones out.
+	a, _ := mustDial(t, plainURL, devA, DevicePassword(secret, devA), nil)
+	if _, _, err := dial(t, plainURL, devA, DevicePassword(secret, devB), nil); err == nil {
+		t.Error("Mosquitto accepted a wrong password")
+	}
+	if _, _, err := dial(t, plainURL, "", "", nil); err == nil {
+		t.Error("Mosquitto accepted an anonymous client")
+	}
+
+	// A server-side spy with ordered delivery sees every taps and fleet
+	// publication.
+	spyClient, _ := mustDial(t, plainURL, DefaultServerUsername, ServerPassword(secret), nil,
+		func(o *mqtt.ClientOptions) { o.SetOrderMatters(true) })
+	_, spy := subscribe(t, spyClient, "farego/#")
+
+	// devB never sees devA's acks, only its own.
+	b, _ := mustDial(t, plainURL, devB, DevicePassword(secret, devB), nil)
+	_, peek := subscribe(t, b, "farego/dev/"+devA+"/ack")
+	_, own := subscribe(t, b, "farego/dev/"+devB+"/ack")
+	for _, d := range []string{devA, devB} {
+		if err := publish(t, spyClient, "farego/dev/"+d+"/ack", "ack-"+d, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := next(t, own); m[1] != "ack-"+devB {
+		t.Errorf("devB got %q on its ack topic", m)
+	}
+
+	// devA's publications as devB or as the fleet reach nobody (Mosquitto
+	// drops them); its own batch, sent after them, does.
+	for _, topic := range []string{"farego/dev/" + devB + "/taps", "farego/fleet/keyring"} {
+		if err := publish(t, a, topic, "forged", true); err != nil {
+			t.Logf("forged publication on %s: %v", topic, err)
+		}
+	}
+	if err := publish(t, a, "farego/dev/"+devA+"/taps", "marker", false); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m := next(t, spy)
+		if m[1] == "marker" {
+			break
+		}
+		if m[1] == "forged" {
+			t.Errorf("forged publication delivered on %s", m[0])
+		}
+	}
+	select {
+	case m := <-peek:
+		t.Errorf("devB read devA's ack %q", m)
+	default:
+	}
+}

@@ -1,0 +1,93 @@
+// Package ingest is the settlement server's side of the MQTT link: it
+// consumes the validators' tap batches and status messages, hands them to
+// the ledger, acks what was committed, asks devices to replay archived
+// records, and publishes the fleet downlinks.
+//
+// It does not import the server: the ledger plugs in through the small
+// [Store] interface defined here, and the downlink documents through a
+// [Source] function.
+//
+// # Tap batches
+//
+// [Ingest.Run] subscribes, after every (re)connection, to
+//
+//	$share/GROUP/PREFIX/dev/+/taps
+//	$share/GROUP/PREFIX/dev/+/status
+//
+// (plain PREFIX/dev/+/… with NoSharedSubscription), so that several
+// settlement instances in one group share the devices' messages. paho's
+// message handler never blocks: it puts the message on a bounded queue for
+// Workers goroutines and drops it (logged once per run of drops, counted as
+// queue_full) when the queue is full; the device sends it again.
+//
+// A worker takes the device id from the topic, reads the device's key
+// (Store.DeviceKey), checks the envelope's signature (wire.Open), decodes
+// the batch and checks that it names the topic's device. An unknown device,
+// a bad signature or a malformed batch is refused without an ack, counted
+// by reason and logged at most once a minute per device and reason. Each
+// record is then decoded (wire.ParseTap: same device, sequence number and
+// epoch as its batch) and its payment code re-verified at the tap's own
+// time against the server's current keyring (paycode, with Config.Policy).
+// A record that does not decode gets the verdict [VerdictMalformedRecord];
+// a code that does not verify gets the paycode reason. Every record of the
+// batch, valid or not, goes to Store.Commit, which settles the valid ones
+// and quarantines the others; only when Commit returns nil is the
+// fleet-signed wire.Ack published (QoS 1, not retained, on
+// PREFIX/dev/ID/ack), covering every sequence number of the batch and
+// echoing its epoch, so that one bad record never blocks a device's queue.
+// A failed commit is not acked: the device sends the batch again, and the
+// ledger's idempotence by tap id makes the second delivery harmless.
+//
+// Status messages are checked the same way (device key, signature, same
+// device) and handed to Store.Status.
+//
+// [Ingest.Replay] publishes a fleet-signed wire.Replay on PREFIX/dev/ID/cmd.
+//
+// # Downlinks
+//
+// A [Publisher] keeps the fleet documents (keyring, deny list, fare table)
+// published as fleet-signed, versioned wire.Downlink messages, retained, on
+// PREFIX/fleet/KIND. [Publisher.Changed] (non-blocking) makes Run read the
+// document from the Source at most once per CoalesceInterval and publish
+// it if its version is newer than the last one published; Run also reads
+// every document every PollInterval, so changes made by other settlement
+// instances or by the ledger itself (an account going negative is
+// deny-listed) go out without an explicit Changed, and publishes every
+// document after each (re)connection, in case the broker lost its retained
+// messages. [Publisher.Publish] publishes a given version at once.
+//
+// # Connection
+//
+// Both use paho.mqtt.golang with a clean session, an in-memory store (the
+// ledger is the durable store; paho's file store does not fsync),
+// unordered delivery, subscriptions made in the OnConnect handler (and
+// tried again while the broker refuses them: check its ACL) and paho's
+// automatic reconnection, capped at MaxReconnectInterval. A run of
+// failed connection attempts is logged once, and the recovery once
+// ("ingest connected after 14 failed attempts"). Each needs a client id
+// unique per server instance (by default a random one).
+//
+// # Caveats
+//
+//   - An ack is published after the commit; if it is lost (connection
+//     drop, device offline: its session is clean) the device sends the
+//     batch again after its ack timeout, and the store must answer the
+//     second Commit as the first. The Store must therefore be idempotent
+//     by tap id, and Commit must store invalid and malformed records too
+//     (quarantine), or they are sent forever.
+//   - paho completes a publish token without error when the connection
+//     drops; a "published" ack or downlink is a hint, not a proof. Devices
+//     resend, and the Publisher republishes on every connection.
+//   - Messages taken from the broker but still queued when Run ends are
+//     not processed; their devices send them again.
+//   - With a shared subscription the broker does not send retained
+//     messages on subscribing, so a device's last retained status is seen
+//     only when the device publishes again (at least every heartbeat).
+//   - Several Publishers (one per instance) may race: after a reconnection
+//     one may republish a version another has just superseded. Devices
+//     refuse older versions, and the stale instance publishes the newer
+//     one at its next poll, so the retained document is behind for at most
+//     PollInterval.
+//   - DeviceKey is called for every message; a Store backed by a database
+//     may want to cache keys briefly.
+package ingest

@@ -1,0 +1,193 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/wire"
+)
+
+// handle processes one message from a device topic: a tap batch or a
+// status. Every outcome is counted; nothing in a payload can make it panic,
+// commit or ack unless the payload is a batch signed by the topic's device.
+func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) {
+	id, kind, err := in.topics.ParseDevice(topic)
+	if err != nil || (kind != wire.KindTaps && kind != wire.KindStatus) {
+		in.stats.reject(RejectBadTopic)
+		if ok, n := in.limit.allow("topic"); ok {
+			in.log.Warn("ingest: message on an unexpected topic", logKeyTopic, topic, logKeySize, len(payload), logKeySuppressed, n)
+		}
+		return
+	}
+	if kind == wire.KindStatus {
+		in.handleStatus(ctx, id, payload)
+		return
+	}
+	in.handleBatch(ctx, id, payload)
+}
+
+// refuse counts a refused message and logs it at most once a minute per
+// device and reason. The payload itself is never logged.
+func (in *Ingest) refuse(reason, device, topicKind string, size int, why error) {
+	in.stats.reject(reason)
+	if ok, n := in.limit.allow(reason + "\x00" + device); ok {
+		in.log.Warn("ingest: message refused", logKeyReason, reason, logKeyDevice, device, logKeyKind, topicKind,
+			logKeySize, size, logKeyErr, why, logKeySuppressed, n)
+	}
+}
+
+// open checks a device message's envelope: its type, the device's key and
+// the signature. It returns the payload, or "" and nothing after refusing
+// the message.
+func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, want wire.Type) ([]byte, bool) {
+	t, err := wire.PeekType(payload)
+	if err == nil && t != want {
+		err = fmt.Errorf("%w: a %s message on the %s topic", wire.ErrUnsupported, t, kind)
+	}
+	if err != nil {
+		in.refuse(RejectMalformed, id, kind, len(payload), err)
+		return nil, false
+	}
+	key, err := in.store.DeviceKey(ctx, id)
+	switch {
+	case errors.Is(err, ErrUnknownDevice):
+		in.refuse(RejectUnknownDevice, id, kind, len(payload), err)
+		return nil, false
+	case err != nil:
+		in.refuse(RejectStoreError, id, kind, len(payload), err)
+		return nil, false
+	case len(key) != ed25519.PublicKeySize:
+		in.refuse(RejectStoreError, id, kind, len(payload), fmt.Errorf("device key is %d bytes", len(key)))
+		return nil, false
+	}
+	body, err := wire.Open(payload, want, key)
+	switch {
+	case errors.Is(err, wire.ErrBadSignature):
+		in.refuse(RejectBadSignature, id, kind, len(payload), err)
+		return nil, false
+	case err != nil:
+		in.refuse(RejectMalformed, id, kind, len(payload), err)
+		return nil, false
+	}
+	return body, true
+}
+
+// handleBatch checks, re-verifies, commits and acks one tap batch.
+func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
+	body, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
+	if !ok {
+		return
+	}
+	b, err := wire.ParseBatch(body)
+	if err != nil {
+		in.refuse(RejectMalformed, id, wire.KindTaps, len(payload), err)
+		return
+	}
+	if b.DeviceID != id {
+		in.refuse(RejectDeviceMismatch, id, wire.KindTaps, len(payload), fmt.Errorf("batch of device %q", b.DeviceID))
+		return
+	}
+	kr := in.cfg.Keyring()
+	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records))}
+	seqs := make([]uint64, len(b.Records))
+	for i, r := range b.Records {
+		batch.Taps[i] = in.check(id, b.Epoch, r, kr)
+		seqs[i] = r.Seq
+	}
+
+	if err := in.store.Commit(ctx, batch); err != nil {
+		in.stats.reject(RejectCommitFailed)
+		if in.commitStreak.Add(1) == 1 {
+			in.log.Error("ingest: commit failed; not acked (the device sends the batch again)",
+				logKeyDevice, id, logKeyRecords, len(seqs), logKeyErr, err)
+		} else {
+			in.log.Debug("ingest: commit failed", logKeyDevice, id, logKeyErr, err)
+		}
+		return
+	}
+	if n := in.commitStreak.Swap(0); n > 0 {
+		in.log.Info(fmt.Sprintf("ingest: commits working again after %d failures", n), logKeyCount, n)
+	}
+	in.stats.batch(batch.Taps)
+
+	// Every record of the batch, valid or not, is committed now: ack them
+	// all, so that no bad record blocks the device's queue.
+	ack := wire.Ack{DeviceID: id, Epoch: b.Epoch, Ranges: wire.Ranges(seqs)}
+	p, err := ack.MarshalBinary()
+	if err == nil {
+		p, err = wire.Seal(wire.TypeAck, p, false, in.cfg.FleetKey)
+	}
+	if err == nil {
+		c := in.conn.Load()
+		if c == nil {
+			err = ErrNotConnected
+		} else {
+			err = publishCtx(ctx, c.client, in.topics.Device(id, wire.KindAck), false, p, in.cfg.PublishTimeout)
+		}
+	}
+	if err != nil {
+		in.refuse(RejectAckFailed, id, wire.KindAck, len(p), err)
+		return
+	}
+	in.stats.ack()
+}
+
+// check decodes one record and re-verifies its payment code at the tap's
+// time with the server's keyring.
+func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Tap {
+	tp := Tap{Seq: r.Seq, ID: wire.TapID(id, r.Seq), Record: r.Data}
+	t, err := wire.ParseTap(r.Data)
+	if err == nil && (t.DeviceID != id || t.Seq != r.Seq || t.Epoch != epoch) {
+		err = fmt.Errorf("record of %s, epoch %q in a batch of %s, epoch %q",
+			wire.TapID(t.DeviceID, t.Seq), t.Epoch, tp.ID, epoch)
+	}
+	if err == nil {
+		tp.Code, err = paycode.ParseCode(t.Code)
+	}
+	if err != nil {
+		tp.Verdict, tp.Code = VerdictMalformedRecord, nil
+		if ok, n := in.limit.allow("record\x00" + id); ok {
+			in.log.Warn("ingest: malformed record; stored for audit and acked", logKeyTap, tp.ID, logKeyErr, err, logKeySuppressed, n)
+		}
+		return tp
+	}
+	tp.Tap = t
+	tp.CodeText = paycode.EncodeText(t.Code)
+	tp.CodeHash = paycode.ShortHash(tp.CodeText)
+	if d := in.verifier.VerifyCode(tp.Code, t.Time, kr, in.cfg.Policy); !d.Accepted {
+		tp.Verdict = d.Reason
+		if ok, n := in.limit.allow("verdict\x00" + id); ok {
+			in.log.Warn("ingest: code does not verify at its tap time; stored, not charged",
+				logKeyTap, tp.ID, logKeyCodeHash, tp.CodeHash, logKeyVerdict, string(d.Reason), logKeySuppressed, n)
+		}
+	}
+	return tp
+}
+
+// handleStatus checks a device's status and records it.
+func (in *Ingest) handleStatus(ctx context.Context, id string, payload []byte) {
+	if len(payload) == 0 {
+		return // a retained status cleared on the broker
+	}
+	body, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus)
+	if !ok {
+		return
+	}
+	st, err := wire.ParseStatus(body)
+	if err != nil {
+		in.refuse(RejectMalformed, id, wire.KindStatus, len(payload), err)
+		return
+	}
+	if st.DeviceID != id {
+		in.refuse(RejectDeviceMismatch, id, wire.KindStatus, len(payload), fmt.Errorf("status of device %q", st.DeviceID))
+		return
+	}
+	if err := in.store.Status(ctx, st); err != nil {
+		in.refuse(RejectStatusFailed, id, wire.KindStatus, len(payload), err)
+		return
+	}
+	in.stats.status()
+}

@@ -1,0 +1,208 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Ingest is the settlement server's MQTT consumer: it takes the devices'
+// tap batches and status messages, checks and re-verifies them, hands them
+// to the Store and acks what was committed. Use New, then Run.
+type Ingest struct {
+	cfg      Config
+	store    Store
+	log      *slog.Logger
+	topics   wire.Topics
+	filters  []string
+	verifier *paycode.Verifier
+	stats    *counters
+	limit    *logLimiter
+
+	queue   chan inbound
+	conn    atomic.Pointer[conn] // the current Run's connection
+	running atomic.Bool
+
+	dropStreak   atomic.Int64 // messages dropped (queue full) since the last one queued
+	commitStreak atomic.Int64 // commit failures since the last success
+}
+
+// inbound is one message received from the broker.
+type inbound struct {
+	topic   string
+	payload []byte
+}
+
+// New checks cfg and returns an Ingest that commits to store. It does not
+// connect: Run does.
+func New(cfg Config, store Store) (*Ingest, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, configErr("no Store")
+	}
+	in := &Ingest{
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Logger,
+		topics:   wire.Topics{Prefix: cfg.TopicPrefix},
+		verifier: paycode.NewVerifier(cfg.VerifierCacheSize),
+		stats:    newCounters(cfg.Metrics),
+		limit:    newLogLimiter(cfg.Now, logEvery),
+		queue:    make(chan inbound, cfg.QueueSize),
+	}
+	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {
+		f := in.topics.AllDevices(kind)
+		if !cfg.NoSharedSubscription {
+			f = wire.Shared(cfg.SharedGroup, f)
+		}
+		in.filters = append(in.filters, f)
+	}
+	return in, nil
+}
+
+// Run connects to the broker, subscribes to every device's taps and status
+// topics (in the shared group unless NoSharedSubscription) after every
+// (re)connection, and processes messages with Workers goroutines until ctx
+// is done. paho reconnects by itself; a run of failures is logged once and
+// the recovery once. When ctx is done Run lets the workers finish the
+// message each is on (acks included), disconnects and returns nil.
+// Messages still queued then were taken from the broker but not acked:
+// their devices send them again.
+func (in *Ingest) Run(ctx context.Context) error {
+	if !in.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer in.running.Store(false)
+
+	c := newConn("ingest", in.cfg.MQTTConfig, in.log, func(client mqtt.Client) error {
+		if err := subscribe(client, in.filters, in.cfg.ConnectTimeout, in.onMessage); err != nil {
+			return err
+		}
+		in.log.Debug("ingest: subscribed", logKeyFilters, in.filters)
+		return nil
+	})
+	in.conn.Store(c)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range in.cfg.Workers {
+		wg.Go(func() { in.worker(ctx, stop) })
+	}
+	c.start()
+	<-ctx.Done()
+	close(stop)
+	wg.Wait()
+	c.stop()
+	if n := len(in.queue); n > 0 {
+		in.log.Info("ingest: messages left unprocessed at shutdown; their devices will send them again", logKeyCount, n)
+	}
+	return nil
+}
+
+// Connected reports whether the Ingest is connected and subscribed.
+func (in *Ingest) Connected() bool {
+	c := in.conn.Load()
+	return c != nil && c.connected()
+}
+
+// Stats returns a snapshot of the Ingest's counters.
+func (in *Ingest) Stats() Stats {
+	s := in.stats.snapshot()
+	s.Connected = in.Connected()
+	s.Queued, s.QueueLength = len(in.queue), cap(in.queue)
+	return s
+}
+
+// Replay asks a device to send its archived records from..to of queue
+// epoch again (after the server restored an older backup): a fleet-signed
+// wire.Replay on PREFIX/dev/ID/cmd, QoS 1, not retained. The device acts
+// on it only while connected (its session is clean); publish it while the
+// device's status says online. ErrNotConnected while the Ingest is not
+// connected.
+func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to uint64) error {
+	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to}
+	p, err := r.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("ingest: replay: %w", err)
+	}
+	msg, err := wire.Seal(wire.TypeReplay, p, false, in.cfg.FleetKey)
+	if err != nil {
+		return fmt.Errorf("ingest: replay: %w", err)
+	}
+	c := in.conn.Load()
+	if c == nil || !c.connected() {
+		return ErrNotConnected
+	}
+	if err := publishCtx(ctx, c.client, in.topics.Device(deviceID, wire.KindCmd), false, msg, in.cfg.PublishTimeout); err != nil {
+		return err
+	}
+	in.stats.replay()
+	in.log.Info("ingest: replay requested", logKeyDevice, deviceID, logKeyEpoch, epoch, logKeyFrom, from, logKeyTo, to)
+	return nil
+}
+
+// onMessage is paho's handler for both subscriptions. It never blocks: it
+// queues the message for a worker, or drops it (logged once per run of
+// drops) when the queue is full; the device sends it again.
+func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
+	select {
+	case in.queue <- inbound{topic: m.Topic(), payload: m.Payload()}:
+		if n := in.dropStreak.Swap(0); n > 0 {
+			in.log.Info("ingest: taking messages again after dropping some", logKeyCount, n)
+		}
+	default:
+		in.stats.reject(RejectQueueFull)
+		if in.dropStreak.Add(1) == 1 {
+			in.log.Warn("ingest: messages arriving faster than they are committed; dropping (devices will send them again)",
+				logKeyTopic, m.Topic())
+		}
+	}
+}
+
+// worker processes queued messages until stop is closed. Each message
+// gets CommitTimeout for its Store calls, also if ctx ends meanwhile, so
+// that a batch being committed at shutdown is still acked.
+func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
+	base := context.WithoutCancel(ctx)
+	for {
+		select {
+		case <-stop:
+			return
+		case m := <-in.queue:
+			wctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
+			in.handle(wctx, m.topic, m.payload)
+			cancel()
+		}
+	}
+}
+
+// publishCtx is publish, also ending when ctx does.
+func publishCtx(ctx context.Context, client mqtt.Client, topic string, retained bool, payload []byte, timeout time.Duration) error {
+	if !client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	tok := client.Publish(topic, 1, retained, payload)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("%w: %s: no PUBACK within %v", ErrPublish, topic, timeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, err)
+	}
+	return nil
+}

@@ -1,0 +1,409 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/wire"
+)
+
+// Defaults of the zero fields of PublisherConfig.
+const (
+	// DefaultPublisherClientIDPrefix starts the random client id of a
+	// Publisher whose MQTTConfig.ClientID is empty.
+	DefaultPublisherClientIDPrefix = "farego-downlink-"
+	// DefaultCoalesceInterval is the least time between two reads of one
+	// kind's document after Changed.
+	DefaultCoalesceInterval = time.Second
+	// DefaultPollInterval is how often every document is read even without
+	// Changed (changes made by other instances, or by the ledger itself).
+	DefaultPollInterval = 10 * time.Second
+	// DefaultSourceTimeout bounds one Source call.
+	DefaultSourceTimeout = 30 * time.Second
+)
+
+// Source returns the current version and body of a fleet document (kind is
+// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares). Version 0 means
+// there is no document of that kind yet: nothing is published.
+type Source func(ctx context.Context, kind string) (version uint64, body []byte, err error)
+
+// PublisherConfig configures a Publisher. The zero value of every optional
+// field means its default.
+type PublisherConfig struct {
+	// MQTTConfig is the connection to the broker (a connection of its own,
+	// beside the Ingest's: give it another ClientID if you set one).
+	MQTTConfig
+
+	// TopicPrefix is the topic prefix (default wire.DefaultPrefix).
+	TopicPrefix string
+
+	// FleetKey signs the downlinks. Required.
+	FleetKey ed25519.PrivateKey
+
+	// Source reads the current documents. Required.
+	Source Source
+
+	// Kinds are the documents published (default wire.DownlinkKinds).
+	Kinds []string
+
+	// CoalesceInterval is the least time between two Source reads of one
+	// kind after Changed (default DefaultCoalesceInterval): a burst of
+	// changes is published once.
+	CoalesceInterval time.Duration
+
+	// PollInterval is how often every kind is read without Changed
+	// (default DefaultPollInterval).
+	PollInterval time.Duration
+
+	// SourceTimeout bounds one Source call (default DefaultSourceTimeout).
+	SourceTimeout time.Duration
+
+	// PublishTimeout bounds the wait for the broker to take a downlink
+	// (default DefaultPublishTimeout).
+	PublishTimeout time.Duration
+
+	// Logger receives the Publisher's log records; nil discards them.
+	Logger *slog.Logger
+
+	// Now is the clock of the downlinks' IssuedAt; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c PublisherConfig) withDefaults() PublisherConfig {
+	c.MQTTConfig = c.MQTTConfig.withDefaults(DefaultPublisherClientIDPrefix)
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = wire.DefaultPrefix
+	}
+	if len(c.Kinds) == 0 {
+		c.Kinds = wire.DownlinkKinds
+	}
+	c.Kinds = slices.Clone(c.Kinds)
+	if c.CoalesceInterval == 0 {
+		c.CoalesceInterval = DefaultCoalesceInterval
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.SourceTimeout == 0 {
+		c.SourceTimeout = DefaultSourceTimeout
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c *PublisherConfig) validate() error {
+	if err := c.MQTTConfig.validate(); err != nil {
+		return err
+	}
+	if err := validPrefix(c.TopicPrefix); err != nil {
+		return err
+	}
+	if len(c.FleetKey) != ed25519.PrivateKeySize {
+		return configErr("FleetKey is %d bytes, want an Ed25519 private key (%d bytes)", len(c.FleetKey), ed25519.PrivateKeySize)
+	}
+	if c.Source == nil {
+		return configErr("no Source")
+	}
+	for _, k := range c.Kinds {
+		if !slices.Contains(wire.DownlinkKinds, k) {
+			return configErr("unknown downlink kind %q", k)
+		}
+	}
+	if c.CoalesceInterval < 0 || c.PollInterval <= 0 || c.SourceTimeout < 0 || c.PublishTimeout < 0 {
+		return configErr("negative interval or timeout")
+	}
+	return nil
+}
+
+// Publisher publishes the fleet downlinks (keyring, deny list, fare table):
+// fleet-signed wire.Downlink messages, retained, QoS 1, on PREFIX/fleet/KIND.
+// Use NewPublisher, then Run; call Changed when a document changed.
+type Publisher struct {
+	cfg    PublisherConfig
+	log    *slog.Logger
+	topics wire.Topics
+
+	wake        chan struct{} // Changed
+	reconnected chan struct{} // a (re)connection: republish everything
+	conn        atomic.Pointer[conn]
+	running     atomic.Bool
+
+	pubMu sync.Mutex // serializes publications, so versions only go up
+
+	mu        sync.Mutex
+	dirty     map[string]bool   // Changed, or a poll, since the last read
+	force     map[string]bool   // republish even if not newer (after a connection)
+	published map[string]uint64 // last version published, by kind
+	srcErrs   map[string]int    // Source failures in a row, by kind
+	pubErrs   int               // failed publications in a row
+	stats     PublisherStats
+}
+
+// PublisherStats are a Publisher's counters since NewPublisher.
+type PublisherStats struct {
+	Connected   bool
+	Reads       uint64            // Source calls
+	ReadErrors  uint64            // failed Source calls
+	Publishes   uint64            // downlinks published
+	PublishErrs uint64            // publications that failed
+	Versions    map[string]uint64 // last version published, by kind
+}
+
+// NewPublisher checks cfg and returns a Publisher. It does not connect:
+// Run does.
+func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Publisher{
+		cfg: cfg, log: cfg.Logger, topics: wire.Topics{Prefix: cfg.TopicPrefix},
+		wake: make(chan struct{}, 1), reconnected: make(chan struct{}, 1),
+		dirty: map[string]bool{}, force: map[string]bool{}, published: map[string]uint64{}, srcErrs: map[string]int{},
+	}, nil
+}
+
+// Changed tells the Publisher that a kind's document may have changed. It
+// never blocks; the document is read (and published if newer) at most once
+// per CoalesceInterval, so a burst of changes makes one publication.
+func (p *Publisher) Changed(kind string) {
+	if !slices.Contains(p.cfg.Kinds, kind) {
+		return
+	}
+	p.mu.Lock()
+	p.dirty[kind] = true
+	p.mu.Unlock()
+	signal(p.wake)
+}
+
+// Connected reports whether the Publisher is connected.
+func (p *Publisher) Connected() bool {
+	c := p.conn.Load()
+	return c != nil && c.connected()
+}
+
+// Stats returns a snapshot of the Publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Versions = make(map[string]uint64, len(p.published))
+	for k, v := range p.published {
+		s.Versions[k] = v
+	}
+	s.Connected = p.Connected()
+	return s
+}
+
+// Publish publishes version of a kind's document now: a fleet-signed
+// wire.Downlink, retained, at QoS 1, on PREFIX/fleet/KIND. A version older
+// than the last one this Publisher published is refused (ErrStaleVersion);
+// the same version is published again. ErrNotConnected while the
+// Publisher is not connected (Run publishes the current documents on every
+// connection anyway).
+func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, body []byte) error {
+	if !slices.Contains(p.cfg.Kinds, kind) {
+		return fmt.Errorf("ingest: publish: %w: downlink kind %q", wire.ErrUnsupported, kind)
+	}
+	dl := wire.Downlink{Kind: kind, Version: version, IssuedAt: p.cfg.Now(), Body: body}
+	payload, err := dl.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("ingest: publish %s: %w", kind, err)
+	}
+	msg, err := wire.Seal(wire.TypeDownlink, payload, true, p.cfg.FleetKey)
+	if err != nil {
+		return fmt.Errorf("ingest: publish %s: %w", kind, err)
+	}
+	c := p.conn.Load()
+	if c == nil || !c.client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	p.mu.Lock()
+	last := p.published[kind]
+	p.mu.Unlock()
+	if version < last {
+		return fmt.Errorf("%w: %s version %d, published %d", ErrStaleVersion, kind, version, last)
+	}
+	err = publishCtx(ctx, c.client, p.topics.Fleet(kind), true, msg, p.cfg.PublishTimeout)
+	p.mu.Lock()
+	if err != nil {
+		p.stats.PublishErrs++
+	} else {
+		p.stats.Publishes++
+		p.published[kind] = version
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.log.Info("ingest: downlink published", logKeyKind, kind, logKeyVersion, version, logKeySize, len(msg))
+	return nil
+}
+
+// Run connects to the broker and keeps the fleet documents published until
+// ctx is done: after every (re)connection it publishes each kind's current
+// document (the broker may have lost its retained messages); after Changed
+// it reads the kind's document at most once per CoalesceInterval and
+// publishes it if its version is newer than the last published; every
+// PollInterval it does the same for every kind. It returns nil when ctx is
+// done, after disconnecting.
+func (p *Publisher) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer p.running.Store(false)
+
+	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, func(mqtt.Client) error {
+		p.mu.Lock()
+		for _, k := range p.cfg.Kinds {
+			p.dirty[k], p.force[k] = true, true
+		}
+		p.mu.Unlock()
+		signal(p.reconnected)
+		return nil
+	})
+	p.conn.Store(c)
+	c.start()
+	defer c.stop()
+
+	poll := time.NewTicker(p.cfg.PollInterval)
+	defer poll.Stop()
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
+	lastRead := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.reconnected:
+		case <-p.wake:
+		case <-due.C:
+		case <-poll.C:
+			p.mu.Lock()
+			for _, k := range p.cfg.Kinds {
+				p.dirty[k] = true
+			}
+			p.mu.Unlock()
+		}
+		if !c.client.IsConnectionOpen() {
+			continue // every (re)connection publishes everything
+		}
+		next := time.Duration(-1)
+		for _, k := range p.cfg.Kinds {
+			p.mu.Lock()
+			dirty, force := p.dirty[k], p.force[k]
+			p.mu.Unlock()
+			if !dirty {
+				continue
+			}
+			if wait := p.cfg.CoalesceInterval - time.Since(lastRead[k]); !force && wait > 0 {
+				if next < 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+			lastRead[k] = time.Now()
+			if !p.sync(ctx, k, force) && ctx.Err() == nil {
+				// A failed publication is tried again after the interval.
+				if next < 0 || p.cfg.CoalesceInterval < next {
+					next = p.cfg.CoalesceInterval
+				}
+			}
+		}
+		if next >= 0 {
+			due.Reset(next)
+		}
+	}
+}
+
+// sync reads a kind's document and publishes it if it is newer than the
+// last published (or, with force, as new). It reports false when the
+// publication failed and should be tried again soon.
+func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
+	p.mu.Lock()
+	p.dirty[kind] = false
+	p.stats.Reads++
+	p.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SourceTimeout)
+	version, body, err := p.cfg.Source(sctx, kind)
+	cancel()
+	p.mu.Lock()
+	if err != nil {
+		p.stats.ReadErrors++
+		p.srcErrs[kind]++
+		n := p.srcErrs[kind]
+		p.mu.Unlock()
+		if n == 1 && ctx.Err() == nil {
+			p.log.Error("ingest: cannot read a fleet document; trying again at the next poll", logKeyKind, kind, logKeyErr, err)
+		}
+		return true // the next poll reads it again; force stays set
+	}
+	if n := p.srcErrs[kind]; n > 0 {
+		p.srcErrs[kind] = 0
+		p.log.Info(fmt.Sprintf("ingest: fleet document readable again after %d failures", n), logKeyKind, kind, logKeyCount, n)
+	}
+	last := p.published[kind]
+	p.mu.Unlock()
+	if version == 0 || version < last || (version == last && !force) {
+		if force && version != 0 && version < last {
+			p.log.Warn("ingest: fleet document older than the one published; not republished",
+				logKeyKind, kind, logKeyVersion, version, logKeyFrom, last)
+		}
+		p.mu.Lock()
+		p.force[kind] = false
+		p.mu.Unlock()
+		return true
+	}
+	if err := p.Publish(ctx, kind, version, body); err != nil {
+		p.mu.Lock()
+		p.dirty[kind] = true
+		p.pubErrs++
+		n := p.pubErrs
+		p.mu.Unlock()
+		switch {
+		case ctx.Err() != nil:
+		case n == 1:
+			p.log.Warn("ingest: downlink not published; trying again", logKeyKind, kind, logKeyVersion, version, logKeyErr, err)
+		default:
+			p.log.Debug("ingest: downlink not published", logKeyKind, kind, logKeyErr, err, logKeyCount, n)
+		}
+		return false
+	}
+	p.mu.Lock()
+	p.force[kind] = false
+	n := p.pubErrs
+	p.pubErrs = 0
+	p.mu.Unlock()
+	if n > 0 {
+		p.log.Info(fmt.Sprintf("ingest: downlinks published again after %d failures", n), logKeyCount, n)
+	}
+	return true
+}
+
+// signal wakes the reader of a channel of capacity 1 without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,76 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/wire"
+)
+
+// VerdictMalformedRecord is the verdict of a record that does not decode as
+// a wire.Tap, or whose device, sequence number or queue epoch differ from
+// its batch's. It is not a paycode reason: the code was never looked at.
+const VerdictMalformedRecord paycode.Reason = "malformed_record"
+
+// Store is what the Ingest needs from the settlement side (the ledger). It
+// is defined here, where it is used: sync/ingest does not import the
+// server. Its methods are called from several worker goroutines at once.
+type Store interface {
+	// DeviceKey returns a registered device's Ed25519 public key, or an
+	// error wrapping ErrUnknownDevice if the device is not registered.
+	// Any other error counts as a store failure: the message is not
+	// acked and the device sends it again.
+	DeviceKey(ctx context.Context, deviceID string) (ed25519.PublicKey, error)
+
+	// Commit durably and idempotently (by tap id, "device/seq") settles
+	// every tap of the batch: valid ones are charged; those with a
+	// Verdict are stored for audit (quarantined) and not charged. When
+	// it returns nil, every tap of the batch is committed and the device
+	// will delete them all on the ack; when it returns an error nothing
+	// is acked and the device sends the batch again, so a partial commit
+	// must be idempotent too.
+	Commit(ctx context.Context, b *Batch) error
+
+	// Status records a device's status (best effort: an error is logged
+	// and counted, nothing else).
+	Status(ctx context.Context, st *wire.Status) error
+}
+
+// Batch is a device's batch after the Ingest checked its signature and
+// re-verified every record's payment code.
+type Batch struct {
+	DeviceID string    // the device, from the topic; the batch says the same
+	Epoch    string    // the device queue's epoch
+	SentAt   time.Time // the device clock when the batch was sent
+	Taps     []Tap     // one per record, in ascending sequence order
+}
+
+// Tap is one record of a batch with the outcome of its checks.
+type Tap struct {
+	Seq    uint64
+	ID     string // wire.TapID(DeviceID, Seq)
+	Record []byte // the record as the device committed it (for audit)
+
+	// Tap is the decoded record; nil when Verdict is
+	// VerdictMalformedRecord (and only then).
+	Tap *wire.Tap
+	// Code is the parsed payment code (Code.ID().Key() identifies it for
+	// the one-use rule); nil for a malformed record.
+	Code *paycode.Code
+	// CodeText is the code's text form ("FG1:…"). Never log it; log
+	// CodeHash.
+	CodeText string
+	// CodeHash is paycode.ShortHash(CodeText), for logs and audit.
+	CodeHash string
+
+	// Verdict is "" when the code verified at its tap time against the
+	// server's keyring, otherwise the paycode.Reason of the first failed
+	// check, or VerdictMalformedRecord.
+	Verdict paycode.Reason
+}
+
+// Valid reports whether the record decoded and its code verified at its
+// tap time.
+func (t *Tap) Valid() bool { return t.Verdict == "" }

@@ -1,0 +1,331 @@
+package uplink
+
+import (
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/sync/wire"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	// DefaultClientIDPrefix is put before the device id to make the MQTT
+	// client id when Config.ClientID is empty.
+	DefaultClientIDPrefix = "farego-dev-"
+
+	// DefaultBatchRecords is the most queue records in one batch message.
+	DefaultBatchRecords = 100
+
+	// DefaultBatchBytes is the most record bytes in one batch message (a
+	// single record larger than that still goes alone).
+	DefaultBatchBytes = 256 << 10
+
+	// DefaultMaxInFlight is the most batches published and not yet acked.
+	DefaultMaxInFlight = 4
+
+	// DefaultAckTimeout is how long the uplink waits for the server's ack
+	// of its oldest unacked batch before sending again from there. Each
+	// timeout in a row doubles the wait, up to 8 times this.
+	DefaultAckTimeout = 10 * time.Second
+
+	// DefaultHeartbeat is the interval of status messages while connected.
+	DefaultHeartbeat = 60 * time.Second
+
+	// DefaultPollInterval is how often the queue is checked for new records
+	// (Notify makes the uplink look at once).
+	DefaultPollInterval = time.Second
+
+	// DefaultSyncInterval is the least time between two calls of
+	// SyncSucceeded.
+	DefaultSyncInterval = 30 * time.Second
+
+	// DefaultMinBackoff and DefaultMaxBackoff bound the jittered, doubling
+	// wait between connection attempts.
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+
+	// DefaultConnectTimeout bounds one connection attempt (TCP, TLS and the
+	// MQTT handshake).
+	DefaultConnectTimeout = 15 * time.Second
+
+	// DefaultKeepAlive is the MQTT keep-alive interval; a dead connection
+	// is noticed within about 1.5 times this.
+	DefaultKeepAlive = 30 * time.Second
+
+	// DefaultShutdownTimeout bounds how long Run waits, once its context is
+	// done, for the broker to take the offline status.
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+const (
+	// maxAckBackoff bounds the ack-timeout backoff, as a multiple of
+	// AckTimeout.
+	maxAckBackoff = 8
+	// maxBatchBytes bounds BatchBytes so that a batch (with its per-record
+	// overhead, uncompressed) always fits in one wire message.
+	maxBatchBytes = wire.MaxMessageSize - 64<<10
+	// maxInFlight bounds MaxInFlight.
+	maxInFlight = 1000
+)
+
+// Config configures an Uplink. The zero value of every optional field means
+// the matching Default constant.
+type Config struct {
+	// Brokers are the broker URLs, tried in order on each connection
+	// attempt: tcp://host:port or mqtt://host:port for plain MQTT,
+	// ssl://, tls:// or mqtts:// for MQTT over TLS. At least one.
+	Brokers []string
+
+	// DeviceID is the device's id (see wire.ValidDeviceID); it names the
+	// device's topics and its tap ids.
+	DeviceID string
+
+	// ClientID is the MQTT client id; empty means DefaultClientIDPrefix +
+	// DeviceID. It must be unique per device: a broker disconnects the
+	// older of two clients with the same id.
+	ClientID string
+
+	// DeviceKey signs tap batches and status messages.
+	DeviceKey ed25519.PrivateKey
+
+	// FleetPublicKey checks acks, replay requests and downlinks.
+	FleetPublicKey ed25519.PublicKey
+
+	// TopicPrefix is the topic prefix (default wire.DefaultPrefix).
+	TopicPrefix string
+
+	// Software is the software version reported in the status.
+	Software string
+
+	// BatchRecords and BatchBytes bound one batch message: at most
+	// BatchRecords records (up to wire.MaxBatchRecords) and BatchBytes of
+	// record data.
+	BatchRecords int
+	BatchBytes   int
+
+	// MaxInFlight is the most batches published and not yet acked by the
+	// server.
+	MaxInFlight int
+
+	// AckTimeout is how long to wait for the server's ack of the oldest
+	// unacked batch before sending again from its first record.
+	AckTimeout time.Duration
+
+	// Heartbeat is the interval of status messages while connected.
+	Heartbeat time.Duration
+
+	// PollInterval is how often the queue is checked for new records.
+	PollInterval time.Duration
+
+	// SyncInterval is the least time between two SyncSucceeded calls.
+	SyncInterval time.Duration
+
+	// DisableCompression sends tap batches uncompressed. By default they
+	// are DEFLATE-compressed when that makes them smaller. (Status
+	// messages are never compressed, so mosquitto_sub shows their JSON.)
+	DisableCompression bool
+
+	// Username and Password authenticate to the broker (MQTT CONNECT). A
+	// Password needs a Username. Use TLS: MQTT sends them in clear.
+	Username string
+	Password string
+
+	// TLS is the base TLS configuration for ssl://, tls:// and mqtts://
+	// brokers (nil: system roots, TLS 1.2 or later). CAFile replaces its
+	// root CAs with the PEM certificates in that file; CertFile and KeyFile
+	// (PEM, both or neither) add a client certificate for mutual TLS. The
+	// files are read by New.
+	TLS      *tls.Config
+	CAFile   string
+	CertFile string
+	KeyFile  string
+
+	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
+	// connection attempts; it starts again from MinBackoff after a
+	// successful connection.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+
+	// ConnectTimeout bounds one connection attempt.
+	ConnectTimeout time.Duration
+
+	// KeepAlive is the MQTT keep-alive interval.
+	KeepAlive time.Duration
+
+	// ShutdownTimeout bounds how long Run waits for the broker to take the
+	// offline status when its context is done.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the uplink's log records; nil discards them.
+	Logger *slog.Logger
+
+	// Now is the clock for the times in batches and status messages; nil
+	// means time.Now. Timeouts use the real clock.
+	Now func() time.Time
+}
+
+// withDefaults returns a copy of c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultClientIDPrefix + c.DeviceID
+	}
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = wire.DefaultPrefix
+	}
+	if c.BatchRecords == 0 {
+		c.BatchRecords = DefaultBatchRecords
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = DefaultBatchBytes
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	def(&c.AckTimeout, DefaultAckTimeout)
+	def(&c.Heartbeat, DefaultHeartbeat)
+	def(&c.PollInterval, DefaultPollInterval)
+	def(&c.SyncInterval, DefaultSyncInterval)
+	def(&c.MinBackoff, DefaultMinBackoff)
+	def(&c.MaxBackoff, DefaultMaxBackoff)
+	def(&c.ConnectTimeout, DefaultConnectTimeout)
+	def(&c.KeepAlive, DefaultKeepAlive)
+	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// tlsSchemes and plainSchemes are the broker URL schemes understood.
+var (
+	tlsSchemes   = map[string]bool{"ssl": true, "tls": true, "mqtts": true}
+	plainSchemes = map[string]bool{"tcp": true, "mqtt": true}
+)
+
+// validate checks a Config that has its defaults.
+func (c *Config) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
+	if len(c.Brokers) == 0 {
+		return bad("no broker URL (Brokers)")
+	}
+	tlsSet := c.tlsRequested()
+	for i, b := range c.Brokers {
+		u, err := url.Parse(b)
+		if err != nil {
+			return bad("Brokers[%d] is not a URL", i) // the error would repeat it, password and all
+		}
+		if u.User != nil {
+			return bad("broker URL %s: put credentials in Username and Password, not the URL", u.Redacted())
+		}
+		if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
+			return bad("broker URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", b)
+		}
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
+			return bad("broker URL %q: want scheme://host:port", b)
+		}
+		if tlsSet && plainSchemes[u.Scheme] {
+			return bad("broker URL %q is not TLS but TLS settings are given (use ssl://, tls:// or mqtts://)", b)
+		}
+	}
+	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+		return bad("DeviceID: %v", err)
+	}
+	if c.ClientID == "" || len(c.ClientID) > 65535 || strings.ContainsAny(c.ClientID, "\x00") {
+		return bad("ClientID %q", c.ClientID)
+	}
+	if len(c.DeviceKey) != ed25519.PrivateKeySize {
+		return bad("DeviceKey is %d bytes, want an Ed25519 private key (%d bytes)", len(c.DeviceKey), ed25519.PrivateKeySize)
+	}
+	if len(c.FleetPublicKey) != ed25519.PublicKeySize {
+		return bad("FleetPublicKey is %d bytes, want an Ed25519 public key (%d bytes)", len(c.FleetPublicKey), ed25519.PublicKeySize)
+	}
+	if strings.ContainsAny(c.TopicPrefix, "+#\x00") || strings.HasPrefix(c.TopicPrefix, "$") {
+		return bad("TopicPrefix %q: no wildcards, no leading '$'", c.TopicPrefix)
+	}
+	switch {
+	case c.BatchRecords < 1 || c.BatchRecords > wire.MaxBatchRecords:
+		return bad("BatchRecords %d, want 1 to %d", c.BatchRecords, wire.MaxBatchRecords)
+	case c.BatchBytes < 1 || c.BatchBytes > maxBatchBytes:
+		return bad("BatchBytes %d, want 1 to %d", c.BatchBytes, maxBatchBytes)
+	case c.MaxInFlight < 1 || c.MaxInFlight > maxInFlight:
+		return bad("MaxInFlight %d, want 1 to %d", c.MaxInFlight, maxInFlight)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"AckTimeout", c.AckTimeout}, {"Heartbeat", c.Heartbeat}, {"PollInterval", c.PollInterval},
+		{"SyncInterval", c.SyncInterval}, {"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff},
+		{"ConnectTimeout", c.ConnectTimeout}, {"KeepAlive", c.KeepAlive}, {"ShutdownTimeout", c.ShutdownTimeout},
+	} {
+		if d.v < 0 {
+			return bad("%s %v is negative", d.name, d.v)
+		}
+	}
+	if c.MinBackoff > c.MaxBackoff {
+		return bad("MinBackoff %v is above MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
+	}
+	if c.KeepAlive < time.Second {
+		return bad("KeepAlive %v is under a second", c.KeepAlive)
+	}
+	if c.Password != "" && c.Username == "" {
+		return bad("a Password needs a Username")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return bad("CertFile and KeyFile go together")
+	}
+	return nil
+}
+
+// tlsRequested reports whether any TLS setting is given.
+func (c *Config) tlsRequested() bool {
+	return c.TLS != nil || c.CAFile != "" || c.CertFile != ""
+}
+
+// tlsConfig builds the TLS configuration for TLS brokers, reading the files.
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	var t *tls.Config
+	if c.TLS != nil {
+		t = c.TLS.Clone()
+	} else {
+		t = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.CAFile != "" {
+		pemBytes, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: CAFile: %v", ErrConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("%w: CAFile %s holds no PEM certificate", ErrConfig, c.CAFile)
+		}
+		t.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: client certificate: %v", ErrConfig, err)
+		}
+		t.Certificates = append(t.Certificates, cert)
+	}
+	return t, nil
+}

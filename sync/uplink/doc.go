@@ -1,0 +1,73 @@
+// Package uplink is the validator's side of the MQTT link: it drains the
+// durable tap queue to the settlement server and applies the fleet
+// downlinks the server publishes.
+//
+// # Taps
+//
+// Run reads records from the queue (sync/wire tap records) and publishes
+// them in batches signed with the device key, at QoS 1, on
+// PREFIX/dev/ID/taps. A record leaves the queue only when the server's
+// application-level ack (wire.Ack, signed with the fleet key, on
+// PREFIX/dev/ID/ack) names it and the queue's epoch: a PUBACK, or a paho
+// token that completed, proves only that the broker had the message, and
+// paho completes tokens without error when a connection drops. Up to
+// MaxInFlight batches are out at once; if the oldest is not acked within
+// AckTimeout (doubling while no ack comes), or the connection is new,
+// sending starts again from the oldest unacked record. The server is
+// idempotent by tap id, so a record sent twice is settled once. Acked
+// records are deleted by a goroutine beside the session, so the next
+// batches go out during the fsync, and acks that arrive together share one.
+//
+// After an ack empties the queue the uplink calls StateApplier.SyncSucceeded,
+// at most once per SyncInterval.
+//
+// # Downlinks and commands
+//
+// The uplink subscribes to PREFIX/fleet/keyring, /denylist and /fares
+// (retained) and to PREFIX/dev/ID/cmd. A downlink is applied
+// (StateApplier.Apply) only if it is signed with the fleet key, well
+// formed, of the topic's kind and newer than the applied version; anything
+// else is refused, logged and counted, never a crash. A fleet-signed
+// wire.Replay for this device and epoch moves archived records back into
+// the queue (queue.Replay) and they are sent again.
+//
+// # Status
+//
+// The device's status (wire.Status, signed with the device key, never
+// compressed so that mosquitto_sub shows its JSON) is retained on
+// PREFIX/dev/ID/status: online, queue depth, age of the oldest
+// unacked tap, last sequence number, queue epoch, applied downlink
+// versions, device clock and software. It is published on connecting, when
+// something it shows changes (a downlink applied, the queue drained, a
+// replay) and every Heartbeat. The MQTT last will is the same status with
+// online false, made when connecting; on a clean shutdown Run publishes it
+// itself before disconnecting.
+//
+// # Connection
+//
+// Each connection uses a fresh paho client with a clean session, an
+// in-memory store (the bbolt queue is the durable store), unordered
+// delivery and subscriptions made in the OnConnect handler. Message
+// handlers never block: they hand messages to goroutines through buffered
+// channels and drop (and log) what does not fit. Run reconnects with
+// jittered, capped backoff that starts again after a success, logs a run
+// of failures once and the recovery once ("uplink connected after 14
+// failed attempts"). Brokers are tcp:// or mqtt:// (plain), ssl://, tls://
+// or mqtts:// (TLS, optionally with a client certificate); a username and
+// password may be given with either.
+//
+// # Caveats
+//
+//   - The session is clean: an ack or a replay request published while the
+//     device is offline is lost. Lost acks only cost a resend; the server
+//     should send a replay request while the device's status says online.
+//   - A record larger than wire.MaxRecordSize cannot be sent. It is logged,
+//     counted (Stats.Unsendable) and left in the queue, which then never
+//     drains; the agent never writes such records.
+//   - SyncSucceeded is called after the queue was seen empty; a tap
+//     appended between that check and the call is not acked yet.
+//   - TLS files are read once, by New: restart the uplink after replacing
+//     a certificate.
+//   - New records are noticed at the next PollInterval unless the agent
+//     calls Notify after appending.
+package uplink

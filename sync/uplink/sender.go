@@ -1,0 +1,436 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+// maxUnsendableLogged bounds the remembered unsendable records (each is
+// logged once).
+const maxUnsendableLogged = 1024
+
+// inflight is a published batch awaiting the server's ack.
+type inflight struct {
+	seqs   []uint64 // its records not acked yet, ascending
+	sentAt time.Time
+}
+
+// sender is the send side of the uplink: the window of published, unacked
+// batches and what goes with it. It lives for one Run and belongs to the
+// Run goroutine.
+//
+// Records flow like this: fill peeks the records after cursor and
+// publishes them in batches until MaxInFlight batches are out; a valid ack
+// takes the records it names out of the window and hands them to the ack
+// committer, which deletes them from the queue (acks that arrive together
+// share one fsync) while fill sends the next batches; if
+// the oldest batch is not acked within the ack timeout (doubling on each
+// timeout in a row), or the connection is new, or the server asked for a
+// replay, the window is dropped and sending starts again from the oldest
+// unacked record. The server is idempotent by tap id, so sending a record
+// twice is harmless; deleting one it has not committed never happens.
+type sender struct {
+	u   *Uplink
+	pub publisher
+
+	win        []*inflight
+	cursor     uint64 // the highest seq sent since the last reset
+	ackTimeout time.Duration
+	timeouts   int // ack timeouts in a row
+	timer      *time.Timer
+
+	syncPending bool      // an ack emptied the queue; SyncSucceeded is due
+	lastSync    time.Time // the last SyncSucceeded call
+
+	queueErrs  int             // queue errors in a row (logged once)
+	unsendable map[uint64]bool // records too large for a batch, logged
+}
+
+func newSender(u *Uplink) *sender {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &sender{u: u, timer: t, ackTimeout: u.cfg.AckTimeout, unsendable: map[uint64]bool{}}
+}
+
+// run drives one connected session until ctx is done, the connection is
+// lost (*lostError) or the queue fails (*fatalError).
+func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) error {
+	u := s.u
+	s.pub = pub
+	s.reset()
+	s.ackTimeout, s.timeouts = u.cfg.AckTimeout, 0
+	defer s.reset()
+
+	u.statusDirty.Store(false)
+	u.publishStatus(pub, true)
+	heartbeat := time.NewTicker(u.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	poll := time.NewTicker(u.cfg.PollInterval)
+	defer poll.Stop()
+
+	err := s.check(s.fill())
+	for err == nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-lost:
+			return &lostError{e}
+		case m := <-u.deviceIn:
+			err = s.handleDevice(m.topic, m.payload)
+		case <-u.acks.done:
+			err = s.acksCommitted()
+		case <-s.timer.C:
+			err = s.ackTimedOut()
+		case <-u.wake:
+			err = s.fill()
+			s.maybeStatus()
+		case <-poll.C:
+			err = errors.Join(s.fill(), s.maybeSync())
+			s.maybeStatus()
+		case <-heartbeat.C:
+			u.publishStatus(pub, true)
+		}
+		err = s.check(err)
+	}
+	return err
+}
+
+// check sorts an error of one step: connection losses and fatal queue
+// errors end the session; other queue errors are logged once per run of
+// them and retried at the next poll.
+func (s *sender) check(err error) error {
+	switch {
+	case err == nil:
+		if s.queueErrs > 0 {
+			s.u.log.Info("uplink: queue working again", logKeyCount, s.queueErrs)
+			s.queueErrs = 0
+		}
+		return nil
+	case isLost(err):
+		return err
+	case errors.Is(err, queue.ErrClosed), errors.Is(err, queue.ErrCorrupt):
+		return &fatalError{err}
+	}
+	s.queueErrs++
+	if s.queueErrs == 1 {
+		s.u.log.Error("uplink: queue error; retrying", logKeyErr, err)
+	}
+	return nil
+}
+
+func isLost(err error) bool {
+	_, ok := errors.AsType[*lostError](err)
+	return ok
+}
+
+// reset drops the window: the next fill starts from the oldest unacked
+// record.
+func (s *sender) reset() {
+	clear(s.win)
+	s.win = s.win[:0]
+	s.cursor = 0
+	s.timer.Stop()
+	s.setInFlight()
+}
+
+func (s *sender) setInFlight() {
+	n := len(s.win)
+	s.u.count(func(st *Stats) { st.InFlight = n })
+}
+
+// fill publishes batches of the records after cursor until the window is
+// full or no record is left.
+func (s *sender) fill() error {
+	u := s.u
+	defer s.arm()
+	for len(s.win) < u.cfg.MaxInFlight {
+		recs, err := u.q.PeekAfter(s.cursor, u.cfg.BatchRecords, u.cfg.BatchBytes)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		s.cursor = recs[len(recs)-1].Seq
+		b := wire.Batch{DeviceID: u.cfg.DeviceID, Epoch: u.q.Epoch(), SentAt: u.cfg.Now(), Records: make([]wire.Record, 0, len(recs))}
+		seqs := make([]uint64, 0, len(recs))
+		for _, r := range recs {
+			if len(r.Data) > wire.MaxRecordSize {
+				s.unsendableRecord(r)
+				continue
+			}
+			b.Records = append(b.Records, wire.Record{Seq: r.Seq, Data: r.Data})
+			seqs = append(seqs, r.Seq)
+		}
+		if len(seqs) == 0 {
+			continue
+		}
+		payload, err := b.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
+		}
+		msg, err := wire.Seal(wire.TypeBatch, payload, !u.cfg.DisableCompression, u.cfg.DeviceKey)
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
+		}
+		if err := tokenFailed(s.pub.Publish(u.taps, 1, false, msg)); err != nil {
+			return &lostError{fmt.Errorf("publish: %w", err)}
+		}
+		s.win = append(s.win, &inflight{seqs: seqs, sentAt: time.Now()})
+		u.count(func(st *Stats) {
+			st.BatchesSent++
+			st.RecordsSent += uint64(len(seqs))
+			st.BytesSent += uint64(len(msg))
+			st.InFlight = len(s.win)
+		})
+	}
+	return nil
+}
+
+// unsendableRecord logs, once, a record that no batch can carry. It stays
+// in the queue: records are never dropped silently.
+func (s *sender) unsendableRecord(r queue.Record) {
+	if s.unsendable[r.Seq] || len(s.unsendable) >= maxUnsendableLogged {
+		return
+	}
+	s.unsendable[r.Seq] = true
+	s.u.count(func(st *Stats) { st.Unsendable++ })
+	s.u.log.Error("uplink: record too large to send; left in the queue",
+		logKeySeq, r.Seq, logKeySize, len(r.Data))
+}
+
+// arm sets the ack timer for the oldest batch in the window.
+func (s *sender) arm() {
+	if len(s.win) == 0 {
+		s.timer.Stop()
+		return
+	}
+	s.timer.Reset(time.Until(s.win[0].sentAt.Add(s.ackTimeout)))
+}
+
+// ackTimedOut sends the window again from its oldest unacked record when
+// the oldest batch has waited longer than the ack timeout, and doubles the
+// timeout (up to maxAckBackoff times AckTimeout) until an ack comes.
+func (s *sender) ackTimedOut() error {
+	u := s.u
+	if len(s.win) == 0 {
+		return nil
+	}
+	if time.Since(s.win[0].sentAt) < s.ackTimeout {
+		s.arm()
+		return nil
+	}
+	s.timeouts++
+	u.count(func(st *Stats) { st.AckTimeouts++ })
+	if s.timeouts == 1 {
+		u.log.Warn("uplink: no ack from the server in time; sending again",
+			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout)
+	} else {
+		u.log.Debug("uplink: still no ack; sending again",
+			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout, logKeyCount, s.timeouts)
+	}
+	s.ackTimeout = min(2*s.ackTimeout, maxAckBackoff*u.cfg.AckTimeout)
+	s.reset()
+	return s.fill()
+}
+
+// handleDevice processes one message on one of the device's own topics.
+func (s *sender) handleDevice(topic string, payload []byte) error {
+	switch topic {
+	case s.u.ack:
+		if a := s.checkAck(payload); a != nil {
+			return s.applyAck(a)
+		}
+		return nil
+	case s.u.cmd:
+		return s.handleCmd(payload)
+	}
+	s.u.refuse(topic, payload, errors.New("not a topic of this device"))
+	return nil
+}
+
+// checkAck returns the ack in payload if it is valid: fleet-signed, well
+// formed, for this device and this queue epoch. Otherwise it refuses the
+// message and returns nil.
+func (s *sender) checkAck(payload []byte) *wire.Ack {
+	u := s.u
+	body, err := wire.Open(payload, wire.TypeAck, u.cfg.FleetPublicKey)
+	if err != nil {
+		u.refuse(u.ack, payload, err)
+		return nil
+	}
+	a, err := wire.ParseAck(body)
+	if err != nil {
+		u.refuse(u.ack, payload, err)
+		return nil
+	}
+	if a.DeviceID != u.cfg.DeviceID {
+		u.refuse(u.ack, payload, fmt.Errorf("ack for device %q", a.DeviceID))
+		return nil
+	}
+	if a.Epoch != u.q.Epoch() {
+		u.refuse(u.ack, payload, fmt.Errorf("ack for queue epoch %q, this queue's is %q", a.Epoch, u.q.Epoch()))
+		return nil
+	}
+	u.count(func(st *Stats) { st.Acks++ })
+	return a
+}
+
+// applyAck takes the in-flight records that a valid ack names out of the
+// window, hands them to the ack committer and refills the window: the next
+// batches go out while the ack is written (fsync) to the queue.
+func (s *sender) applyAck(a *wire.Ack) error {
+	u := s.u
+	seqs := s.covered(a.Ranges)
+	s.remove(a.Ranges)
+	if len(seqs) == 0 {
+		return nil // duplicates, or for records not in flight (sent again anyway)
+	}
+	u.acks.add(seqs)
+	s.setInFlight()
+	if s.timeouts > 0 {
+		u.log.Info("uplink: acks from the server resumed", logKeyCount, s.timeouts)
+		s.timeouts = 0
+	}
+	s.ackTimeout = u.cfg.AckTimeout
+	return s.fill()
+}
+
+// acksCommitted takes the outcome of the acks committed since the last
+// call. A failed commit leaves its records in the queue but out of the
+// window, so sending starts again from the oldest unacked record; an ack
+// that left the queue empty makes SyncSucceeded due.
+func (s *sender) acksCommitted() error {
+	res := s.u.acks.result()
+	if res.err != nil {
+		s.reset()
+		return errors.Join(res.err, s.fill())
+	}
+	if res.empty {
+		s.syncPending = true
+		s.u.statusDirty.Store(true)
+		return s.maybeSync()
+	}
+	return nil
+}
+
+// covered returns the in-flight seqs that ranges (ascending, disjoint)
+// cover. Only records in flight are acked: an ack is for what was sent,
+// and this bounds the work whatever ranges a message holds.
+func (s *sender) covered(ranges []wire.Range) []uint64 {
+	var out []uint64
+	for _, b := range s.win {
+		for _, seq := range b.seqs {
+			if inRanges(ranges, seq) {
+				out = append(out, seq)
+			}
+		}
+	}
+	return out
+}
+
+// remove takes the seqs that ranges cover out of the window and drops the
+// batches left empty.
+func (s *sender) remove(ranges []wire.Range) {
+	win := s.win[:0]
+	for _, b := range s.win {
+		left := b.seqs[:0]
+		for _, seq := range b.seqs {
+			if !inRanges(ranges, seq) {
+				left = append(left, seq)
+			}
+		}
+		if b.seqs = left; len(left) > 0 {
+			win = append(win, b)
+		}
+	}
+	clear(s.win[len(win):])
+	s.win = win
+}
+
+// inRanges reports whether seq is in one of ranges (ascending, disjoint).
+func inRanges(ranges []wire.Range, seq uint64) bool {
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].To >= seq })
+	return i < len(ranges) && ranges[i].From <= seq
+}
+
+// handleCmd carries out a fleet-signed command for this device: a replay
+// request moves archived records back into the queue, and sending starts
+// again from the oldest unacked record.
+func (s *sender) handleCmd(payload []byte) error {
+	u := s.u
+	t, err := wire.PeekType(payload)
+	if err == nil && t != wire.TypeReplay {
+		err = fmt.Errorf("%s message on the command topic", t)
+	}
+	if err != nil {
+		u.refuse(u.cmd, payload, err)
+		return nil
+	}
+	body, err := wire.Open(payload, wire.TypeReplay, u.cfg.FleetPublicKey)
+	if err != nil {
+		u.refuse(u.cmd, payload, err)
+		return nil
+	}
+	r, err := wire.ParseReplay(body)
+	if err != nil {
+		u.refuse(u.cmd, payload, err)
+		return nil
+	}
+	if r.DeviceID != u.cfg.DeviceID {
+		u.refuse(u.cmd, payload, fmt.Errorf("replay for device %q", r.DeviceID))
+		return nil
+	}
+	if r.Epoch != u.q.Epoch() {
+		u.refuse(u.cmd, payload, fmt.Errorf("replay for queue epoch %q, this queue's is %q", r.Epoch, u.q.Epoch()))
+		return nil
+	}
+	n, err := u.q.Replay(r.From, r.To)
+	if err != nil {
+		return err
+	}
+	u.log.Info("uplink: replaying archived records at the server's request",
+		logKeyFrom, r.From, logKeyTo, r.To, logKeyRecords, n)
+	u.count(func(st *Stats) { st.Replays++ })
+	u.statusDirty.Store(true)
+	s.reset()
+	return s.fill()
+}
+
+// maybeSync calls SyncSucceeded if an ack emptied the queue, it is still
+// empty, and the last call was at least SyncInterval ago (otherwise the
+// next poll tries again).
+func (s *sender) maybeSync() error {
+	u := s.u
+	if !s.syncPending || (!s.lastSync.IsZero() && time.Since(s.lastSync) < u.cfg.SyncInterval) {
+		return nil
+	}
+	qs, err := u.q.Stats()
+	if err != nil {
+		return err
+	}
+	s.syncPending = false
+	if qs.Count != 0 {
+		return nil // not all acked after all; the next emptying ack sets it again
+	}
+	s.lastSync = time.Now()
+	if err := u.state.SyncSucceeded(); err != nil {
+		u.log.Warn("uplink: SyncSucceeded failed", logKeyErr, err)
+		return nil
+	}
+	u.count(func(st *Stats) { st.SyncCalls++ })
+	return nil
+}
+
+// maybeStatus publishes the status if something it shows has changed.
+func (s *sender) maybeStatus() {
+	if s.u.statusDirty.Swap(false) {
+		s.u.publishStatus(s.pub, true)
+	}
+}

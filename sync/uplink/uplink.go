@@ -1,0 +1,297 @@
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
+)
+
+// StateApplier is the part of the validator agent that the uplink drives
+// (the agent's *Agent satisfies it). Its methods are called from several
+// goroutines and must be safe for concurrent use.
+type StateApplier interface {
+	// Apply installs a new version of a fleet document (kind is
+	// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares; body is the
+	// document) atomically, refusing a version that is not newer.
+	Apply(kind string, version uint64, body []byte) error
+	// Versions returns the applied document versions by kind; the map is
+	// the caller's.
+	Versions() map[string]uint64
+	// SyncSucceeded tells the agent that the server has acked every
+	// queued tap.
+	SyncSucceeded() error
+}
+
+// publisher is the part of the MQTT client that sends (an mqtt.Client).
+type publisher interface {
+	Publish(topic string, qos byte, retained bool, payload any) mqtt.Token
+}
+
+// Inbound buffers between paho's message handlers and the goroutines that
+// process the messages. A full buffer drops the message (and logs it):
+// acks and commands come again, retained downlinks on the next connection.
+const (
+	deviceInboxSize = 256
+	fleetInboxSize  = 16
+)
+
+// Uplink is the device side of the MQTT link: it drains the queue to the
+// server and applies the server's downlinks. Use New, then Run.
+type Uplink struct {
+	cfg   Config
+	q     *queue.Queue
+	state StateApplier
+	log   *slog.Logger
+	tls   *tls.Config // for TLS brokers
+
+	brokers                []string          // the broker URLs without passwords, for logs
+	taps, ack, cmd, status string            // this device's topics
+	fleet                  map[string]string // fleet topic → downlink kind
+	filters                map[string]byte   // subscriptions, all QoS 1
+
+	deviceIn chan inbound  // acks and commands, for the session goroutine
+	fleetIn  chan inbound  // downlinks, for the downlink goroutine
+	wake     chan struct{} // Notify, downlink applied
+	acks     *ackCommitter // writes acks to the queue beside the session
+
+	dropStreak  atomic.Int64 // inbound messages dropped since the last accepted
+	statusDirty atomic.Bool  // something the status shows has changed
+	running     atomic.Bool
+	connected   atomic.Bool
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// inbound is one message received from the broker.
+type inbound struct {
+	topic   string
+	payload []byte
+}
+
+// Stats are the uplink's counters since New.
+type Stats struct {
+	Connected       bool   // connected and subscribed now
+	Connects        uint64 // successful connections
+	ConnectFailures uint64 // failed connection attempts
+	LastError       string // the last connection error or loss ("" if none yet)
+
+	BatchesSent  uint64 // batch messages published (including resends)
+	RecordsSent  uint64 // records in them
+	BytesSent    uint64 // their size on the wire
+	InFlight     int    // batches published and not yet acked
+	Acks         uint64 // valid acks received
+	RecordsAcked uint64 // records acked in the queue (deleted, or archived)
+	AckTimeouts  uint64 // times no ack came in time and the window was sent again
+	Replays      uint64 // replay requests carried out
+	Unsendable   uint64 // records too large for a batch (left in the queue)
+	SyncCalls    uint64 // SyncSucceeded calls
+	StatusSent   uint64 // status messages published
+
+	DownlinksApplied   uint64 // downlinks applied
+	DownlinksUnchanged uint64 // downlinks of the version already applied (retained ones, on every connect)
+	DownlinksRefused   uint64 // downlinks refused: bad signature, malformed, wrong kind, older, or Apply failed
+	MessagesRefused    uint64 // acks and commands refused: bad signature, malformed, another device or epoch
+	MessagesDropped    uint64 // inbound messages dropped because the inbox was full
+}
+
+// New checks cfg and returns an Uplink for queue q that applies downlinks to
+// st. It reads the TLS files named in cfg. It does not connect: Run does.
+func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if q == nil || st == nil {
+		return nil, fmt.Errorf("%w: a queue and a StateApplier are required", ErrConfig)
+	}
+	u := &Uplink{
+		cfg:      cfg,
+		q:        q,
+		state:    st,
+		log:      cfg.Logger,
+		fleet:    map[string]string{},
+		filters:  map[string]byte{},
+		deviceIn: make(chan inbound, deviceInboxSize),
+		fleetIn:  make(chan inbound, fleetInboxSize),
+		wake:     make(chan struct{}, 1),
+		acks:     newAckCommitter(q),
+	}
+	needTLS := cfg.tlsRequested()
+	for _, b := range cfg.Brokers {
+		bu, _ := url.Parse(b) // validated
+		if tlsSchemes[bu.Scheme] {
+			needTLS = true
+		}
+		u.brokers = append(u.brokers, bu.Redacted())
+	}
+	if needTLS {
+		var err error
+		if u.tls, err = cfg.tlsConfig(); err != nil {
+			return nil, err
+		}
+	}
+	t := wire.Topics{Prefix: cfg.TopicPrefix}
+	u.taps = t.Device(cfg.DeviceID, wire.KindTaps)
+	u.ack = t.Device(cfg.DeviceID, wire.KindAck)
+	u.cmd = t.Device(cfg.DeviceID, wire.KindCmd)
+	u.status = t.Device(cfg.DeviceID, wire.KindStatus)
+	u.filters[u.ack] = 1
+	u.filters[u.cmd] = 1
+	for _, k := range wire.DownlinkKinds {
+		u.fleet[t.Fleet(k)] = k
+		u.filters[t.Fleet(k)] = 1
+	}
+	return u, nil
+}
+
+// Run keeps the device connected to the broker until ctx is done: it drains
+// the queue in signed batches, deletes records when the server acks them,
+// publishes the device status and applies downlinks. It reconnects with
+// jittered, capped backoff, logging a run of failures once and the recovery
+// once. When ctx is done it publishes an offline status, disconnects and
+// returns nil.
+//
+// Run returns an error only if the queue fails for good (closed or
+// corrupt), after disconnecting the same way, and ErrRunning if the uplink
+// is already running.
+func (u *Uplink) Run(ctx context.Context) error {
+	if !u.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer u.running.Store(false)
+
+	dctx, cancel := context.WithCancel(ctx)
+	stopAcks := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { u.downlinks(dctx) })
+	wg.Go(func() { u.acks.loop(stopAcks, u.countAcked) })
+	defer func() {
+		cancel()
+		close(stopAcks) // the committer writes what is pending, then stops
+		wg.Wait()
+	}()
+
+	s := newSender(u)
+	lk := &link{backoff: backoff{min: u.cfg.MinBackoff, max: u.cfg.MaxBackoff}}
+	for {
+		err := u.session(ctx, s, lk)
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			u.log.Error("uplink: stopped: the queue failed", logKeyErr, fe.err)
+			return fmt.Errorf("uplink: %w", fe.err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		u.failed(lk, err)
+		if !sleep(ctx, lk.backoff.next()) {
+			return nil
+		}
+	}
+}
+
+// Notify tells the uplink that records were appended, so that it sends
+// them now rather than at its next poll. It never blocks.
+func (u *Uplink) Notify() { signal(u.wake) }
+
+// Connected reports whether the uplink is connected and subscribed.
+func (u *Uplink) Connected() bool { return u.connected.Load() }
+
+// Stats returns a snapshot of the uplink's counters.
+func (u *Uplink) Stats() Stats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.stats
+	s.Connected = u.connected.Load()
+	return s
+}
+
+// countAcked counts records acked in the queue.
+func (u *Uplink) countAcked(n int) { u.count(func(s *Stats) { s.RecordsAcked += uint64(n) }) }
+
+// count updates the counters.
+func (u *Uplink) count(f func(*Stats)) {
+	u.mu.Lock()
+	f(&u.stats)
+	u.mu.Unlock()
+}
+
+// lostError ends a session whose connection was lost (or never came up
+// completely): there is nothing left to disconnect.
+type lostError struct{ err error }
+
+func (e *lostError) Error() string {
+	if e.err == nil {
+		return "connection lost"
+	}
+	return "connection lost: " + e.err.Error()
+}
+
+func (e *lostError) Unwrap() error { return e.err }
+
+// fatalError ends Run: the queue is closed or corrupt.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// link is the connection state of one Run, for backoff and for logging a
+// run of failures once.
+type link struct {
+	backoff   backoff
+	up        bool      // the last session got connected and subscribed
+	down      bool      // an outage is being reported
+	downSince time.Time // when it began
+	failures  int       // failed attempts since it began
+}
+
+// failed records a session that ended with err (ctx still live).
+func (u *Uplink) failed(lk *link, err error) {
+	msg := "unknown error"
+	if err != nil {
+		msg = err.Error()
+	}
+	u.count(func(s *Stats) { s.LastError = msg })
+	if lk.up {
+		lk.up = false
+		lk.down, lk.downSince, lk.failures = true, time.Now(), 0
+		u.log.Warn("uplink: connection lost; reconnecting", logKeyErr, err)
+		return
+	}
+	lk.failures++
+	u.count(func(s *Stats) { s.ConnectFailures++ })
+	if !lk.down {
+		lk.down, lk.downSince = true, time.Now()
+		u.log.Warn("uplink: cannot connect; retrying", logKeyBroker, u.brokers, logKeyClientID, u.cfg.ClientID, logKeyErr, err)
+		return
+	}
+	u.log.Debug("uplink: connection attempt failed", logKeyAttempts, lk.failures, logKeyErr, err)
+}
+
+// up records a connection made and subscribed.
+func (u *Uplink) up(lk *link, broker string) {
+	lk.backoff.reset()
+	switch {
+	case lk.down && lk.failures > 0:
+		u.log.Info(fmt.Sprintf("uplink connected after %d failed attempts", lk.failures),
+			logKeyBroker, broker, logKeyAttempts, lk.failures, logKeyDownFor, time.Since(lk.downSince).Round(time.Second))
+	case lk.down:
+		u.log.Info("uplink reconnected", logKeyBroker, broker, logKeyDownFor, time.Since(lk.downSince).Round(time.Second))
+	default:
+		u.log.Info("uplink connected", logKeyBroker, broker, logKeyClientID, u.cfg.ClientID)
+	}
+	lk.up, lk.down, lk.failures = true, false, 0
+	u.count(func(s *Stats) { s.Connects++ })
+}

@@ -1,0 +1,466 @@
+package uplink
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/wire"
+)
+
+// serverFor connects a test server for f's device to f's broker.
+func serverFor(f *fixture) *testServer {
+	f.tb.Helper()
+	return newTestServer(f.tb, serverOptions{url: f.broker.URL()}, f.prefix, f.fleet,
+		map[string]ed25519.PublicKey{f.id: pubOf(f.dev)})
+}
+
+func TestDrain(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 450)
+	u := f.start()
+
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	// More taps while connected, announced with Notify.
+	appendTaps(t, f.q, f.taps, 50)
+	u.Notify()
+	waitFor(t, "the new taps to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 500)
+	waitFor(t, "SyncSucceeded", func() bool { return f.state.syncCount() > 0 })
+	// The counters follow the queue's commit.
+	waitFor(t, "the acks to be counted", func() bool { return u.Stats().RecordsAcked == 500 })
+
+	st := u.Stats()
+	if !st.Connected || st.Connects != 1 || st.RecordsAcked != 500 || st.InFlight != 0 {
+		t.Errorf("Stats = %+v, want connected once, 500 records acked, none in flight", st)
+	}
+	if st.MessagesRefused != 0 || st.DownlinksRefused != 0 {
+		t.Errorf("Stats = %+v, want nothing refused", st)
+	}
+	qs, err := f.q.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs.Archived != 500 {
+		t.Errorf("queue archive holds %d records, want the 500 acked", qs.Archived)
+	}
+}
+
+func TestBrokerDownAndBack(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 200)
+	u := f.start()
+	waitFor(t, "some taps to be delivered", func() bool { return srv.unique() > 0 })
+
+	f.broker.Stop()
+	waitFor(t, "the uplink to notice", func() bool { return !u.Connected() })
+	// Taps go on while the broker is down.
+	appendTaps(t, f.q, f.taps, 300)
+	waitFor(t, "failed connection attempts", func() bool { return u.Stats().ConnectFailures >= 3 })
+	if n := queueCount(t, f.q); n == 0 {
+		t.Fatal("queue drained while the broker was down")
+	}
+
+	f.broker.Restart()
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 500)
+	if st := u.Stats(); st.Connects < 2 || st.LastError == "" {
+		t.Errorf("Stats = %+v, want at least 2 connects and the last error", st)
+	}
+	if !f.logs.contains("uplink connected after") {
+		t.Error(`no "uplink connected after N failed attempts" in the log`)
+	}
+}
+
+func TestAckLostResends(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = 300 * time.Millisecond
+	srv := serverFor(f)
+	srv.setDropAcks(3)
+	appendTaps(t, f.q, f.taps, 300)
+	u := f.start()
+
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 300)
+	if st := u.Stats(); st.AckTimeouts == 0 {
+		t.Errorf("Stats = %+v, want ack timeouts", st)
+	}
+	if got := srv.totalReceived(); got <= 300 {
+		t.Errorf("server received %d records, want duplicates beyond the 300 taps", got)
+	}
+}
+
+func TestNoAckNothingDeleted(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = 200 * time.Millisecond
+	srv := serverFor(f)
+	srv.setMute(true)
+	appendTaps(t, f.q, f.taps, 120)
+	u := f.start()
+
+	waitFor(t, "every tap to be sent twice", func() bool {
+		for seq := 1; seq <= 120; seq++ {
+			if srv.times(wire.TapID(f.id, uint64(seq))) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := queueCount(t, f.q); n != 120 {
+		t.Fatalf("queue has %d records without any ack, want 120", n)
+	}
+	if st := u.Stats(); st.RecordsAcked != 0 || st.AckTimeouts == 0 {
+		t.Errorf("Stats = %+v, want nothing acked and ack timeouts", st)
+	}
+	if f.state.syncCount() != 0 {
+		t.Error("SyncSucceeded called without acks")
+	}
+
+	// The server comes back: everything goes.
+	srv.setMute(false)
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 120)
+}
+
+func TestDownlinks(t *testing.T) {
+	f := newFixture(t, nil)
+	u := f.start()
+	waitFor(t, "connection", u.Connected)
+	forger := newKey(t)
+	keyring := f.fleetTopic(wire.DownlinkKeyring)
+	publish := func(topic string, msg []byte) {
+		t.Helper()
+		if err := f.broker.Publish(topic, msg, true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each step publishes one message and waits for its outcome.
+	for i, step := range []struct {
+		name   string
+		topic  string
+		msg    []byte
+		faulty bool // Apply fails
+		want   func(Stats) bool
+	}{
+		{"good", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`), false,
+			func(s Stats) bool { return s.DownlinksApplied == 1 }},
+		{"forged", keyring, signedDownlink(t, forger, wire.DownlinkKeyring, 6, `{"v":6}`), false,
+			func(s Stats) bool { return s.DownlinksRefused == 1 }},
+		{"older", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 4, `{"v":4}`), false,
+			func(s Stats) bool { return s.DownlinksRefused == 2 }},
+		{"same again", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`), false,
+			func(s Stats) bool { return s.DownlinksUnchanged >= 1 }},
+		{"malformed", keyring, []byte("FGW1 this is not a downlink at all, but long enough to look like one........................"), false,
+			func(s Stats) bool { return s.DownlinksRefused == 3 }},
+		{"kind not the topic's", keyring, signedDownlink(t, f.fleet, wire.DownlinkDenyList, 9, `{}`), false,
+			func(s Stats) bool { return s.DownlinksRefused == 4 }},
+		{"an ack on a fleet topic", keyring, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: []wire.Range{{From: 1, To: 1}}}, f.fleet), false,
+			func(s Stats) bool { return s.DownlinksRefused == 5 }},
+		{"Apply fails", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 7, `{"v":7}`), true,
+			func(s Stats) bool { return s.DownlinksRefused == 6 }},
+		{"fares", f.fleetTopic(wire.DownlinkFares), signedDownlink(t, f.fleet, wire.DownlinkFares, 2, `{"v":2}`), false,
+			func(s Stats) bool { return s.DownlinksApplied == 2 }},
+	} {
+		f.state.mu.Lock()
+		f.state.applyErr = nil
+		if step.faulty {
+			f.state.applyErr = errors.New("fault injected")
+		}
+		f.state.mu.Unlock()
+		publish(step.topic, step.msg)
+		waitFor(t, fmt.Sprintf("step %d (%s)", i, step.name), func() bool { return step.want(u.Stats()) })
+	}
+	if got, want := f.state.appliedList(), []string{"keyring/5", "fares/2"}; !slices.Equal(got, want) {
+		t.Errorf("applied %v, want %v", got, want)
+	}
+	// The applied versions reach the retained status.
+	waitFor(t, "the status to show the versions", func() bool {
+		msg, ok := f.broker.Retained(f.topic(wire.KindStatus))
+		if !ok {
+			return false
+		}
+		st, err := openStatus(msg, pubOf(f.dev))
+		return err == nil && st.Versions[wire.DownlinkKeyring] == 5 && st.Versions[wire.DownlinkFares] == 2
+	})
+
+	// Reconnecting sees the retained downlinks again: not applied twice.
+	publish(keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`))
+	waitFor(t, "the keyring seen again", func() bool { return u.Stats().DownlinksUnchanged >= 2 })
+	before := u.Stats()
+	f.broker.Restart()
+	waitFor(t, "reconnection", func() bool { s := u.Stats(); return s.Connected && s.Connects > before.Connects })
+	publish(f.fleetTopic(wire.DownlinkDenyList), signedDownlink(t, f.fleet, wire.DownlinkDenyList, 1, `{}`))
+	waitFor(t, "the deny list", func() bool { return u.Stats().DownlinksApplied == 3 })
+	if got, want := f.state.appliedList(), []string{"keyring/5", "fares/2", "denylist/1"}; !slices.Equal(got, want) {
+		t.Errorf("applied %v, want %v", got, want)
+	}
+}
+
+func TestAcksAndCommandsChecked(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = time.Hour // the window stays as it is
+	appendTaps(t, f.q, f.taps, 10)
+	u := f.start()
+	waitFor(t, "the batch to be in flight", func() bool { return u.Stats().InFlight == 1 })
+	forger := newKey(t)
+	all := []wire.Range{{From: 1, To: 10}}
+	for i, step := range []struct {
+		name  string
+		topic string
+		msg   []byte
+	}{
+		{"forged ack", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: all}, forger)},
+		{"ack signed by the device", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: all}, f.dev)},
+		{"ack for another device", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: "other", Epoch: f.q.Epoch(), Ranges: all}, f.fleet)},
+		{"ack for another epoch", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: "0123", Ranges: all}, f.fleet)},
+		{"garbage ack", wire.KindAck, []byte("garbage")},
+		{"downlink on the ack topic", wire.KindAck, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 1, `{}`)},
+		{"forged replay", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 1, To: 5}, forger)},
+		{"replay for another epoch", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: "x", From: 1, To: 5}, f.fleet)},
+		{"ack on the command topic", wire.KindCmd, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: all}, f.fleet)},
+	} {
+		if err := f.broker.Publish(f.topic(step.topic), step.msg, false, 1); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("step %d (%s) refused", i, step.name), func() bool { return u.Stats().MessagesRefused == uint64(i+1) })
+	}
+	if n := queueCount(t, f.q); n != 10 {
+		t.Fatalf("queue has %d records after refused acks, want 10", n)
+	}
+	// A good ack for part of the batch deletes exactly that part.
+	good := seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: []wire.Range{{From: 2, To: 4}, {From: 9, To: 12}}}, f.fleet)
+	if err := f.broker.Publish(f.topic(wire.KindAck), good, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the partial ack", func() bool { return u.Stats().RecordsAcked == 5 })
+	recs, err := f.q.Peek(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []uint64
+	for _, r := range recs {
+		left = append(left, r.Seq)
+	}
+	if want := []uint64{1, 5, 6, 7, 8}; !slices.Equal(left, want) {
+		t.Errorf("records left %v, want %v", left, want)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 60)
+	u := f.start()
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	before := srv.totalReceived()
+
+	replay := seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 10, To: 29}, f.fleet)
+	if err := f.broker.Publish(f.topic(wire.KindCmd), replay, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replay", func() bool { return u.Stats().Replays == 1 })
+	waitFor(t, "the replayed records to be acked again", func() bool {
+		return srv.totalReceived() >= before+20 && queueCount(t, f.q) == 0
+	})
+	for seq := 10; seq <= 29; seq++ {
+		if n := srv.times(wire.TapID(f.id, uint64(seq))); n < 2 {
+			t.Errorf("tap %d received %d times, want again after the replay", seq, n)
+		}
+	}
+	srv.check(t, f.id, 60)
+}
+
+func TestStatusAndLastWill(t *testing.T) {
+	f := newFixture(t, nil)
+	statusTopic := f.topic(wire.KindStatus)
+	w := watchStatus(t, f.broker.URL(), statusTopic, pubOf(f.dev))
+	appendTaps(t, f.q, f.taps, 7)
+	f.state.Apply(wire.DownlinkFares, 3, nil)
+	u := f.start()
+
+	st := w.next(t, "online", func(s *wire.Status) bool { return s.Online })
+	if st.DeviceID != f.id || st.QueueDepth != 7 || st.LastSeq != 7 || st.Epoch != f.q.Epoch() ||
+		st.Software != "farego-test 1.0" || st.Versions[wire.DownlinkFares] != 3 || st.Time.IsZero() {
+		t.Errorf("online status = %+v, want device %s, 7 queued, last seq 7, epoch, software, fares 3", st, f.id)
+	}
+
+	// The connection dies without a DISCONNECT and the device cannot come
+	// back: the last will (offline) is published and stays retained.
+	f.broker.Refuse(DefaultClientIDPrefix+f.id, true)
+	waitFor(t, "the device's connection to be killed", func() bool { return f.broker.KillClient(DefaultClientIDPrefix + f.id) })
+	st = w.next(t, "offline (last will)", func(s *wire.Status) bool { return !s.Online })
+	if st.QueueDepth != 7 {
+		t.Errorf("last will = %+v, want the queue depth at connect time (7)", st)
+	}
+	msg, ok := f.broker.Retained(statusTopic)
+	if !ok {
+		t.Fatal("no retained status")
+	}
+	if st, err := openStatus(msg, pubOf(f.dev)); err != nil || st.Online {
+		t.Fatalf("retained status = %+v, %v; want offline", st, err)
+	}
+	if !strings.Contains(string(msg), `"online":false`) {
+		t.Errorf("status JSON not readable in the message %q", msg)
+	}
+	waitFor(t, "refused reconnections", func() bool { return u.Stats().ConnectFailures >= 2 })
+
+	// Back again: online; then a clean stop leaves an offline status.
+	f.broker.Refuse(DefaultClientIDPrefix+f.id, false)
+	w.next(t, "online again", func(s *wire.Status) bool { return s.Online })
+	if err := u.stop(); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	msg, _ = f.broker.Retained(statusTopic)
+	if st, err := openStatus(msg, pubOf(f.dev)); err != nil || st.Online {
+		t.Fatalf("retained status after stop = %+v, %v; want offline", st, err)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.Heartbeat = 20 * time.Millisecond
+	w := watchStatus(t, f.broker.URL(), f.topic(wire.KindStatus), pubOf(f.dev))
+	u := f.start()
+	// Three distinct online statuses (a broker may deliver one twice, live
+	// and as the retained message, around a subscription).
+	var last time.Time
+	for i := range 3 {
+		st := w.next(t, fmt.Sprintf("heartbeat %d", i), func(s *wire.Status) bool { return s.Online && s.Time.After(last) })
+		last = st.Time
+	}
+	if n := u.Stats().StatusSent; n < 3 {
+		t.Errorf("StatusSent = %d, want at least 3", n)
+	}
+}
+
+func TestUsernamePassword(t *testing.T) {
+	b := brokertest.Start(t, &brokertest.Options{Users: map[string]string{"bus": "s3cret"}})
+	t.Run("right", func(t *testing.T) {
+		f := newFixture(t, b)
+		f.cfg.Username, f.cfg.Password = "bus", "s3cret"
+		u := f.start()
+		waitFor(t, "connection", u.Connected)
+	})
+	t.Run("wrong", func(t *testing.T) {
+		f := newFixture(t, b)
+		f.cfg.Username, f.cfg.Password = "bus", "guess"
+		u := f.start()
+		waitFor(t, "refusals", func() bool { return u.Stats().ConnectFailures >= 2 })
+		if st := u.Stats(); st.Connects != 0 || !strings.Contains(st.LastError, "connect") {
+			t.Errorf("Stats = %+v, want no connection and a connect error", st)
+		}
+	})
+}
+
+func TestRunTwice(t *testing.T) {
+	f := newFixture(t, nil)
+	u := f.start()
+	waitFor(t, "connection", u.Connected)
+	if err := u.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Run = %v, want ErrRunning", err)
+	}
+	if err := u.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Run again after it returned: works.
+	r := runUplink(t, u.Uplink)
+	waitFor(t, "connection again", r.Connected)
+}
+
+func TestQueueClosed(t *testing.T) {
+	f := newFixture(t, nil)
+	u, err := New(f.cfg, f.q, f.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	waitFor(t, "connection", u.Connected)
+	f.q.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, queue.ErrClosed) {
+			t.Errorf("Run = %v, want queue.ErrClosed", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run went on with a closed queue")
+	}
+}
+
+func TestStopWhileUnreachable(t *testing.T) {
+	f := newFixture(t, nil)
+	// A broker address that accepts TCP but never answers MQTT: the
+	// connection attempt hangs until Run's context ends it.
+	l := blackhole(t)
+	f.cfg.Brokers = []string{"tcp://" + l.addr}
+	f.cfg.ConnectTimeout = time.Hour
+	u := f.start()
+	select {
+	case <-l.accepted:
+	case <-time.After(waitTimeout):
+		t.Fatal("no connection attempt")
+	}
+	if err := u.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSyncSucceededAtMostOncePerInterval(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.SyncInterval = time.Hour
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 30)
+	u := f.start()
+	waitFor(t, "the first drain and sync", func() bool { return queueCount(t, f.q) == 0 && f.state.syncCount() == 1 })
+	appendTaps(t, f.q, f.taps, 30)
+	u.Notify()
+	waitFor(t, "the second drain", func() bool { return queueCount(t, f.q) == 0 && u.Stats().RecordsAcked == 60 })
+	srv.check(t, f.id, 60)
+	if n := f.state.syncCount(); n != 1 {
+		t.Errorf("SyncSucceeded called %d times within SyncInterval, want 1", n)
+	}
+}
+
+func TestUnsendableRecordStays(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 5)
+	big := make([]byte, wire.MaxRecordSize+1)
+	if _, err := f.q.Append(context.Background(), big); err != nil {
+		t.Fatal(err)
+	}
+	appendTaps(t, f.q, f.taps, 5) // seqs 7..11
+	u := f.start()
+	waitFor(t, "the sendable records to drain", func() bool { return queueCount(t, f.q) == 1 })
+	recs, err := f.q.Peek(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Seq != 6 {
+		t.Errorf("left in the queue: %d records (first seq %d), want only seq 6", len(recs), recs[0].Seq)
+	}
+	waitFor(t, "the acks to be counted", func() bool { return u.Stats().RecordsAcked == 10 })
+	if st := u.Stats(); st.Unsendable != 1 {
+		t.Errorf("Stats = %+v, want 1 unsendable and 10 acked", st)
+	}
+	if !f.logs.contains("record too large to send") {
+		t.Error("unsendable record not logged")
+	}
+	if f.state.syncCount() != 0 {
+		t.Error("SyncSucceeded called with a record still queued")
+	}
+	if got := srv.unique(); got != 10 {
+		t.Errorf("server has %d taps, want 10", got)
+	}
+}
