@@ -48,10 +48,14 @@ type Config struct {
 	CredentialTTL time.Duration
 	Policy        paycode.Policy // for online payments: code max age and skew
 	Notifier      Notifier
-	Health        map[string]Health // extra readiness checks by name (broker, ingest)
-	Metrics       *metrics.Registry
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// DeviceCredentials, if set, gives a registered device's MQTT username
+	// and password (the embedded broker's derived ones); registration
+	// returns them to the provisioning tool.
+	DeviceCredentials func(id string) (username, password string)
+	Health            map[string]Health // extra readiness checks by name (broker, ingest)
+	Metrics           *metrics.Registry
+	Logger            *slog.Logger
+	Now               func() time.Time
 }
 
 // Handler serves the API.
@@ -548,7 +552,11 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 		return nil, 0, err
 	}
 	h.log.Info("device registered", "device", req.ID, "replace", req.Replace)
-	return map[string]any{"id": req.ID, "public_key": req.PublicKey}, http.StatusCreated, nil
+	out := map[string]any{"id": req.ID, "public_key": req.PublicKey}
+	if h.cfg.DeviceCredentials != nil {
+		out["mqtt_username"], out["mqtt_password"] = h.cfg.DeviceCredentials(req.ID)
+	}
+	return out, http.StatusCreated, nil
 }
 
 // Device is a validator as the operator sees it.

@@ -1,0 +1,452 @@
+// Package rig runs a whole farego system out of real processes on one
+// machine: the settlement server (embedded broker, SQLite), validators
+// reading pseudo-terminals through a cuttable network link, and riders made
+// with the farego-rider tool. The demo, the end-to-end test and the chaos
+// test are built on it. Everything listens on 127.0.0.1 ports the kernel
+// picks, so it works where other services hold the usual ports.
+package rig
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/cmd/internal/netcut"
+)
+
+// Binaries are the commands the rig runs.
+var Binaries = []string{"farego-settlement", "farego-validator", "farego-rider", "farego-provision"}
+
+// Build compiles the binaries into dir (go build, from the module at root).
+func Build(ctx context.Context, root, dir string) error {
+	for _, b := range Binaries {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", b, err, out)
+		}
+	}
+	return nil
+}
+
+// Rig is one system under test.
+type Rig struct {
+	Dir        string // everything the rig writes lives here
+	Bin        string // directory holding the binaries
+	Log        io.Writer
+	HTTP       string // server's HTTP address once started
+	MQTT       string // embedded broker's address
+	Token      string // operator token
+	server     *exec.Cmd
+	srvErr     chan error
+	mu         sync.Mutex
+	fleet      string
+	mqttListen string
+}
+
+// New makes a rig in dir using the binaries in bin. Progress goes to log.
+func New(dir, bin string, log io.Writer) *Rig {
+	if log == nil {
+		log = io.Discard
+	}
+	return &Rig{Dir: dir, Bin: bin, Log: log, mqttListen: "127.0.0.1:0"}
+}
+
+func (r *Rig) logf(format string, a ...any) { fmt.Fprintf(r.Log, format+"\n", a...) }
+
+func (r *Rig) bin(name string) string { return filepath.Join(r.Bin, name) }
+
+// command runs a tool to completion and returns its standard output.
+func (r *Rig) command(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, r.bin(name), args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// Init creates the fleet and the server's data directory with a fare table.
+func (r *Rig) Init(ctx context.Context, faresJSON string) error {
+	r.fleet = filepath.Join(r.Dir, "fleet")
+	if _, err := r.command(ctx, "farego-provision", "init-fleet", "--dir", r.fleet); err != nil {
+		return err
+	}
+	fares := filepath.Join(r.Dir, "fares.json")
+	if err := os.WriteFile(fares, []byte(faresJSON), 0o644); err != nil {
+		return err
+	}
+	if _, err := r.command(ctx, "farego-settlement", "init", "--data", r.serverDir(), "--fleet-key",
+		filepath.Join(r.fleet, "fleet.key"), "--fares", fares); err != nil {
+		return err
+	}
+	tok, err := os.ReadFile(filepath.Join(r.serverDir(), "keys", "operator.token"))
+	if err != nil {
+		return err
+	}
+	r.Token = strings.TrimSpace(string(tok))
+	return nil
+}
+
+func (r *Rig) serverDir() string { return filepath.Join(r.Dir, "server") }
+
+// StartServer runs farego-settlement and waits until it serves. After the
+// first start the broker keeps its port, so validators reconnect to it.
+func (r *Rig) StartServer(ctx context.Context) error {
+	ready := filepath.Join(r.Dir, "server.ready")
+	os.Remove(ready)
+	logf, err := os.OpenFile(filepath.Join(r.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	http := "127.0.0.1:0"
+	if r.HTTP != "" {
+		http = r.HTTP
+	}
+	cmd := exec.Command(r.bin("farego-settlement"), "run", "--data", r.serverDir(), "--http", http,
+		"--mqtt", r.mqttListen, "--ready-file", ready, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil {
+			var a struct{ HTTP, MQTT string }
+			if json.Unmarshal(b, &a) == nil {
+				r.mu.Lock()
+				r.HTTP, r.MQTT, r.server, r.srvErr = a.HTTP, a.MQTT, cmd, done
+				r.mqttListen = a.MQTT
+				r.mu.Unlock()
+				return nil
+			}
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("settlement server exited: %v (see %s)", err, filepath.Join(r.Dir, "server.log"))
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return errors.New("settlement server did not become ready in 60 s")
+		}
+	}
+}
+
+// StopServer stops the server: gracefully (SIGTERM) or, with kill, SIGKILL.
+func (r *Rig) StopServer(kill bool) error {
+	r.mu.Lock()
+	cmd, done := r.server, r.srvErr
+	r.server = nil
+	r.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case err := <-done:
+		if kill {
+			return nil
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return errors.New("settlement server did not stop in 30 s; killed")
+	}
+}
+
+// API calls the server's HTTP API with the operator token.
+func (r *Rig) API(ctx context.Context, method, path string, body, out any) error {
+	return cli.CallJSON(ctx, method, "http://"+r.HTTP+path, r.Token, body, out)
+}
+
+// Verify runs farego-settlement verify (the ledger's invariants).
+func (r *Rig) Verify(ctx context.Context) (string, error) {
+	return r.command(ctx, "farego-settlement", "verify", "--data", r.serverDir())
+}
+
+// Close stops everything the rig started.
+func (r *Rig) Close() { r.StopServer(false) }
+
+// Device is one validator with its pseudo-terminal scanner and its own link
+// to the broker.
+type Device struct {
+	ID     string
+	Dir    string
+	rig    *Rig
+	Link   *netcut.Proxy
+	master *os.File
+	cmd    *exec.Cmd
+	done   chan error
+	Lines  chan string // the validator's feedback lines
+	mu     sync.Mutex
+}
+
+// Provision makes a device bundle with farego-provision and a cuttable link
+// to the broker.
+func (r *Rig) Provision(ctx context.Context, id, route string) (*Device, error) {
+	link, err := netcut.Listen("127.0.0.1:0", r.MQTT)
+	if err != nil {
+		return nil, err
+	}
+	out := filepath.Join(r.Dir, "devices")
+	if _, err := r.command(ctx, "farego-provision", "device", "--fleet", r.fleet, "--id", id, "--route", route,
+		"--vehicle", "bus-"+id, "--server", "http://"+r.HTTP, "--operator-token", r.Token, "--out", out,
+		"--broker", "tcp://"+link.Addr(), "--data-dir", "data", "--metrics", "", "--scanner", "front=scanner-front"); err != nil {
+		link.Close()
+		return nil, err
+	}
+	d := &Device{ID: id, Dir: filepath.Join(out, id), rig: r, Link: link}
+	// Development settings: short passback so a demo's riders may ride again.
+	cfg := filepath.Join(d.Dir, "validator.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b = []byte(strings.Replace(string(b), `level  = "info"`, `level  = "debug"`, 1))
+	b = []byte(strings.Replace(string(b), "[feedback]\nconsole = true", "[feedback]\nconsole = true\ncolor = \"never\"", 1))
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Start runs the validator on a fresh pseudo-terminal and waits until it
+// reads the scanner.
+func (d *Device) Start(ctx context.Context) error {
+	master, slave, err := pty.Open()
+	if err != nil {
+		return err
+	}
+	link := filepath.Join(d.Dir, "scanner-front")
+	os.Remove(link)
+	if err := os.Symlink(slave.Name(), link); err != nil {
+		return err
+	}
+	slave.Close()
+	logf, err := os.OpenFile(filepath.Join(d.Dir, "validator.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.rig.bin("farego-validator"), "run", "--config", filepath.Join(d.Dir, "validator.toml"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	lines, connected := make(chan string, 10000), make(chan struct{})
+	var once sync.Once
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if strings.Contains(sc.Text(), "scanner connected") {
+				once.Do(func() { close(connected) })
+			}
+		}
+	}()
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		close(lines)
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	d.mu.Lock()
+	d.master, d.cmd, d.done, d.Lines = master, cmd, done, lines
+	d.mu.Unlock()
+	select {
+	case <-connected:
+		return nil
+	case err := <-done:
+		return fmt.Errorf("validator %s exited: %v (see %s)", d.ID, err, filepath.Join(d.Dir, "validator.log"))
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("validator %s did not open its scanner in 60 s", d.ID)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Scan writes a code to the scanner's pty, as a QR scanner does, and
+// returns the validator's feedback line.
+func (d *Device) Scan(ctx context.Context, text string) (string, error) {
+	d.mu.Lock()
+	m, lines := d.master, d.Lines
+	d.mu.Unlock()
+	if _, err := m.Write([]byte(text + "\r\n")); err != nil {
+		return "", err
+	}
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			return "", fmt.Errorf("validator %s exited", d.ID)
+		}
+		return l, nil
+	case <-time.After(60 * time.Second):
+		return "", fmt.Errorf("validator %s gave no feedback in 60 s", d.ID)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// Write sends raw text to the scanner without waiting for feedback.
+func (d *Device) Write(text string) error {
+	d.mu.Lock()
+	m := d.master
+	d.mu.Unlock()
+	_, err := m.Write([]byte(text + "\r\n"))
+	return err
+}
+
+// Stop stops the validator: gracefully (SIGTERM) or, with kill, SIGKILL.
+func (d *Device) Stop(kill bool) error {
+	d.mu.Lock()
+	cmd, done, m := d.cmd, d.done, d.master
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	cmd.Process.Signal(sig)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		err = <-done
+	}
+	m.Close()
+	if kill {
+		return nil
+	}
+	return err
+}
+
+// Close stops the validator and its link.
+func (d *Device) Close() {
+	d.Stop(false)
+	d.Link.Close()
+}
+
+// QueueFile is the validator's bbolt file.
+func (d *Device) QueueFile() string { return filepath.Join(d.Dir, "data", "validator.db") }
+
+// Rider is a rider app stand-in with its own state file.
+type Rider struct {
+	Name  string
+	state string
+	rig   *Rig
+	ID    uint64
+}
+
+// NewRider registers a rider, tops the account up by topUp (minor units)
+// and fetches a credential.
+func (r *Rig) NewRider(ctx context.Context, name, profile string, topUp int64) (*Rider, error) {
+	rd := &Rider{Name: name, state: filepath.Join(r.Dir, "riders", name+".json"), rig: r}
+	os.MkdirAll(filepath.Dir(rd.state), 0o700)
+	out, err := r.command(ctx, "farego-rider", "register", "--state", rd.state, "--server", "http://"+r.HTTP, "--profile", profile, "--name", name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fmt.Sscanf(out, "registered account %d", &rd.ID); err != nil {
+		return nil, fmt.Errorf("farego-rider register said %q", out)
+	}
+	if topUp > 0 {
+		if _, err := r.command(ctx, "farego-rider", "topup", "--state", rd.state, "--amount", fmt.Sprint(topUp), "--operator-token", r.Token); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.command(ctx, "farego-rider", "credential", "--state", rd.state); err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
+// Code returns the rider's next payment code (offline), optionally also as a
+// QR PNG.
+func (rd *Rider) Code(ctx context.Context, png string) (string, error) {
+	args := []string{"code", "--state", rd.state}
+	if png != "" {
+		args = append(args, "--png", png)
+	}
+	out, err := rd.rig.command(ctx, "farego-rider", args...)
+	return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]), err
+}
+
+// Account is an account as the operator API shows it.
+type Account struct {
+	ID       uint64 `json:"id"`
+	Balance  int64  `json:"balance"`
+	Currency string `json:"currency"`
+	Denied   bool   `json:"denied"`
+	Rides    []struct {
+		TapID  string `json:"tap_id"`
+		Time   string `json:"time"`
+		Route  string `json:"route"`
+		Charge int64  `json:"charge"`
+		Flag   string `json:"flag"`
+	} `json:"recent_rides"`
+}
+
+// Account reads an account through the operator API.
+func (r *Rig) Account(ctx context.Context, id uint64) (Account, error) {
+	var a Account
+	err := r.API(ctx, "GET", fmt.Sprintf("/v1/accounts/%d", id), nil, &a)
+	return a, err
+}
+
+// WaitFor polls cond every 100 ms until it returns true or ctx/timeout ends.
+func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/ingest"
+)
+
+func secondsDuration(s int64) time.Duration { return time.Duration(s) * time.Second }
+
+func (s *Server) ingestMetrics() ingest.Metrics {
+	batches := s.reg.Counter("farego_ingest_batches_total", "Tap batches received and verified.")
+	records := s.reg.Counter("farego_ingest_records_total", "Records received in verified batches.")
+	taps := s.reg.Counter("farego_ingest_taps_total", "Taps by re-verification verdict (empty: valid).", "verdict")
+	acks := s.reg.Counter("farego_ingest_acks_total", "Application-level acks published.")
+	statuses := s.reg.Counter("farego_ingest_status_total", "Device status messages recorded.")
+	rejects := s.reg.Counter("farego_ingest_rejects_total", "Messages refused, by reason.", "reason")
+	return ingest.Metrics{
+		Batch:  func(n int) { batches.With().Inc(); records.With().Add(uint64(n)) },
+		Tap:    func(v paycode.Reason) { taps.With(string(v)).Inc() },
+		Ack:    func() { acks.With().Inc() },
+		Status: func() { statuses.With().Inc() },
+		Reject: func(r string) { rejects.With(r).Inc() },
+	}
+}
+
+func (s *Server) registerMetrics() {
+	stat := func(f func(st ledgerStats) float64) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			st, err := s.ledger.Stats(ctx)
+			if err != nil {
+				return -1
+			}
+			return f(ledgerStats(st))
+		}
+	}
+	s.reg.GaugeFunc("farego_ledger_taps", "Taps in the ledger.", stat(func(st ledgerStats) float64 { return float64(st.Taps) }))
+	s.reg.GaugeFunc("farego_ledger_flagged_taps", "Taps stored flagged and uncharged.", stat(func(st ledgerStats) float64 { return float64(st.FlaggedTaps) }))
+	s.reg.GaugeFunc("farego_ledger_negative_accounts", "Accounts below zero (deny-listed).", stat(func(st ledgerStats) float64 { return float64(st.NegativeAccounts) }))
+	s.reg.GaugeFunc("farego_denylist_version", "Deny list version.", stat(func(st ledgerStats) float64 { return float64(st.DenyVersion) }))
+	if s.broker != nil {
+		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
+		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })
+	}
+}
+
+type ledgerStats ledger.Stats

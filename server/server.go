@@ -1,0 +1,384 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/broker"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/ingest"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHTTPListen = "127.0.0.1:8080"
+	DefaultMQTTListen = ":1883"
+	ledgerFile        = "ledger.db"
+	keysDir           = "keys"
+)
+
+// Config configures a settlement server. Zero fields mean the defaults.
+type Config struct {
+	// DataDir holds the SQLite ledger (unless DB says otherwise) and the
+	// key directory (unless KeysDir says otherwise).
+	DataDir string
+	DB      string // ledger DSN: sqlite:PATH or postgres://…; default sqlite:DATA/ledger.db
+	KeysDir string // default DATA/keys
+
+	HTTPListen string // default 127.0.0.1:8080
+
+	// BrokerURL selects an external MQTT broker (tcp://, ssl://); empty
+	// runs the embedded one on MQTTListen (and MQTTTLSListen, if set).
+	BrokerURL     string
+	MQTTUsername  string // for an external broker; default the server identity derived from the broker secret
+	MQTTPassword  string
+	MQTTCAFile    string // CA of an external TLS broker
+	MQTTCertFile  string // client certificate for an external broker with mutual TLS
+	MQTTKeyFile   string
+	MQTTListen    string // embedded broker, plain MQTT; default :1883
+	MQTTTLSListen string // embedded broker, MQTT over TLS (needs TLSCertFile, TLSKeyFile)
+	TLSCertFile   string
+	TLSKeyFile    string
+	ClientCAFile  string // embedded broker: require client certificates from this CA (mutual TLS)
+
+	TopicPrefix   string
+	SharedGroup   string // MQTT shared-subscription group of the settlement instances
+	CredentialTTL time.Duration
+	Policy        paycode.Policy
+	Currency      string // of new accounts; default EUR
+
+	Logger *slog.Logger
+	// Ready, if set, is called once the server serves HTTP and MQTT, with
+	// the addresses it listens on.
+	Ready func(Addrs)
+}
+
+// Addrs are the addresses a running server listens on.
+type Addrs struct {
+	HTTP    string
+	MQTT    string // embedded broker, plain; "" with an external broker
+	MQTTTLS string
+}
+
+// Server is a settlement server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	keys    *keys.Dir
+	ledger  *ledger.Store
+	reg     *metrics.Registry
+	broker  *broker.Broker
+	ingest  *ingest.Ingest
+	pub     *ingest.Publisher
+	http    *http.Server
+	httpLn  net.Listener
+	devKeys sync.Map // device id → ed25519.PublicKey (registered keys only change with re-registration)
+}
+
+// ErrNotInitialised is returned by New when the key directory does not exist.
+var ErrNotInitialised = errors.New("server: not initialised (run farego-settlement init)")
+
+func (c *Config) withDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "farego-data"
+	}
+	if c.DB == "" {
+		c.DB = "sqlite:" + filepath.Join(c.DataDir, ledgerFile)
+	}
+	if c.KeysDir == "" {
+		c.KeysDir = filepath.Join(c.DataDir, keysDir)
+	}
+	if c.HTTPListen == "" {
+		c.HTTPListen = DefaultHTTPListen
+	}
+	if c.MQTTListen == "" {
+		c.MQTTListen = DefaultMQTTListen
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// New opens the keys and the ledger and binds the listeners; Run serves.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.withDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry()}
+	if _, err := os.Stat(cfg.KeysDir); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no key directory %s", ErrNotInitialised, cfg.KeysDir)
+	}
+	kd, err := keys.Open(cfg.KeysDir)
+	if err != nil {
+		return nil, err
+	}
+	s.keys = kd
+	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency})
+	if err != nil {
+		return nil, err
+	}
+	s.ledger = st
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	brokers := []string{cfg.BrokerURL}
+	user, pass := cfg.MQTTUsername, cfg.MQTTPassword
+	if user == "" {
+		user, pass = broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret())
+	}
+	if cfg.BrokerURL == "" {
+		b, err := broker.New(broker.Config{
+			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
+			DeviceKnown: s.deviceKnown, Logger: s.log.With("part", "broker"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Start(); err != nil {
+			return nil, fmt.Errorf("embedded MQTT broker on %s: %w (is another broker running? use --mqtt to pick another address)", cfg.MQTTListen, err)
+		}
+		s.broker = b
+		brokers = []string{"tcp://" + loopback(b.Addr())}
+	}
+	var tlsCfg *tls.Config
+	if cfg.BrokerURL != "" && (cfg.MQTTCAFile != "" || cfg.MQTTCertFile != "") {
+		if tlsCfg, err = clientTLS(cfg.MQTTCAFile, cfg.MQTTCertFile, cfg.MQTTKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg}
+	if s.ingest, err = ingest.New(ingest.Config{
+		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
+		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),
+	}, (*store)(s)); err != nil {
+		return nil, err
+	}
+	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
+		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document,
+		Logger: s.log.With("part", "publisher"),
+	}); err != nil {
+		return nil, err
+	}
+	h := api.New(api.Config{
+		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
+		DeviceCredentials: s.deviceCredentials,
+		Health: map[string]api.Health{
+			"ingest":    connected("ingest", s.ingest.Connected),
+			"publisher": connected("publisher", s.pub.Connected),
+		},
+		Metrics: s.reg, Logger: s.log.With("part", "api"),
+	})
+	s.registerMetrics()
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
+	}
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	ok = true
+	return s, nil
+}
+
+func connected(name string, f func() bool) api.Health {
+	return func(context.Context) error {
+		if !f() {
+			return fmt.Errorf("%s not connected to the MQTT broker", name)
+		}
+		return nil
+	}
+}
+
+// loopback turns ":1883" or "[::]:1883" into an address to dial locally.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || host == "::" || host == "0.0.0.0" {
+		return "127.0.0.1:" + port
+	}
+	return addr
+}
+
+func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificates", caFile)
+		}
+		c.RootCAs = pool
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// Addrs returns the listen addresses.
+func (s *Server) Addrs() Addrs {
+	a := Addrs{HTTP: s.httpLn.Addr().String()}
+	if s.broker != nil {
+		a.MQTT, a.MQTTTLS = s.broker.Addr(), s.broker.TLSAddr()
+	}
+	return a
+}
+
+// Ledger returns the server's ledger (for tools and tests in the same process).
+func (s *Server) Ledger() *ledger.Store { return s.ledger }
+
+// Run serves until ctx is done, then shuts down in order: HTTP, ingest and
+// publisher (which finish what they hold), broker, ledger.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	for name, run := range map[string]func(context.Context) error{"ingest": s.ingest.Run, "publisher": s.pub.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	go func() {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	s.pub.Changed(wire.DownlinkKeyring)
+	s.pub.Changed(wire.DownlinkFares)
+	s.pub.Changed(wire.DownlinkDenyList)
+	a := s.Addrs()
+	s.log.Info("settlement server running", "http", a.HTTP, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
+		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
+	if s.cfg.Ready != nil {
+		s.cfg.Ready(a)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		s.log.Error("settlement server stopping on an error", "err", err)
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	s.http.Shutdown(sctx)
+	wg.Wait()
+	s.log.Info("settlement server stopped")
+	return err
+}
+
+func (s *Server) close() {
+	if s.broker != nil {
+		s.broker.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+	if s.ledger != nil {
+		s.ledger.Close()
+	}
+}
+
+func (s *Server) deviceKnown(id string) bool {
+	if _, ok := s.devKeys.Load(id); ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.deviceKey(ctx, id)
+	return err == nil
+}
+
+func (s *Server) deviceCredentials(id string) (string, string) {
+	s.devKeys.Delete(id) // a re-registration may have changed the key
+	return id, broker.DevicePassword(s.keys.BrokerSecret(), id)
+}
+
+func (s *Server) deviceKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
+	d, err := s.ledger.Device(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ingest.ErrUnknownDevice, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k := ed25519.PublicKey(d.PublicKey)
+	s.devKeys.Store(id, k)
+	return k, nil
+}
+
+// document is the publisher's source of fleet downlinks.
+func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, error) {
+	switch kind {
+	case wire.DownlinkKeyring:
+		kr := s.keys.Keyring()
+		b, err := kr.MarshalJSON()
+		return kr.Version(), b, err
+	case wire.DownlinkFares:
+		t, err := s.ledger.LatestFareTable(ctx)
+		if errors.Is(err, ledger.ErrNoFareTable) {
+			return 0, nil, nil
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := t.Marshal()
+		return t.Version, b, err
+	case wire.DownlinkDenyList:
+		dl, err := s.ledger.DenyList(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		return dl.Version, denyListDoc(dl), nil
+	}
+	return 0, nil, fmt.Errorf("unknown downlink kind %q", kind)
+}
+
+// denyListDoc turns the ledger's deny list (one entry per reason) into the
+// downlink document (one entry per account or credential).
+func denyListDoc(dl ledger.DenyList) []byte {
+	doc := wire.DenyList{Version: dl.Version, Entries: []wire.DenyEntry{}}
+	seen := map[[2]uint64]int{}
+	for _, e := range dl.Entries {
+		k := [2]uint64{e.Account, uint64(e.Serial)}
+		if i, ok := seen[k]; ok {
+			if !strings.Contains(doc.Entries[i].Reason, e.Reason) {
+				doc.Entries[i].Reason += "," + e.Reason
+			}
+			continue
+		}
+		seen[k] = len(doc.Entries)
+		doc.Entries = append(doc.Entries, wire.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
+	}
+	b, _ := json.Marshal(doc)
+	return b
+}
