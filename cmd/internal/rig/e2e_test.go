@@ -66,7 +66,10 @@ func newRig(t *testing.T) (*Rig, context.Context) {
 
 type testLog struct{ t *testing.T }
 
-func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
