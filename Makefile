@@ -12,7 +12,7 @@ FUZZTIME  ?= 5s
 BENCHTIME ?= 1s
 
 # Binaries built by `make build`; the device binary is the only one `dist` cross-builds.
-CMDS := farego-validator farego-settlement farego-rider farego-provision farego-sim
+CMDS := farego-validator farego-settlement farego-rider farego-provision farego-demo farego-sim
 
 .PHONY: help build test test-arm bench fuzz lint dist demo clean
 
@@ -48,6 +48,9 @@ dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/linux-armv7/farego-validator ./cmd/farego-validator
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/linux-arm64/farego-validator ./cmd/farego-validator
 	@ls -l $(DIST)/*/farego-validator
+
+demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it
+	./$(BIN)/farego-demo --bin $(BIN)
 
 clean: ## remove build output
 	rm -rf $(BIN) $(DIST)

@@ -405,9 +405,17 @@ func (r *Rig) NewRider(ctx context.Context, name, profile string, topUp int64) (
 // Code returns the rider's next payment code (offline), optionally also as a
 // QR PNG.
 func (rd *Rider) Code(ctx context.Context, png string) (string, error) {
+	return rd.CodeAt(ctx, time.Time{}, png)
+}
+
+// CodeAt is Code with a code time other than now (zero: now).
+func (rd *Rider) CodeAt(ctx context.Context, at time.Time, png string) (string, error) {
 	args := []string{"code", "--state", rd.state}
 	if png != "" {
 		args = append(args, "--png", png)
+	}
+	if !at.IsZero() {
+		args = append(args, "--now", fmt.Sprint(at.Unix()))
 	}
 	out, err := rd.rig.command(ctx, "farego-rider", args...)
 	return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]), err

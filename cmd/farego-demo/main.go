@@ -1,0 +1,240 @@
+// Command farego-demo runs the whole farego system on one machine, with no
+// external services, and narrates what happens: a settlement server
+// (embedded MQTT broker, SQLite ledger), a provisioned validator reading a
+// pseudo-terminal "scanner", riders with real payment codes, valid and
+// invalid taps, a bus driving out of coverage and back, and the resulting
+// rides and balances on the server. It is what `make demo` runs.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/rig"
+)
+
+const fares = `{
+  "version": 1,
+  "currency": "EUR",
+  "timezone": "Europe/Berlin",
+  "service_day_start": "04:00",
+  "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180}},
+  "transfer": {"window": "60m", "fare": 0},
+  "daily_cap": {"adult": 700, "child": 350, "senior": 350, "student": 500}
+}`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\nfarego-demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	out io.Writer
+	r   *rig.Rig
+	d   *rig.Device
+}
+
+func (dm *demo) step(format string, a ...any) {
+	fmt.Fprintf(dm.out, "\n\033[1m==> "+format+"\033[0m\n", a...)
+}
+
+func (dm *demo) say(format string, a ...any) { fmt.Fprintf(dm.out, "    "+format+"\n", a...) }
+
+// tap scans a code and shows what the rider sees.
+func (dm *demo) tap(ctx context.Context, who, code string) (string, error) {
+	line, err := dm.d.Scan(ctx, code)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(dm.out, "    %-30s validator: %s\n", who, line)
+	return line, nil
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("farego-demo", flag.ContinueOnError)
+	bin := fs.String("bin", "bin", "directory with the farego binaries (make build)")
+	keep := fs.Bool("keep", false, "keep the demo's files (server data, device bundle, logs) afterwards")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, b := range rig.Binaries {
+		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run \"make build\" (or \"make demo\")", b, *bin)
+		}
+	}
+	abs, _ := filepath.Abs(*bin)
+	dir, err := os.MkdirTemp("", "farego-demo-")
+	if err != nil {
+		return err
+	}
+	dm := &demo{out: out, r: rig.New(dir, abs, io.Discard)}
+	ok := false
+	defer func() {
+		dm.r.Close()
+		if dm.d != nil {
+			dm.d.Close()
+		}
+		if *keep || !ok {
+			fmt.Fprintf(out, "\nThe demo's files are in %s (server/server.log, devices/*/validator.log).\n", dir)
+			return
+		}
+		os.RemoveAll(dir)
+		fmt.Fprintf(out, "\nCleaned up %s (run with --keep to look at the files).\n", dir)
+	}()
+	fmt.Fprintf(out, "farego demo: offline QR fare payment, end to end, on this machine.\nWorking in %s\n", dir)
+	if err := dm.script(ctx); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+func (dm *demo) script(ctx context.Context) error {
+	r := dm.r
+	dm.step("Operator: create the fleet (signing key, MQTT CA) and the settlement server's keys and ledger")
+	if err := r.Init(ctx, fares); err != nil {
+		return err
+	}
+	dm.say("fare table v1: adult 2.50, child 1.20 EUR; 60-minute free transfer; daily cap 7.00")
+	if err := r.StartServer(ctx); err != nil {
+		return err
+	}
+	dm.say("settlement server up: HTTP API http://%s, embedded MQTT broker %s, SQLite ledger", r.HTTP, r.MQTT)
+
+	dm.step("Technician: provision validator bus-17-front (device key, client certificate, config, keyring)")
+	d, err := r.Provision(ctx, "bus-17-front", "42")
+	if err != nil {
+		return err
+	}
+	dm.d = d
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	dm.say("validator running on route 42, its QR scanner is the pseudo-terminal %s", filepath.Join(d.Dir, "scanner-front"))
+
+	dm.step("Riders: register, top up (as the payment provider), fetch a credential (token seed) while online")
+	type who struct {
+		name, profile string
+		topUp         int64
+	}
+	riders := map[string]*rig.Rider{}
+	for _, w := range []who{{"Ada", "adult", 1000}, {"Ben", "child", 500}, {"Cy", "adult", 100}, {"Dee", "student", 1000}} {
+		rd, err := r.NewRider(ctx, strings.ToLower(w.name), w.profile, w.topUp)
+		if err != nil {
+			return err
+		}
+		riders[w.name] = rd
+		dm.say("%-4s account %d, %s, balance %s", w.name, rd.ID, w.profile, money(w.topUp))
+	}
+
+	dm.step("On the bus (online): riders show their codes; the validator decides offline in milliseconds")
+	ada, _ := riders["Ada"].Code(ctx, filepath.Join(r.Dir, "ada.png"))
+	if _, err := dm.tap(ctx, "Ada (adult)", ada); err != nil {
+		return err
+	}
+	ben, _ := riders["Ben"].Code(ctx, "")
+	dm.tap(ctx, "Ben (child)", ben)
+	dm.tap(ctx, "Ada shows the same code again", ada)
+	dm.tap(ctx, "a torn sticker", "HELLO-WORLD")
+	dm.tap(ctx, "Ben's code, one byte forged", forge(ben))
+	old, _ := riders["Dee"].CodeAt(ctx, time.Now().Add(-10*time.Minute), "")
+	dm.tap(ctx, "Dee, a screenshot 10 min old", old)
+
+	dm.step("The bus enters a tunnel: the validator's network link is cut")
+	d.Link.Cut()
+	cy, _ := riders["Cy"].Code(ctx, "")
+	dm.tap(ctx, "Cy (balance 1.00)", cy)
+	dee, _ := riders["Dee"].Code(ctx, "")
+	dm.tap(ctx, "Dee (student)", dee)
+	dm.say("both taps are on the validator's disk (fsync'd before the green light), not yet on the server")
+	for _, n := range []string{"Cy", "Dee"} {
+		a, _ := r.Account(ctx, riders[n].ID)
+		dm.say("server still shows %-3s balance %s", n, money(a.Balance))
+	}
+
+	dm.step("Out of the tunnel: the link is restored and the queued taps settle")
+	d.Link.Restore()
+	err = rig.WaitFor(ctx, 60*time.Second, "the offline taps to settle", func() bool {
+		a, err1 := r.Account(ctx, riders["Cy"].ID)
+		b, err2 := r.Account(ctx, riders["Dee"].ID)
+		return err1 == nil && err2 == nil && len(a.Rides) == 1 && len(b.Rides) == 1
+	})
+	if err != nil {
+		return err
+	}
+	a, _ := r.Account(ctx, riders["Cy"].ID)
+	dm.say("Cy's balance is now %s: the account is deny-listed fleet-wide until topped up", money(a.Balance))
+	err = rig.WaitFor(ctx, 60*time.Second, "the deny list to reach the validator", func() bool {
+		code, _ := riders["Cy"].Code(ctx, "")
+		line, err := d.Scan(ctx, code)
+		if err == nil && strings.Contains(line, "(denied)") {
+			fmt.Fprintf(dm.out, "    %-30s validator: %s\n", "Cy tries again", line)
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+
+	dm.step("Settlement server: rides and balances")
+	tw := tabwriter.NewWriter(dm.out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "    rider\taccount\tbalance\trides (route, charge)\tstatus")
+	for _, n := range []string{"Ada", "Ben", "Cy", "Dee"} {
+		a, err := r.Account(ctx, riders[n].ID)
+		if err != nil {
+			return err
+		}
+		var rides []string
+		for _, rd := range a.Rides {
+			rides = append(rides, fmt.Sprintf("%s %s", rd.Route, money(rd.Charge)))
+		}
+		status := "ok"
+		if a.Denied {
+			status = "DENIED"
+		}
+		fmt.Fprintf(tw, "    %s\t%d\t%s\t%s\t%s\n", n, a.ID, money(a.Balance), strings.Join(rides, ", "), status)
+	}
+	tw.Flush()
+	out, err := r.Verify(ctx)
+	if err != nil {
+		return err
+	}
+	dm.say("%s", strings.TrimSpace(out))
+	dm.step("Done: every accepted tap charged exactly once; refused taps charged nothing")
+	return nil
+}
+
+// forge flips one bit of the rider's signature in a code.
+func forge(text string) string {
+	c, err := paycode.ParseText(text)
+	if err != nil {
+		return text
+	}
+	b := c.Bytes()
+	b[paycode.CodeSize-1] ^= 1
+	return paycode.EncodeText(b)
+}
+
+func money(minor int64) string {
+	sign := ""
+	if minor < 0 {
+		sign, minor = "-", -minor
+	}
+	return fmt.Sprintf("%s%d.%02d EUR", sign, minor/100, minor%100)
+}
