@@ -27,6 +27,7 @@ import (
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
@@ -37,6 +38,8 @@ Usage:
   farego-settlement init   --data DIR [--fleet-key FILE] [--fares FILE]
   farego-settlement run    --data DIR [--http ADDR] [--mqtt ADDR] [--broker URL] [--db DSN] ...
   farego-settlement verify --data DIR [--db DSN]
+  farego-settlement mqtt-password --data DIR [--device ID]
+  farego-settlement broker --data DIR [--mqtt ADDR] [--mqtt-tls ADDR ...]
   farego-settlement version
 
 Subcommands:
@@ -45,6 +48,11 @@ Subcommands:
   run      serve: HTTP API, MQTT ingest and downlinks, embedded broker
   verify   check every ledger invariant (balances = postings, no tap charged
            twice, …); exit 1 on a finding
+  broker   run only farego's MQTT broker (the embedded one, with its access
+           rules), for a server started with --broker
+  mqtt-password
+           print the MQTT password of the server (or of --device ID) for an
+           external broker's password file (mosquitto_passwd)
 
 Run "farego-settlement SUBCOMMAND --help" for the flags.
 `
@@ -69,6 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stderr)
 	case "verify":
 		err = cmdVerify(ctx, args[1:], stdout, stderr)
+	case "broker":
+		err = cmdBroker(ctx, args[1:], stderr)
+	case "mqtt-password":
+		err = cmdMQTTPassword(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "farego-settlement", agent.Version)
 		return 0
@@ -235,4 +247,69 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+func cmdMQTTPassword(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mqtt-password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	device := fs.String("device", "", "print this device's password instead of the server's")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	kd, err := keys.Open(filepath.Join(*data, "keys"))
+	if err != nil {
+		return err
+	}
+	if *device != "" {
+		fmt.Fprintf(stdout, "%s %s\n", *device, broker.DevicePassword(kd.BrokerSecret(), *device))
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s %s\n", broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret()))
+	return nil
+}
+
+func cmdBroker(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	var c broker.Config
+	fs.StringVar(&c.Listen, "mqtt", server.DefaultMQTTListen, "plain MQTT listen address")
+	fs.StringVar(&c.TLSListen, "mqtt-tls", "", "MQTT-over-TLS listen address")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate (PEM)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS key (PEM)")
+	fs.StringVar(&c.ClientCAFile, "client-ca", "", "require client certificates from this CA (mutual TLS)")
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
+	readyFile := fs.String("ready-file", "", "write the listen addresses (JSON) to this file once listening")
+	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	log, err := cli.NewLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	kd, err := keys.Open(filepath.Join(*data, "keys"))
+	if err != nil {
+		return err
+	}
+	c.Secret, c.Logger = kd.BrokerSecret(), log
+	b, err := broker.New(c)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(); err != nil {
+		return fmt.Errorf("MQTT broker on %s: %w (use --mqtt to pick another address)", c.Listen, err)
+	}
+	defer b.Close()
+	log.Info("farego MQTT broker running", "mqtt", b.Addr(), "mqtt_tls", b.TLSAddr())
+	if *readyFile != "" {
+		j, _ := json.Marshal(map[string]string{"mqtt": b.Addr(), "mqtt_tls": b.TLSAddr()})
+		if err := writeFileAtomic(*readyFile, j); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	log.Info("farego MQTT broker stopping")
+	return nil
 }

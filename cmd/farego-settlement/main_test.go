@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func settle(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestInitVerifyAndPasswords(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	fares := filepath.Join("..", "..", "testdata", "fare", "table.json")
+	c, out, e := settle(t, ctx, "init", "--data", data, "--fares", fares)
+	if c != 0 || !strings.Contains(out, "operator token") {
+		t.Fatalf("init: %d %q %q", c, out, e)
+	}
+	tok, _ := os.ReadFile(filepath.Join(data, "keys", "operator.token"))
+	if strings.Contains(out, strings.TrimSpace(string(tok))) {
+		t.Error("init printed the operator token")
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 1 || !strings.Contains(e, "already exists") {
+		t.Errorf("second init: %d %q", c, e)
+	}
+	if c, out, e := settle(t, ctx, "verify", "--data", data); c != 0 || !strings.Contains(out, "ledger ok") {
+		t.Errorf("verify: %d %q %q", c, out, e)
+	}
+	c, out, _ = settle(t, ctx, "mqtt-password", "--data", data, "--device", "bus-1")
+	if f := strings.Fields(out); c != 0 || len(f) != 2 || f[0] != "bus-1" || len(f[1]) != 64 {
+		t.Errorf("mqtt-password: %d %q", c, out)
+	}
+	if c, _, e := settle(t, ctx, "verify", "--data", t.TempDir()); c != 1 || !strings.Contains(e, "no ledger") {
+		t.Errorf("verify without a ledger: %d %q", c, e)
+	}
+	if c, _, _ := settle(t, ctx, "frobnicate"); c != 2 {
+		t.Errorf("unknown subcommand: exit %d", c)
+	}
+}
+
+// A port already taken is named in the error, not silently moved.
+func TestRunSaysWhatIsInTheWay(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, context.Background(), "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, _, e := settle(t, ctx, "run", "--data", data, "--mqtt", ln.Addr().String(), "--http", "127.0.0.1:0")
+	if c != 1 || !strings.Contains(e, ln.Addr().String()) || !strings.Contains(e, "--mqtt") {
+		t.Errorf("run on a taken MQTT port: %d %q", c, e)
+	}
+	c, _, e = settle(t, ctx, "run", "--data", data, "--mqtt", "127.0.0.1:0", "--http", ln.Addr().String())
+	if c != 1 || !strings.Contains(e, "--http") {
+		t.Errorf("run on a taken HTTP port: %d %q", c, e)
+	}
+	if c, _, e := settle(t, ctx, "run", "--data", t.TempDir()); c != 1 || !strings.Contains(e, "init") {
+		t.Errorf("run before init: %d %q", c, e)
+	}
+}
