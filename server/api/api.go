@@ -289,13 +289,15 @@ type Ride struct {
 	Transfer   bool   `json:"transfer,omitempty"`
 	Capped     bool   `json:"capped,omitempty"`
 	Flag       string `json:"flag,omitempty"`
+	CodeHash   string `json:"code_hash"`
 }
 
 func toRides(rs []ledger.Ride) []Ride {
 	out := make([]Ride, len(rs))
 	for i, r := range rs {
 		out[i] = Ride{TapID: r.TapID, Time: r.Time.UTC().Format(time.RFC3339Nano), ServiceDay: r.ServiceDay, Route: r.Route,
-			Vehicle: r.Vehicle, BaseFare: r.BaseFare, Charge: r.Charge, Transfer: r.Transfer, Capped: r.Capped, Flag: r.Flag}
+			Vehicle: r.Vehicle, BaseFare: r.BaseFare, Charge: r.Charge, Transfer: r.Transfer, Capped: r.Capped, Flag: r.Flag,
+			CodeHash: r.CodeHash}
 	}
 	return out
 }

@@ -23,7 +23,7 @@ const (
 	DefaultKeepAlive = 30 * time.Second
 	// DefaultConnectTimeout bounds one connection attempt.
 	DefaultConnectTimeout = 15 * time.Second
-	// DefaultMaxReconnectInterval caps paho's doubling wait between
+	// DefaultMaxReconnectInterval caps the jittered, doubling wait between
 	// reconnection attempts.
 	DefaultMaxReconnectInterval = 30 * time.Second
 )
@@ -56,10 +56,6 @@ const (
 	maxWorkers   = 256
 	maxQueueSize = 1 << 16
 )
-
-// connectRetryInterval is the wait between first connection attempts
-// (paho's ConnectRetryInterval), at most MaxReconnectInterval.
-const connectRetryInterval = 2 * time.Second
 
 // tlsSchemes and plainSchemes are the broker URL schemes understood.
 var (

@@ -1,13 +1,16 @@
 package ingest
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -20,164 +23,257 @@ const disconnectQuiesce = 250
 // subscribeFailure is the SUBACK return code of a refused subscription.
 const subscribeFailure = 0x80
 
-// conn is one paho client with paho's automatic reconnection, a memory
-// store, unordered delivery, a clean session and an onUp function run after
-// every (re)connection (subscriptions, republishing). It logs a run of
-// connection failures once and the recovery once.
+// minReconnectInterval is the first wait after a failed attempt or a lost
+// connection (at most MaxReconnectInterval); it doubles up to
+// MaxReconnectInterval while the attempts fail.
+const minReconnectInterval = time.Second
+
+// conn keeps the connection of one Ingest or Publisher Run: a fresh paho
+// client for every connection attempt (paho's own reconnection is off: in
+// v1.5.1 it races with publishing), each with a clean session, a memory
+// store and unordered delivery. After each connection setup runs (the
+// subscriptions); the connection is ready when it returns nil, and then
+// onReady runs. A failed attempt, setup included, or a lost connection is
+// retried after a jittered wait that doubles up to MaxReconnectInterval. A
+// run of failures is logged once and the recovery once.
 type conn struct {
-	name   string // "ingest", "downlink publisher": for log messages
-	cfg    MQTTConfig
-	log    *slog.Logger
-	client mqtt.Client
+	name    string // "ingest", "downlink publisher": for log messages
+	cfg     MQTTConfig
+	log     *slog.Logger
+	setup   func(ctx context.Context, client mqtt.Client) error // nil: none
+	onReady func()                                              // nil: none
 
-	// onUp runs in its own goroutine after each connection; the
-	// connection counts as ready when it returns nil.
-	onUp func(c mqtt.Client) error
+	mu     sync.Mutex
+	client mqtt.Client // the connected client; nil between connections
+	ready  bool        // setup succeeded on client
 
-	ready   atomic.Bool
-	gen     atomic.Uint64 // connections made; an older onConnect stops retrying
-	stopped chan struct{} // closed by stop
-
-	mu        sync.Mutex
-	everUp    bool
-	down      bool      // an outage is being reported
-	lost      bool      // it began with a lost connection (already logged)
-	downSince time.Time // when it began
-	failures  int       // failed attempts since it began
+	// Only the loop's goroutine uses these.
+	backoff        backoff
+	up             bool      // the last session got ready
+	everUp         bool      // a session got ready
+	down           bool      // an outage is being reported
+	downSince      time.Time // when it began
+	failures       int       // failed attempts since it began
+	notReadyLogged bool      // a failed setup was logged in this outage
 }
 
-// newConn makes the paho client; start connects it.
-func newConn(name string, cfg MQTTConfig, log *slog.Logger, onUp func(mqtt.Client) error) *conn {
-	c := &conn{name: name, cfg: cfg, log: log, onUp: onUp, stopped: make(chan struct{})}
+// newConn returns a conn; start runs it.
+func newConn(name string, cfg MQTTConfig, log *slog.Logger, setup func(context.Context, mqtt.Client) error, onReady func()) *conn {
+	return &conn{name: name, cfg: cfg, log: log, setup: setup, onReady: onReady}
+}
+
+// start runs the connection loop in a goroutine of its own until stop is
+// called; stop disconnects and returns once the loop has ended. ctx only
+// carries values: its end does not stop the loop.
+func (c *conn) start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.loop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// loop connects and reconnects until ctx is done.
+func (c *conn) loop(ctx context.Context) {
+	c.backoff = backoff{min: min(minReconnectInterval, c.cfg.MaxReconnectInterval), max: c.cfg.MaxReconnectInterval}
+	for {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		c.failed(err)
+		if !sleep(ctx, c.backoff.next()) {
+			return
+		}
+	}
+}
+
+// session connects a fresh client, runs setup and waits until the
+// connection is lost or ctx is done, then disconnects. It returns nil when
+// ctx ended it, the error of the loss, or that of a failed attempt (a
+// *notReadyError for a failed setup).
+func (c *conn) session(ctx context.Context) error {
+	d := &dialer{ctx: ctx, tls: c.cfg.TLS, timeout: c.cfg.ConnectTimeout}
+	lost := make(chan error, 1)
 	o := mqtt.NewClientOptions()
-	for _, b := range cfg.Brokers {
+	for _, b := range c.cfg.Brokers {
 		o.AddBroker(b)
 	}
-	o.SetClientID(cfg.ClientID).
-		SetUsername(cfg.Username).
-		SetPassword(cfg.Password).
-		SetTLSConfig(cfg.TLS).
+	o.SetClientID(c.cfg.ClientID).
+		SetUsername(c.cfg.Username).
+		SetPassword(c.cfg.Password).
 		SetProtocolVersion(4). // MQTT 3.1.1; $share works with Mosquitto, EMQX and mochi
-		SetCleanSession(true). // subscribed again in onUp after every connection
+		SetCleanSession(true). // subscribed again by setup on every connection
 		SetOrderMatters(false).
 		SetStore(mqtt.NewMemoryStore()). // the ledger is the durable store
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(min(connectRetryInterval, cfg.MaxReconnectInterval)).
-		SetMaxReconnectInterval(cfg.MaxReconnectInterval).
+		SetAutoReconnect(false).         // loop reconnects, with a fresh client
+		SetConnectRetry(false).
 		SetResumeSubs(false).
-		SetKeepAlive(cfg.KeepAlive).
-		SetConnectTimeout(cfg.ConnectTimeout).
-		SetOnConnectHandler(c.onConnect).
-		SetConnectionLostHandler(c.onLost).
-		SetConnectionNotificationHandler(c.onNotification)
-	c.client = mqtt.NewClient(o)
-	return c
-}
-
-// start begins connecting; paho retries until stop.
-func (c *conn) start() { c.client.Connect() }
-
-// stop disconnects.
-func (c *conn) stop() {
-	close(c.stopped)
-	c.ready.Store(false)
-	c.client.Disconnect(disconnectQuiesce)
-	c.log.Info(c.name + " disconnected")
-}
-
-// connected reports whether the client is connected and onUp succeeded.
-func (c *conn) connected() bool { return c.ready.Load() && c.client.IsConnectionOpen() }
-
-// onConnect runs onUp after a connection, again with a doubling wait
-// while it fails and the connection is up (a subscription refused by the
-// ACL, or one without a SUBACK in time), and logs the outcome.
-func (c *conn) onConnect(client mqtt.Client) {
-	gen := c.gen.Add(1)
-	wait := min(time.Second, c.cfg.MaxReconnectInterval)
-	for failures := 0; ; failures++ {
-		err := c.onUp(client)
-		if err == nil {
-			if failures > 0 {
-				c.log.Info(fmt.Sprintf("%s: ready after %d failed attempts", c.name, failures), logKeyAttempts, failures)
+		SetKeepAlive(c.cfg.KeepAlive).
+		SetConnectTimeout(c.cfg.ConnectTimeout).
+		SetCustomOpenConnectionFn(d.open).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case lost <- err:
+			default:
 			}
-			break
-		}
-		if failures == 0 {
-			c.log.Error(c.name+": connected but not ready; retrying", logKeyErr, err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-c.stopped:
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if !client.IsConnectionOpen() || c.gen.Load() != gen {
-			return // the next connection starts again
-		}
-		wait = min(2*wait, c.cfg.MaxReconnectInterval)
+		})
+	client := mqtt.NewClient(o)
+	tok := client.Connect()
+	<-tok.Done() // the dialer ends the attempt promptly when ctx is done
+	d.release()
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("connect: %w", err)
 	}
-	c.ready.Store(true)
+
+	c.set(client, false)
+	defer c.set(nil, false)
+	if c.setup != nil {
+		if err := c.setup(ctx, client); err != nil {
+			client.Disconnect(disconnectQuiesce)
+			return &notReadyError{err}
+		}
+	}
+	c.set(client, true)
+	c.isUp(d.broker())
+	if c.onReady != nil {
+		c.onReady()
+	}
+	upAt := time.Now()
+	select {
+	case err := <-lost:
+		if time.Since(upAt) >= c.cfg.MaxReconnectInterval {
+			c.backoff.reset() // a connection that flaps backs off
+		}
+		return err
+	case <-ctx.Done():
+	}
+	c.set(nil, false)
+	client.Disconnect(disconnectQuiesce)
+	c.log.Info(c.name + " disconnected")
+	return nil
+}
+
+// set records the connected client (nil: none) and whether it is ready.
+func (c *conn) set(client mqtt.Client, ready bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.client, c.ready = client, ready
+}
+
+// current returns the connected client, or nil.
+func (c *conn) current() mqtt.Client {
+	c.mu.Lock()
+	client := c.client
+	c.mu.Unlock()
+	if client == nil || !client.IsConnectionOpen() {
+		return nil
+	}
+	return client
+}
+
+// connected reports whether the client is connected and setup succeeded.
+func (c *conn) connected() bool {
+	c.mu.Lock()
+	client, ready := c.client, c.ready
+	c.mu.Unlock()
+	return ready && client != nil && client.IsConnectionOpen()
+}
+
+// publish publishes at QoS 1 on the connected client and waits for the
+// PUBACK, at most timeout and until ctx is done. ErrNotConnected between
+// connections.
+func (c *conn) publish(ctx context.Context, topic string, retained bool, payload []byte, timeout time.Duration) error {
+	client := c.current()
+	if client == nil {
+		return ErrNotConnected
+	}
+	tok := client.Publish(topic, 1, retained, payload)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("%w: %s: no PUBACK within %v", ErrPublish, topic, timeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, err)
+	}
+	return nil
+}
+
+// isUp records and logs a connection made ready.
+func (c *conn) isUp(broker string) {
 	switch {
 	case c.down && c.failures > 0:
-		c.log.Info(fmt.Sprintf("%s connected after %d failed attempts", c.name, c.failures),
+		c.log.Info(fmt.Sprintf("%s connected after %d failed attempts", c.name, c.failures), logKeyBroker, broker,
 			logKeyAttempts, c.failures, logKeyDownFor, time.Since(c.downSince).Round(time.Second))
 	case c.down:
-		c.log.Info(c.name+" reconnected", logKeyDownFor, time.Since(c.downSince).Round(time.Second))
+		c.log.Info(c.name+" reconnected", logKeyBroker, broker, logKeyDownFor, time.Since(c.downSince).Round(time.Second))
 	case !c.everUp:
-		c.log.Info(c.name+" connected", logKeyBroker, redacted(c.cfg.Brokers), logKeyClientID, c.cfg.ClientID)
+		c.log.Info(c.name+" connected", logKeyBroker, broker, logKeyClientID, c.cfg.ClientID)
 	}
-	c.everUp, c.down, c.lost, c.failures = true, false, false, 0
+	c.up, c.everUp, c.down, c.failures, c.notReadyLogged = true, true, false, 0, false
 }
 
-// onLost records a lost connection; paho reconnects by itself.
-func (c *conn) onLost(client mqtt.Client, err error) {
-	if !client.IsConnectionOpen() {
-		c.ready.Store(false)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.down {
+// failed records and logs a session that ended with err (ctx still live):
+// a lost connection, the first failed attempt of an outage (unless it began
+// with a lost connection, logged already) and the first failed setup as
+// warnings or errors, other failed attempts at debug level.
+func (c *conn) failed(err error) {
+	if c.up {
+		c.up = false
 		c.down, c.downSince, c.failures = true, time.Now(), 0
-	}
-	c.lost = true
-	c.log.Warn(c.name+": connection lost; reconnecting", logKeyErr, err)
-}
-
-// onNotification logs failed connection attempts: the first of a run as a
-// warning (unless the run began with a lost connection, logged already),
-// the others at debug level.
-func (c *conn) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
-	f, ok := n.(mqtt.ConnectionNotificationFailed)
-	if !ok {
+		c.log.Warn(c.name+": connection lost; reconnecting", logKeyErr, err)
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.failures++
-	if !c.down {
+	first := !c.down
+	if first {
 		c.down, c.downSince = true, time.Now()
 	}
-	if c.failures == 1 && !c.lost {
+	_, notReady := errors.AsType[*notReadyError](err)
+	switch {
+	case notReady && !c.notReadyLogged:
+		c.notReadyLogged = true
+		c.log.Error(c.name+": connected but not ready; retrying", logKeyErr, err)
+	case first:
 		c.log.Warn(c.name+": cannot connect; retrying", logKeyBroker, redacted(c.cfg.Brokers),
-			logKeyClientID, c.cfg.ClientID, logKeyErr, f.Reason)
-		return
+			logKeyClientID, c.cfg.ClientID, logKeyErr, err)
+	default:
+		c.log.Debug(c.name+": connection attempt failed", logKeyAttempts, c.failures, logKeyErr, err)
 	}
-	c.log.Debug(c.name+": connection attempt failed", logKeyAttempts, c.failures, logKeyErr, f.Reason)
 }
 
-// subscribe subscribes to filters (all QoS 1) and waits for the SUBACK;
-// a filter the broker refused is an error.
-func subscribe(client mqtt.Client, filters []string, timeout time.Duration, h mqtt.MessageHandler) error {
+// notReadyError is a failed setup on a connection made.
+type notReadyError struct{ err error }
+
+func (e *notReadyError) Error() string { return e.err.Error() }
+func (e *notReadyError) Unwrap() error { return e.err }
+
+// subscribe subscribes to filters (all QoS 1) and waits for the SUBACK, at
+// most timeout and until ctx is done; a filter the broker refused is an
+// error.
+func subscribe(ctx context.Context, client mqtt.Client, filters []string, timeout time.Duration, h mqtt.MessageHandler) error {
 	m := make(map[string]byte, len(filters))
 	for _, f := range filters {
 		m[f] = 1
 	}
 	tok := client.SubscribeMultiple(m, h)
-	if !tok.WaitTimeout(timeout) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("subscribe: %w", ctx.Err())
+	case <-t.C:
 		return errors.New("subscribe: no SUBACK in time")
 	}
 	if err := tok.Error(); err != nil {
@@ -198,6 +294,66 @@ func subscribe(client mqtt.Client, filters []string, timeout time.Duration, h mq
 		return fmt.Errorf("subscribe: the broker refused %s (check its ACL and the server's credentials)", strings.Join(refused, ", "))
 	}
 	return nil
+}
+
+// dialer opens the network connections of one connection attempt for paho
+// (ClientOptions.CustomOpenConnectionFn), so that the attempt ends as soon
+// as ctx does: dialling and the TLS handshake use ctx, and a connection
+// still in its MQTT handshake is closed when ctx ends. Once the attempt is
+// over, release stops watching ctx: from then on the session disconnects
+// cleanly.
+type dialer struct {
+	ctx     context.Context
+	tls     *tls.Config
+	timeout time.Duration
+
+	mu      sync.Mutex
+	watches []func() bool // stop functions of context.AfterFunc
+	last    string        // the broker dialled last, without credentials
+}
+
+// open implements mqtt.OpenConnectionFunc.
+func (d *dialer) open(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, d.timeout)
+	defer cancel()
+	var (
+		nc  net.Conn
+		err error
+	)
+	switch {
+	case tlsSchemes[u.Scheme]:
+		nc, err = (&tls.Dialer{Config: d.tls}).DialContext(ctx, "tcp", u.Host)
+	case plainSchemes[u.Scheme]:
+		nc, err = (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
+	default:
+		err = errors.New("unsupported broker URL scheme " + u.Scheme)
+	}
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(d.ctx, func() { _ = nc.Close() })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.watches = append(d.watches, stop)
+	d.last = u.Scheme + "://" + u.Host
+	return nc, nil
+}
+
+// release stops closing the attempt's connections when ctx ends.
+func (d *dialer) release() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, stop := range d.watches {
+		stop()
+	}
+	d.watches = nil
+}
+
+// broker returns the broker dialled last.
+func (d *dialer) broker() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
 }
 
 // redacted returns broker URLs without passwords.

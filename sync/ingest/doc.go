@@ -59,13 +59,18 @@
 // # Connection
 //
 // Both use paho.mqtt.golang with a clean session, an in-memory store (the
-// ledger is the durable store; paho's file store does not fsync),
-// unordered delivery, subscriptions made in the OnConnect handler (and
-// tried again while the broker refuses them: check its ACL) and paho's
-// automatic reconnection, capped at MaxReconnectInterval. A run of
-// failed connection attempts is logged once, and the recovery once
-// ("ingest connected after 14 failed attempts"). Each needs a client id
-// unique per server instance (by default a random one).
+// ledger is the durable store; paho's file store does not fsync) and
+// unordered delivery, but not paho's automatic reconnection (in paho v1.5.1
+// it races with publishing): Run makes a fresh client for every connection
+// attempt, subscribes on it (waiting for the SUBACK; a subscription the
+// broker refuses, check its ACL, fails the attempt) and, when an attempt
+// fails or the connection is lost, tries again after a jittered wait that
+// doubles up to MaxReconnectInterval (it starts again from a second once a
+// connection has stayed up that long). Dialling and the MQTT handshake end
+// as soon as Run's context does. A run of failed connection attempts is
+// logged once, and the recovery once ("ingest connected after 14 failed
+// attempts"). Each needs a client id unique per server instance (by
+// default a random one).
 //
 // # Caveats
 //

@@ -125,7 +125,7 @@ func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
 		if c == nil {
 			err = ErrNotConnected
 		} else {
-			err = publishCtx(ctx, c.client, in.topics.Device(id, wire.KindAck), false, p, in.cfg.PublishTimeout)
+			err = c.publish(ctx, in.topics.Device(id, wire.KindAck), false, p, in.cfg.PublishTimeout)
 		}
 	}
 	if err != nil {

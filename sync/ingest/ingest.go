@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -73,8 +72,9 @@ func New(cfg Config, store Store) (*Ingest, error) {
 
 // Run connects to the broker, subscribes to every device's taps and status
 // topics (in the shared group unless NoSharedSubscription) after every
-// (re)connection, and processes messages with Workers goroutines until ctx
-// is done. paho reconnects by itself; a run of failures is logged once and
+// connection, and processes messages with Workers goroutines until ctx is
+// done. It reconnects with a fresh client after a jittered wait that
+// doubles up to MaxReconnectInterval; a run of failures is logged once and
 // the recovery once. When ctx is done Run lets the workers finish the
 // message each is on (acks included), disconnects and returns nil.
 // Messages still queued then were taken from the broker but not acked:
@@ -85,24 +85,24 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 	defer in.running.Store(false)
 
-	c := newConn("ingest", in.cfg.MQTTConfig, in.log, func(client mqtt.Client) error {
-		if err := subscribe(client, in.filters, in.cfg.ConnectTimeout, in.onMessage); err != nil {
+	c := newConn("ingest", in.cfg.MQTTConfig, in.log, func(ctx context.Context, client mqtt.Client) error {
+		if err := subscribe(ctx, client, in.filters, in.cfg.ConnectTimeout, in.onMessage); err != nil {
 			return err
 		}
 		in.log.Debug("ingest: subscribed", logKeyFilters, in.filters)
 		return nil
-	})
+	}, nil)
 	in.conn.Store(c)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range in.cfg.Workers {
 		wg.Go(func() { in.worker(ctx, stop) })
 	}
-	c.start()
+	stopConn := c.start(ctx)
 	<-ctx.Done()
 	close(stop)
 	wg.Wait()
-	c.stop()
+	stopConn()
 	if n := len(in.queue); n > 0 {
 		in.log.Info("ingest: messages left unprocessed at shutdown; their devices will send them again", logKeyCount, n)
 	}
@@ -143,7 +143,7 @@ func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to u
 	if c == nil || !c.connected() {
 		return ErrNotConnected
 	}
-	if err := publishCtx(ctx, c.client, in.topics.Device(deviceID, wire.KindCmd), false, msg, in.cfg.PublishTimeout); err != nil {
+	if err := c.publish(ctx, in.topics.Device(deviceID, wire.KindCmd), false, msg, in.cfg.PublishTimeout); err != nil {
 		return err
 	}
 	in.stats.replay()
@@ -184,25 +184,4 @@ func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 			cancel()
 		}
 	}
-}
-
-// publishCtx is publish, also ending when ctx does.
-func publishCtx(ctx context.Context, client mqtt.Client, topic string, retained bool, payload []byte, timeout time.Duration) error {
-	if !client.IsConnectionOpen() {
-		return ErrNotConnected
-	}
-	tok := client.Publish(topic, 1, retained, payload)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, ctx.Err())
-	case <-t.C:
-		return fmt.Errorf("%w: %s: no PUBACK within %v", ErrPublish, topic, timeout)
-	}
-	if err := tok.Error(); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrPublish, topic, err)
-	}
-	return nil
 }

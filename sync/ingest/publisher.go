@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -231,7 +229,7 @@ func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, bo
 		return fmt.Errorf("ingest: publish %s: %w", kind, err)
 	}
 	c := p.conn.Load()
-	if c == nil || !c.client.IsConnectionOpen() {
+	if c == nil || c.current() == nil {
 		return ErrNotConnected
 	}
 
@@ -243,7 +241,7 @@ func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, bo
 	if version < last {
 		return fmt.Errorf("%w: %s version %d, published %d", ErrStaleVersion, kind, version, last)
 	}
-	err = publishCtx(ctx, c.client, p.topics.Fleet(kind), true, msg, p.cfg.PublishTimeout)
+	err = c.publish(ctx, p.topics.Fleet(kind), true, msg, p.cfg.PublishTimeout)
 	p.mu.Lock()
 	if err != nil {
 		p.stats.PublishErrs++
@@ -272,18 +270,17 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 
-	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, func(mqtt.Client) error {
+	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, func() {
 		p.mu.Lock()
 		for _, k := range p.cfg.Kinds {
 			p.dirty[k], p.force[k] = true, true
 		}
 		p.mu.Unlock()
 		signal(p.reconnected)
-		return nil
 	})
 	p.conn.Store(c)
-	c.start()
-	defer c.stop()
+	stopConn := c.start(ctx)
+	defer stopConn()
 
 	poll := time.NewTicker(p.cfg.PollInterval)
 	defer poll.Stop()
@@ -305,7 +302,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			}
 			p.mu.Unlock()
 		}
-		if !c.client.IsConnectionOpen() {
+		if c.current() == nil {
 			continue // every (re)connection publishes everything
 		}
 		next := time.Duration(-1)

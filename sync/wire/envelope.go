@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Type is a message type.
@@ -58,6 +59,14 @@ func signedMessage(t Type, flags byte, payload []byte) []byte {
 	return append(m, payload...)
 }
 
+// deflaters holds reusable DEFLATE writers (flate.BestSpeed) for Seal: a
+// new one allocates about a megabyte of tables, more work than compressing
+// a batch. Reset makes a reused writer's output identical to a new one's.
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(io.Discard, flate.BestSpeed)
+	return w
+}}
+
 // Seal wraps a payload into a signed envelope, DEFLATE-compressing it when
 // compress is set and that makes it smaller.
 func Seal(t Type, payload []byte, compress bool, key ed25519.PrivateKey) ([]byte, error) {
@@ -68,9 +77,12 @@ func Seal(t Type, payload []byte, compress bool, key ed25519.PrivateKey) ([]byte
 	body := payload
 	if compress && len(payload) >= compressMin {
 		var buf bytes.Buffer
-		w, _ := flate.NewWriter(&buf, flate.BestSpeed)
+		w := deflaters.Get().(*flate.Writer)
+		w.Reset(&buf)
 		w.Write(payload)
 		w.Close()
+		w.Reset(io.Discard) // drops buf
+		deflaters.Put(w)
 		if buf.Len() < len(payload) {
 			body, flags = buf.Bytes(), flagDeflate
 		}

@@ -9,6 +9,8 @@ package rig
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/netcut"
 )
@@ -55,6 +58,12 @@ type Rig struct {
 	mu         sync.Mutex
 	fleet      string
 	mqttListen string
+
+	// ExternalBroker runs the MQTT broker as its own process (farego-settlement
+	// broker) so it can be restarted apart from the server.
+	ExternalBroker bool
+	broker         *exec.Cmd
+	brkErr         chan error
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -117,8 +126,13 @@ func (r *Rig) StartServer(ctx context.Context) error {
 	if r.HTTP != "" {
 		http = r.HTTP
 	}
-	cmd := exec.Command(r.bin("farego-settlement"), "run", "--data", r.serverDir(), "--http", http,
-		"--mqtt", r.mqttListen, "--ready-file", ready, "--log-level", "debug")
+	args := []string{"run", "--data", r.serverDir(), "--http", http, "--ready-file", ready, "--log-level", "debug"}
+	if r.ExternalBroker {
+		args = append(args, "--broker", "tcp://"+r.MQTT)
+	} else {
+		args = append(args, "--mqtt", r.mqttListen)
+	}
+	cmd := exec.Command(r.bin("farego-settlement"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -132,8 +146,10 @@ func (r *Rig) StartServer(ctx context.Context) error {
 			var a struct{ HTTP, MQTT string }
 			if json.Unmarshal(b, &a) == nil {
 				r.mu.Lock()
-				r.HTTP, r.MQTT, r.server, r.srvErr = a.HTTP, a.MQTT, cmd, done
-				r.mqttListen = a.MQTT
+				r.HTTP, r.server, r.srvErr = a.HTTP, cmd, done
+				if !r.ExternalBroker {
+					r.MQTT, r.mqttListen = a.MQTT, a.MQTT
+				}
 				r.mu.Unlock()
 				return nil
 			}
@@ -150,6 +166,61 @@ func (r *Rig) StartServer(ctx context.Context) error {
 			cmd.Process.Kill()
 			return errors.New("settlement server did not become ready in 60 s")
 		}
+	}
+}
+
+// StartBroker runs the MQTT broker as its own process (ExternalBroker);
+// after the first start it keeps its port.
+func (r *Rig) StartBroker(ctx context.Context) error {
+	ready := filepath.Join(r.Dir, "broker.ready")
+	os.Remove(ready)
+	logf, err := os.OpenFile(filepath.Join(r.Dir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(r.bin("farego-settlement"), "broker", "--data", r.serverDir(), "--mqtt", r.mqttListen, "--ready-file", ready)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil {
+			var a struct{ MQTT string }
+			if json.Unmarshal(b, &a) == nil {
+				r.mu.Lock()
+				r.MQTT, r.mqttListen, r.broker, r.brkErr = a.MQTT, a.MQTT, cmd, done
+				r.mu.Unlock()
+				return nil
+			}
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("broker exited: %v (see %s)", err, filepath.Join(r.Dir, "broker.log"))
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return errors.New("broker did not start in 60 s")
+		}
+	}
+}
+
+// StopBroker kills the broker process (SIGKILL: a crash).
+func (r *Rig) StopBroker() {
+	r.mu.Lock()
+	cmd, done := r.broker, r.brkErr
+	r.broker = nil
+	r.mu.Unlock()
+	if cmd != nil {
+		cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -191,7 +262,10 @@ func (r *Rig) Verify(ctx context.Context) (string, error) {
 }
 
 // Close stops everything the rig started.
-func (r *Rig) Close() { r.StopServer(false) }
+func (r *Rig) Close() {
+	r.StopServer(false)
+	r.StopBroker()
+}
 
 // Device is one validator with its pseudo-terminal scanner and its own link
 // to the broker.
@@ -234,6 +308,27 @@ func (r *Rig) Provision(ctx context.Context, id, route string) (*Device, error) 
 		return nil, err
 	}
 	return d, nil
+}
+
+// SetPolicy replaces lines of the device config's [policy] section, e.g.
+// SetPolicy("passback_window", `"-1s"`).
+func (d *Device) SetPolicy(key, value string) error {
+	cfg := filepath.Join(d.Dir, "validator.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(b), "\n")
+	found := false
+	for i, l := range lines {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == key && f[1] == "=" {
+			lines[i], found = key+" = "+value, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%s has no %s", cfg, key)
+	}
+	return os.WriteFile(cfg, []byte(strings.Join(lines, "\n")), 0o600)
 }
 
 // Start runs the validator on a fresh pseudo-terminal and waits until it
@@ -457,4 +552,101 @@ func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		}
 	}
 	return nil
+}
+
+// APIRider is a rider made straight through the HTTP API, whose codes are
+// made in-process: for tests that need thousands of codes quickly.
+type APIRider struct {
+	ID      uint64
+	cred    []byte
+	key     ed25519.PrivateKey
+	mu      sync.Mutex
+	counter uint16
+}
+
+// NewAPIRider registers an account, tops it up and fetches a credential.
+func (r *Rig) NewAPIRider(ctx context.Context, profile string, topUp int64) (*APIRider, error) {
+	var acct struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/accounts", "", map[string]string{"profile": profile}, &acct); err != nil {
+		return nil, err
+	}
+	id := acct.Account.ID
+	if topUp > 0 {
+		if err := r.API(ctx, "POST", fmt.Sprintf("/v1/accounts/%d/topups", id), map[string]any{"amount": topUp, "reference": fmt.Sprintf("rig-%d", id)}, nil); err != nil {
+			return nil, err
+		}
+	}
+	var c struct {
+		Credential string `json:"credential"`
+		TokenSeed  string `json:"token_seed"`
+	}
+	if err := cli.CallJSON(ctx, "POST", fmt.Sprintf("http://%s/v1/accounts/%d/credentials", r.HTTP, id), acct.Secret, map[string]string{}, &c); err != nil {
+		return nil, err
+	}
+	cred, err := hex.DecodeString(c.Credential)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := hex.DecodeString(c.TokenSeed)
+	if err != nil {
+		return nil, err
+	}
+	k, err := paycode.RiderKey(seed)
+	if err != nil {
+		return nil, err
+	}
+	return &APIRider{ID: id, cred: cred, key: k}, nil
+}
+
+// Code makes the rider's next code at t.
+func (a *APIRider) Code(t time.Time) string {
+	a.mu.Lock()
+	a.counter++
+	n := a.counter
+	a.mu.Unlock()
+	b, err := paycode.MakeCode(a.cred, a.key, t, n)
+	if err != nil {
+		panic(err) // only with a broken credential, which NewAPIRider does not return
+	}
+	return paycode.EncodeText(b)
+}
+
+// Ride is a ride as the operator API shows it.
+type Ride struct {
+	TapID    string `json:"tap_id"`
+	Charge   int64  `json:"charge"`
+	Flag     string `json:"flag"`
+	CodeHash string `json:"code_hash"`
+}
+
+// Rides returns an account's rides (up to 10,000).
+func (r *Rig) Rides(ctx context.Context, id uint64) ([]Ride, error) {
+	var out struct {
+		Rides []Ride `json:"rides"`
+	}
+	err := r.API(ctx, "GET", fmt.Sprintf("/v1/accounts/%d/rides?limit=10000", id), nil, &out)
+	return out.Rides, err
+}
+
+// DeviceStatus is a validator's last status as the server recorded it.
+type DeviceStatus struct {
+	ID         string `json:"id"`
+	Online     bool   `json:"online"`
+	StatusAt   string `json:"status_at"`
+	QueueDepth int    `json:"queue_depth"`
+	LastSeq    uint64 `json:"last_seq"`
+}
+
+// Devices lists the validators' last status.
+func (r *Rig) Devices(ctx context.Context) ([]DeviceStatus, error) {
+	var out struct {
+		Devices []DeviceStatus `json:"devices"`
+	}
+	err := r.API(ctx, "GET", "/v1/devices", nil, &out)
+	return out.Devices, err
 }
