@@ -198,8 +198,9 @@ func TestChaos(t *testing.T) {
 			d := devs[rnd.IntN(len(devs))]
 			d.Link.Cut()
 			count("cut-link")
+			outage := time.Duration(1000+rnd.IntN(3000)) * time.Millisecond
 			go func() {
-				time.Sleep(time.Duration(1000+rnd.IntN(3000)) * time.Millisecond)
+				time.Sleep(outage)
 				d.Link.Restore()
 			}()
 		}
