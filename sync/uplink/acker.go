@@ -14,7 +14,8 @@ import (
 // commits whatever is pending and reports the outcome, accumulated, through
 // done.
 type ackCommitter struct {
-	q    *queue.Queue
+	q       *queue.Queue
+	onAcked func(seqs []uint64) // Config.OnAcked, may be nil
 	wake chan struct{} // to the committer: seqs are pending
 	done chan struct{} // to the session: an outcome is ready
 
@@ -30,8 +31,8 @@ type ackOutcome struct {
 	err   error // the first error
 }
 
-func newAckCommitter(q *queue.Queue) *ackCommitter {
-	return &ackCommitter{q: q, wake: make(chan struct{}, 1), done: make(chan struct{}, 1)}
+func newAckCommitter(q *queue.Queue, onAcked func([]uint64)) *ackCommitter {
+	return &ackCommitter{q: q, onAcked: onAcked, wake: make(chan struct{}, 1), done: make(chan struct{}, 1)}
 }
 
 // add queues seqs for the next commit.
@@ -67,6 +68,9 @@ func (a *ackCommitter) commit(count func(acked int)) {
 	}
 	n, err := a.q.Ack(seqs...)
 	count(n)
+	if err == nil && a.onAcked != nil {
+		a.onAcked(seqs)
+	}
 	empty := false
 	if err == nil {
 		var st queue.Stats

@@ -165,6 +165,12 @@ type Config struct {
 	// offline status when its context is done.
 	ShutdownTimeout time.Duration
 
+	// OnAcked, if set, is called with the sequence numbers of records the
+	// server acknowledged, once they are deleted from the queue (the fleet
+	// simulator measures end-to-end lag with it; a record acknowledged twice
+	// may be reported twice). It must not block.
+	OnAcked func(seqs []uint64)
+
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger
 

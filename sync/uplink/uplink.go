@@ -126,7 +126,7 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		deviceIn: make(chan inbound, deviceInboxSize),
 		fleetIn:  make(chan inbound, fleetInboxSize),
 		wake:     make(chan struct{}, 1),
-		acks:     newAckCommitter(q),
+		acks:     newAckCommitter(q, cfg.OnAcked),
 	}
 	needTLS := cfg.tlsRequested()
 	for _, b := range cfg.Brokers {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,5 +463,32 @@ func TestUnsendableRecordStays(t *testing.T) {
 	}
 	if got := srv.unique(); got != 10 {
 		t.Errorf("server has %d taps, want 10", got)
+	}
+}
+
+// OnAcked reports exactly the records the server acknowledged, once each.
+func TestOnAcked(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	f.cfg.OnAcked = func(seqs []uint64) {
+		mu.Lock()
+		for _, s := range seqs {
+			seen[s]++
+		}
+		mu.Unlock()
+	}
+	appendTaps(t, f.q, f.taps, 120)
+	f.start()
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 120)
+	waitFor(t, "OnAcked to report every record", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 120 })
+	mu.Lock()
+	defer mu.Unlock()
+	for s, n := range seen {
+		if n != 1 {
+			t.Errorf("seq %d reported %d times", s, n)
+		}
 	}
 }
