@@ -14,7 +14,7 @@ BENCHTIME ?= 1s
 # Binaries built by `make build`; the device binary is the only one `dist` cross-builds.
 CMDS := farego-validator farego-settlement farego-rider farego-provision farego-demo farego-sim
 
-.PHONY: help build test test-arm bench fuzz lint dist demo clean
+.PHONY: help build test test-arm bench bench-all fuzz lint dist demo clean
 
 # The device-side packages: what runs on the validator.
 DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/...
@@ -33,7 +33,10 @@ test-arm: ## run the device-side tests built for linux/arm (GOARM=7) and linux/a
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 30m -exec qemu-arm-static $(DEVICE_PKGS)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -timeout 30m -exec qemu-aarch64-static $(DEVICE_PKGS)
 
-bench: ## run the benchmarks and print the headline figures beside their floors
+bench: ## run the headline benchmarks and print them beside their floors (raw output in bench.out)
+	@./.ci/bench
+
+bench-all: ## run every benchmark in the module
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 5s)
