@@ -16,8 +16,8 @@ import (
 type ackCommitter struct {
 	q       *queue.Queue
 	onAcked func(seqs []uint64) // Config.OnAcked, may be nil
-	wake chan struct{} // to the committer: seqs are pending
-	done chan struct{} // to the session: an outcome is ready
+	wake    chan struct{}       // to the committer: seqs are pending
+	done    chan struct{}       // to the session: an outcome is ready
 
 	mu      sync.Mutex
 	pending []uint64
