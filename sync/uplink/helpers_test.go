@@ -477,6 +477,9 @@ func (s *testServer) run(so serverOptions, ready chan<- struct{}) {
 			SetCleanSession(true).
 			SetOrderMatters(false).
 			SetAutoReconnect(false).
+			// An ack published while the connection goes down waits this long
+			// (paho's default is 30 s), within the leak check's grace period.
+			SetWriteTimeout(2 * time.Second).
 			SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} }))
 		if ok := s.wait(c.Connect()); ok {
 			if ok = s.wait(c.Subscribe(s.topics.AllDevices(wire.KindTaps), 1, s.onBatch)); ok {
