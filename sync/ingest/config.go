@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -55,12 +56,6 @@ const (
 const (
 	maxWorkers   = 256
 	maxQueueSize = 1 << 16
-)
-
-// tlsSchemes and plainSchemes are the broker URL schemes understood.
-var (
-	tlsSchemes   = map[string]bool{"ssl": true, "tls": true, "mqtts": true}
-	plainSchemes = map[string]bool{"tcp": true, "mqtt": true}
 )
 
 // MQTTConfig is how the Ingest or the Publisher connects to the broker. The
@@ -127,7 +122,7 @@ func (m *MQTTConfig) validate() error {
 		if err != nil {
 			return configErr("broker URL %q: %v", b, err)
 		}
-		if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
+		if !mqttdial.TLSSchemes[u.Scheme] && !mqttdial.PlainSchemes[u.Scheme] {
 			return configErr("broker URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", b)
 		}
 		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {

@@ -2,18 +2,18 @@ package ingest
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/internal/backoff"
+	"github.com/farego/farego/sync/internal/mqttdial"
 )
 
 // disconnectQuiesce is how long paho may take to send the DISCONNECT, in
@@ -48,7 +48,7 @@ type conn struct {
 	ready  bool        // setup succeeded on client
 
 	// Only the loop's goroutine uses these.
-	backoff        backoff
+	backoff        backoff.Backoff
 	up             bool      // the last session got ready
 	everUp         bool      // a session got ready
 	down           bool      // an outage is being reported
@@ -80,14 +80,14 @@ func (c *conn) start(ctx context.Context) (stop func()) {
 
 // loop connects and reconnects until ctx is done.
 func (c *conn) loop(ctx context.Context) {
-	c.backoff = backoff{min: min(minReconnectInterval, c.cfg.MaxReconnectInterval), max: c.cfg.MaxReconnectInterval}
+	c.backoff = backoff.Backoff{Min: min(minReconnectInterval, c.cfg.MaxReconnectInterval), Max: c.cfg.MaxReconnectInterval}
 	for {
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		c.failed(err)
-		if !sleep(ctx, c.backoff.next()) {
+		if !backoff.Sleep(ctx, c.backoff.Next()) {
 			return
 		}
 	}
@@ -98,7 +98,7 @@ func (c *conn) loop(ctx context.Context) {
 // ctx ended it, the error of the loss, or that of a failed attempt (a
 // *notReadyError for a failed setup).
 func (c *conn) session(ctx context.Context) error {
-	d := &dialer{ctx: ctx, tls: c.cfg.TLS, timeout: c.cfg.ConnectTimeout}
+	d := mqttdial.New(ctx, c.cfg.TLS, c.cfg.ConnectTimeout)
 	lost := make(chan error, 1)
 	o := mqtt.NewClientOptions()
 	for _, b := range c.cfg.Brokers {
@@ -116,7 +116,7 @@ func (c *conn) session(ctx context.Context) error {
 		SetResumeSubs(false).
 		SetKeepAlive(c.cfg.KeepAlive).
 		SetConnectTimeout(c.cfg.ConnectTimeout).
-		SetCustomOpenConnectionFn(d.open).
+		SetCustomOpenConnectionFn(d.Open).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select {
 			case lost <- err:
@@ -126,7 +126,7 @@ func (c *conn) session(ctx context.Context) error {
 	client := mqtt.NewClient(o)
 	tok := client.Connect()
 	<-tok.Done() // the dialer ends the attempt promptly when ctx is done
-	d.release()
+	d.Release()
 	if err := tok.Error(); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -140,7 +140,7 @@ func (c *conn) session(ctx context.Context) error {
 		}
 	}
 	c.set(client, true)
-	c.isUp(d.broker())
+	c.isUp(d.Broker())
 	if c.onReady != nil {
 		c.onReady()
 	}
@@ -148,7 +148,7 @@ func (c *conn) session(ctx context.Context) error {
 	select {
 	case err := <-lost:
 		if time.Since(upAt) >= c.cfg.MaxReconnectInterval {
-			c.backoff.reset() // a connection that flaps backs off
+			c.backoff.Reset() // a connection that flaps backs off
 		}
 		return err
 	case <-ctx.Done():
@@ -294,66 +294,6 @@ func subscribe(ctx context.Context, client mqtt.Client, filters []string, timeou
 		return fmt.Errorf("subscribe: the broker refused %s (check its ACL and the server's credentials)", strings.Join(refused, ", "))
 	}
 	return nil
-}
-
-// dialer opens the network connections of one connection attempt for paho
-// (ClientOptions.CustomOpenConnectionFn), so that the attempt ends as soon
-// as ctx does: dialling and the TLS handshake use ctx, and a connection
-// still in its MQTT handshake is closed when ctx ends. Once the attempt is
-// over, release stops watching ctx: from then on the session disconnects
-// cleanly.
-type dialer struct {
-	ctx     context.Context
-	tls     *tls.Config
-	timeout time.Duration
-
-	mu      sync.Mutex
-	watches []func() bool // stop functions of context.AfterFunc
-	last    string        // the broker dialled last, without credentials
-}
-
-// open implements mqtt.OpenConnectionFunc.
-func (d *dialer) open(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, d.timeout)
-	defer cancel()
-	var (
-		nc  net.Conn
-		err error
-	)
-	switch {
-	case tlsSchemes[u.Scheme]:
-		nc, err = (&tls.Dialer{Config: d.tls}).DialContext(ctx, "tcp", u.Host)
-	case plainSchemes[u.Scheme]:
-		nc, err = (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
-	default:
-		err = errors.New("unsupported broker URL scheme " + u.Scheme)
-	}
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(d.ctx, func() { _ = nc.Close() })
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.watches = append(d.watches, stop)
-	d.last = u.Scheme + "://" + u.Host
-	return nc, nil
-}
-
-// release stops closing the attempt's connections when ctx ends.
-func (d *dialer) release() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, stop := range d.watches {
-		stop()
-	}
-	d.watches = nil
-}
-
-// broker returns the broker dialled last.
-func (d *dialer) broker() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.last
 }
 
 // redacted returns broker URLs without passwords.

@@ -15,21 +15,6 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-func TestBackoff(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	caps := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, c := range caps {
-		c *= time.Millisecond
-		if d := b.next(); d < c/2 || d > c {
-			t.Errorf("wait %d = %v, want between %v and %v", i, d, c/2, c)
-		}
-	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Errorf("wait after reset = %v, want at most the minimum", d)
-	}
-}
-
 // runLogged runs an Ingest with cfg, logging to a lineCounter, until the end
 // of the test.
 func runLogged(t *testing.T, w *world, cfg Config) (*Ingest, *lineCounter) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -219,12 +220,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// tlsSchemes and plainSchemes are the broker URL schemes understood.
-var (
-	tlsSchemes   = map[string]bool{"ssl": true, "tls": true, "mqtts": true}
-	plainSchemes = map[string]bool{"tcp": true, "mqtt": true}
-)
-
 // validate checks a Config that has its defaults.
 func (c *Config) validate() error {
 	bad := func(format string, a ...any) error {
@@ -242,13 +237,13 @@ func (c *Config) validate() error {
 		if u.User != nil {
 			return bad("broker URL %s: put credentials in Username and Password, not the URL", u.Redacted())
 		}
-		if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
+		if !mqttdial.TLSSchemes[u.Scheme] && !mqttdial.PlainSchemes[u.Scheme] {
 			return bad("broker URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", b)
 		}
 		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
 			return bad("broker URL %q: want scheme://host:port", b)
 		}
-		if tlsSet && plainSchemes[u.Scheme] {
+		if tlsSet && mqttdial.PlainSchemes[u.Scheme] {
 			return bad("broker URL %q is not TLS but TLS settings are given (use ssl://, tls:// or mqtts://)", b)
 		}
 	}

@@ -134,18 +134,3 @@ func TestWindowAck(t *testing.T) {
 		t.Errorf("window after remove = %v, want [[1] [9]]", left)
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	caps := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, c := range caps {
-		c *= time.Millisecond
-		if d := b.next(); d < c/2 || d > c {
-			t.Errorf("wait %d = %v, want between %v and %v", i, d, c/2, c)
-		}
-	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Errorf("wait after reset = %v, want at most the minimum", d)
-	}
-}

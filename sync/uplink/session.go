@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/internal/mqttdial"
 )
 
 // disconnectQuiesce is how long paho may take to send the DISCONNECT.
@@ -31,7 +33,7 @@ func (u *Uplink) session(ctx context.Context, s *sender, lk *link) error {
 	if err != nil {
 		return &fatalError{fmt.Errorf("last will: %w", err)}
 	}
-	d := &dialer{ctx: ctx, tls: u.tls, timeout: u.cfg.ConnectTimeout}
+	d := mqttdial.New(ctx, u.tls, u.cfg.ConnectTimeout)
 	lost := make(chan error, 1)
 	subscribed := make(chan mqtt.Token, 1)
 
@@ -52,7 +54,7 @@ func (u *Uplink) session(ctx context.Context, s *sender, lk *link) error {
 		SetKeepAlive(u.cfg.KeepAlive).
 		SetConnectTimeout(u.cfg.ConnectTimeout).
 		SetBinaryWill(u.status, will, 1, true).
-		SetCustomOpenConnectionFn(d.open).
+		SetCustomOpenConnectionFn(d.Open).
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// Runs in a goroutine of its own; the session waits for the
 			// token, so this handler never blocks on the network.
@@ -75,14 +77,14 @@ func (u *Uplink) session(ctx context.Context, s *sender, lk *link) error {
 	case <-ctx.Done():
 		<-tok.Done() // the dialer ends the attempt promptly
 	}
-	d.release()
+	d.Release()
 	if err := tok.Error(); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 
 	err = u.awaitSubscribed(ctx, subscribed, lost)
 	if err == nil {
-		u.up(lk, d.broker())
+		u.up(lk, d.Broker())
 		u.connected.Store(true)
 		err = s.run(ctx, c, lost)
 		u.connected.Store(false)

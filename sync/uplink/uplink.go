@@ -13,7 +13,10 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/sync/internal/backoff"
+
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -131,7 +134,7 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 	needTLS := cfg.tlsRequested()
 	for _, b := range cfg.Brokers {
 		bu, _ := url.Parse(b) // validated
-		if tlsSchemes[bu.Scheme] {
+		if mqttdial.TLSSchemes[bu.Scheme] {
 			needTLS = true
 		}
 		u.brokers = append(u.brokers, bu.Redacted())
@@ -184,7 +187,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}()
 
 	s := newSender(u)
-	lk := &link{backoff: backoff{min: u.cfg.MinBackoff, max: u.cfg.MaxBackoff}}
+	lk := &link{backoff: backoff.Backoff{Min: u.cfg.MinBackoff, Max: u.cfg.MaxBackoff}}
 	for {
 		err := u.session(ctx, s, lk)
 		var fe *fatalError
@@ -196,7 +199,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			return nil
 		}
 		u.failed(lk, err)
-		if !sleep(ctx, lk.backoff.next()) {
+		if !backoff.Sleep(ctx, lk.backoff.Next()) {
 			return nil
 		}
 	}
@@ -250,7 +253,7 @@ func (e *fatalError) Unwrap() error { return e.err }
 // link is the connection state of one Run, for backoff and for logging a
 // run of failures once.
 type link struct {
-	backoff   backoff
+	backoff   backoff.Backoff
 	up        bool      // the last session got connected and subscribed
 	down      bool      // an outage is being reported
 	downSince time.Time // when it began
@@ -282,7 +285,7 @@ func (u *Uplink) failed(lk *link, err error) {
 
 // up records a connection made and subscribed.
 func (u *Uplink) up(lk *link, broker string) {
-	lk.backoff.reset()
+	lk.backoff.Reset()
 	switch {
 	case lk.down && lk.failures > 0:
 		u.log.Info(fmt.Sprintf("uplink connected after %d failed attempts", lk.failures),

@@ -1,0 +1,33 @@
+package backoff
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestBackoff(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	caps := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, c := range caps {
+		c *= time.Millisecond
+		if d := b.Next(); d < c/2 || d > c {
+			t.Errorf("wait %d = %v, want between %v and %v", i, d, c/2, c)
+		}
+	}
+	b.Reset()
+	if d := b.Next(); d > 100*time.Millisecond {
+		t.Errorf("wait after reset = %v, want at most the minimum", d)
+	}
+}
+
+func TestSleepStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep of an hour with a cancelled context reported a full wait")
+	}
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("a short Sleep did not complete")
+	}
+}
