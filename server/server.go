@@ -66,6 +66,10 @@ type Config struct {
 	Currency      string // of new accounts; default EUR
 
 	Logger *slog.Logger
+	// AfterCommit, if set, runs after each batch is committed to the ledger
+	// and before its ack is published: a fault-injection point for tests
+	// (a crash here must lead to redelivery and still one charge).
+	AfterCommit func()
 	// Ready, if set, is called once the server serves HTTP and MQTT, with
 	// the addresses it listens on.
 	Ready func(Addrs)

@@ -60,6 +60,9 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	if err != nil {
 		return err
 	}
+	if s.cfg.AfterCommit != nil {
+		s.cfg.AfterCommit()
+	}
 	if err := s.ledger.NoteDeviceSync(ctx, b.DeviceID, maxSeq); err != nil {
 		s.log.Warn("noting device sync", "device", b.DeviceID, "err", err)
 	}

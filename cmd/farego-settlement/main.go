@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -189,6 +191,17 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	c.Logger = log
+	if n, err := strconv.Atoi(os.Getenv("FAREGO_FAULT_EXIT_AFTER_COMMITS")); err == nil && n > 0 {
+		// Fault injection for tests: die after the n-th ledger commit,
+		// before its ack goes out.
+		var commits atomic.Int64
+		c.AfterCommit = func() {
+			if commits.Add(1) == int64(n) {
+				log.Warn("fault injection: exiting between ledger commit and ack")
+				os.Exit(3)
+			}
+		}
+	}
 	notifier := sdnotify.FromEnv()
 	c.Ready = func(a server.Addrs) {
 		if *readyFile != "" {

@@ -37,6 +37,10 @@ const testFares = `{"version": 1, "currency": "EUR", "timezone": "Europe/Berlin"
   "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180}},
   "transfer": {"window": "1m", "fare": 0}, "daily_cap": {"adult": 2000}}`
 
+func newCtx(t *testing.T) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 5*time.Minute)
+}
+
 // newRig starts a server with the test fare table; its files stay behind
 // (and are listed) when the test fails.
 func newRig(t *testing.T) (*Rig, context.Context) {
@@ -79,11 +83,16 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func startDevice(t *testing.T, ctx context.Context, r *Rig, id string) *Device {
+func startDevice(t *testing.T, ctx context.Context, r *Rig, id string, policy ...string) *Device {
 	t.Helper()
 	d, err := r.Provision(ctx, id, "42")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(policy); i += 2 {
+		if err := d.SetPolicy(policy[i], policy[i+1]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -62,8 +62,10 @@ type Rig struct {
 	// ExternalBroker runs the MQTT broker as its own process (farego-settlement
 	// broker) so it can be restarted apart from the server.
 	ExternalBroker bool
-	broker         *exec.Cmd
-	brkErr         chan error
+	// ServerEnv is added to the server's environment at its next start.
+	ServerEnv []string
+	broker    *exec.Cmd
+	brkErr    chan error
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -133,6 +135,7 @@ func (r *Rig) StartServer(ctx context.Context) error {
 		args = append(args, "--mqtt", r.mqttListen)
 	}
 	cmd := exec.Command(r.bin("farego-settlement"), args...)
+	cmd.Env = append(os.Environ(), r.ServerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -222,6 +225,61 @@ func (r *Rig) StopBroker() {
 		cmd.Process.Kill()
 		<-done
 	}
+}
+
+// WaitServerExit waits up to timeout for the server process to exit by
+// itself (a crash on purpose) and forgets it.
+func (r *Rig) WaitServerExit(timeout time.Duration) error {
+	r.mu.Lock()
+	done := r.srvErr
+	r.mu.Unlock()
+	select {
+	case <-done:
+		r.mu.Lock()
+		r.server = nil
+		r.mu.Unlock()
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("the server did not exit in %v", timeout)
+	}
+}
+
+// StartInstance runs another settlement instance on the same data and the
+// external broker (ExternalBroker), as a second server behind a shared
+// subscription; stop it with the returned function.
+func (r *Rig) StartInstance(ctx context.Context, name string) (stop func(), err error) {
+	ready := filepath.Join(r.Dir, name+".ready")
+	logf, err := os.OpenFile(filepath.Join(r.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(r.bin("farego-settlement"), "run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
+		"--broker", "tcp://"+r.MQTT, "--ready-file", ready, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	stop = func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	err = WaitFor(ctx, 60*time.Second, name+" to serve", func() bool {
+		_, err := os.Stat(ready)
+		return err == nil
+	})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // StopServer stops the server: gracefully (SIGTERM) or, with kill, SIGKILL.
