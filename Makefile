@@ -6,8 +6,7 @@ PKGS      ?= ./...
 BIN       ?= bin
 DIST      ?= dist
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-BUILDDATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
-LDFLAGS   := -s -w -X github.com/farego/farego/agent.Version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/farego/farego/agent.Version=$(VERSION) -X github.com/farego/farego/agent.BuildDate=$(shell date -u +%F)
 FUZZTIME  ?= 5s
 BENCHTIME ?= 1s
 
@@ -46,11 +45,16 @@ lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator
+dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator, with a sample config and the systemd unit
 	@mkdir -p $(DIST)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/linux-armv7/farego-validator ./cmd/farego-validator
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/linux-arm64/farego-validator ./cmd/farego-validator
-	@ls -l $(DIST)/*/farego-validator
+	@mkdir -p $(DIST)/share
+	cp testdata/validator/validator.toml $(DIST)/share/validator.toml.sample
+	cp cmd/farego-provision/farego-validator.service $(DIST)/share/
+	@ls -l $(DIST)/*/farego-validator $(DIST)/share/*
+	@echo "device bundles (keys, certificates, config, keyring, fares, unit): farego-provision device --help"
+
 
 demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it
 	./$(BIN)/farego-demo --bin $(BIN)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -263,32 +264,10 @@ func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	return b.Bytes(), err
 }
 
-const systemdUnit = `[Unit]
-Description=farego bus validator
-Documentation=https://github.com/farego/farego
-After=network-online.target time-sync.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-ExecStart=/usr/local/bin/farego-validator run --config /etc/farego/validator.toml
-Restart=always
-RestartSec=2
-WatchdogSec=30
-TimeoutStopSec=20
-User=farego
-Group=farego
-SupplementaryGroups=dialout gpio
-StateDirectory=farego
-StateDirectoryMode=0700
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-`
+// systemdUnit is the validator's service unit (also shipped by make dist).
+//
+//go:embed farego-validator.service
+var systemdUnit string
 
 const installText = `farego device bundle for ID
 
