@@ -53,8 +53,7 @@ type Rig struct {
 	HTTP       string // server's HTTP address once started
 	MQTT       string // embedded broker's address
 	Token      string // operator token
-	server     *exec.Cmd
-	srvErr     chan error
+	server     *proc
 	mu         sync.Mutex
 	fleet      string
 	mqttListen string
@@ -64,8 +63,7 @@ type Rig struct {
 	ExternalBroker bool
 	// ServerEnv is added to the server's environment at its next start.
 	ServerEnv []string
-	broker    *exec.Cmd
-	brkErr    chan error
+	broker    *proc
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -115,115 +113,113 @@ func (r *Rig) Init(ctx context.Context, faresJSON string) error {
 
 func (r *Rig) serverDir() string { return filepath.Join(r.Dir, "server") }
 
+// proc is a farego-settlement process (server, broker or extra instance).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error // yields the exit once
+}
+
+// startProc runs farego-settlement with args (and "--ready-file"), logging
+// to DIR/name.log, and waits until the ready file holds its addresses.
+func (r *Rig) startProc(ctx context.Context, name string, env []string, args ...string) (*proc, map[string]string, error) {
+	ready := filepath.Join(r.Dir, name+".ready")
+	os.Remove(ready)
+	logf, err := os.OpenFile(filepath.Join(r.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(r.bin("farego-settlement"), append(args, "--ready-file", ready)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil {
+			var addrs map[string]string
+			if json.Unmarshal(b, &addrs) == nil {
+				return p, addrs, nil
+			}
+		}
+		select {
+		case err := <-p.done:
+			return nil, nil, fmt.Errorf("%s exited: %v (see %s)", name, err, filepath.Join(r.Dir, name+".log"))
+		case <-ctx.Done():
+			p.stop(syscall.SIGKILL)
+			return nil, nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop(syscall.SIGKILL)
+			return nil, nil, fmt.Errorf("%s did not become ready in 60 s", name)
+		}
+	}
+}
+
+// stop signals the process and waits for it (30 s, then SIGKILL).
+func (p *proc) stop(sig syscall.Signal) error {
+	p.cmd.Process.Signal(sig)
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		return errors.New("did not stop in 30 s; killed")
+	}
+}
+
 // StartServer runs farego-settlement and waits until it serves. After the
 // first start the broker keeps its port, so validators reconnect to it.
 func (r *Rig) StartServer(ctx context.Context) error {
-	ready := filepath.Join(r.Dir, "server.ready")
-	os.Remove(ready)
-	logf, err := os.OpenFile(filepath.Join(r.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
 	http := "127.0.0.1:0"
 	if r.HTTP != "" {
 		http = r.HTTP
 	}
-	args := []string{"run", "--data", r.serverDir(), "--http", http, "--ready-file", ready, "--log-level", "debug"}
+	args := []string{"run", "--data", r.serverDir(), "--http", http, "--log-level", "debug"}
 	if r.ExternalBroker {
 		args = append(args, "--broker", "tcp://"+r.MQTT)
 	} else {
 		args = append(args, "--mqtt", r.mqttListen)
 	}
-	cmd := exec.Command(r.bin("farego-settlement"), args...)
-	cmd.Env = append(os.Environ(), r.ServerEnv...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, a, err := r.startProc(ctx, "server", r.ServerEnv, args...)
+	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(ready); err == nil {
-			var a struct{ HTTP, MQTT string }
-			if json.Unmarshal(b, &a) == nil {
-				r.mu.Lock()
-				r.HTTP, r.server, r.srvErr = a.HTTP, cmd, done
-				if !r.ExternalBroker {
-					r.MQTT, r.mqttListen = a.MQTT, a.MQTT
-				}
-				r.mu.Unlock()
-				return nil
-			}
-		}
-		select {
-		case err := <-done:
-			return fmt.Errorf("settlement server exited: %v (see %s)", err, filepath.Join(r.Dir, "server.log"))
-		case <-ctx.Done():
-			cmd.Process.Kill()
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return errors.New("settlement server did not become ready in 60 s")
-		}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.HTTP, r.server = a["http"], p
+	if !r.ExternalBroker {
+		r.MQTT, r.mqttListen = a["mqtt"], a["mqtt"]
 	}
+	return nil
 }
 
 // StartBroker runs the MQTT broker as its own process (ExternalBroker);
 // after the first start it keeps its port.
 func (r *Rig) StartBroker(ctx context.Context) error {
-	ready := filepath.Join(r.Dir, "broker.ready")
-	os.Remove(ready)
-	logf, err := os.OpenFile(filepath.Join(r.Dir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, a, err := r.startProc(ctx, "broker", nil, "broker", "--data", r.serverDir(), "--mqtt", r.mqttListen)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(r.bin("farego-settlement"), "broker", "--data", r.serverDir(), "--mqtt", r.mqttListen, "--ready-file", ready)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(ready); err == nil {
-			var a struct{ MQTT string }
-			if json.Unmarshal(b, &a) == nil {
-				r.mu.Lock()
-				r.MQTT, r.mqttListen, r.broker, r.brkErr = a.MQTT, a.MQTT, cmd, done
-				r.mu.Unlock()
-				return nil
-			}
-		}
-		select {
-		case err := <-done:
-			return fmt.Errorf("broker exited: %v (see %s)", err, filepath.Join(r.Dir, "broker.log"))
-		case <-ctx.Done():
-			cmd.Process.Kill()
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return errors.New("broker did not start in 60 s")
-		}
-	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.MQTT, r.mqttListen, r.broker = a["mqtt"], a["mqtt"], p
+	return nil
 }
 
 // StopBroker kills the broker process (SIGKILL: a crash).
 func (r *Rig) StopBroker() {
 	r.mu.Lock()
-	cmd, done := r.broker, r.brkErr
+	p := r.broker
 	r.broker = nil
 	r.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Kill()
-		<-done
+	if p != nil {
+		p.stop(syscall.SIGKILL)
 	}
 }
 
@@ -231,10 +227,13 @@ func (r *Rig) StopBroker() {
 // itself (a crash on purpose) and forgets it.
 func (r *Rig) WaitServerExit(timeout time.Duration) error {
 	r.mu.Lock()
-	done := r.srvErr
+	p := r.server
 	r.mu.Unlock()
+	if p == nil {
+		return errors.New("no server running")
+	}
 	select {
-	case <-done:
+	case <-p.done:
 		r.mu.Lock()
 		r.server = nil
 		r.mu.Unlock()
@@ -248,65 +247,28 @@ func (r *Rig) WaitServerExit(timeout time.Duration) error {
 // external broker (ExternalBroker), as a second server behind a shared
 // subscription; stop it with the returned function.
 func (r *Rig) StartInstance(ctx context.Context, name string) (stop func(), err error) {
-	ready := filepath.Join(r.Dir, name+".ready")
-	logf, err := os.OpenFile(filepath.Join(r.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, _, err := r.startProc(ctx, name, nil, "run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
+		"--broker", "tcp://"+r.MQTT, "--log-level", "debug")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(r.bin("farego-settlement"), "run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
-		"--broker", "tcp://"+r.MQTT, "--ready-file", ready, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	err = WaitFor(ctx, 60*time.Second, name+" to serve", func() bool {
-		_, err := os.Stat(ready)
-		return err == nil
-	})
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	return stop, nil
+	return func() { p.stop(syscall.SIGTERM) }, nil
 }
 
 // StopServer stops the server: gracefully (SIGTERM) or, with kill, SIGKILL.
 func (r *Rig) StopServer(kill bool) error {
 	r.mu.Lock()
-	cmd, done := r.server, r.srvErr
+	p := r.server
 	r.server = nil
 	r.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return nil
 	}
-	sig := syscall.SIGTERM
 	if kill {
-		sig = syscall.SIGKILL
+		p.stop(syscall.SIGKILL)
+		return nil
 	}
-	cmd.Process.Signal(sig)
-	select {
-	case err := <-done:
-		if kill {
-			return nil
-		}
-		return err
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		return errors.New("settlement server did not stop in 30 s; killed")
-	}
+	return p.stop(syscall.SIGTERM)
 }
 
 // API calls the server's HTTP API with the operator token.
