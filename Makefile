@@ -29,8 +29,8 @@ test: ## run all tests with the race detector (embedded parts only unless FAREGO
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 test-arm: ## run the device-side tests built for linux/arm (GOARM=7) and linux/arm64 under qemu-user-static
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 30m -exec qemu-arm-static $(DEVICE_PKGS)
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -timeout 30m -exec qemu-aarch64-static $(DEVICE_PKGS)
+	FAREGO_QEMU=1 CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 15m -exec qemu-arm-static $(DEVICE_PKGS)
+	FAREGO_QEMU=1 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -timeout 15m -exec qemu-aarch64-static $(DEVICE_PKGS)
 
 bench: ## run the headline benchmarks and print them beside their floors (raw output in bench.out)
 	@./.ci/bench

@@ -143,6 +143,13 @@ type crashModel struct {
 }
 
 func runCrashRounds(t *testing.T, mode string) {
+	if os.Getenv("FAREGO_QEMU") != "" {
+		// qemu-user can deadlock forking a multithreaded emulated process
+		// (the child hangs before exec, holding the emulator's locks); the
+		// crash test's logic is architecture-independent and runs natively
+		// in make test.
+		t.Skip("crash tests spawn children; skipped under qemu-user emulation (make test-arm)")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

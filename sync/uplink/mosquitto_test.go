@@ -79,6 +79,7 @@ topic write farego/fleet/#
 // TLS and the README's ACL, stopped at the end of the test.
 func startMosquitto(t *testing.T, pki *brokertest.PKI) string {
 	t.Helper()
+	skipUnderQEMU(t)
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if os.Getenv("FAREGO_CI") != "" {
