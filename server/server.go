@@ -186,6 +186,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
 		DeviceCredentials: s.deviceCredentials,
+		Replay:            s.ingest.Replay,
 		Health: map[string]api.Health{
 			"ingest":    connected("ingest", s.ingest.Connected),
 			"publisher": connected("publisher", s.pub.Connected),

@@ -190,12 +190,12 @@ func (k *Keyring) WriteFile(path string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, append(data, '\n'), 0o644)
+	return writeFileAtomic(path, append(data, '\n'), 0o644)
 }
 
-// WriteFileAtomic writes data to path so that a crash at any moment leaves
+// writeFileAtomic writes data to path so that a crash at any moment leaves
 // either the old content or the new, never a mix.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {

@@ -52,10 +52,13 @@ type Config struct {
 	// and password (the embedded broker's derived ones); registration
 	// returns them to the provisioning tool.
 	DeviceCredentials func(id string) (username, password string)
-	Health            map[string]Health // extra readiness checks by name (broker, ingest)
-	Metrics           *metrics.Registry
-	Logger            *slog.Logger
-	Now               func() time.Time
+	// Replay, if set, asks a device to send archived records from..to of its
+	// queue (epoch) again, after the ledger was restored from a backup.
+	Replay  func(ctx context.Context, deviceID, epoch string, from, to uint64) error
+	Health  map[string]Health // extra readiness checks by name (broker, ingest)
+	Metrics *metrics.Registry
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Handler serves the API.
@@ -94,6 +97,7 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/payments", h.pay)
 	h.route("POST /v1/devices", h.registerDevice)
 	h.route("GET /v1/devices", h.devices)
+	h.route("POST /v1/devices/{id}/replay", h.replay)
 	h.route("GET /v1/fares", h.getFares)
 	h.route("PUT /v1/fares", h.putFares)
 	h.route("GET /v1/keyring", h.getKeyring)
@@ -598,6 +602,48 @@ func (h *Handler) devices(w http.ResponseWriter, r *http.Request) (any, int, err
 			LastSync: timeOrEmpty(d.LastSync), Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions}
 	}
 	return map[string]any{"devices": out}, http.StatusOK, nil
+}
+
+// replay asks a device to resend records from its archive; by default from
+// the record after the last one the ledger knows of (after a restore, that
+// is where the gap starts) up to its latest.
+func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if err := h.operator(r); err != nil {
+		return nil, 0, err
+	}
+	if h.cfg.Replay == nil {
+		return nil, 0, errorf(http.StatusServiceUnavailable, "unavailable", "replay needs the MQTT link")
+	}
+	var req struct {
+		From uint64 `json:"from"`
+		To   uint64 `json:"to"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, maxBody, &req); err != nil {
+			return nil, 0, err
+		}
+	}
+	d, err := h.cfg.Ledger.Device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, 0, err
+	}
+	if d.Status.Epoch == "" || !d.Status.Online {
+		return nil, 0, errorf(http.StatusConflict, "device_offline", "device %s is not online (a replay request is not kept for an offline device)", d.ID)
+	}
+	if req.From == 0 {
+		req.From = d.LastSeq + 1
+	}
+	if req.To == 0 {
+		req.To = ^uint64(0) >> 1
+	}
+	if req.From > req.To {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "from %d is after to %d", req.From, req.To)
+	}
+	if err := h.cfg.Replay(r.Context(), d.ID, d.Status.Epoch, req.From, req.To); err != nil {
+		return nil, 0, err
+	}
+	h.log.Info("replay requested", "device", d.ID, "from", req.From, "to", req.To)
+	return map[string]any{"device": d.ID, "epoch": d.Status.Epoch, "from": req.From, "to": req.To}, http.StatusAccepted, nil
 }
 
 func (h *Handler) getFares(w http.ResponseWriter, r *http.Request) (any, int, error) {

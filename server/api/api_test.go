@@ -227,6 +227,8 @@ func TestFleetEndpoints(t *testing.T) {
 	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 409)
 	f.do("POST", "/v1/devices", f.token, `{"id":"bus/1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 400)
 	f.do("POST", "/v1/devices", "", `{"id":"bus-2","public_key":"`+strings.Repeat("cd", 32)+`"}`, 401)
+	f.do("POST", "/v1/devices/bus-1/replay", f.token, `{"from":1}`, 503) // no MQTT link in this fixture
+	f.do("POST", "/v1/devices/bus-1/replay", "", `{"from":1}`, 401)
 	ds := f.do("GET", "/v1/devices", f.token, "", 200)
 	if n := len(ds["devices"].([]any)); n != 1 {
 		t.Errorf("%d devices, want 1", n)

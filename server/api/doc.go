@@ -17,6 +17,7 @@
 //	POST   /v1/payments                      online payment with a code             (operator/merchant)
 //	POST   /v1/devices                       register a validator's public key      (operator)
 //	GET    /v1/devices                       validators with last status            (operator)
+//	POST   /v1/devices/{id}/replay           ask a device to resend its archive     (operator)
 //	GET    /v1/fares                         current fare table                     (open)
 //	PUT    /v1/fares                         upload a new fare table, published     (operator)
 //	GET    /v1/keyring                       issuer keyring                          (open)

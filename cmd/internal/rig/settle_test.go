@@ -136,3 +136,52 @@ func TestTwoSettlementInstances(t *testing.T) {
 		t.Errorf("one instance took no batch (A %d, B %d): the shared subscription did not share", na, nb)
 	}
 }
+
+// After restoring a ledger backup the operator asks a validator to resend
+// its archive: the records come again, the ledger keeps each tap once.
+func TestReplayAfterRestore(t *testing.T) {
+	r, ctx := newRig(t)
+	d := startDevice(t, ctx, r, "bus-8-front", "passback_window", `"-1s"`)
+	rider, err := r.NewAPIRider(ctx, "adult", 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if line, err := d.Scan(ctx, rider.Code(time.Now())); err != nil || !strings.Contains(line, "ACCEPTED") {
+			t.Fatalf("tap: %q, %v", line, err)
+		}
+	}
+	settled := func() bool {
+		rides, err := r.Rides(ctx, rider.ID)
+		ds, err2 := r.Devices(ctx)
+		return err == nil && err2 == nil && len(rides) == 3 && len(ds) == 1 && ds[0].Online && ds[0].QueueDepth == 0
+	}
+	if err := WaitFor(ctx, 90*time.Second, "the taps to settle", settled); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := r.Account(ctx, rider.ID)
+	var resp struct {
+		From, To uint64
+	}
+	if err := r.API(ctx, "POST", "/v1/devices/bus-8-front/replay", map[string]uint64{"from": 1}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	err = WaitFor(ctx, 90*time.Second, "the validator to replay its archive", func() bool {
+		b, _ := os.ReadFile(filepath.Join(d.Dir, "validator.log"))
+		return strings.Contains(string(b), "replaying archived records")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, 90*time.Second, "the replayed records to be acked", settled); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := r.Account(ctx, rider.ID)
+	rides, _ := r.Rides(ctx, rider.ID)
+	if after.Balance != before.Balance || len(rides) != 3 {
+		t.Errorf("after the replay: balance %d (was %d), %d rides (want 3)", after.Balance, before.Balance, len(rides))
+	}
+	if err := r.API(ctx, "POST", "/v1/devices/nobody/replay", map[string]uint64{}, nil); err == nil {
+		t.Error("replay for an unknown device accepted")
+	}
+}
