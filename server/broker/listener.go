@@ -104,11 +104,15 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting and disconnects the listener's clients.
-func (l *listener) Close(closeClients listeners.CloseFn) {
-	if l.end.CompareAndSwap(false, true) {
-		closeClients(l.id)
-	}
+// Close stops accepting and disconnects the listener's clients by closing
+// their connections. It does not call mochi's closeClients: in mochi-mqtt
+// v2.7.9 that goes through Clients.GetByListener, which takes the clients'
+// read lock twice (it calls Len inside RLock), so a device connecting or
+// leaving during shutdown (a writer waiting between the two) deadlocks the
+// server's shutdown. Closing the connections ends each client's session
+// the same way, wills included.
+func (l *listener) Close(_ listeners.CloseFn) {
+	l.end.Store(true)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ln != nil {

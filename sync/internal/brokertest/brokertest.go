@@ -151,7 +151,7 @@ func (b *Broker) serve(addr string, retained ...packets.Packet) (*mqtt.Server, s
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, "", err
 	}
-	l := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "t1", Address: addr, TLSConfig: b.opts.TLS})
+	l := safeClose{listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "t1", Address: addr, TLSConfig: b.opts.TLS}), srv}
 	if err := srv.AddListener(l); err != nil {
 		return nil, "", err
 	}
@@ -281,3 +281,24 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
+
+// safeClose works around a deadlock in mochi-mqtt v2.7.9's Server.Close: it
+// disconnects a listener's clients through Clients.GetByListener, which
+// takes the clients' read lock twice (it calls Len inside RLock), so a client
+// connecting or leaving at that moment (a writer waiting between the two)
+// deadlocks the broker's shutdown. This listener disconnects its clients
+// from a copy of the client map instead (GetAll takes the lock once).
+type safeClose struct {
+	*listeners.TCP
+	srv *mqtt.Server
+}
+
+func (l safeClose) Close(_ listeners.CloseFn) {
+	l.TCP.Close(func(id string) {
+		for _, cl := range l.srv.Clients.GetAll() {
+			if cl.Net.Listener == id && !cl.Closed() {
+				_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+	})
+}
