@@ -30,6 +30,10 @@ type listener struct {
 	log   *slog.Logger
 	conns map[net.Conn]struct{} // open connections
 	end   atomic.Bool
+	// serving counts the goroutines running mochi's establish: Close waits
+	// for them, so none is still starting (mochi adds to its ClientsWg
+	// there) when mochi waits for its clients.
+	serving sync.WaitGroup
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -89,8 +93,10 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		l.conns[conn] = struct{}{}
+		l.serving.Add(1)
 		l.mu.Unlock()
 		go func() {
+			defer l.serving.Done()
 			defer func() {
 				l.mu.Lock()
 				delete(l.conns, conn)
@@ -112,13 +118,14 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // server's shutdown. Closing the connections ends each client's session
 // the same way, wills included.
 func (l *listener) Close(_ listeners.CloseFn) {
-	l.end.Store(true)
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.end.Store(true)
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
 	for c := range l.conns {
 		_ = c.Close()
 	}
+	l.mu.Unlock()
+	l.serving.Wait()
 }
