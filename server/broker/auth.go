@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/farego/farego/sync/ratelog"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -52,7 +53,7 @@ type hook struct {
 	cfg     *Config
 	srv     *mqtt.Server
 	log     *slog.Logger
-	limit   *logLimiter
+	limit   *ratelog.Limiter
 	devPfx  string // PREFIX/dev/
 	fleet   string // PREFIX/fleet/#
 	server  []string
@@ -63,7 +64,7 @@ type hook struct {
 func newHook(cfg *Config, log *slog.Logger) *hook {
 	p := cfg.TopicPrefix
 	return &hook{
-		cfg: cfg, log: log, limit: newLogLimiter(cfg.Now, logEvery),
+		cfg: cfg, log: log, limit: ratelog.New(cfg.Now, ratelog.DefaultEvery),
 		devPfx: p + "/dev/", fleet: p + "/fleet/#",
 		// What the server may subscribe to (also in a shared group).
 		server: []string{p + "/dev/+/" + wire.KindTaps, p + "/dev/+/" + wire.KindStatus, p + "/fleet/#"},
@@ -95,7 +96,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		h.refused.Add(1)
 		user := string(pk.Connect.Username)
-		if ok, n := h.limit.allow("auth\x00" + user); ok {
+		if ok, n := h.limit.Allow("auth\x00" + user); ok {
 			h.log.Warn("broker: connection refused", logKeyUsername, user, logKeyClientID, cl.ID,
 				logKeyRemote, cl.Net.Remote, logKeyListener, cl.Net.Listener, logKeyReason, err, logKeySuppressed, n)
 		}
@@ -158,7 +159,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	h.denied.Add(1)
-	if ok, n := h.limit.allow("acl\x00" + id); ok {
+	if ok, n := h.limit.Allow("acl\x00" + id); ok {
 		h.log.Warn("broker: access denied", logKeyIdentity, id, logKeyClientID, cl.ID, logKeyTopic, topic,
 			logKeyWrite, write, logKeySuppressed, n)
 	}

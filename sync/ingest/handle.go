@@ -17,7 +17,7 @@ func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) {
 	id, kind, err := in.topics.ParseDevice(topic)
 	if err != nil || (kind != wire.KindTaps && kind != wire.KindStatus) {
 		in.stats.reject(RejectBadTopic)
-		if ok, n := in.limit.allow("topic"); ok {
+		if ok, n := in.limit.Allow("topic"); ok {
 			in.log.Warn("ingest: message on an unexpected topic", logKeyTopic, topic, logKeySize, len(payload), logKeySuppressed, n)
 		}
 		return
@@ -33,7 +33,7 @@ func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) {
 // device and reason. The payload itself is never logged.
 func (in *Ingest) refuse(reason, device, topicKind string, size int, why error) {
 	in.stats.reject(reason)
-	if ok, n := in.limit.allow(reason + "\x00" + device); ok {
+	if ok, n := in.limit.Allow(reason + "\x00" + device); ok {
 		in.log.Warn("ingest: message refused", logKeyReason, reason, logKeyDevice, device, logKeyKind, topicKind,
 			logKeySize, size, logKeyErr, why, logKeySuppressed, n)
 	}
@@ -149,7 +149,7 @@ func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Ta
 	}
 	if err != nil {
 		tp.Verdict, tp.Code = VerdictMalformedRecord, nil
-		if ok, n := in.limit.allow("record\x00" + id); ok {
+		if ok, n := in.limit.Allow("record\x00" + id); ok {
 			in.log.Warn("ingest: malformed record; stored for audit and acked", logKeyTap, tp.ID, logKeyErr, err, logKeySuppressed, n)
 		}
 		return tp
@@ -159,7 +159,7 @@ func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Ta
 	tp.CodeHash = paycode.ShortHash(tp.CodeText)
 	if d := in.verifier.VerifyCode(tp.Code, t.Time, kr, in.cfg.Policy); !d.Accepted {
 		tp.Verdict = d.Reason
-		if ok, n := in.limit.allow("verdict\x00" + id); ok {
+		if ok, n := in.limit.Allow("verdict\x00" + id); ok {
 			in.log.Warn("ingest: code does not verify at its tap time; stored, not charged",
 				logKeyTap, tp.ID, logKeyCodeHash, tp.CodeHash, logKeyVerdict, string(d.Reason), logKeySuppressed, n)
 		}

@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/ratelog"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -24,7 +25,7 @@ type Ingest struct {
 	filters  []string
 	verifier *paycode.Verifier
 	stats    *counters
-	limit    *logLimiter
+	limit    *ratelog.Limiter
 
 	queue   chan inbound
 	conn    atomic.Pointer[conn] // the current Run's connection
@@ -57,7 +58,7 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		topics:   wire.Topics{Prefix: cfg.TopicPrefix},
 		verifier: paycode.NewVerifier(cfg.VerifierCacheSize),
 		stats:    newCounters(cfg.Metrics),
-		limit:    newLogLimiter(cfg.Now, logEvery),
+		limit:    ratelog.New(cfg.Now, ratelog.DefaultEvery),
 		queue:    make(chan inbound, cfg.QueueSize),
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {
