@@ -386,14 +386,13 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	if req.Amount <= 0 || req.Reference == "" {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive and reference (the payment provider's id) is required")
 	}
-	before, _ := h.cfg.Ledger.DenyList(r.Context())
 	a, err := h.cfg.Ledger.TopUp(r.Context(), id, req.Amount, req.Reference)
 	if err != nil {
 		return nil, 0, err
 	}
-	if after, err := h.cfg.Ledger.DenyList(r.Context()); err == nil && after.Version != before.Version {
-		h.cfg.Notifier.Changed(wire.DownlinkDenyList)
-	}
+	// A top-up may lift a negative_balance entry. The publisher coalesces
+	// and publishes only when the deny list's version moved.
+	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
 	h.log.Info("top-up", "account", id, "amount", req.Amount)
 	return toAccount(a), http.StatusOK, nil
 }
@@ -520,13 +519,11 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 		}
 		req.Currency = a.Currency
 	}
-	before, _ := h.cfg.Ledger.DenyList(r.Context())
+	// A payment never moves the deny list: it refuses rather than go below
+	// zero, and a refusal writes nothing.
 	p, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
 		Account: c.Account, Serial: c.Serial, CodeKey: c.ID().Key(), CodeHash: paycode.ShortHash(req.Code),
 		Amount: req.Amount, Currency: req.Currency})
-	if after, e := h.cfg.Ledger.DenyList(r.Context()); e == nil && after.Version != before.Version {
-		h.cfg.Notifier.Changed(wire.DownlinkDenyList)
-	}
 	if err != nil {
 		return nil, 0, err
 	}
