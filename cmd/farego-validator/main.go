@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/farego/farego/agent"
 )
 
 // Exit codes shared by the subcommands.
@@ -53,20 +55,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "check":
 		return cmdCheck(args[1:], stdin, stdout, stderr)
+	case "run":
+		return cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "farego-validator", version())
+		fmt.Fprintln(stdout, "farego-validator", agent.Version)
 		return exitOK
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		if r, ok := extraCommands[args[0]]; ok {
-			return r(ctx, args[1:], stdin, stdout, stderr)
-		}
 		fmt.Fprintf(stderr, "farego-validator: unknown subcommand %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
 }
-
-// extraCommands holds subcommands defined in other files of this package.
-var extraCommands = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int{}

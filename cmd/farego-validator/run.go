@@ -25,8 +25,6 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-func init() { extraCommands["run"] = cmdRun }
-
 const runUsage = `Usage: farego-validator run --config FILE
 
 Runs the validator: reads the configured QR scanners, decides every tap

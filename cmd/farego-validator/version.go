@@ -1,5 +1,0 @@
-package main
-
-import "github.com/farego/farego/agent"
-
-func version() string { return agent.Version }
