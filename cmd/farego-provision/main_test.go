@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,9 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/server/api"
-	"github.com/farego/farego/server/keys"
-	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/sync/keyfile"
 )
 
@@ -32,18 +29,9 @@ func provision(t *testing.T, args ...string) (int, string, string) {
 
 func TestProvisionDevice(t *testing.T) {
 	dir := t.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(api.Config{Ledger: store, Keys: kd}))
-	defer srv.Close()
-	tok := "@" + filepath.Join(dir, "keys", keys.TokenFile)
+	srv := apitest.Start(t)
+	store := srv.Store
+	tok := "@" + srv.TokenFile
 	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "devices")
 
 	if c, o, e := provision(t, "init-fleet", "--dir", fleet); c != 0 || !strings.Contains(o, "fleet created") {

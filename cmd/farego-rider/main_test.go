@@ -10,12 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"net/http/httptest"
-
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/server/api"
-	"github.com/farego/farego/server/keys"
-	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/api/apitest"
 )
 
 func rider(t *testing.T, args ...string) (int, string, string) {
@@ -27,19 +23,10 @@ func rider(t *testing.T, args ...string) (int, string, string) {
 
 func TestRiderFlow(t *testing.T) {
 	dir := t.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(api.Config{Ledger: store, Keys: kd}))
-	defer srv.Close()
+	srv := apitest.Start(t)
+	kd := srv.Keys
 	st := filepath.Join(dir, "rider.json")
-	tokFile := "@" + filepath.Join(dir, "keys", keys.TokenFile)
+	tokFile := "@" + srv.TokenFile
 
 	if c, _, e := rider(t, "code", "--state", st); c != 1 || !strings.Contains(e, "register") {
 		t.Errorf("code before register: %d %q", c, e)
