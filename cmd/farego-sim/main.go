@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -507,28 +509,16 @@ func (nopFeedback) Accepted(context.Context, feedback.Accept) error { return nil
 func (nopFeedback) Rejected(context.Context, feedback.Reject) error { return nil }
 func (nopFeedback) OutOfService(context.Context, string) error      { return nil }
 
-// parallel runs f(0..n-1) with at most k at a time; the first error wins.
+// parallel runs f(0..n-1) with at most k at a time; the first error
+// cancels the rest and is returned.
 func parallel(ctx context.Context, n, k int, f func(i int) error) error {
-	sem := make(chan struct{}, k)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i := range n {
-		if ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := f(i); err != nil {
-				once.Do(func() { first = err })
-			}
-		}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(k)
+	for i := 0; i < n && gctx.Err() == nil; i++ {
+		g.Go(func() error { return f(i) })
 	}
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	return first
+	return ctx.Err()
 }
