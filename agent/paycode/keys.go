@@ -2,10 +2,12 @@ package paycode
 
 import (
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
+
+	"golang.org/x/crypto/hkdf"
 )
 
 // SecretSize is the size of an issuer root secret and of a token seed.
@@ -37,9 +39,11 @@ func RiderKey(tokenSeed []byte) (ed25519.PrivateKey, error) {
 	return deriveKey(tokenSeed, riderKeyInfo)
 }
 
+// deriveKey is HKDF-SHA256 (RFC 5869, golang.org/x/crypto/hkdf) with an
+// empty salt, expanded to an Ed25519 seed.
 func deriveKey(secret []byte, info string) (ed25519.PrivateKey, error) {
-	seed, err := hkdf.Key(sha256.New, secret, nil, info, ed25519.SeedSize)
-	if err != nil {
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, secret, nil, []byte(info)), seed); err != nil {
 		return nil, fmt.Errorf("paycode: hkdf: %w", err)
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
