@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/brokertest"
 )
 
 func TestPasswords(t *testing.T) {
@@ -250,11 +252,11 @@ func retained(b *Broker, topic string) (string, bool) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	p := newPKI(t)
+	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
 	b := startBroker(t, Config{
 		Secret: secret, DisablePlain: true, TLSListen: "127.0.0.1:0",
-		TLSCertFile: p.serverCert, TLSKeyFile: p.serverKey, ClientCAFile: p.caFile,
+		TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile, ClientCAFile: p.CAFile,
 		DeviceKnown: func(id string) bool { return id != "bus-banned" },
 	})
 	if b.Addr() != "" {
@@ -262,9 +264,9 @@ func TestMutualTLS(t *testing.T) {
 	}
 	url := "ssl://" + b.TLSAddr()
 
-	srv, _ := mustDial(t, url, "", "", p.clientTLS(t, DefaultServerUsername))
+	srv, _ := mustDial(t, url, "", "", p.ClientTLS(t, DefaultServerUsername))
 	_, taps := subscribe(t, srv, "$share/settlement/farego/dev/+/taps")
-	dev, _ := mustDial(t, url, "", "", p.clientTLS(t, "bus-7"))
+	dev, _ := mustDial(t, url, "", "", p.ClientTLS(t, "bus-7"))
 	if err := publish(t, dev, "farego/dev/bus-7/taps", "over tls", false); err != nil {
 		t.Fatal(err)
 	}
@@ -280,16 +282,16 @@ func TestMutualTLS(t *testing.T) {
 		user string
 		tc   *tls.Config
 	}{
-		{"no client certificate", "", p.clientTLS(t, "")},
-		{"no client certificate, device password", "bus-7", p.clientTLS(t, "")},
+		{"no client certificate", "", p.ClientTLS(t, "")},
+		{"no client certificate, device password", "bus-7", p.ClientTLS(t, "")},
 		{"certificate from another CA", "", func() *tls.Config {
-			c := p.clientTLS(t, "")
-			c.Certificates = []tls.Certificate{newPKI(t).client(t, "bus-7")}
+			c := p.ClientTLS(t, "")
+			c.Certificates = []tls.Certificate{brokertest.NewPKI(t, "").ClientCertificate(t, "bus-7")}
 			return c
 		}()},
-		{"unknown device", "", p.clientTLS(t, "bus-banned")},
-		{"not a device id", "", p.clientTLS(t, "bus 7")},
-		{"username differs from the certificate", "bus-8", p.clientTLS(t, "bus-7")},
+		{"unknown device", "", p.ClientTLS(t, "bus-banned")},
+		{"not a device id", "", p.ClientTLS(t, "bus 7")},
+		{"username differs from the certificate", "bus-8", p.ClientTLS(t, "bus-7")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pass := ""
@@ -306,12 +308,12 @@ func TestMutualTLS(t *testing.T) {
 // TestTLSWithPasswords: a TLS listener without client certificates takes
 // usernames and passwords.
 func TestTLSWithPasswords(t *testing.T) {
-	p := newPKI(t)
+	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
-	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.serverCertObject}}})
+	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.ServerCertificate(t)}}})
 	url := "ssl://" + b.TLSAddr()
-	mustDial(t, url, "bus-1", DevicePassword(secret, "bus-1"), p.clientTLS(t, ""))
-	if _, _, err := dial(t, url, "bus-1", "nope", p.clientTLS(t, "")); err == nil {
+	mustDial(t, url, "bus-1", DevicePassword(secret, "bus-1"), p.ClientTLS(t, ""))
+	if _, _, err := dial(t, url, "bus-1", "nope", p.ClientTLS(t, "")); err == nil {
 		t.Error("wrong password accepted over TLS")
 	}
 	if _, _, err := dial(t, "tcp://"+b.TLSAddr(), "bus-1", DevicePassword(secret, "bus-1"), nil); err == nil {
@@ -378,7 +380,7 @@ func TestCapabilities(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	p := newPKI(t)
+	p := brokertest.NewPKI(t, "")
 	base := Config{Secret: newSecret(t), Listen: "127.0.0.1:0"}
 	if _, err := New(base); err != nil {
 		t.Fatal(err)
@@ -392,14 +394,14 @@ func TestConfig(t *testing.T) {
 		{"bad listen address", func(c *Config) { c.Listen = "1883" }},
 		{"no listener", func(c *Config) { c.DisablePlain = true }},
 		{"wildcard prefix", func(c *Config) { c.TopicPrefix = "a/+" }},
-		{"TLS files without TLSListen", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = p.serverCert, p.serverKey }},
+		{"TLS files without TLSListen", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = p.ServerCertFile, p.ServerKeyFile }},
 		{"TLS without a certificate", func(c *Config) { c.TLSListen = "127.0.0.1:0" }},
-		{"certificate without key", func(c *Config) { c.TLSListen, c.TLSCertFile = "127.0.0.1:0", p.serverCert }},
+		{"certificate without key", func(c *Config) { c.TLSListen, c.TLSCertFile = "127.0.0.1:0", p.ServerCertFile }},
 		{"client CA file missing", func(c *Config) {
-			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.serverCert, p.serverKey, p.dir+"/nope"
+			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.ServerCertFile, p.ServerKeyFile, p.Dir+"/nope"
 		}},
 		{"client CA file without certificates", func(c *Config) {
-			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.serverCert, p.serverKey, p.serverKey
+			c.TLSListen, c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile = "127.0.0.1:0", p.ServerCertFile, p.ServerKeyFile, p.ServerKeyFile
 		}},
 		{"negative session expiry", func(c *Config) { c.SessionExpiry = -time.Second }},
 	} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
@@ -217,11 +217,11 @@ func (d *device) queued(t *testing.T) int {
 // their queues to the ingest, which connects with the server password, and
 // apply the fare table the downlink publisher keeps retained.
 func TestEndToEnd(t *testing.T) {
-	p := newPKI(t)
+	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
 	f := newFleet(t)
 	b := startBroker(t, Config{
-		Secret: secret, TLSListen: "127.0.0.1:0", TLSCertFile: p.serverCert, TLSKeyFile: p.serverKey, ClientCAFile: p.caFile,
+		Secret: secret, TLSListen: "127.0.0.1:0", TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile, ClientCAFile: p.CAFile,
 		DeviceKnown: func(id string) bool { _, err := f.store.DeviceKey(context.Background(), id); return err == nil },
 	})
 	f.startServer(t, ingest.MQTTConfig{Brokers: []string{b.url()}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
@@ -232,9 +232,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 	var withCert *device
 	withCert = f.startDevice(t, "", 40, func(c *uplink.Config) {
-		cert := p.client(t, c.DeviceID)
 		c.Brokers = []string{"ssl://" + b.TLSAddr()}
-		c.TLS = &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		c.TLS = p.ClientTLS(t, c.DeviceID)
 	})
 	for _, d := range []*device{plain, withCert} {
 		waitFor(t, "the queue of "+d.id+" to drain", func() bool { return d.queued(t) == 0 })

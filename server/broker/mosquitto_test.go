@@ -1,20 +1,14 @@
 package broker
 
 import (
-	"bytes"
-	"crypto/tls"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
@@ -27,111 +21,37 @@ var sampleDir = filepath.Join("..", "..", "testdata", "broker")
 // configuration and ACL of testdata/broker (ports, files and persistence
 // changed for the test), a password file for the given users, and the
 // test's PKI on its TLS listener. It returns the plain and TLS URLs.
-func mosquittoSample(t *testing.T, p *pki, users map[string]string) (plainURL, tlsURL string) {
+func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (plainURL, tlsURL string) {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err == nil {
-		_, err = exec.LookPath("mosquitto_passwd")
-	}
-	if err != nil {
-		if os.Getenv("FAREGO_CI") != "" {
-			t.Fatal("mosquitto not installed (FAREGO_CI is set)")
+	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Listeners: 2, Users: users, Config: func(m *brokertest.Mosquitto) string {
+		acl, err := filepath.Abs(filepath.Join(sampleDir, "acl"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Skip("mosquitto not installed")
-	}
-	dir := t.TempDir()
-	passwd := filepath.Join(dir, "passwd")
-	if err := os.WriteFile(passwd, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for u, pw := range users {
-		if out, err := exec.Command("mosquitto_passwd", "-b", passwd, u, pw).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		sample, err := os.ReadFile(filepath.Join(sampleDir, "mosquitto.conf"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	acl, err := filepath.Abs(filepath.Join(sampleDir, "acl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample, err := os.ReadFile(filepath.Join(sampleDir, "mosquitto.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plainAddr, tlsAddr := freeAddr(t), freeAddr(t)
-	_, plainPort, _ := net.SplitHostPort(plainAddr)
-	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.NewReplacer(
-		"/etc/mosquitto/farego.passwd", passwd,
-		"/etc/mosquitto/farego.acl", acl,
-		"/etc/mosquitto/farego-ca.pem", p.caFile,
-		"/etc/mosquitto/broker.pem", p.serverCert,
-		"/etc/mosquitto/broker-key.pem", p.serverKey,
-		"listener 1883 127.0.0.1", "listener "+plainPort+" 127.0.0.1",
-		"listener 8883\n", "listener "+tlsPort+" 127.0.0.1\n",
-		"persistence true", "persistence false",
-		"persistence_location /var/lib/mosquitto/\n", "",
-	).Replace(string(sample))
-	for _, must := range []string{passwd, acl, p.caFile, "listener " + plainPort, "listener " + tlsPort, "persistence false"} {
-		if !strings.Contains(conf, must) {
-			t.Fatalf("the sample configuration changed: %q not substituted", must)
-		}
-	}
-	// user: when started as root, mosquitto would otherwise switch to the
-	// mosquitto user, which cannot read the test's files.
-	conf = fmt.Sprintf("user %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", me.Username) + conf
-	confFile := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "-c", confFile)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", stderr.String())
-		}
-	})
-	for _, addr := range []string{plainAddr, tlsAddr} {
-		deadline := time.Now().Add(waitTimeout)
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
+		plainPort, tlsPort := m.Ports[0], m.Ports[1]
+		conf := strings.NewReplacer(
+			"/etc/mosquitto/farego.passwd", m.PasswordFile,
+			"/etc/mosquitto/farego.acl", acl,
+			"/etc/mosquitto/farego-ca.pem", p.CAFile,
+			"/etc/mosquitto/broker.pem", p.ServerCertFile,
+			"/etc/mosquitto/broker-key.pem", p.ServerKeyFile,
+			"listener 1883 127.0.0.1", "listener "+plainPort+" 127.0.0.1",
+			"listener 8883\n", "listener "+tlsPort+" 127.0.0.1\n",
+			"persistence true", "persistence false",
+			"persistence_location /var/lib/mosquitto/\n", "",
+		).Replace(string(sample))
+		for _, must := range []string{m.PasswordFile, acl, p.CAFile, "listener " + plainPort, "listener " + tlsPort, "persistence false"} {
+			if !strings.Contains(conf, must) {
+				t.Fatalf("the sample configuration changed: %q not substituted", must)
 			}
-			select {
-			case <-exited:
-				t.Fatalf("mosquitto exited: %s", stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("mosquitto not listening on %s: %v", addr, err)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
-	return "tcp://" + plainAddr, "ssl://" + tlsAddr
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+		return conf
+	}})
+	return "tcp://" + m.Addrs[0], "ssl://" + m.Addrs[1]
 }
 
 // TestMosquittoSample runs the end-to-end scenario and the access rules
@@ -139,7 +59,7 @@ func freeAddr(t *testing.T) string {
 // with its password and a shared subscription, one device with its
 // password, one with a certificate.
 func TestMosquittoSample(t *testing.T) {
-	p := newPKI(t)
+	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
 	f := newFleet(t)
 	devP, devA, devB := uniqueName("bus-"), uniqueName("bus-"), uniqueName("bus-")
@@ -156,7 +76,7 @@ func TestMosquittoSample(t *testing.T) {
 	})
 	withCert := f.startDevice(t, "", 30, func(c *uplink.Config) {
 		c.Brokers = []string{tlsURL}
-		c.TLS = &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client(t, c.DeviceID)}, MinVersion: tls.VersionTLS12}
+		c.TLS = p.ClientTLS(t, c.DeviceID)
 	})
 	for _, d := range []*device{withPassword, withCert} {
 		waitFor(t, "the queue of "+d.id+" to drain", func() bool { return d.queued(t) == 0 })

@@ -12,34 +12,40 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
 
 // PKI is a throw-away certificate authority with a server certificate for
-// 127.0.0.1/localhost and a client certificate, all ECDSA P-256, written as
-// PEM files to a test's temporary directory.
+// 127.0.0.1/localhost and client certificates, all ECDSA P-256, written as
+// PEM files to a test's temporary directory. Its methods may be called from
+// several goroutines.
 type PKI struct {
 	Dir string
 
 	CAFile         string // the CA certificate
 	ServerCertFile string // server certificate (IP 127.0.0.1, DNS localhost)
 	ServerKeyFile  string
-	ClientCertFile string // client certificate with the CN given to NewPKI
+	ClientCertFile string // client certificate with the CN given to NewPKI ("" if none)
 	ClientKeyFile  string
 
 	CAPool *x509.CertPool
 
 	ca    *x509.Certificate
 	caKey *ecdsa.PrivateKey
+
+	mu      sync.Mutex
+	clients map[string][2]string // common name → certificate and key files
 }
 
 // NewPKI makes a CA, a server certificate and a client certificate whose
 // common name is clientCN (a device id, for brokers that map the
-// certificate to a username).
+// certificate to a username). With clientCN "" it makes no client
+// certificate; ClientCert and ClientTLS make more at any time.
 func NewPKI(tb testing.TB, clientCN string) *PKI {
 	tb.Helper()
-	p := &PKI{Dir: tb.TempDir()}
+	p := &PKI{Dir: tb.TempDir(), clients: map[string][2]string{}}
 	key := newKey(tb)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(tb),
@@ -64,27 +70,57 @@ func NewPKI(tb testing.TB, clientCN string) *PKI {
 	writePEM(tb, p.CAFile, "CERTIFICATE", der)
 
 	p.ServerCertFile, p.ServerKeyFile = p.issue(tb, "server", "localhost", true)
-	p.ClientCertFile, p.ClientKeyFile = p.issue(tb, "client", clientCN, false)
+	if clientCN != "" {
+		p.ClientCertFile, p.ClientKeyFile = p.issue(tb, "client", clientCN, false)
+	}
 	return p
 }
 
-// ClientCert issues another client certificate with common name cn and
-// returns its certificate and key files.
+// ClientCert returns the certificate and key files of a client certificate
+// with common name cn, issued on the first call for that name (apart from
+// the one NewPKI made).
 func (p *PKI) ClientCert(tb testing.TB, cn string) (certFile, keyFile string) {
 	tb.Helper()
-	return p.issue(tb, "client-"+cn, cn, false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f, ok := p.clients[cn]; ok {
+		return f[0], f[1]
+	}
+	certFile, keyFile = p.issue(tb, "client-"+cn, cn, false)
+	p.clients[cn] = [2]string{certFile, keyFile}
+	return certFile, keyFile
+}
+
+// ClientCertificate returns ClientCert(tb, cn) loaded, for a tls.Config.
+func (p *PKI) ClientCertificate(tb testing.TB, cn string) tls.Certificate {
+	tb.Helper()
+	certFile, keyFile := p.ClientCert(tb, cn)
+	return loadPair(tb, certFile, keyFile)
+}
+
+// ClientTLS returns a client TLS configuration that trusts the CA and
+// presents the client certificate for cn, or none if cn is "".
+func (p *PKI) ClientTLS(tb testing.TB, cn string) *tls.Config {
+	tb.Helper()
+	c := &tls.Config{RootCAs: p.CAPool, MinVersion: tls.VersionTLS12}
+	if cn != "" {
+		c.Certificates = []tls.Certificate{p.ClientCertificate(tb, cn)}
+	}
+	return c
+}
+
+// ServerCertificate returns the server certificate and key, loaded.
+func (p *PKI) ServerCertificate(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	return loadPair(tb, p.ServerCertFile, p.ServerKeyFile)
 }
 
 // ServerTLS returns a broker TLS configuration with the server certificate
 // that requires and verifies client certificates issued by the CA.
 func (p *PKI) ServerTLS(tb testing.TB) *tls.Config {
 	tb.Helper()
-	cert, err := tls.LoadX509KeyPair(p.ServerCertFile, p.ServerKeyFile)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
+		Certificates: []tls.Certificate{p.ServerCertificate(tb)},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    p.CAPool,
 		MinVersion:   tls.VersionTLS12,
@@ -121,6 +157,15 @@ func (p *PKI) issue(tb testing.TB, name, cn string, server bool) (certFile, keyF
 	writePEM(tb, certFile, "CERTIFICATE", der)
 	writePEM(tb, keyFile, "PRIVATE KEY", kder)
 	return certFile, keyFile
+}
+
+func loadPair(tb testing.TB, certFile, keyFile string) tls.Certificate {
+	tb.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }
 
 func newKey(tb testing.TB) *ecdsa.PrivateKey {

@@ -20,7 +20,7 @@ func TestDependencies(t *testing.T) {
 	for _, dep := range strings.Fields(string(out)) {
 		for _, banned := range []string{
 			"github.com/farego/farego/server",
-			"github.com/farego/farego/sync/internal/brokertest",
+			"github.com/farego/farego/sync/brokertest",
 			"github.com/mochi-mqtt/",
 			"github.com/jackc/pgx",
 			"modernc.org/sqlite",

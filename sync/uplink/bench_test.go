@@ -12,7 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
 

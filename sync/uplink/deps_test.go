@@ -25,7 +25,7 @@ func TestDeviceDependencies(t *testing.T) {
 			"github.com/mochi-mqtt/",
 			"github.com/farego/farego/server",
 			"github.com/farego/farego/sync/ingest",
-			"github.com/farego/farego/sync/internal/brokertest",
+			"github.com/farego/farego/sync/brokertest",
 			"github.com/jackc/pgx",
 			"modernc.org/sqlite",
 		} {

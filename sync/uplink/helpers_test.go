@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +25,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -38,36 +37,7 @@ const waitTimeout = 90 * time.Second
 // still running once every test is done (after a grace period: paho
 // finishes some of its work in goroutines after Disconnect returns).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(10 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func leakedGoroutines(grace time.Duration) string {
-	deadline := time.Now().Add(grace)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "eclipse/paho") || strings.Contains(g, "mochi-mqtt") ||
-				strings.Contains(g, "sync/uplink.(*") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	os.Exit(brokertest.LeakCheck(m, 10*time.Second, "sync/uplink.(*"))
 }
 
 // waitFor polls cond until it holds, failing the test after waitTimeout.

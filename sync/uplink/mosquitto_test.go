@@ -1,21 +1,16 @@
 package uplink
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -79,33 +74,12 @@ topic write farego/fleet/#
 // TLS and the README's ACL, stopped at the end of the test.
 func startMosquitto(t *testing.T, pki *brokertest.PKI) string {
 	t.Helper()
-	skipUnderQEMU(t)
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("FAREGO_CI") != "" {
-			t.Fatal("mosquitto not installed (FAREGO_CI is set)")
+	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Config: func(m *brokertest.Mosquitto) string {
+		acl := filepath.Join(m.Dir, "acl")
+		if err := os.WriteFile(acl, []byte(mosquittoACL), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		t.Skip("mosquitto not installed")
-	}
-	addr := brokertest.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	acl := filepath.Join(dir, "acl")
-	if err := os.WriteFile(acl, []byte(mosquittoACL), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// user: when started as root, mosquitto would otherwise switch to the
-	// mosquitto user, which cannot read the test's files.
-	err = os.WriteFile(conf, fmt.Appendf(nil, `user %s
-persistence false
-log_dest stderr
-log_type error
-log_type warning
+		return fmt.Sprintf(`persistence false
 listener %s 127.0.0.1
 cafile %s
 certfile %s
@@ -115,42 +89,9 @@ use_identity_as_username true
 allow_anonymous false
 acl_file %s
 max_queued_messages 100000
-`, me.Username, port, pki.CAFile, pki.ServerCertFile, pki.ServerKeyFile, acl), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", stderr.String())
-		}
-	})
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return "ssl://" + addr
-		}
-		select {
-		case <-exited:
-			t.Fatalf("mosquitto exited: %s", stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+`, m.Ports[0], pki.CAFile, pki.ServerCertFile, pki.ServerKeyFile, acl)
+	}})
+	return "ssl://" + m.Addrs[0]
 }
 
 // TestMosquittoTLSACL starts a mosquitto of its own with mutual TLS and the
@@ -160,12 +101,7 @@ func TestMosquittoTLSACL(t *testing.T) {
 	f := newFixture(t, nil)
 	pki := brokertest.NewPKI(t, f.id)
 	url := startMosquitto(t, pki)
-	certFile, keyFile := pki.ClientCert(t, "settlement")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS := &tls.Config{RootCAs: pki.CAPool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	serverTLS := pki.ClientTLS(t, "settlement")
 
 	f.cfg.Brokers = []string{url}
 	f.cfg.CAFile, f.cfg.CertFile, f.cfg.KeyFile = pki.CAFile, pki.ClientCertFile, pki.ClientKeyFile

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/brokertest"
 )
 
 func TestMutualTLS(t *testing.T) {
@@ -16,14 +16,9 @@ func TestMutualTLS(t *testing.T) {
 	t.Run("client certificate", func(t *testing.T) {
 		f := newFixture(t, b)
 		f.cfg.CAFile, f.cfg.CertFile, f.cfg.KeyFile = pki.CAFile, pki.ClientCertFile, pki.ClientKeyFile
-		certFile, keyFile := pki.ClientCert(t, "settlement")
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
 		srv := newTestServer(t, serverOptions{
 			url: b.URL(),
-			tls: &tls.Config{RootCAs: pki.CAPool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			tls: pki.ClientTLS(t, "settlement"),
 		}, f.prefix, f.fleet, map[string]ed25519.PublicKey{f.id: pubOf(f.dev)})
 		appendTaps(t, f.q, f.taps, 40)
 		f.start()

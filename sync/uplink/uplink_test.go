@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/internal/brokertest"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
 

@@ -1,0 +1,137 @@
+package brokertest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// mosquittoWait bounds how long StartMosquitto waits for the listeners. It
+// is generous: tests run on loaded 2-core machines.
+const mosquittoWait = 90 * time.Second
+
+// MosquittoOptions describes the mosquitto that StartMosquitto starts.
+type MosquittoOptions struct {
+	// Listeners is the number of listeners the configuration declares;
+	// StartMosquitto picks a free loopback port for each. Zero means 1.
+	Listeners int
+
+	// Users, if set, are written to Mosquitto.PasswordFile with
+	// mosquitto_passwd, which must then be installed too: username →
+	// password.
+	Users map[string]string
+
+	// Config returns the text of mosquitto's configuration for m: its
+	// listeners on 127.0.0.1 at m.Ports, its password file, and any file
+	// it writes to m.Dir. StartMosquitto puts the user and logging
+	// settings in front of it. It is required.
+	Config func(m *Mosquitto) string
+}
+
+// Mosquitto is a mosquitto process of a test's own, started by
+// StartMosquitto.
+type Mosquitto struct {
+	Dir          string   // temporary directory of the configuration and other files
+	Addrs        []string // host:port of each listener
+	Ports        []string // the port of each listener, in the order of Addrs
+	PasswordFile string   // the password file with Users ("" without Users)
+}
+
+// StartMosquitto starts a mosquitto configured by opts.Config, waits until
+// every listener takes connections and kills it when the test ends (showing
+// its log if the test failed).
+//
+// It skips the test under qemu-user emulation (FAREGO_QEMU set: qemu-user
+// can deadlock forking a multithreaded emulated process), and when
+// mosquitto (or mosquitto_passwd, with Users) is not installed, unless
+// FAREGO_CI is set: then that fails the test.
+func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
+	tb.Helper()
+	if opts.Config == nil {
+		tb.Fatal("brokertest: StartMosquitto without MosquittoOptions.Config")
+	}
+	if os.Getenv("FAREGO_QEMU") != "" {
+		tb.Skip("starts mosquitto; skipped under qemu-user emulation")
+	}
+	bin, err := exec.LookPath("mosquitto")
+	if err == nil && opts.Users != nil {
+		_, err = exec.LookPath("mosquitto_passwd")
+	}
+	if err != nil {
+		if os.Getenv("FAREGO_CI") != "" {
+			tb.Fatalf("mosquitto not installed (FAREGO_CI is set): %v", err)
+		}
+		tb.Skipf("mosquitto not installed: %v", err)
+	}
+	me, err := user.Current()
+	if err != nil {
+		tb.Fatal(err)
+	}
+
+	m := &Mosquitto{Dir: tb.TempDir()}
+	for range max(opts.Listeners, 1) {
+		addr := FreeAddr(tb)
+		_, port, _ := net.SplitHostPort(addr)
+		m.Addrs, m.Ports = append(m.Addrs, addr), append(m.Ports, port)
+	}
+	if opts.Users != nil {
+		m.PasswordFile = filepath.Join(m.Dir, "passwd")
+		if err := os.WriteFile(m.PasswordFile, nil, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		for u, pw := range opts.Users {
+			if out, err := exec.Command("mosquitto_passwd", "-b", m.PasswordFile, u, pw).CombinedOutput(); err != nil {
+				tb.Fatalf("mosquitto_passwd: %v: %s", err, out)
+			}
+		}
+	}
+	// user: when started as root, mosquitto would otherwise switch to the
+	// mosquitto user, which cannot read the test's files.
+	conf := fmt.Sprintf("user %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", me.Username) + opts.Config(m)
+	confFile := filepath.Join(m.Dir, "mosquitto.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-c", confFile)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if tb.Failed() {
+			tb.Logf("mosquitto log:\n%s", stderr.String())
+		}
+	})
+	for _, addr := range m.Addrs {
+		deadline := time.Now().Add(mosquittoWait)
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				tb.Fatalf("mosquitto exited: %s", stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("mosquitto not listening on %s: %v", addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return m
+}
