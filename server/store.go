@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/wire"
@@ -24,40 +25,55 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 	return s.deviceKey(ctx, id)
 }
 
-// Commit settles a verified batch: unreadable records are quarantined, taps
-// whose code failed re-verification are stored flagged and uncharged, the
-// rest are charged. A batch the ledger refuses as invalid is retried tap by
-// tap so one bad record cannot block a device's queue: the bad ones are
-// quarantined.
+// Commit settles a verified batch: unreadable records are quarantined;
+// taps whose code the server cannot check with its current state (an issuer
+// key its keyring lacks) are held aside, to be re-checked when the keyring
+// changes; taps whose code is invalid in itself are stored flagged and
+// uncharged; the rest are charged by the ledger from the server's own fare
+// tables. A tap id the ledger already holds with other contents is
+// quarantined too, never acked as if settled. A batch the ledger refuses
+// as invalid is retried tap by tap so one bad record cannot block a
+// device's queue: the bad ones are quarantined.
 func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	s := (*Server)(st)
 	var taps []ledger.Tap
 	var quarantine []ledger.QuarantinedRecord
+	var held []ledger.HeldTap
 	var maxSeq uint64
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)
-		if t.Tap == nil || t.Code == nil {
+		switch {
+		case t.Tap == nil || t.Code == nil:
 			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
 				Reason: string(t.Verdict), Record: t.Record})
-			continue
+		case t.Verdict == paycode.ReasonUnknownIssuerKey:
+			held = append(held, ledger.HeldTap{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq, Reason: string(t.Verdict),
+				Record: t.Record})
+		default:
+			lt := ledgerTap(b.DeviceID, b.Epoch, t)
+			if !t.Valid() {
+				lt.Flag = ledger.FlagInvalidCode
+				s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,
+					"account", t.Code.Account, "code_hash", t.CodeHash)
+			}
+			taps = append(taps, lt)
 		}
-		lt := ledgerTap(b, t)
-		if !t.Valid() {
-			lt.Flag = ledger.FlagInvalidCode
-			s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,
-				"account", t.Tap.Account, "code_hash", t.CodeHash)
-		}
-		taps = append(taps, lt)
 	}
 	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
 		return err
 	}
-	_, err := s.ledger.CommitTaps(ctx, taps)
+	if err := s.ledger.Hold(ctx, held); err != nil {
+		return err
+	}
+	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
-		err = st.commitOneByOne(ctx, b, taps)
+		res, err = st.commitOneByOne(ctx, b, taps)
 	}
 	if err != nil {
+		return err
+	}
+	if err := st.quarantineConflicts(ctx, b, taps, res); err != nil {
 		return err
 	}
 	if s.cfg.AfterCommit != nil {
@@ -70,20 +86,44 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	return nil
 }
 
-func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []ledger.Tap) error {
+// quarantineConflicts keeps aside the records whose tap id the ledger holds
+// with other contents (a device that reused an id): the stored tap stands,
+// the new record is kept for the operator, and nothing is charged for it.
+func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps []ledger.Tap, res []ledger.TapResult) error {
 	s := (*Server)(st)
-	for _, t := range taps {
-		_, err := s.ledger.CommitTaps(ctx, []ledger.Tap{t})
+	var q []ledger.QuarantinedRecord
+	for i, r := range res {
+		if r.Conflict && i < len(taps) {
+			q = append(q, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: taps[i].Seq,
+				Reason: ReasonTapIDConflict, Record: taps[i].Record})
+			s.log.Error("tap id already settled with other contents; record quarantined, not charged", "tap", r.ID,
+				"device", b.DeviceID)
+		}
+	}
+	return s.ledger.Quarantine(ctx, q)
+}
+
+// ReasonTapIDConflict is the quarantine reason of a record whose tap id
+// (device, epoch, seq) the ledger holds with other contents.
+const ReasonTapIDConflict = "tap_id_conflict"
+
+func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []ledger.Tap) ([]ledger.TapResult, error) {
+	s := (*Server)(st)
+	out := make([]ledger.TapResult, len(taps))
+	for i, t := range taps {
+		r, err := s.ledger.CommitTaps(ctx, []ledger.Tap{t})
 		if errors.Is(err, ledger.ErrInvalid) {
 			s.log.Error("tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
 			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
 				Reason: truncate(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
+			r = []ledger.TapResult{{ID: t.ID}}
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
+		out[i] = r[0]
 	}
-	return nil
+	return out, nil
 }
 
 func truncate(s string, n int) string {
@@ -93,12 +133,17 @@ func truncate(s string, n int) string {
 	return s
 }
 
-func ledgerTap(b *ingest.Batch, t *ingest.Tap) ledger.Tap {
-	w := t.Tap
+// ledgerTap is what the ledger is told of a checked tap: the account,
+// serial, profile and rider key come from the code's credential (which the
+// server verified), the time from the record, and the fare, currency,
+// profile and fare version the record claims are passed as claims only.
+func ledgerTap(device, epoch string, t *ingest.Tap) ledger.Tap {
+	w, c := t.Tap, t.Code
 	return ledger.Tap{
-		ID: t.ID, DeviceID: b.DeviceID, Seq: t.Seq, Epoch: b.Epoch, Time: w.Time, Account: w.Account, Serial: w.Serial,
-		CodeKey: t.Code.ID().Key(), CodeHash: t.CodeHash, Profile: w.Profile, BaseFare: w.Fare, Currency: w.Currency,
-		FareVersion: w.FareVersion, Route: w.Route, Vehicle: w.Vehicle, Record: t.Record,
+		ID: ledger.TapID(device, epoch, t.Seq), DeviceID: device, Seq: t.Seq, Epoch: epoch, Time: w.Time,
+		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: t.CodeHash,
+		Profile: c.Profile, ClaimedProfile: w.Profile, BaseFare: w.Fare, Currency: w.Currency, FareVersion: w.FareVersion,
+		Route: w.Route, Vehicle: w.Vehicle, Record: t.Record,
 	}
 }
 

@@ -191,3 +191,80 @@ func FuzzParse(f *testing.F) {
 		tb.ServiceDay(time.Unix(0, 0))
 	})
 }
+
+// TestServiceDayDST checks both daylight-saving transitions in two time
+// zones: the service day starts at ServiceDayStart on the wall clock even on
+// days of 23 and 25 hours.
+func TestServiceDayDST(t *testing.T) {
+	for _, tc := range []struct {
+		zone, start string
+		local       [5]int // year, month, day, hour, minute (wall clock in zone)
+		want        string
+	}{
+		// Europe/Berlin: clocks go forward on 29 Mar 2026 (02:00 → 03:00)
+		// and back on 25 Oct 2026 (03:00 → 02:00).
+		{"Europe/Berlin", "04:00", [5]int{2026, 3, 29, 4, 30}, "2026-03-29"},
+		{"Europe/Berlin", "04:00", [5]int{2026, 3, 29, 3, 59}, "2026-03-28"},
+		{"Europe/Berlin", "04:00", [5]int{2026, 3, 30, 3, 59}, "2026-03-29"},
+		{"Europe/Berlin", "04:00", [5]int{2026, 10, 25, 3, 30}, "2026-10-24"},
+		{"Europe/Berlin", "04:00", [5]int{2026, 10, 25, 4, 0}, "2026-10-25"},
+		{"Europe/Berlin", "04:00", [5]int{2026, 10, 25, 23, 59}, "2026-10-25"},
+		{"Europe/Berlin", "02:30", [5]int{2026, 3, 29, 3, 0}, "2026-03-29"}, // 02:30 never happened that day
+		// America/New_York: forward on 8 Mar 2026, back on 1 Nov 2026.
+		{"America/New_York", "03:00", [5]int{2026, 3, 8, 3, 30}, "2026-03-08"},
+		{"America/New_York", "03:00", [5]int{2026, 3, 8, 1, 30}, "2026-03-07"},
+		{"America/New_York", "03:00", [5]int{2026, 11, 1, 1, 30}, "2026-10-31"},
+		{"America/New_York", "03:00", [5]int{2026, 11, 1, 3, 0}, "2026-11-01"},
+		{"America/New_York", "00:00", [5]int{2026, 11, 1, 0, 0}, "2026-11-01"},
+	} {
+		doc := fmt.Sprintf(`{"version":1,"currency":"EUR","timezone":%q,"service_day_start":%q,
+			"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, tc.zone, tc.start)
+		tb, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loc, _ := time.LoadLocation(tc.zone)
+		l := tc.local
+		at := time.Date(l[0], time.Month(l[1]), l[2], l[3], l[4], 0, 0, loc)
+		if got := tb.ServiceDay(at); got != tc.want {
+			t.Errorf("%s, day start %s: ServiceDay(%s) = %s, want %s", tc.zone, tc.start, at, got, tc.want)
+		}
+		// The same instant seen from UTC gives the same day.
+		if got := tb.ServiceDay(at.UTC()); got != tc.want {
+			t.Errorf("%s: ServiceDay(%s UTC) = %s, want %s", tc.zone, at.UTC(), got, tc.want)
+		}
+	}
+}
+
+// TestRateDayMixedRules rates a day whose rides span a fare change and two
+// profiles: each ride is rated with its own table's transfer rule and its
+// own profile's cap.
+func TestRateDayMixedRules(t *testing.T) {
+	v1, err := Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}},
+		"transfer":{"window":"60m","fare":0},"daily_cap":{"adult":700,"child":200}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := Parse([]byte(`{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":150,"senior":150,"student":200}},
+		"transfer":{"window":"60m","fare":100},"daily_cap":{"adult":500,"child":300}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 5, 4, 8, 0, 0, 0, time.UTC)
+	rides := []Ride{
+		{ID: "a", Time: t0, Profile: paycode.Child, Fare: 120, Rules: v1},                                   // 120
+		{ID: "b", Time: t0.Add(2 * time.Hour), Profile: paycode.Child, Fare: 120, Rules: v1},                // cap 200: 80
+		{ID: "c", Time: t0.Add(4 * time.Hour), Profile: paycode.Adult, Fare: 300, Rules: v2},                // 300 (adult cap 500)
+		{ID: "d", Time: t0.Add(4*time.Hour + 10*time.Minute), Profile: paycode.Adult, Fare: 300, Rules: v2}, // transfer 100
+		{ID: "e", Time: t0.Add(6 * time.Hour), Profile: paycode.Adult, Fare: 300, Rules: v2},                // 600 so far → capped 0
+	}
+	want := map[string]int64{"a": 120, "b": 80, "c": 300, "d": 0, "e": 0}
+	wantTransfer := map[string]bool{"d": true}
+	// total after d: 120+80+300+100 = 600 > adult cap 500 → d is capped to 0.
+	want["d"] = 0
+	for _, c := range v1.RateDay(rides) {
+		if c.Amount != want[c.ID] || c.Transfer != wantTransfer[c.ID] {
+			t.Errorf("ride %s: %+v, want amount %d transfer %t", c.ID, c, want[c.ID], wantTransfer[c.ID])
+		}
+	}
+}

@@ -13,7 +13,12 @@ type Ride struct {
 	ID      string // tap id, "device/seq": breaks ties between equal times
 	Time    time.Time
 	Profile paycode.Profile
-	Fare    int64 // base fare, as the validator computed it
+	Fare    int64 // base fare of the ride, from its own fare table
+	// Rules is the fare table whose transfer rule and daily cap apply to
+	// this ride (the table in force when it was made); nil means the table
+	// RateDay is called on. A day whose rides span a fare change is rated
+	// ride by ride with each ride's own rules.
+	Rules *Table
 }
 
 // Charge is what one ride costs after transfer and cap rules.
@@ -26,9 +31,12 @@ type Charge struct {
 
 // RateDay rates one account's rides of one service day. The result does not
 // depend on the order of rides: they are sorted by time, then id. Each ride
-// costs its base fare, or the transfer fare when it starts within the
-// transfer window after the last ride that paid its base fare; then the
-// running total is held to the daily cap of the first ride's profile.
+// costs its base fare, or the transfer fare of its rules when it starts
+// within their transfer window after the last ride that paid its base fare;
+// then the day's running total is held to the daily cap of the ride's own
+// profile under its rules (so a day with a child's and an adult's credential,
+// or a fare change, is rated ride by ride, never with one ride's rules for
+// all).
 func (t *Table) RateDay(rides []Ride) []Charge {
 	rs := slices.Clone(rides)
 	slices.SortFunc(rs, func(a, b Ride) int {
@@ -42,13 +50,17 @@ func (t *Table) RateDay(rides []Ride) []Charge {
 	var lastFull time.Time
 	haveFull := false
 	for i, r := range rs {
+		rules := t
+		if r.Rules != nil {
+			rules = r.Rules
+		}
 		c := Charge{ID: r.ID, Amount: r.Fare}
-		if t.Transfer != nil && haveFull && r.Time.Sub(lastFull) <= time.Duration(t.Transfer.Window) && t.Transfer.Fare < r.Fare {
-			c.Amount, c.Transfer = t.Transfer.Fare, true
+		if tr := rules.Transfer; tr != nil && haveFull && r.Time.Sub(lastFull) <= time.Duration(tr.Window) && tr.Fare < r.Fare {
+			c.Amount, c.Transfer = tr.Fare, true
 		} else {
 			lastFull, haveFull = r.Time, true
 		}
-		if limit, ok := t.DailyCap[rs[0].Profile.String()]; ok && total+c.Amount > limit {
+		if limit, ok := rules.DailyCap[r.Profile.String()]; ok && total+c.Amount > limit {
 			c.Amount, c.Capped = max(limit-total, 0), true
 		}
 		total += c.Amount

@@ -203,7 +203,19 @@ func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
 }
 
 // ServiceDay returns the service day a ride at time at belongs to, as a
-// date "YYYY-MM-DD" in the table's time zone.
+// date "YYYY-MM-DD" in the table's time zone: the local calendar date, or
+// the day before when the local wall-clock time is earlier than
+// ServiceDayStart. It reads the local date and time rather than subtracting
+// a fixed duration, so a day that is 23 or 25 hours long (daylight saving)
+// still starts at ServiceDayStart on the wall clock.
 func (t *Table) ServiceDay(at time.Time) string {
-	return at.In(t.loc).Add(-t.dayStart).Format(time.DateOnly)
+	lt := at.In(t.loc)
+	y, m, d := lt.Date()
+	clock := time.Duration(lt.Hour())*time.Hour + time.Duration(lt.Minute())*time.Minute +
+		time.Duration(lt.Second())*time.Second + time.Duration(lt.Nanosecond())
+	if clock < t.dayStart {
+		d--
+	}
+	// Noon UTC of the (possibly normalised) date: no zone can move it.
+	return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
 }

@@ -14,7 +14,7 @@ import (
 
 // accountColumns and scanAccount read an Account; the deny reason comes
 // from the whole-account deny entries (negative_balance sorts first).
-const accountColumns = `a.id, a.profile, a.name, a.currency, a.balance, a.last_serial, a.created_ns,
+const accountColumns = `a.id, a.profile, a.name, a.currency, a.balance, a.credit_line, a.last_serial, a.created_ns,
 	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'),
 	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0)`
 
@@ -24,7 +24,7 @@ func scanAccount(r rowScanner) (Account, error) {
 	var a Account
 	var id, profile, serial, created int64
 	var neg, any sql.NullString
-	if err := r.Scan(&id, &profile, &a.Name, &a.Currency, &a.Balance, &serial, &created, &neg, &any); err != nil {
+	if err := r.Scan(&id, &profile, &a.Name, &a.Currency, &a.Balance, &a.CreditLine, &serial, &created, &neg, &any); err != nil {
 		return a, err
 	}
 	a.ID, a.Profile, a.LastSerial, a.CreatedAt = uint64(id), paycode.Profile(profile), uint32(serial), fromNS(created)
@@ -224,6 +224,43 @@ func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, referen
 	if added {
 		s.log.Info("ledger: topped up", logKeyAccount, account, logKeyAmount, amount, logKeyBalance, acct.Balance)
 	}
+	return acct, nil
+}
+
+// SetCreditLine sets how far below zero an account's balance may go before
+// the account is denied (0 ≤ amount ≤ MaxAmount; 0 for prepaid riders) and
+// returns the account after it. The negative_balance deny entry follows at
+// once: raising the line may lift it, lowering it may set it.
+func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64) (Account, error) {
+	if err := checkAccountID(account); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if amount < 0 || amount > MaxAmount {
+		return Account{}, invalid("credit line %d must be between 0 and %d", amount, int64(MaxAmount))
+	}
+	var acct Account
+	err := s.write(ctx, "set credit line", func(t *txn) error {
+		a, err := t.lockAccount(account)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return fmt.Errorf("%w: account %d", ErrNotFound, account)
+		}
+		if _, err := t.exec("set credit line", `UPDATE accounts SET credit_line = $1 WHERE id = $2`, amount, int64(account)); err != nil {
+			return err
+		}
+		a.creditLine, a.dirty = amount, true
+		if err := t.finish(); err != nil {
+			return err
+		}
+		acct, err = getAccount(ctx, t.tx, account)
+		return err
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	s.log.Info("ledger: credit line set", "account", account, "credit_line", amount)
 	return acct, nil
 }
 

@@ -39,6 +39,13 @@ func bulkAccounts(tb testing.TB, s *Store, n int, funds int64) {
 			if err := t.appendPosting(a, KindTopUp, funds, postingRef{topupRef: ref}); err != nil {
 				return err
 			}
+			if _, err := t.exec("credential", `INSERT INTO credentials (account_id, serial, not_after_ns, rider_public_key, issued_ns)
+				VALUES ($1, 1, $2, $3, $4)`, id, time.Now().Add(time.Hour).UnixNano(), riderKey(uint64(id)), t.now); err != nil {
+				return err
+			}
+			if _, err := t.exec("serial", `UPDATE accounts SET last_serial = 1 WHERE id = $1`, id); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -66,9 +73,7 @@ func BenchmarkCommitTaps(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			if err := s.PutFareTable(ctx, mustTable(b, tableV1)); err != nil {
-				b.Fatal(err)
-			}
+			putTableAt(b, s, tableV1, tablesSince)
 			bulkAccounts(b, s, accounts, 1_000_000)
 			r := rand.New(rand.NewPCG(1, 2))
 			seq := uint64(0)
@@ -80,10 +85,10 @@ func BenchmarkCommitTaps(b *testing.B) {
 					when := day0.Add(time.Duration(r.IntN(16*60)) * time.Minute)
 					dev := "bus-" + strconv.Itoa(r.IntN(50))
 					key := paycode.ID{Account: acct, Serial: 1, Time: uint32(when.Unix()), Counter: uint16(seq)}.Key()
-					id := dev + "/" + strconv.FormatUint(seq, 10)
+					id := TapID(dev, "e", seq)
 					taps[i] = Tap{ID: id, DeviceID: dev, Seq: seq, Epoch: "e", Time: when, Account: acct, Serial: 1,
-						CodeKey: key, CodeHash: "0123456789ab", BaseFare: 250, Currency: "EUR", FareVersion: 1,
-						Route: "42", Vehicle: "v", Record: make([]byte, 300)}
+						RiderKey: riderKey(acct), CodeKey: key, CodeHash: "0123456789ab", BaseFare: 250, Currency: "EUR",
+						FareVersion: 1, Route: "42", Vehicle: "v", Record: make([]byte, 300)}
 				}
 				return taps
 			}
@@ -147,9 +152,7 @@ func BenchmarkCommitTapsParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			if err := s.PutFareTable(ctx, mustTable(b, tableV1)); err != nil {
-				b.Fatal(err)
-			}
+			putTableAt(b, s, tableV1, tablesSince)
 			bulkAccounts(b, s, accounts, 1_000_000)
 			var seq atomic.Uint64
 			var total atomic.Int64
@@ -166,9 +169,10 @@ func BenchmarkCommitTapsParallel(b *testing.B) {
 						when := day0.Add(time.Duration(r.IntN(16*60)) * time.Minute)
 						key := paycode.ID{Account: acct, Serial: 1, Time: uint32(when.Unix()), Counter: uint16(n)}.Key()
 						key[12] ^= byte(n >> 16) // keep keys apart beyond the 16-bit counter
-						id := "bus-p/" + strconv.FormatUint(n, 10)
+						id := TapID("bus-p", "e", n)
 						taps[i] = Tap{ID: id, DeviceID: "bus-p", Seq: n, Epoch: "e", Time: when, Account: acct, Serial: 1,
-							CodeKey: key, BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "42", Record: make([]byte, 300)}
+							RiderKey: riderKey(acct), CodeKey: key, BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "42",
+							Record: make([]byte, 300)}
 					}
 					if _, err := s.CommitTaps(ctx, taps); err != nil {
 						b.Error(err)

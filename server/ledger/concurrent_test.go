@@ -14,8 +14,8 @@ import (
 // and batchings: every tap is charged once and the result is the model's.
 func TestConcurrentInstances(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s1 := db.open(t, nil)
-		s2 := db.open(t, nil)
+		s1 := db.open(t, scenarioOptions)
+		s2 := db.open(t, scenarioOptions)
 		sc := genScenario(t, rand.New(rand.NewPCG(11, 12)), 8, 2, 8)
 		sc.setUp(t, s1)
 		const workers = 6
@@ -54,7 +54,7 @@ func TestConcurrentPayments(t *testing.T) {
 		s1 := db.open(t, nil)
 		s2 := db.open(t, nil)
 		acct := newAccount(t, s1, 10_000)
-		req := PaymentRequest{MerchantID: "shop", OrderID: "o-1", Account: acct, Serial: 1,
+		req := PaymentRequest{MerchantID: "shop", OrderID: "o-1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
 			CodeKey: codeKey(acct, 1, at(0)), Amount: 700, Currency: "EUR"}
 		other := req
 		other.CodeKey = codeKey(acct, 1, at(1))
@@ -131,7 +131,7 @@ func TestSmallPool(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		s := db.open(t, &Options{MaxOpenConns: 1})
+		s := db.open(t, &Options{MaxOpenConns: 1, FareGrace: scenarioGrace})
 		sc := genScenario(t, rand.New(rand.NewPCG(3, 4)), 4, 2, 6)
 		sc.setUp(t, s)
 		var wg sync.WaitGroup

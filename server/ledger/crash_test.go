@@ -35,7 +35,7 @@ func crashScenario(tb testing.TB) (*scenario, [][]Tap) {
 func TestCrashMidCommit(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		sc, batches := crashScenario(t)
-		s := db.open(t, nil)
+		s := db.open(t, scenarioOptions)
 		sc.setUp(t, s)
 
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -95,7 +95,7 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("the child process of TestCrashMidCommit")
 	}
 	_, batches := crashScenario(t)
-	s, err := Open(context.Background(), dsn, nil)
+	s, err := Open(context.Background(), dsn, scenarioOptions)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,18 +16,18 @@ func (s *Store) DenyList(ctx context.Context) (DenyList, error) {
 		}
 		dl.Version = uint64(v)
 		rows, err := tx.QueryContext(ctx,
-			`SELECT account_id, serial, reason, since_ns FROM deny_entries ORDER BY account_id, serial, reason`)
+			`SELECT account_id, serial, reason, since_ns, expires_ns FROM deny_entries ORDER BY account_id, serial, reason`)
 		if err != nil {
 			return fmt.Errorf("ledger: read deny list: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var account, serial, since int64
+			var account, serial, since, expires int64
 			var e DenyEntry
-			if err := rows.Scan(&account, &serial, &e.Reason, &since); err != nil {
+			if err := rows.Scan(&account, &serial, &e.Reason, &since, &expires); err != nil {
 				return fmt.Errorf("ledger: read deny list: %w", err)
 			}
-			e.Account, e.Serial, e.Since = uint64(account), uint32(serial), fromNS(since)
+			e.Account, e.Serial, e.Since, e.Expires = uint64(account), uint32(serial), fromNS(since), fromNS(expires)
 			dl.Entries = append(dl.Entries, e)
 		}
 		return rows.Err()
@@ -67,7 +67,7 @@ func (s *Store) Deny(ctx context.Context, account uint64, serial uint32, reason 
 		if a == nil {
 			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
-		added, err = t.deny(account, serial, reason)
+		added, err = t.deny(account, serial, reason, 0)
 		return err
 	})
 	if err == nil && added {

@@ -49,3 +49,9 @@ var ErrSchemaTooNew = errors.New("ledger: database schema is newer than this pro
 
 // ErrInvariant is returned (joined, one per finding) by CheckInvariants.
 var ErrInvariant = errors.New("ledger: invariant violated")
+
+// ErrUnknownCredential is returned by Pay when the code's credential
+// (account, serial and rider key) is not one the ledger issued — for
+// example a code of an account that a restored ledger handed to someone
+// else. Nothing has been written.
+var ErrUnknownCredential = errors.New("ledger: credential not issued by this ledger")

@@ -75,36 +75,6 @@ func latestVersion(ctx context.Context, q queryer) (uint64, error) {
 	return uint64(v), nil
 }
 
-// tableFor returns the fare table of version, or the latest stored one if
-// that version is not stored, or ErrNoFareTable.
-func (t *txn) tableFor(version uint64) (*fare.Table, error) {
-	e, err := t.s.loadTable(t.ctx, t.tx, version)
-	if err != nil {
-		return nil, err
-	}
-	if e != nil {
-		return e.table, nil
-	}
-	if t.latest == nil {
-		v, err := latestVersion(t.ctx, t.tx)
-		if err != nil {
-			return nil, err
-		}
-		if v == 0 {
-			return nil, fmt.Errorf("%w: store one with PutFareTable before committing taps", ErrNoFareTable)
-		}
-		e, err := t.s.loadTable(t.ctx, t.tx, v)
-		if err != nil {
-			return nil, err
-		}
-		if e == nil {
-			return nil, fmt.Errorf("ledger: fare table %d vanished", v)
-		}
-		t.latest = e.table
-	}
-	return t.latest, nil
-}
-
 // PutFareTable stores a fare table. Its version must be higher than every
 // stored one; storing the very same table again is a no-op (so a retried
 // publication succeeds), another table under a stored version is

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -148,15 +150,46 @@ var day0 = time.Date(2026, 3, 10, 8, 0, 0, 0, berlin)
 // at returns day0 plus minutes.
 func at(minutes int) time.Time { return day0.Add(time.Duration(minutes) * time.Minute) }
 
+// tablesSince is when the tests' fare table v1 comes into force: before
+// every tap of the tests.
+var tablesSince = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // ledgerWithTable opens a Store on a fresh database of the backend with
-// fare table v1 stored.
+// fare table v1 stored, in force since tablesSince.
 func ledgerWithTable(tb testing.TB, db *testDB) *Store {
 	tb.Helper()
 	s := db.open(tb, nil)
-	if err := s.PutFareTable(context.Background(), mustTable(tb, tableV1)); err != nil {
+	putTableAt(tb, s, tableV1, tablesSince)
+	return s
+}
+
+// putTableAt stores a fare table and backdates when it came into force
+// (PutFareTable records the store's clock).
+func putTableAt(tb testing.TB, s *Store, doc string, since time.Time) {
+	tb.Helper()
+	tbl := mustTable(tb, doc)
+	if err := s.PutFareTable(context.Background(), tbl); err != nil {
 		tb.Fatal(err)
 	}
-	return s
+	if _, err := s.db.ExecContext(context.Background(), `UPDATE fare_tables SET created_ns = $1 WHERE version = $2`,
+		since.UnixNano(), int64(tbl.Version)); err != nil {
+		tb.Fatal(err)
+	}
+	s.catalog.Store(nil)
+}
+
+// riderKey is the rider public key of the tests' credentials of an account.
+func riderKey(account uint64) []byte {
+	seed := sha256.Sum256([]byte("rider " + strconv.FormatUint(account, 10)))
+	return ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+}
+
+// issue records credential serial 1 of an account with riderKey(account).
+func issue(tb testing.TB, s *Store, account uint64) {
+	tb.Helper()
+	if _, err := s.IssueCredentialSerial(context.Background(), account, time.Now().Add(24*time.Hour), riderKey(account)); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // newAccount creates an adult account topped up with balance (if > 0).
@@ -177,6 +210,7 @@ func newAccountWith(tb testing.TB, s *Store, p paycode.Profile, balance int64) u
 			tb.Fatal(err)
 		}
 	}
+	issue(tb, s, a.ID)
 	return a.ID
 }
 
@@ -198,14 +232,17 @@ func mkTap(device string, seq uint64, account uint64, when time.Time, route stri
 	if route == "X1" {
 		base = 400
 	}
-	id := device + "/" + strconv.FormatUint(seq, 10)
+	id := tid(device, seq)
 	key := codeKey(account, 1, when)
 	return Tap{
-		ID: id, DeviceID: device, Seq: seq, Epoch: "e1", Time: when, Account: account, Serial: 1,
-		CodeKey: key, CodeHash: hex.EncodeToString(key[:6]), Profile: paycode.Adult, BaseFare: base,
-		Currency: "EUR", FareVersion: 1, Route: route, Vehicle: "bus-7", Record: []byte("record " + id),
+		ID: id, DeviceID: device, Seq: seq, Epoch: "e1", Time: when, Account: account, Serial: 1, RiderKey: riderKey(account),
+		CodeKey: key, CodeHash: hex.EncodeToString(key[:6]), Profile: paycode.Adult, ClaimedProfile: paycode.Adult,
+		BaseFare: base, Currency: "EUR", FareVersion: 1, Route: route, Vehicle: "bus-7", Record: []byte("record " + id),
 	}
 }
+
+// tid is the id of a test tap: epoch "e1".
+func tid(device string, seq uint64) string { return TapID(device, "e1", seq) }
 
 func commit(tb testing.TB, s *Store, taps ...Tap) []TapResult {
 	tb.Helper()

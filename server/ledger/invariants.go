@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
 )
 
 // maxFindings bounds the findings CheckInvariants reports.
@@ -23,22 +26,26 @@ const maxFindings = 50
 //     payment < 0 with a payment; fare < 0 and fare_correction ≠ 0 with a
 //     tap; nothing else set.
 //  3. No tap is charged twice: a tap has at most one fare posting, it is the
-//     tap's first, and all of its postings are on the tap's account.
-//  4. Each tap's postings sum to minus its current charge; 0 ≤ charge ≤ base
-//     fare; a flagged tap has charge 0 and no postings.
-//  5. Re-rating every account's service day with the table that rated it
-//     gives each tap's current charge (and all of a day's taps were rated by
-//     the same table).
-//  6. A payment code paid once: every charged or currency-flagged tap and
-//     every payment has its code_uses row; a duplicate_code tap's code has a
-//     use by something else; every code use points at a tap or payment
-//     with that code.
+//     tap's first, and all of its postings are on the tap's account; its
+//     cached posting count is right.
+//  4. Each tap's postings sum to minus its current charge; 0 ≤ charge ≤ the
+//     server's base fare; a flagged tap has charge 0 (a tap flagged after it
+//     was charged was refunded) and no rating.
+//  5. Re-rating every account's service day, each tap with the fare table
+//     that rates it, gives each tap's current charge; each unflagged tap's
+//     table is stored and its service day is that table's.
+//  6. A payment code paid once, and the earliest use kept it: every charged
+//     or currency-flagged tap and every payment has its code_uses row; a
+//     duplicate_code tap's code has a use by something else that is not
+//     later than it; every code use points at a tap or payment with that
+//     code and counts its duplicate uses; a charged tap's credential is one
+//     the ledger issued (account, serial and rider key).
 //  7. Each payment has exactly one posting, of minus its amount, on its
 //     account; each top-up exactly one, of its amount.
 //  8. Money is conserved: the sum of all balances is top-ups minus payments
 //     minus tap charges.
 //  9. The deny list holds negative_balance for exactly the accounts whose
-//     balance is below zero.
+//     balance is below their credit line, and the account row says so.
 //  10. Counters are ahead of the ids they handed out (and the fare_version
 //     counter is the latest stored table's version); tap ids are
 //     "device/seq"; credential serials do not exceed the account's last.
@@ -111,10 +118,11 @@ var invariantQueries = []struct{ msg, query string }{
 		SELECT t.tap_id, t.flag, t.charge, t.base_fare, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT),
 			SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END), SUM(CASE WHEN p.account_id <> t.account_id THEN 1 ELSE 0 END)
 		FROM taps t LEFT JOIN postings p ON p.tap_id = t.tap_id
-		GROUP BY t.tap_id, t.flag, t.charge, t.base_fare, t.account_id
+		GROUP BY t.tap_id, t.flag, t.charge, t.base_fare, t.account_id, t.postings
 		HAVING t.charge <> -CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
 			OR t.charge < 0 OR t.charge > t.base_fare
-			OR (t.flag <> '' AND (t.charge <> 0 OR COUNT(p.seq) > 0))
+			OR (t.flag <> '' AND t.charge <> 0)
+			OR t.postings <> COUNT(p.seq)
 			OR SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) > 1
 			OR (COUNT(p.seq) > 0 AND SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) <> 1)
 			OR SUM(CASE WHEN p.account_id <> t.account_id THEN 1 ELSE 0 END) > 0`},
@@ -124,14 +132,31 @@ var invariantQueries = []struct{ msg, query string }{
 			SELECT 1 FROM postings f WHERE f.tap_id = c.tap_id AND f.kind = 'fare' AND f.seq < c.seq AND f.account_id = c.account_id)`},
 	{"flagged tap with an unknown flag, or rated though flagged [tap, flag, rated version]", `
 		SELECT tap_id, flag, rated_version FROM taps
-		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'currency_mismatch', 'invalid_code')
+		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'unknown_credential', 'currency_mismatch', 'invalid_code')
 			OR (flag <> '' AND (rated_version <> 0 OR transfer OR capped))`},
+	{"unflagged tap rated by no stored fare table [tap, rated version]", `
+		SELECT t.tap_id, t.rated_version FROM taps t WHERE t.flag = '' AND NOT EXISTS (
+			SELECT 1 FROM fare_tables f WHERE f.version = t.rated_version)`},
 	{"tap that paid has no code use [tap]", `
 		SELECT t.tap_id FROM taps t WHERE t.flag IN ('', 'currency_mismatch') AND NOT EXISTS (
 			SELECT 1 FROM code_uses u WHERE u.code_key = t.code_key AND u.tap_id = t.tap_id)`},
 	{"duplicate_code tap whose code has no other use [tap]", `
 		SELECT t.tap_id FROM taps t WHERE t.flag = 'duplicate_code' AND NOT EXISTS (
 			SELECT 1 FROM code_uses u WHERE u.code_key = t.code_key AND (u.tap_id IS NULL OR u.tap_id <> t.tap_id))`},
+	{"code kept by a later tap than one of its duplicates [code key, holder, earlier duplicate]", `
+		SELECT u.code_key, h.tap_id, o.tap_id FROM taps o
+		JOIN code_uses u ON u.code_key = o.code_key
+		JOIN taps h ON h.tap_id = u.tap_id
+		WHERE o.flag = 'duplicate_code' AND (o.at_ns < h.at_ns OR (o.at_ns = h.at_ns AND o.tap_id < h.tap_id))`},
+	{"code use's reuse count differs from its duplicate taps [code key, reuses, duplicates]", `
+		SELECT u.code_key, u.reuses, COALESCE(d.n, 0) FROM code_uses u
+		LEFT JOIN (SELECT code_key, COUNT(*) AS n FROM taps WHERE flag = 'duplicate_code' GROUP BY code_key) d
+			ON d.code_key = u.code_key
+		WHERE u.reuses <> COALESCE(d.n, 0)`},
+	{"tap charged on a credential the ledger did not issue [tap]", `
+		SELECT t.tap_id FROM taps t WHERE t.flag IN ('', 'currency_mismatch', 'duplicate_code') AND t.rider_key IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.account_id = t.account_id AND c.serial = t.serial
+				AND c.rider_public_key = t.rider_key)`},
 	{"code use that points at no tap or payment with its code [code key]", `
 		SELECT u.code_key FROM code_uses u
 		LEFT JOIN taps t ON t.tap_id = u.tap_id
@@ -163,13 +188,16 @@ var invariantQueries = []struct{ msg, query string }{
 			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM payments) y,
 			(SELECT CAST(COALESCE(SUM(charge), 0) AS BIGINT) AS s FROM taps) c
 		WHERE b.s <> u.s - y.s - c.s`},
-	{"negative balance without its deny entry [account, balance]", `
-		SELECT a.id, a.balance FROM accounts a WHERE a.balance < 0 AND NOT EXISTS (
+	{"balance below the credit line without its deny entry [account, balance, credit line]", `
+		SELECT a.id, a.balance, a.credit_line FROM accounts a WHERE a.balance < -a.credit_line AND NOT EXISTS (
 			SELECT 1 FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')`},
-	{"negative_balance deny entry on a balance of zero or more [account, balance]", `
-		SELECT a.id, a.balance FROM accounts a JOIN deny_entries d
+	{"negative_balance deny entry on a balance within the credit line [account, balance, credit line]", `
+		SELECT a.id, a.balance, a.credit_line FROM accounts a JOIN deny_entries d
 			ON d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'
-		WHERE a.balance >= 0`},
+		WHERE a.balance >= -a.credit_line`},
+	{"account's neg_denied differs from its deny entry [account, neg_denied]", `
+		SELECT a.id, a.neg_denied FROM accounts a WHERE a.neg_denied <> EXISTS (
+			SELECT 1 FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')`},
 	{"negative_balance deny entry on a credential [account, serial]", `
 		SELECT account_id, serial FROM deny_entries WHERE reason = 'negative_balance' AND serial <> 0`},
 	{"counter behind the ids it handed out [counter, value]", `
@@ -179,7 +207,9 @@ var invariantQueries = []struct{ msg, query string }{
 			(c.name = 'deny_version' AND c.value < 1 AND EXISTS (SELECT 1 FROM deny_entries)) OR
 			(c.name = 'fare_version' AND c.value <> (SELECT COALESCE(MAX(version), 0) FROM fare_tables))`},
 	{"account id below 1000 [account]", `SELECT id FROM accounts WHERE id < 1000`},
-	{"tap id is not device/seq [tap]", `SELECT tap_id FROM taps WHERE tap_id <> device_id || '/' || CAST(seq AS TEXT)`},
+	{"tap id is not device/epoch/seq [tap]", `
+		SELECT tap_id FROM taps WHERE tap_id <> device_id || '/' || epoch || '/' || CAST(seq AS TEXT)
+			AND (rider_key IS NOT NULL OR tap_id <> device_id || '/' || CAST(seq AS TEXT))`},
 	{"credential serial beyond the account's last [account, serial, last]", `
 		SELECT c.account_id, c.serial, a.last_serial FROM credentials c JOIN accounts a ON a.id = c.account_id
 		WHERE c.serial > a.last_serial OR c.serial < 1`},
@@ -223,28 +253,28 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 	}
 	defer rows.Close()
 	var cur dayKey
-	var day []ratedTap
+	var day []rated
 	flush := func() {
 		if len(day) == 0 {
 			return
 		}
-		v := day[0].ratedVersion
-		for _, r := range day {
-			if r.ratedVersion != v {
-				add("service day %s of account %d rated by tables %d and %d", cur.day, cur.account, v, r.ratedVersion)
-				return
-			}
-		}
-		e := tables[v]
-		if e == nil {
-			add("service day %s of account %d rated by fare table %d, which is not stored", cur.day, cur.account, v)
-			return
-		}
-		byID := make(map[string]*ratedTap, len(day))
+		rides := make([]fare.Ride, 0, len(day))
+		byID := make(map[string]*rated, len(day))
+		var rules *fare.Table
 		for i := range day {
-			byID[day[i].id] = &day[i]
+			r := &day[i]
+			e := tables[r.version]
+			if e == nil {
+				return // reported by the query for unrated taps
+			}
+			if got := e.table.ServiceDay(time.Unix(0, r.at)); got != cur.day {
+				add("tap %s is on service day %s, its fare table %d puts it on %s", r.id, cur.day, r.version, got)
+			}
+			rules = e.table
+			rides = append(rides, fare.Ride{ID: r.id, Time: time.Unix(0, r.at), Profile: profileOf(r.profile), Fare: r.base, Rules: e.table})
+			byID[r.id] = r
 		}
-		for _, c := range rateDay(e.table, day) {
+		for _, c := range rules.RateDay(rides) {
 			if r := byID[c.ID]; r.charge != c.Amount || r.transfer != c.Transfer || r.capped != c.Capped {
 				add("tap %s charged %d (transfer %t, capped %t), re-rating gives %d (%t, %t)",
 					r.id, r.charge, r.transfer, r.capped, c.Amount, c.Transfer, c.Capped)
@@ -254,9 +284,9 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 	for rows.Next() {
 		var k dayKey
 		var account int64
-		var r ratedTap
+		var r rated
 		if err := rows.Scan(&account, &k.day, &r.id, &r.at, &r.profile, &r.base, &r.charge, &r.transfer, &r.capped,
-			&r.ratedVersion); err != nil {
+			&r.version); err != nil {
 			return fmt.Errorf("ledger: check rating: %w", err)
 		}
 		k.account = uint64(account)

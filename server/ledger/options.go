@@ -15,6 +15,10 @@ const (
 	DefaultBusyTimeout = 10 * time.Second
 	// DefaultMaxOpenConns bounds the connection pool.
 	DefaultMaxOpenConns = 16
+	// DefaultReuseWindow is the longest time between two uses of one
+	// payment code on two devices that still looks like an innocent rider
+	// (the code's maximum age plus the clock skew the validators allow).
+	DefaultReuseWindow = 150 * time.Second
 )
 
 // Limits of the API.
@@ -50,6 +54,14 @@ type Options struct {
 	// MaxOpenConns bounds the connection pool; 0 means DefaultMaxOpenConns.
 	// SQLite uses at least 2.
 	MaxOpenConns int
+	// FareGrace is how long a validator may keep using a fare table after
+	// a newer one came into force (and how far its clock may run behind);
+	// 0 means DefaultFareGrace. See CommitTaps.
+	FareGrace time.Duration
+	// ReuseWindow: a payment code used twice on two devices within it,
+	// once, does not deny its credential (see CommitTaps); 0 means
+	// DefaultReuseWindow.
+	ReuseWindow time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -73,6 +85,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxOpenConns == 0 {
 		o.MaxOpenConns = DefaultMaxOpenConns
+	}
+	if o.FareGrace == 0 {
+		o.FareGrace = DefaultFareGrace
+	}
+	if o.ReuseWindow == 0 {
+		o.ReuseWindow = DefaultReuseWindow
+	}
+	if o.FareGrace < 0 || o.ReuseWindow < 0 {
+		return o, fmt.Errorf("%w: negative FareGrace or ReuseWindow", ErrInvalid)
 	}
 	if o.MaxOpenConns < 0 {
 		return o, fmt.Errorf("%w: negative MaxOpenConns", ErrInvalid)

@@ -18,7 +18,9 @@ import (
 // A new payment is refused, with nothing written, with ErrNotFound (no such
 // account), ErrDenied (the account or the credential is on the deny list),
 // ErrCodeUsed (the code already paid, by a tap or online),
-// ErrInsufficientFunds (balance below the amount), or ErrInvalid (bad
+// ErrUnknownCredential (the code's credential — account, serial, rider key
+// — is not one the ledger issued), ErrInsufficientFunds (the balance plus
+// the account's credit line is below the amount), or ErrInvalid (bad
 // request, or a currency other than the account's). A code pays once,
 // online or offline: a tap of a code that paid online is flagged
 // duplicate_code.
@@ -49,6 +51,15 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 		if req.Currency != a.currency {
 			return invalid("payment in %s, account %d holds %s", req.Currency, req.Account, a.currency)
 		}
+		var riderKey []byte
+		err = t.queryRow(`SELECT rider_public_key FROM credentials WHERE account_id = $1 AND serial = $2`,
+			int64(req.Account), int64(req.Serial)).Scan(&riderKey)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !bytes.Equal(riderKey, req.RiderKey)) {
+			return fmt.Errorf("%w: account %d serial %d", ErrUnknownCredential, req.Account, req.Serial)
+		}
+		if err != nil {
+			return fmt.Errorf("ledger: read credential: %w", err)
+		}
 		var denied int64
 		if err := t.queryRow(
 			`SELECT COUNT(*) FROM deny_entries WHERE account_id = $1 AND (serial = 0 OR serial = $2)`,
@@ -65,8 +76,8 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 		if used {
 			return ErrCodeUsed
 		}
-		if a.balance < req.Amount {
-			return fmt.Errorf("%w: balance %d, amount %d", ErrInsufficientFunds, a.balance, req.Amount)
+		if a.balance+a.creditLine < req.Amount {
+			return fmt.Errorf("%w: balance %d (credit line %d), amount %d", ErrInsufficientFunds, a.balance, a.creditLine, req.Amount)
 		}
 		id, err := t.nextID("payment_id")
 		if err != nil {
@@ -165,4 +176,16 @@ func (s *Store) PaymentByOrder(ctx context.Context, merchantID, orderID string) 
 	p, err := paymentQuery(ctx, s.db, `SELECT `+paymentColumns+` FROM payments WHERE merchant_id = $1 AND order_id = $2`,
 		merchantID, orderID)
 	return p.PaymentOrder, err
+}
+
+func (t *txn) codeUsed(key []byte) (bool, error) {
+	var one int
+	err := t.queryRow(`SELECT 1 FROM code_uses WHERE code_key = $1`, key).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("ledger: look up code use: %w", err)
+	}
+	return true, nil
 }

@@ -24,8 +24,19 @@ type scenario struct {
 	balance  map[uint64]int64 // by account
 }
 
+// Fare table v2 of a scenario comes into force at scenarioV2Since (v1 is in
+// force from tablesSince), and validators may keep naming a table for
+// scenarioGrace after it was replaced.
+var (
+	scenarioV2Since = day0.Add(24*time.Hour + 4*time.Hour)
+	scenarioGrace   = time.Hour
+)
+
+// scenarioOptions are the Options a scenario's Stores are opened with.
+var scenarioOptions = &Options{FareGrace: scenarioGrace}
+
 // genScenario makes a scenario from r: nAccounts accounts, nDays service
-// days, up to maxPerDay taps per account and day on both fare tables,
+// days, up to maxPerDay taps per account and day naming either fare table,
 // through a handful of devices. Some accounts get too little money and end
 // negative. It is deterministic for a given r.
 func genScenario(tb testing.TB, r *rand.Rand, nAccounts, nDays, maxPerDay int) *scenario {
@@ -45,7 +56,8 @@ func genScenario(tb testing.TB, r *rand.Rand, nAccounts, nDays, maxPerDay int) *
 				// 05:00 to 03:30 the next morning: all one service day.
 				when := day0.Add(time.Duration(d*24*60-180+r.IntN(22*60+30)) * time.Minute).Add(time.Duration(r.IntN(60)) * time.Second)
 				route := []string{"42", "X1"}[r.IntN(2)]
-				base, err := tables[1].Fare(route, p)
+				claimed := uint64(1 + r.IntN(2))
+				base, err := tables[claimed].Fare(route, p)
 				if err != nil {
 					tb.Fatal(err)
 				}
@@ -53,11 +65,12 @@ func genScenario(tb testing.TB, r *rand.Rand, nAccounts, nDays, maxPerDay int) *
 				seqs[dev]++
 				counter++
 				key := paycode.ID{Account: acct, Serial: 1, Time: uint32(when.Unix()), Counter: counter}.Key()
-				id := dev + "/" + strconv.FormatUint(seqs[dev], 10)
+				id := TapID(dev, "e", seqs[dev])
 				sc.taps = append(sc.taps, Tap{
 					ID: id, DeviceID: dev, Seq: seqs[dev], Epoch: "e", Time: when, Account: acct, Serial: 1,
-					CodeKey: key, CodeHash: fmt.Sprintf("%x", key[12:]), Profile: p, BaseFare: base, Currency: "EUR",
-					FareVersion: uint64(1 + r.IntN(2)), Route: route, Vehicle: "v", Record: []byte(id),
+					RiderKey: riderKey(acct), CodeKey: key, CodeHash: fmt.Sprintf("%x", key[12:]), Profile: p,
+					ClaimedProfile: p, BaseFare: base, Currency: "EUR", FareVersion: claimed, Route: route, Vehicle: "v",
+					Record: []byte(id),
 				})
 			}
 		}
@@ -69,31 +82,44 @@ func genScenario(tb testing.TB, r *rand.Rand, nAccounts, nDays, maxPerDay int) *
 		counter++
 		when := day0.Add(time.Duration(i) * time.Hour)
 		key := paycode.ID{Account: 999_999, Serial: 1, Time: uint32(when.Unix()), Counter: counter}.Key()
-		id := dev + "/" + strconv.FormatUint(seqs[dev], 10)
-		sc.taps = append(sc.taps, Tap{ID: id, DeviceID: dev, Seq: seqs[dev], Time: when, Account: 999_999, Serial: 1,
-			CodeKey: key, BaseFare: 250, Currency: "EUR", FareVersion: 1})
+		id := TapID(dev, "e", seqs[dev])
+		sc.taps = append(sc.taps, Tap{ID: id, DeviceID: dev, Seq: seqs[dev], Epoch: "e", Time: when, Account: 999_999,
+			Serial: 1, RiderKey: riderKey(999_999), CodeKey: key, BaseFare: 250, Currency: "EUR", FareVersion: 1})
 	}
-	// The model: rate each account's day with the highest table among its taps.
-	groups := map[dayKey][]Tap{}
+	// The model, written independently of the ledger's code: a tap is rated
+	// with the table it names while that table was in force (give or take
+	// the grace), else with the table in force at its time; each ride of a
+	// day with its own table's fares and rules.
+	version := func(tp Tap) uint64 {
+		switch {
+		case tp.FareVersion == 1 && !tp.Time.After(scenarioV2Since.Add(scenarioGrace)):
+			return 1
+		case tp.FareVersion == 2 && !tp.Time.Before(scenarioV2Since.Add(-scenarioGrace)):
+			return 2
+		case tp.Time.Before(scenarioV2Since):
+			return 1
+		}
+		return 2
+	}
+	groups := map[dayKey][]fare.Ride{}
 	for _, tp := range sc.taps {
 		if tp.Account == 999_999 {
 			sc.charge[tp.ID] = 0
 			continue
 		}
-		k := dayKey{tp.Account, tables[1].ServiceDay(tp.Time)}
-		groups[k] = append(groups[k], tp)
+		tbl := tables[version(tp)]
+		base, err := tbl.Fare(tp.Route, tp.Profile)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		k := dayKey{tp.Account, tbl.ServiceDay(tp.Time)}
+		groups[k] = append(groups[k], fare.Ride{ID: tp.ID, Time: tp.Time, Profile: tp.Profile, Fare: base, Rules: tbl})
 	}
 	for i := range nAccounts {
 		sc.balance[uint64(1000+i)] = sc.topups[i]
 	}
-	for k, taps := range groups {
-		var v uint64
-		rides := make([]fare.Ride, len(taps))
-		for i, tp := range taps {
-			v = max(v, tp.FareVersion)
-			rides[i] = fare.Ride{ID: tp.ID, Time: tp.Time, Profile: tp.Profile, Fare: tp.BaseFare}
-		}
-		for _, c := range tables[v].RateDay(rides) {
+	for k, rides := range groups {
+		for _, c := range tables[1].RateDay(rides) {
 			sc.charge[c.ID] = c.Amount
 			sc.balance[k.account] -= c.Amount
 		}
@@ -101,16 +127,13 @@ func genScenario(tb testing.TB, r *rand.Rand, nAccounts, nDays, maxPerDay int) *
 	return sc
 }
 
-// setUp stores both fare tables and creates and funds the accounts in a
-// fresh ledger.
+// setUp stores both fare tables (v2 in force from scenarioV2Since) and
+// creates, funds and issues a credential to the accounts in a fresh ledger.
 func (sc *scenario) setUp(tb testing.TB, s *Store) {
 	tb.Helper()
 	ctx := context.Background()
-	for _, doc := range []string{tableV1, tableV2} {
-		if err := s.PutFareTable(ctx, mustTable(tb, doc)); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	putTableAt(tb, s, tableV1, tablesSince)
+	putTableAt(tb, s, tableV2, scenarioV2Since)
 	for i, p := range sc.profiles {
 		a, err := s.CreateAccount(ctx, AccountSpec{Profile: p})
 		if err != nil {
@@ -124,6 +147,7 @@ func (sc *scenario) setUp(tb testing.TB, s *Store) {
 				tb.Fatal(err)
 			}
 		}
+		issue(tb, s, a.ID)
 	}
 }
 
@@ -188,7 +212,7 @@ func TestOrderIndependence(t *testing.T) {
 			if run > 0 {
 				fresh = newDB(t, db.backend)
 			}
-			s, err := Open(context.Background(), fresh.dsn, nil)
+			s, err := Open(context.Background(), fresh.dsn, scenarioOptions)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/farego/farego/agent/fare"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"modernc.org/sqlite"               // registers the "sqlite" database/sql driver
@@ -31,7 +32,12 @@ type Store struct {
 	// polling the busy handler. nil for PostgreSQL.
 	writeSem chan struct{}
 	tables   tableCache
-	stmts    sync.Map // query → *sql.Stmt, see prepared
+	catalog  atomic.Pointer[fareCatalog]
+	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
+	fareGrace, reuseWindow time.Duration
+	stmts                  sync.Map // query → *sql.Stmt, see prepared
+	// bulkStmts counts the bulk statements in stmts (see bulkStmt).
+	bulkStmts atomic.Int64
 	// fault, when set (by tests only, before use), is called at named points
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.
@@ -76,12 +82,14 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	db.SetMaxOpenConns(o.MaxOpenConns)
 	db.SetMaxIdleConns(min(o.MaxOpenConns, 4))
 	s := &Store{
-		db:       db,
-		backend:  tg.backend,
-		log:      o.Logger,
-		now:      o.Now,
-		currency: o.Currency,
-		tables:   tableCache{byVersion: map[uint64]*fareEntry{}},
+		db:          db,
+		backend:     tg.backend,
+		log:         o.Logger,
+		now:         o.Now,
+		currency:    o.Currency,
+		tables:      tableCache{byVersion: map[uint64]*fareEntry{}},
+		fareGrace:   o.FareGrace,
+		reuseWindow: o.ReuseWindow,
 	}
 	if tg.backend == backendSQLite {
 		s.writeSem = make(chan struct{}, 1)
@@ -291,20 +299,27 @@ type txn struct {
 	accounts    map[uint64]*acctState
 	stmts       map[string]*sql.Stmt // prepared statements bound to tx
 	denyChanged bool
-	latest      *fare.Table // memoized latest fare table
+	catalog     *fareCatalog // the stored fare tables, read once per transaction
 }
 
 // acctState is a locked account's row as the transaction changes it.
 type acctState struct {
-	id       uint64
-	currency string
-	balance  int64
-	postings int64 // number of postings = seq of the last one
-	dirty    bool  // balance or postings changed: write back in finish
-	// negDenied tells whether the account's negative_balance deny entry
-	// exists (the account row lock keeps it from changing under us).
+	id         uint64
+	currency   string
+	balance    int64
+	postings   int64 // number of postings = seq of the last one
+	creditLine int64
+	dirty      bool // balance or postings changed: write back in finish
+	// negDenied mirrors the row's neg_denied column: whether the account's
+	// negative_balance deny entry exists. The row lock keeps it from
+	// changing under us, and reading it from the locked row (not from
+	// deny_entries) sees what the last writer committed.
 	negDenied bool
 }
+
+// overdrawn reports whether the balance is below the credit line: the
+// account belongs on the deny list.
+func (a *acctState) overdrawn() bool { return a.balance < -a.creditLine }
 
 // prepared returns the Store's prepared statement for query, preparing it
 // on first use (SQLite only). Preparing once saves SQLite from parsing every
@@ -415,35 +430,72 @@ func (t *txn) execCount(what, query string, args ...any) (int64, error) {
 	return n, nil
 }
 
-// lockAccounts locks the given accounts, in ascending id order so that two
-// transactions never wait for each other in a cycle. Accounts that do not
-// exist are remembered as nil.
+// accountLockColumns are what lockAccounts reads of a locked account.
+const accountLockColumns = `id, currency, balance, postings, credit_line, neg_denied`
+
+// lockAccounts locks the given accounts with one statement (per chunk of
+// ids), in ascending id order so that two transactions never wait for each
+// other in a cycle: SELECT … FOR UPDATE on PostgreSQL; SQLite's write lock
+// is held from BEGIN IMMEDIATE. Accounts that do not exist are remembered as
+// nil. Accounts the transaction holds already are not read again.
 func (t *txn) lockAccounts(ids []uint64) error {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	for _, id := range slices.Compact(ids) {
-		if _, err := t.lockAccount(id); err != nil {
+	var need []uint64
+	for _, id := range ids {
+		if _, ok := t.accounts[id]; !ok && id <= math.MaxInt64 {
+			need = append(need, id)
+		}
+	}
+	slices.Sort(need)
+	need = slices.Compact(need)
+	if len(need) == 0 {
+		return nil
+	}
+	for _, c := range int64s(need).chunks() {
+		rows, err := t.bulkQuery(`SELECT `+accountLockColumns+` FROM accounts WHERE id IN (`+t.vals(c, 1)+`) ORDER BY id`+
+			t.s.forUpdate(), c.args...)
+		if err != nil {
+			return fmt.Errorf("ledger: lock accounts: %w", err)
+		}
+		for rows.Next() {
+			a, err := scanLockedAccount(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("ledger: lock accounts: %w", err)
+			}
+			t.accounts[a.id] = a
+		}
+		if err := rows.Close(); err != nil {
 			return err
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ledger: lock accounts: %w", err)
+		}
+	}
+	for _, id := range need {
+		if _, ok := t.accounts[id]; !ok {
+			t.accounts[id] = nil
 		}
 	}
 	return nil
 }
 
-// lockAccount locks one account row for the rest of the transaction (SELECT
-// … FOR UPDATE on PostgreSQL; SQLite's write lock is already held) and
+func scanLockedAccount(r rowScanner) (*acctState, error) {
+	a := &acctState{}
+	var id int64
+	if err := r.Scan(&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied); err != nil {
+		return nil, err
+	}
+	a.id = uint64(id)
+	return a, nil
+}
+
+// lockAccount locks one account row for the rest of the transaction and
 // returns its state, or nil if it does not exist.
 func (t *txn) lockAccount(id uint64) (*acctState, error) {
 	if a, ok := t.accounts[id]; ok {
 		return a, nil
 	}
-	a := &acctState{id: id}
-	var negDenied int64
-	err := t.queryRow(
-		`SELECT currency, balance, postings,
-			(SELECT COUNT(*) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')
-		 FROM accounts a WHERE id = $1`+t.s.forUpdate(), int64(id),
-	).Scan(&a.currency, &a.balance, &a.postings, &negDenied)
-	a.negDenied = negDenied > 0
+	a, err := scanLockedAccount(t.queryRow(`SELECT `+accountLockColumns+` FROM accounts WHERE id = $1`+t.s.forUpdate(), int64(id)))
 	if errors.Is(err, sql.ErrNoRows) {
 		t.accounts[id] = nil
 		return nil, nil
@@ -453,6 +505,55 @@ func (t *txn) lockAccount(id uint64) (*acctState, error) {
 	}
 	t.accounts[id] = a
 	return a, nil
+}
+
+// vals returns the VALUES rows of b, parameters numbered from first, typed
+// for the backend.
+func (t *txn) vals(b *bulk, first int) string { return b.values(first, t.s.backend == backendPostgres) }
+
+// maxBulkStmts bounds the bulk statements a SQLite Store keeps prepared:
+// their text changes with the number of rows, and the batches of a busy
+// server come in a few sizes.
+const maxBulkStmts = 256
+
+// bulkStmt returns the transaction's prepared statement for a bulk query on
+// SQLite while the Store has room for it, or nil: the statement then runs
+// unprepared (PostgreSQL always; pgx caches statements itself).
+func (t *txn) bulkStmt(query string) *sql.Stmt {
+	if t.s.backend != backendSQLite {
+		return nil
+	}
+	if _, ok := t.s.stmts.Load(query); !ok && t.s.bulkStmts.Add(1) > maxBulkStmts {
+		t.s.bulkStmts.Add(-1)
+		return nil
+	}
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+// bulkQuery and bulkExec run a statement built by bulk.
+func (t *txn) bulkQuery(query string, args ...any) (*sql.Rows, error) {
+	if st := t.bulkStmt(query); st != nil {
+		return st.QueryContext(t.ctx, args...)
+	}
+	return t.tx.QueryContext(t.ctx, query, args...)
+}
+
+func (t *txn) bulkExec(what, query string, args ...any) (sql.Result, error) {
+	var r sql.Result
+	var err error
+	if st := t.bulkStmt(query); st != nil {
+		r, err = st.ExecContext(t.ctx, args...)
+	} else {
+		r, err = t.tx.ExecContext(t.ctx, query, args...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %s: %w", what, err)
+	}
+	return r, nil
 }
 
 // postingRef says what a posting belongs to: exactly one of the fields is set.
@@ -483,12 +584,13 @@ func (t *txn) appendPosting(a *acctState, kind string, amount int64, ref posting
 	return nil
 }
 
-// deny adds a deny entry unless it is there already.
-func (t *txn) deny(account uint64, serial uint32, reason string) (bool, error) {
+// deny adds a deny entry unless it is there already. expires (unix ns, 0:
+// never) is when the entry stops mattering.
+func (t *txn) deny(account uint64, serial uint32, reason string, expires int64) (bool, error) {
 	n, err := t.execCount("add deny entry",
-		`INSERT INTO deny_entries (account_id, serial, reason, since_ns) VALUES ($1, $2, $3, $4)
+		`INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns) VALUES ($1, $2, $3, $4, $5)
 		 ON CONFLICT (account_id, serial, reason) DO NOTHING`,
-		int64(account), int64(serial), reason, t.now)
+		int64(account), int64(serial), reason, t.now, expires)
 	if n > 0 {
 		t.denyChanged = true
 	}
@@ -515,11 +617,12 @@ func (t *txn) undeny(account uint64, serial uint32, reason string) (bool, error)
 	return n > 0, err
 }
 
-// finish writes back the touched accounts' cached balance and posting
-// count, keeps the negative_balance deny entry in step with each balance,
-// and moves the deny-list version if any entry changed. write calls it
-// before committing; an operation that reads its own result calls it first
-// (a second call does nothing more).
+// finish writes back the touched accounts' cached balance, posting count
+// and negative_balance state (one statement), keeps the negative_balance
+// deny entry in step with each balance (below its credit line: denied), and
+// moves the deny-list version if any entry changed. write calls it before
+// committing; an operation that reads its own result calls it first (a
+// second call does nothing more).
 func (t *txn) finish() error {
 	var ids []uint64
 	for id, a := range t.accounts {
@@ -528,36 +631,55 @@ func (t *txn) finish() error {
 		}
 	}
 	slices.Sort(ids)
+	upd := newBulk(tBigint, tBigint, tBigint, tBool)
 	for _, id := range ids {
 		a := t.accounts[id]
 		a.dirty = false
-		if _, err := t.exec("update account", `UPDATE accounts SET balance = $1, postings = $2 WHERE id = $3`,
-			a.balance, a.postings, int64(id)); err != nil {
-			return err
-		}
-		switch negative := a.balance < 0; {
-		case negative && !a.negDenied:
-			if _, err := t.deny(id, 0, ReasonNegativeBalance); err != nil {
+		switch over := a.overdrawn(); {
+		case over && !a.negDenied:
+			if _, err := t.deny(id, 0, ReasonNegativeBalance, 0); err != nil {
 				return err
 			}
 			a.negDenied = true
-			t.s.log.Warn("ledger: balance negative, account denied", logKeyAccount, id, logKeyBalance, a.balance)
-		case !negative && a.negDenied:
+			t.s.log.Warn("ledger: balance below the credit line, account denied", "account", id, "balance", a.balance,
+				"credit_line", a.creditLine)
+		case !over && a.negDenied:
 			if _, err := t.undeny(id, 0, ReasonNegativeBalance); err != nil {
 				return err
 			}
 			a.negDenied = false
-			t.s.log.Info("ledger: balance back to zero or more, deny entry removed", logKeyAccount, id, logKeyBalance, a.balance)
+			t.s.log.Info("ledger: balance back within the credit line, deny entry removed", "account", id, "balance", a.balance)
+		}
+		upd.add(int64(id), a.balance, a.postings, a.negDenied)
+	}
+	for _, c := range upd.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		if _, err := t.bulkExec("update accounts", `WITH v (id, balance, postings, neg_denied) AS (VALUES `+t.vals(c, 1)+`)
+			UPDATE accounts SET balance = v.balance, postings = v.postings, neg_denied = v.neg_denied
+			FROM v WHERE accounts.id = v.id`, c.args...); err != nil {
+			return err
 		}
 	}
 	if t.denyChanged {
 		t.denyChanged = false
-		if _, err := t.exec("bump deny-list version",
-			`UPDATE counters SET value = value + 1 WHERE name = 'deny_version'`); err != nil {
+		if err := t.bumpDenyVersion(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// bumpDenyVersion moves the deny-list version forward to at least the
+// current time in milliseconds: versions keep increasing across a restore
+// from an older backup, so validators that saw a newer list before the
+// restore still take the next one.
+func (t *txn) bumpDenyVersion() error {
+	_, err := t.exec("bump deny-list version",
+		`UPDATE counters SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END WHERE name = 'deny_version'`,
+		t.now/int64(time.Millisecond))
+	return err
 }
 
 // nextID takes the next value of a counter (account_id, payment_id).

@@ -3,11 +3,11 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -15,32 +15,46 @@ import (
 )
 
 // CommitTaps settles a batch of taps in one transaction and returns what
-// happened to each, in input order. It is idempotent by tap id: a tap
-// already committed comes back Duplicate with its current charge and
-// changes nothing, so a device's batch can be delivered any number of times.
+// happened to each, in input order. It is idempotent by tap id
+// (device/epoch/seq): a tap already committed comes back Duplicate with its
+// current charge and changes nothing, so a device's batch can be delivered
+// any number of times; a tap id committed before with other contents comes
+// back Conflict (the stored tap stands).
 //
-// For each new tap, in input order:
+// The server rates every tap itself. For each new tap:
 //
-//   - an unknown account: the tap is stored, flagged unknown_account, charged 0;
-//   - a payment code that already paid (another tap anywhere, or an online
-//     payment): the tap is stored, flagged duplicate_code, charged 0, and the
-//     credential (account, serial) goes on the deny list (code_reused);
-//   - a currency other than the account's: stored, flagged currency_mismatch,
-//     charged 0;
-//   - otherwise the tap is stored and its account's service day is re-rated.
+//   - the fare table is the one its validator named if the server has it
+//     and it was in force at the tap's time within FareGrace, else the one in
+//     force at the tap's time (noted unknown_fare_version); the base fare
+//     comes from that table, the tap's route and the credential's profile.
+//     A claim (base fare, currency) that differs is noted fare_mismatch and
+//     never charged;
+//   - an unknown account: stored, flagged unknown_account, charged 0;
+//   - a credential (account, serial, rider key) the ledger did not issue:
+//     flagged unknown_credential, charged 0;
+//   - a fare table currency other than the account's: flagged
+//     currency_mismatch, charged 0 (the code is used up all the same);
+//   - a payment code that paid before: the earliest use by tap time keeps
+//     the code (an online payment always keeps it); every other use is
+//     flagged duplicate_code and charged 0 — a tap that held the code and
+//     turns out later than a newly arrived one is flagged and refunded. The
+//     credential is denied (code_reused, until it expires) unless the reuse
+//     looks innocent: one reuse, on another device, within ReuseWindow
+//     (noted code_reuse_window);
+//   - otherwise the tap is charged: its account's service day is re-rated.
 //
 // Re-rating takes all unflagged taps of the account and service day, rates
-// them with fare.Table.RateDay using the fare table whose version is the
-// highest FareVersion among them (or the latest stored if that one is not
-// stored), and appends a posting for every tap whose rated charge differs
-// from the sum of its postings: kind fare for a tap's first posting,
-// fare_correction after. Postings are never changed, so the final balances
-// and charges do not depend on the order in which taps arrive.
+// them with fare.Table.RateDay (each ride with its own table's rules) and
+// appends a posting for every tap whose rated charge differs from its
+// current charge: kind fare for a tap's first posting, fare_correction
+// after. Postings are never changed, so the final balances and charges do
+// not depend on the order in which taps arrive.
 //
-// A tap's service day is computed with the fare table of its FareVersion (or
-// the latest stored) when it is committed. Invalid input (see Tap) fails
-// the whole batch with ErrInvalid before anything is written; ErrNoFareTable
-// when no fare table is stored.
+// The whole batch costs a handful of statements whatever its size: lock the
+// accounts, read their credentials, insert the taps, read and claim the
+// codes, read the touched account-days, write postings, tap charges and
+// balances. Invalid input (see Tap) fails the whole batch with ErrInvalid
+// before anything is written; ErrNoFareTable when no fare table is stored.
 func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error) {
 	if len(taps) > MaxCommitTaps {
 		return nil, invalid("%d taps in one batch, limit %d", len(taps), MaxCommitTaps)
@@ -69,7 +83,7 @@ func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error)
 				n++
 			}
 		}
-		s.log.Debug("ledger: taps committed", logKeyTaps, len(taps), logKeyNew, n)
+		s.log.Debug("ledger: taps committed", "taps", len(taps), "new", n)
 	}
 	return results, nil
 }
@@ -79,7 +93,45 @@ type dayKey struct {
 	day     string
 }
 
+type credKey struct {
+	account uint64
+	serial  uint32
+}
+
+// issued is a credential the ledger issued, as the tap path checks it.
+type issued struct {
+	riderKey []byte
+	notAfter int64
+}
+
+// tapWork is one tap of a batch on its way through commitTaps.
+type tapWork struct {
+	tp      *Tap
+	res     *TapResult
+	acct    *acctState
+	version uint64 // the server's fare table (0: flagged before rating)
+	fare    int64  // the server's base fare
+	day     string
+	flag    string
+	notes   []string
+	first   bool // the first occurrence of its id in the batch
+	isNew   bool // not stored before: this commit inserts it
+	// What the rating gave a new charged tap, written with it.
+	charge           int64
+	transfer, capped bool
+	postings         int64
+}
+
+// claims reports whether the tap uses up its payment code.
+func (w *tapWork) claims() bool {
+	return w.isNew && (w.flag == "" || w.flag == FlagCurrencyMismatch)
+}
+
 func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
+	cat, err := t.loadCatalog()
+	if err != nil {
+		return nil, err
+	}
 	ids := make([]uint64, len(taps))
 	for i := range taps {
 		ids[i] = taps[i].Account
@@ -87,229 +139,787 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 	if err := t.lockAccounts(ids); err != nil {
 		return nil, err
 	}
+	creds, err := t.readCredentials(taps)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]TapResult, len(taps))
-	var days []dayKey
-	seenDay := map[dayKey]bool{}
-	var dups []int
+	work := make([]tapWork, len(taps))
+	firstOf := map[string]int{}
 	for i := range taps {
-		tp := &taps[i]
-		res := &results[i]
-		res.ID = tp.ID
-		tbl, err := t.tableFor(tp.FareVersion)
-		if err != nil {
-			return nil, err
-		}
-		day := tbl.ServiceDay(tp.Time)
-		a := t.accounts[tp.Account]
-		flag := ""
-		switch {
-		case tp.Flag != "":
-			flag = tp.Flag
-		case a == nil:
-			flag = FlagUnknownAccount
-		case tp.Currency != a.currency:
-			flag = FlagCurrencyMismatch
-		}
-		inserted, err := t.insertTap(tp, day, flag)
-		if err != nil {
-			return nil, err
-		}
-		if !inserted {
-			res.Duplicate = true
-			dups = append(dups, i)
+		w := &work[i]
+		w.tp, w.res = &taps[i], &results[i]
+		w.res.ID = w.tp.ID
+		if _, dup := firstOf[w.tp.ID]; dup {
 			continue
 		}
-		if a != nil && tp.Flag == "" {
-			// Claim the code. If something else holds it, the tap is a
-			// duplicate use (which takes precedence over other flags).
-			n, err := t.execCount("record code use",
-				`INSERT INTO code_uses (code_key, account_id, serial, tap_id, created_ns) VALUES ($1, $2, $3, $4, $5)
-				 ON CONFLICT (code_key) DO NOTHING`,
-				tp.CodeKey, int64(tp.Account), int64(tp.Serial), tp.ID, t.now)
-			if err != nil {
+		firstOf[w.tp.ID] = i
+		w.first = true
+	}
+	if err := t.markNew(work); err != nil {
+		return nil, err
+	}
+	for i := range work {
+		if w := &work[i]; w.isNew {
+			if err := t.decide(w, cat, creds); err != nil {
 				return nil, err
 			}
-			if n == 0 {
-				flag = FlagDuplicateCode
-				if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1 WHERE tap_id = $2`, flag, tp.ID); err != nil {
-					return nil, err
-				}
-			}
 		}
-		res.Flag = flag
-		switch flag {
-		case "":
-			if k := (dayKey{tp.Account, day}); !seenDay[k] {
-				seenDay[k] = true
-				days = append(days, k)
-			}
-		case FlagDuplicateCode:
-			if _, err := t.deny(tp.Account, tp.Serial, ReasonCodeReused); err != nil {
-				return nil, err
-			}
-			t.s.log.Warn("ledger: payment code used twice, tap not charged, credential denied",
-				logKeyTap, tp.ID, logKeyAccount, tp.Account, logKeySerial, tp.Serial, logKeyCodeHash, tp.CodeHash)
-		default:
-			t.s.log.Warn("ledger: tap flagged, not charged", logKeyTap, tp.ID, logKeyAccount, tp.Account, logKeyFlag, flag)
+	}
+	codes, err := t.claimCodes(work, creds)
+	if err != nil {
+		return nil, err
+	}
+	var days []dayKey
+	seenDay := map[dayKey]bool{}
+	addDay := func(k dayKey) {
+		if !seenDay[k] {
+			seenDay[k] = true
+			days = append(days, k)
 		}
+	}
+	for i := range work {
+		if w := &work[i]; w.isNew && w.flag == "" {
+			addDay(dayKey{w.tp.Account, w.day})
+		}
+	}
+	for _, r := range codes.refunds {
+		addDay(r.day)
+	}
+	writes, err := t.rate(days, work, codes.refunds)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.insertTaps(work); err != nil {
+		return nil, err
 	}
 	if err := t.s.hook("commit-taps:stored"); err != nil {
 		return nil, err
 	}
-	charges := map[string]int64{}
-	for _, k := range days {
-		if err := t.rerateDay(t.accounts[k.account], k.day, charges); err != nil {
-			return nil, err
-		}
-		if err := t.s.hook("commit-taps:rated"); err != nil {
-			return nil, err
-		}
+	if err := t.writeCodes(codes); err != nil {
+		return nil, err
 	}
-	for i := range results {
-		if r := &results[i]; !r.Duplicate && r.Flag == "" {
-			r.Charge = charges[r.ID]
-		}
+	if err := t.writeRating(writes); err != nil {
+		return nil, err
 	}
-	for _, i := range dups {
-		if err := t.readDuplicate(&taps[i], &results[i]); err != nil {
-			return nil, err
+	if err := t.s.hook("commit-taps:rated"); err != nil {
+		return nil, err
+	}
+	if err := t.releaseHeld(taps); err != nil {
+		return nil, err
+	}
+	var dups []int
+	for i := range work {
+		w := &work[i]
+		if !w.isNew {
+			w.res.Duplicate = true
+			dups = append(dups, i)
+			continue
 		}
+		w.res.Flag, w.res.Notes = w.flag, w.notes
+		if w.flag == "" {
+			w.res.Charge, w.res.Fare, w.res.RatedVersion = w.charge, w.fare, w.version
+		}
+		t.logFlagged(w)
+	}
+	if err := t.readDuplicates(work, dups); err != nil {
+		return nil, err
 	}
 	return results, nil
 }
 
-func (t *txn) codeUsed(key []byte) (bool, error) {
-	var one int
-	err := t.queryRow(`SELECT 1 FROM code_uses WHERE code_key = $1`, key).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+// markNew reads which of the batch's tap ids are stored already and marks
+// the others (the first occurrence of each id in the batch) new.
+func (t *txn) markNew(work []tapWork) error {
+	var ids []string
+	for i := range work {
+		if work[i].first {
+			ids = append(ids, work[i].tp.ID)
+		}
 	}
-	if err != nil {
-		return false, fmt.Errorf("ledger: look up code use: %w", err)
+	stored := map[string]bool{}
+	for _, c := range texts(ids).chunks() {
+		rows, err := t.bulkQuery(`SELECT tap_id FROM taps WHERE tap_id IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+		if err != nil {
+			return fmt.Errorf("ledger: read stored tap ids: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("ledger: read stored tap ids: %w", err)
+			}
+			stored[id] = true
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ledger: read stored tap ids: %w", err)
+		}
 	}
-	return true, nil
-}
-
-// insertTap stores a tap unless its id is there already.
-func (t *txn) insertTap(tp *Tap, day, flag string) (bool, error) {
-	record := tp.Record
-	if record == nil {
-		record = []byte{}
-	}
-	n, err := t.execCount("store tap",
-		`INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key, code_hash, profile,
-			base_fare, currency, fare_version, route, vehicle, record, service_day, flag, committed_ns)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-		 ON CONFLICT (tap_id) DO NOTHING`,
-		tp.ID, tp.DeviceID, int64(tp.Seq), tp.Epoch, tp.Time.UnixNano(), int64(tp.Account), int64(tp.Serial),
-		tp.CodeKey, tp.CodeHash, int64(tp.Profile), tp.BaseFare, tp.Currency, int64(tp.FareVersion),
-		tp.Route, tp.Vehicle, record, day, flag, t.now)
-	return n > 0, err
-}
-
-// readDuplicate fills in the result of a tap that was already stored.
-func (t *txn) readDuplicate(tp *Tap, res *TapResult) error {
-	var account, atNS, base int64
-	var key, record []byte
-	err := t.queryRow(
-		`SELECT account_id, at_ns, base_fare, code_key, record, charge, flag FROM taps WHERE tap_id = $1`, tp.ID).
-		Scan(&account, &atNS, &base, &key, &record, &res.Charge, &res.Flag)
-	if err != nil {
-		return fmt.Errorf("ledger: read tap %s: %w", tp.ID, err)
-	}
-	if uint64(account) != tp.Account || atNS != tp.Time.UnixNano() || base != tp.BaseFare ||
-		!bytes.Equal(key, tp.CodeKey) || !bytes.Equal(record, tp.Record) {
-		res.Conflict = true
-		t.s.log.Warn("ledger: tap id committed before with other contents; the stored tap stands",
-			logKeyTap, tp.ID, logKeyDevice, tp.DeviceID)
+	for i := range work {
+		w := &work[i]
+		w.isNew = w.first && !stored[w.tp.ID]
 	}
 	return nil
 }
 
-// ratedTap is a stored, unflagged tap with the sum of its postings.
-type ratedTap struct {
-	id                  string
-	at                  int64
-	profile, base       int64
-	fareVersion         int64
-	charge              int64
-	transfer, capped    bool
-	ratedVersion        int64
-	postings, postedSum int64
+// decide rates one new tap's base fare and sets its flag and notes.
+func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) error {
+	tp := w.tp
+	version, known := cat.choose(tp.FareVersion, tp.Time, t.s.fareGrace)
+	tbl, err := t.table(version)
+	if err != nil {
+		return err
+	}
+	w.fare, err = tbl.Fare(tp.Route, tp.Profile)
+	if err != nil {
+		return invalid("tap %s: %v", tp.ID, err)
+	}
+	w.day = tbl.ServiceDay(tp.Time)
+	w.acct = t.accounts[tp.Account]
+	c, ok := creds[credKey{tp.Account, tp.Serial}]
+	switch {
+	case tp.Flag != "":
+		w.flag = tp.Flag
+	case w.acct == nil:
+		w.flag = FlagUnknownAccount
+	case !ok || !bytes.Equal(c.riderKey, tp.RiderKey):
+		w.flag = FlagUnknownCredential
+	case tbl.Currency != w.acct.currency:
+		w.flag = FlagCurrencyMismatch
+	}
+	if w.flag == "" {
+		w.version = version
+		if w.fare != tp.BaseFare || tbl.Currency != tp.Currency {
+			w.notes = append(w.notes, NoteFareMismatch)
+		}
+		if !known {
+			w.notes = append(w.notes, NoteUnknownFareVersion)
+		}
+		if tp.ClaimedProfile != tp.Profile {
+			w.notes = append(w.notes, NoteProfileMismatch)
+		}
+	}
+	return nil
 }
 
-// rerateDay rates one account's service day and appends the postings that
-// bring every tap's postings to its rated charge. It records each tap's
-// charge in charges.
-func (t *txn) rerateDay(a *acctState, day string, charges map[string]int64) error {
-	rows, err := t.query(
-		`SELECT t.tap_id, t.at_ns, t.profile, t.base_fare, t.fare_version, t.charge, t.transfer, t.capped, t.rated_version,
-			COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
-		 FROM taps t LEFT JOIN postings p ON p.tap_id = t.tap_id
-		 WHERE t.account_id = $1 AND t.service_day = $2 AND t.flag = ''
-		 GROUP BY t.tap_id, t.at_ns, t.profile, t.base_fare, t.fare_version, t.charge, t.transfer, t.capped, t.rated_version`,
-		int64(a.id), day)
-	if err != nil {
-		return fmt.Errorf("ledger: read day %s of account %d: %w", day, a.id, err)
-	}
-	var taps []ratedTap
-	var maxVersion int64
-	for rows.Next() {
-		var r ratedTap
-		if err := rows.Scan(&r.id, &r.at, &r.profile, &r.base, &r.fareVersion, &r.charge, &r.transfer, &r.capped,
-			&r.ratedVersion, &r.postings, &r.postedSum); err != nil {
-			rows.Close()
-			return fmt.Errorf("ledger: read day %s of account %d: %w", day, a.id, err)
-		}
-		maxVersion = max(maxVersion, r.fareVersion)
-		taps = append(taps, r)
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("ledger: read day %s of account %d: %w", day, a.id, err)
-	}
-	tbl, err := t.tableFor(uint64(maxVersion))
-	if err != nil {
-		return err
-	}
-	rated := rateDay(tbl, taps)
-	byID := make(map[string]*ratedTap, len(taps))
+// readCredentials reads the issued credentials the batch's codes name.
+func (t *txn) readCredentials(taps []Tap) (map[credKey]issued, error) {
+	out := map[credKey]issued{}
+	b := newBulk(tBigint, tBigint)
+	seen := map[credKey]bool{}
 	for i := range taps {
-		byID[taps[i].id] = &taps[i]
+		k := credKey{taps[i].Account, taps[i].Serial}
+		if !seen[k] && t.accounts[k.account] != nil {
+			seen[k] = true
+			b.add(int64(k.account), int64(k.serial))
+		}
 	}
-	for _, c := range rated {
-		st := byID[c.ID]
-		if have := -st.postedSum; c.Amount != have {
-			kind := KindFareCorrection
-			if st.postings == 0 {
-				kind = KindFare
-			}
-			if err := t.appendPosting(a, kind, have-c.Amount, postingRef{tapID: st.id, fareVersion: tbl.Version}); err != nil {
-				return err
-			}
+	if b.rows == 0 {
+		return out, nil
+	}
+	for _, c := range b.chunks() {
+		rows, err := t.bulkQuery(`SELECT account_id, serial, rider_public_key, not_after_ns FROM credentials
+			WHERE (account_id, serial) IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read credentials: %w", err)
 		}
-		if c.Amount != st.charge || c.Transfer != st.transfer || c.Capped != st.capped || int64(tbl.Version) != st.ratedVersion {
-			if _, err := t.exec("update tap charge",
-				`UPDATE taps SET charge = $1, transfer = $2, capped = $3, rated_version = $4 WHERE tap_id = $5`,
-				c.Amount, c.Transfer, c.Capped, int64(tbl.Version), st.id); err != nil {
-				return err
+		for rows.Next() {
+			var account, serial int64
+			var c issued
+			if err := rows.Scan(&account, &serial, &c.riderKey, &c.notAfter); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ledger: read credentials: %w", err)
 			}
+			out[credKey{uint64(account), uint32(serial)}] = c
 		}
-		charges[st.id] = c.Amount
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: read credentials: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// insertTaps stores the batch's new taps, with their flags and (for the
+// charged ones) their rating, with one statement per chunk.
+func (t *txn) insertTaps(work []tapWork) error {
+	b := newBulk(tText, tText, tBigint, tText, tBigint, tBigint, tBigint, tBytes, tBytes, tText, tBigint,
+		tBigint, tBigint, tText, tBigint, tText, tText, tBytes, tText, tText, tText, tBigint,
+		tBigint, tBool, tBool, tBigint, tBigint)
+	for i := range work {
+		w := &work[i]
+		if !w.isNew {
+			continue
+		}
+		tp := w.tp
+		record := tp.Record
+		if record == nil {
+			record = []byte{}
+		}
+		b.add(tp.ID, tp.DeviceID, int64(tp.Seq), tp.Epoch, tp.Time.UnixNano(), int64(tp.Account), int64(tp.Serial),
+			tp.CodeKey, tp.RiderKey, tp.CodeHash, int64(tp.Profile), w.fare, tp.BaseFare, tp.Currency, int64(tp.FareVersion),
+			tp.Route, tp.Vehicle, record, w.day, w.flag, strings.Join(w.notes, ","), int64(w.version),
+			w.charge, w.transfer, w.capped, w.postings, t.now)
+	}
+	for _, c := range b.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		r, err := t.bulkExec("store taps", `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
+				rider_key, code_hash, profile, base_fare, claimed_fare, currency, fare_version, route, vehicle, record,
+				service_day, flag, notes, rated_version, charge, transfer, capped, postings, committed_ns)
+			VALUES `+t.vals(c, 1)+` ON CONFLICT DO NOTHING`, c.args...)
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
+			// Another transaction stored one of these ids (with another
+			// account) since markNew: run again, it is a duplicate then.
+			return errRetry
+		}
 	}
 	return nil
 }
 
-// rateDay rates stored taps with a table: the pure function CommitTaps and
-// CheckInvariants share.
-func rateDay(tbl *fare.Table, taps []ratedTap) []fare.Charge {
-	rides := make([]fare.Ride, len(taps))
-	for i, r := range taps {
-		rides[i] = fare.Ride{ID: r.id, Time: time.Unix(0, r.at), Profile: profileOf(r.profile), Fare: r.base}
+// holder is the current use of a payment code: a tap or an online payment.
+type holder struct {
+	tapID     string // "" for a payment
+	device    string
+	at        int64 // tap time, or the payment's time
+	account   uint64
+	day       string
+	charge    int64
+	postings  int64
+	reuses    int64
+	paymentID int64
+}
+
+// refund is a tap that lost its code to an earlier tap in this commit: it
+// is flagged duplicate_code, and its charge goes back to 0.
+type refund struct {
+	tapID    string
+	day      dayKey
+	charge   int64
+	postings int64
+}
+
+// before orders code uses: earlier tap time first, then tap id.
+func before(at1 int64, id1 string, at2 int64, id2 string) bool {
+	if at1 != at2 {
+		return at1 < at2
 	}
-	return tbl.RateDay(rides)
+	return id1 < id2
+}
+
+// codeWrites are what claimCodes decided, written by writeCodes once the
+// batch's taps are stored (code uses refer to them).
+type codeWrites struct {
+	newUses *bulk       // code uses of codes new to the ledger
+	moves   []codeCount // code uses that move to an earlier tap (tapID set)
+	counts  []codeCount // code uses whose reuse count changes
+	flagged []string    // stored taps that lose their code
+	note    map[string]string
+	refunds []refund
+}
+
+type codeCount struct {
+	key    []byte
+	tapID  string
+	reuses int64
+}
+
+// claimCodes gives each payment code of the batch's new taps to its
+// earliest use and flags the others (new ones in memory: they are stored
+// flagged); it denies credentials whose codes were reused. The taps that
+// lose a code they held before this commit are returned as refunds.
+func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites, error) {
+	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tBigint), note: map[string]string{}}
+	byKey := map[string][]*tapWork{}
+	var keys [][]byte
+	for i := range work {
+		w := &work[i]
+		if !w.claims() {
+			continue
+		}
+		k := string(w.tp.CodeKey)
+		if byKey[k] == nil {
+			keys = append(keys, w.tp.CodeKey)
+		}
+		byKey[k] = append(byKey[k], w)
+	}
+	if len(keys) == 0 {
+		return cw, nil
+	}
+	holders, err := t.readHolders(keys)
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range keys {
+		ws := byKey[string(key)]
+		slices.SortFunc(ws, func(a, b *tapWork) int {
+			if before(a.tp.Time.UnixNano(), a.tp.ID, b.tp.Time.UnixNano(), b.tp.ID) {
+				return -1
+			}
+			return 1
+		})
+		win := ws[0]
+		keeper := use{tapID: win.tp.ID, device: win.tp.DeviceID, at: win.tp.Time.UnixNano()}
+		var lost []use // every use that loses the code in this commit
+		var losers []*tapWork
+		var prevReuses int64
+		var oldHolder string
+		h, held := holders[string(key)]
+		switch {
+		case !held:
+			losers = ws[1:]
+		case h.tapID == "" || before(h.at, h.tapID, keeper.at, keeper.tapID):
+			// The code stays with the online payment or the earlier tap.
+			keeper, losers, prevReuses = use{tapID: h.tapID, device: h.device, at: h.at}, ws, h.reuses
+		default:
+			// The new tap was made before the tap that held the code: it
+			// takes the code over, and the old holder is flagged and
+			// refunded.
+			losers, prevReuses, oldHolder = ws[1:], h.reuses, h.tapID
+			lost = append(lost, use{tapID: h.tapID, device: h.device, at: h.at})
+			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, charge: h.charge, postings: h.postings})
+			t.s.log.Warn("ledger: an earlier tap of a payment code arrived late and takes the code; the later tap is refunded",
+				"tap", keeper.tapID, "refunded_tap", h.tapID, "account", h.account)
+		}
+		for _, l := range losers {
+			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, at: l.tp.Time.UnixNano()})
+		}
+		reuses := prevReuses + int64(len(lost))
+		innocent := t.innocent(keeper, lost, reuses)
+		note := ""
+		if innocent {
+			note = NoteCodeReuseWindow
+		}
+		for _, l := range losers {
+			l.flag, l.notes, l.version = FlagDuplicateCode, nil, 0
+			if note != "" {
+				l.notes = []string{note}
+			}
+		}
+		if oldHolder != "" {
+			cw.flagged = append(cw.flagged, oldHolder)
+			cw.note[oldHolder] = note
+		}
+		switch {
+		case !held:
+			cw.newUses.add(key, int64(win.tp.Account), int64(win.tp.Serial), win.tp.ID, reuses, t.now)
+		case keeper.tapID == win.tp.ID:
+			cw.moves = append(cw.moves, codeCount{key: key, tapID: win.tp.ID, reuses: reuses})
+		case len(lost) > 0:
+			cw.counts = append(cw.counts, codeCount{key: key, reuses: reuses})
+		}
+		if len(lost) == 0 {
+			continue
+		}
+		if err := t.reused(win.tp, reuses, innocent, creds); err != nil {
+			return nil, err
+		}
+	}
+	return cw, nil
+}
+
+// writeCodes writes what claimCodes decided.
+func (t *txn) writeCodes(cw *codeWrites) error {
+	for _, c := range cw.newUses.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		r, err := t.bulkExec("record code uses", `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
+			VALUES `+t.vals(c, 1)+` ON CONFLICT DO NOTHING`, c.args...)
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
+			// Another transaction claimed a code of an account this one
+			// has locked: impossible unless the locks failed; run again.
+			return errRetry
+		}
+	}
+	for _, m := range cw.moves {
+		if _, err := t.exec("move code use", `UPDATE code_uses SET tap_id = $1, reuses = $2 WHERE code_key = $3`,
+			m.tapID, m.reuses, m.key); err != nil {
+			return err
+		}
+	}
+	for _, m := range cw.counts {
+		if _, err := t.exec("count code reuse", `UPDATE code_uses SET reuses = $1 WHERE code_key = $2`, m.reuses, m.key); err != nil {
+			return err
+		}
+	}
+	for _, id := range cw.flagged {
+		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
+			FlagDuplicateCode, cw.note[id], id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// use is one use of a payment code, for the reuse rule.
+type use struct {
+	tapID  string // "" for an online payment
+	device string
+	at     int64
+}
+
+// innocent reports whether a code's reuse looks like an honest rider's: a
+// single reuse, on another device than the use that keeps the code, within
+// ReuseWindow of it (one code shown on two buses of a quick transfer).
+func (t *txn) innocent(keeper use, lost []use, reuses int64) bool {
+	if reuses != 1 || len(lost) != 1 {
+		return false
+	}
+	l := lost[0]
+	d := time.Duration(l.at - keeper.at)
+	if d < 0 {
+		d = -d
+	}
+	return l.device != keeper.device && keeper.tapID != "" && d <= t.s.reuseWindow
+}
+
+// reused denies the credential of a code used more than once, unless the
+// reuse looks innocent; the entry expires an hour after the credential.
+func (t *txn) reused(tp *Tap, reuses int64, innocent bool, creds map[credKey]issued) error {
+	if innocent {
+		t.s.log.Info("ledger: payment code shown twice within the reuse window on another device; the second use is free, the credential stays valid",
+			"account", tp.Account, "serial", tp.Serial, "code_hash", tp.CodeHash)
+		return nil
+	}
+	expires := int64(0)
+	if c, ok := creds[credKey{tp.Account, tp.Serial}]; ok {
+		expires = c.notAfter + int64(time.Hour)
+	}
+	if _, err := t.deny(tp.Account, tp.Serial, ReasonCodeReused, expires); err != nil {
+		return err
+	}
+	t.s.log.Warn("ledger: payment code used more than once, later uses not charged, credential denied",
+		"account", tp.Account, "serial", tp.Serial, "code_hash", tp.CodeHash, "uses", reuses+1)
+	return nil
+}
+
+// readHolders reads the current uses of payment codes.
+func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
+	out := map[string]*holder{}
+	b := newBulk(tBytes)
+	for _, k := range keys {
+		b.add(k)
+	}
+	for _, c := range b.chunks() {
+		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
+				COALESCE(t.device_id, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
+				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
+			FROM code_uses u LEFT JOIN taps t ON t.tap_id = u.tap_id
+			WHERE u.code_key IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read code uses: %w", err)
+		}
+		for rows.Next() {
+			var key []byte
+			var h holder
+			var account int64
+			if err := rows.Scan(&key, &account, &h.reuses, &h.tapID, &h.paymentID, &h.device, &h.at, &h.day, &h.charge,
+				&h.postings); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ledger: read code uses: %w", err)
+			}
+			h.account = uint64(account)
+			out[string(key)] = &h
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: read code uses: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// rated is a stored, unflagged tap of a day being re-rated.
+type rated struct {
+	id               string
+	account          uint64
+	day              string
+	at               int64
+	profile, base    int64
+	version          int64
+	charge           int64
+	transfer, capped bool
+	postings         int64
+}
+
+// ratingWrites are the postings and the changes of stored taps a rating
+// makes, written by writeRating.
+type ratingWrites struct {
+	postings *bulk
+	taps     *bulk
+}
+
+// rate re-rates the account-days with their stored unflagged taps and the
+// batch's new charged taps, and refunds the stored taps that lost their
+// code. It sets the new taps' charges (stored with them) and returns the
+// postings and the stored taps' changes; balances change in the locked
+// accounts (written by finish).
+func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrites, error) {
+	rw := &ratingWrites{
+		postings: newBulk(tBigint, tBigint, tText, tBigint, tText, tBigint, tBigint),
+		taps:     newBulk(tText, tBigint, tBool, tBool, tBigint, tBigint),
+	}
+	if len(days) == 0 {
+		return rw, nil
+	}
+	stored, err := t.readDays(days)
+	if err != nil {
+		return nil, err
+	}
+	post := func(a *acctState, tapID string, postings, amount int64, version uint64) {
+		kind := KindFareCorrection
+		if postings == 0 {
+			kind = KindFare
+		}
+		a.postings++
+		a.balance += amount
+		a.dirty = true
+		rw.postings.add(int64(a.id), a.postings, kind, amount, tapID, int64(version), t.now)
+	}
+	refunded := map[string]bool{}
+	for _, r := range refunds {
+		refunded[r.tapID] = true
+		a := t.accounts[r.day.account]
+		postings := r.postings
+		if r.charge != 0 {
+			post(a, r.tapID, postings, r.charge, 0)
+			postings++
+		}
+		rw.taps.add(r.tapID, int64(0), false, false, postings, int64(0))
+	}
+	fresh := map[dayKey][]*tapWork{}
+	for i := range work {
+		if w := &work[i]; w.isNew && w.flag == "" {
+			k := dayKey{w.tp.Account, w.day}
+			fresh[k] = append(fresh[k], w)
+		}
+	}
+	for _, k := range days {
+		a := t.accounts[k.account]
+		if a == nil {
+			continue
+		}
+		var rides []fare.Ride
+		old := map[string]*rated{}
+		news := map[string]*tapWork{}
+		var rules *fare.Table
+		for i := range stored[k] {
+			r := &stored[k][i]
+			if refunded[r.id] {
+				continue
+			}
+			tbl, err := t.table(uint64(r.version))
+			if err != nil {
+				return nil, err
+			}
+			rules = tbl
+			rides = append(rides, fare.Ride{ID: r.id, Time: time.Unix(0, r.at), Profile: profileOf(r.profile), Fare: r.base, Rules: tbl})
+			old[r.id] = r
+		}
+		for _, w := range fresh[k] {
+			tbl, err := t.table(w.version)
+			if err != nil {
+				return nil, err
+			}
+			rules = tbl
+			rides = append(rides, fare.Ride{ID: w.tp.ID, Time: w.tp.Time, Profile: w.tp.Profile, Fare: w.fare, Rules: tbl})
+			news[w.tp.ID] = w
+		}
+		if len(rides) == 0 {
+			continue
+		}
+		for _, c := range rules.RateDay(rides) {
+			if w := news[c.ID]; w != nil {
+				w.charge, w.transfer, w.capped = c.Amount, c.Transfer, c.Capped
+				if c.Amount != 0 {
+					post(a, w.tp.ID, 0, -c.Amount, w.version)
+					w.postings = 1
+				}
+				continue
+			}
+			r := old[c.ID]
+			postings := r.postings
+			if c.Amount != r.charge {
+				post(a, r.id, postings, r.charge-c.Amount, uint64(r.version))
+				postings++
+			}
+			if c.Amount != r.charge || c.Transfer != r.transfer || c.Capped != r.capped {
+				rw.taps.add(r.id, c.Amount, c.Transfer, c.Capped, postings, r.version)
+			}
+		}
+	}
+	return rw, nil
+}
+
+// writeRating appends the rating's postings and updates the stored taps'
+// charges, one statement each (per chunk).
+func (t *txn) writeRating(rw *ratingWrites) error {
+	for _, c := range rw.postings.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		if _, err := t.bulkExec("append postings", `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns)
+			VALUES `+t.vals(c, 1), c.args...); err != nil {
+			return err
+		}
+	}
+	for _, c := range rw.taps.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		if _, err := t.bulkExec("update tap charges", `WITH v (tap_id, charge, transfer, capped, postings, rated_version) AS (VALUES `+
+			t.vals(c, 1)+`)
+			UPDATE taps SET charge = v.charge, transfer = v.transfer, capped = v.capped, postings = v.postings,
+				rated_version = v.rated_version
+			FROM v WHERE taps.tap_id = v.tap_id`, c.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readDays reads the unflagged taps of account-days, with one statement
+// per chunk. A tap's charge column equals minus the sum of its postings
+// (an invariant), so no postings are read.
+func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
+	out := map[dayKey][]rated{}
+	b := newBulk(tBigint, tText)
+	for _, k := range days {
+		b.add(int64(k.account), k.day)
+	}
+	for _, c := range b.chunks() {
+		rows, err := t.bulkQuery(`SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
+				transfer, capped, postings
+			FROM taps WHERE flag = '' AND (account_id, service_day) IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read service days: %w", err)
+		}
+		for rows.Next() {
+			var r rated
+			var account int64
+			if err := rows.Scan(&r.id, &account, &r.day, &r.at, &r.profile, &r.base, &r.version, &r.charge, &r.transfer,
+				&r.capped, &r.postings); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ledger: read service days: %w", err)
+			}
+			r.account = uint64(account)
+			k := dayKey{r.account, r.day}
+			out[k] = append(out[k], r)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: read service days: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// readDuplicates fills in the results of taps that were stored before
+// (by an earlier commit, or earlier in this batch), and tells a conflict:
+// the same id with other contents.
+func (t *txn) readDuplicates(work []tapWork, dups []int) error {
+	if len(dups) == 0 {
+		return nil
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, i := range dups {
+		if id := work[i].tp.ID; !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	type stored struct {
+		account, at  int64
+		key, record  []byte
+		charge, fare int64
+		flag, notes  string
+		ratedVersion int64
+	}
+	got := map[string]stored{}
+	for _, c := range texts(ids).chunks() {
+		rows, err := t.bulkQuery(`SELECT tap_id, account_id, at_ns, code_key, record, charge, flag, notes, base_fare, rated_version
+			FROM taps WHERE tap_id IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+		if err != nil {
+			return fmt.Errorf("ledger: read stored taps: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var st stored
+			if err := rows.Scan(&id, &st.account, &st.at, &st.key, &st.record, &st.charge, &st.flag, &st.notes, &st.fare,
+				&st.ratedVersion); err != nil {
+				rows.Close()
+				return fmt.Errorf("ledger: read stored taps: %w", err)
+			}
+			got[id] = st
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ledger: read stored taps: %w", err)
+		}
+	}
+	for _, i := range dups {
+		w := &work[i]
+		st, ok := got[w.tp.ID]
+		if !ok {
+			return fmt.Errorf("ledger: tap %s neither stored nor new", w.tp.ID)
+		}
+		w.res.Charge, w.res.Flag, w.res.Notes = st.charge, st.flag, splitNotes(st.notes)
+		if st.flag == "" {
+			w.res.Fare, w.res.RatedVersion = st.fare, uint64(st.ratedVersion)
+		}
+		tp := w.tp
+		record := tp.Record
+		if record == nil {
+			record = []byte{}
+		}
+		if uint64(st.account) != tp.Account || st.at != tp.Time.UnixNano() || !bytes.Equal(st.key, tp.CodeKey) ||
+			!bytes.Equal(st.record, record) {
+			w.res.Conflict = true
+			t.s.log.Warn("ledger: tap id committed before with other contents; the stored tap stands",
+				"tap", tp.ID, "device", tp.DeviceID)
+		}
+	}
+	return nil
+}
+
+func splitNotes(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func (t *txn) logFlagged(w *tapWork) {
+	switch w.flag {
+	case "", FlagDuplicateCode:
+	default:
+		t.s.log.Warn("ledger: tap flagged, not charged", "tap", w.tp.ID, "account", w.tp.Account, "flag", w.flag)
+	}
+	if len(w.notes) > 0 {
+		t.s.log.Warn("ledger: tap charged by the server's fare table; the validator's claim differs",
+			"tap", w.tp.ID, "notes", strings.Join(w.notes, ","), "claimed_fare", w.tp.BaseFare, "fare", w.fare,
+			"claimed_version", w.tp.FareVersion, "version", w.version)
+	}
 }
 
 // TapCount returns the number of taps stored (flagged ones included).
@@ -329,8 +939,8 @@ func (s *Store) Rides(ctx context.Context, account uint64, limit int) ([]Ride, e
 		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT tap_id, device_id, at_ns, service_day, route, vehicle, profile, base_fare, charge, transfer, capped,
-			flag, fare_version, rated_version, code_hash, committed_ns
+		`SELECT tap_id, device_id, at_ns, service_day, route, vehicle, profile, base_fare, claimed_fare, charge, transfer,
+			capped, flag, notes, fare_version, rated_version, code_hash, committed_ns
 		 FROM taps WHERE account_id = $1 ORDER BY at_ns DESC, tap_id DESC LIMIT $2`,
 		int64(account), listLimit(limit, MaxListLimit))
 	if err != nil {
@@ -341,11 +951,13 @@ func (s *Store) Rides(ctx context.Context, account uint64, limit int) ([]Ride, e
 	for rows.Next() {
 		var r Ride
 		var at, profile, fv, rv, committed int64
+		var notes string
 		if err := rows.Scan(&r.TapID, &r.DeviceID, &at, &r.ServiceDay, &r.Route, &r.Vehicle, &profile, &r.BaseFare,
-			&r.Charge, &r.Transfer, &r.Capped, &r.Flag, &fv, &rv, &r.CodeHash, &committed); err != nil {
+			&r.ClaimedFare, &r.Charge, &r.Transfer, &r.Capped, &r.Flag, &notes, &fv, &rv, &r.CodeHash, &committed); err != nil {
 			return nil, fmt.Errorf("ledger: read rides: %w", err)
 		}
 		r.Time, r.Profile, r.FareVersion, r.RatedVersion, r.CommittedAt = time.Unix(0, at).UTC(), profileOf(profile), uint64(fv), uint64(rv), fromNS(committed)
+		r.Notes = splitNotes(notes)
 		out = append(out, r)
 	}
 	return out, rows.Err()

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -16,18 +17,46 @@ const (
 
 // Tap flags: a flagged tap is stored for audit and charged 0.
 const (
-	// FlagDuplicateCode: the tap's payment code had already paid (another
-	// tap, on any device, or an online payment).
+	// FlagDuplicateCode: the tap's payment code paid before (an earlier
+	// tap, on any device, or an online payment). The earliest tap by tap
+	// time keeps the code whatever the arrival order: a tap that arrives
+	// later but was made earlier takes the code over, and the tap that held
+	// it is flagged and refunded.
 	FlagDuplicateCode = "duplicate_code"
 	// FlagUnknownAccount: the tap names an account the ledger does not have
 	// (for example a database restored from an old backup).
 	FlagUnknownAccount = "unknown_account"
-	// FlagCurrencyMismatch: the tap's currency is not the account's.
+	// FlagUnknownCredential: the code's credential (account, serial and
+	// rider key) is not one the ledger issued (for example an account id
+	// reused after a restore): it is never charged to whoever holds the id.
+	FlagUnknownCredential = "unknown_credential"
+	// FlagCurrencyMismatch: the fare table's currency is not the account's.
 	FlagCurrencyMismatch = "currency_mismatch"
 	// FlagInvalidCode: the ingest layer re-verified the tap's payment code
 	// at the tap's time and it failed (a tampered or misconfigured
 	// validator). The caller sets it on Tap.Flag; the code is not claimed.
 	FlagInvalidCode = "invalid_code"
+)
+
+// Tap notes: findings on a tap that is charged normally, kept for the
+// operator (Ride.Notes, TapResult.Notes).
+const (
+	// NoteFareMismatch: the validator's claim (base fare, currency or fare
+	// version) differs from what the server charged. The server's fare
+	// stands; the claim is kept.
+	NoteFareMismatch = "fare_mismatch"
+	// NoteUnknownFareVersion: the validator named a fare table version the
+	// server does not have (or one out of force for longer than the grace
+	// period): the tap is rated with the table in force at its time.
+	NoteUnknownFareVersion = "unknown_fare_version"
+	// NoteProfileMismatch: the record's rider profile is not the
+	// credential's; the credential's is charged.
+	NoteProfileMismatch = "profile_mismatch"
+	// NoteCodeReuseWindow is set on a duplicate_code tap made on another
+	// device within the reuse window of the code's first tap: what an
+	// innocent rider showing one code on two buses of a quick transfer
+	// does. It is charged nothing and does not deny the credential.
+	NoteCodeReuseWindow = "code_reuse_window"
 )
 
 // Deny reasons the ledger sets itself. Operators use their own (see Deny).
@@ -68,26 +97,43 @@ type Account struct {
 	DenyReason string
 	// LastSerial is the serial of the newest credential issued (0: none).
 	LastSerial uint32
+	// CreditLine is how far below zero the balance may go before the
+	// account is denied (0 for prepaid riders).
+	CreditLine int64
 	CreatedAt  time.Time
 }
 
 // Tap is one accepted tap as a validator recorded it, after the ingest
 // layer checked the device's signature and re-verified the payment code.
+//
+// The ledger believes the code's credential (Account, Serial, Profile,
+// RiderKey: checked against the credentials it issued) and the tap time;
+// it rates the tap from its own fare tables. BaseFare, Currency and
+// FareVersion are the validator's claims, stored for audit: a claim that
+// differs from the server's rating is noted (NoteFareMismatch), never
+// charged.
 type Tap struct {
-	ID       string // "DeviceID/Seq"
+	ID       string // "DeviceID/Epoch/Seq" (see TapID)
 	DeviceID string
 	Seq      uint64
 	Epoch    string // the device queue's epoch
 	Time     time.Time
 	Account  uint64
 	Serial   uint32
+	// RiderKey is the rider public key of the code's credential (32
+	// bytes).
+	RiderKey []byte
 	// CodeKey is paycode.ID.Key() of the code: account, serial, code time
 	// and counter. A code pays once, on a tap or online.
 	CodeKey  []byte
 	CodeHash string // paycode.ShortHash of the code text, for logs and audit
-	Profile  paycode.Profile
-	BaseFare int64 // the validator's base fare, minor units
-	Currency string
+	// Profile is the rider profile of the code's credential.
+	Profile paycode.Profile
+	// ClaimedProfile is the profile the record names (farego's validator
+	// copies the credential's); a different one is noted, not charged.
+	ClaimedProfile paycode.Profile
+	BaseFare       int64  // the validator's claimed base fare, minor units
+	Currency       string // the validator's claimed currency
 	// FareVersion is the version of the fare table the validator used.
 	FareVersion uint64
 	Route       string
@@ -96,6 +142,16 @@ type Tap struct {
 	// Flag is "" or FlagInvalidCode: a tap the caller already knows must
 	// not be charged is stored flagged, for audit.
 	Flag string
+	// Held: the tap was held aside (see Hold) and is released from there
+	// by this commit, in the same transaction.
+	Held bool
+}
+
+// TapID returns the ledger's id of a device's tap: "device/epoch/seq". A
+// validator's queue file has one epoch and numbers its records within it,
+// so a new file (a replaced or reset validator) can never reuse an id.
+func TapID(device, epoch string, seq uint64) string {
+	return device + "/" + epoch + "/" + strconv.FormatUint(seq, 10)
 }
 
 // TapResult is what CommitTaps did with one tap.
@@ -104,15 +160,22 @@ type TapResult struct {
 	// Duplicate: the tap id was committed before (by this or an earlier
 	// call); nothing changed.
 	Duplicate bool
-	// Conflict: a duplicate whose record bytes or account differ from the
-	// stored tap's. The stored tap stands; the device or the ingest layer
-	// has a bug (or a queue was reset and reuses sequence numbers).
+	// Conflict: a duplicate whose record bytes, account, time or code
+	// differ from the stored tap's. The stored tap stands and nothing
+	// changed; the caller must keep the record aside (Quarantine) and never
+	// treat it as settled.
 	Conflict bool
 	// Flag is the tap's flag ("" for a normally charged tap).
 	Flag string
+	// Notes are audit findings on a charged tap (Note* constants).
+	Notes []string
 	// Charge is the tap's current charge after re-rating its account's
 	// service day (at the end of this commit).
 	Charge int64
+	// Fare is the server's base fare for the tap and RatedVersion the fare
+	// table it came from (0 for a flagged tap).
+	Fare         int64
+	RatedVersion uint64
 }
 
 // Ride is a tap as the rider's history shows it.
@@ -124,14 +187,16 @@ type Ride struct {
 	Route       string
 	Vehicle     string
 	Profile     paycode.Profile
-	BaseFare    int64
+	BaseFare    int64 // the server's base fare
+	ClaimedFare int64 // what the validator claimed
 	Charge      int64 // current charge
 	Transfer    bool  // charged the transfer fare
 	Capped      bool  // reduced by the daily cap
 	Flag        string
-	FareVersion uint64 // the validator's fare table
-	// RatedVersion is the fare table that rated the tap's day last (0 for
-	// a flagged tap).
+	Notes       []string
+	FareVersion uint64 // the validator's fare table (its claim)
+	// RatedVersion is the server's fare table that rates the tap (0 for a
+	// flagged tap).
 	RatedVersion uint64
 	CodeHash     string
 	CommittedAt  time.Time
@@ -156,6 +221,9 @@ type DenyEntry struct {
 	Serial  uint32 // 0 = the whole account
 	Reason  string
 	Since   time.Time
+	// Expires is when the entry stops mattering (the credential it names
+	// expired); zero for entries that never expire.
+	Expires time.Time
 }
 
 // DenyList is the whole deny list at one version. The version moves in the
@@ -172,6 +240,7 @@ type PaymentRequest struct {
 	OrderID    string // the merchant's order id, up to 128 bytes; idempotency key with MerchantID
 	Account    uint64
 	Serial     uint32
+	RiderKey   []byte // the rider public key of the code's credential
 	CodeKey    []byte // paycode.ID.Key()
 	CodeHash   string
 	Amount     int64 // > 0, minor units

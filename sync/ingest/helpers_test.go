@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,11 +147,11 @@ func (s *memStore) Commit(_ context.Context, b *Batch) error {
 		return errInjected
 	}
 	for _, t := range b.Taps {
-		if t.ID != wire.TapID(b.DeviceID, t.Seq) {
-			return fmt.Errorf("memstore: tap id %q for %s/%d", t.ID, b.DeviceID, t.Seq)
+		if t.ID != wire.TapID(b.DeviceID, b.Epoch, t.Seq) {
+			return fmt.Errorf("memstore: tap id %q for %s/%s/%d", t.ID, b.DeviceID, b.Epoch, t.Seq)
 		}
-		if _, ok := s.taps[t.ID]; !ok {
-			s.taps[t.ID] = t
+		if _, ok := s.taps[tapKey(b.DeviceID, t.Seq)]; !ok {
+			s.taps[tapKey(b.DeviceID, t.Seq)] = t
 		}
 	}
 	s.received += len(b.Taps)
@@ -198,9 +199,9 @@ func (s *memStore) checkTaps(tb testing.TB, device string, n int) {
 	defer s.mu.Unlock()
 	got := 0
 	for seq := 1; seq <= n; seq++ {
-		t, ok := s.taps[wire.TapID(device, uint64(seq))]
+		t, ok := s.taps[tapKey(device, uint64(seq))]
 		if !ok {
-			tb.Errorf("tap %s not committed", wire.TapID(device, uint64(seq)))
+			tb.Errorf("tap %s not committed", tapKey(device, uint64(seq)))
 			continue
 		}
 		got++
@@ -476,3 +477,7 @@ func clearRetained(tb testing.TB, url string, topics ...string) {
 		}
 	}
 }
+
+// tapKey is the memStore's key of a device's tap: the test devices use one
+// queue epoch each.
+func tapKey(device string, seq uint64) string { return device + "/" + strconv.FormatUint(seq, 10) }

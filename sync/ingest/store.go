@@ -50,7 +50,7 @@ type Batch struct {
 // Tap is one record of a batch with the outcome of its checks.
 type Tap struct {
 	Seq    uint64
-	ID     string // wire.TapID(DeviceID, Seq)
+	ID     string // wire.TapID(DeviceID, Epoch, Seq)
 	Record []byte // the record as the device committed it (for audit)
 
 	// Tap is the decoded record; nil when Verdict is

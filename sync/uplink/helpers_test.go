@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -530,7 +531,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 	}
 	s.mu.Lock()
 	for _, seq := range seqs {
-		s.seen[wire.TapID(id, seq)]++
+		s.seen[tapKey(id, seq)]++
 	}
 	s.received += len(seqs)
 	drop := s.mute || s.dropAcks > 0
@@ -600,8 +601,8 @@ func (s *testServer) check(tb testing.TB, device string, n int) {
 		tb.Errorf("test server has %d distinct taps, want %d", len(s.seen), n)
 	}
 	for seq := 1; seq <= n; seq++ {
-		if s.seen[wire.TapID(device, uint64(seq))] == 0 {
-			tb.Errorf("tap %s never received", wire.TapID(device, uint64(seq)))
+		if s.seen[tapKey(device, uint64(seq))] == 0 {
+			tb.Errorf("tap %s never received", tapKey(device, uint64(seq)))
 		}
 	}
 }
@@ -705,3 +706,6 @@ func blackhole(tb testing.TB) *blackholeListener {
 	})
 	return b
 }
+
+// tapKey is the test server's key of a device's tap.
+func tapKey(device string, seq uint64) string { return device + "/" + strconv.FormatUint(seq, 10) }

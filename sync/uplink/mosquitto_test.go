@@ -130,7 +130,7 @@ func TestMosquittoTLSACL(t *testing.T) {
 		if n := queueCount(t, g.q); n != 20 {
 			t.Errorf("queue has %d records, want all 20 (no ack possible)", n)
 		}
-		if n := srv.times(wire.TapID(g.id, 1)); n != 0 {
+		if n := srv.times(tapKey(g.id, 1)); n != 0 {
 			t.Errorf("server received a tap of the impostor %d times", n)
 		}
 	})

@@ -110,7 +110,7 @@ func TestNoAckNothingDeleted(t *testing.T) {
 
 	waitFor(t, "every tap to be sent twice", func() bool {
 		for seq := 1; seq <= 120; seq++ {
-			if srv.times(wire.TapID(f.id, uint64(seq))) < 2 {
+			if srv.times(tapKey(f.id, uint64(seq))) < 2 {
 				return false
 			}
 		}
@@ -273,7 +273,7 @@ func TestReplay(t *testing.T) {
 		return srv.totalReceived() >= before+20 && queueCount(t, f.q) == 0
 	})
 	for seq := 10; seq <= 29; seq++ {
-		if n := srv.times(wire.TapID(f.id, uint64(seq))); n < 2 {
+		if n := srv.times(tapKey(f.id, uint64(seq))); n < 2 {
 			t.Errorf("tap %d received %d times, want again after the replay", seq, n)
 		}
 	}

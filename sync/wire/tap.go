@@ -43,11 +43,14 @@ type Tap struct {
 	PrevHash       [sha256.Size]byte // SHA-256 of the previous record's bytes; zero for the first
 }
 
-// ID returns the tap id, "device/seq", unique across the fleet.
-func (t *Tap) ID() string { return TapID(t.DeviceID, t.Seq) }
+// ID returns the tap id, "device/epoch/seq", unique across the fleet and
+// across the queue files of one device.
+func (t *Tap) ID() string { return TapID(t.DeviceID, t.Epoch, t.Seq) }
 
 // TapID formats a tap id.
-func TapID(device string, seq uint64) string { return device + "/" + strconv.FormatUint(seq, 10) }
+func TapID(device, epoch string, seq uint64) string {
+	return device + "/" + epoch + "/" + strconv.FormatUint(seq, 10)
+}
 
 // RecordHash returns the hash that the next record's PrevHash holds.
 func RecordHash(record []byte) [sha256.Size]byte { return sha256.Sum256(record) }

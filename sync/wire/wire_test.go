@@ -57,7 +57,7 @@ func TestTapRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, tap) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, tap)
 	}
-	if tap.ID() != "bus-17-front/9" {
+	if tap.ID() != "bus-17-front/0123456789abcdef0123456789abcdef/9" {
 		t.Errorf("ID = %q", tap.ID())
 	}
 	t.Logf("tap record: %d bytes", len(b))

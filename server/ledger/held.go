@@ -1,0 +1,118 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// HeldTap is a device record the server kept aside because it could not
+// check it with its current state — a code signed by an issuer key its
+// keyring lacks (after a keyring restored from an old backup, say). The
+// device's queue moves on; the record waits here, uncharged, until the
+// server's state changes, and is then committed as a tap (CommitTaps with
+// Tap.Held set removes it from here in the same transaction).
+type HeldTap struct {
+	DeviceID string
+	Epoch    string
+	Seq      uint64
+	Reason   string // why it could not be checked (a verification reason)
+	Record   []byte
+	Received time.Time
+}
+
+// MaxHeldList bounds one HeldTaps read.
+const MaxHeldList = 1000
+
+// Hold keeps device records aside; idempotent on device, epoch and seq. A
+// record whose tap is in the ledger already is not held again.
+func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
+	for i, r := range recs {
+		if err := validDeviceID(r.DeviceID); err != nil {
+			return invalid("held tap %d: %v", i, err)
+		}
+		if r.Seq > math.MaxInt64 || len(r.Record) > MaxRecordSize {
+			return invalid("held tap %d: seq or record size out of range", i)
+		}
+		if err := checkText("epoch", r.Epoch, maxName, true); err != nil {
+			return invalid("held tap %d: %v", i, err)
+		}
+		if err := checkText("reason", r.Reason, 256, true); err != nil {
+			return invalid("held tap %d: %v", i, err)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return s.write(ctx, "hold taps", func(t *txn) error {
+		for _, r := range recs {
+			n, err := t.execCount("hold tap",
+				`INSERT INTO held_taps (device_id, epoch, seq, reason, record, received_ns)
+				 SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (
+					SELECT 1 FROM taps WHERE device_id = $1 AND epoch = $2 AND seq = $3)
+				 ON CONFLICT (device_id, epoch, seq) DO NOTHING`,
+				r.DeviceID, r.Epoch, int64(r.Seq), r.Reason, r.Record, t.now)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				t.s.log.Warn("ledger: tap held aside until the server can check it", "device", r.DeviceID, "seq", r.Seq,
+					"reason", r.Reason)
+			}
+		}
+		return nil
+	})
+}
+
+// HeldTaps returns up to limit held records (limit <= 0 or above
+// MaxHeldList: MaxHeldList), oldest first.
+func (s *Store) HeldTaps(ctx context.Context, limit int) ([]HeldTap, error) {
+	if limit <= 0 || limit > MaxHeldList {
+		limit = MaxHeldList
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, epoch, seq, reason, record, received_ns FROM held_taps
+		ORDER BY received_ns, device_id, epoch, seq LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read held taps: %w", err)
+	}
+	defer rows.Close()
+	var out []HeldTap
+	for rows.Next() {
+		var h HeldTap
+		var seq, received int64
+		if err := rows.Scan(&h.DeviceID, &h.Epoch, &seq, &h.Reason, &h.Record, &received); err != nil {
+			return nil, fmt.Errorf("ledger: read held taps: %w", err)
+		}
+		h.Seq, h.Received = uint64(seq), fromNS(received)
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// HeldCount returns the number of held records.
+func (s *Store) HeldCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM held_taps`).Scan(&n)
+	return n, err
+}
+
+// releaseHeld removes the batch's taps that were held from held_taps.
+func (t *txn) releaseHeld(taps []Tap) error {
+	b := newBulk(tText, tText, tBigint)
+	for i := range taps {
+		if taps[i].Held {
+			b.add(taps[i].DeviceID, taps[i].Epoch, int64(taps[i].Seq))
+		}
+	}
+	for _, c := range b.chunks() {
+		if c.rows == 0 {
+			break
+		}
+		if _, err := t.bulkExec("release held taps", `DELETE FROM held_taps WHERE (device_id, epoch, seq) IN (VALUES `+
+			t.vals(c, 1)+`)`, c.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package ledger
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+)
+
+// DefaultFareGrace is how long after a newer fare table came into force a
+// tap may still be rated with the older table its validator used (a bus
+// that was offline when the new table was published keeps charging the old
+// one for a while), and how far a validator's clock may run behind when it
+// names a table.
+const DefaultFareGrace = 24 * time.Hour
+
+// fareCatalog lists the stored fare tables: their versions and when each
+// came into force (was stored). Tables never change once stored, so a
+// catalogue is valid until a newer version is stored.
+type fareCatalog struct {
+	latest   uint64
+	versions []catalogEntry // ascending by version (and so by since)
+}
+
+type catalogEntry struct {
+	version uint64
+	since   int64 // unix ns
+}
+
+// loadCatalog returns the catalogue of the stored fare tables, reading it
+// again when the fare_version counter says a newer table was stored (by
+// this Store or another).
+func (t *txn) loadCatalog() (*fareCatalog, error) {
+	if t.catalog != nil {
+		return t.catalog, nil
+	}
+	var latest int64
+	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'`).Scan(&latest); err != nil {
+		return nil, fmt.Errorf("ledger: read fare version: %w", err)
+	}
+	if c := t.s.catalog.Load(); c != nil && c.latest == uint64(latest) {
+		t.catalog = c
+		return c, nil
+	}
+	rows, err := t.query(`SELECT version, created_ns FROM fare_tables ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+	}
+	c := &fareCatalog{latest: uint64(latest)}
+	for rows.Next() {
+		var v, since int64
+		if err := rows.Scan(&v, &since); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+		}
+		c.versions = append(c.versions, catalogEntry{version: uint64(v), since: since})
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+	}
+	if len(c.versions) == 0 {
+		return nil, fmt.Errorf("%w: store one with PutFareTable before committing taps", ErrNoFareTable)
+	}
+	t.s.catalog.Store(c)
+	t.catalog = c
+	return c, nil
+}
+
+// choose picks the fare table version that rates a tap made at "at" whose
+// validator used version claimed:
+//
+//   - the claimed version, if the server has it and it was in force at the
+//     tap's time give or take grace (came into force no later than at +
+//     grace, and was replaced no earlier than at − grace);
+//   - otherwise the version in force at the tap's time: the latest one
+//     stored before it, or the first one for a tap older than every
+//     stored table. known is false then: the tap is noted
+//     unknown_fare_version.
+func (c *fareCatalog) choose(claimed uint64, at time.Time, grace time.Duration) (version uint64, known bool) {
+	ns := at.UnixNano()
+	i, found := slices.BinarySearchFunc(c.versions, claimed, func(e catalogEntry, v uint64) int {
+		switch {
+		case e.version < v:
+			return -1
+		case e.version > v:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		e := c.versions[i]
+		replaced := i+1 < len(c.versions) && c.versions[i+1].since < ns-int64(grace)
+		if e.since <= ns+int64(grace) && !replaced {
+			return e.version, true
+		}
+	}
+	// The latest version in force at the tap's time.
+	j, _ := slices.BinarySearchFunc(c.versions, ns, func(e catalogEntry, ns int64) int {
+		if e.since <= ns {
+			return -1
+		}
+		return 1
+	})
+	if j == 0 {
+		return c.versions[0].version, false
+	}
+	return c.versions[j-1].version, false
+}
+
+// table returns the parsed fare table of a stored version.
+func (t *txn) table(version uint64) (*fare.Table, error) {
+	e, err := t.s.loadTable(t.ctx, t.tx, version)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return nil, fmt.Errorf("ledger: fare table %d vanished", version)
+	}
+	return e.table, nil
+}
