@@ -272,6 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Go(func() { s.heldLoop(ctx) })
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)

@@ -135,6 +135,9 @@ func ParseKeyring(data []byte) (*Keyring, error) {
 		if err != nil || len(pub) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%w: keys[%d] (id %d): public_key must be %d hex digits", ErrKeyring, i, *kj.ID, 2*ed25519.PublicKeySize)
 		}
+		if err := CheckPublicKey(pub); err != nil {
+			return nil, fmt.Errorf("%w: keys[%d] (id %d): %w", ErrKeyring, i, *kj.ID, err)
+		}
 		nb, err := time.Parse(time.RFC3339, kj.NotBefore)
 		if err != nil {
 			return nil, fmt.Errorf("%w: keys[%d] (id %d): not_before: want RFC 3339, got %q", ErrKeyring, i, *kj.ID, kj.NotBefore)

@@ -1,12 +1,14 @@
 package paycode
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 
+	"filippo.io/edwards25519"
 	"golang.org/x/crypto/hkdf"
 )
 
@@ -47,4 +49,28 @@ func deriveKey(secret []byte, info string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("paycode: hkdf: %w", err)
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// CheckPublicKey checks an Ed25519 public key that came from outside (a
+// device registration, a rider's own key, a keyring or fleet key): it must
+// be 32 bytes, the canonical encoding of a curve point, and that point must
+// not be of small order. Ed25519 verification accepts small-order keys, for
+// which a signature can be made without any private key (the all-zero "R"
+// with s = 0 verifies for 01‖00…00, the identity), so such a key would let
+// anyone sign as its holder. The point arithmetic is filippo.io/edwards25519.
+func CheckPublicKey(pub []byte) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public key is %d bytes, want %d", ErrBadKey, len(pub), ed25519.PublicKeySize)
+	}
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return fmt.Errorf("%w: public key is not a point of the curve", ErrBadKey)
+	}
+	if !bytes.Equal(p.Bytes(), pub) {
+		return fmt.Errorf("%w: public key is not canonically encoded", ErrBadKey)
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: public key is a point of small order", ErrBadKey)
+	}
+	return nil
 }

@@ -488,3 +488,51 @@ func FuzzBase45(f *testing.F) {
 		}
 	})
 }
+
+// A small-order public key lets anyone sign: for the identity key 01‖0³¹,
+// the "signature" 01‖0⁶³ verifies on any message. CheckPublicKey refuses
+// every small-order point, non-canonical encodings and wrong sizes, and
+// accepts real keys.
+func TestCheckPublicKey(t *testing.T) {
+	identity := append([]byte{1}, make([]byte, 31)...)
+	forged := append([]byte{1}, make([]byte, 63)...)
+	if !ed25519.Verify(identity, []byte("batch of taps"), forged) {
+		t.Fatal("the forged signature does not verify: the reason for CheckPublicKey is gone?")
+	}
+	bad := map[string]string{
+		"identity":               "0100000000000000000000000000000000000000000000000000000000000000",
+		"order 4 (y = 0)":        "0000000000000000000000000000000000000000000000000000000000000000",
+		"order 4, sign bit":      "0000000000000000000000000000000000000000000000000000000000000080",
+		"order 2 (y = -1)":       "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"order 8":                "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+		"order 8, other":         "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+		"order 8, sign bit":      "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+		"non-canonical y = p":    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"non-canonical identity": "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"not on the curve":       "0200000000000000000000000000000000000000000000000000000000000000",
+		"short":                  "01",
+	}
+	for name, h := range bad {
+		pub, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckPublicKey(pub); !errors.Is(err, ErrBadKey) {
+			t.Errorf("%s: CheckPublicKey = %v, want ErrBadKey", name, err)
+		}
+	}
+	for i := range 64 {
+		seed := make([]byte, 32)
+		seed[0] = byte(i)
+		pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		if err := CheckPublicKey(pub); err != nil {
+			t.Errorf("real key %x: %v", pub, err)
+		}
+	}
+	// A keyring naming a small-order key is refused.
+	doc := `{"version":1,"keys":[{"id":7,"public_key":"0100000000000000000000000000000000000000000000000000000000000000",` +
+		`"not_before":"2025-12-01T00:00:00Z","not_after":"2026-12-31T23:59:59Z"}]}`
+	if _, err := ParseKeyring([]byte(doc)); !errors.Is(err, ErrKeyring) || !strings.Contains(err.Error(), "small order") {
+		t.Errorf("keyring with the identity key: %v", err)
+	}
+}

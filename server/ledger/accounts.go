@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -300,8 +299,8 @@ func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAf
 	if err := checkAccountID(account); err != nil {
 		return 0, invalid("%v", err)
 	}
-	if len(riderPublicKey) != ed25519.PublicKeySize {
-		return 0, invalid("rider public key is %d bytes, want %d", len(riderPublicKey), ed25519.PublicKeySize)
+	if err := paycode.CheckPublicKey(riderPublicKey); err != nil {
+		return 0, invalid("rider public key: %v", err)
 	}
 	if notAfter.Unix() > maxTimestamp || !notAfter.After(s.now()) {
 		return 0, invalid("not after %v must be in the future and before 2106", notAfter)

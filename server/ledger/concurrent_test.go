@@ -103,14 +103,14 @@ func TestConcurrentIdempotentWrites(t *testing.T) {
 		stores := []*Store{db.open(t, nil), db.open(t, nil)}
 		acct := newAccount(t, stores[0], 0)
 		v1 := mustTable(t, tableV1)
-		key := make([]byte, 32)
+		key := riderKey(1)
 		const n = 8
 		errs := make([]error, 3*n)
 		var wg sync.WaitGroup
 		for i := range n {
 			s := stores[i%2]
 			wg.Go(func() { errs[i] = s.PutFareTable(ctx, v1) })
-			wg.Go(func() { errs[n+i] = s.RegisterDevice(ctx, "bus-1", key, false) })
+			wg.Go(func() { errs[n+i] = s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: key, MQTTHash: "h"}) })
 			wg.Go(func() { _, errs[2*n+i] = s.TopUp(ctx, acct, 500, "psp-race") })
 		}
 		wg.Wait()

@@ -3,75 +3,148 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/farego/farego/agent/paycode"
 )
 
-// RegisterDevice registers a validator and its Ed25519 public key (the key
-// that signs its batches). Registering again with the same key is a no-op;
-// with another key it is ErrDeviceExists unless replace is set (a validator
-// re-flashed with a new key). The id follows the wire rule: 1-64 letters,
-// digits, '_', '.' or '-'.
-func (s *Store) RegisterDevice(ctx context.Context, id string, publicKey []byte, replace bool) error {
-	if err := validDeviceID(id); err != nil {
+// DeviceRegistration is what RegisterDevice records of a validator.
+type DeviceRegistration struct {
+	ID        string // see wire.ValidDeviceID
+	PublicKey []byte // Ed25519: signs the device's batches and status
+	// Replace allows another key than the registered one (a validator
+	// re-flashed, or a revoked one brought back).
+	Replace bool
+	// MQTTHash is the hash of the device's broker password (random per
+	// registration; see broker.HashPassword). Required.
+	MQTTHash string
+	// CertSHA256 is the SHA-256 of the device's client certificate (DER),
+	// or nil: the broker's TLS listener accepts only that certificate for
+	// the device.
+	CertSHA256 []byte
+}
+
+// DeviceAuth is what the broker and the ingest check of a device.
+type DeviceAuth struct {
+	PublicKey  []byte
+	MQTTHash   string
+	CertSHA256 []byte
+	Revoked    time.Time // zero: not revoked
+}
+
+// RegisterDevice registers a validator: its Ed25519 public key, its broker
+// password hash and (optionally) its certificate's fingerprint. Registering
+// again with the same key replaces the broker credential (the old password
+// and certificate stop working); another key, or a revoked device, needs
+// Replace (ErrDeviceExists otherwise), which also lifts the revocation.
+func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) error {
+	if err := validDeviceID(reg.ID); err != nil {
 		return invalid("%v", err)
 	}
-	if len(publicKey) != ed25519.PublicKeySize {
-		return invalid("device public key is %d bytes, want %d", len(publicKey), ed25519.PublicKeySize)
+	if err := paycode.CheckPublicKey(reg.PublicKey); err != nil {
+		return invalid("device public key: %v", err)
 	}
-	changed := false
+	if err := checkText("MQTT password hash", reg.MQTTHash, 256, true); err != nil {
+		return invalid("%v", err)
+	}
+	if reg.CertSHA256 != nil && len(reg.CertSHA256) != 32 {
+		return invalid("certificate fingerprint is %d bytes, want 32 (SHA-256)", len(reg.CertSHA256))
+	}
+	replaced := false
 	err := s.write(ctx, "register device", func(t *txn) error {
-		changed = false
+		replaced = false
 		var old []byte
-		err := t.queryRow(`SELECT public_key FROM devices WHERE id = $1`+s.forUpdate(), id).Scan(&old)
+		var revoked int64
+		err := t.queryRow(`SELECT public_key, revoked_ns FROM devices WHERE id = $1`+s.forUpdate(), reg.ID).Scan(&old, &revoked)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			n, err := t.execCount("register device",
-				`INSERT INTO devices (id, public_key, registered_ns) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`,
-				id, publicKey, t.now)
+				`INSERT INTO devices (id, public_key, registered_ns, mqtt_hash, cert_sha256) VALUES ($1, $2, $3, $4, $5)
+				 ON CONFLICT (id) DO NOTHING`,
+				reg.ID, reg.PublicKey, t.now, reg.MQTTHash, reg.CertSHA256)
 			if err == nil && n == 0 {
 				err = errRetry // registered concurrently: compare keys again
 			}
-			changed = err == nil
 			return err
 		case err != nil:
 			return fmt.Errorf("ledger: read device: %w", err)
-		case bytes.Equal(old, publicKey):
-			return nil
-		case !replace:
-			return fmt.Errorf("%w: %s", ErrDeviceExists, id)
+		case (!bytes.Equal(old, reg.PublicKey) || revoked != 0) && !reg.Replace:
+			if revoked != 0 {
+				return fmt.Errorf("%w: %s was revoked (register it again with replace)", ErrDeviceExists, reg.ID)
+			}
+			return fmt.Errorf("%w: %s", ErrDeviceExists, reg.ID)
 		}
-		changed = true
-		_, err = t.exec("replace device key",
-			`UPDATE devices SET public_key = $1, registered_ns = $2 WHERE id = $3`, publicKey, t.now, id)
+		replaced = !bytes.Equal(old, reg.PublicKey)
+		_, err = t.exec("register device again",
+			`UPDATE devices SET public_key = $1, registered_ns = $2, mqtt_hash = $3, cert_sha256 = $4, revoked_ns = 0 WHERE id = $5`,
+			reg.PublicKey, t.now, reg.MQTTHash, reg.CertSHA256, reg.ID)
 		return err
 	})
-	if err == nil && changed {
-		s.log.Info("ledger: device registered", logKeyDevice, id)
+	if err == nil {
+		s.log.Info("ledger: device registered", "device", reg.ID, "key_replaced", replaced)
 	}
 	return err
 }
 
+// RevokeDevice revokes a validator: from then on its broker login and
+// certificate are refused and its batches are kept aside, never charged.
+// Revoking again is a no-op. ErrNotFound for an unregistered device.
+func (s *Store) RevokeDevice(ctx context.Context, id string) error {
+	if err := validDeviceID(id); err != nil {
+		return invalid("%v", err)
+	}
+	err := s.write(ctx, "revoke device", func(t *txn) error {
+		n, err := t.execCount("revoke device",
+			`UPDATE devices SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $1 ELSE revoked_ns END, online = FALSE WHERE id = $2`,
+			t.now, id)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
+		}
+		return err
+	})
+	if err == nil {
+		s.log.Warn("ledger: device revoked", "device", id)
+	}
+	return err
+}
+
+// DeviceAuth returns what the broker and the ingest check of a device, or
+// ErrNotFound.
+func (s *Store) DeviceAuth(ctx context.Context, id string) (DeviceAuth, error) {
+	var a DeviceAuth
+	var revoked int64
+	err := s.db.QueryRowContext(ctx, `SELECT public_key, mqtt_hash, cert_sha256, revoked_ns FROM devices WHERE id = $1`, id).
+		Scan(&a.PublicKey, &a.MQTTHash, &a.CertSHA256, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return a, fmt.Errorf("ledger: read device: %w", err)
+	}
+	a.Revoked = fromNS(revoked)
+	return a, nil
+}
+
 const deviceColumns = `id, public_key, registered_ns, online, queue_depth, oldest_unsent_ns, last_seen_ns, software, epoch,
-	out_of_service, versions, status_ns, last_seq, synced_ns`
+	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns`
 
 func scanDevice(r rowScanner) (Device, error) {
 	var d Device
-	var registered, depth, oldest, seen, statusAt, lastSeq, synced int64
+	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset int64
 	var versions string
 	err := r.Scan(&d.ID, &d.PublicKey, &registered, &d.Status.Online, &depth, &oldest, &seen, &d.Status.Software,
-		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced)
+		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset)
 	if err != nil {
 		return d, err
 	}
 	d.RegisteredAt, d.StatusAt, d.LastSync = fromNS(registered), fromNS(statusAt), fromNS(synced)
 	d.Status.QueueDepth, d.Status.OldestUnsent, d.Status.LastSeen = int(depth), time.Duration(oldest), fromNS(seen)
-	d.LastSeq = uint64(lastSeq)
+	d.LastSeq, d.Revoked, d.ClockOffset = uint64(lastSeq), fromNS(revoked), time.Duration(offset)
 	if versions != "" && versions != "{}" {
 		if err := json.Unmarshal([]byte(versions), &d.Status.Versions); err != nil {
 			return d, fmt.Errorf("device %s versions: %w", d.ID, err)
@@ -139,16 +212,19 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 	if err != nil {
 		return invalid("versions: %v", err)
 	}
-	var seen int64
+	var seen, offset int64
 	if !st.LastSeen.IsZero() {
 		seen = st.LastSeen.UnixNano()
 	}
 	return s.write(ctx, "update device status", func(t *txn) error {
+		if seen != 0 {
+			offset = seen - t.now
+		}
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
-				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9 WHERE id = $10`,
+				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10 WHERE id = $11`,
 			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
-			string(versions), t.now, id)
+			string(versions), t.now, offset, id)
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}

@@ -41,7 +41,7 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 			}},
 			{"deny", []string{"commit"}, func() error { return s.Deny(ctx, payee, 2, "fraud") }},
 			{"credential", []string{"commit"}, func() error {
-				_, err := s.IssueCredentialSerial(ctx, payee, time.Now().Add(time.Hour), make([]byte, 32))
+				_, err := s.IssueCredentialSerial(ctx, payee, time.Now().Add(time.Hour), riderKey(payee))
 				return err
 			}},
 		}

@@ -116,3 +116,17 @@ func (t *txn) releaseHeld(taps []Tap) error {
 	}
 	return nil
 }
+
+// Release removes records from the held list without committing them as
+// taps (the caller quarantined them: they are not taps at all).
+func (s *Store) Release(ctx context.Context, recs []QuarantinedRecord) error {
+	return s.write(ctx, "release held taps", func(t *txn) error {
+		for _, r := range recs {
+			if _, err := t.exec("release held tap", `DELETE FROM held_taps WHERE device_id = $1 AND epoch = $2 AND seq = $3`,
+				r.DeviceID, r.Epoch, int64(r.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -929,21 +934,44 @@ func TestDevices(t *testing.T) {
 		s := db.open(t, nil)
 		k1 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)).Public().(ed25519.PublicKey)
 		k2 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32)).Public().(ed25519.PublicKey)
-		if err := s.RegisterDevice(ctx, "bus-7.front", k1, false); err != nil {
+		reg := func(id string, key []byte, replace bool) error {
+			return s.RegisterDevice(ctx, DeviceRegistration{ID: id, PublicKey: key, Replace: replace, MQTTHash: "hash-" + id})
+		}
+		if err := reg("bus-7.front", k1, false); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RegisterDevice(ctx, "bus-7.front", k1, false); err != nil {
+		if err := reg("bus-7.front", k1, false); err != nil {
 			t.Errorf("same key again: %v", err)
 		}
-		wantErr(t, s.RegisterDevice(ctx, "bus-7.front", k2, false), ErrDeviceExists)
-		if err := s.RegisterDevice(ctx, "bus-7.front", k2, true); err != nil {
+		wantErr(t, reg("bus-7.front", k2, false), ErrDeviceExists)
+		if err := reg("bus-7.front", k2, true); err != nil {
 			t.Fatal(err)
 		}
-		wantErr(t, s.RegisterDevice(ctx, "bus/7", k1, false), ErrInvalid)
-		wantErr(t, s.RegisterDevice(ctx, "bus-8", k1[:5], false), ErrInvalid)
-		if err := s.RegisterDevice(ctx, "bus-8", k1, false); err != nil {
+		wantErr(t, reg("bus/7", k1, false), ErrInvalid)
+		wantErr(t, reg("bus-8", k1[:5], false), ErrInvalid)
+		wantErr(t, reg("bus-8", append([]byte{1}, make([]byte, 31)...), false), ErrInvalid)           // small order
+		wantErr(t, s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-8", PublicKey: k1}), ErrInvalid) // no broker credential
+		if err := reg("bus-8", k1, false); err != nil {
 			t.Fatal(err)
 		}
+		// Revocation: the device's credential stays for audit, marked
+		// revoked; registering it again needs replace, which lifts it.
+		if err := s.RevokeDevice(ctx, "bus-7.front"); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.RevokeDevice(ctx, "bus-9"), ErrNotFound)
+		if a, err := s.DeviceAuth(ctx, "bus-7.front"); err != nil || a.Revoked.IsZero() || a.MQTTHash != "hash-bus-7.front" {
+			t.Errorf("DeviceAuth after revoke = %+v, %v", a, err)
+		}
+		wantErr(t, reg("bus-7.front", k2, false), ErrDeviceExists)
+		if err := reg("bus-7.front", k2, true); err != nil {
+			t.Fatal(err)
+		}
+		if a, err := s.DeviceAuth(ctx, "bus-7.front"); err != nil || !a.Revoked.IsZero() {
+			t.Errorf("DeviceAuth after re-registration = %+v, %v", a, err)
+		}
+		_, err := s.DeviceAuth(ctx, "bus-9")
+		wantErr(t, err, ErrNotFound)
 		seen := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 		st := DeviceStatus{Online: true, QueueDepth: 12, OldestUnsent: 90 * time.Second, LastSeen: seen,
 			Software: "1.2.3", Epoch: "abc", Versions: map[string]uint64{"keyring": 3, "denylist": 17}}
@@ -960,6 +988,9 @@ func TestDevices(t *testing.T) {
 		}
 		wantErr(t, s.NoteDeviceSync(ctx, "bus-9", 1), ErrNotFound)
 		d, err := s.Device(ctx, "bus-8")
+		if d.ClockOffset > -time.Hour*24*200 {
+			t.Errorf("clock offset %v: the status said March, the server is later", d.ClockOffset)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1071,6 +1102,101 @@ func TestClaimsNeverRefused(t *testing.T) {
 		rides, err := s.Rides(context.Background(), acct, 1)
 		if err != nil || len(rides) != 1 || rides[0].ClaimedFare != -5 || rides[0].BaseFare != 250 {
 			t.Errorf("rides %+v, %v: want the claim kept beside the server's fare", rides, err)
+		}
+	})
+}
+
+// The SQLite ledger and its -wal and -shm files are private (0600) whatever
+// the umask, also when an older version made them readable.
+func TestSQLiteFilesPrivate(t *testing.T) {
+	db := newSQLiteDB(t)
+	path := strings.TrimPrefix(db.dsn, "sqlite:")
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	s, err := Open(context.Background(), db.dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putTableAt(t, s, tableV1, tablesSince)
+	commit(t, s, mkTap("bus-1", 1, newAccount(t, s, 1000), at(0), ""))
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %o, want 600", filepath.Base(p), m)
+		}
+	}
+	s.Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(context.Background(), db.dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.CheckInvariants(context.Background()); err != nil {
+		t.Error(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("reopened: mode %o, want 600", fi.Mode().Perm())
+	}
+}
+
+func TestTokensAndAudit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		h := sha256.Sum256([]byte("secret"))
+		tok, err := s.CreateToken(ctx, APIToken{ID: "abcd1234", Role: RoleMerchant, MerchantID: "shop-1", Name: "till 3"}, h[:])
+		if err != nil || tok.Created.IsZero() {
+			t.Fatalf("CreateToken = %+v, %v", tok, err)
+		}
+		for name, bad := range map[string]APIToken{
+			"role":              {ID: "abcd1235", Role: "root"},
+			"merchant no shop":  {ID: "abcd1236", Role: RoleMerchant},
+			"shop for operator": {ID: "abcd1237", Role: RoleOperator, MerchantID: "x"},
+			"id":                {ID: "A!", Role: RoleAuditor},
+		} {
+			if _, err := s.CreateToken(ctx, bad, h[:]); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: %v, want ErrInvalid", name, err)
+			}
+		}
+		got, err := s.TokenByHash(ctx, h[:])
+		if err != nil || got.ID != "abcd1234" || got.MerchantID != "shop-1" || !got.Revoked.IsZero() {
+			t.Errorf("TokenByHash = %+v, %v", got, err)
+		}
+		other := sha256.Sum256([]byte("other"))
+		_, err = s.TokenByHash(ctx, other[:])
+		wantErr(t, err, ErrNotFound)
+		if err := s.RevokeToken(ctx, "abcd1234"); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.RevokeToken(ctx, "nope1234"), ErrNotFound)
+		if got, _ := s.TokenByHash(ctx, h[:]); got.Revoked.IsZero() {
+			t.Errorf("revoked token %+v", got)
+		}
+		if list, err := s.Tokens(ctx); err != nil || len(list) != 1 {
+			t.Errorf("Tokens = %+v, %v", list, err)
+		}
+		for i := range 3 {
+			if err := s.Audit(ctx, AuditEntry{Actor: "token:abcd1234 (operator)", Action: "deny", Target: strconv.Itoa(i), Detail: "fraud"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log, err := s.AuditLog(ctx, 0, 2)
+		if err != nil || len(log) != 2 || log[0].Target != "2" || log[0].At.IsZero() {
+			t.Fatalf("AuditLog = %+v, %v", log, err)
+		}
+		if more, _ := s.AuditLog(ctx, log[1].ID, 10); len(more) != 1 || more[0].Target != "0" {
+			t.Errorf("next page %+v", more)
+		}
+		for _, q := range []string{`UPDATE audit_log SET actor = 'x'`, `DELETE FROM audit_log`} {
+			if _, err := s.db.ExecContext(ctx, q); err == nil {
+				t.Errorf("%s: allowed", q)
+			}
 		}
 	})
 }

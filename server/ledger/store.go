@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,11 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tg.path != "" {
+		if err := privateFile(tg.path); err != nil {
+			return nil, err
+		}
+	}
 	db, err := sql.Open(tg.backend.driverName(), tg.dsn)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", tg.backend, err)
@@ -113,12 +119,36 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		case <-time.After(time.Duration(min(attempt, 50)) * time.Millisecond):
 		}
 	}
+	if tg.path != "" {
+		// SQLite makes -wal and -shm with the main file's mode; make sure
+		// files an older version made are private too.
+		for _, p := range []string{tg.path, tg.path + "-wal", tg.path + "-shm"} {
+			if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+				db.Close()
+				return nil, fmt.Errorf("ledger: %w", err)
+			}
+		}
+	}
 	attrs := []any{logKeyBackend, tg.backend.String()}
 	if tg.path != "" {
 		attrs = append(attrs, logKeyPath, tg.path)
 	}
 	s.log.Info("ledger: opened", attrs...)
 	return s, nil
+}
+
+// privateFile creates the SQLite file with mode 0600 (whatever the umask)
+// if it does not exist, so that the ledger and the -wal and -shm files
+// SQLite makes beside it with the same mode are readable by the owner only.
+func privateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("ledger: create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func (s *Store) init(ctx context.Context) error {

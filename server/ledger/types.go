@@ -275,7 +275,7 @@ type DeviceStatus struct {
 	Online       bool
 	QueueDepth   int
 	OldestUnsent time.Duration // age of the oldest unacknowledged tap
-	LastSeen     time.Time
+	LastSeen     time.Time     // the device's own clock when it sent the status
 	Software     string
 	Epoch        string
 	OutOfService string            // why the validator refuses taps; "" when in service
@@ -291,6 +291,10 @@ type Device struct {
 	StatusAt     time.Time // when Status was last updated (zero: never)
 	LastSeq      uint64    // highest tap sequence number noted by NoteDeviceSync
 	LastSync     time.Time
+	Revoked      time.Time // zero: not revoked
+	// ClockOffset is the device's clock minus the server's when its last
+	// status arrived (transit time included).
+	ClockOffset time.Duration
 }
 
 // Stats are ledger-wide figures for dashboards.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
@@ -258,6 +259,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.FleetPublicKey) != ed25519.PublicKeySize {
 		return bad("FleetPublicKey is %d bytes, want an Ed25519 public key (%d bytes)", len(c.FleetPublicKey), ed25519.PublicKeySize)
+	}
+	if err := paycode.CheckPublicKey(c.FleetPublicKey); err != nil {
+		return bad("FleetPublicKey: %v", err)
 	}
 	if strings.ContainsAny(c.TopicPrefix, "+#\x00") || strings.HasPrefix(c.TopicPrefix, "$") {
 		return bad("TopicPrefix %q: no wildcards, no leading '$'", c.TopicPrefix)

@@ -65,7 +65,9 @@ CREATE TABLE api_tokens (
 ALTER TABLE devices ADD COLUMN mqtt_hash TEXT NOT NULL DEFAULT '';
 ALTER TABLE devices ADD COLUMN cert_sha256 BYTEA;
 ALTER TABLE devices ADD COLUMN revoked_ns BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE devices ADD COLUMN heard_ns BIGINT NOT NULL DEFAULT 0;
+-- clock_offset_ns is the device clock minus the server's when its last
+-- status arrived.
+ALTER TABLE devices ADD COLUMN clock_offset_ns BIGINT NOT NULL DEFAULT 0;
 
 -- The operators' audit trail: who changed what, when.
 CREATE TABLE audit_log (

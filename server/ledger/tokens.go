@@ -1,0 +1,196 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Roles of API credentials.
+const (
+	RoleOperator = "operator" // everything
+	RolePayments = "payments" // top-ups and credit lines: the payment provider
+	RoleMerchant = "merchant" // online payments for one merchant id
+	RoleAuditor  = "auditor"  // reads everything, changes nothing
+)
+
+// ValidRole reports whether role is one of the Role constants.
+func ValidRole(role string) bool {
+	switch role {
+	case RoleOperator, RolePayments, RoleMerchant, RoleAuditor:
+		return true
+	}
+	return false
+}
+
+// APIToken is an API credential as the ledger keeps it: the token itself is
+// never stored, only its SHA-256.
+type APIToken struct {
+	ID         string
+	Role       string
+	MerchantID string // the merchant a merchant token may pay for; "" otherwise
+	Name       string // what the operator called it
+	Created    time.Time
+	Revoked    time.Time // zero: in force
+}
+
+var tokenIDRE = regexp.MustCompile(`^[a-z0-9]{8,32}$`)
+
+// CreateToken stores a new API credential. hash is the SHA-256 of the token
+// (32 bytes); a merchant token needs a merchant id, other roles have none.
+func (s *Store) CreateToken(ctx context.Context, tok APIToken, hash []byte) (APIToken, error) {
+	if !tokenIDRE.MatchString(tok.ID) {
+		return APIToken{}, invalid("token id %q must be 8-32 of a-z and 0-9", tok.ID)
+	}
+	if !ValidRole(tok.Role) {
+		return APIToken{}, invalid("role %q must be operator, payments, merchant or auditor", tok.Role)
+	}
+	if (tok.Role == RoleMerchant) != (tok.MerchantID != "") {
+		return APIToken{}, invalid("a merchant token, and only a merchant token, names a merchant id")
+	}
+	if err := checkText("merchant id", tok.MerchantID, maxName, false); err != nil {
+		return APIToken{}, invalid("%v", err)
+	}
+	if err := checkText("token name", tok.Name, maxLongName, false); err != nil {
+		return APIToken{}, invalid("%v", err)
+	}
+	if len(hash) != 32 {
+		return APIToken{}, invalid("token hash is %d bytes, want 32", len(hash))
+	}
+	err := s.write(ctx, "create token", func(t *txn) error {
+		tok.Created = fromNS(t.now)
+		_, err := t.exec("create token", `INSERT INTO api_tokens (id, role, merchant_id, name, token_hash, created_ns)
+			VALUES ($1, $2, $3, $4, $5, $6)`, tok.ID, tok.Role, tok.MerchantID, tok.Name, hash, t.now)
+		return err
+	})
+	if err != nil {
+		return APIToken{}, err
+	}
+	s.log.Info("ledger: API token created", "token", tok.ID, "role", tok.Role, "merchant", tok.MerchantID)
+	return tok, nil
+}
+
+const tokenColumns = `id, role, merchant_id, name, created_ns, revoked_ns`
+
+func scanToken(r rowScanner) (APIToken, error) {
+	var tok APIToken
+	var created, revoked int64
+	err := r.Scan(&tok.ID, &tok.Role, &tok.MerchantID, &tok.Name, &created, &revoked)
+	tok.Created, tok.Revoked = fromNS(created), fromNS(revoked)
+	return tok, err
+}
+
+// TokenByHash returns the API credential whose token hashes to hash
+// (revoked ones too: check Revoked), or ErrNotFound.
+func (s *Store) TokenByHash(ctx context.Context, hash []byte) (APIToken, error) {
+	tok, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE token_hash = $1`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return tok, fmt.Errorf("%w: token", ErrNotFound)
+	}
+	if err != nil {
+		return tok, fmt.Errorf("ledger: read token: %w", err)
+	}
+	return tok, nil
+}
+
+// Tokens lists the API credentials, oldest first.
+func (s *Store) Tokens(ctx context.Context) ([]APIToken, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens ORDER BY created_ns, id`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []APIToken
+	for rows.Next() {
+		tok, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: list tokens: %w", err)
+		}
+		out = append(out, tok)
+	}
+	return out, rows.Err()
+}
+
+// RevokeToken revokes an API credential at once, for every settlement
+// instance (they look tokens up on every request). Revoking again is a
+// no-op; ErrNotFound for an unknown id.
+func (s *Store) RevokeToken(ctx context.Context, id string) error {
+	err := s.write(ctx, "revoke token", func(t *txn) error {
+		n, err := t.execCount("revoke token",
+			`UPDATE api_tokens SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $1 ELSE revoked_ns END WHERE id = $2`, t.now, id)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("%w: token %q", ErrNotFound, id)
+		}
+		return err
+	})
+	if err == nil {
+		s.log.Info("ledger: API token revoked", "token", id)
+	}
+	return err
+}
+
+// AuditEntry is one line of the operators' audit trail.
+type AuditEntry struct {
+	ID     uint64
+	At     time.Time
+	Actor  string // who: "token:ID (role)", "cli", …
+	Action string // what: "topup", "deny", "revoke_device", …
+	Target string // on what: an account, device, token id
+	Detail string // the request, short
+}
+
+// MaxAuditDetail bounds an audit entry's detail.
+const MaxAuditDetail = 1024
+
+// Audit appends an entry to the audit trail (append-only: the database
+// refuses UPDATE and DELETE on it).
+func (s *Store) Audit(ctx context.Context, e AuditEntry) error {
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"actor", e.Actor, maxLongName}, {"action", e.Action, maxName}, {"target", e.Target, maxLongName}} {
+		if err := checkText(f.name, f.v, f.max, f.name != "target"); err != nil {
+			return invalid("audit: %v", err)
+		}
+	}
+	if len(e.Detail) > MaxAuditDetail {
+		e.Detail = e.Detail[:MaxAuditDetail]
+	}
+	return s.write(ctx, "audit", func(t *txn) error {
+		id, err := t.nextID("audit_id")
+		if err != nil {
+			return err
+		}
+		_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, t.now, e.Actor, e.Action, e.Target, e.Detail)
+		return err
+	})
+}
+
+// AuditLog returns audit entries with ids below before (0: from the
+// newest), newest first, at most limit (≤ 0: DefaultListLimit).
+func (s *Store) AuditLog(ctx context.Context, before uint64, limit int) ([]AuditEntry, error) {
+	if before == 0 || before > 1<<62 {
+		before = 1 << 62
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, at_ns, actor, action, target, detail FROM audit_log
+		WHERE id < $1 ORDER BY id DESC LIMIT $2`, int64(before), listLimit(limit, DefaultListLimit))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read audit log: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		var id, at int64
+		if err := rows.Scan(&id, &at, &e.Actor, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, fmt.Errorf("ledger: read audit log: %w", err)
+		}
+		e.ID, e.At = uint64(id), fromNS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
