@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -94,7 +93,8 @@ type Server struct {
 	pub     *ingest.Publisher
 	http    *http.Server
 	httpLn  net.Listener
-	devKeys sync.Map // device id → ed25519.PublicKey (registered keys only change with re-registration)
+	devs    *Devices
+	started time.Time
 }
 
 // ErrNotInitialised is returned by New when the key directory does not exist.
@@ -124,7 +124,7 @@ func (c *Config) withDefaults() {
 // New opens the keys and the ledger and binds the listeners; Run serves.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry()}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry(), started: time.Now()}
 	if _, err := os.Stat(cfg.KeysDir); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: no key directory %s", ErrNotInitialised, cfg.KeysDir)
 	}
@@ -138,6 +138,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ledger = st
+	s.devs = NewDevices(st)
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		b, err := broker.New(broker.Config{
 			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
-			DeviceKnown: s.deviceKnown, Logger: s.log.With("part", "broker"),
+			Devices: s.devs, Logger: s.log.With("part", "broker"),
 		})
 		if err != nil {
 			return nil, err
@@ -185,7 +186,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
-		DeviceCredentials: s.deviceCredentials,
+		DeviceChanged:     s.deviceChanged,
+		Started:           s.started,
 		Replay:            s.ingest.Replay,
 		Health: map[string]api.Health{
 			"ingest":    connected("ingest", s.ingest.Connected),
@@ -273,6 +275,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Go(func() { s.heldLoop(ctx) })
+	if s.broker != nil {
+		wg.Go(func() { s.devs.Sweep(ctx, s.broker) })
+	}
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
@@ -312,34 +317,6 @@ func (s *Server) close() {
 	if s.ledger != nil {
 		s.ledger.Close()
 	}
-}
-
-func (s *Server) deviceKnown(id string) bool {
-	if _, ok := s.devKeys.Load(id); ok {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := s.deviceKey(ctx, id)
-	return err == nil
-}
-
-func (s *Server) deviceCredentials(id string) (string, string) {
-	s.devKeys.Delete(id) // a re-registration may have changed the key
-	return id, broker.DevicePassword(s.keys.BrokerSecret(), id)
-}
-
-func (s *Server) deviceKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
-	d, err := s.ledger.Device(ctx, id)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ingest.ErrUnknownDevice, id)
-	}
-	if err != nil {
-		return nil, err
-	}
-	k := ed25519.PublicKey(d.PublicKey)
-	s.devKeys.Store(id, k)
-	return k, nil
 }
 
 // document is the publisher's source of fleet downlinks.

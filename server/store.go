@@ -18,11 +18,7 @@ type store Server
 var _ ingest.Store = (*store)(nil)
 
 func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
-	s := (*Server)(st)
-	if k, ok := s.devKeys.Load(id); ok {
-		return k.(ed25519.PublicKey), nil
-	}
-	return s.deviceKey(ctx, id)
+	return st.devs.Key(ctx, id)
 }
 
 // Commit settles a verified batch: unreadable records are quarantined;
@@ -40,6 +36,15 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	var quarantine []ledger.QuarantinedRecord
 	var held []ledger.HeldTap
 	var maxSeq uint64
+	if b.Revoked {
+		// A revoked device's records are kept aside, never charged.
+		for _, t := range b.Taps {
+			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
+				Reason: ingest.RejectRevokedDevice, Record: t.Record})
+		}
+		s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
+		return s.ledger.Quarantine(ctx, quarantine)
+	}
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)

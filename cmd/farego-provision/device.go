@@ -86,6 +86,9 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := wire.ValidDeviceID(o.id); err != nil {
 		return fmt.Errorf("--id: %v", err)
 	}
+	if wire.ReservedDeviceID(o.id) {
+		return fmt.Errorf("--id: %q is reserved for the settlement server and the broker; pick another id", o.id)
+	}
 	if o.route == "" {
 		return errors.New("--route is required")
 	}
@@ -155,7 +158,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		MQTTPassword string `json:"mqtt_password"`
 	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
-		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "replace": o.force}, &reg); err != nil {
+		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
 		return fmt.Errorf("registering %s: %v", o.id, err)
 	}
 

@@ -40,7 +40,10 @@ Usage:
   farego-settlement init   --data DIR [--fleet-key FILE] [--fares FILE]
   farego-settlement run    --data DIR [--http ADDR] [--mqtt ADDR] [--broker URL] [--db DSN] ...
   farego-settlement verify --data DIR [--db DSN]
-  farego-settlement mqtt-password --data DIR [--device ID]
+  farego-settlement token  create|list|revoke --data DIR ...
+  farego-settlement device revoke --data DIR ID
+  farego-settlement mqtt-passwd --data DIR > passwd
+  farego-settlement mqtt-password --data DIR
   farego-settlement broker --data DIR [--mqtt ADDR] [--mqtt-tls ADDR ...]
   farego-settlement version
 
@@ -52,9 +55,15 @@ Subcommands:
            twice, …); exit 1 on a finding
   broker   run only farego's MQTT broker (the embedded one, with its access
            rules), for a server started with --broker
+  token    create, list and revoke API tokens (operator, payments, merchant,
+           auditor)
+  device   revoke a validator
+  mqtt-passwd
+           write a Mosquitto password file: the server and every registered,
+           unrevoked device (their passwords are random, kept as hashes)
   mqtt-password
-           print the MQTT password of the server (or of --device ID) for an
-           external broker's password file (mosquitto_passwd)
+           print the settlement server's own MQTT password (for
+           --broker-username farego-server at an external broker)
 
 Run "farego-settlement SUBCOMMAND --help" for the flags.
 `
@@ -83,6 +92,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBroker(ctx, args[1:], stderr)
 	case "mqtt-password":
 		err = cmdMQTTPassword(args[1:], stdout, stderr)
+	case "mqtt-passwd":
+		err = cmdMQTTPasswd(ctx, args[1:], stdout, stderr)
+	case "token":
+		err = cmdToken(ctx, args[1:], stdout, stderr)
+	case "device":
+		err = cmdDevice(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "farego-settlement", agent.Version)
 		return 0
@@ -266,17 +281,12 @@ func cmdMQTTPassword(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mqtt-password", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := dataFlag(fs)
-	device := fs.String("device", "", "print this device's password instead of the server's")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
 	kd, err := keys.Open(filepath.Join(*data, "keys"))
 	if err != nil {
 		return err
-	}
-	if *device != "" {
-		fmt.Fprintf(stdout, "%s %s\n", *device, broker.DevicePassword(kd.BrokerSecret(), *device))
-		return nil
 	}
 	fmt.Fprintf(stdout, "%s %s\n", broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret()))
 	return nil
@@ -293,6 +303,7 @@ func cmdBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS key (PEM)")
 	fs.StringVar(&c.ClientCAFile, "client-ca", "", "require client certificates from this CA (mutual TLS)")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
+	db := fs.String("db", "", "ledger DSN whose devices may log in (default sqlite:DATA/ledger.db)")
 	readyFile := fs.String("ready-file", "", "write the listen addresses (JSON) to this file once listening")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if fs.Parse(args) != nil {
@@ -306,7 +317,13 @@ func cmdBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.Secret, c.Logger = kd.BrokerSecret(), log
+	st, err := openLedger(ctx, *data, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	devs := server.NewDevices(st)
+	c.Secret, c.Logger, c.Devices = kd.BrokerSecret(), log, devs
 	b, err := broker.New(c)
 	if err != nil {
 		return err
@@ -315,6 +332,7 @@ func cmdBroker(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("MQTT broker on %s: %w (use --mqtt to pick another address)", c.Listen, err)
 	}
 	defer b.Close()
+	go devs.Sweep(ctx, b)
 	log.Info("farego MQTT broker running", "mqtt", b.Addr(), "mqtt_tls", b.TLSAddr())
 	if *readyFile != "" {
 		j, _ := json.Marshal(map[string]string{"mqtt": b.Addr(), "mqtt_tls": b.TLSAddr()})

@@ -36,9 +36,39 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, out, e := settle(t, ctx, "verify", "--data", data); c != 0 || !strings.Contains(out, "ledger ok") {
 		t.Errorf("verify: %d %q %q", c, out, e)
 	}
-	c, out, _ = settle(t, ctx, "mqtt-password", "--data", data, "--device", "bus-1")
-	if f := strings.Fields(out); c != 0 || len(f) != 2 || f[0] != "bus-1" || len(f[1]) != 64 {
+	c, out, _ = settle(t, ctx, "mqtt-password", "--data", data)
+	if f := strings.Fields(out); c != 0 || len(f) != 2 || f[0] != "farego-server" || len(f[1]) != 64 {
 		t.Errorf("mqtt-password: %d %q", c, out)
+	}
+	// Tokens: made once (the token printed alone on standard output),
+	// listed, revoked; bad flags exit 2 naming the flag.
+	c, out, e = settle(t, ctx, "token", "create", "--data", data, "--role", "merchant", "--merchant", "shop-1", "--name", "till 3")
+	if tok := strings.TrimSpace(out); c != 0 || !strings.HasPrefix(tok, "fgt_") || strings.Contains(tok, "\n") {
+		t.Fatalf("token create: %d %q %q", c, out, e)
+	}
+	id := strings.Split(strings.TrimSpace(out), "_")[1]
+	if c, out, _ := settle(t, ctx, "token", "list", "--data", data); c != 0 || !strings.Contains(out, id) || !strings.Contains(out, "shop-1") ||
+		strings.Contains(out, "fgt_") {
+		t.Errorf("token list: %d %q", c, out)
+	}
+	if c, _, e := settle(t, ctx, "token", "create", "--data", data, "--role", "merchant"); c != 2 || !strings.Contains(e, "--merchant") {
+		t.Errorf("merchant token without --merchant: %d %q", c, e)
+	}
+	if c, _, e := settle(t, ctx, "token", "create", "--data", data); c != 2 || !strings.Contains(e, "--role") {
+		t.Errorf("token create without --role: %d %q", c, e)
+	}
+	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "revoked") {
+		t.Errorf("token revoke: %d %q", c, out)
+	}
+	if c, _, e := settle(t, ctx, "token", "revoke", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") {
+		t.Errorf("revoking an unknown token: %d %q", c, e)
+	}
+	if c, _, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 1 || !strings.Contains(e, "not found") {
+		t.Errorf("revoking an unknown device: %d %q", c, e)
+	}
+	c, out, _ = settle(t, ctx, "mqtt-passwd", "--data", data)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); c != 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "farego-server:$7$101$") {
+		t.Errorf("mqtt-passwd: %d %q", c, out)
 	}
 	if c, _, e := settle(t, ctx, "verify", "--data", t.TempDir()); c != 1 || !strings.Contains(e, "no ledger") {
 		t.Errorf("verify without a ledger: %d %q", c, e)

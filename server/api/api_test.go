@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -48,7 +49,7 @@ type fixture struct {
 	notes *notes
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
@@ -61,7 +62,11 @@ func newFixture(t *testing.T) *fixture {
 	}
 	tok, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
 	n := &notes{}
-	h := New(Config{Ledger: store, Keys: kd, Notifier: n})
+	cfg := Config{Ledger: store, Keys: kd, Notifier: n}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := New(cfg)
 	srv := httptest.NewServer(h)
 	f := &fixture{t: t, srv: srv, store: store, keys: kd, token: strings.TrimSpace(string(tok)), notes: n}
 	t.Cleanup(func() {
@@ -164,12 +169,12 @@ func TestAccountsAndCredentials(t *testing.T) {
 		t.Fatalf("issued credential: %+v", d)
 	}
 	// A second credential gets the next serial; a rider-supplied key gets no seed.
-	pub := hex.EncodeToString(make([]byte, 32))
+	pub := hex.EncodeToString(ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey))
 	c2 := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"`+pub+`"}`, 201)
 	if c2["serial"].(float64) != 2 || c2["token_seed"] != nil {
 		t.Errorf("second credential = %v", c2)
 	}
-	other := f.newRider(0)
+	other := f.newRider(300)
 	f.do("GET", path("/v1/accounts/%d", r.id), other.secret, "", 403)
 	f.do("GET", path("/v1/accounts/%d", r.id), "", "", 401)
 	f.do("GET", path("/v1/accounts/%d", r.id), f.token, "", 200) // the operator may look
@@ -223,10 +228,14 @@ func TestOnlinePayment(t *testing.T) {
 
 func TestFleetEndpoints(t *testing.T) {
 	f := newFixture(t)
-	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+strings.Repeat("ab", 32)+`"}`, 201)
-	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 409)
-	f.do("POST", "/v1/devices", f.token, `{"id":"bus/1","public_key":"`+strings.Repeat("cd", 32)+`"}`, 400)
-	f.do("POST", "/v1/devices", "", `{"id":"bus-2","public_key":"`+strings.Repeat("cd", 32)+`"}`, 401)
+	k1, k2 := devKey(1), devKey(2)
+	reg := f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k1+`"}`, 201)
+	if pw, _ := reg["mqtt_password"].(string); len(pw) != 64 || reg["mqtt_client_id"] != "farego-dev-bus-1" {
+		t.Errorf("registration = %v", reg)
+	}
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k2+`"}`, 409)
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus/1","public_key":"`+k2+`"}`, 400)
+	f.do("POST", "/v1/devices", "", `{"id":"bus-2","public_key":"`+k2+`"}`, 401)
 	f.do("POST", "/v1/devices/bus-1/replay", f.token, `{"from":1}`, 503) // no MQTT link in this fixture
 	f.do("POST", "/v1/devices/bus-1/replay", "", `{"from":1}`, 401)
 	ds := f.do("GET", "/v1/devices", f.token, "", 200)
@@ -247,13 +256,14 @@ func TestFleetEndpoints(t *testing.T) {
 		t.Errorf("rotated keyring = %v", kr)
 	}
 	// New credentials are signed by the new key.
-	r := f.newRider(0)
+	r := f.newRider(1000)
 	if d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{}); !d.Accepted || d.Code.KeyID != 2 {
 		t.Errorf("credential after rotation: %+v", d)
 	}
+	before := f.notes.count(wire.DownlinkDenyList)
 	f.do("POST", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
 	dl := f.do("GET", "/v1/denylist", f.token, "", 200)
-	if len(dl["entries"].([]any)) != 1 || f.notes.count(wire.DownlinkDenyList) != 1 {
+	if len(dl["entries"].([]any)) != 1 || f.notes.count(wire.DownlinkDenyList) != before+1 {
 		t.Errorf("deny list = %v", dl)
 	}
 	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403); errCode(e) != "not_in_good_standing" {
@@ -317,4 +327,11 @@ func FuzzAPI(f *testing.F) {
 	if err := store.CheckInvariants(context.Background()); err != nil {
 		f.Fatal(err)
 	}
+}
+
+// devKey is a device public key (hex) made from a seed byte.
+func devKey(n byte) string {
+	seed := make([]byte, 32)
+	seed[0] = n
+	return hex.EncodeToString(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey))
 }

@@ -19,22 +19,9 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-// Password derivation contexts (HMAC-SHA256 messages).
-const (
-	devicePasswordContext = "farego-mqtt-v1:"
-	serverPasswordContext = "farego-mqtt-server-v1"
-)
-
-// DevicePassword returns a device's MQTT password on the plain listener:
-// hex(HMAC-SHA256(secret, "farego-mqtt-v1:" + deviceID)), 64 hex digits.
-// The username is the device id. The server hands it out when it
-// registers a device; any broker that checks plain passwords (Mosquitto's
-// password_file, EMQX's built-in database) can be given it.
-func DevicePassword(secret []byte, deviceID string) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(devicePasswordContext + deviceID))
-	return hex.EncodeToString(m.Sum(nil))
-}
+// serverPasswordContext is the HMAC message the server's own password is
+// derived with.
+const serverPasswordContext = "farego-mqtt-server-v1"
 
 // ServerPassword returns the MQTT password of the settlement server's own
 // clients (username Config.ServerUsername):
@@ -43,6 +30,19 @@ func ServerPassword(secret []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(serverPasswordContext))
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// DeviceAuthority decides which devices may log in, and with what: the
+// settlement server answers from the ledger (each device's random password
+// hash, pinned certificate and revocation), so that a credential rotated or
+// revoked through any settlement instance stops working on every broker
+// within seconds. It must be quick (cache) and safe for concurrent use.
+type DeviceAuthority interface {
+	// CheckPassword returns nil if device id may log in with password.
+	CheckPassword(id string, password []byte) error
+	// CheckCertificate returns nil if device id may log in with this
+	// verified client certificate (DER).
+	CheckCertificate(id string, der []byte) error
 }
 
 // hook is the broker's authentication and access-control hook. A client's
@@ -78,15 +78,23 @@ func (h *hook) Provides(b byte) bool {
 }
 
 // OnConnectAuthenticate decides who a client is: the common name of a
-// verified client certificate, or a username with its derived password.
-// A device must have a valid id (and be known to DeviceKnown, if set); its
-// last will must be a topic it may publish to; and a client id in use by
-// another identity is refused, so that nobody takes over another's
-// session.
+// verified client certificate, or a username with its password. A device
+// must have a valid id, be accepted by Config.Devices and use its own
+// client id; its last will must be a topic it may publish to; and a client
+// id in use by another identity is refused, so that nobody takes over
+// another's session.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	id, err := h.identify(cl, pk)
 	if err == nil && pk.Connect.WillFlag && !h.allowed(id, pk.Connect.WillTopic, true) {
 		err = fmt.Errorf("last will on %q, a topic the client may not publish to", pk.Connect.WillTopic)
+	}
+	if err == nil && id != h.cfg.ServerUsername && cl.ID != DeviceClientIDPrefix+id {
+		// One client id per device, its own: nobody can squat another
+		// device's session, and each device has at most one.
+		err = fmt.Errorf("client id %q: device %s must use %q", cl.ID, id, DeviceClientIDPrefix+id)
+	}
+	if err == nil && id == h.cfg.ServerUsername && strings.HasPrefix(cl.ID, DeviceClientIDPrefix) {
+		err = fmt.Errorf("client id %q is a device's", cl.ID)
 	}
 	if err == nil && h.srv != nil {
 		if old, ok := h.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != id {
@@ -107,7 +115,10 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
-// identify returns the identity a client proves.
+// identify returns the identity a client proves: a device, by its
+// certificate or its password (as DeviceAuthority says), or the settlement
+// server, by its password only — no certificate ever authenticates as the
+// server, so no device certificate (whatever its common name) can.
 func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 	user := string(pk.Connect.Username)
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
@@ -116,39 +127,28 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 			if user != "" && user != cn {
 				return "", fmt.Errorf("username %q differs from the certificate's common name %q", user, cn)
 			}
-			return cn, h.checkIdentity(cn)
+			if cn == h.cfg.ServerUsername {
+				return "", errors.New("the settlement server's identity cannot log in with a certificate")
+			}
+			if err := wire.ValidDeviceID(cn); err != nil {
+				return "", errors.New("the certificate's common name is not a valid device id")
+			}
+			return cn, h.cfg.Devices.CheckCertificate(cn, st.PeerCertificates[0].Raw)
 		}
 	}
 	if user == "" || !pk.Connect.PasswordFlag {
 		return "", errors.New("no username and password")
 	}
-	var want string
 	if user == h.cfg.ServerUsername {
-		want = ServerPassword(h.cfg.Secret)
-	} else {
-		if err := wire.ValidDeviceID(user); err != nil {
-			return "", errors.New("the username is not a valid device id")
+		if !hmac.Equal(bytes.ToLower(pk.Connect.Password), []byte(ServerPassword(h.cfg.Secret))) {
+			return "", errors.New("wrong password")
 		}
-		want = DevicePassword(h.cfg.Secret, user)
+		return user, nil
 	}
-	if !hmac.Equal(bytes.ToLower(pk.Connect.Password), []byte(want)) {
-		return "", errors.New("wrong password")
+	if err := wire.ValidDeviceID(user); err != nil {
+		return "", errors.New("the username is not a valid device id")
 	}
-	return user, h.checkIdentity(user)
-}
-
-// checkIdentity checks a device id (the server's identity passes).
-func (h *hook) checkIdentity(id string) error {
-	if id == h.cfg.ServerUsername {
-		return nil
-	}
-	if err := wire.ValidDeviceID(id); err != nil {
-		return errors.New("not a valid device id")
-	}
-	if h.cfg.DeviceKnown != nil && !h.cfg.DeviceKnown(id) {
-		return errors.New("unknown device")
-	}
-	return nil
+	return user, h.cfg.Devices.CheckPassword(user, pk.Connect.Password)
 }
 
 // OnACLCheck applies the access rules to a publication (write) or to a

@@ -173,3 +173,27 @@ func (b *Broker) Stats() Stats {
 		Retained:        atomic.LoadInt64(&info.Retained),
 	}
 }
+
+// Devices returns the ids of the devices connected now.
+func (b *Broker) Devices() []string {
+	var out []string
+	for _, cl := range b.srv.Clients.GetAll() {
+		id := string(cl.Properties.Username)
+		if id != "" && id != b.cfg.ServerUsername && !cl.Closed() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Disconnect closes a device's connection (after its credential was
+// revoked or rotated). It reports whether the device was connected.
+func (b *Broker) Disconnect(deviceID string) bool {
+	cl, ok := b.srv.Clients.Get(DeviceClientIDPrefix + deviceID)
+	if !ok || string(cl.Properties.Username) != deviceID || cl.Closed() {
+		return false
+	}
+	cl.Stop(ErrDisconnected)
+	b.log.Warn("broker: device disconnected: its credential is no longer valid", "device", deviceID)
+	return true
+}

@@ -14,20 +14,16 @@ import (
 	"github.com/farego/farego/sync/brokertest"
 )
 
-func TestPasswords(t *testing.T) {
+func TestServerPassword(t *testing.T) {
 	secret := make([]byte, 32)
 	for i := range secret {
 		secret[i] = byte(i)
 	}
-	// hex(HMAC-SHA256(00..1f, "farego-mqtt-v1:bus-0042")), computed apart.
-	if got, want := DevicePassword(secret, "bus-0042"), "2c31bc5f9bec61c48ef7563926d238ecb8ef701e7bc859ecdea3fe5c5e500800"; got != want {
-		t.Errorf("DevicePassword = %s, want %s", got, want)
-	}
 	if got, want := ServerPassword(secret), "df47fb56f746f582402e153876bc43dd0e54fe0ab54920c51c945ef3e1a95e1e"; got != want {
 		t.Errorf("ServerPassword = %s, want %s", got, want)
 	}
-	if DevicePassword(secret, "bus-1") == DevicePassword(secret, "bus-2") || DevicePassword(secret, "bus-1") == DevicePassword(secret[1:], "bus-1") {
-		t.Error("passwords do not depend on the device and the secret")
+	if ServerPassword(secret) == ServerPassword(secret[1:]) {
+		t.Error("the server password does not depend on the secret")
 	}
 }
 
@@ -60,28 +56,28 @@ func TestCovers(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	secret := newSecret(t)
-	b := startBroker(t, Config{Secret: secret, DeviceKnown: func(id string) bool { return id != "bus-banned" }})
+	b := startBroker(t, Config{Secret: secret, Devices: testDevices{secret: secret, banned: "bus-banned"}})
 	for _, tc := range []struct {
 		name       string
 		user, pass string
 		opts       []func(*mqtt.ClientOptions)
 		ok         bool
 	}{
-		{"device", "bus-1", DevicePassword(secret, "bus-1"), nil, true},
-		{"device, upper-case hex", "bus-1", strings.ToUpper(DevicePassword(secret, "bus-1")), nil, true},
+		{"device", "bus-1", devicePassword(secret, "bus-1"), nil, true},
+		{"device, upper-case hex", "bus-1", strings.ToUpper(devicePassword(secret, "bus-1")), nil, true},
 		{"server", DefaultServerUsername, ServerPassword(secret), nil, true},
-		{"wrong password", "bus-1", DevicePassword(secret, "bus-2"), nil, false},
-		{"another secret", "bus-1", DevicePassword(newSecret(t), "bus-1"), nil, false},
-		{"server name, device password", DefaultServerUsername, DevicePassword(secret, DefaultServerUsername), nil, false},
+		{"wrong password", "bus-1", devicePassword(secret, "bus-2"), nil, false},
+		{"another secret", "bus-1", devicePassword(newSecret(t), "bus-1"), nil, false},
+		{"server name, device password", DefaultServerUsername, devicePassword(secret, DefaultServerUsername), nil, false},
 		{"no credentials", "", "", nil, false},
 		{"no password", "bus-1", "", nil, false},
-		{"invalid device id", "bus/1", DevicePassword(secret, "bus/1"), nil, false},
-		{"unknown device", "bus-banned", DevicePassword(secret, "bus-banned"), nil, false},
-		{"will on its own status", "bus-1", DevicePassword(secret, "bus-1"),
+		{"invalid device id", "bus/1", devicePassword(secret, "bus/1"), nil, false},
+		{"unknown device", "bus-banned", devicePassword(secret, "bus-banned"), nil, false},
+		{"will on its own status", "bus-1", devicePassword(secret, "bus-1"),
 			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/dev/bus-1/status", "off", 1, true) }}, true},
-		{"will on another's status", "bus-1", DevicePassword(secret, "bus-1"),
+		{"will on another's status", "bus-1", devicePassword(secret, "bus-1"),
 			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/dev/bus-2/status", "off", 1, true) }}, false},
-		{"will on a fleet topic", "bus-1", DevicePassword(secret, "bus-1"),
+		{"will on a fleet topic", "bus-1", devicePassword(secret, "bus-1"),
 			[]func(*mqtt.ClientOptions){func(o *mqtt.ClientOptions) { o.SetWill("farego/fleet/keyring", "x", 1, true) }}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,8 +104,8 @@ func TestClientIDTakeover(t *testing.T) {
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret})
 	id := func(o *mqtt.ClientOptions) { o.SetClientID("farego-dev-bus-1") }
-	_, lost := mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil, id)
-	if _, _, err := dial(t, b.url(), "bus-2", DevicePassword(secret, "bus-2"), nil, id); err == nil {
+	_, lost := mustDial(t, b.url(), "bus-1", devicePassword(secret, "bus-1"), nil, id)
+	if _, _, err := dial(t, b.url(), "bus-2", devicePassword(secret, "bus-2"), nil, id); err == nil {
 		t.Fatal("another device took bus-1's client id")
 	}
 	select {
@@ -117,12 +113,22 @@ func TestClientIDTakeover(t *testing.T) {
 		t.Fatal("bus-1 was disconnected by the refused takeover")
 	default:
 	}
-	mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil, id)
+	mustDial(t, b.url(), "bus-1", devicePassword(secret, "bus-1"), nil, id)
 	select {
 	case <-lost:
 	case <-time.After(waitTimeout):
 		t.Fatal("the old connection of bus-1 stayed up")
 	}
+	// Squatting: while bus-3 is offline, bus-1 cannot take its client id
+	// (which would lock bus-3 out), nor use a client id of its own making
+	// (which would let it hold any number of sessions).
+	for _, cid := range []string{"farego-dev-bus-3", "bus-1-spare", "farego-dev-", ""} {
+		opt := func(o *mqtt.ClientOptions) { o.SetClientID(cid) }
+		if _, _, err := dial(t, b.url(), "bus-1", devicePassword(secret, "bus-1"), nil, opt); err == nil {
+			t.Errorf("bus-1 logged in with client id %q", cid)
+		}
+	}
+	mustDial(t, b.url(), "bus-3", devicePassword(secret, "bus-3"), nil)
 }
 
 func TestACL(t *testing.T) {
@@ -130,7 +136,7 @@ func TestACL(t *testing.T) {
 	b := startBroker(t, Config{Secret: secret})
 	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
 	dev := func(id string) (mqtt.Client, <-chan struct{}) {
-		return mustDial(t, b.url(), id, DevicePassword(secret, id), nil)
+		return mustDial(t, b.url(), id, devicePassword(secret, id), nil)
 	}
 
 	// The server takes the taps in a shared group and the statuses.
@@ -230,7 +236,7 @@ func TestACL(t *testing.T) {
 func TestRetainedTapsNotKept(t *testing.T) {
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret})
-	a, _ := mustDial(t, b.url(), "bus-a", DevicePassword(secret, "bus-a"), nil)
+	a, _ := mustDial(t, b.url(), "bus-a", devicePassword(secret, "bus-a"), nil)
 	if err := publish(t, a, "farego/dev/bus-a/taps", "batch", true); err != nil {
 		t.Fatal(err)
 	}
@@ -255,18 +261,21 @@ func TestMutualTLS(t *testing.T) {
 	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
 	b := startBroker(t, Config{
-		Secret: secret, DisablePlain: true, TLSListen: "127.0.0.1:0",
+		Secret: secret, TLSListen: "127.0.0.1:0",
 		TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile, ClientCAFile: p.CAFile,
-		DeviceKnown: func(id string) bool { return id != "bus-banned" },
+		Devices: testDevices{secret: secret, banned: "bus-banned"},
 	})
-	if b.Addr() != "" {
-		t.Errorf("Addr = %q without a plain listener", b.Addr())
-	}
 	url := "ssl://" + b.TLSAddr()
 
-	srv, _ := mustDial(t, url, "", "", p.ClientTLS(t, DefaultServerUsername))
+	// No certificate authenticates as the settlement server, not even one
+	// the fleet CA signed with its name: the server logs in with its
+	// password on the loopback listener.
+	if _, _, err := dial(t, url, "", "", p.ClientTLS(t, DefaultServerUsername)); err == nil {
+		t.Fatal("a certificate with the server's name logged in")
+	}
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
 	_, taps := subscribe(t, srv, "$share/settlement/farego/dev/+/taps")
-	dev, _ := mustDial(t, url, "", "", p.ClientTLS(t, "bus-7"))
+	dev, _ := mustDial(t, url, "", "", p.ClientTLS(t, "bus-7"), asDevice("bus-7"))
 	if err := publish(t, dev, "farego/dev/bus-7/taps", "over tls", false); err != nil {
 		t.Fatal(err)
 	}
@@ -278,27 +287,29 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		user string
-		tc   *tls.Config
+		name     string
+		user     string
+		tc       *tls.Config
+		clientID string // the device's own client id: only the named fault stops it
 	}{
-		{"no client certificate", "", p.ClientTLS(t, "")},
-		{"no client certificate, device password", "bus-7", p.ClientTLS(t, "")},
+		{"no client certificate", "", p.ClientTLS(t, ""), "bus-7"},
+		{"no client certificate, device password", "bus-7", p.ClientTLS(t, ""), "bus-7"},
 		{"certificate from another CA", "", func() *tls.Config {
 			c := p.ClientTLS(t, "")
 			c.Certificates = []tls.Certificate{brokertest.NewPKI(t, "").ClientCertificate(t, "bus-7")}
 			return c
-		}()},
-		{"unknown device", "", p.ClientTLS(t, "bus-banned")},
-		{"not a device id", "", p.ClientTLS(t, "bus 7")},
-		{"username differs from the certificate", "bus-8", p.ClientTLS(t, "bus-7")},
+		}(), "bus-7"},
+		{"unknown device", "", p.ClientTLS(t, "bus-banned"), "bus-banned"},
+		{"not a device id", "", p.ClientTLS(t, "bus 7"), "bus 7"},
+		{"username differs from the certificate", "bus-8", p.ClientTLS(t, "bus-7"), "bus-7"},
+		{"another device's client id", "", p.ClientTLS(t, "bus-7"), "bus-8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pass := ""
 			if tc.user != "" {
-				pass = DevicePassword(secret, tc.user)
+				pass = devicePassword(secret, tc.user)
 			}
-			if _, _, err := dial(t, url, tc.user, pass, tc.tc); err == nil {
+			if _, _, err := dial(t, url, tc.user, pass, tc.tc, asDevice(tc.clientID)); err == nil {
 				t.Error("accepted")
 			}
 		})
@@ -312,14 +323,14 @@ func TestTLSWithPasswords(t *testing.T) {
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.ServerCertificate(t)}}})
 	url := "ssl://" + b.TLSAddr()
-	mustDial(t, url, "bus-1", DevicePassword(secret, "bus-1"), p.ClientTLS(t, ""))
+	mustDial(t, url, "bus-1", devicePassword(secret, "bus-1"), p.ClientTLS(t, ""))
 	if _, _, err := dial(t, url, "bus-1", "nope", p.ClientTLS(t, "")); err == nil {
 		t.Error("wrong password accepted over TLS")
 	}
-	if _, _, err := dial(t, "tcp://"+b.TLSAddr(), "bus-1", DevicePassword(secret, "bus-1"), nil); err == nil {
+	if _, _, err := dial(t, "tcp://"+b.TLSAddr(), "bus-1", devicePassword(secret, "bus-1"), nil); err == nil {
 		t.Error("plain MQTT accepted on the TLS port")
 	}
-	mustDial(t, b.url(), "bus-1", DevicePassword(secret, "bus-1"), nil) // and the plain listener works too
+	mustDial(t, b.url(), "bus-1", devicePassword(secret, "bus-1"), nil) // and the plain listener works too
 }
 
 // TestCloseWithStalledConnection: Close returns although a client never
@@ -381,7 +392,7 @@ func TestCapabilities(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	p := brokertest.NewPKI(t, "")
-	base := Config{Secret: newSecret(t), Listen: "127.0.0.1:0"}
+	base := Config{Secret: newSecret(t), Listen: "127.0.0.1:0", Devices: testDevices{}}
 	if _, err := New(base); err != nil {
 		t.Fatal(err)
 	}
@@ -390,6 +401,7 @@ func TestConfig(t *testing.T) {
 		set  func(*Config)
 	}{
 		{"no secret", func(c *Config) { c.Secret = nil }},
+		{"no device authority", func(c *Config) { c.Devices = nil }},
 		{"short secret", func(c *Config) { c.Secret = []byte("short") }},
 		{"bad listen address", func(c *Config) { c.Listen = "1883" }},
 		{"no listener", func(c *Config) { c.DisablePlain = true }},
@@ -415,7 +427,7 @@ func TestConfig(t *testing.T) {
 	}
 	// A port taken: Start fails, and Close still works.
 	b := startBroker(t, Config{})
-	taken, err := New(Config{Secret: newSecret(t), Listen: b.Addr()})
+	taken, err := New(Config{Secret: newSecret(t), Listen: b.Addr(), Devices: testDevices{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func TestCloseWhileClientsComeAndGo(t *testing.T) {
 					default:
 					}
 					c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.url()).SetClientID(id).
-						SetUsername(id).SetPassword(DevicePassword(secret, id)).SetAutoReconnect(false).
+						SetUsername(id).SetPassword(devicePassword(secret, id)).SetAutoReconnect(false).
 						SetConnectTimeout(2 * time.Second).SetWriteTimeout(2 * time.Second))
 					if tok := c.Connect(); tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
 						c.Disconnect(0)

@@ -31,6 +31,9 @@ const (
 	// DefaultMaxPacketSize bounds an MQTT packet: a wire message (at most
 	// wire.MaxMessageSize) with its topic and headers.
 	DefaultMaxPacketSize = wire.MaxMessageSize + 64<<10
+	// DeviceClientIDPrefix is what a device's MQTT client id must be: the
+	// prefix and its device id ("farego-dev-bus-17").
+	DeviceClientIDPrefix = "farego-dev-"
 	// DefaultMaxPendingWrites is the number of packets queued for writing
 	// to one client (mochi's default; each client's queue is allocated
 	// when it connects, 8 bytes a slot).
@@ -84,10 +87,8 @@ type Config struct {
 	// device cannot have this id.
 	ServerUsername string
 
-	// DeviceKnown, if set, is asked on every device connection: a device
-	// it does not know is refused, even with the right password or
-	// certificate. It must be quick (cache) and safe for concurrent use.
-	DeviceKnown func(id string) bool
+	// Devices decides which devices may log in (required).
+	Devices DeviceAuthority
 
 	// ConnectTimeout bounds the time from accepting a connection to its
 	// CONNECT packet (default DefaultConnectTimeout).
@@ -148,6 +149,9 @@ func configErr(format string, a ...any) error {
 // validate checks a Config with its defaults and returns the TLS listener's
 // configuration (nil without one).
 func (c *Config) validate() (*tls.Config, error) {
+	if c.Devices == nil {
+		return nil, configErr("no Devices authority")
+	}
 	if len(c.Secret) < minSecretSize {
 		return nil, configErr("Secret is %d bytes, want at least %d", len(c.Secret), minSecretSize)
 	}

@@ -11,20 +11,23 @@
 //
 //   - On the plain listener (and on a TLS listener without client
 //     certificates) with a username and password. A device's username is
-//     its id and its password [DevicePassword]: hex(HMAC-SHA256(secret,
-//     "farego-mqtt-v1:" + id)), so the broker keeps no password list and
-//     the server's device registration can hand the password to the
-//     provisioning tool. The server's clients use [ServerPassword].
+//     its id; its password is random per registration, and the broker asks
+//     Config.Devices (the settlement server answers from the ledger, where
+//     only a hash is kept, in Mosquitto's "$7$" format: HashPassword,
+//     CheckPassword). The server's own clients use [ServerPassword].
 //   - On the TLS listener with ClientCAFile (mutual TLS): the common name
-//     of the client certificate, verified against the CA. A username, if
-//     sent, must equal it.
+//     of the client certificate, verified against the CA and accepted by
+//     Config.Devices (the ledger pins each device's certificate). A
+//     username, if sent, must equal it. No certificate authenticates as the
+//     settlement server, whatever its common name.
 //
-// A device id must satisfy wire.ValidDeviceID and, if Config.DeviceKnown
-// is set, be known to it. A connection is also refused when its last will
-// names a topic the client may not publish to (mochi does not check wills
-// against the ACL), or when its client id is in use by another identity
-// (which would take the other's session over). Refusals are counted and
-// logged at most once a minute per username.
+// A device id must satisfy wire.ValidDeviceID, and a device must use its
+// own client id, DeviceClientIDPrefix + id: it can neither take another
+// device's session over nor hold more than one. A connection is also
+// refused when its last will names a topic the client may not publish to
+// (mochi does not check wills against the ACL), or when its client id is
+// in use by another identity. Refusals are counted and logged at most once
+// a minute per username.
 //
 // # Access rules
 //

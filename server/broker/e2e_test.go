@@ -222,13 +222,13 @@ func TestEndToEnd(t *testing.T) {
 	f := newFleet(t)
 	b := startBroker(t, Config{
 		Secret: secret, TLSListen: "127.0.0.1:0", TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile, ClientCAFile: p.CAFile,
-		DeviceKnown: func(id string) bool { _, err := f.store.DeviceKey(context.Background(), id); return err == nil },
+		Devices: testDevices{secret: secret},
 	})
 	f.startServer(t, ingest.MQTTConfig{Brokers: []string{b.url()}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
 
 	plain := f.startDevice(t, "", 60, func(c *uplink.Config) {
 		c.Brokers = []string{b.url()}
-		c.Username, c.Password = c.DeviceID, DevicePassword(secret, c.DeviceID)
+		c.Username, c.Password = c.DeviceID, devicePassword(secret, c.DeviceID)
 	})
 	var withCert *device
 	withCert = f.startDevice(t, "", 40, func(c *uplink.Config) {
@@ -258,7 +258,7 @@ func TestEndToEndImpostor(t *testing.T) {
 	victim := uniqueName("bus-")
 	d := f.startDevice(t, "", 5, func(c *uplink.Config) {
 		c.Brokers = []string{b.url()}
-		c.Username, c.Password = victim, DevicePassword(secret, victim) // valid credentials of another device
+		c.Username, c.Password = victim, devicePassword(secret, victim) // valid credentials of another device
 	})
 	waitFor(t, "refused connections", func() bool { return b.Stats().Refused >= 2 })
 	if n := f.store.count(); n != 0 {
@@ -277,8 +277,8 @@ func TestIngestRefusedSubscriptions(t *testing.T) {
 	f := newFleet(t)
 	b := startBroker(t, Config{Secret: secret})
 	in, err := ingest.New(ingest.Config{
-		MQTTConfig: ingest.MQTTConfig{Brokers: []string{b.url()}, Username: "bus-1", Password: DevicePassword(secret, "bus-1"),
-			MaxReconnectInterval: 100 * time.Millisecond},
+		MQTTConfig: ingest.MQTTConfig{Brokers: []string{b.url()}, Username: "bus-1", Password: devicePassword(secret, "bus-1"),
+			ClientID: DeviceClientIDPrefix + "bus-1", MaxReconnectInterval: 100 * time.Millisecond},
 		FleetKey: f.key, Logger: testLogger(t), Keyring: func() *paycode.Keyring { return f.issuer.Keyring },
 	}, f.store)
 	if err != nil {

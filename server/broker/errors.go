@@ -9,3 +9,7 @@ var ErrConfig = errors.New("broker: invalid config")
 
 // ErrStarted is returned by Start when the broker was started before.
 var ErrStarted = errors.New("broker: already started")
+
+// ErrDisconnected is the cause recorded when the broker closes a device's
+// connection because its credential was revoked or rotated.
+var ErrDisconnected = errors.New("broker: credential revoked or rotated")

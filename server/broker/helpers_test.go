@@ -1,9 +1,14 @@
 package broker
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
+	"github.com/farego/farego/sync/wire"
 	"log/slog"
 	"os"
 	"strings"
@@ -87,6 +92,9 @@ func startBroker(tb testing.TB, cfg Config) *Broker {
 	if cfg.Secret == nil {
 		cfg.Secret = newSecret(tb)
 	}
+	if cfg.Devices == nil {
+		cfg.Devices = testDevices{secret: cfg.Secret}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(tb)
 	}
@@ -110,7 +118,11 @@ func (b *Broker) url() string { return "tcp://" + b.Addr() }
 func dial(tb testing.TB, url, user, pass string, tc *tls.Config, opts ...func(*mqtt.ClientOptions)) (mqtt.Client, <-chan struct{}, error) {
 	tb.Helper()
 	lost := make(chan struct{})
-	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(uniqueName("c-")).
+	id := uniqueName("c-")
+	if user != DefaultServerUsername && wire.ValidDeviceID(user) == nil {
+		id = DeviceClientIDPrefix + user // the only client id a device may use
+	}
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).
 		SetUsername(user).SetPassword(pass).SetTLSConfig(tc).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetOrderMatters(false).
 		SetConnectTimeout(30 * time.Second).
@@ -176,4 +188,43 @@ func next(tb testing.TB, ch chan [2]string) [2]string {
 		tb.Fatal("no message")
 		return [2]string{}
 	}
+}
+
+// testDevices is the tests' DeviceAuthority: every valid device id but the
+// banned ones may log in with devicePassword(secret, id) or any verified
+// certificate.
+type testDevices struct {
+	secret []byte
+	banned string
+}
+
+func (d testDevices) CheckPassword(id string, password []byte) error {
+	if id == d.banned {
+		return errors.New("unknown device")
+	}
+	if !hmac.Equal(bytes.ToLower(password), []byte(devicePassword(d.secret, id))) {
+		return errors.New("wrong password")
+	}
+	return nil
+}
+
+func (d testDevices) CheckCertificate(id string, _ []byte) error {
+	if id == d.banned {
+		return errors.New("unknown device")
+	}
+	return nil
+}
+
+// devicePassword is the tests' password of a device:
+// hex(HMAC-SHA256(secret, "farego-mqtt-v1:" + id)).
+func devicePassword(secret []byte, id string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("farego-mqtt-v1:" + id))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// asDevice makes a dial use device id's client id (for a device that logs
+// in with a certificate and no username).
+func asDevice(id string) func(*mqtt.ClientOptions) {
+	return func(o *mqtt.ClientOptions) { o.SetClientID(DeviceClientIDPrefix + id) }
 }

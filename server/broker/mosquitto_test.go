@@ -65,14 +65,14 @@ func TestMosquittoSample(t *testing.T) {
 	devP, devA, devB := uniqueName("bus-"), uniqueName("bus-"), uniqueName("bus-")
 	users := map[string]string{DefaultServerUsername: ServerPassword(secret)}
 	for _, d := range []string{devP, devA, devB} {
-		users[d] = DevicePassword(secret, d)
+		users[d] = devicePassword(secret, d)
 	}
 	plainURL, tlsURL := mosquittoSample(t, p, users)
 	f.startServer(t, ingest.MQTTConfig{Brokers: []string{plainURL}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
 
 	withPassword := f.startDevice(t, devP, 50, func(c *uplink.Config) {
 		c.Brokers = []string{plainURL}
-		c.Username, c.Password = c.DeviceID, DevicePassword(secret, c.DeviceID)
+		c.Username, c.Password = c.DeviceID, devicePassword(secret, c.DeviceID)
 	})
 	withCert := f.startDevice(t, "", 30, func(c *uplink.Config) {
 		c.Brokers = []string{tlsURL}
@@ -87,8 +87,8 @@ func TestMosquittoSample(t *testing.T) {
 	}
 
 	// Passwords: right ones in, wrong ones out.
-	a, _ := mustDial(t, plainURL, devA, DevicePassword(secret, devA), nil)
-	if _, _, err := dial(t, plainURL, devA, DevicePassword(secret, devB), nil); err == nil {
+	a, _ := mustDial(t, plainURL, devA, devicePassword(secret, devA), nil)
+	if _, _, err := dial(t, plainURL, devA, devicePassword(secret, devB), nil); err == nil {
 		t.Error("Mosquitto accepted a wrong password")
 	}
 	if _, _, err := dial(t, plainURL, "", "", nil); err == nil {
@@ -102,7 +102,7 @@ func TestMosquittoSample(t *testing.T) {
 	_, spy := subscribe(t, spyClient, "farego/#")
 
 	// devB never sees devA's acks, only its own.
-	b, _ := mustDial(t, plainURL, devB, DevicePassword(secret, devB), nil)
+	b, _ := mustDial(t, plainURL, devB, devicePassword(secret, devB), nil)
 	_, peek := subscribe(t, b, "farego/dev/"+devA+"/ack")
 	_, own := subscribe(t, b, "farego/dev/"+devB+"/ack")
 	for _, d := range []string{devA, devB} {

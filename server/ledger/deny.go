@@ -103,3 +103,28 @@ func (s *Store) Undeny(ctx context.Context, account uint64, serial uint32, reaso
 	}
 	return err
 }
+
+// DenyEntries returns one account's deny entries (whole account and
+// credentials), by serial and reason.
+func (s *Store) DenyEntries(ctx context.Context, account uint64) ([]DenyEntry, error) {
+	if checkAccountID(account) != nil {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT serial, reason, since_ns, expires_ns FROM deny_entries
+		WHERE account_id = $1 ORDER BY serial, reason`, int64(account))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read deny entries: %w", err)
+	}
+	defer rows.Close()
+	var out []DenyEntry
+	for rows.Next() {
+		e := DenyEntry{Account: account}
+		var serial, since, expires int64
+		if err := rows.Scan(&serial, &e.Reason, &since, &expires); err != nil {
+			return nil, fmt.Errorf("ledger: read deny entries: %w", err)
+		}
+		e.Serial, e.Since, e.Expires = uint32(serial), fromNS(since), fromNS(expires)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -721,3 +721,12 @@ func (t *txn) nextID(counter string) (int64, error) {
 	}
 	return v, nil
 }
+
+// Ping checks that the database answers (the health check: no table is
+// read).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ledger: %s not reachable: %w", s.backend, err)
+	}
+	return nil
+}

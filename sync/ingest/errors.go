@@ -12,6 +12,13 @@ var ErrConfig = errors.New("ingest: invalid config")
 // without acking them, and logs that at most once a minute per device.
 var ErrUnknownDevice = errors.New("ingest: unknown device")
 
+// ErrRevokedDevice is what a Store's DeviceKey returns (wrapped), together
+// with the device's key, for a device the operator revoked. The ingest
+// checks the signature (so that only the device's own messages count),
+// hands a signed batch to Store.Commit marked Revoked — the store keeps it
+// aside, uncharged — and never acks it; a status is refused.
+var ErrRevokedDevice = errors.New("ingest: revoked device")
+
 // ErrNotConnected is returned by Replay and Publisher.Publish while the
 // client is not connected to the broker.
 var ErrNotConnected = errors.New("ingest: not connected to the broker")

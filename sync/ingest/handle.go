@@ -40,44 +40,47 @@ func (in *Ingest) refuse(reason, device, topicKind string, size int, why error) 
 }
 
 // open checks a device message's envelope: its type, the device's key and
-// the signature. It returns the payload, or "" and nothing after refusing
-// the message.
-func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, want wire.Type) ([]byte, bool) {
+// the signature. It returns the payload and whether the device is revoked,
+// or ok false after refusing the message.
+func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, want wire.Type) (body []byte, revoked, ok bool) {
 	t, err := wire.PeekType(payload)
 	if err == nil && t != want {
 		err = fmt.Errorf("%w: a %s message on the %s topic", wire.ErrUnsupported, t, kind)
 	}
 	if err != nil {
 		in.refuse(RejectMalformed, id, kind, len(payload), err)
-		return nil, false
+		return nil, false, false
 	}
 	key, err := in.store.DeviceKey(ctx, id)
 	switch {
 	case errors.Is(err, ErrUnknownDevice):
 		in.refuse(RejectUnknownDevice, id, kind, len(payload), err)
-		return nil, false
+		return nil, false, false
+	case errors.Is(err, ErrRevokedDevice):
+		revoked = true
 	case err != nil:
 		in.refuse(RejectStoreError, id, kind, len(payload), err)
-		return nil, false
-	case len(key) != ed25519.PublicKeySize:
-		in.refuse(RejectStoreError, id, kind, len(payload), fmt.Errorf("device key is %d bytes", len(key)))
-		return nil, false
+		return nil, false, false
 	}
-	body, err := wire.Open(payload, want, key)
+	if len(key) != ed25519.PublicKeySize {
+		in.refuse(RejectStoreError, id, kind, len(payload), fmt.Errorf("device key is %d bytes", len(key)))
+		return nil, false, false
+	}
+	body, err = wire.Open(payload, want, key)
 	switch {
 	case errors.Is(err, wire.ErrBadSignature):
 		in.refuse(RejectBadSignature, id, kind, len(payload), err)
-		return nil, false
+		return nil, false, false
 	case err != nil:
 		in.refuse(RejectMalformed, id, kind, len(payload), err)
-		return nil, false
+		return nil, false, false
 	}
-	return body, true
+	return body, revoked, true
 }
 
 // handleBatch checks, re-verifies, commits and acks one tap batch.
 func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
-	body, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
+	body, revoked, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
 	if !ok {
 		return
 	}
@@ -91,7 +94,7 @@ func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
 		return
 	}
 	kr := in.cfg.Keyring()
-	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records))}
+	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records)), Revoked: revoked}
 	seqs := make([]uint64, len(b.Records))
 	for i, r := range b.Records {
 		batch.Taps[i] = in.check(id, b.Epoch, r, kr)
@@ -110,6 +113,12 @@ func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
 	}
 	if n := in.commitStreak.Swap(0); n > 0 {
 		in.log.Info(fmt.Sprintf("ingest: commits working again after %d failures", n), logKeyCount, n)
+	}
+	if revoked {
+		// Kept aside by the store, charged nothing, and never acked: the
+		// revoked device is told nothing.
+		in.refuse(RejectRevokedDevice, id, wire.KindTaps, len(payload), ErrRevokedDevice)
+		return
 	}
 	in.stats.batch(batch.Taps)
 
@@ -172,8 +181,12 @@ func (in *Ingest) handleStatus(ctx context.Context, id string, payload []byte) {
 	if len(payload) == 0 {
 		return // a retained status cleared on the broker
 	}
-	body, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus)
+	body, revoked, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus)
 	if !ok {
+		return
+	}
+	if revoked {
+		in.refuse(RejectRevokedDevice, id, wire.KindStatus, len(payload), ErrRevokedDevice)
 		return
 	}
 	st, err := wire.ParseStatus(body)

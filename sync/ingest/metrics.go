@@ -19,6 +19,9 @@ const (
 	RejectMalformed = "malformed"
 	// RejectUnknownDevice: the device is not registered.
 	RejectUnknownDevice = "unknown_device"
+	// RejectRevokedDevice: the device was revoked; a signed batch is kept
+	// aside by the store and not acked.
+	RejectRevokedDevice = "revoked_device"
 	// RejectBadSignature: the envelope is not signed with the device's key.
 	RejectBadSignature = "bad_signature"
 	// RejectDeviceMismatch: the payload names another device than the
@@ -40,7 +43,7 @@ const (
 
 // RejectReasons lists every reject reason.
 var RejectReasons = []string{
-	RejectQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectBadSignature,
+	RejectQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectRevokedDevice, RejectBadSignature,
 	RejectDeviceMismatch, RejectStoreError, RejectCommitFailed, RejectAckFailed, RejectStatusFailed,
 }
 

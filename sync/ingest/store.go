@@ -19,7 +19,8 @@ const VerdictMalformedRecord paycode.Reason = "malformed_record"
 // server. Its methods are called from several worker goroutines at once.
 type Store interface {
 	// DeviceKey returns a registered device's Ed25519 public key, or an
-	// error wrapping ErrUnknownDevice if the device is not registered.
+	// error wrapping ErrUnknownDevice if the device is not registered, or
+	// the key AND an error wrapping ErrRevokedDevice if it was revoked.
 	// Any other error counts as a store failure: the message is not
 	// acked and the device sends it again.
 	DeviceKey(ctx context.Context, deviceID string) (ed25519.PublicKey, error)
@@ -45,6 +46,9 @@ type Batch struct {
 	Epoch    string    // the device queue's epoch
 	SentAt   time.Time // the device clock when the batch was sent
 	Taps     []Tap     // one per record, in ascending sequence order
+	// Revoked: the device was revoked. The store must keep the records
+	// aside and charge nothing; the ingest does not ack them.
+	Revoked bool
 }
 
 // Tap is one record of a batch with the outcome of its checks.

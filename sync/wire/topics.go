@@ -39,6 +39,22 @@ func ValidDeviceID(id string) error {
 	return nil
 }
 
+// ReservedDeviceID reports whether id is one no device may have: the
+// settlement server's and the broker's own names ("farego-…" and a few
+// words an operator would recognise as not a bus). Registration and the
+// provisioning tool refuse them.
+func ReservedDeviceID(id string) bool {
+	l := strings.ToLower(id)
+	if strings.HasPrefix(l, "farego") {
+		return true
+	}
+	switch l {
+	case "server", "broker", "admin", "root", "operator", "settlement", "mosquitto", "emqx":
+		return true
+	}
+	return false
+}
+
 // Topics builds topic names under a prefix.
 type Topics struct {
 	Prefix string // default DefaultPrefix

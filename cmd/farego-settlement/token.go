@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/ledger"
+)
+
+const tokenUsage = `Usage:
+  farego-settlement token create --data DIR --role ROLE [--merchant ID] [--name TEXT] [--db DSN]
+  farego-settlement token list   --data DIR [--db DSN]
+  farego-settlement token revoke --data DIR [--db DSN] ID
+
+Roles: operator (everything), payments (top-ups and credit lines), merchant
+(online payments for one merchant id: --merchant), auditor (reads
+everything, changes nothing). The token is printed once; the ledger keeps
+only its hash. A revoked token stops working at once on every instance.
+`
+
+// openLedger opens the ledger of a data directory (or --db).
+func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
+	dsn := db
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
+	}
+	return ledger.Open(ctx, dsn, nil)
+}
+
+func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		if len(args) == 0 {
+			fmt.Fprint(stderr, tokenUsage)
+			return errUsage
+		}
+		fmt.Fprint(stdout, tokenUsage)
+		return nil
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	var role, merchant, name *string
+	if sub == "create" {
+		role = fs.String("role", "", "operator, payments, merchant or auditor (required)")
+		merchant = fs.String("merchant", "", "the merchant id a merchant token pays for (required with --role merchant)")
+		name = fs.String("name", "", "what the token is for (shown in token list)")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	switch sub {
+	case "create":
+		if *role == "" {
+			fmt.Fprintln(stderr, "token create: --role is required")
+			return errUsage
+		}
+		if !ledger.ValidRole(*role) {
+			fmt.Fprintf(stderr, "token create: --role %q: want operator, payments, merchant or auditor\n", *role)
+			return errUsage
+		}
+		if (*role == ledger.RoleMerchant) != (*merchant != "") {
+			fmt.Fprintln(stderr, "token create: --merchant goes with --role merchant, and only with it")
+			return errUsage
+		}
+	case "list":
+	case "revoke":
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "token revoke: give the token's id (see token list)")
+			return errUsage
+		}
+	default:
+		fmt.Fprintf(stderr, "token: unknown subcommand %q\n\n%s", sub, tokenUsage)
+		return errUsage
+	}
+	st, err := openLedger(ctx, *data, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	switch sub {
+	case "create":
+		t, err := api.CreateToken(ctx, st, *role, *merchant, *name)
+		if err != nil {
+			return err
+		}
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "create_token", Target: t.ID,
+			Detail: fmt.Sprintf("role %s merchant %q name %q", t.Role, t.MerchantID, t.Name)}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "token %s (%s) created; it is shown this once:\n", t.ID, t.Role)
+		fmt.Fprintln(stdout, t.Token)
+	case "list":
+		ts, err := st.Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tROLE\tMERCHANT\tNAME\tCREATED\tREVOKED")
+		for _, t := range ts {
+			revoked := "-"
+			if !t.Revoked.IsZero() {
+				revoked = t.Revoked.UTC().Format("2006-01-02 15:04")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, orDash(t.MerchantID), orDash(t.Name),
+				t.Created.UTC().Format("2006-01-02 15:04"), revoked)
+		}
+		return tw.Flush()
+	case "revoke":
+		id := fs.Arg(0)
+		if err := st.RevokeToken(ctx, id); err != nil {
+			return err
+		}
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_token", Target: id}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "token %s revoked\n", id)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,338 @@
+package api
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Account is an account as the API shows it.
+type Account struct {
+	ID         uint64 `json:"id"`
+	Profile    string `json:"profile"`
+	Name       string `json:"name,omitempty"`
+	Balance    int64  `json:"balance"`
+	CreditLine int64  `json:"credit_line"`
+	Currency   string `json:"currency"`
+	// Denied: the whole account is on the deny list (DenyReason says why).
+	Denied     bool   `json:"denied"`
+	DenyReason string `json:"deny_reason,omitempty"`
+	// Blocked lists the account's credentials on the deny list, with why;
+	// a code_reused entry also stops new credentials until the operator
+	// clears it.
+	Blocked    []Block `json:"blocked_credentials,omitempty"`
+	LastSerial uint32  `json:"last_serial,omitempty"`
+	CreatedAt  string  `json:"created_at"`
+	Rides      []Ride  `json:"recent_rides,omitempty"`
+}
+
+// Block is a credential on the deny list.
+type Block struct {
+	Serial  uint32 `json:"serial"`
+	Reason  string `json:"reason"`
+	Since   string `json:"since"`
+	Expires string `json:"expires,omitempty"`
+}
+
+func toAccount(a ledger.Account) Account {
+	return Account{ID: a.ID, Profile: a.Profile.String(), Name: a.Name, Balance: a.Balance, CreditLine: a.CreditLine,
+		Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
+		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339)}
+}
+
+// Ride is a tap in the rider's history.
+type Ride struct {
+	TapID      string   `json:"tap_id"`
+	Time       string   `json:"time"`
+	ServiceDay string   `json:"service_day"`
+	Route      string   `json:"route"`
+	Vehicle    string   `json:"vehicle,omitempty"`
+	DeviceID   string   `json:"device"`
+	BaseFare   int64    `json:"base_fare"`
+	Charge     int64    `json:"charge"`
+	Transfer   bool     `json:"transfer,omitempty"`
+	Capped     bool     `json:"capped,omitempty"`
+	Flag       string   `json:"flag,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
+	CodeHash   string   `json:"code_hash"`
+}
+
+func toRides(rs []ledger.Ride) []Ride {
+	out := make([]Ride, len(rs))
+	for i, r := range rs {
+		out[i] = Ride{TapID: r.TapID, Time: r.Time.UTC().Format(time.RFC3339Nano), ServiceDay: r.ServiceDay, Route: r.Route,
+			Vehicle: r.Vehicle, DeviceID: r.DeviceID, BaseFare: r.BaseFare, Charge: r.Charge, Transfer: r.Transfer,
+			Capped: r.Capped, Flag: r.Flag, Notes: r.Notes, CodeHash: r.CodeHash}
+	}
+	return out
+}
+
+func (h *Handler) createAccount(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if !h.accounts.allow(r) {
+		return nil, 0, errorf(http.StatusTooManyRequests, "rate_limited", "too many new accounts from here; try again in a minute")
+	}
+	var req struct {
+		Profile string `json:"profile"`
+		Name    string `json:"name"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.Profile == "" {
+		req.Profile = "adult"
+	}
+	p, err := paycode.ParseProfile(req.Profile)
+	if err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "profile must be adult, child, senior or student")
+	}
+	sec := make([]byte, 32)
+	rand.Read(sec)
+	secret := hex.EncodeToString(sec)
+	a, err := h.cfg.Ledger.CreateAccount(r.Context(), ledger.AccountSpec{Profile: p, Name: req.Name, SecretHash: hashSecret(secret)})
+	if err != nil {
+		return nil, 0, err
+	}
+	h.log.Info("account created", "account", a.ID, "profile", p.String())
+	return map[string]any{"account": toAccount(a), "secret": secret}, http.StatusCreated, nil
+}
+
+// accountView is an account with its credential-level blocks.
+func (h *Handler) accountView(r *http.Request, id uint64) (Account, error) {
+	a, err := h.cfg.Ledger.Account(r.Context(), id)
+	if err != nil {
+		return Account{}, err
+	}
+	out := toAccount(a)
+	entries, err := h.cfg.Ledger.DenyEntries(r.Context(), id)
+	if err != nil {
+		return Account{}, err
+	}
+	for _, e := range entries {
+		if e.Serial == 0 {
+			continue
+		}
+		out.Blocked = append(out.Blocked, Block{Serial: e.Serial, Reason: e.Reason, Since: timeOrEmpty(e.Since),
+			Expires: timeOrEmpty(e.Expires)})
+	}
+	return out, nil
+}
+
+func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, _, err := h.accountPrincipal(r, readers...)
+	if err != nil {
+		return nil, 0, err
+	}
+	out, err := h.accountView(r, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	rides, err := h.cfg.Ledger.Rides(r.Context(), id, 10)
+	if err != nil {
+		return nil, 0, err
+	}
+	out.Rides = toRides(rides)
+	return out, http.StatusOK, nil
+}
+
+func (h *Handler) rides(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, _, err := h.accountPrincipal(r, readers...)
+	if err != nil {
+		return nil, 0, err
+	}
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 10000 {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "limit must be 1 to 10000")
+		}
+	}
+	rides, err := h.cfg.Ledger.Rides(r.Context(), id, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	return map[string]any{"account": id, "rides": toRides(rides)}, http.StatusOK, nil
+}
+
+func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err != nil {
+		return nil, 0, err
+	}
+	if p.role == roleRider {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "top-ups come from the payment provider, not the rider")
+	}
+	var req struct {
+		Amount    int64  `json:"amount"`
+		Reference string `json:"reference"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.Amount <= 0 || req.Reference == "" {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive and reference (the payment provider's id) is required")
+	}
+	a, err := h.cfg.Ledger.TopUp(r.Context(), id, req.Amount, req.Reference)
+	if err != nil {
+		return nil, 0, err
+	}
+	// A top-up may lift a negative_balance entry. The publisher coalesces
+	// and publishes only when the deny list's version moved.
+	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.audit(r, p, "topup", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d reference %q", req.Amount, req.Reference))
+	h.log.Info("top-up", "account", id, "amount", req.Amount)
+	return toAccount(a), http.StatusOK, nil
+}
+
+func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err != nil {
+		return nil, 0, err
+	}
+	if p.role == roleRider {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "the operator or the payment provider sets credit lines")
+	}
+	var req struct {
+		Amount *int64 `json:"amount"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.Amount == nil || *req.Amount < 0 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount (0 or more, minor units) is required")
+	}
+	a, err := h.cfg.Ledger.SetCreditLine(r.Context(), id, *req.Amount)
+	if err != nil {
+		return nil, 0, err
+	}
+	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.audit(r, p, "credit_line", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
+	return toAccount(a), http.StatusOK, nil
+}
+
+// CredentialResponse is an issued credential.
+type CredentialResponse struct {
+	Account    uint64 `json:"account"`
+	Serial     uint32 `json:"serial"`
+	KeyID      uint32 `json:"key_id"`
+	Profile    string `json:"profile"`
+	NotBefore  string `json:"not_before"`
+	NotAfter   string `json:"not_after"`
+	Credential string `json:"credential"`           // hex of the 124 bytes
+	TokenSeed  string `json:"token_seed,omitempty"` // hex; absent when the rider sent a public key
+}
+
+// credentialMinimum is the least balance plus credit line an account of
+// profile p needs for an offline credential (see Config.CredentialMinimum).
+func (h *Handler) credentialMinimum(r *http.Request, p paycode.Profile) (int64, error) {
+	if h.cfg.CredentialMinimum != 0 {
+		return max(h.cfg.CredentialMinimum, 0), nil
+	}
+	t, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	if errors.Is(err, ledger.ErrNoFareTable) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if c, ok := t.DailyCap[p.String()]; ok {
+		return c, nil
+	}
+	f, err := t.Fare("*", p)
+	if err != nil {
+		return 0, nil
+	}
+	return f, nil
+}
+
+func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, _, err := h.accountPrincipal(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		RiderPublicKey string `json:"rider_public_key"`
+	}
+	body, err := readBody(r, maxBody)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, 0, err
+		}
+	}
+	a, err := h.accountView(r, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if a.Denied {
+		return nil, 0, errorf(http.StatusForbidden, "not_in_good_standing", "account %d cannot get a credential: %s (balance %d)",
+			id, orDefault(a.DenyReason, "denied"), a.Balance)
+	}
+	for _, b := range a.Blocked {
+		if b.Reason == ledger.ReasonCodeReused {
+			return nil, 0, errorf(http.StatusForbidden, "not_in_good_standing",
+				"a payment code of credential %d was used more than once; the operator must clear it before a new credential", b.Serial)
+		}
+	}
+	profile, _ := paycode.ParseProfile(a.Profile)
+	minimum, err := h.credentialMinimum(r, profile)
+	if err != nil {
+		return nil, 0, err
+	}
+	if a.Balance+a.CreditLine < minimum {
+		return nil, 0, errorf(http.StatusPaymentRequired, "insufficient_funds",
+			"top up first: an offline credential needs a balance of at least %d (balance %d, credit line %d)", minimum, a.Balance, a.CreditLine)
+	}
+	var seed []byte
+	var riderPub ed25519.PublicKey
+	if req.RiderPublicKey != "" {
+		riderPub, err = hex.DecodeString(req.RiderPublicKey)
+		if err != nil || len(riderPub) != ed25519.PublicKeySize {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "rider_public_key must be 64 hex digits")
+		}
+		if err := paycode.CheckPublicKey(riderPub); err != nil {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "rider_public_key: %v", err)
+		}
+	} else {
+		seed = make([]byte, paycode.SecretSize)
+		rand.Read(seed)
+		rk, err := paycode.RiderKey(seed)
+		if err != nil {
+			return nil, 0, err
+		}
+		riderPub = rk.Public().(ed25519.PublicKey)
+	}
+	now := h.cfg.Now().UTC().Truncate(time.Second)
+	keyID, issuer, err := h.cfg.Keys.SigningKey(now)
+	if err != nil {
+		return nil, 0, err
+	}
+	nb, na := now.Add(-5*time.Minute), now.Add(h.cfg.CredentialTTL)
+	serial, err := h.cfg.Ledger.IssueCredentialSerial(r.Context(), id, na, riderPub)
+	if err != nil {
+		return nil, 0, err
+	}
+	c := paycode.Credential{KeyID: keyID, Account: id, Serial: serial, NotBefore: uint32(nb.Unix()), NotAfter: uint32(na.Unix()), Profile: profile}
+	copy(c.RiderKey[:], riderPub)
+	cred, err := paycode.IssueCredential(issuer, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	h.log.Info("credential issued", "account", id, "serial", serial, "key_id", keyID, "rider_key_supplied", seed == nil)
+	resp := CredentialResponse{Account: id, Serial: serial, KeyID: keyID, Profile: profile.String(),
+		NotBefore: nb.Format(time.RFC3339), NotAfter: na.Format(time.RFC3339), Credential: hex.EncodeToString(cred)}
+	if seed != nil {
+		resp.TokenSeed = hex.EncodeToString(seed)
+	}
+	return resp, http.StatusCreated, nil
+}

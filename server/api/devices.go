@@ -1,0 +1,197 @@
+package api
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/broker"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/wire"
+)
+
+// registerDevice registers a validator: its Ed25519 key and, optionally,
+// its client certificate (PEM, common name = the device id). Every
+// registration makes a new random broker password, returned once and kept
+// only as a hash: the previous password (and certificate) of the device
+// stop working at once.
+func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		ID          string `json:"id"`
+		PublicKey   string `json:"public_key"`
+		Certificate string `json:"certificate"`
+		Replace     bool   `json:"replace"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if err := wire.ValidDeviceID(req.ID); err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
+	}
+	if wire.ReservedDeviceID(req.ID) {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "device id %q is reserved for the settlement server and the broker", req.ID)
+	}
+	pub, err := hex.DecodeString(req.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "public_key must be 64 hex digits (Ed25519)")
+	}
+	if err := paycode.CheckPublicKey(pub); err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "public_key: %v", err)
+	}
+	var certSum []byte
+	if req.Certificate != "" {
+		block, _ := pem.Decode([]byte(req.Certificate))
+		if block == nil || block.Type != "CERTIFICATE" {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "certificate must be one PEM CERTIFICATE block")
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "certificate: %v", err)
+		}
+		if cert.Subject.CommonName != req.ID {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "the certificate is for %q, not %q", cert.Subject.CommonName, req.ID)
+		}
+		sum := sha256.Sum256(cert.Raw)
+		certSum = sum[:]
+	}
+	password := broker.NewPassword()
+	if err := h.cfg.Ledger.RegisterDevice(r.Context(), ledger.DeviceRegistration{ID: req.ID, PublicKey: pub, Replace: req.Replace,
+		MQTTHash: broker.HashPassword(password), CertSHA256: certSum}); err != nil {
+		return nil, 0, err
+	}
+	if h.cfg.DeviceChanged != nil {
+		h.cfg.DeviceChanged(req.ID)
+	}
+	h.audit(r, p, "register_device", req.ID, fmt.Sprintf("replace %t certificate %t", req.Replace, certSum != nil))
+	h.log.Info("device registered", "device", req.ID, "replace", req.Replace)
+	return map[string]any{"id": req.ID, "public_key": req.PublicKey, "mqtt_username": req.ID, "mqtt_password": password,
+		"mqtt_client_id": broker.DeviceClientIDPrefix + req.ID}, http.StatusCreated, nil
+}
+
+func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	id := r.PathValue("id")
+	if err := h.cfg.Ledger.RevokeDevice(r.Context(), id); err != nil {
+		return nil, 0, err
+	}
+	if h.cfg.DeviceChanged != nil {
+		h.cfg.DeviceChanged(id)
+	}
+	h.audit(r, p, "revoke_device", id, "")
+	return map[string]any{"id": id, "revoked": true}, http.StatusOK, nil
+}
+
+// Device is a validator as the operator sees it.
+type Device struct {
+	ID           string `json:"id"`
+	RegisteredAt string `json:"registered_at"`
+	// State is online, offline, unknown (nothing heard since this server
+	// started: the last status may be stale) or revoked.
+	State           string            `json:"state"`
+	Since           string            `json:"since,omitempty"` // with unknown: since when
+	Online          bool              `json:"online"`
+	StatusAt        string            `json:"status_at,omitempty"` // server time of the last status
+	QueueDepth      int               `json:"queue_depth"`
+	OldestUnsentSec int64             `json:"oldest_unsent_s"`
+	ClockOffsetMS   int64             `json:"clock_offset_ms"`
+	LastSeq         uint64            `json:"last_seq"`
+	LastSync        string            `json:"last_sync,omitempty"`
+	Software        string            `json:"software,omitempty"`
+	OutOfService    string            `json:"out_of_service,omitempty"`
+	Versions        map[string]uint64 `json:"versions,omitempty"`
+	Revoked         string            `json:"revoked,omitempty"`
+}
+
+func (h *Handler) toDevice(d ledger.Device) Device {
+	out := Device{ID: d.ID, RegisteredAt: timeOrEmpty(d.RegisteredAt), Online: d.Status.Online, StatusAt: timeOrEmpty(d.StatusAt),
+		QueueDepth: d.Status.QueueDepth, OldestUnsentSec: int64(d.Status.OldestUnsent / time.Second),
+		ClockOffsetMS: d.ClockOffset.Milliseconds(), LastSeq: d.LastSeq, LastSync: timeOrEmpty(d.LastSync),
+		Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions, Revoked: timeOrEmpty(d.Revoked)}
+	switch {
+	case !d.Revoked.IsZero():
+		out.State, out.Online = "revoked", false
+	case d.StatusAt.Before(h.cfg.Started):
+		out.State, out.Online, out.Since = "unknown", false, timeOrEmpty(h.cfg.Started)
+	case d.Status.Online:
+		out.State = "online"
+	default:
+		out.State = "offline"
+	}
+	return out
+}
+
+func (h *Handler) devices(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	ds, err := h.cfg.Ledger.Devices(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]Device, len(ds))
+	for i, d := range ds {
+		out[i] = h.toDevice(d)
+	}
+	return map[string]any{"devices": out}, http.StatusOK, nil
+}
+
+// replay asks a device to resend records from its archive: by default all
+// of it (after a restore the gaps may be anywhere — batches commit out of
+// order — and a tap the ledger has already changes nothing).
+func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	if h.cfg.Replay == nil {
+		return nil, 0, errorf(http.StatusServiceUnavailable, "unavailable", "replay needs the MQTT link")
+	}
+	var req struct {
+		From uint64 `json:"from"`
+		To   uint64 `json:"to"`
+	}
+	body, err := readBody(r, maxBody)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(body) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, 0, err
+		}
+	}
+	d, err := h.cfg.Ledger.Device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, 0, err
+	}
+	if d.Status.Epoch == "" || !d.Status.Online || !d.Revoked.IsZero() {
+		return nil, 0, errorf(http.StatusConflict, "device_offline", "device %s is not online (a replay request is not kept for an offline device)", d.ID)
+	}
+	if req.From == 0 {
+		req.From = 1
+	}
+	if req.To == 0 {
+		req.To = ^uint64(0) >> 1
+	}
+	if req.From > req.To {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "from %d is after to %d", req.From, req.To)
+	}
+	if err := h.cfg.Replay(r.Context(), d.ID, d.Status.Epoch, req.From, req.To); err != nil {
+		return nil, 0, err
+	}
+	h.audit(r, p, "replay", d.ID, fmt.Sprintf("epoch %s from %d to %d", d.Status.Epoch, req.From, req.To))
+	h.log.Info("replay requested", "device", d.ID, "from", req.From, "to", req.To)
+	return map[string]any{"device": d.ID, "epoch": d.Status.Epoch, "from": req.From, "to": req.To}, http.StatusAccepted, nil
+}

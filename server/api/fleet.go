@@ -1,0 +1,238 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/wire"
+)
+
+func (h *Handler) getFares(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	t, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	if errors.Is(err, ledger.ErrNoFareTable) {
+		return nil, 0, errorf(http.StatusNotFound, "not_found", "no fare table uploaded yet")
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return t, http.StatusOK, nil
+}
+
+func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	body, err := readBody(r, maxFareBody)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkDuplicateKeys(body); err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "bad_json", "%v", err)
+	}
+	t, err := fare.Parse(body)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := h.cfg.Ledger.PutFareTable(r.Context(), t); err != nil {
+		return nil, 0, err
+	}
+	h.audit(r, p, "put_fares", strconv.FormatUint(t.Version, 10), fmt.Sprintf("currency %s, %d routes", t.Currency, len(t.Fares)))
+	h.log.Info("fare table uploaded", "version", t.Version)
+	h.cfg.Notifier.Changed(wire.DownlinkFares)
+	return map[string]any{"version": t.Version}, http.StatusOK, nil
+}
+
+func (h *Handler) getKeyring(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	return h.cfg.Keys.Keyring(), http.StatusOK, nil
+}
+
+func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	kr, err := h.cfg.Keys.Rotate(h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour)
+	if err != nil {
+		return nil, 0, err
+	}
+	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "")
+	h.log.Info("issuer key rotated", "version", kr.Version())
+	h.cfg.Notifier.Changed(wire.DownlinkKeyring)
+	return kr, http.StatusOK, nil
+}
+
+// DenyEntry is a deny-list entry.
+type DenyEntry struct {
+	Account uint64 `json:"account"`
+	Serial  uint32 `json:"serial,omitempty"`
+	Reason  string `json:"reason"`
+	Since   string `json:"since,omitempty"`
+	Expires string `json:"expires,omitempty"`
+}
+
+func (h *Handler) denyList(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	dl, err := h.cfg.Ledger.DenyList(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]DenyEntry, len(dl.Entries))
+	for i, e := range dl.Entries {
+		out[i] = DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason, Since: timeOrEmpty(e.Since), Expires: timeOrEmpty(e.Expires)}
+	}
+	return map[string]any{"version": dl.Version, "entries": out}, http.StatusOK, nil
+}
+
+func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context.Context, account uint64, serial uint32, reason string) error) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req DenyEntry
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.Account == 0 || (req.Reason == "" && action == "deny") {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "account and reason are required")
+	}
+	if err := fn(r.Context(), req.Account, req.Serial, req.Reason); err != nil {
+		return nil, 0, err
+	}
+	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.audit(r, p, action, strconv.FormatUint(req.Account, 10), fmt.Sprintf("serial %d reason %q", req.Serial, req.Reason))
+	dl, err := h.cfg.Ledger.DenyList(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	return map[string]any{"version": dl.Version}, http.StatusOK, nil
+}
+
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	return h.denyChange(r, "deny", h.cfg.Ledger.Deny)
+}
+
+func (h *Handler) undeny(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	return h.denyChange(r, "undeny", h.cfg.Ledger.Undeny)
+}
+
+// Token is an API credential as the API shows it (never the token itself,
+// but once, when it is made).
+type Token struct {
+	ID         string `json:"id"`
+	Role       string `json:"role"`
+	MerchantID string `json:"merchant_id,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Created    string `json:"created"`
+	Revoked    string `json:"revoked,omitempty"`
+	Token      string `json:"token,omitempty"`
+}
+
+func toToken(t ledger.APIToken) Token {
+	return Token{ID: t.ID, Role: t.Role, MerchantID: t.MerchantID, Name: t.Name, Created: timeOrEmpty(t.Created),
+		Revoked: timeOrEmpty(t.Revoked)}
+}
+
+// CreateToken makes a new API credential and returns it with its token
+// (shown this once; the ledger keeps only its hash).
+func CreateToken(ctx context.Context, l *ledger.Store, role, merchant, name string) (Token, error) {
+	id, tok := newToken()
+	sum := sha256Sum(tok)
+	t, err := l.CreateToken(ctx, ledger.APIToken{ID: id, Role: role, MerchantID: merchant, Name: name}, sum)
+	if err != nil {
+		return Token{}, err
+	}
+	out := toToken(t)
+	out.Token = tok
+	return out, nil
+}
+
+func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		Role       string `json:"role"`
+		MerchantID string `json:"merchant_id"`
+		Name       string `json:"name"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	t, err := CreateToken(r.Context(), h.cfg.Ledger, req.Role, req.MerchantID, req.Name)
+	if err != nil {
+		return nil, 0, err
+	}
+	h.audit(r, p, "create_token", t.ID, fmt.Sprintf("role %s merchant %q name %q", t.Role, t.MerchantID, t.Name))
+	return t, http.StatusCreated, nil
+}
+
+func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	ts, err := h.cfg.Ledger.Tokens(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]Token, len(ts))
+	for i, t := range ts {
+		out[i] = toToken(t)
+	}
+	return map[string]any{"tokens": out}, http.StatusOK, nil
+}
+
+func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	id := r.PathValue("id")
+	if err := h.cfg.Ledger.RevokeToken(r.Context(), id); err != nil {
+		return nil, 0, err
+	}
+	h.audit(r, p, "revoke_token", id, "")
+	return map[string]any{"id": id, "revoked": true}, http.StatusOK, nil
+}
+
+// AuditEntry is one line of the audit trail.
+type AuditEntry struct {
+	ID     uint64 `json:"id"`
+	At     string `json:"at"`
+	Actor  string `json:"actor"`
+	Action string `json:"action"`
+	Target string `json:"target,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	var before uint64
+	if s := r.URL.Query().Get("before"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be an entry id")
+		}
+		before = v
+	}
+	es, err := h.cfg.Ledger.AuditLog(r.Context(), before, 100)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]AuditEntry, len(es))
+	for i, e := range es {
+		out[i] = AuditEntry{ID: e.ID, At: timeOrEmpty(e.At), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail}
+	}
+	return map[string]any{"entries": out}, http.StatusOK, nil
+}

@@ -1,0 +1,114 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger"
+)
+
+// PaymentResponse is a completed online payment.
+type PaymentResponse struct {
+	ID         uint64 `json:"id"`
+	MerchantID string `json:"merchant_id"`
+	OrderID    string `json:"order_id"`
+	Account    uint64 `json:"account"`
+	Amount     int64  `json:"amount"`
+	Currency   string `json:"currency"`
+	Status     string `json:"status"`
+	CodeHash   string `json:"code_hash"`
+	CreatedAt  string `json:"created_at"`
+}
+
+func toPayment(p ledger.PaymentOrder) PaymentResponse {
+	return PaymentResponse{ID: p.ID, MerchantID: p.MerchantID, OrderID: p.OrderID, Account: p.Account, Amount: p.Amount,
+		Currency: p.Currency, Status: p.Status, CodeHash: p.CodeHash, CreatedAt: p.CreatedAt.UTC().Format(time.RFC3339)}
+}
+
+// pay makes an online payment. It is idempotent on (merchant, order): the
+// order is looked up before anything else, so a retry — any time later,
+// with a code long expired — gets the same answer as the first request; the
+// same order with another code or amount is a conflict. A merchant token
+// pays only for its own merchant id.
+func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r, ledger.RoleMerchant)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		MerchantID string `json:"merchant_id"`
+		OrderID    string `json:"order_id"`
+		Code       string `json:"code"`
+		Amount     int64  `json:"amount"`
+		Currency   string `json:"currency"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.MerchantID == "" || req.OrderID == "" || req.Amount <= 0 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "merchant_id, order_id and a positive amount are required")
+	}
+	if p.role == ledger.RoleMerchant && req.MerchantID != p.merchant {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "this token pays for merchant %q only", p.merchant)
+	}
+	text := strings.TrimRight(req.Code, "\r\n")
+	code, perr := paycode.ParseText(text)
+	hash := paycode.ShortHash(text)
+	// The same order again: the same answer, whenever it comes.
+	prev, err := h.cfg.Ledger.PaymentByOrder(r.Context(), req.MerchantID, req.OrderID)
+	switch {
+	case err == nil:
+		if perr != nil || prev.Account != code.Account || prev.Amount != req.Amount || prev.CodeHash != hash ||
+			(req.Currency != "" && req.Currency != prev.Currency) {
+			return nil, 0, errorf(http.StatusConflict, "conflict", "merchant %q order %q was paid with another code or amount", req.MerchantID, req.OrderID)
+		}
+		w.Header().Set("Idempotent-Replayed", "true")
+		return toPayment(prev), http.StatusCreated, nil
+	case !errors.Is(err, ledger.ErrNotFound):
+		return nil, 0, err
+	}
+	d := h.verifier.Verify(text, h.cfg.Now(), h.cfg.Keys.Keyring(), h.cfg.Policy)
+	if !d.Accepted {
+		h.log.Info("payment refused", "reason", d.Reason, "merchant", req.MerchantID, "code_hash", hash)
+		return nil, 0, errorf(http.StatusUnprocessableEntity, "invalid_code", "%s", d.Reason)
+	}
+	c := d.Code
+	if req.Currency == "" {
+		a, err := h.cfg.Ledger.Account(r.Context(), c.Account)
+		if err != nil {
+			return nil, 0, err
+		}
+		req.Currency = a.Currency
+	}
+	// A payment never moves the deny list: it refuses rather than go below
+	// the credit line, and a refusal writes nothing.
+	order, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
+		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: hash,
+		Amount: req.Amount, Currency: req.Currency})
+	if err != nil {
+		return nil, 0, err
+	}
+	h.log.Info("payment", "id", order.ID, "merchant", order.MerchantID, "account", order.Account, "amount", order.Amount)
+	return toPayment(order), http.StatusCreated, nil
+}
+
+// getPayment returns a merchant's order: a point of sale that lost the
+// answer asks instead of paying again.
+func (h *Handler) getPayment(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r, ledger.RoleMerchant, ledger.RoleAuditor)
+	if err != nil {
+		return nil, 0, err
+	}
+	merchant, order := r.PathValue("merchant"), r.PathValue("order")
+	if p.role == ledger.RoleMerchant && merchant != p.merchant {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "this token reads merchant %q's orders only", p.merchant)
+	}
+	o, err := h.cfg.Ledger.PaymentByOrder(r.Context(), merchant, order)
+	if err != nil {
+		return nil, 0, err
+	}
+	return toPayment(o), http.StatusOK, nil
+}

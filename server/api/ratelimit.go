@@ -1,0 +1,89 @@
+package api
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// limiter is a token bucket per client address plus one for everyone,
+// refilling perMinute tokens a minute up to burst. It holds at most
+// maxClients buckets (the fullest are dropped first: a full bucket is what
+// a new one would be), so a flood of addresses cannot grow it.
+type limiter struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	perMinute float64
+	burst     float64
+	total     bucket
+	totalRate float64
+	clients   map[string]*bucket
+	disabled  bool
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+const maxClients = 10_000
+
+func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time) *limiter {
+	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst), totalRate: float64(totalPerMinute),
+		clients: map[string]*bucket{}}
+	l.disabled = perMinute < 0 || burst < 0 || totalPerMinute < 0
+	l.total = bucket{tokens: float64(totalPerMinute), at: now()}
+	return l
+}
+
+func (b *bucket) take(now time.Time, perMinute, capacity float64) bool {
+	b.tokens = min(capacity, b.tokens+now.Sub(b.at).Minutes()*perMinute)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// allow reports whether a request from r may go ahead now.
+func (l *limiter) allow(r *http.Request) bool {
+	if l.disabled {
+		return true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b := l.clients[host]
+	if b == nil {
+		if len(l.clients) >= maxClients {
+			l.prune(now)
+		}
+		b = &bucket{tokens: l.burst, at: now}
+		l.clients[host] = b
+	}
+	// Check the client's own bucket first: a client over its limit does
+	// not use up everyone's.
+	if !b.take(now, l.perMinute, l.burst) {
+		return false
+	}
+	return l.total.take(now, l.totalRate, l.totalRate)
+}
+
+// prune drops the buckets that have refilled (they are what a new bucket
+// would be), or all of them if none has.
+func (l *limiter) prune(now time.Time) {
+	for k, b := range l.clients {
+		if b.tokens+now.Sub(b.at).Minutes()*l.perMinute >= l.burst {
+			delete(l.clients, k)
+		}
+	}
+	if len(l.clients) >= maxClients {
+		clear(l.clients)
+	}
+}

@@ -1,0 +1,281 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/server/ledger"
+)
+
+// token makes an API token of a role through the API and returns it.
+func (f *fixture) tokenFor(role, merchant string) string {
+	f.t.Helper()
+	body, _ := json.Marshal(map[string]string{"role": role, "merchant_id": merchant, "name": role + " test"})
+	out := f.do("POST", "/v1/tokens", f.token, string(body), 201)
+	tok, _ := out["token"].(string)
+	if !strings.HasPrefix(tok, TokenPrefix) {
+		f.t.Fatalf("token = %v", out)
+	}
+	return tok
+}
+
+// snapshot is everything a refused request must leave as it was.
+func (f *fixture) snapshot() string {
+	f.t.Helper()
+	st, err := f.store.Stats(f.t.Context())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	accts, _ := f.store.Accounts(f.t.Context(), 0, 1000)
+	tbl, _ := f.store.LatestFareTable(f.t.Context())
+	devs, _ := f.store.Devices(f.t.Context())
+	return fmt.Sprintf("%+v %+v %d %d", st, accts, tbl.Version, len(devs))
+}
+
+// Each role may do its job and nothing else: a merchant's scanner cannot
+// top up, change fares, register devices or pay for another merchant; the
+// payment provider cannot pay or read riders; an auditor reads and changes
+// nothing; a revoked token does nothing. Every refusal changes nothing.
+func TestRoles(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	psp := f.tokenFor(ledger.RolePayments, "")
+	auditor := f.tokenFor(ledger.RoleAuditor, "")
+	now := time.Now()
+	pay := func(merchant, order string, counter uint16) string {
+		b, _ := json.Marshal(map[string]any{"merchant_id": merchant, "order_id": order, "code": r.code(t, now, counter), "amount": 100})
+		return string(b)
+	}
+	fares := `{"version":7,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`
+	dev := `{"id":"bus-evil","public_key":"` + devKey(9) + `"}`
+	before := f.snapshot()
+	for _, tc := range []struct {
+		who, tok, method, path, body string
+	}{
+		{"merchant", shop, "POST", path("/v1/accounts/%d/topups", r.id), `{"amount":100000,"reference":"free money"}`},
+		{"merchant", shop, "PUT", path("/v1/accounts/%d/credit_line", r.id), `{"amount":100000}`},
+		{"merchant", shop, "PUT", "/v1/fares", fares},
+		{"merchant", shop, "POST", "/v1/devices", dev},
+		{"merchant", shop, "POST", "/v1/payments", pay("shop-2", "o-1", 1)},
+		{"merchant", shop, "POST", "/v1/keyring/rotate", ""},
+		{"merchant", shop, "POST", "/v1/denylist", `{"account":1000,"reason":"x"}`},
+		{"merchant", shop, "POST", "/v1/tokens", `{"role":"operator"}`},
+		{"merchant", shop, "GET", path("/v1/accounts/%d", r.id), ""},
+		{"merchant", shop, "GET", "/v1/devices", ""},
+		{"payments", psp, "POST", "/v1/payments", pay("shop-1", "o-2", 2)},
+		{"payments", psp, "PUT", "/v1/fares", fares},
+		{"payments", psp, "GET", path("/v1/accounts/%d", r.id), ""},
+		{"auditor", auditor, "POST", path("/v1/accounts/%d/topups", r.id), `{"amount":100,"reference":"a"}`},
+		{"auditor", auditor, "PUT", "/v1/fares", fares},
+		{"auditor", auditor, "POST", "/v1/devices", dev},
+		{"auditor", auditor, "DELETE", "/v1/tokens/abcdefgh", ""},
+		{"rider", r.secret, "PUT", path("/v1/accounts/%d/credit_line", r.id), `{"amount":5000}`},
+		{"rider", r.secret, "POST", "/v1/payments", pay("shop-1", "o-3", 3)},
+		{"forged", TokenPrefix + "abcdefgh_" + strings.Repeat("a", 56), "PUT", "/v1/fares", fares},
+	} {
+		if e := f.do(tc.method, tc.path, tc.tok, tc.body, 403); errCode(e) != "forbidden" {
+			t.Errorf("%s %s %s: %v, want forbidden", tc.who, tc.method, tc.path, e)
+		}
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused requests changed the ledger:\n%s\n%s", before, after)
+	}
+	// What each may do.
+	p := f.do("POST", "/v1/payments", shop, pay("shop-1", "o-4", 4), 201)
+	f.do("GET", "/v1/payments/shop-1/o-4", shop, "", 200)
+	f.do("GET", "/v1/payments/shop-2/o-4", shop, "", 403)
+	f.do("POST", path("/v1/accounts/%d/topups", r.id), psp, `{"amount":500,"reference":"psp-9"}`, 200)
+	f.do("PUT", path("/v1/accounts/%d/credit_line", r.id), psp, `{"amount":300}`, 200)
+	a := f.do("GET", path("/v1/accounts/%d", r.id), auditor, "", 200)
+	if a["balance"].(float64) != 1000-100+500 || a["credit_line"].(float64) != 300 || p["account"].(float64) != float64(r.id) {
+		t.Errorf("account after a payment, a top-up and a credit line: %v", a)
+	}
+	f.do("GET", "/v1/devices", auditor, "", 200)
+	f.do("GET", "/v1/tokens", auditor, "", 200)
+	// Every change is in the audit trail, with who made it.
+	log := f.do("GET", "/v1/audit", auditor, "", 200)["entries"].([]any)
+	var actions []string
+	for _, e := range log {
+		m := e.(map[string]any)
+		actions = append(actions, m["action"].(string)+" by "+m["actor"].(string))
+	}
+	joined := strings.Join(actions, "; ")
+	for _, want := range []string{"topup by token:", "credit_line by token:", "create_token by token:init (operator)"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("audit trail %q lacks %q", joined, want)
+		}
+	}
+	// A revoked token stops at once.
+	id := strings.Split(psp, "_")[1]
+	f.do("DELETE", "/v1/tokens/"+id, f.token, "", 200)
+	if e := f.do("POST", path("/v1/accounts/%d/topups", r.id), psp, `{"amount":1,"reference":"psp-10"}`, 403); !strings.Contains(e["error"].(map[string]any)["message"].(string), "revoked") {
+		t.Errorf("revoked token: %v", e)
+	}
+}
+
+// Bad input changes nothing: duplicate keys (the last would win), small-
+// order keys (anyone could sign for them), reserved device ids.
+func TestHostileInput(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	before := f.snapshot()
+	for _, tc := range []struct {
+		path, tok, body, code string
+		status               int
+	}{
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"amount":100000,"reference":"dup"}`, "bad_json", 400},
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"reference":"a","reference":"b"}`, "bad_json", 400},
+		{"/v1/devices", f.token, `{"id":"bus-1","id":"farego-server","public_key":"` + devKey(1) + `"}`, "bad_json", 400},
+		{"/v1/devices", f.token, `{"id":"bus-1","public_key":"01` + strings.Repeat("00", 31) + `"}`, "invalid", 400},
+		{"/v1/devices", f.token, `{"id":"farego-server","public_key":"` + devKey(1) + `"}`, "invalid", 400},
+		{"/v1/devices", f.token, `{"id":"Farego-Server","public_key":"` + devKey(1) + `"}`, "invalid", 400},
+		{path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"01` + strings.Repeat("00", 31) + `"}`, "invalid", 400},
+		{path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"` + strings.Repeat("00", 32) + `"}`, "invalid", 400},
+	} {
+		if e := f.do("POST", tc.path, tc.tok, tc.body, tc.status); errCode(e) != tc.code {
+			t.Errorf("POST %s %s: %v, want %s", tc.path, tc.body, e, tc.code)
+		}
+	}
+	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/accounts", strings.NewReader(`{}`))
+	req.Header.Set("Content-Type", "text/plain")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 415 {
+		t.Errorf("text/plain body: %v %v", resp, err)
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused requests changed the ledger:\n%s\n%s", before, after)
+	}
+}
+
+// A credential goes only to an account whose balance plus credit line
+// covers the minimum (default: the daily cap, or one base fare); a
+// credential whose code was reused blocks new ones until the operator
+// clears it.
+func TestCredentialPolicy(t *testing.T) {
+	f := newFixture(t)
+	out := f.do("POST", "/v1/accounts", "", `{"profile":"adult"}`, 201)
+	id := uint64(out["account"].(map[string]any)["id"].(float64))
+	secret := out["secret"].(string)
+	cred := path("/v1/accounts/%d/credentials", id)
+	if e := f.do("POST", cred, secret, "", 402); errCode(e) != "insufficient_funds" {
+		t.Errorf("credential at balance 0: %v", e)
+	}
+	// A credit line (the operator's or the payment provider's decision)
+	// covers it: "charge first, deduct later".
+	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":250}`, 200)
+	f.do("POST", cred, secret, "", 201)
+	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":0}`, 200)
+	f.do("POST", path("/v1/accounts/%d/topups", id), f.token, `{"amount":249,"reference":"p1"}`, 200)
+	f.do("POST", cred, secret, "", 402)
+	f.do("POST", path("/v1/accounts/%d/topups", id), f.token, `{"amount":1,"reference":"p2"}`, 200)
+	f.do("POST", cred, secret, "", 201)
+	// A reused code's credential: visible on the account, blocks re-issue.
+	f.do("POST", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"serial":1,"reason":"code_reused"}`, id), 200)
+	a := f.do("GET", path("/v1/accounts/%d", id), secret, "", 200)
+	if b, _ := a["blocked_credentials"].([]any); len(b) != 1 || a["denied"] != false {
+		t.Errorf("account with a blocked credential: %v", a)
+	}
+	if e := f.do("POST", cred, secret, "", 403); errCode(e) != "not_in_good_standing" || !strings.Contains(e["error"].(map[string]any)["message"].(string), "more than once") {
+		t.Errorf("credential after a reuse: %v", e)
+	}
+	f.do("DELETE", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"serial":1,"reason":"code_reused"}`, id), 200)
+	f.do("POST", cred, secret, "", 201)
+}
+
+// A payment retried long after its code expired gets the same answer: the
+// order is looked up first. GET returns it too; the same order id with
+// another code or amount is a conflict.
+func TestPaymentRetryLater(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	f := newFixture(t, func(c *Config) { c.Now = clock })
+	r := f.newRider(1000)
+	code := r.code(t, clock(), 1)
+	body := func(order, code string, amount int64) string {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": code, "amount": amount})
+		return string(b)
+	}
+	first := f.do("POST", "/v1/payments", f.token, body("o-1", code, 300), 201)
+	mu.Lock()
+	now = now.Add(3 * time.Minute) // the code is expired now
+	mu.Unlock()
+	again := f.do("POST", "/v1/payments", f.token, body("o-1", code, 300), 201)
+	if again["id"] != first["id"] || again["status"] != "paid" {
+		t.Errorf("retry 3 minutes later: %v, first %v", again, first)
+	}
+	if got := f.do("GET", "/v1/payments/shop-1/o-1", f.token, "", 200); got["id"] != first["id"] {
+		t.Errorf("GET the order: %v", got)
+	}
+	f.do("GET", "/v1/payments/shop-1/o-404", f.token, "", 404)
+	f.do("POST", "/v1/payments", f.token, body("o-1", code, 301), 409)
+	f.do("POST", "/v1/payments", f.token, body("o-1", r.code(t, clock(), 2), 300), 409)
+	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 300), 422); errCode(e) != "invalid_code" {
+		t.Errorf("a new order with the expired code: %v", e)
+	}
+	if b := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)["balance"].(float64); b != 700 {
+		t.Errorf("balance %v, want 700: paid once", b)
+	}
+}
+
+// Anonymous account creation is rate-limited per client address.
+func TestAccountCreationLimited(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.AccountsPerMinute, c.AccountsBurst = 1, 3 })
+	for range 3 {
+		f.do("POST", "/v1/accounts", "", `{}`, 201)
+	}
+	n, _ := f.store.Stats(t.Context())
+	if e := f.do("POST", "/v1/accounts", "", `{}`, 429); errCode(e) != "rate_limited" {
+		t.Errorf("fourth account: %v", e)
+	}
+	if m, _ := f.store.Stats(t.Context()); m.Accounts != n.Accounts {
+		t.Errorf("a refused creation made an account")
+	}
+}
+
+// Devices: registration makes a fresh broker password each time; revoking
+// shows in the device list; a status older than the server's start is
+// unknown.
+func TestDeviceLifecycle(t *testing.T) {
+	changed := map[string]int{}
+	var mu sync.Mutex
+	f := newFixture(t, func(c *Config) {
+		c.DeviceChanged = func(id string) { mu.Lock(); changed[id]++; mu.Unlock() }
+		c.Started = time.Now().Add(time.Hour) // as if the server restarted after every status
+	})
+	k := devKey(1)
+	a := f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`"}`, 201)
+	b := f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`"}`, 201)
+	if a["mqtt_password"] == b["mqtt_password"] {
+		t.Error("registering again kept the broker password")
+	}
+	auth, err := f.store.DeviceAuth(t.Context(), "bus-1")
+	if err != nil || strings.Contains(auth.MQTTHash, b["mqtt_password"].(string)) || !strings.HasPrefix(auth.MQTTHash, "$7$") {
+		t.Errorf("stored credential %q: want a hash, never the password", auth.MQTTHash)
+	}
+	if err := f.store.UpdateDeviceStatus(t.Context(), "bus-1", ledger.DeviceStatus{Online: true, LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ds := f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
+	if d := ds[0].(map[string]any); d["state"] != "unknown" || d["online"] != false || d["since"] == "" {
+		t.Errorf("a device not heard since the server started: %v", d)
+	}
+	f.do("POST", "/v1/devices/bus-1/revoke", f.token, "", 200)
+	f.do("POST", "/v1/devices/bus-9/revoke", f.token, "", 404)
+	ds = f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
+	if d := ds[0].(map[string]any); d["state"] != "revoked" || d["revoked"] == "" {
+		t.Errorf("revoked device: %v", d)
+	}
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`"}`, 409)
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`","replace":true}`, 201)
+	mu.Lock()
+	defer mu.Unlock()
+	if changed["bus-1"] != 4 {
+		t.Errorf("DeviceChanged called %d times, want 4 (three registrations, one revocation)", changed["bus-1"])
+	}
+}
