@@ -186,9 +186,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
-		DeviceChanged:     s.deviceChanged,
-		Started:           s.started,
-		Replay:            s.ingest.Replay,
+		DeviceChanged: s.deviceChanged,
+		Started:       s.started,
+		Replay:        s.ingest.Replay,
 		Health: map[string]api.Health{
 			"ingest":    connected("ingest", s.ingest.Connected),
 			"publisher": connected("publisher", s.pub.Connected),

@@ -127,7 +127,7 @@ func TestHostileInput(t *testing.T) {
 	before := f.snapshot()
 	for _, tc := range []struct {
 		path, tok, body, code string
-		status               int
+		status                int
 	}{
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"amount":100000,"reference":"dup"}`, "bad_json", 400},
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"reference":"a","reference":"b"}`, "bad_json", 400},

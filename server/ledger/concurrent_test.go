@@ -110,7 +110,9 @@ func TestConcurrentIdempotentWrites(t *testing.T) {
 		for i := range n {
 			s := stores[i%2]
 			wg.Go(func() { errs[i] = s.PutFareTable(ctx, v1) })
-			wg.Go(func() { errs[n+i] = s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: key, MQTTHash: "h"}) })
+			wg.Go(func() {
+				errs[n+i] = s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: key, MQTTHash: "h"})
+			})
 			wg.Go(func() { _, errs[2*n+i] = s.TopUp(ctx, acct, 500, "psp-race") })
 		}
 		wg.Wait()
