@@ -201,6 +201,11 @@ func (q *Queue) commitGroup(group []*appendReq) {
 			}
 		} else {
 			q.commits.Add(1)
+			for _, res := range results {
+				if res.err == nil && res.seq > q.durable.Load() {
+					q.durable.Store(res.seq) // writer goroutine only
+				}
+			}
 		}
 		for i, r := range live {
 			res := results[i]

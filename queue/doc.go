@@ -27,8 +27,12 @@
 //
 // # Reading, acking, the archive
 //
-// Peek and PeekAfter read the oldest unacked records in sequence order;
-// Ack and AckThrough mark delivered records. Acked records move to an
+// Peek and PeekAfter read the oldest unacked records in sequence order,
+// only those whose Append has returned: bbolt shows a commit to readers
+// when it writes the meta page, before the fsync that makes it durable
+// returns, and a record sent in that window and then lost to a power cut
+// would see its sequence number handed out again. Ack and AckThrough mark
+// delivered records. Acked records move to an
 // archive, kept up to ArchiveMaxRecords, ArchiveMaxBytes and ArchiveMaxAge
 // and pruned oldest first, so that a server restoring its own backup can
 // ask for them again (Replay moves them back to the unacked records).
@@ -83,8 +87,9 @@
 // not made durable (some SD cards and USB flash) can still lose the last
 // commits on power loss. The crash tests kill the process (SIGKILL), which
 // shows that no acknowledged record is lost or duplicated and the file
-// stays consistent at any instant of a process crash; they do not cut the
-// power.
+// stays consistent at any instant of a process crash; the power-cut tests
+// (cmd/internal/powercut) run the queue on a disk that discards whatever
+// was not fsynced, and show the same at any instant of a power cut.
 //
 // Records carry no checksum of their own (bbolt has none): a bit flipped
 // in a record's bytes on the medium is returned as it is. Tap records are

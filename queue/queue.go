@@ -53,6 +53,14 @@ type Queue struct {
 	closeErr  error
 
 	commits atomic.Uint64 // group commits done (for tests and benchmarks)
+
+	// durable is the highest sequence number whose commit has returned,
+	// fsync included. bbolt makes a commit visible to new read
+	// transactions when it writes the meta page, before the fsync that
+	// makes it durable returns: Peek must not hand out records that a
+	// power cut in that window would take back (and whose sequence
+	// numbers would then be handed out again).
+	durable atomic.Uint64
 }
 
 // Open opens the queue file at path, creating it (and a new epoch) if it
@@ -104,6 +112,7 @@ func Open(path string, opts *Options) (*Queue, error) {
 		_ = db.Close()
 		return nil, o.openFailed(path, err)
 	}
+	q.durable.Store(c.lastSeq)
 	if created {
 		// bbolt fsyncs the file but not the directory entry that names it;
 		// without this a power cut could lose the whole new file.

@@ -20,18 +20,27 @@ func (q *Queue) Peek(max, maxBytes int) ([]Record, error) {
 // PeekAfter is Peek for the unacked records with sequence numbers greater
 // than after, so an uplink can send the next batch before the previous one
 // is acked.
+//
+// Peek and PeekAfter return only records whose Append has returned (whose
+// commit is fsynced): a record still being committed is not sent, since a
+// power cut before its fsync returns would take it back and its sequence
+// number would be handed out again.
 func (q *Queue) PeekAfter(after uint64, max, maxBytes int) ([]Record, error) {
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
 	var out []Record
 	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		durable := q.durable.Load()
 		total := 0
 		c := b.pending.Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
 			seq, ok := keySeq(k)
 			if !ok || len(v) < pendingHeader {
 				return corruptf("queue: bad pending record %x", k)
+			}
+			if seq > durable {
+				break // committing: its fsync has not returned yet
 			}
 			n := len(v) - pendingHeader
 			if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
