@@ -21,6 +21,7 @@ import (
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
@@ -75,7 +76,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
 	dataDir := cfg.path(cfg.DataDir)
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	// Durably: a power cut must not take back the directory with the
+	// queue file (and every green tap) in it.
+	if err := keyfile.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("%w: data_dir: %v", errConfig, err)
 	}
 	// A new queue file (first boot, or the old one was damaged and moved

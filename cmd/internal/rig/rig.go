@@ -63,7 +63,11 @@ type Rig struct {
 	ExternalBroker bool
 	// ServerEnv is added to the server's environment at its next start.
 	ServerEnv []string
-	broker    *proc
+	// ServerData, if set, is the server's data directory (ledger and
+	// keys) instead of DIR/server: the power-cut test puts it on a
+	// power-cut disk.
+	ServerData string
+	broker     *proc
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -111,7 +115,12 @@ func (r *Rig) Init(ctx context.Context, faresJSON string) error {
 	return nil
 }
 
-func (r *Rig) serverDir() string { return filepath.Join(r.Dir, "server") }
+func (r *Rig) serverDir() string {
+	if r.ServerData != "" {
+		return r.ServerData
+	}
+	return filepath.Join(r.Dir, "server")
+}
 
 // proc is a farego-settlement process (server, broker or extra instance).
 type proc struct {
@@ -296,7 +305,7 @@ type Device struct {
 	Link   *netcut.Proxy
 	master *os.File
 	cmd    *exec.Cmd
-	done   chan error
+	exit   *exit
 	Lines  chan string // the validator's feedback lines
 	mu     sync.Mutex
 }
@@ -332,7 +341,22 @@ func (r *Rig) Provision(ctx context.Context, id, route string) (*Device, error) 
 
 // SetPolicy replaces lines of the device config's [policy] section, e.g.
 // SetPolicy("passback_window", `"-1s"`).
-func (d *Device) SetPolicy(key, value string) error {
+func (d *Device) SetPolicy(key, value string) error { return d.SetConfig(key, value) }
+
+// AppendConfig adds TOML (a section the config does not have yet) to the
+// end of the device config.
+func (d *Device) AppendConfig(toml string) error {
+	cfg := filepath.Join(d.Dir, "validator.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(cfg, append(b, "\n"+toml+"\n"...), 0o600)
+}
+
+// SetConfig replaces the line "key = …" of the device config (the first
+// key of that name in any section), e.g. SetConfig("data_dir", `"/mnt/x"`).
+func (d *Device) SetConfig(key, value string) error {
 	cfg := filepath.Join(d.Dir, "validator.toml")
 	b, err := os.ReadFile(cfg)
 	if err != nil {
@@ -351,9 +375,25 @@ func (d *Device) SetPolicy(key, value string) error {
 	return os.WriteFile(cfg, []byte(strings.Join(lines, "\n")), 0o600)
 }
 
+// exit is a validator process's end, for any number of waiters.
+type exit struct {
+	done chan struct{} // closed when the process has been reaped
+	err  error
+}
+
 // Start runs the validator on a fresh pseudo-terminal and waits until it
 // reads the scanner.
-func (d *Device) Start(ctx context.Context) error {
+func (d *Device) Start(ctx context.Context) error { return d.start(ctx, -1) }
+
+// StartKilled starts the validator like Start and SIGKILLs it after the
+// given time, whether or not it is ready by then: a power cut while it
+// boots. It returns nil if the validator became ready first; call Stop(true)
+// afterwards either way.
+func (d *Device) StartKilled(ctx context.Context, after time.Duration) error {
+	return d.start(ctx, after)
+}
+
+func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 	master, slave, err := pty.Open()
 	if err != nil {
 		return err
@@ -401,16 +441,19 @@ func (d *Device) Start(ctx context.Context) error {
 		}
 		close(lines)
 	}()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
+	ex := &exit{done: make(chan struct{})}
+	go func() { ex.err = cmd.Wait(); logf.Close(); close(ex.done) }()
+	if killAfter >= 0 {
+		time.AfterFunc(killAfter, func() { cmd.Process.Kill() })
+	}
 	d.mu.Lock()
-	d.master, d.cmd, d.done, d.Lines = master, cmd, done, lines
+	d.master, d.cmd, d.exit, d.Lines = master, cmd, ex, lines
 	d.mu.Unlock()
 	select {
 	case <-connected:
 		return nil
-	case err := <-done:
-		return fmt.Errorf("validator %s exited: %v (see %s)", d.ID, err, filepath.Join(d.Dir, "validator.log"))
+	case <-ex.done:
+		return fmt.Errorf("validator %s exited: %v (see %s)", d.ID, ex.err, filepath.Join(d.Dir, "validator.log"))
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("validator %s did not open its scanner in 60 s", d.ID)
 	case <-ctx.Done():
@@ -452,7 +495,7 @@ func (d *Device) Write(text string) error {
 // Stop stops the validator: gracefully (SIGTERM) or, with kill, SIGKILL.
 func (d *Device) Stop(kill bool) error {
 	d.mu.Lock()
-	cmd, done, m := d.cmd, d.done, d.master
+	cmd, ex, m := d.cmd, d.exit, d.master
 	d.cmd = nil
 	d.mu.Unlock()
 	if cmd == nil {
@@ -463,13 +506,13 @@ func (d *Device) Stop(kill bool) error {
 		sig = syscall.SIGKILL
 	}
 	cmd.Process.Signal(sig)
-	var err error
 	select {
-	case err = <-done:
+	case <-ex.done:
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
-		err = <-done
+		<-ex.done
 	}
+	err := ex.err
 	m.Close()
 	if kill {
 		return nil
