@@ -85,7 +85,9 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	if opts.KeyValidity <= 0 {
 		opts.KeyValidity = DefaultKeyValidity
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Durably, the directory and every file in it (the last SyncDir
+	// below): a power cut after init must not take the keys back.
+	if err := keyfile.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, BrokerFile, KeyringFile} {
@@ -139,6 +141,9 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 		return nil, err
 	}
 	if err := kr.WriteFile(filepath.Join(dir, KeyringFile)); err != nil {
+		return nil, err
+	}
+	if err := keyfile.SyncDir(dir); err != nil {
 		return nil, err
 	}
 	return Open(dir)
