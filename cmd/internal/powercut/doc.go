@@ -61,9 +61,8 @@
 //   - Metadata other than entries and sizes (modes, owners, times) is
 //     durable at once.
 //   - An inode renamed across directories can come back under both names
-//     if both directories were fsynced at the wrong moments (each directory
-//     is durable on its own); the disk then holds two copies' worth of
-//     names for one inode.
+//     (as a hard link) if only the target directory was fsynced: each
+//     directory's entries are durable on their own.
 //   - A cut discards every unsynced change (or tears the last page); it
 //     does not keep an arbitrary subset of them, nor reorder them.
 //   - It needs /dev/fuse and the right to mount: root (mount(2) directly)

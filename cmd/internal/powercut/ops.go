@@ -337,21 +337,33 @@ func (fs *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Read
 	return fuse.ReadResultData(buf[:k]), fuse.OK
 }
 
-func (fs *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+// changeFile runs fn on the regular file ino under the state's lock,
+// failing with EIO while the power is off.
+func (fs *rawFS) changeFile(ino uint64, fn func(n *node) fuse.Status) fuse.Status {
 	unlock, st := fs.change()
 	if !st.Ok() {
-		return 0, st
+		return st
 	}
 	defer unlock()
-	n, st := fs.s.file(in.NodeId)
+	n, st := fs.s.file(ino)
+	if !st.Ok() {
+		return st
+	}
+	return fn(n)
+}
+
+func (fs *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	st := fs.changeFile(in.NodeId, func(n *node) fuse.Status {
+		if st := fs.s.write(n, data, int64(in.Offset)); !st.Ok() {
+			return st
+		}
+		if h := fs.s.handles[in.Fh]; h != nil && h.flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0 {
+			fs.s.syncFile(n) // O_SYNC, O_DSYNC: each write is followed by an fdatasync
+		}
+		return fuse.OK
+	})
 	if !st.Ok() {
 		return 0, st
-	}
-	if st := fs.s.write(n, data, int64(in.Offset)); !st.Ok() {
-		return 0, st
-	}
-	if h := fs.s.handles[in.Fh]; h != nil && h.flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0 {
-		fs.s.syncFile(n) // O_SYNC, O_DSYNC: each write is followed by an fdatasync
 	}
 	return uint32(len(data)), fuse.OK
 }
@@ -361,33 +373,19 @@ func (fs *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status 
 	if in.Mode&^keepSize != 0 {
 		return fuse.Status(syscall.EOPNOTSUPP) // no hole punching or zeroing
 	}
-	unlock, st := fs.change()
-	if !st.Ok() {
-		return st
-	}
-	defer unlock()
-	n, st := fs.s.file(in.NodeId)
-	if !st.Ok() {
-		return st
-	}
-	if end := int64(in.Offset + in.Length); in.Mode&keepSize == 0 && end > n.size {
-		return fs.s.truncate(n, end)
-	}
-	return fuse.OK
+	return fs.changeFile(in.NodeId, func(n *node) fuse.Status {
+		if end := int64(in.Offset + in.Length); in.Mode&keepSize == 0 && end > n.size {
+			return fs.s.truncate(n, end)
+		}
+		return fuse.OK
+	})
 }
 
 func (fs *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	unlock, st := fs.change()
-	if !st.Ok() {
-		return st
-	}
-	defer unlock()
-	n, st := fs.s.file(in.NodeId)
-	if !st.Ok() {
-		return st
-	}
-	fs.s.syncFile(n)
-	return fuse.OK
+	return fs.changeFile(in.NodeId, func(n *node) fuse.Status {
+		fs.s.syncFile(n)
+		return fuse.OK
+	})
 }
 
 func (fs *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {

@@ -227,7 +227,10 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 				w.mu.Unlock()
 				again := text != ""
 				if !again {
-					text = w.riders[rnd.IntN(len(w.riders))].Code(w.t, time.Now())
+					// Each door has its own riders (a Rider is not safe for
+					// concurrent use).
+					half := len(w.riders) / 2
+					text = w.riders[door*half+rnd.IntN(half)].Code(w.t, time.Now())
 				}
 				out := a.Tap(context.Background(), scanner.Frame{Scanner: fmt.Sprint("door-", door), Text: text, Time: time.Now()})
 				h := paycode.ShortHash(text)
