@@ -16,6 +16,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/farego/farego/queue/durable"
 )
 
 // Record is one record read from the queue.
@@ -107,7 +109,7 @@ func Open(path string, opts *Options) (*Queue, error) {
 	if created {
 		// bbolt fsyncs the file but not the directory entry that names it;
 		// without this a power cut could lose the whole new file.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("queue: sync directory of new file: %w", err)
 		}
@@ -332,23 +334,12 @@ func (o *Options) openFailed(path string, err error) error {
 		}
 		dst = fmt.Sprintf("%s.corrupt-%s-%d", path, o.Now().UTC().Format("20060102T150405Z"), i)
 	}
-	if err := os.Rename(path, dst); err != nil {
+	if err := durable.Rename(path, dst); err != nil {
 		o.Logger.Error("queue: corrupt file, and moving it aside failed", logKeyPath, path, logKeyErr, cause, logKeyRenameErr, err)
 		return &CorruptError{Path: path, Err: errors.Join(cause, fmt.Errorf("move aside: %w", err))}
 	}
-	_ = syncDir(filepath.Dir(path))
 	o.Logger.Error("queue: corrupt file moved aside", logKeyPath, path, logKeyMovedTo, dst, logKeyErr, cause)
 	return &CorruptError{Path: path, MovedTo: dst, Err: cause}
-}
-
-// syncDir fsyncs a directory, making renames and new entries in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Epoch returns the queue's epoch id: 32 hex digits (16 random bytes) made

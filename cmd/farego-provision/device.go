@@ -24,6 +24,7 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/wire"
 )
@@ -159,7 +160,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		return fmt.Errorf("registering %s: %v", o.id, err)
 	}
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	if err := keyfile.WritePrivate(filepath.Join(dir, bundleDeviceKey), priv); err != nil {
@@ -192,7 +193,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		return err
 	}
 	for _, f := range files {
-		if err := writeFileNew(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := durable.Create(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return err
 		}
 	}
@@ -287,12 +288,11 @@ Check it:
   curl -s 127.0.0.1:9100/metrics | grep farego_
 `
 
+// writeTarball writes dir's files as PATH (a .tar.gz under prefix/),
+// durably replacing an older one.
 func writeTarball(path, dir, prefix string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	gz := gzip.NewWriter(f)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -326,8 +326,5 @@ func writeTarball(path, dir, prefix string) error {
 	if err := gz.Close(); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	return f.Close()
+	return durable.WriteFile(path, buf.Bytes(), 0o600)
 }

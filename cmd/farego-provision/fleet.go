@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 )
 
@@ -44,7 +45,7 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s already exists: a fleet is made once (its key is on every validator)", filepath.Join(*dir, f))
 		}
 	}
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
+	if err := durable.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
 	_, fleet, err := ed25519.GenerateKey(rand.Reader)
@@ -78,7 +79,7 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 	if err := writeECKey(filepath.Join(*dir, caKeyFile), caKey); err != nil {
 		return err
 	}
-	if err := writeFileNew(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := durable.Create(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "fleet created in %s: %s (signs downlinks; keep it secret), %s (goes on every validator), %s and %s (MQTT CA)\n",
@@ -96,24 +97,7 @@ func writeECKey(path string, k *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// writeFileNew writes a file that must not exist yet.
-func writeFileNew(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // loadCA reads the fleet's CA certificate and key.

@@ -29,6 +29,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 )
 
 const usage = `farego-rider: the rider app stand-in.
@@ -98,28 +99,7 @@ func loadState(path string) (*state, error) {
 
 func (s *state) save(path string) error {
 	data, _ := json.MarshalIndent(s, "", "  ")
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".farego-rider-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return durable.WriteFile(path, append(data, '\n'), 0o600)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -28,6 +28,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/sdnotify"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/keys"
@@ -206,7 +207,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	c.Ready = func(a server.Addrs) {
 		if *readyFile != "" {
 			b, _ := json.Marshal(map[string]string{"http": a.HTTP, "mqtt": a.MQTT, "mqtt_tls": a.MQTTTLS})
-			if err := writeFileAtomic(*readyFile, b); err != nil {
+			if err := durable.WriteFile(*readyFile, b, 0o644); err != nil {
 				log.Error("writing the ready file", "err", err)
 			}
 		}
@@ -252,14 +253,6 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d\n",
 		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance)
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func cmdMQTTPassword(args []string, stdout, stderr io.Writer) error {
@@ -318,7 +311,7 @@ func cmdBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("farego MQTT broker running", "mqtt", b.Addr(), "mqtt_tls", b.TLSAddr())
 	if *readyFile != "" {
 		j, _ := json.Marshal(map[string]string{"mqtt": b.Addr(), "mqtt_tls": b.TLSAddr()})
-		if err := writeFileAtomic(*readyFile, j); err != nil {
+		if err := durable.WriteFile(*readyFile, j, 0o644); err != nil {
 			return err
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 )
 
@@ -85,7 +86,7 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	if opts.KeyValidity <= 0 {
 		opts.KeyValidity = DefaultKeyValidity
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, BrokerFile, KeyringFile} {
@@ -144,20 +145,10 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	return Open(dir)
 }
 
+// writeSecret creates a secret file, owner-only, durably; it never
+// overwrites one.
 func writeSecret(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.Create(path, []byte(content), 0o600)
 }
 
 func readSecret(path string, size int) ([]byte, error) {
