@@ -15,10 +15,10 @@ import (
 
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -48,7 +48,7 @@ func MinClock() time.Time {
 
 // Config configures an Agent. Zero fields mean the documented defaults.
 type Config struct {
-	DeviceID string // required; see wire.ValidDeviceID
+	DeviceID string // required; see record.ValidDeviceID
 	Route    string // required: the route the vehicle is serving
 	Vehicle  string
 
@@ -100,7 +100,7 @@ type Agent struct {
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
 // device state) and giving feedback through fb.
 func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
-	if err := wire.ValidDeviceID(cfg.DeviceID); err != nil {
+	if err := record.ValidDeviceID(cfg.DeviceID); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
@@ -151,7 +151,7 @@ func (a *Agent) Ready() error {
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
 		return fmt.Errorf("%w: keyring version %d, fare table version %d", ErrNotProvisioned,
-			s.versions[wire.DownlinkKeyring], s.versions[wire.DownlinkFares])
+			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
 	return nil
 }
@@ -159,8 +159,8 @@ func (a *Agent) Ready() error {
 // Outcome is the decision on one tap.
 type Outcome struct {
 	Accepted bool
-	Reason   string // empty when accepted
-	Message  string // what the rider was shown
+	Reason   record.Reason // empty when accepted
+	Message  string        // what the rider was shown
 	Scanner  string
 	Account  uint64 // 0 when the code could not be read
 	Seq      uint64 // queue sequence number of the record, when accepted
@@ -192,10 +192,10 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 			logFare, out.Fare, logCodeHash, out.CodeHash, logLatency, out.Latency)
 	} else {
 		outcome := "rejected"
-		if outOfService(out.Reason) {
+		if record.OutOfService(out.Reason) {
 			outcome = "out_of_service"
 		}
-		a.taps.With(outcome, out.Reason).Inc()
+		a.taps.With(outcome, string(out.Reason)).Inc()
 		a.log.Info("tap refused", logReason, out.Reason, logScanner, out.Scanner, logAccount, out.Account,
 			logCodeHash, out.CodeHash)
 	}
@@ -207,13 +207,13 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 	switch {
 	case out.Accepted:
 		err = a.fb.Accepted(ctx, feedback.Accept{Fare: out.Fare, Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case out.Reason == ReasonDuplicate:
+	case out.Reason == record.ReasonDuplicate:
 		// The rider has paid with this very code: let them through, charge nothing.
 		err = a.fb.Accepted(ctx, feedback.Accept{Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case outOfService(out.Reason):
+	case record.OutOfService(out.Reason):
 		err = a.fb.OutOfService(ctx, out.Message)
 	default:
-		err = a.fb.Rejected(ctx, feedback.Reject{Reason: out.Reason, Message: out.Message, Scanner: out.Scanner})
+		err = a.fb.Rejected(ctx, feedback.Reject{Reason: string(out.Reason), Message: out.Message, Scanner: out.Scanner})
 	}
 	if err != nil {
 		a.log.Warn("feedback failed", logErr, err)
@@ -222,35 +222,35 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 
 func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	out := Outcome{Scanner: f.Scanner, CodeHash: paycode.ShortHash(f.Text)}
-	refuse := func(reason string) Outcome {
+	refuse := func(reason record.Reason) Outcome {
 		out.Reason, out.Message = reason, RiderMessage(reason)
 		return out
 	}
 	now := a.now()
 	if now.Before(a.cfg.MinClock) {
-		return refuse(ReasonClock)
+		return refuse(record.ReasonClock)
 	}
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
-		return refuse(ReasonNoFare)
+		return refuse(record.ReasonNoFare)
 	}
 	d := a.verifier.Verify(f.Text, now, s.keyring, a.cfg.Policy)
 	if d.Code != nil {
 		out.Account = d.Code.Account
 	}
 	if !d.Accepted {
-		return refuse(string(d.Reason))
+		return refuse(d.Reason)
 	}
 	c := d.Code
 	if s.denied(c.Account, c.Serial) {
-		return refuse(ReasonDenied)
+		return refuse(record.ReasonDenied)
 	}
 	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
 	out.Currency = s.fares.Currency
 	if err != nil {
-		return refuse(ReasonNoFare)
+		return refuse(record.ReasonNoFare)
 	}
-	tap := wire.Tap{
+	tap := record.Tap{
 		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: a.cfg.Route, Vehicle: a.cfg.Vehicle,
 		Scanner: truncate(f.Scanner, 32), Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
 		Fare: amount, Currency: s.fares.Currency, FareVersion: s.fares.Version, KeyringVersion: s.keyring.Version(),
@@ -264,17 +264,17 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	switch {
 	case err == nil:
 	case errors.Is(err, errDuplicate):
-		return refuse(ReasonDuplicate)
+		return refuse(record.ReasonDuplicate)
 	case errors.Is(err, errPassback):
-		return refuse(ReasonPassback)
+		return refuse(record.ReasonPassback)
 	case errors.Is(err, errRiskCap):
-		return refuse(ReasonRiskCap)
+		return refuse(record.ReasonRiskCap)
 	case errors.Is(err, queue.ErrFull):
 		a.log.Warn("queue full: refusing taps until the uplink drains it", logErr, err)
-		return refuse(ReasonQueueFull)
+		return refuse(record.ReasonQueueFull)
 	default:
 		a.log.Error("recording a tap failed", logErr, err)
-		return refuse(ReasonInternal)
+		return refuse(record.ReasonInternal)
 	}
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
 	out.Message = "Paid"
@@ -284,7 +284,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
-func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *wire.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
+func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
 	seen, accts, st := tx.Bucket(bucketSeen), tx.Bucket(bucketAccounts), tx.Bucket(bucketState)
 	if seen.Get(idKey) != nil {
 		return nil, errDuplicate
@@ -309,7 +309,7 @@ func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *wire.Tap, c *paycode.Code,
 	if err != nil {
 		return nil, err
 	}
-	h := wire.RecordHash(rec)
+	h := record.Hash(rec)
 	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 12), c.Time)
 	sv = binary.BigEndian.AppendUint64(sv, seq)
 	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/sync/wire"
+	"github.com/farego/farego/agent/record"
 )
 
 // The agent's buckets in the queue's bbolt file.
@@ -55,20 +55,20 @@ type document struct {
 func parseDocument(kind string, version uint64, body []byte) (*document, error) {
 	d := &document{}
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		kr, err := paycode.ParseKeyring(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
 		}
 		d.version, d.keyring = kr.Version(), kr
-	case wire.DownlinkFares:
+	case record.DocFares:
 		t, err := fare.Parse(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
 		}
 		d.version, d.fares = t.Version, t
-	case wire.DownlinkDenyList:
-		dl, err := wire.ParseDenyList(body)
+	case record.DocDenyList:
+		dl, err := record.ParseDenyList(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
 		}
@@ -101,11 +101,11 @@ func (s *snapshot) with(kind string, d *document) *snapshot {
 	n.versions = maps.Clone(s.versions)
 	n.versions[kind] = d.version
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		n.keyring = d.keyring
-	case wire.DownlinkFares:
+	case record.DocFares:
 		n.fares = d.fares
-	case wire.DownlinkDenyList:
+	case record.DocDenyList:
 		n.deny = d.deny
 	}
 	return &n
@@ -121,7 +121,7 @@ func initBuckets(db *bbolt.DB, log *slog.Logger) (*snapshot, error) {
 			}
 		}
 		st := tx.Bucket(bucketState)
-		for _, kind := range wire.DownlinkKinds {
+		for _, kind := range record.DocKinds {
 			v := st.Get([]byte(kind))
 			if v == nil {
 				continue
@@ -147,7 +147,7 @@ func initBuckets(db *bbolt.DB, log *slog.Logger) (*snapshot, error) {
 }
 
 // Apply installs a new version of a device document (kind is
-// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares; body is its JSON).
+// record.DocKeyring, DownlinkDenyList or DownlinkFares; body is its JSON).
 // It is atomic — stored durably and then swapped in whole — and refuses a
 // version that is not newer than the applied one with ErrStaleVersion. A
 // version of 0 means "the document's own".

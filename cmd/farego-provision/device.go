@@ -23,10 +23,10 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Bundle file names.
@@ -84,7 +84,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
-	if err := wire.ValidDeviceID(o.id); err != nil {
+	if err := record.ValidDeviceID(o.id); err != nil {
 		return fmt.Errorf("--id: %v", err)
 	}
 	if o.route == "" {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/scanner"
-	"github.com/farego/farego/sync/wire"
 )
 
 // maxConfigSize bounds the config file.
@@ -171,7 +171,7 @@ func (c *Config) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errConfig}, a...)...)
 	}
-	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+	if err := record.ValidDeviceID(c.DeviceID); err != nil {
 		return bad("device_id: %v", err)
 	}
 	if c.Route == "" {

@@ -16,13 +16,13 @@ import (
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/uplink"
-	"github.com/farego/farego/sync/wire"
 )
 
 const runUsage = `Usage: farego-validator run --config FILE
@@ -180,9 +180,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 // device's state.
 func seed(cfg *Config, a *agent.Agent) error {
 	for _, d := range []struct{ kind, path string }{
-		{wire.DownlinkKeyring, cfg.Provision.Keyring},
-		{wire.DownlinkFares, cfg.Provision.Fares},
-		{wire.DownlinkDenyList, cfg.Provision.DenyList},
+		{record.DocKeyring, cfg.Provision.Keyring},
+		{record.DocFares, cfg.Provision.Fares},
+		{record.DocDenyList, cfg.Provision.DenyList},
 	} {
 		if d.path == "" {
 			continue

@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/ratelog"
 	"github.com/farego/farego/sync/wire"
 )
@@ -126,7 +127,7 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 	if user == h.cfg.ServerUsername {
 		want = ServerPassword(h.cfg.Secret)
 	} else {
-		if err := wire.ValidDeviceID(user); err != nil {
+		if err := record.ValidDeviceID(user); err != nil {
 			return "", errors.New("the username is not a valid device id")
 		}
 		want = DevicePassword(h.cfg.Secret, user)
@@ -142,7 +143,7 @@ func (h *hook) checkIdentity(id string) error {
 	if id == h.cfg.ServerUsername {
 		return nil
 	}
-	if err := wire.ValidDeviceID(id); err != nil {
+	if err := record.ValidDeviceID(id); err != nil {
 		return errors.New("not a valid device id")
 	}
 	if h.cfg.DeviceKnown != nil && !h.cfg.DeviceKnown(id) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
@@ -146,7 +147,7 @@ func (s *memStore) Commit(_ context.Context, b *Batch) error {
 		return errInjected
 	}
 	for _, t := range b.Taps {
-		if t.ID != wire.TapID(b.DeviceID, t.Seq) {
+		if t.ID != record.TapID(b.DeviceID, t.Seq) {
 			return fmt.Errorf("memstore: tap id %q for %s/%d", t.ID, b.DeviceID, t.Seq)
 		}
 		if _, ok := s.taps[t.ID]; !ok {
@@ -198,9 +199,9 @@ func (s *memStore) checkTaps(tb testing.TB, device string, n int) {
 	defer s.mu.Unlock()
 	got := 0
 	for seq := 1; seq <= n; seq++ {
-		t, ok := s.taps[wire.TapID(device, uint64(seq))]
+		t, ok := s.taps[record.TapID(device, uint64(seq))]
 		if !ok {
-			tb.Errorf("tap %s not committed", wire.TapID(device, uint64(seq)))
+			tb.Errorf("tap %s not committed", record.TapID(device, uint64(seq)))
 			continue
 		}
 		got++
@@ -370,7 +371,7 @@ func (d *device) tap(seq uint64, codeAt, tapAt time.Time) []byte {
 // record encodes a tap record around a code.
 func (d *device) record(seq uint64, code []byte, r *paycodetest.Rider, at time.Time) []byte {
 	d.w.tb.Helper()
-	t := wire.Tap{
+	t := record.Tap{
 		DeviceID: d.id, Epoch: d.epoch, Seq: seq, Time: at, Route: "R12", Vehicle: "BUS-7", Scanner: "front",
 		Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
 		Fare: 250, Currency: "EUR", FareVersion: 1, KeyringVersion: 1, Software: "test",

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -29,7 +30,7 @@ const (
 )
 
 // Source returns the current version and body of a fleet document (kind is
-// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares). Version 0 means
+// record.DocKeyring, DownlinkDenyList or DownlinkFares). Version 0 means
 // there is no document of that kind yet: nothing is published.
 type Source func(ctx context.Context, kind string) (version uint64, body []byte, err error)
 
@@ -49,7 +50,7 @@ type PublisherConfig struct {
 	// Source reads the current documents. Required.
 	Source Source
 
-	// Kinds are the documents published (default wire.DownlinkKinds).
+	// Kinds are the documents published (default record.DocKinds).
 	Kinds []string
 
 	// CoalesceInterval is the least time between two Source reads of one
@@ -81,7 +82,7 @@ func (c PublisherConfig) withDefaults() PublisherConfig {
 		c.TopicPrefix = wire.DefaultPrefix
 	}
 	if len(c.Kinds) == 0 {
-		c.Kinds = wire.DownlinkKinds
+		c.Kinds = record.DocKinds
 	}
 	c.Kinds = slices.Clone(c.Kinds)
 	if c.CoalesceInterval == 0 {
@@ -119,7 +120,7 @@ func (c *PublisherConfig) validate() error {
 		return configErr("no Source")
 	}
 	for _, k := range c.Kinds {
-		if !slices.Contains(wire.DownlinkKinds, k) {
+		if !slices.Contains(record.DocKinds, k) {
 			return configErr("unknown downlink kind %q", k)
 		}
 	}

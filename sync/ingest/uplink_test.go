@@ -14,6 +14,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
@@ -136,7 +137,7 @@ func appendTaps(tb testing.TB, q *queue.Queue, device string, is *paycodetest.Is
 					if err != nil {
 						return nil, err
 					}
-					t := wire.Tap{
+					t := record.Tap{
 						DeviceID: device, Epoch: q.Epoch(), Seq: seq, Time: at, Route: "R1", Vehicle: "V1",
 						Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
 						Fare: 250, Currency: "EUR", FareVersion: 1, KeyringVersion: 1, Software: "test",

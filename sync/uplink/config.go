@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
@@ -86,7 +87,7 @@ type Config struct {
 	// ssl://, tls:// or mqtts:// for MQTT over TLS. At least one.
 	Brokers []string
 
-	// DeviceID is the device's id (see wire.ValidDeviceID); it names the
+	// DeviceID is the device's id (see record.ValidDeviceID); it names the
 	// device's topics and its tap ids.
 	DeviceID string
 
@@ -247,7 +248,7 @@ func (c *Config) validate() error {
 			return bad("broker URL %q is not TLS but TLS settings are given (use ssl://, tls:// or mqtts://)", b)
 		}
 	}
-	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+	if err := record.ValidDeviceID(c.DeviceID); err != nil {
 		return bad("DeviceID: %v", err)
 	}
 	if c.ClientID == "" || len(c.ClientID) > 65535 || strings.ContainsAny(c.ClientID, "\x00") {

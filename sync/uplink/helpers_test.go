@@ -24,6 +24,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
@@ -200,7 +201,7 @@ func (m *tapMaker) record(epoch string, seq uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := wire.Tap{
+	t := record.Tap{
 		DeviceID: m.device, Epoch: epoch, Seq: seq,
 		Time: at, Route: "R12", Vehicle: "BUS-0042", Scanner: "front",
 		Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
@@ -521,7 +522,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 	}
 	seqs := make([]uint64, 0, len(b.Records))
 	for _, r := range b.Records {
-		t, err := wire.ParseTap(r.Data)
+		t, err := record.ParseTap(r.Data)
 		if err != nil || t.Seq != r.Seq || t.DeviceID != id || t.Epoch != b.Epoch {
 			s.problem("record %d from %s: %v (tap %+v)", r.Seq, id, err, t)
 			return
@@ -530,7 +531,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 	}
 	s.mu.Lock()
 	for _, seq := range seqs {
-		s.seen[wire.TapID(id, seq)]++
+		s.seen[record.TapID(id, seq)]++
 	}
 	s.received += len(seqs)
 	drop := s.mute || s.dropAcks > 0
@@ -600,8 +601,8 @@ func (s *testServer) check(tb testing.TB, device string, n int) {
 		tb.Errorf("test server has %d distinct taps, want %d", len(s.seen), n)
 	}
 	for seq := 1; seq <= n; seq++ {
-		if s.seen[wire.TapID(device, uint64(seq))] == 0 {
-			tb.Errorf("tap %s never received", wire.TapID(device, uint64(seq)))
+		if s.seen[record.TapID(device, uint64(seq))] == 0 {
+			tb.Errorf("tap %s never received", record.TapID(device, uint64(seq)))
 		}
 	}
 }

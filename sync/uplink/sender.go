@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/wire"
 )
@@ -161,7 +162,7 @@ func (s *sender) fill() error {
 		b := wire.Batch{DeviceID: u.cfg.DeviceID, Epoch: u.q.Epoch(), SentAt: u.cfg.Now(), Records: make([]wire.Record, 0, len(recs))}
 		seqs := make([]uint64, 0, len(recs))
 		for _, r := range recs {
-			if len(r.Data) > wire.MaxRecordSize {
+			if len(r.Data) > record.MaxSize {
 				s.unsendableRecord(r)
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/internal/backoff"
 
 	"github.com/farego/farego/queue"
@@ -25,7 +26,7 @@ import (
 // goroutines and must be safe for concurrent use.
 type StateApplier interface {
 	// Apply installs a new version of a fleet document (kind is
-	// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares; body is the
+	// record.DocKeyring, DownlinkDenyList or DownlinkFares; body is the
 	// document) atomically, refusing a version that is not newer.
 	Apply(kind string, version uint64, body []byte) error
 	// Versions returns the applied document versions by kind; the map is
@@ -152,7 +153,7 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 	u.status = t.Device(cfg.DeviceID, wire.KindStatus)
 	u.filters[u.ack] = 1
 	u.filters[u.cmd] = 1
-	for _, k := range wire.DownlinkKinds {
+	for _, k := range record.DocKinds {
 		u.fleet[t.Fleet(k)] = k
 		u.filters[t.Fleet(k)] = 1
 	}
