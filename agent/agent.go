@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
@@ -84,7 +82,6 @@ type Config struct {
 type Agent struct {
 	cfg      Config
 	q        *queue.Queue
-	db       *bbolt.DB
 	fb       feedback.Feedback
 	log      *slog.Logger
 	verifier *paycode.Verifier
@@ -131,10 +128,10 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg.Metrics = metrics.NewRegistry()
 	}
 	a := &Agent{
-		cfg: cfg, q: q, db: q.DB(), fb: fb, log: cfg.Logger, now: cfg.Now,
+		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize),
 	}
-	s, err := initBuckets(a.db, a.log)
+	s, err := loadState(q, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +255,8 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	}
 	idKey := c.ID().Key()
 	acctKey := binary.BigEndian.AppendUint64(nil, c.Account)
-	seq, err := a.q.AppendFunc(ctx, func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
-		return a.record(tx, seq, &tap, c, idKey, acctKey, now)
+	seq, err := a.q.AppendFunc(ctx, func(st *queue.State, seq uint64) ([]byte, error) {
+		return a.record(st, seq, &tap, c, idKey, acctKey, now)
 	})
 	switch {
 	case err == nil:
@@ -284,13 +281,12 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
-func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
-	seen, accts, st := tx.Bucket(bucketSeen), tx.Bucket(bucketAccounts), tx.Bucket(bucketState)
-	if seen.Get(idKey) != nil {
+func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
+	if st.Get(bucketSeen, idKey) != nil {
 		return nil, errDuplicate
 	}
 	var count uint32
-	if v := accts.Get(acctKey); len(v) == 12 {
+	if v := st.Get(bucketAccounts, acctKey); len(v) == 12 {
 		last := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
 		count = binary.BigEndian.Uint32(v[8:])
 		if w := a.cfg.PassbackWindow; w > 0 {
@@ -304,7 +300,7 @@ func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *record.Tap, c *paycode.Cod
 	}
 	t := *tap
 	t.Seq = seq
-	copy(t.PrevHash[:], st.Get(keyChain))
+	copy(t.PrevHash[:], st.Get(bucketState, keyChain))
 	rec, err := t.MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -314,13 +310,13 @@ func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *record.Tap, c *paycode.Cod
 	sv = binary.BigEndian.AppendUint64(sv, seq)
 	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))
 	av = binary.BigEndian.AppendUint32(av, count+1)
-	if err := seen.Put(idKey, sv); err != nil {
+	if err := st.Put(bucketSeen, idKey, sv); err != nil {
 		return nil, err
 	}
-	if err := accts.Put(acctKey, av); err != nil {
+	if err := st.Put(bucketAccounts, acctKey, av); err != nil {
 		return nil, err
 	}
-	if err := st.Put(keyChain, h[:]); err != nil {
+	if err := st.Put(bucketState, keyChain, h[:]); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -338,10 +334,9 @@ func truncate(s string, n int) string {
 // accounts outside the passback window are forgotten.
 func (a *Agent) SyncSucceeded() error {
 	cutoff := a.now().Add(-a.cfg.PassbackWindow)
-	return a.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketAccounts)
+	return a.q.UpdateState(func(st *queue.State) error {
 		var del, reset [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+		err := st.ForEach(bucketAccounts, func(k, v []byte) error {
 			if len(v) != 12 || time.UnixMilli(int64(binary.BigEndian.Uint64(v))).Before(cutoff) {
 				del = append(del, k)
 			} else if binary.BigEndian.Uint32(v[8:]) != 0 {
@@ -353,14 +348,14 @@ func (a *Agent) SyncSucceeded() error {
 			return err
 		}
 		for _, k := range del {
-			if err := b.Delete(k); err != nil {
+			if err := st.Delete(bucketAccounts, k); err != nil {
 				return err
 			}
 		}
 		for _, k := range reset {
-			v := append([]byte(nil), b.Get(k)...)
+			v := append([]byte(nil), st.Get(bucketAccounts, k)...)
 			binary.BigEndian.PutUint32(v[8:], 0)
-			if err := b.Put(k, v); err != nil {
+			if err := st.Put(bucketAccounts, k, v); err != nil {
 				return err
 			}
 		}
@@ -380,20 +375,23 @@ func (a *Agent) Prune() (int, error) {
 	}
 	cutoff := a.now().Add(-maxAge - skew - time.Minute).Unix()
 	n := 0
-	err := a.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; {
+	err := a.q.UpdateState(func(st *queue.State) error {
+		var old [][]byte
+		err := st.ForEach(bucketSeen, func(k, v []byte) error {
 			if len(v) < 4 || int64(binary.BigEndian.Uint32(v)) < cutoff {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				n++
-				k, v = c.Seek(k)
-				continue
+				old = append(old, k)
 			}
-			k, v = c.Next()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
+		for _, k := range old {
+			if err := st.Delete(bucketSeen, k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
 		return nil
 	})
 	return n, err

@@ -7,20 +7,20 @@ import (
 	"log/slog"
 	"maps"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
 )
 
-// The agent's buckets in the queue's bbolt file.
-var (
-	bucketState    = []byte("agent.state")    // kind → version ‖ document; "chain" → last record hash
-	bucketSeen     = []byte("agent.seen")     // code id key → code time (u32) ‖ seq (u64)
-	bucketAccounts = []byte("agent.accounts") // account (u64) → last accepted (unix ms, u64) ‖ taps since sync (u32)
-	keyChain       = []byte("chain")
+// The agent's state in the queue's file (queue.State buckets).
+const (
+	bucketState    = "agent.state"    // kind → version ‖ document; "chain" → last record hash
+	bucketSeen     = "agent.seen"     // code id key → code time (u32) ‖ seq (u64)
+	bucketAccounts = "agent.accounts" // account (u64) → last accepted (unix ms, u64) ‖ taps since sync (u32)
 )
+
+var keyChain = []byte("chain")
 
 // snapshot is the device state the tap path reads; it is replaced whole
 // (copy on write) when a document is applied.
@@ -111,18 +111,12 @@ func (s *snapshot) with(kind string, d *document) *snapshot {
 	return &n
 }
 
-// initBuckets creates the agent's buckets and loads the stored documents.
-func initBuckets(db *bbolt.DB, log *slog.Logger) (*snapshot, error) {
+// loadState loads the stored documents.
+func loadState(q *queue.Queue, log *slog.Logger) (*snapshot, error) {
 	s := &snapshot{versions: map[string]uint64{}, deny: map[uint64]denyRule{}}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketState, bucketSeen, bucketAccounts} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		st := tx.Bucket(bucketState)
+	err := q.ViewState(func(st *queue.State) error {
 		for _, kind := range record.DocKinds {
-			v := st.Get([]byte(kind))
+			v := st.Get(bucketState, []byte(kind))
 			if v == nil {
 				continue
 			}
@@ -164,8 +158,8 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 	}
 	val := binary.BigEndian.AppendUint64(nil, d.version)
 	val = append(val, body...)
-	if err := a.db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketState).Put([]byte(kind), val)
+	if err := a.q.UpdateState(func(st *queue.State) error {
+		return st.Put(bucketState, []byte(kind), val)
 	}); err != nil {
 		return fmt.Errorf("agent: storing %s: %w", kind, err)
 	}

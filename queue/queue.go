@@ -351,12 +351,6 @@ func (q *Queue) Epoch() string { return q.epoch }
 // Path returns the path of the queue file.
 func (q *Queue) Path() string { return q.path }
 
-// DB returns the underlying bbolt database, for the caller's own buckets
-// (which must not start with BucketPrefix). Do not close it, and do not
-// change the queue's buckets through it. Long read transactions delay
-// appends on 32-bit platforms when the memory map has to grow.
-func (q *Queue) DB() *bbolt.DB { return q.db }
-
 // Close stops accepting appends, waits for those already accepted to
 // commit, waits for reads and acks in progress, and closes the file. Every
 // Append racing with Close either commits durably (and returns its seq) or

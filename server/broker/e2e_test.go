@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
@@ -176,7 +174,7 @@ func (f *fleet) startDevice(t *testing.T, id string, n int, set func(*uplink.Con
 	d.q = q
 	rider := f.issuer.Rider(t, 4242, f.now)
 	for i := range n {
-		_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+		_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 			at := f.now.Add(time.Duration(i) * time.Second)
 			code, err := paycode.MakeCode(rider.Credential, rider.Key, at, uint16(seq))
 			if err != nil {

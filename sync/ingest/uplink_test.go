@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
@@ -130,7 +128,7 @@ func appendTaps(tb testing.TB, q *queue.Queue, device string, is *paycodetest.Is
 	for range writers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+				_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 					r := riders[seq%uint64(len(riders))]
 					at := now.Add(-time.Hour).Add(time.Duration(seq) * time.Second)
 					code, err := paycode.MakeCode(r.Credential, r.Key, at.Add(-5*time.Second), uint16(seq))

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"go.etcd.io/bbolt"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
@@ -221,7 +220,7 @@ func appendTaps(tb testing.TB, q *queue.Queue, m *tapMaker, n int) {
 	for range writers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+				_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 					return m.record(q.Epoch(), seq)
 				})
 				if err != nil {
