@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tarm/serial"
+
+	"github.com/farego/farego/driver/backoff"
 )
 
 // Serial reader defaults, used for zero fields of [Config].
@@ -179,7 +181,7 @@ func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
 	}
 	defer s.running.Store(false)
 
-	st := &link{backoff: backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}}
+	st := &link{backoff: backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}}
 	defer func() {
 		if st.up {
 			s.setState(Disconnected)
@@ -191,7 +193,7 @@ func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
 			return nil
 		}
 		s.failed(st, err)
-		if !sleep(ctx, st.backoff.next()) {
+		if !backoff.Sleep(ctx, st.backoff.Next()) {
 			return nil
 		}
 	}
@@ -204,7 +206,7 @@ type link struct {
 	down      bool      // an outage has been logged and not yet recovered
 	downSince time.Time // when it began
 	failures  int       // failed attempts since the outage began
-	backoff   backoff
+	backoff   backoff.Backoff
 }
 
 // session opens the port once, reads from it until the device is lost or ctx
@@ -302,7 +304,7 @@ func (s *Serial) up(st *link) {
 		return
 	}
 	st.up = true
-	st.backoff.reset()
+	st.backoff.Reset()
 	if st.everUp {
 		s.framer.c.reconnects.Add(1)
 	}

@@ -86,13 +86,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 	defer in.running.Store(false)
 
-	c := newConn("ingest", in.cfg.MQTTConfig, in.log, func(ctx context.Context, client mqtt.Client) error {
-		if err := subscribe(ctx, client, in.filters, in.cfg.ConnectTimeout, in.onMessage); err != nil {
-			return err
-		}
-		in.log.Debug("ingest: subscribed", logKeyFilters, in.filters)
-		return nil
-	}, nil)
+	c := newConn("ingest", in.cfg.MQTTConfig, in.log, in.filters, in.onMessage, nil)
 	in.conn.Store(c)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

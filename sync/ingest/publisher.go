@@ -271,7 +271,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 
-	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, func() {
+	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, nil, func() {
 		p.mu.Lock()
 		for _, k := range p.cfg.Kinds {
 			p.dirty[k], p.force[k] = true, true

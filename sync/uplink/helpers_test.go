@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,13 +41,7 @@ func TestMain(m *testing.M) {
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(tb, waitTimeout, what, cond)
 }
 
 // logRecorder is a log destination that writes to the test log (until the
@@ -144,23 +136,11 @@ func (f *fakeState) syncCount() int {
 	return f.syncs
 }
 
-func newKey(tb testing.TB) ed25519.PrivateKey {
-	tb.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func newKey(tb testing.TB) ed25519.PrivateKey { return brokertest.NewKey(tb) }
 
 func pubOf(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-// uniqueName returns prefix + 8 random hex digits.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return brokertest.UniqueName(prefix) }
 
 // openQueue opens a queue in a temporary directory, closed at cleanup.
 func openQueue(tb testing.TB) *queue.Queue {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -60,7 +61,7 @@ func newSender(u *Uplink) *sender {
 }
 
 // run drives one connected session until ctx is done, the connection is
-// lost (*lostError) or the queue fails (*fatalError).
+// lost (*mqttclient.LostError) or the queue fails (mqttclient.Fatal).
 func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) error {
 	u := s.u
 	s.pub = pub
@@ -81,7 +82,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 		case <-ctx.Done():
 			return nil
 		case e := <-lost:
-			return &lostError{e}
+			return &mqttclient.LostError{Err: e}
 		case m := <-u.deviceIn:
 			err = s.handleDevice(m.topic, m.payload)
 		case <-u.acks.done:
@@ -116,7 +117,7 @@ func (s *sender) check(err error) error {
 	case isLost(err):
 		return err
 	case errors.Is(err, queue.ErrClosed), errors.Is(err, queue.ErrCorrupt):
-		return &fatalError{err}
+		return mqttclient.Fatal(err)
 	}
 	s.queueErrs++
 	if s.queueErrs == 1 {
@@ -126,7 +127,7 @@ func (s *sender) check(err error) error {
 }
 
 func isLost(err error) bool {
-	_, ok := errors.AsType[*lostError](err)
+	_, ok := errors.AsType[*mqttclient.LostError](err)
 	return ok
 }
 
@@ -181,7 +182,7 @@ func (s *sender) fill() error {
 			return fmt.Errorf("batch: %w", err)
 		}
 		if err := tokenFailed(s.pub.Publish(u.taps, 1, false, msg)); err != nil {
-			return &lostError{fmt.Errorf("publish: %w", err)}
+			return &mqttclient.LostError{Err: fmt.Errorf("publish: %w", err)}
 		}
 		s.win = append(s.win, &inflight{seqs: seqs, sentAt: time.Now()})
 		u.count(func(st *Stats) {

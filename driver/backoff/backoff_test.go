@@ -19,6 +19,12 @@ func TestBackoff(t *testing.T) {
 	if d := b.Next(); d > 100*time.Millisecond {
 		t.Errorf("wait after reset = %v, want at most the minimum", d)
 	}
+	huge := Backoff{Min: time.Duration(1 << 61), Max: time.Duration(1<<63 - 1)}
+	for range 5 {
+		if d := huge.Next(); d <= 0 {
+			t.Fatalf("overflow: wait %v", d)
+		}
+	}
 }
 
 func TestSleepStopsWithContext(t *testing.T) {
