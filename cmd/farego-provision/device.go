@@ -64,8 +64,7 @@ type deviceOpts struct {
 }
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("device", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-provision device", flag.ContinueOnError)
 	var o deviceOpts
 	fs.StringVar(&o.fleet, "fleet", "fleet", "fleet directory (from init-fleet)")
 	fs.StringVar(&o.id, "id", "", "device id, e.g. bus-0417-front (required)")
@@ -81,14 +80,14 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.metrics, "metrics", "127.0.0.1:9100", "metrics listen address on the device (empty: none)")
 	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
 	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
-	if fs.Parse(args) != nil {
-		return errUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := cli.Required(fs, stderr, "id", "route", "operator-token"); err != nil {
+		return err
 	}
 	if err := record.ValidDeviceID(o.id); err != nil {
-		return fmt.Errorf("--id: %v", err)
-	}
-	if o.route == "" {
-		return errors.New("--route is required")
+		return cli.Usagef(stderr, fs.Name(), "--id: %v", err)
 	}
 	if strings.HasPrefix(o.token, "@") {
 		b, err := os.ReadFile(o.token[1:])
@@ -98,7 +97,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.token = strings.TrimSpace(string(b))
 	}
 	if o.token == "" {
-		return errors.New("--operator-token is required to register the device")
+		return cli.Usagef(stderr, fs.Name(), "--operator-token: %s is empty", fs.Lookup("operator-token").Value)
 	}
 	if len(o.scanners) == 0 {
 		o.scanners.Set("front=/dev/scanner-front")

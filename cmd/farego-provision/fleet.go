@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,12 +16,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 )
-
-// errUsage means the flag package already said what was wrong.
-var errUsage = errors.New("usage")
 
 // Fleet directory files.
 const (
@@ -33,12 +30,11 @@ const (
 )
 
 func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("init-fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-provision init-fleet", flag.ContinueOnError)
 	dir := fs.String("dir", "fleet", "directory for the fleet key and the CA (keep it offline and backed up)")
 	name := fs.String("name", "farego fleet CA", "CA common name")
-	if fs.Parse(args) != nil {
-		return errUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	for _, f := range []string{fleetKeyFile, fleetPubFile, caKeyFile, caCertFile} {
 		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/farego/farego/cmd/internal/cli"
 )
 
 const usage = `farego-provision: provision the fleet and its validators.
@@ -26,7 +28,8 @@ Subcommands:
               public key with the settlement server, and write the device
               bundle (directory and tarball)
 
-Run "farego-provision SUBCOMMAND --help" for the flags.
+Run "farego-provision SUBCOMMAND --help" for the flags; "farego-provision
+--version" prints the version.
 `
 
 func main() {
@@ -47,19 +50,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdInitFleet(args[1:], stdout, stderr)
 	case "device":
 		err = cmdDevice(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
 	default:
+		switch {
+		case cli.IsVersion(args[0]):
+			cli.PrintVersion(stdout, "farego-provision")
+			return 0
+		case cli.IsHelp(args[0]):
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
 		fmt.Fprintf(stderr, "farego-provision: unknown subcommand %q\n\n%s", args[0], usage)
 		return 2
 	}
-	if err == errUsage {
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "farego-provision %s: %v\n", args[0], err)
-		return 1
-	}
-	return 0
+	return cli.Exit("farego-provision "+args[0], err, stderr)
 }

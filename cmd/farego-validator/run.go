@@ -40,14 +40,10 @@ const queueFile = "validator.db"
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "validator config file (TOML) (required)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit("farego-validator run", err, stderr)
 	}
 	if *configPath == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "farego-validator run: --config FILE is required (and nothing else)")
