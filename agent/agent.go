@@ -98,7 +98,7 @@ type Agent struct {
 // device state) and giving feedback through fb.
 func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	if err := record.ValidDeviceID(cfg.DeviceID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
 		return nil, fmt.Errorf("%w: route (required) and vehicle must be at most 64 characters", ErrConfig)

@@ -58,19 +58,19 @@ func parseDocument(kind string, version uint64, body []byte) (*document, error) 
 	case record.DocKeyring:
 		kr, err := paycode.ParseKeyring(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version, d.keyring = kr.Version(), kr
 	case record.DocFares:
 		t, err := fare.Parse(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version, d.fares = t.Version, t
 	case record.DocDenyList:
 		dl, err := record.ParseDenyList(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version = dl.Version
 		d.deny = make(map[uint64]denyRule, len(dl.Entries))

@@ -195,6 +195,7 @@ func (q *Queue) commitGroup(group []*appendReq) {
 		}
 		if err != nil {
 			if errors.Is(err, berrors.ErrMaxSizeReached) {
+				// bbolt's error stays text: callers match ErrFull, not the engine's.
 				err = fmt.Errorf("%w: file reached MaxFileSize %d (%v)", ErrFull, q.opts.MaxFileSize, err)
 			} else {
 				err = fmt.Errorf("queue: append: %w", err)

@@ -119,7 +119,7 @@ func ParseKeyring(data []byte) (*Keyring, error) {
 	dec.DisallowUnknownFields()
 	var f keyringFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrKeyring)
@@ -169,12 +169,12 @@ func (k *Keyring) MarshalJSON() ([]byte, error) {
 func LoadKeyring(path string) (*Keyring, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyringFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrKeyring, path, err)
+		return nil, fmt.Errorf("%w: read %s: %w", ErrKeyring, path, err)
 	}
 	k, err := ParseKeyring(data)
 	if err != nil {

@@ -30,7 +30,7 @@ func ParseDenyList(b []byte) (*DenyList, error) {
 	jd.DisallowUnknownFields()
 	var dl DenyList
 	if err := jd.Decode(&dl); err != nil {
-		return nil, fmt.Errorf("%w: deny list: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: deny list: %w", ErrMalformed, err)
 	}
 	if _, err := jd.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: deny list: trailing data", ErrMalformed)

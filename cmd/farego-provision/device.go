@@ -121,7 +121,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	fleetPub, err := os.ReadFile(filepath.Join(o.fleet, fleetPubFile))
 	if err != nil {
-		return fmt.Errorf("fleet public key: %v", err)
+		return fmt.Errorf("fleet public key: %w", err)
 	}
 	if _, err := keyfile.ReadPublic(filepath.Join(o.fleet, fleetPubFile)); err != nil {
 		return err
@@ -130,16 +130,16 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	// Fetch what the device needs before changing anything on the server.
 	var krJSON, faresJSON json.RawMessage
 	if err := cli.CallJSON(ctx, "GET", server+"/v1/keyring", "", nil, &krJSON); err != nil {
-		return fmt.Errorf("keyring: %v", err)
+		return fmt.Errorf("keyring: %w", err)
 	}
 	if _, err := paycode.ParseKeyring(krJSON); err != nil {
-		return fmt.Errorf("the server's keyring: %v", err)
+		return fmt.Errorf("the server's keyring: %w", err)
 	}
 	if err := cli.CallJSON(ctx, "GET", server+"/v1/fares", "", nil, &faresJSON); err != nil {
-		return fmt.Errorf("fare table: %v (upload one first: PUT /v1/fares)", err)
+		return fmt.Errorf("fare table: %w (upload one first: PUT /v1/fares)", err)
 	}
 	if _, err := fare.Parse(faresJSON); err != nil {
-		return fmt.Errorf("the server's fare table: %v", err)
+		return fmt.Errorf("the server's fare table: %w", err)
 	}
 
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -156,7 +156,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
 		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "replace": o.force}, &reg); err != nil {
-		return fmt.Errorf("registering %s: %v", o.id, err)
+		return fmt.Errorf("registering %s: %w", o.id, err)
 	}
 
 	if err := durable.MkdirAll(dir, 0o700); err != nil {

@@ -100,7 +100,7 @@ func writeECKey(path string, k *ecdsa.PrivateKey) error {
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fleet CA: %v (run init-fleet first)", err)
+		return nil, nil, nil, fmt.Errorf("fleet CA: %w (run init-fleet first)", err)
 	}
 	b, _ := pem.Decode(certPEM)
 	if b == nil {

@@ -88,7 +88,7 @@ func loadState(path string) (*state, error) {
 	}
 	var s state
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &s, nil
 }
@@ -134,7 +134,7 @@ func (s *state) keys() ([]byte, ed25519.PrivateKey, error) {
 	}
 	cred, err := hex.DecodeString(s.Credential)
 	if err != nil {
-		return nil, nil, fmt.Errorf("state file: credential: %v", err)
+		return nil, nil, fmt.Errorf("state file: credential: %w", err)
 	}
 	seed, err := hex.DecodeString(s.TokenSeed)
 	if err != nil {
@@ -153,7 +153,7 @@ func call(ctx context.Context, method, url, token string, body, out any) error {
 	err := cli.CallJSON(ctx, method, url, token, body, out)
 	var ae *cli.APIError
 	if err != nil && !errors.As(err, &ae) {
-		return fmt.Errorf("the server is not reachable (%v); codes still work offline", err)
+		return fmt.Errorf("the server is not reachable (%w); codes still work offline", err)
 	}
 	return err
 }

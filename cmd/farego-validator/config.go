@@ -136,7 +136,7 @@ var errConfig = errors.New("config")
 func loadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	c, err := parseConfig(data, filepath.Dir(path))
 	if err != nil {
@@ -154,7 +154,7 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))

@@ -72,7 +72,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
 	dataDir := cfg.path(cfg.DataDir)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("%w: data_dir: %v", errConfig, err)
+		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
 	// A new queue file (first boot, or the old one was damaged and moved
 	// aside) numbers its taps from the wall clock in milliseconds, so tap ids
@@ -144,7 +144,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		defer stop()
 	}
 	if up, err = newUplink(cfg, q, a, log); err != nil {
-		return fmt.Errorf("%w: mqtt: %v", errConfig, err)
+		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	stopUplink := runUplink(ctx, up, log)
 
@@ -185,10 +185,10 @@ func seed(cfg *Config, a *agent.Agent) error {
 		}
 		body, err := os.ReadFile(cfg.path(d.path))
 		if err != nil {
-			return fmt.Errorf("%w: provision.%s: %v", errConfig, d.kind, err)
+			return fmt.Errorf("%w: provision.%s: %w", errConfig, d.kind, err)
 		}
 		if err := a.Seed(d.kind, body); err != nil {
-			return fmt.Errorf("%w: provision.%s (%s): %v", errConfig, d.kind, d.path, err)
+			return fmt.Errorf("%w: provision.%s (%s): %w", errConfig, d.kind, d.path, err)
 		}
 	}
 	return nil
@@ -210,7 +210,7 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 	if f := cfg.Feedback; f.Green != "" || f.Red != "" || f.Buzzer != "" {
 		g, err := feedback.NewGPIO(feedback.GPIOConfig{Green: f.Green, Red: f.Red, Buzzer: f.Buzzer}, log.With("part", "gpio"))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: feedback: %v", errConfig, err)
+			return nil, nil, fmt.Errorf("%w: feedback: %w", errConfig, err)
 		}
 		out = append(out, g)
 		closeFn = func() { g.Close() }
@@ -231,7 +231,7 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
 		}, log.With("scanner", s.Name))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errConfig, err)
+			return nil, fmt.Errorf("%w: %w", errConfig, err)
 		}
 		out = append(out, src)
 	}
@@ -264,7 +264,7 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue) {
 func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: metrics.listen: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: metrics.listen: %w", errConfig, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg)

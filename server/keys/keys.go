@@ -154,14 +154,14 @@ func writeSecret(path, content string) error {
 func readSecret(path string, size int) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrMissing, path, info.Mode().Perm())
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	b, err := hex.DecodeString(strings.TrimSpace(string(data)))
 	if err != nil || len(b) != size {
@@ -186,11 +186,11 @@ func Open(dir string) (*Dir, error) {
 	}
 	fleet, err := keyfile.ReadPrivate(filepath.Join(dir, FleetKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	kr, err := paycode.LoadKeyring(filepath.Join(dir, KeyringFile))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}
 	// Every key in the keyring must derive from this root: a keyring from

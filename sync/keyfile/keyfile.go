@@ -52,7 +52,7 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
@@ -63,7 +63,7 @@ func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
 	ek, ok := k.(ed25519.PrivateKey)
 	if !ok {
@@ -80,7 +80,7 @@ func ReadPublic(path string) (ed25519.PublicKey, error) {
 	}
 	k, err := x509.ParsePKIXPublicKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
 	ek, ok := k.(ed25519.PublicKey)
 	if !ok {
@@ -92,7 +92,7 @@ func ReadPublic(path string) (ed25519.PublicKey, error) {
 func readPEM(path, typ string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != typ {

@@ -302,7 +302,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.CAFile != "" {
 		pemBytes, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: CAFile: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: CAFile: %w", ErrConfig, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
@@ -313,7 +313,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: client certificate: %w", ErrConfig, err)
 		}
 		t.Certificates = append(t.Certificates, cert)
 	}

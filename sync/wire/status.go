@@ -46,7 +46,7 @@ func ParseStatus(p []byte) (*Status, error) {
 	dec.DisallowUnknownFields()
 	var s Status
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("%w: status: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: status: %w", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: status: trailing data", ErrMalformed)
