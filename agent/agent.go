@@ -185,16 +185,16 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 			a.cfg.Accepted()
 		}
 		a.taps.With("accepted", "").Inc()
-		a.log.Info("tap accepted", logScanner, out.Scanner, logAccount, out.Account, logSeq, out.Seq,
-			logFare, out.Fare, logCodeHash, out.CodeHash, logLatency, out.Latency)
+		a.log.Info("tap accepted", "scanner", out.Scanner, "account", out.Account, "seq", out.Seq,
+			"fare", out.Fare, "code_hash", out.CodeHash, "latency", out.Latency.String())
 	} else {
 		outcome := "rejected"
 		if record.OutOfService(out.Reason) {
 			outcome = "out_of_service"
 		}
 		a.taps.With(outcome, string(out.Reason)).Inc()
-		a.log.Info("tap refused", logReason, out.Reason, logScanner, out.Scanner, logAccount, out.Account,
-			logCodeHash, out.CodeHash)
+		a.log.Info("tap refused", "reason", out.Reason, "scanner", out.Scanner, "account", out.Account,
+			"code_hash", out.CodeHash)
 	}
 	return out
 }
@@ -213,7 +213,7 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 		err = a.fb.Rejected(ctx, feedback.Reject{Reason: string(out.Reason), Message: out.Message, Scanner: out.Scanner})
 	}
 	if err != nil {
-		a.log.Warn("feedback failed", logErr, err)
+		a.log.Warn("feedback failed", "err", err)
 	}
 }
 
@@ -267,10 +267,10 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	case errors.Is(err, errRiskCap):
 		return refuse(record.ReasonRiskCap)
 	case errors.Is(err, queue.ErrFull):
-		a.log.Warn("queue full: refusing taps until the uplink drains it", logErr, err)
+		a.log.Warn("queue full: refusing taps until the uplink drains it", "err", err)
 		return refuse(record.ReasonQueueFull)
 	default:
-		a.log.Error("recording a tap failed", logErr, err)
+		a.log.Error("recording a tap failed", "err", err)
 		return refuse(record.ReasonInternal)
 	}
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
@@ -429,7 +429,7 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 			return ctx.Err()
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
-				a.log.Warn("pruning seen codes failed", logErr, err)
+				a.log.Warn("pruning seen codes failed", "err", err)
 			} else if n > 0 {
 				a.log.Debug("pruned seen codes", "count", n)
 			}

@@ -135,7 +135,7 @@ func loadState(q *queue.Queue, log *slog.Logger) (*snapshot, error) {
 		return nil, fmt.Errorf("agent: device state: %w", err)
 	}
 	for k, v := range s.versions {
-		log.Info("device state loaded", logKind, k, logVersion, v)
+		log.Info("device state loaded", "kind", k, "version", v)
 	}
 	return s, nil
 }
@@ -164,7 +164,7 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 		return fmt.Errorf("agent: storing %s: %w", kind, err)
 	}
 	a.state.Store(cur.with(kind, d))
-	a.log.Info("device state updated", logKind, kind, logVersion, d.version)
+	a.log.Info("device state updated", "kind", kind, "version", d.version)
 	return nil
 }
 
@@ -173,7 +173,7 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 func (a *Agent) Seed(kind string, body []byte) error {
 	err := a.Apply(kind, 0, body)
 	if errors.Is(err, ErrStaleVersion) {
-		a.log.Debug("provisioning document not newer than device state", logKind, kind)
+		a.log.Debug("provisioning document not newer than device state", "kind", kind)
 		return nil
 	}
 	return err

@@ -303,11 +303,11 @@ func (q *Queue) noteOutcome(err error) {
 	switch {
 	case errors.Is(err, ErrFull):
 		if q.refusals == 0 {
-			q.log.Warn("queue: full, refusing appends", logKeyPath, q.path, logKeyErr, err)
+			q.log.Warn("queue: full, refusing appends", "path", q.path, "err", err)
 		}
 		q.refusals++
 	case err == nil && q.refusals > 0:
-		q.log.Info("queue: accepting appends again", logKeyPath, q.path, logKeyRefusals, q.refusals)
+		q.log.Info("queue: accepting appends again", "path", q.path, "refusals", q.refusals)
 		q.refusals = 0
 	}
 }

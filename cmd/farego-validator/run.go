@@ -222,14 +222,14 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 	var out []scanner.Source
 	for _, s := range cfg.Scanners {
 		if s.Path == "-" {
-			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("scanner", s.Name)))
+			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("part", "scanner")))
 			continue
 		}
 		src, err := scanner.NewSerial(scanner.Config{
 			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
-		}, log.With("scanner", s.Name))
+		}, log.With("part", "scanner"))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errConfig, err)
 		}

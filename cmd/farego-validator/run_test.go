@@ -287,6 +287,17 @@ func TestRunEndToEnd(t *testing.T) {
 	if log := d.logText.String(); strings.Contains(log, first[4:60]) || !strings.Contains(log, "reason=passback") {
 		t.Errorf("log leaks a code or lacks reasons")
 	}
+	// Each key once per line ("scanner connected" used to carry scanner twice).
+	connected := false
+	for _, line := range strings.Split(d.logText.String(), "\n") {
+		connected = connected || strings.Contains(line, `msg="scanner connected"`)
+		if k := repeatedKey(line); k != "" {
+			t.Errorf("log line repeats %q: %s", k, line)
+		}
+	}
+	if !connected {
+		t.Error("no scanner connected line in the log")
+	}
 	recs := d.records()
 	if len(recs) != 2 || recs[0].Account != 1001 || recs[1].Account != 1006 || paycode.EncodeText(recs[0].Code) != first {
 		t.Fatalf("records = %d, want the two accepted taps", len(recs))
@@ -420,4 +431,38 @@ func TestRunKillDuringTaps(t *testing.T) {
 		t.Errorf("%d accepted feedback lines but only %d records", acceptedLines, len(recs))
 	}
 	t.Logf("%d rounds: %d accepted lines, %d logged accepted, %d records", rounds, acceptedLines, len(accepted), len(recs))
+}
+
+// repeatedKey returns a key that occurs twice in a text-format log line
+// (key=value pairs, values possibly quoted), or "".
+func repeatedKey(line string) string {
+	seen := map[string]bool{}
+	for i := 0; i < len(line); {
+		j := strings.IndexByte(line[i:], '=')
+		if j < 0 {
+			break
+		}
+		key := line[i : i+j]
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		i += j + 1
+		if i < len(line) && line[i] == '"' { // a quoted value: skip to its closing quote
+			for i++; i < len(line) && line[i] != '"'; i++ {
+				if line[i] == '\\' {
+					i++
+				}
+			}
+			i++
+		} else {
+			for i < len(line) && line[i] != ' ' {
+				i++
+			}
+		}
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+	}
+	return ""
 }

@@ -312,11 +312,11 @@ func (s *Serial) up(st *link) {
 	switch {
 	case st.down:
 		s.log.Info("scanner resumed",
-			slog.String(keyScanner, s.cfg.Name),
-			slog.Int(keyAttempts, st.failures+1),
-			slog.Duration(keyDowntime, time.Since(st.downSince).Round(time.Millisecond)))
+			slog.String("scanner", s.cfg.Name),
+			slog.Int("attempts", st.failures+1),
+			slog.String("downtime", time.Since(st.downSince).Round(time.Millisecond).String()))
 	default:
-		s.log.Info("scanner connected", slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path))
+		s.log.Info("scanner connected", slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path))
 	}
 	st.down, st.failures = false, 0
 	s.setState(Connected)
@@ -329,7 +329,7 @@ func (s *Serial) failed(st *link, err error) {
 		st.up = false
 		st.down, st.downSince, st.failures = true, time.Now(), 0
 		s.log.Warn("scanner lost; reconnecting",
-			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
 		s.setState(Disconnected)
 		return
 	}
@@ -337,7 +337,7 @@ func (s *Serial) failed(st *link, err error) {
 	if !st.down {
 		st.down, st.downSince = true, time.Now()
 		s.log.Warn("scanner unavailable; retrying",
-			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
 		s.setState(Disconnected)
 	}
 }

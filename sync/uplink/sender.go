@@ -110,7 +110,7 @@ func (s *sender) check(err error) error {
 	switch {
 	case err == nil:
 		if s.queueErrs > 0 {
-			s.u.log.Info("uplink: queue working again", logKeyCount, s.queueErrs)
+			s.u.log.Info("uplink: queue working again", "count", s.queueErrs)
 			s.queueErrs = 0
 		}
 		return nil
@@ -121,7 +121,7 @@ func (s *sender) check(err error) error {
 	}
 	s.queueErrs++
 	if s.queueErrs == 1 {
-		s.u.log.Error("uplink: queue error; retrying", logKeyErr, err)
+		s.u.log.Error("uplink: queue error; retrying", "err", err)
 	}
 	return nil
 }
@@ -204,7 +204,7 @@ func (s *sender) unsendableRecord(r queue.Record) {
 	s.unsendable[r.Seq] = true
 	s.u.count(func(st *Stats) { st.Unsendable++ })
 	s.u.log.Error("uplink: record too large to send; left in the queue",
-		logKeySeq, r.Seq, logKeySize, len(r.Data))
+		"seq", r.Seq, "size", len(r.Data))
 }
 
 // arm sets the ack timer for the oldest batch in the window.
@@ -232,10 +232,10 @@ func (s *sender) ackTimedOut() error {
 	u.count(func(st *Stats) { st.AckTimeouts++ })
 	if s.timeouts == 1 {
 		u.log.Warn("uplink: no ack from the server in time; sending again",
-			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout)
+			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String())
 	} else {
 		u.log.Debug("uplink: still no ack; sending again",
-			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout, logKeyCount, s.timeouts)
+			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String(), "count", s.timeouts)
 	}
 	s.ackTimeout = min(2*s.ackTimeout, maxAckBackoff*u.cfg.AckTimeout)
 	s.reset()
@@ -297,7 +297,7 @@ func (s *sender) applyAck(a *wire.Ack) error {
 	u.acks.add(seqs)
 	s.setInFlight()
 	if s.timeouts > 0 {
-		u.log.Info("uplink: acks from the server resumed", logKeyCount, s.timeouts)
+		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
 		s.timeouts = 0
 	}
 	s.ackTimeout = u.cfg.AckTimeout
@@ -398,7 +398,7 @@ func (s *sender) handleCmd(payload []byte) error {
 		return err
 	}
 	u.log.Info("uplink: replaying archived records at the server's request",
-		logKeyFrom, r.From, logKeyTo, r.To, logKeyRecords, n)
+		"from", r.From, "to", r.To, "records", n)
 	u.count(func(st *Stats) { st.Replays++ })
 	u.statusDirty.Store(true)
 	s.reset()
@@ -423,7 +423,7 @@ func (s *sender) maybeSync() error {
 	}
 	s.lastSync = time.Now()
 	if err := u.state.SyncSucceeded(); err != nil {
-		u.log.Warn("uplink: SyncSucceeded failed", logKeyErr, err)
+		u.log.Warn("uplink: SyncSucceeded failed", "err", err)
 		return nil
 	}
 	u.count(func(st *Stats) { st.SyncCalls++ })
