@@ -229,8 +229,7 @@ func TestEndToEnd(t *testing.T) {
 		c.Brokers = []string{b.url()}
 		c.Username, c.Password = c.DeviceID, DevicePassword(secret, c.DeviceID)
 	})
-	var withCert *device
-	withCert = f.startDevice(t, "", 40, func(c *uplink.Config) {
+	withCert := f.startDevice(t, "", 40, func(c *uplink.Config) {
 		c.Brokers = []string{"ssl://" + b.TLSAddr()}
 		c.TLS = p.ClientTLS(t, c.DeviceID)
 	})

@@ -685,14 +685,3 @@ func blackhole(tb testing.TB) *blackholeListener {
 	})
 	return b
 }
-
-// skipUnderQEMU skips tests that start other programs when the test runs
-// under qemu-user emulation (make test-arm sets FAREGO_QEMU): qemu-user can
-// deadlock forking a multithreaded emulated process. What they check does
-// not depend on the architecture and runs natively in make test.
-func skipUnderQEMU(t *testing.T) {
-	t.Helper()
-	if os.Getenv("FAREGO_QEMU") != "" {
-		t.Skip("starts another program; skipped under qemu-user emulation")
-	}
-}

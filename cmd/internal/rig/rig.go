@@ -74,8 +74,6 @@ func New(dir, bin string, log io.Writer) *Rig {
 	return &Rig{Dir: dir, Bin: bin, Log: log, mqttListen: "127.0.0.1:0"}
 }
 
-func (r *Rig) logf(format string, a ...any) { fmt.Fprintf(r.Log, format+"\n", a...) }
-
 func (r *Rig) bin(name string) string { return filepath.Join(r.Bin, name) }
 
 // command runs a tool to completion and returns its standard output.

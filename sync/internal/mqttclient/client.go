@@ -87,7 +87,7 @@ func (c Config) Validate() error {
 	for i, b := range c.Brokers {
 		u, err := url.Parse(b)
 		if err != nil {
-			return fmt.Errorf("Brokers[%d] is not a URL", i) // the parse error would repeat it, password and all
+			return fmt.Errorf("broker URL %d of %d is not a URL", i+1, len(c.Brokers)) // the parse error would repeat it, password and all
 		}
 		if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
 			return fmt.Errorf("broker URL %s: scheme must be tcp, mqtt, ssl, tls or mqtts", u.Redacted())
