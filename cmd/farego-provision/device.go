@@ -280,9 +280,13 @@ On the validator (as root):
   cp /etc/farego/farego-validator.service /etc/systemd/system/
   systemctl daemon-reload && systemctl enable --now farego-validator
 
-Check it:
+Check it: show a payment code from a rider's app, and paste its text
+(one line) into
 
-  farego-rider code --now ... | farego-validator check --keyring /etc/farego/keyring.json -
+  farego-validator check --keyring /etc/farego/keyring.json -
+
+which prints the decision as JSON (exit 0 when accepted); then
+
   journalctl -u farego-validator -f
   curl -s 127.0.0.1:9100/metrics | grep farego_
 `

@@ -93,7 +93,7 @@ type MetricsConfig struct {
 // QueueConfig bounds the on-device queue.
 type QueueConfig struct {
 	MaxRecords  int   `toml:"max_records"`   // default 1,000,000
-	MaxFileSize int64 `toml:"max_file_size"` // bytes; default 256 MiB
+	MaxFileSize int64 `toml:"max_file_size"` // bytes; default 512 MiB (queue.DefaultMaxFileSize)
 }
 
 // MQTTConfig is the uplink to the settlement server; an empty Broker runs
