@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -40,27 +39,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "init-fleet":
-		err = cmdInitFleet(args[1:], stdout, stderr)
-	case "device":
-		err = cmdDevice(ctx, args[1:], stdout, stderr)
-	default:
-		switch {
-		case cli.IsVersion(args[0]):
-			cli.PrintVersion(stdout, "farego-provision")
-			return 0
-		case cli.IsHelp(args[0]):
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintf(stderr, "farego-provision: unknown subcommand %q\n\n%s", args[0], usage)
-		return 2
-	}
-	return cli.Exit("farego-provision "+args[0], err, stderr)
+	return cli.Dispatch(ctx, "farego-provision", usage, map[string]cli.Command{
+		"init-fleet": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return cmdInitFleet(args, stdout, stderr)
+		},
+		"device": cmdDevice,
+	}, args, stdout, stderr)
 }

@@ -99,26 +99,9 @@ func (s *state) save(path string) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+	return cli.Dispatch(ctx, "farego-rider", usage, map[string]cli.Command{
 		"register": cmdRegister, "topup": cmdTopUp, "credential": cmdCredential, "code": cmdCode, "account": cmdAccount,
-	}
-	cmd, ok := cmds[args[0]]
-	switch {
-	case ok:
-		return cli.Exit("farego-rider "+args[0], cmd(ctx, args[1:], stdout, stderr), stderr)
-	case cli.IsVersion(args[0]):
-		cli.PrintVersion(stdout, "farego-rider")
-		return 0
-	case cli.IsHelp(args[0]):
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "farego-rider: unknown subcommand %q\n\n%s", args[0], usage)
-	return 2
+	}, args, stdout, stderr)
 }
 
 // flags returns the flag set of a subcommand, with the --state flag every

@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -52,35 +51,15 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "init":
-		err = cmdInit(ctx, args[1:], stdout, stderr)
-	case "run":
-		err = cmdRun(ctx, args[1:], stdout, stderr)
-	case "verify":
-		err = cmdVerify(ctx, args[1:], stdout, stderr)
-	case "broker":
-		err = cmdBroker(ctx, args[1:], stdout, stderr)
-	case "mqtt-password":
-		err = cmdMQTTPassword(args[1:], stdout, stderr)
-	default:
-		switch {
-		case cli.IsVersion(args[0]):
-			cli.PrintVersion(stdout, "farego-settlement")
-			return 0
-		case cli.IsHelp(args[0]):
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintf(stderr, "farego-settlement: unknown subcommand %q\n\n%s", args[0], usage)
-		return 2
-	}
-	return cli.Exit("farego-settlement "+args[0], err, stderr)
+	return cli.Dispatch(ctx, "farego-settlement", usage, map[string]cli.Command{
+		"init":   cmdInit,
+		"run":    cmdRun,
+		"verify": cmdVerify,
+		"broker": cmdBroker,
+		"mqtt-password": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return cmdMQTTPassword(args, stdout, stderr)
+		},
+	}, args, stdout, stderr)
 }
 
 func dataFlag(fs *flag.FlagSet) *string {

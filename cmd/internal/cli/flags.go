@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -127,3 +128,31 @@ func IsVersion(arg string) bool { return arg == "--version" || arg == "-version"
 
 // PrintVersion writes "prog VERSION".
 func PrintVersion(w io.Writer, prog string) { fmt.Fprintln(w, prog, Version()) }
+
+// Command is one subcommand: it parses its own flags (with Parse) and
+// returns nil, flag.ErrHelp, ErrUsage or a runtime error.
+type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Dispatch runs the subcommand named by args[0] and returns the exit
+// status: usage and 2 without a subcommand or with an unknown one, usage
+// and 0 for help, "prog VERSION" and 0 for --version or version, and Exit's
+// status for the subcommand's error.
+func Dispatch(ctx context.Context, prog, usage string, cmds map[string]Command, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if cmd, ok := cmds[args[0]]; ok {
+		return Exit(prog+" "+args[0], cmd(ctx, args[1:], stdout, stderr), stderr)
+	}
+	switch {
+	case IsVersion(args[0]):
+		PrintVersion(stdout, prog)
+		return 0
+	case IsHelp(args[0]):
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: unknown subcommand %q\n\n%s", prog, args[0], usage)
+	return 2
+}
