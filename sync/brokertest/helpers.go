@@ -1,9 +1,11 @@
 package brokertest
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -65,4 +67,45 @@ func NewKey(tb testing.TB) ed25519.PrivateKey {
 		tb.Fatal(err)
 	}
 	return k
+}
+
+// Running is a Run(ctx) error of a test's own (an uplink, an ingest, a
+// publisher), started by Go.
+type Running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Go runs run until Stop or the end of the test; at the end a Run that
+// returned an error, or did not return within timeout of its context's
+// end, fails the test.
+func Go(tb testing.TB, timeout time.Duration, run func(ctx context.Context) error) *Running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- run(ctx) }()
+	tb.Cleanup(func() {
+		if err := r.Stop(timeout); err != nil {
+			tb.Errorf("Run = %v, want nil", err)
+		}
+	})
+	return r
+}
+
+// Stop cancels Run's context and returns what Run returned (an error if it
+// does not return within timeout); stopping again returns nil.
+func (r *Running) Stop(timeout time.Duration) error {
+	r.cancel()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err, ok := <-r.done:
+		if !ok {
+			return nil
+		}
+		close(r.done)
+		return err
+	case <-t.C:
+		return errors.New("Run did not return after its context was cancelled")
+	}
 }

@@ -225,10 +225,12 @@ func (w *world) config() Config {
 }
 
 // running is an Ingest whose Run is going.
+// stop cancels Run and returns its result; stopping again returns nil.
+func (r *running) stop() error { return r.run.Stop(waitTimeout) }
+
 type running struct {
 	*Ingest
-	cancel context.CancelFunc
-	done   chan error
+	run *brokertest.Running
 }
 
 // start runs an Ingest with cfg until stop or the end of the test, and
@@ -239,31 +241,9 @@ func (w *world) start(cfg Config) *running {
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Ingest: in, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- in.Run(ctx) }()
-	w.tb.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			w.tb.Errorf("Run = %v, want nil", err)
-		}
-	})
+	r := &running{Ingest: in, run: brokertest.Go(w.tb, waitTimeout, in.Run)}
 	waitFor(w.tb, "the ingest to subscribe", in.Connected)
 	return r
-}
-
-// stop cancels Run and returns its result; stopping again returns nil.
-func (r *running) stop() error {
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if !ok {
-			return nil
-		}
-		close(r.done)
-		return err
-	case <-time.After(waitTimeout):
-		return errors.New("Run did not return after its context was cancelled")
-	}
 }
 
 // device is a validator stand-in that publishes signed batches with a bare

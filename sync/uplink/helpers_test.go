@@ -298,39 +298,18 @@ func (f *fixture) start() *running {
 }
 
 // running is an uplink whose Run is going.
+// stop cancels Run and returns its result (bounded; a hang fails the test).
+func (r *running) stop() error { return r.run.Stop(waitTimeout) }
+
 type running struct {
 	*Uplink
-	cancel context.CancelFunc
-	done   chan error
+	run *brokertest.Running
 }
 
 // runUplink runs u until stop or the end of the test.
 func runUplink(tb testing.TB, u *Uplink) *running {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Uplink: u, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- u.Run(ctx) }()
-	tb.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			tb.Errorf("Run = %v, want nil", err)
-		}
-	})
-	return r
-}
-
-// stop cancels Run and returns its result (bounded; a hang fails the test).
-func (r *running) stop() error {
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if !ok {
-			return nil
-		}
-		close(r.done)
-		return err
-	case <-time.After(waitTimeout):
-		return errors.New("Run did not return after its context was cancelled")
-	}
+	return &running{Uplink: u, run: brokertest.Go(tb, waitTimeout, u.Run)}
 }
 
 // signedDownlink seals a downlink with key.
