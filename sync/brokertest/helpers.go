@@ -106,6 +106,6 @@ func (r *Running) Stop(timeout time.Duration) error {
 		close(r.done)
 		return err
 	case <-t.C:
-		return errors.New("Run did not return after its context was cancelled")
+		return errors.New("brokertest: run did not return after its context was cancelled")
 	}
 }
