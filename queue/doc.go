@@ -14,8 +14,15 @@
 // committed at once, with no added delay; Appends that arrive while a
 // commit is in flight form the next group, so four busy writers need about
 // a quarter of the fsyncs. AppendFunc lets the caller change its own
-// buckets in the same transaction as the record (device state that must
-// move in step with the charges).
+// state in the same transaction as the record (device state that must
+// move in step with the charges: one commit, one fsync).
+//
+// # The caller's state
+//
+// The queue is the only package that knows the file is bbolt. A caller
+// keeps its own state in the same file as named buckets of byte keys and
+// values, through a *State: inside AppendFunc (atomic with the record),
+// UpdateState (a commit of its own) and ViewState (a read).
 //
 // # Sequence numbers and epoch
 //
@@ -51,7 +58,7 @@
 // The queue owns the buckets MetaBucket ("queue.meta"), PendingBucket
 // ("queue.pending") and ArchiveBucket ("queue.archive"), and every bucket
 // whose name starts with BucketPrefix ("queue."). The caller may keep its
-// own buckets in the same file through DB and AppendFunc.
+// own buckets in the same file through State.
 //
 // bbolt settings, after bbolt's own guidance: NoSync is never set;
 // NoFreelistSync is set (fewer pages written per commit, the freelist is
@@ -102,8 +109,8 @@
 // process inside bbolt.
 //
 // On 32-bit platforms the memory map grows by remapping, which waits for
-// open read transactions: a long read transaction on DB delays appends
-// while the file grows.
+// open read transactions: a long ViewState delays appends while the file
+// grows.
 //
 // Acks larger than 1000 records are committed in several transactions; if
 // one fails, the records acked before it stay acked (acks are idempotent).

@@ -100,3 +100,37 @@ func (q *Queue) Stats() (Stats, error) {
 	s.FileSize = info.Size()
 	return s, nil
 }
+
+// Walk calls fn for every record the file holds — the unacked ones, then
+// the acked ones still in the archive (archived true) — in sequence order,
+// with the caller's state of the same snapshot; it stops at fn's first
+// error and returns it. It is for inspection and salvage, not the send
+// path: it copies every record. The Record's Data is fn's to keep.
+func (q *Queue) Walk(fn func(s *State, r Record, archived bool) error) error {
+	err := q.view(func(tx *bbolt.Tx, b buckets) error {
+		st := &State{tx: tx}
+		for _, part := range []struct {
+			bucket   *bbolt.Bucket
+			name     string
+			header   int
+			archived bool
+		}{{b.pending, PendingBucket, pendingHeader, false}, {b.archive, ArchiveBucket, archiveHeader, true}} {
+			err := part.bucket.ForEach(func(k, v []byte) error {
+				seq, ok := keySeq(k)
+				if !ok || len(v) < part.header {
+					return corruptf("queue: bad %s record %x", part.name, k)
+				}
+				r := Record{Seq: seq, Data: append([]byte(nil), v[part.header:]...)}
+				if !part.archived {
+					r.Time = appendTime(v)
+				}
+				return fn(st, r, part.archived)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return wrapErr("walk", err)
+}

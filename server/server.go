@@ -19,12 +19,12 @@ import (
 
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/ingest"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -277,9 +277,9 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	s.pub.Changed(wire.DownlinkKeyring)
-	s.pub.Changed(wire.DownlinkFares)
-	s.pub.Changed(wire.DownlinkDenyList)
+	s.pub.Changed(record.DocKeyring)
+	s.pub.Changed(record.DocFares)
+	s.pub.Changed(record.DocDenyList)
 	a := s.Addrs()
 	s.log.Info("settlement server running", "http", a.HTTP, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
 		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
@@ -344,11 +344,11 @@ func (s *Server) deviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // document is the publisher's source of fleet downlinks.
 func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, error) {
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		kr := s.keys.Keyring()
 		b, err := kr.MarshalJSON()
 		return kr.Version(), b, err
-	case wire.DownlinkFares:
+	case record.DocFares:
 		t, err := s.ledger.LatestFareTable(ctx)
 		if errors.Is(err, ledger.ErrNoFareTable) {
 			return 0, nil, nil
@@ -358,7 +358,7 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 		}
 		b, err := t.Marshal()
 		return t.Version, b, err
-	case wire.DownlinkDenyList:
+	case record.DocDenyList:
 		dl, err := s.ledger.DenyList(ctx)
 		if err != nil {
 			return 0, nil, err
@@ -371,7 +371,7 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 // denyListDoc turns the ledger's deny list (one entry per reason) into the
 // downlink document (one entry per account or credential).
 func denyListDoc(dl ledger.DenyList) []byte {
-	doc := wire.DenyList{Version: dl.Version, Entries: []wire.DenyEntry{}}
+	doc := record.DenyList{Version: dl.Version, Entries: []record.DenyEntry{}}
 	seen := map[[2]uint64]int{}
 	for _, e := range dl.Entries {
 		k := [2]uint64{e.Account, uint64(e.Serial)}
@@ -382,7 +382,7 @@ func denyListDoc(dl ledger.DenyList) []byte {
 			continue
 		}
 		seen[k] = len(doc.Entries)
-		doc.Entries = append(doc.Entries, wire.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
+		doc.Entries = append(doc.Entries, record.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
 	}
 	b, _ := json.Marshal(doc)
 	return b

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
 )
 
@@ -35,12 +36,9 @@ const fares = `{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "\nfarego-demo: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Exit("farego-demo", err, os.Stderr))
 }
 
 type demo struct {
@@ -65,12 +63,17 @@ func (dm *demo) tap(ctx context.Context, who, code string) (string, error) {
 	return line, nil
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-demo", flag.ContinueOnError)
 	bin := fs.String("bin", "bin", "directory with the farego binaries (make build)")
 	keep := fs.Bool("keep", false, "keep the demo's files (server data, device bundle, logs) afterwards")
-	if err := fs.Parse(args); err != nil {
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := cli.Parse(fs, args, out, stderr); err != nil {
 		return err
+	}
+	if *version {
+		cli.PrintVersion(out, "farego-demo")
+		return nil
 	}
 	for _, b := range rig.Binaries {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {

@@ -20,9 +20,9 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults.
@@ -392,7 +392,7 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	}
 	// A top-up may lift a negative_balance entry. The publisher coalesces
 	// and publishes only when the deny list's version moved.
-	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.log.Info("top-up", "account", id, "amount", req.Amount)
 	return toAccount(a), http.StatusOK, nil
 }
@@ -544,7 +544,7 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
 	}
-	if err := wire.ValidDeviceID(req.ID); err != nil {
+	if err := record.ValidDeviceID(req.ID); err != nil {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
 	}
 	pub, err := hex.DecodeString(req.PublicKey)
@@ -673,7 +673,7 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 		return nil, 0, err
 	}
 	h.log.Info("fare table uploaded", "version", t.Version)
-	h.cfg.Notifier.Changed(wire.DownlinkFares)
+	h.cfg.Notifier.Changed(record.DocFares)
 	return map[string]any{"version": t.Version}, http.StatusOK, nil
 }
 
@@ -690,7 +690,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 		return nil, 0, err
 	}
 	h.log.Info("issuer key rotated", "version", kr.Version())
-	h.cfg.Notifier.Changed(wire.DownlinkKeyring)
+	h.cfg.Notifier.Changed(record.DocKeyring)
 	return kr, http.StatusOK, nil
 }
 
@@ -731,7 +731,7 @@ func (h *Handler) denyChange(r *http.Request, fn func(ctx context.Context, accou
 	if err := fn(r.Context(), req.Account, req.Serial, req.Reason); err != nil {
 		return nil, 0, err
 	}
-	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.cfg.Notifier.Changed(record.DocDenyList)
 	dl, err := h.cfg.Ledger.DenyList(r.Context())
 	if err != nil {
 		return nil, 0, err

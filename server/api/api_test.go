@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 type notes struct {
@@ -233,7 +233,7 @@ func TestFleetEndpoints(t *testing.T) {
 	if n := len(ds["devices"].([]any)); n != 1 {
 		t.Errorf("%d devices, want 1", n)
 	}
-	if f.notes.count(wire.DownlinkFares) != 1 {
+	if f.notes.count(record.DocFares) != 1 {
 		t.Errorf("fare upload did not notify the publisher")
 	}
 	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`, 409)
@@ -243,7 +243,7 @@ func TestFleetEndpoints(t *testing.T) {
 		t.Errorf("fares = %v", fares)
 	}
 	kr := f.do("POST", "/v1/keyring/rotate", f.token, "", 200)
-	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(wire.DownlinkKeyring) != 1 {
+	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(record.DocKeyring) != 1 {
 		t.Errorf("rotated keyring = %v", kr)
 	}
 	// New credentials are signed by the new key.
@@ -253,7 +253,7 @@ func TestFleetEndpoints(t *testing.T) {
 	}
 	f.do("POST", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
 	dl := f.do("GET", "/v1/denylist", f.token, "", 200)
-	if len(dl["entries"].([]any)) != 1 || f.notes.count(wire.DownlinkDenyList) != 1 {
+	if len(dl["entries"].([]any)) != 1 || f.notes.count(record.DocDenyList) != 1 {
 		t.Errorf("deny list = %v", dl)
 	}
 	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403); errCode(e) != "not_in_good_standing" {

@@ -19,7 +19,7 @@
 //     of the client certificate, verified against the CA. A username, if
 //     sent, must equal it.
 //
-// A device id must satisfy wire.ValidDeviceID and, if Config.DeviceKnown
+// A device id must satisfy record.ValidDeviceID and, if Config.DeviceKnown
 // is set, be known to it. A connection is also refused when its last will
 // names a topic the client may not publish to (mochi does not check wills
 // against the ACL), or when its client id is in use by another identity

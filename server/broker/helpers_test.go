@@ -3,11 +3,8 @@ package broker
 import (
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"log/slog"
 	"os"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,44 +26,13 @@ func TestMain(m *testing.M) {
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(tb, waitTimeout, what, cond)
 }
 
-// testLogger writes to the test log when verbose (until the test ends).
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() { w.done.Store(true) })
-	level := slog.LevelInfo
-	if os.Getenv("FAREGO_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger writes to the test log when verbose.
+func testLogger(tb testing.TB) *slog.Logger { return brokertest.Logger(tb) }
 
-type tbWriter struct {
-	tb   testing.TB
-	done atomic.Bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() && testing.Verbose() {
-		w.tb.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// uniqueName returns prefix + 8 random hex digits.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return brokertest.UniqueName(prefix) }
 
 func newSecret(tb testing.TB) []byte {
 	tb.Helper()

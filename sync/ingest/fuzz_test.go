@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -61,7 +62,7 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("committed a batch that does not parse or names another device: %v", err)
 			}
 			for _, r := range b.Records {
-				tp, ok := w.store.tap(wire.TapID(d.id, r.Seq))
+				tp, ok := w.store.tap(record.TapID(d.id, r.Seq))
 				if !ok {
 					t.Fatalf("record %d of a committed batch not stored", r.Seq)
 				}

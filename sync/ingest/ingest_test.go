@@ -14,6 +14,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -31,7 +32,7 @@ func TestBatchCommittedAndAcked(t *testing.T) {
 		t.Errorf("ack epoch %q, want %q", a.Epoch, d.epoch)
 	}
 	w.store.checkTaps(t, d.id, 10)
-	tp, _ := w.store.tap(wire.TapID(d.id, 3))
+	tp, _ := w.store.tap(record.TapID(d.id, 3))
 	if tp.Tap == nil || tp.Code == nil || tp.Tap.Seq != 3 || tp.CodeHash != paycode.ShortHash(tp.CodeText) ||
 		!strings.HasPrefix(tp.CodeText, paycode.TextPrefix) || len(tp.Record) == 0 {
 		t.Errorf("committed tap = %+v", tp)
@@ -87,7 +88,7 @@ func TestRefusedWithoutAck(t *testing.T) {
 			before := in.Stats().Rejects[tc.reason]
 			tc.send(d)
 			waitFor(t, "the reject", func() bool { return in.Stats().Rejects[tc.reason] == before+1 })
-			if _, ok := w.store.tap(wire.TapID(d.id, 1)); ok {
+			if _, ok := w.store.tap(record.TapID(d.id, 1)); ok {
 				t.Error("a refused batch was committed")
 			}
 			// The refusal is counted before anything could be acked: an
@@ -119,7 +120,7 @@ func TestMalformedRecordStillAcked(t *testing.T) {
 		t.Errorf("ack covers %v, want %v", got, want)
 	}
 	for seq, want := range map[uint64]paycode.Reason{1: "", 2: VerdictMalformedRecord, 3: VerdictMalformedRecord, 4: VerdictMalformedRecord, 9: ""} {
-		tp, ok := w.store.tap(wire.TapID(d.id, seq))
+		tp, ok := w.store.tap(record.TapID(d.id, seq))
 		if !ok {
 			t.Errorf("tap %d not committed", seq)
 			continue
@@ -177,7 +178,7 @@ func TestVerdicts(t *testing.T) {
 		t.Errorf("ack covers %v, want all %d records", got, len(cases))
 	}
 	for i, tc := range cases {
-		tp, ok := w.store.tap(wire.TapID(d.id, uint64(i+1)))
+		tp, ok := w.store.tap(record.TapID(d.id, uint64(i+1)))
 		if !ok {
 			t.Errorf("%s: not committed", tc.name)
 			continue

@@ -10,6 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
@@ -130,7 +131,7 @@ func TestMosquittoTLSACL(t *testing.T) {
 		if n := queueCount(t, g.q); n != 20 {
 			t.Errorf("queue has %d records, want all 20 (no ack possible)", n)
 		}
-		if n := srv.times(wire.TapID(g.id, 1)); n != 0 {
+		if n := srv.times(record.TapID(g.id, 1)); n != 0 {
 			t.Errorf("server received a tap of the impostor %d times", n)
 		}
 	})

@@ -16,11 +16,11 @@ import (
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/powercut"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/wire"
 )
 
 // TestValidatorPowerCuts runs the validator's queue and agent (in this
@@ -129,7 +129,7 @@ func (w *world) open(dev string) (*queue.Queue, *agent.Agent, error) {
 	}
 	a, err := agent.New(q, feedback.Multi{}, w.agentConfig(dev))
 	if err == nil {
-		err = errors.Join(a.Seed(wire.DownlinkKeyring, mustJSON(w.t, w.issuer.Keyring)), a.Seed(wire.DownlinkFares, fares(1)))
+		err = errors.Join(a.Seed(record.DocKeyring, mustJSON(w.t, w.issuer.Keyring)), a.Seed(record.DocFares, fares(1)))
 	}
 	if err != nil {
 		q.Close()
@@ -234,7 +234,7 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 				}
 				out := a.Tap(context.Background(), scanner.Frame{Scanner: fmt.Sprint("door-", door), Text: text, Time: time.Now()})
 				h := paycode.ShortHash(text)
-				if out.Reason == agent.ReasonInternal {
+				if out.Reason == record.ReasonInternal {
 					// The power went (the disk answers EIO from the moment
 					// it is frozen, a moment before power is closed).
 					select {
@@ -250,9 +250,9 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 				case out.Accepted:
 					w.green[h] = tapRef{dev, q.Epoch(), out.Seq}
 					w.codes[h] = text
-				case again && out.Reason == agent.ReasonDuplicate:
+				case again && out.Reason == record.ReasonDuplicate:
 					w.n.retapRefused++
-				case out.Reason == agent.ReasonInternal && !on():
+				case out.Reason == record.ReasonInternal && !on():
 					w.cutOff[h] = true
 				default:
 					w.t.Errorf("%s: tap refused: %s (power on: %t)", dev, out.Reason, on())
@@ -289,19 +289,19 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 	wg.Go(func() { // the fleet's downlinks
 		for i := 0; on(); i++ {
 			time.Sleep(time.Duration(2+i%5) * time.Millisecond)
-			kind, body := wire.DownlinkDenyList, []byte(nil)
+			kind, body := record.DocDenyList, []byte(nil)
 			v := a.Versions()[kind] + 1
 			if i%3 == 2 {
-				kind = wire.DownlinkFares
+				kind = record.DocFares
 				v = a.Versions()[kind] + 1
 				body = fares(v)
 			} else {
-				body = mustJSON(w.t, wire.DenyList{Version: v, Entries: []wire.DenyEntry{{Account: 9000 + v}}})
+				body = mustJSON(w.t, record.DenyList{Version: v, Entries: []record.DenyEntry{{Account: 9000 + v}}})
 			}
 			if err := a.Apply(kind, v, body); err == nil {
 				w.mu.Lock()
 				w.acked[dev][kind] = v
-				if kind == wire.DownlinkFares {
+				if kind == record.DocFares {
 					w.n.faresApplied++
 				} else {
 					w.n.denyApplied++
@@ -319,7 +319,7 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 // settle is the server side: a record committed to the ledger, idempotent
 // on its tap id, never a second time for one code.
 func (w *world) settle(dev, epoch string, seq uint64, rec []byte) {
-	tap, err := wire.ParseTap(rec)
+	tap, err := record.ParseTap(rec)
 	if err != nil {
 		w.t.Errorf("%s/%d: unreadable record: %v", dev, seq, err)
 		return

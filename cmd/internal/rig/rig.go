@@ -39,7 +39,7 @@ func Build(ctx context.Context, root, dir string) error {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b, err, out)
+			return fmt.Errorf("go build %s: %w\n%s", b, err, out)
 		}
 	}
 	return nil
@@ -78,8 +78,6 @@ func New(dir, bin string, log io.Writer) *Rig {
 	return &Rig{Dir: dir, Bin: bin, Log: log, mqttListen: "127.0.0.1:0"}
 }
 
-func (r *Rig) logf(format string, a ...any) { fmt.Fprintf(r.Log, format+"\n", a...) }
-
 func (r *Rig) bin(name string) string { return filepath.Join(r.Bin, name) }
 
 // command runs a tool to completion and returns its standard output.
@@ -88,7 +86,7 @@ func (r *Rig) command(ctx context.Context, name string, args ...string) (string,
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
 }
@@ -156,7 +154,7 @@ func (r *Rig) startProc(ctx context.Context, name string, env []string, args ...
 		}
 		select {
 		case err := <-p.done:
-			return nil, nil, fmt.Errorf("%s exited: %v (see %s)", name, err, filepath.Join(r.Dir, name+".log"))
+			return nil, nil, fmt.Errorf("%s exited: %w (see %s)", name, err, filepath.Join(r.Dir, name+".log"))
 		case <-ctx.Done():
 			p.stop(syscall.SIGKILL)
 			return nil, nil, ctx.Err()
@@ -453,7 +451,7 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 	case <-connected:
 		return nil
 	case <-ex.done:
-		return fmt.Errorf("validator %s exited: %v (see %s)", d.ID, ex.err, filepath.Join(d.Dir, "validator.log"))
+		return fmt.Errorf("validator %s exited: %w (see %s)", d.ID, ex.err, filepath.Join(d.Dir, "validator.log"))
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("validator %s did not open its scanner in 60 s", d.ID)
 	case <-ctx.Done():

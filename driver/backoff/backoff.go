@@ -1,6 +1,9 @@
-// Package backoff is the reconnection wait of farego's MQTT clients (device
-// uplink, server ingest and publisher): jittered, doubling, capped,
-// context-aware, and reset by the caller on success.
+// Package backoff is the retry wait of every farego edge that reconnects:
+// a serial scanner that was unplugged (driver/scanner) and the MQTT
+// clients of the device uplink and the server ingest (through
+// sync/internal/mqttclient). Jittered, doubling, capped, context-aware, and
+// reset by the caller on success. It sits at the bottom of the import graph
+// (driver/) so that the hardware edges and the link share one copy.
 package backoff
 
 import (

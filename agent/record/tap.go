@@ -1,4 +1,4 @@
-package wire
+package record
 
 import (
 	"crypto/sha256"
@@ -13,9 +13,9 @@ import (
 const (
 	maxName        = 64
 	maxScannerName = 32
-	// MaxRecordSize bounds one encoded tap record.
-	MaxRecordSize = 2048
-	tapVersion    = 1
+	// MaxSize bounds one encoded tap record.
+	MaxSize    = 2048
+	tapVersion = 1
 )
 
 // Tap is the record the validator commits to its queue for every accepted
@@ -49,8 +49,8 @@ func (t *Tap) ID() string { return TapID(t.DeviceID, t.Seq) }
 // TapID formats a tap id.
 func TapID(device string, seq uint64) string { return device + "/" + strconv.FormatUint(seq, 10) }
 
-// RecordHash returns the hash that the next record's PrevHash holds.
-func RecordHash(record []byte) [sha256.Size]byte { return sha256.Sum256(record) }
+// Hash returns the hash that the next record's PrevHash holds.
+func Hash(record []byte) [sha256.Size]byte { return sha256.Sum256(record) }
 
 // MarshalBinary encodes the tap record.
 func (t *Tap) MarshalBinary() ([]byte, error) {
@@ -72,57 +72,57 @@ func (t *Tap) MarshalBinary() ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrMalformed, f.name, len(f.v), f.max)
 		}
 	}
-	e := enc{b: make([]byte, 0, 320)}
-	e.u8(tapVersion)
-	e.str(t.DeviceID)
-	e.str(t.Epoch)
-	e.u64(t.Seq)
-	e.u64(uint64(t.Time.UnixMilli()))
-	e.str(t.Route)
-	e.str(t.Vehicle)
-	e.str(t.Scanner)
-	e.raw(t.Code)
-	e.u64(t.Account)
-	e.u32(t.Serial)
-	e.u8(uint8(t.Profile))
-	e.u64(uint64(t.Fare))
-	e.str(t.Currency)
-	e.u64(t.FareVersion)
-	e.u64(t.KeyringVersion)
-	e.str(t.Software)
-	e.raw(t.PrevHash[:])
-	return e.b, nil
+	e := Encoder{B: make([]byte, 0, 320)}
+	e.U8(tapVersion)
+	e.Str(t.DeviceID)
+	e.Str(t.Epoch)
+	e.U64(t.Seq)
+	e.U64(uint64(t.Time.UnixMilli()))
+	e.Str(t.Route)
+	e.Str(t.Vehicle)
+	e.Str(t.Scanner)
+	e.Raw(t.Code)
+	e.U64(t.Account)
+	e.U32(t.Serial)
+	e.U8(uint8(t.Profile))
+	e.U64(uint64(t.Fare))
+	e.Str(t.Currency)
+	e.U64(t.FareVersion)
+	e.U64(t.KeyringVersion)
+	e.Str(t.Software)
+	e.Raw(t.PrevHash[:])
+	return e.B, nil
 }
 
 // ParseTap decodes a tap record strictly. The account, serial and profile
 // must match the code's own.
 func ParseTap(b []byte) (*Tap, error) {
-	if len(b) > MaxRecordSize {
-		return nil, fmt.Errorf("%w: record of %d bytes, limit %d", ErrTooLarge, len(b), MaxRecordSize)
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("%w: record of %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
 	}
-	d := dec{b: b}
-	if v := d.u8("version"); d.err == nil && v != tapVersion {
+	d := NewDecoder(b, ErrMalformed)
+	if v := d.U8("version"); d.Err() == nil && v != tapVersion {
 		return nil, fmt.Errorf("%w: tap record version %d", ErrUnsupported, v)
 	}
 	t := &Tap{}
-	t.DeviceID = d.str("device id", maxName)
-	t.Epoch = d.str("epoch", maxName)
-	t.Seq = d.u64("seq")
-	ms := d.u64("time")
-	t.Route = d.str("route", maxName)
-	t.Vehicle = d.str("vehicle", maxName)
-	t.Scanner = d.str("scanner", maxScannerName)
-	t.Code = d.take(paycode.CodeSize, "code")
-	t.Account = d.u64("account")
-	t.Serial = d.u32("serial")
-	t.Profile = paycode.Profile(d.u8("profile"))
-	fare := d.u64("fare")
-	t.Currency = d.str("currency", 3)
-	t.FareVersion = d.u64("fare version")
-	t.KeyringVersion = d.u64("keyring version")
-	t.Software = d.str("software", maxName)
-	copy(t.PrevHash[:], d.take(sha256Size, "previous hash"))
-	if err := d.end(); err != nil {
+	t.DeviceID = d.Str("device id", maxName)
+	t.Epoch = d.Str("epoch", maxName)
+	t.Seq = d.U64("seq")
+	ms := d.U64("time")
+	t.Route = d.Str("route", maxName)
+	t.Vehicle = d.Str("vehicle", maxName)
+	t.Scanner = d.Str("scanner", maxScannerName)
+	t.Code = d.Take(paycode.CodeSize, "code")
+	t.Account = d.U64("account")
+	t.Serial = d.U32("serial")
+	t.Profile = paycode.Profile(d.U8("profile"))
+	fare := d.U64("fare")
+	t.Currency = d.Str("currency", 3)
+	t.FareVersion = d.U64("fare version")
+	t.KeyringVersion = d.U64("keyring version")
+	t.Software = d.Str("software", maxName)
+	copy(t.PrevHash[:], d.Take(sha256Size, "previous hash"))
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	if err := ValidDeviceID(t.DeviceID); err != nil {
@@ -136,7 +136,7 @@ func ParseTap(b []byte) (*Tap, error) {
 	t.Code = append([]byte(nil), t.Code...)
 	c, err := paycode.ParseCode(t.Code)
 	if err != nil {
-		return nil, fmt.Errorf("%w: code: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: code: %w", ErrMalformed, err)
 	}
 	if c.Account != t.Account || c.Serial != t.Serial || c.Profile != t.Profile {
 		return nil, fmt.Errorf("%w: account, serial or profile differ from the code's", ErrMalformed)

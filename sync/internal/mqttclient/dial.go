@@ -1,11 +1,10 @@
-// Package mqttdial opens the network connections of one paho connection
-// attempt (ClientOptions.CustomOpenConnectionFn) so that the attempt ends as
-// soon as its context does: dialling and the TLS handshake use the context,
-// and a connection still in its MQTT handshake is closed when the context
-// ends. Once the attempt is over, Release stops watching the context; from
-// then on the session disconnects cleanly. The device uplink and the server
-// ingest share it.
-package mqttdial
+// The dialer of one connection attempt (ClientOptions.CustomOpenConnectionFn):
+// the attempt ends as soon as its context does. Dialling and the TLS
+// handshake use the context, and a connection still in its MQTT handshake
+// is closed when the context ends. Once the attempt is over, Release stops
+// watching the context; from then on the session disconnects cleanly.
+
+package mqttclient
 
 import (
 	"context"
@@ -19,12 +18,6 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// TLSSchemes and PlainSchemes are the broker URL schemes understood.
-var (
-	TLSSchemes   = map[string]bool{"ssl": true, "tls": true, "mqtts": true}
-	PlainSchemes = map[string]bool{"tcp": true, "mqtt": true}
-)
-
 // Dialer opens the connections of one attempt.
 type Dialer struct {
 	ctx     context.Context
@@ -36,8 +29,8 @@ type Dialer struct {
 	last    string        // the broker dialled last, without credentials
 }
 
-// New returns a dialer for one attempt bounded by ctx, each dial by timeout.
-func New(ctx context.Context, tlsConfig *tls.Config, timeout time.Duration) *Dialer {
+// newDialer returns a dialer for one attempt bounded by ctx, each dial by timeout.
+func newDialer(ctx context.Context, tlsConfig *tls.Config, timeout time.Duration) *Dialer {
 	return &Dialer{ctx: ctx, tls: tlsConfig, timeout: timeout}
 }
 
@@ -50,9 +43,9 @@ func (d *Dialer) Open(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		err error
 	)
 	switch {
-	case TLSSchemes[u.Scheme]:
+	case tlsSchemes[u.Scheme]:
 		nc, err = (&tls.Dialer{Config: d.tls}).DialContext(ctx, "tcp", u.Host)
-	case PlainSchemes[u.Scheme]:
+	case plainSchemes[u.Scheme]:
 		nc, err = (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
 	default:
 		err = errors.New("unsupported broker URL scheme " + u.Scheme)

@@ -1,4 +1,4 @@
-package mqttdial
+package mqttclient
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func TestOpenWatchesContext(t *testing.T) {
 	u, _ := url.Parse("tcp://" + ln.Addr().String())
 	for _, release := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
-		d := New(ctx, nil, 10*time.Second)
+		d := newDialer(ctx, nil, 10*time.Second)
 		c, err := d.Open(u, mqtt.ClientOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -50,7 +50,7 @@ func TestOpenWatchesContext(t *testing.T) {
 		}
 		c.Close()
 	}
-	if _, err := New(context.Background(), nil, time.Second).Open(&url.URL{Scheme: "ws", Host: "x"}, mqtt.ClientOptions{}); err == nil {
+	if _, err := newDialer(context.Background(), nil, time.Second).Open(&url.URL{Scheme: "ws", Host: "x"}, mqtt.ClientOptions{}); err == nil {
 		t.Error("ws:// accepted")
 	}
 }

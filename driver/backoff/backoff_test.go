@@ -3,6 +3,7 @@ package backoff
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -19,6 +20,12 @@ func TestBackoff(t *testing.T) {
 	if d := b.Next(); d > 100*time.Millisecond {
 		t.Errorf("wait after reset = %v, want at most the minimum", d)
 	}
+	huge := Backoff{Min: time.Duration(1 << 61), Max: time.Duration(1<<63 - 1)}
+	for range 5 {
+		if d := huge.Next(); d <= 0 {
+			t.Fatalf("overflow: wait %v", d)
+		}
+	}
 }
 
 func TestSleepStopsWithContext(t *testing.T) {
@@ -27,7 +34,16 @@ func TestSleepStopsWithContext(t *testing.T) {
 	if Sleep(ctx, time.Hour) {
 		t.Error("Sleep of an hour with a cancelled context reported a full wait")
 	}
-	if !Sleep(context.Background(), time.Millisecond) {
-		t.Error("a short Sleep did not complete")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		if !Sleep(context.Background(), time.Minute) || time.Since(start) != time.Minute {
+			t.Errorf("Sleep of a minute: %v passed, want a full wait", time.Since(start))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start = time.Now()
+		if Sleep(ctx, time.Hour) || time.Since(start) != time.Second {
+			t.Errorf("Sleep of an hour with a one-second context: %v passed, want it cut at 1s", time.Since(start))
+		}
+	})
 }
