@@ -236,6 +236,7 @@ func TestBrowserQRDecodes(t *testing.T) {
 	modules := wallettest.Eval[int](t, ctx, `(async () => {
 		const {drawQR} = await import("./qr.js");
 		document.getElementById("main").hidden = false;
+		document.getElementById("code-view").hidden = false;
 		return drawQR(document.getElementById("qr"), `+wallettest.JS(v.Text)+`);
 	})()`)
 	if modules != 57 {

@@ -212,12 +212,14 @@ async function makeAndShow() {
     const code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
     const modules = drawQR(canvas, code.text);
     last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
+    $("code-view").hidden = false;
     canvas.setAttribute("aria-label", t("qr_label", { account: account.id, time: clockTime(nowS * 1000) }));
-    $("code-status").textContent = t("code_ready");
+    $("code-status").textContent = t("code_ready", { time: clockTime(nowS * 1000) });
     renderCountdown();
     return last;
   }
   last = null;
+  $("code-view").hidden = true;
   clearQR(canvas);
   canvas.setAttribute("aria-label", t("no_pass"));
   $("code-status").textContent = "";

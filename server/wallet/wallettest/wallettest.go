@@ -27,6 +27,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
+// stepTimeout bounds one browser step (an evaluation, a screenshot, a
+// navigation): a step that hangs fails the test instead of the test binary.
+const stepTimeout = 60 * time.Second
+
 // Config configures a browser. The zero value is an English browser with a
 // phone-sized window.
 type Config struct {
@@ -111,6 +115,8 @@ func Browser(tb testing.TB, cfg Config) context.Context {
 // and decodes its JSON value into T.
 func Eval[T any](tb testing.TB, ctx context.Context, expr string) T {
 	tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
 		tb.Fatalf("evaluating %.80q: %v", expr, err)
@@ -125,7 +131,9 @@ func WaitFor(tb testing.TB, ctx context.Context, timeout time.Duration, what, ex
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr, chromedp.EvalAwaitPromise))
+		sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+		ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool](expr, chromedp.EvalAwaitPromise))
+		cancel()
 		if err == nil && ok {
 			return
 		}
@@ -168,6 +176,8 @@ func ArtifactDir(tb testing.TB) string {
 // selector (the whole page for "") as DIR/name.png and returns the path.
 func Screenshot(tb testing.TB, ctx context.Context, dir, name, selector string) string {
 	tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	var png []byte
 	var err error
 	if selector == "" {
@@ -222,8 +232,26 @@ func DecodeQR(tb testing.TB, png string) string {
 // started (it marks the body data-ready once init has run).
 func Open(tb testing.TB, ctx context.Context, url string) {
 	tb.Helper()
-	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+	// A new tab is opened by its first action, on its own context: one
+	// bounded by a timeout would close the tab when it ends.
+	if err := chromedp.Do(ctx); err != nil {
+		tb.Fatalf("opening a tab: %v", err)
+	}
+	nctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(nctx, chromedp.Navigate(url)); err != nil {
 		tb.Fatalf("opening %s: %v", url, err)
 	}
 	WaitFor(tb, ctx, 30*time.Second, "the wallet to start", `document.body && document.body.dataset.ready === "true"`)
+}
+
+// Do runs browser actions in the tab, each step bounded, failing the test
+// on an error.
+func Do(tb testing.TB, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		tb.Fatal(err)
+	}
 }
