@@ -268,7 +268,7 @@ func TestWalletCodes(t *testing.T) {
 
 	// The minute tick, with the page's clock 2 s before the next minute.
 	boundary := uint32(time.Now().Unix()/60+1) * 60
-	wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d000 - 2000 - Date.now()); return true; })()`, boundary))
+	wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d000 - 2000 - Date.now()); return true; })()`, boundary)) // 2 s before the minute
 	before := newCode(t, b)
 	if before.Time < boundary-3 || before.Time >= boundary {
 		t.Fatalf("code time %d, want just before %d", before.Time, boundary)
@@ -368,6 +368,43 @@ func TestWalletCodes(t *testing.T) {
 	if a, _ := r.Account(ctx, id); a.Balance != 2000 {
 		t.Errorf("balance %d after the refused code, want 2000", a.Balance)
 	}
+
+	// Offline with the page's clock 20 h ahead (4 h of the 24 h pass left):
+	// the wallet warns that the pass is about to expire.
+	setOffline(t, b, true)
+	setClock(t, b, 20*time.Hour)
+	expiring := newCode(t, b)
+	if p := passState(t, b); p["class"] != "warning" || !strings.Contains(p["text"], "expires at") {
+		t.Errorf("pass state 4 h before expiry: %v", p)
+	}
+	// Online again, 13 h after it was fetched (past half its lifetime): the
+	// wallet renews the pass by itself, which also replaces the tampered one.
+	setClock(t, b, 13*time.Hour)
+	setOffline(t, b, false)
+	wallettest.WaitFor(t, b, 60*time.Second, "the wallet to renew its pass",
+		fmt.Sprintf(`(async () => `+appModule+`.debugState().code.serial > %d)()`, expiring.Serial))
+	renewed := state(t, b).Code
+	if p := passState(t, b); p["class"] != "" || !strings.Contains(p["text"], "is valid until") {
+		t.Errorf("pass state after renewal: %v", p)
+	}
+	if ok, reason := checkCode(t, ctx, keyring, renewed.Time, renewed.Text); !ok {
+		t.Errorf("a code of the renewed pass was refused: %s", reason)
+	}
+	if c, _ := paycode.ParseText(renewed.Text); c.Profile != paycode.Adult {
+		t.Errorf("renewed pass has profile %v, want adult", c.Profile)
+	}
+}
+
+// setClock moves the page's clock ahead of the system clock.
+func setClock(t *testing.T, b context.Context, ahead time.Duration) {
+	t.Helper()
+	wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d); return true; })()`, ahead.Milliseconds()))
+}
+
+func passState(t *testing.T, b context.Context) map[string]string {
+	t.Helper()
+	return wallettest.Eval[map[string]string](t, b, `({text: document.getElementById("pass-state").textContent,
+		class: document.getElementById("pass-state").className})`)
 }
 
 // What the API says is shown in plain words: a wrong secret, a denied

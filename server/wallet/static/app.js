@@ -21,6 +21,8 @@ let countdownTimer = 0;
 let pollTimer = 0;
 let codeChain = Promise.resolve();
 let credentialTask = null;
+let credentialRetryAt = 0; // after a refused or failed renewal, wait before trying again by itself
+const RETRY_MS = 60000;
 
 // ---- test seam: tests import this module and read the state -------------
 
@@ -112,10 +114,13 @@ function renderPass(cred, nowS) {
   return usable;
 }
 
+// needsRefresh: no credential, or past half its lifetime. The age is
+// measured on this phone's clock from when it was fetched, so a phone whose
+// clock is off does not ask again and again.
 function needsRefresh(cred, nowS) {
   if (!cred) return true;
   const life = cred.notAfter - cred.notBefore;
-  return nowS - cred.notBefore > life / 2 || cred.counter >= MAX_COUNTER - 1000;
+  return nowS - cred.fetchedAt > life / 2 || cred.counter >= MAX_COUNTER - 1000;
 }
 
 // fetchCredential asks the server for a credential for a fresh key pair made
@@ -154,16 +159,18 @@ async function fetchCredential(force) {
 // what went wrong in plain words.
 async function maintainCredential(force = false) {
   if (!account || credentialTask) return credentialTask;
-  if (!navigator.onLine) return;
+  if (!navigator.onLine || (!force && Date.now() < credentialRetryAt)) return;
   const warning = $("pass-warning");
   credentialTask = (async () => {
     try {
       if (force) $("pass-state").textContent = t("pass_fetching");
       const changed = await fetchCredential(force);
+      credentialRetryAt = 0;
       warning.hidden = true;
       $("get-pass").hidden = true;
       if (changed || force) await showCode();
     } catch (e) {
+      credentialRetryAt = Date.now() + RETRY_MS;
       const usable = last !== null;
       if (e && e.name === "NotSupportedError") {
         warning.textContent = t("crypto_missing");
