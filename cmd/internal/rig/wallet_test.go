@@ -71,7 +71,8 @@ func counterOf(c *walletCode) int {
 
 // registerInWallet creates an account through the page, tops it up with the
 // operator token while the secret is on screen (before the wallet asks for
-// a credential) and waits for the first code.
+// a credential: the server may issue one only to an account whose balance
+// covers a minimum, such as a day's cap) and waits for the first code.
 func registerInWallet(t *testing.T, ctx, b context.Context, r *Rig, art string, topUp int64) (uint64, string) {
 	t.Helper()
 	wallettest.Open(t, b, "http://"+r.HTTP+"/wallet/")
@@ -167,8 +168,8 @@ func walletRig(t *testing.T, device string) (*Rig, context.Context, *Device, con
 func TestWalletOfflineTap(t *testing.T) {
 	r, ctx, d, b, art := walletRig(t, "bus-w-front")
 
-	id, _ := registerInWallet(t, ctx, b, r, art, 1000)
-	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("10.00")`)
+	id, _ := registerInWallet(t, ctx, b, r, art, 2500)
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
 	wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
 	wallettest.Screenshot(t, b, art, "2-online", "")
 
@@ -186,19 +187,19 @@ func TestWalletOfflineTap(t *testing.T) {
 	text := scanScreenshot(t, b, art, "3-offline-qr", code)
 	wallettest.Screenshot(t, b, art, "3-offline", "")
 	scanExpect(t, ctx, d, text, "ACCEPTED  2.50 EUR")
-	if a, _ := r.Account(ctx, id); a.Balance != 1000 {
-		t.Fatalf("balance %d while everything is offline, want 1000", a.Balance)
+	if a, _ := r.Account(ctx, id); a.Balance != 2500 {
+		t.Fatalf("balance %d while everything is offline, want 2500", a.Balance)
 	}
 
 	// Back online: the validator syncs, the ledger charges, the wallet shows it.
 	d.Link.Restore()
 	setOffline(t, b, false)
-	a := waitBalance(t, ctx, r, id, 750)
+	a := waitBalance(t, ctx, r, id, 2250)
 	if len(a.Rides) != 1 || a.Rides[0].Charge != 250 {
 		t.Fatalf("rides = %+v", a.Rides)
 	}
 	wallettest.WaitFor(t, b, 60*time.Second, "the wallet to show the ride and the new balance",
-		`document.getElementById("balance").textContent.includes("7.50") && document.querySelectorAll("#rides-body tr").length === 1 &&
+		`document.getElementById("balance").textContent.includes("22.50") && document.querySelectorAll("#rides-body tr").length === 1 &&
 		 document.querySelector("#rides-body tr").dataset.tap === `+wallettest.JS(a.Rides[0].TapID)+` &&
 		 document.querySelector("#rides-body tr").textContent.includes("42")`)
 	if s := netState(t, b); s != "online" {
@@ -224,8 +225,8 @@ func TestWalletOfflineTap(t *testing.T) {
 	text = scanScreenshot(t, b, art, "5-server-stopped-qr", code2)
 	wallettest.Screenshot(t, b, art, "5-server-stopped", "")
 	scanExpect(t, ctx, d, text, "ACCEPTED")
-	if b := wallettest.Eval[string](t, b, `document.getElementById("balance").textContent`); !strings.Contains(b, "7.50") {
-		t.Errorf("balance shown with the server stopped: %q, want the last known 7.50", b)
+	if b := wallettest.Eval[string](t, b, `document.getElementById("balance").textContent`); !strings.Contains(b, "22.50") {
+		t.Errorf("balance shown with the server stopped: %q, want the last known 22.50", b)
 	}
 }
 
@@ -263,7 +264,7 @@ func checkCode(t *testing.T, ctx context.Context, keyring string, now uint32, te
 // with in IndexedDB is refused by a real validator.
 func TestWalletCodes(t *testing.T) {
 	r, ctx, d, b, art := walletRig(t, "bus-c-front")
-	id, _ := registerInWallet(t, ctx, b, r, "", 2000)
+	id, _ := registerInWallet(t, ctx, b, r, "", 2500)
 	var kr json.RawMessage
 	if err := r.API(ctx, "GET", "/v1/keyring", nil, &kr); err != nil {
 		t.Fatal(err)
@@ -366,8 +367,8 @@ func TestWalletCodes(t *testing.T) {
 		t.Fatalf("the code's profile is %v, want the tampered child", c.Profile)
 	}
 	scanExpect(t, ctx, d, text, "(bad_credential_signature)")
-	if a, _ := r.Account(ctx, id); a.Balance != 2000 {
-		t.Errorf("balance %d after the refused code, want 2000", a.Balance)
+	if a, _ := r.Account(ctx, id); a.Balance != 2500 {
+		t.Errorf("balance %d after the refused code, want 2500", a.Balance)
 	}
 
 	// Offline with the page's clock 20 h ahead (4 h of the 24 h pass left):
@@ -414,8 +415,12 @@ func passState(t *testing.T, b context.Context) map[string]string {
 func TestWalletAccountMessages(t *testing.T) {
 	wallettest.Chromium(t)
 	r, ctx := newRig(t)
-	rider, err := r.NewAPIRider(ctx, "adult", 500)
-	if err != nil {
+	var other struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+	}
+	if err := r.API(ctx, "POST", "/v1/accounts", map[string]string{"profile": "adult"}, &other); err != nil {
 		t.Fatal(err)
 	}
 	b := wallettest.Browser(t, wallettest.Config{Lang: "zh-CN"})
@@ -428,7 +433,7 @@ func TestWalletAccountMessages(t *testing.T) {
 			chromedp.Click(chromedp.ID("signin")),
 		)
 	}
-	signIn(fmt.Sprint(rider.ID), strings.Repeat("ab", 32))
+	signIn(fmt.Sprint(other.Account.ID), strings.Repeat("ab", 32))
 	wallettest.WaitFor(t, b, 30*time.Second, "the wrong-secret sentence", `!document.getElementById("error").hidden`)
 	if msg := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); msg != "账户号码或密钥错误。" {
 		t.Errorf("wrong secret: %q", msg)

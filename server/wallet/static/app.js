@@ -85,7 +85,8 @@ async function api(method, path, opts) {
 
 // ---- the pass (credential) ------------------------------------------------
 
-// passUsable tells whether a credential may sign codes now, and says so.
+// renderPass says in plain words what the credential is worth now, and
+// tells whether it may sign codes.
 function renderPass(cred, nowS) {
   const el = $("pass-state");
   let usable = false;
