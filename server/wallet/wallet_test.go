@@ -278,3 +278,33 @@ func TestCatalogs(t *testing.T) {
 		}
 	}
 }
+
+// Whatever path, method and If-None-Match a client sends, the handler
+// answers with one of its statuses, serves only its own files, and every
+// answer carries the CSP.
+func FuzzServeHTTP(f *testing.F) {
+	h := wallet.New(wallet.Config{})
+	for _, s := range []string{"/wallet/", "/wallet/app.js", "/wallet/../x", "/wallet/sw.js", "/other"} {
+		f.Add("GET", s, `"abc", W/"def"`)
+	}
+	f.Add("HEAD", "/wallet/index.html", "*")
+	f.Add("POST", "/wallet/", "")
+	f.Fuzz(func(t *testing.T, method, path, inm string) {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Method, req.URL.Path = method, path
+		req.Header.Set("If-None-Match", inm)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		switch w.Code {
+		case 200, 304, 404, 405:
+		default:
+			t.Fatalf("%s %q: status %d", method, path, w.Code)
+		}
+		if w.Header().Get("Content-Security-Policy") != wallet.CSP {
+			t.Fatalf("%s %q: no CSP", method, path)
+		}
+		if w.Code == 200 && !strings.HasPrefix(path, wallet.DefaultPrefix) {
+			t.Fatalf("%s %q served outside the wallet", method, path)
+		}
+	})
+}
