@@ -267,12 +267,13 @@ func TestCatalogs(t *testing.T) {
 			onlyEn: en.filter((k) => !zh.includes(k)), onlyZh: zh.filter((k) => !en.includes(k)), mismatched,
 			button: document.getElementById("register").textContent,
 			unlabelled: [...document.querySelectorAll("input, select")].filter((e) => !document.querySelector("label[for='" + e.id + "']")).map((e) => e.id),
+			unnamed: [...document.querySelectorAll("button")].filter((e) => !e.textContent.trim()).map((e) => e.id),
 			missing: [...document.querySelectorAll("[data-i18n]")].filter((e) => !(e.dataset.i18n in i.catalog.en)).map((e) => e.dataset.i18n)};
 	})()`)
 	if got["lang"] != "zh-Hans" || got["htmlLang"] != "zh-Hans-CN" || got["title"] != "farego 钱包" || got["button"] != "创建账户" {
 		t.Errorf("a zh-CN browser got %v", got)
 	}
-	for _, k := range []string{"onlyEn", "onlyZh", "mismatched", "unlabelled", "missing"} {
+	for _, k := range []string{"onlyEn", "onlyZh", "mismatched", "unlabelled", "unnamed", "missing"} {
 		if l, _ := got[k].([]any); len(l) != 0 {
 			t.Errorf("%s: %v", k, l)
 		}

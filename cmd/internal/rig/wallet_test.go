@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/wallet/wallettest"
@@ -79,8 +80,7 @@ func registerInWallet(t *testing.T, ctx, b context.Context, r *Rig, art string, 
 	wallettest.Do(t, b,
 		chromedp.WaitVisible(chromedp.ID("register-form")),
 		chromedp.SetValue(chromedp.ID("profile"), "adult"),
-		chromedp.SendKeys(chromedp.ID("name"), "Wen"),
-		chromedp.Click(chromedp.ID("register")),
+		chromedp.SendKeys(chromedp.ID("name"), "Wen"+kb.Enter), // the keyboard submits the form
 		chromedp.WaitVisible(chromedp.ID("secret-value")),
 	)
 	idText := wallettest.Eval[string](t, b, `document.getElementById("secret-account").textContent`)
