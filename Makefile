@@ -16,13 +16,13 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Binaries built by `make build`; the device binary is the only one `dist` cross-builds.
 CMDS := farego-validator farego-settlement farego-rider farego-provision farego-demo farego-sim
 
-.PHONY: help build test test-arm bench bench-all fuzz lint dist demo clean
+.PHONY: help build test test-arm bench bench-all fuzz lint dist demo vendor-wallet clean
 
 # The device-side packages: what runs on the validator.
 DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/... ./sync/internal/...
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
@@ -60,8 +60,11 @@ dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator, 
 	@echo "device bundles (keys, certificates, config, keyring, fares, unit): farego-provision device --help"
 
 
-demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it
-	./$(BIN)/farego-demo --bin $(BIN)
+demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it; DEMO_FLAGS=--keep leaves the server and its wallet up
+	./$(BIN)/farego-demo --bin $(BIN) $(DEMO_FLAGS)
+
+vendor-wallet: ## re-vendor the wallet's pinned QR encoder (npm pack, checksums checked) into server/wallet/static/vendor
+	@./.ci/vendor-wallet
 
 clean: ## remove build output
 	rm -rf $(BIN) $(DIST)
