@@ -9,17 +9,20 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/farego/farego/agent.Version=$(VERSION) -X github.com/farego/farego/agent.BuildDate=$(shell date -u +%F)
 FUZZTIME  ?= 5s
 BENCHTIME ?= 1s
+# staticcheck runs at this pinned version through the Go module proxy (the
+# newest that builds with Go 1.26); `make lint` downloads it once.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Binaries built by `make build`; the device binary is the only one `dist` cross-builds.
 CMDS := farego-validator farego-settlement farego-rider farego-provision farego-demo farego-sim
 
-.PHONY: help build test test-arm bench bench-all fuzz lint dist demo clean
+.PHONY: help build test test-arm bench bench-all fuzz lint dist demo vendor-wallet clean
 
 # The device-side packages: what runs on the validator.
-DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/...
+DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/... ./sync/internal/...
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
@@ -41,9 +44,10 @@ bench-all: ## run every benchmark in the module
 fuzz: ## run every fuzz target for FUZZTIME each (default 5s)
 	@./.ci/fuzz $(FUZZTIME)
 
-lint: ## gofmt check and go vet
+lint: ## gofmt check, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator, with a sample config and the systemd unit
 	@mkdir -p $(DIST)
@@ -56,8 +60,11 @@ dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator, 
 	@echo "device bundles (keys, certificates, config, keyring, fares, unit): farego-provision device --help"
 
 
-demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it
-	./$(BIN)/farego-demo --bin $(BIN)
+demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it; DEMO_FLAGS=--keep leaves the server and its wallet up
+	./$(BIN)/farego-demo --bin $(BIN) $(DEMO_FLAGS)
+
+vendor-wallet: ## re-vendor the wallet's pinned QR encoder (npm pack, checksums checked) into server/wallet/static/vendor
+	@./.ci/vendor-wallet
 
 clean: ## remove build output
 	rm -rf $(BIN) $(DIST)

@@ -11,14 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -48,7 +46,7 @@ func MinClock() time.Time {
 
 // Config configures an Agent. Zero fields mean the documented defaults.
 type Config struct {
-	DeviceID string // required; see wire.ValidDeviceID
+	DeviceID string // required; see record.ValidDeviceID
 	Route    string // required: the route the vehicle is serving
 	Vehicle  string
 
@@ -84,7 +82,6 @@ type Config struct {
 type Agent struct {
 	cfg      Config
 	q        *queue.Queue
-	db       *bbolt.DB
 	fb       feedback.Feedback
 	log      *slog.Logger
 	verifier *paycode.Verifier
@@ -100,8 +97,8 @@ type Agent struct {
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
 // device state) and giving feedback through fb.
 func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
-	if err := wire.ValidDeviceID(cfg.DeviceID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	if err := record.ValidDeviceID(cfg.DeviceID); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
 		return nil, fmt.Errorf("%w: route (required) and vehicle must be at most 64 characters", ErrConfig)
@@ -131,10 +128,10 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg.Metrics = metrics.NewRegistry()
 	}
 	a := &Agent{
-		cfg: cfg, q: q, db: q.DB(), fb: fb, log: cfg.Logger, now: cfg.Now,
+		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize),
 	}
-	s, err := initBuckets(a.db, a.log)
+	s, err := loadState(q, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +148,7 @@ func (a *Agent) Ready() error {
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
 		return fmt.Errorf("%w: keyring version %d, fare table version %d", ErrNotProvisioned,
-			s.versions[wire.DownlinkKeyring], s.versions[wire.DownlinkFares])
+			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
 	return nil
 }
@@ -159,8 +156,8 @@ func (a *Agent) Ready() error {
 // Outcome is the decision on one tap.
 type Outcome struct {
 	Accepted bool
-	Reason   string // empty when accepted
-	Message  string // what the rider was shown
+	Reason   record.Reason // empty when accepted
+	Message  string        // what the rider was shown
 	Scanner  string
 	Account  uint64 // 0 when the code could not be read
 	Seq      uint64 // queue sequence number of the record, when accepted
@@ -188,16 +185,16 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 			a.cfg.Accepted()
 		}
 		a.taps.With("accepted", "").Inc()
-		a.log.Info("tap accepted", logScanner, out.Scanner, logAccount, out.Account, logSeq, out.Seq,
-			logFare, out.Fare, logCodeHash, out.CodeHash, logLatency, out.Latency)
+		a.log.Info("tap accepted", "scanner", out.Scanner, "account", out.Account, "seq", out.Seq,
+			"fare", out.Fare, "code_hash", out.CodeHash, "latency", out.Latency.String())
 	} else {
 		outcome := "rejected"
-		if outOfService(out.Reason) {
+		if record.OutOfService(out.Reason) {
 			outcome = "out_of_service"
 		}
-		a.taps.With(outcome, out.Reason).Inc()
-		a.log.Info("tap refused", logReason, out.Reason, logScanner, out.Scanner, logAccount, out.Account,
-			logCodeHash, out.CodeHash)
+		a.taps.With(outcome, string(out.Reason)).Inc()
+		a.log.Info("tap refused", "reason", out.Reason, "scanner", out.Scanner, "account", out.Account,
+			"code_hash", out.CodeHash)
 	}
 	return out
 }
@@ -207,50 +204,50 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 	switch {
 	case out.Accepted:
 		err = a.fb.Accepted(ctx, feedback.Accept{Fare: out.Fare, Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case out.Reason == ReasonDuplicate:
+	case out.Reason == record.ReasonDuplicate:
 		// The rider has paid with this very code: let them through, charge nothing.
 		err = a.fb.Accepted(ctx, feedback.Accept{Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case outOfService(out.Reason):
+	case record.OutOfService(out.Reason):
 		err = a.fb.OutOfService(ctx, out.Message)
 	default:
-		err = a.fb.Rejected(ctx, feedback.Reject{Reason: out.Reason, Message: out.Message, Scanner: out.Scanner})
+		err = a.fb.Rejected(ctx, feedback.Reject{Reason: string(out.Reason), Message: out.Message, Scanner: out.Scanner})
 	}
 	if err != nil {
-		a.log.Warn("feedback failed", logErr, err)
+		a.log.Warn("feedback failed", "err", err)
 	}
 }
 
 func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	out := Outcome{Scanner: f.Scanner, CodeHash: paycode.ShortHash(f.Text)}
-	refuse := func(reason string) Outcome {
+	refuse := func(reason record.Reason) Outcome {
 		out.Reason, out.Message = reason, RiderMessage(reason)
 		return out
 	}
 	now := a.now()
 	if now.Before(a.cfg.MinClock) {
-		return refuse(ReasonClock)
+		return refuse(record.ReasonClock)
 	}
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
-		return refuse(ReasonNoFare)
+		return refuse(record.ReasonNoFare)
 	}
 	d := a.verifier.Verify(f.Text, now, s.keyring, a.cfg.Policy)
 	if d.Code != nil {
 		out.Account = d.Code.Account
 	}
 	if !d.Accepted {
-		return refuse(string(d.Reason))
+		return refuse(d.Reason)
 	}
 	c := d.Code
 	if s.denied(c.Account, c.Serial) {
-		return refuse(ReasonDenied)
+		return refuse(record.ReasonDenied)
 	}
 	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
 	out.Currency = s.fares.Currency
 	if err != nil {
-		return refuse(ReasonNoFare)
+		return refuse(record.ReasonNoFare)
 	}
-	tap := wire.Tap{
+	tap := record.Tap{
 		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: a.cfg.Route, Vehicle: a.cfg.Vehicle,
 		Scanner: truncate(f.Scanner, 32), Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
 		Fare: amount, Currency: s.fares.Currency, FareVersion: s.fares.Version, KeyringVersion: s.keyring.Version(),
@@ -258,23 +255,23 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	}
 	idKey := c.ID().Key()
 	acctKey := binary.BigEndian.AppendUint64(nil, c.Account)
-	seq, err := a.q.AppendFunc(ctx, func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
-		return a.record(tx, seq, &tap, c, idKey, acctKey, now)
+	seq, err := a.q.AppendFunc(ctx, func(st *queue.State, seq uint64) ([]byte, error) {
+		return a.record(st, seq, &tap, c, idKey, acctKey, now)
 	})
 	switch {
 	case err == nil:
 	case errors.Is(err, errDuplicate):
-		return refuse(ReasonDuplicate)
+		return refuse(record.ReasonDuplicate)
 	case errors.Is(err, errPassback):
-		return refuse(ReasonPassback)
+		return refuse(record.ReasonPassback)
 	case errors.Is(err, errRiskCap):
-		return refuse(ReasonRiskCap)
+		return refuse(record.ReasonRiskCap)
 	case errors.Is(err, queue.ErrFull):
-		a.log.Warn("queue full: refusing taps until the uplink drains it", logErr, err)
-		return refuse(ReasonQueueFull)
+		a.log.Warn("queue full: refusing taps until the uplink drains it", "err", err)
+		return refuse(record.ReasonQueueFull)
 	default:
-		a.log.Error("recording a tap failed", logErr, err)
-		return refuse(ReasonInternal)
+		a.log.Error("recording a tap failed", "err", err)
+		return refuse(record.ReasonInternal)
 	}
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
 	out.Message = "Paid"
@@ -284,13 +281,12 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
-func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *wire.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
-	seen, accts, st := tx.Bucket(bucketSeen), tx.Bucket(bucketAccounts), tx.Bucket(bucketState)
-	if seen.Get(idKey) != nil {
+func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
+	if st.Get(bucketSeen, idKey) != nil {
 		return nil, errDuplicate
 	}
 	var count uint32
-	if v := accts.Get(acctKey); len(v) == 12 {
+	if v := st.Get(bucketAccounts, acctKey); len(v) == 12 {
 		last := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
 		count = binary.BigEndian.Uint32(v[8:])
 		if w := a.cfg.PassbackWindow; w > 0 {
@@ -304,23 +300,23 @@ func (a *Agent) record(tx *bbolt.Tx, seq uint64, tap *wire.Tap, c *paycode.Code,
 	}
 	t := *tap
 	t.Seq = seq
-	copy(t.PrevHash[:], st.Get(keyChain))
+	copy(t.PrevHash[:], st.Get(bucketState, keyChain))
 	rec, err := t.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	h := wire.RecordHash(rec)
+	h := record.Hash(rec)
 	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 12), c.Time)
 	sv = binary.BigEndian.AppendUint64(sv, seq)
 	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))
 	av = binary.BigEndian.AppendUint32(av, count+1)
-	if err := seen.Put(idKey, sv); err != nil {
+	if err := st.Put(bucketSeen, idKey, sv); err != nil {
 		return nil, err
 	}
-	if err := accts.Put(acctKey, av); err != nil {
+	if err := st.Put(bucketAccounts, acctKey, av); err != nil {
 		return nil, err
 	}
-	if err := st.Put(keyChain, h[:]); err != nil {
+	if err := st.Put(bucketState, keyChain, h[:]); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -338,10 +334,9 @@ func truncate(s string, n int) string {
 // accounts outside the passback window are forgotten.
 func (a *Agent) SyncSucceeded() error {
 	cutoff := a.now().Add(-a.cfg.PassbackWindow)
-	return a.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketAccounts)
+	return a.q.UpdateState(func(st *queue.State) error {
 		var del, reset [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+		err := st.ForEach(bucketAccounts, func(k, v []byte) error {
 			if len(v) != 12 || time.UnixMilli(int64(binary.BigEndian.Uint64(v))).Before(cutoff) {
 				del = append(del, k)
 			} else if binary.BigEndian.Uint32(v[8:]) != 0 {
@@ -353,14 +348,14 @@ func (a *Agent) SyncSucceeded() error {
 			return err
 		}
 		for _, k := range del {
-			if err := b.Delete(k); err != nil {
+			if err := st.Delete(bucketAccounts, k); err != nil {
 				return err
 			}
 		}
 		for _, k := range reset {
-			v := append([]byte(nil), b.Get(k)...)
+			v := append([]byte(nil), st.Get(bucketAccounts, k)...)
 			binary.BigEndian.PutUint32(v[8:], 0)
-			if err := b.Put(k, v); err != nil {
+			if err := st.Put(bucketAccounts, k, v); err != nil {
 				return err
 			}
 		}
@@ -380,20 +375,23 @@ func (a *Agent) Prune() (int, error) {
 	}
 	cutoff := a.now().Add(-maxAge - skew - time.Minute).Unix()
 	n := 0
-	err := a.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; {
+	err := a.q.UpdateState(func(st *queue.State) error {
+		var old [][]byte
+		err := st.ForEach(bucketSeen, func(k, v []byte) error {
 			if len(v) < 4 || int64(binary.BigEndian.Uint32(v)) < cutoff {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				n++
-				k, v = c.Seek(k)
-				continue
+				old = append(old, k)
 			}
-			k, v = c.Next()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
+		for _, k := range old {
+			if err := st.Delete(bucketSeen, k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
 		return nil
 	})
 	return n, err
@@ -431,7 +429,7 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 			return ctx.Err()
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
-				a.log.Warn("pruning seen codes failed", logErr, err)
+				a.log.Warn("pruning seen codes failed", "err", err)
 			} else if n > 0 {
 				a.log.Debug("pruned seen codes", "count", n)
 			}

@@ -12,10 +12,10 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/wire"
 )
 
 var t0 = time.Date(2026, 3, 10, 8, 0, 0, 0, time.UTC)
@@ -89,10 +89,10 @@ func newHarness(tb testing.TB, mod func(*Config, *queue.Options)) *harness {
 		mod(&h.cfg, h.qopts)
 	}
 	h.open()
-	if err := h.a.Seed(wire.DownlinkKeyring, keyringDoc(tb, h.issuer.Keyring)); err != nil {
+	if err := h.a.Seed(record.DocKeyring, keyringDoc(tb, h.issuer.Keyring)); err != nil {
 		tb.Fatal(err)
 	}
-	if err := h.a.Seed(wire.DownlinkFares, fareTable(tb, 1)); err != nil {
+	if err := h.a.Seed(record.DocFares, fareTable(tb, 1)); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
@@ -130,15 +130,15 @@ func (h *harness) tap(text string) Outcome {
 	return h.a.Tap(context.Background(), scanner.Frame{Scanner: "front", Text: text, Time: h.clock.Now()})
 }
 
-func (h *harness) records() []*wire.Tap {
+func (h *harness) records() []*record.Tap {
 	h.t.Helper()
 	recs, err := h.q.Peek(1000, 1<<30)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	out := make([]*wire.Tap, len(recs))
+	out := make([]*record.Tap, len(recs))
 	for i, r := range recs {
-		tp, err := wire.ParseTap(r.Data)
+		tp, err := record.ParseTap(r.Data)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -192,11 +192,11 @@ func TestHashChain(t *testing.T) {
 	recs, _ := h.q.Peek(100, 1<<20)
 	var prev [32]byte
 	for i, r := range recs {
-		tp, _ := wire.ParseTap(r.Data)
+		tp, _ := record.ParseTap(r.Data)
 		if tp.PrevHash != prev {
 			t.Fatalf("record %d: previous hash %x, want %x", i, tp.PrevHash, prev)
 		}
-		prev = wire.RecordHash(r.Data)
+		prev = record.Hash(r.Data)
 	}
 }
 
@@ -207,7 +207,9 @@ func TestRejectReasons(t *testing.T) {
 	expired := h.issuer.RiderWith(t, paycode.Credential{Account: 4244, Serial: 1,
 		NotBefore: uint32(t0.Add(-48 * time.Hour).Unix()), NotAfter: uint32(t0.Add(-time.Hour).Unix())})
 	for _, tc := range []struct {
-		name, text, want, feedback string
+		name, text string
+		want       record.Reason
+		feedback   string
 	}{
 		{"malformed", "FG1:HELLO", "malformed", "rejected malformed"},
 		{"empty", "", "malformed", "rejected malformed"},
@@ -237,22 +239,22 @@ func TestDenyList(t *testing.T) {
 	whole := h.issuer.Rider(t, 5001, t0)
 	one := h.issuer.RiderWith(t, paycode.Credential{Account: 5002, Serial: 3, NotBefore: uint32(t0.Add(-time.Hour).Unix()), NotAfter: uint32(t0.Add(time.Hour).Unix())})
 	fine := h.issuer.RiderWith(t, paycode.Credential{Account: 5002, Serial: 4, NotBefore: uint32(t0.Add(-time.Hour).Unix()), NotAfter: uint32(t0.Add(time.Hour).Unix())})
-	dl, _ := json.Marshal(wire.DenyList{Version: 1, Entries: []wire.DenyEntry{{Account: 5001, Reason: "negative_balance"}, {Account: 5002, Serial: 3, Reason: "code_reused"}}})
-	if err := h.a.Apply(wire.DownlinkDenyList, 1, dl); err != nil {
+	dl, _ := json.Marshal(record.DenyList{Version: 1, Entries: []record.DenyEntry{{Account: 5001, Reason: "negative_balance"}, {Account: 5002, Serial: 3, Reason: "code_reused"}}})
+	if err := h.a.Apply(record.DocDenyList, 1, dl); err != nil {
 		t.Fatal(err)
 	}
-	if out := h.tap(whole.Code(t, t0)); out.Reason != ReasonDenied {
+	if out := h.tap(whole.Code(t, t0)); out.Reason != record.ReasonDenied {
 		t.Errorf("denied account: %+v", out)
 	}
-	if out := h.tap(one.Code(t, t0)); out.Reason != ReasonDenied {
+	if out := h.tap(one.Code(t, t0)); out.Reason != record.ReasonDenied {
 		t.Errorf("denied credential: %+v", out)
 	}
 	if out := h.tap(fine.Code(t, t0)); !out.Accepted {
 		t.Errorf("other credential of the account: %+v", out)
 	}
 	// A newer list without the account lets it ride again.
-	dl2, _ := json.Marshal(wire.DenyList{Version: 2})
-	if err := h.a.Apply(wire.DownlinkDenyList, 2, dl2); err != nil {
+	dl2, _ := json.Marshal(record.DenyList{Version: 2})
+	if err := h.a.Apply(record.DocDenyList, 2, dl2); err != nil {
 		t.Fatal(err)
 	}
 	if out := h.tap(whole.Code(t, t0)); !out.Accepted {
@@ -269,7 +271,7 @@ func TestDuplicateSurvivesRestart(t *testing.T) {
 	}
 	h.clock.Add(10 * time.Second) // past the passback window
 	out := h.tap(text)
-	if out.Accepted || out.Reason != ReasonDuplicate || out.Message != "Already paid" {
+	if out.Accepted || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" {
 		t.Errorf("same code again: %+v", out)
 	}
 	if got := last(h.fb); got != "accepted 0 Already paid" {
@@ -277,7 +279,7 @@ func TestDuplicateSurvivesRestart(t *testing.T) {
 	}
 	h.restart()
 	h.clock.Add(10 * time.Second)
-	if out := h.tap(text); out.Reason != ReasonDuplicate {
+	if out := h.tap(text); out.Reason != record.ReasonDuplicate {
 		t.Errorf("same code after restart: %+v", out)
 	}
 	if n := len(h.records()); n != 1 {
@@ -292,11 +294,11 @@ func TestPassback(t *testing.T) {
 		t.Fatal(out)
 	}
 	h.clock.Add(4 * time.Second)
-	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != ReasonPassback {
+	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != record.ReasonPassback {
 		t.Errorf("new code within the window: %+v", out)
 	}
 	h.restart()
-	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != ReasonPassback {
+	if out := h.tap(r.Code(t, h.clock.Now())); out.Reason != record.ReasonPassback {
 		t.Errorf("within the window after restart: %+v", out)
 	}
 	h.clock.Add(time.Second)
@@ -313,11 +315,11 @@ func TestRiskCap(t *testing.T) {
 			t.Fatalf("tap %d: %+v", i, out)
 		}
 	}
-	if out := h.tap(r.Code(t, t0)); out.Reason != ReasonRiskCap {
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonRiskCap {
 		t.Errorf("third tap: %+v", out)
 	}
 	h.restart()
-	if out := h.tap(r.Code(t, t0)); out.Reason != ReasonRiskCap {
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonRiskCap {
 		t.Errorf("after restart: %+v", out)
 	}
 	if other := h.issuer.Rider(t, 4243, t0); !h.tap(other.Code(t, t0)).Accepted {
@@ -339,7 +341,7 @@ func TestQueueFullIsOutOfService(t *testing.T) {
 		}
 	}
 	out := h.tap(h.issuer.Rider(t, 200, t0).Code(t, t0))
-	if out.Accepted || out.Reason != ReasonQueueFull {
+	if out.Accepted || out.Reason != record.ReasonQueueFull {
 		t.Errorf("third tap into a full queue: %+v", out)
 	}
 	if got := last(h.fb); got != "out of service: Out of service" {
@@ -360,7 +362,7 @@ func TestClockUnsetIsOutOfService(t *testing.T) {
 	text := r.Code(t, t0)
 	h.clock.t = time.Date(1970, 1, 1, 0, 0, 10, 0, time.UTC)
 	out := h.tap(text)
-	if out.Reason != ReasonClock || last(h.fb) != "out of service: Out of service: clock" {
+	if out.Reason != record.ReasonClock || last(h.fb) != "out of service: Out of service: clock" {
 		t.Errorf("tap with the clock at 1970: %+v, feedback %q", out, last(h.fb))
 	}
 }
@@ -379,40 +381,40 @@ func TestNotProvisioned(t *testing.T) {
 	if err := a.Ready(); !errors.Is(err, ErrNotProvisioned) {
 		t.Errorf("Ready = %v, want ErrNotProvisioned", err)
 	}
-	if out := a.Tap(context.Background(), scanner.Frame{Text: "FG1:X"}); out.Reason != ReasonNoFare {
+	if out := a.Tap(context.Background(), scanner.Frame{Text: "FG1:X"}); out.Reason != record.ReasonNoFare {
 		t.Errorf("unprovisioned tap: %+v", out)
 	}
 }
 
 func TestApply(t *testing.T) {
 	h := newHarness(t, nil)
-	if err := h.a.Apply(wire.DownlinkFares, 1, fareTable(t, 1)); !errors.Is(err, ErrStaleVersion) {
+	if err := h.a.Apply(record.DocFares, 1, fareTable(t, 1)); !errors.Is(err, ErrStaleVersion) {
 		t.Errorf("same version again: %v, want ErrStaleVersion", err)
 	}
-	if err := h.a.Apply(wire.DownlinkFares, 3, fareTable(t, 2)); !errors.Is(err, ErrInvalidDocument) {
+	if err := h.a.Apply(record.DocFares, 3, fareTable(t, 2)); !errors.Is(err, ErrInvalidDocument) {
 		t.Errorf("document version differs from the downlink's: %v", err)
 	}
-	if err := h.a.Apply(wire.DownlinkFares, 2, []byte(`{"version":2}`)); !errors.Is(err, ErrInvalidDocument) {
+	if err := h.a.Apply(record.DocFares, 2, []byte(`{"version":2}`)); !errors.Is(err, ErrInvalidDocument) {
 		t.Errorf("invalid table: %v", err)
 	}
 	if err := h.a.Apply("firmware", 2, nil); !errors.Is(err, ErrInvalidDocument) {
 		t.Errorf("unknown kind: %v", err)
 	}
-	if got := h.a.Versions()[wire.DownlinkFares]; got != 1 {
+	if got := h.a.Versions()[record.DocFares]; got != 1 {
 		t.Errorf("refused documents changed the version to %d", got)
 	}
-	if err := h.a.Apply(wire.DownlinkFares, 2, fareTable(t, 2)); err != nil {
+	if err := h.a.Apply(record.DocFares, 2, fareTable(t, 2)); err != nil {
 		t.Fatal(err)
 	}
 	h.restart()
-	if got := h.a.Versions(); got[wire.DownlinkFares] != 2 || got[wire.DownlinkKeyring] != 1 {
+	if got := h.a.Versions(); got[record.DocFares] != 2 || got[record.DocKeyring] != 1 {
 		t.Errorf("versions after restart = %v", got)
 	}
 	// Seeding from an older bundle keeps the device's newer state.
-	if err := h.a.Seed(wire.DownlinkFares, fareTable(t, 1)); err != nil {
+	if err := h.a.Seed(record.DocFares, fareTable(t, 1)); err != nil {
 		t.Errorf("Seed older: %v", err)
 	}
-	if got := h.a.Versions()[wire.DownlinkFares]; got != 2 {
+	if got := h.a.Versions()[record.DocFares]; got != 2 {
 		t.Errorf("version after seeding an older bundle = %d, want 2", got)
 	}
 	out := h.tap(h.issuer.Rider(t, 77, t0).Code(t, t0))
@@ -447,11 +449,11 @@ func TestConcurrentScanners(t *testing.T) {
 	var prev [32]byte
 	accounts := map[uint64]bool{}
 	for i, r := range raw {
-		tp, _ := wire.ParseTap(r.Data)
+		tp, _ := record.ParseTap(r.Data)
 		if tp.PrevHash != prev {
 			t.Fatalf("chain broken at record %d", i)
 		}
-		prev = wire.RecordHash(r.Data)
+		prev = record.Hash(r.Data)
 		accounts[tp.Account] = true
 	}
 	if len(accounts) != n {
@@ -472,7 +474,7 @@ func TestPrune(t *testing.T) {
 		t.Errorf("Prune after 4 minutes = %d, %v, want 1", n, err)
 	}
 	// A pruned code is too old to pass verification anyway.
-	if out := h.tap(text); out.Reason != string(paycode.ReasonCodeExpired) {
+	if out := h.tap(text); out.Reason != paycode.ReasonCodeExpired {
 		t.Errorf("pruned code: %+v", out)
 	}
 }

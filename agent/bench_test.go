@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/driver/feedback"
@@ -20,7 +18,8 @@ import (
 
 // BenchmarkDecisionLatency measures a tap from frame to feedback, fsync
 // included, beside the floor in the same run: one Ed25519 verification plus
-// one fsync'd bbolt commit of a record of the same size. Floor and tap
+// one fsync'd commit of a record of the same size (a bare state write to a
+// second queue file: the same bbolt settings, no queue bookkeeping). Floor and tap
 // alternate, so both see the same disk and CPU conditions. It reports
 // p50/p99 of both and their ratio.
 //
@@ -59,13 +58,12 @@ func benchDecision(b *testing.B, cacheSize int) {
 		riders[i] = is.Rider(b, uint64(10_000+i), now)
 	}
 
-	// The floor's own bbolt file, opened the way the queue opens its own.
-	fdb, err := bbolt.Open(filepath.Join(dir, "floor.db"), 0o600, &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
+	// The floor's own file, opened by the queue as the queue opens its own.
+	fq, err := queue.Open(filepath.Join(dir, "floor.db"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer fdb.Close()
-	fdb.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucketIfNotExists([]byte("f")); return err })
+	defer fq.Close()
 	sample := riders[0].Code(b, now)
 	c, _ := paycode.ParseText(sample)
 	msg := append([]byte("farego-code-v1"), c.Bytes()[:130]...)
@@ -87,7 +85,7 @@ func benchDecision(b *testing.B, cacheSize int) {
 		if !ed25519.Verify(c.RiderKey[:], msg, sig) {
 			b.Fatal("floor verify failed")
 		}
-		if err := fdb.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("f")).Put(rec[:8], rec) }); err != nil {
+		if err := fq.UpdateState(func(s *queue.State) error { return s.Put("f", rec[:8], rec) }); err != nil {
 			b.Fatal(err)
 		}
 		floor = append(floor, time.Since(start))

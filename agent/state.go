@@ -7,20 +7,20 @@ import (
 	"log/slog"
 	"maps"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/sync/wire"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
 )
 
-// The agent's buckets in the queue's bbolt file.
-var (
-	bucketState    = []byte("agent.state")    // kind → version ‖ document; "chain" → last record hash
-	bucketSeen     = []byte("agent.seen")     // code id key → code time (u32) ‖ seq (u64)
-	bucketAccounts = []byte("agent.accounts") // account (u64) → last accepted (unix ms, u64) ‖ taps since sync (u32)
-	keyChain       = []byte("chain")
+// The agent's state in the queue's file (queue.State buckets).
+const (
+	bucketState    = "agent.state"    // kind → version ‖ document; "chain" → last record hash
+	bucketSeen     = "agent.seen"     // code id key → code time (u32) ‖ seq (u64)
+	bucketAccounts = "agent.accounts" // account (u64) → last accepted (unix ms, u64) ‖ taps since sync (u32)
 )
+
+var keyChain = []byte("chain")
 
 // snapshot is the device state the tap path reads; it is replaced whole
 // (copy on write) when a document is applied.
@@ -55,22 +55,22 @@ type document struct {
 func parseDocument(kind string, version uint64, body []byte) (*document, error) {
 	d := &document{}
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		kr, err := paycode.ParseKeyring(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version, d.keyring = kr.Version(), kr
-	case wire.DownlinkFares:
+	case record.DocFares:
 		t, err := fare.Parse(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version, d.fares = t.Version, t
-	case wire.DownlinkDenyList:
-		dl, err := wire.ParseDenyList(body)
+	case record.DocDenyList:
+		dl, err := record.ParseDenyList(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDocument, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 		}
 		d.version = dl.Version
 		d.deny = make(map[uint64]denyRule, len(dl.Entries))
@@ -101,28 +101,22 @@ func (s *snapshot) with(kind string, d *document) *snapshot {
 	n.versions = maps.Clone(s.versions)
 	n.versions[kind] = d.version
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		n.keyring = d.keyring
-	case wire.DownlinkFares:
+	case record.DocFares:
 		n.fares = d.fares
-	case wire.DownlinkDenyList:
+	case record.DocDenyList:
 		n.deny = d.deny
 	}
 	return &n
 }
 
-// initBuckets creates the agent's buckets and loads the stored documents.
-func initBuckets(db *bbolt.DB, log *slog.Logger) (*snapshot, error) {
+// loadState loads the stored documents.
+func loadState(q *queue.Queue, log *slog.Logger) (*snapshot, error) {
 	s := &snapshot{versions: map[string]uint64{}, deny: map[uint64]denyRule{}}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketState, bucketSeen, bucketAccounts} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		st := tx.Bucket(bucketState)
-		for _, kind := range wire.DownlinkKinds {
-			v := st.Get([]byte(kind))
+	err := q.ViewState(func(st *queue.State) error {
+		for _, kind := range record.DocKinds {
+			v := st.Get(bucketState, []byte(kind))
 			if v == nil {
 				continue
 			}
@@ -141,13 +135,13 @@ func initBuckets(db *bbolt.DB, log *slog.Logger) (*snapshot, error) {
 		return nil, fmt.Errorf("agent: device state: %w", err)
 	}
 	for k, v := range s.versions {
-		log.Info("device state loaded", logKind, k, logVersion, v)
+		log.Info("device state loaded", "kind", k, "version", v)
 	}
 	return s, nil
 }
 
 // Apply installs a new version of a device document (kind is
-// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares; body is its JSON).
+// record.DocKeyring, DownlinkDenyList or DownlinkFares; body is its JSON).
 // It is atomic — stored durably and then swapped in whole — and refuses a
 // version that is not newer than the applied one with ErrStaleVersion. A
 // version of 0 means "the document's own".
@@ -164,13 +158,13 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 	}
 	val := binary.BigEndian.AppendUint64(nil, d.version)
 	val = append(val, body...)
-	if err := a.db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketState).Put([]byte(kind), val)
+	if err := a.q.UpdateState(func(st *queue.State) error {
+		return st.Put(bucketState, []byte(kind), val)
 	}); err != nil {
 		return fmt.Errorf("agent: storing %s: %w", kind, err)
 	}
 	a.state.Store(cur.with(kind, d))
-	a.log.Info("device state updated", logKind, kind, logVersion, d.version)
+	a.log.Info("device state updated", "kind", kind, "version", d.version)
 	return nil
 }
 
@@ -179,7 +173,7 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 func (a *Agent) Seed(kind string, body []byte) error {
 	err := a.Apply(kind, 0, body)
 	if errors.Is(err, ErrStaleVersion) {
-		a.log.Debug("provisioning document not newer than device state", logKind, kind)
+		a.log.Debug("provisioning document not newer than device state", "kind", kind)
 		return nil
 	}
 	return err

@@ -15,6 +15,10 @@
 //     terminal implementation, a Linux sysfs GPIO/LED one that plays timed
 //     light and buzzer patterns without blocking the caller, a recorder for
 //     tests and a fan-out to several outputs.
+//   - [github.com/farego/farego/driver/backoff] is the jittered, capped
+//     retry wait of every edge that reconnects: a scanner unplugged and
+//     plugged back in here, and the MQTT link above (sync), which may
+//     import it because it sits at the bottom of the graph.
 //
 // The agent joins the two: frames from the scanner go to the verifier, and its
 // decision comes back out through the feedback. Neither sub-package imports

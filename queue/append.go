@@ -23,8 +23,8 @@ const (
 // appendReq is one Append or AppendFunc waiting for the writer.
 type appendReq struct {
 	ctx   context.Context
-	data  []byte                                         // Append
-	build func(tx *bbolt.Tx, seq uint64) ([]byte, error) // AppendFunc
+	data  []byte                                     // Append
+	build func(s *State, seq uint64) ([]byte, error) // AppendFunc
 	state atomic.Int32
 	done  chan appendResult // buffered: the writer never blocks on it
 }
@@ -52,22 +52,22 @@ func (q *Queue) Append(ctx context.Context, data []byte) (uint64, error) {
 }
 
 // AppendFunc is Append for records that must commit atomically with
-// changes to the caller's own buckets in the same file. build runs inside
+// changes to the caller's own state in the same file. build runs inside
 // the group-commit write transaction, on the writer goroutine, with the
 // sequence number the record will get; it may read and write the caller's
-// buckets in tx (never the queue's, never through another Queue method) and
-// returns the record bytes.
+// buckets through s (never through another Queue method) and returns the
+// record bytes.
 //
 // If build returns an error (or panics), AppendFunc returns that error
 // (matchable with errors.Is) and nothing build wrote is kept, while the
 // other appends in the same group still commit: the group is rolled back
 // and run again without the failing request, as bbolt's db.Batch does. build
 // may therefore be called more than once, possibly with different sequence
-// numbers, and must depend only on tx and seq. If the queue is already full
+// numbers, and must depend only on s and seq. If the queue is already full
 // by record count or file size, AppendFunc returns ErrFull without calling
 // build; if the bytes build returns do not fit, it returns ErrFull (or
 // ErrTooLarge) and discards build's writes.
-func (q *Queue) AppendFunc(ctx context.Context, build func(tx *bbolt.Tx, seq uint64) ([]byte, error)) (uint64, error) {
+func (q *Queue) AppendFunc(ctx context.Context, build func(s *State, seq uint64) ([]byte, error)) (uint64, error) {
 	if build == nil {
 		return 0, errors.New("queue: AppendFunc with nil build")
 	}
@@ -195,12 +195,18 @@ func (q *Queue) commitGroup(group []*appendReq) {
 		}
 		if err != nil {
 			if errors.Is(err, berrors.ErrMaxSizeReached) {
+				// bbolt's error stays text: callers match ErrFull, not the engine's.
 				err = fmt.Errorf("%w: file reached MaxFileSize %d (%v)", ErrFull, q.opts.MaxFileSize, err)
 			} else {
 				err = fmt.Errorf("queue: append: %w", err)
 			}
 		} else {
 			q.commits.Add(1)
+			for _, res := range results {
+				if res.err == nil && res.seq > q.durable.Load() {
+					q.durable.Store(res.seq) // writer goroutine only
+				}
+			}
 		}
 		for i, r := range live {
 			res := results[i]
@@ -269,13 +275,13 @@ func (q *Queue) appendOne(tx *bbolt.Tx, b buckets, c *counters, room *int64, r *
 
 // callBuild calls build, turning a panic into an error so that one bad
 // caller cannot kill the writer goroutine.
-func callBuild(build func(*bbolt.Tx, uint64) ([]byte, error), tx *bbolt.Tx, seq uint64) (data []byte, err error) {
+func callBuild(build func(*State, uint64) ([]byte, error), tx *bbolt.Tx, seq uint64) (data []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("queue: build panicked: %v", p)
 		}
 	}()
-	return build(tx, seq)
+	return build(&State{tx: tx}, seq)
 }
 
 // recordCost estimates the file space a record takes: its value, its key
@@ -302,11 +308,11 @@ func (q *Queue) noteOutcome(err error) {
 	switch {
 	case errors.Is(err, ErrFull):
 		if q.refusals == 0 {
-			q.log.Warn("queue: full, refusing appends", logKeyPath, q.path, logKeyErr, err)
+			q.log.Warn("queue: full, refusing appends", "path", q.path, "err", err)
 		}
 		q.refusals++
 	case err == nil && q.refusals > 0:
-		q.log.Info("queue: accepting appends again", logKeyPath, q.path, logKeyRefusals, q.refusals)
+		q.log.Info("queue: accepting appends again", "path", q.path, "refusals", q.refusals)
 		q.refusals = 0
 	}
 }

@@ -14,8 +14,15 @@
 // committed at once, with no added delay; Appends that arrive while a
 // commit is in flight form the next group, so four busy writers need about
 // a quarter of the fsyncs. AppendFunc lets the caller change its own
-// buckets in the same transaction as the record (device state that must
-// move in step with the charges).
+// state in the same transaction as the record (device state that must
+// move in step with the charges: one commit, one fsync).
+//
+// # The caller's state
+//
+// The queue is the only package that knows the file is bbolt. A caller
+// keeps its own state in the same file as named buckets of byte keys and
+// values, through a *State: inside AppendFunc (atomic with the record),
+// UpdateState (a commit of its own) and ViewState (a read).
 //
 // # Sequence numbers and epoch
 //
@@ -27,8 +34,12 @@
 //
 // # Reading, acking, the archive
 //
-// Peek and PeekAfter read the oldest unacked records in sequence order;
-// Ack and AckThrough mark delivered records. Acked records move to an
+// Peek and PeekAfter read the oldest unacked records in sequence order,
+// only those whose Append has returned: bbolt shows a commit to readers
+// when it writes the meta page, before the fsync that makes it durable
+// returns, and a record sent in that window and then lost to a power cut
+// would see its sequence number handed out again. Ack and AckThrough mark
+// delivered records. Acked records move to an
 // archive, kept up to ArchiveMaxRecords, ArchiveMaxBytes and ArchiveMaxAge
 // and pruned oldest first, so that a server restoring its own backup can
 // ask for them again (Replay moves them back to the unacked records).
@@ -47,7 +58,7 @@
 // The queue owns the buckets MetaBucket ("queue.meta"), PendingBucket
 // ("queue.pending") and ArchiveBucket ("queue.archive"), and every bucket
 // whose name starts with BucketPrefix ("queue."). The caller may keep its
-// own buckets in the same file through DB and AppendFunc.
+// own buckets in the same file through State.
 //
 // bbolt settings, after bbolt's own guidance: NoSync is never set;
 // NoFreelistSync is set (fewer pages written per commit, the freelist is
@@ -83,8 +94,9 @@
 // not made durable (some SD cards and USB flash) can still lose the last
 // commits on power loss. The crash tests kill the process (SIGKILL), which
 // shows that no acknowledged record is lost or duplicated and the file
-// stays consistent at any instant of a process crash; they do not cut the
-// power.
+// stays consistent at any instant of a process crash; the power-cut tests
+// (cmd/internal/powercut) run the queue on a disk that discards whatever
+// was not fsynced, and show the same at any instant of a power cut.
 //
 // Records carry no checksum of their own (bbolt has none): a bit flipped
 // in a record's bytes on the medium is returned as it is. Tap records are
@@ -97,8 +109,8 @@
 // process inside bbolt.
 //
 // On 32-bit platforms the memory map grows by remapping, which waits for
-// open read transactions: a long read transaction on DB delays appends
-// while the file grows.
+// open read transactions: a long ViewState delays appends while the file
+// grows.
 //
 // Acks larger than 1000 records are committed in several transactions; if
 // one fails, the records acked before it stay acked (acks are idempotent).

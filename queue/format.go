@@ -11,7 +11,7 @@ import (
 
 // Bucket names. The queue owns every top-level bucket whose name starts with
 // BucketPrefix; callers that keep their own state in the same file (through
-// DB or AppendFunc) must use other names.
+// State) must use other names.
 const (
 	// BucketPrefix starts the name of every bucket the queue owns.
 	BucketPrefix = "queue."

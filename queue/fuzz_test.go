@@ -31,7 +31,7 @@ func FuzzOpen(f *testing.F) {
 		f.Fatal(err)
 	}
 	var used int64
-	q.DB().View(func(tx *bbolt.Tx) error { used = tx.Size(); return nil })
+	q.db.View(func(tx *bbolt.Tx) error { used = tx.Size(); return nil })
 	if err := q.Close(); err != nil {
 		f.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func seqsOf(recs []Record) []uint64 {
 func archived(tb testing.TB, q *Queue) map[uint64]string {
 	tb.Helper()
 	out := map[uint64]string{}
-	err := q.DB().View(func(tx *bbolt.Tx) error {
+	err := q.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bArchive).ForEach(func(k, v []byte) error {
 			s, _ := keySeq(k)
 			out[s] = string(v[archiveHeader:])

@@ -16,6 +16,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/farego/farego/queue/durable"
 )
 
 // Record is one record read from the queue.
@@ -53,6 +55,14 @@ type Queue struct {
 	closeErr  error
 
 	commits atomic.Uint64 // group commits done (for tests and benchmarks)
+
+	// durable is the highest sequence number whose commit has returned,
+	// fsync included. bbolt makes a commit visible to new read
+	// transactions when it writes the meta page, before the fsync that
+	// makes it durable returns: Peek must not hand out records that a
+	// power cut in that window would take back (and whose sequence
+	// numbers would then be handed out again).
+	durable atomic.Uint64
 }
 
 // Open opens the queue file at path, creating it (and a new epoch) if it
@@ -104,17 +114,18 @@ func Open(path string, opts *Options) (*Queue, error) {
 		_ = db.Close()
 		return nil, o.openFailed(path, err)
 	}
+	q.durable.Store(c.lastSeq)
 	if created {
 		// bbolt fsyncs the file but not the directory entry that names it;
 		// without this a power cut could lose the whole new file.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("queue: sync directory of new file: %w", err)
 		}
 	}
-	q.log.Info("queue: opened", logKeyPath, path, logKeyEpoch, q.epoch,
-		logKeyRecords, c.pendingN, logKeyBytes, c.pendingBytes, logKeyLastSeq, c.lastSeq,
-		logKeyArchived, c.archiveN, logKeyMmap, o.InitialMmapSize, logKeyMaxFile, o.MaxFileSize)
+	q.log.Info("queue: opened", "path", path, "epoch", q.epoch,
+		"records", c.pendingN, "bytes", c.pendingBytes, "last_seq", c.lastSeq,
+		"archived", c.archiveN, "initial_mmap", o.InitialMmapSize, "max_file_size", o.MaxFileSize)
 	go q.writer()
 	return q, nil
 }
@@ -258,7 +269,7 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 		if found != nil && (found.pendingN != c.pendingN || found.pendingBytes != c.pendingBytes ||
 			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes) {
 			q.log.Warn("queue: stored counters did not match the records; repaired",
-				logKeyPath, q.path, logKeyRecords, found.pendingN, logKeyArchived, found.archiveN)
+				"path", q.path, "records", found.pendingN, "archived", found.archiveN)
 			c.pendingN, c.pendingBytes = found.pendingN, found.pendingBytes
 			c.archiveN, c.archiveBytes = found.archiveN, found.archiveBytes
 		}
@@ -268,7 +279,7 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 			if k, _ := bk.Cursor().Last(); k != nil {
 				if s, ok := keySeq(k); ok && s > c.lastSeq {
 					q.log.Warn("queue: last sequence number was behind the records; repaired",
-						logKeyPath, q.path, logKeyLastSeq, s)
+						"path", q.path, "last_seq", s)
 					c.lastSeq = s
 				}
 			}
@@ -312,7 +323,7 @@ func (q *Queue) create(tx *bbolt.Tx, now time.Time) error {
 		return err
 	}
 	q.epoch, _ = readHeader(meta)
-	q.log.Info("queue: created new queue file", logKeyPath, q.path, logKeyEpoch, q.epoch)
+	q.log.Info("queue: created new queue file", "path", q.path, "epoch", q.epoch)
 	return nil
 }
 
@@ -332,23 +343,12 @@ func (o *Options) openFailed(path string, err error) error {
 		}
 		dst = fmt.Sprintf("%s.corrupt-%s-%d", path, o.Now().UTC().Format("20060102T150405Z"), i)
 	}
-	if err := os.Rename(path, dst); err != nil {
-		o.Logger.Error("queue: corrupt file, and moving it aside failed", logKeyPath, path, logKeyErr, cause, logKeyRenameErr, err)
+	if err := durable.Rename(path, dst); err != nil {
+		o.Logger.Error("queue: corrupt file, and moving it aside failed", "path", path, "err", cause, "rename_err", err)
 		return &CorruptError{Path: path, Err: errors.Join(cause, fmt.Errorf("move aside: %w", err))}
 	}
-	_ = syncDir(filepath.Dir(path))
-	o.Logger.Error("queue: corrupt file moved aside", logKeyPath, path, logKeyMovedTo, dst, logKeyErr, cause)
+	o.Logger.Error("queue: corrupt file moved aside", "path", path, "moved_to", dst, "err", cause)
 	return &CorruptError{Path: path, MovedTo: dst, Err: cause}
-}
-
-// syncDir fsyncs a directory, making renames and new entries in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Epoch returns the queue's epoch id: 32 hex digits (16 random bytes) made
@@ -359,12 +359,6 @@ func (q *Queue) Epoch() string { return q.epoch }
 
 // Path returns the path of the queue file.
 func (q *Queue) Path() string { return q.path }
-
-// DB returns the underlying bbolt database, for the caller's own buckets
-// (which must not start with BucketPrefix). Do not close it, and do not
-// change the queue's buckets through it. Long read transactions delay
-// appends on 32-bit platforms when the memory map has to grow.
-func (q *Queue) DB() *bbolt.DB { return q.db }
 
 // Close stops accepting appends, waits for those already accepted to
 // commit, waits for reads and acks in progress, and closes the file. Every
@@ -455,7 +449,7 @@ func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
 	}
 	if w.dropped > 0 {
 		q.log.Warn("queue: file space low; acked records deleted instead of archived",
-			logKeyPath, q.path, logKeyRecords, w.dropped)
+			"path", q.path, "records", w.dropped)
 	}
 	return n, nil
 }

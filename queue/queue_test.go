@@ -284,7 +284,7 @@ func TestFull(t *testing.T) {
 			}
 			// A refused AppendFunc never calls build when the count or file
 			// is full.
-			_, err = q.AppendFunc(context.Background(), func(*bbolt.Tx, uint64) ([]byte, error) {
+			_, err = q.AppendFunc(context.Background(), func(*State, uint64) ([]byte, error) {
 				if tc.name != "bytes" {
 					t.Errorf("build called on a full queue")
 				}
@@ -317,17 +317,13 @@ func TestTooLarge(t *testing.T) {
 	if _, err := q.Append(context.Background(), make([]byte, 101)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Append(101 bytes) = %v, want ErrTooLarge", err)
 	}
-	_, err := q.AppendFunc(context.Background(), func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
-		b, err := tx.CreateBucketIfNotExists([]byte("agent.state"))
-		if err != nil {
-			return nil, err
-		}
-		return make([]byte, 101), b.Put([]byte("k"), []byte("v"))
+	_, err := q.AppendFunc(context.Background(), func(s *State, seq uint64) ([]byte, error) {
+		return make([]byte, 101), s.Put("agent.state", []byte("k"), []byte("v"))
 	})
 	if !errors.Is(err, ErrTooLarge) {
 		t.Errorf("AppendFunc(101 bytes) = %v, want ErrTooLarge", err)
 	}
-	q.DB().View(func(tx *bbolt.Tx) error {
+	q.db.View(func(tx *bbolt.Tx) error {
 		if tx.Bucket([]byte("agent.state")) != nil {
 			t.Errorf("build's writes were kept for a refused record")
 		}
@@ -477,7 +473,7 @@ func blockWriter(t *testing.T, q *Queue) (release func() (uint64, error)) {
 	done := make(chan result, 1)
 	go func() {
 		var once sync.Once
-		seq, err := q.AppendFunc(context.Background(), func(*bbolt.Tx, uint64) ([]byte, error) {
+		seq, err := q.AppendFunc(context.Background(), func(*State, uint64) ([]byte, error) {
 			once.Do(func() { close(started) })
 			<-unblock
 			return []byte("blocker"), nil
@@ -496,13 +492,7 @@ func TestAppendFuncGroup(t *testing.T) {
 	q := openTest(t, tempPath(t), nil)
 	state := []byte("agent.state")
 	errBuild := errors.New("build says no")
-	put := func(tx *bbolt.Tx, key string) error {
-		b, err := tx.CreateBucketIfNotExists(state)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(key), []byte("done"))
-	}
+	put := func(s *State, key string) error { return s.Put(string(state), []byte(key), []byte("done")) }
 
 	release := blockWriter(t, q)
 	var mu sync.Mutex
@@ -514,21 +504,21 @@ func TestAppendFuncGroup(t *testing.T) {
 	}
 	builds := []struct {
 		name  string
-		build func(tx *bbolt.Tx, seq uint64) ([]byte, error)
+		build func(s *State, seq uint64) ([]byte, error)
 	}{
 		{"b", nil},
-		{"c", func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
+		{"c", func(s *State, seq uint64) ([]byte, error) {
 			count("c")
-			if err := put(tx, "c"); err != nil {
+			if err := put(s, "c"); err != nil {
 				return nil, err
 			}
 			return nil, errBuild
 		}},
-		{"d", func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
+		{"d", func(s *State, seq uint64) ([]byte, error) {
 			count("d")
-			return []byte("d"), put(tx, "d")
+			return []byte("d"), put(s, "d")
 		}},
-		{"p", func(tx *bbolt.Tx, seq uint64) ([]byte, error) { panic("boom") }},
+		{"p", func(*State, uint64) ([]byte, error) { panic("boom") }},
 		{"e", nil},
 	}
 	type result struct {
@@ -578,7 +568,7 @@ func TestAppendFuncGroup(t *testing.T) {
 	if calls["c"] != 1 || calls["d"] != 2 {
 		t.Errorf("builds called %v times, want c once and d twice", calls)
 	}
-	q.DB().View(func(tx *bbolt.Tx) error {
+	q.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(state)
 		if b == nil || b.Get([]byte("d")) == nil {
 			t.Errorf("d's state change was not committed with its record")
@@ -740,12 +730,8 @@ func TestCloseDuringAppends(t *testing.T) {
 func TestOwnBucketsCommitWithRecord(t *testing.T) {
 	path := tempPath(t)
 	q := openTest(t, path, nil)
-	seq, err := q.AppendFunc(context.Background(), func(tx *bbolt.Tx, seq uint64) ([]byte, error) {
-		b, err := tx.CreateBucketIfNotExists([]byte("agent.counters"))
-		if err != nil {
-			return nil, err
-		}
-		return []byte("tap"), b.Put([]byte("last"), seqKey(seq))
+	seq, err := q.AppendFunc(context.Background(), func(s *State, seq uint64) ([]byte, error) {
+		return []byte("tap"), s.Put("agent.counters", []byte("last"), seqKey(seq))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -754,12 +740,12 @@ func TestOwnBucketsCommitWithRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	q = openTest(t, path, nil)
-	err = q.DB().View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket([]byte("agent.counters"))
-		if b == nil {
-			t.Fatal("agent bucket lost")
+	err = q.ViewState(func(s *State) error {
+		v := s.Get("agent.counters", []byte("last"))
+		if v == nil {
+			t.Fatal("agent state lost")
 		}
-		if got, _ := keySeq(b.Get([]byte("last"))); got != seq {
+		if got, _ := keySeq(v); got != seq {
 			t.Errorf("agent state = %d, want %d", got, seq)
 		}
 		return nil
@@ -1015,7 +1001,7 @@ func TestOpenLeavesHealthyFilesAlone(t *testing.T) {
 		db.Close()
 		q := openTest(t, path, nil)
 		mustAppend(t, q, "x")
-		q.DB().View(func(tx *bbolt.Tx) error {
+		q.db.View(func(tx *bbolt.Tx) error {
 			if b := tx.Bucket([]byte("agent.keyring")); b == nil || string(b.Get([]byte("k"))) != "v" {
 				t.Errorf("the caller's bucket was lost")
 			}
@@ -1072,7 +1058,7 @@ func TestCheckFindsBadCounters(t *testing.T) {
 		t.Fatalf("Check on a good queue: %v", err)
 	}
 	setCount := func(n uint64) {
-		q.DB().Update(func(tx *bbolt.Tx) error {
+		q.db.Update(func(tx *bbolt.Tx) error {
 			var v [8]byte
 			putUint64(v[:], n)
 			return tx.Bucket(bMeta).Put(kPendingCount, v[:])
@@ -1201,5 +1187,64 @@ func TestFirstSeq(t *testing.T) {
 	q = openTest(t, path, &Options{FirstSeq: 5})
 	if got := mustAppend(t, q, "b"); got != 1_767_229_250_001 {
 		t.Errorf("seq after reopen = %d, want 1767229250001", got)
+	}
+}
+
+func TestState(t *testing.T) {
+	q := openTest(t, tempPath(t), nil)
+	if err := q.UpdateState(func(s *State) error {
+		for _, k := range []string{"a", "b", "c"} {
+			if err := s.Put("dev.seen", []byte(k), []byte("v"+k)); err != nil {
+				return err
+			}
+		}
+		return s.Delete("dev.seen", []byte("b"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	errNo := errors.New("no")
+	if err := q.UpdateState(func(s *State) error {
+		if err := s.Put("dev.seen", []byte("d"), []byte("vd")); err != nil {
+			return err
+		}
+		return errNo
+	}); !errors.Is(err, errNo) {
+		t.Fatalf("failing UpdateState = %v, want its error", err)
+	}
+	var got []string
+	if err := q.ViewState(func(s *State) error {
+		if v := s.Get("dev.seen", []byte("a")); string(v) != "va" {
+			t.Errorf("Get a = %q", v)
+		}
+		if v := s.Get("dev.none", []byte("a")); v != nil {
+			t.Errorf("Get in a missing bucket = %q", v)
+		}
+		if err := s.Put("dev.seen", []byte("x"), nil); err == nil {
+			t.Error("Put in ViewState succeeded")
+		}
+		if err := s.Delete("dev.seen", []byte("a")); err == nil {
+			t.Error("Delete in ViewState succeeded")
+		}
+		return s.ForEach("dev.seen", func(k, v []byte) error {
+			got = append(got, string(k)+"="+string(v))
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "a=va,c=vc" {
+		t.Errorf("state = %v, want a and c (b deleted, d rolled back)", got)
+	}
+	for _, name := range []string{"", PendingBucket, "queue.mine"} {
+		err := q.UpdateState(func(s *State) error { return s.Put(name, []byte("k"), []byte("v")) })
+		if err == nil {
+			t.Errorf("Put in bucket %q succeeded", name)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.ViewState(func(*State) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("ViewState after Close = %v, want ErrClosed", err)
 	}
 }

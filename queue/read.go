@@ -20,18 +20,27 @@ func (q *Queue) Peek(max, maxBytes int) ([]Record, error) {
 // PeekAfter is Peek for the unacked records with sequence numbers greater
 // than after, so an uplink can send the next batch before the previous one
 // is acked.
+//
+// Peek and PeekAfter return only records whose Append has returned (whose
+// commit is fsynced): a record still being committed is not sent, since a
+// power cut before its fsync returns would take it back and its sequence
+// number would be handed out again.
 func (q *Queue) PeekAfter(after uint64, max, maxBytes int) ([]Record, error) {
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
 	var out []Record
 	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		durable := q.durable.Load()
 		total := 0
 		c := b.pending.Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
 			seq, ok := keySeq(k)
 			if !ok || len(v) < pendingHeader {
 				return corruptf("queue: bad pending record %x", k)
+			}
+			if seq > durable {
+				break // committing: its fsync has not returned yet
 			}
 			n := len(v) - pendingHeader
 			if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
@@ -90,4 +99,38 @@ func (q *Queue) Stats() (Stats, error) {
 	}
 	s.FileSize = info.Size()
 	return s, nil
+}
+
+// Walk calls fn for every record the file holds — the unacked ones, then
+// the acked ones still in the archive (archived true) — in sequence order,
+// with the caller's state of the same snapshot; it stops at fn's first
+// error and returns it. It is for inspection and salvage, not the send
+// path: it copies every record. The Record's Data is fn's to keep.
+func (q *Queue) Walk(fn func(s *State, r Record, archived bool) error) error {
+	err := q.view(func(tx *bbolt.Tx, b buckets) error {
+		st := &State{tx: tx}
+		for _, part := range []struct {
+			bucket   *bbolt.Bucket
+			name     string
+			header   int
+			archived bool
+		}{{b.pending, PendingBucket, pendingHeader, false}, {b.archive, ArchiveBucket, archiveHeader, true}} {
+			err := part.bucket.ForEach(func(k, v []byte) error {
+				seq, ok := keySeq(k)
+				if !ok || len(v) < part.header {
+					return corruptf("queue: bad %s record %x", part.name, k)
+				}
+				r := Record{Seq: seq, Data: append([]byte(nil), v[part.header:]...)}
+				if !part.archived {
+					r.Time = appendTime(v)
+				}
+				return fn(st, r, part.archived)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return wrapErr("walk", err)
 }

@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 // heldInterval is how often the server re-checks the taps it held aside
@@ -57,7 +57,7 @@ func (s *Server) RecheckHeld(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	s.log.Info("held taps re-checked and settled", "count", len(taps))
-	s.pub.Changed(wire.DownlinkDenyList)
+	s.pub.Changed(record.DocDenyList)
 	return len(taps) + len(bad), nil
 }
 

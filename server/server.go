@@ -18,12 +18,13 @@ import (
 
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/wallet"
 	"github.com/farego/farego/sync/ingest"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -199,7 +200,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
 	}
-	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
+	mux.Handle("/", h)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	ok = true
 	return s, nil
 }
@@ -283,9 +287,9 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	s.pub.Changed(wire.DownlinkKeyring)
-	s.pub.Changed(wire.DownlinkFares)
-	s.pub.Changed(wire.DownlinkDenyList)
+	s.pub.Changed(record.DocKeyring)
+	s.pub.Changed(record.DocFares)
+	s.pub.Changed(record.DocDenyList)
 	a := s.Addrs()
 	s.log.Info("settlement server running", "http", a.HTTP, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
 		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
@@ -322,11 +326,11 @@ func (s *Server) close() {
 // document is the publisher's source of fleet downlinks.
 func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, error) {
 	switch kind {
-	case wire.DownlinkKeyring:
+	case record.DocKeyring:
 		kr := s.keys.Keyring()
 		b, err := kr.MarshalJSON()
 		return kr.Version(), b, err
-	case wire.DownlinkFares:
+	case record.DocFares:
 		t, err := s.ledger.LatestFareTable(ctx)
 		if errors.Is(err, ledger.ErrNoFareTable) {
 			return 0, nil, nil
@@ -336,7 +340,7 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 		}
 		b, err := t.Marshal()
 		return t.Version, b, err
-	case wire.DownlinkDenyList:
+	case record.DocDenyList:
 		dl, err := s.ledger.DenyList(ctx)
 		if err != nil {
 			return 0, nil, err
@@ -349,7 +353,7 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 // denyListDoc turns the ledger's deny list (one entry per reason) into the
 // downlink document (one entry per account or credential).
 func denyListDoc(dl ledger.DenyList) []byte {
-	doc := wire.DenyList{Version: dl.Version, Entries: []wire.DenyEntry{}}
+	doc := record.DenyList{Version: dl.Version, Entries: []record.DenyEntry{}}
 	seen := map[[2]uint64]int{}
 	for _, e := range dl.Entries {
 		k := [2]uint64{e.Account, uint64(e.Serial)}
@@ -360,7 +364,7 @@ func denyListDoc(dl ledger.DenyList) []byte {
 			continue
 		}
 		seen[k] = len(doc.Entries)
-		doc.Entries = append(doc.Entries, wire.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
+		doc.Entries = append(doc.Entries, record.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
 	}
 	b, _ := json.Marshal(doc)
 	return b

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/wire"
@@ -87,7 +88,7 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	if err := s.ledger.NoteDeviceSync(ctx, b.DeviceID, maxSeq); err != nil {
 		s.log.Warn("noting device sync", "device", b.DeviceID, "err", err)
 	}
-	s.pub.Changed(wire.DownlinkDenyList) // coalesced; a commit may have moved the deny list
+	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
 	return nil
 }
 

@@ -136,7 +136,7 @@ func ParseText(text string) (*Code, error) {
 	}
 	b, err := Base45Decode(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return ParseCode(b)
 }

@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/farego/farego/queue/durable"
 )
 
 // MaxKeyringFileSize bounds a keyring file; a real one is a few hundred bytes
@@ -118,7 +119,7 @@ func ParseKeyring(data []byte) (*Keyring, error) {
 	dec.DisallowUnknownFields()
 	var f keyringFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrKeyring)
@@ -171,12 +172,12 @@ func (k *Keyring) MarshalJSON() ([]byte, error) {
 func LoadKeyring(path string) (*Keyring, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyring, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyringFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrKeyring, path, err)
+		return nil, fmt.Errorf("%w: read %s: %w", ErrKeyring, path, err)
 	}
 	k, err := ParseKeyring(data)
 	if err != nil {
@@ -193,40 +194,5 @@ func (k *Keyring) WriteFile(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(data, '\n'), 0o644)
-}
-
-// writeFileAtomic writes data to path so that a crash at any moment leaves
-// either the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(path, append(data, '\n'), 0o644)
 }

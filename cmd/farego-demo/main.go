@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
 )
 
@@ -35,12 +36,9 @@ const fares = `{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "\nfarego-demo: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Exit("farego-demo", err, os.Stderr))
 }
 
 type demo struct {
@@ -65,12 +63,17 @@ func (dm *demo) tap(ctx context.Context, who, code string) (string, error) {
 	return line, nil
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-demo", flag.ContinueOnError)
 	bin := fs.String("bin", "bin", "directory with the farego binaries (make build)")
-	keep := fs.Bool("keep", false, "keep the demo's files (server data, device bundle, logs) afterwards")
-	if err := fs.Parse(args); err != nil {
+	keep := fs.Bool("keep", false, "keep the server (and its rider's wallet) running until Ctrl-C, and the demo's files afterwards")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := cli.Parse(fs, args, out, stderr); err != nil {
 		return err
+	}
+	if *version {
+		cli.PrintVersion(out, "farego-demo")
+		return nil
 	}
 	for _, b := range rig.Binaries {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
@@ -101,7 +104,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	ok = true
+	dm.wallet(ctx, dir, *keep)
 	return nil
+}
+
+// wallet points at the rider's wallet the server serves and, with --keep,
+// keeps everything running until interrupted so a person can open it.
+func (dm *demo) wallet(ctx context.Context, dir string, keep bool) {
+	url := "http://" + dm.r.HTTP + "/wallet/"
+	dm.step("The rider's wallet (a web app that makes codes offline): %s", url)
+	if !keep {
+		dm.say("run \"make demo DEMO_FLAGS=--keep\" (or farego-demo --keep) to keep the server up and open it in a browser")
+		return
+	}
+	dm.say("open it in Chromium, Firefox or Safari on this machine (WebCrypto needs https or 127.0.0.1) and create an account;")
+	dm.say("top it up as the payment provider would (ACCOUNT is the number the wallet shows):")
+	dm.say("  curl -H \"Authorization: Bearer $(cat %s)\" -H 'Content-Type: application/json' \\", filepath.Join(dir, "server", "keys", "operator.token"))
+	dm.say("       -d '{\"amount\": 1000, \"reference\": \"demo-1\"}' http://%s/v1/accounts/ACCOUNT/topups", dm.r.HTTP)
+	dm.say("then press \"Get a pass\"; switch the network off (or stop this demo) and the wallet still makes codes")
+	dm.say("the server and the validator stay up; press Ctrl-C to stop")
+	<-ctx.Done()
 }
 
 func (dm *demo) script(ctx context.Context) error {
@@ -115,6 +137,7 @@ func (dm *demo) script(ctx context.Context) error {
 		return err
 	}
 	dm.say("settlement server up: HTTP API http://%s, embedded MQTT broker %s, SQLite ledger", r.HTTP, r.MQTT)
+	dm.say("rider's wallet (web app): http://%s/wallet/", r.HTTP)
 
 	dm.step("Technician: provision validator bus-17-front (device key, client certificate, config, keyring)")
 	d, err := r.Provision(ctx, "bus-17-front", "42")

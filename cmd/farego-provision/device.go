@@ -23,9 +23,10 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Bundle file names.
@@ -63,8 +64,7 @@ type deviceOpts struct {
 }
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("device", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-provision device", flag.ContinueOnError)
 	var o deviceOpts
 	fs.StringVar(&o.fleet, "fleet", "fleet", "fleet directory (from init-fleet)")
 	fs.StringVar(&o.id, "id", "", "device id, e.g. bus-0417-front (required)")
@@ -80,17 +80,17 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.metrics, "metrics", "127.0.0.1:9100", "metrics listen address on the device (empty: none)")
 	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
 	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
-	if fs.Parse(args) != nil {
-		return errUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
-	if err := wire.ValidDeviceID(o.id); err != nil {
-		return fmt.Errorf("--id: %v", err)
+	if err := cli.Required(fs, stderr, "id", "route", "operator-token"); err != nil {
+		return err
 	}
-	if wire.ReservedDeviceID(o.id) {
-		return fmt.Errorf("--id: %q is reserved for the settlement server and the broker; pick another id", o.id)
+	if err := record.ValidDeviceID(o.id); err != nil {
+		return cli.Usagef(stderr, fs.Name(), "--id: %v", err)
 	}
-	if o.route == "" {
-		return errors.New("--route is required")
+	if record.ReservedDeviceID(o.id) {
+		return cli.Usagef(stderr, fs.Name(), "--id: %q is reserved for the settlement server and the broker; pick another id", o.id)
 	}
 	if strings.HasPrefix(o.token, "@") {
 		b, err := os.ReadFile(o.token[1:])
@@ -100,7 +100,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.token = strings.TrimSpace(string(b))
 	}
 	if o.token == "" {
-		return errors.New("--operator-token is required to register the device")
+		return cli.Usagef(stderr, fs.Name(), "--operator-token: %s is empty", fs.Lookup("operator-token").Value)
 	}
 	if len(o.scanners) == 0 {
 		o.scanners.Set("front=/dev/scanner-front")
@@ -124,7 +124,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	fleetPub, err := os.ReadFile(filepath.Join(o.fleet, fleetPubFile))
 	if err != nil {
-		return fmt.Errorf("fleet public key: %v", err)
+		return fmt.Errorf("fleet public key: %w", err)
 	}
 	if _, err := keyfile.ReadPublic(filepath.Join(o.fleet, fleetPubFile)); err != nil {
 		return err
@@ -133,16 +133,16 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	// Fetch what the device needs before changing anything on the server.
 	var krJSON, faresJSON json.RawMessage
 	if err := cli.CallJSON(ctx, "GET", server+"/v1/keyring", "", nil, &krJSON); err != nil {
-		return fmt.Errorf("keyring: %v", err)
+		return fmt.Errorf("keyring: %w", err)
 	}
 	if _, err := paycode.ParseKeyring(krJSON); err != nil {
-		return fmt.Errorf("the server's keyring: %v", err)
+		return fmt.Errorf("the server's keyring: %w", err)
 	}
 	if err := cli.CallJSON(ctx, "GET", server+"/v1/fares", "", nil, &faresJSON); err != nil {
-		return fmt.Errorf("fare table: %v (upload one first: PUT /v1/fares)", err)
+		return fmt.Errorf("fare table: %w (upload one first: PUT /v1/fares)", err)
 	}
 	if _, err := fare.Parse(faresJSON); err != nil {
-		return fmt.Errorf("the server's fare table: %v", err)
+		return fmt.Errorf("the server's fare table: %w", err)
 	}
 
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -159,10 +159,10 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
 		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
-		return fmt.Errorf("registering %s: %v", o.id, err)
+		return fmt.Errorf("registering %s: %w", o.id, err)
 	}
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	if err := keyfile.WritePrivate(filepath.Join(dir, bundleDeviceKey), priv); err != nil {
@@ -195,7 +195,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		return err
 	}
 	for _, f := range files {
-		if err := writeFileNew(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := durable.Create(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return err
 		}
 	}
@@ -283,19 +283,22 @@ On the validator (as root):
   cp /etc/farego/farego-validator.service /etc/systemd/system/
   systemctl daemon-reload && systemctl enable --now farego-validator
 
-Check it:
+Check it: show a payment code from a rider's app, and paste its text
+(one line) into
 
-  farego-rider code --now ... | farego-validator check --keyring /etc/farego/keyring.json -
+  farego-validator check --keyring /etc/farego/keyring.json -
+
+which prints the decision as JSON (exit 0 when accepted); then
+
   journalctl -u farego-validator -f
   curl -s 127.0.0.1:9100/metrics | grep farego_
 `
 
+// writeTarball writes dir's files as PATH (a .tar.gz under prefix/),
+// durably replacing an older one.
 func writeTarball(path, dir, prefix string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	gz := gzip.NewWriter(f)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -329,8 +332,5 @@ func writeTarball(path, dir, prefix string) error {
 	if err := gz.Close(); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	return f.Close()
+	return durable.WriteFile(path, buf.Bytes(), 0o600)
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,11 +16,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 )
-
-// errUsage means the flag package already said what was wrong.
-var errUsage = errors.New("usage")
 
 // Fleet directory files.
 const (
@@ -32,19 +30,18 @@ const (
 )
 
 func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("init-fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-provision init-fleet", flag.ContinueOnError)
 	dir := fs.String("dir", "fleet", "directory for the fleet key and the CA (keep it offline and backed up)")
 	name := fs.String("name", "farego fleet CA", "CA common name")
-	if fs.Parse(args) != nil {
-		return errUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	for _, f := range []string{fleetKeyFile, fleetPubFile, caKeyFile, caCertFile} {
 		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
 			return fmt.Errorf("%s already exists: a fleet is made once (its key is on every validator)", filepath.Join(*dir, f))
 		}
 	}
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
+	if err := durable.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
 	_, fleet, err := ed25519.GenerateKey(rand.Reader)
@@ -78,7 +75,7 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 	if err := writeECKey(filepath.Join(*dir, caKeyFile), caKey); err != nil {
 		return err
 	}
-	if err := writeFileNew(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := durable.Create(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "fleet created in %s: %s (signs downlinks; keep it secret), %s (goes on every validator), %s and %s (MQTT CA)\n",
@@ -96,31 +93,14 @@ func writeECKey(path string, k *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// writeFileNew writes a file that must not exist yet.
-func writeFileNew(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // loadCA reads the fleet's CA certificate and key.
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fleet CA: %v (run init-fleet first)", err)
+		return nil, nil, nil, fmt.Errorf("fleet CA: %w (run init-fleet first)", err)
 	}
 	b, _ := pem.Decode(certPEM)
 	if b == nil {

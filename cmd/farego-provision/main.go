@@ -6,11 +6,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/farego/farego/cmd/internal/cli"
 )
 
 const usage = `farego-provision: provision the fleet and its validators.
@@ -26,7 +27,8 @@ Subcommands:
               public key with the settlement server, and write the device
               bundle (directory and tarball)
 
-Run "farego-provision SUBCOMMAND --help" for the flags.
+Run "farego-provision SUBCOMMAND --help" for the flags; "farego-provision
+--version" prints the version.
 `
 
 func main() {
@@ -37,29 +39,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "init-fleet":
-		err = cmdInitFleet(args[1:], stdout, stderr)
-	case "device":
-		err = cmdDevice(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "farego-provision: unknown subcommand %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if err == errUsage {
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "farego-provision %s: %v\n", args[0], err)
-		return 1
-	}
-	return 0
+	return cli.Dispatch(ctx, "farego-provision", usage, map[string]cli.Command{
+		"init-fleet": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return cmdInitFleet(args, stdout, stderr)
+		},
+		"device": cmdDevice,
+	}, args, stdout, stderr)
 }

@@ -62,6 +62,16 @@ func TestProvisionDevice(t *testing.T) {
 			t.Errorf("bundle lacks %s", f)
 		}
 	}
+	// INSTALL.txt runs only what the bundle and make dist ship.
+	install, err := os.ReadFile(filepath.Join(b, bundleReadme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range strings.Fields(string(install)) {
+		if strings.HasPrefix(w, "farego-") && !strings.HasPrefix(w, "farego-validator") {
+			t.Errorf("INSTALL.txt names %s, which the bundle does not ship", w)
+		}
+	}
 	// The registered key is the bundle's.
 	dev, err := store.Device(context.Background(), "bus-9-front")
 	if err != nil {
@@ -145,4 +155,35 @@ func callPut(url, tok, body string) error {
 		return fmt.Errorf("PUT fares: %s", resp.Status)
 	}
 	return nil
+}
+
+// TestSampleConfigNamesBundleFiles: the sample config (make dist ships it)
+// names the files a device bundle holds.
+func TestSampleConfigNamesBundleFiles(t *testing.T) {
+	var cfg struct {
+		Provision struct{ Keyring, Fares string }
+		MQTT      struct {
+			CAFile         string `toml:"ca_file"`
+			CertFile       string `toml:"cert_file"`
+			KeyFile        string `toml:"key_file"`
+			DeviceKey      string `toml:"device_key"`
+			FleetPublicKey string `toml:"fleet_public_key"`
+		}
+	}
+	if _, err := toml.DecodeFile(filepath.Join("..", "..", "testdata", "validator", "validator.toml"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct{ key, got, want string }{
+		{"provision.keyring", cfg.Provision.Keyring, bundleKeyring},
+		{"provision.fares", cfg.Provision.Fares, bundleFares},
+		{"mqtt.ca_file", cfg.MQTT.CAFile, bundleCA},
+		{"mqtt.cert_file", cfg.MQTT.CertFile, bundleTLSCert},
+		{"mqtt.key_file", cfg.MQTT.KeyFile, bundleTLSKey},
+		{"mqtt.device_key", cfg.MQTT.DeviceKey, bundleDeviceKey},
+		{"mqtt.fleet_public_key", cfg.MQTT.FleetPublicKey, bundleFleetPub},
+	} {
+		if f.got != f.want {
+			t.Errorf("sample %s = %q, the bundle's file is %q", f.key, f.got, f.want)
+		}
+	}
 }

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -20,31 +20,26 @@ farego-provision device --force to bring it back.
 `
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		if len(args) == 0 {
-			fmt.Fprint(stderr, deviceUsage)
-			return errUsage
-		}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, deviceUsage)
+		return cli.ErrUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, deviceUsage)
 		return nil
 	}
 	if args[0] != "revoke" {
-		fmt.Fprintf(stderr, "device: unknown subcommand %q\n\n%s", args[0], deviceUsage)
-		return errUsage
+		fmt.Fprint(stderr, deviceUsage)
+		return cli.Usagef(stderr, "farego-settlement device", "unknown subcommand %q", args[0])
 	}
-	fs := flag.NewFlagSet("device revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-settlement device revoke", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "device revoke: give the device id")
-		return errUsage
+		return cli.Usagef(stderr, fs.Name(), "give the device id")
 	}
 	st, err := openLedger(ctx, *data, *db)
 	if err != nil {

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/keys"
 )
@@ -18,15 +18,11 @@ import (
 // Regenerate it and send Mosquitto SIGHUP after registering or revoking a
 // device.
 func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("mqtt-passwd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-settlement mqtt-passwd", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	kd, err := keys.Open(filepath.Join(*data, "keys"))
 	if err != nil {

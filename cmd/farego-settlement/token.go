@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 	"text/tabwriter"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
 )
@@ -34,17 +34,16 @@ func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		if len(args) == 0 {
-			fmt.Fprint(stderr, tokenUsage)
-			return errUsage
-		}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, tokenUsage)
+		return cli.ErrUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, tokenUsage)
 		return nil
 	}
 	sub := args[0]
-	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("farego-settlement token "+sub, flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
 	var role, merchant, name *string
@@ -53,35 +52,30 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		merchant = fs.String("merchant", "", "the merchant id a merchant token pays for (required with --role merchant)")
 		name = fs.String("name", "", "what the token is for (shown in token list)")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	switch sub {
+	case "create", "list", "revoke":
+	default:
+		fmt.Fprint(stderr, tokenUsage)
+		return cli.Usagef(stderr, "farego-settlement token", "unknown subcommand %q", sub)
+	}
+	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+		return err
 	}
 	switch sub {
 	case "create":
-		if *role == "" {
-			fmt.Fprintln(stderr, "token create: --role is required")
-			return errUsage
+		if err := cli.Required(fs, stderr, "role"); err != nil {
+			return err
 		}
 		if !ledger.ValidRole(*role) {
-			fmt.Fprintf(stderr, "token create: --role %q: want operator, payments, merchant or auditor\n", *role)
-			return errUsage
+			return cli.Usagef(stderr, fs.Name(), "--role %q: want operator, payments, merchant or auditor", *role)
 		}
 		if (*role == ledger.RoleMerchant) != (*merchant != "") {
-			fmt.Fprintln(stderr, "token create: --merchant goes with --role merchant, and only with it")
-			return errUsage
+			return cli.Usagef(stderr, fs.Name(), "--merchant goes with --role merchant, and only with it")
 		}
-	case "list":
 	case "revoke":
 		if fs.NArg() != 1 {
-			fmt.Fprintln(stderr, "token revoke: give the token's id (see token list)")
-			return errUsage
+			return cli.Usagef(stderr, fs.Name(), "give the token's id (see token list)")
 		}
-	default:
-		fmt.Fprintf(stderr, "token: unknown subcommand %q\n\n%s", sub, tokenUsage)
-		return errUsage
 	}
 	st, err := openLedger(ctx, *data, *db)
 	if err != nil {

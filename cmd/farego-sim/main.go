@@ -62,15 +62,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "farego-sim: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Exit("farego-sim", err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o options
 	fs.IntVar(&o.validators, "validators", 100, "simulated validators")
 	fs.IntVar(&o.riders, "riders", 1000, "riders")
@@ -85,11 +81,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.fleetPub, "fleet-pub", "", "that server's fleet public key (PEM)")
 	fs.StringVar(&o.dir, "dir", "", "where the validators' queues go (default: a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the files afterwards")
-	if err := fs.Parse(args); err != nil {
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
+	if *version {
+		cli.PrintVersion(stdout, "farego-sim")
+		return nil
+	}
 	if o.validators < 1 || o.riders < 1 || o.rate <= 0 || o.duration <= 0 {
-		return fmt.Errorf("--validators, --riders, --rate and --duration must be positive")
+		return cli.Usagef(stderr, "farego-sim", "--validators, --riders, --rate and --duration must be positive")
 	}
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "farego-sim-")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
 )
 
 const checkUsage = `Usage: farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE|-
@@ -46,17 +47,13 @@ const maxCodeLine = 4096
 
 func cmdCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, checkUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), checkUsage); fs.PrintDefaults() }
 	keyringPath := fs.String("keyring", "", "issuer keyring file (JSON) (required)")
 	nowFlag := fs.String("now", "", "verification time: unix seconds or RFC 3339 (default: the system clock)")
 	maxAge := fs.Duration("max-age", paycode.DefaultMaxAge, "how long after its code time a code is accepted")
 	skew := fs.Duration("skew", paycode.DefaultSkew, "clock tolerance (0 for none)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit("farego-validator check", err, stderr)
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "farego-validator check: "+format+"\n", a...)

@@ -74,7 +74,7 @@ func TestCheck(t *testing.T) {
 		{"bad time", "", []string{"check", "--keyring", keyring, "--now", "yesterday", text}, 2, "", "--now"},
 		{"empty stdin", "", []string{"check", "--keyring", keyring, "-"}, 2, "", "no input"},
 		{"unknown flag", "", []string{"check", "--bogus", text}, 2, "", "flag provided but not defined"},
-		{"help", "", []string{"check", "--help"}, 0, "", "Usage: farego-validator check"},
+		{"help", "", []string{"check", "--help"}, 0, "Usage: farego-validator check", ""},
 		{"unknown subcommand", "", []string{"frobnicate"}, 2, "", "unknown subcommand"},
 		{"no subcommand", "", nil, 2, "", "Usage:"},
 		{"top-level help", "", []string{"--help"}, 0, "Subcommands:", ""},

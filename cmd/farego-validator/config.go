@@ -11,8 +11,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/scanner"
-	"github.com/farego/farego/sync/wire"
 )
 
 // maxConfigSize bounds the config file.
@@ -93,7 +93,7 @@ type MetricsConfig struct {
 // QueueConfig bounds the on-device queue.
 type QueueConfig struct {
 	MaxRecords  int   `toml:"max_records"`   // default 1,000,000
-	MaxFileSize int64 `toml:"max_file_size"` // bytes; default 256 MiB
+	MaxFileSize int64 `toml:"max_file_size"` // bytes; default 512 MiB (queue.DefaultMaxFileSize)
 }
 
 // MQTTConfig is the uplink to the settlement server; an empty Broker runs
@@ -136,7 +136,7 @@ var errConfig = errors.New("config")
 func loadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	c, err := parseConfig(data, filepath.Dir(path))
 	if err != nil {
@@ -154,7 +154,7 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
@@ -171,7 +171,7 @@ func (c *Config) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errConfig}, a...)...)
 	}
-	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+	if err := record.ValidDeviceID(c.DeviceID); err != nil {
 		return bad("device_id: %v", err)
 	}
 	if c.Route == "" {

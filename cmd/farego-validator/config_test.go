@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/queue"
 )
 
 func TestSampleConfigParses(t *testing.T) {
@@ -16,6 +20,12 @@ func TestSampleConfigParses(t *testing.T) {
 	if c.DeviceID != "bus-0417-front" || len(c.Scanners) != 2 || time.Duration(c.Policy.PassbackWindow) != 5*time.Second ||
 		c.Scanners[0].Baud != 9600 || c.MQTT.Broker == "" || c.Queue.MaxRecords != 1000000 {
 		t.Errorf("parsed %+v", c)
+	}
+	// The values the sample writes out are the defaults.
+	if c.Queue.MaxRecords != queue.DefaultMaxRecords || c.Queue.MaxFileSize != queue.DefaultMaxFileSize ||
+		time.Duration(c.Policy.MaxAge) != paycode.DefaultMaxAge || time.Duration(c.Policy.Skew) != paycode.DefaultSkew ||
+		time.Duration(c.Policy.PassbackWindow) != agent.DefaultPassbackWindow || c.Policy.RiskCap != agent.DefaultRiskCap {
+		t.Errorf("the sample's queue or policy values are not the defaults: %+v %+v", c.Queue, c.Policy)
 	}
 	if got := c.path("keyring.json"); got != filepath.Join("..", "..", "testdata", "validator", "keyring.json") {
 		t.Errorf("relative path resolved to %q", got)

@@ -14,7 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/farego/farego/agent"
+	"github.com/farego/farego/cmd/internal/cli"
 )
 
 // Exit codes shared by the subcommands.
@@ -30,7 +30,7 @@ const usage = `farego-validator: the farego bus validator agent.
 Usage:
   farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE|-
   farego-validator run --config FILE
-  farego-validator version
+  farego-validator version   (or --version)
 
 Subcommands:
   check    verify one payment code offline and print the decision as JSON
@@ -57,10 +57,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdCheck(args[1:], stdin, stdout, stderr)
 	case "run":
 		return cmdRun(ctx, args[1:], stdin, stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "farego-validator", agent.Version)
+	case "version", "--version", "-version":
+		cli.PrintVersion(stdout, "farego-validator")
 		return exitOK
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:

@@ -16,13 +16,14 @@ import (
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/uplink"
-	"github.com/farego/farego/sync/wire"
 )
 
 const runUsage = `Usage: farego-validator run --config FILE
@@ -40,14 +41,10 @@ const queueFile = "validator.db"
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "validator config file (TOML) (required)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit("farego-validator run", err, stderr)
 	}
 	if *configPath == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "farego-validator run: --config FILE is required (and nothing else)")
@@ -75,8 +72,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
 	dataDir := cfg.path(cfg.DataDir)
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("%w: data_dir: %v", errConfig, err)
+	// Durably: a power cut must not take back the directory with the
+	// queue file (and every green tap) in it.
+	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
 	// A new queue file (first boot, or the old one was damaged and moved
 	// aside) numbers its taps from the wall clock in milliseconds, so tap ids
@@ -148,7 +147,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		defer stop()
 	}
 	if up, err = newUplink(cfg, q, a, log); err != nil {
-		return fmt.Errorf("%w: mqtt: %v", errConfig, err)
+		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	stopUplink := runUplink(ctx, up, log)
 
@@ -180,19 +179,19 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 // device's state.
 func seed(cfg *Config, a *agent.Agent) error {
 	for _, d := range []struct{ kind, path string }{
-		{wire.DownlinkKeyring, cfg.Provision.Keyring},
-		{wire.DownlinkFares, cfg.Provision.Fares},
-		{wire.DownlinkDenyList, cfg.Provision.DenyList},
+		{record.DocKeyring, cfg.Provision.Keyring},
+		{record.DocFares, cfg.Provision.Fares},
+		{record.DocDenyList, cfg.Provision.DenyList},
 	} {
 		if d.path == "" {
 			continue
 		}
 		body, err := os.ReadFile(cfg.path(d.path))
 		if err != nil {
-			return fmt.Errorf("%w: provision.%s: %v", errConfig, d.kind, err)
+			return fmt.Errorf("%w: provision.%s: %w", errConfig, d.kind, err)
 		}
 		if err := a.Seed(d.kind, body); err != nil {
-			return fmt.Errorf("%w: provision.%s (%s): %v", errConfig, d.kind, d.path, err)
+			return fmt.Errorf("%w: provision.%s (%s): %w", errConfig, d.kind, d.path, err)
 		}
 	}
 	return nil
@@ -214,7 +213,7 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 	if f := cfg.Feedback; f.Green != "" || f.Red != "" || f.Buzzer != "" {
 		g, err := feedback.NewGPIO(feedback.GPIOConfig{Green: f.Green, Red: f.Red, Buzzer: f.Buzzer}, log.With("part", "gpio"))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: feedback: %v", errConfig, err)
+			return nil, nil, fmt.Errorf("%w: feedback: %w", errConfig, err)
 		}
 		out = append(out, g)
 		closeFn = func() { g.Close() }
@@ -226,16 +225,16 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 	var out []scanner.Source
 	for _, s := range cfg.Scanners {
 		if s.Path == "-" {
-			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("scanner", s.Name)))
+			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("part", "scanner")))
 			continue
 		}
 		src, err := scanner.NewSerial(scanner.Config{
 			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
-		}, log.With("scanner", s.Name))
+		}, log.With("part", "scanner"))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errConfig, err)
+			return nil, fmt.Errorf("%w: %w", errConfig, err)
 		}
 		out = append(out, src)
 	}
@@ -268,7 +267,7 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue) {
 func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: metrics.listen: %v", errConfig, err)
+		return nil, fmt.Errorf("%w: metrics.listen: %w", errConfig, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg)

@@ -19,8 +19,8 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/wire"
 )
 
 // validatorBin is the farego-validator binary built once for the
@@ -69,7 +69,7 @@ func newDevice(t *testing.T, policy string, extra string) *device {
 	kr, _ := d.issuer.Keyring.MarshalJSON()
 	must(t, os.WriteFile(filepath.Join(d.dir, "keyring.json"), kr, 0o644))
 	must(t, os.WriteFile(filepath.Join(d.dir, "fares.json"), []byte(fareJSON), 0o644))
-	deny, _ := json.Marshal(wire.DenyList{Version: 1, Entries: []wire.DenyEntry{{Account: 666, Reason: "negative_balance"}}})
+	deny, _ := json.Marshal(record.DenyList{Version: 1, Entries: []record.DenyEntry{{Account: 666, Reason: "negative_balance"}}})
 	must(t, os.WriteFile(filepath.Join(d.dir, "denylist.json"), deny, 0o644))
 	d.newPTY()
 	cfg := fmt.Sprintf(`device_id = "bus-7-front"
@@ -213,7 +213,7 @@ func (d *device) kill() {
 
 // records opens the validator's queue file (the validator must be stopped)
 // and returns its taps, after a consistency check.
-func (d *device) records() []*wire.Tap {
+func (d *device) records() []*record.Tap {
 	d.t.Helper()
 	q, err := queue.Open(filepath.Join(d.dir, "data", queueFile), nil)
 	must(d.t, err)
@@ -221,15 +221,15 @@ func (d *device) records() []*wire.Tap {
 	must(d.t, q.Check())
 	recs, err := q.Peek(100000, 1<<30)
 	must(d.t, err)
-	var out []*wire.Tap
+	var out []*record.Tap
 	var prev [32]byte
 	for i, r := range recs {
-		tp, err := wire.ParseTap(r.Data)
+		tp, err := record.ParseTap(r.Data)
 		must(d.t, err)
 		if tp.PrevHash != prev {
 			d.t.Errorf("record %d: hash chain broken", i)
 		}
-		prev = wire.RecordHash(r.Data)
+		prev = record.Hash(r.Data)
 		out = append(out, tp)
 	}
 	return out
@@ -286,6 +286,17 @@ func TestRunEndToEnd(t *testing.T) {
 	d.stop()
 	if log := d.logText.String(); strings.Contains(log, first[4:60]) || !strings.Contains(log, "reason=passback") {
 		t.Errorf("log leaks a code or lacks reasons")
+	}
+	// Each key once per line ("scanner connected" used to carry scanner twice).
+	connected := false
+	for _, line := range strings.Split(d.logText.String(), "\n") {
+		connected = connected || strings.Contains(line, `msg="scanner connected"`)
+		if k := repeatedKey(line); k != "" {
+			t.Errorf("log line repeats %q: %s", k, line)
+		}
+	}
+	if !connected {
+		t.Error("no scanner connected line in the log")
 	}
 	recs := d.records()
 	if len(recs) != 2 || recs[0].Account != 1001 || recs[1].Account != 1006 || paycode.EncodeText(recs[0].Code) != first {
@@ -420,4 +431,38 @@ func TestRunKillDuringTaps(t *testing.T) {
 		t.Errorf("%d accepted feedback lines but only %d records", acceptedLines, len(recs))
 	}
 	t.Logf("%d rounds: %d accepted lines, %d logged accepted, %d records", rounds, acceptedLines, len(accepted), len(recs))
+}
+
+// repeatedKey returns a key that occurs twice in a text-format log line
+// (key=value pairs, values possibly quoted), or "".
+func repeatedKey(line string) string {
+	seen := map[string]bool{}
+	for i := 0; i < len(line); {
+		j := strings.IndexByte(line[i:], '=')
+		if j < 0 {
+			break
+		}
+		key := line[i : i+j]
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		i += j + 1
+		if i < len(line) && line[i] == '"' { // a quoted value: skip to its closing quote
+			for i++; i < len(line) && line[i] != '"'; i++ {
+				if line[i] == '\\' {
+					i++
+				}
+			}
+			i++
+		} else {
+			for i < len(line) && line[i] != ' ' {
+				i++
+			}
+		}
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+	}
+	return ""
 }

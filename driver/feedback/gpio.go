@@ -255,9 +255,9 @@ func (g *GPIO) apply(s Step) error {
 		err := o.write(on)
 		switch {
 		case err != nil && o.failures == 0:
-			g.log.Warn("feedback output failing", slog.String(keyOutput, o.name), slog.String(keyPath, o.path), slog.Any(keyErr, err))
+			g.log.Warn("feedback output failing", slog.String("output", o.name), slog.String("path", o.path), slog.Any("err", err))
 		case err == nil && o.failures > 0:
-			g.log.Info("feedback output recovered", slog.String(keyOutput, o.name), slog.Int(keyFailed, o.failures))
+			g.log.Info("feedback output recovered", slog.String("output", o.name), slog.Int("failures", o.failures))
 		}
 		if err != nil {
 			o.failures++

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -119,26 +120,35 @@ func TestGPIODefaultPatterns(t *testing.T) {
 		}
 	}
 
-	// Played on files: only the final states are checked, not timing.
-	p := newPins(t)
-	g := newGPIO(t, p, GPIOConfig{}, nil)
-	ctx := context.Background()
-	p.check(t, "after NewGPIO", "0 0 0")
-	if err := g.Accepted(ctx, Accept{Fare: 250}); err != nil {
-		t.Fatal(err)
-	}
-	waitPattern(t, g)
-	p.check(t, "accept, at the end", "0 0 0")
-	if err := g.Rejected(ctx, Reject{Reason: "denied"}); err != nil {
-		t.Fatal(err)
-	}
-	waitPattern(t, g)
-	p.check(t, "reject, at the end", "0 0 0")
-	if err := g.OutOfService(ctx, "queue full"); err != nil {
-		t.Fatal(err)
-	}
-	waitPattern(t, g)
-	p.check(t, "out of service stays", "0 1 0")
+	// Played on files in a synctest bubble: the patterns' timers run on the
+	// bubble's clock, so the test takes no wall-clock time and can check
+	// that each pattern lasts exactly as long as it says.
+	synctest.Test(t, func(t *testing.T) {
+		p := newPins(t)
+		g := newGPIO(t, p, GPIOConfig{}, nil)
+		ctx := context.Background()
+		p.check(t, "after NewGPIO", "0 0 0")
+		for _, step := range []struct {
+			name  string
+			play  func() error
+			lasts time.Duration
+			end   string
+		}{
+			{"accept", func() error { return g.Accepted(ctx, Accept{Fare: 250}) }, 800 * time.Millisecond, "0 0 0"},
+			{"reject", func() error { return g.Rejected(ctx, Reject{Reason: "denied"}) }, time.Second, "0 0 0"},
+			{"out of service", func() error { return g.OutOfService(ctx, "queue full") }, 0, "0 1 0"},
+		} {
+			start := time.Now()
+			if err := step.play(); err != nil {
+				t.Fatal(err)
+			}
+			waitPattern(t, g)
+			if took := time.Since(start); took != step.lasts {
+				t.Errorf("%s played for %v, want %v", step.name, took, step.lasts)
+			}
+			p.check(t, step.name+", at the end", step.end)
+		}
+	})
 }
 
 // TestGPIOReplace: the first step is written before the call returns, a new

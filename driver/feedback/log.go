@@ -2,14 +2,6 @@ package feedback
 
 import "log/slog"
 
-// Log attribute keys.
-const (
-	keyOutput = "output"
-	keyPath   = "path"
-	keyErr    = "err"
-	keyFailed = "failures"
-)
-
 var discardLog = slog.New(slog.DiscardHandler)
 
 func orDiscard(log *slog.Logger) *slog.Logger {

@@ -7,18 +7,7 @@ import (
 	"time"
 )
 
-// Log attribute keys. Frame contents are never logged: a frame is normally a
-// whole payment code.
-const (
-	keyScanner    = "scanner"
-	keyPath       = "path"
-	keyErr        = "err"
-	keyAttempts   = "attempts"
-	keyDowntime   = "downtime"
-	keyReason     = "reason"
-	keyBytes      = "bytes"
-	keySuppressed = "suppressed"
-)
+// Frame contents are never logged: a frame is normally a whole payment code.
 
 // discardLogInterval is the minimum time between two "frame discarded" log
 // lines of one scanner; the discards in between are counted in the next line.
@@ -61,12 +50,12 @@ func (d *discardLogger) logDiscard(reason Discard, n int) {
 	d.mu.Unlock()
 
 	attrs := []slog.Attr{
-		slog.String(keyScanner, d.name),
-		slog.String(keyReason, reason.String()),
-		slog.Int(keyBytes, n),
+		slog.String("scanner", d.name),
+		slog.String("reason", reason.String()),
+		slog.Int("bytes", n),
 	}
 	if suppressed > 0 {
-		attrs = append(attrs, slog.Int(keySuppressed, suppressed))
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}
 	d.log.LogAttrs(context.Background(), slog.LevelWarn, "scanner frame discarded", attrs...)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tarm/serial"
+
+	"github.com/farego/farego/driver/backoff"
 )
 
 // Serial reader defaults, used for zero fields of [Config].
@@ -179,7 +181,7 @@ func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
 	}
 	defer s.running.Store(false)
 
-	st := &link{backoff: backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}}
+	st := &link{backoff: backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}}
 	defer func() {
 		if st.up {
 			s.setState(Disconnected)
@@ -191,7 +193,7 @@ func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
 			return nil
 		}
 		s.failed(st, err)
-		if !sleep(ctx, st.backoff.next()) {
+		if !backoff.Sleep(ctx, st.backoff.Next()) {
 			return nil
 		}
 	}
@@ -204,7 +206,7 @@ type link struct {
 	down      bool      // an outage has been logged and not yet recovered
 	downSince time.Time // when it began
 	failures  int       // failed attempts since the outage began
-	backoff   backoff
+	backoff   backoff.Backoff
 }
 
 // session opens the port once, reads from it until the device is lost or ctx
@@ -302,7 +304,7 @@ func (s *Serial) up(st *link) {
 		return
 	}
 	st.up = true
-	st.backoff.reset()
+	st.backoff.Reset()
 	if st.everUp {
 		s.framer.c.reconnects.Add(1)
 	}
@@ -310,11 +312,11 @@ func (s *Serial) up(st *link) {
 	switch {
 	case st.down:
 		s.log.Info("scanner resumed",
-			slog.String(keyScanner, s.cfg.Name),
-			slog.Int(keyAttempts, st.failures+1),
-			slog.Duration(keyDowntime, time.Since(st.downSince).Round(time.Millisecond)))
+			slog.String("scanner", s.cfg.Name),
+			slog.Int("attempts", st.failures+1),
+			slog.String("downtime", time.Since(st.downSince).Round(time.Millisecond).String()))
 	default:
-		s.log.Info("scanner connected", slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path))
+		s.log.Info("scanner connected", slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path))
 	}
 	st.down, st.failures = false, 0
 	s.setState(Connected)
@@ -327,7 +329,7 @@ func (s *Serial) failed(st *link, err error) {
 		st.up = false
 		st.down, st.downSince, st.failures = true, time.Now(), 0
 		s.log.Warn("scanner lost; reconnecting",
-			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
 		s.setState(Disconnected)
 		return
 	}
@@ -335,7 +337,7 @@ func (s *Serial) failed(st *link, err error) {
 	if !st.down {
 		st.down, st.downSince = true, time.Now()
 		s.log.Warn("scanner unavailable; retrying",
-			slog.String(keyScanner, s.cfg.Name), slog.String(keyPath, s.cfg.Path), slog.Any(keyErr, err))
+			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
 		s.setState(Disconnected)
 	}
 }

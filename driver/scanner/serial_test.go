@@ -566,24 +566,3 @@ func TestNewSerialInvalid(t *testing.T) {
 		t.Errorf("defaults: read timeout %v, baud %d, max backoff %v", s.readTimeout, s.cfg.Baud, s.cfg.MaxBackoff)
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	ceilings := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, c := range ceilings {
-		c *= time.Millisecond
-		if d := b.next(); d < c/2 || d > c {
-			t.Errorf("attempt %d: wait %v outside [%v, %v]", i, d, c/2, c)
-		}
-	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Errorf("after reset: wait %v, want at most 100ms", d)
-	}
-	huge := backoff{min: time.Duration(1 << 61), max: time.Duration(1<<63 - 1)}
-	for range 5 {
-		if d := huge.next(); d <= 0 {
-			t.Fatalf("overflow: wait %v", d)
-		}
-	}
-}

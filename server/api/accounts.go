@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 // Account is an account as the API shows it.
@@ -186,7 +186,7 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	}
 	// A top-up may lift a negative_balance entry. The publisher coalesces
 	// and publishes only when the deny list's version moved.
-	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.audit(r, p, "topup", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d reference %q", req.Amount, req.Reference))
 	h.log.Info("top-up", "account", id, "amount", req.Amount)
 	return toAccount(a), http.StatusOK, nil
@@ -213,7 +213,7 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 	if err != nil {
 		return nil, 0, err
 	}
-	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.audit(r, p, "credit_line", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
 	return toAccount(a), http.StatusOK, nil
 }

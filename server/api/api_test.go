@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 type notes struct {
@@ -242,7 +242,7 @@ func TestFleetEndpoints(t *testing.T) {
 	if n := len(ds["devices"].([]any)); n != 1 {
 		t.Errorf("%d devices, want 1", n)
 	}
-	if f.notes.count(wire.DownlinkFares) != 1 {
+	if f.notes.count(record.DocFares) != 1 {
 		t.Errorf("fare upload did not notify the publisher")
 	}
 	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`, 409)
@@ -252,7 +252,7 @@ func TestFleetEndpoints(t *testing.T) {
 		t.Errorf("fares = %v", fares)
 	}
 	kr := f.do("POST", "/v1/keyring/rotate", f.token, "", 200)
-	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(wire.DownlinkKeyring) != 1 {
+	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(record.DocKeyring) != 1 {
 		t.Errorf("rotated keyring = %v", kr)
 	}
 	// New credentials are signed by the new key.
@@ -260,10 +260,10 @@ func TestFleetEndpoints(t *testing.T) {
 	if d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{}); !d.Accepted || d.Code.KeyID != 2 {
 		t.Errorf("credential after rotation: %+v", d)
 	}
-	before := f.notes.count(wire.DownlinkDenyList)
+	before := f.notes.count(record.DocDenyList)
 	f.do("POST", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
 	dl := f.do("GET", "/v1/denylist", f.token, "", 200)
-	if len(dl["entries"].([]any)) != 1 || f.notes.count(wire.DownlinkDenyList) != before+1 {
+	if len(dl["entries"].([]any)) != 1 || f.notes.count(record.DocDenyList) != before+1 {
 		t.Errorf("deny list = %v", dl)
 	}
 	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403); errCode(e) != "not_in_good_standing" {

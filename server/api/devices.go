@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 // registerDevice registers a validator: its Ed25519 key and, optionally,
@@ -35,10 +35,10 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
 	}
-	if err := wire.ValidDeviceID(req.ID); err != nil {
+	if err := record.ValidDeviceID(req.ID); err != nil {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
 	}
-	if wire.ReservedDeviceID(req.ID) {
+	if record.ReservedDeviceID(req.ID) {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "device id %q is reserved for the settlement server and the broker", req.ID)
 	}
 	pub, err := hex.DecodeString(req.PublicKey)

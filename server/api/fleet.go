@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/sync/wire"
 )
 
 func (h *Handler) getFares(w http.ResponseWriter, r *http.Request) (any, int, error) {
@@ -45,7 +45,7 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	}
 	h.audit(r, p, "put_fares", strconv.FormatUint(t.Version, 10), fmt.Sprintf("currency %s, %d routes", t.Currency, len(t.Fares)))
 	h.log.Info("fare table uploaded", "version", t.Version)
-	h.cfg.Notifier.Changed(wire.DownlinkFares)
+	h.cfg.Notifier.Changed(record.DocFares)
 	return map[string]any{"version": t.Version}, http.StatusOK, nil
 }
 
@@ -64,7 +64,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 	}
 	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "")
 	h.log.Info("issuer key rotated", "version", kr.Version())
-	h.cfg.Notifier.Changed(wire.DownlinkKeyring)
+	h.cfg.Notifier.Changed(record.DocKeyring)
 	return kr, http.StatusOK, nil
 }
 
@@ -107,7 +107,7 @@ func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context
 	if err := fn(r.Context(), req.Account, req.Serial, req.Reason); err != nil {
 		return nil, 0, err
 	}
-	h.cfg.Notifier.Changed(wire.DownlinkDenyList)
+	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.audit(r, p, action, strconv.FormatUint(req.Account, 10), fmt.Sprintf("serial %d reason %q", req.Serial, req.Reason))
 	dl, err := h.cfg.Ledger.DenyList(r.Context())
 	if err != nil {

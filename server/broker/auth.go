@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/ratelog"
 	"github.com/farego/farego/sync/wire"
 )
@@ -105,13 +106,13 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.refused.Add(1)
 		user := string(pk.Connect.Username)
 		if ok, n := h.limit.Allow("auth\x00" + user); ok {
-			h.log.Warn("broker: connection refused", logKeyUsername, user, logKeyClientID, cl.ID,
-				logKeyRemote, cl.Net.Remote, logKeyListener, cl.Net.Listener, logKeyReason, err, logKeySuppressed, n)
+			h.log.Warn("broker: connection refused", "username", user, "client_id", cl.ID,
+				"remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", err, "suppressed", n)
 		}
 		return false
 	}
 	cl.Properties.Username = []byte(id)
-	h.log.Debug("broker: client authenticated", logKeyIdentity, id, logKeyClientID, cl.ID, logKeyRemote, cl.Net.Remote)
+	h.log.Debug("broker: client authenticated", "identity", id, "client_id", cl.ID, "remote", cl.Net.Remote)
 	return true
 }
 
@@ -130,7 +131,7 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 			if cn == h.cfg.ServerUsername {
 				return "", errors.New("the settlement server's identity cannot log in with a certificate")
 			}
-			if err := wire.ValidDeviceID(cn); err != nil {
+			if err := record.ValidDeviceID(cn); err != nil {
 				return "", errors.New("the certificate's common name is not a valid device id")
 			}
 			return cn, h.cfg.Devices.CheckCertificate(cn, st.PeerCertificates[0].Raw)
@@ -145,7 +146,7 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 		}
 		return user, nil
 	}
-	if err := wire.ValidDeviceID(user); err != nil {
+	if err := record.ValidDeviceID(user); err != nil {
 		return "", errors.New("the username is not a valid device id")
 	}
 	return user, h.cfg.Devices.CheckPassword(user, pk.Connect.Password)
@@ -160,8 +161,8 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	h.denied.Add(1)
 	if ok, n := h.limit.Allow("acl\x00" + id); ok {
-		h.log.Warn("broker: access denied", logKeyIdentity, id, logKeyClientID, cl.ID, logKeyTopic, topic,
-			logKeyWrite, write, logKeySuppressed, n)
+		h.log.Warn("broker: access denied", "identity", id, "client_id", cl.ID, "topic", topic,
+			"write", write, "suppressed", n)
 	}
 	return false
 }

@@ -115,7 +115,7 @@ func (b *Broker) Start() error {
 	}
 	attrs := []any{}
 	if b.plain != nil {
-		attrs = append(attrs, logKeyAddr, b.plain.Address())
+		attrs = append(attrs, "addr", b.plain.Address())
 	}
 	if b.tls != nil {
 		attrs = append(attrs, "tls_addr", b.tls.Address())

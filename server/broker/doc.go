@@ -21,7 +21,7 @@
 //     username, if sent, must equal it. No certificate authenticates as the
 //     settlement server, whatever its common name.
 //
-// A device id must satisfy wire.ValidDeviceID, and a device must use its
+// A device id must satisfy record.ValidDeviceID, and a device must use its
 // own client id, DeviceClientIDPrefix + id: it can neither take another
 // device's session over nor hold more than one. A connection is also
 // refused when its last will names a topic the client may not publish to

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/ingest"
@@ -134,7 +133,7 @@ func (f *fleet) startServer(t *testing.T, mc ingest.MQTTConfig) *ingest.Ingest {
 	pub, err := ingest.NewPublisher(ingest.PublisherConfig{
 		MQTTConfig: mc, FleetKey: f.key, Logger: testLogger(t),
 		Source: func(_ context.Context, kind string) (uint64, []byte, error) {
-			if kind == wire.DownlinkFares {
+			if kind == record.DocFares {
 				return 3, []byte(`{"fares":"…"}`), nil
 			}
 			return 0, nil, nil
@@ -175,13 +174,13 @@ func (f *fleet) startDevice(t *testing.T, id string, n int, set func(*uplink.Con
 	d.q = q
 	rider := f.issuer.Rider(t, 4242, f.now)
 	for i := range n {
-		_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+		_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 			at := f.now.Add(time.Duration(i) * time.Second)
 			code, err := paycode.MakeCode(rider.Credential, rider.Key, at, uint16(seq))
 			if err != nil {
 				return nil, err
 			}
-			tp := wire.Tap{DeviceID: d.id, Epoch: q.Epoch(), Seq: seq, Time: at, Code: code,
+			tp := record.Tap{DeviceID: d.id, Epoch: q.Epoch(), Seq: seq, Time: at, Code: code,
 				Account: rider.Account, Serial: rider.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 3}
 			return tp.MarshalBinary()
 		})
@@ -230,14 +229,13 @@ func TestEndToEnd(t *testing.T) {
 		c.Brokers = []string{b.url()}
 		c.Username, c.Password = c.DeviceID, devicePassword(secret, c.DeviceID)
 	})
-	var withCert *device
-	withCert = f.startDevice(t, "", 40, func(c *uplink.Config) {
+	withCert := f.startDevice(t, "", 40, func(c *uplink.Config) {
 		c.Brokers = []string{"ssl://" + b.TLSAddr()}
 		c.TLS = p.ClientTLS(t, c.DeviceID)
 	})
 	for _, d := range []*device{plain, withCert} {
 		waitFor(t, "the queue of "+d.id+" to drain", func() bool { return d.queued(t) == 0 })
-		waitFor(t, "the fare table applied on "+d.id, func() bool { return d.state.Versions()[wire.DownlinkFares] == 3 })
+		waitFor(t, "the fare table applied on "+d.id, func() bool { return d.state.Versions()[record.DocFares] == 3 })
 	}
 	if n := f.store.count(); n != 100 {
 		t.Errorf("store has %d taps, want 100", n)

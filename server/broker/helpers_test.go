@@ -8,16 +8,14 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"github.com/farego/farego/sync/wire"
 	"log/slog"
 	"os"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 )
 
@@ -34,44 +32,13 @@ func TestMain(m *testing.M) {
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(tb, waitTimeout, what, cond)
 }
 
-// testLogger writes to the test log when verbose (until the test ends).
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() { w.done.Store(true) })
-	level := slog.LevelInfo
-	if os.Getenv("FAREGO_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger writes to the test log when verbose.
+func testLogger(tb testing.TB) *slog.Logger { return brokertest.Logger(tb) }
 
-type tbWriter struct {
-	tb   testing.TB
-	done atomic.Bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() && testing.Verbose() {
-		w.tb.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// uniqueName returns prefix + 8 random hex digits.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return brokertest.UniqueName(prefix) }
 
 func newSecret(tb testing.TB) []byte {
 	tb.Helper()
@@ -119,7 +86,7 @@ func dial(tb testing.TB, url, user, pass string, tc *tls.Config, opts ...func(*m
 	tb.Helper()
 	lost := make(chan struct{})
 	id := uniqueName("c-")
-	if user != DefaultServerUsername && wire.ValidDeviceID(user) == nil {
+	if user != DefaultServerUsername && record.ValidDeviceID(user) == nil {
 		id = DeviceClientIDPrefix + user // the only client id a device may use
 	}
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).

@@ -80,7 +80,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			}
 			// EMFILE and the like: wait a little and go on.
 			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
-			l.log.Warn("broker: accept failed; retrying", logKeyListener, l.id, logKeyErr, err)
+			l.log.Warn("broker: accept failed; retrying", "listener", l.id, "err", err)
 			time.Sleep(wait)
 			continue
 		}
@@ -104,7 +104,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				conn.Close()
 			}()
 			if err := establish(l.id, conn); err != nil {
-				l.log.Debug("broker: client connection ended", logKeyListener, l.id, logKeyRemote, conn.RemoteAddr().String(), logKeyErr, err)
+				l.log.Debug("broker: client connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
 			}
 		}()
 	}

@@ -5,21 +5,6 @@ import (
 	"log/slog"
 )
 
-// Attribute keys used in log records.
-const (
-	logKeyErr        = "err"
-	logKeyAddr       = "addr"
-	logKeyListener   = "listener"
-	logKeyClientID   = "client_id"
-	logKeyUsername   = "username"
-	logKeyIdentity   = "identity"
-	logKeyRemote     = "remote"
-	logKeyTopic      = "topic"
-	logKeyWrite      = "write"
-	logKeyReason     = "reason"
-	logKeySuppressed = "suppressed"
-)
-
 // mochiHandler passes mochi's log records on with a "broker: " prefix.
 // mochi logs every connection that ends with an error (a network drop, a
 // refused CONNECT) as a warning with an empty message; those become debug

@@ -8,10 +8,10 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/uplink"
-	"github.com/farego/farego/sync/wire"
 )
 
 // sampleDir holds the Mosquitto sample configuration and ACL.
@@ -80,7 +80,7 @@ func TestMosquittoSample(t *testing.T) {
 	})
 	for _, d := range []*device{withPassword, withCert} {
 		waitFor(t, "the queue of "+d.id+" to drain", func() bool { return d.queued(t) == 0 })
-		waitFor(t, "the fare table applied on "+d.id, func() bool { return d.state.Versions()[wire.DownlinkFares] == 3 })
+		waitFor(t, "the fare table applied on "+d.id, func() bool { return d.state.Versions()[record.DocFares] == 3 })
 	}
 	if n := f.store.count(); n != 80 {
 		t.Errorf("store has %d taps, want 80", n)

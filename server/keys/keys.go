@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 )
 
@@ -85,7 +86,9 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	if opts.KeyValidity <= 0 {
 		opts.KeyValidity = DefaultKeyValidity
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Durably, the directory and every file in it (the last SyncDir
+	// below): a power cut after init must not take the keys back.
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{RootFile, FleetKeyFile, FleetPubFile, TokenFile, BrokerFile, KeyringFile} {
@@ -141,36 +144,29 @@ func Init(dir string, opts InitOptions) (*Dir, error) {
 	if err := kr.WriteFile(filepath.Join(dir, KeyringFile)); err != nil {
 		return nil, err
 	}
+	if err := durable.SyncDir(dir); err != nil {
+		return nil, err
+	}
 	return Open(dir)
 }
 
+// writeSecret creates a secret file, owner-only, durably; it never
+// overwrites one.
 func writeSecret(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.Create(path, []byte(content), 0o600)
 }
 
 func readSecret(path string, size int) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrMissing, path, info.Mode().Perm())
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	b, err := hex.DecodeString(strings.TrimSpace(string(data)))
 	if err != nil || len(b) != size {
@@ -195,11 +191,11 @@ func Open(dir string) (*Dir, error) {
 	}
 	fleet, err := keyfile.ReadPrivate(filepath.Join(dir, FleetKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	kr, err := paycode.LoadKeyring(filepath.Join(dir, KeyringFile))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMissing, err)
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
 	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}
 	// Every key in the keyring must derive from this root: a keyring from

@@ -666,7 +666,6 @@ func TestPayments(t *testing.T) {
 		_, err = s.Pay(ctx, again)
 		wantErr(t, err, ErrCodeUsed)
 
-		before := snapshot(t, s)
 		// Too much.
 		big := req
 		big.OrderID, big.CodeKey, big.Amount = "o-3", codeKey(acct, 1, at(1)), 701
@@ -704,7 +703,7 @@ func TestPayments(t *testing.T) {
 		if err := s.Deny(ctx, acct, 1, "lost_phone"); err != nil {
 			t.Fatal(err)
 		}
-		before = snapshot(t, s)
+		before := snapshot(t, s)
 		denied := big
 		denied.Amount = 10
 		_, err = s.Pay(ctx, denied)

@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/sync/internal/mqttdial"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -114,32 +111,8 @@ func (m MQTTConfig) withDefaults(prefix string) MQTTConfig {
 
 // validate checks an MQTTConfig that has its defaults.
 func (m *MQTTConfig) validate() error {
-	if len(m.Brokers) == 0 {
-		return configErr("no broker URL (Brokers)")
-	}
-	for _, b := range m.Brokers {
-		u, err := url.Parse(b)
-		if err != nil {
-			return configErr("broker URL %q: %v", b, err)
-		}
-		if !mqttdial.TLSSchemes[u.Scheme] && !mqttdial.PlainSchemes[u.Scheme] {
-			return configErr("broker URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", b)
-		}
-		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
-			return configErr("broker URL %q: want scheme://host:port", b)
-		}
-	}
-	if len(m.ClientID) > 65535 || strings.ContainsRune(m.ClientID, 0) {
-		return configErr("ClientID %q", m.ClientID)
-	}
-	if m.Password != "" && m.Username == "" {
-		return configErr("a Password needs a Username")
-	}
-	if m.KeepAlive < time.Second {
-		return configErr("KeepAlive %v is under a second", m.KeepAlive)
-	}
-	if m.ConnectTimeout < 0 || m.MaxReconnectInterval < 0 {
-		return configErr("negative ConnectTimeout or MaxReconnectInterval")
+	if err := m.client("", nil).Validate(); err != nil {
+		return configErr("%w", err)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@
 // the batch and checks that it names the topic's device. An unknown device,
 // a bad signature or a malformed batch is refused without an ack, counted
 // by reason and logged at most once a minute per device and reason. Each
-// record is then decoded (wire.ParseTap: same device, sequence number and
+// record is then decoded (record.ParseTap: same device, sequence number and
 // epoch as its batch) and its payment code re-verified at the tap's own
 // time against the server's current keyring (paycode, with Config.Policy).
 // A record that does not decode gets the verdict [VerdictMalformedRecord];

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -147,8 +148,8 @@ func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
 // check decodes one record and re-verifies its payment code at the tap's
 // time with the server's keyring.
 func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Tap {
-	tp := Tap{Seq: r.Seq, ID: wire.TapID(id, epoch, r.Seq), Record: r.Data}
-	t, err := wire.ParseTap(r.Data)
+	tp := Tap{Seq: r.Seq, ID: record.TapID(id, epoch, r.Seq), Record: r.Data}
+	t, err := record.ParseTap(r.Data)
 	if err == nil && (t.DeviceID != id || t.Seq != r.Seq || t.Epoch != epoch) {
 		err = fmt.Errorf("record of %s, epoch %q in a batch of %s, epoch %q",
 			t.ID(), t.Epoch, tp.ID, epoch)

@@ -3,8 +3,6 @@ package ingest
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
@@ -39,55 +38,17 @@ func TestMain(m *testing.M) {
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(tb, waitTimeout, what, cond)
 }
 
-// testLogger writes to the test log when verbose (until the test ends).
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() { w.done.Store(true) })
-	level := slog.LevelInfo
-	if os.Getenv("FAREGO_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger writes to the test log when verbose.
+func testLogger(tb testing.TB) *slog.Logger { return brokertest.Logger(tb) }
 
-type tbWriter struct {
-	tb   testing.TB
-	done atomic.Bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() && testing.Verbose() {
-		w.tb.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func newKey(tb testing.TB) ed25519.PrivateKey {
-	tb.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func newKey(tb testing.TB) ed25519.PrivateKey { return brokertest.NewKey(tb) }
 
 func pubOf(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-// uniqueName returns prefix + 8 random hex digits.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return brokertest.UniqueName(prefix) }
 
 // memStore is the Store stand-in with the ledger's semantics that matter
 // here: device keys, taps kept once by tap id (the first commit wins), and
@@ -147,7 +108,7 @@ func (s *memStore) Commit(_ context.Context, b *Batch) error {
 		return errInjected
 	}
 	for _, t := range b.Taps {
-		if t.ID != wire.TapID(b.DeviceID, b.Epoch, t.Seq) {
+		if t.ID != record.TapID(b.DeviceID, b.Epoch, t.Seq) {
 			return fmt.Errorf("memstore: tap id %q for %s/%s/%d", t.ID, b.DeviceID, b.Epoch, t.Seq)
 		}
 		if _, ok := s.taps[tapKey(b.DeviceID, t.Seq)]; !ok {
@@ -265,10 +226,12 @@ func (w *world) config() Config {
 }
 
 // running is an Ingest whose Run is going.
+// stop cancels Run and returns its result; stopping again returns nil.
+func (r *running) stop() error { return r.run.Stop(waitTimeout) }
+
 type running struct {
 	*Ingest
-	cancel context.CancelFunc
-	done   chan error
+	run *brokertest.Running
 }
 
 // start runs an Ingest with cfg until stop or the end of the test, and
@@ -279,31 +242,9 @@ func (w *world) start(cfg Config) *running {
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Ingest: in, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- in.Run(ctx) }()
-	w.tb.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			w.tb.Errorf("Run = %v, want nil", err)
-		}
-	})
+	r := &running{Ingest: in, run: brokertest.Go(w.tb, waitTimeout, in.Run)}
 	waitFor(w.tb, "the ingest to subscribe", in.Connected)
 	return r
-}
-
-// stop cancels Run and returns its result; stopping again returns nil.
-func (r *running) stop() error {
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if !ok {
-			return nil
-		}
-		close(r.done)
-		return err
-	case <-time.After(waitTimeout):
-		return errors.New("Run did not return after its context was cancelled")
-	}
 }
 
 // device is a validator stand-in that publishes signed batches with a bare
@@ -371,7 +312,7 @@ func (d *device) tap(seq uint64, codeAt, tapAt time.Time) []byte {
 // record encodes a tap record around a code.
 func (d *device) record(seq uint64, code []byte, r *paycodetest.Rider, at time.Time) []byte {
 	d.w.tb.Helper()
-	t := wire.Tap{
+	t := record.Tap{
 		DeviceID: d.id, Epoch: d.epoch, Seq: seq, Time: at, Route: "R12", Vehicle: "BUS-7", Scanner: "front",
 		Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
 		Fare: 250, Currency: "EUR", FareVersion: 1, KeyringVersion: 1, Software: "test",

@@ -86,13 +86,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 	defer in.running.Store(false)
 
-	c := newConn("ingest", in.cfg.MQTTConfig, in.log, func(ctx context.Context, client mqtt.Client) error {
-		if err := subscribe(ctx, client, in.filters, in.cfg.ConnectTimeout, in.onMessage); err != nil {
-			return err
-		}
-		in.log.Debug("ingest: subscribed", logKeyFilters, in.filters)
-		return nil
-	}, nil)
+	c := newConn("ingest", in.cfg.MQTTConfig, in.log, in.filters, in.onMessage, nil)
 	in.conn.Store(c)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -105,7 +99,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	wg.Wait()
 	stopConn()
 	if n := len(in.queue); n > 0 {
-		in.log.Info("ingest: messages left unprocessed at shutdown; their devices will send them again", logKeyCount, n)
+		in.log.Info("ingest: messages left unprocessed at shutdown; their devices will send them again", "count", n)
 	}
 	return nil
 }
@@ -148,7 +142,7 @@ func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to u
 		return err
 	}
 	in.stats.replay()
-	in.log.Info("ingest: replay requested", logKeyDevice, deviceID, logKeyEpoch, epoch, logKeyFrom, from, logKeyTo, to)
+	in.log.Info("ingest: replay requested", "device", deviceID, "epoch", epoch, "from", from, "to", to)
 	return nil
 }
 
@@ -159,13 +153,13 @@ func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
 	select {
 	case in.queue <- inbound{topic: m.Topic(), payload: m.Payload()}:
 		if n := in.dropStreak.Swap(0); n > 0 {
-			in.log.Info("ingest: taking messages again after dropping some", logKeyCount, n)
+			in.log.Info("ingest: taking messages again after dropping some", "count", n)
 		}
 	default:
 		in.stats.reject(RejectQueueFull)
 		if in.dropStreak.Add(1) == 1 {
 			in.log.Warn("ingest: messages arriving faster than they are committed; dropping (devices will send them again)",
-				logKeyTopic, m.Topic())
+				"topic", m.Topic())
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -218,7 +219,7 @@ func TestVerdictTable(t *testing.T) {
 			if got.Verdict != tc.want {
 				t.Errorf("verdict %q, want %q", got.Verdict, tc.want)
 			}
-			if got.ID != wire.TapID("bus-1", tc.epoch, 1) || (got.Tap == nil) != (tc.want == VerdictMalformedRecord) {
+			if got.ID != record.TapID("bus-1", tc.epoch, 1) || (got.Tap == nil) != (tc.want == VerdictMalformedRecord) {
 				t.Errorf("tap = %+v", got)
 			}
 		})

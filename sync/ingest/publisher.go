@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -29,7 +30,7 @@ const (
 )
 
 // Source returns the current version and body of a fleet document (kind is
-// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares). Version 0 means
+// record.DocKeyring, DownlinkDenyList or DownlinkFares). Version 0 means
 // there is no document of that kind yet: nothing is published.
 type Source func(ctx context.Context, kind string) (version uint64, body []byte, err error)
 
@@ -49,7 +50,7 @@ type PublisherConfig struct {
 	// Source reads the current documents. Required.
 	Source Source
 
-	// Kinds are the documents published (default wire.DownlinkKinds).
+	// Kinds are the documents published (default record.DocKinds).
 	Kinds []string
 
 	// CoalesceInterval is the least time between two Source reads of one
@@ -81,7 +82,7 @@ func (c PublisherConfig) withDefaults() PublisherConfig {
 		c.TopicPrefix = wire.DefaultPrefix
 	}
 	if len(c.Kinds) == 0 {
-		c.Kinds = wire.DownlinkKinds
+		c.Kinds = record.DocKinds
 	}
 	c.Kinds = slices.Clone(c.Kinds)
 	if c.CoalesceInterval == 0 {
@@ -119,7 +120,7 @@ func (c *PublisherConfig) validate() error {
 		return configErr("no Source")
 	}
 	for _, k := range c.Kinds {
-		if !slices.Contains(wire.DownlinkKinds, k) {
+		if !slices.Contains(record.DocKinds, k) {
 			return configErr("unknown downlink kind %q", k)
 		}
 	}
@@ -253,7 +254,7 @@ func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, bo
 	if err != nil {
 		return err
 	}
-	p.log.Info("ingest: downlink published", logKeyKind, kind, logKeyVersion, version, logKeySize, len(msg))
+	p.log.Info("ingest: downlink published", "kind", kind, "version", version, "size", len(msg))
 	return nil
 }
 
@@ -270,7 +271,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 
-	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, func() {
+	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, nil, func() {
 		p.mu.Lock()
 		for _, k := range p.cfg.Kinds {
 			p.dirty[k], p.force[k] = true, true
@@ -351,20 +352,20 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 		n := p.srcErrs[kind]
 		p.mu.Unlock()
 		if n == 1 && ctx.Err() == nil {
-			p.log.Error("ingest: cannot read a fleet document; trying again at the next poll", logKeyKind, kind, logKeyErr, err)
+			p.log.Error("ingest: cannot read a fleet document; trying again at the next poll", "kind", kind, "err", err)
 		}
 		return true // the next poll reads it again; force stays set
 	}
 	if n := p.srcErrs[kind]; n > 0 {
 		p.srcErrs[kind] = 0
-		p.log.Info(fmt.Sprintf("ingest: fleet document readable again after %d failures", n), logKeyKind, kind, logKeyCount, n)
+		p.log.Info(fmt.Sprintf("ingest: fleet document readable again after %d failures", n), "kind", kind, "count", n)
 	}
 	last := p.published[kind]
 	p.mu.Unlock()
 	if version == 0 || version < last || (version == last && !force) {
 		if force && version != 0 && version < last {
 			p.log.Warn("ingest: fleet document older than the one published; not republished",
-				logKeyKind, kind, logKeyVersion, version, logKeyFrom, last)
+				"kind", kind, "version", version, "from", last)
 		}
 		p.mu.Lock()
 		p.force[kind] = false
@@ -380,9 +381,9 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 		switch {
 		case ctx.Err() != nil:
 		case n == 1:
-			p.log.Warn("ingest: downlink not published; trying again", logKeyKind, kind, logKeyVersion, version, logKeyErr, err)
+			p.log.Warn("ingest: downlink not published; trying again", "kind", kind, "version", version, "err", err)
 		default:
-			p.log.Debug("ingest: downlink not published", logKeyKind, kind, logKeyErr, err, logKeyCount, n)
+			p.log.Debug("ingest: downlink not published", "kind", kind, "err", err, "count", n)
 		}
 		return false
 	}
@@ -392,7 +393,7 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 	p.pubErrs = 0
 	p.mu.Unlock()
 	if n > 0 {
-		p.log.Info(fmt.Sprintf("ingest: downlinks published again after %d failures", n), logKeyCount, n)
+		p.log.Info(fmt.Sprintf("ingest: downlinks published again after %d failures", n), "count", n)
 	}
 	return true
 }

@@ -11,6 +11,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -97,7 +98,7 @@ func (w *world) watchFleet() *fleetWatcher {
 	if w.broker == nil {
 		w.tb.Cleanup(func() {
 			var ts []string
-			for _, k := range wire.DownlinkKinds {
+			for _, k := range record.DocKinds {
 				ts = append(ts, topics.Fleet(k))
 			}
 			clearRetained(w.tb, w.url, ts...)
@@ -181,29 +182,29 @@ func TestPublisherCoalesces(t *testing.T) {
 	src := newDocSource()
 	p := w.startPublisher(w.publisherConfig(src.source))
 	// On connecting it read every kind; none has a document yet.
-	for _, k := range wire.DownlinkKinds {
+	for _, k := range record.DocKinds {
 		waitFor(t, "the first read of "+k, func() bool { return src.readCount(k) >= 1 })
 	}
-	src.set(wire.DownlinkDenyList, 100) // 100 changes …
-	reads := src.readCount(wire.DownlinkDenyList)
+	src.set(record.DocDenyList, 100) // 100 changes …
+	reads := src.readCount(record.DocDenyList)
 	for range 100 { // … each announced
-		p.Changed(wire.DownlinkDenyList)
+		p.Changed(record.DocDenyList)
 	}
 	fw.wait(t)
 	// Changed calls after the first read are coalesced into one more read
 	// at most CoalesceInterval later; it finds nothing newer.
-	p.Changed(wire.DownlinkDenyList)
-	waitFor(t, "the coalesced read", func() bool { return src.readCount(wire.DownlinkDenyList) >= reads+2 })
-	if got := fw.versions(t, wire.DownlinkDenyList); len(got) != 1 || got[0] != 100 {
+	p.Changed(record.DocDenyList)
+	waitFor(t, "the coalesced read", func() bool { return src.readCount(record.DocDenyList) >= reads+2 })
+	if got := fw.versions(t, record.DocDenyList); len(got) != 1 || got[0] != 100 {
 		t.Errorf("deny lists published %v, want one, version 100", got)
 	}
-	if st := p.Stats(); st.Publishes != 1 || st.Versions[wire.DownlinkDenyList] != 100 {
+	if st := p.Stats(); st.Publishes != 1 || st.Versions[record.DocDenyList] != 100 {
 		t.Errorf("Stats = %+v, want 1 publication of version 100", st)
 	}
-	if reads := src.readCount(wire.DownlinkDenyList) - reads; reads > 4 {
+	if reads := src.readCount(record.DocDenyList) - reads; reads > 4 {
 		t.Errorf("%d reads for 101 Changed calls, want a handful", reads)
 	}
-	if got, ok := w.broker.Retained(wire.Topics{Prefix: w.prefix}.Fleet(wire.DownlinkDenyList)); !ok || len(got) == 0 {
+	if got, ok := w.broker.Retained(wire.Topics{Prefix: w.prefix}.Fleet(record.DocDenyList)); !ok || len(got) == 0 {
 		t.Error("deny list not retained on the broker")
 	}
 }
@@ -214,17 +215,17 @@ func TestPublisherCoalesces(t *testing.T) {
 func TestPublisherPollsAndRepublishes(t *testing.T) {
 	w := newWorld(t, "")
 	src := newDocSource()
-	src.set(wire.DownlinkKeyring, 3)
-	src.set(wire.DownlinkFares, 9)
+	src.set(record.DocKeyring, 3)
+	src.set(record.DocFares, 9)
 	cfg := w.publisherConfig(src.source)
 	cfg.PollInterval = 50 * time.Millisecond
 	p := w.startPublisher(cfg)
 	waitFor(t, "the documents published on connecting", func() bool {
 		v := p.Stats().Versions
-		return v[wire.DownlinkKeyring] == 3 && v[wire.DownlinkFares] == 9
+		return v[record.DocKeyring] == 3 && v[record.DocFares] == 9
 	})
-	src.set(wire.DownlinkKeyring, 4)
-	waitFor(t, "the polled keyring", func() bool { return p.Stats().Versions[wire.DownlinkKeyring] == 4 })
+	src.set(record.DocKeyring, 4)
+	waitFor(t, "the polled keyring", func() bool { return p.Stats().Versions[record.DocKeyring] == 4 })
 
 	before := p.Stats().Publishes
 	w.broker.Restart()
@@ -232,7 +233,7 @@ func TestPublisherPollsAndRepublishes(t *testing.T) {
 	fw := w.watchFleet() // a new subscriber gets the retained documents
 	fw.wait(t)
 	fw.wait(t)
-	if got := fw.versions(t, wire.DownlinkKeyring); len(got) == 0 || got[len(got)-1] != 4 {
+	if got := fw.versions(t, record.DocKeyring); len(got) == 0 || got[len(got)-1] != 4 {
 		t.Errorf("keyring versions retained %v, want 4", got)
 	}
 }
@@ -242,13 +243,13 @@ func TestPublisherToUplink(t *testing.T) {
 	w := newWorld(t, "")
 	w.start(w.config())
 	src := newDocSource()
-	src.set(wire.DownlinkFares, 2)
+	src.set(record.DocFares, 2)
 	p := w.startPublisher(w.publisherConfig(src.source))
 	d := w.newRealDevice(5, 10)
-	waitFor(t, "the fare table applied", func() bool { return d.state.Versions()[wire.DownlinkFares] == 2 })
-	src.set(wire.DownlinkDenyList, 7)
-	p.Changed(wire.DownlinkDenyList)
-	waitFor(t, "the deny list applied", func() bool { return d.state.Versions()[wire.DownlinkDenyList] == 7 })
+	waitFor(t, "the fare table applied", func() bool { return d.state.Versions()[record.DocFares] == 2 })
+	src.set(record.DocDenyList, 7)
+	p.Changed(record.DocDenyList)
+	waitFor(t, "the deny list applied", func() bool { return d.state.Versions()[record.DocDenyList] == 7 })
 	waitFor(t, "the queue to drain", func() bool { return d.queued() == 0 })
 }
 
@@ -259,24 +260,24 @@ func TestPublish(t *testing.T) {
 	p := w.startPublisher(w.publisherConfig(src.source))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := p.Publish(ctx, wire.DownlinkKeyring, 5, []byte(`{}`)); err != nil {
+	if err := p.Publish(ctx, record.DocKeyring, 5, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Publish(ctx, wire.DownlinkKeyring, 5, []byte(`{}`)); err != nil {
+	if err := p.Publish(ctx, record.DocKeyring, 5, []byte(`{}`)); err != nil {
 		t.Errorf("same version again: %v", err)
 	}
-	if err := p.Publish(ctx, wire.DownlinkKeyring, 4, []byte(`{}`)); !errors.Is(err, ErrStaleVersion) {
+	if err := p.Publish(ctx, record.DocKeyring, 4, []byte(`{}`)); !errors.Is(err, ErrStaleVersion) {
 		t.Errorf("older version: %v, want ErrStaleVersion", err)
 	}
 	if err := p.Publish(ctx, "nonsense", 1, nil); !errors.Is(err, wire.ErrUnsupported) {
 		t.Errorf("unknown kind: %v, want wire.ErrUnsupported", err)
 	}
-	if err := p.Publish(ctx, wire.DownlinkFares, 0, nil); err == nil {
+	if err := p.Publish(ctx, record.DocFares, 0, nil); err == nil {
 		t.Error("version 0 published")
 	}
 	fw.wait(t)
 	fw.wait(t)
-	if got := fw.versions(t, wire.DownlinkKeyring); len(got) != 2 || got[0] != 5 || got[1] != 5 {
+	if got := fw.versions(t, record.DocKeyring); len(got) != 2 || got[0] != 5 || got[1] != 5 {
 		t.Errorf("keyrings %v, want 5 twice", got)
 	}
 }
@@ -285,7 +286,7 @@ func TestPublisherSourceErrors(t *testing.T) {
 	w := newWorld(t, "")
 	src := newDocSource()
 	src.err = errors.New("database is down")
-	src.set(wire.DownlinkFares, 1)
+	src.set(record.DocFares, 1)
 	cfg := w.publisherConfig(src.source)
 	cfg.PollInterval = 20 * time.Millisecond
 	p := w.startPublisher(cfg)
@@ -293,7 +294,7 @@ func TestPublisherSourceErrors(t *testing.T) {
 	src.mu.Lock()
 	src.err = nil
 	src.mu.Unlock()
-	waitFor(t, "the fare table published", func() bool { return p.Stats().Versions[wire.DownlinkFares] == 1 })
+	waitFor(t, "the fare table published", func() bool { return p.Stats().Versions[record.DocFares] == 1 })
 }
 
 func TestPublisherConfig(t *testing.T) {
@@ -335,10 +336,10 @@ func TestPublisherMosquitto(t *testing.T) {
 	w := newWorld(t, url)
 	fw := w.watchFleet()
 	src := newDocSource()
-	src.set(wire.DownlinkKeyring, 2)
+	src.set(record.DocKeyring, 2)
 	w.startPublisher(w.publisherConfig(src.source))
 	fw.wait(t)
-	if got := fw.versions(t, wire.DownlinkKeyring); len(got) != 1 || got[0] != 2 {
+	if got := fw.versions(t, record.DocKeyring); len(got) != 1 || got[0] != 2 {
 		t.Errorf("keyrings %v, want version 2", got)
 	}
 }

@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
 // VerdictMalformedRecord is the verdict of a record that does not decode as
-// a wire.Tap, or whose device, sequence number or queue epoch differ from
+// a record.Tap, or whose device, sequence number or queue epoch differ from
 // its batch's. It is not a paycode reason: the code was never looked at.
 const VerdictMalformedRecord paycode.Reason = "malformed_record"
 
@@ -54,12 +55,12 @@ type Batch struct {
 // Tap is one record of a batch with the outcome of its checks.
 type Tap struct {
 	Seq    uint64
-	ID     string // wire.TapID(DeviceID, Epoch, Seq)
+	ID     string // record.TapID(DeviceID, Epoch, Seq)
 	Record []byte // the record as the device committed it (for audit)
 
 	// Tap is the decoded record; nil when Verdict is
 	// VerdictMalformedRecord (and only then).
-	Tap *wire.Tap
+	Tap *record.Tap
 	// Code is the parsed payment code (Code.ID().Key() identifies it for
 	// the one-use rule); nil for a malformed record.
 	Code *paycode.Code

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
@@ -129,14 +128,14 @@ func appendTaps(tb testing.TB, q *queue.Queue, device string, is *paycodetest.Is
 	for range writers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+				_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 					r := riders[seq%uint64(len(riders))]
 					at := now.Add(-time.Hour).Add(time.Duration(seq) * time.Second)
 					code, err := paycode.MakeCode(r.Credential, r.Key, at.Add(-5*time.Second), uint16(seq))
 					if err != nil {
 						return nil, err
 					}
-					t := wire.Tap{
+					t := record.Tap{
 						DeviceID: device, Epoch: q.Epoch(), Seq: seq, Time: at, Route: "R1", Vehicle: "V1",
 						Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
 						Fare: 250, Currency: "EUR", FareVersion: 1, KeyringVersion: 1, Software: "test",

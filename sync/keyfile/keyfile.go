@@ -12,13 +12,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/farego/farego/queue/durable"
 )
 
 // ErrKeyFile is returned (wrapped) for a key file that cannot be used.
 var ErrKeyFile = errors.New("keyfile: unusable key file")
 
 // WritePrivate writes an Ed25519 private key as PKCS #8 PEM with
-// owner-only permissions. It refuses to overwrite an existing file.
+// owner-only permissions, durably (durable.Create). It refuses to overwrite
+// an existing file.
 func WritePrivate(path string, k ed25519.PrivateKey) error {
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -27,7 +30,8 @@ func WritePrivate(path string, k ed25519.PrivateKey) error {
 	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
-// WritePublic writes an Ed25519 public key as PKIX PEM.
+// WritePublic writes an Ed25519 public key as PKIX PEM, durably; it too
+// refuses to overwrite an existing file.
 func WritePublic(path string, k ed25519.PublicKey) error {
 	der, err := x509.MarshalPKIXPublicKey(k)
 	if err != nil {
@@ -37,22 +41,10 @@ func WritePublic(path string, k ed25519.PublicKey) error {
 }
 
 func writeNew(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.Create(path, data, perm)
 }
 
 // ReadPrivate reads an Ed25519 private key (PKCS #8 PEM). It refuses a
@@ -60,7 +52,7 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
@@ -71,7 +63,7 @@ func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
 	ek, ok := k.(ed25519.PrivateKey)
 	if !ok {
@@ -88,7 +80,7 @@ func ReadPublic(path string) (ed25519.PublicKey, error) {
 	}
 	k, err := x509.ParsePKIXPublicKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
 	ek, ok := k.(ed25519.PublicKey)
 	if !ok {
@@ -100,7 +92,7 @@ func ReadPublic(path string) (ed25519.PublicKey, error) {
 func readPEM(path, typ string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != typ {

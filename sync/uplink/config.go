@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/sync/internal/mqttdial"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -87,7 +87,7 @@ type Config struct {
 	// ssl://, tls:// or mqtts:// for MQTT over TLS. At least one.
 	Brokers []string
 
-	// DeviceID is the device's id (see wire.ValidDeviceID); it names the
+	// DeviceID is the device's id (see record.ValidDeviceID); it names the
 	// device's topics and its tap ids.
 	DeviceID string
 
@@ -226,33 +226,21 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
 	}
-	if len(c.Brokers) == 0 {
-		return bad("no broker URL (Brokers)")
+	if err := c.mqttConfig().Validate(); err != nil {
+		return bad("%w", err)
 	}
 	tlsSet := c.tlsRequested()
-	for i, b := range c.Brokers {
-		u, err := url.Parse(b)
-		if err != nil {
-			return bad("Brokers[%d] is not a URL", i) // the error would repeat it, password and all
-		}
+	for _, b := range c.Brokers {
+		u, _ := url.Parse(b) // validated
 		if u.User != nil {
 			return bad("broker URL %s: put credentials in Username and Password, not the URL", u.Redacted())
 		}
-		if !mqttdial.TLSSchemes[u.Scheme] && !mqttdial.PlainSchemes[u.Scheme] {
-			return bad("broker URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", b)
-		}
-		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
-			return bad("broker URL %q: want scheme://host:port", b)
-		}
-		if tlsSet && mqttdial.PlainSchemes[u.Scheme] {
+		if tlsSet && !mqttclient.IsTLS(b) {
 			return bad("broker URL %q is not TLS but TLS settings are given (use ssl://, tls:// or mqtts://)", b)
 		}
 	}
-	if err := wire.ValidDeviceID(c.DeviceID); err != nil {
+	if err := record.ValidDeviceID(c.DeviceID); err != nil {
 		return bad("DeviceID: %v", err)
-	}
-	if c.ClientID == "" || len(c.ClientID) > 65535 || strings.ContainsAny(c.ClientID, "\x00") {
-		return bad("ClientID %q", c.ClientID)
 	}
 	if len(c.DeviceKey) != ed25519.PrivateKeySize {
 		return bad("DeviceKey is %d bytes, want an Ed25519 private key (%d bytes)", len(c.DeviceKey), ed25519.PrivateKeySize)
@@ -286,19 +274,20 @@ func (c *Config) validate() error {
 			return bad("%s %v is negative", d.name, d.v)
 		}
 	}
-	if c.MinBackoff > c.MaxBackoff {
-		return bad("MinBackoff %v is above MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
-	}
-	if c.KeepAlive < time.Second {
-		return bad("KeepAlive %v is under a second", c.KeepAlive)
-	}
-	if c.Password != "" && c.Username == "" {
-		return bad("a Password needs a Username")
-	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return bad("CertFile and KeyFile go together")
 	}
 	return nil
+}
+
+// mqttConfig is the connection part of c, for the client core (without
+// TLS, which New adds once it has read the files).
+func (c *Config) mqttConfig() mqttclient.Config {
+	return mqttclient.Config{
+		Name: "uplink", Brokers: c.Brokers, ClientID: c.ClientID, Username: c.Username, Password: c.Password,
+		KeepAlive: c.KeepAlive, ConnectTimeout: c.ConnectTimeout, MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff,
+		Logger: c.Logger,
+	}
 }
 
 // tlsRequested reports whether any TLS setting is given.
@@ -317,7 +306,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.CAFile != "" {
 		pemBytes, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: CAFile: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: CAFile: %w", ErrConfig, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
@@ -328,7 +317,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: client certificate: %w", ErrConfig, err)
 		}
 		t.Certificates = append(t.Certificates, cert)
 	}

@@ -61,7 +61,7 @@
 //   - The session is clean: an ack or a replay request published while the
 //     device is offline is lost. Lost acks only cost a resend; the server
 //     should send a replay request while the device's status says online.
-//   - A record larger than wire.MaxRecordSize cannot be sent. It is logged,
+//   - A record larger than record.MaxSize cannot be sent. It is logged,
 //     counted (Stats.Unsendable) and left in the queue, which then never
 //     drains; the agent never writes such records.
 //   - SyncSucceeded is called after the queue was seen empty; a tap

@@ -9,6 +9,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -51,7 +52,7 @@ func FuzzInbound(f *testing.F) {
 	s := newSender(u)
 	s.pub = &nullPublisher{}
 	topics := []string{u.ack, u.cmd}
-	for _, k := range wire.DownlinkKinds {
+	for _, k := range record.DocKinds {
 		topics = append(topics, wire.Topics{}.Fleet(k))
 	}
 	topics = append(topics, "farego/dev/bus-fuzz/status")
@@ -66,11 +67,11 @@ func FuzzInbound(f *testing.F) {
 		{0, seal(f, wire.TypeAck, &wire.Ack{DeviceID: "bus-other", Epoch: epoch, Ranges: []wire.Range{{From: 4, To: 4}}}, fleet)},
 		{1, seal(f, wire.TypeReplay, &wire.Replay{DeviceID: "bus-fuzz", Epoch: epoch, From: 1, To: 2}, fleet)},
 		{1, seal(f, wire.TypeReplay, &wire.Replay{DeviceID: "bus-fuzz", Epoch: "other", From: 1, To: 2}, fleet)},
-		{2, signedDownlink(f, fleet, wire.DownlinkKeyring, 3, `{"keys":[]}`)},
-		{3, signedDownlink(f, fleet, wire.DownlinkDenyList, 1, `{"version":1,"entries":[]}`)},
-		{4, signedDownlink(f, fleet, wire.DownlinkFares, 2, `{}`)},
-		{2, signedDownlink(f, fleet, wire.DownlinkFares, 9, `{}`)},
-		{2, signedDownlink(f, dev, wire.DownlinkKeyring, 9, `{}`)},
+		{2, signedDownlink(f, fleet, record.DocKeyring, 3, `{"keys":[]}`)},
+		{3, signedDownlink(f, fleet, record.DocDenyList, 1, `{"version":1,"entries":[]}`)},
+		{4, signedDownlink(f, fleet, record.DocFares, 2, `{}`)},
+		{2, signedDownlink(f, fleet, record.DocFares, 9, `{}`)},
+		{2, signedDownlink(f, dev, record.DocKeyring, 9, `{}`)},
 		{5, []byte("FGW1\x03\x00{}")},
 		{0, nil},
 		{2, []byte{}},

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,10 +19,10 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"go.etcd.io/bbolt"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
@@ -44,13 +42,7 @@ func TestMain(m *testing.M) {
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(tb, waitTimeout, what, cond)
 }
 
 // logRecorder is a log destination that writes to the test log (until the
@@ -145,23 +137,11 @@ func (f *fakeState) syncCount() int {
 	return f.syncs
 }
 
-func newKey(tb testing.TB) ed25519.PrivateKey {
-	tb.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func newKey(tb testing.TB) ed25519.PrivateKey { return brokertest.NewKey(tb) }
 
 func pubOf(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-// uniqueName returns prefix + 8 random hex digits.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return brokertest.UniqueName(prefix) }
 
 // openQueue opens a queue in a temporary directory, closed at cleanup.
 func openQueue(tb testing.TB) *queue.Queue {
@@ -201,7 +181,7 @@ func (m *tapMaker) record(epoch string, seq uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := wire.Tap{
+	t := record.Tap{
 		DeviceID: m.device, Epoch: epoch, Seq: seq,
 		Time: at, Route: "R12", Vehicle: "BUS-0042", Scanner: "front",
 		Code: code, Account: r.Account, Serial: r.Serial, Profile: paycode.Adult,
@@ -221,7 +201,7 @@ func appendTaps(tb testing.TB, q *queue.Queue, m *tapMaker, n int) {
 	for range writers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				_, err := q.AppendFunc(context.Background(), func(_ *bbolt.Tx, seq uint64) ([]byte, error) {
+				_, err := q.AppendFunc(context.Background(), func(_ *queue.State, seq uint64) ([]byte, error) {
 					return m.record(q.Epoch(), seq)
 				})
 				if err != nil {
@@ -319,39 +299,18 @@ func (f *fixture) start() *running {
 }
 
 // running is an uplink whose Run is going.
+// stop cancels Run and returns its result (bounded; a hang fails the test).
+func (r *running) stop() error { return r.run.Stop(waitTimeout) }
+
 type running struct {
 	*Uplink
-	cancel context.CancelFunc
-	done   chan error
+	run *brokertest.Running
 }
 
 // runUplink runs u until stop or the end of the test.
 func runUplink(tb testing.TB, u *Uplink) *running {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Uplink: u, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- u.Run(ctx) }()
-	tb.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			tb.Errorf("Run = %v, want nil", err)
-		}
-	})
-	return r
-}
-
-// stop cancels Run and returns its result (bounded; a hang fails the test).
-func (r *running) stop() error {
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if !ok {
-			return nil
-		}
-		close(r.done)
-		return err
-	case <-time.After(waitTimeout):
-		return errors.New("Run did not return after its context was cancelled")
-	}
+	return &running{Uplink: u, run: brokertest.Go(tb, waitTimeout, u.Run)}
 }
 
 // signedDownlink seals a downlink with key.
@@ -522,7 +481,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 	}
 	seqs := make([]uint64, 0, len(b.Records))
 	for _, r := range b.Records {
-		t, err := wire.ParseTap(r.Data)
+		t, err := record.ParseTap(r.Data)
 		if err != nil || t.Seq != r.Seq || t.DeviceID != id || t.Epoch != b.Epoch {
 			s.problem("record %d from %s: %v (tap %+v)", r.Seq, id, err, t)
 			return

@@ -21,12 +21,12 @@ func (u *Uplink) onMessage(_ mqtt.Client, m mqtt.Message) {
 	select {
 	case ch <- in:
 		if n := u.dropStreak.Swap(0); n > 0 {
-			u.log.Info("uplink: taking inbound messages again", logKeyCount, n)
+			u.log.Info("uplink: taking inbound messages again", "count", n)
 		}
 	default:
 		u.count(func(s *Stats) { s.MessagesDropped++ })
 		if u.dropStreak.Add(1) == 1 {
-			u.log.Warn("uplink: inbound messages arriving faster than handled; dropping", logKeyTopic, in.topic)
+			u.log.Warn("uplink: inbound messages arriving faster than handled; dropping", "topic", in.topic)
 		}
 	}
 }
@@ -35,7 +35,7 @@ func (u *Uplink) onMessage(_ mqtt.Client, m mqtt.Message) {
 // checks. The payload itself is not logged.
 func (u *Uplink) refuse(topic string, payload []byte, why error) {
 	u.count(func(s *Stats) { s.MessagesRefused++ })
-	u.log.Warn("uplink: message refused", logKeyTopic, topic, logKeySize, len(payload), logKeyReason, why)
+	u.log.Warn("uplink: message refused", "topic", topic, "size", len(payload), "reason", why)
 }
 
 // downlinks applies fleet downlinks until ctx is done. It runs beside the
@@ -63,7 +63,7 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		return
 	}
 	if len(payload) == 0 {
-		u.log.Debug("uplink: retained downlink cleared on the broker", logKeyTopic, topic)
+		u.log.Debug("uplink: retained downlink cleared on the broker", "topic", topic)
 		return
 	}
 	body, err := wire.Open(payload, wire.TypeDownlink, u.cfg.FleetPublicKey)
@@ -84,7 +84,7 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 	switch {
 	case dl.Version == have:
 		u.count(func(s *Stats) { s.DownlinksUnchanged++ })
-		u.log.Debug("uplink: downlink already applied", logKeyKind, kind, logKeyVersion, dl.Version)
+		u.log.Debug("uplink: downlink already applied", "kind", kind, "version", dl.Version)
 		return
 	case dl.Version < have:
 		u.refuseDownlink(topic, payload, fmt.Errorf("%s version %d is older than the applied %d", kind, dl.Version, have))
@@ -95,7 +95,7 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		return
 	}
 	u.count(func(s *Stats) { s.DownlinksApplied++ })
-	u.log.Info("uplink: downlink applied", logKeyKind, kind, logKeyVersion, dl.Version, logKeyHave, have)
+	u.log.Info("uplink: downlink applied", "kind", kind, "version", dl.Version, "have", have)
 	u.statusDirty.Store(true)
 	u.Notify()
 }
@@ -103,5 +103,5 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 // refuseDownlink logs and counts a refused downlink.
 func (u *Uplink) refuseDownlink(topic string, payload []byte, why error) {
 	u.count(func(s *Stats) { s.DownlinksRefused++ })
-	u.log.Warn("uplink: downlink refused", logKeyTopic, topic, logKeySize, len(payload), logKeyReason, why)
+	u.log.Warn("uplink: downlink refused", "topic", topic, "size", len(payload), "reason", why)
 }

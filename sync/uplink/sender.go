@@ -7,7 +7,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -59,7 +61,7 @@ func newSender(u *Uplink) *sender {
 }
 
 // run drives one connected session until ctx is done, the connection is
-// lost (*lostError) or the queue fails (*fatalError).
+// lost (*mqttclient.LostError) or the queue fails (mqttclient.Fatal).
 func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) error {
 	u := s.u
 	s.pub = pub
@@ -80,7 +82,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 		case <-ctx.Done():
 			return nil
 		case e := <-lost:
-			return &lostError{e}
+			return &mqttclient.LostError{Err: e}
 		case m := <-u.deviceIn:
 			err = s.handleDevice(m.topic, m.payload)
 		case <-u.acks.done:
@@ -108,24 +110,24 @@ func (s *sender) check(err error) error {
 	switch {
 	case err == nil:
 		if s.queueErrs > 0 {
-			s.u.log.Info("uplink: queue working again", logKeyCount, s.queueErrs)
+			s.u.log.Info("uplink: queue working again", "count", s.queueErrs)
 			s.queueErrs = 0
 		}
 		return nil
 	case isLost(err):
 		return err
 	case errors.Is(err, queue.ErrClosed), errors.Is(err, queue.ErrCorrupt):
-		return &fatalError{err}
+		return mqttclient.Fatal(err)
 	}
 	s.queueErrs++
 	if s.queueErrs == 1 {
-		s.u.log.Error("uplink: queue error; retrying", logKeyErr, err)
+		s.u.log.Error("uplink: queue error; retrying", "err", err)
 	}
 	return nil
 }
 
 func isLost(err error) bool {
-	_, ok := errors.AsType[*lostError](err)
+	_, ok := errors.AsType[*mqttclient.LostError](err)
 	return ok
 }
 
@@ -161,7 +163,7 @@ func (s *sender) fill() error {
 		b := wire.Batch{DeviceID: u.cfg.DeviceID, Epoch: u.q.Epoch(), SentAt: u.cfg.Now(), Records: make([]wire.Record, 0, len(recs))}
 		seqs := make([]uint64, 0, len(recs))
 		for _, r := range recs {
-			if len(r.Data) > wire.MaxRecordSize {
+			if len(r.Data) > record.MaxSize {
 				s.unsendableRecord(r)
 				continue
 			}
@@ -180,7 +182,7 @@ func (s *sender) fill() error {
 			return fmt.Errorf("batch: %w", err)
 		}
 		if err := tokenFailed(s.pub.Publish(u.taps, 1, false, msg)); err != nil {
-			return &lostError{fmt.Errorf("publish: %w", err)}
+			return &mqttclient.LostError{Err: fmt.Errorf("publish: %w", err)}
 		}
 		s.win = append(s.win, &inflight{seqs: seqs, sentAt: time.Now()})
 		u.count(func(st *Stats) {
@@ -202,7 +204,7 @@ func (s *sender) unsendableRecord(r queue.Record) {
 	s.unsendable[r.Seq] = true
 	s.u.count(func(st *Stats) { st.Unsendable++ })
 	s.u.log.Error("uplink: record too large to send; left in the queue",
-		logKeySeq, r.Seq, logKeySize, len(r.Data))
+		"seq", r.Seq, "size", len(r.Data))
 }
 
 // arm sets the ack timer for the oldest batch in the window.
@@ -230,10 +232,10 @@ func (s *sender) ackTimedOut() error {
 	u.count(func(st *Stats) { st.AckTimeouts++ })
 	if s.timeouts == 1 {
 		u.log.Warn("uplink: no ack from the server in time; sending again",
-			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout)
+			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String())
 	} else {
 		u.log.Debug("uplink: still no ack; sending again",
-			logKeySeq, s.win[0].seqs[0], logKeyTimeout, s.ackTimeout, logKeyCount, s.timeouts)
+			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String(), "count", s.timeouts)
 	}
 	s.ackTimeout = min(2*s.ackTimeout, maxAckBackoff*u.cfg.AckTimeout)
 	s.reset()
@@ -295,7 +297,7 @@ func (s *sender) applyAck(a *wire.Ack) error {
 	u.acks.add(seqs)
 	s.setInFlight()
 	if s.timeouts > 0 {
-		u.log.Info("uplink: acks from the server resumed", logKeyCount, s.timeouts)
+		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
 		s.timeouts = 0
 	}
 	s.ackTimeout = u.cfg.AckTimeout
@@ -396,7 +398,7 @@ func (s *sender) handleCmd(payload []byte) error {
 		return err
 	}
 	u.log.Info("uplink: replaying archived records at the server's request",
-		logKeyFrom, r.From, logKeyTo, r.To, logKeyRecords, n)
+		"from", r.From, "to", r.To, "records", n)
 	u.count(func(st *Stats) { st.Replays++ })
 	u.statusDirty.Store(true)
 	s.reset()
@@ -421,7 +423,7 @@ func (s *sender) maybeSync() error {
 	}
 	s.lastSync = time.Now()
 	if err := u.state.SyncSucceeded(); err != nil {
-		u.log.Warn("uplink: SyncSucceeded failed", logKeyErr, err)
+		u.log.Warn("uplink: SyncSucceeded failed", "err", err)
 		return nil
 	}
 	u.count(func(st *Stats) { st.SyncCalls++ })

@@ -42,7 +42,7 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 func (u *Uplink) publishStatus(pub publisher, online bool) mqtt.Token {
 	msg, err := u.statusMessage(online)
 	if err != nil {
-		u.log.Error("uplink: cannot make the status message", logKeyErr, err)
+		u.log.Error("uplink: cannot make the status message", "err", err)
 		return nil
 	}
 	u.count(func(s *Stats) { s.StatusSent++ })

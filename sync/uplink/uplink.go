@@ -3,20 +3,17 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/farego/farego/sync/internal/backoff"
+	"github.com/farego/farego/agent/record"
 
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/internal/mqttdial"
+	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -25,7 +22,7 @@ import (
 // goroutines and must be safe for concurrent use.
 type StateApplier interface {
 	// Apply installs a new version of a fleet document (kind is
-	// wire.DownlinkKeyring, DownlinkDenyList or DownlinkFares; body is the
+	// record.DocKeyring, DownlinkDenyList or DownlinkFares; body is the
 	// document) atomically, refusing a version that is not newer.
 	Apply(kind string, version uint64, body []byte) error
 	// Versions returns the applied document versions by kind; the map is
@@ -56,9 +53,9 @@ type Uplink struct {
 	q     *queue.Queue
 	state StateApplier
 	log   *slog.Logger
-	tls   *tls.Config // for TLS brokers
+	mqtt  *mqttclient.Client
+	tls   *tls.Config // for TLS brokers; nil without one
 
-	brokers                []string          // the broker URLs without passwords, for logs
 	taps, ack, cmd, status string            // this device's topics
 	fleet                  map[string]string // fleet topic → downlink kind
 	filters                map[string]byte   // subscriptions, all QoS 1
@@ -71,7 +68,6 @@ type Uplink struct {
 	dropStreak  atomic.Int64 // inbound messages dropped since the last accepted
 	statusDirty atomic.Bool  // something the status shows has changed
 	running     atomic.Bool
-	connected   atomic.Bool
 
 	mu    sync.Mutex
 	stats Stats
@@ -85,10 +81,7 @@ type inbound struct {
 
 // Stats are the uplink's counters since New.
 type Stats struct {
-	Connected       bool   // connected and subscribed now
-	Connects        uint64 // successful connections
-	ConnectFailures uint64 // failed connection attempts
-	LastError       string // the last connection error or loss ("" if none yet)
+	mqttclient.Stats // connected and subscribed now, connections, failed attempts, the last error
 
 	BatchesSent  uint64 // batch messages published (including resends)
 	RecordsSent  uint64 // records in them
@@ -133,15 +126,12 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 	}
 	needTLS := cfg.tlsRequested()
 	for _, b := range cfg.Brokers {
-		bu, _ := url.Parse(b) // validated
-		if mqttdial.TLSSchemes[bu.Scheme] {
-			needTLS = true
-		}
-		u.brokers = append(u.brokers, bu.Redacted())
+		needTLS = needTLS || mqttclient.IsTLS(b)
 	}
+	var tlsConfig *tls.Config
 	if needTLS {
 		var err error
-		if u.tls, err = cfg.tlsConfig(); err != nil {
+		if tlsConfig, err = cfg.tlsConfig(); err != nil {
 			return nil, err
 		}
 	}
@@ -152,10 +142,18 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 	u.status = t.Device(cfg.DeviceID, wire.KindStatus)
 	u.filters[u.ack] = 1
 	u.filters[u.cmd] = 1
-	for _, k := range wire.DownlinkKinds {
+	for _, k := range record.DocKinds {
 		u.fleet[t.Fleet(k)] = k
 		u.filters[t.Fleet(k)] = 1
 	}
+	mc := cfg.mqttConfig()
+	u.tls = tlsConfig
+	mc.TLS, mc.Filters, mc.Handler, mc.Goodbye = tlsConfig, u.filters, u.onMessage, u.goodbye
+	mc.Will = func() (string, []byte, error) {
+		will, err := u.statusMessage(false)
+		return u.status, will, err
+	}
+	u.mqtt = mqttclient.New(mc)
 	return u, nil
 }
 
@@ -187,22 +185,14 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}()
 
 	s := newSender(u)
-	lk := &link{backoff: backoff.Backoff{Min: u.cfg.MinBackoff, Max: u.cfg.MaxBackoff}}
-	for {
-		err := u.session(ctx, s, lk)
-		var fe *fatalError
-		if errors.As(err, &fe) {
-			u.log.Error("uplink: stopped: the queue failed", logKeyErr, fe.err)
-			return fmt.Errorf("uplink: %w", fe.err)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		u.failed(lk, err)
-		if !backoff.Sleep(ctx, lk.backoff.Next()) {
-			return nil
-		}
+	err := u.mqtt.Run(ctx, func(ctx context.Context, ss *mqttclient.Session) error {
+		return s.run(ctx, ss.Client(), ss.Lost())
+	})
+	if err != nil {
+		u.log.Error("uplink: stopped: the queue failed", "err", err)
+		return fmt.Errorf("uplink: %w", err)
 	}
+	return nil
 }
 
 // Notify tells the uplink that records were appended, so that it sends
@@ -210,14 +200,14 @@ func (u *Uplink) Run(ctx context.Context) error {
 func (u *Uplink) Notify() { signal(u.wake) }
 
 // Connected reports whether the uplink is connected and subscribed.
-func (u *Uplink) Connected() bool { return u.connected.Load() }
+func (u *Uplink) Connected() bool { return u.mqtt.Connected() }
 
 // Stats returns a snapshot of the uplink's counters.
 func (u *Uplink) Stats() Stats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	s := u.stats
-	s.Connected = u.connected.Load()
+	s.Stats = u.mqtt.Stats()
 	return s
 }
 
@@ -229,72 +219,4 @@ func (u *Uplink) count(f func(*Stats)) {
 	u.mu.Lock()
 	f(&u.stats)
 	u.mu.Unlock()
-}
-
-// lostError ends a session whose connection was lost (or never came up
-// completely): there is nothing left to disconnect.
-type lostError struct{ err error }
-
-func (e *lostError) Error() string {
-	if e.err == nil {
-		return "connection lost"
-	}
-	return "connection lost: " + e.err.Error()
-}
-
-func (e *lostError) Unwrap() error { return e.err }
-
-// fatalError ends Run: the queue is closed or corrupt.
-type fatalError struct{ err error }
-
-func (e *fatalError) Error() string { return e.err.Error() }
-func (e *fatalError) Unwrap() error { return e.err }
-
-// link is the connection state of one Run, for backoff and for logging a
-// run of failures once.
-type link struct {
-	backoff   backoff.Backoff
-	up        bool      // the last session got connected and subscribed
-	down      bool      // an outage is being reported
-	downSince time.Time // when it began
-	failures  int       // failed attempts since it began
-}
-
-// failed records a session that ended with err (ctx still live).
-func (u *Uplink) failed(lk *link, err error) {
-	msg := "unknown error"
-	if err != nil {
-		msg = err.Error()
-	}
-	u.count(func(s *Stats) { s.LastError = msg })
-	if lk.up {
-		lk.up = false
-		lk.down, lk.downSince, lk.failures = true, time.Now(), 0
-		u.log.Warn("uplink: connection lost; reconnecting", logKeyErr, err)
-		return
-	}
-	lk.failures++
-	u.count(func(s *Stats) { s.ConnectFailures++ })
-	if !lk.down {
-		lk.down, lk.downSince = true, time.Now()
-		u.log.Warn("uplink: cannot connect; retrying", logKeyBroker, u.brokers, logKeyClientID, u.cfg.ClientID, logKeyErr, err)
-		return
-	}
-	u.log.Debug("uplink: connection attempt failed", logKeyAttempts, lk.failures, logKeyErr, err)
-}
-
-// up records a connection made and subscribed.
-func (u *Uplink) up(lk *link, broker string) {
-	lk.backoff.Reset()
-	switch {
-	case lk.down && lk.failures > 0:
-		u.log.Info(fmt.Sprintf("uplink connected after %d failed attempts", lk.failures),
-			logKeyBroker, broker, logKeyAttempts, lk.failures, logKeyDownFor, time.Since(lk.downSince).Round(time.Second))
-	case lk.down:
-		u.log.Info("uplink reconnected", logKeyBroker, broker, logKeyDownFor, time.Since(lk.downSince).Round(time.Second))
-	default:
-		u.log.Info("uplink connected", logKeyBroker, broker, logKeyClientID, u.cfg.ClientID)
-	}
-	lk.up, lk.down, lk.failures = true, false, 0
-	u.count(func(s *Stats) { s.Connects++ })
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
@@ -137,7 +138,7 @@ func TestDownlinks(t *testing.T) {
 	u := f.start()
 	waitFor(t, "connection", u.Connected)
 	forger := newKey(t)
-	keyring := f.fleetTopic(wire.DownlinkKeyring)
+	keyring := f.fleetTopic(record.DocKeyring)
 	publish := func(topic string, msg []byte) {
 		t.Helper()
 		if err := f.broker.Publish(topic, msg, true, 1); err != nil {
@@ -152,23 +153,23 @@ func TestDownlinks(t *testing.T) {
 		faulty bool // Apply fails
 		want   func(Stats) bool
 	}{
-		{"good", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`), false,
+		{"good", keyring, signedDownlink(t, f.fleet, record.DocKeyring, 5, `{"v":5}`), false,
 			func(s Stats) bool { return s.DownlinksApplied == 1 }},
-		{"forged", keyring, signedDownlink(t, forger, wire.DownlinkKeyring, 6, `{"v":6}`), false,
+		{"forged", keyring, signedDownlink(t, forger, record.DocKeyring, 6, `{"v":6}`), false,
 			func(s Stats) bool { return s.DownlinksRefused == 1 }},
-		{"older", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 4, `{"v":4}`), false,
+		{"older", keyring, signedDownlink(t, f.fleet, record.DocKeyring, 4, `{"v":4}`), false,
 			func(s Stats) bool { return s.DownlinksRefused == 2 }},
-		{"same again", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`), false,
+		{"same again", keyring, signedDownlink(t, f.fleet, record.DocKeyring, 5, `{"v":5}`), false,
 			func(s Stats) bool { return s.DownlinksUnchanged >= 1 }},
 		{"malformed", keyring, []byte("FGW1 this is not a downlink at all, but long enough to look like one........................"), false,
 			func(s Stats) bool { return s.DownlinksRefused == 3 }},
-		{"kind not the topic's", keyring, signedDownlink(t, f.fleet, wire.DownlinkDenyList, 9, `{}`), false,
+		{"kind not the topic's", keyring, signedDownlink(t, f.fleet, record.DocDenyList, 9, `{}`), false,
 			func(s Stats) bool { return s.DownlinksRefused == 4 }},
 		{"an ack on a fleet topic", keyring, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: []wire.Range{{From: 1, To: 1}}}, f.fleet), false,
 			func(s Stats) bool { return s.DownlinksRefused == 5 }},
-		{"Apply fails", keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 7, `{"v":7}`), true,
+		{"Apply fails", keyring, signedDownlink(t, f.fleet, record.DocKeyring, 7, `{"v":7}`), true,
 			func(s Stats) bool { return s.DownlinksRefused == 6 }},
-		{"fares", f.fleetTopic(wire.DownlinkFares), signedDownlink(t, f.fleet, wire.DownlinkFares, 2, `{"v":2}`), false,
+		{"fares", f.fleetTopic(record.DocFares), signedDownlink(t, f.fleet, record.DocFares, 2, `{"v":2}`), false,
 			func(s Stats) bool { return s.DownlinksApplied == 2 }},
 	} {
 		f.state.mu.Lock()
@@ -190,16 +191,16 @@ func TestDownlinks(t *testing.T) {
 			return false
 		}
 		st, err := openStatus(msg, pubOf(f.dev))
-		return err == nil && st.Versions[wire.DownlinkKeyring] == 5 && st.Versions[wire.DownlinkFares] == 2
+		return err == nil && st.Versions[record.DocKeyring] == 5 && st.Versions[record.DocFares] == 2
 	})
 
 	// Reconnecting sees the retained downlinks again: not applied twice.
-	publish(keyring, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 5, `{"v":5}`))
+	publish(keyring, signedDownlink(t, f.fleet, record.DocKeyring, 5, `{"v":5}`))
 	waitFor(t, "the keyring seen again", func() bool { return u.Stats().DownlinksUnchanged >= 2 })
 	before := u.Stats()
 	f.broker.Restart()
 	waitFor(t, "reconnection", func() bool { s := u.Stats(); return s.Connected && s.Connects > before.Connects })
-	publish(f.fleetTopic(wire.DownlinkDenyList), signedDownlink(t, f.fleet, wire.DownlinkDenyList, 1, `{}`))
+	publish(f.fleetTopic(record.DocDenyList), signedDownlink(t, f.fleet, record.DocDenyList, 1, `{}`))
 	waitFor(t, "the deny list", func() bool { return u.Stats().DownlinksApplied == 3 })
 	if got, want := f.state.appliedList(), []string{"keyring/5", "fares/2", "denylist/1"}; !slices.Equal(got, want) {
 		t.Errorf("applied %v, want %v", got, want)
@@ -224,7 +225,7 @@ func TestAcksAndCommandsChecked(t *testing.T) {
 		{"ack for another device", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: "other", Epoch: f.q.Epoch(), Ranges: all}, f.fleet)},
 		{"ack for another epoch", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: "0123", Ranges: all}, f.fleet)},
 		{"garbage ack", wire.KindAck, []byte("garbage")},
-		{"downlink on the ack topic", wire.KindAck, signedDownlink(t, f.fleet, wire.DownlinkKeyring, 1, `{}`)},
+		{"downlink on the ack topic", wire.KindAck, signedDownlink(t, f.fleet, record.DocKeyring, 1, `{}`)},
 		{"forged replay", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 1, To: 5}, forger)},
 		{"replay for another epoch", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: "x", From: 1, To: 5}, f.fleet)},
 		{"ack on the command topic", wire.KindCmd, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: all}, f.fleet)},
@@ -285,12 +286,12 @@ func TestStatusAndLastWill(t *testing.T) {
 	statusTopic := f.topic(wire.KindStatus)
 	w := watchStatus(t, f.broker.URL(), statusTopic, pubOf(f.dev))
 	appendTaps(t, f.q, f.taps, 7)
-	f.state.Apply(wire.DownlinkFares, 3, nil)
+	f.state.Apply(record.DocFares, 3, nil)
 	u := f.start()
 
 	st := w.next(t, "online", func(s *wire.Status) bool { return s.Online })
 	if st.DeviceID != f.id || st.QueueDepth != 7 || st.LastSeq != 7 || st.Epoch != f.q.Epoch() ||
-		st.Software != "farego-test 1.0" || st.Versions[wire.DownlinkFares] != 3 || st.Time.IsZero() {
+		st.Software != "farego-test 1.0" || st.Versions[record.DocFares] != 3 || st.Time.IsZero() {
 		t.Errorf("online status = %+v, want device %s, 7 queued, last seq 7, epoch, software, fares 3", st, f.id)
 	}
 
@@ -437,7 +438,7 @@ func TestUnsendableRecordStays(t *testing.T) {
 	f := newFixture(t, nil)
 	srv := serverFor(f)
 	appendTaps(t, f.q, f.taps, 5)
-	big := make([]byte, wire.MaxRecordSize+1)
+	big := make([]byte, record.MaxSize+1)
 	if _, err := f.q.Append(context.Background(), big); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
 package wire
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/farego/farego/agent/record"
+)
 
 const (
 	ackVersion = 1
@@ -45,22 +49,22 @@ func Ranges(seqs []uint64) []Range {
 
 // MarshalBinary encodes the ack payload.
 func (a *Ack) MarshalBinary() ([]byte, error) {
-	if err := ValidDeviceID(a.DeviceID); err != nil {
+	if err := record.ValidDeviceID(a.DeviceID); err != nil {
 		return nil, err
 	}
 	if err := checkRanges(a.Ranges); err != nil {
 		return nil, err
 	}
-	e := enc{}
-	e.u8(ackVersion)
-	e.str(a.DeviceID)
-	e.str(a.Epoch)
-	e.uvar(uint64(len(a.Ranges)))
+	e := record.Encoder{}
+	e.U8(ackVersion)
+	e.Str(a.DeviceID)
+	e.Str(a.Epoch)
+	e.Uvar(uint64(len(a.Ranges)))
 	for _, r := range a.Ranges {
-		e.u64(r.From)
-		e.u64(r.To)
+		e.U64(r.From)
+		e.U64(r.To)
 	}
-	return e.b, nil
+	return e.B, nil
 }
 
 func checkRanges(rs []Range) error {
@@ -77,22 +81,22 @@ func checkRanges(rs []Range) error {
 
 // ParseAck decodes an ack payload strictly.
 func ParseAck(p []byte) (*Ack, error) {
-	d := dec{b: p}
-	if v := d.u8("version"); d.err == nil && v != ackVersion {
+	d := record.NewDecoder(p, ErrMalformed)
+	if v := d.U8("version"); d.Err() == nil && v != ackVersion {
 		return nil, fmt.Errorf("%w: ack version %d", ErrUnsupported, v)
 	}
-	a := &Ack{DeviceID: d.str("device id", maxName), Epoch: d.str("epoch", maxName)}
-	n := d.uvar("range count")
-	if d.err == nil && (n == 0 || n > MaxAckRanges) {
+	a := &Ack{DeviceID: d.Str("device id", maxName), Epoch: d.Str("epoch", maxName)}
+	n := d.Uvar("range count")
+	if d.Err() == nil && (n == 0 || n > MaxAckRanges) {
 		return nil, fmt.Errorf("%w: %d ranges, want 1 to %d", ErrMalformed, n, MaxAckRanges)
 	}
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		a.Ranges = append(a.Ranges, Range{From: d.u64("from"), To: d.u64("to")})
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		a.Ranges = append(a.Ranges, Range{From: d.U64("from"), To: d.U64("to")})
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
-	if err := ValidDeviceID(a.DeviceID); err != nil {
+	if err := record.ValidDeviceID(a.DeviceID); err != nil {
 		return nil, err
 	}
 	if err := checkRanges(a.Ranges); err != nil {
@@ -111,32 +115,32 @@ type Replay struct {
 
 // MarshalBinary encodes the replay request.
 func (r *Replay) MarshalBinary() ([]byte, error) {
-	if err := ValidDeviceID(r.DeviceID); err != nil {
+	if err := record.ValidDeviceID(r.DeviceID); err != nil {
 		return nil, err
 	}
 	if r.From == 0 || r.From > r.To {
 		return nil, fmt.Errorf("%w: replay range %d-%d", ErrMalformed, r.From, r.To)
 	}
-	e := enc{}
-	e.u8(1)
-	e.str(r.DeviceID)
-	e.str(r.Epoch)
-	e.u64(r.From)
-	e.u64(r.To)
-	return e.b, nil
+	e := record.Encoder{}
+	e.U8(1)
+	e.Str(r.DeviceID)
+	e.Str(r.Epoch)
+	e.U64(r.From)
+	e.U64(r.To)
+	return e.B, nil
 }
 
 // ParseReplay decodes a replay request strictly.
 func ParseReplay(p []byte) (*Replay, error) {
-	d := dec{b: p}
-	if v := d.u8("version"); d.err == nil && v != 1 {
+	d := record.NewDecoder(p, ErrMalformed)
+	if v := d.U8("version"); d.Err() == nil && v != 1 {
 		return nil, fmt.Errorf("%w: replay version %d", ErrUnsupported, v)
 	}
-	r := &Replay{DeviceID: d.str("device id", maxName), Epoch: d.str("epoch", maxName), From: d.u64("from"), To: d.u64("to")}
-	if err := d.end(); err != nil {
+	r := &Replay{DeviceID: d.Str("device id", maxName), Epoch: d.Str("epoch", maxName), From: d.U64("from"), To: d.U64("to")}
+	if err := d.End(); err != nil {
 		return nil, err
 	}
-	if err := ValidDeviceID(r.DeviceID); err != nil {
+	if err := record.ValidDeviceID(r.DeviceID); err != nil {
 		return nil, err
 	}
 	if r.From == 0 || r.From > r.To {

@@ -3,6 +3,8 @@ package wire
 import (
 	"fmt"
 	"time"
+
+	"github.com/farego/farego/agent/record"
 )
 
 // MaxBatchRecords bounds the records in one batch.
@@ -28,7 +30,7 @@ type Batch struct {
 
 // MarshalBinary encodes the batch payload.
 func (b *Batch) MarshalBinary() ([]byte, error) {
-	if err := ValidDeviceID(b.DeviceID); err != nil {
+	if err := record.ValidDeviceID(b.DeviceID); err != nil {
 		return nil, err
 	}
 	if len(b.Records) == 0 || len(b.Records) > MaxBatchRecords {
@@ -39,53 +41,53 @@ func (b *Batch) MarshalBinary() ([]byte, error) {
 	}
 	size := 0
 	for _, r := range b.Records {
-		if len(r.Data) > MaxRecordSize {
-			return nil, fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrTooLarge, r.Seq, len(r.Data), MaxRecordSize)
+		if len(r.Data) > record.MaxSize {
+			return nil, fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrTooLarge, r.Seq, len(r.Data), record.MaxSize)
 		}
 		size += len(r.Data) + 12
 	}
-	e := enc{b: make([]byte, 0, size+100)}
-	e.u8(batchVersion)
-	e.str(b.DeviceID)
-	e.str(b.Epoch)
-	e.u64(uint64(b.SentAt.UnixMilli()))
-	e.uvar(uint64(len(b.Records)))
+	e := record.Encoder{B: make([]byte, 0, size+100)}
+	e.U8(batchVersion)
+	e.Str(b.DeviceID)
+	e.Str(b.Epoch)
+	e.U64(uint64(b.SentAt.UnixMilli()))
+	e.Uvar(uint64(len(b.Records)))
 	for _, r := range b.Records {
-		e.u64(r.Seq)
-		e.bytes(r.Data)
+		e.U64(r.Seq)
+		e.Bytes(r.Data)
 	}
-	return e.b, nil
+	return e.B, nil
 }
 
 // ParseBatch decodes a batch payload strictly: known version, a valid device
 // id, 1 to MaxBatchRecords records with strictly increasing sequence numbers.
 func ParseBatch(p []byte) (*Batch, error) {
-	d := dec{b: p}
-	if v := d.u8("version"); d.err == nil && v != batchVersion {
+	d := record.NewDecoder(p, ErrMalformed)
+	if v := d.U8("version"); d.Err() == nil && v != batchVersion {
 		return nil, fmt.Errorf("%w: batch version %d", ErrUnsupported, v)
 	}
 	b := &Batch{}
-	b.DeviceID = d.str("device id", maxName)
-	b.Epoch = d.str("epoch", maxName)
-	b.SentAt = time.UnixMilli(int64(d.u64("sent at") & (1<<62 - 1))).UTC()
-	n := d.uvar("record count")
-	if d.err == nil && (n == 0 || n > MaxBatchRecords) {
+	b.DeviceID = d.Str("device id", maxName)
+	b.Epoch = d.Str("epoch", maxName)
+	b.SentAt = time.UnixMilli(int64(d.U64("sent at") & (1<<62 - 1))).UTC()
+	n := d.Uvar("record count")
+	if d.Err() == nil && (n == 0 || n > MaxBatchRecords) {
 		return nil, fmt.Errorf("%w: batch of %d records, want 1 to %d", ErrMalformed, n, MaxBatchRecords)
 	}
-	if d.err == nil {
+	if d.Err() == nil {
 		b.Records = make([]Record, 0, n)
 	}
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		r := Record{Seq: d.u64("seq"), Data: d.bytes("record", MaxRecordSize)}
-		if d.err == nil && i > 0 && r.Seq <= b.Records[i-1].Seq {
-			d.fail("sequence numbers not increasing (%d after %d)", r.Seq, b.Records[i-1].Seq)
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		r := Record{Seq: d.U64("seq"), Data: d.Bytes("record", record.MaxSize)}
+		if d.Err() == nil && i > 0 && r.Seq <= b.Records[i-1].Seq {
+			d.Fail("sequence numbers not increasing (%d after %d)", r.Seq, b.Records[i-1].Seq)
 		}
 		b.Records = append(b.Records, r)
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
-	if err := ValidDeviceID(b.DeviceID); err != nil {
+	if err := record.ValidDeviceID(b.DeviceID); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -12,8 +12,9 @@
 // by the device's own key; acks, replay requests and fleet downlinks by the
 // operator's fleet key.
 //
-// Payloads are compact binary (batches, acks, tap records) or JSON (status,
-// downlink bodies); every decoder is strict: unknown versions, trailing
+// Payloads are compact binary (batches, acks; a batch carries tap records,
+// whose format and the encoding the messages share live in agent/record,
+// below both ends) or JSON (status, downlink bodies); every decoder is strict: unknown versions, trailing
 // bytes, oversized fields, bad UTF-8 and out-of-range values are errors,
 // never panics.
 //

@@ -1,11 +1,10 @@
 package wire
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"time"
+
+	"github.com/farego/farego/agent/record"
 )
 
 // Downlink is a fleet-wide, versioned document (keyring, deny list or fare
@@ -13,7 +12,7 @@ import (
 // A device applies it only if the signature verifies, the kind matches the
 // topic, and the version is newer than the one it has.
 type Downlink struct {
-	Kind     string // DownlinkKeyring, DownlinkDenyList or DownlinkFares
+	Kind     string // record.DocKeyring, record.DocDenyList or record.DocFares
 	Version  uint64
 	IssuedAt time.Time
 	Body     []byte // the document: keyring JSON, DenyList JSON, fare table JSON
@@ -27,17 +26,17 @@ func (d *Downlink) MarshalBinary() ([]byte, error) {
 	if d.Version == 0 {
 		return nil, fmt.Errorf("%w: downlink version must be at least 1", ErrMalformed)
 	}
-	e := enc{b: make([]byte, 0, len(d.Body)+40)}
-	e.u8(1)
-	e.str(d.Kind)
-	e.u64(d.Version)
-	e.u64(uint64(d.IssuedAt.UnixMilli()))
-	e.bytes(d.Body)
-	return e.b, nil
+	e := record.Encoder{B: make([]byte, 0, len(d.Body)+40)}
+	e.U8(1)
+	e.Str(d.Kind)
+	e.U64(d.Version)
+	e.U64(uint64(d.IssuedAt.UnixMilli()))
+	e.Bytes(d.Body)
+	return e.B, nil
 }
 
 func validKind(k string) bool {
-	for _, v := range DownlinkKinds {
+	for _, v := range record.DocKinds {
 		if k == v {
 			return true
 		}
@@ -47,14 +46,14 @@ func validKind(k string) bool {
 
 // ParseDownlink decodes a downlink payload strictly.
 func ParseDownlink(p []byte) (*Downlink, error) {
-	d := dec{b: p}
-	if v := d.u8("version"); d.err == nil && v != 1 {
+	d := record.NewDecoder(p, ErrMalformed)
+	if v := d.U8("version"); d.Err() == nil && v != 1 {
 		return nil, fmt.Errorf("%w: downlink format %d", ErrUnsupported, v)
 	}
-	dl := &Downlink{Kind: d.str("kind", 16), Version: d.u64("version")}
-	dl.IssuedAt = time.UnixMilli(int64(d.u64("issued at") & (1<<62 - 1))).UTC()
-	dl.Body = d.bytes("body", MaxPayloadSize)
-	if err := d.end(); err != nil {
+	dl := &Downlink{Kind: d.Str("kind", 16), Version: d.U64("version")}
+	dl.IssuedAt = time.UnixMilli(int64(d.U64("issued at") & (1<<62 - 1))).UTC()
+	dl.Body = d.Bytes("body", MaxPayloadSize)
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	if !validKind(dl.Kind) {
@@ -64,46 +63,4 @@ func ParseDownlink(p []byte) (*Downlink, error) {
 		return nil, fmt.Errorf("%w: downlink version 0", ErrMalformed)
 	}
 	return dl, nil
-}
-
-// MaxDenyEntries bounds a deny list.
-const MaxDenyEntries = 1_000_000
-
-// DenyList is the deny-list document: accounts (Serial 0) or single
-// credentials (account + serial) that validators must refuse.
-type DenyList struct {
-	Version uint64      `json:"version"`
-	Entries []DenyEntry `json:"entries"`
-}
-
-// DenyEntry is one deny-list entry.
-type DenyEntry struct {
-	Account uint64 `json:"account"`
-	Serial  uint32 `json:"serial,omitempty"` // 0: the whole account
-	Reason  string `json:"reason,omitempty"`
-}
-
-// ParseDenyList decodes a deny-list document strictly.
-func ParseDenyList(b []byte) (*DenyList, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var dl DenyList
-	if err := dec.Decode(&dl); err != nil {
-		return nil, fmt.Errorf("%w: deny list: %v", ErrMalformed, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: deny list: trailing data", ErrMalformed)
-	}
-	if dl.Version == 0 {
-		return nil, fmt.Errorf("%w: deny list version must be at least 1", ErrMalformed)
-	}
-	if len(dl.Entries) > MaxDenyEntries {
-		return nil, fmt.Errorf("%w: deny list of %d entries, limit %d", ErrTooLarge, len(dl.Entries), MaxDenyEntries)
-	}
-	for i, e := range dl.Entries {
-		if e.Account == 0 {
-			return nil, fmt.Errorf("%w: deny list entry %d has no account", ErrMalformed, i)
-		}
-	}
-	return &dl, nil
 }

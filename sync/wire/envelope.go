@@ -139,7 +139,7 @@ func Open(msg []byte, want Type, pub ed25519.PublicKey) ([]byte, error) {
 	defer r.Close()
 	out, err := io.ReadAll(io.LimitReader(r, MaxPayloadSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: inflate: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: inflate: %w", ErrMalformed, err)
 	}
 	if len(out) > MaxPayloadSize {
 		return nil, fmt.Errorf("%w: inflates past %d bytes", ErrTooLarge, MaxPayloadSize)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/farego/farego/agent/record"
 )
 
 // MaxStatusSize bounds a status payload.
@@ -29,7 +31,7 @@ type Status struct {
 
 // MarshalBinary encodes the status payload (JSON).
 func (s *Status) MarshalBinary() ([]byte, error) {
-	if err := ValidDeviceID(s.DeviceID); err != nil {
+	if err := record.ValidDeviceID(s.DeviceID); err != nil {
 		return nil, err
 	}
 	return json.Marshal(s)
@@ -44,12 +46,12 @@ func ParseStatus(p []byte) (*Status, error) {
 	dec.DisallowUnknownFields()
 	var s Status
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("%w: status: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: status: %w", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: status: trailing data", ErrMalformed)
 	}
-	if err := ValidDeviceID(s.DeviceID); err != nil {
+	if err := record.ValidDeviceID(s.DeviceID); err != nil {
 		return nil, err
 	}
 	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {

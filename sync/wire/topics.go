@@ -2,8 +2,9 @@ package wire
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/farego/farego/agent/record"
 )
 
 // DefaultPrefix is the topic prefix when none is configured.
@@ -16,44 +17,6 @@ const (
 	KindStatus = "status"
 	KindCmd    = "cmd"
 )
-
-// Fleet downlink kinds; each is also the last topic level under PREFIX/fleet.
-const (
-	DownlinkKeyring  = "keyring"
-	DownlinkDenyList = "denylist"
-	DownlinkFares    = "fares"
-)
-
-// DownlinkKinds lists the fleet downlinks.
-var DownlinkKinds = []string{DownlinkKeyring, DownlinkDenyList, DownlinkFares}
-
-var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-
-// ValidDeviceID reports an error unless id is 1 to 64 characters of
-// letters, digits, '_', '.', '-', starting with a letter or digit. Device ids
-// appear in topics and tap ids, so MQTT wildcards and '/' are excluded.
-func ValidDeviceID(id string) error {
-	if !deviceIDRE.MatchString(id) {
-		return fmt.Errorf("%w: device id %q must be 1-64 letters, digits, '_', '.' or '-'", ErrMalformed, id)
-	}
-	return nil
-}
-
-// ReservedDeviceID reports whether id is one no device may have: the
-// settlement server's and the broker's own names ("farego-…" and a few
-// words an operator would recognise as not a bus). Registration and the
-// provisioning tool refuse them.
-func ReservedDeviceID(id string) bool {
-	l := strings.ToLower(id)
-	if strings.HasPrefix(l, "farego") {
-		return true
-	}
-	switch l {
-	case "server", "broker", "admin", "root", "operator", "settlement", "mosquitto", "emqx":
-		return true
-	}
-	return false
-}
 
 // Topics builds topic names under a prefix.
 type Topics struct {
@@ -87,7 +50,7 @@ func (t Topics) ParseDevice(topic string) (id, kind string, err error) {
 		return "", "", fmt.Errorf("%w: %q", ErrBadTopic, topic)
 	}
 	id, kind, ok = strings.Cut(rest, "/")
-	if !ok || strings.Contains(kind, "/") || ValidDeviceID(id) != nil {
+	if !ok || strings.Contains(kind, "/") || record.ValidDeviceID(id) != nil {
 		return "", "", fmt.Errorf("%w: %q", ErrBadTopic, topic)
 	}
 	switch kind {
@@ -101,7 +64,7 @@ func (t Topics) ParseDevice(topic string) (id, kind string, err error) {
 func (t Topics) ParseFleet(topic string) (string, error) {
 	kind, ok := strings.CutPrefix(topic, t.prefix()+"/fleet/")
 	if ok {
-		for _, k := range DownlinkKinds {
+		for _, k := range record.DocKinds {
 			if k == kind {
 				return k, nil
 			}
@@ -109,3 +72,5 @@ func (t Topics) ParseFleet(topic string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: %q", ErrBadTopic, topic)
 }
+
+const maxName = 64 // bounds device ids, epochs and other names in messages

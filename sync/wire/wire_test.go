@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/agent/record/recordtest"
 )
 
 func newKey(tb testing.TB) ed25519.PrivateKey {
@@ -26,70 +26,7 @@ func newKey(tb testing.TB) ed25519.PrivateKey {
 
 func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-func sampleTap(tb testing.TB, seq uint64) *Tap {
-	tb.Helper()
-	now := time.Unix(1767229250, 0)
-	is := paycodetest.NewIssuer(tb, 7, now)
-	r := is.Rider(tb, 4242, now)
-	c, err := paycode.ParseText(r.Code(tb, now))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &Tap{
-		DeviceID: "bus-17-front", Epoch: "0123456789abcdef0123456789abcdef", Seq: seq,
-		Time: now.Add(123 * time.Millisecond).UTC(), Route: "42", Vehicle: "bus-17", Scanner: "front",
-		Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
-		Fare: 250, Currency: "EUR", FareVersion: 3, KeyringVersion: 2, Software: "v1.2.3",
-		PrevHash: RecordHash([]byte("previous")),
-	}
-}
-
-func TestTapRoundTrip(t *testing.T) {
-	tap := sampleTap(t, 9)
-	b, err := tap.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParseTap(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, tap) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", got, tap)
-	}
-	if tap.ID() != "bus-17-front/0123456789abcdef0123456789abcdef/9" {
-		t.Errorf("ID = %q", tap.ID())
-	}
-	t.Logf("tap record: %d bytes", len(b))
-	// Every strict prefix is refused, and so is a trailing byte.
-	for i := range b {
-		if _, err := ParseTap(b[:i]); !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupported) {
-			t.Fatalf("prefix of %d bytes: err = %v", i, err)
-		}
-	}
-	if _, err := ParseTap(append(b, 0)); !errors.Is(err, ErrMalformed) {
-		t.Errorf("trailing byte: err = %v", err)
-	}
-	// Fields that disagree with the code are refused.
-	bad := *tap
-	bad.Account++
-	bb, _ := bad.MarshalBinary()
-	if _, err := ParseTap(bb); !errors.Is(err, ErrMalformed) {
-		t.Errorf("account differing from the code: err = %v", err)
-	}
-	for name, mod := range map[string]func(*Tap){
-		"bad device id": func(t *Tap) { t.DeviceID = "a/b" },
-		"short code":    func(t *Tap) { t.Code = t.Code[:10] },
-		"negative fare": func(t *Tap) { t.Fare = -1 },
-		"long currency": func(t *Tap) { t.Currency = "EURO" },
-	} {
-		x := *tap
-		mod(&x)
-		if _, err := x.MarshalBinary(); err == nil {
-			t.Errorf("%s: MarshalBinary succeeded", name)
-		}
-	}
-}
+func sampleTap(tb testing.TB, seq uint64) *record.Tap { return recordtest.Tap(tb, seq) }
 
 func TestEnvelope(t *testing.T) {
 	dev, other := newKey(t), newKey(t)
@@ -214,9 +151,9 @@ func TestAckAndReplayRoundTrip(t *testing.T) {
 }
 
 func TestDownlinkAndDenyList(t *testing.T) {
-	dl := &DenyList{Version: 5, Entries: []DenyEntry{{Account: 1001, Reason: "negative_balance"}, {Account: 1002, Serial: 3, Reason: "code_reused"}}}
+	dl := &record.DenyList{Version: 5, Entries: []record.DenyEntry{{Account: 1001, Reason: "negative_balance"}, {Account: 1002, Serial: 3, Reason: "code_reused"}}}
 	body, _ := jsonMarshal(dl)
-	d := &Downlink{Kind: DownlinkDenyList, Version: 5, IssuedAt: time.UnixMilli(1767229250000).UTC(), Body: body}
+	d := &Downlink{Kind: record.DocDenyList, Version: 5, IssuedAt: time.UnixMilli(1767229250000).UTC(), Body: body}
 	p, err := d.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +162,7 @@ func TestDownlinkAndDenyList(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, d) {
 		t.Fatalf("downlink round trip: %+v, %v", got, err)
 	}
-	back, err := ParseDenyList(got.Body)
+	back, err := record.ParseDenyList(got.Body)
 	if err != nil || !reflect.DeepEqual(back, dl) {
 		t.Errorf("deny list round trip: %+v, %v", back, err)
 	}
@@ -235,7 +172,7 @@ func TestDownlinkAndDenyList(t *testing.T) {
 		"unknown field": `{"version":1,"entries":[],"x":1}`,
 		"trailing":      `{"version":1,"entries":[]}x`,
 	} {
-		if _, err := ParseDenyList([]byte(doc)); err == nil {
+		if _, err := record.ParseDenyList([]byte(doc)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -277,12 +214,12 @@ func TestTopics(t *testing.T) {
 			t.Errorf("ParseDevice(%q): err = %v", bad, err)
 		}
 	}
-	if k, err := (Topics{}).ParseFleet("farego/fleet/denylist"); err != nil || k != DownlinkDenyList {
+	if k, err := (Topics{}).ParseFleet("farego/fleet/denylist"); err != nil || k != record.DocDenyList {
 		t.Errorf("ParseFleet = %q, %v", k, err)
 	}
 	for _, id := range []string{"", "a/b", "a+b", "#", strings.Repeat("a", 65), "-a"} {
-		if ValidDeviceID(id) == nil {
-			t.Errorf("ValidDeviceID(%q) accepted", id)
+		if record.ValidDeviceID(id) == nil {
+			t.Errorf("record.ValidDeviceID(%q) accepted", id)
 		}
 	}
 }

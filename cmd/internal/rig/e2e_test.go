@@ -9,12 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/cmd/internal/powercut"
 )
 
 // binDir holds the binaries built once for these tests.
 var binDir string
 
 func TestMain(m *testing.M) {
+	powercut.Main() // serves a power-cut disk when started as one; returns otherwise
 	dir, err := os.MkdirTemp("", "farego-rig-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

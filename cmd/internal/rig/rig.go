@@ -39,7 +39,7 @@ func Build(ctx context.Context, root, dir string) error {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b, err, out)
+			return fmt.Errorf("go build %s: %w\n%s", b, err, out)
 		}
 	}
 	return nil
@@ -63,7 +63,11 @@ type Rig struct {
 	ExternalBroker bool
 	// ServerEnv is added to the server's environment at its next start.
 	ServerEnv []string
-	broker    *proc
+	// ServerData, if set, is the server's data directory (ledger and
+	// keys) instead of DIR/server: the power-cut test puts it on a
+	// power-cut disk.
+	ServerData string
+	broker     *proc
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -74,8 +78,6 @@ func New(dir, bin string, log io.Writer) *Rig {
 	return &Rig{Dir: dir, Bin: bin, Log: log, mqttListen: "127.0.0.1:0"}
 }
 
-func (r *Rig) logf(format string, a ...any) { fmt.Fprintf(r.Log, format+"\n", a...) }
-
 func (r *Rig) bin(name string) string { return filepath.Join(r.Bin, name) }
 
 // command runs a tool to completion and returns its standard output.
@@ -84,7 +86,7 @@ func (r *Rig) command(ctx context.Context, name string, args ...string) (string,
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
 }
@@ -111,7 +113,12 @@ func (r *Rig) Init(ctx context.Context, faresJSON string) error {
 	return nil
 }
 
-func (r *Rig) serverDir() string { return filepath.Join(r.Dir, "server") }
+func (r *Rig) serverDir() string {
+	if r.ServerData != "" {
+		return r.ServerData
+	}
+	return filepath.Join(r.Dir, "server")
+}
 
 // proc is a farego-settlement process (server, broker or extra instance).
 type proc struct {
@@ -147,7 +154,7 @@ func (r *Rig) startProc(ctx context.Context, name string, env []string, args ...
 		}
 		select {
 		case err := <-p.done:
-			return nil, nil, fmt.Errorf("%s exited: %v (see %s)", name, err, filepath.Join(r.Dir, name+".log"))
+			return nil, nil, fmt.Errorf("%s exited: %w (see %s)", name, err, filepath.Join(r.Dir, name+".log"))
 		case <-ctx.Done():
 			p.stop(syscall.SIGKILL)
 			return nil, nil, ctx.Err()
@@ -296,7 +303,7 @@ type Device struct {
 	Link   *netcut.Proxy
 	master *os.File
 	cmd    *exec.Cmd
-	done   chan error
+	exit   *exit
 	Lines  chan string // the validator's feedback lines
 	mu     sync.Mutex
 }
@@ -332,7 +339,22 @@ func (r *Rig) Provision(ctx context.Context, id, route string) (*Device, error) 
 
 // SetPolicy replaces lines of the device config's [policy] section, e.g.
 // SetPolicy("passback_window", `"-1s"`).
-func (d *Device) SetPolicy(key, value string) error {
+func (d *Device) SetPolicy(key, value string) error { return d.SetConfig(key, value) }
+
+// AppendConfig adds TOML (a section the config does not have yet) to the
+// end of the device config.
+func (d *Device) AppendConfig(toml string) error {
+	cfg := filepath.Join(d.Dir, "validator.toml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(cfg, append(b, "\n"+toml+"\n"...), 0o600)
+}
+
+// SetConfig replaces the line "key = …" of the device config (the first
+// key of that name in any section), e.g. SetConfig("data_dir", `"/mnt/x"`).
+func (d *Device) SetConfig(key, value string) error {
 	cfg := filepath.Join(d.Dir, "validator.toml")
 	b, err := os.ReadFile(cfg)
 	if err != nil {
@@ -351,9 +373,25 @@ func (d *Device) SetPolicy(key, value string) error {
 	return os.WriteFile(cfg, []byte(strings.Join(lines, "\n")), 0o600)
 }
 
+// exit is a validator process's end, for any number of waiters.
+type exit struct {
+	done chan struct{} // closed when the process has been reaped
+	err  error
+}
+
 // Start runs the validator on a fresh pseudo-terminal and waits until it
 // reads the scanner.
-func (d *Device) Start(ctx context.Context) error {
+func (d *Device) Start(ctx context.Context) error { return d.start(ctx, -1) }
+
+// StartKilled starts the validator like Start and SIGKILLs it after the
+// given time, whether or not it is ready by then: a power cut while it
+// boots. It returns nil if the validator became ready first; call Stop(true)
+// afterwards either way.
+func (d *Device) StartKilled(ctx context.Context, after time.Duration) error {
+	return d.start(ctx, after)
+}
+
+func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 	master, slave, err := pty.Open()
 	if err != nil {
 		return err
@@ -401,16 +439,19 @@ func (d *Device) Start(ctx context.Context) error {
 		}
 		close(lines)
 	}()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
+	ex := &exit{done: make(chan struct{})}
+	go func() { ex.err = cmd.Wait(); logf.Close(); close(ex.done) }()
+	if killAfter >= 0 {
+		time.AfterFunc(killAfter, func() { cmd.Process.Kill() })
+	}
 	d.mu.Lock()
-	d.master, d.cmd, d.done, d.Lines = master, cmd, done, lines
+	d.master, d.cmd, d.exit, d.Lines = master, cmd, ex, lines
 	d.mu.Unlock()
 	select {
 	case <-connected:
 		return nil
-	case err := <-done:
-		return fmt.Errorf("validator %s exited: %v (see %s)", d.ID, err, filepath.Join(d.Dir, "validator.log"))
+	case <-ex.done:
+		return fmt.Errorf("validator %s exited: %w (see %s)", d.ID, ex.err, filepath.Join(d.Dir, "validator.log"))
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("validator %s did not open its scanner in 60 s", d.ID)
 	case <-ctx.Done():
@@ -452,7 +493,7 @@ func (d *Device) Write(text string) error {
 // Stop stops the validator: gracefully (SIGTERM) or, with kill, SIGKILL.
 func (d *Device) Stop(kill bool) error {
 	d.mu.Lock()
-	cmd, done, m := d.cmd, d.done, d.master
+	cmd, ex, m := d.cmd, d.exit, d.master
 	d.cmd = nil
 	d.mu.Unlock()
 	if cmd == nil {
@@ -463,13 +504,13 @@ func (d *Device) Stop(kill bool) error {
 		sig = syscall.SIGKILL
 	}
 	cmd.Process.Signal(sig)
-	var err error
 	select {
-	case err = <-done:
+	case <-ex.done:
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
-		err = <-done
+		<-ex.done
 	}
+	err := ex.err
 	m.Close()
 	if kill {
 		return nil

@@ -1,0 +1,35 @@
+package record
+
+import "github.com/farego/farego/agent/paycode"
+
+// Reason is the stable, machine-readable reason a tap was refused: one of
+// paycode's (the code itself) or one the validator adds (its state). They
+// are API: logs, metrics, feedback, the check command's output.
+type Reason = paycode.Reason
+
+// Reasons the validator adds after paycode's, in checking order.
+const (
+	ReasonDenied    Reason = "denied"     // account or credential on the deny list
+	ReasonDuplicate Reason = "duplicate"  // this code was accepted here before: no charge
+	ReasonPassback  Reason = "passback"   // the same account within the passback window
+	ReasonRiskCap   Reason = "risk_cap"   // the account reached the offline cap
+	ReasonNoFare    Reason = "no_fare"    // out of service: no fare table or fare
+	ReasonQueueFull Reason = "queue_full" // out of service: the queue is full
+	ReasonClock     Reason = "clock"      // out of service: the clock is unset
+	ReasonInternal  Reason = "internal"   // out of service: recording failed
+)
+
+// Reasons lists every reason a validator can give, in checking order.
+var Reasons = append(append([]Reason(nil), paycode.Reasons...),
+	ReasonDenied, ReasonDuplicate, ReasonPassback, ReasonRiskCap,
+	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal)
+
+// OutOfService reports whether a reason means the validator, not the
+// code, is at fault.
+func OutOfService(r Reason) bool {
+	switch r {
+	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
+)
+
+func cmdCode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, statePath := flags("code")
+	png := fs.String("png", "", "also write the code as a QR PNG to this file")
+	qr := fs.Bool("qr", false, "also draw the code as a QR in the terminal")
+	watch := fs.Bool("watch", false, "show a fresh code every minute until interrupted")
+	now := fs.String("now", "", "code time: unix seconds or RFC 3339 (default: the clock)")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	return showCode(ctx, *statePath, *png, *qr, *watch, *now, stdout)
+}
+
+// nextCode makes the next code at t and saves the advanced counter first, so
+// two codes never share a counter even after a crash.
+func nextCode(path string, s *state, t time.Time) (string, error) {
+	cred, key, err := s.keys()
+	if err != nil {
+		return "", err
+	}
+	c, _ := paycode.ParseCredential(cred)
+	if t.After(c.ValidUntil()) {
+		return "", fmt.Errorf("the credential expired at %s: run \"farego-rider credential\" while online", c.ValidUntil().Format(time.RFC3339))
+	}
+	s.Counter++
+	if err := s.save(path); err != nil {
+		return "", err
+	}
+	b, err := paycode.MakeCode(cred, key, t, s.Counter)
+	if err != nil {
+		return "", err
+	}
+	return paycode.EncodeText(b), nil
+}
+
+func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag string, stdout io.Writer) error {
+	s, err := loadState(path)
+	if err != nil {
+		return err
+	}
+	now := time.Now
+	if nowFlag != "" {
+		t, err := parseTime(nowFlag)
+		if err != nil {
+			return err
+		}
+		now = func() time.Time { return t }
+	}
+	for {
+		text, err := nextCode(path, s, now())
+		if err != nil {
+			return err
+		}
+		if watch {
+			fmt.Fprint(stdout, "\x1b[2J\x1b[H") // clear the screen
+			fmt.Fprintf(stdout, "account %d — code of %s (refreshes every minute, Ctrl-C to stop)\n\n", s.Account, now().Format("15:04:05"))
+		}
+		fmt.Fprintln(stdout, text)
+		if png != "" || qr {
+			q, err := qrcode.New(text, qrcode.Medium)
+			if err != nil {
+				return err
+			}
+			if png != "" {
+				if err := q.WriteFile(-6, png); err != nil {
+					return err
+				}
+			}
+			if qr {
+				fmt.Fprint(stdout, q.ToSmallString(false))
+			}
+		}
+		if !watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Minute):
+		}
+	}
+}
+
+func parseTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--now: want unix seconds or RFC 3339, got %q", s)
+	}
+	return t, nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/farego/farego/cmd/internal/cli"
+)
+
+func cmdRegister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, statePath := flags("register")
+	server := fs.String("server", "http://127.0.0.1:8080", "settlement server URL")
+	profile := fs.String("profile", "adult", "rider profile: adult, child, senior, student")
+	name := fs.String("name", "", "display name")
+	force := fs.Bool("force", false, "replace an existing state file")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	return register(ctx, *statePath, *server, *profile, *name, *force, stdout)
+}
+
+func register(ctx context.Context, path, server, profile, name string, force bool, stdout io.Writer) error {
+	if _, err := os.Stat(path); err == nil && !force {
+		return fmt.Errorf("%s already holds a rider; use --force to replace it (the old account's secret is lost)", path)
+	}
+	var out struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	server = strings.TrimRight(server, "/")
+	if err := call(ctx, "POST", server+"/v1/accounts", "", map[string]string{"profile": profile, "name": name}, &out); err != nil {
+		return err
+	}
+	s := &state{Server: server, Account: out.Account.ID, Secret: out.Secret}
+	if err := s.save(path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "registered account %d (%s); state in %s\n", out.Account.ID, profile, path)
+	return nil
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/cmd/internal/cli"
+)
+
+func cmdTopUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, statePath := flags("topup")
+	amount := fs.Int64("amount", 0, "amount in minor units (cents) (required)")
+	ref := fs.String("reference", "", "payment provider reference (default: generated)")
+	tok := fs.String("operator-token", "", "operator token, or @FILE to read it (stands in for the payment provider) (required)")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if *amount <= 0 {
+		return cli.Usagef(stderr, fs.Name(), "--amount must be a positive number of minor units (see --help)")
+	}
+	if err := cli.Required(fs, stderr, "operator-token"); err != nil {
+		return err
+	}
+	return topUp(ctx, *statePath, *amount, *ref, *tok, stdout)
+}
+
+func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdout io.Writer) error {
+	s, err := loadState(path)
+	if err != nil {
+		return err
+	}
+	if amount <= 0 {
+		return errors.New("--amount must be positive (minor units, e.g. 1000 = 10.00)")
+	}
+	if strings.HasPrefix(tok, "@") {
+		b, err := os.ReadFile(tok[1:])
+		if err != nil {
+			return err
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		return errors.New("--operator-token is required: top-ups come from the payment provider, which holds it")
+	}
+	if ref == "" {
+		ref = fmt.Sprintf("rider-%d-%d", s.Account, time.Now().UnixNano())
+	}
+	var out struct {
+		Balance  int64  `json:"balance"`
+		Currency string `json:"currency"`
+	}
+	if err := call(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
+		map[string]any{"amount": amount, "reference": ref}, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "account %d balance %s\n", s.Account, money(out.Balance, out.Currency))
+	return nil
+}
+
+func money(minor int64, cur string) string {
+	sign := ""
+	if minor < 0 {
+		sign, minor = "-", -minor
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, cur)
+}

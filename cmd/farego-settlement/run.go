@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/cmd/internal/sdnotify"
+	"github.com/farego/farego/queue/durable"
+	"github.com/farego/farego/server"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("farego-settlement run", flag.ContinueOnError)
+	var c server.Config
+	fs.StringVar(&c.DataDir, "data", "farego-data", "data directory (ledger.db and keys/)")
+	fs.StringVar(&c.DB, "db", "", "ledger DSN: sqlite:PATH (default DATA/ledger.db) or postgres://…")
+	fs.StringVar(&c.KeysDir, "keys", "", "key directory (default DATA/keys)")
+	fs.StringVar(&c.HTTPListen, "http", server.DefaultHTTPListen, "HTTP API listen address")
+	fs.StringVar(&c.MQTTListen, "mqtt", server.DefaultMQTTListen, "embedded MQTT broker listen address")
+	fs.StringVar(&c.MQTTTLSListen, "mqtt-tls", "", "embedded broker MQTT-over-TLS listen address (e.g. :8883)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "embedded broker TLS certificate (PEM)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "embedded broker TLS key (PEM)")
+	fs.StringVar(&c.ClientCAFile, "client-ca", "", "embedded broker: require client certificates from this CA (mutual TLS)")
+	fs.StringVar(&c.BrokerURL, "broker", "", "use this external MQTT broker (tcp://host:1883, ssl://host:8883) instead of the embedded one")
+	fs.StringVar(&c.MQTTUsername, "broker-username", "", "username at the external broker (default farego-server with the derived password)")
+	fs.StringVar(&c.MQTTCAFile, "broker-ca", "", "CA of the external TLS broker")
+	fs.StringVar(&c.MQTTCertFile, "broker-cert", "", "client certificate at the external broker")
+	fs.StringVar(&c.MQTTKeyFile, "broker-key", "", "client key at the external broker")
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
+	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default settlement)")
+	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
+	fs.DurationVar(&c.Policy.MaxAge, "max-age", paycode.DefaultMaxAge, "code max age (online payments, re-verification)")
+	fs.DurationVar(&c.Policy.Skew, "skew", paycode.DefaultSkew, "clock skew tolerance")
+	readyFile := fs.String("ready-file", "", "when serving, write the listen addresses (JSON) to this file (for scripts: use with port 0)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if pw := os.Getenv("FAREGO_BROKER_PASSWORD"); pw != "" {
+		c.MQTTPassword = pw
+	}
+	log, err := cli.NewLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	c.Logger = log
+	if n, err := strconv.Atoi(os.Getenv("FAREGO_FAULT_EXIT_AFTER_COMMITS")); err == nil && n > 0 {
+		// Fault injection for tests: die after the n-th ledger commit,
+		// before its ack goes out.
+		var commits atomic.Int64
+		c.AfterCommit = func() {
+			if commits.Add(1) == int64(n) {
+				log.Warn("fault injection: exiting between ledger commit and ack")
+				os.Exit(3)
+			}
+		}
+	}
+	notifier := sdnotify.FromEnv()
+	c.Ready = func(a server.Addrs) {
+		if *readyFile != "" {
+			b, _ := json.Marshal(map[string]string{"http": a.HTTP, "mqtt": a.MQTT, "mqtt_tls": a.MQTTTLS})
+			if err := durable.WriteFile(*readyFile, b, 0o644); err != nil {
+				log.Error("writing the ready file", "err", err)
+			}
+		}
+		notifier.Notify("READY=1")
+	}
+	srv, err := server.New(ctx, c)
+	if err != nil {
+		return err
+	}
+	go notifier.Watchdog(ctx, nil)
+	err = srv.Run(ctx)
+	notifier.Notify("STOPPING=1")
+	return err
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server/ledger"
+)
+
+func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("farego-settlement verify", flag.ContinueOnError)
+	data := dataFlag(fs)
+	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	dsn := *db
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(*data, "ledger.db")
+		if _, err := os.Stat(filepath.Join(*data, "ledger.db")); err != nil {
+			return fmt.Errorf("no ledger at %s", filepath.Join(*data, "ledger.db"))
+		}
+	}
+	st, err := ledger.Open(ctx, dsn, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	stats, err := st.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	if err := st.CheckInvariants(ctx); err != nil {
+		return fmt.Errorf("ledger invariants violated:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d\n",
+		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance)
+	return nil
+}

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+
+	"github.com/farego/farego/agent"
+)
+
+// ErrUsage is a usage error (a bad or missing flag or argument); the
+// message has already been written. Exit maps it to status 2.
+var ErrUsage = errors.New("cli: usage")
+
+// Usagef writes "prog: message" to w and returns ErrUsage.
+func Usagef(w io.Writer, prog, format string, a ...any) error {
+	fmt.Fprintf(w, prog+": "+format+"\n", a...)
+	return ErrUsage
+}
+
+// Parse parses args with fs the way every farego command does: -h, -help
+// and --help print the flags to stdout and return flag.ErrHelp (exit 0);
+// a bad flag prints flag's message and the flags to stderr and returns
+// ErrUsage (exit 2).
+func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = io.Copy(stdout, &buf)
+		return flag.ErrHelp
+	default:
+		_, _ = io.Copy(stderr, &buf)
+		return ErrUsage
+	}
+}
+
+// Required returns a usage error naming the first of the flags that is
+// empty (never set, or set to ""), after writing "prog: --NAME is
+// required" to stderr.
+func Required(fs *flag.FlagSet, stderr io.Writer, names ...string) error {
+	for _, n := range names {
+		f := fs.Lookup(n)
+		if f == nil {
+			panic("cli.Required: no flag " + n)
+		}
+		if f.Value.String() == "" {
+			return Usagef(stderr, fs.Name(), "--%s is required (see --help)", n)
+		}
+	}
+	return nil
+}
+
+// Exit returns the exit status for a command's error: 0 for nil and
+// flag.ErrHelp, 2 for ErrUsage (already reported), else 1 after writing
+// "prog: err" to stderr.
+func Exit(prog string, err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, ErrUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 1
+	}
+}
+
+// Version is the software version: agent.Version when the build stamped
+// one (make build), else what the Go toolchain recorded (a module version
+// for go install, the VCS revision for a build in a checkout), else "dev".
+func Version() string {
+	if agent.Version != "" && agent.Version != "dev" {
+		return agent.Version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	return versionOf(info)
+}
+
+func versionOf(info *debug.BuildInfo) string {
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "-dirty"
+	}
+	return rev
+}
+
+// IsHelp reports whether arg asks for help.
+func IsHelp(arg string) bool {
+	switch strings.TrimLeft(arg, "-") {
+	case "h", "help":
+		return true
+	}
+	return false
+}
+
+// IsVersion reports whether arg asks for the version.
+func IsVersion(arg string) bool { return arg == "--version" || arg == "-version" || arg == "version" }
+
+// PrintVersion writes "prog VERSION".
+func PrintVersion(w io.Writer, prog string) { fmt.Fprintln(w, prog, Version()) }
+
+// Command is one subcommand: it parses its own flags (with Parse) and
+// returns nil, flag.ErrHelp, ErrUsage or a runtime error.
+type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Dispatch runs the subcommand named by args[0] and returns the exit
+// status: usage and 2 without a subcommand or with an unknown one, usage
+// and 0 for help, "prog VERSION" and 0 for --version or version, and Exit's
+// status for the subcommand's error.
+func Dispatch(ctx context.Context, prog, usage string, cmds map[string]Command, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if cmd, ok := cmds[args[0]]; ok {
+		return Exit(prog+" "+args[0], cmd(ctx, args[1:], stdout, stderr), stderr)
+	}
+	switch {
+	case IsVersion(args[0]):
+		PrintVersion(stdout, prog)
+		return 0
+	case IsHelp(args[0]):
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: unknown subcommand %q\n\n%s", prog, args[0], usage)
+	return 2
+}

@@ -1,0 +1,163 @@
+package durable
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// WriteFile replaces path with data atomically and durably: a temporary
+// file in the same directory gets data and perm and is fsynced, renamed
+// over path, and the directory is fsynced. When it returns nil, the new
+// content survives a power cut; when it fails, path is unchanged.
+func WriteFile(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := writeTemp(path, data, perm)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("durable: %w", err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// Create writes a new file at path that must not exist yet (it fails with
+// an error matching fs.ErrExist otherwise), durably: the file appears
+// whole or not at all, and when Create returns nil it survives a power cut.
+func Create(path string, data []byte, perm fs.FileMode) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("durable: %s: %w", path, fs.ErrExist)
+	}
+	tmp, err := writeTemp(path, data, perm)
+	if err != nil {
+		return err
+	}
+	err = os.Link(tmp, path)
+	_ = os.Remove(tmp)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("durable: %s: %w", path, fs.ErrExist)
+	default:
+		// No hard links here: an exclusive open of the target itself.
+		if err := createInPlace(path, data, perm); err != nil {
+			return err
+		}
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// Rename renames oldpath to newpath and makes the rename durable by
+// fsyncing the directory (both directories when they differ).
+func Rename(oldpath, newpath string) error {
+	if err := os.Rename(oldpath, newpath); err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	if err := SyncDir(filepath.Dir(newpath)); err != nil {
+		return err
+	}
+	if od := filepath.Dir(oldpath); od != filepath.Dir(newpath) {
+		return SyncDir(od)
+	}
+	return nil
+}
+
+// SyncDir fsyncs a directory, making the entries created, renamed or
+// removed in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("durable: fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file beside path, with perm,
+// fsyncs and closes it, and returns its name. On error nothing is left.
+func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", fmt.Errorf("durable: %w", err)
+	}
+	name := f.Name()
+	if err := fill(f, data, perm); err != nil {
+		_ = os.Remove(name)
+		return "", err
+	}
+	return name, nil
+}
+
+// createInPlace is Create without hard links: exclusive open, write,
+// fsync; a failed write removes the file again.
+func createInPlace(path string, data []byte, perm fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	if err := fill(f, data, perm); err != nil {
+		_ = os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// fill writes data to f, sets perm (not subject to the umask), fsyncs and
+// closes f.
+func fill(f *os.File, data []byte, perm fs.FileMode) error {
+	_, err := f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("durable: %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// MkdirAll is os.MkdirAll that also makes each directory it creates
+// durable, by fsyncing the directory that holds it — and fsyncs dir's own
+// parent even when dir was there already (an earlier run may have made it
+// and lost its power before syncing). Without that, a power cut can take a
+// new directory back with every file in it, however well those files were
+// fsynced (found by the validator's power-cut test).
+func MkdirAll(dir string, perm fs.FileMode) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		return fmt.Errorf("durable: %s: not a directory", dir)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := SyncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	if len(missing) == 0 && filepath.Dir(dir) != dir {
+		return SyncDir(filepath.Dir(dir))
+	}
+	return nil
+}

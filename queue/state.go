@@ -1,0 +1,102 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/bbolt"
+)
+
+// State is the caller's view of one transaction on its own buckets in the
+// queue's file: the device state that must move in step with the records
+// (codes seen, per-account counters, the record chain, the device's
+// documents). The queue owns the engine; the caller sees named buckets of
+// byte keys and values, nothing of bbolt.
+//
+// A State is valid only inside the function it was given to, and only on
+// that goroutine. Values returned by Get stay valid only until then, too:
+// copy what must outlive it.
+type State struct {
+	tx *bbolt.Tx
+}
+
+// errReadOnly is returned by a write in ViewState.
+var errReadOnly = errors.New("queue: state is read-only here")
+
+// bucket returns the caller's bucket name, creating it in a writable
+// transaction when create is set; nil if it does not exist.
+func (s *State) bucket(name string, create bool) (*bbolt.Bucket, error) {
+	if name == "" || strings.HasPrefix(name, BucketPrefix) {
+		return nil, fmt.Errorf("queue: state bucket %q: empty or reserved (%q…)", name, BucketPrefix)
+	}
+	if b := s.tx.Bucket([]byte(name)); b != nil || !create {
+		return b, nil
+	}
+	if !s.tx.Writable() {
+		return nil, errReadOnly
+	}
+	return s.tx.CreateBucket([]byte(name))
+}
+
+// Get returns the value of key in bucket, or nil if either does not exist.
+func (s *State) Get(bucket string, key []byte) []byte {
+	b, err := s.bucket(bucket, false)
+	if err != nil || b == nil {
+		return nil
+	}
+	return b.Get(key)
+}
+
+// Put sets key to value in bucket, creating the bucket if needed.
+func (s *State) Put(bucket string, key, value []byte) error {
+	b, err := s.bucket(bucket, true)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, value)
+}
+
+// Delete removes key from bucket; a missing key or bucket is not an error.
+func (s *State) Delete(bucket string, key []byte) error {
+	b, err := s.bucket(bucket, false)
+	if err != nil || b == nil {
+		return err
+	}
+	if !s.tx.Writable() {
+		return errReadOnly
+	}
+	return b.Delete(key)
+}
+
+// ForEach calls fn for every key and value of bucket in key order, until
+// fn returns an error (which ForEach returns). fn must not change the
+// bucket: collect keys and change them after ForEach.
+func (s *State) ForEach(bucket string, fn func(key, value []byte) error) error {
+	b, err := s.bucket(bucket, false)
+	if err != nil || b == nil {
+		return err
+	}
+	return b.ForEach(fn)
+}
+
+// UpdateState runs fn in a write transaction on the caller's buckets and
+// commits it (one fsync) if fn returns nil; an error from fn rolls every
+// change back. It waits for appends in flight (bbolt has one writer).
+func (q *Queue) UpdateState(fn func(s *State) error) error {
+	return q.stateTx(true, fn)
+}
+
+// ViewState runs fn in a read transaction on the caller's buckets.
+func (q *Queue) ViewState(fn func(s *State) error) error {
+	return q.stateTx(false, fn)
+}
+
+func (q *Queue) stateTx(writable bool, fn func(s *State) error) error {
+	q.rw.RLock()
+	defer q.rw.RUnlock()
+	if q.closed.Load() {
+		return ErrClosed
+	}
+	return safeTx(q.db, writable, func(tx *bbolt.Tx) error { return fn(&State{tx: tx}) })
+}

@@ -1,0 +1,49 @@
+// Calls to the settlement server's HTTP API, on the wallet's own origin.
+// Every failure becomes an ApiError with a stable code: the API's own
+// ({"error": {"code", "message"}}), or "network" when the server cannot be
+// reached, or "http_<status>" for a reply that is not the API's JSON. The
+// wallet shows the code's sentence from the catalog, never the body.
+
+export class ApiError extends Error {
+  constructor(code, status, retryAfter) {
+    super(`api: ${code} (${status})`);
+    this.code = code;
+    this.status = status;
+    this.retryAfter = retryAfter; // seconds, for rate_limited, or undefined
+  }
+}
+
+const TIMEOUT_MS = 15000;
+
+export async function call(method, path, { token, body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
+  } catch {
+    throw new ApiError("network", 0);
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    let code = data && data.error && typeof data.error.code === "string" ? data.error.code : "http_" + resp.status;
+    if (resp.status === 429) code = "rate_limited";
+    const ra = parseInt(resp.headers.get("Retry-After") ?? "", 10);
+    throw new ApiError(code, resp.status, Number.isFinite(ra) ? ra : undefined);
+  }
+  if (data === null) throw new ApiError("http_" + resp.status, resp.status);
+  return data;
+}

@@ -1,0 +1,483 @@
+// The rider's wallet: screens, the code on screen and its minute tick, the
+// credential's upkeep and the account view. See doc.go for the whole.
+
+import * as clock from "./clock.js";
+import * as store from "./store.js";
+import { call, ApiError } from "./api.js";
+import { t, errorText, localize, money, dateTime, time as clockTime } from "./i18n.js";
+import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
+import { clearQR, drawQR } from "./qr.js";
+
+const $ = (id) => document.getElementById(id);
+
+const POLL_MS = 10000; // account refresh while the page is visible and online
+const CLOCK_SKEW_S = 30; // the validators' tolerance (DESIGN.md)
+
+let account = null; // {id, secret, profile, name}
+let last = null; // the code on screen: {text, time, counter, serial, modules}
+let serverReachable = true;
+let tickTimer = 0;
+let countdownTimer = 0;
+let pollTimer = 0;
+let codeChain = Promise.resolve();
+let credentialTask = null;
+let credentialRetryAt = 0; // after a refused or failed renewal, wait before trying again by itself
+const RETRY_MS = 60000;
+
+// ---- test seam: tests import this module and read the state -------------
+
+/** debugState tells what the page shows (the code itself, never keys). */
+export function debugState() {
+  return {
+    screen: ["welcome", "secret", "main"].find((id) => !$(id).hidden) ?? "",
+    account: account ? account.id : "",
+    code: last,
+    online: navigator.onLine,
+    serverReachable,
+  };
+}
+
+/** newCodeNow makes and shows a new code, as the "New code" button does. */
+export function newCodeNow() {
+  return showCode();
+}
+
+// ---- screens and messages -------------------------------------------------
+
+function show(screen) {
+  for (const id of ["welcome", "secret", "main"]) $(id).hidden = id !== screen;
+}
+
+function showError(err) {
+  const el = $("error");
+  if (!err) {
+    el.hidden = true;
+    el.textContent = "";
+    return;
+  }
+  el.textContent = typeof err === "string" ? err : errorText(err);
+  el.hidden = false;
+}
+
+function renderNet() {
+  const state = !navigator.onLine ? "offline" : serverReachable ? "online" : "unreachable";
+  const el = $("net");
+  if (el.dataset.state !== state) {
+    el.dataset.state = state;
+    el.className = "net " + state;
+    el.textContent = t("net_" + state);
+  }
+}
+
+// api calls the server and keeps the indicator honest.
+async function api(method, path, opts) {
+  try {
+    const r = await call(method, path, opts);
+    serverReachable = true;
+    return r;
+  } catch (e) {
+    serverReachable = !(e instanceof ApiError && e.code === "network");
+    throw e;
+  } finally {
+    renderNet();
+  }
+}
+
+// ---- the pass (credential) ------------------------------------------------
+
+// renderPass says in plain words what the credential is worth now, and
+// tells whether it may sign codes.
+function renderPass(cred, nowS) {
+  const el = $("pass-state");
+  let usable = false;
+  let warn = false;
+  if (!cred) {
+    el.textContent = t("no_pass");
+  } else if (nowS > cred.notAfter) {
+    el.textContent = t("pass_expired");
+    warn = true;
+  } else if (nowS + CLOCK_SKEW_S < cred.notBefore) {
+    el.textContent = t("pass_not_yet");
+    warn = true;
+  } else if (cred.counter >= MAX_COUNTER) {
+    el.textContent = t("pass_exhausted");
+    warn = true;
+  } else {
+    usable = true;
+    const until = dateTime(cred.notAfter * 1000);
+    const left = cred.notAfter - nowS;
+    warn = left < (cred.notAfter - cred.notBefore) / 4;
+    el.textContent = warn ? t("pass_expiring", { until }) : t("pass_valid", { serial: cred.serial, until });
+  }
+  el.className = warn ? "warning" : "";
+  $("new-code").disabled = !usable;
+  if (!usable) $("get-pass").hidden = false;
+  return usable;
+}
+
+// needsRefresh: no credential, or past half its lifetime. The age is
+// measured on this phone's clock from when it was fetched, so a phone whose
+// clock is off does not ask again and again.
+function needsRefresh(cred, nowS) {
+  if (!cred) return true;
+  const life = cred.notAfter - cred.notBefore;
+  return nowS - cred.fetchedAt > life / 2 || cred.counter >= MAX_COUNTER - 1000;
+}
+
+// fetchCredential asks the server for a credential for a fresh key pair made
+// here, when there is none, it is past half its lifetime, or force. Tabs
+// take turns (Web Locks) and re-check, so they do not all fetch at once.
+async function fetchCredential(force) {
+  const run = async () => {
+    const cur = await store.currentCredential();
+    if (!force && !needsRefresh(cur, clock.nowSeconds())) return false;
+    const key = await newRiderKey();
+    const r = await api("POST", `/v1/accounts/${account.id}/credentials`, {
+      token: account.secret,
+      body: { rider_public_key: bytesToHex(key.publicKey) },
+    });
+    const bytes = hexToBytes(r.credential);
+    const c = parseCredential(bytes);
+    if (c.account !== account.id || bytesToHex(c.riderKey) !== bytesToHex(key.publicKey)) {
+      throw new ApiError("invalid", 0);
+    }
+    await store.saveCredential({
+      serial: c.serial,
+      bytes,
+      privateKey: key.privateKey,
+      publicKey: key.publicKey,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      fetchedAt: clock.nowSeconds(),
+    });
+    return true;
+  };
+  if (navigator.locks) return navigator.locks.request("farego-credential", run);
+  return run();
+}
+
+// maintainCredential refreshes the credential when due (or forced) and says
+// what went wrong in plain words.
+async function maintainCredential(force = false) {
+  if (!account || credentialTask) return credentialTask;
+  if (!navigator.onLine || (!force && Date.now() < credentialRetryAt)) return;
+  const warning = $("pass-warning");
+  credentialTask = (async () => {
+    try {
+      if (force) $("pass-state").textContent = t("pass_fetching");
+      const changed = await fetchCredential(force);
+      credentialRetryAt = 0;
+      warning.hidden = true;
+      $("get-pass").hidden = true;
+      if (changed || force) await showCode();
+    } catch (e) {
+      credentialRetryAt = Date.now() + RETRY_MS;
+      const usable = last !== null;
+      if (e && e.name === "NotSupportedError") {
+        warning.textContent = t("crypto_missing");
+      } else if (e instanceof ApiError && e.code === "network" && usable && !force) {
+        return; // the pass on the phone still works; the indicator says offline
+      } else {
+        warning.textContent = e instanceof ApiError ? errorText(e) : t("err_unknown", { code: e && e.name });
+      }
+      warning.hidden = false;
+      $("get-pass").hidden = false;
+      renderPass(await store.currentCredential(), clock.nowSeconds());
+    }
+  })().finally(() => {
+    credentialTask = null;
+  });
+  return credentialTask;
+}
+
+// ---- the code on screen ---------------------------------------------------
+
+// showCode makes a new code from the current credential and draws it. Calls
+// queue up in this tab; other tabs are kept apart by the counter's
+// IndexedDB transaction.
+function showCode() {
+  codeChain = codeChain.then(makeAndShow, makeAndShow);
+  return codeChain;
+}
+
+async function makeAndShow() {
+  const canvas = $("qr");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const cred = await store.currentCredential();
+    const nowS = clock.nowSeconds();
+    if (!renderPass(cred, nowS)) break;
+    let counter;
+    try {
+      counter = await store.nextCounter(cred.serial);
+    } catch (e) {
+      if (e.message === "store: credential gone") continue; // another tab renewed it
+      if (e.message === "exhausted") {
+        renderPass({ ...cred, counter: MAX_COUNTER }, nowS);
+        break;
+      }
+      throw e;
+    }
+    const code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
+    const modules = drawQR(canvas, code.text);
+    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
+    $("code-view").hidden = false;
+    canvas.setAttribute("aria-label", t("qr_label", { account: account.id, time: clockTime(nowS * 1000) }));
+    $("code-status").textContent = t("code_ready", { time: clockTime(nowS * 1000) });
+    renderCountdown();
+    return last;
+  }
+  last = null;
+  $("code-view").hidden = true;
+  clearQR(canvas);
+  canvas.setAttribute("aria-label", t("no_pass"));
+  $("code-status").textContent = "";
+  renderCountdown();
+  return null;
+}
+
+function renderCountdown() {
+  const s = Math.ceil((60000 - (clock.now() % 60000)) / 1000);
+  $("countdown").textContent = last ? t("countdown", { s }) : "";
+}
+
+// schedule sets the next code for the next minute boundary of the clock.
+function schedule() {
+  clearTimeout(tickTimer);
+  clearInterval(countdownTimer);
+  if (!account) return;
+  const ms = 60000 - (clock.now() % 60000);
+  tickTimer = setTimeout(onMinute, ms + 20);
+  countdownTimer = setInterval(renderCountdown, 1000);
+  renderCountdown();
+}
+
+async function onMinute() {
+  if (clock.now() % 60000 < 59000) {
+    // at or just past the boundary (a timer never fires early by a second)
+    await showCode();
+    maintainCredential();
+  }
+  schedule();
+}
+
+// ---- the account view -----------------------------------------------------
+
+function denyText(reason) {
+  if (reason === "negative_balance") return t("deny_negative_balance");
+  if (reason === "duplicate_code") return t("deny_duplicate_code");
+  return t("deny_other", { reason: reason || "?" });
+}
+
+function flagText(flag) {
+  if (flag === "duplicate_code") return t("ride_flag_duplicate_code");
+  if (flag === "invalid_code") return t("ride_flag_invalid_code");
+  return t("ride_flag_other", { flag });
+}
+
+function renderView(view) {
+  if (!view) {
+    $("balance").textContent = "—";
+    $("balance-as-of").textContent = "";
+    $("standing").textContent = "";
+    return;
+  }
+  const a = view.account;
+  const bal = $("balance");
+  bal.textContent = money(a.balance, a.currency);
+  bal.classList.toggle("bad", a.balance < 0);
+  $("balance-as-of").textContent = t("balance_as_of", { time: dateTime(view.at) });
+  const st = $("standing");
+  st.textContent = a.denied ? denyText(a.deny_reason) : t("standing_ok");
+  st.className = a.denied ? "bad" : "good";
+  const rides = a.recent_rides || [];
+  $("rides-none").hidden = rides.length > 0;
+  $("rides-table").hidden = rides.length === 0;
+  const body = $("rides-body");
+  body.replaceChildren(
+    ...rides.map((r) => {
+      const tr = document.createElement("tr");
+      tr.dataset.tap = r.tap_id;
+      const notes = [];
+      if (r.transfer) notes.push(t("ride_transfer"));
+      if (r.capped) notes.push(t("ride_capped"));
+      if (r.flag) notes.push(flagText(r.flag));
+      let charge = money(r.charge, a.currency);
+      if (!r.flag && r.charge !== r.base_fare) charge += " " + t("ride_of_fare", { fare: money(r.base_fare, a.currency) });
+      const cells = [dateTime(Date.parse(r.time)), r.route, charge, notes.join(", ")];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i === 2) td.className = "amount";
+        tr.append(td);
+      });
+      return tr;
+    }),
+  );
+}
+
+async function refreshAccount() {
+  if (!account) return;
+  try {
+    const a = await api("GET", `/v1/accounts/${account.id}`, { token: account.secret });
+    const view = { account: a, at: clock.now() };
+    await store.put("view", view);
+    renderView(view);
+  } catch (e) {
+    if (e instanceof ApiError && e.code !== "network") showError(e);
+  }
+}
+
+function refreshAll(force = false) {
+  return Promise.allSettled([refreshAccount(), maintainCredential(force)]);
+}
+
+function startPolling() {
+  clearInterval(pollTimer);
+  pollTimer = setInterval(() => {
+    if (!document.hidden && navigator.onLine) refreshAll();
+  }, POLL_MS);
+}
+
+// ---- the flows ------------------------------------------------------------
+
+async function enterMain() {
+  show("main");
+  showError(null);
+  $("who").textContent = t("signed_in_as", { account: account.id });
+  renderView(await store.get("view"));
+  await showCode();
+  schedule();
+  startPolling();
+  keepAwake();
+  refreshAll();
+}
+
+async function showSecret() {
+  show("secret");
+  $("secret-account").textContent = account.id;
+  $("secret-value").textContent = account.secret;
+  $("copy-status").textContent = "";
+  $("secret-heading").focus();
+}
+
+async function register(ev) {
+  ev.preventDefault();
+  showError(null);
+  const btn = $("register");
+  btn.disabled = true;
+  try {
+    const r = await api("POST", "/v1/accounts", { body: { profile: $("profile").value, name: $("name").value.trim() } });
+    account = { id: String(r.account.id), secret: r.secret, profile: r.account.profile, name: r.account.name || "" };
+    await store.put("account", account);
+    await store.put("secretKept", false);
+    await showSecret();
+  } catch (e) {
+    showError(e);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  showError(null);
+  const id = $("signin-account").value.trim();
+  const secret = $("signin-secret").value.trim();
+  if (!/^[1-9][0-9]{0,19}$/.test(id)) return showError(t("err_account_format"));
+  if (!/^[\x21-\x7e]{1,256}$/.test(secret)) return showError(t("err_secret_format"));
+  const btn = $("signin");
+  btn.disabled = true;
+  try {
+    const a = await api("GET", `/v1/accounts/${id}`, { token: secret });
+    account = { id, secret, profile: a.profile, name: a.name || "" };
+    await store.clear();
+    await store.put("account", account);
+    await store.put("secretKept", true);
+    await store.put("view", { account: a, at: clock.now() });
+    $("signin-secret").value = "";
+    await enterMain();
+  } catch (e) {
+    showError(e);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+async function signOut() {
+  await store.clear();
+  account = null;
+  last = null;
+  clearTimeout(tickTimer);
+  clearInterval(countdownTimer);
+  clearInterval(pollTimer);
+  clearQR($("qr"));
+  $("sign-out-confirm").hidden = true;
+  show("welcome");
+}
+
+function keepAwake() {
+  if (navigator.wakeLock && !document.hidden) navigator.wakeLock.request("screen").catch(() => {});
+}
+
+async function init() {
+  localize(document);
+  renderNet();
+  window.addEventListener("online", () => {
+    renderNet();
+    if (account) refreshAll();
+  });
+  window.addEventListener("offline", renderNet);
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden || !account || $("main").hidden) return;
+    // Timers sleep in the background: a code older than this minute is renewed.
+    if (!last || last.time < Math.floor(clock.now() / 60000) * 60) showCode();
+    schedule();
+    keepAwake();
+  });
+  clock.onChange(() => {
+    if (account && !$("main").hidden) schedule();
+  });
+  $("register-form").addEventListener("submit", register);
+  $("signin-form").addEventListener("submit", signIn);
+  $("copy-secret").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(account.secret);
+      $("copy-status").textContent = t("copied");
+    } catch {
+      $("copy-status").textContent = t("copy_failed");
+    }
+  });
+  $("secret-done").addEventListener("click", async () => {
+    await store.put("secretKept", true);
+    await enterMain();
+  });
+  $("new-code").addEventListener("click", () => showCode());
+  $("get-pass").addEventListener("click", () => maintainCredential(true));
+  $("refresh").addEventListener("click", () => refreshAll());
+  $("sign-out").addEventListener("click", () => {
+    $("sign-out-confirm").hidden = false;
+    $("sign-out-no").focus();
+  });
+  $("sign-out-no").addEventListener("click", () => {
+    $("sign-out-confirm").hidden = true;
+    $("sign-out").focus();
+  });
+  $("sign-out-yes").addEventListener("click", signOut);
+
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(() => {});
+
+  try {
+    account = (await store.get("account")) ?? null;
+  } catch {
+    show("welcome");
+    return showError(t("err_storage"));
+  }
+  if (!account) return show("welcome");
+  if (!(await store.get("secretKept"))) return showSecret();
+  await enterMain();
+}
+
+// The page is ready once init has run (tests wait for this mark).
+init().finally(() => {
+  document.body.dataset.ready = "true";
+});

@@ -1,0 +1,235 @@
+// The wallet's one message catalog. Every sentence a rider sees is here, in
+// English and Simplified Chinese, with the same keys in both (a test checks
+// that). The language comes from the browser's preferences.
+
+export const catalog = {
+  en: {
+    app_title: "farego wallet",
+    net_online: "Online",
+    net_offline: "Offline: codes still work",
+    net_unreachable: "Server unreachable: codes still work",
+    welcome_intro: "Pay your bus fare with a code that works without a network.",
+    register_heading: "New account",
+    profile_label: "Fare type",
+    profile_adult: "Adult",
+    profile_child: "Child",
+    profile_senior: "Senior",
+    profile_student: "Student",
+    name_label: "Name (optional)",
+    register_button: "Create account",
+    signin_heading: "I have an account",
+    account_label: "Account number",
+    secret_label: "Account secret",
+    signin_button: "Sign in",
+    secret_heading: "Keep your account secret",
+    secret_intro:
+      "This is the only time the secret is shown. Write it down or keep it in a password manager: you need it to sign in on another phone.",
+    copy_button: "Copy secret",
+    copied: "Copied.",
+    copy_failed: "Could not copy; please write it down.",
+    secret_done: "I have kept it",
+    code_heading: "Your payment code",
+    code_hint: "Hold the code under the reader.",
+    countdown: "New code in {s} s",
+    new_code: "New code",
+    code_ready: "New code ready, made at {time}.",
+    qr_label: "Payment code for account {account}, made at {time}",
+    no_pass: "No pass on this phone yet. Connect to the internet to get one.",
+    get_pass: "Get a pass",
+    pass_fetching: "Getting your pass…",
+    pass_valid: "Pass {serial} is valid until {until}.",
+    pass_expiring: "Your pass expires at {until}. Connect to the internet to renew it.",
+    pass_expired: "Your pass has expired. Connect to the internet to renew it.",
+    pass_not_yet: "Your pass is not valid yet. Check the phone's clock.",
+    pass_exhausted: "This pass has made all the codes it can. Connect to the internet to renew it.",
+    crypto_missing:
+      "This browser cannot make payment codes (it lacks Ed25519 in WebCrypto). Use a current Chrome, Firefox or Safari.",
+    balance_heading: "Balance",
+    balance_as_of: "as of {time}",
+    standing_ok: "Your account is in good standing.",
+    deny_negative_balance: "Your account is blocked because its balance is below zero. Top it up to ride again.",
+    deny_duplicate_code: "Your account is blocked because one of its codes was used twice. Contact the operator.",
+    deny_other: "Your account is blocked by the operator (reason: {reason}). Contact the operator.",
+    refresh: "Refresh",
+    rides_heading: "Recent rides",
+    rides_none: "No rides yet.",
+    col_time: "When",
+    col_route: "Route",
+    col_charge: "Charge",
+    col_note: "Note",
+    ride_transfer: "Transfer",
+    ride_capped: "Daily cap reached",
+    ride_of_fare: "(fare {fare})",
+    ride_flag_duplicate_code: "Code used twice: not charged",
+    ride_flag_invalid_code: "Code refused by the server: not charged",
+    ride_flag_other: "Flagged ({flag}): not charged",
+    signed_in_as: "Account {account}",
+    sign_out: "Sign out",
+    sign_out_text: "Signing out removes your pass from this phone. You need your account secret to sign in again.",
+    sign_out_confirm: "Sign out now",
+    cancel: "Cancel",
+    err_network: "The server cannot be reached. Check your connection and try again.",
+    err_rate_limited: "Too many new accounts were made from this network just now. Try again in {seconds} seconds.",
+    err_rate_limited_later: "Too many new accounts were made from this network just now. Try again in a minute.",
+    err_insufficient_funds: "Top up your account first: its balance is too low to get a pass.",
+    err_not_in_good_standing: "Your account is not in good standing, so no pass can be issued. Top it up or contact the operator.",
+    err_forbidden: "Wrong account number or secret.",
+    err_unauthorized: "Sign in again with your account number and secret.",
+    err_not_found: "That account does not exist.",
+    err_bad_account: "The account number must be a whole number.",
+    err_invalid: "The server found the request invalid.",
+    err_bad_request: "The server could not read the wallet's request. Reload the page and try again.",
+    err_internal: "The server had a problem. Try again later.",
+    err_unknown: "Something went wrong (error {code}). Try again later.",
+    err_storage: "This browser cannot keep the wallet's data (is it in private mode?).",
+    err_secret_format: "Enter the account secret you kept when you registered.",
+    err_account_format: "The account number must be a whole number above zero.",
+  },
+  "zh-Hans": {
+    app_title: "farego 钱包",
+    net_online: "在线",
+    net_offline: "离线：乘车码仍可使用",
+    net_unreachable: "无法连接服务器：乘车码仍可使用",
+    welcome_intro: "用无需网络的乘车码支付公交车费。",
+    register_heading: "创建新账户",
+    profile_label: "票种",
+    profile_adult: "成人",
+    profile_child: "儿童",
+    profile_senior: "老年人",
+    profile_student: "学生",
+    name_label: "姓名（可选）",
+    register_button: "创建账户",
+    signin_heading: "已有账户",
+    account_label: "账户号码",
+    secret_label: "账户密钥",
+    signin_button: "登录",
+    secret_heading: "请保存您的账户密钥",
+    secret_intro: "密钥仅显示这一次。请抄下来或存入密码管理器：在另一部手机上登录时需要它。",
+    copy_button: "复制密钥",
+    copied: "已复制。",
+    copy_failed: "无法复制，请手动抄写。",
+    secret_done: "我已保存",
+    code_heading: "您的乘车码",
+    code_hint: "请将乘车码对准读码器。",
+    countdown: "{s} 秒后更换新码",
+    new_code: "换一个码",
+    code_ready: "新的乘车码已生成（{time}）。",
+    qr_label: "账户 {account} 的乘车码，生成于 {time}",
+    no_pass: "此手机上还没有乘车凭证。请联网获取。",
+    get_pass: "获取乘车凭证",
+    pass_fetching: "正在获取乘车凭证…",
+    pass_valid: "乘车凭证 {serial} 有效期至 {until}。",
+    pass_expiring: "乘车凭证将于 {until} 过期。请联网续期。",
+    pass_expired: "乘车凭证已过期。请联网续期。",
+    pass_not_yet: "乘车凭证尚未生效。请检查手机时间。",
+    pass_exhausted: "此乘车凭证能生成的乘车码已用完。请联网续期。",
+    crypto_missing: "此浏览器无法生成乘车码（不支持 WebCrypto 的 Ed25519）。请使用最新版 Chrome、Firefox 或 Safari。",
+    balance_heading: "余额",
+    balance_as_of: "更新于 {time}",
+    standing_ok: "账户状态正常。",
+    deny_negative_balance: "账户余额为负，已被停用。充值后即可继续乘车。",
+    deny_duplicate_code: "账户的一个乘车码被重复使用，账户已被停用。请联系运营方。",
+    deny_other: "账户已被运营方停用（原因：{reason}）。请联系运营方。",
+    refresh: "刷新",
+    rides_heading: "最近乘车记录",
+    rides_none: "还没有乘车记录。",
+    col_time: "时间",
+    col_route: "线路",
+    col_charge: "扣费",
+    col_note: "备注",
+    ride_transfer: "换乘优惠",
+    ride_capped: "已达每日封顶",
+    ride_of_fare: "（票价 {fare}）",
+    ride_flag_duplicate_code: "乘车码被重复使用：未扣费",
+    ride_flag_invalid_code: "服务器拒绝了此乘车码：未扣费",
+    ride_flag_other: "已标记（{flag}）：未扣费",
+    signed_in_as: "账户 {account}",
+    sign_out: "退出登录",
+    sign_out_text: "退出登录会从此手机删除乘车凭证。再次登录需要账户密钥。",
+    sign_out_confirm: "确认退出",
+    cancel: "取消",
+    err_network: "无法连接服务器。请检查网络后重试。",
+    err_rate_limited: "此网络刚刚创建了太多账户。请在 {seconds} 秒后重试。",
+    err_rate_limited_later: "此网络刚刚创建了太多账户。请一分钟后重试。",
+    err_insufficient_funds: "请先充值：账户余额不足，无法获取乘车凭证。",
+    err_not_in_good_standing: "账户状态异常，无法获取乘车凭证。请充值或联系运营方。",
+    err_forbidden: "账户号码或密钥错误。",
+    err_unauthorized: "请用账户号码和密钥重新登录。",
+    err_not_found: "该账户不存在。",
+    err_bad_account: "账户号码必须是整数。",
+    err_invalid: "服务器认为请求无效。",
+    err_bad_request: "服务器无法读取钱包的请求。请刷新页面后重试。",
+    err_internal: "服务器出现问题。请稍后重试。",
+    err_unknown: "出现错误（错误代码 {code}）。请稍后重试。",
+    err_storage: "此浏览器无法保存钱包数据（是否处于无痕模式？）。",
+    err_secret_format: "请输入注册时保存的账户密钥。",
+    err_account_format: "账户号码必须是大于零的整数。",
+  },
+};
+
+// The BCP 47 tags used for number and date formats.
+const locales = { en: "en", "zh-Hans": "zh-Hans-CN" };
+
+/** pickLanguage returns the catalog language for the browser's preferences. */
+export function pickLanguage(prefs) {
+  for (const p of prefs || []) {
+    const tag = String(p).toLowerCase();
+    if (tag.startsWith("zh")) return "zh-Hans";
+    if (tag.startsWith("en")) return "en";
+  }
+  return "en";
+}
+
+export const lang = pickLanguage(navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language]);
+const messages = catalog[lang];
+
+/** t returns the sentence for key with {name} parameters filled in. */
+export function t(key, params = {}) {
+  const s = messages[key] ?? catalog.en[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
+}
+
+/** errorText is the sentence for an API error code (see api.js). */
+export function errorText(err) {
+  const code = err && err.code ? err.code : "unknown";
+  switch (code) {
+    case "rate_limited":
+      return err.retryAfter ? t("err_rate_limited", { seconds: err.retryAfter }) : t("err_rate_limited_later");
+    case "bad_json":
+    case "bad_request":
+    case "unsupported_media_type":
+    case "too_large":
+      return t("err_bad_request");
+  }
+  if ("err_" + code in messages) return t("err_" + code);
+  return t("err_unknown", { code });
+}
+
+/** localize fills the page's static text: data-i18n sets the text, data-i18n-label the aria-label. */
+export function localize(root) {
+  document.documentElement.lang = locales[lang];
+  document.title = t("app_title");
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+}
+
+/** money formats minor units of a currency (2 decimals unless the currency says otherwise). */
+export function money(minor, currency) {
+  try {
+    const f = new Intl.NumberFormat(locales[lang], { style: "currency", currency });
+    const digits = f.resolvedOptions().maximumFractionDigits;
+    return f.format(minor / 10 ** digits);
+  } catch {
+    return (minor / 100).toFixed(2) + " " + currency;
+  }
+}
+
+/** dateTime formats unix milliseconds as a short local date and time. */
+export function dateTime(ms) {
+  return new Intl.DateTimeFormat(locales[lang], { dateStyle: "medium", timeStyle: "short" }).format(new Date(ms));
+}
+
+/** time formats unix milliseconds as a local time with seconds. */
+export function time(ms) {
+  return new Intl.DateTimeFormat(locales[lang], { timeStyle: "medium" }).format(new Date(ms));
+}
