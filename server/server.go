@@ -62,8 +62,12 @@ type Config struct {
 	TopicPrefix   string
 	SharedGroup   string // MQTT shared-subscription group of the settlement instances
 	CredentialTTL time.Duration
-	Policy        paycode.Policy
-	Currency      string // of new accounts; default EUR
+	// CredentialMinimum and AccountsPerMinute are api.Config's (0: the
+	// API's defaults; negative: none).
+	CredentialMinimum int64
+	AccountsPerMinute int
+	Policy            paycode.Policy
+	Currency          string // of new accounts; default EUR
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -187,6 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
+		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute,
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
 		Replay:        s.ingest.Replay,

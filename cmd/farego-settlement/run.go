@@ -37,6 +37,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
 	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default settlement)")
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
+	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
+	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.DurationVar(&c.Policy.MaxAge, "max-age", paycode.DefaultMaxAge, "code max age (online payments, re-verification)")
 	fs.DurationVar(&c.Policy.Skew, "skew", paycode.DefaultSkew, "clock skew tolerance")
 	readyFile := fs.String("ready-file", "", "when serving, write the listen addresses (JSON) to this file (for scripts: use with port 0)")

@@ -1,7 +1,10 @@
 package rig
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -218,8 +221,10 @@ func TestDeviceWithWrongKeyIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The operator registers another key for the id (a stolen identity
-	// being replaced, say).
-	if err := r.API(ctx, "POST", "/v1/devices", map[string]any{"id": "bus-3-front", "public_key": strings.Repeat("ab", 32), "replace": true}, nil); err != nil {
+	// being replaced, say): the old key's batches are refused, and the old
+	// broker password stops working too.
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32)).Public().(ed25519.PublicKey)
+	if err := r.API(ctx, "POST", "/v1/devices", map[string]any{"id": "bus-3-front", "public_key": hex.EncodeToString(other), "replace": true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	code, _ := rider.Code(ctx, "")
@@ -229,12 +234,12 @@ func TestDeviceWithWrongKeyIsRefused(t *testing.T) {
 	// A correctly keyed device on the same server settles meanwhile, so the
 	// server is demonstrably working while it refuses bus-3.
 	good := startDevice(t, ctx, r, "bus-4-front")
-	other, _ := r.NewRider(ctx, "dee", "adult", 1000)
-	code2, _ := other.Code(ctx, "")
+	dee, _ := r.NewRider(ctx, "dee", "adult", 1000)
+	code2, _ := dee.Code(ctx, "")
 	if line, _ := good.Scan(ctx, code2); !strings.Contains(line, "ACCEPTED") {
 		t.Fatalf("tap on the good device: %q", line)
 	}
-	waitBalance(t, ctx, r, other.ID, 750)
+	waitBalance(t, ctx, r, dee.ID, 750)
 	if a, _ := r.Account(ctx, rider.ID); a.Balance != 1000 || len(a.Rides) != 0 {
 		t.Errorf("a tap from the wrongly keyed device was settled: %+v", a)
 	}

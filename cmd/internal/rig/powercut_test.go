@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/farego/farego/agent/record"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -259,7 +260,7 @@ func (c *cutChecker) check(ctx context.Context, when, queueFile, logFile string)
 			}
 			c.records[key] = rec.CodeHash
 			inQueue[rec.CodeHash] = true
-			id := c.device + "/" + strconv.FormatUint(seq, 10)
+			id := record.TapID(c.device, v.Epoch, seq)
 			for h, ids := range ledger {
 				for _, lid := range ids {
 					if lid == id && h != rec.CodeHash {
@@ -468,7 +469,7 @@ func TestSettlementPowerCuts(t *testing.T) {
 					continue
 				}
 				acked++
-				if id := d.ID + "/" + strconv.FormatUint(seq, 10); !inLedger[id] {
+				if id := record.TapID(d.ID, v.Epoch, seq); !inLedger[id] {
 					t.Errorf("power cut %s: %s was acked by the server but is not in the ledger", when, id)
 				}
 			}

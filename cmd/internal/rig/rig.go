@@ -182,12 +182,18 @@ func (p *proc) stop(sig syscall.Signal) error {
 
 // StartServer runs farego-settlement and waits until it serves. After the
 // first start the broker keeps its port, so validators reconnect to it.
+// rigServerFlags are the settlement server's flags in the rig: its riders
+// come from one address (127.0.0.1) many a minute, and its tests are about
+// validators and settlement, with riders of little money among them; the
+// credential minimum and the account rate limit are tested in server/api.
+var rigServerFlags = []string{"--credential-minimum", "-1", "--accounts-per-minute", "-1"}
+
 func (r *Rig) StartServer(ctx context.Context) error {
 	http := "127.0.0.1:0"
 	if r.HTTP != "" {
 		http = r.HTTP
 	}
-	args := []string{"run", "--data", r.serverDir(), "--http", http, "--log-level", "debug"}
+	args := append([]string{"run", "--data", r.serverDir(), "--http", http, "--log-level", "debug"}, rigServerFlags...)
 	if r.ExternalBroker {
 		args = append(args, "--broker", "tcp://"+r.MQTT)
 	} else {
@@ -254,8 +260,8 @@ func (r *Rig) WaitServerExit(timeout time.Duration) error {
 // external broker (ExternalBroker), as a second server behind a shared
 // subscription; stop it with the returned function.
 func (r *Rig) StartInstance(ctx context.Context, name string) (stop func(), err error) {
-	p, _, err := r.startProc(ctx, name, nil, "run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
-		"--broker", "tcp://"+r.MQTT, "--log-level", "debug")
+	p, _, err := r.startProc(ctx, name, nil, append([]string{"run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
+		"--broker", "tcp://" + r.MQTT, "--log-level", "debug"}, rigServerFlags...)...)
 	if err != nil {
 		return nil, err
 	}
