@@ -61,7 +61,8 @@ func (s *Server) RecheckHeld(ctx context.Context) (int, error) {
 	return len(taps) + len(bad), nil
 }
 
-// heldLoop re-checks held taps at start and every heldInterval.
+// heldLoop re-checks held taps at start, whenever the keyring changes and
+// every heldInterval.
 func (s *Server) heldLoop(ctx context.Context) {
 	t := time.NewTicker(heldInterval)
 	defer t.Stop()
@@ -75,6 +76,23 @@ func (s *Server) heldLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.recheck:
+		}
+	}
+}
+
+// notifier is what the API tells of changed fleet documents: the
+// publisher publishes them, and a new keyring makes the held taps be
+// re-checked at once.
+type notifier Server
+
+func (n *notifier) Changed(kind string) {
+	s := (*Server)(n)
+	s.pub.Changed(kind)
+	if kind == record.DocKeyring {
+		select {
+		case s.recheck <- struct{}{}:
+		default:
 		}
 	}
 }

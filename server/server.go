@@ -100,6 +100,7 @@ type Server struct {
 	httpLn  net.Listener
 	devs    *Devices
 	started time.Time
+	recheck chan struct{} // re-check the held taps now
 }
 
 // ErrNotInitialised is returned by New when the key directory does not exist.
@@ -129,7 +130,7 @@ func (c *Config) withDefaults() {
 // New opens the keys and the ledger and binds the listeners; Run serves.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry(), started: time.Now()}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry(), started: time.Now(), recheck: make(chan struct{}, 1)}
 	if _, err := os.Stat(cfg.KeysDir); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: no key directory %s", ErrNotInitialised, cfg.KeysDir)
 	}
@@ -190,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	h := api.New(api.Config{
-		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: s.pub,
+		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: (*notifier)(s),
 		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute,
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,

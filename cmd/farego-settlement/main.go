@@ -26,6 +26,7 @@ Usage:
   farego-settlement verify --data DIR [--db DSN]
   farego-settlement token  create|list|revoke --data DIR ...
   farego-settlement device revoke --data DIR ID
+  farego-settlement restored --data DIR [--margin N]
   farego-settlement mqtt-passwd --data DIR > passwd
   farego-settlement mqtt-password --data DIR
   farego-settlement broker --data DIR [--mqtt ADDR] [--mqtt-tls ADDR ...]
@@ -42,6 +43,9 @@ Subcommands:
   token    create, list and revoke API tokens (operator, payments, merchant,
            auditor)
   device   revoke a validator
+  restored after restoring the ledger from a backup: move the id counters
+           past anything handed out since (see the README's restore
+           procedure)
   mqtt-passwd
            write a Mosquitto password file: the server and every registered,
            unrevoked device (their passwords are random, kept as hashes)
@@ -71,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"mqtt-passwd": cmdMQTTPasswd,
 		"token":       cmdToken,
 		"device":      cmdDevice,
+		"restored":    cmdRestored,
 	}, args, stdout, stderr)
 }
 

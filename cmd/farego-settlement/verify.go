@@ -39,7 +39,15 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := st.CheckInvariants(ctx); err != nil {
 		return fmt.Errorf("ledger invariants violated:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
-	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d\n",
-		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance)
+	held, err := st.HeldCount(ctx)
+	if err != nil {
+		return err
+	}
+	quarantined, err := st.QuarantineCount(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d; %d held, %d quarantined\n",
+		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance, held, quarantined)
 	return nil
 }

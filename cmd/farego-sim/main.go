@@ -298,8 +298,10 @@ func (s *sim) startServer(ctx context.Context) (func(), error) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ready := make(chan server.Addrs, 1)
+	// The simulated riders all come from this process, some with little
+	// money: no account rate limit and no credential minimum.
 	srv, err := server.New(ctx, server.Config{DataDir: data, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Logger: log, Ready: func(a server.Addrs) { ready <- a }})
+		AccountsPerMinute: -1, CredentialMinimum: -1, Logger: log, Ready: func(a server.Addrs) { ready <- a }})
 	if err != nil {
 		return nil, err
 	}

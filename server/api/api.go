@@ -131,6 +131,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/devices", h.devices)
 	h.route("POST /v1/devices/{id}/revoke", h.revokeDevice)
 	h.route("POST /v1/devices/{id}/replay", h.replay)
+	h.route("POST /v1/devices/replay", h.replayAll)
 	h.route("GET /v1/fares", h.getFares)
 	h.route("PUT /v1/fares", h.putFares)
 	h.route("GET /v1/keyring", h.getKeyring)

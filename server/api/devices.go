@@ -195,3 +195,35 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, erro
 	h.log.Info("replay requested", "device", d.ID, "from", req.From, "to", req.To)
 	return map[string]any{"device": d.ID, "epoch": d.Status.Epoch, "from": req.From, "to": req.To}, http.StatusAccepted, nil
 }
+
+// replayAll asks every online, unrevoked device to resend its whole
+// archive: the last step of the restore procedure.
+func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	if h.cfg.Replay == nil {
+		return nil, 0, errorf(http.StatusServiceUnavailable, "unavailable", "replay needs the MQTT link")
+	}
+	ds, err := h.cfg.Ledger.Devices(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	asked, offline := []string{}, []string{}
+	for _, d := range ds {
+		if !d.Revoked.IsZero() {
+			continue
+		}
+		if d.Status.Epoch == "" || !d.Status.Online || d.StatusAt.Before(h.cfg.Started) {
+			offline = append(offline, d.ID)
+			continue
+		}
+		if err := h.cfg.Replay(r.Context(), d.ID, d.Status.Epoch, 1, ^uint64(0)>>1); err != nil {
+			return nil, 0, err
+		}
+		asked = append(asked, d.ID)
+	}
+	h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline", len(asked), len(offline)))
+	return map[string]any{"asked": asked, "offline": offline}, http.StatusAccepted, nil
+}

@@ -360,3 +360,49 @@ func (s *Store) Credentials(ctx context.Context, account uint64) ([]Credential, 
 	}
 	return out, rows.Err()
 }
+
+// DefaultRestoreMargin is how far Restored moves the id counters.
+const DefaultRestoreMargin = 100_000
+
+// Restored makes the ledger safe to use after it was restored from a
+// backup: the account and payment id counters jump forward by margin
+// (DefaultRestoreMargin if 0), past any id the lost part of the history may
+// have handed out (riders and shops hold those ids; a code of a lost
+// account is refused anyway, as its credential is not in the restored
+// ledger), and the deny-list version moves to at least the current time
+// (validators refuse a list older than theirs). It writes an audit entry and
+// returns the counters' new values.
+func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accountID, paymentID int64, err error) {
+	if margin == 0 {
+		margin = DefaultRestoreMargin
+	}
+	if margin < 0 || margin > 1<<40 {
+		return 0, 0, invalid("restore margin %d out of range", margin)
+	}
+	err = s.write(ctx, "restored", func(t *txn) error {
+		for _, c := range []struct {
+			name string
+			to   *int64
+		}{{"account_id", &accountID}, {"payment_id", &paymentID}} {
+			if err := t.queryRow(`UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value`, margin, c.name).
+				Scan(c.to); err != nil {
+				return fmt.Errorf("ledger: move %s: %w", c.name, err)
+			}
+		}
+		if err := t.bumpDenyVersion(); err != nil {
+			return err
+		}
+		id, err := t.nextID("audit_id")
+		if err != nil {
+			return err
+		}
+		_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, t.now, actor, "restored", "", fmt.Sprintf("id counters +%d: next account %d, next payment %d", margin, accountID+1, paymentID+1))
+		return err
+	})
+	if err == nil {
+		s.log.Warn("ledger: marked as restored from a backup; id counters moved forward", "margin", margin,
+			"account_id", accountID, "payment_id", paymentID)
+	}
+	return accountID, paymentID, err
+}

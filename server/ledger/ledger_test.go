@@ -1199,3 +1199,30 @@ func TestTokensAndAudit(t *testing.T) {
 		}
 	})
 }
+
+// After a restore the ids go forward, never back to ones the lost history
+// handed out, and the deny-list version keeps increasing.
+func TestRestored(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		a := newAccount(t, s, 100)
+		v0 := denyList(t, s).Version
+		acct, pay, err := s.Restored(ctx, 0, "cli")
+		if err != nil || acct != int64(a)+DefaultRestoreMargin || pay != DefaultRestoreMargin {
+			t.Fatalf("Restored = %d, %d, %v", acct, pay, err)
+		}
+		b, err := s.CreateAccount(ctx, AccountSpec{})
+		if err != nil || b.ID != uint64(acct)+1 {
+			t.Errorf("next account %d, %v, want %d", b.ID, err, acct+1)
+		}
+		if v := denyList(t, s).Version; v <= v0 || v < uint64(time.Now().Add(-time.Minute).UnixMilli()) {
+			t.Errorf("deny version %d after a restore (was %d)", v, v0)
+		}
+		if log, _ := s.AuditLog(ctx, 0, 1); len(log) != 1 || log[0].Action != "restored" {
+			t.Errorf("audit %+v", log)
+		}
+		_, _, err = s.Restored(ctx, -1, "cli")
+		wantErr(t, err, ErrInvalid)
+	})
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/farego/farego/cmd/internal/cli"
+)
+
+// cmdRestored is the first step after restoring the ledger from a backup
+// (see the README's restore procedure): the id counters jump forward past
+// anything the lost history may have handed out, and the deny-list version
+// moves to the current time. Run it before starting the servers.
+func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("farego-settlement restored", flag.ContinueOnError)
+	data := dataFlag(fs)
+	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	margin := fs.Int64("margin", 0, "how far the account and payment id counters jump (default 100000)")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	st, err := openLedger(ctx, *data, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	acct, pay, err := st.Restored(ctx, *margin, "cli")
+	if err != nil {
+		return err
+	}
+	if err := st.CheckInvariants(ctx); err != nil {
+		return fmt.Errorf("the restored ledger does not check: %w", err)
+	}
+	fmt.Fprintf(stdout, `ledger marked as restored: the next account id is %d, the next payment id %d
+next: start the settlement server(s), then ask every online validator to resend its archive:
+  curl -X POST -H "Authorization: Bearer $(cat %s/keys/operator.token)" http://HOST:8080/v1/devices/replay
+`, acct+1, pay+1, *data)
+	return nil
+}

@@ -1,0 +1,156 @@
+package rig
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fast is a validator policy for tests that tap one rider often.
+var fast = []string{"passback_window", `"-1s"`, "risk_cap", "-1"}
+
+// tapAll taps each rider once on d and returns how many taps were accepted.
+func tapAll(t *testing.T, ctx context.Context, d *Device, riders []*APIRider) {
+	t.Helper()
+	for _, rd := range riders {
+		line, err := d.Scan(ctx, rd.Code(time.Now()))
+		if err != nil || !strings.Contains(line, "ACCEPTED") {
+			t.Fatalf("tap of %d: %q, %v", rd.ID, line, err)
+		}
+	}
+}
+
+// waitRides waits until every rider has n rides in the ledger.
+func waitRides(t *testing.T, ctx context.Context, r *Rig, riders []*APIRider, n int) {
+	t.Helper()
+	for _, rd := range riders {
+		err := WaitFor(ctx, 90*time.Second, fmt.Sprintf("%d rides of %d", n, rd.ID), func() bool {
+			rides, err := r.Rides(ctx, rd.ID)
+			return err == nil && len(rides) == n
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// copyFiles copies dir/name* (a SQLite file and its -wal and -shm) to dst.
+func copyFiles(t *testing.T, dir, name, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, name+"*"))
+	for _, m := range matches {
+		in, err := os.Open(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := os.Create(filepath.Join(dst, filepath.Base(m)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			t.Fatal(err)
+		}
+		in.Close()
+		out.Close()
+	}
+}
+
+// The restore procedure: a ledger restored from an older backup lacks the
+// taps settled since; "farego-settlement restored" moves the id counters
+// past anything handed out since, and POST /v1/devices/replay has every
+// online validator resend its whole archive. Every tap ends in the ledger
+// exactly once, whatever order its batches committed in.
+func TestRestoreAndReplay(t *testing.T) {
+	r, ctx := newRig(t)
+	d := startDevice(t, ctx, r, "bus-8-front", fast...)
+	riders := make([]*APIRider, 4)
+	for i := range riders {
+		var err error
+		if riders[i], err = r.NewAPIRider(ctx, "adult", 10_000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tapAll(t, ctx, d, riders)
+	waitRides(t, ctx, r, riders, 1)
+
+	// The backup: the ledger as it is now.
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup")
+	copyFiles(t, r.serverDir(), "ledger.db", backup)
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two more rounds settle after the backup (the device acks them and
+	// keeps them in its archive).
+	for range 2 {
+		time.Sleep(1100 * time.Millisecond) // a transfer window of 1 minute: the charge does not matter here
+		tapAll(t, ctx, d, riders)
+	}
+	waitRides(t, ctx, r, riders, 3)
+	balances := map[uint64]int64{}
+	for _, rd := range riders {
+		a, err := r.Account(ctx, rd.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		balances[rd.ID] = a.Balance
+	}
+
+	// The disaster: the ledger is restored from the backup.
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(r.serverDir(), "ledger.db*"))
+	for _, m := range matches {
+		os.Remove(m)
+	}
+	copyFiles(t, backup, "ledger.db", r.serverDir())
+	out, err := r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir())
+	if err != nil || !strings.Contains(out, "next account id") {
+		t.Fatalf("restored: %q, %v", out, err)
+	}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitRides(t, ctx, r, riders, 1) // what the backup held
+	// A new rider gets an id past anything handed out before the restore.
+	late, err := r.NewAPIRider(ctx, "adult", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rd := range riders {
+		if late.ID <= rd.ID+1000 {
+			t.Errorf("a new account after the restore got id %d, close to %d's", late.ID, rd.ID)
+		}
+	}
+	err = WaitFor(ctx, 90*time.Second, "the device online again", func() bool {
+		var resp struct {
+			Asked []string `json:"asked"`
+		}
+		return r.API(ctx, "POST", "/v1/devices/replay", nil, &resp) == nil && len(resp.Asked) == 1
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRides(t, ctx, r, riders, 3)
+	for _, rd := range riders {
+		if a, err := r.Account(ctx, rd.ID); err != nil || a.Balance != balances[rd.ID] {
+			t.Errorf("rider %d after restore and replay: balance %d, %v; before the restore %d", rd.ID, a.Balance, err, balances[rd.ID])
+		}
+	}
+	after, err := r.Verify(ctx)
+	if err != nil || !strings.Contains(after, " 12 taps (0 flagged)") {
+		t.Fatalf("verify after the replay: %q, %v", after, err)
+	}
+	t.Logf("after restore and replay: %s", strings.TrimSpace(after))
+}
