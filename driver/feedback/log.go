@@ -8,6 +8,7 @@ const (
 	keyPath   = "path"
 	keyErr    = "err"
 	keyFailed = "failures"
+	keyLine   = "line"
 )
 
 var discardLog = slog.New(slog.DiscardHandler)
