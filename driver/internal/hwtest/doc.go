@@ -1,6 +1,7 @@
 // Package hwtest gives the driver tests real kernel parts where the running
 // kernel has them: simulated GPIO chips from the gpio-sim module (configfs,
-// /sys/kernel/config/gpio-sim) with real /dev/gpiochipN character devices.
+// /sys/kernel/config/gpio-sim) with real /dev/gpiochipN character devices,
+// and /dev/uinput for virtual keyboards with real /dev/input/eventN nodes.
 //
 // # Caveats
 //

@@ -150,3 +150,21 @@ func loadGPIOSim() error {
 	}
 	return nil
 }
+
+// Uinput returns the path of the uinput device, loading the module if it
+// can, or skips (or fails, see [Unavailable]) when the kernel has none.
+func Uinput(tb testing.TB) string {
+	tb.Helper()
+	const path = "/dev/uinput"
+	if _, err := os.Stat(path); err != nil {
+		if p, err := exec.LookPath("modprobe"); err == nil {
+			exec.Command(p, "uinput").Run()
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		Unavailable(tb, RequireUinput, "no usable /dev/uinput here ("+err.Error()+"): needs root and a kernel with CONFIG_INPUT_UINPUT (modprobe uinput)")
+	}
+	f.Close()
+	return path
+}
