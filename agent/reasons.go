@@ -1,6 +1,6 @@
 package agent
 
-import "github.com/farego/farego/agent/paycode"
+import "github.com/farego/farego/agent/ridertext"
 
 // Reasons the agent adds to paycode's. Like those, they are stable API
 // (logs, metrics, feedback).
@@ -15,33 +15,18 @@ const (
 	ReasonInternal  = "internal"
 )
 
-// riderMessages are the short texts a rider sees on the validator display.
-var riderMessages = map[string]string{
-	string(paycode.ReasonMalformed):              "Code not readable - try again",
-	string(paycode.ReasonUnsupportedVersion):     "Please update your app",
-	string(paycode.ReasonUnknownIssuerKey):       "Code not valid here",
-	string(paycode.ReasonBadCredentialSignature): "Invalid code",
-	string(paycode.ReasonCredentialNotYetValid):  "Code not valid yet",
-	string(paycode.ReasonCredentialExpired):      "Open your app online to renew",
-	string(paycode.ReasonBadCodeSignature):       "Invalid code",
-	string(paycode.ReasonCodeFromFuture):         "Check your phone's clock",
-	string(paycode.ReasonCodeExpired):            "Code expired - refresh it",
-	ReasonDenied:                                 "Account blocked - see your app",
-	ReasonDuplicate:                              "Already paid",
-	ReasonPassback:                               "Already used - please wait",
-	ReasonRiskCap:                                "Limit reached - go online",
-	ReasonNoFare:                                 "Out of service: fares",
-	ReasonQueueFull:                              "Out of service",
-	ReasonClock:                                  "Out of service: clock",
-	ReasonInternal:                               "Out of service",
+// Reasons lists the agent's own reasons; with paycode.Reasons, every
+// reason a tap can be refused for.
+var Reasons = []string{
+	ReasonDenied, ReasonDuplicate, ReasonPassback, ReasonRiskCap,
+	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal,
 }
 
-// RiderMessage returns the short text a rider sees for a reason.
+// RiderMessage returns the short English text a rider sees for a reason
+// (see agent/ridertext for the other languages, and [Agent.RiderMessage]
+// for the device's own).
 func RiderMessage(reason string) string {
-	if m, ok := riderMessages[reason]; ok {
-		return m
-	}
-	return "Not accepted"
+	return ridertext.Message(ridertext.English, reason)
 }
 
 // outOfService reports whether a reason means the validator, not the code,
