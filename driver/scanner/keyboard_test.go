@@ -1,7 +1,6 @@
 package scanner
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,23 +42,7 @@ func startKeyboard(tb testing.TB, path string, open func() (*os.File, error)) *h
 		}
 	}
 	h.s = k.s
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx, h.frames) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-		if tb.Failed() {
-			tb.Logf("reader log:\n%s", h.logs)
-		}
-	})
+	h.run(tb, k.Run)
 	return h
 }
 
