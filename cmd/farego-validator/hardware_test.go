@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/agent/ridertext"
 	"github.com/farego/farego/driver/scanner"
@@ -82,4 +84,20 @@ func TestHardwareConfigInvalid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunLanguage: a validator process set to Simplified Chinese shows the
+// riders' texts in it on the console; the reasons stay the same.
+func TestRunLanguage(t *testing.T) {
+	d := newDevice(t, "", "")
+	cfg, _ := os.ReadFile(d.cfgPath)
+	must(t, os.WriteFile(d.cfgPath, append([]byte("language = \"zh-Hans\"\n"), cfg...), 0o644))
+	d.start()
+	now := time.Now()
+	r := d.issuer.Rider(t, 4001, now)
+	code := r.Code(t, now)
+	expectLine(t, d.scan(code), "ACCEPTED  2.50 EUR  支付成功")
+	expectLine(t, d.scan(code), "ACCEPTED  0.00 EUR  已支付")
+	expectLine(t, d.scan(r.Code(t, now.Add(-10*time.Minute))), "REJECTED  乘车码已过期，请刷新 (code_expired)")
+	d.stop()
 }
