@@ -16,7 +16,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Binaries built by `make build`; the device binary is the only one `dist` cross-builds.
 CMDS := farego-validator farego-settlement farego-rider farego-provision farego-demo farego-sim
 
-.PHONY: help build test test-arm bench bench-all fuzz lint dist demo vendor-wallet clean
+.PHONY: help build test test-arm bench bench-all fuzz lint dist deb demo vendor-wallet clean
 
 # The device-side packages: what runs on the validator.
 DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/... ./sync/internal/...
@@ -59,6 +59,9 @@ dist: ## static linux/arm (GOARM=7) and linux/arm64 builds of farego-validator, 
 	@ls -l $(DIST)/*/farego-validator $(DIST)/share/*
 	@echo "device bundles (keys, certificates, config, keyring, fares, unit): farego-provision device --help"
 
+deb: dist ## .deb packages of farego-validator for armhf and arm64 in dist/ (binary, systemd unit, sysusers entry, udev rules, sample config), read back and checked
+	$(GO) run ./cmd/internal/mkdeb --version '$(VERSION)' --out $(DIST) \
+		--binary armhf=$(DIST)/linux-armv7/farego-validator --binary arm64=$(DIST)/linux-arm64/farego-validator
 
 demo: build ## run the whole system on this machine (server, validator on a pty, riders) and narrate it; DEMO_FLAGS=--keep leaves the server and its wallet up
 	./$(BIN)/farego-demo --bin $(BIN) $(DEMO_FLAGS)

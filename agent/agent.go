@@ -14,6 +14,7 @@ import (
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/agent/ridertext"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
@@ -67,6 +68,10 @@ type Config struct {
 	Workers int
 	// PruneInterval: how often Run forgets codes too old to be accepted again.
 	PruneInterval time.Duration
+
+	// Language of the texts riders see (Outcome.Message and the feedback);
+	// default English. Reasons stay the same in every language.
+	Language ridertext.Language
 
 	// Accepted, if set, is called after each accepted tap is on disk (the
 	// uplink uses it to send at once instead of at its next poll). It must
@@ -220,7 +225,7 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	out := Outcome{Scanner: f.Scanner, CodeHash: paycode.ShortHash(f.Text)}
 	refuse := func(reason record.Reason) Outcome {
-		out.Reason, out.Message = reason, RiderMessage(reason)
+		out.Reason, out.Message = reason, a.RiderMessage(string(reason))
 		return out
 	}
 	now := a.now()
@@ -274,7 +279,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(record.ReasonInternal)
 	}
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
-	out.Message = "Paid"
+	out.Message = a.RiderMessage(ridertext.KeyPaid)
 	return out
 }
 

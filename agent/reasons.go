@@ -1,35 +1,20 @@
 package agent
 
 import (
-	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/agent/ridertext"
 )
 
-// riderMessages are the short texts a rider sees on the validator display.
-var riderMessages = map[record.Reason]string{
-	paycode.ReasonMalformed:              "Code not readable - try again",
-	paycode.ReasonUnsupportedVersion:     "Please update your app",
-	paycode.ReasonUnknownIssuerKey:       "Code not valid here",
-	paycode.ReasonBadCredentialSignature: "Invalid code",
-	paycode.ReasonCredentialNotYetValid:  "Code not valid yet",
-	paycode.ReasonCredentialExpired:      "Open your app online to renew",
-	paycode.ReasonBadCodeSignature:       "Invalid code",
-	paycode.ReasonCodeFromFuture:         "Check your phone's clock",
-	paycode.ReasonCodeExpired:            "Code expired - refresh it",
-	record.ReasonDenied:                  "Account blocked - see your app",
-	record.ReasonDuplicate:               "Already paid",
-	record.ReasonPassback:                "Already used - please wait",
-	record.ReasonRiskCap:                 "Limit reached - go online",
-	record.ReasonNoFare:                  "Out of service: fares",
-	record.ReasonQueueFull:               "Out of service",
-	record.ReasonClock:                   "Out of service: clock",
-	record.ReasonInternal:                "Out of service",
+// Reasons lists the agent's own reasons (record.Reason*); with
+// paycode.Reasons, every reason a tap can be refused for (record.Reasons).
+var Reasons = []record.Reason{
+	record.ReasonDenied, record.ReasonDuplicate, record.ReasonPassback, record.ReasonRiskCap,
+	record.ReasonNoFare, record.ReasonQueueFull, record.ReasonClock, record.ReasonInternal,
 }
 
-// RiderMessage returns the short text a rider sees for a reason.
+// RiderMessage returns the short English text a rider sees for a reason
+// (see agent/ridertext for the other languages, and [Agent.RiderMessage]
+// for the device's own).
 func RiderMessage(reason record.Reason) string {
-	if m, ok := riderMessages[reason]; ok {
-		return m
-	}
-	return "Not accepted"
+	return ridertext.Message(ridertext.English, string(reason))
 }

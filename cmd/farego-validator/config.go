@@ -25,6 +25,7 @@ type Config struct {
 	Route    string `toml:"route"`
 	Vehicle  string `toml:"vehicle"`
 	DataDir  string `toml:"data_dir"`
+	Language string `toml:"language"` // riders' language: en (default), zh-Hans
 
 	Log       LogConfig       `toml:"log"`
 	Policy    PolicyConfig    `toml:"policy"`
@@ -67,6 +68,7 @@ type ProvisionConfig struct {
 // (development and demos).
 type ScannerConfig struct {
 	Name             string             `toml:"name"`
+	Type             string             `toml:"type"` // serial (default) or evdev
 	Path             string             `toml:"path"`
 	Baud             int                `toml:"baud"`
 	Terminator       scanner.Terminator `toml:"terminator"`
@@ -83,6 +85,14 @@ type FeedbackConfig struct {
 	Green   string `toml:"gpio_green"`
 	Red     string `toml:"gpio_red"`
 	Buzzer  string `toml:"gpio_buzzer"`
+
+	// GPIO character device (see hardware.go): preferred over the files
+	// above, which become the fallback.
+	Chip       string  `toml:"gpio_chip"`
+	GreenLine  lineRef `toml:"gpio_green_line"`
+	RedLine    lineRef `toml:"gpio_red_line"`
+	BuzzerLine lineRef `toml:"gpio_buzzer_line"`
+	ActiveLow  bool    `toml:"gpio_active_low"`
 }
 
 // MetricsConfig is the Prometheus endpoint.
@@ -217,6 +227,9 @@ func (c *Config) check() error {
 	case "", "auto", "always", "never":
 	default:
 		return bad("feedback.color must be auto, always or never, got %q", c.Feedback.Color)
+	}
+	if err := c.checkHardware(); err != nil {
+		return err
 	}
 	if c.Queue.MaxRecords < 0 || c.Queue.MaxFileSize < 0 {
 		return bad("queue limits must not be negative")

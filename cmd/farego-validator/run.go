@@ -112,7 +112,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
 		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
-		Logger: log.With("part", "agent"), Metrics: reg,
+		Logger: log.With("part", "agent"), Metrics: reg, Language: cfg.language(),
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
@@ -210,8 +210,8 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 		}
 		out = append(out, feedback.NewConsole(stdout, feedback.ConsoleConfig{Color: mode}))
 	}
-	if f := cfg.Feedback; f.Green != "" || f.Red != "" || f.Buzzer != "" {
-		g, err := feedback.NewGPIO(feedback.GPIOConfig{Green: f.Green, Red: f.Red, Buzzer: f.Buzzer}, log.With("part", "gpio"))
+	if gcfg, ok := gpioConfig(cfg); ok {
+		g, err := feedback.NewGPIO(gcfg, log.With("part", "gpio"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: feedback: %w", errConfig, err)
 		}
@@ -228,11 +228,12 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 			out = append(out, scanner.NewLineSource(s.Name, stdin, log.With("part", "scanner")))
 			continue
 		}
-		src, err := scanner.NewSerial(scanner.Config{
+		scfg := scanner.Config{
 			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
-		}, log.With("part", "scanner"))
+		}
+		src, err := newScanner(s.Type, scfg, log.With("part", "scanner"))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errConfig, err)
 		}

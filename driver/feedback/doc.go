@@ -5,11 +5,13 @@
 //
 //   - [Console] writes one clear line per event, with a coloured badge on a
 //     terminal and plain text otherwise: the bench, demos, a serial console.
-//   - [GPIO] drives a green light, a red light and a buzzer through Linux
-//     sysfs value files (/sys/class/gpio/gpioN/value,
-//     /sys/class/leds/NAME/brightness), playing a timed [Pattern] per event:
-//     by default green for 800 ms with one beep, red for a second with two
-//     beeps, steady red when out of service.
+//   - [GPIO] drives a green light, a red light and a buzzer, playing a timed
+//     [Pattern] per event: by default green for 800 ms with one beep, red
+//     for a second with two beeps, steady red when out of service. Each
+//     output is a line on the GPIO character device (/dev/gpiochipN,
+//     through github.com/warthog618/go-gpiocdev; see [LineConfig]) or, as a
+//     fallback, a sysfs value file (/sys/class/gpio/gpioN/value,
+//     /sys/class/leds/NAME/brightness).
 //   - [Recorder] records events for tests and can wait for the n-th one.
 //   - [Multi] sends each event to several of the above.
 //
@@ -28,9 +30,16 @@
 // Out of service lasts until the next Accepted or Rejected; there is no
 // separate "back in service" call.
 //
-// GPIO expects the pins to be exported and set to outputs already (by the
-// device image or a udev rule), with active_low set there if the wiring needs
-// it. It writes "1"/"0", or max_brightness/"0" for a LED class brightness
+// Character-device lines are requested as outputs for as long as the GPIO
+// is open (LineConfig.ActiveLow inverts them); nobody else can drive them
+// meanwhile, and a line a kernel driver holds (gpio-leds) cannot be
+// requested: give that output's LED class brightness file instead. When a
+// line cannot be requested and the output also has a file, the file is used
+// and the fallback logged; without a file NewGPIO fails.
+//
+// For sysfs files, GPIO expects the pins to be exported and set to outputs
+// already (by the device image or a udev rule), with active_low set there if
+// the wiring needs it. It writes "1"/"0", or max_brightness/"0" for a LED class brightness
 // file, with open-write-close each time, so another process or a re-created
 // file does not leave it writing into the void.
 package feedback

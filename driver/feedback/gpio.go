@@ -45,8 +45,15 @@ var (
 	defaultOutOfService = Pattern{{Red: true}}
 )
 
-// GPIOConfig configures a [GPIO]. At least one output path is required.
+// GPIOConfig configures a [GPIO]. At least one output (a line or a path) is
+// required.
 type GPIOConfig struct {
+	// Chip, GreenLine, RedLine, BuzzerLine, ActiveLow and Consumer select
+	// GPIO lines on the character device (see [LineConfig]); they are the
+	// preferred way. A line's output path below, if also given, is used
+	// only when the line cannot be requested.
+	LineConfig
+
 	// Green, Red and Buzzer are the sysfs files that switch each output,
 	// for example /sys/class/gpio/gpio17/value or
 	// /sys/class/leds/green/brightness. Empty means not fitted. The files
@@ -60,16 +67,18 @@ type GPIOConfig struct {
 	Accept, Reject, OutOfService Pattern
 }
 
-// output is one sysfs value file.
+// output is one sysfs value file or one requested character-device line.
 type output struct {
 	name     string // green, red, buzzer
-	path     string
+	path     string // the file, or chip:offset for a line (for logs)
 	on, off  []byte
-	failures int // consecutive failed writes, for logging once
+	line     lineSetter // not nil: a chardev line, path is only a label
+	failures int        // consecutive failed writes, for logging once
 }
 
-// GPIO drives a green light, a red light and a buzzer through Linux sysfs
-// files, playing a timed [Pattern] for each event.
+// GPIO drives a green light, a red light and a buzzer through GPIO
+// character-device lines or Linux sysfs files, playing a timed [Pattern] for
+// each event.
 //
 // Calls do not block for the pattern: the first step is written before the
 // call returns (so the light is on, and a failed write is reported, when
@@ -95,14 +104,17 @@ var _ Feedback = (*GPIO)(nil)
 // log may be nil.
 func NewGPIO(cfg GPIOConfig, log *slog.Logger) (*GPIO, error) {
 	g := &GPIO{log: orDiscard(log)}
-	for _, o := range []struct{ name, path string }{{"green", cfg.Green}, {"red", cfg.Red}, {"buzzer", cfg.Buzzer}} {
-		if o.path == "" {
-			continue
-		}
-		g.outs = append(g.outs, &output{name: o.name, path: o.path, on: onValue(o.path), off: []byte("0\n")})
+	outs, err := openOutputs(cfg, g.log)
+	if err != nil {
+		return nil, err
 	}
+	g.outs = outs
 	if len(g.outs) == 0 {
-		return nil, fmt.Errorf("%w: no green, red or buzzer path", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: no green, red or buzzer line or path", ErrInvalidConfig)
+	}
+	fail := func(err error) (*GPIO, error) {
+		closeLines(g.outs)
+		return nil, err
 	}
 	for _, p := range []struct {
 		name string
@@ -120,13 +132,13 @@ func NewGPIO(cfg GPIOConfig, log *slog.Logger) (*GPIO, error) {
 		}
 		for i, s := range *p.p {
 			if s.Hold < 0 {
-				return nil, fmt.Errorf("%w: %s pattern step %d: negative hold %v", ErrInvalidConfig, p.name, i, s.Hold)
+				return fail(fmt.Errorf("%w: %s pattern step %d: negative hold %v", ErrInvalidConfig, p.name, i, s.Hold))
 			}
 		}
 	}
 	for _, o := range g.outs {
 		if err := o.write(false); err != nil {
-			return nil, fmt.Errorf("%w: %s output: %w", ErrInvalidConfig, o.name, err)
+			return fail(fmt.Errorf("%w: %s output: %w", ErrInvalidConfig, o.name, err))
 		}
 	}
 	return g, nil
@@ -177,8 +189,9 @@ func (g *GPIO) Wait(ctx context.Context) error {
 	}
 }
 
-// Close stops the playing pattern and switches every output off. Later calls
-// return [ErrClosed]; Close itself can be called again.
+// Close stops the playing pattern, switches every output off and releases
+// the character-device lines. Later calls return [ErrClosed]; Close itself
+// can be called again.
 func (g *GPIO) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -187,7 +200,7 @@ func (g *GPIO) Close() error {
 	}
 	g.closed = true
 	g.stopLocked()
-	return g.apply(Step{})
+	return errors.Join(g.apply(Step{}), closeLines(g.outs))
 }
 
 // play stops the current pattern, writes the first step of p and plays the
@@ -271,6 +284,9 @@ func (g *GPIO) apply(s Step) error {
 
 // write switches the output on or off.
 func (o *output) write(on bool) error {
+	if o.line != nil {
+		return o.line.set(on)
+	}
 	v := o.off
 	if on {
 		v = o.on

@@ -20,6 +20,12 @@
 //     [Framer]. When the device disappears (USB unplugged, cable fault) it
 //     logs once, reopens with jittered, capped backoff and logs once again
 //     when the scanner is back, without restarting the agent.
+//   - [Keyboard] reads a scanner that presents itself as a USB keyboard
+//     ("keyboard wedge") through its input event device
+//     (/dev/input/eventN), grabbed for exclusive use (EVIOCGRAB). Key events
+//     are typed out with a US layout (Shift, Caps Lock, keypad digits),
+//     Enter ends a frame, and the text goes through the same [Framer];
+//     unplugging is handled as for [Serial].
 //   - [LineSource] reads lines from standard input or a file instead, for
 //     the bench and demos.
 //   - [RunAll] runs several sources (front and rear doors) into one channel;
@@ -61,4 +67,15 @@
 //
 // A [LineSource] cannot interrupt a blocked Read of its input; see
 // [LineSource.Run].
+//
+// A [Keyboard] needs the scanner set to a US keyboard layout (other layouts
+// type other characters for the same keys: a frame then fails the payment
+// code check, or holds junk and is discarded) and to end each scan with
+// Enter. The reader opens the device itself with golang.org/x/sys/unix
+// rather than through github.com/holoplot/go-evdev (whose key code constants
+// it uses): that library's Grab goes through os.File.Fd, which turns the
+// descriptor blocking, so a pending read could no longer be bounded or
+// interrupted. The read is bounded by ReadTimeout with a deadline instead.
+// Event records are 24 bytes on 64-bit kernels and 16 bytes on 32-bit ones
+// (armhf); the reader uses its own process's size, which is the kernel's.
 package scanner

@@ -134,9 +134,17 @@ func startSerial(tb testing.TB, cfg Config) *harness {
 		tb.Fatalf("NewSerial: %v", err)
 	}
 	h.s = s
+	h.run(tb, s.Run)
+	return h
+}
+
+// run runs a reader's Run until the test ends; the cleanup checks that it
+// returns nil after cancellation and shows the log if the test failed.
+func (h *harness) run(tb testing.TB, run func(context.Context, chan<- Frame) error) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, h.frames) }()
+	go func() { done <- run(ctx, h.frames) }()
 	tb.Cleanup(func() {
 		cancel()
 		select {
@@ -151,7 +159,6 @@ func startSerial(tb testing.TB, cfg Config) *harness {
 			tb.Logf("reader log:\n%s", h.logs)
 		}
 	})
-	return h
 }
 
 // waitState waits for the next state report and checks it.
