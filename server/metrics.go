@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -28,11 +29,27 @@ func (s *Server) ingestMetrics() ingest.Metrics {
 }
 
 func (s *Server) registerMetrics() {
+	// One scrape reads the ledger's figures once (each gauge would read
+	// them again), and never more than once a second.
+	var mu sync.Mutex
+	var last ledger.Stats
+	var at time.Time
+	var lastErr error
+	stats := func() (ledger.Stats, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) < time.Second {
+			return last, lastErr
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		last, lastErr = s.ledger.Stats(ctx)
+		at = time.Now()
+		return last, lastErr
+	}
 	stat := func(f func(st ledgerStats) float64) func() float64 {
 		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			st, err := s.ledger.Stats(ctx)
+			st, err := stats()
 			if err != nil {
 				return -1
 			}
@@ -41,8 +58,11 @@ func (s *Server) registerMetrics() {
 	}
 	s.reg.GaugeFunc("farego_ledger_taps", "Taps in the ledger.", stat(func(st ledgerStats) float64 { return float64(st.Taps) }))
 	s.reg.GaugeFunc("farego_ledger_flagged_taps", "Taps stored flagged and uncharged.", stat(func(st ledgerStats) float64 { return float64(st.FlaggedTaps) }))
-	s.reg.GaugeFunc("farego_ledger_negative_accounts", "Accounts below zero (deny-listed).", stat(func(st ledgerStats) float64 { return float64(st.NegativeAccounts) }))
+	s.reg.GaugeFunc("farego_ledger_negative_accounts", "Accounts below their credit line (deny-listed).", stat(func(st ledgerStats) float64 { return float64(st.NegativeAccounts) }))
+	s.reg.GaugeFunc("farego_ledger_accounts", "Accounts.", stat(func(st ledgerStats) float64 { return float64(st.Accounts) }))
+	s.reg.GaugeFunc("farego_ledger_postings", "Postings in the journal.", stat(func(st ledgerStats) float64 { return float64(st.Postings) }))
 	s.reg.GaugeFunc("farego_denylist_version", "Deny list version.", stat(func(st ledgerStats) float64 { return float64(st.DenyVersion) }))
+	s.reg.GaugeFunc("farego_denylist_entries", "Deny list entries.", stat(func(st ledgerStats) float64 { return float64(st.DenyEntries) }))
 	if s.broker != nil {
 		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
 		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })

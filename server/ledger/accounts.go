@@ -87,6 +87,7 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 			id, int64(spec.Profile), spec.Name, secret, spec.Currency, t.now); err != nil {
 			return err
 		}
+		t.stat(statAccounts, 1)
 		acct, err = getAccount(ctx, t.tx, uint64(id))
 		return err
 	})

@@ -1,28 +1,32 @@
 package ledger
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
 
-// The set-based statements of a batch: one statement for many rows, in the
-// same SQL on SQLite and PostgreSQL.
+// The set-based statements of a batch: one statement for many rows. A bulk
+// is a set of rows that a statement reads as a row source (t.rows):
 //
-//   - INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING RETURNING key
-//   - SELECT … WHERE key IN (VALUES (…), (…))
-//   - WITH v (cols) AS (VALUES (…), (…)) UPDATE t SET … FROM v WHERE …
+//   - INSERT INTO t (cols) <rows> ON CONFLICT …
+//   - SELECT … WHERE key IN (<rows>)
+//   - WITH v (cols) AS (<rows>) UPDATE t SET … FROM v WHERE …
 //
-// On PostgreSQL the parameters of a VALUES list carry an explicit CAST (it
-// cannot infer their types there); SQLite gets bare anonymous "?"
-// parameters (its CAST would give BYTEA numeric affinity), so a bulk
-// statement takes all its parameters from its bulk.
+// The row source is a VALUES list with one anonymous "?" parameter per
+// value on SQLite (in-process: the statement text may change with the
+// number of rows; SQLite finds a named parameter's name by walking a list,
+// which makes binding thousands of "$n" quadratic), and on PostgreSQL
+// "SELECT * FROM unnest($1::T1[], $2::T2[], …)" with one array parameter
+// per column: the statement text is the same whatever the number of rows,
+// so pgx prepares it once per connection and a batch costs one round trip
+// per statement, whatever its size.
 
-// maxBulkParams bounds the parameters of one statement: SQLite allows 32,766
-// and PostgreSQL 65,535; a batch larger than this is split into several
-// statements.
+// maxBulkParams bounds the parameters of one SQLite statement (SQLite
+// allows 32,766): a larger bulk is split into several statements.
 const maxBulkParams = 30000
 
-// sqlType is the SQL type of a bulk column, for its CAST.
+// sqlType is the PostgreSQL type of a bulk column.
 type sqlType string
 
 const (
@@ -32,10 +36,10 @@ const (
 	tBool   sqlType = "BOOLEAN"
 )
 
-// bulk builds one multi-row statement: rows of len(types) parameters each.
+// bulk is a set of rows of len(types) values each.
 type bulk struct {
 	types []sqlType
-	args  []any
+	vals  []any // row after row
 	rows  int
 }
 
@@ -46,56 +50,103 @@ func (b *bulk) add(vals ...any) {
 	if len(vals) != len(b.types) {
 		panic("ledger: bulk row of the wrong width")
 	}
-	b.args = append(b.args, vals...)
+	b.vals = append(b.vals, vals...)
 	b.rows++
 }
 
-// values returns "(CAST($1 AS T1), …), (…)" for the rows (without the
-// casts unless typed), numbering the parameters from first (1-based).
-func (b *bulk) values(first int, typed bool) string {
-	var sb strings.Builder
-	n := first
-	for r := range b.rows {
-		if r > 0 {
-			sb.WriteString(", ")
-		}
-		sb.WriteByte('(')
-		for c, t := range b.types {
-			if c > 0 {
-				sb.WriteString(", ")
-			}
-			if typed {
-				sb.WriteString("CAST($")
-				sb.WriteString(strconv.Itoa(n))
-				sb.WriteString(" AS ")
-				sb.WriteString(string(t))
-				sb.WriteByte(')')
-			} else {
-				// Anonymous: SQLite finds a named parameter's name by
-				// walking a list, which makes binding thousands of
-				// "$n" quadratic.
-				sb.WriteByte('?')
-			}
-			n++
-		}
-		sb.WriteByte(')')
+// chunks splits the rows into bulks small enough for one SQLite statement
+// (PostgreSQL takes any bulk whole: see rows).
+func (b *bulk) chunks(pg bool) []*bulk {
+	if b.rows == 0 {
+		return nil
 	}
-	return sb.String()
-}
-
-// chunks splits the rows into bulks of at most maxBulkParams parameters.
-func (b *bulk) chunks() []*bulk {
 	per := max(1, maxBulkParams/len(b.types))
-	if b.rows <= per {
+	if pg || b.rows <= per {
 		return []*bulk{b}
 	}
 	var out []*bulk
 	w := len(b.types)
 	for start := 0; start < b.rows; start += per {
 		end := min(start+per, b.rows)
-		out = append(out, &bulk{types: b.types, args: b.args[start*w : end*w], rows: end - start})
+		out = append(out, &bulk{types: b.types, vals: b.vals[start*w : end*w], rows: end - start})
 	}
 	return out
+}
+
+// source returns the row source of the bulk and its arguments, parameters
+// numbered from first (1-based; PostgreSQL only: SQLite's are anonymous).
+func (b *bulk) source(first int, pg bool) (string, []any) {
+	if !pg {
+		var sb strings.Builder
+		sb.WriteString("VALUES ")
+		row := "(" + strings.Repeat("?, ", len(b.types)-1) + "?)"
+		for r := range b.rows {
+			if r > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString(row)
+		}
+		return sb.String(), b.vals
+	}
+	var sb strings.Builder
+	sb.WriteString("SELECT * FROM unnest(")
+	args := make([]any, len(b.types))
+	w := len(b.types)
+	for c, t := range b.types {
+		if c > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("CAST($" + strconv.Itoa(first+c) + " AS " + string(t) + "[])")
+		args[c] = column(b, c, w, t)
+	}
+	sb.WriteByte(')')
+	return sb.String(), args
+}
+
+// column gathers column c of the rows as a typed slice (a PostgreSQL
+// array parameter).
+func column(b *bulk, c, w int, t sqlType) any {
+	switch t {
+	case tBigint:
+		out := make([]int64, b.rows)
+		for r := range out {
+			out[r] = asInt64(b.vals[r*w+c])
+		}
+		return out
+	case tText:
+		out := make([]string, b.rows)
+		for r := range out {
+			out[r] = b.vals[r*w+c].(string)
+		}
+		return out
+	case tBytes:
+		out := make([][]byte, b.rows)
+		for r := range out {
+			if v := b.vals[r*w+c]; v != nil {
+				out[r] = v.([]byte)
+			}
+		}
+		return out
+	case tBool:
+		out := make([]bool, b.rows)
+		for r := range out {
+			out[r] = b.vals[r*w+c].(bool)
+		}
+		return out
+	}
+	panic(fmt.Sprintf("ledger: bulk column type %s", t))
+}
+
+func asInt64(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	case uint64:
+		return int64(x)
+	}
+	panic(fmt.Sprintf("ledger: bulk value %T is not an integer", v))
 }
 
 // int64s makes a single-column bulk of ids.

@@ -46,7 +46,8 @@ const maxFindings = 50
 //     minus tap charges.
 //  9. The deny list holds negative_balance for exactly the accounts whose
 //     balance is below their credit line, and the account row says so.
-//  10. Counters are ahead of the ids they handed out (and the fare_version
+//  10. The kept figures (ledger_stats) equal their counts. Counters are
+//     ahead of the ids they handed out (and the fare_version
 //     counter is the latest stored table's version); tap ids are
 //     "device/seq"; credential serials do not exceed the account's last.
 func (s *Store) CheckInvariants(ctx context.Context) error {
@@ -126,6 +127,10 @@ var invariantQueries = []struct{ msg, query string }{
 			OR SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) > 1
 			OR (COUNT(p.seq) > 0 AND SUM(CASE WHEN p.kind = 'fare' THEN 1 ELSE 0 END) <> 1)
 			OR SUM(CASE WHEN p.account_id <> t.account_id THEN 1 ELSE 0 END) > 0`},
+	{"posting or code use of a tap that is not stored [tap]", `
+		SELECT p.tap_id FROM postings p WHERE p.tap_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM taps t WHERE t.tap_id = p.tap_id)
+		UNION ALL
+		SELECT u.tap_id FROM code_uses u WHERE u.tap_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM taps t WHERE t.tap_id = u.tap_id)`},
 	{"fare correction before the tap's fare posting [account, seq, tap]", `
 		SELECT c.account_id, c.seq, c.tap_id FROM postings c
 		WHERE c.kind = 'fare_correction' AND NOT EXISTS (
@@ -207,6 +212,17 @@ var invariantQueries = []struct{ msg, query string }{
 			(c.name = 'deny_version' AND c.value < 1 AND EXISTS (SELECT 1 FROM deny_entries)) OR
 			(c.name = 'fare_version' AND c.value <> (SELECT COALESCE(MAX(version), 0) FROM fare_tables))`},
 	{"account id below 1000 [account]", `SELECT id FROM accounts WHERE id < 1000`},
+	{"kept figure differs from the count [figure, kept, counted]", `
+		SELECT c.name, COALESCE(k.v, 0), c.v FROM (
+			SELECT 'accounts' AS name, COUNT(*) AS v FROM accounts UNION ALL
+			SELECT 'balance', CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM accounts UNION ALL
+			SELECT 'taps', COUNT(*) FROM taps UNION ALL
+			SELECT 'flagged_taps', COUNT(*) FROM taps WHERE flag <> '' UNION ALL
+			SELECT 'postings', COUNT(*) FROM postings UNION ALL
+			SELECT 'payments', COUNT(*) FROM payments UNION ALL
+			SELECT 'devices', COUNT(*) FROM devices) c
+		LEFT JOIN (SELECT name, CAST(SUM(value) AS BIGINT) AS v FROM ledger_stats GROUP BY name) k ON k.name = c.name
+		WHERE COALESCE(k.v, 0) <> c.v`},
 	{"tap id is not device/epoch/seq [tap]", `
 		SELECT tap_id FROM taps WHERE tap_id <> device_id || '/' || epoch || '/' || CAST(seq AS TEXT)
 			AND (rider_key IS NOT NULL OR tap_id <> device_id || '/' || CAST(seq AS TEXT))`},

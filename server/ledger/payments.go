@@ -97,6 +97,7 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 			// (of another account): run again to answer as for a retry.
 			return errRetry
 		}
+		t.stat(statPayments, 1)
 		if _, err := t.exec("record code use",
 			`INSERT INTO code_uses (code_key, account_id, serial, payment_id, created_ns) VALUES ($1, $2, $3, $4, $5)`,
 			req.CodeKey, int64(req.Account), int64(req.Serial), id, t.now); err != nil {

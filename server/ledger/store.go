@@ -39,6 +39,10 @@ type Store struct {
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
 	// bulkStmts counts the bulk statements in stmts (see bulkStmt).
 	bulkStmts atomic.Int64
+	// roundTrips counts the statements write transactions sent (BEGIN and
+	// COMMIT included): a client-server database waits a round trip for
+	// each. For the benchmarks.
+	roundTrips atomic.Int64
 	// fault, when set (by tests only, before use), is called at named points
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.
@@ -287,6 +291,7 @@ func (s *Store) writeOnce(ctx context.Context, fn func(*txn) error) (err error) 
 	if err != nil {
 		return fmt.Errorf("ledger: begin: %w", err)
 	}
+	s.roundTrips.Add(2) // BEGIN and COMMIT
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
@@ -330,6 +335,57 @@ type txn struct {
 	stmts       map[string]*sql.Stmt // prepared statements bound to tx
 	denyChanged bool
 	catalog     *fareCatalog // the stored fare tables, read once per transaction
+	// stats are the transaction's changes of the kept figures, written by
+	// finish in one statement.
+	stats map[string]int64
+}
+
+// The kept figures (table ledger_stats).
+const (
+	statAccounts = "accounts"
+	statBalance  = "balance"
+	statTaps     = "taps"
+	statFlagged  = "flagged_taps"
+	statPostings = "postings"
+	statPayments = "payments"
+	statDevices  = "devices"
+)
+
+// statShards is how many rows each kept figure is spread over.
+const statShards = 16
+
+// stat adds delta to a kept figure at commit.
+func (t *txn) stat(name string, delta int64) {
+	if delta == 0 {
+		return
+	}
+	if t.stats == nil {
+		t.stats = map[string]int64{}
+	}
+	t.stats[name] += delta
+}
+
+// flushStats writes the transaction's changes of the kept figures to one
+// random shard, in one statement.
+func (t *txn) flushStats() error {
+	if len(t.stats) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(t.stats))
+	for n := range t.stats {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	shard := rand.Int64N(statShards)
+	b := newBulk(tText, tBigint, tBigint)
+	for _, n := range names {
+		b.add(n, shard, t.stats[n])
+	}
+	t.stats = nil
+	src, args := t.rows(b, 1)
+	_, err := t.bulkExec("keep figures", `INSERT INTO ledger_stats (name, shard, value) `+src+`
+		ON CONFLICT (name, shard) DO UPDATE SET value = ledger_stats.value + excluded.value`, args...)
+	return err
 }
 
 // acctState is a locked account's row as the transaction changes it.
@@ -389,6 +445,7 @@ func (t *txn) stmt(query string) (*sql.Stmt, error) {
 
 // exec runs a statement in the transaction; what names it in errors.
 func (t *txn) exec(what, query string, args ...any) (sql.Result, error) {
+	t.s.roundTrips.Add(1)
 	if t.s.backend == backendPostgres {
 		r, err := t.tx.ExecContext(t.ctx, query, args...)
 		if err != nil {
@@ -410,6 +467,7 @@ func (t *txn) exec(what, query string, args ...any) (sql.Result, error) {
 // rawExec runs a statement without preparing it: schema changes, and
 // scripts of several statements.
 func (t *txn) rawExec(what, query string, args ...any) error {
+	t.s.roundTrips.Add(1)
 	if _, err := t.tx.ExecContext(t.ctx, query, args...); err != nil {
 		return fmt.Errorf("ledger: %s: %w", what, err)
 	}
@@ -423,6 +481,7 @@ func (r errRow) Scan(...any) error { return r.err }
 
 // queryRow runs a query that returns at most one row.
 func (t *txn) queryRow(query string, args ...any) rowScanner {
+	t.s.roundTrips.Add(1)
 	if t.s.backend == backendPostgres {
 		return t.tx.QueryRowContext(t.ctx, query, args...)
 	}
@@ -436,6 +495,7 @@ func (t *txn) queryRow(query string, args ...any) rowScanner {
 // query runs a query in the transaction. The caller must close the rows
 // before running anything else in the transaction.
 func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
+	t.s.roundTrips.Add(1)
 	if t.s.backend == backendPostgres {
 		return t.tx.QueryContext(t.ctx, query, args...)
 	}
@@ -480,9 +540,10 @@ func (t *txn) lockAccounts(ids []uint64) error {
 	if len(need) == 0 {
 		return nil
 	}
-	for _, c := range int64s(need).chunks() {
-		rows, err := t.bulkQuery(`SELECT `+accountLockColumns+` FROM accounts WHERE id IN (`+t.vals(c, 1)+`) ORDER BY id`+
-			t.s.forUpdate(), c.args...)
+	for _, c := range int64s(need).chunks(t.pg()) {
+		src, args := t.rows(c, 1)
+		rows, err := t.bulkQuery(`SELECT `+accountLockColumns+` FROM accounts WHERE id IN (`+src+`) ORDER BY id`+
+			t.s.forUpdate(), args...)
 		if err != nil {
 			return fmt.Errorf("ledger: lock accounts: %w", err)
 		}
@@ -537,9 +598,12 @@ func (t *txn) lockAccount(id uint64) (*acctState, error) {
 	return a, nil
 }
 
-// vals returns the VALUES rows of b, parameters numbered from first, typed
-// for the backend.
-func (t *txn) vals(b *bulk, first int) string { return b.values(first, t.s.backend == backendPostgres) }
+// pg reports whether the transaction is on PostgreSQL.
+func (t *txn) pg() bool { return t.s.backend == backendPostgres }
+
+// rows returns b as a row source for the backend, and its arguments (see
+// bulk.go), parameters numbered from first.
+func (t *txn) rows(b *bulk, first int) (string, []any) { return b.source(first, t.pg()) }
 
 // maxBulkStmts bounds the bulk statements a SQLite Store keeps prepared:
 // their text changes with the number of rows, and the batches of a busy
@@ -566,6 +630,7 @@ func (t *txn) bulkStmt(query string) *sql.Stmt {
 
 // bulkQuery and bulkExec run a statement built by bulk.
 func (t *txn) bulkQuery(query string, args ...any) (*sql.Rows, error) {
+	t.s.roundTrips.Add(1)
 	if st := t.bulkStmt(query); st != nil {
 		return st.QueryContext(t.ctx, args...)
 	}
@@ -573,6 +638,7 @@ func (t *txn) bulkQuery(query string, args ...any) (*sql.Rows, error) {
 }
 
 func (t *txn) bulkExec(what, query string, args ...any) (sql.Result, error) {
+	t.s.roundTrips.Add(1)
 	var r sql.Result
 	var err error
 	if st := t.bulkStmt(query); st != nil {
@@ -611,6 +677,8 @@ func (t *txn) appendPosting(a *acctState, kind string, amount int64, ref posting
 	a.postings = seq
 	a.balance += amount
 	a.dirty = true
+	t.stat(statPostings, 1)
+	t.stat(statBalance, amount)
 	return nil
 }
 
@@ -682,13 +750,11 @@ func (t *txn) finish() error {
 		}
 		upd.add(int64(id), a.balance, a.postings, a.negDenied)
 	}
-	for _, c := range upd.chunks() {
-		if c.rows == 0 {
-			break
-		}
-		if _, err := t.bulkExec("update accounts", `WITH v (id, balance, postings, neg_denied) AS (VALUES `+t.vals(c, 1)+`)
+	for _, c := range upd.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
+		if _, err := t.bulkExec("update accounts", `WITH v (id, balance, postings, neg_denied) AS (`+src+`)
 			UPDATE accounts SET balance = v.balance, postings = v.postings, neg_denied = v.neg_denied
-			FROM v WHERE accounts.id = v.id`, c.args...); err != nil {
+			FROM v WHERE accounts.id = v.id`, args...); err != nil {
 			return err
 		}
 	}
@@ -698,7 +764,7 @@ func (t *txn) finish() error {
 			return err
 		}
 	}
-	return nil
+	return t.flushStats()
 }
 
 // bumpDenyVersion moves the deny-list version forward to at least the

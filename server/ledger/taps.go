@@ -238,8 +238,9 @@ func (t *txn) markNew(work []tapWork) error {
 		}
 	}
 	stored := map[string]bool{}
-	for _, c := range texts(ids).chunks() {
-		rows, err := t.bulkQuery(`SELECT tap_id FROM taps WHERE tap_id IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+	for _, c := range texts(ids).chunks(t.pg()) {
+		src, args := t.rows(c, 1)
+		rows, err := t.bulkQuery(`SELECT tap_id FROM taps WHERE tap_id IN (`+src+`)`, args...)
 		if err != nil {
 			return fmt.Errorf("ledger: read stored tap ids: %w", err)
 		}
@@ -320,9 +321,10 @@ func (t *txn) readCredentials(taps []Tap) (map[credKey]issued, error) {
 	if b.rows == 0 {
 		return out, nil
 	}
-	for _, c := range b.chunks() {
+	for _, c := range b.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		rows, err := t.bulkQuery(`SELECT account_id, serial, rider_public_key, not_after_ns FROM credentials
-			WHERE (account_id, serial) IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+			WHERE (account_id, serial) IN (`+src+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read credentials: %w", err)
 		}
@@ -361,19 +363,21 @@ func (t *txn) insertTaps(work []tapWork) error {
 		if record == nil {
 			record = []byte{}
 		}
+		t.stat(statTaps, 1)
+		if w.flag != "" {
+			t.stat(statFlagged, 1)
+		}
 		b.add(tp.ID, tp.DeviceID, int64(tp.Seq), tp.Epoch, tp.Time.UnixNano(), int64(tp.Account), int64(tp.Serial),
 			tp.CodeKey, tp.RiderKey, tp.CodeHash, int64(tp.Profile), w.fare, tp.BaseFare, tp.Currency, int64(tp.FareVersion),
 			tp.Route, tp.Vehicle, record, w.day, w.flag, strings.Join(w.notes, ","), int64(w.version),
 			w.charge, w.transfer, w.capped, w.postings, t.now)
 	}
-	for _, c := range b.chunks() {
-		if c.rows == 0 {
-			break
-		}
+	for _, c := range b.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		r, err := t.bulkExec("store taps", `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
 				rider_key, code_hash, profile, base_fare, claimed_fare, currency, fare_version, route, vehicle, record,
 				service_day, flag, notes, rated_version, charge, transfer, capped, postings, committed_ns)
-			VALUES `+t.vals(c, 1)+` ON CONFLICT DO NOTHING`, c.args...)
+			`+src+` ON CONFLICT DO NOTHING`, args...)
 		if err != nil {
 			return err
 		}
@@ -529,12 +533,10 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 
 // writeCodes writes what claimCodes decided.
 func (t *txn) writeCodes(cw *codeWrites) error {
-	for _, c := range cw.newUses.chunks() {
-		if c.rows == 0 {
-			break
-		}
+	for _, c := range cw.newUses.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		r, err := t.bulkExec("record code uses", `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
-			VALUES `+t.vals(c, 1)+` ON CONFLICT DO NOTHING`, c.args...)
+			`+src+` ON CONFLICT DO NOTHING`, args...)
 		if err != nil {
 			return err
 		}
@@ -556,6 +558,7 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 		}
 	}
 	for _, id := range cw.flagged {
+		t.stat(statFlagged, 1)
 		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
 			FlagDuplicateCode, cw.note[id], id); err != nil {
 			return err
@@ -613,12 +616,13 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 	for _, k := range keys {
 		b.add(k)
 	}
-	for _, c := range b.chunks() {
+	for _, c := range b.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
 				COALESCE(t.device_id, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
 				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
 			FROM code_uses u LEFT JOIN taps t ON t.tap_id = u.tap_id
-			WHERE u.code_key IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+			WHERE u.code_key IN (`+src+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read code uses: %w", err)
 		}
@@ -689,6 +693,8 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 		a.postings++
 		a.balance += amount
 		a.dirty = true
+		t.stat(statPostings, 1)
+		t.stat(statBalance, amount)
 		rw.postings.add(int64(a.id), a.postings, kind, amount, tapID, int64(version), t.now)
 	}
 	refunded := map[string]bool{}
@@ -769,24 +775,19 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 // writeRating appends the rating's postings and updates the stored taps'
 // charges, one statement each (per chunk).
 func (t *txn) writeRating(rw *ratingWrites) error {
-	for _, c := range rw.postings.chunks() {
-		if c.rows == 0 {
-			break
-		}
+	for _, c := range rw.postings.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		if _, err := t.bulkExec("append postings", `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns)
-			VALUES `+t.vals(c, 1), c.args...); err != nil {
+			`+src, args...); err != nil {
 			return err
 		}
 	}
-	for _, c := range rw.taps.chunks() {
-		if c.rows == 0 {
-			break
-		}
-		if _, err := t.bulkExec("update tap charges", `WITH v (tap_id, charge, transfer, capped, postings, rated_version) AS (VALUES `+
-			t.vals(c, 1)+`)
+	for _, c := range rw.taps.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
+		if _, err := t.bulkExec("update tap charges", `WITH v (tap_id, charge, transfer, capped, postings, rated_version) AS (`+src+`)
 			UPDATE taps SET charge = v.charge, transfer = v.transfer, capped = v.capped, postings = v.postings,
 				rated_version = v.rated_version
-			FROM v WHERE taps.tap_id = v.tap_id`, c.args...); err != nil {
+			FROM v WHERE taps.tap_id = v.tap_id`, args...); err != nil {
 			return err
 		}
 	}
@@ -802,10 +803,11 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 	for _, k := range days {
 		b.add(int64(k.account), k.day)
 	}
-	for _, c := range b.chunks() {
+	for _, c := range b.chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		rows, err := t.bulkQuery(`SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
 				transfer, capped, postings
-			FROM taps WHERE flag = '' AND (account_id, service_day) IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+			FROM taps WHERE flag = '' AND (account_id, service_day) IN (`+src+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read service days: %w", err)
 		}
@@ -854,9 +856,10 @@ func (t *txn) readDuplicates(work []tapWork, dups []int) error {
 		ratedVersion int64
 	}
 	got := map[string]stored{}
-	for _, c := range texts(ids).chunks() {
+	for _, c := range texts(ids).chunks(t.pg()) {
+		src, args := t.rows(c, 1)
 		rows, err := t.bulkQuery(`SELECT tap_id, account_id, at_ns, code_key, record, charge, flag, notes, base_fare, rated_version
-			FROM taps WHERE tap_id IN (VALUES `+t.vals(c, 1)+`)`, c.args...)
+			FROM taps WHERE tap_id IN (`+src+`)`, args...)
 		if err != nil {
 			return fmt.Errorf("ledger: read stored taps: %w", err)
 		}
@@ -931,7 +934,8 @@ func (s *Store) TapCount(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Rides returns an account's taps, newest first (by tap time), with their
+// Rides returns an account's taps, newest first (by service day, then tap
+// time), with their
 // current charges and flags; at most limit of them (limit <= 0: all, up to
 // MaxListLimit).
 func (s *Store) Rides(ctx context.Context, account uint64, limit int) ([]Ride, error) {
@@ -941,7 +945,7 @@ func (s *Store) Rides(ctx context.Context, account uint64, limit int) ([]Ride, e
 	rows, err := s.db.QueryContext(ctx,
 		`SELECT tap_id, device_id, at_ns, service_day, route, vehicle, profile, base_fare, claimed_fare, charge, transfer,
 			capped, flag, notes, fare_version, rated_version, code_hash, committed_ns
-		 FROM taps WHERE account_id = $1 ORDER BY at_ns DESC, tap_id DESC LIMIT $2`,
+		 FROM taps WHERE account_id = $1 ORDER BY service_day DESC, at_ns DESC, tap_id DESC LIMIT $2`,
 		int64(account), listLimit(limit, MaxListLimit))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read rides: %w", err)
