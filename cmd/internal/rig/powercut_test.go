@@ -452,15 +452,23 @@ func TestSettlementPowerCuts(t *testing.T) {
 		gate.Lock()
 		when := fmt.Sprintf("%d while batches arrive", i+1)
 		cut(when)
-		// Every tap a validator holds as acked is in the ledger.
+		// Every tap a validator holds as acked is in the ledger. The
+		// validators' uplinks keep running against the restarted server:
+		// read their queues first, the ledger after, so that a tap acked in
+		// between is found in the ledger too (the other order would report
+		// it as missing).
+		views := make([]*powercut.Validator, len(devs))
+		for i, d := range devs {
+			views[i] = inspectCopy(t, d.QueueFile())
+		}
 		inLedger := map[string]bool{}
 		for _, ids := range c.ledger(ctx) {
 			for _, id := range ids {
 				inLedger[id] = true
 			}
 		}
-		for _, d := range devs {
-			v := inspectCopy(t, d.QueueFile())
+		for i, d := range devs {
+			v := views[i]
 			for _, p := range v.Problems {
 				t.Errorf("%s: %s: %s", when, d.ID, p)
 			}
