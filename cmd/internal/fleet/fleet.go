@@ -116,6 +116,9 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	return f, nil
 }
 
+// Server returns the server the fleet works against.
+func (f *Fleet) Server() Server { return f.cfg.Server }
+
 func (f *Fleet) call(ctx context.Context, method, path, token string, body, out any) error {
 	return cli.CallJSON(ctx, method, f.cfg.API+path, token, body, out)
 }
