@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,7 +59,9 @@ func envInt(tb testing.TB, name string, def int) int {
 //
 // Metrics: catchup_taps/s (4), ledger_taps/s (3), x_ledger = catch-up /
 // ledger alone (the goal is 0.6 or more), server_rss_MB (the server's peak
-// resident set since its restart), backlog_taps. Afterwards every accepted
+// resident set since its restart), server_cores and validators_cores (the
+// CPU time the server process and this one used during the catch-up, per
+// second of it), backlog_taps. Afterwards every accepted
 // tap is reconciled with the ledger and `farego-settlement verify` runs.
 // Run it with -benchtime=1x: each iteration is one outage.
 func BenchmarkCatchUp(b *testing.B) {
@@ -116,7 +119,7 @@ func benchCatchUp(b *testing.B, backend string) {
 	defer func() { stopLinks(); links.Wait() }()
 	must(WaitFor(ctx, 2*time.Minute, "every validator connected", func() bool { return f.Connected() == validators }))
 
-	var catchUp, alone1, rss float64
+	var catchUp, alone1, rss, serverCPU, fleetCPU float64
 	var seq atomic.Uint64
 	iterations := 0
 	for b.Loop() {
@@ -145,25 +148,35 @@ func benchCatchUp(b *testing.B, backend string) {
 
 		// Restore.
 		start := time.Now()
+		self0 := selfCPU()
 		must(r.StartServer(ctx))
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Minute)
 		drained, err := f.WaitDrained(dctx)
 		dcancel()
 		must(err)
-		catchUp += float64(backlog) / drained.Sub(start).Seconds()
+		took := drained.Sub(start)
+		catchUp += float64(backlog) / took.Seconds()
 		peak, err := r.ServerPeakRSS()
 		must(err)
+		cpu, err := r.ServerCPU()
+		must(err)
 		rss = max(rss, float64(peak)/(1<<20))
-		b.Logf("%s: %d taps caught up in %v (%.0f taps/s); server peak RSS %.0f MiB", backend, backlog,
-			drained.Sub(start).Round(time.Millisecond), float64(backlog)/drained.Sub(start).Seconds(), float64(peak)/(1<<20))
+		serverCPU += cpu.Seconds() / took.Seconds()
+		fleetCPU += (selfCPU() - self0).Seconds() / took.Seconds()
+		b.Logf("%s: %d taps caught up in %v (%.0f taps/s); server: peak RSS %.0f MiB, CPU %v; validators' CPU %v", backend, backlog,
+			took.Round(time.Millisecond), float64(backlog)/took.Seconds(), float64(peak)/(1<<20), cpu.Round(time.Millisecond),
+			(selfCPU() - self0).Round(time.Millisecond))
 		iterations++
 	}
 	b.StopTimer()
 	catchUp, alone1 = catchUp/float64(iterations), alone1/float64(iterations)
+	serverCPU, fleetCPU = serverCPU/float64(iterations), fleetCPU/float64(iterations)
 	b.ReportMetric(catchUp, "catchup_taps/s")
 	b.ReportMetric(alone1, "ledger_taps/s")
 	b.ReportMetric(catchUp/alone1, "x_ledger")
 	b.ReportMetric(rss, "server_rss_MB")
+	b.ReportMetric(serverCPU, "server_cores")
+	b.ReportMetric(fleetCPU, "validators_cores")
 	b.ReportMetric(float64(validators*perValidator), "backlog_taps")
 	b.ReportMetric(0, "ns/op")
 
@@ -175,6 +188,15 @@ func benchCatchUp(b *testing.B, backend string) {
 	if out, err := r.Verify(ctx); err != nil {
 		b.Fatalf("verify: %v\n%s", err, out)
 	}
+}
+
+// selfCPU returns the CPU time this process (the validators) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ledgerAlone commits n taps of the riders straight into the stopped

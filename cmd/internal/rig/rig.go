@@ -365,6 +365,41 @@ func (r *Rig) ServerPeakRSS() (int64, error) {
 	return PeakRSS(p.cmd.Process.Pid)
 }
 
+// ServerCPU returns the CPU time (user and system) the running server
+// process has used since it started.
+func (r *Rig) ServerCPU() (time.Duration, error) {
+	r.mu.Lock()
+	p := r.server
+	r.mu.Unlock()
+	if p == nil {
+		return 0, errors.New("no server running")
+	}
+	return ProcessCPU(p.cmd.Process.Pid)
+}
+
+// ProcessCPU returns the CPU time (user and system) a process has used,
+// from /proc/PID/stat.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields 14 and 15
+	// (utime, stime, in clock ticks) count from after its ')'.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
 // PeakRSS returns a process's peak resident set (VmHWM of
 // /proc/PID/status) in bytes.
 func PeakRSS(pid int) (int64, error) {
