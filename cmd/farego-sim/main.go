@@ -48,6 +48,7 @@ type options struct {
 	progress           time.Duration
 	server, broker     string
 	token, fleetPub    string
+	brokerCA           string
 	db                 string
 	onRegistered       string
 	logFile            string
@@ -82,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL of that server")
 	fs.StringVar(&o.token, "token", "", "operator token or @FILE of that server")
 	fs.StringVar(&o.fleetPub, "fleet-pub", "", "that server's fleet public key (PEM)")
+	fs.StringVar(&o.brokerCA, "broker-ca", "", "CA (PEM) of that broker, for an ssl:// URL (default: the system's)")
 	fs.StringVar(&o.db, "db", "", "ledger DSN of the in-process server (default: SQLite in --dir; postgres://… for PostgreSQL)")
 	fs.StringVar(&o.onRegistered, "on-registered", "", "shell command to run once every validator is registered, before they connect (e.g. write Mosquitto's password file with farego-settlement mqtt-passwd and reload it)")
 	fs.StringVar(&o.logFile, "log", "", "write the validators' and the in-process server's logs (debug level) to this file")
@@ -108,6 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Usagef(stderr, "farego-sim", "--outage-for must be positive and less than --outage-every")
 	case o.server != "" && (o.broker == "" || o.token == "" || o.fleetPub == ""):
 		return cli.Usagef(stderr, "farego-sim", "--server needs --broker, --token and --fleet-pub")
+	case o.server == "" && o.brokerCA != "":
+		return cli.Usagef(stderr, "farego-sim", "--broker-ca is for --server's broker; the in-process one is plain MQTT")
 	case o.server != "" && o.db != "":
 		return cli.Usagef(stderr, "farego-sim", "--db is for the in-process server, not with --server")
 	}
@@ -181,7 +185,7 @@ func (s *sim) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(s.out, "farego-sim: %d validators, %d riders, %.2f taps/s each (%.0f taps/s in all) for %v; %s\n",
 		o.validators, o.riders, o.rate, o.rate*float64(o.validators), o.duration, outages)
-	f, err := fleet.New(ctx, fleet.Config{Server: s.srv, Dir: o.dir, Logger: s.log})
+	f, err := fleet.New(ctx, fleet.Config{Server: s.srv, Dir: o.dir, BrokerCA: o.brokerCA, Logger: s.log})
 	if err != nil {
 		return err
 	}

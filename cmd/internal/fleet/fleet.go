@@ -58,6 +58,9 @@ type Config struct {
 	// Route is the route every validator serves (default DefaultRoute).
 	Route                  string
 	MinBackoff, MaxBackoff time.Duration
+	// BrokerCA, if set, is the CA (PEM) of a TLS broker (default: the
+	// system roots).
+	BrokerCA string
 	// AckTimeout is how long a validator waits for the server's ack before
 	// sending a batch again (0: the uplink's default).
 	AckTimeout time.Duration
@@ -276,7 +279,7 @@ func (f *Fleet) newValidator(ctx context.Context, id string) (*Validator, error)
 	}
 	v.up, err = uplink.New(uplink.Config{Brokers: []string{f.cfg.Broker}, DeviceID: id, DeviceKey: priv, FleetPublicKey: f.cfg.FleetKey,
 		Username: reg.User, Password: reg.Pass, Logger: log, MinBackoff: f.cfg.MinBackoff, MaxBackoff: f.cfg.MaxBackoff,
-		AckTimeout: f.cfg.AckTimeout, OnAcked: v.onAcked}, q, v.a)
+		CAFile: f.cfg.BrokerCA, AckTimeout: f.cfg.AckTimeout, OnAcked: v.onAcked}, q, v.a)
 	if err != nil {
 		return nil, err
 	}
