@@ -253,6 +253,7 @@ func (s *sim) run(ctx context.Context) error {
 	var drainErr error
 	go func() { drainedAt, drainErr = f.WaitDrained(dctx); close(drained) }()
 	s.every(ctx, drained, "catch-up")
+	<-drained // at once if ctx ended the wait
 	if drainErr != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -127,8 +127,18 @@ func BenchmarkStatsAtScale(b *testing.B) {
 			defer s.Close()
 			start := time.Now()
 			seedTaps(b, s, n)
-			b.Logf("%s: seeded %d taps and postings in %v (%.0f taps/s)", backend, n, time.Since(start).Round(time.Second),
-				float64(n)/time.Since(start).Seconds())
+			took := time.Since(start)
+			size := `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`
+			if backend == "postgres" {
+				size = `SELECT CAST(SUM(pg_total_relation_size(c.oid)) AS BIGINT) FROM pg_class c
+					JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'`
+			}
+			var bytes int64
+			if err := s.db.QueryRowContext(ctx, size).Scan(&bytes); err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s: seeded %d taps and postings in %v (%.0f taps/s); the database takes %.2f GB", backend, n,
+				took.Round(time.Second), float64(n)/took.Seconds(), float64(bytes)/1e9)
 			ms := func(b *testing.B, d time.Duration, ops int) {
 				b.ReportMetric(float64(d.Microseconds())/1000/float64(ops), "ms/op")
 				b.ReportMetric(float64(n), "taps")
