@@ -2,9 +2,9 @@ package ledger
 
 import (
 	"context"
-	"strconv"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
