@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/broker"
-	"github.com/farego/farego/server/keys"
 )
 
 func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,11 +33,7 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	kd, err := keys.Open(filepath.Join(*data, "keys"))
-	if err != nil {
-		return err
-	}
-	st, err := openLedger(ctx, *data, *db)
+	kd, st, err := openKeysAndLedger(ctx, *data, *db)
 	if err != nil {
 		return err
 	}

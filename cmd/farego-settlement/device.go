@@ -34,7 +34,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet("farego-settlement device revoke", flag.ContinueOnError)
 	data := dataFlag(fs)
-	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	db := dbFlag(fs)
 	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
 		return err
 	}

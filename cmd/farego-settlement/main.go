@@ -82,3 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func dataFlag(fs *flag.FlagSet) *string {
 	return fs.String("data", "farego-data", "data directory (ledger.db and keys/)")
 }
+
+func dbFlag(fs *flag.FlagSet) *string {
+	return fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db; postgres://… for PostgreSQL)")
+}

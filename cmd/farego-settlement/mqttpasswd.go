@@ -5,11 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/broker"
-	"github.com/farego/farego/server/keys"
 )
 
 // cmdMQTTPasswd writes a Mosquitto password file: the settlement server's
@@ -20,15 +18,11 @@ import (
 func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement mqtt-passwd", flag.ContinueOnError)
 	data := dataFlag(fs)
-	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	db := dbFlag(fs)
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	kd, err := keys.Open(filepath.Join(*data, "keys"))
-	if err != nil {
-		return err
-	}
-	st, err := openLedger(ctx, *data, *db)
+	kd, st, err := openKeysAndLedger(ctx, *data, *db)
 	if err != nil {
 		return err
 	}

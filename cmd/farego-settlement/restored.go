@@ -16,7 +16,7 @@ import (
 func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement restored", flag.ContinueOnError)
 	data := dataFlag(fs)
-	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	db := dbFlag(fs)
 	margin := fs.Int64("margin", 0, "how far the account and payment id counters jump (default 100000)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -23,6 +24,17 @@ Roles: operator (everything), payments (top-ups and credit lines), merchant
 everything, changes nothing). The token is printed once; the ledger keeps
 only its hash. A revoked token stops working at once on every instance.
 `
+
+// openKeysAndLedger opens the key directory and the ledger of a data
+// directory (or --db).
+func openKeysAndLedger(ctx context.Context, data, db string) (*keys.Dir, *ledger.Store, error) {
+	kd, err := keys.Open(filepath.Join(data, "keys"))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openLedger(ctx, data, db)
+	return kd, st, err
+}
 
 // openLedger opens the ledger of a data directory (or --db).
 func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
@@ -45,7 +57,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sub := args[0]
 	fs := flag.NewFlagSet("farego-settlement token "+sub, flag.ContinueOnError)
 	data := dataFlag(fs)
-	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	db := dbFlag(fs)
 	var role, merchant, name *string
 	if sub == "create" {
 		role = fs.String("role", "", "operator, payments, merchant or auditor (required)")

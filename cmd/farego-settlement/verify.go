@@ -16,7 +16,7 @@ import (
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement verify", flag.ContinueOnError)
 	data := dataFlag(fs)
-	db := fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db)")
+	db := dbFlag(fs)
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}

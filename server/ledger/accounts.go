@@ -174,12 +174,9 @@ func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, referen
 	added := false
 	err := s.write(ctx, "top up", func(t *txn) error {
 		added = false
-		a, err := t.lockAccount(account)
+		a, err := t.lockExisting(account)
 		if err != nil {
 			return err
-		}
-		if a == nil {
-			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
 		var prevAccount, prevAmount int64
 		err = t.queryRow(`SELECT account_id, amount FROM topups WHERE reference = $1`, reference).
@@ -240,12 +237,9 @@ func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64)
 	}
 	var acct Account
 	err := s.write(ctx, "set credit line", func(t *txn) error {
-		a, err := t.lockAccount(account)
+		a, err := t.lockExisting(account)
 		if err != nil {
 			return err
-		}
-		if a == nil {
-			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
 		if _, err := t.exec("set credit line", `UPDATE accounts SET credit_line = $1 WHERE id = $2`, amount, int64(account)); err != nil {
 			return err
@@ -308,12 +302,8 @@ func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAf
 	}
 	var serial uint32
 	err := s.write(ctx, "issue credential", func(t *txn) error {
-		a, err := t.lockAccount(account)
-		if err != nil {
+		if _, err := t.lockExisting(account); err != nil {
 			return err
-		}
-		if a == nil {
-			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
 		var last int64
 		if err := t.queryRow(`SELECT last_serial FROM accounts WHERE id = $1`, int64(account)).Scan(&last); err != nil {
@@ -328,7 +318,7 @@ func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAf
 			int64(account), int64(serial), notAfter.UnixNano(), riderPublicKey, t.now); err != nil {
 			return err
 		}
-		_, err = t.exec("update last serial", `UPDATE accounts SET last_serial = $1 WHERE id = $2`, int64(serial), int64(account))
+		_, err := t.exec("update last serial", `UPDATE accounts SET last_serial = $1 WHERE id = $2`, int64(serial), int64(account))
 		return err
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -162,5 +163,58 @@ func TestSmallPool(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc.verify(t, s)
+	})
+}
+
+// A top-up and a batch of taps of one account race through two Stores (two
+// settlement instances) over and over: whatever the interleaving, the
+// account is on the deny list exactly when its balance is below zero. The
+// account starts denied; the top-up lifts it, the tap takes it below zero
+// again. On PostgreSQL under READ COMMITTED the tap's transaction must read
+// the negative_balance state from the locked account row, not from a
+// subquery of the statement that takes the lock: that one sees the snapshot
+// from before the lock (the entry the top-up has just removed), and the
+// account would end below zero and off the deny list.
+func TestDenyListRacesTopUp(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s1 := db.open(t, nil)
+		s2 := db.open(t, nil)
+		putTableAt(t, s1, tableV1, tablesSince)
+		rounds := 40
+		if db.backend == "sqlite" {
+			rounds = 10
+		}
+		for round := range rounds {
+			dev := "race-" + strconv.Itoa(round)
+			acct := newAccount(t, s1, 100)
+			commit(t, s1, mkTap(dev, 1, acct, at(0), "")) // -150: denied
+			tap := mkTap(dev, 2, acct, at(300), "")
+			var wg sync.WaitGroup
+			errs := make(chan error, 2)
+			wg.Go(func() {
+				if _, err := s2.TopUp(ctx, acct, 150, dev); err != nil { // back to 0
+					errs <- err
+				}
+			})
+			wg.Go(func() {
+				if _, err := s1.CommitTaps(ctx, []Tap{tap}); err != nil { // another 250
+					errs <- err
+				}
+			})
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			a, err := s2.Account(ctx, acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			denied := hasDeny(denyList(t, s1), acct, 0, ReasonNegativeBalance)
+			if a.Balance != -250 || !denied || !a.Denied {
+				t.Fatalf("round %d: balance %d (want -250), deny-listed %t, account says denied %t", round, a.Balance, denied, a.Denied)
+			}
+		}
 	})
 }

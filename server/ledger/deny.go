@@ -60,13 +60,10 @@ func (s *Store) Deny(ctx context.Context, account uint64, serial uint32, reason 
 	}
 	added := false
 	err := s.write(ctx, "deny", func(t *txn) error {
-		a, err := t.lockAccount(account)
-		if err != nil {
+		if _, err := t.lockExisting(account); err != nil {
 			return err
 		}
-		if a == nil {
-			return fmt.Errorf("%w: account %d", ErrNotFound, account)
-		}
+		var err error
 		added, err = t.deny(account, serial, reason, 0)
 		return err
 	})

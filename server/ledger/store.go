@@ -598,6 +598,15 @@ func (t *txn) lockAccount(id uint64) (*acctState, error) {
 	return a, nil
 }
 
+// lockExisting locks an account that must exist: ErrNotFound otherwise.
+func (t *txn) lockExisting(id uint64) (*acctState, error) {
+	a, err := t.lockAccount(id)
+	if err == nil && a == nil {
+		err = fmt.Errorf("%w: account %d", ErrNotFound, id)
+	}
+	return a, err
+}
+
 // pg reports whether the transaction is on PostgreSQL.
 func (t *txn) pg() bool { return t.s.backend == backendPostgres }
 

@@ -154,3 +154,78 @@ func TestRestoreAndReplay(t *testing.T) {
 	}
 	t.Logf("after restore and replay: %s", strings.TrimSpace(after))
 }
+
+// A tap the server cannot check with its current keyring — a keyring
+// restored from before the issuer key that signed the rider's credential —
+// is held aside, acked (the validator's queue moves on) and not charged;
+// when the keyring has the key again (a rotation recreates it: keys derive
+// from the issuer root secret), the held tap is re-checked and charged,
+// once. It used to be acked as invalid_code and never charged.
+func TestHeldTapSettlesWhenKeyringReturns(t *testing.T) {
+	r, ctx := newRig(t)
+	d := startDevice(t, ctx, r, "bus-9-front", fast...)
+	keyring := filepath.Join(r.serverDir(), "keys", "keyring.json")
+	old, err := os.ReadFile(keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.API(ctx, "POST", "/v1/keyring/rotate", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitKeyring := func(v uint64) {
+		t.Helper()
+		var devs struct {
+			Devices []struct {
+				Versions map[string]uint64 `json:"versions"`
+			} `json:"devices"`
+		}
+		err := WaitFor(ctx, 90*time.Second, fmt.Sprintf("the validator on keyring %d", v), func() bool {
+			return r.API(ctx, "GET", "/v1/devices", nil, &devs) == nil && len(devs.Devices) == 1 &&
+				devs.Devices[0].Versions["keyring"] == v
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitKeyring(2)
+	rider, err := r.NewAPIRider(ctx, "adult", 1000) // its credential is signed by key 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server's key directory goes back to before key 2.
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyring, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The validator keeps its newer keyring and accepts the rider.
+	if line, err := d.Scan(ctx, rider.Code(time.Now())); err != nil || !strings.Contains(line, "ACCEPTED") {
+		t.Fatalf("tap: %q, %v", line, err)
+	}
+	err = WaitFor(ctx, 90*time.Second, "the tap held aside and acked", func() bool {
+		out, err := r.Verify(ctx)
+		ds, _ := r.Devices(ctx)
+		return err == nil && strings.Contains(out, "1 held") && len(ds) == 1 && ds[0].QueueDepth == 0
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := r.Account(ctx, rider.ID); a.Balance != 1000 || len(a.Rides) != 0 {
+		t.Fatalf("a held tap was charged or stored: %+v", a)
+	}
+	// The keyring gets key 2 back: the held tap is charged, once.
+	if err := r.API(ctx, "POST", "/v1/keyring/rotate", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	a := waitBalance(t, ctx, r, rider.ID, 750)
+	if len(a.Rides) != 1 || a.Rides[0].Flag != "" {
+		t.Errorf("rides after the keyring came back: %+v", a.Rides)
+	}
+	if out, err := r.Verify(ctx); err != nil || !strings.Contains(out, "0 held") || !strings.Contains(out, " 1 taps") {
+		t.Errorf("verify: %q, %v", out, err)
+	}
+}
