@@ -2,19 +2,18 @@
 // N validators, each with its own identity, bbolt queue, agent and MQTT
 // session, and M riders tapping at a given rate, with an outage pattern
 // (each validator offline for a while every so often, staggered). It shows
-// progress and reports the taps settled per second, the end-to-end lag from
-// tap to the server's ack (percentiles) and the queue depths.
+// progress and reports the rate the ledger settled taps at while riders
+// tapped and while it caught up afterwards, the end-to-end lag from tap to
+// the server's ack (percentiles), and a reconciliation of every accepted
+// tap with the ledger.
 //
-// By default it starts its own settlement server in-process (embedded broker,
-// SQLite, in a temporary directory); --server, --broker, --token and
-// --fleet-pub point it at a running one instead.
+// By default it starts its own settlement server in-process (embedded
+// broker, SQLite in a temporary directory, or --db); --server, --broker,
+// --token and --fleet-pub point it at a running one instead.
 package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -22,28 +21,21 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/mattn/go-isatty"
 
-	"github.com/farego/farego/agent"
-	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
-	"github.com/farego/farego/driver/feedback"
-	"github.com/farego/farego/driver/scanner"
-	"github.com/farego/farego/queue"
-	"github.com/farego/farego/server"
-	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/cmd/internal/fleet"
 	"github.com/farego/farego/sync/keyfile"
-	"github.com/farego/farego/sync/uplink"
 )
 
 type options struct {
@@ -52,11 +44,21 @@ type options struct {
 	duration, drain    time.Duration
 	outageEvery        time.Duration
 	outageFor          time.Duration
+	connectTimeout     time.Duration
+	progress           time.Duration
 	server, broker     string
 	token, fleetPub    string
+	brokerCA           string
+	db                 string
+	onRegistered       string
+	logFile            string
 	dir                string
 	keep               bool
 }
+
+// topUp is every simulated rider's balance (minor units): enough never to
+// run out.
+const topUp = 1_000_000
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -73,12 +75,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.rate, "rate", 0.5, "taps per second per validator")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long riders tap")
 	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait afterwards for every queue to drain")
-	fs.DurationVar(&o.outageEvery, "outage-every", 20*time.Second, "each validator loses its link once per this period (0: never)")
-	fs.DurationVar(&o.outageFor, "outage-for", 5*time.Second, "for this long")
+	fs.DurationVar(&o.outageEvery, "outage-every", 20*time.Second, "while riders tap, each validator loses its link once per this period (0: never)")
+	fs.DurationVar(&o.outageFor, "outage-for", 5*time.Second, "for this long (less than --outage-every)")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Minute, "how long to wait for every validator to connect before riders tap")
+	fs.DurationVar(&o.progress, "progress", 0, "progress every this often (0: every second on a terminal, every 5 s otherwise; negative: none)")
 	fs.StringVar(&o.server, "server", "", "settlement server URL (default: start one in-process)")
 	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL of that server")
 	fs.StringVar(&o.token, "token", "", "operator token or @FILE of that server")
 	fs.StringVar(&o.fleetPub, "fleet-pub", "", "that server's fleet public key (PEM)")
+	fs.StringVar(&o.brokerCA, "broker-ca", "", "CA (PEM) of that broker, for an ssl:// URL (default: the system's)")
+	fs.StringVar(&o.db, "db", "", "ledger DSN of the in-process server (default: SQLite in --dir; postgres://… for PostgreSQL)")
+	fs.StringVar(&o.onRegistered, "on-registered", "", "shell command to run once every validator is registered, before they connect (e.g. write Mosquitto's password file with farego-settlement mqtt-passwd and reload it)")
+	fs.StringVar(&o.logFile, "log", "", "write the validators' and the in-process server's logs (debug level) to this file")
 	fs.StringVar(&o.dir, "dir", "", "where the validators' queues go (default: a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the files afterwards")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -89,8 +97,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cli.PrintVersion(stdout, "farego-sim")
 		return nil
 	}
-	if o.validators < 1 || o.riders < 1 || o.rate <= 0 || o.duration <= 0 {
-		return cli.Usagef(stderr, "farego-sim", "--validators, --riders, --rate and --duration must be positive")
+	switch {
+	case o.validators < 1:
+		return cli.Usagef(stderr, "farego-sim", "--validators must be at least 1")
+	case o.riders < 1:
+		return cli.Usagef(stderr, "farego-sim", "--riders must be at least 1")
+	case !(o.rate > 0) || math.IsInf(o.rate, 0):
+		return cli.Usagef(stderr, "farego-sim", "--rate must be positive")
+	case o.duration <= 0:
+		return cli.Usagef(stderr, "farego-sim", "--duration must be positive")
+	case o.outageEvery < 0 || (o.outageEvery > 0 && (o.outageFor <= 0 || o.outageFor >= o.outageEvery)):
+		return cli.Usagef(stderr, "farego-sim", "--outage-for must be positive and less than --outage-every")
+	case o.server != "" && (o.broker == "" || o.token == "" || o.fleetPub == ""):
+		return cli.Usagef(stderr, "farego-sim", "--server needs --broker, --token and --fleet-pub")
+	case o.server == "" && o.brokerCA != "":
+		return cli.Usagef(stderr, "farego-sim", "--broker-ca is for --server's broker; the in-process one is plain MQTT")
+	case o.server != "" && o.db != "":
+		return cli.Usagef(stderr, "farego-sim", "--db is for the in-process server, not with --server")
+	}
+	if o.progress == 0 {
+		o.progress = 5 * time.Second
+		if isTerminal(stdout) {
+			o.progress = time.Second
+		}
 	}
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "farego-sim-")
@@ -106,384 +135,384 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			os.RemoveAll(o.dir)
 		}
 	}()
-	s := &sim{o: o, out: stdout}
+	s := &sim{o: o, out: stdout, errOut: stderr, tty: isTerminal(stdout), log: slog.New(slog.DiscardHandler)}
+	if o.logFile != "" {
+		lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		s.log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return s.run(ctx)
 }
 
+// isTerminal reports whether w is a terminal: progress then rewrites one
+// line; otherwise (a file, a pipe, CI) each report is a line of its own.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
 type sim struct {
-	o        options
-	out      io.Writer
-	api      string
-	token    string
-	broker   string
-	fleetPub ed25519.PublicKey
-	keyring  []byte
-	fares    []byte
-
-	riders []*rider
-	devs   []*device
-
-	tapped, accepted, refused, acked atomic.Int64
-	lagMu                            sync.Mutex
-	lags                             []time.Duration
-}
-
-type rider struct {
-	cred []byte
-	key  ed25519.PrivateKey
-	ctr  atomic.Uint32
-}
-
-func (r *rider) code(t time.Time) string {
-	b, err := paycode.MakeCode(r.cred, r.key, t, uint16(r.ctr.Add(1)))
-	if err != nil {
-		panic(err)
-	}
-	return paycode.EncodeText(b)
-}
-
-type device struct {
-	id      string
-	q       *queue.Queue
-	a       *agent.Agent
-	up      *uplink.Uplink
-	mu      sync.Mutex
-	tapTime map[uint64]time.Time
+	o           options
+	out, errOut io.Writer
+	tty         bool
+	log         *slog.Logger
+	srv         fleet.Server
+	count       fleet.Counter // taps in the ledger
+	where       string        // the server, for the report
+	f           *fleet.Fleet
+	base        int64 // taps in the ledger before the fleet tapped
+	t0          time.Time
 }
 
 func (s *sim) run(ctx context.Context) error {
 	o := s.o
+	s.t0 = time.Now()
 	if o.server == "" {
 		stop, err := s.startServer(ctx)
 		if err != nil {
 			return err
 		}
 		defer stop()
-	} else {
-		if o.broker == "" || o.token == "" || o.fleetPub == "" {
-			return fmt.Errorf("--server needs --broker, --token and --fleet-pub")
-		}
-		s.api, s.broker, s.token = strings.TrimRight(o.server, "/"), o.broker, o.token
-		if strings.HasPrefix(s.token, "@") {
-			b, err := os.ReadFile(s.token[1:])
-			if err != nil {
-				return err
-			}
-			s.token = strings.TrimSpace(string(b))
-		}
-		k, err := keyfile.ReadPublic(o.fleetPub)
-		if err != nil {
-			return err
-		}
-		s.fleetPub = k
-	}
-	start := time.Now()
-	fmt.Fprintf(s.out, "farego-sim: %d validators, %d riders, %.2f taps/s each (%.0f taps/s in all) for %v; outage %v every %v\n",
-		o.validators, o.riders, o.rate, o.rate*float64(o.validators), o.duration, o.outageFor, o.outageEvery)
-	if err := s.fetchDocs(ctx); err != nil {
+	} else if err := s.external(); err != nil {
 		return err
 	}
-	if err := s.makeRiders(ctx); err != nil {
+	outages := "no outages"
+	if o.outageEvery > 0 {
+		outages = fmt.Sprintf("each validator offline %v every %v", o.outageFor, o.outageEvery)
+	}
+	fmt.Fprintf(s.out, "farego-sim: %d validators, %d riders, %.2f taps/s each (%.0f taps/s in all) for %v; %s\n",
+		o.validators, o.riders, o.rate, o.rate*float64(o.validators), o.duration, outages)
+	f, err := fleet.New(ctx, fleet.Config{Server: s.srv, Dir: o.dir, BrokerCA: o.brokerCA, Logger: s.log})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "  %d riders ready (%v)\n", len(s.riders), time.Since(start).Round(time.Millisecond))
+	s.f = f
+	if err := f.AddRiders(ctx, o.riders, topUp); err != nil {
+		return err
+	}
+	s.say("%d riders ready", o.riders)
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var uplinks sync.WaitGroup
-	if err := s.makeDevices(runCtx, &uplinks); err != nil {
-		return err
-	}
+	var links sync.WaitGroup
 	defer func() {
 		cancel()
-		uplinks.Wait()
-		for _, d := range s.devs {
-			d.q.Close()
-		}
+		links.Wait()
+		f.Close()
 	}()
-	fmt.Fprintf(s.out, "  %d validators provisioned and connecting (%v)\n", len(s.devs), time.Since(start).Round(time.Millisecond))
+	err = f.AddValidators(ctx, o.validators, "sim")
+	if err != nil {
+		return err
+	}
+	s.say("%d validators registered", o.validators)
+	if o.onRegistered != "" {
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", o.onRegistered)
+		cmd.Stdout, cmd.Stderr = s.errOut, s.errOut
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("--on-registered: %w", err)
+		}
+	}
+	if s.base, err = s.count(ctx); err != nil {
+		return fmt.Errorf("taps in the ledger: %w", err)
+	}
 
-	// Tap, with a progress line every second.
+	// Links up; outages start with the tapping and end with it.
+	tapping, calm := make(chan struct{}), make(chan struct{})
+	for i, v := range f.Validators() {
+		links.Go(func() { s.linkLoop(runCtx, i, v, tapping, calm) })
+	}
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+
+	// Tap.
 	tapCtx, tapStop := context.WithTimeout(runCtx, o.duration)
 	defer tapStop()
 	var tappers sync.WaitGroup
-	for i, d := range s.devs {
-		tappers.Add(1)
-		go func() { defer tappers.Done(); s.tapLoop(tapCtx, i, d) }()
+	close(tapping)
+	tapStart := time.Now()
+	for i, v := range f.Validators() {
+		tappers.Go(func() { s.tapLoop(tapCtx, i, v) })
 	}
-	t0 := time.Now()
-	progress := time.NewTicker(time.Second)
-	defer progress.Stop()
 	tapsDone := make(chan struct{})
 	go func() { tappers.Wait(); close(tapsDone) }()
-	loop := true
-	for loop {
-		select {
-		case <-tapsDone:
-			loop = false
-		case <-progress.C:
-			s.progress(t0, "tapping")
-		}
-	}
+	s.every(ctx, tapsDone, "tapping")
 	tapEnd := time.Now()
-	// Drain.
-	drainDeadline := time.Now().Add(o.drain)
-	for s.acked.Load() < s.accepted.Load() && time.Now().Before(drainDeadline) && ctx.Err() == nil {
-		select {
-		case <-progress.C:
-			s.progress(t0, "draining")
-		case <-ctx.Done():
-		}
+	close(calm)
+	settledAtEnd, err := s.settled(ctx)
+	if err != nil {
+		return err
 	}
-	s.progress(t0, "done")
-	fmt.Fprintln(s.out)
-	return s.report(t0, tapEnd)
+
+	// Catch up: every link is up again.
+	dctx, dcancel := context.WithTimeout(ctx, o.drain)
+	defer dcancel()
+	drained := make(chan struct{})
+	var drainedAt time.Time
+	var drainErr error
+	go func() { drainedAt, drainErr = f.WaitDrained(dctx); close(drained) }()
+	s.every(ctx, drained, "catch-up")
+	<-drained // at once if ctx ended the wait
+	if drainErr != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if drainErr == nil {
+		// The ledger's figure may lag a second behind the acks (a server
+		// refreshes it once a second).
+		s.waitLedger(ctx)
+	}
+	s.progressLine("done")
+	if s.tty {
+		fmt.Fprintln(s.out)
+	}
+	rec, recErr := f.Reconcile(ctx)
+	if recErr != nil {
+		return recErr
+	}
+	return s.report(tapStart, tapEnd, settledAtEnd, drainedAt, drainErr, rec)
 }
 
-func (s *sim) progress(t0 time.Time, phase string) {
-	depth, maxDepth := s.depths()
-	fmt.Fprintf(s.out, "\r  %-8s %5.0fs  taps %7d  accepted %7d  settled %7d  queued %6d (max per validator %4d)  goroutines %d   ",
-		phase, time.Since(t0).Seconds(), s.tapped.Load(), s.accepted.Load(), s.acked.Load(), depth, maxDepth, runtime.NumGoroutine())
-}
-
-func (s *sim) depths() (total, most int) {
-	for _, d := range s.devs {
-		st, err := d.q.Stats()
+// external points the simulator at a running server.
+func (s *sim) external() error {
+	o := s.o
+	tok := o.token
+	if strings.HasPrefix(tok, "@") {
+		b, err := os.ReadFile(tok[1:])
 		if err != nil {
-			continue
+			return err
 		}
-		total += st.Count
-		most = max(most, st.Count)
+		tok = strings.TrimSpace(string(b))
 	}
-	return total, most
-}
-
-func (s *sim) report(t0, tapEnd time.Time) error {
-	s.lagMu.Lock()
-	lags := slices.Clone(s.lags)
-	s.lagMu.Unlock()
-	slices.Sort(lags)
-	pct := func(p float64) time.Duration {
-		if len(lags) == 0 {
-			return 0
-		}
-		return lags[int(math.Ceil(p/100*float64(len(lags))))-1]
+	k, err := keyfile.ReadPublic(o.fleetPub)
+	if err != nil {
+		return err
 	}
-	elapsed := time.Since(t0)
-	depth, _ := s.depths()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	fmt.Fprintf(s.out, `results:
-  validators         %d
-  taps               %d (%d accepted, %d refused)
-  settled            %d (%.0f taps/s over %v; offered %.0f taps/s)
-  end-to-end lag     p50 %v  p90 %v  p99 %v  max %v  (tap → server's ack deleted it from the queue)
-  left in queues     %d
-  process            %d goroutines, Go heap %d MiB
-`, len(s.devs), s.tapped.Load(), s.accepted.Load(), s.refused.Load(), s.acked.Load(),
-		float64(s.acked.Load())/elapsed.Seconds(), elapsed.Round(time.Second), float64(s.accepted.Load())/tapEnd.Sub(t0).Seconds(),
-		pct(50).Round(time.Millisecond), pct(90).Round(time.Millisecond), pct(99).Round(time.Millisecond), pct(100).Round(time.Millisecond),
-		depth, runtime.NumGoroutine(), ms.HeapAlloc>>20)
-	if depth != 0 {
-		return fmt.Errorf("%d taps still queued after the drain period", depth)
-	}
+	s.srv = fleet.Server{API: strings.TrimRight(o.server, "/"), Broker: o.broker, Token: tok, FleetKey: k}
+	s.count = fleet.MetricsCounter(s.srv.API)
+	s.where = "server " + s.srv.API + ", broker " + o.broker
 	return nil
 }
 
 // startServer runs a settlement server in-process on loopback ports.
 func (s *sim) startServer(ctx context.Context) (func(), error) {
-	data := filepath.Join(s.o.dir, "server")
-	kd, err := keys.Init(filepath.Join(data, "keys"), keys.InitOptions{})
+	p, err := fleet.StartServer(ctx, filepath.Join(s.o.dir, "server"), s.o.db, "", s.log.With("part", "server"))
 	if err != nil {
 		return nil, err
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ready := make(chan server.Addrs, 1)
-	// The simulated riders all come from this process, some with little
-	// money: no account rate limit and no credential minimum.
-	srv, err := server.New(ctx, server.Config{DataDir: data, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		AccountsPerMinute: -1, CredentialMinimum: -1, Logger: log, Ready: func(a server.Addrs) { ready <- a }})
-	if err != nil {
-		return nil, err
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	a := <-ready
-	tok, _ := os.ReadFile(filepath.Join(data, "keys", keys.TokenFile))
-	s.api, s.broker, s.token, s.fleetPub = "http://"+a.HTTP, "tcp://"+a.MQTT, strings.TrimSpace(string(tok)), kd.FleetPublic()
-	fares := `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}},` +
-		`"transfer":{"window":"30m","fare":0},"daily_cap":{"adult":700}}`
-	if err := s.call(ctx, "PUT", "/v1/fares", s.token, rawJSON(fares), nil); err != nil {
-		cancel()
-		return nil, err
-	}
-	fmt.Fprintf(s.out, "  settlement server in-process: %s, broker %s, SQLite in %s\n", s.api, s.broker, data)
-	return func() { cancel(); <-done }, nil
+	s.srv, s.count = p.Server, p.Count
+	backend := p.Srv.Ledger().Backend()
+	s.where = "in-process server " + s.srv.API + ", broker " + s.srv.Broker + ", ledger " + backend
+	fmt.Fprintf(s.out, "  settlement server in-process: %s, broker %s, ledger %s\n", s.srv.API, s.srv.Broker, backend)
+	return p.Stop, nil
 }
 
-type rawJSON string
-
-func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
-
-func (s *sim) call(ctx context.Context, method, path, token string, body, out any) error {
-	return cli.CallJSON(ctx, method, s.api+path, token, body, out)
+// say writes a line of the set-up, with the time since the start.
+func (s *sim) say(format string, a ...any) {
+	fmt.Fprintf(s.out, "  "+format+" (%v)\n", append(a, time.Since(s.t0).Round(time.Millisecond))...)
 }
 
-func (s *sim) fetchDocs(ctx context.Context) error {
-	var kr, fares rawBytes
-	if err := s.call(ctx, "GET", "/v1/keyring", "", nil, &kr); err != nil {
-		return err
-	}
-	if err := s.call(ctx, "GET", "/v1/fares", "", nil, &fares); err != nil {
-		return err
-	}
-	s.keyring, s.fares = kr, fares
-	return nil
-}
-
-type rawBytes []byte
-
-func (r *rawBytes) UnmarshalJSON(b []byte) error { *r = append((*r)[:0], b...); return nil }
-
-// makeRiders registers the riders through the API, 16 at a time.
-func (s *sim) makeRiders(ctx context.Context) error {
-	s.riders = make([]*rider, s.o.riders)
-	return parallel(ctx, s.o.riders, 16, func(i int) error {
-		var acct struct {
-			Account struct {
-				ID uint64 `json:"id"`
-			} `json:"account"`
-			Secret string `json:"secret"`
-		}
-		if err := s.call(ctx, "POST", "/v1/accounts", "", map[string]string{"profile": "adult"}, &acct); err != nil {
-			return err
-		}
-		id := acct.Account.ID
-		if err := s.call(ctx, "POST", fmt.Sprintf("/v1/accounts/%d/topups", id), s.token,
-			map[string]any{"amount": 1_000_000, "reference": fmt.Sprintf("sim-%d", id)}, nil); err != nil {
-			return err
-		}
-		var c struct{ Credential, TokenSeed string }
-		if err := s.call(ctx, "POST", fmt.Sprintf("/v1/accounts/%d/credentials", id), acct.Secret, map[string]string{}, &struct {
-			Credential *string `json:"credential"`
-			TokenSeed  *string `json:"token_seed"`
-		}{&c.Credential, &c.TokenSeed}); err != nil {
-			return err
-		}
-		cred, _ := hex.DecodeString(c.Credential)
-		seed, _ := hex.DecodeString(c.TokenSeed)
-		k, err := paycode.RiderKey(seed)
-		if err != nil {
-			return err
-		}
-		s.riders[i] = &rider{cred: cred, key: k}
-		return nil
-	})
-}
-
-// makeDevices provisions every validator (key, registration, queue, agent,
-// uplink) and starts its uplink with the outage pattern.
-func (s *sim) makeDevices(ctx context.Context, uplinks *sync.WaitGroup) error {
-	s.devs = make([]*device, s.o.validators)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	err := parallel(ctx, s.o.validators, 16, func(i int) error {
-		id := fmt.Sprintf("sim-%04d", i)
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return err
-		}
-		var reg struct {
-			User string `json:"mqtt_username"`
-			Pass string `json:"mqtt_password"`
-		}
-		if err := s.call(ctx, "POST", "/v1/devices", s.token, map[string]any{"id": id, "public_key": hex.EncodeToString(pub), "replace": true}, &reg); err != nil {
-			return err
-		}
-		q, err := queue.Open(filepath.Join(s.o.dir, id+".db"), &queue.Options{InitialMmapSize: 1 << 20, FirstSeq: 1, Logger: quiet})
-		if err != nil {
-			return err
-		}
-		d := &device{id: id, q: q, tapTime: map[uint64]time.Time{}}
-		d.a, err = agent.New(q, nopFeedback{}, agent.Config{DeviceID: id, Route: "42", PassbackWindow: -1, RiskCap: -1,
-			Logger: quiet, Accepted: func() {
-				if d.up != nil {
-					d.up.Notify()
-				}
-			}})
-		if err != nil {
-			return err
-		}
-		if err := d.a.Seed("keyring", s.keyring); err != nil {
-			return err
-		}
-		if err := d.a.Seed("fares", s.fares); err != nil {
-			return err
-		}
-		d.up, err = uplink.New(uplink.Config{Brokers: []string{s.broker}, DeviceID: id, DeviceKey: priv, FleetPublicKey: s.fleetPub,
-			Username: reg.User, Password: reg.Pass, Logger: quiet, MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second,
-			OnAcked: func(seqs []uint64) { s.onAcked(d, seqs) }}, q, d.a)
-		if err != nil {
-			return err
-		}
-		s.devs[i] = d
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i, d := range s.devs {
-		uplinks.Add(1)
-		go func() { defer uplinks.Done(); s.linkLoop(ctx, i, d) }()
-	}
-	return nil
-}
-
-// linkLoop runs a validator's uplink, taking it down for outageFor once
-// every outageEvery, each validator at its own phase.
-func (s *sim) linkLoop(ctx context.Context, i int, d *device) {
-	every, down := s.o.outageEvery, s.o.outageFor
-	for ctx.Err() == nil {
-		upFor := time.Duration(math.MaxInt64)
-		if every > 0 {
-			upFor = every - down
-			if i >= 0 { // stagger the first outage across the fleet
-				upFor = time.Duration(int64(every) * int64(i) / int64(len(s.devs)))
-				i = -1
-			}
-		}
-		lctx, cancel := context.WithTimeout(ctx, max(upFor, time.Second))
-		d.up.Run(lctx)
-		cancel()
-		if every <= 0 {
-			return
+// connect waits until every validator is connected.
+func (s *sim) connect(ctx context.Context) error {
+	n := len(s.f.Validators())
+	deadline := time.Now().Add(s.o.connectTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.f.Connected() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d validators connected after %v (is the broker reachable, and does it know their passwords? see --on-registered)",
+				s.f.Connected(), n, s.o.connectTimeout)
 		}
 		select {
 		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.say("%d validators connected", n)
+	return nil
+}
+
+// every writes a progress line every --progress until done is closed.
+func (s *sim) every(ctx context.Context, done <-chan struct{}, phase string) {
+	var tick <-chan time.Time
+	if s.o.progress > 0 {
+		t := time.NewTicker(s.o.progress)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick:
+			s.progressLine(phase)
+		}
+	}
+}
+
+// settled returns the taps the ledger settled since the fleet started.
+func (s *sim) settled(ctx context.Context) (int64, error) {
+	n, err := s.count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("taps in the ledger: %w", err)
+	}
+	return n - s.base, nil
+}
+
+// waitLedger waits up to 5 s for the ledger's figure to show every
+// accepted tap.
+func (s *sim) waitLedger(ctx context.Context) {
+	_, accepted, _ := s.f.Counts()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if n, err := s.settled(ctx); err == nil && n >= accepted {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *sim) progressLine(phase string) {
+	if s.o.progress < 0 {
+		return
+	}
+	tapped, accepted, _ := s.f.Counts()
+	settled := "?"
+	if n, err := s.settled(context.Background()); err == nil {
+		settled = fmt.Sprint(n)
+	}
+	queued, most, _ := s.f.Queued()
+	line := fmt.Sprintf("  %-8s %5.0fs  taps %7d  accepted %7d  settled %7s  queued %6d (max per validator %4d)  connected %d/%d",
+		phase, time.Since(s.t0).Seconds(), tapped, accepted, settled, queued, most, s.f.Connected(), len(s.f.Validators()))
+	if s.tty {
+		fmt.Fprintf(s.out, "\r%s   ", line)
+	} else {
+		fmt.Fprintln(s.out, line)
+	}
+}
+
+func (s *sim) report(tapStart, tapEnd time.Time, settledAtEnd int64, drainedAt time.Time, drainErr error, rec fleet.Reconciliation) error {
+	lags := s.f.Lags()
+	pct := func(p float64) time.Duration {
+		if len(lags) == 0 {
+			return 0
+		}
+		return lags[int(math.Ceil(p/100*float64(len(lags))))-1].Round(time.Millisecond)
+	}
+	tapped, accepted, refused := s.f.Counts()
+	tapFor := tapEnd.Sub(tapStart)
+	backlog := accepted - settledAtEnd
+	catchUp := "not done"
+	switch {
+	case drainErr == nil && backlog <= 0:
+		catchUp = "0 taps waited when riders stopped"
+	case drainErr == nil:
+		d := drainedAt.Sub(tapEnd)
+		catchUp = fmt.Sprintf("%d taps waited when riders stopped; settled in %v: %.0f taps/s", backlog, d.Round(time.Millisecond), float64(backlog)/d.Seconds())
+	}
+	queued, _, _ := s.f.Queued()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(s.out, `results (%s):
+  validators         %d
+  taps               %d (%d accepted, %d refused) in %v: %.0f taps/s offered
+  while tapping      %d settled: %.0f taps/s sustained
+  catch-up           %s
+  ledger             %d of %d accepted taps, %d lost, %d doubled, %d unexpected; %d balances wrong; %d.%02d charged
+  end-to-end lag     p50 %v  p90 %v  p99 %v  max %v  (tap → the server's ack deleted it from the validator's queue)
+  left in queues     %d
+  this process       %d goroutines, Go heap %d MiB, peak RSS %s
+`, s.where, len(s.f.Validators()), tapped, accepted, refused, tapFor.Round(time.Millisecond), float64(accepted)/tapFor.Seconds(),
+		settledAtEnd, float64(settledAtEnd)/tapFor.Seconds(), catchUp,
+		rec.InLedger, rec.Accepted, rec.Lost, rec.Doubled, rec.Unexpected, rec.BadBalances, rec.Charged/100, rec.Charged%100,
+		pct(50), pct(90), pct(99), pct(100), queued, runtime.NumGoroutine(), ms.HeapAlloc>>20, peakRSS())
+	for _, p := range rec.Problems {
+		fmt.Fprintf(s.out, "  problem            %s\n", p)
+	}
+	switch {
+	case drainErr != nil:
+		return fmt.Errorf("%d taps still queued after --drain %v", queued, s.o.drain)
+	case !rec.OK():
+		return fmt.Errorf("the ledger does not match the accepted taps: %d lost, %d doubled, %d unexpected, %d balances wrong",
+			rec.Lost, rec.Doubled, rec.Unexpected, rec.BadBalances)
+	}
+	return nil
+}
+
+// peakRSS returns this process's peak resident set (VmHWM), or "n/a".
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "n/a"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			if f := strings.Fields(v); len(f) == 2 && f[1] == "kB" {
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return fmt.Sprintf("%d MiB", kb>>10)
+				}
+			}
+		}
+	}
+	return "n/a"
+}
+
+// linkLoop keeps a validator's link up. While riders tap (from tapping
+// until calm) it takes the link down for --outage-for once every
+// --outage-every, each validator at its own phase; afterwards the link
+// stays up.
+func (s *sim) linkLoop(ctx context.Context, i int, v *fleet.Validator, tapping, calm <-chan struct{}) {
+	every, down := s.o.outageEvery, s.o.outageFor
+	first := true
+	for {
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); v.Run(lctx) }()
+		stop := func() { cancel(); <-done }
+		if every <= 0 {
+			<-ctx.Done()
+			stop()
+			return
+		}
+		up := every - down
+		if first {
+			// The first outage comes at a point of the period that
+			// staggers the fleet, once riders tap.
+			select {
+			case <-ctx.Done():
+				stop()
+				return
+			case <-tapping:
+			}
+			up, first = max(time.Duration(int64(every)*int64(i)/int64(len(s.f.Validators()))), time.Second), false
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-calm:
+			<-ctx.Done()
+			stop()
+			return
+		case <-time.After(up):
+		}
+		stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-calm:
 		case <-time.After(down):
 		}
 	}
 }
 
-func (s *sim) onAcked(d *device, seqs []uint64) {
-	now := time.Now()
-	var lags []time.Duration
-	d.mu.Lock()
-	for _, q := range seqs {
-		if t, ok := d.tapTime[q]; ok {
-			lags = append(lags, now.Sub(t))
-			delete(d.tapTime, q)
-		}
-	}
-	d.mu.Unlock()
-	s.acked.Add(int64(len(lags)))
-	s.lagMu.Lock()
-	s.lags = append(s.lags, lags...)
-	s.lagMu.Unlock()
-}
-
 // tapLoop taps at the configured rate (exponential gaps) until ctx ends.
-func (s *sim) tapLoop(ctx context.Context, i int, d *device) {
+func (s *sim) tapLoop(ctx context.Context, i int, v *fleet.Validator) {
 	rnd := mrand.New(mrand.NewPCG(uint64(i), 99))
+	riders := s.f.Riders()
 	for {
 		gap := time.Duration(rnd.ExpFloat64() / s.o.rate * float64(time.Second))
 		select {
@@ -491,37 +520,6 @@ func (s *sim) tapLoop(ctx context.Context, i int, d *device) {
 			return
 		case <-time.After(gap):
 		}
-		r := s.riders[rnd.IntN(len(s.riders))]
-		now := time.Now()
-		out := d.a.Tap(context.Background(), scanner.Frame{Scanner: "sim", Text: r.code(now), Time: now})
-		s.tapped.Add(1)
-		if !out.Accepted {
-			s.refused.Add(1)
-			continue
-		}
-		d.mu.Lock()
-		d.tapTime[out.Seq] = now
-		d.mu.Unlock()
-		s.accepted.Add(1)
+		v.Tap(riders[rnd.IntN(len(riders))], time.Now())
 	}
-}
-
-type nopFeedback struct{}
-
-func (nopFeedback) Accepted(context.Context, feedback.Accept) error { return nil }
-func (nopFeedback) Rejected(context.Context, feedback.Reject) error { return nil }
-func (nopFeedback) OutOfService(context.Context, string) error      { return nil }
-
-// parallel runs f(0..n-1) with at most k at a time; the first error
-// cancels the rest and is returned.
-func parallel(ctx context.Context, n, k int, f func(i int) error) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(k)
-	for i := 0; i < n && gctx.Err() == nil; i++ {
-		g.Go(func() error { return f(i) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	return ctx.Err()
 }

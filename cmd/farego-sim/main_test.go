@@ -3,36 +3,131 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/cmd/internal/fleet"
+	"github.com/farego/farego/server/keys"
 )
 
-// A small fleet with outages: every accepted tap settles, nothing is left
-// in the queues, and the report shows rate, lag and depths.
+// reportLine returns the numbers of the report line that starts with name.
+func reportLine(t *testing.T, out, name string) []int64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + ` +(.*)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("report lacks %q:\n%s", name, out)
+	}
+	var ns []int64
+	for _, s := range regexp.MustCompile(`\d+`).FindAllString(m[1], -1) {
+		n, _ := strconv.ParseInt(s, 10, 64)
+		ns = append(ns, n)
+	}
+	return ns
+}
+
+// checkReport checks a successful run's report: every accepted tap is in
+// the ledger once, what settled while riders tapped and what caught up
+// afterwards add up to it, nothing is left queued, and progress came as
+// lines (the output is not a terminal).
+func checkReport(t *testing.T, out string) {
+	t.Helper()
+	if strings.Contains(out, "\r") {
+		t.Errorf("progress rewrote a line on output that is not a terminal:\n%q", out)
+	}
+	taps := reportLine(t, out, "taps") // tapped, accepted, refused, …
+	ledger := reportLine(t, out, "ledger")
+	during := reportLine(t, out, "while tapping")
+	catchUp := reportLine(t, out, "catch-up")
+	accepted := taps[1]
+	if accepted == 0 || taps[2] != 0 {
+		t.Errorf("taps line %v: want some accepted, none refused", taps)
+	}
+	// "N of M accepted taps, 0 lost, 0 doubled, 0 unexpected; 0 balances wrong"
+	if ledger[0] != accepted || ledger[1] != accepted || ledger[2] != 0 || ledger[3] != 0 || ledger[4] != 0 || ledger[5] != 0 {
+		t.Errorf("ledger line %v, want all %d accepted taps once and nothing else", ledger, accepted)
+	}
+	if during[0]+catchUp[0] != accepted {
+		t.Errorf("settled while tapping (%d) + backlog at the end (%d) = %d, want the %d accepted", during[0], catchUp[0], during[0]+catchUp[0], accepted)
+	}
+	if q := reportLine(t, out, "left in queues"); q[0] != 0 {
+		t.Errorf("%d taps left in queues", q[0])
+	}
+}
+
+// A small fleet with outages against the in-process server.
 func TestSimulatorSmallFleet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
 	err := run(ctx, []string{"--validators", "5", "--riders", "20", "--rate", "5", "--duration", "4s",
-		"--outage-every", "2s", "--outage-for", "1s", "--drain", "90s", "--dir", t.TempDir()}, &out, &errb)
+		"--outage-every", "2s", "--outage-for", "1s", "--drain", "90s", "--progress", "1s", "--dir", t.TempDir()}, &out, &errb)
 	if err != nil {
 		t.Fatalf("farego-sim: %v\n%s%s", err, out.String(), errb.String())
 	}
-	s := out.String()
-	for _, want := range []string{"results:", "end-to-end lag", "left in queues     0", "0 refused"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("report lacks %q:\n%s", want, s)
-		}
+	checkReport(t, out.String())
+	if !strings.Contains(out.String(), "\n  tapping ") {
+		t.Errorf("no progress line while tapping:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "ledger sqlite") {
+		t.Errorf("report does not name the in-process ledger:\n%s", out.String())
+	}
+}
+
+// The simulator drives a running server it did not start: validators log
+// in with the passwords their registration returned, the settled taps come
+// from the server's /metrics, and --on-registered runs before they connect.
+func TestSimulatorExternalServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	p, err := fleet.StartServer(ctx, filepath.Join(dir, "server"), "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte(p.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub := filepath.Join(dir, "server", "keys", keys.FleetPubFile)
+	marker := filepath.Join(dir, "registered")
+	var out, errb bytes.Buffer
+	err = run(ctx, []string{"--server", p.API, "--broker", p.Broker, "--token", "@" + tok, "--fleet-pub", pub,
+		"--validators", "4", "--riders", "10", "--rate", "4", "--duration", "3s", "--outage-every", "0",
+		"--on-registered", "echo registered > " + marker, "--dir", filepath.Join(dir, "sim")}, &out, &errb)
+	if err != nil {
+		t.Fatalf("farego-sim: %v\n%s%s", err, out.String(), errb.String())
+	}
+	checkReport(t, out.String())
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("--on-registered did not run: %v", err)
+	}
+	n, err := p.Count(ctx)
+	if err != nil || n != reportLine(t, out.String(), "taps")[1] {
+		t.Errorf("the ledger holds %d taps (%v); the report says %d accepted", n, err, reportLine(t, out.String(), "taps")[1])
 	}
 }
 
 func TestSimulatorRefusesBadFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"--validators", "0"}, &out, &errb); err == nil {
-		t.Error("zero validators accepted")
-	}
-	if err := run(context.Background(), []string{"--server", "http://127.0.0.1:1"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "--broker") {
-		t.Errorf("--server without --broker: %v", err)
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--validators", "0"}, "--validators"},
+		{[]string{"--rate", "-1"}, "--rate"},
+		{[]string{"--outage-every", "5s", "--outage-for", "5s"}, "--outage-for"},
+		{[]string{"--server", "http://127.0.0.1:1"}, "--broker"},
+		{[]string{"--server", "http://127.0.0.1:1", "--broker", "tcp://x:1", "--token", "t", "--fleet-pub", "f", "--db", "sqlite:x"}, "--db"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errb)
+		if err == nil || !strings.Contains(errb.String(), c.flag) {
+			t.Errorf("%v: %v, stderr %q; want a usage error naming %s", c.args, err, errb.String(), c.flag)
+		}
 	}
 }

@@ -3,23 +3,20 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // postgresEnv names the PostgreSQL DSN the suite also runs against, e.g.
@@ -58,45 +55,11 @@ func newSQLiteDB(tb testing.TB) *testDB {
 	return &testDB{backend: "sqlite", dsn: "sqlite:" + filepath.Join(tb.TempDir(), "ledger.db")}
 }
 
-var (
-	pgAdminOnce sync.Once
-	pgAdmin     *sql.DB
-	pgAdminErr  error
-)
-
-// newPostgresDB creates a schema with a random name, dropped at cleanup,
-// and returns a DSN whose search_path selects it.
+// newPostgresDB returns a DSN on a fresh schema of FAREGO_TEST_POSTGRES,
+// dropped at cleanup.
 func newPostgresDB(tb testing.TB) *testDB {
 	tb.Helper()
-	base := os.Getenv(postgresEnv)
-	pgAdminOnce.Do(func() {
-		pgAdmin, pgAdminErr = sql.Open("pgx", base)
-		if pgAdminErr == nil {
-			pgAdminErr = pgAdmin.Ping()
-		}
-	})
-	if pgAdminErr != nil {
-		tb.Fatalf("%s: %v", postgresEnv, pgAdminErr)
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	schema := "ledgertest_" + hex.EncodeToString(b[:])
-	if _, err := pgAdmin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if _, err := pgAdmin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`); err != nil {
-			tb.Errorf("drop schema: %v", err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return &testDB{backend: "postgres", dsn: u.String()}
+	return &testDB{backend: "postgres", dsn: ledgertest.PostgresSchema(tb)}
 }
 
 // open opens a Store on the database; at cleanup it checks the invariants

@@ -41,6 +41,7 @@ type Mosquitto struct {
 	Addrs        []string // host:port of each listener
 	Ports        []string // the port of each listener, in the order of Addrs
 	PasswordFile string   // the password file with Users ("" without Users)
+	PID          int      // the mosquitto process: SIGHUP makes it read its password and ACL files again
 }
 
 // StartMosquitto starts a mosquitto configured by opts.Config, waits until
@@ -105,6 +106,7 @@ func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	m.PID = cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	tb.Cleanup(func() {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +32,7 @@ import (
 )
 
 // Binaries are the commands the rig runs.
-var Binaries = []string{"farego-settlement", "farego-validator", "farego-rider", "farego-provision"}
+var Binaries = []string{"farego-settlement", "farego-validator", "farego-rider", "farego-provision", "farego-sim"}
 
 // Build compiles the binaries into dir (go build, from the module at root).
 func Build(ctx context.Context, root, dir string) error {
@@ -67,7 +68,12 @@ type Rig struct {
 	// keys) instead of DIR/server: the power-cut test puts it on a
 	// power-cut disk.
 	ServerData string
-	broker     *proc
+	// DB, if set, is the ledger DSN (postgres://…) of the server, its
+	// instances and the tools, instead of SQLite in the data directory.
+	DB string
+	// LogLevel is the server's --log-level (default debug).
+	LogLevel string
+	broker   *proc
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -101,8 +107,8 @@ func (r *Rig) Init(ctx context.Context, faresJSON string) error {
 	if err := os.WriteFile(fares, []byte(faresJSON), 0o644); err != nil {
 		return err
 	}
-	if _, err := r.command(ctx, "farego-settlement", "init", "--data", r.serverDir(), "--fleet-key",
-		filepath.Join(r.fleet, "fleet.key"), "--fares", fares); err != nil {
+	if _, err := r.command(ctx, "farego-settlement", append([]string{"init", "--data", r.serverDir(), "--fleet-key",
+		filepath.Join(r.fleet, "fleet.key"), "--fares", fares}, r.dbArgs()...)...); err != nil {
 		return err
 	}
 	tok, err := os.ReadFile(filepath.Join(r.serverDir(), "keys", "operator.token"))
@@ -111,6 +117,28 @@ func (r *Rig) Init(ctx context.Context, faresJSON string) error {
 	}
 	r.Token = strings.TrimSpace(string(tok))
 	return nil
+}
+
+// dbArgs are the --db flag of the server and the tools, if DB is set.
+func (r *Rig) dbArgs() []string {
+	if r.DB == "" {
+		return nil
+	}
+	return []string{"--db", r.DB}
+}
+
+// FleetPub is the fleet public key's file (PEM).
+func (r *Rig) FleetPub() string { return filepath.Join(r.fleet, "fleet.pub") }
+
+// DataDir is the server's data directory (keys, and the ledger unless DB
+// is set).
+func (r *Rig) DataDir() string { return r.serverDir() }
+
+func (r *Rig) logLevel() string {
+	if r.LogLevel == "" {
+		return "debug"
+	}
+	return r.LogLevel
 }
 
 func (r *Rig) serverDir() string {
@@ -193,7 +221,7 @@ func (r *Rig) StartServer(ctx context.Context) error {
 	if r.HTTP != "" {
 		http = r.HTTP
 	}
-	args := append([]string{"run", "--data", r.serverDir(), "--http", http, "--log-level", "debug"}, rigServerFlags...)
+	args := append(append([]string{"run", "--data", r.serverDir(), "--http", http, "--log-level", r.logLevel()}, rigServerFlags...), r.dbArgs()...)
 	if r.ExternalBroker {
 		args = append(args, "--broker", "tcp://"+r.MQTT)
 	} else {
@@ -215,7 +243,7 @@ func (r *Rig) StartServer(ctx context.Context) error {
 // StartBroker runs the MQTT broker as its own process (ExternalBroker);
 // after the first start it keeps its port.
 func (r *Rig) StartBroker(ctx context.Context) error {
-	p, a, err := r.startProc(ctx, "broker", nil, "broker", "--data", r.serverDir(), "--mqtt", r.mqttListen)
+	p, a, err := r.startProc(ctx, "broker", nil, append([]string{"broker", "--data", r.serverDir(), "--mqtt", r.mqttListen}, r.dbArgs()...)...)
 	if err != nil {
 		return err
 	}
@@ -260,13 +288,44 @@ func (r *Rig) WaitServerExit(timeout time.Duration) error {
 // external broker (ExternalBroker), as a second server behind a shared
 // subscription; stop it with the returned function.
 func (r *Rig) StartInstance(ctx context.Context, name string) (stop func(), err error) {
-	p, _, err := r.startProc(ctx, name, nil, append([]string{"run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
-		"--broker", "tcp://" + r.MQTT, "--log-level", "debug"}, rigServerFlags...)...)
+	in, err := r.Instance(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return func() { p.stop(syscall.SIGTERM) }, nil
+	return func() { in.Stop(false) }, nil
 }
+
+// Instance is a settlement instance of the rig's own besides its server
+// (StartInstance, Instance).
+type Instance struct {
+	Name string
+	HTTP string // its HTTP API's address
+	p    *proc
+}
+
+// Instance runs another settlement instance (logging to DIR/NAME.log) on
+// the same data and ledger, with the external broker (ExternalBroker) at
+// r.MQTT, and waits until it serves.
+func (r *Rig) Instance(ctx context.Context, name string) (*Instance, error) {
+	p, a, err := r.startProc(ctx, name, nil, append(append([]string{"run", "--data", r.serverDir(), "--http", "127.0.0.1:0",
+		"--broker", "tcp://" + r.MQTT, "--log-level", r.logLevel()}, rigServerFlags...), r.dbArgs()...)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Instance{Name: name, HTTP: a["http"], p: p}, nil
+}
+
+// Stop stops the instance: gracefully (SIGTERM) or, with kill, SIGKILL.
+func (in *Instance) Stop(kill bool) error {
+	if kill {
+		in.p.stop(syscall.SIGKILL)
+		return nil
+	}
+	return in.p.stop(syscall.SIGTERM)
+}
+
+// PeakRSS returns the instance's peak resident set in bytes.
+func (in *Instance) PeakRSS() (int64, error) { return PeakRSS(in.p.cmd.Process.Pid) }
 
 // StopServer stops the server: gracefully (SIGTERM) or, with kill, SIGKILL.
 func (r *Rig) StopServer(kill bool) error {
@@ -291,7 +350,72 @@ func (r *Rig) API(ctx context.Context, method, path string, body, out any) error
 
 // Verify runs farego-settlement verify (the ledger's invariants).
 func (r *Rig) Verify(ctx context.Context) (string, error) {
-	return r.command(ctx, "farego-settlement", "verify", "--data", r.serverDir())
+	return r.command(ctx, "farego-settlement", append([]string{"verify", "--data", r.serverDir()}, r.dbArgs()...)...)
+}
+
+// ServerPeakRSS returns the running server process's peak resident set
+// (VmHWM) in bytes.
+func (r *Rig) ServerPeakRSS() (int64, error) {
+	r.mu.Lock()
+	p := r.server
+	r.mu.Unlock()
+	if p == nil {
+		return 0, errors.New("no server running")
+	}
+	return PeakRSS(p.cmd.Process.Pid)
+}
+
+// ServerCPU returns the CPU time (user and system) the running server
+// process has used since it started.
+func (r *Rig) ServerCPU() (time.Duration, error) {
+	r.mu.Lock()
+	p := r.server
+	r.mu.Unlock()
+	if p == nil {
+		return 0, errors.New("no server running")
+	}
+	return ProcessCPU(p.cmd.Process.Pid)
+}
+
+// ProcessCPU returns the CPU time (user and system) a process has used,
+// from /proc/PID/stat.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields 14 and 15
+	// (utime, stime, in clock ticks) count from after its ')'.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// PeakRSS returns a process's peak resident set (VmHWM of
+// /proc/PID/status) in bytes.
+func PeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			if f := strings.Fields(v); len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
 // Close stops everything the rig started.
