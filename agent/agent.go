@@ -336,10 +336,19 @@ func truncate(s string, n int) string {
 
 // SyncSucceeded tells the agent that the server has acknowledged every
 // queued tap: the per-account risk counters start again from zero, and
-// accounts outside the passback window are forgotten.
+// accounts outside the passback window are forgotten. It checks, in the
+// same transaction, that no record is waiting (the queue's own or adopted
+// ones) and changes nothing if one is: a tap accepted after the caller saw
+// the queue empty keeps its count until the server has it.
 func (a *Agent) SyncSucceeded() error {
 	cutoff := a.now().Add(-a.cfg.PassbackWindow)
 	return a.q.UpdateState(func(st *queue.State) error {
+		if n, err := st.Unacked(); err != nil || n > 0 {
+			if n > 0 {
+				a.log.Debug("risk counters kept: taps are still waiting for the server", "count", n)
+			}
+			return err
+		}
 		var del, reset [][]byte
 		err := st.ForEach(bucketAccounts, func(k, v []byte) error {
 			if len(v) != 12 || time.UnixMilli(int64(binary.BigEndian.Uint64(v))).Before(cutoff) {

@@ -325,11 +325,54 @@ func TestRiskCap(t *testing.T) {
 	if other := h.issuer.Rider(t, 4243, t0); !h.tap(other.Code(t, t0)).Accepted {
 		t.Errorf("another account is not capped")
 	}
+	h.ackAll()
 	if err := h.a.SyncSucceeded(); err != nil {
 		t.Fatal(err)
 	}
 	if out := h.tap(r.Code(t, t0)); !out.Accepted {
 		t.Errorf("after a successful sync: %+v", out)
+	}
+}
+
+// ackAll acks every record in the queue, as the uplink does when the
+// server has them.
+func (h *harness) ackAll() {
+	h.t.Helper()
+	st, err := h.q.Stats()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.q.AckThrough(st.LastSeq); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestSyncSucceededKeepsCountsOfUnackedTaps: the uplink saw the queue
+// empty, then a tap was accepted, then SyncSucceeded ran. The reset must
+// not wipe the new tap's count: the check and the reset are one
+// transaction in the real bbolt file, whatever the caller saw before.
+func TestSyncSucceededKeepsCountsOfUnackedTaps(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.RiskCap = 2; c.PassbackWindow = -1 })
+	r := h.issuer.Rider(t, 4242, t0)
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.ackAll() // the uplink sees the queue empty here…
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatal(out) // …and a tap comes in before it calls SyncSucceeded
+	}
+	if err := h.a.SyncSucceeded(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonRiskCap {
+		t.Errorf("third tap with an unacked one after the sync = %+v, want risk_cap (the count was reset under an unacked tap)", out)
+	}
+	h.ackAll()
+	if err := h.a.SyncSucceeded(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Errorf("after everything is acked and synced: %+v", out)
 	}
 }
 

@@ -267,11 +267,13 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 			return err
 		}
 		if found != nil && (found.pendingN != c.pendingN || found.pendingBytes != c.pendingBytes ||
-			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes) {
+			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes ||
+			found.adoptedN != c.adoptedN || found.adoptedBytes != c.adoptedBytes) {
 			q.log.Warn("queue: stored counters did not match the records; repaired",
-				"path", q.path, "records", found.pendingN, "archived", found.archiveN)
+				"path", q.path, "records", found.pendingN, "archived", found.archiveN, "adopted", found.adoptedN)
 			c.pendingN, c.pendingBytes = found.pendingN, found.pendingBytes
 			c.archiveN, c.archiveBytes = found.archiveN, found.archiveBytes
+			c.adoptedN, c.adoptedBytes = found.adoptedN, found.adoptedBytes
 		}
 		// A sequence number must never be handed out twice, whatever
 		// happened to the counter.

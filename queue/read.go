@@ -67,6 +67,8 @@ type Stats struct {
 	OldestUnacked time.Time // append time of the oldest unacked record; zero if none
 	LastSeq       uint64    // last sequence number handed out (0 if none yet)
 	Archived      int       // acked records still in the archive
+	Adopted       int       // records of earlier queue files waiting for delivery (Adopt)
+	AdoptedBytes  int64     // their total data bytes
 	ArchivedBytes int64     // their total data bytes
 	FileSize      int64     // size of the file on disk
 	UsedSize      int64     // bytes of the file in use (bbolt pages not free)
@@ -82,6 +84,7 @@ func (q *Queue) Stats() (Stats, error) {
 		}
 		s.Count, s.Bytes = int(c.pendingN), int64(c.pendingBytes)
 		s.Archived, s.ArchivedBytes = int(c.archiveN), int64(c.archiveBytes)
+		s.Adopted, s.AdoptedBytes = int(c.adoptedN), int64(c.adoptedBytes)
 		s.LastSeq = c.lastSeq
 		if _, v := b.pending.Cursor().First(); len(v) >= pendingHeader {
 			s.OldestUnacked = appendTime(v)

@@ -65,7 +65,9 @@
 //     counted (Stats.Unsendable) and left in the queue, which then never
 //     drains; the agent never writes such records.
 //   - SyncSucceeded is called after the queue was seen empty; a tap
-//     appended between that check and the call is not acked yet.
+//     appended between that check and the call is not acked yet, so the
+//     StateApplier must check again in the transaction that resets its
+//     counters (the agent does, through queue.State.Unacked).
 //   - TLS files are read once, by New: restart the uplink after replacing
 //     a certificate.
 //   - New records are noticed at the next PollInterval unless the agent
