@@ -165,12 +165,19 @@ type Outcome struct {
 	Message  string        // what the rider was shown
 	Scanner  string
 	Account  uint64 // 0 when the code could not be read
-	Seq      uint64 // queue sequence number of the record, when accepted
+	// Seq is the queue sequence number of the record: of this tap when
+	// accepted, of the tap that paid with the same code when already paid.
+	Seq uint64
 	Fare     int64
 	Currency string
 	CodeHash string // paycode.ShortHash of the text: safe to log
 	Latency  time.Duration
 }
+
+// AlreadyPaid reports whether the code was accepted here before (reason
+// duplicate): the rider is let through on a green light with "Already
+// paid" and charged nothing. It is neither a new charge nor a refusal.
+func (o Outcome) AlreadyPaid() bool { return o.Reason == record.ReasonDuplicate }
 
 // Tap decides one scanned frame: verify, check, record durably, give
 // feedback. It returns only once the rider has had feedback and, if
@@ -185,14 +192,21 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 	}
 	out.Latency = a.now().Sub(f.Time)
 	a.latency.Observe(out.Latency.Seconds())
-	if out.Accepted {
+	switch {
+	case out.Accepted:
 		if a.cfg.Accepted != nil {
 			a.cfg.Accepted()
 		}
 		a.taps.With("accepted", "").Inc()
 		a.log.Info("tap accepted", "scanner", out.Scanner, "account", out.Account, "seq", out.Seq,
 			"fare", out.Fare, "code_hash", out.CodeHash, "latency", out.Latency.String())
-	} else {
+	case out.AlreadyPaid():
+		// Not a refusal: the rider paid with this very code here, goes
+		// through on a green light and is charged nothing (again).
+		a.taps.With("already_paid", string(out.Reason)).Inc()
+		a.log.Info("tap already paid", "scanner", out.Scanner, "account", out.Account, "paid_seq", out.Seq,
+			"code_hash", out.CodeHash)
+	default:
 		outcome := "rejected"
 		if record.OutOfService(out.Reason) {
 			outcome = "out_of_service"
@@ -209,7 +223,7 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 	switch {
 	case out.Accepted:
 		err = a.fb.Accepted(ctx, feedback.Accept{Fare: out.Fare, Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case out.Reason == record.ReasonDuplicate:
+	case out.AlreadyPaid():
 		// The rider has paid with this very code: let them through, charge nothing.
 		err = a.fb.Accepted(ctx, feedback.Accept{Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
 	case record.OutOfService(out.Reason):
@@ -263,9 +277,11 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	seq, err := a.q.AppendFunc(ctx, func(st *queue.State, seq uint64) ([]byte, error) {
 		return a.record(st, seq, &tap, c, idKey, acctKey, now)
 	})
+	var dup *duplicateError
 	switch {
 	case err == nil:
-	case errors.Is(err, errDuplicate):
+	case errors.As(err, &dup):
+		out.Seq = dup.seq
 		return refuse(record.ReasonDuplicate)
 	case errors.Is(err, errPassback):
 		return refuse(record.ReasonPassback)
@@ -287,8 +303,12 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
 func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
-	if st.Get(bucketSeen, idKey) != nil {
-		return nil, errDuplicate
+	if v := st.Get(bucketSeen, idKey); v != nil {
+		d := &duplicateError{}
+		if len(v) >= 12 {
+			d.seq = binary.BigEndian.Uint64(v[4:])
+		}
+		return nil, d
 	}
 	var count uint32
 	if v := st.Get(bucketAccounts, acctKey); len(v) == 12 {

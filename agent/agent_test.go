@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
@@ -31,6 +35,24 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink safe for the agent's workers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // last formats the recorder's last event for comparison.
@@ -263,20 +285,39 @@ func TestDenyList(t *testing.T) {
 }
 
 func TestDuplicateSurvivesRestart(t *testing.T) {
-	h := newHarness(t, nil)
+	reg := metrics.NewRegistry()
+	var logs syncBuffer
+	h := newHarness(t, func(c *Config, _ *queue.Options) {
+		c.Metrics = reg
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
 	r := h.issuer.Rider(t, 4242, t0)
 	text := r.Code(t, t0)
-	if out := h.tap(text); !out.Accepted {
-		t.Fatal(out)
+	first := h.tap(text)
+	if !first.Accepted {
+		t.Fatal(first)
 	}
 	h.clock.Add(10 * time.Second) // past the passback window
 	out := h.tap(text)
-	if out.Accepted || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" {
-		t.Errorf("same code again: %+v", out)
+	if out.Accepted || !out.AlreadyPaid() || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" || out.Seq != first.Seq {
+		t.Errorf("same code again: %+v, want already paid by seq %d", out, first.Seq)
 	}
+	// Green, charged nothing; counted and logged as already paid, never
+	// as a refusal.
 	if got := last(h.fb); got != "accepted 0 Already paid" {
 		t.Errorf("duplicate feedback = %q, want a no-charge 'Already paid'", got)
 	}
+	var m strings.Builder
+	reg.WriteTo(&m)
+	if !strings.Contains(m.String(), `farego_taps_total{outcome="already_paid",reason="duplicate"} 1`) ||
+		strings.Contains(m.String(), `outcome="rejected",reason="duplicate"`) {
+		t.Errorf("metrics do not count it as already paid:\n%s", m.String())
+	}
+	if l := logs.String(); !strings.Contains(l, `msg="tap already paid"`) || strings.Contains(l, "tap refused") ||
+		!strings.Contains(l, fmt.Sprintf("paid_seq=%d", first.Seq)) {
+		t.Errorf("log does not say already paid (with the paying tap's seq):\n%s", l)
+	}
+	h.cfg.Metrics = nil // the restarted agent registers its own
 	h.restart()
 	h.clock.Add(10 * time.Second)
 	if out := h.tap(text); out.Reason != record.ReasonDuplicate {

@@ -8,7 +8,7 @@
 //	→ clock sanity (an unset clock puts the validator out of service)
 //	→ paycode verification against the device keyring   (malformed … code_expired)
 //	→ deny list: account, or account + credential serial (denied)
-//	→ this exact code already accepted here              (duplicate: "already paid")
+//	→ this exact code already accepted here              (duplicate: green "Already paid", no charge)
 //	→ same account accepted within the passback window   (passback)
 //	→ offline risk cap since the last successful sync    (risk_cap)
 //	→ fare from the fare table by route and profile      (no_fare)
@@ -25,6 +25,13 @@
 // the record hash chain — lives in the same bbolt file as the queue, in
 // buckets prefixed "agent.". Updates arrive through [Agent.Apply], which
 // refuses a version older than or equal to the one applied.
+//
+// A code accepted here before is not a refusal: the rider has paid with
+// it, so the light is green with "Already paid" and nothing is charged
+// again. It is counted as farego_taps_total{outcome="already_paid",
+// reason="duplicate"} and logged as "tap already paid" with the sequence
+// number of the tap that paid (Outcome.AlreadyPaid). Every other reason is
+// a refusal ("tap refused", red) or out of service.
 //
 // # Caveats
 //
