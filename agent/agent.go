@@ -167,7 +167,7 @@ type Outcome struct {
 	Account  uint64 // 0 when the code could not be read
 	// Seq is the queue sequence number of the record: of this tap when
 	// accepted, of the tap that paid with the same code when already paid.
-	Seq uint64
+	Seq      uint64
 	Fare     int64
 	Currency string
 	CodeHash string // paycode.ShortHash of the text: safe to log
