@@ -20,13 +20,6 @@ const maxEpochLen = 64
 // server acknowledges them (AckAdopted). They never mix with this file's
 // own records: their epoch differs, and sequence numbers are per epoch.
 
-// AdoptedEpoch describes the adopted records of one earlier queue file.
-type AdoptedEpoch struct {
-	Epoch string // the earlier file's epoch
-	Count int    // records waiting
-	Bytes int64  // their data bytes
-}
-
 // Adopt keeps records of another queue file, whose epoch is epoch, until
 // AckAdopted: each keeps its sequence number and append time. A record
 // already adopted under the same epoch and sequence number is left as it
@@ -78,36 +71,24 @@ func (q *Queue) Adopt(epoch string, recs []Record) (int, error) {
 	return total, nil
 }
 
-// Adopted returns the epochs that have adopted records waiting, in epoch
-// order.
-func (q *Queue) Adopted() ([]AdoptedEpoch, error) {
-	var out []AdoptedEpoch
+// AdoptedEpochs returns the epochs that have adopted records waiting, in
+// order (Stats counts the records).
+func (q *Queue) AdoptedEpochs() ([]string, error) {
+	var out []string
 	err := q.view(func(_ *bbolt.Tx, b buckets) error {
 		if b.adopted == nil {
 			return nil
 		}
 		return b.adopted.ForEach(func(k, v []byte) error {
-			eb := b.adopted.Bucket(k)
-			if v != nil || eb == nil {
+			if v != nil {
 				return corruptf("queue: %s: %x is not an epoch bucket", AdoptedBucket, k)
 			}
-			e := AdoptedEpoch{Epoch: string(k)}
-			err := eb.ForEach(func(_, v []byte) error {
-				if len(v) < pendingHeader {
-					return corruptf("queue: bad adopted record in epoch %q", k)
-				}
-				e.Count++
-				e.Bytes += int64(len(v) - pendingHeader)
-				return nil
-			})
-			if e.Count > 0 {
-				out = append(out, e)
-			}
-			return err
+			out = append(out, string(k))
+			return nil
 		})
 	})
 	if err != nil {
-		return nil, wrapErr("adopted", err)
+		return nil, wrapErr("adopted epochs", err)
 	}
 	return out, nil
 }

@@ -122,10 +122,10 @@ func TestWindowAck(t *testing.T) {
 		{seqs: []uint64{9, 12}},
 	}}
 	rs := []wire.Range{{From: 2, To: 6}, {From: 12, To: 1 << 40}}
-	if got, want := s.covered(rs), []uint64{2, 3, 4, 5, 6, 12}; !slices.Equal(got, want) {
+	if got, want := s.covered("", rs), []uint64{2, 3, 4, 5, 6, 12}; !slices.Equal(got, want) {
 		t.Errorf("covered = %v, want %v", got, want)
 	}
-	s.remove(rs)
+	s.remove("", rs)
 	var left [][]uint64
 	for _, b := range s.win {
 		left = append(left, b.seqs)

@@ -22,11 +22,18 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 		Versions: u.state.Versions(),
 	}
 	if qs, err := u.q.Stats(); err == nil {
-		st.QueueDepth = qs.Count
+		st.QueueDepth = qs.Count + qs.Adopted
 		st.LastSeq = qs.LastSeq
 		if !qs.OldestUnacked.IsZero() {
 			st.OldestUnsentSec = max(0, int64(now.Sub(qs.OldestUnacked)/time.Second))
 		}
+	}
+	if c, ok := u.Clock(); ok {
+		ms := c.Offset.Milliseconds()
+		st.ClockOffsetMS = &ms
+	}
+	if u.cfg.Status != nil {
+		u.cfg.Status(&st)
 	}
 	payload, err := st.MarshalBinary()
 	if err != nil {

@@ -65,7 +65,8 @@ type Uplink struct {
 	wake     chan struct{} // Notify, downlink applied
 	acks     *ackCommitter // writes acks to the queue beside the session
 
-	dropStreak  atomic.Int64 // inbound messages dropped since the last accepted
+	clock       atomic.Pointer[ClockSample] // the last clock sample
+	dropStreak  atomic.Int64                // inbound messages dropped since the last accepted
 	statusDirty atomic.Bool  // something the status shows has changed
 	running     atomic.Bool
 
