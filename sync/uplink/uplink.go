@@ -67,7 +67,7 @@ type Uplink struct {
 
 	clock       atomic.Pointer[ClockSample] // the last clock sample
 	dropStreak  atomic.Int64                // inbound messages dropped since the last accepted
-	statusDirty atomic.Bool  // something the status shows has changed
+	statusDirty atomic.Bool                 // something the status shows has changed
 	running     atomic.Bool
 
 	mu    sync.Mutex
