@@ -20,6 +20,10 @@ import (
 	"github.com/farego/farego/queue"
 )
 
+// clockCheckInterval is how often Run looks whether the system clock moved
+// out of (or back within) MaxClockOffset between taps.
+const clockCheckInterval = 5 * time.Second
+
 // Defaults for Config fields left zero.
 const (
 	DefaultPassbackWindow = 5 * time.Second
@@ -61,6 +65,10 @@ type Config struct {
 	// MinClock: a clock before it puts the validator out of service; default
 	// BuildDate or DefaultMinClock.
 	MinClock time.Time
+	// MaxClockOffset: a clock measured (ClockMeasured) further than this
+	// from the server's puts the validator out of service; default
+	// DefaultMaxClockOffset, negative disables.
+	MaxClockOffset time.Duration
 	// CacheSize of the credential-signature cache (paycode.NewVerifier).
 	CacheSize int
 	// Workers processing frames in Run; default 4 (so two doors' fsyncs
@@ -95,6 +103,10 @@ type Agent struct {
 	state   atomic.Pointer[snapshot]
 	applyMu sync.Mutex
 
+	clock    atomic.Pointer[clockRef] // the last clock measurement
+	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
+	hold     atomic.Pointer[hold]     // out of service by Hold
+
 	taps    *metrics.CounterVec
 	latency *metrics.Histogram
 }
@@ -116,6 +128,9 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	}
 	if cfg.MinClock.IsZero() {
 		cfg.MinClock = MinClock()
+	}
+	if cfg.MaxClockOffset == 0 {
+		cfg.MaxClockOffset = DefaultMaxClockOffset
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
@@ -144,6 +159,22 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	a.taps = cfg.Metrics.Counter("farego_taps_total", "Taps decided, by outcome and reason.", "outcome", "reason")
 	a.latency = cfg.Metrics.Histogram("farego_decision_seconds",
 		"Time from the frame's last byte to the rider's feedback, including the fsync.", metrics.LatencyBuckets)
+	cfg.Metrics.GaugeFunc("farego_clock_offset_seconds",
+		"The device clock minus the settlement server's, measured from its acks (NaN until measured).", a.clockOffsetSeconds)
+	cfg.Metrics.GaugeFunc("farego_clock_offset_exceeded",
+		"1 while the clock is further from the server's than max_clock_offset (out of service).", func() float64 {
+			if beyond, _ := a.clockBeyond(); beyond {
+				return 1
+			}
+			return 0
+		})
+	cfg.Metrics.GaugeFunc("farego_out_of_service",
+		"1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
+			if a.OutOfService() != "" {
+				return 1
+			}
+			return 0
+		})
 	return a, nil
 }
 
@@ -243,8 +274,15 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return out
 	}
 	now := a.now()
+	if h := a.hold.Load(); h != nil {
+		return refuse(h.reason)
+	}
 	if now.Before(a.cfg.MinClock) {
 		return refuse(record.ReasonClock)
+	}
+	if beyond, _ := a.clockBeyond(); beyond {
+		a.checkClock(ctx)
+		return refuse(record.ReasonClockOffset)
 	}
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
@@ -397,8 +435,13 @@ func (a *Agent) SyncSucceeded() error {
 	})
 }
 
-// Prune forgets accepted codes too old to be accepted again (older than
-// max age + skew, plus a minute). It returns how many it forgot.
+// Prune forgets accepted codes too old to be accepted again: older than
+// max age + skew, plus a minute, by the validator's clock AND by the
+// newest code accepted here. The second bound makes pruning safe against
+// a clock that jumps forward: after a jump no code is accepted (every one
+// looks expired), the newest accepted code stays where it was, and so do
+// the codes it would otherwise forget; when the clock comes back they
+// still refuse a second use. It returns how many it forgot.
 func (a *Agent) Prune() (int, error) {
 	maxAge, skew := a.cfg.Policy.MaxAge, a.cfg.Policy.Skew
 	if maxAge <= 0 {
@@ -407,11 +450,23 @@ func (a *Agent) Prune() (int, error) {
 	if skew <= 0 {
 		skew = paycode.DefaultSkew
 	}
-	cutoff := a.now().Add(-maxAge - skew - time.Minute).Unix()
+	keep := maxAge + skew + time.Minute
+	cutoff := a.now().Add(-keep).Unix()
 	n := 0
 	err := a.q.UpdateState(func(st *queue.State) error {
+		var newest int64
+		err := st.ForEach(bucketSeen, func(_, v []byte) error {
+			if len(v) >= 4 {
+				newest = max(newest, int64(binary.BigEndian.Uint32(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		cutoff := min(cutoff, newest-int64(keep/time.Second))
 		var old [][]byte
-		err := st.ForEach(bucketSeen, func(k, v []byte) error {
+		err = st.ForEach(bucketSeen, func(k, v []byte) error {
 			if len(v) < 4 || int64(binary.BigEndian.Uint32(v)) < cutoff {
 				old = append(old, k)
 			}
@@ -455,12 +510,16 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 	}
 	tick := time.NewTicker(a.cfg.PruneInterval)
 	defer tick.Stop()
+	clockTick := time.NewTicker(clockCheckInterval)
+	defer clockTick.Stop()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	for {
 		select {
 		case <-done:
 			return ctx.Err()
+		case <-clockTick.C:
+			a.checkClock(ctx) // a jump or a correction of the system clock
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
 				a.log.Warn("pruning seen codes failed", "err", err)

@@ -554,11 +554,128 @@ func TestPrune(t *testing.T) {
 		t.Errorf("Prune right away = %d, %v, want 0", n, err)
 	}
 	h.clock.Add(4 * time.Minute)
+	if n, err := h.a.Prune(); err != nil || n != 0 {
+		t.Errorf("Prune after 4 minutes without a newer code = %d, %v, want 0 (it may be a clock jump)", n, err)
+	}
+	// A code accepted at the new time shows that time has passed.
+	if out := h.tap(h.issuer.Rider(t, 4243, t0).Code(t, h.clock.Now())); !out.Accepted {
+		t.Fatal(out)
+	}
 	if n, err := h.a.Prune(); err != nil || n != 1 {
-		t.Errorf("Prune after 4 minutes = %d, %v, want 1", n, err)
+		t.Errorf("Prune after 4 minutes and a newer code = %d, %v, want 1", n, err)
 	}
 	// A pruned code is too old to pass verification anyway.
 	if out := h.tap(text); out.Reason != paycode.ReasonCodeExpired {
 		t.Errorf("pruned code: %+v", out)
+	}
+}
+
+// TestPruneSurvivesClockJump: the system clock jumps two hours ahead and
+// comes back. Pruning in between must not forget the codes accepted before
+// the jump, or the same code would be charged twice when the clock is back.
+func TestPruneSurvivesClockJump(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0)
+	if out := h.tap(text); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(2 * time.Hour) // the jump
+	if out := h.tap(h.issuer.Rider(t, 4243, t0).Code(t, t0.Add(10*time.Second))); out.Accepted {
+		t.Fatalf("a fresh code accepted on a clock two hours ahead: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 0 {
+		t.Errorf("Prune after a forward jump = %d, %v, want 0", n, err)
+	}
+	h.clock.Add(-2*time.Hour + 10*time.Second) // corrected
+	if out := h.tap(text); out.Accepted || !out.AlreadyPaid() {
+		t.Errorf("the same code after the clock came back = %+v, want already paid", out)
+	}
+	if n := len(h.records()); n != 1 {
+		t.Errorf("%d records, want 1", n)
+	}
+}
+
+// TestClockOffset: a clock measured two hours ahead of the server's puts
+// the validator out of service with a clear reason instead of refusing
+// every rider's fresh code; a correction of the system clock is seen at
+// once (against the monotonic clock), and so is a later jump.
+func TestClockOffset(t *testing.T) {
+	reg := metrics.NewRegistry()
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.Metrics = reg })
+	gauge := func(name string) string {
+		var b strings.Builder
+		reg.WriteTo(&b)
+		for _, l := range strings.Split(b.String(), "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if g := gauge("farego_clock_offset_seconds"); g != "NaN" {
+		t.Errorf("offset gauge before any measurement = %q, want NaN", g)
+	}
+	h.a.ClockMeasured(2*time.Hour, 40*time.Millisecond)
+	out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0))
+	if out.Accepted || out.Reason != record.ReasonClockOffset || !record.OutOfService(out.Reason) {
+		t.Fatalf("tap with the clock 2 h ahead: %+v, want out of service (clock_offset)", out)
+	}
+	if got := last(h.fb); got != "out of service: Out of service: clock" {
+		t.Errorf("feedback %q", got)
+	}
+	if s := h.a.OutOfService(); !strings.HasPrefix(s, "clock_offset: clock 2h0m0s from the server's") {
+		t.Errorf("OutOfService() = %q", s)
+	}
+	if g := gauge("farego_clock_offset_exceeded"); g != "1" {
+		t.Errorf("exceeded gauge = %q, want 1", g)
+	}
+	if g := gauge("farego_out_of_service"); g != "1" {
+		t.Errorf("out-of-service gauge = %q, want 1", g)
+	}
+
+	h.clock.Add(-2 * time.Hour) // the operator (or NTP) sets the clock right
+	if off, _, _ := h.a.ClockOffset(); off.Abs() > time.Second {
+		t.Errorf("offset after the correction = %v, want about 0", off)
+	}
+	if out := h.tap(h.issuer.Rider(t, 4243, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("after the correction: %+v", out)
+	}
+	if s := h.a.OutOfService(); s != "" {
+		t.Errorf("OutOfService() after the correction = %q", s)
+	}
+
+	h.clock.Add(time.Hour) // and then it jumps, with no ack in between
+	if out := h.tap(h.issuer.Rider(t, 4244, h.clock.Now()).Code(t, h.clock.Now())); out.Reason != record.ReasonClockOffset {
+		t.Errorf("after a jump of an hour: %+v, want clock_offset", out)
+	}
+
+	// Within the bound (and its uncertainty), or with the check disabled: in service.
+	h.a.ClockMeasured(25*time.Second, time.Second)
+	if out := h.tap(h.issuer.Rider(t, 4245, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("25 s off: %+v", out)
+	}
+}
+
+func TestClockOffsetDisabled(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.MaxClockOffset = -1 })
+	h.a.ClockMeasured(time.Hour, 0)
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); !out.Accepted {
+		t.Errorf("with the check disabled: %+v", out)
+	}
+}
+
+func TestHold(t *testing.T) {
+	h := newHarness(t, nil)
+	h.a.Hold(record.ReasonQueueDamaged, "run farego-validator reset-queue")
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); out.Reason != record.ReasonQueueDamaged {
+		t.Errorf("held: %+v", out)
+	}
+	if s := h.a.OutOfService(); s != "queue_damaged: run farego-validator reset-queue" {
+		t.Errorf("OutOfService() = %q", s)
+	}
+	h.a.Hold("", "")
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); !out.Accepted {
+		t.Errorf("released: %+v", out)
 	}
 }
