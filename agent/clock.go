@@ -90,7 +90,7 @@ func (a *Agent) OutOfService() string {
 	}
 	if beyond, off := a.clockBeyond(); beyond {
 		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,
-			off.Round(time.Millisecond), a.cfg.MaxClockOffset)
+			off.Round(time.Second), a.cfg.MaxClockOffset)
 	}
 	if s := a.state.Load(); s.keyring == nil || s.fares == nil {
 		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
