@@ -87,6 +87,9 @@ func Open(path string, opts *Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open: %w", err)
 	}
 	existed := err == nil && info.Size() > 0
+	if !existed && o.NoCreate {
+		return nil, fmt.Errorf("%w: %s", ErrNoFile, path)
+	}
 
 	var recount *counters
 	if existed && !o.SkipOpenCheck {
@@ -251,6 +254,9 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 		if tx.Bucket(bMeta) == nil {
 			if tx.Bucket(bPending) != nil || tx.Bucket(bArchive) != nil {
 				return corruptf("queue: bucket %s missing", MetaBucket)
+			}
+			if q.opts.NoCreate {
+				return fmt.Errorf("%w: %s has no queue buckets", ErrNoFile, q.path)
 			}
 			created = true
 			c = counters{lastSeq: q.opts.FirstSeq - 1}
