@@ -168,13 +168,6 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 			}
 			return 0
 		})
-	cfg.Metrics.GaugeFunc("farego_out_of_service",
-		"1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
-			if a.OutOfService() != "" {
-				return 1
-			}
-			return 0
-		})
 	return a, nil
 }
 
@@ -281,7 +274,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(record.ReasonClock)
 	}
 	if beyond, _ := a.clockBeyond(); beyond {
-		a.checkClock(ctx)
+		a.checkClock()
 		return refuse(record.ReasonClockOffset)
 	}
 	s := a.state.Load()
@@ -519,7 +512,7 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 		case <-done:
 			return ctx.Err()
 		case <-clockTick.C:
-			a.checkClock(ctx) // a jump or a correction of the system clock
+			a.checkClock() // a jump or a correction of the system clock
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
 				a.log.Warn("pruning seen codes failed", "err", err)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"time"
@@ -33,7 +32,7 @@ type clockRef struct {
 // (clock_offset) while it is beyond Config.MaxClockOffset.
 func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
 	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.now(), mono: time.Now()})
-	a.checkClock(context.Background())
+	a.checkClock()
 }
 
 // ClockOffset returns the device clock's current offset from the server's
@@ -61,8 +60,8 @@ func (a *Agent) clockBeyond() (bool, time.Duration) {
 }
 
 // checkClock notes a change between a clock within bounds and one beyond
-// them: logged once each way, and shown as out of service.
-func (a *Agent) checkClock(ctx context.Context) {
+// them, logged once each way (riders see it when they scan).
+func (a *Agent) checkClock() {
 	beyond, off := a.clockBeyond()
 	if a.clockOff.Swap(beyond) == beyond {
 		return
@@ -70,9 +69,6 @@ func (a *Agent) checkClock(ctx context.Context) {
 	if beyond {
 		a.log.Error("clock too far from the server's: out of service until it is corrected",
 			"offset", off.Round(time.Millisecond).String(), "max_clock_offset", a.cfg.MaxClockOffset.String())
-		if err := a.fb.OutOfService(ctx, a.RiderMessage(string(record.ReasonClockOffset))); err != nil {
-			a.log.Warn("feedback failed", "err", err)
-		}
 		return
 	}
 	a.log.Info("clock back within bounds of the server's: in service", "offset", off.Round(time.Millisecond).String())
@@ -117,9 +113,6 @@ func (a *Agent) Hold(reason record.Reason, detail string) {
 	}
 	a.hold.Store(&hold{reason: reason, detail: detail})
 	a.log.Error("out of service", "reason", reason, "detail", detail)
-	if err := a.fb.OutOfService(context.Background(), a.RiderMessage(string(reason))); err != nil {
-		a.log.Warn("feedback failed", "err", err)
-	}
 }
 
 // clockOffsetSeconds is the gauge of the measured clock offset (NaN

@@ -200,6 +200,15 @@ func (u *Uplink) Run(ctx context.Context) error {
 // them now rather than at its next poll. It never blocks.
 func (u *Uplink) Notify() { signal(u.wake) }
 
+// StatusChanged tells the uplink that something the status shows through
+// Config.Status has changed (the device went out of service or back), so
+// that it publishes the status now rather than at the next heartbeat. It
+// never blocks.
+func (u *Uplink) StatusChanged() {
+	u.statusDirty.Store(true)
+	u.Notify()
+}
+
 // Connected reports whether the uplink is connected and subscribed.
 func (u *Uplink) Connected() bool { return u.mqtt.Connected() }
 
