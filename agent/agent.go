@@ -151,7 +151,7 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize),
 	}
-	s, err := loadState(q, a.log)
+	s, err := loadState(q, a.log, cfg.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(d.Reason)
 	}
 	c := d.Code
-	if s.denied(c.Account, c.Serial) {
+	if s.denied(c.Account, c.Serial, now) {
 		return refuse(record.ReasonDenied)
 	}
 	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
@@ -518,6 +518,9 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 				a.log.Warn("pruning seen codes failed", "err", err)
 			} else if n > 0 {
 				a.log.Debug("pruned seen codes", "count", n)
+			}
+			if n := a.pruneDeny(); n > 0 {
+				a.log.Debug("dropped expired deny-list entries", "count", n)
 			}
 		}
 	}

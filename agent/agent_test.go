@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -677,5 +678,109 @@ func TestHold(t *testing.T) {
 	h.a.Hold("", "")
 	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); !out.Accepted {
 		t.Errorf("released: %+v", out)
+	}
+}
+
+// shardBody encodes the shard of account from entries.
+func shardBody(tb testing.TB, account uint64, entries []record.DenyEntry) []byte {
+	tb.Helper()
+	s := record.DenyShards(entries, t0)[record.DenyShardOf(account)]
+	b, err := s.MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestDenyShards: shards apply one by one with their own versions, survive
+// a restart (stored in the queue file), refuse an older version, a whole
+// list replaces only the shards older than it, and entries expire by the
+// validator's clock.
+func TestDenyShards(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 6001, t0)
+	short := h.issuer.Rider(t, 6002, t0)
+	entries := []record.DenyEntry{{Account: 6001, Reason: "fraud"},
+		{Account: 6002, Serial: short.Serial, Reason: "code_reused", Expires: t0.Add(10 * time.Minute).Unix()}}
+	for _, acct := range []uint64{6001, 6002} {
+		if err := h.a.Apply(record.DocDenyShard, 100, shardBody(t, acct, entries)); err != nil && !errors.Is(err, ErrStaleVersion) {
+			t.Fatal(err)
+		}
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("account in a shard: %+v", out)
+	}
+	if v := h.a.Versions(); v[record.DenyShardKey(record.DenyShardOf(6001))] != 100 || v[record.DocDenyList] != 100 {
+		t.Errorf("versions %v", v)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 99, shardBody(t, 6001, nil)); !errors.Is(err, ErrStaleVersion) {
+		t.Errorf("older shard: %v", err)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 0, shardBody(t, 6001, nil)); !errors.Is(err, ErrInvalidDocument) {
+		t.Errorf("shard without a version: %v", err)
+	}
+	h.restart()
+	if n := h.a.DenyEntries(); n != 2 {
+		t.Errorf("%d entries after a restart, want 2", n)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("after a restart: %+v", out)
+	}
+	// A whole list at version 50 changes nothing (every shard is newer
+	// or empty and older: only those take it).
+	other := h.issuer.Rider(t, 6003, t0)
+	dl, _ := json.Marshal(record.DenyList{Version: 50, Entries: []record.DenyEntry{{Account: 6003}}})
+	if err := h.a.Apply(record.DocDenyList, 50, dl); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("a whole older list undid a newer shard: %+v", out)
+	}
+	if record.DenyShardOf(6003) != record.DenyShardOf(6001) {
+		if out := h.tap(other.Code(t, t0)); out.Reason != record.ReasonDenied {
+			t.Errorf("a whole list did not fill an older shard: %+v", out)
+		}
+	}
+	// The code_reused entry expires with its credential, by the clock.
+	h.clock.Add(5 * time.Minute)
+	if out := h.tap(short.Code(t, h.clock.Now())); out.Reason != record.ReasonDenied {
+		t.Errorf("before expiry: %+v", out)
+	}
+	h.clock.Add(6 * time.Minute)
+	if n := h.a.pruneDeny(); n != 1 {
+		t.Errorf("pruneDeny dropped %d, want 1", n)
+	}
+	if out := h.tap(short.Code(t, h.clock.Now())); out.Reason == record.ReasonDenied {
+		t.Errorf("after expiry: %+v", out)
+	}
+}
+
+// TestDenyListStoredWholeIsConverted: a deny list stored whole by older
+// software is read into shards, and replaced by them at the next apply.
+func TestDenyListStoredWholeIsConverted(t *testing.T) {
+	h := newHarness(t, nil)
+	dl, _ := json.Marshal(record.DenyList{Version: 7, Entries: []record.DenyEntry{{Account: 6101}}})
+	err := h.q.UpdateState(func(st *queue.State) error {
+		return st.Put(bucketState, []byte(record.DocDenyList), append(binary.BigEndian.AppendUint64(nil, 7), dl...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if out := h.tap(h.issuer.Rider(t, 6101, t0).Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("account of the stored whole list: %+v", out)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 8, shardBody(t, 6102, []record.DenyEntry{{Account: 6102}})); err != nil {
+		t.Fatal(err)
+	}
+	h.q.ViewState(func(st *queue.State) error {
+		if st.Get(bucketState, []byte(record.DocDenyList)) != nil {
+			t.Error("the whole list is still stored")
+		}
+		return nil
+	})
+	h.restart()
+	if out := h.tap(h.issuer.Rider(t, 6101, t0).Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("after the conversion: %+v", out)
 	}
 }

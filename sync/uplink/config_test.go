@@ -88,7 +88,7 @@ func TestConfigDefaults(t *testing.T) {
 	if u.taps != "farego/dev/bus-17/taps" || u.ack != "farego/dev/bus-17/ack" || u.status != "farego/dev/bus-17/status" {
 		t.Errorf("topics %s %s %s", u.taps, u.ack, u.status)
 	}
-	want := []string{"farego/dev/bus-17/ack", "farego/dev/bus-17/cmd", "farego/fleet/denylist", "farego/fleet/fares", "farego/fleet/keyring"}
+	want := []string{"farego/dev/bus-17/ack", "farego/dev/bus-17/cmd", "farego/fleet/denylist", "farego/fleet/denylist/+", "farego/fleet/fares", "farego/fleet/keyring"}
 	var got []string
 	for topic, qos := range u.filters {
 		if qos != 1 {

@@ -23,11 +23,15 @@
 //
 // # Downlinks and commands
 //
-// The uplink subscribes to PREFIX/fleet/keyring, /denylist and /fares
-// (retained) and to PREFIX/dev/ID/cmd. A downlink is applied
-// (StateApplier.Apply) only if it is signed with the fleet key, well
-// formed, of the topic's kind and newer than the applied version; anything
-// else is refused, logged and counted, never a crash. A fleet-signed
+// The uplink subscribes to PREFIX/fleet/keyring, /denylist, /fares and
+// the deny-list shards /denylist/+ (retained) and to PREFIX/dev/ID/cmd. A
+// downlink is applied (StateApplier.Apply) only if it is signed with the
+// fleet key, well formed, of the topic's kind (a shard: of the topic's
+// shard) and newer than the applied version (a shard's version is
+// Versions()[record.DenyShardKey(n)]); anything else is refused, logged
+// and counted, never a crash. The status reports document versions
+// without the shards' (their newest is the "denylist" version). A
+// fleet-signed
 // wire.Replay for this device and epoch moves archived records back into
 // the queue (queue.Replay) and they are sent again.
 //
@@ -48,8 +52,12 @@
 // Each connection uses a fresh paho client with a clean session, an
 // in-memory store (the bbolt queue is the durable store), unordered
 // delivery and subscriptions made in the OnConnect handler. Message
-// handlers never block: they hand messages to goroutines through buffered
-// channels and drop (and log) what does not fit. Run reconnects with
+// handlers hand messages to goroutines through buffered channels: acks
+// and commands never wait (what does not fit is dropped and logged); a
+// fleet downlink waits up to 30 s for room (paho runs each handler in a
+// goroutine of its own), since a connection brings every retained
+// downlink at once and a dropped one would come again only at the next
+// connection. Run reconnects with
 // jittered, capped backoff that starts again after a success, logs a run
 // of failures once and the recovery once ("uplink connected after 14
 // failed attempts"). Brokers are tcp:// or mqtt:// (plain), ssl://, tls://

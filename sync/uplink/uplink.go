@@ -43,7 +43,7 @@ type publisher interface {
 // acks and commands come again, retained downlinks on the next connection.
 const (
 	deviceInboxSize = 256
-	fleetInboxSize  = 16
+	fleetInboxSize  = 64
 )
 
 // Uplink is the device side of the MQTT link: it drains the queue to the
@@ -58,7 +58,8 @@ type Uplink struct {
 
 	taps, ack, cmd, status string            // this device's topics
 	fleet                  map[string]string // fleet topic → downlink kind
-	filters                map[string]byte   // subscriptions, all QoS 1
+	topics                 wire.Topics
+	filters                map[string]byte // subscriptions, all QoS 1
 
 	deviceIn chan inbound  // acks and commands, for the session goroutine
 	fleetIn  chan inbound  // downlinks, for the downlink goroutine
@@ -147,6 +148,8 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.fleet[t.Fleet(k)] = k
 		u.filters[t.Fleet(k)] = 1
 	}
+	u.filters[t.DenyShards()] = 1
+	u.topics = t
 	mc := cfg.mqttConfig()
 	u.tls = tlsConfig
 	mc.TLS, mc.Filters, mc.Handler, mc.Goodbye = tlsConfig, u.filters, u.onMessage, u.goodbye
