@@ -86,6 +86,11 @@ type Config struct {
 	// not block.
 	Accepted func()
 
+	// ServiceChanged, if set, is called when the validator goes out of
+	// service or back for a reason of its own state (the clock offset, a
+	// Hold), so the status can say so at once. It must not block.
+	ServiceChanged func()
+
 	Logger  *slog.Logger
 	Now     func() time.Time
 	Metrics *metrics.Registry // where to register the agent's metrics; nil: a private registry

@@ -66,6 +66,7 @@ func (a *Agent) checkClock() {
 	if a.clockOff.Swap(beyond) == beyond {
 		return
 	}
+	defer a.serviceChanged()
 	if beyond {
 		a.log.Error("clock too far from the server's: out of service until it is corrected",
 			"offset", off.Round(time.Millisecond).String(), "max_clock_offset", a.cfg.MaxClockOffset.String())
@@ -108,11 +109,19 @@ func (a *Agent) Hold(reason record.Reason, detail string) {
 	if reason == "" {
 		if a.hold.Swap(nil) != nil {
 			a.log.Info("back in service")
+			a.serviceChanged()
 		}
 		return
 	}
 	a.hold.Store(&hold{reason: reason, detail: detail})
 	a.log.Error("out of service", "reason", reason, "detail", detail)
+	a.serviceChanged()
+}
+
+func (a *Agent) serviceChanged() {
+	if a.cfg.ServiceChanged != nil {
+		a.cfg.ServiceChanged()
+	}
 }
 
 // clockOffsetSeconds is the gauge of the measured clock offset (NaN

@@ -165,15 +165,22 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}()
 
 	var up *uplink.Uplink // set before any tap is decided
+	now := validatorClock(log)
 	a, err := agent.New(q, fb, agent.Config{
 		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
 		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
 		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
 		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
+		Now:            now,
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
+			}
+		},
+		ServiceChanged: func() {
+			if up != nil {
+				up.StatusChanged()
 			}
 		},
 	})
@@ -192,7 +199,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	theAgent.Store(a)
 	registerQueueMetrics(reg, q, qf.unreadable)
 
-	if up, err = newUplink(cfg, q, a, log); err != nil {
+	if up, err = newUplink(cfg, q, a, now, log); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	if len(qf.unreadable) > 0 {
@@ -207,9 +214,6 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		go watchReset(ctx, qf.unreadable, 2*time.Second, func() {
 			a.Hold("", "")
 			log.Info("damaged queue files reset by the operator: back in service")
-			if up != nil {
-				up.StatusChanged()
-			}
 		})
 	}
 	stopUplink := runUplink(ctx, up, log)

@@ -632,3 +632,23 @@ func TestRunUnreadableQueueNeedsReset(t *testing.T) {
 		t.Errorf("reset-queue with nothing to do: exit %d, %q", code, out)
 	}
 }
+
+// TestRunCutFrameAcrossRestart: the scanner sent half a scan while the
+// validator was down (the tty kept it); after the restart the next scan
+// is read alone, not glued to the stale half as one garbled frame.
+func TestRunCutFrameAcrossRestart(t *testing.T) {
+	d := newDevice(t, "", "")
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4200, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.kill()
+	// The tty outlives the validator (a USB-CDC scanner's does while it
+	// stays plugged in): hold it open as the kernel does for the device.
+	hold, err := os.OpenFile(filepath.Join(d.dir, "scanner-front"), os.O_RDWR|syscall.O_NOCTTY, 0)
+	must(t, err)
+	defer hold.Close()
+	half := d.issuer.Rider(t, 4201, time.Now()).Code(t, time.Now())
+	_, err = d.master.Write([]byte(half[:150]))
+	must(t, err)
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4202, time.Now()).Code(t, time.Now())), "ACCEPTED")
+}

@@ -17,7 +17,7 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, log *slog.Logger) (*uplink.Uplink, error) {
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time, log *slog.Logger) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
@@ -37,6 +37,7 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, log *slog.Logger) (*
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
+		Now:     now,
 		OnClock: func(c uplink.ClockSample) { a.ClockMeasured(c.Offset, c.Uncertainty) },
 		Status: func(st *wire.Status) {
 			st.OutOfService = truncate(a.OutOfService(), maxOutOfService)
