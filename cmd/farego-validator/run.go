@@ -172,7 +172,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
 		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
 		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
-		Now:            now,
+		Now: now,
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
