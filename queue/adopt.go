@@ -110,24 +110,9 @@ func (q *Queue) PeekAdopted(epoch string, after uint64, max, maxBytes int) ([]Re
 		if eb == nil {
 			return nil
 		}
-		total := 0
-		c := eb.Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
-			seq, ok := keySeq(k)
-			if !ok || len(v) < pendingHeader {
-				return corruptf("queue: bad adopted record %x in epoch %q", k, epoch)
-			}
-			n := len(v) - pendingHeader
-			if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
-				break
-			}
-			out = append(out, Record{Seq: seq, Time: appendTime(v), Data: append([]byte(nil), v[pendingHeader:]...)})
-			total += n
-			if max > 0 && len(out) >= max {
-				break
-			}
-		}
-		return nil
+		var err error
+		out, err = peekBucket(eb, AdoptedBucket+"/"+epoch, after, math.MaxUint64, max, maxBytes)
+		return err
 	})
 	if err != nil {
 		return nil, wrapErr("peek adopted", err)
