@@ -5,9 +5,8 @@
 // The tap path, in order (the first refusal wins):
 //
 //	scanner frame
-//	→ clock sanity (an unset clock puts the validator out of service)
+//	→ the device's state: held, clock unset, clock off   (queue_damaged, clock, clock_offset: out of service)
 //	→ paycode verification against the device keyring   (malformed … code_expired)
-//	→ state of the device: held, clock unset or off       (out of service)
 //	→ deny list: account, or account + credential serial (denied)
 //	→ this exact code already accepted here              (duplicate: green "Already paid", no charge)
 //	→ same account accepted within the passback window   (passback)
