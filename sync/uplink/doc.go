@@ -39,11 +39,28 @@
 //
 // The device's status (wire.Status, signed with the device key, never
 // compressed so that mosquitto_sub shows its JSON) is retained on
-// PREFIX/dev/ID/status: online, queue depth, age of the oldest
-// unacked tap, last sequence number, queue epoch, applied downlink
-// versions, device clock and software. It is published on connecting, when
-// something it shows changes (a downlink applied, the queue drained, a
-// replay) and every Heartbeat. The MQTT last will is the same status with
+// PREFIX/dev/ID/status: online, queue depth (records adopted from an
+// earlier queue file included), age of the oldest unacked tap, last
+// sequence number, queue epoch, applied downlink versions, device clock,
+// its offset from the server's (clock_offset_ms) and software, and what
+// Config.Status adds (out of service, the last salvage). It is published
+// on connecting, when something it shows changes (a downlink applied, the
+// queue drained, a replay, the clock offset, StatusChanged) and every
+// Heartbeat.
+//
+// # Clock
+//
+// Acks carry the server's time (wire.Ack version 2). From the ack of a
+// batch sent once, the uplink takes a ClockSample: the device clock at the
+// middle of the round trip (measured on the monotonic clock) minus the
+// ack's time, within half the round trip. Clock returns the last one;
+// Config.OnClock gets each.
+//
+// # Adopted records
+//
+// Records a queue file adopted from a damaged earlier one (queue.Adopt)
+// are sent after the file's own, in batches of their own epoch, and
+// deleted (queue.AckAdopted) on an ack of that epoch. The MQTT last will is the same status with
 // online false, made when connecting; on a clean shutdown Run publishes it
 // itself before disconnecting.
 //
