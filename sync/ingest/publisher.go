@@ -406,6 +406,36 @@ func (p *Publisher) syncShards(ctx context.Context, _ string, force bool) bool {
 	return true
 }
 
+// clear removes the retained downlink of a kind the Source has no
+// document of (any more): the whole deny list once it no longer fits one
+// downlink, so validators do not get a stale one on every connection. It
+// reports false when it should be tried again soon.
+func (p *Publisher) clear(ctx context.Context, kind string, last uint64) bool {
+	c := p.conn.Load()
+	if c == nil || c.current() == nil {
+		return false
+	}
+	p.pubMu.Lock()
+	err := c.publish(ctx, p.topics.Fleet(kind), true, []byte{}, p.cfg.PublishTimeout)
+	p.pubMu.Unlock()
+	p.mu.Lock()
+	if err == nil {
+		p.force[kind] = false
+		p.published[kind] = 0
+	} else {
+		p.dirty[kind] = true
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.publishFailed(ctx, kind, 0, err)
+		return false
+	}
+	if last > 0 {
+		p.log.Info("ingest: retained downlink cleared: no document of this kind any more", "kind", kind, "was", last)
+	}
+	return true
+}
+
 // markShardsDirty makes the shards be read again at the next round.
 func (p *Publisher) markShardsDirty() {
 	p.mu.Lock()
@@ -548,6 +578,9 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 	p.mu.Lock()
 	last := p.published[kind]
 	p.mu.Unlock()
+	if version == 0 && (force || last > 0) {
+		return p.clear(ctx, kind, last)
+	}
 	if version == 0 || version < last || (version == last && !force) {
 		if force && version != 0 && version < last {
 			p.log.Warn("ingest: fleet document older than the one published; not republished",
