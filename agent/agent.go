@@ -20,6 +20,10 @@ import (
 	"github.com/farego/farego/queue"
 )
 
+// clockCheckInterval is how often Run looks whether the system clock moved
+// out of (or back within) MaxClockOffset between taps.
+const clockCheckInterval = 5 * time.Second
+
 // Defaults for Config fields left zero.
 const (
 	DefaultPassbackWindow = 5 * time.Second
@@ -61,6 +65,10 @@ type Config struct {
 	// MinClock: a clock before it puts the validator out of service; default
 	// BuildDate or DefaultMinClock.
 	MinClock time.Time
+	// MaxClockOffset: a clock measured (ClockMeasured) further than this
+	// from the server's puts the validator out of service; default
+	// DefaultMaxClockOffset, negative disables.
+	MaxClockOffset time.Duration
 	// CacheSize of the credential-signature cache (paycode.NewVerifier).
 	CacheSize int
 	// Workers processing frames in Run; default 4 (so two doors' fsyncs
@@ -78,6 +86,11 @@ type Config struct {
 	// not block.
 	Accepted func()
 
+	// ServiceChanged, if set, is called when the validator goes out of
+	// service or back for a reason of its own state (the clock offset, a
+	// Hold), so the status can say so at once. It must not block.
+	ServiceChanged func()
+
 	Logger  *slog.Logger
 	Now     func() time.Time
 	Metrics *metrics.Registry // where to register the agent's metrics; nil: a private registry
@@ -94,6 +107,10 @@ type Agent struct {
 
 	state   atomic.Pointer[snapshot]
 	applyMu sync.Mutex
+
+	clock    atomic.Pointer[clockRef] // the last clock measurement
+	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
+	hold     atomic.Pointer[hold]     // out of service by Hold
 
 	taps    *metrics.CounterVec
 	latency *metrics.Histogram
@@ -117,6 +134,9 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	if cfg.MinClock.IsZero() {
 		cfg.MinClock = MinClock()
 	}
+	if cfg.MaxClockOffset == 0 {
+		cfg.MaxClockOffset = DefaultMaxClockOffset
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
 	}
@@ -136,7 +156,7 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize),
 	}
-	s, err := loadState(q, a.log)
+	s, err := loadState(q, a.log, cfg.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +164,15 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	a.taps = cfg.Metrics.Counter("farego_taps_total", "Taps decided, by outcome and reason.", "outcome", "reason")
 	a.latency = cfg.Metrics.Histogram("farego_decision_seconds",
 		"Time from the frame's last byte to the rider's feedback, including the fsync.", metrics.LatencyBuckets)
+	cfg.Metrics.GaugeFunc("farego_clock_offset_seconds",
+		"The device clock minus the settlement server's, measured from its acks (NaN until measured).", a.clockOffsetSeconds)
+	cfg.Metrics.GaugeFunc("farego_clock_offset_exceeded",
+		"1 while the clock is further from the server's than max_clock_offset (out of service).", func() float64 {
+			if beyond, _ := a.clockBeyond(); beyond {
+				return 1
+			}
+			return 0
+		})
 	return a, nil
 }
 
@@ -165,12 +194,19 @@ type Outcome struct {
 	Message  string        // what the rider was shown
 	Scanner  string
 	Account  uint64 // 0 when the code could not be read
-	Seq      uint64 // queue sequence number of the record, when accepted
+	// Seq is the queue sequence number of the record: of this tap when
+	// accepted, of the tap that paid with the same code when already paid.
+	Seq      uint64
 	Fare     int64
 	Currency string
 	CodeHash string // paycode.ShortHash of the text: safe to log
 	Latency  time.Duration
 }
+
+// AlreadyPaid reports whether the code was accepted here before (reason
+// duplicate): the rider is let through on a green light with "Already
+// paid" and charged nothing. It is neither a new charge nor a refusal.
+func (o Outcome) AlreadyPaid() bool { return o.Reason == record.ReasonDuplicate }
 
 // Tap decides one scanned frame: verify, check, record durably, give
 // feedback. It returns only once the rider has had feedback and, if
@@ -185,14 +221,21 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 	}
 	out.Latency = a.now().Sub(f.Time)
 	a.latency.Observe(out.Latency.Seconds())
-	if out.Accepted {
+	switch {
+	case out.Accepted:
 		if a.cfg.Accepted != nil {
 			a.cfg.Accepted()
 		}
 		a.taps.With("accepted", "").Inc()
 		a.log.Info("tap accepted", "scanner", out.Scanner, "account", out.Account, "seq", out.Seq,
 			"fare", out.Fare, "code_hash", out.CodeHash, "latency", out.Latency.String())
-	} else {
+	case out.AlreadyPaid():
+		// Not a refusal: the rider paid with this very code here, goes
+		// through on a green light and is charged nothing (again).
+		a.taps.With("already_paid", string(out.Reason)).Inc()
+		a.log.Info("tap already paid", "scanner", out.Scanner, "account", out.Account, "paid_seq", out.Seq,
+			"code_hash", out.CodeHash)
+	default:
 		outcome := "rejected"
 		if record.OutOfService(out.Reason) {
 			outcome = "out_of_service"
@@ -209,7 +252,7 @@ func (a *Agent) feedback(ctx context.Context, out *Outcome) {
 	switch {
 	case out.Accepted:
 		err = a.fb.Accepted(ctx, feedback.Accept{Fare: out.Fare, Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
-	case out.Reason == record.ReasonDuplicate:
+	case out.AlreadyPaid():
 		// The rider has paid with this very code: let them through, charge nothing.
 		err = a.fb.Accepted(ctx, feedback.Accept{Currency: out.Currency, Message: out.Message, Scanner: out.Scanner})
 	case record.OutOfService(out.Reason):
@@ -229,8 +272,15 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return out
 	}
 	now := a.now()
+	if h := a.hold.Load(); h != nil {
+		return refuse(h.reason)
+	}
 	if now.Before(a.cfg.MinClock) {
 		return refuse(record.ReasonClock)
+	}
+	if beyond, _ := a.clockBeyond(); beyond {
+		a.checkClock()
+		return refuse(record.ReasonClockOffset)
 	}
 	s := a.state.Load()
 	if s.keyring == nil || s.fares == nil {
@@ -244,7 +294,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(d.Reason)
 	}
 	c := d.Code
-	if s.denied(c.Account, c.Serial) {
+	if s.denied(c.Account, c.Serial, now) {
 		return refuse(record.ReasonDenied)
 	}
 	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
@@ -263,9 +313,11 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	seq, err := a.q.AppendFunc(ctx, func(st *queue.State, seq uint64) ([]byte, error) {
 		return a.record(st, seq, &tap, c, idKey, acctKey, now)
 	})
+	var dup *duplicateError
 	switch {
 	case err == nil:
-	case errors.Is(err, errDuplicate):
+	case errors.As(err, &dup):
+		out.Seq = dup.seq
 		return refuse(record.ReasonDuplicate)
 	case errors.Is(err, errPassback):
 		return refuse(record.ReasonPassback)
@@ -287,8 +339,12 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
 func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
-	if st.Get(bucketSeen, idKey) != nil {
-		return nil, errDuplicate
+	if v := st.Get(bucketSeen, idKey); v != nil {
+		d := &duplicateError{}
+		if len(v) >= 12 {
+			d.seq = binary.BigEndian.Uint64(v[4:])
+		}
+		return nil, d
 	}
 	var count uint32
 	if v := st.Get(bucketAccounts, acctKey); len(v) == 12 {
@@ -336,10 +392,19 @@ func truncate(s string, n int) string {
 
 // SyncSucceeded tells the agent that the server has acknowledged every
 // queued tap: the per-account risk counters start again from zero, and
-// accounts outside the passback window are forgotten.
+// accounts outside the passback window are forgotten. It checks, in the
+// same transaction, that no record is waiting (the queue's own or adopted
+// ones) and changes nothing if one is: a tap accepted after the caller saw
+// the queue empty keeps its count until the server has it.
 func (a *Agent) SyncSucceeded() error {
 	cutoff := a.now().Add(-a.cfg.PassbackWindow)
 	return a.q.UpdateState(func(st *queue.State) error {
+		if n, err := st.Unacked(); err != nil || n > 0 {
+			if n > 0 {
+				a.log.Debug("risk counters kept: taps are still waiting for the server", "count", n)
+			}
+			return err
+		}
 		var del, reset [][]byte
 		err := st.ForEach(bucketAccounts, func(k, v []byte) error {
 			if len(v) != 12 || time.UnixMilli(int64(binary.BigEndian.Uint64(v))).Before(cutoff) {
@@ -368,8 +433,13 @@ func (a *Agent) SyncSucceeded() error {
 	})
 }
 
-// Prune forgets accepted codes too old to be accepted again (older than
-// max age + skew, plus a minute). It returns how many it forgot.
+// Prune forgets accepted codes too old to be accepted again: older than
+// max age + skew, plus a minute, by the validator's clock AND by the
+// newest code accepted here. The second bound makes pruning safe against
+// a clock that jumps forward: after a jump no code is accepted (every one
+// looks expired), the newest accepted code stays where it was, and so do
+// the codes it would otherwise forget; when the clock comes back they
+// still refuse a second use. It returns how many it forgot.
 func (a *Agent) Prune() (int, error) {
 	maxAge, skew := a.cfg.Policy.MaxAge, a.cfg.Policy.Skew
 	if maxAge <= 0 {
@@ -378,11 +448,23 @@ func (a *Agent) Prune() (int, error) {
 	if skew <= 0 {
 		skew = paycode.DefaultSkew
 	}
-	cutoff := a.now().Add(-maxAge - skew - time.Minute).Unix()
+	keep := maxAge + skew + time.Minute
+	cutoff := a.now().Add(-keep).Unix()
 	n := 0
 	err := a.q.UpdateState(func(st *queue.State) error {
+		var newest int64
+		err := st.ForEach(bucketSeen, func(_, v []byte) error {
+			if len(v) >= 4 {
+				newest = max(newest, int64(binary.BigEndian.Uint32(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		cutoff := min(cutoff, newest-int64(keep/time.Second))
 		var old [][]byte
-		err := st.ForEach(bucketSeen, func(k, v []byte) error {
+		err = st.ForEach(bucketSeen, func(k, v []byte) error {
 			if len(v) < 4 || int64(binary.BigEndian.Uint32(v)) < cutoff {
 				old = append(old, k)
 			}
@@ -426,17 +508,24 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 	}
 	tick := time.NewTicker(a.cfg.PruneInterval)
 	defer tick.Stop()
+	clockTick := time.NewTicker(clockCheckInterval)
+	defer clockTick.Stop()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	for {
 		select {
 		case <-done:
 			return ctx.Err()
+		case <-clockTick.C:
+			a.checkClock() // a jump or a correction of the system clock
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
 				a.log.Warn("pruning seen codes failed", "err", err)
 			} else if n > 0 {
 				a.log.Debug("pruned seen codes", "count", n)
+			}
+			if n := a.pruneDeny(); n > 0 {
+				a.log.Debug("dropped expired deny-list entries", "count", n)
 			}
 		}
 	}

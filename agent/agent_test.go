@@ -1,15 +1,20 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
@@ -31,6 +36,24 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink safe for the agent's workers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // last formats the recorder's last event for comparison.
@@ -263,20 +286,39 @@ func TestDenyList(t *testing.T) {
 }
 
 func TestDuplicateSurvivesRestart(t *testing.T) {
-	h := newHarness(t, nil)
+	reg := metrics.NewRegistry()
+	var logs syncBuffer
+	h := newHarness(t, func(c *Config, _ *queue.Options) {
+		c.Metrics = reg
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
 	r := h.issuer.Rider(t, 4242, t0)
 	text := r.Code(t, t0)
-	if out := h.tap(text); !out.Accepted {
-		t.Fatal(out)
+	first := h.tap(text)
+	if !first.Accepted {
+		t.Fatal(first)
 	}
 	h.clock.Add(10 * time.Second) // past the passback window
 	out := h.tap(text)
-	if out.Accepted || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" {
-		t.Errorf("same code again: %+v", out)
+	if out.Accepted || !out.AlreadyPaid() || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" || out.Seq != first.Seq {
+		t.Errorf("same code again: %+v, want already paid by seq %d", out, first.Seq)
 	}
+	// Green, charged nothing; counted and logged as already paid, never
+	// as a refusal.
 	if got := last(h.fb); got != "accepted 0 Already paid" {
 		t.Errorf("duplicate feedback = %q, want a no-charge 'Already paid'", got)
 	}
+	var m strings.Builder
+	reg.WriteTo(&m)
+	if !strings.Contains(m.String(), `farego_taps_total{outcome="already_paid",reason="duplicate"} 1`) ||
+		strings.Contains(m.String(), `outcome="rejected",reason="duplicate"`) {
+		t.Errorf("metrics do not count it as already paid:\n%s", m.String())
+	}
+	if l := logs.String(); !strings.Contains(l, `msg="tap already paid"`) || strings.Contains(l, "tap refused") ||
+		!strings.Contains(l, fmt.Sprintf("paid_seq=%d", first.Seq)) {
+		t.Errorf("log does not say already paid (with the paying tap's seq):\n%s", l)
+	}
+	h.cfg.Metrics = nil // the restarted agent registers its own
 	h.restart()
 	h.clock.Add(10 * time.Second)
 	if out := h.tap(text); out.Reason != record.ReasonDuplicate {
@@ -325,11 +367,54 @@ func TestRiskCap(t *testing.T) {
 	if other := h.issuer.Rider(t, 4243, t0); !h.tap(other.Code(t, t0)).Accepted {
 		t.Errorf("another account is not capped")
 	}
+	h.ackAll()
 	if err := h.a.SyncSucceeded(); err != nil {
 		t.Fatal(err)
 	}
 	if out := h.tap(r.Code(t, t0)); !out.Accepted {
 		t.Errorf("after a successful sync: %+v", out)
+	}
+}
+
+// ackAll acks every record in the queue, as the uplink does when the
+// server has them.
+func (h *harness) ackAll() {
+	h.t.Helper()
+	st, err := h.q.Stats()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.q.AckThrough(st.LastSeq); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestSyncSucceededKeepsCountsOfUnackedTaps: the uplink saw the queue
+// empty, then a tap was accepted, then SyncSucceeded ran. The reset must
+// not wipe the new tap's count: the check and the reset are one
+// transaction in the real bbolt file, whatever the caller saw before.
+func TestSyncSucceededKeepsCountsOfUnackedTaps(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.RiskCap = 2; c.PassbackWindow = -1 })
+	r := h.issuer.Rider(t, 4242, t0)
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.ackAll() // the uplink sees the queue empty here…
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatal(out) // …and a tap comes in before it calls SyncSucceeded
+	}
+	if err := h.a.SyncSucceeded(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonRiskCap {
+		t.Errorf("third tap with an unacked one after the sync = %+v, want risk_cap (the count was reset under an unacked tap)", out)
+	}
+	h.ackAll()
+	if err := h.a.SyncSucceeded(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Errorf("after everything is acked and synced: %+v", out)
 	}
 }
 
@@ -470,11 +555,232 @@ func TestPrune(t *testing.T) {
 		t.Errorf("Prune right away = %d, %v, want 0", n, err)
 	}
 	h.clock.Add(4 * time.Minute)
+	if n, err := h.a.Prune(); err != nil || n != 0 {
+		t.Errorf("Prune after 4 minutes without a newer code = %d, %v, want 0 (it may be a clock jump)", n, err)
+	}
+	// A code accepted at the new time shows that time has passed.
+	if out := h.tap(h.issuer.Rider(t, 4243, t0).Code(t, h.clock.Now())); !out.Accepted {
+		t.Fatal(out)
+	}
 	if n, err := h.a.Prune(); err != nil || n != 1 {
-		t.Errorf("Prune after 4 minutes = %d, %v, want 1", n, err)
+		t.Errorf("Prune after 4 minutes and a newer code = %d, %v, want 1", n, err)
 	}
 	// A pruned code is too old to pass verification anyway.
 	if out := h.tap(text); out.Reason != paycode.ReasonCodeExpired {
 		t.Errorf("pruned code: %+v", out)
+	}
+}
+
+// TestPruneSurvivesClockJump: the system clock jumps two hours ahead and
+// comes back. Pruning in between must not forget the codes accepted before
+// the jump, or the same code would be charged twice when the clock is back.
+func TestPruneSurvivesClockJump(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	text := r.Code(t, t0)
+	if out := h.tap(text); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(2 * time.Hour) // the jump
+	if out := h.tap(h.issuer.Rider(t, 4243, t0).Code(t, t0.Add(10*time.Second))); out.Accepted {
+		t.Fatalf("a fresh code accepted on a clock two hours ahead: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 0 {
+		t.Errorf("Prune after a forward jump = %d, %v, want 0", n, err)
+	}
+	h.clock.Add(-2*time.Hour + 10*time.Second) // corrected
+	if out := h.tap(text); out.Accepted || !out.AlreadyPaid() {
+		t.Errorf("the same code after the clock came back = %+v, want already paid", out)
+	}
+	if n := len(h.records()); n != 1 {
+		t.Errorf("%d records, want 1", n)
+	}
+}
+
+// TestClockOffset: a clock measured two hours ahead of the server's puts
+// the validator out of service with a clear reason instead of refusing
+// every rider's fresh code; a correction of the system clock is seen at
+// once (against the monotonic clock), and so is a later jump.
+func TestClockOffset(t *testing.T) {
+	reg := metrics.NewRegistry()
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.Metrics = reg })
+	gauge := func(name string) string {
+		var b strings.Builder
+		reg.WriteTo(&b)
+		for _, l := range strings.Split(b.String(), "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if g := gauge("farego_clock_offset_seconds"); g != "NaN" {
+		t.Errorf("offset gauge before any measurement = %q, want NaN", g)
+	}
+	h.a.ClockMeasured(2*time.Hour, 40*time.Millisecond)
+	out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0))
+	if out.Accepted || out.Reason != record.ReasonClockOffset || !record.OutOfService(out.Reason) {
+		t.Fatalf("tap with the clock 2 h ahead: %+v, want out of service (clock_offset)", out)
+	}
+	if got := last(h.fb); got != "out of service: Out of service: clock" {
+		t.Errorf("feedback %q", got)
+	}
+	if n := len(h.fb.Events()); n != 1 {
+		t.Errorf("%d feedback events for one tap", n)
+	}
+	if s := h.a.OutOfService(); !strings.HasPrefix(s, "clock_offset: clock ") || !strings.HasSuffix(s, " from the server's (bound 30s)") {
+		t.Errorf("OutOfService() = %q", s)
+	}
+	if g := gauge("farego_clock_offset_exceeded"); g != "1" {
+		t.Errorf("exceeded gauge = %q, want 1", g)
+	}
+
+	h.clock.Add(-2 * time.Hour) // the operator (or NTP) sets the clock right
+	if off, _, _ := h.a.ClockOffset(); off.Abs() > time.Second {
+		t.Errorf("offset after the correction = %v, want about 0", off)
+	}
+	if out := h.tap(h.issuer.Rider(t, 4243, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("after the correction: %+v", out)
+	}
+	if s := h.a.OutOfService(); s != "" {
+		t.Errorf("OutOfService() after the correction = %q", s)
+	}
+
+	h.clock.Add(time.Hour) // and then it jumps, with no ack in between
+	if out := h.tap(h.issuer.Rider(t, 4244, h.clock.Now()).Code(t, h.clock.Now())); out.Reason != record.ReasonClockOffset {
+		t.Errorf("after a jump of an hour: %+v, want clock_offset", out)
+	}
+
+	// Within the bound (and its uncertainty), or with the check disabled: in service.
+	h.a.ClockMeasured(25*time.Second, time.Second)
+	if out := h.tap(h.issuer.Rider(t, 4245, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("25 s off: %+v", out)
+	}
+}
+
+func TestClockOffsetDisabled(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.MaxClockOffset = -1 })
+	h.a.ClockMeasured(time.Hour, 0)
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); !out.Accepted {
+		t.Errorf("with the check disabled: %+v", out)
+	}
+}
+
+func TestHold(t *testing.T) {
+	h := newHarness(t, nil)
+	h.a.Hold(record.ReasonQueueDamaged, "run farego-validator reset-queue")
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); out.Reason != record.ReasonQueueDamaged {
+		t.Errorf("held: %+v", out)
+	}
+	if s := h.a.OutOfService(); s != "queue_damaged: run farego-validator reset-queue" {
+		t.Errorf("OutOfService() = %q", s)
+	}
+	h.a.Hold("", "")
+	if out := h.tap(h.issuer.Rider(t, 4242, t0).Code(t, t0)); !out.Accepted {
+		t.Errorf("released: %+v", out)
+	}
+}
+
+// shardBody encodes the shard of account from entries.
+func shardBody(tb testing.TB, account uint64, entries []record.DenyEntry) []byte {
+	tb.Helper()
+	s := record.DenyShards(entries, t0)[record.DenyShardOf(account)]
+	b, err := s.MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestDenyShards: shards apply one by one with their own versions, survive
+// a restart (stored in the queue file), refuse an older version, a whole
+// list replaces only the shards older than it, and entries expire by the
+// validator's clock.
+func TestDenyShards(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 6001, t0)
+	short := h.issuer.Rider(t, 6002, t0)
+	entries := []record.DenyEntry{{Account: 6001, Reason: "fraud"},
+		{Account: 6002, Serial: short.Serial, Reason: "code_reused", Expires: t0.Add(10 * time.Minute).Unix()}}
+	for _, acct := range []uint64{6001, 6002} {
+		if err := h.a.Apply(record.DocDenyShard, 100, shardBody(t, acct, entries)); err != nil && !errors.Is(err, ErrStaleVersion) {
+			t.Fatal(err)
+		}
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("account in a shard: %+v", out)
+	}
+	if v := h.a.Versions(); v[record.DenyShardKey(record.DenyShardOf(6001))] != 100 || v[record.DocDenyList] != 100 {
+		t.Errorf("versions %v", v)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 99, shardBody(t, 6001, nil)); !errors.Is(err, ErrStaleVersion) {
+		t.Errorf("older shard: %v", err)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 0, shardBody(t, 6001, nil)); !errors.Is(err, ErrInvalidDocument) {
+		t.Errorf("shard without a version: %v", err)
+	}
+	h.restart()
+	if n := h.a.DenyEntries(); n != 2 {
+		t.Errorf("%d entries after a restart, want 2", n)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("after a restart: %+v", out)
+	}
+	// A whole list at version 50 changes nothing (every shard is newer
+	// or empty and older: only those take it).
+	other := h.issuer.Rider(t, 6003, t0)
+	dl, _ := json.Marshal(record.DenyList{Version: 50, Entries: []record.DenyEntry{{Account: 6003}}})
+	if err := h.a.Apply(record.DocDenyList, 50, dl); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.tap(r.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("a whole older list undid a newer shard: %+v", out)
+	}
+	if record.DenyShardOf(6003) != record.DenyShardOf(6001) {
+		if out := h.tap(other.Code(t, t0)); out.Reason != record.ReasonDenied {
+			t.Errorf("a whole list did not fill an older shard: %+v", out)
+		}
+	}
+	// The code_reused entry expires with its credential, by the clock.
+	h.clock.Add(5 * time.Minute)
+	if out := h.tap(short.Code(t, h.clock.Now())); out.Reason != record.ReasonDenied {
+		t.Errorf("before expiry: %+v", out)
+	}
+	h.clock.Add(6 * time.Minute)
+	if n := h.a.pruneDeny(); n != 1 {
+		t.Errorf("pruneDeny dropped %d, want 1", n)
+	}
+	if out := h.tap(short.Code(t, h.clock.Now())); out.Reason == record.ReasonDenied {
+		t.Errorf("after expiry: %+v", out)
+	}
+}
+
+// TestDenyListStoredWholeIsConverted: a deny list stored whole by older
+// software is read into shards, and replaced by them at the next apply.
+func TestDenyListStoredWholeIsConverted(t *testing.T) {
+	h := newHarness(t, nil)
+	dl, _ := json.Marshal(record.DenyList{Version: 7, Entries: []record.DenyEntry{{Account: 6101}}})
+	err := h.q.UpdateState(func(st *queue.State) error {
+		return st.Put(bucketState, []byte(record.DocDenyList), append(binary.BigEndian.AppendUint64(nil, 7), dl...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if out := h.tap(h.issuer.Rider(t, 6101, t0).Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("account of the stored whole list: %+v", out)
+	}
+	if err := h.a.Apply(record.DocDenyShard, 8, shardBody(t, 6102, []record.DenyEntry{{Account: 6102}})); err != nil {
+		t.Fatal(err)
+	}
+	h.q.ViewState(func(st *queue.State) error {
+		if st.Get(bucketState, []byte(record.DocDenyList)) != nil {
+			t.Error("the whole list is still stored")
+		}
+		return nil
+	})
+	h.restart()
+	if out := h.tap(h.issuer.Rider(t, 6101, t0).Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Errorf("after the conversion: %+v", out)
 	}
 }

@@ -5,10 +5,10 @@
 // The tap path, in order (the first refusal wins):
 //
 //	scanner frame
-//	→ clock sanity (an unset clock puts the validator out of service)
+//	→ the device's state: held, clock unset, clock off   (queue_damaged, clock, clock_offset: out of service)
 //	→ paycode verification against the device keyring   (malformed … code_expired)
 //	→ deny list: account, or account + credential serial (denied)
-//	→ this exact code already accepted here              (duplicate: "already paid")
+//	→ this exact code already accepted here              (duplicate: green "Already paid", no charge)
 //	→ same account accepted within the passback window   (passback)
 //	→ offline risk cap since the last successful sync    (risk_cap)
 //	→ fare from the fare table by route and profile      (no_fare)
@@ -24,7 +24,25 @@
 // version), the codes seen recently, per-account counters and the head of
 // the record hash chain — lives in the same bbolt file as the queue, in
 // buckets prefixed "agent.". Updates arrive through [Agent.Apply], which
-// refuses a version older than or equal to the one applied.
+// refuses a version older than or equal to the one applied. The deny list
+// is held as record.DenyShardCount shards, each with its own version (a
+// shard downlink replaces one; a whole list replaces the older ones), in
+// sorted arrays looked up by binary search: a million entries take about
+// 16 MB and no map entry each. Entries expire by the validator's clock.
+//
+// The validator is out of service (a reason in OutOfService, the status
+// and the metrics) while its clock is unset, further from the server's
+// than MaxClockOffset (measured by ClockMeasured from the acks, tracked
+// through jumps against the monotonic clock), not provisioned, or held
+// (Hold: a damaged queue file nothing could be read from). Salvage adopts
+// the unsent taps and the state of a damaged queue file into a new one.
+//
+// A code accepted here before is not a refusal: the rider has paid with
+// it, so the light is green with "Already paid" and nothing is charged
+// again. It is counted as farego_taps_total{outcome="already_paid",
+// reason="duplicate"} and logged as "tap already paid" with the sequence
+// number of the tap that paid (Outcome.AlreadyPaid). Every other reason is
+// a refusal ("tap refused", red) or out of service.
 //
 // # Caveats
 //

@@ -19,7 +19,12 @@ var ErrConfig = errors.New("agent: invalid config")
 
 // Refusals raised inside the queue transaction; they carry the reason.
 var (
-	errDuplicate = errors.New("duplicate")
-	errPassback  = errors.New("passback")
-	errRiskCap   = errors.New("risk cap")
+	errPassback = errors.New("passback")
+	errRiskCap  = errors.New("risk cap")
 )
+
+// duplicateError is raised inside the queue transaction for a code already
+// accepted here; seq is the record of the tap that paid with it.
+type duplicateError struct{ seq uint64 }
+
+func (e *duplicateError) Error() string { return "duplicate" }

@@ -94,6 +94,26 @@ func scanRecords(b buckets) (counters, error) {
 	if err := scan(b.archive, ArchiveBucket, archiveHeader, &c.archiveN, &c.archiveBytes); err != nil {
 		return c, err
 	}
+	if b.adopted != nil {
+		lastSeq := c.lastSeq // adopted records have their own epoch's numbers
+		err := b.adopted.ForEach(func(k, v []byte) error {
+			if v != nil {
+				return corruptf("queue: %s: value %x where an epoch bucket belongs", AdoptedBucket, k)
+			}
+			if len(k) == 0 || len(k) > maxEpochLen {
+				return corruptf("queue: %s: epoch of %d bytes", AdoptedBucket, len(k))
+			}
+			eb := b.adopted.Bucket(k)
+			if eb == nil {
+				return corruptf("queue: %s: epoch %q is not a bucket", AdoptedBucket, k)
+			}
+			return scan(eb, AdoptedBucket+"/"+string(k), pendingHeader, &c.adoptedN, &c.adoptedBytes)
+		})
+		if err != nil {
+			return c, err
+		}
+		c.lastSeq = lastSeq
+	}
 	// Both buckets are sorted: walk them side by side to find a sequence
 	// number in both.
 	pc, ac := b.pending.Cursor(), b.archive.Cursor()

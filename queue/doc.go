@@ -71,8 +71,21 @@
 // or check is renamed to "<path>.corrupt-<UTC time>" and Open returns a
 // *CorruptError saying where it went; it never creates a new file in its
 // place by itself. Calling Open again then starts a new, empty queue with a
-// new epoch. Stored counters that disagree with the records are repaired
-// (and logged), not treated as damage.
+// new epoch (unless Options.NoCreate, which returns ErrNoFile: a caller
+// whose first sequence numbers come from the clock opens this way while
+// its clock is unset). Stored counters that disagree with the records are
+// repaired (and logged), not treated as damage.
+//
+// # Salvage and adopted records
+//
+// OpenSalvage reads what it can of a damaged file without bbolt: the
+// bounds-checked page walk of the open check, made tolerant (a page that
+// fails a check is skipped with what is below it, and counted). It gives
+// the file's epoch, last sequence number, the caller's state and its
+// unacked records. Adopt keeps such records in a new file under their own
+// epoch and sequence numbers (the AdoptedBucket), PeekAdopted reads them
+// for delivery and AckAdopted deletes them; they count in Stats.Adopted
+// and State.Unacked. LeafPages lists the pages holding a bucket's keys.
 //
 // # 32-bit ARM
 //

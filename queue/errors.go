@@ -25,6 +25,11 @@ var ErrTooLarge = errors.New("queue: record too large")
 // the queue and Open it again, which checks the file and moves it aside.
 var ErrCorrupt = errors.New("queue: corrupt file")
 
+// ErrNoFile is returned by Open with Options.NoCreate when there is no
+// queue file to open (none, an empty one, or a bbolt file without the
+// queue's buckets); nothing is created.
+var ErrNoFile = errors.New("queue: no queue file")
+
 // ErrUnsupportedFormat is returned by Open for a queue file written by a
 // newer, incompatible version of this package. Such a file is left in place.
 var ErrUnsupportedFormat = errors.New("queue: unsupported file format")

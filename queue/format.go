@@ -26,6 +26,11 @@ const (
 	// ArchiveBucket holds acked records until they are pruned, keyed by
 	// sequence number.
 	ArchiveBucket = BucketPrefix + "archive"
+
+	// AdoptedBucket holds records of other queue files (salvaged from a
+	// damaged one) waiting for delivery under their own epoch: one nested
+	// bucket per epoch, keyed by sequence number.
+	AdoptedBucket = BucketPrefix + "adopted"
 )
 
 // formatVersion is the version of the layout described here. Open refuses
@@ -41,8 +46,12 @@ const (
 //	               "pending.bytes" uint64 │ number and total data bytes of the
 //	               "archive.count" uint64 │ records in each bucket
 //	               "archive.bytes" uint64 ┘
+//	               "adopted.count" uint64 ┐ optional (0 when absent): the
+//	               "adopted.bytes" uint64 ┘ records in queue.adopted
 //	queue.pending  uint64 seq → int64 append time (unix ns) ‖ data
 //	queue.archive  uint64 seq → int64 append time ‖ int64 ack time ‖ data
+//	queue.adopted  epoch → bucket of uint64 seq → int64 append time ‖ data
+//	               (optional: only in files that adopted salvaged records)
 const formatVersion = 1
 
 // epochLen is the size of the random epoch id in bytes.
@@ -52,6 +61,7 @@ var (
 	bMeta    = []byte(MetaBucket)
 	bPending = []byte(PendingBucket)
 	bArchive = []byte(ArchiveBucket)
+	bAdopted = []byte(AdoptedBucket)
 
 	kFormat       = []byte("format")
 	kEpoch        = []byte("epoch")
@@ -61,6 +71,8 @@ var (
 	kPendingBytes = []byte("pending.bytes")
 	kArchiveCount = []byte("archive.count")
 	kArchiveBytes = []byte("archive.bytes")
+	kAdoptedCount = []byte("adopted.count")
+	kAdoptedBytes = []byte("adopted.bytes")
 )
 
 const (
@@ -149,6 +161,8 @@ type counters struct {
 	pendingBytes uint64
 	archiveN     uint64
 	archiveBytes uint64
+	adoptedN     uint64 // optional keys: files without adopted records may lack them
+	adoptedBytes uint64
 }
 
 // fields pairs each counter with its key, for loading and storing.
@@ -177,7 +191,29 @@ func (c *counters) load(meta *bbolt.Bucket) error {
 		}
 		*f.val = getUint64(v)
 	}
+	for _, f := range c.optional() {
+		switch v := meta.Get(f.key); {
+		case v == nil:
+			*f.val = 0
+		case len(v) != 8:
+			return corruptf("queue: meta %q has %d bytes, want 8", f.key, len(v))
+		default:
+			*f.val = getUint64(v)
+		}
+	}
 	return nil
+}
+
+// optional pairs the counters that files written before they existed lack
+// with their keys; they are stored only once they are not zero.
+func (c *counters) optional() [2]struct {
+	key []byte
+	val *uint64
+} {
+	return [2]struct {
+		key []byte
+		val *uint64
+	}{{kAdoptedCount, &c.adoptedN}, {kAdoptedBytes, &c.adoptedBytes}}
 }
 
 // store writes the counters to the meta bucket.
@@ -189,18 +225,31 @@ func (c *counters) store(meta *bbolt.Bucket) error {
 			return err
 		}
 	}
+	for _, f := range c.optional() {
+		if *f.val == 0 && meta.Get(f.key) == nil {
+			continue
+		}
+		var b [8]byte
+		putUint64(b[:], *f.val)
+		if err := meta.Put(f.key, b[:]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// buckets are the queue's three buckets in one transaction.
+// buckets are the queue's buckets in one transaction; adopted is nil in a
+// file that never adopted records (and in a read-only transaction until
+// then).
 type buckets struct {
 	meta, pending, archive *bbolt.Bucket
+	adopted                *bbolt.Bucket
 }
 
 // openBuckets returns the queue's buckets in tx, or a corruption error if
 // any is missing.
 func openBuckets(tx *bbolt.Tx) (buckets, error) {
-	b := buckets{tx.Bucket(bMeta), tx.Bucket(bPending), tx.Bucket(bArchive)}
+	b := buckets{meta: tx.Bucket(bMeta), pending: tx.Bucket(bPending), archive: tx.Bucket(bArchive), adopted: tx.Bucket(bAdopted)}
 	if b.meta == nil || b.pending == nil || b.archive == nil {
 		return b, corruptf("queue: bucket missing (meta %t, pending %t, archive %t)", b.meta != nil, b.pending != nil, b.archive != nil)
 	}

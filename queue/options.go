@@ -97,6 +97,12 @@ type Options struct {
 	// milliseconds), so record ids built from sequence numbers stay unique.
 	FirstSeq uint64
 
+	// NoCreate makes Open return ErrNoFile instead of creating a new file
+	// (and a new epoch) where none is, or where an empty or uninitialised
+	// one is: a caller whose new files take their first sequence number
+	// from the clock opens this way while its clock is not set.
+	NoCreate bool
+
 	// MaxGroup is the most appends committed together in one transaction.
 	MaxGroup int
 

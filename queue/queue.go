@@ -87,6 +87,9 @@ func Open(path string, opts *Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open: %w", err)
 	}
 	existed := err == nil && info.Size() > 0
+	if !existed && o.NoCreate {
+		return nil, fmt.Errorf("%w: %s", ErrNoFile, path)
+	}
 
 	var recount *counters
 	if existed && !o.SkipOpenCheck {
@@ -252,6 +255,9 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 			if tx.Bucket(bPending) != nil || tx.Bucket(bArchive) != nil {
 				return corruptf("queue: bucket %s missing", MetaBucket)
 			}
+			if q.opts.NoCreate {
+				return fmt.Errorf("%w: %s has no queue buckets", ErrNoFile, q.path)
+			}
 			created = true
 			c = counters{lastSeq: q.opts.FirstSeq - 1}
 			return q.create(tx, now)
@@ -267,11 +273,13 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 			return err
 		}
 		if found != nil && (found.pendingN != c.pendingN || found.pendingBytes != c.pendingBytes ||
-			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes) {
+			found.archiveN != c.archiveN || found.archiveBytes != c.archiveBytes ||
+			found.adoptedN != c.adoptedN || found.adoptedBytes != c.adoptedBytes) {
 			q.log.Warn("queue: stored counters did not match the records; repaired",
-				"path", q.path, "records", found.pendingN, "archived", found.archiveN)
+				"path", q.path, "records", found.pendingN, "archived", found.archiveN, "adopted", found.adoptedN)
 			c.pendingN, c.pendingBytes = found.pendingN, found.pendingBytes
 			c.archiveN, c.archiveBytes = found.archiveN, found.archiveBytes
+			c.adoptedN, c.adoptedBytes = found.adoptedN, found.adoptedBytes
 		}
 		// A sequence number must never be handed out twice, whatever
 		// happened to the counter.

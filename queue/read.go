@@ -31,31 +31,42 @@ func (q *Queue) PeekAfter(after uint64, max, maxBytes int) ([]Record, error) {
 	}
 	var out []Record
 	err := q.view(func(_ *bbolt.Tx, b buckets) error {
-		durable := q.durable.Load()
-		total := 0
-		c := b.pending.Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
-			seq, ok := keySeq(k)
-			if !ok || len(v) < pendingHeader {
-				return corruptf("queue: bad pending record %x", k)
-			}
-			if seq > durable {
-				break // committing: its fsync has not returned yet
-			}
-			n := len(v) - pendingHeader
-			if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
-				break
-			}
-			out = append(out, Record{Seq: seq, Time: appendTime(v), Data: append([]byte(nil), v[pendingHeader:]...)})
-			total += n
-			if max > 0 && len(out) >= max {
-				break
-			}
-		}
-		return nil
+		var err error
+		// Up to the last durable record: a later one is committing, and
+		// its fsync has not returned yet.
+		out, err = peekBucket(b.pending, PendingBucket, after, q.durable.Load(), max, maxBytes)
+		return err
 	})
 	if err != nil {
 		return nil, wrapErr("peek", err)
+	}
+	return out, nil
+}
+
+// peekBucket reads the records of a bucket of pending values with
+// sequence numbers after < seq <= through, at most max records and
+// maxBytes of data (the first always; no limit when <= 0).
+func peekBucket(bk *bbolt.Bucket, name string, after, through uint64, max, maxBytes int) ([]Record, error) {
+	var out []Record
+	total := 0
+	c := bk.Cursor()
+	for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+		seq, ok := keySeq(k)
+		if !ok || len(v) < pendingHeader {
+			return nil, corruptf("queue: bad record %x in %s", k, name)
+		}
+		if seq > through {
+			break
+		}
+		n := len(v) - pendingHeader
+		if maxBytes > 0 && len(out) > 0 && total+n > maxBytes {
+			break
+		}
+		out = append(out, Record{Seq: seq, Time: appendTime(v), Data: append([]byte(nil), v[pendingHeader:]...)})
+		total += n
+		if max > 0 && len(out) >= max {
+			break
+		}
 	}
 	return out, nil
 }
@@ -67,6 +78,8 @@ type Stats struct {
 	OldestUnacked time.Time // append time of the oldest unacked record; zero if none
 	LastSeq       uint64    // last sequence number handed out (0 if none yet)
 	Archived      int       // acked records still in the archive
+	Adopted       int       // records of earlier queue files waiting for delivery (Adopt)
+	AdoptedBytes  int64     // their total data bytes
 	ArchivedBytes int64     // their total data bytes
 	FileSize      int64     // size of the file on disk
 	UsedSize      int64     // bytes of the file in use (bbolt pages not free)
@@ -82,6 +95,7 @@ func (q *Queue) Stats() (Stats, error) {
 		}
 		s.Count, s.Bytes = int(c.pendingN), int64(c.pendingBytes)
 		s.Archived, s.ArchivedBytes = int(c.archiveN), int64(c.archiveBytes)
+		s.Adopted, s.AdoptedBytes = int(c.adoptedN), int64(c.adoptedBytes)
 		s.LastSeq = c.lastSeq
 		if _, v := b.pending.Cursor().First(); len(v) >= pendingHeader {
 			s.OldestUnacked = appendTime(v)

@@ -80,6 +80,24 @@ func (s *State) ForEach(bucket string, fn func(key, value []byte) error) error {
 	return b.ForEach(fn)
 }
 
+// Unacked returns how many records wait for the server's ack in this
+// transaction's snapshot: the unacked records of this file and the adopted
+// records of older files (Adopt). A caller that must act only when
+// everything is delivered (the agent resetting its offline risk counters)
+// checks it in the same transaction as the change, so that no record
+// appended in between escapes the check.
+func (s *State) Unacked() (int, error) {
+	b, err := openBuckets(s.tx)
+	if err != nil {
+		return 0, err
+	}
+	var c counters
+	if err := c.load(b.meta); err != nil {
+		return 0, err
+	}
+	return int(c.pendingN + c.adoptedN), nil
+}
+
 // UpdateState runs fn in a write transaction on the caller's buckets and
 // commits it (one fsync) if fn returns nil; an error from fn rolls every
 // change back. It waits for appends in flight (bbolt has one writer).

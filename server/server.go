@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent/metrics"
@@ -101,6 +100,9 @@ type Server struct {
 	devs    *Devices
 	started time.Time
 	recheck chan struct{} // re-check the held taps now
+
+	deny         denyCache   // the deny list as last read, for the publisher
+	denyTooLarge atomic.Bool // the whole deny list no longer fits a downlink (logged once)
 }
 
 // ErrNotInitialised is returned by New when the key directory does not exist.
@@ -185,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
-		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document,
+		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document, DenyShards: s.denyShards,
 		Logger: s.log.With("part", "publisher"),
 	}); err != nil {
 		return nil, err
@@ -347,31 +349,11 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 		b, err := t.Marshal()
 		return t.Version, b, err
 	case record.DocDenyList:
-		dl, err := s.ledger.DenyList(ctx)
-		if err != nil {
-			return 0, nil, err
+		c, err := s.denyList(ctx)
+		if err != nil || c.whole == nil {
+			return 0, nil, err // too large for one downlink: shards only
 		}
-		return dl.Version, denyListDoc(dl), nil
+		return c.version, c.whole, nil
 	}
 	return 0, nil, fmt.Errorf("unknown downlink kind %q", kind)
-}
-
-// denyListDoc turns the ledger's deny list (one entry per reason) into the
-// downlink document (one entry per account or credential).
-func denyListDoc(dl ledger.DenyList) []byte {
-	doc := record.DenyList{Version: dl.Version, Entries: []record.DenyEntry{}}
-	seen := map[[2]uint64]int{}
-	for _, e := range dl.Entries {
-		k := [2]uint64{e.Account, uint64(e.Serial)}
-		if i, ok := seen[k]; ok {
-			if !strings.Contains(doc.Entries[i].Reason, e.Reason) {
-				doc.Entries[i].Reason += "," + e.Reason
-			}
-			continue
-		}
-		seen[k] = len(doc.Entries)
-		doc.Entries = append(doc.Entries, record.DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason})
-	}
-	b, _ := json.Marshal(doc)
-	return b
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
@@ -109,6 +110,10 @@ func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps 
 	return s.ledger.Quarantine(ctx, q)
 }
 
+// maxReportedOffsetMS bounds a clock offset a device reports (ten years):
+// beyond it the status time is used.
+const maxReportedOffsetMS = 10 * 365 * 24 * 3600 * 1000
+
 // ReasonTapIDConflict is the quarantine reason of a record whose tap id
 // (device, epoch, seq) the ledger holds with other contents.
 const ReasonTapIDConflict = "tap_id_conflict"
@@ -157,6 +162,14 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 	s := (*Server)(st)
 	ds := ledger.DeviceStatus{Online: m.Online, QueueDepth: m.QueueDepth, LastSeen: m.Time, Software: m.Software,
 		Epoch: m.Epoch, OutOfService: m.OutOfService, Versions: m.Versions}
+	if m.ClockOffsetMS != nil && *m.ClockOffsetMS > -maxReportedOffsetMS && *m.ClockOffsetMS < maxReportedOffsetMS {
+		// The device measured its offset against this server's acks (to
+		// half a round trip): better than its status time, which a
+		// retained status delivers late. The ledger derives the offset
+		// from LastSeen when it records the status, so LastSeen becomes
+		// the device's clock now, as the device measured it.
+		ds.LastSeen = time.Now().Add(time.Duration(*m.ClockOffsetMS) * time.Millisecond)
+	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
 	return s.ledger.UpdateDeviceStatus(ctx, m.DeviceID, ds)
 }

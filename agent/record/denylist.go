@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 )
 
 // MaxDenyEntries bounds a deny list.
@@ -22,6 +23,10 @@ type DenyEntry struct {
 	Account uint64 `json:"account"`
 	Serial  uint32 `json:"serial,omitempty"` // 0: the whole account
 	Reason  string `json:"reason,omitempty"`
+	// Expires is when the entry stops mattering (unix seconds; the
+	// credential it names expires then); 0: never. Validators drop
+	// expired entries by their own clock.
+	Expires int64 `json:"expires,omitempty"`
 }
 
 // ParseDenyList decodes a deny-list document strictly.
@@ -42,8 +47,8 @@ func ParseDenyList(b []byte) (*DenyList, error) {
 		return nil, fmt.Errorf("%w: deny list of %d entries, limit %d", ErrTooLarge, len(dl.Entries), MaxDenyEntries)
 	}
 	for i, e := range dl.Entries {
-		if e.Account == 0 {
-			return nil, fmt.Errorf("%w: deny list entry %d has no account", ErrMalformed, i)
+		if e.Account == 0 || e.Expires < 0 || e.Expires > math.MaxUint32 {
+			return nil, fmt.Errorf("%w: deny list entry %d has no account or its expiry is out of range", ErrMalformed, i)
 		}
 	}
 	return &dl, nil

@@ -17,18 +17,24 @@ const (
 	ReasonQueueFull Reason = "queue_full" // out of service: the queue is full
 	ReasonClock     Reason = "clock"      // out of service: the clock is unset
 	ReasonInternal  Reason = "internal"   // out of service: recording failed
+	// ReasonClockOffset: out of service: the clock is set but further from
+	// the server's than the configured bound (measured from the acks).
+	ReasonClockOffset Reason = "clock_offset"
+	// ReasonQueueDamaged: out of service: the queue file was damaged and
+	// nothing could be read from it; an operator must reset it.
+	ReasonQueueDamaged Reason = "queue_damaged"
 )
 
 // Reasons lists every reason a validator can give, in checking order.
 var Reasons = append(append([]Reason(nil), paycode.Reasons...),
 	ReasonDenied, ReasonDuplicate, ReasonPassback, ReasonRiskCap,
-	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal)
+	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal, ReasonClockOffset, ReasonQueueDamaged)
 
 // OutOfService reports whether a reason means the validator, not the
 // code, is at fault.
 func OutOfService(r Reason) bool {
 	switch r {
-	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare:
+	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare, ReasonClockOffset, ReasonQueueDamaged:
 		return true
 	}
 	return false

@@ -54,6 +54,10 @@ type PolicyConfig struct {
 	// MinClock: a system clock before this time is "unset" and puts the
 	// validator out of service; default the build date.
 	MinClock time.Time `toml:"min_clock"`
+	// MaxClockOffset: a clock further than this from the settlement
+	// server's (measured from its acks) puts the validator out of service;
+	// default 30s (the code skew), negative disables.
+	MaxClockOffset Duration `toml:"max_clock_offset"`
 }
 
 // ProvisionConfig names the provisioning bundle's documents; each is applied

@@ -2,6 +2,7 @@
 //
 //	farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE
 //	farego-validator run --config FILE
+//	farego-validator reset-queue --config FILE --i-understand
 //
 // See the README for the full reference.
 package main
@@ -30,12 +31,15 @@ const usage = `farego-validator: the farego bus validator agent.
 Usage:
   farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE|-
   farego-validator run --config FILE
+  farego-validator reset-queue --config FILE --i-understand
   farego-validator version   (or --version)
 
 Subcommands:
-  check    verify one payment code offline and print the decision as JSON
-  run      run the validator: scanners, offline decisions, durable queue, sync
-  version  print the software version
+  check        verify one payment code offline and print the decision as JSON
+  run          run the validator: scanners, offline decisions, durable queue, sync
+  reset-queue  give up damaged queue files nothing can be read from (the
+               validator is out of service until then)
+  version      print the software version
 
 Run "farego-validator SUBCOMMAND --help" for the subcommand's flags.
 `
@@ -57,6 +61,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdCheck(args[1:], stdin, stdout, stderr)
 	case "run":
 		return cmdRun(ctx, args[1:], stdin, stdout, stderr)
+	case "reset-queue":
+		return cmdResetQueue(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		cli.PrintVersion(stdout, "farego-validator")
 		return exitOK

@@ -11,12 +11,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/agent/ridertext"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/driver/feedback"
@@ -24,6 +28,7 @@ import (
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/uplink"
+	"github.com/farego/farego/sync/wire"
 )
 
 const runUsage = `Usage: farego-validator run --config FILE
@@ -77,29 +82,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
-	// A new queue file (first boot, or the old one was damaged and moved
-	// aside) numbers its taps from the wall clock in milliseconds, so tap ids
-	// "device/seq" never repeat an earlier file's.
 	minClock := cfg.Policy.MinClock
 	if minClock.IsZero() {
 		minClock = agent.MinClock()
 	}
-	var firstSeq uint64
-	if now := time.Now(); now.After(minClock) {
-		firstSeq = uint64(now.UnixMilli())
-	}
-	q, err := queue.Open(filepath.Join(dataDir, queueFile), &queue.Options{
-		MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize, FirstSeq: firstSeq,
-		Logger: log.With("part", "queue"),
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := q.Close(); err != nil {
-			log.Error("closing the queue", "err", err)
-		}
-	}()
 
 	reg := metrics.NewRegistry()
 	fb, closeFB, err := buildFeedback(cfg, log, stdout)
@@ -107,15 +93,94 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		return err
 	}
 	defer closeFB()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sources, err := buildSources(cfg, log, stdin)
+	if err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	// The scanners start once the queue file is open, or earlier if the
+	// validator has to wait for the clock first: then every scan is
+	// answered "out of service" until it can open one.
+	frames := make(chan scanner.Frame, 16)
+	scanErr := make(chan error, 1)
+	var scanOnce sync.Once
+	scannersStarted := false
+	startScanners := func() {
+		scanOnce.Do(func() {
+			scannersStarted = true
+			go func() { scanErr <- scanner.RunAll(ctx, sources, frames) }()
+		})
+	}
+	scannersStopped := false
+	stopScanners := func() error {
+		cancel()
+		if !scannersStarted || scannersStopped {
+			return nil
+		}
+		scannersStopped = true
+		return <-scanErr
+	}
+	defer stopScanners()
+	notifier := sdnotify.FromEnv()
+	go notifier.Watchdog(ctx, nil)
+	notifier.Notify("READY=1")
+
+	var theAgent atomic.Pointer[agent.Agent]
+	clock := &clockWait{minClock: minClock, log: log}
+	reg.GaugeFunc("farego_out_of_service", "1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
+		a := theAgent.Load()
+		if clock.waiting.Load() || a == nil || a.OutOfService() != "" {
+			return 1
+		}
+		return 0
+	})
+	lang := cfg.language()
+	clock.onWait = func() {
+		startScanners()
+		notifier.Notify("STATUS=out of service: clock unset")
+	}
+	qf, err := openWhileOutOfService(ctx, frames, fb, lang, clock, func(ctx context.Context) (*queueFiles, error) {
+		return openQueue(ctx, cfg, log, minClock, clock.wait)
+	})
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			log.Info("validator stopped before its queue file was open")
+			return nil
+		}
+		return err
+	}
+	q := qf.q
+	defer func() {
+		if err := q.Close(); err != nil {
+			log.Error("closing the queue", "err", err)
+		}
+	}()
+
 	var up *uplink.Uplink // set before any tap is decided
+	now := validatorClock(log)
 	a, err := agent.New(q, fb, agent.Config{
 		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
 		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
-		Logger: log.With("part", "agent"), Metrics: reg, Language: cfg.language(),
+		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
+		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
+		Now: now,
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
+			}
+		},
+		ServiceChanged: func() {
+			if up != nil {
+				up.StatusChanged()
 			}
 		},
 	})
@@ -131,40 +196,37 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 		log.Warn("not provisioned yet: out of service until the fleet downlinks arrive", "err", err)
 	}
-	registerQueueMetrics(reg, q)
+	theAgent.Store(a)
+	registerQueueMetrics(reg, q, qf.unreadable)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sources, err := buildSources(cfg, log, stdin)
-	if err != nil {
-		return err
-	}
-	if cfg.Metrics.Listen != "" {
-		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	if up, err = newUplink(cfg, q, a, log); err != nil {
+	if up, err = newUplink(cfg, q, a, now, log); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
+	if len(qf.unreadable) > 0 {
+		names := make([]string, len(qf.unreadable))
+		for i, f := range qf.unreadable {
+			names[i] = filepath.Base(f)
+		}
+		// The detail goes into the status (the server keeps 128 bytes of it).
+		a.Hold(record.ReasonQueueDamaged, fmt.Sprintf("%s unreadable; run reset-queue", strings.Join(names, ", ")))
+		log.Error("out of service until an operator gives up the unreadable damaged queue files: their taps are lost unless "+
+			"recovered by hand; then run farego-validator reset-queue --config FILE --i-understand", "files", names)
+		go watchReset(ctx, qf.unreadable, 2*time.Second, func() {
+			a.Hold("", "")
+			log.Info("damaged queue files reset by the operator: back in service")
+		})
+	}
 	stopUplink := runUplink(ctx, up, log)
+	startScanners()
 
-	notifier := sdnotify.FromEnv()
-	go notifier.Watchdog(ctx, nil)
-	frames := make(chan scanner.Frame, 16)
-	scanErr := make(chan error, 1)
-	go func() { scanErr <- scanner.RunAll(ctx, sources, frames) }()
+	notifier.Notify("STATUS=running")
 	log.Info("validator running", "device", cfg.DeviceID, "route", cfg.Route, "scanners", len(sources),
-		"versions", a.Versions(), "software", agent.Version)
-	notifier.Notify("READY=1")
+		"versions", a.Versions(), "epoch", q.Epoch(), "software", agent.Version)
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
 	notifier.Notify("STOPPING=1")
 	log.Info("validator stopping")
-	cancel()
-	err = <-scanErr
+	err = stopScanners()
 	stopUplink()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -173,6 +235,34 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		return runErr
 	}
 	return nil
+}
+
+// openWhileOutOfService runs open (the queue file: waiting for the clock,
+// salvaging) while answering every scan "out of service".
+func openWhileOutOfService(ctx context.Context, frames <-chan scanner.Frame, fb feedback.Feedback, lang ridertext.Language,
+	clock *clockWait, open func(context.Context) (*queueFiles, error)) (*queueFiles, error) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-frames:
+				reason := record.ReasonInternal
+				if clock.waiting.Load() {
+					reason = record.ReasonClock
+				}
+				fb.OutOfService(ctx, ridertext.Message(lang, string(reason)))
+			}
+		}
+	}()
+	qf, err := open(ctx)
+	close(stop)
+	<-done
+	return qf, err
 }
 
 // seed applies the provisioning bundle's documents that are newer than the
@@ -242,7 +332,7 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 	return out, nil
 }
 
-func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue) {
+func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []string) {
 	stat := func(f func(queue.Stats) float64) func() float64 {
 		return func() float64 {
 			s, err := q.Stats()
@@ -252,8 +342,34 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue) {
 			return f(s)
 		}
 	}
-	reg.GaugeFunc("farego_queue_depth", "Accepted taps waiting for the server's ack.",
-		stat(func(s queue.Stats) float64 { return float64(s.Count) }))
+	reg.GaugeFunc("farego_queue_depth", "Accepted taps waiting for the server's ack (salvaged ones included).",
+		stat(func(s queue.Stats) float64 { return float64(s.Count + s.Adopted) }))
+	reg.GaugeFunc("farego_queue_salvaged_depth", "Taps salvaged from a damaged queue file still waiting for the server's ack.",
+		stat(func(s queue.Stats) float64 { return float64(s.Adopted) }))
+	salvage := func(f func(*wire.SalvageStatus) int) func() float64 {
+		return func() float64 {
+			if st := lastSalvage(q); st != nil {
+				return float64(f(st))
+			}
+			return 0
+		}
+	}
+	reg.GaugeFunc("farego_queue_salvaged_records", "Unsent taps recovered from the last damaged queue file.",
+		salvage(func(s *wire.SalvageStatus) int { return s.Records }))
+	reg.GaugeFunc("farego_queue_salvage_damaged_records", "Records of the last damaged queue file the hash chain showed damaged (not sent).",
+		salvage(func(s *wire.SalvageStatus) int { return s.Damaged }))
+	reg.GaugeFunc("farego_queue_salvage_lost_pages", "Pages of the last damaged queue file that could not be read (their taps are lost).",
+		salvage(func(s *wire.SalvageStatus) int { return s.LostPages }))
+	reg.GaugeFunc("farego_queue_damaged_unreadable", "Damaged queue files nothing can be read from (out of service until reset-queue).",
+		func() float64 {
+			n := 0
+			for _, f := range unreadable {
+				if _, err := os.Stat(f); err == nil {
+					n++
+				}
+			}
+			return float64(n)
+		})
 	reg.GaugeFunc("farego_queue_oldest_unacked_seconds", "Age of the oldest tap not yet acknowledged by the server.",
 		stat(func(s queue.Stats) float64 {
 			if s.OldestUnacked.IsZero() {

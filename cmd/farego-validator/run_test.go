@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,13 +227,33 @@ func (d *device) records() []*record.Tap {
 	for i, r := range recs {
 		tp, err := record.ParseTap(r.Data)
 		must(d.t, err)
-		if tp.PrevHash != prev {
+		if i > 0 && tp.PrevHash != prev { // the first goes on from an earlier file's chain, if any
 			d.t.Errorf("record %d: hash chain broken", i)
 		}
 		prev = record.Hash(r.Data)
 		out = append(out, tp)
 	}
 	return out
+}
+
+// metrics scrapes the validator's /metrics (its config must listen).
+func (d *device) metrics() string {
+	d.t.Helper()
+	d.mu.Lock()
+	logs := d.logText.String()
+	d.mu.Unlock()
+	const key = `msg="metrics listening" addr=`
+	i := strings.LastIndex(logs, key) // this run's
+	if i < 0 {
+		d.t.Fatal("the validator serves no metrics")
+	}
+	addr, _, _ := strings.Cut(logs[i+len(key):], "\n")
+	resp, err := http.Get("http://" + addr + "/metrics")
+	must(d.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(d.t, err)
+	return string(b)
 }
 
 func expectLine(t *testing.T, got, want string) {
@@ -330,13 +351,45 @@ func TestRunRiskCapAndQueueFull(t *testing.T) {
 	}
 }
 
+// TestRunClockUnset: with the clock before min_clock the validator never
+// starts a queue file (its taps would be numbered from a wrong clock): it
+// stays out of service, says why, and starts one only once the clock is
+// set. An existing file is used as it is, out of service too.
 func TestRunClockUnset(t *testing.T) {
-	d := newDevice(t, `min_clock = 2099-01-01T00:00:00Z`, "")
+	d := newDevice(t, `min_clock = 2099-01-01T00:00:00Z`, "\n[metrics]\nlisten = \"127.0.0.1:0\"")
 	d.start()
 	expectLine(t, d.scan(d.issuer.Rider(t, 3001, time.Now()).Code(t, time.Now())), "OUT OF SERVICE  Out of service: clock")
+	if m := d.metrics(); !strings.Contains(m, "\nfarego_out_of_service 1\n") {
+		t.Errorf("metrics while waiting for the clock:\n%s", m)
+	}
 	d.stop()
-	if n := len(d.records()); n != 0 {
-		t.Errorf("%d records with the clock unset, want 0", n)
+	if !strings.Contains(d.logText.String(), "clock unset: not starting a new queue file") {
+		t.Error("the log does not say why the validator is out of service")
+	}
+	file := filepath.Join(d.dir, "data", queueFile)
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("a queue file was started on an unset clock (stat: %v)", err)
+	}
+
+	// With the clock set the file starts, numbered from the clock.
+	cfg, _ := os.ReadFile(d.cfgPath)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), "min_clock = 2099-01-01T00:00:00Z", "", 1)), 0o644))
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 3002, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.stop()
+	recs := d.records()
+	if len(recs) != 1 || recs[0].Seq < uint64(time.Now().Add(-time.Hour).UnixMilli()) {
+		t.Fatalf("records %+v, want one numbered from the clock", recs)
+	}
+	epoch := recs[0].Epoch
+
+	// An existing file opens on an unset clock; taps are refused.
+	must(t, os.WriteFile(d.cfgPath, cfg, 0o644))
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 3003, time.Now()).Code(t, time.Now())), "OUT OF SERVICE  Out of service: clock")
+	d.stop()
+	if recs := d.records(); len(recs) != 1 || recs[0].Epoch != epoch {
+		t.Errorf("records after a start on an unset clock: %+v", recs)
 	}
 }
 
@@ -465,4 +518,137 @@ func repeatedKey(line string) string {
 		}
 	}
 	return ""
+}
+
+// damageQueue zeroes one page of the stopped validator's queue file that
+// holds unsent records, as a flash fault would.
+func (d *device) damageQueue() {
+	d.t.Helper()
+	file := filepath.Join(d.dir, "data", queueFile)
+	ids, pageSize, err := queue.LeafPages(file, queue.PendingBucket)
+	if err != nil || len(ids) < 3 {
+		d.t.Fatalf("LeafPages = %v, %v", ids, err)
+	}
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	must(d.t, err)
+	defer f.Close()
+	_, err = f.WriteAt(make([]byte, pageSize), int64(ids[1])*int64(pageSize))
+	must(d.t, err)
+}
+
+// TestRunSalvagesDamagedQueue: the queue file holding unsent taps is
+// damaged while the validator is off. At the next start it is moved aside
+// and what can be read is salvaged: the new file adopts its taps (to be
+// sent under their own epoch) and the device state, so a code accepted
+// before the damage still counts as paid; the operator is told (log,
+// metrics, and the status over MQTT).
+func TestRunSalvagesDamagedQueue(t *testing.T) {
+	d := newDevice(t, `passback_window = "-1s"`+"\nrisk_cap = -1", "\n[metrics]\nlisten = \"127.0.0.1:0\"")
+	d.start()
+	var codes []string
+	for i := range 60 {
+		code := d.issuer.Rider(t, uint64(4000+i), time.Now()).Code(t, time.Now())
+		expectLine(t, d.scan(code), "ACCEPTED")
+		codes = append(codes, code)
+	}
+	d.stop()
+	before := d.records()
+	d.damageQueue()
+
+	d.start()
+	for _, i := range []int{0, 30, 59} {
+		expectLine(t, d.scan(codes[i]), "Already paid")
+	}
+	expectLine(t, d.scan(d.issuer.Rider(t, 4999, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	m := d.metrics()
+	d.stop()
+	log := d.logText.String()
+	if !strings.Contains(log, "queue: corrupt file moved aside") || !strings.Contains(log, "damaged queue file salvaged") {
+		t.Errorf("the log does not tell the operator about the damaged file and the salvage")
+	}
+	q, err := queue.Open(filepath.Join(d.dir, "data", queueFile), nil)
+	must(t, err)
+	st, _ := q.Stats()
+	rep := lastSalvage(q)
+	adopted, _ := q.PeekAdopted(before[0].Epoch, 0, 0, 0)
+	q.Close()
+	if rep == nil || rep.Epoch != before[0].Epoch || rep.LostPages != 1 || rep.Records != len(adopted) || !rep.State {
+		t.Fatalf("salvage report %+v, want epoch %s, one page lost, %d records, state restored", rep, before[0].Epoch, len(adopted))
+	}
+	if st.Adopted < 40 || st.Adopted >= 60 || st.Count != 1 {
+		t.Errorf("queue: %d adopted and %d own records, want 40-59 and 1", st.Adopted, st.Count)
+	}
+	for _, r := range adopted {
+		tp, err := record.ParseTap(r.Data)
+		if err != nil || tp.Epoch != before[0].Epoch || tp.Seq != r.Seq {
+			t.Fatalf("adopted record %d: %+v, %v", r.Seq, tp, err)
+		}
+	}
+	if !strings.Contains(m, fmt.Sprintf("farego_queue_salvaged_records %d\n", rep.Records)) ||
+		!strings.Contains(m, "farego_queue_salvage_lost_pages 1\n") || !strings.Contains(m, fmt.Sprintf("farego_queue_depth %d\n", rep.Records+1)) {
+		t.Errorf("metrics do not show the salvage:\n%s", m)
+	}
+	moved, _ := filepath.Glob(filepath.Join(d.dir, "data", queueFile+".corrupt-*"+salvagedSuffix))
+	if len(moved) != 1 {
+		t.Errorf("damaged file not marked salvaged: %v", moved)
+	}
+	if recs := d.records(); len(recs) != 1 || recs[0].Seq <= before[len(before)-1].Seq {
+		t.Errorf("new file records %+v, want one numbered above the damaged file's", recs)
+	}
+}
+
+// TestRunUnreadableQueueNeedsReset: nothing can be read from the damaged
+// file. The validator stays out of service (queue_damaged) until the
+// operator gives it up with reset-queue, then takes taps again without a
+// restart.
+func TestRunUnreadableQueueNeedsReset(t *testing.T) {
+	d := newDevice(t, "", "")
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4100, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.stop()
+	file := filepath.Join(d.dir, "data", queueFile)
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	must(t, err)
+	f.WriteAt([]byte("garbage"), 16)
+	f.WriteAt([]byte("garbage"), 4096+16)
+	f.Close()
+
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4101, time.Now()).Code(t, time.Now())), "OUT OF SERVICE")
+	if code, out, _ := runCmd(t, "", "reset-queue", "--config", d.cfgPath); code != exitUsage || !strings.Contains(out, "would be renamed") {
+		t.Errorf("reset-queue without --i-understand: exit %d, %q", code, out)
+	}
+	expectLine(t, d.scan(d.issuer.Rider(t, 4102, time.Now()).Code(t, time.Now())), "OUT OF SERVICE")
+	if code, out, errOut := runCmd(t, "", "reset-queue", "--config", d.cfgPath, "--i-understand"); code != exitOK {
+		t.Fatalf("reset-queue: exit %d, %q, %q", code, out, errOut)
+	}
+	d.waitLog("damaged queue files reset by the operator")
+	expectLine(t, d.scan(d.issuer.Rider(t, 4103, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.stop()
+	if reset, _ := filepath.Glob(file + ".corrupt-*" + resetSuffix); len(reset) != 1 {
+		t.Errorf("damaged file not kept as .reset: %v", reset)
+	}
+	if code, out, _ := runCmd(t, "", "reset-queue", "--config", d.cfgPath); code != exitOK || !strings.Contains(out, "nothing to reset") {
+		t.Errorf("reset-queue with nothing to do: exit %d, %q", code, out)
+	}
+}
+
+// TestRunCutFrameAcrossRestart: the scanner sent half a scan while the
+// validator was down (the tty kept it); after the restart the next scan
+// is read alone, not glued to the stale half as one garbled frame.
+func TestRunCutFrameAcrossRestart(t *testing.T) {
+	d := newDevice(t, "", "")
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4200, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.kill()
+	// The tty outlives the validator (a USB-CDC scanner's does while it
+	// stays plugged in): hold it open as the kernel does for the device.
+	hold, err := os.OpenFile(filepath.Join(d.dir, "scanner-front"), os.O_RDWR|syscall.O_NOCTTY, 0)
+	must(t, err)
+	defer hold.Close()
+	half := d.issuer.Rider(t, 4201, time.Now()).Code(t, time.Now())
+	_, err = d.master.Write([]byte(half[:150]))
+	must(t, err)
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 4202, time.Now()).Code(t, time.Now())), "ACCEPTED")
 }

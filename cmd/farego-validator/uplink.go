@@ -5,15 +5,19 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
+	"github.com/farego/farego/sync/wire"
 )
 
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
-func newUplink(cfg *Config, q *queue.Queue, st uplink.StateApplier, log *slog.Logger) (*uplink.Uplink, error) {
+// The agent learns its clock offset from the link, and the status carries
+// the agent's state (out of service, clock offset) and the last salvage.
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time, log *slog.Logger) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
@@ -33,8 +37,18 @@ func newUplink(cfg *Config, q *queue.Queue, st uplink.StateApplier, log *slog.Lo
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
+		Now:     now,
+		OnClock: func(c uplink.ClockSample) { a.ClockMeasured(c.Offset, c.Uncertainty) },
+		Status: func(st *wire.Status) {
+			st.OutOfService = truncate(a.OutOfService(), maxOutOfService)
+			if off, _, ok := a.ClockOffset(); ok {
+				ms := off.Milliseconds()
+				st.ClockOffsetMS = &ms
+			}
+			st.Salvage = lastSalvage(q)
+		},
 		Logger: log.With("part", "uplink"),
-	}, q, st)
+	}, q, a)
 }
 
 // runUplink runs the link until ctx is done; the returned function waits
@@ -51,4 +65,19 @@ func runUplink(ctx context.Context, up *uplink.Uplink, log *slog.Logger) func() 
 		}
 	}()
 	return func() { <-done }
+}
+
+// maxOutOfService is how much of the out-of-service text the status
+// carries (the settlement server keeps 128 bytes).
+const maxOutOfService = 128
+
+// truncate cuts s to at most n bytes on a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -9,7 +9,9 @@ import (
 // quickly: the tap path calls them, and a light pattern or a beep must not
 // hold it up.
 type Feedback interface {
-	// Accepted shows that the tap was accepted and charged.
+	// Accepted shows that the rider may go on (green): the tap was
+	// accepted and charged Fare, or the code had already paid here
+	// (Fare 0, "Already paid": a re-scan is charged nothing).
 	Accepted(ctx context.Context, a Accept) error
 	// Rejected shows that the tap was refused, and why.
 	Rejected(ctx context.Context, r Reject) error
@@ -34,7 +36,7 @@ type Accept struct {
 // Reject describes a refused tap.
 type Reject struct {
 	// Reason is the stable machine-readable reason ("code_expired",
-	// "denied", "duplicate", ...).
+	// "denied", "passback", ...).
 	Reason string
 	// Message is the text for the rider ("Code expired: refresh the app").
 	Message string

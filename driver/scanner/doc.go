@@ -58,8 +58,13 @@
 // The port is opened in raw mode, 8N1, without flow control; a scanner set to
 // other settings needs to be reconfigured (scan its programming barcodes).
 // Bytes a scanner sent before the port was opened (or between an unplug and
-// the reopen) may still be in the kernel buffer: the framer's checks make
-// such leftovers harmless.
+// the reopen, or while the validator restarted) may still be in the kernel
+// buffer, the first half of a scan whose second half is gone. [Serial]
+// discards the tty's pending input when it opens the port (tcflush, through
+// tarm/serial's Flush), and drops the first frame if it began before the
+// line was seen idle (one read timeout of silence): it may be the tail of a
+// scan cut by the restart ([Framer.Resync]). A rider scanning within that
+// first fraction of a second scans again.
 //
 // Frame text is never logged: it is normally a whole payment code. Discard
 // log lines carry the reason and the length only, at most one per second per

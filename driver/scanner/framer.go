@@ -127,6 +127,7 @@ type Framer struct {
 	overlong  bool      // the candidate exceeded maxRaw and is being dropped
 	dropped   int       // bytes of the overlong candidate so far
 	pendingCR bool      // TermCRLF: a CR that may start the terminator
+	resync    bool      // drop the first candidate: it may be the tail of a cut frame
 	last      time.Time // arrival of the last byte fed
 	now       time.Time // arrival of the chunk being fed
 	frames    []Frame   // frames completed by the current Feed
@@ -202,11 +203,29 @@ func (f *Framer) Feed(p []byte, now time.Time) []Frame {
 
 // Flush discards the partial frame, if any, when no byte has been fed for
 // longer than the inter-character timeout. Readers call it whenever a read
-// returns without data, that is when the line is known to be idle.
+// returns without data, that is when the line is known to be idle. It also
+// ends a Resync: what came before an idle line is discarded, and the next
+// byte starts a frame.
 func (f *Framer) Flush(now time.Time) {
+	if f.resync {
+		f.resync = false
+		f.Reset()
+		return
+	}
 	if f.gap > 0 && f.partial() && now.Sub(f.last) > f.gap {
 		f.Reset()
 	}
+}
+
+// Resync makes the framer drop the first candidate frame, up to its
+// terminator (counted as [DiscardIncomplete]), unless the line is seen
+// idle first ([Framer.Flush]) or a control prefix starts a frame. A reader
+// calls it when it opens the port: bytes that arrive before the line has
+// been idle may be the tail of a scan whose beginning was lost, which
+// would otherwise be read as one garbled frame.
+func (f *Framer) Resync() {
+	f.clear()
+	f.resync = true
 }
 
 // Reset discards the partial frame, if any, counting it (as
@@ -262,6 +281,7 @@ func (f *Framer) special(b byte) {
 			f.discard(reason, n)
 		}
 		f.clear()
+		f.resync = false // a frame demonstrably starts here
 		f.buf = append(f.buf, f.prefix...)
 	}
 }
@@ -356,6 +376,13 @@ func (f *Framer) size() int {
 // end completes the current candidate: deliver it or count why not.
 func (f *Framer) end() {
 	defer f.clear()
+	if f.resync {
+		f.resync = false
+		if n := f.size(); n > 0 {
+			f.discard(DiscardIncomplete, n)
+		}
+		return
+	}
 	if f.overlong {
 		f.discard(DiscardOverlong, f.dropped)
 		return

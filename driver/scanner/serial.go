@@ -282,8 +282,22 @@ func (s *Serial) open() (io.ReadCloser, os.FileInfo, error) {
 		port.Close()
 		return nil, nil, fmt.Errorf("%w: %w", errDeviceLost, err)
 	}
+	// Input that waited in the tty while nobody read it (the validator was
+	// restarting, or the scanner was re-plugged) may hold the first half of
+	// a scan whose second half is gone: discard it (tcflush), and drop the
+	// first frame too if it started before the line was seen idle.
+	if f, ok := port.(flusher); ok {
+		if err := f.Flush(); err != nil {
+			s.log.Warn("scanner: cannot discard pending input", slog.String("scanner", s.cfg.Name), slog.Any("err", err))
+		}
+	}
+	s.framer.Resync()
 	return port, id, nil
 }
+
+// flusher is a port that can discard its pending input (tarm/serial's
+// Port.Flush: tcflush(TCIOFLUSH) on the tty).
+type flusher interface{ Flush() error }
 
 // samePath returns an error when path no longer names the device id.
 func samePath(path string, id os.FileInfo) error {

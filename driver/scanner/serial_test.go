@@ -269,6 +269,72 @@ func TestSerialCutOffFrame(t *testing.T) {
 	h.expect(t, "FG1:WHOLE")
 }
 
+// TestSerialPendingInputAtOpen: half a scan waited in the tty while
+// nobody read it (the validator restarted mid-scan). The reader must
+// discard it when it opens the port, not glue it to the next scan as one
+// garbled frame.
+func TestSerialPendingInputAtOpen(t *testing.T) {
+	p := newPTY(t)
+	// Keep the slave open while the half scan is written, as the tty of a
+	// scanner stays open in the kernel across the validator's restart.
+	hold, err := os.OpenFile(p.path, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	p.write(t, "FG1:HALF OF A SCAN")
+	// A long inter-character timeout: without the flush the stale half
+	// would still be waiting for its terminator when the next scan comes.
+	h := startSerial(t, Config{Path: p.path, Framing: Framing{InterCharTimeout: time.Hour}})
+	h.waitState(t, Connected)
+	code := fakeCode(13)
+	p.write(t, code+"\r\n")
+	h.expect(t, code)
+}
+
+func TestFramerResync(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		name  string
+		feed  []string // chunks; "" stands for an idle read (Flush)
+		want  []string
+		cut   uint64 // counted as incomplete
+		frame Framing
+	}{
+		{name: "tail of a cut frame", feed: []string{"LF OF A SCAN\r\nFG1:NEXT\r\n"}, want: []string{"FG1:NEXT"}, cut: 1},
+		{name: "line idle first", feed: []string{"", "FG1:NEXT\r\n"}, want: []string{"FG1:NEXT"}},
+		{name: "tail then idle", feed: []string{"HALF", "", "FG1:NEXT\r\n"}, want: []string{"FG1:NEXT"}, cut: 1},
+		{name: "only a terminator", feed: []string{"\n", "FG1:NEXT\n"}, want: []string{"FG1:NEXT"}},
+		{name: "control prefix starts a frame", feed: []string{"TAIL\x03\x02FG1:NEXT\x03"}, want: []string{"FG1:NEXT"}, cut: 1,
+			frame: Framing{Prefix: "\x02", Suffix: "\x03"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := NewFramer("front", c.frame, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Resync()
+			var got []string
+			for i, chunk := range c.feed {
+				at := now.Add(time.Duration(i) * time.Second)
+				if chunk == "" {
+					f.Flush(at)
+					continue
+				}
+				for _, fr := range f.Feed([]byte(chunk), at) {
+					got = append(got, fr.Text)
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(c.want, "|") {
+				t.Errorf("frames %q, want %q", got, c.want)
+			}
+			if st := f.Stats(); st.Incomplete != c.cut {
+				t.Errorf("incomplete %d, want %d (stats %+v)", st.Incomplete, c.cut, st)
+			}
+		})
+	}
+}
+
 func TestSerialSTXETX(t *testing.T) {
 	p := newPTY(t)
 	h := startSerial(t, Config{Path: p.path, Framing: Framing{Prefix: "\x02", Suffix: "\x03", InterCharTimeout: time.Hour}})
@@ -403,9 +469,12 @@ func TestSerialFastEOF(t *testing.T) {
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
 	ports := make(chan *fakePort, 3)
-	ports <- &fakePort{data: []byte("one\r\n"), hungUp: true}
+	// Each port's data starts with a terminator: bytes that arrive at once
+	// when a port opens may be the tail of a cut frame (Resync drops the
+	// first candidate), and a terminator shows where frames begin.
+	ports <- &fakePort{data: []byte("\r\none\r\n"), hungUp: true}
 	ports <- &fakePort{hungUp: true} // still failing when first reopened
-	ports <- &fakePort{data: []byte("two\r\n"), timeout: DefaultReadTimeout, closed: stop}
+	ports <- &fakePort{data: []byte("\r\ntwo\r\n"), timeout: DefaultReadTimeout, closed: stop}
 
 	h := &harness{frames: make(chan Frame, 10), states: make(chan State, 10), logs: &logBuffer{}}
 	s, err := NewSerial(Config{Name: "front", Path: path, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,

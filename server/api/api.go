@@ -71,10 +71,14 @@ type Config struct {
 	// Started is when this server started: a device whose last status is
 	// older is shown as unknown (its status may be stale). Zero: now.
 	Started time.Time
-	Health  map[string]Health // extra readiness checks by name (broker, ingest)
-	Metrics *metrics.Registry
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// DriftBound: a device whose clock is further than this from the
+	// server's is shown drifting (and counted in farego_devices_drifting);
+	// zero means DefaultDriftBound, negative disables.
+	DriftBound time.Duration
+	Health     map[string]Health // extra readiness checks by name (broker, ingest)
+	Metrics    *metrics.Registry
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Handler serves the API.
@@ -101,6 +105,9 @@ func New(cfg Config) *Handler {
 	if cfg.Started.IsZero() {
 		cfg.Started = cfg.Now()
 	}
+	if cfg.DriftBound == 0 {
+		cfg.DriftBound = DefaultDriftBound
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewRegistry()
 	}
@@ -119,6 +126,10 @@ func New(cfg Config) *Handler {
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, verifier: paycode.NewVerifier(0),
 		requests: cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
 		accounts: newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now)}
+	if cfg.Ledger != nil {
+		cfg.Metrics.GaugeFunc("farego_devices_drifting",
+			"Validators whose clock is further from the server's than the drift bound (GET /v1/devices: drifting).", h.driftingDevices)
+	}
 	h.route("POST /v1/accounts", h.createAccount)
 	h.route("GET /v1/accounts/{id}", h.getAccount)
 	h.route("GET /v1/accounts/{id}/rides", h.rides)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
@@ -100,19 +101,23 @@ type Device struct {
 	RegisteredAt string `json:"registered_at"`
 	// State is online, offline, unknown (nothing heard since this server
 	// started: the last status may be stale) or revoked.
-	State           string            `json:"state"`
-	Since           string            `json:"since,omitempty"` // with unknown: since when
-	Online          bool              `json:"online"`
-	StatusAt        string            `json:"status_at,omitempty"` // server time of the last status
-	QueueDepth      int               `json:"queue_depth"`
-	OldestUnsentSec int64             `json:"oldest_unsent_s"`
-	ClockOffsetMS   int64             `json:"clock_offset_ms"`
-	LastSeq         uint64            `json:"last_seq"`
-	LastSync        string            `json:"last_sync,omitempty"`
-	Software        string            `json:"software,omitempty"`
-	OutOfService    string            `json:"out_of_service,omitempty"`
-	Versions        map[string]uint64 `json:"versions,omitempty"`
-	Revoked         string            `json:"revoked,omitempty"`
+	State           string `json:"state"`
+	Since           string `json:"since,omitempty"` // with unknown: since when
+	Online          bool   `json:"online"`
+	StatusAt        string `json:"status_at,omitempty"` // server time of the last status
+	QueueDepth      int    `json:"queue_depth"`
+	OldestUnsentSec int64  `json:"oldest_unsent_s"`
+	ClockOffsetMS   int64  `json:"clock_offset_ms"`
+	// Drifting: the device's clock is further from the server's than the
+	// drift bound (validators go out of service beyond their own
+	// max_clock_offset, 30 s by default).
+	Drifting     bool              `json:"drifting"`
+	LastSeq      uint64            `json:"last_seq"`
+	LastSync     string            `json:"last_sync,omitempty"`
+	Software     string            `json:"software,omitempty"`
+	OutOfService string            `json:"out_of_service,omitempty"`
+	Versions     map[string]uint64 `json:"versions,omitempty"`
+	Revoked      string            `json:"revoked,omitempty"`
 }
 
 func (h *Handler) toDevice(d ledger.Device) Device {
@@ -120,6 +125,7 @@ func (h *Handler) toDevice(d ledger.Device) Device {
 		QueueDepth: d.Status.QueueDepth, OldestUnsentSec: int64(d.Status.OldestUnsent / time.Second),
 		ClockOffsetMS: d.ClockOffset.Milliseconds(), LastSeq: d.LastSeq, LastSync: timeOrEmpty(d.LastSync),
 		Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions, Revoked: timeOrEmpty(d.Revoked)}
+	out.Drifting = h.drifting(d)
 	switch {
 	case !d.Revoked.IsZero():
 		out.State, out.Online = "revoked", false
@@ -131,6 +137,35 @@ func (h *Handler) toDevice(d ledger.Device) Device {
 		out.State = "offline"
 	}
 	return out
+}
+
+// DefaultDriftBound is the default Config.DriftBound: a third of the
+// validators' default max_clock_offset, so the operator hears of a
+// drifting clock before the validator goes out of service.
+const DefaultDriftBound = 10 * time.Second
+
+// drifting reports whether an unrevoked device's last reported clock is
+// further from the server's than the drift bound.
+func (h *Handler) drifting(d ledger.Device) bool {
+	return h.cfg.DriftBound > 0 && d.Revoked.IsZero() && !d.StatusAt.IsZero() && d.ClockOffset.Abs() > h.cfg.DriftBound
+}
+
+// driftingDevices counts the drifting devices (the metric), -1 if the
+// ledger cannot be read.
+func (h *Handler) driftingDevices() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := h.cfg.Ledger.Devices(ctx)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, d := range ds {
+		if h.drifting(d) {
+			n++
+		}
+	}
+	return float64(n)
 }
 
 func (h *Handler) devices(w http.ResponseWriter, r *http.Request) (any, int, error) {

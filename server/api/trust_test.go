@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -244,7 +245,9 @@ func TestAccountCreationLimited(t *testing.T) {
 func TestDeviceLifecycle(t *testing.T) {
 	changed := map[string]int{}
 	var mu sync.Mutex
+	reg := metrics.NewRegistry()
 	f := newFixture(t, func(c *Config) {
+		c.Metrics = reg
 		c.DeviceChanged = func(id string) { mu.Lock(); changed[id]++; mu.Unlock() }
 		c.Started = time.Now().Add(time.Hour) // as if the server restarted after every status
 	})
@@ -264,6 +267,22 @@ func TestDeviceLifecycle(t *testing.T) {
 	ds := f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
 	if d := ds[0].(map[string]any); d["state"] != "unknown" || d["online"] != false || d["since"] == "" {
 		t.Errorf("a device not heard since the server started: %v", d)
+	}
+	if d := ds[0].(map[string]any); d["drifting"] != false {
+		t.Errorf("a device with the server's time drifting: %v", d)
+	}
+	// A clock 5 minutes ahead is flagged, in the list and the metric.
+	if err := f.store.UpdateDeviceStatus(t.Context(), "bus-1", ledger.DeviceStatus{Online: true, LastSeen: time.Now().Add(5 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	ds = f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
+	if d := ds[0].(map[string]any); d["drifting"] != true || d["clock_offset_ms"].(float64) < 299_000 {
+		t.Errorf("a device 5 minutes ahead: %v", d)
+	}
+	var m strings.Builder
+	reg.WriteTo(&m)
+	if !strings.Contains(m.String(), "\nfarego_devices_drifting 1\n") {
+		t.Errorf("metrics do not count the drifting device:\n%s", m.String())
 	}
 	f.do("POST", "/v1/devices/bus-1/revoke", f.token, "", 200)
 	f.do("POST", "/v1/devices/bus-9/revoke", f.token, "", 404)

@@ -35,6 +35,16 @@ func (s *Store) DenyList(ctx context.Context) (DenyList, error) {
 	return dl, err
 }
 
+// DenyVersion returns the deny list's version alone: a cheap read, so a
+// publisher can tell whether the list moved before reading all of it.
+func (s *Store) DenyVersion(ctx context.Context) (uint64, error) {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'deny_version'`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("ledger: read deny-list version: %w", err)
+	}
+	return uint64(v), nil
+}
+
 // checkReason checks an operator's deny reason: 1-64 of a-z, 0-9 and '_',
 // and not the ledger-managed negative_balance.
 func checkReason(reason string) error {

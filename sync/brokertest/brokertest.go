@@ -31,6 +31,11 @@ type Options struct {
 	// username → password.
 	Users map[string]string
 
+	// MaxPacketSize, if not zero, is the largest MQTT packet the broker
+	// takes from a client (a larger PUBLISH disconnects the client), as a
+	// production broker's limit does.
+	MaxPacketSize uint32
+
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -140,6 +145,7 @@ func (b *Broker) serve(addr string, retained ...packets.Packet) (*mqtt.Server, s
 	caps.MaximumInflight = math.MaxUint16
 	caps.MaximumClientWritesPending = 1 << 20
 	caps.ReceiveMaximum = math.MaxUint16
+	caps.MaximumPacketSize = b.opts.MaxPacketSize
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   b.opts.Logger,

@@ -54,7 +54,16 @@
 // instances or by the ledger itself (an account going negative is
 // deny-listed) go out without an explicit Changed, and publishes every
 // document after each (re)connection, in case the broker lost its retained
-// messages. [Publisher.Publish] publishes a given version at once.
+// messages. [Publisher.Publish] publishes a given version at once. No
+// downlink is larger than wire.MaxDownlinkSize (256 KiB).
+//
+// With PublisherConfig.DenyShards the deny list also goes out in
+// record.DenyShardCount shards (record.DocDenyShard), each retained on
+// PREFIX/fleet/denylist/N with the deny-list version it was cut from: a
+// read of the list (after Changed(record.DocDenyList), every poll)
+// publishes only the shards whose content changed, so a million entries
+// travel in 256 messages of a few dozen kilobytes and a change resends
+// one. A shard too large for a downlink is not published, and logged.
 //
 // # Connection
 //

@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -34,6 +36,22 @@ const (
 // there is no document of that kind yet: nothing is published.
 type Source func(ctx context.Context, kind string) (version uint64, body []byte, err error)
 
+// ShardSource returns the deny list cut into record.DenyShardCount shards
+// (record.DenyShards) and its version. since is the version it returned
+// last (0 for a full read): when the list is still at that version it may
+// return (since, nil, nil) without reading it.
+type ShardSource func(ctx context.Context, since uint64) (version uint64, shards []record.DenyShard, err error)
+
+// shardsKind is the Publisher's name for the deny-list shards in its
+// bookkeeping (dirty, force, published).
+const shardsKind = record.DocDenyList + "/*"
+
+// shardState is what was last published of one shard.
+type shardState struct {
+	version uint64
+	hash    [sha256.Size]byte
+}
+
 // PublisherConfig configures a Publisher. The zero value of every optional
 // field means its default.
 type PublisherConfig struct {
@@ -52,6 +70,15 @@ type PublisherConfig struct {
 
 	// Kinds are the documents published (default record.DocKinds).
 	Kinds []string
+
+	// DenyShards, if set, reads the deny list in shards: the Publisher
+	// publishes each shard whose content changed since it last published
+	// it as a record.DocDenyShard downlink (version: the list's), retained,
+	// on PREFIX/fleet/denylist/N, after Changed(record.DocDenyList) and
+	// every poll, and every shard again after a (re)connection. A shard
+	// whose downlink would pass wire.MaxDownlinkSize is not published (and
+	// logged): the deny list is then too large or too skewed.
+	DenyShards ShardSource
 
 	// CoalesceInterval is the least time between two Source reads of one
 	// kind after Changed (default DefaultCoalesceInterval): a burst of
@@ -152,6 +179,10 @@ type Publisher struct {
 	srcErrs   map[string]int    // Source failures in a row, by kind
 	pubErrs   int               // failed publications in a row
 	stats     PublisherStats
+
+	shards    [record.DenyShardCount]shardState // DenyShards: each shard as last published
+	shardRead uint64                            // the version DenyShards last returned
+	tooLarge  [record.DenyShardCount]bool       // shards too large to publish (logged once)
 }
 
 // PublisherStats are a Publisher's counters since NewPublisher.
@@ -161,7 +192,8 @@ type PublisherStats struct {
 	ReadErrors  uint64            // failed Source calls
 	Publishes   uint64            // downlinks published
 	PublishErrs uint64            // publications that failed
-	Versions    map[string]uint64 // last version published, by kind
+	Shards      uint64            // deny-list shard downlinks published (in Publishes too)
+	Versions    map[string]uint64 // last version published, by kind ("denylist/*": of the shards)
 }
 
 // NewPublisher checks cfg and returns a Publisher. It does not connect:
@@ -182,13 +214,26 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 // never blocks; the document is read (and published if newer) at most once
 // per CoalesceInterval, so a burst of changes makes one publication.
 func (p *Publisher) Changed(kind string) {
-	if !slices.Contains(p.cfg.Kinds, kind) {
+	shards := kind == record.DocDenyList && p.cfg.DenyShards != nil
+	if !slices.Contains(p.cfg.Kinds, kind) && !shards {
 		return
 	}
 	p.mu.Lock()
 	p.dirty[kind] = true
+	if shards {
+		p.dirty[shardsKind] = true
+	}
 	p.mu.Unlock()
 	signal(p.wake)
+}
+
+// kinds returns what Run keeps published: the configured kinds, and the
+// deny-list shards.
+func (p *Publisher) kinds() []string {
+	if p.cfg.DenyShards == nil {
+		return p.cfg.Kinds
+	}
+	return append(slices.Clone(p.cfg.Kinds), shardsKind)
 }
 
 // Connected reports whether the Publisher is connected.
@@ -220,14 +265,9 @@ func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, bo
 	if !slices.Contains(p.cfg.Kinds, kind) {
 		return fmt.Errorf("ingest: publish: %w: downlink kind %q", wire.ErrUnsupported, kind)
 	}
-	dl := wire.Downlink{Kind: kind, Version: version, IssuedAt: p.cfg.Now(), Body: body}
-	payload, err := dl.MarshalBinary()
+	msg, err := p.seal(kind, version, body)
 	if err != nil {
-		return fmt.Errorf("ingest: publish %s: %w", kind, err)
-	}
-	msg, err := wire.Seal(wire.TypeDownlink, payload, true, p.cfg.FleetKey)
-	if err != nil {
-		return fmt.Errorf("ingest: publish %s: %w", kind, err)
+		return err
 	}
 	c := p.conn.Load()
 	if c == nil || c.current() == nil {
@@ -258,6 +298,151 @@ func (p *Publisher) Publish(ctx context.Context, kind string, version uint64, bo
 	return nil
 }
 
+// seal makes a fleet-signed downlink of kind, refusing one larger than
+// wire.MaxDownlinkSize.
+func (p *Publisher) seal(kind string, version uint64, body []byte) ([]byte, error) {
+	dl := wire.Downlink{Kind: kind, Version: version, IssuedAt: p.cfg.Now(), Body: body}
+	payload, err := dl.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: publish %s: %w", kind, err)
+	}
+	msg, err := wire.Seal(wire.TypeDownlink, payload, true, p.cfg.FleetKey)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: publish %s: %w", kind, err)
+	}
+	if len(msg) > wire.MaxDownlinkSize {
+		return nil, fmt.Errorf("ingest: publish %s: %w: %d bytes, limit %d", kind, wire.ErrTooLarge, len(msg), wire.MaxDownlinkSize)
+	}
+	return msg, nil
+}
+
+// syncShards reads the deny list in shards and publishes each shard whose
+// content changed since it was last published (with force, every shard).
+// It reports false when a publication failed and should be tried again
+// soon.
+func (p *Publisher) syncShards(ctx context.Context, _ string, force bool) bool {
+	p.mu.Lock()
+	p.dirty[shardsKind] = false
+	p.stats.Reads++
+	since := p.shardRead
+	p.mu.Unlock()
+	if force {
+		since = 0
+	}
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SourceTimeout)
+	version, shards, err := p.cfg.DenyShards(sctx, since)
+	cancel()
+	if !p.sourceResult(shardsKind, err) {
+		return true // the next poll reads it again; force stays set
+	}
+	if version == 0 || (shards == nil && !force) {
+		p.mu.Lock()
+		p.force[shardsKind] = false
+		p.mu.Unlock()
+		return true
+	}
+	if len(shards) != record.DenyShardCount {
+		p.log.Error("ingest: deny-list shards: wrong count", "count", len(shards))
+		return true
+	}
+	c := p.conn.Load()
+	if c == nil || c.current() == nil {
+		p.markShardsDirty()
+		return false
+	}
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	sent, bytes := 0, 0
+	for i := range shards {
+		body, err := shards[i].MarshalBinary()
+		var msg []byte
+		if err == nil {
+			h := sha256.Sum256(body)
+			last := p.shards[i]
+			v := version
+			switch {
+			case last.version != 0 && last.hash == h && force:
+				v = last.version // the same content, published again at its version
+			case last.version != 0 && last.hash == h, version <= last.version:
+				continue // unchanged (or changed only by entries expiring: devices drop those themselves)
+			}
+			if msg, err = p.seal(record.DocDenyShard, v, body); err == nil {
+				err = c.publish(ctx, p.topics.DenyShard(i), true, msg, p.cfg.PublishTimeout)
+				if err != nil {
+					p.mu.Lock()
+					p.stats.PublishErrs++
+					p.mu.Unlock()
+					p.markShardsDirty()
+					p.publishFailed(ctx, shardsKind, version, err)
+					return false
+				}
+				p.shards[i] = shardState{version: v, hash: h}
+				p.tooLarge[i] = false
+				sent++
+				bytes += len(msg)
+				continue
+			}
+		}
+		if !p.tooLarge[i] {
+			p.tooLarge[i] = true
+			p.log.Error("ingest: deny-list shard cannot be published", "shard", i, "entries", shards[i].Len(), "err", err)
+		}
+	}
+	p.mu.Lock()
+	p.shardRead = version
+	p.force[shardsKind] = false
+	p.published[shardsKind] = version
+	p.stats.Publishes += uint64(sent)
+	p.stats.Shards += uint64(sent)
+	n := p.pubErrs
+	p.pubErrs = 0
+	p.mu.Unlock()
+	if n > 0 {
+		p.log.Info(fmt.Sprintf("ingest: downlinks published again after %d failures", n), "count", n)
+	}
+	if sent > 0 {
+		p.log.Info("ingest: deny-list shards published", "version", version, "shards", sent, "bytes", bytes)
+	}
+	return true
+}
+
+// clear removes the retained downlink of a kind the Source has no
+// document of (any more): the whole deny list once it no longer fits one
+// downlink, so validators do not get a stale one on every connection. It
+// reports false when it should be tried again soon.
+func (p *Publisher) clear(ctx context.Context, kind string, last uint64) bool {
+	c := p.conn.Load()
+	if c == nil || c.current() == nil {
+		return false
+	}
+	p.pubMu.Lock()
+	err := c.publish(ctx, p.topics.Fleet(kind), true, []byte{}, p.cfg.PublishTimeout)
+	p.pubMu.Unlock()
+	p.mu.Lock()
+	if err == nil {
+		p.force[kind] = false
+		p.published[kind] = 0
+	} else {
+		p.dirty[kind] = true
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.publishFailed(ctx, kind, 0, err)
+		return false
+	}
+	if last > 0 {
+		p.log.Info("ingest: retained downlink cleared: no document of this kind any more", "kind", kind, "was", last)
+	}
+	return true
+}
+
+// markShardsDirty makes the shards be read again at the next round.
+func (p *Publisher) markShardsDirty() {
+	p.mu.Lock()
+	p.dirty[shardsKind] = true
+	p.mu.Unlock()
+}
+
 // Run connects to the broker and keeps the fleet documents published until
 // ctx is done: after every (re)connection it publishes each kind's current
 // document (the broker may have lost its retained messages); after Changed
@@ -271,9 +456,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer p.running.Store(false)
 
+	kinds := p.kinds()
 	c := newConn("downlink publisher", p.cfg.MQTTConfig, p.log, nil, nil, func() {
 		p.mu.Lock()
-		for _, k := range p.cfg.Kinds {
+		for _, k := range kinds {
 			p.dirty[k], p.force[k] = true, true
 		}
 		p.mu.Unlock()
@@ -298,7 +484,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-due.C:
 		case <-poll.C:
 			p.mu.Lock()
-			for _, k := range p.cfg.Kinds {
+			for _, k := range kinds {
 				p.dirty[k] = true
 			}
 			p.mu.Unlock()
@@ -307,7 +493,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			continue // every (re)connection publishes everything
 		}
 		next := time.Duration(-1)
-		for _, k := range p.cfg.Kinds {
+		for _, k := range kinds {
 			p.mu.Lock()
 			dirty, force := p.dirty[k], p.force[k]
 			p.mu.Unlock()
@@ -321,7 +507,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 				continue
 			}
 			lastRead[k] = time.Now()
-			if !p.sync(ctx, k, force) && ctx.Err() == nil {
+			sync := p.sync
+			if k == shardsKind {
+				sync = p.syncShards
+			}
+			if !sync(ctx, k, force) && ctx.Err() == nil {
 				// A failed publication is tried again after the interval.
 				if next < 0 || p.cfg.CoalesceInterval < next {
 					next = p.cfg.CoalesceInterval
@@ -331,6 +521,43 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if next >= 0 {
 			due.Reset(next)
 		}
+	}
+}
+
+// sourceResult counts a Source (or DenyShards) read: an error is logged
+// once per run of them, the recovery once. It reports whether the read
+// succeeded.
+func (p *Publisher) sourceResult(kind string, err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.stats.ReadErrors++
+		p.srcErrs[kind]++
+		if p.srcErrs[kind] == 1 && !errors.Is(err, context.Canceled) {
+			p.log.Error("ingest: cannot read a fleet document; trying again at the next poll", "kind", kind, "err", err)
+		}
+		return false
+	}
+	if n := p.srcErrs[kind]; n > 0 {
+		p.srcErrs[kind] = 0
+		p.log.Info(fmt.Sprintf("ingest: fleet document readable again after %d failures", n), "kind", kind, "count", n)
+	}
+	return true
+}
+
+// publishFailed counts and logs a failed publication (the first of a run
+// as a warning).
+func (p *Publisher) publishFailed(ctx context.Context, kind string, version uint64, err error) {
+	p.mu.Lock()
+	p.pubErrs++
+	n := p.pubErrs
+	p.mu.Unlock()
+	switch {
+	case ctx.Err() != nil:
+	case n == 1:
+		p.log.Warn("ingest: downlink not published; trying again", "kind", kind, "version", version, "err", err)
+	default:
+		p.log.Debug("ingest: downlink not published", "kind", kind, "err", err, "count", n)
 	}
 }
 
@@ -345,23 +572,15 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SourceTimeout)
 	version, body, err := p.cfg.Source(sctx, kind)
 	cancel()
-	p.mu.Lock()
-	if err != nil {
-		p.stats.ReadErrors++
-		p.srcErrs[kind]++
-		n := p.srcErrs[kind]
-		p.mu.Unlock()
-		if n == 1 && ctx.Err() == nil {
-			p.log.Error("ingest: cannot read a fleet document; trying again at the next poll", "kind", kind, "err", err)
-		}
+	if !p.sourceResult(kind, err) {
 		return true // the next poll reads it again; force stays set
 	}
-	if n := p.srcErrs[kind]; n > 0 {
-		p.srcErrs[kind] = 0
-		p.log.Info(fmt.Sprintf("ingest: fleet document readable again after %d failures", n), "kind", kind, "count", n)
-	}
+	p.mu.Lock()
 	last := p.published[kind]
 	p.mu.Unlock()
+	if version == 0 && (force || last > 0) {
+		return p.clear(ctx, kind, last)
+	}
 	if version == 0 || version < last || (version == last && !force) {
 		if force && version != 0 && version < last {
 			p.log.Warn("ingest: fleet document older than the one published; not republished",
@@ -375,16 +594,8 @@ func (p *Publisher) sync(ctx context.Context, kind string, force bool) bool {
 	if err := p.Publish(ctx, kind, version, body); err != nil {
 		p.mu.Lock()
 		p.dirty[kind] = true
-		p.pubErrs++
-		n := p.pubErrs
 		p.mu.Unlock()
-		switch {
-		case ctx.Err() != nil:
-		case n == 1:
-			p.log.Warn("ingest: downlink not published; trying again", "kind", kind, "version", version, "err", err)
-		default:
-			p.log.Debug("ingest: downlink not published", "kind", kind, "err", err, "count", n)
-		}
+		p.publishFailed(ctx, kind, version, err)
 		return false
 	}
 	p.mu.Lock()

@@ -238,6 +238,24 @@ func TestPublisherPollsAndRepublishes(t *testing.T) {
 	}
 }
 
+// TestPublisherClearsDocumentGone: a document the Source no longer has (a
+// deny list too large for one downlink) is cleared from the broker, so
+// devices do not get a stale one on every connection.
+func TestPublisherClearsDocumentGone(t *testing.T) {
+	w := newWorld(t, "")
+	src := newDocSource()
+	src.set(record.DocDenyList, 5)
+	p := w.startPublisher(w.publisherConfig(src.source))
+	topic := wire.Topics{Prefix: w.prefix}.Fleet(record.DocDenyList)
+	waitFor(t, "the deny list retained", func() bool { b, ok := w.broker.Retained(topic); return ok && len(b) > 0 })
+	src.set(record.DocDenyList, 0)
+	p.Changed(record.DocDenyList)
+	waitFor(t, "the retained deny list cleared", func() bool { b, ok := w.broker.Retained(topic); return !ok || len(b) == 0 })
+	if v := p.Stats().Versions[record.DocDenyList]; v != 0 {
+		t.Errorf("published version %d after the clear", v)
+	}
+}
+
 // TestPublisherToUplink: the documents reach a real device and are applied.
 func TestPublisherToUplink(t *testing.T) {
 	w := newWorld(t, "")

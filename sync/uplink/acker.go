@@ -20,7 +20,7 @@ type ackCommitter struct {
 	done    chan struct{}       // to the session: an outcome is ready
 
 	mu      sync.Mutex
-	pending []uint64
+	pending map[string][]uint64 // by epoch; "" is the queue's own
 	res     ackOutcome
 }
 
@@ -35,10 +35,14 @@ func newAckCommitter(q *queue.Queue, onAcked func([]uint64)) *ackCommitter {
 	return &ackCommitter{q: q, onAcked: onAcked, wake: make(chan struct{}, 1), done: make(chan struct{}, 1)}
 }
 
-// add queues seqs for the next commit.
-func (a *ackCommitter) add(seqs []uint64) {
+// add queues seqs of epoch ("" for the queue's own records, otherwise an
+// adopted epoch) for the next commit.
+func (a *ackCommitter) add(epoch string, seqs []uint64) {
 	a.mu.Lock()
-	a.pending = append(a.pending, seqs...)
+	if a.pending == nil {
+		a.pending = map[string][]uint64{}
+	}
+	a.pending[epoch] = append(a.pending[epoch], seqs...)
 	a.mu.Unlock()
 	signal(a.wake)
 }
@@ -57,25 +61,40 @@ func (a *ackCommitter) loop(stop <-chan struct{}, count func(acked int)) {
 	}
 }
 
-// commit acks the pending seqs in one queue transaction.
+// commit acks the pending seqs: the queue's own in one queue transaction,
+// adopted ones in one per epoch.
 func (a *ackCommitter) commit(count func(acked int)) {
 	a.mu.Lock()
-	seqs := a.pending
+	pending := a.pending
 	a.pending = nil
 	a.mu.Unlock()
-	if len(seqs) == 0 {
+	if len(pending) == 0 {
 		return
 	}
-	n, err := a.q.Ack(seqs...)
-	count(n)
-	if err == nil && a.onAcked != nil {
-		a.onAcked(seqs)
+	n := 0
+	var err error
+	for epoch, seqs := range pending {
+		var k int
+		var e error
+		if epoch == "" {
+			k, e = a.q.Ack(seqs...)
+			if e == nil && a.onAcked != nil {
+				a.onAcked(seqs)
+			}
+		} else {
+			k, e = a.q.AckAdopted(epoch, seqs...)
+		}
+		n += k
+		if err == nil {
+			err = e
+		}
 	}
+	count(n)
 	empty := false
 	if err == nil {
 		var st queue.Stats
 		if st, err = a.q.Stats(); err == nil {
-			empty = st.Count == 0
+			empty = st.Count == 0 && st.Adopted == 0
 		}
 	}
 	a.mu.Lock()

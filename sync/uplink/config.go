@@ -173,6 +173,16 @@ type Config struct {
 	// may be reported twice). It must not block.
 	OnAcked func(seqs []uint64)
 
+	// OnClock, if set, is called with every clock sample taken from the
+	// server's timed acks (the agent goes out of service when its clock is
+	// too far off). It runs on the session goroutine and must not block.
+	OnClock func(ClockSample)
+
+	// Status, if set, fills in the device's own fields of every status
+	// message before it is signed (OutOfService, Salvage). It must not
+	// block.
+	Status func(st *wire.Status)
+
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger
 

@@ -88,7 +88,7 @@ func TestConfigDefaults(t *testing.T) {
 	if u.taps != "farego/dev/bus-17/taps" || u.ack != "farego/dev/bus-17/ack" || u.status != "farego/dev/bus-17/status" {
 		t.Errorf("topics %s %s %s", u.taps, u.ack, u.status)
 	}
-	want := []string{"farego/dev/bus-17/ack", "farego/dev/bus-17/cmd", "farego/fleet/denylist", "farego/fleet/fares", "farego/fleet/keyring"}
+	want := []string{"farego/dev/bus-17/ack", "farego/dev/bus-17/cmd", "farego/fleet/denylist", "farego/fleet/denylist/+", "farego/fleet/fares", "farego/fleet/keyring"}
 	var got []string
 	for topic, qos := range u.filters {
 		if qos != 1 {
@@ -122,10 +122,10 @@ func TestWindowAck(t *testing.T) {
 		{seqs: []uint64{9, 12}},
 	}}
 	rs := []wire.Range{{From: 2, To: 6}, {From: 12, To: 1 << 40}}
-	if got, want := s.covered(rs), []uint64{2, 3, 4, 5, 6, 12}; !slices.Equal(got, want) {
+	if got, want := s.covered("", rs), []uint64{2, 3, 4, 5, 6, 12}; !slices.Equal(got, want) {
 		t.Errorf("covered = %v, want %v", got, want)
 	}
-	s.remove(rs)
+	s.remove("", rs)
 	var left [][]uint64
 	for _, b := range s.win {
 		left = append(left, b.seqs)

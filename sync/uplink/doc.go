@@ -23,11 +23,15 @@
 //
 // # Downlinks and commands
 //
-// The uplink subscribes to PREFIX/fleet/keyring, /denylist and /fares
-// (retained) and to PREFIX/dev/ID/cmd. A downlink is applied
-// (StateApplier.Apply) only if it is signed with the fleet key, well
-// formed, of the topic's kind and newer than the applied version; anything
-// else is refused, logged and counted, never a crash. A fleet-signed
+// The uplink subscribes to PREFIX/fleet/keyring, /denylist, /fares and
+// the deny-list shards /denylist/+ (retained) and to PREFIX/dev/ID/cmd. A
+// downlink is applied (StateApplier.Apply) only if it is signed with the
+// fleet key, well formed, of the topic's kind (a shard: of the topic's
+// shard) and newer than the applied version (a shard's version is
+// Versions()[record.DenyShardKey(n)]); anything else is refused, logged
+// and counted, never a crash. The status reports document versions
+// without the shards' (their newest is the "denylist" version). A
+// fleet-signed
 // wire.Replay for this device and epoch moves archived records back into
 // the queue (queue.Replay) and they are sent again.
 //
@@ -35,11 +39,28 @@
 //
 // The device's status (wire.Status, signed with the device key, never
 // compressed so that mosquitto_sub shows its JSON) is retained on
-// PREFIX/dev/ID/status: online, queue depth, age of the oldest
-// unacked tap, last sequence number, queue epoch, applied downlink
-// versions, device clock and software. It is published on connecting, when
-// something it shows changes (a downlink applied, the queue drained, a
-// replay) and every Heartbeat. The MQTT last will is the same status with
+// PREFIX/dev/ID/status: online, queue depth (records adopted from an
+// earlier queue file included), age of the oldest unacked tap, last
+// sequence number, queue epoch, applied downlink versions, device clock,
+// its offset from the server's (clock_offset_ms) and software, and what
+// Config.Status adds (out of service, the last salvage). It is published
+// on connecting, when something it shows changes (a downlink applied, the
+// queue drained, a replay, the clock offset, StatusChanged) and every
+// Heartbeat.
+//
+// # Clock
+//
+// Acks carry the server's time (wire.Ack version 2). From the ack of a
+// batch sent once, the uplink takes a ClockSample: the device clock at the
+// middle of the round trip (measured on the monotonic clock) minus the
+// ack's time, within half the round trip. Clock returns the last one;
+// Config.OnClock gets each.
+//
+// # Adopted records
+//
+// Records a queue file adopted from a damaged earlier one (queue.Adopt)
+// are sent after the file's own, in batches of their own epoch, and
+// deleted (queue.AckAdopted) on an ack of that epoch. The MQTT last will is the same status with
 // online false, made when connecting; on a clean shutdown Run publishes it
 // itself before disconnecting.
 //
@@ -48,8 +69,12 @@
 // Each connection uses a fresh paho client with a clean session, an
 // in-memory store (the bbolt queue is the durable store), unordered
 // delivery and subscriptions made in the OnConnect handler. Message
-// handlers never block: they hand messages to goroutines through buffered
-// channels and drop (and log) what does not fit. Run reconnects with
+// handlers hand messages to goroutines through buffered channels: acks
+// and commands never wait (what does not fit is dropped and logged); a
+// fleet downlink waits up to 30 s for room (paho runs each handler in a
+// goroutine of its own), since a connection brings every retained
+// downlink at once and a dropped one would come again only at the next
+// connection. Run reconnects with
 // jittered, capped backoff that starts again after a success, logs a run
 // of failures once and the recovery once ("uplink connected after 14
 // failed attempts"). Brokers are tcp:// or mqtt:// (plain), ssl://, tls://
@@ -65,7 +90,9 @@
 //     counted (Stats.Unsendable) and left in the queue, which then never
 //     drains; the agent never writes such records.
 //   - SyncSucceeded is called after the queue was seen empty; a tap
-//     appended between that check and the call is not acked yet.
+//     appended between that check and the call is not acked yet, so the
+//     StateApplier must check again in the transaction that resets its
+//     counters (the agent does, through queue.State.Unacked).
 //   - TLS files are read once, by New: restart the uplink after replacing
 //     a certificate.
 //   - New records are noticed at the next PollInterval unless the agent

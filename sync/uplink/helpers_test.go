@@ -356,6 +356,7 @@ type testServer struct {
 	mu        sync.Mutex
 	devices   map[string]ed25519.PublicKey
 	seen      map[string]int // tap id → receptions
+	epochSeen map[string]int // device/epoch/seq → receptions
 	received  int            // records received, duplicates included
 	problems  []string
 	dropAcks  int  // acks still to drop
@@ -380,7 +381,7 @@ func newTestServer(tb testing.TB, so serverOptions, prefix string, fleet ed25519
 	tb.Helper()
 	s := &testServer{
 		tb: tb, fleet: fleet, topics: wire.Topics{Prefix: prefix},
-		devices: devices, seen: map[string]int{},
+		devices: devices, seen: map[string]int{}, epochSeen: map[string]int{},
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	ready := make(chan struct{}, 1)
@@ -491,6 +492,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 	s.mu.Lock()
 	for _, seq := range seqs {
 		s.seen[tapKey(id, seq)]++
+		s.epochSeen[record.TapID(id, b.Epoch, seq)]++
 	}
 	s.received += len(seqs)
 	drop := s.mute || s.dropAcks > 0
@@ -520,6 +522,13 @@ func (s *testServer) unique() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.seen)
+}
+
+// timesIn returns how often a record of an epoch was received.
+func (s *testServer) timesIn(device, epoch string, seq uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epochSeen[record.TapID(device, epoch, seq)]
 }
 
 // times returns how often a tap id was received.

@@ -2,34 +2,61 @@ package uplink
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
-// onMessage is paho's handler for every subscription. It never blocks: it
-// hands the message to the session (acks, commands) or the downlink
-// goroutine (fleet topics) and drops it, logged, if that one is behind.
+// onMessage is paho's handler for every subscription (paho runs each in a
+// goroutine of its own: delivery is unordered). It hands the message to
+// the session (acks, commands) without blocking, dropping it, logged, if
+// the session is behind; a fleet downlink goes to the downlink goroutine,
+// waiting up to fleetInboxWait for room: a connection brings every
+// retained downlink at once (256 deny-list shards), and a dropped one
+// would only come again at the next connection.
 func (u *Uplink) onMessage(_ mqtt.Client, m mqtt.Message) {
 	in := inbound{topic: m.Topic(), payload: m.Payload()}
-	ch := u.deviceIn
+	ch, wait := u.deviceIn, time.Duration(0)
 	if _, ok := u.fleet[in.topic]; ok {
-		ch = u.fleetIn
+		ch, wait = u.fleetIn, fleetInboxWait
+	} else if _, ok := u.topics.ParseDenyShard(in.topic); ok {
+		ch, wait = u.fleetIn, fleetInboxWait
 	}
+	sent := false
 	select {
 	case ch <- in:
+		sent = true
+	default:
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case ch <- in:
+				sent = true
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	if sent {
 		if n := u.dropStreak.Swap(0); n > 0 {
 			u.log.Info("uplink: taking inbound messages again", "count", n)
 		}
-	default:
-		u.count(func(s *Stats) { s.MessagesDropped++ })
-		if u.dropStreak.Add(1) == 1 {
-			u.log.Warn("uplink: inbound messages arriving faster than handled; dropping", "topic", in.topic)
-		}
+		return
+	}
+	u.count(func(s *Stats) { s.MessagesDropped++ })
+	if u.dropStreak.Add(1) == 1 {
+		u.log.Warn("uplink: inbound messages arriving faster than handled; dropping", "topic", in.topic)
 	}
 }
+
+// fleetInboxWait bounds how long a fleet downlink waits for the downlink
+// goroutine before it is dropped.
+const fleetInboxWait = 30 * time.Second
 
 // refuse logs and counts a message on a device topic that failed its
 // checks. The payload itself is not logged.
@@ -58,9 +85,13 @@ func (u *Uplink) downlinks(ctx context.Context) {
 // only counted.
 func (u *Uplink) handleDownlink(topic string, payload []byte) {
 	kind, ok := u.fleet[topic]
+	versionKey, shard := kind, -1
 	if !ok {
-		u.refuseDownlink(topic, payload, fmt.Errorf("not a fleet topic"))
-		return
+		if shard, ok = u.topics.ParseDenyShard(topic); !ok {
+			u.refuseDownlink(topic, payload, fmt.Errorf("not a fleet topic"))
+			return
+		}
+		kind, versionKey = record.DocDenyShard, record.DenyShardKey(shard)
 	}
 	if len(payload) == 0 {
 		u.log.Debug("uplink: retained downlink cleared on the broker", "topic", topic)
@@ -80,14 +111,19 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		u.refuseDownlink(topic, payload, fmt.Errorf("a %s downlink on the %s topic", dl.Kind, kind))
 		return
 	}
-	have := u.state.Versions()[kind]
+	// A shard names its index (after its format byte): it must be the topic's.
+	if shard >= 0 && (len(dl.Body) < 3 || int(binary.BigEndian.Uint16(dl.Body[1:3])) != shard) {
+		u.refuseDownlink(topic, payload, fmt.Errorf("not deny-list shard %d", shard))
+		return
+	}
+	have := u.state.Versions()[versionKey]
 	switch {
 	case dl.Version == have:
 		u.count(func(s *Stats) { s.DownlinksUnchanged++ })
-		u.log.Debug("uplink: downlink already applied", "kind", kind, "version", dl.Version)
+		u.log.Debug("uplink: downlink already applied", "kind", versionKey, "version", dl.Version)
 		return
 	case dl.Version < have:
-		u.refuseDownlink(topic, payload, fmt.Errorf("%s version %d is older than the applied %d", kind, dl.Version, have))
+		u.refuseDownlink(topic, payload, fmt.Errorf("%s version %d is older than the applied %d", versionKey, dl.Version, have))
 		return
 	}
 	if err := u.state.Apply(kind, dl.Version, dl.Body); err != nil {
@@ -95,7 +131,11 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		return
 	}
 	u.count(func(s *Stats) { s.DownlinksApplied++ })
-	u.log.Info("uplink: downlink applied", "kind", kind, "version", dl.Version, "have", have)
+	if shard >= 0 {
+		u.log.Debug("uplink: deny-list shard applied", "shard", shard, "version", dl.Version, "have", have)
+	} else {
+		u.log.Info("uplink: downlink applied", "kind", kind, "version", dl.Version, "have", have)
+	}
 	u.statusDirty.Store(true)
 	u.Notify()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -19,8 +20,13 @@ const maxUnsendableLogged = 1024
 
 // inflight is a published batch awaiting the server's ack.
 type inflight struct {
-	seqs   []uint64 // its records not acked yet, ascending
-	sentAt time.Time
+	epoch    string   // the queue epoch of its records: the queue's own, or an adopted one
+	seqs     []uint64 // its records not acked yet, ascending
+	sentAt   time.Time
+	sentWall time.Time // Config.Now when sent, for the clock offset
+	// fresh: none of its records was sent before in this process, so an
+	// ack for it answers this very send (a clock sample needs that).
+	fresh bool
 }
 
 // sender is the send side of the uplink: the window of published, unacked
@@ -42,7 +48,9 @@ type sender struct {
 	pub publisher
 
 	win        []*inflight
-	cursor     uint64 // the highest seq sent since the last reset
+	cursor     uint64            // the highest seq of the queue's own records sent since the last reset
+	adopted    map[string]uint64 // the same for each adopted epoch
+	sentMax    map[string]uint64 // the highest seq ever sent, by epoch (not reset)
 	ackTimeout time.Duration
 	timeouts   int // ack timeouts in a row
 	timer      *time.Timer
@@ -57,7 +65,8 @@ type sender struct {
 func newSender(u *Uplink) *sender {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &sender{u: u, timer: t, ackTimeout: u.cfg.AckTimeout, unsendable: map[uint64]bool{}}
+	return &sender{u: u, timer: t, ackTimeout: u.cfg.AckTimeout, unsendable: map[uint64]bool{},
+		adopted: map[string]uint64{}, sentMax: map[string]uint64{}}
 }
 
 // run drives one connected session until ctx is done, the connection is
@@ -137,6 +146,7 @@ func (s *sender) reset() {
 	clear(s.win)
 	s.win = s.win[:0]
 	s.cursor = 0
+	clear(s.adopted)
 	s.timer.Stop()
 	s.setInFlight()
 }
@@ -146,21 +156,45 @@ func (s *sender) setInFlight() {
 	s.u.count(func(st *Stats) { st.InFlight = n })
 }
 
-// fill publishes batches of the records after cursor until the window is
-// full or no record is left.
+// fill publishes batches of the records after the cursors until the window
+// is full or no record is left: the queue's own records first, then those
+// adopted from earlier queue files (each batch holds records of one epoch,
+// sent under that epoch).
 func (s *sender) fill() error {
 	u := s.u
 	defer s.arm()
+	var epochs []string // adopted epochs, read once per fill
+	listed := false
 	for len(s.win) < u.cfg.MaxInFlight {
+		epoch := u.q.Epoch()
 		recs, err := u.q.PeekAfter(s.cursor, u.cfg.BatchRecords, u.cfg.BatchBytes)
 		if err != nil {
 			return err
 		}
-		if len(recs) == 0 {
-			return nil
+		if len(recs) > 0 {
+			s.cursor = recs[len(recs)-1].Seq
+		} else {
+			if !listed {
+				if epochs, err = u.q.AdoptedEpochs(); err != nil {
+					return err
+				}
+				listed = true
+			}
+			for len(epochs) > 0 && len(recs) == 0 {
+				epoch = epochs[0]
+				if recs, err = u.q.PeekAdopted(epoch, s.adopted[epoch], u.cfg.BatchRecords, u.cfg.BatchBytes); err != nil {
+					return err
+				}
+				if len(recs) == 0 {
+					epochs = epochs[1:]
+				}
+			}
+			if len(recs) == 0 {
+				return nil
+			}
+			s.adopted[epoch] = recs[len(recs)-1].Seq
 		}
-		s.cursor = recs[len(recs)-1].Seq
-		b := wire.Batch{DeviceID: u.cfg.DeviceID, Epoch: u.q.Epoch(), SentAt: u.cfg.Now(), Records: make([]wire.Record, 0, len(recs))}
+		b := wire.Batch{DeviceID: u.cfg.DeviceID, Epoch: epoch, SentAt: u.cfg.Now(), Records: make([]wire.Record, 0, len(recs))}
 		seqs := make([]uint64, 0, len(recs))
 		for _, r := range recs {
 			if len(r.Data) > record.MaxSize {
@@ -184,7 +218,9 @@ func (s *sender) fill() error {
 		if err := tokenFailed(s.pub.Publish(u.taps, 1, false, msg)); err != nil {
 			return &mqttclient.LostError{Err: fmt.Errorf("publish: %w", err)}
 		}
-		s.win = append(s.win, &inflight{seqs: seqs, sentAt: time.Now()})
+		fresh := seqs[0] > s.sentMax[epoch]
+		s.sentMax[epoch] = max(s.sentMax[epoch], seqs[len(seqs)-1])
+		s.win = append(s.win, &inflight{epoch: epoch, seqs: seqs, sentAt: time.Now(), sentWall: b.SentAt, fresh: fresh})
 		u.count(func(st *Stats) {
 			st.BatchesSent++
 			st.RecordsSent += uint64(len(seqs))
@@ -276,12 +312,22 @@ func (s *sender) checkAck(payload []byte) *wire.Ack {
 		u.refuse(u.ack, payload, fmt.Errorf("ack for device %q", a.DeviceID))
 		return nil
 	}
-	if a.Epoch != u.q.Epoch() {
-		u.refuse(u.ack, payload, fmt.Errorf("ack for queue epoch %q, this queue's is %q", a.Epoch, u.q.Epoch()))
+	if a.Epoch != u.q.Epoch() && !s.inFlight(a.Epoch) {
+		u.refuse(u.ack, payload, fmt.Errorf("ack for queue epoch %q, this queue's is %q and none of that epoch is in flight", a.Epoch, u.q.Epoch()))
 		return nil
 	}
 	u.count(func(st *Stats) { st.Acks++ })
 	return a
+}
+
+// inFlight reports whether a batch of epoch is in the window.
+func (s *sender) inFlight(epoch string) bool {
+	for _, b := range s.win {
+		if b.epoch == epoch {
+			return true
+		}
+	}
+	return false
 }
 
 // applyAck takes the in-flight records that a valid ack names out of the
@@ -289,12 +335,17 @@ func (s *sender) checkAck(payload []byte) *wire.Ack {
 // batches go out while the ack is written (fsync) to the queue.
 func (s *sender) applyAck(a *wire.Ack) error {
 	u := s.u
-	seqs := s.covered(a.Ranges)
-	s.remove(a.Ranges)
+	s.measureClock(a)
+	seqs := s.covered(a.Epoch, a.Ranges)
+	s.remove(a.Epoch, a.Ranges)
 	if len(seqs) == 0 {
 		return nil // duplicates, or for records not in flight (sent again anyway)
 	}
-	u.acks.add(seqs)
+	epoch := a.Epoch
+	if epoch == u.q.Epoch() {
+		epoch = "" // the queue's own records
+	}
+	u.acks.add(epoch, seqs)
 	s.setInFlight()
 	if s.timeouts > 0 {
 		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
@@ -322,12 +373,41 @@ func (s *sender) acksCommitted() error {
 	return nil
 }
 
-// covered returns the in-flight seqs that ranges (ascending, disjoint)
-// cover. Only records in flight are acked: an ack is for what was sent,
-// and this bounds the work whatever ranges a message holds.
-func (s *sender) covered(ranges []wire.Range) []uint64 {
+// measureClock takes a clock sample from a timed ack of a batch sent once
+// (NTP's way, with one timestamp): the server made the ack between the
+// send and the receipt, so the device clock at the middle of the round
+// trip, minus the ack's time, is the offset, within half the round trip.
+// The round trip is measured on the monotonic clock, so a wall-clock jump
+// in flight does not distort it.
+func (s *sender) measureClock(a *wire.Ack) {
+	if a.Time.IsZero() {
+		return // an older server's ack: no time
+	}
+	var b *inflight
+	for _, w := range s.win {
+		if w.epoch == a.Epoch && w.fresh && slices.ContainsFunc(w.seqs, func(seq uint64) bool { return inRanges(a.Ranges, seq) }) {
+			b = w
+			break
+		}
+	}
+	if b == nil {
+		return
+	}
+	rtt := time.Since(b.sentAt)
+	mid := s.u.cfg.Now().Add(-rtt / 2)
+	smp := ClockSample{Offset: mid.Sub(a.Time), Uncertainty: rtt/2 + time.Millisecond, At: time.Now()}
+	s.u.clockSample(smp)
+}
+
+// covered returns the in-flight seqs of epoch that ranges (ascending,
+// disjoint) cover. Only records in flight are acked: an ack is for what
+// was sent, and this bounds the work whatever ranges a message holds.
+func (s *sender) covered(epoch string, ranges []wire.Range) []uint64 {
 	var out []uint64
 	for _, b := range s.win {
+		if b.epoch != epoch {
+			continue
+		}
 		for _, seq := range b.seqs {
 			if inRanges(ranges, seq) {
 				out = append(out, seq)
@@ -337,11 +417,15 @@ func (s *sender) covered(ranges []wire.Range) []uint64 {
 	return out
 }
 
-// remove takes the seqs that ranges cover out of the window and drops the
-// batches left empty.
-func (s *sender) remove(ranges []wire.Range) {
+// remove takes the seqs of epoch that ranges cover out of the window and
+// drops the batches left empty.
+func (s *sender) remove(epoch string, ranges []wire.Range) {
 	win := s.win[:0]
 	for _, b := range s.win {
+		if b.epoch != epoch {
+			win = append(win, b)
+			continue
+		}
 		left := b.seqs[:0]
 		for _, seq := range b.seqs {
 			if !inRanges(ranges, seq) {
@@ -418,7 +502,7 @@ func (s *sender) maybeSync() error {
 		return err
 	}
 	s.syncPending = false
-	if qs.Count != 0 {
+	if qs.Count != 0 || qs.Adopted != 0 {
 		return nil // not all acked after all; the next emptying ack sets it again
 	}
 	s.lastSync = time.Now()

@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -19,14 +20,21 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 		Time:     now.UTC(),
 		Software: u.cfg.Software,
 		Epoch:    u.q.Epoch(),
-		Versions: u.state.Versions(),
+		Versions: documentVersions(u.state.Versions()),
 	}
 	if qs, err := u.q.Stats(); err == nil {
-		st.QueueDepth = qs.Count
+		st.QueueDepth = qs.Count + qs.Adopted
 		st.LastSeq = qs.LastSeq
 		if !qs.OldestUnacked.IsZero() {
 			st.OldestUnsentSec = max(0, int64(now.Sub(qs.OldestUnacked)/time.Second))
 		}
+	}
+	if c, ok := u.Clock(); ok {
+		ms := c.Offset.Milliseconds()
+		st.ClockOffsetMS = &ms
+	}
+	if u.cfg.Status != nil {
+		u.cfg.Status(&st)
 	}
 	payload, err := st.MarshalBinary()
 	if err != nil {
@@ -47,4 +55,15 @@ func (u *Uplink) publishStatus(pub publisher, online bool) mqtt.Token {
 	}
 	u.count(func(s *Stats) { s.StatusSent++ })
 	return pub.Publish(u.status, 1, true, msg)
+}
+
+// documentVersions leaves out of the status the versions of deny-list
+// shards ("denylist/17"): the newest of them is the "denylist" version.
+func documentVersions(v map[string]uint64) map[string]uint64 {
+	for k := range v {
+		if strings.Contains(k, "/") {
+			delete(v, k)
+		}
+	}
+	return v
 }

@@ -43,7 +43,7 @@ type publisher interface {
 // acks and commands come again, retained downlinks on the next connection.
 const (
 	deviceInboxSize = 256
-	fleetInboxSize  = 16
+	fleetInboxSize  = 64
 )
 
 // Uplink is the device side of the MQTT link: it drains the queue to the
@@ -58,15 +58,17 @@ type Uplink struct {
 
 	taps, ack, cmd, status string            // this device's topics
 	fleet                  map[string]string // fleet topic → downlink kind
-	filters                map[string]byte   // subscriptions, all QoS 1
+	topics                 wire.Topics
+	filters                map[string]byte // subscriptions, all QoS 1
 
 	deviceIn chan inbound  // acks and commands, for the session goroutine
 	fleetIn  chan inbound  // downlinks, for the downlink goroutine
 	wake     chan struct{} // Notify, downlink applied
 	acks     *ackCommitter // writes acks to the queue beside the session
 
-	dropStreak  atomic.Int64 // inbound messages dropped since the last accepted
-	statusDirty atomic.Bool  // something the status shows has changed
+	clock       atomic.Pointer[ClockSample] // the last clock sample
+	dropStreak  atomic.Int64                // inbound messages dropped since the last accepted
+	statusDirty atomic.Bool                 // something the status shows has changed
 	running     atomic.Bool
 
 	mu    sync.Mutex
@@ -146,6 +148,8 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.fleet[t.Fleet(k)] = k
 		u.filters[t.Fleet(k)] = 1
 	}
+	u.filters[t.DenyShards()] = 1
+	u.topics = t
 	mc := cfg.mqttConfig()
 	u.tls = tlsConfig
 	mc.TLS, mc.Filters, mc.Handler, mc.Goodbye = tlsConfig, u.filters, u.onMessage, u.goodbye
@@ -198,6 +202,15 @@ func (u *Uplink) Run(ctx context.Context) error {
 // Notify tells the uplink that records were appended, so that it sends
 // them now rather than at its next poll. It never blocks.
 func (u *Uplink) Notify() { signal(u.wake) }
+
+// StatusChanged tells the uplink that something the status shows through
+// Config.Status has changed (the device went out of service or back), so
+// that it publishes the status now rather than at the next heartbeat. It
+// never blocks.
+func (u *Uplink) StatusChanged() {
+	u.statusDirty.Store(true)
+	u.Notify()
+}
 
 // Connected reports whether the uplink is connected and subscribed.
 func (u *Uplink) Connected() bool { return u.mqtt.Connected() }

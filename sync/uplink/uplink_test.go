@@ -493,3 +493,89 @@ func TestOnAcked(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptedRecordsDelivered: records salvaged from an earlier queue file
+// and adopted by this one go out under their own epoch and sequence
+// numbers, beside the file's own, and leave only on an ack of that epoch.
+func TestAdoptedRecordsDelivered(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 20)
+	const old = "0123456789abcdef0123456789abcdef"
+	var recs []queue.Record
+	for seq := uint64(5000); seq < 5150; seq++ {
+		b, err := f.taps.record(old, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, queue.Record{Seq: seq, Time: time.Now(), Data: b})
+	}
+	if n, err := f.q.Adopt(old, recs); err != nil || n != len(recs) {
+		t.Fatalf("Adopt = %d, %v", n, err)
+	}
+	if n, err := f.q.Adopt(old, recs[:10]); err != nil || n != 0 {
+		t.Fatalf("Adopt again = %d, %v, want 0 (idempotent)", n, err)
+	}
+	u := f.start()
+	waitFor(t, "own and adopted records to drain", func() bool {
+		st, err := f.q.Stats()
+		return err == nil && st.Count == 0 && st.Adopted == 0
+	})
+	for seq := uint64(5000); seq < 5150; seq++ {
+		if n := srv.timesIn(f.id, old, seq); n == 0 {
+			t.Fatalf("adopted record %d of epoch %s never received", seq, old)
+		}
+	}
+	for seq := uint64(1); seq <= 20; seq++ {
+		if n := srv.timesIn(f.id, f.q.Epoch(), seq); n == 0 {
+			t.Fatalf("own record %d never received", seq)
+		}
+	}
+	if eps, err := f.q.AdoptedEpochs(); err != nil || len(eps) != 0 {
+		t.Errorf("AdoptedEpochs = %v, %v, want none left", eps, err)
+	}
+	waitFor(t, "SyncSucceeded once everything is acked", func() bool { return f.state.syncCount() > 0 })
+	// An ack for an epoch that is neither the queue's nor in flight is refused.
+	before := u.Stats().MessagesRefused
+	stray := seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: "ffffffffffffffffffffffffffffffff", Ranges: []wire.Range{{From: 1, To: 9}}}, f.fleet)
+	if err := f.broker.Publish(f.topic(wire.KindAck), stray, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stray ack to be refused", func() bool { return u.Stats().MessagesRefused > before })
+}
+
+// TestClockOffsetFromAcks: a device whose clock is 90 minutes ahead learns
+// it from the server's timed acks, reports it in its status and to
+// OnClock.
+func TestClockOffsetFromAcks(t *testing.T) {
+	f := newFixture(t, nil)
+	serverFor(f)
+	const ahead = 90 * time.Minute
+	f.cfg.Now = func() time.Time { return time.Now().Add(ahead) }
+	samples := make(chan ClockSample, 100)
+	f.cfg.OnClock = func(s ClockSample) {
+		select {
+		case samples <- s:
+		default:
+		}
+	}
+	w := watchStatus(t, f.broker.URL(), f.topic(wire.KindStatus), pubOf(f.dev))
+	appendTaps(t, f.q, f.taps, 5)
+	u := f.start()
+	var smp ClockSample
+	select {
+	case smp = <-samples:
+	case <-time.After(waitTimeout):
+		t.Fatal("no clock sample")
+	}
+	if d := smp.Offset - ahead; d < -smp.Uncertainty-time.Second || d > smp.Uncertainty+time.Second {
+		t.Errorf("offset %v ± %v, want %v", smp.Offset, smp.Uncertainty, ahead)
+	}
+	if c, ok := u.Clock(); !ok || c.Offset != smp.Offset {
+		t.Errorf("Clock() = %+v, %t", c, ok)
+	}
+	st := w.next(t, "a status with the clock offset", func(s *wire.Status) bool { return s.ClockOffsetMS != nil })
+	if d := time.Duration(*st.ClockOffsetMS)*time.Millisecond - ahead; d.Abs() > smp.Uncertainty+time.Second {
+		t.Errorf("status clock offset %d ms, want about %v", *st.ClockOffsetMS, ahead)
+	}
+}

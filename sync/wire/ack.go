@@ -2,14 +2,20 @@ package wire
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/farego/farego/agent/record"
 )
 
 const (
-	ackVersion = 1
+	// ackVersion is what MarshalBinary writes: version 1's fields, then the
+	// server's time. ParseAck reads both.
+	ackVersion   = 2
+	ackVersionV1 = 1
 	// MaxAckRanges bounds the seq ranges in one ack.
 	MaxAckRanges = 4096
+	// maxMillis bounds times in messages (JavaScript's safe integers).
+	maxMillis = 1 << 53
 )
 
 // Range is an inclusive run of sequence numbers.
@@ -19,10 +25,19 @@ type Range struct{ From, To uint64 }
 // this device's queue (epoch) are committed to the ledger, and the device may
 // delete them. It is signed with the fleet key. An MQTT PUBACK proves only
 // that the broker has the message; this proves the ledger has the taps.
+//
+// Version 2 acks carry the server's clock (Time), from which the device
+// measures its own clock's offset; a version 1 ack (from an older server)
+// parses with Time zero.
 type Ack struct {
 	DeviceID string
 	Epoch    string
 	Ranges   []Range // ascending, non-overlapping
+	// Time is the server's clock when it made the ack, to the millisecond.
+	// MarshalBinary writes the current time when it is zero, so every ack
+	// a server sends carries one; zero after ParseAck means a version 1
+	// ack, without time.
+	Time time.Time
 }
 
 // Seqs returns the number of sequence numbers the ack covers.
@@ -55,6 +70,14 @@ func (a *Ack) MarshalBinary() ([]byte, error) {
 	if err := checkRanges(a.Ranges); err != nil {
 		return nil, err
 	}
+	at := a.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+	ms := at.UnixMilli()
+	if ms <= 0 || ms > maxMillis {
+		return nil, fmt.Errorf("%w: ack time %v out of range", ErrMalformed, at)
+	}
 	e := record.Encoder{}
 	e.U8(ackVersion)
 	e.Str(a.DeviceID)
@@ -64,6 +87,7 @@ func (a *Ack) MarshalBinary() ([]byte, error) {
 		e.U64(r.From)
 		e.U64(r.To)
 	}
+	e.U64(uint64(ms))
 	return e.B, nil
 }
 
@@ -82,7 +106,8 @@ func checkRanges(rs []Range) error {
 // ParseAck decodes an ack payload strictly.
 func ParseAck(p []byte) (*Ack, error) {
 	d := record.NewDecoder(p, ErrMalformed)
-	if v := d.U8("version"); d.Err() == nil && v != ackVersion {
+	v := d.U8("version")
+	if d.Err() == nil && v != ackVersion && v != ackVersionV1 {
 		return nil, fmt.Errorf("%w: ack version %d", ErrUnsupported, v)
 	}
 	a := &Ack{DeviceID: d.Str("device id", maxName), Epoch: d.Str("epoch", maxName)}
@@ -92,6 +117,13 @@ func ParseAck(p []byte) (*Ack, error) {
 	}
 	for i := uint64(0); i < n && d.Err() == nil; i++ {
 		a.Ranges = append(a.Ranges, Range{From: d.U64("from"), To: d.U64("to")})
+	}
+	if v == ackVersion {
+		ms := d.U64("time")
+		if d.Err() == nil && (ms == 0 || ms > maxMillis) {
+			return nil, fmt.Errorf("%w: ack time %d out of range", ErrMalformed, ms)
+		}
+		a.Time = time.UnixMilli(int64(ms)).UTC()
 	}
 	if err := d.End(); err != nil {
 		return nil, err

@@ -25,6 +25,7 @@
 //	PREFIX/dev/ID/status   device → server   status, retained; last will "offline"
 //	PREFIX/dev/ID/cmd      server → device   replay requests (QoS 1)
 //	PREFIX/fleet/keyring   server → devices  issuer keyring, retained
-//	PREFIX/fleet/denylist  server → devices  deny list, retained
+//	PREFIX/fleet/denylist  server → devices  deny list, retained (whole, while small)
+//	PREFIX/fleet/denylist/N server → devices deny-list shard N (0-255), retained
 //	PREFIX/fleet/fares     server → devices  fare table, retained
 package wire

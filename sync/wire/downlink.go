@@ -12,10 +12,10 @@ import (
 // A device applies it only if the signature verifies, the kind matches the
 // topic, and the version is newer than the one it has.
 type Downlink struct {
-	Kind     string // record.DocKeyring, record.DocDenyList or record.DocFares
+	Kind     string // record.DocKeyring, DocDenyList, DocFares, or DocDenyShard (one shard of the deny list)
 	Version  uint64
 	IssuedAt time.Time
-	Body     []byte // the document: keyring JSON, DenyList JSON, fare table JSON
+	Body     []byte // the document: keyring JSON, DenyList JSON, fare table JSON, DenyShard binary
 }
 
 // MarshalBinary encodes the downlink payload.
@@ -41,7 +41,7 @@ func validKind(k string) bool {
 			return true
 		}
 	}
-	return false
+	return k == record.DocDenyShard
 }
 
 // ParseDownlink decodes a downlink payload strictly.

@@ -46,6 +46,11 @@ const (
 
 	// MaxMessageSize bounds a message as sent (after compression).
 	MaxMessageSize = 1 << 20
+	// MaxDownlinkSize bounds a fleet downlink as the server publishes it
+	// (after compression): small enough for brokers whose largest packet
+	// is well under a megabyte. The deny list goes in shards to stay under
+	// it.
+	MaxDownlinkSize = 256 << 10
 	// MaxPayloadSize bounds a payload after inflating.
 	MaxPayloadSize = 4 << 20
 	// compressMin is the payload size below which compression is not tried.

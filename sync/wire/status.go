@@ -27,6 +27,24 @@ type Status struct {
 	LastSeq         uint64            `json:"last_seq"`
 	Versions        map[string]uint64 `json:"versions,omitempty"` // applied downlink versions by kind
 	OutOfService    string            `json:"out_of_service,omitempty"`
+	// ClockOffsetMS is the device clock minus the server's, in
+	// milliseconds, as the device measured it from the server's acks
+	// (absent until it has one).
+	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
+	// Salvage reports the last damaged queue file the device salvaged.
+	Salvage *SalvageStatus `json:"salvage,omitempty"`
+}
+
+// SalvageStatus tells the operator that the device's queue file was
+// damaged, moved aside, and what could be read from it.
+type SalvageStatus struct {
+	File      string    `json:"file"`       // the damaged file as moved aside (base name)
+	At        time.Time `json:"at"`         // when it was salvaged (device clock)
+	Epoch     string    `json:"epoch"`      // its queue epoch ("" if unreadable)
+	Records   int       `json:"records"`    // unsent records recovered, sent under that epoch
+	Damaged   int       `json:"damaged"`    // records the hash chain shows damaged: not sent, kept in the file
+	LostPages int       `json:"lost_pages"` // pages that could not be read (records in them are lost)
+	State     bool      `json:"state"`      // the device state (seen codes, documents, chain) was recovered
 }
 
 // MarshalBinary encodes the status payload (JSON).
@@ -56,6 +74,9 @@ func ParseStatus(p []byte) (*Status, error) {
 	}
 	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {
 		return nil, fmt.Errorf("%w: status: negative queue figures", ErrMalformed)
+	}
+	if g := s.Salvage; g != nil && (g.Records < 0 || g.Damaged < 0 || g.LostPages < 0) {
+		return nil, fmt.Errorf("%w: status: negative salvage figures", ErrMalformed)
 	}
 	return &s, nil
 }

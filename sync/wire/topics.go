@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/farego/farego/agent/record"
@@ -35,6 +36,26 @@ func (t Topics) Device(id, kind string) string { return t.prefix() + "/dev/" + i
 
 // Fleet returns the topic of a fleet downlink kind.
 func (t Topics) Fleet(kind string) string { return t.prefix() + "/fleet/" + kind }
+
+// DenyShard returns the topic of deny-list shard n (PREFIX/fleet/denylist/N).
+func (t Topics) DenyShard(n int) string { return t.Fleet(record.DocDenyList) + "/" + strconv.Itoa(n) }
+
+// DenyShards returns the filter matching every deny-list shard topic.
+func (t Topics) DenyShards() string { return t.Fleet(record.DocDenyList) + "/+" }
+
+// ParseDenyShard returns the shard of a deny-list shard topic, and false
+// for any other topic.
+func (t Topics) ParseDenyShard(topic string) (int, bool) {
+	rest, ok := strings.CutPrefix(topic, t.Fleet(record.DocDenyList)+"/")
+	if !ok || rest == "" || len(rest) > 3 || (len(rest) > 1 && rest[0] == '0') {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 0 || n >= record.DenyShardCount {
+		return 0, false
+	}
+	return n, true
+}
 
 // AllDevices returns the filter matching kind for every device.
 func (t Topics) AllDevices(kind string) string { return t.prefix() + "/dev/+/" + kind }

@@ -118,7 +118,7 @@ func TestBatchRoundTrip(t *testing.T) {
 }
 
 func TestAckAndReplayRoundTrip(t *testing.T) {
-	a := &Ack{DeviceID: "bus-1", Epoch: "e1", Ranges: Ranges([]uint64{1, 2, 3, 7, 9, 10})}
+	a := &Ack{DeviceID: "bus-1", Epoch: "e1", Ranges: Ranges([]uint64{1, 2, 3, 7, 9, 10}), Time: time.UnixMilli(1767229250123).UTC()}
 	if want := []Range{{1, 3}, {7, 7}, {9, 10}}; !reflect.DeepEqual(a.Ranges, want) {
 		t.Fatalf("Ranges = %v, want %v", a.Ranges, want)
 	}
@@ -142,6 +142,29 @@ func TestAckAndReplayRoundTrip(t *testing.T) {
 		if _, err := (&Ack{DeviceID: "d", Ranges: rs}).MarshalBinary(); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s ranges: err = %v", name, err)
 		}
+	}
+	// An ack made without a time carries the current one.
+	before := time.Now().Add(-time.Millisecond)
+	p, _ = (&Ack{DeviceID: "bus-1", Epoch: "e1", Ranges: []Range{{1, 1}}}).MarshalBinary()
+	if got, err := ParseAck(p); err != nil || got.Time.Before(before) || got.Time.After(time.Now().Add(time.Millisecond)) {
+		t.Errorf("ack without a time: %+v, %v, want the time it was made", got, err)
+	}
+	// A version 1 ack (an older server) still parses, without a time.
+	v1 := []byte{1, 5, 'b', 'u', 's', '-', '1', 2, 'e', '1', 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9}
+	if got, err := ParseAck(v1); err != nil || !got.Time.IsZero() || !reflect.DeepEqual(got.Ranges, []Range{{7, 9}}) {
+		t.Errorf("version 1 ack: %+v, %v", got, err)
+	}
+	// A version 1 ack with a time appended is malformed (trailing bytes),
+	// and a version 2 ack without one is truncated.
+	if _, err := ParseAck(append(v1, 0, 0, 1, 0, 0, 0, 0, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("version 1 ack with trailing time: err = %v", err)
+	}
+	v2 := append([]byte{2}, v1[1:]...)
+	if _, err := ParseAck(v2); !errors.Is(err, ErrMalformed) {
+		t.Errorf("version 2 ack without its time: err = %v", err)
+	}
+	if _, err := ParseAck(append(v2, 0, 0, 0, 0, 0, 0, 0, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("version 2 ack with time 0: err = %v", err)
 	}
 	r := &Replay{DeviceID: "bus-1", Epoch: "e1", From: 10, To: 20}
 	rp, _ := r.MarshalBinary()

@@ -14,6 +14,7 @@ import (
 const (
 	bucketSeen  = "agent.seen"  // code id key → code time (u32) ‖ seq (u64)
 	bucketState = "agent.state" // kind → version (u64) ‖ document; "chain" → last record hash
+	bucketDeny  = "agent.deny"  // deny-list shard (u16) → version (u64) ‖ shard
 )
 
 var keyChain = []byte("chain")
@@ -62,6 +63,18 @@ func InspectValidator(q *queue.Queue) (*Validator, error) {
 				v.Versions[kind] = binary.BigEndian.Uint64(b)
 			}
 		}
+		// The deny list is kept in shards: its version is the newest.
+		return s.ForEach(bucketDeny, func(_, b []byte) error {
+			if len(b) >= 8 {
+				v.Versions[record.DocDenyList] = max(v.Versions[record.DocDenyList], binary.BigEndian.Uint64(b))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = q.ViewState(func(s *queue.State) error {
 		hasState = s.Get(bucketState, []byte(record.DocKeyring)) != nil || s.Get(bucketState, keyChain) != nil
 		return nil
 	})

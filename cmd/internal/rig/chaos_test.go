@@ -27,6 +27,7 @@ type tapLog struct {
 	mu            sync.Mutex
 	accepted      map[string]uint64 // code hash → account: the rider saw green
 	indeterminate map[string]uint64 // the validator died before answering
+	clockRefused  map[string]uint64 // refused while the validator's clock was off: never charged
 	refused       []string          // anything else: must not happen here
 }
 
@@ -38,6 +39,8 @@ func (l *tapLog) add(kind, hash string, acct uint64, line string) {
 		l.accepted[hash] = acct
 	case "indeterminate":
 		l.indeterminate[hash] = acct
+	case "clock":
+		l.clockRefused[hash] = acct
 	default:
 		l.refused = append(l.refused, line)
 	}
@@ -47,10 +50,13 @@ func (l *tapLog) add(kind, hash string, acct uint64, line string) {
 // a settlement server and two validators fed through pseudo-terminals, while
 // about 2,000 taps flow and at least 20 faults hit (SIGKILL a validator
 // mid-tap and restart it, restart the broker, SIGKILL the server and restart
-// it, cut a validator's link). Afterwards: every tap that got green is in
-// the ledger exactly once, nothing else is (a tap cut off by a kill may be
-// there once, or not), every balance is top-up − fare × rides, the ledger's
-// invariants hold, every queue is drained and every bbolt file is sound.
+// it, cut a validator's link, damage a stopped validator's queue file so
+// that it is salvaged at the next start, jump a validator's clock two hours
+// ahead and back). Afterwards: every tap that got green is in the ledger
+// exactly once, nothing else is (a tap cut off by a kill may be there once,
+// or not; a tap refused while the clock was off never is), every balance
+// is top-up − fare × rides, the ledger's invariants hold, every queue
+// (salvaged records included) is drained and every bbolt file is sound.
 func TestChaos(t *testing.T) {
 	tapsPerDevice, minFaults := 1000, 20
 	if testing.Short() {
@@ -99,17 +105,20 @@ func TestChaos(t *testing.T) {
 		must(err)
 	}
 
-	log := &tapLog{accepted: map[string]uint64{}, indeterminate: map[string]uint64{}}
+	log := &tapLog{accepted: map[string]uint64{}, indeterminate: map[string]uint64{}, clockRefused: map[string]uint64{}}
 	var faults atomic.Int64
 	faultKinds := map[string]*atomic.Int64{}
-	for _, k := range []string{"kill-validator", "restart-broker", "kill-server", "cut-link"} {
+	for _, k := range []string{"kill-validator", "restart-broker", "kill-server", "cut-link", "corrupt-queue", "clock-jump"} {
 		faultKinds[k] = &atomic.Int64{}
 	}
 	count := func(kind string) { faults.Add(1); faultKinds[kind].Add(1) }
-	kill := make([]chan struct{}, len(devs)) // the injector asks a feeder to kill its validator mid-tap
+	kill := make([]chan struct{}, len(devs))    // the injector asks a feeder to kill its validator mid-tap
+	corrupt := make([]chan struct{}, len(devs)) // … or to stop it, damage its queue file and start it again
 	for i := range kill {
-		kill[i] = make(chan struct{}, 1)
+		kill[i], corrupt[i] = make(chan struct{}, 1), make(chan struct{}, 1)
 	}
+	// clockOff[i] is set while validator i's clock is (or may still be) off.
+	clockOff := make([]atomic.Bool, len(devs))
 
 	// Feeders: one per validator, tap by tap, classifying each outcome.
 	var feeders sync.WaitGroup
@@ -124,6 +133,27 @@ func TestChaos(t *testing.T) {
 				code := rd.Code(time.Now())
 				hash := paycode.ShortHash(code)
 				select {
+				case <-corrupt[i]:
+					// A page of its archive (acked taps) is damaged while it
+					// is off: the next start moves the file aside and
+					// salvages its unsent taps, which must all settle.
+					if err := d.Stop(false); err != nil {
+						feedErr <- fmt.Errorf("%s: stop: %v", d.ID, err)
+						return
+					}
+					ok, err := d.DamageQueue(queue.ArchiveBucket)
+					if err != nil {
+						feedErr <- fmt.Errorf("%s: damage: %v", d.ID, err)
+						return
+					}
+					if ok {
+						count("corrupt-queue")
+					}
+					if err := d.Start(ctx); err != nil {
+						feedErr <- err
+						return
+					}
+					continue
 				case <-kill[i]:
 					// Kill the validator while this tap is in flight.
 					if err := d.Write(code); err != nil {
@@ -150,9 +180,12 @@ func TestChaos(t *testing.T) {
 						feedErr <- fmt.Errorf("%s: %v", d.ID, err)
 						return
 					}
-					if strings.Contains(line, "ACCEPTED  2.50 EUR  Paid") {
+					switch {
+					case strings.Contains(line, "ACCEPTED  2.50 EUR  Paid"):
 						log.add("accepted", hash, rd.ID, line)
-					} else {
+					case clockOff[i].Load():
+						log.add("clock", hash, rd.ID, line)
+					default:
 						log.add("refused", hash, rd.ID, line)
 					}
 				}
@@ -164,10 +197,11 @@ func TestChaos(t *testing.T) {
 	go func() { feeders.Wait(); close(tapsDone) }()
 
 	// Injector: a fault every 1 to 2.5 s until the taps are done and at
-	// least minFaults have happened.
+	// least minFaults have happened; the first two are a damaged queue
+	// file and a clock jump, so that every run has both while taps flow.
 	rnd := rand.New(rand.NewPCG(7, 7))
 	done := false
-	for !done || faults.Load() < int64(minFaults) {
+	for round := 0; !done || faults.Load() < int64(minFaults); round++ {
 		select {
 		case <-tapsDone:
 			done = true
@@ -178,12 +212,39 @@ func TestChaos(t *testing.T) {
 		if done && faults.Load() >= int64(minFaults) {
 			break
 		}
-		switch f := rnd.IntN(4); {
+		f := rnd.IntN(6)
+		switch round {
+		case 0:
+			f = 4
+		case 1:
+			f = 5
+		}
+		switch {
 		case f == 0 && !done:
 			select {
 			case kill[rnd.IntN(len(devs))] <- struct{}{}:
 			default:
 			}
+		case f == 4 && !done:
+			select {
+			case corrupt[rnd.IntN(len(devs))] <- struct{}{}:
+			default:
+			}
+		case f == 5:
+			// The clock jumps two hours ahead and back. The validator is
+			// out of service meanwhile (it knows its offset from the
+			// acks; a validator restarted just before may not, and then
+			// refuses the codes as expired): either way nothing is charged.
+			i := rnd.IntN(len(devs))
+			clockOff[i].Store(true)
+			must(devs[i].SetClockSkew(2 * time.Hour))
+			time.Sleep(time.Duration(2000+rnd.IntN(2000)) * time.Millisecond)
+			must(devs[i].SetClockSkew(0))
+			count("clock-jump")
+			go func() {
+				time.Sleep(2 * time.Second) // the validator reads its clock file once a second
+				clockOff[i].Store(false)
+			}()
 		case f == 1:
 			r.StopBroker()
 			time.Sleep(time.Duration(rnd.IntN(1000)) * time.Millisecond)
@@ -283,9 +344,12 @@ func TestChaos(t *testing.T) {
 	for h, n := range inLedger {
 		_, acc := log.accepted[h]
 		_, ind := log.indeterminate[h]
+		_, clk := log.clockRefused[h]
 		switch {
 		case n != 1:
 			problems = append(problems, fmt.Sprintf("tap %s is in the ledger %d times", h, n))
+		case clk:
+			problems = append(problems, fmt.Sprintf("tap %s was refused while the clock was off but is in the ledger", h))
 		case ind:
 			indeterminateSettled++
 		case !acc:
@@ -310,8 +374,8 @@ func TestChaos(t *testing.T) {
 			continue
 		}
 		st, _ := q.Stats()
-		if st.Count != 0 {
-			problems = append(problems, fmt.Sprintf("%s queue holds %d unacked records", d.ID, st.Count))
+		if st.Count != 0 || st.Adopted != 0 {
+			problems = append(problems, fmt.Sprintf("%s queue holds %d unacked and %d salvaged records", d.ID, st.Count, st.Adopted))
 		}
 		if err := q.Check(); err != nil {
 			problems = append(problems, fmt.Sprintf("%s queue check: %v", d.ID, err))
@@ -323,9 +387,9 @@ func TestChaos(t *testing.T) {
 	for k, v := range faultKinds {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, v.Load()))
 	}
-	t.Logf("chaos: %d taps (%d accepted, %d cut off by a kill, %d of those settled), %d faults (%s); %d rides in the ledger",
-		len(log.accepted)+len(log.indeterminate)+len(log.refused), len(log.accepted), len(log.indeterminate), indeterminateSettled,
-		faults.Load(), strings.Join(kinds, ", "), rides)
+	t.Logf("chaos: %d taps (%d accepted, %d cut off by a kill, %d of those settled, %d refused while a clock was off), %d faults (%s); %d rides in the ledger",
+		len(log.accepted)+len(log.indeterminate)+len(log.refused)+len(log.clockRefused), len(log.accepted), len(log.indeterminate),
+		indeterminateSettled, len(log.clockRefused), faults.Load(), strings.Join(kinds, ", "), rides)
 	if len(problems) > 0 {
 		t.Errorf("invariants violated (%d):\n  %s", len(problems), strings.Join(problems[:min(len(problems), 30)], "\n  "))
 	} else {

@@ -29,6 +29,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/netcut"
+	"github.com/farego/farego/queue"
 )
 
 // Binaries are the commands the rig runs.
@@ -537,6 +538,7 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 		return err
 	}
 	cmd := exec.Command(d.rig.bin("farego-validator"), "run", "--config", filepath.Join(d.Dir, "validator.toml"))
+	cmd.Env = append(os.Environ(), "FAREGO_TEST_CLOCK_SKEW_FILE="+d.skewFile())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -656,6 +658,36 @@ func (d *Device) Close() {
 
 // QueueFile is the validator's bbolt file.
 func (d *Device) QueueFile() string { return filepath.Join(d.Dir, "data", "validator.db") }
+
+func (d *Device) skewFile() string { return filepath.Join(d.Dir, "clock-skew") }
+
+// SetClockSkew makes the validator's clock run skew ahead of (negative:
+// behind) the system clock from the next second on, as a jump of its
+// system clock would (fault injection through the validator's test clock
+// file); 0 sets it right again.
+func (d *Device) SetClockSkew(skew time.Duration) error {
+	return os.WriteFile(d.skewFile(), []byte(skew.String()), 0o644)
+}
+
+// DamageQueue zeroes one leaf page of bucket in the stopped validator's
+// queue file, as a flash fault would (queue.ArchiveBucket loses only acked
+// taps; queue.PendingBucket loses unsent ones). It reports false if the
+// bucket has no page of its own to damage.
+func (d *Device) DamageQueue(bucket string) (bool, error) {
+	ids, pageSize, err := queue.LeafPages(d.QueueFile(), bucket)
+	if err != nil || len(ids) == 0 {
+		return false, err
+	}
+	f, err := os.OpenFile(d.QueueFile(), os.O_RDWR, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, pageSize), int64(ids[len(ids)/2])*int64(pageSize)); err != nil {
+		return false, err
+	}
+	return true, f.Sync()
+}
 
 // Rider is a rider app stand-in with its own state file.
 type Rider struct {
@@ -826,11 +858,14 @@ func (r *Rig) Rides(ctx context.Context, id uint64) ([]Ride, error) {
 
 // DeviceStatus is a validator's last status as the server recorded it.
 type DeviceStatus struct {
-	ID         string `json:"id"`
-	Online     bool   `json:"online"`
-	StatusAt   string `json:"status_at"`
-	QueueDepth int    `json:"queue_depth"`
-	LastSeq    uint64 `json:"last_seq"`
+	ID            string `json:"id"`
+	Online        bool   `json:"online"`
+	StatusAt      string `json:"status_at"`
+	QueueDepth    int    `json:"queue_depth"`
+	LastSeq       uint64 `json:"last_seq"`
+	ClockOffsetMS int64  `json:"clock_offset_ms"`
+	Drifting      bool   `json:"drifting"`
+	OutOfService  string `json:"out_of_service"`
 }
 
 // Devices lists the validators' last status.

@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/farego/farego/agent/record"
+)
+
+// DefaultMaxClockOffset is the default Config.MaxClockOffset: the code
+// skew tolerance (paycode.DefaultSkew). A validator further off than that
+// refuses fresh codes as "from the future" (clock behind) or expired
+// (clock ahead), blaming the rider; it goes out of service instead.
+const DefaultMaxClockOffset = 30 * time.Second
+
+// clockRef is a measured offset of the device clock from the server's,
+// with both clocks read when it was taken: the offset now is the measured
+// one plus however far the wall clock has moved beyond the monotonic clock
+// since (a jump or a correction of the system clock).
+type clockRef struct {
+	offset, uncertainty time.Duration
+	wall                time.Time // Config.Now at the sample
+	mono                time.Time // time.Now at the sample (monotonic reading)
+}
+
+// ClockMeasured records a measurement of the device clock against the
+// settlement server's (the uplink takes them from the server's timed
+// acks): offset is the device clock minus the server's, within ±
+// uncertainty. From then on the agent tracks the offset through jumps of
+// the system clock (against the monotonic clock), and is out of service
+// (clock_offset) while it is beyond Config.MaxClockOffset.
+func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
+	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.now(), mono: time.Now()})
+	a.checkClock()
+}
+
+// ClockOffset returns the device clock's current offset from the server's
+// and its uncertainty, and false if it was never measured since New.
+func (a *Agent) ClockOffset() (offset, uncertainty time.Duration, ok bool) {
+	r := a.clock.Load()
+	if r == nil {
+		return 0, 0, false
+	}
+	drift := a.now().Sub(r.wall) - time.Since(r.mono)
+	return r.offset + drift, r.uncertainty, true
+}
+
+// clockBeyond reports whether the device clock is known to be further
+// from the server's than MaxClockOffset, with the offset.
+func (a *Agent) clockBeyond() (bool, time.Duration) {
+	if a.cfg.MaxClockOffset < 0 {
+		return false, 0
+	}
+	off, unc, ok := a.ClockOffset()
+	if !ok {
+		return false, 0
+	}
+	return off.Abs()-unc > a.cfg.MaxClockOffset, off
+}
+
+// checkClock notes a change between a clock within bounds and one beyond
+// them, logged once each way (riders see it when they scan).
+func (a *Agent) checkClock() {
+	beyond, off := a.clockBeyond()
+	if a.clockOff.Swap(beyond) == beyond {
+		return
+	}
+	defer a.serviceChanged()
+	if beyond {
+		a.log.Error("clock too far from the server's: out of service until it is corrected",
+			"offset", off.Round(time.Millisecond).String(), "max_clock_offset", a.cfg.MaxClockOffset.String())
+		return
+	}
+	a.log.Info("clock back within bounds of the server's: in service", "offset", off.Round(time.Millisecond).String())
+}
+
+// OutOfService returns why the validator takes no taps now ("" when it
+// takes them): its state, not a rider's code. The uplink's status
+// carries it.
+func (a *Agent) OutOfService() string {
+	if h := a.hold.Load(); h != nil {
+		return string(h.reason) + ": " + h.detail
+	}
+	if a.now().Before(a.cfg.MinClock) {
+		return fmt.Sprintf("%s: clock unset (before %s)", record.ReasonClock, a.cfg.MinClock.Format(time.DateOnly))
+	}
+	if beyond, off := a.clockBeyond(); beyond {
+		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,
+			off.Round(time.Second), a.cfg.MaxClockOffset)
+	}
+	if s := a.state.Load(); s.keyring == nil || s.fares == nil {
+		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
+			s.versions[record.DocKeyring], s.versions[record.DocFares])
+	}
+	return ""
+}
+
+// hold is an out-of-service state set from outside the tap path.
+type hold struct {
+	reason record.Reason
+	detail string
+}
+
+// Hold puts the validator out of service for reason (one of the
+// out-of-service reasons, such as record.ReasonQueueDamaged) with a
+// detail for the operator, until Hold is called with an empty reason.
+func (a *Agent) Hold(reason record.Reason, detail string) {
+	if reason == "" {
+		if a.hold.Swap(nil) != nil {
+			a.log.Info("back in service")
+			a.serviceChanged()
+		}
+		return
+	}
+	a.hold.Store(&hold{reason: reason, detail: detail})
+	a.log.Error("out of service", "reason", reason, "detail", detail)
+	a.serviceChanged()
+}
+
+func (a *Agent) serviceChanged() {
+	if a.cfg.ServiceChanged != nil {
+		a.cfg.ServiceChanged()
+	}
+}
+
+// clockOffsetSeconds is the gauge of the measured clock offset (NaN
+// before the first measurement).
+func (a *Agent) clockOffsetSeconds() float64 {
+	off, _, ok := a.ClockOffset()
+	if !ok {
+		return math.NaN()
+	}
+	return off.Seconds()
+}

@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
+)
+
+// SalvageReport says what Salvage recovered from a damaged queue file.
+type SalvageReport struct {
+	File  string // the damaged file (base name)
+	Epoch string // its queue epoch
+	// Records is how many unsent tap records were adopted, to be sent
+	// under their own epoch and sequence numbers.
+	Records int
+	// Damaged is how many records were read but not adopted: they do not
+	// decode as this device's taps, or the hash chain shows their bytes
+	// changed. They stay in the damaged file.
+	Damaged int
+	// LostPages is how many pages of the file could not be read: the
+	// records in them are lost. Expected is how many unsent records the
+	// file counted (-1 if unknown).
+	LostPages int
+	Expected  int
+	// LastSeq is the last sequence number the file handed out, as far as
+	// can be read: a new file must number above it.
+	LastSeq uint64
+	// State: the device state (seen codes, per-account counters, the
+	// documents and the head of the record chain) was restored.
+	State bool
+}
+
+// Salvage adopts into q (a new or sound queue file of this device) the
+// unsent tap records of deviceID that can be read from the damaged queue
+// file s, so the uplink sends them under their own epoch and sequence
+// numbers (the server settles a resent record once). Each record must
+// decode as a tap of this device with its own sequence number and epoch,
+// and agree with the hash chain: a record whose hash the next record's
+// PrevHash (or, for the last one, the stored chain head) contradicts is
+// counted as damaged and left out. With restoreState (q is a new file),
+// the device state the damaged file held is restored too, so codes seen
+// before still refuse a second use; call it before New. Adopting the same
+// file twice adds nothing.
+func Salvage(q *queue.Queue, s *queue.Salvage, deviceID string, restoreState bool) (SalvageReport, error) {
+	rep := SalvageReport{File: filepath.Base(s.Path), Epoch: s.Epoch, LostPages: s.LostPages, Expected: s.Expected,
+		LastSeq: s.LastSeq}
+	var head []byte
+	for _, kv := range s.State[bucketState] {
+		if bytes.Equal(kv.Key, keyChain) && len(kv.Value) == len(record.Tap{}.PrevHash) {
+			head = kv.Value
+		}
+	}
+	c := &chainCheck{q: q, device: deviceID, rep: &rep, pending: map[string][]queue.Record{}}
+	err := s.Records(func(epoch string, r queue.Record) error {
+		own := epoch == s.Epoch
+		return c.add(epoch, own, r)
+	})
+	if err == nil {
+		err = c.finish(s.LastSeq, head)
+	}
+	if err != nil {
+		return rep, fmt.Errorf("agent: salvage %s: %w", s.Path, err)
+	}
+	if rep.Epoch == "" {
+		rep.Epoch = c.ownEpoch
+	}
+	if restoreState {
+		err := q.UpdateState(func(st *queue.State) error {
+			for name, kvs := range s.State {
+				if !strings.HasPrefix(name, "agent.") {
+					continue
+				}
+				for _, kv := range kvs {
+					if err := st.Put(name, kv.Key, kv.Value); err != nil {
+						return err
+					}
+				}
+				rep.State = true
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("agent: salvage %s: restore state: %w", s.Path, err)
+		}
+	}
+	return rep, nil
+}
+
+// chainCheck checks salvaged records against the hash chain as they come
+// (in sequence order per epoch) and adopts the good ones in batches.
+type chainCheck struct {
+	q        *queue.Queue
+	device   string
+	rep      *SalvageReport
+	prev     *salvaged // the last record read, not yet judged
+	ownEpoch string    // the file's own epoch, from its records if its meta was lost
+	pending  map[string][]queue.Record
+}
+
+// salvaged is a record read from the damaged file, decoded.
+type salvaged struct {
+	epoch string
+	own   bool
+	r     queue.Record
+	tap   *record.Tap // nil if it does not decode as a tap of this device
+}
+
+// add judges the record before r (now that r shows what its hash should
+// be) and keeps r for the next.
+func (c *chainCheck) add(epoch string, own bool, r queue.Record) error {
+	cur := &salvaged{epoch: epoch, own: own, r: r}
+	if t, err := record.ParseTap(r.Data); err == nil && t.DeviceID == c.device && t.Seq == r.Seq &&
+		(epoch == "" || t.Epoch == epoch) {
+		cur.tap = t
+		if cur.epoch == "" {
+			cur.epoch = t.Epoch // the file's meta bucket was lost: its records say
+		}
+	}
+	if own && cur.tap != nil && c.ownEpoch == "" {
+		c.ownEpoch = cur.epoch
+	}
+	var next []byte
+	if c.prev != nil && cur.tap != nil && c.prev.epoch == cur.epoch && c.prev.r.Seq+1 == r.Seq {
+		next = cur.tap.PrevHash[:]
+	}
+	if err := c.judge(next); err != nil {
+		return err
+	}
+	c.prev = cur
+	return nil
+}
+
+// judge adopts or rejects the held record; want is the hash the next
+// record says it has (nil if unknown).
+func (c *chainCheck) judge(want []byte) error {
+	p := c.prev
+	if p == nil {
+		return nil
+	}
+	c.prev = nil
+	if p.tap == nil || p.epoch == "" {
+		c.rep.Damaged++
+		return nil
+	}
+	if want != nil {
+		if h := record.Hash(p.r.Data); !bytes.Equal(h[:], want) {
+			c.rep.Damaged++
+			return nil
+		}
+	}
+	c.pending[p.epoch] = append(c.pending[p.epoch], p.r)
+	if len(c.pending[p.epoch]) >= 1000 {
+		return c.flush(p.epoch)
+	}
+	return nil
+}
+
+// finish judges the last record (against the chain head if it is the
+// file's own last record, lastSeq) and adopts what is left.
+func (c *chainCheck) finish(lastSeq uint64, head []byte) error {
+	var want []byte
+	if c.prev != nil && c.prev.own && c.prev.r.Seq == lastSeq && len(head) > 0 {
+		want = head
+	}
+	if err := c.judge(want); err != nil {
+		return err
+	}
+	for e := range c.pending {
+		if err := c.flush(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush adopts the checked records of epoch.
+func (c *chainCheck) flush(epoch string) error {
+	recs := c.pending[epoch]
+	delete(c.pending, epoch)
+	if len(recs) == 0 || epoch == c.q.Epoch() {
+		return nil
+	}
+	// Records adopted already (the same file salvaged twice) count too.
+	_, err := c.q.Adopt(epoch, recs)
+	c.rep.Records += len(recs)
+	return err
+}

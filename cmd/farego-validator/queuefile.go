@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/queue/durable"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Suffixes given to a damaged queue file (validator.db.corrupt-<time>)
+// once it has been dealt with: its records adopted by the current file, or
+// given up by the operator (reset-queue). A damaged file without either is
+// pending: the validator salvages it at start, or, if nothing can be read
+// from it, stays out of service until the operator resets it.
+const (
+	salvagedSuffix = ".salvaged"
+	resetSuffix    = ".reset"
+)
+
+// The validator's own state in the queue file.
+const (
+	bucketValidator = "validator.state"
+	keySalvage      = "salvage" // JSON wire.SalvageStatus of the last salvage
+)
+
+// queueFiles is the open queue file and what opening it found.
+type queueFiles struct {
+	q *queue.Queue
+	// unreadable are damaged files nothing could be read from: the
+	// validator is out of service until the operator resets them.
+	unreadable []string
+}
+
+// damagedFiles returns the pending damaged files of the queue file at path,
+// oldest first.
+func damagedFiles(path string) ([]string, error) {
+	all, err := filepath.Glob(path + ".corrupt-*")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range all {
+		if !strings.HasSuffix(f, salvagedSuffix) && !strings.HasSuffix(f, resetSuffix) {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out) // the names carry the UTC time they were moved aside
+	return out, nil
+}
+
+// openQueue opens the validator's queue file. A damaged one is moved aside
+// by the queue and salvaged here: its unsent taps are adopted by the new
+// file, to be sent under their own epoch, with the device state it held. A
+// new file is never started while the clock is unset (waitClock is called
+// until it is set), and it numbers its taps above the wall clock in
+// milliseconds and above anything the damaged files handed out.
+func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time.Time, waitClock func(context.Context) error) (*queueFiles, error) {
+	path := filepath.Join(cfg.path(cfg.DataDir), queueFile)
+	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
+		Logger: log.With("part", "queue"), NoCreate: true}
+	q, err := queue.Open(path, &opts)
+	var ce *queue.CorruptError
+	switch {
+	case err == nil:
+	case errors.As(err, &ce) && ce.MovedTo != "":
+		// Moved aside and logged by the queue; salvaged below.
+	case errors.Is(err, queue.ErrNoFile):
+	default:
+		return nil, err
+	}
+	damaged, err := damagedFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	out := &queueFiles{}
+	var salvages []*queue.Salvage
+	defer func() {
+		for _, s := range salvages {
+			s.Close()
+		}
+	}()
+	for _, f := range damaged {
+		s, err := queue.OpenSalvage(f)
+		switch {
+		case errors.Is(err, queue.ErrUnsalvageable):
+			out.unreadable = append(out.unreadable, f)
+			log.Error("queue: nothing can be read from a damaged queue file: out of service until an operator runs reset-queue",
+				"file", f, "err", err)
+			continue
+		case err != nil:
+			return nil, err
+		}
+		salvages = append(salvages, s)
+	}
+	fresh := q == nil
+	if fresh {
+		if err := waitClock(ctx); err != nil {
+			return nil, err
+		}
+		// A new file's sequence numbers start at the wall clock in
+		// milliseconds and above every number a damaged file handed out,
+		// so no (device, seq) repeats even apart from the epoch.
+		first := uint64(time.Now().UnixMilli())
+		for _, s := range salvages {
+			first = max(first, s.LastSeq+1)
+		}
+		if !time.UnixMilli(int64(first)).After(minClock) {
+			return nil, fmt.Errorf("queue: first sequence number %d is before the minimum clock", first)
+		}
+		opts.NoCreate, opts.FirstSeq = false, first
+		if q, err = queue.Open(path, &opts); err != nil {
+			return nil, err
+		}
+	}
+	out.q = q
+	for _, s := range salvages {
+		if err := salvageFile(q, s, cfg.DeviceID, fresh, log); err != nil {
+			q.Close()
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// salvageFile adopts what can be read from one damaged file, records the
+// report for the status and the metrics, and marks the file salvaged.
+func salvageFile(q *queue.Queue, s *queue.Salvage, device string, restoreState bool, log *slog.Logger) error {
+	rep, err := agent.Salvage(q, s, device, restoreState)
+	if err != nil {
+		return err
+	}
+	st := wire.SalvageStatus{File: rep.File, At: time.Now().UTC(), Epoch: rep.Epoch, Records: rep.Records,
+		Damaged: rep.Damaged, LostPages: rep.LostPages, State: rep.State}
+	b, _ := json.Marshal(st)
+	if err := q.UpdateState(func(s *queue.State) error { return s.Put(bucketValidator, []byte(keySalvage), b) }); err != nil {
+		return fmt.Errorf("queue: salvage report: %w", err)
+	}
+	lvl := slog.LevelWarn
+	if rep.LostPages > 0 || rep.Damaged > 0 {
+		lvl = slog.LevelError
+	}
+	log.Log(context.Background(), lvl, "queue: damaged queue file salvaged: its unsent taps are sent under their own epoch",
+		"file", s.Path, "epoch", rep.Epoch, "records", rep.Records, "expected", rep.Expected, "damaged", rep.Damaged,
+		"lost_pages", rep.LostPages, "state_restored", rep.State)
+	if err := durable.Rename(s.Path, s.Path+salvagedSuffix); err != nil {
+		// Harmless: salvaging it again at the next start adopts nothing new.
+		log.Warn("queue: cannot mark the damaged file salvaged", "file", s.Path, "err", err)
+	}
+	return nil
+}
+
+// lastSalvage returns the report of the last salvage, if any.
+func lastSalvage(q *queue.Queue) *wire.SalvageStatus {
+	var st *wire.SalvageStatus
+	q.ViewState(func(s *queue.State) error {
+		if b := s.Get(bucketValidator, []byte(keySalvage)); b != nil {
+			var v wire.SalvageStatus
+			if json.Unmarshal(b, &v) == nil {
+				st = &v
+			}
+		}
+		return nil
+	})
+	return st
+}
+
+// watchReset calls released once every file in unreadable has been dealt
+// with by the operator (renamed by reset-queue), checking every interval
+// until ctx is done.
+func watchReset(ctx context.Context, unreadable []string, interval time.Duration, released func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		left := 0
+		for _, f := range unreadable {
+			if _, err := os.Stat(f); err == nil {
+				left++
+			}
+		}
+		if left == 0 {
+			released()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// clockWait is the wait for a set clock before a new queue file may start.
+type clockWait struct {
+	minClock time.Time
+	log      *slog.Logger
+	waiting  atomic.Bool
+	onWait   func() // called once when the wait begins (out-of-service feedback)
+}
+
+// wait returns once the clock is past minClock, or ctx is done.
+func (w *clockWait) wait(ctx context.Context) error {
+	if time.Now().After(w.minClock) {
+		return nil
+	}
+	w.waiting.Store(true)
+	defer w.waiting.Store(false)
+	w.log.Error("clock unset: not starting a new queue file (its taps are numbered from the clock); out of service until the clock is set",
+		"now", time.Now().UTC().Format(time.RFC3339), "min_clock", w.minClock.UTC().Format(time.RFC3339))
+	if w.onWait != nil {
+		w.onWait()
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for time.Now().Before(w.minClock) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	w.log.Info("clock set: starting a new queue file", "now", time.Now().UTC().Format(time.RFC3339))
+	return nil
+}
