@@ -39,6 +39,7 @@ type Store struct {
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
 	// bulkStmts counts the bulk statements in stmts (see bulkStmt).
 	bulkStmts atomic.Int64
+	summary   summaryState // RefreshSummaries' memory (summary.go)
 	// fault, when set (by tests only, before use), is called at named points
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.
