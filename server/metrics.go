@@ -43,6 +43,11 @@ func (s *Server) registerMetrics() {
 	s.reg.GaugeFunc("farego_ledger_flagged_taps", "Taps stored flagged and uncharged.", stat(func(st ledgerStats) float64 { return float64(st.FlaggedTaps) }))
 	s.reg.GaugeFunc("farego_ledger_negative_accounts", "Accounts below zero (deny-listed).", stat(func(st ledgerStats) float64 { return float64(st.NegativeAccounts) }))
 	s.reg.GaugeFunc("farego_denylist_version", "Deny list version.", stat(func(st ledgerStats) float64 { return float64(st.DenyVersion) }))
+	bounds := make([]float64, len(ledger.LagBounds))
+	for i, b := range ledger.LagBounds {
+		bounds[i] = b.Seconds()
+	}
+	s.lag = s.reg.Histogram("farego_settlement_lag_seconds", "Time from a tap on the validator to its commit in the ledger (new taps).", bounds)
 	if s.broker != nil {
 		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
 		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })

@@ -384,3 +384,42 @@ func (s *Store) TokenByID(ctx context.Context, id string) (APIToken, error) {
 	}
 	return tok, nil
 }
+
+// DenyVersion returns the deny list's version (without reading its
+// entries).
+func (s *Store) DenyVersion(ctx context.Context) (uint64, error) {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'deny_version'`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("ledger: read deny-list version: %w", err)
+	}
+	return uint64(v), nil
+}
+
+// DenyListPage returns up to limit deny-list entries after (account,
+// serial, reason) in that order, and how many entries the list has.
+func (s *Store) DenyListPage(ctx context.Context, afterAccount uint64, limit int) ([]DenyEntry, int64, error) {
+	var out []DenyEntry
+	var total int64
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deny_entries`).Scan(&total); err != nil {
+			return fmt.Errorf("ledger: count deny entries: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT account_id, serial, reason, since_ns, expires_ns FROM deny_entries
+			WHERE account_id > $1 ORDER BY account_id, serial, reason LIMIT $2`, int64(min(afterAccount, 1<<62)), listLimit(limit, MaxListLimit))
+		if err != nil {
+			return fmt.Errorf("ledger: read deny list: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var account, serial, since, expires int64
+			var e DenyEntry
+			if err := rows.Scan(&account, &serial, &e.Reason, &since, &expires); err != nil {
+				return fmt.Errorf("ledger: read deny list: %w", err)
+			}
+			e.Account, e.Serial, e.Since, e.Expires = uint64(account), uint32(serial), fromNS(since), fromNS(expires)
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	return out, total, err
+}

@@ -204,7 +204,7 @@ func TestConsoleSessions(t *testing.T) {
 		if err != nil || cs.TokenID != "init" || cs.Role != RoleOperator || !cs.Ended.IsZero() || cs.Expires.Unix() != exp.Unix() {
 			t.Fatalf("Session = %+v, %v", cs, err)
 		}
-		if err := s.TouchSession(ctx, hash(0)); err != nil {
+		if err := s.TouchSession(ctx, hash(0), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.EndSession(ctx, hash(0)); err != nil {

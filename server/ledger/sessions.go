@@ -26,7 +26,8 @@ type ConsoleSession struct {
 // one ends the oldest beyond it.
 const MaxSessionsPerToken = 20
 
-// CreateSession stores a new console session. It ends the token's oldest
+// CreateSession stores a new console session, created (and last used) at
+// cs.Created (zero: now) by the caller's clock. It ends the token's oldest
 // live sessions beyond MaxSessionsPerToken and deletes sessions that
 // expired or ended more than a day ago.
 func (s *Store) CreateSession(ctx context.Context, cs ConsoleSession) error {
@@ -40,8 +41,12 @@ func (s *Store) CreateSession(ctx context.Context, cs ConsoleSession) error {
 		return invalid("role %q", cs.Role)
 	}
 	return s.write(ctx, "create console session", func(t *txn) error {
-		if !cs.Expires.After(fromNS(t.now)) {
-			return invalid("session expires at %v, in the past", cs.Expires)
+		created := t.now
+		if !cs.Created.IsZero() {
+			created = cs.Created.UnixNano()
+		}
+		if cs.Expires.UnixNano() <= created {
+			return invalid("session expires at %v, before it starts", cs.Expires)
 		}
 		dayAgo := t.now - int64(24*time.Hour)
 		if _, err := t.exec("drop old sessions", `DELETE FROM console_sessions WHERE expires_ns < $1
@@ -55,7 +60,7 @@ func (s *Store) CreateSession(ctx context.Context, cs ConsoleSession) error {
 			return err
 		}
 		_, err := t.exec("create session", `INSERT INTO console_sessions (id_hash, token_id, role, created_ns, expires_ns, seen_ns)
-			VALUES ($1, $2, $3, $4, $5, $4)`, cs.IDHash, cs.TokenID, cs.Role, t.now, cs.Expires.UnixNano())
+			VALUES ($1, $2, $3, $4, $5, $4)`, cs.IDHash, cs.TokenID, cs.Role, created, cs.Expires.UnixNano())
 		return err
 	})
 }
@@ -77,11 +82,12 @@ func (s *Store) Session(ctx context.Context, idHash []byte) (ConsoleSession, err
 	return cs, nil
 }
 
-// TouchSession records that a live session was used now.
-func (s *Store) TouchSession(ctx context.Context, idHash []byte) error {
+// TouchSession records that a live session was used at a time (the
+// caller's clock, which judges its idle timeout).
+func (s *Store) TouchSession(ctx context.Context, idHash []byte, at time.Time) error {
 	return s.write(ctx, "touch console session", func(t *txn) error {
 		_, err := t.exec("touch session", `UPDATE console_sessions SET seen_ns = $1 WHERE id_hash = $2 AND ended_ns = 0`,
-			t.now, idHash)
+			at.UnixNano(), idHash)
 		return err
 	})
 }
