@@ -213,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
-	mux.Handle(console.DefaultPrefix, s.console)                   // the operator's console
+	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
 	mux.Handle("/", h)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	ok = true

@@ -150,7 +150,7 @@ func prepareRevokeDevice(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Revoke device " + id + "?", Danger: true, Back: "devices/" + url.PathEscape(id),
 		Explain: "Its broker login and certificate stop working within seconds on every settlement instance, and any batch it still sends is kept aside, never charged. Taps still in its queue are not lost: replacing (re-registering) the device brings them in.",
 		Button:  "Revoke " + id, Fields: []field{{"device", id, "Device"}},
-		method:  http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/revoke",
+		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/revoke",
 		done: func(map[string]any) result {
 			return result{Message: "Device " + id + " is revoked."}
 		}}, nil
@@ -173,7 +173,7 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Replace device " + id + "?", Danger: true, Back: "devices/" + url.PathEscape(id),
 		Explain: "The device is registered with this public key (and certificate): its old key, broker password and certificate stop working at once, a revocation is lifted, and a new broker password is made (shown once). Put it in the device's validator.toml.",
 		Button:  "Replace " + id, Fields: []field{{"device", id, "Device"}, {"public_key", pub, "Public key"}, {"certificate", cert, "Certificate (PEM)"}},
-		method:  http.MethodPost, path: "/v1/devices", body: jsonBody(body),
+		method: http.MethodPost, path: "/v1/devices", body: jsonBody(body),
 		done: func(resp map[string]any) result {
 			pw, _ := resp["mqtt_password"].(string)
 			return result{Message: "Device " + id + " is registered with its new key.", Secret: pw,
@@ -189,7 +189,7 @@ func prepareReplay(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Ask device " + id + " to replay its archive?", Back: "devices/" + url.PathEscape(id),
 		Explain: "The device resends every record of its archive (7 days or 100,000 records by default). Taps the ledger has already change nothing; taps it lacks (after a restore from a backup) are settled. The device must be online.",
 		Button:  "Ask for a replay", Fields: []field{{"device", id, "Device"}},
-		method:  http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/replay", body: []byte("{}"),
+		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/replay", body: []byte("{}"),
 		done: func(resp map[string]any) result {
 			return result{Message: fmt.Sprintf("Device %s was asked to resend records %v to %v of its queue %v.", id, resp["from"], resp["to"], resp["epoch"])}
 		}}, nil
@@ -281,7 +281,7 @@ func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: fmt.Sprintf("Create a %s token?", role), Danger: role == ledger.RoleOperator, Back: "tokens",
 		Explain: "The token is shown once, on the next page: copy it then. The ledger keeps only its hash. " + roleMeaning[role],
 		Button:  "Create the token", Fields: []field{{"role", role, "Role"}, {"merchant_id", merchant, "Merchant id"}, {"name", name, "Name"}},
-		method:  http.MethodPost, path: "/v1/tokens", body: jsonBody(map[string]string{"role": role, "merchant_id": merchant, "name": name}),
+		method: http.MethodPost, path: "/v1/tokens", body: jsonBody(map[string]string{"role": role, "merchant_id": merchant, "name": name}),
 		done: func(resp map[string]any) result {
 			tok, _ := resp["token"].(string)
 			return result{Message: fmt.Sprintf("Token %v (%s) is created.", resp["id"], role), Secret: tok,
@@ -304,7 +304,7 @@ func prepareRevokeToken(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Revoke token " + id + "?", Danger: true, Back: "tokens",
 		Explain: "It stops working at once on every settlement instance, and console sessions signed in with it end.",
 		Button:  "Revoke " + id, Fields: []field{{"id", id, "Token"}},
-		method:  http.MethodDelete, path: "/v1/tokens/" + url.PathEscape(id),
+		method: http.MethodDelete, path: "/v1/tokens/" + url.PathEscape(id),
 		done: func(map[string]any) result { return result{Message: "Token " + id + " is revoked."} }}, nil
 }
 

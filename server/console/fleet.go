@@ -292,7 +292,9 @@ func (q fleetQuery) apply(rows []deviceRow) []deviceRow {
 	return out
 }
 
-func containsFold(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
 
 // registerMetrics adds the fleet's gauges to a registry.
 func (h *Handler) registerMetrics(reg *metrics.Registry) {
