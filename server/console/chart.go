@@ -15,7 +15,7 @@ import (
 // stylesheet's classes. Text is escaped; numbers are formatted here.
 
 const (
-	chartW, chartH = 720.0, 240.0
+	chartW, chartH = 960.0, 220.0
 	padL, padR     = 64.0, 8.0
 	padT, padB     = 10.0, 28.0
 )
@@ -80,7 +80,7 @@ type series struct {
 
 // stackedBars draws one bar per label, stacking the series (negative
 // values below the zero line).
-func stackedBars(label string, labels []string, ss []series, format func(int64) string) template.HTML {
+func stackedBars(label string, labels []string, ss []series, minTop int64, format func(int64) string) template.HTML {
 	n := len(labels)
 	if n == 0 {
 		return ""
@@ -97,9 +97,9 @@ func stackedBars(label string, labels []string, ss []series, format func(int64) 
 		}
 		hi, lo = max(hi, pos), min(lo, neg)
 	}
-	hi = niceMax(hi)
+	hi = niceMax(max(hi, float64(minTop)))
 	if lo < 0 {
-		lo = -niceMax(-lo)
+		lo = -niceMax(max(-lo, float64(minTop)))
 	}
 	s := newSVG(label, chartH)
 	plotH := chartH - padT - padB
@@ -147,7 +147,7 @@ func revenueChart(days []ledger.DaySummary, currency string) template.HTML {
 	}
 	return stackedBars("Revenue by service day ("+currency+")", labels, []series{
 		{"charged", "c-charged", charged}, {"transfer savings", "c-transfer", transfer}, {"cap savings", "c-cap", capped},
-	}, moneyText)
+	}, 100, moneyText)
 }
 
 // correctionsChart: per service day, the revenue corrections made (after
@@ -155,10 +155,15 @@ func revenueChart(days []ledger.DaySummary, currency string) template.HTML {
 func correctionsChart(days []ledger.DaySummary, currency string) template.HTML {
 	labels := make([]string, len(days))
 	v := make([]int64, len(days))
+	any := false
 	for i, d := range days {
 		labels[i], v[i] = d.Day[min(5, len(d.Day)):], d.Corrections
+		any = any || v[i] != 0
 	}
-	return stackedBars("Corrections by service day ("+currency+")", labels, []series{{"corrections", "c-corr", v}}, moneyText)
+	if !any {
+		return ""
+	}
+	return stackedBars("Corrections by service day ("+currency+")", labels, []series{{"corrections", "c-corr", v}}, 100, moneyText)
 }
 
 // routeChart: horizontal bars per route (the top 12 by revenue).
@@ -175,7 +180,7 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 	for _, r := range routes {
 		hi = max(hi, float64(r.BaseTotal))
 	}
-	hi = niceMax(hi)
+	hi = niceMax(max(hi, 100))
 	s := newSVG("Revenue by route ("+currency+")", h)
 	left := 110.0
 	x := func(v float64) float64 { return left + (chartW-padR-left)*v/hi }
@@ -267,5 +272,5 @@ func rateChart(hours []lagHour) template.HTML {
 	for i, hr := range hours {
 		labels[i], v[i] = hr.Start.UTC().Format("15:04"), hr.Taps
 	}
-	return stackedBars("Taps settled per hour", labels, []series{{"taps", "c-rate", v}}, func(n int64) string { return fmt.Sprint(n) })
+	return stackedBars("Taps settled per hour", labels, []series{{"taps", "c-rate", v}}, 4, func(n int64) string { return fmt.Sprint(n) })
 }

@@ -29,7 +29,7 @@ import (
 // fixture is a console on a real SQLite ledger and key directory, with the
 // JSON API beside it, served on a loopback port.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	store   *ledger.Store
 	keys    *keys.Dir
 	h       *Handler
@@ -84,10 +84,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, store: store, keys: kd, opToken: strings.TrimSpace(string(tok)), clock: &testClock{}}
 	a := api.New(api.Config{Ledger: store, Keys: kd})
 	f.h = New(Config{Ledger: store, Keys: kd, API: a, Now: f.clock.now})
-	mux := http.NewServeMux()
-	mux.Handle(DefaultPrefix, f.h)
-	mux.Handle("/", a)
-	f.srv = httptest.NewServer(mux)
+	f.srv = newServer(f.h, a)
 	t.Cleanup(func() {
 		f.srv.Close()
 		if err := store.CheckInvariants(context.Background()); err != nil {
@@ -96,6 +93,15 @@ func newFixture(t *testing.T) *fixture {
 		store.Close()
 	})
 	return f
+}
+
+// newServer serves the console and the API beside it, as farego-settlement
+// does.
+func newServer(h *Handler, a *api.Handler) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle(DefaultPrefix, h)
+	mux.Handle("/", a)
+	return httptest.NewServer(mux)
 }
 
 // token makes an API token of a role and returns it.
