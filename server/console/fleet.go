@@ -204,7 +204,7 @@ func parseFleetQuery(v url.Values) fleetQuery {
 		q.Sort = ""
 	}
 	if len(q.Q) > 64 {
-		q.Q = q.Q[:64]
+		q.Q = strings.TrimSpace(q.Q[:64])
 	}
 	if p, err := strconv.Atoi(v.Get("page")); err == nil && p > 1 && p < 1_000_000 {
 		q.Page = p
