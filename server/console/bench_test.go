@@ -196,7 +196,7 @@ func seed(ctx context.Context, backend, dsn string, n int) error {
 	step := span / int64(n)
 	series := func(to int) string { // rows i = 0 .. to-1
 		if backend == "postgres" {
-			return fmt.Sprintf(`(SELECT generate_series(0, %d) AS i) n`, to-1)
+			return fmt.Sprintf(`(SELECT generate_series(CAST(0 AS BIGINT), %d) AS i) n`, to-1)
 		}
 		return fmt.Sprintf(`(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < %d) SELECT i FROM s) n`, to-1)
 	}
@@ -224,13 +224,13 @@ func seed(ctx context.Context, backend, dsn string, n int) error {
 				currency, fare_version, route, vehicle, record, service_day, flag, charge, transfer, capped, rated_version,
 				committed_ns, claimed_fare, notes, postings)
 			SELECT 's' || %s || '/bus-' || %s, 'bus-' || %s, i, 'e', at, 1000 + (i * 7919) %% %d, 1, %s, 'abcdef012345', 0,
-				250, 'EUR', 1, 'R' || (i %% %d), 'v' || (i %% %d), %s, %s,
+				250, 'EUR', 1, 'R' || ((i %% 1597) * (i %% 1597) * %d / 2550409), 'v' || (i %% %d), %s, %s,
 				CASE WHEN i %% 997 = 0 THEN 'duplicate_code' WHEN i %% 1999 = 0 THEN 'invalid_code' ELSE '' END,
-				CASE WHEN i %% 997 = 0 OR i %% 1999 = 0 THEN 0 WHEN i %% 5 = 0 THEN 0 WHEN i %% 11 = 0 THEN 50 ELSE 250 END,
-				i %% 5 = 0, i %% 11 = 0 AND i %% 5 <> 0, 1,
+				CASE WHEN i %% 997 = 0 OR i %% 1999 = 0 THEN 0 WHEN i %% 5 = 0 THEN 0 WHEN i %% 11 = 0 OR (dow >= 5 AND i %% 3 = 0) THEN 50 ELSE 250 END,
+				i %% 5 = 0, (i %% 11 = 0 OR (dow >= 5 AND i %% 3 = 0)) AND i %% 5 <> 0, 1,
 				at + CASE WHEN i %% 50 = 0 THEN 7200000000000 ELSE (i %% 97) * 100000000 END,
 				250, CASE WHEN i %% 1501 = 0 THEN 'fare_mismatch' ELSE '' END, 1
-			FROM (SELECT i, %d + i * %d AS at FROM %s) t`,
+			FROM (SELECT i, at, (at / 86400000000000 + 3) %% 7 AS dow FROM (SELECT i, %d + i * %d AS at FROM %s) a) t`,
 			pad("i", 10), pad(fmt.Sprintf("i %% %d", benchDevices), 4), pad(fmt.Sprintf("i %% %d", benchDevices), 4), benchAccounts, key,
 			benchRoutes, benchDevices, blob, day, first, step, series(n)),
 		fmt.Sprintf(`INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns)

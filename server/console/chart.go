@@ -187,7 +187,11 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 	for i := 0; i <= 4; i++ {
 		v := hi * float64(i) / 4
 		s.add(`<line x1="%.1f" x2="%.1f" y1="%g" y2="%.1f" class="grid"/>`, x(v), x(v), padT, h-20)
-		s.text(x(v), h-6, "middle", "axis", moneyText(int64(v)))
+		anchor := "middle"
+		if i == 4 {
+			anchor = "end"
+		}
+		s.text(x(v), h-6, anchor, "axis", moneyText(int64(v)))
 	}
 	for i, r := range routes {
 		yy := padT + rowH*float64(i)
@@ -256,7 +260,7 @@ func lagChart(hours []lagHour) template.HTML {
 			}
 			pen = true
 			s.add(`<circle cx="%.1f" cy="%.1f" r="2.5" class="%s"><title>%s %s: ≤ %s (%d taps)</title></circle>`,
-				xx, yy, line.class, hr.Start.UTC().Format("15:04"), line.name, roundDur(line.get(hr.lagFigures)), hr.Taps)
+				xx, yy, line.class, hr.Start.UTC().Format("15:04"), line.name, fmtDur(line.get(hr.lagFigures)), hr.Taps)
 		}
 		if path.Len() > 0 {
 			s.add(`<path d="%s" class="%s line"/>`, strings.TrimSpace(path.String()), line.class)

@@ -88,10 +88,10 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 		add(60, "out of service: %s", d.Status.OutOfService)
 	}
 	if d.Status.OldestUnsent > QueueAgeProblem {
-		add(30, "oldest unsent tap %s old", roundDur(d.Status.OldestUnsent))
+		add(30, "oldest unsent tap %s old", fmtDur(d.Status.OldestUnsent))
 	}
 	if off := d.ClockOffset; off > ClockOffsetProblem || off < -ClockOffsetProblem {
-		add(20, "clock %s off", roundDur(off))
+		add(20, "clock %s off", fmtDur(off))
 	}
 	if !d.StatusAt.IsZero() {
 		if r.DenyList < cur.DenyList {
@@ -107,17 +107,32 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	return r
 }
 
-// roundDur rounds a duration for display.
-func roundDur(d time.Duration) time.Duration {
-	switch a := max(d, -d); {
-	case a >= time.Hour:
-		return d.Round(time.Minute)
-	case a >= time.Minute:
-		return d.Round(time.Second)
-	case a >= time.Second:
-		return d.Round(100 * time.Millisecond)
+// fmtDur writes a duration for people: "2h 5m", "5m 3s", "3.8s", "850ms".
+func fmtDur(d time.Duration) string {
+	sign := ""
+	if d < 0 {
+		sign, d = "-", -d
 	}
-	return d.Round(time.Millisecond)
+	var s string
+	switch {
+	case d >= 24*time.Hour:
+		s = fmt.Sprintf("%dd %dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		s = fmt.Sprintf("%dh %dm", d/time.Hour, d%time.Hour/time.Minute)
+	case d >= time.Minute:
+		s = fmt.Sprintf("%dm %ds", d/time.Minute, d%time.Minute/time.Second)
+	case d >= time.Second:
+		s = strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+		s = strings.Replace(s, ".0s", "s", 1)
+	case d == 0:
+		return "0"
+	default:
+		s = fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	for _, zero := range []string{" 0h", " 0m", " 0s"} {
+		s = strings.TrimSuffix(s, zero)
+	}
+	return sign + s
 }
 
 // currentVersions reads the fleet documents' current versions.

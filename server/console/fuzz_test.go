@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/agent/fare"
 )
@@ -101,5 +102,15 @@ func TestFleetQueryLongFilter(t *testing.T) {
 	q := parseFleetQuery(url.Values{"q": {strings.Repeat("a", 63) + " b"}})
 	if again := parseFleetQuery(q.values()); again != q {
 		t.Fatalf("a filter cut at a space reads back %q, want %q", again.Q, q.Q)
+	}
+}
+
+func TestFmtDur(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "0", 850 * time.Millisecond: "850ms", 3800 * time.Millisecond: "3.8s",
+		10 * time.Second: "10s", 5*time.Minute + 3*time.Second: "5m 3s", 5 * time.Minute: "5m", 2 * time.Hour: "2h",
+		2*time.Hour + 5*time.Minute: "2h 5m", -45 * time.Second: "-45s", 50 * time.Hour: "2d 2h", 48 * time.Hour: "2d"} {
+		if got := fmtDur(d); got != want {
+			t.Errorf("fmtDur(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

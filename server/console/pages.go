@@ -45,12 +45,7 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"dur": func(d time.Duration) string {
-		if d == 0 {
-			return "0"
-		}
-		return roundDur(d).String()
-	},
+	"dur": fmtDur,
 	"join": strings.Join,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}
