@@ -45,7 +45,7 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"dur": fmtDur,
+	"dur":  fmtDur,
 	"join": strings.Join,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}

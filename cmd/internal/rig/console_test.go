@@ -298,7 +298,7 @@ func TestConsole(t *testing.T) {
 		for _, n := range []string{"2-money", "1-fleet-phone"} {
 			png, err := os.ReadFile(filepath.Join(art, n+".png"))
 			if err == nil {
-				os.WriteFile(filepath.Join("..", "..", "..", "testdata", "console", n+".png"), png, 0o644)
+				os.WriteFile(filepath.Join("..", "..", "..", "testdata", "console", "e2e-"+n+".png"), png, 0o644)
 			}
 		}
 	}
