@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
@@ -61,16 +61,8 @@ const testFares = `{"version":1,"currency":"EUR","timezone":"Europe/Berlin","ser
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	as := apitest.Start(t) // the ledger and the key directory
+	tok, err := os.ReadFile(as.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,19 +70,18 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.PutFareTable(context.Background(), tbl); err != nil {
+	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, store: store, keys: kd, opToken: strings.TrimSpace(string(tok)), clock: &testClock{}}
-	a := api.New(api.Config{Ledger: store, Keys: kd})
-	f.h = New(Config{Ledger: store, Keys: kd, API: a, Now: f.clock.now})
+	f := &fixture{t: t, store: as.Store, keys: as.Keys, opToken: strings.TrimSpace(string(tok)), clock: &testClock{}}
+	a := api.New(api.Config{Ledger: as.Store, Keys: as.Keys})
+	f.h = New(Config{Ledger: as.Store, Keys: as.Keys, API: a, Now: f.clock.now})
 	f.srv = newServer(f.h, a)
 	t.Cleanup(func() {
 		f.srv.Close()
-		if err := store.CheckInvariants(context.Background()); err != nil {
+		if err := as.Store.CheckInvariants(context.Background()); err != nil {
 			t.Errorf("ledger invariants: %v", err)
 		}
-		store.Close()
 	})
 	return f
 }

@@ -197,7 +197,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	d.Quarantined, d.Held = sumCounts(q), sumCounts(held)
-	if _, d.DenyEntries, err = h.cfg.Ledger.DenyListPage(ctx, 0, 1); err != nil {
+	if _, d.DenyEntries, err = h.cfg.Ledger.DenyListPage(ctx, ledger.DenyEntry{}, 1); err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
@@ -347,13 +347,11 @@ type moneyData struct {
 
 // lagFigures are settlement-lag percentiles over some slots.
 type lagFigures struct {
-	Taps                int64
-	P50, P90, P99, Max  time.Duration
-	Mean                time.Duration
-	HasTaps             bool
-	Computed            time.Time
-	P50s, P90s, P99s    string
-	MaxS, MeanS, TapsPH string
+	Taps               int64
+	P50, P90, P99, Max time.Duration
+	Mean               time.Duration
+	HasTaps            bool
+	Computed           time.Time
 }
 
 func figures(slots []ledger.LagSummary) lagFigures {
@@ -671,7 +669,14 @@ type denyListData struct {
 
 func (h *Handler) denyListPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	ctx := r.Context()
-	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	var after ledger.DenyEntry
+	q := r.URL.Query()
+	after.Account, _ = strconv.ParseUint(q.Get("after"), 10, 64)
+	serial, _ := strconv.ParseUint(q.Get("serial"), 10, 32)
+	after.Serial, after.Reason = uint32(serial), q.Get("reason")
+	if len(after.Reason) > 64 {
+		after.Reason = ""
+	}
 	var d denyListData
 	var err error
 	if d.Version, err = h.cfg.Ledger.DenyVersion(ctx); err != nil {
@@ -684,7 +689,9 @@ func (h *Handler) denyListPage(w http.ResponseWriter, r *http.Request, s *sess) 
 		return
 	}
 	if len(d.Entries) == per {
-		d.NextURL = h.cfg.Prefix + "denylist?after=" + strconv.FormatUint(d.Entries[len(d.Entries)-1].Account, 10)
+		last := d.Entries[len(d.Entries)-1]
+		d.NextURL = h.cfg.Prefix + "denylist?" + url.Values{"after": {strconv.FormatUint(last.Account, 10)},
+			"serial": {strconv.FormatUint(uint64(last.Serial), 10)}, "reason": {last.Reason}}.Encode()
 	}
 	h.render(w, r, http.StatusOK, "denylist", page{Title: "Deny list", Nav: "denylist", S: s, Data: d})
 }

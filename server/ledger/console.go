@@ -395,9 +395,10 @@ func (s *Store) DenyVersion(ctx context.Context) (uint64, error) {
 	return uint64(v), nil
 }
 
-// DenyListPage returns up to limit deny-list entries after (account,
-// serial, reason) in that order, and how many entries the list has.
-func (s *Store) DenyListPage(ctx context.Context, afterAccount uint64, limit int) ([]DenyEntry, int64, error) {
+// DenyListPage returns up to limit deny-list entries after the entry
+// (account, serial, reason), in that order (zero: from the start), and how
+// many entries the list has.
+func (s *Store) DenyListPage(ctx context.Context, after DenyEntry, limit int) ([]DenyEntry, int64, error) {
 	var out []DenyEntry
 	var total int64
 	err := s.read(ctx, func(tx *sql.Tx) error {
@@ -405,21 +406,13 @@ func (s *Store) DenyListPage(ctx context.Context, afterAccount uint64, limit int
 			return fmt.Errorf("ledger: count deny entries: %w", err)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT account_id, serial, reason, since_ns, expires_ns FROM deny_entries
-			WHERE account_id > $1 ORDER BY account_id, serial, reason LIMIT $2`, int64(min(afterAccount, 1<<62)), listLimit(limit, MaxListLimit))
+			WHERE (account_id, serial, reason) > ($1, $2, $3) ORDER BY account_id, serial, reason LIMIT $4`,
+			int64(min(after.Account, 1<<62)), int64(after.Serial), after.Reason, listLimit(limit, MaxListLimit))
 		if err != nil {
 			return fmt.Errorf("ledger: read deny list: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var account, serial, since, expires int64
-			var e DenyEntry
-			if err := rows.Scan(&account, &serial, &e.Reason, &since, &expires); err != nil {
-				return fmt.Errorf("ledger: read deny list: %w", err)
-			}
-			e.Account, e.Serial, e.Since, e.Expires = uint64(account), uint32(serial), fromNS(since), fromNS(expires)
-			out = append(out, e)
-		}
-		return rows.Err()
+		out, err = scanDenyEntries(rows)
+		return err
 	})
 	return out, total, err
 }

@@ -340,3 +340,37 @@ func revenueByRoute(t *testing.T, s *Store, day string) map[string]DaySummary {
 	}
 	return out
 }
+
+// The deny list read a page at a time: every entry once, in order, also
+// when one account's entries straddle two pages.
+func TestDenyListPage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		a, b := newAccount(t, s, 100), newAccount(t, s, 100)
+		for _, e := range []DenyEntry{{Account: a, Reason: "x"}, {Account: a, Serial: 1, Reason: "y"}, {Account: a, Serial: 2, Reason: "z"},
+			{Account: b, Reason: "x"}, {Account: a, Serial: 2, Reason: "w"}} {
+			if err := s.Deny(ctx, e.Account, e.Serial, e.Reason); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []string
+		var after DenyEntry
+		for range 10 {
+			page, total, err := s.DenyListPage(ctx, after, 2)
+			if err != nil || total != 5 {
+				t.Fatalf("DenyListPage: %d entries, %v", total, err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, e := range page {
+				got = append(got, fmt.Sprintf("%d/%d/%s", e.Account-a, e.Serial, e.Reason))
+			}
+			after = page[len(page)-1]
+		}
+		if want := "[0/0/x 0/1/y 0/2/w 0/2/z 1/0/x]"; fmt.Sprint(got) != want {
+			t.Errorf("pages = %v, want %s", got, want)
+		}
+	})
+}
