@@ -170,18 +170,28 @@ func (c *fleetCache) get(ctx context.Context) ([]deviceRow, versions, error) {
 	if time.Since(c.at) < fleetCacheTTL {
 		return c.rows, c.cur, c.err
 	}
-	c.rows, c.cur, c.err = c.h.readFleet(ctx)
+	c.rows, c.cur, c.err = c.h.readFleet(ctx, false)
 	c.at = time.Now()
 	return c.rows, c.cur, c.err
 }
 
-// readFleet reads every device and judges it.
-func (h *Handler) readFleet(ctx context.Context) ([]deviceRow, versions, error) {
+// readFleet reads every device (with the route and vehicle of its last
+// tap, if asked) and judges it.
+func (h *Handler) readFleet(ctx context.Context, routes bool) ([]deviceRow, versions, error) {
 	cur, err := h.currentVersions(ctx)
 	if err != nil {
 		return nil, cur, err
 	}
-	ds, err := h.cfg.Ledger.Fleet(ctx)
+	var ds []ledger.FleetDevice
+	if routes {
+		ds, err = h.cfg.Ledger.Fleet(ctx)
+	} else {
+		var devs []ledger.Device
+		devs, err = h.cfg.Ledger.Devices(ctx)
+		for _, d := range devs {
+			ds = append(ds, ledger.FleetDevice{Device: d})
+		}
+	}
 	if err != nil {
 		return nil, cur, err
 	}

@@ -160,7 +160,7 @@ type overviewData struct {
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 	ctx := r.Context()
-	rows, cur, err := h.readFleet(ctx)
+	rows, cur, err := h.readFleet(ctx, false)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
@@ -258,7 +258,7 @@ type sortLink struct {
 }
 
 func (h *Handler) fleetPage(w http.ResponseWriter, r *http.Request, s *sess) {
-	rows, cur, err := h.readFleet(r.Context())
+	rows, cur, err := h.readFleet(r.Context(), true)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
@@ -301,21 +301,30 @@ type deviceData struct {
 func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request, s *sess) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	rows, cur, err := h.readFleet(ctx)
+	dev, err := h.cfg.Ledger.Device(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) || errors.Is(err, ledger.ErrInvalid) {
+		h.errorPage(w, r, s, http.StatusNotFound, "No such device", "No device "+id+" is registered.")
+		return
+	}
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
-	i := slices.IndexFunc(rows, func(d deviceRow) bool { return d.ID == id })
-	if i < 0 {
-		h.errorPage(w, r, s, http.StatusNotFound, "No such device", "No device "+id+" is registered.")
-		return
-	}
-	d := deviceData{Row: rows[i], Versions: cur}
-	if d.Taps, err = h.cfg.Ledger.DeviceTaps(ctx, id, 50); err != nil {
+	cur, err := h.currentVersions(ctx)
+	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
+	taps, err := h.cfg.Ledger.DeviceTaps(ctx, id, 50)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	fd := ledger.FleetDevice{Device: dev}
+	if len(taps) > 0 {
+		fd.Route, fd.Vehicle, fd.LastTap = taps[0].Route, taps[0].Vehicle, taps[0].Time
+	}
+	d := deviceData{Row: h.rowOf(fd, cur), Versions: cur, Taps: taps}
 	if d.History, err = h.cfg.Ledger.DeviceHistory(ctx, id); err != nil {
 		h.fail(w, r, s, err)
 		return

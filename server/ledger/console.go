@@ -153,10 +153,13 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetDevice, error) {
 	for _, c := range strings.Split(cols, ",") {
 		qualified = append(qualified, "d."+strings.TrimSpace(c))
 	}
+	// Index-only through taps_device_time: the newest tap time per
+	// device, then its route and vehicle (two taps of one device at the
+	// same nanosecond give two rows: the first is kept).
 	rows, err := s.db.QueryContext(ctx, `SELECT `+strings.Join(qualified, ", ")+`, l.route, l.vehicle, l.at_ns
-		FROM devices d LEFT JOIN taps l ON l.tap_id = (
-			SELECT t.tap_id FROM taps t WHERE t.device_id = d.id ORDER BY t.at_ns DESC LIMIT 1)
-		ORDER BY d.id`)
+		FROM devices d LEFT JOIN taps l ON l.device_id = d.id AND l.at_ns = (
+			SELECT MAX(t.at_ns) FROM taps t WHERE t.device_id = d.id)
+		ORDER BY d.id, l.route, l.vehicle`)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read fleet: %w", err)
 	}
@@ -169,6 +172,9 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetDevice, error) {
 		d, err := scanDevice(scanPrefix{rows, []any{&route, &vehicle, &last}})
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read fleet: %w", err)
+		}
+		if n := len(out); n > 0 && out[n-1].ID == d.ID {
+			continue
 		}
 		f.Device, f.Route, f.Vehicle = d, route.String, vehicle.String
 		if last.Valid {

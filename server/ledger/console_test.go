@@ -280,8 +280,8 @@ func TestSummaries(t *testing.T) {
 			t.Errorf("route X1: %+v", r)
 		}
 		// Nothing new: nothing summed again.
-		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 0 {
-			t.Errorf("a refresh with nothing new summed %d days (%v)", st.Days, err)
+		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 0 || st.Slots != 0 {
+			t.Errorf("a refresh with nothing new summed %d days and %d lag slots (%v)", st.Days, st.Slots, err)
 		}
 		// A late tap at 07:00 on 7: the day is re-rated (the 08:00 ride
 		// becomes ... the cap is reached earlier): corrections appear.

@@ -52,6 +52,14 @@ type summaryState struct {
 	// wm is the days watermark the last run left, and older the number
 	// of taps it saw committed within SummaryGrace at or before it.
 	wm, older int64
+	// lag is what the last lag summary read: unchanged, nothing is written.
+	lag lagRead
+}
+
+// lagRead identifies what one lag summary read: how many taps, the first
+// and last commit times, and the first slot not closed.
+type lagRead struct {
+	taps, first, last, next int64
 }
 
 // DaySummary is the revenue of one route on one service day. Amounts are
@@ -386,6 +394,7 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 	}
 	from -= from % slot
 	slots := map[int64]*LagSummary{}
+	var read lagRead
 	rows, err := s.db.QueryContext(ctx, `SELECT committed_ns, committed_ns - at_ns FROM taps WHERE committed_ns >= $1`, from)
 	if err != nil {
 		return 0, fmt.Errorf("ledger: read lag: %w", err)
@@ -396,6 +405,11 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 			rows.Close()
 			return 0, fmt.Errorf("ledger: read lag: %w", err)
 		}
+		if read.taps == 0 || committed < read.first {
+			read.first = committed
+		}
+		read.taps++
+		read.last = max(read.last, committed)
 		start := committed - committed%slot
 		sum := slots[start]
 		if sum == nil {
@@ -422,6 +436,10 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 	for next+slot+int64(SummaryGrace) < now {
 		next += slot
 	}
+	read.next = next
+	if read == s.summary.lag {
+		return 0, nil // nothing new since the last run
+	}
 	err = s.write(ctx, "store lag slots", func(t *txn) error {
 		if _, err := t.exec("drop lag slots", `DELETE FROM console_lag WHERE slot_ns >= $1 OR slot_ns < $2`,
 			from, t.now-int64(lagKeep)); err != nil {
@@ -439,6 +457,9 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, next)
 		return err
 	})
+	if err == nil {
+		s.summary.lag = read
+	}
 	return len(slots), err
 }
 

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -294,12 +292,4 @@ func TestConsole(t *testing.T) {
 		t.Error("the audit trail shows a keyring rotation: the forged POST went through")
 	}
 	wallettest.Screenshot(t, b, art, "7-audit", "")
-	if os.Getenv("FAREGO_UPDATE_SCREENSHOTS") != "" {
-		for _, n := range []string{"2-money", "1-fleet-phone"} {
-			png, err := os.ReadFile(filepath.Join(art, n+".png"))
-			if err == nil {
-				os.WriteFile(filepath.Join("..", "..", "..", "testdata", "console", "e2e-"+n+".png"), png, 0o644)
-			}
-		}
-	}
 }

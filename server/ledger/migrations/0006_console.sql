@@ -4,9 +4,9 @@
 -- On a large existing ledger the first start after this migration builds
 -- these indexes (about a minute per ten million taps on SQLite).
 
--- A device's taps, newest first (its page, and the route and vehicle it
--- last served).
-CREATE INDEX taps_device_time ON taps (device_id, at_ns);
+-- A device's taps, newest first (its page), and the route and vehicle it
+-- last served (an index-only lookup per device).
+CREATE INDEX taps_device_time ON taps (device_id, at_ns, route, vehicle);
 -- Taps by commit time: the settlement lag (committed_ns - at_ns) and which
 -- service days changed since the console last summed them.
 CREATE INDEX taps_committed ON taps (committed_ns, at_ns);
