@@ -19,7 +19,7 @@ import (
 // charge, and the re-rating of its account's day, which is the same
 // service day. RefreshSummaries finds the days of the taps committed since
 // it last ran (by commit time, through the taps_committed index) and sums
-// each such day again from its taps (an index-only scan of taps_day_route).
+// each such day again from its taps (found through the taps_day index).
 // A commit's time is taken when its transaction starts, so a transaction
 // may become visible a little after later ones: every run looks
 // SummaryGrace back.
