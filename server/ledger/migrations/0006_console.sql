@@ -8,8 +8,8 @@
 -- last served (an index-only lookup per device).
 CREATE INDEX taps_device_time ON taps (device_id, at_ns, route, vehicle);
 -- Taps by commit time: the settlement lag (committed_ns - at_ns) and which
--- service days changed since the console last summed them.
-CREATE INDEX taps_committed ON taps (committed_ns, at_ns);
+-- service days changed since the console last summed them (index-only).
+CREATE INDEX taps_committed ON taps (committed_ns, at_ns, service_day);
 -- A service day's taps, for the revenue summary. Only immutable columns:
 -- re-rating a day (which changes charges) never touches this index, so the
 -- money path pays one insert for it per tap.
