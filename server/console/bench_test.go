@@ -120,7 +120,7 @@ func benchLedger(b *testing.B, backend string) string {
 	}
 	st.Close()
 	start := time.Now()
-	if err := seed(ctx, backend, dsn, n); err != nil {
+	if err := seed(ctx, backend, dsn, n, benchDevices); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("seeded %d taps, %d devices, %d accounts on %s in %v", n, benchDevices, benchAccounts, backend, time.Since(start).Round(time.Second))
@@ -155,7 +155,7 @@ var seedNow = time.Now().Truncate(time.Hour)
 // statuses, taps over 30 days (some flagged, noted, transfers, capped,
 // late), deny entries and audit entries. The indexes on taps are dropped
 // first and made again after, as a restore would.
-func seed(ctx context.Context, backend, dsn string, n int) error {
+func seed(ctx context.Context, backend, dsn string, n, devices int) error {
 	driver, src := "sqlite", strings.TrimPrefix(dsn, "sqlite:")
 	if backend == "postgres" {
 		driver, src = "pgx", dsn
@@ -219,7 +219,7 @@ func seed(ctx context.Context, backend, dsn string, n int) error {
 				CASE WHEN i %% 37 = 0 THEN 3600000000000 ELSE 0 END, %d, '1.4.0', 'e', CASE WHEN i %% 301 = 0 THEN 'queue_full' ELSE '' END,
 				'{"denylist":1,"fares":1,"keyring":1}', %d - (i %% 600) * 1000000000, 0, %d, 'h',
 				CASE WHEN i %% 53 = 0 THEN 45000000000 ELSE (i %% 7) * 100000000 END
-			FROM %s`, pad("i", 4), blob, first, seedNow.UnixNano(), seedNow.UnixNano(), seedNow.UnixNano(), series(benchDevices)),
+			FROM %s`, pad("i", 4), blob, first, seedNow.UnixNano(), seedNow.UnixNano(), seedNow.UnixNano(), series(devices)),
 		fmt.Sprintf(`INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key, code_hash, profile, base_fare,
 				currency, fare_version, route, vehicle, record, service_day, flag, charge, transfer, capped, rated_version,
 				committed_ns, claimed_fare, notes, postings)
@@ -231,8 +231,8 @@ func seed(ctx context.Context, backend, dsn string, n int) error {
 				at + CASE WHEN i %% 50 = 0 THEN 7200000000000 ELSE (i %% 97) * 100000000 END,
 				250, CASE WHEN i %% 1501 = 0 THEN 'fare_mismatch' ELSE '' END, 1
 			FROM (SELECT i, at, (at / 86400000000000 + 3) %% 7 AS dow FROM (SELECT i, %d + i * %d AS at FROM %s) a) t`,
-			pad("i", 10), pad(fmt.Sprintf("i %% %d", benchDevices), 4), pad(fmt.Sprintf("i %% %d", benchDevices), 4), benchAccounts, key,
-			benchRoutes, benchDevices, blob, day, first, step, series(n)),
+			pad("i", 10), pad(fmt.Sprintf("i %% %d", devices), 4), pad(fmt.Sprintf("i %% %d", devices), 4), benchAccounts, key,
+			benchRoutes, devices, blob, day, first, step, series(n)),
 		fmt.Sprintf(`INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns)
 			SELECT 1000 + i * 97, 0, 'lost_phone', %d, 0 FROM %s`, seedNow.UnixNano(), series(1000)),
 		fmt.Sprintf(`INSERT INTO audit_log (id, at_ns, actor, action, target, detail)
