@@ -63,6 +63,11 @@ func (s *Server) registerMetrics() {
 	s.reg.GaugeFunc("farego_ledger_postings", "Postings in the journal.", stat(func(st ledgerStats) float64 { return float64(st.Postings) }))
 	s.reg.GaugeFunc("farego_denylist_version", "Deny list version.", stat(func(st ledgerStats) float64 { return float64(st.DenyVersion) }))
 	s.reg.GaugeFunc("farego_denylist_entries", "Deny list entries.", stat(func(st ledgerStats) float64 { return float64(st.DenyEntries) }))
+	bounds := make([]float64, len(ledger.LagBounds))
+	for i, b := range ledger.LagBounds {
+		bounds[i] = b.Seconds()
+	}
+	s.lag = s.reg.Histogram("farego_settlement_lag_seconds", "Time from a tap on the validator to its commit in the ledger (new taps).", bounds)
 	if s.broker != nil {
 		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
 		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })

@@ -20,6 +20,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/broker"
+	"github.com/farego/farego/server/console"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/wallet"
@@ -98,6 +99,8 @@ type Server struct {
 	http    *http.Server
 	httpLn  net.Listener
 	devs    *Devices
+	console *console.Handler
+	lag     *metrics.Histogram // farego_settlement_lag_seconds
 	started time.Time
 	recheck chan struct{} // re-check the held taps now
 
@@ -205,11 +208,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: s.reg, Logger: s.log.With("part", "api"),
 	})
 	s.registerMetrics()
+	s.console = console.New(console.Config{Ledger: st, Keys: kd, API: h, Started: s.started, Metrics: s.reg,
+		Logger: s.log.With("part", "console")})
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
+	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
 	mux.Handle("/", h)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	ok = true
@@ -287,6 +293,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Go(func() { s.heldLoop(ctx) })
+	wg.Go(func() { s.console.Run(ctx) })
 	if s.broker != nil {
 		wg.Go(func() { s.devs.Sweep(ctx, s.broker) })
 	}

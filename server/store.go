@@ -83,6 +83,7 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	if err := st.quarantineConflicts(ctx, b, taps, res); err != nil {
 		return err
 	}
+	s.observeLag(taps, res)
 	if s.cfg.AfterCommit != nil {
 		s.cfg.AfterCommit()
 	}
@@ -172,4 +173,18 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
 	return s.ledger.UpdateDeviceStatus(ctx, m.DeviceID, ds)
+}
+
+// observeLag records the settlement lag (now minus tap time) of the taps a
+// commit settled for the first time.
+func (s *Server) observeLag(taps []ledger.Tap, res []ledger.TapResult) {
+	if s.lag == nil {
+		return
+	}
+	now := time.Now()
+	for i, r := range res {
+		if i < len(taps) && !r.Duplicate && !r.Conflict {
+			s.lag.Observe(max(now.Sub(taps[i].Time), 0).Seconds())
+		}
+	}
 }

@@ -36,6 +36,7 @@ type principal struct {
 	tokenID  string // "init" for the operator token file
 	merchant string // of a merchant token
 	account  uint64 // of a rider
+	via      string // the part that authenticated it (ServeAs), for the audit trail
 }
 
 const roleRider = "rider"
@@ -44,6 +45,9 @@ const roleRider = "rider"
 func (p principal) actor() string {
 	if p.role == roleRider {
 		return "rider:" + strconv.FormatUint(p.account, 10)
+	}
+	if p.via != "" {
+		return "token:" + p.tokenID + " (" + p.role + ") via " + p.via
 	}
 	return "token:" + p.tokenID + " (" + p.role + ")"
 }
@@ -81,6 +85,12 @@ func (h *Handler) staffToken(r *http.Request, tok string) (principal, bool, erro
 // staff checks that the request carries a staff token whose role is one of
 // roles (the operator may do everything).
 func (h *Handler) staff(r *http.Request, roles ...string) (principal, error) {
+	if p, ok := servedAs(r); ok {
+		if !p.allowed(roles) {
+			return p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+		}
+		return p, nil
+	}
 	tok := bearer(r)
 	if tok == "" {
 		return principal{}, errorf(http.StatusUnauthorized, "unauthorized", "an API token is required (Authorization: Bearer …)")
@@ -114,6 +124,12 @@ func (h *Handler) accountPrincipal(r *http.Request, staffRoles ...string) (uint6
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 	if err != nil || id == 0 {
 		return 0, principal{}, errorf(http.StatusBadRequest, "bad_account", "account id must be a positive integer, got %q", r.PathValue("id"))
+	}
+	if p, ok := servedAs(r); ok {
+		if len(staffRoles) == 0 || !p.allowed(staffRoles) {
+			return 0, p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+		}
+		return id, p, nil
 	}
 	tok := bearer(r)
 	if tok == "" {

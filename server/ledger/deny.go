@@ -20,17 +20,8 @@ func (s *Store) DenyList(ctx context.Context) (DenyList, error) {
 		if err != nil {
 			return fmt.Errorf("ledger: read deny list: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var account, serial, since, expires int64
-			var e DenyEntry
-			if err := rows.Scan(&account, &serial, &e.Reason, &since, &expires); err != nil {
-				return fmt.Errorf("ledger: read deny list: %w", err)
-			}
-			e.Account, e.Serial, e.Since, e.Expires = uint64(account), uint32(serial), fromNS(since), fromNS(expires)
-			dl.Entries = append(dl.Entries, e)
-		}
-		return rows.Err()
+		dl.Entries, err = scanDenyEntries(rows)
+		return err
 	})
 	return dl, err
 }
@@ -43,6 +34,23 @@ func (s *Store) DenyVersion(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("ledger: read deny-list version: %w", err)
 	}
 	return uint64(v), nil
+}
+
+// scanDenyEntries reads rows of (account_id, serial, reason, since_ns,
+// expires_ns) and closes them.
+func scanDenyEntries(rows *sql.Rows) ([]DenyEntry, error) {
+	defer rows.Close()
+	var out []DenyEntry
+	for rows.Next() {
+		var account, serial, since, expires int64
+		var e DenyEntry
+		if err := rows.Scan(&account, &serial, &e.Reason, &since, &expires); err != nil {
+			return nil, fmt.Errorf("ledger: read deny list: %w", err)
+		}
+		e.Account, e.Serial, e.Since, e.Expires = uint64(account), uint32(serial), fromNS(since), fromNS(expires)
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // checkReason checks an operator's deny reason: 1-64 of a-z, 0-9 and '_',

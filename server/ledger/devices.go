@@ -70,8 +70,11 @@ func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) erro
 			if err == nil && n == 0 {
 				err = errRetry // registered concurrently: compare keys again
 			}
+			if err != nil {
+				return err
+			}
 			t.stat(statDevices, n)
-			return err
+			return t.deviceEvent(reg.ID, EventRegistered)
 		case err != nil:
 			return fmt.Errorf("ledger: read device: %w", err)
 		case (!bytes.Equal(old, reg.PublicKey) || revoked != 0) && !reg.Replace:
@@ -84,7 +87,14 @@ func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) erro
 		_, err = t.exec("register device again",
 			`UPDATE devices SET public_key = $1, registered_ns = $2, mqtt_hash = $3, cert_sha256 = $4, revoked_ns = 0 WHERE id = $5`,
 			reg.PublicKey, t.now, reg.MQTTHash, reg.CertSHA256, reg.ID)
-		return err
+		if err != nil {
+			return err
+		}
+		event := EventRegistered
+		if replaced || revoked != 0 {
+			event = EventReplaced
+		}
+		return t.deviceEvent(reg.ID, event)
 	})
 	if err == nil {
 		s.log.Info("ledger: device registered", "device", reg.ID, "key_replaced", replaced)
@@ -106,7 +116,10 @@ func (s *Store) RevokeDevice(ctx context.Context, id string) error {
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return t.deviceEvent(id, EventRevoked)
 	})
 	if err == nil {
 		s.log.Warn("ledger: device revoked", "device", id)
@@ -221,6 +234,10 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		if seen != 0 {
 			offset = seen - t.now
 		}
+		prev, err := t.statusBefore(id)
+		if err != nil {
+			return err
+		}
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
 				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10 WHERE id = $11`,
@@ -229,7 +246,10 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return t.noteStatusChange(id, prev, st, string(versions))
 	})
 }
 

@@ -43,6 +43,7 @@ type Store struct {
 	// COMMIT included): a client-server database waits a round trip for
 	// each. For the benchmarks.
 	roundTrips atomic.Int64
+	summary    summaryState // RefreshSummaries' memory (summary.go)
 	// fault, when set (by tests only, before use), is called at named points
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.

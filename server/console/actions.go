@@ -1,0 +1,427 @@
+package console
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/ledger"
+)
+
+// An action is a change the console makes through the JSON API. A POST to
+// act/NAME without confirm=yes shows what it will do and asks; with it,
+// the API does it.
+type action struct {
+	// prepare reads and checks the form and says what the request will
+	// be; a problem makes an error page (nothing done).
+	prepare func(h *Handler, r *http.Request) (*plan, error)
+}
+
+// plan is one prepared API request and what the operator is asked.
+type plan struct {
+	Title   string // "Revoke device bus-1?"
+	Explain string // what happens then
+	Button  string // "Revoke the device"
+	Danger  bool
+	Fields  []field // carried to the confirmation's form
+	Back    string  // where to go back to (below the prefix)
+	Changes []fareChange
+	Invalid string // the preview found the change invalid: no button
+
+	method, path string
+	body         []byte // JSON; nil: none
+	done         func(resp map[string]any) result
+}
+
+type field struct{ Name, Value, Label string }
+
+// result is what the result page shows.
+type result struct {
+	Message     string
+	Secret      string // shown this once (a token, an MQTT password)
+	SecretLabel string
+}
+
+// errInput is an input the console refuses before asking the API.
+type errInput struct{ msg string }
+
+func (e errInput) Error() string { return e.msg }
+
+func badInput(format string, a ...any) error { return errInput{fmt.Sprintf(format, a...)} }
+
+func formUint(r *http.Request, name string, required bool, limit uint64) (uint64, error) {
+	s := strings.TrimSpace(r.PostFormValue(name))
+	if s == "" && !required {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v > limit || (required && v == 0) {
+		return 0, badInput("%s must be a positive whole number", name)
+	}
+	return v, nil
+}
+
+func jsonBody(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+var actions = map[string]action{
+	"deny":           {prepareDeny(true)},
+	"undeny":         {prepareDeny(false)},
+	"revoke_device":  {prepareRevokeDevice},
+	"replace_device": {prepareReplaceDevice},
+	"replay":         {prepareReplay},
+	"replay_all":     {prepareReplayAll},
+	"publish_fares":  {preparePublishFares},
+	"rotate_keyring": {prepareRotate},
+	"create_token":   {prepareCreateToken},
+	"revoke_token":   {prepareRevokeToken},
+}
+
+func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
+	return func(h *Handler, r *http.Request) (*plan, error) {
+		account, err := formUint(r, "account", true, math.MaxInt64)
+		if err != nil {
+			return nil, err
+		}
+		serial, err := formUint(r, "serial", false, math.MaxUint32)
+		if err != nil {
+			return nil, err
+		}
+		reason := strings.TrimSpace(r.PostFormValue("reason"))
+		if deny && reason == "" {
+			return nil, badInput("give a reason (a word like lost_phone or fraud)")
+		}
+		what := fmt.Sprintf("account %d", account)
+		if serial != 0 {
+			what = fmt.Sprintf("credential %d of account %d", serial, account)
+		}
+		p := &plan{Back: "accounts/" + strconv.FormatUint(account, 10),
+			Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"serial", fmt.Sprint(serial), "Credential serial (0: the whole account)"},
+				{"reason", reason, "Reason"}},
+			path: "/v1/denylist", body: jsonBody(map[string]any{"account": account, "serial": serial, "reason": reason})}
+		if deny {
+			p.method, p.Danger = http.MethodPost, true
+			p.Title = "Deny " + what + "?"
+			p.Explain = "Validators refuse its payment codes as soon as the new deny list reaches them (within seconds for a bus that is online; an offline bus when it reconnects). While it is denied, the account cannot get new credentials."
+			p.Button = "Deny " + what
+			p.done = func(resp map[string]any) result {
+				return result{Message: fmt.Sprintf("%s is on the deny list (%s); deny list version %v.", what, reason, resp["version"])}
+			}
+		} else {
+			p.method = http.MethodDelete
+			p.Title = "Clear the deny entry of " + what + "?"
+			if reason != "" {
+				p.Title = fmt.Sprintf("Clear the %s entry of %s?", reason, what)
+			}
+			p.Explain = "Validators accept its codes again once the new deny list reaches them. The ledger's own negative_balance entry is lifted only by a top-up."
+			p.Button = "Clear the entry"
+			p.done = func(resp map[string]any) result {
+				return result{Message: fmt.Sprintf("The deny entry of %s was cleared; deny list version %v.", what, resp["version"])}
+			}
+		}
+		return p, nil
+	}
+}
+
+func deviceID(r *http.Request) (string, error) {
+	id := strings.TrimSpace(r.PostFormValue("device"))
+	if id == "" || len(id) > 64 || strings.ContainsAny(id, "/?#% ") {
+		return "", badInput("give a device id")
+	}
+	return id, nil
+}
+
+func prepareRevokeDevice(h *Handler, r *http.Request) (*plan, error) {
+	id, err := deviceID(r)
+	if err != nil {
+		return nil, err
+	}
+	return &plan{Title: "Revoke device " + id + "?", Danger: true, Back: "devices/" + url.PathEscape(id),
+		Explain: "Its broker login and certificate stop working within seconds on every settlement instance, and any batch it still sends is kept aside, never charged. Taps still in its queue are not lost: replacing (re-registering) the device brings them in.",
+		Button:  "Revoke " + id, Fields: []field{{"device", id, "Device"}},
+		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/revoke",
+		done: func(map[string]any) result {
+			return result{Message: "Device " + id + " is revoked."}
+		}}, nil
+}
+
+func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
+	id, err := deviceID(r)
+	if err != nil {
+		return nil, err
+	}
+	pub := strings.TrimSpace(r.PostFormValue("public_key"))
+	cert := strings.TrimSpace(r.PostFormValue("certificate"))
+	if pub == "" {
+		return nil, badInput("give the device's new public key (64 hex digits, from farego-provision's device.pub)")
+	}
+	body := map[string]any{"id": id, "public_key": pub, "replace": true}
+	if cert != "" {
+		body["certificate"] = cert
+	}
+	return &plan{Title: "Replace device " + id + "?", Danger: true, Back: "devices/" + url.PathEscape(id),
+		Explain: "The device is registered with this public key (and certificate): its old key, broker password and certificate stop working at once, a revocation is lifted, and a new broker password is made (shown once). Put it in the device's validator.toml.",
+		Button:  "Replace " + id, Fields: []field{{"device", id, "Device"}, {"public_key", pub, "Public key"}, {"certificate", cert, "Certificate (PEM)"}},
+		method: http.MethodPost, path: "/v1/devices", body: jsonBody(body),
+		done: func(resp map[string]any) result {
+			pw, _ := resp["mqtt_password"].(string)
+			return result{Message: "Device " + id + " is registered with its new key.", Secret: pw,
+				SecretLabel: "MQTT password (shown this once; the ledger keeps only its hash)"}
+		}}, nil
+}
+
+func prepareReplay(h *Handler, r *http.Request) (*plan, error) {
+	id, err := deviceID(r)
+	if err != nil {
+		return nil, err
+	}
+	return &plan{Title: "Ask device " + id + " to replay its archive?", Back: "devices/" + url.PathEscape(id),
+		Explain: "The device resends every record of its archive (7 days or 100,000 records by default). Taps the ledger has already change nothing; taps it lacks (after a restore from a backup) are settled. The device must be online.",
+		Button:  "Ask for a replay", Fields: []field{{"device", id, "Device"}},
+		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/replay", body: []byte("{}"),
+		done: func(resp map[string]any) result {
+			return result{Message: fmt.Sprintf("Device %s was asked to resend records %v to %v of its queue %v.", id, resp["from"], resp["to"], resp["epoch"])}
+		}}, nil
+}
+
+func prepareReplayAll(h *Handler, r *http.Request) (*plan, error) {
+	return &plan{Title: "Ask every online device to replay its archive?", Back: "fleet",
+		Explain: "The last step of restoring the ledger from a backup: every online device resends its whole archive; taps the ledger has change nothing. Offline devices are listed; ask them when they are back.",
+		Button:  "Ask the fleet for a replay",
+		method:  http.MethodPost, path: "/v1/devices/replay",
+		done: func(resp map[string]any) result {
+			return result{Message: fmt.Sprintf("Asked: %v. Offline (not asked): %v.", listOf(resp["asked"]), listOf(resp["offline"]))}
+		}}, nil
+}
+
+func listOf(v any) string {
+	l, _ := v.([]any)
+	if len(l) == 0 {
+		return "none"
+	}
+	s := make([]string, len(l))
+	for i, x := range l {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+func preparePublishFares(h *Handler, r *http.Request) (*plan, error) {
+	text := r.PostFormValue("table")
+	if f, _, err := r.FormFile("file"); err == nil {
+		b, err := io.ReadAll(io.LimitReader(f, fare.MaxTableSize+1))
+		f.Close()
+		if err != nil {
+			return nil, badInput("the file could not be read")
+		}
+		if len(bytes.TrimSpace(b)) > 0 {
+			text = string(b)
+		}
+	}
+	if strings.TrimSpace(text) == "" {
+		return nil, badInput("paste a fare table (JSON) or choose its file")
+	}
+	if len(text) > fare.MaxTableSize {
+		return nil, badInput("a fare table is at most %d bytes", fare.MaxTableSize)
+	}
+	p := &plan{Back: "fares", Fields: []field{{"table", text, "Fare table"}}, method: http.MethodPut, path: "/v1/fares", body: []byte(text)}
+	next, err := fare.Parse([]byte(text))
+	if err != nil {
+		p.Title, p.Invalid = "This fare table is not valid", err.Error()
+		return p, nil
+	}
+	cur, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		return nil, err
+	}
+	p.Changes = diffTables(cur, next)
+	p.Title = fmt.Sprintf("Publish fare table version %d?", next.Version)
+	if cur != nil && next.Version <= cur.Version {
+		p.Invalid = fmt.Sprintf("The version must increase: the current table is version %d.", cur.Version)
+		return p, nil
+	}
+	if len(p.Changes) == 1 {
+		p.Explain = "Only the version changes. "
+	}
+	p.Explain += "The server rates taps made from now on with this table, and publishes it to the fleet: each validator applies it when it is online (check the fares version on the fleet page)."
+	p.Button = fmt.Sprintf("Publish version %d", next.Version)
+	p.done = func(resp map[string]any) result {
+		return result{Message: fmt.Sprintf("Fare table version %v is published to the fleet.", resp["version"])}
+	}
+	return p, nil
+}
+
+func prepareRotate(h *Handler, r *http.Request) (*plan, error) {
+	return &plan{Title: "Rotate the issuer key?", Danger: true, Back: "keys",
+		Explain: "A new issuer key is added (valid one year) and new credentials are signed with it; the older keys stay valid until the credentials they signed expire. The new keyring is published to the fleet at once.",
+		Button:  "Rotate the issuer key", method: http.MethodPost, path: "/v1/keyring/rotate",
+		done: func(resp map[string]any) result {
+			return result{Message: fmt.Sprintf("The keyring is at version %v.", resp["version"])}
+		}}, nil
+}
+
+func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
+	role := r.PostFormValue("role")
+	merchant := strings.TrimSpace(r.PostFormValue("merchant_id"))
+	name := strings.TrimSpace(r.PostFormValue("name"))
+	if !ledger.ValidRole(role) {
+		return nil, badInput("choose a role: operator, payments, merchant or auditor")
+	}
+	return &plan{Title: fmt.Sprintf("Create a %s token?", role), Danger: role == ledger.RoleOperator, Back: "tokens",
+		Explain: "The token is shown once, on the next page: copy it then. The ledger keeps only its hash. " + roleMeaning[role],
+		Button:  "Create the token", Fields: []field{{"role", role, "Role"}, {"merchant_id", merchant, "Merchant id"}, {"name", name, "Name"}},
+		method: http.MethodPost, path: "/v1/tokens", body: jsonBody(map[string]string{"role": role, "merchant_id": merchant, "name": name}),
+		done: func(resp map[string]any) result {
+			tok, _ := resp["token"].(string)
+			return result{Message: fmt.Sprintf("Token %v (%s) is created.", resp["id"], role), Secret: tok,
+				SecretLabel: "The token (shown this once)"}
+		}}, nil
+}
+
+var roleMeaning = map[string]string{
+	ledger.RoleOperator: "An operator token may do everything.",
+	ledger.RolePayments: "A payments token tops up accounts and sets credit lines (the payment provider).",
+	ledger.RoleMerchant: "A merchant token makes online payments for its own merchant id only.",
+	ledger.RoleAuditor:  "An auditor token reads everything and changes nothing.",
+}
+
+func prepareRevokeToken(h *Handler, r *http.Request) (*plan, error) {
+	id := strings.TrimSpace(r.PostFormValue("id"))
+	if id == "" || len(id) > 32 || strings.ContainsAny(id, "/?#% ") {
+		return nil, badInput("give a token id")
+	}
+	return &plan{Title: "Revoke token " + id + "?", Danger: true, Back: "tokens",
+		Explain: "It stops working at once on every settlement instance, and console sessions signed in with it end.",
+		Button:  "Revoke " + id, Fields: []field{{"id", id, "Token"}},
+		method: http.MethodDelete, path: "/v1/tokens/" + url.PathEscape(id),
+		done: func(map[string]any) result { return result{Message: "Token " + id + " is revoked."} }}, nil
+}
+
+type confirmData struct {
+	Action string
+	*plan
+}
+
+type resultData struct {
+	OK     bool
+	Back   string
+	Code   string // the API's error code
+	Detail string
+	result
+}
+
+// act prepares an action, asks for confirmation, and then makes the API do
+// it.
+func (h *Handler) act(w http.ResponseWriter, r *http.Request, s *sess) {
+	name := r.PathValue("action")
+	a, ok := actions[name]
+	if !ok {
+		h.errorPage(w, r, s, http.StatusNotFound, "No such action", "The console has no action "+name+".")
+		return
+	}
+	if !s.CanChange() {
+		h.log.Warn("console: change refused to an auditor", "action", name, "token", s.tokenID)
+		h.errorPage(w, r, s, http.StatusForbidden, "Not allowed", "An auditor's session sees everything and changes nothing.")
+		return
+	}
+	p, err := a.prepare(h, r)
+	var bad errInput
+	if errors.As(err, &bad) {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Nothing done", bad.msg+".")
+		return
+	}
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if r.PostFormValue("confirm") != "yes" || p.Invalid != "" {
+		status := http.StatusOK
+		if p.Invalid != "" {
+			status = http.StatusBadRequest
+		}
+		h.render(w, r, status, "confirm", page{Title: p.Title, S: s, Data: confirmData{Action: name, plan: p}})
+		return
+	}
+	status, resp := h.callAPI(r, s, p.method, p.path, p.body)
+	d := resultData{Back: p.Back}
+	if status >= 300 {
+		e, _ := resp["error"].(map[string]any)
+		d.Code, _ = e["code"].(string)
+		d.Detail, _ = e["message"].(string)
+		h.render(w, r, status, "result", page{Title: "Not done", S: s, Data: d})
+		return
+	}
+	d.OK, d.result = true, p.done(resp)
+	h.render(w, r, http.StatusOK, "result", page{Title: "Done", S: s, Data: d})
+}
+
+// maxResponse bounds what the console reads of an API response.
+const maxResponse = 4 << 20
+
+// recorder is the http.ResponseWriter ServeAs writes the API's answer to.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (rc *recorder) Header() http.Header { return rc.header }
+
+func (rc *recorder) WriteHeader(status int) {
+	if rc.status == 0 {
+		rc.status = status
+	}
+}
+
+func (rc *recorder) Write(p []byte) (int, error) {
+	if rc.status == 0 {
+		rc.status = http.StatusOK
+	}
+	if rc.body.Len()+len(p) > maxResponse {
+		return 0, errors.New("console: API response too large")
+	}
+	return rc.body.Write(p)
+}
+
+// callAPI makes the JSON API handle a request as the session's token and
+// returns its status and decoded body.
+func (h *Handler) callAPI(r *http.Request, s *sess, method, path string, body []byte) (int, map[string]any) {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(r.Context(), method, path, rd)
+	if err != nil {
+		return http.StatusInternalServerError, map[string]any{"error": map[string]any{"code": "internal", "message": err.Error()}}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.RemoteAddr = r.RemoteAddr
+	rec := &recorder{header: http.Header{}}
+	h.cfg.API.ServeAs(api.Staff{Role: s.role, TokenID: s.tokenID, Via: "console"}, rec, req)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	var out map[string]any
+	dec := json.NewDecoder(&rec.body)
+	dec.UseNumber() // versions are millisecond counts: no float formatting
+	if err := dec.Decode(&out); err != nil {
+		out = map[string]any{"error": map[string]any{"code": "internal", "message": "the API's answer could not be read"}}
+		if rec.status < 300 {
+			rec.status = http.StatusInternalServerError
+		}
+	}
+	return rec.status, out
+}

@@ -1,0 +1,280 @@
+package console
+
+import (
+	"fmt"
+	"html/template"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/server/ledger"
+)
+
+// Server-rendered SVG charts: no script, sized by the page (viewBox, width
+// 100%), a <title> on every bar and point for a tooltip, colours from the
+// stylesheet's classes. Text is escaped; numbers are formatted here.
+
+const (
+	chartW, chartH = 960.0, 220.0
+	padL, padR     = 64.0, 8.0
+	padT, padB     = 10.0, 28.0
+)
+
+type svg struct{ b strings.Builder }
+
+func newSVG(label string, h float64) *svg {
+	s := &svg{}
+	fmt.Fprintf(&s.b, `<svg class="chart" viewBox="0 0 %g %g" role="img" aria-label="%s" preserveAspectRatio="xMidYMid meet">`,
+		chartW, h, template.HTMLEscapeString(label))
+	return s
+}
+
+func (s *svg) add(format string, a ...any) { fmt.Fprintf(&s.b, format, a...) }
+
+func (s *svg) text(x, y float64, anchor, class, t string) {
+	s.add(`<text x="%.1f" y="%.1f" text-anchor="%s" class="%s">%s</text>`, x, y, anchor, class, template.HTMLEscapeString(t))
+}
+
+func (s *svg) html() template.HTML {
+	s.b.WriteString(`</svg>`)
+	return template.HTML(s.b.String()) // every string in it went through HTMLEscapeString
+}
+
+func moneyText(v int64) string {
+	sign := ""
+	if v < 0 {
+		sign, v = "-", -v
+	}
+	return fmt.Sprintf("%s%d.%02d", sign, v/100, v%100)
+}
+
+// niceMax rounds a maximum up to 1, 2 or 5 times a power of ten.
+func niceMax(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// yAxis draws horizontal grid lines from lo to hi with labels.
+func (s *svg) yAxis(lo, hi float64, y func(float64) float64, label func(float64) string) {
+	for i := 0; i <= 4; i++ {
+		v := lo + (hi-lo)*float64(i)/4
+		yy := y(v)
+		s.add(`<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" class="grid"/>`, padL, chartW-padR, yy, yy)
+		s.text(padL-6, yy+4, "end", "axis", label(v))
+	}
+}
+
+// series is one stacked part of a bar chart.
+type series struct {
+	Name, Class string
+	Values      []int64
+}
+
+// stackedBars draws one bar per label, stacking the series (negative
+// values below the zero line).
+func stackedBars(label string, labels []string, ss []series, minTop int64, format func(int64) string) template.HTML {
+	n := len(labels)
+	if n == 0 {
+		return ""
+	}
+	var hi, lo float64
+	for i := range n {
+		var pos, neg float64
+		for _, sr := range ss {
+			if v := float64(sr.Values[i]); v > 0 {
+				pos += v
+			} else {
+				neg += v
+			}
+		}
+		hi, lo = max(hi, pos), min(lo, neg)
+	}
+	hi = niceMax(max(hi, float64(minTop)))
+	if lo < 0 {
+		lo = -niceMax(max(-lo, float64(minTop)))
+	}
+	s := newSVG(label, chartH)
+	plotH := chartH - padT - padB
+	y := func(v float64) float64 { return padT + plotH*(hi-v)/(hi-lo) }
+	s.yAxis(lo, hi, y, func(v float64) string { return format(int64(math.Round(v))) })
+	slot := (chartW - padL - padR) / float64(n)
+	bw := max(slot*0.7, 1)
+	every := max(1, int(math.Ceil(float64(n)/12)))
+	for i, l := range labels {
+		x := padL + slot*float64(i) + (slot-bw)/2
+		var up, down float64
+		for _, sr := range ss {
+			v := float64(sr.Values[i])
+			if v == 0 {
+				continue
+			}
+			var top, bottom float64
+			if v > 0 {
+				bottom, top = up, up+v
+				up = top
+			} else {
+				top, bottom = down, down+v
+				down = bottom
+			}
+			s.add(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" class="%s"><title>%s: %s</title></rect>`,
+				x, y(top), bw, max(y(bottom)-y(top), 0.5), sr.Class, template.HTMLEscapeString(l), template.HTMLEscapeString(sr.Name+" "+format(sr.Values[i])))
+		}
+		if i%every == 0 {
+			s.text(x+bw/2, chartH-padB+16, "middle", "axis", l)
+		}
+	}
+	s.add(`<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" class="zero"/>`, padL, chartW-padR, y(0), y(0))
+	return s.html()
+}
+
+// revenueChart: per service day, what riders paid (charged) with what
+// transfers and the daily cap saved them on top (together: the base
+// fares), and corrections below the line when they were refunds.
+func revenueChart(days []ledger.DaySummary, currency string) template.HTML {
+	labels := make([]string, len(days))
+	charged, transfer, capped := make([]int64, len(days)), make([]int64, len(days)), make([]int64, len(days))
+	for i, d := range days {
+		labels[i] = d.Day[min(5, len(d.Day)):]
+		charged[i], transfer[i], capped[i] = d.Charged, d.TransferSavings, d.CapSavings
+	}
+	return stackedBars("Revenue by service day ("+currency+")", labels, []series{
+		{"charged", "c-charged", charged}, {"transfer savings", "c-transfer", transfer}, {"cap savings", "c-cap", capped},
+	}, 100, moneyText)
+}
+
+// correctionsChart: per service day, the revenue corrections made (after
+// late taps re-rated the day).
+func correctionsChart(days []ledger.DaySummary, currency string) template.HTML {
+	labels := make([]string, len(days))
+	v := make([]int64, len(days))
+	any := false
+	for i, d := range days {
+		labels[i], v[i] = d.Day[min(5, len(d.Day)):], d.Corrections
+		any = any || v[i] != 0
+	}
+	if !any {
+		return ""
+	}
+	return stackedBars("Corrections by service day ("+currency+")", labels, []series{{"corrections", "c-corr", v}}, 100, moneyText)
+}
+
+// routeChart: horizontal bars per route (the top 12 by revenue).
+func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
+	if len(routes) > 12 {
+		routes = routes[:12]
+	}
+	if len(routes) == 0 {
+		return ""
+	}
+	rowH := 22.0
+	h := padT + rowH*float64(len(routes)) + 20
+	var hi float64
+	for _, r := range routes {
+		hi = max(hi, float64(r.BaseTotal))
+	}
+	hi = niceMax(max(hi, 100))
+	s := newSVG("Revenue by route ("+currency+")", h)
+	left := 110.0
+	x := func(v float64) float64 { return left + (chartW-padR-left)*v/hi }
+	for i := 0; i <= 4; i++ {
+		v := hi * float64(i) / 4
+		s.add(`<line x1="%.1f" x2="%.1f" y1="%g" y2="%.1f" class="grid"/>`, x(v), x(v), padT, h-20)
+		anchor := "middle"
+		if i == 4 {
+			anchor = "end"
+		}
+		s.text(x(v), h-6, anchor, "axis", moneyText(int64(v)))
+	}
+	for i, r := range routes {
+		yy := padT + rowH*float64(i)
+		s.text(left-6, yy+rowH*0.65, "end", "axis", r.Route)
+		at := 0.0
+		for _, p := range []struct {
+			name, class string
+			v           int64
+		}{{"charged", "c-charged", r.Charged}, {"transfer savings", "c-transfer", r.TransferSavings}, {"cap savings", "c-cap", r.CapSavings}} {
+			if p.v <= 0 {
+				continue
+			}
+			s.add(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" class="%s"><title>route %s: %s %s</title></rect>`,
+				x(at), yy+3, max(x(at+float64(p.v))-x(at), 0.5), rowH-6, p.class, template.HTMLEscapeString(r.Route), p.name, moneyText(p.v))
+			at += float64(p.v)
+		}
+	}
+	return s.html()
+}
+
+// lagChart: settlement lag percentiles per hour, on a log scale.
+func lagChart(hours []lagHour) template.HTML {
+	if len(hours) == 0 {
+		return ""
+	}
+	lo, hi := math.Log10(0.1), math.Log10(7*24*3600)
+	s := newSVG("Settlement lag per hour (p50, p90, p99)", chartH)
+	plotH := chartH - padT - padB
+	y := func(sec float64) float64 {
+		l := math.Log10(max(sec, 0.1))
+		return padT + plotH*(hi-min(l, hi))/(hi-lo)
+	}
+	for _, g := range []struct {
+		sec   float64
+		label string
+	}{{0.1, "0.1s"}, {1, "1s"}, {10, "10s"}, {60, "1m"}, {600, "10m"}, {3600, "1h"}, {86400, "1d"}, {7 * 86400, "7d"}} {
+		s.add(`<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" class="grid"/>`, padL, chartW-padR, y(g.sec), y(g.sec))
+		s.text(padL-6, y(g.sec)+4, "end", "axis", g.label)
+	}
+	slot := (chartW - padL - padR) / float64(len(hours))
+	every := max(1, int(math.Ceil(float64(len(hours))/12)))
+	for i, hr := range hours {
+		if i%every == 0 {
+			s.text(padL+slot*(float64(i)+0.5), chartH-padB+16, "middle", "axis", hr.Start.UTC().Format("15:04"))
+		}
+	}
+	for _, line := range []struct {
+		class string
+		name  string
+		get   func(lagFigures) time.Duration
+	}{{"l-p50", "p50", func(f lagFigures) time.Duration { return f.P50 }},
+		{"l-p90", "p90", func(f lagFigures) time.Duration { return f.P90 }},
+		{"l-p99", "p99", func(f lagFigures) time.Duration { return f.P99 }}} {
+		var path strings.Builder
+		pen := false
+		for i, hr := range hours {
+			if !hr.HasTaps {
+				pen = false
+				continue
+			}
+			xx, yy := padL+slot*(float64(i)+0.5), y(line.get(hr.lagFigures).Seconds())
+			if pen {
+				fmt.Fprintf(&path, " L%.1f %.1f", xx, yy)
+			} else {
+				fmt.Fprintf(&path, " M%.1f %.1f", xx, yy)
+			}
+			pen = true
+			s.add(`<circle cx="%.1f" cy="%.1f" r="2.5" class="%s"><title>%s %s: ≤ %s (%d taps)</title></circle>`,
+				xx, yy, line.class, hr.Start.UTC().Format("15:04"), line.name, fmtDur(line.get(hr.lagFigures)), hr.Taps)
+		}
+		if path.Len() > 0 {
+			s.add(`<path d="%s" class="%s line"/>`, strings.TrimSpace(path.String()), line.class)
+		}
+	}
+	return s.html()
+}
+
+// rateChart: taps settled per hour.
+func rateChart(hours []lagHour) template.HTML {
+	labels := make([]string, len(hours))
+	v := make([]int64, len(hours))
+	for i, hr := range hours {
+		labels[i], v[i] = hr.Start.UTC().Format("15:04"), hr.Taps
+	}
+	return stackedBars("Taps settled per hour", labels, []series{{"taps", "c-rate", v}}, 4, func(n int64) string { return fmt.Sprint(n) })
+}

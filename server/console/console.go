@@ -1,0 +1,217 @@
+package console
+
+import (
+	"context"
+	"embed"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultPrefix          = "/console/"
+	DefaultSessionTTL      = 8 * time.Hour
+	DefaultIdleTimeout     = time.Hour
+	DefaultRefreshInterval = 5 * time.Second
+)
+
+// CSP is the Content-Security-Policy of every console response: no script
+// at all, styles and images from the console's origin only, forms posted
+// only to it, no framing.
+const CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; " +
+	"frame-ancestors 'none'; base-uri 'none'"
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+//go:embed monitoring/dashboard.json monitoring/alerts.yml
+var monitoringFS embed.FS
+
+// Config configures the console. Ledger, Keys and API are required; zero
+// fields otherwise mean the documented defaults.
+type Config struct {
+	Ledger *ledger.Store
+	Keys   *keys.Dir
+	// API makes every change (api.Handler.ServeAs): the console has no
+	// business rules of its own.
+	API *api.Handler
+	// Prefix is where the console is mounted, with both slashes (default
+	// "/console/").
+	Prefix string
+	// Started is when the server started: a device not heard from since
+	// is shown as unknown (default: when New ran).
+	Started time.Time
+	// SessionTTL is a session's lifetime (default 8 h); IdleTimeout ends
+	// a session not used for that long (default 1 h).
+	SessionTTL, IdleTimeout time.Duration
+	// RefreshInterval is the least time between two refreshes of the
+	// summaries (default 5 s; a refresh that took d waits at least 10 d).
+	RefreshInterval time.Duration
+	// Metrics, if set, gets the fleet's gauges (farego_device_*,
+	// farego_devices, farego_downlink_version, farego_ledger_quarantined,
+	// farego_ledger_held).
+	Metrics *metrics.Registry
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Handler serves the console. Use New.
+type Handler struct {
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+	css   []byte
+	fleet *fleetCache
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns the console handler. It panics if an embedded template does
+// not parse (a test rules that out).
+func New(cfg Config) *Handler {
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Started.IsZero() {
+		cfg.Started = cfg.Now()
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates()}
+	h.fleet = &fleetCache{h: h}
+	css, err := staticFS.ReadFile("static/console.css")
+	if err != nil {
+		panic(err)
+	}
+	h.css = css
+	h.routes()
+	if cfg.Metrics != nil {
+		h.registerMetrics(cfg.Metrics)
+	}
+	return h
+}
+
+func (h *Handler) routes() {
+	p := h.cfg.Prefix
+	h.mux.HandleFunc("GET "+p+"static/console.css", h.static)
+	h.mux.HandleFunc("GET "+p+"monitoring/{file}", h.monitoring)
+	h.mux.HandleFunc("GET "+p+"signin", h.signInPage)
+	h.mux.HandleFunc("POST "+p+"signin", h.signIn)
+	h.mux.HandleFunc("POST "+p+"signout", h.session(h.signOut))
+	h.mux.HandleFunc("GET "+p+"{$}", h.session(h.overview))
+	h.mux.HandleFunc("GET "+p+"fleet", h.session(h.fleetPage))
+	h.mux.HandleFunc("GET "+p+"devices/{id}", h.session(h.devicePage))
+	h.mux.HandleFunc("GET "+p+"money", h.session(h.moneyPage))
+	h.mux.HandleFunc("GET "+p+"flagged", h.session(h.flaggedPage))
+	h.mux.HandleFunc("GET "+p+"aside", h.session(h.asidePage))
+	h.mux.HandleFunc("GET "+p+"accounts", h.session(h.accountSearch))
+	h.mux.HandleFunc("GET "+p+"accounts/{id}", h.session(h.accountPage))
+	h.mux.HandleFunc("GET "+p+"denylist", h.session(h.denyListPage))
+	h.mux.HandleFunc("GET "+p+"fares", h.session(h.faresPage))
+	h.mux.HandleFunc("GET "+p+"keys", h.session(h.keysPage))
+	h.mux.HandleFunc("GET "+p+"tokens", h.session(h.tokensPage))
+	h.mux.HandleFunc("GET "+p+"audit", h.session(h.auditPage))
+	h.mux.HandleFunc("POST "+p+"act/{action}", h.session(h.act))
+	h.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+		h.errorPage(w, r, nil, http.StatusNotFound, "Not found", "There is no such page in the console.")
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", CSP)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "same-origin")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
+	hd.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+	hd.Set("Cache-Control", "no-store")
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) static(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(h.css)
+}
+
+// monitoring serves the Grafana dashboard and the Prometheus rules
+// shipped with the console (no session needed: they hold no data).
+func (h *Handler) monitoring(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	b, err := fs.ReadFile(monitoringFS, "monitoring/"+name)
+	if err != nil || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	ct := "application/json"
+	if strings.HasSuffix(name, ".yml") {
+		ct = "application/yaml"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Disposition", `attachment; filename="farego-`+name+`"`)
+	w.Write(b)
+}
+
+// Run refreshes the summaries the money pages read until ctx is done: at
+// most every RefreshInterval, and at least ten times as long apart as a
+// refresh takes. A failing refresh is logged once, and its recovery.
+func (h *Handler) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		start := time.Now()
+		st, err := h.cfg.Ledger.RefreshSummaries(ctx)
+		took := time.Since(start)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			if failures == 0 {
+				h.log.Warn("console: refreshing the summaries failed; retrying", "err", err)
+			}
+			failures++
+		default:
+			if failures > 0 {
+				h.log.Info("console: summaries refreshed again", "failures", failures)
+				failures = 0
+			}
+			if st.Days > 0 {
+				h.log.Debug("console: summaries refreshed", "days", st.Days, "slots", st.Slots, "seconds", took.Seconds())
+			}
+		}
+		wait := max(h.cfg.RefreshInterval, 10*took)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}

@@ -1,0 +1,578 @@
+package console
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/api/apitest"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+)
+
+// fixture is a console on a real SQLite ledger and key directory, with the
+// JSON API beside it, served on a loopback port.
+type fixture struct {
+	t       testing.TB
+	store   *ledger.Store
+	keys    *keys.Dir
+	h       *Handler
+	srv     *httptest.Server
+	opToken string // the operator token file's
+	clock   *testClock
+}
+
+type testClock struct {
+	mu sync.Mutex
+	d  time.Duration // ahead of the real clock
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.d)
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.d += d
+	c.mu.Unlock()
+}
+
+const testFares = `{"version":1,"currency":"EUR","timezone":"Europe/Berlin","service_day_start":"04:00",
+	"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180},"X1":{"adult":400}},
+	"transfer":{"window":"60m","fare":0},"daily_cap":{"adult":700}}`
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	as := apitest.Start(t) // the ledger and the key directory
+	tok, err := os.ReadFile(as.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fare.Parse([]byte(testFares))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, store: as.Store, keys: as.Keys, opToken: strings.TrimSpace(string(tok)), clock: &testClock{}}
+	a := api.New(api.Config{Ledger: as.Store, Keys: as.Keys})
+	f.h = New(Config{Ledger: as.Store, Keys: as.Keys, API: a, Now: f.clock.now})
+	f.srv = newServer(f.h, a)
+	t.Cleanup(func() {
+		f.srv.Close()
+		if err := as.Store.CheckInvariants(context.Background()); err != nil {
+			t.Errorf("ledger invariants: %v", err)
+		}
+	})
+	return f
+}
+
+// newServer serves the console and the API beside it, as farego-settlement
+// does.
+func newServer(h *Handler, a *api.Handler) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle(DefaultPrefix, h)
+	mux.Handle("/", a)
+	return httptest.NewServer(mux)
+}
+
+// token makes an API token of a role and returns it.
+func (f *fixture) token(role string) string {
+	f.t.Helper()
+	tok, err := api.CreateToken(context.Background(), f.store, role, "", role+" test")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return tok.Token
+}
+
+// browser is an HTTP client with its own cookie jar that sends what a
+// browser on the console's pages sends.
+type browser struct {
+	f      *fixture
+	c      *http.Client
+	origin string // the Origin header of its POSTs ("" none)
+}
+
+func (f *fixture) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{f: f, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}, origin: f.srv.URL}
+}
+
+func (b *browser) get(path string) (int, string) {
+	b.f.t.Helper()
+	resp, err := b.c.Get(b.f.srv.URL + path)
+	if err != nil {
+		b.f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func (b *browser) post(path string, form url.Values, header ...string) (*http.Response, string) {
+	b.f.t.Helper()
+	req, _ := http.NewRequest("POST", b.f.srv.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if b.origin != "" {
+		req.Header.Set("Origin", b.origin)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] == "" {
+			req.Header.Del(header[i])
+		} else {
+			req.Header.Set(header[i], header[i+1])
+		}
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// signIn signs the browser in with a token and returns the session's CSRF
+// token (read from a page, as a form would carry it).
+func (b *browser) signIn(token string) string {
+	b.f.t.Helper()
+	resp, body := b.post("/console/signin", url.Values{"token": {token}})
+	if resp.StatusCode != http.StatusSeeOther {
+		b.f.t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
+	}
+	return b.csrf()
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([0-9a-f]{64})"`)
+
+func (b *browser) csrf() string {
+	b.f.t.Helper()
+	code, body := b.get("/console/")
+	m := csrfRE.FindStringSubmatch(body)
+	if code != http.StatusOK || m == nil {
+		b.f.t.Fatalf("overview: %d, no CSRF token in the page", code)
+	}
+	return m[1]
+}
+
+func (f *fixture) device(id string) {
+	f.t.Helper()
+	seed := sha256.Sum256([]byte(id))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	if err := f.store.RegisterDevice(context.Background(), ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) revoked(id string) bool {
+	f.t.Helper()
+	d, err := f.store.Device(context.Background(), id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return !d.Revoked.IsZero()
+}
+
+// Signing in: the operator token file and operator and auditor tokens
+// open a session (an HttpOnly, SameSite=Strict cookie on /console/);
+// unknown, revoked, payments and merchant tokens do not.
+func TestSignIn(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	if code, _ := b.get("/console/fleet"); code != http.StatusSeeOther {
+		t.Fatalf("a page without a session: %d, want a redirect to sign in", code)
+	}
+	revoked := f.token(ledger.RoleOperator)
+	sum := sha256.Sum256([]byte(revoked))
+	tk, _ := f.store.TokenByHash(context.Background(), sum[:])
+	if err := f.store.RevokeToken(context.Background(), tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"", "nonsense", api.TokenPrefix + "abcdefgh_xyz", revoked, f.token(ledger.RolePayments)} {
+		resp, body := b.post("/console/signin", url.Values{"token": {tok}})
+		if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 || !strings.Contains(body, `id="signin-error"`) {
+			t.Errorf("sign-in with %.12q: %d, cookies %v", tok, resp.StatusCode, resp.Cookies())
+		}
+	}
+	for _, tc := range []struct{ tok, role string }{{f.opToken, "operator · init"}, {f.token(ledger.RoleAuditor), "auditor · "}} {
+		b := f.browser()
+		resp, _ := b.post("/console/signin", url.Values{"token": {tc.tok}, "next": {"/console/fleet"}})
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/fleet" {
+			t.Fatalf("sign-in: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		c := resp.Cookies()[0]
+		if c.Name != CookieName || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/console/" || c.Secure || len(c.Value) != 43 {
+			t.Errorf("cookie %+v", c)
+		}
+		if _, body := b.get("/console/"); !strings.Contains(body, tc.role) {
+			t.Errorf("the page does not show who is signed in (%s)", tc.role)
+		}
+	}
+	// Reached over https (a TLS-terminating proxy): the cookie is Secure.
+	b = f.browser()
+	b.origin = "https://" + strings.TrimPrefix(f.srv.URL, "http://")
+	resp, _ := b.post("/console/signin", url.Values{"token": {f.opToken}})
+	if c := resp.Cookies(); len(c) != 1 || !c[0].Secure {
+		t.Errorf("over https: cookies %+v, want a Secure one", c)
+	}
+	// An open redirect through next is not followed.
+	resp, _ = f.browser().post("/console/signin", url.Values{"token": {f.opToken}, "next": {"//evil.example/console/"}})
+	if loc := resp.Header.Get("Location"); loc != "/console/" {
+		t.Errorf("next=//evil.example: redirected to %q", loc)
+	}
+	es, _ := f.store.AuditLog(context.Background(), 0, 10)
+	if len(es) == 0 || es[0].Action != "console_signin" || !strings.HasSuffix(es[0].Actor, "via console") {
+		t.Errorf("audit trail: %+v", es)
+	}
+}
+
+// Every POST must come from the console's own pages with the session's
+// CSRF token: without it, from another origin, from another site, or with
+// no Origin or Referer at all, nothing is done. With everything, the first
+// POST asks for confirmation, the second makes the change, audited.
+func TestForgedPostsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	revoke := func(csrf string, confirm bool, header ...string) (int, string) {
+		form := url.Values{"device": {"bus-1"}, "csrf": {csrf}}
+		if confirm {
+			form.Set("confirm", "yes")
+		}
+		resp, body := b.post("/console/act/revoke_device", form, header...)
+		return resp.StatusCode, body
+	}
+	for name, tc := range map[string]struct {
+		csrf   string
+		header []string
+	}{
+		"no csrf":             {"", nil},
+		"wrong csrf":          {strings.Repeat("0", 64), nil},
+		"other origin":        {csrf, []string{"Origin", "http://127.0.0.1:1"}},
+		"cross-site fetch":    {csrf, []string{"Sec-Fetch-Site", "cross-site"}},
+		"same-site fetch":     {csrf, []string{"Sec-Fetch-Site", "same-site"}},
+		"null origin":         {csrf, []string{"Origin", "null"}},
+		"no origin, referer":  {csrf, []string{"Origin", ""}},
+		"other referer":       {csrf, []string{"Origin", "", "Referer", "http://evil.example/console/"}},
+		"javascript: referer": {csrf, []string{"Origin", "", "Referer", "javascript:alert(1)"}},
+	} {
+		if code, _ := revoke(tc.csrf, true, tc.header...); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", name, code)
+		}
+	}
+	if f.revoked("bus-1") {
+		t.Fatal("a refused POST revoked the device")
+	}
+	// A POST with the cookie of a signed-out browser: refused too.
+	if resp, _ := f.browser().post("/console/act/revoke_device", url.Values{"device": {"bus-1"}, "csrf": {csrf}, "confirm": {"yes"}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without a session: %d", resp.StatusCode)
+	}
+	code, body := revoke(csrf, false)
+	if code != http.StatusOK || !strings.Contains(body, `id="confirm-yes"`) || f.revoked("bus-1") {
+		t.Fatalf("the first POST: %d, confirmation page %t, revoked %t", code, strings.Contains(body, "confirm-yes"), f.revoked("bus-1"))
+	}
+	// With a Referer of the console and no Origin (an older browser): done.
+	code, body = revoke(csrf, true, "Origin", "", "Referer", f.srv.URL+"/console/devices/bus-1")
+	if code != http.StatusOK || !strings.Contains(body, "Device bus-1 is revoked.") || !f.revoked("bus-1") {
+		t.Fatalf("the confirmed POST: %d %s", code, body)
+	}
+	es, _ := f.store.AuditLog(context.Background(), 0, 1)
+	if len(es) != 1 || es[0].Action != "revoke_device" || es[0].Target != "bus-1" || es[0].Actor != "token:init (operator) via console" {
+		t.Errorf("audit trail: %+v", es)
+	}
+	// The device's page shows its revocation in its history.
+	if _, body := b.get("/console/devices/bus-1"); !strings.Contains(body, "<b>revoked</b>") {
+		t.Error("the device page does not show the revocation")
+	}
+}
+
+// An auditor sees every page, without a single button that changes
+// anything, and every change it posts (with a valid CSRF token) is refused
+// and changes nothing.
+func TestAuditorChangesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	acct := f.account(1000)
+	b := f.browser()
+	csrf := b.signIn(f.token(ledger.RoleAuditor))
+	for _, p := range []string{"", "fleet", "devices/bus-1", "money", "flagged", "aside", "accounts", fmt.Sprintf("accounts/%d", acct),
+		"denylist", "fares", "keys", "tokens", "audit"} {
+		code, body := b.get("/console/" + p)
+		if code != http.StatusOK {
+			t.Errorf("/console/%s: %d", p, code)
+		}
+		if strings.Contains(body, "data-action=") || strings.Contains(body, "/act/") {
+			t.Errorf("/console/%s shows an auditor a button that changes something", p)
+		}
+		if !strings.Contains(body, `id="readonly"`) {
+			t.Errorf("/console/%s does not say the session is read-only", p)
+		}
+	}
+	before := snapshot(t, f.store)
+	for action, form := range map[string]url.Values{
+		"deny":           {"account": {fmt.Sprint(acct)}, "reason": {"fraud"}},
+		"undeny":         {"account": {fmt.Sprint(acct)}, "reason": {"fraud"}},
+		"revoke_device":  {"device": {"bus-1"}},
+		"replace_device": {"device": {"bus-1"}, "public_key": {strings.Repeat("ab", 32)}},
+		"replay":         {"device": {"bus-1"}},
+		"replay_all":     {},
+		"publish_fares":  {"table": {strings.Replace(testFares, `"version":1`, `"version":2`, 1)}},
+		"rotate_keyring": {},
+		"create_token":   {"role": {"operator"}},
+		"revoke_token":   {"id": {"abcdefgh"}},
+	} {
+		for _, confirm := range []string{"", "yes"} {
+			form.Set("csrf", csrf)
+			form.Set("confirm", confirm)
+			if resp, _ := b.post("/console/act/"+action, form); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("auditor %s (confirm %q): %d, want 403", action, confirm, resp.StatusCode)
+			}
+		}
+	}
+	if after := snapshot(t, f.store); after != before {
+		t.Errorf("an auditor's refused POSTs changed the ledger:\n%s\n%s", before, after)
+	}
+}
+
+// snapshot is what a refused change must leave as it was.
+func snapshot(t *testing.T, s *ledger.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, _ := s.Devices(ctx)
+	toks, _ := s.Tokens(ctx)
+	tbl, _ := s.LatestFareTable(ctx)
+	dl, _ := s.DenyList(ctx)
+	return fmt.Sprintf("%+v %+v %d %+v %+v", st, devs, tbl.Version, toks, dl)
+}
+
+func (f *fixture) account(balance int64) uint64 {
+	f.t.Helper()
+	ctx := context.Background()
+	a, err := f.store.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult, Name: "rider", SecretHash: []byte("h")})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.store.TopUp(ctx, a.ID, balance, fmt.Sprintf("t-%d", a.ID)); err != nil {
+		f.t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", a.ID)))
+	if _, err := f.store.IssueCredentialSerial(ctx, a.ID, time.Now().Add(24*time.Hour),
+		ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)); err != nil {
+		f.t.Fatal(err)
+	}
+	return a.ID
+}
+
+// Sessions end: by signing out (the old cookie no longer works), by
+// revoking the token, after the idle timeout and after their lifetime.
+func TestSessionsEnd(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	cookies := b.c.Jar.Cookies(mustURL(f.srv.URL + "/console/"))
+	if resp, _ := b.post("/console/signout", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", resp.StatusCode)
+	}
+	thief := f.browser()
+	thief.c.Jar.SetCookies(mustURL(f.srv.URL+"/console/"), cookies)
+	if code, _ := thief.get("/console/"); code != http.StatusSeeOther {
+		t.Errorf("the cookie of a signed-out session still opens the console: %d", code)
+	}
+
+	tok := f.token(ledger.RoleOperator)
+	b = f.browser()
+	b.signIn(tok)
+	sum := sha256.Sum256([]byte(tok))
+	tk, _ := f.store.TokenByHash(context.Background(), sum[:])
+	if err := f.store.RevokeToken(context.Background(), tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := b.get("/console/"); code != http.StatusSeeOther {
+		t.Errorf("a session of a revoked token still works: %d", code)
+	}
+
+	b = f.browser()
+	b.signIn(f.opToken)
+	f.clock.advance(DefaultIdleTimeout - time.Minute)
+	if code, _ := b.get("/console/"); code != http.StatusOK {
+		t.Fatalf("a session used within its idle timeout: %d", code)
+	}
+	f.clock.advance(DefaultIdleTimeout - time.Minute) // used above: still live
+	if code, _ := b.get("/console/"); code != http.StatusOK {
+		t.Fatalf("a session kept in use: %d", code)
+	}
+	f.clock.advance(DefaultIdleTimeout + time.Minute)
+	if code, _ := b.get("/console/"); code != http.StatusSeeOther {
+		t.Errorf("an idle session still works: %d", code)
+	}
+	b = f.browser()
+	b.signIn(f.opToken)
+	for range 2 * int(DefaultSessionTTL/(DefaultIdleTimeout/2)) {
+		f.clock.advance(DefaultIdleTimeout / 2)
+		if code, _ := b.get("/console/"); code != http.StatusOK {
+			break
+		}
+	}
+	if code, _ := b.get("/console/"); code != http.StatusSeeOther {
+		t.Errorf("a session past its lifetime still works: %d", code)
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// A fare table is previewed against the current one (what changes), a
+// version that does not increase or an invalid table is refused with no
+// button, and the confirmed one is published through the API.
+func TestPublishFares(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	post := func(table string, confirm bool) (int, string) {
+		form := url.Values{"csrf": {csrf}, "table": {table}}
+		if confirm {
+			form.Set("confirm", "yes")
+		}
+		resp, body := b.post("/console/act/publish_fares", form)
+		return resp.StatusCode, body
+	}
+	v2 := strings.NewReplacer(`"version":1`, `"version":2`, `"X1":{"adult":400}`, `"X1":{"adult":450},"N7":{"child":100}`,
+		`"daily_cap":{"adult":700}`, `"daily_cap":{"adult":700,"child":300}`).Replace(testFares)
+	code, body := post(v2, false)
+	if code != http.StatusOK {
+		t.Fatalf("preview: %d %s", code, body)
+	}
+	for _, want := range []string{`<tr class="changed"><td>version</td><td>1</td><td>2</td>`,
+		`<tr class="changed"><td>fare X1 adult</td><td>4.00</td><td>4.50</td>`,
+		`<tr class="added"><td>fare N7 child</td>`, `<tr class="added"><td>daily cap child</td>`, "Publish version 2"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("preview lacks %q", want)
+		}
+	}
+	if tbl, _ := f.store.LatestFareTable(context.Background()); tbl.Version != 1 {
+		t.Fatal("the preview published the table")
+	}
+	for _, bad := range []string{testFares, `{"version":3}`, `{"version":3,"currency":"EUR","fares":{"*":{"adult":-1}}}`, "not json"} {
+		code, body := post(bad, false)
+		if code != http.StatusBadRequest || !strings.Contains(body, `id="invalid"`) || strings.Contains(body, "confirm-yes") {
+			t.Errorf("preview of %.30q: %d, invalid shown %t", bad, code, strings.Contains(body, `id="invalid"`))
+		}
+		if code, _ := post(bad, true); code != http.StatusBadRequest {
+			t.Errorf("confirming %.30q: %d", bad, code)
+		}
+	}
+	if code, body := post(v2, true); code != http.StatusOK || !strings.Contains(body, "version 2 is published") {
+		t.Fatalf("publish: %d %s", code, body)
+	}
+	if tbl, _ := f.store.LatestFareTable(context.Background()); tbl.Version != 2 || tbl.Fares["X1"]["adult"] != 450 {
+		t.Errorf("latest table after publishing: %+v", tbl)
+	}
+}
+
+// Tokens: the one made is shown once; revoking it through the console
+// stops it at the API.
+func TestTokens(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	resp, body := b.post("/console/act/create_token", url.Values{"csrf": {csrf}, "role": {"auditor"}, "name": {"board"}, "confirm": {"yes"}})
+	m := regexp.MustCompile(`id="secret">(fgt_[a-z0-9]+_[a-z0-9]+)<`).FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	tok := m[1]
+	sum := sha256.Sum256([]byte(tok))
+	tk, err := f.store.TokenByHash(context.Background(), sum[:])
+	if err != nil || tk.Role != ledger.RoleAuditor || tk.Name != "board" {
+		t.Fatalf("the token made: %+v, %v", tk, err)
+	}
+	if _, body := b.get("/console/tokens"); strings.Contains(body, tok) || !strings.Contains(body, tk.ID) {
+		t.Error("the tokens page shows the token itself, or not its id")
+	}
+	if resp, body := b.post("/console/act/revoke_token", url.Values{"csrf": {csrf}, "id": {tk.ID}, "confirm": {"yes"}}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusForbidden {
+		t.Errorf("a revoked token at the API: %d", r.StatusCode)
+	}
+	// Bad input never reaches the API.
+	if resp, _ := b.post("/console/act/create_token", url.Values{"csrf": {csrf}, "role": {"root"}, "confirm": {"yes"}}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("role root: %d", resp.StatusCode)
+	}
+	if resp, _ := b.post("/console/act/nope", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("an unknown action: %d", resp.StatusCode)
+	}
+}
+
+// Responses carry a CSP with no script at all, and no framing.
+func TestHeaders(t *testing.T) {
+	f := newFixture(t)
+	for _, p := range []string{"/console/signin", "/console/static/console.css", "/console/nope"} {
+		resp, err := http.Get(f.srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("Content-Security-Policy") != CSP || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: headers %v", p, resp.Header)
+		}
+	}
+	if !strings.Contains(CSP, "default-src 'none'") || strings.Contains(CSP, "script-src") {
+		t.Errorf("CSP allows scripts: %s", CSP)
+	}
+	for name, tpl := range f.h.pages {
+		_ = tpl
+		b, _ := templateFS.ReadFile("templates/" + name + ".html")
+		if strings.Contains(strings.ToLower(string(b)), "<script") || strings.Contains(string(b), " on") && regexp.MustCompile(`\son[a-z]+=`).Match(b) {
+			t.Errorf("template %s has script", name)
+		}
+	}
+	resp, err := http.Get(f.srv.URL + "/console/monitoring/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("alerts.yml: %d", resp.StatusCode)
+	}
+	_ = hex.EncodeToString
+}

@@ -1,0 +1,428 @@
+package console
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/server/ledger"
+)
+
+// Device states.
+const (
+	StateOnline  = "online"
+	StateOffline = "offline"
+	StateUnknown = "unknown" // nothing heard since this server started
+	StateRevoked = "revoked"
+)
+
+// Thresholds beyond which the fleet page calls something a problem (and
+// the shipped alerting rules alert).
+const (
+	QueueAgeProblem    = 5 * time.Minute
+	ClockOffsetProblem = 30 * time.Second
+)
+
+// versions are the fleet documents' current versions.
+type versions struct {
+	Keyring, Fares, DenyList uint64
+}
+
+// deviceRow is a device as the fleet page shows it.
+type deviceRow struct {
+	ledger.FleetDevice
+	State        string
+	LastHeard    time.Time // server time of its last status or acked batch
+	OldestUnsent time.Duration
+	Keyring      uint64
+	Fares        uint64
+	DenyList     uint64
+	Problems     []string
+	score        int
+}
+
+// rowOf judges a device against the current versions.
+func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
+	r := deviceRow{FleetDevice: d, OldestUnsent: d.Status.OldestUnsent}
+	r.LastHeard = d.StatusAt
+	if d.LastSync.After(r.LastHeard) {
+		r.LastHeard = d.LastSync
+	}
+	v := d.Status.Versions
+	r.Keyring, r.Fares, r.DenyList = v[record.DocKeyring], v[record.DocFares], v[record.DocDenyList]
+	switch {
+	case !d.Revoked.IsZero():
+		r.State = StateRevoked
+		return r // a revoked device's problems are over
+	case d.StatusAt.IsZero() || d.StatusAt.Before(h.cfg.Started):
+		r.State = StateUnknown
+	case d.Status.Online:
+		r.State = StateOnline
+	default:
+		r.State = StateOffline
+	}
+	add := func(score int, format string, a ...any) {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, a...))
+		r.score += score
+	}
+	switch r.State {
+	case StateOffline:
+		add(50, "offline")
+	case StateUnknown:
+		if d.StatusAt.IsZero() {
+			add(40, "never heard from")
+		} else {
+			add(40, "not heard since the server started")
+		}
+	}
+	if d.Status.OutOfService != "" {
+		add(60, "out of service: %s", d.Status.OutOfService)
+	}
+	if d.Status.OldestUnsent > QueueAgeProblem {
+		add(30, "oldest unsent tap %s old", fmtDur(d.Status.OldestUnsent))
+	}
+	if off := d.ClockOffset; off > ClockOffsetProblem || off < -ClockOffsetProblem {
+		add(20, "clock %s off", fmtDur(off))
+	}
+	if !d.StatusAt.IsZero() {
+		if r.DenyList < cur.DenyList {
+			add(25, "deny list %d behind %d", r.DenyList, cur.DenyList)
+		}
+		if r.Keyring < cur.Keyring {
+			add(15, "keyring %d behind %d", r.Keyring, cur.Keyring)
+		}
+		if r.Fares < cur.Fares {
+			add(15, "fares %d behind %d", r.Fares, cur.Fares)
+		}
+	}
+	return r
+}
+
+// fmtDur writes a duration for people: "2h 5m", "5m 3s", "3.8s", "850ms".
+func fmtDur(d time.Duration) string {
+	sign := ""
+	if d < 0 {
+		sign, d = "-", -d
+	}
+	var s string
+	switch {
+	case d >= 24*time.Hour:
+		s = fmt.Sprintf("%dd %dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		s = fmt.Sprintf("%dh %dm", d/time.Hour, d%time.Hour/time.Minute)
+	case d >= time.Minute:
+		s = fmt.Sprintf("%dm %ds", d/time.Minute, d%time.Minute/time.Second)
+	case d >= time.Second:
+		s = strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+		s = strings.Replace(s, ".0s", "s", 1)
+	case d == 0:
+		return "0"
+	default:
+		s = fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	for _, zero := range []string{" 0h", " 0m", " 0s"} {
+		s = strings.TrimSuffix(s, zero)
+	}
+	return sign + s
+}
+
+// currentVersions reads the fleet documents' current versions.
+func (h *Handler) currentVersions(ctx context.Context) (versions, error) {
+	var v versions
+	v.Keyring = h.cfg.Keys.Keyring().Version()
+	t, err := h.cfg.Ledger.LatestFareTable(ctx)
+	switch {
+	case errors.Is(err, ledger.ErrNoFareTable):
+	case err != nil:
+		return v, err
+	default:
+		v.Fares = t.Version
+	}
+	v.DenyList, err = h.cfg.Ledger.DenyVersion(ctx)
+	return v, err
+}
+
+// fleetCache reads the fleet for the metrics at most once a few seconds
+// (one scrape reads several families of it).
+type fleetCache struct {
+	h    *Handler
+	mu   sync.Mutex
+	at   time.Time
+	rows []deviceRow
+	cur  versions
+	err  error
+}
+
+const fleetCacheTTL = 2 * time.Second
+
+func (c *fleetCache) get(ctx context.Context) ([]deviceRow, versions, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < fleetCacheTTL {
+		return c.rows, c.cur, c.err
+	}
+	c.rows, c.cur, c.err = c.h.readFleet(ctx, false)
+	c.at = time.Now()
+	return c.rows, c.cur, c.err
+}
+
+// readFleet reads every device (with the route and vehicle of its last
+// tap, if asked) and judges it.
+func (h *Handler) readFleet(ctx context.Context, routes bool) ([]deviceRow, versions, error) {
+	cur, err := h.currentVersions(ctx)
+	if err != nil {
+		return nil, cur, err
+	}
+	var ds []ledger.FleetDevice
+	if routes {
+		ds, err = h.cfg.Ledger.Fleet(ctx)
+	} else {
+		var devs []ledger.Device
+		devs, err = h.cfg.Ledger.Devices(ctx)
+		for _, d := range devs {
+			ds = append(ds, ledger.FleetDevice{Device: d})
+		}
+	}
+	if err != nil {
+		return nil, cur, err
+	}
+	rows := make([]deviceRow, len(ds))
+	for i, d := range ds {
+		rows[i] = h.rowOf(d, cur)
+	}
+	return rows, cur, nil
+}
+
+// fleetQuery is what the fleet page is asked for.
+type fleetQuery struct {
+	State string // "", "problems", or a state
+	Q     string // substring of id, route or vehicle
+	Sort  string // a sort key; "" = problems first
+	Desc  bool
+	Page  int // from 1
+}
+
+// fleetPageSize is how many devices one fleet page shows.
+const fleetPageSize = 100
+
+var fleetSorts = []string{"problems", "id", "state", "heard", "queue", "oldest", "clock", "route", "software"}
+
+var fleetStates = []string{"", "problems", StateOnline, StateOffline, StateUnknown, StateRevoked}
+
+// parseFleetQuery reads the fleet page's query; anything it does not know
+// falls back to the default.
+func parseFleetQuery(v url.Values) fleetQuery {
+	q := fleetQuery{State: v.Get("state"), Q: strings.TrimSpace(v.Get("q")), Sort: v.Get("sort"), Desc: v.Get("dir") == "desc", Page: 1}
+	if !slices.Contains(fleetStates, q.State) {
+		q.State = ""
+	}
+	if !slices.Contains(fleetSorts, q.Sort) {
+		q.Sort = ""
+	}
+	if len(q.Q) > 64 {
+		q.Q = strings.TrimSpace(q.Q[:64])
+	}
+	if p, err := strconv.Atoi(v.Get("page")); err == nil && p > 1 && p < 1_000_000 {
+		q.Page = p
+	}
+	return q
+}
+
+// values returns the query with some keys changed, for links.
+func (q fleetQuery) values(change ...string) url.Values {
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	set("state", q.State)
+	set("q", q.Q)
+	set("sort", q.Sort)
+	if q.Desc {
+		v.Set("dir", "desc")
+	}
+	if q.Page > 1 {
+		v.Set("page", strconv.Itoa(q.Page))
+	}
+	for i := 0; i+1 < len(change); i += 2 {
+		if change[i+1] == "" {
+			v.Del(change[i])
+		} else {
+			v.Set(change[i], change[i+1])
+		}
+	}
+	return v
+}
+
+var stateOrder = map[string]int{StateOffline: 0, StateUnknown: 1, StateOnline: 2, StateRevoked: 3}
+
+// apply filters and sorts rows (in place) as the query says.
+func (q fleetQuery) apply(rows []deviceRow) []deviceRow {
+	out := rows[:0:0]
+	for _, r := range rows {
+		switch {
+		case q.State == "problems" && len(r.Problems) == 0,
+			q.State != "" && q.State != "problems" && r.State != q.State:
+			continue
+		case q.Q != "" && !containsFold(r.ID, q.Q) && !containsFold(r.Route, q.Q) && !containsFold(r.Vehicle, q.Q):
+			continue
+		}
+		out = append(out, r)
+	}
+	by := func(a, b deviceRow) int {
+		switch q.Sort {
+		case "id":
+			return 0
+		case "state":
+			return cmp.Compare(stateOrder[a.State], stateOrder[b.State])
+		case "heard":
+			return a.LastHeard.Compare(b.LastHeard)
+		case "queue":
+			return cmp.Compare(a.Status.QueueDepth, b.Status.QueueDepth)
+		case "oldest":
+			return cmp.Compare(a.OldestUnsent, b.OldestUnsent)
+		case "clock":
+			return cmp.Compare(max(a.ClockOffset, -a.ClockOffset), max(b.ClockOffset, -b.ClockOffset))
+		case "route":
+			return cmp.Compare(a.Route, b.Route)
+		case "software":
+			return cmp.Compare(a.Status.Software, b.Status.Software)
+		}
+		// Problems first: the worst first, revoked devices last.
+		if c := cmp.Compare(b.score, a.score); c != 0 {
+			return c
+		}
+		return cmp.Compare(b2f(a.State == StateRevoked), b2f(b.State == StateRevoked))
+	}
+	slices.SortStableFunc(out, func(a, b deviceRow) int {
+		c := by(a, b)
+		if q.Desc {
+			c = -c
+		}
+		if c == 0 {
+			c = cmp.Compare(a.ID, b.ID)
+		}
+		return c
+	})
+	return out
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// registerMetrics adds the fleet's gauges to a registry.
+func (h *Handler) registerMetrics(reg *metrics.Registry) {
+	each := func(fn func(emit func(float64, ...string), rows []deviceRow, cur versions)) func(func(float64, ...string)) {
+		return func(emit func(float64, ...string)) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			rows, cur, err := h.fleet.get(ctx)
+			if err != nil {
+				return
+			}
+			fn(emit, rows, cur)
+		}
+	}
+	live := func(emit func(float64, ...string), rows []deviceRow, f func(r deviceRow) (float64, bool)) {
+		for _, r := range rows {
+			if r.State == StateRevoked {
+				continue
+			}
+			if v, ok := f(r); ok {
+				emit(v, r.ID)
+			}
+		}
+	}
+	reg.GaugeVecFunc("farego_devices", "Registered devices by state (online, offline, unknown: not heard since the server started, revoked).",
+		[]string{"state"}, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			n := map[string]int{}
+			for _, r := range rows {
+				n[r.State]++
+			}
+			for _, s := range []string{StateOnline, StateOffline, StateUnknown, StateRevoked} {
+				emit(float64(n[s]), s)
+			}
+		}))
+	dev := []string{"device"}
+	reg.GaugeVecFunc("farego_device_up", "1 if the device says it is online, 0 if offline or not heard since the server started (revoked devices are left out).",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return b2f(r.State == StateOnline), true })
+		}))
+	reg.GaugeVecFunc("farego_device_last_heard_seconds", "Seconds since the server last heard from the device (status or acked batch).",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			now := h.cfg.Now()
+			live(emit, rows, func(r deviceRow) (float64, bool) { return now.Sub(r.LastHeard).Seconds(), !r.LastHeard.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_queue_depth", "Taps waiting on the device for the server's ack, as of its last status.",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return float64(r.Status.QueueDepth), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_oldest_unsent_seconds", "Age of the device's oldest unacknowledged tap, as of its last status.",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return r.OldestUnsent.Seconds(), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_clock_offset_seconds", "The device's clock minus the server's when its last status arrived.",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return r.ClockOffset.Seconds(), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_out_of_service", "1 if the device refuses taps (queue full, no fare table, clock unset).",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return b2f(r.Status.OutOfService != ""), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_downlink_version", "Versions of the fleet documents the device has applied, by kind.",
+		[]string{"device", "kind"}, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			for _, r := range rows {
+				if r.State == StateRevoked || r.StatusAt.IsZero() {
+					continue
+				}
+				emit(float64(r.Keyring), r.ID, record.DocKeyring)
+				emit(float64(r.Fares), r.ID, record.DocFares)
+				emit(float64(r.DenyList), r.ID, record.DocDenyList)
+			}
+		}))
+	reg.GaugeVecFunc("farego_downlink_version", "Current versions of the fleet documents, by kind.",
+		[]string{"kind"}, each(func(emit func(float64, ...string), _ []deviceRow, cur versions) {
+			emit(float64(cur.Keyring), record.DocKeyring)
+			emit(float64(cur.Fares), record.DocFares)
+			emit(float64(cur.DenyList), record.DocDenyList)
+		}))
+	aside := func(held bool) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			q, hd, err := h.cfg.Ledger.AsideCounts(ctx)
+			if err != nil {
+				return -1
+			}
+			rs := q
+			if held {
+				rs = hd
+			}
+			var n int64
+			for _, r := range rs {
+				n += r.Count
+			}
+			return float64(n)
+		}
+	}
+	reg.GaugeFunc("farego_ledger_quarantined", "Device records kept aside as unreadable or from revoked devices.", aside(false))
+	reg.GaugeFunc("farego_ledger_held", "Taps held aside until the server can check them (an issuer key it lacks).", aside(true))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,816 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/server/ledger"
+)
+
+// page is what every template gets.
+type page struct {
+	Title    string
+	Nav      string // the active section
+	S        *sess  // nil when signed out
+	Prefix   string
+	Now      time.Time
+	Refresh  int // seconds; 0: no meta refresh
+	Currency string
+	Data     any
+}
+
+var funcs = template.FuncMap{
+	"money": func(v int64) string {
+		sign := ""
+		if v < 0 {
+			sign, v = "-", -v
+		}
+		return fmt.Sprintf("%s%d.%02d", sign, v/100, v%100)
+	},
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05 UTC")
+	},
+	"dur":  fmtDur,
+	"join": strings.Join,
+	"dict": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[fmt.Sprint(kv[i])] = kv[i+1]
+		}
+		return m
+	},
+	"pathEscape": url.PathEscape,
+	"add":        func(a, b int) int { return a + b },
+}
+
+// parseTemplates parses the embedded templates: each page template with
+// the layout, on its own.
+func parseTemplates() map[string]*template.Template {
+	layout, err := fs.ReadFile(templateFS, "templates/layout.html")
+	if err != nil {
+		panic(err)
+	}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		panic(err)
+	}
+	out := map[string]*template.Template{}
+	for _, n := range names {
+		name := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
+		if name == "layout" {
+			continue
+		}
+		body, err := fs.ReadFile(templateFS, n)
+		if err != nil {
+			panic(err)
+		}
+		t := template.New(name).Funcs(funcs)
+		template.Must(t.Parse(string(layout)))
+		template.Must(t.Parse(string(body)))
+		out[name] = t
+	}
+	return out
+}
+
+// render writes a page: the layout with the named page's content.
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	t := h.pages[name]
+	if t == nil {
+		panic("console: no template " + name)
+	}
+	p.Prefix, p.Now = h.cfg.Prefix, h.cfg.Now().UTC()
+	if p.Currency == "" {
+		p.Currency = h.currency(r.Context())
+	}
+	var b bytes.Buffer
+	if err := t.ExecuteTemplate(&b, "layout", p); err != nil {
+		h.log.Error("console: rendering a page failed", "page", name, "err", err)
+		http.Error(w, "internal error; see the server log", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(b.Bytes())
+}
+
+type errorData struct{ Message string }
+
+// errorPage renders a short page saying what went wrong.
+func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, status int, title, msg string) {
+	h.render(w, r, status, "error", page{Title: title, S: s, Currency: "-", Data: errorData{Message: msg}})
+}
+
+// fail renders a server error (logged).
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err error) {
+	h.log.Error("console: page failed", "path", r.URL.Path, "err", err)
+	h.errorPage(w, r, s, http.StatusInternalServerError, "Server error", "This page could not be read from the ledger; see the server log.")
+}
+
+// currency is the latest fare table's currency.
+func (h *Handler) currency(ctx context.Context) string {
+	t, err := h.cfg.Ledger.LatestFareTable(ctx)
+	if err != nil {
+		return ""
+	}
+	return t.Currency
+}
+
+// refreshOf reads the ?refresh=N seconds of a page (5 to 600; else none).
+func refreshOf(r *http.Request) int {
+	n, err := strconv.Atoi(r.URL.Query().Get("refresh"))
+	if err != nil || n < 5 || n > 600 {
+		return 0
+	}
+	return n
+}
+
+// --- Overview ----------------------------------------------------------------
+
+type overviewData struct {
+	States        map[string]int
+	Problems      int
+	Devices       int
+	Today         string
+	TodayRevenue  ledger.DaySummary
+	Computed      time.Time
+	Flags, Notes  []ledger.ReasonCount
+	Quarantined   int64
+	Held          int64
+	Versions      versions
+	DenyEntries   int64
+	Audit         []ledger.AuditEntry
+	Lag1h         lagFigures
+	FlaggedPerDay int64
+}
+
+func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	rows, cur, err := h.readFleet(ctx, false)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d := overviewData{States: map[string]int{}, Devices: len(rows), Versions: cur}
+	for _, row := range rows {
+		d.States[row.State]++
+		if len(row.Problems) > 0 {
+			d.Problems++
+		}
+	}
+	now := h.cfg.Now()
+	if t, err := h.cfg.Ledger.LatestFareTable(ctx); err == nil {
+		d.Today = t.ServiceDay(now)
+		rev, err := h.cfg.Ledger.Revenue(ctx, d.Today, d.Today)
+		if err != nil {
+			h.fail(w, r, s, err)
+			return
+		}
+		for _, x := range rev {
+			addDay(&d.TodayRevenue, x)
+			if x.Computed.After(d.Computed) {
+				d.Computed = x.Computed
+			}
+		}
+	}
+	if d.Flags, d.Notes, err = h.cfg.Ledger.FlagCounts(ctx, now.Add(-24*time.Hour)); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	q, held, err := h.cfg.Ledger.AsideCounts(ctx)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Quarantined, d.Held = sumCounts(q), sumCounts(held)
+	if _, d.DenyEntries, err = h.cfg.Ledger.DenyListPage(ctx, ledger.DenyEntry{}, 1); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if d.Audit, err = h.cfg.Ledger.AuditLog(ctx, 0, 8); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	lag, err := h.cfg.Ledger.Lag(ctx, now.Add(-time.Hour))
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Lag1h = figures(lag)
+	h.render(w, r, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", S: s, Refresh: refreshOf(r), Data: d})
+}
+
+func sumCounts(rs []ledger.ReasonCount) int64 {
+	var n int64
+	for _, r := range rs {
+		n += r.Count
+	}
+	return n
+}
+
+func addDay(to *ledger.DaySummary, x ledger.DaySummary) {
+	to.Taps += x.Taps
+	to.Flagged += x.Flagged
+	to.BaseTotal += x.BaseTotal
+	to.Charged += x.Charged
+	to.Transfers += x.Transfers
+	to.TransferSavings += x.TransferSavings
+	to.Capped += x.Capped
+	to.CapSavings += x.CapSavings
+	to.Corrected += x.Corrected
+	to.Corrections += x.Corrections
+}
+
+// --- Fleet -------------------------------------------------------------------
+
+type fleetData struct {
+	Q        fleetQuery
+	Rows     []deviceRow
+	Total    int // devices matching
+	All      int
+	Page     int
+	Pages    int
+	Versions versions
+	States   []string
+	Sorts    []sortLink
+	PrevURL  string
+	NextURL  string
+	Query    string // the query string, for the refresh link
+}
+
+type sortLink struct {
+	Key, Label, URL string
+	Active, Desc    bool
+}
+
+func (h *Handler) fleetPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	rows, cur, err := h.readFleet(r.Context(), true)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	q := parseFleetQuery(r.URL.Query())
+	match := q.apply(rows)
+	d := fleetData{Q: q, Total: len(match), All: len(rows), Versions: cur, States: fleetStates}
+	d.Pages = max(1, (len(match)+fleetPageSize-1)/fleetPageSize)
+	d.Page = min(q.Page, d.Pages)
+	lo := (d.Page - 1) * fleetPageSize
+	d.Rows = match[lo:min(lo+fleetPageSize, len(match))]
+	base := h.cfg.Prefix + "fleet?"
+	for _, k := range [][2]string{{"id", "Device"}, {"state", "State"}, {"heard", "Last heard"}, {"queue", "Queue"},
+		{"oldest", "Oldest unsent"}, {"clock", "Clock offset"}, {"route", "Route / vehicle"}, {"software", "Software"}} {
+		l := sortLink{Key: k[0], Label: k[1], Active: q.Sort == k[0], Desc: q.Sort == k[0] && q.Desc}
+		dir := ""
+		if l.Active && !q.Desc {
+			dir = "desc"
+		}
+		l.URL = base + q.values("sort", k[0], "dir", dir, "page", "").Encode()
+		d.Sorts = append(d.Sorts, l)
+	}
+	if d.Page > 1 {
+		d.PrevURL = base + q.values("page", strconv.Itoa(d.Page-1)).Encode()
+	}
+	if d.Page < d.Pages {
+		d.NextURL = base + q.values("page", strconv.Itoa(d.Page+1)).Encode()
+	}
+	d.Query = q.values().Encode()
+	h.render(w, r, http.StatusOK, "fleet", page{Title: "Fleet", Nav: "fleet", S: s, Refresh: refreshOf(r), Data: d})
+}
+
+type deviceData struct {
+	Row      deviceRow
+	Versions versions
+	Taps     []ledger.TapRow
+	History  []ledger.DeviceEvent
+}
+
+func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	dev, err := h.cfg.Ledger.Device(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) || errors.Is(err, ledger.ErrInvalid) {
+		h.errorPage(w, r, s, http.StatusNotFound, "No such device", "No device "+id+" is registered.")
+		return
+	}
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	cur, err := h.currentVersions(ctx)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	taps, err := h.cfg.Ledger.DeviceTaps(ctx, id, 50)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	fd := ledger.FleetDevice{Device: dev}
+	if len(taps) > 0 {
+		fd.Route, fd.Vehicle, fd.LastTap = taps[0].Route, taps[0].Vehicle, taps[0].Time
+	}
+	d := deviceData{Row: h.rowOf(fd, cur), Versions: cur, Taps: taps}
+	if d.History, err = h.cfg.Ledger.DeviceHistory(ctx, id); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "device", page{Title: "Device " + id, Nav: "fleet", S: s, Refresh: refreshOf(r), Data: d})
+}
+
+// --- Money -------------------------------------------------------------------
+
+type moneyData struct {
+	Days      int
+	From, To  string
+	ByDay     []ledger.DaySummary // one per day, oldest first (routes summed)
+	ByRoute   []ledger.DaySummary // one per route over the range (Day empty), most charged first
+	Total     ledger.DaySummary
+	Computed  time.Time
+	Revenue   template.HTML // chart
+	Routes    template.HTML // chart
+	Corr      template.HTML // chart
+	LagChart  template.HTML
+	RateChart template.HTML
+	Lag24h    lagFigures
+	Lag1h     lagFigures
+	LagHours  []lagHour
+	Flags     []reasonAdvice
+	Notes     []reasonAdvice
+	Aside     []reasonAdvice
+}
+
+// lagFigures are settlement-lag percentiles over some slots.
+type lagFigures struct {
+	Taps               int64
+	P50, P90, P99, Max time.Duration
+	Mean               time.Duration
+	HasTaps            bool
+	Computed           time.Time
+}
+
+func figures(slots []ledger.LagSummary) lagFigures {
+	var f lagFigures
+	var sum time.Duration
+	for _, s := range slots {
+		f.Taps += s.Taps
+		sum += s.Sum
+		f.Max = max(f.Max, s.Max)
+		if s.Computed.After(f.Computed) {
+			f.Computed = s.Computed
+		}
+	}
+	if f.Taps == 0 {
+		return f
+	}
+	f.HasTaps = true
+	f.P50, f.P90, f.P99 = ledger.Quantile(slots, 0.5), ledger.Quantile(slots, 0.9), ledger.Quantile(slots, 0.99)
+	f.Mean = sum / time.Duration(f.Taps)
+	return f
+}
+
+type lagHour struct {
+	Start time.Time
+	lagFigures
+}
+
+var dayChoices = []int{7, 30, 60}
+
+func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	days, _ := strconv.Atoi(r.URL.Query().Get("days"))
+	if !slices.Contains(dayChoices, days) {
+		days = 30
+	}
+	now := h.cfg.Now()
+	d := moneyData{Days: days}
+	tbl, err := h.cfg.Ledger.LatestFareTable(ctx)
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		h.fail(w, r, s, err)
+		return
+	}
+	var dayList []string
+	if tbl != nil {
+		dayList = serviceDays(tbl, now, days)
+		d.From, d.To = dayList[0], dayList[len(dayList)-1]
+		rev, err := h.cfg.Ledger.Revenue(ctx, d.From, d.To)
+		if err != nil {
+			h.fail(w, r, s, err)
+			return
+		}
+		byDay := map[string]*ledger.DaySummary{}
+		byRoute := map[string]*ledger.DaySummary{}
+		for _, x := range rev {
+			if byDay[x.Day] == nil {
+				byDay[x.Day] = &ledger.DaySummary{Day: x.Day}
+			}
+			if byRoute[x.Route] == nil {
+				byRoute[x.Route] = &ledger.DaySummary{Route: x.Route}
+			}
+			addDay(byDay[x.Day], x)
+			addDay(byRoute[x.Route], x)
+			addDay(&d.Total, x)
+			if x.Computed.After(d.Computed) {
+				d.Computed = x.Computed
+			}
+		}
+		for _, day := range dayList {
+			x := ledger.DaySummary{Day: day}
+			if p := byDay[day]; p != nil {
+				x = *p
+			}
+			d.ByDay = append(d.ByDay, x)
+		}
+		for _, x := range byRoute {
+			d.ByRoute = append(d.ByRoute, *x)
+		}
+		slices.SortFunc(d.ByRoute, func(a, b ledger.DaySummary) int {
+			if a.Charged != b.Charged {
+				return int(b.Charged - a.Charged)
+			}
+			return strings.Compare(a.Route, b.Route)
+		})
+		d.Revenue = revenueChart(d.ByDay, tbl.Currency)
+		d.Routes = routeChart(d.ByRoute, tbl.Currency)
+		d.Corr = correctionsChart(d.ByDay, tbl.Currency)
+	}
+	since := now.Add(-24 * time.Hour).Truncate(time.Hour)
+	lag, err := h.cfg.Ledger.Lag(ctx, since)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Lag24h = figures(lag)
+	var lastHour []ledger.LagSummary
+	for _, l := range lag {
+		if !l.Start.Before(now.Add(-time.Hour)) {
+			lastHour = append(lastHour, l)
+		}
+	}
+	d.Lag1h = figures(lastHour)
+	for t := since; !t.After(now); t = t.Add(time.Hour) {
+		var in []ledger.LagSummary
+		for _, l := range lag {
+			if !l.Start.Before(t) && l.Start.Before(t.Add(time.Hour)) {
+				in = append(in, l)
+			}
+		}
+		d.LagHours = append(d.LagHours, lagHour{Start: t, lagFigures: figures(in)})
+	}
+	d.LagChart = lagChart(d.LagHours)
+	d.RateChart = rateChart(d.LagHours)
+	flags, notes, err := h.cfg.Ledger.FlagCounts(ctx, now.AddDate(0, 0, -days))
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownAdvice)
+	q, held, err := h.cfg.Ledger.AsideCounts(ctx)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	for _, a := range advise(q, quarantineAdvice, defaultQuarantine) {
+		a.Kind = "quarantine"
+		d.Aside = append(d.Aside, a)
+	}
+	for _, a := range advise(held, heldAdvice, unknownAdvice) {
+		a.Kind = "held"
+		d.Aside = append(d.Aside, a)
+	}
+	h.render(w, r, http.StatusOK, "money", page{Title: "Money", Nav: "money", S: s, Currency: currencyOf(tbl), Data: d})
+}
+
+func currencyOf(t *fare.Table) string {
+	if t == nil {
+		return ""
+	}
+	return t.Currency
+}
+
+// serviceDays lists the n service days up to the one now is in, oldest
+// first.
+func serviceDays(t *fare.Table, now time.Time, n int) []string {
+	out := make([]string, 0, n)
+	seen := map[string]bool{}
+	for at := now; len(out) < n; at = at.Add(-12 * time.Hour) {
+		d := t.ServiceDay(at)
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// --- Flagged and aside -------------------------------------------------------
+
+type flaggedData struct {
+	Flag, Note   string
+	Days         int
+	Flags, Notes []reasonAdvice
+	Taps         []ledger.TapRow
+}
+
+func (h *Handler) flaggedPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	d := flaggedData{Flag: r.URL.Query().Get("flag"), Note: r.URL.Query().Get("note"), Days: 30}
+	flags, notes, err := h.cfg.Ledger.FlagCounts(ctx, h.cfg.Now().AddDate(0, 0, -d.Days))
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownAdvice)
+	if !validReason(d.Flag) || !validReason(d.Note) {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "A flag or note is a word of a-z, 0-9 and '_'.")
+		return
+	}
+	if d.Note != "" {
+		d.Taps, err = h.cfg.Ledger.NotedTaps(ctx, d.Note, 100)
+	} else {
+		d.Taps, err = h.cfg.Ledger.FlaggedTaps(ctx, d.Flag, 100)
+	}
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "flagged", page{Title: "Flagged taps", Nav: "flagged", S: s, Data: d})
+}
+
+func validReason(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+type asideData struct {
+	Held        bool
+	Reason      string
+	Quarantined []reasonAdvice
+	HeldCounts  []reasonAdvice
+	Records     []ledger.AsideRecord
+}
+
+func (h *Handler) asidePage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	d := asideData{Held: r.URL.Query().Get("kind") == "held", Reason: r.URL.Query().Get("reason")}
+	if len(d.Reason) > 256 {
+		d.Reason = ""
+	}
+	q, held, err := h.cfg.Ledger.AsideCounts(ctx)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d.Quarantined, d.HeldCounts = advise(q, quarantineAdvice, defaultQuarantine), advise(held, heldAdvice, unknownAdvice)
+	if d.Records, err = h.cfg.Ledger.Aside(ctx, d.Held, d.Reason, 100); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "aside", page{Title: "Records kept aside", Nav: "flagged", S: s, Data: d})
+}
+
+// --- Accounts and the deny list ----------------------------------------------
+
+func (h *Handler) accountSearch(w http.ResponseWriter, r *http.Request, s *sess) {
+	q := strings.TrimSpace(r.URL.Query().Get("id"))
+	if q == "" {
+		h.render(w, r, http.StatusOK, "accounts", page{Title: "Accounts", Nav: "accounts", S: s})
+		return
+	}
+	id, err := strconv.ParseUint(q, 10, 64)
+	if err != nil || id == 0 || id > math.MaxInt64 {
+		h.render(w, r, http.StatusBadRequest, "accounts", page{Title: "Accounts", Nav: "accounts", S: s, Data: "An account number is a positive integer."})
+		return
+	}
+	http.Redirect(w, r, h.cfg.Prefix+"accounts/"+strconv.FormatUint(id, 10), http.StatusSeeOther)
+}
+
+type accountData struct {
+	Account     ledger.Account
+	Entries     []ledger.DenyEntry
+	Credentials []credentialRow
+	Postings    []ledger.Posting
+	Rides       []ledger.Ride
+}
+
+type credentialRow struct {
+	ledger.Credential
+	Denied  []ledger.DenyEntry
+	Expired bool
+}
+
+func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 || id > math.MaxInt64 {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad account number", "An account number is a positive integer.")
+		return
+	}
+	var d accountData
+	d.Account, err = h.cfg.Ledger.Account(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		h.errorPage(w, r, s, http.StatusNotFound, "No such account", fmt.Sprintf("There is no account %d.", id))
+		return
+	}
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if d.Entries, err = h.cfg.Ledger.DenyEntries(ctx, id); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	creds, err := h.cfg.Ledger.Credentials(ctx, id)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	now := h.cfg.Now()
+	for _, c := range creds {
+		row := credentialRow{Credential: c, Expired: now.After(c.NotAfter)}
+		for _, e := range d.Entries {
+			if e.Serial == c.Serial {
+				row.Denied = append(row.Denied, e)
+			}
+		}
+		d.Credentials = append(d.Credentials, row)
+	}
+	if d.Postings, err = h.cfg.Ledger.Postings(ctx, id, 50); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if d.Rides, err = h.cfg.Ledger.Rides(ctx, id, 50); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "account", page{Title: fmt.Sprintf("Account %d", id), Nav: "accounts", S: s,
+		Currency: d.Account.Currency, Data: d})
+}
+
+type denyListData struct {
+	Version uint64
+	Total   int64
+	Entries []ledger.DenyEntry
+	NextURL string
+}
+
+func (h *Handler) denyListPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	var after ledger.DenyEntry
+	q := r.URL.Query()
+	after.Account, _ = strconv.ParseUint(q.Get("after"), 10, 64)
+	serial, _ := strconv.ParseUint(q.Get("serial"), 10, 32)
+	after.Serial, after.Reason = uint32(serial), q.Get("reason")
+	if len(after.Reason) > 64 {
+		after.Reason = ""
+	}
+	var d denyListData
+	var err error
+	if d.Version, err = h.cfg.Ledger.DenyVersion(ctx); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	const per = 200
+	if d.Entries, d.Total, err = h.cfg.Ledger.DenyListPage(ctx, after, per); err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if len(d.Entries) == per {
+		last := d.Entries[len(d.Entries)-1]
+		d.NextURL = h.cfg.Prefix + "denylist?" + url.Values{"after": {strconv.FormatUint(last.Account, 10)},
+			"serial": {strconv.FormatUint(uint64(last.Serial), 10)}, "reason": {last.Reason}}.Encode()
+	}
+	h.render(w, r, http.StatusOK, "denylist", page{Title: "Deny list", Nav: "denylist", S: s, Data: d})
+}
+
+// --- Fares, keys, tokens, audit ----------------------------------------------
+
+type faresData struct {
+	Table  *fare.Table
+	JSON   string
+	Routes []fareRouteRow
+}
+
+type fareRouteRow struct {
+	Route string
+	Fares []string // by profile: adult, child, senior, student
+}
+
+var profiles = []string{"adult", "child", "senior", "student"}
+
+func (h *Handler) faresPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	var d faresData
+	t, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		h.fail(w, r, s, err)
+		return
+	}
+	if t != nil {
+		d.Table = t
+		b, _ := t.Marshal()
+		d.JSON = string(b)
+		d.Routes = fareRows(t)
+	}
+	h.render(w, r, http.StatusOK, "fares", page{Title: "Fares", Nav: "fares", S: s, Currency: currencyOf(t), Data: d})
+}
+
+func fareRows(t *fare.Table) []fareRouteRow {
+	var out []fareRouteRow
+	routes := make([]string, 0, len(t.Fares))
+	for r := range t.Fares {
+		routes = append(routes, r)
+	}
+	slices.Sort(routes)
+	for _, route := range routes {
+		row := fareRouteRow{Route: route}
+		for _, p := range profiles {
+			if v, ok := t.Fares[route][p]; ok {
+				row.Fares = append(row.Fares, fmt.Sprintf("%d.%02d", v/100, v%100))
+			} else {
+				row.Fares = append(row.Fares, "")
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+type keysData struct {
+	Version uint64
+	Keys    []keyRow
+}
+
+type keyRow struct {
+	ID                  uint32
+	Public              string
+	NotBefore, NotAfter time.Time
+	Current             bool
+}
+
+func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	kr := h.cfg.Keys.Keyring()
+	d := keysData{Version: kr.Version()}
+	signing, _, _ := h.cfg.Keys.SigningKey(h.cfg.Now())
+	for _, k := range kr.Keys() {
+		d.Keys = append(d.Keys, keyRow{ID: k.ID, Public: fmt.Sprintf("%x", k.Public), NotBefore: k.NotBefore, NotAfter: k.NotAfter,
+			Current: k.ID == signing})
+	}
+	h.render(w, r, http.StatusOK, "keys", page{Title: "Issuer keys", Nav: "keys", S: s, Data: d})
+}
+
+type tokensData struct {
+	Tokens []ledger.APIToken
+	Roles  []string
+}
+
+func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ts, err := h.cfg.Ledger.Tokens(r.Context())
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "tokens", page{Title: "API tokens", Nav: "tokens", S: s,
+		Data: tokensData{Tokens: ts, Roles: []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}}})
+}
+
+type auditData struct {
+	Entries []ledger.AuditEntry
+	NextURL string
+}
+
+func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	before, _ := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
+	const per = 100
+	es, err := h.cfg.Ledger.AuditLog(r.Context(), before, per)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d := auditData{Entries: es}
+	if len(es) == per {
+		d.NextURL = h.cfg.Prefix + "audit?before=" + strconv.FormatUint(es[len(es)-1].ID, 10)
+	}
+	h.render(w, r, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
+}

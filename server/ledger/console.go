@@ -1,0 +1,414 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// What the operator's console (server/console) reads: a device's taps and
+// status history, flagged and noted taps, records kept aside by reason, and
+// the fleet with the route each device last served. Every read here is one
+// indexed query (migration 0008), cheap on a ledger of millions of taps.
+
+// Device history events.
+const (
+	EventOnline       = "online"         // the device said it is online
+	EventOffline      = "offline"        // the device (or its last will) said it is offline
+	EventOutOfService = "out_of_service" // the device refuses taps (DeviceStatus.OutOfService says why)
+	EventInService    = "in_service"     // back in service
+	EventUpdated      = "updated"        // new software or document versions
+	EventRegistered   = "registered"     // registered (or its broker credential renewed)
+	EventReplaced     = "replaced"       // registered again with another key, or after a revocation
+	EventRevoked      = "revoked"
+)
+
+// MaxStatusHistory is how many history entries the ledger keeps per device.
+const MaxStatusHistory = 50
+
+// DeviceEvent is one entry of a device's status history: what changed, and
+// the device's status right after.
+type DeviceEvent struct {
+	At           time.Time // server time
+	Event        string    // Event* constant
+	Online       bool
+	OutOfService string
+	QueueDepth   int
+	OldestUnsent time.Duration
+	ClockOffset  time.Duration
+	Software     string
+	Versions     map[string]uint64
+}
+
+// prevStatus is what statusBefore read of a device before a status update.
+type prevStatus struct {
+	known        bool // a status was recorded before
+	online       bool
+	outOfService string
+	software     string
+	versions     string
+}
+
+// statusBefore reads the device's recorded status, before an update.
+func (t *txn) statusBefore(id string) (prevStatus, error) {
+	var p prevStatus
+	var statusAt int64
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, status_ns FROM devices WHERE id = $1`, id).
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &statusAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, nil // UpdateDeviceStatus reports the unknown device
+	}
+	if err != nil {
+		return p, fmt.Errorf("ledger: read device status: %w", err)
+	}
+	p.known = statusAt != 0
+	return p, nil
+}
+
+// noteStatusChange records a history entry when a status update changed
+// the device's state (online, in service) or its software or versions.
+func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, versions string) error {
+	event := ""
+	switch {
+	case !p.known || p.online != st.Online:
+		event = EventOffline
+		if st.Online {
+			event = EventOnline
+		}
+	case p.outOfService != st.OutOfService:
+		event = EventInService
+		if st.OutOfService != "" {
+			event = EventOutOfService
+		}
+	case p.software != st.Software || p.versions != versions:
+		event = EventUpdated
+	default:
+		return nil
+	}
+	return t.deviceEvent(id, event)
+}
+
+// deviceEvent appends a history entry with the device's current row and
+// drops its entries beyond the newest MaxStatusHistory.
+func (t *txn) deviceEvent(id, event string) error {
+	if _, err := t.exec("record device event", `INSERT INTO device_status_history (device_id, at_ns, event, online,
+			out_of_service, queue_depth, oldest_unsent_ns, clock_offset_ns, software, versions)
+		SELECT id, $1, $2, online, out_of_service, queue_depth, oldest_unsent_ns, clock_offset_ns, software, versions
+		FROM devices WHERE id = $3
+		ON CONFLICT (device_id, at_ns) DO NOTHING`, t.now, event, id); err != nil {
+		return err
+	}
+	_, err := t.exec("trim device history", `DELETE FROM device_status_history WHERE device_id = $1 AND at_ns <
+		(SELECT at_ns FROM device_status_history WHERE device_id = $1 ORDER BY at_ns DESC LIMIT 1 OFFSET $2)`,
+		id, MaxStatusHistory-1)
+	return err
+}
+
+// DeviceHistory returns a device's status history, newest first (at most
+// MaxStatusHistory entries).
+func (s *Store) DeviceHistory(ctx context.Context, id string) ([]DeviceEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT at_ns, event, online, out_of_service, queue_depth, oldest_unsent_ns,
+			clock_offset_ns, software, versions
+		FROM device_status_history WHERE device_id = $1 ORDER BY at_ns DESC LIMIT $2`, id, MaxStatusHistory)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read device history: %w", err)
+	}
+	defer rows.Close()
+	var out []DeviceEvent
+	for rows.Next() {
+		var e DeviceEvent
+		var at, depth, oldest, offset int64
+		var versions string
+		if err := rows.Scan(&at, &e.Event, &e.Online, &e.OutOfService, &depth, &oldest, &offset, &e.Software, &versions); err != nil {
+			return nil, fmt.Errorf("ledger: read device history: %w", err)
+		}
+		e.At, e.QueueDepth, e.OldestUnsent, e.ClockOffset = fromNS(at), int(depth), time.Duration(oldest), time.Duration(offset)
+		if versions != "" && versions != "{}" && versions != "null" {
+			if err := json.Unmarshal([]byte(versions), &e.Versions); err != nil {
+				return nil, fmt.Errorf("ledger: device %s history versions: %w", id, err)
+			}
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// FleetDevice is a device with the route and vehicle of its last tap.
+type FleetDevice struct {
+	Device
+	Route, Vehicle string    // of its newest tap ("" before its first)
+	LastTap        time.Time // the newest tap's time (the device's clock)
+}
+
+// Fleet returns every registered device with the route and vehicle of its
+// newest tap, by id.
+func (s *Store) Fleet(ctx context.Context) ([]FleetDevice, error) {
+	cols := strings.ReplaceAll(deviceColumns, "\n", " ")
+	var qualified []string
+	for _, c := range strings.Split(cols, ",") {
+		qualified = append(qualified, "d."+strings.TrimSpace(c))
+	}
+	// Index-only through taps_device_time: the newest tap time per
+	// device, then its route and vehicle (two taps of one device at the
+	// same nanosecond give two rows: the first is kept).
+	rows, err := s.db.QueryContext(ctx, `SELECT `+strings.Join(qualified, ", ")+`, l.route, l.vehicle, l.at_ns
+		FROM devices d LEFT JOIN taps l ON l.device_id = d.id AND l.at_ns = (
+			SELECT MAX(t.at_ns) FROM taps t WHERE t.device_id = d.id)
+		ORDER BY d.id, l.route, l.vehicle`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read fleet: %w", err)
+	}
+	defer rows.Close()
+	var out []FleetDevice
+	for rows.Next() {
+		var f FleetDevice
+		var route, vehicle sql.NullString
+		var last sql.NullInt64
+		d, err := scanDevice(scanPrefix{rows, []any{&route, &vehicle, &last}})
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read fleet: %w", err)
+		}
+		if n := len(out); n > 0 && out[n-1].ID == d.ID {
+			continue
+		}
+		f.Device, f.Route, f.Vehicle = d, route.String, vehicle.String
+		if last.Valid {
+			f.LastTap = time.Unix(0, last.Int64).UTC()
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// scanPrefix scans a row whose first columns are another scanner's and
+// whose last are extra.
+type scanPrefix struct {
+	r     rowScanner
+	extra []any
+}
+
+func (p scanPrefix) Scan(dest ...any) error { return p.r.Scan(append(dest, p.extra...)...) }
+
+// TapRow is a tap as the console lists it: a ride with its account.
+type TapRow struct {
+	Ride
+	Account uint64
+}
+
+const tapRowColumns = `tap_id, device_id, at_ns, service_day, route, vehicle, profile, base_fare, claimed_fare, charge,
+	transfer, capped, flag, notes, fare_version, rated_version, code_hash, committed_ns, account_id`
+
+func (s *Store) tapRows(ctx context.Context, what, query string, args ...any) ([]TapRow, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []TapRow
+	for rows.Next() {
+		var r TapRow
+		var at, profile, fv, rv, committed, account int64
+		var notes string
+		if err := rows.Scan(&r.TapID, &r.DeviceID, &at, &r.ServiceDay, &r.Route, &r.Vehicle, &profile, &r.BaseFare,
+			&r.ClaimedFare, &r.Charge, &r.Transfer, &r.Capped, &r.Flag, &notes, &fv, &rv, &r.CodeHash, &committed,
+			&account); err != nil {
+			return nil, fmt.Errorf("ledger: read %s: %w", what, err)
+		}
+		r.Time, r.Profile, r.FareVersion, r.RatedVersion = time.Unix(0, at).UTC(), profileOf(profile), uint64(fv), uint64(rv)
+		r.CommittedAt, r.Notes, r.Account = fromNS(committed), splitNotes(notes), uint64(account)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DeviceTaps returns a device's newest taps (by tap time), at most limit
+// (limit <= 0 or above MaxListLimit: MaxListLimit).
+func (s *Store) DeviceTaps(ctx context.Context, device string, limit int) ([]TapRow, error) {
+	return s.tapRows(ctx, "device taps", `SELECT `+tapRowColumns+` FROM taps WHERE device_id = $1
+		ORDER BY at_ns DESC LIMIT $2`, device, listLimit(limit, MaxListLimit))
+}
+
+// FlaggedTaps returns the newest flagged taps (by tap time), all flags or
+// one, at most limit.
+func (s *Store) FlaggedTaps(ctx context.Context, flag string, limit int) ([]TapRow, error) {
+	if flag == "" {
+		return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> ''
+			ORDER BY at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
+	}
+	return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> '' AND flag = $1
+		ORDER BY at_ns DESC LIMIT $2`, flag, listLimit(limit, MaxListLimit))
+}
+
+// NotedTaps returns the newest charged taps with a note (all notes, or
+// one), at most limit.
+func (s *Store) NotedTaps(ctx context.Context, note string, limit int) ([]TapRow, error) {
+	if note == "" {
+		return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
+			ORDER BY at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
+	}
+	return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
+		AND (',' || notes || ',') LIKE $1 ORDER BY at_ns DESC LIMIT $2`, "%,"+note+",%", listLimit(limit, MaxListLimit))
+}
+
+// ReasonCount is how many records share a reason (a flag, a note, a
+// quarantine or hold reason), and the newest one's time.
+type ReasonCount struct {
+	Reason string
+	Count  int64
+	Latest time.Time
+}
+
+// FlagCounts counts the flagged taps made since a time, by flag, and the
+// charged taps with notes, by note.
+func (s *Store) FlagCounts(ctx context.Context, since time.Time) (flags, notes []ReasonCount, err error) {
+	err = s.read(ctx, func(tx *sql.Tx) error {
+		if flags, err = reasonCounts(ctx, tx, `SELECT flag, COUNT(*), MAX(at_ns) FROM taps WHERE flag <> '' AND at_ns >= $1
+			GROUP BY flag ORDER BY flag`, since.UnixNano()); err != nil {
+			return err
+		}
+		byNotes, err := reasonCounts(ctx, tx, `SELECT notes, COUNT(*), MAX(at_ns) FROM taps WHERE notes <> '' AND at_ns >= $1
+			GROUP BY notes ORDER BY notes`, since.UnixNano())
+		if err != nil {
+			return err
+		}
+		per := map[string]*ReasonCount{}
+		for _, c := range byNotes {
+			for _, n := range splitNotes(c.Reason) {
+				r := per[n]
+				if r == nil {
+					r = &ReasonCount{Reason: n}
+					per[n] = r
+				}
+				r.Count += c.Count
+				if c.Latest.After(r.Latest) {
+					r.Latest = c.Latest
+				}
+			}
+		}
+		for _, r := range per {
+			notes = append(notes, *r)
+		}
+		sortReasons(notes)
+		return nil
+	})
+	return flags, notes, err
+}
+
+func sortReasons(rs []ReasonCount) {
+	slices.SortFunc(rs, func(a, b ReasonCount) int { return strings.Compare(a.Reason, b.Reason) })
+}
+
+func reasonCounts(ctx context.Context, q queryer, query string, args ...any) ([]ReasonCount, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: count by reason: %w", err)
+	}
+	defer rows.Close()
+	var out []ReasonCount
+	for rows.Next() {
+		var r ReasonCount
+		var latest int64
+		if err := rows.Scan(&r.Reason, &r.Count, &latest); err != nil {
+			return nil, fmt.Errorf("ledger: count by reason: %w", err)
+		}
+		r.Latest = fromNS(latest)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// AsideCounts counts the quarantined and the held records, by reason.
+func (s *Store) AsideCounts(ctx context.Context) (quarantined, held []ReasonCount, err error) {
+	err = s.read(ctx, func(tx *sql.Tx) error {
+		if quarantined, err = reasonCounts(ctx, tx, `SELECT reason, COUNT(*), MAX(received_ns) FROM quarantine
+			GROUP BY reason ORDER BY reason`); err != nil {
+			return err
+		}
+		held, err = reasonCounts(ctx, tx, `SELECT reason, COUNT(*), MAX(received_ns) FROM held_taps
+			GROUP BY reason ORDER BY reason`)
+		return err
+	})
+	return quarantined, held, err
+}
+
+// AsideRecord is a quarantined or held record as the console lists it
+// (without its bytes).
+type AsideRecord struct {
+	DeviceID string
+	Epoch    string
+	Seq      uint64
+	Reason   string
+	Size     int
+	Received time.Time
+}
+
+// Aside lists the newest quarantined (held false) or held records, of one
+// reason or all (""), at most limit.
+func (s *Store) Aside(ctx context.Context, held bool, reason string, limit int) ([]AsideRecord, error) {
+	table := "quarantine"
+	if held {
+		table = "held_taps"
+	}
+	q := `SELECT device_id, epoch, seq, reason, LENGTH(record), received_ns FROM ` + table
+	args := []any{listLimit(limit, MaxListLimit)}
+	if reason != "" {
+		q += ` WHERE reason = $2`
+		args = append(args, reason)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY received_ns DESC LIMIT $1`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []AsideRecord
+	for rows.Next() {
+		var r AsideRecord
+		var seq, size, received int64
+		if err := rows.Scan(&r.DeviceID, &r.Epoch, &seq, &r.Reason, &size, &received); err != nil {
+			return nil, fmt.Errorf("ledger: read %s: %w", table, err)
+		}
+		r.Seq, r.Size, r.Received = uint64(seq), int(size), fromNS(received)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// TokenByID returns an API credential by its id (revoked ones too: check
+// Revoked), or ErrNotFound.
+func (s *Store) TokenByID(ctx context.Context, id string) (APIToken, error) {
+	tok, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return tok, fmt.Errorf("%w: token %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return tok, fmt.Errorf("ledger: read token: %w", err)
+	}
+	return tok, nil
+}
+
+// DenyListPage returns up to limit deny-list entries after the entry
+// (account, serial, reason), in that order (zero: from the start), and how
+// many entries the list has.
+func (s *Store) DenyListPage(ctx context.Context, after DenyEntry, limit int) ([]DenyEntry, int64, error) {
+	var out []DenyEntry
+	var total int64
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deny_entries`).Scan(&total); err != nil {
+			return fmt.Errorf("ledger: count deny entries: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT account_id, serial, reason, since_ns, expires_ns FROM deny_entries
+			WHERE (account_id, serial, reason) > ($1, $2, $3) ORDER BY account_id, serial, reason LIMIT $4`,
+			int64(min(after.Account, 1<<62)), int64(after.Serial), after.Reason, listLimit(limit, MaxListLimit))
+		if err != nil {
+			return fmt.Errorf("ledger: read deny list: %w", err)
+		}
+		out, err = scanDenyEntries(rows)
+		return err
+	})
+	return out, total, err
+}

@@ -1,0 +1,376 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a settable clock for Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Microsecond) // every reading distinct
+	return c.t
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// A device's history records what changed (not every heartbeat), its
+// registration, replacement and revocation, and keeps the newest 50.
+func TestDeviceHistory(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		k1 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)).Public().(ed25519.PublicKey)
+		k2 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k1, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		status := func(st DeviceStatus) {
+			t.Helper()
+			if err := s.UpdateDeviceStatus(ctx, "bus-1", st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		on := DeviceStatus{Online: true, QueueDepth: 3, Software: "1.0", Versions: map[string]uint64{"fares": 1}, LastSeen: time.Now()}
+		status(on)
+		on.QueueDepth = 0
+		status(on) // a heartbeat: nothing new
+		oos := on
+		oos.OutOfService = "queue_full"
+		status(oos)
+		status(on)
+		upd := on
+		upd.Versions = map[string]uint64{"fares": 2}
+		status(upd)
+		off := upd
+		off.Online = false
+		status(off)
+		if err := s.RevokeDevice(ctx, "bus-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h2", Replace: true}); err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.DeviceHistory(ctx, "bus-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range h {
+			got = append(got, e.Event)
+		}
+		want := []string{EventReplaced, EventRevoked, EventOffline, EventUpdated, EventInService, EventOutOfService, EventOnline, EventRegistered}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("history = %v, want %v", got, want)
+		}
+		if h[3].Versions["fares"] != 2 || h[5].OutOfService != "queue_full" || h[6].QueueDepth != 3 || !h[6].Online {
+			t.Errorf("history entries do not carry the status: %+v", h)
+		}
+		for i := range 2 * MaxStatusHistory {
+			status(DeviceStatus{Online: i%2 == 0, LastSeen: time.Now()})
+		}
+		if h, _ = s.DeviceHistory(ctx, "bus-1"); len(h) != MaxStatusHistory || h[0].Online {
+			t.Fatalf("after 100 changes: %d entries (newest online %t), want %d, offline", len(h), len(h) > 0 && h[0].Online, MaxStatusHistory)
+		}
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM device_status_history`).Scan(&n); err != nil || n != MaxStatusHistory {
+			t.Errorf("%d history rows stored, want %d", n, MaxStatusHistory)
+		}
+	})
+}
+
+// The console's readers: the fleet with each device's last route, a
+// device's taps, flagged and noted taps by reason, records kept aside.
+func TestConsoleReaders(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		for i, id := range []string{"bus-1", "bus-2", "bus-3"} {
+			k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, 32)).Public().(ed25519.PublicKey)
+			if err := s.RegisterDevice(ctx, DeviceRegistration{ID: id, PublicKey: k, MQTTHash: "h"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := newAccount(t, s, 5000)
+		t1 := mkTap("bus-1", 1, a, at(0), "42")
+		t2 := mkTap("bus-1", 2, a, at(120), "X1")
+		t2.BaseFare = 999 // the validator's claim differs: noted fare_mismatch
+		dup := mkTap("bus-2", 1, a, at(121), "7")
+		dup.CodeKey = t2.CodeKey // the same code on another device: duplicate_code
+		bad := mkTap("bus-2", 2, a, at(200), "7")
+		bad.Flag = FlagInvalidCode
+		commit(t, s, t1, t2, dup, bad)
+
+		fleet, err := s.Fleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fleet) != 3 || fleet[0].Route != "X1" || fleet[0].Vehicle != "bus-7" || !fleet[0].LastTap.Equal(at(120)) ||
+			fleet[1].Route != "7" || fleet[2].Route != "" || !fleet[2].LastTap.IsZero() {
+			t.Fatalf("fleet = %+v", fleet)
+		}
+		taps, err := s.DeviceTaps(ctx, "bus-1", 10)
+		if err != nil || len(taps) != 2 || taps[0].TapID != t2.ID || taps[0].Account != a || taps[0].Charge != 400 {
+			t.Fatalf("DeviceTaps = %+v, %v", taps, err)
+		}
+		flagged, err := s.FlaggedTaps(ctx, "", 10)
+		if err != nil || len(flagged) != 2 || flagged[0].TapID != bad.ID || flagged[1].Flag != FlagDuplicateCode {
+			t.Fatalf("FlaggedTaps = %+v, %v", flagged, err)
+		}
+		if f, _ := s.FlaggedTaps(ctx, FlagDuplicateCode, 10); len(f) != 1 || f[0].TapID != dup.ID {
+			t.Errorf("FlaggedTaps(duplicate_code) = %+v", f)
+		}
+		noted, err := s.NotedTaps(ctx, NoteFareMismatch, 10)
+		if err != nil || len(noted) != 1 || noted[0].TapID != t2.ID {
+			t.Fatalf("NotedTaps = %+v, %v", noted, err)
+		}
+		if n, _ := s.NotedTaps(ctx, "fare", 10); len(n) != 0 {
+			t.Errorf("a note matched by a prefix: %+v", n)
+		}
+		flags, notes, err := s.FlagCounts(ctx, at(-60))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(flags) != fmt.Sprint([]ReasonCount{{FlagDuplicateCode, 1, at(121).UTC()}, {FlagInvalidCode, 1, at(200).UTC()}}) ||
+			fmt.Sprint(notes) != fmt.Sprint([]ReasonCount{{NoteCodeReuseWindow, 1, at(121).UTC()}, {NoteFareMismatch, 1, at(120).UTC()}}) {
+			t.Errorf("FlagCounts = %v, %v", flags, notes)
+		}
+		if f, _, _ := s.FlagCounts(ctx, at(150)); len(f) != 1 || f[0].Reason != FlagInvalidCode {
+			t.Errorf("FlagCounts since a later time = %v", f)
+		}
+
+		if err := s.Quarantine(ctx, []QuarantinedRecord{{DeviceID: "bus-3", Epoch: "e", Seq: 1, Reason: "malformed_record", Record: []byte{1}},
+			{DeviceID: "bus-3", Epoch: "e", Seq: 2, Reason: "malformed_record", Record: []byte{1, 2}},
+			{DeviceID: "bus-3", Epoch: "e", Seq: 3, Reason: "revoked_device", Record: []byte{3}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Hold(ctx, []HeldTap{{DeviceID: "bus-3", Epoch: "e", Seq: 9, Reason: "unknown_issuer_key", Record: []byte{9}}}); err != nil {
+			t.Fatal(err)
+		}
+		q, h, err := s.AsideCounts(ctx)
+		if err != nil || len(q) != 2 || q[0].Reason != "malformed_record" || q[0].Count != 2 || len(h) != 1 || h[0].Count != 1 {
+			t.Fatalf("AsideCounts = %+v %+v, %v", q, h, err)
+		}
+		recs, err := s.Aside(ctx, false, "malformed_record", 10)
+		if err != nil || len(recs) != 2 || recs[0].Size+recs[1].Size != 3 {
+			t.Fatalf("Aside = %+v, %v", recs, err)
+		}
+		if recs, _ := s.Aside(ctx, true, "", 10); len(recs) != 1 || recs[0].Seq != 9 {
+			t.Errorf("held = %+v", recs)
+		}
+
+		tok, err := s.CreateToken(ctx, APIToken{ID: "abcdefgh", Role: RoleAuditor}, make([]byte, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.TokenByID(ctx, "abcdefgh"); err != nil || got.Role != RoleAuditor || !got.Created.Equal(tok.Created) {
+			t.Errorf("TokenByID = %+v, %v", got, err)
+		}
+		if _, err := s.TokenByID(ctx, "nope1234"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TokenByID of an unknown id: %v", err)
+		}
+	})
+}
+
+// Console sessions: stored by hash, ended everywhere, at most
+// MaxSessionsPerToken live per token.
+func TestConsoleSessions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		hash := func(i int) []byte { h := sha256.Sum256([]byte{byte(i)}); return h[:] }
+		exp := time.Now().Add(time.Hour)
+		if err := s.CreateSession(ctx, ConsoleSession{IDHash: hash(0), TokenID: "init", Role: RoleOperator, Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+		cs, err := s.Session(ctx, hash(0))
+		if err != nil || cs.TokenID != "init" || cs.Role != RoleOperator || !cs.Ended.IsZero() || cs.Expires.Unix() != exp.Unix() {
+			t.Fatalf("Session = %+v, %v", cs, err)
+		}
+		if err := s.TouchSession(ctx, hash(0), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EndSession(ctx, hash(0)); err != nil {
+			t.Fatal(err)
+		}
+		if cs, _ := s.Session(ctx, hash(0)); cs.Ended.IsZero() {
+			t.Error("an ended session is not marked ended")
+		}
+		if _, err := s.Session(ctx, hash(99)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown session: %v", err)
+		}
+		for _, bad := range []ConsoleSession{{IDHash: hash(1)[:5], TokenID: "x", Role: RoleOperator, Expires: exp},
+			{IDHash: hash(1), TokenID: "x", Role: "root", Expires: exp}, {IDHash: hash(1), TokenID: "x", Role: RoleAuditor, Expires: time.Now().Add(-time.Second)}} {
+			if err := s.CreateSession(ctx, bad); !errors.Is(err, ErrInvalid) {
+				t.Errorf("CreateSession(%+v) = %v, want ErrInvalid", bad, err)
+			}
+		}
+		for i := 1; i <= MaxSessionsPerToken+5; i++ {
+			if err := s.CreateSession(ctx, ConsoleSession{IDHash: hash(i), TokenID: "tok12345", Role: RoleAuditor, Expires: exp}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		live := 0
+		for i := 1; i <= MaxSessionsPerToken+5; i++ {
+			cs, err := s.Session(ctx, hash(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cs.Ended.IsZero() {
+				live++
+			} else if i > 5 {
+				t.Errorf("session %d of %d ended; only the oldest should be", i, MaxSessionsPerToken+5)
+			}
+		}
+		if live != MaxSessionsPerToken {
+			t.Errorf("%d live sessions of one token, want %d", live, MaxSessionsPerToken)
+		}
+	})
+}
+
+// The revenue summary sums a service day's charges, transfers and cap
+// savings by route and follows a late tap that re-rates the day (a
+// correction); the lag summary buckets commit time minus tap time.
+func TestSummaries(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		c := &clock{t: at(600)}
+		s := db.open(t, &Options{Now: c.now})
+		putTableAt(t, s, tableV1, tablesSince)
+		a := newAccount(t, s, 10_000)
+		b := newAccount(t, s, 10_000)
+		// a: 08:00 on 42 (250), 08:30 transfer (0), 10:00 on X1 (400), 12:00 on 42: 50 to the cap of 700.
+		c.set(at(600))
+		commit(t, s, mkTap("bus-1", 1, a, at(0), "42"), mkTap("bus-1", 2, a, at(30), "42"),
+			mkTap("bus-2", 1, a, at(120), "X1"), mkTap("bus-1", 3, a, at(240), "42"))
+		bad := mkTap("bus-1", 4, b, at(250), "42")
+		bad.Flag = FlagInvalidCode
+		commit(t, s, bad)
+		st, err := s.RefreshSummaries(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Days != 1 {
+			t.Errorf("first refresh summed %d days, want 1", st.Days)
+		}
+		day := at(0).Format("2006-01-02")
+		rev := revenueByRoute(t, s, day)
+		if r := rev["42"]; r.Taps != 4 || r.Flagged != 1 || r.BaseTotal != 750 || r.Charged != 300 || r.Transfers != 1 ||
+			r.TransferSavings != 250 || r.Capped != 1 || r.CapSavings != 200 || r.Corrections != 0 {
+			t.Errorf("route 42: %+v", r)
+		}
+		if r := rev["X1"]; r.Taps != 1 || r.Charged != 400 || r.BaseTotal != 400 {
+			t.Errorf("route X1: %+v", r)
+		}
+		// Nothing new: nothing summed again.
+		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 0 || st.Slots != 0 {
+			t.Errorf("a refresh with nothing new summed %d days and %d lag slots (%v)", st.Days, st.Slots, err)
+		}
+		// A late tap at 07:00 on 7: the day is re-rated (the 08:00 ride
+		// becomes ... the cap is reached earlier): corrections appear.
+		c.set(at(900))
+		commit(t, s, mkTap("bus-3", 1, a, at(-60), "7"))
+		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 1 {
+			t.Fatalf("refresh after a late tap: %+v, %v", st, err)
+		}
+		rev = revenueByRoute(t, s, day)
+		total, corrections := int64(0), int64(0)
+		for _, r := range rev {
+			total += r.Charged
+			corrections += r.Corrections
+		}
+		if total != 700 || rev["7"].Charged != 250 || corrections >= 0 || rev["42"].Corrected == 0 {
+			t.Errorf("after the late tap: total %d (want the cap, 700), corrections %d (want refunds), %+v", total, corrections, rev)
+		}
+		if got := balance(t, s, a); got != 10_000-700 {
+			t.Errorf("balance %d", got)
+		}
+
+		// Lag: the first five taps were committed at 18:00 (600 minutes
+		// after 08:00), the late one at 23:00.
+		lag, err := s.Lag(ctx, at(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, l := range lag {
+			n += l.Taps
+		}
+		if n != 6 || len(lag) != 2 {
+			t.Fatalf("lag slots = %+v", lag)
+		}
+		if lag[1].Max < 16*time.Hour || lag[1].Max > 16*time.Hour+time.Minute || lag[0].Buckets[12] != 1 || lag[0].Buckets[13] != 4 {
+			t.Errorf("lag slots = %+v", lag)
+		}
+		if q := Quantile(lag, 0.5); q != 12*time.Hour {
+			t.Errorf("median lag bucket %v, want the 12 h bound", q)
+		}
+		if q := Quantile(lag, 1); q != lag[1].Max {
+			t.Errorf("max lag %v, want %v", q, lag[1].Max)
+		}
+	})
+}
+
+func revenueByRoute(t *testing.T, s *Store, day string) map[string]DaySummary {
+	t.Helper()
+	rev, err := s.Revenue(context.Background(), day, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]DaySummary{}
+	for _, r := range rev {
+		out[r.Route] = r
+	}
+	return out
+}
+
+// The deny list read a page at a time: every entry once, in order, also
+// when one account's entries straddle two pages.
+func TestDenyListPage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		a, b := newAccount(t, s, 100), newAccount(t, s, 100)
+		for _, e := range []DenyEntry{{Account: a, Reason: "x"}, {Account: a, Serial: 1, Reason: "y"}, {Account: a, Serial: 2, Reason: "z"},
+			{Account: b, Reason: "x"}, {Account: a, Serial: 2, Reason: "w"}} {
+			if err := s.Deny(ctx, e.Account, e.Serial, e.Reason); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []string
+		var after DenyEntry
+		for range 10 {
+			page, total, err := s.DenyListPage(ctx, after, 2)
+			if err != nil || total != 5 {
+				t.Fatalf("DenyListPage: %d entries, %v", total, err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, e := range page {
+				got = append(got, fmt.Sprintf("%d/%d/%s", e.Account-a, e.Serial, e.Reason))
+			}
+			after = page[len(page)-1]
+		}
+		if want := "[0/0/x 0/1/y 0/2/w 0/2/z 1/0/x]"; fmt.Sprint(got) != want {
+			t.Errorf("pages = %v, want %s", got, want)
+		}
+	})
+}
