@@ -132,6 +132,7 @@ type Stats struct {
 	Connected       bool   // a connection is ready now
 	Connects        uint64 // connections made ready
 	ConnectFailures uint64 // failed attempts (a lost connection is not one)
+	Losses          uint64 // ready connections that were lost
 	LastError       string // the last failure or loss; "" if none yet
 }
 
@@ -403,7 +404,9 @@ func (c *Client) failed(err error) {
 	}
 	c.mu.Lock()
 	c.stats.LastError = msg
-	if !c.up {
+	if c.up {
+		c.stats.Losses++
+	} else {
 		c.stats.ConnectFailures++
 	}
 	c.mu.Unlock()
