@@ -283,3 +283,13 @@ func RolloutBucket(version, deviceID string) int {
 	h := sha256.Sum256([]byte("farego-rollout-v1\x00" + version + "\x00" + deviceID))
 	return int(binary.BigEndian.Uint64(h[:8]) % 100)
 }
+
+// UpdateStatus is the device's report of its software update, in its
+// status: the update waiting for its health check, and the last one that
+// failed (rolled back or refused).
+type UpdateStatus struct {
+	Pending      string    `json:"pending,omitempty"`       // version installed, not yet confirmed healthy
+	Failed       string    `json:"failed,omitempty"`        // version of the last failed update
+	FailedReason string    `json:"failed_reason,omitempty"` // why, in a sentence
+	FailedAt     time.Time `json:"failed_at,omitzero"`
+}
