@@ -74,7 +74,6 @@ func newServer(t *testing.T, rels ...*release) *server {
 	return s
 }
 
-
 func newRelease(version string) *release {
 	data := bytes.Repeat([]byte("farego-validator "+version+"\n"), 5000)
 	return &release{version: version, data: data, signed: data, key: fleetKey}
