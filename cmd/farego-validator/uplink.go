@@ -56,7 +56,7 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 			}
 		},
 		OnRelease: onRelease,
-		Logger: log.With("part", "uplink"),
+		Logger:    log.With("part", "uplink"),
 	}, q, a)
 }
 

@@ -79,9 +79,9 @@ type Config struct {
 	Health     map[string]Health // extra readiness checks by name (broker, ingest)
 	// Releases, if set, keeps the validator releases (/v1/releases).
 	Releases *release.Store
-	Metrics    *metrics.Registry
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Metrics  *metrics.Registry
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Handler serves the API.
