@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -343,5 +344,15 @@ func TestRunReturnsRestartOnOffer(t *testing.T) {
 	u.Offer(2, rollout(t, rel, nil))
 	if err := <-done; !errors.Is(err, ErrRestart) {
 		t.Fatalf("Run = %v, want ErrRestart", err)
+	}
+}
+
+func TestArch(t *testing.T) {
+	got := Arch()
+	if err := wire.ValidArch(got); err != nil {
+		t.Fatalf("Arch() = %q: %v", got, err)
+	}
+	if runtime.GOARCH == "arm" && !strings.HasPrefix(got, "armv") {
+		t.Errorf("Arch() = %q on 32-bit ARM, want armvN", got)
 	}
 }
