@@ -35,6 +35,7 @@ type Config struct {
 	Metrics   MetricsConfig   `toml:"metrics"`
 	Queue     QueueConfig     `toml:"queue"`
 	MQTT      MQTTConfig      `toml:"mqtt"`
+	Update    UpdateConfig    `toml:"update"`
 
 	dir string // the config file's directory
 }

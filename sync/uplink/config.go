@@ -183,6 +183,12 @@ type Config struct {
 	// block.
 	Status func(st *wire.Status)
 
+	// OnRelease, if set, receives every software rollout downlink
+	// (wire.DocRelease, on PREFIX/fleet/release) whose fleet signature
+	// verifies, with its version and body (a wire.Rollout), at least once
+	// per connection. It must not block (sync/update's Offer does not).
+	OnRelease func(version uint64, body []byte)
+
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger
 

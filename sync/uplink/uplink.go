@@ -149,6 +149,10 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.filters[t.Fleet(k)] = 1
 	}
 	u.filters[t.DenyShards()] = 1
+	if cfg.OnRelease != nil {
+		u.fleet[t.Fleet(wire.DocRelease)] = wire.DocRelease
+		u.filters[t.Fleet(wire.DocRelease)] = 1
+	}
 	u.topics = t
 	mc := cfg.mqttConfig()
 	u.tls = tlsConfig

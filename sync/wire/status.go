@@ -33,6 +33,8 @@ type Status struct {
 	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
 	// Salvage reports the last damaged queue file the device salvaged.
 	Salvage *SalvageStatus `json:"salvage,omitempty"`
+	// Update reports the device's software update, if any (UpdateStatus).
+	Update *UpdateStatus `json:"update,omitempty"`
 }
 
 // SalvageStatus tells the operator that the device's queue file was
