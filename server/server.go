@@ -161,11 +161,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if user == "" {
 		user, pass = broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret())
 	}
+	var ingestReady atomic.Pointer[ingest.Ingest]
 	if cfg.BrokerURL == "" {
 		b, err := broker.New(broker.Config{
 			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
 			Devices: s.devs, Logger: s.log.With("part", "broker"),
+			// Devices wait until the ingest has subscribed: a batch
+			// published before would wait for the device's ack timeout.
+			DevicesReady: func() bool { in := ingestReady.Load(); return in != nil && in.Connected() },
 		})
 		if err != nil {
 			return nil, err
@@ -189,6 +193,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}, (*store)(s)); err != nil {
 		return nil, err
 	}
+	ingestReady.Store(s.ingest)
 	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document, DenyShards: s.denyShards,
 		Logger: s.log.With("part", "publisher"),

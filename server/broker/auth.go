@@ -110,6 +110,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			err = fmt.Errorf("client id in use by %q", old.Properties.Username)
 		}
 	}
+	if err == nil && id != h.cfg.ServerUsername && h.cfg.DevicesReady != nil && !h.cfg.DevicesReady() {
+		err = errNotReady
+	}
 	if err == nil && id != h.cfg.ServerUsername {
 		// A flooding device is refused for a while, and every connection
 		// costs a message from its budget, so a reconnection loop is a

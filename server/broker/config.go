@@ -91,6 +91,14 @@ type Config struct {
 	// Devices decides which devices may log in (required).
 	Devices DeviceAuthority
 
+	// DevicesReady, if set, gates devices' connections: while it returns
+	// false devices are refused (and retry after their back-off), so that
+	// no batch is published before the settlement server's ingest has
+	// subscribed (a batch published then would reach no one and wait for
+	// the device's ack timeout). The server's own clients are always
+	// accepted. It must be quick and safe for concurrent use.
+	DevicesReady func() bool
+
 	// ConnectTimeout bounds the time from accepting a connection to its
 	// CONNECT packet (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration

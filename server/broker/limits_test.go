@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +139,19 @@ func TestServerHeldBounded(t *testing.T) {
 	if len(taps) > 4 {
 		t.Errorf("server got %d messages, want at most 4", len(taps))
 	}
+}
+
+// TestDevicesWaitUntilReady: while DevicesReady is false devices are
+// refused and the server's own clients are not; once it is true, devices
+// get in.
+func TestDevicesWaitUntilReady(t *testing.T) {
+	secret := newSecret(t)
+	var ready atomic.Bool
+	b := startBroker(t, Config{Secret: secret, DevicesReady: ready.Load})
+	mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	if _, _, err := dial(t, b.url(), "bus-w", devicePassword(secret, "bus-w"), nil); err == nil {
+		t.Fatal("a device got in before the server was ready")
+	}
+	ready.Store(true)
+	mustDial(t, b.url(), "bus-w", devicePassword(secret, "bus-w"), nil)
 }
