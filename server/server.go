@@ -187,6 +187,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg}
+	if cfg.SharedGroup == "" {
+		// A group nobody without the broker secret can join (see
+		// broker.SharedGroup: Mosquitto does not check subscriptions).
+		cfg.SharedGroup = broker.SharedGroup(kd.BrokerSecret())
+	}
 	if s.ingest, err = ingest.New(ingest.Config{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
 		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),

@@ -33,6 +33,26 @@ func ServerPassword(secret []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// sharedGroupContext is the HMAC message the settlement instances'
+// shared-subscription group is derived with.
+const sharedGroupContext = "farego-mqtt-shared-group-v1"
+
+// SharedGroup returns the default MQTT shared-subscription group of the
+// settlement instances: "settlement-" and 16 hex digits of
+// HMAC-SHA256(secret, "farego-mqtt-shared-group-v1"). Every instance with
+// the same broker secret derives the same group, and nobody without the
+// secret can guess it. That matters on Mosquitto 2, whose acl_file does
+// not check subscriptions (only deliveries): a device subscribing to
+// $share/GROUP/… in the servers' group would be handed a share of the
+// batches, denied delivery, and they would be lost to the servers until
+// the devices resent them. In a group of its own making it takes nothing
+// from anyone. The embedded broker refuses $share to devices outright.
+func SharedGroup(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(sharedGroupContext))
+	return "settlement-" + hex.EncodeToString(m.Sum(nil))[:16]
+}
+
 // DeviceAuthority decides which devices may log in, and with what: the
 // settlement server answers from the ledger (each device's random password
 // hash, pinned certificate and revocation), so that a credential rotated or
