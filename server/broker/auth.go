@@ -114,6 +114,16 @@ func (h *hook) Provides(b byte) bool {
 // another's session.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	id, err := h.identify(cl, pk)
+	if err == nil && id != h.cfg.ServerUsername {
+		// A flooding device is refused for a while, and every login
+		// (refused or not) costs a message from its budget, so a
+		// reconnection loop is a flood too.
+		if until := h.lim.banned(id); !until.IsZero() {
+			err = bannedErr(until)
+		} else if _, flood, until := h.lim.charge(id, 0); flood {
+			err = bannedErr(until)
+		}
+	}
 	if err == nil && pk.Connect.WillFlag && !h.allowed(id, pk.Connect.WillTopic, true) {
 		err = fmt.Errorf("last will on %q, a topic the client may not publish to", pk.Connect.WillTopic)
 	}
@@ -132,16 +142,6 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	if err == nil && id != h.cfg.ServerUsername && h.cfg.DevicesReady != nil && !h.cfg.DevicesReady() {
 		err = errNotReady
-	}
-	if err == nil && id != h.cfg.ServerUsername {
-		// A flooding device is refused for a while, and every connection
-		// costs a message from its budget, so a reconnection loop is a
-		// flood too.
-		if until := h.lim.banned(id); !until.IsZero() {
-			err = bannedErr(until)
-		} else if _, flood, until := h.lim.charge(id, 0); flood {
-			err = bannedErr(until)
-		}
 	}
 	if err != nil {
 		h.refused.Add(1)
