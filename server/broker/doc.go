@@ -26,8 +26,10 @@
 // device's session over nor hold more than one. A connection is also
 // refused when its last will names a topic the client may not publish to
 // (mochi does not check wills against the ACL), or when its client id is
-// in use by another identity. Refusals are counted and logged at most once
-// a minute per username.
+// in use by another identity, or while Config.DevicesReady says the
+// settlement server is not ready for devices (its ingest has not
+// subscribed yet, at a restart). Refusals are counted and logged at most
+// once a minute per username.
 //
 // # Access rules
 //
