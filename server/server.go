@@ -168,11 +168,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if user == "" {
 		user, pass = broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret())
 	}
+	var ingestReady atomic.Pointer[ingest.Ingest]
 	if cfg.BrokerURL == "" {
 		b, err := broker.New(broker.Config{
 			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
 			Devices: s.devs, Logger: s.log.With("part", "broker"),
+			// Devices wait until the ingest has subscribed: a batch
+			// published before would wait for the device's ack timeout.
+			DevicesReady: func() bool { in := ingestReady.Load(); return in != nil && in.Connected() },
 		})
 		if err != nil {
 			return nil, err
@@ -190,12 +194,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg}
+	if cfg.SharedGroup == "" {
+		// A group nobody without the broker secret can join (see
+		// broker.SharedGroup: Mosquitto does not check subscriptions).
+		cfg.SharedGroup = broker.SharedGroup(kd.BrokerSecret())
+	}
 	if s.ingest, err = ingest.New(ingest.Config{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
 		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),
 	}, (*store)(s)); err != nil {
 		return nil, err
 	}
+	ingestReady.Store(s.ingest)
 	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document, DenyShards: s.denyShards,
 		Kinds:  append(slices.Clone(record.DocKinds), wire.DocRelease),

@@ -73,7 +73,8 @@ const (
 	// AckTimeout.
 	maxAckBackoff = 8
 	// maxBatchBytes bounds BatchBytes so that a batch (with its per-record
-	// overhead, uncompressed) always fits in one wire message.
+	// overhead, uncompressed) always fits in one wire message (320 KiB);
+	// the sender halves a batch that would not fit anyway.
 	maxBatchBytes = wire.MaxMessageSize - 64<<10
 	// maxInFlight bounds MaxInFlight.
 	maxInFlight = 1000

@@ -94,6 +94,7 @@ type Stats struct {
 	AckTimeouts  uint64 // times no ack came in time and the window was sent again
 	Replays      uint64 // replay requests carried out
 	Unsendable   uint64 // records too large for a batch (left in the queue)
+	BatchesSplit uint64 // batches halved to fit a wire message (wire.MaxMessageSize)
 	SyncCalls    uint64 // SyncSucceeded calls
 	StatusSent   uint64 // status messages published
 
