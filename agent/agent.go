@@ -111,6 +111,7 @@ type Agent struct {
 	clock    atomic.Pointer[clockRef] // the last clock measurement
 	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
 	hold     atomic.Pointer[hold]     // out of service by Hold
+	assign   atomic.Pointer[Assignment]
 
 	taps    *metrics.CounterVec
 	latency *metrics.Histogram
@@ -122,8 +123,8 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	if err := record.ValidDeviceID(cfg.DeviceID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
-		return nil, fmt.Errorf("%w: route (required) and vehicle must be at most 64 characters", ErrConfig)
+	if err := CheckAssignment(cfg.Route, cfg.Vehicle); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.PassbackWindow == 0 {
 		cfg.PassbackWindow = DefaultPassbackWindow
@@ -161,6 +162,15 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.state.Store(s)
+	as, err := loadAssignment(q, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.assign.Store(as)
+	if as.Source != AssignConfig && (as.Route != cfg.Route || as.Vehicle != cfg.Vehicle) {
+		a.log.Info("assignment from the device state (set at runtime; the config's route and vehicle are only the first)",
+			"route", as.Route, "vehicle", as.Vehicle, "source", as.Source)
+	}
 	a.taps = cfg.Metrics.Counter("farego_taps_total", "Taps decided, by outcome and reason.", "outcome", "reason")
 	a.latency = cfg.Metrics.Histogram("farego_decision_seconds",
 		"Time from the frame's last byte to the rider's feedback, including the fsync.", metrics.LatencyBuckets)
@@ -286,6 +296,11 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	if s.keyring == nil || s.fares == nil {
 		return refuse(record.ReasonNoFare)
 	}
+	// One assignment for the whole tap: a change applies between taps.
+	as := a.assign.Load()
+	if !s.fares.Covers(as.Route) {
+		return refuse(record.ReasonRouteNotInFares)
+	}
 	d := a.verifier.Verify(f.Text, now, s.keyring, a.cfg.Policy)
 	if d.Code != nil {
 		out.Account = d.Code.Account
@@ -297,13 +312,13 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	if s.denied(c.Account, c.Serial, now) {
 		return refuse(record.ReasonDenied)
 	}
-	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
+	amount, err := s.fares.Fare(as.Route, c.Profile)
 	out.Currency = s.fares.Currency
 	if err != nil {
 		return refuse(record.ReasonNoFare)
 	}
 	tap := record.Tap{
-		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: a.cfg.Route, Vehicle: a.cfg.Vehicle,
+		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: as.Route, Vehicle: as.Vehicle,
 		Scanner: truncate(f.Scanner, 32), Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
 		Fare: amount, Currency: s.fares.Currency, FareVersion: s.fares.Version, KeyringVersion: s.keyring.Version(),
 		Software: truncate(Version, 64),

@@ -14,6 +14,10 @@ var ErrInvalidDocument = errors.New("agent: invalid document")
 // fare table, from its own state or the provisioning bundle.
 var ErrNotProvisioned = errors.New("agent: not provisioned")
 
+// ErrInvalidAssignment is returned (wrapped) for a route or vehicle name
+// that is empty (a route), too long or not plain text.
+var ErrInvalidAssignment = errors.New("agent: invalid assignment")
+
 // ErrConfig is returned (wrapped) for an invalid Config.
 var ErrConfig = errors.New("agent: invalid config")
 

@@ -31,7 +31,10 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // tables. A tap id the ledger already holds with other contents is
 // quarantined too, never acked as if settled. A batch the ledger refuses
 // as invalid is retried tap by tap so one bad record cannot block a
-// device's queue: the bad ones are quarantined.
+// device's queue: the bad ones are quarantined. A tap whose route is not
+// the one the operator had assigned its device at the tap's time (the
+// newest assignment at or before it) is noted route_mismatch and charged
+// by its own route (see ledger.NoteRouteMismatch).
 func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	s := (*Server)(st)
 	var taps []ledger.Tap
@@ -47,6 +50,10 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 		s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
 		return s.ledger.Quarantine(ctx, quarantine)
 	}
+	assigned, err := s.ledger.DeviceAssignments(ctx, b.DeviceID)
+	if err != nil {
+		return err
+	}
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)
@@ -59,6 +66,11 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 				Record: t.Record})
 		default:
 			lt := ledgerTap(b.DeviceID, b.Epoch, t)
+			if a, ok := ledger.AssignmentAt(assigned, lt.Time); ok && a.Route != lt.Route {
+				lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
+				s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", t.ID,
+					"route", lt.Route, "assigned", a.Route, "assignment", a.Version)
+			}
 			if !t.Valid() {
 				lt.Flag = ledger.FlagInvalidCode
 				s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,

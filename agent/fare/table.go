@@ -219,3 +219,17 @@ func (t *Table) ServiceDay(at time.Time) string {
 	// Noon UTC of the (possibly normalised) date: no zone can move it.
 	return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
 }
+
+// Covers reports whether the table has fares for route. A table that
+// names routes covers those it names: the default route ("*") then only
+// fills in profiles a route lacks. A table with the default route alone is
+// a flat fare and covers every route. A validator assigned a route its
+// table does not cover is out of service rather than charging another
+// route's fare.
+func (t *Table) Covers(route string) bool {
+	if _, ok := t.Fares[route]; ok {
+		return true
+	}
+	_, flat := t.Fares[DefaultRoute]
+	return flat && len(t.Fares) == 1
+}

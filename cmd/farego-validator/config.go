@@ -35,6 +35,7 @@ type Config struct {
 	Metrics   MetricsConfig   `toml:"metrics"`
 	Queue     QueueConfig     `toml:"queue"`
 	MQTT      MQTTConfig      `toml:"mqtt"`
+	Ctl       CtlConfig       `toml:"ctl"`
 
 	dir string // the config file's directory
 }
@@ -102,6 +103,14 @@ type FeedbackConfig struct {
 // MetricsConfig is the Prometheus endpoint.
 type MetricsConfig struct {
 	Listen string `toml:"listen"` // e.g. 127.0.0.1:9100; empty disables
+}
+
+// CtlConfig is the control socket (farego-validator ctl).
+type CtlConfig struct {
+	// Socket is the unix socket's path; default $RUNTIME_DIRECTORY/ctl.sock
+	// (systemd's RuntimeDirectory=), else DefaultCtlSocket; "off" disables
+	// it. Created mode 0660: the validator's user and group may use it.
+	Socket string `toml:"socket"`
 }
 
 // QueueConfig bounds the on-device queue.

@@ -216,11 +216,17 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
+	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", &ctlServer{a: a, q: q, log: log.With("part", "ctl")})
+	if err != nil {
+		return err
+	}
+	defer stopCtl()
 	stopUplink := runUplink(ctx, up, log)
 	startScanners()
 
 	notifier.Notify("STATUS=running")
-	log.Info("validator running", "device", cfg.DeviceID, "route", cfg.Route, "scanners", len(sources),
+	as := a.Assignment()
+	log.Info("validator running", "device", cfg.DeviceID, "route", as.Route, "vehicle", as.Vehicle, "scanners", len(sources),
 		"versions", a.Versions(), "epoch", q.Epoch(), "software", agent.Version)
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"time"
@@ -46,6 +47,18 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time
 				st.ClockOffsetMS = &ms
 			}
 			st.Salvage = lastSalvage(q)
+			as := a.Assignment()
+			st.Assignment = &wire.StatusAssignment{Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
+				ServerVersion: as.ServerVersion}
+		},
+		Assign: func(w *wire.Assignment) error {
+			err := a.AssignFromServer(w.Version, w.Route, w.Vehicle)
+			if errors.Is(err, agent.ErrStaleVersion) && w.Version == a.Assignment().ServerVersion {
+				// The retained assignment, seen again on reconnection.
+				log.Debug("assignment from the server already applied", "version", w.Version)
+				return nil
+			}
+			return err
 		},
 		Logger: log.With("part", "uplink"),
 	}, q, a)

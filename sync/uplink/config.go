@@ -183,6 +183,13 @@ type Config struct {
 	// block.
 	Status func(st *wire.Status)
 
+	// Assign, if set, carries out an operator's assignment of route and
+	// vehicle (a fleet-signed wire.Assignment for this device, retained on
+	// its command topic, so it is seen again on every connection: Assign
+	// must ignore a version it has applied). Nil refuses assignments. It
+	// runs on the session goroutine and must not block for long.
+	Assign func(a *wire.Assignment) error
+
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger
 

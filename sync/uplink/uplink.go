@@ -93,6 +93,7 @@ type Stats struct {
 	RecordsAcked uint64 // records acked in the queue (deleted, or archived)
 	AckTimeouts  uint64 // times no ack came in time and the window was sent again
 	Replays      uint64 // replay requests carried out
+	Assignments  uint64 // assignments handed to Config.Assign
 	Unsendable   uint64 // records too large for a batch (left in the queue)
 	SyncCalls    uint64 // SyncSucceeded calls
 	StatusSent   uint64 // status messages published
