@@ -183,7 +183,9 @@ func TestServerAssignment(t *testing.T) {
 	if st := d.mustCtl("status"); st.Route != "43" || st.Vehicle != "BUS-12" || st.Source != "server" || st.ServerVersion != 1 {
 		t.Errorf("status = %+v, want route 43, BUS-12 from the server, version 1", st)
 	}
-	reported(func(a *wire.StatusAssignment) bool { return a.Route == "43" && a.Source == "server" && a.ServerVersion == 1 })
+	reported(func(a *wire.StatusAssignment) bool {
+		return a.Route == "43" && a.Source == "server" && a.ServerVersion == 1
+	})
 	now := time.Now()
 	expectLine(t, d.scan(d.issuer.Rider(t, 3001, now).Code(t, now)), "ACCEPTED  3.00 EUR")
 

@@ -105,4 +105,3 @@ func AssignmentAt(history []Assignment, t time.Time) (Assignment, bool) {
 	}
 	return Assignment{}, false
 }
-
