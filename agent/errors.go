@@ -18,6 +18,9 @@ var ErrNotProvisioned = errors.New("agent: not provisioned")
 // that is empty (a route), too long or not plain text.
 var ErrInvalidAssignment = errors.New("agent: invalid assignment")
 
+// ErrStalled is returned (wrapped) by Stalled when the tap path hangs.
+var ErrStalled = errors.New("agent: stalled")
+
 // ErrConfig is returned (wrapped) for an invalid Config.
 var ErrConfig = errors.New("agent: invalid config")
 

@@ -89,7 +89,7 @@ func TestCtlRouteAndVehicle(t *testing.T) {
 	expectLine(t, d.scan(d.issuer.Rider(t, 2003, now).Code(t, time.Now())), "ACCEPTED  3.00 EUR")
 
 	// Bad input changes nothing and says why.
-	for _, args := range [][]string{{"route", ""}, {"route", "4\x002"}, {"route", strings.Repeat("x", 65)}, {"vehicle", " B "}} {
+	for _, args := range [][]string{{"route", ""}, {"route", "4\t2"}, {"route", strings.Repeat("x", 65)}, {"vehicle", " B "}} {
 		if _, stderr, err := d.ctl(args...); err == nil || !strings.Contains(stderr, "invalid assignment") {
 			t.Errorf("ctl %q: err %v, stderr %q; want a refusal naming the invalid assignment", args, err, stderr)
 		}

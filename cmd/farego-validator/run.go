@@ -95,7 +95,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	defer closeFB()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sources, err := buildSources(cfg, log, stdin)
+	notifier := sdnotify.FromEnv()
+	mon := newWatchdogMonitor(notifier)
+	sources, err := buildSources(cfg, log, stdin, mon)
 	if err != nil {
 		return err
 	}
@@ -129,8 +131,13 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		return <-scanErr
 	}
 	defer stopScanners()
-	notifier := sdnotify.FromEnv()
-	go notifier.Watchdog(ctx, nil)
+	go notifier.Watchdog(ctx, mon.Healthy, func(err error) {
+		if err != nil {
+			log.Error("watchdog: not pinging systemd, which restarts the validator unless this recovers", "err", err)
+			return
+		}
+		log.Info("watchdog: every part alive again; pinging systemd")
+	})
 	notifier.Notify("READY=1")
 
 	var theAgent atomic.Pointer[agent.Agent]
@@ -172,7 +179,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
 		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
 		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
-		Now: now,
+		Now:       now,
+		Heartbeat: func() { mon.Beat(partTapLoop) },
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
@@ -198,6 +206,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}
 	theAgent.Store(a)
 	registerQueueMetrics(reg, q, qf.unreadable)
+	go beatQueue(ctx, q, mon)
 
 	if up, err = newUplink(cfg, q, a, now, log); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
@@ -317,7 +326,7 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 	return out, closeFn, nil
 }
 
-func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Source, error) {
+func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader, mon *sdnotify.Monitor) ([]scanner.Source, error) {
 	var out []scanner.Source
 	for _, s := range cfg.Scanners {
 		if s.Path == "-" {
@@ -328,6 +337,7 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
+			Heartbeat: func() { mon.Beat("scanner " + s.Name) },
 		}
 		src, err := newScanner(s.Type, scfg, log.With("part", "scanner"))
 		if err != nil {
