@@ -160,3 +160,38 @@ func routeNotCovered(s *snapshot, as *Assignment) string {
 	return fmt.Sprintf("%s: fare table version %d has no fares for route %q", record.ReasonRouteNotInFares,
 		s.fares.Version, as.Route)
 }
+
+// StateHealth is what a technician's check (farego-validator selftest)
+// reads of the device state.
+type StateHealth struct {
+	Versions        map[string]uint64 // applied document versions, without deny-list shards
+	Keys            int               // issuer keys in the keyring
+	KeysValidNow    int               // of them, valid at Now
+	Fares           bool              // a fare table is held
+	FaresCoverRoute bool              // it covers the assigned route
+	DenyEntries     int
+}
+
+// StateHealth reports on the device state.
+func (a *Agent) StateHealth() StateHealth {
+	s := a.state.Load()
+	h := StateHealth{Versions: map[string]uint64{}, DenyEntries: s.deny.entries()}
+	for k, v := range s.versions {
+		if !strings.Contains(k, "/") {
+			h.Versions[k] = v
+		}
+	}
+	now := a.now()
+	if s.keyring != nil {
+		for _, k := range s.keyring.Keys() {
+			h.Keys++
+			if !now.Before(k.NotBefore) && !now.After(k.NotAfter) {
+				h.KeysValidNow++
+			}
+		}
+	}
+	if s.fares != nil {
+		h.Fares, h.FaresCoverRoute = true, s.fares.Covers(a.assign.Load().Route)
+	}
+	return h
+}

@@ -36,6 +36,7 @@ type Config struct {
 	Queue     QueueConfig     `toml:"queue"`
 	MQTT      MQTTConfig      `toml:"mqtt"`
 	Ctl       CtlConfig       `toml:"ctl"`
+	Selftest  SelftestConfig  `toml:"selftest"`
 
 	dir string // the config file's directory
 }
@@ -111,6 +112,14 @@ type CtlConfig struct {
 	// (systemd's RuntimeDirectory=), else DefaultCtlSocket; "off" disables
 	// it. Created mode 0660: the validator's user and group may use it.
 	Socket string `toml:"socket"`
+}
+
+// SelftestConfig configures farego-validator selftest.
+type SelftestConfig struct {
+	// TimeURL is an HTTP(S) URL of the settlement server (its /healthz)
+	// whose Date header the clock check compares with, when the validator
+	// is not running (a running one measures its offset from the acks).
+	TimeURL string `toml:"time_url"`
 }
 
 // QueueConfig bounds the on-device queue.

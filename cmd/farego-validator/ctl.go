@@ -76,6 +76,8 @@ type ctlStatus struct {
 	Versions      map[string]uint64 `json:"versions"`
 	QueueDepth    int               `json:"queue_depth"`
 	ClockOffsetMS *int64            `json:"clock_offset_ms,omitempty"`
+	// UplinkConnected: connected to the broker now (absent without [mqtt]).
+	UplinkConnected *bool `json:"uplink_connected,omitempty"`
 }
 
 // ctlSocketPath returns the socket the validator listens on ("" : none).
@@ -98,7 +100,9 @@ type ctlServer struct {
 	a   *agent.Agent
 	q   *queue.Queue
 	log *slog.Logger
-	mu  sync.Mutex // one change at a time (route and vehicle are set together)
+	// connected reports the uplink's connection (nil without one).
+	connected func() bool
+	mu        sync.Mutex // one change at a time (route and vehicle are set together)
 }
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
@@ -218,6 +222,10 @@ func (s *ctlServer) status() ctlStatus {
 	if off, _, ok := s.a.ClockOffset(); ok {
 		ms := off.Milliseconds()
 		st.ClockOffsetMS = &ms
+	}
+	if s.connected != nil {
+		c := s.connected()
+		st.UplinkConnected = &c
 	}
 	return st
 }

@@ -4,6 +4,7 @@
 //	farego-validator run --config FILE
 //	farego-validator reset-queue --config FILE --i-understand
 //	farego-validator ctl [--socket PATH] status|route ROUTE|vehicle NAME
+//	farego-validator selftest --config FILE
 //
 // See the README for the full reference.
 package main
@@ -34,6 +35,7 @@ Usage:
   farego-validator run --config FILE
   farego-validator reset-queue --config FILE --i-understand
   farego-validator ctl [--socket PATH] status|route ROUTE|vehicle NAME
+  farego-validator selftest --config FILE
   farego-validator version   (or --version)
 
 Subcommands:
@@ -42,6 +44,7 @@ Subcommands:
   reset-queue  give up damaged queue files nothing can be read from (the
                validator is out of service until then)
   ctl          show the running validator's state, set its route or vehicle
+  selftest     check clock, scanners, outputs, documents, queue, disk and broker
   version      print the software version
 
 Run "farego-validator SUBCOMMAND --help" for the subcommand's flags.
@@ -68,6 +71,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdResetQueue(args[1:], stdout, stderr)
 	case "ctl":
 		return cmdCtl(args[1:], stdout, stderr)
+	case "selftest":
+		return cmdSelftest(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		cli.PrintVersion(stdout, "farego-validator")
 		return exitOK

@@ -225,7 +225,11 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
-	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", &ctlServer{a: a, q: q, log: log.With("part", "ctl")})
+	cs := &ctlServer{a: a, q: q, log: log.With("part", "ctl")}
+	if up != nil {
+		cs.connected = func() bool { return up.Stats().Connected }
+	}
+	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
 	if err != nil {
 		return err
 	}
