@@ -49,6 +49,19 @@ func (d *device) mustCtl(args ...string) ctlStatus {
 	return st
 }
 
+// withBroker adds an [mqtt] section for broker, with the keys given
+// (fleet, device) or new ones.
+func (d *device) withBroker(t *testing.T, broker *brokertest.Broker, keys ...ed25519.PrivateKey) {
+	if len(keys) == 0 {
+		keys = []ed25519.PrivateKey{brokertest.NewKey(t), brokertest.NewKey(t)}
+	}
+	must(t, keyfile.WritePrivate(filepath.Join(d.dir, "device.key"), keys[1]))
+	must(t, keyfile.WritePublic(filepath.Join(d.dir, "fleet.pub"), keys[0].Public().(ed25519.PublicKey)))
+	cfg, _ := os.ReadFile(d.cfgPath)
+	cfg = append(cfg, fmt.Sprintf("\n[mqtt]\nbroker = %q\ndevice_key = \"device.key\"\nfleet_public_key = \"fleet.pub\"\n", broker.URL())...)
+	must(t, os.WriteFile(d.cfgPath, cfg, 0o644))
+}
+
 func newRouteDevice(t *testing.T, extra string) *device {
 	d := newDevice(t, "", "\n[ctl]\nsocket = \"ctl.sock\"\n"+extra)
 	must(t, os.WriteFile(filepath.Join(d.dir, "fares.json"), []byte(routeFares), 0o644))
@@ -145,11 +158,7 @@ func TestServerAssignment(t *testing.T) {
 	fleet := brokertest.NewKey(t)
 	dev := brokertest.NewKey(t)
 	d := newRouteDevice(t, "")
-	must(t, keyfile.WritePrivate(filepath.Join(d.dir, "device.key"), dev))
-	must(t, keyfile.WritePublic(filepath.Join(d.dir, "fleet.pub"), fleet.Public().(ed25519.PublicKey)))
-	cfg, _ := os.ReadFile(d.cfgPath)
-	cfg = append(cfg, fmt.Sprintf("\n[mqtt]\nbroker = %q\ndevice_key = \"device.key\"\nfleet_public_key = \"fleet.pub\"\n", broker.URL())...)
-	must(t, os.WriteFile(d.cfgPath, cfg, 0o644))
+	d.withBroker(t, broker, fleet, dev)
 	cmdTopic := wire.Topics{}.Device("bus-7-front", wire.KindCmd)
 	assign := func(key ed25519.PrivateKey, device string, version uint64, route, vehicle string) {
 		t.Helper()

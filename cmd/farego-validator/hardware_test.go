@@ -42,7 +42,7 @@ gpio_buzzer = "/sys/class/gpio/gpio22/value"
 		!g.ActiveLow || g.Buzzer != "/sys/class/gpio/gpio22/value" {
 		t.Errorf("gpio config %+v", g)
 	}
-	srcs, err := buildSources(c, slog.New(slog.DiscardHandler), strings.NewReader(""), &sdnotify.Monitor{})
+	srcs, err := buildSources(c, slog.New(slog.DiscardHandler), strings.NewReader(""), newScannerWatch(&sdnotify.Monitor{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	defer cancel()
 	notifier := sdnotify.FromEnv()
 	mon := newWatchdogMonitor(notifier)
-	sources, err := buildSources(cfg, log, stdin, mon)
+	watch := newScannerWatch(mon)
+	sources, err := buildSources(cfg, log, stdin, watch)
 	if err != nil {
 		return err
 	}
@@ -206,11 +207,15 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}
 	theAgent.Store(a)
 	registerQueueMetrics(reg, q, qf.unreadable)
+	registerDeviceMetrics(reg, sources, watch, a)
+	var theUplink atomic.Pointer[uplink.Uplink]
+	ackLatency := registerUplinkMetrics(reg, theUplink.Load)
 	go beatQueue(ctx, q, mon)
 
-	if up, err = newUplink(cfg, q, a, now, log); err != nil {
+	if up, err = newUplink(cfg, q, a, now, log, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
+	theUplink.Store(up)
 	if len(qf.unreadable) > 0 {
 		names := make([]string, len(qf.unreadable))
 		for i, f := range qf.unreadable {
@@ -330,7 +335,7 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 	return out, closeFn, nil
 }
 
-func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader, mon *sdnotify.Monitor) ([]scanner.Source, error) {
+func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader, watch *scannerWatch) ([]scanner.Source, error) {
 	var out []scanner.Source
 	for _, s := range cfg.Scanners {
 		if s.Path == "-" {
@@ -341,8 +346,8 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader, mon *sdnotify.
 			Name: s.Name, Path: cfg.path(s.Path), Baud: s.Baud,
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
-			Heartbeat: func() { mon.Beat("scanner " + s.Name) },
 		}
+		watch.config(&scfg)
 		src, err := newScanner(s.Type, scfg, log.With("part", "scanner"))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errConfig, err)

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
@@ -18,7 +19,7 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time, log *slog.Logger) (*uplink.Uplink, error) {
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time, log *slog.Logger, ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
@@ -38,8 +39,11 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
-		Now:     now,
-		OnClock: func(c uplink.ClockSample) { a.ClockMeasured(c.Offset, c.Uncertainty) },
+		Now: now,
+		OnClock: func(c uplink.ClockSample) {
+			a.ClockMeasured(c.Offset, c.Uncertainty)
+			ackLatency.Observe(c.RTT.Seconds())
+		},
 		Status: func(st *wire.Status) {
 			st.OutOfService = truncate(a.OutOfService(), maxOutOfService)
 			if off, _, ok := a.ClockOffset(); ok {

@@ -395,7 +395,7 @@ func (s *sender) measureClock(a *wire.Ack) {
 	}
 	rtt := time.Since(b.sentAt)
 	mid := s.u.cfg.Now().Add(-rtt / 2)
-	smp := ClockSample{Offset: mid.Sub(a.Time), Uncertainty: rtt/2 + time.Millisecond, At: time.Now()}
+	smp := ClockSample{Offset: mid.Sub(a.Time), Uncertainty: rtt/2 + time.Millisecond, At: time.Now(), RTT: rtt}
 	s.u.clockSample(smp)
 }
 
