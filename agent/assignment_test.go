@@ -13,15 +13,38 @@ import (
 func TestAssignment(t *testing.T) {
 	h := newHarness(t, nil)
 	rider := func(acct uint64) string { return h.issuer.Rider(t, acct, t0).Code(t, h.clock.Now()) }
+	faresFor := func(version int, routes ...string) []byte {
+		doc := map[string]any{"version": version, "currency": "EUR", "routes": routes, "fares": map[string]any{
+			"*": map[string]int64{"adult": 250, "child": 120, "senior": 120, "student": 180}, "99": map[string]int64{"adult": 500},
+			"42": map[string]int64{"adult": 300}}}
+		b, _ := json.Marshal(doc)
+		return b
+	}
 	if as := h.a.Assignment(); as.Route != "42" || as.Vehicle != "bus-17" || as.Source != AssignConfig {
 		t.Fatalf("assignment = %+v, want the config's", as)
 	}
 	if out := h.tap(rider(1)); !out.Accepted || out.Fare != 300 {
 		t.Fatalf("tap on 42 = %+v, want 300", out)
 	}
-
-	// A route the fare table does not name: out of service, nothing recorded.
+	// The harness's table lists no routes: the default serves every route.
+	if err := h.a.AssignLocal("7", "bus-17"); err != nil || h.a.OutOfService() != "" {
+		t.Fatalf("route 7 with a table listing no routes: %v, out of service %q", err, h.a.OutOfService())
+	}
+	if err := h.a.AssignLocal("42", "bus-17"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.a.Apply(record.DocFares, 2, faresFor(2, "42")); err == nil {
+		t.Fatal("a table whose routes do not list its fares' routes was applied")
+	}
+	if err := h.a.Apply(record.DocFares, 2, faresFor(2, "42", "99")); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.a.AssignLocal("99", "bus-17"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Out of service once the table no longer serves the route, nothing recorded.
+	if err := h.a.Apply(record.DocFares, 3, faresForOnly42(t)); err != nil {
 		t.Fatal(err)
 	}
 	if oos := h.a.OutOfService(); !strings.HasPrefix(oos, "route_not_in_fares: ") || !strings.Contains(oos, `"99"`) {
@@ -30,11 +53,8 @@ func TestAssignment(t *testing.T) {
 	if out := h.tap(rider(2)); out.Accepted || out.Reason != record.ReasonRouteNotInFares || !record.OutOfService(out.Reason) {
 		t.Errorf("tap on 99 = %+v, want out of service (route_not_in_fares)", out)
 	}
-	// A fare table that names it puts the validator back in service.
-	fares := map[string]any{"version": 2, "currency": "EUR", "fares": map[string]any{
-		"*": map[string]int64{"adult": 250, "child": 120, "senior": 120, "student": 180}, "99": map[string]int64{"adult": 500}, "42": map[string]int64{"adult": 300}}}
-	b, _ := json.Marshal(fares)
-	if err := h.a.Apply(record.DocFares, 2, b); err != nil {
+	// A fare table that serves it puts the validator back in service.
+	if err := h.a.Apply(record.DocFares, 4, faresFor(4, "42", "99")); err != nil {
 		t.Fatal(err)
 	}
 	if oos := h.a.OutOfService(); oos != "" {
@@ -89,4 +109,13 @@ func TestAssignment(t *testing.T) {
 			t.Errorf("record %d: %q %q, want %q %q", i, recs[i].Route, recs[i].Vehicle, w[0], w[1])
 		}
 	}
+}
+
+func faresForOnly42(tb testing.TB) []byte {
+	b, err := json.Marshal(map[string]any{"version": 3, "currency": "EUR", "routes": []string{"42"}, "fares": map[string]any{
+		"*": map[string]int64{"adult": 250, "child": 120, "senior": 120, "student": 180}, "42": map[string]int64{"adult": 300}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

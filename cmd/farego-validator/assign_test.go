@@ -19,8 +19,8 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-// routeFares names routes 42 and 43 (the default route only fills in).
-const routeFares = `{"version": 1, "currency": "EUR",
+// routeFares serves routes 42 and 43 only.
+const routeFares = `{"version": 1, "currency": "EUR", "routes": ["42", "43"],
   "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180}, "42": {"adult": 250, "child": 120, "senior": 120, "student": 180},
             "43": {"adult": 300, "child": 150, "senior": 150, "student": 200}}}`
 

@@ -15,8 +15,9 @@ import (
 	"github.com/farego/farego/cmd/internal/cli"
 )
 
-// routeFares names routes 42 and X1.
+// routeFares serves routes 42 and X1.
 const routeFares = `{"version": 1, "currency": "EUR", "timezone": "Europe/Berlin", "service_day_start": "04:00",
+  "routes": ["42", "X1"],
   "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180},
             "42": {"adult": 250, "child": 120, "senior": 120, "student": 180},
             "X1": {"adult": 400, "child": 200, "senior": 200, "student": 300}}}`
