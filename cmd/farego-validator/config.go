@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/scanner"
 )
@@ -208,6 +209,12 @@ func (c *Config) check() error {
 	}
 	if c.Route == "" {
 		return bad("route is required")
+	}
+	if err := agent.CheckAssignment(c.Route, c.Vehicle); err != nil {
+		return bad("route or vehicle: %v", err)
+	}
+	if u := c.Selftest.TimeURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return bad("selftest.time_url must be an http:// or https:// URL, got %q", u)
 	}
 	if c.DataDir == "" {
 		return bad("data_dir is required")
