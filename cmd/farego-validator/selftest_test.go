@@ -126,6 +126,10 @@ func TestSelftest(t *testing.T) {
 	t.Logf("report while running:\n%s", report)
 	wantCheck(t, lines, "queue", "OK", "in use by the running validator: ")
 	wantCheck(t, lines, "documents", "OK", "in service")
+	wantCheck(t, lines, "broker", "OK", "the running validator is connected")
+	if code != exitOK {
+		t.Errorf("exit %d while running, want 0; report:\n%s", code, report)
+	}
 	d.stop()
 
 	p, err := (&wire.Downlink{Kind: record.DocFares, Version: 2, IssuedAt: now, Body: []byte(fareJSON)}).MarshalBinary()
