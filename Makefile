@@ -19,7 +19,7 @@ CMDS := farego-validator farego-settlement farego-rider farego-provision farego-
 .PHONY: help build test test-arm bench bench-all fuzz lint dist deb demo vendor-wallet clean
 
 # The device-side packages: what runs on the validator.
-DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/... ./sync/internal/...
+DEVICE_PKGS := ./agent/... ./queue/... ./driver/... ./sync/wire/... ./sync/uplink/... ./sync/update/... ./sync/internal/...
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'

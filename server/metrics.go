@@ -71,7 +71,13 @@ func (s *Server) registerMetrics() {
 	if s.broker != nil {
 		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
 		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })
+		s.reg.GaugeFunc("farego_broker_flooded_total", "Device disconnections for flooding (each starts a ban).", func() float64 { return float64(s.broker.Stats().Flooded) })
+		s.reg.GaugeFunc("farego_broker_shed_total", "Messages the broker dropped because a client held too much.", func() float64 { return float64(s.broker.Stats().Shed) })
+		s.reg.GaugeFunc("farego_broker_server_held_bytes", "Payload bytes the broker holds for the settlement server's clients.", func() float64 { return float64(s.broker.Stats().ServerHeld) })
 	}
+	s.reg.GaugeFunc("farego_ingest_queued", "Messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().Queued) })
+	s.reg.GaugeFunc("farego_ingest_queued_bytes", "Bytes of the messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedBytes) })
+	s.reg.GaugeFunc("farego_ingest_queued_devices", "Devices with messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedDevices) })
 }
 
 type ledgerStats ledger.Stats

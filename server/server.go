@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,8 +24,10 @@ import (
 	"github.com/farego/farego/server/console"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/release"
 	"github.com/farego/farego/server/wallet"
 	"github.com/farego/farego/sync/ingest"
+	"github.com/farego/farego/sync/wire"
 )
 
 // Defaults for Config fields left zero.
@@ -33,6 +36,8 @@ const (
 	DefaultMQTTListen = ":1883"
 	ledgerFile        = "ledger.db"
 	keysDir           = "keys"
+	// ReleasesDir holds the validator releases inside the data directory.
+	ReleasesDir = "releases"
 )
 
 // Config configures a settlement server. Zero fields mean the defaults.
@@ -100,6 +105,7 @@ type Server struct {
 	httpLn  net.Listener
 	devs    *Devices
 	console *console.Handler
+	rels    *release.Store
 	lag     *metrics.Histogram // farego_settlement_lag_seconds
 	started time.Time
 	recheck chan struct{} // re-check the held taps now
@@ -150,6 +156,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.ledger = st
 	s.devs = NewDevices(st)
+	s.rels = release.Open(filepath.Join(cfg.DataDir, ReleasesDir), kd.FleetKey())
 	ok := false
 	defer func() {
 		if !ok {
@@ -161,11 +168,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if user == "" {
 		user, pass = broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret())
 	}
+	var ingestReady atomic.Pointer[ingest.Ingest]
 	if cfg.BrokerURL == "" {
 		b, err := broker.New(broker.Config{
 			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
 			Devices: s.devs, Logger: s.log.With("part", "broker"),
+			// Devices wait until the ingest has subscribed: a batch
+			// published before would wait for the device's ack timeout.
+			DevicesReady: func() bool { in := ingestReady.Load(); return in != nil && in.Connected() },
 		})
 		if err != nil {
 			return nil, err
@@ -183,14 +194,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg}
+	if cfg.SharedGroup == "" {
+		// A group nobody without the broker secret can join (see
+		// broker.SharedGroup: Mosquitto does not check subscriptions).
+		cfg.SharedGroup = broker.SharedGroup(kd.BrokerSecret())
+	}
 	if s.ingest, err = ingest.New(ingest.Config{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
 		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),
 	}, (*store)(s)); err != nil {
 		return nil, err
 	}
+	ingestReady.Store(s.ingest)
 	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document, DenyShards: s.denyShards,
+		Kinds:  append(slices.Clone(record.DocKinds), wire.DocRelease),
 		Logger: s.log.With("part", "publisher"),
 	}); err != nil {
 		return nil, err
@@ -206,7 +224,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			"ingest":    connected("ingest", s.ingest.Connected),
 			"publisher": connected("publisher", s.pub.Connected),
 		},
-		Metrics: s.reg, Logger: s.log.With("part", "api"),
+		Metrics: s.reg, Logger: s.log.With("part", "api"), Releases: s.rels,
 	})
 	s.registerMetrics()
 	s.console = console.New(console.Config{Ledger: st, Keys: kd, API: h, Started: s.started, Metrics: s.reg,
@@ -306,6 +324,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.pub.Changed(record.DocKeyring)
 	s.pub.Changed(record.DocFares)
 	s.pub.Changed(record.DocDenyList)
+	s.pub.Changed(wire.DocRelease)
 	a := s.Addrs()
 	s.log.Info("settlement server running", "http", a.HTTP, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
 		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
@@ -362,6 +381,8 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 			return 0, nil, err // too large for one downlink: shards only
 		}
 		return c.version, c.whole, nil
+	case wire.DocRelease:
+		return s.rels.Document()
 	}
 	return 0, nil, fmt.Errorf("unknown downlink kind %q", kind)
 }

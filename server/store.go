@@ -17,7 +17,10 @@ import (
 // store adapts the ledger to what the MQTT ingest needs.
 type store Server
 
-var _ ingest.Store = (*store)(nil)
+var (
+	_ ingest.Store          = (*store)(nil)
+	_ ingest.BatchCommitter = (*store)(nil)
+)
 
 func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
 	return st.devs.Key(ctx, id)
@@ -50,9 +53,46 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 		s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
 		return s.ledger.Quarantine(ctx, quarantine)
 	}
-	assigned, err := s.ledger.DeviceAssignments(ctx, b.DeviceID)
+	taps, quarantine, held, maxSeq, err := st.classify(ctx, b)
 	if err != nil {
 		return err
+	}
+	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
+		return err
+	}
+	if err := s.ledger.Hold(ctx, held); err != nil {
+		return err
+	}
+	res, err := s.ledger.CommitTaps(ctx, taps)
+	if errors.Is(err, ledger.ErrInvalid) {
+		res, err = st.commitOneByOne(ctx, b, taps)
+	}
+	if err != nil {
+		return err
+	}
+	if err := st.quarantineConflicts(ctx, b, taps, res); err != nil {
+		return err
+	}
+	s.observeLag(taps, res)
+	if s.cfg.AfterCommit != nil {
+		s.cfg.AfterCommit()
+	}
+	if err := s.ledger.NoteDeviceSync(ctx, b.DeviceID, maxSeq); err != nil {
+		s.log.Warn("noting device sync", "device", b.DeviceID, "err", err)
+	}
+	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
+	return nil
+}
+
+// classify sorts a batch's taps: unreadable records to quarantine, taps
+// whose issuer key the server lacks to hold, the rest to the ledger
+// (flagged when their code is invalid in itself).
+func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
+	held []ledger.HeldTap, maxSeq uint64, err error) {
+	s := (*Server)(st)
+	assigned, err := s.ledger.DeviceAssignments(ctx, b.DeviceID)
+	if err != nil {
+		return nil, nil, nil, 0, err
 	}
 	for i := range b.Taps {
 		t := &b.Taps[i]
@@ -79,6 +119,38 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 			taps = append(taps, lt)
 		}
 	}
+	return taps, quarantine, held, maxSeq, nil
+}
+
+// CommitBatches settles several devices' batches together: their taps go
+// to the ledger in one CommitTaps call (the set-based path settles a big
+// set much faster than many small ones). Revoked devices' batches and a
+// set the ledger refuses as invalid fall back to Commit, batch by batch.
+func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
+	s := (*Server)(st)
+	var taps []ledger.Tap
+	var quarantine []ledger.QuarantinedRecord
+	var held []ledger.HeldTap
+	type span struct {
+		b        *ingest.Batch
+		from, to int
+		maxSeq   uint64
+	}
+	spans := make([]span, 0, len(bs))
+	for _, b := range bs {
+		if b.Revoked {
+			if err := st.Commit(ctx, b); err != nil {
+				return err
+			}
+			continue
+		}
+		t, q, h, m, err := st.classify(ctx, b)
+		if err != nil {
+			return err
+		}
+		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
+		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
+	}
 	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
 		return err
 	}
@@ -87,22 +159,31 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	}
 	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
-		res, err = st.commitOneByOne(ctx, b, taps)
+		for _, sp := range spans {
+			if err := st.Commit(ctx, sp.b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := st.quarantineConflicts(ctx, b, taps, res); err != nil {
-		return err
+	for _, sp := range spans {
+		if err := st.quarantineConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:min(sp.to, len(res))]); err != nil {
+			return err
+		}
 	}
 	s.observeLag(taps, res)
 	if s.cfg.AfterCommit != nil {
 		s.cfg.AfterCommit()
 	}
-	if err := s.ledger.NoteDeviceSync(ctx, b.DeviceID, maxSeq); err != nil {
-		s.log.Warn("noting device sync", "device", b.DeviceID, "err", err)
+	for _, sp := range spans {
+		if err := s.ledger.NoteDeviceSync(ctx, sp.b.DeviceID, sp.maxSeq); err != nil {
+			s.log.Warn("noting device sync", "device", sp.b.DeviceID, "err", err)
+		}
 	}
-	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
+	s.pub.Changed(record.DocDenyList)
 	return nil
 }
 

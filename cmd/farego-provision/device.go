@@ -252,6 +252,11 @@ key_file         = "device-tls.key"
 username         = "{{.Username}}"
 password         = "{{.Password}}"
 {{- end}}
+
+# Over-the-air updates (README: Software updates): uncomment once the binary's
+# directory is writable by the validator (the shipped unit needs a drop-in).
+# [update]
+# server = "{{.Server}}"
 `))
 
 func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
@@ -261,7 +266,7 @@ func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	}
 	err := configTemplate.Execute(&b, map[string]any{
 		"ID": o.id, "Route": o.route, "Vehicle": o.vehicle, "DataDir": o.dataDir, "Scanners": o.scanners,
-		"Metrics": o.metrics, "Broker": o.broker, "TopicPrefix": o.topicPrefix, "TLS": o.tls,
+		"Metrics": o.metrics, "Broker": o.broker, "Server": strings.TrimRight(o.server, "/"), "TopicPrefix": o.topicPrefix, "TLS": o.tls,
 		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly),
 	})
 	return b.Bytes(), err

@@ -94,6 +94,19 @@ func TestProvisionDevice(t *testing.T) {
 	if cfg["device_id"] != "bus-9-front" || cfg["route"] != "42" || cfg["mqtt"].(map[string]any)["broker"] != "tcp://127.0.0.1:1883" {
 		t.Errorf("config = %v", cfg)
 	}
+	// The update section, once uncommented as the comment says, names the server.
+	raw, err := os.ReadFile(filepath.Join(b, bundleConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := strings.NewReplacer("# [update]", "[update]", "# server =", "server =").Replace(string(raw))
+	cfg = nil
+	if _, err := toml.Decode(on, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := cfg["update"].(map[string]any); u == nil || u["server"] != srv.URL {
+		t.Errorf("uncommented [update] = %v, want server %s", cfg["update"], srv.URL)
+	}
 	// The tarball holds the same files.
 	f, err := os.Open(filepath.Join(out, "bus-9-front.tar.gz"))
 	if err != nil {

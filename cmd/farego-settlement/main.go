@@ -27,6 +27,7 @@ Usage:
   farego-settlement token  create|list|revoke --data DIR ...
   farego-settlement device revoke --data DIR ID
   farego-settlement restored --data DIR [--margin N]
+  farego-settlement release add|list|rollout --data DIR ...
   farego-settlement mqtt-passwd --data DIR > passwd
   farego-settlement mqtt-password --data DIR
   farego-settlement broker --data DIR [--mqtt ADDR] [--mqtt-tls ADDR ...]
@@ -43,6 +44,8 @@ Subcommands:
   token    create, list and revoke API tokens (operator, payments, merchant,
            auditor)
   device   revoke a validator
+  release  publish a validator release (signed with the fleet key) and
+           roll it out to the fleet
   restored after restoring the ledger from a backup: move the id counters
            past anything handed out since (see the README's restore
            procedure)
@@ -76,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"token":       cmdToken,
 		"device":      cmdDevice,
 		"restored":    cmdRestored,
+		"release":     cmdRelease,
 	}, args, stdout, stderr)
 }
 

@@ -35,7 +35,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.MQTTCertFile, "broker-cert", "", "client certificate at the external broker")
 	fs.StringVar(&c.MQTTKeyFile, "broker-key", "", "client key at the external broker")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
-	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default settlement)")
+	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default: derived from the broker secret, the same for every instance)")
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")

@@ -38,6 +38,7 @@ type Config struct {
 	MQTT      MQTTConfig      `toml:"mqtt"`
 	Ctl       CtlConfig       `toml:"ctl"`
 	Selftest  SelftestConfig  `toml:"selftest"`
+	Update    UpdateConfig    `toml:"update"`
 
 	dir string // the config file's directory
 }

@@ -66,6 +66,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return exitUsage
 	}
 	if err := runValidator(ctx, cfg, log, stdin, stdout); err != nil {
+		if errors.Is(err, errRestart) {
+			log.Info("validator stopped to restart into the binary now in place")
+			return exitRestart
+		}
 		log.Error("validator stopped", "err", err)
 		if errors.Is(err, errConfig) || errors.Is(err, agent.ErrNotProvisioned) {
 			return exitUsage
@@ -81,6 +85,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	// queue file (and every green tap) in it.
 	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
+	}
+	upd, err := bootUpdater(cfg, log)
+	if err != nil {
+		return err
 	}
 	minClock := cfg.Policy.MinClock
 	if minClock.IsZero() {
@@ -212,7 +220,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	ackLatency := registerUplinkMetrics(reg, theUplink.Load)
 	go beatQueue(ctx, q, mon)
 
-	if up, err = newUplink(cfg, q, a, now, log, ackLatency); err != nil {
+	registerUpdateMetrics(reg, upd)
+	if up, err = newUplink(cfg, q, a, upd, now, log, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	theUplink.Store(up)
@@ -240,7 +249,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}
 	defer stopCtl()
 	stopUplink := runUplink(ctx, up, log)
+	var tapping, restart atomic.Bool
+	stopUpdater := runUpdater(ctx, upd, up, &tapping, cancel, &restart, log)
 	startScanners()
+	tapping.Store(true)
 
 	notifier.Notify("STATUS=running")
 	as := a.Assignment()
@@ -252,6 +264,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	log.Info("validator stopping")
 	err = stopScanners()
 	stopUplink()
+	stopUpdater()
+	if restart.Load() {
+		return errRestart
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/update"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
@@ -19,7 +20,8 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time, log *slog.Logger, ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger,
+	ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
@@ -32,6 +34,10 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time
 	fleet, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey))
 	if err != nil {
 		return nil, err
+	}
+	var onRelease func(uint64, []byte)
+	if upd != nil {
+		onRelease = upd.Offer
 	}
 	return uplink.New(uplink.Config{
 		Brokers: strings.Split(m.Broker, ","), DeviceID: cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
@@ -51,6 +57,9 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time
 				st.ClockOffsetMS = &ms
 			}
 			st.Salvage = lastSalvage(q)
+			if upd != nil {
+				st.Update = upd.Status()
+			}
 			as := a.Assignment()
 			st.Assignment = &wire.StatusAssignment{Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
 				ServerVersion: as.ServerVersion}
@@ -64,7 +73,8 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, now func() time.Time
 			}
 			return err
 		},
-		Logger: log.With("part", "uplink"),
+		OnRelease: onRelease,
+		Logger:    log.With("part", "uplink"),
 	}, q, a)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/release"
 )
 
 // Defaults.
@@ -80,9 +81,11 @@ type Config struct {
 	// zero means DefaultDriftBound, negative disables.
 	DriftBound time.Duration
 	Health     map[string]Health // extra readiness checks by name (broker, ingest)
-	Metrics    *metrics.Registry
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Releases, if set, keeps the validator releases (/v1/releases).
+	Releases *release.Store
+	Metrics  *metrics.Registry
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Handler serves the API.
@@ -161,6 +164,7 @@ func New(cfg Config) *Handler {
 	h.route("DELETE /v1/tokens/{id}", h.revokeToken)
 	h.route("GET /v1/audit", h.auditLog)
 	h.route("GET /healthz", h.healthz)
+	h.releaseRoutes()
 	h.mux.Handle("GET /metrics", cfg.Metrics)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)

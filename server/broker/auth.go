@@ -33,6 +33,26 @@ func ServerPassword(secret []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// sharedGroupContext is the HMAC message the settlement instances'
+// shared-subscription group is derived with.
+const sharedGroupContext = "farego-mqtt-shared-group-v1"
+
+// SharedGroup returns the default MQTT shared-subscription group of the
+// settlement instances: "settlement-" and 16 hex digits of
+// HMAC-SHA256(secret, "farego-mqtt-shared-group-v1"). Every instance with
+// the same broker secret derives the same group, and nobody without the
+// secret can guess it. That matters on Mosquitto 2, whose acl_file does
+// not check subscriptions (only deliveries): a device subscribing to
+// $share/GROUP/… in the servers' group would be handed a share of the
+// batches, denied delivery, and they would be lost to the servers until
+// the devices resent them. In a group of its own making it takes nothing
+// from anyone. The embedded broker refuses $share to devices outright.
+func SharedGroup(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(sharedGroupContext))
+	return "settlement-" + hex.EncodeToString(m.Sum(nil))[:16]
+}
+
 // DeviceAuthority decides which devices may log in, and with what: the
 // settlement server answers from the ledger (each device's random password
 // hash, pinned certificate and revocation), so that a credential rotated or
@@ -60,6 +80,7 @@ type hook struct {
 	server  []string
 	refused atomic.Uint64
 	denied  atomic.Uint64
+	lim     *limiter
 }
 
 func newHook(cfg *Config, log *slog.Logger) *hook {
@@ -69,13 +90,20 @@ func newHook(cfg *Config, log *slog.Logger) *hook {
 		devPfx: p + "/dev/", fleet: p + "/fleet/#",
 		// What the server may subscribe to (also in a shared group).
 		server: []string{p + "/dev/+/" + wire.KindTaps, p + "/dev/+/" + wire.KindStatus, p + "/fleet/#"},
+		lim:    newLimiter(cfg.Limits, cfg.Now),
 	}
 }
 
 func (h *hook) ID() string { return "farego-auth" }
 
 func (h *hook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 // OnConnectAuthenticate decides who a client is: the common name of a
@@ -86,6 +114,16 @@ func (h *hook) Provides(b byte) bool {
 // another's session.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	id, err := h.identify(cl, pk)
+	if err == nil && id != h.cfg.ServerUsername {
+		// A flooding device is refused for a while, and every login
+		// (refused or not) costs a message from its budget, so a
+		// reconnection loop is a flood too.
+		if until := h.lim.banned(id); !until.IsZero() {
+			err = bannedErr(until)
+		} else if _, flood, until := h.lim.charge(id, 0); flood {
+			err = bannedErr(until)
+		}
+	}
 	if err == nil && pk.Connect.WillFlag && !h.allowed(id, pk.Connect.WillTopic, true) {
 		err = fmt.Errorf("last will on %q, a topic the client may not publish to", pk.Connect.WillTopic)
 	}
@@ -101,6 +139,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		if old, ok := h.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != id {
 			err = fmt.Errorf("client id in use by %q", old.Properties.Username)
 		}
+	}
+	if err == nil && id != h.cfg.ServerUsername && h.cfg.DevicesReady != nil && !h.cfg.DevicesReady() {
+		err = errNotReady
 	}
 	if err != nil {
 		h.refused.Add(1)
@@ -157,6 +198,13 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	id := string(cl.Properties.Username)
 	if h.allowed(id, topic, write) {
+		if !write && id != h.cfg.ServerUsername && !strings.ContainsAny(topic, "+#") && h.lim.full(cl) {
+			// A delivery to a device that holds too many messages
+			// unacknowledged: dropped (retained downlinks come again
+			// on its next connection, acks on its next resend).
+			h.shedDelivery(id, topic)
+			return false
+		}
 		return true
 	}
 	h.denied.Add(1)
@@ -210,7 +258,23 @@ func (h *hook) allowed(id, topic string, write bool) bool {
 
 // OnPublish keeps tap batches from being retained: a retained batch would
 // be delivered again to every new plain subscriber, and held in memory.
+//
+// A device's publication is charged to its budget (Config.Limits): over
+// it, the device is held back, and a device that stays over it is
+// disconnected and banned for a while. While the settlement server's
+// clients hold more than Limits.ServerMaxInflightBytes, devices'
+// publications are acknowledged and dropped: the devices send them again
+// when no ack comes.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if id := string(cl.Properties.Username); id != h.cfg.ServerUsername && !cl.Net.Inline {
+		if !h.throttle(cl, id, len(pk.Payload)+len(pk.TopicName)) {
+			return pk, packets.ErrRejectPacket
+		}
+		if h.serverOverloaded() {
+			h.shedDelivery(id, pk.TopicName)
+			return pk, packets.CodeSuccessIgnore
+		}
+	}
 	if pk.FixedHeader.Retain && strings.HasPrefix(pk.TopicName, h.devPfx) && strings.HasSuffix(pk.TopicName, "/"+wire.KindTaps) {
 		pk.FixedHeader.Retain = false
 	}

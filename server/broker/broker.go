@@ -43,6 +43,9 @@ type Stats struct {
 	MessagesDropped int64  // messages mochi dropped because a client's write queue was full
 	InflightDropped int64  // QoS 1/2 messages mochi dropped because a client had too many in flight
 	Retained        int64  // retained messages
+	Flooded         uint64 // device disconnections for flooding (each starts a ban)
+	Shed            uint64 // messages dropped by the limits (a device or the server holding too much)
+	ServerHeld      int64  // payload bytes held for the settlement server's clients now
 }
 
 // New checks cfg, reads its TLS files and returns a Broker. It does not
@@ -156,6 +159,7 @@ func (b *Broker) closeLocked() error {
 		return nil
 	}
 	b.closed = true
+	close(b.hook.lim.stop)
 	err := b.srv.Close()
 	b.log.Info("broker: stopped")
 	return err
@@ -171,6 +175,9 @@ func (b *Broker) Stats() Stats {
 		MessagesDropped: atomic.LoadInt64(&info.MessagesDropped),
 		InflightDropped: atomic.LoadInt64(&info.InflightDropped),
 		Retained:        atomic.LoadInt64(&info.Retained),
+		Flooded:         b.hook.lim.flooded.Load(),
+		Shed:            b.hook.lim.shed.Load(),
+		ServerHeld:      b.hook.lim.server.Load(),
 	}
 }
 

@@ -163,6 +163,7 @@ func TestACL(t *testing.T) {
 		"farego/dev/bus-a/ack": 1, "farego/dev/bus-a/cmd": 1, "farego/fleet/#": 1, "farego/fleet/keyring": 1,
 		"farego/dev/bus-b/ack": 0x80, "farego/dev/+/ack": 0x80, "#": 0x80, "farego/#": 0x80,
 		"$SYS/#": 0x80, "$share/g/farego/dev/bus-a/ack": 0x80, "farego/dev/bus-a/taps": 0x80,
+		"$share/settlement/farego/dev/+/taps": 0x80, "$share/settlement/farego/dev/bus-b/taps": 0x80, "$share/g/farego/fleet/#": 0x80,
 	} {
 		if code, _ := subscribe(t, a, f); code != want {
 			t.Errorf("device subscription to %s: SUBACK %#x, want %#x", f, code, want)
@@ -381,7 +382,7 @@ func TestCapabilities(t *testing.T) {
 	b := startBroker(t, Config{})
 	caps := b.srv.Options.Capabilities
 	if caps.MaximumInflight != math.MaxUint16 || caps.ReceiveMaximum != math.MaxUint16 ||
-		caps.MaximumMessageExpiryInterval != 0 || caps.MaximumSessionExpiryInterval != 24*3600 ||
+		caps.MaximumMessageExpiryInterval != 0 || caps.MaximumSessionExpiryInterval != 3600 ||
 		caps.MaximumPacketSize != DefaultMaxPacketSize || caps.MaximumClientWritesPending != DefaultMaxPendingWrites {
 		t.Errorf("capabilities %+v", caps)
 	}

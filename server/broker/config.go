@@ -26,11 +26,12 @@ const (
 	DefaultConnectTimeout = 30 * time.Second
 	// DefaultSessionExpiry is how long the broker keeps the session of a
 	// client that asked for a persistent one after it disconnects (farego's
-	// own clients use clean sessions).
-	DefaultSessionExpiry = 24 * time.Hour
+	// own clients use clean sessions; a device can hold one session, under
+	// its own client id).
+	DefaultSessionExpiry = time.Hour
 	// DefaultMaxPacketSize bounds an MQTT packet: a wire message (at most
-	// wire.MaxMessageSize) with its topic and headers.
-	DefaultMaxPacketSize = wire.MaxMessageSize + 64<<10
+	// wire.MaxMessageSize, 384 KiB) with its topic and headers: 400 KiB.
+	DefaultMaxPacketSize = wire.MaxMessageSize + 16<<10
 	// DeviceClientIDPrefix is what a device's MQTT client id must be: the
 	// prefix and its device id ("farego-dev-bus-17").
 	DeviceClientIDPrefix = "farego-dev-"
@@ -90,6 +91,14 @@ type Config struct {
 	// Devices decides which devices may log in (required).
 	Devices DeviceAuthority
 
+	// DevicesReady, if set, gates devices' connections: while it returns
+	// false devices are refused (and retry after their back-off), so that
+	// no batch is published before the settlement server's ingest has
+	// subscribed (a batch published then would reach no one and wait for
+	// the device's ack timeout). The server's own clients are always
+	// accepted. It must be quick and safe for concurrent use.
+	DevicesReady func() bool
+
 	// ConnectTimeout bounds the time from accepting a connection to its
 	// CONNECT packet (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
@@ -101,6 +110,9 @@ type Config struct {
 	// MaxPendingWrites is the per-client write queue (default
 	// DefaultMaxPendingWrites).
 	MaxPendingWrites int
+	// Limits bound what one device can make the broker hold or do
+	// (publication budget, flood ban, messages held for it).
+	Limits Limits
 
 	// Logger receives the broker's log records (and mochi's, prefixed
 	// "broker: "); nil discards them.
@@ -133,6 +145,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxPendingWrites == 0 {
 		c.MaxPendingWrites = DefaultMaxPendingWrites
 	}
+	c.Limits = c.Limits.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -180,6 +193,9 @@ func (c *Config) validate() (*tls.Config, error) {
 	}
 	if c.MaxPacketSize > 256<<20 || c.MaxPendingWrites > 1<<20 {
 		return nil, configErr("MaxPacketSize or MaxPendingWrites too large")
+	}
+	if err := c.Limits.validate(); err != nil {
+		return nil, err
 	}
 	if c.TLSListen == "" {
 		if c.TLS != nil || c.TLSCertFile != "" || c.ClientCAFile != "" {

@@ -26,8 +26,10 @@
 // device's session over nor hold more than one. A connection is also
 // refused when its last will names a topic the client may not publish to
 // (mochi does not check wills against the ACL), or when its client id is
-// in use by another identity. Refusals are counted and logged at most once
-// a minute per username.
+// in use by another identity, or while Config.DevicesReady says the
+// settlement server is not ready for devices (its ingest has not
+// subscribed yet, at a restart). Refusals are counted and logged at most
+// once a minute per username.
 //
 // # Access rules
 //
@@ -58,10 +60,35 @@
 //     deletes retained messages older than a day (the fleet keyring would
 //     vanish for devices connecting after it) and drops messages in flight
 //     after a day.
-//   - MaximumSessionExpiryInterval SessionExpiry (default 24 h; mochi's is
+//   - MaximumSessionExpiryInterval SessionExpiry (default 1 h; mochi's is
 //     136 years): bounds the memory of clients asking for persistent
-//     sessions. farego's own clients use clean sessions.
-//   - MaximumPacketSize 1 MiB + 64 KiB (a wire message with its headers).
+//     sessions. farego's own clients use clean sessions, and a device
+//     can hold one session only (its own client id).
+//   - MaximumPacketSize 400 KiB (wire.MaxMessageSize, 384 KiB, with its
+//     topic and headers); a larger packet disconnects its sender.
+//
+// # Limits
+//
+// Config.Limits bound what one device can make the broker hold or do:
+//
+//   - A publication budget per device: 256 KiB/s with an 8 MiB burst, and
+//     20 publications (or connections) a second with a burst of 400. A
+//     device over its budget is held back (the broker stops reading its
+//     connection until the budget allows); one that stays over it
+//     (more than 10 s of holding back, draining at a quarter of real
+//     time), or that reconnects in a loop, is disconnected and refused
+//     for a minute, doubling for each flood within an hour, up to 16
+//     minutes (Stats.Flooded). Legitimate traffic (a bus makes a few
+//     hundred bytes a minute, a week's backlog is a few megabytes) never
+//     gets near it.
+//   - At most 1,024 QoS 1 messages and 32 MiB held for one device (sent
+//     and not acknowledged, or waiting): deliveries beyond are dropped
+//     (Stats.Shed); acks come again on the device's resend, downlinks on
+//     its next connection.
+//   - At most 64 MiB held for the settlement server's clients together:
+//     beyond it devices' publications are acknowledged and dropped
+//     (Stats.Shed), and the devices send them again when no ack comes.
+//     The server's memory does not grow with a flood.
 //
 // A connection gets ConnectTimeout for its TLS handshake and CONNECT packet
 // (mochi's own listener waits for ever).

@@ -13,3 +13,7 @@ var ErrStarted = errors.New("broker: already started")
 // ErrDisconnected is the cause recorded when the broker closes a device's
 // connection because its credential was revoked or rotated.
 var ErrDisconnected = errors.New("broker: credential revoked or rotated")
+
+// errNotReady is the reason a device is refused while Config.DevicesReady
+// says the settlement server is not ready for it.
+var errNotReady = errors.New("broker: the settlement server is not ready for devices yet (its ingest has not subscribed); the device retries")

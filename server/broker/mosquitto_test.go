@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -20,10 +22,12 @@ var sampleDir = filepath.Join("..", "..", "testdata", "broker")
 // mosquittoSample starts a Mosquitto of its own with the sample
 // configuration and ACL of testdata/broker (ports, files and persistence
 // changed for the test), a password file for the given users, and the
-// test's PKI on its TLS listener. It returns the plain and TLS URLs.
-func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (plainURL, tlsURL string) {
+// test's PKI on its TLS listeners. It returns the URLs of the plain
+// listener (the server's), the mutual-TLS one and the TLS one with
+// passwords (the devices').
+func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (plainURL, tlsURL, pwURL string) {
 	t.Helper()
-	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Listeners: 2, Users: users, Config: func(m *brokertest.Mosquitto) string {
+	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Listeners: 3, Users: users, Config: func(m *brokertest.Mosquitto) string {
 		acl, err := filepath.Abs(filepath.Join(sampleDir, "acl"))
 		if err != nil {
 			t.Fatal(err)
@@ -32,7 +36,7 @@ func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (
 		if err != nil {
 			t.Fatal(err)
 		}
-		plainPort, tlsPort := m.Ports[0], m.Ports[1]
+		plainPort, tlsPort, pwPort := m.Ports[0], m.Ports[1], m.Ports[2]
 		conf := strings.NewReplacer(
 			"/etc/mosquitto/farego.passwd", m.PasswordFile,
 			"/etc/mosquitto/farego.acl", acl,
@@ -41,17 +45,18 @@ func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (
 			"/etc/mosquitto/broker-key.pem", p.ServerKeyFile,
 			"listener 1883 127.0.0.1", "listener "+plainPort+" 127.0.0.1",
 			"listener 8883\n", "listener "+tlsPort+" 127.0.0.1\n",
+			"listener 8884\n", "listener "+pwPort+" 127.0.0.1\n",
 			"persistence true", "persistence false",
 			"persistence_location /var/lib/mosquitto/\n", "",
 		).Replace(string(sample))
-		for _, must := range []string{m.PasswordFile, acl, p.CAFile, "listener " + plainPort, "listener " + tlsPort, "persistence false"} {
+		for _, must := range []string{m.PasswordFile, acl, p.CAFile, "listener " + plainPort, "listener " + tlsPort, "listener " + pwPort, "persistence false"} {
 			if !strings.Contains(conf, must) {
 				t.Fatalf("the sample configuration changed: %q not substituted", must)
 			}
 		}
 		return conf
 	}})
-	return "tcp://" + m.Addrs[0], "ssl://" + m.Addrs[1]
+	return "tcp://" + m.Addrs[0], "ssl://" + m.Addrs[1], "ssl://" + m.Addrs[2]
 }
 
 // TestMosquittoSample runs the end-to-end scenario and the access rules
@@ -67,11 +72,12 @@ func TestMosquittoSample(t *testing.T) {
 	for _, d := range []string{devP, devA, devB} {
 		users[d] = devicePassword(secret, d)
 	}
-	plainURL, tlsURL := mosquittoSample(t, p, users)
+	plainURL, tlsURL, pwURL := mosquittoSample(t, p, users)
 	f.startServer(t, ingest.MQTTConfig{Brokers: []string{plainURL}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
 
 	withPassword := f.startDevice(t, devP, 50, func(c *uplink.Config) {
-		c.Brokers = []string{plainURL}
+		c.Brokers = []string{pwURL}
+		c.TLS = p.ClientTLS(t, "")
 		c.Username, c.Password = c.DeviceID, devicePassword(secret, c.DeviceID)
 	})
 	withCert := f.startDevice(t, "", 30, func(c *uplink.Config) {
@@ -87,8 +93,9 @@ func TestMosquittoSample(t *testing.T) {
 	}
 
 	// Passwords: right ones in, wrong ones out.
-	a, _ := mustDial(t, plainURL, devA, devicePassword(secret, devA), nil)
-	if _, _, err := dial(t, plainURL, devA, devicePassword(secret, devB), nil); err == nil {
+	devTLS := p.ClientTLS(t, "")
+	a, _ := mustDial(t, pwURL, devA, devicePassword(secret, devA), devTLS)
+	if _, _, err := dial(t, pwURL, devA, devicePassword(secret, devB), devTLS); err == nil {
 		t.Error("Mosquitto accepted a wrong password")
 	}
 	if _, _, err := dial(t, plainURL, "", "", nil); err == nil {
@@ -102,7 +109,7 @@ func TestMosquittoSample(t *testing.T) {
 	_, spy := subscribe(t, spyClient, "farego/#")
 
 	// devB never sees devA's acks, only its own.
-	b, _ := mustDial(t, plainURL, devB, devicePassword(secret, devB), nil)
+	b, _ := mustDial(t, pwURL, devB, devicePassword(secret, devB), devTLS)
 	_, peek := subscribe(t, b, "farego/dev/"+devA+"/ack")
 	_, own := subscribe(t, b, "farego/dev/"+devB+"/ack")
 	for _, d := range []string{devA, devB} {
@@ -136,6 +143,115 @@ func TestMosquittoSample(t *testing.T) {
 	select {
 	case m := <-peek:
 		t.Errorf("devB read devA's ack %q", m)
+	default:
+	}
+}
+
+// TestMosquittoSampleAttacks runs issue 12's broker attacks against a
+// Mosquitto with the sample configuration: a device cannot squat another
+// device's client id, hold more than one session, take batches from the
+// settlement group with a shared subscription, read another device's
+// topics, or pass a packet over 400 KiB.
+func TestMosquittoSampleAttacks(t *testing.T) {
+	p := brokertest.NewPKI(t, "")
+	secret := newSecret(t)
+	victim, thief := uniqueName("bus-"), uniqueName("bus-")
+	users := map[string]string{DefaultServerUsername: ServerPassword(secret)}
+	for _, d := range []string{victim, thief} {
+		users[d] = devicePassword(secret, d)
+	}
+	plainURL, tlsURL, pwURL := mosquittoSample(t, p, users)
+	devTLS := p.ClientTLS(t, "")
+	srv, _ := mustDial(t, plainURL, DefaultServerUsername, ServerPassword(secret), nil)
+	_, group := subscribe(t, srv, "$share/"+SharedGroup(secret)+"/farego/dev/+/taps")
+
+	// Squatting: the thief connects with the victim's client id (with its
+	// password, and with its certificate): Mosquitto makes the client id
+	// the thief's own, so the victim is not disconnected (with client ids
+	// of the clients' choosing, each of these would take the victim's
+	// session over).
+	v, vLost := mustDial(t, pwURL, victim, devicePassword(secret, victim), devTLS)
+	for _, id := range []string{DeviceClientIDPrefix + victim, victim} {
+		asVictim := func(o *mqtt.ClientOptions) { o.SetClientID(id) }
+		mustDial(t, pwURL, thief, devicePassword(secret, thief), devTLS, asVictim)
+		mustDial(t, tlsURL, "", "", p.ClientTLS(t, thief), asVictim)
+	}
+
+	// Sessions: whatever client id the thief asks for, it has one session:
+	// a new connection takes the last one over.
+	var lost []<-chan struct{}
+	for i := range 3 {
+		_, l := mustDial(t, pwURL, thief, devicePassword(secret, thief), devTLS, func(o *mqtt.ClientOptions) {
+			o.SetClientID(fmt.Sprintf("spare-%d", i)).SetCleanSession(false)
+		})
+		lost = append(lost, l)
+	}
+	for i, l := range lost[:2] {
+		select {
+		case <-l:
+		case <-time.After(waitTimeout):
+			t.Errorf("the thief's session %d stayed up beside a newer one", i)
+		}
+	}
+	thiefC, thiefLost := mustDial(t, pwURL, thief, devicePassword(secret, thief), devTLS)
+
+	// Theft: Mosquitto 2's acl_file does not check subscriptions, only
+	// deliveries, so the thief's shared subscriptions succeed; but the
+	// servers' group is derived from the broker secret (SharedGroup), so
+	// the thief's groups are groups of their own: denied delivery, they
+	// take nothing. Its wildcards on other devices' topics get nothing
+	// either, and the server gets every batch of the victim.
+	stolen := make(chan [2]string, 100)
+	for _, f := range []string{"$share/settlement/farego/dev/+/taps", "$share/settlement/farego/dev/" + victim + "/taps",
+		"$share/farego/farego/dev/+/taps",
+		"farego/dev/+/taps", "farego/dev/" + victim + "/ack", "farego/#"} {
+		tok := thiefC.Subscribe(f, 1, func(_ mqtt.Client, m mqtt.Message) { stolen <- [2]string{m.Topic(), string(m.Payload())} })
+		tok.WaitTimeout(waitTimeout)
+	}
+	const n = 8
+	for i := range n {
+		if err := publish(t, v, "farego/dev/"+victim+"/taps", fmt.Sprint("batch-", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	for range n {
+		got[next(t, group)[1]] = true
+	}
+	for i := range n {
+		if !got[fmt.Sprint("batch-", i)] {
+			t.Errorf("the settlement group did not get batch-%d (got %v)", i, got)
+		}
+	}
+	if err := publish(t, srv, "farego/dev/"+victim+"/ack", "ack", false); err != nil {
+		t.Fatal(err)
+	}
+	// A marker on the fleet topics, which the thief may read, comes after
+	// everything it might have stolen.
+	if err := publish(t, srv, "farego/fleet/marker", "marker", false); err != nil {
+		t.Fatal(err)
+	}
+	for m := next(t, stolen); m[1] != "marker"; m = next(t, stolen) {
+		t.Errorf("the thief got %q on %s", m[1], m[0])
+	}
+
+	// Oversize: a packet over max_packet_size disconnects the device and
+	// reaches nobody.
+	thiefC.Publish("farego/dev/"+thief+"/taps", 1, false, strings.Repeat("x", DefaultMaxPacketSize))
+	select {
+	case <-thiefLost:
+	case <-time.After(waitTimeout):
+		t.Error("Mosquitto kept a device that sent an oversize packet")
+	}
+	if err := publish(t, v, "farego/dev/"+victim+"/taps", "after", false); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, group); m[1] != "after" {
+		t.Errorf("the settlement group got %d bytes on %s, want the victim's next batch", len(m[1]), m[0])
+	}
+	select {
+	case <-vLost:
+		t.Error("the victim was disconnected")
 	default:
 	}
 }

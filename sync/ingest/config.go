@@ -38,10 +38,21 @@ const (
 	// batches.
 	DefaultWorkers = 4
 	// DefaultQueueSize is the number of received messages waiting for a
-	// worker; a message that does not fit is dropped (the device sends it
-	// again). A message is at most wire.MaxMessageSize (1 MiB), typically
-	// a few tens of kilobytes.
-	DefaultQueueSize = 256
+	// worker, all devices together; a message that does not fit is
+	// dropped (the device sends it again). A message is at most
+	// wire.MaxMessageSize (384 KiB), typically a few kilobytes.
+	DefaultQueueSize = 1024
+	// DefaultQueueBytes bounds the bytes of those messages.
+	DefaultQueueBytes = 64 << 20
+	// DefaultDeviceQueueSize is the number of one device's messages that
+	// may wait (a validator has at most a few batches in flight).
+	DefaultDeviceQueueSize = 8
+	// DefaultDeviceQueueBytes bounds the bytes of one device's waiting
+	// messages (one message is always allowed).
+	DefaultDeviceQueueBytes = 2 << 20
+	// DefaultCoalesceBatches is the most batches (of different devices)
+	// a worker commits in one Store call.
+	DefaultCoalesceBatches = 32
 	// DefaultCommitTimeout bounds one Store call.
 	DefaultCommitTimeout = 30 * time.Second
 	// DefaultPublishTimeout bounds the wait for the broker to take an ack,
@@ -161,9 +172,21 @@ type Config struct {
 	Workers int
 
 	// QueueSize is the number of received messages that may wait for a
-	// worker (default DefaultQueueSize). Messages beyond it are dropped;
-	// the devices send them again.
-	QueueSize int
+	// worker (default DefaultQueueSize), and QueueBytes their bytes
+	// (default DefaultQueueBytes). Each device has its own queue, of
+	// DeviceQueueSize messages (default DefaultDeviceQueueSize) and
+	// DeviceQueueBytes (default DefaultDeviceQueueBytes), and the
+	// workers serve the devices round-robin. Messages beyond a bound are
+	// dropped; the devices send them again.
+	QueueSize        int
+	QueueBytes       int
+	DeviceQueueSize  int
+	DeviceQueueBytes int
+
+	// CoalesceBatches is the most batches, of different devices, that a
+	// worker takes at once and commits in one call when the Store is a
+	// BatchCommitter (default DefaultCoalesceBatches).
+	CoalesceBatches int
 
 	// CommitTimeout bounds each Store call (default DefaultCommitTimeout).
 	CommitTimeout time.Duration
@@ -197,6 +220,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.DeviceQueueSize == 0 {
+		c.DeviceQueueSize = DefaultDeviceQueueSize
+	}
+	if c.DeviceQueueBytes == 0 {
+		c.DeviceQueueBytes = DefaultDeviceQueueBytes
+	}
+	if c.CoalesceBatches == 0 {
+		c.CoalesceBatches = DefaultCoalesceBatches
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = DefaultCommitTimeout
@@ -235,6 +270,10 @@ func (c *Config) validate() error {
 		return configErr("Workers %d, want 1 to %d", c.Workers, maxWorkers)
 	case c.QueueSize < 1 || c.QueueSize > maxQueueSize:
 		return configErr("QueueSize %d, want 1 to %d", c.QueueSize, maxQueueSize)
+	case c.QueueBytes < 1 || c.DeviceQueueSize < 1 || c.DeviceQueueBytes < 1:
+		return configErr("QueueBytes, DeviceQueueSize and DeviceQueueBytes must be positive")
+	case c.CoalesceBatches < 1 || c.CoalesceBatches > maxQueueSize:
+		return configErr("CoalesceBatches %d, want 1 to %d", c.CoalesceBatches, maxQueueSize)
 	case c.CommitTimeout < 0 || c.PublishTimeout < 0:
 		return configErr("negative CommitTimeout or PublishTimeout")
 	}

@@ -16,9 +16,20 @@
 //
 // (plain PREFIX/dev/+/… with NoSharedSubscription), so that several
 // settlement instances in one group share the devices' messages. paho's
-// message handler never blocks: it puts the message on a bounded queue for
-// Workers goroutines and drops it (logged once per run of drops, counted as
-// queue_full) when the queue is full; the device sends it again.
+// message handler never blocks: it puts the message on its device's queue
+// (DeviceQueueSize messages, DeviceQueueBytes) and drops it when that is
+// full (device_queue_full) or when all the queues together are
+// (QueueSize, QueueBytes: queue_full); the device sends it again. Workers
+// goroutines serve the devices round-robin, at most one message per device
+// per round, so that one device's flood or backlog delays another's batch
+// by at most one message per device: it fills and overflows only its own
+// queue. Stats (and the server's metrics) show the queue depth.
+//
+// A worker takes up to CoalesceBatches messages of different devices at
+// once, checks each, and when the Store is a [BatchCommitter] commits
+// their batches in one call (the ledger settles one big set faster than
+// many small ones); if that call fails, each batch is committed alone. A
+// batch is acked only after its own taps are committed.
 //
 // A worker takes the device id from the topic, reads the device's key
 // (Store.DeviceKey), checks the envelope's signature (wire.Open), decodes

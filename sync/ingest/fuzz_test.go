@@ -47,7 +47,9 @@ func FuzzHandle(f *testing.F) {
 		name := names[int(topic)%len(names)]
 		_, commitsBefore := w.store.counts()
 		before := in.Stats()
-		in.handle(ctx, name, payload)
+		if p := in.handle(ctx, name, payload); p != nil {
+			in.commitBatches(ctx, []*prepared{p})
+		}
 		_, commits := w.store.counts()
 		after := in.Stats()
 

@@ -11,23 +11,25 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-// handle processes one message from a device topic: a tap batch or a
-// status. Every outcome is counted; nothing in a payload can make it panic,
-// commit or ack unless the payload is a batch signed by the topic's device.
-func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) {
+// handle processes one message from a device topic: a status is
+// recorded at once; a tap batch is checked and returned, to be committed
+// (with others) and acked by commitBatches. Every outcome is counted;
+// nothing in a payload can make it panic, commit or ack unless the payload
+// is a batch signed by the topic's device.
+func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) *prepared {
 	id, kind, err := in.topics.ParseDevice(topic)
 	if err != nil || (kind != wire.KindTaps && kind != wire.KindStatus) {
 		in.stats.reject(RejectBadTopic)
 		if ok, n := in.limit.Allow("topic"); ok {
 			in.log.Warn("ingest: message on an unexpected topic", logKeyTopic, topic, logKeySize, len(payload), logKeySuppressed, n)
 		}
-		return
+		return nil
 	}
 	if kind == wire.KindStatus {
 		in.handleStatus(ctx, id, payload)
-		return
+		return nil
 	}
-	in.handleBatch(ctx, id, payload)
+	return in.prepareBatch(ctx, id, payload)
 }
 
 // refuse counts a refused message and logs it at most once a minute per
@@ -79,20 +81,27 @@ func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, wan
 	return body, revoked, true
 }
 
-// handleBatch checks, re-verifies, commits and acks one tap batch.
-func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
+// prepared is a checked tap batch waiting for its commit.
+type prepared struct {
+	batch *Batch
+	seqs  []uint64
+	size  int // of the message
+}
+
+// prepareBatch checks and re-verifies one tap batch; nil if refused.
+func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *prepared {
 	body, revoked, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
 	if !ok {
-		return
+		return nil
 	}
 	b, err := wire.ParseBatch(body)
 	if err != nil {
 		in.refuse(RejectMalformed, id, wire.KindTaps, len(payload), err)
-		return
+		return nil
 	}
 	if b.DeviceID != id {
 		in.refuse(RejectDeviceMismatch, id, wire.KindTaps, len(payload), fmt.Errorf("batch of device %q", b.DeviceID))
-		return
+		return nil
 	}
 	kr := in.cfg.Keyring()
 	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records)), Revoked: revoked}
@@ -101,31 +110,74 @@ func (in *Ingest) handleBatch(ctx context.Context, id string, payload []byte) {
 		batch.Taps[i] = in.check(id, b.Epoch, r, kr)
 		seqs[i] = r.Seq
 	}
+	return &prepared{batch: batch, seqs: seqs, size: len(payload)}
+}
 
-	if err := in.store.Commit(ctx, batch); err != nil {
-		in.stats.reject(RejectCommitFailed)
-		if in.commitStreak.Add(1) == 1 {
-			in.log.Error("ingest: commit failed; not acked (the device sends the batch again)",
-				logKeyDevice, id, logKeyRecords, len(seqs), logKeyErr, err)
+// commitBatches commits checked batches, of different devices, and acks
+// each one committed. With a Store that is a BatchCommitter they go in one
+// call (the ledger gets one big set instead of many small ones); if that
+// fails, each is committed alone, so that one batch the store refuses
+// does not hold the others back. A batch is acked only after its own
+// taps are committed.
+func (in *Ingest) commitBatches(ctx context.Context, group []*prepared) {
+	var bs []*Batch
+	var rest []*prepared
+	for _, p := range group {
+		if p.batch.Revoked {
+			rest = append(rest, p)
 		} else {
-			in.log.Debug("ingest: commit failed", logKeyDevice, id, logKeyErr, err)
+			bs = append(bs, p.batch)
 		}
-		return
 	}
+	if bc, ok := in.store.(BatchCommitter); ok && len(bs) > 1 {
+		if err := bc.CommitBatches(ctx, bs); err == nil {
+			for _, p := range group {
+				if !p.batch.Revoked {
+					in.committed(ctx, p)
+				}
+			}
+			group = rest
+		} else {
+			in.log.Debug("ingest: coalesced commit failed; committing batch by batch", logKeyCount, len(bs), logKeyErr, err)
+		}
+	}
+	for _, p := range group {
+		if err := in.store.Commit(ctx, p.batch); err != nil {
+			in.commitFailed(p, err)
+			continue
+		}
+		in.committed(ctx, p)
+	}
+}
+
+// commitFailed counts and logs a failed commit (once per run of failures).
+func (in *Ingest) commitFailed(p *prepared, err error) {
+	in.stats.reject(RejectCommitFailed)
+	if in.commitStreak.Add(1) == 1 {
+		in.log.Error("ingest: commit failed; not acked (the device sends the batch again)",
+			logKeyDevice, p.batch.DeviceID, logKeyRecords, len(p.seqs), logKeyErr, err)
+	} else {
+		in.log.Debug("ingest: commit failed", logKeyDevice, p.batch.DeviceID, logKeyErr, err)
+	}
+}
+
+// committed acks a committed batch (a revoked device's is not acked).
+func (in *Ingest) committed(ctx context.Context, pb *prepared) {
+	id, b := pb.batch.DeviceID, pb.batch
 	if n := in.commitStreak.Swap(0); n > 0 {
 		in.log.Info(fmt.Sprintf("ingest: commits working again after %d failures", n), logKeyCount, n)
 	}
-	if revoked {
+	if b.Revoked {
 		// Kept aside by the store, charged nothing, and never acked: the
 		// revoked device is told nothing.
-		in.refuse(RejectRevokedDevice, id, wire.KindTaps, len(payload), ErrRevokedDevice)
+		in.refuse(RejectRevokedDevice, id, wire.KindTaps, pb.size, ErrRevokedDevice)
 		return
 	}
-	in.stats.batch(batch.Taps)
+	in.stats.batch(b.Taps)
 
 	// Every record of the batch, valid or not, is committed now: ack them
 	// all, so that no bad record blocks the device's queue.
-	ack := wire.Ack{DeviceID: id, Epoch: b.Epoch, Ranges: wire.Ranges(seqs)}
+	ack := wire.Ack{DeviceID: id, Epoch: b.Epoch, Ranges: wire.Ranges(pb.seqs)}
 	p, err := ack.MarshalBinary()
 	if err == nil {
 		p, err = wire.Seal(wire.TypeAck, p, false, in.cfg.FleetKey)

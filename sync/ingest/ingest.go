@@ -27,7 +27,7 @@ type Ingest struct {
 	stats    *counters
 	limit    *ratelog.Limiter
 
-	queue   chan inbound
+	queue   *fairQueue
 	conn    atomic.Pointer[conn] // the current Run's connection
 	running atomic.Bool
 
@@ -59,7 +59,7 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		verifier: paycode.NewVerifier(cfg.VerifierCacheSize),
 		stats:    newCounters(cfg.Metrics),
 		limit:    ratelog.New(cfg.Now, ratelog.DefaultEvery),
-		queue:    make(chan inbound, cfg.QueueSize),
+		queue:    newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {
 		f := in.topics.AllDevices(kind)
@@ -98,7 +98,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	close(stop)
 	wg.Wait()
 	stopConn()
-	if n := len(in.queue); n > 0 {
+	if n, _, _ := in.queue.depth(); n > 0 {
 		in.log.Info("ingest: messages left unprocessed at shutdown; their devices will send them again", "count", n)
 	}
 	return nil
@@ -114,7 +114,8 @@ func (in *Ingest) Connected() bool {
 func (in *Ingest) Stats() Stats {
 	s := in.stats.snapshot()
 	s.Connected = in.Connected()
-	s.Queued, s.QueueLength = len(in.queue), cap(in.queue)
+	s.Queued, s.QueuedBytes, s.QueuedDevices = in.queue.depth()
+	s.QueueLength = in.cfg.QueueSize
 	return s
 }
 
@@ -147,13 +148,27 @@ func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to u
 }
 
 // onMessage is paho's handler for both subscriptions. It never blocks: it
-// queues the message for a worker, or drops it (logged once per run of
-// drops) when the queue is full; the device sends it again.
+// queues the message on its device's queue, or drops it (logged once per
+// run of drops) when that queue or the whole is full; the device sends it
+// again.
 func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
-	select {
-	case in.queue <- inbound{topic: m.Topic(), payload: m.Payload()}:
+	id, _, err := in.topics.ParseDevice(m.Topic())
+	if err != nil {
+		in.stats.reject(RejectBadTopic)
+		return
+	}
+	switch in.queue.push(id, inbound{topic: m.Topic(), payload: m.Payload()}) {
+	case pushOK:
 		if n := in.dropStreak.Swap(0); n > 0 {
 			in.log.Info("ingest: taking messages again after dropping some", "count", n)
+		}
+	case pushDeviceFull:
+		// One device sends faster than it is served: its own messages
+		// wait, nobody else's.
+		in.stats.reject(RejectDeviceQueueFull)
+		if ok, n := in.limit.Allow("devqueue\x00" + id); ok {
+			in.log.Warn("ingest: a device sends faster than its batches are committed; dropping its messages (it sends them again)",
+				logKeyDevice, id, logKeySuppressed, n)
 		}
 	default:
 		in.stats.reject(RejectQueueFull)
@@ -164,19 +179,31 @@ func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
-// worker processes queued messages until stop is closed. Each message
-// gets CommitTimeout for its Store calls, also if ctx ends meanwhile, so
-// that a batch being committed at shutdown is still acked.
+// worker processes queued messages until stop is closed: each time it
+// takes up to CoalesceBatches messages of different devices (round-robin),
+// checks them, and commits their batches together (see commitBatches).
+// Each round gets CommitTimeout for its Store calls, also if ctx ends
+// meanwhile, so that batches being committed at shutdown are still acked.
 func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 	base := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-stop:
 			return
-		case m := <-in.queue:
-			wctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
-			in.handle(wctx, m.topic, m.payload)
-			cancel()
+		case <-in.queue.wake:
 		}
+		ms := in.queue.take(in.cfg.CoalesceBatches)
+		if len(ms) == 0 {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
+		var group []*prepared
+		for _, m := range ms {
+			if p := in.handle(wctx, m.topic, m.payload); p != nil {
+				group = append(group, p)
+			}
+		}
+		in.commitBatches(wctx, group)
+		cancel()
 	}
 }

@@ -12,6 +12,10 @@ const (
 	// RejectQueueFull: the worker queue was full; the message was dropped
 	// (the device sends it again).
 	RejectQueueFull = "queue_full"
+	// RejectDeviceQueueFull: the device's own queue was full (it sends
+	// faster than its batches are committed); its message was dropped,
+	// and it sends it again. Other devices are not held up.
+	RejectDeviceQueueFull = "device_queue_full"
 	// RejectBadTopic: not a device's taps or status topic.
 	RejectBadTopic = "bad_topic"
 	// RejectMalformed: not a farego envelope of the right type, or a batch
@@ -43,7 +47,7 @@ const (
 
 // RejectReasons lists every reject reason.
 var RejectReasons = []string{
-	RejectQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectRevokedDevice, RejectBadSignature,
+	RejectQueueFull, RejectDeviceQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectRevokedDevice, RejectBadSignature,
 	RejectDeviceMismatch, RejectStoreError, RejectCommitFailed, RejectAckFailed, RejectStatusFailed,
 }
 
@@ -68,16 +72,18 @@ type Metrics struct {
 
 // Stats are an Ingest's counters since New.
 type Stats struct {
-	Connected   bool              // connected and subscribed now
-	Batches     uint64            // batches committed
-	Taps        uint64            // records committed
-	Verdicts    map[string]uint64 // records committed by verdict ("" valid)
-	Acks        uint64            // acks published
-	Statuses    uint64            // statuses recorded
-	Rejects     map[string]uint64 // by Reject* reason
-	Replays     uint64            // replay requests published
-	Queued      int               // messages waiting for a worker now
-	QueueLength int               // capacity of the worker queue
+	Connected     bool              // connected and subscribed now
+	Batches       uint64            // batches committed
+	Taps          uint64            // records committed
+	Verdicts      map[string]uint64 // records committed by verdict ("" valid)
+	Acks          uint64            // acks published
+	Statuses      uint64            // statuses recorded
+	Rejects       map[string]uint64 // by Reject* reason
+	Replays       uint64            // replay requests published
+	Queued        int               // messages waiting for a worker now
+	QueuedBytes   int               // their bytes
+	QueuedDevices int               // the devices they are of
+	QueueLength   int               // capacity of the worker queues, in messages
 }
 
 // counters keeps Stats and calls the Metrics hooks.

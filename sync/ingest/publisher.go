@@ -68,7 +68,8 @@ type PublisherConfig struct {
 	// Source reads the current documents. Required.
 	Source Source
 
-	// Kinds are the documents published (default record.DocKinds).
+	// Kinds are the documents published (default record.DocKinds; the
+	// software rollout, wire.DocRelease, may be added).
 	Kinds []string
 
 	// DenyShards, if set, reads the deny list in shards: the Publisher
@@ -147,7 +148,7 @@ func (c *PublisherConfig) validate() error {
 		return configErr("no Source")
 	}
 	for _, k := range c.Kinds {
-		if !slices.Contains(record.DocKinds, k) {
+		if !slices.Contains(record.DocKinds, k) && k != wire.DocRelease {
 			return configErr("unknown downlink kind %q", k)
 		}
 	}

@@ -40,6 +40,16 @@ type Store interface {
 	Status(ctx context.Context, st *wire.Status) error
 }
 
+// BatchCommitter is a Store that can commit several devices' batches in
+// one call (the ledger then settles one big set of taps in one
+// transaction instead of many small ones). The Ingest uses it when the
+// Store has it. Its contract is Commit's for every batch at once: nil
+// means every tap of every batch is committed; an error means the Ingest
+// commits each batch alone (with Commit) before acking any.
+type BatchCommitter interface {
+	CommitBatches(ctx context.Context, bs []*Batch) error
+}
+
 // Batch is a device's batch after the Ingest checked its signature and
 // re-verified every record's payment code.
 type Batch struct {

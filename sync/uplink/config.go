@@ -73,7 +73,8 @@ const (
 	// AckTimeout.
 	maxAckBackoff = 8
 	// maxBatchBytes bounds BatchBytes so that a batch (with its per-record
-	// overhead, uncompressed) always fits in one wire message.
+	// overhead, uncompressed) always fits in one wire message (320 KiB);
+	// the sender halves a batch that would not fit anyway.
 	maxBatchBytes = wire.MaxMessageSize - 64<<10
 	// maxInFlight bounds MaxInFlight.
 	maxInFlight = 1000
@@ -189,6 +190,12 @@ type Config struct {
 	// must ignore a version it has applied). Nil refuses assignments. It
 	// runs on the session goroutine and must not block for long.
 	Assign func(a *wire.Assignment) error
+
+	// OnRelease, if set, receives every software rollout downlink
+	// (wire.DocRelease, on PREFIX/fleet/release) whose fleet signature
+	// verifies, with its version and body (a wire.Rollout), at least once
+	// per connection. It must not block (sync/update's Offer does not).
+	OnRelease func(version uint64, body []byte)
 
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger

@@ -6,7 +6,12 @@
 //
 // Run reads records from the queue (sync/wire tap records) and publishes
 // them in batches signed with the device key, at QoS 1, on
-// PREFIX/dev/ID/taps. A record leaves the queue only when the server's
+// PREFIX/dev/ID/taps. A batch is at most BatchRecords records and
+// BatchBytes of record data (up to 320 KiB), so that it fits in one wire
+// message (wire.MaxMessageSize, 384 KiB: brokers refuse larger packets);
+// one that would not fit anyway (records that do not compress) is halved
+// until it does, and the rest goes in the next batch (Stats.BatchesSplit).
+// A record leaves the queue only when the server's
 // application-level ack (wire.Ack, signed with the fleet key, on
 // PREFIX/dev/ID/ack) names it and the queue's epoch: a PUBACK, or a paho
 // token that completed, proves only that the broker had the message, and

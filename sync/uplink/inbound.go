@@ -111,6 +111,12 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		u.refuseDownlink(topic, payload, fmt.Errorf("a %s downlink on the %s topic", dl.Kind, kind))
 		return
 	}
+	if kind == wire.DocRelease {
+		// The updater keeps its own state: it gets every signed rollout.
+		u.log.Debug("uplink: software rollout", "version", dl.Version)
+		u.cfg.OnRelease(dl.Version, dl.Body)
+		return
+	}
 	// A shard names its index (after its format byte): it must be the topic's.
 	if shard >= 0 && (len(dl.Body) < 3 || int(binary.BigEndian.Uint16(dl.Body[1:3])) != shard) {
 		u.refuseDownlink(topic, payload, fmt.Errorf("not deny-list shard %d", shard))

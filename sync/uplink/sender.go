@@ -171,7 +171,8 @@ func (s *sender) fill() error {
 		if err != nil {
 			return err
 		}
-		if len(recs) > 0 {
+		fromQueue := len(recs) > 0
+		if fromQueue {
 			s.cursor = recs[len(recs)-1].Seq
 		} else {
 			if !listed {
@@ -207,13 +208,19 @@ func (s *sender) fill() error {
 		if len(seqs) == 0 {
 			continue
 		}
-		payload, err := b.MarshalBinary()
+		msg, err := s.seal(&b)
 		if err != nil {
 			return fmt.Errorf("batch: %w", err)
 		}
-		msg, err := wire.Seal(wire.TypeBatch, payload, !u.cfg.DisableCompression, u.cfg.DeviceKey)
-		if err != nil {
-			return fmt.Errorf("batch: %w", err)
+		if n := len(b.Records); n < len(seqs) {
+			// Halved to fit a wire message: the rest goes in the next
+			// batch.
+			seqs = seqs[:n]
+			if fromQueue {
+				s.cursor = seqs[n-1]
+			} else {
+				s.adopted[epoch] = seqs[n-1]
+			}
 		}
 		if err := tokenFailed(s.pub.Publish(u.taps, 1, false, msg)); err != nil {
 			return &mqttclient.LostError{Err: fmt.Errorf("publish: %w", err)}
@@ -229,6 +236,26 @@ func (s *sender) fill() error {
 		})
 	}
 	return nil
+}
+
+// seal encodes and signs a batch. A batch too large for one wire message
+// (records that compress badly, or BatchBytes near its bound) is halved
+// until it fits: b.Records is cut, and the caller sends the rest later.
+func (s *sender) seal(b *wire.Batch) ([]byte, error) {
+	u := s.u
+	for {
+		payload, err := b.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		msg, err := wire.Seal(wire.TypeBatch, payload, !u.cfg.DisableCompression, u.cfg.DeviceKey)
+		if errors.Is(err, wire.ErrTooLarge) && len(b.Records) > 1 {
+			b.Records = b.Records[:len(b.Records)/2]
+			u.count(func(st *Stats) { st.BatchesSplit++ })
+			continue
+		}
+		return msg, err
+	}
 }
 
 // unsendableRecord logs, once, a record that no batch can carry. It stays

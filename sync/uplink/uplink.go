@@ -95,6 +95,7 @@ type Stats struct {
 	Replays      uint64 // replay requests carried out
 	Assignments  uint64 // assignments handed to Config.Assign
 	Unsendable   uint64 // records too large for a batch (left in the queue)
+	BatchesSplit uint64 // batches halved to fit a wire message (wire.MaxMessageSize)
 	SyncCalls    uint64 // SyncSucceeded calls
 	StatusSent   uint64 // status messages published
 
@@ -150,6 +151,10 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.filters[t.Fleet(k)] = 1
 	}
 	u.filters[t.DenyShards()] = 1
+	if cfg.OnRelease != nil {
+		u.fleet[t.Fleet(wire.DocRelease)] = wire.DocRelease
+		u.filters[t.Fleet(wire.DocRelease)] = 1
+	}
 	u.topics = t
 	mc := cfg.mqttConfig()
 	u.tls = tlsConfig

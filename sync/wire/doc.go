@@ -28,4 +28,5 @@
 //	PREFIX/fleet/denylist  server → devices  deny list, retained (whole, while small)
 //	PREFIX/fleet/denylist/N server → devices deny-list shard N (0-255), retained
 //	PREFIX/fleet/fares     server → devices  fare table, retained
+//	PREFIX/fleet/release   server → devices  software rollout (Rollout, signed manifests), retained
 package wire

@@ -47,8 +47,13 @@ const (
 	flagDeflate = 1 << 0
 	knownFlags  = flagDeflate
 
-	// MaxMessageSize bounds a message as sent (after compression).
-	MaxMessageSize = 1 << 20
+	// MaxMessageSize bounds a message as sent (after compression): 384
+	// KiB. The largest batch a validator sends by default (100 records,
+	// at most 256 KiB of record data, before compression) fits with
+	// margin, and brokers can keep their largest packet well under a
+	// megabyte (server/broker, testdata/broker). A sender splits a batch
+	// that would not fit (sync/uplink).
+	MaxMessageSize = 384 << 10
 	// MaxDownlinkSize bounds a fleet downlink as the server publishes it
 	// (after compression): small enough for brokers whose largest packet
 	// is well under a megabyte. The deny list goes in shards to stay under

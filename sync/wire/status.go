@@ -35,6 +35,8 @@ type Status struct {
 	Salvage *SalvageStatus `json:"salvage,omitempty"`
 	// Assignment is the route and vehicle the device records in its taps.
 	Assignment *StatusAssignment `json:"assignment,omitempty"`
+	// Update reports the device's software update, if any (UpdateStatus).
+	Update *UpdateStatus `json:"update,omitempty"`
 }
 
 // StatusAssignment is a device's route and vehicle, where they came from

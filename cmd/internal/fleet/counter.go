@@ -53,7 +53,11 @@ func metricValue(r io.Reader, name string) (int64, error) {
 		if !ok {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.Fields(rest + " ")[0], 64)
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			return 0, fmt.Errorf("%w: %s sample %q has no value", ErrServer, name, line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil || v != v || v > 1<<62 {
 			return 0, fmt.Errorf("%w: %s sample %q", ErrServer, name, line)
 		}

@@ -57,7 +57,7 @@ func startSampleMosquitto(t *testing.T, passwd func() ([]byte, error)) (*brokert
 			"persistence true", "persistence false",
 			"persistence_location /var/lib/mosquitto/\n", "",
 		).Replace(conf)
-		for _, must := range []string{file, acl, "listener " + m.Ports[0], "persistence false", "max_queued_messages 100000"} {
+		for _, must := range []string{file, acl, "listener " + m.Ports[0], "persistence false", "max_queued_bytes"} {
 			if !strings.Contains(conf, must) {
 				t.Fatalf("the sample configuration changed: %q not found", must)
 			}

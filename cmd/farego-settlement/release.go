@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/release"
+)
+
+const releaseUsage = `Usage:
+  farego-settlement release add     --data DIR --file BINARY --version X --arch ARCH [--db DSN]
+  farego-settlement release list    --data DIR
+  farego-settlement release rollout --data DIR [--db DSN] (--devices ID,ID | --percent N) [--allow-downgrade] VERSION
+
+add: store a validator binary as release X for ARCH (armv7, arm64, …) in
+DATA/releases and sign its manifest (version, arch, size, SHA-256, date)
+with the fleet key. The server serves it at GET /v1/releases/X/ARCH.
+
+rollout: tell the fleet to run VERSION: the devices listed and/or N percent
+of the fleet (chosen by a stable hash of the device id; raising N keeps
+those already in). A running server publishes it within seconds as the
+signed, retained fleet downlink PREFIX/fleet/release. Devices refuse an
+older version than the one they run unless --allow-downgrade.
+`
+
+func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, releaseUsage)
+		return cli.ErrUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, releaseUsage)
+		return nil
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("farego-settlement release "+sub, flag.ContinueOnError)
+	data := dataFlag(fs)
+	db := dbFlag(fs)
+	var file, version, arch, devices *string
+	var percent *int
+	var downgrade *bool
+	switch sub {
+	case "add":
+		file = fs.String("file", "", "the validator binary (required)")
+		version = fs.String("version", "", "its version, e.g. 1.4.0 (required)")
+		arch = fs.String("arch", "", "its architecture: armv7, arm64, amd64 (required)")
+	case "rollout":
+		devices = fs.String("devices", "", "comma-separated device ids to update")
+		percent = fs.Int("percent", 0, "percentage of the fleet to update (0-100)")
+		downgrade = fs.Bool("allow-downgrade", false, "let devices on a newer version install this one")
+	case "list":
+	default:
+		fmt.Fprint(stderr, releaseUsage)
+		return cli.Usagef(stderr, "farego-settlement release", "unknown subcommand %q", sub)
+	}
+	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+		return err
+	}
+	kd, err := keys.Open(filepath.Join(*data, "keys"))
+	if err != nil {
+		return err
+	}
+	store := release.Open(filepath.Join(*data, server.ReleasesDir), kd.FleetKey())
+	switch sub {
+	case "list":
+		rels, err := store.List()
+		if err != nil {
+			return err
+		}
+		ro, err := store.Rollout()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tARCH\tSIZE\tSHA-256\tDATE")
+		for _, r := range rels {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Version, r.Arch, r.Size, r.SHA256, r.Date.Format(time.RFC3339))
+		}
+		tw.Flush()
+		if ro != nil {
+			fmt.Fprintf(stdout, "\nrollout %d: version %s to %d%% of the fleet and %d listed devices (allow downgrade %t), set %s\n",
+				ro.Seq, ro.Version, ro.Percent, len(ro.Devices), ro.AllowDowngrade, ro.At.Format(time.RFC3339))
+		}
+		return nil
+	case "add":
+		if err := cli.Required(fs, stderr, "file", "version", "arch"); err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return cli.Usagef(stderr, fs.Name(), "unexpected argument %q", fs.Arg(0))
+		}
+		f, err := os.Open(*file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := openLedger(ctx, *data, *db)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		rel, err := store.Add(f, *version, *arch, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "release_add", Target: rel.Version + "/" + rel.Arch,
+			Detail: fmt.Sprintf("size %d sha256 %s", rel.Size, rel.SHA256)}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "release %s for %s: %d bytes, sha256 %s (signed with the fleet key)\n", rel.Version, rel.Arch, rel.Size, rel.SHA256)
+		return nil
+	}
+	// rollout
+	if fs.NArg() != 1 {
+		return cli.Usagef(stderr, fs.Name(), "give the release version")
+	}
+	var ids []string
+	if *devices != "" {
+		for _, id := range strings.Split(*devices, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 && *percent == 0 {
+		return cli.Usagef(stderr, fs.Name(), "give --devices or --percent")
+	}
+	if *percent < 0 || *percent > 100 {
+		return cli.Usagef(stderr, fs.Name(), "--percent %d: want 0 to 100", *percent)
+	}
+	st, err := openLedger(ctx, *data, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ro, err := store.SetRollout(fs.Arg(0), ids, *percent, *downgrade, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "release_rollout", Target: ro.Version,
+		Detail: fmt.Sprintf("seq %d percent %d devices %d allow_downgrade %t", ro.Seq, ro.Percent, len(ro.Devices), ro.AllowDowngrade)}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rollout %d: version %s to %d%% of the fleet and %d listed devices\n", ro.Seq, ro.Version, ro.Percent, len(ro.Devices))
+	return nil
+}

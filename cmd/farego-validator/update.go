@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/update"
+	"github.com/farego/farego/sync/uplink"
+)
+
+// UpdateConfig configures over-the-air updates ([update]). They need
+// [mqtt] (the rollout comes as a fleet downlink, checked with its key).
+type UpdateConfig struct {
+	// Server is the settlement server's HTTP address, where binaries are
+	// downloaded from (http://host:8080). Empty: updates off.
+	Server string `toml:"server"`
+	// Binary is the installed binary (default: the running executable).
+	// Its directory must be writable by the validator.
+	Binary string `toml:"binary"`
+	// HealthTimeout: a new version must reach the broker with its tap
+	// loop running within this, or the previous one comes back (default 2m).
+	HealthTimeout Duration `toml:"health_timeout"`
+	// MaxBoots: starts of a new version without reporting healthy before
+	// it counts as a crash loop and is rolled back (default 3).
+	MaxBoots int `toml:"max_boots"`
+	// MaxSize bounds a download in bytes (default 64 MiB).
+	MaxSize int64 `toml:"max_size"`
+}
+
+// exitRestart is the exit status after installing an update or rolling
+// one back: systemd (Restart=always) starts the binary now in place.
+const exitRestart = 3
+
+// errRestart ends the validator so that systemd starts the binary in place.
+var errRestart = errors.New("restarting into the binary now in place")
+
+// crashEnv names a version that exits at once after the updater's boot
+// check: the OTA test's "new binary that crashes at start". Tests only.
+const crashEnv = "FAREGO_TEST_CRASH_VERSION"
+
+// bootUpdater builds the updater (nil without [update] server or [mqtt])
+// and runs its boot check: counting starts of an unconfirmed version, and
+// rolling back a crash loop (errRestart).
+func bootUpdater(cfg *Config, log *slog.Logger) (*update.Updater, error) {
+	if cfg.Update.Server == "" || cfg.MQTT.Broker == "" {
+		return nil, nil
+	}
+	fleet, err := keyfile.ReadPublic(cfg.path(cfg.MQTT.FleetPublicKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
+	}
+	binary := cfg.Update.Binary
+	if binary != "" {
+		binary = cfg.path(binary)
+	}
+	u, err := update.New(update.Config{
+		Binary: binary, Current: agent.Version, DeviceID: cfg.DeviceID, FleetPublicKey: fleet,
+		BaseURL: cfg.Update.Server, MaxSize: cfg.Update.MaxSize, HealthTimeout: time.Duration(cfg.Update.HealthTimeout),
+		MaxBoots: cfg.Update.MaxBoots, Logger: log.With("part", "update"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: update: %w", errConfig, err)
+	}
+	if err := u.Boot(); errors.Is(err, update.ErrRolledBack) {
+		return nil, errRestart
+	} else if err != nil {
+		log.Error("update: boot check failed; running on", "err", err)
+	}
+	if v := os.Getenv(crashEnv); v != "" && v == agent.Version {
+		log.Error("crashing at start for a test", "env", crashEnv)
+		os.Exit(exitFailure)
+	}
+	return u, nil
+}
+
+// runUpdater connects the updater to the link and runs it until ctx is
+// done: it confirms this version once the link is up and taps are taken
+// (running), and cancels the validator (stop) to restart after an install
+// or a rollback, setting *restart.
+func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, running *atomic.Bool, stop func(), restart *atomic.Bool, log *slog.Logger) func() {
+	if u == nil || up == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := u.Run(ctx)
+		if errors.Is(err, update.ErrRestart) || errors.Is(err, update.ErrRolledBack) {
+			restart.Store(true)
+			stop()
+		} else if err != nil {
+			log.Error("update stopped", "err", err)
+		}
+	}()
+	if u.Pending() {
+		go func() {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if up.Connected() && running.Load() {
+					if err := u.Healthy(); err != nil {
+						log.Error("update: recording the healthy start failed", "err", err)
+					}
+					up.StatusChanged()
+					return
+				}
+			}
+		}()
+	}
+	return func() { <-done }
+}
+
+// registerUpdateMetrics exports the update state.
+func registerUpdateMetrics(reg *metrics.Registry, u *update.Updater) {
+	if u == nil {
+		return
+	}
+	reg.GaugeFunc("farego_update_pending", "1 while a newly installed version waits to report healthy.", func() float64 {
+		if u.Pending() {
+			return 1
+		}
+		return 0
+	})
+	reg.GaugeFunc("farego_update_failed", "1 if the last software update failed (refused or rolled back; see the status).", func() float64 {
+		if st := u.Status(); st != nil && st.Failed != "" {
+			return 1
+		}
+		return 0
+	})
+}

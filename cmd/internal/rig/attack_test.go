@@ -1,0 +1,326 @@
+package rig
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/wire"
+)
+
+// The attack suite: issue 12's broker and server attacks, each run with a
+// registered device's real MQTT login against a real farego-settlement
+// (its embedded broker). Each must be refused, a victim device's tap must
+// still settle, and the ledger must verify. The broker attacks against a
+// Mosquitto with the sample configuration are in server/broker
+// (TestMosquittoSampleAttacks).
+
+// attacker is a registered device's login, used by hand.
+type attacker struct {
+	id, user, pass string
+	key            ed25519.PrivateKey
+	url            string
+}
+
+// provisionAttacker registers a device and reads its MQTT login and key
+// from its bundle; its validator is never started.
+func provisionAttacker(t *testing.T, ctx context.Context, r *Rig, id string) *attacker {
+	t.Helper()
+	d, err := r.Provision(ctx, id, "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	var cfg struct {
+		MQTT struct {
+			Username  string `toml:"username"`
+			Password  string `toml:"password"`
+			DeviceKey string `toml:"device_key"`
+		} `toml:"mqtt"`
+	}
+	if _, err := toml.DecodeFile(filepath.Join(d.Dir, "validator.toml"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := cfg.MQTT.DeviceKey
+	if !filepath.IsAbs(keyPath) {
+		keyPath = filepath.Join(d.Dir, keyPath)
+	}
+	key, err := keyfile.ReadPrivate(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MQTT.Username != id || cfg.MQTT.Password == "" {
+		t.Fatalf("bundle login %q with a password of %d bytes", cfg.MQTT.Username, len(cfg.MQTT.Password))
+	}
+	return &attacker{id: id, user: cfg.MQTT.Username, pass: cfg.MQTT.Password, key: key, url: "tcp://" + r.MQTT}
+}
+
+// dial connects with the attacker's login and the given client id ("":
+// its own). lost is closed when the connection drops.
+func (a *attacker) dial(clientID string, clean bool) (mqtt.Client, <-chan struct{}, error) {
+	if clientID == "" {
+		clientID = "farego-dev-" + a.id
+	}
+	lost := make(chan struct{})
+	var once sync.Once
+	o := mqtt.NewClientOptions().AddBroker(a.url).SetClientID(clientID).SetUsername(a.user).SetPassword(a.pass).
+		SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(false).
+		SetConnectTimeout(20 * time.Second).SetWriteTimeout(5 * time.Second).
+		SetConnectionLostHandler(func(mqtt.Client, error) { once.Do(func() { close(lost) }) })
+	c := mqtt.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		return nil, nil, fmt.Errorf("connect %s: no answer", clientID)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, nil, err
+	}
+	return c, lost, nil
+}
+
+// batch is a batch of the attacker's, correctly signed, of one record
+// that is not a tap (the server quarantines it and acks).
+// Records over record.MaxSize are cut into several.
+func (a *attacker) batch(seq uint64, size int) []byte {
+	b := wire.Batch{DeviceID: a.id, Epoch: "attack", SentAt: time.Now()}
+	for size > 0 {
+		data := make([]byte, min(size, 2000))
+		rand.Read(data)
+		size -= len(data)
+		b.Records = append(b.Records, wire.Record{Seq: seq, Data: data})
+		seq++
+	}
+	p, _ := b.MarshalBinary()
+	msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
+	return msg
+}
+
+// victimSettles taps a fresh rider on the victim device and waits until
+// the ledger charged it: the server still serves honest devices.
+func victimSettles(t *testing.T, ctx context.Context, r *Rig, d *Device) time.Duration {
+	t.Helper()
+	rd, err := r.NewAPIRider(ctx, "adult", 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if line, err := d.Scan(ctx, rd.Code(time.Now())); err != nil || !strings.Contains(line, "ACCEPTED") {
+		t.Fatalf("victim tap: %q, %v", line, err)
+	}
+	waitBalance(t, ctx, r, rd.ID, 10_000-250)
+	return time.Since(start)
+}
+
+func verifyClean(t *testing.T, ctx context.Context, r *Rig) {
+	t.Helper()
+	if out, err := r.Verify(ctx); err != nil {
+		t.Errorf("verify after the attack: %v\n%s", err, out)
+	}
+}
+
+// TestAttackClientIDSquatting: a registered device cannot log in with
+// another device's client id (online or not), nor with a client id of its
+// own making; the victim is not disconnected and its taps settle.
+func TestAttackClientIDSquatting(t *testing.T) {
+	r, ctx := newRig(t)
+	a := provisionAttacker(t, ctx, r, "attacker-1")
+	victim := startDevice(t, ctx, r, "victim-1", fast...)
+	victimSettles(t, ctx, r, victim)
+	for _, id := range []string{"farego-dev-victim-1", "farego-dev-offline-9", "victim-1", "attacker-1-spare", "farego-server"} {
+		if c, _, err := a.dial(id, true); err == nil {
+			c.Disconnect(0)
+			t.Errorf("the attacker logged in with client id %q", id)
+		}
+	}
+	victimSettles(t, ctx, r, victim)
+	verifyClean(t, ctx, r)
+}
+
+// TestAttackShareSubscription: a device cannot subscribe to the
+// settlement group's shared subscription, nor to other devices' topics;
+// it gets nothing of the victim's, whose taps settle.
+func TestAttackShareSubscription(t *testing.T) {
+	r, ctx := newRig(t)
+	a := provisionAttacker(t, ctx, r, "attacker-2")
+	victim := startDevice(t, ctx, r, "victim-2", fast...)
+	c, _, err := a.dial("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(0)
+	var stolen atomic.Int64
+	for _, f := range []string{"$share/settlement/farego/dev/+/taps", "$share/attack/farego/dev/+/taps",
+		"$share/settlement/farego/dev/victim-2/taps", "farego/dev/+/taps", "farego/dev/victim-2/ack", "farego/#", "#"} {
+		tok := c.Subscribe(f, 1, func(mqtt.Client, mqtt.Message) { stolen.Add(1) })
+		if !tok.WaitTimeout(30 * time.Second) {
+			t.Fatalf("subscribe %s: no answer", f)
+		}
+		for _, code := range tok.(*mqtt.SubscribeToken).Result() {
+			if code != 0x80 {
+				t.Errorf("subscription to %s granted (code %#x)", f, code)
+			}
+		}
+	}
+	for range 3 {
+		victimSettles(t, ctx, r, victim)
+	}
+	if n := stolen.Load(); n > 0 {
+		t.Errorf("the attacker received %d messages", n)
+	}
+	verifyClean(t, ctx, r)
+}
+
+// TestAttackOversizeMessage: a message larger than the broker's packet
+// limit (400 KiB) disconnects the device and reaches nobody; the server
+// stays up.
+func TestAttackOversizeMessage(t *testing.T) {
+	r, ctx := newRig(t)
+	a := provisionAttacker(t, ctx, r, "attacker-3")
+	victim := startDevice(t, ctx, r, "victim-3", fast...)
+	c, lost, err := a.dial("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Publish("farego/dev/attacker-3/taps", 1, false, make([]byte, 1<<20))
+	select {
+	case <-lost:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the broker kept a device that sent a 1 MiB packet")
+	}
+	victimSettles(t, ctx, r, victim)
+	verifyClean(t, ctx, r)
+}
+
+// TestAttackSessionFlood: a device asking for persistent sessions under
+// many client ids gets none (only its own client id is accepted: one
+// session), and reconnecting in a loop gets it refused for a while; the
+// server's memory stays bounded and the victim's taps settle.
+func TestAttackSessionFlood(t *testing.T) {
+	r, ctx := newRig(t)
+	a := provisionAttacker(t, ctx, r, "attacker-4")
+	victim := startDevice(t, ctx, r, "victim-4", fast...)
+	accepted, refused := 0, 0
+	const logins = 1000
+	for i := range logins {
+		id := fmt.Sprintf("farego-dev-attacker-4-%d", i)
+		if i%2 == 0 {
+			id = "" // its own: one session, taken over each time
+		}
+		c, _, err := a.dial(id, false)
+		if err != nil {
+			refused++
+			continue
+		}
+		accepted++
+		c.Disconnect(0)
+	}
+	t.Logf("%d persistent-session logins: %d accepted, %d refused", logins, accepted, refused)
+	if accepted > logins/2 {
+		t.Errorf("%d logins accepted, want at most the %d with its own client id", accepted, logins/2)
+	}
+	if c, _, err := a.dial("", false); err == nil {
+		c.Disconnect(0)
+		t.Errorf("after %d logins in a row the device was not refused for a while", logins)
+	}
+	victimSettles(t, ctx, r, victim)
+	rss, err := r.ServerPeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server peak RSS %d MiB", rss>>20)
+	if rss > maxServerRSS {
+		t.Errorf("server peak RSS %d MiB, bound %d MiB", rss>>20, maxServerRSS>>20)
+	}
+	verifyClean(t, ctx, r)
+}
+
+// maxServerRSS bounds the settlement server's peak resident set under the
+// attacks (README, Security).
+const maxServerRSS = 300 << 20
+
+// TestAttackFlood: one registered device floods for 15 s from four
+// connections at once: two publish batches near the 384 KiB message
+// limit, two publish small signed batches as fast as they can. The
+// broker holds it back, then disconnects and bans it; the server's peak
+// resident set stays under 300 MB; a victim device's tap, made during the
+// flood, settles; and the ledger verifies.
+func TestAttackFlood(t *testing.T) {
+	r, ctx := newRig(t)
+	a := provisionAttacker(t, ctx, r, "attacker-5")
+	victim := startDevice(t, ctx, r, "victim-5", fast...)
+	victimSettles(t, ctx, r, victim)
+
+	floodCtx, stop := context.WithTimeout(ctx, 15*time.Second)
+	defer stop()
+	var seq atomic.Uint64 // the seqs of one batch may overlap another's: the records are junk anyway
+	var sent, bytes, logins, refusedLogins atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		size := 16
+		if w < 2 {
+			size = 380 << 10
+		}
+		wg.Go(func() {
+			for floodCtx.Err() == nil {
+				c, lost, err := a.dial("", true)
+				if err != nil {
+					refusedLogins.Add(1)
+					select {
+					case <-floodCtx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+					continue
+				}
+				logins.Add(1)
+			conn:
+				for floodCtx.Err() == nil {
+					msg := a.batch(seq.Add(1000), size)
+					tok := c.Publish("farego/dev/attacker-5/taps", 0, false, msg)
+					select {
+					case <-tok.Done():
+					case <-lost:
+						break conn
+					case <-floodCtx.Done():
+						break conn
+					}
+					sent.Add(1)
+					bytes.Add(int64(len(msg)))
+				}
+				c.Disconnect(0)
+			}
+		})
+	}
+	time.Sleep(3 * time.Second) // the flood is on
+	took := victimSettles(t, ctx, r, victim)
+	wg.Wait()
+	rss, err := r.ServerPeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flood: %d messages (%d MiB) from %d logins, %d logins refused; the victim's tap settled in %v; server peak RSS %d MiB",
+		sent.Load(), bytes.Load()>>20, logins.Load(), refusedLogins.Load(), took.Round(time.Millisecond), rss>>20)
+	if rss > maxServerRSS {
+		t.Errorf("server peak RSS %d MiB, bound %d MiB", rss>>20, maxServerRSS>>20)
+	}
+	log, _ := os.ReadFile(filepath.Join(r.Dir, "server.log"))
+	if !strings.Contains(string(log), "device flooding; disconnected") {
+		t.Error("the server log does not show the flooding device disconnected")
+	}
+	if refusedLogins.Load() == 0 {
+		t.Error("the flooding device was never refused a login")
+	}
+	victimSettles(t, ctx, r, victim)
+	verifyClean(t, ctx, r)
+}

@@ -1,0 +1,383 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Defaults of the device budget (Config.Limits).
+const (
+	// DefaultDeviceRate is the sustained publication budget of one
+	// device, in bytes a second (a bus makes a few hundred bytes of taps a
+	// minute; a week of backlog is a few megabytes).
+	DefaultDeviceRate = 256 << 10
+	// DefaultDeviceBurst is the bytes a device may publish at once above
+	// its rate (a catch-up after days offline).
+	DefaultDeviceBurst = 8 << 20
+	// DefaultDeviceMessageRate is the sustained budget of publications
+	// (and connections) a second.
+	DefaultDeviceMessageRate = 20
+	// DefaultDeviceMessageBurst is the publications a device may make at
+	// once above its rate.
+	DefaultDeviceMessageBurst = 400
+	// DefaultFloodThrottle is how much throttling (time a device's
+	// publications were held back because it was over its budget) a
+	// device may accumulate before it counts as flooding: it is then
+	// disconnected and refused for FloodBan. Throttling drains at a
+	// quarter of real time.
+	DefaultFloodThrottle = 10 * time.Second
+	// DefaultFloodBan is how long a flooding device is refused; it doubles
+	// for each flood within an hour of the last, up to 16 times.
+	DefaultFloodBan = time.Minute
+	// DefaultDeviceMaxInflight bounds the QoS 1 messages the broker holds
+	// for one device (sent, not yet acknowledged, or waiting to be sent):
+	// beyond it deliveries to the device are dropped (devices resend
+	// unacked batches, and downlinks are retained and republished).
+	DefaultDeviceMaxInflight = 1024
+	// DefaultDeviceMaxInflightBytes bounds those messages' payload bytes
+	// (a full deny list in shards is about 16 MiB).
+	DefaultDeviceMaxInflightBytes = 32 << 20
+	// DefaultServerMaxInflightBytes bounds the payload bytes the broker
+	// holds for the settlement server's clients together (in flight or
+	// waiting to be written): beyond it devices' publications are
+	// acknowledged and dropped, and the devices send them again.
+	DefaultServerMaxInflightBytes = 64 << 20
+	// maxBanFactor caps the doubling of FloodBan.
+	maxBanFactor = 16
+	// banMemory is how long a flood counts towards the doubling.
+	banMemory = time.Hour
+)
+
+// Limits bound what one device can make the broker hold or do. The zero
+// value of every field means its Default constant; a negative rate turns
+// that budget off.
+type Limits struct {
+	DeviceRate         int // bytes a second
+	DeviceBurst        int // bytes
+	DeviceMessageRate  int // publications and connections a second
+	DeviceMessageBurst int
+	FloodThrottle      time.Duration
+	FloodBan           time.Duration
+
+	DeviceMaxInflight      int
+	DeviceMaxInflightBytes int
+	ServerMaxInflightBytes int
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.DeviceRate, DefaultDeviceRate)
+	def(&l.DeviceBurst, DefaultDeviceBurst)
+	def(&l.DeviceMessageRate, DefaultDeviceMessageRate)
+	def(&l.DeviceMessageBurst, DefaultDeviceMessageBurst)
+	def(&l.DeviceMaxInflight, DefaultDeviceMaxInflight)
+	def(&l.DeviceMaxInflightBytes, DefaultDeviceMaxInflightBytes)
+	def(&l.ServerMaxInflightBytes, DefaultServerMaxInflightBytes)
+	if l.FloodThrottle == 0 {
+		l.FloodThrottle = DefaultFloodThrottle
+	}
+	if l.FloodBan == 0 {
+		l.FloodBan = DefaultFloodBan
+	}
+	return l
+}
+
+func (l Limits) validate() error {
+	if l.DeviceBurst < 0 || l.DeviceMessageBurst < 0 || l.FloodThrottle < 0 || l.FloodBan < 0 ||
+		l.DeviceMaxInflight < 0 || l.DeviceMaxInflightBytes < 0 || l.ServerMaxInflightBytes < 0 {
+		return configErr("negative limit in Limits")
+	}
+	return nil
+}
+
+// errFlooding is the cause recorded when a flooding device is disconnected.
+var errFlooding = errors.New("broker: device over its publication budget (flooding)")
+
+// bucket is one device's budget: two token buckets (bytes and messages),
+// the throttling it accumulated, and its ban.
+type bucket struct {
+	mu          sync.Mutex
+	bytes, msgs float64
+	last        time.Time
+	throttled   time.Duration
+	bannedUntil time.Time
+	lastFlood   time.Time
+	floods      int
+}
+
+// limiter keeps the devices' budgets and the bytes held for clients.
+type limiter struct {
+	l   Limits
+	now func() time.Time
+
+	mu      sync.Mutex
+	devices map[string]*bucket // by device id; one per device that ever connected
+
+	inflight sync.Map // client id → *held
+	server   atomic.Int64
+	stop     chan struct{}
+
+	flooded atomic.Uint64 // devices disconnected for flooding
+	shed    atomic.Uint64 // messages dropped by the limits
+}
+
+// held is what the broker holds for one client: payload sizes of its QoS
+// 1 messages by packet id.
+type held struct {
+	mu     sync.Mutex
+	sizes  map[uint16]int
+	bytes  int64
+	server bool
+}
+
+func newLimiter(l Limits, now func() time.Time) *limiter {
+	return &limiter{l: l, now: now, devices: map[string]*bucket{}, stop: make(chan struct{})}
+}
+
+func (lm *limiter) bucket(id string) *bucket {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	b := lm.devices[id]
+	if b == nil {
+		b = &bucket{bytes: float64(lm.l.DeviceBurst), msgs: float64(lm.l.DeviceMessageBurst), last: lm.now()}
+		lm.devices[id] = b
+	}
+	return b
+}
+
+// banned returns until when a device is refused (zero: it is not).
+func (lm *limiter) banned(id string) time.Time {
+	b := lm.bucket(id)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if lm.now().Before(b.bannedUntil) {
+		return b.bannedUntil
+	}
+	return time.Time{}
+}
+
+// charge takes size bytes and one message from a device's budget. It
+// returns how long to hold the device back (0: within budget), or flood
+// true when the device has been held back too long: it is then banned.
+func (lm *limiter) charge(id string, size int) (wait time.Duration, flood bool, until time.Time) {
+	l := lm.l
+	if l.DeviceRate < 0 && l.DeviceMessageRate < 0 {
+		return 0, false, time.Time{}
+	}
+	b := lm.bucket(id)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := lm.now()
+	el := now.Sub(b.last)
+	if el > 0 {
+		b.last = now
+		b.throttled = max(0, b.throttled-el/4)
+		if l.DeviceRate > 0 {
+			b.bytes = min(float64(l.DeviceBurst), b.bytes+el.Seconds()*float64(l.DeviceRate))
+		}
+		if l.DeviceMessageRate > 0 {
+			b.msgs = min(float64(l.DeviceMessageBurst), b.msgs+el.Seconds()*float64(l.DeviceMessageRate))
+		}
+	}
+	if l.DeviceRate > 0 {
+		b.bytes -= float64(size)
+		if b.bytes < 0 {
+			wait = max(wait, time.Duration(-b.bytes/float64(l.DeviceRate)*float64(time.Second)))
+		}
+	}
+	if l.DeviceMessageRate > 0 {
+		b.msgs--
+		if b.msgs < 0 {
+			wait = max(wait, time.Duration(-b.msgs/float64(l.DeviceMessageRate)*float64(time.Second)))
+		}
+	}
+	if wait == 0 {
+		return 0, false, time.Time{}
+	}
+	b.throttled += wait
+	if b.throttled <= l.FloodThrottle {
+		return wait, false, time.Time{}
+	}
+	// Flooding: ban, doubling for repeated floods, and start it again
+	// from a full budget afterwards.
+	if now.Sub(b.lastFlood) > banMemory {
+		b.floods = 0
+	}
+	b.floods++
+	b.lastFlood = now
+	ban := l.FloodBan * time.Duration(min(1<<(b.floods-1), maxBanFactor))
+	b.bannedUntil = now.Add(ban)
+	b.throttled = 0
+	b.bytes, b.msgs = float64(l.DeviceBurst), float64(l.DeviceMessageBurst)
+	b.last = b.bannedUntil
+	lm.flooded.Add(1)
+	return wait, true, b.bannedUntil
+}
+
+// hold waits d, or until the broker closes.
+func (lm *limiter) hold(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-lm.stop:
+	}
+}
+
+func (lm *limiter) held(cl *mqtt.Client, server bool) *held {
+	v, ok := lm.inflight.Load(cl.ID)
+	if !ok {
+		v, _ = lm.inflight.LoadOrStore(cl.ID, &held{sizes: map[uint16]int{}, server: server})
+	}
+	return v.(*held)
+}
+
+// add records a QoS 1 message held for a client.
+func (lm *limiter) add(cl *mqtt.Client, server bool, id uint16, size int) {
+	h := lm.held(cl, server)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old, ok := h.sizes[id]; ok {
+		h.bytes -= int64(old)
+		if h.server {
+			lm.server.Add(-int64(old))
+		}
+	}
+	h.sizes[id] = size
+	h.bytes += int64(size)
+	if h.server {
+		lm.server.Add(int64(size))
+	}
+}
+
+// done forgets a message acknowledged or dropped.
+func (lm *limiter) done(cl *mqtt.Client, id uint16) {
+	v, ok := lm.inflight.Load(cl.ID)
+	if !ok {
+		return
+	}
+	h := v.(*held)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if size, ok := h.sizes[id]; ok {
+		delete(h.sizes, id)
+		h.bytes -= int64(size)
+		if h.server {
+			lm.server.Add(-int64(size))
+		}
+	}
+}
+
+// forget drops a client's accounting (its session ended or started clean).
+func (lm *limiter) forget(clientID string) {
+	v, ok := lm.inflight.LoadAndDelete(clientID)
+	if !ok {
+		return
+	}
+	h := v.(*held)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.server {
+		lm.server.Add(-h.bytes)
+	}
+	h.bytes, h.sizes = 0, nil
+}
+
+// full reports whether a device may not be given one more message.
+func (lm *limiter) full(cl *mqtt.Client) bool {
+	if cl.State.Inflight.Len() >= lm.l.DeviceMaxInflight {
+		return true
+	}
+	v, ok := lm.inflight.Load(cl.ID)
+	if !ok {
+		return false
+	}
+	h := v.(*held)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bytes >= int64(lm.l.DeviceMaxInflightBytes)
+}
+
+// OnQosPublish counts a QoS 1 message the broker now holds for a client.
+func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	if pk.FixedHeader.Type != packets.Publish || resends > 0 {
+		return
+	}
+	h.lim.add(cl, string(cl.Properties.Username) == h.cfg.ServerUsername, pk.PacketID, len(pk.Payload)+len(pk.TopicName))
+}
+
+// OnQosComplete forgets a message the client acknowledged.
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.lim.done(cl, pk.PacketID) }
+
+// OnQosDropped forgets a message the broker dropped.
+func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.lim.done(cl, pk.PacketID) }
+
+// OnSessionEstablished starts a client's accounting afresh when its
+// session is clean (nothing was inherited).
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if pk.Connect.Clean {
+		h.lim.forget(cl.ID)
+	}
+}
+
+// OnDisconnect forgets what was held for a client whose session ends with
+// its connection.
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if expire {
+		h.lim.forget(cl.ID)
+	}
+}
+
+// OnClientExpired forgets an expired session's accounting.
+func (h *hook) OnClientExpired(cl *mqtt.Client) { h.lim.forget(cl.ID) }
+
+// throttle charges a device's publication to its budget: within budget
+// it returns at once; over it, it holds the device's connection back
+// (nothing more is read from it) until the budget allows; a device over
+// its budget for too long is disconnected and banned. It reports whether
+// the publication may go on.
+func (h *hook) throttle(cl *mqtt.Client, id string, size int) bool {
+	wait, flood, until := h.lim.charge(id, size)
+	if flood {
+		h.refused.Add(1)
+		h.log.Warn("broker: device flooding; disconnected and refused for a while", "device", id,
+			"until", until.UTC().Format(time.RFC3339), "remote", cl.Net.Remote)
+		cl.Stop(errFlooding)
+		return false
+	}
+	if wait > 0 {
+		h.lim.hold(wait)
+	}
+	return true
+}
+
+// shedDelivery counts a delivery dropped because the client holds too much.
+func (h *hook) shedDelivery(id, topic string) {
+	h.lim.shed.Add(1)
+	if ok, n := h.limit.Allow("shed\x00" + id); ok {
+		h.log.Warn("broker: message not delivered: the client holds too many unacknowledged messages",
+			"identity", id, "topic", topic, "suppressed", n)
+	}
+}
+
+// deviceOverload reports whether the server's clients hold so much that a
+// device's publication must be dropped (acknowledged, not delivered; the
+// device sends it again).
+func (h *hook) serverOverloaded() bool {
+	return h.lim.server.Load() >= int64(h.lim.l.ServerMaxInflightBytes)
+}
+
+// errBanned is returned by identify's caller for a banned device.
+func bannedErr(until time.Time) error {
+	return fmt.Errorf("flooding: refused until %s", until.UTC().Format(time.RFC3339))
+}

@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// TestFloodDisconnectsAndBans: a device publishing beyond its budget is
+// disconnected, refused for its ban, and the server got none of it.
+func TestFloodDisconnectsAndBans(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{
+		DeviceRate: 10 << 10, DeviceBurst: 40 << 10, DeviceMessageRate: -1,
+		FloodThrottle: 500 * time.Millisecond, FloodBan: time.Hour,
+	}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	_, taps := subscribe(t, srv, "farego/dev/+/taps")
+	dev, lost := mustDial(t, b.url(), "bus-f", devicePassword(secret, "bus-f"), nil)
+	msg := strings.Repeat("x", 30<<10)
+	// The first message fits the burst; the second is 20 KiB over (2 s of
+	// budget, more than the flood allowance): disconnected.
+	if err := publish(t, dev, "farego/dev/bus-f/taps", msg, false); err != nil {
+		t.Fatal(err)
+	}
+	next(t, taps)
+	dev.Publish("farego/dev/bus-f/taps", 1, false, msg)
+	select {
+	case <-lost:
+	case <-time.After(waitTimeout):
+		t.Fatal("the flooding device stayed connected")
+	}
+	if _, _, err := dial(t, b.url(), "bus-f", devicePassword(secret, "bus-f"), nil); err == nil {
+		t.Fatal("the flooding device could connect again during its ban")
+	}
+	if st := b.Stats(); st.Flooded != 1 {
+		t.Errorf("Flooded = %d, want 1", st.Flooded)
+	}
+	select {
+	case m := <-taps:
+		t.Errorf("the server got the flood's message on %s", m[0])
+	default:
+	}
+	// Another device is not affected.
+	mustDial(t, b.url(), "bus-g", devicePassword(secret, "bus-g"), nil)
+}
+
+// TestReconnectLoopIsAFlood: every connection costs from the budget, so
+// a device reconnecting in a loop is banned.
+func TestReconnectLoopIsAFlood(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{
+		DeviceMessageRate: 1, DeviceMessageBurst: 3, FloodThrottle: 2 * time.Second, FloodBan: time.Hour,
+	}})
+	refused := false
+	for range 20 {
+		c, _, err := dial(t, b.url(), "bus-r", devicePassword(secret, "bus-r"), nil)
+		if err != nil {
+			refused = true
+			break
+		}
+		c.Disconnect(0)
+	}
+	if !refused || b.Stats().Flooded != 1 {
+		t.Fatalf("20 quick reconnections: refused %t, Flooded %d", refused, b.Stats().Flooded)
+	}
+}
+
+// TestOversizePacketRefused: a publication larger than MaxPacketSize
+// disconnects the device and reaches nobody.
+func TestOversizePacketRefused(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	_, taps := subscribe(t, srv, "farego/dev/+/taps")
+	dev, lost := mustDial(t, b.url(), "bus-o", devicePassword(secret, "bus-o"), nil)
+	dev.Publish("farego/dev/bus-o/taps", 1, false, strings.Repeat("x", DefaultMaxPacketSize))
+	select {
+	case <-lost:
+	case <-time.After(waitTimeout):
+		t.Fatal("the device stayed connected after an oversize packet")
+	}
+	select {
+	case <-taps:
+		t.Error("the oversize message was delivered")
+	default:
+	}
+}
+
+// TestDeviceInflightBounded: a device that never acknowledges holds at
+// most DeviceMaxInflight messages at the broker; the rest are dropped.
+func TestDeviceInflightBounded(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{DeviceMaxInflight: 5}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	dev, _ := mustDial(t, b.url(), "bus-i", devicePassword(secret, "bus-i"), nil,
+		func(o *mqtt.ClientOptions) { o.SetAutoAckDisabled(true) })
+	_, acks := subscribe(t, dev, "farego/dev/bus-i/ack")
+	for range 20 {
+		if err := publish(t, srv, "farego/dev/bus-i/ack", "ack", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "15 deliveries shed", func() bool { return b.Stats().Shed >= 15 })
+	got := 0
+	for len(acks) > 0 {
+		<-acks
+		got++
+	}
+	if got > 5 {
+		t.Errorf("the device got %d unacknowledged messages, limit 5", got)
+	}
+}
+
+// TestServerHeldBounded: while the settlement server's clients hold more
+// than ServerMaxInflightBytes, devices' publications are dropped (and
+// acknowledged: the device is not stuck), never queued.
+func TestServerHeldBounded(t *testing.T) {
+	secret := newSecret(t)
+	const limit = 100 << 10
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{ServerMaxInflightBytes: limit}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil,
+		func(o *mqtt.ClientOptions) { o.SetAutoAckDisabled(true) })
+	_, taps := subscribe(t, srv, "farego/dev/+/taps")
+	dev, _ := mustDial(t, b.url(), "bus-s", devicePassword(secret, "bus-s"), nil)
+	msg := strings.Repeat("y", 30<<10)
+	for range 10 {
+		if err := publish(t, dev, "farego/dev/bus-s/taps", msg, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := b.Stats()
+	if st.Shed < 5 || st.ServerHeld > limit+31<<10 {
+		t.Errorf("Shed %d, ServerHeld %d: want most of 10 × 30 KiB shed and at most %d held", st.Shed, st.ServerHeld, limit+31<<10)
+	}
+	if len(taps) > 4 {
+		t.Errorf("server got %d messages, want at most 4", len(taps))
+	}
+}
+
+// TestDevicesWaitUntilReady: while DevicesReady is false devices are
+// refused and the server's own clients are not; once it is true, devices
+// get in.
+func TestDevicesWaitUntilReady(t *testing.T) {
+	secret := newSecret(t)
+	var ready atomic.Bool
+	b := startBroker(t, Config{Secret: secret, DevicesReady: ready.Load})
+	mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	if _, _, err := dial(t, b.url(), "bus-w", devicePassword(secret, "bus-w"), nil); err == nil {
+		t.Fatal("a device got in before the server was ready")
+	}
+	ready.Store(true)
+	mustDial(t, b.url(), "bus-w", devicePassword(secret, "bus-w"), nil)
+}

@@ -1,0 +1,115 @@
+package release
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/sync/wire"
+)
+
+var (
+	fleet = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	now   = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+)
+
+func TestAddRolloutServe(t *testing.T) {
+	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
+	bin := bytes.Repeat([]byte("validator"), 1000)
+	rel, err := s.Add(bytes.NewReader(bin), "1.4.0", "armv7", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Size != int64(len(bin)) || rel.Version != "1.4.0" {
+		t.Fatalf("Add = %+v", rel)
+	}
+	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "armv7", now); !errors.Is(err, ErrExists) {
+		t.Errorf("second Add: %v, want ErrExists", err)
+	}
+	for _, c := range []struct{ v, a string }{{"latest", "armv7"}, {"1.5.0", "../x"}, {"1.5.0", ""}} {
+		if _, err := s.Add(bytes.NewReader(bin), c.v, c.a, now); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Add(%q, %q): %v, want ErrInvalid", c.v, c.a, err)
+		}
+	}
+	if _, err := s.Add(bytes.NewReader(nil), "1.5.0", "armv7", now); !errors.Is(err, ErrInvalid) {
+		t.Errorf("empty binary: %v, want ErrInvalid", err)
+	}
+	if _, err := s.Add(bytes.NewReader(bin), "1.3.0", "arm64", now); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 2 || list[0].Version != "1.4.0" || list[1].Version != "1.3.0" {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	if v, _, err := s.Document(); v != 0 || err != nil {
+		t.Errorf("Document before a rollout: %d, %v", v, err)
+	}
+	if _, err := s.SetRollout("9.9.9", nil, 10, false, now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rollout of an unknown release: %v, want ErrNotFound", err)
+	}
+	if _, err := s.SetRollout("1.4.0", []string{"bad/id"}, 0, false, now); !errors.Is(err, ErrInvalid) {
+		t.Errorf("rollout to a bad device id: %v, want ErrInvalid", err)
+	}
+	ro, err := s.SetRollout("1.4.0", []string{"bus-1"}, 10, false, now)
+	if err != nil || ro.Seq != 1 {
+		t.Fatalf("SetRollout = %+v, %v", ro, err)
+	}
+	if ro, _ = s.SetRollout("1.4.0", nil, 50, false, now); ro.Seq != 2 {
+		t.Errorf("second rollout seq %d, want 2", ro.Seq)
+	}
+	v, body, err := s.Document()
+	if err != nil || v != 2 {
+		t.Fatalf("Document = %d, %v", v, err)
+	}
+	r, err := wire.ParseRollout(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.For("armv7", fleet.Public().(ed25519.PublicKey))
+	if err != nil || m.SHA256 != rel.SHA256 || r.Percent != 50 {
+		t.Fatalf("rollout %+v: %+v, %v", r, m, err)
+	}
+
+	// A tampered manifest is not published.
+	mf := filepath.Join(s.dir, "1.4.0", "armv7", ManifestFile)
+	orig, _ := os.ReadFile(mf)
+	os.WriteFile(mf, bytes.Replace(orig, []byte(`"size":9000`), []byte(`"size":9001`), 1), 0o644)
+	if _, _, err := s.Document(); !errors.Is(err, wire.ErrBadSignature) {
+		t.Errorf("Document with a tampered manifest: %v, want a bad signature", err)
+	}
+	os.WriteFile(mf, orig, 0o644)
+
+	// Served with Range.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.ServeBinary(w, r, r.URL.Query().Get("v"), r.URL.Query().Get("a"))
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"?v=1.4.0&a=armv7", nil)
+	req.Header.Set("Range", "bytes=100-")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, bin[100:]) {
+		t.Errorf("Range request: %s, %d bytes", resp.Status, len(got))
+	}
+	for _, q := range []string{"?v=1.4.0&a=arm64", "?v=../../etc&a=armv7", "?v=1.4.0&a=.."} {
+		resp, err := http.Get(srv.URL + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %s, want 404", q, resp.Status)
+		}
+	}
+}

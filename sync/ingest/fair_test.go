@@ -1,0 +1,143 @@
+package ingest
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/farego/farego/sync/brokertest"
+	"github.com/farego/farego/sync/wire"
+)
+
+// orderStore records the order in which devices' batches are committed.
+type orderStore struct {
+	*memStore
+	mu     sync.Mutex
+	order  []string
+	groups []int // sizes of CommitBatches calls
+}
+
+func (s *orderStore) Commit(ctx context.Context, b *Batch) error {
+	if err := s.memStore.Commit(ctx, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.order = append(s.order, b.DeviceID)
+	s.mu.Unlock()
+	return nil
+}
+
+// groupStore is an orderStore that commits several batches in one call.
+type groupStore struct{ *orderStore }
+
+var _ BatchCommitter = groupStore{}
+
+func (s groupStore) CommitBatches(ctx context.Context, bs []*Batch) error {
+	s.mu.Lock()
+	s.groups = append(s.groups, len(bs))
+	s.mu.Unlock()
+	for _, b := range bs {
+		if err := s.orderStore.Commit(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startWith(w *world, cfg Config, st Store) *Ingest {
+	w.tb.Helper()
+	in, err := New(cfg, st)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	brokertest.Go(w.tb, waitTimeout, in.Run)
+	waitFor(w.tb, "the ingest to subscribe", in.Connected)
+	return in
+}
+
+// TestFairIngest: one device's backlog does not delay another's batch:
+// the flooder's queue is bounded (the excess is dropped, counted as
+// device_queue_full), and the other device's batch is served within one
+// round, whatever the flooder's backlog.
+func TestFairIngest(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers, cfg.CoalesceBatches, cfg.DeviceQueueSize = 1, 1, 4
+	st := &orderStore{memStore: w.store}
+	block := make(chan struct{})
+	entered := make(chan struct{}, 100)
+	w.store.onCommit = func(*Batch) {
+		entered <- struct{}{}
+		<-block
+	}
+	in := startWith(w, cfg, st)
+	flood, other := w.newDevice(true), w.newDevice(true)
+	flood.publish(flood.topic(wire.KindTaps), flood.validBatch(1, 1))
+	<-entered // the worker is busy with the flooder's first batch
+	for seq := uint64(2); seq <= 12; seq++ {
+		flood.publish(flood.topic(wire.KindTaps), flood.validBatch(seq, seq))
+	}
+	waitFor(t, "the flooder's queue to fill", func() bool {
+		s := in.Stats()
+		return s.Queued == 4 && s.Rejects[RejectDeviceQueueFull] == 7
+	})
+	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 1))
+	waitFor(t, "the other device's batch to be queued", func() bool { return in.Stats().Queued == 5 })
+	w.store.mu.Lock()
+	w.store.onCommit = nil
+	w.store.mu.Unlock()
+	close(block)
+	other.nextAck()
+	waitFor(t, "every queued batch acked", func() bool { return in.Stats().Acks == 6 })
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	// Round-robin: besides the batch in progress, at most one of the
+	// flooder's goes before the other device's.
+	if i := slices.Index(st.order, other.id); i < 0 || i > 2 {
+		t.Errorf("commit order %v: the other device's batch is number %d, want at most 3", st.order, i+1)
+	}
+	if s := in.Stats(); s.QueuedDevices != 0 || s.QueuedBytes != 0 {
+		t.Errorf("queue not empty after draining: %+v", s)
+	}
+}
+
+// TestCoalescedCommit: batches of several devices waiting together are
+// committed in one CommitBatches call, and each is acked.
+func TestCoalescedCommit(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers = 1
+	st := groupStore{&orderStore{memStore: w.store}}
+	block := make(chan struct{})
+	entered := make(chan struct{}, 100)
+	w.store.onCommit = func(*Batch) {
+		entered <- struct{}{}
+		<-block
+	}
+	in := startWith(w, cfg, st)
+	first := w.newDevice(true)
+	first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
+	<-entered
+	var devs []*device
+	for range 5 {
+		d := w.newDevice(true)
+		d.publish(d.topic(wire.KindTaps), d.validBatch(1, 3))
+		devs = append(devs, d)
+	}
+	waitFor(t, "five batches queued", func() bool { return in.Stats().Queued == 5 })
+	w.store.mu.Lock()
+	w.store.onCommit = nil
+	w.store.mu.Unlock()
+	close(block)
+	for _, d := range devs {
+		if a := d.nextAck(); len(seqsOf(a.Ranges)) != 3 {
+			t.Errorf("%s: ack of %v", d.id, a.Ranges)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.groups) != 1 || st.groups[0] != 5 {
+		t.Errorf("CommitBatches calls of %v batches, want one of 5", st.groups)
+	}
+}

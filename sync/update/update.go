@@ -1,0 +1,643 @@
+package update
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/driver/backoff"
+	"github.com/farego/farego/queue/durable"
+	"github.com/farego/farego/sync/wire"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	// DefaultMaxSize bounds a download.
+	DefaultMaxSize = 64 << 20
+	// DefaultHealthTimeout is how long a new version has to report healthy.
+	DefaultHealthTimeout = 2 * time.Minute
+	// DefaultMaxBoots is how many starts of an unconfirmed version are
+	// allowed before it counts as a crash loop.
+	DefaultMaxBoots = 3
+	// DefaultMinRetry and DefaultMaxRetry bound the wait between two
+	// download attempts after a network error.
+	DefaultMinRetry = 2 * time.Second
+	DefaultMaxRetry = 5 * time.Minute
+	// DefaultRequestTimeout bounds one download request without progress.
+	DefaultRequestTimeout = 2 * time.Minute
+)
+
+// Config configures an Updater. The zero value of every optional field
+// means its default.
+type Config struct {
+	// Binary is the installed executable (default: os.Executable(), with
+	// symlinks resolved). Its directory must be writable.
+	Binary string
+	// Current is the running version (agent.Version). Required.
+	Current string
+	// DeviceID is the device's id (for the rollout). Required.
+	DeviceID string
+	// Arch is the device's architecture in manifests (default Arch()).
+	Arch string
+	// FleetPublicKey checks the manifests. Required.
+	FleetPublicKey ed25519.PublicKey
+	// BaseURL is the settlement server's HTTP address (http://host:port or
+	// https://…); binaries come from BaseURL/v1/releases/VERSION/ARCH.
+	// Without it, rollouts are logged and not applied.
+	BaseURL string
+	// Client makes the download requests (default: a client whose
+	// requests give up after RequestTimeout).
+	Client *http.Client
+	// MaxSize bounds a download (default DefaultMaxSize).
+	MaxSize int64
+	// HealthTimeout is how long a new version has to report healthy
+	// (default DefaultHealthTimeout).
+	HealthTimeout time.Duration
+	// MaxBoots is how many starts of an unconfirmed version are allowed
+	// (default DefaultMaxBoots).
+	MaxBoots int
+	// MinRetry and MaxRetry bound the wait between download attempts.
+	MinRetry, MaxRetry time.Duration
+	// RequestTimeout bounds one download request (default
+	// DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// Logger receives the updater's log records; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock of the state file's times; nil means time.Now.
+	Now func() time.Time
+}
+
+// Arch returns this build's architecture as manifests name it: armv6,
+// armv7, arm64, amd64, … (GOARCH, with GOARM for 32-bit ARM).
+func Arch() string {
+	if runtime.GOARCH == "arm" {
+		return "armv" + goarm()
+	}
+	return runtime.GOARCH
+}
+
+// state is the updater's state file.
+type state struct {
+	Pending *pending `json:"pending,omitempty"`
+	Failed  *failure `json:"failed,omitempty"`
+}
+
+// pending is an installed version waiting for its health check.
+type pending struct {
+	Version string    `json:"version"`
+	From    string    `json:"from"` // the version it replaced (kept as .B.previous)
+	At      time.Time `json:"at"`
+	Boots   int       `json:"boots"`
+	Rollout uint64    `json:"rollout"` // the rollout downlink's version
+}
+
+// failure is the last failed update.
+type failure struct {
+	Version   string    `json:"version"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+	Rollout   uint64    `json:"rollout"`
+	Restoring bool      `json:"restoring,omitempty"` // the previous binary is being put back
+}
+
+// offer is a rollout downlink handed to Offer.
+type offer struct {
+	version uint64
+	body    []byte
+}
+
+// Updater applies signed rollouts to the running binary. Use New, Boot at
+// start, Run beside the validator, Offer for every rollout downlink and
+// Healthy once the validator works.
+type Updater struct {
+	cfg    Config
+	log    *slog.Logger
+	dir    string
+	name   string
+	offers chan offer
+
+	mu      sync.Mutex
+	st      state
+	healthy chan struct{} // closed by Healthy
+	once    sync.Once
+}
+
+// New checks cfg and returns an Updater. It reads nothing yet: Boot does.
+func New(cfg Config) (*Updater, error) {
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
+		}
+		if exe, err = filepath.EvalSymlinks(exe); err != nil {
+			return nil, fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
+		}
+		cfg.Binary = exe
+	}
+	if cfg.Current == "" || cfg.DeviceID == "" {
+		return nil, fmt.Errorf("%w: Current and DeviceID are required", ErrConfig)
+	}
+	if len(cfg.FleetPublicKey) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: no fleet public key", ErrConfig)
+	}
+	if cfg.BaseURL != "" {
+		u, err := url.Parse(cfg.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%w: server URL %q: want http://host:port or https://host", ErrConfig, cfg.BaseURL)
+		}
+	}
+	if cfg.Arch == "" {
+		cfg.Arch = Arch()
+	}
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = DefaultMaxSize
+	}
+	cfg.MaxSize = min(cfg.MaxSize, wire.MaxBinarySize)
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = DefaultHealthTimeout
+	}
+	if cfg.MaxBoots <= 0 {
+		cfg.MaxBoots = DefaultMaxBoots
+	}
+	if cfg.MinRetry <= 0 {
+		cfg.MinRetry = DefaultMinRetry
+	}
+	if cfg.MaxRetry < cfg.MinRetry {
+		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: cfg.RequestTimeout}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
+		offers: make(chan offer, 1), healthy: make(chan struct{})}, nil
+}
+
+func (u *Updater) path(suffix string) string { return filepath.Join(u.dir, "."+u.name+suffix) }
+
+// StateFile is the updater's state file.
+func (u *Updater) StateFile() string { return u.path(".update.json") }
+
+// PreviousFile is where the previous binary is kept.
+func (u *Updater) PreviousFile() string { return u.path(".previous") }
+
+// DownloadFile is the download in progress.
+func (u *Updater) DownloadFile() string { return u.path(".download") }
+
+func (u *Updater) load() error {
+	b, err := os.ReadFile(u.StateFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("update: read state: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		// A damaged state file must not keep the validator down: start
+		// afresh (the binary in place runs; nothing is rolled back).
+		u.log.Error("update: state file unreadable; starting afresh", "file", u.StateFile(), "err", err)
+		return nil
+	}
+	u.st = st
+	return nil
+}
+
+// save writes the state durably; u.mu must be held.
+func (u *Updater) save() error {
+	b, err := json.Marshal(u.st)
+	if err != nil {
+		return err
+	}
+	if err := durable.WriteFile(u.StateFile(), b, 0o600); err != nil {
+		return fmt.Errorf("update: save state: %w", err)
+	}
+	return nil
+}
+
+// Boot reads the state at start. For a version installed and not yet
+// confirmed it counts this start; past MaxBoots starts (a crash loop), or
+// when a rollback was under way, it puts the previous binary back and
+// returns ErrRolledBack: the caller exits so that it runs.
+func (u *Updater) Boot() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.load(); err != nil {
+		return err
+	}
+	if f := u.st.Failed; f != nil && f.Restoring {
+		if f.Version == u.cfg.Current {
+			return u.restore()
+		}
+		f.Restoring = false // it was restored before a power cut
+		return u.save()
+	}
+	p := u.st.Pending
+	if p == nil {
+		return nil
+	}
+	if p.Version != u.cfg.Current {
+		// The new binary never got in place (a power cut between the
+		// state and the rename), or someone put another one there.
+		u.log.Warn("update: the installed version is not the one pending; forgetting it",
+			"pending", p.Version, "running", u.cfg.Current)
+		u.st.Pending = nil
+		return u.save()
+	}
+	p.Boots++
+	if p.Boots > u.cfg.MaxBoots {
+		return u.rollback(fmt.Sprintf("version %s stopped %d times at start without reporting healthy", p.Version, p.Boots-1))
+	}
+	u.log.Info("update: running a new version; waiting for it to report healthy",
+		"version", p.Version, "from", p.From, "boot", p.Boots, "timeout", u.cfg.HealthTimeout.String())
+	return u.save()
+}
+
+// rollback records the failure of the pending version and puts the
+// previous binary back; u.mu must be held. It returns ErrRolledBack.
+func (u *Updater) rollback(reason string) error {
+	p := u.st.Pending
+	u.st.Pending = nil
+	u.st.Failed = &failure{Version: p.Version, Reason: reason, At: u.cfg.Now().UTC(), Rollout: p.Rollout, Restoring: true}
+	if err := u.save(); err != nil {
+		return err
+	}
+	u.log.Error("update: rolling back to the previous version", "version", p.Version, "previous", p.From, "reason", reason)
+	return u.restore()
+}
+
+// restore renames the previous binary over the running one; u.mu must be
+// held.
+func (u *Updater) restore() error {
+	if err := durable.Rename(u.PreviousFile(), u.cfg.Binary); err != nil {
+		return fmt.Errorf("update: put the previous binary back: %w", err)
+	}
+	u.st.Failed.Restoring = false
+	if err := u.save(); err != nil {
+		return err
+	}
+	return ErrRolledBack
+}
+
+// Pending reports whether the running version is waiting for its health
+// check.
+func (u *Updater) Pending() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st.Pending != nil
+}
+
+// Healthy confirms the running version: the validator calls it once it
+// has reached the broker with its tap loop running. Calls after the first
+// do nothing.
+func (u *Updater) Healthy() error {
+	var err error
+	u.once.Do(func() {
+		close(u.healthy)
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if p := u.st.Pending; p != nil && p.Version == u.cfg.Current {
+			u.st.Pending = nil
+			err = u.save()
+			u.log.Info("update: new version healthy", "version", p.Version, "from", p.From, "boots", p.Boots)
+		}
+	})
+	return err
+}
+
+// Status returns the update report for the device status (nil when there
+// is nothing to report).
+func (u *Updater) Status() *wire.UpdateStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.st.Pending == nil && u.st.Failed == nil {
+		return nil
+	}
+	s := &wire.UpdateStatus{}
+	if p := u.st.Pending; p != nil {
+		s.Pending = p.Version
+	}
+	if f := u.st.Failed; f != nil {
+		s.Failed, s.FailedReason, s.FailedAt = f.Version, f.Reason, f.At
+	}
+	return s
+}
+
+// Offer hands the updater a rollout downlink (version and body, already
+// checked against the fleet key). It never blocks: a newer offer replaces
+// one not yet taken.
+func (u *Updater) Offer(version uint64, body []byte) {
+	o := offer{version, body}
+	for {
+		select {
+		case u.offers <- o:
+			return
+		default:
+		}
+		select {
+		case <-u.offers:
+		default:
+		}
+	}
+}
+
+// Run applies offered rollouts until ctx is done. It returns ErrRestart
+// once a new binary is installed (the caller stops and exits so that
+// systemd starts it), ErrRolledBack if the running version did not report
+// healthy within HealthTimeout (the previous binary is back: exit too),
+// and nil when ctx is done.
+func (u *Updater) Run(ctx context.Context) error {
+	var deadline <-chan time.Time
+	if u.Pending() {
+		t := time.NewTimer(u.cfg.HealthTimeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-u.healthy:
+			deadline = nil
+		case <-deadline:
+			u.mu.Lock()
+			var err error
+			if u.st.Pending != nil {
+				err = u.rollback(fmt.Sprintf("version %s did not report healthy within %s", u.st.Pending.Version, u.cfg.HealthTimeout))
+			}
+			u.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		case o := <-u.offers:
+			if err := u.apply(ctx, o); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// apply carries out one rollout: ErrRestart once installed, nil when
+// there is nothing to do or it failed (logged and recorded).
+func (u *Updater) apply(ctx context.Context, o offer) error {
+	r, err := wire.ParseRollout(o.body)
+	if err != nil {
+		u.log.Warn("update: rollout refused", "rollout", o.version, "reason", err)
+		return nil
+	}
+	if !r.Includes(u.cfg.DeviceID) {
+		u.log.Debug("update: this device is not in the rollout", "version", r.Version, "rollout", o.version)
+		return nil
+	}
+	m, err := r.For(u.cfg.Arch, u.cfg.FleetPublicKey)
+	if err != nil {
+		u.fail(r.Version, o.version, fmt.Sprintf("manifest refused: %v", err))
+		return nil
+	}
+	u.mu.Lock()
+	pend, failed := u.st.Pending, u.st.Failed
+	u.mu.Unlock()
+	switch cmp, ok := wire.CompareVersions(m.Version, u.cfg.Current); {
+	case m.Version == u.cfg.Current || (ok && cmp == 0):
+		u.log.Debug("update: already running the rollout's version", "version", m.Version)
+		return nil
+	case pend != nil:
+		u.log.Info("update: a rollout arrived before this version was confirmed; it waits", "version", m.Version, "pending", pend.Version)
+		return nil
+	case failed != nil && failed.Version == m.Version && failed.Rollout >= o.version:
+		u.log.Debug("update: this version failed here already; waiting for a new rollout", "version", m.Version, "reason", failed.Reason)
+		return nil
+	case ok && cmp < 0 && !r.AllowDowngrade:
+		u.fail(m.Version, o.version, fmt.Sprintf("version %s is older than the running %s and the rollout does not allow a downgrade", m.Version, u.cfg.Current))
+		return nil
+	case !ok:
+		u.log.Warn("update: the running version is not a release version; installing the rollout's", "running", u.cfg.Current, "version", m.Version)
+	}
+	if m.Size > u.cfg.MaxSize {
+		u.fail(m.Version, o.version, fmt.Sprintf("binary of %d bytes, this device takes at most %d", m.Size, u.cfg.MaxSize))
+		return nil
+	}
+	if u.cfg.BaseURL == "" {
+		u.log.Warn("update: a rollout for this device, but no server URL to download it from ([update] server)", "version", m.Version)
+		return nil
+	}
+	u.log.Info("update: downloading", "version", m.Version, "arch", m.Arch, "size", m.Size, "rollout", o.version)
+	if err := u.download(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		os.Remove(u.DownloadFile())
+		u.fail(m.Version, o.version, err.Error())
+		return nil
+	}
+	if err := u.install(m, o.version); err != nil {
+		os.Remove(u.DownloadFile())
+		u.fail(m.Version, o.version, err.Error())
+		return nil
+	}
+	u.log.Info("update: installed; restarting into the new version", "version", m.Version, "from", u.cfg.Current)
+	return ErrRestart
+}
+
+// fail records and logs a failed update.
+func (u *Updater) fail(version string, rollout uint64, reason string) {
+	u.log.Error("update: refused", "version", version, "rollout", rollout, "reason", reason)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.st.Failed = &failure{Version: version, Reason: reason, At: u.cfg.Now().UTC(), Rollout: rollout}
+	if err := u.save(); err != nil {
+		u.log.Error("update: could not record the failure", "err", err)
+	}
+}
+
+// download fetches the binary of m into DownloadFile, resuming a partial
+// one, retrying network errors with backoff until ctx is done, and checks
+// its size and SHA-256. A check failure is final.
+func (u *Updater) download(ctx context.Context, m *wire.Manifest) error {
+	b := backoff.Backoff{Min: u.cfg.MinRetry, Max: u.cfg.MaxRetry}
+	fails := 0
+	for {
+		err := u.fetch(ctx, m)
+		if err == nil {
+			if fails > 0 {
+				u.log.Info("update: download finished after failures", "count", fails)
+			}
+			return u.verify(m)
+		}
+		if errors.Is(err, ErrBadDownload) || ctx.Err() != nil {
+			return err
+		}
+		fails++
+		if fails == 1 || fails%10 == 0 {
+			u.log.Warn("update: download failed; resuming later", "version", m.Version, "count", fails, "err", err)
+		}
+		if !backoff.Sleep(ctx, b.Next()) {
+			return ctx.Err()
+		}
+	}
+}
+
+// fetch makes one request for the rest of the binary.
+func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
+	f, err := os.OpenFile(u.DownloadFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadDownload, err) // not writable: no point retrying
+	}
+	defer f.Close()
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if have > m.Size { // a partial download of something else
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		have, _ = f.Seek(0, io.SeekStart)
+	}
+	if have == m.Size {
+		return nil
+	}
+	endpoint := u.cfg.BaseURL + "/v1/releases/" + url.PathEscape(m.Version) + "/" + url.PathEscape(m.Arch)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadDownload, err)
+	}
+	if have > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+	}
+	resp, err := u.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && have > 0:
+		var start int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != have {
+			return fmt.Errorf("%w: Content-Range %q for a request from %d", ErrBadDownload, resp.Header.Get("Content-Range"), have)
+		}
+	case resp.StatusCode == http.StatusOK:
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if have, err = f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%w: the server answers %s for %s", ErrBadDownload, resp.Status, endpoint)
+	default:
+		return fmt.Errorf("download %s: %s", endpoint, resp.Status)
+	}
+	// At most the rest of the manifest's size, and one byte more to see
+	// a server sending too much.
+	n, err := io.Copy(f, io.LimitReader(resp.Body, m.Size-have+1))
+	if have+n > m.Size {
+		return fmt.Errorf("%w: the server sent more than the manifest's %d bytes", ErrBadDownload, m.Size)
+	}
+	if err != nil {
+		return err
+	}
+	if have+n < m.Size {
+		return fmt.Errorf("download %s: %d of %d bytes", endpoint, have+n, m.Size)
+	}
+	return f.Sync()
+}
+
+// verify checks the downloaded file's size and SHA-256 against m.
+func (u *Updater) verify(m *wire.Manifest) error {
+	f, err := os.Open(u.DownloadFile())
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, m.Size+1))
+	if err != nil {
+		return err
+	}
+	if n != m.Size {
+		return fmt.Errorf("%w: %d bytes, the manifest says %d", ErrBadDownload, n, m.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != m.SHA256 {
+		return fmt.Errorf("%w: SHA-256 %s, the manifest says %s", ErrBadDownload, got, m.SHA256)
+	}
+	return nil
+}
+
+// install keeps the running binary as PreviousFile, records the pending
+// version and renames the verified download over the binary.
+func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
+	if err := os.Chmod(u.DownloadFile(), 0o755); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	prev := u.PreviousFile()
+	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("update: %w", err)
+	}
+	if err := os.Link(u.cfg.Binary, prev); err != nil {
+		if err := copyFile(u.cfg.Binary, prev); err != nil {
+			return fmt.Errorf("update: keep the previous binary: %w", err)
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout}
+	if err := u.save(); err != nil {
+		u.st.Pending = nil
+		return err
+	}
+	if err := durable.Rename(u.DownloadFile(), u.cfg.Binary); err != nil {
+		u.st.Pending = nil
+		u.save()
+		return fmt.Errorf("update: install: %w", err)
+	}
+	return nil
+}
+
+// copyFile copies src to a new file dst (mode 0755) durably.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return durable.SyncDir(filepath.Dir(dst))
+}

@@ -1,0 +1,358 @@
+package update
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/sync/wire"
+)
+
+var fleetKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+
+// release is a binary the test server serves, and the manifest for it.
+type release struct {
+	version string
+	data    []byte // what the server sends
+	signed  []byte // what the manifest describes (data unless corrupted)
+	key     ed25519.PrivateKey
+}
+
+// server serves releases at /v1/releases/VERSION/ARCH with Range support
+// (http.ServeContent, as the settlement server does). cut, when set,
+// makes the first request of each binary stop half-way.
+type server struct {
+	rels     map[string]*release
+	cut      bool
+	requests atomic.Int32
+	ranges   atomic.Int32
+	url      string
+}
+
+func newServer(t *testing.T, rels ...*release) *server {
+	t.Helper()
+	s := &server{rels: map[string]*release{}}
+	for _, r := range rels {
+		s.rels[r.version] = r
+	}
+	cutDone := map[string]bool{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.requests.Add(1)
+		rest, _ := strings.CutPrefix(req.URL.Path, "/v1/releases/")
+		version, _, _ := strings.Cut(rest, "/")
+		r, ok := s.rels[version]
+		if !ok {
+			http.NotFound(w, req)
+			return
+		}
+		if req.Header.Get("Range") != "" {
+			s.ranges.Add(1)
+		}
+		if s.cut && !cutDone[version] {
+			cutDone[version] = true
+			w.Header().Set("Content-Length", strconv.Itoa(len(r.data)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(r.data[:len(r.data)/2])
+			panic(http.ErrAbortHandler) // drop the connection mid-body
+		}
+		http.ServeContent(w, req, "bin", time.Time{}, bytes.NewReader(r.data))
+	}))
+	t.Cleanup(ts.Close)
+	s.url = ts.URL
+	return s
+}
+
+func newRelease(version string) *release {
+	data := bytes.Repeat([]byte("farego-validator "+version+"\n"), 5000)
+	return &release{version: version, data: data, signed: data, key: fleetKey}
+}
+
+// rollout returns a fleet rollout body for rel on arch "testarch".
+func rollout(t *testing.T, rel *release, mut func(*wire.Rollout)) []byte {
+	t.Helper()
+	sum := sha256.Sum256(rel.signed)
+	m := &wire.Manifest{Version: rel.version, Arch: "testarch", Size: int64(len(rel.signed)), SHA256: hex.EncodeToString(sum[:]),
+		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	mb, sig, err := wire.SignManifest(m, rel.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &wire.Rollout{Version: rel.version, Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}
+	if mut != nil {
+		mut(r)
+	}
+	b, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// device is a binary directory with version "1.0.0" installed.
+type device struct {
+	dir, bin string
+	old      []byte
+}
+
+func newDevice(t *testing.T) *device {
+	d := &device{dir: t.TempDir()}
+	d.bin = filepath.Join(d.dir, "farego-validator")
+	d.old = []byte("farego-validator 1.0.0\n")
+	if err := os.WriteFile(d.bin, d.old, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (d *device) updater(t *testing.T, current, url string) *Updater {
+	t.Helper()
+	u, err := New(Config{Binary: d.bin, Current: current, DeviceID: "bus-1", Arch: "testarch",
+		FleetPublicKey: fleetKey.Public().(ed25519.PublicKey), BaseURL: url,
+		MinRetry: time.Millisecond, MaxRetry: 10 * time.Millisecond, HealthTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Boot(); err != nil {
+		t.Fatalf("Boot: %v", err)
+	}
+	return u
+}
+
+func (d *device) binary(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(d.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestGoodUpdateResumesAndConfirms(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	srv.cut = true
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)})
+	if !errors.Is(err, ErrRestart) {
+		t.Fatalf("apply = %v, want ErrRestart", err)
+	}
+	if !bytes.Equal(d.binary(t), rel.data) {
+		t.Fatal("the new binary is not in place")
+	}
+	if prev, _ := os.ReadFile(u.PreviousFile()); !bytes.Equal(prev, d.old) {
+		t.Errorf("previous binary %q, want %q", prev, d.old)
+	}
+	if srv.ranges.Load() != 1 {
+		t.Errorf("%d Range requests, want 1 (the cut download resumed)", srv.ranges.Load())
+	}
+	if fi, err := os.Stat(d.bin); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Errorf("installed binary mode: %v, %v", fi.Mode(), err)
+	}
+
+	// The new version starts: pending until healthy, then confirmed.
+	u2 := d.updater(t, "1.1.0", srv.url)
+	if st := u2.Status(); st == nil || st.Pending != "1.1.0" {
+		t.Fatalf("status after the restart: %+v", st)
+	}
+	if err := u2.Healthy(); err != nil {
+		t.Fatal(err)
+	}
+	if st := u2.Status(); st != nil {
+		t.Errorf("status once healthy: %+v, want nothing to report", st)
+	}
+	// The retained rollout comes again: nothing to do.
+	if err := u2.apply(context.Background(), offer{1, rollout(t, rel, nil)}); err != nil {
+		t.Errorf("the same rollout again: %v", err)
+	}
+	u3 := d.updater(t, "1.1.0", srv.url)
+	if u3.Pending() {
+		t.Error("still pending after a confirmed start")
+	}
+}
+
+func TestRefusedUpdates(t *testing.T) {
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	for _, c := range []struct {
+		name   string
+		rel    func() *release
+		mut    func(*wire.Rollout)
+		reason string
+	}{
+		{"corrupted download", func() *release {
+			r := newRelease("1.1.0")
+			r.data = bytes.Clone(r.data)
+			r.data[100] ^= 1
+			return r
+		}, nil, "SHA-256"},
+		{"longer download", func() *release {
+			r := newRelease("1.1.0")
+			r.data = append(bytes.Clone(r.data), 'x')
+			return r
+		}, nil, "more than the manifest"},
+		{"wrong signature", func() *release {
+			r := newRelease("1.1.0")
+			r.key = other
+			return r
+		}, nil, "bad signature"},
+		{"downgrade", func() *release { return newRelease("0.9.0") }, nil, "older than the running 1.0.0"},
+		{"no build for this arch", func() *release { return newRelease("1.1.0") }, func(r *wire.Rollout) {
+			r.Builds[0] = buildFor(t, "otherarch", r.Version)
+		}, "no build for testarch"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rel := c.rel()
+			srv := newServer(t, rel)
+			d := newDevice(t)
+			u := d.updater(t, "1.0.0", srv.url)
+			if err := u.apply(context.Background(), offer{3, rollout(t, rel, c.mut)}); err != nil {
+				t.Fatalf("apply = %v, want nil (refused)", err)
+			}
+			if !bytes.Equal(d.binary(t), d.old) {
+				t.Fatal("the binary changed")
+			}
+			st := u.Status()
+			if st == nil || st.Failed != rel.version || !strings.Contains(st.FailedReason, c.reason) {
+				t.Fatalf("status %+v, want a failure of %s mentioning %q", st, rel.version, c.reason)
+			}
+			if _, err := os.Stat(u.DownloadFile()); err == nil {
+				t.Error("the refused download is still there")
+			}
+			// The same rollout seen again (retained) is not tried again.
+			n := srv.requests.Load()
+			u.apply(context.Background(), offer{3, rollout(t, rel, c.mut)})
+			if srv.requests.Load() != n {
+				t.Error("the failed version was downloaded again under the same rollout")
+			}
+		})
+	}
+}
+
+func buildFor(t *testing.T, arch, version string) wire.Build {
+	m := &wire.Manifest{Version: version, Arch: arch, Size: 1, SHA256: strings.Repeat("00", 32), Date: time.Unix(1, 0)}
+	mb, sig, err := wire.SignManifest(m, fleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.Build{Manifest: mb, Signature: sig}
+}
+
+func TestDowngradeAllowedAndRolloutMembership(t *testing.T) {
+	rel := newRelease("0.9.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	notIn := func(r *wire.Rollout) { r.Devices = []string{"bus-2"}; r.AllowDowngrade = true }
+	if err := u.apply(context.Background(), offer{1, rollout(t, rel, notIn)}); err != nil || srv.requests.Load() != 0 {
+		t.Fatalf("a rollout without this device: %v, %d requests", err, srv.requests.Load())
+	}
+	allow := func(r *wire.Rollout) { r.AllowDowngrade = true }
+	if err := u.apply(context.Background(), offer{2, rollout(t, rel, allow)}); !errors.Is(err, ErrRestart) {
+		t.Fatalf("allowed downgrade: %v, want ErrRestart", err)
+	}
+	if !bytes.Equal(d.binary(t), rel.data) {
+		t.Fatal("the allowed downgrade is not in place")
+	}
+}
+
+func TestCrashLoopRollsBack(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); !errors.Is(err, ErrRestart) {
+		t.Fatal(err)
+	}
+	for i := range DefaultMaxBoots {
+		d.updater(t, "1.1.0", srv.url) // starts and dies before it is healthy
+		if !bytes.Equal(d.binary(t), rel.data) {
+			t.Fatalf("rolled back after %d starts", i+1)
+		}
+	}
+	u, err := New(Config{Binary: d.bin, Current: "1.1.0", DeviceID: "bus-1", FleetPublicKey: fleetKey.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Boot(); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("start %d: Boot = %v, want ErrRolledBack", DefaultMaxBoots+1, err)
+	}
+	if !bytes.Equal(d.binary(t), d.old) {
+		t.Fatal("the previous binary is not back")
+	}
+	old := d.updater(t, "1.0.0", srv.url)
+	if st := old.Status(); st == nil || st.Failed != "1.1.0" || !strings.Contains(st.FailedReason, "at start") {
+		t.Fatalf("the previous version reports %+v", st)
+	}
+	if err := old.apply(context.Background(), offer{1, rollout(t, rel, nil)}); err != nil {
+		t.Fatalf("the failed version under the same rollout: %v, want nothing done", err)
+	}
+	if !bytes.Equal(d.binary(t), d.old) {
+		t.Fatal("the failed version was installed again")
+	}
+}
+
+func TestHealthTimeoutRollsBack(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); !errors.Is(err, ErrRestart) {
+		t.Fatal(err)
+	}
+	nu, err := New(Config{Binary: d.bin, Current: "1.1.0", DeviceID: "bus-1", FleetPublicKey: fleetKey.Public().(ed25519.PublicKey),
+		HealthTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nu.Boot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nu.Run(context.Background()); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("Run = %v, want ErrRolledBack", err)
+	}
+	if !bytes.Equal(d.binary(t), d.old) {
+		t.Fatal("the previous binary is not back")
+	}
+	if st := nu.Status(); st == nil || !strings.Contains(st.FailedReason, "did not report healthy") {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestRunReturnsRestartOnOffer(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	u.Offer(1, []byte("not a rollout")) // replaced by the next offer or refused
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	u.Offer(2, rollout(t, rel, nil))
+	if err := <-done; !errors.Is(err, ErrRestart) {
+		t.Fatalf("Run = %v, want ErrRestart", err)
+	}
+}
+
+func TestArch(t *testing.T) {
+	got := Arch()
+	if err := wire.ValidArch(got); err != nil {
+		t.Fatalf("Arch() = %q: %v", got, err)
+	}
+	if runtime.GOARCH == "arm" && !strings.HasPrefix(got, "armv") {
+		t.Errorf("Arch() = %q on 32-bit ARM, want armvN", got)
+	}
+}
