@@ -30,6 +30,9 @@ const (
 	DefaultRiskCap        = 10
 	DefaultWorkers        = 4
 	DefaultPruneInterval  = time.Minute
+
+	DefaultHeartbeatInterval = time.Second
+	DefaultTapStallAfter     = 10 * time.Second
 )
 
 // DefaultMinClock is the earliest wall-clock time the validator believes.
@@ -77,6 +80,18 @@ type Config struct {
 	// PruneInterval: how often Run forgets codes too old to be accepted again.
 	PruneInterval time.Duration
 
+	// Heartbeat, if set, is called by Run every HeartbeatInterval while
+	// its loop runs and no tap has been under way for longer than
+	// TapStallAfter (see Stalled): the systemd watchdog is pinged only
+	// while it is. It must not block.
+	Heartbeat func()
+	// HeartbeatInterval: default DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// TapStallAfter: a tap under way for longer than this (by Now) means
+	// the tap path is stuck (a hung disk, a hung output); default
+	// DefaultTapStallAfter.
+	TapStallAfter time.Duration
+
 	// Language of the texts riders see (Outcome.Message and the feedback);
 	// default English. Reasons stay the same in every language.
 	Language ridertext.Language
@@ -111,9 +126,13 @@ type Agent struct {
 	clock    atomic.Pointer[clockRef] // the last clock measurement
 	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
 	hold     atomic.Pointer[hold]     // out of service by Hold
+	assign   atomic.Pointer[Assignment]
 
 	taps    *metrics.CounterVec
 	latency *metrics.Histogram
+
+	busyMu sync.Mutex
+	busy   map[*int]time.Time // taps under way, by when they started (Now)
 }
 
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
@@ -122,8 +141,8 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	if err := record.ValidDeviceID(cfg.DeviceID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if cfg.Route == "" || len(cfg.Route) > 64 || len(cfg.Vehicle) > 64 {
-		return nil, fmt.Errorf("%w: route (required) and vehicle must be at most 64 characters", ErrConfig)
+	if err := CheckAssignment(cfg.Route, cfg.Vehicle); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.PassbackWindow == 0 {
 		cfg.PassbackWindow = DefaultPassbackWindow
@@ -143,6 +162,12 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.TapStallAfter <= 0 {
+		cfg.TapStallAfter = DefaultTapStallAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -161,6 +186,15 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.state.Store(s)
+	as, err := loadAssignment(q, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.assign.Store(as)
+	if as.Source != AssignConfig && (as.Route != cfg.Route || as.Vehicle != cfg.Vehicle) {
+		a.log.Info("assignment from the device state (set at runtime; the config's route and vehicle are only the first)",
+			"route", as.Route, "vehicle", as.Vehicle, "source", as.Source)
+	}
 	a.taps = cfg.Metrics.Counter("farego_taps_total", "Taps decided, by outcome and reason.", "outcome", "reason")
 	a.latency = cfg.Metrics.Histogram("farego_decision_seconds",
 		"Time from the frame's last byte to the rider's feedback, including the fsync.", metrics.LatencyBuckets)
@@ -214,6 +248,7 @@ func (o Outcome) AlreadyPaid() bool { return o.Reason == record.ReasonDuplicate 
 // decision under way: a tap is either wholly recorded or not at all.
 func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 	ctx = context.WithoutCancel(ctx)
+	defer a.underway()()
 	out := a.decide(ctx, f)
 	a.feedback(ctx, &out)
 	if f.Time.IsZero() {
@@ -286,6 +321,11 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	if s.keyring == nil || s.fares == nil {
 		return refuse(record.ReasonNoFare)
 	}
+	// One assignment for the whole tap: a change applies between taps.
+	as := a.assign.Load()
+	if !s.fares.Covers(as.Route) {
+		return refuse(record.ReasonRouteNotInFares)
+	}
 	d := a.verifier.Verify(f.Text, now, s.keyring, a.cfg.Policy)
 	if d.Code != nil {
 		out.Account = d.Code.Account
@@ -297,13 +337,13 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	if s.denied(c.Account, c.Serial, now) {
 		return refuse(record.ReasonDenied)
 	}
-	amount, err := s.fares.Fare(a.cfg.Route, c.Profile)
+	amount, err := s.fares.Fare(as.Route, c.Profile)
 	out.Currency = s.fares.Currency
 	if err != nil {
 		return refuse(record.ReasonNoFare)
 	}
 	tap := record.Tap{
-		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: a.cfg.Route, Vehicle: a.cfg.Vehicle,
+		DeviceID: a.cfg.DeviceID, Epoch: a.q.Epoch(), Time: now, Route: as.Route, Vehicle: as.Vehicle,
 		Scanner: truncate(f.Scanner, 32), Code: c.Bytes(), Account: c.Account, Serial: c.Serial, Profile: c.Profile,
 		Fare: amount, Currency: s.fares.Currency, FareVersion: s.fares.Version, KeyringVersion: s.keyring.Version(),
 		Software: truncate(Version, 64),
@@ -484,6 +524,37 @@ func (a *Agent) Prune() (int, error) {
 	return n, err
 }
 
+// underway notes a tap under way until the returned function is called.
+func (a *Agent) underway() func() {
+	k := new(int)
+	a.busyMu.Lock()
+	if a.busy == nil {
+		a.busy = map[*int]time.Time{}
+	}
+	a.busy[k] = a.now()
+	a.busyMu.Unlock()
+	return func() {
+		a.busyMu.Lock()
+		delete(a.busy, k)
+		a.busyMu.Unlock()
+	}
+}
+
+// Stalled returns an error if a tap has been under way for longer than
+// TapStallAfter: something on the tap path (the queue's disk, a feedback
+// output) hangs, and a restart may help. Nil otherwise.
+func (a *Agent) Stalled() error {
+	now := a.now()
+	a.busyMu.Lock()
+	defer a.busyMu.Unlock()
+	for _, since := range a.busy {
+		if d := now.Sub(since); d > a.cfg.TapStallAfter {
+			return fmt.Errorf("%w: a tap under way for %s", ErrStalled, d.Round(time.Second))
+		}
+	}
+	return nil
+}
+
 // Run decides frames until ctx is done or frames is closed, with
 // cfg.Workers taps in flight at most, and forgets old codes every
 // PruneInterval. On return every tap it started has been decided.
@@ -510,6 +581,8 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 	defer tick.Stop()
 	clockTick := time.NewTicker(clockCheckInterval)
 	defer clockTick.Stop()
+	beat := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer beat.Stop()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	for {
@@ -518,6 +591,10 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 			return ctx.Err()
 		case <-clockTick.C:
 			a.checkClock() // a jump or a correction of the system clock
+		case <-beat.C:
+			if a.cfg.Heartbeat != nil && a.Stalled() == nil {
+				a.cfg.Heartbeat()
+			}
 		case <-tick.C:
 			if n, err := a.Prune(); err != nil {
 				a.log.Warn("pruning seen codes failed", "err", err)

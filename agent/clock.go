@@ -93,7 +93,7 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
-	return ""
+	return routeNotCovered(a.state.Load(), a.assign.Load())
 }
 
 // hold is an out-of-service state set from outside the tap path.

@@ -6,6 +6,7 @@
 //
 //	scanner frame
 //	→ the device's state: held, clock unset, clock off   (queue_damaged, clock, clock_offset: out of service)
+//	→ the assigned route served by the fare table        (route_not_in_fares: out of service)
 //	→ paycode verification against the device keyring   (malformed … code_expired)
 //	→ deny list: account, or account + credential serial (denied)
 //	→ this exact code already accepted here              (duplicate: green "Already paid", no charge)
@@ -43,6 +44,13 @@
 // reason="duplicate"} and logged as "tap already paid" with the sequence
 // number of the tap that paid (Outcome.AlreadyPaid). Every other reason is
 // a refusal ("tap refused", red) or out of service.
+//
+// The route and vehicle (the assignment: [Agent.AssignLocal] from the
+// onboard computer, [Agent.AssignFromServer] from the operator, versioned)
+// are kept in the device state too, read once per tap (a change applies
+// between taps) and recorded in every tap. [Agent.Stalled] reports a tap
+// stuck on the tap path; Run calls Config.Heartbeat only while there is
+// none (the systemd watchdog).
 //
 // # Caveats
 //

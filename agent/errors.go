@@ -14,6 +14,13 @@ var ErrInvalidDocument = errors.New("agent: invalid document")
 // fare table, from its own state or the provisioning bundle.
 var ErrNotProvisioned = errors.New("agent: not provisioned")
 
+// ErrInvalidAssignment is returned (wrapped) for a route or vehicle name
+// that is empty (a route), too long or not plain text.
+var ErrInvalidAssignment = errors.New("agent: invalid assignment")
+
+// ErrStalled is returned (wrapped) by Stalled when the tap path hangs.
+var ErrStalled = errors.New("agent: stalled")
+
 // ErrConfig is returned (wrapped) for an invalid Config.
 var ErrConfig = errors.New("agent: invalid config")
 

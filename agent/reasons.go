@@ -10,7 +10,7 @@ import (
 var Reasons = []record.Reason{
 	record.ReasonDenied, record.ReasonDuplicate, record.ReasonPassback, record.ReasonRiskCap,
 	record.ReasonNoFare, record.ReasonQueueFull, record.ReasonClock, record.ReasonInternal,
-	record.ReasonClockOffset, record.ReasonQueueDamaged,
+	record.ReasonClockOffset, record.ReasonQueueDamaged, record.ReasonRouteNotInFares,
 }
 
 // RiderMessage returns the short English text a rider sees for a reason

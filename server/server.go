@@ -219,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
 		Replay:        s.ingest.Replay,
+		Assign:        s.ingest.Assign,
 		Health: map[string]api.Health{
 			"ingest":    connected("ingest", s.ingest.Connected),
 			"publisher": connected("publisher", s.pub.Connected),

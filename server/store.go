@@ -34,7 +34,10 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // tables. A tap id the ledger already holds with other contents is
 // quarantined too, never acked as if settled. A batch the ledger refuses
 // as invalid is retried tap by tap so one bad record cannot block a
-// device's queue: the bad ones are quarantined.
+// device's queue: the bad ones are quarantined. A tap whose route is not
+// the one the operator had assigned its device at the tap's time (the
+// newest assignment at or before it) is noted route_mismatch and charged
+// by its own route (see ledger.NoteRouteMismatch).
 func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	s := (*Server)(st)
 	var taps []ledger.Tap
@@ -50,7 +53,10 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 		s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
 		return s.ledger.Quarantine(ctx, quarantine)
 	}
-	taps, quarantine, held, maxSeq = st.classify(b)
+	taps, quarantine, held, maxSeq, err := st.classify(ctx, b)
+	if err != nil {
+		return err
+	}
 	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
 		return err
 	}
@@ -81,8 +87,13 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 // classify sorts a batch's taps: unreadable records to quarantine, taps
 // whose issuer key the server lacks to hold, the rest to the ledger
 // (flagged when their code is invalid in itself).
-func (st *store) classify(b *ingest.Batch) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord, held []ledger.HeldTap, maxSeq uint64) {
+func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
+	held []ledger.HeldTap, maxSeq uint64, err error) {
 	s := (*Server)(st)
+	assigned, err := s.ledger.DeviceAssignments(ctx, b.DeviceID)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)
@@ -95,6 +106,11 @@ func (st *store) classify(b *ingest.Batch) (taps []ledger.Tap, quarantine []ledg
 				Record: t.Record})
 		default:
 			lt := ledgerTap(b.DeviceID, b.Epoch, t)
+			if a, ok := ledger.AssignmentAt(assigned, lt.Time); ok && a.Route != lt.Route {
+				lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
+				s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", t.ID,
+					"route", lt.Route, "assigned", a.Route, "assignment", a.Version)
+			}
 			if !t.Valid() {
 				lt.Flag = ledger.FlagInvalidCode
 				s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,
@@ -103,7 +119,7 @@ func (st *store) classify(b *ingest.Batch) (taps []ledger.Tap, quarantine []ledg
 			taps = append(taps, lt)
 		}
 	}
-	return taps, quarantine, held, maxSeq
+	return taps, quarantine, held, maxSeq, nil
 }
 
 // CommitBatches settles several devices' batches together: their taps go
@@ -128,7 +144,10 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 			}
 			continue
 		}
-		t, q, h, m := st.classify(b)
+		t, q, h, m, err := st.classify(ctx, b)
+		if err != nil {
+			return err
+		}
 		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}

@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 	_ "time/tzdata" // validators often ship without /usr/share/zoneinfo
+	"unicode"
 
 	"github.com/farego/farego/agent/paycode"
 )
@@ -30,6 +33,12 @@ type Table struct {
 	ServiceDayStart string `json:"service_day_start"`
 	// Fares maps route → profile name → fare in minor units; route "*" is the default.
 	Fares map[string]map[string]int64 `json:"fares"`
+	// Routes, if set, lists every route the table serves (those in Fares
+	// with their own fares, and those the default route's fares apply
+	// to): a validator assigned a route not listed is out of service
+	// rather than charging the default fare. Empty: the default applies
+	// to every route.
+	Routes []string `json:"routes,omitempty"`
 	// Transfer: a ride starting within Window after the last full-fare ride costs Fare.
 	Transfer *Transfer `json:"transfer,omitempty"`
 	// DailyCap maps profile name → the most one account pays in a service day.
@@ -147,6 +156,21 @@ func (t *Table) check() error {
 			return bad("fares[%q]: %v", route, err)
 		}
 	}
+	listed := map[string]bool{}
+	for _, r := range t.Routes {
+		if r == "" || len(r) > 64 || r == DefaultRoute || strings.TrimSpace(r) != r || strings.IndexFunc(r, unicode.IsControl) >= 0 {
+			return bad("routes: %q must be a route name of 1 to 64 characters", r)
+		}
+		if listed[r] {
+			return bad("routes: %q appears twice", r)
+		}
+		listed[r] = true
+	}
+	for route := range t.Fares {
+		if len(t.Routes) > 0 && route != DefaultRoute && !listed[route] {
+			return bad("fares[%q]: the route is not in routes", route)
+		}
+	}
 	for _, p := range []paycode.Profile{paycode.Adult, paycode.Child, paycode.Senior, paycode.Student} {
 		if _, ok := t.Fares[DefaultRoute][p.String()]; !ok {
 			return bad("fares[%q] has no fare for profile %q", DefaultRoute, p)
@@ -218,4 +242,12 @@ func (t *Table) ServiceDay(at time.Time) string {
 	}
 	// Noon UTC of the (possibly normalised) date: no zone can move it.
 	return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
+}
+
+// Covers reports whether the table serves route: every route when it
+// lists none (Routes empty: the default route's fares apply to all), else
+// the routes it lists. A validator assigned a route its table does not
+// cover is out of service rather than charging another route's fare.
+func (t *Table) Covers(route string) bool {
+	return len(t.Routes) == 0 || slices.Contains(t.Routes, route)
 }

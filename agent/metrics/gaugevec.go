@@ -29,3 +29,33 @@ func (g *gaugeVecFunc) write(w *bufio.Writer) {
 		fmt.Fprintf(w, "%s%s %s\n", g.name, labelPairs(g.labels, values), formatFloat(v))
 	})
 }
+
+// counterFunc is a counter, or a family of labelled counters, read at
+// scrape time from a count kept elsewhere.
+type counterFunc struct {
+	name, help string
+	labels     []string
+	fn         func(emit func(v float64, values ...string))
+}
+
+// CounterFunc registers a counter whose value is read from fn at scrape
+// time (a count another part keeps, such as a reader's frames).
+func (r *Registry) CounterFunc(name, help string, fn func() float64) {
+	r.CounterVecFunc(name, help, nil, func(emit func(float64, ...string)) { emit(fn()) })
+}
+
+// CounterVecFunc registers a family of counters with labels read from fn
+// at scrape time, as GaugeVecFunc does for gauges.
+func (r *Registry) CounterVecFunc(name, help string, labels []string, fn func(emit func(v float64, values ...string))) {
+	r.add(name, &counterFunc{name: name, help: help, labels: labels, fn: fn})
+}
+
+func (c *counterFunc) write(w *bufio.Writer) {
+	header(w, c.name, c.help, "counter")
+	c.fn(func(v float64, values ...string) {
+		if len(values) != len(c.labels) {
+			return
+		}
+		fmt.Fprintf(w, "%s%s %s\n", c.name, labelPairs(c.labels, values), formatFloat(v))
+	})
+}

@@ -78,3 +78,29 @@ func TestDuplicateNamePanics(t *testing.T) {
 	}()
 	r.GaugeFunc("x", "x", func() float64 { return 0 })
 }
+
+func TestCounterFuncsAndRuntime(t *testing.T) {
+	r := NewRegistry()
+	r.CounterFunc("frames_total", "Frames.", func() float64 { return 3 })
+	r.CounterVecFunc("dropped_total", "Dropped.", []string{"reason"}, func(emit func(float64, ...string)) {
+		emit(2, "overlong")
+		emit(1, "a", "b") // wrong label count: dropped
+	})
+	RegisterRuntime(r)
+	var b strings.Builder
+	r.WriteTo(&b)
+	got := b.String()
+	for _, want := range []string{
+		"# TYPE frames_total counter\nframes_total 3\n",
+		"# TYPE dropped_total counter\ndropped_total{reason=\"overlong\"} 2\n# HELP",
+		"# TYPE go_gc_cycles_total counter\n", "# TYPE process_cpu_seconds_total counter\n",
+		"\ngo_goroutines ", "\nprocess_resident_memory_bytes ", "\ngo_info{version=\"go",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("exposition lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "NaN") {
+		t.Errorf("a runtime or process figure is NaN on Linux:\n%s", got)
+	}
+}

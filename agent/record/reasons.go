@@ -23,18 +23,23 @@ const (
 	// ReasonQueueDamaged: out of service: the queue file was damaged and
 	// nothing could be read from it; an operator must reset it.
 	ReasonQueueDamaged Reason = "queue_damaged"
+	// ReasonRouteNotInFares: out of service: the route the vehicle is
+	// assigned has no fares in the device's fare table (and the table has
+	// no default route); charging another route's fare would be wrong.
+	ReasonRouteNotInFares Reason = "route_not_in_fares"
 )
 
 // Reasons lists every reason a validator can give, in checking order.
 var Reasons = append(append([]Reason(nil), paycode.Reasons...),
 	ReasonDenied, ReasonDuplicate, ReasonPassback, ReasonRiskCap,
-	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal, ReasonClockOffset, ReasonQueueDamaged)
+	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal, ReasonClockOffset, ReasonQueueDamaged,
+	ReasonRouteNotInFares)
 
 // OutOfService reports whether a reason means the validator, not the
 // code, is at fault.
 func OutOfService(r Reason) bool {
 	switch r {
-	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare, ReasonClockOffset, ReasonQueueDamaged:
+	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare, ReasonClockOffset, ReasonQueueDamaged, ReasonRouteNotInFares:
 		return true
 	}
 	return false

@@ -80,7 +80,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	go notifier.Watchdog(ctx, nil)
+	go notifier.Watchdog(ctx, nil, nil)
 	err = srv.Run(ctx)
 	notifier.Notify("STOPPING=1")
 	return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/scanner"
 )
@@ -35,6 +36,8 @@ type Config struct {
 	Metrics   MetricsConfig   `toml:"metrics"`
 	Queue     QueueConfig     `toml:"queue"`
 	MQTT      MQTTConfig      `toml:"mqtt"`
+	Ctl       CtlConfig       `toml:"ctl"`
+	Selftest  SelftestConfig  `toml:"selftest"`
 	Update    UpdateConfig    `toml:"update"`
 
 	dir string // the config file's directory
@@ -103,6 +106,22 @@ type FeedbackConfig struct {
 // MetricsConfig is the Prometheus endpoint.
 type MetricsConfig struct {
 	Listen string `toml:"listen"` // e.g. 127.0.0.1:9100; empty disables
+}
+
+// CtlConfig is the control socket (farego-validator ctl).
+type CtlConfig struct {
+	// Socket is the unix socket's path; default $RUNTIME_DIRECTORY/ctl.sock
+	// (systemd's RuntimeDirectory=), else DefaultCtlSocket; "off" disables
+	// it. Created mode 0660: the validator's user and group may use it.
+	Socket string `toml:"socket"`
+}
+
+// SelftestConfig configures farego-validator selftest.
+type SelftestConfig struct {
+	// TimeURL is an HTTP(S) URL of the settlement server (its /healthz)
+	// whose Date header the clock check compares with, when the validator
+	// is not running (a running one measures its offset from the acks).
+	TimeURL string `toml:"time_url"`
 }
 
 // QueueConfig bounds the on-device queue.
@@ -191,6 +210,12 @@ func (c *Config) check() error {
 	}
 	if c.Route == "" {
 		return bad("route is required")
+	}
+	if err := agent.CheckAssignment(c.Route, c.Vehicle); err != nil {
+		return bad("route or vehicle: %v", err)
+	}
+	if u := c.Selftest.TimeURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return bad("selftest.time_url must be an http:// or https:// URL, got %q", u)
 	}
 	if c.DataDir == "" {
 		return bad("data_dir is required")

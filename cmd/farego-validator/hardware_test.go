@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/ridertext"
+	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/driver/scanner"
 )
 
@@ -41,7 +42,7 @@ gpio_buzzer = "/sys/class/gpio/gpio22/value"
 		!g.ActiveLow || g.Buzzer != "/sys/class/gpio/gpio22/value" {
 		t.Errorf("gpio config %+v", g)
 	}
-	srcs, err := buildSources(c, slog.New(slog.DiscardHandler), strings.NewReader(""))
+	srcs, err := buildSources(c, slog.New(slog.DiscardHandler), strings.NewReader(""), newScannerWatch(&sdnotify.Monitor{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@
 //	farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE
 //	farego-validator run --config FILE
 //	farego-validator reset-queue --config FILE --i-understand
+//	farego-validator ctl [--socket PATH] status|route ROUTE|vehicle NAME
+//	farego-validator selftest --config FILE
 //
 // See the README for the full reference.
 package main
@@ -32,6 +34,8 @@ Usage:
   farego-validator check --keyring FILE [--now T] [--max-age D] [--skew D] CODE|-
   farego-validator run --config FILE
   farego-validator reset-queue --config FILE --i-understand
+  farego-validator ctl [--socket PATH] status|route ROUTE|vehicle NAME
+  farego-validator selftest --config FILE
   farego-validator version   (or --version)
 
 Subcommands:
@@ -39,6 +43,8 @@ Subcommands:
   run          run the validator: scanners, offline decisions, durable queue, sync
   reset-queue  give up damaged queue files nothing can be read from (the
                validator is out of service until then)
+  ctl          show the running validator's state, set its route or vehicle
+  selftest     check clock, scanners, outputs, documents, queue, disk and broker
   version      print the software version
 
 Run "farego-validator SUBCOMMAND --help" for the subcommand's flags.
@@ -63,6 +69,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "reset-queue":
 		return cmdResetQueue(args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[1:], stdout, stderr)
+	case "selftest":
+		return cmdSelftest(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		cli.PrintVersion(stdout, "farego-validator")
 		return exitOK

@@ -103,7 +103,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	defer closeFB()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sources, err := buildSources(cfg, log, stdin)
+	notifier := sdnotify.FromEnv()
+	mon := newWatchdogMonitor(notifier)
+	watch := newScannerWatch(mon)
+	sources, err := buildSources(cfg, log, stdin, watch)
 	if err != nil {
 		return err
 	}
@@ -137,8 +140,13 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		return <-scanErr
 	}
 	defer stopScanners()
-	notifier := sdnotify.FromEnv()
-	go notifier.Watchdog(ctx, nil)
+	go notifier.Watchdog(ctx, mon.Healthy, func(err error) {
+		if err != nil {
+			log.Error("watchdog: not pinging systemd, which restarts the validator unless this recovers", "err", err)
+			return
+		}
+		log.Info("watchdog: every part alive again; pinging systemd")
+	})
 	notifier.Notify("READY=1")
 
 	var theAgent atomic.Pointer[agent.Agent]
@@ -180,7 +188,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
 		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
 		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
-		Now: now,
+		Now:       now,
+		Heartbeat: func() { mon.Beat(partTapLoop) },
 		Accepted: func() {
 			if up != nil {
 				up.Notify()
@@ -206,11 +215,16 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}
 	theAgent.Store(a)
 	registerQueueMetrics(reg, q, qf.unreadable)
+	registerDeviceMetrics(reg, sources, watch, a)
+	var theUplink atomic.Pointer[uplink.Uplink]
+	ackLatency := registerUplinkMetrics(reg, theUplink.Load)
+	go beatQueue(ctx, q, mon)
 
 	registerUpdateMetrics(reg, upd)
-	if up, err = newUplink(cfg, q, a, upd, now, log); err != nil {
+	if up, err = newUplink(cfg, q, a, upd, now, log, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
+	theUplink.Store(up)
 	if len(qf.unreadable) > 0 {
 		names := make([]string, len(qf.unreadable))
 		for i, f := range qf.unreadable {
@@ -225,6 +239,15 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
+	cs := &ctlServer{a: a, q: q, log: log.With("part", "ctl")}
+	if up != nil {
+		cs.connected = func() bool { return up.Stats().Connected }
+	}
+	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
+	if err != nil {
+		return err
+	}
+	defer stopCtl()
 	stopUplink := runUplink(ctx, up, log)
 	var tapping, restart atomic.Bool
 	stopUpdater := runUpdater(ctx, upd, up, &tapping, cancel, &restart, log)
@@ -232,7 +255,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	tapping.Store(true)
 
 	notifier.Notify("STATUS=running")
-	log.Info("validator running", "device", cfg.DeviceID, "route", cfg.Route, "scanners", len(sources),
+	as := a.Assignment()
+	log.Info("validator running", "device", cfg.DeviceID, "route", as.Route, "vehicle", as.Vehicle, "scanners", len(sources),
 		"versions", a.Versions(), "epoch", q.Epoch(), "software", agent.Version)
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
@@ -327,7 +351,7 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 	return out, closeFn, nil
 }
 
-func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Source, error) {
+func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader, watch *scannerWatch) ([]scanner.Source, error) {
 	var out []scanner.Source
 	for _, s := range cfg.Scanners {
 		if s.Path == "-" {
@@ -339,6 +363,7 @@ func buildSources(cfg *Config, log *slog.Logger, stdin io.Reader) ([]scanner.Sou
 			Framing: scanner.Framing{Terminator: s.Terminator, Prefix: s.Prefix, Suffix: s.Suffix, MaxLen: s.MaxLen,
 				InterCharTimeout: time.Duration(s.InterCharTimeout)},
 		}
+		watch.config(&scfg)
 		src, err := newScanner(s.Type, scfg, log.With("part", "scanner"))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errConfig, err)

@@ -58,6 +58,7 @@ type device struct {
 	cmd     *exec.Cmd
 	lines   chan string // feedback lines from stdout
 	logs    chan string // log lines from stderr
+	env     []string    // added to the validator's environment
 	mu      sync.Mutex
 	logText strings.Builder
 }
@@ -134,6 +135,7 @@ func (d *device) newPTY() {
 func (d *device) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(validatorBin, "run", "--config", d.cfgPath)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	stdout, err := d.cmd.StdoutPipe()
 	must(d.t, err)
 	stderr, err := d.cmd.StderrPipe()

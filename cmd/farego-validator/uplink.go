@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/update"
@@ -18,7 +20,8 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger) (*uplink.Uplink, error) {
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger,
+	ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
@@ -42,8 +45,11 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
-		Now:     now,
-		OnClock: func(c uplink.ClockSample) { a.ClockMeasured(c.Offset, c.Uncertainty) },
+		Now: now,
+		OnClock: func(c uplink.ClockSample) {
+			a.ClockMeasured(c.Offset, c.Uncertainty)
+			ackLatency.Observe(c.RTT.Seconds())
+		},
 		Status: func(st *wire.Status) {
 			st.OutOfService = truncate(a.OutOfService(), maxOutOfService)
 			if off, _, ok := a.ClockOffset(); ok {
@@ -54,6 +60,18 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 			if upd != nil {
 				st.Update = upd.Status()
 			}
+			as := a.Assignment()
+			st.Assignment = &wire.StatusAssignment{Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
+				ServerVersion: as.ServerVersion}
+		},
+		Assign: func(w *wire.Assignment) error {
+			err := a.AssignFromServer(w.Version, w.Route, w.Vehicle)
+			if errors.Is(err, agent.ErrStaleVersion) && w.Version == a.Assignment().ServerVersion {
+				// The retained assignment, seen again on reconnection.
+				log.Debug("assignment from the server already applied", "version", w.Version)
+				return nil
+			}
+			return err
 		},
 		OnRelease: onRelease,
 		Logger:    log.With("part", "uplink"),

@@ -99,6 +99,12 @@ type Config struct {
 	// "out of service" while the scanner is away; tests use it to know when
 	// to write.
 	OnState func(State)
+	// Heartbeat, if not nil, is called from the reader's goroutine after
+	// every read (at least every ReadTimeout while the port is open) and
+	// every reconnection attempt (at least every MaxBackoff while the
+	// device is away): a reader that stops calling it is stuck (the
+	// systemd watchdog uses it). It must not block.
+	Heartbeat func()
 }
 
 // Serial reads frames from one scanner on a serial port. Make it with
@@ -188,6 +194,7 @@ func (s *Serial) Run(ctx context.Context, out chan<- Frame) error {
 		}
 	}()
 	for {
+		s.beat()
 		err := s.session(ctx, out, st)
 		if ctx.Err() != nil {
 			return nil
@@ -229,6 +236,7 @@ func (s *Serial) session(ctx context.Context, out chan<- Frame, st *link) error 
 		start := time.Now()
 		n, err := port.Read(buf)
 		now := time.Now()
+		s.beat()
 		if n > 0 {
 			fast = 0
 			s.up(st)
@@ -353,6 +361,12 @@ func (s *Serial) failed(st *link, err error) {
 		s.log.Warn("scanner unavailable; retrying",
 			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
 		s.setState(Disconnected)
+	}
+}
+
+func (s *Serial) beat() {
+	if s.cfg.Heartbeat != nil {
+		s.cfg.Heartbeat()
 	}
 }
 

@@ -64,6 +64,10 @@ type Config struct {
 	// Replay, if set, asks a device to send archived records from..to of its
 	// queue (epoch) again, after the ledger was restored from a backup.
 	Replay func(ctx context.Context, deviceID, epoch string, from, to uint64) error
+	// Assign, if set, sends a device its route and vehicle (a signed
+	// command, retained for a device offline now) as the ledger numbered
+	// the assignment.
+	Assign func(ctx context.Context, deviceID string, version uint64, route, vehicle string) error
 	// AccountsPerMinute, AccountsBurst and AccountsPerMinuteTotal limit
 	// POST /v1/accounts (defaults DefaultAccounts*); negative: no limit.
 	AccountsPerMinute      int
@@ -146,6 +150,8 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/devices/{id}/revoke", h.revokeDevice)
 	h.route("POST /v1/devices/{id}/replay", h.replay)
 	h.route("POST /v1/devices/replay", h.replayAll)
+	h.route("PUT /v1/devices/{id}/assignment", h.assign)
+	h.route("GET /v1/devices/{id}/assignment", h.assignments)
 	h.route("GET /v1/fares", h.getFares)
 	h.route("PUT /v1/fares", h.putFares)
 	h.route("GET /v1/keyring", h.getKeyring)

@@ -82,6 +82,7 @@ var actions = map[string]action{
 	"replace_device": {prepareReplaceDevice},
 	"replay":         {prepareReplay},
 	"replay_all":     {prepareReplayAll},
+	"assign":         {prepareAssign},
 	"publish_fares":  {preparePublishFares},
 	"rotate_keyring": {prepareRotate},
 	"create_token":   {prepareCreateToken},
@@ -192,6 +193,25 @@ func prepareReplay(h *Handler, r *http.Request) (*plan, error) {
 		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/replay", body: []byte("{}"),
 		done: func(resp map[string]any) result {
 			return result{Message: fmt.Sprintf("Device %s was asked to resend records %v to %v of its queue %v.", id, resp["from"], resp["to"], resp["epoch"])}
+		}}, nil
+}
+
+func prepareAssign(h *Handler, r *http.Request) (*plan, error) {
+	id, err := deviceID(r)
+	if err != nil {
+		return nil, err
+	}
+	route, vehicle := strings.TrimSpace(r.PostFormValue("route")), strings.TrimSpace(r.PostFormValue("vehicle"))
+	if route == "" || len(route) > 64 || len(vehicle) > 64 {
+		return nil, badInput("give a route (and optionally a vehicle), each at most 64 characters")
+	}
+	return &plan{Title: "Assign device " + id + " to route " + route + "?", Back: "devices/" + url.PathEscape(id),
+		Explain: "The device records this route and vehicle in its taps from its next tap on (an offline device when it reconnects) and is out of service if the fare table lists its routes without this one. Its taps on another route are then noted route_mismatch.",
+		Button:  "Assign", Fields: []field{{"device", id, "Device"}, {"route", route, "Route"}, {"vehicle", vehicle, "Vehicle"}},
+		method: http.MethodPut, path: "/v1/devices/" + url.PathEscape(id) + "/assignment",
+		body: jsonBody(map[string]any{"route": route, "vehicle": vehicle}),
+		done: func(resp map[string]any) result {
+			return result{Message: fmt.Sprintf("Device %s is assigned route %s (assignment version %v).", id, route, resp["version"])}
 		}}, nil
 }
 

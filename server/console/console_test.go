@@ -339,6 +339,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 		"replace_device": {"device": {"bus-1"}, "public_key": {strings.Repeat("ab", 32)}},
 		"replay":         {"device": {"bus-1"}},
 		"replay_all":     {},
+		"assign":         {"device": {"bus-1"}, "route": {"42"}},
 		"publish_fares":  {"table": {strings.Replace(testFares, `"version":1`, `"version":2`, 1)}},
 		"rotate_keyring": {},
 		"create_token":   {"role": {"operator"}},
@@ -575,4 +576,37 @@ func TestHeaders(t *testing.T) {
 		t.Errorf("alerts.yml: %d", resp.StatusCode)
 	}
 	_ = hex.EncodeToString
+}
+
+// The device page's assignment form asks for confirmation; without an MQTT
+// link (this fixture) nothing is recorded and the console says why (the
+// whole path, with a link, is TestAssignmentEndToEnd in cmd/internal/rig).
+func TestAssignForm(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	if _, body := b.get("/console/devices/bus-1"); !strings.Contains(body, `data-action="assign"`) {
+		t.Fatal("no assignment form on the device page")
+	}
+	form := url.Values{"device": {"bus-1"}, "route": {"X1"}, "vehicle": {"BUS-1"}, "csrf": {csrf}}
+	resp, body := b.post("/console/act/assign", form)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="confirm-yes"`) || !strings.Contains(body, "route X1") {
+		t.Fatalf("first POST: %d, want a confirmation naming the route", resp.StatusCode)
+	}
+	if as, _ := f.store.DeviceAssignments(context.Background(), "bus-1"); len(as) != 0 {
+		t.Fatalf("assigned before confirmation: %+v", as)
+	}
+	form.Set("confirm", "yes")
+	_, body = b.post("/console/act/assign", form)
+	if !strings.Contains(body, "Nothing was done: assignments need the MQTT link") {
+		t.Errorf("confirmed without a link: want the link named, got %s", body)
+	}
+	if as, err := f.store.DeviceAssignments(context.Background(), "bus-1"); err != nil || len(as) != 0 {
+		t.Errorf("assignments = %+v, %v; want none without a link", as, err)
+	}
+	form.Set("route", "")
+	if resp, _ := b.post("/console/act/assign", form); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("no route: %d, want 400", resp.StatusCode)
+	}
 }

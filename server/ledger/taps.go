@@ -293,6 +293,7 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 	}
 	if w.flag == "" {
 		w.version = version
+		w.notes = append(w.notes, tp.Notes...)
 		if w.fare != tp.BaseFare || tbl.Currency != tp.Currency {
 			w.notes = append(w.notes, NoteFareMismatch)
 		}

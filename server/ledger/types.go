@@ -145,6 +145,9 @@ type Tap struct {
 	// Held: the tap was held aside (see Hold) and is released from there
 	// by this commit, in the same transaction.
 	Held bool
+	// Notes are the caller's audit findings (e.g. NoteRouteMismatch),
+	// stored with the ledger's own on a tap that is not flagged.
+	Notes []string
 }
 
 // TapID returns the ledger's id of a device's tap: "device/epoch/seq". A

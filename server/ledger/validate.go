@@ -112,6 +112,14 @@ func (t *Tap) validate() error {
 	if !t.Profile.Valid() {
 		return fmt.Errorf("rider profile %d is reserved", t.Profile)
 	}
+	if len(t.Notes) > 4 {
+		return fmt.Errorf("%d notes, limit 4", len(t.Notes))
+	}
+	for _, n := range t.Notes {
+		if err := checkText("note", n, maxName, true); err != nil || strings.Contains(n, ",") {
+			return fmt.Errorf("note %q is not a note name", n)
+		}
+	}
 	// BaseFare, Currency, FareVersion and ClaimedProfile are the
 	// validator's claims: whatever they say is stored (within the columns'
 	// range) and noted, never refused — a claim must not be a way out of

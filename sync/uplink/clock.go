@@ -17,6 +17,9 @@ type ClockSample struct {
 	// At is when it was measured (time.Now, with its monotonic reading,
 	// so that later wall-clock jumps can be told apart from time passing).
 	At time.Time
+	// RTT is the round trip: from publishing the batch to its ack (the
+	// ack latency).
+	RTT time.Duration
 }
 
 // clockSample records a sample, publishes the status if the offset moved

@@ -184,6 +184,13 @@ type Config struct {
 	// block.
 	Status func(st *wire.Status)
 
+	// Assign, if set, carries out an operator's assignment of route and
+	// vehicle (a fleet-signed wire.Assignment for this device, retained on
+	// its command topic, so it is seen again on every connection: Assign
+	// must ignore a version it has applied). Nil refuses assignments. It
+	// runs on the session goroutine and must not block for long.
+	Assign func(a *wire.Assignment) error
+
 	// OnRelease, if set, receives every software rollout downlink
 	// (wire.DocRelease, on PREFIX/fleet/release) whose fleet signature
 	// verifies, with its version and body (a wire.Rollout), at least once

@@ -422,7 +422,7 @@ func (s *sender) measureClock(a *wire.Ack) {
 	}
 	rtt := time.Since(b.sentAt)
 	mid := s.u.cfg.Now().Add(-rtt / 2)
-	smp := ClockSample{Offset: mid.Sub(a.Time), Uncertainty: rtt/2 + time.Millisecond, At: time.Now()}
+	smp := ClockSample{Offset: mid.Sub(a.Time), Uncertainty: rtt/2 + time.Millisecond, At: time.Now(), RTT: rtt}
 	s.u.clockSample(smp)
 }
 
@@ -475,10 +475,18 @@ func inRanges(ranges []wire.Range, seq uint64) bool {
 
 // handleCmd carries out a fleet-signed command for this device: a replay
 // request moves archived records back into the queue, and sending starts
-// again from the oldest unacked record.
+// again from the oldest unacked record; an assignment sets the route and
+// vehicle (Config.Assign).
 func (s *sender) handleCmd(payload []byte) error {
 	u := s.u
+	if len(payload) == 0 {
+		return nil // a retained assignment cleared on the broker
+	}
 	t, err := wire.PeekType(payload)
+	if err == nil && t == wire.TypeAssign {
+		s.handleAssign(payload)
+		return nil
+	}
 	if err == nil && t != wire.TypeReplay {
 		err = fmt.Errorf("%s message on the command topic", t)
 	}
@@ -514,6 +522,36 @@ func (s *sender) handleCmd(payload []byte) error {
 	u.statusDirty.Store(true)
 	s.reset()
 	return s.fill()
+}
+
+// handleAssign checks an assignment (fleet-signed, well formed, for this
+// device) and hands it to Config.Assign.
+func (s *sender) handleAssign(payload []byte) {
+	u := s.u
+	if u.cfg.Assign == nil {
+		u.refuse(u.cmd, payload, errors.New("assignments are not taken by this device"))
+		return
+	}
+	body, err := wire.Open(payload, wire.TypeAssign, u.cfg.FleetPublicKey)
+	if err != nil {
+		u.refuse(u.cmd, payload, err)
+		return
+	}
+	a, err := wire.ParseAssignment(body)
+	if err != nil {
+		u.refuse(u.cmd, payload, err)
+		return
+	}
+	if a.DeviceID != u.cfg.DeviceID {
+		u.refuse(u.cmd, payload, fmt.Errorf("assignment for device %q", a.DeviceID))
+		return
+	}
+	if err := u.cfg.Assign(a); err != nil {
+		u.refuse(u.cmd, payload, fmt.Errorf("assignment version %d: %w", a.Version, err))
+		return
+	}
+	u.count(func(st *Stats) { st.Assignments++ })
+	u.statusDirty.Store(true)
 }
 
 // maybeSync calls SyncSucceeded if an ack emptied the queue, it is still

@@ -93,6 +93,7 @@ type Stats struct {
 	RecordsAcked uint64 // records acked in the queue (deleted, or archived)
 	AckTimeouts  uint64 // times no ack came in time and the window was sent again
 	Replays      uint64 // replay requests carried out
+	Assignments  uint64 // assignments handed to Config.Assign
 	Unsendable   uint64 // records too large for a batch (left in the queue)
 	BatchesSplit uint64 // batches halved to fit a wire message (wire.MaxMessageSize)
 	SyncCalls    uint64 // SyncSucceeded calls

@@ -571,6 +571,9 @@ func TestClockOffsetFromAcks(t *testing.T) {
 	if d := smp.Offset - ahead; d < -smp.Uncertainty-time.Second || d > smp.Uncertainty+time.Second {
 		t.Errorf("offset %v ± %v, want %v", smp.Offset, smp.Uncertainty, ahead)
 	}
+	if smp.RTT <= 0 || smp.Uncertainty != smp.RTT/2+time.Millisecond {
+		t.Errorf("round trip %v with uncertainty %v, want the ack latency it is half of", smp.RTT, smp.Uncertainty)
+	}
 	if c, ok := u.Clock(); !ok || c.Offset != smp.Offset {
 		t.Errorf("Clock() = %+v, %t", c, ok)
 	}

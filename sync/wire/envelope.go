@@ -19,6 +19,7 @@ const (
 	TypeStatus   Type = 3 // device → server: status (device key)
 	TypeDownlink Type = 4 // server → devices: keyring, deny list, fare table (fleet key)
 	TypeReplay   Type = 5 // server → device: resend archived records (fleet key)
+	TypeAssign   Type = 6 // server → device: route and vehicle (fleet key)
 )
 
 func (t Type) String() string {
@@ -33,6 +34,8 @@ func (t Type) String() string {
 		return "downlink"
 	case TypeReplay:
 		return "replay"
+	case TypeAssign:
+		return "assign"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -117,7 +120,7 @@ func PeekType(msg []byte) (Type, error) {
 		return 0, fmt.Errorf("%w: not a farego envelope", ErrMalformed)
 	}
 	t, flags := Type(msg[4]), msg[5]
-	if t < TypeBatch || t > TypeReplay || flags&^knownFlags != 0 {
+	if t < TypeBatch || t > TypeAssign || flags&^knownFlags != 0 {
 		return 0, fmt.Errorf("%w: type %d, flags %#x", ErrUnsupported, t, flags)
 	}
 	return t, nil

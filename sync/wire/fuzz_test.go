@@ -24,7 +24,8 @@ func FuzzMessages(f *testing.F) {
 	dl, _ := (&Downlink{Kind: record.DocFares, Version: 2, Body: []byte(`{}`)}).MarshalBinary()
 	st, _ := (&Status{DeviceID: "d", Online: true}).MarshalBinary()
 	rp, _ := (&Replay{DeviceID: "d", From: 1, To: 2}).MarshalBinary()
-	for _, p := range [][]byte{tb, batch, ack, dl, st, rp, {}, {1}} {
+	as, _ := (&Assignment{DeviceID: "d", Version: 3, Route: "42", Vehicle: "BUS-7", IssuedAt: time.UnixMilli(9)}).MarshalBinary()
+	for _, p := range [][]byte{tb, batch, ack, dl, st, rp, as, {}, {1}} {
 		f.Add(p)
 		sealed, _ := Seal(TypeBatch, p, true, fuzzKey)
 		f.Add(sealed)
@@ -51,7 +52,16 @@ func FuzzMessages(f *testing.F) {
 		}
 		ParseStatus(p)
 		ParseReplay(p)
-		for _, typ := range []Type{TypeBatch, TypeAck, TypeStatus, TypeDownlink, TypeReplay} {
+		if a, err := ParseAssignment(p); err == nil {
+			again, err := a.MarshalBinary()
+			if err != nil {
+				t.Fatalf("decoded assignment does not re-encode: %v", err)
+			}
+			if b, err := ParseAssignment(again); err != nil || *b != *a {
+				t.Fatalf("re-encoded assignment decodes to %+v, %v; want %+v", b, err, a)
+			}
+		}
+		for _, typ := range []Type{TypeBatch, TypeAck, TypeStatus, TypeDownlink, TypeReplay, TypeAssign} {
 			Open(p, typ, fuzzKey.Public().(ed25519.PublicKey))
 		}
 	})

@@ -33,8 +33,20 @@ type Status struct {
 	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
 	// Salvage reports the last damaged queue file the device salvaged.
 	Salvage *SalvageStatus `json:"salvage,omitempty"`
+	// Assignment is the route and vehicle the device records in its taps.
+	Assignment *StatusAssignment `json:"assignment,omitempty"`
 	// Update reports the device's software update, if any (UpdateStatus).
 	Update *UpdateStatus `json:"update,omitempty"`
+}
+
+// StatusAssignment is a device's route and vehicle, where they came from
+// ("config", "local" or "server") and the version of the newest
+// assignment from the server it applied (0: none).
+type StatusAssignment struct {
+	Route         string `json:"route"`
+	Vehicle       string `json:"vehicle,omitempty"`
+	Source        string `json:"source"`
+	ServerVersion uint64 `json:"server_version,omitempty"`
 }
 
 // SalvageStatus tells the operator that the device's queue file was

@@ -246,3 +246,30 @@ func TestTopics(t *testing.T) {
 		}
 	}
 }
+
+func TestAssignment(t *testing.T) {
+	a := Assignment{DeviceID: "bus-7", Version: 4, Route: "42", Vehicle: "BUS 7", IssuedAt: time.UnixMilli(1767225600123).UTC()}
+	p, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseAssignment(p)
+	if err != nil || *got != a {
+		t.Fatalf("ParseAssignment = %+v, %v; want %+v", got, err, a)
+	}
+	for _, bad := range []Assignment{
+		{DeviceID: "bus/7", Version: 1, Route: "42"},
+		{DeviceID: "bus-7", Version: 0, Route: "42"},
+		{DeviceID: "bus-7", Version: 1, Route: ""},
+		{DeviceID: "bus-7", Version: 1, Route: "4\n2"},
+		{DeviceID: "bus-7", Version: 1, Route: " 42"},
+		{DeviceID: "bus-7", Version: 1, Route: "42", Vehicle: strings.Repeat("v", 65)},
+	} {
+		if _, err := bad.MarshalBinary(); err == nil {
+			t.Errorf("%+v encoded", bad)
+		}
+	}
+	if _, err := ParseAssignment(append(p, 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+}

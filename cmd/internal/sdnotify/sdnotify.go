@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// notifyTimeout bounds one notification's write.
+const notifyTimeout = 2 * time.Second
+
 // Notifier sends notifications to systemd.
 type Notifier struct {
 	addr     string
@@ -47,24 +50,44 @@ func (n *Notifier) Notify(state string) error {
 		return err
 	}
 	defer c.Close()
+	// A reader that does not keep up must not hang the caller (the
+	// watchdog goroutine): systemd does read; anything else may not.
+	c.SetWriteDeadline(time.Now().Add(notifyTimeout))
 	_, err = c.Write([]byte(state))
 	return err
 }
 
+// WatchdogInterval returns the watchdog interval systemd asked for (0:
+// none).
+func (n *Notifier) WatchdogInterval() time.Duration { return n.watchdog }
+
 // Watchdog sends WATCHDOG=1 at half the watchdog interval while healthy()
-// returns nil, until ctx is done. Without a watchdog it returns at once.
-func (n *Notifier) Watchdog(ctx context.Context, healthy func() error) {
+// returns nil, until ctx is done; onChange (if set) is called with the
+// error when healthy starts failing and with nil when it recovers, so the
+// caller can log it once each way. Without a watchdog it returns at once.
+func (n *Notifier) Watchdog(ctx context.Context, healthy func() error, onChange func(error)) {
 	if n.addr == "" || n.watchdog <= 0 {
 		return
 	}
 	t := time.NewTicker(n.watchdog / 2)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if healthy == nil || healthy() == nil {
+			var err error
+			if healthy != nil {
+				err = healthy()
+			}
+			if (err != nil) != failing {
+				failing = err != nil
+				if onChange != nil {
+					onChange(err)
+				}
+			}
+			if err == nil {
 				n.Notify("WATCHDOG=1")
 			}
 		}

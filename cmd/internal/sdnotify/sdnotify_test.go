@@ -5,6 +5,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -28,7 +29,7 @@ func TestNotifyAndWatchdog(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go n.Watchdog(ctx, nil)
+	go n.Watchdog(ctx, nil, nil)
 	buf := make([]byte, 64)
 	var got []string
 	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -50,5 +51,95 @@ func TestDisabledWithoutSocket(t *testing.T) {
 	if n.Enabled() || n.Notify("READY=1") != nil {
 		t.Error("notifier without NOTIFY_SOCKET should be a silent no-op")
 	}
-	n.Watchdog(context.Background(), nil) // returns at once
+	n.Watchdog(context.Background(), nil, nil) // returns at once
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// A stalled part stops the pings on a real unixgram socket; its recovery
+// starts them again.
+func TestWatchdogStopsWhileAPartIsStuck(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "20000")
+	t.Setenv("WATCHDOG_PID", "")
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	m := &Monitor{StallAfter: 10 * time.Second, Now: clock.Now}
+	m.Beat("tap loop")
+	m.Beat("queue")
+	changes := make(chan error, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go FromEnv().Watchdog(ctx, m.Healthy, func(err error) { changes <- err })
+
+	pings := func(atLeast int) int { // reads what is there, waiting for atLeast
+		t.Helper()
+		buf := make([]byte, 64)
+		n := 0
+		for {
+			wait := 30 * time.Second
+			if n >= atLeast {
+				wait = time.Millisecond // only drain
+			}
+			conn.SetReadDeadline(time.Now().Add(wait))
+			k, err := conn.Read(buf)
+			if err != nil {
+				if n < atLeast {
+					t.Fatalf("%d pings, want %d: %v", n, atLeast, err)
+				}
+				return n
+			}
+			if string(buf[:k]) == "WATCHDOG=1" {
+				n++
+			}
+		}
+	}
+	pings(2)
+
+	// The queue goes silent for longer than StallAfter; the tap loop beats on.
+	clock.Add(11 * time.Second)
+	m.Beat("tap loop")
+	err = <-changes
+	if err == nil || !strings.Contains(err.Error(), "queue silent for 11s") || strings.Contains(err.Error(), "tap loop") {
+		t.Fatalf("change = %v, want the queue named stuck", err)
+	}
+	pings(0) // drain what was sent before the failing check
+	// Every tick from now fails: sends are synchronous, so a drain after
+	// two more failing checks must find nothing.
+	for range 2 {
+		if err := m.Healthy(); err == nil {
+			t.Fatal("healthy while the queue is silent")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // several ticks (20 ms watchdog: 10 ms apart); no assertion on timing
+	if n := pings(0); n != 0 {
+		t.Errorf("%d pings while the queue was stuck", n)
+	}
+	m.Beat("queue")
+	if err := <-changes; err != nil {
+		t.Fatalf("change = %v, want recovery", err)
+	}
+	pings(1)
+	m.Forget("queue")
+	clock.Add(time.Hour)
+	m.Beat("tap loop")
+	if err := m.Healthy(); err != nil {
+		t.Errorf("a forgotten part still counts: %v", err)
+	}
 }

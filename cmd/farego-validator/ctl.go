@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue"
+)
+
+const ctlUsage = `Usage: farego-validator ctl [--socket PATH] COMMAND
+
+Talks to the running validator over its control socket (for the bus's
+onboard computer and technicians; the caller must be in the socket's group,
+farego in the packaged unit).
+
+Commands:
+  status          print the validator's state as JSON
+  route ROUTE     serve ROUTE from the next tap on (kept across restarts)
+  vehicle NAME    record NAME as the vehicle from the next tap on
+
+The socket is $FAREGO_CTL_SOCKET, else /run/farego-validator/ctl.sock (the
+validator's default: ctl.socket in validator.toml).
+
+Flags:
+`
+
+// DefaultCtlSocket is the control socket when neither the config nor
+// $RUNTIME_DIRECTORY name one.
+const DefaultCtlSocket = "/run/farego-validator/ctl.sock"
+
+// Bounds of the control protocol.
+const (
+	maxCtlRequest = 4 << 10 // one request line
+	ctlDeadline   = 5 * time.Second
+	maxCtlConns   = 4
+)
+
+// ctlRequest is one request on the control socket: a line of JSON.
+type ctlRequest struct {
+	Op    string `json:"op"`              // status, route, vehicle
+	Value string `json:"value,omitempty"` // the route or vehicle
+}
+
+// ctlResponse is the answer: a line of JSON.
+type ctlResponse struct {
+	OK     bool       `json:"ok"`
+	Error  string     `json:"error,omitempty"`
+	Status *ctlStatus `json:"status,omitempty"`
+}
+
+// ctlStatus is what "ctl status" shows.
+type ctlStatus struct {
+	Device        string            `json:"device"`
+	Software      string            `json:"software"`
+	Route         string            `json:"route"`
+	Vehicle       string            `json:"vehicle"`
+	Source        string            `json:"assignment_source"`
+	ServerVersion uint64            `json:"assignment_server_version,omitempty"`
+	InService     bool              `json:"in_service"`
+	OutOfService  string            `json:"out_of_service,omitempty"`
+	Versions      map[string]uint64 `json:"versions"`
+	QueueDepth    int               `json:"queue_depth"`
+	ClockOffsetMS *int64            `json:"clock_offset_ms,omitempty"`
+	// UplinkConnected: connected to the broker now (absent without [mqtt]).
+	UplinkConnected *bool `json:"uplink_connected,omitempty"`
+}
+
+// ctlSocketPath returns the socket the validator listens on ("" : none).
+func ctlSocketPath(cfg *Config) string {
+	switch s := cfg.Ctl.Socket; s {
+	case "off":
+		return ""
+	case "":
+		if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+			return filepath.Join(filepath.SplitList(d)[0], "ctl.sock")
+		}
+		return DefaultCtlSocket
+	default:
+		return cfg.path(s)
+	}
+}
+
+// ctlServer answers the control socket.
+type ctlServer struct {
+	a   *agent.Agent
+	q   *queue.Queue
+	log *slog.Logger
+	// connected reports the uplink's connection (nil without one).
+	connected func() bool
+	mu        sync.Mutex // one change at a time (route and vehicle are set together)
+}
+
+// serveCtl listens on path (mode 0660, replacing a stale socket) and
+// answers until ctx is done. A default path whose directory does not exist
+// only disables the socket (logged); a configured one is an error.
+func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	if _, err := os.Stat(filepath.Dir(path)); err != nil && !configured {
+		s.log.Warn("no control socket: its directory is missing (set ctl.socket, or RuntimeDirectory= in the unit)",
+			"path", path)
+		return func() {}, nil
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path) // a stale socket of an earlier run
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ctl.socket: %w", errConfig, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("%w: ctl.socket: %w", errConfig, err)
+	}
+	s.log.Info("control socket listening", "path", path)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxCtlConns)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("control socket", "err", err)
+				}
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				writeCtl(c, ctlResponse{Error: "busy: too many control connections"})
+				c.Close()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				s.handle(c)
+			}()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	return func() {
+		stop()
+		ln.Close()
+		wg.Wait()
+	}, nil
+}
+
+// handle answers one request on c.
+func (s *ctlServer) handle(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ctlDeadline))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxCtlRequest+1), maxCtlRequest+1).ReadSlice('\n')
+	if err != nil {
+		msg := "a request is one line of JSON ending in a newline"
+		if len(line) > maxCtlRequest || errors.Is(err, bufio.ErrBufferFull) {
+			msg = fmt.Sprintf("request longer than %d bytes", maxCtlRequest)
+		}
+		writeCtl(c, ctlResponse{Error: msg})
+		return
+	}
+	var req ctlRequest
+	if err := decodeStrictJSON(line, &req); err != nil {
+		writeCtl(c, ctlResponse{Error: "bad request: " + err.Error()})
+		return
+	}
+	writeCtl(c, s.do(req))
+}
+
+func (s *ctlServer) do(req ctlRequest) ctlResponse {
+	switch req.Op {
+	case "status":
+	case "route", "vehicle":
+		s.mu.Lock()
+		cur := s.a.Assignment()
+		route, vehicle := cur.Route, cur.Vehicle
+		if req.Op == "route" {
+			route = req.Value
+		} else {
+			vehicle = req.Value
+		}
+		err := s.a.AssignLocal(route, vehicle)
+		s.mu.Unlock()
+		if err != nil {
+			return ctlResponse{Error: err.Error()}
+		}
+		s.log.Info("assignment changed over the control socket", "op", req.Op, "value", req.Value)
+	default:
+		return ctlResponse{Error: fmt.Sprintf("unknown op %q (want status, route or vehicle)", req.Op)}
+	}
+	st := s.status()
+	return ctlResponse{OK: true, Status: &st}
+}
+
+func (s *ctlServer) status() ctlStatus {
+	as := s.a.Assignment()
+	st := ctlStatus{Device: s.a.DeviceID(), Software: agent.Version, Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
+		ServerVersion: as.ServerVersion, OutOfService: s.a.OutOfService(), Versions: documentVersions(s.a.Versions())}
+	st.InService = st.OutOfService == ""
+	if qs, err := s.q.Stats(); err == nil {
+		st.QueueDepth = qs.Count + qs.Adopted
+	}
+	if off, _, ok := s.a.ClockOffset(); ok {
+		ms := off.Milliseconds()
+		st.ClockOffsetMS = &ms
+	}
+	if s.connected != nil {
+		c := s.connected()
+		st.UplinkConnected = &c
+	}
+	return st
+}
+
+// documentVersions drops the deny-list shards' versions ("denylist/17").
+func documentVersions(v map[string]uint64) map[string]uint64 {
+	for k := range v {
+		if strings.Contains(k, "/") {
+			delete(v, k)
+		}
+	}
+	return v
+}
+
+func writeCtl(w io.Writer, r ctlResponse) {
+	b, _ := json.Marshal(r)
+	w.Write(append(b, '\n'))
+}
+
+func decodeStrictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// cmdCtl is the client: farego-validator ctl.
+func cmdCtl(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), ctlUsage); fs.PrintDefaults() }
+	def := os.Getenv("FAREGO_CTL_SOCKET")
+	if def == "" {
+		def = DefaultCtlSocket
+	}
+	socket := fs.String("socket", def, "the validator's control socket")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit("farego-validator ctl", err, stderr)
+	}
+	var req ctlRequest
+	switch rest := fs.Args(); {
+	case len(rest) == 1 && rest[0] == "status":
+		req.Op = "status"
+	case len(rest) == 2 && (rest[0] == "route" || rest[0] == "vehicle"):
+		req.Op, req.Value = rest[0], rest[1]
+	default:
+		fmt.Fprintln(stderr, "farego-validator ctl: want one of: status, route ROUTE, vehicle NAME")
+		return exitUsage
+	}
+	resp, err := ctlCall(*socket, req)
+	if err != nil {
+		fmt.Fprintf(stderr, "farego-validator ctl: %v\n", err)
+		return exitFailure
+	}
+	if !resp.OK {
+		fmt.Fprintf(stderr, "farego-validator ctl: the validator refused: %s\n", resp.Error)
+		return exitFailure
+	}
+	b, _ := json.MarshalIndent(resp.Status, "", "  ")
+	fmt.Fprintf(stdout, "%s\n", b)
+	return exitOK
+}
+
+// ctlCall sends one request and reads the answer.
+func ctlCall(socket string, req ctlRequest) (*ctlResponse, error) {
+	c, err := net.DialTimeout("unix", socket, ctlDeadline)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w (join the socket's group, farego, or run as the validator's user)", err)
+		}
+		return nil, fmt.Errorf("%w (is the validator running? --socket or $FAREGO_CTL_SOCKET names another socket)", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ctlDeadline))
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(c, 64<<10), 64<<10).ReadSlice('\n')
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	var resp ctlResponse
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	return &resp, nil
+}

@@ -1,0 +1,474 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/uplink"
+)
+
+const selftestUsage = `Usage: farego-validator selftest --config FILE
+
+Checks the validator for a technician and prints one line per check:
+OK, WARN or FAIL, why, and what to do. Exits 1 if a check failed.
+
+  clock      set, synchronized, and near the server's (from the running
+             validator's acks, or selftest.time_url's Date header)
+  scanner    each scanner's device present and readable
+  feedback   lights and buzzer: plays the accept and reject patterns
+             (watch and listen)
+  documents  keyring (a key valid now), fare table (covers the route),
+             deny list: held and as new as the broker's
+  queue      the queue file opens and passes its consistency check
+  disk       room to spare for the queue on data_dir's file system
+  broker     a connection with this device's credentials works
+
+With the validator running (its control socket answers), the queue,
+documents, clock and broker come from it, and the outputs it holds are
+not played; stop it (systemctl stop farego-validator) for every check.
+A broker check with the validator stopped connects as the device.
+
+Flags:
+`
+
+// Check levels.
+const (
+	levelOK   = "OK"
+	levelWarn = "WARN"
+	levelFail = "FAIL"
+)
+
+// selftestLine is one line of the report.
+type selftestLine struct {
+	level, name, why, do string
+}
+
+// statfs is the file system query (a test replaces it to simulate a full disk).
+var statfs = syscall.Statfs
+
+// Disk space bounds of the disk check.
+const (
+	minFreeBytes  = 16 << 20 // below: FAIL
+	wantFreeBytes = 64 << 20 // below: WARN
+)
+
+func cmdSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("selftest", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), selftestUsage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "validator config file (TOML) (required)")
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit("farego-validator selftest", err, stderr)
+	}
+	if *configPath == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "farego-validator selftest: --config FILE is required (and nothing else)")
+		return exitUsage
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stdout, "%-4s  %-9s %v -> fix validator.toml\n", levelFail, "config", err)
+		return exitFailure
+	}
+	st := &selftest{cfg: cfg, now: time.Now()}
+	st.run(ctx)
+	failed := false
+	for _, r := range st.results {
+		line := fmt.Sprintf("%-4s  %-9s %s", r.level, r.name, r.why)
+		if r.do != "" {
+			line += " -> " + r.do
+		}
+		fmt.Fprintln(stdout, line)
+		failed = failed || r.level == levelFail
+	}
+	if failed {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// selftest runs the checks of one config.
+type selftest struct {
+	cfg     *Config
+	now     time.Time
+	running *ctlStatus // the running validator's status, if it answers
+	results []selftestLine
+	health  *agent.StateHealth // the device state, when the queue file could be read
+}
+
+func (s *selftest) add(level, name, why, do string) {
+	s.results = append(s.results, selftestLine{level: level, name: name, why: why, do: do})
+}
+
+func (s *selftest) run(ctx context.Context) {
+	if path := ctlSocketPath(s.cfg); path != "" {
+		if resp, err := ctlCall(path, ctlRequest{Op: "status"}); err == nil && resp.OK {
+			s.running = resp.Status
+		}
+	}
+	s.checkClock(ctx)
+	s.checkScanners()
+	s.checkFeedback(ctx)
+	s.checkQueue()
+	s.checkDocuments()
+	s.checkDisk()
+	s.checkBroker(ctx)
+}
+
+func (s *selftest) checkClock(ctx context.Context) {
+	minClock := s.cfg.Policy.MinClock
+	if minClock.IsZero() {
+		minClock = agent.MinClock()
+	}
+	if s.now.Before(minClock) {
+		s.add(levelFail, "clock", fmt.Sprintf("the clock says %s, before %s: unset", s.now.UTC().Format(time.RFC3339),
+			minClock.Format(time.DateOnly)), "set the time: check NTP (timedatectl) and the RTC battery")
+		return
+	}
+	sync := ""
+	var tx syscall.Timex
+	if _, err := syscall.Adjtimex(&tx); err == nil && tx.Status&staUnsync != 0 {
+		sync = "; the kernel says it is not synchronized (NTP)"
+	}
+	bound := time.Duration(s.cfg.Policy.MaxClockOffset)
+	if bound == 0 {
+		bound = agent.DefaultMaxClockOffset
+	}
+	var off time.Duration
+	var from string
+	switch {
+	case s.running != nil && s.running.ClockOffsetMS != nil:
+		off, from = time.Duration(*s.running.ClockOffsetMS)*time.Millisecond, "measured by the running validator from the server's acks"
+	case s.cfg.Selftest.TimeURL != "":
+		o, err := httpClockOffset(ctx, s.cfg.Selftest.TimeURL)
+		if err != nil {
+			s.add(levelWarn, "clock", fmt.Sprintf("%s; offset from the server unknown: %v%s", s.now.UTC().Format(time.RFC3339), err, sync),
+				"check the network and selftest.time_url")
+			return
+		}
+		off, from = o, "from the Date of "+s.cfg.Selftest.TimeURL
+	default:
+		s.add(levelWarn, "clock", fmt.Sprintf("%s; offset from the server unknown (no measurement)%s", s.now.UTC().Format(time.RFC3339), sync),
+			"set selftest.time_url to the settlement server's /healthz, or run the check while the validator runs")
+		return
+	}
+	switch {
+	case off.Abs() > bound && bound > 0:
+		s.add(levelFail, "clock", fmt.Sprintf("%s from the server's (%s), bound %s: the validator is out of service%s",
+			off.Round(time.Millisecond), from, bound, sync), "fix the time source (NTP) of this device")
+	case sync != "":
+		s.add(levelWarn, "clock", fmt.Sprintf("%s from the server's (%s)%s", off.Round(time.Millisecond), from, sync),
+			"check NTP (timedatectl timesync-status)")
+	default:
+		s.add(levelOK, "clock", fmt.Sprintf("%s from the server's (%s)", off.Round(time.Millisecond), from), "")
+	}
+}
+
+// staUnsync is the kernel's "clock not synchronized" status bit (STA_UNSYNC).
+const staUnsync = 0x40
+
+// httpClockOffset compares the clock with an HTTP server's Date header
+// (one-second resolution; the round trip halved is subtracted).
+func httpClockOffset(ctx context.Context, url string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	end := time.Now()
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		return 0, fmt.Errorf("no Date header: %w", err)
+	}
+	mid := start.Add(end.Sub(start) / 2)
+	// The Date is truncated to the second: half a second is its middle.
+	return mid.Sub(date.Add(500 * time.Millisecond)), nil
+}
+
+func (s *selftest) checkScanners() {
+	for _, sc := range s.cfg.Scanners {
+		name := "scanner"
+		if sc.Path == "-" {
+			s.add(levelWarn, name, fmt.Sprintf("%s reads standard input (development)", sc.Name), "configure the real scanner's device path")
+			continue
+		}
+		path := s.cfg.path(sc.Path)
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			s.add(levelFail, name, fmt.Sprintf("%s: %s not found", sc.Name, path),
+				"plug the scanner in; check its cable and the udev rule that names it")
+		case errors.Is(err, os.ErrPermission):
+			s.add(levelFail, name, fmt.Sprintf("%s: %s: permission denied", sc.Name, path),
+				"the validator's user needs the device: group dialout (serial) or the farego udev rule (evdev)")
+		case err != nil:
+			s.add(levelFail, name, fmt.Sprintf("%s: %s: %v", sc.Name, path, err), "replug the scanner; replace it if this persists")
+		default:
+			fi, _ := f.Stat()
+			f.Close()
+			if fi != nil && fi.Mode()&os.ModeCharDevice == 0 {
+				s.add(levelWarn, name, fmt.Sprintf("%s: %s is not a character device", sc.Name, path), "point path at the scanner's device")
+				continue
+			}
+			s.add(levelOK, name, fmt.Sprintf("%s: %s present and readable", sc.Name, path), "")
+		}
+	}
+}
+
+func (s *selftest) checkFeedback(ctx context.Context) {
+	gcfg, fitted := gpioConfig(s.cfg)
+	if !fitted {
+		s.add(levelWarn, "feedback", "no lights or buzzer configured (console only)", "set feedback.gpio_* if this validator has them")
+		return
+	}
+	g, err := feedback.NewGPIO(gcfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		if s.running != nil {
+			s.add(levelWarn, "feedback", fmt.Sprintf("not played: %v", err), "the running validator holds them: stop it to test the outputs")
+			return
+		}
+		s.add(levelFail, "feedback", fmt.Sprintf("outputs unusable: %v", err), "check the gpio_* settings, wiring and the udev rule")
+		return
+	}
+	defer g.Close()
+	var errs []error
+	for _, play := range []func() error{
+		func() error { return g.Accepted(ctx, feedback.Accept{}) },
+		func() error { return g.Wait(ctx) },
+		func() error { return g.Rejected(ctx, feedback.Reject{}) },
+		func() error { return g.Wait(ctx) },
+	} {
+		if err := play(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.add(levelFail, "feedback", fmt.Sprintf("playing the patterns failed: %v", err), "check the wiring and the gpio_* settings")
+		return
+	}
+	s.add(levelOK, "feedback", "played accept (green, beep) then reject (red, beeps)", "check you saw and heard both")
+}
+
+func (s *selftest) checkQueue() {
+	path := filepath.Join(s.cfg.path(s.cfg.DataDir), queueFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		s.add(levelWarn, "queue", fmt.Sprintf("%s does not exist yet", path), "it is created at the validator's first start")
+		return
+	}
+	if s.running != nil {
+		s.add(levelOK, "queue", fmt.Sprintf("in use by the running validator: %d taps waiting", s.running.QueueDepth),
+			"stop the validator for a consistency check")
+		return
+	}
+	q, err := queue.Open(path, &queue.Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		s.add(levelFail, "queue", fmt.Sprintf("%s cannot be opened: %v", path, err),
+			"start the validator: it salvages a damaged file (or run reset-queue as the README says)")
+		return
+	}
+	defer q.Close()
+	if err := q.Check(); err != nil {
+		s.add(levelFail, "queue", fmt.Sprintf("%s fails its consistency check: %v", path, err),
+			"start the validator: it salvages a damaged file")
+		return
+	}
+	st, err := q.Stats()
+	if err != nil {
+		s.add(levelFail, "queue", fmt.Sprintf("%s: %v", path, err), "start the validator: it salvages a damaged file")
+		return
+	}
+	a, err := agent.New(q, feedback.Multi{}, agent.Config{DeviceID: s.cfg.DeviceID, Route: s.cfg.Route, Vehicle: s.cfg.Vehicle,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		s.add(levelFail, "queue", fmt.Sprintf("device state unreadable: %v", err), "start the validator: it salvages a damaged file")
+		return
+	}
+	h := a.StateHealth()
+	s.health = &h
+	s.add(levelOK, "queue", fmt.Sprintf("healthy: %d taps waiting, %d MiB", st.Count+st.Adopted, st.FileSize>>20), "")
+}
+
+func (s *selftest) checkDocuments() {
+	if s.running != nil {
+		v := s.running.Versions
+		why := fmt.Sprintf("keyring v%d, fares v%d, deny list v%d", v[record.DocKeyring], v[record.DocFares], v[record.DocDenyList])
+		if s.running.OutOfService != "" {
+			s.add(levelFail, "documents", why+"; out of service: "+s.running.OutOfService, "see the reason; the README lists what to do for each")
+			return
+		}
+		s.add(levelOK, "documents", why+"; in service", "")
+		return
+	}
+	h := s.health
+	if h == nil { // no device state yet: the provisioning bundle is what the validator starts with
+		h = s.provisioned()
+	}
+	var fails, warns []string
+	switch {
+	case h.Keys == 0:
+		fails = append(fails, "no keyring")
+	case h.KeysValidNow == 0:
+		fails = append(fails, fmt.Sprintf("none of the keyring's %d keys is valid now", h.Keys))
+	}
+	switch {
+	case !h.Fares:
+		fails = append(fails, "no fare table")
+	case !h.FaresCoverRoute:
+		fails = append(fails, fmt.Sprintf("the fare table has no fares for route %q (%s)", s.cfg.Route, record.ReasonRouteNotInFares))
+	}
+	if h.Versions[record.DocDenyList] == 0 {
+		warns = append(warns, "no deny list")
+	}
+	why := fmt.Sprintf("keyring v%d (%d of %d keys valid now), fares v%d, deny list v%d (%d entries)", h.Versions[record.DocKeyring],
+		h.KeysValidNow, h.Keys, h.Versions[record.DocFares], h.Versions[record.DocDenyList], h.DenyEntries)
+	switch {
+	case len(fails) > 0:
+		s.add(levelFail, "documents", why+": "+strings.Join(slices.Concat(fails, warns), "; "),
+			"provision the device again (farego-provision device) or connect it to the broker")
+	case len(warns) > 0:
+		s.add(levelWarn, "documents", why+": "+strings.Join(warns, "; "), "connect it to the broker: the deny list arrives from the server")
+	default:
+		s.add(levelOK, "documents", why, "")
+	}
+	s.health = h
+}
+
+// provisioned reads the provisioning bundle's documents named in the
+// config (missing or invalid ones count as absent).
+func (s *selftest) provisioned() *agent.StateHealth {
+	h := &agent.StateHealth{Versions: map[string]uint64{}}
+	read := func(p string) []byte {
+		if p == "" {
+			return nil
+		}
+		b, err := os.ReadFile(s.cfg.path(p))
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+	if kr, err := paycode.ParseKeyring(read(s.cfg.Provision.Keyring)); err == nil {
+		h.Versions[record.DocKeyring] = kr.Version()
+		for _, k := range kr.Keys() {
+			h.Keys++
+			if !s.now.Before(k.NotBefore) && !s.now.After(k.NotAfter) {
+				h.KeysValidNow++
+			}
+		}
+	}
+	if t, err := fare.Parse(read(s.cfg.Provision.Fares)); err == nil {
+		h.Versions[record.DocFares], h.Fares, h.FaresCoverRoute = t.Version, true, t.Covers(s.cfg.Route)
+	}
+	if dl, err := record.ParseDenyList(read(s.cfg.Provision.DenyList)); err == nil {
+		h.Versions[record.DocDenyList], h.DenyEntries = dl.Version, len(dl.Entries)
+	}
+	return h
+}
+
+func (s *selftest) checkDisk() {
+	dir := s.cfg.path(s.cfg.DataDir)
+	for {
+		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir) // data_dir not made yet: its file system
+	}
+	var fs syscall.Statfs_t
+	if err := statfs(dir, &fs); err != nil {
+		s.add(levelFail, "disk", fmt.Sprintf("%s: %v", dir, err), "check data_dir and the storage")
+		return
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	why := fmt.Sprintf("%d MiB free on %s", free>>20, dir)
+	switch {
+	case free < minFreeBytes:
+		s.add(levelFail, "disk", why+": the queue cannot grow", "free space on the device (old logs, core dumps) or replace the storage")
+	case free < wantFreeBytes:
+		s.add(levelWarn, "disk", why+": little room for queued taps", "free space on the device")
+	default:
+		s.add(levelOK, "disk", why, "")
+	}
+}
+
+func (s *selftest) checkBroker(ctx context.Context) {
+	m := s.cfg.MQTT
+	if m.Broker == "" {
+		s.add(levelWarn, "broker", "no mqtt.broker configured: taps stay on this device", "configure [mqtt] (farego-provision device)")
+		return
+	}
+	if s.running != nil && s.running.UplinkConnected != nil {
+		if *s.running.UplinkConnected {
+			s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
+		} else {
+			s.add(levelFail, "broker", "the running validator is not connected to "+m.Broker,
+				"check the network, the broker and the device's credentials; its log says why")
+		}
+		return
+	}
+	devKey, err := keyfile.ReadPrivate(s.cfg.path(m.DeviceKey))
+	if err == nil {
+		var fleet []byte
+		fleet, err = keyfile.ReadPublic(s.cfg.path(m.FleetPublicKey))
+		if err == nil {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			var res *uplink.ProbeResult
+			res, err = uplink.Probe(ctx, uplink.Config{
+				Brokers: strings.Split(m.Broker, ","), DeviceID: s.cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
+				TopicPrefix: m.TopicPrefix, Username: m.Username, Password: m.Password,
+				CAFile: s.cfg.path(m.CAFile), CertFile: s.cfg.path(m.CertFile), KeyFile: s.cfg.path(m.KeyFile),
+				ConnectTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
+			}, 0)
+			if err == nil {
+				s.brokerOK(res)
+				return
+			}
+		}
+	}
+	s.add(levelFail, "broker", fmt.Sprintf("no connection to %s as %s: %v", m.Broker, s.cfg.DeviceID, err),
+		"check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)")
+}
+
+func (s *selftest) brokerOK(res *uplink.ProbeResult) {
+	why := fmt.Sprintf("connected to %s as %s", res.Broker, s.cfg.DeviceID)
+	var newer []string
+	for _, k := range record.DocKinds {
+		have := uint64(0)
+		if s.health != nil {
+			have = s.health.Versions[k]
+		}
+		if v := res.Downlinks[k]; v > have {
+			newer = append(newer, fmt.Sprintf("%s v%d (device has v%d)", k, v, have))
+		}
+	}
+	if len(newer) > 0 {
+		s.add(levelWarn, "broker", why+"; the server publishes newer "+strings.Join(newer, ", "),
+			"start the validator connected: it applies them")
+		return
+	}
+	s.add(levelOK, "broker", why+"; the device's documents are the server's newest", "")
+}

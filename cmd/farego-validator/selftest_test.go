@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/sync/brokertest"
+	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/wire"
+)
+
+// selftestDevice is a device (pty scanner, provisioning bundle, lights
+// and buzzer as plain files) whose [mqtt] names a real broker that wants
+// its credentials, and whose selftest compares the clock with a local
+// HTTP server's Date.
+type selftestDevice struct {
+	*device
+	broker *brokertest.Broker
+	fleet  ed25519.PrivateKey
+}
+
+func newSelftestDevice(t *testing.T) *selftestDevice {
+	broker := brokertest.Start(t, &brokertest.Options{Users: map[string]string{"bus-7-front": "s3cret"}})
+	time := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(time.Close)
+	d := newDevice(t, "", "")
+	for _, f := range []string{"green", "red", "buzzer"} {
+		must(t, os.WriteFile(filepath.Join(d.dir, f), []byte("0\n"), 0o644))
+	}
+	fleet, dev := brokertest.NewKey(t), brokertest.NewKey(t)
+	must(t, keyfile.WritePrivate(filepath.Join(d.dir, "device.key"), dev))
+	must(t, keyfile.WritePublic(filepath.Join(d.dir, "fleet.pub"), fleet.Public().(ed25519.PublicKey)))
+	cfg, _ := os.ReadFile(d.cfgPath)
+	cfg = []byte(strings.Replace(string(cfg), "[feedback]\n", fmt.Sprintf("[feedback]\ngpio_green = %q\ngpio_red = %q\ngpio_buzzer = %q\n",
+		filepath.Join(d.dir, "green"), filepath.Join(d.dir, "red"), filepath.Join(d.dir, "buzzer")), 1))
+	cfg = append(cfg, fmt.Sprintf(`
+[ctl]
+socket = "ctl.sock"
+
+[selftest]
+time_url = %q
+
+[mqtt]
+broker = %q
+username = "bus-7-front"
+password = "s3cret"
+device_key = "device.key"
+fleet_public_key = "fleet.pub"
+`, time.URL, broker.URL())...)
+	must(t, os.WriteFile(d.cfgPath, cfg, 0o644))
+	return &selftestDevice{device: d, broker: broker, fleet: fleet}
+}
+
+// selftest runs the subcommand in this process (so a test can simulate a
+// full disk) and returns its report by check name and its exit code.
+func (d *selftestDevice) selftest() (map[string]string, string, int) {
+	d.t.Helper()
+	var out, errb strings.Builder
+	code := run(context.Background(), []string{"selftest", "--config", d.cfgPath}, strings.NewReader(""), &out, &errb)
+	lines := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			lines[f[1]] += l + "\n"
+		}
+	}
+	if errb.Len() > 0 {
+		d.t.Errorf("selftest wrote to stderr: %s", errb.String())
+	}
+	return lines, out.String(), code
+}
+
+func wantCheck(t *testing.T, lines map[string]string, name, level, text string) {
+	t.Helper()
+	l := lines[name]
+	if !strings.HasPrefix(l, level+" ") || !strings.Contains(l, text) {
+		t.Errorf("%s check = %q, want %s with %q", name, strings.TrimSpace(l), level, text)
+	}
+}
+
+func TestSelftest(t *testing.T) {
+	d := newSelftestDevice(t)
+
+	// A new device, never run: healthy; no queue file yet.
+	lines, report, code := d.selftest()
+	t.Logf("report:\n%s", report)
+	if code != exitOK {
+		t.Errorf("exit %d, want 0", code)
+	}
+	// OK, or WARN where the kernel says NTP has not synchronized the clock.
+	if l := lines["clock"]; strings.HasPrefix(l, "FAIL") || !strings.Contains(l, "from the server's (from the Date of http://127.0.0.1") {
+		t.Errorf("clock check = %q, want the offset from the local server's Date", l)
+	}
+	wantCheck(t, lines, "scanner", "OK", "front: ")
+	wantCheck(t, lines, "feedback", "OK", "played accept")
+	wantCheck(t, lines, "queue", "WARN", "does not exist yet")
+	wantCheck(t, lines, "documents", "OK", "keyring v1 (1 of 1 keys valid now), fares v1, deny list v1 (1 entries)")
+	wantCheck(t, lines, "disk", "OK", "MiB free")
+	wantCheck(t, lines, "broker", "OK", "connected to "+d.broker.URL()+" as bus-7-front")
+	for _, l := range strings.Split(strings.TrimSpace(report), "\n") {
+		if lvl := strings.Fields(l)[0]; lvl != "OK" && lvl != "WARN" && lvl != "FAIL" {
+			t.Errorf("line %q does not start with OK, WARN or FAIL", l)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(d.dir, "green")); strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("green output left at %q after the patterns, want 0", b)
+	}
+
+	// After a day's work, with a newer fare table waiting on the broker.
+	d.start()
+	now := time.Now()
+	expectLine(t, d.scan(d.issuer.Rider(t, 5001, now).Code(t, now)), "ACCEPTED")
+
+	// While it runs: the queue and the broker come from the validator.
+	lines, report, code = d.selftest()
+	t.Logf("report while running:\n%s", report)
+	wantCheck(t, lines, "queue", "OK", "in use by the running validator: ")
+	wantCheck(t, lines, "documents", "OK", "in service")
+	wantCheck(t, lines, "broker", "OK", "the running validator is connected")
+	if code != exitOK {
+		t.Errorf("exit %d while running, want 0; report:\n%s", code, report)
+	}
+	d.stop()
+
+	p, err := (&wire.Downlink{Kind: record.DocFares, Version: 2, IssuedAt: now, Body: []byte(fareJSON)}).MarshalBinary()
+	must(t, err)
+	msg, err := wire.Seal(wire.TypeDownlink, p, false, d.fleet)
+	must(t, err)
+	must(t, d.broker.Publish(wire.Topics{}.Fleet(record.DocFares), msg, true, 1))
+	lines, report, code = d.selftest()
+	t.Logf("report after a run:\n%s", report)
+	if code != exitOK {
+		t.Errorf("exit %d, want 0", code)
+	}
+	wantCheck(t, lines, "queue", "OK", "healthy: 1 taps waiting")
+	wantCheck(t, lines, "broker", "WARN", "fares v2 (device has v1)")
+
+	// Failures, each named with what to do, and exit 1.
+	fail := func(what, name, text string, setup, undo func()) {
+		t.Helper()
+		setup()
+		lines, report, code := d.selftest()
+		undo()
+		if code != exitFailure {
+			t.Errorf("%s: exit %d, want 1; report:\n%s", what, code, report)
+		}
+		wantCheck(t, lines, name, "FAIL", text)
+		if !strings.Contains(lines[name], " -> ") {
+			t.Errorf("%s: no advice in %q", what, lines[name])
+		}
+	}
+	fail("broker down", "broker", "no connection to", d.broker.Stop, d.broker.Restart)
+	fail("full disk", "disk", "the queue cannot grow", func() {
+		statfs = func(path string, st *syscall.Statfs_t) error {
+			err := syscall.Statfs(path, st)
+			st.Bavail, st.Bsize = 100, 4096
+			return err
+		}
+	}, func() { statfs = syscall.Statfs })
+	link := filepath.Join(d.dir, "scanner-front")
+	target, _ := os.Readlink(link)
+	fail("scanner unplugged", "scanner", "not found", func() { os.Remove(link) }, func() { must(t, os.Symlink(target, link)) })
+	qf := filepath.Join(d.dir, "data", queueFile)
+	good, err := os.ReadFile(qf)
+	must(t, err)
+	fail("corrupted queue", "queue", "cannot be opened", func() {
+		bad := append([]byte(nil), good...)
+		for i := 0; i < 2*4096 && i < len(bad); i++ { // both meta pages
+			bad[i] ^= 0x5a
+		}
+		must(t, os.WriteFile(qf, bad, 0o600))
+	}, func() { must(t, os.WriteFile(qf, good, 0o600)) })
+
+	// A device without its keyring (not provisioned, never run).
+	d2 := newSelftestDevice(t)
+	must(t, os.Remove(filepath.Join(d2.dir, "keyring.json")))
+	lines, report, code = d2.selftest()
+	if code != exitFailure {
+		t.Errorf("missing keyring: exit %d, want 1; report:\n%s", code, report)
+	}
+	wantCheck(t, lines, "documents", "FAIL", "no keyring")
+}

@@ -1,0 +1,107 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// MaxAssignmentHistory is how many assignments per device the ledger keeps
+// (the newest).
+const MaxAssignmentHistory = 100
+
+// NoteRouteMismatch is noted on a tap whose route is not the one the
+// operator had assigned its device at the tap's time (the newest
+// assignment made at or before it). The tap is rated and charged by its
+// own route all the same — the rider was shown that fare — and the
+// operator sees the note: the onboard computer changed the route locally,
+// or the device was offline when the assignment was made and took taps
+// on its old route until it connected.
+const NoteRouteMismatch = "route_mismatch"
+
+// Assignment is a route and vehicle the operator assigned a device.
+type Assignment struct {
+	DeviceID string
+	Version  uint64 // 1, 2, … per device
+	Route    string
+	Vehicle  string
+	At       time.Time // when it was made (server clock)
+	By       string    // who made it (the API token's name)
+}
+
+// AssignDevice records a new assignment of a registered device and
+// returns it with its version (one above the device's last). ErrNotFound
+// for an unknown device, ErrInvalid for a bad route or vehicle.
+func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string) (Assignment, error) {
+	a := Assignment{DeviceID: id, Route: route, Vehicle: vehicle, By: by}
+	if err := validDeviceID(id); err != nil {
+		return a, invalid("%v", err)
+	}
+	if err := checkText("route", route, maxName, true); err != nil {
+		return a, invalid("%v", err)
+	}
+	if err := checkText("vehicle", vehicle, maxName, false); err != nil {
+		return a, invalid("%v", err)
+	}
+	if err := checkText("by", by, maxLongName, false); err != nil {
+		return a, invalid("%v", err)
+	}
+	err := s.write(ctx, "assign device", func(t *txn) error {
+		var n int64
+		if err := t.queryRow(`SELECT COUNT(*) FROM devices WHERE id = $1`, id).Scan(&n); err != nil {
+			return fmt.Errorf("ledger: read device: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: device %q", ErrNotFound, id)
+		}
+		var last int64
+		if err := t.queryRow(`SELECT COALESCE(MAX(version), 0) FROM device_assignments WHERE device_id = $1`, id).Scan(&last); err != nil {
+			return fmt.Errorf("ledger: read assignments: %w", err)
+		}
+		a.Version, a.At = uint64(last)+1, time.Unix(0, t.now)
+		if _, err := t.exec("store assignment", `INSERT INTO device_assignments (device_id, version, route, vehicle, at_ns, by_who)
+			VALUES ($1, $2, $3, $4, $5, $6)`, id, int64(a.Version), route, vehicle, t.now, by); err != nil {
+			return err
+		}
+		_, err := t.exec("trim assignments", `DELETE FROM device_assignments WHERE device_id = $1 AND version <= $2`,
+			id, last+1-MaxAssignmentHistory)
+		return err
+	})
+	return a, err
+}
+
+// DeviceAssignments returns a device's assignments, newest first (at most
+// MaxAssignmentHistory; none for a device never assigned).
+func (s *Store) DeviceAssignments(ctx context.Context, id string) ([]Assignment, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version, route, vehicle, at_ns, by_who FROM device_assignments
+		WHERE device_id = $1 ORDER BY version DESC`, id)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read assignments: %w", err)
+	}
+	defer rows.Close()
+	var out []Assignment
+	for rows.Next() {
+		a := Assignment{DeviceID: id}
+		var version, at int64
+		if err := rows.Scan(&version, &a.Route, &a.Vehicle, &at, &a.By); err != nil {
+			return nil, fmt.Errorf("ledger: read assignments: %w", err)
+		}
+		a.Version, a.At = uint64(version), time.Unix(0, at)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read assignments: %w", err)
+	}
+	return out, nil
+}
+
+// AssignmentAt returns the assignment in force at t in history (newest
+// first, as DeviceAssignments returns it): the newest made at or before t.
+func AssignmentAt(history []Assignment, t time.Time) (Assignment, bool) {
+	for _, a := range history {
+		if !a.At.After(t) {
+			return a, true
+		}
+	}
+	return Assignment{}, false
+}

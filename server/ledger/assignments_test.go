@@ -1,0 +1,63 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestDeviceAssignments(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.AssignDevice(ctx, "bus-9", "42", "", "op")
+		wantErr(t, err, ErrNotFound)
+		for _, bad := range [][2]string{{"", "v"}, {"4\n2", ""}, {string(bytes.Repeat([]byte{'x'}, 65)), ""}, {"42", "\x00"}} {
+			_, err := s.AssignDevice(ctx, "bus-7", bad[0], bad[1], "op")
+			wantErr(t, err, ErrInvalid)
+		}
+		if as, err := s.DeviceAssignments(ctx, "bus-7"); err != nil || len(as) != 0 {
+			t.Fatalf("assignments after refused ones = %v, %v; want none", as, err)
+		}
+		a1, err := s.AssignDevice(ctx, "bus-7", "42", "BUS-7", "op")
+		if err != nil || a1.Version != 1 {
+			t.Fatalf("first assignment = %+v, %v; want version 1", a1, err)
+		}
+		a2, err := s.AssignDevice(ctx, "bus-7", "X1", "BUS-7", "op")
+		if err != nil || a2.Version != 2 || a2.At.Before(a1.At) {
+			t.Fatalf("second assignment = %+v, %v; want version 2", a2, err)
+		}
+		hist, err := s.DeviceAssignments(ctx, "bus-7")
+		if err != nil || len(hist) != 2 || hist[0].Version != 2 || hist[1].Route != "42" || hist[0].By != "op" {
+			t.Fatalf("history = %+v, %v; want versions 2, 1", hist, err)
+		}
+		if _, ok := AssignmentAt(hist, a1.At.Add(-time.Second)); ok {
+			t.Error("an assignment in force before the first one")
+		}
+		if a, ok := AssignmentAt(hist, a2.At); !ok || a.Version != 2 {
+			t.Errorf("assignment at the second's time = %+v, want version 2", a)
+		}
+
+		// The caller's note is stored with the tap (and not on a flagged
+		// one's), and does not change the charge.
+		acct := newAccount(t, s, 1000)
+		tp := mkTap("bus-7", 1, acct, at(10), "42")
+		tp.Notes = []string{NoteRouteMismatch}
+		res := commit(t, s, tp)
+		if res[0].Flag != "" || !slices.Contains(res[0].Notes, NoteRouteMismatch) || res[0].Charge != 250 {
+			t.Errorf("result = %+v, want charged 250 with note route_mismatch", res[0])
+		}
+		bad := mkTap("bus-7", 2, acct, at(20), "42")
+		bad.Notes = []string{"a,b"}
+		if _, err := s.CommitTaps(ctx, []Tap{bad}); err == nil {
+			t.Error("a note with a comma was stored")
+		}
+	})
+}
