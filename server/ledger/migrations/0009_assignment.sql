@@ -1,4 +1,4 @@
--- farego ledger schema, version 11: the route and vehicle the operator
+-- farego ledger schema, version 9: the route and vehicle the operator
 -- assigned each device (PUT /v1/devices/{id}/assignment), numbered per
 -- device. The newest assignment at or before a tap's time is the one the
 -- tap's route is compared with (a different route is noted
