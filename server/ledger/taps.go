@@ -805,9 +805,23 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 	}
 	for _, c := range b.chunks(t.pg()) {
 		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
+		q := `SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
 				transfer, capped, postings
-			FROM taps WHERE flag = '' AND (account_id, service_day) IN (`+src+`)`, args...)
+			FROM taps WHERE flag = '' AND (account_id, service_day) IN (` + src + `)`
+		if t.pg() {
+			// One index scan per account-day (a lateral subquery the
+			// planner may not flatten: OFFSET 0). PostgreSQL would
+			// otherwise hash the pairs and scan every tap of the ledger
+			// once it guesses that a batch's days hold a few per cent of
+			// its taps (one day's ledger).
+			q = `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+					t.transfer, t.capped, t.postings
+				FROM (` + src + `) AS v (account_id, service_day) CROSS JOIN LATERAL (
+					SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge, transfer, capped, postings
+						FROM taps WHERE taps.flag = '' AND taps.account_id = v.account_id
+						AND taps.service_day = v.service_day OFFSET 0) t`
+		}
+		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read service days: %w", err)
 		}
