@@ -372,22 +372,14 @@ func (t *txn) insertTaps(work []tapWork) error {
 			tp.Route, tp.Vehicle, record, w.day, w.flag, strings.Join(w.notes, ","), int64(w.version),
 			w.charge, w.transfer, w.capped, w.postings, t.now)
 	}
-	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		r, err := t.bulkExec("store taps", `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
+	// exact: another transaction stored one of these ids (with another
+	// account) since markNew: run again, it is a duplicate then.
+	return t.bulkWrite("store taps", b, true, func(src string) string {
+		return `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
 				rider_key, code_hash, profile, base_fare, claimed_fare, currency, fare_version, route, vehicle, record,
 				service_day, flag, notes, rated_version, charge, transfer, capped, postings, committed_ns)
-			`+src+` ON CONFLICT DO NOTHING`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
-			// Another transaction stored one of these ids (with another
-			// account) since markNew: run again, it is a duplicate then.
-			return errRetry
-		}
-	}
-	return nil
+			` + src + ` ON CONFLICT DO NOTHING`
+	})
 }
 
 // holder is the current use of a payment code: a tap or an online payment.
@@ -533,18 +525,14 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 
 // writeCodes writes what claimCodes decided.
 func (t *txn) writeCodes(cw *codeWrites) error {
-	for _, c := range cw.newUses.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		r, err := t.bulkExec("record code uses", `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
-			`+src+` ON CONFLICT DO NOTHING`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
-			// Another transaction claimed a code of an account this one
-			// has locked: impossible unless the locks failed; run again.
-			return errRetry
-		}
+	// exact: another transaction claimed a code of an account this one has
+	// locked: impossible unless the locks failed; run again.
+	err := t.bulkWrite("record code uses", cw.newUses, true, func(src string) string {
+		return `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
+			` + src + ` ON CONFLICT DO NOTHING`
+	})
+	if err != nil {
+		return err
 	}
 	for _, m := range cw.moves {
 		if _, err := t.exec("move code use", `UPDATE code_uses SET tap_id = $1, reuses = $2 WHERE code_key = $3`,
@@ -775,23 +763,15 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 // writeRating appends the rating's postings and updates the stored taps'
 // charges, one statement each (per chunk).
 func (t *txn) writeRating(rw *ratingWrites) error {
-	for _, c := range rw.postings.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("append postings", `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns)
-			`+src, args...); err != nil {
-			return err
-		}
+	err := t.bulkWrite("append postings", rw.postings, true, func(src string) string {
+		return `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns) ` + src
+	})
+	if err != nil {
+		return err
 	}
-	for _, c := range rw.taps.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("update tap charges", `WITH v (tap_id, charge, transfer, capped, postings, rated_version) AS (`+src+`)
-			UPDATE taps SET charge = v.charge, transfer = v.transfer, capped = v.capped, postings = v.postings,
-				rated_version = v.rated_version
-			FROM v WHERE taps.tap_id = v.tap_id`, args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return t.bulkWrite("update tap charges", rw.taps, false, func(src string) string {
+		return t.updateFrom("taps", "tap_id", []string{"charge", "transfer", "capped", "postings", "rated_version"}, src)
+	})
 }
 
 // readDays reads the unflagged taps of account-days, with one statement
@@ -853,6 +833,9 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 func (t *txn) readDuplicates(work []tapWork, dups []int) error {
 	if len(dups) == 0 {
 		return nil
+	}
+	if err := t.flush(); err != nil { // a duplicate of a tap earlier in the batch
+		return err
 	}
 	var ids []string
 	seen := map[string]bool{}
