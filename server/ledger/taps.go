@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"math"
@@ -132,14 +133,7 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]uint64, len(taps))
-	for i := range taps {
-		ids[i] = taps[i].Account
-	}
-	if err := t.lockAccounts(ids); err != nil {
-		return nil, err
-	}
-	creds, err := t.readCredentials(taps)
+	creds, err := t.lockWithCredentials(taps)
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +298,90 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 		}
 	}
 	return nil
+}
+
+// lockWithCredentials locks the batch's accounts and reads the issued
+// credentials its codes name, with one statement: the accounts in id
+// order, each joined with its credentials among the batch's (account,
+// serial) pairs. A batch too large for one SQLite statement takes two
+// (lockAccounts, readCredentials).
+func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
+	ids := newBulk(tBigint)
+	pairs := newBulk(tBigint, tBigint)
+	seenID := map[uint64]bool{}
+	seenPair := map[credKey]bool{}
+	for i := range taps {
+		a := taps[i].Account
+		if a > math.MaxInt64 {
+			continue
+		}
+		if !seenID[a] {
+			seenID[a] = true
+			ids.add(int64(a))
+		}
+		if k := (credKey{a, taps[i].Serial}); !seenPair[k] {
+			seenPair[k] = true
+			pairs.add(int64(k.account), int64(k.serial))
+		}
+	}
+	if len(t.accounts) > 0 || ids.rows+pairs.rows*2 > maxBulkParams {
+		all := make([]uint64, len(taps))
+		for i := range taps {
+			all[i] = taps[i].Account
+		}
+		if err := t.lockAccounts(all); err != nil {
+			return nil, err
+		}
+		return t.readCredentials(taps)
+	}
+	out := map[credKey]issued{}
+	if ids.rows == 0 {
+		return out, nil
+	}
+	// The pairs come first in the text: SQLite's parameters go by position.
+	pairSrc, pairArgs := t.rows(pairs, 1)
+	idSrc, idArgs := t.rows(ids, len(pairArgs)+1)
+	lock := ""
+	if t.pg() {
+		lock = " FOR UPDATE OF a"
+	}
+	rows, err := t.bulkQuery(`SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
+			c.serial, c.rider_public_key, c.not_after_ns
+		FROM accounts a LEFT JOIN credentials c ON c.account_id = a.id AND (c.account_id, c.serial) IN (`+pairSrc+`)
+		WHERE a.id IN (`+idSrc+`) ORDER BY a.id`+lock, append(pairArgs, idArgs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+	}
+	for rows.Next() {
+		a := &acctState{}
+		var id int64
+		var serial, notAfter sql.NullInt64
+		var riderKey []byte
+		if err := rows.Scan(&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied, &serial, &riderKey,
+			&notAfter); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+		}
+		a.id = uint64(id)
+		if t.accounts[a.id] == nil {
+			t.accounts[a.id] = a
+		}
+		if serial.Valid {
+			out[credKey{a.id, uint32(serial.Int64)}] = issued{riderKey: riderKey, notAfter: notAfter.Int64}
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+	}
+	for id := range seenID {
+		if _, ok := t.accounts[id]; !ok {
+			t.accounts[id] = nil
+		}
+	}
+	return out, nil
 }
 
 // readCredentials reads the issued credentials the batch's codes name.
