@@ -49,8 +49,10 @@ type target struct {
 //
 // For SQLite the ledger adds the settings it relies on: WAL journal,
 // synchronous=FULL, foreign keys, a busy timeout and BEGIN IMMEDIATE for
-// writers. Extra driver parameters (modernc.org/sqlite's) may follow "?";
-// Open checks afterwards that the settings it relies on are in force.
+// writers; for speed only, statement journals in memory and a checkpoint
+// every 10,000 WAL pages. Extra driver parameters (modernc.org/sqlite's) may
+// follow "?"; Open checks afterwards that the settings it relies on are in
+// force.
 func parseDSN(dsn string, busy time.Duration) (target, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
@@ -80,6 +82,15 @@ func parseDSN(dsn string, busy time.Duration) (target, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "cache_size(-32768)")
+	// Neither changes what a commit guarantees (WAL, synchronous=FULL):
+	// statement journals (a multi-row statement's undo, for rolling back
+	// that statement alone) stay in memory instead of a temporary file;
+	// and the WAL is copied back into the database every 10,000 pages
+	// (40 MB) instead of 1,000: a settlement batch writes some 400 pages,
+	// mostly index pages that the next batches write again, so most of
+	// them are copied back once, not once per batch.
+	q.Add("_pragma", "temp_store(MEMORY)")
+	q.Add("_pragma", "wal_autocheckpoint(10000)")
 	q.Set("_txlock", "immediate")
 	for k, vs := range extra {
 		if k == "_txlock" {

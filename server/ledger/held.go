@@ -105,13 +105,9 @@ func (t *txn) releaseHeld(taps []Tap) error {
 			b.add(taps[i].DeviceID, taps[i].Epoch, int64(taps[i].Seq))
 		}
 	}
-	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("release held taps", `DELETE FROM held_taps WHERE (device_id, epoch, seq) IN (`+src+`)`, args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return t.bulkWrite("release held taps", b, false, func(src string) string {
+		return `DELETE FROM held_taps WHERE (device_id, epoch, seq) IN (` + src + `)`
+	})
 }
 
 // Release removes records from the held list without committing them as

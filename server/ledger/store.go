@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -339,6 +341,9 @@ type txn struct {
 	// stats are the transaction's changes of the kept figures, written by
 	// finish in one statement.
 	stats map[string]int64
+	// held are bulk writes held back to go in one statement (PostgreSQL:
+	// see bulkWrite and flush).
+	held []heldWrite
 }
 
 // The kept figures (table ledger_stats).
@@ -366,6 +371,91 @@ func (t *txn) stat(name string, delta int64) {
 	t.stats[name] += delta
 }
 
+// heldWrite is a bulk write waiting for flush.
+type heldWrite struct {
+	what  string
+	b     *bulk
+	exact bool // it must change every one of its rows (see bulkWrite)
+	stmt  func(src string) string
+}
+
+// bulkWrite writes the rows of b with the statement stmt makes of their
+// row source (see bulk.go). exact: the statement must change one row per
+// row of b (an INSERT … ON CONFLICT DO NOTHING that finds a row another
+// transaction inserted since it was read runs the transaction again).
+//
+// On SQLite it runs at once. On PostgreSQL it is held back, to go with the
+// transaction's other held writes in one statement of data-modifying WITH
+// clauses when the transaction next reads what they write (see flush):
+// a settlement batch's writes cost one round trip. A held write must not
+// depend on another's effects (they all see the snapshot the statement
+// starts from) nor change a row another changes.
+func (t *txn) bulkWrite(what string, b *bulk, exact bool, stmt func(src string) string) error {
+	for _, c := range b.chunks(t.pg()) {
+		if t.pg() {
+			t.held = append(t.held, heldWrite{what: what, b: c, exact: exact, stmt: stmt})
+			continue
+		}
+		src, args := t.rows(c, 1)
+		r, err := t.bulkExec(what, stmt(src), args...)
+		if err != nil {
+			return err
+		}
+		if exact {
+			if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
+				return errRetry
+			}
+		}
+	}
+	return nil
+}
+
+// flush runs the held writes (PostgreSQL) in one statement:
+//
+//	WITH w0 AS (INSERT … RETURNING 1), w1 AS (UPDATE … RETURNING 1), …
+//	SELECT (SELECT count(*) FROM w0), (SELECT count(*) FROM w1), …
+//
+// and checks the counts of the exact ones.
+func (t *txn) flush() error {
+	if len(t.held) == 0 {
+		return nil
+	}
+	held := t.held
+	t.held = nil
+	var sb strings.Builder
+	var args []any
+	whats := make([]string, len(held))
+	sb.WriteString("WITH ")
+	for i, h := range held {
+		whats[i] = h.what
+		src, a := h.b.source(len(args)+1, true)
+		args = append(args, a...)
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("w" + strconv.Itoa(i) + " AS (" + h.stmt(src) + " RETURNING 1)")
+	}
+	sb.WriteString(" SELECT ")
+	counts := make([]int64, len(held))
+	dest := make([]any, len(held))
+	for i := range held {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(SELECT count(*) FROM w" + strconv.Itoa(i) + ")")
+		dest[i] = &counts[i]
+	}
+	if err := t.queryRow(sb.String(), args...).Scan(dest...); err != nil {
+		return fmt.Errorf("ledger: %s: %w", strings.Join(whats, ", "), err)
+	}
+	for i, h := range held {
+		if h.exact && counts[i] != int64(h.b.rows) {
+			return errRetry
+		}
+	}
+	return nil
+}
+
 // flushStats writes the transaction's changes of the kept figures to one
 // random shard, in one statement.
 func (t *txn) flushStats() error {
@@ -383,10 +473,10 @@ func (t *txn) flushStats() error {
 		b.add(n, shard, t.stats[n])
 	}
 	t.stats = nil
-	src, args := t.rows(b, 1)
-	_, err := t.bulkExec("keep figures", `INSERT INTO ledger_stats (name, shard, value) `+src+`
-		ON CONFLICT (name, shard) DO UPDATE SET value = ledger_stats.value + excluded.value`, args...)
-	return err
+	return t.bulkWrite("keep figures", b, false, func(src string) string {
+		return `INSERT INTO ledger_stats (name, shard, value) ` + src + `
+			ON CONFLICT (name, shard) DO UPDATE SET value = ledger_stats.value + excluded.value`
+	})
 }
 
 // acctState is a locked account's row as the transaction changes it.
@@ -760,13 +850,11 @@ func (t *txn) finish() error {
 		}
 		upd.add(int64(id), a.balance, a.postings, a.negDenied)
 	}
-	for _, c := range upd.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("update accounts", `WITH v (id, balance, postings, neg_denied) AS (`+src+`)
-			UPDATE accounts SET balance = v.balance, postings = v.postings, neg_denied = v.neg_denied
-			FROM v WHERE accounts.id = v.id`, args...); err != nil {
-			return err
-		}
+	err := t.bulkWrite("update accounts", upd, false, func(src string) string {
+		return t.updateFrom("accounts", "id", []string{"balance", "postings", "neg_denied"}, src)
+	})
+	if err != nil {
+		return err
 	}
 	if t.denyChanged {
 		t.denyChanged = false
@@ -774,7 +862,31 @@ func (t *txn) finish() error {
 			return err
 		}
 	}
-	return t.flushStats()
+	if err := t.flushStats(); err != nil {
+		return err
+	}
+	return t.flush()
+}
+
+// updateFrom is an UPDATE of table's columns set from a row source whose
+// columns are key and then set, matched on key:
+//
+//	WITH v (key, set…) AS (src) UPDATE table SET … FROM v WHERE table.key = v.key
+//
+// (on PostgreSQL "FROM (src) AS v (key, set…)": a held write goes in a WITH
+// clause, where a statement cannot have WITH clauses of its own).
+func (t *txn) updateFrom(table, key string, set []string, src string) string {
+	cols := key + ", " + strings.Join(set, ", ")
+	assign := make([]string, len(set))
+	for i, c := range set {
+		assign[i] = c + " = v." + c
+	}
+	if t.pg() {
+		return `UPDATE ` + table + ` SET ` + strings.Join(assign, ", ") + ` FROM (` + src + `) AS v (` + cols + `)
+			WHERE ` + table + `.` + key + ` = v.` + key
+	}
+	return `WITH v (` + cols + `) AS (` + src + `) UPDATE ` + table + ` SET ` + strings.Join(assign, ", ") + `
+		FROM v WHERE ` + table + `.` + key + ` = v.` + key
 }
 
 // bumpDenyVersion moves the deny-list version forward to at least the

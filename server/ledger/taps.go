@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"math"
@@ -132,14 +133,7 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]uint64, len(taps))
-	for i := range taps {
-		ids[i] = taps[i].Account
-	}
-	if err := t.lockAccounts(ids); err != nil {
-		return nil, err
-	}
-	creds, err := t.readCredentials(taps)
+	creds, err := t.lockWithCredentials(taps)
 	if err != nil {
 		return nil, err
 	}
@@ -307,6 +301,90 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 	return nil
 }
 
+// lockWithCredentials locks the batch's accounts and reads the issued
+// credentials its codes name, with one statement: the accounts in id
+// order, each joined with its credentials among the batch's (account,
+// serial) pairs. A batch too large for one SQLite statement takes two
+// (lockAccounts, readCredentials).
+func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
+	ids := newBulk(tBigint)
+	pairs := newBulk(tBigint, tBigint)
+	seenID := map[uint64]bool{}
+	seenPair := map[credKey]bool{}
+	for i := range taps {
+		a := taps[i].Account
+		if a > math.MaxInt64 {
+			continue
+		}
+		if !seenID[a] {
+			seenID[a] = true
+			ids.add(int64(a))
+		}
+		if k := (credKey{a, taps[i].Serial}); !seenPair[k] {
+			seenPair[k] = true
+			pairs.add(int64(k.account), int64(k.serial))
+		}
+	}
+	if len(t.accounts) > 0 || ids.rows+pairs.rows*2 > maxBulkParams {
+		all := make([]uint64, len(taps))
+		for i := range taps {
+			all[i] = taps[i].Account
+		}
+		if err := t.lockAccounts(all); err != nil {
+			return nil, err
+		}
+		return t.readCredentials(taps)
+	}
+	out := map[credKey]issued{}
+	if ids.rows == 0 {
+		return out, nil
+	}
+	// The pairs come first in the text: SQLite's parameters go by position.
+	pairSrc, pairArgs := t.rows(pairs, 1)
+	idSrc, idArgs := t.rows(ids, len(pairArgs)+1)
+	lock := ""
+	if t.pg() {
+		lock = " FOR UPDATE OF a"
+	}
+	rows, err := t.bulkQuery(`SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
+			c.serial, c.rider_public_key, c.not_after_ns
+		FROM accounts a LEFT JOIN credentials c ON c.account_id = a.id AND (c.account_id, c.serial) IN (`+pairSrc+`)
+		WHERE a.id IN (`+idSrc+`) ORDER BY a.id`+lock, append(pairArgs, idArgs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+	}
+	for rows.Next() {
+		a := &acctState{}
+		var id int64
+		var serial, notAfter sql.NullInt64
+		var riderKey []byte
+		if err := rows.Scan(&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied, &serial, &riderKey,
+			&notAfter); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+		}
+		a.id = uint64(id)
+		if t.accounts[a.id] == nil {
+			t.accounts[a.id] = a
+		}
+		if serial.Valid {
+			out[credKey{a.id, uint32(serial.Int64)}] = issued{riderKey: riderKey, notAfter: notAfter.Int64}
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+	}
+	for id := range seenID {
+		if _, ok := t.accounts[id]; !ok {
+			t.accounts[id] = nil
+		}
+	}
+	return out, nil
+}
+
 // readCredentials reads the issued credentials the batch's codes name.
 func (t *txn) readCredentials(taps []Tap) (map[credKey]issued, error) {
 	out := map[credKey]issued{}
@@ -373,22 +451,14 @@ func (t *txn) insertTaps(work []tapWork) error {
 			tp.Route, tp.Vehicle, record, w.day, w.flag, strings.Join(w.notes, ","), int64(w.version),
 			w.charge, w.transfer, w.capped, w.postings, t.now)
 	}
-	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		r, err := t.bulkExec("store taps", `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
+	// exact: another transaction stored one of these ids (with another
+	// account) since markNew: run again, it is a duplicate then.
+	return t.bulkWrite("store taps", b, true, func(src string) string {
+		return `INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key,
 				rider_key, code_hash, profile, base_fare, claimed_fare, currency, fare_version, route, vehicle, record,
 				service_day, flag, notes, rated_version, charge, transfer, capped, postings, committed_ns)
-			`+src+` ON CONFLICT DO NOTHING`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
-			// Another transaction stored one of these ids (with another
-			// account) since markNew: run again, it is a duplicate then.
-			return errRetry
-		}
-	}
-	return nil
+			` + src + ` ON CONFLICT DO NOTHING`
+	})
 }
 
 // holder is the current use of a payment code: a tap or an online payment.
@@ -534,18 +604,14 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 
 // writeCodes writes what claimCodes decided.
 func (t *txn) writeCodes(cw *codeWrites) error {
-	for _, c := range cw.newUses.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		r, err := t.bulkExec("record code uses", `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
-			`+src+` ON CONFLICT DO NOTHING`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := r.RowsAffected(); err != nil || n != int64(c.rows) {
-			// Another transaction claimed a code of an account this one
-			// has locked: impossible unless the locks failed; run again.
-			return errRetry
-		}
+	// exact: another transaction claimed a code of an account this one has
+	// locked: impossible unless the locks failed; run again.
+	err := t.bulkWrite("record code uses", cw.newUses, true, func(src string) string {
+		return `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
+			` + src + ` ON CONFLICT DO NOTHING`
+	})
+	if err != nil {
+		return err
 	}
 	for _, m := range cw.moves {
 		if _, err := t.exec("move code use", `UPDATE code_uses SET tap_id = $1, reuses = $2 WHERE code_key = $3`,
@@ -776,23 +842,15 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 // writeRating appends the rating's postings and updates the stored taps'
 // charges, one statement each (per chunk).
 func (t *txn) writeRating(rw *ratingWrites) error {
-	for _, c := range rw.postings.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("append postings", `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns)
-			`+src, args...); err != nil {
-			return err
-		}
+	err := t.bulkWrite("append postings", rw.postings, true, func(src string) string {
+		return `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns) ` + src
+	})
+	if err != nil {
+		return err
 	}
-	for _, c := range rw.taps.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		if _, err := t.bulkExec("update tap charges", `WITH v (tap_id, charge, transfer, capped, postings, rated_version) AS (`+src+`)
-			UPDATE taps SET charge = v.charge, transfer = v.transfer, capped = v.capped, postings = v.postings,
-				rated_version = v.rated_version
-			FROM v WHERE taps.tap_id = v.tap_id`, args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return t.bulkWrite("update tap charges", rw.taps, false, func(src string) string {
+		return t.updateFrom("taps", "tap_id", []string{"charge", "transfer", "capped", "postings", "rated_version"}, src)
+	})
 }
 
 // readDays reads the unflagged taps of account-days, with one statement
@@ -806,9 +864,23 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 	}
 	for _, c := range b.chunks(t.pg()) {
 		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
+		q := `SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
 				transfer, capped, postings
-			FROM taps WHERE flag = '' AND (account_id, service_day) IN (`+src+`)`, args...)
+			FROM taps WHERE flag = '' AND (account_id, service_day) IN (` + src + `)`
+		if t.pg() {
+			// One index scan per account-day (a lateral subquery the
+			// planner may not flatten: OFFSET 0). PostgreSQL would
+			// otherwise hash the pairs and scan every tap of the ledger
+			// once it guesses that a batch's days hold a few per cent of
+			// its taps (one day's ledger).
+			q = `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+					t.transfer, t.capped, t.postings
+				FROM (` + src + `) AS v (account_id, service_day) CROSS JOIN LATERAL (
+					SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge, transfer, capped, postings
+						FROM taps WHERE taps.flag = '' AND taps.account_id = v.account_id
+						AND taps.service_day = v.service_day OFFSET 0) t`
+		}
+		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read service days: %w", err)
 		}
@@ -840,6 +912,9 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 func (t *txn) readDuplicates(work []tapWork, dups []int) error {
 	if len(dups) == 0 {
 		return nil
+	}
+	if err := t.flush(); err != nil { // a duplicate of a tap earlier in the batch
+		return err
 	}
 	var ids []string
 	seen := map[string]bool{}
