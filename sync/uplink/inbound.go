@@ -122,7 +122,7 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		u.refuseDownlink(topic, payload, fmt.Errorf("not deny-list shard %d", shard))
 		return
 	}
-	have := u.state.Versions()[versionKey]
+	have := appliedVersion(u.state.Versions(), versionKey)
 	switch {
 	case dl.Version == have:
 		u.count(func(s *Stats) { s.DownlinksUnchanged++ })
@@ -150,4 +150,29 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 func (u *Uplink) refuseDownlink(topic string, payload []byte, why error) {
 	u.count(func(s *Stats) { s.DownlinksRefused++ })
 	u.log.Warn("uplink: downlink refused", "topic", topic, "size", len(payload), "reason", why)
+}
+
+// appliedVersion returns the version of a fleet document the device holds
+// in full. For the whole deny list that is its oldest shard's (a missing
+// shard counts as 0), not the "denylist" version, which is the newest
+// shard's: after one shard of version V, a whole list of version V still
+// carries the others (their downlinks are delivered in any order), so it
+// must be applied; the agent replaces only the shards it is newer than. A
+// device that reports no shards has its "denylist" version.
+func appliedVersion(v map[string]uint64, key string) uint64 {
+	if key != record.DocDenyList {
+		return v[key]
+	}
+	oldest, shards := uint64(0), false
+	for i := range record.DenyShardCount {
+		x, ok := v[record.DenyShardKey(i)]
+		shards = shards || ok
+		if i == 0 || x < oldest {
+			oldest = x
+		}
+	}
+	if !shards {
+		return v[key]
+	}
+	return oldest
 }
