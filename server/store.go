@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
@@ -231,6 +233,24 @@ func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []led
 	return out, nil
 }
 
+// printable returns s as valid UTF-8 without control characters (each
+// becomes a space), cut to at most n bytes on a character boundary.
+func printable(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if len(s) > n {
+		s = s[:n]
+		for !utf8.ValidString(s) { // a character cut in two: at most 3 bytes
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
@@ -265,6 +285,13 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 		ds.LastSeen = time.Now().Add(time.Duration(*m.ClockOffsetMS) * time.Millisecond)
 	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
+	if u := m.Update; u != nil {
+		// The reason is the device's error text: cut to the ledger's
+		// bound and made printable rather than refused. The ledger
+		// refuses whatever else is out of bounds.
+		ds.Update = ledger.DeviceUpdate{Pending: u.Pending, Failed: u.Failed, FailedReason: printable(u.FailedReason, ledger.MaxUpdateReason),
+			FailedAt: u.FailedAt}
+	}
 	return s.ledger.UpdateDeviceStatus(ctx, m.DeviceID, ds)
 }
 

@@ -118,13 +118,44 @@ type Device struct {
 	OutOfService string            `json:"out_of_service,omitempty"`
 	Versions     map[string]uint64 `json:"versions,omitempty"`
 	Revoked      string            `json:"revoked,omitempty"`
+	// Update is the device's software update as its last status reported
+	// it (absent: nothing to report).
+	Update *DeviceUpdate `json:"update,omitempty"`
+}
+
+// DeviceUpdate is a device's software update. State is "failed" while the
+// device runs an older version than the one that failed (or one that is
+// not a release version), "pending" while a new version waits for its
+// health check, "ok" otherwise (an old failure, since overtaken).
+type DeviceUpdate struct {
+	State    string `json:"state"`
+	Pending  string `json:"pending,omitempty"`   // version waiting for its health check
+	Failed   string `json:"failed,omitempty"`    // version of the last failed update
+	Reason   string `json:"reason,omitempty"`    // why it failed
+	FailedAt string `json:"failed_at,omitempty"` // when, by the device's clock
+}
+
+func toDeviceUpdate(d ledger.Device) *DeviceUpdate {
+	u := d.Status.Update
+	if u == (ledger.DeviceUpdate{}) {
+		return nil
+	}
+	out := &DeviceUpdate{State: "ok", Pending: u.Pending, Failed: u.Failed, Reason: u.FailedReason, FailedAt: timeOrEmpty(u.FailedAt)}
+	switch {
+	case d.UpdateFailed():
+		out.State = "failed"
+	case u.Pending != "":
+		out.State = "pending"
+	}
+	return out
 }
 
 func (h *Handler) toDevice(d ledger.Device) Device {
 	out := Device{ID: d.ID, RegisteredAt: timeOrEmpty(d.RegisteredAt), Online: d.Status.Online, StatusAt: timeOrEmpty(d.StatusAt),
 		QueueDepth: d.Status.QueueDepth, OldestUnsentSec: int64(d.Status.OldestUnsent / time.Second),
 		ClockOffsetMS: d.ClockOffset.Milliseconds(), LastSeq: d.LastSeq, LastSync: timeOrEmpty(d.LastSync),
-		Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions, Revoked: timeOrEmpty(d.Revoked)}
+		Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions, Revoked: timeOrEmpty(d.Revoked),
+		Update: toDeviceUpdate(d)}
 	out.Drifting = h.drifting(d)
 	switch {
 	case !d.Revoked.IsZero():

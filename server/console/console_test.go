@@ -610,3 +610,42 @@ func TestAssignForm(t *testing.T) {
 		t.Errorf("no route: %d, want 400", resp.StatusCode)
 	}
 }
+
+// A device whose last update failed (and that still runs the older
+// version) shows the failure as a problem on the fleet and device pages.
+func TestUpdateFailedShown(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	f.device("bus-2")
+	ctx := context.Background()
+	failed := ledger.DeviceUpdate{Failed: "1.4.0", FailedReason: "version 1.4.0 did not report healthy within 2m0s", FailedAt: time.Now()}
+	if err := f.store.UpdateDeviceStatus(ctx, "bus-1", ledger.DeviceStatus{Online: true, LastSeen: time.Now(), Software: "1.3.0", Update: failed}); err != nil {
+		t.Fatal(err)
+	}
+	// bus-2 failed 1.4.0 long ago and runs 1.5.0 now: history, no problem.
+	if err := f.store.UpdateDeviceStatus(ctx, "bus-2", ledger.DeviceStatus{Online: true, LastSeen: time.Now(), Software: "1.5.0", Update: failed}); err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	want := "update to 1.4.0 failed: version 1.4.0 did not report healthy"
+	_, fleet := b.get("/console/fleet")
+	row := func(id string) string {
+		i := strings.Index(fleet, `data-device="`+id+`"`)
+		if i < 0 {
+			t.Fatalf("no row of %s on the fleet page", id)
+		}
+		r, _, _ := strings.Cut(fleet[i:], "</tr>")
+		return r
+	}
+	if r := row("bus-1"); !strings.Contains(r, want) || !strings.Contains(r, `class="problem"`) {
+		t.Errorf("bus-1's fleet row does not show the failed update as a problem: %s", r)
+	}
+	if r := row("bus-2"); strings.Contains(r, "update to") {
+		t.Errorf("bus-2 runs a newer version than the failed one, yet: %s", r)
+	}
+	_, page := b.get("/console/devices/bus-1")
+	if !strings.Contains(page, want) || !strings.Contains(page, `id="update"`) {
+		t.Errorf("the device page does not show the failed update")
+	}
+}

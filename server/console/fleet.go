@@ -93,6 +93,10 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	if off := d.ClockOffset; off > ClockOffsetProblem || off < -ClockOffsetProblem {
 		add(20, "clock %s off", fmtDur(off))
 	}
+	if d.UpdateFailed() {
+		u := d.Status.Update
+		add(35, "update to %s failed: %s", u.Failed, cut(u.FailedReason, 80))
+	}
 	if !d.StatusAt.IsZero() {
 		if r.DenyList < cur.DenyList {
 			add(25, "deny list %d behind %d", r.DenyList, cur.DenyList)
@@ -105,6 +109,14 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 		}
 	}
 	return r
+}
+
+// cut shortens s to at most n characters, marking the cut.
+func cut(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
 
 // fmtDur writes a duration for people: "2h 5m", "5m 3s", "3.8s", "850ms".
@@ -379,6 +391,10 @@ func (h *Handler) registerMetrics(reg *metrics.Registry) {
 	reg.GaugeVecFunc("farego_device_out_of_service", "1 if the device refuses taps (queue full, no fare table, clock unset).",
 		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
 			live(emit, rows, func(r deviceRow) (float64, bool) { return b2f(r.Status.OutOfService != ""), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_update_failed", "1 if the device's last software update failed and it still runs an older version (the reason is in GET /v1/devices/{id}).",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) { return b2f(r.UpdateFailed()), !r.StatusAt.IsZero() })
 		}))
 	reg.GaugeVecFunc("farego_device_downlink_version", "Versions of the fleet documents the device has applied, by kind.",
 		[]string{"device", "kind"}, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {

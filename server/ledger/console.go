@@ -23,6 +23,7 @@ const (
 	EventOutOfService = "out_of_service" // the device refuses taps (DeviceStatus.OutOfService says why)
 	EventInService    = "in_service"     // back in service
 	EventUpdated      = "updated"        // new software or document versions
+	EventUpdateFailed = "update_failed"  // the device reported a newly failed software update (DeviceStatus.Update)
 	EventRegistered   = "registered"     // registered (or its broker credential renewed)
 	EventReplaced     = "replaced"       // registered again with another key, or after a revocation
 	EventRevoked      = "revoked"
@@ -52,14 +53,15 @@ type prevStatus struct {
 	outOfService string
 	software     string
 	versions     string
+	updateFailed string
 }
 
 // statusBefore reads the device's recorded status, before an update.
 func (t *txn) statusBefore(id string) (prevStatus, error) {
 	var p prevStatus
 	var statusAt int64
-	err := t.queryRow(`SELECT online, out_of_service, software, versions, status_ns FROM devices WHERE id = $1`, id).
-		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &statusAt)
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns FROM devices WHERE id = $1`, id).
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, nil // UpdateDeviceStatus reports the unknown device
 	}
@@ -71,7 +73,8 @@ func (t *txn) statusBefore(id string) (prevStatus, error) {
 }
 
 // noteStatusChange records a history entry when a status update changed
-// the device's state (online, in service) or its software or versions.
+// the device's state (online, in service), its software or versions, or
+// reported a newly failed update.
 func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, versions string) error {
 	event := ""
 	switch {
@@ -85,6 +88,8 @@ func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, version
 		if st.OutOfService != "" {
 			event = EventOutOfService
 		}
+	case p.updateFailed != st.Update.Failed && st.Update.Failed != "":
+		event = EventUpdateFailed
 	case p.software != st.Software || p.versions != versions:
 		event = EventUpdated
 	default:

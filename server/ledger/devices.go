@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -145,17 +146,21 @@ func (s *Store) DeviceAuth(ctx context.Context, id string) (DeviceAuth, error) {
 }
 
 const deviceColumns = `id, public_key, registered_ns, online, queue_depth, oldest_unsent_ns, last_seen_ns, software, epoch,
-	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns`
+	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns,
+	update_pending, update_failed, update_failed_reason, update_failed_ns`
 
 func scanDevice(r rowScanner) (Device, error) {
 	var d Device
-	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset int64
+	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset, failedAt int64
 	var versions string
+	u := &d.Status.Update
 	err := r.Scan(&d.ID, &d.PublicKey, &registered, &d.Status.Online, &depth, &oldest, &seen, &d.Status.Software,
-		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset)
+		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset,
+		&u.Pending, &u.Failed, &u.FailedReason, &failedAt)
 	if err != nil {
 		return d, err
 	}
+	u.FailedAt = fromNS(failedAt)
 	d.RegisteredAt, d.StatusAt, d.LastSync = fromNS(registered), fromNS(statusAt), fromNS(synced)
 	d.Status.QueueDepth, d.Status.OldestUnsent, d.Status.LastSeen = int(depth), time.Duration(oldest), fromNS(seen)
 	d.LastSeq, d.Revoked, d.ClockOffset = uint64(lastSeq), fromNS(revoked), time.Duration(offset)
@@ -222,9 +227,16 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 			return invalid("version %q=%d out of range", k, v)
 		}
 	}
+	if err := checkUpdate(st.Update); err != nil {
+		return invalid("update: %v", err)
+	}
 	versions, err := json.Marshal(st.Versions)
 	if err != nil {
 		return invalid("versions: %v", err)
+	}
+	var failedAt int64
+	if !st.Update.FailedAt.IsZero() {
+		failedAt = st.Update.FailedAt.UnixNano()
 	}
 	var seen, offset int64
 	if !st.LastSeen.IsZero() {
@@ -240,9 +252,10 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		}
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
-				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10 WHERE id = $11`,
+				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
+				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14 WHERE id = $15`,
 			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
-			string(versions), t.now, offset, id)
+			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, id)
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}
@@ -251,6 +264,39 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		}
 		return t.noteStatusChange(id, prev, st, string(versions))
 	})
+}
+
+// updateVersionRE is what a reported update version may look like (a
+// release version is a semantic version: wire.ValidVersion).
+var updateVersionRE = regexp.MustCompile(`^v?[0-9A-Za-z.+-]{1,64}$`)
+
+// checkUpdate checks a device's update report: versions that look like
+// versions, a reason and a time only with a failed version, the reason
+// bounded.
+func checkUpdate(u DeviceUpdate) error {
+	for _, v := range []struct{ name, v string }{{"pending version", u.Pending}, {"failed version", u.Failed}} {
+		if v.v != "" && !updateVersionRE.MatchString(v.v) {
+			return fmt.Errorf("%s %q is not a version", v.name, truncateText(v.v, 80))
+		}
+	}
+	if u.Failed == "" && (u.FailedReason != "" || !u.FailedAt.IsZero()) {
+		return errors.New("a failure reason or time without a failed version")
+	}
+	if err := checkText("failure reason", u.FailedReason, MaxUpdateReason, false); err != nil {
+		return err
+	}
+	if !u.FailedAt.IsZero() && (!u.FailedAt.After(time.Unix(0, 0)) || u.FailedAt.After(time.Unix(0, math.MaxInt64))) {
+		return fmt.Errorf("failure time %v out of range", u.FailedAt)
+	}
+	return nil
+}
+
+// truncateText cuts s to at most n bytes, for an error message.
+func truncateText(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // NoteDeviceSync records that a device's taps up to lastSeq are committed

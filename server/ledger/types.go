@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/wire"
 )
 
 // Posting kinds.
@@ -283,6 +284,31 @@ type DeviceStatus struct {
 	Epoch        string
 	OutOfService string            // why the validator refuses taps; "" when in service
 	Versions     map[string]uint64 // applied downlink versions by kind
+	Update       DeviceUpdate      // its software update (zero: nothing to report)
+}
+
+// DeviceUpdate is a validator's report of its software update.
+type DeviceUpdate struct {
+	Pending      string    // version installed, waiting for its health check
+	Failed       string    // version of the last update that failed (refused or rolled back)
+	FailedReason string    // why, in a sentence (at most MaxUpdateReason bytes)
+	FailedAt     time.Time // when, by the device's clock
+}
+
+// MaxUpdateReason bounds DeviceUpdate.FailedReason.
+const MaxUpdateReason = 256
+
+// UpdateFailed reports whether the device's last failed update is still a
+// problem: a version failed and the device runs an older one (or one that
+// is not a release version). Once it runs the failed version or a newer
+// one, the failure is history.
+func (d Device) UpdateFailed() bool {
+	u := d.Status.Update
+	if u.Failed == "" {
+		return false
+	}
+	c, ok := wire.CompareVersions(d.Status.Software, u.Failed)
+	return !ok || c < 0
 }
 
 // Device is a registered validator.
