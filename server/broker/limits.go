@@ -121,7 +121,8 @@ type limiter struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	devices map[string]*bucket // by device id; one per device that ever connected
+	devices map[string]*bucket // by device id; idle ones are pruned (prune)
+	swept   time.Time          // when prune last ran
 
 	inflight sync.Map // client id → *held
 	server   atomic.Int64
@@ -147,12 +148,35 @@ func newLimiter(l Limits, now func() time.Time) *limiter {
 func (lm *limiter) bucket(id string) *bucket {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
+	lm.prune()
 	b := lm.devices[id]
 	if b == nil {
 		b = &bucket{bytes: float64(lm.l.DeviceBurst), msgs: float64(lm.l.DeviceMessageBurst), last: lm.now()}
 		lm.devices[id] = b
 	}
 	return b
+}
+
+// prune drops, at most once per banMemory, the budgets of devices idle
+// for longer than banMemory, not banned and without a flood within it: such
+// a budget has refilled and its throttling drained (with any sane Limits),
+// so a fresh one is the same. Without it the map would keep one entry per
+// device that ever connected (revoked and replaced ones included). lm.mu
+// is held.
+func (lm *limiter) prune() {
+	now := lm.now()
+	if now.Sub(lm.swept) < banMemory {
+		return
+	}
+	lm.swept = now
+	for id, b := range lm.devices {
+		b.mu.Lock()
+		idle := now.Sub(b.last) > banMemory && !now.Before(b.bannedUntil) && now.Sub(b.lastFlood) > banMemory
+		b.mu.Unlock()
+		if idle {
+			delete(lm.devices, id)
+		}
+	}
 }
 
 // banned returns until when a device is refused (zero: it is not).

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -154,4 +155,38 @@ func TestDevicesWaitUntilReady(t *testing.T) {
 	}
 	ready.Store(true)
 	mustDial(t, b.url(), "bus-w", devicePassword(secret, "bus-w"), nil)
+}
+
+// TestIdleBudgetsPruned: the budgets of devices gone quiet for longer than
+// banMemory are dropped, so the map does not keep every device that ever
+// connected; a banned device's budget (and its ban) is kept.
+func TestIdleBudgetsPruned(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	lm := newLimiter(Limits{FloodThrottle: time.Second, FloodBan: 3 * banMemory, DeviceMessageRate: 1, DeviceMessageBurst: 1}.withDefaults(),
+		func() time.Time { return now })
+	for i := range 1000 {
+		lm.charge(fmt.Sprintf("bus-%d", i), 0)
+	}
+	// bus-flood floods: banned for 3 × banMemory.
+	flooded := false
+	for range 10 {
+		if _, flood, _ := lm.charge("bus-flood", 0); flood {
+			flooded = true
+			break
+		}
+	}
+	if !flooded {
+		t.Fatal("bus-flood was not banned")
+	}
+	now = now.Add(2 * banMemory)
+	lm.charge("bus-new", 0)
+	lm.mu.Lock()
+	n := len(lm.devices)
+	lm.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d budgets kept after the idle ones were pruned, want 2 (bus-flood, bus-new)", n)
+	}
+	if lm.banned("bus-flood").IsZero() {
+		t.Error("pruning lifted bus-flood's ban")
+	}
 }
