@@ -371,6 +371,7 @@ func (u *Updater) Offer(version uint64, body []byte) {
 // and nil when ctx is done.
 func (u *Updater) Run(ctx context.Context) error {
 	var deadline <-chan time.Time
+	healthy := u.healthy // nil once seen: a closed channel is always ready
 	if u.Pending() {
 		t := time.NewTimer(u.cfg.HealthTimeout)
 		defer t.Stop()
@@ -380,8 +381,8 @@ func (u *Updater) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-u.healthy:
-			deadline = nil
+		case <-healthy:
+			healthy, deadline = nil, nil
 		case <-deadline:
 			u.mu.Lock()
 			var err error
