@@ -95,6 +95,10 @@ func Arch() string {
 type state struct {
 	Pending *pending `json:"pending,omitempty"`
 	Failed  *failure `json:"failed,omitempty"`
+	// Installed is the newest rollout (downlink version) installed: an
+	// older one seen again (a replay) is refused, so it cannot take the
+	// device back to a version since replaced.
+	Installed uint64 `json:"installed_rollout,omitempty"`
 }
 
 // pending is an installed version waiting for its health check.
@@ -419,8 +423,12 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	}
 	u.mu.Lock()
-	pend, failed := u.st.Pending, u.st.Failed
+	pend, failed, installed := u.st.Pending, u.st.Failed, u.st.Installed
 	u.mu.Unlock()
+	if o.version < installed {
+		u.log.Warn("update: rollout older than the one installed refused", "rollout", o.version, "installed", installed)
+		return nil
+	}
 	switch cmp, ok := wire.CompareVersions(m.Version, u.cfg.Current); {
 	case m.Version == u.cfg.Current || (ok && cmp == 0):
 		u.log.Debug("update: already running the rollout's version", "version", m.Version)
@@ -605,13 +613,15 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	was := u.st.Installed
 	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout}
+	u.st.Installed = max(was, rollout)
 	if err := u.save(); err != nil {
-		u.st.Pending = nil
+		u.st.Pending, u.st.Installed = nil, was
 		return err
 	}
 	if err := durable.Rename(u.DownloadFile(), u.cfg.Binary); err != nil {
-		u.st.Pending = nil
+		u.st.Pending, u.st.Installed = nil, was
 		u.save()
 		return fmt.Errorf("update: install: %w", err)
 	}
