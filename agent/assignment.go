@@ -102,7 +102,20 @@ func (a *Agent) Assignment() Assignment { return *a.assign.Load() }
 // onboard computer). It is stored durably, then applied: a tap under way
 // finishes with the old one, the next uses the new one.
 func (a *Agent) AssignLocal(route, vehicle string) error {
-	return a.assignFrom(AssignLocal, 0, route, vehicle)
+	return a.assignFrom(AssignLocal, 0, func(*Assignment) (string, string) { return route, vehicle })
+}
+
+// AssignLocalRoute sets the route from the device itself, keeping the
+// vehicle: read and changed under one lock, so an assignment from the
+// server at the same time is not undone by half.
+func (a *Agent) AssignLocalRoute(route string) error {
+	return a.assignFrom(AssignLocal, 0, func(cur *Assignment) (string, string) { return route, cur.Vehicle })
+}
+
+// AssignLocalVehicle sets the vehicle from the device itself, keeping the
+// route (as AssignLocalRoute).
+func (a *Agent) AssignLocalVehicle(vehicle string) error {
+	return a.assignFrom(AssignLocal, 0, func(cur *Assignment) (string, string) { return cur.Route, vehicle })
 }
 
 // AssignFromServer sets the route and vehicle as the operator sent them,
@@ -111,16 +124,19 @@ func (a *Agent) AssignLocal(route, vehicle string) error {
 // ErrStaleVersion (a retained command seen again on reconnection, or a
 // replayed one), so a later local change is not undone by it.
 func (a *Agent) AssignFromServer(version uint64, route, vehicle string) error {
-	return a.assignFrom(AssignServer, version, route, vehicle)
+	return a.assignFrom(AssignServer, version, func(*Assignment) (string, string) { return route, vehicle })
 }
 
-func (a *Agent) assignFrom(source string, version uint64, route, vehicle string) error {
-	if err := CheckAssignment(route, vehicle); err != nil {
-		return err
-	}
+// assignFrom applies the route and vehicle pick returns from the current
+// assignment.
+func (a *Agent) assignFrom(source string, version uint64, pick func(cur *Assignment) (route, vehicle string)) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	cur := a.assign.Load()
+	route, vehicle := pick(cur)
+	if err := CheckAssignment(route, vehicle); err != nil {
+		return err
+	}
 	next := &Assignment{Route: route, Vehicle: vehicle, Source: source, At: a.now().UTC().Truncate(time.Millisecond),
 		ServerVersion: cur.ServerVersion}
 	if source == AssignServer {

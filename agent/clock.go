@@ -89,11 +89,12 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,
 			off.Round(time.Second), a.cfg.MaxClockOffset)
 	}
-	if s := a.state.Load(); s.keyring == nil || s.fares == nil {
+	s := a.state.Load()
+	if s.keyring == nil || s.fares == nil {
 		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
-	return routeNotCovered(a.state.Load(), a.assign.Load())
+	return routeNotCovered(s, a.assign.Load())
 }
 
 // hold is an out-of-service state set from outside the tap path.

@@ -102,7 +102,6 @@ type ctlServer struct {
 	log *slog.Logger
 	// connected reports the uplink's connection (nil without one).
 	connected func() bool
-	mu        sync.Mutex // one change at a time (route and vehicle are set together)
 }
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
@@ -190,17 +189,11 @@ func (s *ctlServer) do(req ctlRequest) ctlResponse {
 	switch req.Op {
 	case "status":
 	case "route", "vehicle":
-		s.mu.Lock()
-		cur := s.a.Assignment()
-		route, vehicle := cur.Route, cur.Vehicle
+		set := s.a.AssignLocalVehicle
 		if req.Op == "route" {
-			route = req.Value
-		} else {
-			vehicle = req.Value
+			set = s.a.AssignLocalRoute
 		}
-		err := s.a.AssignLocal(route, vehicle)
-		s.mu.Unlock()
-		if err != nil {
+		if err := set(req.Value); err != nil {
 			return ctlResponse{Error: err.Error()}
 		}
 		s.log.Info("assignment changed over the control socket", "op", req.Op, "value", req.Value)

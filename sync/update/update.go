@@ -95,6 +95,10 @@ func Arch() string {
 type state struct {
 	Pending *pending `json:"pending,omitempty"`
 	Failed  *failure `json:"failed,omitempty"`
+	// Installed is the newest rollout (downlink version) installed: an
+	// older one seen again (a replay) is refused, so it cannot take the
+	// device back to a version since replaced.
+	Installed uint64 `json:"installed_rollout,omitempty"`
 }
 
 // pending is an installed version waiting for its health check.
@@ -371,6 +375,7 @@ func (u *Updater) Offer(version uint64, body []byte) {
 // and nil when ctx is done.
 func (u *Updater) Run(ctx context.Context) error {
 	var deadline <-chan time.Time
+	healthy := u.healthy // nil once seen: a closed channel is always ready
 	if u.Pending() {
 		t := time.NewTimer(u.cfg.HealthTimeout)
 		defer t.Stop()
@@ -380,8 +385,8 @@ func (u *Updater) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-u.healthy:
-			deadline = nil
+		case <-healthy:
+			healthy, deadline = nil, nil
 		case <-deadline:
 			u.mu.Lock()
 			var err error
@@ -418,8 +423,12 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	}
 	u.mu.Lock()
-	pend, failed := u.st.Pending, u.st.Failed
+	pend, failed, installed := u.st.Pending, u.st.Failed, u.st.Installed
 	u.mu.Unlock()
+	if o.version < installed {
+		u.log.Warn("update: rollout older than the one installed refused", "rollout", o.version, "installed", installed)
+		return nil
+	}
 	switch cmp, ok := wire.CompareVersions(m.Version, u.cfg.Current); {
 	case m.Version == u.cfg.Current || (ok && cmp == 0):
 		u.log.Debug("update: already running the rollout's version", "version", m.Version)
@@ -604,13 +613,15 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	was := u.st.Installed
 	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout}
+	u.st.Installed = max(was, rollout)
 	if err := u.save(); err != nil {
-		u.st.Pending = nil
+		u.st.Pending, u.st.Installed = nil, was
 		return err
 	}
 	if err := durable.Rename(u.DownloadFile(), u.cfg.Binary); err != nil {
-		u.st.Pending = nil
+		u.st.Pending, u.st.Installed = nil, was
 		u.save()
 		return fmt.Errorf("update: install: %w", err)
 	}
