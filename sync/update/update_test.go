@@ -356,3 +356,28 @@ func TestArch(t *testing.T) {
 		t.Errorf("Arch() = %q on 32-bit ARM, want armvN", got)
 	}
 }
+
+// TestReplayedOlderRolloutRefused: after rollout 5 installed 1.1.0, a
+// replay of the older signed rollout 4 (0.9.0, downgrade allowed) is
+// refused: nothing downloaded, the binary stays.
+func TestReplayedOlderRolloutRefused(t *testing.T) {
+	newer, older := newRelease("1.1.0"), newRelease("0.9.0")
+	srv := newServer(t, newer, older)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	if err := u.apply(context.Background(), offer{5, rollout(t, newer, nil)}); !errors.Is(err, ErrRestart) {
+		t.Fatalf("update to 1.1.0: %v, want ErrRestart", err)
+	}
+	u = d.updater(t, "1.1.0", srv.url) // the new binary starts
+	if err := u.Healthy(); err != nil {
+		t.Fatal(err)
+	}
+	before := srv.requests.Load()
+	allow := func(r *wire.Rollout) { r.AllowDowngrade = true }
+	if err := u.apply(context.Background(), offer{4, rollout(t, older, allow)}); err != nil {
+		t.Fatalf("replayed rollout: %v, want refused without error", err)
+	}
+	if srv.requests.Load() != before || !bytes.Equal(d.binary(t), newer.data) {
+		t.Fatalf("a replayed older rollout was acted on: %d requests, binary %.24q", srv.requests.Load()-before, d.binary(t))
+	}
+}
