@@ -41,49 +41,20 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // newest assignment at or before it) is noted route_mismatch and charged
 // by its own route (see ledger.NoteRouteMismatch).
 func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
+	return st.CommitBatches(ctx, []*ingest.Batch{b})
+}
+
+// keepAsideRevoked quarantines a revoked device's batch: its records are
+// kept for the operator, never charged.
+func (st *store) keepAsideRevoked(ctx context.Context, b *ingest.Batch) error {
 	s := (*Server)(st)
-	var taps []ledger.Tap
-	var quarantine []ledger.QuarantinedRecord
-	var held []ledger.HeldTap
-	var maxSeq uint64
-	if b.Revoked {
-		// A revoked device's records are kept aside, never charged.
-		for _, t := range b.Taps {
-			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
-				Reason: ingest.RejectRevokedDevice, Record: t.Record})
-		}
-		s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
-		return s.ledger.Quarantine(ctx, quarantine)
+	quarantine := make([]ledger.QuarantinedRecord, 0, len(b.Taps))
+	for _, t := range b.Taps {
+		quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
+			Reason: ingest.RejectRevokedDevice, Record: t.Record})
 	}
-	taps, quarantine, held, maxSeq, err := st.classify(ctx, b)
-	if err != nil {
-		return err
-	}
-	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
-		return err
-	}
-	if err := s.ledger.Hold(ctx, held); err != nil {
-		return err
-	}
-	res, err := s.ledger.CommitTaps(ctx, taps)
-	if errors.Is(err, ledger.ErrInvalid) {
-		res, err = st.commitOneByOne(ctx, b, taps)
-	}
-	if err != nil {
-		return err
-	}
-	if err := st.quarantineConflicts(ctx, b, taps, res); err != nil {
-		return err
-	}
-	s.observeLag(taps, res)
-	if s.cfg.AfterCommit != nil {
-		s.cfg.AfterCommit()
-	}
-	if err := s.ledger.NoteDeviceSync(ctx, b.DeviceID, maxSeq); err != nil {
-		s.log.Warn("noting device sync", "device", b.DeviceID, "err", err)
-	}
-	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
-	return nil
+	s.log.Warn("batch of a revoked device kept aside, not charged", "device", b.DeviceID, "records", len(b.Taps))
+	return s.ledger.Quarantine(ctx, quarantine)
 }
 
 // classify sorts a batch's taps: unreadable records to quarantine, taps
@@ -124,10 +95,13 @@ func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.T
 	return taps, quarantine, held, maxSeq, nil
 }
 
-// CommitBatches settles several devices' batches together: their taps go
-// to the ledger in one CommitTaps call (the set-based path settles a big
-// set much faster than many small ones). Revoked devices' batches and a
-// set the ledger refuses as invalid fall back to Commit, batch by batch.
+// CommitBatches settles several devices' batches together (Commit is the
+// case of one): their taps go to the ledger in one CommitTaps call (the
+// set-based path settles a big set much faster than many small ones).
+// Revoked devices' batches are kept aside. A set the ledger refuses as
+// invalid is settled again batch by batch, and a single batch it refuses
+// tap by tap, so one bad record cannot block a device's queue: the bad
+// ones are quarantined.
 func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	s := (*Server)(st)
 	var taps []ledger.Tap
@@ -141,7 +115,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	spans := make([]span, 0, len(bs))
 	for _, b := range bs {
 		if b.Revoked {
-			if err := st.Commit(ctx, b); err != nil {
+			if err := st.keepAsideRevoked(ctx, b); err != nil {
 				return err
 			}
 			continue
@@ -153,6 +127,9 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}
+	if len(spans) == 0 {
+		return nil
+	}
 	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
 		return err
 	}
@@ -161,12 +138,16 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	}
 	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
-		for _, sp := range spans {
-			if err := st.Commit(ctx, sp.b); err != nil {
-				return err
+		if len(spans) == 1 {
+			res, err = st.commitOneByOne(ctx, spans[0].b, taps)
+		} else {
+			for _, sp := range spans {
+				if err := st.Commit(ctx, sp.b); err != nil {
+					return err
+				}
 			}
+			return nil
 		}
-		return nil
 	}
 	if err != nil {
 		return err
@@ -185,7 +166,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 			s.log.Warn("noting device sync", "device", sp.b.DeviceID, "err", err)
 		}
 	}
-	s.pub.Changed(record.DocDenyList)
+	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
 	return nil
 }
 
