@@ -59,13 +59,7 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
-		return err
-	}
-	if err := s.ledger.Hold(ctx, held); err != nil {
-		return err
-	}
-	res, err := s.ledger.CommitTaps(ctx, taps)
+	res, err := st.write(ctx, taps, quarantine, held)
 	if errors.Is(err, ledger.ErrInvalid) {
 		res, err = st.commitOneByOne(ctx, b, taps)
 	}
@@ -84,6 +78,20 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	}
 	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
 	return nil
+}
+
+// write puts classified records into the ledger: the quarantined and the
+// held ones, then the taps (whose results it returns).
+func (st *store) write(ctx context.Context, taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
+	held []ledger.HeldTap) ([]ledger.TapResult, error) {
+	s := (*Server)(st)
+	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
+		return nil, err
+	}
+	if err := s.ledger.Hold(ctx, held); err != nil {
+		return nil, err
+	}
+	return s.ledger.CommitTaps(ctx, taps)
 }
 
 // classify sorts a batch's taps: unreadable records to quarantine, taps
@@ -153,13 +161,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}
-	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
-		return err
-	}
-	if err := s.ledger.Hold(ctx, held); err != nil {
-		return err
-	}
-	res, err := s.ledger.CommitTaps(ctx, taps)
+	res, err := st.write(ctx, taps, quarantine, held)
 	if errors.Is(err, ledger.ErrInvalid) {
 		for _, sp := range spans {
 			if err := st.Commit(ctx, sp.b); err != nil {
