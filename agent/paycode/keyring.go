@@ -2,6 +2,7 @@ package paycode
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -38,7 +39,7 @@ type Keyring struct {
 func NewKeyring(version uint64, keys []Key) (*Keyring, error) {
 	ks := make([]Key, len(keys))
 	copy(ks, keys)
-	slices.SortFunc(ks, func(a, b Key) int { return int64cmp(int64(a.ID), int64(b.ID)) })
+	slices.SortFunc(ks, func(a, b Key) int { return cmp.Compare(a.ID, b.ID) })
 	for i, k := range ks {
 		if len(k.Public) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%w: key %d: public key is %d bytes, want %d", ErrKeyring, k.ID, len(k.Public), ed25519.PublicKeySize)
@@ -53,16 +54,6 @@ func NewKeyring(version uint64, keys []Key) (*Keyring, error) {
 		ks[i].Public = slices.Clone(k.Public)
 	}
 	return &Keyring{version: version, keys: ks}, nil
-}
-
-func int64cmp(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Version returns the keyring's version. A device refuses a keyring older
@@ -84,7 +75,7 @@ func (k *Keyring) Lookup(id uint32) (Key, bool) {
 	if k == nil {
 		return Key{}, false
 	}
-	i, ok := slices.BinarySearchFunc(k.keys, id, func(key Key, id uint32) int { return int64cmp(int64(key.ID), int64(id)) })
+	i, ok := slices.BinarySearchFunc(k.keys, id, func(key Key, id uint32) int { return cmp.Compare(key.ID, id) })
 	if !ok {
 		return Key{}, false
 	}

@@ -20,13 +20,8 @@ farego-provision device --force to bring it back.
 `
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deviceUsage)
-		return cli.ErrUsage
-	}
-	if args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, deviceUsage)
-		return nil
+	if done, err := beforeSubcommand(args, deviceUsage, stdout, stderr); done {
+		return err
 	}
 	if args[0] != "revoke" {
 		fmt.Fprint(stderr, deviceUsage)

@@ -10,6 +10,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -89,4 +90,19 @@ func dataFlag(fs *flag.FlagSet) *string {
 
 func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db; postgres://… for PostgreSQL)")
+}
+
+// beforeSubcommand handles the arguments of a command with subcommands when
+// they name none: nothing (the usage on stderr, cli.ErrUsage) or -h/--help
+// (the usage on stdout, nil). done: the command returns err.
+func beforeSubcommand(args []string, usage string, stdout, stderr io.Writer) (done bool, err error) {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stderr, usage)
+		return true, cli.ErrUsage
+	case args[0] == "-h" || args[0] == "--help":
+		fmt.Fprint(stdout, usage)
+		return true, nil
+	}
+	return false, nil
 }

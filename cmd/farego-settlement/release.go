@@ -35,13 +35,8 @@ older version than the one they run unless --allow-downgrade.
 `
 
 func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, releaseUsage)
-		return cli.ErrUsage
-	}
-	if args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, releaseUsage)
-		return nil
+	if done, err := beforeSubcommand(args, releaseUsage, stdout, stderr); done {
+		return err
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("farego-settlement release "+sub, flag.ContinueOnError)

@@ -46,13 +46,8 @@ func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, tokenUsage)
-		return cli.ErrUsage
-	}
-	if args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, tokenUsage)
-		return nil
+	if done, err := beforeSubcommand(args, tokenUsage, stdout, stderr); done {
+		return err
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("farego-settlement token "+sub, flag.ContinueOnError)

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +14,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/scanner"
 )
 
@@ -279,4 +283,37 @@ func (c *Config) path(p string) string {
 		return p
 	}
 	return filepath.Join(c.dir, p)
+}
+
+// configFlag adds the --config FILE flag of the subcommands that read the
+// validator config.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "validator config file (TOML) (required)")
+}
+
+// parseConfigArgs parses the arguments of a subcommand that takes
+// --config FILE and no other argument. When ok is false the subcommand
+// exits with code (what went wrong is written).
+func parseConfigArgs(fs *flag.FlagSet, configPath *string, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	name := "farego-validator " + fs.Name()
+	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+		return cli.Exit(name, err, stderr), false
+	}
+	if *configPath == "" || fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "%s: --config FILE is required (and nothing else)\n", name)
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
+// agentConfig is the agent's configuration from the validator config: what
+// run decides taps with and what selftest reads the device state with.
+func (c *Config) agentConfig() agent.Config {
+	return agent.Config{
+		DeviceID: c.DeviceID, Route: c.Route, Vehicle: c.Vehicle,
+		Policy:         paycode.Policy{MaxAge: time.Duration(c.Policy.MaxAge), Skew: time.Duration(c.Policy.Skew)},
+		PassbackWindow: time.Duration(c.Policy.PassbackWindow), RiskCap: c.Policy.RiskCap, MinClock: c.Policy.MinClock,
+		MaxClockOffset: time.Duration(c.Policy.MaxClockOffset),
+		Language:       c.language(),
+	}
 }

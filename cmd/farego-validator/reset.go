@@ -7,7 +7,6 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/queue/durable"
 )
@@ -31,14 +30,10 @@ Flags:
 func cmdResetQueue(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reset-queue", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), resetUsage); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "validator config file (TOML) (required)")
+	configPath := configFlag(fs)
 	sure := fs.Bool("i-understand", false, "the taps in the unreadable files are given up: do it")
-	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
-		return cli.Exit("farego-validator reset-queue", err, stderr)
-	}
-	if *configPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "farego-validator reset-queue: --config FILE is required (and nothing else)")
-		return exitUsage
+	if code, ok := parseConfigArgs(fs, configPath, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
-	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/agent/ridertext"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -47,13 +46,9 @@ const queueFile = "validator.db"
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "validator config file (TOML) (required)")
-	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
-		return cli.Exit("farego-validator run", err, stderr)
-	}
-	if *configPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "farego-validator run: --config FILE is required (and nothing else)")
-		return exitUsage
+	configPath := configFlag(fs)
+	if code, ok := parseConfigArgs(fs, configPath, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
@@ -182,25 +177,20 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	var up *uplink.Uplink // set before any tap is decided
 	now := validatorClock(log)
-	a, err := agent.New(q, fb, agent.Config{
-		DeviceID: cfg.DeviceID, Route: cfg.Route, Vehicle: cfg.Vehicle,
-		Policy:         paycode.Policy{MaxAge: time.Duration(cfg.Policy.MaxAge), Skew: time.Duration(cfg.Policy.Skew)},
-		PassbackWindow: time.Duration(cfg.Policy.PassbackWindow), RiskCap: cfg.Policy.RiskCap, MinClock: cfg.Policy.MinClock,
-		MaxClockOffset: time.Duration(cfg.Policy.MaxClockOffset),
-		Logger:         log.With("part", "agent"), Metrics: reg, Language: lang,
-		Now:       now,
-		Heartbeat: func() { mon.Beat(partTapLoop) },
-		Accepted: func() {
-			if up != nil {
-				up.Notify()
-			}
-		},
-		ServiceChanged: func() {
-			if up != nil {
-				up.StatusChanged()
-			}
-		},
-	})
+	acfg := cfg.agentConfig()
+	acfg.Logger, acfg.Metrics, acfg.Now = log.With("part", "agent"), reg, now
+	acfg.Heartbeat = func() { mon.Beat(partTapLoop) }
+	acfg.Accepted = func() {
+		if up != nil {
+			up.Notify()
+		}
+	}
+	acfg.ServiceChanged = func() {
+		if up != nil {
+			up.StatusChanged()
+		}
+	}
+	a, err := agent.New(q, fb, acfg)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
-	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
@@ -74,13 +73,9 @@ const (
 func cmdSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("selftest", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), selftestUsage); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "validator config file (TOML) (required)")
-	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
-		return cli.Exit("farego-validator selftest", err, stderr)
-	}
-	if *configPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "farego-validator selftest: --config FILE is required (and nothing else)")
-		return exitUsage
+	configPath := configFlag(fs)
+	if code, ok := parseConfigArgs(fs, configPath, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
@@ -301,8 +296,9 @@ func (s *selftest) checkQueue() {
 		s.add(levelFail, "queue", fmt.Sprintf("%s: %v", path, err), "start the validator: it salvages a damaged file")
 		return
 	}
-	a, err := agent.New(q, feedback.Multi{}, agent.Config{DeviceID: s.cfg.DeviceID, Route: s.cfg.Route, Vehicle: s.cfg.Vehicle,
-		Logger: slog.New(slog.DiscardHandler)})
+	acfg := s.cfg.agentConfig() // the run path's agent settings
+	acfg.Logger = slog.New(slog.DiscardHandler)
+	a, err := agent.New(q, feedback.Multi{}, acfg)
 	if err != nil {
 		s.add(levelFail, "queue", fmt.Sprintf("device state unreadable: %v", err), "start the validator: it salvages a damaged file")
 		return

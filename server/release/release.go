@@ -24,6 +24,7 @@
 package release
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -200,19 +201,9 @@ func (s *Store) List() ([]Release, error) {
 		if c, _ := wire.CompareVersions(b.Version, a.Version); c != 0 {
 			return c
 		}
-		return cmpString(a.Arch, b.Arch)
+		return cmp.Compare(a.Arch, b.Arch)
 	})
 	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Rollout returns the current rollout (nil if none).

@@ -65,12 +65,7 @@ func TestFairIngest(t *testing.T) {
 	cfg := w.config()
 	cfg.Workers, cfg.CoalesceBatches, cfg.DeviceQueueSize = 1, 1, 4
 	st := &orderStore{memStore: w.store}
-	block := make(chan struct{})
-	entered := make(chan struct{}, 100)
-	w.store.onCommit = func(*Batch) {
-		entered <- struct{}{}
-		<-block
-	}
+	entered, release := w.store.holdCommits()
 	in := startWith(w, cfg, st)
 	flood, other := w.newDevice(true), w.newDevice(true)
 	flood.publish(flood.topic(wire.KindTaps), flood.validBatch(1, 1))
@@ -84,10 +79,7 @@ func TestFairIngest(t *testing.T) {
 	})
 	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 1))
 	waitFor(t, "the other device's batch to be queued", func() bool { return in.Stats().Queued == 5 })
-	w.store.mu.Lock()
-	w.store.onCommit = nil
-	w.store.mu.Unlock()
-	close(block)
+	release()
 	other.nextAck()
 	waitFor(t, "every queued batch acked", func() bool { return in.Stats().Acks == 6 })
 	st.mu.Lock()
@@ -109,12 +101,7 @@ func TestCoalescedCommit(t *testing.T) {
 	cfg := w.config()
 	cfg.Workers = 1
 	st := groupStore{&orderStore{memStore: w.store}}
-	block := make(chan struct{})
-	entered := make(chan struct{}, 100)
-	w.store.onCommit = func(*Batch) {
-		entered <- struct{}{}
-		<-block
-	}
+	entered, release := w.store.holdCommits()
 	in := startWith(w, cfg, st)
 	first := w.newDevice(true)
 	first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
@@ -126,10 +113,7 @@ func TestCoalescedCommit(t *testing.T) {
 		devs = append(devs, d)
 	}
 	waitFor(t, "five batches queued", func() bool { return in.Stats().Queued == 5 })
-	w.store.mu.Lock()
-	w.store.onCommit = nil
-	w.store.mu.Unlock()
-	close(block)
+	release()
 	for _, d := range devs {
 		if a := d.nextAck(); len(seqsOf(a.Ranges)) != 3 {
 			t.Errorf("%s: ack of %v", d.id, a.Ranges)

@@ -93,6 +93,25 @@ func (s *memStore) DeviceKey(_ context.Context, id string) (ed25519.PublicKey, e
 	return k, nil
 }
 
+// holdCommits makes every Commit wait until release is called; entered
+// gets a value as each one starts waiting.
+func (s *memStore) holdCommits() (entered <-chan struct{}, release func()) {
+	block := make(chan struct{})
+	e := make(chan struct{}, 100)
+	s.mu.Lock()
+	s.onCommit = func(*Batch) {
+		e <- struct{}{}
+		<-block
+	}
+	s.mu.Unlock()
+	return e, func() {
+		s.mu.Lock()
+		s.onCommit = nil
+		s.mu.Unlock()
+		close(block)
+	}
+}
+
 func (s *memStore) Commit(_ context.Context, b *Batch) error {
 	s.mu.Lock()
 	hook := s.onCommit

@@ -343,12 +343,7 @@ func TestQueueFullDrops(t *testing.T) {
 	w := newWorld(t, "")
 	cfg := w.config()
 	cfg.Workers, cfg.QueueSize = 1, 1
-	block := make(chan struct{})
-	entered := make(chan struct{}, 100)
-	w.store.onCommit = func(*Batch) {
-		entered <- struct{}{}
-		<-block
-	}
+	entered, release := w.store.holdCommits()
 	in := w.start(cfg)
 	d := w.newDevice(true)
 	// One batch blocks the worker in Commit, one waits in the queue; the
@@ -359,10 +354,7 @@ func TestQueueFullDrops(t *testing.T) {
 		d.publish(d.topic(wire.KindTaps), d.validBatch(seq, seq))
 	}
 	waitFor(t, "drops", func() bool { return in.Stats().Rejects[RejectQueueFull] >= 1 })
-	w.store.mu.Lock()
-	w.store.onCommit = nil
-	w.store.mu.Unlock()
-	close(block)
+	release()
 	waitFor(t, "every batch acked or dropped", func() bool {
 		st := in.Stats()
 		return st.Rejects[RejectQueueFull]+st.Acks == 6

@@ -131,6 +131,20 @@ func (d *device) updater(t *testing.T, current, url string) *Updater {
 	return u
 }
 
+// installed is a device on 1.0.0 that has installed release 1.1.0 from
+// srv and is about to restart into it.
+func installed(t *testing.T) (*release, *server, *device) {
+	t.Helper()
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); !errors.Is(err, ErrRestart) {
+		t.Fatal(err)
+	}
+	return rel, srv, d
+}
+
 func (d *device) binary(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile(d.bin)
@@ -269,13 +283,7 @@ func TestDowngradeAllowedAndRolloutMembership(t *testing.T) {
 }
 
 func TestCrashLoopRollsBack(t *testing.T) {
-	rel := newRelease("1.1.0")
-	srv := newServer(t, rel)
-	d := newDevice(t)
-	u := d.updater(t, "1.0.0", srv.url)
-	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); !errors.Is(err, ErrRestart) {
-		t.Fatal(err)
-	}
+	rel, srv, d := installed(t)
 	for i := range DefaultMaxBoots {
 		d.updater(t, "1.1.0", srv.url) // starts and dies before it is healthy
 		if !bytes.Equal(d.binary(t), rel.data) {
@@ -305,13 +313,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 }
 
 func TestHealthTimeoutRollsBack(t *testing.T) {
-	rel := newRelease("1.1.0")
-	srv := newServer(t, rel)
-	d := newDevice(t)
-	u := d.updater(t, "1.0.0", srv.url)
-	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); !errors.Is(err, ErrRestart) {
-		t.Fatal(err)
-	}
+	_, _, d := installed(t)
 	nu, err := New(Config{Binary: d.bin, Current: "1.1.0", DeviceID: "bus-1", FleetPublicKey: fleetKey.Public().(ed25519.PublicKey),
 		HealthTimeout: time.Millisecond})
 	if err != nil {

@@ -319,6 +319,19 @@ func (c *Config) tlsRequested() bool {
 	return c.TLS != nil || c.CAFile != "" || c.CertFile != ""
 }
 
+// clientTLS is the TLS configuration of the MQTT client: nil when no TLS
+// setting is given and no broker URL asks for TLS.
+func (c *Config) clientTLS() (*tls.Config, error) {
+	needTLS := c.tlsRequested()
+	for _, b := range c.Brokers {
+		needTLS = needTLS || mqttclient.IsTLS(b)
+	}
+	if !needTLS {
+		return nil, nil
+	}
+	return c.tlsConfig()
+}
+
 // tlsConfig builds the TLS configuration for TLS brokers, reading the files.
 func (c *Config) tlsConfig() (*tls.Config, error) {
 	var t *tls.Config

@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"sync"
 	"time"
@@ -51,16 +50,9 @@ func Probe(ctx context.Context, cfg Config, settle time.Duration) (*ProbeResult,
 	if settle <= 0 {
 		settle = DefaultProbeSettle
 	}
-	needTLS := cfg.tlsRequested()
-	for _, b := range cfg.Brokers {
-		needTLS = needTLS || mqttclient.IsTLS(b)
-	}
-	var tlsConfig *tls.Config
-	if needTLS {
-		var err error
-		if tlsConfig, err = cfg.tlsConfig(); err != nil {
-			return nil, err
-		}
+	tlsConfig, err := cfg.clientTLS()
+	if err != nil {
+		return nil, err
 	}
 	t := wire.Topics{Prefix: cfg.TopicPrefix}
 	fleet := map[string]string{}
@@ -117,7 +109,7 @@ func Probe(ctx context.Context, cfg Config, settle time.Duration) (*ProbeResult,
 			}
 		}
 	}()
-	err := c.Run(ctx, func(ctx context.Context, s *mqttclient.Session) error {
+	err = c.Run(ctx, func(ctx context.Context, s *mqttclient.Session) error {
 		res.Broker = s.Broker()
 		timer := time.NewTimer(settle)
 		defer timer.Stop()

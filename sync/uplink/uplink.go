@@ -128,16 +128,9 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		wake:     make(chan struct{}, 1),
 		acks:     newAckCommitter(q, cfg.OnAcked),
 	}
-	needTLS := cfg.tlsRequested()
-	for _, b := range cfg.Brokers {
-		needTLS = needTLS || mqttclient.IsTLS(b)
-	}
-	var tlsConfig *tls.Config
-	if needTLS {
-		var err error
-		if tlsConfig, err = cfg.tlsConfig(); err != nil {
-			return nil, err
-		}
+	tlsConfig, err := cfg.clientTLS()
+	if err != nil {
+		return nil, err
 	}
 	t := wire.Topics{Prefix: cfg.TopicPrefix}
 	u.taps = t.Device(cfg.DeviceID, wire.KindTaps)

@@ -10,16 +10,24 @@ import (
 	"time"
 )
 
-func TestNotifyAndWatchdog(t *testing.T) {
+// listenNotify is a real notify socket in NOTIFY_SOCKET, with a 20 ms
+// watchdog for this process in the environment.
+func listenNotify(t *testing.T) *net.UnixConn {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "20000")
 	t.Setenv("WATCHDOG_PID", "")
+	return conn
+}
+
+func TestNotifyAndWatchdog(t *testing.T) {
+	conn := listenNotify(t)
 	n := FromEnv()
 	if !n.Enabled() {
 		t.Fatal("not enabled with NOTIFY_SOCKET set")
@@ -70,15 +78,7 @@ func (c *fakeClock) Add(d time.Duration) {
 // A stalled part stops the pings on a real unixgram socket; its recovery
 // starts them again.
 func TestWatchdogStopsWhileAPartIsStuck(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "20000")
-	t.Setenv("WATCHDOG_PID", "")
+	conn := listenNotify(t)
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	m := &Monitor{StallAfter: 10 * time.Second, Now: clock.Now}
 	m.Beat("tap loop")
@@ -115,7 +115,7 @@ func TestWatchdogStopsWhileAPartIsStuck(t *testing.T) {
 	// The queue goes silent for longer than StallAfter; the tap loop beats on.
 	clock.Add(11 * time.Second)
 	m.Beat("tap loop")
-	err = <-changes
+	err := <-changes
 	if err == nil || !strings.Contains(err.Error(), "queue silent for 11s") || strings.Contains(err.Error(), "tap loop") {
 		t.Fatalf("change = %v, want the queue named stuck", err)
 	}
