@@ -708,7 +708,7 @@ func (t *txn) rows(b *bulk, first int) (string, []any) { return b.source(first, 
 // maxBulkStmts bounds the bulk statements a SQLite Store keeps prepared:
 // their text changes with the number of rows, and the batches of a busy
 // server come in a few sizes.
-const maxBulkStmts = 256
+const maxBulkStmts = 512
 
 // bulkStmt returns the transaction's prepared statement for a bulk query on
 // SQLite while the Store has room for it, or nil: the statement then runs

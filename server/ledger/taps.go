@@ -233,8 +233,8 @@ func (t *txn) markNew(work []tapWork) error {
 	}
 	stored := map[string]bool{}
 	for _, c := range texts(ids).chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT tap_id FROM taps WHERE tap_id IN (`+src+`)`, args...)
+		from, where, args := t.matching(c, "taps", "t", "tap_id")
+		rows, err := t.bulkQuery(`SELECT t.tap_id FROM `+from+` WHERE `+where, args...)
 		if err != nil {
 			return fmt.Errorf("ledger: read stored tap ids: %w", err)
 		}
@@ -325,7 +325,7 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 			pairs.add(int64(k.account), int64(k.serial))
 		}
 	}
-	if len(t.accounts) > 0 || ids.rows+pairs.rows*2 > maxBulkParams {
+	if len(t.accounts) > 0 || ids.padded()+pairs.padded()*2 > maxBulkParams {
 		all := make([]uint64, len(taps))
 		for i := range taps {
 			all[i] = taps[i].Account
@@ -684,12 +684,12 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 		b.add(k)
 	}
 	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
+		from, where, args := t.matching(c, "code_uses", "u", "code_key")
 		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
 				COALESCE(t.device_id, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
 				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
-			FROM code_uses u LEFT JOIN taps t ON t.tap_id = u.tap_id
-			WHERE u.code_key IN (`+src+`)`, args...)
+			FROM `+from+` LEFT JOIN taps t ON t.tap_id = u.tap_id
+			WHERE `+where, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read code uses: %w", err)
 		}
@@ -863,23 +863,14 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 		b.add(int64(k.account), k.day)
 	}
 	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		q := `SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge,
-				transfer, capped, postings
-			FROM taps WHERE flag = '' AND (account_id, service_day) IN (` + src + `)`
-		if t.pg() {
-			// One index scan per account-day (a lateral subquery the
-			// planner may not flatten: OFFSET 0). PostgreSQL would
-			// otherwise hash the pairs and scan every tap of the ledger
-			// once it guesses that a batch's days hold a few per cent of
-			// its taps (one day's ledger).
-			q = `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
-					t.transfer, t.capped, t.postings
-				FROM (` + src + `) AS v (account_id, service_day) CROSS JOIN LATERAL (
-					SELECT tap_id, account_id, service_day, at_ns, profile, base_fare, rated_version, charge, transfer, capped, postings
-						FROM taps WHERE taps.flag = '' AND taps.account_id = v.account_id
-						AND taps.service_day = v.service_day OFFSET 0) t`
-		}
+		// One index scan per account-day on PostgreSQL (see matching):
+		// it would otherwise hash the pairs and scan every tap of the
+		// ledger once it guesses that a batch's days hold a few per cent
+		// of its taps (one day's ledger).
+		from, where, args := t.matching(c, "taps", "t", "account_id", "service_day")
+		q := `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+				t.transfer, t.capped, t.postings
+			FROM ` + from + ` WHERE t.flag = '' AND ` + where
 		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read service days: %w", err)
@@ -933,9 +924,10 @@ func (t *txn) readDuplicates(work []tapWork, dups []int) error {
 	}
 	got := map[string]stored{}
 	for _, c := range texts(ids).chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT tap_id, account_id, at_ns, code_key, record, charge, flag, notes, base_fare, rated_version
-			FROM taps WHERE tap_id IN (`+src+`)`, args...)
+		from, where, args := t.matching(c, "taps", "t", "tap_id")
+		rows, err := t.bulkQuery(`SELECT t.tap_id, t.account_id, t.at_ns, t.code_key, t.record, t.charge, t.flag, t.notes,
+				t.base_fare, t.rated_version
+			FROM `+from+` WHERE `+where, args...)
 		if err != nil {
 			return fmt.Errorf("ledger: read stored taps: %w", err)
 		}
