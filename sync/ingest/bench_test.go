@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -23,7 +24,10 @@ import (
 // devices, for FAREGO_BENCH_TAPS taps (default 20,000) in batches of 100
 // from 8 devices, 64 riders (so the credential cache hits, as in real
 // life, and each tap costs one Ed25519 verification of its code). Each
-// iteration sends every batch once and waits for every ack.
+// iteration sends every batch once and waits for every ack; each device
+// keeps at most uplink.DefaultMaxInFlight batches unacked, as a validator
+// does (the ingest drops what a device sends beyond its queue, and a
+// validator sends it again; this publisher would not).
 //
 // In the same run it measures the floor: raw Ed25519 verifications per
 // second on one core and on all cores. Metrics: taps/s, verify/s (one
@@ -38,7 +42,7 @@ func BenchmarkIngest(b *testing.B) {
 		}
 		n = v
 	}
-	const devices, perBatch = 8, 100
+	const devices, perBatch, maxInFlight = 8, 100, uplink.DefaultMaxInFlight
 	w := newWorld(b, "")
 	cfg := w.config()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -48,6 +52,12 @@ func BenchmarkIngest(b *testing.B) {
 	type dev struct {
 		d       *device
 		batches [][]byte
+		// unacked counts the device's records published and not yet
+		// acked; the publisher waits on more while it is
+		// maxInFlight batches.
+		mu      sync.Mutex
+		more    *sync.Cond
+		unacked int
 	}
 	var devs []*dev
 	for range devices {
@@ -56,7 +66,13 @@ func BenchmarkIngest(b *testing.B) {
 			d.riders = append(d.riders, w.issuer.Rider(b, uint64(7000+len(devs)*100+i), w.now))
 		}
 		w.store.addDevice(d.id, pubOf(d.key))
-		devs = append(devs, &dev{d: d})
+		dv := &dev{d: d}
+		dv.more = sync.NewCond(&dv.mu)
+		devs = append(devs, dv)
+	}
+	byAckTopic := map[string]*dev{}
+	for _, dv := range devs {
+		byAckTopic[dv.d.topic(wire.KindAck)] = dv
 	}
 	for i, seq := 0, uint64(1); i < n; seq += perBatch {
 		for _, dv := range devs {
@@ -95,6 +111,12 @@ func BenchmarkIngest(b *testing.B) {
 			b.Errorf("ack: %v", err)
 			return
 		}
+		if dv := byAckTopic[m.Topic()]; dv != nil {
+			dv.mu.Lock()
+			dv.unacked -= int(a.Seqs())
+			dv.more.Broadcast()
+			dv.mu.Unlock()
+		}
 		if acked.Add(int64(a.Seqs())) == target.Load() {
 			done <- struct{}{}
 		}
@@ -108,18 +130,28 @@ func BenchmarkIngest(b *testing.B) {
 		acked.Store(0)
 		target.Store(int64(n))
 		start := time.Now()
-		var toks []mqtt.Token
+		var wg sync.WaitGroup
 		for _, dv := range devs {
-			topic := dv.d.topic(wire.KindTaps)
-			for _, msg := range dv.batches {
-				toks = append(toks, c.Publish(topic, 1, false, msg))
-			}
+			dv.mu.Lock()
+			dv.unacked = 0 // a short last batch was counted whole
+			dv.mu.Unlock()
+			wg.Go(func() {
+				topic := dv.d.topic(wire.KindTaps)
+				for _, msg := range dv.batches {
+					dv.mu.Lock()
+					for dv.unacked >= maxInFlight*perBatch {
+						dv.more.Wait()
+					}
+					dv.unacked += perBatch
+					dv.mu.Unlock()
+					if tok := c.Publish(topic, 1, false, msg); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+						b.Errorf("publish: %v", tok.Error())
+						return
+					}
+				}
+			})
 		}
-		for _, tok := range toks {
-			if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
-				b.Fatalf("publish: %v", tok.Error())
-			}
-		}
+		wg.Wait()
 		select {
 		case <-done:
 		case <-time.After(waitTimeout):
