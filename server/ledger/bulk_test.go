@@ -142,3 +142,50 @@ func TestBulkStatementTexts(t *testing.T) {
 		t.Logf("%d bulk statements prepared", s.bulkStmts.Load())
 	})
 }
+
+// TestLargestBatch commits the largest batch a call takes, half of it
+// sent before, so that every bulk statement of the batch is split into
+// several (SQLite's parameter limit) and its last chunk padded: every tap
+// is settled once, the ones sent before come back duplicates with the
+// charges they had, and the ledger's invariants hold (checked at cleanup).
+func TestLargestBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		putTableAt(t, s, tableV1, tablesSince)
+		const accounts = 6000
+		bulkAccounts(t, s, accounts, 1_000_000)
+		g := &benchTaps{r: rand.New(rand.NewPCG(5, 6)), accounts: accounts}
+		taps := g.next(MaxCommitTaps)
+		first, err := s.CommitTaps(ctx, taps[:MaxCommitTaps/2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.CommitTaps(ctx, taps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var charged int64
+		for i, r := range all {
+			if r.Conflict || r.Flag != "" {
+				t.Fatalf("tap %d: %+v", i, r)
+			}
+			if i < len(first) {
+				if !r.Duplicate {
+					t.Fatalf("tap %d, sent before, settled again: %+v", i, r)
+				}
+				continue
+			}
+			if r.Duplicate {
+				t.Fatalf("tap %d, new, came back a duplicate: %+v", i, r)
+			}
+			charged += r.Charge
+		}
+		if n, _ := s.TapCount(ctx); n != MaxCommitTaps {
+			t.Fatalf("%d taps stored, want %d", n, MaxCommitTaps)
+		}
+		if charged == 0 {
+			t.Fatal("nothing charged")
+		}
+	})
+}
