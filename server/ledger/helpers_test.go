@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -145,7 +146,7 @@ func putTableAt(tb testing.TB, s *Store, doc string, since time.Time) {
 // riderKey is the rider public key of the tests' credentials of an account.
 func riderKey(account uint64) []byte {
 	if k, ok := riderKeys.Load(account); ok {
-		return k.([]byte)
+		return slices.Clone(k.([]byte)) // a caller may change its copy
 	}
 	seed := sha256.Sum256([]byte("rider " + strconv.FormatUint(account, 10)))
 	k := []byte(ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey))
