@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
@@ -24,10 +22,6 @@ const (
 	// fleet-signed command).
 	AssignServer = "server"
 )
-
-// MaxAssignmentName bounds a route or vehicle name, in bytes (the tap
-// record's limit).
-const MaxAssignmentName = 64
 
 // keyAssignment is the device-state key of the assignment (JSON).
 var keyAssignment = []byte("assignment")
@@ -47,23 +41,10 @@ type Assignment struct {
 }
 
 // CheckAssignment returns an error (wrapping ErrInvalidAssignment) unless
-// route is 1 to 64 bytes and vehicle at most 64, both valid UTF-8 without
-// control characters or surrounding spaces.
+// route and vehicle pass record.CheckAssignment.
 func CheckAssignment(route, vehicle string) error {
-	if route == "" {
-		return fmt.Errorf("%w: route is empty", ErrInvalidAssignment)
-	}
-	for _, f := range []struct{ name, v string }{{"route", route}, {"vehicle", vehicle}} {
-		switch {
-		case len(f.v) > MaxAssignmentName:
-			return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalidAssignment, f.name, len(f.v), MaxAssignmentName)
-		case !utf8.ValidString(f.v):
-			return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidAssignment, f.name)
-		case strings.TrimSpace(f.v) != f.v:
-			return fmt.Errorf("%w: %s %q has surrounding spaces", ErrInvalidAssignment, f.name, f.v)
-		case strings.IndexFunc(f.v, unicode.IsControl) >= 0:
-			return fmt.Errorf("%w: %s has control characters", ErrInvalidAssignment, f.name)
-		}
+	if err := record.CheckAssignment(route, vehicle); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidAssignment, err)
 	}
 	return nil
 }

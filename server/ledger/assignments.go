@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/farego/farego/agent/record"
 )
 
 // MaxAssignmentHistory is how many assignments per device the ledger keeps
@@ -37,10 +39,7 @@ func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string)
 	if err := validDeviceID(id); err != nil {
 		return a, invalid("%v", err)
 	}
-	if err := checkText("route", route, maxName, true); err != nil {
-		return a, invalid("%v", err)
-	}
-	if err := checkText("vehicle", vehicle, maxName, false); err != nil {
+	if err := record.CheckAssignment(route, vehicle); err != nil {
 		return a, invalid("%v", err)
 	}
 	if err := checkText("by", by, maxLongName, false); err != nil {

@@ -19,7 +19,10 @@ func TestDeviceAssignments(t *testing.T) {
 		}
 		_, err := s.AssignDevice(ctx, "bus-9", "42", "", "op")
 		wantErr(t, err, ErrNotFound)
-		for _, bad := range [][2]string{{"", "v"}, {"4\n2", ""}, {string(bytes.Repeat([]byte{'x'}, 65)), ""}, {"42", "\x00"}} {
+		for _, bad := range [][2]string{{"", "v"}, {"4\n2", ""}, {string(bytes.Repeat([]byte{'x'}, 65)), ""}, {"42", "\x00"},
+			// the signed command and the validator refuse these: the ledger
+			// must not record an assignment that can never be sent
+			{" 42", ""}, {"42", "bus\u0085"}} {
 			_, err := s.AssignDevice(ctx, "bus-7", bad[0], bad[1], "op")
 			wantErr(t, err, ErrInvalid)
 		}

@@ -2,10 +2,7 @@ package wire
 
 import (
 	"fmt"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/farego/farego/agent/record"
 )
@@ -63,13 +60,8 @@ func (a *Assignment) check() error {
 	if a.Version == 0 {
 		return fmt.Errorf("%w: assignment version 0", ErrMalformed)
 	}
-	if a.Route == "" {
-		return fmt.Errorf("%w: assignment without a route", ErrMalformed)
-	}
-	for _, s := range []string{a.Route, a.Vehicle} {
-		if len(s) > maxName || !utf8.ValidString(s) || strings.TrimSpace(s) != s || strings.IndexFunc(s, unicode.IsControl) >= 0 {
-			return fmt.Errorf("%w: assignment route or vehicle %q is not plain text of at most %d bytes", ErrMalformed, s, maxName)
-		}
+	if err := record.CheckAssignment(a.Route, a.Vehicle); err != nil {
+		return fmt.Errorf("%w: assignment: %v", ErrMalformed, err)
 	}
 	return nil
 }
