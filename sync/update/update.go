@@ -95,10 +95,13 @@ func Arch() string {
 type state struct {
 	Pending *pending `json:"pending,omitempty"`
 	Failed  *failure `json:"failed,omitempty"`
-	// Installed is the newest rollout (downlink version) installed: an
-	// older one seen again (a replay) is refused, so it cannot take the
-	// device back to a version since replaced.
+	// Installed is the newest rollout (downlink version) installed.
 	Installed uint64 `json:"installed_rollout,omitempty"`
+	// Newest is the newest rollout seen, whatever came of it (installed,
+	// nothing to do, not for this device, failed): an older one seen
+	// again (a replay of a signed rollout) is refused, so it cannot take
+	// the device back to a version since replaced.
+	Newest uint64 `json:"newest_rollout,omitempty"`
 }
 
 // pending is an installed version waiting for its health check.
@@ -413,6 +416,19 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		u.log.Warn("update: rollout refused", "rollout", o.version, "reason", err)
 		return nil
 	}
+	u.mu.Lock()
+	newest := max(u.st.Newest, u.st.Installed)
+	if o.version > u.st.Newest {
+		u.st.Newest = o.version
+		if err := u.save(); err != nil {
+			u.log.Error("update: recording the newest rollout failed", "rollout", o.version, "err", err)
+		}
+	}
+	u.mu.Unlock()
+	if o.version < newest {
+		u.log.Warn("update: rollout older than one seen before refused", "rollout", o.version, "newest", newest)
+		return nil
+	}
 	if !r.Includes(u.cfg.DeviceID) {
 		u.log.Debug("update: this device is not in the rollout", "version", r.Version, "rollout", o.version)
 		return nil
@@ -423,12 +439,8 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	}
 	u.mu.Lock()
-	pend, failed, installed := u.st.Pending, u.st.Failed, u.st.Installed
+	pend, failed := u.st.Pending, u.st.Failed
 	u.mu.Unlock()
-	if o.version < installed {
-		u.log.Warn("update: rollout older than the one installed refused", "rollout", o.version, "installed", installed)
-		return nil
-	}
 	switch cmp, ok := wire.CompareVersions(m.Version, u.cfg.Current); {
 	case m.Version == u.cfg.Current || (ok && cmp == 0):
 		u.log.Debug("update: already running the rollout's version", "version", m.Version)

@@ -383,3 +383,25 @@ func TestReplayedOlderRolloutRefused(t *testing.T) {
 		t.Fatalf("a replayed older rollout was acted on: %d requests, binary %.24q", srv.requests.Load()-before, d.binary(t))
 	}
 }
+
+// TestReplayedRolloutRefusedWithoutInstall: a device that never installed
+// a rollout (it already ran the rolled-out version) still refuses an
+// older signed rollout seen again, even one allowing a downgrade, and
+// remembers across restarts that it saw the newer one.
+func TestReplayedRolloutRefusedWithoutInstall(t *testing.T) {
+	current, older := newRelease("1.4.0"), newRelease("0.9.0")
+	srv := newServer(t, current, older)
+	d := newDevice(t)
+	u := d.updater(t, "1.4.0", srv.url)
+	if err := u.apply(context.Background(), offer{5, rollout(t, current, nil)}); err != nil {
+		t.Fatalf("rollout of the running version: %v, want nothing to do", err)
+	}
+	u = d.updater(t, "1.4.0", srv.url) // a restart
+	allow := func(r *wire.Rollout) { r.AllowDowngrade = true }
+	if err := u.apply(context.Background(), offer{4, rollout(t, older, allow)}); err != nil {
+		t.Fatalf("replayed rollout: %v, want refused without error", err)
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Fatalf("a replayed older rollout was acted on: %d requests", n)
+	}
+}
