@@ -103,6 +103,20 @@ func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.T
 // tap by tap, so one bad record cannot block a device's queue: the bad
 // ones are quarantined.
 func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
+	// A set larger than one ledger call takes (32 devices' batches of up to
+	// 1,000 records each, in a catch-up) goes in several calls of at most
+	// ledger.MaxCommitTaps taps, not to the ledger whole to be refused and
+	// settled batch by batch.
+	if n := 0; len(bs) > 1 {
+		for i, b := range bs {
+			if n += len(b.Taps); n > ledger.MaxCommitTaps {
+				if err := st.CommitBatches(ctx, bs[:max(i, 1)]); err != nil {
+					return err
+				}
+				return st.CommitBatches(ctx, bs[max(i, 1):])
+			}
+		}
+	}
 	s := (*Server)(st)
 	var taps []ledger.Tap
 	var quarantine []ledger.QuarantinedRecord
