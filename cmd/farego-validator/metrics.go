@@ -3,6 +3,7 @@ package main
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
@@ -30,9 +31,23 @@ func (w *scannerWatch) config(c *scanner.Config) {
 	w.mu.Lock()
 	w.up[name] = up
 	w.mu.Unlock()
-	c.Heartbeat = func() { w.mon.Beat("scanner " + name) }
+	// The reader calls Heartbeat after every read, several times a
+	// frame: beat the monitor (a shared lock and map) at most once a
+	// second, far inside minStallAfter.
+	part := "scanner " + name
+	var last atomic.Int64
+	c.Heartbeat = func() {
+		if now := time.Now().UnixNano(); now-last.Load() >= int64(scannerBeatInterval) {
+			last.Store(now)
+			w.mon.Beat(part)
+		}
+	}
 	c.OnState = func(s scanner.State) { up.Store(s == scanner.Connected) }
 }
+
+// scannerBeatInterval is the least time between two beats of one scanner
+// reader on the watchdog's monitor.
+const scannerBeatInterval = time.Second
 
 // statsSource is a scanner reader with counters (serial and evdev).
 type statsSource interface {

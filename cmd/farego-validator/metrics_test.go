@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/cmd/internal/sdnotify"
+	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/sync/brokertest"
 )
 
@@ -81,4 +83,16 @@ func TestDeviceMetrics(t *testing.T) {
 		t.Error("dropped frames are not typed as a counter")
 	}
 	d.stop()
+}
+
+// BenchmarkScannerHeartbeat is what a serial reader pays after every read
+// (several times a frame) to tell the watchdog it is alive.
+func BenchmarkScannerHeartbeat(b *testing.B) {
+	w := newScannerWatch(&sdnotify.Monitor{})
+	c := scanner.Config{Name: "front"}
+	w.config(&c)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Heartbeat()
+	}
 }
