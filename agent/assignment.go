@@ -3,7 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
+	"maps"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -172,12 +172,7 @@ type StateHealth struct {
 // StateHealth reports on the device state.
 func (a *Agent) StateHealth() StateHealth {
 	s := a.state.Load()
-	h := StateHealth{Versions: map[string]uint64{}, DenyEntries: s.deny.entries()}
-	for k, v := range s.versions {
-		if !strings.Contains(k, "/") {
-			h.Versions[k] = v
-		}
-	}
+	h := StateHealth{Versions: record.DocumentVersions(maps.Clone(s.versions)), DenyEntries: s.deny.entries()}
 	now := a.now()
 	if s.keyring != nil {
 		for _, k := range s.keyring.Keys() {

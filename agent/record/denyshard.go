@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -41,6 +42,19 @@ func DenyShardOf(account uint64) int {
 // DenyShardKey is the name under which a shard's version is reported
 // among a device's document versions ("denylist/17").
 func DenyShardKey(n int) string { return DocDenyList + "/" + strconv.Itoa(n) }
+
+// DocumentVersions returns a device's document versions without the deny
+// list's shards (DenyShardKey): what a status or an operator is shown,
+// where the "denylist" version stands for them all. It changes v and
+// returns it.
+func DocumentVersions(v map[string]uint64) map[string]uint64 {
+	for k := range v {
+		if strings.Contains(k, "/") {
+			delete(v, k)
+		}
+	}
+	return v
+}
 
 // DenyShard is the part of the deny list whose accounts fall in shard
 // Index, in compact form: parallel arrays sorted by account, then serial.

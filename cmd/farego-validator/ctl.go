@@ -13,11 +13,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue"
 )
@@ -207,7 +207,7 @@ func (s *ctlServer) do(req ctlRequest) ctlResponse {
 func (s *ctlServer) status() ctlStatus {
 	as := s.a.Assignment()
 	st := ctlStatus{Device: s.a.DeviceID(), Software: agent.Version, Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
-		ServerVersion: as.ServerVersion, OutOfService: s.a.OutOfService(), Versions: documentVersions(s.a.Versions())}
+		ServerVersion: as.ServerVersion, OutOfService: s.a.OutOfService(), Versions: record.DocumentVersions(s.a.Versions())}
 	st.InService = st.OutOfService == ""
 	if qs, err := s.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted
@@ -221,16 +221,6 @@ func (s *ctlServer) status() ctlStatus {
 		st.UplinkConnected = &c
 	}
 	return st
-}
-
-// documentVersions drops the deny-list shards' versions ("denylist/17").
-func documentVersions(v map[string]uint64) map[string]uint64 {
-	for k := range v {
-		if strings.Contains(k, "/") {
-			delete(v, k)
-		}
-	}
-	return v
 }
 
 func writeCtl(w io.Writer, r ctlResponse) {

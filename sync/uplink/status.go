@@ -1,11 +1,11 @@
 package uplink
 
 import (
-	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -20,7 +20,7 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 		Time:     now.UTC(),
 		Software: u.cfg.Software,
 		Epoch:    u.q.Epoch(),
-		Versions: documentVersions(u.state.Versions()),
+		Versions: record.DocumentVersions(u.state.Versions()),
 	}
 	if qs, err := u.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted
@@ -55,15 +55,4 @@ func (u *Uplink) publishStatus(pub publisher, online bool) mqtt.Token {
 	}
 	u.count(func(s *Stats) { s.StatusSent++ })
 	return pub.Publish(u.status, 1, true, msg)
-}
-
-// documentVersions leaves out of the status the versions of deny-list
-// shards ("denylist/17"): the newest of them is the "denylist" version.
-func documentVersions(v map[string]uint64) map[string]uint64 {
-	for k := range v {
-		if strings.Contains(k, "/") {
-			delete(v, k)
-		}
-	}
-	return v
 }
