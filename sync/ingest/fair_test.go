@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
@@ -123,5 +124,50 @@ func TestCoalescedCommit(t *testing.T) {
 	defer st.mu.Unlock()
 	if len(st.groups) != 1 || st.groups[0] != 5 {
 		t.Errorf("CommitBatches calls of %v batches, want one of 5", st.groups)
+	}
+}
+
+// slowGroupStore's coalesced commits run out of time; its single commits
+// fail on an expired context, as a database's would.
+type slowGroupStore struct{ *orderStore }
+
+func (s slowGroupStore) CommitBatches(ctx context.Context, bs []*Batch) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s slowGroupStore) Commit(ctx context.Context, b *Batch) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.orderStore.Commit(ctx, b)
+}
+
+// TestFallbackAfterSlowCoalescedCommit: when a coalesced commit runs out
+// of CommitTimeout, the batch-by-batch fallback after it gets a timeout
+// of its own (not the round's, spent), so every batch is committed and
+// acked at once instead of waiting for the devices to send it again.
+func TestFallbackAfterSlowCoalescedCommit(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers, cfg.CommitTimeout = 1, 300*time.Millisecond
+	st := slowGroupStore{&orderStore{memStore: w.store}}
+	entered, release := w.store.holdCommits()
+	in := startWith(w, cfg, st)
+	first := w.newDevice(true)
+	first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
+	<-entered
+	var devs []*device
+	for range 2 {
+		d := w.newDevice(true)
+		d.publish(d.topic(wire.KindTaps), d.validBatch(1, 2))
+		devs = append(devs, d)
+	}
+	waitFor(t, "two batches queued", func() bool { return in.Stats().Queued == 2 })
+	release()
+	for _, d := range devs {
+		if a := d.nextAck(); len(seqsOf(a.Ranges)) != 2 {
+			t.Errorf("%s: ack of %v", d.id, a.Ranges)
+		}
 	}
 }

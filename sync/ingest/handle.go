@@ -54,7 +54,11 @@ func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, wan
 		in.refuse(RejectMalformed, id, kind, len(payload), err)
 		return nil, false, false
 	}
-	key, err := in.store.DeviceKey(ctx, id)
+	var key ed25519.PublicKey
+	err = in.storeCall(ctx, func(ctx context.Context) (err error) {
+		key, err = in.store.DeviceKey(ctx, id)
+		return err
+	})
 	switch {
 	case errors.Is(err, ErrUnknownDevice):
 		in.refuse(RejectUnknownDevice, id, kind, len(payload), err)
@@ -130,7 +134,7 @@ func (in *Ingest) commitBatches(ctx context.Context, group []*prepared) {
 		}
 	}
 	if bc, ok := in.store.(BatchCommitter); ok && len(bs) > 1 {
-		if err := bc.CommitBatches(ctx, bs); err == nil {
+		if err := in.storeCall(ctx, func(ctx context.Context) error { return bc.CommitBatches(ctx, bs) }); err == nil {
 			for _, p := range group {
 				if !p.batch.Revoked {
 					in.committed(ctx, p)
@@ -142,7 +146,7 @@ func (in *Ingest) commitBatches(ctx context.Context, group []*prepared) {
 		}
 	}
 	for _, p := range group {
-		if err := in.store.Commit(ctx, p.batch); err != nil {
+		if err := in.storeCall(ctx, func(ctx context.Context) error { return in.store.Commit(ctx, p.batch) }); err != nil {
 			in.commitFailed(p, err)
 			continue
 		}
@@ -251,7 +255,7 @@ func (in *Ingest) handleStatus(ctx context.Context, id string, payload []byte) {
 		in.refuse(RejectDeviceMismatch, id, wire.KindStatus, len(payload), fmt.Errorf("status of device %q", st.DeviceID))
 		return
 	}
-	if err := in.store.Status(ctx, st); err != nil {
+	if err := in.storeCall(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) }); err != nil {
 		in.refuse(RejectStatusFailed, id, wire.KindStatus, len(payload), err)
 		return
 	}

@@ -182,8 +182,9 @@ func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
 // worker processes queued messages until stop is closed: each time it
 // takes up to CoalesceBatches messages of different devices (round-robin),
 // checks them, and commits their batches together (see commitBatches).
-// Each round gets CommitTimeout for its Store calls, also if ctx ends
-// meanwhile, so that batches being committed at shutdown are still acked.
+// Each Store call gets CommitTimeout of its own (see storeCall), also if
+// ctx ends meanwhile, so that batches being committed at shutdown are
+// still acked.
 func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 	base := context.WithoutCancel(ctx)
 	for {
@@ -196,14 +197,21 @@ func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 		if len(ms) == 0 {
 			continue
 		}
-		wctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
 		var group []*prepared
 		for _, m := range ms {
-			if p := in.handle(wctx, m.topic, m.payload); p != nil {
+			if p := in.handle(base, m.topic, m.payload); p != nil {
 				group = append(group, p)
 			}
 		}
-		in.commitBatches(wctx, group)
-		cancel()
+		in.commitBatches(base, group)
 	}
+}
+
+// storeCall runs one Store call with CommitTimeout of its own: a slow
+// coalesced commit that runs out of time leaves the batch-by-batch
+// fallback after it its full time, not an expired context.
+func (in *Ingest) storeCall(base context.Context, call func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
+	defer cancel()
+	return call(ctx)
 }
