@@ -217,7 +217,7 @@ func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []led
 		if errors.Is(err, ledger.ErrInvalid) {
 			s.log.Error("tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
 			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
-				Reason: truncate(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
+				Reason: printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
 			r = []ledger.TapResult{{ID: t.ID}}
 		}
 		if err != nil {
@@ -242,13 +242,6 @@ func printable(s string, n int) string {
 		for !utf8.ValidString(s) { // a character cut in two: at most 3 bytes
 			s = s[:len(s)-1]
 		}
-	}
-	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
 	}
 	return s
 }
