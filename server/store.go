@@ -166,8 +166,11 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	if err != nil {
 		return err
 	}
+	if len(res) != len(taps) {
+		return fmt.Errorf("ledger returned %d results for %d taps", len(res), len(taps))
+	}
 	for _, sp := range spans {
-		if err := st.quarantineConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:min(sp.to, len(res))]); err != nil {
+		if err := st.quarantineConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:sp.to]); err != nil {
 			return err
 		}
 	}
@@ -191,7 +194,7 @@ func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps 
 	s := (*Server)(st)
 	var q []ledger.QuarantinedRecord
 	for i, r := range res {
-		if r.Conflict && i < len(taps) {
+		if r.Conflict {
 			q = append(q, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: taps[i].Seq,
 				Reason: ReasonTapIDConflict, Record: taps[i].Record})
 			s.log.Error("tap id already settled with other contents; record quarantined, not charged", "tap", r.ID,
@@ -291,7 +294,7 @@ func (s *Server) observeLag(taps []ledger.Tap, res []ledger.TapResult) {
 	}
 	now := time.Now()
 	for i, r := range res {
-		if i < len(taps) && !r.Duplicate && !r.Conflict {
+		if !r.Duplicate && !r.Conflict {
 			s.lag.Observe(max(now.Sub(taps[i].Time), 0).Seconds())
 		}
 	}
