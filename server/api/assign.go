@@ -38,11 +38,7 @@ func (h *Handler) assign(w http.ResponseWriter, r *http.Request) (any, int, erro
 		Route   string `json:"route"`
 		Vehicle string `json:"vehicle"`
 	}
-	body, err := readBody(r, maxBody)
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := decodeStrict(body, &req); err != nil {
+	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
 	}
 	d, err := h.cfg.Ledger.Device(r.Context(), r.PathValue("id"))
