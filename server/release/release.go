@@ -95,7 +95,11 @@ func (s *Store) relDir(version, arch string) string { return filepath.Join(s.dir
 
 // Add reads a binary from r (at most wire.MaxBinarySize bytes), signs its
 // manifest and stores both. It refuses a version and architecture that
-// exist.
+// exist, a version stored under another spelling ("v1.4.0" beside
+// "1.4.0": they compare equal), and more than wire.MaxRolloutBuilds
+// architectures of a version (a rollout carries them all). A build added
+// to the version being rolled out moves the rollout's sequence number, so
+// that devices take the new document.
 func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release, error) {
 	if err := wire.ValidVersion(version); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -108,6 +112,9 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release,
 	dir := s.relDir(version, arch)
 	if _, err := os.Stat(filepath.Join(dir, SigFile)); err == nil {
 		return nil, fmt.Errorf("%w: %s for %s", ErrExists, version, arch)
+	}
+	if err := s.checkRoom(version); err != nil {
+		return nil, err
 	}
 	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -146,7 +153,47 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release,
 	if err := durable.WriteFile(filepath.Join(dir, SigFile), sig, 0o644); err != nil {
 		return nil, err
 	}
+	if ro, err := s.Rollout(); err == nil && ro != nil && ro.Version == version {
+		ro.Seq++
+		if err := s.writeRollout(ro); err != nil {
+			return nil, err
+		}
+	}
 	return &Release{*m}, nil
+}
+
+// checkRoom refuses a new build of version when another spelling of it is
+// stored or it has wire.MaxRolloutBuilds builds already.
+func (s *Store) checkRoom(version string) error {
+	versions, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, v := range versions {
+		if c, ok := wire.CompareVersions(v.Name(), version); v.IsDir() && ok && c == 0 && v.Name() != version {
+			return fmt.Errorf("%w: %s is stored as %s", ErrExists, version, v.Name())
+		}
+	}
+	archs, err := os.ReadDir(filepath.Join(s.dir, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, a := range archs {
+		if _, err := os.Stat(filepath.Join(s.dir, version, a.Name(), SigFile)); err == nil {
+			n++
+		}
+	}
+	if n >= wire.MaxRolloutBuilds {
+		return fmt.Errorf("%w: %s has %d architectures already, the most a rollout carries", ErrInvalid, version, n)
+	}
+	return nil
 }
 
 // manifest reads and checks a stored manifest.
@@ -240,17 +287,22 @@ func (s *Store) SetRollout(version string, devices []string, percent int, allowD
 	if _, err := s.document(r); err != nil {
 		return nil, err
 	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := durable.MkdirAll(s.dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := durable.WriteFile(filepath.Join(s.dir, RolloutFile), append(b, '\n'), 0o644); err != nil {
+	if err := s.writeRollout(r); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// writeRollout stores the current rollout durably.
+func (s *Store) writeRollout(r *Rollout) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := durable.MkdirAll(s.dir, 0o755); err != nil {
+		return err
+	}
+	return durable.WriteFile(filepath.Join(s.dir, RolloutFile), append(b, '\n'), 0o644)
 }
 
 // document builds the downlink body of a rollout.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -111,5 +112,51 @@ func TestAddRolloutServe(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("%s: %s, want 404", q, resp.Status)
 		}
+	}
+}
+
+// TestAddGuards: one version under two spellings is refused; a version
+// takes at most wire.MaxRolloutBuilds architectures; a build added to the
+// version being rolled out moves the rollout's sequence number, so the
+// devices that applied the rollout take the new document with it.
+func TestAddGuards(t *testing.T) {
+	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
+	bin := []byte("validator")
+	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "arm64", now); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1.4.0", "1.4.0+build.7"} {
+		if _, err := s.Add(bytes.NewReader(bin), v, "armv7", now); !errors.Is(err, ErrExists) {
+			t.Errorf("Add(%q) beside 1.4.0: %v, want ErrExists", v, err)
+		}
+	}
+	ro, err := s.SetRollout("1.4.0", nil, 100, false, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "armv7", now); err != nil {
+		t.Fatal(err)
+	}
+	seq, body, err := s.Document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := wire.ParseRollout(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != ro.Seq+1 || len(r.Builds) != 2 {
+		t.Errorf("after a build added to the rolled-out version: rollout %d with %d builds, want %d with 2", seq, len(r.Builds), ro.Seq+1)
+	}
+	for i := 2; i < wire.MaxRolloutBuilds; i++ {
+		if _, err := s.Add(bytes.NewReader(bin), "1.4.0", fmt.Sprintf("arch%d", i), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "onetoomany", now); !errors.Is(err, ErrInvalid) {
+		t.Errorf("build %d of a version: %v, want ErrInvalid", wire.MaxRolloutBuilds+1, err)
+	}
+	if _, _, err := s.Document(); err != nil {
+		t.Errorf("rollout document with %d builds: %v", wire.MaxRolloutBuilds, err)
 	}
 }
