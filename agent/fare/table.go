@@ -9,12 +9,11 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 	_ "time/tzdata" // validators often ship without /usr/share/zoneinfo
-	"unicode"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 )
 
 // MaxTableSize bounds a fare table document.
@@ -158,7 +157,7 @@ func (t *Table) check() error {
 	}
 	listed := map[string]bool{}
 	for _, r := range t.Routes {
-		if r == "" || len(r) > 64 || r == DefaultRoute || strings.TrimSpace(r) != r || strings.IndexFunc(r, unicode.IsControl) >= 0 {
+		if err := record.CheckAssignment(r, ""); err != nil || r == DefaultRoute {
 			return bad("routes: %q must be a route name of 1 to 64 characters", r)
 		}
 		if listed[r] {
