@@ -111,6 +111,12 @@ func (a *Agent) AssignFromServer(version uint64, route, vehicle string) error {
 // assignFrom applies the route and vehicle pick returns from the current
 // assignment.
 func (a *Agent) assignFrom(source string, version uint64, pick func(cur *Assignment) (route, vehicle string)) error {
+	// The retained command comes again with every reconnection, on the
+	// uplink's session goroutine: refuse it stale without waiting for the
+	// lock, which a large deny list being applied holds for a while.
+	if source == AssignServer && version != 0 && version <= a.assign.Load().ServerVersion {
+		return fmt.Errorf("%w: assignment version %d, device has %d", ErrStaleVersion, version, a.assign.Load().ServerVersion)
+	}
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	cur := a.assign.Load()

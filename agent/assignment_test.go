@@ -119,3 +119,26 @@ func faresForOnly42(tb testing.TB) []byte {
 	}
 	return b
 }
+
+// TestStaleServerAssignmentWithoutTheLock: the retained assignment seen
+// again on a reconnection is refused stale at once, also while a document
+// is being applied (the apply lock held), so the uplink's session does not
+// wait behind a large deny list.
+func TestStaleServerAssignmentWithoutTheLock(t *testing.T) {
+	h := newHarness(t, nil)
+	if err := h.a.AssignFromServer(3, "42", "BUS-3"); err != nil {
+		t.Fatal(err)
+	}
+	h.a.applyMu.Lock()
+	defer h.a.applyMu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- h.a.AssignFromServer(3, "42", "BUS-3") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStaleVersion) {
+			t.Errorf("the same assignment again: %v, want ErrStaleVersion", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stale assignment waited for the apply lock")
+	}
+}
