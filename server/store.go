@@ -59,14 +59,11 @@ func (st *store) keepAsideRevoked(ctx context.Context, b *ingest.Batch) error {
 
 // classify sorts a batch's taps: unreadable records to quarantine, taps
 // whose issuer key the server lacks to hold, the rest to the ledger
-// (flagged when their code is invalid in itself).
-func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
-	held []ledger.HeldTap, maxSeq uint64, err error) {
+// (flagged when their code is invalid in itself, noted when their route is
+// not the one assigned: assigned is the device's history).
+func (st *store) classify(b *ingest.Batch, assigned []ledger.Assignment) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
+	held []ledger.HeldTap, maxSeq uint64) {
 	s := (*Server)(st)
-	assigned, err := s.ledger.DeviceAssignments(ctx, b.DeviceID)
-	if err != nil {
-		return nil, nil, nil, 0, err
-	}
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)
@@ -92,7 +89,7 @@ func (st *store) classify(ctx context.Context, b *ingest.Batch) (taps []ledger.T
 			taps = append(taps, lt)
 		}
 	}
-	return taps, quarantine, held, maxSeq, nil
+	return taps, quarantine, held, maxSeq
 }
 
 // CommitBatches settles several devices' batches together (Commit is the
@@ -127,6 +124,16 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		maxSeq   uint64
 	}
 	spans := make([]span, 0, len(bs))
+	ids := make([]string, 0, len(bs))
+	for _, b := range bs {
+		if !b.Revoked {
+			ids = append(ids, b.DeviceID)
+		}
+	}
+	assigned, err := s.ledger.DevicesAssignments(ctx, ids)
+	if err != nil {
+		return err
+	}
 	for _, b := range bs {
 		if b.Revoked {
 			if err := st.keepAsideRevoked(ctx, b); err != nil {
@@ -134,10 +141,8 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 			}
 			continue
 		}
-		t, q, h, m, err := st.classify(ctx, b)
-		if err != nil {
-			return err
-		}
+		t, q, h, m := st.classify(b, assigned[b.DeviceID])
+
 		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}

@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -72,21 +74,37 @@ func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string)
 // DeviceAssignments returns a device's assignments, newest first (at most
 // MaxAssignmentHistory; none for a device never assigned).
 func (s *Store) DeviceAssignments(ctx context.Context, id string) ([]Assignment, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT version, route, vehicle, at_ns, by_who FROM device_assignments
-		WHERE device_id = $1 ORDER BY version DESC`, id)
+	m, err := s.DevicesAssignments(ctx, []string{id})
+	return m[id], err
+}
+
+// DevicesAssignments returns the assignments of several devices (as
+// DeviceAssignments does for one) with one query: the server reads those
+// of every device in a coalesced commit at once.
+func (s *Store) DevicesAssignments(ctx context.Context, ids []string) (map[string][]Assignment, error) {
+	out := map[string][]Assignment{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	marks := make([]string, len(ids))
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		marks[i], args[i] = "$"+strconv.Itoa(i+1), id
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, version, route, vehicle, at_ns, by_who FROM device_assignments
+		WHERE device_id IN (`+strings.Join(marks, ", ")+`) ORDER BY device_id, version DESC`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read assignments: %w", err)
 	}
 	defer rows.Close()
-	var out []Assignment
 	for rows.Next() {
-		a := Assignment{DeviceID: id}
+		var a Assignment
 		var version, at int64
-		if err := rows.Scan(&version, &a.Route, &a.Vehicle, &at, &a.By); err != nil {
+		if err := rows.Scan(&a.DeviceID, &version, &a.Route, &a.Vehicle, &at, &a.By); err != nil {
 			return nil, fmt.Errorf("ledger: read assignments: %w", err)
 		}
 		a.Version, a.At = uint64(version), time.Unix(0, at)
-		out = append(out, a)
+		out[a.DeviceID] = append(out[a.DeviceID], a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("ledger: read assignments: %w", err)

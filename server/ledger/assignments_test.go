@@ -41,6 +41,18 @@ func TestDeviceAssignments(t *testing.T) {
 		if err != nil || len(hist) != 2 || hist[0].Version != 2 || hist[1].Route != "42" || hist[0].By != "op" {
 			t.Fatalf("history = %+v, %v; want versions 2, 1", hist, err)
 		}
+		k9 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-9", PublicKey: k9, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AssignDevice(ctx, "bus-9", "7", "", "op"); err != nil {
+			t.Fatal(err)
+		}
+		both, err := s.DevicesAssignments(ctx, []string{"bus-7", "bus-9", "bus-none"})
+		if err != nil || !slices.EqualFunc(both["bus-7"], hist, func(a, b Assignment) bool { return a.Version == b.Version && a.Route == b.Route }) ||
+			len(both["bus-9"]) != 1 || both["bus-9"][0].Route != "7" || len(both["bus-none"]) != 0 {
+			t.Fatalf("assignments of three devices in one read = %+v, %v", both, err)
+		}
 		if _, ok := AssignmentAt(hist, a1.At.Add(-time.Second)); ok {
 			t.Error("an assignment in force before the first one")
 		}
