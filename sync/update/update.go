@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/driver/backoff"
@@ -40,7 +41,15 @@ const (
 	DefaultMaxRetry = 5 * time.Minute
 	// DefaultRequestTimeout bounds one download request without progress.
 	DefaultRequestTimeout = 2 * time.Minute
+	// DefaultReserveBytes is the free space a download must leave on the
+	// binary's file system: the validator's queue may share it, and a
+	// queue that cannot fsync takes the validator out of service.
+	DefaultReserveBytes = 64 << 20
 )
+
+// statfs is the file system query (a test replaces it to simulate a full
+// disk).
+var statfs = syscall.Statfs
 
 // Config configures an Updater. The zero value of every optional field
 // means its default.
@@ -65,6 +74,9 @@ type Config struct {
 	Client *http.Client
 	// MaxSize bounds a download (default DefaultMaxSize).
 	MaxSize int64
+	// ReserveBytes is the free space a download must leave (default
+	// DefaultReserveBytes).
+	ReserveBytes int64
 	// HealthTimeout is how long a new version has to report healthy
 	// (default DefaultHealthTimeout).
 	HealthTimeout time.Duration
@@ -173,6 +185,9 @@ func New(cfg Config) (*Updater, error) {
 	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = DefaultMaxSize
+	}
+	if cfg.ReserveBytes <= 0 {
+		cfg.ReserveBytes = DefaultReserveBytes
 	}
 	cfg.MaxSize = min(cfg.MaxSize, wire.MaxBinarySize)
 	if cfg.HealthTimeout <= 0 {
@@ -465,6 +480,10 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		u.log.Warn("update: a rollout for this device, but no server URL to download it from ([update] server)", "version", m.Version)
 		return nil
 	}
+	if err := u.checkSpace(m); err != nil {
+		u.fail(m.Version, o.version, err.Error())
+		return nil
+	}
 	u.log.Info("update: downloading", "version", m.Version, "arch", m.Arch, "size", m.Size, "rollout", o.version)
 	if err := u.download(ctx, m); err != nil {
 		if ctx.Err() != nil {
@@ -492,6 +511,27 @@ func (u *Updater) fail(version string, rollout uint64, reason string) {
 	if err := u.save(); err != nil {
 		u.log.Error("update: could not record the failure", "err", err)
 	}
+}
+
+// checkSpace refuses a download that would leave less than ReserveBytes
+// free beside the binary: the download, and a copy of the running binary
+// where it cannot be kept as a hard link, less what a partial download
+// holds already.
+func (u *Updater) checkSpace(m *wire.Manifest) error {
+	var fs syscall.Statfs_t
+	if err := statfs(u.dir, &fs); err != nil {
+		return fmt.Errorf("update: free space of %s: %w", u.dir, err)
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	need := 2*m.Size + u.cfg.ReserveBytes
+	if fi, err := os.Stat(u.DownloadFile()); err == nil {
+		need -= fi.Size()
+	}
+	if free < need {
+		return fmt.Errorf("update: %d MiB free on %s, the download needs %d MiB and leaves %d MiB for the queue",
+			free>>20, u.dir, (need-u.cfg.ReserveBytes)>>20, u.cfg.ReserveBytes>>20)
+	}
+	return nil
 }
 
 // download fetches the binary of m into DownloadFile, resuming a partial

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -403,5 +404,26 @@ func TestReplayedRolloutRefusedWithoutInstall(t *testing.T) {
 	}
 	if n := srv.requests.Load(); n != 0 {
 		t.Fatalf("a replayed older rollout was acted on: %d requests", n)
+	}
+}
+
+// TestDownloadLeavesRoomForTheQueue: a rollout whose download would leave
+// less than ReserveBytes free beside the binary is refused (recorded as a
+// failed update, nothing downloaded): a full disk would stop the queue.
+func TestDownloadLeavesRoomForTheQueue(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	statfs = func(string, *syscall.Statfs_t) error { return nil } // 0 bytes free
+	t.Cleanup(func() { statfs = syscall.Statfs })
+	if err := u.apply(context.Background(), offer{1, rollout(t, rel, nil)}); err != nil {
+		t.Fatalf("rollout on a full disk: %v, want refused without error", err)
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Errorf("%d download requests on a full disk", n)
+	}
+	if st := u.Status(); st == nil || st.Failed != "1.1.0" || !strings.Contains(st.FailedReason, "free") {
+		t.Errorf("status = %+v, want 1.1.0 failed for want of space", st)
 	}
 }
