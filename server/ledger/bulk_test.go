@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math/rand/v2"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/agent/paycode"
 )
@@ -198,6 +201,140 @@ func TestLargestBatch(t *testing.T) {
 		}
 		if charged == 0 {
 			t.Fatal("nothing charged")
+		}
+	})
+}
+
+// TestNoTableScansInSettlement settles batches on a young PostgreSQL
+// ledger whose connection caches generic plans, as pgx's prepared
+// statements and PostgreSQL's plan cache do once a statement has run a
+// few times, then lets the ledger grow without new statistics (autovacuum
+// off: a surge faster than autoanalyze) and shows every cached plan of the
+// settlement: none may scan a table that grows with the ledger. A scan
+// there costs every later batch time in proportion to the ledger (the
+// lock, the re-rated taps' update and the balances' update did, until
+// their rows were found by index lookups: see matching and updateFrom).
+func TestNoTableScansInSettlement(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		if db.backend != "postgres" {
+			t.Skip("SQLite's planner has no cached generic plans")
+		}
+		ctx := context.Background()
+		grows := []string{"taps", "accounts", "code_uses", "credentials", "postings", "held_taps"}
+		s, err := Open(ctx, db.dsn+"&plan_cache_mode=force_generic_plan", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		s.db.SetMaxOpenConns(1) // one connection: its statements are the ones shown
+		for _, tbl := range grows {
+			if _, err := s.db.ExecContext(ctx, `ALTER TABLE `+tbl+` SET (autovacuum_enabled = false)`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		putTableAt(t, s, tableV1, tablesSince)
+		bulkAccounts(t, s, 40, 1_000_000)
+		g := &benchTaps{r: rand.New(rand.NewPCG(5, 6)), accounts: 40}
+		var first []Tap
+		for i := range 6 {
+			taps := g.next(20)
+			if i == 0 {
+				first = taps
+			}
+			if _, err := s.CommitTaps(ctx, taps); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Resent (duplicates), and an earlier use of a code that a stored
+		// tap holds (the stored tap loses it and is refunded).
+		early := first[0]
+		early.ID, early.Seq = TapID(early.DeviceID, "e", 1_000_000), 1_000_000
+		early.Time = early.Time.Add(-time.Minute)
+		res, err := s.CommitTaps(ctx, append(slices.Clone(first[1:5]), early))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res[0].Duplicate || res[4].Flag != "" {
+			t.Fatalf("resent and earlier taps: %+v", res)
+		}
+		held := g.next(1)
+		if err := s.Hold(ctx, []HeldTap{{DeviceID: held[0].DeviceID, Epoch: held[0].Epoch, Seq: held[0].Seq,
+			Reason: "issuer key unknown", Record: held[0].Record}}); err != nil {
+			t.Fatal(err)
+		}
+		held[0].Held = true
+		if _, err := s.CommitTaps(ctx, held); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		for _, q := range []string{
+			`INSERT INTO accounts (id, profile, name, secret_hash, currency, created_ns)
+				SELECT i, 0, '', '\x00', 'EUR', 0 FROM generate_series(100000, 150000) AS i`,
+			`INSERT INTO credentials (account_id, serial, not_after_ns, rider_public_key, issued_ns)
+				SELECT i, 1, 0, '\x00', 0 FROM generate_series(100000, 150000) AS i`,
+			`INSERT INTO taps (tap_id, device_id, seq, epoch, at_ns, account_id, serial, code_key, rider_key, code_hash,
+					profile, base_fare, claimed_fare, currency, fare_version, route, vehicle, record, service_day, committed_ns)
+				SELECT 'bus-x/e/' || i, 'bus-x', i, 'e', i, 100000 + i, 1, sha256(CAST(CAST(i AS TEXT) AS BYTEA)), '\x00', 'h',
+					0, 250, 250, 'EUR', 1, '42', 'v', '\x00', '2026-01-01', i FROM generate_series(1, 50000) AS i`,
+			`INSERT INTO code_uses (code_key, account_id, serial, tap_id, created_ns)
+				SELECT sha256(CAST(CAST(i AS TEXT) AS BYTEA)), 100000 + i, 1, 'bus-x/e/' || i, 0 FROM generate_series(1, 50000) AS i`,
+		} {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		rows, err := conn.QueryContext(ctx, `SELECT name, statement, cardinality(parameter_types) FROM pg_prepared_statements`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type prepared struct {
+			name, text string
+			params     int
+		}
+		var stmts []prepared
+		for rows.Next() {
+			var p prepared
+			if err := rows.Scan(&p.name, &p.text, &p.params); err != nil {
+				t.Fatal(err)
+			}
+			stmts = append(stmts, p)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if len(stmts) < 8 {
+			t.Fatalf("%d prepared statements on the connection, want the settlement's", len(stmts))
+		}
+		scan := regexp.MustCompile(`Seq Scan on (` + strings.Join(grows, "|") + `)\b`)
+		for _, p := range stmts {
+			exec := "EXPLAIN EXECUTE " + p.name
+			if p.params > 0 {
+				exec += "(" + strings.TrimSuffix(strings.Repeat("NULL, ", p.params), ", ") + ")"
+			}
+			prows, err := conn.QueryContext(ctx, exec)
+			if err != nil {
+				t.Fatalf("%s: %v", p.text, err)
+			}
+			var plan []string
+			for prows.Next() {
+				var l string
+				if err := prows.Scan(&l); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, l)
+			}
+			prows.Close()
+			if m := scan.FindString(strings.Join(plan, "\n")); m != "" {
+				t.Errorf("cached plan scans a growing table (%s):\n%s\n%s", m, p.text, strings.Join(plan, "\n"))
+			}
+		}
+		conn.Close()
+		if n, err := s.HeldCount(ctx); err != nil || n != 0 {
+			t.Fatalf("held taps after the commit: %d, %v", n, err)
 		}
 	})
 }

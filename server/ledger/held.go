@@ -106,6 +106,12 @@ func (t *txn) releaseHeld(taps []Tap) error {
 		}
 	}
 	return t.bulkWrite("release held taps", b, false, func(src string) string {
+		if t.pg() { // index lookups, then by row address (see updateFrom)
+			return `DELETE FROM held_taps USING (SELECT k.ctid AS row_ctid FROM (` + src + `) AS v (device_id, epoch, seq)
+				CROSS JOIN LATERAL (SELECT ctid FROM held_taps WHERE held_taps.device_id = v.device_id
+					AND held_taps.epoch = v.epoch AND held_taps.seq = v.seq OFFSET 0) AS k) AS v
+				WHERE held_taps.ctid = v.row_ctid`
+		}
 		return `DELETE FROM held_taps WHERE (device_id, epoch, seq) IN (` + src + `)`
 	})
 }

@@ -614,6 +614,13 @@ func (t *txn) execCount(what, query string, args ...any) (int64, error) {
 // accountLockColumns are what lockAccounts reads of a locked account.
 const accountLockColumns = `id, currency, balance, postings, credit_line, neg_denied`
 
+// lockAccount locks the account v.id and reads it (PostgreSQL): run for
+// each row of a row source v of ids in ascending order (a lateral
+// subquery; one index lookup per id, whatever plan is cached), it locks
+// the accounts in id order: two transactions never wait for each other in
+// a cycle.
+const lockAccount = `SELECT ` + accountLockColumns + ` FROM accounts WHERE accounts.id = v.id FOR UPDATE`
+
 // lockAccounts locks the given accounts with one statement (per chunk of
 // ids), in ascending id order so that two transactions never wait for each
 // other in a cycle: SELECT … FOR UPDATE on PostgreSQL; SQLite's write lock
@@ -633,8 +640,11 @@ func (t *txn) lockAccounts(ids []uint64) error {
 	}
 	for _, c := range int64s(need).chunks(t.pg()) {
 		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT `+accountLockColumns+` FROM accounts WHERE id IN (`+src+`) ORDER BY id`+
-			t.s.forUpdate(), args...)
+		q := `SELECT ` + accountLockColumns + ` FROM accounts WHERE id IN (` + src + `) ORDER BY id`
+		if t.pg() {
+			q = `SELECT a.* FROM (` + src + `) AS v (id) CROSS JOIN LATERAL (` + lockAccount + `) AS a`
+		}
+		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
 			return fmt.Errorf("ledger: lock accounts: %w", err)
 		}
@@ -850,7 +860,8 @@ func (t *txn) finish() error {
 		}
 		upd.add(int64(id), a.balance, a.postings, a.negDenied)
 	}
-	err := t.bulkWrite("update accounts", upd, false, func(src string) string {
+	// exact: every account was locked by this transaction.
+	err := t.bulkWrite("update accounts", upd, true, func(src string) string {
 		return t.updateFrom("accounts", "id", []string{"balance", "postings", "neg_denied"}, src)
 	})
 	if err != nil {
@@ -882,8 +893,17 @@ func (t *txn) updateFrom(table, key string, set []string, src string) string {
 		assign[i] = c + " = v." + c
 	}
 	if t.pg() {
-		return `UPDATE ` + table + ` SET ` + strings.Join(assign, ", ") + ` FROM (` + src + `) AS v (` + cols + `)
-			WHERE ` + table + `.` + key + ` = v.` + key
+		// Each row to update is found by an index lookup on its key
+		// (see matching), then updated by its row address (ctid): the
+		// plain join "WHERE table.key = v.key" is planned as a hash
+		// join over a scan of the whole table in a plan cached while
+		// the table was small. The rows' accounts are locked, so no
+		// other transaction moves a row between the lookup and the
+		// update; callers check the number of rows updated (exact).
+		return `UPDATE ` + table + ` SET ` + strings.Join(assign, ", ") + `
+			FROM (SELECT v.*, k.ctid AS row_ctid FROM (` + src + `) AS v (` + cols + `)
+				CROSS JOIN LATERAL (SELECT ctid FROM ` + table + ` WHERE ` + table + `.` + key + ` = v.` + key + ` OFFSET 0) AS k) AS v
+			WHERE ` + table + `.ctid = v.row_ctid`
 	}
 	return `WITH v (` + cols + `) AS (` + src + `) UPDATE ` + table + ` SET ` + strings.Join(assign, ", ") + `
 		FROM v WHERE ` + table + `.` + key + ` = v.` + key

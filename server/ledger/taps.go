@@ -307,10 +307,10 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 // serial) pairs. A batch too large for one SQLite statement takes two
 // (lockAccounts, readCredentials).
 func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
-	ids := newBulk(tBigint)
 	pairs := newBulk(tBigint, tBigint)
 	seenID := map[uint64]bool{}
 	seenPair := map[credKey]bool{}
+	var sorted []uint64
 	for i := range taps {
 		a := taps[i].Account
 		if a > math.MaxInt64 {
@@ -318,13 +318,15 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 		}
 		if !seenID[a] {
 			seenID[a] = true
-			ids.add(int64(a))
+			sorted = append(sorted, a)
 		}
 		if k := (credKey{a, taps[i].Serial}); !seenPair[k] {
 			seenPair[k] = true
 			pairs.add(int64(k.account), int64(k.serial))
 		}
 	}
+	slices.Sort(sorted) // PostgreSQL locks them in this order
+	ids := int64s(sorted)
 	if len(t.accounts) > 0 || ids.padded()+pairs.padded()*2 > maxBulkParams {
 		all := make([]uint64, len(taps))
 		for i := range taps {
@@ -342,14 +344,22 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 	// The pairs come first in the text: SQLite's parameters go by position.
 	pairSrc, pairArgs := t.rows(pairs, 1)
 	idSrc, idArgs := t.rows(ids, len(pairArgs)+1)
-	lock := ""
-	if t.pg() {
-		lock = " FOR UPDATE OF a"
-	}
-	rows, err := t.bulkQuery(`SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
+	q := `SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
 			c.serial, c.rider_public_key, c.not_after_ns
-		FROM accounts a LEFT JOIN credentials c ON c.account_id = a.id AND (c.account_id, c.serial) IN (`+pairSrc+`)
-		WHERE a.id IN (`+idSrc+`) ORDER BY a.id`+lock, append(pairArgs, idArgs...)...)
+		FROM accounts a LEFT JOIN credentials c ON c.account_id = a.id AND (c.account_id, c.serial) IN (` + pairSrc + `)
+		WHERE a.id IN (` + idSrc + `) ORDER BY a.id`
+	if t.pg() {
+		// Index lookups whatever plan is cached (see matching), the
+		// accounts locked in id order (see lockAccount).
+		q = `SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
+				c.serial, c.rider_public_key, c.not_after_ns
+			FROM (` + idSrc + `) AS v (id) CROSS JOIN LATERAL (` + lockAccount + `) AS a
+			LEFT JOIN LATERAL (SELECT serial, rider_public_key, not_after_ns FROM credentials
+				WHERE credentials.account_id = a.id AND (credentials.account_id, credentials.serial) IN (` + pairSrc + `)
+				OFFSET 0) AS c ON TRUE
+			ORDER BY a.id`
+	}
+	rows, err := t.bulkQuery(q, append(pairArgs, idArgs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
 	}
@@ -401,9 +411,9 @@ func (t *txn) readCredentials(taps []Tap) (map[credKey]issued, error) {
 		return out, nil
 	}
 	for _, c := range b.chunks(t.pg()) {
-		src, args := t.rows(c, 1)
-		rows, err := t.bulkQuery(`SELECT account_id, serial, rider_public_key, not_after_ns FROM credentials
-			WHERE (account_id, serial) IN (`+src+`)`, args...)
+		from, where, args := t.matching(c, "credentials", "c", "account_id", "serial")
+		rows, err := t.bulkQuery(`SELECT c.account_id, c.serial, c.rider_public_key, c.not_after_ns FROM `+from+`
+			WHERE `+where, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read credentials: %w", err)
 		}
@@ -685,10 +695,14 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 	}
 	for _, c := range b.chunks(t.pg()) {
 		from, where, args := t.matching(c, "code_uses", "u", "code_key")
+		holderTap := `LEFT JOIN taps t ON t.tap_id = u.tap_id`
+		if t.pg() { // an index lookup whatever plan is cached (see matching)
+			holderTap = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
+		}
 		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
 				COALESCE(t.device_id, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
 				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
-			FROM `+from+` LEFT JOIN taps t ON t.tap_id = u.tap_id
+			FROM `+from+` `+holderTap+`
 			WHERE `+where, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read code uses: %w", err)
@@ -848,7 +862,9 @@ func (t *txn) writeRating(rw *ratingWrites) error {
 	if err != nil {
 		return err
 	}
-	return t.bulkWrite("update tap charges", rw.taps, false, func(src string) string {
+	// exact: the taps were read by this transaction, their accounts
+	// locked.
+	return t.bulkWrite("update tap charges", rw.taps, true, func(src string) string {
 		return t.updateFrom("taps", "tap_id", []string{"charge", "transfer", "capped", "postings", "rated_version"}, src)
 	})
 }
