@@ -338,3 +338,42 @@ func TestNoTableScansInSettlement(t *testing.T) {
 		}
 	})
 }
+
+// TestRatingReadsIndexOnly checks that SQLite reads the account-days a
+// batch re-rates from the index alone (migration 0012): a column added to
+// the read, or dropped from the index, would have every tap of the day
+// looked up in the table again.
+func TestRatingReadsIndexOnly(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		if db.backend != "sqlite" {
+			t.Skip("PostgreSQL reads the table (see migration 0012)")
+		}
+		s := db.open(t, nil)
+		days := newBulk(tBigint, tText)
+		for i := range 100 {
+			days.add(int64(1000+i), "2026-03-01")
+		}
+		q, args := (&txn{s: s}).daysQuery(days)
+		rows, err := s.db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		p := strings.Join(plan, "\n")
+		if !strings.Contains(p, "USING COVERING INDEX taps_account_day") {
+			t.Errorf("the account-days are not read from the index alone:\n%s", p)
+		}
+	})
+}

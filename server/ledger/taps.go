@@ -879,14 +879,7 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 		b.add(int64(k.account), k.day)
 	}
 	for _, c := range b.chunks(t.pg()) {
-		// One index scan per account-day on PostgreSQL (see matching):
-		// it would otherwise hash the pairs and scan every tap of the
-		// ledger once it guesses that a batch's days hold a few per cent
-		// of its taps (one day's ledger).
-		from, where, args := t.matching(c, "taps", "t", "account_id", "service_day")
-		q := `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
-				t.transfer, t.capped, t.postings
-			FROM ` + from + ` WHERE t.flag = '' AND ` + where
+		q, args := t.daysQuery(c)
 		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read service days: %w", err)
@@ -911,6 +904,19 @@ func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
 		}
 	}
 	return out, nil
+}
+
+// daysQuery is the read of readDays for the account-days of b: one index
+// scan per account-day on PostgreSQL (see matching: it would otherwise
+// hash the pairs and scan every tap of the ledger once it guesses that a
+// batch's days hold a few per cent of its taps, one day's ledger); on
+// SQLite from the index taps_account_day alone, which holds every column
+// read here (migration 0012; TestRatingReadsIndexOnly).
+func (t *txn) daysQuery(b *bulk) (string, []any) {
+	from, where, args := t.matching(b, "taps", "t", "account_id", "service_day")
+	return `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+			t.transfer, t.capped, t.postings
+		FROM ` + from + ` WHERE t.flag = '' AND ` + where, args
 }
 
 // readDuplicates fills in the results of taps that were stored before
