@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -81,6 +82,7 @@ type hook struct {
 	refused atomic.Uint64
 	denied  atomic.Uint64
 	lim     *limiter
+	subs    sync.Map // *mqtt.Client → []string: the filters of the SUBSCRIBE being processed (OnSubscribe)
 }
 
 func newHook(cfg *Config, log *slog.Logger) *hook {
@@ -100,7 +102,8 @@ func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired,
+		mqtt.OnSubscribe, mqtt.OnSubscribed:
 		return true
 	}
 	return false
@@ -198,7 +201,13 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	id := string(cl.Properties.Username)
 	if h.allowed(id, topic, write) {
-		if !write && id != h.cfg.ServerUsername && !strings.ContainsAny(topic, "+#") && h.lim.full(cl) {
+		if write || id == h.cfg.ServerUsername {
+			return true
+		}
+		if h.subscribing(cl, topic) {
+			return h.subscriptionAllowed(cl, id, topic)
+		}
+		if h.lim.full(cl) {
 			// A delivery to a device that holds too many messages
 			// unacknowledged: dropped (retained downlinks come again
 			// on its next connection, acks on its next resend).

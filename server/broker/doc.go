@@ -84,7 +84,13 @@
 //   - At most 1,024 QoS 1 messages and 32 MiB held for one device (sent
 //     and not acknowledged, or waiting): deliveries beyond are dropped
 //     (Stats.Shed); acks come again on the device's resend, downlinks on
-//     its next connection.
+//     its next connection. The bound is on deliveries, not on
+//     subscriptions: a device at it may still subscribe (to its own ack
+//     and cmd topics after a reconnection, say), and the retained messages
+//     a subscription brings are deliveries like any other.
+//   - At most 32 subscriptions for one device, each filter at most 128
+//     bytes after the prefix; each SUBSCRIBE costs a message from the
+//     device's budget.
 //   - At most 64 MiB held for the settlement server's clients together:
 //     beyond it devices' publications are acknowledged and dropped
 //     (Stats.Shed), and the devices send them again when no ack comes.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -43,6 +44,10 @@ const (
 	// DefaultDeviceMaxInflightBytes bounds those messages' payload bytes
 	// (a full deny list in shards is about 16 MiB).
 	DefaultDeviceMaxInflightBytes = 32 << 20
+	// DefaultDeviceMaxSubscriptions bounds the subscriptions of one device
+	// (a validator holds 7: its ack and cmd topics, the fleet's documents,
+	// deny-list shards and releases).
+	DefaultDeviceMaxSubscriptions = 32
 	// DefaultServerMaxInflightBytes bounds the payload bytes the broker
 	// holds for the settlement server's clients together (in flight or
 	// waiting to be written): beyond it devices' publications are
@@ -67,6 +72,7 @@ type Limits struct {
 
 	DeviceMaxInflight      int
 	DeviceMaxInflightBytes int
+	DeviceMaxSubscriptions int
 	ServerMaxInflightBytes int
 }
 
@@ -82,6 +88,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.DeviceMessageBurst, DefaultDeviceMessageBurst)
 	def(&l.DeviceMaxInflight, DefaultDeviceMaxInflight)
 	def(&l.DeviceMaxInflightBytes, DefaultDeviceMaxInflightBytes)
+	def(&l.DeviceMaxSubscriptions, DefaultDeviceMaxSubscriptions)
 	def(&l.ServerMaxInflightBytes, DefaultServerMaxInflightBytes)
 	if l.FloodThrottle == 0 {
 		l.FloodThrottle = DefaultFloodThrottle
@@ -94,7 +101,7 @@ func (l Limits) withDefaults() Limits {
 
 func (l Limits) validate() error {
 	if l.DeviceBurst < 0 || l.DeviceMessageBurst < 0 || l.FloodThrottle < 0 || l.FloodBan < 0 ||
-		l.DeviceMaxInflight < 0 || l.DeviceMaxInflightBytes < 0 || l.ServerMaxInflightBytes < 0 {
+		l.DeviceMaxInflight < 0 || l.DeviceMaxInflightBytes < 0 || l.DeviceMaxSubscriptions < 0 || l.ServerMaxInflightBytes < 0 {
 		return configErr("negative limit in Limits")
 	}
 	return nil
@@ -357,6 +364,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // OnDisconnect forgets what was held for a client whose session ends with
 // its connection.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.subs.Delete(cl)
 	if expire {
 		h.lim.forget(cl.ID)
 	}
@@ -404,4 +412,82 @@ func (h *hook) serverOverloaded() bool {
 // errBanned is returned by identify's caller for a banned device.
 func bannedErr(until time.Time) error {
 	return fmt.Errorf("flooding: refused until %s", until.UTC().Format(time.RFC3339))
+}
+
+// Subscriptions and deliveries. mochi asks OnACLCheck (read) both about
+// a SUBSCRIBE's filters and about each message it is about to deliver,
+// with nothing to tell them apart: an exact filter is the topic string of
+// its deliveries. The held-message bound (full) is for deliveries only: a
+// subscription holds no message (the retained ones it brings are
+// deliveries, checked one by one), and refusing a device at its bound its
+// own ack or cmd topic would wedge it (it treats a refused filter as an
+// error, disconnects and comes back to the same backlog). A subscription
+// check is told apart by the identity of its string: OnSubscribe keeps the
+// packet's filter strings, which processSubscribe then passes to
+// OnACLCheck as they are (decoded in place from the packet's own buffer),
+// while a delivery's topic is another packet's string; a copy made by a
+// later mochi falls back to the delivery rule (bounded, and
+// TestFullDeviceResubscribes fails).
+
+// OnSubscribe notes the filters of the SUBSCRIBE being processed (on the
+// client's read goroutine, until OnSubscribed).
+//
+// A device's SUBSCRIBE costs a message from its budget, as a publication
+// does: each one has the broker queue the retained messages it matches
+// again.
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if id := string(cl.Properties.Username); id != h.cfg.ServerUsername && !cl.Net.Inline {
+		h.throttle(cl, id, 0)
+	}
+	filters := make([]string, len(pk.Filters))
+	for i, f := range pk.Filters {
+		filters[i] = f.Filter
+	}
+	h.subs.Store(cl, filters)
+	return pk
+}
+
+// OnSubscribed ends what OnSubscribe began.
+func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.subs.Delete(cl) }
+
+// subscribing reports whether topic is one of the filters of the
+// SUBSCRIBE cl is sending now, the same string (not an equal one).
+func (h *hook) subscribing(cl *mqtt.Client, topic string) bool {
+	v, ok := h.subs.Load(cl)
+	if !ok {
+		return false
+	}
+	for _, f := range v.([]string) {
+		if len(f) == len(topic) && unsafe.StringData(f) == unsafe.StringData(topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxFilterTail bounds a device's subscription filter after the topic
+// prefix: its own topics take at most 73 bytes ("/dev/", a 64-byte id,
+// "/ack"), the fleet's fewer. A filter string keeps its SUBSCRIBE packet's
+// buffer (up to MaxPacketSize) for as long as the subscription lasts.
+const maxFilterTail = 128
+
+// subscriptionAllowed applies a device's subscription bounds to a filter
+// the access rules allow: at most DeviceMaxSubscriptions filters (one it
+// holds already may be subscribed again), none longer than it needs. The
+// held-message bound does not apply (see above).
+func (h *hook) subscriptionAllowed(cl *mqtt.Client, id, filter string) bool {
+	_, has := cl.State.Subscriptions.Get(filter)
+	switch {
+	case len(filter) > len(h.cfg.TopicPrefix)+maxFilterTail:
+	case !has && cl.State.Subscriptions.Len() >= h.lim.l.DeviceMaxSubscriptions:
+	default:
+		return true
+	}
+	h.denied.Add(1)
+	if ok, n := h.limit.Allow("subs\x00" + id); ok {
+		h.log.Warn("broker: subscription refused: too many or too long a filter", "identity", id,
+			"filter", filter[:min(len(filter), len(h.cfg.TopicPrefix)+maxFilterTail)],
+			"subscriptions", cl.State.Subscriptions.Len(), "suppressed", n)
+	}
+	return false
 }

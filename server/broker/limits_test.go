@@ -190,3 +190,149 @@ func TestIdleBudgetsPruned(t *testing.T) {
 		t.Error("pruning lifted bus-flood's ban")
 	}
 }
+
+// TestFullDeviceResubscribes: a device at its held-message bound (a
+// persistent session holding DeviceMaxInflight unacknowledged acks)
+// reconnects and subscribes again to its own exact topics: granted; it gets
+// the messages it is owed, while more deliveries are still dropped until
+// it acknowledges them.
+func TestFullDeviceResubscribes(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{DeviceMaxInflight: 3}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	const ack, cmd = "farego/dev/bus-q/ack", "farego/dev/bus-q/cmd"
+	persistent := func(o *mqtt.ClientOptions) { o.SetCleanSession(false).SetAutoAckDisabled(true) }
+
+	dev, _ := mustDial(t, b.url(), "bus-q", devicePassword(secret, "bus-q"), nil, persistent)
+	// Three delivered and acknowledged first, so that the messages held
+	// have packet ids 4-6: mochi refuses a SUBSCRIBE whose packet id (paho
+	// starts at 1) is that of a message it holds for the client (0x91).
+	acked := make(chan struct{}, 3)
+	if tok := dev.Subscribe(ack, 1, func(_ mqtt.Client, m mqtt.Message) {
+		if strings.HasPrefix(string(m.Payload()), "acked-") {
+			m.Ack()
+			acked <- struct{}{}
+		}
+	}); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	for i := range 3 {
+		if err := publish(t, srv, ack, fmt.Sprint("acked-", i), false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-acked:
+		case <-time.After(waitTimeout):
+			t.Fatal("no message")
+		}
+	}
+	waitFor(t, "3 acks", func() bool { return b.Stats().Shed == 0 && heldFor(b, "bus-q") == 0 })
+	for i := range 5 {
+		if err := publish(t, srv, ack, fmt.Sprint("ack-", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "2 deliveries shed", func() bool { return b.Stats().Shed >= 2 })
+	dev.Disconnect(0)
+
+	// The session comes back holding 3 unacknowledged messages: at the
+	// bound. mochi sends them again at once; the device's subscriptions
+	// must still be granted.
+	owed := make(chan mqtt.Message, 10)
+	dev, _ = mustDial(t, b.url(), "bus-q", devicePassword(secret, "bus-q"), nil, persistent,
+		func(o *mqtt.ClientOptions) {
+			o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { owed <- m })
+		})
+	tok := dev.SubscribeMultiple(map[string]byte{ack: 1, cmd: 1}, func(_ mqtt.Client, m mqtt.Message) { owed <- m })
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code != 1 {
+			t.Errorf("SUBACK for %s at the bound: %#x, want 1", f, code)
+		}
+	}
+	var got []mqtt.Message
+	for range 3 {
+		select {
+		case m := <-owed:
+			got = append(got, m)
+		case <-time.After(waitTimeout):
+			t.Fatalf("got %d of the 3 messages owed", len(got))
+		}
+	}
+	// Still at the bound: a flood is dropped.
+	shed := b.Stats().Shed
+	for i := range 10 {
+		if err := publish(t, srv, ack, fmt.Sprint("more-", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// (mochi acknowledges a publication before delivering it)
+	waitFor(t, "10 more deliveries shed", func() bool { return b.Stats().Shed == shed+10 })
+	select {
+	case m := <-owed:
+		t.Errorf("the device at its bound got %q", m.Payload())
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Acknowledged, the next one comes through.
+	for _, m := range got {
+		m.Ack()
+	}
+	waitFor(t, "the acks to reach the broker", func() bool {
+		if err := publish(t, srv, ack, "after", false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-owed:
+			return string(m.Payload()) == "after"
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+}
+
+// heldFor returns the messages the broker holds for a device's client.
+func heldFor(b *Broker, id string) int {
+	cl, ok := b.srv.Clients.Get(DeviceClientIDPrefix + id)
+	if !ok {
+		return -1
+	}
+	return cl.State.Inflight.Len()
+}
+
+// TestDeviceSubscriptionsBounded: a device holds at most
+// DeviceMaxSubscriptions filters, none longer than it needs; one it holds
+// may be subscribed again.
+func TestDeviceSubscriptionsBounded(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{DeviceMaxSubscriptions: 4}})
+	dev, _ := mustDial(t, b.url(), "bus-m", devicePassword(secret, "bus-m"), nil)
+	filters := map[string]byte{}
+	for i := range 10 {
+		filters[fmt.Sprint("farego/fleet/x", i)] = 1
+	}
+	tok := dev.SubscribeMultiple(filters, nil)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	var granted []string
+	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code == 1 {
+			granted = append(granted, f)
+		}
+	}
+	if len(granted) != 4 {
+		t.Fatalf("%d of 10 filters granted, want 4", len(granted))
+	}
+	if code, _ := subscribe(t, dev, granted[0]); code != 1 {
+		t.Errorf("%s again: SUBACK %#x, want 1", granted[0], code)
+	}
+	if code, _ := subscribe(t, dev, "farego/dev/bus-m/ack"); code != 0x80 {
+		t.Errorf("a fifth filter: SUBACK %#x, want 0x80", code)
+	}
+	other, _ := mustDial(t, b.url(), "bus-n", devicePassword(secret, "bus-n"), nil)
+	if code, _ := subscribe(t, other, "farego/fleet/"+strings.Repeat("y", 200)); code != 0x80 {
+		t.Errorf("a 213-byte fleet filter: SUBACK %#x, want 0x80", code)
+	}
+}
