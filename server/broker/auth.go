@@ -103,7 +103,7 @@ func (h *hook) Provides(b byte) bool {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired,
-		mqtt.OnSubscribe, mqtt.OnSubscribed:
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnWill:
 		return true
 	}
 	return false
@@ -204,8 +204,8 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		if write || id == h.cfg.ServerUsername {
 			return true
 		}
-		if h.subscribing(cl, topic) {
-			return h.subscriptionAllowed(cl, id, topic)
+		if sub, ok := h.subscribing(cl, topic); ok {
+			return h.subscriptionAllowed(cl, id, sub)
 		}
 		if h.lim.full(cl) {
 			// A delivery to a device that holds too many messages
@@ -270,13 +270,25 @@ func (h *hook) allowed(id, topic string, write bool) bool {
 //
 // A device's publication is charged to its budget (Config.Limits): over
 // it, the device is held back, and a device that stays over it is
-// disconnected and banned for a while. While the settlement server's
+// disconnected and banned for a while. A device's QoS 0 publication is
+// dropped: what the broker holds at QoS 0 is outside its byte bounds
+// (mochi queues it for a subscriber that does not read), and devices
+// publish at QoS 1. While the settlement server's
 // clients hold more than Limits.ServerMaxInflightBytes, devices'
 // publications are acknowledged and dropped: the devices send them again
 // when no ack comes.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if id := string(cl.Properties.Username); id != h.cfg.ServerUsername && !cl.Net.Inline {
 		if !h.throttle(cl, id, len(pk.Payload)+len(pk.TopicName)) {
+			return pk, packets.ErrRejectPacket
+		}
+		if pk.FixedHeader.Qos == 0 {
+			// Outside the byte bounds, and no device sends it.
+			h.denied.Add(1)
+			if ok, n := h.limit.Allow("qos0\x00" + id); ok {
+				h.log.Warn("broker: QoS 0 publication from a device dropped", "identity", id,
+					"topic", pk.TopicName, "suppressed", n)
+			}
 			return pk, packets.ErrRejectPacket
 		}
 		if h.serverOverloaded() {
@@ -288,6 +300,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		pk.FixedHeader.Retain = false
 	}
 	return pk, nil
+}
+
+// OnWill publishes a device's last will at QoS 1, whatever it asked
+// for: a QoS 0 message held for the server's clients would be outside
+// the byte bounds.
+func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if string(cl.Properties.Username) != h.cfg.ServerUsername && will.Qos == 0 {
+		will.Qos = 1
+	}
+	return will, nil
 }
 
 // covers reports whether every topic that filter matches is matched by

@@ -91,6 +91,14 @@
 //   - At most 32 subscriptions for one device, each filter at most 128
 //     bytes after the prefix; each SUBSCRIBE costs a message from the
 //     device's budget.
+//   - Only QoS 1 counts against the bounds above: mochi queues QoS 0
+//     messages for a client that does not read (up to MaxPendingWrites
+//     packets, each up to MaxPacketSize, a copy per subscriber) without a
+//     hook to count them. So nothing a device causes travels at QoS 0: its
+//     QoS 0 publications are dropped (after they are charged to its
+//     budget; Stats.Denied), its QoS 0 subscriptions refused, and its last
+//     will published at QoS 1. The settlement server's own clients are
+//     trusted to publish and subscribe at QoS 1.
 //   - At most 64 MiB held for the settlement server's clients together:
 //     beyond it devices' publications are acknowledged and dropped
 //     (Stats.Shed), and the devices send them again when no ack comes.

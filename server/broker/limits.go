@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -439,30 +440,27 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if id := string(cl.Properties.Username); id != h.cfg.ServerUsername && !cl.Net.Inline {
 		h.throttle(cl, id, 0)
 	}
-	filters := make([]string, len(pk.Filters))
-	for i, f := range pk.Filters {
-		filters[i] = f.Filter
-	}
-	h.subs.Store(cl, filters)
+	h.subs.Store(cl, slices.Clone(pk.Filters))
 	return pk
 }
 
 // OnSubscribed ends what OnSubscribe began.
 func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.subs.Delete(cl) }
 
-// subscribing reports whether topic is one of the filters of the
-// SUBSCRIBE cl is sending now, the same string (not an equal one).
-func (h *hook) subscribing(cl *mqtt.Client, topic string) bool {
+// subscribing returns the subscription of the SUBSCRIBE cl is sending now
+// whose filter is topic, the same string (not an equal one), and false if
+// there is none.
+func (h *hook) subscribing(cl *mqtt.Client, topic string) (packets.Subscription, bool) {
 	v, ok := h.subs.Load(cl)
 	if !ok {
-		return false
+		return packets.Subscription{}, false
 	}
-	for _, f := range v.([]string) {
-		if len(f) == len(topic) && unsafe.StringData(f) == unsafe.StringData(topic) {
-			return true
+	for _, sub := range v.(packets.Subscriptions) {
+		if len(sub.Filter) == len(topic) && unsafe.StringData(sub.Filter) == unsafe.StringData(topic) {
+			return sub, true
 		}
 	}
-	return false
+	return packets.Subscription{}, false
 }
 
 // maxFilterTail bounds a device's subscription filter after the topic
@@ -471,13 +469,18 @@ func (h *hook) subscribing(cl *mqtt.Client, topic string) bool {
 // buffer (up to MaxPacketSize) for as long as the subscription lasts.
 const maxFilterTail = 128
 
-// subscriptionAllowed applies a device's subscription bounds to a filter
-// the access rules allow: at most DeviceMaxSubscriptions filters (one it
-// holds already may be subscribed again), none longer than it needs. The
-// held-message bound does not apply (see above).
-func (h *hook) subscriptionAllowed(cl *mqtt.Client, id, filter string) bool {
+// subscriptionAllowed applies a device's subscription bounds to a
+// subscription the access rules allow: QoS 1 (QoS 0 messages are outside
+// the held-message bound: mochi would queue them for a device that does
+// not read, each retained deny-list shard again for each SUBSCRIBE), at
+// most DeviceMaxSubscriptions filters (one it holds already may be
+// subscribed again), none longer than it needs. The held-message bound
+// does not apply (see above).
+func (h *hook) subscriptionAllowed(cl *mqtt.Client, id string, sub packets.Subscription) bool {
+	filter := sub.Filter
 	_, has := cl.State.Subscriptions.Get(filter)
 	switch {
+	case sub.Qos == 0:
 	case len(filter) > len(h.cfg.TopicPrefix)+maxFilterTail:
 	case !has && cl.State.Subscriptions.Len() >= h.lim.l.DeviceMaxSubscriptions:
 	default:
@@ -485,7 +488,7 @@ func (h *hook) subscriptionAllowed(cl *mqtt.Client, id, filter string) bool {
 	}
 	h.denied.Add(1)
 	if ok, n := h.limit.Allow("subs\x00" + id); ok {
-		h.log.Warn("broker: subscription refused: too many or too long a filter", "identity", id,
+		h.log.Warn("broker: subscription refused: QoS 0, too many or too long a filter", "identity", id, "qos", sub.Qos,
 			"filter", filter[:min(len(filter), len(h.cfg.TopicPrefix)+maxFilterTail)],
 			"subscriptions", cl.State.Subscriptions.Len(), "suppressed", n)
 	}

@@ -1,13 +1,18 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // TestFloodDisconnectsAndBans: a device publishing beyond its budget is
@@ -334,5 +339,133 @@ func TestDeviceSubscriptionsBounded(t *testing.T) {
 	other, _ := mustDial(t, b.url(), "bus-n", devicePassword(secret, "bus-n"), nil)
 	if code, _ := subscribe(t, other, "farego/fleet/"+strings.Repeat("y", 200)); code != 0x80 {
 		t.Errorf("a 213-byte fleet filter: SUBACK %#x, want 0x80", code)
+	}
+}
+
+// rawSubscribe connects as user with a bare TCP connection, subscribes
+// to filter at qos and returns the connection and the SUBACK code. The
+// caller never reads it again: a client that stopped reading.
+func rawSubscribe(tb testing.TB, addr, user, pass, filter string, qos byte) (net.Conn, byte) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	id := uniqueName("raw-")
+	if user != DefaultServerUsername {
+		id = DeviceClientIDPrefix + user
+	}
+	var buf bytes.Buffer
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: id,
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pass)}}
+	if err := connect.ConnectEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+		PacketID: 1, Filters: packets.Subscriptions{{Filter: filter, Qos: qos}}}
+	if err := sub.SubscribeEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	ack := make([]byte, 4+5) // CONNACK, SUBACK with one code
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		tb.Fatalf("CONNACK and SUBACK: %v", err)
+	}
+	if ack[0] != 0x20 || ack[3] != 0 || ack[4] != 0x90 {
+		tb.Fatalf("CONNACK and SUBACK: % x", ack)
+	}
+	return conn, ack[8]
+}
+
+// heapInUse returns the bytes of live heap objects after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// TestQoS0FloodBounded: a device floods QoS 0 publications on its taps
+// topic while one of the server's clients has stopped reading: the broker
+// holds none of it (QoS 0 is outside the byte bounds, so devices' QoS 0
+// publications reach nobody) and still serves the other clients; a
+// device's QoS 0 subscription, which would have its downlinks held
+// uncounted, is refused.
+func TestQoS0FloodBounded(t *testing.T) {
+	secret := newSecret(t)
+	const limit = 1 << 20
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{
+		DeviceRate: -1, DeviceMessageRate: -1, ServerMaxInflightBytes: limit,
+	}})
+	rawSubscribe(t, b.Addr(), DefaultServerUsername, ServerPassword(secret), "farego/dev/+/taps", 1)
+	dev, _ := mustDial(t, b.url(), "bus-z", devicePassword(secret, "bus-z"), nil)
+
+	before := heapInUse()
+	msg := strings.Repeat("z", 300<<10)
+	for range 100 { // 30 MiB
+		if tok := dev.Publish("farego/dev/bus-z/taps", 0, false, msg); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	// mochi handles a client's packets in order: once this one is
+	// acknowledged, the flood has been handed to the subscribers.
+	if err := publish(t, dev, "farego/dev/bus-z/taps", "end", false); err != nil {
+		t.Fatal(err)
+	}
+	if grew := heapInUse() - before; grew > 8<<20 {
+		t.Errorf("the heap grew by %d MiB during a 30 MiB QoS 0 flood to a client that does not read", grew>>20)
+	}
+	if st := b.Stats(); st.ServerHeld > limit+(300<<10) {
+		t.Errorf("ServerHeld %d, bound %d", st.ServerHeld, limit)
+	}
+	// The broker still serves the others.
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	_, taps := subscribe(t, srv, "farego/dev/+/taps")
+	if err := publish(t, dev, "farego/dev/bus-z/taps", "after", false); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, taps); m[1] != "after" {
+		t.Errorf("the server got %.10q, want after", m[1])
+	}
+	if _, code := rawSubscribe(t, b.Addr(), "bus-y", devicePassword(secret, "bus-y"), "farego/fleet/#", 0); code != 0x80 {
+		t.Errorf("a device's QoS 0 subscription: SUBACK %#x, want 0x80", code)
+	}
+
+	// A device's last will asked at QoS 0 is published at QoS 1.
+	wills := make(chan mqtt.Message, 1)
+	if tok := srv.Subscribe("farego/dev/+/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- m }); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: DeviceClientIDPrefix + "bus-x",
+			UsernameFlag: true, Username: []byte("bus-x"), PasswordFlag: true, Password: []byte(devicePassword(secret, "bus-x")),
+			WillFlag: true, WillTopic: "farego/dev/bus-x/status", WillPayload: []byte("gone"), WillQos: 0}}
+	if err := connect.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case m := <-wills:
+		if m.Qos() != 1 {
+			t.Errorf("the will came at QoS %d, want 1", m.Qos())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no will")
 	}
 }
