@@ -166,7 +166,11 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // server, so no device certificate (whatever its common name) can.
 func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 	user := string(pk.Connect.Username)
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+	conn := cl.Net.Conn
+	if c, ok := conn.(*clientConn); ok {
+		conn = c.Conn
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
 		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
 			cn := st.PeerCertificates[0].Subject.CommonName
 			if user != "" && user != cn {
@@ -207,10 +211,12 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		if sub, ok := h.subscribing(cl, topic); ok {
 			return h.subscriptionAllowed(cl, id, sub)
 		}
-		if h.lim.full(cl) {
+		if h.lim.full(cl) || stalled(cl) {
 			// A delivery to a device that holds too many messages
-			// unacknowledged: dropped (retained downlinks come again
-			// on its next connection, acks on its next resend).
+			// unacknowledged, or whose connection has not taken a write
+			// for a while (it would wait behind it, holding up the
+			// publisher): dropped (retained downlinks come again on
+			// its next connection, acks on its next resend).
 			h.shedDelivery(id, topic)
 			return false
 		}

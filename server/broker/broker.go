@@ -86,10 +86,10 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	if !cfg.DisablePlain {
-		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout}
+		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout}
 	}
 	if tlsConfig != nil {
-		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout}
+		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout}
 	}
 	return b, nil
 }

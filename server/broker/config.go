@@ -35,6 +35,9 @@ const (
 	// DeviceClientIDPrefix is what a device's MQTT client id must be: the
 	// prefix and its device id ("farego-dev-bus-17").
 	DeviceClientIDPrefix = "farego-dev-"
+	// DefaultWriteTimeout bounds a write to a client that takes nothing:
+	// the client is then disconnected.
+	DefaultWriteTimeout = 30 * time.Second
 	// DefaultMaxPendingWrites is the number of packets queued for writing
 	// to one client (mochi's default; each client's queue is allocated
 	// when it connects, 8 bytes a slot).
@@ -110,6 +113,10 @@ type Config struct {
 	// MaxPendingWrites is the per-client write queue (default
 	// DefaultMaxPendingWrites).
 	MaxPendingWrites int
+	// WriteTimeout bounds each chunk of a write to a client that takes
+	// nothing: the client is then disconnected (default
+	// DefaultWriteTimeout).
+	WriteTimeout time.Duration
 	// Limits bound what one device can make the broker hold or do
 	// (publication budget, flood ban, messages held for it).
 	Limits Limits
@@ -135,6 +142,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.SessionExpiry == 0 {
 		c.SessionExpiry = DefaultSessionExpiry
@@ -185,7 +195,7 @@ func (c *Config) validate() (*tls.Config, error) {
 	if strings.ContainsAny(c.ServerUsername, "+#/\x00") {
 		return nil, configErr("ServerUsername %q", c.ServerUsername)
 	}
-	if c.ConnectTimeout < 0 || c.SessionExpiry < 0 || c.MaxPacketSize < 0 || c.MaxPendingWrites < 0 {
+	if c.ConnectTimeout < 0 || c.WriteTimeout < 0 || c.SessionExpiry < 0 || c.MaxPacketSize < 0 || c.MaxPendingWrites < 0 {
 		return nil, configErr("negative limit")
 	}
 	if c.SessionExpiry/time.Second > 1<<32-1 {

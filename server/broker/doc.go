@@ -105,7 +105,13 @@
 //     The server's memory does not grow with a flood.
 //
 // A connection gets ConnectTimeout for its TLS handshake and CONNECT packet
-// (mochi's own listener waits for ever).
+// (mochi's own listener waits for ever). A client that takes nothing of a
+// write for WriteTimeout (30 s) is disconnected, whatever its keep-alive:
+// mochi writes under the client's lock, which every delivery to it takes,
+// so a device that stopped reading would hold up every publisher of what
+// it subscribed to (the settlement server's fleet and ack publications
+// among them). Deliveries to a device whose connection has had a write
+// waiting for over a second are dropped (Stats.Shed) until it drains.
 //
 // # Caveats
 //

@@ -352,6 +352,10 @@ func rawSubscribe(tb testing.TB, addr, user, pass, filter string, qos byte) (net
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
+	// A small receive buffer: loopback's grows to 32 MiB.
+	if err := conn.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		tb.Fatal(err)
+	}
 	id := uniqueName("raw-")
 	if user != DefaultServerUsername {
 		id = DeviceClientIDPrefix + user
@@ -468,4 +472,47 @@ func TestQoS0FloodBounded(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("no will")
 	}
+}
+
+// TestStalledDeviceDoesNotStallServer: a device that subscribes to the
+// retained fleet documents (12 MiB) and stops reading, keep-alive 0, does
+// not hold the settlement server's publications to others back: mochi
+// writes to a client under its lock, and a delivery takes that lock.
+// The device is disconnected after WriteTimeout.
+func TestStalledDeviceDoesNotStallServer(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, WriteTimeout: 3 * time.Second})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	doc := strings.Repeat("d", 300<<10)
+	for i := range 40 {
+		if err := publish(t, srv, fmt.Sprint("farego/fleet/denylist/", i), doc, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, code := rawSubscribe(t, b.Addr(), "bus-v", devicePassword(secret, "bus-v"), "farego/fleet/#", 1)
+	if code != 1 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	_ = conn
+	other, _ := mustDial(t, b.url(), "bus-u", devicePassword(secret, "bus-u"), nil)
+	_, acks := subscribe(t, other, "farego/dev/bus-u/ack")
+	time.Sleep(2 * time.Second) // the stalled device's writes are blocked by now
+	for i := range 3 {
+		start := time.Now()
+		srv.Publish("farego/fleet/keyring", 1, false, "to the stalled one too")
+		tok := srv.Publish("farego/dev/bus-u/ack", 1, false, fmt.Sprint("ack-", i))
+		if !tok.WaitTimeout(2 * time.Second) {
+			t.Fatalf("the server's publication to another device took over 2 s (round %d)", i)
+		}
+		next(t, acks)
+		t.Logf("round %d: %v", i, time.Since(start))
+	}
+	waitFor(t, "the stalled device disconnected", func() bool {
+		for _, d := range b.Devices() {
+			if d == "bus-v" {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -24,6 +25,7 @@ type listener struct {
 	addr    string
 	tls     *tls.Config
 	timeout time.Duration
+	write   time.Duration // Config.WriteTimeout
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -103,7 +105,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				l.mu.Unlock()
 				conn.Close()
 			}()
-			if err := establish(l.id, conn); err != nil {
+			if err := establish(l.id, &clientConn{Conn: conn, timeout: l.write}); err != nil {
 				l.log.Debug("broker: client connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
 			}
 		}()
@@ -128,4 +130,67 @@ func (l *listener) Close(_ listeners.CloseFn) {
 	}
 	l.mu.Unlock()
 	l.serving.Wait()
+}
+
+// writeChunk is the most written to a client under one deadline.
+const writeChunk = 32 << 10
+
+// stallAfter is how long a write to a device may wait before the device
+// counts as stalled (see clientConn.stalled).
+const stallAfter = time.Second
+
+// clientConn is a client's connection as mochi sees it. mochi writes to
+// a client under the client's lock, which a delivery to it takes too, and
+// sets no write deadline of its own (it refreshes one deadline, reads and
+// writes, on every packet it reads: a client that keeps sending while it
+// reads nothing would push it back for ever). A device that stopped
+// reading would hold every publisher of a message it subscribed to — the
+// settlement server's one client among them — for as long as it liked.
+// So:
+//
+//   - each chunk of a write has WriteTimeout to be taken; one that is not
+//     closes the connection (the client is disconnected);
+//   - SetDeadline sets the read deadline only;
+//   - stalled tells OnACLCheck that a write has been waiting for longer
+//     than stallAfter: deliveries to the device are then dropped rather
+//     than waiting behind it.
+type clientConn struct {
+	net.Conn
+	timeout time.Duration
+	waiting atomic.Int64 // when the chunk being written began (unix ns), 0 if none
+}
+
+func (c *clientConn) Write(p []byte) (int, error) {
+	n := 0
+	defer c.waiting.Store(0)
+	for n < len(p) {
+		now := time.Now()
+		c.waiting.Store(now.UnixNano())
+		_ = c.Conn.SetWriteDeadline(now.Add(c.timeout))
+		m, err := c.Conn.Write(p[n:min(len(p), n+writeChunk)])
+		n += m
+		if err != nil {
+			// A TLS connection is unusable after a timed-out write, and a
+			// client that took nothing for WriteTimeout is gone.
+			c.Conn.Close()
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// SetDeadline sets the read deadline (mochi's keep-alive); writes have
+// their own.
+func (c *clientConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// stalled reports whether a write has been waiting for more than stallAfter.
+func (c *clientConn) stalled() bool {
+	w := c.waiting.Load()
+	return w != 0 && time.Since(time.Unix(0, w)) > stallAfter
+}
+
+// stalled reports whether cl's connection is not taking writes.
+func stalled(cl *mqtt.Client) bool {
+	c, ok := cl.Net.Conn.(*clientConn)
+	return ok && c.stalled()
 }
