@@ -351,8 +351,17 @@ func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends
 // OnQosComplete forgets a message the client acknowledged.
 func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.lim.done(cl, pk.PacketID) }
 
-// OnQosDropped forgets a message the broker dropped.
-func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.lim.done(cl, pk.PacketID) }
+// OnQosDropped forgets a message the broker dropped. A persistent session
+// taken over by a new connection reports its messages dropped as it hands
+// them to the new one, under the same client id: they are still held.
+// (mochi counts them again as it resends them after the CONNACK, but a
+// delivery in between found the device's bytes at zero.)
+func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
+	h.lim.done(cl, pk.PacketID)
+}
 
 // OnSessionEstablished starts a client's accounting afresh when its
 // session is clean (nothing was inherited).
