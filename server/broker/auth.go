@@ -82,7 +82,7 @@ type hook struct {
 	refused atomic.Uint64
 	denied  atomic.Uint64
 	lim     *limiter
-	subs    sync.Map // *mqtt.Client → []string: the filters of the SUBSCRIBE being processed (OnSubscribe)
+	subs    sync.Map // *mqtt.Client → packets.Subscriptions of the SUBSCRIBE being processed (OnSubscribe)
 }
 
 func newHook(cfg *Config, log *slog.Logger) *hook {
