@@ -59,6 +59,7 @@ type device struct {
 	lines   chan string // feedback lines from stdout
 	logs    chan string // log lines from stderr
 	env     []string    // added to the validator's environment
+	bin     string      // the binary run (default validatorBin)
 	mu      sync.Mutex
 	logText strings.Builder
 }
@@ -134,7 +135,11 @@ func (d *device) newPTY() {
 // start runs the validator and waits until it reads the scanner.
 func (d *device) start() {
 	d.t.Helper()
-	d.cmd = exec.Command(validatorBin, "run", "--config", d.cfgPath)
+	bin := validatorBin
+	if d.bin != "" {
+		bin = d.bin
+	}
+	d.cmd = exec.Command(bin, "run", "--config", d.cfgPath)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	stdout, err := d.cmd.StdoutPipe()
 	must(d.t, err)

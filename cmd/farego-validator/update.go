@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -42,10 +41,6 @@ const exitRestart = 3
 // errRestart ends the validator so that systemd starts the binary in place.
 var errRestart = errors.New("restarting into the binary now in place")
 
-// crashEnv names a version that exits at once after the updater's boot
-// check: the OTA test's "new binary that crashes at start". Tests only.
-const crashEnv = "FAREGO_TEST_CRASH_VERSION"
-
 // bootUpdater builds the updater (nil without [update] server or [mqtt])
 // and runs its boot check: counting starts of an unconfirmed version, and
 // rolling back a crash loop (errRestart).
@@ -74,10 +69,7 @@ func bootUpdater(cfg *Config, log *slog.Logger) (*update.Updater, error) {
 	} else if err != nil {
 		log.Error("update: boot check failed; running on", "err", err)
 	}
-	if v := os.Getenv(crashEnv); v != "" && v == agent.Version {
-		log.Error("crashing at start for a test", "env", crashEnv)
-		os.Exit(exitFailure)
-	}
+	crashAtStart(log) // a test hook, absent from the release build
 	return u, nil
 }
 

@@ -1,0 +1,27 @@
+//go:build farego_testhooks
+
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/farego/farego/agent"
+)
+
+// Fault injection for the OTA tests, built only with -tags
+// farego_testhooks (testhooks_release.go is the release build's: no
+// hooks), so that whoever sets the environment of a shipped validator
+// cannot make it crash-loop.
+
+// crashEnv names a version that exits at once after the updater's boot
+// check: the OTA test's "new binary that crashes at start".
+const crashEnv = "FAREGO_TEST_CRASH_VERSION"
+
+// crashAtStart exits if crashEnv names the running version.
+func crashAtStart(log *slog.Logger) {
+	if v := os.Getenv(crashEnv); v != "" && v == agent.Version {
+		log.Error("crashing at start for a test", "env", crashEnv)
+		os.Exit(exitFailure)
+	}
+}
