@@ -13,7 +13,9 @@
 //	.B.download     the download in progress (resumed with an HTTP Range request)
 //	.B.previous     the binary that ran before the last update (a hard link)
 //	.B.update.json  the updater's state: the update waiting for its health
-//	                check, its boot count, and the last failure
+//	                check, its boot count, the last failure, and the newest
+//	                rollout seen (the replay guard); written whole or not
+//	                at all (queue/durable)
 //
 // # Checks
 //
@@ -22,7 +24,13 @@
 // wire.RolloutBucket is under the percentage), the manifest for this
 // architecture verifies with the fleet key, its version is not older
 // than the running one unless the rollout allows a downgrade, and the
-// same version did not already fail here under the same rollout. The
+// same version did not already fail here under the same rollout, and no
+// newer rollout was seen (an older one is a replay). A state file found
+// damaged, or gone while .B.previous is kept, has lost that guard: until
+// a rollout is installed, a rollout older than the running version is
+// refused even if it allows a downgrade (an older upgrade can still come
+// through, as on a new device: the fleet's current rollout, retained,
+// takes it back at the next connection). The
 // download is bounded by the manifest's size (and Config.MaxSize); its
 // size and SHA-256 must be the manifest's, or it is deleted and the
 // failure recorded.

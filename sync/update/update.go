@@ -114,6 +114,13 @@ type state struct {
 	// again (a replay of a signed rollout) is refused, so it cannot take
 	// the device back to a version since replaced.
 	Newest uint64 `json:"newest_rollout,omitempty"`
+	// GuardLost: the state file was found damaged (or gone while a
+	// previous binary is kept), so the newest rollout seen is unknown and
+	// a replayed old rollout could not be told apart: until a rollout is
+	// installed (its number becomes the guard again), a rollout older
+	// than the running version is refused even where it allows a
+	// downgrade.
+	GuardLost bool `json:"guard_lost,omitempty"`
 }
 
 // pending is an installed version waiting for its health check.
@@ -229,20 +236,35 @@ func (u *Updater) PreviousFile() string { return u.path(".previous") }
 // DownloadFile is the download in progress.
 func (u *Updater) DownloadFile() string { return u.path(".download") }
 
+// load reads the state file; u.mu must be held. A state file that is
+// damaged, unreadable, or gone while a previous binary is kept (only an
+// install leaves one, after writing the state) loses the replay guard:
+// the state starts afresh with GuardLost set.
 func (u *Updater) load() error {
 	b, err := os.ReadFile(u.StateFile())
 	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(u.PreviousFile()); err == nil {
+			u.log.Error("update: state file gone but a previous binary kept; refusing downgrades until an update is installed",
+				"file", u.StateFile())
+			u.st = state{GuardLost: true}
+			return u.save()
+		}
 		return nil
 	}
 	if err != nil {
+		u.st = state{GuardLost: true}
 		return fmt.Errorf("update: read state: %w", err)
 	}
 	var st state
 	if err := json.Unmarshal(b, &st); err != nil {
 		// A damaged state file must not keep the validator down: start
-		// afresh (the binary in place runs; nothing is rolled back).
-		u.log.Error("update: state file unreadable; starting afresh", "file", u.StateFile(), "err", err)
-		return nil
+		// afresh (the binary in place runs; nothing is rolled back), but
+		// without the newest rollout seen, older rollouts cannot be told
+		// from new ones: no downgrade until an update is installed.
+		u.log.Error("update: state file damaged; starting afresh, refusing downgrades until an update is installed",
+			"file", u.StateFile(), "err", err)
+		u.st = state{GuardLost: true}
+		return u.save()
 	}
 	u.st = st
 	return nil
@@ -454,7 +476,7 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	}
 	u.mu.Lock()
-	pend, failed := u.st.Pending, u.st.Failed
+	pend, failed, guardLost := u.st.Pending, u.st.Failed, u.st.GuardLost
 	u.mu.Unlock()
 	switch cmp, ok := wire.CompareVersions(m.Version, u.cfg.Current); {
 	case m.Version == u.cfg.Current || (ok && cmp == 0):
@@ -465,6 +487,10 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	case failed != nil && failed.Version == m.Version && failed.Rollout >= o.version:
 		u.log.Debug("update: this version failed here already; waiting for a new rollout", "version", m.Version, "reason", failed.Reason)
+		return nil
+	case ok && cmp < 0 && guardLost:
+		u.fail(m.Version, o.version, fmt.Sprintf("version %s is older than the running %s: the update state was found damaged "+
+			"(the newest rollout seen is lost), so no downgrade until an update is installed", m.Version, u.cfg.Current))
 		return nil
 	case ok && cmp < 0 && !r.AllowDowngrade:
 		u.fail(m.Version, o.version, fmt.Sprintf("version %s is older than the running %s and the rollout does not allow a downgrade", m.Version, u.cfg.Current))
@@ -665,15 +691,16 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	was := u.st.Installed
+	was, lost := u.st.Installed, u.st.GuardLost
 	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout}
 	u.st.Installed = max(was, rollout)
+	u.st.GuardLost = false // the installed rollout is the guard again
 	if err := u.save(); err != nil {
-		u.st.Pending, u.st.Installed = nil, was
+		u.st.Pending, u.st.Installed, u.st.GuardLost = nil, was, lost
 		return err
 	}
 	if err := durable.Rename(u.DownloadFile(), u.cfg.Binary); err != nil {
-		u.st.Pending, u.st.Installed = nil, was
+		u.st.Pending, u.st.Installed, u.st.GuardLost = nil, was, lost
 		u.save()
 		return fmt.Errorf("update: install: %w", err)
 	}

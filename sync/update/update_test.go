@@ -427,3 +427,77 @@ func TestDownloadLeavesRoomForTheQueue(t *testing.T) {
 		t.Errorf("status = %+v, want 1.1.0 failed for want of space", st)
 	}
 }
+
+// TestDamagedStateRefusesReplayedDowngrade: the state file holding the
+// newest rollout seen (5) is torn, or deleted while a previous binary is
+// kept; a replay of the older rollout 4, a downgrade it allows, is then
+// refused and reported, not installed. Installing a newer version makes
+// its rollout the guard again, and downgrades allowed by a later rollout
+// go through once more.
+func TestDamagedStateRefusesReplayedDowngrade(t *testing.T) {
+	allow := func(r *wire.Rollout) { r.AllowDowngrade = true }
+	for _, damage := range []struct {
+		name string
+		do   func(t *testing.T, d *device, u *Updater)
+	}{
+		{"torn", func(t *testing.T, d *device, u *Updater) {
+			b, err := os.ReadFile(u.StateFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(u.StateFile(), b[:len(b)/2], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"garbage", func(t *testing.T, d *device, u *Updater) {
+			if err := os.WriteFile(u.StateFile(), []byte("\x00\x00\x00"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"deleted with a previous binary kept", func(t *testing.T, d *device, u *Updater) {
+			if err := os.WriteFile(u.PreviousFile(), d.old, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(u.StateFile()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			current, older, newer := newRelease("1.4.0"), newRelease("0.9.0"), newRelease("1.5.0")
+			srv := newServer(t, current, older, newer)
+			d := newDevice(t)
+			u := d.updater(t, "1.4.0", srv.url)
+			if err := u.apply(context.Background(), offer{5, rollout(t, current, nil)}); err != nil {
+				t.Fatalf("rollout of the running version: %v, want nothing to do", err)
+			}
+			damage.do(t, d, u)
+			for range 2 { // and again after a restart: the loss is kept
+				u = d.updater(t, "1.4.0", srv.url)
+				if err := u.apply(context.Background(), offer{4, rollout(t, older, allow)}); err != nil {
+					t.Fatalf("replayed rollout: %v, want refused without error", err)
+				}
+				if n := srv.requests.Load(); n != 0 {
+					t.Fatalf("a replayed older rollout was acted on: %d requests", n)
+				}
+				if st := u.Status(); st == nil || st.Failed != "0.9.0" || !strings.Contains(st.FailedReason, "damaged") {
+					t.Fatalf("status = %+v, want the downgrade to 0.9.0 refused for the damaged state", st)
+				}
+			}
+
+			if err := u.apply(context.Background(), offer{6, rollout(t, newer, nil)}); !errors.Is(err, ErrRestart) {
+				t.Fatalf("rollout of a newer version: %v, want it installed", err)
+			}
+			u = d.updater(t, "1.5.0", srv.url)
+			if err := u.Healthy(); err != nil {
+				t.Fatal(err)
+			}
+			if err := u.apply(context.Background(), offer{4, rollout(t, older, allow)}); err != nil || !bytes.Equal(d.binary(t), newer.data) {
+				t.Fatalf("rollout 4 replayed after rollout 6 was installed: %v, want refused", err)
+			}
+			if err := u.apply(context.Background(), offer{7, rollout(t, older, allow)}); !errors.Is(err, ErrRestart) {
+				t.Fatalf("a downgrade allowed by rollout 7, after 6 was installed: %v, want it installed", err)
+			}
+		})
+	}
+}
