@@ -179,7 +179,17 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	now := validatorClock(log)
 	acfg := cfg.agentConfig()
 	acfg.Logger, acfg.Metrics, acfg.Now = log.With("part", "agent"), reg, now
-	acfg.Heartbeat = func() { mon.Beat(partTapLoop) }
+	// tapBeat is set by the tap loop's first heartbeat: a new version is
+	// confirmed (no rollback) only after it, so one whose tap path hangs
+	// from the start is not.
+	var tapBeat atomic.Bool
+	acfg.Heartbeat = func() {
+		mon.Beat(partTapLoop)
+		tapBeat.Store(true)
+	}
+	if silentTapLoop(log) {
+		acfg.Heartbeat = nil // a test hook, absent from the release build
+	}
 	acfg.Accepted = func() {
 		if up != nil {
 			up.Notify()
@@ -239,10 +249,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}
 	defer stopCtl()
 	stopUplink := runUplink(ctx, up, log)
-	var tapping, restart atomic.Bool
-	stopUpdater := runUpdater(ctx, upd, up, &tapping, cancel, &restart, log)
+	var restart atomic.Bool
+	stopUpdater := runUpdater(ctx, upd, up, &tapBeat, cancel, &restart, log)
 	startScanners()
-	tapping.Store(true)
 
 	notifier.Notify("STATUS=running")
 	as := a.Assignment()

@@ -25,3 +25,17 @@ func crashAtStart(log *slog.Logger) {
 		os.Exit(exitFailure)
 	}
 }
+
+// silentTapLoopEnv names a version whose tap loop never beats: the test's
+// "new binary whose tap path hangs".
+const silentTapLoopEnv = "FAREGO_TEST_SILENT_TAP_LOOP_VERSION"
+
+// silentTapLoop reports whether silentTapLoopEnv names the running
+// version.
+func silentTapLoop(log *slog.Logger) bool {
+	if v := os.Getenv(silentTapLoopEnv); v != "" && v == agent.Version {
+		log.Error("the tap loop never beats, for a test", "env", silentTapLoopEnv)
+		return true
+	}
+	return false
+}

@@ -25,7 +25,7 @@ type UpdateConfig struct {
 	// Its directory must be writable by the validator.
 	Binary string `toml:"binary"`
 	// HealthTimeout: a new version must reach the broker with its tap
-	// loop running within this, or the previous one comes back (default 2m).
+	// loop beating within this, or the previous one comes back (default 2m).
 	HealthTimeout Duration `toml:"health_timeout"`
 	// MaxBoots: starts of a new version without reporting healthy before
 	// it counts as a crash loop and is rolled back (default 3).
@@ -74,10 +74,10 @@ func bootUpdater(cfg *Config, log *slog.Logger) (*update.Updater, error) {
 }
 
 // runUpdater connects the updater to the link and runs it until ctx is
-// done: it confirms this version once the link is up and taps are taken
-// (running), and cancels the validator (stop) to restart after an install
-// or a rollback, setting *restart.
-func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, running *atomic.Bool, stop func(), restart *atomic.Bool, log *slog.Logger) func() {
+// done: it confirms this version once the link is up and the tap loop has
+// beaten (tapBeat), and cancels the validator (stop) to restart after an
+// install or a rollback, setting *restart.
+func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tapBeat *atomic.Bool, stop func(), restart *atomic.Bool, log *slog.Logger) func() {
 	if u == nil || up == nil {
 		return func() {}
 	}
@@ -102,7 +102,7 @@ func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, runni
 					return
 				case <-t.C:
 				}
-				if up.Connected() && running.Load() {
+				if up.Connected() && tapBeat.Load() {
 					if err := u.Healthy(); err != nil {
 						log.Error("update: recording the healthy start failed", "err", err)
 					}

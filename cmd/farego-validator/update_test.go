@@ -82,3 +82,74 @@ func TestCrashHookOnlyWithTestTag(t *testing.T) {
 		t.Fatalf("the test-hooks build with %s: %v, want exit status %d after \"crashing at start for a test\"\n%s", crash, err, exitFailure, out)
 	}
 }
+
+// pendingUpdate makes the device's binary a version just installed over
+// previous (kept as .farego-validator.previous) and waiting to report
+// healthy, as the updater leaves it before the restart.
+func (d *device) pendingUpdate(t *testing.T, previous string) {
+	t.Helper()
+	dir := filepath.Dir(d.bin)
+	copyFile(t, previous, filepath.Join(dir, ".farego-validator.previous"))
+	st := fmt.Sprintf(`{"pending":{"version":%q,"from":"0.9.0","at":%q,"boots":0,"rollout":3},"installed_rollout":3,"newest_rollout":3}`,
+		agent.Version, time.Now().UTC().Format(time.RFC3339))
+	must(t, os.WriteFile(filepath.Join(dir, ".farego-validator.update.json"), []byte(st), 0o600))
+}
+
+// updateOutcome waits for the log line that settles a pending update:
+// confirmed or rolled back.
+func (d *device) updateOutcome() string {
+	d.t.Helper()
+	for {
+		l := d.waitLog("update: ")
+		if strings.Contains(l, "update: new version healthy") || strings.Contains(l, "update: rolling back") {
+			return l
+		}
+	}
+}
+
+// TestUpdateConfirmedOnlyAfterTapLoopBeats: a new version that reaches
+// the broker and starts its scanners but whose tap loop never beats (the
+// test hook of a tap path hung from the start) is not confirmed within
+// health_timeout: it is rolled back (exit status 3, the previous binary
+// in place). The same version with its tap loop beating is confirmed.
+func TestUpdateConfirmedOnlyAfterTapLoopBeats(t *testing.T) {
+	hooks := testHooksBin(t)
+	prev, err := os.ReadFile(validatorBin)
+	must(t, err)
+
+	d := newDevice(t, "", "")
+	d.withUpdate(t, hooks, `health_timeout = "6s"`)
+	d.pendingUpdate(t, validatorBin)
+	d.env = []string{"FAREGO_TEST_SILENT_TAP_LOOP_VERSION=" + agent.Version}
+	d.start()
+	l := d.updateOutcome()
+	if !strings.Contains(l, "rolling back to the previous version") {
+		t.Fatalf("a version whose tap loop never beats: %q, want it rolled back", l)
+	}
+	d.mu.Lock()
+	connected := strings.Contains(d.logText.String(), "uplink connected")
+	d.mu.Unlock()
+	if !connected {
+		t.Fatal("rolled back without reaching the broker: the test proves nothing")
+	}
+	err = d.cmd.Wait()
+	d.cmd = nil
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitRestart {
+		t.Fatalf("exit after the rollback: %v, want status %d", err, exitRestart)
+	}
+	if got, err := os.ReadFile(d.bin); err != nil || string(got) != string(prev) {
+		t.Fatalf("the previous binary is not back in place (%v)", err)
+	}
+
+	d = newDevice(t, "", "")
+	d.withUpdate(t, hooks, `health_timeout = "6s"`)
+	d.pendingUpdate(t, validatorBin)
+	d.start()
+	if l := d.updateOutcome(); !strings.Contains(l, "update: new version healthy") {
+		t.Fatalf("a version whose tap loop beats: %q, want it confirmed", l)
+	}
+	now := time.Now()
+	expectLine(t, d.scan(d.issuer.Rider(t, 1002, now).Code(t, now)), "ACCEPTED  2.50 EUR")
+	d.stop()
+}

@@ -47,7 +47,7 @@
 // unconfirmed version, and past Config.MaxBoots (a crash loop) renames
 // .B.previous back over B and returns [ErrRolledBack]. [Updater.Healthy]
 // confirms the version (the validator calls it once it has reached the
-// broker with its tap loop running); if that does not happen within
+// broker and its tap loop has beaten once); if that does not happen within
 // Config.HealthTimeout, Run rolls back the same way. The failure is kept
 // in the state file, reported in the device status (wire.UpdateStatus)
 // and logged; the same version is not tried again until the operator

@@ -355,8 +355,8 @@ func (u *Updater) Pending() bool {
 }
 
 // Healthy confirms the running version: the validator calls it once it
-// has reached the broker with its tap loop running. Calls after the first
-// do nothing.
+// has reached the broker and its tap loop has beaten once. Calls after
+// the first do nothing.
 func (u *Updater) Healthy() error {
 	var err error
 	u.once.Do(func() {
