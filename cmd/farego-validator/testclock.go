@@ -1,3 +1,5 @@
+//go:build farego_testhooks
+
 package main
 
 import (
@@ -11,7 +13,10 @@ import (
 // clockSkewEnv names a file whose content, a Go duration ("2h", "-90s"),
 // is added to the validator's clock, read again at most once a second. It
 // is for fault-injection tests only (the chaos test jumps a validator's
-// clock with it): a real validator runs without it, on the system clock.
+// clock with it), built only with -tags farego_testhooks: the release
+// build (testhooks_release.go) runs on the system clock whatever its
+// environment says, so whoever sets a shipped validator's environment
+// cannot skew the clock that decides whether payment codes are fresh.
 const clockSkewEnv = "FAREGO_TEST_CLOCK_SKEW_FILE"
 
 // validatorClock returns the clock the agent and the uplink use: the

@@ -35,10 +35,17 @@ import (
 // Binaries are the commands the rig runs.
 var Binaries = []string{"farego-settlement", "farego-validator", "farego-rider", "farego-provision", "farego-sim"}
 
-// Build compiles the binaries into dir (go build, from the module at root).
-func Build(ctx context.Context, root, dir string) error {
+// TestHooksTag is the build tag of the binaries' fault injection (the
+// validator's clock skew, SetClockSkew, among them): the tests build with
+// it, the release (make build, make dist) without.
+const TestHooksTag = "farego_testhooks"
+
+// Build compiles the binaries into dir (go build, from the module at root)
+// with the build tags given (TestHooksTag for the tests' fault injection;
+// none, the release's build, without it).
+func Build(ctx context.Context, root, dir string, tags ...string) error {
 	for _, b := range Binaries {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", strings.Join(tags, ","), "-o", filepath.Join(dir, b), "./cmd/"+b)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", b, err, out)
@@ -664,7 +671,8 @@ func (d *Device) skewFile() string { return filepath.Join(d.Dir, "clock-skew") }
 // SetClockSkew makes the validator's clock run skew ahead of (negative:
 // behind) the system clock from the next second on, as a jump of its
 // system clock would (fault injection through the validator's test clock
-// file); 0 sets it right again.
+// file, FAREGO_TEST_CLOCK_SKEW_FILE: only a validator built with
+// TestHooksTag reads it); 0 sets it right again.
 func (d *Device) SetClockSkew(skew time.Duration) error {
 	return os.WriteFile(d.skewFile(), []byte(skew.String()), 0o644)
 }
