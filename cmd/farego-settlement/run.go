@@ -6,8 +6,6 @@ import (
 	"flag"
 	"io"
 	"os"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -55,17 +53,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	c.Logger = log
-	if n, err := strconv.Atoi(os.Getenv("FAREGO_FAULT_EXIT_AFTER_COMMITS")); err == nil && n > 0 {
-		// Fault injection for tests: die after the n-th ledger commit,
-		// before its ack goes out.
-		var commits atomic.Int64
-		c.AfterCommit = func() {
-			if commits.Add(1) == int64(n) {
-				log.Warn("fault injection: exiting between ledger commit and ack")
-				os.Exit(3)
-			}
-		}
-	}
+	c.AfterCommit = exitAfterCommits(log)
 	notifier := sdnotify.FromEnv()
 	c.Ready = func(a server.Addrs) {
 		if *readyFile != "" {
