@@ -287,6 +287,36 @@ func TestStatusRecorded(t *testing.T) {
 	if n := in.Stats().Statuses; n != 1 {
 		t.Errorf("%d statuses recorded, want 1", n)
 	}
+
+	// A status whose assignment or update report is malformed is refused
+	// and changes nothing, signed by the device all the same.
+	for i, edit := range []func(s *wire.Status){
+		func(s *wire.Status) {
+			s.Assignment = &wire.StatusAssignment{Route: "42\n", Source: wire.AssignSourceLocal}
+		},
+		func(s *wire.Status) {
+			s.Assignment = &wire.StatusAssignment{Route: "42", Source: "operator"}
+		},
+		func(s *wire.Status) { s.Update = &wire.UpdateStatus{Pending: "<script>"} },
+		func(s *wire.Status) { s.Software = "1.4.0 \x1b[31m" },
+	} {
+		bad := st
+		bad.QueueDepth = 99
+		edit(&bad)
+		p, err := bad.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := wire.Seal(wire.TypeStatus, p, false, d.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.publish(d.topic(wire.KindStatus), msg)
+		waitFor(t, "the malformed status refused", func() bool { return in.Stats().Rejects[RejectMalformed] == uint64(i+1) })
+	}
+	if got := w.store.status(d.id); got.QueueDepth != 12 || in.Stats().Statuses != 1 {
+		t.Errorf("after malformed statuses: status %+v, %d recorded; want the first", got, in.Stats().Statuses)
+	}
 }
 
 func TestReplay(t *testing.T) {

@@ -17,9 +17,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/driver/backoff"
 	"github.com/farego/farego/queue/durable"
@@ -385,9 +387,24 @@ func (u *Updater) Status() *wire.UpdateStatus {
 		s.Pending = p.Version
 	}
 	if f := u.st.Failed; f != nil {
-		s.Failed, s.FailedReason, s.FailedAt = f.Version, f.Reason, f.At
+		s.Failed, s.FailedReason, s.FailedAt = f.Version, cutReason(f.Reason), f.At
 	}
 	return s
+}
+
+// cutReason makes an error text a status can carry: valid UTF-8, at most
+// wire.MaxFailedReason bytes, cut on a character (the server refuses a
+// status with a longer reason).
+func cutReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= wire.MaxFailedReason {
+		return s
+	}
+	n := wire.MaxFailedReason
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Offer hands the updater a rollout downlink (version and body, already

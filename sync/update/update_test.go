@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/sync/wire"
 )
@@ -499,5 +500,28 @@ func TestDamagedStateRefusesReplayedDowngrade(t *testing.T) {
 				t.Fatalf("a downgrade allowed by rollout 7, after 6 was installed: %v, want it installed", err)
 			}
 		})
+	}
+}
+
+// A failure reason (an error text of any length and bytes) is cut to what
+// a status may carry, on a character, and made valid UTF-8: the server
+// refuses a status with a longer reason.
+func TestStatusReasonCut(t *testing.T) {
+	for _, reason := range []string{
+		"short",
+		strings.Repeat("é", wire.MaxFailedReason),
+		"x" + strings.Repeat("é", wire.MaxFailedReason),
+		strings.Repeat("\xff", wire.MaxFailedReason),
+	} {
+		got := cutReason(reason)
+		if len(got) > wire.MaxFailedReason || !utf8.ValidString(got) || !strings.HasPrefix(strings.ToValidUTF8(reason, "\uFFFD"), got) {
+			t.Errorf("cutReason(%d bytes) = %d bytes, valid UTF-8 %v", len(reason), len(got), utf8.ValidString(got))
+		}
+		st := wire.Status{DeviceID: "bus-1", Software: "1.0.0", Update: &wire.UpdateStatus{Failed: "1.1.0", FailedReason: got,
+			FailedAt: time.Now()}}
+		p, _ := st.MarshalBinary()
+		if _, err := wire.ParseStatus(p); err != nil {
+			t.Errorf("status with the cut reason: %v", err)
+		}
 	}
 }

@@ -267,7 +267,7 @@ func newFixture(tb testing.TB, broker *brokertest.Broker) *fixture {
 		DeviceKey:       f.dev,
 		FleetPublicKey:  pubOf(f.fleet),
 		TopicPrefix:     f.prefix,
-		Software:        "farego-test 1.0",
+		Software:        "1.0.0-test",
 		AckTimeout:      time.Second,
 		PollInterval:    50 * time.Millisecond,
 		SyncInterval:    50 * time.Millisecond,

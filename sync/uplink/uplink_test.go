@@ -291,7 +291,7 @@ func TestStatusAndLastWill(t *testing.T) {
 
 	st := w.next(t, "online", func(s *wire.Status) bool { return s.Online })
 	if st.DeviceID != f.id || st.QueueDepth != 7 || st.LastSeq != 7 || st.Epoch != f.q.Epoch() ||
-		st.Software != "farego-test 1.0" || st.Versions[record.DocFares] != 3 || st.Time.IsZero() {
+		st.Software != "1.0.0-test" || st.Versions[record.DocFares] != 3 || st.Time.IsZero() {
 		t.Errorf("online status = %+v, want device %s, 7 queued, last seq 7, epoch, software, fares 3", st, f.id)
 	}
 

@@ -3,6 +3,7 @@ package wire
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -23,9 +24,12 @@ func FuzzMessages(f *testing.F) {
 	ack, _ := (&Ack{DeviceID: "d", Epoch: "e", Ranges: []Range{{1, 4}}}).MarshalBinary()
 	dl, _ := (&Downlink{Kind: record.DocFares, Version: 2, Body: []byte(`{}`)}).MarshalBinary()
 	st, _ := (&Status{DeviceID: "d", Online: true}).MarshalBinary()
+	full, _ := (&Status{DeviceID: "d", Online: true, Software: "v1.4.0-3-g98b475d-dirty",
+		Assignment: &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
+		Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1", FailedReason: "download: refused", FailedAt: time.UnixMilli(9)}}).MarshalBinary()
 	rp, _ := (&Replay{DeviceID: "d", From: 1, To: 2}).MarshalBinary()
 	as, _ := (&Assignment{DeviceID: "d", Version: 3, Route: "42", Vehicle: "BUS-7", IssuedAt: time.UnixMilli(9)}).MarshalBinary()
-	for _, p := range [][]byte{tb, batch, ack, dl, st, rp, as, {}, {1}} {
+	for _, p := range [][]byte{tb, batch, ack, dl, st, full, rp, as, {}, {1}} {
 		f.Add(p)
 		sealed, _ := Seal(TypeBatch, p, true, fuzzKey)
 		f.Add(sealed)
@@ -50,7 +54,16 @@ func FuzzMessages(f *testing.F) {
 				t.Fatalf("decoded downlink does not re-encode: %v", err)
 			}
 		}
-		ParseStatus(p)
+		if s, err := ParseStatus(p); err == nil {
+			checkStatus(t, s)
+			again, err := s.MarshalBinary()
+			if err != nil {
+				t.Fatalf("decoded status does not re-encode: %v", err)
+			}
+			if _, err := ParseStatus(again); err != nil {
+				t.Fatalf("re-encoded status does not decode: %v", err)
+			}
+		}
 		ParseReplay(p)
 		if a, err := ParseAssignment(p); err == nil {
 			again, err := a.MarshalBinary()
@@ -65,4 +78,41 @@ func FuzzMessages(f *testing.F) {
 			Open(p, typ, fuzzKey.Public().(ed25519.PublicKey))
 		}
 	})
+}
+
+// checkStatus fails unless s, which ParseStatus accepted, satisfies the
+// rules written out again: the software version, the assignment and the
+// update report.
+func checkStatus(t *testing.T, s *Status) {
+	t.Helper()
+	if s.Software != "" && ValidSoftwareVersion(s.Software) != nil {
+		t.Fatalf("accepted software version %q", s.Software)
+	}
+	if a := s.Assignment; a != nil {
+		if err := record.CheckAssignment(a.Route, a.Vehicle); err != nil {
+			t.Fatalf("accepted assignment %q/%q: %v", a.Route, a.Vehicle, err)
+		}
+		if a.Source != AssignSourceConfig && a.Source != AssignSourceLocal && a.Source != AssignSourceServer {
+			t.Fatalf("accepted assignment source %q", a.Source)
+		}
+		if a.ServerVersion > math.MaxInt64 || (a.Source == AssignSourceServer && a.ServerVersion == 0) {
+			t.Fatalf("accepted assignment server version %d from %q", a.ServerVersion, a.Source)
+		}
+	}
+	if u := s.Update; u != nil {
+		for _, v := range []string{u.Pending, u.Failed} {
+			if v != "" && ValidVersion(v) != nil {
+				t.Fatalf("accepted update version %q", v)
+			}
+		}
+		if u.Failed == "" && (u.FailedReason != "" || !u.FailedAt.IsZero()) {
+			t.Fatalf("accepted a failure reason or time without a failed version: %+v", u)
+		}
+		if len(u.FailedReason) > MaxFailedReason {
+			t.Fatalf("accepted a failure reason of %d bytes", len(u.FailedReason))
+		}
+		if !u.FailedAt.IsZero() && (u.FailedAt.UnixNano() <= 0 || u.FailedAt.Year() > 2262) {
+			t.Fatalf("accepted failure time %v", u.FailedAt)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -61,7 +62,7 @@ var archRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]{0,15}$`)
 // without the leading "v"), at most 64 bytes.
 func ValidVersion(v string) error {
 	if len(v) == 0 || len(v) > 64 || !semver.IsValid(canonical(v)) {
-		return fmt.Errorf("%w: release version %q is not a semantic version (like 1.4.0)", ErrMalformed, v)
+		return fmt.Errorf("%w: release version %q is not a semantic version (like 1.4.0)", ErrMalformed, cut(v, 80))
 	}
 	return nil
 }
@@ -73,6 +74,33 @@ func ValidArch(a string) error {
 		return fmt.Errorf("%w: architecture %q", ErrMalformed, a)
 	}
 	return nil
+}
+
+// devVersionRE is what a development build's version may look like: "dev"
+// (a build without the Makefile's LDFLAGS) or what `git describe --tags
+// --always --dirty` gives (a tag, commits since, a commit hash, "-dirty").
+var devVersionRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$`)
+
+// ValidSoftwareVersion checks the version a device reports of the software
+// it runs (Status.Software): a release version (ValidVersion), or a
+// development build's, which need not be one: 1 to 64 bytes of ASCII
+// letters, digits, ".", "_", "+" and "-", beginning with a letter or a
+// digit. Only release versions can be ordered (CompareVersions).
+func ValidSoftwareVersion(v string) error {
+	if ValidVersion(v) == nil || devVersionRE.MatchString(v) {
+		return nil
+	}
+	return fmt.Errorf("%w: software version %q is neither a release version (like 1.4.0) nor a development build's "+
+		"(up to 64 letters, digits, '.', '_', '+' and '-')", ErrMalformed, cut(v, 80))
+}
+
+// cut shortens s to at most n bytes for an error message (%q shows what
+// is not printable).
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 func canonical(v string) string {
@@ -287,9 +315,46 @@ func RolloutBucket(version, deviceID string) int {
 // UpdateStatus is the device's report of its software update, in its
 // status: the update waiting for its health check, and the last one that
 // failed (rolled back or refused).
+//
+// Pending and Failed are release versions (ValidVersion: they come from a
+// signed rollout and manifest). A reason and a time come only with a
+// failed version; the reason is at most MaxFailedReason bytes of any text
+// (the device's error: the server makes it printable and cuts it to what
+// it keeps).
 type UpdateStatus struct {
 	Pending      string    `json:"pending,omitempty"`       // version installed, not yet confirmed healthy
 	Failed       string    `json:"failed,omitempty"`        // version of the last failed update
 	FailedReason string    `json:"failed_reason,omitempty"` // why, in a sentence
 	FailedAt     time.Time `json:"failed_at,omitzero"`
+}
+
+// MaxFailedReason bounds UpdateStatus.FailedReason.
+const MaxFailedReason = 1024
+
+// check checks an update report as UpdateStatus describes it.
+func (u *UpdateStatus) check() error {
+	for _, v := range []struct{ name, v string }{{"pending", u.Pending}, {"failed", u.Failed}} {
+		if v.v == "" {
+			continue
+		}
+		if err := ValidVersion(v.v); err != nil {
+			return fmt.Errorf("%s update: %w", v.name, err)
+		}
+	}
+	if u.Failed == "" && (u.FailedReason != "" || !u.FailedAt.IsZero()) {
+		return fmt.Errorf("%w: a failure reason or time without a failed version", ErrMalformed)
+	}
+	if len(u.FailedReason) > MaxFailedReason {
+		return fmt.Errorf("%w: failure reason of %d bytes, limit %d", ErrMalformed, len(u.FailedReason), MaxFailedReason)
+	}
+	if !u.FailedAt.IsZero() && !validTime(u.FailedAt) {
+		return fmt.Errorf("%w: failure time %v out of range", ErrMalformed, u.FailedAt)
+	}
+	return nil
+}
+
+// validTime reports whether t is after 1970 and within int64 nanoseconds
+// (what the ledger stores).
+func validTime(t time.Time) bool {
+	return t.After(time.Unix(0, 0)) && !t.After(time.Unix(0, math.MaxInt64))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -39,14 +40,44 @@ type Status struct {
 	Update *UpdateStatus `json:"update,omitempty"`
 }
 
-// StatusAssignment is a device's route and vehicle, where they came from
-// ("config", "local" or "server") and the version of the newest
-// assignment from the server it applied (0: none).
+// StatusAssignment is a device's route and vehicle (record.CheckAssignment),
+// where they came from (AssignSourceConfig, AssignSourceLocal or
+// AssignSourceServer) and the version of the newest assignment from the
+// server it applied (0: none; at least 1 with AssignSourceServer, at most
+// math.MaxInt64 as the ledger numbers them).
 type StatusAssignment struct {
 	Route         string `json:"route"`
 	Vehicle       string `json:"vehicle,omitempty"`
 	Source        string `json:"source"`
 	ServerVersion uint64 `json:"server_version,omitempty"`
+}
+
+// Where a device's assignment came from (StatusAssignment.Source): the
+// validator's agent.AssignConfig, AssignLocal and AssignServer.
+const (
+	AssignSourceConfig = "config"
+	AssignSourceLocal  = "local"
+	AssignSourceServer = "server"
+)
+
+// check checks an assignment report as StatusAssignment describes it.
+func (a *StatusAssignment) check() error {
+	if err := record.CheckAssignment(a.Route, a.Vehicle); err != nil {
+		return fmt.Errorf("%w: assignment: %v", ErrMalformed, err)
+	}
+	switch a.Source {
+	case AssignSourceConfig, AssignSourceLocal, AssignSourceServer:
+	default:
+		return fmt.Errorf("%w: assignment source %q, want %q, %q or %q", ErrMalformed, cut(a.Source, 80),
+			AssignSourceConfig, AssignSourceLocal, AssignSourceServer)
+	}
+	if a.ServerVersion > math.MaxInt64 {
+		return fmt.Errorf("%w: assignment server version %d out of range", ErrMalformed, a.ServerVersion)
+	}
+	if a.Source == AssignSourceServer && a.ServerVersion == 0 {
+		return fmt.Errorf("%w: assignment from the server without its version", ErrMalformed)
+	}
+	return nil
 }
 
 // SalvageStatus tells the operator that the device's queue file was
@@ -69,7 +100,9 @@ func (s *Status) MarshalBinary() ([]byte, error) {
 	return json.Marshal(s)
 }
 
-// ParseStatus decodes a status payload strictly.
+// ParseStatus decodes a status payload strictly and checks what the
+// server records of it: the software version (ValidSoftwareVersion), the
+// assignment (StatusAssignment) and the update report (UpdateStatus).
 func ParseStatus(p []byte) (*Status, error) {
 	if len(p) > MaxStatusSize {
 		return nil, fmt.Errorf("%w: status of %d bytes", ErrTooLarge, len(p))
@@ -91,6 +124,21 @@ func ParseStatus(p []byte) (*Status, error) {
 	}
 	if g := s.Salvage; g != nil && (g.Records < 0 || g.Damaged < 0 || g.LostPages < 0) {
 		return nil, fmt.Errorf("%w: status: negative salvage figures", ErrMalformed)
+	}
+	if s.Software != "" {
+		if err := ValidSoftwareVersion(s.Software); err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+	}
+	if a := s.Assignment; a != nil {
+		if err := a.check(); err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+	}
+	if u := s.Update; u != nil {
+		if err := u.check(); err != nil {
+			return nil, fmt.Errorf("status: update: %w", err)
+		}
 	}
 	return &s, nil
 }

@@ -6,11 +6,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/agent/record/recordtest"
 )
@@ -217,6 +219,88 @@ func TestStatusRoundTrip(t *testing.T) {
 	}
 	if _, err := ParseStatus([]byte(`{"device":"bus-1","queue_depth":-1}`)); err == nil {
 		t.Errorf("negative depth accepted")
+	}
+}
+
+// ParseStatus checks the software version, the assignment and the update
+// report; a status a validator sends (a release or development build, each
+// assignment source) passes.
+func TestParseStatusChecks(t *testing.T) {
+	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+	good := func() *Status {
+		return &Status{DeviceID: "bus-1", Online: true, Software: "v1.4.0",
+			Assignment: &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
+			Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1-rc.1", FailedReason: "download: \x1b[31mGet…\n", FailedAt: at}}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(s *Status)
+		ok   bool
+	}{
+		{"a release build", func(*Status) {}, true},
+		{"a build without LDFLAGS", func(s *Status) { s.Software = "dev" }, true},
+		{"git describe, no tag", func(s *Status) { s.Software = "98b475d-dirty" }, true},
+		{"git describe, a tag", func(s *Status) { s.Software = "v1.4.0-3-g98b475d-dirty" }, true},
+		{"no software", func(s *Status) { s.Software = "" }, true},
+		{"no assignment, no update", func(s *Status) { s.Assignment, s.Update = nil, nil }, true},
+		{"config assignment", func(s *Status) { s.Assignment.Source, s.Assignment.ServerVersion = AssignSourceConfig, 0 }, true},
+		{"local after server", func(s *Status) { s.Assignment.Source = AssignSourceLocal }, true},
+		{"no vehicle", func(s *Status) { s.Assignment.Vehicle = "" }, true},
+		{"only pending", func(s *Status) { s.Update = &UpdateStatus{Pending: "1.5.0"} }, true},
+		{"reason at the limit", func(s *Status) { s.Update.FailedReason = strings.Repeat("x", MaxFailedReason) }, true},
+
+		{"software with a space", func(s *Status) { s.Software = "1.4.0 beta" }, false},
+		{"software with a newline", func(s *Status) { s.Software = "dev\n" }, false},
+		{"software of 65 bytes", func(s *Status) { s.Software = strings.Repeat("a", 65) }, false},
+		{"software markup", func(s *Status) { s.Software = "<script>" }, false},
+		{"software beginning with -", func(s *Status) { s.Software = "-dev" }, false},
+		{"empty route", func(s *Status) { s.Assignment.Route = "" }, false},
+		{"route of 65 bytes", func(s *Status) { s.Assignment.Route = strings.Repeat("r", 65) }, false},
+		{"route with spaces", func(s *Status) { s.Assignment.Route = " 42" }, false},
+		{"route with a control character", func(s *Status) { s.Assignment.Route = "4\x1b2" }, false},
+		{"route with a C1 control character", func(s *Status) { s.Assignment.Route = "4\u00852" }, false},
+		{"vehicle of 65 bytes", func(s *Status) { s.Assignment.Vehicle = strings.Repeat("v", 65) }, false},
+		{"vehicle with a newline", func(s *Status) { s.Assignment.Vehicle = "BUS\n7" }, false},
+		{"unknown source", func(s *Status) { s.Assignment.Source = "operator" }, false},
+		{"no source", func(s *Status) { s.Assignment.Source = "" }, false},
+		{"source in capitals", func(s *Status) { s.Assignment.Source = "SERVER" }, false},
+		{"server source without version", func(s *Status) { s.Assignment.ServerVersion = 0 }, false},
+		{"server version over int64", func(s *Status) { s.Assignment.ServerVersion = math.MaxInt64 + 1 }, false},
+		{"pending not a release", func(s *Status) { s.Update.Pending = "dev" }, false},
+		{"pending markup", func(s *Status) { s.Update.Pending = "<script>" }, false},
+		{"failed not a release", func(s *Status) { s.Update.Failed = "1.4.x" }, false},
+		{"failed of 65 bytes", func(s *Status) { s.Update.Failed = "1.4.0-" + strings.Repeat("a", 59) }, false},
+		{"reason without failed", func(s *Status) { s.Update.Failed, s.Update.FailedAt = "", time.Time{} }, false},
+		{"time without failed", func(s *Status) { s.Update.Failed, s.Update.FailedReason = "", "" }, false},
+		{"reason over the limit", func(s *Status) { s.Update.FailedReason = strings.Repeat("x", MaxFailedReason+1) }, false},
+		{"time before 1970", func(s *Status) { s.Update.FailedAt = time.Date(1969, 1, 1, 0, 0, 0, 0, time.UTC) }, false},
+		{"time after 2262", func(s *Status) { s.Update.FailedAt = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good()
+			tc.edit(s)
+			p, err := s.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ParseStatus(p)
+			if tc.ok {
+				if err != nil || !reflect.DeepEqual(got, s) {
+					t.Errorf("ParseStatus = %+v, %v; want %+v", got, err, s)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformed) || got != nil {
+				t.Errorf("ParseStatus = %+v, %v; want ErrMalformed", got, err)
+			}
+		})
+	}
+	// The sources the validator reports are the ones the wire takes.
+	for _, src := range []string{agent.AssignConfig, agent.AssignLocal, agent.AssignServer} {
+		a := StatusAssignment{Route: "42", Source: src, ServerVersion: 1}
+		if err := a.check(); err != nil {
+			t.Errorf("the validator's source %q: %v", src, err)
+		}
 	}
 }
 
