@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/wire"
 )
 
 // DeviceRegistration is what RegisterDevice records of a validator.
@@ -214,7 +214,12 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 	if st.LastSeen.UnixNano() < 0 {
 		return invalid("last seen %v out of range", st.LastSeen)
 	}
-	for _, f := range []struct{ name, v string }{{"software", st.Software}, {"epoch", st.Epoch}, {"out of service", st.OutOfService}} {
+	if st.Software != "" {
+		if err := wire.ValidSoftwareVersion(st.Software); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"epoch", st.Epoch}, {"out of service", st.OutOfService}} {
 		if err := checkText(f.name, f.v, maxLongName, false); err != nil {
 			return invalid("%v", err)
 		}
@@ -266,17 +271,16 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 	})
 }
 
-// updateVersionRE is what a reported update version may look like (a
-// release version is a semantic version: wire.ValidVersion).
-var updateVersionRE = regexp.MustCompile(`^v?[0-9A-Za-z.+-]{1,64}$`)
-
-// checkUpdate checks a device's update report: versions that look like
-// versions, a reason and a time only with a failed version, the reason
-// bounded.
+// checkUpdate checks a device's update report as the wire does
+// (wire.UpdateStatus): release versions (wire.ValidVersion), a reason and
+// a time only with a failed version; the reason bounded and printable.
 func checkUpdate(u DeviceUpdate) error {
-	for _, v := range []struct{ name, v string }{{"pending version", u.Pending}, {"failed version", u.Failed}} {
-		if v.v != "" && !updateVersionRE.MatchString(v.v) {
-			return fmt.Errorf("%s %q is not a version", v.name, truncateText(v.v, 80))
+	for _, v := range []struct{ name, v string }{{"pending", u.Pending}, {"failed", u.Failed}} {
+		if v.v == "" {
+			continue
+		}
+		if err := wire.ValidVersion(v.v); err != nil {
+			return fmt.Errorf("%s update: %v", v.name, err)
 		}
 	}
 	if u.Failed == "" && (u.FailedReason != "" || !u.FailedAt.IsZero()) {
@@ -289,14 +293,6 @@ func checkUpdate(u DeviceUpdate) error {
 		return fmt.Errorf("failure time %v out of range", u.FailedAt)
 	}
 	return nil
-}
-
-// truncateText cuts s to at most n bytes, for an error message.
-func truncateText(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // NoteDeviceSync records that a device's taps up to lastSeq are committed

@@ -62,6 +62,9 @@ func TestDeviceUpdateStatus(t *testing.T) {
 			{Pending: "1.5.0; DROP TABLE devices"},
 			{Failed: strings.Repeat("1", 65)},
 			{Failed: "1.5.0\n"},
+			{Failed: "latest"}, // a version's characters, not a release version (wire.ValidVersion)
+			{Pending: "1.5.x"},
+			{Failed: "dev"}, // a development build is never rolled out
 			{FailedReason: "a reason without a version"},
 			{FailedAt: at},
 			{Failed: "1.5.0", FailedReason: strings.Repeat("x", MaxUpdateReason+1)},
@@ -70,11 +73,22 @@ func TestDeviceUpdateStatus(t *testing.T) {
 			{Failed: "1.5.0", FailedAt: time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)},
 			{Failed: "1.5.0", FailedAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
 		}
+		// (Each is the stored status but for the field: a zero LastSeen
+		// would be refused for itself.)
 		for _, u := range bad {
-			wantErr(t, s.UpdateDeviceStatus(ctx, "bus-1", DeviceStatus{Online: true, Software: "1.3.0", Update: u}), ErrInvalid)
+			b := st
+			b.Update = u
+			wantErr(t, s.UpdateDeviceStatus(ctx, "bus-1", b), ErrInvalid)
+		}
+		// A software version is a release or development build's
+		// (wire.ValidSoftwareVersion).
+		for _, sw := range []string{"1.3.0 beta", "<b>1.3.0</b>", "-dev", strings.Repeat("1", 65), "dev\n"} {
+			b := st
+			b.Software = sw
+			wantErr(t, s.UpdateDeviceStatus(ctx, "bus-1", b), ErrInvalid)
 		}
 		d2, err := s.Device(ctx, "bus-1")
-		if err != nil || d2.Status.Update != st.Update {
+		if err != nil || d2.Status.Update != st.Update || d2.Status.Software != st.Software {
 			t.Fatalf("after refused reports: %+v, %v (want %+v)", d2.Status.Update, err, st.Update)
 		}
 
