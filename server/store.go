@@ -38,8 +38,9 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // as invalid is retried tap by tap so one bad record cannot block a
 // device's queue: the bad ones are quarantined. A tap whose route is not
 // the one the operator had assigned its device at the tap's time (the
-// newest assignment at or before it) is noted route_mismatch and charged
-// by its own route (see ledger.NoteRouteMismatch).
+// newest assignment at or before it, the tap's device time taken to the
+// server's clock by the device's last reported offset) is noted
+// route_mismatch and charged by its own route (see ledger.NoteRouteMismatch).
 func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	return st.CommitBatches(ctx, []*ingest.Batch{b})
 }
@@ -60,8 +61,9 @@ func (st *store) keepAsideRevoked(ctx context.Context, b *ingest.Batch) error {
 // classify sorts a batch's taps: unreadable records to quarantine, taps
 // whose issuer key the server lacks to hold, the rest to the ledger
 // (flagged when their code is invalid in itself, noted when their route is
-// not the one assigned: assigned is the device's history).
-func (st *store) classify(b *ingest.Batch, assigned []ledger.Assignment) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
+// not the one assigned: assigned is the device's history, and its clock
+// offset takes the tap's device time to the server's).
+func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (taps []ledger.Tap, quarantine []ledger.QuarantinedRecord,
 	held []ledger.HeldTap, maxSeq uint64) {
 	s := (*Server)(st)
 	for i := range b.Taps {
@@ -76,10 +78,10 @@ func (st *store) classify(b *ingest.Batch, assigned []ledger.Assignment) (taps [
 				Record: t.Record})
 		default:
 			lt := ledgerTap(b.DeviceID, b.Epoch, t)
-			if a, ok := ledger.AssignmentAt(assigned, lt.Time); ok && a.Route != lt.Route {
+			if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {
 				lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
 				s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", t.ID,
-					"route", lt.Route, "assigned", a.Route, "assignment", a.Version)
+					"route", lt.Route, "assigned", a.Route, "assignment", a.Version, "clock_offset", assigned.ClockOffset.String())
 			}
 			if !t.Valid() {
 				lt.Flag = ledger.FlagInvalidCode

@@ -5,7 +5,10 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/ledger/ledgertest"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/wire"
 )
@@ -109,5 +113,111 @@ func TestCoalescedSetOverLedgerLimit(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Errorf("%d ledger commits for 11,000 taps; want 2 (10 batches, then 1)", calls)
+	}
+}
+
+// A tap's route is checked against the assignment in force at its server
+// time: its device time less the device's clock offset. A device whose
+// clock runs 3 minutes behind, reassigned from route 1 to route 2, takes
+// two taps a minute later (its clock still reads 2 minutes before the
+// reassignment): the one on route 2 is not noted route_mismatch, the one
+// still on route 1 is. On SQLite and, with FAREGO_TEST_POSTGRES, PostgreSQL.
+func TestRouteMismatchAtServerTime(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			dsn := "sqlite:" + filepath.Join(t.TempDir(), "ledger.db")
+			if backend == "postgres" {
+				if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
+					t.Skip("FAREGO_TEST_POSTGRES not set")
+				}
+				dsn = ledgertest.PostgresSchema(t)
+			}
+			testRouteMismatchAtServerTime(t, dsn)
+		})
+	}
+}
+
+func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
+	ctx := context.Background()
+	var shift atomic.Int64 // the ledger's clock is the real one moved by this
+	l, err := ledger.Open(ctx, dsn, &ledger.Options{Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now := time.Now()
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
+		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutFareTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(nil)
+	if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(ctx, acct.ID, 10_000, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rider := paycodetest.NewIssuer(t, 1, now).Rider(t, acct.ID, now)
+	if serial, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil || serial != rider.Serial {
+		t.Fatalf("credential serial %d, %v; want %d", serial, err, rider.Serial)
+	}
+	shift.Store(int64(-time.Hour))
+	if _, err := l.AssignDevice(ctx, "bus-1", "1", "", "op"); err != nil {
+		t.Fatal(err)
+	}
+	shift.Store(0)
+	a2, err := l.AssignDevice(ctx, "bus-1", "2", "", "op")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fleet, _ := ed25519.GenerateKey(nil)
+	publisher, err := ingest.NewPublisher(ingest.PublisherConfig{MQTTConfig: ingest.MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}},
+		FleetKey: fleet, Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
+	behind := int64(-3 * time.Minute / time.Millisecond)
+	if err := st.Status(ctx, &wire.Status{DeviceID: "bus-1", Online: true, Time: time.Now().Add(-3 * time.Minute),
+		ClockOffsetMS: &behind}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := l.Device(ctx, "bus-1"); err != nil || (d.ClockOffset+3*time.Minute).Abs() > 5*time.Second {
+		t.Fatalf("device clock offset %v, %v; want -3m", d.ClockOffset, err)
+	}
+
+	deviceTime := a2.At.Add(time.Minute).Add(-3 * time.Minute)
+	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e"}
+	for seq, route := range map[uint64]string{1: "2", 2: "1"} {
+		code, err := paycode.ParseText(rider.Code(t, deviceTime))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &record.Tap{DeviceID: "bus-1", Epoch: "e", Seq: seq, Time: deviceTime, Route: route, Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 1}
+		b.Taps = append(b.Taps, ingest.Tap{Seq: seq, ID: rec.ID(), Record: []byte("record"), Tap: rec, Code: code,
+			CodeHash: paycode.ShortHash(paycode.EncodeText(rec.Code))})
+	}
+	if err := st.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := l.DeviceTaps(ctx, "bus-1", 10)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("device taps %+v, %v; want 2", rows, err)
+	}
+	for _, r := range rows {
+		noted := slices.Contains(r.Notes, ledger.NoteRouteMismatch)
+		if r.Flag != "" || noted != (r.Route == "1") {
+			t.Errorf("tap on route %s at device time %v: flag %q, notes %v; want route_mismatch only on route 1 (assignment 2 at %v, the device 3m behind)",
+				r.Route, deviceTime.Format(time.TimeOnly), r.Flag, r.Notes, a2.At.Format(time.TimeOnly))
+		}
 	}
 }

@@ -16,7 +16,8 @@ const MaxAssignmentHistory = 100
 
 // NoteRouteMismatch is noted on a tap whose route is not the one the
 // operator had assigned its device at the tap's time (the newest
-// assignment made at or before it). The tap is rated and charged by its
+// assignment made at or before it, the tap's device time taken to the
+// server's clock: AssignmentHistory.At). The tap is rated and charged by its
 // own route all the same — the rider was shown that fare — and the
 // operator sees the note: the onboard computer changed the route locally,
 // or the device was offline when the assignment was made and took taps
@@ -71,18 +72,36 @@ func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string)
 	return a, err
 }
 
+// AssignmentHistory is what a device's taps' routes are checked against:
+// its assignments and its clock's offset from the server's.
+type AssignmentHistory struct {
+	Assignments []Assignment // newest first
+	// ClockOffset is the device's clock minus the server's when its last
+	// status arrived (Device.ClockOffset; 0 before its first).
+	ClockOffset time.Duration
+}
+
+// At returns the assignment in force when the device's clock read t: at
+// server time t - ClockOffset (see AssignmentAt). The offset is the one
+// the device's last status reported, the best the server knows of its
+// clock at any earlier tap.
+func (h AssignmentHistory) At(t time.Time) (Assignment, bool) {
+	return AssignmentAt(h.Assignments, t.Add(-h.ClockOffset))
+}
+
 // DeviceAssignments returns a device's assignments, newest first (at most
 // MaxAssignmentHistory; none for a device never assigned).
 func (s *Store) DeviceAssignments(ctx context.Context, id string) ([]Assignment, error) {
 	m, err := s.DevicesAssignments(ctx, []string{id})
-	return m[id], err
+	return m[id].Assignments, err
 }
 
 // DevicesAssignments returns the assignments of several devices (as
-// DeviceAssignments does for one) with one query: the server reads those
-// of every device in a coalesced commit at once.
-func (s *Store) DevicesAssignments(ctx context.Context, ids []string) (map[string][]Assignment, error) {
-	out := map[string][]Assignment{}
+// DeviceAssignments does for one) and their clock offsets, with one query:
+// the server reads those of every device in a coalesced commit at once. A
+// device never assigned is not in the map.
+func (s *Store) DevicesAssignments(ctx context.Context, ids []string) (map[string]AssignmentHistory, error) {
+	out := map[string]AssignmentHistory{}
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -91,20 +110,23 @@ func (s *Store) DevicesAssignments(ctx context.Context, ids []string) (map[strin
 	for i, id := range ids {
 		marks[i], args[i] = "$"+strconv.Itoa(i+1), id
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT device_id, version, route, vehicle, at_ns, by_who FROM device_assignments
-		WHERE device_id IN (`+strings.Join(marks, ", ")+`) ORDER BY device_id, version DESC`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT a.device_id, a.version, a.route, a.vehicle, a.at_ns, a.by_who, d.clock_offset_ns
+		FROM device_assignments a JOIN devices d ON d.id = a.device_id
+		WHERE a.device_id IN (`+strings.Join(marks, ", ")+`) ORDER BY a.device_id, a.version DESC`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read assignments: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var a Assignment
-		var version, at int64
-		if err := rows.Scan(&a.DeviceID, &version, &a.Route, &a.Vehicle, &at, &a.By); err != nil {
+		var version, at, offset int64
+		if err := rows.Scan(&a.DeviceID, &version, &a.Route, &a.Vehicle, &at, &a.By, &offset); err != nil {
 			return nil, fmt.Errorf("ledger: read assignments: %w", err)
 		}
 		a.Version, a.At = uint64(version), time.Unix(0, at)
-		out[a.DeviceID] = append(out[a.DeviceID], a)
+		h := out[a.DeviceID]
+		h.Assignments, h.ClockOffset = append(h.Assignments, a), time.Duration(offset)
+		out[a.DeviceID] = h
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("ledger: read assignments: %w", err)

@@ -49,8 +49,8 @@ func TestDeviceAssignments(t *testing.T) {
 			t.Fatal(err)
 		}
 		both, err := s.DevicesAssignments(ctx, []string{"bus-7", "bus-9", "bus-none"})
-		if err != nil || !slices.EqualFunc(both["bus-7"], hist, func(a, b Assignment) bool { return a.Version == b.Version && a.Route == b.Route }) ||
-			len(both["bus-9"]) != 1 || both["bus-9"][0].Route != "7" || len(both["bus-none"]) != 0 {
+		if err != nil || !slices.EqualFunc(both["bus-7"].Assignments, hist, func(a, b Assignment) bool { return a.Version == b.Version && a.Route == b.Route }) ||
+			len(both["bus-9"].Assignments) != 1 || both["bus-9"].Assignments[0].Route != "7" || len(both["bus-none"].Assignments) != 0 {
 			t.Fatalf("assignments of three devices in one read = %+v, %v", both, err)
 		}
 		if _, ok := AssignmentAt(hist, a1.At.Add(-time.Second)); ok {
@@ -58,6 +58,22 @@ func TestDeviceAssignments(t *testing.T) {
 		}
 		if a, ok := AssignmentAt(hist, a2.At); !ok || a.Version != 2 {
 			t.Errorf("assignment at the second's time = %+v, want version 2", a)
+		}
+		// With the device's clock offset (its last status): a device
+		// clock a minute fast reads the second's time a minute later.
+		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		both, err = s.DevicesAssignments(ctx, []string{"bus-7"})
+		h := both["bus-7"]
+		if err != nil || (h.ClockOffset-time.Minute).Abs() > 5*time.Second || len(h.Assignments) != 2 {
+			t.Fatalf("history with the clock offset = %+v, %v; want 2 assignments, offset 1m", h, err)
+		}
+		if a, ok := h.At(a2.At); ok && a.Version == 2 {
+			t.Errorf("assignment at the device time of the second's = %+v, want the first (the device is a minute fast)", a)
+		}
+		if a, ok := h.At(a2.At.Add(h.ClockOffset)); !ok || a.Version != 2 {
+			t.Errorf("assignment at the second's time on the device's clock = %+v, want version 2", a)
 		}
 
 		// The caller's note is stored with the tap (and not on a flagged
