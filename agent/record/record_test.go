@@ -125,3 +125,32 @@ func FuzzDenyList(f *testing.F) {
 		}
 	})
 }
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"clock unset", 64, "clock unset"},
+		{"open: \x1b[31mno\nsuch\tfile\x7f", 64, "open:  [31mno such file "},
+		{"bad \xff\xfe utf-8", 64, "bad ? utf-8"},
+		{"C1 \u0085 next line", 64, "C1   next line"},
+		{"déjà vu", 2, "d"}, // not cut inside "é"
+		{"déjà vu", 3, "dé"},
+		{"", 8, ""},
+	} {
+		got := record.Printable(tc.in, tc.max)
+		if got != tc.want {
+			t.Errorf("Printable(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+		if err := record.CheckText("text", got, tc.max); err != nil {
+			t.Errorf("Printable(%q, %d) = %q, which CheckText refuses: %v", tc.in, tc.max, got, err)
+		}
+	}
+	for _, bad := range []string{"a\nb", "a\u0085b", "\xff", strings.Repeat("x", 9)} {
+		if record.CheckText("text", bad, 8) == nil {
+			t.Errorf("CheckText(%q, 8) passed", bad)
+		}
+	}
+}

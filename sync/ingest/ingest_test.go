@@ -288,8 +288,9 @@ func TestStatusRecorded(t *testing.T) {
 		t.Errorf("%d statuses recorded, want 1", n)
 	}
 
-	// A status whose assignment or update report is malformed is refused
-	// and changes nothing, signed by the device all the same.
+	// A status whose assignment, update report, reason, versions or
+	// salvage report is malformed is refused and changes nothing, signed by
+	// the device all the same.
 	for i, edit := range []func(s *wire.Status){
 		func(s *wire.Status) {
 			s.Assignment = &wire.StatusAssignment{Route: "42\n", Source: wire.AssignSourceLocal}
@@ -299,6 +300,12 @@ func TestStatusRecorded(t *testing.T) {
 		},
 		func(s *wire.Status) { s.Update = &wire.UpdateStatus{Pending: "<script>"} },
 		func(s *wire.Status) { s.Software = "1.4.0 \x1b[31m" },
+		func(s *wire.Status) { s.OutOfService = "clock: \x1b[2J\x1b[Hall fine" },
+		func(s *wire.Status) { s.Epoch = strings.Repeat("e", 65) },
+		func(s *wire.Status) { s.Versions = map[string]uint64{"fares\n": 1} },
+		func(s *wire.Status) {
+			s.Salvage = &wire.SalvageStatus{File: "../../queue.db", At: time.Now()}
+		},
 	} {
 		bad := st
 		bad.QueueDepth = 99

@@ -4,8 +4,11 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent/record"
 )
@@ -26,7 +29,9 @@ func FuzzMessages(f *testing.F) {
 	st, _ := (&Status{DeviceID: "d", Online: true}).MarshalBinary()
 	full, _ := (&Status{DeviceID: "d", Online: true, Software: "v1.4.0-3-g98b475d-dirty",
 		Assignment: &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
-		Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1", FailedReason: "download: refused", FailedAt: time.UnixMilli(9)}}).MarshalBinary()
+		Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1", FailedReason: "download: refused", FailedAt: time.UnixMilli(9)},
+		Epoch:      "0f0e", OutOfService: "clock: unset", Versions: map[string]uint64{"fares": 3},
+		Salvage: &SalvageStatus{File: "q.db.damaged", At: time.UnixMilli(9), Epoch: "0a", Records: 2}}).MarshalBinary()
 	rp, _ := (&Replay{DeviceID: "d", From: 1, To: 2}).MarshalBinary()
 	as, _ := (&Assignment{DeviceID: "d", Version: 3, Route: "42", Vehicle: "BUS-7", IssuedAt: time.UnixMilli(9)}).MarshalBinary()
 	for _, p := range [][]byte{tb, batch, ack, dl, st, full, rp, as, {}, {1}} {
@@ -81,10 +86,39 @@ func FuzzMessages(f *testing.F) {
 }
 
 // checkStatus fails unless s, which ParseStatus accepted, satisfies the
-// rules written out again: the software version, the assignment and the
-// update report.
+// rules written out again: its text fields printable and bounded, its
+// figures in range, the software version, the assignment and the update
+// report.
 func checkStatus(t *testing.T, s *Status) {
 	t.Helper()
+	printable := func(field, v string, max int) {
+		t.Helper()
+		if len(v) > max || !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+			t.Fatalf("accepted %s %q", field, v)
+		}
+	}
+	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {
+		t.Fatalf("accepted queue figures %d, %d", s.QueueDepth, s.OldestUnsentSec)
+	}
+	printable("epoch", s.Epoch, 64)
+	printable("out-of-service reason", s.OutOfService, 128)
+	if len(s.Versions) > 32 {
+		t.Fatalf("accepted %d versions", len(s.Versions))
+	}
+	for k, v := range s.Versions {
+		printable("version kind", k, 64)
+		if k == "" || v > math.MaxInt64 {
+			t.Fatalf("accepted version %q=%d", k, v)
+		}
+	}
+	if g := s.Salvage; g != nil {
+		printable("salvage file", g.File, 255)
+		printable("salvage epoch", g.Epoch, 64)
+		if g.File == "" || strings.Contains(g.File, "/") || g.Records < 0 || g.Damaged < 0 || g.LostPages < 0 ||
+			g.At.UnixNano() <= 0 || g.At.Year() > 2262 {
+			t.Fatalf("accepted salvage %+v", g)
+		}
+	}
 	if s.Software != "" && ValidSoftwareVersion(s.Software) != nil {
 		t.Fatalf("accepted software version %q", s.Software)
 	}

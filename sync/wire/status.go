@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -100,9 +102,19 @@ func (s *Status) MarshalBinary() ([]byte, error) {
 	return json.Marshal(s)
 }
 
-// ParseStatus decodes a status payload strictly and checks what the
-// server records of it: the software version (ValidSoftwareVersion), the
-// assignment (StatusAssignment) and the update report (UpdateStatus).
+// Bounds of a status's text and maps (Check).
+const (
+	// MaxOutOfService bounds Status.OutOfService (the settlement server
+	// keeps 128 bytes).
+	MaxOutOfService = 128
+	// MaxStatusVersions bounds Status.Versions (the kinds of downlink
+	// document, not deny-list shards: record.DocumentVersions).
+	MaxStatusVersions = 32
+	// maxFileName bounds SalvageStatus.File, a base name.
+	maxFileName = 255
+)
+
+// ParseStatus decodes a status payload strictly and checks it (Check).
 func ParseStatus(p []byte) (*Status, error) {
 	if len(p) > MaxStatusSize {
 		return nil, fmt.Errorf("%w: status of %d bytes", ErrTooLarge, len(p))
@@ -116,29 +128,149 @@ func ParseStatus(p []byte) (*Status, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: status: trailing data", ErrMalformed)
 	}
-	if err := record.ValidDeviceID(s.DeviceID); err != nil {
+	if err := s.Check(); err != nil {
 		return nil, err
 	}
-	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {
-		return nil, fmt.Errorf("%w: status: negative queue figures", ErrMalformed)
+	return &s, nil
+}
+
+// Check checks a status as the server takes it (ParseStatus): a valid
+// device id; queue and salvage figures not negative; the epoch printable
+// text (record.CheckText) of at most 64 bytes, the out-of-service reason
+// of at most MaxOutOfService; at most MaxStatusVersions versions, each of
+// a kind of 1 to 64 printable bytes and at most math.MaxInt64; the
+// salvage report's file a base name, its epoch as the status's and its
+// time in range; the software version (ValidSoftwareVersion), the
+// assignment (StatusAssignment) and the update report (UpdateStatus).
+// The device runs it on its own status before sending it (sync/uplink).
+// The clock offset and the time are not checked: the server bounds the
+// one and the ledger refuses a time it cannot store.
+func (s *Status) Check() error {
+	if err := record.ValidDeviceID(s.DeviceID); err != nil {
+		return err
 	}
-	if g := s.Salvage; g != nil && (g.Records < 0 || g.Damaged < 0 || g.LostPages < 0) {
-		return nil, fmt.Errorf("%w: status: negative salvage figures", ErrMalformed)
+	if s.QueueDepth < 0 || s.OldestUnsentSec < 0 {
+		return fmt.Errorf("%w: status: negative queue figures", ErrMalformed)
+	}
+	if err := record.CheckText("epoch", s.Epoch, maxName); err != nil {
+		return fmt.Errorf("%w: status: %v", ErrMalformed, err)
+	}
+	if err := record.CheckText("out-of-service reason", s.OutOfService, MaxOutOfService); err != nil {
+		return fmt.Errorf("%w: status: %v", ErrMalformed, err)
+	}
+	if len(s.Versions) > MaxStatusVersions {
+		return fmt.Errorf("%w: status: %d versions, limit %d", ErrMalformed, len(s.Versions), MaxStatusVersions)
+	}
+	for k, v := range s.Versions {
+		if err := checkVersion(k, v); err != nil {
+			return fmt.Errorf("%w: status: %v", ErrMalformed, err)
+		}
+	}
+	if g := s.Salvage; g != nil {
+		if err := g.check(); err != nil {
+			return fmt.Errorf("%w: status: salvage: %v", ErrMalformed, err)
+		}
 	}
 	if s.Software != "" {
 		if err := ValidSoftwareVersion(s.Software); err != nil {
-			return nil, fmt.Errorf("status: %w", err)
+			return fmt.Errorf("status: %w", err)
 		}
 	}
 	if a := s.Assignment; a != nil {
 		if err := a.check(); err != nil {
-			return nil, fmt.Errorf("status: %w", err)
+			return fmt.Errorf("status: %w", err)
 		}
 	}
 	if u := s.Update; u != nil {
 		if err := u.check(); err != nil {
-			return nil, fmt.Errorf("status: update: %w", err)
+			return fmt.Errorf("status: update: %w", err)
 		}
 	}
-	return &s, nil
+	return nil
+}
+
+// checkVersion checks one entry of Status.Versions.
+func checkVersion(kind string, v uint64) error {
+	if kind == "" {
+		return fmt.Errorf("a version without its kind")
+	}
+	if err := record.CheckText("version kind", kind, maxName); err != nil {
+		return err
+	}
+	if v > math.MaxInt64 {
+		return fmt.Errorf("version %q %d out of range", cut(kind, 80), v)
+	}
+	return nil
+}
+
+// check checks a salvage report as Status.Check describes it.
+func (g *SalvageStatus) check() error {
+	if g.Records < 0 || g.Damaged < 0 || g.LostPages < 0 {
+		return fmt.Errorf("negative figures")
+	}
+	if err := record.CheckText("file", g.File, maxFileName); err != nil {
+		return err
+	}
+	if g.File == "" || strings.Contains(g.File, "/") {
+		return fmt.Errorf("file %q is not a base name", cut(g.File, 80))
+	}
+	if err := record.CheckText("epoch", g.Epoch, maxName); err != nil {
+		return err
+	}
+	if !validTime(g.At) {
+		return fmt.Errorf("time %v out of range", g.At)
+	}
+	return nil
+}
+
+// Sanitize makes a status that Check refuses one it passes, as far as the
+// device's own fields allow, so that a device whose status is wrong (a
+// bad build's software version, an error text in a reason) still reports
+// itself: text is made printable and cut (record.Printable), negative
+// figures become 0, versions that fail are left out (and the ones over
+// MaxStatusVersions, the last by kind), and the software version, the
+// salvage, assignment and update reports that still fail are dropped. A
+// device id that fails is not changed: Check still refuses the status.
+func (s *Status) Sanitize() {
+	s.QueueDepth, s.OldestUnsentSec = max(s.QueueDepth, 0), max(s.OldestUnsentSec, 0)
+	s.Epoch = record.Printable(s.Epoch, maxName)
+	s.OutOfService = record.Printable(s.OutOfService, MaxOutOfService)
+	if len(s.Versions) > 0 {
+		kinds := make([]string, 0, len(s.Versions))
+		for k, v := range s.Versions {
+			if checkVersion(k, v) == nil {
+				kinds = append(kinds, k)
+			}
+		}
+		slices.Sort(kinds)
+		vs := make(map[string]uint64, len(kinds))
+		for _, k := range kinds[:min(len(kinds), MaxStatusVersions)] {
+			vs[k] = s.Versions[k]
+		}
+		s.Versions = vs
+	}
+	if s.Software != "" && ValidSoftwareVersion(s.Software) != nil {
+		s.Software = ""
+	}
+	if g := s.Salvage; g != nil {
+		c := *g
+		c.Records, c.Damaged, c.LostPages = max(c.Records, 0), max(c.Damaged, 0), max(c.LostPages, 0)
+		c.File = strings.ReplaceAll(record.Printable(c.File, maxFileName), "/", "_")
+		c.Epoch = record.Printable(c.Epoch, maxName)
+		s.Salvage = &c
+		if c.check() != nil {
+			s.Salvage = nil
+		}
+	}
+	if a := s.Assignment; a != nil && a.check() != nil {
+		s.Assignment = nil
+	}
+	if u := s.Update; u != nil {
+		c := *u
+		c.FailedReason = record.Printable(c.FailedReason, MaxFailedReason)
+		s.Update = &c
+		if c.check() != nil {
+			s.Update = nil
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -228,7 +229,9 @@ func TestStatusRoundTrip(t *testing.T) {
 func TestParseStatusChecks(t *testing.T) {
 	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 	good := func() *Status {
-		return &Status{DeviceID: "bus-1", Online: true, Software: "v1.4.0",
+		return &Status{DeviceID: "bus-1", Online: true, Software: "v1.4.0", Epoch: strings.Repeat("0f", 16),
+			OutOfService: "queue_damaged: queue.db unreadable; run reset-queue", Versions: map[string]uint64{"keyring": 2, "fares": 7},
+			Salvage:    &SalvageStatus{File: "queue.db.damaged-1", At: at, Epoch: strings.Repeat("a1", 16), Records: 3, LostPages: 1},
 			Assignment: &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
 			Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1-rc.1", FailedReason: "download: \x1b[31mGet…\n", FailedAt: at}}
 	}
@@ -248,6 +251,13 @@ func TestParseStatusChecks(t *testing.T) {
 		{"no vehicle", func(s *Status) { s.Assignment.Vehicle = "" }, true},
 		{"only pending", func(s *Status) { s.Update = &UpdateStatus{Pending: "1.5.0"} }, true},
 		{"reason at the limit", func(s *Status) { s.Update.FailedReason = strings.Repeat("x", MaxFailedReason) }, true},
+		{"no epoch, in service", func(s *Status) { s.Epoch, s.OutOfService = "", "" }, true},
+		{"epoch of 64 bytes", func(s *Status) { s.Epoch = strings.Repeat("e", 64) }, true},
+		{"out of service, not ASCII", func(s *Status) { s.OutOfService = "hors service: l'horloge n'est pas réglée" }, true},
+		{"out of service at the limit", func(s *Status) { s.OutOfService = strings.Repeat("o", MaxOutOfService) }, true},
+		{"versions at the limit", func(s *Status) { s.Versions = manyVersions(MaxStatusVersions) }, true},
+		{"version at int64", func(s *Status) { s.Versions["fares"] = math.MaxInt64 }, true},
+		{"salvage of an unreadable file", func(s *Status) { s.Salvage.Epoch, s.Salvage.Records = "", 0 }, true},
 
 		{"software with a space", func(s *Status) { s.Software = "1.4.0 beta" }, false},
 		{"software with a newline", func(s *Status) { s.Software = "dev\n" }, false},
@@ -275,6 +285,25 @@ func TestParseStatusChecks(t *testing.T) {
 		{"reason over the limit", func(s *Status) { s.Update.FailedReason = strings.Repeat("x", MaxFailedReason+1) }, false},
 		{"time before 1970", func(s *Status) { s.Update.FailedAt = time.Date(1969, 1, 1, 0, 0, 0, 0, time.UTC) }, false},
 		{"time after 2262", func(s *Status) { s.Update.FailedAt = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) }, false},
+		{"epoch of 65 bytes", func(s *Status) { s.Epoch = strings.Repeat("e", 65) }, false},
+		{"epoch with a newline", func(s *Status) { s.Epoch = "e\n" }, false},
+		{"out of service with an escape", func(s *Status) { s.OutOfService = "clock: \x1b[2J" }, false},
+		{"out of service with a C1 control", func(s *Status) { s.OutOfService = "clock\u009b2J" }, false},
+		{"out of service over the limit", func(s *Status) { s.OutOfService = strings.Repeat("o", MaxOutOfService+1) }, false},
+		{"versions over the limit", func(s *Status) { s.Versions = manyVersions(MaxStatusVersions + 1) }, false},
+		{"version without a kind", func(s *Status) { s.Versions[""] = 1 }, false},
+		{"version kind of 65 bytes", func(s *Status) { s.Versions[strings.Repeat("k", 65)] = 1 }, false},
+		{"version kind with a tab", func(s *Status) { s.Versions["key\tring"] = 1 }, false},
+		{"version over int64", func(s *Status) { s.Versions["fares"] = math.MaxInt64 + 1 }, false},
+		{"salvage without a file", func(s *Status) { s.Salvage.File = "" }, false},
+		{"salvage of a path", func(s *Status) { s.Salvage.File = "../etc/passwd" }, false},
+		{"salvage file with a newline", func(s *Status) { s.Salvage.File = "queue.db\n" }, false},
+		{"salvage file of 256 bytes", func(s *Status) { s.Salvage.File = strings.Repeat("f", 256) }, false},
+		{"salvage epoch of 65 bytes", func(s *Status) { s.Salvage.Epoch = strings.Repeat("e", 65) }, false},
+		{"salvage epoch with an escape", func(s *Status) { s.Salvage.Epoch = "\x1b" }, false},
+		{"salvage without a time", func(s *Status) { s.Salvage.At = time.Time{} }, false},
+		{"salvage figures negative", func(s *Status) { s.Salvage.Damaged = -1 }, false},
+		{"queue figures negative", func(s *Status) { s.OldestUnsentSec = -1 }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good()
@@ -294,6 +323,19 @@ func TestParseStatusChecks(t *testing.T) {
 				t.Errorf("ParseStatus = %+v, %v; want ErrMalformed", got, err)
 			}
 		})
+	}
+	// JSON carries no invalid UTF-8 (Marshal replaces it): Check, which
+	// the device runs before marshalling, refuses it.
+	for _, edit := range []func(s *Status){
+		func(s *Status) { s.Epoch = "e\xff" },
+		func(s *Status) { s.OutOfService = "clock \xc3" },
+		func(s *Status) { s.Salvage.File = "q\xff" },
+	} {
+		s := good()
+		edit(s)
+		if err := s.Check(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Check(%+v) = %v, want ErrMalformed", s, err)
+		}
 	}
 	// The sources the validator reports are the ones the wire takes.
 	for _, src := range []string{agent.AssignConfig, agent.AssignLocal, agent.AssignServer} {
@@ -355,5 +397,52 @@ func TestAssignment(t *testing.T) {
 	}
 	if _, err := ParseAssignment(append(p, 0)); err == nil {
 		t.Error("trailing byte accepted")
+	}
+}
+
+func manyVersions(n int) map[string]uint64 {
+	m := map[string]uint64{}
+	for i := range n {
+		m[fmt.Sprintf("kind-%02d", i)] = uint64(i)
+	}
+	return m
+}
+
+// A status Check refuses passes once sanitized, keeping what passed; one
+// that passes is left as it was.
+func TestStatusSanitize(t *testing.T) {
+	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+	good := &Status{DeviceID: "bus-1", Online: true, Software: "1.4.0", Epoch: "e1", OutOfService: "clock: unset",
+		Versions:   map[string]uint64{"fares": 2},
+		Salvage:    &SalvageStatus{File: "q.db.damaged", At: at, Records: 1},
+		Assignment: &StatusAssignment{Route: "42", Source: AssignSourceConfig},
+		Update:     &UpdateStatus{Failed: "1.4.1", FailedReason: "x", FailedAt: at}}
+	s := *good
+	s.Sanitize()
+	if !reflect.DeepEqual(&s, good) {
+		t.Errorf("Sanitize changed a good status: %+v", s)
+	}
+	bad := &Status{DeviceID: "bus-1", Online: true, Software: "dev build\n", Epoch: "e\x00" + strings.Repeat("e", 70),
+		QueueDepth: -1, OutOfService: "open /q.db: \x1b[31mpermission denied\n" + strings.Repeat("é", 100),
+		Versions:   manyVersions(MaxStatusVersions + 5),
+		Salvage:    &SalvageStatus{File: "a/b\n", At: at, Epoch: "\xff", Records: -2},
+		Assignment: &StatusAssignment{Route: "42\n", Source: AssignSourceConfig},
+		Update:     &UpdateStatus{Failed: "1.4.1", FailedReason: "\x1b" + strings.Repeat("r", 2000), FailedAt: at}}
+	bad.Versions["bad\tkind"] = 1
+	bad.Versions["fares"] = math.MaxUint64
+	if bad.Check() == nil {
+		t.Fatal("Check passed the bad status")
+	}
+	bad.Sanitize()
+	if err := bad.Check(); err != nil {
+		t.Fatalf("sanitized status: %v", err)
+	}
+	if bad.Software != "" || bad.Assignment != nil || bad.QueueDepth != 0 || len(bad.Versions) != MaxStatusVersions ||
+		bad.Versions["kind-00"] != 0 || bad.Salvage == nil || bad.Salvage.File != "a_b " || bad.Update == nil ||
+		!strings.HasPrefix(bad.OutOfService, "open /q.db:  [31mpermission denied é") {
+		t.Errorf("sanitized status: %+v", bad)
+	}
+	if _, ok := bad.Versions["kind-00"]; !ok {
+		t.Errorf("sanitized versions dropped a good one: %v", bad.Versions)
 	}
 }
