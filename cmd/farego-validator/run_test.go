@@ -22,6 +22,7 @@ import (
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
 )
 
 // validatorBin is the farego-validator binary built once for the
@@ -581,6 +582,9 @@ func TestRunSalvagesDamagedQueue(t *testing.T) {
 	q.Close()
 	if rep == nil || rep.Epoch != before[0].Epoch || rep.LostPages != 1 || rep.Records != len(adopted) || !rep.State {
 		t.Fatalf("salvage report %+v, want epoch %s, one page lost, %d records, state restored", rep, before[0].Epoch, len(adopted))
+	}
+	if err := (&wire.Status{DeviceID: "bus-1", Epoch: q.Epoch(), Salvage: rep}).Check(); err != nil {
+		t.Errorf("the server would refuse the status with this salvage report and epoch: %v", err)
 	}
 	if st.Adopted < 40 || st.Adopted >= 60 || st.Count != 1 {
 		t.Errorf("queue: %d adopted and %d own records, want 40-59 and 1", st.Adopted, st.Count)

@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/update"
@@ -51,7 +51,7 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 			ackLatency.Observe(c.RTT.Seconds())
 		},
 		Status: func(st *wire.Status) {
-			st.OutOfService = truncate(a.OutOfService(), maxOutOfService)
+			st.OutOfService = statusReason(a.OutOfService())
 			if off, _, ok := a.ClockOffset(); ok {
 				ms := off.Milliseconds()
 				st.ClockOffsetMS = &ms
@@ -94,17 +94,8 @@ func runUplink(ctx context.Context, up *uplink.Uplink, log *slog.Logger) func() 
 	return func() { <-done }
 }
 
-// maxOutOfService is how much of the out-of-service text the status
-// carries (the settlement server keeps 128 bytes).
-const maxOutOfService = 128
-
-// truncate cuts s to at most n bytes on a character boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
+// statusReason makes the out-of-service text one the status carries:
+// printable (a hold's detail names files, which may hold anything) and
+// cut to wire.MaxOutOfService bytes (a route that is not covered is
+// quoted whole).
+func statusReason(s string) string { return record.Printable(s, wire.MaxOutOfService) }

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/sync/wire"
+)
+
+// The out-of-service texts the validator builds pass the status's rule
+// once made a status reason: a hold naming damaged files whose names hold
+// control characters or are not UTF-8, and a route not covered by the
+// fares quoted whole (64 bytes of route, more than the status carries).
+func TestStatusReason(t *testing.T) {
+	long := strings.Repeat("é", 32)
+	for _, in := range []string{
+		fmt.Sprintf("%s: clock unset (before 2026-01-01)", record.ReasonClock),
+		fmt.Sprintf("%s: %s unreadable; run reset-queue", record.ReasonQueueDamaged, "queue.db.corrupt-1\n\x1b[2J, q\xff.db"),
+		fmt.Sprintf("%s: fare table version %d has no fares for route %q", record.ReasonRouteNotInFares, uint64(1<<62), long),
+	} {
+		got := statusReason(in)
+		if err := (&wire.Status{DeviceID: "bus-1", OutOfService: got}).Check(); err != nil {
+			t.Errorf("statusReason(%q) = %q: %v", in, got, err)
+		}
+		if reason, _, _ := strings.Cut(in, ":"); !strings.HasPrefix(got, reason+":") {
+			t.Errorf("statusReason(%q) = %q lost the reason", in, got)
+		}
+	}
+}
