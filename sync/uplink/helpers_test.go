@@ -74,6 +74,12 @@ func (r *logRecorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (r *logRecorder) count(s string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Count(r.buf.String(), s)
+}
+
 func (r *logRecorder) contains(s string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

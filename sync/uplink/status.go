@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"fmt"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -36,6 +37,9 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 	if u.cfg.Status != nil {
 		u.cfg.Status(&st)
 	}
+	if err := u.checkStatus(&st, now); err != nil {
+		return nil, err
+	}
 	payload, err := st.MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -43,6 +47,42 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 	// Never compressed: it is small, and a technician can then read the
 	// JSON with mosquitto_sub.
 	return wire.Seal(wire.TypeStatus, payload, false, u.cfg.DeviceKey)
+}
+
+// statusLogEvery is how often a status that keeps failing wire's check is
+// logged again with the same reason.
+const statusLogEvery = time.Hour
+
+// checkStatus runs the server's check (wire's Status.Check) on the status
+// about to be sent. One that fails, say a badly built binary's software
+// version, is sanitized (Status.Sanitize) and sent rather than refused by
+// the server unseen: the error is logged, once per reason and hour, and
+// counted in Stats (StatusSanitized, StatusProblem). It returns an error
+// only when the status cannot be made to pass (a bad device id).
+func (u *Uplink) checkStatus(st *wire.Status, now time.Time) error {
+	err := st.Check()
+	u.mu.Lock()
+	if err == nil {
+		u.stats.StatusProblem = ""
+		u.mu.Unlock()
+		return nil
+	}
+	u.stats.StatusSanitized++
+	u.stats.StatusProblem = err.Error()
+	logIt := err.Error() != u.statusLogged || now.Sub(u.statusLoggedAt) >= statusLogEvery || now.Before(u.statusLoggedAt)
+	if logIt {
+		u.statusLogged, u.statusLoggedAt = err.Error(), now
+	}
+	u.mu.Unlock()
+	if logIt {
+		u.log.Error("uplink: this device's status fails the server's check: sending it sanitized (the fields at fault "+
+			"cleaned or left out); this build or its configuration needs fixing", "err", err)
+	}
+	st.Sanitize()
+	if err := st.Check(); err != nil {
+		return fmt.Errorf("uplink: status fails the server's check even sanitized: %w", err)
+	}
+	return nil
 }
 
 // publishStatus publishes the status, retained, at QoS 1, and returns the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -71,8 +72,10 @@ type Uplink struct {
 	statusDirty atomic.Bool                 // something the status shows has changed
 	running     atomic.Bool
 
-	mu    sync.Mutex
-	stats Stats
+	mu             sync.Mutex
+	stats          Stats
+	statusLogged   string    // the last reason logged for a status failing wire's check
+	statusLoggedAt time.Time // when
 }
 
 // inbound is one message received from the broker.
@@ -98,6 +101,11 @@ type Stats struct {
 	BatchesSplit uint64 // batches halved to fit a wire message (wire.MaxMessageSize)
 	SyncCalls    uint64 // SyncSucceeded calls
 	StatusSent   uint64 // status messages published
+	// StatusSanitized counts status messages that failed wire's check
+	// (Status.Check) and were sent sanitized; StatusProblem is why the
+	// last status failed it ("" when the last one passed).
+	StatusSanitized uint64
+	StatusProblem   string
 
 	DownlinksApplied   uint64 // downlinks applied
 	DownlinksUnchanged uint64 // downlinks of the version already applied (retained ones, on every connect)

@@ -327,6 +327,39 @@ func TestStatusAndLastWill(t *testing.T) {
 	}
 }
 
+// A status that would fail the server's check (a badly built binary's
+// software version, a reason carrying an escape sequence) is sent
+// sanitized, not left for the server to refuse unseen: the server's
+// ParseStatus takes every one sent, the fields that passed are kept, and
+// the device logs the problem once (not at every heartbeat) and counts it.
+func TestStatusSanitizedBeforeSending(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.Heartbeat = 20 * time.Millisecond
+	f.cfg.Software = "1.4.0 beta"
+	f.cfg.Status = func(st *wire.Status) {
+		st.OutOfService = "clock_unset:\x1b[2J before 2026"
+		st.Assignment = &wire.StatusAssignment{Route: "42", Source: wire.AssignSourceConfig}
+	}
+	w := watchStatus(t, f.broker.URL(), f.topic(wire.KindStatus), pubOf(f.dev))
+	u := f.start()
+	var last time.Time
+	for i := range 3 {
+		st := w.next(t, fmt.Sprintf("status %d", i), func(s *wire.Status) bool { return s.Online && s.Time.After(last) })
+		last = st.Time
+		if st.Software != "" || st.OutOfService != "clock_unset: [2J before 2026" || st.Assignment == nil ||
+			st.Assignment.Route != "42" || st.Epoch != f.q.Epoch() {
+			t.Fatalf("status sent = %+v, want it sanitized with its good fields", st)
+		}
+	}
+	s := u.Stats()
+	if s.StatusSanitized < 3 || !strings.Contains(s.StatusProblem, "out-of-service reason has control characters") {
+		t.Errorf("StatusSanitized %d, StatusProblem %q; want 3 or more, the reason", s.StatusSanitized, s.StatusProblem)
+	}
+	if n := f.logs.count("status fails the server's check"); n != 1 {
+		t.Errorf("the problem logged %d times, want once", n)
+	}
+}
+
 func TestHeartbeat(t *testing.T) {
 	f := newFixture(t, nil)
 	f.cfg.Heartbeat = 20 * time.Millisecond
