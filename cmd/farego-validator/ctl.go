@@ -78,6 +78,9 @@ type ctlStatus struct {
 	ClockOffsetMS *int64            `json:"clock_offset_ms,omitempty"`
 	// UplinkConnected: connected to the broker now (absent without [mqtt]).
 	UplinkConnected *bool `json:"uplink_connected,omitempty"`
+	// UplinkStatusProblem: why the last status sent failed the server's
+	// check and was sent sanitized (uplink.Stats.StatusProblem).
+	UplinkStatusProblem string `json:"uplink_status_problem,omitempty"`
 }
 
 // ctlSocketPath returns the socket the validator listens on ("" : none).
@@ -102,6 +105,8 @@ type ctlServer struct {
 	log *slog.Logger
 	// connected reports the uplink's connection (nil without one).
 	connected func() bool
+	// statusProblem reports uplink.Stats.StatusProblem (nil without one).
+	statusProblem func() string
 }
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
@@ -219,6 +224,9 @@ func (s *ctlServer) status() ctlStatus {
 	if s.connected != nil {
 		c := s.connected()
 		st.UplinkConnected = &c
+	}
+	if s.statusProblem != nil {
+		st.UplinkStatusProblem = s.statusProblem()
 	}
 	return st
 }

@@ -153,6 +153,9 @@ func registerUplinkMetrics(reg *metrics.Registry, up func() *uplink.Uplink) *met
 			emit(float64(s.DownlinksUnchanged), "unchanged")
 			emit(float64(s.DownlinksRefused), "refused")
 		})
+	reg.CounterFunc("farego_uplink_status_sanitized_total", "Status messages that failed the server's check and were sent sanitized "+
+		"(the log and ctl status say why): this build or its configuration needs fixing.",
+		stat(func(s uplink.Stats) uint64 { return s.StatusSanitized }))
 	reg.CounterFunc("farego_uplink_messages_refused_total", "Acks and commands refused (signature, format, another device).",
 		stat(func(s uplink.Stats) uint64 { return s.MessagesRefused }))
 	return reg.Histogram("farego_uplink_ack_seconds", "Time from publishing a batch to the server's ack.", ackBuckets)

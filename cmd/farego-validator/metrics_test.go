@@ -42,6 +42,9 @@ func TestDeviceMetrics(t *testing.T) {
 		v, _ := metricValue(d.metrics(), "farego_uplink_connected ")
 		return v == 1
 	})
+	if st := d.mustCtl("status"); st.UplinkStatusProblem != "" {
+		t.Errorf("ctl status: the validator's own status fails the server's check: %s", st.UplinkStatusProblem)
+	}
 	m := d.metrics()
 	for _, c := range []struct {
 		prefix string
@@ -61,6 +64,7 @@ func TestDeviceMetrics(t *testing.T) {
 		{`farego_uplink_acks_total `, -1},
 		{`farego_uplink_downlinks_total{result="refused"} `, -1},
 		{`farego_uplink_ack_seconds_count `, -1},
+		{`farego_uplink_status_sanitized_total `, 0}, // the validator's own status passes the server's check
 		{`farego_clock_offset_seconds `, -1},
 		{`farego_queue_depth `, 1},
 		{`go_info{version="go`, 1},

@@ -242,6 +242,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	cs := &ctlServer{a: a, q: q, log: log.With("part", "ctl")}
 	if up != nil {
 		cs.connected = func() bool { return up.Stats().Connected }
+		cs.statusProblem = func() string { return up.Stats().StatusProblem }
 	}
 	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
 	if err != nil {
