@@ -423,6 +423,10 @@ func (s *selftest) checkBroker(ctx context.Context) {
 			s.add(levelFail, "broker", "the running validator is not connected to "+m.Broker,
 				"check the network, the broker and the device's credentials; its log says why")
 		}
+		if p := s.running.UplinkStatusProblem; p != "" {
+			s.add(levelWarn, "status", "the running validator's status fails the server's check and is sent sanitized: "+p,
+				"fix this build or its configuration")
+		}
 		return
 	}
 	devKey, err := keyfile.ReadPrivate(s.cfg.path(m.DeviceKey))

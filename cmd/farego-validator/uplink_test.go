@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -26,6 +27,26 @@ func TestStatusReason(t *testing.T) {
 		}
 		if reason, _, _ := strings.Cut(in, ":"); !strings.HasPrefix(got, reason+":") {
 			t.Errorf("statusReason(%q) = %q lost the reason", in, got)
+		}
+	}
+}
+
+// selftest warns when the running validator's status failed the server's
+// check (ctl status's uplink_status_problem), beside the broker check.
+func TestSelftestStatusProblem(t *testing.T) {
+	connected := true
+	for _, problem := range []string{"", "status: software version \"1.4 beta\" is neither…"} {
+		s := &selftest{cfg: &Config{MQTT: MQTTConfig{Broker: "tcp://broker:1883"}},
+			running: &ctlStatus{UplinkConnected: &connected, UplinkStatusProblem: problem}}
+		s.checkBroker(context.Background())
+		var warned bool
+		for _, r := range s.results {
+			if r.name == "status" {
+				warned = r.level == levelWarn && strings.Contains(r.why, problem)
+			}
+		}
+		if warned != (problem != "") {
+			t.Errorf("problem %q: selftest results %+v", problem, s.results)
 		}
 	}
 }
