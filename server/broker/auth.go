@@ -211,12 +211,13 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		if sub, ok := h.subscribing(cl, topic); ok {
 			return h.subscriptionAllowed(cl, id, sub)
 		}
-		if h.lim.full(cl) || stalled(cl) {
+		if h.lim.full(cl) {
 			// A delivery to a device that holds too many messages
-			// unacknowledged, or whose connection has not taken a write
-			// for a while (it would wait behind it, holding up the
-			// publisher): dropped (retained downlinks come again on
-			// its next connection, acks on its next resend).
+			// unacknowledged: dropped (retained downlinks come again
+			// on its next connection, acks on its next resend). A
+			// device that is merely slow to read gets everything: a
+			// live deny-list shard dropped would not come again until
+			// it reconnects (see clientConn for one that reads nothing).
 			h.shedDelivery(id, topic)
 			return false
 		}

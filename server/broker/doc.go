@@ -110,8 +110,9 @@
 // mochi writes under the client's lock, which every delivery to it takes,
 // so a device that stopped reading would hold up every publisher of what
 // it subscribed to (the settlement server's fleet and ack publications
-// among them). Deliveries to a device whose connection has had a write
-// waiting for over a second are dropped (Stats.Shed) until it drains.
+// among them): a publisher waits behind such a device for at most
+// WriteTimeout. A device that is slow but reading gets every delivery: a
+// live deny-list shard dropped would not come again until it reconnects.
 //
 // # Caveats
 //

@@ -475,13 +475,15 @@ func TestQoS0FloodBounded(t *testing.T) {
 }
 
 // TestStalledDeviceDoesNotStallServer: a device that subscribes to the
-// retained fleet documents (12 MiB) and stops reading, keep-alive 0, does
-// not hold the settlement server's publications to others back: mochi
-// writes to a client under its lock, and a delivery takes that lock.
-// The device is disconnected after WriteTimeout.
+// retained fleet documents (12 MiB) and stops reading, keep-alive 0, holds
+// the settlement server's publications to others back for at most
+// WriteTimeout (mochi writes to a client under its lock, and a delivery
+// takes that lock): it is then disconnected, and the server's
+// publications flow again.
 func TestStalledDeviceDoesNotStallServer(t *testing.T) {
 	secret := newSecret(t)
-	b := startBroker(t, Config{Secret: secret, WriteTimeout: 3 * time.Second})
+	const writeTimeout = 3 * time.Second
+	b := startBroker(t, Config{Secret: secret, WriteTimeout: writeTimeout})
 	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
 	doc := strings.Repeat("d", 300<<10)
 	for i := range 40 {
@@ -495,13 +497,13 @@ func TestStalledDeviceDoesNotStallServer(t *testing.T) {
 	}
 	other, _ := mustDial(t, b.url(), "bus-u", devicePassword(secret, "bus-u"), nil)
 	_, acks := subscribe(t, other, "farego/dev/bus-u/ack")
-	time.Sleep(2 * time.Second) // the stalled device's writes are blocked by now
+	time.Sleep(time.Second) // the stalled device's writes are blocked by now
 	for i := range 3 {
 		start := time.Now()
 		srv.Publish("farego/fleet/keyring", 1, false, "to the stalled one too")
 		tok := srv.Publish("farego/dev/bus-u/ack", 1, false, fmt.Sprint("ack-", i))
-		if !tok.WaitTimeout(2 * time.Second) {
-			t.Fatalf("the server's publication to another device took over 2 s (round %d)", i)
+		if !tok.WaitTimeout(writeTimeout + 2*time.Second) {
+			t.Fatalf("the server's publication to another device took over WriteTimeout + 2 s (round %d)", i)
 		}
 		next(t, acks)
 		t.Logf("round %d: %v", i, time.Since(start))
@@ -514,6 +516,65 @@ func TestStalledDeviceDoesNotStallServer(t *testing.T) {
 		}
 		return true
 	})
+	start := time.Now()
+	if err := publish(t, srv, "farego/dev/bus-u/ack", "after", false); err != nil {
+		t.Fatal(err)
+	}
+	next(t, acks)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("with the stalled device gone, a publication took %v", d)
+	}
+}
+
+// TestSlowDeviceGetsLiveUpdates: a device downloading the retained deny
+// list over a slow link (9 MiB at 640 KB/s: the broker's writes to it
+// wait for seconds) is sent a deny-list shard published while it
+// downloads: a
+// live shard it missed would not come again until its next connection,
+// and the list on the bus would stay stale.
+func TestSlowDeviceGetsLiveUpdates(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, Limits: Limits{DeviceMaxInflight: 100}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	doc := strings.Repeat("d", 300<<10)
+	for i := range 30 {
+		if err := publish(t, srv, fmt.Sprint("farego/fleet/denylist/", i), doc, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, code := rawSubscribe(t, b.Addr(), "bus-s", devicePassword(secret, "bus-s"), "farego/fleet/#", 1)
+	if code != 1 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	const marker = "LIVE-SHARD-7-UPDATE"
+	seen := make(chan struct{})
+	go func() {
+		buf := make([]byte, 32<<10)
+		var tail []byte
+		for {
+			conn.SetReadDeadline(time.Now().Add(waitTimeout))
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			tail = append(tail, buf[:n]...)
+			if bytes.Contains(tail, []byte(marker)) {
+				close(seen)
+				return
+			}
+			tail = tail[max(0, len(tail)-len(marker)):]
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(3 * time.Second) // mid-download: the broker's writes to it wait
+	if err := publish(t, srv, "farego/fleet/denylist/7", marker+strings.Repeat("u", 1000), true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-seen:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the live shard never reached the slow device (shed %d)", b.Stats().Shed)
+	}
 }
 
 // TestHeldBytesSurviveReconnection: a device's persistent session holding

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -135,10 +134,6 @@ func (l *listener) Close(_ listeners.CloseFn) {
 // writeChunk is the most written to a client under one deadline.
 const writeChunk = 32 << 10
 
-// stallAfter is how long a write to a device may wait before the device
-// counts as stalled (see clientConn.stalled).
-const stallAfter = time.Second
-
 // clientConn is a client's connection as mochi sees it. mochi writes to
 // a client under the client's lock, which a delivery to it takes too, and
 // sets no write deadline of its own (it refreshes one deadline, reads and
@@ -146,27 +141,24 @@ const stallAfter = time.Second
 // reads nothing would push it back for ever). A device that stopped
 // reading would hold every publisher of a message it subscribed to — the
 // settlement server's one client among them — for as long as it liked.
-// So:
-//
-//   - each chunk of a write has WriteTimeout to be taken; one that is not
-//     closes the connection (the client is disconnected);
-//   - SetDeadline sets the read deadline only;
-//   - stalled tells OnACLCheck that a write has been waiting for longer
-//     than stallAfter: deliveries to the device are then dropped rather
-//     than waiting behind it.
+// So each chunk of a write has WriteTimeout to be taken; one that is not
+// closes the connection (the client is disconnected, and its retained
+// downlinks come again when it reconnects), and SetDeadline sets the read
+// deadline only. A publisher can thus wait behind a device that reads
+// nothing for at most WriteTimeout. Deliveries to a device that is slow
+// but reading are not dropped (a test of that, dropping them once a write
+// had waited a second, lost live deny-list shards on honest devices
+// downloading the list over a slow link: the list would have stayed stale
+// until the device's next connection).
 type clientConn struct {
 	net.Conn
 	timeout time.Duration
-	waiting atomic.Int64 // when the chunk being written began (unix ns), 0 if none
 }
 
 func (c *clientConn) Write(p []byte) (int, error) {
 	n := 0
-	defer c.waiting.Store(0)
 	for n < len(p) {
-		now := time.Now()
-		c.waiting.Store(now.UnixNano())
-		_ = c.Conn.SetWriteDeadline(now.Add(c.timeout))
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		m, err := c.Conn.Write(p[n:min(len(p), n+writeChunk)])
 		n += m
 		if err != nil {
@@ -182,15 +174,3 @@ func (c *clientConn) Write(p []byte) (int, error) {
 // SetDeadline sets the read deadline (mochi's keep-alive); writes have
 // their own.
 func (c *clientConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
-
-// stalled reports whether a write has been waiting for more than stallAfter.
-func (c *clientConn) stalled() bool {
-	w := c.waiting.Load()
-	return w != 0 && time.Since(time.Unix(0, w)) > stallAfter
-}
-
-// stalled reports whether cl's connection is not taking writes.
-func stalled(cl *mqtt.Client) bool {
-	c, ok := cl.Net.Conn.(*clientConn)
-	return ok && c.stalled()
-}
