@@ -16,6 +16,9 @@
 //	                check, its boot count, the last failure, and the newest
 //	                rollout seen (the replay guard); written whole or not
 //	                at all (queue/durable)
+//	.B.update-guard the replay guard again, alone, with a CRC-32: written
+//	                the same way, whenever the guard advances and before
+//	                the rollout is acted on
 //
 // # Checks
 //
@@ -25,12 +28,16 @@
 // architecture verifies with the fleet key, its version is not older
 // than the running one unless the rollout allows a downgrade, and the
 // same version did not already fail here under the same rollout, and no
-// newer rollout was seen (an older one is a replay). A state file found
-// damaged, or gone while .B.previous is kept, has lost that guard: until
-// a rollout is installed, a rollout older than the running version is
-// refused even if it allows a downgrade (an older upgrade can still come
-// through, as on a new device: the fleet's current rollout, retained,
-// takes it back at the next connection). The
+// newer rollout was seen (an older one is a replay). The guard is the
+// newest rollout of both valid copies (the state file's and
+// .B.update-guard's), so a state file found damaged, or gone while
+// .B.previous is kept, starts afresh with the guard file's, and a damaged
+// guard file is written again from the state's. Only when neither copy
+// can be read is the guard lost: until a rollout is installed, a rollout
+// older than the running version is then refused even if it allows a
+// downgrade (an older upgrade can still come through, as on a new device:
+// the fleet's current rollout, retained, takes it back at the next
+// connection). The
 // download is bounded by the manifest's size (and Config.MaxSize); its
 // size and SHA-256 must be the manifest's, or it is deleted and the
 // failure recorded.

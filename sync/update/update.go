@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -117,8 +118,9 @@ type state struct {
 	// the device back to a version since replaced.
 	Newest uint64 `json:"newest_rollout,omitempty"`
 	// GuardLost: the state file was found damaged (or gone while a
-	// previous binary is kept), so the newest rollout seen is unknown and
-	// a replayed old rollout could not be told apart: until a rollout is
+	// previous binary is kept) and the guard file (GuardFile) could not
+	// be read either, so the newest rollout seen is unknown and a
+	// replayed old rollout could not be told apart: until a rollout is
 	// installed (its number becomes the guard again), a rollout older
 	// than the running version is refused even where it allows a
 	// downgrade.
@@ -161,6 +163,7 @@ type Updater struct {
 
 	mu      sync.Mutex
 	st      state
+	guard   uint64        // the rollout GuardFile holds (0: none, or unreadable)
 	healthy chan struct{} // closed by Healthy
 	once    sync.Once
 }
@@ -232,56 +235,125 @@ func (u *Updater) path(suffix string) string { return filepath.Join(u.dir, "."+u
 // StateFile is the updater's state file.
 func (u *Updater) StateFile() string { return u.path(".update.json") }
 
+// GuardFile is the second copy of the replay guard: the newest rollout
+// seen, beside the state file, so that a damaged state file does not lose
+// it.
+func (u *Updater) GuardFile() string { return u.path(".update-guard") }
+
 // PreviousFile is where the previous binary is kept.
 func (u *Updater) PreviousFile() string { return u.path(".previous") }
 
 // DownloadFile is the download in progress.
 func (u *Updater) DownloadFile() string { return u.path(".download") }
 
-// load reads the state file; u.mu must be held. A state file that is
-// damaged, unreadable, or gone while a previous binary is kept (only an
-// install leaves one, after writing the state) loses the replay guard:
-// the state starts afresh with GuardLost set.
+// load reads the state file and the guard file; u.mu must be held. The
+// replay guard is the newest rollout of both valid copies. A state file
+// that is damaged, unreadable, or gone while a previous binary is kept
+// (only an install leaves one, after writing the state) starts afresh
+// with the guard file's rollout; only when the guard file cannot be read
+// either is the replay guard lost (GuardLost).
 func (u *Updater) load() error {
+	g, gerr := u.readGuard()
+	if gerr != nil && !errors.Is(gerr, fs.ErrNotExist) {
+		u.log.Error("update: guard file damaged; the state file's copy of the newest rollout is used",
+			"file", u.GuardFile(), "err", gerr)
+	}
+	u.guard = g
+	// afresh starts a state lost: from the guard file if it was read.
+	afresh := func(msg string, args ...any) {
+		if gerr == nil {
+			u.log.Error("update: "+msg+"; starting afresh, the newest rollout kept from the guard file",
+				append(args, "guard_file", u.GuardFile(), "newest_rollout", g)...)
+			u.st = state{Newest: g}
+			return
+		}
+		u.log.Error("update: "+msg+" and no guard file to read; starting afresh, refusing downgrades until an update is installed",
+			append(args, "guard_file", u.GuardFile(), "guard_err", gerr)...)
+		u.st = state{GuardLost: true}
+	}
 	b, err := os.ReadFile(u.StateFile())
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Lstat(u.PreviousFile()); err == nil {
-			u.log.Error("update: state file gone but a previous binary kept; refusing downgrades until an update is installed",
-				"file", u.StateFile())
-			u.st = state{GuardLost: true}
+			afresh("state file gone but a previous binary kept", "file", u.StateFile())
 			return u.save()
 		}
+		u.st = state{Newest: g} // a new device (or the guard file alone left)
 		return nil
 	}
 	if err != nil {
-		u.st = state{GuardLost: true}
+		afresh("state file unreadable", "file", u.StateFile(), "err", err)
 		return fmt.Errorf("update: read state: %w", err)
 	}
 	var st state
 	if err := json.Unmarshal(b, &st); err != nil {
 		// A damaged state file must not keep the validator down: start
-		// afresh (the binary in place runs; nothing is rolled back), but
-		// without the newest rollout seen, older rollouts cannot be told
-		// from new ones: no downgrade until an update is installed.
-		u.log.Error("update: state file damaged; starting afresh, refusing downgrades until an update is installed",
-			"file", u.StateFile(), "err", err)
-		u.st = state{GuardLost: true}
+		// afresh (the binary in place runs; nothing is rolled back).
+		afresh("state file damaged", "file", u.StateFile(), "err", err)
 		return u.save()
 	}
+	st.Newest = max(st.Newest, g)
 	u.st = st
+	// A guard file behind, damaged or missing (a state file written
+	// before it existed) is brought up to date now; failing that is no
+	// reason to skip the boot checks.
+	if err := u.saveGuard(); err != nil {
+		u.log.Error("update: the guard file could not be brought up to date", "err", err)
+	}
 	return nil
 }
 
-// save writes the state durably; u.mu must be held.
+// guardMagic starts the guard file: "farego-update-guard N crc32=C\n",
+// C the CRC-32 (IEEE, 8 hex digits) of the text before " crc32=", so a
+// damaged file is told from a valid one.
+const guardMagic = "farego-update-guard"
+
+// readGuard reads GuardFile: its rollout, or an error (fs.ErrNotExist
+// when there is none).
+func (u *Updater) readGuard() (uint64, error) {
+	b, err := os.ReadFile(u.GuardFile())
+	if err != nil {
+		return 0, err
+	}
+	text, sum, ok := strings.Cut(strings.TrimSuffix(string(b), "\n"), " crc32=")
+	n, found := strings.CutPrefix(text, guardMagic+" ")
+	if !ok || !found || sum != fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(text))) {
+		return 0, fmt.Errorf("update: guard file %q: not a valid guard", u.GuardFile())
+	}
+	v, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("update: guard file %q: %w", u.GuardFile(), err)
+	}
+	return v, nil
+}
+
+// saveGuard writes the newest rollout seen to GuardFile durably if it is
+// newer than the one there; u.mu must be held.
+func (u *Updater) saveGuard() error {
+	g := max(u.st.Newest, u.st.Installed)
+	if g <= u.guard {
+		return nil
+	}
+	text := fmt.Sprintf("%s %d", guardMagic, g)
+	b := fmt.Appendf(nil, "%s crc32=%08x\n", text, crc32.ChecksumIEEE([]byte(text)))
+	if err := durable.WriteFile(u.GuardFile(), b, 0o600); err != nil {
+		return fmt.Errorf("update: save the guard file: %w", err)
+	}
+	u.guard = g
+	return nil
+}
+
+// save writes the guard file (when the guard advanced) and the state
+// durably; u.mu must be held. It tries both and returns their errors.
 func (u *Updater) save() error {
+	gerr := u.saveGuard()
 	b, err := json.Marshal(u.st)
 	if err != nil {
-		return err
+		return errors.Join(gerr, err)
 	}
 	if err := durable.WriteFile(u.StateFile(), b, 0o600); err != nil {
-		return fmt.Errorf("update: save state: %w", err)
+		return errors.Join(gerr, fmt.Errorf("update: save state: %w", err))
 	}
-	return nil
+	return gerr
 }
 
 // Boot reads the state at start. For a version installed and not yet

@@ -429,40 +429,71 @@ func TestDownloadLeavesRoomForTheQueue(t *testing.T) {
 	}
 }
 
-// TestDamagedStateRefusesReplayedDowngrade: the state file holding the
-// newest rollout seen (5) is torn, or deleted while a previous binary is
-// kept; a replay of the older rollout 4, a downgrade it allows, is then
-// refused and reported, not installed. Installing a newer version makes
-// its rollout the guard again, and downgrades allowed by a later rollout
-// go through once more.
+// TestDamagedStateRefusesReplayedDowngrade: the newest rollout seen (5)
+// is kept in the state file and in the guard file. With either copy
+// damaged (the state file torn, garbage, deleted while a previous binary
+// is kept, or holding an older rollout; the guard file garbage) the other
+// keeps the guard: a replay of the older rollout 4, a downgrade it
+// allows, is refused as a replay, and the newer rollout 7 allowing the
+// same downgrade installs. With both copies damaged the guard is lost: the
+// replay of rollout 4 is refused and reported, not installed, until an
+// install of a newer version makes its rollout the guard again, and
+// downgrades allowed by a later rollout go through once more.
 func TestDamagedStateRefusesReplayedDowngrade(t *testing.T) {
 	allow := func(r *wire.Rollout) { r.AllowDowngrade = true }
+	write := func(t *testing.T, path string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tearState := func(t *testing.T, d *device, u *Updater) {
+		b, err := os.ReadFile(u.StateFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, u.StateFile(), b[:len(b)/2])
+	}
+	garbageState := func(t *testing.T, d *device, u *Updater) { write(t, u.StateFile(), []byte("\x00\x00\x00")) }
 	for _, damage := range []struct {
 		name string
 		do   func(t *testing.T, d *device, u *Updater)
+		lost bool // both copies damaged
 	}{
-		{"torn", func(t *testing.T, d *device, u *Updater) {
-			b, err := os.ReadFile(u.StateFile())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(u.StateFile(), b[:len(b)/2], 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"garbage", func(t *testing.T, d *device, u *Updater) {
-			if err := os.WriteFile(u.StateFile(), []byte("\x00\x00\x00"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"deleted with a previous binary kept", func(t *testing.T, d *device, u *Updater) {
-			if err := os.WriteFile(u.PreviousFile(), d.old, 0o755); err != nil {
-				t.Fatal(err)
-			}
+		{"state torn", tearState, false},
+		{"state garbage", garbageState, false},
+		{"state deleted with a previous binary kept", func(t *testing.T, d *device, u *Updater) {
+			write(t, u.PreviousFile(), d.old)
 			if err := os.Remove(u.StateFile()); err != nil {
 				t.Fatal(err)
 			}
-		}},
+		}, false},
+		{"state holds an older rollout", func(t *testing.T, d *device, u *Updater) {
+			write(t, u.StateFile(), []byte(`{"newest_rollout":2}`))
+		}, false},
+		{"guard file garbage", func(t *testing.T, d *device, u *Updater) { write(t, u.GuardFile(), []byte("\x00\x00\x00")) }, false},
+		{"both torn", func(t *testing.T, d *device, u *Updater) {
+			tearState(t, d, u)
+			b, err := os.ReadFile(u.GuardFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, u.GuardFile(), b[:len(b)/2])
+		}, true},
+		{"state garbage, guard file deleted", func(t *testing.T, d *device, u *Updater) {
+			garbageState(t, d, u)
+			if err := os.Remove(u.GuardFile()); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"state torn, guard file's rollout altered", func(t *testing.T, d *device, u *Updater) {
+			tearState(t, d, u)
+			b, err := os.ReadFile(u.GuardFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, u.GuardFile(), bytes.Replace(b, []byte(" 5 "), []byte(" 1 "), 1)) // its checksum no longer matches
+		}, true},
 	} {
 		t.Run(damage.name, func(t *testing.T) {
 			current, older, newer := newRelease("1.4.0"), newRelease("0.9.0"), newRelease("1.5.0")
@@ -472,8 +503,11 @@ func TestDamagedStateRefusesReplayedDowngrade(t *testing.T) {
 			if err := u.apply(context.Background(), offer{5, rollout(t, current, nil)}); err != nil {
 				t.Fatalf("rollout of the running version: %v, want nothing to do", err)
 			}
+			if g, err := u.readGuard(); g != 5 || err != nil {
+				t.Fatalf("guard file after rollout 5: %d, %v", g, err)
+			}
 			damage.do(t, d, u)
-			for range 2 { // and again after a restart: the loss is kept
+			for range 2 { // and again after a restart
 				u = d.updater(t, "1.4.0", srv.url)
 				if err := u.apply(context.Background(), offer{4, rollout(t, older, allow)}); err != nil {
 					t.Fatalf("replayed rollout: %v, want refused without error", err)
@@ -481,11 +515,32 @@ func TestDamagedStateRefusesReplayedDowngrade(t *testing.T) {
 				if n := srv.requests.Load(); n != 0 {
 					t.Fatalf("a replayed older rollout was acted on: %d requests", n)
 				}
-				if st := u.Status(); st == nil || st.Failed != "0.9.0" || !strings.Contains(st.FailedReason, "damaged") {
-					t.Fatalf("status = %+v, want the downgrade to 0.9.0 refused for the damaged state", st)
+				st := u.Status()
+				if damage.lost {
+					if st == nil || st.Failed != "0.9.0" || !strings.Contains(st.FailedReason, "damaged") {
+						t.Fatalf("status = %+v, want the downgrade to 0.9.0 refused for the damaged state", st)
+					}
+					continue
+				}
+				// Refused as a replay (the guard kept), not for a lost guard.
+				if st != nil || u.st.GuardLost || u.st.Newest != 5 {
+					t.Fatalf("status = %+v, guard lost %v, newest rollout %d: want the replay refused by the guard 5",
+						st, u.st.GuardLost, u.st.Newest)
+				}
+				if g, err := u.readGuard(); g != 5 || err != nil {
+					t.Fatalf("guard file after the restart: %d, %v, want 5", g, err)
 				}
 			}
 
+			if !damage.lost {
+				if err := u.apply(context.Background(), offer{7, rollout(t, older, allow)}); !errors.Is(err, ErrRestart) {
+					t.Fatalf("a downgrade allowed by the newer rollout 7: %v, want it installed", err)
+				}
+				if !bytes.Equal(d.binary(t), older.data) {
+					t.Fatal("the downgrade allowed by rollout 7 is not in place")
+				}
+				return
+			}
 			if err := u.apply(context.Background(), offer{6, rollout(t, newer, nil)}); !errors.Is(err, ErrRestart) {
 				t.Fatalf("rollout of a newer version: %v, want it installed", err)
 			}
