@@ -300,7 +300,7 @@ func TestStatusRecorded(t *testing.T) {
 		},
 		func(s *wire.Status) { s.Update = &wire.UpdateStatus{Pending: "<script>"} },
 		func(s *wire.Status) { s.Software = "1.4.0 \x1b[31m" },
-		func(s *wire.Status) { s.OutOfService = "clock: \x1b[2J\x1b[Hall fine" },
+		func(s *wire.Status) { s.Update = &wire.UpdateStatus{FailedReason: "no version"} },
 		func(s *wire.Status) { s.Epoch = strings.Repeat("e", 65) },
 		func(s *wire.Status) { s.Versions = map[string]uint64{"fares\n": 1} },
 		func(s *wire.Status) {

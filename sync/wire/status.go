@@ -114,7 +114,9 @@ const (
 	maxFileName = 255
 )
 
-// ParseStatus decodes a status payload strictly and checks it (Check).
+// ParseStatus decodes a status payload strictly and checks it (Check),
+// after making its two free texts (the out-of-service reason and a failed
+// update's reason) printable and cutting them to their bounds.
 func ParseStatus(p []byte) (*Status, error) {
 	if len(p) > MaxStatusSize {
 		return nil, fmt.Errorf("%w: status of %d bytes", ErrTooLarge, len(p))
@@ -127,6 +129,14 @@ func ParseStatus(p []byte) (*Status, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: status: trailing data", ErrMalformed)
+	}
+	// The device's own error texts are kept as text, made printable and
+	// cut, not a reason to refuse its status: validators of the release
+	// before the check send them unchecked, and a status (last seen, out
+	// of service) matters more than its wording.
+	s.OutOfService = record.Printable(s.OutOfService, MaxOutOfService)
+	if s.Update != nil {
+		s.Update.FailedReason = record.Printable(s.Update.FailedReason, MaxFailedReason)
 	}
 	if err := s.Check(); err != nil {
 		return nil, err
