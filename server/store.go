@@ -5,9 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
@@ -227,7 +225,7 @@ func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []led
 		if errors.Is(err, ledger.ErrInvalid) {
 			s.log.Error("tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
 			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
-				Reason: printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
+				Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
 			r = []ledger.TapResult{{ID: t.ID}}
 		}
 		if err != nil {
@@ -236,24 +234,6 @@ func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []led
 		out[i] = r[0]
 	}
 	return out, nil
-}
-
-// printable returns s as valid UTF-8 without control characters (each
-// becomes a space), cut to at most n bytes on a character boundary.
-func printable(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-	if len(s) > n {
-		s = s[:n]
-		for !utf8.ValidString(s) { // a character cut in two: at most 3 bytes
-			s = s[:len(s)-1]
-		}
-	}
-	return s
 }
 
 // ledgerTap is what the ledger is told of a checked tap: the account,
@@ -287,7 +267,7 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 		// The reason is the device's error text: cut to the ledger's
 		// bound and made printable rather than refused. The ledger
 		// refuses whatever else is out of bounds.
-		ds.Update = ledger.DeviceUpdate{Pending: u.Pending, Failed: u.Failed, FailedReason: printable(u.FailedReason, ledger.MaxUpdateReason),
+		ds.Update = ledger.DeviceUpdate{Pending: u.Pending, Failed: u.Failed, FailedReason: record.Printable(u.FailedReason, ledger.MaxUpdateReason),
 			FailedAt: u.FailedAt}
 	}
 	return s.ledger.UpdateDeviceStatus(ctx, m.DeviceID, ds)
