@@ -179,14 +179,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	now := validatorClock(log)
 	acfg := cfg.agentConfig()
 	acfg.Logger, acfg.Metrics, acfg.Now = log.With("part", "agent"), reg, now
-	// tapBeat is set by the tap loop's first heartbeat: a new version is
-	// confirmed (no rollback) only after it, so one whose tap path hangs
-	// from the start is not.
-	var tapBeat atomic.Bool
-	acfg.Heartbeat = func() {
-		mon.Beat(partTapLoop)
-		tapBeat.Store(true)
-	}
+	acfg.Heartbeat = func() { mon.Beat(partTapLoop) }
 	if silentTapLoop(log) {
 		acfg.Heartbeat = nil // a test hook, absent from the release build
 	}
@@ -251,7 +244,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	defer stopCtl()
 	stopUplink := runUplink(ctx, up, log)
 	var restart atomic.Bool
-	stopUpdater := runUpdater(ctx, upd, up, &tapBeat, cancel, &restart, log)
+	// A new version is confirmed (no rollback) only once its tap loop has
+	// beaten, so one whose tap path hangs from the start is not.
+	tapping := func() bool { return mon.Beaten(partTapLoop) }
+	stopUpdater := runUpdater(ctx, upd, up, tapping, cancel, &restart, log)
 	startScanners()
 
 	notifier.Notify("STATUS=running")

@@ -75,9 +75,9 @@ func bootUpdater(cfg *Config, log *slog.Logger) (*update.Updater, error) {
 
 // runUpdater connects the updater to the link and runs it until ctx is
 // done: it confirms this version once the link is up and the tap loop has
-// beaten (tapBeat), and cancels the validator (stop) to restart after an
+// beaten (tapping), and cancels the validator (stop) to restart after an
 // install or a rollback, setting *restart.
-func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tapBeat *atomic.Bool, stop func(), restart *atomic.Bool, log *slog.Logger) func() {
+func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tapping func() bool, stop func(), restart *atomic.Bool, log *slog.Logger) func() {
 	if u == nil || up == nil {
 		return func() {}
 	}
@@ -102,7 +102,7 @@ func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tapBe
 					return
 				case <-t.C:
 				}
-				if up.Connected() && tapBeat.Load() {
+				if up.Connected() && tapping() {
 					if err := u.Healthy(); err != nil {
 						log.Error("update: recording the healthy start failed", "err", err)
 					}

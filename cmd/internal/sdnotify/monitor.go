@@ -38,6 +38,15 @@ func (m *Monitor) Beat(part string) {
 	m.mu.Unlock()
 }
 
+// Beaten reports whether part has beaten since it was registered (or
+// last forgotten).
+func (m *Monitor) Beaten(part string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.parts[part]
+	return ok
+}
+
 // Forget stops checking part (it stopped on purpose).
 func (m *Monitor) Forget(part string) {
 	m.mu.Lock()

@@ -143,3 +143,21 @@ func TestWatchdogStopsWhileAPartIsStuck(t *testing.T) {
 		t.Errorf("a forgotten part still counts: %v", err)
 	}
 }
+
+// TestMonitorBeaten: a part counts as beaten from its first beat until it
+// is forgotten (the validator confirms a new version only once its tap
+// loop has beaten).
+func TestMonitorBeaten(t *testing.T) {
+	var m Monitor
+	if m.Beaten("tap loop") {
+		t.Fatal("a part never beaten counts as beaten")
+	}
+	m.Beat("tap loop")
+	if !m.Beaten("tap loop") || m.Beaten("queue") {
+		t.Fatal("Beaten does not follow the beats")
+	}
+	m.Forget("tap loop")
+	if m.Beaten("tap loop") {
+		t.Fatal("a forgotten part still counts as beaten")
+	}
+}
