@@ -3,8 +3,6 @@ package record
 import (
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
 // CheckAssignment checks a route and vehicle name as every part of the
@@ -18,15 +16,11 @@ func CheckAssignment(route, vehicle string) error {
 		return fmt.Errorf("route is empty")
 	}
 	for _, f := range []struct{ name, v string }{{"route", route}, {"vehicle", vehicle}} {
-		switch {
-		case len(f.v) > maxName:
-			return fmt.Errorf("%s is %d bytes, limit %d", f.name, len(f.v), maxName)
-		case !utf8.ValidString(f.v):
-			return fmt.Errorf("%s is not valid UTF-8", f.name)
-		case strings.TrimSpace(f.v) != f.v:
+		if err := CheckText(f.name, f.v, maxName); err != nil {
+			return err
+		}
+		if strings.TrimSpace(f.v) != f.v {
 			return fmt.Errorf("%s %q has surrounding spaces", f.name, f.v)
-		case strings.IndexFunc(f.v, unicode.IsControl) >= 0:
-			return fmt.Errorf("%s has control characters", f.name)
 		}
 	}
 	return nil

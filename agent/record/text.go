@@ -7,8 +7,8 @@ import (
 	"unicode/utf8"
 )
 
-// CheckText checks a free-text field of a message as CheckAssignment
-// checks names: at most max bytes of valid UTF-8 without control
+// CheckText checks a free-text field of a message (and CheckAssignment
+// the names it is made of): at most max bytes of valid UTF-8 without control
 // characters (C0, DEL or C1). Empty text passes.
 func CheckText(field, s string, max int) error {
 	switch {
