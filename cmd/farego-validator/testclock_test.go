@@ -13,29 +13,35 @@ import (
 	"time"
 )
 
-var (
-	releaseOnce sync.Once
-	releaseBin  string
-	releaseErr  error
-)
+// builds holds one build of farego-validator per name (builtBin).
+var builds sync.Map // name → func() (string, error)
+
+// builtBin builds farego-validator once per name, beside validatorBin,
+// with go build's args and the environment's extra variables env.
+func builtBin(t *testing.T, name string, env []string, args ...string) string {
+	t.Helper()
+	f, _ := builds.LoadOrStore(name, sync.OnceValues(func() (string, error) {
+		bin := filepath.Join(filepath.Dir(validatorBin), name)
+		cmd := exec.Command("go", append(append([]string{"build"}, args...), "-o", bin, ".")...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building farego-validator (go build %s): %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return bin, nil
+	}))
+	bin, err := f.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
 
 // releaseBuild builds farego-validator once, beside validatorBin, as
 // make dist does (static, -trimpath, stripped, no build tags) for this
 // machine's architecture.
 func releaseBuild(t *testing.T) string {
 	t.Helper()
-	releaseOnce.Do(func() {
-		releaseBin = filepath.Join(filepath.Dir(validatorBin), "farego-validator-release")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", releaseBin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			releaseErr = fmt.Errorf("building farego-validator as make dist does: %w\n%s", err, out)
-		}
-	})
-	if releaseErr != nil {
-		t.Fatal(releaseErr)
-	}
-	return releaseBin
+	return builtBin(t, "farego-validator-release", []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags", "-s -w")
 }
 
 // TestClockSkewHookOnlyWithTestTag: a validator built as the release is

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +14,11 @@ import (
 	"github.com/farego/farego/sync/brokertest"
 )
 
-var (
-	hooksOnce sync.Once
-	hooksBin  string
-	hooksErr  error
-)
-
 // testHooksBin builds farego-validator with -tags farego_testhooks (the
 // OTA tests' fault injection) once, beside validatorBin.
 func testHooksBin(t *testing.T) string {
 	t.Helper()
-	hooksOnce.Do(func() {
-		hooksBin = filepath.Join(filepath.Dir(validatorBin), "farego-validator-testhooks")
-		if out, err := exec.Command("go", "build", "-tags", "farego_testhooks", "-o", hooksBin, ".").CombinedOutput(); err != nil {
-			hooksErr = fmt.Errorf("building farego-validator -tags farego_testhooks: %w\n%s", err, out)
-		}
-	})
-	if hooksErr != nil {
-		t.Fatal(hooksErr)
-	}
-	return hooksBin
+	return builtBin(t, "farego-validator-testhooks", nil, "-tags", "farego_testhooks")
 }
 
 // withUpdate installs a copy of bin as the device's binary (bin/ in its
