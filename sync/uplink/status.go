@@ -37,7 +37,7 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 	if u.cfg.Status != nil {
 		u.cfg.Status(&st)
 	}
-	if err := u.checkStatus(&st, now); err != nil {
+	if err := u.checkStatus(&st); err != nil {
 		return nil, err
 	}
 	payload, err := st.MarshalBinary()
@@ -59,7 +59,7 @@ const statusLogEvery = time.Hour
 // the server unseen: the error is logged, once per reason and hour, and
 // counted in Stats (StatusSanitized, StatusProblem). It returns an error
 // only when the status cannot be made to pass (a bad device id).
-func (u *Uplink) checkStatus(st *wire.Status, now time.Time) error {
+func (u *Uplink) checkStatus(st *wire.Status) error {
 	err := st.Check()
 	u.mu.Lock()
 	if err == nil {
@@ -69,14 +69,10 @@ func (u *Uplink) checkStatus(st *wire.Status, now time.Time) error {
 	}
 	u.stats.StatusSanitized++
 	u.stats.StatusProblem = err.Error()
-	logIt := err.Error() != u.statusLogged || now.Sub(u.statusLoggedAt) >= statusLogEvery || now.Before(u.statusLoggedAt)
-	if logIt {
-		u.statusLogged, u.statusLoggedAt = err.Error(), now
-	}
 	u.mu.Unlock()
-	if logIt {
+	if ok, n := u.statusLimit.Allow(err.Error()); ok {
 		u.log.Error("uplink: this device's status fails the server's check: sending it sanitized (the fields at fault "+
-			"cleaned or left out); this build or its configuration needs fixing", "err", err)
+			"cleaned or left out); this build or its configuration needs fixing", "err", err, "suppressed", n)
 	}
 	st.Sanitize()
 	if err := st.Check(); err != nil {

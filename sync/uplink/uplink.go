@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/internal/mqttclient"
+	"github.com/farego/farego/sync/ratelog"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -72,10 +72,9 @@ type Uplink struct {
 	statusDirty atomic.Bool                 // something the status shows has changed
 	running     atomic.Bool
 
-	mu             sync.Mutex
-	stats          Stats
-	statusLogged   string    // the last reason logged for a status failing wire's check
-	statusLoggedAt time.Time // when
+	mu          sync.Mutex
+	stats       Stats
+	statusLimit *ratelog.Limiter // a status failing wire's check: logged once per reason per statusLogEvery
 }
 
 // inbound is one message received from the broker.
@@ -135,6 +134,8 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		fleetIn:  make(chan inbound, fleetInboxSize),
 		wake:     make(chan struct{}, 1),
 		acks:     newAckCommitter(q, cfg.OnAcked),
+
+		statusLimit: ratelog.New(cfg.Now, statusLogEvery),
 	}
 	tlsConfig, err := cfg.clientTLS()
 	if err != nil {
