@@ -222,9 +222,9 @@ func (s *Salvage) scan(root uint64) bool {
 	for name, ref := range s.roots {
 		n := 0
 		s.w.walk(ref, 1, func(k, v []byte, bucket bool) {
-			if seq, ok := keySeq(k); ok && !bucket && seq > 0 {
+			if r, ok := salvagedRecord(k, v, bucket); ok {
 				n++
-				s.LastSeq = max(s.LastSeq, seq)
+				s.LastSeq = max(s.LastSeq, r.Seq)
 			}
 		})
 		if name == PendingBucket {
@@ -234,8 +234,8 @@ func (s *Salvage) scan(root uint64) bool {
 		}
 	}
 	for _, ref := range s.adoptedR {
-		s.w.walk(ref, 2, func(k, _ []byte, bucket bool) {
-			if _, ok := keySeq(k); ok && !bucket {
+		s.w.walk(ref, 2, func(k, v []byte, bucket bool) {
+			if _, ok := salvagedRecord(k, v, bucket); ok {
 				s.Adopted++
 			}
 		})
@@ -271,11 +271,10 @@ func (s *Salvage) Records(fn func(epoch string, r Record) error) error {
 	each := func(epoch string, ref bucketRef, depth int) error {
 		var err error
 		s.w.walk(ref, depth, func(k, v []byte, bucket bool) {
-			seq, ok := keySeq(k)
-			if err != nil || bucket || !ok || seq == 0 || len(v) < pendingHeader {
-				return
+			if r, ok := salvagedRecord(k, v, bucket); ok && err == nil {
+				r.Data = bytes.Clone(r.Data)
+				err = fn(epoch, r)
 			}
-			err = fn(epoch, Record{Seq: seq, Time: appendTime(v), Data: bytes.Clone(v[pendingHeader:])})
 		})
 		return err
 	}
@@ -297,6 +296,19 @@ func (s *Salvage) Records(fn func(epoch string, r Record) error) error {
 	return nil
 }
 
+// salvagedRecord decodes a leaf element of a record bucket, or reports
+// false for one that is malformed (a nested bucket, a bad key, sequence
+// number 0, a value shorter than its header). Records and the counts scan
+// makes use it alike, so the counts are what Records returns. r.Data
+// aliases v.
+func salvagedRecord(k, v []byte, bucket bool) (r Record, ok bool) {
+	seq, ok := keySeq(k)
+	if bucket || !ok || seq == 0 || len(v) < pendingHeader {
+		return Record{}, false
+	}
+	return Record{Seq: seq, Time: appendTime(v), Data: v[pendingHeader:]}, true
+}
+
 // Close releases the file.
 func (s *Salvage) Close() error { return s.w.f.Close() }
 
@@ -307,21 +319,29 @@ type salvager struct {
 	f        *os.File
 	pageSize uint64
 	hwm      uint64
-	lost     int
-	bad      map[uint64]bool // pages found unreadable (counted once, skipped)
-	partial  map[uint64]bool // pages with some elements unreadable (counted once)
+	lost     int             // pages counted in counted
+	bad      map[uint64]bool // pages found unreadable: skipped by every walk
+	counted  map[uint64]bool // pages lost in whole or in part (counted once)
 	buf      [][]byte        // a page buffer per nesting and tree level
 }
 
 func newSalvager(f *os.File, size int64, m boltMeta) *salvager {
 	hwm := min(m.hwm, uint64(size)/m.pageSize)
-	return &salvager{f: f, pageSize: m.pageSize, hwm: hwm, bad: map[uint64]bool{}, partial: map[uint64]bool{}}
+	return &salvager{f: f, pageSize: m.pageSize, hwm: hwm, bad: map[uint64]bool{}, counted: map[uint64]bool{}}
 }
 
-// damaged records page id as lost.
+// damaged records page id as unreadable: lost, and skipped by every walk.
 func (w *salvager) damaged(id uint64) {
-	if !w.bad[id] {
-		w.bad[id] = true
+	w.bad[id] = true
+	w.skipped(id)
+}
+
+// skipped counts page id as lost, once, in whole or in part, without
+// marking it unreadable: a walk that reached it through a damaged branch,
+// or a page some of whose elements could not be read.
+func (w *salvager) skipped(id uint64) {
+	if !w.counted[id] {
+		w.counted[id] = true
 		w.lost++
 	}
 }
@@ -398,7 +418,11 @@ type treeWalk struct {
 // walkPage walks the page id at a level of its tree.
 func (w *salvager) walkPage(t *treeWalk, id uint64, level int) {
 	if level > maxTreeDepth || t.nest > maxSalvageNest || t.seen[id] {
-		w.damaged(id)
+		// Skipped by this walk only: the page may be sound, reached twice
+		// or too deep through a damaged branch. Marking it bad would make
+		// another walk of the same tree (Records after scan's count) see
+		// less than this one did.
+		w.skipped(id)
 		return
 	}
 	t.seen[id] = true
@@ -409,9 +433,8 @@ func (w *salvager) walkPage(t *treeWalk, id uint64, level int) {
 	if t.onLeaf != nil && ne.Uint16(buf[8:]) == leafPageFlag {
 		t.onLeaf(id)
 	}
-	if !w.elements(t, buf, level) && !w.partial[id] {
-		w.partial[id] = true // read what it has; counted once
-		w.lost++
+	if !w.elements(t, buf, level) {
+		w.skipped(id) // read what it has
 	}
 }
 

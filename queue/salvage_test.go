@@ -263,3 +263,80 @@ func TestAdopt(t *testing.T) {
 		t.Errorf("Stats = %+v", st)
 	}
 }
+
+// TestSalvageCountsWhatRecordsReturns damages a file the ways in which the
+// count OpenSalvage makes and the records Records returns once differed
+// (found by FuzzSalvage): a branch page that lists one leaf twice (the
+// count's walk marked the leaf bad on its second visit, and Records then
+// skipped it), and a record shorter than its header (counted, not
+// returned).
+func TestSalvageCountsWhatRecordsReturns(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		pagesLost bool // LostPages must count the damage
+		damage    func(t *testing.T, path string)
+	}{
+		{name: "a branch lists a leaf twice", pagesLost: true, damage: func(t *testing.T, path string) {
+			s, err := OpenSalvage(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := s.roots[PendingBucket].root
+			s.Close()
+			b := make([]byte, 4096)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.ReadAt(b, int64(root)*4096)
+			f.Close()
+			if err != nil || ne.Uint16(b[8:]) != branchPageFlag || ne.Uint16(b[10:]) < 3 {
+				t.Fatalf("pending root page %d is not a branch of 3 or more (%v)", root, err)
+			}
+			// The third element points at the first's page.
+			first := b[pageHeaderSize+8 : pageHeaderSize+16]
+			overwriteAt(t, path, int64(root)*4096+pageHeaderSize+2*elementSize+8, first)
+		}},
+		{name: "a record shorter than its header", damage: func(t *testing.T, path string) {
+			ids := pendingLeaves(t, path)
+			off := ids[1] * 4096
+			b := make([]byte, pageHeaderSize+elementSize)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.ReadAt(b, off)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var vsize [4]byte
+			ne.PutUint32(vsize[:], 3) // the first element's value: 3 bytes
+			overwriteAt(t, path, off+pageHeaderSize+12, vsize[:])
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, want := salvageFile(t, nil)
+			tc.damage(t, path)
+			s, err := OpenSalvage(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			n := 0
+			if err := s.Records(func(epoch string, r Record) error {
+				if epoch == s.Epoch {
+					n++
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d of %d records, Pending %d, %d pages lost", n, len(want), s.Pending, s.LostPages)
+			if n != s.Pending || n == len(want) || tc.pagesLost && s.LostPages == 0 {
+				t.Errorf("Records gave %d of %d, Pending says %d, %d pages lost: want equal counts, some lost",
+					n, len(want), s.Pending, s.LostPages)
+			}
+		})
+	}
+}
