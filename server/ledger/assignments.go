@@ -2,9 +2,8 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -97,38 +96,58 @@ func (s *Store) DeviceAssignments(ctx context.Context, id string) ([]Assignment,
 }
 
 // DevicesAssignments returns the assignments of several devices (as
-// DeviceAssignments does for one) and their clock offsets, with one query:
-// the server reads those of every device in a coalesced commit at once. A
-// device never assigned is not in the map.
+// DeviceAssignments does for one) and their clock offsets, with one query
+// (on SQLite, one per chunk of ids a statement may hold): the server reads
+// those of every device in a coalesced commit at once. A device never
+// assigned is not in the map; an id given twice is read once. The query
+// takes a few forms whatever the number of ids (see matching), so each is
+// prepared once per connection, and on PostgreSQL is an index lookup per
+// device.
 func (s *Store) DevicesAssignments(ctx context.Context, ids []string) (map[string]AssignmentHistory, error) {
 	out := map[string]AssignmentHistory{}
 	if len(ids) == 0 {
 		return out, nil
 	}
-	marks := make([]string, len(ids))
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		marks[i], args[i] = "$"+strconv.Itoa(i+1), id
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT a.device_id, a.version, a.route, a.vehicle, a.at_ns, a.by_who, d.clock_offset_ns
-		FROM device_assignments a JOIN devices d ON d.id = a.device_id
-		WHERE a.device_id IN (`+strings.Join(marks, ", ")+`) ORDER BY a.device_id, a.version DESC`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: read assignments: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var a Assignment
-		var version, at, offset int64
-		if err := rows.Scan(&a.DeviceID, &version, &a.Route, &a.Vehicle, &at, &a.By, &offset); err != nil {
-			return nil, fmt.Errorf("ledger: read assignments: %w", err)
+	seen := map[string]bool{}
+	b := newBulk(tText)
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			b.add(id)
 		}
-		a.Version, a.At = uint64(version), time.Unix(0, at)
-		h := out[a.DeviceID]
-		h.Assignments, h.ClockOffset = append(h.Assignments, a), time.Duration(offset)
-		out[a.DeviceID] = h
 	}
-	if err := rows.Err(); err != nil {
+	pg := s.backend == backendPostgres
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		for _, c := range b.chunks(pg) {
+			from, where, args := matching(pg, c, "device_assignments", "a", "device_id")
+			rows, err := tx.QueryContext(ctx, `SELECT a.device_id, a.version, a.route, a.vehicle, a.at_ns, a.by_who, d.clock_offset_ns
+				FROM `+from+` JOIN devices d ON d.id = a.device_id
+				WHERE `+where+` ORDER BY a.device_id, a.version DESC`, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var a Assignment
+				var version, at, offset int64
+				if err := rows.Scan(&a.DeviceID, &version, &a.Route, &a.Vehicle, &at, &a.By, &offset); err != nil {
+					rows.Close()
+					return err
+				}
+				a.Version, a.At = uint64(version), time.Unix(0, at)
+				h := out[a.DeviceID]
+				h.Assignments, h.ClockOffset = append(h.Assignments, a), time.Duration(offset)
+				out[a.DeviceID] = h
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("ledger: read assignments: %w", err)
 	}
 	return out, nil

@@ -48,7 +48,9 @@ func TestDeviceAssignments(t *testing.T) {
 		if _, err := s.AssignDevice(ctx, "bus-9", "7", "", "op"); err != nil {
 			t.Fatal(err)
 		}
-		both, err := s.DevicesAssignments(ctx, []string{"bus-7", "bus-9", "bus-none"})
+		// An id given twice (two batches of one device in a coalesced
+		// commit) is read once.
+		both, err := s.DevicesAssignments(ctx, []string{"bus-7", "bus-9", "bus-none", "bus-7"})
 		if err != nil || !slices.EqualFunc(both["bus-7"].Assignments, hist, func(a, b Assignment) bool { return a.Version == b.Version && a.Route == b.Route }) ||
 			len(both["bus-9"].Assignments) != 1 || both["bus-9"].Assignments[0].Route != "7" || len(both["bus-none"].Assignments) != 0 {
 			t.Fatalf("assignments of three devices in one read = %+v, %v", both, err)

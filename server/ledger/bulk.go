@@ -208,8 +208,14 @@ func texts(vals []string) *bulk {
 // such a scan cost a settlement batch 7 ms at 30,000 code uses, growing
 // with the ledger. Parameters are numbered from $1.
 func (t *txn) matching(b *bulk, table, alias string, keys ...string) (from, where string, args []any) {
-	src, args := b.source(1, t.pg())
-	if !t.pg() {
+	return matching(t.pg(), b, table, alias, keys...)
+}
+
+// matching is txn.matching for a read outside a write transaction, on
+// PostgreSQL if pg.
+func matching(pg bool, b *bulk, table, alias string, keys ...string) (from, where string, args []any) {
+	src, args := b.source(1, pg)
+	if !pg {
 		cols := make([]string, len(keys))
 		for i, k := range keys {
 			cols[i] = alias + "." + k
