@@ -55,7 +55,9 @@
 // Revenue and settlement lag come from summaries the ledger keeps
 // (ledger.Store.RefreshSummaries), refreshed by Run every few seconds (less
 // often when a refresh takes long): pages read them, never the millions of
-// taps. Each page says when its summaries were computed.
+// taps. Each page says when its summaries were computed. A refresh sums
+// from one snapshot and stores the days and the lag in one transaction,
+// and a page reads both in one (ledger.Store.Summaries): they agree.
 //
 // # Caveats
 //

@@ -175,16 +175,18 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 	now := h.cfg.Now()
 	if t, err := h.cfg.Ledger.LatestFareTable(ctx); err == nil {
 		d.Today = t.ServiceDay(now)
-		rev, err := h.cfg.Ledger.Revenue(ctx, d.Today, d.Today)
-		if err != nil {
-			h.fail(w, r, s, err)
-			return
-		}
-		for _, x := range rev {
-			addDay(&d.TodayRevenue, x)
-			if x.Computed.After(d.Computed) {
-				d.Computed = x.Computed
-			}
+	}
+	// Today's revenue and the last hour's settlement lag, read together:
+	// they agree (a tap counted in one is counted in the other).
+	rev, lag, err := h.cfg.Ledger.Summaries(ctx, d.Today, d.Today, now.Add(-time.Hour))
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	for _, x := range rev {
+		addDay(&d.TodayRevenue, x)
+		if x.Computed.After(d.Computed) {
+			d.Computed = x.Computed
 		}
 	}
 	if d.Flags, d.Notes, err = h.cfg.Ledger.FlagCounts(ctx, now.Add(-24*time.Hour)); err != nil {
@@ -202,11 +204,6 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	if d.Audit, err = h.cfg.Ledger.AuditLog(ctx, 0, 8); err != nil {
-		h.fail(w, r, s, err)
-		return
-	}
-	lag, err := h.cfg.Ledger.Lag(ctx, now.Add(-time.Hour))
-	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
@@ -407,11 +404,15 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	if tbl != nil {
 		dayList = serviceDays(tbl, now, days)
 		d.From, d.To = dayList[0], dayList[len(dayList)-1]
-		rev, err := h.cfg.Ledger.Revenue(ctx, d.From, d.To)
-		if err != nil {
-			h.fail(w, r, s, err)
-			return
-		}
+	}
+	// The revenue and the settlement lag, read together: they agree.
+	since := now.Add(-24 * time.Hour).Truncate(time.Hour)
+	rev, lag, err := h.cfg.Ledger.Summaries(ctx, d.From, d.To, since)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if tbl != nil {
 		byDay := map[string]*ledger.DaySummary{}
 		byRoute := map[string]*ledger.DaySummary{}
 		for _, x := range rev {
@@ -447,12 +448,6 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		d.Revenue = revenueChart(d.ByDay, tbl.Currency)
 		d.Routes = routeChart(d.ByRoute, tbl.Currency)
 		d.Corr = correctionsChart(d.ByDay, tbl.Currency)
-	}
-	since := now.Add(-24 * time.Hour).Truncate(time.Hour)
-	lag, err := h.cfg.Ledger.Lag(ctx, since)
-	if err != nil {
-		h.fail(w, r, s, err)
-		return
 	}
 	d.Lag24h = figures(lag)
 	var lastHour []ledger.LagSummary

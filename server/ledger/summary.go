@@ -132,31 +132,66 @@ type RefreshStats struct {
 }
 
 // RefreshSummaries brings the console's summaries up to date (see above).
-// Several settlement instances may run it on one ledger: each run sums from
-// the ledger itself, so they agree.
+// It reads everything it sums in one read transaction (one snapshot of
+// the ledger) and writes the days and the lag slots in one write
+// transaction, so a page that reads both (Summaries) sees them agree: a
+// tap counted in its day's revenue is counted in its settlement lag slot.
+// Several settlement instances may run it on one ledger: each run sums
+// from the ledger itself, so they agree.
 func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 	s.summary.mu.Lock()
 	defer s.summary.mu.Unlock()
-	var st RefreshStats
-	days, err := s.dirtyDays(ctx)
-	if err != nil {
-		return st, err
-	}
-	for _, d := range days.list {
-		if err := s.sumDay(ctx, d); err != nil {
-			return st, err
+	var days dirty
+	var sums [][]DaySummary // one per day of days.list, by route
+	var lag lagSums
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if days, err = s.dirtyDays(ctx, tx); err != nil {
+			return err
 		}
-		st.Days++
+		for _, d := range days.list {
+			sum, err := s.sumDay(ctx, tx, d)
+			if err != nil {
+				return err
+			}
+			sums = append(sums, sum)
+		}
+		lag, err = s.readLag(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return RefreshStats{}, err
 	}
-	if days.wm != s.summary.wm || len(days.list) > 0 {
-		if err := s.setSummaryState(ctx, "days_wm", days.wm); err != nil {
-			return st, err
+	storeLag := lag.read != s.summary.lag // unchanged since the last run: nothing to write
+	storeWM := days.wm != s.summary.wm || len(days.list) > 0
+	if len(days.list) > 0 || storeWM || storeLag {
+		err := s.write(ctx, "store summaries", func(t *txn) error {
+			for i, day := range days.list {
+				if err := t.storeDay(day, sums[i]); err != nil {
+					return err
+				}
+			}
+			if storeWM {
+				if err := t.setSummaryState("days_wm", days.wm); err != nil {
+					return err
+				}
+			}
+			if storeLag {
+				return t.storeLag(lag)
+			}
+			return nil
+		})
+		if err != nil {
+			return RefreshStats{}, err
 		}
 	}
 	s.summary.wm, s.summary.older = days.wm, days.older
-	n, err := s.sumLag(ctx)
-	st.Slots = n
-	return st, err
+	s.summary.lag = lag.read
+	st := RefreshStats{Days: len(days.list)}
+	if storeLag {
+		st.Slots = len(lag.slots)
+	}
+	return st, nil
 }
 
 type dirty struct {
@@ -166,9 +201,9 @@ type dirty struct {
 
 // dirtyDays returns the service days whose taps changed since the last
 // run, and the new watermark.
-func (s *Store) dirtyDays(ctx context.Context) (dirty, error) {
+func (s *Store) dirtyDays(ctx context.Context, tx *sql.Tx) (dirty, error) {
 	var d dirty
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := func() error {
 		var wm int64
 		err := tx.QueryRowContext(ctx, `SELECT value FROM console_state WHERE name = 'days_wm'`).Scan(&wm)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -251,20 +286,18 @@ func (s *Store) dirtyDays(ctx context.Context) (dirty, error) {
 			}
 		}
 		return nil
-	})
+	}()
 	return d, err
 }
 
-func (s *Store) setSummaryState(ctx context.Context, name string, v int64) error {
-	return s.write(ctx, "summary state", func(t *txn) error {
-		_, err := t.exec("summary state", `INSERT INTO console_state (name, value) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, v)
-		return err
-	})
+func (t *txn) setSummaryState(name string, v int64) error {
+	_, err := t.exec("summary state", `INSERT INTO console_state (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, v)
+	return err
 }
 
-// sumDay sums one service day's taps by route and replaces its rows.
-func (s *Store) sumDay(ctx context.Context, day string) error {
+// sumDay sums one service day's taps by route, in the read transaction.
+func (s *Store) sumDay(ctx context.Context, tx *sql.Tx, day string) ([]DaySummary, error) {
 	type group struct {
 		route, flag            string
 		transfer, capped       bool
@@ -273,7 +306,7 @@ func (s *Store) sumDay(ctx context.Context, day string) error {
 	}
 	var groups []group
 	corrections := map[string]int64{}
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := func() error {
 		rows, err := tx.QueryContext(ctx, `SELECT route, flag, transfer, capped, rated_version, COUNT(*), SUM(base_fare),
 				SUM(charge), SUM(CASE WHEN postings > 1 THEN 1 ELSE 0 END)
 			FROM taps WHERE service_day = $1 GROUP BY route, flag, transfer, capped, rated_version`, day)
@@ -307,9 +340,9 @@ func (s *Store) sumDay(ctx context.Context, day string) error {
 			corrections[route] = -amount // a correction posting's amount is the rider's side
 		}
 		return crows.Err()
-	})
+	}()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	byRoute := map[string]*DaySummary{}
 	var order []string
@@ -332,9 +365,9 @@ func (s *Store) sumDay(ctx context.Context, day string) error {
 		case g.transfer:
 			// Every tap of the group paid the transfer fare of its table
 			// (cheaper than its base fare) before the cap.
-			tf, err := s.transferFare(ctx, g.version)
+			tf, err := s.transferFare(ctx, tx, g.version)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			d.Transfers += g.taps
 			d.TransferSavings += g.base - g.taps*tf
@@ -347,28 +380,34 @@ func (s *Store) sumDay(ctx context.Context, day string) error {
 			d.CapSavings += g.base - g.charge
 		}
 	}
-	return s.write(ctx, "store day summary", func(t *txn) error {
-		if _, err := t.exec("drop day summary", `DELETE FROM console_days WHERE service_day = $1`, day); err != nil {
+	out := make([]DaySummary, len(order))
+	for i, r := range order {
+		out[i] = *byRoute[r]
+	}
+	return out, nil
+}
+
+// storeDay replaces a service day's summary rows.
+func (t *txn) storeDay(day string, sums []DaySummary) error {
+	if _, err := t.exec("drop day summary", `DELETE FROM console_days WHERE service_day = $1`, day); err != nil {
+		return err
+	}
+	for _, d := range sums {
+		if _, err := t.exec("store day summary", `INSERT INTO console_days (service_day, route, taps, flagged, base_total,
+				charge_total, transfers, transfer_savings, capped, cap_savings, corrected, corrections, computed_ns)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			d.Day, d.Route, d.Taps, d.Flagged, d.BaseTotal, d.Charged, d.Transfers, d.TransferSavings, d.Capped,
+			d.CapSavings, d.Corrected, d.Corrections, t.now); err != nil {
 			return err
 		}
-		for _, r := range order {
-			d := byRoute[r]
-			if _, err := t.exec("store day summary", `INSERT INTO console_days (service_day, route, taps, flagged, base_total,
-					charge_total, transfers, transfer_savings, capped, cap_savings, corrected, corrections, computed_ns)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-				d.Day, d.Route, d.Taps, d.Flagged, d.BaseTotal, d.Charged, d.Transfers, d.TransferSavings, d.Capped,
-				d.CapSavings, d.Corrected, d.Corrections, t.now); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // transferFare is the transfer fare of a stored fare table (0 without a
 // transfer rule).
-func (s *Store) transferFare(ctx context.Context, version int64) (int64, error) {
-	e, err := s.loadTable(ctx, s.db, uint64(version))
+func (s *Store) transferFare(ctx context.Context, q queryer, version int64) (int64, error) {
+	e, err := s.loadTable(ctx, q, uint64(version))
 	if err != nil {
 		return 0, err
 	}
@@ -378,14 +417,21 @@ func (s *Store) transferFare(ctx context.Context, version int64) (int64, error) 
 	return e.table.Transfer.Fare, nil
 }
 
-// sumLag sums the settlement lag of every slot since the first one not yet
-// closed (a slot closes SummaryGrace after its end) with one read and one
-// write, and returns how many slots it summed.
-func (s *Store) sumLag(ctx context.Context) (int, error) {
+// lagSums is what readLag summed: the slots since the first one not yet
+// closed (a slot closes SummaryGrace after its end).
+type lagSums struct {
+	from  int64 // the first slot summed
+	slots map[int64]*LagSummary
+	read  lagRead
+}
+
+// readLag sums the settlement lag of every slot since the first one not
+// yet closed, in the read transaction.
+func (s *Store) readLag(ctx context.Context, tx *sql.Tx) (lagSums, error) {
 	var from int64
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM console_state WHERE name = 'lag_wm'`).Scan(&from)
+	err := tx.QueryRowContext(ctx, `SELECT value FROM console_state WHERE name = 'lag_wm'`).Scan(&from)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("ledger: read summary state: %w", err)
+		return lagSums{}, fmt.Errorf("ledger: read summary state: %w", err)
 	}
 	now := s.now().UnixNano()
 	slot := int64(LagSlot)
@@ -395,15 +441,15 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 	from -= from % slot
 	slots := map[int64]*LagSummary{}
 	var read lagRead
-	rows, err := s.db.QueryContext(ctx, `SELECT committed_ns, committed_ns - at_ns FROM taps WHERE committed_ns >= $1`, from)
+	rows, err := tx.QueryContext(ctx, `SELECT committed_ns, committed_ns - at_ns FROM taps WHERE committed_ns >= $1`, from)
 	if err != nil {
-		return 0, fmt.Errorf("ledger: read lag: %w", err)
+		return lagSums{}, fmt.Errorf("ledger: read lag: %w", err)
 	}
 	for rows.Next() {
 		var committed, ns int64
 		if err := rows.Scan(&committed, &ns); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("ledger: read lag: %w", err)
+			return lagSums{}, fmt.Errorf("ledger: read lag: %w", err)
 		}
 		if read.taps == 0 || committed < read.first {
 			read.first = committed
@@ -427,46 +473,61 @@ func (s *Store) sumLag(ctx context.Context) (int, error) {
 		sum.Buckets[i]++
 	}
 	if err := rows.Close(); err != nil {
-		return 0, err
+		return lagSums{}, err
 	}
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("ledger: read lag: %w", err)
+		return lagSums{}, fmt.Errorf("ledger: read lag: %w", err)
 	}
 	next := from // the first slot not closed
 	for next+slot+int64(SummaryGrace) < now {
 		next += slot
 	}
 	read.next = next
-	if read == s.summary.lag {
-		return 0, nil // nothing new since the last run
+	return lagSums{from: from, slots: slots, read: read}, nil
+}
+
+// storeLag replaces the lag slots from l.from on (and drops those past
+// lagKeep), and moves the lag watermark to the first slot not closed.
+func (t *txn) storeLag(l lagSums) error {
+	if _, err := t.exec("drop lag slots", `DELETE FROM console_lag WHERE slot_ns >= $1 OR slot_ns < $2`,
+		l.from, t.now-int64(lagKeep)); err != nil {
+		return err
 	}
-	err = s.write(ctx, "store lag slots", func(t *txn) error {
-		if _, err := t.exec("drop lag slots", `DELETE FROM console_lag WHERE slot_ns >= $1 OR slot_ns < $2`,
-			from, t.now-int64(lagKeep)); err != nil {
+	for start, sum := range l.slots {
+		buckets, _ := json.Marshal(sum.Buckets)
+		if _, err := t.exec("store lag slot", `INSERT INTO console_lag (slot_ns, taps, lag_sum_ms, lag_max_ms, buckets, computed_ns)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			start, sum.Taps, sum.Sum.Milliseconds(), sum.Max.Milliseconds(), string(buckets), t.now); err != nil {
 			return err
 		}
-		for start, sum := range slots {
-			buckets, _ := json.Marshal(sum.Buckets)
-			if _, err := t.exec("store lag slot", `INSERT INTO console_lag (slot_ns, taps, lag_sum_ms, lag_max_ms, buckets, computed_ns)
-				VALUES ($1, $2, $3, $4, $5, $6)`,
-				start, sum.Taps, sum.Sum.Milliseconds(), sum.Max.Milliseconds(), string(buckets), t.now); err != nil {
-				return err
-			}
-		}
-		_, err := t.exec("summary state", `INSERT INTO console_state (name, value) VALUES ('lag_wm', $1)
-			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, next)
-		return err
-	})
-	if err == nil {
-		s.summary.lag = read
 	}
-	return len(slots), err
+	return t.setSummaryState("lag_wm", l.read.next)
 }
 
 // Revenue returns the day summaries of the service days from..to
 // (inclusive, "YYYY-MM-DD"), by day and route.
 func (s *Store) Revenue(ctx context.Context, from, to string) ([]DaySummary, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT service_day, route, taps, flagged, base_total, charge_total, transfers,
+	return revenue(ctx, s.db, from, to)
+}
+
+// Summaries returns what Revenue(from, to) and Lag(since) return, read in
+// one transaction: the two agree (see RefreshSummaries). With from "" it
+// reads the lag alone.
+func (s *Store) Summaries(ctx context.Context, from, to string, since time.Time) (days []DaySummary, lag []LagSummary, err error) {
+	err = s.read(ctx, func(tx *sql.Tx) error {
+		if from != "" {
+			if days, err = revenue(ctx, tx, from, to); err != nil {
+				return err
+			}
+		}
+		lag, err = lagSlots(ctx, tx, since)
+		return err
+	})
+	return days, lag, err
+}
+
+func revenue(ctx context.Context, q queryer, from, to string) ([]DaySummary, error) {
+	rows, err := q.QueryContext(ctx, `SELECT service_day, route, taps, flagged, base_total, charge_total, transfers,
 			transfer_savings, capped, cap_savings, corrected, corrections, computed_ns
 		FROM console_days WHERE service_day >= $1 AND service_day <= $2 ORDER BY service_day, route`, from, to)
 	if err != nil {
@@ -490,7 +551,11 @@ func (s *Store) Revenue(ctx context.Context, from, to string) ([]DaySummary, err
 // Lag returns the settlement-lag slots that start at or after since,
 // oldest first.
 func (s *Store) Lag(ctx context.Context, since time.Time) ([]LagSummary, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT slot_ns, taps, lag_sum_ms, lag_max_ms, buckets, computed_ns FROM console_lag
+	return lagSlots(ctx, s.db, since)
+}
+
+func lagSlots(ctx context.Context, q queryer, since time.Time) ([]LagSummary, error) {
+	rows, err := q.QueryContext(ctx, `SELECT slot_ns, taps, lag_sum_ms, lag_max_ms, buckets, computed_ns FROM console_lag
 		WHERE slot_ns >= $1 ORDER BY slot_ns`, since.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read lag: %w", err)
