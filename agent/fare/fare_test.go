@@ -268,3 +268,54 @@ func TestRateDayMixedRules(t *testing.T) {
 		}
 	}
 }
+
+// TestRateFromEqualsRateDay: rating a day's later rides from the state of
+// its earlier ones (their charges as RateDay gave them) gives the later
+// rides what rating the whole day gives them, whatever the cut, with
+// equal times, transfers, the cap and two tables' rules mixed.
+func TestRateFromEqualsRateDay(t *testing.T) {
+	v1, err := Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}},
+		"transfer":{"window":"60m","fare":0},"daily_cap":{"adult":700,"child":200}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := Parse([]byte(`{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":150,"senior":150,"student":200}},
+		"transfer":{"window":"90m","fare":100},"daily_cap":{"adult":500,"child":300}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 11))
+	t0 := time.Date(2026, 3, 10, 5, 0, 0, 0, time.UTC)
+	for round := range 2000 {
+		n := 1 + r.IntN(12)
+		rides := make([]Ride, n)
+		for i := range rides {
+			rules := []*Table{v1, v2}[r.IntN(2)]
+			p := []paycode.Profile{paycode.Adult, paycode.Child}[r.IntN(2)]
+			fare, _ := rules.Fare("42", p)
+			// Times on a 20-minute grid: ties are common.
+			rides[i] = Ride{ID: fmt.Sprintf("d%d/%d", r.IntN(3), i), Time: t0.Add(time.Duration(r.IntN(48)) * 20 * time.Minute),
+				Profile: p, Fare: fare, Rules: rules}
+		}
+		full := map[string]Charge{}
+		for _, c := range v1.RateDay(rides) {
+			full[c.ID] = c
+		}
+		cut := rides[r.IntN(n)].Time
+		var earlier, later []Ride
+		var earlierCharges []Charge
+		for _, rd := range rides {
+			if rd.Time.Before(cut) {
+				earlier = append(earlier, rd)
+				earlierCharges = append(earlierCharges, full[rd.ID])
+			} else {
+				later = append(later, rd)
+			}
+		}
+		for _, c := range v1.RateFrom(StateOf(earlier, earlierCharges), later) {
+			if c != full[c.ID] {
+				t.Fatalf("round %d: ride %s rated from the state at %v: %+v; the whole day gives %+v", round, c.ID, cut, c, full[c.ID])
+			}
+		}
+	}
+}

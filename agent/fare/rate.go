@@ -37,7 +37,47 @@ type Charge struct {
 // profile under its rules (so a day with a child's and an adult's credential,
 // or a fare change, is rated ride by ride, never with one ride's rules for
 // all).
-func (t *Table) RateDay(rides []Ride) []Charge {
+func (t *Table) RateDay(rides []Ride) []Charge { return t.RateFrom(DayState{}, rides) }
+
+// DayState is where the rating of a service day stands after its earlier
+// rides: what they were charged together, and the time of the last of them
+// that paid its base fare (the start of a transfer window). It follows
+// from their charges alone (see StateOf).
+type DayState struct {
+	Total    int64
+	LastFull time.Time
+	HaveFull bool // some earlier ride paid its base fare
+}
+
+// StateOf is the state after rides that were charged cs (as rated): the
+// sum of the charges, and the latest time among the rides not charged the
+// transfer fare.
+func StateOf(rides []Ride, cs []Charge) DayState {
+	var st DayState
+	at := map[string]time.Time{}
+	for _, r := range rides {
+		at[r.ID] = r.Time
+	}
+	for _, c := range cs {
+		st.Add(c.Amount, at[c.ID], c.Transfer)
+	}
+	return st
+}
+
+// Add counts a rated ride, charged amount at time at, in the state.
+func (s *DayState) Add(amount int64, at time.Time, transfer bool) {
+	s.Total += amount
+	if !transfer && (!s.HaveFull || at.After(s.LastFull)) {
+		s.LastFull, s.HaveFull = at, true
+	}
+}
+
+// RateFrom rates the rest of a day's rides, those after the rides that
+// made st (every one of them earlier than each of rides), as RateDay
+// rates the whole day: RateDay(all) gives the later rides what
+// RateFrom(StateOf(earlier), later) gives them. The ledger uses it to
+// re-rate a day from its earliest new tap instead of from its first.
+func (t *Table) RateFrom(st DayState, rides []Ride) []Charge {
 	rs := slices.Clone(rides)
 	slices.SortFunc(rs, func(a, b Ride) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
@@ -46,9 +86,7 @@ func (t *Table) RateDay(rides []Ride) []Charge {
 		return strings.Compare(a.ID, b.ID)
 	})
 	out := make([]Charge, len(rs))
-	var total int64
-	var lastFull time.Time
-	haveFull := false
+	total, lastFull, haveFull := st.Total, st.LastFull, st.HaveFull
 	for i, r := range rs {
 		rules := t
 		if r.Rules != nil {
