@@ -42,8 +42,10 @@
 // this ledger gives exactly-once charges.
 //
 // [Store.CommitTaps] stores a batch of taps and re-rates each touched
-// account's service day with agent/fare's RateDay (transfers, daily cap),
-// appending postings for the differences. Because the rating is a pure
+// account's service day with agent/fare's rating (transfers, daily cap),
+// appending postings for the differences: from the day's earliest tap new
+// in the batch (or refunded), the earlier taps' charges standing, since
+// they are the day's rating already (fare.RateFrom). Because the rating is a pure
 // function of the day's taps and corrections are new postings, the final
 // balances and charges do not depend on the order the taps arrive in. A
 // payment code pays once, online or offline: one code_uses table, unique on

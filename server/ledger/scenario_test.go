@@ -249,3 +249,73 @@ func TestOrderIndependence(t *testing.T) {
 		}
 	})
 }
+
+// TestRatingFromEarliestChange: a batch re-rates each account-day from its
+// earliest new or refunded tap, taking the earlier taps' charges as they
+// stand (rate, readDays). Taps on a ten-minute grid (equal times are
+// common), arriving in random batches and order, some showing a code
+// another tap used (the earlier use keeps it: a stored later holder is
+// flagged and refunded, in the middle of its day), some batches delivered
+// twice: after every batch CheckInvariants re-rates every day whole and
+// must find each tap's charge, and each balance, as the ledger has them.
+func TestRatingFromEarliestChange(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		r := rand.New(rand.NewPCG(2026, 12))
+		accts := []uint64{newAccount(t, s, 3000), newAccount(t, s, 100_000), newAccount(t, s, 100_000)}
+		var taps []Tap
+		seq := map[string]uint64{}
+		for range 90 {
+			acct := accts[r.IntN(len(accts))]
+			dev := []string{"bus-1", "bus-2", "bus-3"}[r.IntN(3)]
+			seq[dev]++
+			// Over 25 hours: two service days.
+			tp := mkTap(dev, seq[dev], acct, at(10*r.IntN(150)), []string{"42", "X1"}[r.IntN(2)])
+			if len(taps) > 0 && r.IntN(6) == 0 {
+				// The code of an earlier-made tap of the same account,
+				// shown again at another time: one of the two uses
+				// loses it, whichever arrives first.
+				for _, o := range taps {
+					if o.Account == acct {
+						tp.CodeKey, tp.CodeHash = o.CodeKey, o.CodeHash
+						break
+					}
+				}
+			}
+			taps = append(taps, tp)
+		}
+		r.Shuffle(len(taps), func(i, j int) { taps[i], taps[j] = taps[j], taps[i] })
+		var batches [][]Tap
+		for rest := taps; len(rest) > 0; {
+			n := min(len(rest), 1+r.IntN(7))
+			batches = append(batches, rest[:n])
+			rest = rest[n:]
+		}
+		refunds := 0
+		for i, b := range batches {
+			commit(t, s, b...)
+			if r.IntN(5) == 0 {
+				commit(t, s, batches[r.IntN(i+1)]...) // a redelivery
+			}
+			if err := s.CheckInvariants(ctx); err != nil {
+				t.Fatalf("after batch %d of %d: %v", i+1, len(batches), err)
+			}
+		}
+		for _, a := range accts {
+			rides, err := s.Rides(ctx, a, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rd := range rides {
+				if rd.Flag == FlagDuplicateCode {
+					refunds++
+				}
+			}
+		}
+		if refunds == 0 {
+			t.Errorf("weak scenario: no tap lost its code")
+		}
+		t.Logf("%d taps in %d batches, %d lost their code", len(taps), len(batches), refunds)
+	})
+}

@@ -44,11 +44,14 @@ import (
 //     (noted code_reuse_window);
 //   - otherwise the tap is charged: its account's service day is re-rated.
 //
-// Re-rating takes all unflagged taps of the account and service day, rates
-// them with fare.Table.RateDay (each ride with its own table's rules) and
-// appends a posting for every tap whose rated charge differs from its
-// current charge: kind fare for a tap's first posting, fare_correction
-// after. Postings are never changed, so the final balances and charges do
+// Re-rating takes the unflagged taps of the account and service day from
+// the earliest one new in the batch or refunded, rates them with
+// fare.Table.RateFrom from the state the earlier taps leave (their charges
+// are the day's rating already: the sum, the last full fare's time; each
+// ride with its own table's rules), which rates them as RateDay rates the
+// whole day, and appends a posting for every tap whose rated charge
+// differs from its current charge: kind fare for a tap's first posting,
+// fare_correction after. Postings are never changed, so the final balances and charges do
 // not depend on the order in which taps arrive.
 //
 // The whole batch costs a handful of statements whatever its size: lock the
@@ -164,23 +167,27 @@ func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each touched account-day is re-rated from its earliest new or
+	// refunded tap (see rate).
 	var days []dayKey
-	seenDay := map[dayKey]bool{}
-	addDay := func(k dayKey) {
-		if !seenDay[k] {
-			seenDay[k] = true
+	from := map[dayKey]int64{}
+	addDay := func(k dayKey, at int64) {
+		if f, ok := from[k]; !ok {
 			days = append(days, k)
+			from[k] = at
+		} else {
+			from[k] = min(f, at)
 		}
 	}
 	for i := range work {
 		if w := &work[i]; w.isNew && w.flag == "" {
-			addDay(dayKey{w.tp.Account, w.day})
+			addDay(dayKey{w.tp.Account, w.day}, w.tp.Time.UnixNano())
 		}
 	}
 	for _, r := range codes.refunds {
-		addDay(r.day)
+		addDay(r.day, r.at)
 	}
-	writes, err := t.rate(days, work, codes.refunds)
+	writes, err := t.rate(days, from, work, codes.refunds)
 	if err != nil {
 		return nil, err
 	}
@@ -489,6 +496,7 @@ type holder struct {
 type refund struct {
 	tapID    string
 	day      dayKey
+	at       int64 // the tap's time
 	charge   int64
 	postings int64
 }
@@ -571,7 +579,8 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 			// refunded.
 			losers, prevReuses, oldHolder = ws[1:], h.reuses, h.tapID
 			lost = append(lost, use{tapID: h.tapID, device: h.device, at: h.at})
-			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, charge: h.charge, postings: h.postings})
+			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, at: h.at, charge: h.charge,
+				postings: h.postings})
 			t.s.log.Warn("ledger: an earlier tap of a payment code arrived late and takes the code; the later tap is refunded",
 				"tap", keeper.tapID, "refunded_tap", h.tapID, "account", h.account)
 		}
@@ -754,7 +763,7 @@ type ratingWrites struct {
 // code. It sets the new taps' charges (stored with them) and returns the
 // postings and the stored taps' changes; balances change in the locked
 // accounts (written by finish).
-func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrites, error) {
+func (t *txn) rate(days []dayKey, from map[dayKey]int64, work []tapWork, refunds []refund) (*ratingWrites, error) {
 	rw := &ratingWrites{
 		postings: newBulk(tBigint, tBigint, tText, tBigint, tText, tBigint, tBigint),
 		taps:     newBulk(tText, tBigint, tBool, tBool, tBigint, tBigint),
@@ -762,7 +771,7 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 	if len(days) == 0 {
 		return rw, nil
 	}
-	stored, err := t.readDays(days)
+	stored, states, err := t.readDays(days, from)
 	if err != nil {
 		return nil, err
 	}
@@ -830,7 +839,7 @@ func (t *txn) rate(days []dayKey, work []tapWork, refunds []refund) (*ratingWrit
 		if len(rides) == 0 {
 			continue
 		}
-		for _, c := range rules.RateDay(rides) {
+		for _, c := range rules.RateFrom(states[k], rides) {
 			if w := news[c.ID]; w != nil {
 				w.charge, w.transfer, w.capped = c.Amount, c.Transfer, c.Capped
 				if c.Amount != 0 {
@@ -869,54 +878,96 @@ func (t *txn) writeRating(rw *ratingWrites) error {
 	})
 }
 
-// readDays reads the unflagged taps of account-days, with one statement
-// per chunk. A tap's charge column equals minus the sum of its postings
-// (an invariant), so no postings are read.
-func (t *txn) readDays(days []dayKey) (map[dayKey][]rated, error) {
+// readDays reads the account-days to re-rate, each from the time its
+// rating starts (from: the earliest tap of the day that is new in the
+// batch or refunded): the unflagged taps at or after it, and the state
+// the taps before it leave (fare.DayState: their charges' sum and the
+// latest of them not charged the transfer fare). The stored taps' charges
+// are their day's rating (an invariant: every commit re-rates what it
+// changes), so the taps before are not rated again: a tap arriving in
+// time order costs its own rating, not its day's. A tap's charge column
+// equals minus the sum of its postings, so no postings are read. One
+// statement per chunk.
+func (t *txn) readDays(days []dayKey, from map[dayKey]int64) (map[dayKey][]rated, map[dayKey]fare.DayState, error) {
 	out := map[dayKey][]rated{}
-	b := newBulk(tBigint, tText)
+	states := map[dayKey]fare.DayState{}
+	b := newBulk(tBigint, tText, tBigint)
 	for _, k := range days {
-		b.add(int64(k.account), k.day)
+		b.add(int64(k.account), k.day, from[k])
 	}
 	for _, c := range b.chunks(t.pg()) {
 		q, args := t.daysQuery(c)
 		rows, err := t.bulkQuery(q, args...)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: read service days: %w", err)
+			return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
 		}
 		for rows.Next() {
 			var r rated
-			var account int64
-			if err := rows.Scan(&r.id, &account, &r.day, &r.at, &r.profile, &r.base, &r.version, &r.charge, &r.transfer,
+			var kind, account int64
+			if err := rows.Scan(&kind, &r.id, &account, &r.day, &r.at, &r.profile, &r.base, &r.version, &r.charge, &r.transfer,
 				&r.capped, &r.postings); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("ledger: read service days: %w", err)
+				return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
 			}
 			r.account = uint64(account)
 			k := dayKey{r.account, r.day}
+			if kind == 1 { // the state before: total in charge, last full fare in at (if profile is 1)
+				states[k] = fare.DayState{Total: r.charge, LastFull: time.Unix(0, r.at), HaveFull: r.profile == 1}
+				continue
+			}
 			out[k] = append(out[k], r)
 		}
 		if err := rows.Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("ledger: read service days: %w", err)
+			return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
 		}
 	}
-	return out, nil
+	return out, states, nil
 }
 
-// daysQuery is the read of readDays for the account-days of b: one index
-// scan per account-day on PostgreSQL (see matching: it would otherwise
-// hash the pairs and scan every tap of the ledger once it guesses that a
-// batch's days hold a few per cent of its taps, one day's ledger); on
-// SQLite from the index taps_account_day alone, which holds every column
-// read here (migration 0012; TestRatingReadsIndexOnly).
+// daysQuery is the read of readDays for the rows (account, day, from) of
+// b: the unflagged taps of each account-day at or after from (kind 0),
+// and one row (kind 1) with the state the taps before from leave: their
+// charges' sum (as charge), the latest time of those not charged the
+// transfer fare (as at_ns), and whether there is one (as profile, 1 or 0).
+// On PostgreSQL one index scan per account-day for each part (lateral
+// subqueries: see matching — it would otherwise hash the days and scan
+// every tap of the ledger once it guesses that a batch's days hold a few
+// per cent of its taps); on SQLite from the index taps_account_day alone,
+// which holds every column read here (migration 0012;
+// TestRatingReadsIndexOnly).
 func (t *txn) daysQuery(b *bulk) (string, []any) {
-	from, where, args := t.matching(b, "taps", "t", "account_id", "service_day")
-	return `SELECT t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
-			t.transfer, t.capped, t.postings
-		FROM ` + from + ` WHERE t.flag = '' AND ` + where, args
+	src, args := t.rows(b, 1)
+	const cols = `t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+			t.transfer, t.capped, t.postings`
+	const state = `CAST(COALESCE(SUM(t.charge), 0) AS BIGINT) AS charge,
+			MAX(CASE WHEN t.transfer THEN NULL ELSE t.at_ns END) AS last_full`
+	if t.pg() {
+		return `WITH v (account_id, service_day, from_ns) AS (` + src + `)
+			SELECT 0, ` + cols + ` FROM v CROSS JOIN LATERAL (SELECT * FROM taps
+				WHERE taps.account_id = v.account_id AND taps.service_day = v.service_day AND taps.at_ns >= v.from_ns
+					AND taps.flag = '' OFFSET 0) AS t
+			UNION ALL
+			SELECT 1, '', v.account_id, v.service_day, COALESCE(p.last_full, 0), CASE WHEN p.last_full IS NULL THEN 0 ELSE 1 END,
+				0, 0, p.charge, FALSE, FALSE, 0
+			FROM v CROSS JOIN LATERAL (SELECT ` + state + ` FROM taps AS t
+				WHERE t.account_id = v.account_id AND t.service_day = v.service_day AND t.at_ns < v.from_ns
+					AND t.flag = '') AS p`, args
+	}
+	// CROSS JOIN keeps v the outer loop: an index range per account-day.
+	return `WITH v (account_id, service_day, from_ns) AS (` + src + `)
+		SELECT 0, ` + cols + ` FROM v CROSS JOIN taps AS t
+			ON t.account_id = v.account_id AND t.service_day = v.service_day AND t.at_ns >= v.from_ns
+		WHERE t.flag = ''
+		UNION ALL
+		SELECT 1, '', p.account_id, p.service_day, COALESCE(p.last_full, 0), CASE WHEN p.last_full IS NULL THEN 0 ELSE 1 END,
+			0, 0, p.charge, FALSE, FALSE, 0
+		FROM (SELECT v.account_id, v.service_day, ` + state + `
+			FROM v CROSS JOIN taps AS t ON t.account_id = v.account_id AND t.service_day = v.service_day
+				AND t.at_ns < v.from_ns AND t.flag = ''
+			GROUP BY v.account_id, v.service_day) AS p`, args
 }
 
 // readDuplicates fills in the results of taps that were stored before
