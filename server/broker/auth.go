@@ -103,7 +103,7 @@ func (h *hook) Provides(b byte) bool {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnWill:
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnWill, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -156,6 +156,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	cl.Properties.Username = []byte(id)
+	if c, ok := cl.Net.Conn.(*clientConn); ok {
+		c.identify(id, id == h.cfg.ServerUsername)
+	}
 	h.log.Debug("broker: client authenticated", "identity", id, "client_id", cl.ID, "remote", cl.Net.Remote)
 	return true
 }

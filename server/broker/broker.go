@@ -27,6 +27,8 @@ type Broker struct {
 	log  *slog.Logger
 	srv  *mqtt.Server
 	hook *hook
+	// queues bound the bytes queued for writing to the connections
+	queues *sendQueues
 
 	plain, tls *listener // nil when not configured
 
@@ -46,6 +48,8 @@ type Stats struct {
 	Flooded         uint64 // device disconnections for flooding (each starts a ban)
 	Shed            uint64 // messages dropped by the limits (a device or the server holding too much)
 	ServerHeld      int64  // payload bytes held for the settlement server's clients now
+	Queued          int64  // bytes queued for writing to connections now
+	Stalled         uint64 // clients disconnected for not reading (WriteTimeout, or too many bytes queued)
 }
 
 // New checks cfg, reads its TLS files and returns a Broker. It does not
@@ -85,11 +89,12 @@ func New(cfg Config) (*Broker, error) {
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, err
 	}
+	b.queues = newSendQueues(&b.cfg)
 	if !cfg.DisablePlain {
-		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout}
+		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues}
 	}
 	if tlsConfig != nil {
-		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout}
+		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues}
 	}
 	return b, nil
 }
@@ -178,6 +183,8 @@ func (b *Broker) Stats() Stats {
 		Flooded:         b.hook.lim.flooded.Load(),
 		Shed:            b.hook.lim.shed.Load(),
 		ServerHeld:      b.hook.lim.server.Load(),
+		Queued:          b.queues.queued.Load(),
+		Stalled:         b.queues.stalled.Load(),
 	}
 }
 
@@ -199,6 +206,9 @@ func (b *Broker) Disconnect(deviceID string) bool {
 	cl, ok := b.srv.Clients.Get(DeviceClientIDPrefix + deviceID)
 	if !ok || string(cl.Properties.Username) != deviceID || cl.Closed() {
 		return false
+	}
+	if c, ok := cl.Net.Conn.(*clientConn); ok {
+		c.abort(nil) // what is queued for it is not sent
 	}
 	cl.Stop(ErrDisconnected)
 	b.log.Warn("broker: device disconnected: its credential is no longer valid", "device", deviceID)

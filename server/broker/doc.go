@@ -105,14 +105,44 @@
 //     The server's memory does not grow with a flood.
 //
 // A connection gets ConnectTimeout for its TLS handshake and CONNECT packet
-// (mochi's own listener waits for ever). A client that takes nothing of a
-// write for WriteTimeout (30 s) is disconnected, whatever its keep-alive:
-// mochi writes under the client's lock, which every delivery to it takes,
-// so a device that stopped reading would hold up every publisher of what
-// it subscribed to (the settlement server's fleet and ack publications
-// among them): a publisher waits behind such a device for at most
-// WriteTimeout. A device that is slow but reading gets every delivery: a
-// live deny-list shard dropped would not come again until it reconnects.
+// (mochi's own listener waits for ever).
+//
+// # Writes to clients
+//
+// A publisher never waits on a subscriber. mochi hands a delivery to a
+// subscriber's outbound queue without writing it, but the packet id it
+// takes for it (Client.NextPacketID) takes the subscriber's lock, which
+// mochi holds while it writes to the subscriber's connection: a device
+// that stopped reading would hold up every publisher of what it subscribed
+// to (the settlement server's fleet and ack publications among them) for
+// as long as a write to it blocked. So a write to a connection only queues
+// its bytes, and a goroutine per connection writes them out:
+//
+//   - While a connection has DeviceSendBuffer (64 KiB) queued, the next
+//     packet for it waits before mochi takes the client's lock (the
+//     OnPacketEncode hook), holding up nothing but that client's own
+//     writer: deliveries to it wait in its outbound queue and as messages
+//     in flight (bounded above), and a device that is slow but reading
+//     gets every one of them (a live deny-list shard dropped would not
+//     come again until it reconnects). A connection holds at most that
+//     and a few packets (3 × MaxPacketSize); more closes it.
+//   - At most SendBufferTotal (256 MiB) is queued for all devices'
+//     connections together: a device whose write would go over it is
+//     disconnected at once (Stats.Stalled), whatever it is. A device that
+//     does not read holds about 64 + 400 KiB, so that is some 560 devices
+//     that stopped reading at once, or about 4,000 downloading the deny
+//     list at once (which mochi's copies of the messages in flight, up to
+//     32 MiB each, outweigh). The settlement server's clients are outside
+//     this bound (they are few and each holds at most the above).
+//   - A client that takes nothing of a write for WriteTimeout (30 s) is
+//     disconnected, whatever its keep-alive (Stats.Stalled). QoS 1
+//     messages it had not acknowledged stay in its session and are sent
+//     again when it comes back with it (mochi's rule); with a clean
+//     session its retained downlinks come again on subscription.
+//   - When mochi closes a connection, what is queued for it (a refused
+//     CONNACK, a DISCONNECT) is still written, within WriteTimeout.
+//
+// Stats.Queued is the bytes queued now.
 //
 // # Caveats
 //

@@ -54,6 +54,19 @@ const (
 	// waiting to be written): beyond it devices' publications are
 	// acknowledged and dropped, and the devices send them again.
 	DefaultServerMaxInflightBytes = 64 << 20
+	// DefaultDeviceSendBuffer is how many bytes may be queued for writing
+	// to one connection before the broker waits (without holding up any
+	// publisher) to queue more: enough to keep a link busy (the kernel's
+	// socket buffer comes on top), little enough that thousands of
+	// connections downloading at once hold a few hundred MiB.
+	DefaultDeviceSendBuffer = 64 << 10
+	// DefaultSendBufferTotal bounds the bytes queued for writing to all
+	// devices' connections together: a device whose write would go over
+	// it is disconnected. A connection that is not read holds at most
+	// about DeviceSendBuffer and a packet (64 KiB + 400 KiB), one that is
+	// read slowly about DeviceSendBuffer: 256 MiB is some 560 devices
+	// that stopped reading, or about 4,000 downloading at once.
+	DefaultSendBufferTotal = 256 << 20
 	// maxBanFactor caps the doubling of FloodBan.
 	maxBanFactor = 16
 	// banMemory is how long a flood counts towards the doubling.
@@ -75,6 +88,8 @@ type Limits struct {
 	DeviceMaxInflightBytes int
 	DeviceMaxSubscriptions int
 	ServerMaxInflightBytes int
+	DeviceSendBuffer       int // bytes queued for one connection before its writer waits
+	SendBufferTotal        int // bytes queued for all devices' connections
 }
 
 func (l Limits) withDefaults() Limits {
@@ -91,6 +106,8 @@ func (l Limits) withDefaults() Limits {
 	def(&l.DeviceMaxInflightBytes, DefaultDeviceMaxInflightBytes)
 	def(&l.DeviceMaxSubscriptions, DefaultDeviceMaxSubscriptions)
 	def(&l.ServerMaxInflightBytes, DefaultServerMaxInflightBytes)
+	def(&l.DeviceSendBuffer, DefaultDeviceSendBuffer)
+	def(&l.SendBufferTotal, DefaultSendBufferTotal)
 	if l.FloodThrottle == 0 {
 		l.FloodThrottle = DefaultFloodThrottle
 	}
@@ -102,7 +119,8 @@ func (l Limits) withDefaults() Limits {
 
 func (l Limits) validate() error {
 	if l.DeviceBurst < 0 || l.DeviceMessageBurst < 0 || l.FloodThrottle < 0 || l.FloodBan < 0 ||
-		l.DeviceMaxInflight < 0 || l.DeviceMaxInflightBytes < 0 || l.DeviceMaxSubscriptions < 0 || l.ServerMaxInflightBytes < 0 {
+		l.DeviceMaxInflight < 0 || l.DeviceMaxInflightBytes < 0 || l.DeviceMaxSubscriptions < 0 || l.ServerMaxInflightBytes < 0 ||
+		l.DeviceSendBuffer < 0 || l.SendBufferTotal < 0 {
 		return configErr("negative limit in Limits")
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -347,14 +348,24 @@ func TestDeviceSubscriptionsBounded(t *testing.T) {
 // caller never reads it again: a client that stopped reading.
 func rawSubscribe(tb testing.TB, addr, user, pass, filter string, qos byte) (net.Conn, byte) {
 	tb.Helper()
-	conn, err := net.Dial("tcp", addr)
+	conn, code, err := tryRawSubscribe(tb, addr, user, pass, filter, qos)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return conn, code
+}
+
+// tryRawSubscribe is rawSubscribe returning its error.
+func tryRawSubscribe(tb testing.TB, addr, user, pass, filter string, qos byte) (net.Conn, byte, error) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, 0, err
 	}
 	tb.Cleanup(func() { conn.Close() })
 	// A small receive buffer: loopback's grows to 32 MiB.
 	if err := conn.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
-		tb.Fatal(err)
+		return nil, 0, err
 	}
 	id := uniqueName("raw-")
 	if user != DefaultServerUsername {
@@ -365,25 +376,25 @@ func rawSubscribe(tb testing.TB, addr, user, pass, filter string, qos byte) (net
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: id,
 			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pass)}}
 	if err := connect.ConnectEncode(&buf); err != nil {
-		tb.Fatal(err)
+		return nil, 0, err
 	}
 	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
 		PacketID: 1, Filters: packets.Subscriptions{{Filter: filter, Qos: qos}}}
 	if err := sub.SubscribeEncode(&buf); err != nil {
-		tb.Fatal(err)
+		return nil, 0, err
 	}
 	if _, err := conn.Write(buf.Bytes()); err != nil {
-		tb.Fatal(err)
+		return nil, 0, err
 	}
 	conn.SetReadDeadline(time.Now().Add(waitTimeout))
 	ack := make([]byte, 4+5) // CONNACK, SUBACK with one code
 	if _, err := io.ReadFull(conn, ack); err != nil {
-		tb.Fatalf("CONNACK and SUBACK: %v", err)
+		return nil, 0, fmt.Errorf("CONNACK and SUBACK: %w", err)
 	}
 	if ack[0] != 0x20 || ack[3] != 0 || ack[4] != 0x90 {
-		tb.Fatalf("CONNACK and SUBACK: % x", ack)
+		return nil, 0, fmt.Errorf("CONNACK and SUBACK: % x", ack)
 	}
-	return conn, ack[8]
+	return conn, ack[8], nil
 }
 
 // heapInUse returns the bytes of live heap objects after a collection.
@@ -475,15 +486,15 @@ func TestQoS0FloodBounded(t *testing.T) {
 }
 
 // TestStalledDeviceDoesNotStallServer: a device that subscribes to the
-// retained fleet documents (12 MiB) and stops reading, keep-alive 0, holds
-// the settlement server's publications to others back for at most
-// WriteTimeout (mochi writes to a client under its lock, and a delivery
-// takes that lock): it is then disconnected, and the server's
-// publications flow again.
+// retained fleet documents (12 MiB) and stops reading, keep-alive 0, does
+// not hold the settlement server's publications back: with WriteTimeout
+// a minute, the server's publications to another device arrive while the
+// stalled device is still connected (mochi writes to a client under its
+// lock, which a delivery to it takes; the broker's writes to the
+// connection only queue).
 func TestStalledDeviceDoesNotStallServer(t *testing.T) {
 	secret := newSecret(t)
-	const writeTimeout = 3 * time.Second
-	b := startBroker(t, Config{Secret: secret, WriteTimeout: writeTimeout})
+	b := startBroker(t, Config{Secret: secret, WriteTimeout: time.Minute})
 	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
 	doc := strings.Repeat("d", 300<<10)
 	for i := range 40 {
@@ -497,32 +508,85 @@ func TestStalledDeviceDoesNotStallServer(t *testing.T) {
 	}
 	other, _ := mustDial(t, b.url(), "bus-u", devicePassword(secret, "bus-u"), nil)
 	_, acks := subscribe(t, other, "farego/dev/bus-u/ack")
-	time.Sleep(time.Second) // the stalled device's writes are blocked by now
+	waitFor(t, "the stalled device's writes to fill its queue", func() bool {
+		return b.queues.queued.Load() >= int64(b.cfg.Limits.DeviceSendBuffer)
+	})
 	for i := range 3 {
-		start := time.Now()
 		srv.Publish("farego/fleet/keyring", 1, false, "to the stalled one too")
 		tok := srv.Publish("farego/dev/bus-u/ack", 1, false, fmt.Sprint("ack-", i))
-		if !tok.WaitTimeout(writeTimeout + 2*time.Second) {
-			t.Fatalf("the server's publication to another device took over WriteTimeout + 2 s (round %d)", i)
+		if !tok.WaitTimeout(10 * time.Second) {
+			t.Fatalf("the server's publication to another device waited over 10 s behind a stalled device (round %d)", i)
 		}
-		next(t, acks)
-		t.Logf("round %d: %v", i, time.Since(start))
+		select {
+		case m := <-acks:
+			if m[1] != fmt.Sprint("ack-", i) {
+				t.Fatalf("bus-u got %q, want ack-%d", m[1], i)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("bus-u got nothing for 10 s (round %d)", i)
+		}
 	}
-	waitFor(t, "the stalled device disconnected", func() bool {
+	if !slices.Contains(b.Devices(), "bus-v") {
+		t.Fatal("the stalled device was disconnected: the test proves nothing")
+	}
+}
+
+// TestStalledDevicesQueueBounded: several devices subscribe to the
+// retained fleet documents and stop reading. The bytes queued for them
+// never exceed SendBufferTotal: the devices that would go over it are
+// disconnected, at once and not after WriteTimeout, and the server's
+// publications to another device still arrive.
+func TestStalledDevicesQueueBounded(t *testing.T) {
+	secret := newSecret(t)
+	const total = 1 << 20
+	b := startBroker(t, Config{Secret: secret, WriteTimeout: time.Minute,
+		Limits: Limits{SendBufferTotal: total, DeviceRate: -1, DeviceMessageRate: -1}})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	doc := strings.Repeat("d", 300<<10)
+	for i := range 20 { // 6 MiB for each device
+		if err := publish(t, srv, fmt.Sprint("farego/fleet/denylist/", i), doc, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, _ := mustDial(t, b.url(), "bus-u", devicePassword(secret, "bus-u"), nil)
+	_, acks := subscribe(t, other, "farego/dev/bus-u/ack")
+	const n = 10
+	for i := range n {
+		id := fmt.Sprint("bus-stall-", i)
+		// Once the total is reached, a device may be disconnected
+		// before it reads its SUBACK.
+		if _, code, err := tryRawSubscribe(t, b.Addr(), id, devicePassword(secret, id), "farego/fleet/#", 1); err != nil {
+			t.Logf("%s: %v", id, err)
+		} else if code != 1 {
+			t.Fatalf("SUBACK %#x", code)
+		}
+	}
+	stalled := func() int {
+		k := 0
 		for _, d := range b.Devices() {
-			if d == "bus-v" {
-				return false
+			if strings.HasPrefix(d, "bus-stall-") {
+				k++
 			}
 		}
-		return true
-	})
-	start := time.Now()
-	if err := publish(t, srv, "farego/dev/bus-u/ack", "after", false); err != nil {
+		return k
+	}
+	// Each stalled device queues up to DeviceSendBuffer and a packet (364
+	// KiB here): 10 of them would take 3.6 MiB.
+	waitFor(t, "stalled devices over the total disconnected", func() bool { return b.Stats().Stalled > 0 && stalled() < n })
+	if err := publish(t, srv, "farego/dev/bus-u/ack", "live", false); err != nil {
 		t.Fatal(err)
 	}
-	next(t, acks)
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("with the stalled device gone, a publication took %v", d)
+	if m := next(t, acks); m[1] != "live" {
+		t.Errorf("bus-u got %q, want live", m[1])
+	}
+	if peak := b.queues.peak.Load(); peak > total {
+		t.Errorf("%d bytes queued at the peak, bound %d", peak, total)
+	}
+	st := b.Stats()
+	t.Logf("%d of %d stalled devices still connected, %d disconnected for the bound; %d bytes queued, peak %d",
+		stalled(), n, st.Stalled, st.Queued, b.queues.peak.Load())
+	if stalled() == 0 {
+		t.Error("every stalled device was disconnected: the bound should hold some")
 	}
 }
 

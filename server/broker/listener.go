@@ -25,11 +25,12 @@ type listener struct {
 	tls     *tls.Config
 	timeout time.Duration
 	write   time.Duration // Config.WriteTimeout
+	queues  *sendQueues   // shared by the Broker's listeners
 
 	mu    sync.Mutex
 	ln    net.Listener
 	log   *slog.Logger
-	conns map[net.Conn]struct{} // open connections
+	conns map[*clientConn]struct{} // open connections
 	end   atomic.Bool
 	// serving counts the goroutines running mochi's establish: Close waits
 	// for them, so none is still starting (mochi adds to its ClientsWg
@@ -62,7 +63,7 @@ func (l *listener) Init(log *slog.Logger) error {
 		ln = tls.NewListener(ln, l.tls)
 	}
 	l.mu.Lock()
-	l.ln, l.log, l.conns = ln, log, map[net.Conn]struct{}{}
+	l.ln, l.log, l.conns = ln, log, map[*clientConn]struct{}{}
 	l.mu.Unlock()
 	return nil
 }
@@ -93,18 +94,22 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			return
 		}
-		l.conns[conn] = struct{}{}
+		cc := newClientConn(conn, l.write, l.queues)
+		l.conns[cc] = struct{}{}
 		l.serving.Add(1)
 		l.mu.Unlock()
 		go func() {
 			defer l.serving.Done()
 			defer func() {
+				// What is queued is written (a refused CONNACK, a
+				// DISCONNECT) within WriteTimeout, unless Close aborts it.
+				cc.Close()
+				<-cc.done
 				l.mu.Lock()
-				delete(l.conns, conn)
+				delete(l.conns, cc)
 				l.mu.Unlock()
-				conn.Close()
 			}()
-			if err := establish(l.id, &clientConn{Conn: conn, timeout: l.write}); err != nil {
+			if err := establish(l.id, cc); err != nil {
 				l.log.Debug("broker: client connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
 			}
 		}()
@@ -125,52 +130,8 @@ func (l *listener) Close(_ listeners.CloseFn) {
 		_ = l.ln.Close()
 	}
 	for c := range l.conns {
-		_ = c.Close()
+		c.abort(nil)
 	}
 	l.mu.Unlock()
 	l.serving.Wait()
 }
-
-// writeChunk is the most written to a client under one deadline.
-const writeChunk = 32 << 10
-
-// clientConn is a client's connection as mochi sees it. mochi writes to
-// a client under the client's lock, which a delivery to it takes too, and
-// sets no write deadline of its own (it refreshes one deadline, reads and
-// writes, on every packet it reads: a client that keeps sending while it
-// reads nothing would push it back for ever). A device that stopped
-// reading would hold every publisher of a message it subscribed to — the
-// settlement server's one client among them — for as long as it liked.
-// So each chunk of a write has WriteTimeout to be taken; one that is not
-// closes the connection (the client is disconnected, and its retained
-// downlinks come again when it reconnects), and SetDeadline sets the read
-// deadline only. A publisher can thus wait behind a device that reads
-// nothing for at most WriteTimeout. Deliveries to a device that is slow
-// but reading are not dropped (a test of that, dropping them once a write
-// had waited a second, lost live deny-list shards on honest devices
-// downloading the list over a slow link: the list would have stayed stale
-// until the device's next connection).
-type clientConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-func (c *clientConn) Write(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-		m, err := c.Conn.Write(p[n:min(len(p), n+writeChunk)])
-		n += m
-		if err != nil {
-			// A TLS connection is unusable after a timed-out write, and a
-			// client that took nothing for WriteTimeout is gone.
-			c.Conn.Close()
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// SetDeadline sets the read deadline (mochi's keep-alive); writes have
-// their own.
-func (c *clientConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
