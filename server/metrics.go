@@ -74,6 +74,8 @@ func (s *Server) registerMetrics() {
 		s.reg.GaugeFunc("farego_broker_flooded_total", "Device disconnections for flooding (each starts a ban).", func() float64 { return float64(s.broker.Stats().Flooded) })
 		s.reg.GaugeFunc("farego_broker_shed_total", "Messages the broker dropped because a client held too much.", func() float64 { return float64(s.broker.Stats().Shed) })
 		s.reg.GaugeFunc("farego_broker_server_held_bytes", "Payload bytes the broker holds for the settlement server's clients.", func() float64 { return float64(s.broker.Stats().ServerHeld) })
+		s.reg.GaugeFunc("farego_broker_queued_bytes", "Bytes the broker has queued for writing to its connections.", func() float64 { return float64(s.broker.Stats().Queued) })
+		s.reg.GaugeFunc("farego_broker_stalled_total", "Clients disconnected for not reading (WriteTimeout, or too many bytes queued).", func() float64 { return float64(s.broker.Stats().Stalled) })
 	}
 	s.reg.GaugeFunc("farego_ingest_queued", "Messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().Queued) })
 	s.reg.GaugeFunc("farego_ingest_queued_bytes", "Bytes of the messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedBytes) })
