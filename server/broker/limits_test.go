@@ -677,3 +677,37 @@ func TestHeldBytesSurviveReconnection(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalIsWritten: a refused client gets its CONNACK with the
+// reason before the broker closes the connection (writes are queued, and
+// a connection closed by mochi writes out its queue first).
+func TestRefusalIsWritten(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var buf bytes.Buffer
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: DeviceClientIDPrefix + "bus-p",
+			UsernameFlag: true, Username: []byte("bus-p"), PasswordFlag: true, Password: []byte("wrong")}}
+	if err := connect.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		t.Fatalf("CONNACK: %v", err)
+	}
+	if ack[0] != 0x20 || ack[3] != 0x05 {
+		t.Errorf("CONNACK % x, want 20 02 00 05 (not authorized)", ack)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection stayed open after the refusal")
+	}
+}
