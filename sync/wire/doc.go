@@ -27,6 +27,7 @@
 //	PREFIX/fleet/keyring   server → devices  issuer keyring, retained
 //	PREFIX/fleet/denylist  server → devices  deny list, retained (whole, while small)
 //	PREFIX/fleet/denylist/N server → devices deny-list shard N (0-255), retained
+//	PREFIX/fleet/denyindex server → devices  deny-list shard index (each shard's version), retained
 //	PREFIX/fleet/fares     server → devices  fare table, retained
 //	PREFIX/fleet/release   server → devices  software rollout (Rollout, signed manifests), retained
 package wire

@@ -12,7 +12,7 @@ import (
 // A device applies it only if the signature verifies, the kind matches the
 // topic, and the version is newer than the one it has.
 type Downlink struct {
-	Kind     string // record.DocKeyring, DocDenyList, DocFares, DocDenyShard (one shard of the deny list) or DocRelease
+	Kind     string // record.DocKeyring, DocDenyList, DocFares, DocDenyShard (one shard of the deny list), DocDenyIndex (the shards' versions) or DocRelease
 	Version  uint64
 	IssuedAt time.Time
 	Body     []byte // the document: keyring JSON, DenyList JSON, fare table JSON, DenyShard binary
@@ -41,7 +41,7 @@ func validKind(k string) bool {
 			return true
 		}
 	}
-	return k == record.DocDenyShard || k == DocRelease
+	return k == record.DocDenyShard || k == record.DocDenyIndex || k == DocRelease
 }
 
 // ParseDownlink decodes a downlink payload strictly.

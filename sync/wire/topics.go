@@ -43,6 +43,10 @@ func (t Topics) DenyShard(n int) string { return t.Fleet(record.DocDenyList) + "
 // DenyShards returns the filter matching every deny-list shard topic.
 func (t Topics) DenyShards() string { return t.Fleet(record.DocDenyList) + "/+" }
 
+// DenyIndex returns the topic of the deny-list shard index
+// (PREFIX/fleet/denyindex), which PREFIX/fleet/denylist/+ does not match.
+func (t Topics) DenyIndex() string { return t.Fleet(record.DocDenyIndex) }
+
 // ParseDenyShard returns the shard of a deny-list shard topic, and false
 // for any other topic.
 func (t Topics) ParseDenyShard(topic string) (int, bool) {
