@@ -75,6 +75,13 @@
 // publishes only the shards whose content changed, so a million entries
 // travel in 256 messages of a few dozen kilobytes and a change resends
 // one. A shard too large for a downlink is not published, and logged.
+// After the shards (when any went out, and after every connection) it
+// publishes the shard index (record.DocDenyIndex: the version of each
+// shard as last published, 0 for none), fleet-signed, retained, on
+// PREFIX/fleet/denyindex, at the list's version (never below the last
+// index): published after the shards it names, it never says a shard is
+// newer than the retained one. Validators that subscribe to it fetch only
+// the shards they lack instead of all 256 on every connection.
 //
 // # Connection
 //
@@ -108,6 +115,9 @@
 //   - With a shared subscription the broker does not send retained
 //     messages on subscribing, so a device's last retained status is seen
 //     only when the device publishes again (at least every heartbeat).
+//   - After a restart a Publisher knows no shard's version and publishes
+//     every shard at the list's current version (and an index saying so):
+//     validators then fetch all 256 once, as before the index.
 //   - Several Publishers (one per instance) may race: after a reconnection
 //     one may republish a version another has just superseded. Devices
 //     refuse older versions, and the stale instance publishes the newer

@@ -76,7 +76,9 @@ type PublisherConfig struct {
 	// publishes each shard whose content changed since it last published
 	// it as a record.DocDenyShard downlink (version: the list's), retained,
 	// on PREFIX/fleet/denylist/N, after Changed(record.DocDenyList) and
-	// every poll, and every shard again after a (re)connection. A shard
+	// every poll, and every shard again after a (re)connection; after the
+	// shards, when any went out, the shard index (record.DocDenyIndex:
+	// each shard's version), retained, on PREFIX/fleet/denyindex. A shard
 	// whose downlink would pass wire.MaxDownlinkSize is not published (and
 	// logged): the deny list is then too large or too skewed.
 	DenyShards ShardSource
@@ -184,6 +186,9 @@ type Publisher struct {
 	shards    [record.DenyShardCount]shardState // DenyShards: each shard as last published
 	shardRead uint64                            // the version DenyShards last returned
 	tooLarge  [record.DenyShardCount]bool       // shards too large to publish (logged once)
+	// indexVersion is the version of the shard index last published
+	// (under pubMu).
+	indexVersion uint64
 }
 
 // PublisherStats are a Publisher's counters since NewPublisher.
@@ -194,6 +199,7 @@ type PublisherStats struct {
 	Publishes   uint64            // downlinks published
 	PublishErrs uint64            // publications that failed
 	Shards      uint64            // deny-list shard downlinks published (in Publishes too)
+	Indexes     uint64            // deny-list shard indexes published (not in Publishes)
 	Versions    map[string]uint64 // last version published, by kind ("denylist/*": of the shards)
 }
 
@@ -389,6 +395,18 @@ func (p *Publisher) syncShards(ctx context.Context, _ string, force bool) bool {
 			p.log.Error("ingest: deny-list shard cannot be published", "shard", i, "entries", shards[i].Len(), "err", err)
 		}
 	}
+	// The index goes out after the shards it names, so that a retained
+	// shard is never older than the retained index says.
+	if sent > 0 || force || p.indexVersion == 0 {
+		if err := p.publishIndex(ctx, c, version); err != nil {
+			p.mu.Lock()
+			p.stats.PublishErrs++
+			p.mu.Unlock()
+			p.markShardsDirty()
+			p.publishFailed(ctx, record.DocDenyIndex, version, err)
+			return false
+		}
+	}
 	p.mu.Lock()
 	p.shardRead = version
 	p.force[shardsKind] = false
@@ -405,6 +423,35 @@ func (p *Publisher) syncShards(ctx context.Context, _ string, force bool) bool {
 		p.log.Info("ingest: deny-list shards published", "version", version, "shards", sent, "bytes", bytes)
 	}
 	return true
+}
+
+// publishIndex publishes the deny-list shard index (record.DenyIndex: the
+// version of each shard as last published, 0 for one never published),
+// retained, on PREFIX/fleet/denyindex, at version (never below the last
+// index published). The caller holds pubMu.
+func (p *Publisher) publishIndex(ctx context.Context, c *conn, version uint64) error {
+	var x record.DenyIndex
+	for i := range p.shards {
+		x.Versions[i] = p.shards[i].version
+	}
+	body, err := x.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	version = max(version, p.indexVersion)
+	msg, err := p.seal(record.DocDenyIndex, version, body)
+	if err != nil {
+		return err
+	}
+	if err := c.publish(ctx, p.topics.DenyIndex(), true, msg, p.cfg.PublishTimeout); err != nil {
+		return err
+	}
+	p.indexVersion = version
+	p.mu.Lock()
+	p.stats.Indexes++
+	p.mu.Unlock()
+	p.log.Debug("ingest: deny-list shard index published", "version", version, "size", len(msg))
+	return nil
 }
 
 // clear removes the retained downlink of a kind the Source has no
