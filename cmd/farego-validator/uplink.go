@@ -45,7 +45,7 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
-		Now: now,
+		Now: now, DenyIndexWait: uplink.DefaultDenyIndexWait,
 		OnClock: func(c uplink.ClockSample) {
 			a.ClockMeasured(c.Offset, c.Uncertainty)
 			ackLatency.Observe(c.RTT.Seconds())

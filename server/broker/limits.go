@@ -47,7 +47,8 @@ const (
 	DefaultDeviceMaxInflightBytes = 32 << 20
 	// DefaultDeviceMaxSubscriptions bounds the subscriptions of one device
 	// (a validator holds 7: its ack and cmd topics, the fleet's documents,
-	// deny-list shards and releases).
+	// deny-list shards or their index, and releases; with the index, up to
+	// 16 shard topics more while it fetches shards).
 	DefaultDeviceMaxSubscriptions = 32
 	// DefaultServerMaxInflightBytes bounds the payload bytes the broker
 	// holds for the settlement server's clients together (in flight or

@@ -39,6 +39,10 @@ const (
 	// timeout in a row doubles the wait, up to 8 times this.
 	DefaultAckTimeout = 10 * time.Second
 
+	// DefaultDenyIndexWait is a value for Config.DenyIndexWait: how long
+	// after connecting a validator waits for the deny-list shard index
+	// before it subscribes to every shard.
+	DefaultDenyIndexWait = 20 * time.Second
 	// DefaultHeartbeat is the interval of status messages while connected.
 	DefaultHeartbeat = 60 * time.Second
 
@@ -197,6 +201,17 @@ type Config struct {
 	// per connection. It must not block (sync/update's Offer does not).
 	OnRelease func(version uint64, body []byte)
 
+	// DenyIndexWait, if positive, makes the uplink fetch the deny-list
+	// shards through the shard index (PREFIX/fleet/denyindex) rather than
+	// subscribe to every shard (PREFIX/fleet/denylist/+), whose retained
+	// messages the broker sends again on every connection: on an index
+	// it subscribes only to the shards the index has newer than the device
+	// (see the package documentation). If no index comes within
+	// DenyIndexWait of a connection (a server that publishes none), it
+	// subscribes to every shard as before. 0 subscribes to every shard at
+	// once; DefaultDenyIndexWait is a value for the field.
+	DenyIndexWait time.Duration
+
 	// Logger receives the uplink's log records; nil discards them.
 	Logger *slog.Logger
 
@@ -293,6 +308,7 @@ func (c *Config) validate() error {
 		{"AckTimeout", c.AckTimeout}, {"Heartbeat", c.Heartbeat}, {"PollInterval", c.PollInterval},
 		{"SyncInterval", c.SyncInterval}, {"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff},
 		{"ConnectTimeout", c.ConnectTimeout}, {"KeepAlive", c.KeepAlive}, {"ShutdownTimeout", c.ShutdownTimeout},
+		{"DenyIndexWait", c.DenyIndexWait},
 	} {
 		if d.v < 0 {
 			return bad("%s %v is negative", d.name, d.v)

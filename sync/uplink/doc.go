@@ -36,9 +36,32 @@
 // Versions()[record.DenyShardKey(n)]); anything else is refused, logged
 // and counted, never a crash. The status reports document versions
 // without the shards' (their newest is the "denylist" version). A
-// fleet-signed
-// wire.Replay for this device and epoch moves archived records back into
-// the queue (queue.Replay) and they are sent again.
+// fleet-signed wire.Replay for this device and epoch moves archived
+// records back into the queue (queue.Replay) and they are sent again.
+//
+// # Deny-list shard index
+//
+// With Config.DenyIndexWait the uplink subscribes to the shard index,
+// PREFIX/fleet/denyindex (record.DenyIndex: each shard's version as
+// published, retained, published after the shards it names), instead of
+// /denylist/+, whose 256 retained shards the broker would send again on
+// every connection. An index is taken only if it is fleet-signed, well
+// formed, of kind record.DocDenyIndex and not older than the newest index
+// taken since the uplink started (Stats.DenyIndexes); anything else is
+// refused and counted as a downlink. On an index the uplink subscribes to
+// the topics of the shards the index has newer than the device, 16 at a
+// time (with its own 6 or 7 subscriptions, within the embedded broker's
+// 32; a broker that refuses some gets groups of what it granted), each
+// shard applied as above when its retained message comes, and unsubscribes
+// from a group once each of its shards came (or after a minute without
+// one; those are tried again on the next index). The index never changes
+// the deny list itself: a stale or replayed one can only leave a shard to
+// be fetched later, never make the device drop or downgrade one. A device
+// up to date receives the index and no shard (Stats.DenyShardMessages and
+// DenyShardBytes count what comes on shard topics). If no index comes
+// within DenyIndexWait of a connection (a server without one), the uplink
+// subscribes to /denylist/+ for the rest of that connection
+// (Stats.DenyIndexFallbacks).
 //
 // # Status
 //

@@ -19,12 +19,15 @@ import (
 // waiting up to fleetInboxWait for room: a connection brings every
 // retained downlink at once (256 deny-list shards), and a dropped one
 // would only come again at the next connection.
-func (u *Uplink) onMessage(_ mqtt.Client, m mqtt.Message) {
-	in := inbound{topic: m.Topic(), payload: m.Payload()}
+func (u *Uplink) onMessage(c mqtt.Client, m mqtt.Message) {
+	in := inbound{topic: m.Topic(), payload: m.Payload(), client: c}
 	ch, wait := u.deviceIn, time.Duration(0)
 	if _, ok := u.fleet[in.topic]; ok {
 		ch, wait = u.fleetIn, fleetInboxWait
 	} else if _, ok := u.topics.ParseDenyShard(in.topic); ok {
+		ch, wait = u.fleetIn, fleetInboxWait
+		u.count(func(s *Stats) { s.DenyShardMessages++; s.DenyShardBytes += uint64(len(in.payload)) })
+	} else if in.topic == u.topics.DenyIndex() && u.cfg.DenyIndexWait > 0 {
 		ch, wait = u.fleetIn, fleetInboxWait
 	}
 	sent := false
@@ -68,12 +71,30 @@ func (u *Uplink) refuse(topic string, payload []byte, why error) {
 // downlinks applies fleet downlinks until ctx is done. It runs beside the
 // session so that a large document (a deny list) never holds up acks.
 func (u *Uplink) downlinks(ctx context.Context) {
+	var d denySync
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		timer.Stop()
+		if at, ok := u.denyDeadline(&d); ok {
+			timer.Reset(max(time.Until(at), 0))
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case c := <-u.sessions:
+			u.denyConnection(&d, c)
+		case <-timer.C:
+			u.denyTimer(&d)
 		case m := <-u.fleetIn:
+			if m.topic == u.topics.DenyIndex() {
+				u.handleDenyIndex(&d, m)
+				continue
+			}
 			u.handleDownlink(m.topic, m.payload)
+			if n, ok := u.topics.ParseDenyShard(m.topic); ok && d.client != nil {
+				u.denyShardCame(&d, m, n)
+			}
 		}
 	}
 }

@@ -62,10 +62,11 @@ type Uplink struct {
 	topics                 wire.Topics
 	filters                map[string]byte // subscriptions, all QoS 1
 
-	deviceIn chan inbound  // acks and commands, for the session goroutine
-	fleetIn  chan inbound  // downlinks, for the downlink goroutine
-	wake     chan struct{} // Notify, downlink applied
-	acks     *ackCommitter // writes acks to the queue beside the session
+	deviceIn chan inbound     // acks and commands, for the session goroutine
+	fleetIn  chan inbound     // downlinks, for the downlink goroutine
+	sessions chan mqtt.Client // new connections, for the downlink goroutine (DenyIndexWait)
+	wake     chan struct{}    // Notify, downlink applied
+	acks     *ackCommitter    // writes acks to the queue beside the session
 
 	clock       atomic.Pointer[ClockSample] // the last clock sample
 	dropStreak  atomic.Int64                // inbound messages dropped since the last accepted
@@ -81,6 +82,7 @@ type Uplink struct {
 type inbound struct {
 	topic   string
 	payload []byte
+	client  mqtt.Client // the connection it came on
 }
 
 // Stats are the uplink's counters since New.
@@ -111,6 +113,12 @@ type Stats struct {
 	DownlinksRefused   uint64 // downlinks refused: bad signature, malformed, wrong kind, older, or Apply failed
 	MessagesRefused    uint64 // acks and commands refused: bad signature, malformed, another device or epoch
 	MessagesDropped    uint64 // inbound messages dropped because the inbox was full
+
+	DenyShardMessages      uint64 // messages received on deny-list shard topics
+	DenyShardBytes         uint64 // their payload bytes
+	DenyIndexes            uint64 // deny-list shard indexes accepted (DenyIndexWait)
+	DenyShardSubscriptions uint64 // shard topics subscribed because an index had them newer
+	DenyIndexFallbacks     uint64 // connections on which no index came and every shard was subscribed
 }
 
 // New checks cfg and returns an Uplink for queue q that applies downlinks to
@@ -132,6 +140,7 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		filters:  map[string]byte{},
 		deviceIn: make(chan inbound, deviceInboxSize),
 		fleetIn:  make(chan inbound, fleetInboxSize),
+		sessions: make(chan mqtt.Client, 1),
 		wake:     make(chan struct{}, 1),
 		acks:     newAckCommitter(q, cfg.OnAcked),
 
@@ -152,7 +161,11 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.fleet[t.Fleet(k)] = k
 		u.filters[t.Fleet(k)] = 1
 	}
-	u.filters[t.DenyShards()] = 1
+	if cfg.DenyIndexWait > 0 {
+		u.filters[t.DenyIndex()] = 1 // the shards it names are subscribed to as needed
+	} else {
+		u.filters[t.DenyShards()] = 1
+	}
 	if cfg.OnRelease != nil {
 		u.fleet[t.Fleet(wire.DocRelease)] = wire.DocRelease
 		u.filters[t.Fleet(wire.DocRelease)] = 1
@@ -198,6 +211,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 
 	s := newSender(u)
 	err := u.mqtt.Run(ctx, func(ctx context.Context, ss *mqttclient.Session) error {
+		if u.cfg.DenyIndexWait > 0 {
+			u.onSession(ss.Client())
+		}
 		return s.run(ctx, ss.Client(), ss.Lost())
 	})
 	if err != nil {

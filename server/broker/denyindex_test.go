@@ -1,0 +1,137 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/ingest"
+	"github.com/farego/farego/sync/uplink"
+)
+
+// shardState is a StateApplier that keeps each deny-list shard's version
+// under its record.DenyShardKey, as the agent does.
+type shardState struct {
+	state
+	mu sync.Mutex
+	n  int // shards applied
+}
+
+func (s *shardState) Apply(kind string, version uint64, body []byte) error {
+	if kind != record.DocDenyShard {
+		return s.state.Apply(kind, version, body)
+	}
+	if len(body) < 3 {
+		return fmt.Errorf("short shard")
+	}
+	if err := s.state.Apply(record.DenyShardKey(int(binary.BigEndian.Uint16(body[1:3]))), version, body); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+	return nil
+}
+
+// TestDenyIndexThroughTheACL: through the embedded broker with its access
+// rules and its bound of 32 subscriptions a device, a validator that has
+// no deny list takes all 256 shards through the shard index (16 shard
+// topics subscribed at a time), with nothing denied; reconnecting up to
+// date, it receives no shard. With a tighter bound (12 subscriptions) the
+// broker refuses some of a group's shard topics; the device takes fewer at
+// a time and still gets every shard.
+func TestDenyIndexThroughTheACL(t *testing.T) {
+	t.Run("default", func(t *testing.T) { testDenyIndexThroughTheACL(t, 0) })
+	t.Run("12 subscriptions", func(t *testing.T) { testDenyIndexThroughTheACL(t, 12) })
+}
+
+func testDenyIndexThroughTheACL(t *testing.T, maxSubs int) {
+	secret := newSecret(t)
+	f := newFleet(t)
+	b := startBroker(t, Config{Secret: secret, Devices: testDevices{secret: secret}, Limits: Limits{DeviceMaxSubscriptions: maxSubs}})
+	mc := ingest.MQTTConfig{Brokers: []string{b.url()}, Username: DefaultServerUsername, Password: ServerPassword(secret),
+		MaxReconnectInterval: 300 * time.Millisecond}
+	const version = 5
+	var entries []record.DenyEntry
+	for i := range 2000 {
+		entries = append(entries, record.DenyEntry{Account: uint64(i+1) * 7919, Reason: "fraud"})
+	}
+	shards := record.DenyShards(entries, f.now)
+	pub, err := ingest.NewPublisher(ingest.PublisherConfig{
+		MQTTConfig: mc, FleetKey: f.key, Logger: testLogger(t),
+		Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil },
+		DenyShards: func(context.Context, uint64) (uint64, []record.DenyShard, error) {
+			return version, shards, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, "publisher", pub.Run)
+	waitFor(t, "the shard index published", func() bool { return pub.Stats().Indexes > 0 })
+
+	st := &shardState{state: state{versions: map[string]uint64{}}}
+	_, key, _ := ed25519.GenerateKey(nil)
+	id := uniqueName("bus-")
+	f.store.mu.Lock()
+	f.store.keys[id] = key.Public().(ed25519.PublicKey)
+	f.store.mu.Unlock()
+	connect := func() (*uplink.Uplink, context.CancelFunc, chan error) {
+		q, err := queue.Open(filepath.Join(t.TempDir(), "q.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		u, err := uplink.New(uplink.Config{
+			Brokers: []string{b.url()}, DeviceID: id, DeviceKey: key, FleetPublicKey: f.key.Public().(ed25519.PublicKey),
+			Username: id, Password: devicePassword(secret, id), MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
+			ConnectTimeout: 20 * time.Second, ShutdownTimeout: 20 * time.Second, Logger: testLogger(t),
+			DenyIndexWait: 5 * time.Second,
+		}, q, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- u.Run(ctx) }()
+		return u, cancel, done
+	}
+	stop := func(cancel context.CancelFunc, done chan error) {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("uplink: %v", err)
+		}
+	}
+
+	u, cancel, done := connect()
+	waitFor(t, "every shard applied", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.n == record.DenyShardCount
+	})
+	s := u.Stats()
+	t.Logf("first connection: %d shard messages, %d shard subscriptions", s.DenyShardMessages, s.DenyShardSubscriptions)
+	if s.DenyShardMessages != record.DenyShardCount || s.DenyShardSubscriptions != record.DenyShardCount || s.DownlinksRefused != 0 {
+		t.Errorf("first connection: %d shard messages, %d subscriptions, %d refused; want 256, 256, 0",
+			s.DenyShardMessages, s.DenyShardSubscriptions, s.DownlinksRefused)
+	}
+	stop(cancel, done)
+
+	u, cancel, done = connect()
+	defer stop(cancel, done)
+	waitFor(t, "the index on reconnecting", func() bool { return u.Stats().DenyIndexes > 0 })
+	time.Sleep(500 * time.Millisecond)
+	if s := u.Stats(); s.DenyShardMessages != 0 || s.DenyShardSubscriptions != 0 {
+		t.Errorf("reconnection up to date: %d shard messages, %d subscriptions; want none", s.DenyShardMessages, s.DenyShardSubscriptions)
+	}
+	if bs := b.Stats(); (bs.Denied != 0) != (maxSubs != 0) {
+		t.Errorf("broker stats %+v, want subscriptions denied only under the tighter bound", bs)
+	}
+}
