@@ -12,6 +12,7 @@ import (
 
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/uplink"
 )
@@ -48,15 +49,38 @@ func (s *shardState) Apply(kind string, version uint64, body []byte) error {
 // broker refuses some of a group's shard topics; the device takes fewer at
 // a time and still gets every shard.
 func TestDenyIndexThroughTheACL(t *testing.T) {
-	t.Run("default", func(t *testing.T) { testDenyIndexThroughTheACL(t, 0) })
-	t.Run("12 subscriptions", func(t *testing.T) { testDenyIndexThroughTheACL(t, 12) })
+	for _, maxSubs := range []int{0, 12} {
+		t.Run(fmt.Sprintf("%d subscriptions", maxSubs), func(t *testing.T) {
+			secret := newSecret(t)
+			b := startBroker(t, Config{Secret: secret, Devices: testDevices{secret: secret}, Limits: Limits{DeviceMaxSubscriptions: maxSubs}})
+			testDenyIndexThroughTheACL(t, secret, b.url(), func(*uplink.Config) {})
+			if bs := b.Stats(); (bs.Denied != 0) != (maxSubs != 0) {
+				t.Errorf("broker stats %+v, want subscriptions denied only under the tighter bound", bs)
+			}
+		})
+	}
 }
 
-func testDenyIndexThroughTheACL(t *testing.T, maxSubs int) {
+// TestDenyIndexMosquittoSample is TestDenyIndexThroughTheACL through a
+// Mosquitto with the sample configuration and ACL of testdata/broker: the
+// index topic is readable by devices there too.
+func TestDenyIndexMosquittoSample(t *testing.T) {
+	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
+	id := uniqueName("bus-")
+	users := map[string]string{DefaultServerUsername: ServerPassword(secret), id: devicePassword(secret, id)}
+	plainURL, _, pwURL := mosquittoSample(t, p, users)
+	testDenyIndexThroughTheACL(t, secret, plainURL, func(c *uplink.Config) {
+		c.DeviceID, c.Brokers, c.TLS = id, []string{pwURL}, p.ClientTLS(t, "")
+	})
+}
+
+// testDenyIndexThroughTheACL runs a Publisher with deny-list shards on
+// the server's url, and a device (set changes its configuration) through
+// a first connection and a reconnection up to date.
+func testDenyIndexThroughTheACL(t *testing.T, secret []byte, url string, set func(*uplink.Config)) {
 	f := newFleet(t)
-	b := startBroker(t, Config{Secret: secret, Devices: testDevices{secret: secret}, Limits: Limits{DeviceMaxSubscriptions: maxSubs}})
-	mc := ingest.MQTTConfig{Brokers: []string{b.url()}, Username: DefaultServerUsername, Password: ServerPassword(secret),
+	mc := ingest.MQTTConfig{Brokers: []string{url}, Username: DefaultServerUsername, Password: ServerPassword(secret),
 		MaxReconnectInterval: 300 * time.Millisecond}
 	const version = 5
 	var entries []record.DenyEntry
@@ -79,22 +103,21 @@ func testDenyIndexThroughTheACL(t *testing.T, maxSubs int) {
 
 	st := &shardState{state: state{versions: map[string]uint64{}}}
 	_, key, _ := ed25519.GenerateKey(nil)
-	id := uniqueName("bus-")
-	f.store.mu.Lock()
-	f.store.keys[id] = key.Public().(ed25519.PublicKey)
-	f.store.mu.Unlock()
+	cfg := uplink.Config{
+		Brokers: []string{url}, DeviceID: uniqueName("bus-"), DeviceKey: key, FleetPublicKey: f.key.Public().(ed25519.PublicKey),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
+		ConnectTimeout: 20 * time.Second, ShutdownTimeout: 20 * time.Second, Logger: testLogger(t),
+		DenyIndexWait: 5 * time.Second,
+	}
+	set(&cfg)
+	cfg.Username, cfg.Password = cfg.DeviceID, devicePassword(secret, cfg.DeviceID)
 	connect := func() (*uplink.Uplink, context.CancelFunc, chan error) {
 		q, err := queue.Open(filepath.Join(t.TempDir(), "q.db"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { q.Close() })
-		u, err := uplink.New(uplink.Config{
-			Brokers: []string{b.url()}, DeviceID: id, DeviceKey: key, FleetPublicKey: f.key.Public().(ed25519.PublicKey),
-			Username: id, Password: devicePassword(secret, id), MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
-			ConnectTimeout: 20 * time.Second, ShutdownTimeout: 20 * time.Second, Logger: testLogger(t),
-			DenyIndexWait: 5 * time.Second,
-		}, q, st)
+		u, err := uplink.New(cfg, q, st)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,8 +153,5 @@ func testDenyIndexThroughTheACL(t *testing.T, maxSubs int) {
 	time.Sleep(500 * time.Millisecond)
 	if s := u.Stats(); s.DenyShardMessages != 0 || s.DenyShardSubscriptions != 0 {
 		t.Errorf("reconnection up to date: %d shard messages, %d subscriptions; want none", s.DenyShardMessages, s.DenyShardSubscriptions)
-	}
-	if bs := b.Stats(); (bs.Denied != 0) != (maxSubs != 0) {
-		t.Errorf("broker stats %+v, want subscriptions denied only under the tighter bound", bs)
 	}
 }
