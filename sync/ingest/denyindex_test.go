@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,7 +114,18 @@ func denyIndexWorld(t *testing.T, w *world) (*shardSource, *Publisher) {
 		entries = append(entries, record.DenyEntry{Account: (uint64(i) + 100_000) * 0x9E3779B97F4A7C15 & (1<<40 - 1), Reason: "negative_balance"})
 	}
 	src := &shardSource{version: uint64(w.now.UnixMilli()), entries: entries, now: w.now}
-	cfg := w.publisherConfig(newDocSource().source)
+	// The whole list too (it fits one downlink), as the server publishes
+	// it for older validators.
+	whole := func(_ context.Context, kind string) (uint64, []byte, error) {
+		if kind != record.DocDenyList {
+			return 0, nil, nil
+		}
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		b, err := json.Marshal(record.DenyList{Version: src.version, Entries: src.entries})
+		return src.version, b, err
+	}
+	cfg := w.publisherConfig(whole)
 	cfg.DenyShards = src.source
 	p := w.startPublisher(cfg)
 	waitFor(t, "the shard index published", func() bool { return p.Stats().Indexes > 0 })
@@ -187,9 +199,9 @@ func testDenyIndexReconnect(t *testing.T, w *world) {
 	quiet()
 	st = u.Stats()
 	t.Logf("reconnection, up to date, with the index: %d shard messages, %d bytes", st.DenyShardMessages, st.DenyShardBytes)
-	if st.DenyShardMessages != 0 || st.DenyShardSubscriptions != 0 || st.DownlinksRefused != 0 {
-		t.Errorf("up to date: %d shard messages (%d bytes), %d subscriptions, %d refused; want none",
-			st.DenyShardMessages, st.DenyShardBytes, st.DenyShardSubscriptions, st.DownlinksRefused)
+	if st.DenyShardMessages != 0 || st.DenyShardSubscriptions != 0 || st.DownlinksRefused != 0 || st.DownlinksUnchanged != 0 {
+		t.Errorf("up to date: %d shard messages (%d bytes), %d subscriptions, %d refused, %d unchanged (the whole list); want none",
+			st.DenyShardMessages, st.DenyShardBytes, st.DenyShardSubscriptions, st.DownlinksRefused, st.DownlinksUnchanged)
 	}
 	if err := r.Stop(waitTimeout); err != nil {
 		t.Fatal(err)
@@ -201,8 +213,8 @@ func testDenyIndexReconnect(t *testing.T, w *world) {
 	quiet()
 	st = u.Stats()
 	t.Logf("reconnection, up to date, old path: %d shard messages, %d bytes", st.DenyShardMessages, st.DenyShardBytes)
-	if st.DenyShardMessages != record.DenyShardCount || st.DownlinksUnchanged < record.DenyShardCount {
-		t.Errorf("old path: %d shard messages, %d unchanged; want 256, 256", st.DenyShardMessages, st.DownlinksUnchanged)
+	if st.DenyShardMessages != record.DenyShardCount || st.DownlinksUnchanged != record.DenyShardCount+1 {
+		t.Errorf("old path: %d shard messages, %d unchanged; want 256, 257 (and the whole list)", st.DenyShardMessages, st.DownlinksUnchanged)
 	}
 	if err := r.Stop(waitTimeout); err != nil {
 		t.Fatal(err)
@@ -359,5 +371,24 @@ func TestDenyIndexFallback(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 300*time.Millisecond {
 		t.Errorf("shards after %v, before DenyIndexWait", waited)
+	}
+}
+
+// TestDenyIndexFallbackWholeList: from a server that publishes the deny
+// list whole only (no shards, no index), a device waits DenyIndexWait,
+// then takes the whole list.
+func TestDenyIndexFallbackWholeList(t *testing.T) {
+	w := newWorld(t, "")
+	entries := []record.DenyEntry{{Account: 4242, Reason: "fraud"}, {Account: 99, Serial: 2, Reason: "lost_phone"}}
+	body, err := json.Marshal(record.DenyList{Version: 7, Entries: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, w.url, wire.Topics{Prefix: w.prefix}.Fleet(record.DocDenyList), sealed(t, w.fleet, record.DocDenyList, 7, body))
+	d := w.newIndexDevice()
+	u, _ := d.connect(300 * time.Millisecond)
+	waitFor(t, "the whole list applied after the fallback", func() bool { return d.a.DenyEntries() == 2 })
+	if st := u.Stats(); st.DenyIndexFallbacks != 1 || st.DownlinksApplied != 1 {
+		t.Errorf("fallback: %d fallbacks, %d applied; want 1, 1", st.DenyIndexFallbacks, st.DownlinksApplied)
 	}
 }

@@ -203,13 +203,14 @@ type Config struct {
 
 	// DenyIndexWait, if positive, makes the uplink fetch the deny-list
 	// shards through the shard index (PREFIX/fleet/denyindex) rather than
-	// subscribe to every shard (PREFIX/fleet/denylist/+), whose retained
-	// messages the broker sends again on every connection: on an index
-	// it subscribes only to the shards the index has newer than the device
-	// (see the package documentation). If no index comes within
-	// DenyIndexWait of a connection (a server that publishes none), it
-	// subscribes to every shard as before. 0 subscribes to every shard at
-	// once; DefaultDenyIndexWait is a value for the field.
+	// subscribe to every shard (PREFIX/fleet/denylist/+) and the whole
+	// list (PREFIX/fleet/denylist), whose retained messages the broker
+	// sends again on every connection: on an index it subscribes only to
+	// the shards the index has newer than the device (see the package
+	// documentation). If no index comes within DenyIndexWait of a
+	// connection (a server that publishes none), it subscribes to every
+	// shard and the whole list as before. 0 subscribes to them at once;
+	// DefaultDenyIndexWait is a value for the field.
 	DenyIndexWait time.Duration
 
 	// Logger receives the uplink's log records; nil discards them.

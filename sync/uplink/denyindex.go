@@ -114,11 +114,12 @@ func (u *Uplink) denyTimer(d *denySync) {
 	u.nextDenyGroup(d)
 }
 
-// denyFallback subscribes to every shard (PREFIX/fleet/denylist/+) for the
-// rest of the connection, as a device without the index does.
+// denyFallback subscribes to every shard (PREFIX/fleet/denylist/+) and to
+// the whole list (PREFIX/fleet/denylist) for the rest of the connection,
+// as a device without the index does.
 func (u *Uplink) denyFallback(d *denySync) {
 	d.fallback, d.todo, d.group = true, nil, nil // not again on this connection
-	refused, err := u.subscribe(d.client, u.topics.DenyShards())
+	refused, err := u.subscribe(d.client, u.topics.DenyShards(), u.topics.Fleet(record.DocDenyList))
 	if err == nil && len(refused) > 0 {
 		err = fmt.Errorf("the broker refused %s (check its ACL)", refused[0])
 	}

@@ -45,7 +45,9 @@
 // PREFIX/fleet/denyindex (record.DenyIndex: each shard's version as
 // published, retained, published after the shards it names), instead of
 // /denylist/+, whose 256 retained shards the broker would send again on
-// every connection. An index is taken only if it is fleet-signed, well
+// every connection, and instead of the whole list (/denylist, published
+// for older validators while it fits one downlink: the shards carry the
+// same entries). An index is taken only if it is fleet-signed, well
 // formed, of kind record.DocDenyIndex and not older than the newest index
 // taken since the uplink started (Stats.DenyIndexes); anything else is
 // refused and counted as a downlink. On an index the uplink subscribes to
@@ -60,7 +62,7 @@
 // up to date receives the index and no shard (Stats.DenyShardMessages and
 // DenyShardBytes count what comes on shard topics). If no index comes
 // within DenyIndexWait of a connection (a server without one), the uplink
-// subscribes to /denylist/+ for the rest of that connection
+// subscribes to /denylist/+ and /denylist for the rest of that connection
 // (Stats.DenyIndexFallbacks).
 //
 // # Status

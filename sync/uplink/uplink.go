@@ -162,7 +162,11 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 		u.filters[t.Fleet(k)] = 1
 	}
 	if cfg.DenyIndexWait > 0 {
-		u.filters[t.DenyIndex()] = 1 // the shards it names are subscribed to as needed
+		// The shards the index names are subscribed to as needed; the
+		// whole list (for older validators, while small: the shards
+		// carry it too) only without an index.
+		u.filters[t.DenyIndex()] = 1
+		delete(u.filters, t.Fleet(record.DocDenyList))
 	} else {
 		u.filters[t.DenyShards()] = 1
 	}
