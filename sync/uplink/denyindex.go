@@ -39,6 +39,7 @@ type denySync struct {
 	got   []bool    // by shard: a message came on its topic since it was subscribed
 	moved time.Time // when the group was subscribed, or the last of its shards came
 	size  int       // shard topics subscribed at most at once (denyGroupSize, or what the broker granted)
+	unsub []string  // the shard topics last unsubscribed (again if a SUBSCRIBE is refused)
 }
 
 // onSession tells the downlink goroutine about a new connection, so that
@@ -71,7 +72,7 @@ func (u *Uplink) denyConnection(d *denySync, c mqtt.Client) bool {
 		return false
 	}
 	d.client, d.gotIndex, d.fallback, d.since = c, false, false, time.Now()
-	d.todo, d.group = nil, nil
+	d.todo, d.group, d.unsub = nil, nil, nil
 	d.got = make([]bool, record.DenyShardCount)
 	d.size = denyGroupSize
 	return true
@@ -119,7 +120,7 @@ func (u *Uplink) denyTimer(d *denySync) {
 // as a device without the index does.
 func (u *Uplink) denyFallback(d *denySync) {
 	d.fallback, d.todo, d.group = true, nil, nil // not again on this connection
-	refused, err := u.subscribe(d.client, u.topics.DenyShards(), u.topics.Fleet(record.DocDenyList))
+	refused, err := u.subscribe(d.client, d.unsub, u.topics.DenyShards(), u.topics.Fleet(record.DocDenyList))
 	if err == nil && len(refused) > 0 {
 		err = fmt.Errorf("the broker refused %s (check its ACL)", refused[0])
 	}
@@ -210,10 +211,8 @@ func (u *Uplink) nextDenyGroup(d *denySync) {
 		for i, n := range d.group {
 			topics[i] = u.topics.DenyShard(n)
 		}
-		tok := d.client.Unsubscribe(topics...)
-		if !tok.WaitTimeout(u.cfg.ConnectTimeout) || tok.Error() != nil {
-			u.log.Debug("uplink: deny-list shards not unsubscribed", "err", tok.Error())
-		}
+		u.unsubscribe(d.client, topics...)
+		d.unsub = topics
 		d.group = d.group[:0]
 	}
 	if len(d.todo) == 0 {
@@ -228,7 +227,7 @@ func (u *Uplink) nextDenyGroup(d *denySync) {
 		d.got[s] = false
 	}
 	d.group, d.moved = group, time.Now()
-	refused, err := u.subscribe(d.client, filters...)
+	refused, err := u.subscribe(d.client, d.unsub, filters...)
 	if err != nil {
 		u.log.Warn("uplink: deny-list shards not subscribed; trying again on the next index", "err", err)
 		d.group, d.todo = d.group[:0], nil
@@ -258,9 +257,42 @@ func (u *Uplink) nextDenyGroup(d *denySync) {
 }
 
 // subscribe subscribes c to filters at QoS 1 and waits (ConnectTimeout) for
-// the SUBACK. It returns the filters the broker refused, and an error if
-// no SUBACK came.
-func (u *Uplink) subscribe(c mqtt.Client, filters ...string) (refused []string, err error) {
+// the SUBACK, trying the refused filters again (up to subscribeTries in
+// all, a little later each time, after unsubscribing from unsub again). It
+// returns the filters the broker still refused, and an error if no SUBACK
+// came.
+//
+// A refusal may be transient: mochi (the embedded broker) refuses a whole
+// SUBSCRIBE, or UNSUBSCRIBE, whose packet id is that of one of its own
+// deliveries to the client not yet acknowledged (a retained shard just
+// delivered), and MQTT 3.1.1's UNSUBACK cannot say so: the filters of an
+// unsubscription refused that way still count against the broker's bound.
+func (u *Uplink) subscribe(c mqtt.Client, unsub []string, filters ...string) (refused []string, err error) {
+	all := filters
+	unsub = slices.DeleteFunc(slices.Clone(unsub), func(t string) bool { return slices.Contains(all, t) })
+	for try := range subscribeTries {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * subscribeRetryWait)
+			if len(unsub) > 0 {
+				u.unsubscribe(c, unsub...)
+			}
+		}
+		if refused, err = u.subscribeOnce(c, filters...); err != nil || len(refused) == 0 {
+			return refused, err
+		}
+		filters = refused
+	}
+	return refused, nil
+}
+
+// subscribeTries and subscribeRetryWait bound subscribe's retries.
+const (
+	subscribeTries     = 4
+	subscribeRetryWait = 100 * time.Millisecond
+)
+
+// subscribeOnce sends one SUBSCRIBE and waits for its SUBACK.
+func (u *Uplink) subscribeOnce(c mqtt.Client, filters ...string) (refused []string, err error) {
 	m := make(map[string]byte, len(filters))
 	for _, f := range filters {
 		m[f] = 1
@@ -280,4 +312,13 @@ func (u *Uplink) subscribe(c mqtt.Client, filters ...string) (refused []string, 
 		}
 	}
 	return refused, nil
+}
+
+// unsubscribe unsubscribes c from topics, waiting (ConnectTimeout) for the
+// UNSUBACK.
+func (u *Uplink) unsubscribe(c mqtt.Client, topics ...string) {
+	tok := c.Unsubscribe(topics...)
+	if !tok.WaitTimeout(u.cfg.ConnectTimeout) || tok.Error() != nil {
+		u.log.Debug("uplink: deny-list shards not unsubscribed", "err", tok.Error())
+	}
 }

@@ -53,7 +53,10 @@
 // refused and counted as a downlink. On an index the uplink subscribes to
 // the topics of the shards the index has newer than the device, 16 at a
 // time (with its own 6 or 7 subscriptions, within the embedded broker's
-// 32; a broker that refuses some gets groups of what it granted), each
+// 32; a refused subscription is tried again a few times, since the
+// embedded broker refuses a SUBSCRIBE or UNSUBSCRIBE whose packet id is
+// that of a delivery still unacknowledged, and a broker that still
+// refuses some gets groups of what it granted), each
 // shard applied as above when its retained message comes, and unsubscribes
 // from a group once each of its shards came (or after a minute without
 // one; those are tried again on the next index). The index never changes
