@@ -266,6 +266,9 @@ func testDenyIndexReconnect(t *testing.T, w *world) {
 	if out := d.a.Tap(context.Background(), scanner.Frame{Scanner: "front", Text: code, Time: time.Now()}); out.Reason != record.ReasonDenied {
 		t.Errorf("rider tapped after the live deny: %+v, want %s", out, record.ReasonDenied)
 	}
+	if err := r.Stop(waitTimeout); err != nil {
+		t.Error(err)
+	}
 }
 
 // publishRaw publishes a retained message as a client of its own.
