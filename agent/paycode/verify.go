@@ -161,7 +161,7 @@ func (v *Verifier) VerifyCode(c *Code, now time.Time, kr *Keyring, p Policy) Dec
 		return reject(ReasonCredentialExpired)
 	}
 	// 5. Rider signature.
-	if !ed25519.Verify(c.RiderKey[:], codeMessage(c.raw[:]), c.RiderSig[:]) {
+	if !verifySig(c.RiderKey[:], codeMessage(c.raw[:]), c.RiderSig[:]) {
 		return reject(ReasonBadCodeSignature)
 	}
 	// 6. Freshness.
@@ -179,7 +179,7 @@ func (v *Verifier) VerifyCode(c *Code, now time.Time, kr *Keyring, p Policy) Dec
 func (v *Verifier) credentialValid(c *Code, issuer ed25519.PublicKey) bool {
 	cred := c.raw[:CredentialSize]
 	if v.lru == nil {
-		return ed25519.Verify(issuer, credentialMessage(cred), c.Signature[:])
+		return verifySig(issuer, credentialMessage(cred), c.Signature[:])
 	}
 	v.mu.Lock()
 	if e, ok := v.index[string(cred)]; ok {
@@ -193,7 +193,7 @@ func (v *Verifier) credentialValid(c *Code, issuer ed25519.PublicKey) bool {
 	}
 	v.mu.Unlock()
 	v.misses.Add(1)
-	if !ed25519.Verify(issuer, credentialMessage(cred), c.Signature[:]) {
+	if !verifySig(issuer, credentialMessage(cred), c.Signature[:]) {
 		return false
 	}
 	v.mu.Lock()
