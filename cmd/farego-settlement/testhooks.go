@@ -5,6 +5,7 @@ package main
 import (
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 )
@@ -31,5 +32,31 @@ func exitAfterCommits(log *slog.Logger) func() {
 			log.Warn("fault injection: exiting between ledger commit and ack", "env", exitAfterCommitsEnv)
 			os.Exit(3)
 		}
+	}
+}
+
+// cpuProfileEnv names a file: the server writes its CPU profile there,
+// from start to a clean exit (the rig's benchmarks use it to see where a
+// catch-up's time goes).
+const cpuProfileEnv = "FAREGO_TEST_CPUPROFILE"
+
+// startCPUProfile starts the CPU profile cpuProfileEnv asks for and
+// returns what stops and writes it (a no-op when it is not set).
+func startCPUProfile() func() {
+	path := os.Getenv(cpuProfileEnv)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }

@@ -9,3 +9,6 @@ import "log/slog"
 
 // exitAfterCommits is nil: FAREGO_FAULT_EXIT_AFTER_COMMITS is not read.
 func exitAfterCommits(*slog.Logger) func() { return nil }
+
+// startCPUProfile does nothing: FAREGO_TEST_CPUPROFILE is not read.
+func startCPUProfile() func() { return func() {} }
