@@ -290,7 +290,7 @@ func decode(r *http.Request, limit int64, v any) error {
 
 // decodeStrict decodes one JSON value strictly into v.
 func decodeStrict(body []byte, v any) error {
-	if err := checkDuplicateKeys(body); err != nil {
+	if err := checkDuplicateKeys(body, true); err != nil {
 		return errorf(http.StatusBadRequest, "bad_json", "%v", err)
 	}
 	dec := json.NewDecoder(bytesReader(body))

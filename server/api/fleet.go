@@ -33,7 +33,7 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := checkDuplicateKeys(body); err != nil {
+	if err := checkDuplicateKeys(body, false); err != nil {
 		return nil, 0, errorf(http.StatusBadRequest, "bad_json", "%v", err)
 	}
 	t, err := fare.Parse(body)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -16,8 +18,12 @@ const maxJSONDepth = 32
 // checkDuplicateKeys refuses a JSON text in which an object names a key
 // twice. encoding/json takes the last one silently, so
 // {"amount":1,"amount":100000} would otherwise top up 100,000 while a
-// proxy, a log or a signature check in front of us read 1.
-func checkDuplicateKeys(data []byte) error {
+// proxy, a log or a signature check in front of us read 1. With fold,
+// keys that differ only in case are the same key, as encoding/json matches
+// them to a struct's fields: {"amount":1,"AMOUNT":100000} is refused too.
+// Without fold (a fare table, whose route names are map keys), only
+// identical keys are.
+func checkDuplicateKeys(data []byte, fold bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	type frame struct {
@@ -38,6 +44,9 @@ func checkDuplicateKeys(data []byte) error {
 			top := &stack[n-1]
 			if top.key {
 				if k, ok := tok.(string); ok {
+					if fold {
+						k = foldKey(k)
+					}
 					if top.keys[k] {
 						return fmt.Errorf("duplicate key %q", k)
 					}
@@ -66,4 +75,18 @@ func checkDuplicateKeys(data []byte) error {
 			}
 		}
 	}
+}
+
+// foldKey folds a key as encoding/json does when it matches a struct
+// field: foldKey(a) == foldKey(b) exactly when strings.EqualFold(a, b).
+func foldKey(k string) string {
+	return strings.Map(func(r rune) rune {
+		for {
+			r2 := unicode.SimpleFold(r)
+			if r2 <= r {
+				return r2
+			}
+			r = r2
+		}
+	}, k)
 }

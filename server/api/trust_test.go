@@ -132,6 +132,15 @@ func TestHostileInput(t *testing.T) {
 	}{
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"amount":100000,"reference":"dup"}`, "bad_json", 400},
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"reference":"a","reference":"b"}`, "bad_json", 400},
+		// encoding/json matches keys to fields ignoring case (and
+		// Unicode folds: K is the Kelvin sign), so these are duplicates too.
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"AMOUNT":100000,"reference":"case"}`, "bad_json", 400},
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":1,"reference":"a","Reference":"b"}`, "bad_json", 400},
+		{"/v1/payments", f.token, `{"merchant_id":"shop-1","order_id":"o","code":"x","amount":1,"Amount":100000}`, "bad_json", 400},
+		{"/v1/devices", f.token, `{"id":"bus-1","\u0049D":"farego-server","public_key":"` + devKey(1) + `"}`, "bad_json", 400},
+		{"/v1/tokens", f.token, `{"role":"merchant","merchant_id":"shop-1","role":"operator"}`, "bad_json", 400},
+		{"/v1/tokens", f.token, `{"role":"merchant","merchant_id":"shop-1","rOlE":"operator"}`, "bad_json", 400},
+		{"/v1/devices", f.token, `{"id":"bus-1","public_key":"` + devKey(1) + `","public_\u212aey":"` + devKey(2) + `"}`, "bad_json", 400},
 		{"/v1/devices", f.token, `{"id":"bus-1","id":"farego-server","public_key":"` + devKey(1) + `"}`, "bad_json", 400},
 		{"/v1/devices", f.token, `{"id":"bus-1","public_key":"01` + strings.Repeat("00", 31) + `"}`, "invalid", 400},
 		{"/v1/devices", f.token, `{"id":"farego-server","public_key":"` + devKey(1) + `"}`, "invalid", 400},
