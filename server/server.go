@@ -49,6 +49,11 @@ type Config struct {
 	KeysDir string // default DATA/keys
 
 	HTTPListen string // default 127.0.0.1:8080
+	// HTTPMaxConns and HTTPMaxConnsPerAddress bound the HTTP connections
+	// open at once, in all and from one client address (0: the Default*
+	// constants; negative: no bound). A connection beyond them is closed
+	// at once.
+	HTTPMaxConns, HTTPMaxConnsPerAddress int
 
 	// BrokerURL selects an external MQTT broker (tcp://, ssl://); empty
 	// runs the embedded one on MQTTListen (and MQTTTLSListen, if set).
@@ -232,6 +237,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
 	}
+	s.httpLn = newLimitListener(s.httpLn, cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerAddress)
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console

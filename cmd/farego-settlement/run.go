@@ -22,6 +22,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.DB, "db", "", "ledger DSN: sqlite:PATH (default DATA/ledger.db) or postgres://…")
 	fs.StringVar(&c.KeysDir, "keys", "", "key directory (default DATA/keys)")
 	fs.StringVar(&c.HTTPListen, "http", server.DefaultHTTPListen, "HTTP API listen address")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 0, "HTTP connections open at once (0: 16384, or a quarter of the open-files limit if that is less; -1: no limit)")
+	fs.IntVar(&c.HTTPMaxConnsPerAddress, "http-max-conns-per-address", 0, "HTTP connections open at once from one client address (0: 256; -1: no limit; raise it behind a reverse proxy)")
 	fs.StringVar(&c.MQTTListen, "mqtt", server.DefaultMQTTListen, "embedded MQTT broker listen address")
 	fs.StringVar(&c.MQTTTLSListen, "mqtt-tls", "", "embedded broker MQTT-over-TLS listen address (e.g. :8883)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "embedded broker TLS certificate (PEM)")

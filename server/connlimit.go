@@ -1,0 +1,92 @@
+package server
+
+import (
+	"net"
+	"sync"
+	"syscall"
+)
+
+// Defaults of Config.HTTPMaxConns and Config.HTTPMaxConnsPerAddress.
+const (
+	// DefaultHTTPMaxConns bounds the HTTP connections open at once; fewer
+	// when the process may open few files (a quarter of RLIMIT_NOFILE), so
+	// that slow or idle HTTP clients can never take the file descriptors
+	// the MQTT broker and the ledger need.
+	DefaultHTTPMaxConns = 16384
+	// DefaultHTTPMaxConnsPerAddress bounds those of one client address.
+	DefaultHTTPMaxConnsPerAddress = 256
+)
+
+// limitListener refuses (closes at once) a connection beyond total open
+// connections, or beyond perAddr of its remote address.
+type limitListener struct {
+	net.Listener
+	total, perAddr int
+
+	mu    sync.Mutex
+	open  int
+	addrs map[string]int
+}
+
+func newLimitListener(ln net.Listener, total, perAddr int) net.Listener {
+	if total == 0 {
+		total = DefaultHTTPMaxConns
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur/4 < uint64(total) {
+			total = int(max(rl.Cur/4, 16))
+		}
+	}
+	if perAddr == 0 {
+		perAddr = DefaultHTTPMaxConnsPerAddress
+	}
+	if total < 0 && perAddr < 0 {
+		return ln
+	}
+	return &limitListener{Listener: ln, total: total, perAddr: perAddr, addrs: map[string]int{}}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+		if err != nil {
+			host = c.RemoteAddr().String()
+		}
+		l.mu.Lock()
+		ok := (l.total < 0 || l.open < l.total) && (l.perAddr < 0 || l.addrs[host] < l.perAddr)
+		if ok {
+			l.open++
+			l.addrs[host]++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &limitConn{Conn: c, l: l, host: host}, nil
+	}
+}
+
+// limitConn gives its place back when closed.
+type limitConn struct {
+	net.Conn
+	l    *limitListener
+	host string
+	once sync.Once
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		if c.l.addrs[c.host]--; c.l.addrs[c.host] <= 0 {
+			delete(c.l.addrs, c.host)
+		}
+		c.l.mu.Unlock()
+	})
+	return err
+}

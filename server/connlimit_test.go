@@ -1,0 +1,80 @@
+package server
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// Idle or slow HTTP clients cannot hold more than their share of
+// connections: beyond the per-address and total bounds a connection is
+// closed at once, and a place freed is usable again. Without the bounds,
+// some thousands of clients trickling headers (or sending nothing) took
+// every file descriptor of the process, and the embedded broker's accept
+// failed ("too many open files"): no validator could connect.
+func TestHTTPConnectionLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		total, perAddr int
+		want           int
+	}{
+		{"per address", -1, 4, 4},
+		{"total", 3, -1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+				ReadHeaderTimeout: time.Minute}
+			go srv.Serve(newLimitListener(ln, tc.total, tc.perAddr))
+			t.Cleanup(func() { srv.Close() })
+			addr := ln.Addr().String()
+			// Slow clients: a request line and half a header, then nothing.
+			var held []net.Conn
+			for range tc.want {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+				held = append(held, c)
+			}
+			// Let the server accept them all before the next one.
+			time.Sleep(100 * time.Millisecond)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); err == nil || n > 0 {
+				t.Errorf("connection %d: read %d bytes, %v; want it closed", tc.want+1, n, err)
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("connection %d: still open after 5 s", tc.want+1)
+			}
+			c.Close()
+			for _, c := range held[:1] {
+				c.Close()
+			}
+			// The place freed serves a request again.
+			cl := &http.Client{Timeout: 5 * time.Second}
+			var resp *http.Response
+			for range 50 {
+				if resp, err = cl.Get("http://" + addr + "/"); err == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("after a slow client left: %v", err)
+			}
+			resp.Body.Close()
+			for _, c := range held[1:] {
+				c.Close()
+			}
+		})
+	}
+}
