@@ -30,7 +30,8 @@ type Broker struct {
 	// queues bound the bytes queued for writing to the connections
 	queues *sendQueues
 
-	plain, tls *listener // nil when not configured
+	plain, tls *listener    // nil when not configured
+	open       atomic.Int64 // connections open on them (Config.MaxConnections)
 
 	mu      sync.Mutex
 	started bool
@@ -91,10 +92,12 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.queues = newSendQueues(&b.cfg)
 	if !cfg.DisablePlain {
-		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues}
+		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues,
+			maxConns: cfg.MaxConnections, open: &b.open}
 	}
 	if tlsConfig != nil {
-		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues}
+		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues,
+			maxConns: cfg.MaxConnections, open: &b.open}
 	}
 	return b, nil
 }

@@ -439,3 +439,48 @@ func TestConfig(t *testing.T) {
 		t.Errorf("Close after a failed Start = %v", err)
 	}
 }
+
+// TestMaxConnections: connections that never log in hold at most
+// MaxConnections places; one beyond is closed at once, and a place freed
+// lets a device in. Without the bound, thousands of silent connections
+// (anyone can open them: no credentials needed before CONNECT) took every
+// file descriptor of the settlement process, and the HTTP API's accept
+// failed with "too many open files".
+func TestMaxConnections(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, MaxConnections: 3, ConnectTimeout: time.Minute})
+	var silent []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	time.Sleep(100 * time.Millisecond) // accepted
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("read data from a connection over the bound")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("a connection over the bound was kept open")
+	}
+	silent[0].Close()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		cl, _, err := dial(t, b.url(), "bus-1", devicePassword(secret, "bus-1"), nil)
+		if err == nil {
+			cl.Disconnect(0)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device after a place was freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

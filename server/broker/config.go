@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/sync/wire"
@@ -105,6 +107,12 @@ type Config struct {
 	// ConnectTimeout bounds the time from accepting a connection to its
 	// CONNECT packet (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
+	// MaxConnections bounds the connections the broker's listeners hold
+	// open at once, authenticated or not (default: half the process's
+	// open-files limit, so that connections that never log in cannot take
+	// the file descriptors of the HTTP API and the ledger; negative: no
+	// bound). A connection beyond it is closed at once.
+	MaxConnections int
 	// SessionExpiry bounds how long a persistent session outlives its
 	// connection (default DefaultSessionExpiry).
 	SessionExpiry time.Duration
@@ -142,6 +150,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = math.MaxInt32
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur/2 < math.MaxInt32 {
+			c.MaxConnections = int(max(rl.Cur/2, 64))
+		}
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout

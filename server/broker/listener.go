@@ -26,6 +26,10 @@ type listener struct {
 	timeout time.Duration
 	write   time.Duration // Config.WriteTimeout
 	queues  *sendQueues   // shared by the Broker's listeners
+	// maxConns bounds the connections open on all the Broker's listeners
+	// together (open counts them); negative: no bound.
+	maxConns int
+	open     *atomic.Int64
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -87,11 +91,17 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		wait = 0
+		if l.maxConns >= 0 && l.open.Add(1) > int64(l.maxConns) {
+			l.open.Add(-1)
+			conn.Close()
+			continue
+		}
 		_ = conn.SetDeadline(time.Now().Add(l.timeout))
 		l.mu.Lock()
 		if l.end.Load() {
 			l.mu.Unlock()
 			conn.Close()
+			l.release()
 			return
 		}
 		cc := newClientConn(conn, l.write, l.queues)
@@ -108,11 +118,19 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				l.mu.Lock()
 				delete(l.conns, cc)
 				l.mu.Unlock()
+				l.release()
 			}()
 			if err := establish(l.id, cc); err != nil {
 				l.log.Debug("broker: client connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
 			}
 		}()
+	}
+}
+
+// release gives back a connection's place under maxConns.
+func (l *listener) release() {
+	if l.maxConns >= 0 {
+		l.open.Add(-1)
 	}
 }
 
