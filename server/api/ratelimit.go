@@ -3,6 +3,7 @@ package api
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -52,10 +53,7 @@ func (l *limiter) allow(r *http.Request) bool {
 	if l.disabled {
 		return true
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
+	host := clientKey(r.RemoteAddr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -86,4 +84,24 @@ func (l *limiter) prune(now time.Time) {
 	if len(l.clients) >= maxClients {
 		clear(l.clients)
 	}
+}
+
+// clientKey is the bucket of a remote address: an IPv4 address, or the /64
+// of an IPv6 one (a single subscriber is given a whole /64, so keying on
+// the address would give it 2^64 buckets).
+func clientKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -245,6 +246,41 @@ func TestAccountCreationLimited(t *testing.T) {
 	}
 	if m, _ := f.store.Stats(t.Context()); m.Accounts != n.Accounts {
 		t.Errorf("a refused creation made an account")
+	}
+}
+
+// The per-address limit takes an IPv6 client's whole /64 as one address:
+// a host is given a /64 and can send from any address in it. Before, each
+// address had its own bucket, so one host made any number of accounts
+// (up to the limit for everyone, which it then used up for all riders).
+func TestAccountCreationLimitedPerIPv6Prefix(t *testing.T) {
+	f := newFixture(t)
+	h := New(Config{Ledger: f.store, Keys: f.keys, AccountsPerMinute: 1, AccountsBurst: 3})
+	create := func(remote string) int {
+		req := httptest.NewRequest("POST", "/v1/accounts", strings.NewReader(`{}`))
+		req.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	for i := range 3 {
+		if c := create(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); c != 201 {
+			t.Fatalf("account %d: status %d", i+1, c)
+		}
+	}
+	for _, remote := range []string{"[2001:db8:1:2::99]:4000", "[2001:db8:1:2:ffff:1:2:3]:5000", "[2001:db8:1:2::1%eth0]:1"} {
+		if c := create(remote); c != 429 {
+			t.Errorf("from %s in the same /64: status %d, want 429", remote, c)
+		}
+	}
+	// Another /64, and IPv4 (also as an IPv4-mapped address), have their own.
+	for _, remote := range []string{"[2001:db8:1:3::1]:4000", "192.0.2.1:4000", "[::ffff:192.0.2.2]:4000"} {
+		if c := create(remote); c != 201 {
+			t.Errorf("from %s: status %d, want 201", remote, c)
+		}
+	}
+	if c := create("192.0.2.2:1"); c != 201 {
+		t.Errorf("192.0.2.2 after its mapped form made one: status %d, want 201 (burst 3)", c)
 	}
 }
 
