@@ -17,6 +17,12 @@ const (
 	DefaultHTTPMaxConnsPerAddress = 256
 )
 
+// maxHeaderBytes bounds an HTTP request's header (net/http's default is
+// 1 MiB, which a slow client makes the server hold for ReadHeaderTimeout:
+// 256 MiB from one address, gigabytes from a few). A bearer token, a
+// session cookie and a browser's usual headers take a few KiB.
+const maxHeaderBytes = 32 << 10
+
 // limitListener refuses (closes at once) a connection beyond total open
 // connections, or beyond perAddr of its remote address.
 type limitListener struct {

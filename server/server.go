@@ -242,7 +242,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
 	mux.Handle("/", h)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes}
 	ok = true
 	return s, nil
 }
