@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -1231,5 +1232,63 @@ func TestRestored(t *testing.T) {
 		}
 		_, _, err = s.Restored(ctx, -1, "cli")
 		wantErr(t, err, ErrInvalid)
+	})
+}
+
+// A rider who fetched several credentials before reusing a code does not go
+// on with the next: when a credential is denied for code_reused while the
+// account holds others still valid, the whole account is denied
+// (code_reused_account: one entry however many credentials, until an hour
+// after the last expires), online payments with the others are refused,
+// and no other account is touched. Before, only the reused credential was
+// denied; the others, fetched in advance (nothing bounds how many), kept
+// working for up to a day.
+func TestCodeReuseDeniesOtherCredentials(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 2000)
+		other := newAccount(t, s, 2000)
+		for range 2 { // serials 2 and 3, fetched before the reuse
+			if _, err := s.IssueCredentialSerial(ctx, acct, time.Now().Add(24*time.Hour), riderKey(acct)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := mkTap("bus-1", 1, acct, at(0), "")
+		b := mkTap("bus-2", 1, acct, at(3), "")
+		b.CodeKey = a.CodeKey
+		commit(t, s, a)
+		if r := commit(t, s, b); r[0].Flag != FlagDuplicateCode {
+			t.Fatalf("second use: %+v", r[0])
+		}
+		dl := denyList(t, s)
+		if !hasDeny(dl, acct, 1, ReasonCodeReused) || !hasDeny(dl, acct, 0, ReasonCodeReusedAccount) || len(dl.Entries) != 2 {
+			t.Errorf("deny list %+v: want %d/1 code_reused and %d/0 code_reused_account", dl.Entries, acct, acct)
+		}
+		for _, e := range dl.Entries {
+			if e.Reason == ReasonCodeReusedAccount && !e.Expires.After(time.Now().Add(24*time.Hour)) {
+				t.Errorf("entry %+v expires before the credentials", e)
+			}
+		}
+		key := codeKey(acct, 2, time.Now())
+		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop-1", OrderID: "o-1", Account: acct, Serial: 2, RiderKey: riderKey(acct),
+			CodeKey: key, CodeHash: hex.EncodeToString(key[:6]), Amount: 100, Currency: "EUR"})
+		if !errors.Is(err, ErrDenied) {
+			t.Errorf("payment with credential 2: %v, want ErrDenied", err)
+		}
+		// An account with no other valid credential: only the credential.
+		c := mkTap("bus-3", 1, other, at(10), "")
+		d := mkTap("bus-3", 2, other, at(12), "")
+		d.CodeKey = c.CodeKey
+		commit(t, s, c, d)
+		if dl := denyList(t, s); !hasDeny(dl, other, 1, ReasonCodeReused) || hasDeny(dl, other, 0, ReasonCodeReusedAccount) {
+			t.Errorf("deny list %+v: want %d/1 code_reused only", dl.Entries, other)
+		}
+		if got := balance(t, s, acct); got != 2000-250 {
+			t.Errorf("balance %d, want %d", got, 2000-250)
+		}
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Errorf("invariants: %v", err)
+		}
 	})
 }

@@ -695,9 +695,32 @@ func (t *txn) reused(tp *Tap, reuses int64, innocent bool, creds map[credKey]iss
 	if _, err := t.deny(tp.Account, tp.Serial, ReasonCodeReused, expires); err != nil {
 		return err
 	}
+	if err := t.denyOtherCredentials(tp.Account, tp.Serial); err != nil {
+		return err
+	}
 	t.s.log.Warn("ledger: payment code used more than once, later uses not charged, credential denied",
 		"account", tp.Account, "serial", tp.Serial, "code_hash", tp.CodeHash, "uses", reuses+1)
 	return nil
+}
+
+// denyOtherCredentials denies the whole account (ReasonCodeReusedAccount,
+// until an hour after the last of them expires) if it holds other
+// credentials still valid: a rider who fetched several before reusing a
+// code would otherwise go on with the next, since a code_reused entry
+// stops only new ones. One account entry, not one per credential: nothing
+// bounds how many credentials a rider fetches, and every entry goes to
+// every validator.
+func (t *txn) denyOtherCredentials(account uint64, serial uint32) error {
+	var last sql.NullInt64
+	if err := t.queryRow(`SELECT MAX(not_after_ns) FROM credentials WHERE account_id = $1 AND serial <> $2 AND not_after_ns > $3`,
+		int64(account), int64(serial), t.now-int64(time.Hour)).Scan(&last); err != nil {
+		return fmt.Errorf("ledger: read credentials: %w", err)
+	}
+	if !last.Valid {
+		return nil
+	}
+	_, err := t.deny(account, 0, ReasonCodeReusedAccount, last.Int64+int64(time.Hour))
+	return err
 }
 
 // readHolders reads the current uses of payment codes.

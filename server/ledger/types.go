@@ -65,6 +65,10 @@ const (
 	// ReasonCodeReused denies a credential (account + serial) whose payment
 	// code was used twice.
 	ReasonCodeReused = "code_reused"
+	// ReasonCodeReusedAccount denies a whole account one of whose
+	// credentials was denied for code_reused while it held others still
+	// valid (until an hour after the last of them expires).
+	ReasonCodeReusedAccount = "code_reused_account"
 	// ReasonNegativeBalance denies a whole account while its balance is
 	// below zero. The ledger adds and removes it; operators cannot.
 	ReasonNegativeBalance = "negative_balance"
