@@ -18,12 +18,16 @@ import (
 
 // Account is an account as the API shows it.
 type Account struct {
-	ID         uint64 `json:"id"`
-	Profile    string `json:"profile"`
-	Name       string `json:"name,omitempty"`
-	Balance    int64  `json:"balance"`
-	CreditLine int64  `json:"credit_line"`
-	Currency   string `json:"currency"`
+	ID      uint64 `json:"id"`
+	Profile string `json:"profile"`
+	// ProfilePending: Profile is a reduced fare the rider asked for that
+	// the operator or the payment provider has not confirmed; until then
+	// the account's credentials carry the adult profile.
+	ProfilePending bool   `json:"profile_pending,omitempty"`
+	Name           string `json:"name,omitempty"`
+	Balance        int64  `json:"balance"`
+	CreditLine     int64  `json:"credit_line"`
+	Currency       string `json:"currency"`
 	// Denied: the whole account is on the deny list (DenyReason says why).
 	Denied     bool   `json:"denied"`
 	DenyReason string `json:"deny_reason,omitempty"`
@@ -45,8 +49,9 @@ type Block struct {
 }
 
 func toAccount(a ledger.Account) Account {
-	return Account{ID: a.ID, Profile: a.Profile.String(), Name: a.Name, Balance: a.Balance, CreditLine: a.CreditLine,
-		Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
+	return Account{ID: a.ID, Profile: a.Profile.String(), ProfilePending: a.ProfilePending, Name: a.Name, Balance: a.Balance,
+		CreditLine: a.CreditLine,
+		Currency:   a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
 		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339)}
 }
 
@@ -95,14 +100,29 @@ func (h *Handler) createAccount(w http.ResponseWriter, r *http.Request) (any, in
 	if err != nil {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "profile must be adult, child, senior or student")
 	}
+	// A reduced fare is money: the rider's word for it makes it pending
+	// (credentials carry the adult profile) until the operator or the
+	// payment provider confirms it; their token here confirms it at once.
+	var staff *principal
+	if bearer(r) != "" {
+		sp, err := h.staff(r, ledger.RolePayments)
+		if err != nil {
+			return nil, 0, err
+		}
+		staff = &sp
+	}
 	sec := make([]byte, 32)
 	rand.Read(sec)
 	secret := hex.EncodeToString(sec)
-	a, err := h.cfg.Ledger.CreateAccount(r.Context(), ledger.AccountSpec{Profile: p, Name: req.Name, SecretHash: hashSecret(secret)})
+	a, err := h.cfg.Ledger.CreateAccount(r.Context(), ledger.AccountSpec{Profile: p, ProfileConfirmed: staff != nil, Name: req.Name,
+		SecretHash: hashSecret(secret)})
 	if err != nil {
 		return nil, 0, err
 	}
-	h.log.Info("account created", "account", a.ID, "profile", p.String())
+	if staff != nil && p != paycode.Adult {
+		h.audit(r, *staff, "profile", strconv.FormatUint(a.ID, 10), "confirmed "+p.String()+" at creation")
+	}
+	h.log.Info("account created", "account", a.ID, "profile", p.String(), "profile_pending", a.ProfilePending)
 	return map[string]any{"account": toAccount(a), "secret": secret}, http.StatusCreated, nil
 }
 
@@ -218,6 +238,37 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 	return toAccount(a), http.StatusOK, nil
 }
 
+// setProfile sets an account's rider profile: the rider's own secret asks
+// for it (a reduced fare stays pending, and the credentials carry the
+// adult profile, until confirmed), the operator's or the payment
+// provider's token sets and confirms it. Credentials issued before keep
+// the profile they carry until they expire.
+func (h *Handler) setProfile(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		Profile string `json:"profile"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	profile, err := paycode.ParseProfile(req.Profile)
+	if err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "profile must be adult, child, senior or student")
+	}
+	staff := p.role != roleRider
+	a, err := h.cfg.Ledger.SetProfile(r.Context(), id, profile, staff)
+	if err != nil {
+		return nil, 0, err
+	}
+	if staff {
+		h.audit(r, p, "profile", strconv.FormatUint(id, 10), "set "+profile.String())
+	}
+	return toAccount(a), http.StatusOK, nil
+}
+
 // CredentialResponse is an issued credential.
 type CredentialResponse struct {
 	Account    uint64 `json:"account"`
@@ -285,6 +336,9 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 		}
 	}
 	profile, _ := paycode.ParseProfile(a.Profile)
+	if a.ProfilePending {
+		profile = paycode.Adult // the reduced fare asked for is not confirmed yet
+	}
 	minimum, err := h.credentialMinimum(r, profile)
 	if err != nil {
 		return nil, 0, err

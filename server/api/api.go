@@ -142,6 +142,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/accounts/{id}/rides", h.rides)
 	h.route("POST /v1/accounts/{id}/topups", h.topUp)
 	h.route("PUT /v1/accounts/{id}/credit_line", h.setCreditLine)
+	h.route("PUT /v1/accounts/{id}/profile", h.setProfile)
 	h.route("POST /v1/accounts/{id}/credentials", h.issueCredential)
 	h.route("POST /v1/payments", h.pay)
 	h.route("GET /v1/payments/{merchant}/{order}", h.getPayment)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/metrics"
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -341,5 +343,97 @@ func TestDeviceLifecycle(t *testing.T) {
 	defer mu.Unlock()
 	if changed["bus-1"] != 4 {
 		t.Errorf("DeviceChanged called %d times, want 4 (three registrations, one revocation)", changed["bus-1"])
+	}
+}
+
+// A reduced fare is money, and the rider is not believed about it: an
+// account created (or changed) by the rider with a child, senior or
+// student profile is pending, and its credentials carry the adult profile
+// (so its codes pay the adult fare) until the operator or the payment
+// provider confirms it; their token confirms it at once. A merchant or an
+// auditor cannot set a profile, and asking again for the profile one
+// holds, confirmed, keeps it confirmed.
+func TestReducedProfileNeedsConfirmation(t *testing.T) {
+	f := newFixture(t)
+	psp := f.tokenFor(ledger.RolePayments, "")
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	auditor := f.tokenFor(ledger.RoleAuditor, "")
+	out := f.do("POST", "/v1/accounts", "", `{"profile":"child","name":"Ben"}`, 201)
+	acct := out["account"].(map[string]any)
+	if acct["profile"] != "child" || acct["profile_pending"] != true {
+		t.Fatalf("account asked for as child: %v", acct)
+	}
+	id, secret := uint64(acct["id"].(float64)), out["secret"].(string)
+	f.do("POST", path("/v1/accounts/%d/topups", id), f.token, `{"amount":1000,"reference":"ben-1"}`, 200)
+	profileOf := func(who string) paycode.Profile {
+		t.Helper()
+		c := f.do("POST", path("/v1/accounts/%d/credentials", id), secret, "", 201)
+		cred, _ := hex.DecodeString(c["credential"].(string))
+		seed, _ := hex.DecodeString(c["token_seed"].(string))
+		k, err := paycode.RiderKey(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := paycode.MakeCode(cred, k, time.Now(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := paycode.Verify(paycode.EncodeText(b), time.Now(), f.keys.Keyring(), paycode.Policy{})
+		if !d.Accepted || d.Code.Profile.String() != c["profile"] {
+			t.Fatalf("%s: credential %v, its code %+v", who, c, d)
+		}
+		return d.Code.Profile
+	}
+	if p := profileOf("pending child"); p != paycode.Adult {
+		t.Errorf("a pending child's credential carries %v, want adult", p)
+	}
+	// Neither a merchant's scanner nor an auditor sets a profile.
+	before := f.snapshot()
+	f.do("PUT", path("/v1/accounts/%d/profile", id), shop, `{"profile":"child"}`, 403)
+	f.do("PUT", path("/v1/accounts/%d/profile", id), auditor, `{"profile":"child"}`, 403)
+	f.do("PUT", path("/v1/accounts/%d/profile", id), secret, `{"profile":"pensioner"}`, 400)
+	f.do("PUT", path("/v1/accounts/%d/profile", id), secret, `{"profile":"child","role":"operator"}`, 400)
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused requests changed the ledger:\n%s\n%s", before, after)
+	}
+	// The payment provider checks the rider and confirms.
+	a := f.do("PUT", path("/v1/accounts/%d/profile", id), psp, `{"profile":"child"}`, 200)
+	if a["profile"] != "child" || a["profile_pending"] != nil {
+		t.Errorf("confirmed: %v", a)
+	}
+	if p := profileOf("confirmed child"); p != paycode.Child {
+		t.Errorf("a confirmed child's credential carries %v", p)
+	}
+	// Asking again for it keeps it; asking for another is pending again.
+	if a := f.do("PUT", path("/v1/accounts/%d/profile", id), secret, `{"profile":"child"}`, 200); a["profile_pending"] != nil {
+		t.Errorf("asked again for the confirmed profile: %v", a)
+	}
+	if a := f.do("PUT", path("/v1/accounts/%d/profile", id), secret, `{"profile":"student"}`, 200); a["profile_pending"] != true {
+		t.Errorf("asked for student: %v", a)
+	}
+	if p := profileOf("pending student"); p != paycode.Adult {
+		t.Errorf("a pending student's credential carries %v", p)
+	}
+	if a := f.do("PUT", path("/v1/accounts/%d/profile", id), secret, `{"profile":"adult"}`, 200); a["profile"] != "adult" || a["profile_pending"] != nil {
+		t.Errorf("back to adult: %v", a)
+	}
+	// Staff create a confirmed account; a bearer that is not a staff
+	// token (a rider's secret, a merchant's token) creates none.
+	out = f.do("POST", "/v1/accounts", f.token, `{"profile":"senior"}`, 201)
+	if acct := out["account"].(map[string]any); acct["profile"] != "senior" || acct["profile_pending"] != nil {
+		t.Errorf("created by the operator: %v", acct)
+	}
+	before = f.snapshot()
+	f.do("POST", "/v1/accounts", secret, `{"profile":"senior"}`, 403)
+	f.do("POST", "/v1/accounts", shop, `{"profile":"senior"}`, 403)
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused account creations changed the ledger:\n%s\n%s", before, after)
+	}
+	audit := f.do("GET", "/v1/audit", f.token, "", 200)
+	b, _ := json.Marshal(audit)
+	for _, want := range []string{"set child", "confirmed senior at creation"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("audit log lacks %q: %s", want, b)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 // accountColumns and scanAccount read an Account; the deny reason comes
 // from the whole-account deny entries (negative_balance sorts first).
-const accountColumns = `a.id, a.profile, a.name, a.currency, a.balance, a.credit_line, a.last_serial, a.created_ns,
+const accountColumns = `a.id, a.profile, a.profile_pending, a.name, a.currency, a.balance, a.credit_line, a.last_serial, a.created_ns,
 	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'),
 	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0)`
 
@@ -23,7 +23,8 @@ func scanAccount(r rowScanner) (Account, error) {
 	var a Account
 	var id, profile, serial, created int64
 	var neg, any sql.NullString
-	if err := r.Scan(&id, &profile, &a.Name, &a.Currency, &a.Balance, &a.CreditLine, &serial, &created, &neg, &any); err != nil {
+	if err := r.Scan(&id, &profile, &a.ProfilePending, &a.Name, &a.Currency, &a.Balance, &a.CreditLine, &serial, &created, &neg,
+		&any); err != nil {
 		return a, err
 	}
 	a.ID, a.Profile, a.LastSerial, a.CreatedAt = uint64(id), paycode.Profile(profile), uint32(serial), fromNS(created)
@@ -83,8 +84,8 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 			return err
 		}
 		if _, err := t.exec("create account",
-			`INSERT INTO accounts (id, profile, name, secret_hash, currency, created_ns) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, int64(spec.Profile), spec.Name, secret, spec.Currency, t.now); err != nil {
+			`INSERT INTO accounts (id, profile, profile_pending, name, secret_hash, currency, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			id, int64(spec.Profile), profilePending(spec.Profile, spec.ProfileConfirmed), spec.Name, secret, spec.Currency, t.now); err != nil {
 			return err
 		}
 		t.stat(statAccounts, 1)
@@ -95,6 +96,49 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 		return Account{}, err
 	}
 	s.log.Info("ledger: account created", logKeyAccount, acct.ID)
+	return acct, nil
+}
+
+// profilePending reports whether profile p waits for a check: a reduced
+// fare that nobody who may confirm it has.
+func profilePending(p paycode.Profile, confirmed bool) bool {
+	return p != paycode.Adult && !confirmed
+}
+
+// SetProfile sets an account's rider profile. confirmed says that whoever
+// sets it checked the rider's eligibility (the operator or the payment
+// provider): otherwise a reduced profile is a request, pending, and the
+// account's credentials carry the adult profile until it is confirmed
+// (Account.CredentialProfile); asking for the profile the account holds,
+// confirmed, leaves it confirmed. The credentials issued before keep their
+// profile until they expire.
+func (s *Store) SetProfile(ctx context.Context, account uint64, p paycode.Profile, confirmed bool) (Account, error) {
+	if err := checkAccountID(account); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if !p.Valid() {
+		return Account{}, invalid("rider profile %d is reserved", p)
+	}
+	var acct Account
+	err := s.write(ctx, "set profile", func(t *txn) error {
+		if _, err := t.lockExisting(account); err != nil {
+			return err
+		}
+		// Asking again for the profile one holds, confirmed, changes
+		// nothing (both sides of SET read the row as it was).
+		if _, err := t.exec("set profile", `UPDATE accounts
+			SET profile_pending = CASE WHEN profile = $1 AND NOT profile_pending THEN FALSE ELSE $2 END, profile = $1 WHERE id = $3`,
+			int64(p), profilePending(p, confirmed), int64(account)); err != nil {
+			return err
+		}
+		var err error
+		acct, err = getAccount(ctx, t.tx, account)
+		return err
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	s.log.Info("ledger: profile set", logKeyAccount, account, "profile", p.String(), "pending", acct.ProfilePending)
 	return acct, nil
 }
 

@@ -1292,3 +1292,90 @@ func TestCodeReuseDeniesOtherCredentials(t *testing.T) {
 		}
 	})
 }
+
+// A reduced profile is pending until confirmed (SetProfile with confirmed,
+// as the operator or the payment provider sets it): asking again for the
+// confirmed profile keeps it confirmed, asking for another makes it
+// pending, adult never is. Migration 13 makes the reduced profiles of a
+// ledger from before pending (they were never checked), not the adult
+// ones.
+func TestProfilePending(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		asked, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Child})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Senior, ProfileConfirmed: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		adult, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := func(id uint64) (paycode.Profile, bool) {
+			t.Helper()
+			a, err := s.Account(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.ProfilePending && a.CredentialProfile() != paycode.Adult || !a.ProfilePending && a.CredentialProfile() != a.Profile {
+				t.Errorf("account %d: CredentialProfile %v with %+v", id, a.CredentialProfile(), a)
+			}
+			return a.Profile, a.ProfilePending
+		}
+		for _, tc := range []struct {
+			id   uint64
+			want bool
+		}{{asked.ID, true}, {checked.ID, false}, {adult.ID, false}} {
+			if _, got := pending(tc.id); got != tc.want {
+				t.Errorf("account %d pending %v, want %v", tc.id, got, tc.want)
+			}
+		}
+		steps := []struct {
+			p         paycode.Profile
+			confirmed bool
+			want      bool
+		}{
+			{paycode.Child, true, false},   // confirmed
+			{paycode.Child, false, false},  // asked again: stays confirmed
+			{paycode.Student, false, true}, // another: pending
+			{paycode.Student, false, true}, // asked again: still pending
+			{paycode.Adult, false, false},  // adult needs no check
+			{paycode.Senior, true, false},  // set by staff
+			{paycode.Child, false, true},   // the rider's word
+		}
+		for i, st := range steps {
+			a, err := s.SetProfile(ctx, asked.ID, st.p, st.confirmed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Profile != st.p || a.ProfilePending != st.want {
+				t.Errorf("step %d %+v: %+v", i, st, a)
+			}
+		}
+		_, err = s.SetProfile(ctx, 99999, paycode.Child, true)
+		wantErr(t, err, ErrNotFound)
+		_, err = s.SetProfile(ctx, asked.ID, paycode.Profile(9), true)
+		wantErr(t, err, ErrInvalid)
+
+		// A ledger from before migration 13: every account confirmed as
+		// it is, the column gone; opening it migrates.
+		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DELETE FROM schema_migrations WHERE version = 13`} {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s = db.open(t, nil) // a second Store: it migrates
+		for _, tc := range []struct {
+			id   uint64
+			want bool
+		}{{asked.ID, true}, {checked.ID, true}, {adult.ID, false}} {
+			if _, got := pending(tc.id); got != tc.want {
+				t.Errorf("after migration 13: account %d pending %v, want %v", tc.id, got, tc.want)
+			}
+		}
+	})
+}

@@ -79,8 +79,12 @@ const StatusPaid = "paid"
 
 // AccountSpec describes a new account.
 type AccountSpec struct {
-	Profile paycode.Profile
-	Name    string // display name, up to 128 bytes of UTF-8; may be empty
+	// Profile is the rider profile asked for; a reduced one (child,
+	// senior, student) is pending unless ProfileConfirmed: whoever
+	// creates the account checked the rider's eligibility.
+	Profile          paycode.Profile
+	ProfileConfirmed bool
+	Name             string // display name, up to 128 bytes of UTF-8; may be empty
 	// SecretHash is the hash of the rider's login secret, as the HTTP layer
 	// makes it (up to 256 bytes; may be empty: no login). The ledger only
 	// stores it.
@@ -91,11 +95,15 @@ type AccountSpec struct {
 
 // Account is a rider's account.
 type Account struct {
-	ID       uint64 // 1000 and up, never reused
-	Profile  paycode.Profile
-	Name     string
-	Balance  int64 // minor units; negative after offline rides beyond the balance
-	Currency string
+	ID      uint64 // 1000 and up, never reused
+	Profile paycode.Profile
+	// ProfilePending: Profile is a reduced fare the rider asked for and
+	// nobody has confirmed yet; credentials carry the adult profile
+	// meanwhile (CredentialProfile).
+	ProfilePending bool
+	Name           string
+	Balance        int64 // minor units; negative after offline rides beyond the balance
+	Currency       string
 	// Denied is set while the whole account is on the deny list;
 	// DenyReason is one of its reasons (negative_balance first).
 	Denied     bool
@@ -353,4 +361,13 @@ type QuarantinedRecord struct {
 	Seq      uint64
 	Reason   string
 	Record   []byte
+}
+
+// CredentialProfile is the profile the account's credentials carry: its
+// profile, or adult while a reduced one is pending.
+func (a Account) CredentialProfile() paycode.Profile {
+	if a.ProfilePending {
+		return paycode.Adult
+	}
+	return a.Profile
 }
