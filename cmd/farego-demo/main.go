@@ -150,7 +150,7 @@ func (dm *demo) script(ctx context.Context) error {
 	}
 	dm.say("validator running on route 42, its QR scanner is the pseudo-terminal %s", filepath.Join(d.Dir, "scanner-front"))
 
-	dm.step("Riders: register, top up (as the payment provider), fetch a credential (token seed) while online")
+	dm.step("Riders: register (the operator confirms Ben's child and Dee's student fares), top up (as the payment provider), fetch a credential (token seed) while online")
 	type who struct {
 		name, profile string
 		topUp         int64

@@ -31,6 +31,7 @@ const usage = `farego-rider: the rider app stand-in.
 
 Usage:
   farego-rider register   --server URL [--profile adult|child|senior|student] [--name NAME]
+                          [--operator-token TOKEN|@FILE]  (confirms a reduced profile)
   farego-rider topup      --amount MINOR [--reference REF] --operator-token TOKEN|@FILE
   farego-rider credential                 fetch a new credential (token seed); needs the server
   farego-rider code       [--png FILE] [--qr] [--watch] [--now T]    offline

@@ -31,11 +31,18 @@ func TestRiderFlow(t *testing.T) {
 	if c, _, e := rider(t, "code", "--state", st); c != 1 || !strings.Contains(e, "register") {
 		t.Errorf("code before register: %d %q", c, e)
 	}
-	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "child"); c != 0 || !strings.Contains(o, "registered account") {
+	// The rider's word for a child fare leaves it pending (the adult fare
+	// until the operator confirms it); the operator's token confirms it.
+	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "child"); c != 0 || !strings.Contains(o, "registered account") ||
+		!strings.Contains(o, "waits for the operator's confirmation") {
 		t.Fatalf("register: %d %q %q", c, o, e)
 	}
 	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 1 || !strings.Contains(e, "--force") {
 		t.Errorf("second register without --force: %d %q", c, e)
+	}
+	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "child", "--force", "--operator-token", tokFile); c != 0 ||
+		!strings.Contains(o, "(child)") || strings.Contains(o, "waits") {
+		t.Fatalf("register confirmed by the operator: %d %q %q", c, o, e)
 	}
 	if c, _, e := rider(t, "code", "--state", st); c != 1 || !strings.Contains(e, "credential") {
 		t.Errorf("code before credential: %d %q", c, e)

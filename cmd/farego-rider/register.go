@@ -16,30 +16,42 @@ func cmdRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	profile := fs.String("profile", "adult", "rider profile: adult, child, senior, student")
 	name := fs.String("name", "", "display name")
 	force := fs.Bool("force", false, "replace an existing state file")
+	tok := fs.String("operator-token", "", "operator or payment-provider token, or @FILE to read it: confirms a reduced profile at once "+
+		"(without it a child, senior or student profile waits for their confirmation, and credentials carry the adult fare meanwhile)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	return register(ctx, *statePath, *server, *profile, *name, *force, stdout)
+	return register(ctx, *statePath, *server, *profile, *name, *tok, *force, stdout)
 }
 
-func register(ctx context.Context, path, server, profile, name string, force bool, stdout io.Writer) error {
+func register(ctx context.Context, path, server, profile, name, tok string, force bool, stdout io.Writer) error {
 	if _, err := os.Stat(path); err == nil && !force {
 		return fmt.Errorf("%s already holds a rider; use --force to replace it (the old account's secret is lost)", path)
 	}
+	tok, err := readToken(tok)
+	if err != nil {
+		return err
+	}
 	var out struct {
 		Account struct {
-			ID uint64 `json:"id"`
+			ID             uint64 `json:"id"`
+			Profile        string `json:"profile"`
+			ProfilePending bool   `json:"profile_pending"`
 		} `json:"account"`
 		Secret string `json:"secret"`
 	}
 	server = strings.TrimRight(server, "/")
-	if err := call(ctx, "POST", server+"/v1/accounts", "", map[string]string{"profile": profile, "name": name}, &out); err != nil {
+	if err := call(ctx, "POST", server+"/v1/accounts", tok, map[string]string{"profile": profile, "name": name}, &out); err != nil {
 		return err
 	}
 	s := &state{Server: server, Account: out.Account.ID, Secret: out.Secret}
 	if err := s.save(path); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "registered account %d (%s); state in %s\n", out.Account.ID, profile, path)
+	fmt.Fprintf(stdout, "registered account %d (%s); state in %s\n", out.Account.ID, out.Account.Profile, path)
+	if out.Account.ProfilePending {
+		fmt.Fprintf(stdout, "the %s fare waits for the operator's confirmation; credentials carry the adult fare until then\n",
+			out.Account.Profile)
+	}
 	return nil
 }

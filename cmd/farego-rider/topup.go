@@ -37,12 +37,9 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 	if amount <= 0 {
 		return errors.New("--amount must be positive (minor units, e.g. 1000 = 10.00)")
 	}
-	if strings.HasPrefix(tok, "@") {
-		b, err := os.ReadFile(tok[1:])
-		if err != nil {
-			return err
-		}
-		tok = strings.TrimSpace(string(b))
+	tok, err = readToken(tok)
+	if err != nil {
+		return err
 	}
 	if tok == "" {
 		return errors.New("--operator-token is required: top-ups come from the payment provider, which holds it")
@@ -68,4 +65,17 @@ func money(minor int64, cur string) string {
 		sign, minor = "-", -minor
 	}
 	return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, cur)
+}
+
+// readToken returns the token of an --operator-token flag: as given, or
+// read from the file after "@".
+func readToken(tok string) (string, error) {
+	if !strings.HasPrefix(tok, "@") {
+		return tok, nil
+	}
+	b, err := os.ReadFile(tok[1:])
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
 )
@@ -87,6 +88,30 @@ var actions = map[string]action{
 	"rotate_keyring": {prepareRotate},
 	"create_token":   {prepareCreateToken},
 	"revoke_token":   {prepareRevokeToken},
+	"set_profile":    {prepareSetProfile},
+}
+
+// prepareSetProfile confirms (or sets) an account's rider profile: the
+// operator has checked the rider's eligibility for a reduced fare.
+func prepareSetProfile(h *Handler, r *http.Request) (*plan, error) {
+	account, err := formUint(r, "account", true, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	profile := strings.TrimSpace(r.PostFormValue("profile"))
+	if _, err := paycode.ParseProfile(profile); err != nil {
+		return nil, badInput("profile must be adult, child, senior or student")
+	}
+	what := fmt.Sprintf("account %d", account)
+	return &plan{Title: fmt.Sprintf("Confirm the %s fare of %s?", profile, what), Back: "accounts/" + strconv.FormatUint(account, 10),
+		Explain: "Confirm only after checking the rider's eligibility (an identity card, a student card). The account's next credentials " +
+			"carry the " + profile + " fare; those it holds keep the fare they carry until they expire (a day at most). The audit log records who confirmed it.",
+		Button: "Confirm the " + profile + " fare",
+		Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"profile", profile, "Profile"}},
+		method: http.MethodPut, path: fmt.Sprintf("/v1/accounts/%d/profile", account), body: jsonBody(map[string]string{"profile": profile}),
+		done: func(map[string]any) result {
+			return result{Message: fmt.Sprintf("The %s fare of %s is confirmed.", profile, what)}
+		}}, nil
 }
 
 func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {

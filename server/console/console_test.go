@@ -344,6 +344,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 		"rotate_keyring": {},
 		"create_token":   {"role": {"operator"}},
 		"revoke_token":   {"id": {"abcdefgh"}},
+		"set_profile":    {"account": {fmt.Sprint(acct)}, "profile": {"child"}},
 	} {
 		for _, confirm := range []string{"", "yes"} {
 			form.Set("csrf", csrf)
@@ -370,7 +371,8 @@ func snapshot(t *testing.T, s *ledger.Store) string {
 	toks, _ := s.Tokens(ctx)
 	tbl, _ := s.LatestFareTable(ctx)
 	dl, _ := s.DenyList(ctx)
-	return fmt.Sprintf("%+v %+v %d %+v %+v", st, devs, tbl.Version, toks, dl)
+	accts, _ := s.Accounts(ctx, 0, 1000)
+	return fmt.Sprintf("%+v %+v %d %+v %+v %+v", st, devs, tbl.Version, toks, dl, accts)
 }
 
 func (f *fixture) account(balance int64) uint64 {
@@ -647,5 +649,48 @@ func TestUpdateFailedShown(t *testing.T) {
 	_, page := b.get("/console/devices/bus-1")
 	if !strings.Contains(page, want) || !strings.Contains(page, `id="update"`) {
 		t.Errorf("the device page does not show the failed update")
+	}
+}
+
+// A reduced fare the rider asked for shows as pending on the account's
+// page, with a button that confirms it (after the question): the account
+// is then confirmed, and the audit log says who did it.
+func TestConfirmProfile(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, err := f.store.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Student, Name: "Dee"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	page := fmt.Sprintf("/console/accounts/%d", a.ID)
+	if _, body := b.get(page); !strings.Contains(body, `id="profile-pending"`) || !strings.Contains(body, `data-action="set_profile"`) {
+		t.Fatalf("the account page does not show the pending profile and its button:\n%s", body)
+	}
+	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(a.ID)}, "profile": {"student"}}
+	if resp, body := b.post("/console/act/set_profile", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="confirm-yes"`) {
+		t.Fatalf("the question: %d %s", resp.StatusCode, body)
+	}
+	if got, _ := f.store.Account(ctx, a.ID); !got.ProfilePending {
+		t.Fatal("asking the question confirmed the profile")
+	}
+	form.Set("confirm", "yes")
+	if resp, body := b.post("/console/act/set_profile", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, "is confirmed") {
+		t.Fatalf("the confirmed POST: %d %s", resp.StatusCode, body)
+	}
+	if got, _ := f.store.Account(ctx, a.ID); got.ProfilePending || got.Profile != paycode.Student {
+		t.Errorf("after confirming: %+v", got)
+	}
+	if _, body := b.get(page); strings.Contains(body, `id="profile-pending"`) {
+		t.Error("the account page still shows the profile pending")
+	}
+	es, _ := f.store.AuditLog(ctx, 0, 1)
+	if len(es) != 1 || es[0].Action != "profile" || es[0].Target != fmt.Sprint(a.ID) || !strings.HasSuffix(es[0].Actor, "via console") {
+		t.Errorf("audit trail: %+v", es)
+	}
+	form.Set("profile", "pensioner")
+	if resp, _ := b.post("/console/act/set_profile", form); resp.StatusCode == http.StatusOK {
+		t.Error("an unknown profile was taken")
 	}
 }

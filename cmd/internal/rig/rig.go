@@ -710,7 +710,13 @@ type Rider struct {
 func (r *Rig) NewRider(ctx context.Context, name, profile string, topUp int64) (*Rider, error) {
 	rd := &Rider{Name: name, state: filepath.Join(r.Dir, "riders", name+".json"), rig: r}
 	os.MkdirAll(filepath.Dir(rd.state), 0o700)
-	out, err := r.command(ctx, "farego-rider", "register", "--state", rd.state, "--server", "http://"+r.HTTP, "--profile", profile, "--name", name)
+	args := []string{"register", "--state", rd.state, "--server", "http://" + r.HTTP, "--profile", profile, "--name", name}
+	if profile != "adult" {
+		// The operator checked the rider's eligibility: a reduced
+		// profile the rider asks for alone waits for that.
+		args = append(args, "--operator-token", r.Token)
+	}
+	out, err := r.command(ctx, "farego-rider", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -803,7 +809,11 @@ func (r *Rig) NewAPIRider(ctx context.Context, profile string, topUp int64) (*AP
 		} `json:"account"`
 		Secret string `json:"secret"`
 	}
-	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/accounts", "", map[string]string{"profile": profile}, &acct); err != nil {
+	tok := "" // a reduced profile is confirmed by the operator's token (see NewRider)
+	if profile != "adult" {
+		tok = r.Token
+	}
+	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/accounts", tok, map[string]string{"profile": profile}, &acct); err != nil {
 		return nil, err
 	}
 	id := acct.Account.ID

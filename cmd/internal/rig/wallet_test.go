@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/wallet/wallettest"
 )
 
@@ -470,6 +471,9 @@ func TestWalletAccountMessages(t *testing.T) {
 	if got["pass"] != "此手机上还没有乘车凭证。请联网获取。" {
 		t.Errorf("pass state: %q", got["pass"])
 	}
+	if ft := wallettest.Eval[string](t, b, `document.getElementById("fare-type").textContent`); ft != "票种：学生。" {
+		t.Errorf("fare type (confirmed by the operator): %q", ft)
+	}
 	if strings.Contains(got["body"], `"error"`) || strings.Contains(got["body"], "not_in_good_standing") {
 		t.Errorf("raw API error on the page: %q", got["body"])
 	}
@@ -483,5 +487,17 @@ func TestWalletAccountMessages(t *testing.T) {
 	wallettest.WaitFor(t, b, 30*time.Second, "a code after the deny entry is lifted", `(async () => `+appModule+`.debugState().code !== null)()`)
 	if w := wallettest.Eval[bool](t, b, `document.getElementById("pass-warning").hidden`); !w {
 		t.Error("the warning stays after a pass was issued")
+	}
+
+	// The rider asks for the child fare: the wallet says it waits for the
+	// operator, and that the passes carry the adult fare until then.
+	if err := cli.CallJSON(ctx, "PUT", fmt.Sprintf("http://%s/v1/accounts/%d/profile", r.HTTP, acct.Account.ID), acct.Secret,
+		map[string]string{"profile": "child"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the pending fare type", `document.getElementById("fare-type").textContent.includes("等待运营方确认")`)
+	if ft := wallettest.Eval[string](t, b, `document.getElementById("fare-type").textContent`); ft != "票种：儿童，等待运营方确认。确认前，您的乘车码按成人票价收费。" {
+		t.Errorf("fare type (asked for by the rider): %q", ft)
 	}
 }

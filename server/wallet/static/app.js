@@ -279,6 +279,7 @@ function renderView(view) {
     $("balance").textContent = "—";
     $("balance-as-of").textContent = "";
     $("standing").textContent = "";
+    $("fare-type").textContent = "";
     return;
   }
   const a = view.account;
@@ -289,6 +290,8 @@ function renderView(view) {
   const st = $("standing");
   st.textContent = a.denied ? denyText(a.deny_reason) : t("standing_ok");
   st.className = a.denied ? "bad" : "good";
+  const profile = t("profile_" + a.profile);
+  $("fare-type").textContent = t(a.profile_pending ? "fare_type_pending" : "fare_type", { profile });
   const rides = a.recent_rides || [];
   $("rides-none").hidden = rides.length > 0;
   $("rides-table").hidden = rides.length === 0;
