@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,8 +77,11 @@ type Config struct {
 	// API's defaults; negative: none).
 	CredentialMinimum int64
 	AccountsPerMinute int
-	Policy            paycode.Policy
-	Currency          string // of new accounts; default EUR
+	// TrustedProxies is api.Config's: the reverse proxies whose
+	// X-Forwarded-For names the client a request is counted against.
+	TrustedProxies []netip.Prefix
+	Policy         paycode.Policy
+	Currency       string // of new accounts; default EUR
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -220,7 +224,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: (*notifier)(s),
-		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute,
+		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute, TrustedProxies: cfg.TrustedProxies,
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
 		Replay:        s.ingest.Replay,

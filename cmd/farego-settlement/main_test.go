@@ -102,4 +102,18 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 	if c, _, e := settle(t, ctx, "run", "--data", t.TempDir()); c != 1 || !strings.Contains(e, "init") {
 		t.Errorf("run before init: %d %q", c, e)
 	}
+	for _, bad := range []string{"proxy.example", "10.0.0.0/33", "10.0.0.1,", "::1/129"} {
+		if c, _, e := settle(t, ctx, "run", "--data", data, "--trusted-proxy", bad); c != 2 || !strings.Contains(e, "trusted-proxy") {
+			t.Errorf("--trusted-proxy %q: %d %q", bad, c, e)
+		}
+	}
+}
+
+func TestParsePrefix(t *testing.T) {
+	for in, want := range map[string]string{"10.1.2.3": "10.1.2.3/32", "10.1.2.3/8": "10.0.0.0/8", "::1": "::1/128",
+		"::ffff:10.0.0.1": "10.0.0.1/32", "2001:db8::/32": "2001:db8::/32"} {
+		if p, err := parsePrefix(in); err != nil || p.String() != want {
+			t.Errorf("parsePrefix(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -73,6 +74,12 @@ type Config struct {
 	AccountsPerMinute      int
 	AccountsBurst          int
 	AccountsPerMinuteTotal int
+	// TrustedProxies are the reverse proxies (TLS terminators) in front of
+	// the API: a request from one of them is counted against the client
+	// its X-Forwarded-For names (the nearest address that is not a trusted
+	// proxy), not against the proxy. Any other peer's X-Forwarded-For is
+	// ignored: a client cannot pick its own address.
+	TrustedProxies []netip.Prefix
 	// Started is when this server started: a device whose last status is
 	// older is shown as unknown (its status may be stale). Zero: now.
 	Started time.Time
@@ -132,7 +139,7 @@ func New(cfg Config) *Handler {
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, verifier: paycode.NewVerifier(0),
 		requests: cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
-		accounts: newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now)}
+		accounts: newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies)}
 	if cfg.Ledger != nil {
 		cfg.Metrics.GaugeFunc("farego_devices_drifting",
 			"Validators whose clock is further from the server's than the drift bound (GET /v1/devices: drifting).", h.driftingDevices)

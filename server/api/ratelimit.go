@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -21,6 +22,7 @@ type limiter struct {
 	totalRate float64
 	clients   map[string]*bucket
 	disabled  bool
+	proxies   []netip.Prefix // see Config.TrustedProxies
 }
 
 type bucket struct {
@@ -30,9 +32,9 @@ type bucket struct {
 
 const maxClients = 10_000
 
-func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time) *limiter {
+func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time, proxies []netip.Prefix) *limiter {
 	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst), totalRate: float64(totalPerMinute),
-		clients: map[string]*bucket{}}
+		clients: map[string]*bucket{}, proxies: proxies}
 	l.disabled = perMinute < 0 || burst < 0 || totalPerMinute < 0
 	l.total = bucket{tokens: float64(totalPerMinute), at: now()}
 	return l
@@ -53,7 +55,7 @@ func (l *limiter) allow(r *http.Request) bool {
 	if l.disabled {
 		return true
 	}
-	host := clientKey(r.RemoteAddr)
+	host := clientKey(clientAddr(r, l.proxies))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -84,6 +86,58 @@ func (l *limiter) prune(now time.Time) {
 	if len(l.clients) >= maxClients {
 		clear(l.clients)
 	}
+}
+
+// maxForwarded bounds the X-Forwarded-For entries read: a longer chain
+// (or one padded by the client) is read from its nearest hops only.
+const maxForwarded = 32
+
+// clientAddr is the address a request is counted against: its peer, or,
+// when the peer is a trusted proxy, the nearest address in X-Forwarded-For
+// that is not one (read from the right: the entries to its left are the
+// client's own to write). A malformed entry there stops the walk at the
+// last trusted hop.
+func clientAddr(r *http.Request, proxies []netip.Prefix) string {
+	peer := r.RemoteAddr
+	if len(proxies) == 0 || !trusted(peer, proxies) {
+		return peer
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		for f := range strings.SplitSeq(h, ",") {
+			hops = append(hops, strings.TrimSpace(f))
+		}
+	}
+	for i := len(hops) - 1; i >= 0 && i >= len(hops)-maxForwarded; i-- {
+		ip, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			return peer
+		}
+		if !trusted(ip.String(), proxies) {
+			return ip.String()
+		}
+		peer = ip.String()
+	}
+	return peer
+}
+
+// trusted reports whether the address (host or host:port) is in proxies.
+func trusted(addr string, proxies []netip.Prefix) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range proxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientKey is the bucket of a remote address: an IPv4 address, or the /64

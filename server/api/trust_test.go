@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -436,4 +437,101 @@ func TestReducedProfileNeedsConfirmation(t *testing.T) {
 			t.Errorf("audit log lacks %q: %s", want, b)
 		}
 	}
+}
+
+// Behind a trusted reverse proxy (here: loopback, a real HTTP server) the
+// account-creation limit counts each client its X-Forwarded-For names,
+// read from the right: entries a client writes itself (to the left of
+// what the proxy appends) do not move it to another bucket, nor does a
+// malformed one. Without trusted proxies the header is ignored.
+func TestAccountCreationBehindProxy(t *testing.T) {
+	f := newFixture(t)
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	behind := httptest.NewServer(New(Config{Ledger: f.store, Keys: f.keys, AccountsPerMinute: 1, AccountsBurst: 2, TrustedProxies: loopback}))
+	defer behind.Close()
+	direct := httptest.NewServer(New(Config{Ledger: f.store, Keys: f.keys, AccountsPerMinute: 1, AccountsBurst: 2}))
+	defer direct.Close()
+	create := func(srv *httptest.Server, forwarded ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/accounts", strings.NewReader(`{}`))
+		req.Header.Set("Content-Type", "application/json")
+		for _, v := range forwarded {
+			req.Header.Add("X-Forwarded-For", v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		forwarded []string
+		want      int
+	}{
+		{[]string{"198.51.100.1"}, 201},
+		{[]string{"198.51.100.1"}, 201},
+		{[]string{"198.51.100.1"}, 429},                              // its burst is spent
+		{[]string{"203.0.113.9, 198.51.100.1"}, 429},                 // a forged entry to the left changes nothing
+		{[]string{"203.0.113.9", "198.51.100.1"}, 429},               // nor in a header of its own
+		{[]string{"198.51.100.2"}, 201},                              // another client: its own bucket
+		{[]string{"198.51.100.3, 127.0.0.5"}, 201},                   // two proxies: the client left of them
+		{[]string{"198.51.100.3 ,127.0.0.5", "127.0.0.9"}, 201},      // the same client, its second
+		{[]string{"198.51.100.3, 127.0.0.5"}, 429},                   // and its third
+		{[]string{"not-an-address"}, 201},                            // counted against the proxy
+		{[]string{"198.51.100.4, [2001:db8::1]:99, 127.0.0.5"}, 201}, // a malformed hop stops at the last proxy, 127.0.0.5
+		{[]string{""}, 201},                                          // counted against the proxy: its second
+		{[]string{""}, 429},                                          // its burst is spent
+		{[]string{"[2001:db8:1:2::7]"}, 429},                         // brackets are not an address: the proxy
+		{[]string{"2001:db8:1:2::7"}, 201},
+		{[]string{"2001:db8:1:2::8"}, 201}, // the same /64
+		{[]string{"2001:db8:1:2::9"}, 429},
+	} {
+		if got := create(behind, tc.forwarded...); got != tc.want {
+			t.Errorf("behind the proxy, X-Forwarded-For %q: %d, want %d", tc.forwarded, got, tc.want)
+		}
+	}
+	// Not a trusted proxy: the header is the client's own, ignored.
+	for i, want := range []int{201, 201, 429} {
+		if got := create(direct, fmt.Sprintf("198.51.100.%d", 10+i)); got != want {
+			t.Errorf("direct, request %d with its own X-Forwarded-For: %d, want %d", i, got, want)
+		}
+	}
+}
+
+// FuzzClientAddr: whatever X-Forwarded-For holds, the address a request is
+// counted against is its peer or an address the header holds, and never
+// one of the trusted proxies unless the peer is.
+func FuzzClientAddr(f *testing.F) {
+	f.Add("127.0.0.1:5000", "198.51.100.1, 127.0.0.2")
+	f.Add("192.0.2.1:1", "198.51.100.1")
+	f.Add("[::1]:2", "2001:db8::1,::1, garbage")
+	proxies := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	f.Fuzz(func(t *testing.T, peer, header string) {
+		r := httptest.NewRequest("POST", "/v1/accounts", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", header)
+		got := clientAddr(r, proxies)
+		if got == peer {
+			return
+		}
+		if !trusted(peer, proxies) {
+			t.Fatalf("peer %q is not a proxy, counted as %q", peer, got)
+		}
+		ip, err := netip.ParseAddr(got)
+		if err != nil {
+			t.Fatalf("counted as %q: not an address", got)
+		}
+		if !strings.Contains(header, ip.String()) && !strings.Contains(header, got) {
+			found := false
+			for h := range strings.SplitSeq(header, ",") {
+				if a, err := netip.ParseAddr(strings.TrimSpace(h)); err == nil && a == ip {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("counted as %q, which %q does not hold", got, header)
+			}
+		}
+	})
 }
