@@ -136,6 +136,8 @@ func TestPrintable(t *testing.T) {
 		{"open: \x1b[31mno\nsuch\tfile\x7f", 64, "open:  [31mno such file "},
 		{"bad \xff\xfe utf-8", 64, "bad ? utf-8"},
 		{"C1 \u0085 next line", 64, "C1   next line"},
+		{"route \u202e24\u202c, \u200bstop\ufeff", 64, "route 24, stop"},
+		{"\u0645\u06cc\u200c\u0634\u0648\u062f \U0001F469\u200d\U0001F4BB", 64, "\u0645\u06cc\u200c\u0634\u0648\u062f \U0001F469\u200d\U0001F4BB"}, // joiners stay
 		{"déjà vu", 2, "d"}, // not cut inside "é"
 		{"déjà vu", 3, "dé"},
 		{"", 8, ""},
@@ -148,7 +150,7 @@ func TestPrintable(t *testing.T) {
 			t.Errorf("Printable(%q, %d) = %q, which CheckText refuses: %v", tc.in, tc.max, got, err)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\u0085b", "\xff", strings.Repeat("x", 9)} {
+	for _, bad := range []string{"a\nb", "a\u0085b", "\xff", strings.Repeat("x", 9), "a\u202eb", "\u2066x", "a\u200bb", "\ufeffa", "a\u061c"} {
 		if record.CheckText("text", bad, 8) == nil {
 			t.Errorf("CheckText(%q, 8) passed", bad)
 		}

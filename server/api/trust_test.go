@@ -151,6 +151,13 @@ func TestHostileInput(t *testing.T) {
 		{"/v1/devices", f.token, `{"id":"Farego-Server","public_key":"` + devKey(1) + `"}`, "invalid", 400},
 		{path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"01` + strings.Repeat("00", 31) + `"}`, "invalid", 400},
 		{path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"` + strings.Repeat("00", 32) + `"}`, "invalid", 400},
+		// Text that reads as other text to the operator: bidirectional
+		// controls and zero-width spaces ("Trojan Source"), and C1 controls.
+		{"/v1/accounts", "", `{"name":"Ada \u202egnal"}`, "invalid", 400},
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u200b1"}`, "invalid", 400},
+		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u00851"}`, "invalid", 400},
+		{"/v1/tokens", f.token, `{"role":"merchant","merchant_id":"shop-\u20661","name":"x"}`, "invalid", 400},
+		{"/v1/payments", f.token, `{"merchant_id":"shop-1","order_id":"o\ufeff","code":"` + r.code(t, time.Now(), 1) + `","amount":1}`, "invalid", 400},
 	} {
 		if e := f.do("POST", tc.path, tc.tok, tc.body, tc.status); errCode(e) != tc.code {
 			t.Errorf("POST %s %s: %v, want %s", tc.path, tc.body, e, tc.code)

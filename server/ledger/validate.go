@@ -7,7 +7,10 @@ import (
 	"math"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/farego/farego/agent/record"
 )
 
 var (
@@ -47,8 +50,11 @@ func checkText(field, s string, max int, required bool) error {
 		return fmt.Errorf("%s is not valid UTF-8", field)
 	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return fmt.Errorf("%s contains a control character", field)
+		}
+		if record.Hidden(r) {
+			return fmt.Errorf("%s contains an invisible formatting character (a bidirectional control or a zero-width space)", field)
 		}
 	}
 	return nil
