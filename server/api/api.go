@@ -253,6 +253,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{http.StatusConflict, "conflict", err.Error()}
 	case errors.Is(err, ledger.ErrDeviceExists):
 		ae = &apiError{http.StatusConflict, "device_exists", err.Error()}
+	case errors.Is(err, ledger.ErrTooManyCredentials):
+		ae = &apiError{http.StatusConflict, "too_many_credentials", err.Error() + "; the oldest expire within a credential's lifetime"}
 	case errors.Is(err, ledger.ErrFareVersion):
 		ae = &apiError{http.StatusConflict, "stale_version", err.Error()}
 	case errors.Is(err, ledger.ErrInvalid), errors.Is(err, fare.ErrInvalid), errors.Is(err, paycode.ErrKeyring):

@@ -542,3 +542,28 @@ func FuzzClientAddr(f *testing.F) {
 		}
 	})
 }
+
+// An account holds at most ledger.MaxLiveCredentials credentials not yet
+// expired: one more is refused (409 too_many_credentials) and writes
+// nothing, so one rider cannot grow the ledger (or the deny entries a code
+// reuse brings) without bound.
+func TestCredentialsPerAccountBounded(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(5000) // holds credential 1
+	for i := 2; i <= ledger.MaxLiveCredentials; i++ {
+		f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 201)
+	}
+	before := f.snapshot()
+	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 409); errCode(e) != "too_many_credentials" {
+		t.Errorf("credential %d: %v", ledger.MaxLiveCredentials+1, e)
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("the refused credential changed the ledger:\n%s\n%s", before, after)
+	}
+	creds, err := f.store.Credentials(t.Context(), r.id)
+	if err != nil || len(creds) != ledger.MaxLiveCredentials {
+		t.Errorf("%d credentials stored (%v), want %d", len(creds), err, ledger.MaxLiveCredentials)
+	}
+	// Another rider is not held back.
+	f.newRider(5000)
+}

@@ -330,10 +330,18 @@ func (s *Store) Postings(ctx context.Context, account uint64, limit int) ([]Post
 	return out, rows.Err()
 }
 
+// MaxLiveCredentials is the most credentials not yet expired an account
+// may hold: a wallet renews its credential at half its lifetime (two a
+// day), a rider may have a few phones, and nothing else needs more. It
+// bounds the rows (and the deny entries a reuse may bring) one rider can
+// make the ledger hold.
+const MaxLiveCredentials = 16
+
 // IssueCredentialSerial records a credential issuance for an account and
 // returns its serial: 1 for the first, then increasing. The caller (the
 // credential API) signs the credential with that serial; the token seed is
-// never given to the ledger.
+// never given to the ledger. An account holding MaxLiveCredentials not yet
+// expired gets ErrTooManyCredentials.
 func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAfter time.Time, riderPublicKey []byte) (uint32, error) {
 	if err := checkAccountID(account); err != nil {
 		return 0, invalid("%v", err)
@@ -355,6 +363,14 @@ func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAf
 		}
 		if last >= math.MaxUint32 {
 			return invalid("account %d has used every credential serial", account)
+		}
+		var live int64
+		if err := t.queryRow(`SELECT COUNT(*) FROM credentials WHERE account_id = $1 AND not_after_ns > $2`,
+			int64(account), t.now).Scan(&live); err != nil {
+			return fmt.Errorf("ledger: count credentials: %w", err)
+		}
+		if live >= MaxLiveCredentials {
+			return fmt.Errorf("%w: account %d holds %d (limit %d)", ErrTooManyCredentials, account, live, MaxLiveCredentials)
 		}
 		serial = uint32(last + 1)
 		if _, err := t.exec("record credential",

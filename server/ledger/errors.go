@@ -55,3 +55,8 @@ var ErrInvariant = errors.New("ledger: invariant violated")
 // example a code of an account that a restored ledger handed to someone
 // else. Nothing has been written.
 var ErrUnknownCredential = errors.New("ledger: credential not issued by this ledger")
+
+// ErrTooManyCredentials is returned by IssueCredentialSerial when the
+// account holds MaxLiveCredentials credentials not yet expired. Nothing
+// has been written.
+var ErrTooManyCredentials = errors.New("ledger: too many credentials not yet expired")

@@ -1379,3 +1379,35 @@ func TestProfilePending(t *testing.T) {
 		}
 	})
 }
+
+// An account holds at most MaxLiveCredentials credentials not yet expired;
+// one expiring makes room for one more.
+func TestLiveCredentialsBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		clock := time.Now()
+		s := db.open(t, &Options{Now: func() time.Time { return clock }})
+		a, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acct := a.ID
+		for i := range MaxLiveCredentials {
+			if _, err := s.IssueCredentialSerial(ctx, acct, clock.Add(time.Hour+time.Duration(i)*time.Minute), riderKey(acct)); err != nil {
+				t.Fatalf("credential %d: %v", i+1, err)
+			}
+		}
+		_, err = s.IssueCredentialSerial(ctx, acct, clock.Add(2*time.Hour), riderKey(acct))
+		wantErr(t, err, ErrTooManyCredentials)
+		if a, _ := s.Account(ctx, acct); a.LastSerial != MaxLiveCredentials {
+			t.Errorf("last serial %d after the refusal, want %d", a.LastSerial, MaxLiveCredentials)
+		}
+		clock = clock.Add(time.Hour + 30*time.Second) // the first has expired
+		serial, err := s.IssueCredentialSerial(ctx, acct, clock.Add(time.Hour), riderKey(acct))
+		if err != nil || serial != MaxLiveCredentials+1 {
+			t.Fatalf("after one expired: serial %d, %v", serial, err)
+		}
+		_, err = s.IssueCredentialSerial(ctx, acct, clock.Add(time.Hour), riderKey(acct))
+		wantErr(t, err, ErrTooManyCredentials)
+	})
+}

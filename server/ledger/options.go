@@ -43,8 +43,9 @@ const (
 type Options struct {
 	// Logger receives the ledger's log lines; nil discards them.
 	Logger *slog.Logger
-	// Now is the clock for creation times; nil means time.Now. No logic
-	// depends on it beyond the times recorded.
+	// Now is the clock for creation times; nil means time.Now. Beyond the
+	// times recorded, it tells which credentials have expired (see
+	// MaxLiveCredentials).
 	Now func() time.Time
 	// Currency of new accounts (ISO 4217); "" means DefaultCurrency.
 	Currency string
