@@ -1411,3 +1411,21 @@ func TestLiveCredentialsBounded(t *testing.T) {
 		wantErr(t, err, ErrTooManyCredentials)
 	})
 }
+
+// A tap's route and vehicle are what the validator's assignment held, and
+// the release before took bidirectional marks and zero-width spaces there
+// (a Hebrew or Arabic route name carries U+200F): a tap such a validator
+// records is charged, not refused, since a refused tap is quarantined and
+// never charged. Control characters are still refused (TestTapValidation).
+func TestTapWithHiddenCharactersIsCharged(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		tp := mkTap("bus-1", 1, acct, at(0), "\u05e7\u05d5 5\u200f")
+		tp.Vehicle = "\ufeffbus-7\u200b"
+		commit(t, s, tp)
+		if b := balance(t, s, acct); b != 750 {
+			t.Errorf("balance %d after a tap on a route with a bidirectional mark, want 750", b)
+		}
+	})
+}

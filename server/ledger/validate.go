@@ -37,6 +37,25 @@ func validDeviceID(id string) error {
 	return nil
 }
 
+// checkRecordText checks text a tap record carries (its route, vehicle,
+// currency, code hash) as the ledger always has: valid UTF-8 without C0
+// controls or DEL, at most max bytes. Not checkText: a validator of the
+// release before writes what its assignment held, which could hold
+// bidirectional marks (a Hebrew or Arabic route name) or C1 controls, and a
+// tap the ledger refuses is quarantined, never charged.
+func checkRecordText(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", field)
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return fmt.Errorf("%s contains a control character", field)
+	}
+	return nil
+}
+
 // checkText checks a free-text field: valid UTF-8, no control characters,
 // at most max bytes, and (if required) not empty.
 func checkText(field, s string, max int, required bool) error {
@@ -136,7 +155,7 @@ func (t *Tap) validate() error {
 	for _, f := range []struct{ name, v string }{
 		{"code hash", t.CodeHash}, {"route", t.Route}, {"vehicle", t.Vehicle}, {"currency", t.Currency},
 	} {
-		if err := checkText(f.name, f.v, maxName, false); err != nil {
+		if err := checkRecordText(f.name, f.v, maxName); err != nil {
 			return err
 		}
 	}
