@@ -102,21 +102,32 @@ func clientAddr(r *http.Request, proxies []netip.Prefix) string {
 	if len(proxies) == 0 || !trusted(peer, proxies) {
 		return peer
 	}
-	var hops []string
-	for _, h := range r.Header.Values("X-Forwarded-For") {
-		for f := range strings.SplitSeq(h, ",") {
-			hops = append(hops, strings.TrimSpace(f))
+	// Walked from the right without splitting the whole header: a client
+	// can pad it to the header limit (32 KiB of commas were 2.6 MB of
+	// entries a request).
+	values := r.Header.Values("X-Forwarded-For")
+	read := 0
+	for v := len(values) - 1; v >= 0; v-- {
+		h := values[v]
+		for {
+			if read == maxForwarded {
+				return peer
+			}
+			read++
+			i := strings.LastIndexByte(h, ',')
+			ip, err := netip.ParseAddr(strings.TrimSpace(h[i+1:]))
+			if err != nil {
+				return peer
+			}
+			if !trusted(ip.String(), proxies) {
+				return ip.String()
+			}
+			peer = ip.String()
+			if i < 0 {
+				break
+			}
+			h = h[:i]
 		}
-	}
-	for i := len(hops) - 1; i >= 0 && i >= len(hops)-maxForwarded; i-- {
-		ip, err := netip.ParseAddr(hops[i])
-		if err != nil {
-			return peer
-		}
-		if !trusted(ip.String(), proxies) {
-			return ip.String()
-		}
-		peer = ip.String()
 	}
 	return peer
 }

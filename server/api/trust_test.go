@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -566,4 +567,26 @@ func TestCredentialsPerAccountBounded(t *testing.T) {
 	}
 	// Another rider is not held back.
 	f.newRider(5000)
+}
+
+// A client behind the proxy can pad X-Forwarded-For up to the header limit
+// (32 KiB): clientAddr reads the nearest maxForwarded entries only, and
+// does not allocate for the rest.
+func TestClientAddrPaddedHeader(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	r := httptest.NewRequest("POST", "/v1/accounts", nil)
+	r.RemoteAddr = "127.0.0.1:5000"
+	r.Header.Set("X-Forwarded-For", strings.Repeat(",", 30000)+"198.51.100.1")
+	if got := clientAddr(r, proxies); got != "198.51.100.1" {
+		t.Fatalf("counted as %q", got)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		clientAddr(r, proxies)
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 4096 {
+		t.Errorf("clientAddr allocates %d bytes for a padded X-Forwarded-For", per)
+	}
 }
