@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
 )
 
 func TestAssignment(t *testing.T) {
@@ -140,5 +141,22 @@ func TestStaleServerAssignmentWithoutTheLock(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a stale assignment waited for the apply lock")
+	}
+}
+
+// A validator of the release before stored an assignment whose route holds
+// bidirectional marks (a Hebrew route name carries them): the upgraded
+// validator starts with it, rather than refusing to start until its state
+// is wiped.
+func TestStoredAssignmentOfTheReleaseBefore(t *testing.T) {
+	h := newHarness(t, nil)
+	route := "\u202b\u05e7\u05d5 5\u200f\u202c"
+	enc, _ := json.Marshal(Assignment{Route: route, Vehicle: "bus-17", Source: AssignServer, ServerVersion: 3})
+	if err := h.q.UpdateState(func(st *queue.State) error { return st.Put(bucketState, keyAssignment, enc) }); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if as := h.a.Assignment(); as.Route != route || as.Source != AssignServer {
+		t.Errorf("assignment after the upgrade = %+v", as)
 	}
 }

@@ -137,6 +137,7 @@ func TestPrintable(t *testing.T) {
 		{"bad \xff\xfe utf-8", 64, "bad ? utf-8"},
 		{"C1 \u0085 next line", 64, "C1   next line"},
 		{"route \u202e24\u202c, \u200bstop\ufeff", 64, "route 24, stop"},
+		{"\u05e7\u05d5 5\u200f", 64, "\u05e7\u05d5 5\u200f"}, // an implicit mark stays
 		{"\u0645\u06cc\u200c\u0634\u0648\u062f \U0001F469\u200d\U0001F4BB", 64, "\u0645\u06cc\u200c\u0634\u0648\u062f \U0001F469\u200d\U0001F4BB"}, // joiners stay
 		{"déjà vu", 2, "d"}, // not cut inside "é"
 		{"déjà vu", 3, "dé"},
@@ -150,9 +151,24 @@ func TestPrintable(t *testing.T) {
 			t.Errorf("Printable(%q, %d) = %q, which CheckText refuses: %v", tc.in, tc.max, got, err)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\u0085b", "\xff", strings.Repeat("x", 9), "a\u202eb", "\u2066x", "a\u200bb", "\ufeffa", "a\u061c"} {
+	for _, bad := range []string{"a\nb", "a\u0085b", "\xff", strings.Repeat("x", 9)} {
 		if record.CheckText("text", bad, 8) == nil {
 			t.Errorf("CheckText(%q, 8) passed", bad)
+		}
+	}
+	// Text the release before stored (a Hebrew route with its marks) still
+	// passes; hidden characters are the ledger's to refuse in new names.
+	if err := record.CheckText("route", "\u202b\u05e7\u05d5 5\u200f\u202c", 64); err != nil {
+		t.Errorf("a route with bidirectional marks: %v", err)
+	}
+	for _, r := range []rune{0x202a, 0x202e, 0x2066, 0x2069, 0x200b, 0x2060, 0xfeff} {
+		if !record.Hidden(r) {
+			t.Errorf("Hidden(%U) = false", r)
+		}
+	}
+	for _, r := range []rune{0x200c, 0x200d, 0x200e, 0x200f, 0x061c, 'a', 0x05e7} {
+		if record.Hidden(r) {
+			t.Errorf("Hidden(%U) = true", r)
 		}
 	}
 }

@@ -1429,3 +1429,26 @@ func TestTapWithHiddenCharactersIsCharged(t *testing.T) {
 		}
 	})
 }
+
+// A fare table the release before stored may list a route whose name holds
+// bidirectional marks or embeddings (a Hebrew route name carries them): the
+// ledger still loads it and rates taps by it, since a table it cannot load
+// stops the settlement of every tap in its time; and taps on such a route
+// are charged.
+func TestStoredFareTableWithHiddenRoute(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		rtl := "\u202b\u05e7\u05d5 5\u200f\u202c"
+		body := strings.Replace(tableV1, `"transfer"`, `"routes":["X1","`+rtl+`"],"transfer"`, 1)
+		if _, err := s.db.ExecContext(context.Background(), `UPDATE fare_tables SET body = $1 WHERE version = 1`, body); err != nil {
+			t.Fatal(err)
+		}
+		s = db.open(t, nil) // no table cached
+		commit(t, s, mkTap("bus-1", 1, acct, at(0), "X1"))
+		commit(t, s, mkTap("bus-1", 2, acct, at(120), rtl))
+		if b := balance(t, s, acct); b >= 1000 {
+			t.Errorf("balance %d: the taps were not charged", b)
+		}
+	})
+}

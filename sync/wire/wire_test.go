@@ -249,6 +249,9 @@ func TestParseStatusChecks(t *testing.T) {
 		{"config assignment", func(s *Status) { s.Assignment.Source, s.Assignment.ServerVersion = AssignSourceConfig, 0 }, true},
 		{"local after server", func(s *Status) { s.Assignment.Source = AssignSourceLocal }, true},
 		{"no vehicle", func(s *Status) { s.Assignment.Vehicle = "" }, true},
+		// What a validator of the release before holds: a Hebrew route
+		// with its bidirectional marks and embedding.
+		{"a route with bidirectional marks", func(s *Status) { s.Assignment.Route = "\u202b\u05e7\u05d5 5\u200f\u202c" }, true},
 		{"only pending", func(s *Status) { s.Update = &UpdateStatus{Pending: "1.5.0"} }, true},
 		{"reason at the limit", func(s *Status) { s.Update.FailedReason = strings.Repeat("x", MaxFailedReason) }, true},
 		{"no epoch, in service", func(s *Status) { s.Epoch, s.OutOfService = "", "" }, true},
