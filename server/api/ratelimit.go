@@ -132,17 +132,23 @@ func clientAddr(r *http.Request, proxies []netip.Prefix) string {
 	return peer
 }
 
-// trusted reports whether the address (host or host:port) is in proxies.
-func trusted(addr string, proxies []netip.Prefix) bool {
+// hostAddr is the IP address of addr (host or host:port), unmapped and
+// without zone, and the host part it was read from.
+func hostAddr(addr string) (netip.Addr, string, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
 	}
 	ip, err := netip.ParseAddr(host)
+	return ip.Unmap().WithZone(""), host, err
+}
+
+// trusted reports whether the address (host or host:port) is in proxies.
+func trusted(addr string, proxies []netip.Prefix) bool {
+	ip, _, err := hostAddr(addr)
 	if err != nil {
 		return false
 	}
-	ip = ip.Unmap().WithZone("")
 	for _, p := range proxies {
 		if p.Contains(ip) {
 			return true
@@ -155,15 +161,10 @@ func trusted(addr string, proxies []netip.Prefix) bool {
 // of an IPv6 one (a single subscriber is given a whole /64, so keying on
 // the address would give it 2^64 buckets).
 func clientKey(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip, err := netip.ParseAddr(host)
+	ip, host, err := hostAddr(remote)
 	if err != nil {
 		return host
 	}
-	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.String()
