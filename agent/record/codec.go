@@ -113,24 +113,37 @@ func (d *Decoder) Bytes(what string, max int) []byte {
 	return d.Take(int(n), what)
 }
 
-// Str reads a length-prefixed UTF-8 string of at most max bytes without
-// control characters.
+// Str reads a length-prefixed string of at most max bytes that passes
+// CheckString.
 func (d *Decoder) Str(what string, max int) string {
 	p := d.Bytes(what, max)
 	if d.err != nil {
 		return ""
 	}
-	if !utf8.Valid(p) {
-		d.Fail("%s is not UTF-8", what)
+	if err := CheckString(what, string(p), max); err != nil {
+		d.Fail("%v", err)
 		return ""
 	}
-	for _, c := range p {
-		if c < 0x20 || c == 0x7f {
-			d.Fail("%s holds a control character", what)
-			return ""
+	return string(p)
+}
+
+// CheckString is the rule of a string field in a record (Decoder.Str): at
+// most max bytes of UTF-8 without C0 controls or DEL. It is what the
+// ledger holds a tap's record text to: a record the validator wrote
+// decodes, so its tap is charged.
+func CheckString(what, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return fmt.Errorf("%s is %d bytes, limit %d", what, len(s), max)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%s is not UTF-8", what)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%s holds a control character", what)
 		}
 	}
-	return string(p)
+	return nil
 }
 
 // End fails unless every byte was consumed.

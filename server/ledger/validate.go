@@ -7,8 +7,6 @@ import (
 	"math"
 	"regexp"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/farego/farego/agent/record"
 )
@@ -37,44 +35,21 @@ func validDeviceID(id string) error {
 	return nil
 }
 
-// checkRecordText checks text a tap record carries (its route, vehicle,
-// currency, code hash) as the ledger always has: valid UTF-8 without C0
-// controls or DEL, at most max bytes. Not checkText: a validator of the
-// release before writes what its assignment held, which could hold
-// bidirectional marks (a Hebrew or Arabic route name) or C1 controls, and a
-// tap the ledger refuses is quarantined, never charged.
-func checkRecordText(field, s string, max int) error {
-	if len(s) > max {
-		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not valid UTF-8", field)
-	}
-	if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		return fmt.Errorf("%s contains a control character", field)
-	}
-	return nil
-}
-
-// checkText checks a free-text field: valid UTF-8, no control characters,
-// at most max bytes, and (if required) not empty.
+// checkText checks a free-text field the ledger is given new (a name, a
+// reference, an id): record.CheckText (at most max bytes of UTF-8 without
+// control characters), no hidden characters (record.Hidden: they would
+// let one name read as another on the console), and (if required) not
+// empty. Text a tap record carries is held to record.CheckString instead
+// (see Tap.validate).
 func checkText(field, s string, max int, required bool) error {
 	if required && s == "" {
 		return fmt.Errorf("%s is empty", field)
 	}
-	if len(s) > max {
-		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
+	if err := record.CheckText(field, s, max); err != nil {
+		return err
 	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not valid UTF-8", field)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%s contains a control character", field)
-		}
-		if record.Hidden(r) {
-			return fmt.Errorf("%s contains an invisible formatting character (a bidirectional control or a zero-width space)", field)
-		}
+	if strings.IndexFunc(s, record.Hidden) >= 0 {
+		return fmt.Errorf("%s contains an invisible formatting character (a bidirectional control or a zero-width space)", field)
 	}
 	return nil
 }
@@ -155,7 +130,12 @@ func (t *Tap) validate() error {
 	for _, f := range []struct{ name, v string }{
 		{"code hash", t.CodeHash}, {"route", t.Route}, {"vehicle", t.Vehicle}, {"currency", t.Currency},
 	} {
-		if err := checkRecordText(f.name, f.v, maxName); err != nil {
+		// The record's own rule, not checkText: a validator of the
+		// release before wrote what its assignment held, which could hold
+		// bidirectional marks (a Hebrew or Arabic route name) or C1
+		// controls, and a tap the ledger refuses is quarantined, never
+		// charged.
+		if err := record.CheckString(f.name, f.v, maxName); err != nil {
 			return err
 		}
 	}
