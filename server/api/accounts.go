@@ -38,6 +38,9 @@ type Account struct {
 	LastSerial uint32  `json:"last_serial,omitempty"`
 	CreatedAt  string  `json:"created_at"`
 	Rides      []Ride  `json:"recent_rides,omitempty"`
+	// credential is the profile the account's credentials carry
+	// (ledger.Account.CredentialProfile), not shown.
+	credential paycode.Profile
 }
 
 // Block is a credential on the deny list.
@@ -50,9 +53,8 @@ type Block struct {
 
 func toAccount(a ledger.Account) Account {
 	return Account{ID: a.ID, Profile: a.Profile.String(), ProfilePending: a.ProfilePending, Name: a.Name, Balance: a.Balance,
-		CreditLine: a.CreditLine,
-		Currency:   a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
-		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339)}
+		CreditLine: a.CreditLine, Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
+		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339), credential: a.CredentialProfile()}
 }
 
 // Ride is a tap in the rider's history.
@@ -335,10 +337,7 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 				"a payment code of credential %d was used more than once; the operator must clear it before a new credential", b.Serial)
 		}
 	}
-	profile, _ := paycode.ParseProfile(a.Profile)
-	if a.ProfilePending {
-		profile = paycode.Adult // the reduced fare asked for is not confirmed yet
-	}
+	profile := a.credential // adult while a reduced fare asked for is not confirmed
 	minimum, err := h.credentialMinimum(r, profile)
 	if err != nil {
 		return nil, 0, err
