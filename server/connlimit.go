@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/farego/farego/server/api"
 )
 
 // Defaults of Config.HTTPMaxConns and Config.HTTPMaxConnsPerAddress.
@@ -24,7 +26,9 @@ const (
 const maxHeaderBytes = 32 << 10
 
 // limitListener refuses (closes at once) a connection beyond total open
-// connections, or beyond perAddr of its remote address.
+// connections, or beyond perAddr of its client address (api.ClientKey: an
+// IPv6 client's whole /64 is one address, as for the account-creation
+// limit; otherwise one host holds 256 connections per address of its /64).
 type limitListener struct {
 	net.Listener
 	total, perAddr int
@@ -57,10 +61,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-		if err != nil {
-			host = c.RemoteAddr().String()
-		}
+		host := api.ClientKey(c.RemoteAddr().String())
 		l.mu.Lock()
 		ok := (l.total < 0 || l.open < l.total) && (l.perAddr < 0 || l.addrs[host] < l.perAddr)
 		if ok {

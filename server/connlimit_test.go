@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,5 +128,53 @@ func TestHTTPHeaderLimit(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%d-byte header: status %d, want %d", tc.size, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// addrListener hands out connections from the remote addresses it is given
+// (loopback cannot make connections from many IPv6 addresses).
+type addrListener struct {
+	net.Listener
+	remotes []string
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+func (l *addrListener) Accept() (net.Conn, error) {
+	if len(l.remotes) == 0 {
+		return nil, net.ErrClosed
+	}
+	ap := netip.MustParseAddrPort(l.remotes[0])
+	l.remotes = l.remotes[1:]
+	c, _ := net.Pipe()
+	return addrConn{c, net.TCPAddrFromAddrPort(ap)}, nil
+}
+
+// The per-address bound counts an IPv6 client by its /64, as the
+// account-creation limit does: a host that owns a /64 cannot open
+// perAddr connections from each of its addresses. IPv4 addresses, and
+// other /64s, have places of their own.
+func TestHTTPConnectionLimitPerIPv6Prefix(t *testing.T) {
+	remotes := []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2::2]:1001", "[2001:db8:1:2:ffff::3]:1002", // the third is over
+		"[2001:db8:1:3::1]:1003", "192.0.2.1:1004", "[::ffff:192.0.2.1]:1005", "192.0.2.1:1006", // the mapped form is the same address: the third is over
+		"192.0.2.2:1007"}
+	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2)
+	var got []string
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		got = append(got, c.RemoteAddr().String())
+	}
+	want := []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2::2]:1001", "[2001:db8:1:3::1]:1003", "192.0.2.1:1004", "192.0.2.1:1005",
+		"192.0.2.2:1007"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("accepted %v, want %v", got, want)
 	}
 }

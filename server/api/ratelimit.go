@@ -55,7 +55,7 @@ func (l *limiter) allow(r *http.Request) bool {
 	if l.disabled {
 		return true
 	}
-	host := clientKey(clientAddr(r, l.proxies))
+	host := ClientKey(clientAddr(r, l.proxies))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -157,10 +157,12 @@ func trusted(addr string, proxies []netip.Prefix) bool {
 	return false
 }
 
-// clientKey is the bucket of a remote address: an IPv4 address, or the /64
-// of an IPv6 one (a single subscriber is given a whole /64, so keying on
-// the address would give it 2^64 buckets).
-func clientKey(remote string) string {
+// ClientKey is what a limit per client address counts a remote address
+// (host or host:port) as: an IPv4 address, or the /64 of an IPv6 one (a
+// single subscriber is given a whole /64, so keying on the address would
+// give it 2^64 places). The account-creation limit and the server's HTTP
+// connection limit both count by it.
+func ClientKey(remote string) string {
 	ip, host, err := hostAddr(remote)
 	if err != nil {
 		return host
