@@ -1,17 +1,13 @@
 package server
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/farego/farego/server/keys"
 )
 
 // Idle or slow HTTP clients cannot hold more than their share of
@@ -82,52 +78,6 @@ func TestHTTPConnectionLimit(t *testing.T) {
 				c.Close()
 			}
 		})
-	}
-}
-
-// A request header over 32 KiB is refused (431) by the real server: with
-// net/http's default of 1 MiB, 250 slow clients sending 1 MiB headers
-// grew the server by 233 MiB.
-func TestHTTPHeaderLimit(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	srv, err := New(ctx, Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Ready: func(a Addrs) { ready <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	var a Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("server: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server did not start")
-	}
-	for _, tc := range []struct {
-		size int
-		want int
-	}{{8 << 10, http.StatusOK}, {100 << 10, http.StatusRequestHeaderFieldsTooLarge}} {
-		req, _ := http.NewRequest("GET", "http://"+a.HTTP+"/v1/keyring", nil)
-		req.Header.Set("X-Pad", strings.Repeat("a", tc.size))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%d-byte header: %v", tc.size, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%d-byte header: status %d, want %d", tc.size, resp.StatusCode, tc.want)
-		}
 	}
 }
 

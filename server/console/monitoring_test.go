@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,12 +11,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/farego/farego/server"
-	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/servertest"
 )
 
 var metricRE = regexp.MustCompile(`\bfarego_[a-z0-9_]*[a-z0-9]\b`)
@@ -26,31 +23,7 @@ var metricRE = regexp.MustCompile(`\bfarego_[a-z0-9_]*[a-z0-9]\b`)
 // and returns the metric families its /metrics exposes.
 func serverMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan server.Addrs, 1)
-	srv, err := server.New(ctx, server.Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Ready: func(a server.Addrs) { ready <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	var a server.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("server: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server did not start")
-	}
+	a := servertest.Start(t)
 	resp, err := http.Get("http://" + a.HTTP + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,47 @@
+// Package servertest runs a real settlement server for tests: keys made in
+// a temporary directory, its SQLite ledger and embedded broker there, HTTP
+// and MQTT on loopback ports the kernel picks. Test support only.
+package servertest
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/keys"
+)
+
+// Start runs a settlement server until the test ends and returns the
+// addresses it listens on.
+func Start(tb testing.TB) server.Addrs {
+	tb.Helper()
+	dir := tb.TempDir()
+	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan server.Addrs, 1)
+	srv, err := server.New(ctx, server.Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
+		Ready: func(a server.Addrs) { ready <- a }})
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		tb.Fatalf("server: %v", err)
+	case <-time.After(60 * time.Second):
+		tb.Fatal("the server did not start")
+	}
+	return server.Addrs{}
+}
