@@ -158,6 +158,12 @@ func TestDenyListMillionEndToEnd(t *testing.T) {
 	brokertest.WaitFor(t, 5*time.Minute, "the whole deny list on the validator", func() bool {
 		return a.DenyEntries() == want && a.Versions()[record.DocDenyList] == src.version
 	})
+	// The watcher is another subscriber: the broker may deliver the last
+	// shard to the validator before it reaches the watcher.
+	brokertest.WaitFor(t, time.Minute, "every shard seen by the watcher", func() bool {
+		return sw.n.Load() >= record.DenyShardCount
+	})
+	time.Sleep(300 * time.Millisecond) // a shard sent twice would show now
 	t.Logf("1,000,000 entries: %d shard downlinks, largest %d bytes, on the validator %v after the uplink started",
 		sw.n.Load(), sw.maxSize.Load(), time.Since(start).Round(time.Millisecond))
 	if n := sw.n.Load(); n != record.DenyShardCount || sw.bad.Load() != 0 {
