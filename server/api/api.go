@@ -209,8 +209,18 @@ func (h *Handler) route(pattern string, fn func(w http.ResponseWriter, r *http.R
 	})
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every answer is data, never a page:
+// a browser must not sniff one as HTML (an error message quotes the
+// request's path), run or embed anything from it, or show it in a frame
+// of another site; the wallet and the console are served from the same
+// origin.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox")
+	hd.Set("X-Frame-Options", "DENY")
+	h.mux.ServeHTTP(w, r)
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -336,3 +336,34 @@ func devKey(n byte) string {
 	seed[0] = n
 	return hex.EncodeToString(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey))
 }
+
+// TestResponsesAreNotPages: every API answer (a result, an error quoting
+// the request's path, the metrics) tells a browser not to sniff it as a
+// page, run anything from it or frame it (the wallet and the console share
+// the API's origin).
+func TestResponsesAreNotPages(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{"/v1/fares", 200},
+		{"/v1/<script>alert(1)</script>", 404},
+		{"/healthz", 200},
+	} {
+		resp, err := http.Get(f.srv.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("GET %s: status %d, want %d", c.path, resp.StatusCode, c.want)
+		}
+		h := resp.Header
+		if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("X-Frame-Options") != "DENY" ||
+			!strings.Contains(h.Get("Content-Security-Policy"), "default-src 'none'") ||
+			!strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("GET %s: headers %v: want nosniff, no framing and nothing allowed to run", c.path, h)
+		}
+	}
+}
