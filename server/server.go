@@ -81,7 +81,7 @@ type Config struct {
 	// X-Forwarded-For names the client a request is counted against.
 	TrustedProxies []netip.Prefix
 	Policy         paycode.Policy
-	Currency       string // of new accounts; default EUR
+	Currency       string // the ledger's (see ledger.Options.Currency); "": the ledger's, EUR for a new one
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger

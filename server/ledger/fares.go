@@ -95,6 +95,9 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	if table.Version > 1<<62 {
 		return invalid("fare table version %d out of range", table.Version)
 	}
+	if table.Currency != s.currency {
+		return invalid("fare table in %s: the ledger's accounts are in %s, and a fare table in another currency charges them nothing", table.Currency, s.currency)
+	}
 	body := string(data)
 	err = s.write(ctx, "put fare table", func(t *txn) error {
 		// The fare_version counter holds the latest version; locking its

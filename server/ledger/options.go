@@ -47,7 +47,11 @@ type Options struct {
 	// times recorded, it tells which credentials have expired (see
 	// MaxLiveCredentials).
 	Now func() time.Time
-	// Currency of new accounts (ISO 4217); "" means DefaultCurrency.
+	// Currency is the ledger's (ISO 4217): every account's and fare
+	// table's. A ledger keeps the currency it was first opened with (a
+	// ledger from before: its latest fare table's, else its accounts');
+	// Open refuses a ledger in another one. "" takes the ledger's, or
+	// DefaultCurrency for a new ledger.
 	Currency string
 	// BusyTimeout is how long a SQLite writer waits for another process's
 	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.

@@ -70,6 +70,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if opts != nil {
 		o = *opts
 	}
+	asked := o.Currency
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -111,7 +112,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	// process opening it at the same moment can refuse with SQLITE_BUSY
 	// without waiting: retry for as long as the busy timeout.
 	for start, attempt := time.Now(), 1; ; attempt++ {
-		err := s.init(ctx)
+		err := s.init(ctx, asked)
 		if err == nil {
 			break
 		}
@@ -158,7 +159,7 @@ func privateFile(path string) error {
 	return f.Close()
 }
 
-func (s *Store) init(ctx context.Context) error {
+func (s *Store) init(ctx context.Context, currency string) error {
 	if err := s.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("ledger: connect to %s: %w", s.backend, err)
 	}
@@ -167,7 +168,10 @@ func (s *Store) init(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.migrate(ctx)
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	return s.settleCurrency(ctx, currency)
 }
 
 // checkSQLiteSettings makes sure the connection settings the ledger's

@@ -51,6 +51,12 @@ func newCtx(t *testing.T) (context.Context, context.CancelFunc) {
 // (and are listed) when the test fails.
 func newRig(t *testing.T) (*Rig, context.Context) {
 	t.Helper()
+	return newRigWith(t, testFares)
+}
+
+// newRigWith is newRig with the given fare table.
+func newRigWith(t *testing.T, fares string) (*Rig, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
@@ -65,7 +71,7 @@ func newRig(t *testing.T) (*Rig, context.Context) {
 			}
 		}
 	})
-	if err := r.Init(ctx, testFares); err != nil {
+	if err := r.Init(ctx, fares); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.StartServer(ctx); err != nil {
