@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/server/ledger"
 )
 
 func settle(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
@@ -115,5 +117,43 @@ func TestParsePrefix(t *testing.T) {
 		if p, err := parsePrefix(in); err != nil || p.String() != want {
 			t.Errorf("parsePrefix(%q) = %v, %v; want %s", in, p, err, want)
 		}
+	}
+}
+
+// init takes the ledger's currency from its fare table, and refuses a
+// --currency the table is not in before it makes anything.
+func TestInitCurrency(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	yen := filepath.Join(dir, "yen.json")
+	if err := os.WriteFile(yen, []byte(`{"version":1,"currency":"JPY","timezone":"Asia/Tokyo","service_day_start":"04:00",
+		"fares":{"*":{"adult":210,"child":110,"senior":110,"student":160}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	c, _, e := settle(t, ctx, "init", "--data", data, "--fares", yen, "--currency", "EUR")
+	if c != 1 || !strings.Contains(e, "JPY") || !strings.Contains(e, "EUR") {
+		t.Fatalf("init with a JPY table and --currency EUR: %d %q", c, e)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the refused init left %s behind: %v", data, err)
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--currency", "yen"); c != 2 || !strings.Contains(e, "--currency") {
+		t.Fatalf("init --currency yen: %d %q", c, e)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the refused init left %s behind: %v", data, err)
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", yen); c != 0 {
+		t.Fatalf("init: %d %q", c, e)
+	}
+	// The ledger is in yen for every program that opens it.
+	st, err := ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Currency() != "JPY" {
+		t.Errorf("ledger currency %s, want JPY", st.Currency())
 	}
 }
