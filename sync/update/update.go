@@ -134,6 +134,10 @@ type pending struct {
 	At      time.Time `json:"at"`
 	Boots   int       `json:"boots"`
 	Rollout uint64    `json:"rollout"` // the rollout downlink's version
+	// SHA256 is the installed binary's (the manifest's), to tell at the
+	// next start a binary that reports another version than its
+	// release's from one that never got in place.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // failure is the last failed update.
@@ -378,6 +382,16 @@ func (u *Updater) Boot() error {
 		return nil
 	}
 	if p.Version != u.cfg.Current {
+		if p.SHA256 != "" && fileSHA256(u.cfg.Binary) == p.SHA256 {
+			// The release's binary is running and says it is another
+			// version: it was built with another version stamp. Kept, it
+			// would take its own release again at every rollout document
+			// (download, install, restart, for ever); put the previous
+			// one back and record the failure, which this rollout does
+			// not retry.
+			return u.rollback(fmt.Sprintf("the binary of release %s reports version %s: it was built with another version "+
+				"stamp (build it with make dist VERSION=%s)", p.Version, cutVersion(u.cfg.Current), p.Version))
+		}
 		// The new binary never got in place (a power cut between the
 		// state and the rename), or someone put another one there.
 		u.log.Warn("update: the installed version is not the one pending; forgetting it",
@@ -781,7 +795,7 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	was, lost := u.st.Installed, u.st.GuardLost
-	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout}
+	u.st.Pending = &pending{Version: m.Version, From: u.cfg.Current, At: u.cfg.Now().UTC(), Rollout: rollout, SHA256: m.SHA256}
 	u.st.Installed = max(was, rollout)
 	u.st.GuardLost = false // the installed rollout is the guard again
 	if err := u.save(); err != nil {
@@ -819,4 +833,27 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return durable.SyncDir(filepath.Dir(dst))
+}
+
+// fileSHA256 returns the hex SHA-256 of a file's contents, "" if it cannot
+// be read.
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// cutVersion bounds a version read from a binary for a message.
+func cutVersion(v string) string {
+	if len(v) > 64 {
+		return v[:64] + "…"
+	}
+	return v
 }

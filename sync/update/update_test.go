@@ -580,3 +580,36 @@ func TestStatusReasonCut(t *testing.T) {
 		}
 	}
 }
+
+// A release whose binary was built with another version stamp (make dist
+// without VERSION=1.1.0) reports that version once running: the device
+// used to forget the update as "never got in place", see its release
+// again as newer than what it runs, and download, install and restart for
+// ever. Now it puts the previous binary back, reports why, and does not
+// take that rollout again.
+func TestMisstampedReleaseRollsBackOnce(t *testing.T) {
+	rel, srv, d := installed(t)
+	u, err := New(Config{Binary: d.bin, Current: "1.0.0-3-g0123abc", DeviceID: "bus-1", Arch: "testarch",
+		FleetPublicKey: fleetKey.Public().(ed25519.PublicKey), BaseURL: srv.url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Boot(); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("Boot of the misstamped binary = %v, want ErrRolledBack", err)
+	}
+	if !bytes.Equal(d.binary(t), d.old) {
+		t.Fatal("the previous binary is not back")
+	}
+	old := d.updater(t, "1.0.0", srv.url)
+	if st := old.Status(); st == nil || st.Failed != "1.1.0" || !strings.Contains(st.FailedReason, "1.0.0-3-g0123abc") ||
+		!strings.Contains(st.FailedReason, "VERSION=1.1.0") {
+		t.Fatalf("the previous version reports %+v", st)
+	}
+	gets := srv.requests.Load()
+	if err := old.apply(context.Background(), offer{1, rollout(t, rel, nil)}); err != nil {
+		t.Fatalf("the same rollout again: %v, want nothing done", err)
+	}
+	if !bytes.Equal(d.binary(t), d.old) || srv.requests.Load() != gets {
+		t.Fatal("the misstamped release was downloaded or installed again")
+	}
+}
