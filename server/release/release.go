@@ -94,13 +94,14 @@ func Open(dir string, fleetKey ed25519.PrivateKey) *Store {
 func (s *Store) relDir(version, arch string) string { return filepath.Join(s.dir, version, arch) }
 
 // Add reads a binary from r (at most wire.MaxBinarySize bytes), signs its
-// manifest and stores both. It refuses a version and architecture that
+// manifest and stores both. It refuses a binary that is not a Go program
+// for linux and arch (see checkBinary), a version and architecture that
 // exist, a version stored under another spelling ("v1.4.0" beside
 // "1.4.0": they compare equal), and more than wire.MaxRolloutBuilds
 // architectures of a version (a rollout carries them all). A build added
 // to the version being rolled out moves the rollout's sequence number, so
 // that devices take the new document.
-func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release, error) {
+func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (rel *Release, err error) {
 	if err := wire.ValidVersion(version); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -119,6 +120,12 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release,
 	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil { // leave no empty directory to be taken for a stored version
+			os.Remove(dir)
+			os.Remove(filepath.Dir(dir))
+		}
+	}()
 	tmp, err := os.CreateTemp(dir, ".binary.tmp*")
 	if err != nil {
 		return nil, err
@@ -137,6 +144,9 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (*Release,
 	}
 	if n == 0 || n > wire.MaxBinarySize {
 		return nil, fmt.Errorf("%w: binary of %d bytes (1 to %d)", ErrInvalid, n, wire.MaxBinarySize)
+	}
+	if err := checkBinary(tmp.Name(), arch); err != nil {
+		return nil, err
 	}
 	m := &wire.Manifest{Version: version, Arch: arch, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Date: now.UTC().Truncate(time.Second)}
 	mb, sig, err := wire.SignManifest(m, s.key)

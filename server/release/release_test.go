@@ -23,7 +23,7 @@ var (
 
 func TestAddRolloutServe(t *testing.T) {
 	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
-	bin := bytes.Repeat([]byte("validator"), 1000)
+	bin := goBinary(t, "linux", "arm", "7")
 	rel, err := s.Add(bytes.NewReader(bin), "1.4.0", "armv7", now)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestAddRolloutServe(t *testing.T) {
 	if _, err := s.Add(bytes.NewReader(nil), "1.5.0", "armv7", now); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty binary: %v, want ErrInvalid", err)
 	}
-	if _, err := s.Add(bytes.NewReader(bin), "1.3.0", "arm64", now); err != nil {
+	if _, err := s.Add(bytes.NewReader(goBinary(t, "linux", "arm64", "")), "1.3.0", "arm64", now); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.List()
@@ -81,7 +81,11 @@ func TestAddRolloutServe(t *testing.T) {
 	// A tampered manifest is not published.
 	mf := filepath.Join(s.dir, "1.4.0", "armv7", ManifestFile)
 	orig, _ := os.ReadFile(mf)
-	os.WriteFile(mf, bytes.Replace(orig, []byte(`"size":9000`), []byte(`"size":9001`), 1), 0o644)
+	size := fmt.Sprintf(`"size":%d`, len(bin))
+	if !bytes.Contains(orig, []byte(size)) {
+		t.Fatalf("manifest %s without %s", orig, size)
+	}
+	os.WriteFile(mf, bytes.Replace(orig, []byte(size), []byte(fmt.Sprintf(`"size":%d`, len(bin)+1)), 1), 0o644)
 	if _, _, err := s.Document(); !errors.Is(err, wire.ErrBadSignature) {
 		t.Errorf("Document with a tampered manifest: %v, want a bad signature", err)
 	}
@@ -121,7 +125,7 @@ func TestAddRolloutServe(t *testing.T) {
 // devices that applied the rollout take the new document with it.
 func TestAddGuards(t *testing.T) {
 	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
-	bin := []byte("validator")
+	bin, arm := goBinary(t, "linux", "arm64", ""), goBinary(t, "linux", "arm", "7")
 	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "arm64", now); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +138,7 @@ func TestAddGuards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Add(bytes.NewReader(bin), "1.4.0", "armv7", now); err != nil {
+	if _, err := s.Add(bytes.NewReader(arm), "1.4.0", "armv7", now); err != nil {
 		t.Fatal(err)
 	}
 	seq, body, err := s.Document()

@@ -1,0 +1,57 @@
+package release
+
+import (
+	"debug/buildinfo"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// A build for another machine cannot be caught by the device: a binary
+// that dies before its first line of Go runs cannot count its own starts,
+// so the update's rollback never comes and the validator stays down until a
+// technician replaces the binary. So Add checks what the binary is, from
+// the build information every Go program carries (also stripped, also
+// built with -trimpath): a Go program, for linux, for the architecture
+// the release names, and not one of farego's other programs.
+
+// goArchRE is an architecture name Add can check against a build: a
+// GOARCH, or armvN (GOARCH arm with GOARM N). Other names (a fleet's own)
+// are taken as the operator spells them, with a build for linux.
+var goArchRE = regexp.MustCompile(`^(386|amd64|arm64|armv[5-7]|loong64|mips|mipsle|mips64|mips64le|ppc64|ppc64le|riscv64|s390x)$`)
+
+// otherPrograms are farego's programs that are not the validator.
+var otherPrograms = []string{"farego-settlement", "farego-provision", "farego-rider", "farego-sim", "farego-demo"}
+
+// checkBinary checks the stored binary at path for a release for arch.
+func checkBinary(path, arch string) error {
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: the file is not a Go program with build information (%v): upload the farego-validator that make dist builds",
+			ErrInvalid, err)
+	}
+	for _, p := range otherPrograms {
+		if info.Path == "github.com/farego/farego/cmd/"+p {
+			return fmt.Errorf("%w: the file is %s, not farego-validator", ErrInvalid, p)
+		}
+	}
+	set := map[string]string{}
+	for _, s := range info.Settings {
+		set[s.Key] = s.Value
+	}
+	if goos := set["GOOS"]; goos != "linux" {
+		return fmt.Errorf("%w: the binary is built for %s (GOOS), not linux", ErrInvalid, goos)
+	}
+	built := set["GOARCH"]
+	if built == "arm" {
+		goarm, _, _ := strings.Cut(set["GOARM"], ",") // "7" or "7,softfloat"
+		if goarm == "" {
+			goarm = "7"
+		}
+		built = "armv" + goarm
+	}
+	if goArchRE.MatchString(arch) && built != arch {
+		return fmt.Errorf("%w: the binary is built for %s, not %s: a validator cannot start it, nor roll it back", ErrInvalid, built, arch)
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package release
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var builds struct {
+	sync.Mutex
+	dir  string
+	bins map[string][]byte
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
+	}
+	os.Exit(code)
+}
+
+// goBinary builds a small Go program for goos/goarch (GOARM goarm) with
+// the Go toolchain, once per test binary: a real executable with the build
+// information Add reads.
+func goBinary(t *testing.T, goos, goarch, goarm string) []byte {
+	t.Helper()
+	builds.Lock()
+	defer builds.Unlock()
+	key := goos + "/" + goarch + "/" + goarm
+	if b, ok := builds.bins[key]; ok {
+		return b
+	}
+	if builds.dir == "" {
+		dir, err := os.MkdirTemp("", "farego-release-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := "package main\n\nfunc main() { println(\"validator\") }\n"
+		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/validator\n\ngo 1.22\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		builds.dir, builds.bins = dir, map[string][]byte{}
+	}
+	out := filepath.Join(builds.dir, strings.ReplaceAll(key, "/", "-"))
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, ".")
+	cmd.Dir = builds.dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOARM="+goarm, "GOWORK=off", "GOFLAGS=")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build for %s: %v\n%s", key, err, msg)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	builds.bins[key] = b
+	return b
+}
+
+// TestAddChecksTheBinary: a build for another machine is refused with what
+// it was built for (a validator could neither start it nor roll it back),
+// as is a file that is no Go program; nothing is stored, and the version
+// stays free.
+func TestAddChecksTheBinary(t *testing.T) {
+	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
+	arm7, arm64 := goBinary(t, "linux", "arm", "7"), goBinary(t, "linux", "arm64", "")
+	for _, c := range []struct {
+		name, arch, want string
+		bin              []byte
+	}{
+		{"armv7 build as arm64", "arm64", "built for armv7", arm7},
+		{"arm64 build as armv7", "armv7", "built for arm64", arm64},
+		{"armv6 build as armv7", "armv7", "built for armv6", goBinary(t, "linux", "arm", "6")},
+		{"windows build", "arm64", "windows", goBinary(t, "windows", "arm64", "")},
+		{"not a program", "armv7", "not a Go program", bytes.Repeat([]byte("validator"), 1000)},
+		{"a shell script", "armv7", "not a Go program", []byte("#!/bin/sh\nexec /bin/true\n")},
+	} {
+		_, err := s.Add(bytes.NewReader(c.bin), "1.4.0", c.arch, now)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrInvalid saying %q", c.name, err, c.want)
+		}
+	}
+	if list, err := s.List(); err != nil || len(list) != 0 {
+		t.Fatalf("after refusals: List = %+v, %v", list, err)
+	}
+	// The version is free for its other spelling: no directory was left.
+	if _, err := s.Add(bytes.NewReader(arm64), "v1.4.0", "arm64", now); err != nil {
+		t.Fatalf("v1.4.0 after refused 1.4.0 uploads: %v", err)
+	}
+	// A fleet's own architecture name is taken with any linux build.
+	if _, err := s.Add(bytes.NewReader(arm7), "v1.4.0", "imx6ull", now); err != nil {
+		t.Errorf("a fleet's own architecture name: %v", err)
+	}
+}
