@@ -30,7 +30,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("farego-settlement device revoke", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
-	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, args[1:], stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -59,8 +59,11 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stderr, releaseUsage)
 		return cli.Usagef(stderr, "farego-settlement release", "unknown subcommand %q", sub)
 	}
-	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, args[1:], stdout, stderr); err != nil {
 		return err
+	}
+	if sub != "rollout" && fs.NArg() != 0 {
+		return cli.Usagef(stderr, fs.Name(), "unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	kd, err := keys.Open(filepath.Join(*data, "keys"))
 	if err != nil {
@@ -91,9 +94,6 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case "add":
 		if err := cli.Required(fs, stderr, "file", "version", "arch"); err != nil {
 			return err
-		}
-		if fs.NArg() != 0 {
-			return cli.Usagef(stderr, fs.Name(), "unexpected argument %q", fs.Arg(0))
 		}
 		f, err := os.Open(*file)
 		if err != nil {

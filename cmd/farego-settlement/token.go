@@ -65,8 +65,11 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, tokenUsage)
 		return cli.Usagef(stderr, "farego-settlement token", "unknown subcommand %q", sub)
 	}
-	if err := cli.Parse(fs, args[1:], stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, args[1:], stdout, stderr); err != nil {
 		return err
+	}
+	if sub != "revoke" && fs.NArg() != 0 {
+		return cli.Usagef(stderr, fs.Name(), "unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	switch sub {
 	case "create":

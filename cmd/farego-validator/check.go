@@ -52,7 +52,7 @@ func cmdCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	nowFlag := fs.String("now", "", "verification time: unix seconds or RFC 3339 (default: the system clock)")
 	maxAge := fs.Duration("max-age", paycode.DefaultMaxAge, "how long after its code time a code is accepted")
 	skew := fs.Duration("skew", paycode.DefaultSkew, "clock tolerance (0 for none)")
-	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, args, stdout, stderr); err != nil {
 		return cli.Exit("farego-validator check", err, stderr)
 	}
 	fail := func(format string, a ...any) int {

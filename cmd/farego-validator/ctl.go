@@ -257,7 +257,7 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 		def = DefaultCtlSocket
 	}
 	socket := fs.String("socket", def, "the validator's control socket")
-	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, args, stdout, stderr); err != nil {
 		return cli.Exit("farego-validator ctl", err, stderr)
 	}
 	var req ctlRequest

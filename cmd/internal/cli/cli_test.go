@@ -2,7 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"flag"
+	"io"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,5 +47,49 @@ func TestVersionOf(t *testing.T) {
 	}
 	if Version() == "" {
 		t.Error("Version is empty")
+	}
+}
+
+// TestParseReadsFlagsAfterArguments: Go's flag package stops at the first
+// argument, so `token revoke ID --data DIR` used the default directory
+// and `verify ledger.db` checked another ledger than the user named. Parse
+// reads every flag, refuses arguments where a command takes none, and
+// ParseArgs leaves them to the command; "--" ends the flags.
+func TestParseReadsFlagsAfterArguments(t *testing.T) {
+	newFS := func() (*flag.FlagSet, *string, *bool) {
+		fs := flag.NewFlagSet("prog sub", flag.ContinueOnError)
+		return fs, fs.String("data", "default", ""), fs.Bool("v", false, "")
+	}
+	for _, c := range []struct {
+		args []string
+		data string
+		v    bool
+		rest []string
+	}{
+		{[]string{"ID", "--data", "d"}, "d", false, []string{"ID"}},
+		{[]string{"--v", "A", "--data=d", "B"}, "d", true, []string{"A", "B"}},
+		{[]string{"A", "--", "--data", "x"}, "default", false, []string{"A", "--data", "x"}},
+		{[]string{"-", "--v"}, "default", true, []string{"-"}},
+		{nil, "default", false, nil},
+	} {
+		fs, data, v := newFS()
+		var errb bytes.Buffer
+		if err := ParseArgs(fs, c.args, io.Discard, &errb); err != nil {
+			t.Fatalf("ParseArgs(%q): %v %s", c.args, err, errb.String())
+		}
+		if *data != c.data || *v != c.v || !slices.Equal(fs.Args(), c.rest) {
+			t.Errorf("ParseArgs(%q): data %q v %v args %q; want %q %v %q", c.args, *data, *v, fs.Args(), c.data, c.v, c.rest)
+		}
+	}
+	fs, _, _ := newFS()
+	var errb bytes.Buffer
+	if err := Parse(fs, []string{"--data", "d", "ledger.db"}, io.Discard, &errb); !errors.Is(err, ErrUsage) ||
+		!strings.Contains(errb.String(), `"ledger.db"`) {
+		t.Errorf("Parse with a stray argument: %v, %q; want a usage error naming it", err, errb.String())
+	}
+	fs, _, _ = newFS()
+	errb.Reset()
+	if err := ParseArgs(fs, []string{"ID", "--nope"}, io.Discard, &errb); !errors.Is(err, ErrUsage) || !strings.Contains(errb.String(), "nope") {
+		t.Errorf("an unknown flag after an argument: %v, %q", err, errb.String())
 	}
 }

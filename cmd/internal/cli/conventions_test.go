@@ -128,6 +128,22 @@ func TestConventions(t *testing.T) {
 					t.Errorf("%s %s: exit %d, stderr %q; want 2 naming the flag", name, strings.Join(args, " "), code, errOut)
 				}
 			}
+			// A stray argument is refused, not ignored (`verify ledger.db`
+			// checked the default directory's ledger).
+			strays := [][]string{{"stray-arg"}}
+			for _, sub := range b.subcommands {
+				if sub != "check" { // check takes the code as its argument
+					strays = append(strays, []string{sub, "stray-arg"})
+				}
+			}
+			if len(b.subcommands) > 0 {
+				strays = strays[1:] // the first argument names the subcommand
+			}
+			for _, args := range strays {
+				if code, _, errOut := run(t, name, args...); code != 2 || !strings.Contains(errOut, "stray-arg") {
+					t.Errorf("%s %s: exit %d, stderr %q; want 2 naming the stray argument", name, strings.Join(args, " "), code, errOut)
+				}
+			}
 			for _, m := range b.missing {
 				if code, _, errOut := run(t, name, m.args...); code != 2 || !strings.Contains(errOut, m.flag) {
 					t.Errorf("%s %s: exit %d, stderr %q; want 2 naming %s", name, strings.Join(m.args, " "), code, errOut, m.flag)

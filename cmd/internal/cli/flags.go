@@ -26,14 +26,51 @@ func Usagef(w io.Writer, prog, format string, a ...any) error {
 // Parse parses args with fs the way every farego command does: -h, -help
 // and --help print the flags to stdout and return flag.ErrHelp (exit 0);
 // a bad flag prints flag's message and the flags to stderr and returns
-// ErrUsage (exit 2).
+// ErrUsage (exit 2). Flags may come after arguments: Go's flag package
+// stops at the first argument and would leave the flags after it unread
+// (`verify ledger.db --data DIR` checked the default directory); Parse
+// reads them all ("--" ends the flags). A command that takes no
+// arguments gets a usage error naming the first one; a command that
+// takes some uses ParseArgs and finds them in fs.Args().
 func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	return parse(fs, args, stdout, stderr, false)
+}
+
+// ParseArgs is Parse for a command that takes arguments: they are left
+// in fs.Args(), for the command to check.
+func ParseArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	return parse(fs, args, stdout, stderr, true)
+}
+
+func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, takesArgs bool) error {
 	var buf bytes.Buffer
 	fs.SetOutput(&buf)
-	err := fs.Parse(args)
+	var pos []string
+	rest := args
+	var err error
+	for {
+		if err = fs.Parse(rest); err != nil {
+			break
+		}
+		next := fs.Args()
+		if len(next) == 0 {
+			break
+		}
+		if used := len(rest) - len(next); used > 0 && rest[used-1] == "--" {
+			pos = append(pos, next...) // after "--", all are arguments
+			break
+		}
+		pos, rest = append(pos, next[0]), next[1:]
+	}
+	if err == nil {
+		err = fs.Parse(append([]string{"--"}, pos...)) // fs.Args() = the arguments
+	}
 	fs.SetOutput(stderr)
 	switch {
 	case err == nil:
+		if !takesArgs && fs.NArg() > 0 {
+			return Usagef(stderr, fs.Name(), "unexpected argument %q (this command takes flags only; see --help)", fs.Arg(0))
+		}
 		return nil
 	case errors.Is(err, flag.ErrHelp):
 		_, _ = io.Copy(stdout, &buf)
