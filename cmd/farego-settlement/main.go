@@ -9,14 +9,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server/ledger"
 )
 
 const usage = `farego-settlement: the farego settlement server.
@@ -92,6 +95,24 @@ func dataFlag(fs *flag.FlagSet) *string {
 
 func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db; postgres://… for PostgreSQL)")
+}
+
+// existingLedger returns the ledger's DSN (db, default DATA/ledger.db),
+// refusing a SQLite file that does not exist: opening one creates an
+// empty ledger, and a mistyped --data would then check, change or serve
+// an empty ledger instead of the real one. Only init makes a ledger.
+func existingLedger(data, db string) (string, error) {
+	dsn := db
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
+	}
+	if path, ok := ledger.SQLitePath(dsn); ok {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no ledger at %s: check --data (or --db); farego-settlement init makes a new one, "+
+				"and a lost one is restored from its backup (see the README's restore procedure)", path)
+		}
+	}
+	return dsn, nil
 }
 
 // beforeSubcommand handles the arguments of a command with subcommands when

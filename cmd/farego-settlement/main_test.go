@@ -157,3 +157,37 @@ func TestInitCurrency(t *testing.T) {
 		t.Errorf("ledger currency %s, want JPY", st.Currency())
 	}
 }
+
+// A command pointed at a directory without a ledger (a mistyped --data, a
+// restore that forgot the ledger) says so and makes none: opening a
+// missing SQLite file used to create an empty ledger, which restored then
+// marked as restored, token create put a token in, and run served.
+func TestCommandsRefuseAMissingLedger(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	db := filepath.Join(data, "ledger.db")
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(db + suffix)
+	}
+	for _, args := range [][]string{
+		{"verify", "--data", data},
+		{"restored", "--data", data},
+		{"token", "create", "--data", data, "--role", "auditor"},
+		{"token", "list", "--data", data},
+		{"device", "revoke", "--data", data, "bus-1"},
+		{"run", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"},
+		{"verify", "--db", "sqlite:" + filepath.Join(t.TempDir(), "typo.db")},
+	} {
+		c, _, e := settle(t, ctx, args...)
+		if c != 1 || !strings.Contains(e, "no ledger at") {
+			t.Errorf("%v: exit %d, %q; want 1 and no ledger at …", args, c, e)
+		}
+		if _, err := os.Stat(db); !os.IsNotExist(err) {
+			t.Fatalf("%v made a ledger: %v", args, err)
+		}
+	}
+}

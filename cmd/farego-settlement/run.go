@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -78,6 +79,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 		notifier.Notify("READY=1")
+	}
+	keysDir := c.KeysDir
+	if keysDir == "" {
+		keysDir = filepath.Join(c.DataDir, "keys")
+	}
+	if _, err := os.Stat(keysDir); err == nil { // else the server says to run init
+		if _, err := existingLedger(c.DataDir, c.DB); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(ctx, c)
 	if err != nil {

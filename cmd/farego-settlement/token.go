@@ -38,9 +38,9 @@ func openKeysAndLedger(ctx context.Context, data, db string) (*keys.Dir, *ledger
 
 // openLedger opens the ledger of a data directory (or --db).
 func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
-	dsn := db
-	if dsn == "" {
-		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
+	dsn, err := existingLedger(data, db)
+	if err != nil {
+		return nil, err
 	}
 	return ledger.Open(ctx, dsn, nil)
 }

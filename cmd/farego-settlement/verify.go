@@ -5,12 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/farego/farego/cmd/internal/cli"
-	"github.com/farego/farego/server/ledger"
 )
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -20,14 +17,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	dsn := *db
-	if dsn == "" {
-		dsn = "sqlite:" + filepath.Join(*data, "ledger.db")
-		if _, err := os.Stat(filepath.Join(*data, "ledger.db")); err != nil {
-			return fmt.Errorf("no ledger at %s", filepath.Join(*data, "ledger.db"))
-		}
-	}
-	st, err := ledger.Open(ctx, dsn, nil)
+	st, err := openLedger(ctx, *data, *db)
 	if err != nil {
 		return err
 	}

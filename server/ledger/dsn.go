@@ -102,3 +102,13 @@ func parseDSN(dsn string, busy time.Duration) (target, error) {
 	}
 	return target{backend: backendSQLite, dsn: path + "?" + q.Encode(), path: path}, nil
 }
+
+// SQLitePath returns the file of a SQLite ledger's DSN (sqlite:PATH or a
+// bare PATH), and false for a PostgreSQL DSN or one Open refuses.
+func SQLitePath(dsn string) (string, bool) {
+	tg, err := parseDSN(dsn, 0)
+	if err != nil || tg.backend != backendSQLite {
+		return "", false
+	}
+	return tg.path, true
+}
