@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/keyfile"
 )
 
 // currencyRE is an ISO 4217 code's form.
@@ -43,25 +47,76 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				*fares, t.Currency, *currency)
 		}
 	}
-	kd, err := keys.Init(filepath.Join(*data, "keys"), keys.InitOptions{FleetKey: *fleetKey})
-	if err != nil {
+	if *fleetKey != "" {
+		if _, err := keyfile.ReadPrivate(*fleetKey); err != nil {
+			return fmt.Errorf("--fleet-key: %w", err)
+		}
+	}
+	keysDir := filepath.Join(*data, "keys")
+	if entries, err := os.ReadDir(keysDir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("%s already exists and holds keys (remove the directory to start over: it holds the money's keys)", keysDir)
+	}
+	// The ledger first, durably, then the keys: a cut in between leaves
+	// a ledger and no keys, and init run again takes that ledger (run
+	// refuses keys without a ledger). A failure before the keys are made
+	// removes what this init made.
+	madeData := false
+	if _, err := os.Stat(*data); errors.Is(err, os.ErrNotExist) {
+		madeData = true
+	}
+	if err := durable.MkdirAll(*data, 0o700); err != nil {
 		return err
 	}
 	dsn := *db
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(*data, "ledger.db")
 	}
+	dbFile, sqlite := ledger.SQLitePath(dsn)
+	madeLedger := false
+	if sqlite {
+		if _, err := os.Stat(dbFile); errors.Is(err, os.ErrNotExist) {
+			madeLedger = true
+		}
+	}
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		if madeLedger {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				os.Remove(dbFile + suffix)
+			}
+		}
+		if madeData {
+			os.Remove(keysDir)
+			os.Remove(*data)
+		}
+	}()
 	st, err := ledger.Open(ctx, dsn, &ledger.Options{Currency: *currency})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
 	if *fares != "" {
 		t, _ := fare.Load(*fares)
 		if err := st.PutFareTable(ctx, t); err != nil {
+			st.Close()
 			return err
 		}
 	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	if sqlite {
+		if err := durable.SyncDir(filepath.Dir(dbFile)); err != nil {
+			return err
+		}
+	}
+	kd, err := keys.Init(keysDir, keys.InitOptions{FleetKey: *fleetKey})
+	if err != nil {
+		return err
+	}
+	done = true
 	fmt.Fprintf(stdout, `initialised %s
   keys:           %s (issuer root secret, fleet key, operator token, broker secret: back them up, keep them private)
   operator token: %s (Authorization: Bearer …)

@@ -191,3 +191,48 @@ func TestCommandsRefuseAMissingLedger(t *testing.T) {
 		}
 	}
 }
+
+// init makes the ledger, then the keys: a failure leaves nothing of its
+// own behind, and an init cut between the two (a ledger, no keys) is
+// finished by running init again.
+func TestInitLeavesNothingHalfDone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	bad := filepath.Join(dir, "fleet.key")
+	if err := os.WriteFile(bad, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--fleet-key", bad); c != 1 || !strings.Contains(e, "--fleet-key") {
+		t.Fatalf("init with a bad fleet key: %d %q", c, e)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the failed init left %s: %v", data, err)
+	}
+	// A ledger without keys, as a cut between the two leaves it.
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ledger.Open(ctx, filepath.Join(data, "ledger.db"), &ledger.Options{Currency: "JPY"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if c, _, e := settle(t, ctx, "run", "--data", data); c != 1 || !strings.Contains(e, "init") {
+		t.Fatalf("run on a ledger without keys: %d %q, want to be told to run init", c, e)
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatalf("init again: %d %q", c, e)
+	}
+	if c, out, e := settle(t, ctx, "verify", "--data", data); c != 0 || !strings.Contains(out, "ledger ok") {
+		t.Fatalf("verify: %d %q %q", c, out, e)
+	}
+	st, err = ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Currency() != "JPY" {
+		t.Errorf("the ledger init took over is in %s, want its own JPY", st.Currency())
+	}
+}
