@@ -110,13 +110,12 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error {
 	dir := filepath.Join(o.out, o.id)
+	replacing := false
 	if _, err := os.Stat(filepath.Join(dir, bundleDeviceKey)); err == nil {
 		if !o.force {
 			return fmt.Errorf("%s already has an identity (%s); use --force to replace it", o.id, filepath.Join(dir, bundleDeviceKey))
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			return err
-		}
+		replacing = true // the old bundle stays until the new identity is registered
 	}
 	caCert, caKey, caPEM, err := loadCA(o.fleet)
 	if err != nil {
@@ -126,10 +125,25 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("fleet public key: %w", err)
 	}
-	if _, err := keyfile.ReadPublic(filepath.Join(o.fleet, fleetPubFile)); err != nil {
+	fleetKey, err := keyfile.ReadPublic(filepath.Join(o.fleet, fleetPubFile))
+	if err != nil {
 		return err
 	}
 	server := strings.TrimRight(o.server, "/")
+	// The fleet directory must be the server's: a device trusting another
+	// fleet key refuses every downlink and every ack of the server (its
+	// taps would never leave it).
+	var fleet struct {
+		Key string `json:"fleet_public_key"`
+	}
+	if err := cli.CallJSON(ctx, "GET", server+"/v1/fleet", "", nil, &fleet); err != nil {
+		return fmt.Errorf("the server's fleet key: %w", err)
+	}
+	if got := hex.EncodeToString(fleetKey); fleet.Key != got {
+		return fmt.Errorf("the fleet key in %s (%.16s…) is not the server's (%.16s…): a validator with it would refuse every downlink and ack; "+
+			"use the fleet directory the server was initialised with (farego-settlement init --fleet-key FLEET/fleet.key)",
+			filepath.Join(o.fleet, fleetPubFile), got, fleet.Key)
+	}
 	// Fetch what the device needs before changing anything on the server.
 	var krJSON, faresJSON json.RawMessage
 	if err := cli.CallJSON(ctx, "GET", server+"/v1/keyring", "", nil, &krJSON); err != nil {
@@ -159,9 +173,20 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
 		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
+		if replacing {
+			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)
+		}
 		return fmt.Errorf("registering %s: %w", o.id, err)
 	}
-
+	// Registered: the new identity is the device's now. A replaced bundle
+	// is moved aside and removed once the new one is whole.
+	final := dir
+	if replacing {
+		dir = filepath.Join(o.out, "."+o.id+".new")
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -196,6 +221,22 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	for _, f := range files {
 		if err := durable.Create(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+			return err
+		}
+	}
+	if replacing {
+		old := filepath.Join(o.out, "."+o.id+".old")
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
+		if err := durable.Rename(final, old); err != nil {
+			return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, dir)
+		}
+		if err := durable.Rename(dir, final); err != nil {
+			return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, dir)
+		}
+		dir = final
+		if err := os.RemoveAll(old); err != nil {
 			return err
 		}
 	}

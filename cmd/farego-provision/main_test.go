@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,14 +30,14 @@ func provision(t *testing.T, args ...string) (int, string, string) {
 
 func TestProvisionDevice(t *testing.T) {
 	dir := t.TempDir()
-	srv := apitest.Start(t)
-	store := srv.Store
-	tok := "@" + srv.TokenFile
 	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "devices")
-
 	if c, o, e := provision(t, "init-fleet", "--dir", fleet); c != 0 || !strings.Contains(o, "fleet created") {
 		t.Fatalf("init-fleet: %d %q %q", c, o, e)
 	}
+	srv := apitest.StartFleet(t, filepath.Join(fleet, "fleet.key"))
+	store := srv.Store
+	tok := "@" + srv.TokenFile
+
 	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 1 || !strings.Contains(e, "already exists") {
 		t.Errorf("second init-fleet: %d %q", c, e)
 	}
@@ -145,6 +146,55 @@ func TestProvisionDevice(t *testing.T) {
 	dev2, _ := store.Device(context.Background(), "bus-9-front")
 	if bytes.Equal(dev2.PublicKey, dev.PublicKey) {
 		t.Error("--force did not register the new key")
+	}
+	pub2, err := keyfile.ReadPublic(filepath.Join(b, bundleDevicePub))
+	if err != nil || !bytes.Equal(pub2, dev2.PublicKey) {
+		t.Errorf("after --force the bundle's key is not the registered one: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, ".bus-9-front.*")); len(left) != 0 {
+		t.Errorf("--force left %v", left)
+	}
+
+	// Another fleet's directory: refused before anything is made (the
+	// device would refuse every downlink and ack of this server).
+	other := filepath.Join(dir, "other-fleet")
+	if c, _, e := provision(t, "init-fleet", "--dir", other); c != 0 {
+		t.Fatal(e)
+	}
+	otherArgs := []string{"device", "--fleet", other, "--id", "bus-10-front", "--route", "42", "--server", srv.URL,
+		"--operator-token", tok, "--out", out}
+	if c, _, e := provision(t, otherArgs...); c != 1 || !strings.Contains(e, "not the server's") {
+		t.Errorf("device with another fleet's directory: %d %q", c, e)
+	}
+	if _, err := os.Stat(filepath.Join(out, "bus-10-front")); err == nil {
+		t.Error("a refused provisioning left a bundle behind")
+	}
+	if _, err := store.Device(context.Background(), "bus-10-front"); err == nil {
+		t.Error("a refused provisioning registered the device")
+	}
+
+	// --force whose registration is refused (a wrong token): the old
+	// bundle stays whole, and stays the registered one.
+	keyBefore, err := os.ReadFile(filepath.Join(b, bundleDeviceKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	badTok := slices.Clone(args)
+	badTok[slices.Index(badTok, "--operator-token")+1] = "fgt_wrong"
+	if c, _, e := provision(t, append(badTok, "--force")...); c != 1 || !strings.Contains(e, "kept") {
+		t.Errorf("re-provision with --force, registration refused: %d %q", c, e)
+	}
+	if dev3, _ := store.Device(context.Background(), "bus-9-front"); !bytes.Equal(dev3.PublicKey, dev2.PublicKey) {
+		t.Error("the refused registration changed the registered key")
+	}
+	keyAfter, err := os.ReadFile(filepath.Join(b, bundleDeviceKey))
+	if err != nil || !bytes.Equal(keyAfter, keyBefore) {
+		t.Fatalf("the old bundle's key is gone or changed after a failed --force: %v", err)
+	}
+	for _, f := range []string{bundleConfig, bundleDevicePub, bundleFleetPub, bundleFares} {
+		if _, err := os.Stat(filepath.Join(b, f)); err != nil {
+			t.Errorf("the old bundle lost %s after a failed --force", f)
+		}
 	}
 }
 

@@ -163,6 +163,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/fares", h.getFares)
 	h.route("PUT /v1/fares", h.putFares)
 	h.route("GET /v1/keyring", h.getKeyring)
+	h.route("GET /v1/fleet", h.getFleet)
 	h.route("POST /v1/keyring/rotate", h.rotate)
 	h.route("GET /v1/denylist", h.denyList)
 	h.route("POST /v1/denylist", h.deny)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,6 +48,13 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	h.log.Info("fare table uploaded", "version", t.Version)
 	h.cfg.Notifier.Changed(record.DocFares)
 	return map[string]any{"version": t.Version}, http.StatusOK, nil
+}
+
+// getFleet answers the fleet's public key (no secret: it is on every
+// validator), so that provisioning can check the fleet directory it is
+// given is the one this server signs downlinks and acks with.
+func (h *Handler) getFleet(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	return map[string]string{"fleet_public_key": hex.EncodeToString(h.cfg.Keys.FleetPublic())}, http.StatusOK, nil
 }
 
 func (h *Handler) getKeyring(w http.ResponseWriter, r *http.Request) (any, int, error) {

@@ -26,12 +26,19 @@ type Server struct {
 // Start serves the API until the test ends (or Close).
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return StartFleet(tb, "")
+}
+
+// StartFleet is Start with the fleet key in the file fleetKey (from
+// farego-provision init-fleet; "" makes one).
+func StartFleet(tb testing.TB, fleetKey string) *Server {
+	tb.Helper()
 	dir := tb.TempDir()
 	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{FleetKey: fleetKey})
 	if err != nil {
 		store.Close()
 		tb.Fatal(err)
