@@ -122,6 +122,14 @@ func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (
 		return func() {}, nil
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		// Another validator answering there keeps its socket: taking it
+		// over would leave that one without a control socket (and ours
+		// removed at exit, without any). Only a stale one is replaced.
+		if c, err := net.DialTimeout("unix", path, ctlDeadline); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: ctl.socket: %s is in use by a running validator (stop it, or give this one another ctl.socket)",
+				errConfig, path)
+		}
 		os.Remove(path) // a stale socket of an earlier run
 	}
 	ln, err := net.Listen("unix", path)

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/farego/farego/agent"
@@ -55,4 +59,57 @@ func FuzzCtlRequest(f *testing.F) {
 			t.Fatalf("assignment %+v after %q: %v", as, req, err)
 		}
 	})
+}
+
+// TestCtlSocketNotTakenFromALiveValidator: a second validator given the
+// socket of one that runs is refused, and the first keeps answering (it
+// used to be unlinked and replaced, and the second removed it at exit,
+// leaving the running validator without a control socket); a stale
+// socket of an earlier run is replaced.
+func TestCtlSocketNotTakenFromALiveValidator(t *testing.T) {
+	q, err := queue.Open(filepath.Join(t.TempDir(), "validator.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	a, err := agent.New(q, feedback.Multi{}, agent.Config{DeviceID: "bus-1", Route: "42", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &ctlServer{a: a, q: q, log: slog.New(slog.DiscardHandler)}
+	dir, err := os.MkdirTemp("", "ctl") // short: a socket path has at most 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "ctl.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, err := serveCtl(ctx, path, true, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serveCtl(ctx, path, true, s); !errors.Is(err, errConfig) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a second serveCtl on a live socket: %v, want refused as in use", err)
+	}
+	if resp, err := ctlCall(path, ctlRequest{Op: "status"}); err != nil || !resp.OK {
+		t.Fatalf("the first validator's socket after the refusal: %+v, %v", resp, err)
+	}
+	stop()
+
+	// A stale socket (its validator killed: the file stays) is replaced.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	stop, err = serveCtl(ctx, path, true, s)
+	if err != nil {
+		t.Fatalf("serveCtl on a stale socket: %v", err)
+	}
+	defer stop()
+	if resp, err := ctlCall(path, ctlRequest{Op: "status"}); err != nil || !resp.OK {
+		t.Fatalf("status on the replaced socket: %+v, %v", resp, err)
+	}
 }
