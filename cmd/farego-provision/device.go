@@ -248,13 +248,13 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	return nil
 }
 
-var configTemplate = template.Must(template.New("cfg").Parse(`# farego-validator configuration for {{.ID}}, made by farego-provision on {{.Date}}.
+var configTemplate = template.Must(template.New("cfg").Funcs(template.FuncMap{"toml": tomlString}).Parse(`# farego-validator configuration for {{.ID}}, made by farego-provision on {{.Date}}.
 # Paths are relative to this file's directory (install the bundle in /etc/farego).
 
-device_id = "{{.ID}}"
-route     = "{{.Route}}"
-vehicle   = "{{.Vehicle}}"
-data_dir  = "{{.DataDir}}"
+device_id = {{toml .ID}}
+route     = {{toml .Route}}
+vehicle   = {{toml .Vehicle}}
+data_dir  = {{toml .DataDir}}
 
 [log]
 level  = "info"
@@ -271,18 +271,18 @@ keyring = "keyring.json"
 fares   = "fares.json"
 {{range .Scanners}}
 [[scanner]]
-name = "{{.Name}}"
-path = "{{.Path}}"
+name = {{toml .Name}}
+path = {{toml .Path}}
 {{end}}
 [feedback]
 console = true
 
 [metrics]
-listen = "{{.Metrics}}"
+listen = {{toml .Metrics}}
 
 [mqtt]
-broker           = "{{.Broker}}"
-topic_prefix     = "{{.TopicPrefix}}"
+broker           = {{toml .Broker}}
+topic_prefix     = {{toml .TopicPrefix}}
 device_key       = "device.key"
 fleet_public_key = "fleet.pub"
 {{- if .TLS}}
@@ -290,15 +290,42 @@ ca_file          = "ca.crt"
 cert_file        = "device.crt"
 key_file         = "device-tls.key"
 {{- else if .Password}}
-username         = "{{.Username}}"
-password         = "{{.Password}}"
+username         = {{toml .Username}}
+password         = {{toml .Password}}
 {{- end}}
 
 # Over-the-air updates (README: Software updates): uncomment once the binary's
 # directory is writable by the validator (the shipped unit needs a drop-in).
 # [update]
-# server = "{{.Server}}"
+# server = {{toml .Server}}
 `))
+
+// tomlString writes s as a TOML basic string: quoted, with backslashes,
+// quotes and control characters escaped, so that a value (a vehicle name,
+// a path) reads back as given and cannot end its line and add settings.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
 
 func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	var b bytes.Buffer

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 
@@ -249,4 +250,59 @@ func TestSampleConfigNamesBundleFiles(t *testing.T) {
 			t.Errorf("sample %s = %q, the bundle's file is %q", f.key, f.got, f.want)
 		}
 	}
+}
+
+// TestConfigValuesReadBack: the values a technician gives (a vehicle name
+// with quotes, a path with a backslash or a space, a broker password) are
+// written so that validator.toml reads them back as given; a value with a
+// quote and a newline used to end its string and add settings of its own.
+func TestConfigValuesReadBack(t *testing.T) {
+	o := deviceOpts{id: "bus-9-front", route: `4"2`, vehicle: "Bus \"7\" \\ east\nrisk_cap = 100000", dataDir: `/var/lib/far go\x`,
+		metrics: "127.0.0.1:9100", broker: "ssl://mqtt.example.net:8883", server: "http://settle:8080/\n[policy]",
+		topicPrefix: "fleet\t1"}
+	o.scanners.Set(`front=/dev/serial/by-id/usb-Honeywell "X"`)
+	cfg, err := validatorConfig(o, "bus-9-front", `pa"ss\word`+"\x01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		DeviceID string `toml:"device_id"`
+		Route    string
+		Vehicle  string
+		DataDir  string `toml:"data_dir"`
+		Policy   struct {
+			RiskCap int `toml:"risk_cap"`
+		}
+		Scanner []struct{ Name, Path string }
+		MQTT    struct {
+			TopicPrefix string `toml:"topic_prefix"`
+			Password    string
+		}
+	}
+	if _, err := toml.Decode(string(cfg), &got); err != nil {
+		t.Fatalf("validator.toml does not parse: %v\n%s", err, cfg)
+	}
+	if got.Route != o.route || got.Vehicle != o.vehicle || got.DataDir != o.dataDir || got.MQTT.TopicPrefix != o.topicPrefix ||
+		got.MQTT.Password != `pa"ss\word`+"\x01" || len(got.Scanner) != 1 || got.Scanner[0].Path != `/dev/serial/by-id/usb-Honeywell "X"` {
+		t.Errorf("read back %+v", got)
+	}
+	if got.Policy.RiskCap != 10 {
+		t.Errorf("risk_cap %d: a value added a setting", got.Policy.RiskCap)
+	}
+}
+
+// FuzzTOMLString: any text written by tomlString reads back as itself.
+func FuzzTOMLString(f *testing.F) {
+	for _, s := range []string{"", `a"b`, `C:\x`, "line\nbreak", "\x00\x1f\x7f", "é中"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return // TOML is UTF-8; flags are too
+		}
+		var got struct{ K string }
+		if _, err := toml.Decode("k = "+tomlString(s), &got); err != nil || got.K != s {
+			t.Fatalf("%q: read back %q, %v", s, got.K, err)
+		}
+	})
 }
