@@ -19,6 +19,7 @@ const usage = `farego-provision: provision the fleet and its validators.
 Usage:
   farego-provision init-fleet --dir DIR
   farego-provision device --fleet DIR --id ID --route ROUTE --server URL --operator-token TOKEN|@FILE [flags]
+  farego-provision broker-cert --fleet DIR --host NAME[,NAME|IP…] [--out DIR] [--days N] [--force]
 
 Subcommands:
   init-fleet  create the operator's fleet signing key and the MQTT certificate
@@ -26,6 +27,8 @@ Subcommands:
   device      make a device's key pair and client certificate, register its
               public key with the settlement server, and write the device
               bundle (directory and tarball)
+  broker-cert the MQTT broker's TLS server certificate, signed by the fleet
+              CA the devices trust (for --mqtt-tls or an external broker)
 
 Run "farego-provision SUBCOMMAND --help" for the flags; "farego-provision
 --version" prints the version.
@@ -44,5 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cmdInitFleet(args, stdout, stderr)
 		},
 		"device": cmdDevice,
+		"broker-cert": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return cmdBrokerCert(args, stdout, stderr)
+		},
 	}, args, stdout, stderr)
 }

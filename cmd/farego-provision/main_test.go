@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -305,4 +307,75 @@ func FuzzTOMLString(f *testing.F) {
 			t.Fatalf("%q: read back %q, %v", s, got.K, err)
 		}
 	})
+}
+
+// TestBrokerCert: the broker's certificate, signed by the fleet CA, is the
+// one a device trusting the bundle's ca.crt accepts for the names given,
+// and no other; an existing one is replaced only with --force.
+func TestBrokerCert(t *testing.T) {
+	dir := t.TempDir()
+	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "broker")
+	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 0 {
+		t.Fatal(e)
+	}
+	for _, bad := range [][]string{{}, {"--host", "mqtt..example"}, {"--host", "mqtt.example.net,"}, {"--host", "x", "--days", "0"}} {
+		if c, _, e := provision(t, append([]string{"broker-cert", "--fleet", fleet, "--out", out}, bad...)...); c != 2 {
+			t.Errorf("broker-cert %q: %d %q, want a usage error", bad, c, e)
+		}
+	}
+	args := []string{"broker-cert", "--fleet", fleet, "--out", out, "--host", "mqtt.example.net,127.0.0.1"}
+	if c, o, e := provision(t, args...); c != 0 || !strings.Contains(o, "broker.crt") {
+		t.Fatalf("broker-cert: %d %q %q", c, o, e)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "broker.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("broker.key: %v %v, want mode 0600", fi, err)
+	}
+	if c, _, e := provision(t, args...); c != 1 || !strings.Contains(e, "--force") {
+		t.Errorf("broker-cert again: %d %q, want a refusal naming --force", c, e)
+	}
+	old, _ := os.ReadFile(filepath.Join(out, "broker.crt"))
+	if c, _, e := provision(t, append(args, "--force")...); c != 0 {
+		t.Fatalf("broker-cert --force: %d %q", c, e)
+	}
+	if renewed, _ := os.ReadFile(filepath.Join(out, "broker.crt")); bytes.Equal(renewed, old) {
+		t.Error("--force did not renew the certificate")
+	}
+
+	cert, err := tls.LoadX509KeyPair(filepath.Join(out, "broker.crt"), filepath.Join(out, "broker.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	caPEM, err := os.ReadFile(filepath.Join(fleet, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{{"mqtt.example.net", true}, {"127.0.0.1", true}, {"other.example.net", false}} {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: c.name})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("a device dialling %s: %v, want ok %v", c.name, err, c.ok)
+		}
+	}
 }

@@ -22,7 +22,8 @@ var binaries = map[string]struct {
 		{[]string{"run"}, "--config"},
 	}},
 	"farego-settlement": {subcommands: []string{"init", "run", "verify", "broker", "mqtt-password"}},
-	"farego-provision": {subcommands: []string{"init-fleet", "device"}, missing: []missingFlag{
+	"farego-provision": {subcommands: []string{"init-fleet", "device", "broker-cert"}, missing: []missingFlag{
+		{[]string{"broker-cert"}, "--host"},
 		{[]string{"device"}, "--id"},
 		{[]string{"device", "--id", "bus-1"}, "--route"},
 		{[]string{"device", "--id", "bus-1", "--route", "42"}, "--operator-token"},
