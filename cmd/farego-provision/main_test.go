@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -75,6 +76,32 @@ func TestProvisionDevice(t *testing.T) {
 		if strings.HasPrefix(w, "farego-") && !strings.HasPrefix(w, "farego-validator") {
 			t.Errorf("INSTALL.txt names %s, which the bundle does not ship", w)
 		}
+	}
+	// Its modes are ones the validator takes: INSTALL.txt's chmod lines,
+	// run on a copy of the bundle, leave a signing key it will read (it
+	// refuses one others may read; INSTALL.txt made it 0640).
+	etc := filepath.Join(dir, "etc-farego")
+	if err := os.CopyFS(etc, os.DirFS(b)); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(install), "\n") {
+		for _, cmd := range strings.Split(line, "&&") {
+			cmd, _, _ = strings.Cut(cmd, "#")
+			if f := strings.Fields(cmd); len(f) > 2 && f[0] == "chmod" {
+				for _, path := range f[2:] {
+					mode, err := strconv.ParseUint(f[1], 8, 32)
+					if err != nil {
+						t.Fatalf("INSTALL.txt: %q", cmd)
+					}
+					if err := os.Chmod(strings.Replace(path, "/etc/farego", etc, 1), os.FileMode(mode)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+	if _, err := keyfile.ReadPrivate(filepath.Join(etc, bundleDeviceKey)); err != nil {
+		t.Errorf("after INSTALL.txt's chmods the validator refuses its key: %v", err)
 	}
 	// The registered key is the bundle's.
 	dev, err := store.Device(context.Background(), "bus-9-front")
