@@ -455,6 +455,19 @@ func (s *selftest) checkBroker(ctx context.Context) {
 
 func (s *selftest) brokerOK(res *uplink.ProbeResult) {
 	why := fmt.Sprintf("connected to %s as %s", res.Broker, s.cfg.DeviceID)
+	if res.Refused > 0 {
+		// The server's documents do not verify: a device with another
+		// fleet's key refuses every downlink and ack, and its taps never
+		// leave it.
+		what := fmt.Sprintf("; %d of the fleet documents on the broker do not verify with %s", res.Refused, s.cfg.MQTT.FleetPublicKey)
+		if len(res.Downlinks) == 0 {
+			s.add(levelFail, "broker", why+what+" (none does): this device has another fleet's key",
+				"provision it again from the fleet directory the server was initialised with (farego-provision device --force)")
+			return
+		}
+		s.add(levelWarn, "broker", why+what, "check the server's fleet key and what else publishes on the fleet topics")
+		return
+	}
 	var newer []string
 	for _, k := range record.DocKinds {
 		have := uint64(0)

@@ -160,6 +160,13 @@ func TestSelftest(t *testing.T) {
 		}
 	}
 	fail("broker down", "broker", "no connection to", d.broker.Stop, d.broker.Restart)
+	fleetPub := filepath.Join(d.dir, "fleet.pub")
+	ours, err := os.ReadFile(fleetPub)
+	must(t, err)
+	fail("another fleet's key", "broker", "this device has another fleet's key", func() {
+		must(t, os.Remove(fleetPub))
+		must(t, keyfile.WritePublic(fleetPub, brokertest.NewKey(t).Public().(ed25519.PublicKey)))
+	}, func() { must(t, os.WriteFile(fleetPub, ours, 0o644)) })
 	fail("full disk", "disk", "the queue cannot grow", func() {
 		statfs = func(path string, st *syscall.Statfs_t) error {
 			err := syscall.Statfs(path, st)
