@@ -160,6 +160,16 @@ var minorUnits = map[string]int{
 // "2.50 EUR", 250 "JPY" is "250 JPY", 1250 "KWD" is "1.250 KWD". Without a
 // currency it assumes two decimals and prints the number alone.
 func FormatAmount(minor int64, currency string) string {
+	s := FormatNumber(minor, currency)
+	if currency != "" {
+		s += " " + clean(currency)
+	}
+	return s
+}
+
+// FormatNumber is FormatAmount without the currency: 250 "JPY" is "250",
+// 250 "EUR" "2.50" (two decimals for an unknown or empty currency).
+func FormatNumber(minor int64, currency string) string {
 	digits, ok := minorUnits[strings.ToUpper(currency)]
 	if !ok {
 		digits = 2
@@ -169,16 +179,12 @@ func FormatAmount(minor int64, currency string) string {
 	if minor < 0 {
 		sign, mag = "-", -mag // two's complement: right for math.MinInt64 too
 	}
-	s := sign + fmt.Sprint(mag)
-	if digits > 0 {
-		div := uint64(1)
-		for range digits {
-			div *= 10
-		}
-		s = fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
+	if digits == 0 {
+		return sign + fmt.Sprint(mag)
 	}
-	if currency != "" {
-		s += " " + clean(currency)
+	div := uint64(1)
+	for range digits {
+		div *= 10
 	}
-	return s
+	return fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -40,12 +41,9 @@ func (s *svg) html() template.HTML {
 	return template.HTML(s.b.String()) // every string in it went through HTMLEscapeString
 }
 
-func moneyText(v int64) string {
-	sign := ""
-	if v < 0 {
-		sign, v = "-", -v
-	}
-	return fmt.Sprintf("%s%d.%02d", sign, v/100, v%100)
+// moneyText formats chart labels in the currency's minor units.
+func moneyText(currency string) func(int64) string {
+	return func(v int64) string { return feedback.FormatNumber(v, currency) }
 }
 
 // niceMax rounds a maximum up to 1, 2 or 5 times a power of ten.
@@ -147,7 +145,7 @@ func revenueChart(days []ledger.DaySummary, currency string) template.HTML {
 	}
 	return stackedBars("Revenue by service day ("+currency+")", labels, []series{
 		{"charged", "c-charged", charged}, {"transfer savings", "c-transfer", transfer}, {"cap savings", "c-cap", capped},
-	}, 100, moneyText)
+	}, 100, moneyText(currency))
 }
 
 // correctionsChart: per service day, the revenue corrections made (after
@@ -163,7 +161,7 @@ func correctionsChart(days []ledger.DaySummary, currency string) template.HTML {
 	if !any {
 		return ""
 	}
-	return stackedBars("Corrections by service day ("+currency+")", labels, []series{{"corrections", "c-corr", v}}, 100, moneyText)
+	return stackedBars("Corrections by service day ("+currency+")", labels, []series{{"corrections", "c-corr", v}}, 100, moneyText(currency))
 }
 
 // routeChart: horizontal bars per route (the top 12 by revenue).
@@ -182,6 +180,7 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 	}
 	hi = niceMax(max(hi, 100))
 	s := newSVG("Revenue by route ("+currency+")", h)
+	money := moneyText(currency)
 	left := 110.0
 	x := func(v float64) float64 { return left + (chartW-padR-left)*v/hi }
 	for i := 0; i <= 4; i++ {
@@ -191,7 +190,7 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 		if i == 4 {
 			anchor = "end"
 		}
-		s.text(x(v), h-6, anchor, "axis", moneyText(int64(v)))
+		s.text(x(v), h-6, anchor, "axis", money(int64(v)))
 	}
 	for i, r := range routes {
 		yy := padT + rowH*float64(i)
@@ -205,7 +204,7 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 				continue
 			}
 			s.add(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" class="%s"><title>route %s: %s %s</title></rect>`,
-				x(at), yy+3, max(x(at+float64(p.v))-x(at), 0.5), rowH-6, p.class, template.HTMLEscapeString(r.Route), p.name, moneyText(p.v))
+				x(at), yy+3, max(x(at+float64(p.v))-x(at), 0.5), rowH-6, p.class, template.HTMLEscapeString(r.Route), p.name, money(p.v))
 			at += float64(p.v)
 		}
 	}

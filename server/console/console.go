@@ -103,7 +103,7 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates()}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency())}
 	h.fleet = &fleetCache{h: h}
 	css, err := staticFS.ReadFile("static/console.css")
 	if err != nil {

@@ -61,12 +61,18 @@ const testFares = `{"version":1,"currency":"EUR","timezone":"Europe/Berlin","ser
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	as := apitest.Start(t) // the ledger and the key directory
+	return newFixtureIn(t, "EUR", testFares)
+}
+
+// newFixtureIn is newFixture with a ledger in currency and a fare table.
+func newFixtureIn(t *testing.T, currency, fares string) *fixture {
+	t.Helper()
+	as := apitest.StartWith(t, apitest.Options{Currency: currency}) // the ledger and the key directory
 	tok, err := os.ReadFile(as.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl, err := fare.Parse([]byte(testFares))
+	tbl, err := fare.Parse([]byte(fares))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -692,5 +698,33 @@ func TestConfirmProfile(t *testing.T) {
 	form.Set("profile", "pensioner")
 	if resp, _ := b.post("/console/act/set_profile", form); resp.StatusCode == http.StatusOK {
 		t.Error("an unknown profile was taken")
+	}
+}
+
+// TestAmountsInTheLedgersMinorUnits: amounts show the decimals of the
+// ledger's currency (ISO 4217 minor units): 1000 yen is "1000", not
+// "10.00"; 1250 fils "1.250"; 1000 cents "10.00".
+func TestAmountsInTheLedgersMinorUnits(t *testing.T) {
+	for _, c := range []struct {
+		currency, balance, fare string
+	}{{"JPY", "1000", "210"}, {"KWD", "1.000", "0.210"}, {"EUR", "10.00", "2.10"}} {
+		t.Run(c.currency, func(t *testing.T) {
+			f := newFixtureIn(t, c.currency, `{"version":1,"currency":"`+c.currency+`","timezone":"Asia/Tokyo","service_day_start":"04:00",
+				"fares":{"*":{"adult":210,"child":110,"senior":110,"student":160}},"daily_cap":{"adult":600}}`)
+			id := f.account(1000)
+			b := f.browser()
+			b.signIn(f.opToken)
+			_, page := b.get(fmt.Sprintf("/console/accounts/%d", id))
+			if want := `id="balance">` + c.balance + " " + c.currency + "<"; !strings.Contains(page, want) {
+				t.Errorf("account page: no %q in\n%s", want, page)
+			}
+			_, page = b.get("/console/fares")
+			if !strings.Contains(page, ">"+c.fare+"<") {
+				t.Errorf("fares page: no fare %q in\n%s", c.fare, page)
+			}
+			if !strings.Contains(page, "amounts in "+c.currency) {
+				t.Errorf("fares page does not name %s", c.currency)
+			}
+		})
 	}
 }

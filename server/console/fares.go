@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/driver/feedback"
 )
 
 // fareChange is one difference between the current fare table and a new
@@ -15,8 +16,6 @@ type fareChange struct {
 	Old, New string // "" when absent
 	Kind     string // added, removed, changed
 }
-
-func amount(v int64) string { return fmt.Sprintf("%d.%02d", v/100, v%100) }
 
 // diffTables lists what a new fare table changes against the current one
 // (nil: every entry of the new one is added).
@@ -42,6 +41,10 @@ func diffTables(cur, next *fare.Table) []fareChange {
 		}
 		return fmt.Sprint(v)
 	}
+	amount := func(t *fare.Table) func(int64) string {
+		return func(v int64) string { return feedback.FormatNumber(v, t.Currency) }
+	}
+	oldAmount, newAmount := amount(cur), amount(next)
 	add("version", ver(cur.Version), ver(next.Version))
 	add("currency", cur.Currency, next.Currency)
 	add("time zone", cur.TimeZone, next.TimeZone)
@@ -60,31 +63,31 @@ func diffTables(cur, next *fare.Table) []fareChange {
 		for _, p := range profiles {
 			o, n := "", ""
 			if v, ok := cur.Fares[r][p]; ok {
-				o = amount(v)
+				o = oldAmount(v)
 			}
 			if v, ok := next.Fares[r][p]; ok {
-				n = amount(v)
+				n = newAmount(v)
 			}
 			add("fare "+r+" "+p, o, n)
 		}
 	}
-	transfer := func(t *fare.Transfer) (string, string) {
+	transfer := func(t *fare.Transfer, amount func(int64) string) (string, string) {
 		if t == nil {
 			return "", ""
 		}
 		return time.Duration(t.Window).String(), amount(t.Fare)
 	}
-	ow, of := transfer(cur.Transfer)
-	nw, nf := transfer(next.Transfer)
+	ow, of := transfer(cur.Transfer, oldAmount)
+	nw, nf := transfer(next.Transfer, newAmount)
 	add("transfer window", ow, nw)
 	add("transfer fare", of, nf)
 	for _, p := range profiles {
 		o, n := "", ""
 		if v, ok := cur.DailyCap[p]; ok {
-			o = amount(v)
+			o = oldAmount(v)
 		}
 		if v, ok := next.DailyCap[p]; ok {
-			n = amount(v)
+			n = newAmount(v)
 		}
 		add("daily cap "+p, o, n)
 	}

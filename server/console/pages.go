@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -32,13 +33,7 @@ type page struct {
 }
 
 var funcs = template.FuncMap{
-	"money": func(v int64) string {
-		sign := ""
-		if v < 0 {
-			sign, v = "-", -v
-		}
-		return fmt.Sprintf("%s%d.%02d", sign, v/100, v%100)
-	},
+	"money": func(v int64) string { return feedback.FormatNumber(v, "") }, // parseTemplates binds the ledger's currency
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
 			return "—"
@@ -60,7 +55,7 @@ var funcs = template.FuncMap{
 
 // parseTemplates parses the embedded templates: each page template with
 // the layout, on its own.
-func parseTemplates() map[string]*template.Template {
+func parseTemplates(currency string) map[string]*template.Template {
 	layout, err := fs.ReadFile(templateFS, "templates/layout.html")
 	if err != nil {
 		panic(err)
@@ -79,7 +74,10 @@ func parseTemplates() map[string]*template.Template {
 		if err != nil {
 			panic(err)
 		}
-		t := template.New(name).Funcs(funcs)
+		t := template.New(name).Funcs(funcs).Funcs(template.FuncMap{
+			// Amounts in the ledger's currency's minor units: 210 yen, 2.10 euros, 0.210 dinars.
+			"money": func(v int64) string { return feedback.FormatNumber(v, currency) },
+		})
 		template.Must(t.Parse(string(layout)))
 		template.Must(t.Parse(string(body)))
 		out[name] = t
@@ -123,11 +121,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err erro
 
 // currency is the latest fare table's currency.
 func (h *Handler) currency(ctx context.Context) string {
-	t, err := h.cfg.Ledger.LatestFareTable(ctx)
-	if err != nil {
-		return ""
-	}
-	return t.Currency
+	return h.cfg.Ledger.Currency()
 }
 
 // refreshOf reads the ?refresh=N seconds of a page (5 to 600; else none).
@@ -487,7 +481,7 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		a.Kind = "held"
 		d.Aside = append(d.Aside, a)
 	}
-	h.render(w, r, http.StatusOK, "money", page{Title: "Money", Nav: "money", S: s, Currency: currencyOf(tbl), Data: d})
+	h.render(w, r, http.StatusOK, "money", page{Title: "Money", Nav: "money", S: s, Data: d})
 }
 
 func currencyOf(t *fare.Table) string {
@@ -742,7 +736,7 @@ func fareRows(t *fare.Table) []fareRouteRow {
 		row := fareRouteRow{Route: route}
 		for _, p := range profiles {
 			if v, ok := t.Fares[route][p]; ok {
-				row.Fares = append(row.Fares, fmt.Sprintf("%d.%02d", v/100, v%100))
+				row.Fares = append(row.Fares, feedback.FormatNumber(v, t.Currency))
 			} else {
 				row.Fares = append(row.Fares, "")
 			}

@@ -26,19 +26,31 @@ type Server struct {
 // Start serves the API until the test ends (or Close).
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	return StartFleet(tb, "")
+	return StartWith(tb, Options{})
 }
 
 // StartFleet is Start with the fleet key in the file fleetKey (from
 // farego-provision init-fleet; "" makes one).
 func StartFleet(tb testing.TB, fleetKey string) *Server {
 	tb.Helper()
+	return StartWith(tb, Options{FleetKey: fleetKey})
+}
+
+// Options are StartWith's.
+type Options struct {
+	FleetKey string // the fleet key's file ("" makes one)
+	Currency string // the ledger's ("" EUR)
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, o Options) *Server {
+	tb.Helper()
 	dir := tb.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), &ledger.Options{Currency: o.Currency})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{FleetKey: fleetKey})
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{FleetKey: o.FleetKey})
 	if err != nil {
 		store.Close()
 		tb.Fatal(err)
