@@ -101,3 +101,16 @@ func TestRiderFlow(t *testing.T) {
 		t.Errorf("account offline: %d %q", c, e)
 	}
 }
+
+// Amounts print with their currency's decimals: 1500 yen is "1500 JPY",
+// not "15.00 JPY".
+func TestRiderAmountsInYen(t *testing.T) {
+	srv := apitest.StartWith(t, apitest.Options{Currency: "JPY"})
+	st := filepath.Join(t.TempDir(), "rider.json")
+	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 0 {
+		t.Fatalf("register: %d %q", c, e)
+	}
+	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", "@"+srv.TokenFile); c != 0 || !strings.Contains(o, "balance 1500 JPY") {
+		t.Fatalf("topup: %d %q %q", c, o, e)
+	}
+}

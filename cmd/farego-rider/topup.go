@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/driver/feedback"
 )
 
 func cmdTopUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,13 +60,8 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 	return nil
 }
 
-func money(minor int64, cur string) string {
-	sign := ""
-	if minor < 0 {
-		sign, minor = "-", -minor
-	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, cur)
-}
+// money formats an amount with its currency's decimals (210 JPY, 2.10 EUR).
+func money(minor int64, cur string) string { return feedback.FormatAmount(minor, cur) }
 
 // readToken returns the token of an --operator-token flag: as given, or
 // read from the file after "@".
