@@ -1,8 +1,10 @@
 // Calls to the settlement server's HTTP API, on the wallet's own origin.
 // Every failure becomes an ApiError with a stable code: the API's own
 // ({"error": {"code", "message"}}), or "network" when the server cannot be
-// reached, or "http_<status>" for a reply that is not the API's JSON. The
-// wallet shows the code's sentence from the catalog, never the body.
+// reached (no answer, or a gateway's 502, 503 or 504 page: the proxy in
+// front is up, the server behind it is not), or "http_<status>" for another
+// reply that is not the API's JSON. The wallet shows the code's sentence
+// from the catalog, never the body.
 
 export class ApiError extends Error {
   constructor(code, status, retryAfter) {
@@ -39,7 +41,11 @@ export async function call(method, path, { token, body } = {}) {
     data = null;
   }
   if (!resp.ok) {
-    let code = data && data.error && typeof data.error.code === "string" ? data.error.code : "http_" + resp.status;
+    const apiError = data && data.error && typeof data.error.code === "string";
+    if (!apiError && (resp.status === 502 || resp.status === 503 || resp.status === 504)) {
+      throw new ApiError("network", resp.status);
+    }
+    let code = apiError ? data.error.code : "http_" + resp.status;
     if (resp.status === 429) code = "rate_limited";
     const ra = parseInt(resp.headers.get("Retry-After") ?? "", 10);
     throw new ApiError(code, resp.status, Number.isFinite(ra) ? ra : undefined);

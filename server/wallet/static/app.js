@@ -49,6 +49,7 @@ function show(screen) {
 }
 
 function showError(err) {
+  refreshError = false; // a message of its own (refreshAccount marks its own)
   const el = $("error");
   if (!err) {
     el.hidden = true;
@@ -318,6 +319,10 @@ function renderView(view) {
   );
 }
 
+// refreshError: the message on screen is refreshAccount's, cleared by
+// the next refresh that works.
+let refreshError = false;
+
 async function refreshAccount() {
   if (!account) return;
   try {
@@ -325,8 +330,15 @@ async function refreshAccount() {
     const view = { account: a, at: clock.now() };
     await store.put("view", view);
     renderView(view);
+    if (refreshError) {
+      refreshError = false;
+      showError(null);
+    }
   } catch (e) {
-    if (e instanceof ApiError && e.code !== "network") showError(e);
+    if (e instanceof ApiError && e.code !== "network") {
+      showError(e);
+      refreshError = true;
+    }
   }
 }
 

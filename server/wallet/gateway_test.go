@@ -1,0 +1,116 @@
+package wallet_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/api/apitest"
+	"github.com/farego/farego/server/wallet"
+	"github.com/farego/farego/server/wallet/wallettest"
+)
+
+// gate stands for the reverse proxy in front of the settlement server: up,
+// answering a gateway's HTML error page (the server behind it is down), or
+// the API's own rate limit.
+type gate struct {
+	mode atomic.Value // "up", "down", "limited"
+	next http.Handler
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch g.mode.Load() {
+	case "down":
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprint(w, "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>")
+	case "limited":
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
+	default:
+		g.next.ServeHTTP(w, r)
+	}
+}
+
+// TestWalletBehindAGateway: a gateway's 502 page is the server being out of
+// reach (the indicator says so, the rider's codes still work, no error
+// sentence), not an unknown error; an error a refresh showed goes away
+// with the next refresh that works.
+func TestWalletBehindAGateway(t *testing.T) {
+	wallettest.Chromium(t)
+	as := apitest.Start(t)
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys})}
+	g.mode.Store("up")
+	mux := http.NewServeMux()
+	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))
+	mux.Handle("/", g)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	resp, err := http.Post(srv.URL+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&acct)
+	resp.Body.Close()
+	if err != nil || acct.Secret == "" {
+		t.Fatalf("account: %v", err)
+	}
+
+	b := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Open(t, b, srv.URL+"/wallet/")
+	wallettest.Do(t, b,
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
+		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
+		chromedp.Click(chromedp.ID("signin")),
+	)
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	errorShown := `!document.getElementById("error").hidden`
+
+	// An error from a refresh, then a refresh that works: it goes away.
+	g.mode.Store("limited")
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the rate-limit sentence", errorShown)
+	g.mode.Store("up")
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the sentence to go once a refresh worked", "!("+errorShown+")")
+
+	// The gateway's 502 page: out of reach, not an error.
+	g.mode.Store("down")
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the unreachable indicator", `document.getElementById("net").dataset.state === "unreachable"`)
+	if shown := wallettest.Eval[bool](t, b, errorShown); shown {
+		t.Errorf("a 502 page shows an error: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
+	}
+	if txt := wallettest.Eval[string](t, b, `document.getElementById("net").textContent`); txt != "Server unreachable: codes still work" {
+		t.Errorf("indicator %q", txt)
+	}
+	g.mode.Store("up")
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the online indicator", `document.getElementById("net").dataset.state === "online"`)
+}
