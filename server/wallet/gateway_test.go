@@ -44,11 +44,10 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestWalletBehindAGateway: a gateway's 502 page is the server being out of
-// reach (the indicator says so, the rider's codes still work, no error
-// sentence), not an unknown error; an error a refresh showed goes away
-// with the next refresh that works.
-func TestWalletBehindAGateway(t *testing.T) {
+// signedIn serves the wallet and the API (behind a gate) and returns a
+// browser signed in to a new account, on the account screen.
+func signedIn(t *testing.T, lang string) (context.Context, *gate) {
+	t.Helper()
 	wallettest.Chromium(t)
 	as := apitest.Start(t)
 	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
@@ -64,7 +63,7 @@ func TestWalletBehindAGateway(t *testing.T) {
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))
 	mux.Handle("/", g)
 	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 
 	resp, err := http.Post(srv.URL+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
 	if err != nil {
@@ -81,8 +80,7 @@ func TestWalletBehindAGateway(t *testing.T) {
 	if err != nil || acct.Secret == "" {
 		t.Fatalf("account: %v", err)
 	}
-
-	b := wallettest.Browser(t, wallettest.Config{})
+	b := wallettest.Browser(t, wallettest.Config{Lang: lang})
 	wallettest.Open(t, b, srv.URL+"/wallet/")
 	wallettest.Do(t, b,
 		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
@@ -90,6 +88,15 @@ func TestWalletBehindAGateway(t *testing.T) {
 		chromedp.Click(chromedp.ID("signin")),
 	)
 	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	return b, g
+}
+
+// TestWalletBehindAGateway: a gateway's 502 page is the server being out of
+// reach (the indicator says so, the rider's codes still work, no error
+// sentence), not an unknown error; an error a refresh showed goes away
+// with the next refresh that works.
+func TestWalletBehindAGateway(t *testing.T) {
+	b, g := signedIn(t, "")
 	errorShown := `!document.getElementById("error").hidden`
 
 	// An error from a refresh, then a refresh that works: it goes away.
@@ -113,4 +120,37 @@ func TestWalletBehindAGateway(t *testing.T) {
 	g.mode.Store("up")
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 30*time.Second, "the online indicator", `document.getElementById("net").dataset.state === "online"`)
+}
+
+// TestWalletWarnsOfAWrongClock: a phone clock further from the server's
+// than the validators' 30 s tolerance makes codes they refuse while the
+// wallet looks fine; the wallet reads the server's clock from its answers
+// and says which way and how far, in the rider's language, until it is
+// right again.
+func TestWalletWarnsOfAWrongClock(t *testing.T) {
+	for _, c := range []struct {
+		lang, ahead, behind string
+	}{
+		{"en-US", "5 min ahead", "3 min behind"},
+		{"zh-CN", "快 5 分钟", "慢 3 分钟"},
+	} {
+		t.Run(c.lang, func(t *testing.T) {
+			b, _ := signedIn(t, c.lang)
+			warning := `document.getElementById("clock-warning")`
+			if shown := wallettest.Eval[bool](t, b, "!"+warning+".hidden"); shown {
+				t.Fatalf("a right clock warned: %q", wallettest.Eval[string](t, b, warning+".textContent"))
+			}
+			for _, s := range []struct {
+				offset time.Duration
+				want   string
+			}{{5 * time.Minute, c.ahead}, {-3 * time.Minute, c.behind}} {
+				wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d); return true; })()`, s.offset.Milliseconds()))
+				wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+				wallettest.WaitFor(t, b, 30*time.Second, "the clock warning", "!"+warning+".hidden && "+warning+".textContent.includes("+wallettest.JS(s.want)+")")
+			}
+			wallettest.Eval[bool](t, b, `(async () => { (await import("./clock.js")).setOffset(10000); return true; })()`)
+			wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+			wallettest.WaitFor(t, b, 30*time.Second, "the warning to go (10 s off is within the tolerance)", warning+".hidden")
+		})
+	}
 }

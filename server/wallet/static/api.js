@@ -17,11 +17,23 @@ export class ApiError extends Error {
 
 const TIMEOUT_MS = 15000;
 
+let serverTimeListener = null;
+
+/**
+ * onServerTime calls fn(serverMs, uncertaintyMs, sentAt, receivedAt) with the
+ * server's clock read from each answer's Date header (whole seconds) and the
+ * request's send and receive times on the phone's Date.now clock.
+ */
+export function onServerTime(fn) {
+  serverTimeListener = fn;
+}
+
 export async function call(method, path, { token, body } = {}) {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = "Bearer " + token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let resp;
+  const sentAt = Date.now();
   try {
     resp = await fetch(path, {
       method,
@@ -33,6 +45,13 @@ export async function call(method, path, { token, body } = {}) {
     });
   } catch {
     throw new ApiError("network", 0);
+  }
+  const receivedAt = Date.now();
+  const date = Date.parse(resp.headers.get("Date") ?? "");
+  if (serverTimeListener && Number.isFinite(date)) {
+    // Date is truncated to the second: the server's time was date..date+1s,
+    // read between sentAt and receivedAt.
+    serverTimeListener(date + 500, 500 + (receivedAt - sentAt) / 2, sentAt, receivedAt);
   }
   let data = null;
   try {

@@ -3,7 +3,7 @@
 
 import * as clock from "./clock.js";
 import * as store from "./store.js";
-import { call, ApiError } from "./api.js";
+import { call, ApiError, onServerTime } from "./api.js";
 import { t, errorText, localize, money, dateTime, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
@@ -434,8 +434,27 @@ function keepAwake() {
   if (navigator.wakeLock && !document.hidden) navigator.wakeLock.request("screen").catch(() => {});
 }
 
+// checkClock warns when the phone's clock (the wallet's) is further from
+// the server's than the validators' tolerance: its codes would be refused
+// (from the future, or expired) while the rider sees nothing wrong.
+// Measured at every answer from the server (its Date header).
+function checkClock(serverMs, uncertaintyMs, sentAt, receivedAt) {
+  const phone = clock.now() - (Date.now() - (sentAt + receivedAt) / 2);
+  const skew = phone - serverMs;
+  const el = $("clock-warning");
+  if (Math.abs(skew) - uncertaintyMs > CLOCK_SKEW_S * 1000) {
+    const minutes = Math.max(1, Math.round(Math.abs(skew) / 60000));
+    el.textContent = t(skew > 0 ? "clock_ahead" : "clock_behind", { minutes });
+    el.hidden = false;
+  } else if (!el.hidden) {
+    el.hidden = true;
+    el.textContent = "";
+  }
+}
+
 async function init() {
   localize(document);
+  onServerTime(checkClock);
   renderNet();
   window.addEventListener("online", () => {
     renderNet();

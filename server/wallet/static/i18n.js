@@ -44,6 +44,10 @@ export const catalog = {
     pass_expiring: "Your pass expires at {until}. Connect to the internet to renew it.",
     pass_expired: "Your pass has expired. Connect to the internet to renew it.",
     pass_not_yet: "Your pass is not valid yet. Check the phone's clock.",
+    clock_ahead:
+      "This phone's clock is {minutes} min ahead of the server's: validators refuse codes from the future. Set the date and time automatically.",
+    clock_behind:
+      "This phone's clock is {minutes} min behind the server's: validators refuse its codes as expired. Set the date and time automatically.",
     pass_exhausted: "This pass has made all the codes it can. Connect to the internet to renew it.",
     crypto_missing:
       "This browser cannot make payment codes (it lacks Ed25519 in WebCrypto). Use a current Chrome, Firefox or Safari.",
@@ -127,6 +131,8 @@ export const catalog = {
     pass_expiring: "乘车凭证将于 {until} 过期。请联网续期。",
     pass_expired: "乘车凭证已过期。请联网续期。",
     pass_not_yet: "乘车凭证尚未生效。请检查手机时间。",
+    clock_ahead: "此手机时间比服务器快 {minutes} 分钟，验票机会拒收来自未来的乘车码。请设置为自动获取日期和时间。",
+    clock_behind: "此手机时间比服务器慢 {minutes} 分钟，验票机会将其乘车码视为过期而拒收。请设置为自动获取日期和时间。",
     pass_exhausted: "此乘车凭证能生成的乘车码已用完。请联网续期。",
     crypto_missing: "此浏览器无法生成乘车码（不支持 WebCrypto 的 Ed25519）。请使用最新版 Chrome、Firefox 或 Safari。",
     balance_heading: "余额",
