@@ -102,6 +102,9 @@ func (h *Handler) createAccount(w http.ResponseWriter, r *http.Request) (any, in
 	if err != nil {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "profile must be adult, child, senior or student")
 	}
+	if err := ledger.CheckAccountName(req.Name); err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid_name", "%v", err)
+	}
 	// A reduced fare is money: the rider's word for it makes it pending
 	// (credentials carry the adult profile) until the operator or the
 	// payment provider confirms it; their token here confirms it at once.

@@ -239,7 +239,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // ErrorCodes lists every error code the API returns, for the README and
 // the clients' message catalogs.
 var ErrorCodes = []string{
-	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "bad_account",
+	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "invalid_name", "bad_account",
 	"unauthorized", "forbidden", "rate_limited", "not_found",
 	"insufficient_funds", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
 	"conflict", "device_exists", "device_offline", "stale_version", "unavailable", "internal",

@@ -61,7 +61,7 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 	if !spec.Profile.Valid() {
 		return Account{}, invalid("rider profile %d is reserved", spec.Profile)
 	}
-	if err := checkText("name", spec.Name, maxLongName, false); err != nil {
+	if err := CheckAccountName(spec.Name); err != nil {
 		return Account{}, invalid("%v", err)
 	}
 	if len(spec.SecretHash) > maxSecret {

@@ -54,6 +54,12 @@ func checkText(field, s string, max int, required bool) error {
 	return nil
 }
 
+// CheckAccountName checks a rider's name for an account (optional): at
+// most 128 bytes of UTF-8, no control or invisible formatting characters.
+func CheckAccountName(name string) error {
+	return checkText("name", name, maxLongName, false)
+}
+
 func checkAccountID(a uint64) error {
 	if a == 0 || a > math.MaxInt64 {
 		return fmt.Errorf("account id %d out of range", a)

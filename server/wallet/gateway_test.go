@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,6 +49,37 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // browser signed in to a new account, on the account screen.
 func signedIn(t *testing.T, lang string) (context.Context, *gate) {
 	t.Helper()
+	url, g := serveWallet(t)
+	resp, err := http.Post(url+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&acct)
+	resp.Body.Close()
+	if err != nil || acct.Secret == "" {
+		t.Fatalf("account: %v", err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{Lang: lang})
+	wallettest.Open(t, b, url+"/wallet/")
+	wallettest.Do(t, b,
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
+		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
+		chromedp.Click(chromedp.ID("signin")),
+	)
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	return b, g
+}
+
+// serveWallet serves the wallet and the API behind a gate, with a fare
+// table, and returns its URL.
+func serveWallet(t *testing.T) (string, *gate) {
+	t.Helper()
 	wallettest.Chromium(t)
 	as := apitest.Start(t)
 	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
@@ -64,31 +96,7 @@ func signedIn(t *testing.T, lang string) (context.Context, *gate) {
 	mux.Handle("/", g)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-
-	resp, err := http.Post(srv.URL+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var acct struct {
-		Account struct {
-			ID uint64 `json:"id"`
-		} `json:"account"`
-		Secret string `json:"secret"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&acct)
-	resp.Body.Close()
-	if err != nil || acct.Secret == "" {
-		t.Fatalf("account: %v", err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{Lang: lang})
-	wallettest.Open(t, b, srv.URL+"/wallet/")
-	wallettest.Do(t, b,
-		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
-		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
-		chromedp.Click(chromedp.ID("signin")),
-	)
-	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
-	return b, g
+	return srv.URL, g
 }
 
 // TestWalletBehindAGateway: a gateway's 502 page is the server being out of
@@ -153,4 +161,30 @@ func TestWalletWarnsOfAWrongClock(t *testing.T) {
 			wallettest.WaitFor(t, b, 30*time.Second, "the warning to go (10 s off is within the tolerance)", warning+".hidden")
 		})
 	}
+}
+
+// TestWalletNameRefused: a name the server refuses (an invisible character,
+// too long for its 128 bytes) is named as the problem, with what to do, in
+// the rider's language; nothing is created, and the same form with the name
+// fixed registers.
+func TestWalletNameRefused(t *testing.T) {
+	url, _ := serveWallet(t)
+	b := wallettest.Browser(t, wallettest.Config{Lang: "zh-CN"})
+	wallettest.Open(t, b, url+"/wallet/")
+	for _, name := range []string{"Ada\u200bLovelace", strings.Repeat("张", 60)} {
+		wallettest.Eval[bool](t, b, `(document.getElementById("name").value = "`+name+`", true)`)
+		wallettest.Do(t, b, chromedp.Click(chromedp.ID("register")))
+		wallettest.WaitFor(t, b, 30*time.Second, "the name sentence", `!document.getElementById("error").hidden`)
+		if msg := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); !strings.Contains(msg, "无法使用该姓名") {
+			t.Errorf("name %q refused with %q", name, msg)
+		}
+		if !wallettest.Eval[bool](t, b, `!document.getElementById("welcome").hidden`) {
+			t.Fatal("a refused name left the welcome screen")
+		}
+	}
+	wallettest.Do(t, b,
+		chromedp.SetValue(chromedp.ID("name"), "张三"),
+		chromedp.Click(chromedp.ID("register")),
+	)
+	wallettest.WaitFor(t, b, 30*time.Second, "the secret screen", `!document.getElementById("secret").hidden`)
 }

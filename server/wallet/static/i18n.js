@@ -86,6 +86,8 @@ export const catalog = {
     err_not_found: "That account does not exist.",
     err_bad_account: "The account number must be a whole number.",
     err_invalid: "The server found the request invalid.",
+    err_invalid_name:
+      "That name cannot be used: keep it under 128 bytes (about 40 Chinese characters) without invisible or control characters, or leave it empty.",
     err_bad_request: "The server could not read the wallet's request. Reload the page and try again.",
     err_internal: "The server had a problem. Try again later.",
     err_unknown: "Something went wrong (error {code}). Try again later.",
@@ -172,6 +174,7 @@ export const catalog = {
     err_not_found: "该账户不存在。",
     err_bad_account: "账户号码必须是整数。",
     err_invalid: "服务器认为请求无效。",
+    err_invalid_name: "无法使用该姓名：请控制在 128 字节以内（约 40 个汉字），不含不可见字符或控制字符，或留空。",
     err_bad_request: "服务器无法读取钱包的请求。请刷新页面后重试。",
     err_internal: "服务器出现问题。请稍后重试。",
     err_unknown: "出现错误（错误代码 {code}）。请稍后重试。",
