@@ -154,7 +154,7 @@ func TestHostileInput(t *testing.T) {
 		{path("/v1/accounts/%d/credentials", r.id), r.secret, `{"rider_public_key":"` + strings.Repeat("00", 32) + `"}`, "invalid", 400},
 		// Text that reads as other text to the operator: bidirectional
 		// controls and zero-width spaces ("Trojan Source"), and C1 controls.
-		{"/v1/accounts", "", `{"name":"Ada \u202egnal"}`, "invalid", 400},
+		{"/v1/accounts", "", `{"name":"Ada \u202egnal"}`, "invalid_name", 400},
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u200b1"}`, "invalid", 400},
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u00851"}`, "invalid", 400},
 		{"/v1/tokens", f.token, `{"role":"merchant","merchant_id":"shop-\u20661","name":"x"}`, "invalid", 400},
