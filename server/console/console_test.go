@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -726,5 +728,60 @@ func TestAmountsInTheLedgersMinorUnits(t *testing.T) {
 				t.Errorf("fares page does not name %s", c.currency)
 			}
 		})
+	}
+}
+
+var hrefRE = regexp.MustCompile(`href="([^"]*)"`)
+
+// links returns the page's links (HTML-unescaped) that contain s.
+func links(page, s string) []string {
+	var out []string
+	for _, m := range hrefRE.FindAllStringSubmatch(page, -1) {
+		if u := html.UnescapeString(m[1]); strings.Contains(u, s) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// TestFleetSortAndRefreshLinks: a first click on "Last heard" (or queue,
+// oldest unsent, clock) sorts the largest, latest first, a second turns it
+// round; the page's links (sorting, paging, the filter form) keep its
+// auto-refresh and filters, and "Stop refreshing" keeps the filters.
+func TestFleetSortAndRefreshLinks(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, id := range []string{"bus-1", "bus-2", "bus-3"} {
+		f.device(id)
+	}
+	for _, id := range []string{"bus-2", "bus-3", "bus-1"} { // bus-1 heard last
+		if err := f.store.NoteDeviceSync(ctx, id, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	_, page := b.get("/console/fleet?state=&q=bus&refresh=15")
+	heard := links(page, "sort=heard")
+	if len(heard) != 1 || !strings.Contains(heard[0], "dir=desc") || !strings.Contains(heard[0], "refresh=15") || !strings.Contains(heard[0], "q=bus") {
+		t.Fatalf("the Last heard link %q: want newest first, keeping q and refresh", heard)
+	}
+	if id := links(page, "sort=id"); len(id) != 1 || strings.Contains(id[0], "dir=desc") {
+		t.Errorf("the Device link %q: want A to Z first", id)
+	}
+	if !strings.Contains(page, `name="refresh" value="15"`) {
+		t.Error("the filter form drops the auto-refresh")
+	}
+	stop := links(page, "fleet?")
+	if !slices.ContainsFunc(stop, func(u string) bool { return strings.Contains(u, "q=bus") && !strings.Contains(u, "refresh") }) {
+		t.Errorf("no Stop refreshing link that keeps the filter: %q", stop)
+	}
+	_, page = b.get(strings.TrimPrefix(heard[0], f.srv.URL))
+	order := regexp.MustCompile(`data-device="([^"]+)"`).FindAllStringSubmatch(page, -1)
+	if len(order) != 3 || order[0][1] != "bus-1" || order[2][1] != "bus-2" {
+		t.Errorf("sorted by last heard: %v, want bus-1 (latest) first, bus-2 last", order)
+	}
+	if again := links(page, "refresh=15&sort=heard"); len(again) != 1 || strings.Contains(again[0], "dir=desc") {
+		t.Errorf("a second click on Last heard %q: want it turned round", again)
 	}
 }

@@ -216,12 +216,18 @@ func (h *Handler) readFleet(ctx context.Context, routes bool) ([]deviceRow, vers
 
 // fleetQuery is what the fleet page is asked for.
 type fleetQuery struct {
-	State string // "", "problems", or a state
-	Q     string // substring of id, route or vehicle
-	Sort  string // a sort key; "" = problems first
-	Desc  bool
-	Page  int // from 1
+	State   string // "", "problems", or a state
+	Q       string // substring of id, route or vehicle
+	Sort    string // a sort key; "" = problems first
+	Desc    bool
+	Page    int // from 1
+	Refresh int // seconds of the page's auto-refresh, kept by its links (0: none)
 }
+
+// descFirst are the sort keys whose first click puts the largest first:
+// the latest heard, the longest queue, the oldest unsent tap, the clock
+// furthest off (what an operator looks for).
+var descFirst = []string{"heard", "queue", "oldest", "clock"}
 
 // fleetPageSize is how many devices one fleet page shows.
 const fleetPageSize = 100
@@ -246,6 +252,9 @@ func parseFleetQuery(v url.Values) fleetQuery {
 	if p, err := strconv.Atoi(v.Get("page")); err == nil && p > 1 && p < 1_000_000 {
 		q.Page = p
 	}
+	if n, err := strconv.Atoi(v.Get("refresh")); err == nil && n >= 5 && n <= 600 {
+		q.Refresh = n
+	}
 	return q
 }
 
@@ -265,6 +274,9 @@ func (q fleetQuery) values(change ...string) url.Values {
 	}
 	if q.Page > 1 {
 		v.Set("page", strconv.Itoa(q.Page))
+	}
+	if q.Refresh > 0 {
+		v.Set("refresh", strconv.Itoa(q.Refresh))
 	}
 	for i := 0; i+1 < len(change); i += 2 {
 		if change[i+1] == "" {

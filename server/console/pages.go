@@ -240,7 +240,10 @@ type fleetData struct {
 	Sorts    []sortLink
 	PrevURL  string
 	NextURL  string
-	Query    string // the query string, for the refresh link
+	// The links that start and stop the page's auto-refresh, keeping its
+	// filters and sort (whole URLs: a query string put after "?" in the
+	// template is escaped as one value).
+	RefreshURL, StopRefreshURL string
 }
 
 type sortLink struct {
@@ -265,8 +268,15 @@ func (h *Handler) fleetPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	for _, k := range [][2]string{{"id", "Device"}, {"state", "State"}, {"heard", "Last heard"}, {"queue", "Queue"},
 		{"oldest", "Oldest unsent"}, {"clock", "Clock offset"}, {"route", "Route / vehicle"}, {"software", "Software"}} {
 		l := sortLink{Key: k[0], Label: k[1], Active: q.Sort == k[0], Desc: q.Sort == k[0] && q.Desc}
+		// A click on the sorted column turns it round; on another, it
+		// sorts that one its natural way (newest, largest first for
+		// times and sizes).
+		desc := slices.Contains(descFirst, k[0])
+		if l.Active {
+			desc = !q.Desc
+		}
 		dir := ""
-		if l.Active && !q.Desc {
+		if desc {
 			dir = "desc"
 		}
 		l.URL = base + q.values("sort", k[0], "dir", dir, "page", "").Encode()
@@ -278,7 +288,8 @@ func (h *Handler) fleetPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	if d.Page < d.Pages {
 		d.NextURL = base + q.values("page", strconv.Itoa(d.Page+1)).Encode()
 	}
-	d.Query = q.values().Encode()
+	d.StopRefreshURL = base + q.values("refresh", "").Encode()
+	d.RefreshURL = base + q.values("refresh", "15").Encode()
 	h.render(w, r, http.StatusOK, "fleet", page{Title: "Fleet", Nav: "fleet", S: s, Refresh: refreshOf(r), Data: d})
 }
 
