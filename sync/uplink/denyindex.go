@@ -247,6 +247,7 @@ func (u *Uplink) nextDenyGroup(d *denySync) {
 		}
 		u.log.Warn("uplink: the broker refused some deny-list shard subscriptions; taking fewer at a time",
 			"refused", len(refused), "granted", len(granted))
+		u.count(func(s *Stats) { s.DenyShardRefused += uint64(len(refused)) })
 		d.group, d.todo, d.size = granted, append(again, d.todo...), len(granted)
 		if len(granted) == 0 {
 			d.todo = nil // nothing granted: try again on the next index

@@ -118,6 +118,7 @@ type Stats struct {
 	DenyShardBytes         uint64 // their payload bytes
 	DenyIndexes            uint64 // deny-list shard indexes accepted (DenyIndexWait)
 	DenyShardSubscriptions uint64 // shard topics subscribed because an index had them newer
+	DenyShardRefused       uint64 // shard subscriptions the broker still refused after retries (its bound: taken fewer at a time)
 	DenyIndexFallbacks     uint64 // connections on which no index came and every shard was subscribed
 }
 
