@@ -25,8 +25,9 @@ import (
 // answering a gateway's HTML error page (the server behind it is down), or
 // the API's own rate limit.
 type gate struct {
-	mode atomic.Value // "up", "down", "limited"
-	next http.Handler
+	mode    atomic.Value // "up", "down", "limited"
+	rewrite atomic.Value // func(path string, body map[string]any): changes the API's JSON answers (nil: none)
+	next    http.Handler
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +42,22 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTooManyRequests)
 		fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
 	default:
-		g.next.ServeHTTP(w, r)
+		fn, _ := g.rewrite.Load().(func(string, map[string]any))
+		if fn == nil {
+			g.next.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		g.next.ServeHTTP(rec, r)
+		var body map[string]any
+		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &body) != nil {
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return
+		}
+		fn(r.URL.Path, body)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(body)
 	}
 }
 
@@ -187,4 +203,28 @@ func TestWalletNameRefused(t *testing.T) {
 		chromedp.Click(chromedp.ID("register")),
 	)
 	wallettest.WaitFor(t, b, 30*time.Second, "the secret screen", `!document.getElementById("secret").hidden`)
+}
+
+// TestWalletLongRoutesWrap: the longest route names and flags the server
+// sends (64 characters without a space) wrap inside a 360 px phone screen
+// instead of widening the page.
+func TestWalletLongRoutesWrap(t *testing.T) {
+	b, g := signedIn(t, "")
+	long := strings.Repeat("Hauptbahnhof-Flughafen-Express-", 3)[:64]
+	g.rewrite.Store(func(path string, body map[string]any) {
+		if !strings.HasPrefix(path, "/v1/accounts/") || strings.Count(path, "/") != 3 {
+			return
+		}
+		body["recent_rides"] = []map[string]any{
+			{"tap_id": "bus-7/e/1", "time": time.Now().UTC().Format(time.RFC3339), "route": long, "charge": 0, "base_fare": 250,
+				"flag": "duplicate_code"},
+			{"tap_id": "bus-7/e/2", "time": time.Now().UTC().Format(time.RFC3339), "route": long, "charge": 120, "base_fare": 250,
+				"transfer": true, "capped": true},
+		}
+	})
+	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740), chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the rides", `document.querySelectorAll("#rides-body tr").length === 2`)
+	if over := wallettest.Eval[int](t, b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 2 {
+		t.Errorf("the account screen with long routes is %d px wider than a 360 px phone", over)
+	}
 }
