@@ -49,7 +49,30 @@ func TestFleetInYen(t *testing.T) {
 	if err := r.API(ctx, "GET", "/v1/fares", nil, &cur); err != nil || cur.Version != 1 || cur.Currency != "JPY" {
 		t.Errorf("fares after the refused table: %+v, %v", cur, err)
 	}
-	if out, err := r.Verify(ctx); err != nil || !strings.Contains(out, " 1 taps (0 flagged)") {
+	// Killed and started again (no currency given, as ever): the ledger
+	// is still in yen, and the next ride is charged in it.
+	if err := r.StopServer(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second, err := r.NewRider(ctx, "yuki", "adult", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err = second.Code(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := d.Scan(ctx, code); !strings.Contains(line, "ACCEPTED") {
+		t.Fatalf("tap after the restart: %q", line)
+	}
+	a = waitBalance(t, ctx, r, second.ID, 790)
+	if a.Currency != "JPY" || len(a.Rides) != 1 || a.Rides[0].Charge != 210 || a.Rides[0].Flag != "" {
+		t.Errorf("account made after the restart: %+v, want JPY, one ride charged 210", a)
+	}
+	if out, err := r.Verify(ctx); err != nil || !strings.Contains(out, " 2 taps (0 flagged)") {
 		t.Errorf("verify: %q, %v", out, err)
 	}
 }
