@@ -2,11 +2,8 @@ package main
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -115,33 +112,17 @@ func validHostName(h string) bool {
 // issueServerCert makes a TLS server certificate for the names and
 // addresses, signed by the fleet CA.
 func issueServerCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, dns []string, ips []net.IP, valid time.Duration) (certPEM, keyPEM []byte, err error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
 	cn := ""
 	if len(dns) > 0 {
 		cn = dns[0]
 	} else {
 		cn = ips[0].String()
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randSerial(),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"farego broker"}},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(valid),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
+	return issueCert(caCert, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn, Organization: []string{"farego broker"}},
+		DNSNames:    dns,
+		IPAddresses: ips,
+		NotAfter:    time.Now().Add(valid),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
 }

@@ -131,18 +131,24 @@ func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 
 // issueClientCert makes a TLS client certificate for device id (CN = id).
 func issueClientCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, id string) (certPEM, keyPEM []byte, err error) {
+	return issueCert(caCert, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: id, Organization: []string{"farego device"}},
+		NotAfter:    time.Now().AddDate(5, 0, 0),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// issueCert signs a certificate made from tmpl (its subject, names,
+// expiry and extended key usage) with the fleet CA, for a new P-256 key,
+// and returns both as PEM.
+func issueCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randSerial(),
-		Subject:      pkix.Name{CommonName: id, Organization: []string{"farego device"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(5, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.SerialNumber = randSerial()
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 	if err != nil {
 		return nil, nil, err
