@@ -209,7 +209,12 @@ func testDenyIndexReconnect(t *testing.T, w *world) {
 
 	// The old path (a device without the index): every shard again.
 	u, r = d.connect(0)
-	waitFor(t, "every shard again on the old path", func() bool { return u.Stats().DenyShardMessages >= record.DenyShardCount })
+	// Each shard is counted when it arrives and as unchanged once applied:
+	// wait for both (under load the second lags the first).
+	waitFor(t, "every shard again on the old path", func() bool {
+		s := u.Stats()
+		return s.DenyShardMessages >= record.DenyShardCount && s.DownlinksUnchanged >= record.DenyShardCount+1
+	})
 	quiet()
 	st = u.Stats()
 	t.Logf("reconnection, up to date, old path: %d shard messages, %d bytes", st.DenyShardMessages, st.DenyShardBytes)
