@@ -392,3 +392,35 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 	}
 	return resp, http.StatusCreated, nil
 }
+
+// replaceSecret gives an account a new secret: asked by its rider (with
+// the current secret, for a phone lost or a secret seen by someone else)
+// or by the operator or the payment provider (a rider who lost theirs;
+// audited). The answer holds the new secret, shown once; the old one stops
+// working at once.
+func (h *Handler) replaceSecret(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err != nil {
+		return nil, 0, err
+	}
+	if r.ContentLength != 0 { // no body, or {}: the server makes the secret
+		var req struct{}
+		if err := decode(r, maxBody, &req); err != nil {
+			return nil, 0, err
+		}
+	}
+	var old []byte
+	if p.role == roleRider {
+		old = hashSecret(bearer(r))
+	}
+	sec := make([]byte, 32)
+	rand.Read(sec)
+	secret := hex.EncodeToString(sec)
+	if err := h.cfg.Ledger.ReplaceSecret(r.Context(), id, old, hashSecret(secret)); err != nil {
+		return nil, 0, err
+	}
+	if p.role != roleRider {
+		h.audit(r, p, "replace_secret", strconv.FormatUint(id, 10), "")
+	}
+	return map[string]any{"account": id, "secret": secret}, http.StatusOK, nil
+}

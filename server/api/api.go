@@ -150,6 +150,7 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/accounts/{id}/topups", h.topUp)
 	h.route("PUT /v1/accounts/{id}/credit_line", h.setCreditLine)
 	h.route("PUT /v1/accounts/{id}/profile", h.setProfile)
+	h.route("POST /v1/accounts/{id}/secret", h.replaceSecret)
 	h.route("POST /v1/accounts/{id}/credentials", h.issueCredential)
 	h.route("POST /v1/payments", h.pay)
 	h.route("GET /v1/payments/{merchant}/{order}", h.getPayment)
@@ -260,7 +261,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{http.StatusForbidden, "denied", err.Error()}
 	case errors.Is(err, ledger.ErrUnknownCredential):
 		ae = &apiError{http.StatusUnprocessableEntity, "unknown_credential", err.Error()}
-	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrTopUpConflict):
+	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrTopUpConflict), errors.Is(err, ledger.ErrSecretChanged):
 		ae = &apiError{http.StatusConflict, "conflict", err.Error()}
 	case errors.Is(err, ledger.ErrDeviceExists):
 		ae = &apiError{http.StatusConflict, "device_exists", err.Error()}

@@ -367,3 +367,43 @@ func TestResponsesAreNotPages(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceSecret: a rider replaces their secret (a phone lost, a secret
+// seen): the old one stops working at once, the new one works; a second
+// replacement with the old secret is refused; the operator or the payment
+// provider resets a lost one (audited), a merchant or another rider may
+// not; the ledger checks clean.
+func TestReplaceSecret(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	other := f.newRider(1000)
+	out := f.do("POST", path("/v1/accounts/%d/secret", r.id), r.secret, "", 200)
+	fresh, _ := out["secret"].(string)
+	if len(fresh) != 64 || fresh == r.secret {
+		t.Fatalf("new secret %q", fresh)
+	}
+	f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 403)
+	f.do("GET", path("/v1/accounts/%d", r.id), fresh, "", 200)
+	f.do("POST", path("/v1/accounts/%d/secret", r.id), r.secret, "", 403)
+	f.do("POST", path("/v1/accounts/%d/secret", r.id), other.secret, "", 403)
+	f.do("POST", path("/v1/accounts/%d/secret", r.id), f.tokenFor(ledger.RoleMerchant, "shop-1"), "", 403)
+	f.do("POST", path("/v1/accounts/%d/secret", r.id), "", "", 401)
+	f.do("POST", path("/v1/accounts/%d/secret", r.id), fresh, `{"secret":"mine"}`, 400)
+
+	psp := f.tokenFor(ledger.RolePayments, "")
+	reset := f.do("POST", path("/v1/accounts/%d/secret", r.id), psp, "", 200)["secret"].(string)
+	f.do("GET", path("/v1/accounts/%d", r.id), fresh, "", 403)
+	f.do("GET", path("/v1/accounts/%d", r.id), reset, "", 200)
+	entries, err := f.store.AuditLog(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range entries {
+		found = found || (e.Action == "replace_secret" && e.Target == itoa(int64(r.id)))
+	}
+	if !found {
+		t.Errorf("the payment provider's reset is not in the audit trail: %+v", entries)
+	}
+	f.do("POST", "/v1/accounts/99999/secret", psp, "", 404)
+}

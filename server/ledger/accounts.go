@@ -182,6 +182,43 @@ func listLimit(limit, def int) int {
 	return min(limit, MaxListLimit)
 }
 
+// ReplaceSecret stores a new secret hash for an account: the rider's
+// (old is the hash of the secret they signed in with; if it is no longer
+// the stored one, another replacement came first: ErrSecretChanged), or
+// the operator's reset (old nil). The old secret stops working at once;
+// credentials issued with it stay valid until they expire.
+func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []byte) error {
+	if err := checkAccountID(account); err != nil {
+		return invalid("%v", err)
+	}
+	if len(new) == 0 || len(new) > maxSecret {
+		return invalid("secret hash is %d bytes, want 1 to %d", len(new), maxSecret)
+	}
+	err := s.write(ctx, "replace secret", func(t *txn) error {
+		if _, err := t.lockExisting(account); err != nil {
+			return err
+		}
+		q, args := `UPDATE accounts SET secret_hash = $1 WHERE id = $2`, []any{new, int64(account)}
+		if old != nil {
+			q, args = q+` AND secret_hash = $3`, append(args, old)
+		}
+		res, err := t.exec("replace secret", q, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("ledger: replace secret: %w", err)
+		} else if n != 1 {
+			return ErrSecretChanged
+		}
+		return nil
+	})
+	if err == nil {
+		s.log.Info("ledger: account secret replaced", logKeyAccount, account, "by_rider", old != nil)
+	}
+	return err
+}
+
 // AccountSecretHash returns the secret hash stored with an account.
 func (s *Store) AccountSecretHash(ctx context.Context, id uint64) ([]byte, error) {
 	if id > math.MaxInt64 {

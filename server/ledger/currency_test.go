@@ -94,3 +94,30 @@ func TestOldLedgerTakesItsAccountsCurrency(t *testing.T) {
 		}
 	})
 }
+
+// TestReplaceSecret: a secret is replaced only while it is the one named
+// (ErrSecretChanged otherwise: another replacement came first), or
+// unconditionally by a reset (old nil); an unknown account is not found.
+func TestReplaceSecret(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		a, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult, SecretHash: []byte("one")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.ReplaceSecret(ctx, a.ID, []byte("not it"), []byte("two")), ErrSecretChanged)
+		if err := s.ReplaceSecret(ctx, a.ID, []byte("one"), []byte("two")); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, s.ReplaceSecret(ctx, a.ID, []byte("one"), []byte("three")), ErrSecretChanged)
+		if err := s.ReplaceSecret(ctx, a.ID, nil, []byte("reset")); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := s.AccountSecretHash(ctx, a.ID); err != nil || string(h) != "reset" {
+			t.Fatalf("secret hash %q, %v", h, err)
+		}
+		wantErr(t, s.ReplaceSecret(ctx, 424242, nil, []byte("x")), ErrNotFound)
+		wantErr(t, s.ReplaceSecret(ctx, a.ID, nil, nil), ErrInvalid)
+	})
+}

@@ -60,3 +60,7 @@ var ErrUnknownCredential = errors.New("ledger: credential not issued by this led
 // account holds MaxLiveCredentials credentials not yet expired. Nothing
 // has been written.
 var ErrTooManyCredentials = errors.New("ledger: too many credentials not yet expired")
+
+// ErrSecretChanged is returned by ReplaceSecret when the account's secret is
+// no longer the one it was to replace (another replacement came first).
+var ErrSecretChanged = errors.New("ledger: the account's secret was changed meanwhile")

@@ -228,3 +228,65 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 		t.Errorf("the account screen with long routes is %d px wider than a 360 px phone", over)
 	}
 }
+
+// TestWalletChangesItsSecret: "Change account secret", confirmed, shows a
+// new secret to write down (as at sign-up); the old one no longer opens the
+// account, the new one does, and the wallet goes on with it.
+func TestWalletChangesItsSecret(t *testing.T) {
+	url, _ := serveWallet(t)
+	resp, err := http.Post(url+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&acct)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(secret string) int {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/accounts/%d", url, acct.Account.ID), nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Open(t, b, url+"/wallet/")
+	wallettest.Do(t, b,
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
+		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
+		chromedp.Click(chromedp.ID("signin")),
+	)
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
+	if !wallettest.Eval[bool](t, b, `!document.getElementById("main").hidden && !document.getElementById("change-secret-confirm").hidden`) {
+		t.Fatal("no confirmation asked")
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret-yes"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the new secret", `!document.getElementById("secret").hidden`)
+	fresh := wallettest.Eval[string](t, b, `document.getElementById("secret-value").textContent`)
+	if len(fresh) != 64 || fresh == acct.Secret {
+		t.Fatalf("shown secret %q", fresh)
+	}
+	if c := get(acct.Secret); c != http.StatusForbidden {
+		t.Errorf("the old secret: %d, want 403", c)
+	}
+	if c := get(fresh); c != http.StatusOK {
+		t.Errorf("the new secret: %d, want 200", c)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("secret-done"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen again", `!document.getElementById("main").hidden`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	if wallettest.Eval[bool](t, b, `!document.getElementById("error").hidden`) {
+		t.Errorf("after the change: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
+	}
+}

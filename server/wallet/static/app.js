@@ -418,6 +418,26 @@ async function signIn(ev) {
   }
 }
 
+// changeSecret asks the server for a new account secret (the old one stops
+// working at once) and shows it to be written down, as at sign-up.
+async function changeSecret() {
+  showError(null);
+  const btn = $("change-secret-yes");
+  btn.disabled = true;
+  try {
+    const r = await api("POST", `/v1/accounts/${account.id}/secret`, { token: account.secret });
+    account = { ...account, secret: r.secret };
+    await store.put("account", account);
+    await store.put("secretKept", false);
+    $("change-secret-confirm").hidden = true;
+    await showSecret();
+  } catch (e) {
+    showError(e);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
 async function signOut() {
   await store.clear();
   account = null;
@@ -497,6 +517,15 @@ async function init() {
     $("sign-out").focus();
   });
   $("sign-out-yes").addEventListener("click", signOut);
+  $("change-secret").addEventListener("click", () => {
+    $("change-secret-confirm").hidden = false;
+    $("change-secret-no").focus();
+  });
+  $("change-secret-no").addEventListener("click", () => {
+    $("change-secret-confirm").hidden = true;
+    $("change-secret").focus();
+  });
+  $("change-secret-yes").addEventListener("click", changeSecret);
 
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(() => {});
 
