@@ -243,7 +243,8 @@ var ErrorCodes = []string{
 	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "invalid_name", "bad_account",
 	"unauthorized", "forbidden", "rate_limited", "not_found",
 	"insufficient_funds", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
-	"conflict", "device_exists", "device_offline", "stale_version", "unavailable", "internal",
+	"conflict", "device_exists", "device_offline", "device_revoked", "exists", "stale_version", "too_many_credentials",
+	"unavailable", "not_sent", "internal",
 }
 
 // writeErr maps an error to its HTTP form and returns the status.
