@@ -382,7 +382,7 @@ func (u *Updater) Boot() error {
 		return nil
 	}
 	if p.Version != u.cfg.Current {
-		if p.SHA256 != "" && fileSHA256(u.cfg.Binary) == p.SHA256 {
+		if _, sum, err := fileSHA256(u.cfg.Binary, wire.MaxBinarySize+1); err == nil && p.SHA256 != "" && sum == p.SHA256 {
 			// The release's binary is running and says it is another
 			// version: it was built with another version stamp. Kept, it
 			// would take its own release again at every rollout document
@@ -390,7 +390,7 @@ func (u *Updater) Boot() error {
 			// one back and record the failure, which this rollout does
 			// not retry.
 			return u.rollback(fmt.Sprintf("the binary of release %s reports version %s: it was built with another version "+
-				"stamp (build it with make dist VERSION=%s)", p.Version, cutVersion(u.cfg.Current), p.Version))
+				"stamp (build it with make dist VERSION=%s)", p.Version, u.cfg.Current, p.Version))
 		}
 		// The new binary never got in place (a power cut between the
 		// state and the rename), or someone put another one there.
@@ -758,20 +758,14 @@ func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
 
 // verify checks the downloaded file's size and SHA-256 against m.
 func (u *Updater) verify(m *wire.Manifest) error {
-	f, err := os.Open(u.DownloadFile())
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, m.Size+1))
+	n, got, err := fileSHA256(u.DownloadFile(), m.Size+1)
 	if err != nil {
 		return err
 	}
 	if n != m.Size {
 		return fmt.Errorf("%w: %d bytes, the manifest says %d", ErrBadDownload, n, m.Size)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != m.SHA256 {
+	if got != m.SHA256 {
 		return fmt.Errorf("%w: SHA-256 %s, the manifest says %s", ErrBadDownload, got, m.SHA256)
 	}
 	return nil
@@ -835,25 +829,18 @@ func copyFile(src, dst string) error {
 	return durable.SyncDir(filepath.Dir(dst))
 }
 
-// fileSHA256 returns the hex SHA-256 of a file's contents, "" if it cannot
-// be read.
-func fileSHA256(path string) string {
+// fileSHA256 reads at most limit bytes of a file and returns how many it
+// read and their SHA-256 in hex.
+func fileSHA256(path string, limit int64) (int64, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return ""
+		return 0, "", err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return ""
+	n, err := io.Copy(h, io.LimitReader(f, limit))
+	if err != nil {
+		return n, "", err
 	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// cutVersion bounds a version read from a binary for a message.
-func cutVersion(v string) string {
-	if len(v) > 64 {
-		return v[:64] + "…"
-	}
-	return v
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
