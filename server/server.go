@@ -82,6 +82,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	Policy         paycode.Policy
 	Currency       string // the ledger's (see ledger.Options.Currency); "": the ledger's, EUR for a new one
+	// LedgerMustExist refuses a SQLite ledger that is not there instead
+	// of creating one (ledger.Options.MustExist): farego-settlement run.
+	LedgerMustExist bool
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -159,7 +162,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.keys = kd
-	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency})
+	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency,
+		MustExist: cfg.LedgerMustExist})
 	if err != nil {
 		return nil, err
 	}

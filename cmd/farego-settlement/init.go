@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -17,9 +16,6 @@ import (
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/keyfile"
 )
-
-// currencyRE is an ISO 4217 code's form.
-var currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
 
 func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement init", flag.ContinueOnError)
@@ -31,7 +27,7 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	if *currency != "" && !currencyRE.MatchString(*currency) {
+	if *currency != "" && !ledger.ValidCurrency(*currency) {
 		return cli.Usagef(stderr, "farego-settlement init", "--currency %q is not an ISO 4217 code like EUR or JPY", *currency)
 	}
 	if *fares != "" {

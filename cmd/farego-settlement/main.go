@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/farego/farego/cmd/internal/cli"
@@ -97,22 +96,14 @@ func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("db", "", "ledger DSN (default sqlite:DATA/ledger.db; postgres://… for PostgreSQL)")
 }
 
-// existingLedger returns the ledger's DSN (db, default DATA/ledger.db),
-// refusing a SQLite file that does not exist: opening one creates an
-// empty ledger, and a mistyped --data would then check, change or serve
-// an empty ledger instead of the real one. Only init makes a ledger.
-func existingLedger(data, db string) (string, error) {
-	dsn := db
-	if dsn == "" {
-		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
+// noLedgerHint says what to do about a ledger that is not there (only init
+// makes one: see ledger.Options.MustExist).
+func noLedgerHint(err error) error {
+	if errors.Is(err, ledger.ErrNoLedger) {
+		return fmt.Errorf("%w: check --data (or --db); farego-settlement init makes a new one, "+
+			"and a lost one is restored from its backup (see the README's restore procedure)", err)
 	}
-	if path, ok := ledger.SQLitePath(dsn); ok {
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("no ledger at %s: check --data (or --db); farego-settlement init makes a new one, "+
-				"and a lost one is restored from its backup (see the README's restore procedure)", path)
-		}
-	}
-	return dsn, nil
+	return err
 }
 
 // beforeSubcommand handles the arguments of a command with subcommands when

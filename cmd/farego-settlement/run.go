@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -80,18 +79,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		notifier.Notify("READY=1")
 	}
-	keysDir := c.KeysDir
-	if keysDir == "" {
-		keysDir = filepath.Join(c.DataDir, "keys")
-	}
-	if _, err := os.Stat(keysDir); err == nil { // else the server says to run init
-		if _, err := existingLedger(c.DataDir, c.DB); err != nil {
-			return err
-		}
-	}
+	c.LedgerMustExist = true // only init makes one
 	srv, err := server.New(ctx, c)
 	if err != nil {
-		return err
+		return noLedgerHint(err)
 	}
 	go notifier.Watchdog(ctx, nil, nil)
 	err = srv.Run(ctx)

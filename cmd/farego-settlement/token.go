@@ -38,11 +38,12 @@ func openKeysAndLedger(ctx context.Context, data, db string) (*keys.Dir, *ledger
 
 // openLedger opens the ledger of a data directory (or --db).
 func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
-	dsn, err := existingLedger(data, db)
-	if err != nil {
-		return nil, err
+	dsn := db
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
 	}
-	return ledger.Open(ctx, dsn, nil)
+	st, err := ledger.Open(ctx, dsn, &ledger.Options{MustExist: true})
+	return st, noLedgerHint(err)
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {

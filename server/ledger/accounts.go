@@ -70,7 +70,7 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 	if spec.Currency == "" {
 		spec.Currency = s.currency
 	}
-	if !validCurrency(spec.Currency) {
+	if !ValidCurrency(spec.Currency) {
 		return Account{}, invalid("currency %q is not an ISO 4217 code", spec.Currency)
 	}
 	secret := spec.SecretHash

@@ -60,7 +60,7 @@ func (s *Store) settleCurrency(ctx context.Context, asked string) error {
 			}
 		}
 	}
-	if !validCurrency(stored) {
+	if !ValidCurrency(stored) {
 		return fmt.Errorf("ledger: the kept currency %q is not an ISO 4217 code", stored)
 	}
 	if asked != "" && asked != stored {

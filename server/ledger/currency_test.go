@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -120,4 +122,25 @@ func TestReplaceSecret(t *testing.T) {
 		wantErr(t, s.ReplaceSecret(ctx, 424242, nil, []byte("x")), ErrNotFound)
 		wantErr(t, s.ReplaceSecret(ctx, a.ID, nil, nil), ErrInvalid)
 	})
+}
+
+// TestMustExist: with MustExist a missing SQLite ledger is refused
+// (ErrNoLedger) and no file is made; an existing one opens.
+func TestMustExist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	_, err := Open(context.Background(), path, &Options{MustExist: true})
+	wantErr(t, err, ErrNoLedger)
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a refused Open made %s: %v", path, err)
+	}
+	s, err := Open(context.Background(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(context.Background(), path, &Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }

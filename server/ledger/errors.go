@@ -64,3 +64,7 @@ var ErrTooManyCredentials = errors.New("ledger: too many credentials not yet exp
 // ErrSecretChanged is returned by ReplaceSecret when the account's secret is
 // no longer the one it was to replace (another replacement came first).
 var ErrSecretChanged = errors.New("ledger: the account's secret was changed meanwhile")
+
+// ErrNoLedger is returned by Open with Options.MustExist for a SQLite
+// ledger file that does not exist.
+var ErrNoLedger = errors.New("ledger: no ledger")

@@ -53,6 +53,12 @@ type Options struct {
 	// Open refuses a ledger in another one. "" takes the ledger's, or
 	// DefaultCurrency for a new ledger.
 	Currency string
+	// MustExist refuses a SQLite ledger file that is not there
+	// (ErrNoLedger) instead of creating an empty ledger: for every program
+	// but the one that initialises a deployment, so that a mistyped path
+	// or a restore that forgot the ledger is not served or checked as an
+	// empty one.
+	MustExist bool
 	// BusyTimeout is how long a SQLite writer waits for another process's
 	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.
 	BusyTimeout time.Duration
@@ -79,7 +85,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Currency == "" {
 		o.Currency = DefaultCurrency
 	}
-	if !validCurrency(o.Currency) {
+	if !ValidCurrency(o.Currency) {
 		return o, fmt.Errorf("%w: currency %q is not an ISO 4217 code like \"EUR\"", ErrInvalid, o.Currency)
 	}
 	if o.BusyTimeout == 0 {

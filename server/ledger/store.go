@@ -80,6 +80,9 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	if tg.path != "" {
+		if _, err := os.Stat(tg.path); o.MustExist && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s", ErrNoLedger, tg.path)
+		}
 		if err := privateFile(tg.path); err != nil {
 			return nil, err
 		}

@@ -26,7 +26,9 @@ const (
 	maxTimestamp = math.MaxUint32
 )
 
-func validCurrency(s string) bool { return currencyRE.MatchString(s) }
+// ValidCurrency reports whether s is an ISO 4217 code's form (three
+// capital letters), the rule for a ledger's and an account's currency.
+func ValidCurrency(s string) bool { return currencyRE.MatchString(s) }
 
 func validDeviceID(id string) error {
 	if !deviceIDRE.MatchString(id) {
@@ -173,7 +175,7 @@ func (r *PaymentRequest) validate() error {
 	if err := checkAmount("amount", r.Amount); err != nil {
 		return err
 	}
-	if !validCurrency(r.Currency) {
+	if !ValidCurrency(r.Currency) {
 		return fmt.Errorf("currency %q is not an ISO 4217 code", r.Currency)
 	}
 	return nil
