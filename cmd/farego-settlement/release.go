@@ -59,11 +59,12 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stderr, releaseUsage)
 		return cli.Usagef(stderr, "farego-settlement release", "unknown subcommand %q", sub)
 	}
-	if err := cli.ParseArgs(fs, args[1:], stdout, stderr); err != nil {
-		return err
+	parse := cli.Parse // only rollout takes an argument (the version)
+	if sub == "rollout" {
+		parse = cli.ParseArgs
 	}
-	if sub != "rollout" && fs.NArg() != 0 {
-		return cli.Usagef(stderr, fs.Name(), "unexpected argument %q (see --help)", fs.Arg(0))
+	if err := parse(fs, args[1:], stdout, stderr); err != nil {
+		return err
 	}
 	kd, err := keys.Open(filepath.Join(*data, "keys"))
 	if err != nil {

@@ -66,11 +66,12 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, tokenUsage)
 		return cli.Usagef(stderr, "farego-settlement token", "unknown subcommand %q", sub)
 	}
-	if err := cli.ParseArgs(fs, args[1:], stdout, stderr); err != nil {
-		return err
+	parse := cli.Parse // only revoke takes an argument (the token's id)
+	if sub == "revoke" {
+		parse = cli.ParseArgs
 	}
-	if sub != "revoke" && fs.NArg() != 0 {
-		return cli.Usagef(stderr, fs.Name(), "unexpected argument %q (see --help)", fs.Arg(0))
+	if err := parse(fs, args[1:], stdout, stderr); err != nil {
+		return err
 	}
 	switch sub {
 	case "create":
