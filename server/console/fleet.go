@@ -252,9 +252,7 @@ func parseFleetQuery(v url.Values) fleetQuery {
 	if p, err := strconv.Atoi(v.Get("page")); err == nil && p > 1 && p < 1_000_000 {
 		q.Page = p
 	}
-	if n, err := strconv.Atoi(v.Get("refresh")); err == nil && n >= 5 && n <= 600 {
-		q.Refresh = n
-	}
+	q.Refresh = refreshSeconds(v)
 	return q
 }
 

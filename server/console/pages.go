@@ -2,7 +2,6 @@ package console
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -33,7 +32,6 @@ type page struct {
 }
 
 var funcs = template.FuncMap{
-	"money": func(v int64) string { return feedback.FormatNumber(v, "") }, // parseTemplates binds the ledger's currency
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
 			return "—"
@@ -54,7 +52,7 @@ var funcs = template.FuncMap{
 }
 
 // parseTemplates parses the embedded templates: each page template with
-// the layout, on its own.
+// the layout, on its own; money shows amounts in currency's minor units.
 func parseTemplates(currency string) map[string]*template.Template {
 	layout, err := fs.ReadFile(templateFS, "templates/layout.html")
 	if err != nil {
@@ -93,7 +91,7 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	}
 	p.Prefix, p.Now = h.cfg.Prefix, h.cfg.Now().UTC()
 	if p.Currency == "" {
-		p.Currency = h.currency(r.Context())
+		p.Currency = h.cfg.Ledger.Currency()
 	}
 	var b bytes.Buffer
 	if err := t.ExecuteTemplate(&b, "layout", p); err != nil {
@@ -119,14 +117,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err erro
 	h.errorPage(w, r, s, http.StatusInternalServerError, "Server error", "This page could not be read from the ledger; see the server log.")
 }
 
-// currency is the latest fare table's currency.
-func (h *Handler) currency(ctx context.Context) string {
-	return h.cfg.Ledger.Currency()
-}
-
 // refreshOf reads the ?refresh=N seconds of a page (5 to 600; else none).
-func refreshOf(r *http.Request) int {
-	n, err := strconv.Atoi(r.URL.Query().Get("refresh"))
+func refreshOf(r *http.Request) int { return refreshSeconds(r.URL.Query()) }
+
+func refreshSeconds(v url.Values) int {
+	n, err := strconv.Atoi(v.Get("refresh"))
 	if err != nil || n < 5 || n > 600 {
 		return 0
 	}
