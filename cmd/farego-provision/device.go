@@ -178,22 +178,27 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		}
 		return fmt.Errorf("registering %s: %w", o.id, err)
 	}
-	// Registered: the new identity is the device's now. A replaced bundle
-	// is moved aside and removed once the new one is whole.
-	final := dir
-	if replacing {
-		dir = filepath.Join(o.out, "."+o.id+".new")
-		if err := os.RemoveAll(dir); err != nil {
-			return err
-		}
-	}
-	if err := durable.MkdirAll(dir, 0o700); err != nil {
+	// Registered: the new identity is the device's now. The bundle is
+	// written whole beside its place, then put there (a replaced one is
+	// moved aside and removed last).
+	cfg, err := validatorConfig(o, reg.MQTTUsername, reg.MQTTPassword)
+	if err != nil {
 		return err
 	}
-	if err := keyfile.WritePrivate(filepath.Join(dir, bundleDeviceKey), priv); err != nil {
+	tmp := filepath.Join(o.out, "."+o.id+".new")
+	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	files := []struct {
+	if err := durable.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
+	if err := keyfile.WritePrivate(filepath.Join(tmp, bundleDeviceKey), priv); err != nil {
+		return err
+	}
+	if err := keyfile.WritePublic(filepath.Join(tmp, bundleDevicePub), pub); err != nil {
+		return err
+	}
+	for _, f := range []struct {
 		name string
 		data []byte
 		perm os.FileMode
@@ -206,39 +211,24 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		{bundleFares, faresJSON, 0o644},
 		{bundleUnit, []byte(systemdUnit), 0o644},
 		{bundleReadme, []byte(strings.ReplaceAll(installText, "ID", o.id)), 0o644},
+		{bundleConfig, cfg, 0o600},
+	} {
+		if err := durable.Create(filepath.Join(tmp, f.name), f.data, f.perm); err != nil {
+			return err
+		}
 	}
-	cfg, err := validatorConfig(o, reg.MQTTUsername, reg.MQTTPassword)
-	if err != nil {
+	old := filepath.Join(o.out, "."+o.id+".old")
+	if err := os.RemoveAll(old); err != nil {
 		return err
 	}
-	files = append(files, struct {
-		name string
-		data []byte
-		perm os.FileMode
-	}{bundleConfig, cfg, 0o600})
-	if err := keyfile.WritePublic(filepath.Join(dir, bundleDevicePub), pub); err != nil {
+	if err := durable.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, tmp)
+	}
+	if err := durable.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, tmp)
+	}
+	if err := os.RemoveAll(old); err != nil {
 		return err
-	}
-	for _, f := range files {
-		if err := durable.Create(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
-			return err
-		}
-	}
-	if replacing {
-		old := filepath.Join(o.out, "."+o.id+".old")
-		if err := os.RemoveAll(old); err != nil {
-			return err
-		}
-		if err := durable.Rename(final, old); err != nil {
-			return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, dir)
-		}
-		if err := durable.Rename(dir, final); err != nil {
-			return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, dir)
-		}
-		dir = final
-		if err := os.RemoveAll(old); err != nil {
-			return err
-		}
 	}
 	tarball := filepath.Join(o.out, o.id+".tar.gz")
 	if err := writeTarball(tarball, dir, o.id); err != nil {
