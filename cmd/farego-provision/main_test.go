@@ -38,7 +38,7 @@ func TestProvisionDevice(t *testing.T) {
 	if c, o, e := provision(t, "init-fleet", "--dir", fleet); c != 0 || !strings.Contains(o, "fleet created") {
 		t.Fatalf("init-fleet: %d %q %q", c, o, e)
 	}
-	srv := apitest.StartFleet(t, filepath.Join(fleet, "fleet.key"))
+	srv := apitest.StartWith(t, apitest.Options{FleetKey: filepath.Join(fleet, "fleet.key")})
 	store := srv.Store
 	tok := "@" + srv.TokenFile
 

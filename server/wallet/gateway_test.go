@@ -66,25 +66,11 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func signedIn(t *testing.T, lang string) (context.Context, *gate) {
 	t.Helper()
 	url, g := serveWallet(t)
-	resp, err := http.Post(url+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var acct struct {
-		Account struct {
-			ID uint64 `json:"id"`
-		} `json:"account"`
-		Secret string `json:"secret"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&acct)
-	resp.Body.Close()
-	if err != nil || acct.Secret == "" {
-		t.Fatalf("account: %v", err)
-	}
+	acct := newAccount(t, url)
 	b := wallettest.Browser(t, wallettest.Config{Lang: lang})
 	wallettest.Open(t, b, url+"/wallet/")
 	wallettest.Do(t, b,
-		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
 		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
 		chromedp.Click(chromedp.ID("signin")),
 	)
@@ -234,23 +220,9 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 // account, the new one does, and the wallet goes on with it.
 func TestWalletChangesItsSecret(t *testing.T) {
 	url, _ := serveWallet(t)
-	resp, err := http.Post(url+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var acct struct {
-		Account struct {
-			ID uint64 `json:"id"`
-		} `json:"account"`
-		Secret string `json:"secret"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&acct)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	acct := newAccount(t, url)
 	get := func(secret string) int {
-		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/accounts/%d", url, acct.Account.ID), nil)
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/accounts/%d", url, acct.ID), nil)
 		req.Header.Set("Authorization", "Bearer "+secret)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -262,7 +234,7 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	b := wallettest.Browser(t, wallettest.Config{})
 	wallettest.Open(t, b, url+"/wallet/")
 	wallettest.Do(t, b,
-		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.Account.ID)),
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
 		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
 		chromedp.Click(chromedp.ID("signin")),
 	)
@@ -289,4 +261,30 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	if wallettest.Eval[bool](t, b, `!document.getElementById("error").hidden`) {
 		t.Errorf("after the change: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
 	}
+}
+
+// account is a new rider account: its id and secret.
+type account struct {
+	ID     uint64
+	Secret string
+}
+
+// newAccount creates an adult account through the API at url.
+func newAccount(t *testing.T, url string) account {
+	t.Helper()
+	resp, err := http.Post(url+"/v1/accounts", "application/json", bytes.NewReader([]byte(`{"profile":"adult"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Secret == "" {
+		t.Fatalf("account: %v", err)
+	}
+	return account{ID: out.Account.ID, Secret: out.Secret}
 }

@@ -29,13 +29,6 @@ func Start(tb testing.TB) *Server {
 	return StartWith(tb, Options{})
 }
 
-// StartFleet is Start with the fleet key in the file fleetKey (from
-// farego-provision init-fleet; "" makes one).
-func StartFleet(tb testing.TB, fleetKey string) *Server {
-	tb.Helper()
-	return StartWith(tb, Options{FleetKey: fleetKey})
-}
-
 // Options are StartWith's.
 type Options struct {
 	FleetKey string // the fleet key's file ("" makes one)
