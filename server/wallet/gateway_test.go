@@ -66,8 +66,15 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func signedIn(t *testing.T, lang string) (context.Context, *gate) {
 	t.Helper()
 	url, g := serveWallet(t)
-	acct := newAccount(t, url)
 	b := wallettest.Browser(t, wallettest.Config{Lang: lang})
+	signIn(t, b, url, newAccount(t, url))
+	return b, g
+}
+
+// signIn opens the wallet at url in the browser and signs in to acct, up
+// to the account screen.
+func signIn(t *testing.T, b context.Context, url string, acct account) {
+	t.Helper()
 	wallettest.Open(t, b, url+"/wallet/")
 	wallettest.Do(t, b,
 		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
@@ -75,7 +82,6 @@ func signedIn(t *testing.T, lang string) (context.Context, *gate) {
 		chromedp.Click(chromedp.ID("signin")),
 	)
 	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
-	return b, g
 }
 
 // serveWallet serves the wallet and the API behind a gate, with a fare
@@ -232,13 +238,7 @@ func TestWalletChangesItsSecret(t *testing.T) {
 		return resp.StatusCode
 	}
 	b := wallettest.Browser(t, wallettest.Config{})
-	wallettest.Open(t, b, url+"/wallet/")
-	wallettest.Do(t, b,
-		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
-		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
-		chromedp.Click(chromedp.ID("signin")),
-	)
-	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	signIn(t, b, url, acct)
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
 	if !wallettest.Eval[bool](t, b, `!document.getElementById("main").hidden && !document.getElementById("change-secret-confirm").hidden`) {
 		t.Fatal("no confirmation asked")
