@@ -20,9 +20,9 @@ const TIMEOUT_MS = 15000;
 let serverTimeListener = null;
 
 /**
- * onServerTime calls fn(serverMs, uncertaintyMs, sentAt, receivedAt) with the
- * server's clock read from each answer's Date header (whole seconds) and the
- * request's send and receive times on the phone's Date.now clock.
+ * onServerTime calls fn(serverMs, uncertaintyMs, atMs) with the server's
+ * clock read from each answer's Date header (whole seconds) and when, on
+ * the phone's Date.now clock, it was read (the middle of the exchange).
  */
 export function onServerTime(fn) {
   serverTimeListener = fn;
@@ -51,7 +51,7 @@ export async function call(method, path, { token, body } = {}) {
   if (serverTimeListener && Number.isFinite(date)) {
     // Date is truncated to the second: the server's time was date..date+1s,
     // read between sentAt and receivedAt.
-    serverTimeListener(date + 500, 500 + (receivedAt - sentAt) / 2, sentAt, receivedAt);
+    serverTimeListener(date + 500, 500 + (receivedAt - sentAt) / 2, (sentAt + receivedAt) / 2);
   }
   let data = null;
   try {

@@ -458,8 +458,8 @@ function keepAwake() {
 // the server's than the validators' tolerance: its codes would be refused
 // (from the future, or expired) while the rider sees nothing wrong.
 // Measured at every answer from the server (its Date header).
-function checkClock(serverMs, uncertaintyMs, sentAt, receivedAt) {
-  const phone = clock.now() - (Date.now() - (sentAt + receivedAt) / 2);
+function checkClock(serverMs, uncertaintyMs, atMs) {
+  const phone = clock.now() - (Date.now() - atMs);
   const skew = phone - serverMs;
   const el = $("clock-warning");
   if (Math.abs(skew) - uncertaintyMs > CLOCK_SKEW_S * 1000) {
