@@ -82,6 +82,11 @@ func signIn(t *testing.T, b context.Context, url string, acct account) {
 		chromedp.Click(chromedp.ID("signin")),
 	)
 	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	// The pass (or, for an empty account, the warning that there is none)
+	// shows after the screen does and moves what is below it: a click by
+	// position before then can land on something else.
+	wallettest.WaitFor(t, b, 30*time.Second, "the pass or its warning",
+		`!document.getElementById("code-view").hidden || !document.getElementById("pass-warning").hidden`)
 }
 
 // serveWallet serves the wallet and the API behind a gate, with a fare
