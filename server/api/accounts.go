@@ -397,7 +397,8 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 // the current secret, for a phone lost or a secret seen by someone else)
 // or by the operator or the payment provider (a rider who lost theirs;
 // audited). The answer holds the new secret, shown once; the old one stops
-// working at once.
+// working at once, and so do the credentials issued before (deny-listed:
+// ledger.ReplaceSecret).
 func (h *Handler) replaceSecret(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
 	if err != nil {
@@ -416,11 +417,12 @@ func (h *Handler) replaceSecret(w http.ResponseWriter, r *http.Request) (any, in
 	sec := make([]byte, 32)
 	rand.Read(sec)
 	secret := hex.EncodeToString(sec)
-	if err := h.cfg.Ledger.ReplaceSecret(r.Context(), id, old, hashSecret(secret)); err != nil {
+	revoked, err := h.cfg.Ledger.ReplaceSecret(r.Context(), id, old, hashSecret(secret))
+	if err != nil {
 		return nil, 0, err
 	}
 	if p.role != roleRider {
-		h.audit(r, p, "replace_secret", strconv.FormatUint(id, 10), "")
+		h.audit(r, p, "replace_secret", strconv.FormatUint(id, 10), "credentials denied: "+strconv.Itoa(revoked))
 	}
-	return map[string]any{"account": id, "secret": secret}, http.StatusOK, nil
+	return map[string]any{"account": id, "secret": secret, "credentials_denied": revoked}, http.StatusOK, nil
 }

@@ -377,13 +377,34 @@ func TestReplaceSecret(t *testing.T) {
 	f := newFixture(t)
 	r := f.newRider(1000)
 	other := f.newRider(1000)
+	payment := func(order string, rd *rider, counter uint16) string {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": rd.code(t, time.Now(), counter),
+			"amount": 100})
+		return string(b)
+	}
 	out := f.do("POST", path("/v1/accounts/%d/secret", r.id), r.secret, "", 200)
 	fresh, _ := out["secret"].(string)
 	if len(fresh) != 64 || fresh == r.secret {
 		t.Fatalf("new secret %q", fresh)
 	}
+	if out["credentials_denied"] != float64(1) {
+		t.Errorf("credentials_denied = %v, want 1 (the pass issued before)", out["credentials_denied"])
+	}
 	f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 403)
 	f.do("GET", path("/v1/accounts/%d", r.id), fresh, "", 200)
+	// The pass issued before the change (a lost phone's) pays no more; a
+	// new one, fetched with the new secret, does.
+	if e := f.do("POST", "/v1/payments", f.token, payment("lost-1", r, 1), 403); errCode(e) != "denied" {
+		t.Errorf("a code of a credential issued before the change: %v", e)
+	}
+	renewed := *r
+	c := f.do("POST", path("/v1/accounts/%d/credentials", r.id), fresh, "", 201)
+	renewed.key, _ = hex.DecodeString(c["token_seed"].(string))
+	renewed.cred, _ = hex.DecodeString(c["credential"].(string))
+	f.do("POST", "/v1/payments", f.token, payment("new-1", &renewed, 1), 201)
+	if bl, _ := f.do("GET", path("/v1/accounts/%d", r.id), fresh, "", 200)["blocked_credentials"].([]any); len(bl) != 1 {
+		t.Errorf("blocked credentials after the change: %v, want serial 1 alone", bl)
+	}
 	f.do("POST", path("/v1/accounts/%d/secret", r.id), r.secret, "", 403)
 	f.do("POST", path("/v1/accounts/%d/secret", r.id), other.secret, "", 403)
 	f.do("POST", path("/v1/accounts/%d/secret", r.id), f.tokenFor(ledger.RoleMerchant, "shop-1"), "", 403)

@@ -185,16 +185,22 @@ func listLimit(limit, def int) int {
 // ReplaceSecret stores a new secret hash for an account: the rider's
 // (old is the hash of the secret they signed in with; if it is no longer
 // the stored one, another replacement came first: ErrSecretChanged), or
-// the operator's reset (old nil). The old secret stops working at once;
-// credentials issued with it stay valid until they expire.
-func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []byte) error {
+// the operator's reset (old nil). The old secret stops working at once, and
+// in the same transaction every credential the account holds that has not
+// expired goes on the deny list (ReasonSecretReplaced, one entry each: at
+// most MaxLiveCredentials), so the passes on a lost phone stop too, on
+// every validator once its deny list is updated. It returns how many
+// credentials it denied.
+func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []byte) (int, error) {
 	if err := checkAccountID(account); err != nil {
-		return invalid("%v", err)
+		return 0, invalid("%v", err)
 	}
 	if len(new) == 0 || len(new) > maxSecret {
-		return invalid("secret hash is %d bytes, want 1 to %d", len(new), maxSecret)
+		return 0, invalid("secret hash is %d bytes, want 1 to %d", len(new), maxSecret)
 	}
+	var revoked int
 	err := s.write(ctx, "replace secret", func(t *txn) error {
+		revoked = 0
 		if _, err := t.lockExisting(account); err != nil {
 			return err
 		}
@@ -211,12 +217,53 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 		} else if n != 1 {
 			return ErrSecretChanged
 		}
-		return nil
+		revoked, err = t.denyLiveCredentials(account, ReasonSecretReplaced)
+		return err
 	})
-	if err == nil {
-		s.log.Info("ledger: account secret replaced", logKeyAccount, account, "by_rider", old != nil)
+	if err != nil {
+		return 0, err
 	}
-	return err
+	s.log.Info("ledger: account secret replaced", logKeyAccount, account, "by_rider", old != nil, "credentials_denied", revoked)
+	return revoked, nil
+}
+
+// denyLiveCredentials puts each credential of the account that has not
+// expired on the deny list with reason, until an hour after it expires
+// (validators' clocks may be behind), and returns how many entries it
+// added.
+func (t *txn) denyLiveCredentials(account uint64, reason string) (int, error) {
+	rows, err := t.query(`SELECT serial, not_after_ns FROM credentials WHERE account_id = $1 AND not_after_ns > $2 ORDER BY serial`,
+		int64(account), t.now)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: read credentials: %w", err)
+	}
+	type live struct{ serial, notAfter int64 }
+	var creds []live
+	for rows.Next() {
+		var c live
+		if err := rows.Scan(&c.serial, &c.notAfter); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("ledger: read credentials: %w", err)
+		}
+		creds = append(creds, c)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("ledger: read credentials: %w", err)
+	}
+	n := 0
+	for _, c := range creds {
+		added, err := t.deny(account, uint32(c.serial), reason, c.notAfter+int64(time.Hour))
+		if err != nil {
+			return 0, err
+		}
+		if added {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // AccountSecretHash returns the secret hash stored with an account.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/agent/paycode"
 )
@@ -100,6 +101,10 @@ func TestOldLedgerTakesItsAccountsCurrency(t *testing.T) {
 // TestReplaceSecret: a secret is replaced only while it is the one named
 // (ErrSecretChanged otherwise: another replacement came first), or
 // unconditionally by a reset (old nil); an unknown account is not found.
+// Each replacement denies the credentials not yet expired
+// (secret_replaced, until an hour after each expires) in the same
+// transaction, so the deny-list version moves; one issued after is not
+// denied until the next replacement.
 func TestReplaceSecret(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
@@ -108,19 +113,71 @@ func TestReplaceSecret(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantErr(t, s.ReplaceSecret(ctx, a.ID, []byte("not it"), []byte("two")), ErrSecretChanged)
-		if err := s.ReplaceSecret(ctx, a.ID, []byte("one"), []byte("two")); err != nil {
+		replace := func(old, new string, want int) {
+			t.Helper()
+			var o []byte
+			if old != "" {
+				o = []byte(old)
+			}
+			n, err := s.ReplaceSecret(ctx, a.ID, o, []byte(new))
+			if err != nil || n != want {
+				t.Fatalf("ReplaceSecret(%q → %q) = %d, %v; want %d credentials denied", old, new, n, err, want)
+			}
+		}
+		issue := func(notAfter time.Time) uint32 {
+			t.Helper()
+			serial, err := s.IssueCredentialSerial(ctx, a.ID, notAfter, riderKey(a.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return serial
+		}
+		n, err := s.ReplaceSecret(ctx, a.ID, []byte("not it"), []byte("two"))
+		wantErr(t, err, ErrSecretChanged)
+		if n != 0 {
+			t.Errorf("a refused replacement denied %d credentials", n)
+		}
+		replace("one", "two", 0) // no credential yet
+		until1, until2 := time.Now().Add(24*time.Hour).Truncate(time.Second), time.Now().Add(12*time.Hour).Truncate(time.Second)
+		s1, s2 := issue(until1), issue(until2)
+		v0, err := s.DenyVersion(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-		wantErr(t, s.ReplaceSecret(ctx, a.ID, []byte("one"), []byte("three")), ErrSecretChanged)
-		if err := s.ReplaceSecret(ctx, a.ID, nil, []byte("reset")); err != nil {
+		replace("two", "three", 2)
+		if v, err := s.DenyVersion(ctx); err != nil || v <= v0 {
+			t.Errorf("deny version %d after the replacement, %d before (%v)", v, v0, err)
+		}
+		entries, err := s.DenyEntries(ctx, a.ID)
+		if err != nil {
 			t.Fatal(err)
+		}
+		want := map[uint32]time.Time{s1: until1.Add(time.Hour), s2: until2.Add(time.Hour)}
+		if len(entries) != 2 {
+			t.Fatalf("deny entries %+v, want one per credential", entries)
+		}
+		for _, e := range entries {
+			if e.Reason != ReasonSecretReplaced || !e.Expires.Equal(want[e.Serial]) {
+				t.Errorf("deny entry %+v, want %s until %v", e, ReasonSecretReplaced, want[e.Serial])
+			}
+		}
+		if acct, err := s.Account(ctx, a.ID); err != nil || acct.Denied {
+			t.Errorf("the account itself is denied (%v): only its old credentials should be", err)
+		}
+		s3 := issue(until1)
+		_, err = s.ReplaceSecret(ctx, a.ID, []byte("two"), []byte("four"))
+		wantErr(t, err, ErrSecretChanged)
+		replace("", "reset", 1) // s3; s1 and s2 are denied already
+		if entries, err := s.DenyEntries(ctx, a.ID); err != nil || len(entries) != 3 || entries[2].Serial != s3 {
+			t.Errorf("deny entries after the reset %+v (%v), want s1, s2 and s3", entries, err)
 		}
 		if h, err := s.AccountSecretHash(ctx, a.ID); err != nil || string(h) != "reset" {
 			t.Fatalf("secret hash %q, %v", h, err)
 		}
-		wantErr(t, s.ReplaceSecret(ctx, 424242, nil, []byte("x")), ErrNotFound)
-		wantErr(t, s.ReplaceSecret(ctx, a.ID, nil, nil), ErrInvalid)
+		_, err = s.ReplaceSecret(ctx, 424242, nil, []byte("x"))
+		wantErr(t, err, ErrNotFound)
+		_, err = s.ReplaceSecret(ctx, a.ID, nil, nil)
+		wantErr(t, err, ErrInvalid)
 	})
 }
 

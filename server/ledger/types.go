@@ -72,6 +72,10 @@ const (
 	// ReasonNegativeBalance denies a whole account while its balance is
 	// below zero. The ledger adds and removes it; operators cannot.
 	ReasonNegativeBalance = "negative_balance"
+	// ReasonSecretReplaced denies each credential an account held when its
+	// secret was replaced (a phone lost, a secret seen: the passes on the
+	// old phone stop with the secret), until an hour after it expires.
+	ReasonSecretReplaced = "secret_replaced"
 )
 
 // StatusPaid is the status of a completed online payment.

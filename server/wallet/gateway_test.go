@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/api/apitest"
+	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/wallet"
 	"github.com/farego/farego/server/wallet/wallettest"
 )
@@ -28,6 +29,7 @@ type gate struct {
 	mode    atomic.Value // "up", "down", "limited"
 	rewrite atomic.Value // func(path string, body map[string]any): changes the API's JSON answers (nil: none)
 	next    http.Handler
+	store   *ledger.Store // the ledger behind it (a test tops an account up)
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +104,7 @@ func serveWallet(t *testing.T) (string, *gate) {
 	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys})}
+	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys}), store: as.Store}
 	g.mode.Store("up")
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))
@@ -228,10 +230,16 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 
 // TestWalletChangesItsSecret: "Change account secret", confirmed, shows a
 // new secret to write down (as at sign-up); the old one no longer opens the
-// account, the new one does, and the wallet goes on with it.
+// account, the new one does, and the wallet goes on with it: the pass it
+// held is denied (a lost phone's passes stop with the secret) and it
+// fetches a new one.
 func TestWalletChangesItsSecret(t *testing.T) {
-	url, _ := serveWallet(t)
+	url, g := serveWallet(t)
 	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-secret-test"); err != nil {
+		t.Fatal(err)
+	}
+	passState := `document.getElementById("pass-state").textContent`
 	get := func(secret string) int {
 		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/accounts/%d", url, acct.ID), nil)
 		req.Header.Set("Authorization", "Bearer "+secret)
@@ -244,6 +252,7 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	}
 	b := wallettest.Browser(t, wallettest.Config{})
 	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1", passState+`.startsWith("Pass 1 ")`)
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
 	if !wallettest.Eval[bool](t, b, `!document.getElementById("main").hidden && !document.getElementById("change-secret-confirm").hidden`) {
 		t.Fatal("no confirmation asked")
@@ -262,6 +271,13 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	}
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("secret-done"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 30*time.Second, "the account screen again", `!document.getElementById("main").hidden`)
+	// Pass 1 was denied with the old secret; the wallet fetched pass 2
+	// with the new one and shows its codes.
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 2", passState+`.startsWith("Pass 2 ") && !document.getElementById("code-view").hidden`)
+	entries, err := g.store.DenyEntries(context.Background(), acct.ID)
+	if err != nil || len(entries) != 1 || entries[0].Serial != 1 || entries[0].Reason != ledger.ReasonSecretReplaced {
+		t.Errorf("deny entries after the change: %+v, %v; want pass 1 (%s)", entries, err, ledger.ReasonSecretReplaced)
+	}
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	if wallettest.Eval[bool](t, b, `!document.getElementById("error").hidden`) {
 		t.Errorf("after the change: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))

@@ -419,7 +419,9 @@ async function signIn(ev) {
 }
 
 // changeSecret asks the server for a new account secret (the old one stops
-// working at once) and shows it to be written down, as at sign-up.
+// working at once, and so do the passes issued before: the server denies
+// them) and shows it to be written down, as at sign-up; meanwhile it
+// drops the denied pass and fetches a new one with the new secret.
 async function changeSecret() {
   showError(null);
   const btn = $("change-secret-yes");
@@ -429,7 +431,10 @@ async function changeSecret() {
     account = { ...account, secret: r.secret };
     await store.put("account", account);
     await store.put("secretKept", false);
+    await store.dropCredentials();
+    last = null;
     $("change-secret-confirm").hidden = true;
+    maintainCredential(true);
     await showSecret();
   } catch (e) {
     showError(e);

@@ -112,6 +112,11 @@ export async function nextCounter(serial) {
   });
 }
 
+/** dropCredentials forgets every credential (the server denied them). */
+export async function dropCredentials() {
+  return tx("credentials", "readwrite", (s) => req(s.credentials.clear()));
+}
+
 /** clear forgets the account, its keys and its credentials (sign out). */
 export async function clear() {
   return tx(["kv", "credentials"], "readwrite", async (s) => {
