@@ -443,6 +443,22 @@ func TestSessionsEnd(t *testing.T) {
 	if code, _ := b.get("/console/"); code != http.StatusSeeOther {
 		t.Errorf("an idle session still works: %d", code)
 	}
+	// A page left reloading itself does not keep an operator's session
+	// alive; an auditor's (a wall display) it does, up to its lifetime.
+	for _, role := range []string{ledger.RoleOperator, ledger.RoleAuditor} {
+		b = f.browser()
+		b.signIn(f.token(role))
+		live := 0
+		for range 4 {
+			f.clock.advance(DefaultIdleTimeout/2 + time.Minute)
+			if code, _ := b.get("/console/fleet?refresh=15"); code == http.StatusOK {
+				live++
+			}
+		}
+		if want := map[string]int{ledger.RoleOperator: 1, ledger.RoleAuditor: 4}[role]; live != want {
+			t.Errorf("%s session reloaded every 31 minutes: live for %d of 4 reloads, want %d", role, live, want)
+		}
+	}
 	b = f.browser()
 	b.signIn(f.opToken)
 	for range 2 * int(DefaultSessionTTL/(DefaultIdleTimeout/2)) {

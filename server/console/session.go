@@ -114,7 +114,12 @@ func (h *Handler) currentSession(r *http.Request) (*sess, error) {
 			return nil, fmt.Errorf("%w: token %s was revoked", ErrNoSession, cs.TokenID)
 		}
 	}
-	if now.Sub(cs.Seen) > touchEvery {
+	// A page reloading itself (?refresh=N) is not someone at the console:
+	// an operator's session left refreshing still ends after the idle
+	// timeout. An auditor's (read-only: a wall display) is kept alive by
+	// it, up to its lifetime.
+	autoRefresh := r.Method == http.MethodGet && refreshOf(r) > 0
+	if now.Sub(cs.Seen) > touchEvery && (!autoRefresh || cs.Role == ledger.RoleAuditor) {
 		if err := h.cfg.Ledger.TouchSession(r.Context(), hash, now); err != nil {
 			h.log.Warn("console: recording a session's use failed", "err", err)
 		}
