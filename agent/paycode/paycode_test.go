@@ -536,3 +536,51 @@ func TestCheckPublicKey(t *testing.T) {
 		t.Errorf("keyring with the identity key: %v", err)
 	}
 }
+
+// FuzzKeyring: a keyring file (the provisioning bundle's, the device's)
+// either parses or fails with ErrKeyring, never panics; a keyring that
+// parses has only keys CheckPublicKey accepts, unique ids and non-empty
+// windows, and survives writing it out and reading it back unchanged.
+func FuzzKeyring(f *testing.F) {
+	pub := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)
+	good := `{"version": 3, "keys": [{"id": 7, "public_key": "` + hex.EncodeToString(pub) +
+		`", "not_before": "2026-01-01T00:00:00Z", "not_after": "2027-01-01T00:00:00+08:00"}]}`
+	f.Add([]byte(good))
+	f.Add([]byte(`{"version": 1, "keys": []}`))
+	f.Add([]byte(strings.Replace(good, `"id": 7`, `"id": 4294967296`, 1)))
+	f.Add([]byte(strings.Replace(good, "2027", "2025", 1)))
+	f.Add([]byte(`{"version": 1, "keys": [{"id": 1, "public_key": "01` + strings.Repeat("0", 62) + `"}]}`))
+	f.Add([]byte(good + " {}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParseKeyring(data)
+		if err != nil {
+			if !errors.Is(err, ErrKeyring) {
+				t.Fatalf("error %v is not ErrKeyring", err)
+			}
+			return
+		}
+		keys := k.Keys()
+		for i, key := range keys {
+			if CheckPublicKey(key.Public) != nil || !key.NotAfter.After(key.NotBefore) || (i > 0 && keys[i-1].ID >= key.ID) {
+				t.Fatalf("accepted key %+v", key)
+			}
+		}
+		out, err := k.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseKeyring(out)
+		if err != nil {
+			t.Fatalf("written keyring does not parse: %v\n%s", err, out)
+		}
+		if again.Version() != k.Version() || len(again.Keys()) != len(keys) {
+			t.Fatalf("round trip changed the keyring: %s", out)
+		}
+		for i, key := range again.Keys() {
+			if key.ID != keys[i].ID || !key.Public.Equal(keys[i].Public) || !key.NotBefore.Equal(keys[i].NotBefore.Truncate(time.Second)) ||
+				!key.NotAfter.Equal(keys[i].NotAfter.Truncate(time.Second)) {
+				t.Fatalf("round trip changed key %d: %+v, was %+v", i, key, keys[i])
+			}
+		}
+	})
+}
