@@ -1067,8 +1067,9 @@ func (t *txn) readDuplicates(work []tapWork, dups []int) error {
 		if uint64(st.account) != tp.Account || st.at != tp.Time.UnixNano() || !bytes.Equal(st.key, tp.CodeKey) ||
 			!bytes.Equal(st.record, record) {
 			w.res.Conflict = true
+			w.res.OtherCode = !bytes.Equal(st.key, tp.CodeKey)
 			t.s.log.Warn("ledger: tap id committed before with other contents; the stored tap stands",
-				"tap", tp.ID, "device", tp.DeviceID)
+				"tap", tp.ID, "device", tp.DeviceID, "other_code", w.res.OtherCode)
 		}
 	}
 	return nil

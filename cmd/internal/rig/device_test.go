@@ -158,3 +158,54 @@ func TestClockJump(t *testing.T) {
 		t.Errorf("ledger verify: %v\n%s", err, out)
 	}
 }
+
+// A validator's queue file is put back from a backup (a technician restores
+// an older image of its storage): the validator numbers its taps again from
+// the backup's last one, under the same epoch, so the taps made after the
+// backup and those made after the restore share tap ids, not payment codes.
+// Each is another ride and is charged once (the later ones under an id of
+// their own: ledger.ReusedTapEpoch), where they used to be quarantined and
+// never charged; the queue drains and verify holds.
+func TestQueueRestoredFromBackup(t *testing.T) {
+	r, ctx := newRig(t)
+	d := startDevice(t, ctx, r, "restored-1", fast...)
+	riders := make([]*APIRider, 6)
+	for i := range riders {
+		var err error
+		if riders[i], err = r.NewAPIRider(ctx, "adult", 10_000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained := func() {
+		t.Helper()
+		must(t, WaitFor(ctx, time.Minute, "the validator's queue to drain", func() bool {
+			ds, err := r.Devices(ctx)
+			return err == nil && len(ds) == 1 && ds[0].Online && ds[0].QueueDepth == 0
+		}))
+	}
+	tapAll(t, ctx, d, riders[:2])
+	waitRides(t, ctx, r, riders[:2], 1)
+	drained()
+	must(t, d.Stop(false))
+	backup := filepath.Join(t.TempDir(), "validator.db")
+	copyFile(t, d.QueueFile(), backup)
+	must(t, d.Start(ctx))
+	tapAll(t, ctx, d, riders[2:4])
+	waitRides(t, ctx, r, riders[2:4], 1)
+	drained()
+	must(t, d.Stop(false))
+	copyFile(t, backup, d.QueueFile())
+	must(t, d.Start(ctx))
+	tapAll(t, ctx, d, riders[4:]) // the same sequence numbers as riders[2:4]'s taps
+	waitRides(t, ctx, r, riders, 1)
+	drained()
+	for _, rd := range riders {
+		if a, err := r.Account(ctx, rd.ID); err != nil || a.Balance != 10_000-250 {
+			t.Errorf("rider %d: balance %d, %v; want one fare paid", rd.ID, a.Balance, err)
+		}
+	}
+	out, err := r.Verify(ctx)
+	if err != nil || !strings.Contains(out, " 6 taps (0 flagged)") {
+		t.Fatalf("verify: %q, %v", out, err)
+	}
+}
