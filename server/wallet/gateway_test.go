@@ -284,6 +284,49 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	}
 }
 
+// TestWalletSecretChangedElsewhere: the account's secret is changed on
+// another phone (or reset by the operator) while this wallet is signed in.
+// At its next refresh the wallet finds its secret refused, says why, and
+// forgets the account and its keys (its pass was deny-listed with the
+// secret) instead of showing "wrong secret" and codes that no longer pay.
+func TestWalletSecretChangedElsewhere(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1", `document.getElementById("pass-state").textContent.startsWith("Pass 1 ")`)
+	req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/accounts/%d/secret", url, acct.ID), nil)
+	req.Header.Set("Authorization", "Bearer "+acct.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("secret changed elsewhere: %d", resp.StatusCode)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the sign-in screen", `!document.getElementById("welcome").hidden && document.getElementById("main").hidden`)
+	if msg := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); !strings.Contains(msg, "secret was changed") {
+		t.Errorf("the message shown: %q", msg)
+	}
+	left := wallettest.Eval[int](t, b, `new Promise((ok, fail) => {
+		const r = indexedDB.open("farego-wallet");
+		r.onerror = () => fail(r.error);
+		r.onsuccess = () => {
+			const c = r.result.transaction("credentials").objectStore("credentials").count();
+			c.onsuccess = () => ok(c.result);
+			c.onerror = () => fail(c.error);
+		};
+	})`)
+	if left != 0 {
+		t.Errorf("%d credentials still stored after the secret was changed elsewhere", left)
+	}
+}
+
 // account is a new rider account: its id and secret.
 type account struct {
 	ID     uint64

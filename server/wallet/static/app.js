@@ -133,10 +133,17 @@ async function fetchCredential(force) {
     const cur = await store.currentCredential();
     if (!force && !needsRefresh(cur, clock.nowSeconds())) return false;
     const key = await newRiderKey();
-    const r = await api("POST", `/v1/accounts/${account.id}/credentials`, {
-      token: account.secret,
-      body: { rider_public_key: bytesToHex(key.publicKey) },
-    });
+    const secret = account.secret;
+    let r;
+    try {
+      r = await api("POST", `/v1/accounts/${account.id}/credentials`, {
+        token: secret,
+        body: { rider_public_key: bytesToHex(key.publicKey) },
+      });
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
+      throw e;
+    }
     const bytes = hexToBytes(r.credential);
     const c = parseCredential(bytes);
     if (c.account !== account.id || bytesToHex(c.riderKey) !== bytesToHex(key.publicKey)) {
@@ -325,8 +332,9 @@ let refreshError = false;
 
 async function refreshAccount() {
   if (!account) return;
+  const secret = account.secret;
   try {
-    const a = await api("GET", `/v1/accounts/${account.id}`, { token: account.secret });
+    const a = await api("GET", `/v1/accounts/${account.id}`, { token: secret });
     const view = { account: a, at: clock.now() };
     await store.put("view", view);
     renderView(view);
@@ -335,11 +343,23 @@ async function refreshAccount() {
       showError(null);
     }
   } catch (e) {
+    if (e instanceof ApiError && e.code === "forbidden") return secretChanged(secret);
     if (e instanceof ApiError && e.code !== "network") {
       showError(e);
       refreshError = true;
     }
   }
+}
+
+// secretChanged: the server refuses the secret this wallet signed in with
+// (changed on another phone, or reset by the operator). The passes issued
+// with it are deny-listed, so the wallet forgets the account and its keys
+// and asks for the new secret. A request made with a secret this wallet
+// has itself replaced since is not a sign of that.
+async function secretChanged(secret) {
+  if (!account || account.secret !== secret) return;
+  await signOut();
+  showError(t("err_secret_changed"));
 }
 
 function refreshAll(force = false) {

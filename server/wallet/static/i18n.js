@@ -86,6 +86,8 @@ export const catalog = {
     err_insufficient_funds: "Top up your account first: its balance is too low to get a pass.",
     err_not_in_good_standing: "Your account is not in good standing, so no pass can be issued. Top it up or contact the operator.",
     err_forbidden: "Wrong account number or secret.",
+    err_secret_changed:
+      "This account's secret was changed (on another phone, or by the operator), and the passes on this phone were stopped with it. Sign in with the new secret.",
     err_unauthorized: "Sign in again with your account number and secret.",
     err_not_found: "That account does not exist.",
     err_bad_account: "The account number must be a whole number.",
@@ -177,6 +179,7 @@ export const catalog = {
     err_insufficient_funds: "请先充值：账户余额不足，无法获取乘车凭证。",
     err_not_in_good_standing: "账户状态异常，无法获取乘车凭证。请充值或联系运营方。",
     err_forbidden: "账户号码或密钥错误。",
+    err_secret_changed: "此账户的密钥已被更改（在另一部手机上，或由运营方重置），本机上的乘车凭证已随之停用。请用新密钥登录。",
     err_unauthorized: "请用账户号码和密钥重新登录。",
     err_not_found: "该账户不存在。",
     err_bad_account: "账户号码必须是整数。",
