@@ -27,7 +27,10 @@ type Account struct {
 	Name           string `json:"name,omitempty"`
 	Balance        int64  `json:"balance"`
 	CreditLine     int64  `json:"credit_line"`
-	Currency       string `json:"currency"`
+	// PaymentLimit is the most one online payment by code may take (absent:
+	// no limit).
+	PaymentLimit int64  `json:"payment_limit,omitempty"`
+	Currency     string `json:"currency"`
 	// Denied: the whole account is on the deny list (DenyReason says why).
 	Denied     bool   `json:"denied"`
 	DenyReason string `json:"deny_reason,omitempty"`
@@ -53,7 +56,7 @@ type Block struct {
 
 func toAccount(a ledger.Account) Account {
 	return Account{ID: a.ID, Profile: a.Profile.String(), ProfilePending: a.ProfilePending, Name: a.Name, Balance: a.Balance,
-		CreditLine: a.CreditLine, Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
+		CreditLine: a.CreditLine, PaymentLimit: a.PaymentLimit, Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
 		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339), credential: a.CredentialProfile()}
 }
 
@@ -240,6 +243,34 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 	}
 	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.audit(r, p, "credit_line", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
+	return toAccount(a), http.StatusOK, nil
+}
+
+// setPaymentLimit sets the most one online payment by code may take from
+// the account (amount 0: no limit): asked by its rider with their secret,
+// or by the operator (audited). A shop's scanner names what it takes; the
+// rider bounds it.
+func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, p, err := h.accountPrincipal(r, ledger.RoleOperator)
+	if err != nil {
+		return nil, 0, err
+	}
+	var req struct {
+		Amount *int64 `json:"amount"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.Amount == nil || *req.Amount < 0 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount (minor units; 0: no limit) is required")
+	}
+	a, err := h.cfg.Ledger.SetPaymentLimit(r.Context(), id, *req.Amount)
+	if err != nil {
+		return nil, 0, err
+	}
+	if p.role != roleRider {
+		h.audit(r, p, "payment_limit", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
+	}
 	return toAccount(a), http.StatusOK, nil
 }
 

@@ -150,6 +150,7 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/accounts/{id}/topups", h.topUp)
 	h.route("PUT /v1/accounts/{id}/credit_line", h.setCreditLine)
 	h.route("PUT /v1/accounts/{id}/profile", h.setProfile)
+	h.route("PUT /v1/accounts/{id}/payment_limit", h.setPaymentLimit)
 	h.route("POST /v1/accounts/{id}/secret", h.replaceSecret)
 	h.route("POST /v1/accounts/{id}/credentials", h.issueCredential)
 	h.route("POST /v1/payments", h.pay)
@@ -242,7 +243,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 var ErrorCodes = []string{
 	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "invalid_name", "bad_account",
 	"unauthorized", "forbidden", "rate_limited", "not_found",
-	"insufficient_funds", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
+	"insufficient_funds", "over_limit", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
 	"conflict", "device_exists", "device_offline", "device_revoked", "exists", "stale_version", "too_many_credentials",
 	"unavailable", "not_sent", "internal",
 }
@@ -256,6 +257,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{http.StatusNotFound, "not_found", err.Error()}
 	case errors.Is(err, ledger.ErrInsufficientFunds):
 		ae = &apiError{http.StatusPaymentRequired, "insufficient_funds", err.Error()}
+	case errors.Is(err, ledger.ErrOverLimit):
+		ae = &apiError{http.StatusForbidden, "over_limit", err.Error()}
 	case errors.Is(err, ledger.ErrCodeUsed):
 		ae = &apiError{http.StatusConflict, "code_used", err.Error()}
 	case errors.Is(err, ledger.ErrDenied):

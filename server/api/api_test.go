@@ -428,3 +428,51 @@ func TestReplaceSecret(t *testing.T) {
 	}
 	f.do("POST", "/v1/accounts/99999/secret", psp, "", 404)
 }
+
+// TestPaymentLimit: a rider bounds what one payment by code may take; a
+// shop's scanner asking for more is refused (403 over_limit), nothing
+// written and the code still good for an amount within the limit. Only the
+// rider (with their secret) and the operator (audited) set it.
+func TestPaymentLimit(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(10_000)
+	other := f.newRider(1_000)
+	limit := path("/v1/accounts/%d/payment_limit", r.id)
+	if a := f.do("PUT", limit, r.secret, `{"amount":500}`, 200); a["payment_limit"] != float64(500) {
+		t.Fatalf("the rider's limit: %v", a)
+	}
+	f.do("PUT", limit, other.secret, `{"amount":100000}`, 403)
+	f.do("PUT", limit, f.tokenFor(ledger.RoleMerchant, "shop-1"), `{"amount":100000}`, 403)
+	f.do("PUT", limit, f.tokenFor(ledger.RolePayments, ""), `{"amount":100000}`, 403)
+	f.do("PUT", limit, r.secret, `{"amount":-1}`, 400)
+	f.do("PUT", limit, r.secret, `{}`, 400)
+	f.do("PUT", limit, "", `{"amount":1}`, 401)
+
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	code := r.code(t, time.Now(), 1)
+	pay := func(order string, amount int64, want int) map[string]any {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": code, "amount": amount})
+		return f.do("POST", "/v1/payments", shop, string(b), want)
+	}
+	before := f.snapshot()
+	if e := pay("o-1", 9_000, 403); errCode(e) != "over_limit" {
+		t.Errorf("a payment over the rider's limit: %v", e)
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("a refused payment changed the ledger: %s → %s", before, after)
+	}
+	pay("o-2", 500, 201) // the same code, within the limit
+	if a := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200); a["balance"] != float64(9_500) {
+		t.Errorf("balance after a payment of 500: %v", a["balance"])
+	}
+	if a := f.do("PUT", limit, f.token, `{"amount":0}`, 200); a["payment_limit"] != nil {
+		t.Errorf("the operator removed the limit: %v", a)
+	}
+	entries, err := f.store.AuditLog(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || entries[0].Action != "payment_limit" || entries[0].Target != itoa(int64(r.id)) {
+		t.Errorf("the operator's change is not the newest audit entry: %+v", entries)
+	}
+}

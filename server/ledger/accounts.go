@@ -15,7 +15,8 @@ import (
 // from the whole-account deny entries (negative_balance sorts first).
 const accountColumns = `a.id, a.profile, a.profile_pending, a.name, a.currency, a.balance, a.credit_line, a.last_serial, a.created_ns,
 	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance'),
-	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0)`
+	(SELECT MIN(d.reason) FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0),
+	(SELECT l.amount FROM payment_limits l WHERE l.account_id = a.id)`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -23,10 +24,12 @@ func scanAccount(r rowScanner) (Account, error) {
 	var a Account
 	var id, profile, serial, created int64
 	var neg, any sql.NullString
+	var limit sql.NullInt64
 	if err := r.Scan(&id, &profile, &a.ProfilePending, &a.Name, &a.Currency, &a.Balance, &a.CreditLine, &serial, &created, &neg,
-		&any); err != nil {
+		&any, &limit); err != nil {
 		return a, err
 	}
+	a.PaymentLimit = limit.Int64
 	a.ID, a.Profile, a.LastSerial, a.CreatedAt = uint64(id), paycode.Profile(profile), uint32(serial), fromNS(created)
 	switch {
 	case neg.Valid:
@@ -383,6 +386,44 @@ func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64)
 		return Account{}, err
 	}
 	s.log.Info("ledger: credit line set", "account", account, "credit_line", amount)
+	return acct, nil
+}
+
+// SetPaymentLimit sets the most one online payment by code may take from
+// an account (0 < amount ≤ MaxAmount, minor units), or removes the limit
+// (amount 0), and returns the account after it. A shop's scanner names the
+// amount it takes for a code it was shown; the limit is the rider's bound
+// on it (Pay refuses more with ErrOverLimit, writing nothing). Fares are
+// not bounded by it: the ledger rates them itself.
+func (s *Store) SetPaymentLimit(ctx context.Context, account uint64, amount int64) (Account, error) {
+	if err := checkAccountID(account); err != nil {
+		return Account{}, invalid("%v", err)
+	}
+	if amount < 0 || amount > MaxAmount {
+		return Account{}, invalid("payment limit %d must be between 0 (none) and %d", amount, int64(MaxAmount))
+	}
+	var acct Account
+	err := s.write(ctx, "set payment limit", func(t *txn) error {
+		if _, err := t.lockExisting(account); err != nil {
+			return err
+		}
+		var err error
+		if amount == 0 {
+			_, err = t.exec("remove payment limit", `DELETE FROM payment_limits WHERE account_id = $1`, int64(account))
+		} else {
+			_, err = t.exec("set payment limit", `INSERT INTO payment_limits (account_id, amount, set_ns) VALUES ($1, $2, $3)
+				ON CONFLICT (account_id) DO UPDATE SET amount = excluded.amount, set_ns = excluded.set_ns`, int64(account), amount, t.now)
+		}
+		if err != nil {
+			return err
+		}
+		acct, err = getAccount(ctx, t.tx, account)
+		return err
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	s.log.Info("ledger: payment limit set", logKeyAccount, account, "payment_limit", amount)
 	return acct, nil
 }
 

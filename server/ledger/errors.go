@@ -15,6 +15,10 @@ var ErrInvalid = errors.New("ledger: invalid input")
 // than the amount. Nothing has been written.
 var ErrInsufficientFunds = errors.New("ledger: insufficient funds")
 
+// ErrOverLimit is returned by Pay when the amount is more than the limit
+// the account set for one payment by code (SetPaymentLimit).
+var ErrOverLimit = errors.New("ledger: over the account's payment limit")
+
 // ErrCodeUsed is returned by Pay when the payment code was already used, by a
 // tap on a validator or by another online payment. Nothing has been written.
 var ErrCodeUsed = errors.New("ledger: payment code already used")

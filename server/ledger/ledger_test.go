@@ -1479,3 +1479,55 @@ func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 		}
 	})
 }
+
+// TestPaymentLimit: a rider's limit for one payment by code refuses a
+// larger online payment with ErrOverLimit and writes nothing (the balance,
+// the postings and the code unused: the same code then pays an amount
+// within the limit); 0 removes it; out-of-range limits and unknown
+// accounts are refused; the account shows it; taps are not bounded by it.
+func TestPaymentLimit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 10_000)
+		a, err := s.SetPaymentLimit(ctx, acct, 500)
+		if err != nil || a.PaymentLimit != 500 {
+			t.Fatalf("SetPaymentLimit = %+v, %v", a, err)
+		}
+		req := PaymentRequest{MerchantID: "rogue-shop", OrderID: "o-1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
+			CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: 9_000, Currency: "EUR"}
+		before := snapshot(t, s)
+		_, err = s.Pay(ctx, req)
+		wantErr(t, err, ErrOverLimit)
+		if after := snapshot(t, s); after != before {
+			t.Errorf("a refused payment changed the ledger:\n%s\n%s", before, after)
+		}
+		req.OrderID, req.Amount = "o-2", 500 // the same code, within the limit
+		if _, err := s.Pay(ctx, req); err != nil {
+			t.Fatalf("a payment at the limit: %v", err)
+		}
+		// A tap is rated by the ledger, not bounded by the limit.
+		if _, err := s.SetPaymentLimit(ctx, acct, 1); err != nil {
+			t.Fatal(err)
+		}
+		if r := commit(t, s, mkTap("bus-1", 1, acct, at(60), "")); r[0].Charge != 250 || r[0].Flag != "" {
+			t.Errorf("a tap under a limit of 1: %+v", r[0])
+		}
+		if a, err := s.SetPaymentLimit(ctx, acct, 0); err != nil || a.PaymentLimit != 0 {
+			t.Fatalf("removing the limit: %+v, %v", a, err)
+		}
+		req.OrderID, req.CodeKey, req.Amount = "o-3", codeKey(acct, 1, at(2)), 9_000
+		if _, err := s.Pay(ctx, req); err != nil {
+			t.Errorf("a payment with no limit: %v", err)
+		}
+		for _, bad := range []int64{-1, MaxAmount + 1} {
+			_, err := s.SetPaymentLimit(ctx, acct, bad)
+			wantErr(t, err, ErrInvalid)
+		}
+		_, err = s.SetPaymentLimit(ctx, 424242, 100)
+		wantErr(t, err, ErrNotFound)
+		if b := balance(t, s, acct); b != 10_000-500-250-9_000 {
+			t.Errorf("balance %d, want %d", b, 10_000-500-250-9_000)
+		}
+	})
+}

@@ -17,7 +17,8 @@ import (
 //
 // A new payment is refused, with nothing written, with ErrNotFound (no such
 // account), ErrDenied (the account or the credential is on the deny list),
-// ErrCodeUsed (the code already paid, by a tap or online),
+// ErrCodeUsed (the code already paid, by a tap or online), ErrOverLimit
+// (more than the account's limit for one payment by code, SetPaymentLimit),
 // ErrUnknownCredential (the code's credential — account, serial, rider key
 // — is not one the ledger issued), ErrInsufficientFunds (the balance plus
 // the account's credit line is below the amount), or ErrInvalid (bad
@@ -75,6 +76,14 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 		}
 		if used {
 			return ErrCodeUsed
+		}
+		var limit sql.NullInt64
+		err = t.queryRow(`SELECT amount FROM payment_limits WHERE account_id = $1`, int64(req.Account)).Scan(&limit)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("ledger: read payment limit: %w", err)
+		}
+		if limit.Valid && req.Amount > limit.Int64 {
+			return fmt.Errorf("%w: amount %d, limit %d for one payment by code", ErrOverLimit, req.Amount, limit.Int64)
 		}
 		if a.balance+a.creditLine < req.Amount {
 			return fmt.Errorf("%w: balance %d (credit line %d), amount %d", ErrInsufficientFunds, a.balance, a.creditLine, req.Amount)

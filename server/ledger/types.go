@@ -119,7 +119,10 @@ type Account struct {
 	// CreditLine is how far below zero the balance may go before the
 	// account is denied (0 for prepaid riders).
 	CreditLine int64
-	CreatedAt  time.Time
+	// PaymentLimit is the most one online payment by code may take (0:
+	// no limit; SetPaymentLimit).
+	PaymentLimit int64
+	CreatedAt    time.Time
 }
 
 // Tap is one accepted tap as a validator recorded it, after the ingest

@@ -327,6 +327,49 @@ func TestWalletSecretChangedElsewhere(t *testing.T) {
 	}
 }
 
+// TestWalletPaymentLimit: the rider sets the most a shop may take for one
+// code; the wallet sends it in minor units (20.50 → 2050), shows it, refuses
+// what is not an amount without asking the server, and an empty field
+// removes the limit.
+func TestWalletPaymentLimit(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	limitOf := func() int64 {
+		a, err := g.store.Account(context.Background(), acct.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.PaymentLimit
+	}
+	state := `document.getElementById("limit-state").textContent`
+	wallettest.WaitFor(t, b, 30*time.Second, "no limit shown", state+`.includes("any amount")`)
+	set := func(text string) {
+		t.Helper()
+		wallettest.Eval[bool](t, b, fmt.Sprintf(`(document.getElementById("limit-amount").value = %q, true)`, text))
+		wallettest.Do(t, b, chromedp.Click(chromedp.ID("limit-save"), chromedp.NodeVisible))
+	}
+	set("20.50")
+	wallettest.WaitFor(t, b, 30*time.Second, "the limit shown", state+`.includes("20.50")`)
+	if l := limitOf(); l != 2050 {
+		t.Errorf("limit %d in the ledger, want 2050", l)
+	}
+	for _, bad := range []string{"-5", "2.505", "lots"} {
+		set(bad)
+		wallettest.WaitFor(t, b, 30*time.Second, "the sentence for "+bad, `!document.getElementById("error").hidden && `+
+			`document.getElementById("error").textContent.includes("such as 20")`)
+		if l := limitOf(); l != 2050 {
+			t.Errorf("after %q: limit %d in the ledger, want 2050", bad, l)
+		}
+	}
+	set("")
+	wallettest.WaitFor(t, b, 30*time.Second, "no limit shown again", state+`.includes("any amount")`)
+	if l := limitOf(); l != 0 {
+		t.Errorf("limit %d in the ledger after clearing it, want none", l)
+	}
+}
+
 // account is a new rider account: its id and secret.
 type account struct {
 	ID     uint64

@@ -4,7 +4,7 @@
 import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
-import { t, errorText, localize, money, dateTime, time as clockTime } from "./i18n.js";
+import { t, errorText, localize, money, toMinor, dateTime, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
@@ -288,6 +288,7 @@ function renderView(view) {
     $("balance-as-of").textContent = "";
     $("standing").textContent = "";
     $("fare-type").textContent = "";
+    $("limit-state").textContent = "";
     return;
   }
   const a = view.account;
@@ -300,6 +301,9 @@ function renderView(view) {
   st.className = a.denied ? "bad" : "good";
   const profile = t("profile_" + a.profile);
   $("fare-type").textContent = t(a.profile_pending ? "fare_type_pending" : "fare_type", { profile });
+  $("limit-state").textContent = a.payment_limit
+    ? t("limit_set", { amount: money(a.payment_limit, a.currency) })
+    : t("limit_none");
   const rides = a.recent_rides || [];
   $("rides-none").hidden = rides.length > 0;
   $("rides-table").hidden = rides.length === 0;
@@ -463,6 +467,30 @@ async function changeSecret() {
   }
 }
 
+// saveLimit sets the most a shop may take for one code (empty: no limit):
+// a shop's scanner names the amount, the server refuses more.
+async function saveLimit(ev) {
+  ev.preventDefault();
+  showError(null);
+  const view = await store.get("view");
+  const text = $("limit-amount").value.trim();
+  const amount = text === "" ? 0 : toMinor(text, view?.account?.currency ?? "EUR");
+  if (amount === null || amount > 1e11) return showError(t("limit_bad"));
+  const btn = $("limit-save");
+  btn.disabled = true;
+  const secret = account.secret;
+  try {
+    await api("PUT", `/v1/accounts/${account.id}/payment_limit`, { token: secret, body: { amount } });
+    $("limit-amount").value = "";
+    await refreshAccount();
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "forbidden") return secretChanged(secret);
+    showError(e);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
 async function signOut() {
   await store.clear();
   account = null;
@@ -551,6 +579,7 @@ async function init() {
     $("change-secret").focus();
   });
   $("change-secret-yes").addEventListener("click", changeSecret);
+  $("limit-form").addEventListener("submit", saveLimit);
 
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(() => {});
 

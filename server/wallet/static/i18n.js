@@ -17,6 +17,11 @@ export const catalog = {
     profile_student: "Student",
     profile_note: "Child, senior and student fares are confirmed by the operator; until then you pay the adult fare.",
     fare_type: "Fare type: {profile}.",
+    limit_label: "Most a shop may take for one code (empty: no limit)",
+    limit_save: "Save the limit",
+    limit_none: "Shops may take any amount for one code.",
+    limit_set: "A shop may take at most {amount} for one code.",
+    limit_bad: "Enter an amount such as 20 or 20.50, or leave it empty for no limit.",
     fare_type_pending: "Fare type: {profile}, waiting for the operator to confirm it. Until then your passes carry the adult fare.",
     name_label: "Name (optional)",
     register_button: "Create account",
@@ -146,6 +151,11 @@ export const catalog = {
     balance_heading: "余额",
     balance_as_of: "更新于 {time}",
     fare_type: "票种：{profile}。",
+    limit_label: "商家单次扫码最多可收取（留空：不限）",
+    limit_save: "保存上限",
+    limit_none: "商家单次扫码可收取任意金额。",
+    limit_set: "商家单次扫码最多可收取 {amount}。",
+    limit_bad: "请输入金额，如 20 或 20.50；留空表示不限。",
     fare_type_pending: "票种：{profile}，等待运营方确认。确认前，您的乘车码按成人票价收费。",
     standing_ok: "账户状态正常。",
     deny_negative_balance: "账户余额为负，已被停用。充值后即可继续乘车。",
@@ -249,6 +259,21 @@ export function money(minor, currency) {
   } catch {
     return (minor / 100).toFixed(2) + " " + currency;
   }
+}
+
+/**
+ * toMinor reads an amount typed in major units ("20", "20.50", "20,5")
+ * as minor units of the currency, or null if it is not one (a negative,
+ * more decimals than the currency has, anything else).
+ */
+export function toMinor(text, currency) {
+  let digits = 2;
+  try {
+    digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+  } catch {}
+  const m = /^(\d{1,12})(?:[.,](\d+))?$/.exec(text);
+  if (!m || (m[2] ?? "").length > digits) return null;
+  return Number(m[1]) * 10 ** digits + Number((m[2] ?? "").padEnd(digits, "0") || 0);
 }
 
 /** dateTime formats unix milliseconds as a short local date and time. */
