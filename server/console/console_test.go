@@ -689,8 +689,15 @@ func TestConfirmProfile(t *testing.T) {
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
 	page := fmt.Sprintf("/console/accounts/%d", a.ID)
-	if _, body := b.get(page); !strings.Contains(body, `id="profile-pending"`) || !strings.Contains(body, `data-action="set_profile"`) {
-		t.Fatalf("the account page does not show the pending profile and its button:\n%s", body)
+	if _, body := b.get(page); !strings.Contains(body, `id="profile-pending"`) || !strings.Contains(body, `data-action="set_profile"`) ||
+		!strings.Contains(body, `<dd id="payment-limit">none</dd>`) {
+		t.Fatalf("the account page does not show the pending profile and its button, or no payment limit:\n%s", body)
+	}
+	if _, err := f.store.SetPaymentLimit(ctx, a.ID, 2050); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := b.get(page); !strings.Contains(body, `<dd id="payment-limit">20.50</dd>`) {
+		t.Errorf("the account page does not show the rider's payment limit of 20.50")
 	}
 	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(a.ID)}, "profile": {"student"}}
 	if resp, body := b.post("/console/act/set_profile", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="confirm-yes"`) {
