@@ -288,6 +288,7 @@ func TestFleetEndpoints(t *testing.T) {
 func FuzzAPI(f *testing.F) {
 	f.Add("POST", "/v1/accounts", `{"profile":"child"}`)
 	f.Add("PUT", "/v1/accounts/1000/profile", `{"profile":"senior"}`)
+	f.Add("PUT", "/v1/accounts/1000/payment_limit", `{"amount":1e30}`)
 	f.Add("POST", "/v1/payments", `{"merchant_id":"m","order_id":"o","code":"FG1:","amount":1}`)
 	f.Add("PUT", "/v1/fares", `{"version":9}`)
 	f.Add("POST", "/v1/devices", `{"id":"a","public_key":"00"}`)
