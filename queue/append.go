@@ -239,7 +239,12 @@ func (q *Queue) appendOne(tx *bbolt.Tx, b buckets, c *counters, room *int64, r *
 	if *room <= 0 {
 		return 0, q.fileFullErr()
 	}
-	seq := c.lastSeq + 1
+	if q.seqFloor == 0 && q.opts.SeqFloor != nil {
+		q.seqFloor = q.opts.SeqFloor()
+	}
+	// Stateless past the floor: a group rolled back leaves lastSeq below it
+	// and the next record jumps again.
+	seq := max(c.lastSeq+1, q.seqFloor)
 	data := r.data
 	if r.build != nil {
 		var err error

@@ -97,6 +97,17 @@ type Options struct {
 	// milliseconds), so record ids built from sequence numbers stay unique.
 	FirstSeq uint64
 
+	// SeqFloor, if set, is asked (by the writer, until it returns more than
+	// 0) for the least sequence number the next record may have; once it
+	// gave one, every record appended after this Open is numbered at least
+	// that (the first jumps to it if it must, the next count on by one). A
+	// caller that numbers from the wall clock in milliseconds (the
+	// validator, while its clock is set) makes a file put back from an
+	// older backup jump past every number it handed out after the copy,
+	// instead of handing them out again under the same epoch. It must not
+	// block.
+	SeqFloor func() uint64
+
 	// NoCreate makes Open return ErrNoFile instead of creating a new file
 	// (and a new epoch) where none is, or where an empty or uninitialised
 	// one is: a caller whose new files take their first sequence number

@@ -46,6 +46,9 @@ type Queue struct {
 	wake       chan struct{}
 	writerDone chan struct{}
 	refusals   int // consecutive ErrFull refusals; writer goroutine only
+	// seqFloor is what Options.SeqFloor gave at the first append that
+	// asked it a number (0: not yet); writer goroutine only.
+	seqFloor uint64
 
 	// rw lets Close wait for reads and acks in progress; closed makes new
 	// ones fail with ErrClosed.

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,6 +182,68 @@ func TestSeqAndEpochSurviveRestart(t *testing.T) {
 				t.Errorf("Peek after reopen = %v, want [4]", got)
 			}
 		})
+	}
+}
+
+// TestSeqFloor: a queue file put back from an older copy would hand out
+// again, under the same epoch, the sequence numbers it gave after the copy
+// (and the server would keep those taps aside as reused tap ids). With
+// Options.SeqFloor (the validator's wall clock in ms, 0 while it is unset)
+// the first record appended after Open jumps to the floor and the next
+// count on by one; a floor below the file's own numbers changes nothing,
+// and a floor of 0 (clock unset) is asked again at the next append.
+func TestSeqFloor(t *testing.T) {
+	path := tempPath(t)
+	q := openTest(t, path, nil)
+	for i := 1; i <= 3; i++ {
+		mustAppend(t, q, data(0, i))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "copy.db")
+	copyTestFile(t, path, backup)
+	q = openTest(t, path, nil)
+	for i := 4; i <= 5; i++ {
+		mustAppend(t, q, data(0, i)) // 4 and 5: handed out after the copy
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copyTestFile(t, backup, path) // the copy is put back
+
+	var floor atomic.Uint64 // 0: the clock is not set yet
+	opts := &Options{SeqFloor: floor.Load}
+	q = openTest(t, path, opts)
+	floor.Store(1_000)
+	if got := mustAppend(t, q, data(0, 6)); got != 1_000 {
+		t.Errorf("first record after the copy was put back: seq %d, want 1000 (not 4 again)", got)
+	}
+	floor.Store(5_000) // asked once per Open
+	if got := mustAppend(t, q, data(0, 7)); got != 1_001 {
+		t.Errorf("next record: seq %d, want 1001", got)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	floor.Store(500) // below the file's own numbers
+	q = openTest(t, path, opts)
+	if got := mustAppend(t, q, data(0, 8)); got != 1_002 {
+		t.Errorf("after a reopen with a lower floor: seq %d, want 1002", got)
+	}
+	if got := seqsOf(peekAll(t, q)); !slices.Equal(got, []uint64{1, 2, 3, 1_000, 1_001, 1_002}) {
+		t.Errorf("records %v", got)
+	}
+}
+
+func copyTestFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -175,7 +175,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		return fmt.Errorf("ledger returned %d results for %d taps", len(res), len(taps))
 	}
 	for _, sp := range spans {
-		if err := st.settleConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:sp.to]); err != nil {
+		if err := st.quarantineConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:sp.to]); err != nil {
 			return err
 		}
 	}
@@ -192,51 +192,28 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	return nil
 }
 
-// settleConflicts deals with the records whose tap id the ledger holds
-// with other contents. One with another payment code (OtherCode) is
-// another ride under a reused id — a validator whose queue file was
-// restored from a backup numbers its taps again from the backup's last
-// one — and is settled under ledger.ReusedTapEpoch: nothing it owes is
-// lost, and as its id is fixed by its bytes and its code pays once,
-// nothing doubles. One with the stored tap's code is the same ride in
-// other bytes: kept aside for the operator (quarantined), not charged.
-// The batch is acked only after this.
-func (st *store) settleConflicts(ctx context.Context, b *ingest.Batch, taps []ledger.Tap, res []ledger.TapResult) error {
+// quarantineConflicts keeps aside the records whose tap id the ledger holds
+// with other contents: the stored tap stands, the new record is kept for
+// the operator (visible on the console), and nothing is charged for it.
+// One with another payment code than the stored tap's (OtherCode) is
+// another ride under a reused id — a validator whose queue file was put
+// back from an older backup and whose clock was not set when it took its
+// first tap since (see queue.Options.SeqFloor) — the log says so.
+func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps []ledger.Tap, res []ledger.TapResult) error {
 	s := (*Server)(st)
 	var q []ledger.QuarantinedRecord
-	var again []ledger.Tap
-	keep := func(t *ledger.Tap) {
-		q = append(q, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq, Reason: ReasonTapIDConflict,
-			Record: t.Record})
-		s.log.Error("tap id already settled with other contents and the same payment code; record quarantined, not charged",
-			"tap", t.ID, "device", b.DeviceID)
-	}
 	for i, r := range res {
-		switch {
-		case !r.Conflict:
-		case r.OtherCode:
-			t := taps[i]
-			t.Epoch = ledger.ReusedTapEpoch(t.Epoch, t.Record)
-			t.ID = ledger.TapID(t.DeviceID, t.Epoch, t.Seq)
-			again = append(again, t)
-			s.log.Warn("tap id already settled with another payment code (a queue file restored from a backup?); settled under its own id",
-				"tap", r.ID, "as", t.ID, "device", b.DeviceID)
-		default:
-			keep(&taps[i])
+		if !r.Conflict {
+			continue
 		}
-	}
-	if len(again) > 0 {
-		res, err := s.ledger.CommitTaps(ctx, again)
-		if errors.Is(err, ledger.ErrInvalid) {
-			res, err = st.commitOneByOne(ctx, b, again)
-		}
-		if err != nil {
-			return err
-		}
-		for i, r := range res {
-			if r.Conflict { // the same derived id with other bytes: a hash collision
-				keep(&again[i])
-			}
+		q = append(q, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: taps[i].Seq,
+			Reason: ReasonTapIDConflict, Record: taps[i].Record})
+		if r.OtherCode {
+			s.log.Error("tap id already settled with another payment code (a queue file restored from a backup?); record quarantined, not charged",
+				"tap", r.ID, "device", b.DeviceID)
+		} else {
+			s.log.Error("tap id already settled with other contents; record quarantined, not charged", "tap", r.ID,
+				"device", b.DeviceID)
 		}
 	}
 	return s.ledger.Quarantine(ctx, q)
@@ -247,8 +224,7 @@ func (st *store) settleConflicts(ctx context.Context, b *ingest.Batch, taps []le
 const maxReportedOffsetMS = 10 * 365 * 24 * 3600 * 1000
 
 // ReasonTapIDConflict is the quarantine reason of a record whose tap id
-// (device, epoch, seq) the ledger holds with other contents and the same
-// payment code (see settleConflicts).
+// (device, epoch, seq) the ledger holds with other contents.
 const ReasonTapIDConflict = "tap_id_conflict"
 
 func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []ledger.Tap) ([]ledger.TapResult, error) {

@@ -68,8 +68,20 @@ func damagedFiles(path string) ([]string, error) {
 // milliseconds and above anything the damaged files handed out.
 func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time.Time, waitClock func(context.Context) error) (*queueFiles, error) {
 	path := filepath.Join(cfg.path(cfg.DataDir), queueFile)
+	// The first tap after every start is numbered at least the wall clock
+	// in milliseconds (once the clock is set), as a new file's first is: a
+	// queue file put back from an older backup then skips the numbers it
+	// handed out after the copy instead of giving them again under the
+	// same epoch (the server would keep those taps aside, uncharged).
+	seqFloor := func() uint64 {
+		now := time.Now()
+		if !now.After(minClock) {
+			return 0
+		}
+		return uint64(now.UnixMilli())
+	}
 	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
-		Logger: log.With("part", "queue"), NoCreate: true}
+		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor}
 	q, err := queue.Open(path, &opts)
 	var ce *queue.CorruptError
 	switch {

@@ -73,8 +73,8 @@ var quarantineAdvice = map[string]advice{
 		"If the device was revoked by mistake, replace (re-register) it and ask it to replay: its taps then settle normally.",
 		"nothing"},
 	"tap_id_conflict": {
-		"A record whose tap id the ledger already holds with the same payment code in other bytes: the same ride written again differently. (A reused tap id with another code is another ride and is charged under an id of its own.)",
-		"Investigate the device (its software or its queue file); the stored tap stands and the ride is charged once.",
+		"A record whose tap id the ledger already holds with other contents: a device that numbered its taps again (a queue file put back from an older backup while its clock was not set; the log says \"another payment code\") or that rewrote a record.",
+		"Investigate the device (its queue file, its clock, its software); the stored tap stands, this record is not charged.",
 		"nothing"},
 }
 

@@ -1,8 +1,6 @@
 package ledger
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"strconv"
 	"time"
 
@@ -179,16 +177,6 @@ func TapID(device, epoch string, seq uint64) string {
 	return device + "/" + epoch + "/" + strconv.FormatUint(seq, 10)
 }
 
-// ReusedTapEpoch is the epoch a record is settled under when its tap id
-// (device/epoch/seq) is the ledger's already with another payment code
-// (TapResult.OtherCode): the epoch, "~" and the first 8 bytes of the
-// record's SHA-256 in hex. The id is fixed by the record's bytes, so the
-// record sent again is a duplicate, and its code still pays once.
-func ReusedTapEpoch(epoch string, record []byte) string {
-	sum := sha256.Sum256(record)
-	return epoch + "~" + hex.EncodeToString(sum[:8])
-}
-
 // TapResult is what CommitTaps did with one tap.
 type TapResult struct {
 	ID string
@@ -197,14 +185,13 @@ type TapResult struct {
 	Duplicate bool
 	// Conflict: a duplicate whose record bytes, account, time or code
 	// differ from the stored tap's. The stored tap stands and nothing
-	// changed; the caller must keep the record aside (Quarantine) or, if
-	// OtherCode, settle it under ReusedTapEpoch, and never treat it as
-	// settled otherwise.
+	// changed; the caller must keep the record aside (Quarantine) and never
+	// treat it as settled.
 	Conflict bool
 	// OtherCode: a conflict whose payment code differs from the stored
-	// tap's, so another ride under a reused tap id (a validator whose queue
-	// file was restored from a backup numbers its taps again). One with
-	// the stored tap's code is the same ride in other bytes.
+	// tap's: another ride under a reused tap id (a validator whose queue
+	// file was put back from a backup, say), not the same ride in other
+	// bytes.
 	OtherCode bool
 	// Flag is the tap's flag ("" for a normally charged tap).
 	Flag string

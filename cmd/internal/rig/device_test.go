@@ -160,12 +160,13 @@ func TestClockJump(t *testing.T) {
 }
 
 // A validator's queue file is put back from a backup (a technician restores
-// an older image of its storage): the validator numbers its taps again from
-// the backup's last one, under the same epoch, so the taps made after the
-// backup and those made after the restore share tap ids, not payment codes.
-// Each is another ride and is charged once (the later ones under an id of
-// their own: ledger.ReusedTapEpoch), where they used to be quarantined and
-// never charged; the queue drains and verify holds.
+// an older image of its storage). It used to number its taps again from the
+// backup's last one, under the same epoch: the taps made after the restore
+// reused the ids of those made after the backup, with other riders' codes,
+// and the server kept them aside (tap_id_conflict), never charged. The
+// first tap after a start is now numbered at least the wall clock in ms
+// (queue.Options.SeqFloor), so all six rides are charged once each; the
+// queue drains and verify holds.
 func TestQueueRestoredFromBackup(t *testing.T) {
 	r, ctx := newRig(t)
 	d := startDevice(t, ctx, r, "restored-1", fast...)
