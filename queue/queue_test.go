@@ -215,12 +215,15 @@ func TestSeqFloor(t *testing.T) {
 	var floor atomic.Uint64 // 0: the clock is not set yet
 	opts := &Options{SeqFloor: floor.Load}
 	q = openTest(t, path, opts)
-	floor.Store(1_000)
-	if got := mustAppend(t, q, data(0, 6)); got != 1_000 {
-		t.Errorf("first record after the copy was put back: seq %d, want 1000 (not 4 again)", got)
+	if got := mustAppend(t, q, data(0, 6)); got != 4 {
+		t.Errorf("a record while the clock is unset: seq %d, want 4 (nothing to go by)", got)
 	}
-	floor.Store(5_000) // asked once per Open
-	if got := mustAppend(t, q, data(0, 7)); got != 1_001 {
+	floor.Store(1_000) // the clock is set: asked again
+	if got := mustAppend(t, q, data(0, 7)); got != 1_000 {
+		t.Errorf("first record once the clock is set: seq %d, want 1000 (not 5 again)", got)
+	}
+	floor.Store(5_000) // asked until it gave a number, then no more
+	if got := mustAppend(t, q, data(0, 8)); got != 1_001 {
 		t.Errorf("next record: seq %d, want 1001", got)
 	}
 	if err := q.Close(); err != nil {
@@ -228,10 +231,10 @@ func TestSeqFloor(t *testing.T) {
 	}
 	floor.Store(500) // below the file's own numbers
 	q = openTest(t, path, opts)
-	if got := mustAppend(t, q, data(0, 8)); got != 1_002 {
+	if got := mustAppend(t, q, data(0, 9)); got != 1_002 {
 		t.Errorf("after a reopen with a lower floor: seq %d, want 1002", got)
 	}
-	if got := seqsOf(peekAll(t, q)); !slices.Equal(got, []uint64{1, 2, 3, 1_000, 1_001, 1_002}) {
+	if got := seqsOf(peekAll(t, q)); !slices.Equal(got, []uint64{1, 2, 3, 4, 1_000, 1_001, 1_002}) {
 		t.Errorf("records %v", got)
 	}
 }
