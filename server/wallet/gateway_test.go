@@ -30,6 +30,10 @@ type gate struct {
 	rewrite atomic.Value // func(path string, body map[string]any): changes the API's JSON answers (nil: none)
 	next    http.Handler
 	store   *ledger.Store // the ledger behind it (a test tops an account up)
+	// hold, if set, holds the answer to a credential request (made by the
+	// server at once) until the channel is closed; arrived hears of it.
+	hold    atomic.Pointer[chan struct{}]
+	arrived chan string
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -44,6 +48,18 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTooManyRequests)
 		fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
 	default:
+		if h := g.hold.Load(); h != nil && strings.HasSuffix(r.URL.Path, "/credentials") {
+			rec := httptest.NewRecorder()
+			g.next.ServeHTTP(rec, r)
+			g.arrived <- r.URL.Path
+			<-*h
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return
+		}
 		fn, _ := g.rewrite.Load().(func(string, map[string]any))
 		if fn == nil {
 			g.next.ServeHTTP(w, r)
@@ -104,7 +120,7 @@ func serveWallet(t *testing.T) (string, *gate) {
 	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys}), store: as.Store}
+	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys}), store: as.Store, arrived: make(chan string, 8)}
 	g.mode.Store("up")
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))
@@ -281,6 +297,45 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	if wallettest.Eval[bool](t, b, `!document.getElementById("error").hidden`) {
 		t.Errorf("after the change: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
+	}
+}
+
+// TestWalletChangesItsSecretDuringAFetch: the rider changes the secret
+// while the wallet's first pass is on its way, issued with the old secret
+// just before the change (so deny-listed by it). The wallet does not keep
+// that pass: it fetches one with the new secret and shows it.
+func TestWalletChangesItsSecretDuringAFetch(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-race"); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	g.hold.Store(&release)
+	b := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Open(t, b, url+"/wallet/")
+	wallettest.Do(t, b,
+		chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
+		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret),
+		chromedp.Click(chromedp.ID("signin")),
+	)
+	select {
+	case <-g.arrived: // pass 1 is issued; its answer is held
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wallet asked for no pass")
+	}
+	g.hold.Store(nil)
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret-yes"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the new secret", `!document.getElementById("secret").hidden`)
+	close(release) // pass 1 arrives now, denied with the old secret
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("secret-done"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 2", `document.getElementById("pass-state").textContent.startsWith("Pass 2 ") && `+
+		`!document.getElementById("code-view").hidden && document.getElementById("pass-warning").hidden`)
+	entries, err := g.store.DenyEntries(context.Background(), acct.ID)
+	if err != nil || len(entries) != 1 || entries[0].Serial != 1 {
+		t.Errorf("deny entries %+v, %v; want pass 1's", entries, err)
 	}
 }
 

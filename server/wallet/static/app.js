@@ -141,9 +141,12 @@ async function fetchCredential(force) {
         body: { rider_public_key: bytesToHex(key.publicKey) },
       });
     } catch (e) {
+      if (account && account.secret !== secret) return false; // replaced here meanwhile: asked again (changeSecret)
       if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
       throw e;
     }
+    // Issued with a secret replaced here meanwhile: deny-listed with it.
+    if (!account || account.secret !== secret) return false;
     const bytes = hexToBytes(r.credential);
     const c = parseCredential(bytes);
     if (c.account !== account.id || bytesToHex(c.riderKey) !== bytesToHex(key.publicKey)) {
@@ -458,7 +461,9 @@ async function changeSecret() {
     await store.dropCredentials();
     last = null;
     $("change-secret-confirm").hidden = true;
-    maintainCredential(true);
+    // After a fetch still under way with the old secret (its pass, if any,
+    // is not kept), a new pass with the new one.
+    (credentialTask ?? Promise.resolve()).then(() => maintainCredential(true));
     await showSecret();
   } catch (e) {
     showError(e);
