@@ -228,21 +228,16 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 	if p.role == roleRider {
 		return nil, 0, errorf(http.StatusForbidden, "forbidden", "the operator or the payment provider sets credit lines")
 	}
-	var req struct {
-		Amount *int64 `json:"amount"`
-	}
-	if err := decode(r, maxBody, &req); err != nil {
+	amount, err := amountBody(r)
+	if err != nil {
 		return nil, 0, err
 	}
-	if req.Amount == nil || *req.Amount < 0 {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount (0 or more, minor units) is required")
-	}
-	a, err := h.cfg.Ledger.SetCreditLine(r.Context(), id, *req.Amount)
+	a, err := h.cfg.Ledger.SetCreditLine(r.Context(), id, amount)
 	if err != nil {
 		return nil, 0, err
 	}
 	h.cfg.Notifier.Changed(record.DocDenyList)
-	h.audit(r, p, "credit_line", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
+	h.audit(r, p, "credit_line", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", amount))
 	return toAccount(a), http.StatusOK, nil
 }
 
@@ -255,23 +250,34 @@ func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, 0, err
 	}
-	var req struct {
-		Amount *int64 `json:"amount"`
-	}
-	if err := decode(r, maxBody, &req); err != nil {
+	amount, err := amountBody(r)
+	if err != nil {
 		return nil, 0, err
 	}
-	if req.Amount == nil || *req.Amount < 0 {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount (minor units; 0: no limit) is required")
-	}
-	a, err := h.cfg.Ledger.SetPaymentLimit(r.Context(), id, *req.Amount)
+	a, err := h.cfg.Ledger.SetPaymentLimit(r.Context(), id, amount)
 	if err != nil {
 		return nil, 0, err
 	}
 	if p.role != roleRider {
-		h.audit(r, p, "payment_limit", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", *req.Amount))
+		h.audit(r, p, "payment_limit", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", amount))
 	}
 	return toAccount(a), http.StatusOK, nil
+}
+
+// amountBody reads the body {"amount": N} of the account settings in minor
+// units (credit line, payment limit): N is required and 0 or more; the
+// ledger bounds it above.
+func amountBody(r *http.Request) (int64, error) {
+	var req struct {
+		Amount *int64 `json:"amount"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return 0, err
+	}
+	if req.Amount == nil || *req.Amount < 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid", "amount (0 or more, minor units) is required")
+	}
+	return *req.Amount, nil
 }
 
 // setProfile sets an account's rider profile: the rider's own secret asks

@@ -232,41 +232,16 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 
 // denyLiveCredentials puts each credential of the account that has not
 // expired on the deny list with reason, until an hour after it expires
-// (validators' clocks may be behind), and returns how many entries it
-// added.
+// (validators' clocks may be behind), in one statement, and returns how
+// many entries it added.
 func (t *txn) denyLiveCredentials(account uint64, reason string) (int, error) {
-	rows, err := t.query(`SELECT serial, not_after_ns FROM credentials WHERE account_id = $1 AND not_after_ns > $2 ORDER BY serial`,
-		int64(account), t.now)
-	if err != nil {
-		return 0, fmt.Errorf("ledger: read credentials: %w", err)
+	n, err := t.execCount("deny credentials", `INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns)
+		SELECT account_id, serial, $1, $2, not_after_ns + $3 FROM credentials WHERE account_id = $4 AND not_after_ns > $2
+		ON CONFLICT (account_id, serial, reason) DO NOTHING`, reason, t.now, int64(time.Hour), int64(account))
+	if n > 0 {
+		t.denyChanged = true
 	}
-	type live struct{ serial, notAfter int64 }
-	var creds []live
-	for rows.Next() {
-		var c live
-		if err := rows.Scan(&c.serial, &c.notAfter); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("ledger: read credentials: %w", err)
-		}
-		creds = append(creds, c)
-	}
-	if err := rows.Close(); err != nil {
-		return 0, err
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("ledger: read credentials: %w", err)
-	}
-	n := 0
-	for _, c := range creds {
-		added, err := t.deny(account, uint32(c.serial), reason, c.notAfter+int64(time.Hour))
-		if err != nil {
-			return 0, err
-		}
-		if added {
-			n++
-		}
-	}
-	return n, nil
+	return int(n), err
 }
 
 // AccountSecretHash returns the secret hash stored with an account.

@@ -254,10 +254,18 @@ export function localize(root) {
 export function money(minor, currency) {
   try {
     const f = new Intl.NumberFormat(locales[lang], { style: "currency", currency });
-    const digits = f.resolvedOptions().maximumFractionDigits;
-    return f.format(minor / 10 ** digits);
+    return f.format(minor / 10 ** currencyDigits(currency));
   } catch {
     return (minor / 100).toFixed(2) + " " + currency;
+  }
+}
+
+/** currencyDigits is the currency's minor-unit decimals (2 if unknown). */
+function currencyDigits(currency) {
+  try {
+    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 2;
   }
 }
 
@@ -267,10 +275,7 @@ export function money(minor, currency) {
  * more decimals than the currency has, anything else).
  */
 export function toMinor(text, currency) {
-  let digits = 2;
-  try {
-    digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
-  } catch {}
+  const digits = currencyDigits(currency);
   const m = /^(\d{1,12})(?:[.,](\d+))?$/.exec(text);
   if (!m || (m[2] ?? "").length > digits) return null;
   return Number(m[1]) * 10 ** digits + Number((m[2] ?? "").padEnd(digits, "0") || 0);
