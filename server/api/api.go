@@ -155,6 +155,7 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/accounts/{id}/credentials", h.issueCredential)
 	h.route("POST /v1/payments", h.pay)
 	h.route("GET /v1/payments/{merchant}/{order}", h.getPayment)
+	h.route("POST /v1/payments/{merchant}/{order}/refunds", h.refund)
 	h.route("POST /v1/devices", h.registerDevice)
 	h.route("GET /v1/devices", h.devices)
 	h.route("POST /v1/devices/{id}/revoke", h.revokeDevice)
@@ -243,7 +244,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 var ErrorCodes = []string{
 	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "invalid_name", "bad_account",
 	"unauthorized", "forbidden", "rate_limited", "not_found",
-	"insufficient_funds", "over_limit", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
+	"insufficient_funds", "over_limit", "over_refund", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
 	"conflict", "device_exists", "device_offline", "device_revoked", "exists", "stale_version", "too_many_credentials",
 	"unavailable", "not_sent", "internal",
 }
@@ -259,6 +260,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{http.StatusPaymentRequired, "insufficient_funds", err.Error()}
 	case errors.Is(err, ledger.ErrOverLimit):
 		ae = &apiError{http.StatusForbidden, "over_limit", err.Error()}
+	case errors.Is(err, ledger.ErrOverRefund):
+		ae = &apiError{http.StatusConflict, "over_refund", err.Error()}
 	case errors.Is(err, ledger.ErrCodeUsed):
 		ae = &apiError{http.StatusConflict, "code_used", err.Error()}
 	case errors.Is(err, ledger.ErrDenied):

@@ -290,6 +290,7 @@ func FuzzAPI(f *testing.F) {
 	f.Add("PUT", "/v1/accounts/1000/profile", `{"profile":"senior"}`)
 	f.Add("PUT", "/v1/accounts/1000/payment_limit", `{"amount":1e30}`)
 	f.Add("POST", "/v1/payments", `{"merchant_id":"m","order_id":"o","code":"FG1:","amount":1}`)
+	f.Add("POST", "/v1/payments/m/o/refunds", `{"refund_id":"r","amount":9223372036854775807,"reason":"\u0000"}`)
 	f.Add("PUT", "/v1/fares", `{"version":9}`)
 	f.Add("POST", "/v1/devices", `{"id":"a","public_key":"00"}`)
 	f.Add("POST", "/v1/denylist", `{"account":1,"reason":"x"}`)
@@ -475,5 +476,77 @@ func TestPaymentLimit(t *testing.T) {
 	}
 	if len(entries) == 0 || entries[0].Action != "payment_limit" || entries[0].Target != itoa(int64(r.id)) {
 		t.Errorf("the operator's change is not the newest audit entry: %+v", entries)
+	}
+}
+
+// A shop refunds its own payment, in parts, never more than was paid; a
+// till's retry is the same refund; a rogue shop cannot refund another's
+// order (nor can a rider, the payment provider or an auditor); the
+// operator can, and is audited. The ledger's invariants hold at cleanup.
+func TestRefund(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(10_000)
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "o-1", "code": r.code(t, time.Now(), 1), "amount": 2_000})
+	paid := f.do("POST", "/v1/payments", shop, string(b), 201)
+	if paid["refunded"] != float64(0) {
+		t.Errorf("a new payment: %v", paid)
+	}
+	refunds := "/v1/payments/shop-1/o-1/refunds"
+	first := f.do("POST", refunds, shop, `{"refund_id":"rf-1","amount":500,"reason":"one item back"}`, 201)
+	if first["amount"] != float64(500) || first["refunded"] != float64(500) || first["refundable"] != float64(1_500) ||
+		first["account"] != float64(r.id) || first["payment_id"] != paid["id"] {
+		t.Errorf("refund: %v", first)
+	}
+	before := f.snapshot()
+	if again := f.do("POST", refunds, shop, `{"refund_id":"rf-1","amount":500}`, 201); again["refunded"] != float64(500) ||
+		again["created_at"] != first["created_at"] {
+		t.Errorf("the retry: %v, want %v", again, first)
+	}
+	for _, tc := range []struct {
+		path, token, body string
+		status            int
+		code              string
+	}{
+		{refunds, shop, `{"refund_id":"rf-1","amount":501}`, 409, "conflict"},
+		{refunds, shop, `{"refund_id":"rf-2","amount":1501}`, 409, "over_refund"},
+		{refunds, shop, `{"refund_id":"rf-2","amount":0}`, 400, "invalid"},
+		{refunds, shop, `{"refund_id":"","amount":5}`, 400, "invalid"},
+		{refunds, shop, `{"refund_id":"rf-2","amount":5,"extra":1}`, 400, "bad_json"},
+		{refunds, shop, `{"refund_id":"` + strings.Repeat("x", 200) + `","amount":5}`, 400, "invalid"},
+		{"/v1/payments/shop-1/o-404/refunds", shop, `{"refund_id":"rf-2","amount":5}`, 404, "not_found"},
+		{refunds, f.tokenFor(ledger.RoleMerchant, "shop-2"), `{"refund_id":"rf-2","amount":5}`, 403, "forbidden"},
+		{"/v1/payments/shop-2/o-1/refunds", shop, `{"refund_id":"rf-2","amount":5}`, 403, "forbidden"},
+		{refunds, f.tokenFor(ledger.RolePayments, ""), `{"refund_id":"rf-2","amount":5}`, 403, "forbidden"},
+		{refunds, f.tokenFor(ledger.RoleAuditor, ""), `{"refund_id":"rf-2","amount":5}`, 403, "forbidden"},
+		{refunds, r.secret, `{"refund_id":"rf-2","amount":5}`, 403, "forbidden"},
+		{refunds, "", `{"refund_id":"rf-2","amount":5}`, 401, "unauthorized"},
+	} {
+		if e := f.do("POST", tc.path, tc.token, tc.body, tc.status); errCode(e) != tc.code {
+			t.Errorf("POST %s %s: %v, want %s", tc.path, tc.body, e, tc.code)
+		}
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("a retry or a refused refund changed the ledger: %s → %s", before, after)
+	}
+	// The operator refunds the rest, audited; then nothing is left.
+	f.do("POST", refunds, f.token, `{"refund_id":"ops-1","amount":1500,"reason":"complaint 77"}`, 201)
+	if e := f.do("POST", refunds, shop, `{"refund_id":"rf-3","amount":1}`, 409); errCode(e) != "over_refund" {
+		t.Errorf("refund beyond the payment: %v", e)
+	}
+	got := f.do("GET", "/v1/payments/shop-1/o-1", shop, "", 200)
+	list, _ := got["refunds"].([]any)
+	if got["refunded"] != float64(2_000) || len(list) != 2 {
+		t.Errorf("the payment with its refunds: %v", got)
+	}
+	if a := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200); a["balance"] != float64(10_000) {
+		t.Errorf("balance %v, want 10000 (the payment all given back)", a["balance"])
+	}
+	entries, err := f.store.AuditLog(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || entries[0].Action != "refund" || entries[0].Target != "shop-1/o-1" {
+		t.Errorf("the operator's refund is not the newest audit entry: %+v", entries)
 	}
 }

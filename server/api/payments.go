@@ -2,11 +2,13 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -21,6 +23,33 @@ type PaymentResponse struct {
 	Status     string `json:"status"`
 	CodeHash   string `json:"code_hash"`
 	CreatedAt  string `json:"created_at"`
+	// Refunded is what the payment's refunds give back in all; Refunds
+	// lists them (GET only).
+	Refunded int64            `json:"refunded"`
+	Refunds  []RefundResponse `json:"refunds,omitempty"`
+}
+
+// RefundResponse is a refund of an online payment.
+type RefundResponse struct {
+	RefundID   string `json:"refund_id"`
+	MerchantID string `json:"merchant_id"`
+	OrderID    string `json:"order_id"`
+	PaymentID  uint64 `json:"payment_id"`
+	Account    uint64 `json:"account"`
+	Amount     int64  `json:"amount"`
+	Currency   string `json:"currency"`
+	Reason     string `json:"reason,omitempty"`
+	// Refunded is the payment's refunds in all with this one, Refundable
+	// what was left of the payment after it.
+	Refunded   int64  `json:"refunded"`
+	Refundable int64  `json:"refundable"`
+	CreatedAt  string `json:"created_at"`
+}
+
+func toRefund(r ledger.PaymentRefund) RefundResponse {
+	return RefundResponse{RefundID: r.RefundID, MerchantID: r.MerchantID, OrderID: r.OrderID, PaymentID: r.PaymentID,
+		Account: r.Account, Amount: r.Amount, Currency: r.Currency, Reason: r.Reason, Refunded: r.Refunded,
+		Refundable: r.PaymentAmount - r.Refunded, CreatedAt: r.CreatedAt.UTC().Format(time.RFC3339)}
 }
 
 func toPayment(p ledger.PaymentOrder) PaymentResponse {
@@ -110,5 +139,58 @@ func (h *Handler) getPayment(w http.ResponseWriter, r *http.Request) (any, int, 
 	if err != nil {
 		return nil, 0, err
 	}
-	return toPayment(o), http.StatusOK, nil
+	refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp := toPayment(o)
+	for _, rf := range refunds {
+		resp.Refunds = append(resp.Refunds, toRefund(rf))
+		resp.Refunded += rf.Amount
+	}
+	return resp, http.StatusOK, nil
+}
+
+// refund gives back all or part of an online payment to the rider: the
+// merchant's token for its own orders, the operator's for any (audited).
+// It is idempotent on (merchant, refund_id): a retry — the till lost the
+// answer — gets the same refund; the refund id again with another order or
+// amount is a conflict. The payment's refunds never come to more than it
+// (409 over_refund, nothing written).
+func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	p, err := h.staff(r, ledger.RoleMerchant)
+	if err != nil {
+		return nil, 0, err
+	}
+	merchant, order := r.PathValue("merchant"), r.PathValue("order")
+	if p.role == ledger.RoleMerchant && merchant != p.merchant {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "this token refunds merchant %q's orders only", p.merchant)
+	}
+	var req struct {
+		RefundID string `json:"refund_id"`
+		Amount   int64  `json:"amount"`
+		Reason   string `json:"reason"`
+	}
+	if err := decode(r, maxBody, &req); err != nil {
+		return nil, 0, err
+	}
+	if req.RefundID == "" || req.Amount <= 0 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "refund_id and a positive amount (minor units) are required")
+	}
+	rf, replayed, err := h.cfg.Ledger.RefundPayment(r.Context(), ledger.RefundRequest{MerchantID: merchant, OrderID: order,
+		RefundID: req.RefundID, Amount: req.Amount, Reason: req.Reason})
+	if err != nil {
+		return nil, 0, err
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+		return toRefund(rf), http.StatusCreated, nil
+	}
+	// A refund may lift a negative_balance entry (as a top-up does).
+	h.cfg.Notifier.Changed(record.DocDenyList)
+	if p.role != ledger.RoleMerchant {
+		h.audit(r, p, "refund", merchant+"/"+order, fmt.Sprintf("refund %q amount %d", req.RefundID, req.Amount))
+	}
+	h.log.Info("refund", "payment", rf.PaymentID, "merchant", merchant, "account", rf.Account, "amount", rf.Amount)
+	return toRefund(rf), http.StatusCreated, nil
 }

@@ -808,3 +808,29 @@ func TestFleetSortAndRefreshLinks(t *testing.T) {
 		t.Errorf("a second click on Last heard %q: want it turned round", again)
 	}
 }
+
+// The account page shows a refund of an online payment as a refund (a
+// posting of kind payment that gives money back), beside the payment.
+func TestAccountShowsRefund(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := f.account(1000)
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
+	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
+	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "shop", OrderID: "o-1", Account: acct, Serial: 1,
+		RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
+		Amount: 300, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r-1",
+		Amount: 120}); err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	_, body := b.get(fmt.Sprintf("/console/accounts/%d", acct))
+	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td>payment 1</td>`) ||
+		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td>payment 1</td>`) {
+		t.Errorf("the account page does not show the payment and its refund:\n%s", body)
+	}
+}

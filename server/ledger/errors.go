@@ -72,3 +72,7 @@ var ErrSecretChanged = errors.New("ledger: the account's secret was changed mean
 // ErrNoLedger is returned by Open with Options.MustExist for a SQLite
 // ledger file that does not exist.
 var ErrNoLedger = errors.New("ledger: no ledger")
+
+// ErrOverRefund is returned by RefundPayment when the payment's refunds
+// would come to more than its amount. Nothing has been written.
+var ErrOverRefund = errors.New("ledger: refunds would exceed the payment")

@@ -39,6 +39,10 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 					CodeKey: codeKey(payee, 1, at(0)), Amount: 100, Currency: "EUR"})
 				return err
 			}},
+			{"refund", []string{"refund", "commit"}, func() error {
+				_, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "m", OrderID: "fault", RefundID: "fault-refund", Amount: 40})
+				return err
+			}},
 			{"deny", []string{"commit"}, func() error { return s.Deny(ctx, payee, 2, "fraud") }},
 			{"credential", []string{"commit"}, func() error {
 				_, err := s.IssueCredentialSerial(ctx, payee, time.Now().Add(time.Hour), riderKey(payee))
@@ -75,8 +79,8 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 				t.Errorf("%s without fault: %v", o.name, err)
 			}
 		}
-		if b := balance(t, s, payee); b != 900 {
-			t.Errorf("payee balance %d, want 900", b)
+		if b := balance(t, s, payee); b != 940 {
+			t.Errorf("payee balance %d, want 940 (paid 100, 40 of it refunded)", b)
 		}
 	})
 }

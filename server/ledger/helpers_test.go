@@ -281,16 +281,16 @@ func snapshot(tb testing.TB, s *Store) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var codes, topups, creds int64
+	var codes, topups, creds, refunds int64
 	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM code_uses), (SELECT COUNT(*) FROM topups),
-		(SELECT COUNT(*) FROM credentials)`).Scan(&codes, &topups, &creds); err != nil {
+		(SELECT COUNT(*) FROM credentials), (SELECT COUNT(*) FROM refunds)`).Scan(&codes, &topups, &creds, &refunds); err != nil {
 		tb.Fatal(err)
 	}
 	accts, err := s.Accounts(ctx, 0, MaxListLimit)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	out := fmt.Sprintf("%+v codes=%d topups=%d creds=%d", st, codes, topups, creds)
+	out := fmt.Sprintf("%+v codes=%d topups=%d creds=%d refunds=%d", st, codes, topups, creds, refunds)
 	for _, a := range accts {
 		out += fmt.Sprintf(" %d:%d:%t:%d", a.ID, a.Balance, a.Denied, a.LastSerial)
 	}

@@ -23,8 +23,8 @@ const maxFindings = 50
 //  1. Each account's cached balance is the sum of its postings, and its
 //     postings are numbered 1..n without gaps.
 //  2. Each posting has the shape of its kind: topup > 0 with a reference;
-//     payment < 0 with a payment; fare < 0 and fare_correction ≠ 0 with a
-//     tap; nothing else set.
+//     payment ≠ 0 with a payment (< 0 the payment, > 0 a refund of it);
+//     fare < 0 and fare_correction ≠ 0 with a tap; nothing else set.
 //  3. No tap is charged twice: a tap has at most one fare posting, it is the
 //     tap's first, and all of its postings are on the tap's account; its
 //     cached posting count is right.
@@ -40,10 +40,13 @@ const maxFindings = 50
 //     later than it; every code use points at a tap or payment with that
 //     code and counts its duplicate uses; a charged tap's credential is one
 //     the ledger issued (account, serial and rider key).
-//  7. Each payment has exactly one posting, of minus its amount, on its
-//     account; each top-up exactly one, of its amount.
+//  7. Each payment has exactly one negative posting, of minus its amount, on
+//     its account, and one positive posting for each of its refunds, of the
+//     refund's amount; its refunds come to at most its amount, and each
+//     refund is of the payment's merchant and account; each top-up has
+//     exactly one posting, of its amount.
 //  8. Money is conserved: the sum of all balances is top-ups minus payments
-//     minus tap charges.
+//     plus refunds minus tap charges.
 //  9. The deny list holds negative_balance for exactly the accounts whose
 //     balance is below their credit line, and the account row says so.
 //  10. The kept figures (ledger_stats) equal their counts. Counters are
@@ -112,7 +115,7 @@ var invariantQueries = []struct{ msg, query string }{
 	{"posting of the wrong shape [account, seq, kind, amount]", `
 		SELECT account_id, seq, kind, amount FROM postings WHERE NOT (
 			(kind = 'topup' AND amount > 0 AND topup_ref IS NOT NULL AND tap_id IS NULL AND payment_id IS NULL) OR
-			(kind = 'payment' AND amount < 0 AND payment_id IS NOT NULL AND tap_id IS NULL AND topup_ref IS NULL) OR
+			(kind = 'payment' AND amount <> 0 AND payment_id IS NOT NULL AND tap_id IS NULL AND topup_ref IS NULL) OR
 			(kind = 'fare' AND amount < 0 AND tap_id IS NOT NULL AND payment_id IS NULL AND topup_ref IS NULL) OR
 			(kind = 'fare_correction' AND amount <> 0 AND tap_id IS NOT NULL AND payment_id IS NULL AND topup_ref IS NULL))`},
 	{"tap's postings do not match its charge, or it is charged twice [tap, flag, charge, base fare, postings, sum, fare postings, on other accounts]", `
@@ -172,11 +175,27 @@ var invariantQueries = []struct{ msg, query string }{
 			OR (y.id IS NOT NULL AND y.code_key = u.code_key AND y.account_id = u.account_id))`},
 	{"payment without its code use [payment]", `
 		SELECT y.id FROM payments y WHERE NOT EXISTS (SELECT 1 FROM code_uses u WHERE u.payment_id = y.id)`},
-	{"payment's postings do not match it [payment, amount, postings, sum]", `
-		SELECT y.id, y.amount, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
-		FROM payments y LEFT JOIN postings p ON p.payment_id = y.id AND p.account_id = y.account_id AND p.kind = 'payment'
-		GROUP BY y.id, y.amount
-		HAVING COUNT(p.seq) <> 1 OR CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) <> -y.amount`},
+	{"payment's postings do not match it and its refunds [payment, amount, payments, paid, refund postings, refunded, refunds, refunds' sum]", `
+		SELECT y.id, y.amount, COALESCE(p.n, 0), COALESCE(p.paid, 0), COALESCE(p.rn, 0), COALESCE(p.back, 0),
+			COALESCE(r.n, 0), COALESCE(r.s, 0)
+		FROM payments y
+		LEFT JOIN (SELECT payment_id, account_id,
+				SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS n,
+				CAST(SUM(CASE WHEN amount < 0 THEN amount ELSE 0 END) AS BIGINT) AS paid,
+				SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS rn,
+				CAST(SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS BIGINT) AS back
+			FROM postings WHERE kind = 'payment' GROUP BY payment_id, account_id) p
+			ON p.payment_id = y.id AND p.account_id = y.account_id
+		LEFT JOIN (SELECT payment_id, COUNT(*) AS n, CAST(SUM(amount) AS BIGINT) AS s FROM refunds GROUP BY payment_id) r
+			ON r.payment_id = y.id
+		WHERE COALESCE(p.n, 0) <> 1 OR COALESCE(p.paid, 0) <> -y.amount OR COALESCE(p.rn, 0) <> COALESCE(r.n, 0)
+			OR COALESCE(p.back, 0) <> COALESCE(r.s, 0) OR COALESCE(r.s, 0) > y.amount`},
+	{"refund without its posting, or not of its payment's merchant and account [merchant, refund]", `
+		SELECT r.merchant_id, r.refund_id FROM refunds r
+		JOIN payments y ON y.id = r.payment_id
+		LEFT JOIN postings p ON p.account_id = r.account_id AND p.seq = r.posting_seq
+		WHERE p.seq IS NULL OR p.kind <> 'payment' OR p.payment_id IS NULL OR p.payment_id <> r.payment_id
+			OR p.amount <> r.amount OR y.account_id <> r.account_id OR y.merchant_id <> r.merchant_id`},
 	{"top-up's postings do not match it [reference, amount, postings, sum]", `
 		SELECT u.reference, u.amount, COUNT(p.seq), CAST(COALESCE(SUM(p.amount), 0) AS BIGINT)
 		FROM topups u LEFT JOIN postings p ON p.topup_ref = u.reference AND p.account_id = u.account_id AND p.kind = 'topup'
@@ -188,13 +207,14 @@ var invariantQueries = []struct{ msg, query string }{
 		LEFT JOIN topups u ON u.reference = p.topup_ref
 		WHERE (p.payment_id IS NOT NULL AND y.account_id <> p.account_id)
 			OR (p.topup_ref IS NOT NULL AND u.account_id <> p.account_id)`},
-	{"money not conserved [balances, top-ups, payments, charges]", `
-		SELECT b.s, u.s, y.s, c.s FROM
+	{"money not conserved [balances, top-ups, payments, refunds, charges]", `
+		SELECT b.s, u.s, y.s, r.s, c.s FROM
 			(SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) AS s FROM accounts) b,
 			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM topups) u,
 			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM payments) y,
+			(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS s FROM refunds) r,
 			(SELECT CAST(COALESCE(SUM(charge), 0) AS BIGINT) AS s FROM taps) c
-		WHERE b.s <> u.s - y.s - c.s`},
+		WHERE b.s <> u.s - y.s + r.s - c.s`},
 	{"balance below the credit line without its deny entry [account, balance, credit line]", `
 		SELECT a.id, a.balance, a.credit_line FROM accounts a WHERE a.balance < -a.credit_line AND NOT EXISTS (
 			SELECT 1 FROM deny_entries d WHERE d.account_id = a.id AND d.serial = 0 AND d.reason = 'negative_balance')`},

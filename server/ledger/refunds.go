@@ -1,0 +1,165 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RefundRequest gives back all or part of an online payment.
+type RefundRequest struct {
+	MerchantID string // the payment's merchant
+	OrderID    string // the payment's order id
+	// RefundID is the merchant's id for this refund, unique among its
+	// refunds: the same request again (a retry) is the same refund.
+	RefundID string
+	Amount   int64  // minor units, at most what is left of the payment
+	Reason   string // optional, shown to the operator
+}
+
+// PaymentRefund is a refund of an online payment.
+type PaymentRefund struct {
+	MerchantID string
+	OrderID    string
+	RefundID   string
+	PaymentID  uint64
+	Account    uint64
+	Amount     int64
+	Currency   string
+	Reason     string
+	CreatedAt  time.Time
+	// Refunded is the payment's refunds in all (this one included) when
+	// it was made, of the payment's PaymentAmount.
+	Refunded      int64
+	PaymentAmount int64
+}
+
+func (r *RefundRequest) validate() error {
+	if err := checkText("merchant id", r.MerchantID, maxName, true); err != nil {
+		return err
+	}
+	if err := checkText("order id", r.OrderID, maxLongName, true); err != nil {
+		return err
+	}
+	if err := checkText("refund id", r.RefundID, maxLongName, true); err != nil {
+		return err
+	}
+	if err := checkText("reason", r.Reason, maxLongName, false); err != nil {
+		return err
+	}
+	return checkAmount("amount", r.Amount)
+}
+
+// RefundPayment gives back Amount of a merchant's online payment to the
+// rider's account: a posting on the payment (kind payment, amount > 0)
+// and a refund row. It is idempotent on (MerchantID, RefundID): the same
+// request again returns the same refund and replayed = true; the refund id
+// with another order or amount is ErrOrderConflict. Refused with nothing
+// written: ErrNotFound (no such order of this merchant), ErrOverRefund (the
+// payment's refunds would exceed its amount), ErrInvalid (bad request).
+//
+// The payment's account is locked first, so refunds of one payment (which
+// all post on that account) are counted one after another: concurrent
+// refunds never give back more than was paid. A refund may lift the
+// account's negative_balance deny entry (see write).
+func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund PaymentRefund, replayed bool, err error) {
+	if err := req.validate(); err != nil {
+		return PaymentRefund{}, false, invalid("refund: %v", err)
+	}
+	err = s.write(ctx, "refund", func(t *txn) error {
+		replayed = false
+		p, err := t.paymentByOrder(req.MerchantID, req.OrderID)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: merchant %q order %q", ErrNotFound, req.MerchantID, req.OrderID)
+		}
+		if err != nil {
+			return err
+		}
+		a, err := t.lockExisting(p.Account)
+		if err != nil {
+			return err
+		}
+		prev, err := refundQuery(t.ctx, t.tx, `WHERE r.merchant_id = $1 AND r.refund_id = $2`, req.MerchantID, req.RefundID)
+		if err != nil {
+			return err
+		}
+		if len(prev) > 0 {
+			if prev[0].PaymentID != p.ID || prev[0].Amount != req.Amount {
+				return fmt.Errorf("%w: merchant %q refund %q was made for another order or amount", ErrOrderConflict,
+					req.MerchantID, req.RefundID)
+			}
+			refund, replayed = prev[0], true
+			return nil
+		}
+		var refunded int64
+		if err := t.queryRow(`SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE payment_id = $1`,
+			int64(p.ID)).Scan(&refunded); err != nil {
+			return fmt.Errorf("ledger: read refunds: %w", err)
+		}
+		if refunded+req.Amount > p.Amount {
+			return fmt.Errorf("%w: payment %d of %d, refunded %d, asked %d", ErrOverRefund, p.ID, p.Amount, refunded, req.Amount)
+		}
+		if err := t.appendPosting(a, KindPayment, req.Amount, postingRef{paymentID: int64(p.ID)}); err != nil {
+			return err
+		}
+		if err := t.s.hook("refund"); err != nil {
+			return err
+		}
+		if _, err := t.exec("record refund", `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq,
+				amount, reason, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now); err != nil {
+			return err
+		}
+		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
+			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),
+			Refunded: refunded + req.Amount, PaymentAmount: p.Amount}
+		return nil
+	})
+	if err != nil {
+		return PaymentRefund{}, false, err
+	}
+	if !replayed {
+		s.log.Info("ledger: refund", logKeyPayment, refund.PaymentID, logKeyMerchant, refund.MerchantID,
+			"refund_id", refund.RefundID, logKeyAccount, refund.Account, logKeyAmount, refund.Amount)
+	}
+	return refund, replayed, nil
+}
+
+// Refunds returns a payment's refunds, oldest first (at most the payment's
+// amount in minor units of them, as each is at least 1).
+func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund, error) {
+	if paymentID > 1<<63-1 {
+		return nil, nil
+	}
+	return refundQuery(ctx, s.db, `WHERE r.payment_id = $1 ORDER BY r.posting_seq`, int64(paymentID))
+}
+
+// refundQuery reads refunds joined to their payment; where is the query's
+// WHERE (and ORDER BY). Refunded is the payment's refunds up to and
+// including each one.
+func refundQuery(ctx context.Context, q queryer, where string, args ...any) ([]PaymentRefund, error) {
+	rows, err := q.QueryContext(ctx, `SELECT r.merchant_id, y.order_id, r.refund_id, r.payment_id, r.account_id, r.amount,
+			y.currency, r.reason, r.created_ns, y.amount,
+			(SELECT CAST(SUM(o.amount) AS BIGINT) FROM refunds o WHERE o.payment_id = r.payment_id AND o.posting_seq <= r.posting_seq)
+		FROM refunds r JOIN payments y ON y.id = r.payment_id `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read refunds: %w", err)
+	}
+	defer rows.Close()
+	var out []PaymentRefund
+	for rows.Next() {
+		var r PaymentRefund
+		var payment, account, created int64
+		if err := rows.Scan(&r.MerchantID, &r.OrderID, &r.RefundID, &payment, &account, &r.Amount, &r.Currency, &r.Reason,
+			&created, &r.PaymentAmount, &r.Refunded); err != nil {
+			return nil, fmt.Errorf("ledger: read refunds: %w", err)
+		}
+		r.PaymentID, r.Account, r.CreatedAt = uint64(payment), uint64(account), fromNS(created)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read refunds: %w", err)
+	}
+	return out, nil
+}

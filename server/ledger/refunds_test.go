@@ -1,0 +1,199 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// pay makes a payment of amount by a fresh code of acct.
+func pay(tb testing.TB, s *Store, merchant, order string, acct uint64, amount int64) PaymentOrder {
+	tb.Helper()
+	o, err := s.Pay(context.Background(), PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct, Serial: 1,
+		RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: amount, Currency: "EUR"})
+	if err != nil {
+		tb.Fatalf("Pay %s/%s: %v", merchant, order, err)
+	}
+	return o
+}
+
+// A shop gives back a payment in parts, never more than was paid; a retry
+// is the same refund; another merchant cannot refund it; and every refusal
+// leaves the ledger as it was (invariants checked at cleanup).
+func TestRefundPayment(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		o1 := pay(t, s, "shop-a", "o-1", acct, 600)
+		pay(t, s, "shop-a", "o-2", acct, 100)
+
+		r, replayed, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-1", Amount: 200,
+			Reason: "returned one item"})
+		if err != nil || replayed || r.PaymentID != o1.ID || r.Account != acct || r.Amount != 200 || r.Refunded != 200 ||
+			r.PaymentAmount != 600 || r.Currency != "EUR" {
+			t.Fatalf("RefundPayment = %+v, %t, %v", r, replayed, err)
+		}
+		if b := balance(t, s, acct); b != 1000-600-100+200 {
+			t.Fatalf("balance %d after the refund, want %d", b, 1000-600-100+200)
+		}
+		before := snapshot(t, s)
+		again, replayed, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-1", Amount: 200})
+		if err != nil || !replayed || again.Amount != 200 || again.Refunded != 200 || again.Reason != "returned one item" {
+			t.Errorf("retry = %+v, %t, %v; want the same refund, replayed", again, replayed, err)
+		}
+		refused := []struct {
+			req  RefundRequest
+			want error
+		}{
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-1", Amount: 300}, ErrOrderConflict},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-2", RefundID: "r-1", Amount: 200}, ErrOrderConflict},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 401}, ErrOverRefund},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-2", RefundID: "r-3", Amount: 101}, ErrOverRefund},
+			{RefundRequest{MerchantID: "shop-b", OrderID: "o-1", RefundID: "r-2", Amount: 1}, ErrNotFound},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-9", RefundID: "r-2", Amount: 1}, ErrNotFound},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 0}, ErrInvalid},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: -5}, ErrInvalid},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: MaxAmount + 1}, ErrInvalid},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "", Amount: 1}, ErrInvalid},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: strings.Repeat("r", 129), Amount: 1}, ErrInvalid},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 1, Reason: "bad\x00reason"}, ErrInvalid},
+			{RefundRequest{MerchantID: "", OrderID: "o-1", RefundID: "r-2", Amount: 1}, ErrInvalid},
+		}
+		for _, tc := range refused {
+			_, _, err := s.RefundPayment(ctx, tc.req)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("RefundPayment(%+v) = %v, want %v", tc.req, err, tc.want)
+			}
+		}
+		if after := snapshot(t, s); after != before {
+			t.Errorf("a retry or a refused refund changed the ledger:\n%s\n%s", before, after)
+		}
+		// The rest of the payment, then nothing more.
+		r2, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 400})
+		if err != nil || r2.Refunded != 600 {
+			t.Fatalf("refunding the rest: %+v, %v", r2, err)
+		}
+		_, _, err = s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-3", Amount: 1})
+		wantErr(t, err, ErrOverRefund)
+		list, err := s.Refunds(ctx, o1.ID)
+		if err != nil || len(list) != 2 || list[0].RefundID != "r-1" || list[0].Refunded != 200 || list[1].RefundID != "r-2" ||
+			list[1].Refunded != 600 || list[1].OrderID != "o-1" {
+			t.Errorf("Refunds = %+v, %v", list, err)
+		}
+		ps, err := s.Postings(ctx, acct, 2)
+		if err != nil || len(ps) != 2 || ps[0].Kind != KindPayment || ps[0].Amount != 400 || ps[0].PaymentID != o1.ID ||
+			ps[1].Amount != 200 {
+			t.Errorf("the refunds' postings: %+v, %v", ps, err)
+		}
+		if b := balance(t, s, acct); b != 900 {
+			t.Errorf("balance %d, want 900 (1000 - 600 - 100 + 600)", b)
+		}
+		// The journal tables stay append-only.
+		for _, q := range []string{`UPDATE refunds SET amount = 1`, `DELETE FROM refunds`} {
+			if _, err := s.db.ExecContext(ctx, q); err == nil {
+				t.Errorf("%s: succeeded on an append-only table", q)
+			}
+		}
+	})
+}
+
+// Many refunds of one payment at once (a shop's till retrying, several
+// clerks): together they never give back more than was paid, and one
+// refund id sent twice at once is made once.
+func TestRefundsConcurrent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		o := pay(t, s, "shop", "o-1", acct, 500)
+		const n = 12
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		replays := make([]bool, n)
+		for i := range n {
+			wg.Go(func() {
+				id := "r-" + strconv.Itoa(i/2) // each id twice
+				_, replays[i], errs[i] = s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: id, Amount: 100})
+			})
+		}
+		wg.Wait()
+		made, over, replayed := 0, 0, 0
+		for i, err := range errs {
+			switch {
+			case err == nil && replays[i]:
+				replayed++
+			case err == nil:
+				made++
+			case errors.Is(err, ErrOverRefund):
+				over++
+			default:
+				t.Errorf("refund %d: %v", i, err)
+			}
+		}
+		list, err := s.Refunds(ctx, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum int64
+		for _, r := range list {
+			sum += r.Amount
+		}
+		if made != 5 || len(list) != 5 || sum != 500 || made+over+replayed != n {
+			t.Errorf("%d made, %d over, %d replayed; %d stored summing %d: want 5 made, 500 refunded", made, over, replayed, len(list), sum)
+		}
+		if b := balance(t, s, acct); b != 1000 {
+			t.Errorf("balance %d, want 1000 (all of the payment back)", b)
+		}
+	})
+}
+
+// A refund that brings an account back above its credit line takes it off
+// the deny list, as a top-up does.
+func TestRefundLiftsDeny(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 300)
+		pay(t, s, "shop", "o-1", acct, 300)
+		commit(t, s, mkTap("bus-1", 1, acct, at(60), "")) // 250 below zero
+		if a, err := s.Account(ctx, acct); err != nil || !a.Denied || a.Balance != -250 {
+			t.Fatalf("after the tap: %+v, %v; want denied at -250", a, err)
+		}
+		if _, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r", Amount: 300}); err != nil {
+			t.Fatal(err)
+		}
+		if a, err := s.Account(ctx, acct); err != nil || a.Denied || a.Balance != 50 {
+			t.Errorf("after the refund: %+v, %v; want not denied at 50", a, err)
+		}
+	})
+}
+
+// CheckInvariants finds a refund row without its posting, and a refund
+// posting without its row.
+func TestCheckInvariantsFindsBadRefunds(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s, err := Open(ctx, db.dsn, nil) // not db.open: the damage stays (refunds are append-only)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		putTableAt(t, s, tableV1, tablesSince)
+		acct := newAccount(t, s, 1000)
+		o := pay(t, s, "shop", "o-1", acct, 500)
+		// A refund row made up, with no money behind it.
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount,
+			reason, created_ns) VALUES ('shop', 'forged', $1, $2, 99, 100, '', 0)`, int64(o.ID), int64(acct)); err != nil {
+			t.Fatal(err)
+		}
+		err = s.CheckInvariants(ctx)
+		if !errors.Is(err, ErrInvariant) || !strings.Contains(err.Error(), "refund without its posting") ||
+			!strings.Contains(err.Error(), "money not conserved") {
+			t.Errorf("forged refund row: %v", err)
+		}
+	})
+}
