@@ -41,6 +41,8 @@ type Account struct {
 	LastSerial uint32  `json:"last_serial,omitempty"`
 	CreatedAt  string  `json:"created_at"`
 	Rides      []Ride  `json:"recent_rides,omitempty"`
+	// Activity is the newest entries of the account's statement.
+	Activity []Entry `json:"recent_activity,omitempty"`
 	// credential is the profile the account's credentials carry
 	// (ledger.Account.CredentialProfile), not shown.
 	credential paycode.Profile
@@ -83,6 +85,39 @@ func toRides(rs []ledger.Ride) []Ride {
 		out[i] = Ride{TapID: r.TapID, Time: r.Time.UTC().Format(time.RFC3339Nano), ServiceDay: r.ServiceDay, Route: r.Route,
 			Vehicle: r.Vehicle, DeviceID: r.DeviceID, BaseFare: r.BaseFare, Charge: r.Charge, Transfer: r.Transfer,
 			Capped: r.Capped, Flag: r.Flag, Notes: r.Notes, CodeHash: r.CodeHash}
+	}
+	return out
+}
+
+// Entry is one entry of an account's statement: a posting, with the
+// balance after it.
+type Entry struct {
+	Seq     uint64 `json:"seq"`
+	Time    string `json:"time"`
+	Kind    string `json:"kind"` // topup, fare, fare_correction, payment, refund
+	Amount  int64  `json:"amount"`
+	Balance int64  `json:"balance"`
+	// What it is for: a tap (fare, fare_correction), the payment
+	// provider's reference (topup), a shop's payment and order (payment,
+	// refund: with the refund's id).
+	TapID      string `json:"tap_id,omitempty"`
+	Reference  string `json:"reference,omitempty"`
+	PaymentID  uint64 `json:"payment_id,omitempty"`
+	MerchantID string `json:"merchant_id,omitempty"`
+	OrderID    string `json:"order_id,omitempty"`
+	RefundID   string `json:"refund_id,omitempty"`
+}
+
+func toEntries(ps []ledger.Posting) []Entry {
+	out := make([]Entry, len(ps))
+	for i, p := range ps {
+		kind := p.Kind
+		if p.IsRefund() {
+			kind = "refund"
+		}
+		out[i] = Entry{Seq: p.Seq, Time: p.CreatedAt.UTC().Format(time.RFC3339Nano), Kind: kind, Amount: p.Amount,
+			Balance: p.Balance, TapID: p.TapID, Reference: p.Reference, PaymentID: p.PaymentID, MerchantID: p.MerchantID,
+			OrderID: p.OrderID, RefundID: p.RefundID}
 	}
 	return out
 }
@@ -169,7 +204,33 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 		return nil, 0, err
 	}
 	out.Rides = toRides(rides)
+	activity, err := h.cfg.Ledger.Postings(r.Context(), id, 10)
+	if err != nil {
+		return nil, 0, err
+	}
+	out.Activity = toEntries(activity)
 	return out, http.StatusOK, nil
+}
+
+// statement lists an account's postings, newest first (?limit=1 to 1000,
+// default 100), each with the balance after it: the rider sees every
+// top-up, fare, shop payment and refund.
+func (h *Handler) statement(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	id, _, err := h.accountPrincipal(r, readers...)
+	if err != nil {
+		return nil, 0, err
+	}
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "limit must be 1 to 1000")
+		}
+	}
+	ps, err := h.cfg.Ledger.Postings(r.Context(), id, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	return map[string]any{"account": id, "entries": toEntries(ps)}, http.StatusOK, nil
 }
 
 func (h *Handler) rides(w http.ResponseWriter, r *http.Request) (any, int, error) {

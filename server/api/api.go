@@ -147,6 +147,7 @@ func New(cfg Config) *Handler {
 	h.route("POST /v1/accounts", h.createAccount)
 	h.route("GET /v1/accounts/{id}", h.getAccount)
 	h.route("GET /v1/accounts/{id}/rides", h.rides)
+	h.route("GET /v1/accounts/{id}/statement", h.statement)
 	h.route("POST /v1/accounts/{id}/topups", h.topUp)
 	h.route("PUT /v1/accounts/{id}/credit_line", h.setCreditLine)
 	h.route("PUT /v1/accounts/{id}/profile", h.setProfile)

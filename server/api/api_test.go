@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -539,14 +540,51 @@ func TestRefund(t *testing.T) {
 	if got["refunded"] != float64(2_000) || len(list) != 2 {
 		t.Errorf("the payment with its refunds: %v", got)
 	}
-	if a := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200); a["balance"] != float64(10_000) {
+	a := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)
+	if a["balance"] != float64(10_000) {
 		t.Errorf("balance %v, want 10000 (the payment all given back)", a["balance"])
+	}
+	// The rider sees the shop's payment and its refunds, newest first,
+	// with the balance after each; nobody else's token reads them.
+	statement := path("/v1/accounts/%d/statement", r.id)
+	st := f.do("GET", statement, r.secret, "", 200)
+	got2, _ := st["entries"].([]any)
+	want := []string{"refund ops-1 1500 10000", "refund rf-1 500 8500", "payment  -2000 8000", "topup  10000 10000"}
+	if len(got2) != len(want) {
+		t.Fatalf("statement: %v", st)
+	}
+	for i, e := range got2 {
+		m := e.(map[string]any)
+		line := fmt.Sprintf("%v %v %v %v", m["kind"], m["refund_id"], m["amount"], m["balance"])
+		line = strings.ReplaceAll(line, "<nil>", "")
+		if line != want[i] || (m["kind"] != "topup" && (m["merchant_id"] != "shop-1" || m["order_id"] != "o-1")) {
+			t.Errorf("statement entry %d: %v, want %q of shop-1's order o-1", i, m, want[i])
+		}
+	}
+	if act, _ := a["recent_activity"].([]any); len(act) != 4 {
+		t.Errorf("the account's recent activity: %v", a["recent_activity"])
+	}
+	f.do("GET", statement, f.newRider(1_000).secret, "", 403)
+	f.do("GET", statement, shop, "", 403)
+	f.do("GET", statement+"?limit=0", r.secret, "", 400)
+	f.do("GET", statement+"?limit=1001", r.secret, "", 400)
+	if st := f.do("GET", statement+"?limit=1", f.tokenFor(ledger.RoleAuditor, ""), "", 200); len(st["entries"].([]any)) != 1 {
+		t.Errorf("the auditor's statement of 1: %v", st)
 	}
 	entries, err := f.store.AuditLog(context.Background(), 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) == 0 || entries[0].Action != "refund" || entries[0].Target != "shop-1/o-1" {
-		t.Errorf("the operator's refund is not the newest audit entry: %+v", entries)
+	audited := 0
+	for _, e := range entries {
+		if e.Action == "refund" {
+			audited++
+			if e.Target != "shop-1/o-1" || !strings.Contains(e.Detail, `"ops-1" amount 1500`) {
+				t.Errorf("the operator's refund audited as %+v", e)
+			}
+		}
+	}
+	if audited != 1 {
+		t.Errorf("%d refunds audited, want 1 (the operator's; a shop's own are in its refunds): %+v", audited, entries)
 	}
 }

@@ -829,8 +829,8 @@ func TestAccountShowsRefund(t *testing.T) {
 	b := f.browser()
 	b.signIn(f.opToken)
 	_, body := b.get(fmt.Sprintf("/console/accounts/%d", acct))
-	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td>payment 1</td>`) ||
-		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td>payment 1</td>`) {
+	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td class="num">8.20</td><td>payment 1: shop order o-1, refund r-1</td>`) ||
+		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td class="num">7.00</td><td>payment 1: shop order o-1</td>`) {
 		t.Errorf("the account page does not show the payment and its refund:\n%s", body)
 	}
 }

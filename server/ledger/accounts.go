@@ -403,31 +403,50 @@ func (s *Store) SetPaymentLimit(ctx context.Context, account uint64, amount int6
 }
 
 // Postings returns an account's postings, newest first, at most limit of
-// them (limit <= 0: all, up to MaxListLimit).
+// them (limit <= 0: all, up to MaxListLimit): the account's statement, each
+// with the balance after it and, for a payment or a refund of one, the
+// merchant and order (and refund id). One read snapshot.
 func (s *Store) Postings(ctx context.Context, account uint64, limit int) ([]Posting, error) {
-	if _, err := s.Account(ctx, account); err != nil {
-		return nil, err
+	if account > math.MaxInt64 {
+		return nil, fmt.Errorf("%w: account %d", ErrNotFound, account)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, kind, amount, tap_id, payment_id, topup_ref, fare_version, created_ns
-		FROM postings WHERE account_id = $1 ORDER BY seq DESC LIMIT $2`, int64(account), listLimit(limit, MaxListLimit))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: read postings: %w", err)
-	}
-	defer rows.Close()
 	var out []Posting
-	for rows.Next() {
-		p := Posting{Account: account}
-		var seq, fv, created int64
-		var tap, ref sql.NullString
-		var pay sql.NullInt64
-		if err := rows.Scan(&seq, &p.Kind, &p.Amount, &tap, &pay, &ref, &fv, &created); err != nil {
-			return nil, fmt.Errorf("ledger: read postings: %w", err)
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var bal int64
+		err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, int64(account)).Scan(&bal)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
-		p.Seq, p.TapID, p.PaymentID, p.Reference = uint64(seq), tap.String, uint64(pay.Int64), ref.String
-		p.FareVersion, p.CreatedAt = uint64(fv), fromNS(created)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		if err != nil {
+			return fmt.Errorf("ledger: read account: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT p.seq, p.kind, p.amount, p.tap_id, p.payment_id, p.topup_ref, p.fare_version,
+				p.created_ns, COALESCE(y.merchant_id, ''), COALESCE(y.order_id, ''), COALESCE(r.refund_id, '')
+			FROM postings p
+			LEFT JOIN payments y ON y.id = p.payment_id
+			LEFT JOIN refunds r ON r.payment_id = p.payment_id AND r.account_id = p.account_id AND r.posting_seq = p.seq
+			WHERE p.account_id = $1 ORDER BY p.seq DESC LIMIT $2`, int64(account), listLimit(limit, MaxListLimit))
+		if err != nil {
+			return fmt.Errorf("ledger: read postings: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			p := Posting{Account: account, Balance: bal}
+			var seq, fv, created int64
+			var tap, ref sql.NullString
+			var pay sql.NullInt64
+			if err := rows.Scan(&seq, &p.Kind, &p.Amount, &tap, &pay, &ref, &fv, &created, &p.MerchantID, &p.OrderID,
+				&p.RefundID); err != nil {
+				return fmt.Errorf("ledger: read postings: %w", err)
+			}
+			p.Seq, p.TapID, p.PaymentID, p.Reference = uint64(seq), tap.String, uint64(pay.Int64), ref.String
+			p.FareVersion, p.CreatedAt = uint64(fv), fromNS(created)
+			bal -= p.Amount
+			out = append(out, p)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // MaxLiveCredentials is the most credentials not yet expired an account

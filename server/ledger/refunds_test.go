@@ -85,9 +85,30 @@ func TestRefundPayment(t *testing.T) {
 			t.Errorf("Refunds = %+v, %v", list, err)
 		}
 		ps, err := s.Postings(ctx, acct, 2)
-		if err != nil || len(ps) != 2 || ps[0].Kind != KindPayment || ps[0].Amount != 400 || ps[0].PaymentID != o1.ID ||
-			ps[1].Amount != 200 {
+		if err != nil || len(ps) != 2 || !ps[0].IsRefund() || ps[0].Amount != 400 || ps[0].PaymentID != o1.ID ||
+			ps[0].RefundID != "r-2" || ps[0].MerchantID != "shop-a" || ps[0].OrderID != "o-1" || ps[0].Balance != 900 ||
+			ps[1].Amount != 200 || ps[1].RefundID != "r-1" || ps[1].Balance != 500 {
 			t.Errorf("the refunds' postings: %+v, %v", ps, err)
+		}
+		// The whole statement: each balance is the one before plus the
+		// posting, from zero; the payments name their shop and order.
+		all, err := s.Postings(ctx, acct, 0)
+		if err != nil || len(all) != 5 {
+			t.Fatalf("statement: %+v, %v", all, err)
+		}
+		prev := int64(0)
+		for i := len(all) - 1; i >= 0; i-- {
+			p := all[i]
+			if p.Balance != prev+p.Amount {
+				t.Errorf("posting %d: balance %d after %d, want %d", p.Seq, p.Balance, p.Amount, prev+p.Amount)
+			}
+			prev = p.Balance
+			if p.Kind == KindPayment && (p.MerchantID != "shop-a" || p.OrderID == "" || p.IsRefund() != (p.RefundID != "")) {
+				t.Errorf("posting %d of a payment: %+v", p.Seq, p)
+			}
+		}
+		if all[4].Kind != KindTopUp || all[3].OrderID != "o-1" || all[2].OrderID != "o-2" || all[2].RefundID != "" {
+			t.Errorf("statement: %+v", all)
 		}
 		if b := balance(t, s, acct); b != 900 {
 			t.Errorf("balance %d, want 900 (1000 - 600 - 100 + 600)", b)

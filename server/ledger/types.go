@@ -235,13 +235,22 @@ type Posting struct {
 	Account     uint64
 	Seq         uint64 // 1, 2, 3, … per account
 	Kind        string // KindTopUp, KindFare, KindFareCorrection, KindPayment
-	Amount      int64  // effect on the balance: top-up > 0, fare and payment < 0
+	Amount      int64  // effect on the balance: top-up > 0, fare < 0, payment < 0 (> 0: a refund of it)
 	TapID       string // fare and fare_correction
-	PaymentID   uint64 // payment
+	PaymentID   uint64 // payment (and its refunds)
 	Reference   string // topup
 	FareVersion uint64 // the fare table that rated a fare posting
 	CreatedAt   time.Time
+	// Read by Postings: the payment's merchant and order, the refund's id
+	// (a payment posting of a refund), and the balance after the posting.
+	MerchantID string
+	OrderID    string
+	RefundID   string
+	Balance    int64
 }
+
+// IsRefund reports whether the posting gives back (part of) a payment.
+func (p *Posting) IsRefund() bool { return p.Kind == KindPayment && p.Amount > 0 }
 
 // DenyEntry is one deny-list entry.
 type DenyEntry struct {

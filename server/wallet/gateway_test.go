@@ -3,10 +3,13 @@ package wallet_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/server/ledger"
@@ -449,4 +453,41 @@ func newAccount(t *testing.T, url string) account {
 		t.Fatalf("account: %v", err)
 	}
 	return account{ID: out.Account.ID, Secret: out.Secret}
+}
+
+// TestWalletShowsActivity: the rider sees a shop's payment and its refund
+// in the account's activity, with the shop's name and the balance after
+// each, newest first (a rogue shop's payment does not go unseen).
+func TestWalletShowsActivity(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	ctx := context.Background()
+	if _, err := g.store.TopUp(ctx, acct.ID, 10_000, "psp-activity"); err != nil {
+		t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte("the rider's other phone"))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	serial, err := g.store.IssueCredentialSerial(ctx, acct.ID, time.Now().Add(time.Hour), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
+	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
+		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: 450, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "Corner Café", OrderID: "o-1",
+		RefundID: "r-1", Amount: 150}); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "the activity", `document.querySelectorAll("#activity-body tr").length === 3`)
+	rows := wallettest.Eval[[]string](t, b, `[...document.querySelectorAll("#activity-body tr")].map(
+		(tr) => tr.dataset.kind + "|" + [...tr.cells].slice(1).map((td) => td.textContent).join("|"))`)
+	want := []string{"refund|Refund from Corner Café|+€1.50|€97.00", "payment|Paid at Corner Café|-€4.50|€95.50",
+		"topup|Top-up|+€100.00|€100.00"}
+	if !slices.Equal(rows, want) {
+		t.Errorf("activity rows\n got %q\nwant %q", rows, want)
+	}
 }

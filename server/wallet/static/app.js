@@ -292,6 +292,11 @@ function renderView(view) {
     $("standing").textContent = "";
     $("fare-type").textContent = "";
     $("limit-state").textContent = "";
+    // Nothing of another account stays on screen.
+    $("rides-body").replaceChildren();
+    $("rides-none").hidden = false;
+    $("rides-table").hidden = true;
+    renderActivity([], "EUR");
     return;
   }
   const a = view.account;
@@ -326,6 +331,37 @@ function renderView(view) {
         const td = document.createElement("td");
         td.textContent = text;
         if (i === 2) td.className = "amount";
+        tr.append(td);
+      });
+      return tr;
+    }),
+  );
+  renderActivity(a.recent_activity || [], a.currency);
+}
+
+// activityText names a statement entry: what the money was for.
+function activityText(e) {
+  if (e.kind === "payment" || e.kind === "refund") return t("act_" + e.kind, { merchant: e.merchant_id });
+  if (e.kind === "topup" || e.kind === "fare" || e.kind === "fare_correction") return t("act_" + e.kind);
+  return e.kind;
+}
+
+// renderActivity fills the statement table: every top-up, fare, shop
+// payment and refund, newest first, with the balance after it (a rider
+// sees at once what a shop took and gave back).
+function renderActivity(entries, currency) {
+  $("activity-none").hidden = entries.length > 0;
+  $("activity-table").hidden = entries.length === 0;
+  $("activity-body").replaceChildren(
+    ...entries.map((e) => {
+      const tr = document.createElement("tr");
+      tr.dataset.seq = e.seq;
+      tr.dataset.kind = e.kind;
+      const amount = (e.amount > 0 ? "+" : "") + money(e.amount, currency);
+      [dateTime(Date.parse(e.time)), activityText(e), amount, money(e.balance, currency)].forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i >= 2) td.className = "amount";
         tr.append(td);
       });
       return tr;
