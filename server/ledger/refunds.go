@@ -7,6 +7,11 @@ import (
 	"time"
 )
 
+// MaxRefundsPerPayment bounds the refunds of one payment (as card and
+// wallet payment systems do: a few dozen partial refunds an order), so a
+// shop cannot make the ledger hold a row for every cent it paid back.
+const MaxRefundsPerPayment = 50
+
 // RefundRequest gives back all or part of an online payment.
 type RefundRequest struct {
 	MerchantID string // the payment's merchant
@@ -57,7 +62,8 @@ func (r *RefundRequest) validate() error {
 // request again returns the same refund and replayed = true; the refund id
 // with another order or amount is ErrOrderConflict. Refused with nothing
 // written: ErrNotFound (no such order of this merchant), ErrOverRefund (the
-// payment's refunds would exceed its amount), ErrInvalid (bad request).
+// payment's refunds would exceed its amount, or it has
+// MaxRefundsPerPayment), ErrInvalid (bad request).
 //
 // The payment's account is locked first, so refunds of one payment (which
 // all post on that account) are counted one after another: concurrent
@@ -92,10 +98,13 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			refund, replayed = prev[0], true
 			return nil
 		}
-		var refunded int64
-		if err := t.queryRow(`SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE payment_id = $1`,
-			int64(p.ID)).Scan(&refunded); err != nil {
+		var refunded, count int64
+		if err := t.queryRow(`SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), COUNT(*) FROM refunds WHERE payment_id = $1`,
+			int64(p.ID)).Scan(&refunded, &count); err != nil {
 			return fmt.Errorf("ledger: read refunds: %w", err)
+		}
+		if count >= MaxRefundsPerPayment {
+			return fmt.Errorf("%w: payment %d has %d refunds, the most there may be", ErrOverRefund, p.ID, count)
 		}
 		if refunded+req.Amount > p.Amount {
 			return fmt.Errorf("%w: payment %d of %d, refunded %d, asked %d", ErrOverRefund, p.ID, p.Amount, refunded, req.Amount)
@@ -126,8 +135,8 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 	return refund, replayed, nil
 }
 
-// Refunds returns a payment's refunds, oldest first (at most the payment's
-// amount in minor units of them, as each is at least 1).
+// Refunds returns a payment's refunds, oldest first (at most
+// MaxRefundsPerPayment).
 func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund, error) {
 	if paymentID > 1<<63-1 {
 		return nil, nil

@@ -218,3 +218,25 @@ func TestCheckInvariantsFindsBadRefunds(t *testing.T) {
 		}
 	})
 }
+
+// A shop cannot split a refund into a row a cent: a payment takes at most
+// MaxRefundsPerPayment refunds, whatever is left of it.
+func TestRefundsBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		pay(t, s, "shop", "o-1", acct, 500)
+		for i := range MaxRefundsPerPayment {
+			if _, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r-" + strconv.Itoa(i),
+				Amount: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "one-more", Amount: 1})
+		wantErr(t, err, ErrOverRefund)
+		if b := balance(t, s, acct); b != 1000-500+MaxRefundsPerPayment {
+			t.Errorf("balance %d, want %d", b, 1000-500+MaxRefundsPerPayment)
+		}
+	})
+}
