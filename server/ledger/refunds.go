@@ -115,10 +115,18 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 		if err := t.s.hook("refund"); err != nil {
 			return err
 		}
-		if _, err := t.exec("record refund", `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq,
-				amount, reason, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now); err != nil {
+		n, err := t.execCount("record refund", `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq,
+				amount, reason, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			ON CONFLICT (merchant_id, refund_id) DO NOTHING`,
+			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now)
+		if err != nil {
 			return err
+		}
+		if n == 0 {
+			// The same refund id was committed meanwhile for a payment of
+			// another account (whose lock this one does not hold): run
+			// again to answer as for a retry, or a conflict.
+			return errRetry
 		}
 		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
 			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),

@@ -169,6 +169,36 @@ func TestRefundsConcurrent(t *testing.T) {
 		if b := balance(t, s, acct); b != 1000 {
 			t.Errorf("balance %d, want 1000 (all of the payment back)", b)
 		}
+		// One refund id sent at once for two payments of two riders
+		// (whose accounts lock apart): one is made, the other is a
+		// conflict, never an internal error or two refunds.
+		for round := range 10 {
+			a1, a2 := newAccount(t, s, 1000), newAccount(t, s, 1000)
+			o1, o2 := "x-"+strconv.Itoa(round), "y-"+strconv.Itoa(round)
+			pay(t, s, "shop", o1, a1, 100)
+			pay(t, s, "shop", o2, a2, 100)
+			var errs [2]error
+			var wg sync.WaitGroup
+			for i, order := range []string{o1, o2} {
+				wg.Go(func() {
+					_, _, errs[i] = s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: order,
+						RefundID: "same-" + strconv.Itoa(round), Amount: 40})
+				})
+			}
+			wg.Wait()
+			ok := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					ok++
+				case !errors.Is(err, ErrOrderConflict):
+					t.Errorf("round %d: %v, want a conflict", round, err)
+				}
+			}
+			if ok != 1 || balance(t, s, a1)+balance(t, s, a2) != 2*900+40 {
+				t.Errorf("round %d: %d made (%v); balances %d and %d", round, ok, errs, balance(t, s, a1), balance(t, s, a2))
+			}
+		}
 	})
 }
 
