@@ -188,3 +188,24 @@ func FormatNumber(minor int64, currency string) string {
 	}
 	return fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
 }
+
+// ParseNumber reads an amount typed in major units of currency ("1.20",
+// "1,2", "250" for JPY) as minor units, or fails: a sign, more decimals
+// than the currency has, more than 12 whole digits, anything else.
+func ParseNumber(text, currency string) (int64, error) {
+	digits, ok := minorUnits[strings.ToUpper(currency)]
+	if !ok {
+		digits = 2
+	}
+	t := strings.Replace(strings.TrimSpace(text), ",", ".", 1)
+	whole, frac, dot := strings.Cut(t, ".")
+	if whole == "" || len(whole) > 12 || len(frac) > digits || strings.Trim(whole, "0123456789") != "" ||
+		strings.Trim(frac, "0123456789") != "" || (dot && frac == "") {
+		return 0, fmt.Errorf("%q is not an amount in %s (such as %s)", text, clean(currency), FormatNumber(2050, currency))
+	}
+	var v int64
+	for _, c := range whole + frac + strings.Repeat("0", digits-len(frac)) {
+		v = v*10 + int64(c-'0')
+	}
+	return v, nil
+}

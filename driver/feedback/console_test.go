@@ -137,3 +137,53 @@ func TestFormatAmount(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNumber(t *testing.T) {
+	for _, c := range []struct {
+		text, currency string
+		want           int64
+	}{
+		{"1.20", "EUR", 120}, {"1,2", "EUR", 120}, {" 20 ", "EUR", 2000}, {"0.05", "", 5}, {"250", "JPY", 250},
+		{"1.250", "KWD", 1250}, {"999999999999.99", "EUR", 99999999999999},
+	} {
+		got, err := ParseNumber(c.text, c.currency)
+		if err != nil || got != c.want {
+			t.Errorf("ParseNumber(%q, %s) = %d, %v; want %d", c.text, c.currency, got, err, c.want)
+		}
+		if back, err := ParseNumber(FormatNumber(c.want, c.currency), c.currency); err != nil || back != c.want {
+			t.Errorf("%d %s does not read back: %d, %v", c.want, c.currency, back, err)
+		}
+	}
+	for _, c := range []struct{ text, currency string }{
+		{"", "EUR"}, {"-1", "EUR"}, {"+1", "EUR"}, {"1.", "EUR"}, {"1,", "EUR"}, {".5", "EUR"}, {"1.205", "EUR"},
+		{"1.5", "JPY"}, {"1e3", "EUR"}, {"1.2.3", "EUR"}, {"1 000", "EUR"}, {"1234567890123", "EUR"}, {"lots", "EUR"},
+	} {
+		if v, err := ParseNumber(c.text, c.currency); err == nil {
+			t.Errorf("ParseNumber(%q, %s) = %d, want an error", c.text, c.currency, v)
+		}
+	}
+}
+
+// FuzzParseNumber: an amount typed into the console parses to a value that
+// is never negative and reads back the same from its formatted form, or
+// fails.
+func FuzzParseNumber(f *testing.F) {
+	for _, s := range []string{"1.20", "1,2", "250", "-1", "1.", "9999999999999", "0.001"} {
+		f.Add(s, "EUR")
+	}
+	f.Add("250", "JPY")
+	f.Add("1.250", "KWD")
+	f.Fuzz(func(t *testing.T, text, currency string) {
+		v, err := ParseNumber(text, currency)
+		if err != nil {
+			return
+		}
+		if v < 0 {
+			t.Fatalf("ParseNumber(%q, %q) = %d", text, currency, v)
+		}
+		if back, err := ParseNumber(FormatNumber(v, currency), currency); err != nil || back != v {
+			t.Fatalf("ParseNumber(%q, %q) = %d, which formats as %q and reads back as %d, %v", text, currency, v,
+				FormatNumber(v, currency), back, err)
+		}
+	})
+}

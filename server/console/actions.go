@@ -2,6 +2,8 @@ package console
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
 )
@@ -89,6 +92,59 @@ var actions = map[string]action{
 	"create_token":   {prepareCreateToken},
 	"revoke_token":   {prepareRevokeToken},
 	"set_profile":    {prepareSetProfile},
+	"refund":         {prepareRefund},
+}
+
+// prepareRefund gives back (part of) a shop's online payment to the
+// rider: a complaint the shop will not settle. The amount is typed in the
+// ledger's currency; the refund id is made when the question is asked and
+// carried to the confirmation, so a confirmation sent twice is one refund.
+func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
+	account, err := formUint(r, "account", true, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	merchant, order := r.PostFormValue("merchant"), r.PostFormValue("order")
+	if merchant == "" || order == "" {
+		return nil, badInput("the payment's merchant and order are required")
+	}
+	currency := h.cfg.Ledger.Currency()
+	amount, err := feedback.ParseNumber(r.PostFormValue("amount"), currency)
+	if err != nil || amount <= 0 {
+		return nil, badInput("the amount to refund must be a positive amount in %s, such as %s", currency,
+			feedback.FormatNumber(120, currency))
+	}
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	refundID := r.PostFormValue("refund_id")
+	if refundID == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		refundID = "console-" + hex.EncodeToString(b)
+	}
+	shown := feedback.FormatAmount(amount, currency)
+	what := fmt.Sprintf("%s's order %s", merchant, order)
+	return &plan{Title: fmt.Sprintf("Refund %s of %s?", shown, what), Back: "accounts/" + strconv.FormatUint(account, 10),
+		Explain: "The money goes back to the rider's account at once, as a refund posting on the payment; the payment's refunds " +
+			"can never come to more than it. The audit log records who refunded it.",
+		Button: "Refund " + shown,
+		Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"merchant", merchant, "Merchant"}, {"order", order, "Order"},
+			{"amount", feedback.FormatNumber(amount, currency), "Amount"}, {"reason", reason, "Reason"}, {"refund_id", refundID, "Refund id"}},
+		method: http.MethodPost, path: "/v1/payments/" + url.PathEscape(merchant) + "/" + url.PathEscape(order) + "/refunds",
+		body: jsonBody(map[string]any{"refund_id": refundID, "amount": amount, "reason": reason}),
+		done: func(resp map[string]any) result {
+			return result{Message: fmt.Sprintf("Refunded %s of %s: its refunds come to %s, %s left.", shown, what,
+				moneyField(resp, "refunded", currency), moneyField(resp, "refundable", currency))}
+		}}, nil
+}
+
+// moneyField formats the amount resp[key] (a JSON number of minor units).
+func moneyField(resp map[string]any, key, currency string) string {
+	n, _ := resp[key].(json.Number)
+	v, err := n.Int64()
+	if err != nil {
+		return "?"
+	}
+	return feedback.FormatAmount(v, currency)
 }
 
 // prepareSetProfile confirms (or sets) an account's rider profile: the
