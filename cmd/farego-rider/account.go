@@ -34,6 +34,14 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 			Charge int64  `json:"charge"`
 			Flag   string `json:"flag"`
 		} `json:"recent_rides"`
+		Activity []struct {
+			Time       string `json:"time"`
+			Kind       string `json:"kind"`
+			Amount     int64  `json:"amount"`
+			Balance    int64  `json:"balance"`
+			MerchantID string `json:"merchant_id"`
+			OrderID    string `json:"order_id"`
+		} `json:"recent_activity"`
 	}
 	if err := call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), s.Secret, nil, &out); err != nil {
 		return err
@@ -45,6 +53,21 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	fmt.Fprintln(stdout)
 	for _, r := range out.Rides {
 		fmt.Fprintf(stdout, "  %s  route %-6s %10s  %s\n", r.Time, r.Route, money(-r.Charge, out.Currency), r.Flag)
+	}
+	if len(out.Activity) > 0 {
+		fmt.Fprintln(stdout, "activity (newest first):")
+	}
+	for _, a := range out.Activity {
+		what := a.Kind
+		switch a.Kind {
+		case "payment":
+			what = fmt.Sprintf("paid at %s (order %s)", a.MerchantID, a.OrderID)
+		case "refund":
+			what = fmt.Sprintf("refund from %s (order %s)", a.MerchantID, a.OrderID)
+		case "fare_correction":
+			what = "fare corrected"
+		}
+		fmt.Fprintf(stdout, "  %s  %-40s %10s  balance %s\n", a.Time, what, money(a.Amount, out.Currency), money(a.Balance, out.Currency))
 	}
 	return nil
 }

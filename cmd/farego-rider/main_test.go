@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,5 +114,54 @@ func TestRiderAmountsInYen(t *testing.T) {
 	}
 	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", "@"+srv.TokenFile); c != 0 || !strings.Contains(o, "balance 1500 JPY") {
 		t.Fatalf("topup: %d %q %q", c, o, e)
+	}
+}
+
+// The rider sees a shop's payment and its refund in "account", with the
+// shop, the order and the balance after each.
+func TestRiderSeesShopPayments(t *testing.T) {
+	srv := apitest.Start(t)
+	st := filepath.Join(t.TempDir(), "rider.json")
+	tokFile := "@" + srv.TokenFile
+	for _, args := range [][]string{
+		{"register", "--state", st, "--server", srv.URL},
+		{"topup", "--state", st, "--amount", "1500", "--operator-token", tokFile},
+		{"credential", "--state", st},
+	} {
+		if c, o, e := rider(t, args...); c != 0 {
+			t.Fatalf("%v: %d %q %q", args, c, o, e)
+		}
+	}
+	_, code, _ := rider(t, "code", "--state", st)
+	tok, err := os.ReadFile(srv.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(path string, body any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", srv.URL+path, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("POST %s: %s", path, resp.Status)
+		}
+	}
+	post("/v1/payments", map[string]any{"merchant_id": "cafe", "order_id": "o-1", "code": strings.TrimSpace(code), "amount": 450})
+	post("/v1/payments/cafe/o-1/refunds", map[string]any{"refund_id": "r-1", "amount": 150})
+	c, o, e := rider(t, "account", "--state", st)
+	if c != 0 {
+		t.Fatalf("account: %d %q", c, e)
+	}
+	refund := strings.Index(o, "refund from cafe (order o-1)")
+	paid := strings.Index(o, "paid at cafe (order o-1)")
+	if !strings.Contains(o, "balance 12.00 EUR") || refund < 0 || paid < refund || !strings.Contains(o, "-4.50 EUR  balance 10.50 EUR") ||
+		!strings.Contains(o, "1.50 EUR  balance 12.00 EUR") {
+		t.Errorf("account:\n%s", o)
 	}
 }
