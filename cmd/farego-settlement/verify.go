@@ -37,7 +37,11 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d; %d held, %d quarantined\n",
-		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance, held, quarantined)
+	refunds, refunded, err := st.RefundTotals(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments (%d refunds, %d given back), balances total %d; %d held, %d quarantined\n",
+		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, refunds, refunded, stats.TotalBalance, held, quarantined)
 	return nil
 }

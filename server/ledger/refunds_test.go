@@ -113,6 +113,9 @@ func TestRefundPayment(t *testing.T) {
 		if b := balance(t, s, acct); b != 900 {
 			t.Errorf("balance %d, want 900 (1000 - 600 - 100 + 600)", b)
 		}
+		if n, sum, err := s.RefundTotals(ctx); err != nil || n != 2 || sum != 600 {
+			t.Errorf("RefundTotals = %d, %d, %v; want 2 refunds giving back 600", n, sum, err)
+		}
 		// The journal tables stay append-only.
 		for _, q := range []string{`UPDATE refunds SET amount = 1`, `DELETE FROM refunds`} {
 			if _, err := s.db.ExecContext(ctx, q); err == nil {
