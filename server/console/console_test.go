@@ -817,20 +817,20 @@ func TestAccountShowsRefund(t *testing.T) {
 	acct := f.account(1000)
 	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
 	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
-	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "shop", OrderID: "o-1", Account: acct, Serial: 1,
+	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "<b>Café/1 ?", OrderID: "o-1", Account: acct, Serial: 1,
 		RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
 		Amount: 300, Currency: "EUR"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r-1",
+	if _, _, err := f.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "<b>Café/1 ?", OrderID: "o-1", RefundID: "r-1",
 		Amount: 120}); err != nil {
 		t.Fatal(err)
 	}
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
 	_, body := b.get(fmt.Sprintf("/console/accounts/%d", acct))
-	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td class="num">8.20</td><td>payment 1: shop order o-1, refund r-1`+"\n") ||
-		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td class="num">7.00</td><td>payment 1: shop order o-1`+"\n") {
+	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td class="num">8.20</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1, refund r-1`+"\n") ||
+		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td class="num">7.00</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1`+"\n") {
 		t.Errorf("the account page does not show the payment and its refund:\n%s", body)
 	}
 	if !strings.Contains(body, `data-action="refund"`) {
@@ -839,10 +839,10 @@ func TestAccountShowsRefund(t *testing.T) {
 	// The operator refunds the rest from the console: asked first, then
 	// done once even if the confirmation is sent twice; beyond the
 	// payment, or a bad amount, nothing is done.
-	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"shop"}, "order": {"o-1"}, "amount": {"1,80"},
+	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"<b>Café/1 ?"}, "order": {"o-1"}, "amount": {"1,80"},
 		"reason": {"complaint 12"}}
 	resp, body := b.post("/console/act/refund", form)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Refund 1.80 EUR of shop&#39;s order o-1?") {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Refund 1.80 EUR of &lt;b&gt;Café/1 ?&#39;s order o-1?") {
 		t.Fatalf("the question: %d %s", resp.StatusCode, body)
 	}
 	m := regexp.MustCompile(`name="refund_id" value="(console-[0-9a-f]{16})"`).FindStringSubmatch(body)
