@@ -129,12 +129,22 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 		Button: "Refund " + shown,
 		Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"merchant", merchant, "Merchant"}, {"order", order, "Order"},
 			{"amount", feedback.FormatNumber(amount, currency), "Amount"}, {"reason", reason, "Reason"}, {"refund_id", refundID, "Refund id"}},
-		method: http.MethodPost, path: "/v1/payments/" + url.PathEscape(merchant) + "/" + url.PathEscape(order) + "/refunds",
+		method: http.MethodPost, path: "/v1/payments/" + pathSegment(merchant) + "/" + pathSegment(order) + "/refunds",
 		body: jsonBody(map[string]any{"refund_id": refundID, "amount": amount, "reason": reason}),
 		done: func(resp map[string]any) result {
 			return result{Message: fmt.Sprintf("Refunded %s of %s: its refunds come to %s, %s left.", shown, what,
 				moneyField(resp, "refunded", currency), moneyField(resp, "refundable", currency))}
 		}}, nil
+}
+
+// pathSegment escapes s as one segment of a URL path: "." and ".." too,
+// which url.PathEscape leaves as they are and a router would take for the
+// current and the parent directory.
+func pathSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }
 
 // moneyField formats the amount resp[key] (a JSON number of minor units).

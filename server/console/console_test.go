@@ -889,3 +889,28 @@ func balanceOf(t *testing.T, f *fixture, acct uint64) int64 {
 	}
 	return a.Balance
 }
+
+// A shop's order id may be "." or "..": the console's refund of it reaches
+// the API (escaped), not a redirect to a cleaned path.
+func TestRefundOfDotOrder(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := f.account(1000)
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
+	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
+	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: ".", OrderID: "..", Account: acct, Serial: 1,
+		RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
+		Amount: 300, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"."}, "order": {".."}, "amount": {"1"},
+		"refund_id": {"console-dots"}, "confirm": {"yes"}}
+	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Refunded 1.00 EUR") {
+		t.Fatalf("refund of order ..: %d %s", resp.StatusCode, body)
+	}
+	if got := balanceOf(t, f, acct); got != 1000-300+100 {
+		t.Errorf("balance %d, want %d", got, 1000-300+100)
+	}
+}

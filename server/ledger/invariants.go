@@ -42,8 +42,9 @@ const maxFindings = 50
 //     the ledger issued (account, serial and rider key).
 //  7. Each payment has exactly one negative posting, of minus its amount, on
 //     its account, and one positive posting for each of its refunds, of the
-//     refund's amount; its refunds come to at most its amount, and each
-//     refund is of the payment's merchant and account; each top-up has
+//     refund's amount, each named by its refund; its refunds come to at
+//     most its amount, and each refund is of the payment's merchant and
+//     account; each top-up has
 //     exactly one posting, of its amount.
 //  8. Money is conserved: the sum of all balances is top-ups minus payments
 //     plus refunds minus tap charges.
@@ -190,6 +191,9 @@ var invariantQueries = []struct{ msg, query string }{
 			ON r.payment_id = y.id
 		WHERE COALESCE(p.n, 0) <> 1 OR COALESCE(p.paid, 0) <> -y.amount OR COALESCE(p.rn, 0) <> COALESCE(r.n, 0)
 			OR COALESCE(p.back, 0) <> COALESCE(r.s, 0) OR COALESCE(r.s, 0) > y.amount`},
+	{"money given back on a payment without its refund [account, seq]", `
+		SELECT p.account_id, p.seq FROM postings p WHERE p.kind = 'payment' AND p.amount > 0 AND NOT EXISTS (
+			SELECT 1 FROM refunds r WHERE r.account_id = p.account_id AND r.posting_seq = p.seq)`},
 	{"refund without its posting, or not of its payment's merchant and account [merchant, refund]", `
 		SELECT r.merchant_id, r.refund_id FROM refunds r
 		JOIN payments y ON y.id = r.payment_id

@@ -252,6 +252,47 @@ func TestCheckInvariantsFindsBadRefunds(t *testing.T) {
 	})
 }
 
+// Money given back on a payment must be named by one refund: a second row
+// naming a refund's posting is refused by the database, and a refund
+// posting no row names is found (with the account's cache and figures
+// made to agree, so nothing else shows it).
+func TestCheckInvariantsFindsUnnamedRefund(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s, err := Open(ctx, db.dsn, nil) // not db.open: the damage stays
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		putTableAt(t, s, tableV1, tablesSince)
+		acct := newAccount(t, s, 1000)
+		o := pay(t, s, "shop", "o-1", acct, 500)
+		if _, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r1", Amount: 100}); err != nil {
+			t.Fatal(err)
+		}
+		seq := int64(4) // top-up, payment, refund r1: its posting is 3
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount,
+			reason, created_ns) VALUES ('shop', 'r2', $1, $2, $3, 100, '', 0)`, int64(o.ID), int64(acct), seq-1); err == nil {
+			t.Error("a second refund row naming refund r1's posting was stored")
+		}
+		for _, q := range []string{
+			`INSERT INTO postings (account_id, seq, kind, amount, payment_id, created_ns) VALUES ($1, $2, 'payment', 100, $3, 0)`,
+			`UPDATE accounts SET balance = balance + 100, postings = postings + 1 WHERE id = $1`,
+		} {
+			args := []any{int64(acct), seq, int64(o.ID)}
+			if strings.HasPrefix(q, "UPDATE") {
+				args = args[:1]
+			}
+			if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CheckInvariants(ctx); !errors.Is(err, ErrInvariant) || !strings.Contains(err.Error(), "without its refund") {
+			t.Errorf("a refund posting no refund names: %v", err)
+		}
+	})
+}
+
 // A shop cannot split a refund into a row a cent: a payment takes at most
 // MaxRefundsPerPayment refunds, whatever is left of it.
 func TestRefundsBounded(t *testing.T) {

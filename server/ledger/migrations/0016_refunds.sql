@@ -17,3 +17,5 @@ CREATE TABLE IF NOT EXISTS refunds (
     PRIMARY KEY (merchant_id, refund_id)
 );
 CREATE INDEX IF NOT EXISTS refunds_payment ON refunds (payment_id);
+-- One refund a posting: a refund names the posting that gave the money back.
+CREATE UNIQUE INDEX IF NOT EXISTS refunds_posting ON refunds (account_id, posting_seq);
