@@ -61,6 +61,8 @@ func (s *Server) registerMetrics() {
 	s.reg.GaugeFunc("farego_ledger_negative_accounts", "Accounts below their credit line (deny-listed).", stat(func(st ledgerStats) float64 { return float64(st.NegativeAccounts) }))
 	s.reg.GaugeFunc("farego_ledger_accounts", "Accounts.", stat(func(st ledgerStats) float64 { return float64(st.Accounts) }))
 	s.reg.GaugeFunc("farego_ledger_postings", "Postings in the journal.", stat(func(st ledgerStats) float64 { return float64(st.Postings) }))
+	s.reg.GaugeFunc("farego_ledger_payments", "Online payments by code (shops).", stat(func(st ledgerStats) float64 { return float64(st.Payments) }))
+	s.reg.GaugeFunc("farego_ledger_refunds", "Refunds of online payments.", stat(func(st ledgerStats) float64 { return float64(st.Refunds) }))
 	s.reg.GaugeFunc("farego_denylist_version", "Deny list version.", stat(func(st ledgerStats) float64 { return float64(st.DenyVersion) }))
 	s.reg.GaugeFunc("farego_denylist_entries", "Deny list entries.", stat(func(st ledgerStats) float64 { return float64(st.DenyEntries) }))
 	bounds := make([]float64, len(ledger.LagBounds))

@@ -346,6 +346,8 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 				st.Postings = v
 			case statPayments:
 				st.Payments = v
+			case statRefunds:
+				st.Refunds = v
 			case statDevices:
 				st.Devices = v
 			}

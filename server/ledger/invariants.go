@@ -246,6 +246,7 @@ var invariantQueries = []struct{ msg, query string }{
 			SELECT 'flagged_taps', COUNT(*) FROM taps WHERE flag <> '' UNION ALL
 			SELECT 'postings', COUNT(*) FROM postings UNION ALL
 			SELECT 'payments', COUNT(*) FROM payments UNION ALL
+			SELECT 'refunds', COUNT(*) FROM refunds UNION ALL
 			SELECT 'devices', COUNT(*) FROM devices) c
 		LEFT JOIN (SELECT name, CAST(SUM(value) AS BIGINT) AS v FROM ledger_stats GROUP BY name) k ON k.name = c.name
 		WHERE COALESCE(k.v, 0) <> c.v`},

@@ -128,6 +128,7 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			// again to answer as for a retry, or a conflict.
 			return errRetry
 		}
+		t.stat(statRefunds, 1)
 		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
 			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),
 			Refunded: refunded + req.Amount, PaymentAmount: p.Amount}

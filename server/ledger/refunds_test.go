@@ -116,6 +116,9 @@ func TestRefundPayment(t *testing.T) {
 		if n, sum, err := s.RefundTotals(ctx); err != nil || n != 2 || sum != 600 {
 			t.Errorf("RefundTotals = %d, %d, %v; want 2 refunds giving back 600", n, sum, err)
 		}
+		if st, err := s.Stats(ctx); err != nil || st.Refunds != 2 || st.Payments != 2 {
+			t.Errorf("Stats = %+v, %v; want 2 payments, 2 refunds", st, err)
+		}
 		// The journal tables stay append-only.
 		for _, q := range []string{`UPDATE refunds SET amount = 1`, `DELETE FROM refunds`} {
 			if _, err := s.db.ExecContext(ctx, q); err == nil {

@@ -361,6 +361,7 @@ const (
 	statFlagged  = "flagged_taps"
 	statPostings = "postings"
 	statPayments = "payments"
+	statRefunds  = "refunds"
 	statDevices  = "devices"
 )
 

@@ -368,6 +368,7 @@ type Stats struct {
 	FlaggedTaps      int64
 	Postings         int64
 	Payments         int64
+	Refunds          int64
 	Devices          int64
 	DenyVersion      uint64
 	DenyEntries      int64
