@@ -220,11 +220,9 @@ func (h *Handler) statement(w http.ResponseWriter, r *http.Request) (any, int, e
 	if err != nil {
 		return nil, 0, err
 	}
-	limit := 100
-	if s := r.URL.Query().Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "limit must be 1 to 1000")
-		}
+	limit, err := limitParam(r, 100, 1000)
+	if err != nil {
+		return nil, 0, err
 	}
 	ps, err := h.cfg.Ledger.Postings(r.Context(), id, limit)
 	if err != nil {
@@ -238,17 +236,28 @@ func (h *Handler) rides(w http.ResponseWriter, r *http.Request) (any, int, error
 	if err != nil {
 		return nil, 0, err
 	}
-	limit := 100
-	if s := r.URL.Query().Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 10000 {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "limit must be 1 to 10000")
-		}
+	limit, err := limitParam(r, 100, 10000)
+	if err != nil {
+		return nil, 0, err
 	}
 	rides, err := h.cfg.Ledger.Rides(r.Context(), id, limit)
 	if err != nil {
 		return nil, 0, err
 	}
 	return map[string]any{"account": id, "rides": toRides(rides)}, http.StatusOK, nil
+}
+
+// limitParam reads the query's ?limit=, 1 to most (def when absent).
+func limitParam(r *http.Request, def, most int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	limit, err := strconv.Atoi(s)
+	if err != nil || limit < 1 || limit > most {
+		return 0, errorf(http.StatusBadRequest, "invalid", "limit must be 1 to %d", most)
+	}
+	return limit, nil
 }
 
 func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error) {

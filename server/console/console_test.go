@@ -815,13 +815,7 @@ func TestAccountShowsRefund(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	acct := f.account(1000)
-	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
-	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
-	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "<b>Café/1 ?", OrderID: "o-1", Account: acct, Serial: 1,
-		RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
-		Amount: 300, Currency: "EUR"}); err != nil {
-		t.Fatal(err)
-	}
+	f.pay(acct, "<b>Café/1 ?", "o-1", 300)
 	if _, _, err := f.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "<b>Café/1 ?", OrderID: "o-1", RefundID: "r-1",
 		Amount: 120}); err != nil {
 		t.Fatal(err)
@@ -881,6 +875,18 @@ func TestAccountShowsRefund(t *testing.T) {
 	}
 }
 
+// pay makes a shop's payment of amount by a code of acct (made by account).
+func (f *fixture) pay(acct uint64, merchant, order string, amount int64) {
+	f.t.Helper()
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
+	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
+	if _, err := f.store.Pay(context.Background(), ledger.PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct,
+		Serial: 1, RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
+		Amount: amount, Currency: "EUR"}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 func balanceOf(t *testing.T, f *fixture, acct uint64) int64 {
 	t.Helper()
 	a, err := f.store.Account(context.Background(), acct)
@@ -894,15 +900,8 @@ func balanceOf(t *testing.T, f *fixture, acct uint64) int64 {
 // the API (escaped), not a redirect to a cleaned path.
 func TestRefundOfDotOrder(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
 	acct := f.account(1000)
-	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
-	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
-	if _, err := f.store.Pay(ctx, ledger.PaymentRequest{MerchantID: ".", OrderID: "..", Account: acct, Serial: 1,
-		RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
-		Amount: 300, Currency: "EUR"}); err != nil {
-		t.Fatal(err)
-	}
+	f.pay(acct, ".", "..", 300)
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
 	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"."}, "order": {".."}, "amount": {"1"},

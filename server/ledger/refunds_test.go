@@ -229,25 +229,33 @@ func TestRefundLiftsDeny(t *testing.T) {
 	})
 }
 
+// paidToDamage opens a ledger of db whose account (of 1000) paid shop's
+// order o-1 (500), to damage: not db.open, whose cleanup would find the
+// damage, which stays (refunds are append-only).
+func paidToDamage(t *testing.T, db *testDB) (*Store, uint64, PaymentOrder) {
+	t.Helper()
+	s, err := Open(context.Background(), db.dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	putTableAt(t, s, tableV1, tablesSince)
+	acct := newAccount(t, s, 1000)
+	return s, acct, pay(t, s, "shop", "o-1", acct, 500)
+}
+
 // CheckInvariants finds a refund row without its posting, and a refund
 // posting without its row.
 func TestCheckInvariantsFindsBadRefunds(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
-		s, err := Open(ctx, db.dsn, nil) // not db.open: the damage stays (refunds are append-only)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		putTableAt(t, s, tableV1, tablesSince)
-		acct := newAccount(t, s, 1000)
-		o := pay(t, s, "shop", "o-1", acct, 500)
+		s, acct, o := paidToDamage(t, db)
 		// A refund row made up, with no money behind it.
 		if _, err := s.db.ExecContext(ctx, `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount,
 			reason, created_ns) VALUES ('shop', 'forged', $1, $2, 99, 100, '', 0)`, int64(o.ID), int64(acct)); err != nil {
 			t.Fatal(err)
 		}
-		err = s.CheckInvariants(ctx)
+		err := s.CheckInvariants(ctx)
 		if !errors.Is(err, ErrInvariant) || !strings.Contains(err.Error(), "refund without its posting") ||
 			!strings.Contains(err.Error(), "money not conserved") {
 			t.Errorf("forged refund row: %v", err)
@@ -262,14 +270,7 @@ func TestCheckInvariantsFindsBadRefunds(t *testing.T) {
 func TestCheckInvariantsFindsUnnamedRefund(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
-		s, err := Open(ctx, db.dsn, nil) // not db.open: the damage stays
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		putTableAt(t, s, tableV1, tablesSince)
-		acct := newAccount(t, s, 1000)
-		o := pay(t, s, "shop", "o-1", acct, 500)
+		s, acct, o := paidToDamage(t, db)
 		if _, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop", OrderID: "o-1", RefundID: "r1", Amount: 100}); err != nil {
 			t.Fatal(err)
 		}
