@@ -823,8 +823,9 @@ func TestAccountShowsRefund(t *testing.T) {
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
 	_, body := b.get(fmt.Sprintf("/console/accounts/%d", acct))
-	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td class="num">8.20</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1, refund r-1`+"\n") ||
-		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td class="num">7.00</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1`+"\n") {
+	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1, refund r-1</td><td class="num">8.20</td>`) ||
+		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1</td><td class="num">7.00</td>`) ||
+		!strings.Contains(body, `<td>topup</td><td class="num">10.00</td><td>top-up t-`) {
 		t.Errorf("the account page does not show the payment and its refund:\n%s", body)
 	}
 	if !strings.Contains(body, `data-action="refund"`) {
