@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -215,6 +216,10 @@ func (dm *demo) script(ctx context.Context) error {
 		return err
 	}
 
+	if err := dm.shop(ctx, riders["Ada"]); err != nil {
+		return err
+	}
+
 	dm.step("Settlement server: rides and balances")
 	tw := tabwriter.NewWriter(dm.out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "    rider\taccount\tbalance\trides (route, charge)\tstatus")
@@ -240,6 +245,54 @@ func (dm *demo) script(ctx context.Context) error {
 	}
 	dm.say("%s", strings.TrimSpace(out))
 	dm.step("Done: every accepted tap charged exactly once; refused taps charged nothing")
+	return nil
+}
+
+// shop shows the online path: a shop's scanner sends the rider's code to
+// the server, which verifies it and takes the amount at once; the same
+// code cannot pay twice; the shop refunds part of it.
+func (dm *demo) shop(ctx context.Context, ada *rig.Rider) error {
+	r := dm.r
+	dm.step("At a kiosk (online): its scanner sends Ada's code to the server, which checks it and her balance and takes the amount at once")
+	tok, err := r.MerchantToken(ctx, "kiosk-9")
+	if err != nil {
+		return err
+	}
+	code, err := ada.Code(ctx, "")
+	if err != nil {
+		return err
+	}
+	api := "http://" + r.HTTP + "/v1/payments"
+	var paid struct {
+		ID     uint64 `json:"id"`
+		Amount int64  `json:"amount"`
+	}
+	if err := cli.CallJSON(ctx, "POST", api, tok, map[string]any{"merchant_id": "kiosk-9", "order_id": "order-1", "code": code,
+		"amount": 300}, &paid); err != nil {
+		return err
+	}
+	dm.say("kiosk-9 order-1: paid %s (payment %d)", money(paid.Amount), paid.ID)
+	err = cli.CallJSON(ctx, "POST", api, tok, map[string]any{"merchant_id": "kiosk-9", "order_id": "order-2", "code": code,
+		"amount": 300}, nil)
+	var ae *cli.APIError
+	if !errors.As(err, &ae) || ae.Code != "code_used" {
+		return fmt.Errorf("the same code paid twice: %v", err)
+	}
+	dm.say("the same code for another order: refused (%s): a code pays once, online or on a bus", ae.Code)
+	var refund struct {
+		Amount     int64 `json:"amount"`
+		Refundable int64 `json:"refundable"`
+	}
+	if err := cli.CallJSON(ctx, "POST", api+"/kiosk-9/order-1/refunds", tok, map[string]any{"refund_id": "return-1", "amount": 100,
+		"reason": "one item returned"}, &refund); err != nil {
+		return err
+	}
+	a, err := r.Account(ctx, ada.ID)
+	if err != nil {
+		return err
+	}
+	dm.say("the kiosk refunds %s (one item returned; %s of the payment left to refund): Ada's balance %s",
+		money(refund.Amount), money(refund.Refundable), money(a.Balance))
 	return nil
 }
 

@@ -356,6 +356,21 @@ func (r *Rig) API(ctx context.Context, method, path string, body, out any) error
 	return cli.CallJSON(ctx, method, "http://"+r.HTTP+path, r.Token, body, out)
 }
 
+// MerchantToken creates an API token for a shop's scanner (role merchant,
+// bound to merchant) with farego-settlement token create, and returns it.
+func (r *Rig) MerchantToken(ctx context.Context, merchant string) (string, error) {
+	out, err := r.command(ctx, "farego-settlement", append([]string{"token", "create", "--data", r.serverDir(), "--role", "merchant",
+		"--merchant", merchant, "--name", merchant + " till"}, r.dbArgs()...)...)
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Fields(out)
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "fgt_") {
+		return "", fmt.Errorf("token create printed no token: %q", out)
+	}
+	return lines[len(lines)-1], nil
+}
+
 // Verify runs farego-settlement verify (the ledger's invariants).
 func (r *Rig) Verify(ctx context.Context) (string, error) {
 	return r.command(ctx, "farego-settlement", append([]string{"verify", "--data", r.serverDir()}, r.dbArgs()...)...)
