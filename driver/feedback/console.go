@@ -156,6 +156,15 @@ var minorUnits = map[string]int{
 	"CLF": 4, "UYW": 4,
 }
 
+// currencyDigits is the currency's minor-unit decimals (2 for an unknown
+// or empty one).
+func currencyDigits(currency string) int {
+	if d, ok := minorUnits[strings.ToUpper(currency)]; ok {
+		return d
+	}
+	return 2
+}
+
 // FormatAmount formats an amount in minor units for display: 250 "EUR" is
 // "2.50 EUR", 250 "JPY" is "250 JPY", 1250 "KWD" is "1.250 KWD". Without a
 // currency it assumes two decimals and prints the number alone.
@@ -170,10 +179,7 @@ func FormatAmount(minor int64, currency string) string {
 // FormatNumber is FormatAmount without the currency: 250 "JPY" is "250",
 // 250 "EUR" "2.50" (two decimals for an unknown or empty currency).
 func FormatNumber(minor int64, currency string) string {
-	digits, ok := minorUnits[strings.ToUpper(currency)]
-	if !ok {
-		digits = 2
-	}
+	digits := currencyDigits(currency)
 	sign := ""
 	mag := uint64(minor)
 	if minor < 0 {
@@ -193,10 +199,7 @@ func FormatNumber(minor int64, currency string) string {
 // "1,2", "250" for JPY) as minor units, or fails: a sign, more decimals
 // than the currency has, more than 12 whole digits, anything else.
 func ParseNumber(text, currency string) (int64, error) {
-	digits, ok := minorUnits[strings.ToUpper(currency)]
-	if !ok {
-		digits = 2
-	}
+	digits := currencyDigits(currency)
 	t := strings.Replace(strings.TrimSpace(text), ",", ".", 1)
 	whole, frac, dot := strings.Cut(t, ".")
 	if whole == "" || len(whole) > 12 || len(frac) > digits || strings.Trim(whole, "0123456789") != "" ||

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -147,7 +148,7 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 // Refunds returns a payment's refunds, oldest first (at most
 // MaxRefundsPerPayment).
 func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund, error) {
-	if paymentID > 1<<63-1 {
+	if paymentID > math.MaxInt64 {
 		return nil, nil
 	}
 	return refundQuery(ctx, s.db, `WHERE r.payment_id = $1 ORDER BY r.posting_seq`, int64(paymentID))
