@@ -37,14 +37,14 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	refunds, refunded, err := st.RefundTotals(ctx)
-	if err != nil {
-		return err
-	}
 	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d; %d held, %d quarantined",
 		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance, held, quarantined)
-	if refunds > 0 { // the line scripts read stays as it was without refunds
-		fmt.Fprintf(stdout, "; %d refunds of payments, %d given back", refunds, refunded)
+	if stats.Refunds > 0 { // the line scripts read stays as it was without refunds
+		refunded, err := st.RefundedTotal(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "; %d refunds of payments, %d given back", stats.Refunds, refunded)
 	}
 	fmt.Fprintln(stdout)
 	return nil
