@@ -285,6 +285,27 @@ function flagText(flag) {
   return t("ride_flag_other", { flag });
 }
 
+// fillTable fills the table NAME (its NAME-body, NAME-table and NAME-none
+// elements) with rows of {data, cells}: each cell a text, the columns in
+// amounts right-aligned; no rows shows the "none yet" line instead.
+function fillTable(name, rows, amounts = []) {
+  $(name + "-none").hidden = rows.length > 0;
+  $(name + "-table").hidden = rows.length === 0;
+  $(name + "-body").replaceChildren(
+    ...rows.map(({ data, cells }) => {
+      const tr = document.createElement("tr");
+      Object.assign(tr.dataset, data);
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (amounts.includes(i)) td.className = "amount";
+        tr.append(td);
+      });
+      return tr;
+    }),
+  );
+}
+
 function renderView(view) {
   if (!view) {
     $("balance").textContent = "—";
@@ -293,10 +314,8 @@ function renderView(view) {
     $("fare-type").textContent = "";
     $("limit-state").textContent = "";
     // Nothing of another account stays on screen.
-    $("rides-body").replaceChildren();
-    $("rides-none").hidden = false;
-    $("rides-table").hidden = true;
-    renderActivity([], "EUR");
+    fillTable("rides", []);
+    fillTable("activity", []);
     return;
   }
   const a = view.account;
@@ -312,31 +331,25 @@ function renderView(view) {
   $("limit-state").textContent = a.payment_limit
     ? t("limit_set", { amount: money(a.payment_limit, a.currency) })
     : t("limit_none");
-  const rides = a.recent_rides || [];
-  $("rides-none").hidden = rides.length > 0;
-  $("rides-table").hidden = rides.length === 0;
-  const body = $("rides-body");
-  body.replaceChildren(
-    ...rides.map((r) => {
-      const tr = document.createElement("tr");
-      tr.dataset.tap = r.tap_id;
-      const notes = [];
-      if (r.transfer) notes.push(t("ride_transfer"));
-      if (r.capped) notes.push(t("ride_capped"));
-      if (r.flag) notes.push(flagText(r.flag));
-      let charge = money(r.charge, a.currency);
-      if (!r.flag && r.charge !== r.base_fare) charge += " " + t("ride_of_fare", { fare: money(r.base_fare, a.currency) });
-      const cells = [dateTime(Date.parse(r.time)), r.route, charge, notes.join(", ")];
-      cells.forEach((text, i) => {
-        const td = document.createElement("td");
-        td.textContent = text;
-        if (i === 2) td.className = "amount";
-        tr.append(td);
-      });
-      return tr;
-    }),
-  );
-  renderActivity(a.recent_activity || [], a.currency);
+  const rides = (a.recent_rides || []).map((r) => {
+    const notes = [];
+    if (r.transfer) notes.push(t("ride_transfer"));
+    if (r.capped) notes.push(t("ride_capped"));
+    if (r.flag) notes.push(flagText(r.flag));
+    let charge = money(r.charge, a.currency);
+    if (!r.flag && r.charge !== r.base_fare) charge += " " + t("ride_of_fare", { fare: money(r.base_fare, a.currency) });
+    return { data: { tap: r.tap_id }, cells: [dateTime(Date.parse(r.time)), r.route, charge, notes.join(", ")] };
+  });
+  fillTable("rides", rides, [2]);
+  // The statement: every top-up, fare, shop payment and refund, newest
+  // first, with the balance after it (a rider sees at once what a shop
+  // took and gave back).
+  const activity = (a.recent_activity || []).map((e) => ({
+    data: { seq: e.seq, kind: e.kind },
+    cells: [dateTime(Date.parse(e.time)), activityText(e), (e.amount > 0 ? "+" : "") + money(e.amount, a.currency),
+      money(e.balance, a.currency)],
+  }));
+  fillTable("activity", activity, [2, 3]);
 }
 
 // activityText names a statement entry: what the money was for.
@@ -344,29 +357,6 @@ function activityText(e) {
   if (e.kind === "payment" || e.kind === "refund") return t("act_" + e.kind, { merchant: e.merchant_id });
   if (e.kind === "topup" || e.kind === "fare" || e.kind === "fare_correction") return t("act_" + e.kind);
   return e.kind;
-}
-
-// renderActivity fills the statement table: every top-up, fare, shop
-// payment and refund, newest first, with the balance after it (a rider
-// sees at once what a shop took and gave back).
-function renderActivity(entries, currency) {
-  $("activity-none").hidden = entries.length > 0;
-  $("activity-table").hidden = entries.length === 0;
-  $("activity-body").replaceChildren(
-    ...entries.map((e) => {
-      const tr = document.createElement("tr");
-      tr.dataset.seq = e.seq;
-      tr.dataset.kind = e.kind;
-      const amount = (e.amount > 0 ? "+" : "") + money(e.amount, currency);
-      [dateTime(Date.parse(e.time)), activityText(e), amount, money(e.balance, currency)].forEach((text, i) => {
-        const td = document.createElement("td");
-        td.textContent = text;
-        if (i >= 2) td.className = "amount";
-        tr.append(td);
-      });
-      return tr;
-    }),
-  );
 }
 
 // refreshError: the message on screen is refreshAccount's, cleared by
