@@ -243,6 +243,11 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 	})
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740), chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 30*time.Second, "the rides", `document.querySelectorAll("#rides-body tr").length === 2`)
+	if rows := wallettest.Eval[[]string](t, b, `[...document.querySelectorAll("#rides-body tr")].map(
+		(tr) => tr.dataset.tap + "|" + tr.cells[2].className + "|" + tr.cells[3].textContent)`); len(rows) != 2 ||
+		rows[1] != "bus-7/e/2|amount|Transfer, Daily cap reached" {
+		t.Errorf("the rides' rows: %q", rows)
+	}
 	if over := wallettest.Eval[int](t, b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 2 {
 		t.Errorf("the account screen with long routes is %d px wider than a 360 px phone", over)
 	}
