@@ -208,13 +208,11 @@ func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps 
 		}
 		q = append(q, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: taps[i].Seq,
 			Reason: ReasonTapIDConflict, Record: taps[i].Record})
+		msg := "tap id already settled with other contents; record quarantined, not charged"
 		if r.OtherCode {
-			s.log.Error("tap id already settled with another payment code (a queue file restored from a backup?); record quarantined, not charged",
-				"tap", r.ID, "device", b.DeviceID)
-		} else {
-			s.log.Error("tap id already settled with other contents; record quarantined, not charged", "tap", r.ID,
-				"device", b.DeviceID)
+			msg = "tap id already settled with another payment code (a queue file restored from a backup?); record quarantined, not charged"
 		}
+		s.log.Error(msg, "tap", r.ID, "device", b.DeviceID)
 	}
 	return s.ledger.Quarantine(ctx, q)
 }

@@ -122,14 +122,15 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 			return nil, err
 		}
 		// A new file's sequence numbers start at the wall clock in
-		// milliseconds and above every number a damaged file handed out,
-		// so no (device, seq) repeats even apart from the epoch.
-		first := uint64(time.Now().UnixMilli())
+		// milliseconds (seqFloor) and above every number a damaged file
+		// handed out, so no (device, seq) repeats even apart from the
+		// epoch.
+		first := seqFloor()
+		if first == 0 {
+			return nil, fmt.Errorf("queue: the clock is before the minimum clock %s", minClock.UTC().Format(time.RFC3339))
+		}
 		for _, s := range salvages {
 			first = max(first, s.LastSeq+1)
-		}
-		if !time.UnixMilli(int64(first)).After(minClock) {
-			return nil, fmt.Errorf("queue: first sequence number %d is before the minimum clock", first)
 		}
 		opts.NoCreate, opts.FirstSeq = false, first
 		if q, err = queue.Open(path, &opts); err != nil {
