@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -214,7 +215,9 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 
 // statement lists an account's postings, newest first (?limit=1 to 1000,
 // default 100), each with the balance after it: the rider sees every
-// top-up, fare, shop payment and refund.
+// top-up, fare, shop payment and refund. A page that is not the last says
+// so with next_before, the ?before= of the next page (the postings older
+// than that seq).
 func (h *Handler) statement(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	id, _, err := h.accountPrincipal(r, readers...)
 	if err != nil {
@@ -224,11 +227,24 @@ func (h *Handler) statement(w http.ResponseWriter, r *http.Request) (any, int, e
 	if err != nil {
 		return nil, 0, err
 	}
-	ps, err := h.cfg.Ledger.Postings(r.Context(), id, limit)
+	var before uint64
+	if s := r.URL.Query().Get("before"); s != "" {
+		if before, err = strconv.ParseUint(s, 10, 63); err != nil || before == 0 {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be a posting's seq, 1 to %d", math.MaxInt64)
+		}
+	}
+	// One more than the page: whether there is a next page.
+	ps, err := h.cfg.Ledger.PostingsBefore(r.Context(), id, before, limit+1)
 	if err != nil {
 		return nil, 0, err
 	}
-	return map[string]any{"account": id, "entries": toEntries(ps)}, http.StatusOK, nil
+	out := map[string]any{"account": id}
+	if len(ps) > limit {
+		ps = ps[:limit]
+		out["next_before"] = ps[limit-1].Seq
+	}
+	out["entries"] = toEntries(ps)
+	return out, http.StatusOK, nil
 }
 
 func (h *Handler) rides(w http.ResponseWriter, r *http.Request) (any, int, error) {

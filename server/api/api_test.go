@@ -296,6 +296,7 @@ func FuzzAPI(f *testing.F) {
 	f.Add("POST", "/v1/devices", `{"id":"a","public_key":"00"}`)
 	f.Add("POST", "/v1/denylist", `{"account":1,"reason":"x"}`)
 	f.Add("GET", "/v1/accounts/1000/rides?limit=-1", ``)
+	f.Add("GET", "/v1/accounts/1000/statement?limit=1&before=18446744073709551615", ``)
 	dir := f.TempDir()
 	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
 	if err != nil {
@@ -568,6 +569,35 @@ func TestRefund(t *testing.T) {
 	f.do("GET", statement, shop, "", 403)
 	f.do("GET", statement+"?limit=0", r.secret, "", 400)
 	f.do("GET", statement+"?limit=1001", r.secret, "", 400)
+	for _, bad := range []string{"0", "-1", "x", "9223372036854775808", "1.5"} {
+		f.do("GET", statement+"?before="+bad, r.secret, "", 400)
+	}
+	// Paged: the same entries, each page but the last naming the next.
+	var paged []string
+	next := ""
+	for range 5 {
+		page := f.do("GET", statement+"?limit=3"+next, r.secret, "", 200)
+		for _, e := range page["entries"].([]any) {
+			m := e.(map[string]any)
+			paged = append(paged, fmt.Sprintf("%v %v %v", m["seq"], m["amount"], m["balance"]))
+		}
+		nb, ok := page["next_before"]
+		if !ok {
+			break
+		}
+		next = fmt.Sprintf("&before=%v", nb)
+	}
+	var whole []string
+	for _, e := range got2 {
+		m := e.(map[string]any)
+		whole = append(whole, fmt.Sprintf("%v %v %v", m["seq"], m["amount"], m["balance"]))
+	}
+	if strings.Join(paged, ", ") != strings.Join(whole, ", ") {
+		t.Errorf("the statement in pages of 3: %v, whole: %v", paged, whole)
+	}
+	if st := f.do("GET", statement+"?limit=4", r.secret, "", 200); st["next_before"] != nil {
+		t.Errorf("a last page names a next one: %v", st)
+	}
 	if st := f.do("GET", statement+"?limit=1", f.tokenFor(ledger.RoleAuditor, ""), "", 200); len(st["entries"].([]any)) != 1 {
 		t.Errorf("the auditor's statement of 1: %v", st)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -912,5 +913,58 @@ func TestRefundOfDotOrder(t *testing.T) {
 	}
 	if got := balanceOf(t, f, acct); got != 1000-300+100 {
 		t.Errorf("balance %d, want %d", got, 1000-300+100)
+	}
+}
+
+// TestAccountPostingsPaged: an account with more postings than a page
+// shows the newest 50; "Older postings" pages back through all of them,
+// each once, with the balances of the whole statement, and the last page
+// has no link.
+func TestAccountPostingsPaged(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := f.account(1000)
+	for i := range 120 {
+		if _, err := f.store.TopUp(ctx, acct, int64(i+1), fmt.Sprintf("more-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	row := regexp.MustCompile(`<tr><td class="num">(\d+)</td><td>[^<]*</td><td>topup</td><td class="num">([0-9.]+)</td><td>top-up [^<]*</td><td class="num">([0-9.]+)</td>`)
+	link := regexp.MustCompile(`<a href="([^"]+)" id="older-postings">`)
+	page := fmt.Sprintf("/console/accounts/%d", acct)
+	var seqs []int
+	var sizes []int
+	balance := 1000 + 120*121/2 // in cents
+	for range 5 {
+		_, body := b.get(page)
+		rows := row.FindAllStringSubmatch(body, -1)
+		sizes = append(sizes, len(rows))
+		for _, r := range rows {
+			seq, _ := strconv.Atoi(r[1])
+			seqs = append(seqs, seq)
+			if want := fmt.Sprintf("%d.%02d", balance/100, balance%100); r[3] != want {
+				t.Errorf("posting %s: balance after %s, want %s", r[1], r[3], want)
+			}
+			amount, _ := strconv.ParseFloat(r[2], 64)
+			balance -= int(amount*100 + 0.5)
+		}
+		m := link.FindStringSubmatch(body)
+		if m == nil {
+			break
+		}
+		if len(sizes) > 1 && !strings.Contains(body, "Older postings.") {
+			t.Errorf("a page back does not say it is one")
+		}
+		page = html.UnescapeString(m[1])
+	}
+	if fmt.Sprint(sizes) != "[50 50 21]" || balance != 0 {
+		t.Errorf("pages of %v postings, %d cents left unexplained; want [50 50 21] and 0", sizes, balance)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]-1 {
+			t.Fatalf("postings %v: not each once, newest first", seqs)
+		}
 	}
 }

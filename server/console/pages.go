@@ -608,6 +608,10 @@ type accountData struct {
 	Credentials []credentialRow
 	Postings    []ledger.Posting
 	Rides       []ledger.Ride
+	// PostingsOlder: the postings shown are a page back, not the newest;
+	// OlderPostingsURL the next page back ("" on the last).
+	PostingsOlder    bool
+	OlderPostingsURL string
 }
 
 type credentialRow struct {
@@ -652,9 +656,19 @@ func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		}
 		d.Credentials = append(d.Credentials, row)
 	}
-	if d.Postings, err = h.cfg.Ledger.Postings(ctx, id, 50); err != nil {
+	// The newest 50 postings, or the 50 before ?postings_before= (the
+	// link under the table pages back through the whole statement).
+	const perPage = 50
+	before, _ := strconv.ParseUint(r.URL.Query().Get("postings_before"), 10, 63)
+	if d.Postings, err = h.cfg.Ledger.PostingsBefore(ctx, id, before, perPage+1); err != nil {
 		h.fail(w, r, s, err)
 		return
+	}
+	d.PostingsOlder = before != 0
+	if len(d.Postings) > perPage {
+		d.Postings = d.Postings[:perPage]
+		d.OlderPostingsURL = fmt.Sprintf("%saccounts/%d?postings_before=%d#postings", h.cfg.Prefix, id,
+			d.Postings[perPage-1].Seq)
 	}
 	if d.Rides, err = h.cfg.Ledger.Rides(ctx, id, 50); err != nil {
 		h.fail(w, r, s, err)

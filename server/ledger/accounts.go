@@ -407,13 +407,26 @@ func (s *Store) SetPaymentLimit(ctx context.Context, account uint64, amount int6
 // with the balance after it and, for a payment or a refund of one, the
 // merchant and order (and refund id). One read snapshot.
 func (s *Store) Postings(ctx context.Context, account uint64, limit int) ([]Posting, error) {
+	return s.PostingsBefore(ctx, account, 0, limit)
+}
+
+// PostingsBefore is Postings from the posting before seq before on (0:
+// from the newest): pass the last seq of a page to read the next one. The
+// balances are the ones after each posting, as on the first page.
+func (s *Store) PostingsBefore(ctx context.Context, account, before uint64, limit int) ([]Posting, error) {
 	if account > math.MaxInt64 {
 		return nil, fmt.Errorf("%w: account %d", ErrNotFound, account)
+	}
+	if before == 0 || before > math.MaxInt64 {
+		before = math.MaxInt64
 	}
 	var out []Posting
 	err := s.read(ctx, func(tx *sql.Tx) error {
 		var bal int64
-		err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, int64(account)).Scan(&bal)
+		// The balance after the posting before seq before: today's less
+		// what the newer postings moved.
+		err := tx.QueryRowContext(ctx, `SELECT a.balance - CAST(COALESCE((SELECT SUM(p.amount) FROM postings p
+			WHERE p.account_id = a.id AND p.seq >= $2), 0) AS BIGINT) FROM accounts a WHERE a.id = $1`, int64(account), int64(before)).Scan(&bal)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: account %d", ErrNotFound, account)
 		}
@@ -425,7 +438,8 @@ func (s *Store) Postings(ctx context.Context, account uint64, limit int) ([]Post
 			FROM postings p
 			LEFT JOIN payments y ON y.id = p.payment_id
 			LEFT JOIN refunds r ON r.payment_id = p.payment_id AND r.account_id = p.account_id AND r.posting_seq = p.seq
-			WHERE p.account_id = $1 ORDER BY p.seq DESC LIMIT $2`, int64(account), listLimit(limit, MaxListLimit))
+			WHERE p.account_id = $1 AND p.seq < $3 ORDER BY p.seq DESC LIMIT $2`, int64(account), listLimit(limit, MaxListLimit),
+			int64(before))
 		if err != nil {
 			return fmt.Errorf("ledger: read postings: %w", err)
 		}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,6 +110,26 @@ func TestRefundPayment(t *testing.T) {
 		}
 		if all[4].Kind != KindTopUp || all[3].OrderID != "o-1" || all[2].OrderID != "o-2" || all[2].RefundID != "" {
 			t.Errorf("statement: %+v", all)
+		}
+		// Paged two at a time from each page's last seq: the same
+		// postings with the same balances, then nothing.
+		var paged []Posting
+		for before, pages := uint64(0), 0; pages < 5; pages++ {
+			page, err := s.PostingsBefore(ctx, acct, before, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			paged = append(paged, page...)
+			before = page[len(page)-1].Seq
+		}
+		if fmt.Sprint(paged) != fmt.Sprint(all) {
+			t.Errorf("the statement paged:\n%+v\nwhole:\n%+v", paged, all)
+		}
+		if page, err := s.PostingsBefore(ctx, acct, all[4].Seq, 10); err != nil || len(page) != 0 {
+			t.Errorf("before the first posting: %+v, %v", page, err)
 		}
 		if b := balance(t, s, acct); b != 900 {
 			t.Errorf("balance %d, want 900 (1000 - 600 - 100 + 600)", b)
