@@ -496,3 +496,42 @@ func TestWalletShowsActivity(t *testing.T) {
 		t.Errorf("activity rows\n got %q\nwant %q", rows, want)
 	}
 }
+
+// TestWalletEarlierActivity: the wallet shows the newest 10 entries of
+// the statement; "Earlier activity" loads the older ones under them, in
+// order and with their balances, and goes away at the first posting; a
+// new posting brings the view back to the newest 10.
+func TestWalletEarlierActivity(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	ctx := context.Background()
+	for i := range 25 {
+		if _, err := g.store.TopUp(ctx, acct.ID, int64(100*(i+1)), fmt.Sprintf("psp-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	const rows = `[...document.querySelectorAll("#activity-body tr")]`
+	const more = `!document.getElementById("activity-more").hidden`
+	wallettest.WaitFor(t, b, 30*time.Second, "the newest 10 and the button", rows+`.length === 10 && `+more)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("activity-more")))
+	wallettest.WaitFor(t, b, 30*time.Second, "all 25 entries", rows+`.length === 25`)
+	seqs := wallettest.Eval[[]string](t, b, rows+`.map((tr) => tr.dataset.seq)`)
+	for i, s := range seqs {
+		if s != fmt.Sprint(25-i) {
+			t.Fatalf("entries by seq %v, want 25 down to 1", seqs)
+		}
+	}
+	if first := wallettest.Eval[string](t, b, rows+`.at(-1).cells[3].textContent`); first != "€1.00" {
+		t.Errorf("the first entry's balance after: %q, want €1.00", first)
+	}
+	if wallettest.Eval[bool](t, b, more) {
+		t.Errorf("the button stays after the first posting")
+	}
+	if _, err := g.store.TopUp(ctx, acct.ID, 1, "psp-new"); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh")))
+	wallettest.WaitFor(t, b, 30*time.Second, "the newest 10 again", rows+`.length === 10 && `+rows+`[0].dataset.seq === "26" && `+more)
+}

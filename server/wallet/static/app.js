@@ -22,6 +22,10 @@ let pollTimer = 0;
 let codeChain = Promise.resolve();
 let credentialTask = null;
 let credentialRetryAt = 0; // after a refused or failed renewal, wait before trying again by itself
+// Statement entries older than the view's recent ones, loaded by "Earlier
+// activity" (kept in memory only, while they join the view's without a gap).
+let earlier = [];
+const EARLIER_PAGE = 20;
 const RETRY_MS = 60000;
 
 // ---- test seam: tests import this module and read the state -------------
@@ -316,6 +320,8 @@ function renderView(view) {
     // Nothing of another account stays on screen.
     fillTable("rides", []);
     fillTable("activity", []);
+    earlier = [];
+    $("activity-more").hidden = true;
     return;
   }
   const a = view.account;
@@ -344,12 +350,45 @@ function renderView(view) {
   // The statement: every top-up, fare, shop payment and refund, newest
   // first, with the balance after it (a rider sees at once what a shop
   // took and gave back).
-  const activity = (a.recent_activity || []).map((e) => ({
+  // Earlier pages stay under the recent entries while they follow them
+  // (postings are numbered 1, 2, … an account); when new ones push the
+  // recent entries on, the view goes back to the recent ones alone.
+  const recent = a.recent_activity || [];
+  if (!recent.length || earlier[0]?.seq !== recent[recent.length - 1].seq - 1) earlier = [];
+  const entries = recent.concat(earlier);
+  const activity = entries.map((e) => ({
     data: { seq: e.seq, kind: e.kind },
     cells: [dateTime(Date.parse(e.time)), activityText(e), (e.amount > 0 ? "+" : "") + money(e.amount, a.currency),
       money(e.balance, a.currency)],
   }));
   fillTable("activity", activity, [2, 3]);
+  $("activity-more").hidden = !entries.length || entries[entries.length - 1].seq <= 1;
+}
+
+// moreActivity loads the statement's next page under what is shown.
+async function moreActivity() {
+  if (!account) return;
+  showError(null);
+  const view = await store.get("view");
+  const shown = (view?.account?.recent_activity || []).concat(earlier);
+  const before = shown.length ? shown[shown.length - 1].seq : 0;
+  if (before <= 1) return;
+  const btn = $("activity-more");
+  btn.disabled = true;
+  const secret = account.secret;
+  try {
+    const r = await api("GET", `/v1/accounts/${account.id}/statement?before=${before}&limit=${EARLIER_PAGE}`, {
+      token: secret,
+    });
+    if (account?.secret !== secret) return; // signed out meanwhile
+    earlier = earlier.concat(r.entries || []);
+    renderView(await store.get("view"));
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "forbidden") return secretChanged(secret);
+    showError(e);
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 // activityText names a statement entry: what the money was for.
@@ -611,6 +650,7 @@ async function init() {
   });
   $("change-secret-yes").addEventListener("click", changeSecret);
   $("limit-form").addEventListener("submit", saveLimit);
+  $("activity-more").addEventListener("click", moreActivity);
 
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(() => {});
 
