@@ -93,7 +93,7 @@
 // 3 GiB of address space, shared with everything else, in which bbolt
 // needs one contiguous mapping (it doubles in size as the file grows).
 // The defaults keep the file, and so the mapping, at most 512 MiB
-// (DefaultMaxFileSize; Open refuses more than 1 GiB on 32-bit platforms).
+// (DefaultMaxFileSize; Open refuses more than 768 MiB on 32-bit platforms).
 // The initial mapping is 4 MiB on 32-bit platforms, growing with the file,
 // and the whole 512 MiB on 64-bit ones (address space only: the file and
 // the resident memory grow with the data), so that there the map never

@@ -60,8 +60,9 @@ const (
 	// minFileSize is the smallest MaxFileSize accepted.
 	minFileSize int64 = 1 << 20
 	// maxFileSize32 is the largest MaxFileSize accepted on 32-bit platforms,
-	// where a larger contiguous memory map is unlikely to be available.
-	maxFileSize32 int64 = 1 << 30
+	// where a larger contiguous memory map is unlikely to be available:
+	// well under 1 GiB, as bbolt's mapping doubles while the file grows.
+	maxFileSize32 int64 = 768 << 20
 )
 
 // Options configures a Queue. The zero value of every field means the
@@ -79,7 +80,7 @@ type Options struct {
 	// refused with ErrFull while the file's used space is above about 7/8 of
 	// what bbolt can allocate under this limit, so Ack, Replay and the
 	// caller's own writes always have room to commit. At least 1 MiB; at most
-	// 1 GiB on 32-bit platforms.
+	// 768 MiB on 32-bit platforms.
 	MaxFileSize int64
 
 	// ArchiveMaxRecords, ArchiveMaxBytes and ArchiveMaxAge bound the archive

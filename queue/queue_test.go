@@ -1150,6 +1150,9 @@ func TestOptions(t *testing.T) {
 		{"negative bytes", Options{MaxBytes: -1}, false},
 		{"negative age", Options{ArchiveMaxAge: -time.Second}, false},
 		{"archive off", Options{ArchiveMaxRecords: -1}, true},
+		// 32-bit ARM (make test-arm): a file well under 1 GiB, not 1 GiB.
+		{"768 MiB file", Options{MaxFileSize: 768 << 20}, true},
+		{"1 GiB file", Options{MaxFileSize: 1 << 30}, strconv.IntSize == 64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts.withDefaults()

@@ -10,7 +10,7 @@ import (
 
 // Ride is one accepted tap as the rating sees it.
 type Ride struct {
-	ID      string // tap id, "device/seq": breaks ties between equal times
+	ID      string // tap id, "device/epoch/seq": breaks ties between equal times
 	Time    time.Time
 	Profile paycode.Profile
 	Fare    int64 // base fare of the ride, from its own fare table

@@ -109,6 +109,11 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 			t.Errorf("--trusted-proxy %q: %d %q", bad, c, e)
 		}
 	}
+	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}} {
+		if c, _, e := settle(t, ctx, append([]string{"run", "--data", data}, bad...)...); c != 2 || !strings.Contains(e, bad[0]) {
+			t.Errorf("%v: %d %q", bad, c, e)
+		}
+	}
 }
 
 func TestParsePrefix(t *testing.T) {

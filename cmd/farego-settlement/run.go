@@ -60,6 +60,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
+	if c.Policy.MaxAge < 0 || c.Policy.Skew < 0 {
+		return cli.Usagef(stderr, "farego-settlement run", "--max-age and --skew must not be negative (0: the defaults, %v and %v)",
+			paycode.DefaultMaxAge, paycode.DefaultSkew)
+	}
 	if pw := os.Getenv("FAREGO_BROKER_PASSWORD"); pw != "" {
 		c.MQTTPassword = pw
 	}

@@ -36,7 +36,7 @@
 // recomputes everything cached and checks every rule listed on it.
 //
 // Every write is idempotent on a key the caller already has: taps on their
-// id ("device/seq"), top-ups on their reference, payments on (merchant,
+// id ("device/epoch/seq"), top-ups on their reference, payments on (merchant,
 // order id), fare tables on their version. A retried call returns the
 // first call's result and changes nothing, so at-least-once delivery plus
 // this ledger gives exactly-once charges.
@@ -51,9 +51,10 @@
 // payment code pays once, online or offline: one code_uses table, unique on
 // the code's identity (paycode.ID.Key), serves taps and payments; a second
 // use is stored, flagged duplicate_code, charged 0, and the credential is
-// deny-listed (code_reused). An account whose balance goes below zero is
-// deny-listed (negative_balance) until a top-up brings it back. The
-// deny-list version moves in the transaction that changes an entry.
+// deny-listed (code_reused). An account whose balance goes below its credit
+// line (0 unless the operator sets one) is deny-listed (negative_balance)
+// until a top-up brings it back. The deny-list version moves in the
+// transaction that changes an entry.
 //
 // # Concurrency
 //

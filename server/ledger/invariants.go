@@ -53,7 +53,7 @@ const maxFindings = 50
 //  10. The kept figures (ledger_stats) equal their counts. Counters are
 //     ahead of the ids they handed out (and the fare_version
 //     counter is the latest stored table's version); tap ids are
-//     "device/seq"; credential serials do not exceed the account's last.
+//     "device/epoch/seq"; credential serials do not exceed the account's last.
 func (s *Store) CheckInvariants(ctx context.Context) error {
 	var findings []error
 	add := func(format string, a ...any) {

@@ -26,7 +26,7 @@ type Store interface {
 	// acked and the device sends it again.
 	DeviceKey(ctx context.Context, deviceID string) (ed25519.PublicKey, error)
 
-	// Commit durably and idempotently (by tap id, "device/seq") settles
+	// Commit durably and idempotently (by tap id, "device/epoch/seq") settles
 	// every tap of the batch: valid ones are charged; those with a
 	// Verdict are stored for audit (quarantined) and not charged. When
 	// it returns nil, every tap of the batch is committed and the device

@@ -101,7 +101,11 @@
 //
 // Each connection uses a fresh paho client with a clean session, an
 // in-memory store (the bbolt queue is the durable store), unordered
-// delivery and subscriptions made in the OnConnect handler. Message
+// delivery and no automatic reconnect: the client subscribes as soon as
+// its connection is up, before anything is sent, and a lost connection is
+// a new client that subscribes again (what paho's advice to subscribe in
+// the OnConnect handler is for: a reconnect that resumes without its
+// subscriptions). Message
 // handlers hand messages to goroutines through buffered channels: acks
 // and commands never wait (what does not fit is dropped and logged); a
 // fleet downlink waits up to 30 s for room (paho runs each handler in a
