@@ -1169,6 +1169,16 @@ func TestOptions(t *testing.T) {
 	if int64(DefaultInitialMmapSize) > DefaultMaxFileSize {
 		t.Errorf("DefaultInitialMmapSize %d > DefaultMaxFileSize %d", DefaultInitialMmapSize, DefaultMaxFileSize)
 	}
+	// The file is opened as the design says: every commit fsync'd, the
+	// freelist not written with each one (rebuilt at open).
+	q, err := Open(filepath.Join(t.TempDir(), "q.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.db.NoSync || !q.db.NoFreelistSync {
+		t.Errorf("bbolt opened with NoSync %t, NoFreelistSync %t; want false, true", q.db.NoSync, q.db.NoFreelistSync)
+	}
 }
 
 // TestGrowsPastInitialMap makes bbolt remap several times (as it does on

@@ -28,6 +28,12 @@ func TestConfigValidation(t *testing.T) {
 		{"device id with a wildcard", func(c *Config) { c.DeviceID = "bus+" }},
 		{"no device key", func(c *Config) { c.DeviceKey = nil }},
 		{"short fleet key", func(c *Config) { c.FleetPublicKey = c.FleetPublicKey[:16] }},
+		// The fleet key authenticates the acks that delete queued taps: a
+		// key of small order (here the identity) would take a forged ack
+		// of S = 0 under some Ed25519 implementations.
+		{"fleet key of small order", func(c *Config) {
+			c.FleetPublicKey = append([]byte{1}, make([]byte, 31)...)
+		}},
 		{"prefix with wildcard", func(c *Config) { c.TopicPrefix = "farego/#" }},
 		{"prefix with $", func(c *Config) { c.TopicPrefix = "$SYS" }},
 		{"too many records per batch", func(c *Config) { c.BatchRecords = wire.MaxBatchRecords + 1 }},
