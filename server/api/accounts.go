@@ -497,7 +497,13 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, 0, err
 	}
 	nb, na := now.Add(-5*time.Minute), now.Add(h.cfg.CredentialTTL)
-	serial, err := h.cfg.Ledger.IssueCredentialSerial(r.Context(), id, na, riderPub)
+	// Recorded only if the secret is still the one this request signed in
+	// with: a replacement that came meanwhile deny-listed the credentials
+	// before it, and this one must not outlive it either.
+	serial, err := h.cfg.Ledger.IssueRiderCredentialSerial(r.Context(), id, hashSecret(bearer(r)), na, riderPub)
+	if errors.Is(err, ledger.ErrSecretChanged) {
+		return nil, 0, errorf(http.StatusForbidden, "forbidden", "the account's secret was changed: sign in with the new one")
+	}
 	if err != nil {
 		return nil, 0, err
 	}

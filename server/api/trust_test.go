@@ -590,3 +590,70 @@ func TestClientAddrPaddedHeader(t *testing.T) {
 		t.Errorf("clientAddr allocates %d bytes for a padded X-Forwarded-For", per)
 	}
 }
+
+// TestSecretChangeRacesCredentials: credentials asked for with a secret
+// while it is being replaced (a thief's wallet renewing in a loop as the
+// rider changes the secret) are either issued before the change, and then
+// deny-listed by it, or refused (403): none issued with the old secret is
+// left valid. Then the other half of a theft: the thief fetched as many
+// credentials as an account may hold; the payment provider resets the
+// secret; the rider gets a new credential with the new one.
+func TestSecretChangeRacesCredentials(t *testing.T) {
+	f := newFixture(t)
+	for round := range 4 {
+		r := f.newRider(5000) // holds credential 1
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var issued []float64
+		for range 10 {
+			wg.Go(func() {
+				req, _ := http.NewRequest("POST", f.srv.URL+path("/v1/accounts/%d/credentials", r.id), nil)
+				req.Header.Set("Authorization", "Bearer "+r.secret)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				var out map[string]any
+				json.NewDecoder(resp.Body).Decode(&out)
+				switch resp.StatusCode {
+				case http.StatusCreated:
+					mu.Lock()
+					issued = append(issued, out["serial"].(float64))
+					mu.Unlock()
+				case http.StatusForbidden:
+				default:
+					t.Errorf("a credential asked for during the change: %d %v", resp.StatusCode, out)
+				}
+			})
+		}
+		time.Sleep(time.Duration(round) * time.Millisecond)
+		fresh := f.do("POST", path("/v1/accounts/%d/secret", r.id), r.secret, "", 200)["secret"].(string)
+		wg.Wait()
+		blocked := map[float64]bool{}
+		for _, b := range f.do("GET", path("/v1/accounts/%d", r.id), fresh, "", 200)["blocked_credentials"].([]any) {
+			blocked[b.(map[string]any)["serial"].(float64)] = true
+		}
+		for _, s := range append(issued, 1) {
+			if !blocked[s] {
+				t.Errorf("round %d: credential %v, issued for the old secret, is not deny-listed after the change (issued %v)",
+					round, s, issued)
+			}
+		}
+	}
+
+	r := f.newRider(5000)
+	for i := 2; i <= ledger.MaxLiveCredentials; i++ {
+		f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 201)
+	}
+	reset := f.do("POST", path("/v1/accounts/%d/secret", r.id), f.tokenFor(ledger.RolePayments, ""), "", 200)
+	if reset["credentials_denied"] != float64(ledger.MaxLiveCredentials) {
+		t.Errorf("credentials denied by the reset: %v", reset["credentials_denied"])
+	}
+	c := f.do("POST", path("/v1/accounts/%d/credentials", r.id), reset["secret"].(string), "", 201)
+	if c["serial"] != float64(ledger.MaxLiveCredentials+1) {
+		t.Errorf("the rider's credential after the reset: %v", c)
+	}
+	f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403)
+}

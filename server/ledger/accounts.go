@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/subtle"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -463,19 +464,46 @@ func (s *Store) PostingsBefore(ctx context.Context, account, before uint64, limi
 	return out, err
 }
 
-// MaxLiveCredentials is the most credentials not yet expired an account
-// may hold: a wallet renews its credential at half its lifetime (two a
-// day), a rider may have a few phones, and nothing else needs more. It
-// bounds the rows (and the deny entries a reuse may bring) one rider can
-// make the ledger hold.
-const MaxLiveCredentials = 16
+// MaxLiveCredentials is the most credentials not yet expired and not
+// deny-listed an account may hold: a wallet renews its credential at half
+// its lifetime (two a day), a rider may have a few phones, and nothing else
+// needs more. Credentials on the deny list do not count (a thief who took
+// 16 before the rider replaced the secret must not keep the rider from a
+// new one), up to MaxUnexpiredCredentials in all: together they bound the
+// rows (and the deny entries a reuse may bring) one rider can make the
+// ledger hold.
+const (
+	MaxLiveCredentials      = 16
+	MaxUnexpiredCredentials = 4 * MaxLiveCredentials
+)
 
 // IssueCredentialSerial records a credential issuance for an account and
 // returns its serial: 1 for the first, then increasing. The caller (the
 // credential API) signs the credential with that serial; the token seed is
 // never given to the ledger. An account holding MaxLiveCredentials not yet
-// expired gets ErrTooManyCredentials.
+// expired and not deny-listed, or MaxUnexpiredCredentials not yet expired,
+// gets ErrTooManyCredentials.
 func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAfter time.Time, riderPublicKey []byte) (uint32, error) {
+	return s.issueCredentialSerial(ctx, account, nil, notAfter, riderPublicKey)
+}
+
+// IssueRiderCredentialSerial is IssueCredentialSerial for a rider who
+// signed in with the secret whose hash is secretHash: if the account's
+// secret is no longer that one when the credential is recorded (replaced
+// while the request was under way), nothing is recorded and the error is
+// ErrSecretChanged. ReplaceSecret deny-lists the credentials recorded
+// before it; this keeps one recorded after it from going to whoever held
+// the old secret.
+func (s *Store) IssueRiderCredentialSerial(ctx context.Context, account uint64, secretHash []byte, notAfter time.Time,
+	riderPublicKey []byte) (uint32, error) {
+	if len(secretHash) == 0 {
+		return 0, invalid("no secret hash")
+	}
+	return s.issueCredentialSerial(ctx, account, secretHash, notAfter, riderPublicKey)
+}
+
+func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secretHash []byte, notAfter time.Time,
+	riderPublicKey []byte) (uint32, error) {
 	if err := checkAccountID(account); err != nil {
 		return 0, invalid("%v", err)
 	}
@@ -491,19 +519,27 @@ func (s *Store) IssueCredentialSerial(ctx context.Context, account uint64, notAf
 			return err
 		}
 		var last int64
-		if err := t.queryRow(`SELECT last_serial FROM accounts WHERE id = $1`, int64(account)).Scan(&last); err != nil {
+		var secret []byte
+		if err := t.queryRow(`SELECT last_serial, secret_hash FROM accounts WHERE id = $1`, int64(account)).Scan(&last,
+			&secret); err != nil {
 			return fmt.Errorf("ledger: read last serial: %w", err)
+		}
+		if secretHash != nil && subtle.ConstantTimeCompare(secret, secretHash) != 1 {
+			return ErrSecretChanged
 		}
 		if last >= math.MaxUint32 {
 			return invalid("account %d has used every credential serial", account)
 		}
-		var live int64
-		if err := t.queryRow(`SELECT COUNT(*) FROM credentials WHERE account_id = $1 AND not_after_ns > $2`,
-			int64(account), t.now).Scan(&live); err != nil {
+		var unexpired, denied int64
+		if err := t.queryRow(`SELECT COUNT(*), COUNT(CASE WHEN EXISTS (SELECT 1 FROM deny_entries d
+				WHERE d.account_id = c.account_id AND d.serial = c.serial) THEN 1 END)
+			FROM credentials c WHERE c.account_id = $1 AND c.not_after_ns > $2`,
+			int64(account), t.now).Scan(&unexpired, &denied); err != nil {
 			return fmt.Errorf("ledger: count credentials: %w", err)
 		}
-		if live >= MaxLiveCredentials {
-			return fmt.Errorf("%w: account %d holds %d (limit %d)", ErrTooManyCredentials, account, live, MaxLiveCredentials)
+		if live := unexpired - denied; live >= MaxLiveCredentials || unexpired >= MaxUnexpiredCredentials {
+			return fmt.Errorf("%w: account %d holds %d not yet expired, %d of them deny-listed (limits %d not denied, %d in all)",
+				ErrTooManyCredentials, account, unexpired, denied, MaxLiveCredentials, MaxUnexpiredCredentials)
 		}
 		serial = uint32(last + 1)
 		if _, err := t.exec("record credential",

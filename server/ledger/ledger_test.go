@@ -1428,6 +1428,74 @@ func TestLiveCredentialsBounded(t *testing.T) {
 	})
 }
 
+// Credentials on the deny list do not count against MaxLiveCredentials:
+// a thief who fetched 16 with a stolen secret before the rider replaced it
+// does not keep the rider from a new one. All not yet expired stay bounded
+// by MaxUnexpiredCredentials. A credential asked for with a secret that has
+// been replaced meanwhile is refused (ErrSecretChanged) and writes nothing.
+func TestDeniedCredentialsMakeRoom(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		clock := time.Now()
+		s := db.open(t, &Options{Now: func() time.Time { return clock }})
+		oldHash, newHash := []byte("old secret hash"), []byte("new secret hash")
+		a, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult, SecretHash: oldHash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acct := a.ID
+		issue := func(hash []byte) (uint32, error) {
+			return s.IssueRiderCredentialSerial(ctx, acct, hash, clock.Add(time.Hour), riderKey(acct))
+		}
+		for range MaxLiveCredentials {
+			if _, err := issue(oldHash); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = issue(oldHash)
+		wantErr(t, err, ErrTooManyCredentials)
+		if n, err := s.ReplaceSecret(ctx, acct, oldHash, newHash); err != nil || n != MaxLiveCredentials {
+			t.Fatalf("ReplaceSecret = %d, %v", n, err)
+		}
+		before := snapshot(t, s)
+		_, err = issue(oldHash) // the thief's request, still under way
+		wantErr(t, err, ErrSecretChanged)
+		if after := snapshot(t, s); after != before {
+			t.Errorf("a credential asked for with the replaced secret changed the ledger:\n%s\n%s", before, after)
+		}
+		if serial, err := issue(newHash); err != nil || serial != MaxLiveCredentials+1 {
+			t.Fatalf("the rider's credential after the replacement: %d, %v", serial, err)
+		}
+		// Replaced again and again: at most MaxUnexpiredCredentials in all.
+		issued := MaxLiveCredentials + 1
+		for round := 0; issued < MaxUnexpiredCredentials; round++ {
+			h := []byte(fmt.Sprint("secret ", round))
+			prev := newHash
+			if round > 0 {
+				prev = []byte(fmt.Sprint("secret ", round-1))
+			}
+			if _, err := s.ReplaceSecret(ctx, acct, prev, h); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < MaxLiveCredentials && issued < MaxUnexpiredCredentials; i++ {
+				if _, err := issue(h); err != nil {
+					t.Fatalf("credential %d: %v", issued+1, err)
+				}
+				issued++
+			}
+			newHash = h
+		}
+		if _, err := s.ReplaceSecret(ctx, acct, newHash, oldHash); err != nil {
+			t.Fatal(err)
+		}
+		_, err = issue(oldHash)
+		wantErr(t, err, ErrTooManyCredentials)
+		if a, _ := s.Account(ctx, acct); a.LastSerial != MaxUnexpiredCredentials {
+			t.Errorf("last serial %d, want %d", a.LastSerial, MaxUnexpiredCredentials)
+		}
+	})
+}
+
 // A tap's route and vehicle are what the validator's assignment held, and
 // the release before took bidirectional marks and zero-width spaces there
 // (a Hebrew or Arabic route name carries U+200F): a tap such a validator
