@@ -245,7 +245,9 @@ func TestPaymentRetryLater(t *testing.T) {
 	}
 }
 
-// Anonymous account creation is rate-limited per client address.
+// Anonymous account creation is rate-limited per client address; the
+// payment provider's and the operator's are not (their tokens sign riders
+// up in bulk), and a token that is not theirs is refused, not let through.
 func TestAccountCreationLimited(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.AccountsPerMinute, c.AccountsBurst = 1, 3 })
 	for range 3 {
@@ -258,6 +260,14 @@ func TestAccountCreationLimited(t *testing.T) {
 	if m, _ := f.store.Stats(t.Context()); m.Accounts != n.Accounts {
 		t.Errorf("a refused creation made an account")
 	}
+	psp := f.tokenFor(ledger.RolePayments, "")
+	for range 5 {
+		f.do("POST", "/v1/accounts", psp, `{"profile":"senior"}`, 201)
+		f.do("POST", "/v1/accounts", f.token, `{}`, 201)
+	}
+	f.do("POST", "/v1/accounts", f.tokenFor(ledger.RoleMerchant, "shop-1"), `{}`, 403)
+	f.do("POST", "/v1/accounts", "fgt_not-a-token", `{}`, 403)
+	f.do("POST", "/v1/accounts", "not-a-token", `{}`, 403)
 }
 
 // The per-address limit takes an IPv6 client's whole /64 as one address:
