@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -128,15 +129,15 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 	}
 	if err == nil && pk.Connect.WillFlag && !h.allowed(id, pk.Connect.WillTopic, true) {
-		err = fmt.Errorf("last will on %q, a topic the client may not publish to", pk.Connect.WillTopic)
+		err = fmt.Errorf("last will on %q, a topic the client may not publish to", clip(pk.Connect.WillTopic))
 	}
 	if err == nil && id != h.cfg.ServerUsername && cl.ID != DeviceClientIDPrefix+id {
 		// One client id per device, its own: nobody can squat another
 		// device's session, and each device has at most one.
-		err = fmt.Errorf("client id %q: device %s must use %q", cl.ID, id, DeviceClientIDPrefix+id)
+		err = fmt.Errorf("client id %q: device %s must use %q", clip(cl.ID), id, DeviceClientIDPrefix+id)
 	}
 	if err == nil && id == h.cfg.ServerUsername && strings.HasPrefix(cl.ID, DeviceClientIDPrefix) {
-		err = fmt.Errorf("client id %q is a device's", cl.ID)
+		err = fmt.Errorf("client id %q is a device's", clip(cl.ID))
 	}
 	if err == nil && h.srv != nil {
 		if old, ok := h.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != id {
@@ -150,7 +151,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.refused.Add(1)
 		user := string(pk.Connect.Username)
 		if ok, n := h.limit.Allow("auth\x00" + user); ok {
-			h.log.Warn("broker: connection refused", "username", user, "client_id", cl.ID,
+			// What the client sent is cut short: a username or client id
+			// may be 64 KiB, the line must not be.
+			h.log.Warn("broker: connection refused", "username", clip(user), "client_id", clip(cl.ID),
 				"remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", err, "suppressed", n)
 		}
 		return false
@@ -177,7 +180,7 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
 			cn := st.PeerCertificates[0].Subject.CommonName
 			if user != "" && user != cn {
-				return "", fmt.Errorf("username %q differs from the certificate's common name %q", user, cn)
+				return "", fmt.Errorf("username %q differs from the certificate's common name %q", clip(user), clip(cn))
 			}
 			if cn == h.cfg.ServerUsername {
 				return "", errors.New("the settlement server's identity cannot log in with a certificate")
@@ -343,4 +346,20 @@ func covers(allowed, filter string) bool {
 		}
 	}
 	return len(f) == len(a)
+}
+
+// maxLogText bounds what a client sent that goes into a log line.
+const maxLogText = 80
+
+// clip cuts s to maxLogText bytes (on a character boundary), saying how
+// long it was.
+func clip(s string) string {
+	if len(s) <= maxLogText {
+		return s
+	}
+	cut := maxLogText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
 }

@@ -5,6 +5,7 @@
 package ratelog
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -13,9 +14,16 @@ import (
 const DefaultEvery = time.Minute
 
 // maxKeys bounds the complaints remembered; past it, keys older than the
-// interval are forgotten, and if that is not enough, new keys are not
-// logged until some age out (callers still count them in their metrics).
+// interval are forgotten, and if that is not enough, every new key shares
+// one entry until some age out: one line an interval for all
+// of them, saying how many it held back, so a flood of new keys neither
+// grows the table nor silences the log (callers still count them in their
+// metrics).
 const maxKeys = 4096
+
+// maxKeyLen bounds a remembered key: a longer one (a client's 64 KiB
+// username in it) is kept as its SHA-256.
+const maxKeyLen = 128
 
 // Limiter lets a log line through at most once per interval per key and
 // counts the lines it held back. It is safe for concurrent use.
@@ -23,8 +31,9 @@ type Limiter struct {
 	now   func() time.Time
 	every time.Duration
 
-	mu   sync.Mutex
-	keys map[string]*entry
+	mu       sync.Mutex
+	keys     map[string]*entry
+	overflow *entry // the entry new keys share while keys is full
 }
 
 type entry struct {
@@ -47,6 +56,10 @@ func New(now func() time.Time, every time.Duration) *Limiter {
 // Allow reports whether a line for key may be logged now, and how many
 // were held back since the last one.
 func (l *Limiter) Allow(key string) (bool, int) {
+	if len(key) > maxKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		key = string(sum[:])
+	}
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -66,9 +79,26 @@ func (l *Limiter) Allow(key string) (bool, int) {
 			}
 		}
 		if len(l.keys) >= maxKeys {
-			return false, 0
+			return l.allowOverflow(now)
 		}
 	}
 	l.keys[key] = &entry{last: now}
 	return true, 0
+}
+
+// allowOverflow is Allow for a new key when the table is full: all such
+// keys share one entry, kept apart from the table's bound.
+func (l *Limiter) allowOverflow(now time.Time) (bool, int) {
+	e := l.overflow
+	if e == nil {
+		l.overflow = &entry{last: now}
+		return true, 0
+	}
+	if d := now.Sub(e.last); d >= 0 && d < l.every {
+		e.suppressed++
+		return false, 0
+	}
+	n := e.suppressed
+	e.last, e.suppressed = now, 0
+	return true, n
 }
