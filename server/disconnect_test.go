@@ -82,7 +82,7 @@ func TestDeviceLoginEnds(t *testing.T) {
 	// the connection.
 	connect := func(reg map[string]any) (mqtt.Client, <-chan struct{}, error) {
 		lost := make(chan struct{})
-		o := mqtt.NewClientOptions().AddBroker("tcp://"+addrs.MQTT).SetClientID(reg["mqtt_client_id"].(string)).
+		o := mqtt.NewClientOptions().AddBroker("tcp://" + addrs.MQTT).SetClientID(reg["mqtt_client_id"].(string)).
 			SetUsername(reg["mqtt_username"].(string)).SetPassword(reg["mqtt_password"].(string)).
 			SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second).
 			SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })

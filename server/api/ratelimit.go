@@ -1,12 +1,13 @@
 package api
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // limiter is a token bucket per client address plus one for everyone,
@@ -132,16 +133,8 @@ func clientAddr(r *http.Request, proxies []netip.Prefix) string {
 	return peer
 }
 
-// hostAddr is the IP address of addr (host or host:port), unmapped and
-// without zone, and the host part it was read from.
-func hostAddr(addr string) (netip.Addr, string, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	ip, err := netip.ParseAddr(host)
-	return ip.Unmap().WithZone(""), host, err
-}
+// hostAddr is clientaddr.Host.
+func hostAddr(addr string) (netip.Addr, string, error) { return clientaddr.Host(addr) }
 
 // trusted reports whether the address (host or host:port) is in proxies.
 func trusted(addr string, proxies []netip.Prefix) bool {
@@ -158,18 +151,7 @@ func trusted(addr string, proxies []netip.Prefix) bool {
 }
 
 // ClientKey is what a limit per client address counts a remote address
-// (host or host:port) as: an IPv4 address, or the /64 of an IPv6 one (a
-// single subscriber is given a whole /64, so keying on the address would
-// give it 2^64 places). The account-creation limit and the server's HTTP
+// (host or host:port) as (clientaddr.Key: an IPv4 address, or the /64 of
+// an IPv6 one). The account-creation limit and the server's HTTP
 // connection limit both count by it.
-func ClientKey(remote string) string {
-	ip, host, err := hostAddr(remote)
-	if err != nil {
-		return host
-	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
-}
+func ClientKey(remote string) string { return clientaddr.Key(remote) }

@@ -2,11 +2,14 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -30,13 +33,13 @@ func (s *syncBuffer) String() string {
 }
 
 // TestRefusedLoginLogBounded: a client that is not logged in chooses its
-// username and client id, up to 64 KiB each; a refused login's log line
-// carries them cut short (saying how long they were), so a flood of such
-// logins cannot fill the disk with the broker's log.
+// username and client id (together up to MaxConnectSize); a refused
+// login's log line carries them cut short (saying how long they were), so
+// a flood of such logins cannot fill the disk with the broker's log.
 func TestRefusedLoginLogBounded(t *testing.T) {
 	var log syncBuffer
 	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
-	const logins, size = 12, 60000
+	const logins, size = 12, 7000
 	for i := range logins {
 		user := fmt.Sprintf("%d%s", i, strings.Repeat("u", size))
 		id := fmt.Sprintf("%d%s", i, strings.Repeat("c", size))
@@ -54,4 +57,101 @@ func TestRefusedLoginLogBounded(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("(%d bytes)", size+1)) {
 		t.Errorf("the log does not say how long the username was:\n%.2000s", out)
 	}
+}
+
+// TestConnectionsBeforeLogin: what a client that has not logged in can
+// make the broker hold. A first packet announcing more than MaxConnectSize
+// ends the connection at once (mochi would allocate it, then wait
+// ConnectTimeout for the bytes). One address holds at most
+// MaxPendingPerAddress connections not logged in; another address, and
+// devices that log in from the same one, are not held back, and a
+// connection that logs in gives its place back.
+func TestConnectionsBeforeLogin(t *testing.T) {
+	b := startBroker(t, Config{MaxPendingPerAddress: 4, ConnectTimeout: time.Minute})
+	from := func(ip string) *net.Dialer {
+		return &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	}
+	// closedAtOnce reports whether the broker ends c within a few seconds
+	// (it does not answer a half-sent CONNECT otherwise before the minute).
+	closedAtOnce := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	big, err := from("127.0.0.3").Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	big.Write([]byte{0x10, 0x80, 0xe0, 0x12}) // CONNECT of 300 KiB (under MaxPacketSize), and nothing of it
+	if !closedAtOnce(big) {
+		t.Errorf("a CONNECT announcing 300 KiB was not refused at once")
+	}
+
+	var idle []net.Conn
+	for range 4 {
+		c, err := from("127.0.0.2").Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{0x10}) // the start of a CONNECT, then nothing
+		idle = append(idle, c)
+	}
+	waitFor(t, "four connections counted", func() bool { return b.pending.count("127.0.0.2") == 4 })
+	fifth, err := from("127.0.0.2").Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifth.Close()
+	if !closedAtOnce(fifth) {
+		t.Errorf("a fifth connection not logged in from one address was not refused at once")
+	}
+	// Another address is not held back, nor are devices logging in from
+	// the one that holds four: each one's place comes back when it logs in.
+	dialFrom := func(ip string) func(o *mqtt.ClientOptions) {
+		return func(o *mqtt.ClientOptions) { o.SetDialer(from(ip)) }
+	}
+	mustDial(t, b.url(), "bus-9", devicePassword(b.cfg.Secret, "bus-9"), nil, dialFrom("127.0.0.4"))
+	idle[0].Close()
+	waitFor(t, "a place given back", func() bool { return b.pending.count("127.0.0.2") == 3 })
+	for i := range 3 {
+		id := fmt.Sprint("bus-", i)
+		mustDial(t, b.url(), id, devicePassword(b.cfg.Secret, id), nil, dialFrom("127.0.0.2"))
+	}
+	if n := b.pending.count("127.0.0.2"); n != 3 {
+		t.Errorf("%d connections of 127.0.0.2 counted as not logged in, want the 3 idle ones", n)
+	}
+}
+
+// FuzzConnectCheck: whatever a client sends first, split however the
+// reads split it, the check refuses exactly the CONNECTs whose fixed
+// header announces more than MaxConnectSize.
+func FuzzConnectCheck(f *testing.F) {
+	f.Add([]byte{0x10, 0x80, 0xe0, 0x12}, uint8(1))
+	f.Add([]byte{0x10, 0x0c, 0, 4, 'M', 'Q', 'T', 'T'}, uint8(3))
+	f.Add([]byte{0x10, 0xff, 0xff, 0xff, 0xff, 0x7f}, uint8(2))
+	f.Add([]byte{0x10, 0x80, 0x80, 0x01}, uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		var h connectCheck
+		var err error
+		for rest := data; len(rest) > 0 && err == nil; {
+			n := min(int(chunk)+1, len(rest))
+			err = h.check(rest[:n])
+			rest = rest[n:]
+		}
+		// The announced size, read the plain way.
+		size, complete := 0, false
+		for i := 1; i < len(data) && i <= 4; i++ {
+			size |= int(data[i]&0x7f) << (7 * (i - 1))
+			if data[i]&0x80 == 0 || i == 4 {
+				complete = true
+				break
+			}
+		}
+		if want := complete && size > MaxConnectSize; (err != nil) != want {
+			t.Fatalf("% x in reads of %d: err %v, announced %d (complete %v)", data, int(chunk)+1, err, size, complete)
+		}
+	})
 }

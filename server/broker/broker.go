@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/farego/farego/sync/ratelog"
 )
 
 // Listener ids, as mochi reports them in its logs.
@@ -29,6 +31,8 @@ type Broker struct {
 	hook *hook
 	// queues bound the bytes queued for writing to the connections
 	queues *sendQueues
+	// pending counts the connections not yet logged in by client address.
+	pending *pendingAddrs
 
 	plain, tls *listener    // nil when not configured
 	open       atomic.Int64 // connections open on them (Config.MaxConnections)
@@ -91,13 +95,15 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.queues = newSendQueues(&b.cfg)
+	b.pending = newPendingAddrs(cfg.MaxPendingPerAddress)
+	limit := ratelog.New(cfg.Now, ratelog.DefaultEvery)
 	if !cfg.DisablePlain {
 		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues,
-			maxConns: cfg.MaxConnections, open: &b.open}
+			maxConns: cfg.MaxConnections, open: &b.open, pending: b.pending, limit: limit}
 	}
 	if tlsConfig != nil {
 		b.tls = &listener{id: listenerTLS, addr: cfg.TLSListen, tls: tlsConfig, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues,
-			maxConns: cfg.MaxConnections, open: &b.open}
+			maxConns: cfg.MaxConnections, open: &b.open, pending: b.pending, limit: limit}
 	}
 	return b, nil
 }

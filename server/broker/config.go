@@ -113,6 +113,12 @@ type Config struct {
 	// the file descriptors of the HTTP API and the ledger; negative: no
 	// bound). A connection beyond it is closed at once.
 	MaxConnections int
+	// MaxPendingPerAddress bounds the connections of one client address
+	// (an IPv4 address, an IPv6 /64) that have not logged in yet (default
+	// DefaultMaxPendingPerAddress; negative: no bound); one beyond is
+	// closed at once. Logged-in connections do not count: a fleet behind
+	// one carrier NAT is not limited.
+	MaxPendingPerAddress int
 	// SessionExpiry bounds how long a persistent session outlives its
 	// connection (default DefaultSessionExpiry).
 	SessionExpiry time.Duration
@@ -160,6 +166,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxPendingPerAddress == 0 {
+		c.MaxPendingPerAddress = DefaultMaxPendingPerAddress
 	}
 	if c.SessionExpiry == 0 {
 		c.SessionExpiry = DefaultSessionExpiry

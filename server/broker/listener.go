@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/farego/farego/server/internal/clientaddr"
+	"github.com/farego/farego/sync/ratelog"
 )
 
 // listener is a TCP (optionally TLS) listener for mochi that, unlike
@@ -30,6 +33,10 @@ type listener struct {
 	// together (open counts them); negative: no bound.
 	maxConns int
 	open     *atomic.Int64
+	// pending counts the connections not yet logged in by client address
+	// (shared by the Broker's listeners).
+	pending *pendingAddrs
+	limit   *ratelog.Limiter // the refusals' log lines
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -96,15 +103,27 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			continue
 		}
+		key := clientaddr.Key(conn.RemoteAddr().String())
+		if !l.pending.take(key) {
+			conn.Close()
+			l.release()
+			if ok, n := l.limit.Allow(key); ok {
+				l.log.Warn("broker: connection refused: too many from one address not logged in", "listener", l.id,
+					"address", key, "limit", l.pending.max, "suppressed", n)
+			}
+			continue
+		}
 		_ = conn.SetDeadline(time.Now().Add(l.timeout))
 		l.mu.Lock()
 		if l.end.Load() {
 			l.mu.Unlock()
 			conn.Close()
+			l.pending.give(key)
 			l.release()
 			return
 		}
 		cc := newClientConn(conn, l.write, l.queues)
+		cc.giveBack = func() { l.pending.give(key) }
 		l.conns[cc] = struct{}{}
 		l.serving.Add(1)
 		l.mu.Unlock()
@@ -115,6 +134,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				// DISCONNECT) within WriteTimeout, unless Close aborts it.
 				cc.Close()
 				<-cc.done
+				cc.loggedIn()
 				l.mu.Lock()
 				delete(l.conns, cc)
 				l.mu.Unlock()

@@ -109,6 +109,29 @@ type clientConn struct {
 	dead    bool      // aborted or failed: nothing more is written
 	server  bool      // the settlement server's client: outside SendBufferTotal
 	id      string    // the authenticated identity, for logs
+
+	first    connectCheck // the first packet's size (the reader's alone)
+	release  sync.Once    // gives back the place under MaxPendingPerAddress
+	giveBack func()       // what release calls (nil: nothing to give back)
+}
+
+// Read checks the size the first packet announces before mochi takes it.
+func (c *clientConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.first.done {
+		if e := c.first.check(p[:n]); e != nil {
+			return 0, e
+		}
+	}
+	return n, err
+}
+
+// loggedIn gives back the connection's place among those of its address
+// not yet logged in (when it logs in, or ends).
+func (c *clientConn) loggedIn() {
+	if c.giveBack != nil {
+		c.release.Do(c.giveBack)
+	}
 }
 
 func newClientConn(conn net.Conn, timeout time.Duration, q *sendQueues) *clientConn {
@@ -286,6 +309,7 @@ func (c *clientConn) SetWriteDeadline(time.Time) error { return nil }
 
 // identify records the authenticated identity of the connection's client.
 func (c *clientConn) identify(id string, server bool) {
+	c.loggedIn()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.id, c.server = id, server
