@@ -168,6 +168,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ledger = st
+	if _, err := st.BindKeySet(ctx, kd.Fingerprint()); err != nil {
+		st.Close()
+		if errors.Is(err, ledger.ErrOtherKeys) {
+			return nil, fmt.Errorf("%w: this ledger was made with another key directory than %s (init run again on its database?): "+
+				"start every instance with a copy of the key directory of the instance that made the ledger", err, cfg.KeysDir)
+		}
+		return nil, err
+	}
 	s.devs = NewDevices(st)
 	s.rels = release.Open(filepath.Join(cfg.DataDir, ReleasesDir), kd.FleetKey())
 	ok := false

@@ -93,15 +93,25 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	closed := false
+	defer func() {
+		if !closed {
+			st.Close()
+		}
+	}()
+	// A ledger another init made (and bound to its keys) is not taken:
+	// keys made now would call its riders' codes forged.
+	if fp, err := st.KeySet(ctx); err != nil {
+		return err
+	} else if fp != "" {
+		return fmt.Errorf("%s already holds a ledger, made by another init with its own key directory: "+
+			"copy that instance's key directory (DATA/keys) to %s instead of running init again", ledger.Describe(dsn), keysDir)
+	}
 	if *fares != "" {
 		t, _ := fare.Load(*fares)
 		if err := st.PutFareTable(ctx, t); err != nil {
-			st.Close()
 			return err
 		}
-	}
-	if err := st.Close(); err != nil {
-		return err
 	}
 	if sqlite {
 		if err := durable.SyncDir(filepath.Dir(dbFile)); err != nil {
@@ -113,6 +123,15 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	done = true
+	// Bound last: a cut before this leaves keys that run binds at its
+	// first start.
+	if _, err := st.BindKeySet(ctx, kd.Fingerprint()); err != nil {
+		return err
+	}
+	closed = true
+	if err := st.Close(); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, `initialised %s
   keys:           %s (issuer root secret, fleet key, operator token, broker secret: back them up, keep them private)
   operator token: %s (Authorization: Bearer …)

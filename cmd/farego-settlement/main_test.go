@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 func settle(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
@@ -239,5 +241,90 @@ func TestInitLeavesNothingHalfDone(t *testing.T) {
 	defer st.Close()
 	if st.Currency() != "JPY" {
 		t.Errorf("the ledger init took over is in %s, want its own JPY", st.Currency())
+	}
+}
+
+// TestSecondInitOnOneLedger: init run on a database that already holds a
+// ledger another init made is refused, making nothing (its keys would
+// call the ledger's riders' codes forged); a server started with another
+// key directory than the ledger's refuses to start; the ledger's own keys,
+// copied, start. On SQLite and, with FAREGO_TEST_POSTGRES, PostgreSQL.
+func TestSecondInitOnOneLedger(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			db := "sqlite:" + filepath.Join(dir, "shared.db")
+			if backend == "postgres" {
+				if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
+					t.Skip("FAREGO_TEST_POSTGRES not set")
+				}
+				db = ledgertest.PostgresSchema(t)
+			}
+			first, second := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+			if c, _, e := settle(t, ctx, "init", "--data", first, "--db", db); c != 0 {
+				t.Fatalf("init: %d %q", c, e)
+			}
+			c, _, e := settle(t, ctx, "init", "--data", second, "--db", db)
+			if c != 1 || !strings.Contains(e, "already holds a ledger") || !strings.Contains(e, "key directory") {
+				t.Fatalf("a second init on the same database: %d %q", c, e)
+			}
+			if strings.Contains(e, "password") {
+				t.Errorf("the refusal shows the DSN's password: %q", e)
+			}
+			if _, err := os.Stat(second); !os.IsNotExist(err) {
+				t.Errorf("the refused init left %s: %v", second, err)
+			}
+			// Keys made apart (as a second init before this check did).
+			if _, err := keys.Init(filepath.Join(second, "keys"), keys.InitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			c, _, e = settle(t, ctx, "run", "--data", second, "--db", db, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
+			if c != 1 || !strings.Contains(e, "another key directory") {
+				t.Fatalf("run with another key directory: %d %q", c, e)
+			}
+			copied := filepath.Join(dir, "c")
+			if err := os.MkdirAll(filepath.Join(copied, "keys"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			entries, _ := os.ReadDir(filepath.Join(first, "keys"))
+			for _, en := range entries { // as cp -p copies them: modes kept
+				b, err := os.ReadFile(filepath.Join(first, "keys", en.Name()))
+				info, _ := en.Info()
+				if err != nil || info == nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(copied, "keys", en.Name()), b, info.Mode().Perm()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runCtx, cancel := context.WithCancel(ctx)
+			ready := filepath.Join(dir, "ready.json")
+			done := make(chan int, 1)
+			go func() {
+				c, _, e := settle(t, runCtx, "run", "--data", copied, "--db", db, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+					"--ready-file", ready)
+				if c != 0 {
+					t.Log(e)
+				}
+				done <- c
+			}()
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				if _, err := os.Stat(ready); err == nil {
+					break
+				}
+				select {
+				case c := <-done:
+					t.Fatalf("run with the ledger's own keys, copied, exited %d", c)
+				case <-time.After(100 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("run with the ledger's own keys did not start")
+				}
+			}
+			cancel()
+			<-done
+		})
 	}
 }

@@ -19,6 +19,7 @@ package keys
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -211,6 +212,19 @@ func Open(dir string) (*Dir, error) {
 
 // Path returns the directory.
 func (d *Dir) Path() string { return d.path }
+
+// Fingerprint names this key set (its issuer root and fleet key) without
+// telling anything of them: 32 hex digits of a hash of both. The ledger
+// keeps the fingerprint of the key set it was made with, so a server
+// started with another one (a second init on the same database) is
+// refused instead of calling its riders' codes forged.
+func (d *Dir) Fingerprint() string {
+	h := sha256.New()
+	h.Write([]byte("farego key set v1\x00"))
+	h.Write(d.root)
+	h.Write(d.FleetPublic())
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
 
 // FleetKey returns the fleet signing key.
 func (d *Dir) FleetKey() ed25519.PrivateKey { return d.fleet }

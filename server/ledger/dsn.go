@@ -112,3 +112,17 @@ func SQLitePath(dsn string) (string, bool) {
 	}
 	return tg.path, true
 }
+
+// Describe names the ledger a DSN opens for a message, without its
+// password: "the SQLite file PATH" or "the PostgreSQL database NAME on
+// HOST".
+func Describe(dsn string) string {
+	if path, ok := SQLitePath(dsn); ok {
+		return "the SQLite file " + path
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "the ledger's database"
+	}
+	return fmt.Sprintf("the PostgreSQL database %q on %s", strings.TrimPrefix(u.Path, "/"), u.Host)
+}

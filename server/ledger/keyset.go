@@ -1,0 +1,62 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// ErrOtherKeys is returned by BindKeySet when the ledger was made with
+// another key directory.
+var ErrOtherKeys = errors.New("ledger: the ledger was made with another key directory")
+
+// KeySet returns the fingerprint of the key directory the ledger is bound
+// to (keys.Dir.Fingerprint), "" if none is yet.
+func (s *Store) KeySet(ctx context.Context) (string, error) {
+	var fp string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM ledger_settings WHERE name = 'key_set'`).Scan(&fp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("ledger: read the key set: %w", err)
+	}
+	return fp, nil
+}
+
+// BindKeySet binds the ledger to the key directory of fingerprint fp if it
+// is bound to none (init does, and the first start of a ledger from before
+// the binding), and reports whether it did. A ledger bound to another key
+// set gets ErrOtherKeys: its credentials and devices were signed with
+// other keys, and a server with these would flag its riders' taps as
+// forged.
+func (s *Store) BindKeySet(ctx context.Context, fp string) (bool, error) {
+	if fp == "" || len(fp) > 128 {
+		return false, invalid("key set fingerprint of %d bytes", len(fp))
+	}
+	var bound bool
+	err := s.write(ctx, "bind key set", func(t *txn) error {
+		n, err := t.execCount("bind key set", `INSERT INTO ledger_settings (name, value) VALUES ('key_set', $1)
+			ON CONFLICT (name) DO NOTHING`, fp)
+		if err != nil {
+			return err
+		}
+		bound = n == 1
+		var have string
+		if err := t.queryRow(`SELECT value FROM ledger_settings WHERE name = 'key_set'`).Scan(&have); err != nil {
+			return fmt.Errorf("ledger: read the key set: %w", err)
+		}
+		if have != fp {
+			return fmt.Errorf("%w (the ledger's key set is %s, these keys' %s)", ErrOtherKeys, have, fp)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if bound {
+		s.log.Info("ledger: bound to its key directory", "key_set", fp)
+	}
+	return bound, nil
+}
