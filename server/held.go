@@ -16,13 +16,29 @@ const heldInterval = 30 * time.Second
 // RecheckHeld re-checks the taps held aside because the server could not
 // verify them with its keyring (an issuer key it lacked): those it can check
 // now are committed (charged, or flagged invalid_code if their code is
-// invalid in itself) and leave the held list; the others stay. It returns
-// how many were released.
+// invalid in itself) and leave the held list; the others stay. Every held
+// record is looked at, a page at a time: records that can never be checked
+// (a tampered validator's, under an issuer key of its own) do not keep the
+// ones after them from being charged. It returns how many were released.
 func (s *Server) RecheckHeld(ctx context.Context) (int, error) {
-	held, err := s.ledger.HeldTaps(ctx, ledger.MaxHeldList)
-	if err != nil || len(held) == 0 {
-		return 0, err
+	released := 0
+	var after ledger.HeldTap
+	for {
+		held, err := s.ledger.HeldTapsAfter(ctx, after, ledger.MaxHeldList)
+		if err != nil || len(held) == 0 {
+			return released, err
+		}
+		n, err := s.recheckPage(ctx, held)
+		released += n
+		if err != nil || len(held) < ledger.MaxHeldList {
+			return released, err
+		}
+		after = held[len(held)-1]
 	}
+}
+
+// recheckPage is RecheckHeld for one page of held records.
+func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, error) {
 	var taps []ledger.Tap
 	var bad []ledger.QuarantinedRecord
 	for _, h := range held {
@@ -61,16 +77,31 @@ func (s *Server) RecheckHeld(ctx context.Context) (int, error) {
 	return len(taps) + len(bad), nil
 }
 
-// heldLoop re-checks held taps at start, whenever the keyring changes and
-// every heldInterval.
+// heldLoop re-checks held taps at start and whenever the keyring changes
+// (told by the API, or seen every heldInterval: another instance's
+// rotation, say): every held record then. A record is held because the
+// keyring the ingest checked it with could not tell, and the same keyring
+// tells no more, so between changes only the records held since the last
+// pass began are looked at again (one the ingest checked with the keyring
+// before a change may be stored after the pass the change brought).
 func (s *Server) heldLoop(ctx context.Context) {
 	t := time.NewTicker(heldInterval)
 	defer t.Stop()
+	var checked *paycode.Keyring // the keyring of the last complete pass
+	var since time.Time          // when that pass began
 	for {
-		if n, err := s.ledger.HeldCount(ctx); err == nil && n > 0 {
-			if _, err := s.RecheckHeld(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("re-checking held taps failed", "err", err)
-			}
+		kr, began := s.keys.Keyring(), time.Now()
+		var err error
+		if kr != checked {
+			_, err = s.RecheckHeld(ctx)
+		} else {
+			_, err = s.recheckHeldSince(ctx, since.Add(-heldMargin))
+		}
+		switch {
+		case err == nil:
+			checked, since = kr, began
+		case ctx.Err() == nil:
+			s.log.Warn("re-checking held taps failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -78,6 +109,27 @@ func (s *Server) heldLoop(ctx context.Context) {
 		case <-t.C:
 		case <-s.recheck:
 		}
+	}
+}
+
+// heldMargin covers the clocks of the instances that hold records.
+const heldMargin = 10 * time.Second
+
+// recheckHeldSince is RecheckHeld for the records held at since or later.
+func (s *Server) recheckHeldSince(ctx context.Context, since time.Time) (int, error) {
+	released := 0
+	var after ledger.HeldTap
+	for {
+		held, err := s.ledger.HeldTapsReceivedSince(ctx, string(paycode.ReasonUnknownIssuerKey), since, after, ledger.MaxHeldList)
+		if err != nil || len(held) == 0 {
+			return released, err
+		}
+		n, err := s.recheckPage(ctx, held)
+		released += n
+		if err != nil || len(held) < ledger.MaxHeldList {
+			return released, err
+		}
+		after = held[len(held)-1]
 	}
 }
 

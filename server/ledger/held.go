@@ -45,7 +45,9 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return s.write(ctx, "hold taps", func(t *txn) error {
+	held := map[string]int{} // by device: one log line a device and call, not one a record
+	err := s.write(ctx, "hold taps", func(t *txn) error {
+		clear(held)
 		for _, r := range recs {
 			n, err := t.execCount("hold tap",
 				`INSERT INTO held_taps (device_id, epoch, seq, reason, record, received_ns)
@@ -56,23 +58,58 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 			if err != nil {
 				return err
 			}
-			if n > 0 {
-				t.s.log.Warn("ledger: tap held aside until the server can check it", "device", r.DeviceID, "seq", r.Seq,
-					"reason", r.Reason)
-			}
+			held[r.DeviceID] += int(n)
 		}
 		return nil
 	})
+	for device, n := range held {
+		if n > 0 {
+			s.log.Warn("ledger: taps held aside until the server can check them", "device", device, "count", n,
+				"reason", recs[0].Reason)
+		}
+	}
+	return err
 }
 
-// HeldTaps returns up to limit held records (limit <= 0 or above
-// MaxHeldList: MaxHeldList), oldest first.
-func (s *Store) HeldTaps(ctx context.Context, limit int) ([]HeldTap, error) {
+// HeldTapsAfter returns up to limit held records (as HeldTaps) that come
+// after the one named by after's device, epoch and seq, in that order: pass
+// a page's last record to read the next (a zero HeldTap: from the first).
+// A pass over every held record costs one index range read a page, however
+// many there are.
+func (s *Store) HeldTapsAfter(ctx context.Context, after HeldTap, limit int) ([]HeldTap, error) {
 	if limit <= 0 || limit > MaxHeldList {
 		limit = MaxHeldList
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT device_id, epoch, seq, reason, record, received_ns FROM held_taps
-		ORDER BY received_ns, device_id, epoch, seq LIMIT $1`, limit)
+	if after.Seq > math.MaxInt64 {
+		return nil, invalid("seq %d", after.Seq)
+	}
+	return s.heldRows(ctx, `WHERE (device_id, epoch, seq) > ($1, $2, $3) ORDER BY device_id, epoch, seq LIMIT $4`,
+		after.DeviceID, after.Epoch, int64(after.Seq), limit)
+}
+
+// HeldTapsReceivedSince returns up to limit held records with reason
+// received at since or later, oldest first, after the one after names
+// (its Received, device, epoch and seq; a zero HeldTap: from since): the
+// records held since a moment, read by the index of reason and time.
+func (s *Store) HeldTapsReceivedSince(ctx context.Context, reason string, since time.Time, after HeldTap,
+	limit int) ([]HeldTap, error) {
+	if limit <= 0 || limit > MaxHeldList {
+		limit = MaxHeldList
+	}
+	if after.Seq > math.MaxInt64 {
+		return nil, invalid("seq %d", after.Seq)
+	}
+	from := since.UnixNano() - 1
+	if !after.Received.IsZero() {
+		from = after.Received.UnixNano()
+	}
+	return s.heldRows(ctx, `WHERE reason = $1 AND (received_ns, device_id, epoch, seq) > ($2, $3, $4, $5)
+		ORDER BY received_ns, device_id, epoch, seq LIMIT $6`, reason, from, after.DeviceID, after.Epoch, int64(after.Seq), limit)
+}
+
+// heldRows reads held records: the query's WHERE, ORDER and LIMIT.
+func (s *Store) heldRows(ctx context.Context, where string, args ...any) ([]HeldTap, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, epoch, seq, reason, record, received_ns FROM held_taps `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read held taps: %w", err)
 	}

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/paycode/paycodetest"
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+)
+
+// TestHeldTapsNotStarved: a tampered validator holds a keyring of its own
+// (issuer key 77, which no keyring of the operator's will ever have) and
+// sends taps under it: the server holds them aside, as it does a real
+// rider's tap whose issuer key it lacks. When the server's keyring has the
+// real key, the real tap is charged although more than a page of the
+// tampered validator's come before it; theirs stay held. (It used to
+// re-check the oldest 1,000 held records only: the real tap was never
+// charged.) A real server: key directory, SQLite ledger, ingest.
+func TestHeldTapsNotStarved(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server's keyring gains key 2 (a rotation) after the taps under
+	// it were held: the taps are put in the held list below as the ingest
+	// would have while the keyring lacked it.
+	if _, err := kd.Rotate(time.Now(), 30*24*time.Hour, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rootHex, err := os.ReadFile(filepath.Join(dir, "keys", keys.RootFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := hex.DecodeString(strings.TrimSpace(string(rootHex)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The records were held an hour ago (the ledger's clock of this set-up).
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(dir, "ledger.db"),
+		&ledger.Options{Now: func() time.Time { return time.Now().Add(-time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutFareTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"evil-1", "zz-bus"} { // the honest one after the other in every order
+		pub, _, _ := ed25519.GenerateKey(nil)
+		if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(ctx, acct.ID, 1000, "t"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	rider := paycodetest.IssuerFromRoot(t, root, 2, now).Rider(t, acct.ID, now)
+	if _, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	forged := paycodetest.NewIssuer(t, 77, now).Rider(t, acct.ID, now)
+	held := func(device string, seq uint64, r *paycodetest.Rider) ledger.HeldTap {
+		code, err := paycode.ParseText(r.Code(t, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := record.Tap{DeviceID: device, Epoch: "e", Seq: seq, Time: now, Route: "42", Code: code.Bytes(), Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 1}
+		b, err := rec.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ledger.HeldTap{DeviceID: device, Epoch: "e", Seq: seq, Reason: string(paycode.ReasonUnknownIssuerKey), Record: b}
+	}
+	const tampered = ledger.MaxHeldList + 200
+	var recs []ledger.HeldTap
+	for seq := range uint64(tampered) {
+		recs = append(recs, held("evil-1", seq+1, forged))
+	}
+	if err := l.Hold(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Hold(ctx, []ledger.HeldTap{held("zz-bus", 1, rider)}); err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	ready := make(chan Addrs, 1)
+	srv, err := New(runCtx, Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
+		Ready: func(a Addrs) { ready <- a }})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, err := l.Account(ctx, acct.ID)
+		if err == nil && a.Balance == 750 {
+			break
+		}
+		if time.Now().After(deadline) {
+			n, _ := l.HeldCount(ctx)
+			t.Fatalf("the real tap is not charged after a minute: balance %d, %d held", a.Balance, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, err := l.HeldCount(ctx); err != nil || n != tampered {
+		t.Errorf("%d held, %v; want the tampered validator's %d", n, err, tampered)
+	}
+}
