@@ -114,7 +114,8 @@ func TestConsoleReaders(t *testing.T) {
 		t2 := mkTap("bus-1", 2, a, at(120), "X1")
 		t2.BaseFare = 999 // the validator's claim differs: noted fare_mismatch
 		dup := mkTap("bus-2", 1, a, at(121), "7")
-		dup.CodeKey = t2.CodeKey // the same code on another device: duplicate_code
+		dup.CodeKey = t2.CodeKey // the same code on another bus a minute later: duplicate_code, forgiven
+		dup.Vehicle = "bus-8"
 		bad := mkTap("bus-2", 2, a, at(200), "7")
 		bad.Flag = FlagInvalidCode
 		commit(t, s, t1, t2, dup, bad)

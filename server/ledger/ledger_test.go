@@ -334,7 +334,7 @@ func TestDuplicateCodeTwoDevices(t *testing.T) {
 		other := newAccount(t, s, 2000)
 		c := mkTap("bus-3", 1, other, at(500), "")
 		d := mkTap("bus-4", 1, other, at(501), "")
-		d.CodeKey = c.CodeKey
+		d.CodeKey, d.Vehicle = c.CodeKey, "bus-8"
 		r := commit(t, s, d, c)
 		if r[1].Flag != "" || r[1].Charge != 250 || r[0].Flag != FlagDuplicateCode || !slices.Equal(r[0].Notes, []string{NoteCodeReuseWindow}) {
 			t.Errorf("same code in one batch: %+v", r)

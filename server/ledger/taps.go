@@ -487,6 +487,7 @@ func (t *txn) insertTaps(work []tapWork) error {
 type holder struct {
 	tapID     string // "" for a payment
 	device    string
+	vehicle   string
 	at        int64 // tap time, or the payment's time
 	account   uint64
 	day       string
@@ -557,6 +558,7 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 	if err != nil {
 		return nil, err
 	}
+	forgiven := map[dayKey]int{}
 	for _, key := range keys {
 		ws := byKey[string(key)]
 		slices.SortFunc(ws, func(a, b *tapWork) int {
@@ -566,7 +568,7 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 			return 1
 		})
 		win := ws[0]
-		keeper := use{tapID: win.tp.ID, device: win.tp.DeviceID, at: win.tp.Time.UnixNano()}
+		keeper := use{tapID: win.tp.ID, device: win.tp.DeviceID, vehicle: win.tp.Vehicle, at: win.tp.Time.UnixNano(), day: win.day}
 		var lost []use // every use that loses the code in this commit
 		var losers []*tapWork
 		var prevReuses int64
@@ -577,23 +579,26 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 			losers = ws[1:]
 		case h.tapID == "" || before(h.at, h.tapID, keeper.at, keeper.tapID):
 			// The code stays with the online payment or the earlier tap.
-			keeper, losers, prevReuses = use{tapID: h.tapID, device: h.device, at: h.at}, ws, h.reuses
+			keeper, losers, prevReuses = use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day}, ws, h.reuses
 		default:
 			// The new tap was made before the tap that held the code: it
 			// takes the code over, and the old holder is flagged and
 			// refunded.
 			losers, prevReuses, oldHolder = ws[1:], h.reuses, h.tapID
-			lost = append(lost, use{tapID: h.tapID, device: h.device, at: h.at})
+			lost = append(lost, use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day})
 			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, at: h.at, charge: h.charge,
 				postings: h.postings})
 			t.s.log.Warn("ledger: an earlier tap of a payment code arrived late and takes the code; the later tap is refunded",
 				"tap", keeper.tapID, "refunded_tap", h.tapID, "account", h.account)
 		}
 		for _, l := range losers {
-			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, at: l.tp.Time.UnixNano()})
+			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, vehicle: l.tp.Vehicle, at: l.tp.Time.UnixNano(), day: l.day})
 		}
 		reuses := prevReuses + int64(len(lost))
-		innocent := t.innocent(keeper, lost, reuses)
+		innocent, err := t.innocent(win.tp.Account, keeper, lost, reuses, forgiven)
+		if err != nil {
+			return nil, err
+		}
 		note := ""
 		if innocent {
 			note = NoteCodeReuseWindow
@@ -660,24 +665,57 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 
 // use is one use of a payment code, for the reuse rule.
 type use struct {
-	tapID  string // "" for an online payment
-	device string
-	at     int64
+	tapID   string // "" for an online payment
+	device  string
+	vehicle string // "" when the device had no assignment
+	at      int64
+	day     string // the service day of a tap
 }
 
+// The reuse rule's bounds on what it forgives (see innocent).
+const (
+	// MinReuseGap is the least time between the two uses of a code the
+	// rule forgives: a rider gets off one bus and onto another in no
+	// less. Two people boarding at once on one code are not forgiven.
+	MinReuseGap = 20 * time.Second
+	// MaxForgivenReuses is how many reuses the rule forgives an account in
+	// a service day: an honest rider's quick transfers on an unrefreshed
+	// code are rare; two people sharing one account's codes ride twice a
+	// trip, every trip.
+	MaxForgivenReuses = 2
+)
+
 // innocent reports whether a code's reuse looks like an honest rider's: a
-// single reuse, on another device than the use that keeps the code, within
-// ReuseWindow of it (one code shown on two buses of a quick transfer).
-func (t *txn) innocent(keeper use, lost []use, reuses int64) bool {
+// single reuse, on another device and another vehicle than the use that
+// keeps the code, between MinReuseGap and ReuseWindow after or before it
+// (one code shown on two buses of a quick transfer), and at most
+// MaxForgivenReuses forgiven on the account's service day (forgiven counts
+// those this commit forgave already). Two doors of one bus a second apart,
+// or two buses at once, are no transfer.
+func (t *txn) innocent(account uint64, keeper use, lost []use, reuses int64, forgiven map[dayKey]int) (bool, error) {
 	if reuses != 1 || len(lost) != 1 {
-		return false
+		return false, nil
 	}
 	l := lost[0]
 	d := time.Duration(l.at - keeper.at)
 	if d < 0 {
 		d = -d
 	}
-	return l.device != keeper.device && keeper.tapID != "" && d <= t.s.reuseWindow
+	if l.device == keeper.device || keeper.tapID == "" || d < MinReuseGap || d > t.s.reuseWindow ||
+		(l.vehicle != "" && l.vehicle == keeper.vehicle) {
+		return false, nil
+	}
+	dk := dayKey{account, l.day}
+	var stored int64
+	if err := t.queryRow(`SELECT COUNT(*) FROM taps WHERE account_id = $1 AND service_day = $2 AND flag = $3 AND notes LIKE $4`,
+		int64(account), l.day, FlagDuplicateCode, "%"+NoteCodeReuseWindow+"%").Scan(&stored); err != nil {
+		return false, fmt.Errorf("ledger: count forgiven reuses: %w", err)
+	}
+	if int(stored)+forgiven[dk] >= MaxForgivenReuses {
+		return false, nil
+	}
+	forgiven[dk]++
+	return true, nil
 }
 
 // reused denies the credential of a code used more than once, unless the
@@ -737,7 +775,7 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 			holderTap = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
 		}
 		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
-				COALESCE(t.device_id, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
+				COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
 				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
 			FROM `+from+` `+holderTap+`
 			WHERE `+where, args...)
@@ -748,7 +786,7 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 			var key []byte
 			var h holder
 			var account int64
-			if err := rows.Scan(&key, &account, &h.reuses, &h.tapID, &h.paymentID, &h.device, &h.at, &h.day, &h.charge,
+			if err := rows.Scan(&key, &account, &h.reuses, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at, &h.day, &h.charge,
 				&h.postings); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("ledger: read code uses: %w", err)
