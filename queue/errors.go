@@ -30,6 +30,11 @@ var ErrCorrupt = errors.New("queue: corrupt file")
 // queue's buckets); nothing is created.
 var ErrNoFile = errors.New("queue: no queue file")
 
+// ErrLocked is returned (wrapped, with bbolt's timeout) by Open when
+// another process holds the file open: a validator running on it, or a
+// second one given the same data directory.
+var ErrLocked = errors.New("queue: the file is in use by another process (a running validator, or another one with the same data_dir)")
+
 // ErrUnsupportedFormat is returned by Open for a queue file written by a
 // newer, incompatible version of this package. Such a file is left in place.
 var ErrUnsupportedFormat = errors.New("queue: unsupported file format")

@@ -162,6 +162,9 @@ func openBolt(path string, o *Options, readOnly bool) (db *bbolt.DB, err error) 
 		bo.InitialMmapSize = o.InitialMmapSize
 	}
 	db, err = bbolt.Open(path, 0o600, bo)
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (waited %v for its lock: %w)", ErrLocked, path, o.LockTimeout, err)
+	}
 	if err != nil {
 		err = fmt.Errorf("queue: open %s: %w", path, err)
 		if isBoltCorruption(err) {

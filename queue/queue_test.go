@@ -1040,8 +1040,9 @@ func TestOpenLeavesHealthyFilesAlone(t *testing.T) {
 		path := tempPath(t)
 		openTest(t, path, nil)
 		_, err := Open(path, &Options{LockTimeout: 50 * time.Millisecond})
-		if !errors.Is(err, berrors.ErrTimeout) || errors.Is(err, ErrCorrupt) {
-			t.Errorf("second Open = %v, want bbolt's lock timeout", err)
+		if !errors.Is(err, berrors.ErrTimeout) || !errors.Is(err, ErrLocked) || errors.Is(err, ErrCorrupt) ||
+			!strings.Contains(err.Error(), "in use by another process") {
+			t.Errorf("second Open = %v, want ErrLocked with bbolt's lock timeout", err)
 		}
 		if _, err := os.Stat(path); err != nil {
 			t.Errorf("locked file was moved: %v", err)

@@ -104,8 +104,13 @@ type selftest struct {
 	cfg     *Config
 	now     time.Time
 	running *ctlStatus // the running validator's status, if it answers
-	results []selftestLine
-	health  *agent.StateHealth // the device state, when the queue file could be read
+	// heldElsewhere: the queue file is locked by a process that did not
+	// answer on the control socket (a validator started by hand, or with
+	// another [ctl] socket): it runs as this device, so nothing here logs
+	// in as the device (that would take its broker session).
+	heldElsewhere bool
+	results       []selftestLine
+	health        *agent.StateHealth // the device state, when the queue file could be read
 }
 
 func (s *selftest) add(level, name, why, do string) {
@@ -280,6 +285,13 @@ func (s *selftest) checkQueue() {
 		return
 	}
 	q, err := queue.Open(path, &queue.Options{LockTimeout: 2 * time.Second})
+	if errors.Is(err, queue.ErrLocked) {
+		s.heldElsewhere = true
+		s.add(levelWarn, "queue", fmt.Sprintf("%s is in use by another process: a validator runs on it, but not on the control socket %s",
+			path, orNone(ctlSocketPath(s.cfg))),
+			"stop that validator for the full check, or give it and this command the same [ctl] socket")
+		return
+	}
 	if err != nil {
 		s.add(levelFail, "queue", fmt.Sprintf("%s cannot be opened: %v", path, err),
 			"start the validator: it salvages a damaged file (or run reset-queue as the README says)")
@@ -317,6 +329,11 @@ func (s *selftest) checkDocuments() {
 			return
 		}
 		s.add(levelOK, "documents", why+"; in service", "")
+		return
+	}
+	if s.heldElsewhere {
+		s.add(levelWarn, "documents", "not read: the device state is in the queue file the running validator holds",
+			"stop that validator for the full check")
 		return
 	}
 	h := s.health
@@ -416,6 +433,11 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		s.add(levelWarn, "broker", "no mqtt.broker configured: taps stay on this device", "configure [mqtt] (farego-provision device)")
 		return
 	}
+	if s.running == nil && s.heldElsewhere {
+		s.add(levelWarn, "broker", "not tried: the validator running on this data_dir logs in as this device, and a second login would take its place",
+			"see the broker check of a stopped validator, or its log")
+		return
+	}
 	if s.running != nil && s.running.UplinkConnected != nil {
 		if *s.running.UplinkConnected {
 			s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
@@ -484,4 +506,12 @@ func (s *selftest) brokerOK(res *uplink.ProbeResult) {
 		return
 	}
 	s.add(levelOK, "broker", why+"; the device's documents are the server's newest", "")
+}
+
+// orNone is s, or "(none)" when it is empty.
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }

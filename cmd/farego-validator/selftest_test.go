@@ -16,6 +16,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -144,6 +145,21 @@ func TestSelftest(t *testing.T) {
 	}
 	wantCheck(t, lines, "queue", "OK", "healthy: 1 taps waiting")
 	wantCheck(t, lines, "broker", "WARN", "fares v2 (device has v1)")
+
+	// A validator runs on the queue file but not on the control socket
+	// (started by hand): the queue is not blamed, the documents not read
+	// from the bundle, and nothing logs in as the device in its place.
+	held, err := queue.Open(filepath.Join(d.dir, "data", queueFile), nil)
+	must(t, err)
+	lines, report, code = d.selftest()
+	t.Logf("report beside a validator without a control socket:\n%s", report)
+	wantCheck(t, lines, "queue", "WARN", "in use by another process")
+	wantCheck(t, lines, "documents", "WARN", "not read")
+	wantCheck(t, lines, "broker", "WARN", "not tried")
+	if code != exitOK {
+		t.Errorf("exit %d beside a running validator, want 0", code)
+	}
+	must(t, held.Close())
 
 	// Failures, each named with what to do, and exit 1.
 	fail := func(what, name, text string, setup, undo func()) {
