@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -58,9 +59,9 @@ func (s *scannerFlag) Set(v string) error {
 }
 
 type deviceOpts struct {
-	fleet, id, route, vehicle, server, token, out, broker, dataDir, metrics, topicPrefix string
-	scanners                                                                             scannerFlag
-	force, tls                                                                           bool
+	fleet, id, route, vehicle, server, token, out, broker, dataDir, metrics, topicPrefix, ctlSocket string
+	scanners                                                                                        scannerFlag
+	force, tls                                                                                      bool
 }
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -78,6 +79,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&o.tls, "tls", false, "use the client certificate (mutual TLS) instead of the broker password")
 	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/farego", "data directory on the device")
 	fs.StringVar(&o.metrics, "metrics", "127.0.0.1:9100", "metrics listen address on the device (empty: none)")
+	fs.StringVar(&o.ctlSocket, "ctl-socket", "", `control socket on the device (default: the unit's RuntimeDirectory, else /run/farego-validator/ctl.sock; "off": none); each validator on one machine needs its own`)
 	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
 	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
@@ -210,7 +212,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		{bundleKeyring, krJSON, 0o644},
 		{bundleFares, faresJSON, 0o644},
 		{bundleUnit, []byte(systemdUnit), 0o644},
-		{bundleReadme, []byte(strings.ReplaceAll(installText, "ID", o.id)), 0o644},
+		{bundleReadme, []byte(installFor(o)), 0o644},
 		{bundleConfig, cfg, 0o600},
 	} {
 		if err := durable.Create(filepath.Join(tmp, f.name), f.data, f.perm); err != nil {
@@ -269,6 +271,11 @@ console = true
 
 [metrics]
 listen = {{toml .Metrics}}
+{{- if .CtlSocket}}
+
+[ctl]
+socket = {{toml .CtlSocket}}
+{{- end}}
 
 [mqtt]
 broker           = {{toml .Broker}}
@@ -325,7 +332,7 @@ func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	err := configTemplate.Execute(&b, map[string]any{
 		"ID": o.id, "Route": o.route, "Vehicle": o.vehicle, "DataDir": o.dataDir, "Scanners": o.scanners,
 		"Metrics": o.metrics, "Broker": o.broker, "Server": strings.TrimRight(o.server, "/"), "TopicPrefix": o.topicPrefix, "TLS": o.tls,
-		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly),
+		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly), "CtlSocket": o.ctlSocket,
 	})
 	return b.Bytes(), err
 }
@@ -355,8 +362,25 @@ Check it: show a payment code from a rider's app, and paste its text
 which prints the decision as JSON (exit 0 when accepted); then
 
   journalctl -u farego-validator -f
-  curl -s 127.0.0.1:9100/metrics | grep farego_
+  METRICS
 `
+
+// installFor is installText for the device o describes: its id, and its
+// metrics address (none: nothing to curl).
+func installFor(o deviceOpts) string {
+	metrics := "farego-validator selftest --config /etc/farego/validator.toml   # no metrics address configured"
+	if o.metrics != "" {
+		host, port, err := net.SplitHostPort(o.metrics)
+		if err != nil {
+			host, port = "127.0.0.1", o.metrics
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		metrics = "curl -s " + net.JoinHostPort(host, port) + "/metrics | grep farego_"
+	}
+	return strings.NewReplacer("ID", o.id, "METRICS", metrics).Replace(installText)
+}
 
 // writeTarball writes dir's files as PATH (a .tar.gz under prefix/),
 // durably replacing an older one.

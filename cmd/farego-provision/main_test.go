@@ -288,7 +288,7 @@ func TestSampleConfigNamesBundleFiles(t *testing.T) {
 func TestConfigValuesReadBack(t *testing.T) {
 	o := deviceOpts{id: "bus-9-front", route: `4"2`, vehicle: "Bus \"7\" \\ east\nrisk_cap = 100000", dataDir: `/var/lib/far go\x`,
 		metrics: "127.0.0.1:9100", broker: "ssl://mqtt.example.net:8883", server: "http://settle:8080/\n[policy]",
-		topicPrefix: "fleet\t1"}
+		topicPrefix: "fleet\t1", ctlSocket: "/run/farego-validator/rear \"x\".sock"}
 	o.scanners.Set(`front=/dev/serial/by-id/usb-Honeywell "X"`)
 	cfg, err := validatorConfig(o, "bus-9-front", `pa"ss\word`+"\x01")
 	if err != nil {
@@ -307,6 +307,7 @@ func TestConfigValuesReadBack(t *testing.T) {
 			TopicPrefix string `toml:"topic_prefix"`
 			Password    string
 		}
+		Ctl struct{ Socket string }
 	}
 	if _, err := toml.Decode(string(cfg), &got); err != nil {
 		t.Fatalf("validator.toml does not parse: %v\n%s", err, cfg)
@@ -317,6 +318,22 @@ func TestConfigValuesReadBack(t *testing.T) {
 	}
 	if got.Policy.RiskCap != 10 {
 		t.Errorf("risk_cap %d: a value added a setting", got.Policy.RiskCap)
+	}
+	if got.Ctl.Socket != o.ctlSocket {
+		t.Errorf("ctl socket %q, want %q", got.Ctl.Socket, o.ctlSocket)
+	}
+	// Without --ctl-socket, no [ctl] (the validator's default applies).
+	o.ctlSocket = ""
+	if cfg, _ := validatorConfig(o, "bus-9-front", "p"); strings.Contains(string(cfg), "[ctl]") {
+		t.Errorf("a [ctl] section without --ctl-socket:\n%s", cfg)
+	}
+	// INSTALL.txt's metrics check names the device's metrics address.
+	for metrics, want := range map[string]string{"127.0.0.1:9112": "curl -s 127.0.0.1:9112/metrics", ":9200": "curl -s 127.0.0.1:9200/metrics",
+		"[::1]:9300": "curl -s [::1]:9300/metrics", "": "no metrics address"} {
+		o.metrics = metrics
+		if got := installFor(o); !strings.Contains(got, want) || strings.Contains(got, "METRICS") || !strings.Contains(got, "bus-9-front") {
+			t.Errorf("INSTALL.txt for --metrics %q does not say %q:\n%s", metrics, want, got)
+		}
 	}
 }
 
