@@ -56,8 +56,9 @@ Subcommands:
            write a Mosquitto password file: the server and every registered,
            unrevoked device (their passwords are random, kept as hashes)
   mqtt-password
-           print the settlement server's own MQTT password (for
-           --broker-username farego-server at an external broker)
+           print the settlement server's own MQTT password, alone (for
+           FAREGO_BROKER_PASSWORD, with --broker-username farego-server
+           at an external broker)
 
 Run "farego-settlement SUBCOMMAND --help" for the flags.
 `

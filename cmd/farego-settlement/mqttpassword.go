@@ -21,6 +21,8 @@ func cmdMQTTPassword(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s %s\n", broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret()))
+	// The password alone, as FAREGO_BROKER_PASSWORD takes it (the user is
+	// always broker.DefaultServerUsername, --broker-username's value).
+	fmt.Fprintln(stdout, broker.ServerPassword(kd.BrokerSecret()))
 	return nil
 }
