@@ -33,9 +33,10 @@ func (p *InProcess) Stop() { p.stop() }
 
 // StartServer initialises keys in dir/keys and runs a settlement server
 // in-process on loopback ports (embedded broker; ledger db, default
-// SQLite in dir), without an account rate limit or a credential minimum
-// (simulated riders all come from one address, some with little money),
-// with fares (default DefaultFares) in force.
+// SQLite in dir), without a credential minimum (some simulated riders have
+// little money), with fares (default DefaultFares) in force. Its limit on
+// anonymous sign-ups is the default one: the fleet signs its riders up
+// with the operator's token, as against any server.
 func StartServer(ctx context.Context, dir, db, fares string, log *slog.Logger) (*InProcess, error) {
 	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
 	if err != nil {
@@ -49,7 +50,7 @@ func StartServer(ctx context.Context, dir, db, fares string, log *slog.Logger) (
 	}
 	ready := make(chan server.Addrs, 1)
 	srv, err := server.New(ctx, server.Config{DataDir: dir, DB: db, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		AccountsPerMinute: -1, CredentialMinimum: -1, Logger: log, Ready: func(a server.Addrs) { ready <- a }})
+		CredentialMinimum: -1, Logger: log, Ready: func(a server.Addrs) { ready <- a }})
 	if err != nil {
 		return nil, err
 	}
