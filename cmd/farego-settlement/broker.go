@@ -31,7 +31,7 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log, err := cli.NewLogger(stderr, *logLevel, "text")
 	if err != nil {
-		return err
+		return cli.Usagef(stderr, "farego-settlement broker", "--log-level: %v", err)
 	}
 	kd, st, err := openKeysAndLedger(ctx, *data, *db)
 	if err != nil {

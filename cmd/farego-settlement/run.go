@@ -64,12 +64,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return cli.Usagef(stderr, "farego-settlement run", "--max-age and --skew must not be negative (0: the defaults, %v and %v)",
 			paycode.DefaultMaxAge, paycode.DefaultSkew)
 	}
+	if c.CredentialTTL <= 0 {
+		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",
+			c.CredentialTTL)
+	}
 	if pw := os.Getenv("FAREGO_BROKER_PASSWORD"); pw != "" {
 		c.MQTTPassword = pw
 	}
 	log, err := cli.NewLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
-		return err
+		return cli.Usagef(stderr, "farego-settlement run", "--log-level/--log-format: %v", err)
 	}
 	c.Logger = log
 	c.AfterCommit = exitAfterCommits(log)
