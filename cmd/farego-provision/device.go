@@ -94,13 +94,11 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if record.ReservedDeviceID(o.id) {
 		return cli.Usagef(stderr, fs.Name(), "--id: %q is reserved for the settlement server and the broker; pick another id", o.id)
 	}
-	if strings.HasPrefix(o.token, "@") {
-		b, err := os.ReadFile(o.token[1:])
-		if err != nil {
-			return err
-		}
-		o.token = strings.TrimSpace(string(b))
+	tok, err := cli.Token("--operator-token", o.token)
+	if err != nil {
+		return err
 	}
+	o.token = tok
 	if o.token == "" {
 		return cli.Usagef(stderr, fs.Name(), "--operator-token: %s is empty", fs.Lookup("operator-token").Value)
 	}

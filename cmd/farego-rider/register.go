@@ -28,7 +28,7 @@ func register(ctx context.Context, path, server, profile, name, tok string, forc
 	if _, err := os.Stat(path); err == nil && !force {
 		return fmt.Errorf("%s already holds a rider; use --force to replace it (the old account's secret is lost)", path)
 	}
-	tok, err := readToken(tok)
+	tok, err := cli.Token("--operator-token", tok)
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
@@ -38,7 +36,7 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 	if amount <= 0 {
 		return errors.New("--amount must be positive (minor units, e.g. 1000 = 10.00)")
 	}
-	tok, err = readToken(tok)
+	tok, err = cli.Token("--operator-token", tok)
 	if err != nil {
 		return err
 	}
@@ -62,16 +60,3 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 
 // money formats an amount with its currency's decimals (210 JPY, 2.10 EUR).
 func money(minor int64, cur string) string { return feedback.FormatAmount(minor, cur) }
-
-// readToken returns the token of an --operator-token flag: as given, or
-// read from the file after "@".
-func readToken(tok string) (string, error) {
-	if !strings.HasPrefix(tok, "@") {
-		return tok, nil
-	}
-	b, err := os.ReadFile(tok[1:])
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
-}

@@ -81,8 +81,11 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !ledger.ValidRole(*role) {
 			return cli.Usagef(stderr, fs.Name(), "--role %q: want operator, payments, merchant or auditor", *role)
 		}
-		if (*role == ledger.RoleMerchant) != (*merchant != "") {
-			return cli.Usagef(stderr, fs.Name(), "--merchant goes with --role merchant, and only with it")
+		if *role == ledger.RoleMerchant && *merchant == "" {
+			return cli.Usagef(stderr, fs.Name(), "--role merchant needs --merchant ID: the shop whose orders the token may take and refund")
+		}
+		if *role != ledger.RoleMerchant && *merchant != "" {
+			return cli.Usagef(stderr, fs.Name(), "--merchant goes with --role merchant only, not --role %s", *role)
 		}
 	case "revoke":
 		if fs.NArg() != 1 {

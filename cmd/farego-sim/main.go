@@ -276,13 +276,9 @@ func (s *sim) run(ctx context.Context) error {
 // external points the simulator at a running server.
 func (s *sim) external() error {
 	o := s.o
-	tok := o.token
-	if strings.HasPrefix(tok, "@") {
-		b, err := os.ReadFile(tok[1:])
-		if err != nil {
-			return err
-		}
-		tok = strings.TrimSpace(string(b))
+	tok, err := cli.Token("--token", o.token)
+	if err != nil {
+		return err
 	}
 	k, err := keyfile.ReadPublic(o.fleetPub)
 	if err != nil {

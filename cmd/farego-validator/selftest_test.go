@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/keyfile"
-	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/wire"
 )
 

@@ -269,7 +269,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{http.StatusForbidden, "denied", err.Error()}
 	case errors.Is(err, ledger.ErrUnknownCredential):
 		ae = &apiError{http.StatusUnprocessableEntity, "unknown_credential", err.Error()}
-	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrTopUpConflict), errors.Is(err, ledger.ErrSecretChanged):
+	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrRefundConflict), errors.Is(err, ledger.ErrTopUpConflict),
+		errors.Is(err, ledger.ErrSecretChanged):
 		ae = &apiError{http.StatusConflict, "conflict", err.Error()}
 	case errors.Is(err, ledger.ErrDeviceExists):
 		ae = &apiError{http.StatusConflict, "device_exists", err.Error()}

@@ -31,6 +31,10 @@ var ErrDenied = errors.New("ledger: account or credential denied")
 // used for a payment with other parameters (account, code, amount, currency).
 var ErrOrderConflict = errors.New("ledger: order id already used with other parameters")
 
+// ErrRefundConflict is returned by RefundPayment when the shop's refund id
+// was already used for another order or amount.
+var ErrRefundConflict = errors.New("ledger: refund id already used with other parameters")
+
 // ErrTopUpConflict is returned by TopUp when the reference was already used
 // for a top-up of another account or amount.
 var ErrTopUpConflict = errors.New("ledger: top-up reference already used with other parameters")

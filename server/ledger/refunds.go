@@ -61,7 +61,7 @@ func (r *RefundRequest) validate() error {
 // rider's account: a posting on the payment (kind payment, amount > 0)
 // and a refund row. It is idempotent on (MerchantID, RefundID): the same
 // request again returns the same refund and replayed = true; the refund id
-// with another order or amount is ErrOrderConflict. Refused with nothing
+// with another order or amount is ErrRefundConflict. Refused with nothing
 // written: ErrNotFound (no such order of this merchant), ErrOverRefund (the
 // payment's refunds would exceed its amount, or it has
 // MaxRefundsPerPayment), ErrInvalid (bad request).
@@ -93,7 +93,7 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 		}
 		if len(prev) > 0 {
 			if prev[0].PaymentID != p.ID || prev[0].Amount != req.Amount {
-				return fmt.Errorf("%w: merchant %q refund %q was made for another order or amount", ErrOrderConflict,
+				return fmt.Errorf("%w: merchant %q refund %q was made for another order or amount", ErrRefundConflict,
 					req.MerchantID, req.RefundID)
 			}
 			refund, replayed = prev[0], true

@@ -50,8 +50,8 @@ func TestRefundPayment(t *testing.T) {
 			req  RefundRequest
 			want error
 		}{
-			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-1", Amount: 300}, ErrOrderConflict},
-			{RefundRequest{MerchantID: "shop-a", OrderID: "o-2", RefundID: "r-1", Amount: 200}, ErrOrderConflict},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-1", Amount: 300}, ErrRefundConflict},
+			{RefundRequest{MerchantID: "shop-a", OrderID: "o-2", RefundID: "r-1", Amount: 200}, ErrRefundConflict},
 			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 401}, ErrOverRefund},
 			{RefundRequest{MerchantID: "shop-a", OrderID: "o-2", RefundID: "r-3", Amount: 101}, ErrOverRefund},
 			{RefundRequest{MerchantID: "shop-b", OrderID: "o-1", RefundID: "r-2", Amount: 1}, ErrNotFound},
@@ -218,7 +218,7 @@ func TestRefundsConcurrent(t *testing.T) {
 				switch {
 				case err == nil:
 					ok++
-				case !errors.Is(err, ErrOrderConflict):
+				case !errors.Is(err, ErrRefundConflict):
 					t.Errorf("round %d: %v, want a conflict", round, err)
 				}
 			}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 )
 
 // NewLogger returns a structured logger writing text (default) or JSON (for
@@ -25,4 +27,18 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// Token returns the token a flag such as --operator-token gives: as given,
+// or read from the file named after "@" (a token in a file stays out of
+// the shell's history and the process list). An error names the flag.
+func Token(flagName, value string) (string, error) {
+	if !strings.HasPrefix(value, "@") {
+		return value, nil
+	}
+	b, err := os.ReadFile(value[1:])
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -91,5 +93,22 @@ func TestParseReadsFlagsAfterArguments(t *testing.T) {
 	errb.Reset()
 	if err := ParseArgs(fs, []string{"ID", "--nope"}, io.Discard, &errb); !errors.Is(err, ErrUsage) || !strings.Contains(errb.String(), "nope") {
 		t.Errorf("an unknown flag after an argument: %v, %q", err, errb.String())
+	}
+}
+
+// TestToken: a token as given, or read from @FILE (trimmed); a missing
+// file's error names the flag.
+func TestToken(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(f, []byte("fgt_abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{"fgt_x": "fgt_x", "@" + f: "fgt_abc", "": ""} {
+		if got, err := Token("--operator-token", in); err != nil || got != want {
+			t.Errorf("Token(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := Token("--operator-token", "@"+f+".missing"); err == nil || !strings.Contains(err.Error(), "--operator-token") {
+		t.Errorf("a missing token file: %v, want the flag named", err)
 	}
 }
