@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 			dm.d.Close()
 		}
 		if *keep || !ok {
-			fmt.Fprintf(out, "\nThe demo's files are in %s (server/server.log, devices/*/validator.log).\n", dir)
+			fmt.Fprintf(out, "\nThe demo's files are in %s (server.log, devices/*/validator.log).\n", dir)
 			return
 		}
 		os.RemoveAll(dir)
