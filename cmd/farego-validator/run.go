@@ -253,7 +253,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	notifier.Notify("STATUS=running")
 	as := a.Assignment()
 	log.Info("validator running", "device", cfg.DeviceID, "route", as.Route, "vehicle", as.Vehicle, "scanners", len(sources),
-		"versions", a.Versions(), "epoch", q.Epoch(), "software", agent.Version)
+		"versions", versionSummary(a.Versions()), "epoch", q.Epoch(), "software", agent.Version)
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
 	notifier.Notify("STOPPING=1")
@@ -433,4 +433,27 @@ func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(),
 		defer cancel()
 		srv.Shutdown(ctx)
 	}, nil
+}
+
+// versionSummary is a device's document versions for its start line: the
+// documents' own, and the deny list's shards (up to 256 of them) as how
+// many there are and their lowest and highest versions, not each one.
+func versionSummary(v map[string]uint64) map[string]any {
+	out := map[string]any{}
+	shards, lo, hi := 0, uint64(0), uint64(0)
+	for k, n := range v {
+		if !strings.HasPrefix(k, record.DocDenyList+"/") {
+			out[k] = n
+			continue
+		}
+		if shards == 0 || n < lo {
+			lo = n
+		}
+		hi = max(hi, n)
+		shards++
+	}
+	if shards > 0 {
+		out["denylist_shards"] = fmt.Sprintf("%d, versions %d to %d", shards, lo, hi)
+	}
+	return out
 }

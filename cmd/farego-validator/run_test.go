@@ -663,3 +663,19 @@ func TestRunCutFrameAcrossRestart(t *testing.T) {
 	d.start()
 	expectLine(t, d.scan(d.issuer.Rider(t, 4202, time.Now()).Code(t, time.Now())), "ACCEPTED")
 }
+
+// TestVersionSummary: the start line lists the documents' versions and
+// sums up the deny list's shards (256 of them made a 7.6 KB line).
+func TestVersionSummary(t *testing.T) {
+	v := map[string]uint64{record.DocKeyring: 2, record.DocFares: 5, record.DocDenyList: 9}
+	for n := range 256 {
+		v[record.DenyShardKey(n)] = uint64(3 + n%4)
+	}
+	got := fmt.Sprint(versionSummary(v))
+	if want := "map[denylist:9 denylist_shards:256, versions 3 to 6 fares:5 keyring:2]"; got != want {
+		t.Errorf("versionSummary = %s, want %s", got, want)
+	}
+	if got := fmt.Sprint(versionSummary(map[string]uint64{record.DocKeyring: 1})); got != "map[keyring:1]" {
+		t.Errorf("without shards: %s", got)
+	}
+}
