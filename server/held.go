@@ -21,10 +21,18 @@ const heldInterval = 30 * time.Second
 // (a tampered validator's, under an issuer key of its own) do not keep the
 // ones after them from being charged. It returns how many were released.
 func (s *Server) RecheckHeld(ctx context.Context) (int, error) {
+	return s.recheckPages(ctx, func(after ledger.HeldTap) ([]ledger.HeldTap, error) {
+		return s.ledger.HeldTapsAfter(ctx, after, ledger.MaxHeldList)
+	})
+}
+
+// recheckPages re-checks the pages read reads, each after the last record
+// of the one before, until a page is not full.
+func (s *Server) recheckPages(ctx context.Context, read func(after ledger.HeldTap) ([]ledger.HeldTap, error)) (int, error) {
 	released := 0
 	var after ledger.HeldTap
 	for {
-		held, err := s.ledger.HeldTapsAfter(ctx, after, ledger.MaxHeldList)
+		held, err := read(after)
 		if err != nil || len(held) == 0 {
 			return released, err
 		}
@@ -117,20 +125,9 @@ const heldMargin = 10 * time.Second
 
 // recheckHeldSince is RecheckHeld for the records held at since or later.
 func (s *Server) recheckHeldSince(ctx context.Context, since time.Time) (int, error) {
-	released := 0
-	var after ledger.HeldTap
-	for {
-		held, err := s.ledger.HeldTapsReceivedSince(ctx, string(paycode.ReasonUnknownIssuerKey), since, after, ledger.MaxHeldList)
-		if err != nil || len(held) == 0 {
-			return released, err
-		}
-		n, err := s.recheckPage(ctx, held)
-		released += n
-		if err != nil || len(held) < ledger.MaxHeldList {
-			return released, err
-		}
-		after = held[len(held)-1]
-	}
+	return s.recheckPages(ctx, func(after ledger.HeldTap) ([]ledger.HeldTap, error) {
+		return s.ledger.HeldTapsReceivedSince(ctx, string(paycode.ReasonUnknownIssuerKey), since, after, ledger.MaxHeldList)
+	})
 }
 
 // notifier is what the API tells of changed fleet documents: the

@@ -31,38 +31,34 @@ func TestHeldPages(t *testing.T) {
 		hold("bus-a", 1, 4)
 		clock = clock.Add(time.Minute)
 		hold("bus-c", 1, 3)
-		var all []string
-		for after, pages := (HeldTap{}), 0; pages < 20; pages++ {
-			page, err := s.HeldTapsAfter(ctx, after, 2)
-			if err != nil {
-				t.Fatal(err)
+		// pages reads every page of n records, each after the last one
+		// of the page before, and names the records read.
+		pages := func(n int, read func(after HeldTap, n int) ([]HeldTap, error)) []string {
+			var got []string
+			var after HeldTap
+			for range 20 {
+				page, err := read(after, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, h := range page {
+					got = append(got, fmt.Sprint(h.DeviceID, "/", h.Seq))
+				}
+				if len(page) < n {
+					break
+				}
+				after = page[len(page)-1]
 			}
-			for _, h := range page {
-				all = append(all, fmt.Sprint(h.DeviceID, "/", h.Seq))
-			}
-			if len(page) < 2 {
-				break
-			}
-			after = page[len(page)-1]
+			return got
 		}
+		all := pages(2, func(after HeldTap, n int) ([]HeldTap, error) { return s.HeldTapsAfter(ctx, after, n) })
 		want := "[bus-a/1 bus-a/2 bus-a/3 bus-a/4 bus-b/1 bus-b/2 bus-b/3 bus-b/4 bus-b/5 bus-c/1 bus-c/2 bus-c/3]"
 		if fmt.Sprint(all) != want {
 			t.Errorf("held in pages of 2: %v, want %s", all, want)
 		}
-		var recent []string
-		for after, pages := (HeldTap{}), 0; pages < 20; pages++ {
-			page, err := s.HeldTapsReceivedSince(ctx, "unknown_issuer_key", since, after, 3)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, h := range page {
-				recent = append(recent, fmt.Sprint(h.DeviceID, "/", h.Seq))
-			}
-			if len(page) < 3 {
-				break
-			}
-			after = page[len(page)-1]
-		}
+		recent := pages(3, func(after HeldTap, n int) ([]HeldTap, error) {
+			return s.HeldTapsReceivedSince(ctx, "unknown_issuer_key", since, after, n)
+		})
 		if want := "[bus-a/1 bus-a/2 bus-a/3 bus-a/4 bus-c/1 bus-c/2 bus-c/3]"; fmt.Sprint(recent) != want {
 			t.Errorf("held since a minute in: %v, want %s", recent, want)
 		}

@@ -64,13 +64,7 @@ func (l *Limiter) Allow(key string) (bool, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e := l.keys[key]; e != nil {
-		if d := now.Sub(e.last); d >= 0 && d < l.every {
-			e.suppressed++
-			return false, 0
-		}
-		n := e.suppressed
-		e.last, e.suppressed = now, 0
-		return true, n
+		return e.allow(now, l.every)
 	}
 	if len(l.keys) >= maxKeys {
 		for k, e := range l.keys {
@@ -79,22 +73,21 @@ func (l *Limiter) Allow(key string) (bool, int) {
 			}
 		}
 		if len(l.keys) >= maxKeys {
-			return l.allowOverflow(now)
+			// Every new key shares one entry, apart from the table.
+			if l.overflow == nil {
+				l.overflow = &entry{last: now}
+				return true, 0
+			}
+			return l.overflow.allow(now, l.every)
 		}
 	}
 	l.keys[key] = &entry{last: now}
 	return true, 0
 }
 
-// allowOverflow is Allow for a new key when the table is full: all such
-// keys share one entry, kept apart from the table's bound.
-func (l *Limiter) allowOverflow(now time.Time) (bool, int) {
-	e := l.overflow
-	if e == nil {
-		l.overflow = &entry{last: now}
-		return true, 0
-	}
-	if d := now.Sub(e.last); d >= 0 && d < l.every {
+// allow is Allow for a key seen before.
+func (e *entry) allow(now time.Time, every time.Duration) (bool, int) {
+	if d := now.Sub(e.last); d >= 0 && d < every {
 		e.suppressed++
 		return false, 0
 	}
