@@ -105,20 +105,7 @@ func TestHeldTapsNotStarved(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
-	ready := make(chan Addrs, 1)
-	srv, err := New(runCtx, Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Ready: func(a Addrs) { ready <- a }})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runServer(t, dir)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		a, err := l.Account(ctx, acct.ID)
