@@ -195,6 +195,10 @@ func (q *Queue) commitGroup(group []*appendReq) {
 		}
 		if err != nil {
 			if errors.Is(err, berrors.ErrMaxSizeReached) {
+				// The budget let through what bbolt could not place (a
+				// record of several pages needs a run of free pages): the
+				// file is full until something is freed.
+				q.capped.Store(true)
 				// bbolt's error stays text: callers match ErrFull, not the engine's.
 				err = fmt.Errorf("%w: file reached MaxFileSize %d (%v)", ErrFull, q.opts.MaxFileSize, err)
 			} else {
@@ -299,6 +303,9 @@ func recordCost(n int) int64 { return int64(n) + pendingHeader + 8 + 16 }
 // pages are set aside for the copy-on-write of the path to the last leaf.
 func (q *Queue) fileRoom(tx *bbolt.Tx) int64 {
 	st := q.db.Stats()
+	if q.capped.Load() {
+		return 0 // bbolt refused the file's growth; nothing freed since
+	}
 	used := tx.Size() - int64(st.FreePageN+st.PendingPageN)*q.pageSize
 	return q.budget - used - 8*q.pageSize
 }

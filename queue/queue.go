@@ -37,6 +37,10 @@ type Queue struct {
 	epoch    string
 	pageSize int64
 	budget   int64 // used-space ceiling for appends; see appendBudget
+	// capped: bbolt refused to grow the file past MaxFileSize; appends are
+	// refused before their build runs until an ack, a replay or a prune
+	// (update) has committed: they free pages.
+	capped atomic.Bool
 
 	// Group commit: Append puts requests in waiting and wakes the writer
 	// goroutine, which commits everything waiting in one transaction.
@@ -461,6 +465,7 @@ func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	q.capped.Store(false)
 	if w.dropped > 0 {
 		q.log.Warn("queue: file space low; acked records deleted instead of archived",
 			"path", q.path, "records", w.dropped)

@@ -340,7 +340,14 @@ func TestFull(t *testing.T) {
 				}
 				seqs = append(seqs, seq)
 			}
-			if !errors.Is(err, ErrFull) || !strings.HasPrefix(err.Error(), "queue: full") || !strings.Contains(err.Error(), tc.reason) {
+			// The file's budget refuses first as a rule; a record of
+			// several pages may need a run of free pages the map freelist
+			// (its order random) does not have, and then bbolt's MaxSize
+			// refuses it, also as ErrFull (seen once in 20 runs under qemu
+			// on armv7). Either way what follows must hold.
+			reason := strings.Contains(err.Error(), tc.reason) ||
+				(tc.reason == "file space" && strings.Contains(err.Error(), "file reached MaxFileSize"))
+			if !errors.Is(err, ErrFull) || !strings.HasPrefix(err.Error(), "queue: full") || !reason {
 				t.Fatalf("Append on a full queue: %v, want ErrFull mentioning %q", err, tc.reason)
 			}
 			if tc.fits > 0 && len(seqs) != tc.fits {
@@ -1327,5 +1334,32 @@ func TestState(t *testing.T) {
 	}
 	if err := q.ViewState(func(*State) error { return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("ViewState after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestCappedFile: once bbolt refused to grow the file past MaxFileSize (a
+// record the budget let through needed a run of free pages the freelist
+// did not have), appends are refused as full before their build runs,
+// until an ack frees pages.
+func TestCappedFile(t *testing.T) {
+	q := openTest(t, tempPath(t), &Options{ArchiveMaxRecords: -1}) // acks delete: pages freed
+	mustAppend(t, q, "a")
+	mustAppend(t, q, "b")
+	q.capped.Store(true)
+	_, err := q.AppendFunc(context.Background(), func(*State, uint64) ([]byte, error) {
+		t.Error("build called on a capped file")
+		return []byte("x"), nil
+	})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("AppendFunc on a capped file: %v, want ErrFull", err)
+	}
+	if n, err := q.AckThrough(2); err != nil || n != 2 {
+		t.Fatalf("AckThrough = %d, %v", n, err)
+	}
+	if got := mustAppend(t, q, "c"); got != 3 {
+		t.Errorf("seq after the ack = %d, want 3", got)
+	}
+	if q.capped.Load() {
+		t.Error("still capped after an ack freed pages")
 	}
 }
