@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -77,12 +79,42 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if len(taps) == 0 {
 		return len(bad), nil
 	}
-	if _, err := s.ledger.CommitTaps(ctx, taps); err != nil {
+	_, err := s.ledger.CommitTaps(ctx, taps)
+	if errors.Is(err, ledger.ErrInvalid) {
+		// One record the ledger refuses must not keep the page's others
+		// uncharged: tap by tap, the refused ones quarantined.
+		err = s.commitHeldOneByOne(ctx, taps)
+	}
+	if err != nil {
 		return 0, err
 	}
 	s.log.Info("held taps re-checked and settled", "count", len(taps))
 	s.pub.Changed(record.DocDenyList)
 	return len(taps) + len(bad), nil
+}
+
+// commitHeldOneByOne commits re-checked held taps one at a time: a tap the
+// ledger refuses is quarantined and leaves the held list.
+func (s *Server) commitHeldOneByOne(ctx context.Context, taps []ledger.Tap) error {
+	for _, t := range taps {
+		_, err := s.ledger.CommitTaps(ctx, []ledger.Tap{t})
+		if !errors.Is(err, ledger.ErrInvalid) {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		s.log.Error("held tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
+		q := []ledger.QuarantinedRecord{{DeviceID: t.DeviceID, Epoch: t.Epoch, Seq: t.Seq,
+			Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}}
+		if err := s.ledger.Quarantine(ctx, q); err != nil {
+			return err
+		}
+		if err := s.ledger.Release(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // heldLoop re-checks held taps at start and whenever the keyring changes

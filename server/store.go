@@ -152,7 +152,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
 		return err
 	}
-	if err := s.ledger.Hold(ctx, held); err != nil {
+	if err := st.hold(ctx, held); err != nil {
 		return err
 	}
 	res, err := s.ledger.CommitTaps(ctx, taps)
@@ -224,6 +224,29 @@ const maxReportedOffsetMS = 10 * 365 * 24 * 3600 * 1000
 // ReasonTapIDConflict is the quarantine reason of a record whose tap id
 // (device, epoch, seq) the ledger holds with other contents.
 const ReasonTapIDConflict = "tap_id_conflict"
+
+// hold keeps records aside; one the ledger refuses to hold (its epoch not
+// one a tap may have, say) is quarantined instead, the others held: no
+// bad record blocks the batches it came with.
+func (st *store) hold(ctx context.Context, held []ledger.HeldTap) error {
+	s := (*Server)(st)
+	err := s.ledger.Hold(ctx, held)
+	if !errors.Is(err, ledger.ErrInvalid) || len(held) == 0 {
+		return err
+	}
+	for _, h := range held {
+		err := s.ledger.Hold(ctx, []ledger.HeldTap{h})
+		if errors.Is(err, ledger.ErrInvalid) {
+			s.log.Error("record refused by the held list, quarantined", "device", h.DeviceID, "seq", h.Seq, "err", err)
+			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: h.DeviceID, Epoch: h.Epoch, Seq: h.Seq,
+				Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: h.Record}})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []ledger.Tap) ([]ledger.TapResult, error) {
 	s := (*Server)(st)

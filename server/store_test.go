@@ -221,3 +221,44 @@ func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 		}
 	}
 }
+
+// A record the held list refuses (its batch's epoch holds a '/', which no
+// tap id may) is quarantined instead, and the batch goes through: it
+// does not fail, to come again for good.
+func TestUnholdableRecordQuarantined(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rider := paycodetest.NewIssuer(t, 9, now).Rider(t, 1001, now)
+	code, err := paycode.ParseText(rider.Code(t, now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &record.Tap{DeviceID: "bus-1", Epoch: "e/x", Seq: 1, Time: now, Route: "42", Account: code.Account, Serial: code.Serial}
+	_, fleet, _ := ed25519.GenerateKey(nil)
+	publisher, err := ingest.NewPublisher(ingest.PublisherConfig{MQTTConfig: ingest.MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}},
+		FleetKey: fleet, Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
+	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e/x", Taps: []ingest.Tap{{Seq: 1, ID: rec.ID(), Record: []byte("record"), Tap: rec,
+		Code: code, Verdict: paycode.ReasonUnknownIssuerKey}}}
+	if err := st.Commit(ctx, b); err != nil {
+		t.Fatalf("a batch with an unholdable record: %v", err)
+	}
+	if n, err := l.QuarantineCount(ctx); err != nil || n != 1 {
+		t.Errorf("quarantined %d, %v; want 1", n, err)
+	}
+	if n, err := l.HeldCount(ctx); err != nil || n != 0 {
+		t.Errorf("held %d, %v; want 0", n, err)
+	}
+}

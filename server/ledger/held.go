@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -38,6 +39,9 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 		if err := checkText("epoch", r.Epoch, maxName, true); err != nil {
 			return invalid("held tap %d: %v", i, err)
 		}
+		if strings.Contains(r.Epoch, "/") { // as CommitTaps would refuse it
+			return invalid("held tap %d: epoch %q contains '/'", i, r.Epoch)
+		}
 		if err := checkText("reason", r.Reason, 256, true); err != nil {
 			return invalid("held tap %d: %v", i, err)
 		}
@@ -63,7 +67,7 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 		return nil
 	})
 	for device, n := range held {
-		if n > 0 {
+		if err == nil && n > 0 {
 			s.log.Warn("ledger: taps held aside until the server can check them", "device", device, "count", n,
 				"reason", recs[0].Reason)
 		}
