@@ -101,9 +101,17 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}()
 	// A ledger another init made (and bound to its keys) is not taken:
 	// keys made now would call its riders' codes forged.
-	if fp, err := st.KeySet(ctx); err != nil {
+	// So is one a server has used (a ledger from before the binding,
+	// whose server has not started on this version yet).
+	fp, err := st.KeySet(ctx)
+	if err != nil {
 		return err
-	} else if fp != "" {
+	}
+	used, err := st.InUse(ctx)
+	if err != nil {
+		return err
+	}
+	if fp != "" || used {
 		return fmt.Errorf("%s already holds a ledger, made by another init with its own key directory: "+
 			"copy that instance's key directory (DATA/keys) to %s instead of running init again", ledger.Describe(dsn), keysDir)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/ledger/ledgertest"
@@ -276,6 +277,24 @@ func TestSecondInitOnOneLedger(t *testing.T) {
 			}
 			if _, err := os.Stat(second); !os.IsNotExist(err) {
 				t.Errorf("the refused init left %s: %v", second, err)
+			}
+			// A ledger from before the binding (unbound) that a server
+			// has used is refused too; an empty one (init cut before its
+			// keys) is taken, as before.
+			if backend == "sqlite" {
+				legacy := "sqlite:" + filepath.Join(dir, "legacy.db")
+				st, err := ledger.Open(ctx, legacy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult}); err != nil {
+					t.Fatal(err)
+				}
+				st.Close()
+				if c, _, e := settle(t, ctx, "init", "--data", filepath.Join(dir, "d"), "--db", legacy); c != 1 ||
+					!strings.Contains(e, "already holds a ledger") {
+					t.Errorf("init on a used ledger from before the binding: %d %q", c, e)
+				}
 			}
 			// Keys made apart (as a second init before this check did).
 			if _, err := keys.Init(filepath.Join(second, "keys"), keys.InitOptions{}); err != nil {

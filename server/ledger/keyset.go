@@ -60,3 +60,17 @@ func (s *Store) BindKeySet(ctx context.Context, fp string) (bool, error) {
 	}
 	return bound, nil
 }
+
+// InUse reports whether the ledger holds what only a running server makes
+// (accounts, devices, API tokens): a ledger from before the key-set
+// binding that a server has used is one, an empty ledger init made and
+// did not finish (keys not made) is not.
+func (s *Store) InUse(ctx context.Context) (bool, error) {
+	var used bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM devices)
+		OR EXISTS (SELECT 1 FROM api_tokens)`).Scan(&used)
+	if err != nil {
+		return false, fmt.Errorf("ledger: read whether the ledger is in use: %w", err)
+	}
+	return used, nil
+}
