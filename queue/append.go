@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -198,7 +199,7 @@ func (q *Queue) commitGroup(group []*appendReq) {
 				// The budget let through what bbolt could not place (a
 				// record of several pages needs a run of free pages): the
 				// file is full until something is freed.
-				q.capped.Store(true)
+				q.cappedUntil.Store(time.Now().Add(cappedFor).UnixNano())
 				// bbolt's error stays text: callers match ErrFull, not the engine's.
 				err = fmt.Errorf("%w: file reached MaxFileSize %d (%v)", ErrFull, q.opts.MaxFileSize, err)
 			} else {
@@ -302,10 +303,19 @@ func recordCost(n int) int64 { return int64(n) + pendingHeader + 8 + 16 }
 // high-water mark minus the free and pending pages it will reuse; a few
 // pages are set aside for the copy-on-write of the path to the last leaf.
 func (q *Queue) fileRoom(tx *bbolt.Tx) int64 {
-	st := q.db.Stats()
-	if q.capped.Load() {
-		return 0 // bbolt refused the file's growth; nothing freed since
+	if until := q.cappedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		return 0 // bbolt refused the file's growth a moment ago; nothing freed since
 	}
+	return q.fileSpace(tx)
+}
+
+// cappedFor is how long appends are refused before their build after bbolt
+// refused to grow the file (unless an ack frees pages first).
+const cappedFor = 5 * time.Second
+
+// fileSpace is fileRoom without the cap: what acks may use for the archive.
+func (q *Queue) fileSpace(tx *bbolt.Tx) int64 {
+	st := q.db.Stats()
 	used := tx.Size() - int64(st.FreePageN+st.PendingPageN)*q.pageSize
 	return q.budget - used - 8*q.pageSize
 }

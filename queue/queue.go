@@ -37,10 +37,12 @@ type Queue struct {
 	epoch    string
 	pageSize int64
 	budget   int64 // used-space ceiling for appends; see appendBudget
-	// capped: bbolt refused to grow the file past MaxFileSize; appends are
-	// refused before their build runs until an ack, a replay or a prune
-	// (update) has committed: they free pages.
-	capped atomic.Bool
+	// cappedUntil (UnixNano; 0: not capped): bbolt refused to grow the
+	// file past MaxFileSize, and appends are refused before their build
+	// runs until then (cappedFor), or until an ack, a replay or a prune
+	// (update) has committed: they free pages. Pages can also come free
+	// without one (a reader ends), so the cap lasts only a while.
+	cappedUntil atomic.Int64
 
 	// Group commit: Append puts requests in waiting and wakes the writer
 	// goroutine, which commits everything waiting in one transaction.
@@ -450,7 +452,7 @@ func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
 		if err != nil {
 			return err
 		}
-		w = &wtx{b: b, now: q.opts.Now(), keep: q.opts.archiveEnabled(), room: q.fileRoom(tx)}
+		w = &wtx{b: b, now: q.opts.Now(), keep: q.opts.archiveEnabled(), room: q.fileSpace(tx)}
 		if err := w.c.load(b.meta); err != nil {
 			return err
 		}
@@ -465,7 +467,7 @@ func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	q.capped.Store(false)
+	q.cappedUntil.Store(0)
 	if w.dropped > 0 {
 		q.log.Warn("queue: file space low; acked records deleted instead of archived",
 			"path", q.path, "records", w.dropped)
