@@ -117,9 +117,10 @@ func (s *Server) commitHeldOneByOne(ctx context.Context, taps []ledger.Tap) erro
 	return nil
 }
 
-// heldLoop re-checks held taps at start and whenever the keyring changes
-// (told by the API, or seen every heldInterval: another instance's
-// rotation, say): every held record then. A record is held because the
+// heldLoop re-checks held taps at start and whenever this server's keyring
+// changes (a rotation through its API; another instance's rotation reaches
+// this one's key directory and keyring at its next start): every held
+// record then. A record is held because the
 // keyring the ingest checked it with could not tell, and the same keyring
 // tells no more, so between changes only the records held since the last
 // pass began are looked at again (one the ingest checked with the keyring
@@ -152,8 +153,9 @@ func (s *Server) heldLoop(ctx context.Context) {
 	}
 }
 
-// heldMargin covers the clocks of the instances that hold records.
-const heldMargin = 10 * time.Second
+// heldMargin covers the clocks of the instances that hold records and a
+// hold's transaction that began (and took its time) before a pass did.
+const heldMargin = 2 * time.Minute
 
 // recheckHeldSince is RecheckHeld for the records held at since or later.
 func (s *Server) recheckHeldSince(ctx context.Context, since time.Time) (int, error) {

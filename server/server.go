@@ -55,6 +55,10 @@ type Config struct {
 	// constants; negative: no bound). A connection beyond them is closed
 	// at once.
 	HTTPMaxConns, HTTPMaxConnsPerAddress int
+	// MQTTMaxPendingPerAddress bounds the embedded broker's connections of
+	// one client address not yet logged in (broker.Config.
+	// MaxPendingPerAddress: 0 its default, negative none).
+	MQTTMaxPendingPerAddress int
 
 	// BrokerURL selects an external MQTT broker (tcp://, ssl://); empty
 	// runs the embedded one on MQTTListen (and MQTTTLSListen, if set).
@@ -194,7 +198,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		b, err := broker.New(broker.Config{
 			Listen: cfg.MQTTListen, TLSListen: cfg.MQTTTLSListen, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 			ClientCAFile: cfg.ClientCAFile, TopicPrefix: cfg.TopicPrefix, Secret: kd.BrokerSecret(),
-			Devices: s.devs, Logger: s.log.With("part", "broker"),
+			MaxPendingPerAddress: cfg.MQTTMaxPendingPerAddress,
+			Devices:              s.devs, Logger: s.log.With("part", "broker"),
 			// Devices wait until the ingest has subscribed: a batch
 			// published before would wait for the device's ack timeout.
 			DevicesReady: func() bool { in := ingestReady.Load(); return in != nil && in.Connected() },

@@ -27,6 +27,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.HTTPListen, "http", server.DefaultHTTPListen, "HTTP API listen address")
 	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 0, "HTTP connections open at once (0: 16384, or a quarter of the open-files limit if that is less; -1: no limit)")
 	fs.IntVar(&c.HTTPMaxConnsPerAddress, "http-max-conns-per-address", 0, "HTTP connections open at once from one client address (0: 256; -1: no limit; raise it behind a reverse proxy)")
+	fs.IntVar(&c.MQTTMaxPendingPerAddress, "mqtt-max-pending-per-address", 0, "embedded broker: connections of one client address not logged in yet (0: 32; -1: no limit; raise it behind a TCP load balancer)")
 	fs.StringVar(&c.MQTTListen, "mqtt", server.DefaultMQTTListen, "embedded MQTT broker listen address")
 	fs.StringVar(&c.MQTTTLSListen, "mqtt-tls", "", "embedded broker MQTT-over-TLS listen address (e.g. :8883)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "embedded broker TLS certificate (PEM)")
