@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
 )
@@ -470,7 +471,9 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 	}
 	if a.Balance+a.CreditLine < minimum {
 		return nil, 0, errorf(http.StatusPaymentRequired, "insufficient_funds",
-			"top up first: an offline credential needs a balance of at least %d (balance %d, credit line %d)", minimum, a.Balance, a.CreditLine)
+			"top up first: an offline credential needs a balance of at least %s (balance %s, credit line %s)",
+			feedback.FormatAmount(minimum, a.Currency), feedback.FormatAmount(a.Balance, a.Currency),
+			feedback.FormatAmount(a.CreditLine, a.Currency))
 	}
 	var seed []byte
 	var riderPub ed25519.PublicKey

@@ -184,8 +184,9 @@ func TestCredentialPolicy(t *testing.T) {
 	id := uint64(out["account"].(map[string]any)["id"].(float64))
 	secret := out["secret"].(string)
 	cred := path("/v1/accounts/%d/credentials", id)
-	if e := f.do("POST", cred, secret, "", 402); errCode(e) != "insufficient_funds" {
-		t.Errorf("credential at balance 0: %v", e)
+	if e := f.do("POST", cred, secret, "", 402); errCode(e) != "insufficient_funds" ||
+		!strings.Contains(fmt.Sprint(e["error"]), "at least 2.50 EUR (balance 0.00 EUR, credit line 0.00 EUR)") {
+		t.Errorf("credential at balance 0: %v, want the amounts in euros", e)
 	}
 	// A credit line (the operator's or the payment provider's decision)
 	// covers it: "charge first, deduct later".
