@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
-	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/ledger"
 )
 
