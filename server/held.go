@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -68,13 +67,9 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 		lt.Held = true
 		taps = append(taps, lt)
 	}
+	// Quarantined, they leave the held list.
 	if err := s.ledger.Quarantine(ctx, bad); err != nil {
 		return 0, err
-	}
-	if len(bad) > 0 {
-		if err := s.ledger.Release(ctx, bad); err != nil {
-			return 0, err
-		}
 	}
 	if len(taps) == 0 {
 		return len(bad), nil
@@ -83,7 +78,7 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if errors.Is(err, ledger.ErrInvalid) {
 		// One record the ledger refuses must not keep the page's others
 		// uncharged: tap by tap, the refused ones quarantined.
-		err = s.commitHeldOneByOne(ctx, taps)
+		_, err = (*store)(s).commitOneByOne(ctx, taps)
 	}
 	if err != nil {
 		return 0, err
@@ -93,38 +88,14 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	return len(taps) + len(bad), nil
 }
 
-// commitHeldOneByOne commits re-checked held taps one at a time: a tap the
-// ledger refuses is quarantined and leaves the held list.
-func (s *Server) commitHeldOneByOne(ctx context.Context, taps []ledger.Tap) error {
-	for _, t := range taps {
-		_, err := s.ledger.CommitTaps(ctx, []ledger.Tap{t})
-		if !errors.Is(err, ledger.ErrInvalid) {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		s.log.Error("held tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
-		q := []ledger.QuarantinedRecord{{DeviceID: t.DeviceID, Epoch: t.Epoch, Seq: t.Seq,
-			Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}}
-		if err := s.ledger.Quarantine(ctx, q); err != nil {
-			return err
-		}
-		if err := s.ledger.Release(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // heldLoop re-checks held taps at start and whenever this server's keyring
 // changes (a rotation through its API; another instance's rotation reaches
 // this one's key directory and keyring at its next start): every held
-// record then. A record is held because the
-// keyring the ingest checked it with could not tell, and the same keyring
-// tells no more, so between changes only the records held since the last
-// pass began are looked at again (one the ingest checked with the keyring
-// before a change may be stored after the pass the change brought).
+// record then. A record is held because the keyring the ingest checked it
+// with could not tell, and the same keyring tells no more, so between
+// changes only the records held since the last pass began are looked at
+// again (one the ingest checked with the keyring before a change may be
+// stored after the pass the change brought).
 func (s *Server) heldLoop(ctx context.Context) {
 	t := time.NewTicker(heldInterval)
 	defer t.Stop()

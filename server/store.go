@@ -158,7 +158,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
 		if len(spans) == 1 {
-			res, err = st.commitOneByOne(ctx, spans[0].b, taps)
+			res, err = st.commitOneByOne(ctx, taps)
 		} else {
 			for _, sp := range spans {
 				if err := st.Commit(ctx, sp.b); err != nil {
@@ -237,9 +237,7 @@ func (st *store) hold(ctx context.Context, held []ledger.HeldTap) error {
 	for _, h := range held {
 		err := s.ledger.Hold(ctx, []ledger.HeldTap{h})
 		if errors.Is(err, ledger.ErrInvalid) {
-			s.log.Error("record refused by the held list, quarantined", "device", h.DeviceID, "seq", h.Seq, "err", err)
-			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: h.DeviceID, Epoch: h.Epoch, Seq: h.Seq,
-				Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: h.Record}})
+			err = st.quarantineRefused(ctx, h.DeviceID, h.Epoch, h.Seq, h.Record, err)
 		}
 		if err != nil {
 			return err
@@ -248,15 +246,25 @@ func (st *store) hold(ctx context.Context, held []ledger.HeldTap) error {
 	return nil
 }
 
-func (st *store) commitOneByOne(ctx context.Context, b *ingest.Batch, taps []ledger.Tap) ([]ledger.TapResult, error) {
+// quarantineRefused keeps aside a device's record the ledger refused
+// (refusal), with the refusal as its reason (a held record leaves the held
+// list with it).
+func (st *store) quarantineRefused(ctx context.Context, device, epoch string, seq uint64, rec []byte, refusal error) error {
+	s := (*Server)(st)
+	s.log.Error("record refused by the ledger, quarantined", "tap", ledger.TapID(device, epoch, seq), "err", refusal)
+	return s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: device, Epoch: epoch, Seq: seq,
+		Reason: record.Printable(fmt.Sprintf("ledger: %v", refusal), 256), Record: rec}})
+}
+
+// commitOneByOne commits taps one at a time: a tap the ledger refuses is
+// quarantined (its result names it alone), and the others are committed.
+func (st *store) commitOneByOne(ctx context.Context, taps []ledger.Tap) ([]ledger.TapResult, error) {
 	s := (*Server)(st)
 	out := make([]ledger.TapResult, len(taps))
 	for i, t := range taps {
 		r, err := s.ledger.CommitTaps(ctx, []ledger.Tap{t})
 		if errors.Is(err, ledger.ErrInvalid) {
-			s.log.Error("tap refused by the ledger, quarantined", "tap", t.ID, "err", err)
-			err = s.ledger.Quarantine(ctx, []ledger.QuarantinedRecord{{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
-				Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record}})
+			err = st.quarantineRefused(ctx, t.DeviceID, t.Epoch, t.Seq, t.Record, err)
 			r = []ledger.TapResult{{ID: t.ID}}
 		}
 		if err != nil {

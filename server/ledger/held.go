@@ -49,10 +49,10 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	held := map[string]int{} // by device: one log line a device and call, not one a record
+	var held []int // the records this call held (not held before)
 	err := s.write(ctx, "hold taps", func(t *txn) error {
-		clear(held)
-		for _, r := range recs {
+		held = held[:0]
+		for i, r := range recs {
 			n, err := t.execCount("hold tap",
 				`INSERT INTO held_taps (device_id, epoch, seq, reason, record, received_ns)
 				 SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (
@@ -62,15 +62,15 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 			if err != nil {
 				return err
 			}
-			held[r.DeviceID] += int(n)
+			if n > 0 {
+				held = append(held, i)
+			}
 		}
 		return nil
 	})
-	for device, n := range held {
-		if err == nil && n > 0 {
-			s.log.Warn("ledger: taps held aside until the server can check them", "device", device, "count", n,
-				"reason", recs[0].Reason)
-		}
+	if err == nil && len(held) > 0 {
+		logByDevice(s.log, "ledger: taps held aside until the server can check them", len(held),
+			func(i int) string { return recs[held[i]].DeviceID }, logKeyReason, recs[held[0]].Reason)
 	}
 	return err
 }
@@ -154,19 +154,5 @@ func (t *txn) releaseHeld(taps []Tap) error {
 				WHERE held_taps.ctid = v.row_ctid`
 		}
 		return `DELETE FROM held_taps WHERE (device_id, epoch, seq) IN (` + src + `)`
-	})
-}
-
-// Release removes records from the held list without committing them as
-// taps (the caller quarantined them: they are not taps at all).
-func (s *Store) Release(ctx context.Context, recs []QuarantinedRecord) error {
-	return s.write(ctx, "release held taps", func(t *txn) error {
-		for _, r := range recs {
-			if _, err := t.exec("release held tap", `DELETE FROM held_taps WHERE device_id = $1 AND epoch = $2 AND seq = $3`,
-				r.DeviceID, r.Epoch, int64(r.Seq)); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 }

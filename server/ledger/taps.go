@@ -1196,7 +1196,7 @@ func (s *Store) Quarantine(ctx context.Context, recs []QuarantinedRecord) error 
 	if len(recs) == 0 {
 		return nil
 	}
-	return s.write(ctx, "quarantine", func(t *txn) error {
+	err := s.write(ctx, "quarantine", func(t *txn) error {
 		for _, r := range recs {
 			if _, err := t.exec("quarantine record",
 				`INSERT INTO quarantine (device_id, epoch, seq, reason, record, received_ns) VALUES ($1, $2, $3, $4, $5, $6)
@@ -1204,10 +1204,37 @@ func (s *Store) Quarantine(ctx context.Context, recs []QuarantinedRecord) error 
 				r.DeviceID, r.Epoch, int64(r.Seq), r.Reason, r.Record, t.now); err != nil {
 				return err
 			}
-			t.s.log.Warn("ledger: device record quarantined", logKeyDevice, r.DeviceID, logKeyReason, r.Reason)
+			// A record kept aside for good is no longer waiting to be
+			// checked (a held record found not to be a tap at all).
+			if _, err := t.exec("release held tap", `DELETE FROM held_taps WHERE device_id = $1 AND epoch = $2 AND seq = $3`,
+				r.DeviceID, r.Epoch, int64(r.Seq)); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
+	if err == nil {
+		logByDevice(s.log, "ledger: device records quarantined", len(recs), func(i int) string { return recs[i].DeviceID },
+			logKeyReason, recs[0].Reason)
+	}
+	return err
+}
+
+// logByDevice writes msg once per device of n records (device(i) names
+// record i's), with its count: a flood of records is a line a device.
+func logByDevice(log *slog.Logger, msg string, n int, device func(int) string, args ...any) {
+	count := map[string]int{}
+	var order []string
+	for i := range n {
+		d := device(i)
+		if count[d] == 0 {
+			order = append(order, d)
+		}
+		count[d]++
+	}
+	for _, d := range order {
+		log.Warn(msg, append([]any{logKeyDevice, d, "count", count[d]}, args...)...)
+	}
 }
 
 // QuarantineCount returns the number of quarantined records.
