@@ -146,7 +146,9 @@ func (h *Handler) getPayment(w http.ResponseWriter, r *http.Request) (any, int, 
 	resp := toPayment(o)
 	for _, rf := range refunds {
 		resp.Refunds = append(resp.Refunds, toRefund(rf))
-		resp.Refunded += rf.Amount
+	}
+	if n := len(refunds); n > 0 {
+		resp.Refunded = refunds[n-1].Refunded // the running total, read with them
 	}
 	return resp, http.StatusOK, nil
 }
