@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/servertest"
 )
 
 // TestDeviceLoginEnds: a validator's live broker connection ends when the
@@ -31,7 +32,7 @@ func TestDeviceLoginEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	addrs := runServer(t, dir)
+	addrs := servertest.Run(t, dir)
 	tok, err := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
 	if err != nil {
 		t.Fatal(err)
@@ -126,35 +127,5 @@ func TestDeviceLoginEnds(t *testing.T) {
 	if err := l.RevokeDevice(ctx, "bus-2"); err != nil {
 		t.Fatal(err)
 	}
-	ended("revoked by another instance", lost, 4*authTTL+5*time.Second)
-}
-
-// runServer runs a settlement server on dir (keys made) with loopback
-// ports the kernel picks until the test ends, and returns its addresses
-// once it serves.
-func runServer(t *testing.T, dir string) Addrs {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	srv, err := New(ctx, Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Ready: func(a Addrs) { ready <- a }})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	select {
-	case a := <-ready:
-		return a
-	case err := <-done:
-		t.Fatalf("server: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server did not start")
-	}
-	return Addrs{}
+	ended("revoked by another instance", lost, 13*time.Second) // the sweep runs every 2 s
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/servertest"
 )
 
 // TestHeldTapsNotStarved: a tampered validator holds a keyring of its own
@@ -42,7 +43,7 @@ func TestHeldTapsNotStarved(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runServer(t, f.dir)
+	servertest.Run(t, f.dir)
 	f.waitCharged()
 	if n, err := f.l.HeldCount(ctx); err != nil || n != tampered {
 		t.Errorf("%d held, %v; want the tampered validator's %d", n, err, tampered)
@@ -168,7 +169,7 @@ func TestHeldPagePoisonRecord(t *testing.T) {
 		f.held("zz-bus", 1, f.rider, nil)}); err != nil {
 		t.Fatal(err)
 	}
-	runServer(t, f.dir)
+	servertest.Run(t, f.dir)
 	f.waitCharged()
 	if n, err := f.l.HeldCount(ctx); err != nil || n != 0 {
 		t.Errorf("%d held, %v; want none", n, err)

@@ -21,6 +21,13 @@ func Start(tb testing.TB) server.Addrs {
 	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
 		tb.Fatal(err)
 	}
+	return Run(tb, dir)
+}
+
+// Run runs a settlement server on dir, whose key directory (dir/keys) is
+// made, until the test ends, and returns its addresses once it serves.
+func Run(tb testing.TB, dir string) server.Addrs {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Addrs, 1)
 	srv, err := server.New(ctx, server.Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
