@@ -31,11 +31,7 @@ func TestRevokedBatchKeptAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	pub, _, _ := ed25519.GenerateKey(nil)
-	if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
-		t.Fatal(err)
-	}
-	st := (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler)})
+	st := testStore(t, l, "bus-1")
 	batch := func(epoch string) *ingest.Batch {
 		return &ingest.Batch{DeviceID: "bus-1", Epoch: epoch, Revoked: true, Taps: []ingest.Tap{
 			{Seq: 1, Record: []byte("record one")}, {Seq: 2, Record: []byte("record two")}}}
@@ -154,10 +150,7 @@ func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 	if err := l.PutFareTable(ctx, tbl); err != nil {
 		t.Fatal(err)
 	}
-	pub, _, _ := ed25519.GenerateKey(nil)
-	if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
-		t.Fatal(err)
-	}
+	st := testStore(t, l, "bus-1")
 	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
 	if err != nil {
 		t.Fatal(err)
@@ -178,13 +171,6 @@ func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, fleet, _ := ed25519.GenerateKey(nil)
-	publisher, err := ingest.NewPublisher(ingest.PublisherConfig{MQTTConfig: ingest.MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}},
-		FleetKey: fleet, Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
 	behind := int64(-3 * time.Minute / time.Millisecond)
 	if err := st.Status(ctx, &wire.Status{DeviceID: "bus-1", Online: true, Time: time.Now().Add(-3 * time.Minute),
 		ClockOffsetMS: &behind}); err != nil {
@@ -232,10 +218,7 @@ func TestUnholdableRecordQuarantined(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	pub, _, _ := ed25519.GenerateKey(nil)
-	if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
-		t.Fatal(err)
-	}
+	st := testStore(t, l, "bus-1")
 	now := time.Now()
 	rider := paycodetest.NewIssuer(t, 9, now).Rider(t, 1001, now)
 	code, err := paycode.ParseText(rider.Code(t, now))
@@ -243,13 +226,6 @@ func TestUnholdableRecordQuarantined(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &record.Tap{DeviceID: "bus-1", Epoch: "e/x", Seq: 1, Time: now, Route: "42", Account: code.Account, Serial: code.Serial}
-	_, fleet, _ := ed25519.GenerateKey(nil)
-	publisher, err := ingest.NewPublisher(ingest.PublisherConfig{MQTTConfig: ingest.MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}},
-		FleetKey: fleet, Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
 	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e/x", Taps: []ingest.Tap{{Seq: 1, ID: rec.ID(), Record: []byte("record"), Tap: rec,
 		Code: code, Verdict: paycode.ReasonUnknownIssuerKey}}}
 	if err := st.Commit(ctx, b); err != nil {
@@ -261,4 +237,23 @@ func TestUnholdableRecordQuarantined(t *testing.T) {
 	if n, err := l.HeldCount(ctx); err != nil || n != 0 {
 		t.Errorf("held %d, %v; want 0", n, err)
 	}
+}
+
+// testStore is the server's store on ledger l with devices registered and
+// a downlink publisher that reaches no broker.
+func testStore(t *testing.T, l *ledger.Store, devices ...string) *store {
+	t.Helper()
+	for _, id := range devices {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		if err := l.RegisterDevice(context.Background(), ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, fleet, _ := ed25519.GenerateKey(nil)
+	publisher, err := ingest.NewPublisher(ingest.PublisherConfig{MQTTConfig: ingest.MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}},
+		FleetKey: fleet, Source: func(context.Context, string) (uint64, []byte, error) { return 0, nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
 }
