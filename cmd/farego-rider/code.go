@@ -65,24 +65,26 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 		if err != nil {
 			return err
 		}
+		// The PNG first: a file that cannot be written fails the command
+		// before the code is shown, not after.
+		var q *qrcode.QRCode
+		if png != "" || qr {
+			if q, err = qrcode.New(text, qrcode.Medium); err != nil {
+				return err
+			}
+		}
+		if png != "" {
+			if err := q.WriteFile(-6, png); err != nil {
+				return fmt.Errorf("--png: %w", err)
+			}
+		}
 		if watch {
 			fmt.Fprint(stdout, "\x1b[2J\x1b[H") // clear the screen
 			fmt.Fprintf(stdout, "account %d — code of %s (refreshes every minute, Ctrl-C to stop)\n\n", s.Account, now().Format("15:04:05"))
 		}
 		fmt.Fprintln(stdout, text)
-		if png != "" || qr {
-			q, err := qrcode.New(text, qrcode.Medium)
-			if err != nil {
-				return err
-			}
-			if png != "" {
-				if err := q.WriteFile(-6, png); err != nil {
-					return err
-				}
-			}
-			if qr {
-				fmt.Fprint(stdout, q.ToSmallString(false))
-			}
+		if qr {
+			fmt.Fprint(stdout, q.ToSmallString(false))
 		}
 		if !watch {
 			return nil

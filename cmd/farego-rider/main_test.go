@@ -78,6 +78,10 @@ func TestRiderFlow(t *testing.T) {
 	if c2, _ := paycode.ParseText(strings.TrimSpace(o2)); c2 == nil || c2.Counter != 2 {
 		t.Errorf("second code's counter = %v, want 2", c2)
 	}
+	// A PNG that cannot be written fails the command before a code is shown.
+	if c, o, e := rider(t, "code", "--state", st, "--png", filepath.Join(dir, "no-such-dir", "code.png")); c != 1 || o != "" || !strings.Contains(e, "--png") {
+		t.Errorf("code --png into a missing directory: %d %q %q; want exit 1, no code, an error naming --png", c, o, e)
+	}
 	data, _ := os.ReadFile(st)
 	if strings.Contains(o+o2+e, string(data[strings.Index(string(data), "token_seed")+14:][:64])) {
 		t.Error("the seed was printed")
