@@ -89,9 +89,8 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 }
 
 // heldLoop re-checks held taps at start and whenever this server's keyring
-// changes (a rotation through its API; another instance's rotation reaches
-// this one's key directory and keyring at its next start): every held
-// record then. A record is held because the keyring the ingest checked it
+// changes (a rotation through its API, or another instance's taken from
+// the ledger by syncKeyring): every held record then. A record is held because the keyring the ingest checked it
 // with could not tell, and the same keyring tells no more, so between
 // changes only the records held since the last pass began are looked at
 // again (one the ingest checked with the keyring before a change may be
@@ -148,5 +147,27 @@ func (n *notifier) Changed(kind string) {
 		case s.recheck <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// syncKeyring takes a keyring another instance rotated to from the ledger
+// (the publisher asks every poll, so within its PollInterval), and has the
+// held taps re-checked with it. A failure is logged once until a sync
+// succeeds again; the keyring this instance has stays in use meanwhile.
+func (s *Server) syncKeyring(ctx context.Context) {
+	changed, err := s.keys.Sync(ctx, s.ledger)
+	if err != nil {
+		if s.keyringSyncFailing.CompareAndSwap(false, true) && ctx.Err() == nil {
+			s.log.Warn("reading the shared issuer keyring failed; keeping this instance's", "err", err,
+				"version", s.keys.Keyring().Version())
+		}
+		return
+	}
+	if s.keyringSyncFailing.CompareAndSwap(true, false) {
+		s.log.Info("reading the shared issuer keyring works again")
+	}
+	if changed {
+		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", s.keys.Keyring().Version())
+		(*notifier)(s).Changed(record.DocKeyring)
 	}
 }

@@ -89,6 +89,10 @@ type Config struct {
 	// LedgerMustExist refuses a SQLite ledger that is not there instead
 	// of creating one (ledger.Options.MustExist): farego-settlement run.
 	LedgerMustExist bool
+	// PollInterval is how often the fleet documents (and the issuer
+	// keyring other instances rotate) are read from the ledger without a
+	// change made here (default ingest.DefaultPollInterval, 10 s).
+	PollInterval time.Duration
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -128,6 +132,8 @@ type Server struct {
 
 	deny         denyCache   // the deny list as last read, for the publisher
 	denyTooLarge atomic.Bool // the whole deny list no longer fits a downlink (logged once)
+
+	keyringSyncFailing atomic.Bool // reading the shared keyring fails (logged once)
 }
 
 // ErrNotInitialised is returned by New when the key directory does not exist.
@@ -179,6 +185,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 				"start every instance with a copy of the key directory of the instance that made the ledger", err, cfg.KeysDir)
 		}
 		return nil, err
+	}
+	// The instances share the keyring through the ledger: take a newer
+	// one (another instance rotated while this one was down), or store
+	// this directory's if it is the newer.
+	if changed, err := kd.Sync(ctx, st); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("settlement: the issuer keyring: %w", err)
+	} else if changed {
+		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", kd.Keyring().Version())
 	}
 	s.devs = NewDevices(st)
 	s.rels = release.Open(filepath.Join(cfg.DataDir, ReleasesDir), kd.FleetKey())
@@ -234,8 +249,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ingestReady.Store(s.ingest)
 	if s.pub, err = ingest.NewPublisher(ingest.PublisherConfig{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, FleetKey: kd.FleetKey(), Source: s.document, DenyShards: s.denyShards,
-		Kinds:  append(slices.Clone(record.DocKinds), wire.DocRelease),
-		Logger: s.log.With("part", "publisher"),
+		Kinds:        append(slices.Clone(record.DocKinds), wire.DocRelease),
+		PollInterval: cfg.PollInterval,
+		Logger:       s.log.With("part", "publisher"),
 	}); err != nil {
 		return nil, err
 	}
@@ -390,6 +406,7 @@ func (s *Server) close() {
 func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, error) {
 	switch kind {
 	case record.DocKeyring:
+		s.syncKeyring(ctx)
 		kr := s.keys.Keyring()
 		b, err := kr.MarshalJSON()
 		return kr.Version(), b, err

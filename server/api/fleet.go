@@ -11,6 +11,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -66,7 +67,10 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 	if err != nil {
 		return nil, 0, err
 	}
-	kr, err := h.cfg.Keys.Rotate(h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour)
+	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour)
+	if errors.Is(err, keys.ErrRotationRace) {
+		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
+	}
 	if err != nil {
 		return nil, 0, err
 	}

@@ -17,6 +17,8 @@
 package keys
 
 import (
+	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -198,16 +200,10 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
-	d := &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}
-	// Every key in the keyring must derive from this root: a keyring from
-	// another installation would make every credential unverifiable.
-	for _, k := range kr.Keys() {
-		priv, err := paycode.IssuerKey(root, k.ID)
-		if err != nil || !priv.Public().(ed25519.PublicKey).Equal(k.Public) {
-			return nil, fmt.Errorf("keys: %s: issuer key %d does not derive from %s", KeyringFile, k.ID, RootFile)
-		}
+	if err := checkDerived(root, kr); err != nil {
+		return nil, fmt.Errorf("keys: %s: %w", KeyringFile, err)
 	}
-	return d, nil
+	return &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}, nil
 }
 
 // Path returns the directory.
@@ -269,15 +265,27 @@ func (d *Dir) SigningKey(now time.Time) (uint32, ed25519.PrivateKey, error) {
 // Rotate adds issuer key max(id)+1, valid from now for validity, and cuts
 // the older keys' windows to end at now + keep (long enough for the
 // credentials they signed, e.g. the credential lifetime). It writes the new
-// keyring (version + 1) atomically and returns it.
+// keyring (version + 1) atomically and returns it. A server with other
+// instances rotates with [Dir.RotateShared].
 func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
+	kr, err := d.next(now, validity, keep)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.adopt(kr); err != nil {
+		return nil, err
+	}
+	return kr, nil
+}
+
+// next is the keyring a rotation at now makes of the current one.
+func (d *Dir) next(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
 	if validity <= 0 {
 		validity = DefaultKeyValidity
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	cur := d.Keyring()
 	now = now.UTC().Truncate(time.Second)
-	keys := d.keyring.Keys()
+	keys := cur.Keys()
 	var next uint32 = 1
 	for i, k := range keys {
 		if k.ID >= next {
@@ -295,13 +303,125 @@ func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyr
 		return nil, err
 	}
 	keys = append(keys, paycode.Key{ID: next, Public: priv.Public().(ed25519.PublicKey), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(validity)})
-	kr, err := paycode.NewKeyring(d.keyring.Version()+1, keys)
+	return paycode.NewKeyring(cur.Version()+1, keys)
+}
+
+// adopt makes kr the directory's keyring, written to keyring.json, unless
+// the current one is newer or the same; it reports whether it did. Every
+// key of kr must derive from the directory's root secret.
+func (d *Dir) adopt(kr *paycode.Keyring) (bool, error) {
+	if err := checkDerived(d.root, kr); err != nil {
+		return false, fmt.Errorf("keys: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if kr.Version() < d.keyring.Version() || sameKeyring(kr, d.keyring) {
+		return false, nil
+	}
+	if err := kr.WriteFile(filepath.Join(d.path, KeyringFile)); err != nil {
+		return false, err
+	}
+	d.keyring = kr
+	return true, nil
+}
+
+func sameKeyring(a, b *paycode.Keyring) bool {
+	ja, err1 := a.MarshalJSON()
+	jb, err2 := b.MarshalJSON()
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+// checkDerived makes sure every key of kr derives from root: a keyring of
+// another installation would make every credential unverifiable.
+func checkDerived(root []byte, kr *paycode.Keyring) error {
+	for _, k := range kr.Keys() {
+		priv, err := paycode.IssuerKey(root, k.ID)
+		if err != nil || !priv.Public().(ed25519.PublicKey).Equal(k.Public) {
+			return fmt.Errorf("issuer key %d of keyring version %d does not derive from %s", k.ID, kr.Version(), RootFile)
+		}
+	}
+	return nil
+}
+
+// Shared is where the settlement instances of one ledger agree on the
+// issuer keyring: the ledger (ledger.Store). StoreKeyring stores a version
+// only if none as new is stored, and reports whether it did.
+type Shared interface {
+	LatestKeyring(ctx context.Context) (uint64, []byte, error)
+	StoreKeyring(ctx context.Context, version uint64, keyring []byte) (bool, error)
+}
+
+// ErrRotationRace is returned by RotateShared when another rotation (on
+// another instance, or a request beside this one) was stored first.
+var ErrRotationRace = errors.New("keys: another rotation of the keyring was stored first")
+
+// Sync brings the directory's keyring and the shared one together, and
+// reports whether the directory's changed. A newer shared keyring (another
+// instance rotated) becomes the directory's, checked (every key must
+// derive from this root) and written to keyring.json; a shared keyring of
+// the same version but other content is taken too (the shared one is the
+// instances' reference). A newer keyring of the directory's own (the ledger
+// was restored from a backup older than the key directory, or was made
+// before keyrings were shared) is stored.
+func (d *Dir) Sync(ctx context.Context, sh Shared) (bool, error) {
+	for range 3 {
+		v, body, err := sh.LatestKeyring(ctx)
+		if err != nil {
+			return false, err
+		}
+		cur := d.Keyring()
+		if v < cur.Version() {
+			b, err := cur.MarshalJSON()
+			if err != nil {
+				return false, err
+			}
+			stored, err := sh.StoreKeyring(ctx, cur.Version(), b)
+			if err != nil || stored {
+				return false, err
+			}
+			continue // a newer one was stored meanwhile: take it
+		}
+		kr, err := paycode.ParseKeyring(body)
+		if err != nil {
+			return false, fmt.Errorf("keys: the ledger's keyring (version %d): %w", v, err)
+		}
+		if kr.Version() != v {
+			return false, fmt.Errorf("keys: the ledger's keyring of version %d says version %d", v, kr.Version())
+		}
+		return d.adopt(kr)
+	}
+	return false, errors.New("keys: the ledger's keyring changed three times while it was read")
+}
+
+// RotateShared is Rotate for a server with other instances: it takes the
+// shared keyring first, stores the rotated one there (the first of two
+// rotations at once wins; the other gets ErrRotationRace and changes
+// nothing), then writes it to the directory. The other instances take it
+// at their next Sync.
+func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
+	if _, err := d.Sync(ctx, sh); err != nil {
+		return nil, err
+	}
+	kr, err := d.next(now, validity, keep)
 	if err != nil {
 		return nil, err
 	}
-	if err := kr.WriteFile(filepath.Join(d.path, KeyringFile)); err != nil {
+	b, err := kr.MarshalJSON()
+	if err != nil {
 		return nil, err
 	}
-	d.keyring = kr
+	stored, err := sh.StoreKeyring(ctx, kr.Version(), b)
+	if err != nil {
+		return nil, err
+	}
+	if !stored {
+		d.Sync(ctx, sh) // best effort: the caller sees the race either way
+		return nil, fmt.Errorf("%w (the keyring is at version %d): look at it before rotating again", ErrRotationRace, d.Keyring().Version())
+	}
+	// Stored: it is the keyring now, whatever happens to the file (a
+	// failed write is taken again from the ledger at the next Sync).
+	if _, err := d.adopt(kr); err != nil {
+		return nil, err
+	}
 	return kr, nil
 }

@@ -28,10 +28,18 @@ func Start(tb testing.TB) server.Addrs {
 // made, until the test ends, and returns its addresses once it serves.
 func Run(tb testing.TB, dir string) server.Addrs {
 	tb.Helper()
+	return RunConfig(tb, server.Config{DataDir: dir})
+}
+
+// RunConfig is Run with cfg (its DataDir made, with keys), on loopback
+// ports the kernel picks.
+func RunConfig(tb testing.TB, cfg server.Config) server.Addrs {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Addrs, 1)
-	srv, err := server.New(ctx, server.Config{DataDir: dir, HTTPListen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0",
-		Ready: func(a server.Addrs) { ready <- a }})
+	cfg.HTTPListen, cfg.MQTTListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Ready = func(a server.Addrs) { ready <- a }
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		tb.Fatal(err)
