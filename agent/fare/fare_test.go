@@ -73,6 +73,7 @@ func TestParseRefusesBadTables(t *testing.T) {
 		"negative fare":     strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":-1`, 1),
 		"unknown field":     `{` + base + `,"surcharge":1}`,
 		"bad timezone":      `{` + base + `,"timezone":"Mars/Olympus"}`,
+		"the reader's zone": `{` + base + `,"timezone":"Local"}`,
 		"bad day start":     `{` + base + `,"service_day_start":"25:00"}`,
 		"bad window":        `{` + base + `,"transfer":{"window":"soon","fare":0}}`,
 		"zero window":       `{` + base + `,"transfer":{"window":"0s","fare":0}}`,
@@ -216,9 +217,20 @@ func TestServiceDayDST(t *testing.T) {
 		{"America/New_York", "03:00", [5]int{2026, 11, 1, 1, 30}, "2026-10-31"},
 		{"America/New_York", "03:00", [5]int{2026, 11, 1, 3, 0}, "2026-11-01"},
 		{"America/New_York", "00:00", [5]int{2026, 11, 1, 0, 0}, "2026-11-01"},
+		// A start inside the hour the clocks repeat: the day has begun at
+		// its first 02:30 (CEST, 00:30 UTC), and 02:10 CET (01:10 UTC) after
+		// it is still that day.
+		{"UTC", "02:30", [5]int{2026, 10, 25, 0, 10}, "2026-10-24"}, // zone below: Europe/Berlin
+		{"UTC", "02:30", [5]int{2026, 10, 25, 0, 40}, "2026-10-25"},
+		{"UTC", "02:30", [5]int{2026, 10, 25, 1, 10}, "2026-10-25"},
+		{"UTC", "02:30", [5]int{2026, 10, 25, 1, 40}, "2026-10-25"},
 	} {
+		zone := tc.zone
+		if zone == "UTC" { // an instant given in UTC, of a Berlin day (a wall-clock time the zone repeats)
+			zone = "Europe/Berlin"
+		}
 		doc := fmt.Sprintf(`{"version":1,"currency":"EUR","timezone":%q,"service_day_start":%q,
-			"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, tc.zone, tc.start)
+			"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, zone, tc.start)
 		tb, err := Parse([]byte(doc))
 		if err != nil {
 			t.Fatal(err)
@@ -232,6 +244,66 @@ func TestServiceDayDST(t *testing.T) {
 		// The same instant seen from UTC gives the same day.
 		if got := tb.ServiceDay(at.UTC()); got != tc.want {
 			t.Errorf("%s: ServiceDay(%s UTC) = %s, want %s", tc.zone, at.UTC(), got, tc.want)
+		}
+	}
+}
+
+// TestServiceDayMonotonic walks every daylight-saving change of 2026 in
+// zones with 1-hour, 30-minute (Lord Howe Island) and 2-hour (Troll)
+// shifts, a minute at a time, for day starts on, inside and around the
+// shifted hours: a later instant never gets an earlier service day, the
+// day never moves by more than one, and each day begins at the first
+// instant its wall clock reads the start. It used to put a ride at 02:10
+// CET (clocks gone back) on the day before the ride at 02:40 CEST half an
+// hour earlier, with a start of 02:30: two rides inside one free transfer
+// were charged twice.
+func TestServiceDayMonotonic(t *testing.T) {
+	for _, zone := range []string{"Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Antarctica/Troll", "Europe/London"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The instants of 2026 where the zone's offset changes.
+		var shifts []time.Time
+		for h := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC); h.Year() == 2026; h = h.Add(time.Hour / 2) {
+			if _, a := h.In(loc).Zone(); func() bool { _, b := h.Add(time.Hour / 2).In(loc).Zone(); return a != b }() {
+				shifts = append(shifts, h)
+			}
+		}
+		if len(shifts) != 2 {
+			t.Fatalf("%s: %d clock changes in 2026, want 2", zone, len(shifts))
+		}
+		for _, start := range []string{"00:00", "00:45", "01:00", "01:30", "01:45", "02:00", "02:10", "02:30", "03:00", "03:30", "04:00"} {
+			doc := fmt.Sprintf(`{"version":1,"currency":"EUR","timezone":%q,"service_day_start":%q,
+				"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, zone, start)
+			tb, err := Parse([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hh, mm int
+			fmt.Sscanf(start, "%d:%d", &hh, &mm)
+			for _, sh := range shifts {
+				prev := ""
+				for at := sh.Add(-30 * time.Hour); at.Before(sh.Add(30 * time.Hour)); at = at.Add(time.Minute) {
+					day := tb.ServiceDay(at)
+					if prev != "" && day != prev {
+						p, _ := time.Parse(time.DateOnly, prev)
+						if n, _ := time.Parse(time.DateOnly, day); !n.Equal(p.AddDate(0, 0, 1)) {
+							t.Fatalf("%s, start %s: %s is on %s, a minute before on %s", zone, start, at.In(loc), day, prev)
+						}
+						// The first instant of the new day reads the start, or is
+						// the first after a gap that skipped it.
+						lt := at.In(loc)
+						if lt.Hour()*60+lt.Minute() < hh*60+mm {
+							t.Fatalf("%s, start %s: day %s begins at %s, before the start", zone, start, day, lt)
+						}
+						if before := at.Add(-time.Minute).In(loc); before.Hour()*60+before.Minute() >= hh*60+mm && before.Day() == lt.Day() {
+							t.Fatalf("%s, start %s: day %s begins at %s, a minute after the wall clock read the start", zone, start, day, lt)
+						}
+					}
+					prev = day
+				}
+			}
 		}
 	}
 }

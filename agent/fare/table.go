@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 	_ "time/tzdata" // validators often ship without /usr/share/zoneinfo
 
@@ -129,6 +130,12 @@ func (t *Table) check() error {
 	if t.TimeZone == "" {
 		t.TimeZone = "UTC"
 	}
+	if strings.EqualFold(t.TimeZone, "Local") {
+		// Go's name for the zone of the machine reading the table: the
+		// validator, each settlement instance and verify would each put
+		// a ride on their own service day.
+		return bad("timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", t.TimeZone)
+	}
 	loc, err := time.LoadLocation(t.TimeZone)
 	if err != nil {
 		return bad("timezone %q: %v", t.TimeZone, err)
@@ -226,21 +233,57 @@ func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
 }
 
 // ServiceDay returns the service day a ride at time at belongs to, as a
-// date "YYYY-MM-DD" in the table's time zone: the local calendar date, or
-// the day before when the local wall-clock time is earlier than
-// ServiceDayStart. It reads the local date and time rather than subtracting
-// a fixed duration, so a day that is 23 or 25 hours long (daylight saving)
-// still starts at ServiceDayStart on the wall clock.
+// date "YYYY-MM-DD" in the table's time zone. The service day of a date
+// begins at the first instant of that date whose local wall clock reads
+// ServiceDayStart, and lasts until the next date's begins: a ride belongs
+// to its local calendar date, or to the day before when its wall-clock time
+// is earlier than ServiceDayStart — unless the clocks went back after the
+// day began (daylight saving ends inside the hour after the start), when
+// the wall clock reads times before the start a second time: those are
+// still the day that began. It reads the local date and time rather than
+// subtracting a fixed duration, so a day that is 23 or 25 hours long still
+// starts at ServiceDayStart on the wall clock, and a later ride never gets
+// an earlier service day.
 func (t *Table) ServiceDay(at time.Time) string {
 	lt := at.In(t.loc)
 	y, m, d := lt.Date()
-	clock := time.Duration(lt.Hour())*time.Hour + time.Duration(lt.Minute())*time.Minute +
-		time.Duration(lt.Second())*time.Second + time.Duration(lt.Nanosecond())
-	if clock < t.dayStart {
+	if clock := wallClock(lt); clock < t.dayStart && !t.dayBegan(at, y, m, d, clock) {
 		d--
 	}
 	// Noon UTC of the (possibly normalised) date: no zone can move it.
 	return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
+}
+
+func wallClock(lt time.Time) time.Duration {
+	return time.Duration(lt.Hour())*time.Hour + time.Duration(lt.Minute())*time.Minute +
+		time.Duration(lt.Second())*time.Second + time.Duration(lt.Nanosecond())
+}
+
+// clockShifts are the sizes of the clock changes zones make (30 minutes on
+// Lord Howe Island, 2 hours at Troll station, an hour elsewhere).
+var clockShifts = [...]time.Duration{0, 30 * time.Minute, time.Hour, 2 * time.Hour}
+
+// dayBegan reports whether the service day of date y-m-d began before at,
+// whose wall clock reads clock (before ServiceDayStart): whether an
+// earlier instant of that date read ServiceDayStart, the clocks having gone
+// back since. The instants of a date that read a given wall-clock time are
+// at most two, a clock change apart; time.Date returns one of them.
+func (t *Table) dayBegan(at time.Time, y int, m time.Month, d int, clock time.Duration) bool {
+	if t.dayStart-clock > clockShifts[len(clockShifts)-1] {
+		return false
+	}
+	x := time.Date(y, m, d, int(t.dayStart/time.Hour), int(t.dayStart%time.Hour/time.Minute), 0, 0, t.loc)
+	for _, shift := range clockShifts {
+		c := x.Add(-shift)
+		if !c.Before(at) {
+			continue
+		}
+		lc := c.In(t.loc)
+		if cy, cm, cd := lc.Date(); cy == y && cm == m && cd == d && wallClock(lc) == t.dayStart {
+			return true
+		}
+	}
+	return false
 }
 
 // Covers reports whether the table serves route: every route when it
