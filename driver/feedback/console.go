@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -156,13 +157,26 @@ var minorUnits = map[string]int{
 	"CLF": 4, "UYW": 4,
 }
 
-// currencyDigits is the currency's minor-unit decimals (2 for an unknown
-// or empty one).
-func currencyDigits(currency string) int {
+// CurrencyDigits is the currency's minor-unit decimals in ISO 4217 (2 for
+// an unknown or empty one): what every amount of the ledger counts in. A
+// browser's Intl data (CLDR) differs for some (HUF, IDR, COP, IQD: 0), so
+// the wallet takes the server's.
+func CurrencyDigits(currency string) int {
 	if d, ok := minorUnits[strings.ToUpper(currency)]; ok {
 		return d
 	}
 	return 2
+}
+
+// NonDecimalCurrencies lists the currencies whose minor unit is not 1/100,
+// sorted.
+func NonDecimalCurrencies() []string {
+	out := make([]string, 0, len(minorUnits))
+	for c := range minorUnits {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // FormatAmount formats an amount in minor units for display: 250 "EUR" is
@@ -179,7 +193,7 @@ func FormatAmount(minor int64, currency string) string {
 // FormatNumber is FormatAmount without the currency: 250 "JPY" is "250",
 // 250 "EUR" "2.50" (two decimals for an unknown or empty currency).
 func FormatNumber(minor int64, currency string) string {
-	digits := currencyDigits(currency)
+	digits := CurrencyDigits(currency)
 	sign := ""
 	mag := uint64(minor)
 	if minor < 0 {
@@ -199,7 +213,7 @@ func FormatNumber(minor int64, currency string) string {
 // "1,2", "250" for JPY) as minor units, or fails: a sign, more decimals
 // than the currency has, more than 12 whole digits, anything else.
 func ParseNumber(text, currency string) (int64, error) {
-	digits := currencyDigits(currency)
+	digits := CurrencyDigits(currency)
 	t := strings.Replace(strings.TrimSpace(text), ",", ".", 1)
 	whole, frac, dot := strings.Cut(t, ".")
 	if whole == "" || len(whole) > 12 || len(frac) > digits || strings.Trim(whole, "0123456789") != "" ||

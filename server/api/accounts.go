@@ -33,6 +33,9 @@ type Account struct {
 	// no limit).
 	PaymentLimit int64  `json:"payment_limit,omitempty"`
 	Currency     string `json:"currency"`
+	// CurrencyDigits is the currency's minor-unit decimals (ISO 4217):
+	// every amount here is in 1/10^digits of the currency.
+	CurrencyDigits int `json:"currency_digits"`
 	// Denied: the whole account is on the deny list (DenyReason says why).
 	Denied     bool   `json:"denied"`
 	DenyReason string `json:"deny_reason,omitempty"`
@@ -60,7 +63,7 @@ type Block struct {
 
 func toAccount(a ledger.Account) Account {
 	return Account{ID: a.ID, Profile: a.Profile.String(), ProfilePending: a.ProfilePending, Name: a.Name, Balance: a.Balance,
-		CreditLine: a.CreditLine, PaymentLimit: a.PaymentLimit, Currency: a.Currency, Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
+		CreditLine: a.CreditLine, PaymentLimit: a.PaymentLimit, Currency: a.Currency, CurrencyDigits: feedback.CurrencyDigits(a.Currency), Denied: a.Denied, DenyReason: a.DenyReason, LastSerial: a.LastSerial,
 		CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339), credential: a.CredentialProfile()}
 }
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/server/ledger"
@@ -115,9 +118,15 @@ func signIn(t *testing.T, b context.Context, url string, acct account) {
 // table, and returns its URL.
 func serveWallet(t *testing.T) (string, *gate) {
 	t.Helper()
+	return serveWalletIn(t, "EUR")
+}
+
+// serveWalletIn is serveWallet with a ledger in currency.
+func serveWalletIn(t *testing.T, currency string) (string, *gate) {
+	t.Helper()
 	wallettest.Chromium(t)
-	as := apitest.Start(t)
-	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	as := apitest.StartWith(t, apitest.Options{Currency: currency})
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"` + currency + `","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,6 +440,61 @@ func TestWalletPaymentLimit(t *testing.T) {
 	wallettest.WaitFor(t, b, 30*time.Second, "no limit shown again", state+`.includes("any amount")`)
 	if l := limitOf(); l != 0 {
 		t.Errorf("limit %d in the ledger after clearing it, want none", l)
+	}
+}
+
+// TestWalletCurrencyDigits: a ledger in forints counts in fillér (1/100,
+// ISO 4217), although browsers format HUF without decimals (CLDR): the
+// wallet shows 450.00 HUF for 45,000 minor units, not 45,000 HUF, and a
+// limit typed as 20.50 is 2,050 in the ledger. The wallet took the
+// browser's decimals: it showed 100 times the balance, refused "20.50"
+// and stored a limit typed as 5000 as 50.00.
+func TestWalletCurrencyDigits(t *testing.T) {
+	url, g := serveWalletIn(t, "HUF")
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 45000, "psp-1"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	balance := `document.getElementById("balance").textContent`
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance with two decimals", balance+`.includes("450.00")`)
+	if got := wallettest.Eval[string](t, b, balance); strings.Contains(got, "45,000") {
+		t.Errorf("balance shown as %q", got)
+	}
+	wallettest.Eval[bool](t, b, `(document.getElementById("limit-amount").value = "20.50", true)`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("limit-save"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the limit shown", `document.getElementById("limit-state").textContent.includes("20.50")`)
+	if a, err := g.store.Account(context.Background(), acct.ID); err != nil || a.PaymentLimit != 2050 {
+		t.Errorf("limit %d, %v in the ledger; want 2050", a.PaymentLimit, err)
+	}
+}
+
+// TestWalletDigitsTable: the wallet's table of currencies whose minor unit
+// is not 1/100 (used until the server names the account's) is the
+// server's.
+func TestWalletDigitsTable(t *testing.T) {
+	src, err := os.ReadFile("static/i18n.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := regexp.MustCompile(`(?s)const ISO_DIGITS = \{(.*?)\};`).FindSubmatch(src)
+	if body == nil {
+		t.Fatal("no ISO_DIGITS in i18n.js")
+	}
+	js := map[string]int{}
+	for _, m := range regexp.MustCompile(`([A-Z]{3}): (\d)`).FindAllSubmatch(body[1], -1) {
+		js[string(m[1])] = int(m[2][0] - '0')
+	}
+	for cur, d := range js {
+		if got := feedback.CurrencyDigits(cur); got != d {
+			t.Errorf("%s: the wallet says %d decimals, the server %d", cur, d, got)
+		}
+	}
+	for _, cur := range feedback.NonDecimalCurrencies() {
+		if _, ok := js[cur]; !ok {
+			t.Errorf("%s (%d decimals) is missing from the wallet's table", cur, feedback.CurrencyDigits(cur))
+		}
 	}
 }
 

@@ -4,7 +4,7 @@
 import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
-import { t, errorText, localize, money, toMinor, dateTime, time as clockTime } from "./i18n.js";
+import { t, errorText, localize, money, toMinor, dateTime, setCurrencyDigits, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
@@ -325,6 +325,7 @@ function renderView(view) {
     return;
   }
   const a = view.account;
+  setCurrencyDigits(a.currency, a.currency_digits);
   const bal = $("balance");
   bal.textContent = money(a.balance, a.currency);
   bal.classList.toggle("bad", a.balance < 0);

@@ -272,23 +272,44 @@ export function localize(root) {
   for (const el of root.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
 }
 
-/** money formats minor units of a currency (2 decimals unless the currency says otherwise). */
+/** money formats minor units of a currency, with the currency's decimals (see currencyDigits). */
 export function money(minor, currency) {
+  const digits = currencyDigits(currency);
   try {
-    const f = new Intl.NumberFormat(locales[lang], { style: "currency", currency });
-    return f.format(minor / 10 ** currencyDigits(currency));
+    const f = new Intl.NumberFormat(locales[lang], {
+      style: "currency", currency, minimumFractionDigits: digits, maximumFractionDigits: digits,
+    });
+    return f.format(minor / 10 ** digits);
   } catch {
-    return (minor / 100).toFixed(2) + " " + currency;
+    return (minor / 10 ** digits).toFixed(digits) + " " + currency;
   }
 }
 
-/** currencyDigits is the currency's minor-unit decimals (2 if unknown). */
-function currencyDigits(currency) {
-  try {
-    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
-  } catch {
-    return 2;
+// ISO_DIGITS lists the ISO 4217 currencies whose minor unit is not 1/100,
+// as the server's (driver/feedback.CurrencyDigits; a test compares them).
+// Not the browser's Intl data: CLDR gives HUF, IDR, COP and IQD 0 decimals
+// for display, and the ledger counts them in 1/100 (IQD 1/1000).
+const ISO_DIGITS = {
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0, VND: 0,
+  VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  CLF: 4, UYW: 4,
+};
+
+// serverDigits: the decimals the server named for a currency
+// (currency_digits of the account), which win.
+const serverDigits = new Map();
+
+/** setCurrencyDigits records the decimals the server gives a currency (the account's currency_digits). */
+export function setCurrencyDigits(currency, digits) {
+  if (typeof currency === "string" && Number.isInteger(digits) && digits >= 0 && digits <= 4) {
+    serverDigits.set(currency, digits);
   }
+}
+
+/** currencyDigits is the currency's minor-unit decimals: the server's, else ISO 4217's (2 if unlisted). */
+export function currencyDigits(currency) {
+  return serverDigits.get(currency) ?? ISO_DIGITS[currency] ?? 2;
 }
 
 /**
