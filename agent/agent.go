@@ -359,6 +359,8 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	case errors.As(err, &dup):
 		out.Seq = dup.seq
 		return refuse(record.ReasonDuplicate)
+	case errors.Is(err, errCodeUsed):
+		return refuse(record.ReasonCodeUsed)
 	case errors.Is(err, errPassback):
 		return refuse(record.ReasonPassback)
 	case errors.Is(err, errRiskCap):
@@ -375,16 +377,31 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	return out
 }
 
+// ReReadWindow is how long after a code is accepted the same code at the
+// same validator counts as the scanner reading the phone again (green
+// "Already paid", no charge): a scanner re-reads a phone held up to it
+// within a second or two. Later the phone has been handed on — several
+// riders sharing one code at one door — and the code is refused
+// (code_used).
+const ReReadWindow = 2 * time.Second
+
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
 func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
 	if v := st.Get(bucketSeen, idKey); v != nil {
-		d := &duplicateError{}
-		if len(v) >= 12 {
-			d.seq = binary.BigEndian.Uint64(v[4:])
+		// The same code again: a scanner reading the phone a second time
+		// while it is still held up is let through (green, no charge);
+		// later, the phone was handed to someone else, and the code is
+		// refused. (Entries written before the acceptance time was kept
+		// have none: refused.)
+		if len(v) < 20 {
+			return nil, errCodeUsed
 		}
-		return nil, d
+		if d := now.Sub(time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:])))); d >= ReReadWindow || d < -ReReadWindow {
+			return nil, errCodeUsed
+		}
+		return nil, &duplicateError{seq: binary.BigEndian.Uint64(v[4:])}
 	}
 	var count uint32
 	if v := st.Get(bucketAccounts, acctKey); len(v) == 12 {
@@ -407,8 +424,9 @@ func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.
 		return nil, err
 	}
 	h := record.Hash(rec)
-	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 12), c.Time)
+	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 20), c.Time)
 	sv = binary.BigEndian.AppendUint64(sv, seq)
+	sv = binary.BigEndian.AppendUint64(sv, uint64(now.UnixMilli()))
 	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))
 	av = binary.BigEndian.AppendUint32(av, count+1)
 	if err := st.Put(bucketSeen, idKey, sv); err != nil {

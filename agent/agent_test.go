@@ -285,6 +285,37 @@ func TestDenyList(t *testing.T) {
 	}
 }
 
+// TestOneCodeOneDoor: a code held to the scanner twice within the re-read
+// window is let through once charged and once "Already paid"; the same
+// code handed to the next rider at the same door is refused (code_used,
+// red), however often. It used to be green for the code's whole life: one
+// code let a queue of riders through one door, one charged, the server
+// never told of the others.
+func TestOneCodeOneDoor(t *testing.T) {
+	h := newHarness(t, nil)
+	text := h.issuer.Rider(t, 4242, t0).Code(t, t0)
+	if out := h.tap(text); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(ReReadWindow / 2)
+	if out := h.tap(text); !out.AlreadyPaid() {
+		t.Errorf("a re-read: %+v, want already paid", out)
+	}
+	for i := range 4 {
+		h.clock.Add(time.Second + ReReadWindow/2)
+		out := h.tap(text)
+		if out.Accepted || out.AlreadyPaid() || out.Reason != record.ReasonCodeUsed || out.Message != "Code used - show a new one" {
+			t.Errorf("the code shown again by rider %d: %+v, want code_used", i+2, out)
+		}
+		if got := last(h.fb); !strings.HasPrefix(got, "rejected") {
+			t.Errorf("feedback for rider %d: %q, want red", i+2, got)
+		}
+	}
+	if n := len(h.records()); n != 1 {
+		t.Errorf("%d records, want 1", n)
+	}
+}
+
 func TestDuplicateSurvivesRestart(t *testing.T) {
 	reg := metrics.NewRegistry()
 	var logs syncBuffer
@@ -298,7 +329,7 @@ func TestDuplicateSurvivesRestart(t *testing.T) {
 	if !first.Accepted {
 		t.Fatal(first)
 	}
-	h.clock.Add(10 * time.Second) // past the passback window
+	h.clock.Add(time.Second) // the scanner reads the phone again
 	out := h.tap(text)
 	if out.Accepted || !out.AlreadyPaid() || out.Reason != record.ReasonDuplicate || out.Message != "Already paid" || out.Seq != first.Seq {
 		t.Errorf("same code again: %+v, want already paid by seq %d", out, first.Seq)
@@ -320,9 +351,12 @@ func TestDuplicateSurvivesRestart(t *testing.T) {
 	}
 	h.cfg.Metrics = nil // the restarted agent registers its own
 	h.restart()
-	h.clock.Add(10 * time.Second)
 	if out := h.tap(text); out.Reason != record.ReasonDuplicate {
-		t.Errorf("same code after restart: %+v", out)
+		t.Errorf("same code after restart, within the re-read window: %+v", out)
+	}
+	h.clock.Add(10 * time.Second)
+	if out := h.tap(text); out.Accepted || out.Reason != record.ReasonCodeUsed {
+		t.Errorf("same code after restart, 11 s on: %+v; want code_used", out)
 	}
 	if n := len(h.records()); n != 1 {
 		t.Errorf("%d records, want 1", n)
@@ -589,8 +623,8 @@ func TestPruneSurvivesClockJump(t *testing.T) {
 		t.Errorf("Prune after a forward jump = %d, %v, want 0", n, err)
 	}
 	h.clock.Add(-2*time.Hour + 10*time.Second) // corrected
-	if out := h.tap(text); out.Accepted || !out.AlreadyPaid() {
-		t.Errorf("the same code after the clock came back = %+v, want already paid", out)
+	if out := h.tap(text); out.Accepted || out.Reason != record.ReasonCodeUsed {
+		t.Errorf("the same code after the clock came back = %+v, want code_used (remembered)", out)
 	}
 	if n := len(h.records()); n != 1 {
 		t.Errorf("%d records, want 1", n)

@@ -28,6 +28,7 @@ var ErrConfig = errors.New("agent: invalid config")
 var (
 	errPassback = errors.New("passback")
 	errRiskCap  = errors.New("risk cap")
+	errCodeUsed = errors.New("code used")
 )
 
 // duplicateError is raised inside the queue transaction for a code already

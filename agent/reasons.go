@@ -8,7 +8,7 @@ import (
 // Reasons lists the agent's own reasons (record.Reason*); with
 // paycode.Reasons, every reason a tap can be refused for (record.Reasons).
 var Reasons = []record.Reason{
-	record.ReasonDenied, record.ReasonDuplicate, record.ReasonPassback, record.ReasonRiskCap,
+	record.ReasonDenied, record.ReasonDuplicate, record.ReasonCodeUsed, record.ReasonPassback, record.ReasonRiskCap,
 	record.ReasonNoFare, record.ReasonQueueFull, record.ReasonClock, record.ReasonInternal,
 	record.ReasonClockOffset, record.ReasonQueueDamaged, record.ReasonRouteNotInFares,
 }

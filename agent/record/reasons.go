@@ -9,8 +9,11 @@ type Reason = paycode.Reason
 
 // Reasons the validator adds after paycode's, in checking order.
 const (
-	ReasonDenied    Reason = "denied"     // account or credential on the deny list
-	ReasonDuplicate Reason = "duplicate"  // this code was accepted here before: no charge
+	ReasonDenied    Reason = "denied"    // account or credential on the deny list
+	ReasonDuplicate Reason = "duplicate" // this code was accepted here a moment ago (a re-read): no charge
+	// ReasonCodeUsed: this code was accepted here longer ago than a
+	// scanner's re-read (the phone was handed on): refused, no charge.
+	ReasonCodeUsed  Reason = "code_used"
 	ReasonPassback  Reason = "passback"   // the same account within the passback window
 	ReasonRiskCap   Reason = "risk_cap"   // the account reached the offline cap
 	ReasonNoFare    Reason = "no_fare"    // out of service: no fare table or fare
@@ -31,7 +34,7 @@ const (
 
 // Reasons lists every reason a validator can give, in checking order.
 var Reasons = append(append([]Reason(nil), paycode.Reasons...),
-	ReasonDenied, ReasonDuplicate, ReasonPassback, ReasonRiskCap,
+	ReasonDenied, ReasonDuplicate, ReasonCodeUsed, ReasonPassback, ReasonRiskCap,
 	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal, ReasonClockOffset, ReasonQueueDamaged,
 	ReasonRouteNotInFares)
 
