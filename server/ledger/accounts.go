@@ -77,6 +77,10 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 	if !ValidCurrency(spec.Currency) {
 		return Account{}, invalid("currency %q is not an ISO 4217 code", spec.Currency)
 	}
+	if spec.Currency != s.currency {
+		// Its every tap would be flagged currency_mismatch and ride free.
+		return Account{}, invalid("an account in %s: the ledger's accounts and fare tables are in %s", spec.Currency, s.currency)
+	}
 	secret := spec.SecretHash
 	if secret == nil {
 		secret = []byte{}

@@ -133,11 +133,11 @@ func ledgerWithTable(tb testing.TB, db *testDB) *Store {
 func putTableAt(tb testing.TB, s *Store, doc string, since time.Time) {
 	tb.Helper()
 	tbl := mustTable(tb, doc)
-	if err := s.PutFareTable(context.Background(), tbl); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(context.Background(), `UPDATE fare_tables SET created_ns = $1 WHERE version = $2`,
-		since.UnixNano(), int64(tbl.Version)); err != nil {
+	now := s.now // stored on a clock set to since (fare tables are append-only)
+	s.now = func() time.Time { return since }
+	err := s.PutFareTable(context.Background(), tbl)
+	s.now = now
+	if err != nil {
 		tb.Fatal(err)
 	}
 	s.catalog.Store(nil)

@@ -256,6 +256,9 @@ var invariantQueries = []struct{ msg, query string }{
 	{"credential serial beyond the account's last [account, serial, last]", `
 		SELECT c.account_id, c.serial, a.last_serial FROM credentials c JOIN accounts a ON a.id = c.account_id
 		WHERE c.serial > a.last_serial OR c.serial < 1`},
+	{"account in another currency than the ledger's [account, currency, ledger's]", `
+		SELECT a.id, a.currency, s.value FROM accounts a JOIN ledger_settings s ON s.name = 'currency'
+		WHERE a.currency <> s.value`},
 	{"account's last serial without its credential [account, last]", `
 		SELECT a.id, a.last_serial FROM accounts a WHERE a.last_serial > 0 AND NOT EXISTS (
 			SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.serial = a.last_serial)`},
@@ -289,7 +292,7 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 	}
 
 	rows, err = tx.QueryContext(ctx, `SELECT account_id, service_day, tap_id, at_ns, profile, base_fare, charge,
-			transfer, capped, rated_version
+			transfer, capped, rated_version, route
 		FROM taps WHERE flag = '' ORDER BY account_id, service_day`)
 	if err != nil {
 		return fmt.Errorf("ledger: check rating: %w", err)
@@ -328,9 +331,18 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 		var k dayKey
 		var account int64
 		var r rated
+		var route string
 		if err := rows.Scan(&account, &k.day, &r.id, &r.at, &r.profile, &r.base, &r.charge, &r.transfer, &r.capped,
-			&r.version); err != nil {
+			&r.version, &route); err != nil {
 			return fmt.Errorf("ledger: check rating: %w", err)
+		}
+		// The base fare is the server's: its fare table's for the tap's
+		// route and profile, never one a row says.
+		if e := tables[r.version]; e != nil {
+			if f, err := e.table.Fare(route, profileOf(r.profile)); err != nil || f != r.base {
+				add("tap %s has base fare %d; its fare table %d gives route %q, profile %s %d (%v)",
+					r.id, r.base, r.version, route, profileOf(r.profile), f, err)
+			}
 		}
 		k.account = uint64(account)
 		if k != cur {
