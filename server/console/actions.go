@@ -205,7 +205,12 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 		if deny {
 			p.method, p.Danger = http.MethodPost, true
 			p.Title = "Deny " + what + "?"
-			p.Explain = "Validators refuse its payment codes as soon as the new deny list reaches them (within seconds for a bus that is online; an offline bus when it reconnects). While it is denied, the account cannot get new credentials."
+			p.Explain = "Validators refuse its payment codes as soon as the new deny list reaches them (within seconds for a bus that is online; an offline bus when it reconnects)."
+			if serial == 0 {
+				p.Explain += " While it is denied, the account cannot get new credentials."
+			} else {
+				p.Explain += " The account can still get new credentials with its secret: to stop that (a lost or stolen phone holds the secret too), deny the whole account or have the secret replaced."
+			}
 			p.Button = "Deny " + what
 			p.done = func(resp map[string]any) result {
 				return result{Message: fmt.Sprintf("%s is on the deny list (%s); deny list version %v.", what, reason, resp["version"])}
@@ -388,6 +393,11 @@ func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	if !ledger.ValidRole(role) {
 		return nil, badInput("choose a role: operator, payments, merchant or auditor")
+	}
+	// Checked before the confirmation, which shows the name: not refused
+	// only after the operator confirmed it.
+	if err := ledger.CheckTokenName(name); err != nil {
+		return nil, badInput("%v", err)
 	}
 	return &plan{Title: fmt.Sprintf("Create a %s token?", role), Danger: role == ledger.RoleOperator, Back: "tokens",
 		Explain: "The token is shown once, on the next page: copy it then. The ledger keeps only its hash. " + roleMeaning[role],

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
@@ -568,6 +569,34 @@ func TestTokens(t *testing.T) {
 	}
 	if resp, _ := b.post("/console/act/nope", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("an unknown action: %d", resp.StatusCode)
+	}
+	// A name the ledger refuses is refused before the confirmation page
+	// shows it (an RLO showed the name reversed there).
+	for _, name := range []string{strings.Repeat("n", 300), "till \u202eevil\u202c 9"} {
+		if resp, body := b.post("/console/act/create_token", url.Values{"csrf": {csrf}, "role": {"auditor"}, "name": {name}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "token name") {
+			t.Errorf("the confirmation for a token named %.20q: %d", name, resp.StatusCode)
+		}
+	}
+}
+
+// TestConsoleSmallMends: the confirmation of a credential's deny says the
+// account can still get new credentials (it said it could not, and an
+// operator who denied a thief's pass believed the account cut off); the
+// fleet filter is cut at a character, not inside one.
+func TestConsoleSmallMends(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	acct := f.account(100)
+	for serial, want := range map[string]string{"1": "can still get new credentials", "0": "cannot get new credentials"} {
+		resp, body := b.post("/console/act/deny", url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "serial": {serial}, "reason": {"fraud"}})
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("the confirmation of a deny of serial %s: %d, want %q", serial, resp.StatusCode, want)
+		}
+	}
+	_, page := b.get("/console/fleet?q=" + url.QueryEscape(strings.Repeat("北京", 12)))
+	if !utf8.ValidString(page) || strings.Contains(page, "\uFFFD") || strings.Contains(page, "%E4&") {
+		t.Error("the fleet filter was cut inside a character")
 	}
 }
 

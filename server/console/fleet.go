@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/record"
@@ -247,7 +248,7 @@ func parseFleetQuery(v url.Values) fleetQuery {
 		q.Sort = ""
 	}
 	if len(q.Q) > 64 {
-		q.Q = strings.TrimSpace(q.Q[:64])
+		q.Q = strings.TrimSpace(clipUTF8(q.Q, 64))
 	}
 	if p, err := strconv.Atoi(v.Get("page")); err == nil && p > 1 && p < 1_000_000 {
 		q.Page = p
@@ -451,4 +452,17 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// clipUTF8 cuts s to at most n bytes at a character boundary (invalid
+// bytes become U+FFFD first, so the result is always valid UTF-8).
+func clipUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -54,7 +54,7 @@ func (s *Store) CreateToken(ctx context.Context, tok APIToken, hash []byte) (API
 	if err := checkText("merchant id", tok.MerchantID, maxName, false); err != nil {
 		return APIToken{}, invalid("%v", err)
 	}
-	if err := checkText("token name", tok.Name, maxLongName, false); err != nil {
+	if err := CheckTokenName(tok.Name); err != nil {
 		return APIToken{}, invalid("%v", err)
 	}
 	if len(hash) != 32 {

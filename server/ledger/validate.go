@@ -62,6 +62,13 @@ func CheckAccountName(name string) error {
 	return checkText("name", name, maxLongName, false)
 }
 
+// CheckTokenName checks an API token's name (optional), as CreateToken
+// does: at most 128 bytes of UTF-8, no control or invisible formatting
+// characters.
+func CheckTokenName(name string) error {
+	return checkText("token name", name, maxLongName, false)
+}
+
 func checkAccountID(a uint64) error {
 	if a == 0 || a > math.MaxInt64 {
 		return fmt.Errorf("account id %d out of range", a)

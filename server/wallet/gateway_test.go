@@ -357,6 +357,38 @@ func TestWalletChangesItsSecretDuringAFetch(t *testing.T) {
 	}
 }
 
+// TestWalletBlockedPass: the operator blocks the wallet's pass (a
+// credential deny): at its next refresh the wallet says so, shows no code
+// (every validator would refuse it) and fetches a new pass, whose code it
+// shows. When the whole account is blocked the pass says that, with no
+// code. It used to keep saying "Pass 1 is valid" and show codes the buses
+// refused ("see your app"), for up to 12 hours.
+func TestWalletBlockedPass(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	ctx := context.Background()
+	if _, err := g.store.TopUp(ctx, acct.ID, 10_000, "psp-blocked"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	state := `document.getElementById("pass-state").textContent`
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1", state+`.startsWith("Pass 1 ")`)
+	if err := g.store.Deny(ctx, acct.ID, 1, "lost_phone"); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "a new pass, 2, with its code",
+		state+`.startsWith("Pass 2 ") && !document.getElementById("code-view").hidden`)
+
+	if err := g.store.Deny(ctx, acct.ID, 0, "fraud"); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the account blocked, no code",
+		state+`.includes("account is blocked") && document.getElementById("code-view").hidden`)
+}
+
 // TestWalletSecretChangedElsewhere: the account's secret is changed on
 // another phone (or reset by the operator) while this wallet is signed in.
 // At its next refresh the wallet finds its secret refused, says why, and
@@ -428,7 +460,7 @@ func TestWalletPaymentLimit(t *testing.T) {
 	if l := limitOf(); l != 2050 {
 		t.Errorf("limit %d in the ledger, want 2050", l)
 	}
-	for _, bad := range []string{"-5", "2.505", "lots"} {
+	for _, bad := range []string{"-5", "2.505", "lots", "0", "0.00"} { // 0 would clear the limit
 		set(bad)
 		wallettest.WaitFor(t, b, 30*time.Second, "the sentence for "+bad, `!document.getElementById("error").hidden && `+
 			`document.getElementById("error").textContent.includes("such as 20")`)

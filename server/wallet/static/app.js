@@ -90,6 +90,23 @@ async function api(method, path, opts) {
 
 // ---- the pass (credential) ------------------------------------------------
 
+// blocks is what the latest account view says of the deny list: the
+// whole account denied (its reason, or null) and the credentials denied
+// (serial → reason). A blocked pass shows no code: every validator and
+// shop refuses it.
+let blocks = { account: null, serials: new Map(), key: "" };
+
+// noteBlocks takes the deny state of an account view, and reports whether
+// it changed.
+function noteBlocks(a) {
+  const serials = new Map((a.blocked_credentials || []).map((b) => [b.serial, b.reason]));
+  const account = a.denied ? a.deny_reason || "?" : null;
+  const key = JSON.stringify([account, [...serials.keys()].sort((x, y) => x - y)]);
+  const changed = key !== blocks.key;
+  blocks = { account, serials, key };
+  return changed;
+}
+
 // renderPass says in plain words what the credential is worth now, and
 // tells whether it may sign codes.
 function renderPass(cred, nowS) {
@@ -98,6 +115,12 @@ function renderPass(cred, nowS) {
   let warn = false;
   if (!cred) {
     el.textContent = t("no_pass");
+  } else if (blocks.account) {
+    el.textContent = t("pass_account_blocked");
+    warn = true;
+  } else if (blocks.serials.has(cred.serial)) {
+    el.textContent = t("pass_blocked", { serial: cred.serial });
+    warn = true;
   } else if (nowS > cred.notAfter) {
     el.textContent = t("pass_expired");
     warn = true;
@@ -125,6 +148,8 @@ function renderPass(cred, nowS) {
 // clock is off does not ask again and again.
 function needsRefresh(cred, nowS) {
   if (!cred) return true;
+  if (blocks.serials.has(cred.serial) && !blocks.account) return true; // the operator blocked it
+  if (blocks.account) return false; // no pass is issued to a blocked account
   const life = cred.notAfter - cred.notBefore;
   return nowS - cred.fetchedAt > life / 2 || cred.counter >= MAX_COUNTER - 1000;
 }
@@ -322,10 +347,16 @@ function renderView(view) {
     fillTable("activity", []);
     earlier = [];
     $("activity-more").hidden = true;
+    blocks = { account: null, serials: new Map(), key: "" };
     return;
   }
   const a = view.account;
   setCurrencyDigits(a.currency, a.currency_digits);
+  if (noteBlocks(a) && account) {
+    // The pass on screen was blocked or unblocked: show it as it is now,
+    // and fetch a new one for a blocked pass.
+    showCode().then(() => maintainCredential());
+  }
   const bal = $("balance");
   bal.textContent = money(a.balance, a.currency);
   bal.classList.toggle("bad", a.balance < 0);
@@ -546,7 +577,9 @@ async function saveLimit(ev) {
   const view = await store.get("view");
   const text = $("limit-amount").value.trim();
   const amount = text === "" ? 0 : toMinor(text, view?.account?.currency ?? "EUR");
-  if (amount === null || amount > 1e11) return showError(t("limit_bad"));
+  // 0 would clear the limit (the server's "none"): a rider who types 0 to
+  // stop shop payments must not get the opposite.
+  if (amount === null || amount > 1e11 || (text !== "" && amount === 0)) return showError(t("limit_bad"));
   const btn = $("limit-save");
   btn.disabled = true;
   const secret = account.secret;
