@@ -149,25 +149,3 @@ func (n *notifier) Changed(kind string) {
 		}
 	}
 }
-
-// syncKeyring takes a keyring another instance rotated to from the ledger
-// (the publisher asks every poll, so within its PollInterval), and has the
-// held taps re-checked with it. A failure is logged once until a sync
-// succeeds again; the keyring this instance has stays in use meanwhile.
-func (s *Server) syncKeyring(ctx context.Context) {
-	changed, err := s.keys.Sync(ctx, s.ledger)
-	if err != nil {
-		if s.keyringSyncFailing.CompareAndSwap(false, true) && ctx.Err() == nil {
-			s.log.Warn("reading the shared issuer keyring failed; keeping this instance's", "err", err,
-				"version", s.keys.Keyring().Version())
-		}
-		return
-	}
-	if s.keyringSyncFailing.CompareAndSwap(true, false) {
-		s.log.Info("reading the shared issuer keyring works again")
-	}
-	if changed {
-		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", s.keys.Keyring().Version())
-		(*notifier)(s).Changed(record.DocKeyring)
-	}
-}

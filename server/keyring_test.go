@@ -61,7 +61,7 @@ func testKeyringShared(t *testing.T, dsn string) {
 	c := &client{t: t, token: tok}
 
 	c.do("PUT", a+"/v1/fares", `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
-	if v := c.do("POST", a+"/v1/keyring/rotate", "", 200)["version"]; v != 2.0 {
+	if v := c.do("POST", a+"/v1/keyring/rotate", `{"activate_in":"0s"}`, 200)["version"]; v != 2.0 {
 		t.Fatalf("rotated to version %v, want 2", v)
 	}
 	waitVersion(t, c, b, 2)
@@ -98,7 +98,7 @@ func testKeyringShared(t *testing.T, dsn string) {
 	results := make([]map[string]any, 2)
 	statuses := make([]int, 2)
 	for i, u := range []string{a, b} {
-		wg.Go(func() { statuses[i], results[i] = c.try("POST", u+"/v1/keyring/rotate", "") })
+		wg.Go(func() { statuses[i], results[i] = c.try("POST", u+"/v1/keyring/rotate", `{"activate_in":"0s"}`) })
 	}
 	wg.Wait()
 	want := uint64(2)
@@ -157,6 +157,37 @@ func testKeyringShared(t *testing.T, dsn string) {
 		if v := keyringOf(t, c, u).Version(); v != want {
 			t.Errorf("%s took the forged keyring (version %d)", u, v)
 		}
+	}
+}
+
+// TestKeyRenewedOnItsOwn: a server whose newest issuer key's window ends
+// within a month rotates on its own, at start: the new key is published at
+// once and signs after the activation delay, and the audit trail says the
+// server did it. Nothing rotated before: a year after the last rotation
+// credentials were cut short and then not issued at all.
+func TestKeyRenewedOnItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{KeyValidity: 10 * 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + servertest.RunConfig(t, server.Config{DataDir: dir, KeyActivation: 6 * time.Hour}).HTTP
+	c := &client{t: t, token: operatorToken(t, dir)}
+	waitVersion(t, c, u, 2)
+	k2, ok := keyringOf(t, c, u).Lookup(2)
+	if start := time.Now().Add(6 * time.Hour); !ok || k2.NotBefore.Before(start.Add(-2*time.Minute)) || k2.NotBefore.After(start) {
+		t.Errorf("key 2 signs from %s; want in 6 h (%s)", k2.NotBefore, start)
+	}
+	if k2.NotAfter.Sub(k2.NotBefore) < 300*24*time.Hour {
+		t.Errorf("key 2's window %s to %s: want a year", k2.NotBefore, k2.NotAfter)
+	}
+	audit := c.do("GET", u+"/v1/audit", "", 200)
+	if !strings.Contains(mustJSONAny(t, audit), `"actor":"server"`) || !strings.Contains(mustJSONAny(t, audit), "rotate_keyring") {
+		t.Errorf("the audit trail does not show the server's rotation: %v", audit)
+	}
+	// Renewed once: the new key's window is a year.
+	time.Sleep(200 * time.Millisecond)
+	if v := keyringOf(t, c, u).Version(); v != 2 {
+		t.Errorf("keyring version %d; want one renewal", v)
 	}
 }
 

@@ -89,6 +89,11 @@ type Config struct {
 	// LedgerMustExist refuses a SQLite ledger that is not there instead
 	// of creating one (ledger.Options.MustExist): farego-settlement run.
 	LedgerMustExist bool
+	// KeyActivation is how long after a rotation (through the API, or on
+	// its own a month before the newest key's window ends) the new issuer
+	// key starts signing: api.Config.KeyActivation (0: 24 h; negative: at
+	// once).
+	KeyActivation time.Duration
 	// PollInterval is how often the fleet documents (and the issuer
 	// keyring other instances rotate) are read from the ledger without a
 	// change made here (default ingest.DefaultPollInterval, 10 s).
@@ -256,7 +261,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	h := api.New(api.Config{
-		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, Policy: cfg.Policy, Notifier: (*notifier)(s),
+		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, KeyActivation: cfg.KeyActivation, Policy: cfg.Policy, Notifier: (*notifier)(s),
 		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute, TrustedProxies: cfg.TrustedProxies,
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
@@ -356,6 +361,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Go(func() { s.heldLoop(ctx) })
+	wg.Go(func() { s.renewLoop(ctx) })
 	wg.Go(func() { s.console.Run(ctx) })
 	if s.broker != nil {
 		wg.Go(func() { s.devs.Sweep(ctx, s.broker) })

@@ -113,7 +113,7 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 			t.Errorf("--trusted-proxy %q: %d %q", bad, c, e)
 		}
 	}
-	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"},
+	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"}, {"--key-activation", "-1h"}, {"--key-activation", "1000h"},
 		{"--log-format", "jsn"}, {"--log-level", "verbose"}} {
 		if c, _, e := settle(t, ctx, append([]string{"run", "--data", data}, bad...)...); c != 2 || !strings.Contains(e, bad[0]) {
 			t.Errorf("%v: %d %q", bad, c, e)

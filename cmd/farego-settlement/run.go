@@ -16,6 +16,8 @@ import (
 	"github.com/farego/farego/cmd/internal/sdnotify"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,6 +43,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
 	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default: derived from the broker secret, the same for every instance)")
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
+	keyActivation := fs.Duration("key-activation", keys.DefaultKeyActivation, "how long after a rotation the new issuer key starts signing (the keyring reaches offline validators first); 0s: at once")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.Func("trusted-proxy", "a reverse proxy in front of the HTTP API (an address or CIDR; repeat it, or separate with commas): its requests count against the client its X-Forwarded-For names", func(v string) error {
@@ -68,6 +71,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.CredentialTTL <= 0 {
 		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",
 			c.CredentialTTL)
+	}
+	switch {
+	case *keyActivation < 0 || *keyActivation > api.MaxKeyActivation:
+		return cli.Usagef(stderr, "farego-settlement run", "--key-activation %v: from 0s (at once) to %v", *keyActivation, api.MaxKeyActivation)
+	case *keyActivation == 0:
+		c.KeyActivation = -1 // at once
+	default:
+		c.KeyActivation = *keyActivation
 	}
 	if pw := os.Getenv("FAREGO_BROKER_PASSWORD"); pw != "" {
 		c.MQTTPassword = pw

@@ -503,6 +503,11 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, 0, err
 	}
 	nb, na := now.Add(-5*time.Minute), now.Add(h.cfg.CredentialTTL)
+	// Never beyond the key's own window: validators refuse a code of a key
+	// past its end, however long the credential says it runs.
+	if end := h.cfg.Keys.KeyEnd(keyID); na.After(end) {
+		na = end
+	}
 	// Recorded only if the secret is still the one this request signed in
 	// with: a replacement that came meanwhile deny-listed the credentials
 	// before it, and this one must not outlive it either.

@@ -49,6 +49,10 @@ type Config struct {
 	Keys   *keys.Dir
 	// CredentialTTL is how long an issued credential is valid (default 24 h).
 	CredentialTTL time.Duration
+	// KeyActivation is how long after a rotation the new issuer key starts
+	// signing (default keys.DefaultKeyActivation; negative: at once). A
+	// rotation request may name its own ("activate_in").
+	KeyActivation time.Duration
 	// CredentialMinimum is the least an account's balance plus its credit
 	// line must be for it to get an offline credential (a rider rides on
 	// it until the validators hear of a debt). 0 means the default: the
@@ -107,6 +111,9 @@ type Handler struct {
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
+	if cfg.KeyActivation == 0 {
+		cfg.KeyActivation = keys.DefaultKeyActivation
+	}
 	if cfg.CredentialTTL <= 0 {
 		cfg.CredentialTTL = DefaultCredentialTTL
 	}

@@ -190,6 +190,58 @@ func TestAccountsAndCredentials(t *testing.T) {
 	f.do("GET", "/v1/nothing", "", "", 404)
 }
 
+// TestRotationActivation: a rotation without a body publishes the new key
+// at once and signs with it only after the activation delay (24 h by
+// default), so a validator offline today does not refuse riders who renew
+// their pass; credentials are never valid beyond their key's window.
+func TestRotationActivation(t *testing.T) {
+	f := newFixture(t)
+	kr := f.do("POST", "/v1/keyring/rotate", f.token, "", 200)
+	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 {
+		t.Fatalf("rotated keyring = %v", kr)
+	}
+	r := f.newRider(1000)
+	d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{})
+	if !d.Accepted || d.Code.KeyID != 1 {
+		t.Fatalf("credential right after the rotation: %+v; want key 1's until the new key is active", d)
+	}
+	if id, _, _ := f.keys.SigningKey(time.Now().Add(keys.DefaultKeyActivation + time.Minute)); id != 2 {
+		t.Errorf("signing key after the activation delay: %d; want 2", id)
+	}
+	if end := time.Unix(int64(d.Code.NotAfter), 0); end.After(f.keys.KeyEnd(1)) {
+		t.Errorf("credential ends %s, after its key (%s)", end, f.keys.KeyEnd(1))
+	}
+}
+
+// TestCredentialWithinKeyWindow: a credential issued an hour before its
+// key's window ends ends with the key, not 24 h later (validators refuse a
+// code of a key past its end: the rider held a "valid" pass that failed).
+func TestCredentialWithinKeyWindow(t *testing.T) {
+	dir := t.TempDir()
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{KeyValidity: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	srv := httptest.NewServer(New(Config{Ledger: store, Keys: kd, Notifier: &notes{}}))
+	defer srv.Close()
+	f := &fixture{t: t, srv: srv, store: store, keys: kd, token: strings.TrimSpace(string(tok)), notes: &notes{}}
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
+	r := f.newRider(1000)
+	d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), kd.Keyring(), paycode.Policy{})
+	if !d.Accepted {
+		t.Fatalf("credential: %+v", d)
+	}
+	if end := time.Unix(int64(d.Code.NotAfter), 0); end.After(kd.KeyEnd(1)) || end.Before(time.Now().Add(time.Hour)) {
+		t.Errorf("credential ends %s; want the key's end %s", end, kd.KeyEnd(1))
+	}
+}
+
 func TestOnlinePayment(t *testing.T) {
 	f := newFixture(t)
 	r := f.newRider(500)
@@ -252,11 +304,14 @@ func TestFleetEndpoints(t *testing.T) {
 	if fares := f.do("GET", "/v1/fares", "", "", 200); fares["version"].(float64) != 2 {
 		t.Errorf("fares = %v", fares)
 	}
-	kr := f.do("POST", "/v1/keyring/rotate", f.token, "", 200)
+	f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"-1h"}`, 400)
+	f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"soon"}`, 400)
+	f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"900h"}`, 400)
+	kr := f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"0s"}`, 200)
 	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(record.DocKeyring) != 1 {
 		t.Errorf("rotated keyring = %v", kr)
 	}
-	// New credentials are signed by the new key.
+	// New credentials are signed by the new key (at once, as asked).
 	r := f.newRider(1000)
 	if d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{}); !d.Accepted || d.Code.KeyID != 2 {
 		t.Errorf("credential after rotation: %+v", d)

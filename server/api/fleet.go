@@ -62,19 +62,38 @@ func (h *Handler) getKeyring(w http.ResponseWriter, r *http.Request) (any, int, 
 	return h.cfg.Keys.Keyring(), http.StatusOK, nil
 }
 
+// MaxKeyActivation bounds a rotation's activate_in.
+const MaxKeyActivation = 30 * 24 * time.Hour
+
 func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	p, err := h.staff(r)
 	if err != nil {
 		return nil, 0, err
 	}
-	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour)
+	activate := max(h.cfg.KeyActivation, 0)
+	if r.ContentLength != 0 { // no body, or {}: the configured delay
+		var req struct {
+			ActivateIn *string `json:"activate_in"`
+		}
+		if err := decode(r, maxBody, &req); err != nil {
+			return nil, 0, err
+		}
+		if req.ActivateIn != nil {
+			d, err := time.ParseDuration(*req.ActivateIn)
+			if err != nil || d < 0 || d > MaxKeyActivation {
+				return nil, 0, errorf(http.StatusBadRequest, "invalid", "activate_in %q: a duration from 0s to %v, like \"24h\" or \"0s\" (at once)", *req.ActivateIn, MaxKeyActivation)
+			}
+			activate = d
+		}
+	}
+	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate)
 	if errors.Is(err, keys.ErrRotationRace) {
 		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "")
+	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "the new key signs from "+h.cfg.Now().Add(activate).UTC().Format(time.RFC3339))
 	h.log.Info("issuer key rotated", "version", kr.Version())
 	h.cfg.Notifier.Changed(record.DocKeyring)
 	return kr, http.StatusOK, nil

@@ -243,8 +243,33 @@ func (d *Dir) Keyring() *paycode.Keyring {
 	return d.keyring
 }
 
+// DefaultKeyActivation is how long after a rotation the new issuer key
+// starts signing credentials: the keyring is published at once, and a
+// validator offline for up to a day (a bus in the depot) has it before it
+// meets a credential of the new key.
+const DefaultKeyActivation = 24 * time.Hour
+
+// RenewBefore is how long before the newest issuer key's window ends the
+// server rotates on its own (Dir.Due).
+const RenewBefore = 30 * 24 * time.Hour
+
+// Due reports whether the keyring needs a new issuer key at now: its
+// newest key's window ends within RenewBefore (a key made a year ago), so
+// that credentials never run out of a key to be signed with.
+func (d *Dir) Due(now time.Time) bool {
+	var newest *paycode.Key
+	keys := d.Keyring().Keys()
+	for i := range keys {
+		if newest == nil || keys[i].ID > newest.ID {
+			newest = &keys[i]
+		}
+	}
+	return newest == nil || newest.NotAfter.Sub(now) < RenewBefore
+}
+
 // SigningKey returns the issuer key that signs new credentials at now: the
-// newest key whose window holds now.
+// newest key whose window holds now. A credential it signs must not
+// outlive the key's window (KeyEnd).
 func (d *Dir) SigningKey(now time.Time) (uint32, ed25519.PrivateKey, error) {
 	kr := d.Keyring()
 	var best *paycode.Key
@@ -262,13 +287,20 @@ func (d *Dir) SigningKey(now time.Time) (uint32, ed25519.PrivateKey, error) {
 	return best.ID, priv, err
 }
 
+// KeyEnd returns the end of issuer key id's window (the zero time for a
+// key the keyring does not hold).
+func (d *Dir) KeyEnd(id uint32) time.Time {
+	k, _ := d.Keyring().Lookup(id)
+	return k.NotAfter
+}
+
 // Rotate adds issuer key max(id)+1, valid from now for validity, and cuts
 // the older keys' windows to end at now + keep (long enough for the
 // credentials they signed, e.g. the credential lifetime). It writes the new
 // keyring (version + 1) atomically and returns it. A server with other
 // instances rotates with [Dir.RotateShared].
 func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
-	kr, err := d.next(now, validity, keep)
+	kr, err := d.next(now, validity, keep, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -278,13 +310,15 @@ func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyr
 	return kr, nil
 }
 
-// next is the keyring a rotation at now makes of the current one.
-func (d *Dir) next(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
+// next is the keyring a rotation at now makes of the current one: the new
+// key signs from now + activateIn (the keyring reaches the fleet first),
+// the older keys sign until then and stay valid keep after it.
+func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
 	if validity <= 0 {
 		validity = DefaultKeyValidity
 	}
 	cur := d.Keyring()
-	now = now.UTC().Truncate(time.Second)
+	now = now.UTC().Truncate(time.Second).Add(max(activateIn, 0).Truncate(time.Second))
 	keys := cur.Keys()
 	var next uint32 = 1
 	for i, k := range keys {
@@ -393,16 +427,18 @@ func (d *Dir) Sync(ctx context.Context, sh Shared) (bool, error) {
 	return false, errors.New("keys: the ledger's keyring changed three times while it was read")
 }
 
-// RotateShared is Rotate for a server with other instances: it takes the
-// shared keyring first, stores the rotated one there (the first of two
+// RotateShared is Rotate for a server with other instances, whose new key
+// signs only from now + activateIn (0: at once): the keyring goes to the
+// fleet at once, and validators that were offline get it before they meet
+// a credential of the new key. It takes the shared keyring first, stores the rotated one there (the first of two
 // rotations at once wins; the other gets ErrRotationRace and changes
 // nothing), then writes it to the directory. The other instances take it
 // at their next Sync.
-func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
+func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
 	if _, err := d.Sync(ctx, sh); err != nil {
 		return nil, err
 	}
-	kr, err := d.next(now, validity, keep)
+	kr, err := d.next(now, validity, keep, activateIn)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ func TestSyncWithLedger(t *testing.T) {
 	if v, _, _ := l.LatestKeyring(ctx); v != 1 {
 		t.Fatalf("the ledger's keyring is version %d; want 1", v)
 	}
-	kr, err := a.RotateShared(ctx, l, time.Now(), 0, time.Hour)
+	kr, err := a.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0)
 	if err != nil || kr.Version() != 2 {
 		t.Fatalf("RotateShared = %v, %v; want version 2", kr, err)
 	}
@@ -61,11 +61,11 @@ func TestRotationRace(t *testing.T) {
 	l := openLedger(t)
 	a, b := twoCopies(t)
 	racing := &raceLedger{Store: l, before: func() {
-		if _, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour); err != nil {
+		if _, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); err != nil {
 			t.Fatal(err)
 		}
 	}}
-	if _, err := a.RotateShared(ctx, racing, time.Now(), 0, time.Hour); !errors.Is(err, ErrRotationRace) {
+	if _, err := a.RotateShared(ctx, racing, time.Now(), 0, time.Hour, 0); !errors.Is(err, ErrRotationRace) {
 		t.Fatalf("the losing rotation: %v; want ErrRotationRace", err)
 	}
 	if a.Keyring().Version() != 2 || !sameKeyring(a.Keyring(), b.Keyring()) {
@@ -127,4 +127,36 @@ func twoCopies(t *testing.T) (*Dir, *Dir) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// TestRotationActivation: a rotation with an activation delay publishes
+// the new key at once but signs with the old one until the delay is over;
+// the old key stays valid the keep after that. A key made a year ago is
+// due for renewal a month before its window ends.
+func TestRotationActivation(t *testing.T) {
+	ctx := context.Background()
+	l := openLedger(t)
+	d, _ := twoCopies(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	kr, err := d.RotateShared(ctx, l, now, 0, 25*time.Hour, 24*time.Hour)
+	if err != nil || kr.Version() != 2 || len(kr.Keys()) != 2 {
+		t.Fatalf("RotateShared = %v, %v", kr, err)
+	}
+	for _, tc := range []struct {
+		at   time.Time
+		want uint32
+	}{{now, 1}, {now.Add(23 * time.Hour), 1}, {now.Add(24*time.Hour + time.Minute), 2}} {
+		if id, _, err := d.SigningKey(tc.at); err != nil || id != tc.want {
+			t.Errorf("SigningKey at +%v = %d, %v; want %d", tc.at.Sub(now), id, err, tc.want)
+		}
+	}
+	if end, want := d.KeyEnd(1), now.Add(49*time.Hour); !end.Equal(want) {
+		t.Errorf("key 1 ends %s; want %s (activation + keep)", end, want)
+	}
+	if d.Due(now) {
+		t.Error("a keyring with a key of a year is due for renewal")
+	}
+	if !d.Due(now.Add(24*time.Hour + DefaultKeyValidity - RenewBefore + time.Hour)) {
+		t.Error("a key whose window ends within a month is not due for renewal")
+	}
 }

@@ -169,7 +169,7 @@ func TestKeyDirRestoredTakesLedgerKeyring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.API(ctx, "POST", "/v1/keyring/rotate", nil, nil); err != nil {
+	if err := r.API(ctx, "POST", "/v1/keyring/rotate", map[string]string{"activate_in": "0s"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitKeyring := func(v uint64) {

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+)
+
+// syncKeyring takes a keyring another instance rotated to from the ledger
+// (the publisher asks every poll, so within its PollInterval), and has the
+// held taps re-checked with it. A failure is logged once until a sync
+// succeeds again; the keyring this instance has stays in use meanwhile.
+func (s *Server) syncKeyring(ctx context.Context) {
+	changed, err := s.keys.Sync(ctx, s.ledger)
+	if err != nil {
+		if s.keyringSyncFailing.CompareAndSwap(false, true) && ctx.Err() == nil {
+			s.log.Warn("reading the shared issuer keyring failed; keeping this instance's", "err", err,
+				"version", s.keys.Keyring().Version())
+		}
+		return
+	}
+	if s.keyringSyncFailing.CompareAndSwap(true, false) {
+		s.log.Info("reading the shared issuer keyring works again")
+	}
+	if changed {
+		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", s.keys.Keyring().Version())
+		(*notifier)(s).Changed(record.DocKeyring)
+	}
+}
+
+// renewInterval is how often renewLoop looks at the newest key's end.
+const renewInterval = time.Hour
+
+// renewLoop rotates the issuer keyring on its own when its newest key's
+// window ends within keys.RenewBefore (a year after a rotation): without
+// it, credentials would be cut to the key's end and then not issued at
+// all, and nothing made an operator rotate in time. The new key signs
+// after the configured activation delay, as a rotation through the API.
+// Of several instances, one rotation is stored; the others take it.
+func (s *Server) renewLoop(ctx context.Context) {
+	t := time.NewTicker(renewInterval)
+	defer t.Stop()
+	for {
+		if now := time.Now(); s.keys.Due(now) {
+			s.syncKeyring(ctx) // another instance may have renewed it
+			if s.keys.Due(now) {
+				s.renew(ctx, now)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) renew(ctx context.Context, now time.Time) {
+	activate := s.cfg.KeyActivation
+	if activate == 0 {
+		activate = keys.DefaultKeyActivation
+	}
+	ttl := s.cfg.CredentialTTL
+	if ttl <= 0 {
+		ttl = api.DefaultCredentialTTL
+	}
+	kr, err := s.keys.RotateShared(ctx, s.ledger, now, 0, ttl+time.Hour, max(activate, 0))
+	switch {
+	case errors.Is(err, keys.ErrRotationRace):
+		return // another instance renewed it
+	case err != nil:
+		if ctx.Err() == nil {
+			s.log.Error("renewing the issuer key failed: rotate it (POST /v1/keyring/rotate) before its window ends", "err", err)
+		}
+		return
+	}
+	s.log.Warn("issuer key renewed: its window was ending", "version", kr.Version(), "signs_from", now.Add(max(activate, 0)).UTC().Format(time.RFC3339))
+	if err := s.ledger.Audit(ctx, ledger.AuditEntry{Actor: "server", Action: "rotate_keyring", Target: strconv.FormatUint(kr.Version(), 10),
+		Detail: "renewed on its own: the newest key's window ended within 30 days"}); err != nil {
+		s.log.Error("writing the audit trail failed", "action", "rotate_keyring", "err", err)
+	}
+	(*notifier)(s).Changed(record.DocKeyring)
+}
