@@ -286,6 +286,7 @@ func ledgerTap(device, epoch string, t *ingest.Tap) ledger.Tap {
 		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: t.CodeHash,
 		Profile: c.Profile, ClaimedProfile: w.Profile, BaseFare: w.Fare, Currency: w.Currency, FareVersion: w.FareVersion,
 		Route: w.Route, Vehicle: w.Vehicle, Record: t.Record,
+		CredentialNotBefore: time.Unix(int64(c.NotBefore), 0), CredentialNotAfter: time.Unix(int64(c.NotAfter), 0),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -603,6 +604,7 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accou
 	if margin < 0 || margin > 1<<40 {
 		return 0, 0, invalid("restore margin %d out of range", margin)
 	}
+	var window restoreWindow
 	err = s.write(ctx, "restored", func(t *txn) error {
 		for _, c := range []struct {
 			name string
@@ -616,15 +618,35 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accou
 		if err := t.bumpDenyVersion(); err != nil {
 			return err
 		}
+		// Credentials issued since the backup are in riders' phones but
+		// not here: new ones get serials past theirs, and taps of theirs
+		// (issued between the newest credential here and now) are taken
+		// in as issued (lostCredential).
+		if _, err := t.exec("move credential serials", `UPDATE accounts SET last_serial = CASE
+			WHEN last_serial > $1 THEN $2 ELSE last_serial + $3 END`,
+			int64(math.MaxUint32-RestoreSerialMargin), int64(math.MaxUint32), int64(RestoreSerialMargin)); err != nil {
+			return err
+		}
+		if err := t.queryRow(`SELECT COALESCE(MAX(issued_ns), 0) FROM credentials`).Scan(&window.from); err != nil {
+			return fmt.Errorf("ledger: read the newest credential: %w", err)
+		}
+		window.at = t.now
+		for name, v := range map[string]int64{"restored_from_ns": window.from, "restored_at_ns": window.at} {
+			if _, err := t.exec("keep the restore window", `INSERT INTO ledger_settings (name, value) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, strconv.FormatInt(v, 10)); err != nil {
+				return err
+			}
+		}
 		id, err := t.nextID("audit_id")
 		if err != nil {
 			return err
 		}
 		_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, t.now, actor, "restored", "", fmt.Sprintf("id counters +%d: next account %d, next payment %d", margin, accountID+1, paymentID+1))
+			id, t.now, actor, "restored", "", fmt.Sprintf("id counters +%d: next account %d, next payment %d; credential serials +%d", margin, accountID+1, paymentID+1, RestoreSerialMargin))
 		return err
 	})
 	if err == nil {
+		s.restore.Store(&window)
 		s.log.Warn("ledger: marked as restored from a backup; id counters moved forward", "margin", margin,
 			"account_id", accountID, "payment_id", paymentID)
 	}

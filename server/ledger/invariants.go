@@ -261,7 +261,8 @@ var invariantQueries = []struct{ msg, query string }{
 		WHERE a.currency <> s.value`},
 	{"account's last serial without its credential [account, last]", `
 		SELECT a.id, a.last_serial FROM accounts a WHERE a.last_serial > 0 AND NOT EXISTS (
-			SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.serial = a.last_serial)`},
+			SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.serial = a.last_serial)
+			AND NOT EXISTS (SELECT 1 FROM ledger_settings WHERE name = 'restored_at_ns')`},
 }
 
 // checkRating re-rates every account's service day (invariant 5).

@@ -36,6 +36,7 @@ type Store struct {
 	writeSem chan struct{}
 	tables   tableCache
 	catalog  atomic.Pointer[fareCatalog]
+	restore  atomic.Pointer[restoreWindow] // set by Restored: see lostCredential
 	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
 	fareGrace, reuseWindow time.Duration
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
@@ -172,6 +173,9 @@ func (s *Store) init(ctx context.Context, currency string) error {
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	if err := s.loadRestore(ctx); err != nil {
 		return err
 	}
 	return s.settleCurrency(ctx, currency)

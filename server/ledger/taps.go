@@ -282,6 +282,12 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 	w.day = tbl.ServiceDay(tp.Time)
 	w.acct = t.accounts[tp.Account]
 	c, ok := creds[credKey{tp.Account, tp.Serial}]
+	if !ok && tp.Flag == "" && w.acct != nil && t.s.lostCredential(tp) {
+		if c, err = t.adoptCredential(tp); err != nil {
+			return err
+		}
+		creds[credKey{tp.Account, tp.Serial}], ok = c, true
+	}
 	switch {
 	case tp.Flag != "":
 		w.flag = tp.Flag

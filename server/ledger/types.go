@@ -168,6 +168,12 @@ type Tap struct {
 	// Notes are the caller's audit findings (e.g. NoteRouteMismatch),
 	// stored with the ledger's own on a tap that is not flagged.
 	Notes []string
+	// CredentialNotBefore and CredentialNotAfter are the window of the
+	// code's credential (which the caller verified, issuer signature and
+	// all): after a restore from a backup, a credential issued since the
+	// backup is taken into the ledger from its taps (see Restored). Zero:
+	// not known.
+	CredentialNotBefore, CredentialNotAfter time.Time
 }
 
 // TapID returns the ledger's id of a device's tap: "device/epoch/seq". A

@@ -1,0 +1,73 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"testing"
+	"time"
+)
+
+// TestRestoreKeepsLostCredentials: a ledger restored from a backup lost
+// the credentials issued since; riders' phones hold them and validators
+// accept their codes. Taps of such a credential replayed (or new) after
+// `restored` are charged, the credential taken in from the tap (its
+// issuer signature was checked by the ingest); a credential issued before
+// the backup's newest, or after the restore, that the ledger does not
+// know stays unknown_credential. New credentials get serials past the
+// lost ones. They used to be charged nothing, and serial 2 was issued a
+// second time with another rider key.
+func TestRestoreKeepsLostCredentials(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		issue(t, s, acct) // in the backup
+		a, err := s.Account(ctx, acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := a.LastSerial + 1
+
+		// Since the backup (lost): the next serial, issued after the last.
+		lostPub, _, _ := ed25519.GenerateKey(nil)
+		issuedAt := time.Now().Truncate(time.Second)
+		lost := func(seq uint64, minutes int, issued time.Time, serial uint32) Tap {
+			tp := mkTap("bus-1", seq, acct, at(minutes), "")
+			tp.Serial, tp.RiderKey, tp.CodeKey = serial, lostPub, codeKey(acct, serial, at(minutes))
+			tp.CredentialNotBefore, tp.CredentialNotAfter = issued.Add(-5*time.Minute), issued.Add(24*time.Hour)
+			return tp
+		}
+		// Before `restored`, an unknown credential is what it always was.
+		if r := commit(t, s, lost(1, 0, issuedAt, next)); r[0].Flag != FlagUnknownCredential {
+			t.Fatalf("before restored: %+v; want unknown_credential", r[0])
+		}
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // the next credential is issued after the restore
+		r := commit(t, s, lost(2, 90, issuedAt, next))
+		if r[0].Flag != "" || r[0].Charge != 250 {
+			t.Errorf("a tap of the lost credential after restored: %+v; want charged 250", r[0])
+		}
+		if b := balance(t, s, acct); b != 750 {
+			t.Errorf("balance %d; want 750", b)
+		}
+		// Reopened (another instance, a restart): the window is kept.
+		s2 := db.open(t, nil)
+		if r := commit(t, s2, lost(3, 180, issuedAt, next)); r[0].Flag != "" || r[0].Charge != 250 {
+			t.Errorf("after a reopen: %+v; want charged", r[0])
+		}
+		// Not taken in: issued before the backup's newest credential, or
+		// after the restore.
+		for name, issued := range map[string]time.Time{"before the backup": issuedAt.Add(-time.Hour), "after the restore": time.Now().Add(time.Hour)} {
+			if r := commit(t, s2, lost(uint64(10+len(name)), 300, issued, next+5)); r[0].Flag != FlagUnknownCredential {
+				t.Errorf("a credential issued %s: %+v; want unknown_credential", name, r[0])
+			}
+		}
+		// A new credential's serial is past the lost ones.
+		serial, err := s2.IssueCredentialSerial(ctx, acct, time.Now().Add(24*time.Hour), riderKey(acct))
+		if err != nil || serial <= a.LastSerial+RestoreSerialMargin {
+			t.Errorf("the next serial after the restore: %d, %v; want past %d", serial, err, a.LastSerial+RestoreSerialMargin)
+		}
+	})
+}
