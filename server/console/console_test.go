@@ -594,6 +594,15 @@ func TestConsoleSmallMends(t *testing.T) {
 			t.Errorf("the confirmation of a deny of serial %s: %d, want %q", serial, resp.StatusCode, want)
 		}
 	}
+	// Each credential's and deny entry's button says which it is to a
+	// screen reader ("Deny…, Deny…" before).
+	if err := f.store.Deny(context.Background(), acct, 1, "fraud"); err != nil {
+		t.Fatal(err)
+	}
+	if _, page := b.get(fmt.Sprintf("/console/accounts/%d", acct)); !strings.Contains(page, `aria-label="Deny credential 1"`) ||
+		!strings.Contains(page, `aria-label="Clear the deny entry fraud of credential 1"`) {
+		t.Error("the account page's Deny… and Clear… buttons do not name their credential")
+	}
 	_, page := b.get("/console/fleet?q=" + url.QueryEscape(strings.Repeat("北京", 12)))
 	if !utf8.ValidString(page) || strings.Contains(page, "\uFFFD") || strings.Contains(page, "%E4&") {
 		t.Error("the fleet filter was cut inside a character")
