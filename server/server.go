@@ -48,6 +48,11 @@ type Config struct {
 	DataDir string
 	DB      string // ledger DSN: sqlite:PATH or postgres://…; default sqlite:DATA/ledger.db
 	KeysDir string // default DATA/keys
+	// Releases holds the validator releases (default DATA/releases). The
+	// settlement instances behind one load balancer must share it (a
+	// directory on storage they all mount): a device downloads its release
+	// from whichever instance answers.
+	Releases string
 
 	HTTPListen string // default 127.0.0.1:8080
 	// HTTPMaxConns and HTTPMaxConnsPerAddress bound the HTTP connections
@@ -201,7 +206,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", kd.Keyring().Version())
 	}
 	s.devs = NewDevices(st)
-	s.rels = release.Open(filepath.Join(cfg.DataDir, ReleasesDir), kd.FleetKey())
+	rels := cfg.Releases
+	if rels == "" {
+		rels = filepath.Join(cfg.DataDir, ReleasesDir)
+	}
+	s.rels = release.Open(rels, kd.FleetKey())
 	ok := false
 	defer func() {
 		if !ok {

@@ -19,12 +19,13 @@ import (
 )
 
 const releaseUsage = `Usage:
-  farego-settlement release add     --data DIR --file BINARY --version X --arch ARCH [--db DSN]
-  farego-settlement release list    --data DIR
-  farego-settlement release rollout --data DIR [--db DSN] (--devices ID,ID | --percent N) [--allow-downgrade] VERSION
+  farego-settlement release add     --data DIR [--releases DIR] --file BINARY --version X --arch ARCH [--db DSN]
+  farego-settlement release list    --data DIR [--releases DIR]
+  farego-settlement release rollout --data DIR [--releases DIR] [--db DSN] (--devices ID,ID | --percent N) [--allow-downgrade] VERSION
 
 add: store a validator binary as release X for ARCH (armv7, arm64, …) in
-DATA/releases and sign its manifest (version, arch, size, SHA-256, date)
+DATA/releases (or --releases, the directory every settlement instance
+shares) and sign its manifest (version, arch, size, SHA-256, date)
 with the fleet key. The server serves it at GET /v1/releases/X/ARCH.
 
 rollout: tell the fleet to run VERSION: the devices listed and/or N percent
@@ -42,6 +43,7 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("farego-settlement release "+sub, flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
+	releases := fs.String("releases", "", "the releases directory (default DATA/releases; shared by every settlement instance)")
 	var file, version, arch, devices *string
 	var percent *int
 	var downgrade *bool
@@ -70,7 +72,11 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	store := release.Open(filepath.Join(*data, server.ReleasesDir), kd.FleetKey())
+	dir := *releases
+	if dir == "" {
+		dir = filepath.Join(*data, server.ReleasesDir)
+	}
+	store := release.Open(dir, kd.FleetKey())
 	switch sub {
 	case "list":
 		rels, err := store.List()

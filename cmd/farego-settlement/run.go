@@ -42,6 +42,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.MQTTKeyFile, "broker-key", "", "client key at the external broker")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "MQTT topic prefix (default farego)")
 	fs.StringVar(&c.SharedGroup, "shared-group", "", "MQTT shared-subscription group of the settlement instances (default: derived from the broker secret, the same for every instance)")
+	fs.StringVar(&c.Releases, "releases", "", "the validator releases directory (default DATA/releases); several instances share one (storage they all mount)")
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
 	keyActivation := fs.Duration("key-activation", keys.DefaultKeyActivation, "how long after a rotation the new issuer key starts signing (the keyring reaches offline validators first); 0s: at once")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"database/sql"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -319,4 +321,68 @@ func insertKeyring(t *testing.T, dsn string, kr *paycode.Keyring) {
 		int64(kr.Version()), mustJSON(t, kr), time.Now().UnixNano()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReleasesSharedByInstances: instances given one releases directory
+// (storage they all mount) serve a release stored through either: a
+// device's download reaches whichever instance the load balancer picks
+// (a 404 fails its update for good).
+func TestReleasesSharedByInstances(t *testing.T) {
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "ledger.db")
+	shared := t.TempDir()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	if _, err := keys.Init(filepath.Join(dirA, "keys"), keys.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	copyKeys(t, dirA, dirB)
+	run := func(dir string) string {
+		return "http://" + servertest.RunConfig(t, server.Config{DataDir: dir, DB: dsn, Releases: shared}).HTTP
+	}
+	a, b := run(dirA), run(dirB)
+	bin := validatorBinary(t)
+	req, _ := http.NewRequest("PUT", a+"/v1/releases/1.4.0/amd64", bytes.NewReader(bin))
+	req.Header.Set("Authorization", "Bearer "+operatorToken(t, dirA))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT the release at A: %d %s", resp.StatusCode, body)
+	}
+	got, err := http.Get(b + "/v1/releases/1.4.0/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if got.StatusCode != http.StatusOK || !bytes.Equal(served, bin) {
+		t.Errorf("B serves the release with %d, %d bytes; want A's %d", got.StatusCode, len(served), len(bin))
+	}
+}
+
+// validatorBinary builds a small Go program for linux/amd64: a release
+// Add takes (a real executable with build information).
+func validatorBinary(t *testing.T) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { println(\"validator\") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/validator\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", "v", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOWORK=off", "GOFLAGS=")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, msg)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
