@@ -60,6 +60,11 @@ func damagedFiles(path string) ([]string, error) {
 	return out, nil
 }
 
+// maxSeqAhead bounds how far above the wall clock in milliseconds a
+// damaged file's sequence numbers are believed (2^40: 35 years of a tap a
+// millisecond).
+const maxSeqAhead = 1 << 40
+
 // openQueue opens the validator's queue file. A damaged one is moved aside
 // by the queue and salvaged here: its unsent taps are adopted by the new
 // file, to be sent under their own epoch, with the device state it held. A
@@ -130,6 +135,15 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 			return nil, fmt.Errorf("queue: the clock is before the minimum clock %s", minClock.UTC().Format(time.RFC3339))
 		}
 		for _, s := range salvages {
+			// A number far above the wall clock is a damaged key, not a
+			// number handed out (a device takes a tap a second at most):
+			// taken, it would number every later tap past what the
+			// server stores, and none would be charged.
+			if s.LastSeq >= first+maxSeqAhead {
+				log.Warn("queue: the damaged file's highest sequence number is implausible (a damaged key): not numbering above it",
+					"file", s.Path, "last_seq", s.LastSeq, "first_seq", first)
+				continue
+			}
 			first = max(first, s.LastSeq+1)
 		}
 		opts.NoCreate, opts.FirstSeq = false, first

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -553,6 +554,51 @@ func (d *device) damageQueue() {
 	defer f.Close()
 	_, err = f.WriteAt(make([]byte, pageSize), int64(ids[1])*int64(pageSize))
 	must(d.t, err)
+}
+
+// TestRunSalvageIgnoresADamagedKey: one flipped bit in the top byte of a
+// stored sequence number (bit rot on an SD card) made the salvaged file's
+// highest number 2^63 and more, the new file numbered every later tap
+// above it, and the server could store none of them: every green tap
+// after the salvage stayed on the device, never charged. The number is
+// not believed: the new file numbers from the wall clock.
+func TestRunSalvageIgnoresADamagedKey(t *testing.T) {
+	d := newDevice(t, `passback_window = "-1s"`+"\nrisk_cap = -1", "")
+	d.start()
+	for i := range 40 {
+		expectLine(t, d.scan(d.issuer.Rider(t, uint64(5000+i), time.Now()).Code(t, time.Now())), "ACCEPTED")
+	}
+	d.stop()
+	// The top byte of the last key of a leaf page of unsent taps.
+	file := filepath.Join(d.dir, "data", queueFile)
+	ids, pageSize, err := queue.LeafPages(file, queue.PendingBucket)
+	if err != nil || len(ids) < 2 {
+		t.Fatalf("LeafPages = %v, %v", ids, err)
+	}
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	must(t, err)
+	page := make([]byte, pageSize)
+	_, err = f.ReadAt(page, int64(ids[0])*int64(pageSize))
+	must(t, err)
+	count := int(binary.LittleEndian.Uint16(page[10:12]))
+	elem := 16 + (count-1)*16 // bbolt leaf element: flags, pos, ksize, vsize
+	pos := int(binary.LittleEndian.Uint32(page[elem+4 : elem+8]))
+	page[elem+pos] = 0xc0
+	_, err = f.WriteAt(page, int64(ids[0])*int64(pageSize))
+	must(t, err)
+	must(t, f.Close())
+
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 5999, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	d.stop()
+	recs := d.records()
+	last := recs[len(recs)-1]
+	if now := uint64(time.Now().UnixMilli()); last.Account != 5999 || last.Seq > now+1<<20 || last.Seq < now-1<<30 {
+		t.Errorf("the tap after the salvage is numbered %d (account %d); want near the wall clock in ms, %d", last.Seq, last.Account, now)
+	}
+	if !strings.Contains(d.logText.String(), "implausible") {
+		t.Error("the log does not say the damaged number was not believed")
+	}
 }
 
 // TestRunSalvagesDamagedQueue: the queue file holding unsent taps is

@@ -43,5 +43,17 @@ func TestInvalidCodeAndQuarantine(t *testing.T) {
 			t.Errorf("QuarantineCount = %d, %v, want 1", n, err)
 		}
 		wantErr(t, s.Quarantine(context.Background(), []QuarantinedRecord{{DeviceID: "a/b", Reason: "x"}}), ErrInvalid)
+		// A seq above what a tap id holds (a damaged device's) is kept too,
+		// once: refused, its batch was never acked and the device's queue
+		// stopped for good.
+		huge := QuarantinedRecord{DeviceID: "bus-1", Epoch: "e1", Seq: 1<<63 + 5, Reason: "seq out of range", Record: []byte{4}}
+		for range 2 {
+			if err := s.Quarantine(context.Background(), []QuarantinedRecord{huge}); err != nil {
+				t.Fatalf("quarantine of seq 2^63+5: %v", err)
+			}
+		}
+		if n, err := s.QuarantineCount(context.Background()); err != nil || n != 2 {
+			t.Errorf("QuarantineCount = %d, %v, want 2", n, err)
+		}
 	})
 }

@@ -1189,8 +1189,12 @@ func (s *Store) Quarantine(ctx context.Context, recs []QuarantinedRecord) error 
 		if err := validDeviceID(r.DeviceID); err != nil {
 			return invalid("quarantine %d: %v", i, err)
 		}
-		if r.Seq > math.MaxInt64 || len(r.Record) > MaxRecordSize*4 {
-			return invalid("quarantine %d: seq or record size out of range", i)
+		// Any seq: a damaged device may send one above what a tap id
+		// holds, and refusing it would block its queue for good (the
+		// batch never acked). It is stored as its 64 bits (a negative
+		// BIGINT above 2^63-1).
+		if len(r.Record) > MaxRecordSize*4 {
+			return invalid("quarantine %d: record of %d bytes out of range", i, len(r.Record))
 		}
 		if err := checkText("epoch", r.Epoch, maxName, false); err != nil {
 			return invalid("quarantine %d: %v", i, err)
