@@ -22,6 +22,8 @@ type ackCommitter struct {
 	mu      sync.Mutex
 	pending map[string][]uint64 // by epoch; "" is the queue's own
 	res     ackOutcome
+
+	fault func() error // tests only: a failing commit (a full disk)
 }
 
 // ackOutcome is what the commits since the session last looked came to.
@@ -73,7 +75,13 @@ func (a *ackCommitter) commit(count func(acked int)) {
 	}
 	n := 0
 	var err error
+	if a.fault != nil {
+		err = a.fault()
+	}
 	for epoch, seqs := range pending {
+		if err != nil {
+			break
+		}
 		var k int
 		var e error
 		if epoch == "" {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/driver/backoff"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
@@ -60,13 +61,22 @@ type sender struct {
 
 	queueErrs  int             // queue errors in a row (logged once)
 	unsendable map[uint64]bool // records too large for a batch, logged
+
+	// ackBackoff spaces the resends after acks that failed to commit (a
+	// full disk): resent at once, the window was acked and failed again
+	// in a tight loop that flooded the log and the broker, which shut the
+	// device out. Nothing is sent before ackHold.
+	ackBackoff backoff.Backoff
+	ackHold    time.Time
+	ackFails   int
 }
 
 func newSender(u *Uplink) *sender {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &sender{u: u, timer: t, ackTimeout: u.cfg.AckTimeout, unsendable: map[uint64]bool{},
-		adopted: map[string]uint64{}, sentMax: map[string]uint64{}}
+		adopted: map[string]uint64{}, sentMax: map[string]uint64{},
+		ackBackoff: backoff.Backoff{Min: time.Second, Max: time.Minute}}
 }
 
 // run drives one connected session until ctx is done, the connection is
@@ -118,7 +128,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 func (s *sender) check(err error) error {
 	switch {
 	case err == nil:
-		if s.queueErrs > 0 {
+		if s.queueErrs > 0 && s.ackFails == 0 { // an ack that failed to commit has not yet committed since
 			s.u.log.Info("uplink: queue working again", "count", s.queueErrs)
 			s.queueErrs = 0
 		}
@@ -162,6 +172,9 @@ func (s *sender) setInFlight() {
 // sent under that epoch).
 func (s *sender) fill() error {
 	u := s.u
+	if time.Now().Before(s.ackHold) {
+		return nil
+	}
 	defer s.arm()
 	var epochs []string // adopted epochs, read once per fill
 	listed := false
@@ -390,7 +403,13 @@ func (s *sender) acksCommitted() error {
 	res := s.u.acks.result()
 	if res.err != nil {
 		s.reset()
-		return errors.Join(res.err, s.fill())
+		s.ackFails++
+		s.ackHold = time.Now().Add(s.ackBackoff.Next())
+		return res.err // resent at a poll once ackHold has passed
+	}
+	if s.ackFails > 0 {
+		s.ackFails = 0
+		s.ackBackoff.Reset()
 	}
 	if res.empty {
 		s.syncPending = true

@@ -5,9 +5,12 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +102,64 @@ func TestAckLostResends(t *testing.T) {
 	if got := srv.totalReceived(); got <= 300 {
 		t.Errorf("server received %d records, want duplicates beyond the 300 taps", got)
 	}
+}
+
+// TestAckCommitFailureBacksOff: acks that fail to commit (the device's
+// disk is full) leave the records queued and are tried again, spaced by a
+// growing wait. The window used to be resent at once, acked, failed again:
+// a hundred log lines a second, and the broker shut the device out for
+// flooding.
+func TestAckCommitFailureBacksOff(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := serverFor(f)
+	appendTaps(t, f.q, f.taps, 5)
+	logs := &lockedLog{}
+	f.cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	u, err := New(f.cfg, f.q, f.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var full atomic.Bool
+	full.Store(true)
+	u.acks.fault = func() error {
+		if full.Load() {
+			return syscall.ENOSPC
+		}
+		return nil
+	}
+	runUplink(t, u)
+	waitFor(t, "the first batch", func() bool { return srv.totalReceived() >= 5 })
+	time.Sleep(3 * time.Second)
+	if got := srv.totalReceived(); got > 5*4 {
+		t.Errorf("%d records received in 3 s of failing acks; want a few resends (1 s, 2 s apart), not a loop", got)
+	}
+	if n := strings.Count(logs.String(), "queue error"); n != 1 {
+		t.Errorf("%d queue-error lines; want one for the run of them:\n%s", n, logs.String())
+	}
+	if n := queueCount(t, f.q); n != 5 {
+		t.Errorf("%d records queued; want the 5, unacked", n)
+	}
+	full.Store(false) // space freed: the next resend's ack commits
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 5)
+}
+
+// lockedLog is a log sink safe for the uplink's goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestNoAckNothingDeleted(t *testing.T) {
