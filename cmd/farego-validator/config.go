@@ -205,6 +205,12 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 	return &c, c.check()
 }
 
+// MaxPolicyAge and MaxPolicySkew bound the device's code policy.
+const (
+	MaxPolicyAge  = 10 * time.Minute
+	MaxPolicySkew = 5 * time.Minute
+)
+
 func (c *Config) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errConfig}, a...)...)
@@ -236,6 +242,14 @@ func (c *Config) check() error {
 	}
 	if c.Policy.MaxAge < 0 || c.Policy.Skew < 0 {
 		return bad("policy.max_age and policy.skew must not be negative")
+	}
+	// The server re-verifies every code with its own policy (2 m and 30 s
+	// by default): a validator more lenient lets riders through whom the
+	// server then charges nothing (invalid_code). "2h" for "120s" is a
+	// typo to refuse, not free rides.
+	if time.Duration(c.Policy.MaxAge) > MaxPolicyAge || time.Duration(c.Policy.Skew) > MaxPolicySkew {
+		return bad("policy.max_age %v and policy.skew %v: at most %v and %v (keep them within the server's --max-age and --skew: a code older than the server allows rides free)",
+			time.Duration(c.Policy.MaxAge), time.Duration(c.Policy.Skew), MaxPolicyAge, MaxPolicySkew)
 	}
 	if len(c.Scanners) == 0 {
 		return bad("at least one [[scanner]] is required")

@@ -32,6 +32,19 @@ func TestSampleConfigParses(t *testing.T) {
 	}
 }
 
+// TestPolicyBounds: a max_age or skew of hours (a typo for seconds) is
+// refused: the validator let riders through on codes the server, which
+// re-verifies with its own 2 minutes, then charged nothing.
+func TestPolicyBounds(t *testing.T) {
+	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n[policy]\n"
+	for policy, ok := range map[string]bool{`max_age = "2h"`: false, `skew = "1h"`: false, `max_age = "10m"`: true, `max_age = "120s"`: true} {
+		_, err := parseConfig([]byte(base+policy+"\n"), "/etc/farego")
+		if (err == nil) != ok {
+			t.Errorf("%s: %v", policy, err)
+		}
+	}
+}
+
 func FuzzConfig(f *testing.F) {
 	sample, err := os.ReadFile(filepath.Join("..", "..", "testdata", "validator", "validator.toml"))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -204,6 +205,51 @@ func TestUsage(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d mentioning %q", tt.args, code, stderr.String(), tt.code, tt.want)
+		}
+	}
+}
+
+// TestPostinstTriggersEveryRule: the package's postinst re-triggers udev
+// for every subsystem its rules name, with the action each rule matches,
+// so the rules apply at install and not only at the next boot (the LED
+// rule, ACTION=="add" on "leds", was never applied: the lights stayed
+// root's and a validator using them did not start until a reboot).
+func TestPostinstTriggersEveryRule(t *testing.T) {
+	post, err := os.ReadFile(filepath.Join("..", "..", "..", "packaging", "deb", "postinst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []string // the rules the package installs as rules (not examples)
+	for _, f := range packageFiles {
+		if strings.HasPrefix(f.dst, "/usr/lib/udev/rules.d/") {
+			rules = append(rules, filepath.Join("..", "..", "..", filepath.FromSlash(f.src)))
+		}
+	}
+	if len(rules) == 0 {
+		t.Fatal("the package installs no udev rules")
+	}
+	subsystem := regexp.MustCompile(`SUBSYSTEMS?=="([a-z0-9_]+)"`)
+	action := regexp.MustCompile(`ACTION=="([a-z]+)"`)
+	for _, f := range rules {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "#") {
+				continue
+			}
+			m := subsystem.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			act := "change"
+			if a := action.FindStringSubmatch(line); a != nil {
+				act = a[1]
+			}
+			if want := "udevadm trigger --subsystem-match=" + m[1] + " --action=" + act; !strings.Contains(string(post), want) {
+				t.Errorf("%s: postinst lacks %q for the rule %q", filepath.Base(f), want, strings.TrimSpace(line))
+			}
 		}
 	}
 }
