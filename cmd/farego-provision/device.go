@@ -289,6 +289,13 @@ username         = {{toml .Username}}
 password         = {{toml .Password}}
 {{- end}}
 
+# The settlement server's clock: until an ack of a tap batch has measured the
+# device clock, its HTTP Date does (a clock hours off at start puts the
+# validator out of service instead of refusing every rider's code as expired),
+# and selftest compares with it when the validator is not running.
+[selftest]
+time_url = {{toml (printf "%s/healthz" .Server)}}
+
 # Over-the-air updates (README: Software updates): uncomment once the binary's
 # directory is writable by the validator (the shipped unit needs a drop-in).
 # [update]

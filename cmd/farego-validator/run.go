@@ -214,7 +214,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	go beatQueue(ctx, q, mon)
 
 	registerUpdateMetrics(reg, upd)
-	if up, err = newUplink(cfg, q, a, upd, now, log, ackLatency); err != nil {
+	var ackClock atomic.Bool // an ack has measured the clock
+	if up, err = newUplink(cfg, q, a, upd, now, log, &ackClock, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	theUplink.Store(up)
@@ -249,6 +250,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	tapping := func() bool { return mon.Beaten(partTapLoop) }
 	stopUpdater := runUpdater(ctx, upd, up, tapping, cancel, &restart, log)
 	startScanners()
+	if u := cfg.Selftest.TimeURL; u != "" {
+		go httpClock(ctx, u, now, a, &ackClock, log.With("part", "clock"))
+	}
 
 	notifier.Notify("STATUS=running")
 	as := a.Assignment()

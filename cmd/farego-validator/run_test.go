@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -410,6 +411,39 @@ func TestRunClockUnset(t *testing.T) {
 	d.stop()
 	if recs := d.records(); len(recs) != 1 || recs[0].Epoch != epoch {
 		t.Errorf("records after a start on an unset clock: %+v", recs)
+	}
+}
+
+// TestRunClockFromServerDate: a validator whose clock is three hours off
+// the server's (here the server's Date is three hours ahead) and that has
+// no ack yet learns it from the Date of the server's HTTP answer
+// ([selftest] time_url) and is out of service ("Out of service: clock")
+// instead of refusing every rider's fresh code as expired: it took no tap,
+// got no ack, and never learned why.
+func TestRunClockFromServerDate(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", time.Now().Add(3*time.Hour).UTC().Format(http.TimeFormat))
+		fmt.Fprintln(w, `{"ok":true}`)
+	}))
+	defer srv.Close()
+	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+srv.URL+"/healthz\"\n")
+	d.start()
+	var line string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		line = d.scan(d.issuer.Rider(t, 4100, time.Now()).Code(t, time.Now()))
+		if strings.Contains(line, "OUT OF SERVICE") || time.Now().After(deadline) {
+			break
+		}
+	}
+	d.stop()
+	if !strings.Contains(line, "Out of service: clock") {
+		t.Errorf("a fresh code on a clock 3 h off the server's: %q; want out of service (clock)", line)
+	}
+	if n := len(d.records()); n != 0 {
+		t.Errorf("%d taps recorded; want none", n)
+	}
+	if !strings.Contains(d.logText.String(), "clock too far from the server's") {
+		t.Error("the log does not say the clock is off")
 	}
 }
 

@@ -187,26 +187,33 @@ const staUnsync = 0x40
 // httpClockOffset compares the clock with an HTTP server's Date header
 // (one-second resolution; the round trip halved is subtracted).
 func httpClockOffset(ctx context.Context, url string) (time.Duration, error) {
+	off, _, err := httpClockSample(ctx, url, time.Now)
+	return off, err
+}
+
+// httpClockSample returns the offset of the device clock (now) from the
+// Date of an HTTP answer of url, and the round trip.
+func httpClockSample(ctx context.Context, url string, now func() time.Time) (offset, rtt time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	resp.Body.Close()
-	end := time.Now()
+	rtt = time.Since(start)
 	date, err := http.ParseTime(resp.Header.Get("Date"))
 	if err != nil {
-		return 0, fmt.Errorf("no Date header: %w", err)
+		return 0, 0, fmt.Errorf("no Date header: %w", err)
 	}
-	mid := start.Add(end.Sub(start) / 2)
+	mid := now().Add(-rtt / 2)
 	// The Date is truncated to the second: half a second is its middle.
-	return mid.Sub(date.Add(500 * time.Millisecond)), nil
+	return mid.Sub(date.Add(500 * time.Millisecond)), rtt, nil
 }
 
 func (s *selftest) checkScanners() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent"
@@ -20,7 +21,7 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger,
+func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger, ackClock *atomic.Bool,
 	ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
@@ -47,6 +48,7 @@ func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater,
 		CAFile: cfg.path(m.CAFile), CertFile: cfg.path(m.CertFile), KeyFile: cfg.path(m.KeyFile),
 		Now: now, DenyIndexWait: uplink.DefaultDenyIndexWait,
 		OnClock: func(c uplink.ClockSample) {
+			ackClock.Store(true)
 			a.ClockMeasured(c.Offset, c.Uncertainty)
 			ackLatency.Observe(c.RTT.Seconds())
 		},
