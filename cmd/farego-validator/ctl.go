@@ -299,7 +299,7 @@ func ctlCall(socket string, req ctlRequest) (*ctlResponse, error) {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("%w (join the socket's group, farego, or run as the validator's user)", err)
 		}
-		return nil, fmt.Errorf("%w (is the validator running? --socket or $FAREGO_CTL_SOCKET names another socket)", err)
+		return nil, fmt.Errorf("%w (is the validator running? One waiting for its clock to be set, or still opening its queue file, has no socket yet: see its log; --socket or $FAREGO_CTL_SOCKET names another socket)", err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(ctlDeadline))

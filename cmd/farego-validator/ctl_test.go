@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,5 +112,15 @@ func TestCtlSocketNotTakenFromALiveValidator(t *testing.T) {
 	defer stop()
 	if resp, err := ctlCall(path, ctlRequest{Op: "status"}); err != nil || !resp.OK {
 		t.Fatalf("status on the replaced socket: %+v, %v", resp, err)
+	}
+}
+
+// TestCtlNoSocketSaysWhy: with no socket there (a validator waiting for its
+// clock has none yet) ctl says so rather than only asking whether the
+// validator runs.
+func TestCtlNoSocketSaysWhy(t *testing.T) {
+	out, err := exec.Command(validatorBin, "ctl", "--socket", filepath.Join(t.TempDir(), "ctl.sock"), "status").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "waiting for its clock") {
+		t.Errorf("ctl without a socket: %v\n%s", err, out)
 	}
 }
