@@ -73,7 +73,6 @@ func TestParseRefusesBadTables(t *testing.T) {
 		"negative fare":     strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":-1`, 1),
 		"unknown field":     `{` + base + `,"surcharge":1}`,
 		"bad timezone":      `{` + base + `,"timezone":"Mars/Olympus"}`,
-		"the reader's zone": `{` + base + `,"timezone":"Local"}`,
 		"bad day start":     `{` + base + `,"service_day_start":"25:00"}`,
 		"bad window":        `{` + base + `,"transfer":{"window":"soon","fare":0}}`,
 		"zero window":       `{` + base + `,"transfer":{"window":"0s","fare":0}}`,

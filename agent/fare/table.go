@@ -130,12 +130,6 @@ func (t *Table) check() error {
 	if t.TimeZone == "" {
 		t.TimeZone = "UTC"
 	}
-	if strings.EqualFold(t.TimeZone, "Local") {
-		// Go's name for the zone of the machine reading the table: the
-		// validator, each settlement instance and verify would each put
-		// a ride on their own service day.
-		return bad("timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", t.TimeZone)
-	}
 	loc, err := time.LoadLocation(t.TimeZone)
 	if err != nil {
 		return bad("timezone %q: %v", t.TimeZone, err)
@@ -231,6 +225,14 @@ func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
 	}
 	return 0, fmt.Errorf("%w: route %q, profile %s", ErrNoFare, route, p)
 }
+
+// LocalZone reports whether the table's timezone is Go's "Local": the zone
+// of whichever machine reads it, so the validator, each settlement instance
+// and verify would each put a ride on their own service day. A table
+// stored before such tables were refused still parses (refusing it would
+// stop the settlement of every tap in its time); a new one is refused
+// where it is published (the ledger's PutFareTable).
+func (t *Table) LocalZone() bool { return strings.EqualFold(t.TimeZone, "Local") }
 
 // ServiceDay returns the service day a ride at time at belongs to, as a
 // date "YYYY-MM-DD" in the table's time zone. The service day of a date

@@ -95,6 +95,9 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	if table.Version > 1<<62 {
 		return invalid("fare table version %d out of range", table.Version)
 	}
+	if table.LocalZone() {
+		return invalid("fare table timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", table.TimeZone)
+	}
 	if table.Currency != s.currency {
 		return invalid("fare table in %s: the ledger's accounts are in %s, and a fare table in another currency charges them nothing", table.Currency, s.currency)
 	}

@@ -1533,6 +1533,36 @@ func TestTapWithHiddenCharactersIsCharged(t *testing.T) {
 // ledger still loads it and rates taps by it, since a table it cannot load
 // stops the settlement of every tap in its time; and taps on such a route
 // are charged.
+// TestFareTableLocalZone: a new fare table in Go's "Local" zone (each
+// machine's own) is refused; one stored before that still loads and rates
+// taps (refusing it stopped the settlement of every tap in its time).
+func TestFareTableLocalZone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		local := strings.Replace(strings.Replace(tableV1, `"version":1`, `"version":2`, 1), `"Europe/Berlin"`, `"Local"`, 1)
+		if err := s.PutFareTable(ctx, mustTable(t, local)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("a new table in the Local zone: %v; want ErrInvalid", err)
+		}
+		acct := newAccount(t, s, 1000)
+		lift := `DROP TRIGGER fare_tables_no_update`
+		if db.backend == "postgres" {
+			lift = `ALTER TABLE fare_tables DISABLE TRIGGER fare_tables_append_only`
+		}
+		if _, err := s.db.ExecContext(ctx, lift); err != nil {
+			t.Fatal(err)
+		}
+		body := strings.Replace(tableV1, `"Europe/Berlin"`, `"Local"`, 1)
+		if _, err := s.db.ExecContext(ctx, `UPDATE fare_tables SET body = $1 WHERE version = 1`, body); err != nil {
+			t.Fatal(err)
+		}
+		s = db.open(t, nil) // no table cached
+		if r := commit(t, s, mkTap("bus-1", 1, acct, at(0), "")); r[0].Charge != 250 {
+			t.Errorf("a tap rated by a stored Local table: %+v; want charged", r[0])
+		}
+	})
+}
+
 func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		s := ledgerWithTable(t, db)
