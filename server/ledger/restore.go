@@ -62,8 +62,11 @@ func (s *Store) lostCredential(tp *Tap) bool {
 // adoptCredential records a credential a restore lost, from its tap.
 func (t *txn) adoptCredential(tp *Tap) (issued, error) {
 	c := issued{riderKey: tp.RiderKey, notAfter: tp.CredentialNotAfter.UnixNano()}
+	// Another instance may have taken the same pass in meanwhile (a
+	// replay reaches several): its row, from the same issuer-signed
+	// credential, stands.
 	_, err := t.exec("adopt credential", `INSERT INTO credentials (account_id, serial, not_after_ns, rider_public_key, issued_ns)
-		VALUES ($1, $2, $3, $4, $5)`, int64(tp.Account), int64(tp.Serial), c.notAfter, tp.RiderKey,
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, serial) DO NOTHING`, int64(tp.Account), int64(tp.Serial), c.notAfter, tp.RiderKey,
 		tp.CredentialNotBefore.Add(credentialIssueLead).UnixNano())
 	if err != nil {
 		return issued{}, err

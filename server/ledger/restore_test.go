@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"sync"
 	"testing"
 	"time"
 )
@@ -68,6 +69,58 @@ func TestRestoreKeepsLostCredentials(t *testing.T) {
 		serial, err := s2.IssueCredentialSerial(ctx, acct, time.Now().Add(24*time.Hour), riderKey(acct))
 		if err != nil || serial <= a.LastSerial+RestoreSerialMargin {
 			t.Errorf("the next serial after the restore: %d, %v; want past %d", serial, err, a.LastSerial+RestoreSerialMargin)
+		}
+	})
+}
+
+// TestRestoreAdoptRace: after a restore, a replay brings one lost pass's
+// taps to two instances at once: both commit, the pass is taken in once
+// and both taps are charged. On PostgreSQL the second instance's insert
+// of the pass failed on the key the first had just committed (its read of
+// the credentials came before its wait on the account's lock): its whole
+// batch was refused, 20 rounds of 20.
+func TestRestoreAdoptRace(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		var accts []uint64
+		for range 10 {
+			acct := newAccount(t, s, 100000)
+			issue(t, s, acct)
+			accts = append(accts, acct)
+		}
+		issuedAt := time.Now().Truncate(time.Second)
+		time.Sleep(1100 * time.Millisecond)
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil {
+			t.Fatal(err)
+		}
+		s2 := db.open(t, nil)
+		for round, acct := range accts {
+			a, err := s.Account(ctx, acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serial := a.LastSerial - RestoreSerialMargin + 1
+			pub, _, _ := ed25519.GenerateKey(nil)
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, st := range []*Store{s, s2} {
+				wg.Go(func() {
+					tp := mkTap([]string{"bus-a", "bus-b"}[i], uint64(round+1), acct, at(1+10*i), "")
+					tp.Serial, tp.RiderKey, tp.CodeKey = serial, pub, codeKey(acct, serial, at(1+10*i))
+					tp.CredentialNotBefore, tp.CredentialNotAfter = issuedAt.Add(-5*time.Minute), issuedAt.Add(24*time.Hour)
+					_, errs[i] = st.CommitTaps(ctx, []Tap{tp})
+				})
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}
+			if b := balance(t, s, acct); b != 100000-250 {
+				t.Errorf("round %d: balance %d; want one fare (the second ride is a free transfer)", round, b)
+			}
 		}
 	})
 }
