@@ -65,10 +65,10 @@ type sender struct {
 	// ackBackoff spaces the resends after acks that failed to commit (a
 	// full disk): resent at once, the window was acked and failed again
 	// in a tight loop that flooded the log and the broker, which shut the
-	// device out. Nothing is sent before ackHold.
+	// device out. Nothing is sent before ackHold; zero once an ack has
+	// committed again.
 	ackBackoff backoff.Backoff
 	ackHold    time.Time
-	ackFails   int
 }
 
 func newSender(u *Uplink) *sender {
@@ -128,7 +128,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 func (s *sender) check(err error) error {
 	switch {
 	case err == nil:
-		if s.queueErrs > 0 && s.ackFails == 0 { // an ack that failed to commit has not yet committed since
+		if s.queueErrs > 0 && s.ackHold.IsZero() { // not while an ack that failed to commit has not committed since
 			s.u.log.Info("uplink: queue working again", "count", s.queueErrs)
 			s.queueErrs = 0
 		}
@@ -403,12 +403,11 @@ func (s *sender) acksCommitted() error {
 	res := s.u.acks.result()
 	if res.err != nil {
 		s.reset()
-		s.ackFails++
 		s.ackHold = time.Now().Add(s.ackBackoff.Next())
 		return res.err // resent at a poll once ackHold has passed
 	}
-	if s.ackFails > 0 {
-		s.ackFails = 0
+	if !s.ackHold.IsZero() {
+		s.ackHold = time.Time{}
 		s.ackBackoff.Reset()
 	}
 	if res.empty {
