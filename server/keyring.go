@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/record"
-	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
@@ -62,15 +61,8 @@ func (s *Server) renewLoop(ctx context.Context) {
 }
 
 func (s *Server) renew(ctx context.Context, now time.Time) {
-	activate := s.cfg.KeyActivation
-	if activate == 0 {
-		activate = keys.DefaultKeyActivation
-	}
-	ttl := s.cfg.CredentialTTL
-	if ttl <= 0 {
-		ttl = api.DefaultCredentialTTL
-	}
-	kr, err := s.keys.RotateShared(ctx, s.ledger, now, 0, ttl+time.Hour, max(activate, 0))
+	activate := max(s.cfg.KeyActivation, 0) // negative: at once
+	kr, err := s.keys.RotateShared(ctx, s.ledger, now, 0, s.cfg.CredentialTTL+time.Hour, activate)
 	switch {
 	case errors.Is(err, keys.ErrRotationRace):
 		return // another instance renewed it
@@ -80,7 +72,7 @@ func (s *Server) renew(ctx context.Context, now time.Time) {
 		}
 		return
 	}
-	s.log.Warn("issuer key renewed: its window was ending", "version", kr.Version(), "signs_from", now.Add(max(activate, 0)).UTC().Format(time.RFC3339))
+	s.log.Warn("issuer key renewed: its window was ending", "version", kr.Version(), "signs_from", now.Add(activate).UTC().Format(time.RFC3339))
 	if err := s.ledger.Audit(ctx, ledger.AuditEntry{Actor: "server", Action: "rotate_keyring", Target: strconv.FormatUint(kr.Version(), 10),
 		Detail: "renewed on its own: the newest key's window ended within 30 days"}); err != nil {
 		s.log.Error("writing the audit trail failed", "action", "rotate_keyring", "err", err)

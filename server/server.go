@@ -168,6 +168,13 @@ func (c *Config) withDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Read by the API and by the server's own key renewal: set once here.
+	if c.CredentialTTL <= 0 {
+		c.CredentialTTL = api.DefaultCredentialTTL
+	}
+	if c.KeyActivation == 0 {
+		c.KeyActivation = keys.DefaultKeyActivation
+	}
 }
 
 // New opens the keys and the ledger and binds the listeners; Run serves.
