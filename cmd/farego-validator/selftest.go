@@ -157,7 +157,7 @@ func (s *selftest) checkClock(ctx context.Context) {
 	case s.running != nil && s.running.ClockOffsetMS != nil:
 		off, from = time.Duration(*s.running.ClockOffsetMS)*time.Millisecond, "measured by the running validator from the server's acks"
 	case s.cfg.Selftest.TimeURL != "":
-		o, err := httpClockOffset(ctx, s.cfg.Selftest.TimeURL)
+		o, _, err := httpClockSample(ctx, s.cfg.Selftest.TimeURL, time.Now)
 		if err != nil {
 			s.add(levelWarn, "clock", fmt.Sprintf("%s; offset from the server unknown: %v%s", s.now.UTC().Format(time.RFC3339), err, sync),
 				"check the network and selftest.time_url")
@@ -184,15 +184,9 @@ func (s *selftest) checkClock(ctx context.Context) {
 // staUnsync is the kernel's "clock not synchronized" status bit (STA_UNSYNC).
 const staUnsync = 0x40
 
-// httpClockOffset compares the clock with an HTTP server's Date header
-// (one-second resolution; the round trip halved is subtracted).
-func httpClockOffset(ctx context.Context, url string) (time.Duration, error) {
-	off, _, err := httpClockSample(ctx, url, time.Now)
-	return off, err
-}
-
-// httpClockSample returns the offset of the device clock (now) from the
-// Date of an HTTP answer of url, and the round trip.
+// httpClockSample compares the clock (now) with the Date header of an
+// HTTP answer of url (one-second resolution; the round trip halved is
+// subtracted), and returns the offset and the round trip.
 func httpClockSample(ctx context.Context, url string, now func() time.Time) (offset, rtt time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
