@@ -1545,13 +1545,7 @@ func TestFareTableLocalZone(t *testing.T) {
 			t.Errorf("a new table in the Local zone: %v; want ErrInvalid", err)
 		}
 		acct := newAccount(t, s, 1000)
-		lift := `DROP TRIGGER fare_tables_no_update`
-		if db.backend == "postgres" {
-			lift = `ALTER TABLE fare_tables DISABLE TRIGGER fare_tables_append_only`
-		}
-		if _, err := s.db.ExecContext(ctx, lift); err != nil {
-			t.Fatal(err)
-		}
+		liftFareTableTrigger(t, s, db)
 		body := strings.Replace(tableV1, `"Europe/Berlin"`, `"Local"`, 1)
 		if _, err := s.db.ExecContext(ctx, `UPDATE fare_tables SET body = $1 WHERE version = 1`, body); err != nil {
 			t.Fatal(err)
@@ -1571,13 +1565,7 @@ func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 		body := strings.Replace(tableV1, `"transfer"`, `"routes":["X1","`+rtl+`"],"transfer"`, 1)
 		// That release stored it; this one refuses such a table, and
 		// stored tables are append-only: the test lifts the trigger.
-		lift := `DROP TRIGGER fare_tables_no_update`
-		if db.backend == "postgres" {
-			lift = `ALTER TABLE fare_tables DISABLE TRIGGER fare_tables_append_only`
-		}
-		if _, err := s.db.ExecContext(context.Background(), lift); err != nil {
-			t.Fatal(err)
-		}
+		liftFareTableTrigger(t, s, db)
 		if _, err := s.db.ExecContext(context.Background(), `UPDATE fare_tables SET body = $1 WHERE version = 1`, body); err != nil {
 			t.Fatal(err)
 		}
