@@ -310,7 +310,8 @@ func insertKeyring(t *testing.T, dsn string, kr *paycode.Keyring) {
 	t.Helper()
 	driver, src := "pgx", dsn
 	if p, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
-		driver, src = "sqlite", p
+		// The instances poll this file: wait out their locks as they do.
+		driver, src = "sqlite", p+"?_pragma=busy_timeout(10000)"
 	}
 	db, err := sql.Open(driver, src)
 	if err != nil {
