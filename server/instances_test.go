@@ -7,7 +7,9 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,8 +35,8 @@ import (
 // taps were held uncharged). Two rotations at once make two versions or
 // one and a refusal, never two keyrings of one version. An instance
 // started with a key directory older than the ledger's keyring takes the
-// ledger's; a keyring in the ledger with a key not derived from the
-// instances' root is not taken. SQLite and, with FAREGO_TEST_POSTGRES,
+// ledger's; a keyring written into the database by someone without the
+// issuer root is not taken. SQLite and, with FAREGO_TEST_POSTGRES,
 // PostgreSQL.
 func TestKeyringSharedByInstances(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
@@ -141,8 +143,12 @@ func testKeyringShared(t *testing.T, dsn string) {
 		t.Errorf("C started at keyring version %d; want the ledger's %d", kc.Version(), want)
 	}
 
-	// A keyring in the ledger whose key does not derive from the root
-	// (written into the database by someone else) is not taken.
+	// Keyrings written into the database by someone who holds no issuer
+	// root are not taken: one of another root's key, and this
+	// installation's own keys with every window ended at a version no
+	// rotation can pass (every rider refused everywhere, for good). The
+	// instances keep their keyring and still take payments; a rotation is
+	// refused as a conflict, saying why.
 	other, err := paycode.IssuerKey(make([]byte, paycode.SecretSize), 9)
 	if err != nil {
 		t.Fatal(err)
@@ -154,12 +160,35 @@ func testKeyringShared(t *testing.T, dsn string) {
 		t.Fatal(err)
 	}
 	insertKeyring(t, dsn, forged)
+	ended := ka.Keys()
+	for i := range ended {
+		ended[i].NotBefore, ended[i].NotAfter = time.Now().Add(-2*time.Hour).UTC().Truncate(time.Second), time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	}
+	dead, err := paycode.NewKeyring(math.MaxInt64, ended)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insertKeyring(t, dsn, dead)
 	time.Sleep(time.Second) // ten polls
 	for _, u := range []string{a, b, cu} {
-		if v := keyringOf(t, c, u).Version(); v != want {
-			t.Errorf("%s took the forged keyring (version %d)", u, v)
+		if kr := keyringOf(t, c, u); !sameKeyring(t, kr, ka) {
+			t.Errorf("%s took a forged keyring (version %d)", u, kr.Version())
 		}
 	}
+	code2, err := paycode.MakeCode(credBytes, rk, time.Now(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pay2, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "o-2", "code": paycode.EncodeText(code2), "amount": 300})
+	c.do("POST", cu+"/v1/payments", string(pay2), 201)
+	if st, res := c.try("POST", b+"/v1/keyring/rotate", `{"activate_in":"0s"}`); st != 409 || !strings.Contains(fmt.Sprint(res), "did not seal") {
+		t.Errorf("a rotation above a forged keyring answered %d %v; want 409 naming it", st, res)
+	}
+}
+
+func sameKeyring(t *testing.T, a, b *paycode.Keyring) bool {
+	t.Helper()
+	return mustJSON(t, a) == mustJSON(t, b)
 }
 
 // TestKeyRenewedOnItsOwn: a server whose newest issuer key's window ends

@@ -16,7 +16,8 @@ import (
 // held taps re-checked with it. A failure is logged once until a sync
 // succeeds again; the keyring this instance has stays in use meanwhile.
 func (s *Server) syncKeyring(ctx context.Context) {
-	changed, err := s.keys.Sync(ctx, s.ledger)
+	res, err := s.keys.Sync(ctx, s.ledger)
+	s.reportForged(res.Refused)
 	if err != nil {
 		if s.keyringSyncFailing.CompareAndSwap(false, true) && ctx.Err() == nil {
 			s.log.Warn("reading the shared issuer keyring failed; keeping this instance's", "err", err,
@@ -27,10 +28,22 @@ func (s *Server) syncKeyring(ctx context.Context) {
 	if s.keyringSyncFailing.CompareAndSwap(true, false) {
 		s.log.Info("reading the shared issuer keyring works again")
 	}
-	if changed {
+	if res.Changed {
 		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", s.keys.Keyring().Version())
 		(*notifier)(s).Changed(record.DocKeyring)
 	}
+}
+
+// reportForged logs, once for each newest version, keyrings in the ledger
+// that no instance of this installation sealed: someone wrote them into
+// the database. They are not taken (the fleet keeps its keyring), but no
+// rotation can be stored above them until they are removed.
+func (s *Server) reportForged(refused []uint64) {
+	if len(refused) == 0 || s.keyringForged.Swap(refused[0]) == refused[0] {
+		return
+	}
+	s.log.Error("the ledger holds issuer keyrings this installation did not seal: not taken; someone with write access to the database wrote them",
+		"versions", refused, "keeping_version", s.keys.Keyring().Version())
 }
 
 // renewInterval is how often renewLoop looks at the newest key's end.

@@ -143,7 +143,8 @@ type Server struct {
 	deny         denyCache   // the deny list as last read, for the publisher
 	denyTooLarge atomic.Bool // the whole deny list no longer fits a downlink (logged once)
 
-	keyringSyncFailing atomic.Bool // reading the shared keyring fails (logged once)
+	keyringSyncFailing atomic.Bool   // reading the shared keyring fails (logged once)
+	keyringForged      atomic.Uint64 // newest unsealed keyring version in the ledger logged
 }
 
 // ErrNotInitialised is returned by New when the key directory does not exist.
@@ -206,10 +207,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The instances share the keyring through the ledger: take a newer
 	// one (another instance rotated while this one was down), or store
 	// this directory's if it is the newer.
-	if changed, err := kd.Sync(ctx, st); err != nil {
+	// Keyrings written into the database by someone else are passed over
+	// (logged): the instance starts with its own.
+	res, err := kd.Sync(ctx, st)
+	if err != nil && !errors.Is(err, keys.ErrForgedKeyring) {
 		st.Close()
 		return nil, fmt.Errorf("settlement: the issuer keyring: %w", err)
-	} else if changed {
+	}
+	s.reportForged(res.Refused)
+	if res.Changed {
 		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", kd.Keyring().Version())
 	}
 	s.devs = NewDevices(st)

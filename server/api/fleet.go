@@ -87,7 +87,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 		}
 	}
 	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate)
-	if errors.Is(err, keys.ErrRotationRace) {
+	if errors.Is(err, keys.ErrRotationRace) || errors.Is(err, keys.ErrForgedKeyring) {
 		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
 	}
 	if err != nil {

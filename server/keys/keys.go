@@ -20,12 +20,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +39,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
+	"golang.org/x/crypto/hkdf"
 )
 
 // File names inside a key directory.
@@ -378,10 +383,13 @@ func checkDerived(root []byte, kr *paycode.Keyring) error {
 }
 
 // Shared is where the settlement instances of one ledger agree on the
-// issuer keyring: the ledger (ledger.Store). StoreKeyring stores a version
-// only if none as new is stored, and reports whether it did.
+// issuer keyring: the ledger (ledger.Store). KeyringAtMost returns the
+// newest stored keyring of version at most most (0 and nil: none);
+// StoreKeyring stores a version only if none as new is stored, and reports
+// whether it did. What is stored is sealed by the issuer root (seal): a
+// row written into the database by anyone else is not taken.
 type Shared interface {
-	LatestKeyring(ctx context.Context) (uint64, []byte, error)
+	KeyringAtMost(ctx context.Context, most uint64) (uint64, []byte, error)
 	StoreKeyring(ctx context.Context, version uint64, keyring []byte) (bool, error)
 }
 
@@ -389,42 +397,149 @@ type Shared interface {
 // another instance, or a request beside this one) was stored first.
 var ErrRotationRace = errors.New("keys: another rotation of the keyring was stored first")
 
-// Sync brings the directory's keyring and the shared one together, and
-// reports whether the directory's changed. A newer shared keyring (another
-// instance rotated) becomes the directory's, checked (every key must
-// derive from this root) and written to keyring.json; a shared keyring of
-// the same version but other content is taken too (the shared one is the
-// instances' reference). A newer keyring of the directory's own (the ledger
-// was restored from a backup older than the key directory, or was made
-// before keyrings were shared) is stored.
-func (d *Dir) Sync(ctx context.Context, sh Shared) (bool, error) {
+// ErrForgedKeyring is returned (wrapped) by RotateShared while the ledger
+// holds a keyring not sealed by this directory's root at or above the
+// version a rotation would store.
+var ErrForgedKeyring = errors.New("keys: the ledger holds an issuer keyring this installation did not seal")
+
+// maxForged bounds how many unauthenticated keyrings Sync passes over
+// looking for the newest sealed one.
+const maxForged = 16
+
+// SyncResult is what Sync did: whether the directory's keyring changed,
+// and the versions of keyrings in the ledger it refused (not sealed by
+// this installation's issuer root: someone wrote them into the database),
+// newest first.
+type SyncResult struct {
+	Changed bool
+	Refused []uint64
+}
+
+// sealedKeyring is a keyring as the ledger stores it: its JSON and an
+// HMAC-SHA256 of that JSON under a key derived from the issuer root. Only
+// a holder of the root (a settlement instance) can make one: a keyring
+// the database holds is not believed because it is there. A keyring of
+// valid public keys is no secret; what the seal stops is a database
+// writer choosing the windows and version the fleet gets (every window
+// ended at a version no rotation can pass: every rider refused
+// everywhere).
+type sealedKeyring struct {
+	Keyring json.RawMessage `json:"keyring"`
+	Seal    string          `json:"seal"`
+}
+
+// sealInfo is the HKDF info of the sealing key (HKDF-SHA256 of the issuer
+// root, empty salt, 32 bytes).
+const sealInfo = "farego keyring seal v1"
+
+func (d *Dir) sealMAC(body []byte) []byte {
+	key := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, d.root, nil, []byte(sealInfo)), key); err != nil {
+		panic("keys: hkdf: " + err.Error()) // 32 bytes of HKDF-SHA256 cannot fail
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// seal returns kr as the ledger stores it.
+func (d *Dir) seal(kr *paycode.Keyring) ([]byte, error) {
+	body, err := kr.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, body); err != nil {
+		return nil, err
+	}
+	return json.Marshal(sealedKeyring{Keyring: compact.Bytes(), Seal: hex.EncodeToString(d.sealMAC(compact.Bytes()))})
+}
+
+// open returns the keyring of version v the ledger stored as body, if this
+// directory's root sealed it and its keys derive from the root. A keyring
+// stored before keyrings were sealed (plain keyring JSON) is taken only if
+// it is the directory's own.
+func (d *Dir) open(v uint64, body []byte) (*paycode.Keyring, error) {
+	var sk sealedKeyring
+	if err := json.Unmarshal(body, &sk); err != nil || sk.Keyring == nil {
+		kr, err := paycode.ParseKeyring(body)
+		if err == nil && sameKeyring(kr, d.Keyring()) && kr.Version() == v {
+			return kr, nil
+		}
+		return nil, fmt.Errorf("keys: the ledger's keyring version %d is not sealed", v)
+	}
+	mac, err := hex.DecodeString(sk.Seal)
+	if err != nil || !hmac.Equal(mac, d.sealMAC(sk.Keyring)) {
+		return nil, fmt.Errorf("keys: the ledger's keyring version %d is not sealed by this installation's %s", v, RootFile)
+	}
+	kr, err := paycode.ParseKeyring(sk.Keyring)
+	if err != nil {
+		return nil, fmt.Errorf("keys: the ledger's keyring (version %d): %w", v, err)
+	}
+	if kr.Version() != v {
+		return nil, fmt.Errorf("keys: the ledger's keyring of version %d says version %d", v, kr.Version())
+	}
+	if err := checkDerived(d.root, kr); err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	return kr, nil
+}
+
+// latest returns the newest keyring in sh this directory sealed (nil if
+// none) and the versions above it that it refused, newest first.
+func (d *Dir) latest(ctx context.Context, sh Shared) (*paycode.Keyring, []uint64, error) {
+	var refused []uint64
+	most := uint64(math.MaxInt64)
+	for range maxForged {
+		v, body, err := sh.KeyringAtMost(ctx, most)
+		if err != nil || v == 0 {
+			return nil, refused, err
+		}
+		kr, err := d.open(v, body)
+		if err == nil {
+			return kr, refused, nil
+		}
+		refused = append(refused, v)
+		most = v - 1
+	}
+	return nil, refused, fmt.Errorf("%w: %d of them, versions %d down to %d", ErrForgedKeyring, len(refused), refused[0], refused[len(refused)-1])
+}
+
+// Sync brings the directory's keyring and the shared one together. The
+// newest keyring in the ledger this installation sealed, if newer (another
+// instance rotated), becomes the directory's, written to keyring.json; one
+// of the same version but other content is taken too (the shared one is
+// the instances' reference). A newer keyring of the directory's own (the
+// ledger was restored from a backup older than the key directory, or was
+// made before keyrings were shared) is stored. Keyrings in the ledger not
+// sealed by this root are passed over and reported: the directory's
+// keyring stays what it was.
+func (d *Dir) Sync(ctx context.Context, sh Shared) (SyncResult, error) {
 	for range 3 {
-		v, body, err := sh.LatestKeyring(ctx)
+		kr, refused, err := d.latest(ctx, sh)
+		res := SyncResult{Refused: refused}
 		if err != nil {
-			return false, err
+			return res, err
 		}
 		cur := d.Keyring()
-		if v < cur.Version() {
-			b, err := cur.MarshalJSON()
+		if kr == nil || kr.Version() < cur.Version() {
+			b, err := d.seal(cur)
 			if err != nil {
-				return false, err
+				return res, err
 			}
 			stored, err := sh.StoreKeyring(ctx, cur.Version(), b)
 			if err != nil || stored {
-				return false, err
+				return res, err
+			}
+			if len(refused) > 0 {
+				return res, nil // a refused row's version is at least ours
 			}
 			continue // a newer one was stored meanwhile: take it
 		}
-		kr, err := paycode.ParseKeyring(body)
-		if err != nil {
-			return false, fmt.Errorf("keys: the ledger's keyring (version %d): %w", v, err)
-		}
-		if kr.Version() != v {
-			return false, fmt.Errorf("keys: the ledger's keyring of version %d says version %d", v, kr.Version())
-		}
-		return d.adopt(kr)
+		res.Changed, err = d.adopt(kr)
+		return res, err
 	}
-	return false, errors.New("keys: the ledger's keyring changed three times while it was read")
+	return SyncResult{}, errors.New("keys: the ledger's keyring changed three times while it was read")
 }
 
 // RotateShared is Rotate for a server with other instances, whose new key
@@ -435,14 +550,18 @@ func (d *Dir) Sync(ctx context.Context, sh Shared) (bool, error) {
 // nothing), then writes it to the directory. The other instances take it
 // at their next Sync.
 func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
-	if _, err := d.Sync(ctx, sh); err != nil {
+	res, err := d.Sync(ctx, sh)
+	if err != nil {
 		return nil, err
 	}
 	kr, err := d.next(now, validity, keep, activateIn)
 	if err != nil {
 		return nil, err
 	}
-	b, err := kr.MarshalJSON()
+	if len(res.Refused) > 0 && res.Refused[0] >= kr.Version() {
+		return nil, fmt.Errorf("%w (version %d): no rotation can be stored above it; remove it (README, Key rotation)", ErrForgedKeyring, res.Refused[0])
+	}
+	b, err := d.seal(kr)
 	if err != nil {
 		return nil, err
 	}

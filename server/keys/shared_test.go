@@ -1,13 +1,19 @@
 package keys
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -21,8 +27,8 @@ func TestSyncWithLedger(t *testing.T) {
 	ctx := context.Background()
 	l := openLedger(t)
 	a, b := twoCopies(t)
-	if changed, err := a.Sync(ctx, l); changed || err != nil {
-		t.Fatalf("first Sync = %v, %v; want the directory's keyring stored", changed, err)
+	if res, err := a.Sync(ctx, l); res.Changed || err != nil {
+		t.Fatalf("first Sync = %+v, %v; want the directory's keyring stored", res, err)
 	}
 	if v, _, _ := l.LatestKeyring(ctx); v != 1 {
 		t.Fatalf("the ledger's keyring is version %d; want 1", v)
@@ -31,21 +37,21 @@ func TestSyncWithLedger(t *testing.T) {
 	if err != nil || kr.Version() != 2 {
 		t.Fatalf("RotateShared = %v, %v; want version 2", kr, err)
 	}
-	if changed, err := b.Sync(ctx, l); !changed || err != nil || b.Keyring().Version() != 2 {
-		t.Fatalf("the other copy's Sync = %v, %v, version %d; want version 2 taken", changed, err, b.Keyring().Version())
+	if res, err := b.Sync(ctx, l); !res.Changed || err != nil || b.Keyring().Version() != 2 {
+		t.Fatalf("the other copy's Sync = %+v, %v, version %d; want version 2 taken", res, err, b.Keyring().Version())
 	}
 	if reopened, err := Open(b.Path()); err != nil || reopened.Keyring().Version() != 2 {
 		t.Errorf("the other copy's keyring.json: %v; want version 2", err)
 	}
-	if changed, err := b.Sync(ctx, l); changed || err != nil {
-		t.Errorf("a second Sync = %v, %v; want nothing to do", changed, err)
+	if res, err := b.Sync(ctx, l); res.Changed || err != nil {
+		t.Errorf("a second Sync = %+v, %v; want nothing to do", res, err)
 	}
 	// Rotated apart from the ledger: the directory's newer keyring is stored.
 	if _, err := b.Rotate(time.Now(), 0, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := b.Sync(ctx, l); changed || err != nil {
-		t.Fatalf("Sync of a newer directory = %v, %v", changed, err)
+	if res, err := b.Sync(ctx, l); res.Changed || err != nil {
+		t.Fatalf("Sync of a newer directory = %+v, %v", res, err)
 	}
 	if v, _, _ := l.LatestKeyring(ctx); v != 3 {
 		t.Errorf("the ledger's keyring is version %d; want the directory's 3", v)
@@ -158,5 +164,103 @@ func TestRotationActivation(t *testing.T) {
 	}
 	if !d.Due(now.Add(24*time.Hour + DefaultKeyValidity - RenewBefore + time.Hour)) {
 		t.Error("a key whose window ends within a month is not due for renewal")
+	}
+}
+
+// TestSyncRefusesUnsealed: keyrings written into the ledger by someone who
+// can write to the database but holds no issuer root are not taken — the
+// installation's own keys with every window ended, at a version no
+// rotation can pass (every rider refused everywhere, for good), stored as
+// plain JSON, under a made-up seal, or sealed by another installation's
+// root. The directory keeps its keyring, Sync reports the rows, a rotation
+// another instance stored before them is still taken, and a rotation above
+// them is refused with ErrForgedKeyring (not reported as a race). A
+// keyring stored before keyrings were sealed is taken if it is the
+// directory's own.
+func TestSyncRefusesUnsealed(t *testing.T) {
+	ctx := context.Background()
+	l := openLedger(t)
+	a, b := twoCopies(t)
+	if _, err := a.Sync(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); err != nil {
+		t.Fatal(err)
+	}
+	ended := func(v uint64) *paycode.Keyring {
+		keys := b.Keyring().Keys()
+		for i := range keys {
+			keys[i].NotBefore, keys[i].NotAfter = time.Now().Add(-2*time.Hour).Truncate(time.Second), time.Now().Add(-time.Hour).Truncate(time.Second)
+		}
+		kr, err := paycode.NewKeyring(v, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	plain := func(kr *paycode.Keyring) []byte {
+		body, err := kr.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	other, err := Init(filepath.Join(t.TempDir(), "keys"), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedByOther, err := other.seal(ended(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	madeUp, _ := json.Marshal(sealedKeyring{Keyring: plain(ended(11)), Seal: strings.Repeat("00", 32)})
+	for _, row := range []struct {
+		v    uint64
+		body []byte
+	}{{10, plain(ended(10))}, {11, madeUp}, {12, sealedByOther}, {math.MaxInt64, plain(ended(math.MaxInt64))}} {
+		if ok, err := l.StoreKeyring(ctx, row.v, row.body); !ok || err != nil {
+			t.Fatalf("writing the forged row %d: %v, %v", row.v, ok, err)
+		}
+	}
+	res, err := a.Sync(ctx, l)
+	if err != nil || !res.Changed || !slices.Equal(res.Refused, []uint64{math.MaxInt64, 12, 11, 10}) {
+		t.Fatalf("Sync = %+v, %v; want version 2 taken and the four forged rows refused", res, err)
+	}
+	if !sameKeyring(a.Keyring(), b.Keyring()) {
+		t.Errorf("the directory holds version %d; want the sealed rotation's keyring", a.Keyring().Version())
+	}
+	if _, err := a.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); !errors.Is(err, ErrForgedKeyring) {
+		t.Errorf("a rotation under a forged row: %v; want ErrForgedKeyring", err)
+	}
+	if reopened, err := Open(a.Path()); err != nil || !sameKeyring(reopened.Keyring(), b.Keyring()) {
+		t.Errorf("keyring.json after the refusals: %v", err)
+	}
+
+	// More forged rows than Sync passes over: an error, nothing taken.
+	l3 := openLedger(t)
+	for v := uint64(100); v < 100+maxForged+1; v++ {
+		if ok, err := l3.StoreKeyring(ctx, v, plain(ended(v))); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if _, err := a.Sync(ctx, l3); !errors.Is(err, ErrForgedKeyring) || a.Keyring().Version() != 2 {
+		t.Errorf("Sync under %d forged rows: %v, version %d; want ErrForgedKeyring and version 2", maxForged+1, err, a.Keyring().Version())
+	}
+
+	// Stored before keyrings were sealed: the directory's own keyring as
+	// plain JSON is taken as it is, and a rotation stores a sealed one.
+	l2 := openLedger(t)
+	c, _ := twoCopies(t)
+	if ok, err := l2.StoreKeyring(ctx, 1, plain(c.Keyring())); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if res, err := c.Sync(ctx, l2); err != nil || res.Changed || res.Refused != nil {
+		t.Errorf("Sync of an unsealed copy of the directory's own keyring = %+v, %v; want nothing to do", res, err)
+	}
+	if kr, err := c.RotateShared(ctx, l2, time.Now(), 0, time.Hour, 0); err != nil || kr.Version() != 2 {
+		t.Errorf("rotation after an unsealed keyring = %v, %v", kr, err)
+	}
+	if _, body, _ := l2.LatestKeyring(ctx); !json.Valid(body) || !bytes.Contains(body, []byte(`"seal"`)) {
+		t.Errorf("the rotated keyring was stored without a seal: %.80s", body)
 	}
 }

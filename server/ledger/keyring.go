@@ -13,13 +13,23 @@ import (
 const MaxKeyringSize = 1 << 20
 
 // LatestKeyring returns the newest issuer keyring stored (its version and
-// JSON, paycode's keyring file format), or version 0 and nil when none is.
-// The settlement instances share the keyring through the ledger: each
-// takes a newer one from here (keys.Dir.Sync).
+// the body keys.Dir stored: the keyring sealed by the issuer root), or
+// version 0 and nil when none is. The settlement instances share the
+// keyring through the ledger: each takes a newer one from here
+// (keys.Dir.Sync).
 func (s *Store) LatestKeyring(ctx context.Context) (uint64, []byte, error) {
+	return s.KeyringAtMost(ctx, math.MaxUint64)
+}
+
+// KeyringAtMost returns the newest issuer keyring stored of version at
+// most most, or version 0 and nil when none is: keys.Dir.Sync passes over
+// a row it cannot authenticate (written into the database by someone
+// else) to the one before.
+func (s *Store) KeyringAtMost(ctx context.Context, most uint64) (uint64, []byte, error) {
 	var v int64
 	var body string
-	err := s.db.QueryRowContext(ctx, `SELECT version, keyring FROM issuer_keyrings ORDER BY version DESC LIMIT 1`).Scan(&v, &body)
+	err := s.db.QueryRowContext(ctx, `SELECT version, keyring FROM issuer_keyrings WHERE version <= $1 ORDER BY version DESC LIMIT 1`,
+		int64(min(most, math.MaxInt64))).Scan(&v, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, nil
 	}
@@ -29,7 +39,7 @@ func (s *Store) LatestKeyring(ctx context.Context) (uint64, []byte, error) {
 	return uint64(v), []byte(body), nil
 }
 
-// StoreKeyring stores keyring version v (its JSON) if the ledger holds no
+// StoreKeyring stores keyring version v (sealed by keys.Dir) if the ledger holds no
 // keyring of version v or newer, and reports whether it did: of two
 // instances rotating at once, one stores its keyring and the other learns
 // that it lost. The caller has checked the keyring (keys.Dir does); the

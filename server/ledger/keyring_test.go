@@ -31,6 +31,11 @@ func TestKeyringStore(t *testing.T) {
 		if v, body, err := s.LatestKeyring(ctx); v != 3 || string(body) != `{"version":3}` || err != nil {
 			t.Errorf("LatestKeyring = %d, %q, %v; want version 3", v, body, err)
 		}
+		for most, want := range map[uint64]uint64{2: 1, 3: 3, 1: 1, 0: 0, 1 << 63: 3} {
+			if v, _, err := s.KeyringAtMost(ctx, most); v != want || err != nil {
+				t.Errorf("KeyringAtMost(%d) = %d, %v; want version %d", most, v, err, want)
+			}
+		}
 		for _, bad := range []struct {
 			v    uint64
 			body string
