@@ -108,7 +108,7 @@ func openLedger(t *testing.T) *ledger.Store {
 }
 
 // twoCopies makes a key directory and a copy of it (two instances').
-func twoCopies(t *testing.T) (*Dir, *Dir) {
+func twoCopies(t testing.TB) (*Dir, *Dir) {
 	t.Helper()
 	dirA, dirB := filepath.Join(t.TempDir(), "keys"), filepath.Join(t.TempDir(), "keys")
 	a, err := Init(dirA, InitOptions{})
@@ -263,4 +263,32 @@ func TestSyncRefusesUnsealed(t *testing.T) {
 	if _, body, _ := l2.LatestKeyring(ctx); !json.Valid(body) || !bytes.Contains(body, []byte(`"seal"`)) {
 		t.Errorf("the rotated keyring was stored without a seal: %.80s", body)
 	}
+}
+
+// FuzzOpenKeyring: a keyring row read from the ledger is outside input
+// (anyone who can write to the database). Whatever it holds, open does not
+// panic, and takes only a keyring of the row's version that the root
+// sealed (here: the directory's own).
+func FuzzOpenKeyring(f *testing.F) {
+	d, _ := twoCopies(f)
+	own, err := d.seal(d.Keyring())
+	if err != nil {
+		f.Fatal(err)
+	}
+	plain, _ := d.Keyring().MarshalJSON()
+	f.Add(uint64(1), own)
+	f.Add(uint64(1), plain)
+	f.Add(uint64(2), []byte(`{"keyring":{"version":2},"seal":"00"}`))
+	f.Add(uint64(1), []byte(`{"keyring":null}`))
+	f.Fuzz(func(t *testing.T, v uint64, body []byte) {
+		kr, err := d.open(v, body)
+		if err != nil {
+			return
+		}
+		// Only the seeds carry a seal of this root, and they hold the
+		// directory's keyring: nothing else can be taken.
+		if kr.Version() != v || !sameKeyring(kr, d.Keyring()) {
+			t.Fatalf("open took keyring version %d for row %d: %q", kr.Version(), v, body)
+		}
+	})
 }
