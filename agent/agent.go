@@ -133,6 +133,15 @@ type Agent struct {
 
 	busyMu sync.Mutex
 	busy   map[*int]time.Time // taps under way, by when they started (Now)
+
+	rereadMu sync.Mutex
+	reread   lastRead // the last re-read let through (memory only)
+}
+
+// lastRead is the code (its seen key) a scanner last re-read, and when.
+type lastRead struct {
+	key string
+	at  time.Time
 }
 
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
@@ -377,28 +386,53 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 	return out
 }
 
-// ReReadWindow is how long after a code is accepted the same code at the
-// same validator counts as the scanner reading the phone again (green
-// "Already paid", no charge): a scanner re-reads a phone held up to it
-// within a second or two. Later the phone has been handed on — several
-// riders sharing one code at one door — and the code is refused
-// (code_used).
-const ReReadWindow = 2 * time.Second
+// ReReadWindow and ReReadMax tell a scanner reading the phone again from
+// the phone handed on. A scanner re-reads a phone held up to it every
+// fraction of a second for as long as it is held: the same code at the
+// same validator within ReReadWindow of its acceptance or of the last
+// such re-read is green "Already paid" (no charge), up to ReReadMax after
+// the acceptance — a rider holding the phone up for a few seconds keeps
+// the green. A read after a gap of ReReadWindow, or after ReReadMax, is the
+// phone (or a picture of the code) shown again — several riders sharing
+// one code at one door — and is refused (code_used).
+const (
+	ReReadWindow = 2 * time.Second
+	ReReadMax    = 6 * time.Second
+)
+
+// reRead reports whether the code of seen key key, accepted at accepted,
+// read again at now, is the scanner re-reading a phone still held up
+// (ReReadWindow, ReReadMax), and remembers the read if it is. The last
+// re-read is kept in memory: after a restart the window counts from the
+// acceptance, as the first re-read does.
+func (a *Agent) reRead(key []byte, accepted, now time.Time) bool {
+	if d := now.Sub(accepted); d >= ReReadMax || d < -ReReadWindow {
+		return false
+	}
+	a.rereadMu.Lock()
+	defer a.rereadMu.Unlock()
+	last := accepted
+	if a.reread.key == string(key) && a.reread.at.After(last) {
+		last = a.reread.at
+	}
+	if d := now.Sub(last); d >= ReReadWindow || d < -ReReadWindow {
+		return false
+	}
+	a.reread = lastRead{key: string(key), at: now}
+	return true
+}
 
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
 func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.Code, idKey, acctKey []byte, now time.Time) ([]byte, error) {
 	if v := st.Get(bucketSeen, idKey); v != nil {
-		// The same code again: a scanner reading the phone a second time
-		// while it is still held up is let through (green, no charge);
-		// later, the phone was handed to someone else, and the code is
-		// refused. (Entries written before the acceptance time was kept
-		// have none: refused.)
-		if len(v) < 20 {
-			return nil, errCodeUsed
-		}
-		if d := now.Sub(time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:])))); d >= ReReadWindow || d < -ReReadWindow {
+		// The same code again: a scanner reading the phone again while it
+		// is still held up is let through (green, no charge); a read
+		// after a gap, the phone handed to someone else, is refused.
+		// (Entries written before the acceptance time was kept have none:
+		// refused.)
+		if len(v) < 20 || !a.reRead(idKey, time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:]))), now) {
 			return nil, errCodeUsed
 		}
 		return nil, &duplicateError{seq: binary.BigEndian.Uint64(v[4:])}

@@ -37,6 +37,7 @@ func (c *clock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // syncBuffer is a log sink safe for the agent's workers.
 type syncBuffer struct {
@@ -313,6 +314,67 @@ func TestOneCodeOneDoor(t *testing.T) {
 	}
 	if n := len(h.records()); n != 1 {
 		t.Errorf("%d records, want 1", n)
+	}
+}
+
+// TestPhoneHeldUp: a scanner re-reads a phone held up to it every half
+// second. The rider keeps the green for as long as they hold it, up to
+// ReReadMax (it used to turn red 2 s after the acceptance, while the
+// rider was still holding the phone that had just shown green); a read
+// after a gap of ReReadWindow is the phone handed on (red), and so is one
+// after ReReadMax. The last re-read is not on disk: after a restart the
+// window counts from the acceptance.
+func TestPhoneHeldUp(t *testing.T) {
+	h := newHarness(t, nil)
+	rider := h.issuer.Rider(t, 4242, t0)
+	text := rider.Code(t, t0)
+	if out := h.tap(text); !out.Accepted {
+		t.Fatal(out)
+	}
+	held := time.Duration(0)
+	for ; held+500*time.Millisecond < ReReadMax; held += 500 * time.Millisecond {
+		h.clock.Add(500 * time.Millisecond)
+		if out := h.tap(text); !out.AlreadyPaid() {
+			t.Fatalf("re-read %v after the acceptance: %+v, want already paid", held+500*time.Millisecond, out)
+		}
+	}
+	h.clock.Add(ReReadMax - held) // still held, but ReReadMax after the acceptance
+	if out := h.tap(text); out.Reason != record.ReasonCodeUsed {
+		t.Errorf("a read %v after the acceptance: %+v, want code_used", ReReadMax, out)
+	}
+
+	// A gap: held up, put away, shown again.
+	text2 := rider.Code(t, t0.Add(time.Minute))
+	h.clock.Set(t0.Add(time.Minute))
+	if out := h.tap(text2); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(ReReadWindow - time.Millisecond)
+	if out := h.tap(text2); !out.AlreadyPaid() {
+		t.Errorf("a re-read just inside the window: %+v", out)
+	}
+	h.clock.Add(ReReadWindow)
+	if out := h.tap(text2); out.Reason != record.ReasonCodeUsed {
+		t.Errorf("a read after a gap of %v: %+v, want code_used", ReReadWindow, out)
+	}
+
+	// A restart forgets the last re-read: 2 s from the acceptance.
+	text3 := rider.Code(t, t0.Add(2*time.Minute))
+	h.clock.Set(t0.Add(2 * time.Minute))
+	if out := h.tap(text3); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(1500 * time.Millisecond)
+	if out := h.tap(text3); !out.AlreadyPaid() {
+		t.Errorf("a re-read before the restart: %+v", out)
+	}
+	h.restart()
+	h.clock.Add(time.Second) // 2.5 s after the acceptance, 1 s after the last read
+	if out := h.tap(text3); out.Reason != record.ReasonCodeUsed {
+		t.Errorf("a read 2.5 s after the acceptance, after a restart: %+v, want code_used", out)
+	}
+	if n := len(h.records()); n != 3 {
+		t.Errorf("%d records, want the 3 acceptances", n)
 	}
 }
 
