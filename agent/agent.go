@@ -136,6 +136,16 @@ type Agent struct {
 
 	rereadMu sync.Mutex
 	reread   lastRead // the last re-read let through (memory only)
+
+	recordFail atomic.Pointer[recordFailure] // the last tap could not be recorded
+}
+
+// recordFailure is a tap the queue could not record (a full or failing
+// disk): the validator is out of service until a tap is recorded again.
+// Taps are still tried: the first that is recorded (space freed) ends it.
+type recordFailure struct {
+	since time.Time
+	err   string
 }
 
 // lastRead is the code (its seen key) a scanner last re-read, and when.
@@ -379,7 +389,14 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(record.ReasonQueueFull)
 	default:
 		a.log.Error("recording a tap failed", "err", err)
+		if a.recordFail.Swap(&recordFailure{since: now, err: err.Error()}) == nil {
+			a.serviceChanged()
+		}
 		return refuse(record.ReasonInternal)
+	}
+	if a.recordFail.Swap(nil) != nil {
+		a.log.Info("recording taps works again: in service")
+		a.serviceChanged()
 	}
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
 	out.Message = a.RiderMessage(ridertext.KeyPaid)

@@ -82,6 +82,10 @@ func (a *Agent) OutOfService() string {
 	if h := a.hold.Load(); h != nil {
 		return string(h.reason) + ": " + h.detail
 	}
+	if f := a.recordFail.Load(); f != nil {
+		return fmt.Sprintf("%s: taps cannot be recorded (since %s: %s); the next tap recorded ends this", record.ReasonInternal,
+			f.since.UTC().Format(time.TimeOnly), f.err)
+	}
 	if a.now().Before(a.cfg.MinClock) {
 		return fmt.Sprintf("%s: clock unset (before %s)", record.ReasonClock, a.cfg.MinClock.Format(time.DateOnly))
 	}

@@ -113,6 +113,16 @@ func (d *Disk) Freeze() error {
 	return err
 }
 
+// Full fills the disk (full) or frees space on it (!full): while it is
+// full, a write that grows a file, a truncation that grows one and the
+// making of a file or directory fail with ENOSPC, as on a full ext4; writes
+// inside a file's size, syncs, renames and unlinks still work. It stays
+// full across a Cut.
+func (d *Disk) Full(full bool) error {
+	_, err := d.call(request{Op: "full", Full: full})
+	return err
+}
+
 // Cut cuts the power and brings it back: it freezes the disk, unmounts it
 // (every file on it must be closed by then: kill the processes using it
 // first), discards the volatile layer — every write since the last fsync

@@ -76,6 +76,7 @@ type state struct {
 	handles map[uint64]*handle
 	nextFh  uint64
 	frozen  bool // the power is off: every change fails with EIO
+	full    bool // the disk is full: growing a file or making one fails with ENOSPC
 	last    lastWrite
 	rnd     *rand.Rand
 	stats   Stats
@@ -105,6 +106,9 @@ func (s *state) dataPath(ino uint64) string {
 // newNode makes an inode of the given type; a regular file gets an empty
 // backing file.
 func (s *state) newNode(mode uint32, owner fuse.Owner) (*node, fuse.Status) {
+	if s.full {
+		return nil, fuse.Status(syscall.ENOSPC)
+	}
 	n := &node{ino: s.nextIno, mode: mode, uid: owner.Uid, gid: owner.Gid, mtime: time.Now()}
 	switch {
 	case n.isFile():
@@ -200,6 +204,9 @@ func (s *state) write(n *node, data []byte, off int64) fuse.Status {
 	if len(data) == 0 {
 		return fuse.OK
 	}
+	if s.full && off+int64(len(data)) > n.size {
+		return fuse.Status(syscall.ENOSPC)
+	}
 	if err := s.preserve(n, off, off+int64(len(data))); err != nil {
 		return fuse.ToStatus(err)
 	}
@@ -218,6 +225,9 @@ func (s *state) write(n *node, data []byte, off int64) fuse.Status {
 func (s *state) truncate(n *node, size int64) fuse.Status {
 	if size == n.size {
 		return fuse.OK
+	}
+	if s.full && size > n.size {
+		return fuse.Status(syscall.ENOSPC)
 	}
 	if err := s.preserve(n, min(size, n.size), max(size, n.size)); err != nil {
 		return fuse.ToStatus(err)

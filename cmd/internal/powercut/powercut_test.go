@@ -253,6 +253,45 @@ func TestSizeChangesAreVolatile(t *testing.T) {
 	}
 }
 
+// TestFull: a full disk refuses growth and new files with ENOSPC and
+// takes writes inside a file; freed, it grows again.
+func TestFull(t *testing.T) {
+	d := Mount(t, nil)
+	p := durableFile(t, d, "f", []byte("durable"))
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := d.Full(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("D"), 0); err != nil {
+		t.Errorf("a write inside the file on a full disk: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync on a full disk: %v", err)
+	}
+	if _, err := f.WriteAt([]byte("more"), 7); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a write growing the file: %v, want ENOSPC", err)
+	}
+	if err := f.Truncate(1 << 20); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a truncation growing the file: %v, want ENOSPC", err)
+	}
+	if err := os.WriteFile(d.Path("new"), nil, 0o600); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("create on a full disk: %v, want ENOSPC", err)
+	}
+	if err := d.Full(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("more"), 7); err != nil {
+		t.Errorf("a write growing the file after space was freed: %v", err)
+	}
+	if got := content(t, p); string(got) != "Durablemore" {
+		t.Errorf("content %q", got)
+	}
+}
+
 func TestFreeze(t *testing.T) {
 	d := Mount(t, nil)
 	p := durableFile(t, d, "f", []byte("durable"))

@@ -28,8 +28,9 @@ type childSpec struct {
 // request is one command to the serving process, one JSON line on its
 // standard input; it answers each with one reply line on standard output.
 type request struct {
-	Op   string `json:"op"` // freeze, cut, stats, close
+	Op   string `json:"op"` // freeze, full, cut, stats, close
 	Tear bool   `json:"tear,omitempty"`
+	Full bool   `json:"full,omitempty"`
 }
 
 type reply struct {
@@ -83,6 +84,11 @@ func serve(specJSON string) int {
 		case "freeze":
 			s.mu.Lock()
 			s.frozen = true
+			s.mu.Unlock()
+			out.Encode(reply{})
+		case "full":
+			s.mu.Lock()
+			s.full = req.Full
 			s.mu.Unlock()
 			out.Encode(reply{})
 		case "stats":
