@@ -259,10 +259,16 @@ var invariantQueries = []struct{ msg, query string }{
 	{"account in another currency than the ledger's [account, currency, ledger's]", `
 		SELECT a.id, a.currency, s.value FROM accounts a JOIN ledger_settings s ON s.name = 'currency'
 		WHERE a.currency <> s.value`},
+	// A restore moves every account's last serial past its credentials
+	// (Restored): until the account's next credential, made after the
+	// restore, its last serial has none. Accounts made since, and ones
+	// with a credential since, are held to the rule again.
 	{"account's last serial without its credential [account, last]", `
 		SELECT a.id, a.last_serial FROM accounts a WHERE a.last_serial > 0 AND NOT EXISTS (
 			SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.serial = a.last_serial)
-			AND NOT EXISTS (SELECT 1 FROM ledger_settings WHERE name = 'restored_at_ns')`},
+			AND NOT EXISTS (SELECT 1 FROM ledger_settings r WHERE r.name = 'restored_at_ns'
+				AND a.created_ns <= CAST(r.value AS BIGINT) AND NOT EXISTS (
+					SELECT 1 FROM credentials c WHERE c.account_id = a.id AND c.issued_ns > CAST(r.value AS BIGINT)))`},
 }
 
 // checkRating re-rates every account's service day (invariant 5).
