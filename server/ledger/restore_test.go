@@ -3,8 +3,8 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
