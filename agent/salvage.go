@@ -32,12 +32,18 @@ type SalvageReport struct {
 	// State: the device state (seen codes, per-account counters, the
 	// documents and the head of the record chain) was restored.
 	State bool
+	// Scanned: the file's meta pages were lost and it was read page by
+	// page (queue.Salvage.Scanned): records delivered already may be among
+	// Records (the server acks them again), and there is no state.
+	Scanned bool
 }
 
 // Salvage adopts into q (a new or sound queue file of this device) the
 // unsent tap records of deviceID that can be read from the damaged queue
 // file s, so the uplink sends them under their own epoch and sequence
-// numbers (the server settles a resent record once). Each record must
+// numbers (the server settles a resent record once). A file read page by
+// page (both its meta pages lost: queue.Salvage.Scanned) gives up records
+// delivered already too, which the server acks again, and no state. Each record must
 // decode as a tap of this device with its own sequence number and epoch,
 // and agree with the hash chain: a record whose hash the next record's
 // PrevHash (or, for the last one, the stored chain head) contradicts is
@@ -47,14 +53,14 @@ type SalvageReport struct {
 // file twice adds nothing.
 func Salvage(q *queue.Queue, s *queue.Salvage, deviceID string, restoreState bool) (SalvageReport, error) {
 	rep := SalvageReport{File: filepath.Base(s.Path), Epoch: s.Epoch, LostPages: s.LostPages, Expected: s.Expected,
-		LastSeq: s.LastSeq}
+		LastSeq: s.LastSeq, Scanned: s.Scanned}
 	var head []byte
 	for _, kv := range s.State[bucketState] {
 		if bytes.Equal(kv.Key, keyChain) && len(kv.Value) == len(record.Tap{}.PrevHash) {
 			head = kv.Value
 		}
 	}
-	c := &chainCheck{q: q, device: deviceID, rep: &rep, pending: map[string][]queue.Record{}}
+	c := &chainCheck{q: q, device: deviceID, rep: &rep, pending: map[string][]queue.Record{}, scanned: s.Scanned}
 	err := s.Records(func(epoch string, r queue.Record) error {
 		own := epoch == s.Epoch
 		return c.add(epoch, own, r)
@@ -99,6 +105,10 @@ type chainCheck struct {
 	prev     *salvaged // the last record read, not yet judged
 	ownEpoch string    // the file's own epoch, from its records if its meta was lost
 	pending  map[string][]queue.Record
+	// scanned: the file was read page by page (queue.Salvage.Scanned):
+	// state entries and other non-taps come back as records too, and are
+	// passed over rather than counted as damaged.
+	scanned bool
 }
 
 // salvaged is a record read from the damaged file, decoded.
@@ -143,7 +153,9 @@ func (c *chainCheck) judge(want []byte) error {
 	}
 	c.prev = nil
 	if p.tap == nil || p.epoch == "" {
-		c.rep.Damaged++
+		if !c.scanned {
+			c.rep.Damaged++
+		}
 		return nil
 	}
 	if want != nil {

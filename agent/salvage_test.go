@@ -175,3 +175,54 @@ func TestSalvageFindsDamagedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSalvageScannedFile: both meta pages of a queue file with unsent taps
+// are destroyed (its first 8 KiB: a worn card). Nothing led into the file,
+// and its taps waited for a technician; now the file is read page by page:
+// every unsent tap is adopted under its own epoch (taps sent already may
+// come along: the server acks them again), nothing that is not this
+// device's tap is adopted or called damaged, and no state is restored.
+func TestSalvageScannedFile(t *testing.T) {
+	h, _ := salvageHarness(t, 120, 10)
+	oldEpoch := h.q.Epoch()
+	f, _ := os.OpenFile(h.path, os.O_RDWR, 0)
+	f.WriteAt(bytes.Repeat([]byte{0x5a}, 8192), 0)
+	f.Close()
+
+	_, err := queue.Open(h.path, nil)
+	var ce *queue.CorruptError
+	if !errors.As(err, &ce) || ce.MovedTo == "" {
+		t.Fatalf("Open of the damaged file = %v, want it moved aside", err)
+	}
+	s, err := queue.OpenSalvage(ce.MovedTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h.reopenAbove(s)
+	rep, err := Salvage(h.q, s, h.cfg.DeviceID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", rep)
+	if !rep.Scanned || rep.Epoch != oldEpoch || rep.Damaged != 0 || rep.State || rep.Records < 110 || rep.Records > 120 {
+		t.Errorf("report %+v, want epoch %s read page by page, 110 to 120 records, none damaged, no state", rep, oldEpoch)
+	}
+	adopted, err := h.q.PeekAdopted(oldEpoch, 0, 0, 0)
+	if err != nil || len(adopted) != rep.Records {
+		t.Fatalf("PeekAdopted = %d records, %v, want %d", len(adopted), err, rep.Records)
+	}
+	seqs := map[uint64]bool{}
+	for _, r := range adopted {
+		tp, err := record.ParseTap(r.Data)
+		if err != nil || tp.Epoch != oldEpoch || tp.Seq != r.Seq || tp.DeviceID != h.cfg.DeviceID {
+			t.Fatalf("adopted record %d: %+v, %v", r.Seq, tp, err)
+		}
+		seqs[r.Seq] = true
+	}
+	for seq := s.LastSeq - 109; seq <= s.LastSeq; seq++ {
+		if !seqs[seq] {
+			t.Errorf("unsent tap %d not adopted", seq)
+		}
+	}
+}

@@ -96,11 +96,18 @@ type Salvage struct {
 	// LostPages counts the pages that could not be read, with their
 	// subtrees: records and state in them are lost.
 	LostPages int
+	// Scanned: no meta page led into the file's page tree, and the
+	// records were found by reading every page (see scanSalvage): among
+	// them may be records delivered already and state entries, and State
+	// is empty. Archived and Adopted are not counted; Pending counts every
+	// distinct record found.
+	Scanned bool
 
 	w        *salvager
 	root     uint64               // the root bucket's page
 	roots    map[string]bucketRef // the queue's record buckets
 	adoptedR map[string]bucketRef // adopted records, by epoch
+	found    []scanned            // Scanned: the records found
 }
 
 // bucketRef locates a bucket's tree: a root page, or an inline page.
@@ -135,8 +142,11 @@ func OpenSalvage(path string) (*Salvage, error) {
 		s = nil // the root page is lost: try the older meta page
 	}
 	if s == nil {
+		s = scanSalvage(f, path, info.Size())
+	}
+	if s == nil {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s: no valid meta page with a readable root", ErrUnsalvageable, path)
+		return nil, fmt.Errorf("%w: %s: no valid meta page with a readable root, and no page holds a record", ErrUnsalvageable, path)
 	}
 	return s, nil
 }
@@ -264,10 +274,15 @@ func (s *Salvage) readMeta(ref bucketRef) {
 
 // Records calls fn for every unacked record found, in sequence order, with
 // the file's epoch (which may be "" if its meta bucket was lost), then for
-// the adopted records of earlier files it held, with theirs. It stops at
+// the adopted records of earlier files it held, with theirs. Of a Scanned
+// file, it calls fn for every record found, in sequence order, with the
+// epoch "": each record must say its own. It stops at
 // fn's first error and returns it. Malformed records (a bad key, a value
 // shorter than its header) are skipped.
 func (s *Salvage) Records(fn func(epoch string, r Record) error) error {
+	if s.Scanned {
+		return s.scannedRecords(fn)
+	}
 	each := func(epoch string, ref bucketRef, depth int) error {
 		var err error
 		s.w.walk(ref, depth, func(k, v []byte, bucket bool) {

@@ -169,7 +169,7 @@ func salvageFile(q *queue.Queue, s *queue.Salvage, device string, restoreState b
 		return err
 	}
 	st := wire.SalvageStatus{File: rep.File, At: time.Now().UTC(), Epoch: rep.Epoch, Records: rep.Records,
-		Damaged: rep.Damaged, LostPages: rep.LostPages, State: rep.State}
+		Damaged: rep.Damaged, LostPages: rep.LostPages, State: rep.State, Scanned: rep.Scanned}
 	b, _ := json.Marshal(st)
 	if err := q.UpdateState(func(s *queue.State) error { return s.Put(bucketValidator, []byte(keySalvage), b) }); err != nil {
 		return fmt.Errorf("queue: salvage report: %w", err)
@@ -180,7 +180,7 @@ func salvageFile(q *queue.Queue, s *queue.Salvage, device string, restoreState b
 	}
 	log.Log(context.Background(), lvl, "queue: damaged queue file salvaged: its unsent taps are sent under their own epoch",
 		"file", s.Path, "epoch", rep.Epoch, "records", rep.Records, "expected", rep.Expected, "damaged", rep.Damaged,
-		"lost_pages", rep.LostPages, "state_restored", rep.State)
+		"lost_pages", rep.LostPages, "state_restored", rep.State, "read_page_by_page", rep.Scanned)
 	if err := durable.Rename(s.Path, s.Path+salvagedSuffix); err != nil {
 		// Harmless: salvaging it again at the next start adopts nothing new.
 		log.Warn("queue: cannot mark the damaged file salvaged", "file", s.Path, "err", err)

@@ -85,13 +85,14 @@ func (a *StatusAssignment) check() error {
 // SalvageStatus tells the operator that the device's queue file was
 // damaged, moved aside, and what could be read from it.
 type SalvageStatus struct {
-	File      string    `json:"file"`       // the damaged file as moved aside (base name)
-	At        time.Time `json:"at"`         // when it was salvaged (device clock)
-	Epoch     string    `json:"epoch"`      // its queue epoch ("" if unreadable)
-	Records   int       `json:"records"`    // unsent records recovered, sent under that epoch
-	Damaged   int       `json:"damaged"`    // records the hash chain shows damaged: not sent, kept in the file
-	LostPages int       `json:"lost_pages"` // pages that could not be read (records in them are lost)
-	State     bool      `json:"state"`      // the device state (seen codes, documents, chain) was recovered
+	File      string    `json:"file"`              // the damaged file as moved aside (base name)
+	At        time.Time `json:"at"`                // when it was salvaged (device clock)
+	Epoch     string    `json:"epoch"`             // its queue epoch ("" if unreadable)
+	Records   int       `json:"records"`           // unsent records recovered, sent under that epoch
+	Damaged   int       `json:"damaged"`           // records the hash chain shows damaged: not sent, kept in the file
+	LostPages int       `json:"lost_pages"`        // pages that could not be read (records in them are lost)
+	State     bool      `json:"state"`             // the device state (seen codes, documents, chain) was recovered
+	Scanned   bool      `json:"scanned,omitempty"` // both meta pages were lost: read page by page (delivered records resent too, no state)
 }
 
 // MarshalBinary encodes the status payload (JSON).
