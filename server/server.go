@@ -103,6 +103,11 @@ type Config struct {
 	// keyring other instances rotate) are read from the ledger without a
 	// change made here (default ingest.DefaultPollInterval, 10 s).
 	PollInterval time.Duration
+	// DeviceAsideBudget is how many records of one device an hour the
+	// server keeps aside (quarantined, held, flagged) before it leaves the
+	// device's batches unacked until the budget refills
+	// (ingest.Config.AsideBudget: 0, 5,000; negative: none).
+	DeviceAsideBudget int
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -270,6 +275,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.ingest, err = ingest.New(ingest.Config{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
 		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),
+		AsideBudget: cfg.DeviceAsideBudget,
 	}, (*store)(s)); err != nil {
 		return nil, err
 	}

@@ -122,6 +122,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		b        *ingest.Batch
 		from, to int
 		maxSeq   uint64
+		aside    int // records quarantined or held
 	}
 	spans := make([]span, 0, len(bs))
 	ids := make([]string, 0, len(bs))
@@ -139,11 +140,12 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 			if err := st.keepAsideRevoked(ctx, b); err != nil {
 				return err
 			}
+			b.Aside = len(b.Taps)
 			continue
 		}
 		t, q, h, m := st.classify(b, assigned[b.DeviceID])
 
-		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
+		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m, aside: len(q) + len(h)})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}
 	if len(spans) == 0 {
@@ -177,6 +179,15 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	for _, sp := range spans {
 		if err := st.quarantineConflicts(ctx, sp.b, taps[sp.from:sp.to], res[sp.from:sp.to]); err != nil {
 			return err
+		}
+		// What the device's budget of records kept aside is charged
+		// (ingest.Config.AsideBudget): a stolen validator signing junk or
+		// replaying codes it read is bounded by it, not by the disk.
+		sp.b.Aside = sp.aside
+		for _, r := range res[sp.from:sp.to] {
+			if r.Conflict || r.Flag != "" && !r.Duplicate {
+				sp.b.Aside++
+			}
 		}
 	}
 	s.observeLag(taps, res)

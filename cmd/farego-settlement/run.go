@@ -18,6 +18,7 @@ import (
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/sync/ingest"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -46,6 +47,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
 	keyActivation := fs.Duration("key-activation", keys.DefaultKeyActivation, "how long after a rotation the new issuer key starts signing (the keyring reaches offline validators first); 0s: at once")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
+	fs.IntVar(&c.DeviceAsideBudget, "device-aside-budget", ingest.DefaultAsideBudget, "records of one device an hour (and at once) the server keeps aside — quarantined, held or flagged — before it stops taking the device's batches until the budget refills (-1: no budget)")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.Func("trusted-proxy", "a reverse proxy in front of the HTTP API (an address or CIDR; repeat it, or separate with commas): its requests count against the client its X-Forwarded-For names", func(v string) error {
 		for f := range strings.SplitSeq(v, ",") {
@@ -68,6 +70,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.Policy.MaxAge < 0 || c.Policy.Skew < 0 {
 		return cli.Usagef(stderr, "farego-settlement run", "--max-age and --skew must not be negative (0: the defaults, %v and %v)",
 			paycode.DefaultMaxAge, paycode.DefaultSkew)
+	}
+	if c.DeviceAsideBudget == 0 || c.DeviceAsideBudget < -1 {
+		return cli.Usagef(stderr, "farego-settlement run", "--device-aside-budget %d: records an hour, at least 1 (-1: no budget)", c.DeviceAsideBudget)
 	}
 	if c.CredentialTTL <= 0 {
 		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",

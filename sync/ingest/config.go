@@ -191,6 +191,12 @@ type Config struct {
 	// CommitTimeout bounds each Store call (default DefaultCommitTimeout).
 	CommitTimeout time.Duration
 
+	// AsideBudget is how many records of one device per hour (and at
+	// once) the Store may keep aside — Batch.Aside — before the Ingest
+	// leaves that device's batches unacked until its budget refills
+	// (default DefaultAsideBudget; negative: no budget).
+	AsideBudget int
+
 	// PublishTimeout bounds the wait for the broker to take an ack or a
 	// replay request (default DefaultPublishTimeout).
 	PublishTimeout time.Duration
@@ -235,6 +241,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = DefaultCommitTimeout
+	}
+	if c.AsideBudget == 0 {
+		c.AsideBudget = DefaultAsideBudget
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout

@@ -124,6 +124,7 @@ func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *
 // does not hold the others back. A batch is acked only after its own
 // taps are committed.
 func (in *Ingest) commitBatches(ctx context.Context, group []*prepared) {
+	group = in.withinBudget(group)
 	var bs []*Batch
 	var rest []*prepared
 	for _, p := range group {
@@ -154,6 +155,23 @@ func (in *Ingest) commitBatches(ctx context.Context, group []*prepared) {
 	}
 }
 
+// withinBudget returns the batches of group whose devices have not used
+// up their aside budget, and refuses the others (not committed, not
+// acked).
+func (in *Ingest) withinBudget(group []*prepared) []*prepared {
+	out := group[:0]
+	for _, p := range group {
+		if in.aside.over(p.batch.DeviceID) {
+			in.refuse(RejectAsideBudget, p.batch.DeviceID, wire.KindTaps, p.size,
+				fmt.Errorf("more than %d of its records kept aside in an hour (quarantined, held or flagged): "+
+					"not taken until the budget refills; a validator that is not stolen or broken keeps a few a day", in.cfg.AsideBudget))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // commitFailed counts and logs a failed commit (once per run of failures).
 func (in *Ingest) commitFailed(p *prepared, err error) {
 	in.stats.reject(RejectCommitFailed)
@@ -168,6 +186,7 @@ func (in *Ingest) commitFailed(p *prepared, err error) {
 // committed acks a committed batch (a revoked device's is not acked).
 func (in *Ingest) committed(ctx context.Context, pb *prepared) {
 	id, b := pb.batch.DeviceID, pb.batch
+	in.aside.charge(id, b.Aside)
 	if n := in.commitStreak.Swap(0); n > 0 {
 		in.log.Info(fmt.Sprintf("ingest: commits working again after %d failures", n), logKeyCount, n)
 	}

@@ -26,6 +26,7 @@ type Ingest struct {
 	verifier *paycode.Verifier
 	stats    *counters
 	limit    *ratelog.Limiter
+	aside    *asideBudget
 
 	queue   *fairQueue
 	conn    atomic.Pointer[conn] // the current Run's connection
@@ -59,6 +60,7 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		verifier: paycode.NewVerifier(cfg.VerifierCacheSize),
 		stats:    newCounters(cfg.Metrics),
 		limit:    ratelog.New(cfg.Now, ratelog.DefaultEvery),
+		aside:    newAsideBudget(cfg.AsideBudget, cfg.Now),
 		queue:    newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {

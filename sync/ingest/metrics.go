@@ -43,12 +43,16 @@ const (
 	RejectAckFailed = "ack_failed"
 	// RejectStatusFailed: Store.Status failed.
 	RejectStatusFailed = "status_failed"
+	// RejectAsideBudget: the store kept more of the device's records aside
+	// in the last hour than Config.AsideBudget: its batch is not committed
+	// nor acked (it sends it again once the budget has refilled).
+	RejectAsideBudget = "aside_budget"
 )
 
 // RejectReasons lists every reject reason.
 var RejectReasons = []string{
 	RejectQueueFull, RejectDeviceQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectRevokedDevice, RejectBadSignature,
-	RejectDeviceMismatch, RejectStoreError, RejectCommitFailed, RejectAckFailed, RejectStatusFailed,
+	RejectDeviceMismatch, RejectStoreError, RejectCommitFailed, RejectAckFailed, RejectStatusFailed, RejectAsideBudget,
 }
 
 // Metrics are hooks for counters (for example Prometheus counters). Each is

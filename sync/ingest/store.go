@@ -60,6 +60,11 @@ type Batch struct {
 	// Revoked: the device was revoked. The store must keep the records
 	// aside and charge nothing; the ingest does not ack them.
 	Revoked bool
+	// Aside is set by the store when it commits the batch: how many of its
+	// records it kept aside (quarantined, held, or stored flagged and
+	// uncharged) for the first time. The Ingest charges them to the
+	// device's budget (Config.AsideBudget).
+	Aside int
 }
 
 // Tap is one record of a batch with the outcome of its checks.

@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/wire"
 )
@@ -320,6 +321,77 @@ func TestAttackFlood(t *testing.T) {
 	}
 	if refusedLogins.Load() == 0 {
 		t.Error("the flooding device was never refused a login")
+	}
+	victimSettles(t, ctx, r, victim)
+	verifyClean(t, ctx, r)
+}
+
+// TestAttackAsideBudget: a stolen validator signs batches of junk — within
+// the broker's publication budget, which let one device write some 800
+// records a second into the ledger's quarantine, gigabytes a day, for as
+// long as nobody revoked it. The server keeps aside at most its budget of
+// one device's records an hour (here 100) and leaves the rest unacked;
+// the log and the metrics say so; an honest device's taps settle
+// meanwhile; the ledger verifies.
+func TestAttackAsideBudget(t *testing.T) {
+	const budget, perBatch, batches = 100, 10, 40
+	r, ctx := newRig(t)
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	r.ServerArgs = []string{"--device-aside-budget", fmt.Sprint(budget)}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := provisionAttacker(t, ctx, r, "attacker-7")
+	victim := startDevice(t, ctx, r, "victim-7", fast...)
+	c, _, err := a.dial("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(0)
+	for i := range batches {
+		b := wire.Batch{DeviceID: a.id, Epoch: "junk", SentAt: time.Now()}
+		for j := range perBatch {
+			data := make([]byte, 64)
+			rand.Read(data)
+			b.Records = append(b.Records, wire.Record{Seq: uint64(i*perBatch + j + 1), Data: data})
+		}
+		p, _ := b.MarshalBinary()
+		msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
+		if tok := c.Publish("farego/dev/"+a.id+"/taps", 1, false, msg); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+		time.Sleep(20 * time.Millisecond) // the device queue holds 8: let the ingest take them
+	}
+	victimSettles(t, ctx, r, victim)
+
+	st, err := ledger.Open(ctx, "sqlite:"+filepath.Join(r.DataDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var kept int64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		log, _ := os.ReadFile(filepath.Join(r.Dir, "server.log"))
+		if n, err := st.QuarantineCount(ctx); err == nil && n >= budget && strings.Contains(string(log), "reason=aside_budget") {
+			kept = n
+			break
+		}
+		if time.Now().After(deadline) {
+			n, _ := st.QuarantineCount(ctx)
+			t.Fatalf("%d records kept aside and no aside_budget refusal logged", n)
+		}
+	}
+	time.Sleep(2 * time.Second) // whatever is still on its way
+	if kept, err = st.QuarantineCount(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of the attacker's %d junk records kept aside (budget %d an hour)", kept, batches*perBatch, budget)
+	// At most the budget and the batches one commit took at once (a
+	// device queue holds 8) before the budget was charged.
+	if kept > budget+8*perBatch {
+		t.Errorf("%d records kept aside; want at most the budget %d and 8 batches", kept, budget)
 	}
 	victimSettles(t, ctx, r, victim)
 	verifyClean(t, ctx, r)

@@ -81,7 +81,9 @@ type Rig struct {
 	DB string
 	// LogLevel is the server's --log-level (default debug).
 	LogLevel string
-	broker   *proc
+	// ServerArgs are added to the server's flags at its next start.
+	ServerArgs []string
+	broker     *proc
 }
 
 // New makes a rig in dir using the binaries in bin. Progress goes to log.
@@ -230,6 +232,7 @@ func (r *Rig) StartServer(ctx context.Context) error {
 		http = r.HTTP
 	}
 	args := append(append([]string{"run", "--data", r.serverDir(), "--http", http, "--log-level", r.logLevel()}, rigServerFlags...), r.dbArgs()...)
+	args = append(args, r.ServerArgs...)
 	if r.ExternalBroker {
 		args = append(args, "--broker", "tcp://"+r.MQTT)
 	} else {
