@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent"
@@ -98,11 +99,22 @@ func ctlSocketPath(cfg *Config) string {
 	}
 }
 
-// ctlServer answers the control socket.
+// ctlServer answers the control socket. It listens from the start: until
+// the queue file is open (the validator may wait hours for its clock)
+// status says why it is not running yet, and the other ops are refused.
 type ctlServer struct {
-	a   *agent.Agent
-	q   *queue.Queue
-	log *slog.Logger
+	device string
+	log    *slog.Logger
+	// starting says why the validator takes no taps before it runs.
+	starting func() string
+	running  atomic.Pointer[ctlRunning]
+}
+
+// ctlRunning is what the control socket answers from once the validator
+// runs.
+type ctlRunning struct {
+	a *agent.Agent
+	q *queue.Queue
 	// connected reports the uplink's connection (nil without one).
 	connected func() bool
 	// statusProblem reports uplink.Stats.StatusProblem (nil without one).
@@ -199,12 +211,16 @@ func (s *ctlServer) handle(c net.Conn) {
 }
 
 func (s *ctlServer) do(req ctlRequest) ctlResponse {
+	r := s.running.Load()
 	switch req.Op {
 	case "status":
 	case "route", "vehicle":
-		set := s.a.AssignLocalVehicle
+		if r == nil {
+			return ctlResponse{Error: fmt.Sprintf("the validator is not running yet (%s): set the %s once it is", s.starting(), req.Op)}
+		}
+		set := r.a.AssignLocalVehicle
 		if req.Op == "route" {
-			set = s.a.AssignLocalRoute
+			set = r.a.AssignLocalRoute
 		}
 		if err := set(req.Value); err != nil {
 			return ctlResponse{Error: err.Error()}
@@ -213,28 +229,31 @@ func (s *ctlServer) do(req ctlRequest) ctlResponse {
 	default:
 		return ctlResponse{Error: fmt.Sprintf("unknown op %q (want status, route or vehicle)", req.Op)}
 	}
-	st := s.status()
+	st := s.status(r)
 	return ctlResponse{OK: true, Status: &st}
 }
 
-func (s *ctlServer) status() ctlStatus {
-	as := s.a.Assignment()
-	st := ctlStatus{Device: s.a.DeviceID(), Software: agent.Version, Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
-		ServerVersion: as.ServerVersion, OutOfService: s.a.OutOfService(), Versions: record.DocumentVersions(s.a.Versions())}
+func (s *ctlServer) status(r *ctlRunning) ctlStatus {
+	if r == nil {
+		return ctlStatus{Device: s.device, Software: agent.Version, OutOfService: s.starting(), Versions: map[string]uint64{}}
+	}
+	as := r.a.Assignment()
+	st := ctlStatus{Device: r.a.DeviceID(), Software: agent.Version, Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
+		ServerVersion: as.ServerVersion, OutOfService: r.a.OutOfService(), Versions: record.DocumentVersions(r.a.Versions())}
 	st.InService = st.OutOfService == ""
-	if qs, err := s.q.Stats(); err == nil {
+	if qs, err := r.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted
 	}
-	if off, _, ok := s.a.ClockOffset(); ok {
+	if off, _, ok := r.a.ClockOffset(); ok {
 		ms := off.Milliseconds()
 		st.ClockOffsetMS = &ms
 	}
-	if s.connected != nil {
-		c := s.connected()
+	if r.connected != nil {
+		c := r.connected()
 		st.UplinkConnected = &c
 	}
-	if s.statusProblem != nil {
-		st.UplinkStatusProblem = s.statusProblem()
+	if r.statusProblem != nil {
+		st.UplinkStatusProblem = r.statusProblem()
 	}
 	return st
 }
@@ -299,7 +318,7 @@ func ctlCall(socket string, req ctlRequest) (*ctlResponse, error) {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("%w (join the socket's group, farego, or run as the validator's user)", err)
 		}
-		return nil, fmt.Errorf("%w (is the validator running? One waiting for its clock to be set, or still opening its queue file, has no socket yet: see its log; --socket or $FAREGO_CTL_SOCKET names another socket)", err)
+		return nil, fmt.Errorf("%w (is the validator running? see its log; --socket or $FAREGO_CTL_SOCKET names another socket)", err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(ctlDeadline))

@@ -153,6 +153,20 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 		return 0
 	})
+	// The control socket answers from now: a technician at a validator
+	// waiting for its clock (hours, without a network) asks it why.
+	cs := &ctlServer{device: cfg.DeviceID, log: log.With("part", "ctl"), starting: func() string {
+		if clock.waiting.Load() {
+			return fmt.Sprintf("%s: clock unset (%s, before %s): waiting for it to be set before opening the queue file",
+				record.ReasonClock, time.Now().UTC().Format(time.RFC3339), minClock.UTC().Format(time.DateOnly))
+		}
+		return "starting: opening the queue file"
+	}}
+	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
+	if err != nil {
+		return err
+	}
+	defer stopCtl()
 	lang := cfg.language()
 	clock.onWait = func() {
 		startScanners()
@@ -233,16 +247,13 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
-	cs := &ctlServer{a: a, q: q, log: log.With("part", "ctl")}
+	running := &ctlRunning{a: a, q: q}
 	if up != nil {
-		cs.connected = func() bool { return up.Stats().Connected }
-		cs.statusProblem = func() string { return up.Stats().StatusProblem }
+		running.connected = func() bool { return up.Stats().Connected }
+		running.statusProblem = func() string { return up.Stats().StatusProblem }
 	}
-	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
-	if err != nil {
-		return err
-	}
-	defer stopCtl()
+	cs.running.Store(running)
+	defer cs.running.Store(nil) // before the queue file closes
 	stopUplink := runUplink(ctx, up, log)
 	var restart atomic.Bool
 	// A new version is confirmed (no rollback) only once its tap loop has

@@ -378,11 +378,19 @@ func TestRunRiskCapAndQueueFull(t *testing.T) {
 // stays out of service, says why, and starts one only once the clock is
 // set. An existing file is used as it is, out of service too.
 func TestRunClockUnset(t *testing.T) {
-	d := newDevice(t, `min_clock = 2099-01-01T00:00:00Z`, "\n[metrics]\nlisten = \"127.0.0.1:0\"")
+	d := newDevice(t, `min_clock = 2099-01-01T00:00:00Z`, "\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[ctl]\nsocket = \"ctl.sock\"")
 	d.start()
 	expectLine(t, d.scan(d.issuer.Rider(t, 3001, time.Now()).Code(t, time.Now())), "OUT OF SERVICE  Out of service: clock")
 	if m := d.metrics(); !strings.Contains(m, "\nfarego_out_of_service 1\n") {
 		t.Errorf("metrics while waiting for the clock:\n%s", m)
+	}
+	// The technician asks it why (it had no control socket until the
+	// clock was set: hours, on a validator without a network).
+	if st := d.mustCtl("status"); st.InService || !strings.HasPrefix(st.OutOfService, "clock: clock unset") || st.Device == "" {
+		t.Errorf("ctl status while waiting for the clock: %+v", st)
+	}
+	if _, stderr, err := d.ctl("route", "43"); err == nil || !strings.Contains(stderr, "not running yet") {
+		t.Errorf("ctl route while waiting for the clock: %v, %q", err, stderr)
 	}
 	d.stop()
 	if !strings.Contains(d.logText.String(), "clock unset: not starting a new queue file") {
