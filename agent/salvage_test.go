@@ -47,6 +47,36 @@ func (h *harness) reopenAbove(s *queue.Salvage) {
 	h.q = q
 }
 
+// salvageDamaged writes damage at off in the harness's closed queue file,
+// has the next Open move it aside, opens a new file above it and salvages
+// the damaged one into it (with its state), as a validator does at start.
+func (h *harness) salvageDamaged(damage []byte, off int64) (*queue.Salvage, SalvageReport) {
+	t := h.t
+	t.Helper()
+	f, err := os.OpenFile(h.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(damage, off)
+	f.Close()
+	_, err = queue.Open(h.path, nil)
+	var ce *queue.CorruptError
+	if !errors.As(err, &ce) || ce.MovedTo == "" {
+		t.Fatalf("Open of the damaged file = %v, want it moved aside", err)
+	}
+	s, err := queue.OpenSalvage(ce.MovedTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	h.reopenAbove(s)
+	rep, err := Salvage(h.q, s, h.cfg.DeviceID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, rep
+}
+
 // TestSalvageAdoptsAndRestoresState: a queue file with unsent taps is
 // damaged (one page of records zeroed) and moved aside at the next start.
 // What can be read is adopted by the new file, under the old epoch, with
@@ -58,25 +88,7 @@ func TestSalvageAdoptsAndRestoresState(t *testing.T) {
 	if err != nil || len(ids) < 3 {
 		t.Fatalf("LeafPages = %v, %v", ids, err)
 	}
-	f, _ := os.OpenFile(h.path, os.O_RDWR, 0)
-	f.WriteAt(make([]byte, pageSize), int64(ids[1])*int64(pageSize))
-	f.Close()
-
-	_, err = queue.Open(h.path, nil)
-	var ce *queue.CorruptError
-	if !errors.As(err, &ce) || ce.MovedTo == "" {
-		t.Fatalf("Open of the damaged file = %v, want it moved aside", err)
-	}
-	s, err := queue.OpenSalvage(ce.MovedTo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	h.reopenAbove(s)
-	rep, err := Salvage(h.q, s, h.cfg.DeviceID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rep := h.salvageDamaged(make([]byte, pageSize), int64(ids[1])*int64(pageSize))
 	t.Logf("%+v", rep)
 	if rep.Epoch != oldEpoch || rep.LostPages != 1 || rep.Damaged != 0 || !rep.State || rep.Expected != 110 ||
 		rep.Records >= 110 || rep.Records < 80 {
@@ -185,25 +197,7 @@ func TestSalvageFindsDamagedRecord(t *testing.T) {
 func TestSalvageScannedFile(t *testing.T) {
 	h, _ := salvageHarness(t, 120, 10)
 	oldEpoch := h.q.Epoch()
-	f, _ := os.OpenFile(h.path, os.O_RDWR, 0)
-	f.WriteAt(bytes.Repeat([]byte{0x5a}, 8192), 0)
-	f.Close()
-
-	_, err := queue.Open(h.path, nil)
-	var ce *queue.CorruptError
-	if !errors.As(err, &ce) || ce.MovedTo == "" {
-		t.Fatalf("Open of the damaged file = %v, want it moved aside", err)
-	}
-	s, err := queue.OpenSalvage(ce.MovedTo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	h.reopenAbove(s)
-	rep, err := Salvage(h.q, s, h.cfg.DeviceID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rep := h.salvageDamaged(bytes.Repeat([]byte{0x5a}, 8192), 0)
 	t.Logf("%+v", rep)
 	if !rep.Scanned || rep.Epoch != oldEpoch || rep.Damaged != 0 || rep.State || rep.Records < 110 || rep.Records > 120 {
 		t.Errorf("report %+v, want epoch %s read page by page, 110 to 120 records, none damaged, no state", rep, oldEpoch)
