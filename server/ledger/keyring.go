@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/farego/farego/agent/paycode"
 )
 
-// MaxKeyringSize bounds a stored keyring (paycode.MaxKeyringFileSize).
-const MaxKeyringSize = 1 << 20
+// MaxKeyringSize bounds a stored keyring: the largest keyring file and
+// the seal around it (keys.Dir seals what it stores).
+const MaxKeyringSize = paycode.MaxKeyringFileSize + 1<<10
 
 // LatestKeyring returns the newest issuer keyring stored (its version and
 // the body keys.Dir stored: the keyring sealed by the issuer root), or
