@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 
 	"github.com/farego/farego/agent/paycode"
 )
@@ -58,7 +57,7 @@ func (s *Store) StoreKeyring(ctx context.Context, v uint64, body []byte) (bool, 
 	err := s.write(ctx, "store keyring", func(t *txn) error {
 		n, err := t.execCount("store keyring", `INSERT INTO issuer_keyrings (version, keyring, created_ns)
 			SELECT $1, $2, $3 WHERE $4 > (SELECT COALESCE(MAX(version), 0) FROM issuer_keyrings)
-			ON CONFLICT (version) DO NOTHING`, int64(v), string(body), time.Now().UnixNano(), int64(v))
+			ON CONFLICT (version) DO NOTHING`, int64(v), string(body), t.now, int64(v))
 		stored = n == 1
 		return err
 	})
