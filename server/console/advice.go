@@ -60,6 +60,10 @@ var noteAdvice = map[string]advice{
 		"The record's rider profile is not the credential's; the credential's profile was charged.",
 		"A validator bug or tampering: check the device's software.",
 		"the credential's profile"},
+	ledger.NoteSameDeviceReuse: {
+		"One validator recorded the same code more than once. A validator refuses a code it took, so this is the device's doing, not the rider's: charged nothing, credential not denied.",
+		"Look at the device on the fleet page: stolen, tampered, or its queue file put back from a backup. Revoke it if it keeps doing this.",
+		"nothing"},
 	ledger.NoteCodeReuseWindow: {
 		"The code was shown again on another bus within the reuse window, once: what a rider does on a quick transfer. Charged nothing, credential not denied.",
 		"Nothing, unless one account shows many of these.",

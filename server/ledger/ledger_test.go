@@ -1306,7 +1306,7 @@ func TestCodeReuseDeniesOtherCredentials(t *testing.T) {
 		}
 		// An account with no other valid credential: only the credential.
 		c := mkTap("bus-3", 1, other, at(10), "")
-		d := mkTap("bus-3", 2, other, at(12), "")
+		d := mkTap("bus-4", 1, other, at(12), "") // another door of the same bus
 		d.CodeKey = c.CodeKey
 		commit(t, s, c, d)
 		if dl := denyList(t, s); !hasDeny(dl, other, 1, ReasonCodeReused) || hasDeny(dl, other, 0, ReasonCodeReusedAccount) {

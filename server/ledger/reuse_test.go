@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -55,6 +57,53 @@ func TestReuseRuleBounds(t *testing.T) {
 		commit(t, s, a, b)
 		if denied(other) {
 			t.Errorf("a quick transfer on the next service day was counted with the day before")
+		}
+	})
+}
+
+// TestSameDeviceReuseNotTheRiders: one device sends a code it was shown
+// twice, as two records of its own. A validator refuses a code it took
+// (code_used), so that is the device's word alone — a stolen validator
+// got every rider who tapped it deny-listed, pass and account, that way
+// (an attack review), and a validator whose queue file was put back from
+// a backup did the same to honest riders. The second record is charged
+// nothing and noted same_device_reuse; the rider is not denied. The same
+// code at another device still denies the pass.
+func TestSameDeviceReuseNotTheRiders(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		victim := newAccount(t, s, 2000)
+		// The wallet renews at half-life: a second live pass.
+		if _, err := s.IssueCredentialSerial(context.Background(), victim, time.Now().Add(24*time.Hour), riderKey(victim)); err != nil {
+			t.Fatal(err)
+		}
+		shown := mkTap("evil-bus", 1, victim, at(0), "")
+		again := mkTap("evil-bus", 2, victim, at(0).Add(time.Second), "")
+		again.CodeKey = shown.CodeKey
+		commit(t, s, shown)
+		r := commit(t, s, again)
+		if r[0].Flag != FlagDuplicateCode || r[0].Charge != 0 || !slices.Contains(r[0].Notes, NoteSameDeviceReuse) {
+			t.Errorf("the device's second record of the code: %+v; want duplicate_code, nothing charged, noted %s", r[0], NoteSameDeviceReuse)
+		}
+		if dl := denyList(t, s); hasDeny(dl, victim, 1, ReasonCodeReused) || hasDeny(dl, victim, 0, ReasonCodeReusedAccount) {
+			t.Errorf("one device's word deny-listed the rider: %+v", dl.Entries)
+		}
+		if b := balance(t, s, victim); b != 2000-250 {
+			t.Errorf("balance %d; want one fare", b)
+		}
+		// Both in one batch, and then at another device: that one denies.
+		other := newAccount(t, s, 2000)
+		a, b := mkTap("evil-bus", 10, other, at(30), ""), mkTap("evil-bus", 11, other, at(31), "")
+		b.CodeKey = a.CodeKey
+		commit(t, s, a, b)
+		if hasDeny(denyList(t, s), other, 1, ReasonCodeReused) {
+			t.Error("one device's two records in one batch deny-listed the rider")
+		}
+		c := mkTap("bus-2", 1, other, at(40), "")
+		c.CodeKey = a.CodeKey
+		commit(t, s, c)
+		if !hasDeny(denyList(t, s), other, 1, ReasonCodeReused) {
+			t.Error("the code shown at a second device too: not denied")
 		}
 	})
 }

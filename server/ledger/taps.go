@@ -605,9 +605,19 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		if err != nil {
 			return nil, err
 		}
+		// Every use recorded by one device: its word alone (see
+		// NoteSameDeviceReuse). A stolen validator that sent a code it
+		// was shown twice got the rider's passes and account denied.
+		sameDevice := !innocent && keeper.tapID != "" && len(lost) > 0
+		for _, l := range lost {
+			sameDevice = sameDevice && l.tapID != "" && l.device == keeper.device
+		}
 		note := ""
-		if innocent {
+		switch {
+		case innocent:
 			note = NoteCodeReuseWindow
+		case sameDevice:
+			note = NoteSameDeviceReuse
 		}
 		for _, l := range losers {
 			l.flag, l.notes, l.version = FlagDuplicateCode, nil, 0
@@ -628,6 +638,12 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 			cw.counts = append(cw.counts, codeCount{key: key, reuses: reuses})
 		}
 		if len(lost) == 0 {
+			continue
+		}
+		if sameDevice {
+			t.s.log.Warn("ledger: one device recorded one payment code more than once (a validator refuses a code it took): "+
+				"later uses not charged, the rider not denied; look at the device (stolen, tampered, or its queue file put back from a backup)",
+				"device", keeper.device, "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash, "uses", reuses+1)
 			continue
 		}
 		if err := t.reused(win.tp, reuses, innocent, creds); err != nil {

@@ -58,6 +58,13 @@ const (
 	// innocent rider showing one code on two buses of a quick transfer
 	// does. It is charged nothing and does not deny the credential.
 	NoteCodeReuseWindow = "code_reuse_window"
+	// NoteSameDeviceReuse is set on a duplicate_code tap whose every use
+	// of the code was recorded by one device: a validator refuses a code
+	// it took once (code_used), so two records of one code from it are
+	// the device's word (a stolen or tampered validator, or its queue file
+	// put back from a backup), not evidence against the rider. It is
+	// charged nothing and does not deny the credential.
+	NoteSameDeviceReuse = "same_device_reuse"
 )
 
 // Deny reasons the ledger sets itself. Operators use their own (see Deny).
