@@ -55,7 +55,7 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 		switch {
 		case t.Verdict == paycode.ReasonUnknownIssuerKey:
 			continue // still cannot tell
-		case t.Tap == nil || t.Code == nil:
+		case t.Tap == nil || t.Code == nil || !t.Attributable():
 			bad = append(bad, ledger.QuarantinedRecord{DeviceID: h.DeviceID, Epoch: h.Epoch, Seq: h.Seq,
 				Reason: string(t.Verdict), Record: h.Record})
 			continue

@@ -29,8 +29,10 @@ func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, e
 // Commit settles a verified batch: unreadable records are quarantined;
 // taps whose code the server cannot check with its current state (an issuer
 // key its keyring lacks) are held aside, to be re-checked when the keyring
-// changes; taps whose code is invalid in itself are stored flagged and
-// uncharged; the rest are charged by the ledger from the server's own fare
+// changes; taps whose code fails only on time (issuer and rider
+// signatures good) are stored flagged and uncharged, and those whose pass
+// or rider signature does not verify quarantined (nothing but the device
+// says whose they are); the rest are charged by the ledger from the server's own fare
 // tables. A tap id the ledger already holds with other contents is
 // quarantined too, never acked as if settled. A batch the ledger refuses
 // as invalid is retried tap by tap so one bad record cannot block a
@@ -74,6 +76,13 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 		case t.Verdict == paycode.ReasonUnknownIssuerKey:
 			held = append(held, ledger.HeldTap{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq, Reason: string(t.Verdict),
 				Record: t.Record})
+		case !t.Attributable():
+			// Not stored under the account its code names: nothing but
+			// the device says it is that rider's.
+			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
+				Reason: string(t.Verdict), Record: t.Record})
+			s.log.Warn("tap whose code's credential or rider signature does not verify: quarantined, not stored under the account it names",
+				"tap", t.ID, "verdict", t.Verdict, "code_hash", t.CodeHash)
 		default:
 			lt := ledgerTap(b.DeviceID, b.Epoch, t)
 			if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {

@@ -257,3 +257,106 @@ func testStore(t *testing.T, l *ledger.Store, devices ...string) *store {
 	}
 	return (*store)(&Server{ledger: l, log: slog.New(slog.DiscardHandler), pub: publisher})
 }
+
+// TestUnattributableTapsQuarantined: a tap is stored under the account its
+// code names only if the rider's own code says so — verified, or failed
+// only on time with the issuer's signature on the pass and the rider's on
+// the code. A stolen validator made up rides in any account's history
+// (flagged invalid_code, shown to the rider) from codes with a garbage
+// signature, or from a pass it had seen with a code it could not sign;
+// those are quarantined now, and the rider's own late code still shows.
+func TestUnattributableTapsQuarantined(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now := time.Now()
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
+		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutFareTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	st := testStore(t, l, "bus-1")
+	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(ctx, acct.ID, 10_000, "test"); err != nil {
+		t.Fatal(err)
+	}
+	issuer := paycodetest.NewIssuer(t, 1, now)
+	rider := issuer.Rider(t, acct.ID, now)
+	if _, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	verifier := paycode.NewVerifier(0)
+	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e"}
+	add := func(codeAt, tapAt time.Time, damage int) paycode.Reason {
+		raw, err := paycode.ParseText(rider.Code(t, codeAt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs := raw.Bytes()
+		if damage > 0 {
+			bs[damage] ^= 1
+		}
+		code, err := paycode.ParseCode(bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := uint64(len(b.Taps) + 1)
+		rec := &record.Tap{DeviceID: "bus-1", Epoch: "e", Seq: seq, Time: tapAt, Route: "42", Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 1, Code: bs}
+		d := verifier.VerifyCode(code, tapAt, issuer.Keyring, paycode.Policy{})
+		b.Taps = append(b.Taps, ingest.Tap{Seq: seq, ID: rec.ID(), Record: fmt.Appendf(nil, "record %d", seq), Tap: rec, Code: code,
+			CodeHash: paycode.ShortHash(paycode.EncodeText(bs)), Verdict: d.Reason})
+		return d.Reason
+	}
+	const issuerSig, riderSig = 100, 150 // a byte of the pass's issuer signature, of the code's rider signature
+	later := now.Add(48 * time.Hour)     // the pass has expired
+	for _, c := range []struct {
+		codeAt, tapAt time.Time
+		damage        int
+		verdict       paycode.Reason
+	}{
+		{now, now, 0, ""}, // charged
+		{now.Add(-time.Hour), now, 0, paycode.ReasonCodeExpired},              // the rider's own, late: flagged, shown
+		{later, later, 0, paycode.ReasonCredentialExpired},                    // the rider's own, pass expired: flagged, shown
+		{now, now, issuerSig, paycode.ReasonBadCredentialSignature},           // quarantined
+		{now.Add(time.Minute), now, riderSig, paycode.ReasonBadCodeSignature}, // quarantined
+		{later, later, riderSig, paycode.ReasonCredentialExpired},             // a pass seen, a code not the rider's: quarantined
+	} {
+		if v := add(c.codeAt, c.tapAt, c.damage); v != c.verdict {
+			t.Fatalf("tap %d verdict %q; want %q", len(b.Taps), v, c.verdict)
+		}
+	}
+	if err := st.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Aside != 5 {
+		t.Errorf("batch Aside %d; want 5 (2 flagged, 3 quarantined)", b.Aside)
+	}
+	rides, err := l.Rides(ctx, acct.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rides {
+		got = append(got, r.TapID+":"+r.Flag)
+	}
+	slices.Sort(got)
+	if want := []string{"bus-1/e/1:", "bus-1/e/2:invalid_code", "bus-1/e/3:invalid_code"}; !slices.Equal(got, want) {
+		t.Errorf("the rider's rides %v; want %v", got, want)
+	}
+	if n, err := l.QuarantineCount(ctx); err != nil || n != 3 {
+		t.Errorf("quarantined %d, %v; want 3", n, err)
+	}
+	if a, err := l.Account(ctx, acct.ID); err != nil || a.Balance != 10_000-250 {
+		t.Errorf("balance %d, %v; want one fare charged", a.Balance, err)
+	}
+}

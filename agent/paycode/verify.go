@@ -174,6 +174,15 @@ func (v *Verifier) VerifyCode(c *Code, now time.Time, kr *Keyring, p Policy) Dec
 	return Decision{Accepted: true, Code: c}
 }
 
+// RiderSigned reports whether the rider's key in the code's credential
+// signed the code. It says nothing of the credential (whose issuer
+// signature VerifyCode checks): a settlement server asks it of a code that
+// failed on the credential's window, to tell a rider's own code shown at
+// the wrong time from one a device made up around a credential it saw.
+func (c *Code) RiderSigned() bool {
+	return verifySig(c.RiderKey[:], codeMessage(c.raw[:]), c.RiderSig[:])
+}
+
 // credentialValid checks the issuer signature over the code's credential,
 // consulting and filling the cache.
 func (v *Verifier) credentialValid(c *Code, issuer ed25519.PublicKey) bool {

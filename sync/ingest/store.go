@@ -94,3 +94,20 @@ type Tap struct {
 // Valid reports whether the record decoded and its code verified at its
 // tap time.
 func (t *Tap) Valid() bool { return t.Verdict == "" }
+
+// Attributable reports whether the tap may be stored under the account its
+// code names: the code verified, or failed only on time — the issuer
+// signed the credential and the rider's key the code (a rider's own code
+// shown late, early, or under an expired pass). A code whose credential
+// or rider signature does not verify names its account on the device's
+// word alone: a stolen validator wrote made-up rides into any account's
+// history that way.
+func (t *Tap) Attributable() bool {
+	switch t.Verdict {
+	case "", paycode.ReasonCodeFromFuture, paycode.ReasonCodeExpired:
+		return t.Code != nil
+	case paycode.ReasonCredentialNotYetValid, paycode.ReasonCredentialExpired:
+		return t.Code != nil && t.Code.RiderSigned()
+	}
+	return false
+}
