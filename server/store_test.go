@@ -142,26 +142,7 @@ func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 	}
 	defer l.Close()
 	now := time.Now()
-	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
-		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.PutFareTable(ctx, tbl); err != nil {
-		t.Fatal(err)
-	}
-	st := testStore(t, l, "bus-1")
-	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.TopUp(ctx, acct.ID, 10_000, "test"); err != nil {
-		t.Fatal(err)
-	}
-	rider := paycodetest.NewIssuer(t, 1, now).Rider(t, acct.ID, now)
-	if serial, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil || serial != rider.Serial {
-		t.Fatalf("credential serial %d, %v; want %d", serial, err, rider.Serial)
-	}
+	st, _, _, rider := riderFixture(t, l, now)
 	shift.Store(int64(-time.Hour))
 	if _, err := l.AssignDevice(ctx, "bus-1", "1", "", "op"); err != nil {
 		t.Fatal(err)
@@ -239,6 +220,36 @@ func TestUnholdableRecordQuarantined(t *testing.T) {
 	}
 }
 
+// riderFixture gives ledger l a fare table (250 an adult ride) and the
+// store with device bus-1, and makes an account with 100.00 and a pass
+// issued at now by an issuer of key 1 (its rider).
+func riderFixture(t *testing.T, l *ledger.Store, now time.Time) (*store, ledger.Account, *paycodetest.Issuer, *paycodetest.Rider) {
+	t.Helper()
+	ctx := context.Background()
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
+		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutFareTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	st := testStore(t, l, "bus-1")
+	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TopUp(ctx, acct.ID, 10_000, "test"); err != nil {
+		t.Fatal(err)
+	}
+	issuer := paycodetest.NewIssuer(t, 1, now)
+	rider := issuer.Rider(t, acct.ID, now)
+	if serial, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil || serial != rider.Serial {
+		t.Fatalf("credential serial %d, %v; want %d", serial, err, rider.Serial)
+	}
+	return st, acct, issuer, rider
+}
+
 // testStore is the server's store on ledger l with devices registered and
 // a downlink publisher that reaches no broker.
 func testStore(t *testing.T, l *ledger.Store, devices ...string) *store {
@@ -273,27 +284,7 @@ func TestUnattributableTapsQuarantined(t *testing.T) {
 	}
 	defer l.Close()
 	now := time.Now()
-	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
-		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.PutFareTable(ctx, tbl); err != nil {
-		t.Fatal(err)
-	}
-	st := testStore(t, l, "bus-1")
-	acct, err := l.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.TopUp(ctx, acct.ID, 10_000, "test"); err != nil {
-		t.Fatal(err)
-	}
-	issuer := paycodetest.NewIssuer(t, 1, now)
-	rider := issuer.Rider(t, acct.ID, now)
-	if _, err := l.IssueCredentialSerial(ctx, acct.ID, now.Add(24*time.Hour), rider.Key.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
+	st, acct, issuer, rider := riderFixture(t, l, now)
 	verifier := paycode.NewVerifier(0)
 	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e"}
 	add := func(codeAt, tapAt time.Time, damage int) paycode.Reason {
