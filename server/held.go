@@ -78,7 +78,7 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if errors.Is(err, ledger.ErrInvalid) {
 		// One record the ledger refuses must not keep the page's others
 		// uncharged: tap by tap, the refused ones quarantined.
-		_, err = (*store)(s).commitOneByOne(ctx, taps)
+		_, _, err = (*store)(s).commitOneByOne(ctx, taps)
 	}
 	if err != nil {
 		return 0, err

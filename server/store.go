@@ -92,6 +92,18 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 			}
 			if !t.Valid() {
 				lt.Flag = ledger.FlagInvalidCode
+			}
+			if err := lt.Validate(); err != nil {
+				// What the ledger would refuse (a claim out of its
+				// columns' range), kept aside here: counted against the
+				// device's aside budget, and the rest of the set goes in
+				// at once rather than tap by tap.
+				quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
+					Reason: record.Printable(fmt.Sprintf("ledger: %v", err), 256), Record: t.Record})
+				s.log.Error("record the ledger would refuse, quarantined", "tap", t.ID, "err", err)
+				continue
+			}
+			if !t.Valid() {
 				s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,
 					"account", t.Code.Account, "code_hash", t.CodeHash)
 			}
@@ -169,7 +181,9 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
 		if len(spans) == 1 {
-			res, err = st.commitOneByOne(ctx, taps)
+			var refused int
+			res, refused, err = st.commitOneByOne(ctx, taps)
+			spans[0].aside += refused
 		} else {
 			for _, sp := range spans {
 				if err := st.Commit(ctx, sp.b); err != nil {
@@ -277,8 +291,9 @@ func (st *store) quarantineRefused(ctx context.Context, device, epoch string, se
 }
 
 // commitOneByOne commits taps one at a time: a tap the ledger refuses is
-// quarantined (its result names it alone), and the others are committed.
-func (st *store) commitOneByOne(ctx context.Context, taps []ledger.Tap) ([]ledger.TapResult, error) {
+// quarantined (its result names it alone; refused counts them), and the
+// others are committed.
+func (st *store) commitOneByOne(ctx context.Context, taps []ledger.Tap) (res []ledger.TapResult, refused int, err error) {
 	s := (*Server)(st)
 	out := make([]ledger.TapResult, len(taps))
 	for i, t := range taps {
@@ -286,13 +301,14 @@ func (st *store) commitOneByOne(ctx context.Context, taps []ledger.Tap) ([]ledge
 		if errors.Is(err, ledger.ErrInvalid) {
 			err = st.quarantineRefused(ctx, t.DeviceID, t.Epoch, t.Seq, t.Record, err)
 			r = []ledger.TapResult{{ID: t.ID}}
+			refused++
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		out[i] = r[0]
 	}
-	return out, nil
+	return out, refused, nil
 }
 
 // ledgerTap is what the ledger is told of a checked tap: the account,

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -349,5 +350,47 @@ func TestUnattributableTapsQuarantined(t *testing.T) {
 	}
 	if a, err := l.Account(ctx, acct.ID); err != nil || a.Balance != 10_000-250 {
 		t.Errorf("balance %d, %v; want one fare charged", a.Balance, err)
+	}
+}
+
+// TestRefusedClaimsCountedAside: a stolen validator replays a code it read
+// with a claim out of the ledger's range (fare version 2^64-1): the ledger
+// would refuse the record. Such records were quarantined tap by tap after
+// the whole set was refused (n+1 ledger calls a batch) and never charged
+// to the device's aside budget, so they filled the quarantine without
+// bound (a review). Now they are kept aside before the commit, counted,
+// and the batch's good tap is charged in the same call.
+func TestRefusedClaimsCountedAside(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now := time.Now()
+	st, acct, _, rider := riderFixture(t, l, now)
+	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e"}
+	for i := range 51 {
+		code, err := paycode.ParseText(rider.Code(t, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := uint64(i + 1)
+		rec := &record.Tap{DeviceID: "bus-1", Epoch: "e", Seq: seq, Time: now, Route: "42", Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: math.MaxUint64, Code: code.Bytes()}
+		if i == 50 {
+			rec.FareVersion = 1 // the one honest record
+		}
+		b.Taps = append(b.Taps, ingest.Tap{Seq: seq, ID: rec.ID(), Record: fmt.Appendf(nil, "record %d", seq), Tap: rec, Code: code,
+			CodeHash: paycode.ShortHash(paycode.EncodeText(code.Bytes()))})
+	}
+	if err := st.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.QuarantineCount(ctx); err != nil || n != 50 || b.Aside != 50 {
+		t.Errorf("quarantined %d (%v), Batch.Aside %d; want 50 and 50", n, err, b.Aside)
+	}
+	if a, err := l.Account(ctx, acct.ID); err != nil || a.Balance != 10_000-250 {
+		t.Errorf("balance %d, %v; want the honest tap charged", a.Balance, err)
 	}
 }

@@ -96,6 +96,11 @@ func checkCodeKey(key []byte, account uint64, serial uint32) error {
 	return nil
 }
 
+// Validate reports why CommitTaps would refuse t as invalid (nil if it
+// would not): a caller that keeps the refused aside before committing
+// spares the ledger the set refused whole and retried tap by tap.
+func (t *Tap) Validate() error { return t.validate() }
+
 func (t *Tap) validate() error {
 	if err := validDeviceID(t.DeviceID); err != nil {
 		return err

@@ -20,8 +20,10 @@ const maxAsideDevices = 4096
 // asideBudget is a token bucket per device of the records the store kept
 // aside: a device whose bucket is empty has its batches left unacked (it
 // sends them again later, when the bucket has refilled: nothing is lost).
-// A batch is charged after its commit, so a device overdraws by at most
-// one batch.
+// A batch is charged after its commit: each of the Workers may take one
+// batch of a device before any of them is charged, so a device overdraws
+// by at most Workers batches (of up to wire.MaxBatchRecords records), and
+// pays that back before it is taken again.
 type asideBudget struct {
 	perHour float64 // also the capacity; 0: no budget
 	now     func() time.Time

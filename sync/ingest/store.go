@@ -62,8 +62,10 @@ type Batch struct {
 	Revoked bool
 	// Aside is set by the store when it commits the batch: how many of its
 	// records it kept aside (quarantined, held, or stored flagged and
-	// uncharged) for the first time. The Ingest charges them to the
-	// device's budget (Config.AsideBudget).
+	// uncharged). The Ingest charges them to the device's budget
+	// (Config.AsideBudget). Flagged taps count when first stored; records
+	// quarantined or held count again when their batch comes again (its
+	// ack lost), which only makes the budget stricter.
 	Aside int
 }
 

@@ -17,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/wire"
 )
@@ -388,10 +389,10 @@ func TestAttackAsideBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d of the attacker's %d junk records kept aside (budget %d an hour)", kept, batches*perBatch, budget)
-	// At most the budget and the batches one commit took at once (a
-	// device queue holds 8) before the budget was charged.
-	if kept > budget+8*perBatch {
-		t.Errorf("%d records kept aside; want at most the budget %d and 8 batches", kept, budget)
+	// At most the budget and a batch for each ingest worker, taken before
+	// the budget was charged.
+	if kept > budget+ingest.DefaultWorkers*perBatch {
+		t.Errorf("%d records kept aside; want at most the budget %d and %d batches", kept, budget, ingest.DefaultWorkers)
 	}
 	victimSettles(t, ctx, r, victim)
 	verifyClean(t, ctx, r)
