@@ -107,3 +107,27 @@ func TestSameDeviceReuseNotTheRiders(t *testing.T) {
 		}
 	})
 }
+
+// TestSameDeviceReuseNotCounted: the device's second record of a code is
+// not counted as the rider's reuse either: the rider's quick transfer on
+// another bus with the same code, which the rule forgives, is forgiven
+// after it too (it was denied: the device's record had made it the
+// second reuse).
+func TestSameDeviceReuseNotCounted(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		victim := newAccount(t, s, 5000)
+		a := mkTap("evil-bus", 1, victim, at(0), "")
+		dup := mkTap("evil-bus", 2, victim, at(0).Add(time.Second), "")
+		dup.CodeKey = a.CodeKey
+		b := mkTap("bus-8-door", 1, victim, at(0).Add(time.Minute), "")
+		b.CodeKey, b.Vehicle = a.CodeKey, "bus-8"
+		commit(t, s, a)
+		commit(t, s, dup)
+		r := commit(t, s, b)
+		if hasDeny(denyList(t, s), victim, 1, ReasonCodeReused) || !slices.Contains(r[0].Notes, NoteCodeReuseWindow) {
+			t.Errorf("the rider's quick transfer after the device's duplicate: %+v, denied %v; want forgiven",
+				r[0], hasDeny(denyList(t, s), victim, 1, ReasonCodeReused))
+		}
+	})
+}

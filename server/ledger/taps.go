@@ -600,34 +600,46 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		for _, l := range losers {
 			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, vehicle: l.tp.Vehicle, at: l.tp.Time.UnixNano(), day: l.day})
 		}
-		reuses := prevReuses + int64(len(lost))
-		innocent, err := t.innocent(win.tp.Account, keeper, lost, reuses, forgiven)
-		if err != nil {
-			return nil, err
-		}
-		// Every use recorded by one device: its word alone (see
-		// NoteSameDeviceReuse). A stolen validator that sent a code it
-		// was shown twice got the rider's passes and account denied.
-		sameDevice := !innocent && keeper.tapID != "" && len(lost) > 0
+		// A use recorded by the keeper's own device is that device's word
+		// alone (see NoteSameDeviceReuse): it is not counted as a reuse of
+		// the rider's. A stolen validator that sent a code it was shown
+		// twice got the rider's passes and account denied, at once or at
+		// their next quick transfer (a review).
+		var counted []use
 		for _, l := range lost {
-			sameDevice = sameDevice && l.tapID != "" && l.device == keeper.device
+			if l.tapID == "" || keeper.tapID == "" || l.device != keeper.device {
+				counted = append(counted, l)
+			}
 		}
-		note := ""
-		switch {
-		case innocent:
-			note = NoteCodeReuseWindow
-		case sameDevice:
-			note = NoteSameDeviceReuse
+		sameDevice := len(lost) > 0 && len(counted) == 0
+		reuses := prevReuses + int64(len(counted))
+		innocent := false
+		if len(counted) > 0 {
+			var err error
+			if innocent, err = t.innocent(win.tp.Account, keeper, counted, reuses, forgiven); err != nil {
+				return nil, err
+			}
+		}
+		// Each loser's note: the keeper's own device's (not counted), or
+		// the reuse rule's.
+		noteOf := func(device string) string {
+			switch {
+			case keeper.tapID != "" && device == keeper.device:
+				return NoteSameDeviceReuse
+			case innocent:
+				return NoteCodeReuseWindow
+			}
+			return ""
 		}
 		for _, l := range losers {
 			l.flag, l.notes, l.version = FlagDuplicateCode, nil, 0
-			if note != "" {
+			if note := noteOf(l.tp.DeviceID); note != "" {
 				l.notes = []string{note}
 			}
 		}
 		if oldHolder != "" {
 			cw.flagged = append(cw.flagged, oldHolder)
-			cw.note[oldHolder] = note
+			cw.note[oldHolder] = noteOf(lost[0].device)
 		}
 		switch {
 		case !held:
@@ -643,7 +655,7 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		if sameDevice {
 			t.s.log.Warn("ledger: one device recorded one payment code more than once (a validator refuses a code it took): "+
 				"later uses not charged, the rider not denied; look at the device (stolen, tampered, or its queue file put back from a backup)",
-				"device", keeper.device, "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash, "uses", reuses+1)
+				"device", keeper.device, "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash, "records", len(lost)+1)
 			continue
 		}
 		if err := t.reused(win.tp, reuses, innocent, creds); err != nil {
