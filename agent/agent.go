@@ -135,7 +135,7 @@ type Agent struct {
 	busy   map[*int]time.Time // taps under way, by when they started (Now)
 
 	rereadMu sync.Mutex
-	reread   lastRead // the last re-read let through (memory only)
+	rereads  map[string]time.Time // seen key → its last re-read let through (memory only)
 
 	recordFail atomic.Pointer[recordFailure] // the last tap could not be recorded
 }
@@ -146,12 +146,6 @@ type Agent struct {
 type recordFailure struct {
 	since time.Time
 	err   string
-}
-
-// lastRead is the code (its seen key) a scanner last re-read, and when.
-type lastRead struct {
-	key string
-	at  time.Time
 }
 
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
@@ -420,7 +414,8 @@ const (
 // reRead reports whether the code of seen key key, accepted at accepted,
 // read again at now, is the scanner re-reading a phone still held up
 // (ReReadWindow, ReReadMax), and remembers the read if it is. The last
-// re-read is kept in memory: after a restart the window counts from the
+// re-reads are kept in memory, one per code (two doors, two phones held up
+// at once), for ReReadMax: after a restart the window counts from the
 // acceptance, as the first re-read does.
 func (a *Agent) reRead(key []byte, accepted, now time.Time) bool {
 	if d := now.Sub(accepted); d >= ReReadMax || d < -ReReadWindow {
@@ -429,13 +424,21 @@ func (a *Agent) reRead(key []byte, accepted, now time.Time) bool {
 	a.rereadMu.Lock()
 	defer a.rereadMu.Unlock()
 	last := accepted
-	if a.reread.key == string(key) && a.reread.at.After(last) {
-		last = a.reread.at
+	if at, ok := a.rereads[string(key)]; ok && at.After(last) {
+		last = at
 	}
 	if d := now.Sub(last); d >= ReReadWindow || d < -ReReadWindow {
 		return false
 	}
-	a.reread = lastRead{key: string(key), at: now}
+	for k, at := range a.rereads {
+		if d := now.Sub(at); d >= ReReadMax || d < -ReReadMax {
+			delete(a.rereads, k) // its code is past ReReadMax
+		}
+	}
+	if a.rereads == nil {
+		a.rereads = map[string]time.Time{}
+	}
+	a.rereads[string(key)] = now
 	return true
 }
 

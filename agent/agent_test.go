@@ -378,6 +378,37 @@ func TestPhoneHeldUp(t *testing.T) {
 	}
 }
 
+// TestPhoneHeldUpTwoDoors: two riders hold their phones up at the two
+// doors of one validator at once, each re-read every half second: each
+// keeps the green (the validator remembered one last re-read for all its
+// scanners, and each rider turned red 2 s after the acceptance).
+func TestPhoneHeldUpTwoDoors(t *testing.T) {
+	h := newHarness(t, nil)
+	tapAt := func(door, text string) Outcome {
+		return h.a.Tap(context.Background(), scanner.Frame{Scanner: door, Text: text, Time: h.clock.Now()})
+	}
+	a := h.issuer.Rider(t, 4242, t0).Code(t, t0)
+	b := h.issuer.Rider(t, 4343, t0).Code(t, t0)
+	if out := tapAt("front", a); !out.Accepted {
+		t.Fatal(out)
+	}
+	h.clock.Add(100 * time.Millisecond)
+	if out := tapAt("rear", b); !out.Accepted {
+		t.Fatal(out)
+	}
+	for i := 1; i <= 10; i++ {
+		h.clock.Add(400 * time.Millisecond)
+		if out := tapAt("front", a); !out.AlreadyPaid() {
+			t.Fatalf("rider A's phone held up, re-read %d (%v after acceptance): %s, want already paid",
+				i, time.Duration(i)*500*time.Millisecond, out.Reason)
+		}
+		h.clock.Add(100 * time.Millisecond)
+		if out := tapAt("rear", b); !out.AlreadyPaid() {
+			t.Fatalf("rider B's phone held up, re-read %d: %s, want already paid", i, out.Reason)
+		}
+	}
+}
+
 func TestDuplicateSurvivesRestart(t *testing.T) {
 	reg := metrics.NewRegistry()
 	var logs syncBuffer
