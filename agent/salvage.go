@@ -109,6 +109,7 @@ type chainCheck struct {
 	// state entries and other non-taps come back as records too, and are
 	// passed over rather than counted as damaged.
 	scanned bool
+	taken   map[string]bool // scanned: "epoch/seq" of the records taken
 }
 
 // salvaged is a record read from the damaged file, decoded.
@@ -129,6 +130,18 @@ func (c *chainCheck) add(epoch string, own bool, r queue.Record) error {
 		if cur.epoch == "" {
 			cur.epoch = t.Epoch // the file's meta bucket was lost: its records say
 		}
+	}
+	if c.scanned && cur.tap != nil {
+		// Versions of one record come most copies first: the first that
+		// decodes is taken, the others (torn copies) passed over.
+		k := fmt.Sprint(cur.epoch, "/", r.Seq)
+		if c.taken[k] {
+			return nil
+		}
+		if c.taken == nil {
+			c.taken = map[string]bool{}
+		}
+		c.taken[k] = true
 	}
 	if own && cur.tap != nil && c.ownEpoch == "" {
 		c.ownEpoch = cur.epoch
