@@ -17,7 +17,7 @@ import (
 // succeeds again; the keyring this instance has stays in use meanwhile.
 func (s *Server) syncKeyring(ctx context.Context) {
 	res, err := s.keys.Sync(ctx, s.ledger)
-	s.reportForged(res.Refused)
+	s.reportForged(res)
 	if err != nil {
 		if s.keyringSyncFailing.CompareAndSwap(false, true) && ctx.Err() == nil {
 			s.log.Warn("reading the shared issuer keyring failed; keeping this instance's", "err", err,
@@ -35,15 +35,23 @@ func (s *Server) syncKeyring(ctx context.Context) {
 }
 
 // reportForged logs, once for each newest version, keyrings in the ledger
-// that no instance of this installation sealed: someone wrote them into
-// the database. They are not taken (the fleet keeps its keyring), but no
-// rotation can be stored above them until they are removed.
-func (s *Server) reportForged(refused []uint64) {
-	if len(refused) == 0 || s.keyringForged.Swap(refused[0]) == refused[0] {
+// that this installation's root did not seal: not taken (the fleet keeps
+// its keyring), and no rotation can be stored above them until they are
+// removed — or, stored without a seal by an instance not yet upgraded,
+// until that instance seals them again.
+func (s *Server) reportForged(res keys.SyncResult) {
+	if len(res.Refused) == 0 || s.keyringForged.Swap(res.Refused[0]) == res.Refused[0] {
+		return
+	}
+	if res.Unsealed == len(res.Refused) {
+		s.log.Error("the ledger holds issuer keyrings stored without a seal that are not this instance's: not taken. "+
+			"An instance of a release before keyrings were sealed stores them so: upgrade every instance (the one holding "+
+			"them seals them again); if none holds them, someone with write access to the database wrote them",
+			"versions", res.Refused, "keeping_version", s.keys.Keyring().Version())
 		return
 	}
 	s.log.Error("the ledger holds issuer keyrings this installation did not seal: not taken; someone with write access to the database wrote them",
-		"versions", refused, "keeping_version", s.keys.Keyring().Version())
+		"versions", res.Refused, "unsealed", res.Unsealed, "keeping_version", s.keys.Keyring().Version())
 }
 
 // renewInterval is how often renewLoop looks at the newest key's end.

@@ -219,7 +219,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("settlement: the issuer keyring: %w", err)
 	}
-	s.reportForged(res.Refused)
+	s.reportForged(res)
 	if res.Changed {
 		s.log.Info("issuer keyring taken from the ledger (rotated by another instance)", "version", kd.Keyring().Version())
 	}

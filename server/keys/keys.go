@@ -413,6 +413,10 @@ const maxForged = 16
 type SyncResult struct {
 	Changed bool
 	Refused []uint64
+	// Unsealed is how many of Refused were stored without a seal: by an
+	// instance of a release before keyrings were sealed (its own keyring,
+	// which it seals again once upgraded), or by someone else.
+	Unsealed int
 }
 
 // sealedKeyring is a keyring as the ledger stores it: its JSON and an
@@ -457,52 +461,62 @@ func (d *Dir) seal(kr *paycode.Keyring) ([]byte, error) {
 
 // open returns the keyring of version v the ledger stored as body, if this
 // directory's root sealed it and its keys derive from the root. A keyring
-// stored before keyrings were sealed (plain keyring JSON) is taken only if
-// it is the directory's own.
-func (d *Dir) open(v uint64, body []byte) (*paycode.Keyring, error) {
+// stored before keyrings were sealed (plain keyring JSON: plain) is taken
+// only if it is the directory's own.
+func (d *Dir) open(v uint64, body []byte) (kr *paycode.Keyring, plain bool, err error) {
 	var sk sealedKeyring
 	if err := json.Unmarshal(body, &sk); err != nil || sk.Keyring == nil {
 		kr, err := paycode.ParseKeyring(body)
 		if err == nil && sameKeyring(kr, d.Keyring()) && kr.Version() == v {
-			return kr, nil
+			return kr, true, nil
 		}
-		return nil, fmt.Errorf("keys: the ledger's keyring version %d is not sealed", v)
+		return nil, true, fmt.Errorf("keys: the ledger's keyring version %d is not sealed", v)
 	}
 	mac, err := hex.DecodeString(sk.Seal)
 	if err != nil || !hmac.Equal(mac, d.sealMAC(sk.Keyring)) {
-		return nil, fmt.Errorf("keys: the ledger's keyring version %d is not sealed by this installation's %s", v, RootFile)
+		return nil, false, fmt.Errorf("keys: the ledger's keyring version %d is not sealed by this installation's %s", v, RootFile)
 	}
-	kr, err := paycode.ParseKeyring(sk.Keyring)
-	if err != nil {
-		return nil, fmt.Errorf("keys: the ledger's keyring (version %d): %w", v, err)
+	if kr, err = paycode.ParseKeyring(sk.Keyring); err != nil {
+		return nil, false, fmt.Errorf("keys: the ledger's keyring (version %d): %w", v, err)
 	}
 	if kr.Version() != v {
-		return nil, fmt.Errorf("keys: the ledger's keyring of version %d says version %d", v, kr.Version())
+		return nil, false, fmt.Errorf("keys: the ledger's keyring of version %d says version %d", v, kr.Version())
 	}
 	if err := checkDerived(d.root, kr); err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
+		return nil, false, fmt.Errorf("keys: %w", err)
 	}
-	return kr, nil
+	return kr, false, nil
 }
 
-// latest returns the newest keyring in sh this directory sealed (nil if
-// none) and the versions above it that it refused, newest first.
-func (d *Dir) latest(ctx context.Context, sh Shared) (*paycode.Keyring, []uint64, error) {
-	var refused []uint64
+// ledgerKeyrings is what latest read of the ledger's keyrings.
+type ledgerKeyrings struct {
+	newest *paycode.Keyring // the newest the directory can take (nil: none)
+	plain  bool             // newest was stored before keyrings were sealed
+	SyncResult
+}
+
+// latest reads the newest keyring in sh this directory can take, and the
+// versions above it that it refused, newest first.
+func (d *Dir) latest(ctx context.Context, sh Shared) (ledgerKeyrings, error) {
+	var lk ledgerKeyrings
 	most := uint64(math.MaxInt64)
 	for range maxForged {
 		v, body, err := sh.KeyringAtMost(ctx, most)
 		if err != nil || v == 0 {
-			return nil, refused, err
+			return lk, err
 		}
-		kr, err := d.open(v, body)
+		kr, plain, err := d.open(v, body)
 		if err == nil {
-			return kr, refused, nil
+			lk.newest, lk.plain = kr, plain
+			return lk, nil
 		}
-		refused = append(refused, v)
+		lk.Refused = append(lk.Refused, v)
+		if plain {
+			lk.Unsealed++
+		}
 		most = v - 1
 	}
-	return nil, refused, fmt.Errorf("%w: %d of them, versions %d down to %d", ErrForgedKeyring, len(refused), refused[0], refused[len(refused)-1])
+	return lk, fmt.Errorf("%w: %d of them, versions %d down to %d", ErrForgedKeyring, len(lk.Refused), lk.Refused[0], lk.Refused[len(lk.Refused)-1])
 }
 
 // Sync brings the directory's keyring and the shared one together. The
@@ -513,33 +527,55 @@ func (d *Dir) latest(ctx context.Context, sh Shared) (*paycode.Keyring, []uint64
 // ledger was restored from a backup older than the key directory, or was
 // made before keyrings were shared) is stored. Keyrings in the ledger not
 // sealed by this root are passed over and reported: the directory's
-// keyring stays what it was.
+// keyring stays what it was. The directory's own keyring stored before
+// keyrings were sealed is stored again sealed, as the next version (the
+// same keys): an instance that had not taken it yet takes that.
 func (d *Dir) Sync(ctx context.Context, sh Shared) (SyncResult, error) {
 	for range 3 {
-		kr, refused, err := d.latest(ctx, sh)
-		res := SyncResult{Refused: refused}
+		lk, err := d.latest(ctx, sh)
+		res := lk.SyncResult
 		if err != nil {
 			return res, err
 		}
 		cur := d.Keyring()
-		if kr == nil || kr.Version() < cur.Version() {
-			b, err := d.seal(cur)
+		if lk.newest != nil && lk.plain && len(lk.Refused) == 0 {
+			kr, err := paycode.NewKeyring(cur.Version()+1, cur.Keys())
 			if err != nil {
 				return res, err
 			}
-			stored, err := sh.StoreKeyring(ctx, cur.Version(), b)
+			stored, err := d.store(ctx, sh, kr)
+			if err != nil {
+				return res, err
+			}
+			if stored {
+				res.Changed, err = d.adopt(kr)
+				return res, err
+			}
+			continue // another instance sealed it first: take that
+		}
+		if lk.newest == nil || lk.newest.Version() < cur.Version() {
+			stored, err := d.store(ctx, sh, cur)
 			if err != nil || stored {
 				return res, err
 			}
-			if len(refused) > 0 {
+			if len(lk.Refused) > 0 {
 				return res, nil // a refused row's version is at least ours
 			}
 			continue // a newer one was stored meanwhile: take it
 		}
-		res.Changed, err = d.adopt(kr)
+		res.Changed, err = d.adopt(lk.newest)
 		return res, err
 	}
 	return SyncResult{}, errors.New("keys: the ledger's keyring changed three times while it was read")
+}
+
+// store seals kr and stores it in sh, reporting whether it was stored.
+func (d *Dir) store(ctx context.Context, sh Shared, kr *paycode.Keyring) (bool, error) {
+	b, err := d.seal(kr)
+	if err != nil {
+		return false, err
+	}
+	return sh.StoreKeyring(ctx, kr.Version(), b)
 }
 
 // RotateShared is Rotate for a server with other instances, whose new key
@@ -559,13 +595,13 @@ func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validi
 		return nil, err
 	}
 	if len(res.Refused) > 0 && res.Refused[0] >= kr.Version() {
+		if res.Unsealed > 0 {
+			return nil, fmt.Errorf("%w (version %d, stored without a seal: by an instance not yet upgraded, which seals it again when it is, or by someone else): "+
+				"no rotation can be stored above it (README, Key rotation)", ErrForgedKeyring, res.Refused[0])
+		}
 		return nil, fmt.Errorf("%w (version %d): no rotation can be stored above it; remove it (README, Key rotation)", ErrForgedKeyring, res.Refused[0])
 	}
-	b, err := d.seal(kr)
-	if err != nil {
-		return nil, err
-	}
-	stored, err := sh.StoreKeyring(ctx, kr.Version(), b)
+	stored, err := d.store(ctx, sh, kr)
 	if err != nil {
 		return nil, err
 	}

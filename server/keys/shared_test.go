@@ -174,9 +174,7 @@ func TestRotationActivation(t *testing.T) {
 // plain JSON, under a made-up seal, or sealed by another installation's
 // root. The directory keeps its keyring, Sync reports the rows, a rotation
 // another instance stored before them is still taken, and a rotation above
-// them is refused with ErrForgedKeyring (not reported as a race). A
-// keyring stored before keyrings were sealed is taken if it is the
-// directory's own.
+// them is refused with ErrForgedKeyring (not reported as a race).
 func TestSyncRefusesUnsealed(t *testing.T) {
 	ctx := context.Background()
 	l := openLedger(t)
@@ -247,22 +245,57 @@ func TestSyncRefusesUnsealed(t *testing.T) {
 		t.Errorf("Sync under %d forged rows: %v, version %d; want ErrForgedKeyring and version 2", maxForged+1, err, a.Keyring().Version())
 	}
 
-	// Stored before keyrings were sealed: the directory's own keyring as
-	// plain JSON is taken as it is, and a rotation stores a sealed one.
-	l2 := openLedger(t)
-	c, _ := twoCopies(t)
-	if ok, err := l2.StoreKeyring(ctx, 1, plain(c.Keyring())); !ok || err != nil {
+}
+
+// TestSyncUpgradeSealsPlainKeyrings: an installation upgraded from the
+// release that stored keyrings as plain JSON. Instance a rotated to version
+// 2 (stored plain) before the upgrade; instance b had not taken it yet.
+// After the upgrade b refuses a's plain version 2 (it cannot tell it from
+// one written into the database) and says it was stored without a seal,
+// not that it was forged; a, whose own keyring it is, stores it again
+// sealed as version 3 (the same keys); b takes that and rotates again (a
+// review: b stayed behind and could not rotate).
+func TestSyncUpgradeSealsPlainKeyrings(t *testing.T) {
+	ctx := context.Background()
+	l := openLedger(t)
+	a, b := twoCopies(t)
+	plain1, _ := a.Keyring().MarshalJSON()
+	if ok, err := l.StoreKeyring(ctx, 1, plain1); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if res, err := c.Sync(ctx, l2); err != nil || res.Changed || res.Refused != nil {
-		t.Errorf("Sync of an unsealed copy of the directory's own keyring = %+v, %v; want nothing to do", res, err)
+	if _, err := a.Rotate(time.Now(), 0, time.Hour); err != nil { // the old release's rotation
+		t.Fatal(err)
 	}
-	if kr, err := c.RotateShared(ctx, l2, time.Now(), 0, time.Hour, 0); err != nil || kr.Version() != 2 {
-		t.Errorf("rotation after an unsealed keyring = %v, %v", kr, err)
+	plain2, _ := a.Keyring().MarshalJSON()
+	if ok, err := l.StoreKeyring(ctx, 2, plain2); !ok || err != nil {
+		t.Fatal(ok, err)
 	}
-	if _, body, _ := l2.LatestKeyring(ctx); !json.Valid(body) || !bytes.Contains(body, []byte(`"seal"`)) {
-		t.Errorf("the rotated keyring was stored without a seal: %.80s", body)
+	if res, err := b.Sync(ctx, l); err != nil || res.Changed || !slices.Equal(res.Refused, []uint64{2}) || res.Unsealed != 1 {
+		t.Fatalf("b.Sync before a is upgraded = %+v, %v; want version 2 refused as unsealed", res, err)
 	}
+	if _, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); !errors.Is(err, ErrForgedKeyring) || !strings.Contains(err.Error(), "without a seal") {
+		t.Errorf("b's rotation under the plain version 2: %v; want refused, saying it has no seal", err)
+	}
+	keys2 := a.Keyring().Keys()
+	if res, err := a.Sync(ctx, l); err != nil || !res.Changed || a.Keyring().Version() != 3 || !slices.EqualFunc(a.Keyring().Keys(), keys2, sameKey) {
+		t.Fatalf("a.Sync = %+v, %v, version %d; want its version 2 sealed again as version 3, the same keys", res, err, a.Keyring().Version())
+	}
+	if _, body, _ := l.LatestKeyring(ctx); !bytes.Contains(body, []byte(`"seal"`)) {
+		t.Errorf("version 3 was stored without a seal: %.80s", body)
+	}
+	if res, err := b.Sync(ctx, l); err != nil || !res.Changed || !sameKeyring(a.Keyring(), b.Keyring()) || len(res.Refused) != 0 {
+		t.Errorf("b.Sync after a sealed it = %+v, %v, version %d; want version 3 taken", res, err, b.Keyring().Version())
+	}
+	if kr, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); err != nil || kr.Version() != 4 {
+		t.Errorf("b's rotation after the upgrade = %v, %v; want version 4", kr, err)
+	}
+	if res, err := a.Sync(ctx, l); err != nil || !res.Changed || a.Keyring().Version() != 4 {
+		t.Errorf("a.Sync after b's rotation = %+v, %v", res, err)
+	}
+}
+
+func sameKey(x, y paycode.Key) bool {
+	return x.ID == y.ID && x.Public.Equal(y.Public) && x.NotBefore.Equal(y.NotBefore) && x.NotAfter.Equal(y.NotAfter)
 }
 
 // FuzzOpenKeyring: a keyring row read from the ledger is outside input
@@ -281,7 +314,7 @@ func FuzzOpenKeyring(f *testing.F) {
 	f.Add(uint64(2), []byte(`{"keyring":{"version":2},"seal":"00"}`))
 	f.Add(uint64(1), []byte(`{"keyring":null}`))
 	f.Fuzz(func(t *testing.T, v uint64, body []byte) {
-		kr, err := d.open(v, body)
+		kr, _, err := d.open(v, body)
 		if err != nil {
 			return
 		}
