@@ -581,14 +581,22 @@ func (d *Dir) store(ctx context.Context, sh Shared, kr *paycode.Keyring) (bool, 
 // RotateShared is Rotate for a server with other instances, whose new key
 // signs only from now + activateIn (0: at once): the keyring goes to the
 // fleet at once, and validators that were offline get it before they meet
-// a credential of the new key. It takes the shared keyring first, stores the rotated one there (the first of two
-// rotations at once wins; the other gets ErrRotationRace and changes
-// nothing), then writes it to the directory. The other instances take it
-// at their next Sync.
+// a credential of the new key. It takes the shared keyring first — if
+// another instance rotated since this one last looked, that rotation is
+// the one asked for: ErrRotationRace — then stores the rotated one there
+// (the first of two rotations at once wins; the other gets
+// ErrRotationRace and changes nothing), then writes it to the directory.
+// The other instances take it at their next Sync.
 func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
 	res, err := d.Sync(ctx, sh)
 	if err != nil {
 		return nil, err
+	}
+	if res.Changed {
+		// Another instance rotated since this one last looked (within a
+		// poll): its rotation is the one asked for, as when two are
+		// stored at once.
+		return nil, fmt.Errorf("%w (the keyring is at version %d): look at it before rotating again", ErrRotationRace, d.Keyring().Version())
 	}
 	kr, err := d.next(now, validity, keep, activateIn)
 	if err != nil {

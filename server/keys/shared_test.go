@@ -82,6 +82,28 @@ func TestRotationRace(t *testing.T) {
 	}
 }
 
+// TestRotationAfterAnotherInstances: instance b is asked to rotate a
+// moment after a rotated, before its poll took a's keyring: it takes a's
+// and refuses (ErrRotationRace), as when two rotations are stored at once
+// — it made a second version before (a review). Asked again, it rotates.
+func TestRotationAfterAnotherInstances(t *testing.T) {
+	ctx := context.Background()
+	l := openLedger(t)
+	a, b := twoCopies(t)
+	if _, err := b.Sync(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); !errors.Is(err, ErrRotationRace) || b.Keyring().Version() != 2 {
+		t.Fatalf("b's rotation just after a's: %v, b at version %d; want ErrRotationRace and a's version 2", err, b.Keyring().Version())
+	}
+	if kr, err := b.RotateShared(ctx, l, time.Now(), 0, time.Hour, 0); err != nil || kr.Version() != 3 {
+		t.Errorf("b's rotation asked again: %v, %v; want version 3", kr, err)
+	}
+}
+
 // raceLedger runs before once, before the first StoreKeyring of a newer
 // version than 1.
 type raceLedger struct {
