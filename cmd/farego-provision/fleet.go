@@ -31,28 +31,40 @@ const (
 
 func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-provision init-fleet", flag.ContinueOnError)
-	dir := fs.String("dir", "fleet", "directory for the fleet key and the CA (keep it offline and backed up)")
+	dir := fs.String("dir", "fleet", "directory for the fleet key and the CA (keep it offline and backed up); a directory with a fleet key and no CA (a settlement server's DATA/keys made without --fleet-key) gets its CA")
 	name := fs.String("name", "farego fleet CA", "CA common name")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	for _, f := range []string{fleetKeyFile, fleetPubFile, caKeyFile, caCertFile} {
-		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
+	exists := func(f string) bool { _, err := os.Stat(filepath.Join(*dir, f)); return err == nil }
+	for _, f := range []string{caKeyFile, caCertFile} {
+		if exists(f) {
 			return fmt.Errorf("%s already exists: a fleet is made once (its key is on every validator)", filepath.Join(*dir, f))
 		}
 	}
-	if err := durable.MkdirAll(*dir, 0o700); err != nil {
-		return err
-	}
-	_, fleet, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	if err := keyfile.WritePrivate(filepath.Join(*dir, fleetKeyFile), fleet); err != nil {
-		return err
-	}
-	if err := keyfile.WritePublic(filepath.Join(*dir, fleetPubFile), fleet.Public().(ed25519.PublicKey)); err != nil {
-		return err
+	// A fleet key without its CA — the key directory of a settlement
+	// server made by init without --fleet-key — gets its CA: devices can
+	// then be provisioned with --fleet DIR. (Without this, such a server
+	// could never have a validator short of a new init.)
+	addCA := exists(fleetKeyFile) || exists(fleetPubFile)
+	if addCA {
+		if err := checkFleetPair(*dir); err != nil {
+			return err
+		}
+	} else {
+		if err := durable.MkdirAll(*dir, 0o700); err != nil {
+			return err
+		}
+		_, fleet, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		if err := keyfile.WritePrivate(filepath.Join(*dir, fleetKeyFile), fleet); err != nil {
+			return err
+		}
+		if err := keyfile.WritePublic(filepath.Join(*dir, fleetPubFile), fleet.Public().(ed25519.PublicKey)); err != nil {
+			return err
+		}
 	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,8 +90,29 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 	if err := durable.Create(filepath.Join(*dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return err
 	}
+	if addCA {
+		fmt.Fprintf(stdout, "the fleet key in %s has its MQTT CA now: %s and %s; provision devices with --fleet %s\n",
+			*dir, caKeyFile, caCertFile, *dir)
+		return nil
+	}
 	fmt.Fprintf(stdout, "fleet created in %s: %s (signs downlinks; keep it secret), %s (goes on every validator), %s and %s (MQTT CA)\n",
 		*dir, fleetKeyFile, fleetPubFile, caKeyFile, caCertFile)
+	return nil
+}
+
+// checkFleetPair makes sure dir holds a fleet key and its public half.
+func checkFleetPair(dir string) error {
+	priv, err := keyfile.ReadPrivate(filepath.Join(dir, fleetKeyFile))
+	if err != nil {
+		return fmt.Errorf("%s holds part of a fleet: %w", dir, err)
+	}
+	pub, err := keyfile.ReadPublic(filepath.Join(dir, fleetPubFile))
+	if err != nil {
+		return fmt.Errorf("%s holds part of a fleet: %w", dir, err)
+	}
+	if !pub.Equal(priv.Public()) {
+		return fmt.Errorf("%s: %s is not the public half of %s", dir, fleetPubFile, fleetKeyFile)
+	}
 	return nil
 }
 

@@ -423,3 +423,52 @@ func TestBrokerCert(t *testing.T) {
 		}
 	}
 }
+
+// TestInitFleetOverAServersKeys: a settlement server made by init without
+// --fleet-key has a fleet key and no CA: no device could ever be
+// provisioned for it, short of a new init (a newcomer's review, following
+// the Operator's guide). init-fleet over its key directory adds the CA,
+// and devices are then provisioned with --fleet DATA/keys; a directory
+// whose fleet.pub is not fleet.key's half is refused, and a CA is made
+// once.
+func TestInitFleetOverAServersKeys(t *testing.T) {
+	srv := apitest.Start(t)
+	keysDir := srv.Keys.Path()
+	if c, o, e := provision(t, "init-fleet", "--dir", keysDir); c != 0 || !strings.Contains(o, "MQTT CA now") {
+		t.Fatalf("init-fleet over the server's keys: %d %q %q", c, o, e)
+	}
+	if c, _, e := provision(t, "init-fleet", "--dir", keysDir); c != 1 || !strings.Contains(e, "already exists") {
+		t.Errorf("a second init-fleet: %d %q", c, e)
+	}
+	if err := putFares(srv.URL, srv.TokenFile,
+		`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "devices")
+	if c, o, e := provision(t, "device", "--fleet", keysDir, "--id", "bus-1", "--route", "42", "--server", srv.URL,
+		"--operator-token", "@"+srv.TokenFile, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--scanner", "front=/dev/ttyACM0"); c != 0 {
+		t.Fatalf("device with the server's key directory as its fleet: %d %q %q", c, o, e)
+	}
+
+	// Half a fleet: fleet.pub of another key.
+	other := t.TempDir()
+	if c, _, e := provision(t, "init-fleet", "--dir", other); c != 0 {
+		t.Fatal(e)
+	}
+	mixed := t.TempDir()
+	for src, name := range map[string]string{filepath.Join(keysDir, "fleet.key"): "fleet.key", filepath.Join(other, "fleet.pub"): "fleet.pub"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mixed, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, _, e := provision(t, "init-fleet", "--dir", mixed); c != 1 || !strings.Contains(e, "not the public half") {
+		t.Errorf("init-fleet over a mismatched pair: %d %q", c, e)
+	}
+	if _, err := os.Stat(filepath.Join(mixed, "ca.crt")); err == nil {
+		t.Error("a refused init-fleet made a CA")
+	}
+}
