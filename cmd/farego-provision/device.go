@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -105,7 +107,51 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(o.scanners) == 0 {
 		o.scanners.Set("front=/dev/scanner-front")
 	}
+	// Checked before the device is registered: a bundle its validator
+	// refuses to start with was only found out on the bus.
+	if err := checkListen(o.metrics); o.metrics != "" && err != nil {
+		return cli.Usagef(stderr, fs.Name(), "--metrics %q: %v (host:port, e.g. 127.0.0.1:9100; empty: none)", o.metrics, err)
+	}
+	if err := checkBrokers(o.broker); err != nil {
+		return cli.Usagef(stderr, fs.Name(), "--broker: %v", err)
+	}
 	return provisionDevice(ctx, o, stdout)
+}
+
+// checkListen checks a listen address: host:port, the port a number.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// checkBrokers checks the device's broker URLs (comma-separated, as the
+// validator takes them): scheme tcp, mqtt, ssl, tls or mqtts, and
+// host:port. Empty: offline only.
+func checkBrokers(list string) error {
+	if list == "" {
+		return nil
+	}
+	for b := range strings.SplitSeq(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(b))
+		if err != nil {
+			return fmt.Errorf("%q is not a URL", b)
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts":
+		default:
+			return fmt.Errorf("%s: the scheme must be tcp, mqtt, ssl, tls or mqtts", u.Redacted())
+		}
+		if err := checkListen(u.Host); err != nil {
+			return fmt.Errorf("%s: want scheme://host:port (%v)", u.Redacted(), err)
+		}
+	}
+	return nil
 }
 
 func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error {

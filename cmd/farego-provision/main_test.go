@@ -472,3 +472,29 @@ func TestInitFleetOverAServersKeys(t *testing.T) {
 		t.Error("a refused init-fleet made a CA")
 	}
 }
+
+// TestDeviceBadAddresses: a bad metrics address or broker URL is a usage
+// error before anything is made or registered (a bundle whose validator
+// would not start was written, and the device registered).
+func TestDeviceBadAddresses(t *testing.T) {
+	srv := apitest.Start(t)
+	fleet := filepath.Join(t.TempDir(), "fleet")
+	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 0 {
+		t.Fatal(e)
+	}
+	out := filepath.Join(t.TempDir(), "devices")
+	for _, bad := range [][]string{{"--metrics", "bogus"}, {"--metrics", "127.0.0.1:99999"}, {"--broker", "notaurl"},
+		{"--broker", "http://mqtt.example:1883"}, {"--broker", "tcp://mqtt.example"}, {"--broker", "tcp://a:1883,ssl://b"}} {
+		args := append([]string{"device", "--fleet", fleet, "--id", "bus-1", "--route", "42", "--server", srv.URL,
+			"--operator-token", "@" + srv.TokenFile, "--out", out}, bad...)
+		if c, _, e := provision(t, args...); c != 2 || !strings.Contains(e, bad[0]) {
+			t.Errorf("%v: exit %d, %q; want a usage error naming it", bad, c, e)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a refused device left files")
+	}
+	if devs, err := srv.Store.Devices(context.Background()); err != nil || len(devs) != 0 {
+		t.Errorf("devices registered: %v, %v", devs, err)
+	}
+}
