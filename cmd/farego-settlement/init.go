@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"golang.org/x/text/currency"
 	"io"
 	"os"
 	"path/filepath"
@@ -27,7 +28,10 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	if *currency != "" && !ledger.ValidCurrency(*currency) {
+	// The currency is kept for good: a code of the form but no currency
+	// (a typo, "EUE") would refuse every real fare table after. ISO 4217
+	// from golang.org/x/text/currency.
+	if _, err := isoCurrency(*currency); *currency != "" && (err != nil || !ledger.ValidCurrency(*currency)) {
 		return cli.Usagef(stderr, "farego-settlement init", "--currency %q is not an ISO 4217 code like EUR or JPY", *currency)
 	}
 	if *fares != "" {
@@ -37,6 +41,9 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		switch {
 		case *currency == "":
+			if _, err := isoCurrency(t.Currency); err != nil {
+				return fmt.Errorf("the fare table %s is in %q, which is not an ISO 4217 currency: the ledger's currency is kept for good", *fares, t.Currency)
+			}
 			*currency = t.Currency
 		case *currency != t.Currency:
 			return fmt.Errorf("the fare table %s is in %s, not --currency %s: a ledger keeps one currency (its fare tables in another would charge nothing)",
@@ -147,4 +154,13 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
   ledger:         %s
 `, *data, kd.Path(), filepath.Join(kd.Path(), keys.TokenFile), filepath.Join(kd.Path(), keys.FleetPubFile), dsn)
 	return nil
+}
+
+// isoCurrency reports whether code is an ISO 4217 currency (upper case).
+func isoCurrency(code string) (currency.Unit, error) {
+	u, err := currency.ParseISO(code)
+	if err == nil && u.String() != code {
+		err = fmt.Errorf("%q is not upper case", code)
+	}
+	return u, err
 }

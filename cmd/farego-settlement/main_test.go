@@ -149,8 +149,18 @@ func TestInitCurrency(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("the refused init left %s behind: %v", data, err)
 	}
-	if c, _, e := settle(t, ctx, "init", "--data", data, "--currency", "yen"); c != 2 || !strings.Contains(e, "--currency") {
-		t.Fatalf("init --currency yen: %d %q", c, e)
+	// The form alone is not enough: the currency is kept for good.
+	for _, bad := range []string{"yen", "ABC", "EUE"} {
+		if c, _, e := settle(t, ctx, "init", "--data", data, "--currency", bad); c != 2 || !strings.Contains(e, "--currency") {
+			t.Fatalf("init --currency %s: %d %q", bad, c, e)
+		}
+	}
+	xyz := filepath.Join(dir, "xyz.json")
+	if err := os.WriteFile(xyz, []byte(`{"version":1,"currency":"XYZ","fares":{"*":{"adult":210,"child":110,"senior":110,"student":160}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", xyz); c != 1 || !strings.Contains(e, "ISO 4217") {
+		t.Fatalf("init with a table in XYZ: %d %q", c, e)
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("the refused init left %s behind: %v", data, err)
