@@ -48,18 +48,21 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 }
 
 // ReadPrivate reads an Ed25519 private key (PKCS #8 PEM). It refuses a
-// file that others can read.
+// file that others can read (after making sure it holds a private key).
 func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
-	}
+	// What the file is comes first: a public key given for a private one
+	// (fleet.pub for fleet.key) was told to chmod 600, then that it is no
+	// private key.
 	block, err := readPEM(path, "PRIVATE KEY")
 	if err != nil {
 		return nil, err
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block)
 	if err != nil {

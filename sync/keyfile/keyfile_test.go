@@ -38,4 +38,9 @@ func TestKeyFiles(t *testing.T) {
 	if _, err := ReadPublic(kp); !errors.Is(err, ErrKeyFile) {
 		t.Errorf("private key read as public: err = %v", err)
 	}
+	// A public key (mode 0644, as written) given for a private one is
+	// called what it is, not told to chmod 600.
+	if _, err := ReadPrivate(pp); !errors.Is(err, ErrKeyFile) || strings.Contains(err.Error(), "chmod") || !strings.Contains(err.Error(), "PRIVATE KEY") {
+		t.Errorf("public key read as private: err = %v", err)
+	}
 }
