@@ -176,7 +176,7 @@ func TestSalvage(t *testing.T) {
 // an earlier epoch too, the epoch and last sequence number from copies of
 // the meta page; acked records may come back (older copies), never a
 // record that was not in the file, and the state is not returned. With
-// the first 8 pages lost, the records on them are lost (two leaf pages).
+// the first 8 pages lost, the records on them are lost.
 func TestSalvageScan(t *testing.T) {
 	for name, lose := range map[string]int64{"both meta pages": 2, "the first 8 pages": 8} {
 		t.Run(name, func(t *testing.T) {
@@ -227,7 +227,10 @@ func TestSalvageScan(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%d records: %d of %d unacked, %d acked (older copies), %d adopted; %d pages lost", n, len(found), len(want), acked, adopted, s.LostPages)
-			if lose > 2 && len(found) < len(want)-60 || lose == 2 && len(found) != len(want) || adopted != 30 || n != s.Pending {
+			// With 8 pages lost, the records on them are gone: two leaf
+			// pages' worth, and the adopted ones when their page is
+			// among them (where bbolt put it varies from file to file).
+			if lose > 2 && len(found) < len(want)-60 || lose == 2 && (len(found) != len(want) || adopted != 30) || n != s.Pending {
 				t.Errorf("found %d of %d unacked and %d of 30 adopted records; Pending %d, Records gave %d", len(found), len(want), adopted, s.Pending, n)
 			}
 		})
