@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,6 +29,7 @@ import (
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/uplink"
 )
 
 // Bundle file names.
@@ -130,25 +130,15 @@ func checkListen(addr string) error {
 	return nil
 }
 
-// checkBrokers checks the device's broker URLs (comma-separated, as the
-// validator takes them): scheme tcp, mqtt, ssl, tls or mqtts, and
-// host:port. Empty: offline only.
+// checkBrokers checks the device's broker URLs as its validator will
+// (comma-separated, each by uplink.CheckBroker). Empty: offline only.
 func checkBrokers(list string) error {
 	if list == "" {
 		return nil
 	}
 	for b := range strings.SplitSeq(list, ",") {
-		u, err := url.Parse(strings.TrimSpace(b))
-		if err != nil {
-			return fmt.Errorf("%q is not a URL", b)
-		}
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts":
-		default:
-			return fmt.Errorf("%s: the scheme must be tcp, mqtt, ssl, tls or mqtts", u.Redacted())
-		}
-		if err := checkListen(u.Host); err != nil {
-			return fmt.Errorf("%s: want scheme://host:port (%v)", u.Redacted(), err)
+		if err := uplink.CheckBroker(b); err != nil {
+			return err
 		}
 	}
 	return nil

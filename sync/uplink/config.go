@@ -321,6 +321,11 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// CheckBroker checks one broker URL as Config.Validate does (scheme tcp,
+// mqtt, ssl, tls or mqtts; host:port): for a tool that writes a device's
+// configuration before the device reads it.
+func CheckBroker(url string) error { return mqttclient.CheckBrokerURL(url) }
+
 // mqttConfig is the connection part of c, for the client core (without
 // TLS, which New adds once it has read the files).
 func (c *Config) mqttConfig() mqttclient.Config {

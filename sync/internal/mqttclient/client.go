@@ -77,6 +77,25 @@ func IsTLS(broker string) bool {
 	return err == nil && tlsSchemes[u.Scheme]
 }
 
+var errNotURL = errors.New("not a URL")
+
+// CheckBrokerURL checks one broker URL: scheme tcp, mqtt, ssl, tls or
+// mqtts, and host:port. Its errors never repeat a password (one that is
+// not a URL at all is errNotURL: the parse error would repeat it).
+func CheckBrokerURL(b string) error {
+	u, err := url.Parse(b)
+	if err != nil {
+		return fmt.Errorf("broker URL: %w", errNotURL)
+	}
+	if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
+		return fmt.Errorf("broker URL %s: scheme must be tcp, mqtt, ssl, tls or mqtts", u.Redacted())
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
+		return fmt.Errorf("broker URL %s: want scheme://host:port", u.Redacted())
+	}
+	return nil
+}
+
 // Validate checks the connection settings every client shares: broker
 // URLs (scheme and host:port), the client id, credentials and the
 // keep-alive. Its errors never repeat a password.
@@ -85,15 +104,11 @@ func (c Config) Validate() error {
 		return errors.New("no broker URL (Brokers)")
 	}
 	for i, b := range c.Brokers {
-		u, err := url.Parse(b)
-		if err != nil {
-			return fmt.Errorf("broker URL %d of %d is not a URL", i+1, len(c.Brokers)) // the parse error would repeat it, password and all
-		}
-		if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
-			return fmt.Errorf("broker URL %s: scheme must be tcp, mqtt, ssl, tls or mqtts", u.Redacted())
-		}
-		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
-			return fmt.Errorf("broker URL %s: want scheme://host:port", u.Redacted())
+		if err := CheckBrokerURL(b); err != nil {
+			if errors.Is(err, errNotURL) {
+				return fmt.Errorf("broker URL %d of %d is not a URL", i+1, len(c.Brokers))
+			}
+			return err
 		}
 	}
 	if c.ClientID == "" || len(c.ClientID) > 65535 || strings.ContainsRune(c.ClientID, 0) {
