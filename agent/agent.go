@@ -388,7 +388,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		}
 		return refuse(record.ReasonInternal)
 	}
-	if a.recordFail.Swap(nil) != nil {
+	if a.recordFail.Load() != nil && a.recordFail.Swap(nil) != nil { // a read, not a write, on every tap
 		a.log.Info("recording taps works again: in service")
 		a.serviceChanged()
 	}

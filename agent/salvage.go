@@ -109,7 +109,13 @@ type chainCheck struct {
 	// state entries and other non-taps come back as records too, and are
 	// passed over rather than counted as damaged.
 	scanned bool
-	taken   map[string]bool // scanned: "epoch/seq" of the records taken
+	taken   map[takenKey]bool // scanned: the records taken
+}
+
+// takenKey is a record's identity: its epoch and sequence number.
+type takenKey struct {
+	epoch string
+	seq   uint64
 }
 
 // salvaged is a record read from the damaged file, decoded.
@@ -134,12 +140,12 @@ func (c *chainCheck) add(epoch string, own bool, r queue.Record) error {
 	if c.scanned && cur.tap != nil {
 		// Versions of one record come most copies first: the first that
 		// decodes is taken, the others (torn copies) passed over.
-		k := fmt.Sprint(cur.epoch, "/", r.Seq)
+		k := takenKey{cur.epoch, r.Seq}
 		if c.taken[k] {
 			return nil
 		}
 		if c.taken == nil {
-			c.taken = map[string]bool{}
+			c.taken = map[takenKey]bool{}
 		}
 		c.taken[k] = true
 	}
