@@ -103,7 +103,7 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 				s.log.Error("record the ledger would refuse, quarantined", "tap", t.ID, "err", err)
 				continue
 			}
-			if !t.Valid() {
+			if lt.Flag != "" {
 				s.log.Warn("tap with an invalid code stored uncharged", "tap", t.ID, "verdict", t.Verdict,
 					"account", t.Code.Account, "code_hash", t.CodeHash)
 			}
