@@ -201,6 +201,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ledger = st
+	// 'farego-settlement restored' refuses to run while this is held.
+	if err := st.Serve(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if _, err := st.BindKeySet(ctx, kd.Fingerprint()); err != nil {
 		st.Close()
 		if errors.Is(err, ledger.ErrOtherKeys) {

@@ -12,7 +12,9 @@ import (
 // cmdRestored is the first step after restoring the ledger from a backup
 // (see the README's restore procedure): the id counters jump forward past
 // anything the lost history may have handed out, and the deny-list version
-// moves to the current time. Run it before starting the servers.
+// moves to the current time. Run it before starting the servers: it
+// refuses to run while one serves the ledger (ledger.ErrInUse), and no
+// server starts while it runs.
 func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement restored", flag.ContinueOnError)
 	data := dataFlag(fs)
@@ -26,6 +28,9 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer st.Close()
+	if err := st.Exclusive(ctx); err != nil {
+		return err
+	}
 	acct, pay, err := st.Restored(ctx, *margin, "cli")
 	if err != nil {
 		return err

@@ -37,6 +37,9 @@ type Store struct {
 	tables   tableCache
 	catalog  atomic.Pointer[fareCatalog]
 	restore  atomic.Pointer[restoreWindow] // set by Restored: see lostCredential
+	path     string                        // the SQLite file; "" for PostgreSQL
+	holdMu   sync.Mutex
+	hold     *hold // Serve's or Exclusive's lock, released by Close
 	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
 	fareGrace, reuseWindow time.Duration
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
@@ -102,6 +105,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s := &Store{
 		db:          db,
 		backend:     tg.backend,
+		path:        tg.path,
 		log:         o.Logger,
 		now:         o.Now,
 		currency:    o.Currency,
@@ -209,6 +213,7 @@ func (s *Store) checkSQLiteSettings(ctx context.Context) error {
 
 // Close closes the database. Operations in flight fail.
 func (s *Store) Close() error {
+	s.dropHold()
 	s.stmts.Range(func(_, v any) bool {
 		v.(*sql.Stmt).Close()
 		return true

@@ -106,6 +106,13 @@ func TestRestoreAndReplay(t *testing.T) {
 		balances[rd.ID] = a.Balance
 	}
 
+	// Run on the ledger a server serves, restored is refused and moves
+	// nothing (the server would go on without the restore window).
+	out, err := r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir())
+	if err == nil || !strings.Contains(err.Error(), "a settlement server is serving this ledger") {
+		t.Fatalf("restored beside a running server: %q, %v; want it refused", out, err)
+	}
+
 	// The disaster: the ledger is restored from the backup.
 	if err := r.StopServer(false); err != nil {
 		t.Fatal(err)
@@ -115,7 +122,7 @@ func TestRestoreAndReplay(t *testing.T) {
 		os.Remove(m)
 	}
 	copyFiles(t, backup, "ledger.db", r.serverDir())
-	out, err := r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir())
+	out, err = r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir())
 	if err != nil || !strings.Contains(out, "next account id") {
 		t.Fatalf("restored: %q, %v", out, err)
 	}

@@ -1,0 +1,173 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrInUse is returned by Serve and Exclusive when the ledger is held the
+// other way: Exclusive while a settlement server serves the ledger, Serve
+// while a step that needs the ledger alone (Restored) runs.
+var ErrInUse = errors.New("ledger: in use")
+
+// servingLockKey is the first half of the PostgreSQL advisory lock servers
+// hold shared while they serve a ledger; the second half is a hash of the
+// current schema, as migrationLockKey's.
+const servingLockKey = 0x66617266 // "farf"
+
+// LockFileSuffix names the file beside a SQLite ledger that servers hold a
+// shared lock on (flock) while they serve it. It is not the database file
+// itself: closing any descriptor of that file in a process would drop the
+// POSIX locks SQLite holds on it.
+const LockFileSuffix = "-serving"
+
+// holdRecheck is how often a PostgreSQL hold checks its connection, and
+// takes the lock again on a new one if the connection was lost.
+const holdRecheck = 15 * time.Second
+
+// hold is a Store's lock on its ledger (see Serve and Exclusive).
+type hold struct {
+	release func()
+}
+
+// Serve marks the ledger as served by this Store until it is closed: several
+// servers may serve one ledger, and Exclusive in any process is refused
+// meanwhile. It fails with ErrInUse while Exclusive holds the ledger.
+func (s *Store) Serve(ctx context.Context) error { return s.take(ctx, false) }
+
+// Exclusive takes the ledger for a step that must run with no server on it
+// (Restored) until the Store is closed. It fails with ErrInUse while a
+// server serves the ledger. On PostgreSQL the lock is a session advisory
+// lock (a connection pooler in transaction mode would not keep it).
+func (s *Store) Exclusive(ctx context.Context) error { return s.take(ctx, true) }
+
+func (s *Store) take(ctx context.Context, exclusive bool) error {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if s.hold != nil {
+		return fmt.Errorf("ledger: the ledger is already held by this store")
+	}
+	var h *hold
+	var err error
+	if s.backend == backendSQLite {
+		h, err = flockHold(s.path+LockFileSuffix, exclusive)
+	} else {
+		h, err = s.advisoryHold(ctx, exclusive)
+	}
+	if err != nil {
+		return err
+	}
+	s.hold = h
+	return nil
+}
+
+// dropHold releases the Store's hold, if any (Close).
+func (s *Store) dropHold() {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if s.hold != nil {
+		s.hold.release()
+		s.hold = nil
+	}
+}
+
+func inUse(exclusive bool) error {
+	if exclusive {
+		return fmt.Errorf("%w: a settlement server is serving this ledger (stop every instance first)", ErrInUse)
+	}
+	return fmt.Errorf("%w: 'farego-settlement restored' is running on this ledger (start the server when it is done)", ErrInUse)
+}
+
+func flockHold(path string, exclusive bool) (*hold, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open the lock file: %w", err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
+	}
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, inUse(exclusive)
+		}
+		return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
+	}
+	return &hold{release: func() { f.Close() }}, nil
+}
+
+// advisoryHold takes the advisory lock on a connection of its own, kept
+// until release; a connection lost (the database restarted) is replaced
+// and the lock taken again on it.
+func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error) {
+	fn := "pg_try_advisory_lock_shared"
+	if exclusive {
+		fn = "pg_try_advisory_lock"
+	}
+	query := `SELECT ` + fn + `($1, hashtext(COALESCE(current_schema(), '')))`
+	lock := func(ctx context.Context) (*sql.Conn, error) {
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: connect for the serving lock: %w", err)
+		}
+		var ok bool
+		if err := conn.QueryRowContext(ctx, query, servingLockKey).Scan(&ok); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("ledger: take the serving lock: %w", err)
+		}
+		if !ok {
+			conn.Close()
+			return nil, inUse(exclusive)
+		}
+		return conn, nil
+	}
+	conn, err := lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if conn != nil {
+				conn.Close()
+			}
+		}()
+		tick := time.NewTicker(holdRecheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), holdRecheck)
+			if conn != nil && conn.PingContext(cctx) != nil {
+				// Gone with its session: the pool must not keep it.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+				conn.Close()
+				conn = nil
+				s.log.Warn("ledger: the serving lock's connection was lost; taking the lock again")
+			}
+			if conn == nil {
+				c, err := lock(cctx)
+				if err != nil {
+					s.log.Warn("ledger: could not take the serving lock again", "err", err)
+				}
+				conn = c
+			}
+			cancel()
+		}
+	}()
+	return &hold{release: func() { close(stop); wg.Wait() }}, nil
+}
