@@ -79,6 +79,13 @@ func TestParseRefusesBadTables(t *testing.T) {
 		"negative transfer": `{` + base + `,"transfer":{"window":"1h","fare":-5}}`,
 		"trailing":          `{` + base + `}{}`,
 		"float amount":      strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":2.5`, 1),
+		// encoding/json takes the last: a table read one way by its
+		// reviewer and charged another (the API refused these; a file
+		// given to init --fares, or a downlink, did not).
+		"route twice":   strings.Replace(`{`+base+`}`, `"fares":{`, `"fares":{"*":{"adult":1,"child":1,"senior":1,"student":1},`, 1),
+		"fares twice":   `{` + base + `,"fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`,
+		"fare twice":    strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":1,"adult":250`, 1),
+		"version twice": `{` + base + `,"version":2}`,
 	} {
 		if _, err := Parse([]byte(doc)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 	_ "time/tzdata" // validators often ship without /usr/share/zoneinfo
 
+	"github.com/farego/farego/agent/jsonstrict"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 )
@@ -85,6 +86,11 @@ var (
 func Parse(data []byte) (*Table, error) {
 	if len(data) > MaxTableSize {
 		return nil, fmt.Errorf("%w: %d bytes is larger than %d", ErrInvalid, len(data), MaxTableSize)
+	}
+	// encoding/json would take the last of a key named twice: a table
+	// read one way by a reviewer and another by the ledger.
+	if err := jsonstrict.DuplicateKeys(data, false); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

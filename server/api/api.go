@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/jsonstrict"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/keys"
@@ -328,10 +330,10 @@ func decode(r *http.Request, limit int64, v any) error {
 
 // decodeStrict decodes one JSON value strictly into v.
 func decodeStrict(body []byte, v any) error {
-	if err := checkDuplicateKeys(body, true); err != nil {
+	if err := jsonstrict.DuplicateKeys(body, true); err != nil {
 		return errorf(http.StatusBadRequest, "bad_json", "%v", err)
 	}
-	dec := json.NewDecoder(bytesReader(body))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return errorf(http.StatusBadRequest, "bad_json", "%v", err)

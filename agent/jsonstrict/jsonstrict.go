@@ -1,4 +1,8 @@
-package api
+// Package jsonstrict holds the JSON checks encoding/json does not make:
+// a key named twice in one object. The server's API refuses such bodies,
+// and fare tables are refused wherever they are read (API, files, the
+// fleet's downlink).
+package jsonstrict
 
 import (
 	"bytes"
@@ -10,12 +14,10 @@ import (
 	"unicode"
 )
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+// MaxDepth bounds the nesting DuplicateKeys follows.
+const MaxDepth = 32
 
-// maxJSONDepth bounds the nesting checkDuplicateKeys follows.
-const maxJSONDepth = 32
-
-// checkDuplicateKeys refuses a JSON text in which an object names a key
+// DuplicateKeys refuses a JSON text in which an object names a key
 // twice. encoding/json takes the last one silently, so
 // {"amount":1,"amount":100000} would otherwise top up 100,000 while a
 // proxy, a log or a signature check in front of us read 1. With fold,
@@ -23,7 +25,7 @@ const maxJSONDepth = 32
 // them to a struct's fields: {"amount":1,"AMOUNT":100000} is refused too.
 // Without fold (a fare table, whose route names are map keys), only
 // identical keys are.
-func checkDuplicateKeys(data []byte, fold bool) error {
+func DuplicateKeys(data []byte, fold bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	type frame struct {
@@ -60,13 +62,13 @@ func checkDuplicateKeys(data []byte, fold bool) error {
 		}
 		switch tok {
 		case json.Delim('{'):
-			if len(stack) >= maxJSONDepth {
-				return fmt.Errorf("JSON nested deeper than %d", maxJSONDepth)
+			if len(stack) >= MaxDepth {
+				return fmt.Errorf("JSON nested deeper than %d", MaxDepth)
 			}
 			stack = append(stack, frame{object: true, keys: map[string]bool{}, key: true})
 		case json.Delim('['):
-			if len(stack) >= maxJSONDepth {
-				return fmt.Errorf("JSON nested deeper than %d", maxJSONDepth)
+			if len(stack) >= MaxDepth {
+				return fmt.Errorf("JSON nested deeper than %d", MaxDepth)
 			}
 			stack = append(stack, frame{})
 		case json.Delim('}'), json.Delim(']'):
