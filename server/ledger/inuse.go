@@ -29,8 +29,9 @@ const servingLockKey = 0x66617266 // "farf"
 const LockFileSuffix = "-serving"
 
 // holdRecheck is how often a PostgreSQL hold checks its connection, and
-// takes the lock again on a new one if the connection was lost.
-const holdRecheck = 15 * time.Second
+// takes the lock again on a new one if the connection was lost (a
+// variable for the tests).
+var holdRecheck = 15 * time.Second
 
 // hold is a Store's lock on its ledger (see Serve and Exclusive).
 type hold struct {
@@ -113,6 +114,10 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 		fn = "pg_try_advisory_lock"
 	}
 	query := `SELECT ` + fn + `($1, hashtext(COALESCE(current_schema(), '')))`
+	unlock := `SELECT pg_advisory_unlock_shared($1, hashtext(COALESCE(current_schema(), '')))`
+	if exclusive {
+		unlock = `SELECT pg_advisory_unlock($1, hashtext(COALESCE(current_schema(), '')))`
+	}
 	lock := func(ctx context.Context) (*sql.Conn, error) {
 		conn, err := s.db.Conn(ctx)
 		if err != nil {
@@ -139,9 +144,18 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 	go func() {
 		defer wg.Done()
 		defer func() {
-			if conn != nil {
-				conn.Close()
+			if conn == nil {
+				return
 			}
+			// Released now, not when the pool ends the session (the
+			// connection goes back to the pool, the lock with it).
+			ctx, cancel := context.WithTimeout(context.Background(), holdRecheck)
+			defer cancel()
+			var ok bool
+			if err := conn.QueryRowContext(ctx, unlock, servingLockKey).Scan(&ok); err != nil || !ok {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+			conn.Close()
 		}()
 		tick := time.NewTicker(holdRecheck)
 		defer tick.Stop()

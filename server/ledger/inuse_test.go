@@ -3,7 +3,9 @@ package ledger
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
+	"time"
 )
 
 // TestRestoredRefusedWhileServed: 'farego-settlement restored' must run
@@ -51,4 +53,52 @@ func TestRestoredRefusedWhileServed(t *testing.T) {
 			t.Fatalf("a server once Exclusive released: %v", err)
 		}
 	})
+}
+
+// A server's PostgreSQL session ends under it (the database restarted, a
+// connection killed): its hold takes the lock again on a new connection,
+// so restored is refused again once it has.
+func TestServingLockTakenAgain(t *testing.T) {
+	if os.Getenv(postgresEnv) == "" {
+		t.Skip(postgresEnv + " not set")
+	}
+	defer func(d time.Duration) { holdRecheck = d }(holdRecheck)
+	holdRecheck = 50 * time.Millisecond
+	ctx := context.Background()
+	db := newPostgresDB(t)
+	open := func() *Store {
+		s, err := Open(ctx, db.dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	srv, other := open(), open()
+	if err := srv.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	if err := other.db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = $1 AND objid = hashtext(current_schema())::oid AND pid <> pg_backend_pid()`,
+		servingLockKey).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d sessions holding the serving lock, %v; want 1", killed, err)
+	}
+	// Until the hold notices, the ledger may look free; within a few
+	// rechecks it is held again (bounded).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := other.Exclusive(ctx)
+		if errors.Is(err, ErrInUse) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		other.dropHold()
+		if time.Now().After(deadline) {
+			t.Fatal("the serving lock was not taken again after its session ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
