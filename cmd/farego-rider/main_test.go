@@ -52,7 +52,8 @@ func TestRiderFlow(t *testing.T) {
 	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", tokFile); c != 0 || !strings.Contains(o, "15.00 EUR") {
 		t.Fatalf("topup: %d %q %q", c, o, e)
 	}
-	if c, _, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", "wrong"); c != 1 || !strings.Contains(e, "forbidden") {
+	if c, _, e := rider(t, "topup", "--state", st, "--amount", "1500", "--operator-token", "wrong"); c != 1 || !strings.Contains(e, "forbidden") ||
+		!strings.Contains(e, "refused the operator token") {
 		t.Errorf("topup with a wrong token: %d %q", c, e)
 	}
 	if c, o, e := rider(t, "credential", "--state", st); c != 0 || !strings.Contains(o, "credential 1") {

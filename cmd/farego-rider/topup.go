@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
@@ -50,8 +51,15 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 		Balance  int64  `json:"balance"`
 		Currency string `json:"currency"`
 	}
-	if err := call(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
-		map[string]any{"amount": amount, "reference": ref}, &out); err != nil {
+	err = call(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
+		map[string]any{"amount": amount, "reference": ref}, &out)
+	if ae := (*cli.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+		// The server cannot tell a wrong operator token from a wrong
+		// account secret (both are 64 hex digits) and answers "wrong
+		// account or secret": what was sent here is the token.
+		return fmt.Errorf("the server refused the operator token (%w): check --operator-token (the server's keys/operator.token, or a payments token)", err)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "account %d balance %s\n", s.Account, money(out.Balance, out.Currency))
