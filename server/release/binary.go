@@ -15,10 +15,29 @@ import (
 // built with -trimpath): a Go program, for linux, for the architecture
 // the release names, and not one of farego's other programs.
 
-// goArchRE is an architecture name Add can check against a build: a
-// GOARCH, or armvN (GOARCH arm with GOARM N). Other names (a fleet's own)
-// are taken as the operator spells them, with a build for linux.
+// goArchRE is an architecture name a validator asks for (update.Arch): a
+// GOARCH, or armvN (GOARCH arm with GOARM N). A release under any other
+// name would never be fetched.
 var goArchRE = regexp.MustCompile(`^(386|amd64|arm64|armv[5-7]|loong64|mips|mipsle|mips64|mips64le|ppc64|ppc64le|riscv64|s390x)$`)
+
+// archAliases are other names of the architectures validators ask for
+// (Debian's, the kernel's), for the refusal's hint.
+var archAliases = map[string]string{
+	"armhf": "armv7", "armel": "armv5", "arm": "armv7", "armv7l": "armv7", "armv6l": "armv6",
+	"aarch64": "arm64", "x86_64": "amd64", "x86-64": "amd64", "i386": "386", "i686": "386",
+}
+
+// checkArch refuses an architecture name no validator asks for.
+func checkArch(arch string) error {
+	if goArchRE.MatchString(arch) {
+		return nil
+	}
+	hint := "validators ask for their GOARCH, with armv5, armv6 or armv7 for 32-bit ARM (arm64, amd64, …)"
+	if a, ok := archAliases[strings.ToLower(arch)]; ok {
+		hint = fmt.Sprintf("%s is %s to a validator", arch, a)
+	}
+	return fmt.Errorf("%w: no validator asks for architecture %q, so none would install this release: %s", ErrInvalid, arch, hint)
+}
 
 // otherPrograms are farego's programs that are not the validator.
 var otherPrograms = []string{"farego-settlement", "farego-provision", "farego-rider", "farego-sim", "farego-demo"}
@@ -50,7 +69,7 @@ func checkBinary(path, arch string) error {
 		}
 		built = "armv" + goarm
 	}
-	if goArchRE.MatchString(arch) && built != arch {
+	if built != arch {
 		return fmt.Errorf("%w: the binary is built for %s, not %s: a validator cannot start it, nor roll it back", ErrInvalid, built, arch)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var builds struct {
@@ -95,8 +96,23 @@ func TestAddChecksTheBinary(t *testing.T) {
 	if _, err := s.Add(bytes.NewReader(arm64), "v1.4.0", "arm64", now); err != nil {
 		t.Fatalf("v1.4.0 after refused 1.4.0 uploads: %v", err)
 	}
-	// A fleet's own architecture name is taken with any linux build.
-	if _, err := s.Add(bytes.NewReader(arm7), "v1.4.0", "imx6ull", now); err != nil {
-		t.Errorf("a fleet's own architecture name: %v", err)
+	// A name no validator asks for (update.Arch) would never be
+	// installed: refused, with the name validators use where it is known.
+	for arch, want := range map[string]string{"armhf": "armhf is armv7", "aarch64": "aarch64 is arm64", "imx6ull": "validators ask for their GOARCH"} {
+		if _, err := s.Add(bytes.NewReader(arm7), "v1.4.0", arch, now); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("--arch %s: %v; want ErrInvalid saying %q", arch, err, want)
+		}
+	}
+}
+
+// A refused first build leaves no releases directory behind.
+func TestRefusedAddLeavesNoDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "releases")
+	s := Open(dir, fleet)
+	if _, err := s.Add(bytes.NewReader([]byte("#!/bin/sh\n")), "1.4.0", "armv7", time.Now()); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a shell script: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused add left %s: %v", dir, err)
 	}
 }

@@ -108,6 +108,9 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (rel *Rele
 	if err := wire.ValidArch(arch); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if err := checkArch(arch); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dir := s.relDir(version, arch)
@@ -124,6 +127,7 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (rel *Rele
 		if err != nil { // leave no empty directory to be taken for a stored version
 			os.Remove(dir)
 			os.Remove(filepath.Dir(dir))
+			os.Remove(s.dir) // made for this build, if nothing else is in it
 		}
 	}()
 	tmp, err := os.CreateTemp(dir, ".binary.tmp*")
