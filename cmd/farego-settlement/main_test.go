@@ -360,3 +360,28 @@ func TestSecondInitOnOneLedger(t *testing.T) {
 		})
 	}
 }
+
+// restored's --margin out of range is a usage error (exit 2) before the
+// ledger is opened, like every other bad flag; it was exit 1 from the
+// ledger.
+func TestRestoredMarginRange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	for _, m := range []string{"-5", "1099511627777"} {
+		if c, _, e := settle(t, ctx, "restored", "--data", data, "--margin", m); c != 2 || !strings.Contains(e, "--margin must be 0") {
+			t.Errorf("restored --margin %s: exit %d, %q; want 2 and the range", m, c, e)
+		}
+	}
+	st, err := ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if a, err := st.CreateAccount(ctx, ledger.AccountSpec{}); err != nil || a.ID > 2000 {
+		t.Errorf("after the refused restored: account %+v, %v; want the counters where init left them", a, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server/ledger"
 )
 
 // cmdRestored is the first step after restoring the ledger from a backup
@@ -22,6 +23,9 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	margin := fs.Int64("margin", 0, "how far the account and payment id counters jump (default 100000)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
+	}
+	if *margin < 0 || *margin > ledger.MaxRestoreMargin {
+		return cli.Usagef(stderr, fs.Name(), "--margin must be 0 (the default, %d) to %d, got %d", ledger.DefaultRestoreMargin, ledger.MaxRestoreMargin, *margin)
 	}
 	st, err := openLedger(ctx, *data, *db)
 	if err != nil {

@@ -586,8 +586,12 @@ func (s *Store) Credentials(ctx context.Context, account uint64) ([]Credential, 
 	return out, rows.Err()
 }
 
-// DefaultRestoreMargin is how far Restored moves the id counters.
-const DefaultRestoreMargin = 100_000
+// DefaultRestoreMargin is how far Restored moves the id counters, and
+// MaxRestoreMargin the most it may.
+const (
+	DefaultRestoreMargin = 100_000
+	MaxRestoreMargin     = 1 << 40
+)
 
 // Restored makes the ledger safe to use after it was restored from a
 // backup: the account and payment id counters jump forward by margin
@@ -601,7 +605,7 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accou
 	if margin == 0 {
 		margin = DefaultRestoreMargin
 	}
-	if margin < 0 || margin > 1<<40 {
+	if margin < 0 || margin > MaxRestoreMargin {
 		return 0, 0, invalid("restore margin %d out of range", margin)
 	}
 	var window restoreWindow
