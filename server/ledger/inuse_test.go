@@ -18,14 +18,7 @@ import (
 func TestRestoredRefusedWhileServed(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
-		open := func() *Store {
-			s, err := Open(ctx, db.dsn, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		}
+		open := func() *Store { return openClosable(t, db) }
 		a, b, c := open(), open(), open()
 		if err := a.Serve(ctx); err != nil {
 			t.Fatalf("first server: %v", err)
@@ -66,14 +59,7 @@ func TestServingLockTakenAgain(t *testing.T) {
 	holdRecheck = 50 * time.Millisecond
 	ctx := context.Background()
 	db := newPostgresDB(t)
-	open := func() *Store {
-		s, err := Open(ctx, db.dsn, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	open := func() *Store { return openClosable(t, db) }
 	srv, other := open(), open()
 	if err := srv.Serve(ctx); err != nil {
 		t.Fatal(err)
@@ -101,4 +87,16 @@ func TestServingLockTakenAgain(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// openClosable opens a Store the test may close before its end (db.open's
+// cleanup checks the invariants on it).
+func openClosable(t *testing.T, db *testDB) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), db.dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
