@@ -117,6 +117,16 @@ func (f *fixture) do(method, path, token, body string, want int) map[string]any 
 
 func errCode(m map[string]any) string { return m["error"].(map[string]any)["code"].(string) }
 
+// noFigures returns an error answer's message if it holds a number (a
+// balance, a limit), else "".
+func noFigures(m map[string]any) string {
+	msg, _ := m["error"].(map[string]any)["message"].(string)
+	if strings.ContainsAny(msg, "0123456789") {
+		return msg
+	}
+	return ""
+}
+
 type rider struct {
 	id     uint64
 	secret string
@@ -266,8 +276,8 @@ func TestOnlinePayment(t *testing.T) {
 	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 100), 409); errCode(e) != "code_used" {
 		t.Errorf("the same code for another order: %v", e)
 	}
-	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" {
-		t.Errorf("over the balance: %v", e)
+	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" || noFigures(e) != "" {
+		t.Errorf("over the balance: %v; the shop must not read the rider's figures (%s)", e, noFigures(e))
 	}
 	if e := f.do("POST", "/v1/payments", f.token, body("o-4", r.code(t, now.Add(-10*time.Minute), 3), 10), 422); errCode(e) != "invalid_code" {
 		t.Errorf("expired code: %v", e)
@@ -514,8 +524,8 @@ func TestPaymentLimit(t *testing.T) {
 		return f.do("POST", "/v1/payments", shop, string(b), want)
 	}
 	before := f.snapshot()
-	if e := pay("o-1", 9_000, 403); errCode(e) != "over_limit" {
-		t.Errorf("a payment over the rider's limit: %v", e)
+	if e := pay("o-1", 9_000, 403); errCode(e) != "over_limit" || noFigures(e) != "" {
+		t.Errorf("a payment over the rider's limit: %v; the shop must not read the rider's limit (%s)", e, noFigures(e))
 	}
 	if after := f.snapshot(); after != before {
 		t.Errorf("a refused payment changed the ledger: %s → %s", before, after)

@@ -118,7 +118,7 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: hash,
 		Amount: req.Amount, Currency: req.Currency})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, payRefusal(err)
 	}
 	h.log.Info("payment", "id", order.ID, "merchant", order.MerchantID, "account", order.Account, "amount", order.Amount)
 	return toPayment(order), http.StatusCreated, nil
@@ -193,4 +193,18 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 		h.audit(r, p, "refund", merchant+"/"+order, fmt.Sprintf("refund %q amount %d", req.RefundID, req.Amount))
 	}
 	return toRefund(rf), http.StatusCreated, nil
+}
+
+// payRefusal is what the shop is told of a payment the ledger refused: the
+// reason, not the rider's figures. A refused payment leaves the code
+// usable, so any scanner shown it once could otherwise read the rider's
+// balance, credit line and limit by asking for too much.
+func payRefusal(err error) error {
+	switch {
+	case errors.Is(err, ledger.ErrInsufficientFunds):
+		return errorf(http.StatusPaymentRequired, "insufficient_funds", "the rider's balance does not cover the amount")
+	case errors.Is(err, ledger.ErrOverLimit):
+		return errorf(http.StatusForbidden, "over_limit", "the amount is over the limit the rider set for payments by code")
+	}
+	return err
 }
