@@ -635,7 +635,12 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accou
 			return fmt.Errorf("ledger: read the newest credential: %w", err)
 		}
 		window.at = t.now
-		for name, v := range map[string]int64{"restored_from_ns": window.from, "restored_at_ns": window.at} {
+		// Device assignments made since the backup are applied on the
+		// validators, which refuse a version not above theirs: the next
+		// ones are numbered past any (the time in milliseconds, as the
+		// deny list's version: it keeps increasing across restores).
+		floor := t.now / int64(time.Millisecond)
+		for name, v := range map[string]int64{"restored_from_ns": window.from, "restored_at_ns": window.at, "assignment_floor": floor} {
 			if _, err := t.exec("keep the restore window", `INSERT INTO ledger_settings (name, value) VALUES ($1, $2)
 				ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, strconv.FormatInt(v, 10)); err != nil {
 				return err

@@ -55,17 +55,26 @@ func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string)
 		if n == 0 {
 			return fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}
-		var last int64
+		// Past the device's stored assignments, and past any a restore
+		// lost (Restored keeps a floor): a validator refuses a version not
+		// above the one it applied.
+		var last, floor int64
 		if err := t.queryRow(`SELECT COALESCE(MAX(version), 0) FROM device_assignments WHERE device_id = $1`, id).Scan(&last); err != nil {
 			return fmt.Errorf("ledger: read assignments: %w", err)
 		}
-		a.Version, a.At = uint64(last)+1, time.Unix(0, t.now)
+		if err := t.queryRow(`SELECT COALESCE(MAX(CAST(value AS BIGINT)), 0) FROM ledger_settings WHERE name = 'assignment_floor'`).Scan(&floor); err != nil {
+			return fmt.Errorf("ledger: read the assignment floor: %w", err)
+		}
+		a.Version, a.At = uint64(max(last, floor))+1, time.Unix(0, t.now)
 		if _, err := t.exec("store assignment", `INSERT INTO device_assignments (device_id, version, route, vehicle, at_ns, by_who)
 			VALUES ($1, $2, $3, $4, $5, $6)`, id, int64(a.Version), route, vehicle, t.now, by); err != nil {
 			return err
 		}
-		_, err := t.exec("trim assignments", `DELETE FROM device_assignments WHERE device_id = $1 AND version <= $2`,
-			id, last+1-MaxAssignmentHistory)
+		// The newest MaxAssignmentHistory are kept (versions jump at a
+		// restore: counted, not by number).
+		_, err := t.exec("trim assignments", `DELETE FROM device_assignments WHERE device_id = $1 AND version < (
+			SELECT MIN(version) FROM (SELECT version FROM device_assignments WHERE device_id = $1 ORDER BY version DESC LIMIT $2) AS newest)`,
+			id, MaxAssignmentHistory)
 		return err
 	})
 	return a, err

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"strings"
@@ -157,6 +158,57 @@ func TestVerifyLastSerialAfterRestore(t *testing.T) {
 			if _, err := s.db.ExecContext(ctx, `UPDATE accounts SET last_serial = last_serial - 7 WHERE id = $1`, int64(acct)); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+}
+
+// A device's assignments made since the backup are lost with it, but the
+// validator applied them and refuses a version not above its own: after
+// `restored` the next assignment is numbered past any the lost history
+// made (it was the restored ledger's last + 1, refused as stale, and the
+// bus kept its old route). The history kept is the newest
+// MaxAssignmentHistory, counted across the jump.
+func TestRestoreAssignmentVersions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		var applied uint64 // what the validator holds
+		for _, route := range []string{"42", "7", "X1"} {
+			a, err := s.AssignDevice(ctx, "bus-7", route, "BUS-7", "op")
+			if err != nil {
+				t.Fatal(err)
+			}
+			applied = a.Version
+		}
+		// The backup held the first only.
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM device_assignments WHERE version > 1`); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.AssignDevice(ctx, "bus-7", "42", "BUS-7", "op")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Version <= applied {
+			t.Fatalf("after the restore: assignment version %d, which the validator (at %d) refuses as stale", a.Version, applied)
+		}
+		for range MaxAssignmentHistory + 5 {
+			if _, err := s.AssignDevice(ctx, "bus-7", "7", "BUS-7", "op"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n, lo int64
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(version) FROM device_assignments WHERE device_id = 'bus-7'`).Scan(&n, &lo); err != nil {
+			t.Fatal(err)
+		}
+		if n != MaxAssignmentHistory || uint64(lo) <= a.Version {
+			t.Errorf("history after %d more assignments: %d kept from version %d; want the newest %d", MaxAssignmentHistory+5, n, lo, MaxAssignmentHistory)
 		}
 	})
 }
