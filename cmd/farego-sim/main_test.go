@@ -18,7 +18,13 @@ import (
 // reportLine returns the numbers of the report line that starts with name.
 func reportLine(t *testing.T, out, name string) []int64 {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + ` +(.*)$`).FindStringSubmatch(out)
+	// The results only: a progress line of the catch-up phase starts
+	// with "  catch-up" too ("  catch-up     9s  taps …").
+	_, results, ok := strings.Cut(out, "\nresults (")
+	if !ok {
+		t.Fatalf("no results in the output:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + ` +(.*)$`).FindStringSubmatch(results)
 	if m == nil {
 		t.Fatalf("report lacks %q:\n%s", name, out)
 	}
