@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -316,6 +317,20 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	if wallettest.Eval[bool](t, b, `!document.getElementById("error").hidden`) {
 		t.Errorf("after the change: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
 	}
+	// The confirmation says what happens to the passes elsewhere (it said
+	// they kept working for 24 h: they are denied), and one left open is
+	// closed by signing out, not shown to the next account.
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
+	if text := wallettest.Eval[string](t, b, `document.getElementById("change-secret-confirm").textContent`); !strings.Contains(text, "blocked too") ||
+		strings.Contains(text, "24 h") {
+		t.Errorf("the confirmation says %q", text)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("sign-out"), chromedp.NodeVisible),
+		chromedp.Click(chromedp.ID("sign-out-yes"), chromedp.NodeVisible))
+	signIn(t, b, url, account{ID: acct.ID, Secret: fresh})
+	if wallettest.Eval[bool](t, b, `!document.getElementById("change-secret-confirm").hidden`) {
+		t.Error("the change-secret confirmation is open after signing out and in")
+	}
 }
 
 // TestWalletChangesItsSecretDuringAFetch: the rider changes the secret
@@ -460,10 +475,22 @@ func TestWalletPaymentLimit(t *testing.T) {
 	if l := limitOf(); l != 2050 {
 		t.Errorf("limit %d in the ledger, want 2050", l)
 	}
-	for _, bad := range []string{"-5", "2.505", "lots", "0", "0.00"} { // 0 would clear the limit
+	// On a phone the form is a screen below the message's place at the
+	// top: the message is brought into view (it stayed above it, unseen).
+	wallettest.Do(t, b, chromedp.EmulateViewport(360, 640))
+	inView := `(() => { const r = document.getElementById("error").getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()`
+	for bad, says := range map[string]string{"-5": "such as 20", "2.505": "such as 20", "lots": "such as 20", "0": "such as 20", // 0 would clear the limit
+		"0.00": "such as 20", "999999999999": "at most €1,000,000,000.00"} {
+		wallettest.Eval[bool](t, b, `(window.scrollTo(0, 0), document.getElementById("limit-amount").scrollIntoView(), true)`)
+		if wallettest.Eval[bool](t, b, inView) && !wallettest.Eval[bool](t, b, `document.getElementById("error").hidden`) {
+			t.Fatal("the set-up: the message's place is in view with the form")
+		}
 		set(bad)
 		wallettest.WaitFor(t, b, 30*time.Second, "the sentence for "+bad, `!document.getElementById("error").hidden && `+
-			`document.getElementById("error").textContent.includes("such as 20")`)
+			`document.getElementById("error").textContent.includes(`+strconv.Quote(says)+`)`)
+		if !wallettest.Eval[bool](t, b, inView) {
+			t.Errorf("after %q: the message is out of view", bad)
+		}
 		if l := limitOf(); l != 2050 {
 			t.Errorf("after %q: limit %d in the ledger, want 2050", bad, l)
 		}
@@ -630,4 +657,69 @@ func TestWalletEarlierActivity(t *testing.T) {
 	}
 	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh")))
 	wallettest.WaitFor(t, b, 30*time.Second, "the newest 10 again", rows+`.length === 10 && `+rows+`[0].dataset.seq === "26" && `+more)
+}
+
+// TestWalletActivityFitsAPhone: on a 360 px phone the activity of an
+// account in a currency with wide amounts (HUF 1,234.56) and a shop's
+// name does not widen the page, and no amount is cut off (the page was
+// 398 px wide, the balance column clipped at the card's edge and the
+// shop's name wrapped letter by letter).
+func TestWalletActivityFitsAPhone(t *testing.T) {
+	url, g := serveWalletIn(t, "HUF")
+	acct := newAccount(t, url)
+	ctx := context.Background()
+	if _, err := g.store.TopUp(ctx, acct.ID, 1_234_567_89, "psp-wide"); err != nil {
+		t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte("the rider's other phone"))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	serial, err := g.store.IssueCredentialSerial(ctx, acct.ID, time.Now().Add(time.Hour), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
+	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
+		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: 12_345_67, Currency: "HUF"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "Corner Café", OrderID: "o-1",
+		RefundID: "r-1", Amount: 1_000_00}); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740))
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "the activity", `document.querySelectorAll("#activity-body tr").length === 3`)
+	if over := wallettest.Eval[int](t, b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 2 {
+		t.Errorf("the account screen is %d px wider than a 360 px phone", over)
+	}
+	// Every amount whole inside its cell, and the shop's name not broken
+	// inside a word.
+	if cut := wallettest.Eval[[]string](t, b, `[...document.querySelectorAll("#activity-body td.amount")].filter(
+		(td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent)`); len(cut) > 0 {
+		t.Errorf("amounts cut off: %q", cut)
+	}
+	if lines := wallettest.Eval[int](t, b, `(() => { const td = document.querySelector("#activity-body tr[data-kind=refund] td:nth-child(2)");
+		const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; })()`); lines > 4 {
+		t.Errorf("'Refund from Corner Café' (4 words) takes %d lines: broken inside a word", lines)
+	}
+}
+
+// TestWalletOnAnInsecurePage: a wallet opened over plain http at an
+// address other than localhost (the server on a LAN address) cannot make
+// codes: browsers give WebCrypto to secure pages only. It says to open
+// the https address (it said "Something went wrong (error TypeError)").
+func TestWalletOnAnInsecurePage(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-insecure"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{HostRules: "MAP wallet.test 127.0.0.1"})
+	signIn(t, b, strings.Replace(url, "127.0.0.1", "wallet.test", 1), acct)
+	if wallettest.Eval[bool](t, b, `window.isSecureContext`) {
+		t.Fatal("the set-up: the page is a secure context")
+	}
+	wallettest.WaitFor(t, b, 30*time.Second, "the sentence", `!document.getElementById("pass-warning").hidden &&
+		document.getElementById("pass-warning").textContent.includes("https://")`)
 }

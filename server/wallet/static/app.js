@@ -27,6 +27,7 @@ let credentialRetryAt = 0; // after a refused or failed renewal, wait before try
 let earlier = [];
 const EARLIER_PAGE = 20;
 const RETRY_MS = 60000;
+const MAX_LIMIT = 1e11; // the ledger's MaxAmount, minor units
 
 // ---- test seam: tests import this module and read the state -------------
 
@@ -62,6 +63,9 @@ function showError(err) {
   }
   el.textContent = typeof err === "string" ? err : errorText(err);
   el.hidden = false;
+  // It is at the top of the page: on a phone the form that failed may be
+  // a screen further down.
+  el.scrollIntoView({ block: "nearest" });
 }
 
 function renderNet() {
@@ -213,7 +217,11 @@ async function maintainCredential(force = false) {
     } catch (e) {
       credentialRetryAt = Date.now() + RETRY_MS;
       const usable = last !== null;
-      if (e && e.name === "NotSupportedError") {
+      if (!window.isSecureContext) {
+        // WebCrypto is not there at all on a page served over plain http
+        // (but for localhost): a TypeError, not NotSupportedError.
+        warning.textContent = t("insecure_page");
+      } else if (e && e.name === "NotSupportedError") {
         warning.textContent = t("crypto_missing");
       } else if (e instanceof ApiError && e.code === "network" && usable && !force) {
         return; // the pass on the phone still works; the indicator says offline
@@ -579,7 +587,8 @@ async function saveLimit(ev) {
   const amount = text === "" ? 0 : toMinor(text, view?.account?.currency ?? "EUR");
   // 0 would clear the limit (the server's "none"): a rider who types 0 to
   // stop shop payments must not get the opposite.
-  if (amount === null || amount > 1e11 || (text !== "" && amount === 0)) return showError(t("limit_bad"));
+  if (amount === null || (text !== "" && amount === 0)) return showError(t("limit_bad"));
+  if (amount > MAX_LIMIT) return showError(t("limit_too_large", { amount: money(MAX_LIMIT, view?.account?.currency ?? "EUR") }));
   const btn = $("limit-save");
   btn.disabled = true;
   const secret = account.secret;
@@ -604,6 +613,7 @@ async function signOut() {
   clearInterval(pollTimer);
   clearQR($("qr"));
   $("sign-out-confirm").hidden = true;
+  $("change-secret-confirm").hidden = true; // not left open for the next account
   show("welcome");
 }
 

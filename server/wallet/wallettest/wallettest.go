@@ -36,6 +36,10 @@ const stepTimeout = 60 * time.Second
 type Config struct {
 	// Lang is the browser's language (default "en-US"), e.g. "zh-CN".
 	Lang string
+	// HostRules, if set, is Chromium's --host-resolver-rules, e.g. "MAP
+	// wallet.test 127.0.0.1": a name other than localhost for a loopback
+	// server (a page that is not a secure context).
+	HostRules string
 }
 
 // Chromium returns the path of the Chromium binary, skipping the test when
@@ -96,6 +100,9 @@ func Browser(tb testing.TB, cfg Config) context.Context {
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("lang", cfg.Lang),
 		chromedp.Flag("accept-lang", cfg.Lang),
+	}
+	if cfg.HostRules != "" {
+		opts = append(opts, chromedp.Flag("host-resolver-rules", cfg.HostRules))
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
