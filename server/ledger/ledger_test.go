@@ -867,10 +867,8 @@ func TestDenyOperator(t *testing.T) {
 		s := db.open(t, nil)
 		acct := newAccount(t, s, 0)
 		dl := denyList(t, s)
-		// A new ledger's list is a document (version 1, empty), so a fresh
-		// fleet's validators receive one: version 0 was none.
-		if dl.Version != 1 || len(dl.Entries) != 0 {
-			t.Fatalf("fresh deny list %+v; want version 1, empty", dl)
+		if dl.Version != 0 || len(dl.Entries) != 0 {
+			t.Fatalf("fresh deny list %+v", dl)
 		}
 		// The version moves forward with every change of the entries (to
 		// at least the time in milliseconds, so that it keeps increasing

@@ -152,9 +152,6 @@ func TestEndToEndOfflineTap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A fresh fleet's deny list is a document (empty, version 1): the
-	// validator has one (with version 0 it had none, and said so).
-	waitApplied(t, ctx, r, d.ID, "denylist", 1)
 	d.Link.Cut() // the bus drives out of coverage
 	png := filepath.Join(r.Dir, "ada.png")
 	text, err := rider.Code(ctx, png)
