@@ -355,7 +355,7 @@ func (s *selftest) checkDocuments() {
 		fails = append(fails, fmt.Sprintf("the fare table has no fares for route %q (%s)", s.cfg.Route, record.ReasonRouteNotInFares))
 	}
 	if h.Versions[record.DocDenyList] == 0 {
-		warns = append(warns, "no deny list")
+		warns = append(warns, noDenyList)
 	}
 	why := fmt.Sprintf("keyring v%d (%d of %d keys valid now), fares v%d, deny list v%d (%d entries)", h.Versions[record.DocKeyring],
 		h.KeysValidNow, h.Keys, h.Versions[record.DocFares], h.Versions[record.DocDenyList], h.DenyEntries)
@@ -491,6 +491,9 @@ func (s *selftest) brokerOK(res *uplink.ProbeResult) {
 		s.add(levelWarn, "broker", why+what, "check the server's fleet key and what else publishes on the fleet topics")
 		return
 	}
+	if res.Downlinks[record.DocDenyList] == 0 {
+		s.noDenyListPublished()
+	}
 	var newer []string
 	for _, k := range record.DocKinds {
 		have := uint64(0)
@@ -507,6 +510,24 @@ func (s *selftest) brokerOK(res *uplink.ProbeResult) {
 		return
 	}
 	s.add(levelOK, "broker", why+"; the device's documents are the server's newest", "")
+}
+
+// noDenyList is the documents check's warning for a device without a deny
+// list.
+const noDenyList = "no deny list"
+
+// noDenyListPublished takes back the documents check's "no deny list"
+// when the broker holds none either: a fleet in which no account or pass
+// was ever denied has none (the ledger's version 0), and the device is as
+// up to date as it can be.
+func (s *selftest) noDenyListPublished() {
+	for i, r := range s.results {
+		if r.name != "documents" || r.level != levelWarn || !strings.HasSuffix(r.why, ": "+noDenyList) {
+			continue
+		}
+		s.results[i] = selftestLine{level: levelOK, name: r.name,
+			why: strings.TrimSuffix(r.why, ": "+noDenyList) + "; the server has published no deny list (none denied yet)"}
+	}
 }
 
 // orNone is s, or "(none)" when it is empty.

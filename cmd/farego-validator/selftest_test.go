@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -212,4 +213,29 @@ func TestSelftest(t *testing.T) {
 		t.Errorf("missing keyring: exit %d, want 1; report:\n%s", code, report)
 	}
 	wantCheck(t, lines, "documents", "FAIL", "no keyring")
+}
+
+// A fleet in which nobody was ever denied has no deny list (the ledger's
+// version 0 is none): a device of it, connected, is as up to date as it
+// can be, and selftest says so instead of warning "no deny list" (a fresh
+// fleet's every device warned). A deny list on the broker the device lacks
+// is still a warning.
+func TestSelftestNoDenyListPublished(t *testing.T) {
+	d := newSelftestDevice(t)
+	must(t, os.Remove(filepath.Join(d.dir, "denylist.json")))
+	lines, report, _ := d.selftest()
+	t.Logf("report:\n%s", report)
+	wantCheck(t, lines, "documents", "OK", "deny list v0 (0 entries); the server has published no deny list (none denied yet)")
+
+	deny, err := json.Marshal(record.DenyList{Version: 3, Entries: []record.DenyEntry{{Account: 666, Reason: "negative_balance"}}})
+	must(t, err)
+	p, err := (&wire.Downlink{Kind: record.DocDenyList, Version: 3, IssuedAt: time.Now(), Body: deny}).MarshalBinary()
+	must(t, err)
+	msg, err := wire.Seal(wire.TypeDownlink, p, false, d.fleet)
+	must(t, err)
+	must(t, d.broker.Publish(wire.Topics{}.Fleet(record.DocDenyList), msg, true, 1))
+	lines, report, _ = d.selftest()
+	t.Logf("report with a deny list on the broker:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", "no deny list")
+	wantCheck(t, lines, "broker", "WARN", "denylist v3 (device has v0)")
 }
