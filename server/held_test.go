@@ -93,7 +93,7 @@ func newHeldFixture(t *testing.T) *heldFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func testKeyringShared(t *testing.T, dsn string) {
 	tok := operatorToken(t, dirA)
 	c := &client{t: t, token: tok}
 
-	c.do("PUT", a+"/v1/fares", `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
+	c.do("PUT", a+"/v1/fares", `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
 	if v := c.do("POST", a+"/v1/keyring/rotate", `{"activate_in":"0s"}`, 200)["version"]; v != 2.0 {
 		t.Fatalf("rotated to version %v, want 2", v)
 	}

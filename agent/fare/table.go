@@ -47,6 +47,8 @@ type Table struct {
 
 	loc      *time.Location
 	dayStart time.Duration
+	// zoneDefaulted: the document named no timezone and Parse took UTC.
+	zoneDefaulted bool
 }
 
 // Transfer is the transfer rule.
@@ -134,7 +136,7 @@ func (t *Table) check() error {
 		return bad("currency must be an ISO 4217 code like \"EUR\", got %q", t.Currency)
 	}
 	if t.TimeZone == "" {
-		t.TimeZone = "UTC"
+		t.TimeZone, t.zoneDefaulted = "UTC", true
 	}
 	loc, err := time.LoadLocation(t.TimeZone)
 	if err != nil {
@@ -239,6 +241,12 @@ func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
 // stop the settlement of every tap in its time); a new one is refused
 // where it is published (the ledger's PutFareTable).
 func (t *Table) LocalZone() bool { return strings.EqualFold(t.TimeZone, "Local") }
+
+// ZoneDefaulted reports whether the table's document named no timezone,
+// so that Parse took UTC: a table is published only with its zone named
+// (a Berlin operator's days would otherwise run one or two hours off);
+// one stored or provisioned before still loads.
+func (t *Table) ZoneDefaulted() bool { return t.zoneDefaulted }
 
 // ServiceDay returns the service day a ride at time at belongs to, as a
 // date "YYYY-MM-DD" in the table's time zone. The service day of a date

@@ -54,7 +54,7 @@ func TestProvisionDevice(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "bus-9-front")); err == nil {
 		t.Error("a failed provisioning left a bundle behind")
 	}
-	tbl := `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	tbl := `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
 	if err := putFares(srv.URL, strings.TrimPrefix(tok, "@"), tbl); err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestInitFleetOverAServersKeys(t *testing.T) {
 		t.Errorf("a second init-fleet: %d %q", c, e)
 	}
 	if err := putFares(srv.URL, srv.TokenFile,
-		`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`); err != nil {
+		`{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "devices")

@@ -156,7 +156,7 @@ func TestInitCurrency(t *testing.T) {
 		}
 	}
 	xyz := filepath.Join(dir, "xyz.json")
-	if err := os.WriteFile(xyz, []byte(`{"version":1,"currency":"XYZ","fares":{"*":{"adult":210,"child":110,"senior":110,"student":160}}}`), 0o644); err != nil {
+	if err := os.WriteFile(xyz, []byte(`{"version":1,"currency":"XYZ","timezone":"UTC","fares":{"*":{"adult":210,"child":110,"senior":110,"student":160}}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", xyz); c != 1 || !strings.Contains(e, "ISO 4217") {

@@ -77,7 +77,7 @@ func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 		}
 		store.Close()
 	})
-	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
 	return f
 }
 
@@ -241,7 +241,7 @@ func TestCredentialWithinKeyWindow(t *testing.T) {
 	srv := httptest.NewServer(New(Config{Ledger: store, Keys: kd, Notifier: &notes{}}))
 	defer srv.Close()
 	f := &fixture{t: t, srv: srv, store: store, keys: kd, token: strings.TrimSpace(string(tok)), notes: &notes{}}
-	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`, 200)
 	r := f.newRider(1000)
 	d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), kd.Keyring(), paycode.Policy{})
 	if !d.Accepted {
@@ -308,9 +308,14 @@ func TestFleetEndpoints(t *testing.T) {
 	if f.notes.count(record.DocFares) != 1 {
 		t.Errorf("fare upload did not notify the publisher")
 	}
-	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`, 409)
+	f.do("PUT", "/v1/fares", f.token, `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`, 409)
 	f.do("PUT", "/v1/fares", f.token, `{"version":2}`, 400)
-	f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 200)
+	// A table naming no zone would rate every day in UTC (for a Berlin
+	// operator, one or two hours off): refused when published.
+	if e := f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 400); !strings.Contains(fmt.Sprint(e), "names no timezone") {
+		t.Errorf("a table without a timezone: %v", e)
+	}
+	f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 200)
 	if fares := f.do("GET", "/v1/fares", "", "", 200); fares["version"].(float64) != 2 {
 		t.Errorf("fares = %v", fares)
 	}

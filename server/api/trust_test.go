@@ -58,7 +58,7 @@ func TestRoles(t *testing.T) {
 		b, _ := json.Marshal(map[string]any{"merchant_id": merchant, "order_id": order, "code": r.code(t, now, counter), "amount": 100})
 		return string(b)
 	}
-	fares := `{"version":7,"currency":"EUR","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`
+	fares := `{"version":7,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`
 	dev := `{"id":"bus-evil","public_key":"` + devKey(9) + `"}`
 	before := f.snapshot()
 	for _, tc := range []struct {

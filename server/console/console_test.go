@@ -513,7 +513,7 @@ func TestPublishFares(t *testing.T) {
 	if tbl, _ := f.store.LatestFareTable(context.Background()); tbl.Version != 1 {
 		t.Fatal("the preview published the table")
 	}
-	for _, bad := range []string{testFares, `{"version":3}`, `{"version":3,"currency":"EUR","fares":{"*":{"adult":-1}}}`, "not json"} {
+	for _, bad := range []string{testFares, `{"version":3}`, `{"version":3,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":-1}}}`, "not json"} {
 		code, body := post(bad, false)
 		if code != http.StatusBadRequest || !strings.Contains(body, `id="invalid"`) || strings.Contains(body, "confirm-yes") {
 			t.Errorf("preview of %.30q: %d, invalid shown %t", bad, code, strings.Contains(body, `id="invalid"`))

@@ -77,7 +77,7 @@ func FuzzCheckOrigin(f *testing.F) {
 // the same.
 func FuzzDiffTables(f *testing.F) {
 	f.Add(testFares, strings.Replace(testFares, `"version":1`, `"version":2`, 1))
-	f.Add(testFares, `{"version":9,"currency":"USD","fares":{"*":{"adult":1}}}`)
+	f.Add(testFares, `{"version":9,"currency":"USD","timezone":"UTC","fares":{"*":{"adult":1}}}`)
 	f.Fuzz(func(t *testing.T, a, b string) {
 		ta, err := fare.Parse([]byte(a))
 		if err != nil {

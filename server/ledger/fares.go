@@ -95,6 +95,9 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	if table.Version > 1<<62 {
 		return invalid("fare table version %d out of range", table.Version)
 	}
+	if table.ZoneDefaulted() {
+		return invalid("fare table names no timezone: name the zone whose wall clock the service day follows, like \"Europe/Berlin\" (\"UTC\" if that is meant)")
+	}
 	if table.LocalZone() {
 		return invalid("fare table timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", table.TimeZone)
 	}

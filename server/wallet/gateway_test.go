@@ -127,7 +127,7 @@ func serveWalletIn(t *testing.T, currency string) (string, *gate) {
 	t.Helper()
 	wallettest.Chromium(t)
 	as := apitest.StartWith(t, apitest.Options{Currency: currency})
-	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"` + currency + `","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
+	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"` + currency + `","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

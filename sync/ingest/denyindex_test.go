@@ -50,7 +50,7 @@ func (w *world) newIndexDevice() *indexDevice {
 	if err := d.a.Seed(record.DocKeyring, kr); err != nil {
 		w.tb.Fatal(err)
 	}
-	if err := d.a.Seed(record.DocFares, []byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`)); err != nil {
+	if err := d.a.Seed(record.DocFares, []byte(`{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`)); err != nil {
 		w.tb.Fatal(err)
 	}
 	if w.broker == nil { // an external broker keeps retained messages

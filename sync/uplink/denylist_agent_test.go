@@ -49,7 +49,7 @@ func TestWholeDenyListAfterAShardOfItsVersion(t *testing.T) {
 	if err := a.Seed(record.DocKeyring, kr); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Seed(record.DocFares, []byte(`{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`)); err != nil {
+	if err := a.Seed(record.DocFares, []byte(`{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`)); err != nil {
 		t.Fatal(err)
 	}
 	u, err := uplink.New(uplink.Config{

@@ -17,7 +17,7 @@ import (
 // DefaultFares is the fare table StartServer puts in force when its
 // config names none: a flat adult fare of 2.50 EUR, free transfers within
 // 30 minutes, a daily cap of 7.00.
-const DefaultFares = `{"version":1,"currency":"EUR","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}},` +
+const DefaultFares = `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}},` +
 	`"transfer":{"window":"30m","fare":0},"daily_cap":{"adult":700}}`
 
 // InProcess is a settlement server running in this process.

@@ -17,7 +17,7 @@ import (
 
 // Every ride costs its base fare: no transfers or caps, so a balance is
 // top-up minus fare × rides.
-const chaosFares = `{"version": 1, "currency": "EUR",
+const chaosFares = `{"version": 1, "currency": "EUR", "timezone": "UTC",
   "fares": {"*": {"adult": 250, "child": 120, "senior": 120, "student": 180}}}`
 
 const chaosFare = 250
