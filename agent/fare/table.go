@@ -242,6 +242,25 @@ func (t *Table) Fare(route string, p paycode.Profile) (int64, error) {
 // where it is published (the ledger's PutFareTable).
 func (t *Table) LocalZone() bool { return strings.EqualFold(t.TimeZone, "Local") }
 
+// CheckRouteNames checks the route names of Fares as every other route
+// name is checked (record.CheckAssignment: no control characters, no
+// surrounding spaces; nor the invisible ones of record.Hidden): for a table being published. Parse
+// checks only their length, so that a table stored before still loads.
+func (t *Table) CheckRouteNames() error {
+	for _, route := range slices.Concat(sortedKeys(t.Fares), t.Routes) {
+		if route == DefaultRoute {
+			continue
+		}
+		if err := record.CheckAssignment(route, ""); err != nil {
+			return fmt.Errorf("%w: fares: %v", ErrInvalid, err)
+		}
+		if strings.IndexFunc(route, record.Hidden) >= 0 {
+			return fmt.Errorf("%w: fares: route %q has an invisible formatting character (a bidirectional control or a zero-width space): it would be shown as another", ErrInvalid, route)
+		}
+	}
+	return nil
+}
+
 // ZoneDefaulted reports whether the table's document named no timezone,
 // so that Parse took UTC: a table is published only with its zone named
 // (a Berlin operator's days would otherwise run one or two hours off);

@@ -315,6 +315,15 @@ func TestFleetEndpoints(t *testing.T) {
 	if e := f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 400); !strings.Contains(fmt.Sprint(e), "names no timezone") {
 		t.Errorf("a table without a timezone: %v", e)
 	}
+	// Route names as every other route name: no control or bidi-override
+	// characters (a route shown reversed in the console), no surrounding
+	// spaces.
+	for _, route := range []string{`42\u0000`, `\u202e42`, ` 42`} {
+		if e := f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1},"`+
+			route+`":{"adult":1}}}`, 400); !strings.Contains(fmt.Sprint(e), "route") {
+			t.Errorf("a table with route %s: %v", route, e)
+		}
+	}
 	f.do("PUT", "/v1/fares", f.token, `{"version":2,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":300,"child":1,"senior":1,"student":1}}}`, 200)
 	if fares := f.do("GET", "/v1/fares", "", "", 200); fares["version"].(float64) != 2 {
 		t.Errorf("fares = %v", fares)

@@ -95,6 +95,9 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	if table.Version > 1<<62 {
 		return invalid("fare table version %d out of range", table.Version)
 	}
+	if err := table.CheckRouteNames(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if table.ZoneDefaulted() {
 		return invalid("fare table names no timezone: name the zone whose wall clock the service day follows, like \"Europe/Berlin\" (\"UTC\" if that is meant)")
 	}
