@@ -36,7 +36,7 @@ func TestDemo(t *testing.T) {
 		"kiosk-9 order-1: paid 3.00 EUR",
 		"the same code for another order: refused (code_used)",
 		"the kiosk refunds 1.00 EUR (one item returned; 2.00 EUR of the payment left to refund): Ada's balance 5.50 EUR",
-		"ledger ok: 4 accounts, 4 taps (0 flagged), 10 postings, 1 payments, balances total 1600; 0 held, 0 quarantined; 1 refunds of payments, 100 given back",
+		"ledger ok: 4 accounts, 4 taps (0 flagged), 10 postings, 1 payments, balances total 1600 (16.00 EUR); 0 held, 0 quarantined; 1 refunds of payments, 100 given back (1.00 EUR)",
 		"Cleaned up",
 	} {
 		if !strings.Contains(out.String(), want) {

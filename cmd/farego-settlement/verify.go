@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/driver/feedback"
 )
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,14 +38,17 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d; %d held, %d quarantined",
-		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance, held, quarantined)
+	// Amounts in minor units first (scripts read them), then as money.
+	cur := st.Currency()
+	fmt.Fprintf(stdout, "ledger ok: %d accounts, %d taps (%d flagged), %d postings, %d payments, balances total %d (%s); %d held, %d quarantined",
+		stats.Accounts, stats.Taps, stats.FlaggedTaps, stats.Postings, stats.Payments, stats.TotalBalance,
+		feedback.FormatAmount(stats.TotalBalance, cur), held, quarantined)
 	if stats.Refunds > 0 { // the line scripts read stays as it was without refunds
 		refunded, err := st.RefundedTotal(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "; %d refunds of payments, %d given back", stats.Refunds, refunded)
+		fmt.Fprintf(stdout, "; %d refunds of payments, %d given back (%s)", stats.Refunds, refunded, feedback.FormatAmount(refunded, cur))
 	}
 	fmt.Fprintln(stdout)
 	return nil

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/farego/farego/driver/feedback"
 )
 
 // MaxRefundsPerPayment bounds the refunds of one payment (as card and
@@ -108,7 +110,9 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			return fmt.Errorf("%w: payment %d has %d refunds, the most there may be", ErrOverRefund, p.ID, count)
 		}
 		if refunded+req.Amount > p.Amount {
-			return fmt.Errorf("%w: payment %d of %d, refunded %d, asked %d", ErrOverRefund, p.ID, p.Amount, refunded, req.Amount)
+			m := func(minor int64) string { return feedback.FormatAmount(minor, p.Currency) }
+			return fmt.Errorf("%w: payment %d of %s, refunded %s, asked %s (%s left to refund)", ErrOverRefund, p.ID, m(p.Amount), m(refunded),
+				m(req.Amount), m(p.Amount-refunded))
 		}
 		if err := t.appendPosting(a, KindPayment, req.Amount, postingRef{paymentID: int64(p.ID)}); err != nil {
 			return err

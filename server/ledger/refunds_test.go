@@ -64,6 +64,12 @@ func TestRefundPayment(t *testing.T) {
 			{RefundRequest{MerchantID: "shop-a", OrderID: "o-1", RefundID: "r-2", Amount: 1, Reason: "bad\x00reason"}, ErrInvalid},
 			{RefundRequest{MerchantID: "", OrderID: "o-1", RefundID: "r-2", Amount: 1}, ErrInvalid},
 		}
+		// An operator reads money, not minor units (the console showed
+		// "payment 1 of 600, refunded 200, asked 401").
+		if _, _, err := s.RefundPayment(ctx, refused[2].req); err == nil ||
+			!strings.Contains(err.Error(), "of 6.00 EUR, refunded 2.00 EUR, asked 4.01 EUR (4.00 EUR left to refund)") {
+			t.Errorf("over-refund message: %v", err)
+		}
 		for _, tc := range refused {
 			_, _, err := s.RefundPayment(ctx, tc.req)
 			if !errors.Is(err, tc.want) {
