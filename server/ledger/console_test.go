@@ -435,3 +435,46 @@ func TestSummariesAgree(t *testing.T) {
 		t.Logf("%d reads agreed over %d commits and refreshes", reads.Load(), taps.Load())
 	})
 }
+
+// A code's later use (day D, 04:00:20) is charged first; its earlier use
+// on another bus (day D−1, 03:59:50) arrives later, takes the code over,
+// and the day-D tap is refunded and flagged. The console sums day D again
+// (console_stale_days): it found the days to sum from the taps committed,
+// and kept showing the refunded tap charged until another tap of day D
+// came.
+func TestSummaryCrossDayTakeover(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		dayStart := time.Date(2026, 3, 11, 4, 0, 0, 0, berlin)
+		c := &clock{t: dayStart.Add(time.Hour)}
+		s := db.open(t, &Options{Now: c.now})
+		putTableAt(t, s, tableV1, tablesSince)
+		a := newAccount(t, s, 10_000)
+		late := mkTap("bus-1", 1, a, dayStart.Add(20*time.Second), "42")
+		early := mkTap("bus-2", 1, a, dayStart.Add(-10*time.Second), "42")
+		early.Vehicle = "bus-8"
+		early.CodeKey, early.CodeHash = late.CodeKey, late.CodeHash
+		commit(t, s, late)
+		if _, err := s.RefreshSummaries(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := revenueByRoute(t, s, "2026-03-11")["42"]; d.Charged != 250 {
+			t.Fatalf("day D before the takeover: %+v", d)
+		}
+		c.set(dayStart.Add(2 * time.Hour))
+		commit(t, s, early)
+		if _, err := s.RefreshSummaries(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := revenueByRoute(t, s, "2026-03-11")["42"]; d.Charged != 0 || d.Flagged != 1 {
+			t.Errorf("console day 2026-03-11 after the takeover: charged %d, flagged %d; want 0 and the refunded tap flagged", d.Charged, d.Flagged)
+		}
+		if d := revenueByRoute(t, s, "2026-03-10")["42"]; d.Charged != 250 {
+			t.Errorf("console day 2026-03-10: %+v; want the early tap charged", d)
+		}
+		// The mark is gone once summed: the next run sums nothing.
+		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 0 {
+			t.Errorf("a run after: %+v, %v; want no day summed again", st, err)
+		}
+	})
+}

@@ -171,6 +171,14 @@ func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 					return err
 				}
 			}
+			for day, at := range days.stale {
+				// Summed from a snapshot that holds the change of this
+				// mark; a later commit's mark stays for the next run.
+				if _, err := t.exec("clear stale day", `DELETE FROM console_stale_days WHERE service_day = $1 AND mark <= $2`,
+					day, at); err != nil {
+					return err
+				}
+			}
 			if storeWM {
 				if err := t.setSummaryState("days_wm", days.wm); err != nil {
 					return err
@@ -197,6 +205,8 @@ func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 type dirty struct {
 	list      []string
 	wm, older int64
+	// stale are the marks of console_stale_days read: day → mark.
+	stale map[string]int64
 }
 
 // dirtyDays returns the service days whose taps changed since the last
@@ -279,6 +289,28 @@ func (s *Store) dirtyDays(ctx context.Context, tx *sql.Tx) (dirty, error) {
 		}
 		for day := range pick {
 			d.list = append(d.list, day)
+		}
+		stale, err := tx.QueryContext(ctx, `SELECT service_day, mark FROM console_stale_days`)
+		if err != nil {
+			return fmt.Errorf("ledger: read stale days: %w", err)
+		}
+		defer stale.Close()
+		for stale.Next() {
+			var day string
+			var at int64
+			if err := stale.Scan(&day, &at); err != nil {
+				return err
+			}
+			if d.stale == nil {
+				d.stale = map[string]int64{}
+			}
+			d.stale[day] = at
+			if !pick[day] {
+				d.list = append(d.list, day)
+			}
+		}
+		if err := stale.Err(); err != nil {
+			return err
 		}
 		for _, r := range seen {
 			if r.at > d.wm-int64(SummaryGrace) {

@@ -687,6 +687,14 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 			return err
 		}
 	}
+	// A refunded holder's service day changes with no tap of it
+	// committed: the console sums it again (console_stale_days).
+	for _, r := range cw.refunds {
+		if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, 1)
+			ON CONFLICT (service_day) DO UPDATE SET mark = console_stale_days.mark + 1`, r.day.day); err != nil {
+			return err
+		}
+	}
 	for _, id := range cw.flagged {
 		t.stat(statFlagged, 1)
 		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
