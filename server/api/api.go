@@ -11,7 +11,9 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -336,7 +338,7 @@ func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, "bad_json", "%v", err)
+		return errorf(http.StatusBadRequest, "bad_json", "%s", jsonProblem(err))
 	}
 	if dec.More() {
 		return errorf(http.StatusBadRequest, "bad_json", "trailing data after the JSON object")
@@ -345,6 +347,58 @@ func decodeStrict(body []byte, v any) error {
 		return errorf(http.StatusBadRequest, "bad_json", "trailing data after the JSON object")
 	}
 	return nil
+}
+
+// jsonProblem says what is wrong with a body in the API's terms, not Go's
+// ("cannot unmarshal array into Go value of type struct { MerchantID
+// string "json:\"merchant_id\"" … }", or "EOF" for an empty body).
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the body is empty: send a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON body ends too soon"
+	case errors.As(err, &se):
+		return fmt.Sprintf("not JSON (at byte %d): %v", se.Offset, se)
+	case errors.As(err, &te) && te.Field == "":
+		return fmt.Sprintf("the body must be a JSON object, not %s", jsonKind(te.Value))
+	case errors.As(err, &te):
+		return fmt.Sprintf("%q must be %s, not %s", te.Field, goKind(te.Type), jsonKind(te.Value))
+	}
+	// Unknown fields ("json: unknown field \"x\"") and the like read well.
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names a JSON value kind as encoding/json reports it ("array",
+// "string", "number 1.5", …) with an article.
+func jsonKind(v string) string {
+	switch {
+	case v == "array", v == "object":
+		return "an " + v
+	case strings.HasPrefix(v, "number"):
+		return "a " + v
+	}
+	return "a " + v
+}
+
+// goKind names what a field takes in JSON terms.
+func goKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
 }
 
 func timeOrEmpty(t time.Time) string {
