@@ -35,6 +35,15 @@ func TestRiderFlow(t *testing.T) {
 	}
 	// The rider's word for a child fare leaves it pending (the adult fare
 	// until the operator confirms it); the operator's token confirms it.
+	// A server address without its scheme is named as such (it was "not
+	// reachable …; codes still work offline", before any code existed).
+	if c, _, e := rider(t, "register", "--state", st, "--server", strings.TrimPrefix(srv.URL, "http://")); c != 1 ||
+		!strings.Contains(e, "is not the server's URL") {
+		t.Errorf("register with a host:port: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "register", "--state", st, "--server", "http://127.0.0.1:1"); c != 1 || strings.Contains(e, "codes still work") {
+		t.Errorf("register with the server down: %d %q", c, e)
+	}
 	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "child"); c != 0 || !strings.Contains(o, "registered account") ||
 		!strings.Contains(o, "waits for the operator's confirmation") {
 		t.Fatalf("register: %d %q %q", c, o, e)

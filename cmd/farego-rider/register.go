@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -41,7 +43,16 @@ func register(ctx context.Context, path, server, profile, name, tok string, forc
 		Secret string `json:"secret"`
 	}
 	server = strings.TrimRight(server, "/")
-	if err := call(ctx, "POST", server+"/v1/accounts", tok, map[string]string{"profile": profile, "name": name}, &out); err != nil {
+	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q is not the server's URL: give it like http://127.0.0.1:8080 or https://fares.example.net", server)
+	}
+	err = cli.CallJSON(ctx, "POST", server+"/v1/accounts", tok, map[string]string{"profile": profile, "name": name}, &out)
+	if ae := (*cli.APIError)(nil); err != nil && !errors.As(err, &ae) {
+		// No account yet, so no codes to fall back on (call says they
+		// still work offline).
+		return fmt.Errorf("the server is not reachable (%w): registering needs it", err)
+	}
+	if err != nil {
 		return err
 	}
 	s := &state{Server: server, Account: out.Account.ID, Secret: out.Secret}

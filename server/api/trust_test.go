@@ -155,6 +155,7 @@ func TestHostileInput(t *testing.T) {
 		// Text that reads as other text to the operator: bidirectional
 		// controls and zero-width spaces ("Trojan Source"), and C1 controls.
 		{"/v1/accounts", "", `{"name":"Ada \u202egnal"}`, "invalid_name", 400},
+		{"/v1/accounts", "", `{"name":"   "}`, "invalid_name", 400}, // only spaces: a name that shows as none
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u200b1"}`, "invalid", 400},
 		{path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":5,"reference":"psp-\u00851"}`, "invalid", 400},
 		{"/v1/tokens", f.token, `{"role":"merchant","merchant_id":"shop-\u20661","name":"x"}`, "invalid", 400},

@@ -59,6 +59,9 @@ func checkText(field, s string, max int, required bool) error {
 // CheckAccountName checks a rider's name for an account (optional): at
 // most 128 bytes of UTF-8, no control or invisible formatting characters.
 func CheckAccountName(name string) error {
+	if name != "" && strings.TrimSpace(name) == "" {
+		return fmt.Errorf("name is only spaces: leave it empty for none")
+	}
 	return checkText("name", name, maxLongName, false)
 }
 
