@@ -167,7 +167,9 @@ func TestWalletBehindAGateway(t *testing.T) {
 	if shown := wallettest.Eval[bool](t, b, errorShown); shown {
 		t.Errorf("a 502 page shows an error: %q", wallettest.Eval[string](t, b, `document.getElementById("error").textContent`))
 	}
-	if txt := wallettest.Eval[string](t, b, `document.getElementById("net").textContent`); txt != "Server unreachable: codes still work" {
+	// The new account has no pass: no code works, and the indicator does
+	// not say they still do (TestWalletOfflineTap has one that does).
+	if txt := wallettest.Eval[string](t, b, `document.getElementById("net").textContent`); txt != "Server unreachable" {
 		t.Errorf("indicator %q", txt)
 	}
 	g.mode.Store("up")
@@ -456,6 +458,12 @@ func TestWalletPaymentLimit(t *testing.T) {
 	acct := newAccount(t, url)
 	b := wallettest.Browser(t, wallettest.Config{})
 	signIn(t, b, url, acct)
+	// An empty account has no pass, for its balance: online, the wallet
+	// does not tell the rider to connect to the internet.
+	wallettest.WaitFor(t, b, 30*time.Second, "no pass, and why", `!document.getElementById("pass-warning").hidden`)
+	if text := wallettest.Eval[string](t, b, `document.getElementById("pass-state").textContent`); text != "No pass on this phone yet." {
+		t.Errorf("online without a pass: %q", text)
+	}
 	limitOf := func() int64 {
 		a, err := g.store.Account(context.Background(), acct.ID)
 		if err != nil {

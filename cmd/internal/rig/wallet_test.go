@@ -178,6 +178,9 @@ func TestWalletOfflineTap(t *testing.T) {
 	setOffline(t, b, true)
 	d.Link.Cut()
 	wallettest.WaitFor(t, b, 10*time.Second, "the offline indicator", `document.getElementById("net").dataset.state === "offline"`)
+	if txt := wallettest.Eval[string](t, b, `document.getElementById("net").textContent`); txt != "Offline: codes still work" {
+		t.Errorf("the offline indicator with a pass: %q", txt)
+	}
 	if reached := wallettest.Eval[bool](t, b, `fetch("/v1/keyring", {cache: "no-store"}).then(() => true, () => false)`); reached {
 		t.Fatal("the page still reaches the server with the network switched off")
 	}

@@ -16,6 +16,7 @@ const CLOCK_SKEW_S = 30; // the validators' tolerance (DESIGN.md)
 let account = null; // {id, secret, profile, name}
 let last = null; // the code on screen: {text, time, counter, serial, modules}
 let serverReachable = true;
+let passUsable = false; // the pass on the phone makes codes now (renderPass)
 let tickTimer = 0;
 let countdownTimer = 0;
 let pollTimer = 0;
@@ -70,11 +71,13 @@ function showError(err) {
 
 function renderNet() {
   const state = !navigator.onLine ? "offline" : serverReachable ? "online" : "unreachable";
+  // "codes still work" only while the phone holds a pass that makes them.
+  const text = t("net_" + state + (state !== "online" && !passUsable ? "_nopass" : ""));
   const el = $("net");
-  if (el.dataset.state !== state) {
+  if (el.dataset.state !== state || el.textContent !== text) {
     el.dataset.state = state;
     el.className = "net " + state;
-    el.textContent = t("net_" + state);
+    el.textContent = text;
   }
 }
 
@@ -118,7 +121,9 @@ function renderPass(cred, nowS) {
   let usable = false;
   let warn = false;
   if (!cred) {
-    el.textContent = t("no_pass");
+    // Online, the reason there is none is in the warning below (a low
+    // balance, a blocked account): "connect to the internet" would be wrong.
+    el.textContent = navigator.onLine && serverReachable ? t("no_pass_online") : t("no_pass");
   } else if (blocks.account) {
     el.textContent = t("pass_account_blocked");
     warn = true;
@@ -142,6 +147,8 @@ function renderPass(cred, nowS) {
     el.textContent = warn ? t("pass_expiring", { until }) : t("pass_valid", { serial: cred.serial, until });
   }
   el.className = warn ? "warning" : "";
+  passUsable = usable;
+  renderNet();
   $("new-code").disabled = !usable;
   if (!usable) $("get-pass").hidden = false;
   return usable;
