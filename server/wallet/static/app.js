@@ -680,7 +680,9 @@ async function init() {
     await enterMain();
   });
   $("new-code").addEventListener("click", () => showCode());
-  $("get-pass").addEventListener("click", () => maintainCredential(true));
+  // The balance too: a rider who taps "Get a pass" after a top-up
+  // should not see the old balance until the next poll.
+  $("get-pass").addEventListener("click", () => Promise.all([maintainCredential(true), refreshAccount()]));
   $("refresh").addEventListener("click", () => refreshAll());
   $("sign-out").addEventListener("click", () => {
     $("sign-out-confirm").hidden = false;
