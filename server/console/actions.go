@@ -194,6 +194,10 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 		if deny && reason == "" {
 			return nil, badInput("give a reason (a word like lost_phone or fraud)")
 		}
+		if deny && ledger.CheckDenyReason(reason) != nil {
+			// Told now, not after the confirmation.
+			return nil, badInput("the reason %q must be one word of a-z, 0-9 and _ (like lost_phone or fraud)", reason)
+		}
 		what := fmt.Sprintf("account %d", account)
 		if serial != 0 {
 			what = fmt.Sprintf("credential %d of account %d", serial, account)
@@ -399,6 +403,12 @@ func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
 	if err := ledger.CheckTokenName(name); err != nil {
 		return nil, badInput("%v", err)
 	}
+	switch {
+	case role == ledger.RoleMerchant && merchant == "":
+		return nil, badInput("a merchant token pays for one shop: give its merchant id")
+	case role != ledger.RoleMerchant && merchant != "":
+		return nil, badInput("only a merchant token has a merchant id: leave it empty for a %s token", role)
+	}
 	return &plan{Title: fmt.Sprintf("Create a %s token?", role), Danger: role == ledger.RoleOperator, Back: "tokens",
 		Explain: "The token is shown once, on the next page: copy it then. The ledger keeps only its hash. " + roleMeaning[role],
 		Button:  "Create the token", Fields: []field{{"role", role, "Role"}, {"merchant_id", merchant, "Merchant id"}, {"name", name, "Name"}},
@@ -459,7 +469,9 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, s *sess) {
 	p, err := a.prepare(h, r)
 	var bad errInput
 	if errors.As(err, &bad) {
-		h.errorPage(w, r, s, http.StatusBadRequest, "Nothing done", bad.msg+".")
+		// Back to the form's page, not the overview.
+		h.render(w, r, http.StatusBadRequest, "error", page{Title: "Nothing done", S: s, Currency: "-",
+			Data: errorData{Message: bad.msg + ".", Back: h.backFrom(r)}})
 		return
 	}
 	if err != nil {

@@ -572,6 +572,13 @@ func TestTokens(t *testing.T) {
 	}
 	// A name the ledger refuses is refused before the confirmation page
 	// shows it (an RLO showed the name reversed there).
+	for want, form := range map[string]url.Values{"give its merchant id": {"role": {"merchant"}},
+		"only a merchant token has a merchant id": {"role": {"auditor"}, "merchant_id": {"shop-1"}}} {
+		form.Set("csrf", csrf)
+		if resp, body := b.post("/console/act/create_token", form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, want) {
+			t.Errorf("create_token %v: %d; want refused before the confirmation, saying %q", form, resp.StatusCode, want)
+		}
+	}
 	for _, name := range []string{strings.Repeat("n", 300), "till \u202eevil\u202c 9"} {
 		if resp, body := b.post("/console/act/create_token", url.Values{"csrf": {csrf}, "role": {"auditor"}, "name": {name}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "token name") {
 			t.Errorf("the confirmation for a token named %.20q: %d", name, resp.StatusCode)
@@ -593,6 +600,20 @@ func TestConsoleSmallMends(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
 			t.Errorf("the confirmation of a deny of serial %s: %d, want %q", serial, resp.StatusCode, want)
 		}
+	}
+	// A reason the ledger refuses is refused before the confirmation (it
+	// was refused after it), and the page links back to the account the
+	// form was on, not only to the overview.
+	from := fmt.Sprintf("%s/console/accounts/%d", f.srv.URL, acct)
+	resp, body := b.post("/console/act/deny", url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "reason": {"Lost phone!"}}, "Referer", from)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "one word of a-z") ||
+		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d" id="back"`, acct)) {
+		t.Errorf("a deny reason the ledger refuses: %d\n%s", resp.StatusCode, body)
+	}
+	// A Referer from elsewhere is no way back.
+	if _, body := b.post("/console/act/deny", url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "reason": {"Lost phone!"}},
+		"Referer", "https://evil.example/console/accounts/1"); strings.Contains(body, `id="back"`) {
+		t.Errorf("a foreign Referer became the way back:\n%s", body)
 	}
 	// Each credential's and deny entry's button says which it is to a
 	// screen reader ("Deny…, Deny…" before).

@@ -104,7 +104,30 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Write(b.Bytes())
 }
 
-type errorData struct{ Message string }
+type errorData struct {
+	Message string
+	// Back is the console page (relative to the prefix) the refused form
+	// was on, if known: the error page links back to it.
+	Back string
+}
+
+// backFrom returns the console page a form was sent from (its Referer,
+// which the console's same-origin policy sends), relative to the prefix,
+// or "" if it is not one of this console's pages.
+func (h *Handler) backFrom(r *http.Request) string {
+	u, err := url.Parse(r.Referer())
+	if err != nil || u.Host != r.Host || !strings.HasPrefix(u.Path, h.cfg.Prefix) {
+		return ""
+	}
+	back := strings.TrimPrefix(u.Path, h.cfg.Prefix)
+	if strings.HasPrefix(back, "act/") {
+		return ""
+	}
+	if u.RawQuery != "" {
+		back += "?" + u.RawQuery
+	}
+	return back
+}
 
 // errorPage renders a short page saying what went wrong.
 func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, status int, title, msg string) {

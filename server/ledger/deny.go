@@ -53,6 +53,9 @@ func scanDenyEntries(rows *sql.Rows) ([]DenyEntry, error) {
 	return out, rows.Err()
 }
 
+// CheckDenyReason checks an operator's deny reason as Deny does.
+func CheckDenyReason(reason string) error { return checkReason(reason) }
+
 // checkReason checks an operator's deny reason: 1-64 of a-z, 0-9 and '_',
 // and not the ledger-managed negative_balance.
 func checkReason(reason string) error {
