@@ -138,6 +138,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 	if err != nil {
 		return nil, err
 	}
+	every := holdRecheck // read once: the goroutine outlives a test's change of it
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -149,7 +150,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 			}
 			// Released now, not when the pool ends the session (the
 			// connection goes back to the pool, the lock with it).
-			ctx, cancel := context.WithTimeout(context.Background(), holdRecheck)
+			ctx, cancel := context.WithTimeout(context.Background(), every)
 			defer cancel()
 			var ok bool
 			if err := conn.QueryRowContext(ctx, unlock, servingLockKey).Scan(&ok); err != nil || !ok {
@@ -157,7 +158,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 			}
 			conn.Close()
 		}()
-		tick := time.NewTicker(holdRecheck)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
@@ -165,7 +166,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 				return
 			case <-tick.C:
 			}
-			cctx, cancel := context.WithTimeout(context.Background(), holdRecheck)
+			cctx, cancel := context.WithTimeout(context.Background(), every)
 			if conn != nil && conn.PingContext(cctx) != nil {
 				// Gone with its session: the pool must not keep it.
 				_ = conn.Raw(func(any) error { return driver.ErrBadConn })

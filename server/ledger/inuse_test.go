@@ -55,7 +55,8 @@ func TestServingLockTakenAgain(t *testing.T) {
 	if os.Getenv(postgresEnv) == "" {
 		t.Skip(postgresEnv + " not set")
 	}
-	defer func(d time.Duration) { holdRecheck = d }(holdRecheck)
+	// Restored after the stores are closed (cleanups run last first).
+	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
 	holdRecheck = 50 * time.Millisecond
 	ctx := context.Background()
 	db := newPostgresDB(t)
