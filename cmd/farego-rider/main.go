@@ -32,6 +32,8 @@ const usage = `farego-rider: the rider app stand-in.
 Usage:
   farego-rider register   --server URL [--profile adult|child|senior|student] [--name NAME]
                           [--operator-token TOKEN|@FILE]  (confirms a reduced profile)
+  farego-rider signin     --secret SECRET|@FILE [--account N] [--server URL] [--force]
+                          an account made in the wallet, or a secret changed there
   farego-rider topup      --amount MINOR [--reference REF] --operator-token TOKEN|@FILE
   farego-rider credential                 fetch a new credential (token seed); needs the server
   farego-rider code       [--png FILE] [--qr] [--watch] [--now T]    offline
@@ -101,7 +103,7 @@ func (s *state) save(path string) error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cli.Dispatch(ctx, "farego-rider", usage, map[string]cli.Command{
-		"register": cmdRegister, "topup": cmdTopUp, "credential": cmdCredential, "code": cmdCode, "account": cmdAccount,
+		"register": cmdRegister, "signin": cmdSignIn, "topup": cmdTopUp, "credential": cmdCredential, "code": cmdCode, "account": cmdAccount,
 	}, args, stdout, stderr)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -177,5 +178,71 @@ func TestRiderSeesShopPayments(t *testing.T) {
 	if !strings.Contains(o, "balance 12.00 EUR") || refund < 0 || paid < refund || !strings.Contains(o, "-4.50 EUR  balance 10.50 EUR") ||
 		!strings.Contains(o, "1.50 EUR  balance 12.00 EUR") {
 		t.Errorf("account:\n%s", o)
+	}
+}
+
+// signin takes an account whose secret was changed elsewhere (the wallet,
+// the operator), or one made elsewhere, into the state file: the rider
+// CLI had no way but editing the file or registering anew.
+func TestRiderSignIn(t *testing.T) {
+	dir := t.TempDir()
+	srv := apitest.Start(t)
+	st := filepath.Join(dir, "rider.json")
+	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 0 {
+		t.Fatal(e)
+	}
+	data, err := os.ReadFile(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s state
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	// The secret is replaced elsewhere (the operator, for a lost one).
+	req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/accounts/%d/secret", srv.URL, s.Account), nil)
+	tok, err := os.ReadFile(srv.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Secret == "" {
+		t.Fatalf("new secret: %v", err)
+	}
+	resp.Body.Close()
+	if c, _, e := rider(t, "account", "--state", st); c != 1 || !strings.Contains(e, "forbidden") {
+		t.Fatalf("account with the old secret: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "signin", "--state", st, "--secret", "0000"); c != 1 || !strings.Contains(e, "does not open") {
+		t.Errorf("signin with a wrong secret: %d %q", c, e)
+	}
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte(out.Secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, o, e := rider(t, "signin", "--state", st, "--secret", "@"+secretFile); c != 0 || !strings.Contains(o, "signed in") {
+		t.Fatalf("signin: %d %q %q", c, o, e)
+	}
+	if c, o, e := rider(t, "account", "--state", st); c != 0 || !strings.Contains(o, fmt.Sprintf("account %d", s.Account)) {
+		t.Errorf("account after signin: %d %q %q", c, o, e)
+	}
+	// Another account over this one needs --force; a fresh state file
+	// needs the server and the account.
+	if c, _, e := rider(t, "signin", "--state", st, "--account", fmt.Sprint(s.Account+1), "--secret", "x"); c != 1 || !strings.Contains(e, "--force") {
+		t.Errorf("signin to another account: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x"); c != 1 || !strings.Contains(e, "--server and --account") {
+		t.Errorf("signin without a state file: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--server", srv.URL, "--account", fmt.Sprint(s.Account),
+		"--secret", out.Secret); c != 0 {
+		t.Errorf("signin into a new state file: %d %q", c, e)
 	}
 }
