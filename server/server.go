@@ -417,6 +417,12 @@ func (s *Server) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+	case <-s.ledger.Lost():
+		// restored holds the ledger: nothing may be written beside it,
+		// and this process's state (keyring, fare tables, the restore
+		// window) is from before it.
+		err = errors.New("the ledger was taken by 'farego-settlement restored' while this server's lock was lost: start the server again once it is done")
+		s.log.Error("settlement server stopping", "err", err)
 	case err = <-errc:
 		s.log.Error("settlement server stopping on an error", "err", err)
 	}

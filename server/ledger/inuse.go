@@ -31,11 +31,37 @@ const LockFileSuffix = "-serving"
 // holdRecheck is how often a PostgreSQL hold checks its connection, and
 // takes the lock again on a new one if the connection was lost (a
 // variable for the tests).
-var holdRecheck = 15 * time.Second
+var holdRecheck = 5 * time.Second
 
 // hold is a Store's lock on its ledger (see Serve and Exclusive).
 type hold struct {
 	release func()
+	// kick makes a PostgreSQL hold check its connection now (tests).
+	kick chan struct{}
+}
+
+// Lost is closed when the Store lost its serving lock to 'farego-settlement
+// restored' (its PostgreSQL session ended and restored took the ledger
+// before the lock could be taken again): the Store then refuses every
+// write, and the server stops (it must start afresh after the restore).
+func (s *Store) Lost() <-chan struct{} { return s.lostCh }
+
+// loseHold marks the serving lock lost (see Lost).
+func (s *Store) loseHold(err error) {
+	s.lostOnce.Do(func() {
+		e := fmt.Errorf("ledger: the serving lock was lost and another holds the ledger (%w): restart the server once 'farego-settlement restored' is done", err)
+		s.lost.Store(&e)
+		close(s.lostCh)
+		s.log.Error(e.Error())
+	})
+}
+
+// lostErr is the error a write returns once the serving lock is lost.
+func (s *Store) lostErr() error {
+	if p := s.lost.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Serve marks the ledger as served by this Store until it is closed: several
@@ -102,7 +128,7 @@ func flockHold(path string, exclusive bool) (*hold, error) {
 		}
 		return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 	}
-	return &hold{release: func() { f.Close() }}, nil
+	return &hold{release: func() { f.Close() }, kick: make(chan struct{}, 1)}, nil
 }
 
 // advisoryHold takes the advisory lock on a connection of its own, kept
@@ -139,6 +165,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 		return nil, err
 	}
 	every := holdRecheck // read once: the goroutine outlives a test's change of it
+	kick := make(chan struct{}, 1)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -165,6 +192,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 			case <-stop:
 				return
 			case <-tick.C:
+			case <-kick:
 			}
 			cctx, cancel := context.WithTimeout(context.Background(), every)
 			if conn != nil && conn.PingContext(cctx) != nil {
@@ -176,13 +204,21 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 			}
 			if conn == nil {
 				c, err := lock(cctx)
-				if err != nil {
+				switch {
+				case err == nil:
+					conn = c
+				case errors.Is(err, ErrInUse) && !exclusive:
+					// restored took the ledger in the meantime: this
+					// Store must not write beside it.
+					s.loseHold(err)
+					cancel()
+					return
+				default:
 					s.log.Warn("ledger: could not take the serving lock again", "err", err)
 				}
-				conn = c
 			}
 			cancel()
 		}
 	}()
-	return &hold{release: func() { close(stop); wg.Wait() }}, nil
+	return &hold{release: func() { close(stop); wg.Wait() }, kick: kick}, nil
 }

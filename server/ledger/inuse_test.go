@@ -49,8 +49,10 @@ func TestRestoredRefusedWhileServed(t *testing.T) {
 }
 
 // A server's PostgreSQL session ends under it (the database restarted, a
-// connection killed): its hold takes the lock again on a new connection,
-// so restored is refused again once it has.
+// connection killed): its hold takes the lock again on a new connection.
+// Checked by the holder's backend: a new one, not the one killed (whose
+// lock outlives it for a moment, so "Exclusive is refused" alone could be
+// the old lock).
 func TestServingLockTakenAgain(t *testing.T) {
 	if os.Getenv(postgresEnv) == "" {
 		t.Skip(postgresEnv + " not set")
@@ -58,36 +60,97 @@ func TestServingLockTakenAgain(t *testing.T) {
 	// Restored after the stores are closed (cleanups run last first).
 	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
 	holdRecheck = 50 * time.Millisecond
-	ctx := context.Background()
 	db := newPostgresDB(t)
-	open := func() *Store { return openClosable(t, db) }
-	srv, other := open(), open()
-	if err := srv.Serve(ctx); err != nil {
+	srv, other := openClosable(t, db), openClosable(t, db)
+	if err := srv.Serve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	killed := 0
-	if err := other.db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND classid = $1 AND objid = hashtext(current_schema())::oid AND pid <> pg_backend_pid()`,
-		servingLockKey).Scan(&killed); err != nil || killed != 1 {
-		t.Fatalf("terminated %d sessions holding the serving lock, %v; want 1", killed, err)
-	}
-	// Until the hold notices, the ledger may look free; within a few
-	// rechecks it is held again (bounded).
+	killed := killServingSession(t, other)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := other.Exclusive(ctx)
-		if errors.Is(err, ErrInUse) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		other.dropHold()
+	for servingHolder(t, other) == killed || servingHolder(t, other) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the serving lock was not taken again after its session ended")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if err := other.Exclusive(context.Background()); !errors.Is(err, ErrInUse) {
+		t.Errorf("Exclusive after the lock was taken again: %v; want ErrInUse", err)
+	}
+	select {
+	case <-srv.Lost():
+		t.Error("the server's store says its lock is lost")
+	default:
+	}
+}
+
+// The server's session ends and restored takes the ledger before the
+// server's hold could take its lock again: the server's store refuses
+// every write from then on and says so (Lost), and the server stops. It
+// went on serving, unlocked, beside restored (attack review).
+func TestServingLockLostToRestored(t *testing.T) {
+	if os.Getenv(postgresEnv) == "" {
+		t.Skip(postgresEnv + " not set")
+	}
+	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
+	holdRecheck = time.Hour // checked only when kicked
+	ctx := context.Background()
+	db := newPostgresDB(t)
+	srv, restorer := openClosable(t, db), openClosable(t, db)
+	if err := srv.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.CreateAccount(ctx, AccountSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	killServingSession(t, restorer)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := restorer.Exclusive(ctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrInUse) || time.Now().After(deadline) {
+			t.Fatalf("restored could not take the ledger after the server's session ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv.hold.kick <- struct{}{}
+	select {
+	case <-srv.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's store did not notice restored holds the ledger")
+	}
+	if _, err := srv.CreateAccount(ctx, AccountSpec{}); err == nil || !errors.Is(err, ErrInUse) {
+		t.Errorf("a write after the lock was lost: %v; want refused", err)
+	}
+	if _, _, err := restorer.Restored(ctx, 0, "test"); err != nil {
+		t.Errorf("restored beside the stopped server: %v", err)
+	}
+}
+
+// killServingSession ends the session holding the serving lock, from
+// another store, and returns its backend's pid.
+func killServingSession(t *testing.T, from *Store) int {
+	t.Helper()
+	pid := servingHolder(t, from)
+	var ok bool
+	if err := from.db.QueryRowContext(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminating the serving session %d: %t, %v", pid, ok, err)
+	}
+	return pid
+}
+
+// servingHolder returns the pid of the backend holding the serving lock of this
+// schema, or 0.
+func servingHolder(t *testing.T, from *Store) int {
+	t.Helper()
+	var pid int
+	err := from.db.QueryRowContext(context.Background(), `SELECT COALESCE(MIN(pid), 0) FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = $1 AND objid = hashtext(current_schema())::oid AND granted`, servingLockKey).Scan(&pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // openClosable opens a Store the test may close before its end (db.open's

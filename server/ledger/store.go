@@ -40,6 +40,9 @@ type Store struct {
 	path     string                        // the SQLite file; "" for PostgreSQL
 	holdMu   sync.Mutex
 	hold     *hold // Serve's or Exclusive's lock, released by Close
+	lost     atomic.Pointer[error]
+	lostCh   chan struct{} // closed when the serving lock is lost (Lost)
+	lostOnce sync.Once
 	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
 	fareGrace, reuseWindow time.Duration
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
@@ -106,6 +109,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		db:          db,
 		backend:     tg.backend,
 		path:        tg.path,
+		lostCh:      make(chan struct{}),
 		log:         o.Logger,
 		now:         o.Now,
 		currency:    o.Currency,
@@ -279,6 +283,9 @@ func retryable(err error) bool {
 // version) and commits. It retries a transaction that lost a race. fn must
 // only have effects through the transaction: it may run more than once.
 func (s *Store) write(ctx context.Context, op string, fn func(*txn) error) error {
+	if err := s.lostErr(); err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(ctx, fn)
 		if err == nil || !retryable(err) {
