@@ -86,6 +86,10 @@ func TestParseRefusesBadTables(t *testing.T) {
 		"fares twice":   `{` + base + `,"fares":{"*":{"adult":1,"child":1,"senior":1,"student":1}}}`,
 		"fare twice":    strings.Replace(`{`+base+`}`, `"adult":250`, `"adult":1,"adult":250`, 1),
 		"version twice": `{` + base + `,"version":2}`,
+		// Fields are matched regardless of case: these are the same key.
+		"Version":  `{` + base + `,"Version":7}`,
+		"TimeZone": `{` + base + `,"timezone":"Europe/Berlin","TimeZone":"UTC"}`,
+		"FARE":     `{` + base + `,"transfer":{"window":"1h","fare":0,"FARE":900}}`,
 	} {
 		if _, err := Parse([]byte(doc)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
@@ -93,6 +97,11 @@ func TestParseRefusesBadTables(t *testing.T) {
 	}
 	if _, err := Parse([]byte(`{` + base + `}`)); err != nil {
 		t.Errorf("minimal table: %v", err)
+	}
+	// Route names are map keys: "x1" and "X1" are two routes.
+	if tb, err := Parse([]byte(strings.Replace(`{`+base+`}`, `"fares":{`, `"fares":{"x1":{"adult":1},"X1":{"adult":2},`, 1))); err != nil ||
+		len(tb.Fares) != 3 {
+		t.Errorf("routes x1 and X1: %v", err)
 	}
 }
 

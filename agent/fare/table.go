@@ -89,9 +89,11 @@ func Parse(data []byte) (*Table, error) {
 	if len(data) > MaxTableSize {
 		return nil, fmt.Errorf("%w: %d bytes is larger than %d", ErrInvalid, len(data), MaxTableSize)
 	}
-	// encoding/json would take the last of a key named twice: a table
-	// read one way by a reviewer and another by the ledger.
-	if err := jsonstrict.DuplicateKeys(data, false); err != nil {
+	// encoding/json would take the last of a key named twice — matched to
+	// a field regardless of case ({"version":1,"Version":7}): a table read
+	// one way by a reviewer and another by the ledger. Route and profile
+	// names are map keys, matched exactly.
+	if err := jsonstrict.DuplicateKeysExcept(data, "fares", "daily_cap"); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))

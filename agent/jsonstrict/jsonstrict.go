@@ -23,15 +23,31 @@ const MaxDepth = 32
 // proxy, a log or a signature check in front of us read 1. With fold,
 // keys that differ only in case are the same key, as encoding/json matches
 // them to a struct's fields: {"amount":1,"AMOUNT":100000} is refused too.
-// Without fold (a fare table, whose route names are map keys), only
-// identical keys are.
-func DuplicateKeys(data []byte, fold bool) error {
+// Without fold, only identical keys are.
+func DuplicateKeys(data []byte, fold bool) error { return duplicateKeys(data, fold, nil) }
+
+// DuplicateKeysExcept is DuplicateKeys with fold, except in the objects
+// that are the value of a key named in maps, and in all they hold: those
+// are decoded into Go maps, whose keys are matched exactly ("X1" and "x1"
+// are two routes of a fare table), while the keys around them name struct
+// fields, matched regardless of case ({"version":1,"Version":7}).
+func DuplicateKeysExcept(data []byte, maps ...string) error {
+	except := map[string]bool{}
+	for _, m := range maps {
+		except[m] = true
+	}
+	return duplicateKeys(data, true, except)
+}
+
+func duplicateKeys(data []byte, fold bool, except map[string]bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	type frame struct {
 		object bool
+		fold   bool
 		keys   map[string]bool
-		key    bool // the next token in an object is a key
+		key    bool   // the next token in an object is a key
+		last   string // the key whose value comes next
 	}
 	var stack []frame
 	for {
@@ -42,22 +58,28 @@ func DuplicateKeys(data []byte, fold bool) error {
 		if err != nil {
 			return nil // the decoder proper reports syntax errors
 		}
-		if n := len(stack); n > 0 && stack[n-1].object {
+		childFold := fold
+		if n := len(stack); n > 0 {
 			top := &stack[n-1]
-			if top.key {
-				if k, ok := tok.(string); ok {
-					if fold {
-						k = foldKey(k)
+			childFold = top.fold
+			if top.object {
+				if top.key {
+					if k, ok := tok.(string); ok {
+						top.last = k
+						if top.fold {
+							k = foldKey(k)
+						}
+						if top.keys[k] {
+							return fmt.Errorf("duplicate key %q", k)
+						}
+						top.keys[k] = true
+						top.key = false
+						continue
 					}
-					if top.keys[k] {
-						return fmt.Errorf("duplicate key %q", k)
-					}
-					top.keys[k] = true
-					top.key = false
-					continue
+				} else {
+					top.key = true // this token is the value; a key comes next
+					childFold = top.fold && !except[top.last]
 				}
-			} else {
-				top.key = true // this token is the value; a key comes next
 			}
 		}
 		switch tok {
@@ -65,12 +87,12 @@ func DuplicateKeys(data []byte, fold bool) error {
 			if len(stack) >= MaxDepth {
 				return fmt.Errorf("JSON nested deeper than %d", MaxDepth)
 			}
-			stack = append(stack, frame{object: true, keys: map[string]bool{}, key: true})
+			stack = append(stack, frame{object: true, fold: childFold, keys: map[string]bool{}, key: true})
 		case json.Delim('['):
 			if len(stack) >= MaxDepth {
 				return fmt.Errorf("JSON nested deeper than %d", MaxDepth)
 			}
-			stack = append(stack, frame{})
+			stack = append(stack, frame{fold: childFold})
 		case json.Delim('}'), json.Delim(']'):
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]

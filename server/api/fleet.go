@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
-	"github.com/farego/farego/agent/jsonstrict"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
@@ -36,10 +35,7 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := jsonstrict.DuplicateKeys(body, false); err != nil {
-		return nil, 0, errorf(http.StatusBadRequest, "bad_json", "%v", err)
-	}
-	t, err := fare.Parse(body)
+	t, err := fare.Parse(body) // refuses a key named twice too
 	if err != nil {
 		return nil, 0, err
 	}
