@@ -476,5 +476,21 @@ func TestSummaryCrossDayTakeover(t *testing.T) {
 		if st, err := s.RefreshSummaries(ctx); err != nil || st.Days != 0 {
 			t.Errorf("a run after: %+v, %v; want no day summed again", st, err)
 		}
+		// A mark made after a row was removed is larger than any before
+		// (another instance's summary, which read an older mark, must not
+		// remove it): it counted from 1 again.
+		var first int64
+		if err := s.db.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'stale_mark'`).Scan(&first); err != nil || first < 1 {
+			t.Fatalf("stale_mark %d, %v", first, err)
+		}
+		late2 := mkTap("bus-1", 2, a, dayStart.Add(3*time.Hour), "42")
+		early2 := mkTap("bus-2", 2, a, dayStart.Add(-3*time.Hour), "42")
+		early2.CodeKey, early2.CodeHash = late2.CodeKey, late2.CodeHash
+		commit(t, s, late2)
+		commit(t, s, early2)
+		var mark int64
+		if err := s.db.QueryRowContext(ctx, `SELECT mark FROM console_stale_days WHERE service_day = '2026-03-11'`).Scan(&mark); err != nil || mark <= first {
+			t.Errorf("the next mark %d, %v; want above %d", mark, err, first)
+		}
 	})
 }
