@@ -357,6 +357,9 @@ func preparePublishFares(h *Handler, r *http.Request) (*plan, error) {
 	}
 	p := &plan{Back: "fares", Fields: []field{{"table", text, "Fare table"}}, method: http.MethodPut, path: "/v1/fares", body: []byte(text)}
 	next, err := fare.Parse([]byte(text))
+	if err == nil {
+		err = h.cfg.Ledger.CheckFareTable(next) // what publishing asks beyond Parse, asked now
+	}
 	if err != nil {
 		p.Title, p.Invalid = "This fare table is not valid", err.Error()
 		return p, nil

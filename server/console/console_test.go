@@ -513,7 +513,15 @@ func TestPublishFares(t *testing.T) {
 	if tbl, _ := f.store.LatestFareTable(context.Background()); tbl.Version != 1 {
 		t.Fatal("the preview published the table")
 	}
-	for _, bad := range []string{testFares, `{"version":3}`, `{"version":3,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":-1}}}`, "not json"} {
+	// Beyond Parse, what publishing asks is asked before the button: a
+	// timezone named, route names as every other route name.
+	noZone := strings.Replace(strings.Replace(v2, `"version":2`, `"version":3`, 1), `"timezone":"Europe/Berlin",`, ``, 1)
+	rlo := strings.Replace(strings.Replace(v2, `"version":2`, `"version":3`, 1), `"N7":`, `"\u202eN7":`, 1)
+	if noZone == v2 || rlo == v2 {
+		t.Fatal("the set-up: the tables were not changed")
+	}
+	for _, bad := range []string{testFares, `{"version":3}`, `{"version":3,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":-1}}}`, "not json",
+		noZone, rlo} {
 		code, body := post(bad, false)
 		if code != http.StatusBadRequest || !strings.Contains(body, `id="invalid"`) || strings.Contains(body, "confirm-yes") {
 			t.Errorf("preview of %.30q: %d, invalid shown %t", bad, code, strings.Contains(body, `id="invalid"`))

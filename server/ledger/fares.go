@@ -75,6 +75,29 @@ func latestVersion(ctx context.Context, q queryer) (uint64, error) {
 	return uint64(v), nil
 }
 
+// CheckFareTable checks what PutFareTable asks of a parsed table beyond
+// Parse's checks (the console asks before its confirmation): a version in
+// range, route names as every other route name, a timezone named and not
+// "Local", the ledger's currency.
+func (s *Store) CheckFareTable(table *fare.Table) error {
+	if table.Version > 1<<62 {
+		return invalid("fare table version %d out of range", table.Version)
+	}
+	if err := table.CheckRouteNames(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if table.ZoneDefaulted() {
+		return invalid("fare table names no timezone: name the zone whose wall clock the service day follows, like \"Europe/Berlin\" (\"UTC\" if that is meant)")
+	}
+	if table.LocalZone() {
+		return invalid("fare table timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", table.TimeZone)
+	}
+	if table.Currency != s.currency {
+		return invalid("fare table in %s: the ledger's accounts are in %s, and a fare table in another currency charges them nothing", table.Currency, s.currency)
+	}
+	return nil
+}
+
 // PutFareTable stores a fare table. Its version must be higher than every
 // stored one; storing the very same table again is a no-op (so a retried
 // publication succeeds), another table under a stored version is
@@ -92,20 +115,8 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	if _, err := fare.Parse(data); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if table.Version > 1<<62 {
-		return invalid("fare table version %d out of range", table.Version)
-	}
-	if err := table.CheckRouteNames(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if table.ZoneDefaulted() {
-		return invalid("fare table names no timezone: name the zone whose wall clock the service day follows, like \"Europe/Berlin\" (\"UTC\" if that is meant)")
-	}
-	if table.LocalZone() {
-		return invalid("fare table timezone %q is the zone of whichever machine reads the table: name the zone, like \"Europe/Berlin\"", table.TimeZone)
-	}
-	if table.Currency != s.currency {
-		return invalid("fare table in %s: the ledger's accounts are in %s, and a fare table in another currency charges them nothing", table.Currency, s.currency)
+	if err := s.CheckFareTable(table); err != nil {
+		return err
 	}
 	body := string(data)
 	err = s.write(ctx, "put fare table", func(t *txn) error {
