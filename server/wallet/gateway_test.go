@@ -255,6 +255,7 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 	})
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740), chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 30*time.Second, "the rides", `document.querySelectorAll("#rides-body tr").length === 2`)
+	wallettest.Screenshot(t, b, wallettest.ArtifactDir(t), "rides-phone", "#rides")
 	if rows := wallettest.Eval[[]string](t, b, `[...document.querySelectorAll("#rides-body tr")].map(
 		(tr) => tr.dataset.tap + "|" + tr.cells[2].className + "|" + tr.cells[3].textContent)`); len(rows) != 2 ||
 		rows[1] != "bus-7/e/2|amount|Transfer, Daily cap reached" {
@@ -322,13 +323,15 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	// The confirmation says what happens to the passes elsewhere (it said
 	// they kept working for 24 h: they are denied), and one left open is
 	// closed by signing out, not shown to the next account.
-	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
+	// Clicked by the element, not by its place: the page below may move
+	// (a pass, a refresh) between finding a button and clicking there.
+	wallettest.Eval[bool](t, b, `(document.getElementById("change-secret").click(), true)`)
 	if text := wallettest.Eval[string](t, b, `document.getElementById("change-secret-confirm").textContent`); !strings.Contains(text, "blocked too") ||
 		strings.Contains(text, "24 h") {
 		t.Errorf("the confirmation says %q", text)
 	}
-	wallettest.Do(t, b, chromedp.Click(chromedp.ID("sign-out"), chromedp.NodeVisible),
-		chromedp.Click(chromedp.ID("sign-out-yes"), chromedp.NodeVisible))
+	wallettest.Eval[bool](t, b, `(document.getElementById("sign-out").click(), document.getElementById("sign-out-yes").click(), true)`)
+	wallettest.WaitFor(t, b, 30*time.Second, "the welcome screen", `!document.getElementById("welcome").hidden`)
 	signIn(t, b, url, account{ID: acct.ID, Secret: fresh})
 	if wallettest.Eval[bool](t, b, `!document.getElementById("change-secret-confirm").hidden`) {
 		t.Error("the change-secret confirmation is open after signing out and in")
@@ -698,6 +701,7 @@ func TestWalletActivityFitsAPhone(t *testing.T) {
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740))
 	signIn(t, b, url, acct)
 	wallettest.WaitFor(t, b, 30*time.Second, "the activity", `document.querySelectorAll("#activity-body tr").length === 3`)
+	wallettest.Screenshot(t, b, wallettest.ArtifactDir(t), "activity-phone", "#activity")
 	if over := wallettest.Eval[int](t, b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 2 {
 		t.Errorf("the account screen is %d px wider than a 360 px phone", over)
 	}

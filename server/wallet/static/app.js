@@ -339,9 +339,13 @@ function fillTable(name, rows, amounts = []) {
     ...rows.map(({ data, cells }) => {
       const tr = document.createElement("tr");
       Object.assign(tr.dataset, data);
+      const heads = $(name + "-table").querySelectorAll("th");
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
+        // A phone stacks each row (style.css): a cell whose column
+        // heading is out of sight names itself.
+        td.dataset.label = heads[i]?.textContent ?? "";
         if (amounts.includes(i)) td.className = "amount";
         tr.append(td);
       });
