@@ -43,8 +43,8 @@ func register(ctx context.Context, path, server, profile, name, tok string, forc
 		Secret string `json:"secret"`
 	}
 	server = strings.TrimRight(server, "/")
-	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--server %q is not the server's URL: give it like http://127.0.0.1:8080 or https://fares.example.net", server)
+	if err := checkServerURL(server); err != nil {
+		return err
 	}
 	err = cli.CallJSON(ctx, "POST", server+"/v1/accounts", tok, map[string]string{"profile": profile, "name": name}, &out)
 	if ae := (*cli.APIError)(nil); err != nil && !errors.As(err, &ae) {
@@ -63,6 +63,15 @@ func register(ctx context.Context, path, server, profile, name, tok string, forc
 	if out.Account.ProfilePending {
 		fmt.Fprintf(stdout, "the %s fare waits for the operator's confirmation; credentials carry the adult fare until then\n",
 			out.Account.Profile)
+	}
+	return nil
+}
+
+// checkServerURL refuses a --server that is not an http(s) URL (a bare
+// host:port was taken for a URL with no scheme and failed as unreachable).
+func checkServerURL(server string) error {
+	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q is not the server's URL: give it like http://127.0.0.1:8080 or https://fares.example.net", server)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 
@@ -54,8 +53,8 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 		return errors.New("--server and --account are required without a state file")
 	}
 	server = strings.TrimRight(server, "/")
-	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--server %q is not the server's URL: give it like http://127.0.0.1:8080 or https://fares.example.net", server)
+	if err := checkServerURL(server); err != nil {
+		return err
 	}
 	secret, err := cli.Token("--secret", secret)
 	if err != nil {

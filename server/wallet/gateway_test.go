@@ -600,25 +600,7 @@ func newAccount(t *testing.T, url string) account {
 func TestWalletShowsActivity(t *testing.T) {
 	url, g := serveWallet(t)
 	acct := newAccount(t, url)
-	ctx := context.Background()
-	if _, err := g.store.TopUp(ctx, acct.ID, 10_000, "psp-activity"); err != nil {
-		t.Fatal(err)
-	}
-	seed := sha256.Sum256([]byte("the rider's other phone"))
-	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
-	serial, err := g.store.IssueCredentialSerial(ctx, acct.ID, time.Now().Add(time.Hour), pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
-	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
-		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: 450, Currency: "EUR"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := g.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "Corner Café", OrderID: "o-1",
-		RefundID: "r-1", Amount: 150}); err != nil {
-		t.Fatal(err)
-	}
+	shopActivity(t, g, acct, "EUR", 10_000, 450, 150)
 	b := wallettest.Browser(t, wallettest.Config{})
 	signIn(t, b, url, acct)
 	wallettest.WaitFor(t, b, 30*time.Second, "the activity", `document.querySelectorAll("#activity-body tr").length === 3`)
@@ -678,25 +660,7 @@ func TestWalletEarlierActivity(t *testing.T) {
 func TestWalletActivityFitsAPhone(t *testing.T) {
 	url, g := serveWalletIn(t, "HUF")
 	acct := newAccount(t, url)
-	ctx := context.Background()
-	if _, err := g.store.TopUp(ctx, acct.ID, 1_234_567_89, "psp-wide"); err != nil {
-		t.Fatal(err)
-	}
-	seed := sha256.Sum256([]byte("the rider's other phone"))
-	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
-	serial, err := g.store.IssueCredentialSerial(ctx, acct.ID, time.Now().Add(time.Hour), pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
-	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
-		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: 12_345_67, Currency: "HUF"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := g.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "Corner Café", OrderID: "o-1",
-		RefundID: "r-1", Amount: 1_000_00}); err != nil {
-		t.Fatal(err)
-	}
+	shopActivity(t, g, acct, "HUF", 1_234_567_89, 12_345_67, 1_000_00)
 	b := wallettest.Browser(t, wallettest.Config{})
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740))
 	signIn(t, b, url, acct)
@@ -734,4 +698,30 @@ func TestWalletOnAnInsecurePage(t *testing.T) {
 	}
 	wallettest.WaitFor(t, b, 30*time.Second, "the sentence", `!document.getElementById("pass-warning").hidden &&
 		document.getElementById("pass-warning").textContent.includes("https://")`)
+}
+
+// shopActivity gives the account a top-up, then a payment at the Corner
+// Café with a pass from the rider's other phone, and a refund of part of
+// it, all in the ledger's currency.
+func shopActivity(t *testing.T, g *gate, acct account, currency string, topUp, paid, refunded int64) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := g.store.TopUp(ctx, acct.ID, topUp, "psp-activity"); err != nil {
+		t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte("the rider's other phone"))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	serial, err := g.store.IssueCredentialSerial(ctx, acct.ID, time.Now().Add(time.Hour), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
+	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
+		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: paid, Currency: currency}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.store.RefundPayment(ctx, ledger.RefundRequest{MerchantID: "Corner Café", OrderID: "o-1",
+		RefundID: "r-1", Amount: refunded}); err != nil {
+		t.Fatal(err)
+	}
 }
