@@ -689,17 +689,25 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 	}
 	// A refunded holder's service day changes with no tap of it
 	// committed: the console sums it again (console_stale_days).
-	for _, r := range cw.refunds {
-		// A mark that only grows (a counter, not a count per row, which
-		// began again at 1 once the row was removed, so that another
-		// instance's summary could remove a mark it had not summed).
+	// One mark a batch, that only grows (a counter, not a count per row,
+	// which began again at 1 once the row was removed, so that another
+	// instance's summary could remove a mark it had not summed), written
+	// once a day.
+	if len(cw.refunds) > 0 {
 		mark, err := t.nextID("stale_mark")
 		if err != nil {
 			return err
 		}
-		if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
-			ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, r.day.day, mark); err != nil {
-			return err
+		marked := map[string]bool{}
+		for _, r := range cw.refunds {
+			if marked[r.day.day] {
+				continue
+			}
+			marked[r.day.day] = true
+			if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
+				ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, r.day.day, mark); err != nil {
+				return err
+			}
 		}
 	}
 	for _, id := range cw.flagged {
