@@ -374,11 +374,8 @@ func jsonProblem(err error) string {
 // jsonKind names a JSON value kind as encoding/json reports it ("array",
 // "string", "number 1.5", …) with an article.
 func jsonKind(v string) string {
-	switch {
-	case v == "array", v == "object":
+	if v == "array" || v == "object" {
 		return "an " + v
-	case strings.HasPrefix(v, "number"):
-		return "a " + v
 	}
 	return "a " + v
 }
