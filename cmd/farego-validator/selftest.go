@@ -111,6 +111,11 @@ type selftest struct {
 	heldElsewhere bool
 	results       []selftestLine
 	health        *agent.StateHealth // the device state, when the queue file could be read
+	// noDeny is 1 + the index in results of the documents check's warning
+	// when "no deny list" is all it warns of (0: none); noDenyWhy is that
+	// line's text before the warning.
+	noDeny    int
+	noDenyWhy string
 }
 
 func (s *selftest) add(level, name, why, do string) {
@@ -364,6 +369,7 @@ func (s *selftest) checkDocuments() {
 		s.add(levelFail, "documents", why+": "+strings.Join(slices.Concat(fails, warns), "; "),
 			"provision the device again (farego-provision device) or connect it to the broker")
 	case len(warns) > 0:
+		s.noDeny, s.noDenyWhy = len(s.results)+1, why // the only warning
 		s.add(levelWarn, "documents", why+": "+strings.Join(warns, "; "), "connect it to the broker: the deny list arrives from the server")
 	default:
 		s.add(levelOK, "documents", why, "")
@@ -525,13 +531,11 @@ const noDenyList = "no deny list"
 // was ever denied has none (the ledger's version 0), and the device is as
 // up to date as it can be.
 func (s *selftest) noDenyListPublished() {
-	for i, r := range s.results {
-		if r.name != "documents" || r.level != levelWarn || !strings.HasSuffix(r.why, ": "+noDenyList) {
-			continue
-		}
-		s.results[i] = selftestLine{level: levelOK, name: r.name,
-			why: strings.TrimSuffix(r.why, ": "+noDenyList) + "; the broker holds the server's documents and no deny list: none published (nobody denied yet)"}
+	if s.noDeny == 0 {
+		return
 	}
+	s.results[s.noDeny-1] = selftestLine{level: levelOK, name: "documents",
+		why: s.noDenyWhy + "; the broker holds the server's documents and no deny list: none published (nobody denied yet)"}
 }
 
 // orNone is s, or "(none)" when it is empty.
