@@ -96,8 +96,13 @@ func TestWholeDenyListAfterAShardOfItsVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Wait for the uplink's count too: it counts a downlink after applying
+	// it, and the count taken below must not be short of this one.
+	start := u.Stats()
 	publish(topics.DenyShard(other), record.DocDenyShard, body)
-	brokertest.WaitFor(t, wait, "the other shard applied", func() bool { return a.Versions()[record.DocDenyList] == v })
+	brokertest.WaitFor(t, wait, "the other shard applied", func() bool {
+		return a.Versions()[record.DocDenyList] == v && u.Stats().DownlinksApplied > start.DownlinksApplied
+	})
 
 	// Then the whole list of version v (the rider's own shard never comes).
 	before := u.Stats()
