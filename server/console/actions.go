@@ -406,11 +406,8 @@ func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
 	if err := ledger.CheckTokenName(name); err != nil {
 		return nil, badInput("%v", err)
 	}
-	switch {
-	case role == ledger.RoleMerchant && merchant == "":
-		return nil, badInput("a merchant token pays for one shop: give its merchant id")
-	case role != ledger.RoleMerchant && merchant != "":
-		return nil, badInput("only a merchant token has a merchant id: leave it empty for a %s token", role)
+	if err := ledger.CheckTokenRole(role, merchant); err != nil {
+		return nil, badInput("%v", err)
 	}
 	return &plan{Title: fmt.Sprintf("Create a %s token?", role), Danger: role == ledger.RoleOperator, Back: "tokens",
 		Explain: "The token is shown once, on the next page: copy it then. The ledger keeps only its hash. " + roleMeaning[role],

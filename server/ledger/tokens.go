@@ -39,19 +39,27 @@ type APIToken struct {
 
 var tokenIDRE = regexp.MustCompile(`^[a-z0-9]{8,32}$`)
 
+// CheckTokenRole checks a new token's role and merchant id as CreateToken
+// does: a merchant token, and only a merchant token, names a merchant id.
+func CheckTokenRole(role, merchantID string) error {
+	switch {
+	case !ValidRole(role):
+		return fmt.Errorf("role %q must be operator, payments, merchant or auditor", role)
+	case role == RoleMerchant && merchantID == "":
+		return errors.New("a merchant token pays for one shop: give its merchant id")
+	case role != RoleMerchant && merchantID != "":
+		return fmt.Errorf("only a merchant token has a merchant id: leave it empty for a %s token", role)
+	}
+	return checkText("merchant id", merchantID, maxName, false)
+}
+
 // CreateToken stores a new API credential. hash is the SHA-256 of the token
 // (32 bytes); a merchant token needs a merchant id, other roles have none.
 func (s *Store) CreateToken(ctx context.Context, tok APIToken, hash []byte) (APIToken, error) {
 	if !tokenIDRE.MatchString(tok.ID) {
 		return APIToken{}, invalid("token id %q must be 8-32 of a-z and 0-9", tok.ID)
 	}
-	if !ValidRole(tok.Role) {
-		return APIToken{}, invalid("role %q must be operator, payments, merchant or auditor", tok.Role)
-	}
-	if (tok.Role == RoleMerchant) != (tok.MerchantID != "") {
-		return APIToken{}, invalid("a merchant token, and only a merchant token, names a merchant id")
-	}
-	if err := checkText("merchant id", tok.MerchantID, maxName, false); err != nil {
+	if err := CheckTokenRole(tok.Role, tok.MerchantID); err != nil {
 		return APIToken{}, invalid("%v", err)
 	}
 	if err := CheckTokenName(tok.Name); err != nil {
