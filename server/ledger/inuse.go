@@ -36,7 +36,8 @@ var holdRecheck = 5 * time.Second
 // hold is a Store's lock on its ledger (see Serve and Exclusive).
 type hold struct {
 	release func()
-	// kick makes a PostgreSQL hold check its connection now (tests).
+	// kick makes a PostgreSQL hold check its connection now (tests); nil
+	// for SQLite's.
 	kick chan struct{}
 }
 
@@ -48,20 +49,19 @@ func (s *Store) Lost() <-chan struct{} { return s.lostCh }
 
 // loseHold marks the serving lock lost (see Lost).
 func (s *Store) loseHold(err error) {
-	s.lostOnce.Do(func() {
-		e := fmt.Errorf("ledger: the serving lock was lost and another holds the ledger (%w): restart the server once 'farego-settlement restored' is done", err)
-		s.lost.Store(&e)
-		close(s.lostCh)
-		s.log.Error(e.Error())
-	})
+	s.lost = fmt.Errorf("ledger: the serving lock was lost and another holds the ledger (%w): restart the server once 'farego-settlement restored' is done", err)
+	close(s.lostCh)
+	s.log.Error(s.lost.Error())
 }
 
 // lostErr is the error a write returns once the serving lock is lost.
 func (s *Store) lostErr() error {
-	if p := s.lost.Load(); p != nil {
-		return *p
+	select {
+	case <-s.lostCh:
+		return s.lost
+	default:
+		return nil
 	}
-	return nil
 }
 
 // Serve marks the ledger as served by this Store until it is closed: several
@@ -128,7 +128,7 @@ func flockHold(path string, exclusive bool) (*hold, error) {
 		}
 		return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 	}
-	return &hold{release: func() { f.Close() }, kick: make(chan struct{}, 1)}, nil
+	return &hold{release: func() { f.Close() }}, nil
 }
 
 // advisoryHold takes the advisory lock on a connection of its own, kept

@@ -40,9 +40,11 @@ type Store struct {
 	path     string                        // the SQLite file; "" for PostgreSQL
 	holdMu   sync.Mutex
 	hold     *hold // Serve's or Exclusive's lock, released by Close
-	lost     atomic.Pointer[error]
-	lostCh   chan struct{} // closed when the serving lock is lost (Lost)
-	lostOnce sync.Once
+	// lostCh is closed when the serving lock is lost (Lost), once: by the
+	// hold's goroutine, which then ends. lost is set just before it and
+	// read only once it is closed.
+	lostCh chan struct{}
+	lost   error
 	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
 	fareGrace, reuseWindow time.Duration
 	stmts                  sync.Map // query → *sql.Stmt, see prepared
