@@ -52,17 +52,14 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	var bad []ledger.QuarantinedRecord
 	for _, h := range held {
 		t := s.ingest.CheckRecord(h.DeviceID, h.Epoch, h.Seq, h.Record)
-		switch {
-		case t.Verdict == paycode.ReasonUnknownIssuerKey:
+		where, lt := sortTap(h.DeviceID, h.Epoch, &t)
+		switch where {
+		case toHold:
 			continue // still cannot tell
-		case t.Tap == nil || t.Code == nil || !t.Attributable():
+		case toQuarantine:
 			bad = append(bad, ledger.QuarantinedRecord{DeviceID: h.DeviceID, Epoch: h.Epoch, Seq: h.Seq,
 				Reason: string(t.Verdict), Record: h.Record})
 			continue
-		}
-		lt := ledgerTap(h.DeviceID, h.Epoch, &t)
-		if !t.Valid() {
-			lt.Flag = ledger.FlagInvalidCode
 		}
 		lt.Held = true
 		taps = append(taps, lt)

@@ -58,6 +58,37 @@ func (st *store) keepAsideRevoked(ctx context.Context, b *ingest.Batch) error {
 	return s.ledger.Quarantine(ctx, quarantine)
 }
 
+// tapPlace is where a checked tap record goes (sortTap).
+type tapPlace int
+
+const (
+	toLedger tapPlace = iota
+	toHold
+	toQuarantine
+)
+
+// sortTap says where a checked tap record goes, as it arrives and when a
+// held one is checked again: held while its code's issuer key is unknown;
+// quarantined when it is unreadable or not attributable to the account its
+// code names (nothing but the device says it is that rider's: see
+// ingest.Tap.Attributable); else to the ledger, as the returned tap,
+// flagged invalid_code when its code did not verify.
+func sortTap(device, epoch string, t *ingest.Tap) (tapPlace, ledger.Tap) {
+	switch {
+	case t.Tap == nil || t.Code == nil:
+		return toQuarantine, ledger.Tap{}
+	case t.Verdict == paycode.ReasonUnknownIssuerKey:
+		return toHold, ledger.Tap{}
+	case !t.Attributable():
+		return toQuarantine, ledger.Tap{}
+	}
+	lt := ledgerTap(device, epoch, t)
+	if !t.Valid() {
+		lt.Flag = ledger.FlagInvalidCode
+	}
+	return toLedger, lt
+}
+
 // classify sorts a batch's taps: unreadable records to quarantine, taps
 // whose issuer key the server lacks to hold, the rest to the ledger
 // (flagged when their code is invalid in itself, noted when their route is
@@ -69,29 +100,23 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 	for i := range b.Taps {
 		t := &b.Taps[i]
 		maxSeq = max(maxSeq, t.Seq)
-		switch {
-		case t.Tap == nil || t.Code == nil:
+		where, lt := sortTap(b.DeviceID, b.Epoch, t)
+		switch where {
+		case toQuarantine:
 			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
 				Reason: string(t.Verdict), Record: t.Record})
-		case t.Verdict == paycode.ReasonUnknownIssuerKey:
+			if t.Code != nil {
+				s.log.Warn("tap whose code's credential or rider signature does not verify: quarantined, not stored under the account it names",
+					"tap", t.ID, "verdict", t.Verdict, "code_hash", t.CodeHash)
+			}
+		case toHold:
 			held = append(held, ledger.HeldTap{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq, Reason: string(t.Verdict),
 				Record: t.Record})
-		case !t.Attributable():
-			// Not stored under the account its code names: nothing but
-			// the device says it is that rider's.
-			quarantine = append(quarantine, ledger.QuarantinedRecord{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq,
-				Reason: string(t.Verdict), Record: t.Record})
-			s.log.Warn("tap whose code's credential or rider signature does not verify: quarantined, not stored under the account it names",
-				"tap", t.ID, "verdict", t.Verdict, "code_hash", t.CodeHash)
 		default:
-			lt := ledgerTap(b.DeviceID, b.Epoch, t)
 			if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {
 				lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
 				s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", t.ID,
 					"route", lt.Route, "assigned", a.Route, "assignment", a.Version, "clock_offset", assigned.ClockOffset.String())
-			}
-			if !t.Valid() {
-				lt.Flag = ledger.FlagInvalidCode
 			}
 			if err := lt.Validate(); err != nil {
 				// What the ledger would refuse (a claim out of its
