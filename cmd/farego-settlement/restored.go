@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/ledger"
 )
@@ -21,6 +22,16 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	data := dataFlag(fs)
 	db := dbFlag(fs)
 	margin := fs.Int64("margin", 0, "how far the account and payment id counters jump (default 100000)")
+	var lost []*fare.Table
+	var lostFiles []string
+	fs.Func("fares", "a fare table published after the backup (the JSON file as published; repeat it for each): stored again, and the validators' taps that name it rated by it", func(v string) error {
+		t, err := fare.Load(v)
+		if err != nil {
+			return err
+		}
+		lost, lostFiles = append(lost, t), append(lostFiles, v)
+		return nil
+	})
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -35,9 +46,15 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := st.Exclusive(ctx); err != nil {
 		return err
 	}
-	acct, pay, err := st.Restored(ctx, *margin, "cli")
+	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
 	if err != nil {
+		if len(lost) > 0 {
+			return fmt.Errorf("%w (the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again)", err)
+		}
 		return err
+	}
+	for i, t := range lost {
+		fmt.Fprintf(stdout, "fare table version %d (%s) is in the ledger\n", t.Version, lostFiles[i])
 	}
 	if err := st.CheckInvariants(ctx); err != nil {
 		return fmt.Errorf("the restored ledger does not check: %w", err)

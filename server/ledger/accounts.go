@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 )
 
@@ -601,12 +602,20 @@ const (
 // ledger), and the deny-list version moves to at least the current time
 // (validators refuse a list older than theirs). It writes an audit entry and
 // returns the counters' new values.
-func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accountID, paymentID int64, err error) {
+//
+// lost are the fare tables published after the backup, in any order (see
+// restoreFareTables); each is checked as publishing it is, and one refused
+// changes nothing.
+func (s *Store) Restored(ctx context.Context, margin int64, actor string, lost ...*fare.Table) (accountID, paymentID int64, err error) {
 	if margin == 0 {
 		margin = DefaultRestoreMargin
 	}
 	if margin < 0 || margin > MaxRestoreMargin {
 		return 0, 0, invalid("restore margin %d out of range", margin)
+	}
+	tables, err := s.lostFareTables(lost)
+	if err != nil {
+		return 0, 0, err
 	}
 	var window restoreWindow
 	err = s.write(ctx, "restored", func(t *txn) error {
@@ -645,6 +654,9 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string) (accou
 				ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, strconv.FormatInt(v, 10)); err != nil {
 				return err
 			}
+		}
+		if err := t.restoreFareTables(tables, window.from, actor); err != nil {
+			return err
 		}
 		id, err := t.nextID("audit_id")
 		if err != nil {

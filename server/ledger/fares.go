@@ -103,22 +103,10 @@ func (s *Store) CheckFareTable(table *fare.Table) error {
 // publication succeeds), another table under a stored version is
 // ErrFareVersion.
 func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
-	if table == nil {
-		return invalid("nil fare table")
-	}
-	data, err := table.Marshal()
+	body, err := s.fareBody(table)
 	if err != nil {
-		return invalid("fare table: %v", err)
-	}
-	// Re-parse: the stored form must be one that loads (a Table built by
-	// hand skips Parse's checks).
-	if _, err := fare.Parse(data); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if err := s.CheckFareTable(table); err != nil {
 		return err
 	}
-	body := string(data)
 	err = s.write(ctx, "put fare table", func(t *txn) error {
 		// The fare_version counter holds the latest version; locking its
 		// row first serializes concurrent puts, and the reads below then
@@ -153,6 +141,27 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	}
 	s.log.Info("ledger: fare table stored", logKeyVersion, table.Version)
 	return nil
+}
+
+// fareBody checks a fare table as publishing it does (CheckFareTable) and
+// returns the form it is stored in.
+func (s *Store) fareBody(table *fare.Table) (string, error) {
+	if table == nil {
+		return "", invalid("nil fare table")
+	}
+	data, err := table.Marshal()
+	if err != nil {
+		return "", invalid("fare table: %v", err)
+	}
+	// Re-parse: the stored form must be one that loads (a Table built by
+	// hand skips Parse's checks).
+	if _, err := fare.Parse(data); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := s.CheckFareTable(table); err != nil {
+		return "", err
+	}
+	return string(data), nil
 }
 
 // FareTable returns the stored fare table of a version, or ErrNotFound.

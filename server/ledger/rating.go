@@ -26,6 +26,10 @@ type fareCatalog struct {
 type catalogEntry struct {
 	version uint64
 	since   int64 // unix ns
+	// claimable is from when a validator's claim to have used the table
+	// is believed: since, or earlier for a table put back after a restore
+	// (see restored_fare_tables).
+	claimable int64
 }
 
 // loadCatalog returns the catalogue of the stored fare tables, reading it
@@ -43,18 +47,19 @@ func (t *txn) loadCatalog() (*fareCatalog, error) {
 		t.catalog = c
 		return c, nil
 	}
-	rows, err := t.query(`SELECT version, created_ns FROM fare_tables ORDER BY version`)
+	rows, err := t.query(`SELECT f.version, f.created_ns, COALESCE(r.claimable_from_ns, f.created_ns)
+		FROM fare_tables f LEFT JOIN restored_fare_tables r ON r.version = f.version ORDER BY f.version`)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
 	}
 	c := &fareCatalog{latest: uint64(latest)}
 	for rows.Next() {
-		var v, since int64
-		if err := rows.Scan(&v, &since); err != nil {
+		var v, since, claimable int64
+		if err := rows.Scan(&v, &since, &claimable); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("ledger: read fare tables: %w", err)
 		}
-		c.versions = append(c.versions, catalogEntry{version: uint64(v), since: since})
+		c.versions = append(c.versions, catalogEntry{version: uint64(v), since: since, claimable: claimable})
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -75,7 +80,8 @@ func (t *txn) loadCatalog() (*fareCatalog, error) {
 //
 //   - the claimed version, if the server has it and it was in force at the
 //     tap's time give or take grace (came into force no later than at +
-//     grace, and was replaced no earlier than at − grace);
+//     grace, and was replaced no earlier than at − grace); a table put
+//     back after a restore counts as in force from its claimable time;
 //   - otherwise the version in force at the tap's time: the latest one
 //     stored before it, or the first one for a tap older than every
 //     stored table. known is false then: the tap is noted
@@ -94,7 +100,7 @@ func (c *fareCatalog) choose(claimed uint64, at time.Time, grace time.Duration) 
 	if found {
 		e := c.versions[i]
 		replaced := i+1 < len(c.versions) && c.versions[i+1].since < ns-int64(grace)
-		if e.since <= ns+int64(grace) && !replaced {
+		if e.claimable <= ns+int64(grace) && !replaced {
 			return e.version, true
 		}
 	}

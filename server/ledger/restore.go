@@ -1,12 +1,16 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/farego/farego/agent/fare"
 )
 
 // restoreWindow is when the credentials a restore lost were issued: after
@@ -78,4 +82,102 @@ func (t *txn) adoptCredential(tp *Tap) (issued, error) {
 	}
 	t.s.log.Info("ledger: a credential issued after the restored backup taken from its tap", "account", tp.Account, "serial", tp.Serial)
 	return c, nil
+}
+
+// lostFareTable is a fare table Restored stores again, in its stored form.
+type lostFareTable struct {
+	version uint64
+	body    string
+}
+
+// lostFareTables checks the fare tables given to Restored as publishing
+// them does and returns them by version; a version given twice is refused.
+func (s *Store) lostFareTables(tables []*fare.Table) ([]lostFareTable, error) {
+	out := make([]lostFareTable, 0, len(tables))
+	for _, tbl := range tables {
+		body, err := s.fareBody(tbl)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, lostFareTable{version: tbl.Version, body: body})
+	}
+	slices.SortFunc(out, func(a, b lostFareTable) int { return cmp.Compare(a.version, b.version) })
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, invalid("fare table version %d is given twice", out[i].version)
+		}
+	}
+	return out, nil
+}
+
+// restoreFareTables stores the fare tables published after the backup the
+// ledger was restored from. Validators applied them and name them in their
+// taps, and keep charging by the newest: without them the ledger would rate
+// those taps by the older table it holds. Each comes into force now (a tap
+// that names no table, or one the ledger does not have, is rated as before
+// the restore up to now), and a validator's claim to have used it is
+// believed from when the table before it came into force, or from the
+// restored ledger's newest credential if later (from): the ledger cannot
+// tell when it was first published, only that it came after both. A table
+// the ledger already holds with the same contents (in the backup, or stored
+// by an earlier run) is skipped; one with other contents, or a version not
+// above the ledger's latest, is refused.
+func (t *txn) restoreFareTables(tables []lostFareTable, from int64, actor string) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	var latest int64
+	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'` + t.s.forUpdate()).Scan(&latest); err != nil {
+		return fmt.Errorf("ledger: lock fare version: %w", err)
+	}
+	claimable := from
+	var prev int64
+	err := t.queryRow(`SELECT COALESCE(r.claimable_from_ns, f.created_ns) FROM fare_tables f
+		LEFT JOIN restored_fare_tables r ON r.version = f.version WHERE f.version = $1`, latest).Scan(&prev)
+	switch {
+	case err == nil:
+		claimable = max(claimable, prev)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("ledger: read the latest fare table: %w", err)
+	}
+	for _, tbl := range tables {
+		var stored string
+		err := t.queryRow(`SELECT body FROM fare_tables WHERE version = $1`, int64(tbl.version)).Scan(&stored)
+		switch {
+		case err == nil && stored == tbl.body:
+			continue
+		case err == nil:
+			return fmt.Errorf("%w: version %d is in the restored ledger with other contents", ErrFareVersion, tbl.version)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("ledger: read fare table: %w", err)
+		}
+		if int64(tbl.version) <= latest {
+			return fmt.Errorf("%w: version %d is not above the restored ledger's latest, %d (only tables published after the backup were lost)",
+				ErrFareVersion, tbl.version, latest)
+		}
+		if _, err := t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
+			int64(tbl.version), tbl.body, t.now); err != nil {
+			return err
+		}
+		if _, err := t.exec("mark fare table restored", `INSERT INTO restored_fare_tables (version, claimable_from_ns) VALUES ($1, $2)`,
+			int64(tbl.version), claimable); err != nil {
+			return err
+		}
+		if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`, int64(tbl.version)); err != nil {
+			return err
+		}
+		latest = int64(tbl.version)
+		id, err := t.nextID("audit_id")
+		if err != nil {
+			return err
+		}
+		if _, err := t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, t.now, actor, "fare_table_restored", strconv.FormatUint(tbl.version, 10),
+			fmt.Sprintf("published after the backup; validators' claims of it taken from %s", time.Unix(0, claimable).UTC().Format(time.RFC3339))); err != nil {
+			return err
+		}
+		t.s.log.Warn("ledger: a fare table published after the backup stored again", logKeyVersion, tbl.version,
+			"claimable_from", time.Unix(0, claimable).UTC())
+	}
+	return nil
 }

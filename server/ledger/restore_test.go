@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/agent/fare"
 )
 
 // TestRestoreKeepsLostCredentials: a ledger restored from a backup lost
@@ -209,6 +213,105 @@ func TestRestoreAssignmentVersions(t *testing.T) {
 		}
 		if n != MaxAssignmentHistory || uint64(lo) <= a.Version {
 			t.Errorf("history after %d more assignments: %d kept from version %d; want the newest %d", MaxAssignmentHistory+5, n, lo, MaxAssignmentHistory)
+		}
+	})
+}
+
+// tableV3 is a fare table published after the backup of
+// TestRestoreLostFareTables: the adult fare is 300.
+const tableV3 = `{"version":3,"currency":"EUR","timezone":"Europe/Berlin","service_day_start":"04:00",
+	"fares":{"*":{"adult":300,"child":120,"senior":120,"student":180},"X1":{"adult":400}},
+	"transfer":{"window":"60m","fare":0},"daily_cap":{"adult":900,"child":350,"senior":350,"student":500}}`
+
+// TestRestoreLostFareTables: a fare table published after the backup is in
+// no restored ledger, yet validators applied it, charge by it and name it
+// in their taps. Given to Restored, it is stored again, and a tap naming
+// it is rated by it from when the table before it came into force (or the
+// restored ledger's newest credential, if later) — before, such taps were
+// rated by the older table the ledger held (noted unknown_fare_version),
+// and published again it was in force only from its new upload time. A tap
+// naming the older table keeps it until the restore; a table refused
+// changes nothing, not even the id counters; the same tables again are a
+// no-op.
+func TestRestoreLostFareTables(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db) // v1, in force since tablesSince
+		clock := day0.Add(-time.Hour)
+		s.now = func() time.Time { return clock }
+		a1, a2, a3 := newAccount(t, s, 5000), newAccount(t, s, 5000), newAccount(t, s, 5000) // credentials issued at day0 − 1 h
+		v3 := mustTable(t, tableV3)
+
+		// The restore, three days after day0 (more than the fare grace); v3
+		// had been published in between and is lost.
+		clock = day0.Add(72 * time.Hour)
+		next := func() uint64 {
+			a, err := s.CreateAccount(ctx, AccountSpec{Name: "probe", SecretHash: []byte("hash")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a.ID
+		}
+		before := next()
+		// Refused, changing nothing: a table without its zone, a table of a
+		// version the ledger holds with other contents, one below the
+		// latest, the same version twice.
+		noZone := mustTable(t, strings.Replace(tableV3, `"timezone":"Europe/Berlin",`, "", 1))
+		otherV1 := mustTable(t, strings.Replace(tableV1, `"adult":250`, `"adult":260`, 1))
+		putTableAt(t, s, tableV2, day0.Add(-48*time.Hour)) // in the backup
+		below := mustTable(t, strings.Replace(tableV3, `"version":3`, `"version":2`, 1))
+		for name, tables := range map[string][]*fare.Table{"no zone": {noZone}, "v1 with other contents": {otherV1},
+			"below the latest": {below, v3}, "twice": {v3, v3}} {
+			if _, _, err := s.Restored(ctx, 0, "test", tables...); err == nil {
+				t.Errorf("%s: Restored took it", name)
+			}
+		}
+		if got := next(); got != before+1 {
+			t.Fatalf("a refused restore moved the account ids: %d after %d", got, before)
+		}
+		// Taken, with v1 (in the backup, the same contents: skipped).
+		if _, _, err := s.Restored(ctx, 0, "test", v3, mustTable(t, tableV1)); err != nil {
+			t.Fatal(err)
+		}
+		claim := func(seq uint64, acct uint64, when time.Time, version uint64) TapResult {
+			tp := mkTap("bus-1", seq, acct, when, "")
+			tp.FareVersion, tp.BaseFare = version, map[uint64]int64{1: 250, 2: 250, 3: 300}[version]
+			return commit(t, s, tp)[0]
+		}
+		// A tap of the restore window naming v3 is rated by v3.
+		if r := claim(1, a1, day0.Add(30*time.Minute), 3); r.Charge != 300 || r.RatedVersion != 3 || slices.Contains(r.Notes, NoteUnknownFareVersion) {
+			t.Errorf("a tap naming the lost table: %+v; want 300 by v3", r)
+		}
+		// One naming v2 there keeps v2 until the restore.
+		if r := claim(2, a2, day0.Add(40*time.Minute), 2); r.Charge != 250 || r.RatedVersion != 2 || len(r.Notes) != 0 {
+			t.Errorf("a tap naming the table before: %+v; want 250 by v2", r)
+		}
+		// Named before the backup's newest credential (and the fare grace
+		// before it), v3 is not believed: the tap is rated by the table in
+		// force then.
+		if r := claim(3, a3, day0.Add(-30*time.Hour), 3); r.RatedVersion != 2 || !slices.Contains(r.Notes, NoteUnknownFareVersion) {
+			t.Errorf("a tap naming v3 before the backup: %+v; want rated by v2, noted", r)
+		}
+		// Long after the restore, v3 is in force: a tap naming v2 is rated
+		// by v3.
+		if r := claim(4, a2, day0.Add(72*time.Hour+30*time.Hour), 2); r.RatedVersion != 3 || r.Charge != 300 {
+			t.Errorf("a tap naming v2 a day after the restore: %+v; want 300 by v3", r)
+		}
+		// Another instance reads the same.
+		s2 := db.open(t, nil)
+		if r := commit(t, s2, func() Tap {
+			tp := mkTap("bus-2", 1, a3, day0.Add(5*time.Hour), "")
+			tp.FareVersion, tp.BaseFare = 3, 300
+			return tp
+		}())[0]; r.RatedVersion != 3 || r.Charge != 300 {
+			t.Errorf("another instance: %+v; want 300 by v3", r)
+		}
+		// The same again changes no table; v3 with other contents is refused.
+		if _, _, err := s.Restored(ctx, 0, "test", v3); err != nil {
+			t.Errorf("the same lost table again: %v", err)
+		}
+		if _, _, err := s.Restored(ctx, 0, "test", mustTable(t, strings.Replace(tableV3, `"adult":300`, `"adult":310`, 1))); !errors.Is(err, ErrFareVersion) {
+			t.Errorf("v3 again with other contents: %v; want ErrFareVersion", err)
 		}
 	})
 }

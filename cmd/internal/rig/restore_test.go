@@ -2,6 +2,7 @@ package rig
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -90,6 +91,23 @@ func TestRestoreAndReplay(t *testing.T) {
 	if err := r.StartServer(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A fare table published after the backup, which the validator applies:
+	// transfers within the minute cost 50 now (they were free).
+	lostFares := strings.Replace(strings.Replace(testFares, `"version": 1`, `"version": 2`, 1), `"fare": 0`, `"fare": 50`, 1)
+	if err := r.API(ctx, "PUT", "/v1/fares", json.RawMessage(lostFares), nil); err != nil {
+		t.Fatal(err)
+	}
+	err := WaitFor(ctx, 90*time.Second, "the validator on fare table 2", func() bool {
+		var devs struct {
+			Devices []struct {
+				Versions map[string]uint64 `json:"versions"`
+			} `json:"devices"`
+		}
+		return r.API(ctx, "GET", "/v1/devices", nil, &devs) == nil && len(devs.Devices) == 1 && devs.Devices[0].Versions["fares"] == 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Two more rounds settle after the backup (the device acks them and
 	// keeps them in its archive).
 	for range 2 {
@@ -122,8 +140,21 @@ func TestRestoreAndReplay(t *testing.T) {
 		os.Remove(m)
 	}
 	copyFiles(t, backup, "ledger.db", r.serverDir())
-	out, err = r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir())
-	if err != nil || !strings.Contains(out, "next account id") {
+	// The fare table published since is lost with the backup: given back
+	// to restored (a bad one first: refused, and nothing changes).
+	faresFile := filepath.Join(t.TempDir(), "fares-v2.json")
+	if err := os.WriteFile(faresFile, []byte(strings.Replace(lostFares, `"timezone": "Europe/Berlin", `, "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir(), "--fares", faresFile); err == nil ||
+		!strings.Contains(err.Error(), "timezone") || !strings.Contains(err.Error(), "the ledger is unchanged") {
+		t.Fatalf("restored with a fare table that names no zone: %q, %v; want refused", out, err)
+	}
+	if err := os.WriteFile(faresFile, []byte(lostFares), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = r.command(ctx, "farego-settlement", "restored", "--data", r.serverDir(), "--fares", faresFile)
+	if err != nil || !strings.Contains(out, "next account id") || !strings.Contains(out, "fare table version 2") {
 		t.Fatalf("restored: %q, %v", out, err)
 	}
 	if err := r.StartServer(ctx); err != nil {
