@@ -449,10 +449,13 @@ func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.
 	if v := st.Get(bucketSeen, idKey); v != nil {
 		// The same code again: a scanner reading the phone again while it
 		// is still held up is let through (green, no charge); a read
-		// after a gap, the phone handed to someone else, is refused.
-		// (Entries written before the acceptance time was kept have none:
-		// refused.)
-		if len(v) < 20 || !a.reRead(idKey, time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:]))), now) {
+		// after a gap, the phone handed to someone else, or by another
+		// scanner than the one that accepted it (a door's scanner cannot
+		// read a phone held up at the other door), is refused. (Entries
+		// written before the acceptance time was kept have none: refused;
+		// before the scanner was kept, any scanner's re-read is taken.)
+		if len(v) < 20 || (len(v) > 20 && string(v[20:]) != tap.Scanner) ||
+			!a.reRead(idKey, time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:]))), now) {
 			return nil, errCodeUsed
 		}
 		return nil, &duplicateError{seq: binary.BigEndian.Uint64(v[4:])}
@@ -478,9 +481,10 @@ func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.
 		return nil, err
 	}
 	h := record.Hash(rec)
-	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 20), c.Time)
+	sv := binary.BigEndian.AppendUint32(make([]byte, 0, 20+len(tap.Scanner)), c.Time)
 	sv = binary.BigEndian.AppendUint64(sv, seq)
 	sv = binary.BigEndian.AppendUint64(sv, uint64(now.UnixMilli()))
+	sv = append(sv, tap.Scanner...)
 	av := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(now.UnixMilli()))
 	av = binary.BigEndian.AppendUint32(av, count+1)
 	if err := st.Put(bucketSeen, idKey, sv); err != nil {

@@ -317,6 +317,35 @@ func TestOneCodeOneDoor(t *testing.T) {
 	}
 }
 
+// TestOneCodeTwoDoors: a code accepted at one door and read at the other
+// door's scanner, however soon, is refused (code_used): no scanner can read
+// a phone held up at another. It was green "Already paid" within the
+// re-read window, and a code shown at the two doors in turn let a rider
+// through each, one charged. The accepting door's own re-reads stay green.
+func TestOneCodeTwoDoors(t *testing.T) {
+	h := newHarness(t, nil)
+	tapAt := func(door, text string) Outcome {
+		return h.a.Tap(context.Background(), scanner.Frame{Scanner: door, Text: text, Time: h.clock.Now()})
+	}
+	text := h.issuer.Rider(t, 4242, t0).Code(t, t0)
+	if out := tapAt("front", text); !out.Accepted {
+		t.Fatal(out)
+	}
+	for i := range 4 {
+		h.clock.Add(300 * time.Millisecond)
+		if out := tapAt("rear", text); out.Accepted || out.AlreadyPaid() || out.Reason != record.ReasonCodeUsed {
+			t.Errorf("the code at the other door, %d: %+v, want code_used", i, out)
+		}
+		h.clock.Add(300 * time.Millisecond)
+		if out := tapAt("front", text); !out.AlreadyPaid() {
+			t.Errorf("the accepting door's re-read %d: %+v, want already paid", i, out)
+		}
+	}
+	if n := len(h.records()); n != 1 {
+		t.Errorf("%d records, want 1", n)
+	}
+}
+
 // TestPhoneHeldUp: a scanner re-reads a phone held up to it every half
 // second. The rider keeps the green for as long as they hold it, up to
 // ReReadMax (it used to turn red 2 s after the acceptance, while the

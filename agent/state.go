@@ -18,7 +18,7 @@ import (
 // The agent's state in the queue's file (queue.State buckets).
 const (
 	bucketState    = "agent.state"    // kind → version ‖ document; "chain" → last record hash
-	bucketSeen     = "agent.seen"     // code id key → code time (u32) ‖ seq (u64) ‖ accepted (unix ms, u64)
+	bucketSeen     = "agent.seen"     // code id key → code time (u32) ‖ seq (u64) ‖ accepted (unix ms, u64) ‖ scanner
 	bucketAccounts = "agent.accounts" // account (u64) → last accepted (unix ms, u64) ‖ taps since sync (u32)
 	bucketDeny     = "agent.deny"     // shard (u16) → version (u64) ‖ record.DenyShard encoding
 )

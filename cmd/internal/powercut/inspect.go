@@ -12,7 +12,7 @@ import (
 
 // The agent's buckets and keys in the queue file (agent/state.go).
 const (
-	bucketSeen  = "agent.seen"  // code id key → code time (u32) ‖ seq (u64) ‖ accepted (unix ms, u64)
+	bucketSeen  = "agent.seen"  // code id key → code time (u32) ‖ seq (u64) ‖ accepted (unix ms, u64) ‖ scanner
 	bucketState = "agent.state" // kind → version (u64) ‖ document; "chain" → last record hash
 	bucketDeny  = "agent.deny"  // deny-list shard (u16) → version (u64) ‖ shard
 )
@@ -100,7 +100,7 @@ func InspectValidator(q *queue.Queue) (*Validator, error) {
 			last = bytes.Clone(rec)
 		}
 		// The state that refuses the code again commits with the record.
-		if sv := s.Get(bucketSeen, code.ID().Key()); len(sv) != 20 || binary.BigEndian.Uint64(sv[4:]) != seq {
+		if sv := s.Get(bucketSeen, code.ID().Key()); len(sv) < 20 || binary.BigEndian.Uint64(sv[4:]) != seq || string(sv[20:]) != tap.Scanner {
 			problem("record %d: its code %s has no seen entry for it (%x)", seq, rr.CodeHash, sv)
 		}
 		if tap.FareVersion > v.Versions[record.DocFares] || tap.KeyringVersion > v.Versions[record.DocKeyring] {
@@ -115,7 +115,7 @@ func InspectValidator(q *queue.Queue) (*Validator, error) {
 	if err == nil {
 		err = q.ViewState(func(s *queue.State) error {
 			err := s.ForEach(bucketSeen, func(k, sv []byte) error {
-				if len(sv) != 20 {
+				if len(sv) < 20 || len(sv) > 20+32 {
 					problem("seen entry %x: %d bytes", k, len(sv))
 				} else if seq := binary.BigEndian.Uint64(sv[4:]); seq > st.LastSeq {
 					problem("seen entry for seq %d, past the last sequence number %d", seq, st.LastSeq)

@@ -250,7 +250,9 @@ func (w *world) work(dev string, q *queue.Queue, a *agent.Agent, power <-chan st
 				case out.Accepted:
 					w.green[h] = tapRef{dev, q.Epoch(), out.Seq}
 					w.codes[h] = text
-				case again && out.Reason == record.ReasonDuplicate:
+				case again && (out.Reason == record.ReasonDuplicate || out.Reason == record.ReasonCodeUsed):
+					// Already paid (a re-read at its door) or code used
+					// (at the other door, or after the re-read window).
 					w.n.retapRefused++
 				case out.Reason == record.ReasonInternal && !on():
 					w.cutOff[h] = true
