@@ -194,7 +194,7 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 	}
 	for i, r := range routes {
 		yy := padT + rowH*float64(i)
-		s.text(left-6, yy+rowH*0.65, "end", "axis", r.Route)
+		s.text(left-6, yy+rowH*0.65, "end", "axis", shown(r.Route))
 		at := 0.0
 		for _, p := range []struct {
 			name, class string

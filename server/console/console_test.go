@@ -1035,3 +1035,31 @@ func TestAccountPostingsPaged(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleShowsHiddenCharacters: a route a validator names with a
+// right-to-left override ("\u202e24", which a browser shows as "42": a
+// stolen validator's records keep the old rule, no control characters
+// only) is shown with the override as its code point on the account's
+// rides and the fleet's pages, never as another route's name.
+func TestConsoleShowsHiddenCharacters(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	acct := f.account(1000)
+	key := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix()), Counter: 1}.Key()
+	tap := ledger.Tap{ID: ledger.TapID("bus-1", "e1", 1), DeviceID: "bus-1", Seq: 1, Epoch: "e1", Time: time.Now(),
+		Account: acct, Serial: 1, RiderKey: make([]byte, 32), CodeKey: key, CodeHash: "0123456789ab",
+		BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "\u202e24", Vehicle: "v\u20667", Record: []byte("record")}
+	if _, err := f.store.CommitTaps(context.Background(), []ledger.Tap{tap}); err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	for _, p := range []string{fmt.Sprintf("accounts/%d", acct), "devices/bus-1", "fleet"} {
+		_, body := b.get("/console/" + p)
+		shown := html.UnescapeString(body)
+		if !strings.Contains(shown, "<U+202E>24") || (p != fmt.Sprintf("accounts/%d", acct) && !strings.Contains(shown, "v<U+2066>7")) ||
+			strings.ContainsAny(shown, "\u202e\u2066") {
+			t.Errorf("/console/%s does not show the route's override as its code point", p)
+		}
+	}
+}

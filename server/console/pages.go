@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/ledger"
 )
@@ -48,7 +49,28 @@ var funcs = template.FuncMap{
 		return m
 	},
 	"pathEscape": url.PathEscape,
+	"shown":      shown,
 	"add":        func(a, b int) int { return a + b },
+}
+
+// shown is text a device sent (a route, a vehicle) as the console shows
+// it: a validator's records keep the rule they have always had (no control
+// characters), so a stolen one can name a route "\u202e24", which a browser
+// shows as "42". The invisible formatting characters are shown as their
+// code points ("<U+202E>24"), so two routes never look alike.
+func shown(s string) string {
+	if strings.IndexFunc(s, record.Hidden) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if record.Hidden(r) {
+			fmt.Fprintf(&b, "<U+%04X>", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // parseTemplates parses the embedded templates: each page template with
