@@ -395,7 +395,7 @@ function renderView(view) {
     if (r.flag) notes.push(flagText(r.flag));
     let charge = money(r.charge, a.currency);
     if (!r.flag && r.charge !== r.base_fare) charge += " " + t("ride_of_fare", { fare: money(r.base_fare, a.currency) });
-    return { data: { tap: r.tap_id }, cells: [dateTime(Date.parse(r.time)), r.route, charge, notes.join(", ")] };
+    return { data: { tap: r.tap_id }, cells: [dateTime(Date.parse(r.time)), shown(r.route), charge, notes.join(", ")] };
   });
   fillTable("rides", rides, [2]);
   // The statement: every top-up, fare, shop payment and refund, newest
@@ -508,6 +508,14 @@ async function enterMain() {
   startPolling();
   keepAwake();
   refreshAll();
+}
+
+// shown is a route a validator named, with the invisible formatting
+// characters written as their code points (as the console shows them): a
+// validator may send "\u202e24", which would read as route "42".
+function shown(s) {
+  return String(s || "").replace(/[\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]/g,
+    (c) => "<U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
 }
 
 async function showSecret() {
