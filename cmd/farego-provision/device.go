@@ -400,7 +400,11 @@ Check it: show a payment code from a rider's app, and paste its text
 
   farego-validator check --keyring /etc/farego/keyring.json -
 
-which prints the decision as JSON (exit 0 when accepted); then
+which prints the decision as JSON (exit 0 when accepted). That keyring is
+the one of this bundle: after an issuer-key rotation the device holds a
+newer one (from the server), and a code of a new key is unknown_issuer_key
+here only; check with the server's instead:
+curl -s SERVER/v1/keyring > /tmp/keyring.json. Then
 
   journalctl -u farego-validator -f
   METRICS
