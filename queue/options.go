@@ -197,6 +197,18 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
+// CheckFileSize checks a MaxFileSize: at least 1 MiB, and on a 32-bit
+// process at most what it can map reliably.
+func CheckFileSize(n int64) error {
+	switch {
+	case n < minFileSize:
+		return fmt.Errorf("%d is below the minimum %d", n, minFileSize)
+	case strconv.IntSize == 32 && n > maxFileSize32:
+		return fmt.Errorf("%d is above %d, the most a 32-bit process can map reliably", n, maxFileSize32)
+	}
+	return nil
+}
+
 // validate rejects options that cannot work.
 func (o *Options) validate() error {
 	switch {
@@ -206,10 +218,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("queue: MaxBytes %d is negative", o.MaxBytes)
 	case o.MaxRecordBytes < 0:
 		return fmt.Errorf("queue: MaxRecordBytes %d is negative", o.MaxRecordBytes)
-	case o.MaxFileSize < minFileSize:
-		return fmt.Errorf("queue: MaxFileSize %d is below the minimum %d", o.MaxFileSize, minFileSize)
-	case strconv.IntSize == 32 && o.MaxFileSize > maxFileSize32:
-		return fmt.Errorf("queue: MaxFileSize %d is above %d, the most a 32-bit process can map reliably", o.MaxFileSize, maxFileSize32)
+	case CheckFileSize(o.MaxFileSize) != nil:
+		return fmt.Errorf("queue: MaxFileSize %w", CheckFileSize(o.MaxFileSize))
 	case o.ArchiveMaxBytes < 0:
 		return fmt.Errorf("queue: ArchiveMaxBytes %d is negative", o.ArchiveMaxBytes)
 	case o.ArchiveMaxAge < 0:

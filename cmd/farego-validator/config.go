@@ -18,6 +18,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/scanner"
+	"github.com/farego/farego/queue"
 )
 
 // maxConfigSize bounds the config file.
@@ -282,8 +283,24 @@ func (c *Config) check() error {
 	if c.Queue.MaxRecords < 0 || c.Queue.MaxFileSize < 0 {
 		return bad("queue limits must not be negative")
 	}
+	if c.Queue.MaxFileSize != 0 {
+		if err := queue.CheckFileSize(c.Queue.MaxFileSize); err != nil {
+			return bad("queue.max_file_size %v", err)
+		}
+	}
+	// Negative values other than -1 are typos more likely than meant: each
+	// would turn a fraud control off without a word.
+	if c.Policy.RiskCap < -1 {
+		return bad("policy.risk_cap %d: a count of taps, 0 for the default (10), or -1 to turn the cap off", c.Policy.RiskCap)
+	}
+	if pw := time.Duration(c.Policy.PassbackWindow); pw < 0 && pw != -time.Second {
+		return bad("policy.passback_window %v: a duration like \"5s\", or \"-1s\" to turn the passback check off", pw)
+	}
 	if c.MQTT.Broker != "" && (c.MQTT.DeviceKey == "" || c.MQTT.FleetPublicKey == "") {
 		return bad("mqtt.device_key and mqtt.fleet_public_key are required with mqtt.broker")
+	}
+	if c.Update.Server != "" && c.MQTT.Broker == "" {
+		return bad("update.server needs [mqtt] broker: a validator learns of rollouts over MQTT (configure [mqtt], or leave [update] out)")
 	}
 	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
 		return bad("mqtt.cert_file and mqtt.key_file go together")

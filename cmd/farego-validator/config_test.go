@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,30 @@ func TestPolicyBounds(t *testing.T) {
 		_, err := parseConfig([]byte(base+policy+"\n"), "/etc/farego")
 		if (err == nil) != ok {
 			t.Errorf("%s: %v", policy, err)
+		}
+	}
+}
+
+// TestConfigTyposRefused: settings a technician can get wrong without a
+// word are config errors naming the setting: an [update] server without
+// [mqtt] (the device never updated), a negative risk cap or passback window
+// other than -1 (a typo turned the control off), a queue file size out of
+// range (refused by the queue in its own Go names, exit 1).
+func TestConfigTyposRefused(t *testing.T) {
+	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n"
+	for extra, want := range map[string]string{
+		"[update]\nserver = \"http://127.0.0.1:18080\"\n":      "update.server needs [mqtt]",
+		"[policy]\nrisk_cap = -5\n":                            "policy.risk_cap -5",
+		"[policy]\npassback_window = \"-3s\"\n":                "policy.passback_window -3s",
+		"[queue]\nmax_file_size = 10\n":                        "queue.max_file_size 10 is below the minimum",
+		"[policy]\nrisk_cap = -1\npassback_window = \"-1s\"\n": "",
+	} {
+		_, err := parseConfig([]byte(base+extra), "/etc/farego")
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", extra, err)
+		case want != "" && (!errors.Is(err, errConfig) || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: %v; want a config error saying %q", extra, err, want)
 		}
 	}
 }
