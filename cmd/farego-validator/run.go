@@ -26,6 +26,7 @@ import (
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/queue/durable"
+	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
@@ -75,6 +76,29 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 }
 
 func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
+	// The files the configuration names are read before anything is
+	// made: a configuration error changes nothing (no data directory, no
+	// queue file and its new epoch).
+	docs, err := readProvision(cfg)
+	if err != nil {
+		return err
+	}
+	if m := cfg.MQTT; m.Broker != "" {
+		if _, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey)); err != nil {
+			return fmt.Errorf("%w: mqtt.device_key: %w", errConfig, err)
+		}
+		if _, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey)); err != nil {
+			return fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
+		}
+	}
+	reg := metrics.NewRegistry()
+	if cfg.Metrics.Listen != "" {
+		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	dataDir := cfg.path(cfg.DataDir)
 	// Durably: a power cut must not take back the directory with the
 	// queue file (and every green tap) in it.
@@ -90,7 +114,6 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		minClock = agent.MinClock()
 	}
 
-	reg := metrics.NewRegistry()
 	fb, closeFB, err := buildFeedback(cfg, log, stdout)
 	if err != nil {
 		return err
@@ -104,13 +127,6 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	sources, err := buildSources(cfg, log, stdin, watch)
 	if err != nil {
 		return err
-	}
-	if cfg.Metrics.Listen != "" {
-		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
 	}
 	// The scanners start once the queue file is open, or earlier if the
 	// validator has to wait for the clock first: then every scan is
@@ -211,7 +227,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err != nil {
 		return err
 	}
-	if err := seed(cfg, a); err != nil {
+	if err := seed(a, docs); err != nil {
 		return err
 	}
 	if err := a.Ready(); err != nil {
@@ -316,22 +332,38 @@ func openWhileOutOfService(ctx context.Context, frames <-chan scanner.Frame, fb 
 	return qf, err
 }
 
-// seed applies the provisioning bundle's documents that are newer than the
-// device's state.
-func seed(cfg *Config, a *agent.Agent) error {
-	for _, d := range []struct{ kind, path string }{
-		{record.DocKeyring, cfg.Provision.Keyring},
-		{record.DocFares, cfg.Provision.Fares},
-		{record.DocDenyList, cfg.Provision.DenyList},
+// provisionDoc is a document of the provisioning bundle, read.
+type provisionDoc struct {
+	kind, path string
+	body       []byte
+}
+
+// readProvision reads the provisioning bundle's documents the
+// configuration names.
+func readProvision(cfg *Config) ([]provisionDoc, error) {
+	var out []provisionDoc
+	for _, d := range []provisionDoc{
+		{kind: record.DocKeyring, path: cfg.Provision.Keyring},
+		{kind: record.DocFares, path: cfg.Provision.Fares},
+		{kind: record.DocDenyList, path: cfg.Provision.DenyList},
 	} {
 		if d.path == "" {
 			continue
 		}
-		body, err := os.ReadFile(cfg.path(d.path))
-		if err != nil {
-			return fmt.Errorf("%w: provision.%s: %w", errConfig, d.kind, err)
+		var err error
+		if d.body, err = os.ReadFile(cfg.path(d.path)); err != nil {
+			return nil, fmt.Errorf("%w: provision.%s: %w", errConfig, d.kind, err)
 		}
-		if err := a.Seed(d.kind, body); err != nil {
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// seed applies the provisioning bundle's documents that are newer than the
+// device's state.
+func seed(a *agent.Agent, docs []provisionDoc) error {
+	for _, d := range docs {
+		if err := a.Seed(d.kind, d.body); err != nil {
 			return fmt.Errorf("%w: provision.%s (%s): %w", errConfig, d.kind, d.path, err)
 		}
 	}

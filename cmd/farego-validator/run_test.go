@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -459,19 +461,29 @@ func TestRunClockFromServerDate(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	for name, cfg := range map[string]string{
-		"unknown key":      "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\ncolour = 1\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
-		"no scanner":       "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n",
-		"bad device id":    "device_id = \"a/b\"\nroute = \"1\"\ndata_dir = \"x\"\n",
-		"not provisioned":  "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
-		"missing keyring":  "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[provision]\nkeyring = \"nope.json\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
-		"bad duration":     "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[policy]\nmax_age = \"soon\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
-		"mqtt without key": "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[mqtt]\nbroker = \"tcp://127.0.0.1:1\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"unknown key":         "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\ncolour = 1\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"no scanner":          "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n",
+		"bad device id":       "device_id = \"a/b\"\nroute = \"1\"\ndata_dir = \"x\"\n",
+		"not provisioned":     "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"missing keyring":     "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[provision]\nkeyring = \"nope.json\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"bad duration":        "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[policy]\nmax_age = \"soon\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"mqtt without key":    "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[mqtt]\nbroker = \"tcp://127.0.0.1:1\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"missing device key":  "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[mqtt]\nbroker = \"tcp://127.0.0.1:1\"\ndevice_key = \"nope.key\"\nfleet_public_key = \"nope.pub\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
+		"bad metrics address": "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[metrics]\nlisten = \"127.0.0.1:99999\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n",
 	} {
+		// Each its own data directory: a configuration error makes none
+		// (nor a queue file, with its new epoch); only "not provisioned"
+		// is told once the queue file is open.
+		data := "data-" + strings.ReplaceAll(name, " ", "-")
+		cfg = strings.Replace(cfg, `data_dir = "x"`, `data_dir = "`+data+`"`, 1)
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".toml")
 		must(t, os.WriteFile(p, []byte(cfg), 0o644))
 		out, err := exec.Command(validatorBin, "run", "--config", p).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 			t.Errorf("%s: exit %v, want status 2; output:\n%s", name, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, data)); name != "not provisioned" && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the data directory was made (%v)", name, err)
 		}
 	}
 }
