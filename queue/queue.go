@@ -99,6 +99,14 @@ func Open(path string, opts *Options) (*Queue, error) {
 	if !existed && o.NoCreate {
 		return nil, fmt.Errorf("%w: %s", ErrNoFile, path)
 	}
+	if err == nil && info.Size() == 0 {
+		// Nothing in it to salvage, but not a first start either: a
+		// power cut before the file's first write reached the disk, a
+		// full disk at creation, or a file truncated. The codes it had
+		// seen and its counters are gone; the operator is told.
+		o.Logger.Warn("queue: the queue file is empty (0 bytes): a new queue file is made in its place; whatever it held is gone (a power cut or a full disk at its creation, or the file truncated)",
+			"path", path, "modified", info.ModTime().UTC())
+	}
 
 	var recount *counters
 	if existed && !o.SkipOpenCheck {

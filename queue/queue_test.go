@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -1371,5 +1372,29 @@ func TestCappedFile(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 	if got := mustAppend(t, q, "e"); got != 4 {
 		t.Errorf("seq once the cap ended = %d, want 4", got)
+	}
+}
+
+// TestEmptyFileTold: an empty queue file (a power cut before its first
+// write reached the disk, a full disk at creation) is made into a new
+// queue, and the log says so: it was replaced without a word, and looked
+// like a first start. A missing file is a first start, told as before.
+func TestEmptyFileTold(t *testing.T) {
+	for _, empty := range []bool{true, false} {
+		path := tempPath(t)
+		if empty {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var logs bytes.Buffer
+		q, err := Open(path, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Close()
+		if told := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "the queue file is empty"); told != empty {
+			t.Errorf("empty file %t: warned %t:\n%s", empty, told, logs.String())
+		}
 	}
 }
