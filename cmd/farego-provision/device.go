@@ -56,6 +56,17 @@ func (s *scannerFlag) Set(v string) error {
 	if !ok || name == "" || path == "" {
 		return errors.New("want NAME=PATH, e.g. front=/dev/scanner-front")
 	}
+	for _, o := range *s {
+		// The validator refuses a configuration naming a scanner twice,
+		// or two scanners on standard input: refused before the device
+		// is registered.
+		switch {
+		case o.Name == name:
+			return fmt.Errorf("scanner name %q given twice (each scanner needs its own name)", name)
+		case o.Path == "-" && path == "-":
+			return errors.New("only one scanner can read standard input (-)")
+		}
+	}
 	*s = append(*s, struct{ Name, Path string }{name, path})
 	return nil
 }

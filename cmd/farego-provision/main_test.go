@@ -484,10 +484,13 @@ func TestDeviceBadAddresses(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "devices")
 	for _, bad := range [][]string{{"--metrics", "bogus"}, {"--metrics", "127.0.0.1:99999"}, {"--broker", "notaurl"},
-		{"--broker", "http://mqtt.example:1883"}, {"--broker", "tcp://mqtt.example"}, {"--broker", "tcp://a:1883,ssl://b"}} {
+		{"--broker", "http://mqtt.example:1883"}, {"--broker", "tcp://mqtt.example"}, {"--broker", "tcp://a:1883,ssl://b"},
+		// A bundle the validator would refuse (it was registered and
+		// written, and only selftest told).
+		{"--scanner", "front=/dev/x", "--scanner", "front=/dev/y"}, {"--scanner", "a=-", "--scanner", "b=-"}} {
 		args := append([]string{"device", "--fleet", fleet, "--id", "bus-1", "--route", "42", "--server", srv.URL,
 			"--operator-token", "@" + srv.TokenFile, "--out", out}, bad...)
-		if c, _, e := provision(t, args...); c != 2 || !strings.Contains(e, bad[0]) {
+		if c, _, e := provision(t, args...); c != 2 || !strings.Contains(e, strings.TrimPrefix(bad[0], "-")) {
 			t.Errorf("%v: exit %d, %q; want a usage error naming it", bad, c, e)
 		}
 	}
