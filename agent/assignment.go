@@ -160,8 +160,8 @@ func routeNotCovered(s *snapshot, as *Assignment) string {
 	if s.fares == nil || s.fares.Covers(as.Route) {
 		return ""
 	}
-	return fmt.Sprintf("%s: fare table version %d has no fares for route %q", record.ReasonRouteNotInFares,
-		s.fares.Version, as.Route)
+	return fmt.Sprintf("%s: route %q is not among the routes fare table version %d lists", record.ReasonRouteNotInFares,
+		as.Route, s.fares.Version)
 }
 
 // StateHealth is what a technician's check (farego-validator selftest)

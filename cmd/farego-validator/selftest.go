@@ -357,7 +357,7 @@ func (s *selftest) checkDocuments() {
 	case !h.Fares:
 		fails = append(fails, "no fare table")
 	case !h.FaresCoverRoute:
-		fails = append(fails, fmt.Sprintf("the fare table has no fares for route %q (%s)", s.cfg.Route, record.ReasonRouteNotInFares))
+		fails = append(fails, fmt.Sprintf("route %q is not among the routes the fare table lists (%s)", s.cfg.Route, record.ReasonRouteNotInFares))
 	}
 	if h.Versions[record.DocDenyList] == 0 {
 		warns = append(warns, noDenyList)

@@ -19,7 +19,7 @@ func TestStatusReason(t *testing.T) {
 	for _, in := range []string{
 		fmt.Sprintf("%s: clock unset (before 2026-01-01)", record.ReasonClock),
 		fmt.Sprintf("%s: %s unreadable; run reset-queue", record.ReasonQueueDamaged, "queue.db.corrupt-1\n\x1b[2J, q\xff.db"),
-		fmt.Sprintf("%s: fare table version %d has no fares for route %q", record.ReasonRouteNotInFares, uint64(1<<62), long),
+		fmt.Sprintf("%s: route %q is not among the routes fare table version %d lists", record.ReasonRouteNotInFares, long, uint64(1<<62)),
 	} {
 		got := statusReason(in)
 		if err := (&wire.Status{DeviceID: "bus-1", OutOfService: got}).Check(); err != nil {
