@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -296,6 +297,11 @@ func (s *selftest) checkQueue() {
 		s.add(levelWarn, "queue", fmt.Sprintf("%s is in use by another process: a validator runs on it, but not on the control socket %s",
 			path, orNone(ctlSocketPath(s.cfg))),
 			"stop that validator for the full check, or give it and this command the same [ctl] socket")
+		return
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		s.add(levelFail, "queue", fmt.Sprintf("%s cannot be opened: %v", path, err),
+			fmt.Sprintf("run selftest as the validator's user (farego) or root: uid %d may not read it", os.Getuid()))
 		return
 	}
 	if err != nil {
