@@ -288,7 +288,12 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
 	notifier.Notify("STOPPING=1")
-	log.Info("validator stopping")
+	if ctx.Err() == nil {
+		// Not told to stop: the scanners' input ended.
+		log.Info("validator stopping: every scanner's input ended (a scanner on standard input ends with it)")
+	} else {
+		log.Info("validator stopping")
+	}
 	err = stopScanners()
 	stopUplink()
 	stopUpdater()
