@@ -253,7 +253,7 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 				"transfer": true, "capped": true},
 			// A validator's route with a right-to-left override reads as
 			// "42" unless its override is shown.
-			{"tap_id": "bus-7/e/3", "time": time.Now().UTC().Format(time.RFC3339), "route": "‮24", "charge": 250, "base_fare": 250},
+			{"tap_id": "bus-7/e/3", "time": time.Now().UTC().Format(time.RFC3339), "route": "\u202e24", "charge": 250, "base_fare": 250},
 		}
 	})
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740), chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
