@@ -9,10 +9,24 @@ import (
 	"github.com/farego/farego/agent/paycode"
 )
 
+// MaxScannerName bounds a scanner's name in a tap record (bytes of
+// printable UTF-8: CheckScannerName).
+const MaxScannerName = 32
+
+// CheckScannerName checks a scanner's name as a tap record carries it: a
+// longer one would be cut (two doors' names alike in their first 32 bytes
+// would read as one scanner), one with control characters or not UTF-8
+// refused by the server (every tap at it quarantined, never charged).
+func CheckScannerName(name string) error {
+	if name == "" {
+		return fmt.Errorf("scanner name is empty")
+	}
+	return CheckText("scanner name", name, MaxScannerName)
+}
+
 // Field limits of a tap record.
 const (
-	maxName        = 64
-	maxScannerName = 32
+	maxName = 64
 	// MaxSize bounds one encoded tap record.
 	MaxSize    = 2048
 	tapVersion = 1
@@ -70,7 +84,7 @@ func (t *Tap) MarshalBinary() ([]byte, error) {
 		name, v string
 		max     int
 	}{{"epoch", t.Epoch, maxName}, {"route", t.Route, maxName}, {"vehicle", t.Vehicle, maxName},
-		{"scanner", t.Scanner, maxScannerName}, {"currency", t.Currency, 3}, {"software", t.Software, maxName}} {
+		{"scanner", t.Scanner, MaxScannerName}, {"currency", t.Currency, 3}, {"software", t.Software, maxName}} {
 		if len(f.v) > f.max {
 			return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrMalformed, f.name, len(f.v), f.max)
 		}
@@ -114,7 +128,7 @@ func ParseTap(b []byte) (*Tap, error) {
 	ms := d.U64("time")
 	t.Route = d.Str("route", maxName)
 	t.Vehicle = d.Str("vehicle", maxName)
-	t.Scanner = d.Str("scanner", maxScannerName)
+	t.Scanner = d.Str("scanner", MaxScannerName)
 	t.Code = d.Take(paycode.CodeSize, "code")
 	t.Account = d.U64("account")
 	t.Serial = d.U32("serial")

@@ -56,6 +56,9 @@ func (s *scannerFlag) Set(v string) error {
 	if !ok || name == "" || path == "" {
 		return errors.New("want NAME=PATH, e.g. front=/dev/scanner-front")
 	}
+	if err := record.CheckScannerName(name); err != nil {
+		return err
+	}
 	for _, o := range *s {
 		// The validator refuses a configuration naming a scanner twice,
 		// or two scanners on standard input: refused before the device

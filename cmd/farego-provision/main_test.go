@@ -487,7 +487,8 @@ func TestDeviceBadAddresses(t *testing.T) {
 		{"--broker", "http://mqtt.example:1883"}, {"--broker", "tcp://mqtt.example"}, {"--broker", "tcp://a:1883,ssl://b"},
 		// A bundle the validator would refuse (it was registered and
 		// written, and only selftest told).
-		{"--scanner", "front=/dev/x", "--scanner", "front=/dev/y"}, {"--scanner", "a=-", "--scanner", "b=-"}} {
+		{"--scanner", "front=/dev/x", "--scanner", "front=/dev/y"}, {"--scanner", "a=-", "--scanner", "b=-"},
+		{"--scanner", "validator-bus-0417-door-scanner-front=/dev/x"}} {
 		args := append([]string{"device", "--fleet", fleet, "--id", "bus-1", "--route", "42", "--server", srv.URL,
 			"--operator-token", "@" + srv.TokenFile, "--out", out}, bad...)
 		if c, _, e := provision(t, args...); c != 2 || !strings.Contains(e, strings.TrimPrefix(bad[0], "-")) {

@@ -261,6 +261,9 @@ func (c *Config) check() error {
 		if s.Name == "" || s.Path == "" {
 			return bad("scanner %d: name and path are required", i+1)
 		}
+		if err := record.CheckScannerName(s.Name); err != nil {
+			return bad("scanner %d: %v", i+1, err)
+		}
 		if names[s.Name] {
 			return bad("scanner name %q appears twice", s.Name)
 		}

@@ -54,11 +54,15 @@ func TestPolicyBounds(t *testing.T) {
 func TestConfigTyposRefused(t *testing.T) {
 	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n"
 	for extra, want := range map[string]string{
-		"[update]\nserver = \"http://127.0.0.1:18080\"\n":      "update.server needs [mqtt]",
-		"[policy]\nrisk_cap = -5\n":                            "policy.risk_cap -5",
-		"[policy]\npassback_window = \"-3s\"\n":                "policy.passback_window -3s",
-		"[queue]\nmax_file_size = 10\n":                        "queue.max_file_size 10 is below the minimum",
-		"[policy]\nrisk_cap = -1\npassback_window = \"-1s\"\n": "",
+		"[update]\nserver = \"http://127.0.0.1:18080\"\n": "update.server needs [mqtt]",
+		"[policy]\nrisk_cap = -5\n":                       "policy.risk_cap -5",
+		"[policy]\npassback_window = \"-3s\"\n":           "policy.passback_window -3s",
+		"[queue]\nmax_file_size = 10\n":                   "queue.max_file_size 10 is below the minimum",
+		// Names a tap record cuts at 32 bytes (two doors alike in their
+		// first 32 read as one) or the server refuses (never charged).
+		"[[scanner]]\nname = \"validator-bus-0417-door-scanner-rear\"\npath = \"/dev/x\"\n": "scanner 2: scanner name is 36 bytes, limit 32",
+		"[[scanner]]\nname = \"rear\\tdoor\"\npath = \"/dev/x\"\n":                          "scanner 2: scanner name has control characters",
+		"[policy]\nrisk_cap = -1\npassback_window = \"-1s\"\n":                              "",
 	} {
 		_, err := parseConfig([]byte(base+extra), "/etc/farego")
 		switch {

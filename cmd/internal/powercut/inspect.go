@@ -115,7 +115,7 @@ func InspectValidator(q *queue.Queue) (*Validator, error) {
 	if err == nil {
 		err = q.ViewState(func(s *queue.State) error {
 			err := s.ForEach(bucketSeen, func(k, sv []byte) error {
-				if len(sv) < 20 || len(sv) > 20+32 {
+				if len(sv) < 20 || len(sv) > 20+record.MaxScannerName {
 					problem("seen entry %x: %d bytes", k, len(sv))
 				} else if seq := binary.BigEndian.Uint64(sv[4:]); seq > st.LastSeq {
 					problem("seen entry for seq %d, past the last sequence number %d", seq, st.LastSeq)
