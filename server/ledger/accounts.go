@@ -643,6 +643,20 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string, lost .
 		if err := t.queryRow(`SELECT COALESCE(MAX(issued_ns), 0) FROM credentials`).Scan(&window.from); err != nil {
 			return fmt.Errorf("ledger: read the newest credential: %w", err)
 		}
+		// Run again (--fares forgotten the first time) after the server
+		// has served, the newest credential is one issued since: the
+		// window keeps its earlier start, or the passes and fare tables
+		// of the lost hours would no longer be taken.
+		var kept string
+		err := t.queryRow(`SELECT value FROM ledger_settings WHERE name = 'restored_from_ns'`).Scan(&kept)
+		switch {
+		case err == nil:
+			if v, perr := strconv.ParseInt(kept, 10, 64); perr == nil {
+				window.from = min(window.from, v)
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("ledger: read the restore window: %w", err)
+		}
 		window.at = t.now
 		// Device assignments made since the backup are applied on the
 		// validators, which refuse a version not above theirs: the next

@@ -315,3 +315,48 @@ func TestRestoreLostFareTables(t *testing.T) {
 		}
 	})
 }
+
+// TestRestoreLostFareTablesLater: restored run a second time, with the
+// fare tables forgotten the first time, after the server has served and
+// issued passes: the restore window keeps its start, so the lost table is
+// still believed over the lost hours (it was computed again from the
+// newest pass, issued after the restore, and the lost hours' taps naming it
+// were rated by the older table). A lost table whose version is below one
+// the backup holds is refused, and the fare version stays.
+func TestRestoreLostFareTablesLater(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		putTableAt(t, s, tableV2, day0.Add(-48*time.Hour)) // in the backup
+		clock := day0.Add(-time.Hour)
+		s.now = func() time.Time { return clock }
+		acct := newAccount(t, s, 5000)
+		clock = day0.Add(72 * time.Hour)
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil { // --fares forgotten
+			t.Fatal(err)
+		}
+		clock = day0.Add(73 * time.Hour)
+		newAccount(t, s, 5000) // the server serves: a pass issued after the restore
+		clock = day0.Add(74 * time.Hour)
+		if _, _, err := s.Restored(ctx, 0, "test", mustTable(t, tableV3)); err != nil {
+			t.Fatal(err)
+		}
+		tp := mkTap("bus-1", 1, acct, day0.Add(30*time.Minute), "")
+		tp.FareVersion, tp.BaseFare = 3, 300
+		if r := commit(t, s, tp)[0]; r.RatedVersion != 3 || r.Charge != 300 {
+			t.Errorf("a tap of the lost hours naming the table given back later: %+v; want 300 by v3", r)
+		}
+
+		// Another ledger, whose backup holds v1 and v5: a v3 given as
+		// lost cannot be (it would move the fare version back): refused,
+		// nothing stored.
+		s2 := ledgerWithTable(t, newDB(t, db.backend))
+		putTableAt(t, s2, strings.Replace(tableV3, `"version":3`, `"version":5`, 1), day0.Add(-48*time.Hour))
+		if _, _, err := s2.Restored(ctx, 0, "test", mustTable(t, tableV3)); !errors.Is(err, ErrFareVersion) || !strings.Contains(err.Error(), "not above") {
+			t.Errorf("a lost table below the latest held: %v; want ErrFareVersion, not above the latest", err)
+		}
+		if tbl, err := s2.FareTable(ctx, 3); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the refused table is stored: %v, %v", tbl, err)
+		}
+	})
+}
