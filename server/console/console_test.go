@@ -1061,5 +1061,10 @@ func TestConsoleShowsHiddenCharacters(t *testing.T) {
 			strings.ContainsAny(shown, "\u202e\u2066") {
 			t.Errorf("/console/%s does not show the route's override as its code point", p)
 		}
+		// The assignment form is not filled with the shown text: sent
+		// back, it would become the route.
+		if strings.Contains(shown, `value="<U+202E>24"`) {
+			t.Errorf("/console/%s fills an edit box with the shown route", p)
+		}
 	}
 }

@@ -50,6 +50,7 @@ var funcs = template.FuncMap{
 	},
 	"pathEscape": url.PathEscape,
 	"shown":      shown,
+	"editable":   editable,
 	"add":        func(a, b int) int { return a + b },
 }
 
@@ -71,6 +72,16 @@ func shown(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// editable is a device's route or vehicle as an edit box is filled with: as
+// it is, or empty if it holds invisible formatting characters (shown's
+// "<U+202E>" text, sent back, would become the route).
+func editable(s string) string {
+	if strings.IndexFunc(s, record.Hidden) >= 0 {
+		return ""
+	}
+	return s
 }
 
 // parseTemplates parses the embedded templates: each page template with
