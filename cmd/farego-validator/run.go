@@ -288,13 +288,14 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	runErr := a.Run(ctx, frames) // returns once every tap it started is decided
 	notifier.Notify("STOPPING=1")
-	if ctx.Err() == nil {
-		// Not told to stop: the scanners' input ended.
+	told := ctx.Err() != nil
+	err = stopScanners()
+	if !told && err == nil {
+		// Not told to stop, and no scanner failed: their input ended.
 		log.Info("validator stopping: every scanner's input ended (a scanner on standard input ends with it)")
 	} else {
 		log.Info("validator stopping")
 	}
-	err = stopScanners()
 	stopUplink()
 	stopUpdater()
 	if restart.Load() {
