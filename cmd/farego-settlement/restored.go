@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,17 +47,12 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := st.Exclusive(ctx); err != nil {
 		return err
 	}
-	const unchanged = "the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again"
-	for i, t := range lost {
-		if err := st.CheckFareTable(t); err != nil {
-			return fmt.Errorf("%s: %w (%s)", lostFiles[i], err, unchanged)
-		}
-	}
 	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
+	if lf := (*ledger.LostFareTableError)(nil); errors.As(err, &lf) {
+		return fmt.Errorf("%s: %w (the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again)",
+			lostFiles[lf.Index], err)
+	}
 	if err != nil {
-		if len(lost) > 0 {
-			return fmt.Errorf("%w (%s)", err, unchanged)
-		}
 		return err
 	}
 	for i, t := range lost {

@@ -108,32 +108,11 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 		return err
 	}
 	err = s.write(ctx, "put fare table", func(t *txn) error {
-		// The fare_version counter holds the latest version; locking its
-		// row first serializes concurrent puts, and the reads below then
-		// see what a concurrent put committed.
-		var latest int64
-		if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'` + s.forUpdate()).Scan(&latest); err != nil {
-			return fmt.Errorf("ledger: lock fare version: %w", err)
-		}
-		var stored string
-		err := t.queryRow(`SELECT body FROM fare_tables WHERE version = $1`, int64(table.Version)).Scan(&stored)
-		switch {
-		case err == nil && stored == body:
-			return nil
-		case err == nil:
-			return fmt.Errorf("%w: version %d is stored with other contents", ErrFareVersion, table.Version)
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("ledger: read fare table: %w", err)
-		}
-		if int64(table.Version) <= latest {
-			return fmt.Errorf("%w: version %d is not higher than the latest stored, %d", ErrFareVersion, table.Version, latest)
-		}
-		if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`,
-			int64(table.Version)); err != nil {
+		latest, err := t.lockFareVersion()
+		if err != nil {
 			return err
 		}
-		_, err = t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
-			int64(table.Version), body, t.now)
+		_, err = t.storeFareTable(table.Version, body, latest)
 		return err
 	})
 	if err != nil {
@@ -141,6 +120,43 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	}
 	s.log.Info("ledger: fare table stored", logKeyVersion, table.Version)
 	return nil
+}
+
+// lockFareVersion locks and returns the fare_version counter, the latest
+// stored version: locking its row first serializes concurrent puts, and
+// the reads after it see what a concurrent put committed.
+func (t *txn) lockFareVersion() (int64, error) {
+	var latest int64
+	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'` + t.s.forUpdate()).Scan(&latest); err != nil {
+		return 0, fmt.Errorf("ledger: lock fare version: %w", err)
+	}
+	return latest, nil
+}
+
+// storeFareTable stores body as fare table version, in force from now, and
+// moves the fare_version counter (latest, locked by lockFareVersion) to it.
+// The very same table stored already is no change (added false); another
+// under its version, or a version not above latest, is ErrFareVersion.
+func (t *txn) storeFareTable(version uint64, body string, latest int64) (added bool, err error) {
+	var stored string
+	err = t.queryRow(`SELECT body FROM fare_tables WHERE version = $1`, int64(version)).Scan(&stored)
+	switch {
+	case err == nil && stored == body:
+		return false, nil
+	case err == nil:
+		return false, fmt.Errorf("%w: version %d is stored with other contents", ErrFareVersion, version)
+	case !errors.Is(err, sql.ErrNoRows):
+		return false, fmt.Errorf("ledger: read fare table: %w", err)
+	}
+	if int64(version) <= latest {
+		return false, fmt.Errorf("%w: version %d is not above the latest stored, %d", ErrFareVersion, version, latest)
+	}
+	if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`, int64(version)); err != nil {
+		return false, err
+	}
+	_, err = t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
+		int64(version), body, t.now)
+	return err == nil, err
 }
 
 // fareBody checks a fare table as publishing it does (CheckFareTable) and

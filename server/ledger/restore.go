@@ -86,25 +86,40 @@ func (t *txn) adoptCredential(tp *Tap) (issued, error) {
 
 // lostFareTable is a fare table Restored stores again, in its stored form.
 type lostFareTable struct {
+	index   int // in the tables given to Restored
 	version uint64
 	body    string
 }
+
+// LostFareTableError is Restored's refusal of one of the fare tables it
+// was given (Index in its arguments), so that a caller can name the file.
+type LostFareTableError struct {
+	Index   int
+	Version uint64
+	Err     error
+}
+
+func (e *LostFareTableError) Error() string {
+	return fmt.Sprintf("fare table version %d: %v", e.Version, e.Err)
+}
+
+func (e *LostFareTableError) Unwrap() error { return e.Err }
 
 // lostFareTables checks the fare tables given to Restored as publishing
 // them does and returns them by version; a version given twice is refused.
 func (s *Store) lostFareTables(tables []*fare.Table) ([]lostFareTable, error) {
 	out := make([]lostFareTable, 0, len(tables))
-	for _, tbl := range tables {
+	for i, tbl := range tables {
 		body, err := s.fareBody(tbl)
 		if err != nil {
-			return nil, err
+			return nil, &LostFareTableError{Index: i, Version: tbl.Version, Err: err}
 		}
-		out = append(out, lostFareTable{version: tbl.Version, body: body})
+		out = append(out, lostFareTable{index: i, version: tbl.Version, body: body})
 	}
 	slices.SortFunc(out, func(a, b lostFareTable) int { return cmp.Compare(a.version, b.version) })
 	for i := 1; i < len(out); i++ {
 		if out[i].version == out[i-1].version {
-			return nil, invalid("fare table version %d is given twice", out[i].version)
+			return nil, &LostFareTableError{Index: out[i].index, Version: out[i].version, Err: invalid("given twice")}
 		}
 	}
 	return out, nil
@@ -126,13 +141,13 @@ func (t *txn) restoreFareTables(tables []lostFareTable, from int64, actor string
 	if len(tables) == 0 {
 		return nil
 	}
-	var latest int64
-	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'` + t.s.forUpdate()).Scan(&latest); err != nil {
-		return fmt.Errorf("ledger: lock fare version: %w", err)
+	latest, err := t.lockFareVersion()
+	if err != nil {
+		return err
 	}
 	claimable := from
 	var prev int64
-	err := t.queryRow(`SELECT COALESCE(r.claimable_from_ns, f.created_ns) FROM fare_tables f
+	err = t.queryRow(`SELECT COALESCE(r.claimable_from_ns, f.created_ns) FROM fare_tables f
 		LEFT JOIN restored_fare_tables r ON r.version = f.version WHERE f.version = $1`, latest).Scan(&prev)
 	switch {
 	case err == nil:
@@ -141,29 +156,15 @@ func (t *txn) restoreFareTables(tables []lostFareTable, from int64, actor string
 		return fmt.Errorf("ledger: read the latest fare table: %w", err)
 	}
 	for _, tbl := range tables {
-		var stored string
-		err := t.queryRow(`SELECT body FROM fare_tables WHERE version = $1`, int64(tbl.version)).Scan(&stored)
-		switch {
-		case err == nil && stored == tbl.body:
-			continue
-		case err == nil:
-			return fmt.Errorf("%w: version %d is in the restored ledger with other contents", ErrFareVersion, tbl.version)
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("ledger: read fare table: %w", err)
+		added, err := t.storeFareTable(tbl.version, tbl.body, latest)
+		if err != nil {
+			return &LostFareTableError{Index: tbl.index, Version: tbl.version, Err: err}
 		}
-		if int64(tbl.version) <= latest {
-			return fmt.Errorf("%w: version %d is not above the restored ledger's latest, %d (only tables published after the backup were lost)",
-				ErrFareVersion, tbl.version, latest)
-		}
-		if _, err := t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
-			int64(tbl.version), tbl.body, t.now); err != nil {
-			return err
+		if !added {
+			continue // the backup holds it, or an earlier run stored it
 		}
 		if _, err := t.exec("mark fare table restored", `INSERT INTO restored_fare_tables (version, claimable_from_ns) VALUES ($1, $2)`,
 			int64(tbl.version), claimable); err != nil {
-			return err
-		}
-		if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`, int64(tbl.version)); err != nil {
 			return err
 		}
 		latest = int64(tbl.version)
