@@ -211,6 +211,7 @@ func CheckFileSize(n int64) error {
 
 // validate rejects options that cannot work.
 func (o *Options) validate() error {
+	fileSize := CheckFileSize(o.MaxFileSize)
 	switch {
 	case o.MaxRecords < 0:
 		return fmt.Errorf("queue: MaxRecords %d is negative", o.MaxRecords)
@@ -218,8 +219,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("queue: MaxBytes %d is negative", o.MaxBytes)
 	case o.MaxRecordBytes < 0:
 		return fmt.Errorf("queue: MaxRecordBytes %d is negative", o.MaxRecordBytes)
-	case CheckFileSize(o.MaxFileSize) != nil:
-		return fmt.Errorf("queue: MaxFileSize %w", CheckFileSize(o.MaxFileSize))
+	case fileSize != nil:
+		return fmt.Errorf("queue: MaxFileSize %w", fileSize)
 	case o.ArchiveMaxBytes < 0:
 		return fmt.Errorf("queue: ArchiveMaxBytes %d is negative", o.ArchiveMaxBytes)
 	case o.ArchiveMaxAge < 0:

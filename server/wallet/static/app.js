@@ -335,11 +335,11 @@ function flagText(flag) {
 function fillTable(name, rows, amounts = []) {
   $(name + "-none").hidden = rows.length > 0;
   $(name + "-table").hidden = rows.length === 0;
+  const heads = $(name + "-table").querySelectorAll("th");
   $(name + "-body").replaceChildren(
     ...rows.map(({ data, cells }) => {
       const tr = document.createElement("tr");
       Object.assign(tr.dataset, data);
-      const heads = $(name + "-table").querySelectorAll("th");
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
