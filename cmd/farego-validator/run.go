@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -83,13 +84,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err != nil {
 		return err
 	}
-	if m := cfg.MQTT; m.Broker != "" {
-		if _, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey)); err != nil {
-			return fmt.Errorf("%w: mqtt.device_key: %w", errConfig, err)
-		}
-		if _, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey)); err != nil {
-			return fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
-		}
+	keys, err := readLinkKeys(cfg)
+	if err != nil {
+		return err
 	}
 	reg := metrics.NewRegistry()
 	if cfg.Metrics.Listen != "" {
@@ -105,7 +102,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
-	upd, err := bootUpdater(cfg, log)
+	upd, err := bootUpdater(cfg, keys, log)
 	if err != nil {
 		return err
 	}
@@ -245,7 +242,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	registerUpdateMetrics(reg, upd)
 	var ackClock atomic.Bool // an ack has measured the clock
-	if up, err = newUplink(cfg, q, a, upd, now, log, &ackClock, ackLatency); err != nil {
+	if up, err = newUplink(cfg, keys, q, a, upd, now, log, &ackClock, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	theUplink.Store(up)
@@ -336,6 +333,30 @@ func openWhileOutOfService(ctx context.Context, frames <-chan scanner.Frame, fb 
 	close(stop)
 	<-done
 	return qf, err
+}
+
+// linkKeys are the device's MQTT keys, read once at start (nil without
+// [mqtt]).
+type linkKeys struct {
+	device ed25519.PrivateKey
+	fleet  ed25519.PublicKey
+}
+
+// readLinkKeys reads the keys [mqtt] names.
+func readLinkKeys(cfg *Config) (*linkKeys, error) {
+	m := cfg.MQTT
+	if m.Broker == "" {
+		return nil, nil
+	}
+	dev, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: mqtt.device_key: %w", errConfig, err)
+	}
+	fleet, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
+	}
+	return &linkKeys{device: dev, fleet: fleet}, nil
 }
 
 // provisionDoc is a document of the provisioning bundle, read.

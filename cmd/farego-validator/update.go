@@ -10,7 +10,6 @@ import (
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
-	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/update"
 	"github.com/farego/farego/sync/uplink"
 )
@@ -44,14 +43,11 @@ var errRestart = errors.New("restarting into the binary now in place")
 // bootUpdater builds the updater (nil without [update] server or [mqtt])
 // and runs its boot check: counting starts of an unconfirmed version, and
 // rolling back a crash loop (errRestart).
-func bootUpdater(cfg *Config, log *slog.Logger) (*update.Updater, error) {
-	if cfg.Update.Server == "" || cfg.MQTT.Broker == "" {
+func bootUpdater(cfg *Config, keys *linkKeys, log *slog.Logger) (*update.Updater, error) {
+	if cfg.Update.Server == "" || keys == nil {
 		return nil, nil
 	}
-	fleet, err := keyfile.ReadPublic(cfg.path(cfg.MQTT.FleetPublicKey))
-	if err != nil {
-		return nil, fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
-	}
+	fleet := keys.fleet
 	binary := cfg.Update.Binary
 	if binary != "" {
 		binary = cfg.path(binary)

@@ -12,7 +12,6 @@ import (
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
-	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/update"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
@@ -21,21 +20,14 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger, ackClock *atomic.Bool,
+func newUplink(cfg *Config, keys *linkKeys, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger, ackClock *atomic.Bool,
 	ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
 		log.Warn("no mqtt.broker configured: taps stay queued on this device")
 		return nil, nil
 	}
-	devKey, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey))
-	if err != nil {
-		return nil, err
-	}
-	fleet, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey))
-	if err != nil {
-		return nil, err
-	}
+	devKey, fleet := keys.device, keys.fleet
 	var onRelease func(uint64, []byte)
 	if upd != nil {
 		onRelease = upd.Offer
