@@ -2,6 +2,7 @@ package record
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -22,6 +23,32 @@ func CheckScannerName(name string) error {
 		return fmt.Errorf("scanner name is empty")
 	}
 	return CheckText("scanner name", name, MaxScannerName)
+}
+
+// CheckScanners checks a validator's scanners, by name and path, as its
+// configuration must have them: each name one a tap record carries
+// (CheckScannerName), no name twice, at most one on standard input ("-").
+// farego-provision asks it of the bundle it writes, the validator of its
+// configuration.
+func CheckScanners(names, paths []string) error {
+	seen := map[string]bool{}
+	stdin := 0
+	for i, name := range names {
+		if err := CheckScannerName(name); err != nil {
+			return fmt.Errorf("scanner %d: %w", i+1, err)
+		}
+		if seen[name] {
+			return fmt.Errorf("scanner name %q appears twice", name)
+		}
+		seen[name] = true
+		if paths[i] == "-" {
+			stdin++
+		}
+	}
+	if stdin > 1 {
+		return errors.New("only one scanner can read standard input")
+	}
+	return nil
 }
 
 // Field limits of a tap record.

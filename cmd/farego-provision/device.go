@@ -56,19 +56,15 @@ func (s *scannerFlag) Set(v string) error {
 	if !ok || name == "" || path == "" {
 		return errors.New("want NAME=PATH, e.g. front=/dev/scanner-front")
 	}
-	if err := record.CheckScannerName(name); err != nil {
-		return err
-	}
+	// What the validator would refuse in the bundle is refused before
+	// the device is registered.
+	var names, paths []string
 	for _, o := range *s {
-		// The validator refuses a configuration naming a scanner twice,
-		// or two scanners on standard input: refused before the device
-		// is registered.
-		switch {
-		case o.Name == name:
-			return fmt.Errorf("scanner name %q given twice (each scanner needs its own name)", name)
-		case o.Path == "-" && path == "-":
-			return errors.New("only one scanner can read standard input (-)")
-		}
+		names, paths = append(names, o.Name), append(paths, o.Path)
+	}
+	names, paths = append(names, name), append(paths, path)
+	if err := record.CheckScanners(names, paths); err != nil {
+		return err
 	}
 	*s = append(*s, struct{ Name, Path string }{name, path})
 	return nil

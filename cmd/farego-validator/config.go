@@ -255,25 +255,15 @@ func (c *Config) check() error {
 	if len(c.Scanners) == 0 {
 		return bad("at least one [[scanner]] is required")
 	}
-	names := map[string]bool{}
-	stdin := 0
+	var names, paths []string
 	for i, s := range c.Scanners {
 		if s.Name == "" || s.Path == "" {
 			return bad("scanner %d: name and path are required", i+1)
 		}
-		if err := record.CheckScannerName(s.Name); err != nil {
-			return bad("scanner %d: %v", i+1, err)
-		}
-		if names[s.Name] {
-			return bad("scanner name %q appears twice", s.Name)
-		}
-		names[s.Name] = true
-		if s.Path == "-" {
-			stdin++
-		}
+		names, paths = append(names, s.Name), append(paths, s.Path)
 	}
-	if stdin > 1 {
-		return bad("only one scanner can read standard input")
+	if err := record.CheckScanners(names, paths); err != nil {
+		return bad("%v", err)
 	}
 	switch c.Feedback.Color {
 	case "", "auto", "always", "never":
