@@ -114,12 +114,34 @@ func (w *wtx) archive(k, v []byte) error {
 // Replay ignores MaxRecords and MaxBytes (the records are already in the
 // file), so the queue may be over its limits until they are acked again.
 // Like Ack it works in transactions of up to 1000 records.
-func (q *Queue) Replay(from, to uint64) (int, error) {
+//
+// id names the request: it must be greater than the id of every request
+// replayed before in this file, or Replay returns an error matching
+// ErrReplayed and moves nothing. The id is stored with the first records
+// moved, so a request is carried out at most once, even when it is
+// delivered again (a copy kept by whoever could read the device's
+// commands, sent later to make it send its archive once more); a replay a
+// power cut interrupts is finished by a new request.
+func (q *Queue) Replay(id, from, to uint64) (int, error) {
+	if id == 0 {
+		return 0, fmt.Errorf("queue: replay: request id 0")
+	}
 	total := 0
+	first := true
 	for from <= to {
 		done := false
 		n, err := q.update(func(w *wtx) (int, error) {
 			b, c := w.b, &w.c
+			if first {
+				if last := replayID(b.meta); id <= last {
+					return 0, fmt.Errorf("%w: request %d, the last one carried out was %d", ErrReplayed, id, last)
+				}
+				var v [8]byte
+				putUint64(v[:], id)
+				if err := b.meta.Put(kReplayID, v[:]); err != nil {
+					return 0, err
+				}
+			}
 			n := 0
 			for n < ackChunk {
 				k, v := b.archive.Cursor().Seek(seqKey(from))
@@ -156,6 +178,7 @@ func (q *Queue) Replay(from, to uint64) (int, error) {
 		if err != nil {
 			return total, wrapErr("replay", err)
 		}
+		first = false
 		if done {
 			break
 		}

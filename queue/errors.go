@@ -20,6 +20,11 @@ var ErrClosed = errors.New("queue: closed")
 // Options.MaxRecordBytes.
 var ErrTooLarge = errors.New("queue: record too large")
 
+// ErrReplayed is returned (wrapped, with both ids) by Replay for a request
+// whose id is not above the last one carried out: a copy of a request
+// already handled, or an older one.
+var ErrReplayed = errors.New("queue: replay request already carried out")
+
 // ErrCorrupt matches (with errors.Is) every *CorruptError returned by Open,
 // and the errors of other methods that found the open file damaged: Close
 // the queue and Open it again, which checks the file and moves it aside.

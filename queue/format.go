@@ -48,6 +48,8 @@ const (
 //	               "archive.bytes" uint64 ┘
 //	               "adopted.count" uint64 ┐ optional (0 when absent): the
 //	               "adopted.bytes" uint64 ┘ records in queue.adopted
+//	               "replay.id"     uint64 optional: the id of the last Replay
+//	                               request carried out
 //	queue.pending  uint64 seq → int64 append time (unix ns) ‖ data
 //	queue.archive  uint64 seq → int64 append time ‖ int64 ack time ‖ data
 //	queue.adopted  epoch → bucket of uint64 seq → int64 append time ‖ data
@@ -73,6 +75,7 @@ var (
 	kArchiveBytes = []byte("archive.bytes")
 	kAdoptedCount = []byte("adopted.count")
 	kAdoptedBytes = []byte("adopted.bytes")
+	kReplayID     = []byte("replay.id")
 )
 
 const (
@@ -236,6 +239,15 @@ func (c *counters) store(meta *bbolt.Bucket) error {
 		}
 	}
 	return nil
+}
+
+// replayID is the id of the last replay request carried out in the file
+// (0: none).
+func replayID(meta *bbolt.Bucket) uint64 {
+	if v := meta.Get(kReplayID); len(v) == 8 {
+		return getUint64(v)
+	}
+	return 0
 }
 
 // buckets are the queue's buckets in one transaction; adopted is nil in a

@@ -503,6 +503,7 @@ func TestReplay(t *testing.T) {
 	if _, err := q.AckThrough(5); err != nil {
 		t.Fatal(err)
 	}
+	id := uint64(0)
 	for _, tc := range []struct {
 		from, to uint64
 		n        int
@@ -513,7 +514,8 @@ func TestReplay(t *testing.T) {
 		{2, 4, 0}, // already back in the unacked records
 		{0, 1, 1},
 	} {
-		n, err := q.Replay(tc.from, tc.to)
+		id++
+		n, err := q.Replay(id, tc.from, tc.to)
 		if err != nil || n != tc.n {
 			t.Fatalf("Replay(%d, %d) = %d, %v; want %d, nil", tc.from, tc.to, n, err, tc.n)
 		}
@@ -532,6 +534,54 @@ func TestReplay(t *testing.T) {
 	}
 	if n, err := q.AckThrough(5); err != nil || n != 4 {
 		t.Errorf("AckThrough after replay = %d, %v; want 4, nil", n, err)
+	}
+}
+
+// TestReplayOnce: a replay request is carried out once. Its copy, or an
+// older request, moves nothing, also after the file is closed and opened
+// again; a newer one is carried out.
+func TestReplayOnce(t *testing.T) {
+	path := tempPath(t)
+	q := openTest(t, path, nil)
+	for i := 1; i <= 4; i++ {
+		mustAppend(t, q, data(0, i))
+	}
+	ackAll := func() {
+		t.Helper()
+		if _, err := q.AckThrough(4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ackAll()
+	if n, err := q.Replay(100, 1, 4); err != nil || n != 4 {
+		t.Fatalf("Replay(100, 1, 4) = %d, %v; want 4, nil", n, err)
+	}
+	ackAll()
+	for _, id := range []uint64{100, 99, 1} {
+		if n, err := q.Replay(id, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
+			t.Errorf("Replay(%d, 1, 4) after request 100 = %d, %v; want 0, ErrReplayed", id, n, err)
+		}
+	}
+	if _, err := q.Replay(0, 1, 4); err == nil {
+		t.Error("Replay with request id 0 = nil error")
+	}
+	q.Close()
+	q = openTest(t, path, nil)
+	if n, err := q.Replay(100, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
+		t.Errorf("Replay(100, 1, 4) after reopening = %d, %v; want 0, ErrReplayed", n, err)
+	}
+	if st, _ := q.Stats(); st.Count != 0 || st.Archived != 4 {
+		t.Errorf("Stats after refused replays = %+v, want Count 0, Archived 4", st)
+	}
+	// A request that finds nothing to move is still carried out.
+	if n, err := q.Replay(101, 10, 20); err != nil || n != 0 {
+		t.Fatalf("Replay(101, 10, 20) = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := q.Replay(101, 1, 4); !errors.Is(err, ErrReplayed) {
+		t.Errorf("Replay(101, 1, 4) after request 101 = %v, want ErrReplayed", err)
+	}
+	if n, err := q.Replay(102, 2, 3); err != nil || n != 2 {
+		t.Errorf("Replay(102, 2, 3) = %d, %v; want 2, nil", n, err)
 	}
 }
 
@@ -778,7 +828,7 @@ func TestCloseDuringAppends(t *testing.T) {
 		func() error { _, err := q.Peek(1, 0); return err },
 		func() error { _, err := q.Ack(1); return err },
 		func() error { _, err := q.AckThrough(1); return err },
-		func() error { _, err := q.Replay(1, 2); return err },
+		func() error { _, err := q.Replay(1, 1, 2); return err },
 		func() error { _, err := q.Stats(); return err },
 		q.Check,
 	} {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -32,8 +33,9 @@ type Ingest struct {
 	conn    atomic.Pointer[conn] // the current Run's connection
 	running atomic.Bool
 
-	dropStreak   atomic.Int64 // messages dropped (queue full) since the last one queued
-	commitStreak atomic.Int64 // commit failures since the last success
+	dropStreak   atomic.Int64  // messages dropped (queue full) since the last one queued
+	commitStreak atomic.Int64  // commit failures since the last success
+	replayID     atomic.Uint64 // the last replay request's id
 }
 
 // inbound is one message received from the broker.
@@ -127,8 +129,12 @@ func (in *Ingest) Stats() Stats {
 // on it only while connected (its session is clean); publish it while the
 // device's status says online. ErrNotConnected while the Ingest is not
 // connected.
+//
+// Each request carries an id a device carries out once: the clock's Unix
+// milliseconds, above the last id this Ingest sent (a device refuses a
+// request whose id is not above the last one it carried out).
 func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to uint64) error {
-	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to}
+	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to, ID: in.nextReplayID()}
 	p, err := r.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("ingest: replay: %w", err)
@@ -147,6 +153,18 @@ func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to u
 	in.stats.replay()
 	in.log.Info("ingest: replay requested", "device", deviceID, "epoch", epoch, "from", from, "to", to)
 	return nil
+}
+
+// nextReplayID is the id of a new replay request: now in Unix
+// milliseconds, or one above the last id if the clock has not passed it.
+func (in *Ingest) nextReplayID() uint64 {
+	for {
+		last := in.replayID.Load()
+		id := max(uint64(time.Now().UnixMilli()), last+1)
+		if in.replayID.CompareAndSwap(last, id) {
+			return id
+		}
+	}
 }
 
 // onMessage is paho's handler for both subscriptions. It never blocks: it

@@ -37,7 +37,9 @@
 // and counted, never a crash. The status reports document versions
 // without the shards' (their newest is the "denylist" version). A
 // fleet-signed wire.Replay for this device and epoch moves archived
-// records back into the queue (queue.Replay) and they are sent again.
+// records back into the queue (queue.Replay) and they are sent again; a
+// request whose id is not above the last one carried out (a copy sent
+// again), or without an id, is refused.
 //
 // # Deny-list shard index
 //

@@ -530,7 +530,15 @@ func (s *sender) handleCmd(payload []byte) error {
 		u.refuse(u.cmd, payload, fmt.Errorf("replay for queue epoch %q, this queue's is %q", r.Epoch, u.q.Epoch()))
 		return nil
 	}
-	n, err := u.q.Replay(r.From, r.To)
+	if r.ID == 0 {
+		u.refuse(u.cmd, payload, errors.New("replay request without an id, from a server older than this validator: upgrade the server"))
+		return nil
+	}
+	n, err := u.q.Replay(r.ID, r.From, r.To)
+	if errors.Is(err, queue.ErrReplayed) {
+		u.refuse(u.cmd, payload, err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -287,8 +287,8 @@ func TestAcksAndCommandsChecked(t *testing.T) {
 		{"ack for another epoch", wire.KindAck, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: "0123", Ranges: all}, f.fleet)},
 		{"garbage ack", wire.KindAck, []byte("garbage")},
 		{"downlink on the ack topic", wire.KindAck, signedDownlink(t, f.fleet, record.DocKeyring, 1, `{}`)},
-		{"forged replay", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 1, To: 5}, forger)},
-		{"replay for another epoch", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: "x", From: 1, To: 5}, f.fleet)},
+		{"forged replay", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 1, To: 5, ID: 1}, forger)},
+		{"replay for another epoch", wire.KindCmd, seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: "x", From: 1, To: 5, ID: 1}, f.fleet)},
 		{"ack on the command topic", wire.KindCmd, seal(t, wire.TypeAck, &wire.Ack{DeviceID: f.id, Epoch: f.q.Epoch(), Ranges: all}, f.fleet)},
 	} {
 		if err := f.broker.Publish(f.topic(step.topic), step.msg, false, 1); err != nil {
@@ -326,7 +326,7 @@ func TestReplay(t *testing.T) {
 	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
 	before := srv.totalReceived()
 
-	replay := seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 10, To: 29}, f.fleet)
+	replay := seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 10, To: 29, ID: 1000}, f.fleet)
 	if err := f.broker.Publish(f.topic(wire.KindCmd), replay, false, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -340,6 +340,51 @@ func TestReplay(t *testing.T) {
 		}
 	}
 	srv.check(t, f.id, 60)
+
+	// The same signed request sent again (kept by whoever could read the
+	// device's commands), an older one, and one from a server before
+	// request ids are refused: nothing is sent again.
+	before = srv.totalReceived()
+	older := seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 1, To: 60, ID: 999}, f.fleet)
+	v1 := seal(t, wire.TypeReplay, replayV1{f.id, f.q.Epoch(), 1, 60}, f.fleet)
+	refused := u.Stats().MessagesRefused
+	for i, msg := range [][]byte{replay, older, v1} {
+		if err := f.broker.Publish(f.topic(wire.KindCmd), msg, false, 1); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("request %d refused", i), func() bool { return u.Stats().MessagesRefused == refused+uint64(i+1) })
+	}
+	if st := u.Stats(); st.Replays != 1 || queueCount(t, f.q) != 0 || srv.totalReceived() != before {
+		t.Errorf("after the copies: %d replays, %d queued, %d records received again; want 1, 0, 0",
+			st.Replays, queueCount(t, f.q), srv.totalReceived()-before)
+	}
+
+	// A new request is carried out.
+	again := seal(t, wire.TypeReplay, &wire.Replay{DeviceID: f.id, Epoch: f.q.Epoch(), From: 50, To: 60, ID: 1001}, f.fleet)
+	if err := f.broker.Publish(f.topic(wire.KindCmd), again, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second replay", func() bool { return u.Stats().Replays == 2 })
+	waitFor(t, "its records to be acked again", func() bool {
+		return srv.totalReceived() >= before+11 && queueCount(t, f.q) == 0
+	})
+	srv.check(t, f.id, 60)
+}
+
+// replayV1 is a replay request as a server before request ids sent it.
+type replayV1 struct {
+	id, epoch string
+	from, to  uint64
+}
+
+func (r replayV1) MarshalBinary() ([]byte, error) {
+	e := record.Encoder{}
+	e.U8(1)
+	e.Str(r.id)
+	e.Str(r.epoch)
+	e.U64(r.from)
+	e.U64(r.to)
+	return e.B, nil
 }
 
 func TestStatusAndLastWill(t *testing.T) {

@@ -139,11 +139,23 @@ func ParseAck(p []byte) (*Ack, error) {
 
 // Replay asks a device to send archived records From..To of its queue
 // again, after the server restored an older backup. Signed with the fleet key.
+//
+// ID names the request: a device carries out a request once, and none
+// whose ID is not above the last one it carried out (queue.Replay), so a
+// copy of a signed request, kept and sent again, makes it send nothing.
+// The server uses its clock's Unix milliseconds. Version 1 requests (from
+// a server before IDs) parse with ID 0, which devices refuse.
 type Replay struct {
 	DeviceID string
 	Epoch    string
 	From, To uint64
+	ID       uint64
 }
+
+const (
+	replayVersion   = 2
+	replayVersionV1 = 1
+)
 
 // MarshalBinary encodes the replay request.
 func (r *Replay) MarshalBinary() ([]byte, error) {
@@ -153,22 +165,32 @@ func (r *Replay) MarshalBinary() ([]byte, error) {
 	if r.From == 0 || r.From > r.To {
 		return nil, fmt.Errorf("%w: replay range %d-%d", ErrMalformed, r.From, r.To)
 	}
+	if r.ID == 0 {
+		return nil, fmt.Errorf("%w: replay request id 0", ErrMalformed)
+	}
 	e := record.Encoder{}
-	e.U8(1)
+	e.U8(replayVersion)
 	e.Str(r.DeviceID)
 	e.Str(r.Epoch)
 	e.U64(r.From)
 	e.U64(r.To)
+	e.U64(r.ID)
 	return e.B, nil
 }
 
 // ParseReplay decodes a replay request strictly.
 func ParseReplay(p []byte) (*Replay, error) {
 	d := record.NewDecoder(p, ErrMalformed)
-	if v := d.U8("version"); d.Err() == nil && v != 1 {
+	v := d.U8("version")
+	if d.Err() == nil && v != replayVersion && v != replayVersionV1 {
 		return nil, fmt.Errorf("%w: replay version %d", ErrUnsupported, v)
 	}
 	r := &Replay{DeviceID: d.Str("device id", maxName), Epoch: d.Str("epoch", maxName), From: d.U64("from"), To: d.U64("to")}
+	if v == replayVersion {
+		if r.ID = d.U64("request id"); d.Err() == nil && r.ID == 0 {
+			return nil, fmt.Errorf("%w: replay request id 0", ErrMalformed)
+		}
+	}
 	if err := d.End(); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func FuzzMessages(f *testing.F) {
 		Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1", FailedReason: "download: refused", FailedAt: time.UnixMilli(9)},
 		Epoch:      "0f0e", OutOfService: "clock: unset", Versions: map[string]uint64{"fares": 3},
 		Salvage: &SalvageStatus{File: "q.db.damaged", At: time.UnixMilli(9), Epoch: "0a", Records: 2}}).MarshalBinary()
-	rp, _ := (&Replay{DeviceID: "d", From: 1, To: 2}).MarshalBinary()
+	rp, _ := (&Replay{DeviceID: "d", From: 1, To: 2, ID: 1}).MarshalBinary()
 	as, _ := (&Assignment{DeviceID: "d", Version: 3, Route: "42", Vehicle: "BUS-7", IssuedAt: time.UnixMilli(9)}).MarshalBinary()
 	for _, p := range [][]byte{tb, batch, ack, dl, st, full, rp, as, {}, {1}} {
 		f.Add(p)

@@ -169,10 +169,25 @@ func TestAckAndReplayRoundTrip(t *testing.T) {
 	if _, err := ParseAck(append(v2, 0, 0, 0, 0, 0, 0, 0, 0)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("version 2 ack with time 0: err = %v", err)
 	}
-	r := &Replay{DeviceID: "bus-1", Epoch: "e1", From: 10, To: 20}
-	rp, _ := r.MarshalBinary()
-	if got, err := ParseReplay(rp); err != nil || *got != *r {
-		t.Errorf("replay round trip: %+v, %v", got, err)
+	r := &Replay{DeviceID: "bus-1", Epoch: "e1", From: 10, To: 20, ID: 1767229250000}
+	rp, err := r.MarshalBinary()
+	if got, err2 := ParseReplay(rp); err != nil || err2 != nil || *got != *r {
+		t.Errorf("replay round trip: %+v, %v, %v", got, err, err2)
+	}
+	if _, err := (&Replay{DeviceID: "bus-1", Epoch: "e1", From: 10, To: 20}).MarshalBinary(); !errors.Is(err, ErrMalformed) {
+		t.Errorf("replay without a request id: MarshalBinary err = %v", err)
+	}
+	// Version 1 (a server before request ids) parses with ID 0; version 2
+	// without an id is truncated, with id 0 malformed.
+	old := append([]byte{1}, rp[1:len(rp)-8]...)
+	if got, err := ParseReplay(old); err != nil || got.ID != 0 || got.From != 10 || got.To != 20 {
+		t.Errorf("version 1 replay: %+v, %v; want ID 0, 10-20", got, err)
+	}
+	if _, err := ParseReplay(rp[:len(rp)-8]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("version 2 replay without its id: err = %v", err)
+	}
+	if _, err := ParseReplay(append(rp[:len(rp)-8:len(rp)-8], 0, 0, 0, 0, 0, 0, 0, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("version 2 replay with id 0: err = %v", err)
 	}
 }
 
