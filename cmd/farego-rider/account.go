@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
 )
@@ -28,12 +30,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 		Currency   string `json:"currency"`
 		Denied     bool   `json:"denied"`
 		DenyReason string `json:"deny_reason"`
-		Rides      []struct {
-			Time   string `json:"time"`
-			Route  string `json:"route"`
-			Charge int64  `json:"charge"`
-			Flag   string `json:"flag"`
-		} `json:"recent_rides"`
+		Rides      []ride `json:"recent_rides"`
 		Activity []struct {
 			Time       string `json:"time"`
 			Kind       string `json:"kind"`
@@ -52,7 +49,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	for _, r := range out.Rides {
-		fmt.Fprintf(stdout, "  %s  route %-6s %10s  %s\n", r.Time, r.Route, money(-r.Charge, out.Currency), r.Flag)
+		fmt.Fprintln(stdout, r.line(out.Currency))
 	}
 	if len(out.Activity) > 0 {
 		fmt.Fprintln(stdout, "activity (newest first):")
@@ -67,7 +64,42 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 		case "fare_correction":
 			what = "fare corrected"
 		}
-		fmt.Fprintf(stdout, "  %s  %-40s %10s  balance %s\n", a.Time, what, money(a.Amount, out.Currency), money(a.Balance, out.Currency))
+		fmt.Fprintf(stdout, "  %s  %-40s %10s  balance %s\n", clock(a.Time), what, money(a.Amount, out.Currency), money(a.Balance, out.Currency))
 	}
 	return nil
+}
+
+// ride is one of the account's recent rides, as the API gives it.
+type ride struct {
+	Time     string `json:"time"`
+	Route    string `json:"route"`
+	Charge   int64  `json:"charge"`
+	Transfer bool   `json:"transfer"`
+	Capped   bool   `json:"capped"`
+	Flag     string `json:"flag"`
+}
+
+// line is the ride as "account" shows it: why a ride cost nothing (a
+// transfer, the daily cap) or was flagged is said after its charge.
+func (r ride) line(currency string) string {
+	var notes []string
+	if r.Transfer {
+		notes = append(notes, "transfer")
+	}
+	if r.Capped {
+		notes = append(notes, "daily cap reached")
+	}
+	if r.Flag != "" {
+		notes = append(notes, r.Flag)
+	}
+	return strings.TrimRight(fmt.Sprintf("  %s  route %-6s %10s  %s", clock(r.Time), r.Route, money(-r.Charge, currency), strings.Join(notes, ", ")), " ")
+}
+
+// clock shows an API time to the second, in UTC, so that the columns line
+// up (the API gives nanoseconds, without trailing zeros).
+func clock(t string) string {
+	if tm, err := time.Parse(time.RFC3339Nano, t); err == nil {
+		return tm.UTC().Format("2006-01-02 15:04:05Z")
+	}
+	return t
 }

@@ -48,10 +48,6 @@ func nextCode(path string, s *state, t time.Time) (string, error) {
 }
 
 func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag string, stdout io.Writer) error {
-	s, err := loadState(path)
-	if err != nil {
-		return err
-	}
 	now := time.Now
 	if nowFlag != "" {
 		t, err := parseTime(nowFlag)
@@ -59,6 +55,10 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 			return err
 		}
 		now = func() time.Time { return t }
+	}
+	s, err := loadState(path)
+	if err != nil {
+		return err
 	}
 	for {
 		text, err := nextCode(path, s, now())
@@ -103,7 +103,7 @@ func parseTime(s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--now: want unix seconds or RFC 3339, got %q", s)
+		return time.Time{}, cli.UsageError("--now: want unix seconds or RFC 3339, got %q", s)
 	}
 	return t, nil
 }

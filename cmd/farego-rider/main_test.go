@@ -38,9 +38,38 @@ func TestRiderFlow(t *testing.T) {
 	// until the operator confirms it); the operator's token confirms it.
 	// A server address without its scheme is named as such (it was "not
 	// reachable …; codes still work offline", before any code existed).
-	if c, _, e := rider(t, "register", "--state", st, "--server", strings.TrimPrefix(srv.URL, "http://")); c != 1 ||
+	if c, _, e := rider(t, "register", "--state", st, "--server", strings.TrimPrefix(srv.URL, "http://")); c != 2 ||
 		!strings.Contains(e, "is not the server's URL") {
-		t.Errorf("register with a host:port: %d %q", c, e)
+		t.Errorf("register with a host:port: %d %q; want 2, not the server's URL", c, e)
+	}
+	// The wallet's address (the demo prints it) is named for what it is.
+	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL+"/wallet/"); c != 2 ||
+		!strings.Contains(e, "wallet page") || !strings.Contains(e, srv.URL+"\n") {
+		t.Errorf("register with the wallet's address: %d %q; want 2, the server's own address", c, e)
+	}
+	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL, "--profile", "kid"); c != 2 || !strings.Contains(e, "--profile") {
+		t.Errorf("register --profile kid: %d %q; want 2 naming --profile", c, e)
+	}
+	// A state file that cannot be written is found before the account is
+	// made (it was made, with its secret lost): the next account made is
+	// the one after the last.
+	first := filepath.Join(dir, "first.json")
+	if c, o, e := rider(t, "register", "--state", first, "--server", srv.URL); c != 0 {
+		t.Fatalf("register: %d %q %q", c, o, e)
+	}
+	if c, _, e := rider(t, "register", "--state", filepath.Join(dir, "no-such-dir", "r.json"), "--server", srv.URL); c != 1 ||
+		!strings.Contains(e, "cannot be written") {
+		t.Errorf("register into a missing directory: %d %q; want 1, cannot be written", c, e)
+	}
+	second := filepath.Join(dir, "second.json")
+	if c, o, e := rider(t, "register", "--state", second, "--server", srv.URL); c != 0 {
+		t.Fatalf("register: %d %q %q", c, o, e)
+	}
+	if a, b := readState(t, first).Account, readState(t, second).Account; b != a+1 {
+		t.Errorf("accounts %d then %d around the refused register: one was made for it", a, b)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("files left in the state directory: %v, want first.json and second.json", ents)
 	}
 	if c, _, e := rider(t, "register", "--state", st, "--server", "http://127.0.0.1:1"); c != 1 || strings.Contains(e, "codes still work") {
 		t.Errorf("register with the server down: %d %q", c, e)
@@ -117,6 +146,24 @@ func TestRiderFlow(t *testing.T) {
 	if c, _, e := rider(t, "account", "--state", st); c != 1 || !strings.Contains(e, "not reachable") {
 		t.Errorf("account offline: %d %q", c, e)
 	}
+	// A top-up offline says how to try again without paying twice, not
+	// that codes still work.
+	if c, _, e := rider(t, "topup", "--state", st, "--amount", "100", "--operator-token", tokFile); c != 1 ||
+		!strings.Contains(e, "not reachable") || !strings.Contains(e, "--reference rider-") || strings.Contains(e, "codes still work") {
+		t.Errorf("topup offline: %d %q", c, e)
+	}
+	if c, _, e := rider(t, "code", "--state", st, "--now", "yesterday"); c != 2 || !strings.Contains(e, "--now") {
+		t.Errorf("code --now yesterday: %d %q; want 2 naming --now", c, e)
+	}
+}
+
+func readState(t *testing.T, path string) *state {
+	t.Helper()
+	s, err := loadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // Amounts print with their currency's decimals: 1500 yen is "1500 JPY",
@@ -238,11 +285,29 @@ func TestRiderSignIn(t *testing.T) {
 	if c, _, e := rider(t, "signin", "--state", st, "--account", fmt.Sprint(s.Account+1), "--secret", "x"); c != 1 || !strings.Contains(e, "--force") {
 		t.Errorf("signin to another account: %d %q", c, e)
 	}
-	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x"); c != 1 || !strings.Contains(e, "--server and --account") {
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x"); c != 2 || !strings.Contains(e, "--server and --account") {
 		t.Errorf("signin without a state file: %d %q", c, e)
 	}
 	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--server", srv.URL, "--account", fmt.Sprint(s.Account),
 		"--secret", out.Secret); c != 0 {
 		t.Errorf("signin into a new state file: %d %q", c, e)
+	}
+}
+
+// A ride's line says why it cost nothing, and its time is to the second
+// whatever digits the API gave.
+func TestRideLine(t *testing.T) {
+	for _, tc := range []struct {
+		r    ride
+		want string
+	}{
+		{ride{Time: "2026-12-04T22:03:05.54Z", Route: "42", Charge: 250}, "  2026-12-04 22:03:05Z  route 42      -2.50 EUR"},
+		{ride{Time: "2026-12-04T22:14:03.947Z", Route: "7", Transfer: true}, "  2026-12-04 22:14:03Z  route 7        0.00 EUR  transfer"},
+		{ride{Time: "2026-12-04T23:00:00Z", Route: "7", Charge: 50, Capped: true}, "  2026-12-04 23:00:00Z  route 7       -0.50 EUR  daily cap reached"},
+		{ride{Time: "bad", Route: "9", Flag: "duplicate_code"}, "  bad  route 9        0.00 EUR  duplicate_code"},
+	} {
+		if got := tc.r.line("EUR"); got != tc.want {
+			t.Errorf("line(%+v) =\n%q, want\n%q", tc.r, got, tc.want)
+		}
 	}
 }

@@ -50,7 +50,7 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 		}
 	}
 	if server == "" || account == 0 {
-		return errors.New("--server and --account are required without a state file")
+		return cli.UsageError("--server and --account are required without a state file (%s)", path)
 	}
 	server = strings.TrimRight(server, "/")
 	if err := checkServerURL(server); err != nil {

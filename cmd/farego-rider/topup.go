@@ -51,8 +51,11 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 		Balance  int64  `json:"balance"`
 		Currency string `json:"currency"`
 	}
-	err = call(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
+	err = cli.CallJSON(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
 		map[string]any{"amount": amount, "reference": ref}, &out)
+	if ae := (*cli.APIError)(nil); err != nil && !errors.As(err, &ae) {
+		return fmt.Errorf("the server is not reachable (%w): a top-up needs it; try again with --reference %s, so that it counts once if this one reached it", err, ref)
+	}
 	if ae := (*cli.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusForbidden {
 		// The server cannot tell a wrong operator token from a wrong
 		// account secret (both are 64 hex digits) and answers "wrong

@@ -23,6 +23,17 @@ func Usagef(w io.Writer, prog, format string, a ...any) error {
 	return ErrUsage
 }
 
+// UsageError is a usage error found after the flags were parsed (a value
+// a flag cannot take): Exit writes "prog: message" and exits 2.
+func UsageError(format string, a ...any) error {
+	return usageError{fmt.Sprintf(format, a...)}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string        { return e.msg }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+
 // Parse parses args with fs the way every farego command does: -h, -help
 // and --help print the flags to stdout and return flag.ErrHelp (exit 0);
 // a bad flag prints flag's message and the flags to stderr and returns
@@ -98,13 +109,16 @@ func Required(fs *flag.FlagSet, stderr io.Writer, names ...string) error {
 }
 
 // Exit returns the exit status for a command's error: 0 for nil and
-// flag.ErrHelp, 2 for ErrUsage (already reported), else 1 after writing
-// "prog: err" to stderr.
+// flag.ErrHelp, 2 for ErrUsage (already reported; a UsageError is written
+// here), else 1 after writing "prog: err" to stderr.
 func Exit(prog string, err error, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, ErrUsage):
+		if ue := (usageError{}); errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
