@@ -31,7 +31,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 		Denied     bool   `json:"denied"`
 		DenyReason string `json:"deny_reason"`
 		Rides      []ride `json:"recent_rides"`
-		Activity []struct {
+		Activity   []struct {
 			Time       string `json:"time"`
 			Kind       string `json:"kind"`
 			Amount     int64  `json:"amount"`
