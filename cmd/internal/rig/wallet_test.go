@@ -45,6 +45,9 @@ type walletState struct {
 
 const appModule = `(await import("./app.js"))`
 
+// storeModule is the wallet's storage (IndexedDB), as appModule.
+const storeModule = `(await import("./store.js"))`
+
 func state(t *testing.T, b context.Context) walletState {
 	t.Helper()
 	return wallettest.Eval[walletState](t, b, `(async () => `+appModule+`.debugState())()`)
@@ -399,6 +402,20 @@ func TestWalletCodes(t *testing.T) {
 	if c, _ := paycode.ParseText(renewed.Text); c.Profile != paycode.Adult {
 		t.Errorf("renewed pass has profile %v, want adult", c.Profile)
 	}
+
+	// The phone's clock a day ahead when a pass is fetched, then set right
+	// (here: to 2 minutes past the pass's end, as a day later): the pass
+	// is expired by the corrected clock and its fetch time is ahead of it.
+	// The online wallet asks for another at once (it waited until the
+	// clock passed the fetch time by 12 hours).
+	setClock(t, b, 26*time.Hour) // 13 h after the last fetch: past half the pass's life
+	wallettest.WaitFor(t, b, 60*time.Second, "the wallet to renew its pass with the clock a day ahead",
+		fmt.Sprintf(`(async () => (await `+storeModule+`.currentCredential()).serial > %d)()`, renewed.Serial))
+	ahead := wallettest.Eval[float64](t, b, `(async () => (await `+storeModule+`.currentCredential()).serial)()`)
+	end := wallettest.Eval[float64](t, b, `(async () => (await `+storeModule+`.currentCredential()).notAfter)()`)
+	setClock(t, b, time.Until(time.Unix(int64(end), 0).Add(2*time.Minute)))
+	wallettest.WaitFor(t, b, 60*time.Second, "the wallet to ask for a pass after its clock went back",
+		fmt.Sprintf(`(async () => (await `+storeModule+`.currentCredential()).serial > %v)()`, ahead))
 }
 
 // setClock moves the page's clock ahead of the system clock.

@@ -154,15 +154,25 @@ function renderPass(cred, nowS) {
   return usable;
 }
 
+// CLOCK_BACK_S is how far the clock may go back since a pass was fetched
+// (a network time correction) before its age counts as unknown.
+const CLOCK_BACK_S = 300;
+
 // needsRefresh: no credential, or past half its lifetime. The age is
 // measured on this phone's clock from when it was fetched, so a phone whose
-// clock is off does not ask again and again.
+// clock is off does not ask again and again. A clock set back by more than
+// a few minutes since the fetch (it was ahead then) leaves the age unknown:
+// ask again (once: the new pass's fetch time is the new clock's). Without
+// that, a pass fetched with the clock a day ahead and expired by the
+// corrected clock waited on an online phone until the clock passed the
+// fetch time by half a lifetime.
 function needsRefresh(cred, nowS) {
   if (!cred) return true;
   if (blocks.serials.has(cred.serial) && !blocks.account) return true; // the operator blocked it
   if (blocks.account) return false; // no pass is issued to a blocked account
   const life = cred.notAfter - cred.notBefore;
-  return nowS - cred.fetchedAt > life / 2 || cred.counter >= MAX_COUNTER - 1000;
+  const age = nowS - cred.fetchedAt;
+  return age > life / 2 || age < -CLOCK_BACK_S || cred.counter >= MAX_COUNTER - 1000;
 }
 
 // fetchCredential asks the server for a credential for a fresh key pair made
