@@ -473,10 +473,11 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, 0, err
 	}
 	if a.Balance+a.CreditLine < minimum {
-		return nil, 0, errorf(http.StatusPaymentRequired, "insufficient_funds",
-			"top up first: an offline credential needs a balance of at least %s (balance %s, credit line %s)",
-			feedback.FormatAmount(minimum, a.Currency), feedback.FormatAmount(a.Balance, a.Currency),
-			feedback.FormatAmount(a.CreditLine, a.Currency))
+		return nil, 0, &apiError{status: http.StatusPaymentRequired, code: "insufficient_funds",
+			msg: fmt.Sprintf("top up first: an offline credential needs a balance of at least %s (balance %s, credit line %s)",
+				feedback.FormatAmount(minimum, a.Currency), feedback.FormatAmount(a.Balance, a.Currency),
+				feedback.FormatAmount(a.CreditLine, a.Currency)),
+			minimum: minimum - a.CreditLine, currency: a.Currency}
 	}
 	var seed []byte
 	var riderPub ed25519.PublicKey

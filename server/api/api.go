@@ -205,6 +205,12 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	// minimum is, for insufficient_funds when a credential is asked for,
+	// the balance (minor units of currency) a credential needs, given as
+	// the error's "minimum_balance" and "currency" so that a client can
+	// say how much to top up.
+	minimum  int64
+	currency string
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.msg }
@@ -267,38 +273,42 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 	switch {
 	case errors.As(err, &ae):
 	case errors.Is(err, ledger.ErrNotFound):
-		ae = &apiError{http.StatusNotFound, "not_found", err.Error()}
+		ae = &apiError{status: http.StatusNotFound, code: "not_found", msg: err.Error()}
 	case errors.Is(err, ledger.ErrInsufficientFunds):
-		ae = &apiError{http.StatusPaymentRequired, "insufficient_funds", err.Error()}
+		ae = &apiError{status: http.StatusPaymentRequired, code: "insufficient_funds", msg: err.Error()}
 	case errors.Is(err, ledger.ErrOverLimit):
-		ae = &apiError{http.StatusForbidden, "over_limit", err.Error()}
+		ae = &apiError{status: http.StatusForbidden, code: "over_limit", msg: err.Error()}
 	case errors.Is(err, ledger.ErrOverRefund):
-		ae = &apiError{http.StatusConflict, "over_refund", err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "over_refund", msg: err.Error()}
 	case errors.Is(err, ledger.ErrCodeUsed):
-		ae = &apiError{http.StatusConflict, "code_used", err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "code_used", msg: err.Error()}
 	case errors.Is(err, ledger.ErrDenied):
-		ae = &apiError{http.StatusForbidden, "denied", err.Error()}
+		ae = &apiError{status: http.StatusForbidden, code: "denied", msg: err.Error()}
 	case errors.Is(err, ledger.ErrUnknownCredential):
-		ae = &apiError{http.StatusUnprocessableEntity, "unknown_credential", err.Error()}
+		ae = &apiError{status: http.StatusUnprocessableEntity, code: "unknown_credential", msg: err.Error()}
 	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrRefundConflict), errors.Is(err, ledger.ErrTopUpConflict),
 		errors.Is(err, ledger.ErrSecretChanged):
-		ae = &apiError{http.StatusConflict, "conflict", err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "conflict", msg: err.Error()}
 	case errors.Is(err, ledger.ErrDeviceExists):
-		ae = &apiError{http.StatusConflict, "device_exists", err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "device_exists", msg: err.Error()}
 	case errors.Is(err, ledger.ErrTooManyCredentials):
-		ae = &apiError{http.StatusConflict, "too_many_credentials", err.Error() + "; the oldest expire within a credential's lifetime"}
+		ae = &apiError{status: http.StatusConflict, code: "too_many_credentials", msg: err.Error() + "; the oldest expire within a credential's lifetime"}
 	case errors.Is(err, ledger.ErrFareVersion):
-		ae = &apiError{http.StatusConflict, "stale_version", err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "stale_version", msg: err.Error()}
 	case errors.Is(err, ledger.ErrInvalid), errors.Is(err, fare.ErrInvalid), errors.Is(err, paycode.ErrKeyring):
-		ae = &apiError{http.StatusBadRequest, "invalid", err.Error()}
+		ae = &apiError{status: http.StatusBadRequest, code: "invalid", msg: err.Error()}
 	default:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		ae = &apiError{http.StatusInternalServerError, "internal", "internal error; see the server log"}
+		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "internal error; see the server log"}
 	}
 	if ae.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "60")
 	}
-	writeError(w, ae.status, ae.code, ae.msg)
+	body := map[string]any{"code": ae.code, "message": ae.msg}
+	if ae.minimum > 0 {
+		body["minimum_balance"], body["currency"] = ae.minimum, ae.currency
+	}
+	writeJSON(w, ae.status, map[string]any{"error": body})
 	return ae.status
 }
 

@@ -276,7 +276,8 @@ func TestOnlinePayment(t *testing.T) {
 	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 100), 409); errCode(e) != "code_used" {
 		t.Errorf("the same code for another order: %v", e)
 	}
-	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" || noFigures(e) != "" {
+	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" || noFigures(e) != "" ||
+		e["error"].(map[string]any)["minimum_balance"] != nil {
 		t.Errorf("over the balance: %v; the shop must not read the rider's figures (%s)", e, noFigures(e))
 	}
 	if e := f.do("POST", "/v1/payments", f.token, body("o-4", r.code(t, now.Add(-10*time.Minute), 3), 10), 422); errCode(e) != "invalid_code" {

@@ -17,7 +17,7 @@ func TestErrorCodesListed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?:errorf\(|apiError\{|writeError\(w, )http\.Status[A-Za-z]+, "([a-z_]+)"`)
+	re := regexp.MustCompile(`(?:errorf\(|apiError\{(?:status: )?|writeError\(w, )http\.Status[A-Za-z]+, (?:code: )?"([a-z_]+)"`)
 	used := map[string]bool{"rate_limited": true, "bad_json": true} // also set outside those calls (ratelimit, jsonstrict.DuplicateKeys)
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {

@@ -189,6 +189,12 @@ func TestCredentialPolicy(t *testing.T) {
 		!strings.Contains(fmt.Sprint(e["error"]), "at least 2.50 EUR (balance 0.00 EUR, credit line 0.00 EUR)") {
 		t.Errorf("credential at balance 0: %v, want the amounts in euros", e)
 	}
+	// The balance it needs, for the wallet to say: the minimum less the
+	// credit line.
+	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":100}`, 200)
+	if e := f.do("POST", cred, secret, "", 402)["error"].(map[string]any); e["minimum_balance"] != 150.0 || e["currency"] != "EUR" {
+		t.Errorf("credential at balance 0, credit line 1.00: %v, want minimum_balance 150 EUR", e)
+	}
 	// A credit line (the operator's or the payment provider's decision)
 	// covers it: "charge first, deduct later".
 	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":250}`, 200)

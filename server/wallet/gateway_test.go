@@ -184,10 +184,10 @@ func TestWalletBehindAGateway(t *testing.T) {
 // right again.
 func TestWalletWarnsOfAWrongClock(t *testing.T) {
 	for _, c := range []struct {
-		lang, ahead, behind string
+		lang, ahead, behind, day, days string
 	}{
-		{"en-US", "5 min ahead", "3 min behind"},
-		{"zh-CN", "快 5 分钟", "慢 3 分钟"},
+		{"en-US", "5 min ahead", "3 min behind", "25 h ahead", "3 days behind"},
+		{"zh-CN", "快 5 分钟", "慢 3 分钟", "快 25 小时", "慢 3 天"},
 	} {
 		t.Run(c.lang, func(t *testing.T) {
 			b, _ := signedIn(t, c.lang)
@@ -198,7 +198,7 @@ func TestWalletWarnsOfAWrongClock(t *testing.T) {
 			for _, s := range []struct {
 				offset time.Duration
 				want   string
-			}{{5 * time.Minute, c.ahead}, {-3 * time.Minute, c.behind}} {
+			}{{5 * time.Minute, c.ahead}, {-3 * time.Minute, c.behind}, {25 * time.Hour, c.day}, {-72 * time.Hour, c.days}} {
 				wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d); return true; })()`, s.offset.Milliseconds()))
 				wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 				wallettest.WaitFor(t, b, 30*time.Second, "the clock warning", "!"+warning+".hidden && "+warning+".textContent.includes("+wallettest.JS(s.want)+")")
@@ -207,6 +207,29 @@ func TestWalletWarnsOfAWrongClock(t *testing.T) {
 			wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 			wallettest.WaitFor(t, b, 30*time.Second, "the warning to go (10 s off is within the tolerance)", warning+".hidden")
 		})
+	}
+}
+
+// TestWalletSaysWhy: an account without the balance a pass needs is told
+// how much that is; a block the ledger set for a code used twice (on the
+// whole account: code_reused_account) is said in a sentence, an operator's
+// reason as its word.
+func TestWalletSaysWhy(t *testing.T) {
+	b, g := signedIn(t, "")
+	warning := `document.getElementById("pass-warning")`
+	wallettest.WaitFor(t, b, 30*time.Second, "the pass warning", "!"+warning+".hidden")
+	if msg := wallettest.Eval[string](t, b, warning+".textContent"); !strings.Contains(msg, "a pass needs a balance of at least €") {
+		t.Errorf("an empty account's pass warning: %q", msg)
+	}
+	standing := `document.getElementById("standing").textContent`
+	for reason, want := range map[string]string{"code_reused_account": "used twice", "lost_phone": "(reason: lost_phone)"} {
+		g.rewrite.Store(func(path string, body map[string]any) {
+			if strings.HasPrefix(path, "/v1/accounts/") && strings.Count(path, "/") == 3 {
+				body["denied"], body["deny_reason"] = true, reason
+			}
+		})
+		wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+		wallettest.WaitFor(t, b, 30*time.Second, "the standing for "+reason, standing+".includes("+wallettest.JS(want)+")")
 	}
 }
 

@@ -454,8 +454,17 @@ func TestWalletAccountMessages(t *testing.T) {
 			chromedp.Click(chromedp.ID("signin")),
 		)
 	}
+	// Account numbers the page refuses before asking: not a number, and
+	// longer than any (20 digits, past the ledger's 64-bit numbers).
+	for id, want := range map[string]string{"12a": "账户号码必须是大于零的整数。", "0": "账户号码必须是大于零的整数。",
+		"99999999999999999999": "账户号码过长，请核对。", "9223372036854775808": "账户号码过长，请核对。"} {
+		signIn(id, strings.Repeat("ab", 32))
+		wallettest.WaitFor(t, b, 30*time.Second, "the sentence for account "+id,
+			`document.getElementById("error").textContent === `+wallettest.JS(want))
+		wallettest.Eval[bool](t, b, `(document.getElementById("error").textContent = "", true)`)
+	}
 	signIn(fmt.Sprint(other.Account.ID), strings.Repeat("ab", 32))
-	wallettest.WaitFor(t, b, 30*time.Second, "the wrong-secret sentence", `!document.getElementById("error").hidden`)
+	wallettest.WaitFor(t, b, 30*time.Second, "the wrong-secret sentence", `document.getElementById("error").textContent === "账户号码或密钥错误。"`)
 	if msg := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); msg != "账户号码或密钥错误。" {
 		t.Errorf("wrong secret: %q", msg)
 	}

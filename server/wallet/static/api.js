@@ -7,11 +7,14 @@
 // from the catalog, never the body.
 
 export class ApiError extends Error {
-  constructor(code, status, retryAfter) {
+  constructor(code, status, retryAfter, detail) {
     super(`api: ${code} (${status})`);
     this.code = code;
     this.status = status;
     this.retryAfter = retryAfter; // seconds, for rate_limited, or undefined
+    // For insufficient_funds when a pass is asked for: the balance a pass
+    // needs (minimum_balance, minor units) and its currency; else undefined.
+    this.detail = detail;
   }
 }
 
@@ -67,7 +70,12 @@ export async function call(method, path, { token, body } = {}) {
     let code = apiError ? data.error.code : "http_" + resp.status;
     if (resp.status === 429) code = "rate_limited";
     const ra = parseInt(resp.headers.get("Retry-After") ?? "", 10);
-    throw new ApiError(code, resp.status, Number.isFinite(ra) ? ra : undefined);
+    let detail;
+    const e = apiError ? data.error : {};
+    if (Number.isSafeInteger(e.minimum_balance) && e.minimum_balance > 0 && typeof e.currency === "string" && /^[A-Z]{3}$/.test(e.currency)) {
+      detail = { minimumBalance: e.minimum_balance, currency: e.currency };
+    }
+    throw new ApiError(code, resp.status, Number.isFinite(ra) ? ra : undefined, detail);
   }
   if (data === null) throw new ApiError("http_" + resp.status, resp.status);
   return data;

@@ -4,7 +4,7 @@
 import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
-import { t, errorText, localize, money, toMinor, dateTime, setCurrencyDigits, time as clockTime } from "./i18n.js";
+import { t, errorText, localize, money, span, toMinor, dateTime, setCurrencyDigits, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
@@ -327,9 +327,12 @@ async function onMinute() {
 
 // ---- the account view -----------------------------------------------------
 
+// denyText says why the account is blocked: the ledger's own reasons in
+// sentences (a code used twice blocks the whole account while the rider
+// holds other passes: code_reused_account), an operator's as its word.
 function denyText(reason) {
   if (reason === "negative_balance") return t("deny_negative_balance");
-  if (reason === "duplicate_code") return t("deny_duplicate_code");
+  if (reason === "code_reused_account" || reason === "code_reused") return t("deny_duplicate_code");
   return t("deny_other", { reason: reason || "?" });
 }
 
@@ -559,7 +562,9 @@ async function signIn(ev) {
   showError(null);
   const id = $("signin-account").value.trim();
   const secret = $("signin-secret").value.trim();
-  if (!/^[1-9][0-9]{0,19}$/.test(id)) return showError(t("err_account_format"));
+  if (!/^[1-9][0-9]*$/.test(id)) return showError(t("err_account_format"));
+  // Account numbers are the ledger's 64-bit signed integers.
+  if (id.length > 19 || BigInt(id) > 9223372036854775807n) return showError(t("err_account_too_long"));
   if (!/^[\x21-\x7e]{1,256}$/.test(secret)) return showError(t("err_secret_format"));
   const btn = $("signin");
   btn.disabled = true;
@@ -659,8 +664,7 @@ function checkClock(serverMs, uncertaintyMs, atMs) {
   const skew = phone - serverMs;
   const el = $("clock-warning");
   if (Math.abs(skew) - uncertaintyMs > CLOCK_SKEW_S * 1000) {
-    const minutes = Math.max(1, Math.round(Math.abs(skew) / 60000));
-    el.textContent = t(skew > 0 ? "clock_ahead" : "clock_behind", { minutes });
+    el.textContent = t(skew > 0 ? "clock_ahead" : "clock_behind", { amount: span(Math.abs(skew)) });
     el.hidden = false;
   } else if (!el.hidden) {
     el.hidden = true;

@@ -56,9 +56,12 @@ export const catalog = {
     pass_account_blocked: "Your account is blocked: buses and shops refuse its codes. See Balance below.",
     pass_not_yet: "Your pass is not valid yet. Check the phone's clock.",
     clock_ahead:
-      "This phone's clock is {minutes} min ahead of the server's: validators refuse codes from the future. Set the date and time automatically.",
+      "This phone's clock is {amount} ahead of the server's: validators refuse codes from the future. Set the date and time automatically.",
     clock_behind:
-      "This phone's clock is {minutes} min behind the server's: validators refuse its codes as expired. Set the date and time automatically.",
+      "This phone's clock is {amount} behind the server's: validators refuse its codes as expired. Set the date and time automatically.",
+    span_minutes: "{n} min",
+    span_hours: "{n} h",
+    span_days: "{n} days",
     pass_exhausted: "This pass has made all the codes it can. Connect to the internet to renew it.",
     crypto_missing:
       "This browser cannot make payment codes (it lacks Ed25519 in WebCrypto). Use a current Chrome, Firefox or Safari.",
@@ -108,6 +111,7 @@ export const catalog = {
     err_rate_limited_later: "Too many new accounts were made from this network just now. Try again in a minute.",
     err_too_many_credentials: "This account has too many passes in use. Wait until an older one expires (within a day), or ask the operator.",
     err_insufficient_funds: "Top up your account first: its balance is too low to get a pass.",
+    err_insufficient_funds_minimum: "Top up your account first: a pass needs a balance of at least {amount}.",
     err_not_in_good_standing: "Your account is not in good standing, so no pass can be issued. Top it up or contact the operator.",
     err_forbidden: "Wrong account number or secret.",
     err_secret_changed:
@@ -124,6 +128,7 @@ export const catalog = {
     err_storage: "This browser cannot keep the wallet's data (is it in private mode?).",
     err_secret_format: "Enter the account secret you kept when you registered.",
     err_account_format: "The account number must be a whole number above zero.",
+    err_account_too_long: "No account has so long a number: check it.",
   },
   "zh-Hans": {
     app_title: "farego 钱包",
@@ -168,8 +173,11 @@ export const catalog = {
     pass_blocked: "乘车凭证 {serial} 已被运营方停用：公交和商户将拒绝其乘车码。正在获取新凭证…",
     pass_account_blocked: "您的账户已被停用：公交和商户将拒绝其乘车码。详见下方余额。",
     pass_not_yet: "乘车凭证尚未生效。请检查手机时间。",
-    clock_ahead: "此手机时间比服务器快 {minutes} 分钟，验票机会拒收来自未来的乘车码。请设置为自动获取日期和时间。",
-    clock_behind: "此手机时间比服务器慢 {minutes} 分钟，验票机会将其乘车码视为过期而拒收。请设置为自动获取日期和时间。",
+    clock_ahead: "此手机时间比服务器快 {amount}，验票机会拒收来自未来的乘车码。请设置为自动获取日期和时间。",
+    clock_behind: "此手机时间比服务器慢 {amount}，验票机会将其乘车码视为过期而拒收。请设置为自动获取日期和时间。",
+    span_minutes: "{n} 分钟",
+    span_hours: "{n} 小时",
+    span_days: "{n} 天",
     pass_exhausted: "此乘车凭证能生成的乘车码已用完。请联网续期。",
     crypto_missing: "此浏览器无法生成乘车码（不支持 WebCrypto 的 Ed25519）。请使用最新版 Chrome、Firefox 或 Safari。",
     insecure_page: "乘车码只能在安全页面上生成：请通过 https:// 地址打开钱包。",
@@ -224,6 +232,7 @@ export const catalog = {
     err_rate_limited_later: "此网络刚刚创建了太多账户。请一分钟后重试。",
     err_too_many_credentials: "此账户使用中的乘车凭证过多。请等待较早的凭证过期（一天内），或联系运营方。",
     err_insufficient_funds: "请先充值：账户余额不足，无法获取乘车凭证。",
+    err_insufficient_funds_minimum: "请先充值：获取乘车凭证需要至少 {amount} 的余额。",
     err_not_in_good_standing: "账户状态异常，无法获取乘车凭证。请充值或联系运营方。",
     err_forbidden: "账户号码或密钥错误。",
     err_secret_changed: "此账户的密钥已被更改（在另一部手机上，或由运营方重置），本机上的乘车凭证已随之停用。请用新密钥登录。",
@@ -238,6 +247,7 @@ export const catalog = {
     err_storage: "此浏览器无法保存钱包数据（是否处于无痕模式？）。",
     err_secret_format: "请输入注册时保存的账户密钥。",
     err_account_format: "账户号码必须是大于零的整数。",
+    err_account_too_long: "账户号码过长，请核对。",
   },
 };
 
@@ -263,6 +273,15 @@ export function t(key, params = {}) {
   return s.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
 }
 
+/** span says how long ms is, in minutes up to 2 hours, hours up to 2 days, then days. */
+export function span(ms) {
+  const minutes = Math.max(1, Math.round(ms / 60000));
+  if (minutes < 120) return t("span_minutes", { n: minutes });
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return t("span_hours", { n: hours });
+  return t("span_days", { n: Math.round(hours / 24) });
+}
+
 /** errorText is the sentence for an API error code (see api.js). */
 export function errorText(err) {
   const code = err && err.code ? err.code : "unknown";
@@ -274,6 +293,8 @@ export function errorText(err) {
     case "unsupported_media_type":
     case "too_large":
       return t("err_bad_request");
+    case "insufficient_funds":
+      if (err.detail) return t("err_insufficient_funds_minimum", { amount: money(err.detail.minimumBalance, err.detail.currency) });
   }
   if ("err_" + code in messages) return t("err_" + code);
   return t("err_unknown", { code });
