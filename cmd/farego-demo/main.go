@@ -23,6 +23,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
+	"github.com/mattn/go-isatty"
 )
 
 const fares = `{
@@ -43,13 +44,25 @@ func main() {
 }
 
 type demo struct {
-	out io.Writer
-	r   *rig.Rig
-	d   *rig.Device
+	out  io.Writer
+	bold bool // out is a terminal: steps in bold
+	r    *rig.Rig
+	d    *rig.Device
 }
 
 func (dm *demo) step(format string, a ...any) {
-	fmt.Fprintf(dm.out, "\n\033[1m==> "+format+"\033[0m\n", a...)
+	if dm.bold {
+		fmt.Fprintf(dm.out, "\n\033[1m==> "+format+"\033[0m\n", a...)
+		return
+	}
+	fmt.Fprintf(dm.out, "\n==> "+format+"\n", a...)
+}
+
+// isTerminal reports whether w is a terminal (not a file or a pipe: no
+// escape sequences there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
 func (dm *demo) say(format string, a ...any) { fmt.Fprintf(dm.out, "    "+format+"\n", a...) }
@@ -86,7 +99,7 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dm := &demo{out: out, r: rig.New(dir, abs, io.Discard)}
+	dm := &demo{out: out, bold: isTerminal(out), r: rig.New(dir, abs, io.Discard)}
 	ok := false
 	defer func() {
 		dm.r.Close()
@@ -121,9 +134,10 @@ func (dm *demo) wallet(ctx context.Context, dir string, keep bool) {
 	dm.say("open it in Chromium, Firefox or Safari on this machine (WebCrypto needs https or 127.0.0.1) and create an account;")
 	dm.say("top it up as the payment provider would (ACCOUNT is the number the wallet shows):")
 	dm.say("  curl -H \"Authorization: Bearer $(cat %s)\" -H 'Content-Type: application/json' \\", filepath.Join(dir, "server", "keys", "operator.token"))
-	dm.say("       -d '{\"amount\": 1000, \"reference\": \"demo-1\"}' http://%s/v1/accounts/ACCOUNT/topups", dm.r.HTTP)
+	dm.say("       -d '{\"amount\": 1000, \"reference\": \"demo-'$(date +%%s%%N)'\"}' http://%s/v1/accounts/ACCOUNT/topups", dm.r.HTTP)
+	dm.say("(a reference names one payment: the same one again adds nothing)")
 	dm.say("then press \"Get a pass\"; switch the network off (or stop this demo) and the wallet still makes codes")
-	dm.say("the server and the validator stay up; press Ctrl-C to stop")
+	dm.say("the server stays up; press Ctrl-C to stop (to tap the wallet's codes at a validator of your own, see the README's \"By hand\")")
 	<-ctx.Done()
 }
 

@@ -43,4 +43,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out.String())
 		}
 	}
+	if strings.Contains(out.String(), "\033[") {
+		t.Error("escape sequences in the output to a buffer (not a terminal)")
+	}
 }
