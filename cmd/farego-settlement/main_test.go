@@ -211,6 +211,57 @@ func TestCommandsRefuseAMissingLedger(t *testing.T) {
 			t.Fatalf("%v made a ledger: %v", args, err)
 		}
 	}
+	// An empty file in its place (a copy that failed) is no ledger either:
+	// SQLite took it for a new database, which restored marked, verify
+	// found fine and run served with no accounts.
+	if err := os.WriteFile(db, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"verify", "--data", data},
+		{"restored", "--data", data},
+		{"run", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"},
+	} {
+		c, _, e := settle(t, ctx, args...)
+		if c != 1 || !strings.Contains(e, "no ledger at") || !strings.Contains(e, "empty (0 bytes)") {
+			t.Errorf("%v on an empty file: exit %d, %q; want 1 and no ledger at …: empty", args, c, e)
+		}
+		if info, err := os.Stat(db); err != nil || info.Size() != 0 {
+			t.Fatalf("%v changed the empty file: %v, %v", args, info, err)
+		}
+	}
+}
+
+// restored given another deployment's ledger (a backup of the wrong one)
+// refuses before changing it: it marked it restored and moved its
+// counters, and only run then refused it.
+func TestRestoredOtherDeployment(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ours, theirs := filepath.Join(t.TempDir(), "ours"), filepath.Join(t.TempDir(), "theirs")
+	for _, d := range []string{ours, theirs} {
+		if c, _, e := settle(t, ctx, "init", "--data", d); c != 0 {
+			t.Fatal(e)
+		}
+	}
+	if c, _, e := settle(t, ctx, "restored", "--data", ours, "--db", "sqlite:"+filepath.Join(theirs, "ledger.db")); c != 1 ||
+		!strings.Contains(e, "another key directory") || !strings.Contains(e, "the ledger is unchanged") {
+		t.Errorf("restored on another deployment's ledger: exit %d, %q", c, e)
+	}
+	if c, _, e := settle(t, ctx, "restored", "--data", ours, "--keys", filepath.Join(t.TempDir(), "none")); c != 1 || !strings.Contains(e, "--keys") {
+		t.Errorf("restored without its key directory: exit %d, %q; want 1 naming --keys", c, e)
+	}
+	st, err := ledger.Open(ctx, filepath.Join(theirs, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if a, err := st.CreateAccount(ctx, ledger.AccountSpec{}); err != nil || a.ID > 2000 {
+		t.Errorf("after the refused restored: account %+v, %v; want the counters where init left them", a, err)
+	}
+	if c, o, e := settle(t, ctx, "restored", "--data", theirs); c != 0 {
+		t.Errorf("restored with its own keys: exit %d, %q %q", c, o, e)
+	}
 }
 
 // init makes the ledger, then the keys: a failure leaves nothing of its

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -22,6 +24,7 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("farego-settlement restored", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
+	keysDir := fs.String("keys", "", "the servers' key directory (default DATA/keys): the ledger must be bound to it")
 	margin := fs.Int64("margin", 0, "how far the account and payment id counters jump (default 100000)")
 	var lost []*fare.Table
 	var lostFiles []string
@@ -39,6 +42,13 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *margin < 0 || *margin > ledger.MaxRestoreMargin {
 		return cli.Usagef(stderr, fs.Name(), "--margin must be 0 (the default, %d) to %d, got %d", ledger.DefaultRestoreMargin, ledger.MaxRestoreMargin, *margin)
 	}
+	if *keysDir == "" {
+		*keysDir = filepath.Join(*data, "keys")
+	}
+	kd, err := keys.Open(*keysDir)
+	if err != nil {
+		return fmt.Errorf("the key directory the servers start with: %w (give it with --keys)", err)
+	}
 	st, err := openLedger(ctx, *data, *db)
 	if err != nil {
 		return err
@@ -46,6 +56,14 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer st.Close()
 	if err := st.Exclusive(ctx); err != nil {
 		return err
+	}
+	// Another deployment's ledger (a backup of the wrong one) would be
+	// changed here and refused only by run: check first, change nothing.
+	if have, err := st.KeySet(ctx); err != nil {
+		return err
+	} else if have != "" && have != kd.Fingerprint() {
+		return fmt.Errorf("%w (the ledger's key set is %s, %s's is %s): the backup is of another deployment, or the key directory is; "+
+			"the ledger is unchanged", ledger.ErrOtherKeys, have, *keysDir, kd.Fingerprint())
 	}
 	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
 	if lf := (*ledger.LostFareTableError)(nil); errors.As(err, &lf) {
@@ -62,8 +80,11 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("the restored ledger does not check: %w", err)
 	}
 	fmt.Fprintf(stdout, `ledger marked as restored: the next account id is %d, the next payment id %d
-next: start the settlement server(s), then ask every online validator to resend its archive:
-  curl -X POST -H "Authorization: Bearer $(cat %s/keys/operator.token)" http://HOST:8080/v1/devices/replay
-`, acct+1, pay+1, *data)
+next: do again what was done since the backup and the ledger no longer holds: revoke the validators
+  revoked since (farego-settlement device revoke), register those registered since, deny again, enter
+  the top-ups again (see the README's restore procedure);
+then start the settlement server(s) and ask every online validator to resend its archive:
+  curl -X POST -H "Authorization: Bearer $(cat %s/operator.token)" http://HOST:8080/v1/devices/replay
+`, acct+1, pay+1, *keysDir)
 	return nil
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 const tableJPY = `{"version":1,"currency":"JPY","timezone":"Asia/Tokyo","service_day_start":"04:00",
@@ -200,4 +202,45 @@ func TestMustExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+
+	// An empty file (a copy that failed) and a database without a ledger
+	// (another program's, or a PostgreSQL schema nobody restored into)
+	// are refused as well, and left as they were.
+	empty := filepath.Join(t.TempDir(), "ledger.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), empty, &Options{MustExist: true})
+	wantErr(t, err, ErrNoLedger)
+	if info, err := os.Stat(empty); err != nil || info.Size() != 0 {
+		t.Errorf("a refused Open changed the empty file: %v, %v", info, err)
+	}
+	t.Run("postgres", func(t *testing.T) {
+		dsn := ledgertest.PostgresSchema(t)
+		_, err := Open(context.Background(), dsn, &Options{MustExist: true})
+		wantErr(t, err, ErrNoLedger)
+		// Nothing made: an Open that may create then migrates from the
+		// start, and the one that must find a ledger finds it.
+		s, err := Open(context.Background(), dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s, err = Open(context.Background(), dsn, &Options{MustExist: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	})
+	other := filepath.Join(t.TempDir(), "other.db")
+	db, err := sql.Open("sqlite", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE notes (x TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(context.Background(), other, &Options{MustExist: true})
+	wantErr(t, err, ErrNoLedger)
 }

@@ -74,7 +74,8 @@ var ErrTooManyCredentials = errors.New("ledger: too many credentials not yet exp
 var ErrSecretChanged = errors.New("ledger: the account's secret was changed meanwhile")
 
 // ErrNoLedger is returned by Open with Options.MustExist for a SQLite
-// ledger file that does not exist.
+// ledger file that does not exist or is empty, and for a database that
+// holds no ledger.
 var ErrNoLedger = errors.New("ledger: no ledger")
 
 // ErrOverRefund is returned by RefundPayment when the payment's refunds

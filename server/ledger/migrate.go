@@ -97,6 +97,10 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("ledger: read schema version: %w", err)
 		}
+		if current == 0 && s.mustExist {
+			// Nothing rolled back but the table just made.
+			return fmt.Errorf("%w in this %s database: it holds no farego ledger (no migrations applied)", ErrNoLedger, s.backend)
+		}
 		if latest := migs[len(migs)-1].version; current > latest {
 			return fmt.Errorf("%w: database at version %d, this program knows up to %d", ErrSchemaTooNew, current, latest)
 		}

@@ -53,11 +53,13 @@ type Options struct {
 	// Open refuses a ledger in another one. "" takes the ledger's, or
 	// DefaultCurrency for a new ledger.
 	Currency string
-	// MustExist refuses a SQLite ledger file that is not there
-	// (ErrNoLedger) instead of creating an empty ledger: for every program
-	// but the one that initialises a deployment, so that a mistyped path
-	// or a restore that forgot the ledger is not served or checked as an
-	// empty one.
+	// MustExist refuses a SQLite ledger file that is not there or is
+	// empty, and a database (SQLite or PostgreSQL) that holds no ledger
+	// (ErrNoLedger), instead of creating an empty ledger: for every
+	// program but the one that initialises a deployment, so that a
+	// mistyped path or a restore that forgot the ledger (or whose copy
+	// failed) is not served or checked as an empty one. Nothing is
+	// written.
 	MustExist bool
 	// BusyTimeout is how long a SQLite writer waits for another process's
 	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.

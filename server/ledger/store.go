@@ -25,11 +25,12 @@ import (
 // Stores, in one process or in several, may share one database: every write
 // is one transaction that serializes on the accounts it touches.
 type Store struct {
-	db       *sql.DB
-	backend  backend
-	log      *slog.Logger
-	now      func() time.Time
-	currency string
+	db        *sql.DB
+	backend   backend
+	mustExist bool // Options.MustExist: migrate refuses a database without a ledger
+	log       *slog.Logger
+	now       func() time.Time
+	currency  string
 	// writeSem lets one write transaction of this Store at a time take
 	// SQLite's write lock, so writers of one process queue in Go instead of
 	// polling the busy handler. nil for PostgreSQL.
@@ -89,8 +90,14 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	if tg.path != "" {
-		if _, err := os.Stat(tg.path); o.MustExist && errors.Is(err, os.ErrNotExist) {
+		info, err := os.Stat(tg.path)
+		if o.MustExist && errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w at %s", ErrNoLedger, tg.path)
+		}
+		if o.MustExist && err == nil && info.Mode().IsRegular() && info.Size() == 0 {
+			// A copy that failed or a file made by mistake: SQLite would
+			// take it for a new database.
+			return nil, fmt.Errorf("%w at %s: the file is empty (0 bytes)", ErrNoLedger, tg.path)
 		}
 		if err := privateFile(tg.path); err != nil {
 			return nil, err
@@ -118,6 +125,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		tables:      tableCache{byVersion: map[uint64]*fareEntry{}},
 		fareGrace:   o.FareGrace,
 		reuseWindow: o.ReuseWindow,
+		mustExist:   o.MustExist,
 	}
 	if tg.backend == backendSQLite {
 		s.writeSem = make(chan struct{}, 1)
