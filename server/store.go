@@ -355,7 +355,10 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 	s := (*Server)(st)
 	ds := ledger.DeviceStatus{Online: m.Online, QueueDepth: m.QueueDepth, LastSeen: m.Time, Software: m.Software,
 		Epoch: m.Epoch, OutOfService: m.OutOfService, Versions: m.Versions}
-	if m.ClockOffsetMS != nil && *m.ClockOffsetMS > -maxReportedOffsetMS && *m.ClockOffsetMS < maxReportedOffsetMS {
+	// Not for an offline status: its time says when it was written (a last
+	// will, at connect time: the ledger keeps the newer status recorded
+	// since, see UpdateDeviceStatus).
+	if m.Online && m.ClockOffsetMS != nil && *m.ClockOffsetMS > -maxReportedOffsetMS && *m.ClockOffsetMS < maxReportedOffsetMS {
 		// The device measured its offset against this server's acks (to
 		// half a round trip): better than its status time, which a
 		// retained status delivers late. The ledger derives the offset

@@ -54,14 +54,15 @@ type prevStatus struct {
 	software     string
 	versions     string
 	updateFailed string
+	lastSeen     int64 // the recorded status's time, by the device's clock (unix ns; 0: none)
 }
 
 // statusBefore reads the device's recorded status, before an update.
 func (t *txn) statusBefore(id string) (prevStatus, error) {
 	var p prevStatus
 	var statusAt int64
-	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns FROM devices WHERE id = $1`, id).
-		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt)
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns FROM devices WHERE id = $1`, id).
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, nil // UpdateDeviceStatus reports the unknown device
 	}

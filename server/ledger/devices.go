@@ -203,7 +203,9 @@ func (s *Store) Devices(ctx context.Context) ([]Device, error) {
 }
 
 // UpdateDeviceStatus records what a device reported about itself (the
-// latest report wins). ErrNotFound for an unregistered device.
+// latest report wins; an offline report older than the recorded status,
+// a last will written at connect time, only marks the device offline).
+// ErrNotFound for an unregistered device.
 func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStatus) error {
 	if err := validDeviceID(id); err != nil {
 		return invalid("%v", err)
@@ -254,6 +256,18 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		prev, err := t.statusBefore(id)
 		if err != nil {
 			return err
+		}
+		if !st.Online && seen != 0 && seen < prev.lastSeen {
+			// An offline report older than the status recorded: the
+			// device's last will, written when it connected, delivered
+			// when its connection died. Its queue, versions and software
+			// are from then; the status recorded since is newer. Only
+			// that the device went offline is news.
+			if _, err := t.exec("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2`, t.now, id); err != nil {
+				return err
+			}
+			return t.noteStatusChange(id, prev, DeviceStatus{OutOfService: prev.outOfService, Software: prev.software,
+				Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions)
 		}
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,

@@ -1033,6 +1033,34 @@ func TestDevices(t *testing.T) {
 		if err != nil || len(ds) != 2 || ds[0].ID != "bus-7.front" || !bytes.Equal(ds[0].PublicKey, k2) {
 			t.Errorf("Devices = %+v, %v", ds, err)
 		}
+
+		// The device's last will: offline, written when it connected (an
+		// hour before the status recorded), with the queue and versions of
+		// then. It marks the device offline and changes nothing else; the
+		// figures stayed those of its will before (the Fleet page showed
+		// the deny list it had applied since as not applied).
+		will := DeviceStatus{Online: false, QueueDepth: 500, LastSeen: seen.Add(-time.Hour), Software: "1.2.2", Epoch: "abc",
+			Versions: map[string]uint64{"keyring": 3}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", will); err != nil {
+			t.Fatal(err)
+		}
+		d, err = s.Device(ctx, "bus-8")
+		if err != nil || d.Status.Online || d.Status.QueueDepth != 12 || d.Status.Versions["denylist"] != 17 || d.Status.Software != "1.2.3" ||
+			!d.Status.LastSeen.Equal(seen) {
+			t.Errorf("after an older offline status: %+v, %v; want offline, the rest as recorded", d.Status, err)
+		}
+		if h, err := s.DeviceHistory(ctx, "bus-8"); err != nil || len(h) == 0 || h[0].Event != EventOffline || h[0].Versions["denylist"] != 17 {
+			t.Errorf("history after the will: %+v, %v; want offline with the recorded versions first", h, err)
+		}
+		// A clean stop's offline status, written then, is taken whole.
+		stop := DeviceStatus{Online: false, QueueDepth: 3, LastSeen: seen.Add(time.Minute), Software: "1.2.3", Epoch: "abc",
+			Versions: map[string]uint64{"keyring": 3, "denylist": 18}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", stop); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = s.Device(ctx, "bus-8"); err != nil || d.Status.Online || d.Status.QueueDepth != 3 || d.Status.Versions["denylist"] != 18 {
+			t.Errorf("after a newer offline status: %+v, %v", d.Status, err)
+		}
 	})
 }
 
