@@ -61,7 +61,11 @@ type Transfer struct {
 type Duration time.Duration
 
 // MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// String is the duration as Go writes it ("1h0m0s"), not its nanoseconds
+// (a page printing a table's transfer window showed 3600000000000).
+func (d Duration) String() string { return time.Duration(d).String() }
 
 // UnmarshalJSON reads a duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {

@@ -216,9 +216,15 @@ func ParseNumber(text, currency string) (int64, error) {
 	digits := CurrencyDigits(currency)
 	t := strings.Replace(strings.TrimSpace(text), ",", ".", 1)
 	whole, frac, dot := strings.Cut(t, ".")
-	if whole == "" || len(whole) > 12 || len(frac) > digits || strings.Trim(whole, "0123456789") != "" ||
+	if whole == "" || len(whole) > 12 || strings.Trim(whole, "0123456789") != "" ||
 		strings.Trim(frac, "0123456789") != "" || (dot && frac == "") {
 		return 0, fmt.Errorf("%q is not an amount in %s (such as %s)", text, clean(currency), FormatNumber(2050, currency))
+	}
+	if len(frac) > digits {
+		if digits == 0 {
+			return 0, fmt.Errorf("%q: amounts in %s have no decimals (such as %s)", text, clean(currency), FormatNumber(2050, currency))
+		}
+		return 0, fmt.Errorf("%q: amounts in %s have at most %d decimals (such as %s)", text, clean(currency), digits, FormatNumber(2050, currency))
 	}
 	var v int64
 	for _, c := range whole + frac + strings.Repeat("0", digits-len(frac)) {

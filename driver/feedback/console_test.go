@@ -162,6 +162,14 @@ func TestParseNumber(t *testing.T) {
 			t.Errorf("ParseNumber(%q, %s) = %d, want an error", c.text, c.currency, v)
 		}
 	}
+	// Too many decimals is said as such (it read "is not an amount").
+	for _, c := range []struct{ text, currency, want string }{
+		{"1.805", "EUR", "at most 2 decimals"}, {"1.5", "JPY", "no decimals"}, {"0.0001", "KWD", "at most 3 decimals"},
+	} {
+		if _, err := ParseNumber(c.text, c.currency); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseNumber(%q, %s): %v, want %q", c.text, c.currency, err, c.want)
+		}
+	}
 }
 
 // FuzzParseNumber: an amount typed into the console parses to a value that

@@ -110,7 +110,10 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 	}
 	currency := h.cfg.Ledger.Currency()
 	amount, err := feedback.ParseNumber(r.PostFormValue("amount"), currency)
-	if err != nil || amount <= 0 {
+	if err != nil {
+		return nil, badInput("the amount to refund: %v", err)
+	}
+	if amount <= 0 {
 		return nil, badInput("the amount to refund must be a positive amount in %s, such as %s", currency,
 			feedback.FormatNumber(120, currency))
 	}
@@ -197,6 +200,15 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 		if deny && ledger.CheckDenyReason(reason) != nil {
 			// Told now, not after the confirmation.
 			return nil, badInput("the reason %q must be one word of a-z, 0-9 and _ (like lost_phone or fraud)", reason)
+		}
+		if deny {
+			// So is an account that does not exist (a typo): the
+			// confirmation asked to deny it, and only then failed.
+			if _, err := h.cfg.Ledger.Account(r.Context(), account); errors.Is(err, ledger.ErrNotFound) {
+				return nil, badInput("there is no account %d", account)
+			} else if err != nil {
+				return nil, err
+			}
 		}
 		what := fmt.Sprintf("account %d", account)
 		if serial != 0 {

@@ -618,6 +618,12 @@ func TestConsoleSmallMends(t *testing.T) {
 		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d" id="back"`, acct)) {
 		t.Errorf("a deny reason the ledger refuses: %d\n%s", resp.StatusCode, body)
 	}
+	// So is an account that does not exist (asked to confirm, it failed
+	// only after the confirmation).
+	if resp, body := b.post("/console/act/deny", url.Values{"csrf": {csrf}, "account": {"999999"}, "reason": {"fraud"}}); resp.StatusCode != http.StatusBadRequest ||
+		!strings.Contains(body, "there is no account 999999") {
+		t.Errorf("denying an account that does not exist: %d\n%s", resp.StatusCode, body)
+	}
 	// A Referer from elsewhere is no way back.
 	if _, body := b.post("/console/act/deny", url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "reason": {"Lost phone!"}},
 		"Referer", "https://evil.example/console/accounts/1"); strings.Contains(body, `id="back"`) {
@@ -822,6 +828,18 @@ func TestAmountsInTheLedgersMinorUnits(t *testing.T) {
 	}
 }
 
+// The fares page shows the transfer window as a duration (it showed its
+// nanoseconds: "within 3600000000000").
+func TestFaresPageTransferWindow(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	b.signIn(f.opToken)
+	_, page := b.get("/console/fares")
+	if !strings.Contains(page, "within 1h0m0s:") || strings.Contains(page, "3600000000000") {
+		t.Errorf("fares page: no transfer window of 1h0m0s in\n%s", page)
+	}
+}
+
 var hrefRE = regexp.MustCompile(`href="([^"]*)"`)
 
 // links returns the page's links (HTML-unescaped) that contain s.
@@ -934,8 +952,12 @@ func TestAccountShowsRefund(t *testing.T) {
 	}
 	for _, bad := range []string{"-1", "0", "1.234", "lots"} {
 		form.Set("amount", bad)
-		if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Nothing done") {
+		resp, body := b.post("/console/act/refund", form)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Nothing done") {
 			t.Errorf("amount %q: %d %s", bad, resp.StatusCode, body)
+		}
+		if bad == "1.234" && !strings.Contains(body, "at most 2 decimals") {
+			t.Errorf("amount %q: the answer does not say the decimals are the problem:\n%s", bad, body)
 		}
 	}
 	entries, err := f.store.AuditLog(ctx, 0, 10)
