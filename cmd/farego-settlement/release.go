@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -146,6 +147,15 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
+	// A listed device the ledger does not know is a typo: the rollout
+	// would name it and reach nobody by it.
+	for _, id := range ids {
+		if _, err := st.Device(ctx, id); errors.Is(err, ledger.ErrNotFound) {
+			return fmt.Errorf("--devices: no device %q is registered: nothing rolled out", id)
+		} else if err != nil {
+			return err
+		}
+	}
 	ro, err := store.SetRollout(fs.Arg(0), ids, *percent, *downgrade, time.Now())
 	if err != nil {
 		return err

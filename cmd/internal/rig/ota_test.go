@@ -176,6 +176,10 @@ func TestOTAUpdate(t *testing.T) {
 	bad[len(bad)/2] ^= 0x10
 	must(t, os.WriteFile(stored, bad, 0o644))
 	pid := sup.pid()
+	// A device the ledger does not know (a typo) is refused, nothing set.
+	if out, err := settlement("release", "rollout", "--devices", "ota-1,ota-9", "1.1.0"); err == nil || !strings.Contains(err.Error(), `no device "ota-9"`) {
+		t.Fatalf("rollout to an unknown device: %q, %v", out, err)
+	}
 	_, err = settlement("release", "rollout", "--devices", "ota-1", "1.1.0")
 	must(t, err)
 	waitLog(t, ctx, logPath, `"msg":"update: refused"`, "SHA-256")
