@@ -71,6 +71,14 @@ func TestPagesInBrowser(t *testing.T) {
 			if over := wallettest.Eval[int](t, b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 2 {
 				t.Errorf("/console/%s on a %s is %d px wider than the screen", p, size.name, over)
 			}
+			if p == "money" {
+				// A chart's labels stay readable on a phone (shrunk to
+				// the screen's width they were 4 px tall): the chart
+				// scrolls sideways in its frame instead.
+				if h := wallettest.Eval[float64](t, b, `document.querySelector("#chart-revenue text.axis").getBoundingClientRect().height`); h < 8 {
+					t.Errorf("the revenue chart's labels on a %s are %.1f px tall", size.name, h)
+				}
+			}
 			if shots[p] {
 				name := strings.NewReplacer("/", "-").Replace(p)
 				if name == "" {

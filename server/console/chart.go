@@ -60,14 +60,34 @@ func niceMax(v float64) float64 {
 	return 10 * p
 }
 
-// yAxis draws horizontal grid lines from lo to hi with labels.
-func (s *svg) yAxis(lo, hi float64, y func(float64) float64, label func(float64) string) {
-	for i := 0; i <= 4; i++ {
-		v := lo + (hi-lo)*float64(i)/4
+// yAxis draws horizontal grid lines from lo to hi, step apart, with labels.
+func (s *svg) yAxis(lo, hi, step float64, y func(float64) float64, label func(float64) string) {
+	for i := 0; ; i++ {
+		v := lo + step*float64(i)
+		if v > hi+step/2 {
+			return
+		}
 		yy := y(v)
 		s.add(`<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" class="grid"/>`, padL, chartW-padR, yy, yy)
 		s.text(padL-6, yy+4, "end", "axis", label(v))
 	}
+}
+
+// barScale is the vertical scale of bars from lo (≤ 0) to hi (≥ 0), at
+// least minSpan tall (on the side that has values): a step of 1, 2 or 5
+// times a power of ten, about a quarter of the span, and lo and hi moved
+// out to multiples of it, so that zero is a grid line and the labels are
+// round (a chart of refunds only was labelled 1.00, -49.25, -99.50).
+func barScale(lo, hi, minSpan float64) (slo, shi, step float64) {
+	if hi-lo < minSpan {
+		if lo < 0 && hi == 0 {
+			lo = -minSpan
+		} else {
+			hi = lo + minSpan
+		}
+	}
+	step = niceMax((hi - lo) / 4)
+	return math.Floor(lo/step) * step, math.Ceil(hi/step) * step, step
 }
 
 // series is one stacked part of a bar chart.
@@ -95,14 +115,11 @@ func stackedBars(label string, labels []string, ss []series, minTop int64, forma
 		}
 		hi, lo = max(hi, pos), min(lo, neg)
 	}
-	hi = niceMax(max(hi, float64(minTop)))
-	if lo < 0 {
-		lo = -niceMax(max(-lo, float64(minTop)))
-	}
+	lo, hi, step := barScale(lo, hi, float64(max(minTop, 1)))
 	s := newSVG(label, chartH)
 	plotH := chartH - padT - padB
 	y := func(v float64) float64 { return padT + plotH*(hi-v)/(hi-lo) }
-	s.yAxis(lo, hi, y, func(v float64) string { return format(int64(math.Round(v))) })
+	s.yAxis(lo, hi, step, y, func(v float64) string { return format(int64(math.Round(v))) })
 	slot := (chartW - padL - padR) / float64(n)
 	bw := max(slot*0.7, 1)
 	every := max(1, int(math.Ceil(float64(n)/12)))
