@@ -1,8 +1,10 @@
 package release
 
 import (
+	"bytes"
 	"debug/buildinfo"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 )
@@ -43,7 +45,7 @@ func checkArch(arch string) error {
 var otherPrograms = []string{"farego-settlement", "farego-provision", "farego-rider", "farego-sim", "farego-demo"}
 
 // checkBinary checks the stored binary at path for a release for arch.
-func checkBinary(path, arch string) error {
+func checkBinary(path, version, arch string) error {
 	info, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("%w: the file is not a Go program with build information (%v): upload the farego-validator that make dist builds",
@@ -71,6 +73,27 @@ func checkBinary(path, arch string) error {
 	}
 	if built != arch {
 		return fmt.Errorf("%w: the binary is built for %s, not %s: a validator cannot start it, nor roll it back", ErrInvalid, built, arch)
+	}
+	return checkStamp(path, version)
+}
+
+// checkStamp refuses a binary that does not carry its release's version:
+// a validator that installs it reports another version and rolls it back,
+// the whole fleet in turn. make dist stamps the version into the program
+// (-X …agent.Version=VERSION) as its bytes; a build without VERSION= has
+// the commit instead. Go does not record -ldflags in the build information
+// of a -trimpath build, so the binary's bytes are searched: a binary
+// without them is certainly not stamped with the version (one that holds
+// them by chance passes, and the device's rollback stays the guard).
+func checkStamp(path, version string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	bare := strings.TrimPrefix(version, "v")
+	if !bytes.Contains(data, []byte(bare)) {
+		return fmt.Errorf("%w: the binary does not carry the version %s: build it with make dist VERSION=%s "+
+			"(a validator would install it, report another version and roll it back)", ErrInvalid, version, bare)
 	}
 	return nil
 }

@@ -42,7 +42,10 @@ func goBinary(t *testing.T, goos, goarch, goarm string) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		src := "package main\n\nfunc main() { println(\"validator\") }\n"
+		// The versions the tests add it as, as make dist's stamp puts one
+		// in a validator (Add refuses a binary without its version).
+		src := "package main\n\nvar versions = []string{\"1.3.0\", \"1.4.0\", \"1.4.0+build.7\", \"1.5.0\", \"9.9.9\"}\n\n" +
+			"func main() { println(\"validator\", versions[len(versions)-1]) }\n"
 		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -88,6 +91,12 @@ func TestAddChecksTheBinary(t *testing.T) {
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want ErrInvalid saying %q", c.name, err, c.want)
 		}
+	}
+	// A binary built without VERSION= (it carries the commit, not the
+	// version): every validator would install it, see another version
+	// and roll it back.
+	if _, err := s.Add(bytes.NewReader(arm64), "2.0.0", "arm64", now); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "make dist VERSION=2.0.0") {
+		t.Errorf("a binary without its version: %v, want ErrInvalid saying make dist VERSION=2.0.0", err)
 	}
 	if list, err := s.List(); err != nil || len(list) != 0 {
 		t.Fatalf("after refusals: List = %+v, %v", list, err)

@@ -149,7 +149,7 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (rel *Rele
 	if n == 0 || n > wire.MaxBinarySize {
 		return nil, fmt.Errorf("%w: binary of %d bytes (1 to %d)", ErrInvalid, n, wire.MaxBinarySize)
 	}
-	if err := checkBinary(tmp.Name(), arch); err != nil {
+	if err := checkBinary(tmp.Name(), version, arch); err != nil {
 		return nil, err
 	}
 	m := &wire.Manifest{Version: version, Arch: arch, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Date: now.UTC().Truncate(time.Second)}

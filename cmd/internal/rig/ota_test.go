@@ -193,11 +193,20 @@ func TestOTAUpdate(t *testing.T) {
 	other := filepath.Join(r.Dir, "other")
 	_, err = r.command(ctx, "farego-settlement", "init", "--data", other)
 	must(t, err)
-	_, err = r.command(ctx, "farego-settlement", "release", "add", "--data", other, "--file", bins["1.2.0"], "--version", "1.3.0", "--arch", arch)
+	_, err = r.command(ctx, "farego-settlement", "release", "add", "--data", other, "--file", bins["1.2.0"], "--version", "1.2.0", "--arch", arch)
 	must(t, err)
-	must(t, os.CopyFS(filepath.Join(r.DataDir(), "releases", "1.3.0"), os.DirFS(filepath.Join(other, "releases", "1.3.0"))))
-	if out, err := settlement("release", "rollout", "--devices", "ota-1", "1.3.0"); err == nil || !strings.Contains(err.Error(), "bad signature") {
+	foreign := filepath.Join(r.DataDir(), "releases", "1.2.0")
+	must(t, os.CopyFS(foreign, os.DirFS(filepath.Join(other, "releases", "1.2.0"))))
+	if out, err := settlement("release", "rollout", "--devices", "ota-1", "1.2.0"); err == nil || !strings.Contains(err.Error(), "bad signature") {
 		t.Fatalf("rollout of a release signed with another key: %q, %v", out, err)
+	}
+	must(t, os.RemoveAll(foreign)) // 1.2.0 is added, signed with this fleet's key, below
+	// A binary that does not carry its release's version (built without
+	// make dist's VERSION=) is refused: every validator would install it,
+	// report another version and roll it back.
+	if out, err := settlement("release", "add", "--file", bins["1.2.0"], "--version", "1.3.0", "--arch", arch); err == nil ||
+		!strings.Contains(err.Error(), "does not carry the version 1.3.0") {
+		t.Fatalf("a binary of 1.2.0 added as 1.3.0: %q, %v", out, err)
 	}
 
 	// The binary repaired, the operator rolls 1.1.0 out again (API).
