@@ -398,7 +398,9 @@ func TestReleasesSharedByInstances(t *testing.T) {
 func validatorBinary(t *testing.T) []byte {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { println(\"validator\") }\n"), 0o644); err != nil {
+	// Its version as make dist stamps it (Add refuses a binary without it).
+	src := "package main\n\nvar version = \"1.4.0\"\n\nfunc main() { println(\"validator\", version) }\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/validator\n\ngo 1.22\n"), 0o644); err != nil {
