@@ -135,20 +135,28 @@ func (in *Ingest) Stats() Stats {
 // request whose id is not above the last one it carried out).
 func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to uint64) error {
 	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to, ID: in.nextReplayID()}
-	p, err := r.MarshalBinary()
-	if err != nil {
-		return fmt.Errorf("ingest: replay: %w", err)
-	}
-	msg, err := wire.Seal(wire.TypeReplay, p, false, in.cfg.FleetKey)
-	if err != nil {
-		return fmt.Errorf("ingest: replay: %w", err)
+	// The request, then its version 1 copy for validators from before
+	// request ids (they refuse version 2; those after them ignore the copy).
+	var msgs [][]byte
+	for _, enc := range []func() ([]byte, error){r.MarshalBinary, r.MarshalBinaryV1} {
+		p, err := enc()
+		if err != nil {
+			return fmt.Errorf("ingest: replay: %w", err)
+		}
+		msg, err := wire.Seal(wire.TypeReplay, p, false, in.cfg.FleetKey)
+		if err != nil {
+			return fmt.Errorf("ingest: replay: %w", err)
+		}
+		msgs = append(msgs, msg)
 	}
 	c := in.conn.Load()
 	if c == nil || !c.connected() {
 		return ErrNotConnected
 	}
-	if err := c.publish(ctx, in.topics.Device(deviceID, wire.KindCmd), false, msg, in.cfg.PublishTimeout); err != nil {
-		return err
+	for _, msg := range msgs {
+		if err := c.publish(ctx, in.topics.Device(deviceID, wire.KindCmd), false, msg, in.cfg.PublishTimeout); err != nil {
+			return err
+		}
 	}
 	in.stats.replay()
 	in.log.Info("ingest: replay requested", "device", deviceID, "epoch", epoch, "from", from, "to", to)

@@ -352,13 +352,36 @@ func TestReplay(t *testing.T) {
 	if err := in.Replay(ctx, d.id, d.epoch, 5, 90); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case r := <-got:
-		if r.DeviceID != d.id || r.Epoch != d.epoch || r.From != 5 || r.To != 90 {
-			t.Errorf("replay = %+v", r)
+	// The request with its id and its copy for validators from before
+	// ids (version 1, id 0); a second request has a higher id.
+	ids := func() (withID uint64, copies int) {
+		t.Helper()
+		for i := range 2 {
+			select {
+			case r := <-got:
+				if r.DeviceID != d.id || r.Epoch != d.epoch || r.From != 5 || r.To != 90 {
+					t.Errorf("replay message %d = %+v", i, r)
+				}
+				if r.ID == 0 {
+					copies++
+				} else {
+					withID = r.ID
+				}
+			case <-time.After(waitTimeout):
+				t.Fatalf("no replay message %d", i)
+			}
 		}
-	case <-time.After(waitTimeout):
-		t.Fatal("no replay request")
+		return withID, copies
+	}
+	first, copies := ids()
+	if first == 0 || copies != 1 {
+		t.Errorf("a request: id %d and %d copies without one; want an id and one copy", first, copies)
+	}
+	if err := in.Replay(ctx, d.id, d.epoch, 5, 90); err != nil {
+		t.Fatal(err)
+	}
+	if second, _ := ids(); second <= first {
+		t.Errorf("second request's id %d, want above the first's %d", second, first)
 	}
 	if err := in.Replay(ctx, d.id, d.epoch, 9, 2); err == nil {
 		t.Error("Replay with from > to succeeded")

@@ -39,7 +39,8 @@
 // fleet-signed wire.Replay for this device and epoch moves archived
 // records back into the queue (queue.Replay) and they are sent again; a
 // request whose id is not above the last one carried out (a copy sent
-// again), or without an id, is refused.
+// again) is refused; one without an id (the copy for validators from
+// before ids) is ignored.
 //
 // # Deny-list shard index
 //

@@ -144,7 +144,8 @@ func ParseAck(p []byte) (*Ack, error) {
 // whose ID is not above the last one it carried out (queue.Replay), so a
 // copy of a signed request, kept and sent again, makes it send nothing.
 // The server uses its clock's Unix milliseconds. Version 1 requests (from
-// a server before IDs) parse with ID 0, which devices refuse.
+// a server before IDs, or the copy a server sends for validators before
+// IDs: MarshalBinaryV1) parse with ID 0, which devices ignore.
 type Replay struct {
 	DeviceID string
 	Epoch    string
@@ -176,6 +177,20 @@ func (r *Replay) MarshalBinary() ([]byte, error) {
 	e.U64(r.To)
 	e.U64(r.ID)
 	return e.B, nil
+}
+
+// MarshalBinaryV1 encodes the request as version 1, without its ID: the
+// copy a server sends for validators from before request IDs, which
+// refuse version 2 (they carry out a version 1 request each time it comes;
+// validators that know IDs ignore it).
+func (r *Replay) MarshalBinaryV1() ([]byte, error) {
+	p, err := r.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	p = p[:len(p)-8] // the ID, last
+	p[0] = replayVersionV1
+	return p, nil
 }
 
 // ParseReplay decodes a replay request strictly.

@@ -179,7 +179,10 @@ func TestAckAndReplayRoundTrip(t *testing.T) {
 	}
 	// Version 1 (a server before request ids) parses with ID 0; version 2
 	// without an id is truncated, with id 0 malformed.
-	old := append([]byte{1}, rp[1:len(rp)-8]...)
+	old, err := r.MarshalBinaryV1()
+	if err != nil || !bytes.Equal(old, append([]byte{1}, rp[1:len(rp)-8]...)) {
+		t.Errorf("MarshalBinaryV1 = %x, %v", old, err)
+	}
 	if got, err := ParseReplay(old); err != nil || got.ID != 0 || got.From != 10 || got.To != 20 {
 		t.Errorf("version 1 replay: %+v, %v; want ID 0, 10-20", got, err)
 	}
