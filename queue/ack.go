@@ -115,14 +115,22 @@ func (w *wtx) archive(k, v []byte) error {
 // file), so the queue may be over its limits until they are acked again.
 // Like Ack it works in transactions of up to 1000 records.
 //
-// id names the request: it must be greater than the id of every request
-// replayed before in this file, or Replay returns an error matching
-// ErrReplayed and moves nothing. The id is stored with the first records
-// moved, so a request is carried out at most once, even when it is
-// delivered again (a copy kept by whoever could read the device's
-// commands, sent later to make it send its archive once more); a replay a
-// power cut interrupts is finished by a new request.
-func (q *Queue) Replay(id, from, to uint64) (int, error) {
+// id names the request, in milliseconds of the requester's clock (the
+// server's): it must be greater than the id of every request replayed
+// before in this file, or Replay returns an error matching ErrReplayed
+// and moves nothing. The id is stored with the first records moved, so a
+// request is carried out at most once, even when it is delivered again (a
+// copy kept by whoever could read the device's commands, sent later to
+// make it send its archive once more); a replay a power cut interrupts is
+// finished by a new request.
+//
+// now is the requester's clock as the caller knows it (0: unknown). A
+// stored id more than ReplaySlack ahead of it was set while that clock
+// ran ahead: it does not hold back a request whose id is within
+// ReplaySlack of now (else every request would be refused until the
+// clock caught up with the wrong one). A copy of an old request is still
+// refused: its id is far below now, or not above an id set since.
+func (q *Queue) Replay(id, now, from, to uint64) (int, error) {
 	if id == 0 {
 		return 0, fmt.Errorf("queue: replay: request id 0")
 	}
@@ -133,7 +141,9 @@ func (q *Queue) Replay(id, from, to uint64) (int, error) {
 		n, err := q.update(func(w *wtx) (int, error) {
 			b, c := w.b, &w.c
 			if first {
-				if last := replayID(b.meta); id <= last {
+				last := replayID(b.meta)
+				ahead := now != 0 && last > now+ReplaySlack && id+ReplaySlack >= now && id <= now+ReplaySlack
+				if id <= last && !ahead {
 					return 0, fmt.Errorf("%w: request %d, the last one carried out was %d", ErrReplayed, id, last)
 				}
 				var v [8]byte
@@ -185,6 +195,12 @@ func (q *Queue) Replay(id, from, to uint64) (int, error) {
 	}
 	return total, nil
 }
+
+// ReplaySlack is how far (in the ids' milliseconds) a replay request's id
+// may be from the requester's clock and still count as made now, and how
+// far ahead of that clock a stored id must be to be taken for one set by
+// a clock that ran ahead (see Replay).
+const ReplaySlack = 10 * 60 * 1000
 
 // prune deletes archived records, lowest sequence numbers first, while the
 // archive is over ArchiveMaxRecords or ArchiveMaxBytes or its oldest record

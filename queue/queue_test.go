@@ -515,7 +515,7 @@ func TestReplay(t *testing.T) {
 		{0, 1, 1},
 	} {
 		id++
-		n, err := q.Replay(id, tc.from, tc.to)
+		n, err := q.Replay(id, 0, tc.from, tc.to)
 		if err != nil || n != tc.n {
 			t.Fatalf("Replay(%d, %d) = %d, %v; want %d, nil", tc.from, tc.to, n, err, tc.n)
 		}
@@ -553,35 +553,81 @@ func TestReplayOnce(t *testing.T) {
 		}
 	}
 	ackAll()
-	if n, err := q.Replay(100, 1, 4); err != nil || n != 4 {
+	if n, err := q.Replay(100, 0, 1, 4); err != nil || n != 4 {
 		t.Fatalf("Replay(100, 1, 4) = %d, %v; want 4, nil", n, err)
 	}
 	ackAll()
 	for _, id := range []uint64{100, 99, 1} {
-		if n, err := q.Replay(id, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
+		if n, err := q.Replay(id, 0, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
 			t.Errorf("Replay(%d, 1, 4) after request 100 = %d, %v; want 0, ErrReplayed", id, n, err)
 		}
 	}
-	if _, err := q.Replay(0, 1, 4); err == nil {
+	if _, err := q.Replay(0, 0, 1, 4); err == nil {
 		t.Error("Replay with request id 0 = nil error")
 	}
 	q.Close()
 	q = openTest(t, path, nil)
-	if n, err := q.Replay(100, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
+	if n, err := q.Replay(100, 0, 1, 4); !errors.Is(err, ErrReplayed) || n != 0 {
 		t.Errorf("Replay(100, 1, 4) after reopening = %d, %v; want 0, ErrReplayed", n, err)
 	}
 	if st, _ := q.Stats(); st.Count != 0 || st.Archived != 4 {
 		t.Errorf("Stats after refused replays = %+v, want Count 0, Archived 4", st)
 	}
 	// A request that finds nothing to move is still carried out.
-	if n, err := q.Replay(101, 10, 20); err != nil || n != 0 {
+	if n, err := q.Replay(101, 0, 10, 20); err != nil || n != 0 {
 		t.Fatalf("Replay(101, 10, 20) = %d, %v; want 0, nil", n, err)
 	}
-	if _, err := q.Replay(101, 1, 4); !errors.Is(err, ErrReplayed) {
+	if _, err := q.Replay(101, 0, 1, 4); !errors.Is(err, ErrReplayed) {
 		t.Errorf("Replay(101, 1, 4) after request 101 = %v, want ErrReplayed", err)
 	}
-	if n, err := q.Replay(102, 2, 3); err != nil || n != 2 {
+	if n, err := q.Replay(102, 0, 2, 3); err != nil || n != 2 {
 		t.Errorf("Replay(102, 2, 3) = %d, %v; want 2, nil", n, err)
+	}
+}
+
+// TestReplayAfterAClockAhead: a request made while the server's clock ran
+// a day ahead set a stored id a day ahead; once its clock is right, a new
+// request (its id near now) is carried out, not refused until the clock
+// catches up; copies of old requests stay refused.
+func TestReplayAfterAClockAhead(t *testing.T) {
+	q := openTest(t, tempPath(t), nil)
+	for i := 1; i <= 4; i++ {
+		mustAppend(t, q, data(0, i))
+	}
+	now := uint64(1_800_000_000_000)
+	day := uint64(24 * 3600 * 1000)
+	if _, err := q.AckThrough(4); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.Replay(now+day, now+day, 1, 4); err != nil || n != 4 { // the clock ahead, as it was then
+		t.Fatalf("a request a day ahead: %d, %v", n, err)
+	}
+	if _, err := q.AckThrough(4); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id   uint64
+		want error
+	}{
+		{now - 2*ReplaySlack, ErrReplayed}, // an old request's copy
+		{now + day, ErrReplayed},           // the same request again
+		{now, nil},                         // a request made now
+		{now, ErrReplayed},                 // ... once
+		{now - 1000, ErrReplayed},          // an older one after it
+	} {
+		_, err := q.Replay(c.id, now, 1, 4)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("Replay(%d) with now %d: %v, want %v", c.id, now, err, c.want)
+		}
+	}
+	// Without the requester's clock the rule is strict.
+	q2 := openTest(t, tempPath(t), nil)
+	mustAppend(t, q2, data(0, 1))
+	if _, err := q2.Replay(now+day, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q2.Replay(now, 0, 1, 1); !errors.Is(err, ErrReplayed) {
+		t.Errorf("a request below the stored id with no clock known: %v, want ErrReplayed", err)
 	}
 }
 
@@ -828,7 +874,7 @@ func TestCloseDuringAppends(t *testing.T) {
 		func() error { _, err := q.Peek(1, 0); return err },
 		func() error { _, err := q.Ack(1); return err },
 		func() error { _, err := q.AckThrough(1); return err },
-		func() error { _, err := q.Replay(1, 1, 2); return err },
+		func() error { _, err := q.Replay(1, 0, 1, 2); return err },
 		func() error { _, err := q.Stats(); return err },
 		q.Check,
 	} {

@@ -537,7 +537,13 @@ func (s *sender) handleCmd(payload []byte) error {
 		u.log.Debug("uplink: a replay request without an id ignored (the copy for older validators)")
 		return nil
 	}
-	n, err := u.q.Replay(r.ID, r.From, r.To)
+	// The server's clock as this device knows it (its own, before any
+	// timed ack): the id a request made now carries.
+	now := u.cfg.Now()
+	if c, ok := u.Clock(); ok {
+		now = now.Add(-c.Offset)
+	}
+	n, err := u.q.Replay(r.ID, uint64(max(now.UnixMilli(), 1)), r.From, r.To)
 	if errors.Is(err, queue.ErrReplayed) {
 		u.refuse(u.cmd, payload, err)
 		return nil
