@@ -394,3 +394,33 @@ func TestRefusedClaimsCountedAside(t *testing.T) {
 		t.Errorf("balance %d, %v; want the honest tap charged", a.Balance, err)
 	}
 }
+
+// A device's last will, written when it connected an hour ago and carrying
+// the clock offset it measured then, marks it offline and keeps the status
+// recorded since: the offset is not applied to an offline status (it made
+// the will's time now, and the will's queue and versions replaced the
+// newer ones).
+func TestLastWillKeepsNewerStatus(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st, _, _, _ := riderFixture(t, l, time.Now())
+	offset := int64(0)
+	online := &wire.Status{DeviceID: "bus-1", Online: true, Time: time.Now(), QueueDepth: 2, ClockOffsetMS: &offset,
+		Versions: map[string]uint64{"fares": 1, "denylist": 9}}
+	if err := st.Status(ctx, online); err != nil {
+		t.Fatal(err)
+	}
+	will := &wire.Status{DeviceID: "bus-1", Online: false, Time: time.Now().Add(-time.Hour), QueueDepth: 400, ClockOffsetMS: &offset,
+		Versions: map[string]uint64{"fares": 1}}
+	if err := st.Status(ctx, will); err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Device(ctx, "bus-1")
+	if err != nil || d.Status.Online || d.Status.QueueDepth != 2 || d.Status.Versions["denylist"] != 9 {
+		t.Errorf("after the will: %+v, %v; want offline with the recorded queue (2) and deny list (9)", d.Status, err)
+	}
+}

@@ -80,11 +80,12 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("the restored ledger does not check: %w", err)
 	}
 	fmt.Fprintf(stdout, `ledger marked as restored: the next account id is %d, the next payment id %d
-next: do again what was done since the backup and the ledger no longer holds: revoke the validators
-  revoked since (farego-settlement device revoke), register those registered since, deny again, enter
-  the top-ups again (see the README's restore procedure);
-then start the settlement server(s) and ask every online validator to resend its archive:
+next: revoke again the validators revoked since the backup (farego-settlement device revoke), before
+  the servers start; then start the settlement server(s) and ask every online validator to resend
+  its archive:
   curl -X POST -H "Authorization: Bearer $(cat %s/operator.token)" http://HOST:8080/v1/devices/replay
+  and do again what else was done since the backup: register the validators registered since, deny
+  again, enter the top-ups again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)
 	return nil
 }

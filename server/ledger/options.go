@@ -58,8 +58,9 @@ type Options struct {
 	// (ErrNoLedger), instead of creating an empty ledger: for every
 	// program but the one that initialises a deployment, so that a
 	// mistyped path or a restore that forgot the ledger (or whose copy
-	// failed) is not served or checked as an empty one. Nothing is
-	// written.
+	// failed) is not served or checked as an empty one. No ledger is
+	// made (SQLite may switch another program's file to WAL mode before
+	// the refusal).
 	MustExist bool
 	// BusyTimeout is how long a SQLite writer waits for another process's
 	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.
