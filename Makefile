@@ -6,7 +6,7 @@ PKGS      ?= ./...
 BIN       ?= bin
 DIST      ?= dist
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/farego/farego/agent.Version=$(VERSION) -X github.com/farego/farego/agent.BuildDate=$(shell date -u +%F)
+LDFLAGS   := -s -w -X github.com/farego/farego/agent.Version=$(VERSION) -X github.com/farego/farego/agent.VersionStamp=farego-version:$(VERSION)/ -X github.com/farego/farego/agent.BuildDate=$(shell date -u +%F)
 FUZZTIME  ?= 5s
 BENCHTIME ?= 1s
 # staticcheck runs at this pinned version through the Go module proxy (the

@@ -7,6 +7,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"github.com/farego/farego/agent"
 )
 
 // A build for another machine cannot be caught by the device: a binary
@@ -79,19 +81,25 @@ func checkBinary(path, version, arch string) error {
 
 // checkStamp refuses a binary that does not carry its release's version:
 // a validator that installs it reports another version and rolls it back,
-// the whole fleet in turn. make dist stamps the version into the program
-// (-X …agent.Version=VERSION) as its bytes; a build without VERSION= has
-// the commit instead. Go does not record -ldflags in the build information
-// of a -trimpath build, so the binary's bytes are searched: a binary
-// without them is certainly not stamped with the version (one that holds
-// them by chance passes, and the device's rollback stays the guard).
+// the whole fleet in turn. make stamps the version into the program twice:
+// as agent.Version and between markers (agent.VersionStamp,
+// "farego-version:1.4.0/"); a build without VERSION= carries the commit.
+// Go does not record -ldflags in the build information of a -trimpath
+// build, so the binary's bytes are searched: for the marked version when
+// the binary has a stamp, else (a build from before the stamp, or not by
+// make) for the version's bytes alone, which a dependency's version string
+// may hold by chance (the device's rollback stays the guard then).
 func checkStamp(path, version string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	bare := strings.TrimPrefix(version, "v")
-	if !bytes.Contains(data, []byte(bare)) {
+	found := bytes.Contains(data, []byte(bare))
+	if bytes.Contains(data, []byte(agent.StampPrefix)) {
+		found = bytes.Contains(data, []byte(agent.StampPrefix+bare+"/")) || bytes.Contains(data, []byte(agent.StampPrefix+"v"+bare+"/"))
+	}
+	if !found {
 		return fmt.Errorf("%w: the binary does not carry the version %s: build it with make dist VERSION=%s "+
 			"(a validator would install it, report another version and roll it back)", ErrInvalid, version, bare)
 	}

@@ -98,8 +98,18 @@ func TestAddChecksTheBinary(t *testing.T) {
 	if _, err := s.Add(bytes.NewReader(arm64), "2.0.0", "arm64", now); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "make dist VERSION=2.0.0") {
 		t.Errorf("a binary without its version: %v, want ErrInvalid saying make dist VERSION=2.0.0", err)
 	}
+	// A binary stamped by make (the version between markers) is taken for
+	// its stamped version only, whatever versions its other bytes hold
+	// (this one holds 1.4.0: a dependency's, say).
+	stamped := append(append([]byte(nil), arm64...), "farego-version:1.5.0/"...)
+	if _, err := s.Add(bytes.NewReader(stamped), "1.4.0", "arm64", now); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "does not carry the version 1.4.0") {
+		t.Errorf("a binary stamped 1.5.0 as 1.4.0: %v, want ErrInvalid", err)
+	}
 	if list, err := s.List(); err != nil || len(list) != 0 {
 		t.Fatalf("after refusals: List = %+v, %v", list, err)
+	}
+	if _, err := s.Add(bytes.NewReader(stamped), "v1.5.0", "arm64", now); err != nil {
+		t.Errorf("a binary stamped 1.5.0 as v1.5.0: %v", err)
 	}
 	// The version is free for its other spelling: no directory was left.
 	if _, err := s.Add(bytes.NewReader(arm64), "v1.4.0", "arm64", now); err != nil {

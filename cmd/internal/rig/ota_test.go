@@ -23,7 +23,7 @@ import (
 func buildVersion(t *testing.T, ctx context.Context, dir, version string) string {
 	t.Helper()
 	out := filepath.Join(dir, version, "farego-validator")
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", TestHooksTag, "-ldflags", "-X github.com/farego/farego/agent.Version="+version,
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", TestHooksTag, "-ldflags", "-X github.com/farego/farego/agent.Version="+version+" -X github.com/farego/farego/agent.VersionStamp=farego-version:"+version+"/",
 		"-o", out, "./cmd/farego-validator")
 	cmd.Dir = "../../.."
 	if b, err := cmd.CombinedOutput(); err != nil {
