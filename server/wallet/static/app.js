@@ -221,7 +221,7 @@ async function fetchCredential(force) {
 // what went wrong in plain words.
 async function maintainCredential(force = false) {
   if (!account || credentialTask) return credentialTask;
-  if (!navigator.onLine || (!force && Date.now() < credentialRetryAt)) return;
+  if (!navigator.onLine || (!force && performance.now() < credentialRetryAt)) return;
   const warning = $("pass-warning");
   credentialTask = (async () => {
     try {
@@ -232,7 +232,7 @@ async function maintainCredential(force = false) {
       $("get-pass").hidden = true;
       if (changed || force) await showCode();
     } catch (e) {
-      credentialRetryAt = Date.now() + RETRY_MS;
+      credentialRetryAt = performance.now() + RETRY_MS; // monotonic: a clock set back does not stretch the wait
       const usable = last !== null;
       if (!window.isSecureContext) {
         // WebCrypto is not there at all on a page served over plain http
