@@ -136,12 +136,15 @@ func (q *Queue) Replay(id, now, from, to uint64) (int, error) {
 	}
 	total := 0
 	first := true
-	for from <= to {
+	for first || from <= to { // the request is recorded even when it moves nothing
 		done := false
 		n, err := q.update(func(w *wtx) (int, error) {
 			b, c := w.b, &w.c
 			if first {
-				last := replayID(b.meta)
+				last, err := replayID(b.meta)
+				if err != nil {
+					return 0, err
+				}
 				ahead := now != 0 && last > now+ReplaySlack && id+ReplaySlack >= now && id <= now+ReplaySlack
 				if id <= last && !ahead {
 					return 0, fmt.Errorf("%w: request %d, the last one carried out was %d", ErrReplayed, id, last)

@@ -34,6 +34,9 @@ func checkTx(path string, db *bbolt.DB, tx *bbolt.Tx) error {
 	if _, err := readHeader(b.meta); err != nil {
 		return err
 	}
+	if _, err := replayID(b.meta); err != nil {
+		return err
+	}
 	found, err := scanRecords(b)
 	if err != nil {
 		return err

@@ -242,12 +242,17 @@ func (c *counters) store(meta *bbolt.Bucket) error {
 }
 
 // replayID is the id of the last replay request carried out in the file
-// (0: none).
-func replayID(meta *bbolt.Bucket) uint64 {
-	if v := meta.Get(kReplayID); len(v) == 8 {
-		return getUint64(v)
+// (0: none); a value of another size is damage (read as none, every old
+// request would be carried out again).
+func replayID(meta *bbolt.Bucket) (uint64, error) {
+	switch v := meta.Get(kReplayID); {
+	case v == nil:
+		return 0, nil
+	case len(v) != 8:
+		return 0, corruptf("queue: meta %q has %d bytes, want 8", kReplayID, len(v))
+	default:
+		return getUint64(v), nil
 	}
-	return 0
 }
 
 // buckets are the queue's buckets in one transaction; adopted is nil in a

@@ -583,6 +583,46 @@ func TestReplayOnce(t *testing.T) {
 	if n, err := q.Replay(102, 0, 2, 3); err != nil || n != 2 {
 		t.Errorf("Replay(102, 2, 3) = %d, %v; want 2, nil", n, err)
 	}
+	// A request with an empty range is recorded too.
+	if n, err := q.Replay(103, 0, 9, 2); err != nil || n != 0 {
+		t.Errorf("Replay(103, 9, 2) = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := q.Replay(103, 0, 1, 4); !errors.Is(err, ErrReplayed) {
+		t.Errorf("Replay(103, 1, 4) after request 103 = %v, want ErrReplayed", err)
+	}
+	// A damaged id is damage, not "none" (every old request would be
+	// carried out again).
+	q.Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte(MetaBucket)).Put([]byte("replay.id"), []byte{1, 2}) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	q2, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q2.Replay(200, 0, 1, 4); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Replay with a damaged replay id: %v, want ErrCorrupt", err)
+	}
+	if err := q2.Check(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Check with a damaged replay id: %v, want ErrCorrupt", err)
+	}
+	q2.Close()
+	// Mended, for the test's closing consistency check.
+	db, err = bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(MetaBucket)).Put([]byte("replay.id"), seqKey(103))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 }
 
 // TestReplayAfterAClockAhead: a request made while the server's clock ran
