@@ -353,7 +353,7 @@ func ledgerTap(device, epoch string, t *ingest.Tap) ledger.Tap {
 
 func (st *store) Status(ctx context.Context, m *wire.Status) error {
 	s := (*Server)(st)
-	ds := ledger.DeviceStatus{Online: m.Online, QueueDepth: m.QueueDepth, LastSeen: m.Time, Software: m.Software,
+	ds := ledger.DeviceStatus{Online: m.Online, QueueDepth: m.QueueDepth, LastSeen: m.Time, Written: m.Time, Software: m.Software,
 		Epoch: m.Epoch, OutOfService: m.OutOfService, Versions: m.Versions}
 	// Not for an offline status: its time says when it was written (a last
 	// will, at connect time: the ledger keeps the newer status recorded

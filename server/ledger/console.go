@@ -55,14 +55,16 @@ type prevStatus struct {
 	versions     string
 	updateFailed string
 	lastSeen     int64 // the recorded status's time, by the device's clock (unix ns; 0: none)
+	written      int64 // when the device wrote the recorded status, by its clock (unix ns; 0: not known)
 }
 
 // statusBefore reads the device's recorded status, before an update.
 func (t *txn) statusBefore(id string) (prevStatus, error) {
 	var p prevStatus
 	var statusAt int64
-	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns FROM devices WHERE id = $1`, id).
-		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen)
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns, written_ns
+		FROM devices WHERE id = $1`, id).
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen, &p.written)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, nil // UpdateDeviceStatus reports the unknown device
 	}

@@ -245,9 +245,14 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 	if !st.Update.FailedAt.IsZero() {
 		failedAt = st.Update.FailedAt.UnixNano()
 	}
-	var seen, offset int64
+	var seen, written, offset int64
 	if !st.LastSeen.IsZero() {
 		seen = st.LastSeen.UnixNano()
+	}
+	if !st.Written.IsZero() {
+		if written = st.Written.UnixNano(); written < 0 {
+			return invalid("written %v out of range", st.Written)
+		}
 	}
 	return s.write(ctx, "update device status", func(t *txn) error {
 		if seen != 0 {
@@ -257,12 +262,17 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		if err != nil {
 			return err
 		}
-		if !st.Online && seen != 0 && seen < prev.lastSeen {
-			// An offline report older than the status recorded: the
-			// device's last will, written when it connected, delivered
-			// when its connection died. Its queue, versions and software
-			// are from then; the status recorded since is newer. Only
-			// that the device went offline is news.
+		// An offline report written before the status recorded: the
+		// device's last will, written when it connected, delivered when
+		// its connection died. Its queue, versions and software are from
+		// then; the status recorded since is newer. Only that the device
+		// went offline is news. Compared by when the device wrote each
+		// (a status recorded before that was kept compares by LastSeen).
+		older := seen != 0 && seen < prev.lastSeen
+		if written != 0 && prev.written != 0 {
+			older = written < prev.written
+		}
+		if !st.Online && older {
 			if _, err := t.exec("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2`, t.now, id); err != nil {
 				return err
 			}
@@ -272,9 +282,9 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
 				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
-				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14 WHERE id = $15`,
+				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15 WHERE id = $16`,
 			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
-			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, id)
+			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id)
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}

@@ -1061,6 +1061,32 @@ func TestDevices(t *testing.T) {
 		if d, err = s.Device(ctx, "bus-8"); err != nil || d.Status.Online || d.Status.QueueDepth != 3 || d.Status.Versions["denylist"] != 18 {
 			t.Errorf("after a newer offline status: %+v, %v", d.Status, err)
 		}
+
+		// Compared by when the device wrote them: a heartbeat the server
+		// got to late (its LastSeen moved to then, past the clean stop
+		// written after it) does not make the stop a will; a will
+		// written before the heartbeat is one.
+		hb := DeviceStatus{Online: true, QueueDepth: 7, LastSeen: seen.Add(10 * time.Minute), Written: seen.Add(2 * time.Minute),
+			Software: "1.2.3", Epoch: "abc", Versions: map[string]uint64{"keyring": 3, "denylist": 19}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", hb); err != nil {
+			t.Fatal(err)
+		}
+		stop = DeviceStatus{Online: false, QueueDepth: 0, LastSeen: seen.Add(3 * time.Minute), Written: seen.Add(3 * time.Minute),
+			Software: "1.2.3", Epoch: "abc", Versions: map[string]uint64{"keyring": 3, "denylist": 20}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", stop); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = s.Device(ctx, "bus-8"); err != nil || d.Status.Online || d.Status.QueueDepth != 0 || d.Status.Versions["denylist"] != 20 {
+			t.Errorf("a clean stop written after a heartbeat processed late: %+v, %v; want taken whole", d.Status, err)
+		}
+		will = DeviceStatus{Online: false, QueueDepth: 500, LastSeen: seen.Add(time.Hour), Written: seen.Add(time.Second),
+			Software: "1.2.2", Epoch: "abc", Versions: map[string]uint64{"keyring": 3}}
+		if err := s.UpdateDeviceStatus(ctx, "bus-8", will); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = s.Device(ctx, "bus-8"); err != nil || d.Status.QueueDepth != 0 || d.Status.Versions["denylist"] != 20 {
+			t.Errorf("a will written before the recorded status: %+v, %v; want the recorded figures kept", d.Status, err)
+		}
 	})
 }
 

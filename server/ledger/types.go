@@ -326,6 +326,10 @@ type DeviceStatus struct {
 	QueueDepth   int
 	OldestUnsent time.Duration // age of the oldest unacknowledged tap
 	LastSeen     time.Time     // the device's own clock when it sent the status
+	// Written is when the device wrote the status, by its clock (the
+	// status's own time; LastSeen may be moved to when it was received).
+	// Zero: not known.
+	Written      time.Time
 	Software     string
 	Epoch        string
 	OutOfService string            // why the validator refuses taps; "" when in service
