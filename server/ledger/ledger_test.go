@@ -1447,6 +1447,7 @@ func TestProfilePending(t *testing.T) {
 		// it is, the column gone (and the later migrations' tables);
 		// opening it migrates.
 		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DROP TABLE ledger_settings`,
+			`ALTER TABLE devices DROP COLUMN written_ns`, /* migration 22 */
 			`DELETE FROM schema_migrations WHERE version >= 13`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)

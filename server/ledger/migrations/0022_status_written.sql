@@ -4,5 +4,6 @@
 -- it connected: it marks the device offline and changes nothing else (see
 -- UpdateDeviceStatus). last_seen_ns cannot tell: for an online status it is
 -- the device's clock when the server processed it, later than the writing
--- when the server works through a backlog.
+-- when the server works through a backlog. (Not re-runnable: SQLite has no
+-- ADD COLUMN IF NOT EXISTS; the tests that make an older ledger drop it.)
 ALTER TABLE devices ADD COLUMN written_ns BIGINT NOT NULL DEFAULT 0;
