@@ -23,7 +23,6 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
-	"github.com/mattn/go-isatty"
 )
 
 const fares = `{
@@ -56,13 +55,6 @@ func (dm *demo) step(format string, a ...any) {
 		return
 	}
 	fmt.Fprintf(dm.out, "\n==> "+format+"\n", a...)
-}
-
-// isTerminal reports whether w is a terminal (not a file or a pipe: no
-// escape sequences there).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
 func (dm *demo) say(format string, a ...any) { fmt.Fprintf(dm.out, "    "+format+"\n", a...) }
@@ -99,7 +91,7 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dm := &demo{out: out, bold: isTerminal(out), r: rig.New(dir, abs, io.Discard)}
+	dm := &demo{out: out, bold: cli.IsTerminal(out), r: rig.New(dir, abs, io.Discard)}
 	ok := false
 	defer func() {
 		dm.r.Close()

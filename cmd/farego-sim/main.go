@@ -31,8 +31,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mattn/go-isatty"
-
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/fleet"
 	"github.com/farego/farego/sync/keyfile"
@@ -117,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.progress == 0 {
 		o.progress = 5 * time.Second
-		if isTerminal(stdout) {
+		if cli.IsTerminal(stdout) {
 			o.progress = time.Second
 		}
 	}
@@ -135,7 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			os.RemoveAll(o.dir)
 		}
 	}()
-	s := &sim{o: o, out: stdout, errOut: stderr, tty: isTerminal(stdout), log: slog.New(slog.DiscardHandler)}
+	s := &sim{o: o, out: stdout, errOut: stderr, tty: cli.IsTerminal(stdout), log: slog.New(slog.DiscardHandler)}
 	if o.logFile != "" {
 		lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -145,13 +143,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		s.log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return s.run(ctx)
-}
-
-// isTerminal reports whether w is a terminal: progress then rewrites one
-// line; otherwise (a file, a pipe, CI) each report is a line of its own.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
 type sim struct {

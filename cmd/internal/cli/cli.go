@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/mattn/go-isatty"
 )
 
 // NewLogger returns a structured logger writing text (default) or JSON (for
@@ -41,4 +43,11 @@ func Token(flagName, value string) (string, error) {
 		return "", fmt.Errorf("%s: %w", flagName, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// IsTerminal reports whether w is a terminal, not a file or a pipe:
+// progress may rewrite a line and text may be bold there, not elsewhere.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
