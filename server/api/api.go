@@ -191,7 +191,7 @@ func New(cfg Config) *Handler {
 	h.releaseRoutes()
 	h.mux.Handle("GET /metrics", cfg.Metrics)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		writeError(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return h
 }
@@ -253,8 +253,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+// writeError answers with the error: {"error": {"code", "message"}}, and
+// for a credential's insufficient_funds the balance it needs.
+func writeError(w http.ResponseWriter, ae *apiError) {
+	body := map[string]any{"code": ae.code, "message": ae.msg}
+	if ae.minimum > 0 {
+		body["minimum_balance"], body["currency"] = ae.minimum, ae.currency
+	}
+	writeJSON(w, ae.status, map[string]any{"error": body})
 }
 
 // ErrorCodes lists every error code the API returns, for the README and
@@ -304,11 +310,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 	if ae.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "60")
 	}
-	body := map[string]any{"code": ae.code, "message": ae.msg}
-	if ae.minimum > 0 {
-		body["minimum_balance"], body["currency"] = ae.minimum, ae.currency
-	}
-	writeJSON(w, ae.status, map[string]any{"error": body})
+	writeError(w, ae)
 	return ae.status
 }
 
