@@ -368,6 +368,11 @@ type testServer struct {
 	dropAcks  int  // acks still to drop
 	mute      bool // take batches but never ack
 	acks      int  // acks published
+	// busy, when set, makes the server work through batches one at a
+	// time, each taking that long before its ack (a server settling a
+	// fleet's backlog).
+	busy   time.Duration
+	serial sync.Mutex
 }
 
 // serverOptions configures a testServer connection.
@@ -486,6 +491,18 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 		s.problem("batch on %s's topic says device %s", id, b.DeviceID)
 		return
 	}
+	s.mu.Lock()
+	busy := s.busy
+	s.mu.Unlock()
+	if busy > 0 {
+		s.serial.Lock()
+		defer s.serial.Unlock()
+		select {
+		case <-time.After(busy):
+		case <-s.stop:
+			return
+		}
+	}
 	seqs := make([]uint64, 0, len(b.Records))
 	for _, r := range b.Records {
 		t, err := record.ParseTap(r.Data)
@@ -554,6 +571,12 @@ func (s *testServer) setMute(mute bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mute = mute
+}
+
+func (s *testServer) setBusy(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = d
 }
 
 func (s *testServer) setDropAcks(n int) {

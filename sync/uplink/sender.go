@@ -39,8 +39,8 @@ type inflight struct {
 // takes the records it names out of the window and hands them to the ack
 // committer, which deletes them from the queue (acks that arrive together
 // share one fsync) while fill sends the next batches; if
-// the oldest batch is not acked within the ack timeout (doubling on each
-// timeout in a row), or the connection is new, or the server asked for a
+// the oldest batch is not acked within the ack timeout of its send or of
+// the last ack that took records out (doubling on each timeout in a row), or the connection is new, or the server asked for a
 // replay, the window is dropped and sending starts again from the oldest
 // unacked record. The server is idempotent by tap id, so sending a record
 // twice is harmless; deleting one it has not committed never happens.
@@ -55,6 +55,14 @@ type sender struct {
 	ackTimeout time.Duration
 	timeouts   int // ack timeouts in a row
 	timer      *time.Timer
+	// progress is when an ack last took records out of the window: the
+	// ack timer runs from it or from the oldest batch's send, whichever
+	// is later (TCP's retransmission timer, restarted when new data is
+	// acknowledged: RFC 6298, 5.3). Timed from the send alone, a window
+	// sent at once to a server working through a fleet's backlog timed
+	// out on its last batches while the acks of its first were still
+	// coming in, and was sent again.
+	progress time.Time
 
 	syncPending bool      // an ack emptied the queue; SyncSucceeded is due
 	lastSync    time.Time // the last SyncSucceeded call
@@ -289,18 +297,28 @@ func (s *sender) arm() {
 		s.timer.Stop()
 		return
 	}
-	s.timer.Reset(time.Until(s.win[0].sentAt.Add(s.ackTimeout)))
+	s.timer.Reset(time.Until(s.ackDeadline()))
+}
+
+// ackDeadline is when the oldest batch in the window times out.
+func (s *sender) ackDeadline() time.Time {
+	from := s.win[0].sentAt
+	if s.progress.After(from) {
+		from = s.progress
+	}
+	return from.Add(s.ackTimeout)
 }
 
 // ackTimedOut sends the window again from its oldest unacked record when
-// the oldest batch has waited longer than the ack timeout, and doubles the
+// no ack has come for the ack timeout since the oldest batch was sent or
+// since the last ack that took records out of the window, and doubles the
 // timeout (up to maxAckBackoff times AckTimeout) until an ack comes.
 func (s *sender) ackTimedOut() error {
 	u := s.u
 	if len(s.win) == 0 {
 		return nil
 	}
-	if time.Since(s.win[0].sentAt) < s.ackTimeout {
+	if time.Now().Before(s.ackDeadline()) {
 		s.arm()
 		return nil
 	}
@@ -386,6 +404,7 @@ func (s *sender) applyAck(a *wire.Ack) error {
 		epoch = "" // the queue's own records
 	}
 	u.acks.add(epoch, seqs)
+	s.progress = time.Now()
 	s.setInFlight()
 	if s.timeouts > 0 {
 		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)

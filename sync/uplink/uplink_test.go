@@ -104,6 +104,32 @@ func TestAckLostResends(t *testing.T) {
 	}
 }
 
+// TestBusyServerNoResend: a server working through a backlog acks a
+// device's window batch by batch, the last ones later than the ack timeout
+// after they were sent but each within it of the ack before. The window
+// is not sent again: the timer runs from the last ack that took records
+// out. Timed from the send, the fourth batch of the first window timed out
+// while the acks were coming in, and the whole window was sent twice.
+func TestBusyServerNoResend(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = 1500 * time.Millisecond
+	f.cfg.MaxInFlight = 4
+	f.cfg.BatchRecords = 10
+	srv := serverFor(f)
+	srv.setBusy(400 * time.Millisecond) // the window of 4: acked at 0.4, 0.8, 1.2 and 1.6 s
+	appendTaps(t, f.q, f.taps, 80)
+	u := f.start()
+
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	srv.check(t, f.id, 80)
+	if st := u.Stats(); st.AckTimeouts != 0 {
+		t.Errorf("Stats = %+v, want no ack timeout", st)
+	}
+	if got := srv.totalReceived(); got != 80 {
+		t.Errorf("server received %d records, want the 80 taps once each", got)
+	}
+}
+
 // TestAckCommitFailureBacksOff: acks that fail to commit (the device's
 // disk is full) leave the records queued and are tried again, spaced by a
 // growing wait. The window used to be resent at once, acked, failed again:
