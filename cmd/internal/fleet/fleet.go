@@ -360,6 +360,18 @@ func (v *Validator) Queued() (int, error) {
 	return st.Count, err
 }
 
+// Sent returns the tap records the validators' links have sent (a record
+// sent again counts again) and how often a link's ack timeout ran out and
+// it sent its window again.
+func (f *Fleet) Sent() (records, ackTimeouts uint64) {
+	for _, v := range f.validators {
+		st := v.up.Stats()
+		records += st.RecordsSent
+		ackTimeouts += st.AckTimeouts
+	}
+	return records, ackTimeouts
+}
+
 // Counts returns the taps made, accepted and refused so far.
 func (f *Fleet) Counts() (tapped, accepted, refused int64) {
 	return f.tapped.Load(), f.accepted.Load(), f.refused.Load()

@@ -2,9 +2,12 @@ package rig
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -156,6 +159,7 @@ func benchCatchUp(b *testing.B, backend string) {
 			// The restored server's CPU profile, written when it stops.
 			r.ServerEnv = []string{"FAREGO_TEST_CPUPROFILE=" + filepath.Join(dir, "catchup-"+backend+".prof")}
 		}
+		sent0, timeouts0 := f.Sent()
 		start := time.Now()
 		self0 := selfCPU()
 		must(r.StartServer(ctx))
@@ -176,6 +180,12 @@ func benchCatchUp(b *testing.B, backend string) {
 		b.Logf("%s: %d taps caught up in %v (%.0f taps/s; the server was up after %v, %.0f taps/s from then); server: peak RSS %.0f MiB, CPU %v; validators' CPU %v",
 			backend, backlog, took.Round(time.Millisecond), float64(backlog)/took.Seconds(), up.Round(time.Millisecond),
 			float64(backlog)/(took-up).Seconds(), float64(peak)/(1<<20), cpu.Round(time.Millisecond), (selfCPU() - self0).Round(time.Millisecond))
+		sent, timeouts := f.Sent()
+		if m, err := scrapeRejects(ctx, r.HTTP); err == nil {
+			b.Logf("%s: the server refused or dropped: %s", backend, m)
+		}
+		b.Logf("%s: the validators sent %d tap records (%.2f a tap), %d ack timeouts", backend, sent-sent0,
+			float64(sent-sent0)/float64(backlog), timeouts-timeouts0)
 		iterations++
 	}
 	b.StopTimer()
@@ -198,6 +208,30 @@ func benchCatchUp(b *testing.B, backend string) {
 	if out, err := r.Verify(ctx); err != nil {
 		b.Fatalf("verify: %v\n%s", err, out)
 	}
+}
+
+// scrapeRejects returns the server's farego_ingest_rejects_total lines.
+func scrapeRejects(ctx context.Context, addr string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for l := range strings.Lines(string(body)) {
+		if strings.HasPrefix(l, "farego_ingest_rejects_total{") && !strings.HasSuffix(strings.TrimSpace(l), " 0") {
+			out = append(out, strings.TrimSpace(strings.TrimPrefix(l, "farego_ingest_rejects_total")))
+		}
+	}
+	return strings.Join(out, ", "), nil
 }
 
 // selfCPU returns the CPU time this process (the validators) has used.
