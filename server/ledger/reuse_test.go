@@ -131,3 +131,58 @@ func TestSameDeviceReuseNotCounted(t *testing.T) {
 		}
 	})
 }
+
+// TestOtherDeviceReuseCountsOnce: a stolen validator shown a code that
+// another validator took sends it twice, as two records of its own (in
+// one batch, or one a batch). Each device counts once a code: its second
+// record is its word alone (same_device_reuse), so the rider is not denied
+// (the first is the rule's: a quick transfer on another bus, forgiven).
+// It was: each record counted, the second reuse denied the pass and, with
+// a second pass held, the account (an attack review). Records of a
+// second other device still count.
+func TestOtherDeviceReuseCountsOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		denied := func(acct uint64) bool {
+			dl := denyList(t, s)
+			return hasDeny(dl, acct, 1, ReasonCodeReused) || hasDeny(dl, acct, 0, ReasonCodeReusedAccount)
+		}
+		for _, oneBatch := range []bool{false, true} {
+			victim := newAccount(t, s, 5000)
+			if _, err := s.IssueCredentialSerial(context.Background(), victim, time.Now().Add(24*time.Hour), riderKey(victim)); err != nil {
+				t.Fatal(err)
+			}
+			seq := uint64(1)
+			if oneBatch {
+				seq = 10
+			}
+			honest := mkTap("bus-1", seq, victim, at(0), "")
+			honest.Vehicle = "v1"
+			commit(t, s, honest)
+			x, y := mkTap("evil-bus", seq, victim, at(0).Add(20*time.Second), ""), mkTap("evil-bus", seq+1, victim, at(0).Add(30*time.Second), "")
+			x.CodeKey, y.CodeKey, x.Vehicle, y.Vehicle = honest.CodeKey, honest.CodeKey, "v9", "v9"
+			var r []TapResult
+			if oneBatch {
+				r = commit(t, s, x, y)
+			} else {
+				r = append(commit(t, s, x), commit(t, s, y)...)
+			}
+			if denied(victim) {
+				t.Fatalf("one batch %v: a second device's two records of a code deny-listed the rider: %+v", oneBatch, denyList(t, s).Entries)
+			}
+			if !slices.Contains(r[0].Notes, NoteCodeReuseWindow) || r[1].Flag != FlagDuplicateCode || !slices.Contains(r[1].Notes, NoteSameDeviceReuse) {
+				t.Errorf("one batch %v: the device's records %+v; want the first forgiven, the second its word (%s)", oneBatch, r, NoteSameDeviceReuse)
+			}
+			if b := balance(t, s, victim); b != 5000-250 {
+				t.Errorf("one batch %v: balance %d; want one fare", oneBatch, b)
+			}
+			// A third device's record of the code is the second reuse.
+			z := mkTap("bus-3", seq, victim, at(0).Add(40*time.Second), "")
+			z.CodeKey, z.Vehicle = honest.CodeKey, "v3"
+			commit(t, s, z)
+			if !denied(victim) {
+				t.Errorf("one batch %v: the code at a third device: not denied", oneBatch)
+			}
+		}
+	})
+}

@@ -500,6 +500,7 @@ type holder struct {
 	charge    int64
 	postings  int64
 	reuses    int64
+	reusers   []string // the devices whose records were counted as reuses (see reusersOf)
 	paymentID int64
 }
 
@@ -533,9 +534,22 @@ type codeWrites struct {
 }
 
 type codeCount struct {
-	key    []byte
-	tapID  string
-	reuses int64
+	key     []byte
+	tapID   string
+	reuses  int64
+	reusers string
+}
+
+// maxReusers bounds the devices a code use remembers as reusers: a second
+// counted reuse denies the credential, so more are only ever a few.
+const maxReusers = 16
+
+// reusersOf reads a code use's reusers column.
+func reusersOf(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // claimCodes gives each payment code of the batch's new taps to its
@@ -543,7 +557,7 @@ type codeCount struct {
 // flagged); it denies credentials whose codes were reused. The taps that
 // lose a code they held before this commit are returned as refunds.
 func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites, error) {
-	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tBigint), note: map[string]string{}}
+	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tText, tBigint), note: map[string]string{}}
 	byKey := map[string][]*tapWork{}
 	var keys [][]byte
 	for i := range work {
@@ -578,8 +592,12 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		var lost []use // every use that loses the code in this commit
 		var losers []*tapWork
 		var prevReuses int64
+		var prevReusers []string
 		var oldHolder string
 		h, held := holders[string(key)]
+		if held {
+			prevReusers = h.reusers
+		}
 		switch {
 		case !held:
 			losers = ws[1:]
@@ -600,19 +618,39 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		for _, l := range losers {
 			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, vehicle: l.tp.Vehicle, at: l.tp.Time.UnixNano(), day: l.day})
 		}
-		// A use recorded by the keeper's own device is that device's word
-		// alone (see NoteSameDeviceReuse): it is not counted as a reuse of
-		// the rider's. A stolen validator that sent a code it was shown
-		// twice got the rider's passes and account denied, at once or at
-		// their next quick transfer (a review).
+		// A use recorded by a device that had recorded one of the code
+		// before — the keeper's own device, or one whose record was
+		// counted as a reuse — is that device's word alone (see
+		// NoteSameDeviceReuse): it is not counted as a reuse of the
+		// rider's. A stolen validator that sent a code it was shown twice
+		// got the rider's passes and account denied, at once or at their
+		// next quick transfer (a review); one shown a code that another
+		// validator took did the same by sending it twice (an attack
+		// review): each device counts once.
+		spoke := map[string]bool{}
+		for _, d := range prevReusers {
+			spoke[d] = true
+		}
+		if keeper.tapID != "" {
+			spoke[keeper.device] = true
+		}
+		reusers := prevReusers
 		var counted []use
+		word := map[string]bool{} // tap ids of uses that are their device's word alone
 		for _, l := range lost {
-			if l.tapID == "" || keeper.tapID == "" || l.device != keeper.device {
-				counted = append(counted, l)
+			if l.tapID != "" && spoke[l.device] {
+				word[l.tapID] = true
+				continue
+			}
+			counted = append(counted, l)
+			spoke[l.device] = true
+			if len(reusers) < maxReusers {
+				reusers = append(slices.Clip(reusers), l.device)
 			}
 		}
 		sameDevice := len(lost) > 0 && len(counted) == 0
 		reuses := prevReuses + int64(len(counted))
+		reusersCol := strings.Join(reusers, ",")
 		innocent := false
 		if len(counted) > 0 {
 			var err error
@@ -620,11 +658,11 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 				return nil, err
 			}
 		}
-		// Each loser's note: the keeper's own device's (not counted), or
-		// the reuse rule's.
-		noteOf := func(device string) string {
+		// Each loser's note: its device's word (not counted), or the
+		// reuse rule's.
+		noteOf := func(tapID string) string {
 			switch {
-			case keeper.tapID != "" && device == keeper.device:
+			case word[tapID]:
 				return NoteSameDeviceReuse
 			case innocent:
 				return NoteCodeReuseWindow
@@ -633,29 +671,38 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		}
 		for _, l := range losers {
 			l.flag, l.notes, l.version = FlagDuplicateCode, nil, 0
-			if note := noteOf(l.tp.DeviceID); note != "" {
+			if note := noteOf(l.tp.ID); note != "" {
 				l.notes = []string{note}
 			}
 		}
 		if oldHolder != "" {
 			cw.flagged = append(cw.flagged, oldHolder)
-			cw.note[oldHolder] = noteOf(lost[0].device)
+			cw.note[oldHolder] = noteOf(oldHolder)
 		}
 		switch {
 		case !held:
-			cw.newUses.add(key, int64(win.tp.Account), int64(win.tp.Serial), win.tp.ID, reuses, t.now)
+			cw.newUses.add(key, int64(win.tp.Account), int64(win.tp.Serial), win.tp.ID, reuses, reusersCol, t.now)
 		case keeper.tapID == win.tp.ID:
-			cw.moves = append(cw.moves, codeCount{key: key, tapID: win.tp.ID, reuses: reuses})
+			cw.moves = append(cw.moves, codeCount{key: key, tapID: win.tp.ID, reuses: reuses, reusers: reusersCol})
 		case len(lost) > 0:
-			cw.counts = append(cw.counts, codeCount{key: key, reuses: reuses})
+			cw.counts = append(cw.counts, codeCount{key: key, reuses: reuses, reusers: reusersCol})
 		}
 		if len(lost) == 0 {
 			continue
 		}
+		if len(word) > 0 {
+			var devices []string
+			for _, l := range lost {
+				if word[l.tapID] && !slices.Contains(devices, l.device) {
+					devices = append(devices, l.device)
+				}
+			}
+			t.s.log.Warn("ledger: a device recorded a payment code it had recorded before (a validator refuses a code it took): "+
+				"its later records not charged nor counted against the rider; look at the device (stolen, tampered, or its queue file put back from a backup)",
+				"device", strings.Join(devices, ","), "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash,
+				"records", len(word))
+		}
 		if sameDevice {
-			t.s.log.Warn("ledger: one device recorded one payment code more than once (a validator refuses a code it took): "+
-				"later uses not charged, the rider not denied; look at the device (stolen, tampered, or its queue file put back from a backup)",
-				"device", keeper.device, "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash, "records", len(lost)+1)
 			continue
 		}
 		if err := t.reused(win.tp, reuses, innocent, creds); err != nil {
@@ -670,20 +717,20 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 	// exact: another transaction claimed a code of an account this one has
 	// locked: impossible unless the locks failed; run again.
 	err := t.bulkWrite("record code uses", cw.newUses, true, func(src string) string {
-		return `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, created_ns)
+		return `INSERT INTO code_uses (code_key, account_id, serial, tap_id, reuses, reusers, created_ns)
 			` + src + ` ON CONFLICT DO NOTHING`
 	})
 	if err != nil {
 		return err
 	}
 	for _, m := range cw.moves {
-		if _, err := t.exec("move code use", `UPDATE code_uses SET tap_id = $1, reuses = $2 WHERE code_key = $3`,
-			m.tapID, m.reuses, m.key); err != nil {
+		if _, err := t.exec("move code use", `UPDATE code_uses SET tap_id = $1, reuses = $2, reusers = $3 WHERE code_key = $4`,
+			m.tapID, m.reuses, m.reusers, m.key); err != nil {
 			return err
 		}
 	}
 	for _, m := range cw.counts {
-		if _, err := t.exec("count code reuse", `UPDATE code_uses SET reuses = $1 WHERE code_key = $2`, m.reuses, m.key); err != nil {
+		if _, err := t.exec("count code reuse", `UPDATE code_uses SET reuses = $1, reusers = $2 WHERE code_key = $3`, m.reuses, m.reusers, m.key); err != nil {
 			return err
 		}
 	}
@@ -825,7 +872,7 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 		if t.pg() { // an index lookup whatever plan is cached (see matching)
 			holderTap = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
 		}
-		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
+		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, u.reusers, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
 				COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
 				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
 			FROM `+from+` `+holderTap+`
@@ -837,12 +884,13 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 			var key []byte
 			var h holder
 			var account int64
-			if err := rows.Scan(&key, &account, &h.reuses, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at, &h.day, &h.charge,
+			var reusers string
+			if err := rows.Scan(&key, &account, &h.reuses, &reusers, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at, &h.day, &h.charge,
 				&h.postings); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("ledger: read code uses: %w", err)
 			}
-			h.account = uint64(account)
+			h.account, h.reusers = uint64(account), reusersOf(reusers)
 			out[string(key)] = &h
 		}
 		if err := rows.Close(); err != nil {

@@ -58,12 +58,14 @@ const (
 	// innocent rider showing one code on two buses of a quick transfer
 	// does. It is charged nothing and does not deny the credential.
 	NoteCodeReuseWindow = "code_reuse_window"
-	// NoteSameDeviceReuse is set on a duplicate_code tap whose every use
-	// of the code was recorded by one device: a validator refuses a code
+	// NoteSameDeviceReuse is set on a duplicate_code tap recorded by a
+	// device that had recorded a use of the code before (the tap that
+	// keeps it, or a use counted as a reuse): a validator refuses a code
 	// it took once (code_used), so two records of one code from it are
 	// the device's word (a stolen or tampered validator, or its queue file
 	// put back from a backup), not evidence against the rider. It is
-	// charged nothing and does not deny the credential.
+	// charged nothing and not counted as a reuse: each device counts once
+	// a code.
 	NoteSameDeviceReuse = "same_device_reuse"
 )
 
