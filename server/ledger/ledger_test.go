@@ -1448,7 +1448,7 @@ func TestProfilePending(t *testing.T) {
 		// opening it migrates.
 		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DROP TABLE ledger_settings`,
 			`ALTER TABLE devices DROP COLUMN written_ns`, /* migration 22 */
-			`ALTER TABLE code_uses DROP COLUMN reusers`, /* 23 */
+			`ALTER TABLE code_uses DROP COLUMN reusers`,  /* 23 */
 			`DELETE FROM schema_migrations WHERE version >= 13`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
