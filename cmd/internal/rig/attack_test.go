@@ -16,6 +16,8 @@ import (
 	"github.com/BurntSushi/toml"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/keyfile"
@@ -393,6 +395,93 @@ func TestAttackAsideBudget(t *testing.T) {
 	// the budget was charged.
 	if kept > budget+ingest.DefaultWorkers*perBatch {
 		t.Errorf("%d records kept aside; want at most the budget %d and %d batches", kept, budget, ingest.DefaultWorkers)
+	}
+	victimSettles(t, ctx, r, victim)
+	verifyClean(t, ctx, r)
+}
+
+// TestAttackFreeTapFlood: a stolen validator and a funded account of the
+// thief's own sign valid taps without end — distinct codes of the thief's
+// credential, each verified and stored, charged nothing past the first
+// (transfers, then the daily cap). Before, no bound but the broker's
+// applied: 82,000 taps in 10 s, every batch acked (an attack review). New
+// taps charged nothing count against the device's aside budget: past it,
+// its batches are left unacked. The taps stored are real, unflagged and
+// charged 0; the thief pays one fare; an honest device's taps settle.
+func TestAttackFreeTapFlood(t *testing.T) {
+	const budget, perBatch, batches = 100, 10, 40
+	r, ctx := newRig(t)
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	r.ServerArgs = []string{"--device-aside-budget", fmt.Sprint(budget)}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := provisionAttacker(t, ctx, r, "attacker-8")
+	victim := startDevice(t, ctx, r, "victim-8", fast...)
+	thief, err := r.NewAPIRider(ctx, "adult", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := a.dial("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(0)
+	t0 := time.Now().Truncate(time.Millisecond)
+	for i := range batches {
+		b := wire.Batch{DeviceID: a.id, Epoch: "flood", SentAt: time.Now()}
+		for j := range perBatch {
+			n := i*perBatch + j
+			when := t0.Add(time.Duration(n) * 100 * time.Millisecond) // all within the 1 min transfer window
+			code, err := paycode.ParseText(thief.Code(when))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := record.Tap{DeviceID: a.id, Epoch: "flood", Seq: uint64(n + 1), Time: when, Route: "42", Vehicle: "v8",
+				Scanner: "door", Code: code.Bytes(), Account: code.Account, Serial: code.Serial, Profile: code.Profile, Fare: 250,
+				Currency: "EUR", FareVersion: 1, KeyringVersion: 1}
+			data, err := rec.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Records = append(b.Records, wire.Record{Seq: rec.Seq, Data: data})
+		}
+		p, _ := b.MarshalBinary()
+		msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
+		if tok := c.Publish("farego/dev/"+a.id+"/taps", 1, false, msg); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+		time.Sleep(20 * time.Millisecond) // the device queue holds 8: let the ingest take them
+	}
+	victimSettles(t, ctx, r, victim)
+	if err := WaitFor(ctx, 20*time.Second, "an aside_budget refusal", func() bool {
+		log, _ := os.ReadFile(filepath.Join(r.Dir, "server.log"))
+		return strings.Contains(string(log), "reason=aside_budget")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // whatever is still on its way
+	rides, err := r.Rides(ctx, thief.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var charged int64
+	for _, rd := range rides {
+		if rd.Flag != "" {
+			t.Errorf("the thief's tap %s flagged %s; want real taps", rd.TapID, rd.Flag)
+		}
+		charged += rd.Charge
+	}
+	t.Logf("%d of the thief's %d taps stored (budget %d an hour), %d charged", len(rides), batches*perBatch, budget, charged)
+	// At most the budget, a batch for each ingest worker taken before the
+	// budget was charged, and the one charged tap.
+	if len(rides) > budget+ingest.DefaultWorkers*perBatch+1 || len(rides) < budget {
+		t.Errorf("%d of the thief's taps stored; want the budget %d and at most %d batches", len(rides), budget, ingest.DefaultWorkers)
+	}
+	if charged != 250 {
+		t.Errorf("the thief was charged %d; want one fare (the rest transfers)", charged)
 	}
 	victimSettles(t, ctx, r, victim)
 	verifyClean(t, ctx, r)
