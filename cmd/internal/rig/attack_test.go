@@ -329,6 +329,28 @@ func TestAttackFlood(t *testing.T) {
 	verifyClean(t, ctx, r)
 }
 
+// budgetRig starts a server with the given aside budget, a stolen device
+// attacker-N connected by hand and an honest device victim-N.
+func budgetRig(t *testing.T, budget int, n string) (*Rig, context.Context, *attacker, mqtt.Client, *Device) {
+	t.Helper()
+	r, ctx := newRig(t)
+	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	r.ServerArgs = []string{"--device-aside-budget", fmt.Sprint(budget)}
+	if err := r.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := provisionAttacker(t, ctx, r, "attacker-"+n)
+	victim := startDevice(t, ctx, r, "victim-"+n, fast...)
+	c, _, err := a.dial("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return r, ctx, a, c, victim
+}
+
 // TestAttackAsideBudget: a stolen validator signs batches of junk — within
 // the broker's publication budget, which let one device write some 800
 // records a second into the ledger's quarantine, gigabytes a day, for as
@@ -338,21 +360,7 @@ func TestAttackFlood(t *testing.T) {
 // meanwhile; the ledger verifies.
 func TestAttackAsideBudget(t *testing.T) {
 	const budget, perBatch, batches = 100, 10, 40
-	r, ctx := newRig(t)
-	if err := r.StopServer(false); err != nil {
-		t.Fatal(err)
-	}
-	r.ServerArgs = []string{"--device-aside-budget", fmt.Sprint(budget)}
-	if err := r.StartServer(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a := provisionAttacker(t, ctx, r, "attacker-7")
-	victim := startDevice(t, ctx, r, "victim-7", fast...)
-	c, _, err := a.dial("", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Disconnect(0)
+	r, ctx, a, c, victim := budgetRig(t, budget, "7")
 	for i := range batches {
 		b := wire.Batch{DeviceID: a.id, Epoch: "junk", SentAt: time.Now()}
 		for j := range perBatch {
@@ -410,25 +418,11 @@ func TestAttackAsideBudget(t *testing.T) {
 // charged 0; the thief pays one fare; an honest device's taps settle.
 func TestAttackFreeTapFlood(t *testing.T) {
 	const budget, perBatch, batches = 100, 10, 40
-	r, ctx := newRig(t)
-	if err := r.StopServer(false); err != nil {
-		t.Fatal(err)
-	}
-	r.ServerArgs = []string{"--device-aside-budget", fmt.Sprint(budget)}
-	if err := r.StartServer(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a := provisionAttacker(t, ctx, r, "attacker-8")
-	victim := startDevice(t, ctx, r, "victim-8", fast...)
+	r, ctx, a, c, victim := budgetRig(t, budget, "8")
 	thief, err := r.NewAPIRider(ctx, "adult", 5000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := a.dial("", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Disconnect(0)
 	t0 := time.Now().Truncate(time.Millisecond)
 	for i := range batches {
 		b := wire.Batch{DeviceID: a.id, Epoch: "flood", SentAt: time.Now()}
