@@ -329,6 +329,18 @@ func TestAttackFlood(t *testing.T) {
 	verifyClean(t, ctx, r)
 }
 
+// send signs b with the attacker's key and publishes it on its taps topic,
+// then lets the ingest take it (a device's queue there holds 8).
+func (a *attacker) send(t *testing.T, c mqtt.Client, b *wire.Batch) {
+	t.Helper()
+	p, _ := b.MarshalBinary()
+	msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
+	if tok := c.Publish("farego/dev/"+a.id+"/taps", 1, false, msg); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	time.Sleep(20 * time.Millisecond)
+}
+
 // budgetRig starts a server with the given aside budget, a stolen device
 // attacker-N connected by hand and an honest device victim-N.
 func budgetRig(t *testing.T, budget int, n string) (*Rig, context.Context, *attacker, mqtt.Client, *Device) {
@@ -368,12 +380,7 @@ func TestAttackAsideBudget(t *testing.T) {
 			rand.Read(data)
 			b.Records = append(b.Records, wire.Record{Seq: uint64(i*perBatch + j + 1), Data: data})
 		}
-		p, _ := b.MarshalBinary()
-		msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
-		if tok := c.Publish("farego/dev/"+a.id+"/taps", 1, false, msg); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d: %v", i, tok.Error())
-		}
-		time.Sleep(20 * time.Millisecond) // the device queue holds 8: let the ingest take them
+		a.send(t, c, &b)
 	}
 	victimSettles(t, ctx, r, victim)
 
@@ -442,12 +449,7 @@ func TestAttackFreeTapFlood(t *testing.T) {
 			}
 			b.Records = append(b.Records, wire.Record{Seq: rec.Seq, Data: data})
 		}
-		p, _ := b.MarshalBinary()
-		msg, _ := wire.Seal(wire.TypeBatch, p, false, a.key)
-		if tok := c.Publish("farego/dev/"+a.id+"/taps", 1, false, msg); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d: %v", i, tok.Error())
-		}
-		time.Sleep(20 * time.Millisecond) // the device queue holds 8: let the ingest take them
+		a.send(t, c, &b)
 	}
 	victimSettles(t, ctx, r, victim)
 	if err := WaitFor(ctx, 20*time.Second, "an aside_budget refusal", func() bool {
