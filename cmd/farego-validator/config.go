@@ -62,7 +62,7 @@ type PolicyConfig struct {
 	RiskCap        int      `toml:"risk_cap"`        // default 10; negative disables
 	// MinClock: a system clock before this time is "unset" and puts the
 	// validator out of service; default the build date.
-	MinClock time.Time `toml:"min_clock"`
+	MinClock Date `toml:"min_clock"`
 	// MaxClockOffset: a clock further than this from the settlement
 	// server's (measured from its acks) puts the validator out of service;
 	// default 30s (the code skew), negative disables.
@@ -168,6 +168,34 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes a duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
+// Date is a point in time in the configuration: a TOML date or date-time
+// (2027-01-01, 2027-01-01T00:00:00Z), or the same as a string. A date
+// alone is midnight UTC. A quoted date was refused in Go's own terms
+// ("parsing time … as \"2006-01-02T15:04:05Z07:00\"").
+type Date struct{ time.Time }
+
+// UnmarshalTOML reads a TOML date-time, date or string.
+func (d *Date) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case time.Time:
+		// A local date or date-time (no offset) is taken as UTC.
+		if strings.HasSuffix(v.Location().String(), "-local") { // the TOML package's names for them
+			v = time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), time.UTC)
+		}
+		d.Time = v
+		return nil
+	case string:
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+			if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+				d.Time = t
+				return nil
+			}
+		}
+		return fmt.Errorf("want a date like 2027-01-01 or a date and time like 2027-01-01T06:00:00Z, got %q", v)
+	}
+	return fmt.Errorf("want a date like 2027-01-01 or a date and time like 2027-01-01T06:00:00Z, got %v", v)
+}
+
 // errConfig marks configuration errors (exit status 2).
 var errConfig = errors.New("config")
 
@@ -241,8 +269,11 @@ func (c *Config) check() error {
 	default:
 		return bad("log.format must be text or json, got %q", c.Log.Format)
 	}
-	if c.Policy.MaxAge < 0 || c.Policy.Skew < 0 {
-		return bad("policy.max_age and policy.skew must not be negative")
+	if c.Policy.MaxAge < 0 {
+		return bad("policy.max_age %v must not be negative (a duration like \"120s\"; leave it out for the default)", time.Duration(c.Policy.MaxAge))
+	}
+	if c.Policy.Skew < 0 {
+		return bad("policy.skew %v must not be negative (a duration like \"30s\"; leave it out for the default)", time.Duration(c.Policy.Skew))
 	}
 	// The server re-verifies every code with its own policy (2 m and 30 s
 	// by default): a validator more lenient lets riders through whom the
@@ -273,8 +304,11 @@ func (c *Config) check() error {
 	if err := c.checkHardware(); err != nil {
 		return err
 	}
-	if c.Queue.MaxRecords < 0 || c.Queue.MaxFileSize < 0 {
-		return bad("queue limits must not be negative")
+	if c.Queue.MaxRecords < 0 {
+		return bad("queue.max_records %d must not be negative (0 or left out: the default)", c.Queue.MaxRecords)
+	}
+	if c.Queue.MaxFileSize < 0 {
+		return bad("queue.max_file_size %d must not be negative (0 or left out: the default)", c.Queue.MaxFileSize)
 	}
 	if c.Queue.MaxFileSize != 0 {
 		if err := queue.CheckFileSize(c.Queue.MaxFileSize); err != nil {
@@ -288,6 +322,9 @@ func (c *Config) check() error {
 	}
 	if pw := time.Duration(c.Policy.PassbackWindow); pw < 0 && pw != -time.Second {
 		return bad("policy.passback_window %v: a duration like \"5s\", or \"-1s\" to turn the passback check off", pw)
+	}
+	if mo := time.Duration(c.Policy.MaxClockOffset); mo < 0 && mo != -time.Second {
+		return bad("policy.max_clock_offset %v: a duration like \"30s\", or \"-1s\" to turn the clock check off", mo)
 	}
 	if c.MQTT.Broker != "" && (c.MQTT.DeviceKey == "" || c.MQTT.FleetPublicKey == "") {
 		return bad("mqtt.device_key and mqtt.fleet_public_key are required with mqtt.broker")
@@ -336,7 +373,7 @@ func (c *Config) agentConfig() agent.Config {
 	return agent.Config{
 		DeviceID: c.DeviceID, Route: c.Route, Vehicle: c.Vehicle,
 		Policy:         paycode.Policy{MaxAge: time.Duration(c.Policy.MaxAge), Skew: time.Duration(c.Policy.Skew)},
-		PassbackWindow: time.Duration(c.Policy.PassbackWindow), RiskCap: c.Policy.RiskCap, MinClock: c.Policy.MinClock,
+		PassbackWindow: time.Duration(c.Policy.PassbackWindow), RiskCap: c.Policy.RiskCap, MinClock: c.Policy.MinClock.Time,
 		MaxClockOffset: time.Duration(c.Policy.MaxClockOffset),
 		Language:       c.language(),
 	}

@@ -48,8 +48,8 @@ func TestPolicyBounds(t *testing.T) {
 
 // TestConfigTyposRefused: settings a technician can get wrong without a
 // word are config errors naming the setting: an [update] server without
-// [mqtt] (the device never updated), a negative risk cap or passback window
-// other than -1 (a typo turned the control off), a queue file size out of
+// [mqtt] (the device never updated), a negative risk cap, passback window
+// or clock offset other than -1 (a typo turned the control off), a queue file size out of
 // range (refused by the queue in its own Go names, exit 1).
 func TestConfigTyposRefused(t *testing.T) {
 	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n"
@@ -62,7 +62,10 @@ func TestConfigTyposRefused(t *testing.T) {
 		// first 32 read as one) or the server refuses (never charged).
 		"[[scanner]]\nname = \"validator-bus-0417-door-scanner-rear\"\npath = \"/dev/x\"\n": "scanner 2: scanner name is 36 bytes, limit 32",
 		"[[scanner]]\nname = \"rear\\tdoor\"\npath = \"/dev/x\"\n":                          "scanner 2: scanner name has control characters",
-		"[policy]\nrisk_cap = -1\npassback_window = \"-1s\"\n":                              "",
+		"[policy]\nmax_clock_offset = \"-30s\"\n":                                           "policy.max_clock_offset -30s",
+		"[policy]\nskew = \"-1s\"\n":                                                        "policy.skew -1s must not be negative",
+		"[queue]\nmax_records = -2\n":                                                       "queue.max_records -2 must not be negative",
+		"[policy]\nrisk_cap = -1\npassback_window = \"-1s\"\nmax_clock_offset = \"-1s\"\n":  "",
 	} {
 		_, err := parseConfig([]byte(base+extra), "/etc/farego")
 		switch {
@@ -70,6 +73,27 @@ func TestConfigTyposRefused(t *testing.T) {
 			t.Errorf("%q: %v", extra, err)
 		case want != "" && (!errors.Is(err, errConfig) || !strings.Contains(err.Error(), want)):
 			t.Errorf("%q: %v; want a config error saying %q", extra, err, want)
+		}
+	}
+}
+
+// TestConfigMinClock: policy.min_clock is a TOML date or date-time, or the
+// same quoted; a date alone is midnight UTC. A quoted date was refused in
+// Go's layout terms.
+func TestConfigMinClock(t *testing.T) {
+	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n[policy]\n"
+	want := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, v := range []string{`2027-01-01`, `"2027-01-01"`, `2027-01-01T00:00:00Z`, `"2027-01-01T00:00:00Z"`, `2027-01-01T00:00:00`,
+		`2027-01-01T01:00:00+01:00`} {
+		c, err := parseConfig([]byte(base+"min_clock = "+v+"\n"), "/etc/farego")
+		if err != nil || !c.Policy.MinClock.Equal(want) {
+			t.Errorf("min_clock = %s: %v, %v; want %v", v, c.Policy.MinClock, err, want)
+		}
+	}
+	for _, v := range []string{`"next year"`, `"2027-13-01"`, `5`} {
+		_, err := parseConfig([]byte(base+"min_clock = "+v+"\n"), "/etc/farego")
+		if err == nil || !strings.Contains(err.Error(), "want a date like 2027-01-01") {
+			t.Errorf("min_clock = %s: %v; want a config error asking for a date", v, err)
 		}
 	}
 }

@@ -106,7 +106,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err != nil {
 		return err
 	}
-	minClock := cfg.Policy.MinClock
+	minClock := cfg.Policy.MinClock.Time
 	if minClock.IsZero() {
 		minClock = agent.MinClock()
 	}

@@ -139,7 +139,7 @@ func (s *selftest) run(ctx context.Context) {
 }
 
 func (s *selftest) checkClock(ctx context.Context) {
-	minClock := s.cfg.Policy.MinClock
+	minClock := s.cfg.Policy.MinClock.Time
 	if minClock.IsZero() {
 		minClock = agent.MinClock()
 	}
