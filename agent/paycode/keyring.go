@@ -163,7 +163,8 @@ func (k *Keyring) MarshalJSON() ([]byte, error) {
 func LoadKeyring(path string) (*Keyring, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeyring, err)
+		// Not an invalid keyring: none to read. *PathError names the file.
+		return nil, fmt.Errorf("keyring: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyringFileSize+1))

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -437,8 +438,12 @@ func TestKeyringFile(t *testing.T) {
 			t.Errorf("%s: ParseKeyring err = %v, want ErrKeyring", name, err)
 		}
 	}
-	if _, err := LoadKeyring(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, ErrKeyring) {
-		t.Errorf("missing file: err = %v, want ErrKeyring", err)
+	// A missing file is no keyring, not an invalid one ("paycode: invalid
+	// keyring: open …: no such file" sent a technician to the contents).
+	missing := filepath.Join(t.TempDir(), "missing.json")
+	if _, err := LoadKeyring(missing); !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrKeyring) ||
+		!strings.Contains(err.Error(), missing) {
+		t.Errorf("missing file: err = %v, want not-exist naming the file", err)
 	}
 }
 

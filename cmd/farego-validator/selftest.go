@@ -464,28 +464,34 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		}
 		return
 	}
+	// A key file that cannot be read is not the network's fault: say
+	// which file, and what to do about it.
 	devKey, err := keyfile.ReadPrivate(s.cfg.path(m.DeviceKey))
-	if err == nil {
-		var fleet []byte
-		fleet, err = keyfile.ReadPublic(s.cfg.path(m.FleetPublicKey))
-		if err == nil {
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			var res *uplink.ProbeResult
-			res, err = uplink.Probe(ctx, uplink.Config{
-				Brokers: strings.Split(m.Broker, ","), DeviceID: s.cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
-				TopicPrefix: m.TopicPrefix, Username: m.Username, Password: m.Password,
-				CAFile: s.cfg.path(m.CAFile), CertFile: s.cfg.path(m.CertFile), KeyFile: s.cfg.path(m.KeyFile),
-				ConnectTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
-			}, 0)
-			if err == nil {
-				s.brokerOK(res)
-				return
-			}
-		}
+	if err != nil {
+		s.add(levelFail, "broker", fmt.Sprintf("not tried: mqtt.device_key %s cannot be read: %v", s.cfg.path(m.DeviceKey), err),
+			"put the device's bundle back (farego-provision device writes it) or fix the file's owner and mode (the validator's user reads it)")
+		return
 	}
-	s.add(levelFail, "broker", fmt.Sprintf("no connection to %s as %s: %v", m.Broker, s.cfg.DeviceID, err),
-		"check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)")
+	fleet, err := keyfile.ReadPublic(s.cfg.path(m.FleetPublicKey))
+	if err != nil {
+		s.add(levelFail, "broker", fmt.Sprintf("not tried: mqtt.fleet_public_key %s cannot be read: %v", s.cfg.path(m.FleetPublicKey), err),
+			"put the device's bundle back (farego-provision device writes it) or fix the file's owner and mode")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := uplink.Probe(ctx, uplink.Config{
+		Brokers: strings.Split(m.Broker, ","), DeviceID: s.cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
+		TopicPrefix: m.TopicPrefix, Username: m.Username, Password: m.Password,
+		CAFile: s.cfg.path(m.CAFile), CertFile: s.cfg.path(m.CertFile), KeyFile: s.cfg.path(m.KeyFile),
+		ConnectTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
+	}, 0)
+	if err != nil {
+		s.add(levelFail, "broker", fmt.Sprintf("no connection to %s as %s: %v", m.Broker, s.cfg.DeviceID, err),
+			"check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)")
+		return
+	}
+	s.brokerOK(res)
 }
 
 func (s *selftest) brokerOK(res *uplink.ProbeResult) {

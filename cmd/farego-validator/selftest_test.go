@@ -184,6 +184,12 @@ func TestSelftest(t *testing.T) {
 		must(t, os.Remove(fleetPub))
 		must(t, keyfile.WritePublic(fleetPub, brokertest.NewKey(t).Public().(ed25519.PublicKey)))
 	}, func() { must(t, os.WriteFile(fleetPub, ours, 0o644)) })
+	// A device key gone is not the network's fault: the file is named.
+	devKey := filepath.Join(d.dir, "device.key")
+	keyBytes, err := os.ReadFile(devKey)
+	must(t, err)
+	fail("device key missing", "broker", "not tried: mqtt.device_key "+devKey+" cannot be read", func() { must(t, os.Remove(devKey)) },
+		func() { must(t, os.WriteFile(devKey, keyBytes, 0o600)) })
 	fail("full disk", "disk", "the queue cannot grow", func() {
 		statfs = func(path string, st *syscall.Statfs_t) error {
 			err := syscall.Statfs(path, st)
