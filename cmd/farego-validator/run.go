@@ -67,10 +67,14 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			log.Info("validator stopped to restart into the binary now in place")
 			return exitRestart
 		}
-		log.Error("validator stopped", "err", err)
 		if errors.Is(err, errConfig) || errors.Is(err, agent.ErrNotProvisioned) {
+			// What a technician must fix, said as plainly as a
+			// configuration file that does not parse (not as a JSON log
+			// record of "validator stopped" with the file in its err).
+			fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
 			return exitUsage
 		}
+		log.Error("validator stopped", "err", err)
 		return exitFailure
 	}
 	return exitOK

@@ -791,3 +791,25 @@ func TestVersionSummary(t *testing.T) {
 		t.Errorf("without shards: %s", got)
 	}
 }
+
+// TestRunConfigErrorSaidPlainly: a file the configuration names that cannot
+// be read stops the validator with exit 2 and one plain line naming the
+// setting and the file, also when the log is JSON (it was only a JSON
+// record, "validator stopped", a technician's outside check found).
+func TestRunConfigErrorSaidPlainly(t *testing.T) {
+	d := newDevice(t, "", `
+[mqtt]
+broker = "tcp://127.0.0.1:1"
+device_key = "missing.key"
+fleet_public_key = "fleet.pub"
+`)
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), "level = \"debug\"", "level = \"debug\"\nformat = \"json\"", 1)), 0o644))
+	code, _, stderr := runCmd(t, "", "run", "--config", d.cfgPath)
+	missing := filepath.Join(d.dir, "missing.key")
+	if code != exitUsage || !strings.Contains(stderr, "farego-validator run: config: mqtt.device_key: ") || !strings.Contains(stderr, missing) ||
+		strings.Contains(stderr, `"validator stopped"`) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and a plain line naming mqtt.device_key and %s", code, stderr, exitUsage, missing)
+	}
+}
