@@ -56,8 +56,9 @@ type LogConfig struct {
 
 // PolicyConfig holds the decision policy.
 type PolicyConfig struct {
-	MaxAge         Duration `toml:"max_age"`         // default 120s
-	Skew           Duration `toml:"skew"`            // default 30s
+	MaxAge         Duration `toml:"max_age"` // default 120s
+	Skew           Duration `toml:"skew"`    // default 30s; "0s": none
+	noSkew         bool     // skew was written as 0
 	PassbackWindow Duration `toml:"passback_window"` // default 5s; negative disables
 	RiskCap        int      `toml:"risk_cap"`        // default 10; negative disables
 	// MinClock: a system clock before this time is "unset" and puts the
@@ -231,6 +232,13 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 		return nil, fmt.Errorf("%w: unknown keys: %s", errConfig, strings.Join(keys, ", "))
 	}
 	c.dir = dir
+	// "0s" written out is not "left out": a max_age of 0 would accept no
+	// code, and a skew of 0 is no tolerance, as farego-validator check's
+	// --skew 0 (both once became the defaults without a word).
+	if md.IsDefined("policy", "max_age") && c.Policy.MaxAge == 0 {
+		return nil, fmt.Errorf("%w: policy.max_age 0s would accept no code (leave it out for the default %v)", errConfig, paycode.DefaultMaxAge)
+	}
+	c.Policy.noSkew = md.IsDefined("policy", "skew") && c.Policy.Skew == 0
 	return &c, c.check()
 }
 
@@ -367,12 +375,22 @@ func parseConfigArgs(fs *flag.FlagSet, configPath *string, args []string, stdout
 	return exitOK, true
 }
 
+// codePolicy is the policy codes are verified with: a skew written as 0 is
+// none (paycode's negative), one left out the default.
+func (p PolicyConfig) codePolicy() paycode.Policy {
+	skew := time.Duration(p.Skew)
+	if p.noSkew {
+		skew = -1
+	}
+	return paycode.Policy{MaxAge: time.Duration(p.MaxAge), Skew: skew}
+}
+
 // agentConfig is the agent's configuration from the validator config: what
 // run decides taps with and what selftest reads the device state with.
 func (c *Config) agentConfig() agent.Config {
 	return agent.Config{
 		DeviceID: c.DeviceID, Route: c.Route, Vehicle: c.Vehicle,
-		Policy:         paycode.Policy{MaxAge: time.Duration(c.Policy.MaxAge), Skew: time.Duration(c.Policy.Skew)},
+		Policy:         c.Policy.codePolicy(),
 		PassbackWindow: time.Duration(c.Policy.PassbackWindow), RiskCap: c.Policy.RiskCap, MinClock: c.Policy.MinClock.Time,
 		MaxClockOffset: time.Duration(c.Policy.MaxClockOffset),
 		Language:       c.language(),

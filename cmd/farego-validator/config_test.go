@@ -98,6 +98,30 @@ func TestConfigMinClock(t *testing.T) {
 	}
 }
 
+// TestConfigZeroPolicy: a max_age or skew written as "0s" is not one left
+// out. Both became the defaults (120 s and 30 s) without a word: a
+// technician who wrote skew = "0s" for no tolerance got 30 s.
+func TestConfigZeroPolicy(t *testing.T) {
+	base := "device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[[scanner]]\nname = \"a\"\npath = \"-\"\n[policy]\n"
+	if _, err := parseConfig([]byte(base+"max_age = \"0s\"\n"), "/etc/farego"); !errors.Is(err, errConfig) ||
+		!strings.Contains(err.Error(), "policy.max_age 0s would accept no code") {
+		t.Errorf("max_age = \"0s\": %v; want a config error", err)
+	}
+	for extra, want := range map[string]time.Duration{
+		"":                 0,  // paycode's default, 30 s
+		"skew = \"0s\"\n":  -1, // none
+		"skew = \"10s\"\n": 10 * time.Second,
+	} {
+		c, err := parseConfig([]byte(base+extra), "/etc/farego")
+		if err != nil {
+			t.Fatalf("%q: %v", extra, err)
+		}
+		if got := c.agentConfig().Policy.Skew; (got < 0) != (want < 0) || (want >= 0 && got != want) {
+			t.Errorf("%q: the agent's skew is %v, want %v", extra, got, want)
+		}
+	}
+}
+
 func FuzzConfig(f *testing.F) {
 	sample, err := os.ReadFile(filepath.Join("..", "..", "testdata", "validator", "validator.toml"))
 	if err != nil {
