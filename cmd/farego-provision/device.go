@@ -330,9 +330,17 @@ fleet_public_key = "fleet.pub"
 ca_file          = "ca.crt"
 cert_file        = "device.crt"
 key_file         = "device-tls.key"
-{{- else if .Password}}
+{{- else}}
+{{- if .BrokerTLS}}
+# The fleet CA, which signs the broker's certificate (farego-provision
+# broker-cert); leave it out for a broker whose certificate a public CA
+# signed (the system's roots are used then).
+ca_file          = "ca.crt"
+{{- end}}
+{{- if .Password}}
 username         = {{toml .Username}}
 password         = {{toml .Password}}
+{{- end}}
 {{- end}}
 
 # The settlement server's clock: until an ack of a tap batch has measured the
@@ -375,6 +383,17 @@ func tomlString(s string) string {
 	return b.String()
 }
 
+// brokerTLS reports whether one of the broker URLs (a comma list) asks
+// for TLS: the device then needs the fleet CA to trust the broker.
+func brokerTLS(brokers string) bool {
+	for b := range strings.SplitSeq(brokers, ",") {
+		if uplink.IsTLSBroker(strings.TrimSpace(b)) {
+			return true
+		}
+	}
+	return false
+}
+
 func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	var b bytes.Buffer
 	if user == "" {
@@ -383,6 +402,7 @@ func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 	err := configTemplate.Execute(&b, map[string]any{
 		"ID": o.id, "Route": o.route, "Vehicle": o.vehicle, "DataDir": o.dataDir, "Scanners": o.scanners,
 		"Metrics": o.metrics, "Broker": o.broker, "Server": strings.TrimRight(o.server, "/"), "TopicPrefix": o.topicPrefix, "TLS": o.tls,
+		"BrokerTLS": brokerTLS(o.broker),
 		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly), "CtlSocket": o.ctlSocket,
 	})
 	return b.Bytes(), err

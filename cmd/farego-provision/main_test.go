@@ -306,6 +306,7 @@ func TestConfigValuesReadBack(t *testing.T) {
 		MQTT    struct {
 			TopicPrefix string `toml:"topic_prefix"`
 			Password    string
+			CAFile      string `toml:"ca_file"`
 		}
 		Ctl struct{ Socket string }
 	}
@@ -318,6 +319,21 @@ func TestConfigValuesReadBack(t *testing.T) {
 	}
 	if got.Policy.RiskCap != 10 {
 		t.Errorf("risk_cap %d: a value added a setting", got.Policy.RiskCap)
+	}
+	// A TLS broker with passwords (no --tls): the device trusts the
+	// fleet CA that signs broker-cert's certificates (without it, only
+	// the system's roots: x509 unknown authority, forever); a plain one
+	// needs none.
+	if got.MQTT.CAFile != "ca.crt" {
+		t.Errorf("broker %s without --tls: ca_file %q, want ca.crt", o.broker, got.MQTT.CAFile)
+	}
+	for broker, want := range map[string]bool{"tcp://mqtt:1883": false, "tcp://a:1883,mqtts://b:8883": true, "tls://b:8883": true} {
+		p := o
+		p.broker = broker
+		cfg, _ := validatorConfig(p, "bus-9-front", "p")
+		if got := strings.Contains(string(cfg), "\nca_file"); got != want {
+			t.Errorf("broker %s: ca_file written %v, want %v", broker, got, want)
+		}
 	}
 	if got.Ctl.Socket != o.ctlSocket {
 		t.Errorf("ctl socket %q, want %q", got.Ctl.Socket, o.ctlSocket)

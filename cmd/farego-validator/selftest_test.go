@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -32,7 +33,11 @@ type selftestDevice struct {
 }
 
 func newSelftestDevice(t *testing.T) *selftestDevice {
-	broker := brokertest.Start(t, &brokertest.Options{Users: map[string]string{"bus-7-front": "s3cret"}})
+	return newSelftestDeviceOn(t, &brokertest.Options{Users: map[string]string{"bus-7-front": "s3cret"}})
+}
+
+func newSelftestDeviceOn(t *testing.T, opts *brokertest.Options) *selftestDevice {
+	broker := brokertest.Start(t, opts)
 	time := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(time.Close)
 	d := newDevice(t, "", "")
@@ -88,6 +93,30 @@ func wantCheck(t *testing.T, lines map[string]string, name, level, text string) 
 	if !strings.HasPrefix(l, level+" ") || !strings.Contains(l, text) {
 		t.Errorf("%s check = %q, want %s with %q", name, strings.TrimSpace(l), level, text)
 	}
+}
+
+// TestSelftestBrokerCA: a TLS broker that takes passwords, its
+// certificate signed by the fleet CA: without mqtt.ca_file the device
+// trusts only the system's roots, and selftest says to set ca_file (it
+// sent the technician to check the network and the credentials); with
+// the CA named it connects.
+func TestSelftestBrokerCA(t *testing.T) {
+	pki := brokertest.NewPKI(t, "")
+	server := pki.ServerTLS(t)
+	server.ClientAuth = tls.NoClientCert
+	d := newSelftestDeviceOn(t, &brokertest.Options{TLS: server, Users: map[string]string{"bus-7-front": "s3cret"}})
+	lines, report, code := d.selftest()
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1; report:\n%s", code, report)
+	}
+	wantCheck(t, lines, "broker", "FAIL", "certificate")
+	wantCheck(t, lines, "broker", "FAIL", "mqtt.ca_file")
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), "[mqtt]\n", fmt.Sprintf("[mqtt]\nca_file = %q\n", pki.CAFile), 1)), 0o644))
+	lines, report, _ = d.selftest()
+	t.Logf("with ca_file:\n%s", report)
+	wantCheck(t, lines, "broker", "OK", "connected to "+d.broker.URL()+" as bus-7-front")
 }
 
 func TestSelftest(t *testing.T) {

@@ -326,6 +326,10 @@ func (c *Config) validate() error {
 // configuration before the device reads it.
 func CheckBroker(url string) error { return mqttclient.CheckBrokerURL(url) }
 
+// IsTLSBroker reports whether a broker URL asks for MQTT over TLS (ssl://,
+// tls:// or mqtts://).
+func IsTLSBroker(url string) bool { return mqttclient.IsTLS(url) }
+
 // mqttConfig is the connection part of c, for the client core (without
 // TLS, which New adds once it has read the files).
 func (c *Config) mqttConfig() mqttclient.Config {
