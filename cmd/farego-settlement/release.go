@@ -165,5 +165,18 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "rollout %d: version %s to %d%% of the fleet and %d listed devices\n", ro.Seq, ro.Version, ro.Percent, len(ro.Devices))
+	// Devices do not report their architecture: say which builds there
+	// are, so that an operator who added armv7 alone knows why an arm64
+	// bus says "no build for arm64".
+	if rels, err := store.List(); err == nil {
+		var archs []string
+		for _, r := range rels {
+			if r.Version == ro.Version {
+				archs = append(archs, r.Arch)
+			}
+		}
+		fmt.Fprintf(stdout, "builds of %s: %s (a device of another architecture keeps its version and reports \"no build for\" its own: release add --arch)\n",
+			ro.Version, strings.Join(archs, ", "))
+	}
 	return nil
 }

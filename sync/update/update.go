@@ -574,6 +574,13 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 		return nil
 	}
 	m, err := r.For(u.cfg.Arch, u.cfg.FleetPublicKey)
+	if errors.Is(err, wire.ErrNoBuild) {
+		// The operator's to mend (a build to add), not a manifest this
+		// device distrusts: said as such, without the wire package's words.
+		u.fail(r.Version, o.version, fmt.Sprintf("release %s has no build for %s (farego-settlement release add --arch %s)",
+			r.Version, u.cfg.Arch, u.cfg.Arch))
+		return nil
+	}
 	if err != nil {
 		u.fail(r.Version, o.version, fmt.Sprintf("manifest refused: %v", err))
 		return nil

@@ -227,7 +227,7 @@ func TestRefusedUpdates(t *testing.T) {
 		{"downgrade", func() *release { return newRelease("0.9.0") }, nil, "older than the running 1.0.0"},
 		{"no build for this arch", func() *release { return newRelease("1.1.0") }, func(r *wire.Rollout) {
 			r.Builds[0] = buildFor(t, "otherarch", r.Version)
-		}, "no build for testarch"},
+		}, "release 1.1.0 has no build for testarch (farego-settlement release add --arch testarch)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rel := c.rel()
@@ -243,6 +243,11 @@ func TestRefusedUpdates(t *testing.T) {
 			st := u.Status()
 			if st == nil || st.Failed != rel.version || !strings.Contains(st.FailedReason, c.reason) {
 				t.Fatalf("status %+v, want a failure of %s mentioning %q", st, rel.version, c.reason)
+			}
+			// A build to add is not a protocol mismatch (an operator read
+			// "unsupported message type or version" as one).
+			if strings.Contains(st.FailedReason, "unsupported") {
+				t.Errorf("failure reason %q speaks of an unsupported message", st.FailedReason)
 			}
 			if _, err := os.Stat(u.DownloadFile()); err == nil {
 				t.Error("the refused download is still there")

@@ -17,5 +17,9 @@ var ErrBadSignature = errors.New("wire: bad signature")
 // ErrUnsupported is returned for an unknown message type or version.
 var ErrUnsupported = errors.New("wire: unsupported message type or version")
 
+// ErrNoBuild is returned when a release rollout has no build for the
+// device's architecture: not a protocol mismatch, a release to add.
+var ErrNoBuild = errors.New("wire: no build for this architecture")
+
 // ErrBadTopic is returned for a topic that is not one of farego's.
 var ErrBadTopic = errors.New("wire: not a farego topic")

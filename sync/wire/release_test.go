@@ -114,8 +114,8 @@ func TestRollout(t *testing.T) {
 	if err != nil || m.Arch != "arm64" || m.Version != "1.4.0" {
 		t.Fatalf("For(arm64) = %+v, %v", m, err)
 	}
-	if _, err := got.For("riscv64", pub(fuzzKey)); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("For(riscv64): %v, want ErrUnsupported", err)
+	if _, err := got.For("riscv64", pub(fuzzKey)); !errors.Is(err, ErrNoBuild) || !strings.Contains(err.Error(), "release add --arch riscv64") {
+		t.Errorf("For(riscv64): %v, want ErrNoBuild naming release add --arch riscv64", err)
 	}
 	if _, err := got.For("armv7", pub(newKey(t))); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("For with another fleet key: %v, want ErrBadSignature", err)

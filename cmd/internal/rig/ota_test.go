@@ -180,8 +180,11 @@ func TestOTAUpdate(t *testing.T) {
 	if out, err := settlement("release", "rollout", "--devices", "ota-1,ota-9", "1.1.0"); err == nil || !strings.Contains(err.Error(), `no device "ota-9"`) {
 		t.Fatalf("rollout to an unknown device: %q, %v", out, err)
 	}
-	_, err = settlement("release", "rollout", "--devices", "ota-1", "1.1.0")
+	out, err := settlement("release", "rollout", "--devices", "ota-1", "1.1.0")
 	must(t, err)
+	if want := "builds of 1.1.0: " + arch + " ("; !strings.Contains(out, want) {
+		t.Errorf("rollout said %q; want the release's builds (%q)", out, want)
+	}
 	waitLog(t, ctx, logPath, `"msg":"update: refused"`, "SHA-256")
 	if sup.pid() != pid || readFile(t, installed) != readFile(t, bins["1.0.0"]) {
 		t.Fatal("the corrupted release was installed or the validator restarted")
