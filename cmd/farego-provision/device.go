@@ -403,7 +403,7 @@ func validatorConfig(o deviceOpts, user, pass string) ([]byte, error) {
 		"ID": o.id, "Route": o.route, "Vehicle": o.vehicle, "DataDir": o.dataDir, "Scanners": o.scanners,
 		"Metrics": o.metrics, "Broker": o.broker, "Server": strings.TrimRight(o.server, "/"), "TopicPrefix": o.topicPrefix, "TLS": o.tls,
 		"BrokerTLS": brokerTLS(o.broker),
-		"Username": user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly), "CtlSocket": o.ctlSocket,
+		"Username":  user, "Password": pass, "Date": time.Now().UTC().Format(time.DateOnly), "CtlSocket": o.ctlSocket,
 	})
 	return b.Bytes(), err
 }
