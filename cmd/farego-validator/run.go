@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent"
@@ -67,7 +68,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			log.Info("validator stopped to restart into the binary now in place")
 			return exitRestart
 		}
-		if errors.Is(err, errConfig) || errors.Is(err, agent.ErrNotProvisioned) {
+		if errors.Is(err, errConfig) || errors.Is(err, agent.ErrNotProvisioned) || errors.Is(err, queue.ErrLocked) {
 			// What a technician must fix, said as plainly as a
 			// configuration file that does not parse (not as a JSON log
 			// record of "validator stopped" with the file in its err).
@@ -499,6 +500,12 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// The likeliest cause on a bus is this validator already
+			// running (a second start of the same configuration).
+			return nil, fmt.Errorf("%w: metrics.listen: %w (is this validator already running? farego-validator status; "+
+				"or give this one another metrics.listen)", errConfig, err)
+		}
 		return nil, fmt.Errorf("%w: metrics.listen: %w", errConfig, err)
 	}
 	mux := http.NewServeMux()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -811,5 +812,32 @@ fleet_public_key = "fleet.pub"
 	if code != exitUsage || !strings.Contains(stderr, "farego-validator run: config: mqtt.device_key: ") || !strings.Contains(stderr, missing) ||
 		strings.Contains(stderr, `"validator stopped"`) {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and a plain line naming mqtt.device_key and %s", code, stderr, exitUsage, missing)
+	}
+}
+
+// TestRunTwiceSaidPlainly: the same configuration started twice (a
+// technician's second start) names the likely cause in a plain line: the
+// metrics address in use asks whether the validator is already running;
+// a queue file held by another process says so (it came after a 10 s wait
+// as a JSON log record, exit 1).
+func TestRunTwiceSaidPlainly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer busy.Close()
+	d := newDevice(t, "", fmt.Sprintf("[metrics]\nlisten = %q\n", busy.Addr().String()))
+	code, _, stderr := runCmd(t, "", "run", "--config", d.cfgPath)
+	if code != exitUsage || !strings.Contains(stderr, "metrics.listen: ") || !strings.Contains(stderr, "is this validator already running?") {
+		t.Errorf("metrics address in use: exit %d, stderr:\n%s\nwant exit %d asking whether it is already running", code, stderr, exitUsage)
+	}
+
+	d = newDevice(t, "", "")
+	must(t, os.MkdirAll(filepath.Join(d.dir, "data"), 0o700))
+	q, err := queue.Open(filepath.Join(d.dir, "data", "validator.db"), nil)
+	must(t, err)
+	defer q.Close()
+	code, _, stderr = runCmd(t, "", "run", "--config", d.cfgPath)
+	if code != exitUsage || !strings.Contains(stderr, "farego-validator run: queue: the file is in use by another process") ||
+		strings.Contains(stderr, "validator stopped") {
+		t.Errorf("queue file locked: exit %d, stderr:\n%s\nwant exit %d and a plain line saying the file is in use", code, stderr, exitUsage)
 	}
 }

@@ -81,7 +81,11 @@ func cmdSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
-		fmt.Fprintf(stdout, "%-4s  %-9s %v -> fix validator.toml\n", levelFail, "config", err)
+		advice := "fix " + *configPath
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			advice = "give the validator's configuration file with --config (the device's is /etc/farego/validator.toml), readable by this user"
+		}
+		fmt.Fprintf(stdout, "%-4s  %-9s %v -> %s\n", levelFail, "config", err, advice)
 		return exitFailure
 	}
 	st := &selftest{cfg: cfg, now: time.Now()}

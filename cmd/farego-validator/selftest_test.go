@@ -95,6 +95,25 @@ func wantCheck(t *testing.T, lines map[string]string, name, level, text string) 
 	}
 }
 
+// TestSelftestConfigAdvice: a configuration file that is not there is a
+// matter of --config, not of fixing validator.toml.
+func TestSelftestConfigAdvice(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nope.toml")
+	var out, errb strings.Builder
+	code := run(context.Background(), []string{"selftest", "--config", missing}, strings.NewReader(""), &out, &errb)
+	if code != exitFailure || !strings.Contains(out.String(), "FAIL  config") || !strings.Contains(out.String(), "-> give the validator's configuration file with --config") {
+		t.Errorf("a missing configuration: exit %d, %q; want FAIL config asking for the file", code, out.String())
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	must(t, os.WriteFile(bad, []byte("device_id = \"d\"\nroute = 42\n"), 0o644))
+	out.Reset()
+	code = run(context.Background(), []string{"selftest", "--config", bad}, strings.NewReader(""), &out, &errb)
+	if code != exitFailure || !strings.Contains(out.String(), "-> fix "+bad) {
+		t.Errorf("a configuration that does not parse: exit %d, %q; want FAIL config saying to fix %s", code, out.String(), bad)
+	}
+}
+
 // TestSelftestBrokerCA: a TLS broker that takes passwords, its
 // certificate signed by the fleet CA: without mqtt.ca_file the device
 // trusts only the system's roots, and selftest says to set ca_file (it
