@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -27,5 +28,41 @@ func TestHTTPHeaderLimit(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%d-byte header: status %d, want %d", tc.size, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// TestIndexPage: a person opening the server's address finds the wallet
+// and the console (it was a JSON 404); other unknown paths stay the API's
+// JSON 404.
+func TestIndexPage(t *testing.T) {
+	a := servertest.Start(t)
+	resp, err := http.Get("http://" + a.HTTP + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(string(body), `href="/wallet/"`) || !strings.Contains(string(body), `href="/console/"`) {
+		t.Errorf("GET /: %d %s\n%s\nwant a page linking the wallet and the console", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	for _, p := range []string{"/wallet/", "/console/"} {
+		resp, err := http.Get("http://" + a.HTTP + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s (linked from /): %d", p, resp.StatusCode)
+		}
+	}
+	resp, err = http.Get("http://" + a.HTTP + "/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"not_found"`) {
+		t.Errorf("GET /nope: %d %s, want the API's JSON 404", resp.StatusCode, body)
 	}
 }

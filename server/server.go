@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -316,6 +317,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
+	mux.HandleFunc("GET /{$}", serveIndex)                        // a person opening the server's address
 	mux.Handle("/", h)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		MaxHeaderBytes: maxHeaderBytes}
@@ -475,4 +477,28 @@ func (s *Server) document(ctx context.Context, kind string) (uint64, []byte, err
 		return s.rels.Document()
 	}
 	return 0, nil, fmt.Errorf("unknown downlink kind %q", kind)
+}
+
+// indexPage is what a person who opens the server's address sees: where
+// the wallet, the console and the API are (it was a JSON 404).
+const indexPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>farego settlement server</title></head>
+<body>
+<h1>farego settlement server</h1>
+<ul>
+<li><a href="/wallet/">Rider wallet</a>: an account, its balance, rides and payment codes</li>
+<li><a href="/console/">Operator console</a>: accounts, devices, taps kept aside, reports (an operator or auditor token)</li>
+<li>HTTP API under <code>/v1/</code> (the README's HTTP API section); <a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a></li>
+</ul>
+</body></html>
+`
+
+func serveIndex(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-cache")
+	io.WriteString(w, indexPage)
 }
