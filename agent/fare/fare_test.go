@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -404,5 +405,22 @@ func TestRateFromEqualsRateDay(t *testing.T) {
 				t.Fatalf("round %d: ride %s rated from the state at %v: %+v; the whole day gives %+v", round, c.ID, cut, c, full[c.ID])
 			}
 		}
+	}
+}
+
+// TestLoadMissingFile: a fare table file that is not there is said as
+// such ("fare table: open …: no such file"), not as an invalid table.
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.json")
+	_, err := Load(path)
+	if !errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), path) {
+		t.Errorf("Load(missing): %v; want a not-exist error naming %s, not ErrInvalid", err, path)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"version":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Load(invalid): %v, want ErrInvalid", err)
 	}
 }

@@ -119,7 +119,8 @@ func Parse(data []byte) (*Table, error) {
 func Load(path string) (*Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		// A file that is not there is not an invalid table: say which.
+		return nil, fmt.Errorf("fare table: %w", err)
 	}
 	t, err := Parse(data)
 	if err != nil {
