@@ -311,3 +311,14 @@ func TestRideLine(t *testing.T) {
 		}
 	}
 }
+
+// TestTopUpAmountInCurrency: an amount typed in the currency ("5.00") is
+// refused with what to type instead (strconv's "parse error" before).
+func TestTopUpAmountInCurrency(t *testing.T) {
+	for amount, want := range map[string]string{"5.00": "e.g. 500 for 5.00", "0.50": "e.g. 50 for 0.50", "five": "want whole minor units"} {
+		code, _, stderr := rider(t, "topup", "--state", filepath.Join(t.TempDir(), "r.json"), "--amount", amount, "--operator-token", "x")
+		if code != 2 || !strings.Contains(stderr, want) || strings.Contains(stderr, "parse error") {
+			t.Errorf("--amount %s: exit %d, %q; want a usage error saying %q", amount, code, stderr, want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
@@ -14,19 +16,38 @@ import (
 
 func cmdTopUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, statePath := flags("topup")
-	amount := fs.Int64("amount", 0, "amount in minor units (cents) (required)")
+	var amount minorUnits
+	fs.Var(&amount, "amount", "amount in minor units (cents: 500 is 5.00) (required)")
 	ref := fs.String("reference", "", "payment provider reference (default: generated)")
 	tok := fs.String("operator-token", "", "operator token, or @FILE to read it (stands in for the payment provider) (required)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	if *amount <= 0 {
+	if amount <= 0 {
 		return cli.Usagef(stderr, fs.Name(), "--amount must be a positive number of minor units (see --help)")
 	}
 	if err := cli.Required(fs, stderr, "operator-token"); err != nil {
 		return err
 	}
-	return topUp(ctx, *statePath, *amount, *ref, *tok, stdout)
+	return topUp(ctx, *statePath, int64(amount), *ref, *tok, stdout)
+}
+
+// minorUnits is an amount flag in whole minor units: "5.00" is refused
+// with what to type instead (it was strconv's "parse error").
+type minorUnits int64
+
+func (m *minorUnits) String() string { return strconv.FormatInt(int64(*m), 10) }
+
+func (m *minorUnits) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		if whole, frac, ok := strings.Cut(s, "."); ok && len(frac) == 2 {
+			return fmt.Errorf("%q: whole minor units (cents), e.g. %s%s for %s", s, strings.TrimLeft(whole, "0"), frac, s)
+		}
+		return fmt.Errorf("%q: want whole minor units (cents), e.g. 500 for 5.00", s)
+	}
+	*m = minorUnits(n)
+	return nil
 }
 
 func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdout io.Writer) error {
