@@ -26,6 +26,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	var out struct {
 		ID         uint64 `json:"id"`
 		Profile    string `json:"profile"`
+		Pending    bool   `json:"profile_pending"`
 		Balance    int64  `json:"balance"`
 		Currency   string `json:"currency"`
 		Denied     bool   `json:"denied"`
@@ -43,7 +44,13 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	if err := call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), s.Secret, nil, &out); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "account %d (%s): balance %s", out.ID, out.Profile, money(out.Balance, out.Currency))
+	profile := out.Profile
+	if out.Pending {
+		// The codes carry the adult fare until the operator or the payment
+		// provider confirms the reduced one.
+		profile += ", pending confirmation: adult fare until then"
+	}
+	fmt.Fprintf(stdout, "account %d (%s): balance %s", out.ID, profile, money(out.Balance, out.Currency))
 	if out.Denied {
 		fmt.Fprintf(stdout, " — BLOCKED (%s)", out.DenyReason)
 	}

@@ -78,6 +78,11 @@ func TestRiderFlow(t *testing.T) {
 		!strings.Contains(o, "waits for the operator's confirmation") {
 		t.Fatalf("register: %d %q %q", c, o, e)
 	}
+	// The account says the reduced fare waits (it showed "(child)" while
+	// the codes carried the adult fare).
+	if c, o, e := rider(t, "account", "--state", st); c != 0 || !strings.Contains(o, "(child, pending confirmation: adult fare until then)") {
+		t.Errorf("account of a pending child profile: %d %q %q", c, o, e)
+	}
 	if c, _, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 1 || !strings.Contains(e, "--force") {
 		t.Errorf("second register without --force: %d %q", c, e)
 	}
