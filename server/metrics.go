@@ -73,6 +73,8 @@ func (s *Server) registerMetrics() {
 	if s.broker != nil {
 		s.reg.GaugeFunc("farego_broker_clients", "Clients connected to the embedded broker.", func() float64 { return float64(s.broker.Stats().Clients) })
 		s.reg.GaugeFunc("farego_broker_denied_total", "Publications and subscriptions the broker's ACL refused.", func() float64 { return float64(s.broker.Stats().Denied) })
+		s.reg.GaugeFunc("farego_broker_taken_over_total", "Connections closed for a new login with the same client id (a rate of them: two devices share an identity).",
+			func() float64 { return float64(s.broker.Stats().TakenOver) })
 		s.reg.GaugeFunc("farego_broker_flooded_total", "Device disconnections for flooding (each starts a ban).", func() float64 { return float64(s.broker.Stats().Flooded) })
 		s.reg.GaugeFunc("farego_broker_shed_total", "Messages the broker dropped because a client held too much.", func() float64 { return float64(s.broker.Stats().Shed) })
 		s.reg.GaugeFunc("farego_broker_server_held_bytes", "Payload bytes the broker holds for the settlement server's clients.", func() float64 { return float64(s.broker.Stats().ServerHeld) })

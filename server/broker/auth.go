@@ -82,8 +82,11 @@ type hook struct {
 	server  []string
 	refused atomic.Uint64
 	denied  atomic.Uint64
-	lim     *limiter
-	subs    sync.Map // *mqtt.Client → packets.Subscriptions of the SUBSCRIBE being processed (OnSubscribe)
+	// takeovers counts connections closed for a new login with the same
+	// client id.
+	takeovers atomic.Uint64
+	lim       *limiter
+	subs      sync.Map // *mqtt.Client → packets.Subscriptions of the SUBSCRIBE being processed (OnSubscribe)
 }
 
 func newHook(cfg *Config, log *slog.Logger) *hook {

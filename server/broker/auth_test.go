@@ -155,3 +155,26 @@ func FuzzConnectCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestTakeoverSaid: two clients logging in as one device knock each other
+// off; each sees only "connection lost". The broker counts each takeover
+// and logs it once a minute per identity, with the count it did not log.
+func TestTakeoverSaid(t *testing.T) {
+	var log syncBuffer
+	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	pass := devicePassword(b.cfg.Secret, "bus-twin")
+	const logins = 4
+	for range logins {
+		mustDial(t, b.url(), "bus-twin", pass, nil)
+	}
+	waitFor(t, "the takeovers counted", func() bool { return b.Stats().TakenOver == logins-1 })
+	waitFor(t, "the takeover in the log", func() bool { return strings.Contains(log.String(), "closed its earlier connection") })
+	if n := strings.Count(log.String(), "closed its earlier connection"); n != 1 || !strings.Contains(log.String(), "identity=bus-twin") {
+		t.Errorf("%d takeover lines (want 1, naming bus-twin):\n%s", n, log.String())
+	}
+	// A second device's login is not a takeover.
+	mustDial(t, b.url(), "bus-other", devicePassword(b.cfg.Secret, "bus-other"), nil)
+	if got := b.Stats().TakenOver; got != logins-1 {
+		t.Errorf("takeovers %d after another device's login, want %d", got, logins-1)
+	}
+}

@@ -47,6 +47,7 @@ type Stats struct {
 	Clients         int64  // connected clients
 	Refused         uint64 // connections refused (credentials, unknown device, will, client id)
 	Denied          uint64 // publications, subscriptions and deliveries denied by the ACL
+	TakenOver       uint64 // connections closed for a new login with the same client id
 	MessagesDropped int64  // messages mochi dropped because a client's write queue was full
 	InflightDropped int64  // QoS 1/2 messages mochi dropped because a client had too many in flight
 	Retained        int64  // retained messages
@@ -186,6 +187,7 @@ func (b *Broker) Stats() Stats {
 		Clients:         atomic.LoadInt64(&info.ClientsConnected),
 		Refused:         b.hook.refused.Load(),
 		Denied:          b.hook.denied.Load(),
+		TakenOver:       b.hook.takeovers.Load(),
 		MessagesDropped: atomic.LoadInt64(&info.MessagesDropped),
 		InflightDropped: atomic.LoadInt64(&info.InflightDropped),
 		Retained:        atomic.LoadInt64(&info.Retained),

@@ -394,8 +394,26 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // its connection.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.subs.Delete(cl)
+	if errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		h.tookOver(cl)
+	}
 	if expire {
 		h.lim.forget(cl.ID)
+	}
+}
+
+// tookOver logs a connection closed for a new login with the same client
+// id, at most once a minute per identity, with how many were not logged:
+// once after a network cut is normal (the broker had not yet noticed the
+// old connection gone); many a minute are two devices with one identity,
+// knocking each other off (each sees only "connection lost").
+func (h *hook) tookOver(cl *mqtt.Client) {
+	h.takeovers.Add(1)
+	id := string(cl.Properties.Username)
+	if ok, n := h.limit.Allow("takeover\x00" + id); ok {
+		h.log.Info("broker: a new login as this client closed its earlier connection (once after a network cut is normal; "+
+			"again and again, two devices share this identity: a copied bundle or SD card)",
+			"identity", clip(id), "client_id", clip(cl.ID), "earlier_remote", cl.Net.Remote, "suppressed", n)
 	}
 }
 
