@@ -283,6 +283,10 @@ func (s *Serial) open() (io.ReadCloser, os.FileInfo, error) {
 		ReadTimeout: s.cfg.ReadTimeout,
 	})
 	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Path == s.cfg.Path {
+			return nil, nil, err // "open PATH: …" already (not the path twice)
+		}
 		return nil, nil, fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
 	id, err := os.Stat(s.cfg.Path)

@@ -548,6 +548,10 @@ func TestSerialAbsentAtStart(t *testing.T) {
 	if got := h.logs.count("scanner unavailable; retrying"); got != 1 {
 		t.Errorf("unavailable logged %d times, want 1:\n%s", got, h.logs)
 	}
+	// The path once, not "open P: open P: no such file".
+	if got := strings.Count(h.logs.String(), "open "+link); got != 1 {
+		t.Errorf("the path is in the log %d times, want once:\n%s", got, h.logs)
+	}
 	if got := h.logs.count("scanner resumed"); got != 1 {
 		t.Errorf("resumed logged %d times, want 1:\n%s", got, h.logs)
 	}
