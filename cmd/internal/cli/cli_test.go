@@ -2,9 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -110,5 +112,20 @@ func TestToken(t *testing.T) {
 	}
 	if _, err := Token("--operator-token", "@"+f+".missing"); err == nil || !strings.Contains(err.Error(), "--operator-token") {
 		t.Errorf("a missing token file: %v, want the flag named", err)
+	}
+}
+
+// TestCallJSONServerDown: a server that does not answer is said as such,
+// with the flag to check (it was a bare "connection refused").
+func TestCallJSONServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	err = CallJSON(context.Background(), "GET", "http://"+addr+"/v1/fleet", "", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "is the server at http://"+addr+" running and reachable? check --server") {
+		t.Errorf("CallJSON to a closed port: %v", err)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 )
@@ -45,6 +47,12 @@ func CallJSON(ctx context.Context, method, url, token string, body, out any) err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			// Not an answer of the server: the address is wrong, or
+			// nothing listens there.
+			return fmt.Errorf("%w (is the server at %s://%s running and reachable? check --server)", err, req.URL.Scheme, req.URL.Host)
+		}
 		return err
 	}
 	defer resp.Body.Close()
