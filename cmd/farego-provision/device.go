@@ -125,6 +125,12 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkBrokers(o.broker); err != nil {
 		return cli.Usagef(stderr, fs.Name(), "--broker: %v", err)
 	}
+	if !filepath.IsAbs(o.dataDir) {
+		// Right for a bundle run where it lies (tests, a bench); on a bus
+		// the config is in /etc/farego, which the unit makes read-only.
+		fmt.Fprintf(stderr, "farego-provision device: note: --data-dir %q is relative: the validator takes it from its configuration's directory "+
+			"(on a bus /etc/farego, read-only under the unit: give an absolute path such as /var/lib/farego)\n", o.dataDir)
+	}
 	return provisionDevice(ctx, o, stdout)
 }
 

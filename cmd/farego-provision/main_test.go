@@ -58,8 +58,13 @@ func TestProvisionDevice(t *testing.T) {
 	if err := putFares(srv.URL, strings.TrimPrefix(tok, "@"), tbl); err != nil {
 		t.Fatal(err)
 	}
-	if c, o, e := provision(t, args...); c != 0 || !strings.Contains(o, "registered") {
+	if c, o, e := provision(t, args...); c != 0 || !strings.Contains(o, "registered") || e != "" {
 		t.Fatalf("device: %d %q %q", c, o, e)
+	}
+	// A relative data directory is noted: on a bus it would be under
+	// /etc/farego, read-only.
+	if c, _, e := provision(t, append(args, "--id", "bus-9-rel", "--data-dir", "data")...); c != 0 || !strings.Contains(e, `--data-dir "data" is relative`) {
+		t.Errorf("device --data-dir data: %d %q; want a note that it is relative", c, e)
 	}
 	b := filepath.Join(out, "bus-9-front")
 	for _, f := range []string{bundleConfig, bundleDeviceKey, bundleDevicePub, bundleTLSKey, bundleTLSCert, bundleCA, bundleFleetPub, bundleKeyring, bundleFares, bundleUnit, bundleReadme} {
