@@ -298,9 +298,17 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	if req.Amount <= 0 || req.Reference == "" {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive and reference (the payment provider's id) is required")
 	}
-	a, err := h.cfg.Ledger.TopUp(r.Context(), id, req.Amount, req.Reference)
+	a, added, err := h.cfg.Ledger.TopUpOnce(r.Context(), id, req.Amount, req.Reference)
 	if err != nil {
 		return nil, 0, err
+	}
+	if !added {
+		// A retry of a top-up done before: the same answer, said to be a
+		// replay, and audited as one (two alike entries read as two
+		// top-ups).
+		w.Header().Set("Idempotent-Replayed", "true")
+		h.audit(r, p, "topup", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d reference %q replayed: nothing added", req.Amount, req.Reference))
+		return toAccount(a), http.StatusOK, nil
 	}
 	// A top-up may lift a negative_balance entry. The publisher coalesces
 	// and publishes only when the deny list's version moved.

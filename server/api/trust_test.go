@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -674,4 +675,43 @@ func TestSecretChangeRacesCredentials(t *testing.T) {
 		t.Errorf("the rider's credential after the reset: %v", c)
 	}
 	f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403)
+}
+
+// TestTopUpRetrySaidAsReplay: a payment provider's retry of a top-up (the
+// same reference) adds nothing, answers as the first with
+// Idempotent-Replayed, and is audited as a replay (two alike entries read
+// as two top-ups). The ledger checks.
+func TestTopUpRetrySaidAsReplay(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	topUp := func() (map[string]any, string) {
+		req, _ := http.NewRequest("POST", f.srv.URL+path("/v1/accounts/%d/topups", r.id), strings.NewReader(`{"amount":700,"reference":"psp-retry"}`))
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("top-up: %d %v", resp.StatusCode, err)
+		}
+		return out, resp.Header.Get("Idempotent-Replayed")
+	}
+	first, replayed := topUp()
+	if replayed != "" || first["balance"].(float64) != 1700 {
+		t.Fatalf("first top-up: %v, replayed %q", first, replayed)
+	}
+	again, replayed := topUp()
+	if replayed != "true" || again["balance"].(float64) != 1700 {
+		t.Errorf("the retry: %v, Idempotent-Replayed %q; want the same balance, replayed", again, replayed)
+	}
+	b, _ := json.Marshal(f.do("GET", "/v1/audit", f.token, "", 200))
+	if n := strings.Count(string(b), `reference \"psp-retry\"`); n != 2 || strings.Count(string(b), "replayed: nothing added") != 1 {
+		t.Errorf("audit: %d entries of the reference, want 2 with one a replay: %s", n, b)
+	}
+	if err := f.store.CheckInvariants(context.Background()); err != nil {
+		t.Error(err)
+	}
 }

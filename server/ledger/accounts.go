@@ -274,14 +274,21 @@ func (s *Store) AccountSecretHash(ctx context.Context, id uint64) ([]byte, error
 // account or amount is ErrTopUpConflict. A top-up that brings the balance
 // back to zero or more lifts the account's negative_balance deny entry.
 func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, reference string) (Account, error) {
+	a, _, err := s.TopUpOnce(ctx, account, amount, reference)
+	return a, err
+}
+
+// TopUpOnce is TopUp that also says whether this call added the money
+// (false: the reference's top-up was done before, a retry replayed).
+func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, reference string) (Account, bool, error) {
 	if err := checkAccountID(account); err != nil {
-		return Account{}, invalid("%v", err)
+		return Account{}, false, invalid("%v", err)
 	}
 	if err := checkAmount("top-up amount", amount); err != nil {
-		return Account{}, invalid("%v", err)
+		return Account{}, false, invalid("%v", err)
 	}
 	if err := checkText("top-up reference", reference, maxLongName, true); err != nil {
-		return Account{}, invalid("%v", err)
+		return Account{}, false, invalid("%v", err)
 	}
 	var acct Account
 	added := false
@@ -329,12 +336,12 @@ func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, referen
 		return err
 	})
 	if err != nil {
-		return Account{}, err
+		return Account{}, false, err
 	}
 	if added {
 		s.log.Info("ledger: topped up", logKeyAccount, account, logKeyAmount, amount, logKeyBalance, acct.Balance)
 	}
-	return acct, nil
+	return acct, added, nil
 }
 
 // SetCreditLine sets how far below zero an account's balance may go before
