@@ -66,6 +66,11 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "revoked") {
 		t.Errorf("token revoke: %d %q", c, out)
 	}
+	// Again: nothing changes, and it says so (it printed "revoked" again).
+	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "was revoked already") ||
+		!strings.Contains(out, "nothing changed") {
+		t.Errorf("revoke again: %d %q", c, out)
+	}
 	if c, _, e := settle(t, ctx, "token", "revoke", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") {
 		t.Errorf("revoking an unknown token: %d %q", c, e)
 	}
