@@ -841,3 +841,21 @@ func TestRunTwiceSaidPlainly(t *testing.T) {
 		t.Errorf("queue file locked: exit %d, stderr:\n%s\nwant exit %d and a plain line saying the file is in use", code, stderr, exitUsage)
 	}
 }
+
+// TestResetQueueBeforeRun: reset-queue acts on damaged files the
+// validator moved aside; on a garbage queue file never started on it says
+// where the file is checked (it said only "nothing to reset"), and changes
+// nothing.
+func TestResetQueueBeforeRun(t *testing.T) {
+	d := newDevice(t, "", "")
+	file := filepath.Join(d.dir, "data", "validator.db")
+	must(t, os.MkdirAll(filepath.Dir(file), 0o700))
+	must(t, os.WriteFile(file, []byte("not a bbolt file"), 0o600))
+	code, out, _ := runCmd(t, "", "reset-queue", "--config", d.cfgPath, "--i-understand")
+	if code != exitOK || !strings.Contains(out, "no damaged queue file moved aside") || !strings.Contains(out, "checks "+file+" at every start") {
+		t.Errorf("reset-queue on a queue file never checked: exit %d, %q", code, out)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "not a bbolt file" {
+		t.Error("reset-queue changed the queue file")
+	}
+}
