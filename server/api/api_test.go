@@ -84,6 +84,13 @@ func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 // do sends a request and checks the status; it returns the decoded body.
 func (f *fixture) do(method, path, token, body string, want int) map[string]any {
 	f.t.Helper()
+	out, _ := f.doHeader(method, path, token, body, want)
+	return out
+}
+
+// doHeader is do that also returns the answer's header.
+func (f *fixture) doHeader(method, path, token, body string, want int) (map[string]any, http.Header) {
+	f.t.Helper()
 	req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -112,7 +119,7 @@ func (f *fixture) do(method, path, token, body string, want int) map[string]any 
 			f.t.Fatalf("%s %s: error body without code and message: %s", method, path, data)
 		}
 	}
-	return out
+	return out, resp.Header
 }
 
 func errCode(m map[string]any) string { return m["error"].(map[string]any)["code"].(string) }

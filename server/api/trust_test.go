@@ -685,19 +685,8 @@ func TestTopUpRetrySaidAsReplay(t *testing.T) {
 	f := newFixture(t)
 	r := f.newRider(1000)
 	topUp := func() (map[string]any, string) {
-		req, _ := http.NewRequest("POST", f.srv.URL+path("/v1/accounts/%d/topups", r.id), strings.NewReader(`{"amount":700,"reference":"psp-retry"}`))
-		req.Header.Set("Authorization", "Bearer "+f.token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("top-up: %d %v", resp.StatusCode, err)
-		}
-		return out, resp.Header.Get("Idempotent-Replayed")
+		out, h := f.doHeader("POST", path("/v1/accounts/%d/topups", r.id), f.token, `{"amount":700,"reference":"psp-retry"}`, 200)
+		return out, h.Get("Idempotent-Replayed")
 	}
 	first, replayed := topUp()
 	if replayed != "" || first["balance"].(float64) != 1700 {
