@@ -502,18 +502,16 @@ func (s *selftest) checkBroker(ctx context.Context) {
 // certificate the device does not trust is a matter of mqtt.ca_file or
 // of the certificate's names, not of the network.
 func brokerAdvice(err error, caFile string) string {
-	msg := err.Error()
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	switch {
-	case errors.As(err, &host) || strings.Contains(msg, "x509: certificate is valid for"):
+	case errors.As(err, &host):
 		return "the broker's certificate does not name the host in mqtt.broker: issue it for that name (farego-provision broker-cert --host) or use a name it has"
-	case errors.As(err, &unknown) || strings.Contains(msg, "certificate signed by unknown authority"):
-		if caFile == "" {
-			return "the broker's certificate is not signed by a CA this device trusts: set mqtt.ca_file = \"ca.crt\" (the fleet CA of the device's bundle, which signs farego-provision broker-cert's certificates)"
-		}
+	case errors.As(err, &unknown) && caFile == "":
+		return "the broker's certificate is not signed by a CA this device trusts: set mqtt.ca_file = \"ca.crt\" (the fleet CA of the device's bundle, which signs farego-provision broker-cert's certificates)"
+	case errors.As(err, &unknown):
 		return "the broker's certificate is not signed by the CA in mqtt.ca_file " + caFile + ": give the CA that signed it (the fleet's ca.crt for farego-provision broker-cert)"
-	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
+	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
 		return "a TLS failure: check the broker's certificate (its CA in mqtt.ca_file, its names, its dates) and the device's clock"
 	}
 	return "check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -120,6 +121,12 @@ func TestSelftestConfigAdvice(t *testing.T) {
 // sent the technician to check the network and the credentials); with
 // the CA named it connects.
 func TestSelftestBrokerCA(t *testing.T) {
+	// A certificate for other names, wrapped as paho wraps it (%w).
+	wrongName := fmt.Errorf("network Error : %w", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "mqtt"}})
+	if got := brokerAdvice(wrongName, ""); !strings.Contains(got, "broker-cert --host") {
+		t.Errorf("advice for a certificate of other names: %q", got)
+	}
+
 	pki := brokertest.NewPKI(t, "")
 	server := pki.ServerTLS(t)
 	server.ClientAuth = tls.NoClientCert
