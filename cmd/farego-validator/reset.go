@@ -46,6 +46,13 @@ func cmdResetQueue(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "farego-validator reset-queue: %v\n", err)
 		return exitFailure
 	}
+	if len(damaged) == 0 {
+		// reset-queue acts on files the validator moved aside; the queue
+		// file in place is checked at every start (and by selftest).
+		fmt.Fprintf(stdout, "no damaged queue file moved aside: nothing to reset (the validator checks %s at every start and moves a damaged one aside; "+
+			"farego-validator selftest checks it now)\n", path)
+		return exitOK
+	}
 	var unreadable []string
 	for _, f := range damaged {
 		s, err := queue.OpenSalvage(f)
@@ -61,14 +68,6 @@ func cmdResetQueue(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(unreadable) == 0 {
-		if len(damaged) == 0 {
-			// reset-queue acts on files the validator moved aside; the
-			// queue file in place is checked at every start (and by
-			// selftest), not here.
-			fmt.Fprintf(stdout, "no damaged queue file moved aside: nothing to reset (the validator checks %s at every start and moves a damaged one aside; "+
-				"farego-validator selftest checks it now)\n", path)
-			return exitOK
-		}
 		fmt.Fprintln(stdout, "no unreadable damaged queue file: nothing to reset")
 		return exitOK
 	}

@@ -500,13 +500,13 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		hint := ""
 		if errors.Is(err, syscall.EADDRINUSE) {
 			// The likeliest cause on a bus is this validator already
 			// running (a second start of the same configuration).
-			return nil, fmt.Errorf("%w: metrics.listen: %w (is this validator already running? farego-validator status; "+
-				"or give this one another metrics.listen)", errConfig, err)
+			hint = " (is this validator already running? farego-validator status; or give this one another metrics.listen)"
 		}
-		return nil, fmt.Errorf("%w: metrics.listen: %w", errConfig, err)
+		return nil, fmt.Errorf("%w: metrics.listen: %w%s", errConfig, err, hint)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg)
