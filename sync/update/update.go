@@ -576,9 +576,8 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 	m, err := r.For(u.cfg.Arch, u.cfg.FleetPublicKey)
 	if errors.Is(err, wire.ErrNoBuild) {
 		// The operator's to mend (a build to add), not a manifest this
-		// device distrusts: said as such, without the wire package's words.
-		u.fail(r.Version, o.version, fmt.Sprintf("release %s has no build for %s (farego-settlement release add --arch %s)",
-			r.Version, u.cfg.Arch, u.cfg.Arch))
+		// device distrusts: the error says so itself.
+		u.fail(r.Version, o.version, err.Error())
 		return nil
 	}
 	if err != nil {

@@ -300,7 +300,7 @@ func (r *Rollout) For(arch string, pub ed25519.PublicKey) (*Manifest, error) {
 		}
 		return m, nil
 	}
-	return nil, fmt.Errorf("%w: release %s has no build for %s (farego-settlement release add --arch %s)", ErrNoBuild, r.Version, arch, arch)
+	return nil, &NoBuildError{Version: r.Version, Arch: arch}
 }
 
 // RolloutBucket places a device in 0..99 for a release's percentage
