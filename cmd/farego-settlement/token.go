@@ -127,19 +127,14 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return tw.Flush()
 	case "revoke":
 		id := fs.Arg(0)
-		ts, err := st.Tokens(ctx)
+		now, err := st.RevokeTokenOnce(ctx, id)
 		if err != nil {
 			return err
 		}
-		for _, t := range ts {
-			if t.ID == id && !t.Revoked.IsZero() {
-				// Nothing to change, nothing to audit.
-				fmt.Fprintf(stdout, "token %s was revoked already (%s): nothing changed\n", id, t.Revoked.UTC().Format("2006-01-02 15:04"))
-				return nil
-			}
-		}
-		if err := st.RevokeToken(ctx, id); err != nil {
-			return err
+		if !now {
+			// Nothing changed, nothing to audit.
+			fmt.Fprintf(stdout, "token %s was revoked already: nothing changed\n", id)
+			return nil
 		}
 		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_token", Target: id}); err != nil {
 			return err

@@ -225,11 +225,14 @@ func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) (any, int,
 		return nil, 0, err
 	}
 	id := r.PathValue("id")
-	if err := h.cfg.Ledger.RevokeToken(r.Context(), id); err != nil {
+	now, err := h.cfg.Ledger.RevokeTokenOnce(r.Context(), id)
+	if err != nil {
 		return nil, 0, err
 	}
-	h.audit(r, p, "revoke_token", id, "")
-	return map[string]any{"id": id, "revoked": true}, http.StatusOK, nil
+	if now {
+		h.audit(r, p, "revoke_token", id, "") // revoked before: nothing changed, nothing to audit
+	}
+	return map[string]any{"id": id, "revoked": true, "already": !now}, http.StatusOK, nil
 }
 
 // AuditEntry is one line of the audit trail.

@@ -124,6 +124,19 @@ func TestRoles(t *testing.T) {
 	if e := f.do("POST", path("/v1/accounts/%d/topups", r.id), psp, `{"amount":1,"reference":"psp-10"}`, 403); !strings.Contains(e["error"].(map[string]any)["message"].(string), "revoked") {
 		t.Errorf("revoked token: %v", e)
 	}
+	// Revoking it again changes nothing and is not audited again.
+	if again := f.do("DELETE", "/v1/tokens/"+id, f.token, "", 200); again["already"] != true {
+		t.Errorf("second revocation: %v, want already true", again)
+	}
+	revokes := 0
+	for _, e := range f.do("GET", "/v1/audit", auditor, "", 200)["entries"].([]any) {
+		if m := e.(map[string]any); m["action"] == "revoke_token" && m["target"] == id {
+			revokes++
+		}
+	}
+	if revokes != 1 {
+		t.Errorf("%d audit entries of the token's revocation, want 1", revokes)
+	}
 }
 
 // Bad input changes nothing: duplicate keys (the last would win), small-

@@ -126,18 +126,34 @@ func (s *Store) Tokens(ctx context.Context) ([]APIToken, error) {
 // instance (they look tokens up on every request). Revoking again is a
 // no-op; ErrNotFound for an unknown id.
 func (s *Store) RevokeToken(ctx context.Context, id string) error {
+	_, err := s.RevokeTokenOnce(ctx, id)
+	return err
+}
+
+// RevokeTokenOnce is RevokeToken that also says whether this call revoked
+// the token (false: it was revoked before, nothing changed).
+func (s *Store) RevokeTokenOnce(ctx context.Context, id string) (bool, error) {
+	revoked := false
 	err := s.write(ctx, "revoke token", func(t *txn) error {
-		n, err := t.execCount("revoke token",
-			`UPDATE api_tokens SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $1 ELSE revoked_ns END WHERE id = $2`, t.now, id)
-		if err == nil && n == 0 {
-			err = fmt.Errorf("%w: token %q", ErrNotFound, id)
+		revoked = false
+		var at int64
+		if err := t.queryRow(`SELECT revoked_ns FROM api_tokens WHERE id = $1`, id).Scan(&at); errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: token %q", ErrNotFound, id)
+		} else if err != nil {
+			return fmt.Errorf("ledger: read token: %w", err)
 		}
+		if at != 0 {
+			return nil
+		}
+		// Two revocations at once: the row lock lets one change it.
+		n, err := t.execCount("revoke token", `UPDATE api_tokens SET revoked_ns = $1 WHERE id = $2 AND revoked_ns = 0`, t.now, id)
+		revoked = n == 1
 		return err
 	})
-	if err == nil {
+	if err == nil && revoked {
 		s.log.Info("ledger: API token revoked", "token", id)
 	}
-	return err
+	return revoked, err
 }
 
 // AuditEntry is one line of the operators' audit trail.
