@@ -497,7 +497,8 @@ const indexPage = `<!doctype html>
 func serveIndex(w http.ResponseWriter, _ *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'") // as the API's: not in another site's frame
+	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-cache")
 	io.WriteString(w, indexPage)
