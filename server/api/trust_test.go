@@ -717,3 +717,59 @@ func TestTopUpRetrySaidAsReplay(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestShopCannotSearchWithOneCode: a rogue shop's scanner shown one code
+// tries amount after amount. Before, every refusal left the code usable and
+// over_limit came before insufficient_funds: a binary search read the
+// rider's limit exactly in 37 refused tries, a falling amount then took 99 %
+// of the balance (an attack review, 222 requests in 0.4 s). Now the code is
+// refused ledger.MaxCodeRefusals times, then it is used up (409
+// code_used) whatever the amount: the search ends with nothing paid and
+// nothing learned but the first answers.
+func TestShopCannotSearchWithOneCode(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(123_456)
+	f.do("PUT", path("/v1/accounts/%d/payment_limit", r.id), r.secret, `{"amount":777777}`, 200)
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	code := r.code(t, time.Now(), 1)
+	before := f.snapshot()
+	tries, refused := 0, 0
+	lo, hi := int64(1), int64(ledger.MaxAmount)
+	for hi-lo > 1 && tries < 64 {
+		tries++
+		m := lo + (hi-lo)/2
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": fmt.Sprintf("probe-%d", tries), "code": code, "amount": m})
+		req, _ := http.NewRequest("POST", f.srv.URL+"/v1/payments", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+shop)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusForbidden:
+			hi, refused = m, refused+1
+		case http.StatusPaymentRequired:
+			lo, refused = m, refused+1
+		case http.StatusConflict: // code_used: the search is over
+			hi = lo
+		default:
+			t.Fatalf("try %d (amount %d) answered %d", tries, m, resp.StatusCode)
+		}
+	}
+	if refused != ledger.MaxCodeRefusals {
+		t.Errorf("the code was refused %d times, want %d before it is used up", refused, ledger.MaxCodeRefusals)
+	}
+	// An amount that fits, the same code: used up.
+	b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "fits", "code": code, "amount": 100})
+	if got := errCode(f.do("POST", "/v1/payments", shop, string(b), http.StatusConflict)); got != "code_used" {
+		t.Errorf("an amount that fits after the refusals: %s, want code_used", got)
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused payments moved money:\n%s\n%s", before, after)
+	}
+	// The rider's next code pays.
+	b, _ = json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "next", "code": r.code(t, time.Now(), 2), "amount": 100})
+	f.do("POST", "/v1/payments", shop, string(b), http.StatusCreated)
+}

@@ -1449,6 +1449,7 @@ func TestProfilePending(t *testing.T) {
 		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DROP TABLE ledger_settings`,
 			`ALTER TABLE devices DROP COLUMN written_ns`, /* migration 22 */
 			`ALTER TABLE code_uses DROP COLUMN reusers`,  /* 23 */
+			`DROP TABLE code_refusals`,                   /* 24 */
 			`DELETE FROM schema_migrations WHERE version >= 13`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
@@ -1630,6 +1631,72 @@ func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 		commit(t, s, mkTap("bus-1", 2, acct, at(120), rtl))
 		if b := balance(t, s, acct); b >= 1000 {
 			t.Errorf("balance %d: the taps were not charged", b)
+		}
+	})
+}
+
+// TestCodeRefusalsBounded: a shop's scanner shown one code may be refused
+// MaxCodeRefusals times (over the limit, short of funds); then the code
+// pays no more online, even an amount that fits, and nothing moved: no
+// search of the rider's limit or balance with one code (an attack review:
+// 222 tries read the limit exactly and took 99 % of the balance). The
+// code's tap on a bus still pays, and another code of the rider still
+// pays online.
+func TestCodeRefusalsBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 10_000)
+		if _, err := s.SetPaymentLimit(ctx, acct, 7_000); err != nil {
+			t.Fatal(err)
+		}
+		before := snapshot(t, s)
+		req := PaymentRequest{MerchantID: "rogue-shop", Account: acct, Serial: 1, RiderKey: riderKey(acct),
+			CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Currency: "EUR"}
+		for i, try := range []struct {
+			amount int64
+			want   error
+		}{{9_000, ErrOverLimit}, {20_000, ErrOverLimit}, {6_000, nil}} {
+			req.OrderID, req.Amount = fmt.Sprintf("probe-%d", i), try.amount
+			if try.want == nil {
+				// the balance is lowered under the shop's feet: short of funds
+				if _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: "o", Account: acct, Serial: 1,
+					RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(1)), CodeHash: "def", Amount: 5_000,
+					Currency: "EUR"}); err != nil {
+					t.Fatal(err)
+				}
+				before = snapshot(t, s)
+				try.want = ErrInsufficientFunds
+			}
+			_, err := s.Pay(ctx, req)
+			wantErr(t, err, try.want)
+		}
+		req.OrderID, req.Amount = "fits", 100
+		_, err := s.Pay(ctx, req)
+		wantErr(t, err, ErrCodeUsed)
+		if after := snapshot(t, s); after != before {
+			t.Errorf("refused payments changed the ledger:\n%s\n%s", before, after)
+		}
+		var n int64
+		if err := s.db.QueryRowContext(ctx, `SELECT refusals FROM code_refusals WHERE code_key = $1`, req.CodeKey).Scan(&n); err != nil || n != MaxCodeRefusals {
+			t.Errorf("refusals counted %d (%v), want %d", n, err, MaxCodeRefusals)
+		}
+		// The same code on a bus (the rider's app showed it offline): a tap pays.
+		tap := mkTap("bus-1", 1, acct, at(60), "")
+		tap.CodeKey = req.CodeKey
+		if r := commit(t, s, tap); r[0].Charge != 250 || r[0].Flag != "" {
+			t.Errorf("the refused code's tap: %+v", r[0])
+		}
+		// Another code of the rider's pays online.
+		req.OrderID, req.CodeKey = "next-code", codeKey(acct, 1, at(120))
+		if _, err := s.Pay(ctx, req); err != nil {
+			t.Errorf("a new code after a refused one: %v", err)
+		}
+		if b := balance(t, s, acct); b != 10_000-5_000-250-100 {
+			t.Errorf("balance %d, want %d", b, 10_000-5_000-250-100)
+		}
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Error(err)
 		}
 	})
 }

@@ -25,14 +25,21 @@ import (
 // request, or a currency other than the account's). A code pays once,
 // online or offline: a tap of a code that paid online is flagged
 // duplicate_code.
+//
+// ErrOverLimit and ErrInsufficientFunds are counted against the code (in
+// the transaction that refused, nothing else written): a code refused
+// MaxCodeRefusals times is ErrCodeUsed for payments from then on, so a
+// shop's scanner shown one code cannot search the rider's limit and
+// balance by trying amount after amount.
 func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, error) {
 	if err := req.validate(); err != nil {
 		return PaymentOrder{}, invalid("payment: %v", err)
 	}
 	var order PaymentOrder
 	created := false
+	var refused error // a refusal counted against the code, committed
 	err := s.write(ctx, "pay", func(t *txn) error {
-		created = false
+		created, refused = false, nil
 		a, err := t.lockAccount(req.Account)
 		if err != nil {
 			return err
@@ -77,16 +84,26 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 		if used {
 			return ErrCodeUsed
 		}
+		refusals, err := t.codeRefusals(req.CodeKey)
+		if err != nil {
+			return err
+		}
+		if refusals >= MaxCodeRefusals {
+			return fmt.Errorf("%w: refused %d times", ErrCodeUsed, refusals)
+		}
 		var limit sql.NullInt64
 		err = t.queryRow(`SELECT amount FROM payment_limits WHERE account_id = $1`, int64(req.Account)).Scan(&limit)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("ledger: read payment limit: %w", err)
 		}
-		if limit.Valid && req.Amount > limit.Int64 {
-			return fmt.Errorf("%w: amount %d, limit %d for one payment by code", ErrOverLimit, req.Amount, limit.Int64)
+		switch {
+		case limit.Valid && req.Amount > limit.Int64:
+			refused = fmt.Errorf("%w: amount %d, limit %d for one payment by code", ErrOverLimit, req.Amount, limit.Int64)
+		case a.balance+a.creditLine < req.Amount:
+			refused = fmt.Errorf("%w: balance %d (credit line %d), amount %d", ErrInsufficientFunds, a.balance, a.creditLine, req.Amount)
 		}
-		if a.balance+a.creditLine < req.Amount {
-			return fmt.Errorf("%w: balance %d (credit line %d), amount %d", ErrInsufficientFunds, a.balance, a.creditLine, req.Amount)
+		if refused != nil {
+			return t.countRefusal(req.CodeKey, req.Account)
 		}
 		id, err := t.nextID("payment_id")
 		if err != nil {
@@ -124,6 +141,9 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 			CreatedAt: fromNS(t.now)}
 		return nil
 	})
+	if err == nil {
+		err = refused
+	}
 	if err != nil {
 		return PaymentOrder{}, err
 	}
@@ -186,6 +206,34 @@ func (s *Store) PaymentByOrder(ctx context.Context, merchantID, orderID string) 
 	p, err := paymentQuery(ctx, s.db, `SELECT `+paymentColumns+` FROM payments WHERE merchant_id = $1 AND order_id = $2`,
 		merchantID, orderID)
 	return p.PaymentOrder, err
+}
+
+// MaxCodeRefusals is how many online payments the ledger refuses a payment
+// code (over the rider's limit, or short of funds) before the code pays no
+// more online: the rider's app shows a new code every minute, a rogue
+// scanner gets no search.
+const MaxCodeRefusals = 3
+
+// codeRefusals returns how many payments were refused the code.
+func (t *txn) codeRefusals(key []byte) (int64, error) {
+	var n int64
+	err := t.queryRow(`SELECT refusals FROM code_refusals WHERE code_key = $1`, key).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger: read code refusals: %w", err)
+	}
+	return n, nil
+}
+
+// countRefusal counts a refused payment against the code.
+func (t *txn) countRefusal(key []byte, account uint64) error {
+	_, err := t.exec("count code refusal",
+		`INSERT INTO code_refusals (code_key, account_id, refusals, updated_ns) VALUES ($1, $2, 1, $3)
+		 ON CONFLICT (code_key) DO UPDATE SET refusals = code_refusals.refusals + 1, updated_ns = excluded.updated_ns`,
+		key, int64(account), t.now)
+	return err
 }
 
 func (t *txn) codeUsed(key []byte) (bool, error) {
