@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -57,10 +58,15 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
-// ServeHTTP serves the metrics (for /metrics).
+// ServeHTTP serves the metrics (for /metrics). They are written out whole
+// first: a client that reads slowly holds no metric's lock (the request
+// counters', which every request takes).
 func (r *Registry) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	var buf bytes.Buffer
+	r.WriteTo(&buf)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	r.WriteTo(w)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Write(buf.Bytes())
 }
 
 type countWriter struct {
