@@ -23,6 +23,7 @@ import (
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/release"
+	"github.com/farego/farego/sync/ratelog"
 )
 
 // Defaults.
@@ -111,6 +112,11 @@ type Handler struct {
 	verifier *paycode.Verifier
 	requests *metrics.CounterVec
 	accounts *limiter
+	// healthLog lets a failing check's log line through once a minute.
+	healthLog *ratelog.Limiter
+	// drifting caches the farego_devices_drifting count (a scrape would
+	// read the whole devices table each time).
+	driftCount metrics.Cache[float64]
 }
 
 // New returns the API handler.
@@ -149,11 +155,13 @@ func New(cfg Config) *Handler {
 		cfg.AccountsPerMinuteTotal = DefaultAccountsPerMinuteTotal
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, verifier: paycode.NewVerifier(0),
-		requests: cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
-		accounts: newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies)}
+		requests:  cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
+		accounts:  newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies),
+		healthLog: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
 	if cfg.Ledger != nil {
+		h.driftCount = metrics.Cache[float64]{TTL: 2 * time.Second, Read: h.driftingDevices}
 		cfg.Metrics.GaugeFunc("farego_devices_drifting",
-			"Validators whose clock is further from the server's than the drift bound (GET /v1/devices: drifting).", h.driftingDevices)
+			"Validators whose clock is further from the server's than the drift bound (GET /v1/devices: drifting).", h.driftCount.Get)
 	}
 	h.route("POST /v1/accounts", h.createAccount)
 	h.route("GET /v1/accounts/{id}", h.getAccount)
@@ -429,17 +437,21 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (any, int, err
 	defer cancel()
 	checks := map[string]string{}
 	status := http.StatusOK
-	if err := h.cfg.Ledger.Ping(ctx); err != nil {
-		checks["ledger"], status = err.Error(), http.StatusServiceUnavailable
-	} else {
-		checks["ledger"] = "ok"
-	}
-	for name, fn := range h.cfg.Health {
-		if err := fn(ctx); err != nil {
-			checks[name], status = err.Error(), http.StatusServiceUnavailable
-		} else {
+	check := func(name string, err error) {
+		if err == nil {
 			checks[name] = "ok"
+			return
 		}
+		// Anyone may ask: the answer says which part is down, the log
+		// why (a database's error names its address, user and database).
+		checks[name], status = "unavailable (the server's log says why)", http.StatusServiceUnavailable
+		if ok, n := h.healthLog.Allow(name); ok {
+			h.log.Warn("healthz: a check failed", "check", name, "err", err, "suppressed", n)
+		}
+	}
+	check("ledger", h.cfg.Ledger.Ping(ctx))
+	for name, fn := range h.cfg.Health {
+		check(name, fn(ctx))
 	}
 	return map[string]any{"ok": status == http.StatusOK, "checks": checks}, status, nil
 }

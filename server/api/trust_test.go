@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -772,4 +774,53 @@ func TestShopCannotSearchWithOneCode(t *testing.T) {
 	// The rider's next code pays.
 	b, _ = json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "next", "code": r.code(t, time.Now(), 2), "amount": 100})
 	f.do("POST", "/v1/payments", shop, string(b), http.StatusCreated)
+}
+
+// TestHealthzSaysNoSecrets: /healthz answers anyone; a failing check's
+// error (the database's, naming its address, user and database) goes to
+// the server's log, once a minute, and the answer says only which part is
+// down (an attack review read the PostgreSQL address and login from it).
+func TestHealthzSaysNoSecrets(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	secret := "failed to connect to `user=postgres database=ledger`: 10.1.2.3:5432"
+	f := newFixture(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+		c.Health = map[string]Health{"ingest": func(context.Context) error { return errors.New(secret) }}
+	})
+	for range 3 {
+		resp, err := http.Get(f.srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("healthz: %d, %v", resp.StatusCode, err)
+		}
+		checks, _ := h["checks"].(map[string]any)
+		if h["ok"] != false || checks["ledger"] != "ok" || !strings.HasPrefix(fmt.Sprint(checks["ingest"]), "unavailable") {
+			t.Errorf("healthz = %v", h)
+		}
+		if s := fmt.Sprint(h); strings.Contains(s, "10.1.2.3") || strings.Contains(s, "user=") {
+			t.Errorf("healthz tells anyone the check's error: %v", h)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logged.String(), "10.1.2.3"); n != 1 {
+		t.Errorf("the check's error logged %d times in three asks, want once:\n%s", n, logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
