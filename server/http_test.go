@@ -3,9 +3,12 @@ package server_test
 import (
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/servertest"
 )
 
@@ -64,5 +67,47 @@ func TestIndexPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"not_found"`) {
 		t.Errorf("GET /nope: %d %s, want the API's JSON 404", resp.StatusCode, body)
+	}
+}
+
+// With --metrics the fleet's inventory and figures are served on that
+// address alone: the HTTP address (the one riders' wallets and shops
+// reach) answers /metrics 404 (an attack review read every device's id,
+// state and software from it, anonymously). Without it, /metrics is on the
+// HTTP address as before.
+func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	dir := t.TempDir()
+	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a := servertest.RunConfig(t, server.Config{DataDir: dir, MetricsListen: "127.0.0.1:0"})
+	if a.Metrics == "" || a.Metrics == a.HTTP {
+		t.Fatalf("metrics address %q (HTTP %q)", a.Metrics, a.HTTP)
+	}
+	if st, body := get("http://" + a.HTTP + "/metrics"); st != http.StatusNotFound || strings.Contains(body, "farego_") {
+		t.Errorf("the HTTP address answered /metrics %d: %.200s", st, body)
+	}
+	if st, body := get("http://" + a.Metrics + "/metrics"); st != http.StatusOK || !strings.Contains(body, "\nfarego_ledger_taps 0\n") {
+		t.Errorf("the metrics address answered %d: %.200s", st, body)
+	}
+	if st, _ := get("http://" + a.Metrics + "/v1/keyring"); st != http.StatusNotFound {
+		t.Errorf("the metrics address serves the API (%d)", st)
+	}
+	if st, _ := get("http://" + a.HTTP + "/healthz"); st != http.StatusOK {
+		t.Errorf("healthz on the HTTP address: %d", st)
+	}
+	b := servertest.Start(t)
+	if st, body := get("http://" + b.HTTP + "/metrics"); st != http.StatusOK || !strings.Contains(body, "farego_ledger_taps") {
+		t.Errorf("without --metrics, /metrics on the HTTP address answered %d", st)
 	}
 }

@@ -56,6 +56,10 @@ type Config struct {
 	Releases string
 
 	HTTPListen string // default 127.0.0.1:8080
+	// MetricsListen, if set, serves GET /metrics on this address alone
+	// (the HTTP address answers it 404): the fleet's inventory and figures
+	// for the monitoring network, not for whoever reaches the API.
+	MetricsListen string
 	// HTTPMaxConns and HTTPMaxConnsPerAddress bound the HTTP connections
 	// open at once, in all and from one client address (0: the Default*
 	// constants; negative: no bound). A connection beyond them is closed
@@ -123,6 +127,7 @@ type Config struct {
 // Addrs are the addresses a running server listens on.
 type Addrs struct {
 	HTTP    string
+	Metrics string // "" unless Config.MetricsListen
 	MQTT    string // embedded broker, plain; "" with an external broker
 	MQTTTLS string
 }
@@ -139,6 +144,8 @@ type Server struct {
 	pub     *ingest.Publisher
 	http    *http.Server
 	httpLn  net.Listener
+	metrics *http.Server // on Config.MetricsListen, if set
+	metLn   net.Listener
 	devs    *Devices
 	console *console.Handler
 	rels    *release.Store
@@ -305,7 +312,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			"ingest":    connected("ingest", s.ingest.Connected),
 			"publisher": connected("publisher", s.pub.Connected),
 		},
-		Metrics: s.reg, Logger: s.log.With("part", "api"), Releases: s.rels,
+		Metrics: s.reg, MetricsElsewhere: cfg.MetricsListen != "", Logger: s.log.With("part", "api"), Releases: s.rels,
 	})
 	s.registerMetrics()
 	s.console = console.New(console.Config{Ledger: st, Keys: kd, API: h, Started: s.started, Metrics: s.reg,
@@ -321,6 +328,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux.Handle("/", h)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		MaxHeaderBytes: maxHeaderBytes}
+	if cfg.MetricsListen != "" {
+		if s.metLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics on %s: %w (use --metrics to pick another address)", cfg.MetricsListen, err)
+		}
+		s.metLn = newLimitListener(s.metLn, 64, 16)
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", s.reg)
+		s.metrics = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, MaxHeaderBytes: maxHeaderBytes}
+	}
 	ok = true
 	return s, nil
 }
@@ -369,6 +386,9 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 // Addrs returns the listen addresses.
 func (s *Server) Addrs() Addrs {
 	a := Addrs{HTTP: s.httpLn.Addr().String()}
+	if s.metLn != nil {
+		a.Metrics = s.metLn.Addr().String()
+	}
 	if s.broker != nil {
 		a.MQTT, a.MQTTTLS = s.broker.Addr(), s.broker.TLSAddr()
 	}
@@ -384,7 +404,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{"ingest": s.ingest.Run, "publisher": s.pub.Run} {
 		wg.Add(1)
@@ -406,12 +426,19 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	if s.metrics != nil {
+		go func() {
+			if err := s.metrics.Serve(s.metLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
 	s.pub.Changed(record.DocKeyring)
 	s.pub.Changed(record.DocFares)
 	s.pub.Changed(record.DocDenyList)
 	s.pub.Changed(wire.DocRelease)
 	a := s.Addrs()
-	s.log.Info("settlement server running", "http", a.HTTP, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
+	s.log.Info("settlement server running", "http", a.HTTP, "metrics", a.Metrics, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
 		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
 	if s.cfg.Ready != nil {
 		s.cfg.Ready(a)
@@ -432,6 +459,9 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	s.http.Shutdown(sctx)
+	if s.metrics != nil {
+		s.metrics.Shutdown(sctx)
+	}
 	wg.Wait()
 	s.log.Info("settlement server stopped")
 	return err
@@ -443,6 +473,9 @@ func (s *Server) close() {
 	}
 	if s.httpLn != nil {
 		s.httpLn.Close()
+	}
+	if s.metLn != nil {
+		s.metLn.Close()
 	}
 	if s.ledger != nil {
 		s.ledger.Close()

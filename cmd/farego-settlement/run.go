@@ -28,6 +28,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.DB, "db", "", "ledger DSN: sqlite:PATH (default DATA/ledger.db) or postgres://…")
 	fs.StringVar(&c.KeysDir, "keys", "", "key directory (default DATA/keys)")
 	fs.StringVar(&c.HTTPListen, "http", server.DefaultHTTPListen, "HTTP API listen address")
+	fs.StringVar(&c.MetricsListen, "metrics", "", "serve Prometheus /metrics on this address alone (e.g. 10.0.0.5:9464 on the monitoring network); default: on the HTTP address")
 	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 0, "HTTP connections open at once (0: 16384, or a quarter of the open-files limit if that is less; -1: no limit)")
 	fs.IntVar(&c.HTTPMaxConnsPerAddress, "http-max-conns-per-address", 0, "HTTP connections open at once from one client address (0: 256; -1: no limit; raise it behind a reverse proxy)")
 	fs.IntVar(&c.MQTTMaxPendingPerAddress, "mqtt-max-pending-per-address", 0, "embedded broker: connections of one client address not logged in yet (0: 32; -1: no limit; raise it behind a TCP load balancer)")

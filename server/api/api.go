@@ -100,8 +100,12 @@ type Config struct {
 	// Releases, if set, keeps the validator releases (/v1/releases).
 	Releases *release.Store
 	Metrics  *metrics.Registry
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// MetricsElsewhere: GET /metrics is served on a listener of its own
+	// (farego-settlement run --metrics), not by this handler: here it is
+	// 404.
+	MetricsElsewhere bool
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Handler serves the API.
@@ -197,7 +201,13 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/audit", h.auditLog)
 	h.route("GET /healthz", h.healthz)
 	h.releaseRoutes()
-	h.mux.Handle("GET /metrics", cfg.Metrics)
+	if cfg.MetricsElsewhere {
+		h.route("GET /metrics", func(http.ResponseWriter, *http.Request) (any, int, error) {
+			return nil, 0, errorf(http.StatusNotFound, "not_found", "the metrics are served on the server's metrics address (farego-settlement run --metrics), not here")
+		})
+	} else {
+		h.mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
