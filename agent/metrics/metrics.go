@@ -9,13 +9,11 @@ package metrics
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,15 +56,13 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
-// ServeHTTP serves the metrics (for /metrics). They are written out whole
-// first: a client that reads slowly holds no metric's lock (the request
-// counters', which every request takes).
+// ServeHTTP serves the metrics (for /metrics), streamed through a small
+// buffer: a scrape holds no copy of the whole exposition, and no metric
+// holds a lock while it is written (a client that reads slowly stalls
+// only its own scrape).
 func (r *Registry) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	var buf bytes.Buffer
-	r.WriteTo(&buf)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.Write(buf.Bytes())
+	r.WriteTo(w)
 }
 
 type countWriter struct {
@@ -158,18 +154,26 @@ func (v *CounterVec) With(values ...string) *Counter {
 	return c
 }
 
+// write copies the family's children under its lock and writes them after:
+// the writer may be a client's socket, and With, which every counted event
+// takes, must not wait for it.
 func (v *CounterVec) write(w *bufio.Writer) {
-	header(w, v.name, v.help, "counter")
-	v.mu.Lock()
-	keys := make([]string, 0, len(v.children))
-	for k := range v.children {
-		keys = append(keys, k)
+	type child struct {
+		key    string
+		values []string
+		c      *Counter
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s%s %d\n", v.name, labelPairs(v.labels, v.values[k]), v.children[k].Value())
+	v.mu.Lock()
+	cs := make([]child, 0, len(v.children))
+	for k, c := range v.children {
+		cs = append(cs, child{k, v.values[k], c})
 	}
 	v.mu.Unlock()
+	slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.key, b.key) })
+	header(w, v.name, v.help, "counter")
+	for _, c := range cs {
+		fmt.Fprintf(w, "%s%s %d\n", v.name, labelPairs(v.labels, c.values), c.c.Value())
+	}
 }
 
 type gaugeFunc struct {

@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestExposition(t *testing.T) {
@@ -103,4 +106,45 @@ func TestCounterFuncsAndRuntime(t *testing.T) {
 	if strings.Contains(got, "NaN") {
 		t.Errorf("a runtime or process figure is NaN on Linux:\n%s", got)
 	}
+}
+
+// blockingWriter is a client that does not read: every Write waits until
+// released.
+type blockingWriter struct {
+	h       http.Header
+	release chan struct{}
+}
+
+func (b *blockingWriter) Header() http.Header         { return b.h }
+func (b *blockingWriter) WriteHeader(int)             {}
+func (b *blockingWriter) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+
+// TestSlowScrapeHoldsNoLock: a /metrics client that reads slowly (or not
+// at all) must not hold a counter's lock: the HTTP request counters are
+// taken by every request. Before, the exposition was written to the client
+// under the vector's lock, and with more than a buffer's worth of series a
+// stalled client stalled every With.
+func TestSlowScrapeHoldsNoLock(t *testing.T) {
+	r := NewRegistry()
+	v := r.Counter("farego_http_requests_total", "Requests.", "route", "status")
+	for i := range 300 { // well over bufio's 4 KiB
+		v.With(fmt.Sprintf("GET /v1/route/%03d/%s", i, strings.Repeat("x", 20)), "2xx").Inc()
+	}
+	w := &blockingWriter{h: http.Header{}, release: make(chan struct{})}
+	served := make(chan struct{})
+	go func() { r.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil)); close(served) }()
+	done := make(chan struct{})
+	go func() {
+		time.Sleep(50 * time.Millisecond) // let the scrape reach its write
+		v.With("GET /healthz", "2xx").Inc()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Error("a counter's With waited for a client that does not read /metrics")
+	}
+	close(w.release)
+	<-served
+	<-done
 }
