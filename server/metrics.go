@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"sync"
 	"time"
 
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/sync/ingest"
@@ -31,29 +31,23 @@ func (s *Server) ingestMetrics() ingest.Metrics {
 func (s *Server) registerMetrics() {
 	// One scrape reads the ledger's figures once (each gauge would read
 	// them again), and never more than once a second.
-	var mu sync.Mutex
-	var last ledger.Stats
-	var at time.Time
-	var lastErr error
-	stats := func() (ledger.Stats, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(at) < time.Second {
-			return last, lastErr
-		}
+	type reading struct {
+		st  ledger.Stats
+		err error
+	}
+	stats := &metrics.Cache[reading]{TTL: time.Second, Read: func() reading {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		last, lastErr = s.ledger.Stats(ctx)
-		at = time.Now()
-		return last, lastErr
-	}
+		st, err := s.ledger.Stats(ctx)
+		return reading{st, err}
+	}}
 	stat := func(f func(st ledgerStats) float64) func() float64 {
 		return func() float64 {
-			st, err := stats()
-			if err != nil {
+			r := stats.Get()
+			if r.err != nil {
 				return -1
 			}
-			return f(ledgerStats(st))
+			return f(ledgerStats(r.st))
 		}
 	}
 	s.reg.GaugeFunc("farego_ledger_taps", "Taps in the ledger.", stat(func(st ledgerStats) float64 { return float64(st.Taps) }))

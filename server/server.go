@@ -326,8 +326,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
 	mux.HandleFunc("GET /{$}", serveIndex)                        // a person opening the server's address
 	mux.Handle("/", h)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
-		MaxHeaderBytes: maxHeaderBytes}
+	s.http = newHTTPServer(mux)
 	if cfg.MetricsListen != "" {
 		if s.metLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("metrics on %s: %w (use --metrics to pick another address)", cfg.MetricsListen, err)
@@ -335,11 +334,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.metLn = newLimitListener(s.metLn, 64, 16)
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", s.reg)
-		s.metrics = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 30 * time.Second, MaxHeaderBytes: maxHeaderBytes}
+		s.metrics = newHTTPServer(mm)
 	}
 	ok = true
 	return s, nil
+}
+
+// newHTTPServer serves h with the server's bounds on a client: headers
+// within 10 s, the request within 30, the answer written within 30.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes}
 }
 
 func connected(name string, f func() bool) api.Health {

@@ -102,7 +102,7 @@ type Config struct {
 	Metrics  *metrics.Registry
 	// MetricsElsewhere: GET /metrics is served on a listener of its own
 	// (farego-settlement run --metrics), not by this handler: here it is
-	// 404.
+	// an unknown endpoint.
 	MetricsElsewhere bool
 	Logger           *slog.Logger
 	Now              func() time.Time
@@ -201,11 +201,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/audit", h.auditLog)
 	h.route("GET /healthz", h.healthz)
 	h.releaseRoutes()
-	if cfg.MetricsElsewhere {
-		h.route("GET /metrics", func(http.ResponseWriter, *http.Request) (any, int, error) {
-			return nil, 0, errorf(http.StatusNotFound, "not_found", "the metrics are served on the server's metrics address (farego-settlement run --metrics), not here")
-		})
-	} else {
+	if !cfg.MetricsElsewhere {
 		h.mux.Handle("GET /metrics", cfg.Metrics)
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

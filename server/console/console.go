@@ -74,7 +74,8 @@ type Handler struct {
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 	css   []byte
-	fleet *fleetCache
+	fleet *metrics.Cache[fleetReading] // the fleet for the metrics
+	aside *metrics.Cache[asideReading] // the records kept aside, for the metrics
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -104,7 +105,8 @@ func New(cfg Config) *Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency())}
-	h.fleet = &fleetCache{h: h}
+	h.fleet = &metrics.Cache[fleetReading]{TTL: metricsCacheTTL, Read: h.readFleetForMetrics}
+	h.aside = &metrics.Cache[asideReading]{TTL: metricsCacheTTL, Read: h.readAside}
 	css, err := staticFS.ReadFile("static/console.css")
 	if err != nil {
 		panic(err)

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -164,28 +163,42 @@ func (h *Handler) currentVersions(ctx context.Context) (versions, error) {
 	return v, err
 }
 
-// fleetCache reads the fleet for the metrics at most once a few seconds
-// (one scrape reads several families of it).
-type fleetCache struct {
-	h    *Handler
-	mu   sync.Mutex
-	at   time.Time
+// fleetReading is the fleet as the metrics read it, at most once a few
+// seconds (one scrape reads several families of it): metricsCacheTTL.
+type fleetReading struct {
 	rows []deviceRow
 	cur  versions
 	err  error
 }
 
-const fleetCacheTTL = 2 * time.Second
+// asideReading is the records kept aside, as the metrics read them.
+type asideReading struct {
+	quarantined, held int64
+	err               error
+}
 
-func (c *fleetCache) get(ctx context.Context) ([]deviceRow, versions, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) < fleetCacheTTL {
-		return c.rows, c.cur, c.err
+const metricsCacheTTL = 2 * time.Second
+
+func (h *Handler) readFleetForMetrics() fleetReading {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, cur, err := h.readFleet(ctx, false)
+	return fleetReading{rows, cur, err}
+}
+
+func (h *Handler) readAside() asideReading {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q, hd, err := h.cfg.Ledger.AsideCounts(ctx)
+	var r asideReading
+	for _, c := range q {
+		r.quarantined += c.Count
 	}
-	c.rows, c.cur, c.err = c.h.readFleet(ctx, false)
-	c.at = time.Now()
-	return c.rows, c.cur, c.err
+	for _, c := range hd {
+		r.held += c.Count
+	}
+	r.err = err
+	return r
 }
 
 // readFleet reads every device (with the route and vehicle of its last
@@ -348,13 +361,11 @@ func containsFold(s, sub string) bool {
 func (h *Handler) registerMetrics(reg *metrics.Registry) {
 	each := func(fn func(emit func(float64, ...string), rows []deviceRow, cur versions)) func(func(float64, ...string)) {
 		return func(emit func(float64, ...string)) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			rows, cur, err := h.fleet.get(ctx)
-			if err != nil {
+			f := h.fleet.Get()
+			if f.err != nil {
 				return
 			}
-			fn(emit, rows, cur)
+			fn(emit, f.rows, f.cur)
 		}
 	}
 	live := func(emit func(float64, ...string), rows []deviceRow, f func(r deviceRow) (float64, bool)) {
@@ -426,21 +437,14 @@ func (h *Handler) registerMetrics(reg *metrics.Registry) {
 		}))
 	aside := func(held bool) func() float64 {
 		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			q, hd, err := h.cfg.Ledger.AsideCounts(ctx)
-			if err != nil {
+			r := h.aside.Get()
+			switch {
+			case r.err != nil:
 				return -1
+			case held:
+				return float64(r.held)
 			}
-			rs := q
-			if held {
-				rs = hd
-			}
-			var n int64
-			for _, r := range rs {
-				n += r.Count
-			}
-			return float64(n)
+			return float64(r.quarantined)
 		}
 	}
 	reg.GaugeFunc("farego_ledger_quarantined", "Device records kept aside as unreadable or from revoked devices.", aside(false))
