@@ -113,7 +113,8 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 		req.Currency = a.Currency
 	}
 	// A payment never moves the deny list: it refuses rather than go below
-	// the credit line, and a refusal writes nothing.
+	// the credit line, and a refusal moves no money (the ledger counts it
+	// against the code).
 	order, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
 		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: hash,
 		Amount: req.Amount, Currency: req.Currency})

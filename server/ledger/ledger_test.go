@@ -1641,7 +1641,7 @@ func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 // search of the rider's limit or balance with one code (an attack review:
 // 222 tries read the limit exactly and took 99 % of the balance). The
 // code's tap on a bus still pays, and another code of the rider still
-// pays online.
+// pays online. An account keeps MaxRefusedCodes counted.
 func TestCodeRefusalsBounded(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
@@ -1694,6 +1694,20 @@ func TestCodeRefusalsBounded(t *testing.T) {
 		}
 		if b := balance(t, s, acct); b != 10_000-5_000-250-100 {
 			t.Errorf("balance %d, want %d", b, 10_000-5_000-250-100)
+		}
+		// A rider who mints codes of their own for a shop's token of their
+		// own cannot grow the table: an account keeps its latest
+		// MaxRefusedCodes refused codes.
+		for i := range MaxRefusedCodes + 6 {
+			req.OrderID, req.CodeKey, req.Amount = fmt.Sprintf("mint-%d", i), codeKey(acct, 1, at(200)), MaxAmount
+			_, err := s.Pay(ctx, req)
+			wantErr(t, err, ErrOverLimit)
+		}
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM code_refusals WHERE account_id = $1`, int64(acct)).Scan(&n); err != nil || n != MaxRefusedCodes {
+			t.Errorf("the account keeps %d refused codes (%v), want %d", n, err, MaxRefusedCodes)
+		}
+		if err := s.db.QueryRowContext(ctx, `SELECT refusals FROM code_refusals WHERE code_key = $1`, req.CodeKey).Scan(&n); err != nil || n != 1 {
+			t.Errorf("the latest refused code counted %d (%v), want 1", n, err)
 		}
 		if err := s.CheckInvariants(ctx); err != nil {
 			t.Error(err)

@@ -21,7 +21,8 @@ import (
 // (more than the account's limit for one payment by code, SetPaymentLimit),
 // ErrUnknownCredential (the code's credential — account, serial, rider key
 // — is not one the ledger issued), ErrInsufficientFunds (the balance plus
-// the account's credit line is below the amount), or ErrInvalid (bad
+// the account's credit line is below the amount; this and ErrOverLimit
+// write only the code's refusal count, below), or ErrInvalid (bad
 // request, or a currency other than the account's). A code pays once,
 // online or offline: a tap of a code that paid online is flagged
 // duplicate_code.
@@ -227,12 +228,26 @@ func (t *txn) codeRefusals(key []byte) (int64, error) {
 	return n, nil
 }
 
-// countRefusal counts a refused payment against the code.
+// MaxRefusedCodes is how many refused codes an account keeps counted, its
+// latest: a code is live for minutes, and only the rider, who holds the
+// credential's key, can make more of the account's codes (a rider with a
+// shop's token of their own could otherwise grow the table without end;
+// evicting the oldest count lets only that rider try it again).
+const MaxRefusedCodes = 64
+
+// countRefusal counts a refused payment against the code, and forgets the
+// account's refused codes beyond its MaxRefusedCodes latest.
 func (t *txn) countRefusal(key []byte, account uint64) error {
-	_, err := t.exec("count code refusal",
+	if _, err := t.exec("count code refusal",
 		`INSERT INTO code_refusals (code_key, account_id, refusals, updated_ns) VALUES ($1, $2, 1, $3)
 		 ON CONFLICT (code_key) DO UPDATE SET refusals = code_refusals.refusals + 1, updated_ns = excluded.updated_ns`,
-		key, int64(account), t.now)
+		key, int64(account), t.now); err != nil {
+		return err
+	}
+	_, err := t.exec("forget old code refusals",
+		`DELETE FROM code_refusals WHERE account_id = $1 AND code_key NOT IN
+		 (SELECT code_key FROM code_refusals WHERE account_id = $1 ORDER BY updated_ns DESC, code_key LIMIT $2)`,
+		int64(account), MaxRefusedCodes)
 	return err
 }
 

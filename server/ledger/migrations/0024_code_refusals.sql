@@ -6,10 +6,13 @@
 -- nearly all the balance (an attack review). A code refused
 -- MaxCodeRefusals times pays no more online (code_used); its tap on a bus,
 -- within its life, still pays. One row a refused code, written under the
--- account's lock, in the transaction that refused it.
+-- account's lock, in the transaction that refused it; an account keeps
+-- its MaxRefusedCodes latest (only the rider, who holds the key, can make
+-- more of its codes: the table is bounded by the accounts).
 CREATE TABLE code_refusals (
     code_key   BYTEA PRIMARY KEY,
     account_id BIGINT NOT NULL,
     refusals   BIGINT NOT NULL,
     updated_ns BIGINT NOT NULL
 );
+CREATE INDEX code_refusals_account ON code_refusals (account_id, updated_ns);
