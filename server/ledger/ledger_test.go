@@ -1639,7 +1639,7 @@ func TestStoredFareTableWithHiddenRoute(t *testing.T) {
 // MaxCodeRefusals times (over the limit, short of funds); then the code
 // pays no more online, even an amount that fits, and nothing moved: no
 // search of the rider's limit or balance with one code (an attack review:
-// 222 tries read the limit exactly and took 99 % of the balance). The
+// 37 refusals read the limit exactly, 222 tries took 99 % of the balance). The
 // code's tap on a bus still pays, and another code of the rider still
 // pays online. An account keeps MaxRefusedCodes counted.
 func TestCodeRefusalsBounded(t *testing.T) {
