@@ -106,8 +106,14 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	if st, _ := get("http://" + a.HTTP + "/healthz"); st != http.StatusOK {
 		t.Errorf("healthz on the HTTP address: %d", st)
 	}
+	if st, body := get("http://" + a.HTTP + "/"); st != http.StatusOK || strings.Contains(body, "/metrics") || !strings.Contains(body, `href="/healthz"`) {
+		t.Errorf("the index page (%d) links a /metrics the address does not serve: %s", st, body)
+	}
 	b := servertest.Start(t)
 	if st, body := get("http://" + b.HTTP + "/metrics"); st != http.StatusOK || !strings.Contains(body, "farego_ledger_taps") {
 		t.Errorf("without --metrics, /metrics on the HTTP address answered %d", st)
+	}
+	if st, body := get("http://" + b.HTTP + "/"); st != http.StatusOK || !strings.Contains(body, `<a href="/metrics">`) {
+		t.Errorf("without --metrics, the index page (%d) does not link /metrics: %s", st, body)
 	}
 }

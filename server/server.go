@@ -324,7 +324,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
-	mux.HandleFunc("GET /{$}", serveIndex)                        // a person opening the server's address
+	mux.Handle("GET /{$}", indexHandler(cfg.MetricsListen == "")) // a person opening the server's address
 	mux.Handle("/", h)
 	s.http = newHTTPServer(mux)
 	if cfg.MetricsListen != "" {
@@ -527,17 +527,26 @@ const indexPage = `<!doctype html>
 <ul>
 <li><a href="/wallet/">Rider wallet</a>: an account, its balance, rides and payment codes</li>
 <li><a href="/console/">Operator console</a>: accounts, devices, taps kept aside, reports (an operator or auditor token)</li>
-<li>HTTP API under <code>/v1/</code> (the README's HTTP API section); <a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a></li>
+<li>HTTP API under <code>/v1/</code> (the README's HTTP API section); <a href="/healthz">/healthz</a>%s</li>
 </ul>
 </body></html>
 `
 
-func serveIndex(w http.ResponseWriter, _ *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'") // as the API's: not in another site's frame
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-cache")
-	io.WriteString(w, indexPage)
+// indexHandler serves indexPage; withMetrics: /metrics is on this address
+// (not moved to one of its own by --metrics), and the page links it.
+func indexHandler(withMetrics bool) http.Handler {
+	link := ""
+	if withMetrics {
+		link = `, <a href="/metrics">/metrics</a>`
+	}
+	page := fmt.Sprintf(indexPage, link)
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'") // as the API's: not in another site's frame
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-cache")
+		io.WriteString(w, page)
+	})
 }
