@@ -1,0 +1,278 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// rawDevice logs in as device id over a raw TCP connection with MQTT
+// protocol version ver (4 or 5), clean false, and reads (and counts) every
+// packet the broker sends until the connection closes.
+func rawDevice(tb testing.TB, addr string, secret []byte, id string, ver byte) (net.Conn, *atomic.Int64, <-chan struct{}) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: ver,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: false, ClientIdentifier: DeviceClientIDPrefix + id,
+			UsernameFlag: true, Username: []byte(id), PasswordFlag: true, Password: []byte(devicePassword(secret, id)), Keepalive: 0}}
+	if ver == 5 {
+		connect.Properties.SessionExpiryInterval = 3600
+		connect.Properties.SessionExpiryIntervalFlag = true
+	}
+	var buf bytes.Buffer
+	if err := connect.ConnectEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	fh := make([]byte, 1)
+	if _, err := io.ReadFull(r, fh); err != nil || fh[0]>>4 != packets.Connack {
+		tb.Fatalf("no CONNACK: %v %x", err, fh)
+	}
+	n, err := readVarint(r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ack := make([]byte, n)
+	if _, err := io.ReadFull(r, ack); err != nil || ack[1] != 0 {
+		tb.Fatalf("CONNACK %x %v", ack, err)
+	}
+	var got atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n, _ := io.Copy(io.Discard, r)
+		got.Add(n)
+	}()
+	return conn, &got, done
+}
+
+func readVarint(r *bufio.Reader) (int, error) {
+	v, mul := 0, 1
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		v += int(b&127) * mul
+		if b&128 == 0 {
+			return v, nil
+		}
+		mul *= 128
+	}
+}
+
+// publishRaw writes one PUBLISH of protocol version ver.
+func publishRaw(tb testing.TB, conn net.Conn, ver, qos byte, pid uint16, topic string, payload []byte, user []packets.UserProperty) bool {
+	tb.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, ProtocolVersion: ver,
+		PacketID: pid, TopicName: topic, Payload: payload}
+	pk.Properties.User = user
+	var buf bytes.Buffer
+	if err := pk.PublishEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := conn.Write(buf.Bytes())
+	return err == nil
+}
+
+// bigProperties are MQTT 5 user properties of some 390 KB (the packet
+// stays under the 400 KiB bound).
+func bigProperties() []packets.UserProperty {
+	v := strings.Repeat("u", 65000)
+	var out []packets.UserProperty
+	for range 6 {
+		out = append(out, packets.UserProperty{Key: "k", Val: v})
+	}
+	return out
+}
+
+// TestAttackQoS2UserPropertiesPinMemory: a device with its own login
+// publishes QoS 2 messages on its own status topic with a 1-byte payload
+// and some 390 KB of MQTT 5 user properties, and never sends PUBREL. Its
+// budget is charged the payload and topic (some 30 bytes a message),
+// never the properties; mochi keeps every PUBREC, which inherits the
+// PUBLISH's properties (and so the packet's buffer), in the device's
+// session until PUBREL — up to ReceiveMaximum (65,535) of them, also for
+// an hour after the device left.
+func TestAttackQoS2UserPropertiesPinMemory(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret}) // the default limits
+	const id = "bus-q2"
+	before := heapInUse()
+	conn, got, _ := rawDevice(t, b.Addr(), secret, id, 5)
+	props := bigProperties()
+	start := time.Now()
+	sent := 0
+	// The burst (400 messages), then 20 a second: the message budget's
+	// sustained rate, never held back.
+	for pid := uint16(1); pid <= 500; pid++ {
+		if pid > 400 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !publishRaw(t, conn, 5, 2, pid, "farego/dev/"+id+"/status", []byte("x"), props) {
+			t.Logf("disconnected after %d publications", sent)
+			break
+		}
+		sent++
+	}
+	var inflight int
+	waitFor(t, "the broker to take every PUBLISH", func() bool {
+		cl, ok := b.srv.Clients.Get(DeviceClientIDPrefix + id)
+		if ok {
+			inflight = cl.State.Inflight.Len()
+		}
+		return !ok || inflight >= sent || cl.Closed()
+	})
+	el := time.Since(start)
+	conn.Close() // the session stays for an hour
+	time.Sleep(500 * time.Millisecond)
+	grew := heapInUse() - before
+	st := b.Stats()
+	t.Logf("%d QoS 2 PUBLISHes of %d B of user properties in %v: PUBRECs held in the session %d; heap grew by %d MiB "+
+		"after the device left; %d MiB of PUBRECs echoed to it; flooded %d, shed %d",
+		sent, 6*65000, el.Round(time.Millisecond), inflight, grew>>20, got.Load()>>20, st.Flooded, st.Shed)
+	if grew > 64<<20 {
+		t.Errorf("one device within its budget made the broker hold %d MiB", grew>>20)
+	}
+}
+
+// TestAttackDeniedPublicationsUncharged: a device publishes, as fast as it
+// can, QoS 0 messages of 380 KiB on another device's taps topic (MQTT
+// 3.1.1) and QoS 1 ones (MQTT 5). The ACL refuses them before the budget
+// is charged: MQTT 3.1.1 QoS 0 and MQTT 5 refusals do not disconnect.
+func TestAttackDeniedPublicationsUncharged(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret}) // the default limits
+	payload := bytes.Repeat([]byte("d"), 380<<10)
+	for _, c := range []struct {
+		name     string
+		ver, qos byte
+	}{{"v4-qos0", 4, 0}, {"v5-qos1", 5, 1}} {
+		id := "bus-" + c.name
+		conn, _, done := rawDevice(t, b.Addr(), secret, id, c.ver)
+		start := time.Now()
+		n := 0
+		for time.Since(start) < 5*time.Second {
+			pid := uint16(n%60000 + 1)
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: c.qos}, ProtocolVersion: c.ver,
+				PacketID: pid, TopicName: "farego/dev/victim/taps", Payload: payload}
+			var buf bytes.Buffer
+			if err := pk.PublishEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				break
+			}
+			n++
+		}
+		select {
+		case <-done:
+			t.Logf("%s: disconnected after %d messages", c.name, n)
+		case <-time.After(time.Second):
+			t.Logf("%s: %d messages of %d KiB to another device's topic in 5 s (%d MiB, %.0f/s, budget 20/s and 256 KiB/s); still connected; flooded %d",
+				c.name, n, len(payload)>>10, n*len(payload)>>20, float64(n)/5, b.Stats().Flooded)
+			if n > 400 {
+				t.Errorf("%s: %d refused publications not charged to the budget", c.name, n)
+			}
+		}
+		conn.Close()
+	}
+}
+
+// countingWriter counts the bytes and lines written to it.
+type countingWriter struct{ bytes, lines atomic.Int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.bytes.Add(int64(len(p)))
+	w.lines.Add(int64(bytes.Count(p, []byte("\n"))))
+	return len(p), nil
+}
+
+// TestAttackMalformedPublishLogAmplified: a device with its own login
+// sends one PUBLISH that mochi's validation refuses (a wildcard in its
+// topic) with a 380 KiB payload, and logs in again, at the login budget's
+// sustained rate (20 a second). mochi logs each refusal at WARN with the
+// whole packet ("error processing packet" … pk=…), payload included,
+// through the server's own logger (text, as farego-settlement writes it),
+// with no rate limit; the refused packet is charged nothing.
+func TestAttackMalformedPublishLogAmplified(t *testing.T) {
+	secret := newSecret(t)
+	var w countingWriter
+	log := slog.New(slog.NewTextHandler(&w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	b := startBroker(t, Config{Secret: secret, Logger: log}) // the default limits
+	payload := bytes.Repeat([]byte("d"), 380<<10)
+	const id = "bus-log"
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 5*time.Second {
+		conn, _, done := rawDevice(t, b.Addr(), secret, id, 4)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4,
+			PacketID: 1, TopicName: "farego/dev/" + id + "/+", Payload: payload}
+		var buf bytes.Buffer
+		if err := pk.PublishEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		<-done // the broker closes the connection
+		conn.Close()
+		n++
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	t.Logf("%d malformed publications (one a login) in 5 s: %d log lines, %d MiB of log (%.1f MiB/s); flooded %d",
+		n, w.lines.Load(), w.bytes.Load()>>20, float64(w.bytes.Load())/(1<<20)/5, b.Stats().Flooded)
+	if w.bytes.Load() > 1<<20 {
+		t.Errorf("a device made the server write %d MiB of log in 5 s", w.bytes.Load()>>20)
+	}
+}
+
+// TestAttackQoS2NotHeld: a device's QoS 2 publications (small ones, within
+// its budget) leave nothing in its session: mochi would keep each PUBREC
+// until a PUBREL the device never sends.
+func TestAttackQoS2NotHeld(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	const id = "bus-q2s"
+	conn, _, _ := rawDevice(t, b.Addr(), secret, id, 4)
+	const n = 300
+	for pid := uint16(1); pid <= n; pid++ {
+		if !publishRaw(t, conn, 4, 2, pid, "farego/dev/"+id+"/status", []byte("x"), nil) {
+			t.Fatal("disconnected")
+		}
+	}
+	// A QoS 1 publication after them: once it is acknowledged, the
+	// broker has taken the others.
+	publishRaw(t, conn, 4, 1, n+1, "farego/dev/"+id+"/status", []byte("x"), nil)
+	var inflight int
+	waitFor(t, "the broker to take every PUBLISH", func() bool {
+		cl, ok := b.srv.Clients.Get(DeviceClientIDPrefix + id)
+		if !ok {
+			return false
+		}
+		inflight = cl.State.Inflight.Len()
+		return cl.State.Inflight.Len() == n || cl.State.Inflight.Len() == 0 && atomic.LoadInt64(&b.srv.Info.MessagesReceived) >= n+1
+	})
+	t.Logf("after %d QoS 2 publications never released: %d held in the device's session", n, inflight)
+	if inflight != 0 {
+		t.Errorf("%d PUBRECs held", inflight)
+	}
+}
