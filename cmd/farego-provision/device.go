@@ -188,7 +188,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	var fleet struct {
 		Key string `json:"fleet_public_key"`
 	}
-	if err := cli.CallJSON(ctx, "GET", server+"/v1/fleet", "", nil, &fleet); err != nil {
+	if err := cli.GetJSONWaiting(ctx, server+"/v1/fleet", 10*time.Second, os.Stderr, &fleet); err != nil {
 		return fmt.Errorf("the server's fleet key: %w", err)
 	}
 	if got := hex.EncodeToString(fleetKey); fleet.Key != got {

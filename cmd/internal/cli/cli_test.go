@@ -7,12 +7,14 @@ import (
 	"flag"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewLogger(t *testing.T) {
@@ -127,5 +129,58 @@ func TestCallJSONServerDown(t *testing.T) {
 	err = CallJSON(context.Background(), "GET", "http://"+addr+"/v1/fleet", "", nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "is the server at http://"+addr+" running and reachable? check --server") {
 		t.Errorf("CallJSON to a closed port: %v", err)
+	}
+}
+
+// TestGetJSONWaiting: a GET to a server that starts listening a moment
+// later (as one started in the background by the line before of a script)
+// succeeds; to an address where nothing listens it fails after the wait,
+// with the hint.
+func TestGetJSONWaiting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there for now
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `{"fleet_public_key":"ab"}`)
+	})}
+	started := make(chan error, 1)
+	go func() {
+		time.Sleep(600 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		started <- err
+		if err == nil {
+			srv.Serve(ln)
+		}
+	}()
+	t.Cleanup(func() { srv.Close() })
+	var progress strings.Builder
+	var out struct {
+		Key string `json:"fleet_public_key"`
+	}
+	err = GetJSONWaiting(context.Background(), "http://"+addr+"/v1/fleet", 10*time.Second, &progress, &out)
+	if lerr := <-started; lerr != nil {
+		t.Skipf("the port was taken meanwhile: %v", lerr)
+	}
+	if err != nil || out.Key != "ab" {
+		t.Fatalf("GetJSONWaiting: %v, %+v", err, out)
+	}
+	if !strings.Contains(progress.String(), "no answer from http://"+addr+"/v1/fleet yet") {
+		t.Errorf("progress: %q", progress.String())
+	}
+	err = GetJSONWaiting(context.Background(), "http://"+addr+"/v1/fleet", 0, nil, nil)
+	if err != nil {
+		t.Fatalf("a server that listens: %v", err)
+	}
+	srv.Close()
+	start := time.Now()
+	err = GetJSONWaiting(context.Background(), "http://"+addr+"/v1/fleet", 500*time.Millisecond, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "is the server at http://"+addr+" running and reachable?") {
+		t.Fatalf("nothing listening: %v", err)
+	}
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Errorf("gave up after %v, before its wait", waited)
 	}
 }

@@ -21,6 +21,38 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Code + ": " + e.Message }
 
+// refused reports whether err is a failure to connect (not an answer of
+// the server: the address is wrong, or nothing listens there yet).
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// GetJSONWaiting is CallJSON for a GET that is the first contact with a
+// server that may be starting: while the connection is refused it tries
+// again every 200 ms for up to wait, telling progress once. A server
+// started in the background (farego-settlement run … &) listens a moment
+// later than the next command of a script runs.
+func GetJSONWaiting(ctx context.Context, url string, wait time.Duration, progress io.Writer, out any) error {
+	deadline := time.Now().Add(wait)
+	told := false
+	for {
+		err := CallJSON(ctx, "GET", url, "", nil, out)
+		if err == nil || !refused(err) || time.Now().After(deadline) {
+			return err
+		}
+		if !told && progress != nil {
+			fmt.Fprintf(progress, "no answer from %s yet; trying again for up to %s\n", url, wait)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // CallJSON makes one request to the settlement server's API: body (if not
 // nil) is sent as JSON, token as a bearer token, and a 2xx answer is decoded
 // into out (if not nil). An error answer becomes an *APIError.
@@ -47,8 +79,7 @@ func CallJSON(ctx context.Context, method, url, token string, body, out any) err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		if refused(err) {
 			// Not an answer of the server: the address is wrong, or
 			// nothing listens there.
 			return fmt.Errorf("%w (is the server at %s://%s running and reachable? check --server)", err, req.URL.Scheme, req.URL.Host)
