@@ -620,6 +620,9 @@ func TestRefund(t *testing.T) {
 	}
 	// The operator refunds the rest, audited; then nothing is left.
 	f.do("POST", refunds, f.token, `{"refund_id":"ops-1","amount":1500,"reason":"complaint 77"}`, 201)
+	if audit := fmt.Sprint(f.do("GET", "/v1/audit", f.token, "", 200)["entries"]); !strings.Contains(audit, `refund "ops-1" amount 1500 reason "complaint 77"`) {
+		t.Errorf("the operator's refund audited without its reason: %s", audit)
+	}
 	if e := f.do("POST", refunds, shop, `{"refund_id":"rf-3","amount":1}`, 409); errCode(e) != "over_refund" {
 		t.Errorf("refund beyond the payment: %v", e)
 	}

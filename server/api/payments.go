@@ -191,7 +191,7 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 	// A refund may lift a negative_balance entry (as a top-up does).
 	h.cfg.Notifier.Changed(record.DocDenyList)
 	if p.role != ledger.RoleMerchant {
-		h.audit(r, p, "refund", merchant+"/"+order, fmt.Sprintf("refund %q amount %d", req.RefundID, req.Amount))
+		h.audit(r, p, "refund", merchant+"/"+order, fmt.Sprintf("refund %q amount %d reason %q", req.RefundID, req.Amount, req.Reason))
 	}
 	return toRefund(rf), http.StatusCreated, nil
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -318,13 +319,48 @@ func prepareAssign(h *Handler, r *http.Request) (*plan, error) {
 		return nil, badInput("give a route (and optionally a vehicle), each at most 64 characters")
 	}
 	return &plan{Title: "Assign device " + id + " to route " + route + "?", Back: "devices/" + url.PathEscape(id),
-		Explain: "The device records this route and vehicle in its taps from its next tap on (an offline device when it reconnects) and is out of service if the fare table lists its routes without this one. Its taps on another route are then noted route_mismatch.",
+		Explain: routeFares(h, r, route) + " The device records this route and vehicle in its taps from its next tap on (an offline device when it reconnects) and is out of service if the fare table lists its routes without this one. Its taps on another route are then noted route_mismatch.",
 		Button:  "Assign", Fields: []field{{"device", id, "Device"}, {"route", route, "Route"}, {"vehicle", vehicle, "Vehicle"}},
 		method: http.MethodPut, path: "/v1/devices/" + url.PathEscape(id) + "/assignment",
 		body: jsonBody(map[string]any{"route": route, "vehicle": vehicle}),
 		done: func(resp map[string]any) result {
 			return result{Message: fmt.Sprintf("Device %s is assigned route %s (assignment version %v).", id, route, resp["version"])}
 		}}, nil
+}
+
+// routeFares says which fares of the latest fare table a ride on route
+// gets: a typo (x1 for X1) would otherwise quietly charge the default
+// route's fares (a new user's review).
+func routeFares(h *Handler, r *http.Request, route string) string {
+	t, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	if err != nil {
+		return "No fare table is published yet."
+	}
+	if !t.Covers(route) {
+		return fmt.Sprintf("Fare table version %d does not serve route %s: the device will be out of service. Its routes: %s.",
+			t.Version, route, strings.Join(t.Routes, ", "))
+	}
+	if _, own := t.Fares[route]; own {
+		return fmt.Sprintf("Fare table version %d has fares of its own for route %s.", t.Version, route)
+	}
+	var named []string
+	for k := range t.Fares {
+		if k != fare.DefaultRoute {
+			named = append(named, k)
+		}
+	}
+	slices.Sort(named)
+	msg := fmt.Sprintf("Fare table version %d has no fares of its own for route %s: its default fares (route %q) apply.",
+		t.Version, route, fare.DefaultRoute)
+	for _, k := range named {
+		if strings.EqualFold(k, route) {
+			return msg + fmt.Sprintf(" Did you mean route %s? It has fares of its own.", k)
+		}
+	}
+	if len(named) > 0 {
+		msg += " Routes with fares of their own: " + strings.Join(named, ", ") + "."
+	}
+	return msg
 }
 
 func prepareReplayAll(h *Handler, r *http.Request) (*plan, error) {

@@ -694,8 +694,17 @@ func TestAssignForm(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="confirm-yes"`) || !strings.Contains(body, "route X1") {
 		t.Fatalf("first POST: %d, want a confirmation naming the route", resp.StatusCode)
 	}
+	if !strings.Contains(body, "Fare table version 1 has fares of its own for route X1.") {
+		t.Errorf("the confirmation does not say which fares route X1 gets: %s", body)
+	}
 	if as, _ := f.store.DeviceAssignments(context.Background(), "bus-1"); len(as) != 0 {
 		t.Fatalf("assigned before confirmation: %+v", as)
+	}
+	// A typo: the default fares would apply, quietly (a new user's review).
+	typo := url.Values{"device": {"bus-1"}, "route": {"x1"}, "csrf": {csrf}}
+	if _, body := b.post("/console/act/assign", typo); !strings.Contains(body, "no fares of its own for route x1") ||
+		!strings.Contains(body, "Did you mean route X1?") {
+		t.Errorf("a route differing in case only: the confirmation does not warn: %s", body)
 	}
 	form.Set("confirm", "yes")
 	_, body = b.post("/console/act/assign", form)

@@ -22,7 +22,9 @@ func TestDeviceAssignments(t *testing.T) {
 		for _, bad := range [][2]string{{"", "v"}, {"4\n2", ""}, {string(bytes.Repeat([]byte{'x'}, 65)), ""}, {"42", "\x00"},
 			// the signed command and the validator refuse these: the ledger
 			// must not record an assignment that can never be sent
-			{" 42", ""}, {"42", "bus\u0085"}} {
+			{" 42", ""}, {"42", "bus\u0085"},
+			// a route that reads as another (the fare table's rule too)
+			{"\u202e\u2615 42", ""}, {"4\u200b2", ""}, {"42", "bus\u2066-7"}} {
 			_, err := s.AssignDevice(ctx, "bus-7", bad[0], bad[1], "op")
 			wantErr(t, err, ErrInvalid)
 		}
