@@ -129,6 +129,8 @@ func (dm *demo) wallet(ctx context.Context, dir string, keep bool) {
 	dm.say("       -d '{\"amount\": 1000, \"reference\": \"demo-'$(date +%%s%%N)'\"}' http://%s/v1/accounts/ACCOUNT/topups", dm.r.HTTP)
 	dm.say("(a reference names one payment: the same one again adds nothing)")
 	dm.say("then press \"Get a pass\"; switch the network off (or stop this demo) and the wallet still makes codes")
+	dm.say("the operator's console: http://%s/console/ (sign in with the operator token in %s)", dm.r.HTTP,
+		filepath.Join(dir, "server", "keys", "operator.token"))
 	dm.say("the server stays up; press Ctrl-C to stop (to tap the wallet's codes at a validator of your own, see the README's \"By hand\")")
 	<-ctx.Done()
 }
@@ -144,7 +146,7 @@ func (dm *demo) script(ctx context.Context) error {
 		return err
 	}
 	dm.say("settlement server up: HTTP API http://%s, embedded MQTT broker %s, SQLite ledger", r.HTTP, r.MQTT)
-	dm.say("rider's wallet (web app): http://%s/wallet/", r.HTTP)
+	dm.say("rider's wallet (web app): http://%s/wallet/; operator's console: http://%s/console/", r.HTTP, r.HTTP)
 
 	dm.step("Technician: provision validator bus-17-front (device key, client certificate, config, keyring)")
 	d, err := r.Provision(ctx, "bus-17-front", "42")

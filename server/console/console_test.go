@@ -838,14 +838,22 @@ func TestAmountsInTheLedgersMinorUnits(t *testing.T) {
 }
 
 // The fares page shows the transfer window as a duration (it showed its
-// nanoseconds: "within 3600000000000").
+// nanoseconds: "within 3600000000000"), as an operator writes it (it
+// showed Go's "1h0m0s").
 func TestFaresPageTransferWindow(t *testing.T) {
 	f := newFixture(t)
 	b := f.browser()
 	b.signIn(f.opToken)
 	_, page := b.get("/console/fares")
-	if !strings.Contains(page, "within 1h0m0s:") || strings.Contains(page, "3600000000000") {
-		t.Errorf("fares page: no transfer window of 1h0m0s in\n%s", page)
+	if !strings.Contains(page, "within 60 min:") || strings.Contains(page, "3600000000000") {
+		t.Errorf("fares page: no transfer window of 60 min in\n%s", page)
+	}
+	if _, page := b.get("/console/"); !strings.Contains(page, "0 <small>devices</small>") {
+		t.Errorf("overview: no device count")
+	}
+	f.device("bus-1")
+	if _, page := b.get("/console/"); !strings.Contains(page, "1 <small>device</small>") {
+		t.Errorf("overview: not \"1 device\"")
 	}
 }
 

@@ -39,7 +39,22 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"dur":  fmtDur,
+	"dur": fmtDur,
+	// window is a fare rule's time window as an operator writes it
+	// ("60 min", not "1h0m0s").
+	"window": func(d fare.Duration) string {
+		if v := time.Duration(d); v > 0 && v%time.Minute == 0 {
+			return fmt.Sprintf("%d min", v/time.Minute)
+		}
+		return fmtDur(time.Duration(d))
+	},
+	// plural is word, with an s unless n is 1.
+	"plural": func(n int, word string) string {
+		if n == 1 {
+			return word
+		}
+		return word + "s"
+	},
 	"join": strings.Join,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}
