@@ -519,8 +519,9 @@ func TestWalletPaymentLimit(t *testing.T) {
 	// top: the message is brought into view (it stayed above it, unseen).
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 640))
 	inView := `(() => { const r = document.getElementById("error").getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()`
-	for bad, says := range map[string]string{"-5": "such as 20", "2.505": "such as 20", "lots": "such as 20", "0": "such as 20", // 0 would clear the limit
-		"0.00": "such as 20", "999999999999": "at most €1,000,000,000.00"} {
+	for bad, says := range map[string]string{"-5": "such as 20", "2.505": "at most 2 decimals", "0.001": "at most 2 decimals",
+		"lots": "such as 20", "0": "such as 20", // 0 would clear the limit
+		"0.00": "such as 20", "999999999999": "at most €1,000,000,000.00", "99999999999999": "at most €1,000,000,000.00"} {
 		wallettest.Eval[bool](t, b, `(window.scrollTo(0, 0), document.getElementById("limit-amount").scrollIntoView(), true)`)
 		if wallettest.Eval[bool](t, b, inView) && !wallettest.Eval[bool](t, b, `document.getElementById("error").hidden`) {
 			t.Fatal("the set-up: the message's place is in view with the form")
