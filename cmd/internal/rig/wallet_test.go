@@ -353,6 +353,34 @@ func TestWalletCodes(t *testing.T) {
 	}
 	cancel2()
 
+	// A pass damaged in storage (one byte of its account number): offline
+	// the wallet says so and shows no code (every validator would refuse
+	// it); online it gets a new pass at once.
+	setOffline(t, b, true)
+	damaged := wallettest.Eval[float64](t, b, `(async () => {
+		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+		return await new Promise((ok, fail) => {
+			const tx = db.transaction("credentials", "readwrite"), st = tx.objectStore("credentials");
+			let serial;
+			st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; serial = c.value.serial; c.value.bytes[10] ^= 1; c.update(c.value); };
+			tx.oncomplete = () => { db.close(); ok(serial); }; tx.onerror = () => fail(tx.error);
+		});
+	})()`)
+	if c := wallettest.Eval[bool](t, b, `(async () => (await `+appModule+`.newCodeNow()) === null)()`); !c {
+		t.Error("the wallet made a code of a damaged pass")
+	}
+	if p := passState(t, b); p["class"] != "warning" || !strings.Contains(p["text"], "damaged") {
+		t.Errorf("pass state of a damaged pass: %v", p)
+	}
+	setOffline(t, b, false)
+	wallettest.Do(t, b, chromedp.Reload())
+	wallettest.WaitFor(t, b, 60*time.Second, "a new pass in place of the damaged one",
+		fmt.Sprintf(`(async () => document.body.dataset.ready === "true" && `+appModule+`.debugState().code !== null && `+
+			appModule+`.debugState().code.serial > %v)()`, damaged))
+	if ok, reason := checkCode(t, ctx, keyring, uint32(time.Now().Unix()), state(t, b).Code.Text); !ok {
+		t.Errorf("a code of the pass that replaced the damaged one was refused: %s", reason)
+	}
+
 	// A credential altered in IndexedDB (child fares for an adult account):
 	// the code is refused by the validator, charged nothing.
 	profile := wallettest.Eval[int](t, b, `(async () => {

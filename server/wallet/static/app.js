@@ -114,6 +114,23 @@ function noteBlocks(a) {
   return changed;
 }
 
+// passDamaged: the stored pass no longer says what was stored with it
+// (this account, its serial and validity, the key this phone holds): its
+// bytes were damaged or edited. Every validator would refuse its codes
+// (bad_credential_signature) while the wallet called it valid for up to
+// half a day (a new user's review flipped one byte of the account); such a
+// pass shows no code and, online, is replaced at once.
+function passDamaged(cred) {
+  try {
+    const c = parseCredential(cred.bytes);
+    return (account !== null && c.account !== account.id) || c.serial !== cred.serial ||
+      c.notBefore !== cred.notBefore || c.notAfter !== cred.notAfter ||
+      (cred.publicKey !== undefined && bytesToHex(c.riderKey) !== bytesToHex(cred.publicKey));
+  } catch {
+    return true;
+  }
+}
+
 // renderPass says in plain words what the credential is worth now, and
 // tells whether it may sign codes.
 function renderPass(cred, nowS) {
@@ -126,6 +143,9 @@ function renderPass(cred, nowS) {
     el.textContent = navigator.onLine && serverReachable ? t("no_pass_online") : t("no_pass");
   } else if (blocks.account) {
     el.textContent = t("pass_account_blocked");
+    warn = true;
+  } else if (passDamaged(cred)) {
+    el.textContent = t("pass_damaged");
     warn = true;
   } else if (blocks.serials.has(cred.serial)) {
     el.textContent = t("pass_blocked", { serial: cred.serial });
@@ -170,6 +190,7 @@ function needsRefresh(cred, nowS) {
   if (!cred) return true;
   if (blocks.serials.has(cred.serial) && !blocks.account) return true; // the operator blocked it
   if (blocks.account) return false; // no pass is issued to a blocked account
+  if (passDamaged(cred)) return true;
   const life = cred.notAfter - cred.notBefore;
   const age = nowS - cred.fetchedAt;
   return age > life / 2 || age < -CLOCK_BACK_S || cred.counter >= MAX_COUNTER - 1000;

@@ -64,6 +64,7 @@ export const catalog = {
     span_hours: "{n} h",
     span_days: "{n} days",
     pass_exhausted: "This pass has made all the codes it can. Connect to the internet to renew it.",
+    pass_damaged: "The pass stored on this phone is damaged. Connect to the internet to get a new one.",
     crypto_missing:
       "This browser cannot make payment codes (it lacks Ed25519 in WebCrypto). Use a current Chrome, Firefox or Safari.",
     insecure_page:
@@ -180,6 +181,7 @@ export const catalog = {
     span_hours: "{n} 小时",
     span_days: "{n} 天",
     pass_exhausted: "此乘车凭证能生成的乘车码已用完。请联网续期。",
+    pass_damaged: "此手机上保存的乘车凭证已损坏。请联网获取新凭证。",
     crypto_missing: "此浏览器无法生成乘车码（不支持 WebCrypto 的 Ed25519）。请使用最新版 Chrome、Firefox 或 Safari。",
     insecure_page: "乘车码只能在安全页面上生成：请通过 https:// 地址打开钱包。",
     balance_heading: "余额",
