@@ -78,6 +78,12 @@ func TestPagesInBrowser(t *testing.T) {
 				if h := wallettest.Eval[float64](t, b, `document.querySelector("#chart-revenue text.axis").getBoundingClientRect().height`); h < 8 {
 					t.Errorf("the revenue chart's labels on a %s are %.1f px tall", size.name, h)
 				}
+				// It shows its newest days first (scrolled to the right
+				// end): its left end showed a month ago, often blank.
+				if off := wallettest.Eval[float64](t, b, `(() => { const f = document.getElementById("chart-revenue");
+					return f.querySelector("svg").getBoundingClientRect().right - f.getBoundingClientRect().right; })()`); off > 2 {
+					t.Errorf("the revenue chart on a %s ends %.0f px beyond its frame's right edge: today is out of view", size.name, off)
+				}
 			}
 			if shots[p] {
 				name := strings.NewReplacer("/", "-").Replace(p)
