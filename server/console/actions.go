@@ -125,6 +125,31 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 		rand.Read(b)
 		refundID = "console-" + hex.EncodeToString(b)
 	}
+	// What is left to refund is told now, not after the confirmation (a
+	// new user's review: 5.00 of a 4.00 payment was confirmed, then
+	// refused). A refund id already used is a retry: the ledger answers it.
+	if o, err := h.cfg.Ledger.PaymentByOrder(r.Context(), merchant, order); errors.Is(err, ledger.ErrNotFound) {
+		return nil, badInput("there is no payment of %s's order %s", merchant, order)
+	} else if err != nil {
+		return nil, err
+	} else if o.Account != account {
+		return nil, badInput("%s's order %s was paid by account %d, not %d", merchant, order, o.Account, account)
+	} else {
+		refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
+		if err != nil {
+			return nil, err
+		}
+		var refunded int64
+		retry := false
+		for _, rf := range refunds {
+			refunded = max(refunded, rf.Refunded)
+			retry = retry || rf.RefundID == refundID
+		}
+		if left := o.Amount - refunded; !retry && amount > left {
+			return nil, badInput("only %s of the payment's %s is left to refund", feedback.FormatAmount(left, currency),
+				feedback.FormatAmount(o.Amount, currency))
+		}
+	}
 	shown := feedback.FormatAmount(amount, currency)
 	what := fmt.Sprintf("%s's order %s", merchant, order)
 	return &plan{Title: fmt.Sprintf("Refund %s of %s?", shown, what), Back: "accounts/" + strconv.FormatUint(account, 10),

@@ -964,8 +964,34 @@ func TestAccountShowsRefund(t *testing.T) {
 	}
 	form.Set("refund_id", "console-more")
 	form.Set("amount", "0.01")
-	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "over_refund") {
-		t.Errorf("a refund beyond the payment: %d %s", resp.StatusCode, body)
+	// Told before the question, not after the confirmation.
+	for _, confirm := range []string{"", "yes"} {
+		form.Set("confirm", confirm)
+		if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusBadRequest ||
+			!strings.Contains(body, "only 0.00 EUR of the payment&#39;s 3.00 EUR is left to refund") {
+			t.Errorf("a refund beyond the payment (confirm %q): %d %s", confirm, resp.StatusCode, body)
+		}
+	}
+	form.Set("refund_id", m[1]) // a retry of the refund done: answered as it was
+	form.Set("amount", "1.80")
+	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusOK ||
+		!strings.Contains(body, "its refunds come to 3.00 EUR, 0.00 EUR left") {
+		t.Errorf("the refund's retry: %d %s", resp.StatusCode, body)
+	}
+	form.Set("refund_id", "console-more")
+	form.Del("confirm")
+	form.Set("order", "o-404")
+	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "there is no payment") {
+		t.Errorf("a refund of no payment: %d %s", resp.StatusCode, body)
+	}
+	form.Set("order", "o-1")
+	form.Set("account", fmt.Sprint(acct+1))
+	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "was paid by account") {
+		t.Errorf("a refund to another account: %d %s", resp.StatusCode, body)
+	}
+	form.Set("account", fmt.Sprint(acct))
+	if got := balanceOf(t, f, acct); got != 1000 {
+		t.Errorf("balance %d after the refused refunds, want 1000", got)
 	}
 	for _, bad := range []string{"-1", "0", "1.234", "lots"} {
 		form.Set("amount", bad)
