@@ -510,6 +510,16 @@ func TestPublishFares(t *testing.T) {
 			t.Errorf("preview lacks %q", want)
 		}
 	}
+	if strings.Contains(body, `class="warn"`) {
+		t.Errorf("a preview of ordinary changes warns:\n%s", body)
+	}
+	// A slip of digits (2.50 → 25000.00) is pointed out, as is a fare
+	// cut to a fraction.
+	slip := strings.NewReplacer(`"version":1`, `"version":2`, `"adult":250`, `"adult":2500000`, `"X1":{"adult":400}`, `"X1":{"adult":40}`).Replace(testFares)
+	if _, body := post(slip, false); !strings.Contains(body, `<td>25000.00 <strong class="warn">(above the daily cap of 7.00)</strong></td>`) ||
+		!strings.Contains(body, `<td>0.40 <strong class="warn">(10 % of the fare before)</strong></td>`) {
+		t.Errorf("a preview of a slip of digits does not warn:\n%s", body)
+	}
 	if tbl, _ := f.store.LatestFareTable(context.Background()); tbl.Version != 1 {
 		t.Fatal("the preview published the table")
 	}

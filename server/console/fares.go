@@ -15,6 +15,10 @@ type fareChange struct {
 	What     string // "fare X1 adult", "daily cap child", "time zone", …
 	Old, New string // "" when absent
 	Kind     string // added, removed, changed
+	// Warn is why the new value deserves a second look ("" for none): a
+	// fare many times what it was, or above its profile's daily cap (a
+	// slip of a digit, 2.50 → 25000.00, was shown as a plain row).
+	Warn string
 }
 
 // diffTables lists what a new fare table changes against the current one
@@ -69,6 +73,9 @@ func diffTables(cur, next *fare.Table) []fareChange {
 				n = newAmount(v)
 			}
 			add("fare "+r+" "+p, o, n)
+			if len(out) > 0 && out[len(out)-1].What == "fare "+r+" "+p && n != "" {
+				out[len(out)-1].Warn = fareWarning(cur.Fares[r][p], next.Fares[r][p], o != "", next, p, newAmount)
+			}
 		}
 	}
 	transfer := func(t *fare.Transfer, amount func(int64) string) (string, string) {
@@ -92,4 +99,19 @@ func diffTables(cur, next *fare.Table) []fareChange {
 		add("daily cap "+p, o, n)
 	}
 	return out
+}
+
+// fareWarning says why a new fare v (before: was, if had) of profile p in
+// table next deserves a second look, or "".
+func fareWarning(was, v int64, had bool, next *fare.Table, p string, amount func(int64) string) string {
+	if limit, ok := next.DailyCap[p]; ok && v > limit {
+		return "above the daily cap of " + amount(limit)
+	}
+	switch {
+	case had && was > 0 && v >= 3*was:
+		return fmt.Sprintf("%.1f times the fare before", float64(v)/float64(was))
+	case had && v > 0 && was >= 3*v:
+		return fmt.Sprintf("%.0f %% of the fare before", 100*float64(v)/float64(was))
+	}
+	return ""
 }
