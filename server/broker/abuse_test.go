@@ -276,3 +276,44 @@ func TestAttackQoS2NotHeld(t *testing.T) {
 		t.Errorf("%d PUBRECs held", inflight)
 	}
 }
+
+// TestUnsubscribeFloodCharged: UNSUBSCRIBE packets of some 380 KiB of
+// filters, as fast as a device can send them, are charged to its budget
+// (they were read uncharged: an attack review): it is held back to its
+// budget, 8 MiB at once and 256 KiB/s (some 25 packets, then one every
+// 1.5 s), and disconnected if it keeps on.
+func TestUnsubscribeFloodCharged(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	conn, _, done := rawDevice(t, b.Addr(), secret, "bus-unsub", 4)
+	var filters packets.Subscriptions
+	for i := range 6 {
+		filters = append(filters, packets.Subscription{Filter: "farego/dev/bus-unsub/" + strings.Repeat("f", 65000) + string(rune('a'+i))})
+	}
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 5*time.Second {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, ProtocolVersion: 4,
+			PacketID: uint16(n%60000 + 1), Filters: filters}
+		var buf bytes.Buffer
+		if err := pk.UnsubscribeEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			break
+		}
+		n++
+	}
+	select {
+	case <-done:
+		t.Logf("disconnected after %d UNSUBSCRIBEs of 380 KiB", n)
+	case <-time.After(time.Second):
+		t.Logf("%d UNSUBSCRIBEs of 380 KiB taken in 5 s", n)
+	}
+	// The burst and 5 s of the rate, with room for what the socket's
+	// buffers hold.
+	if n > 60 {
+		t.Errorf("%d UNSUBSCRIBEs of 380 KiB taken in 5 s: beyond the budget (256 KiB/s, burst 8 MiB)", n)
+	}
+}

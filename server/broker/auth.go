@@ -327,7 +327,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
-// OnPacketRead charges every PUBLISH a device sends to its budget
+// OnPacketRead charges every PUBLISH (and UNSUBSCRIBE and MQTT 5 AUTH) a device sends to its budget
 // (Config.Limits), the whole packet (MQTT 5 properties included), as it is
 // read: before mochi validates it or the access rules refuse it, which
 // would otherwise cost the device nothing (an attack review sent 94
@@ -336,7 +336,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // refused, which ends the connection).
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	id := string(cl.Properties.Username)
-	if pk.FixedHeader.Type != packets.Publish || id == "" || id == h.cfg.ServerUsername || cl.Net.Inline {
+	switch pk.FixedHeader.Type {
+	case packets.Publish, packets.Unsubscribe, packets.Auth: // an UNSUBSCRIBE or AUTH may be as large as a PUBLISH
+	default:
+		return pk, nil
+	}
+	if id == "" || id == h.cfg.ServerUsername || cl.Net.Inline {
 		return pk, nil
 	}
 	if !h.throttle(cl, id, pk.FixedHeader.Remaining) {
