@@ -82,12 +82,8 @@ func publishRaw(tb testing.TB, conn net.Conn, ver, qos byte, pid uint16, topic s
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, ProtocolVersion: ver,
 		PacketID: pid, TopicName: topic, Payload: payload}
 	pk.Properties.User = user
-	var buf bytes.Buffer
-	if err := pk.PublishEncode(&buf); err != nil {
-		tb.Fatal(err)
-	}
 	conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := conn.Write(buf.Bytes())
+	_, err := conn.Write(encode(tb, pk))
 	return err == nil
 }
 
@@ -166,22 +162,10 @@ func TestAttackDeniedPublicationsUncharged(t *testing.T) {
 	}{{"v4-qos0", 4, 0}, {"v5-qos1", 5, 1}} {
 		id := "bus-" + c.name
 		conn, _, done := rawDevice(t, b.Addr(), secret, id, c.ver)
-		start := time.Now()
-		n := 0
-		for time.Since(start) < 5*time.Second {
-			pid := uint16(n%60000 + 1)
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: c.qos}, ProtocolVersion: c.ver,
-				PacketID: pid, TopicName: "farego/dev/victim/taps", Payload: payload}
-			var buf bytes.Buffer
-			if err := pk.PublishEncode(&buf); err != nil {
-				t.Fatal(err)
-			}
-			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := conn.Write(buf.Bytes()); err != nil {
-				break
-			}
-			n++
-		}
+		n := sendFor(conn, 5*time.Second, func(n int) []byte {
+			return encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: c.qos}, ProtocolVersion: c.ver,
+				PacketID: uint16(n%60000 + 1), TopicName: "farego/dev/victim/taps", Payload: payload})
+		})
 		select {
 		case <-done:
 			t.Logf("%s: disconnected after %d messages", c.name, n)
@@ -225,11 +209,7 @@ func TestAttackMalformedPublishLogAmplified(t *testing.T) {
 		conn, _, done := rawDevice(t, b.Addr(), secret, id, 4)
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4,
 			PacketID: 1, TopicName: "farego/dev/" + id + "/+", Payload: payload}
-		var buf bytes.Buffer
-		if err := pk.PublishEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Write(buf.Bytes()); err != nil {
+		if _, err := conn.Write(encode(t, pk)); err != nil {
 			t.Fatal(err)
 		}
 		<-done // the broker closes the connection
@@ -277,43 +257,98 @@ func TestAttackQoS2NotHeld(t *testing.T) {
 	}
 }
 
-// TestUnsubscribeFloodCharged: UNSUBSCRIBE packets of some 380 KiB of
-// filters, as fast as a device can send them, are charged to its budget
-// (they were read uncharged: an attack review): it is held back to its
-// budget, 8 MiB at once and 256 KiB/s (some 25 packets, then one every
-// 1.5 s), and disconnected if it keeps on.
-func TestUnsubscribeFloodCharged(t *testing.T) {
+// TestEveryPacketCharged: packets of some 380 KiB that are not
+// publications — UNSUBSCRIBEs and SUBSCRIBEs of long filters, a PINGREQ
+// with a body (mochi reads it whole) — sent as fast as a device can, are
+// charged to its budget as they are read (before: 284 UNSUBSCRIBEs taken
+// in 5 s, and in 3 s 177 SUBSCRIBEs, charged a message and no bytes, and
+// 295 PINGREQs, charged nothing; now some 40 of each): it
+// is held back to its budget, 8 MiB at once and 256 KiB/s (some 21
+// packets, then one every 1.5 s), and disconnected if it keeps on.
+func TestEveryPacketCharged(t *testing.T) {
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret})
-	conn, _, done := rawDevice(t, b.Addr(), secret, "bus-unsub", 4)
 	var filters packets.Subscriptions
 	for i := range 6 {
-		filters = append(filters, packets.Subscription{Filter: "farego/dev/bus-unsub/" + strings.Repeat("f", 65000) + string(rune('a'+i))})
+		filters = append(filters, packets.Subscription{Filter: "farego/dev/bus-x/" + strings.Repeat("f", 65000) + string(rune('a'+i)), Qos: 1})
 	}
+	body := bytes.Repeat([]byte("p"), 380<<10)
+	for _, c := range []struct {
+		name   string
+		packet func(n int) []byte
+	}{
+		{"unsubscribe", func(n int) []byte {
+			return encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, ProtocolVersion: 4,
+				PacketID: uint16(n%60000 + 1), Filters: filters})
+		}},
+		{"subscribe", func(n int) []byte {
+			return encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+				PacketID: uint16(n%60000 + 1), Filters: filters})
+		}},
+		{"pingreq-with-body", func(int) []byte {
+			var buf bytes.Buffer
+			buf.WriteByte(packets.Pingreq << 4)
+			for v := len(body); ; v >>= 7 { // the remaining length, MQTT's varint
+				if v < 128 {
+					buf.WriteByte(byte(v))
+					break
+				}
+				buf.WriteByte(byte(v&127 | 128))
+			}
+			buf.Write(body)
+			return buf.Bytes()
+		}},
+	} {
+		conn, _, done := rawDevice(t, b.Addr(), secret, "bus-"+c.name, 4)
+		n := sendFor(conn, 3*time.Second, c.packet)
+		select {
+		case <-done:
+			t.Logf("%s: disconnected after %d packets of 380 KiB", c.name, n)
+		case <-time.After(time.Second):
+			t.Logf("%s: %d packets of 380 KiB taken in 3 s", c.name, n)
+		}
+		// The burst and 3 s of the rate, with room for what the
+		// socket's buffers hold.
+		if n > 50 {
+			t.Errorf("%s: %d packets of 380 KiB taken in 3 s: beyond the budget (256 KiB/s, burst 8 MiB)", c.name, n)
+		}
+		conn.Close()
+	}
+}
+
+// sendFor writes the packets packet makes (the nth for n = 0, 1, …) as
+// fast as conn takes them, for d or until it is closed, and returns how
+// many were written.
+func sendFor(conn net.Conn, d time.Duration, packet func(n int) []byte) int {
 	start := time.Now()
 	n := 0
-	for time.Since(start) < 5*time.Second {
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, ProtocolVersion: 4,
-			PacketID: uint16(n%60000 + 1), Filters: filters}
-		var buf bytes.Buffer
-		if err := pk.UnsubscribeEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
+	for time.Since(start) < d {
 		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if _, err := conn.Write(buf.Bytes()); err != nil {
+		if _, err := conn.Write(packet(n)); err != nil {
 			break
 		}
 		n++
 	}
-	select {
-	case <-done:
-		t.Logf("disconnected after %d UNSUBSCRIBEs of 380 KiB", n)
-	case <-time.After(time.Second):
-		t.Logf("%d UNSUBSCRIBEs of 380 KiB taken in 5 s", n)
+	return n
+}
+
+// encode encodes a PUBLISH, SUBSCRIBE or UNSUBSCRIBE.
+func encode(t testing.TB, pk packets.Packet) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&buf)
+	default:
+		t.Fatalf("encode: packet type %d", pk.FixedHeader.Type)
 	}
-	// The burst and 5 s of the rate, with room for what the socket's
-	// buffers hold.
-	if n > 60 {
-		t.Errorf("%d UNSUBSCRIBEs of 380 KiB taken in 5 s: beyond the budget (256 KiB/s, burst 8 MiB)", n)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return buf.Bytes()
 }

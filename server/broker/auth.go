@@ -127,7 +127,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		// reconnection loop is a flood too.
 		if until := h.lim.banned(id); !until.IsZero() {
 			err = bannedErr(until)
-		} else if _, flood, until := h.lim.charge(id, 0); flood {
+		} else if _, flood, until := h.lim.charge(id, 0, 1); flood {
 			err = bannedErr(until)
 		}
 	}
@@ -327,24 +327,27 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
-// OnPacketRead charges every PUBLISH (and UNSUBSCRIBE and MQTT 5 AUTH) a device sends to its budget
-// (Config.Limits), the whole packet (MQTT 5 properties included), as it is
-// read: before mochi validates it or the access rules refuse it, which
-// would otherwise cost the device nothing (an attack review sent 94
-// refused 380 KiB publications a second, never held back or banned). A
-// device over its budget for too long is disconnected (the packet is
-// refused, which ends the connection).
+// OnPacketRead charges every packet a device sends to its budget
+// (Config.Limits) as it is read, before mochi validates it or the access
+// rules refuse it: its bytes (the whole packet, MQTT 5 properties
+// included), and a message for a PUBLISH, SUBSCRIBE, UNSUBSCRIBE or AUTH
+// (not for the acks a device sends for every delivery, nor its pings).
+// Charged anywhere later, a refused or unusual packet cost nothing: an
+// attack review sent 94 refused 380 KiB publications a second, 9,500
+// PINGREQs with 380 KiB bodies in 5 s, and MQTT 5 acks carrying user
+// properties, never held back. A device over its budget for too long is
+// disconnected (the packet is refused, which ends the connection).
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	id := string(cl.Properties.Username)
-	switch pk.FixedHeader.Type {
-	case packets.Publish, packets.Unsubscribe, packets.Auth: // an UNSUBSCRIBE or AUTH may be as large as a PUBLISH
-	default:
-		return pk, nil
-	}
 	if id == "" || id == h.cfg.ServerUsername || cl.Net.Inline {
-		return pk, nil
+		return pk, nil // not logged in yet (the CONNECT has bounds of its own), or the server's own
 	}
-	if !h.throttle(cl, id, pk.FixedHeader.Remaining) {
+	msgs := 0
+	switch pk.FixedHeader.Type {
+	case packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Auth:
+		msgs = 1
+	}
+	if !h.throttle(cl, id, pk.FixedHeader.Remaining, msgs) {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil

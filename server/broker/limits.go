@@ -217,10 +217,10 @@ func (lm *limiter) banned(id string) time.Time {
 	return time.Time{}
 }
 
-// charge takes size bytes and one message from a device's budget. It
+// charge takes size bytes and msgs messages from a device's budget. It
 // returns how long to hold the device back (0: within budget), or flood
 // true when the device has been held back too long: it is then banned.
-func (lm *limiter) charge(id string, size int) (wait time.Duration, flood bool, until time.Time) {
+func (lm *limiter) charge(id string, size, msgs int) (wait time.Duration, flood bool, until time.Time) {
 	l := lm.l
 	if l.DeviceRate < 0 && l.DeviceMessageRate < 0 {
 		return 0, false, time.Time{}
@@ -246,8 +246,8 @@ func (lm *limiter) charge(id string, size int) (wait time.Duration, flood bool, 
 			wait = max(wait, time.Duration(-b.bytes/float64(l.DeviceRate)*float64(time.Second)))
 		}
 	}
-	if l.DeviceMessageRate > 0 {
-		b.msgs--
+	if l.DeviceMessageRate > 0 && msgs > 0 {
+		b.msgs -= float64(msgs)
 		if b.msgs < 0 {
 			wait = max(wait, time.Duration(-b.msgs/float64(l.DeviceMessageRate)*float64(time.Second)))
 		}
@@ -420,13 +420,13 @@ func (h *hook) tookOver(cl *mqtt.Client) {
 // OnClientExpired forgets an expired session's accounting.
 func (h *hook) OnClientExpired(cl *mqtt.Client) { h.lim.forget(cl.ID) }
 
-// throttle charges a device's publication to its budget: within budget
-// it returns at once; over it, it holds the device's connection back
-// (nothing more is read from it) until the budget allows; a device over
-// its budget for too long is disconnected and banned. It reports whether
-// the publication may go on.
-func (h *hook) throttle(cl *mqtt.Client, id string, size int) bool {
-	wait, flood, until := h.lim.charge(id, size)
+// throttle charges a packet a device sent to its budget (size bytes, msgs
+// messages): within budget it returns at once; over it, it holds the
+// device's connection back (nothing more is read from it) until the
+// budget allows; a device over its budget for too long is disconnected and
+// banned. It reports whether the packet may go on.
+func (h *hook) throttle(cl *mqtt.Client, id string, size, msgs int) bool {
+	wait, flood, until := h.lim.charge(id, size, msgs)
 	if flood {
 		h.refused.Add(1)
 		h.log.Warn("broker: device flooding; disconnected and refused for a while", "device", id,
@@ -478,14 +478,10 @@ func bannedErr(until time.Time) error {
 
 // OnSubscribe notes the filters of the SUBSCRIBE being processed (on the
 // client's read goroutine, until OnSubscribed).
-//
-// A device's SUBSCRIBE costs a message from its budget, as a publication
-// does: each one has the broker queue the retained messages it matches
-// again.
+// (A device's SUBSCRIBE is charged a message from its budget as it is
+// read, OnPacketRead: each one has the broker queue the retained messages
+// it matches again.)
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if id := string(cl.Properties.Username); id != h.cfg.ServerUsername && !cl.Net.Inline {
-		h.throttle(cl, id, 0)
-	}
 	h.subs.Store(cl, slices.Clone(pk.Filters))
 	return pk
 }

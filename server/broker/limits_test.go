@@ -171,12 +171,12 @@ func TestIdleBudgetsPruned(t *testing.T) {
 	lm := newLimiter(Limits{FloodThrottle: time.Second, FloodBan: 3 * banMemory, DeviceMessageRate: 1, DeviceMessageBurst: 1}.withDefaults(),
 		func() time.Time { return now })
 	for i := range 1000 {
-		lm.charge(fmt.Sprintf("bus-%d", i), 0)
+		lm.charge(fmt.Sprintf("bus-%d", i), 0, 1)
 	}
 	// bus-flood floods: banned for 3 × banMemory.
 	flooded := false
 	for range 10 {
-		if _, flood, _ := lm.charge("bus-flood", 0); flood {
+		if _, flood, _ := lm.charge("bus-flood", 0, 1); flood {
 			flooded = true
 			break
 		}
@@ -185,7 +185,7 @@ func TestIdleBudgetsPruned(t *testing.T) {
 		t.Fatal("bus-flood was not banned")
 	}
 	now = now.Add(2 * banMemory)
-	lm.charge("bus-new", 0)
+	lm.charge("bus-new", 0, 1)
 	lm.mu.Lock()
 	n := len(lm.devices)
 	lm.mu.Unlock()
