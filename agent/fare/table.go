@@ -258,11 +258,8 @@ func (t *Table) CheckRouteNames() error {
 		if route == DefaultRoute {
 			continue
 		}
-		if err := record.CheckAssignment(route, ""); err != nil {
+		if err := record.CheckNewAssignment(route, ""); err != nil {
 			return fmt.Errorf("%w: fares: %v", ErrInvalid, err)
-		}
-		if strings.IndexFunc(route, record.Hidden) >= 0 {
-			return fmt.Errorf("%w: fares: route %q has an invisible formatting character (a bidirectional control or a zero-width space): it would be shown as another", ErrInvalid, route)
 		}
 	}
 	return nil

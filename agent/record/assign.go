@@ -25,3 +25,21 @@ func CheckAssignment(route, vehicle string) error {
 	}
 	return nil
 }
+
+// CheckNewAssignment is CheckAssignment for a name given new (a route a
+// fare table publishes, an assignment the operator makes): it may also
+// hold no invisible formatting character (Hidden), which would show it as
+// another name on the console and the validator's display. Names stored
+// before (a validator's records and stored assignment, an older table)
+// keep CheckAssignment, so that they still load and are charged.
+func CheckNewAssignment(route, vehicle string) error {
+	if err := CheckAssignment(route, vehicle); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, v string }{{"route", route}, {"vehicle", vehicle}} {
+		if strings.IndexFunc(f.v, Hidden) >= 0 {
+			return fmt.Errorf("%s %q has an invisible formatting character (a bidirectional control or a zero-width space): it would be shown as another", f.name, f.v)
+		}
+	}
+	return nil
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/record"
@@ -42,17 +41,8 @@ func (s *Store) AssignDevice(ctx context.Context, id, route, vehicle, by string)
 	if err := validDeviceID(id); err != nil {
 		return a, invalid("%v", err)
 	}
-	if err := record.CheckAssignment(route, vehicle); err != nil {
+	if err := record.CheckNewAssignment(route, vehicle); err != nil { // the fare table's rule for a route
 		return a, invalid("%v", err)
-	}
-	// A new assignment is held to the fare table's rule for a route (no
-	// invisible formatting characters: a route that reads as another on
-	// the console and the validator's display). Assignments stored before
-	// keep the record's rule.
-	for _, f := range []struct{ name, v string }{{"route", route}, {"vehicle", vehicle}} {
-		if strings.IndexFunc(f.v, record.Hidden) >= 0 {
-			return a, invalid("%s %q contains an invisible formatting character (a bidirectional control or a zero-width space)", f.name, f.v)
-		}
 	}
 	if err := checkText("by", by, maxLongName, false); err != nil {
 		return a, invalid("%v", err)
