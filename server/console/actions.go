@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -100,6 +101,39 @@ var actions = map[string]action{
 // rider: a complaint the shop will not settle. The amount is typed in the
 // ledger's currency; the refund id is made when the question is asked and
 // carried to the confirmation, so a confirmation sent twice is one refund.
+// refundable refuses now, not after the confirmation, a refund the ledger
+// would refuse then (a new user's review: 5.00 of a 4.00 payment was
+// asked, confirmed, then refused): of no payment, of another account's,
+// or beyond what is left of it. A refund id already used is a retry, which
+// the ledger answers as it did. The ledger still decides: this is advice.
+func (h *Handler) refundable(ctx context.Context, merchant, order string, account uint64, refundID string, amount int64, currency string) error {
+	o, err := h.cfg.Ledger.PaymentByOrder(ctx, merchant, order)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return badInput("there is no payment of %s's order %s", merchant, order)
+	} else if err != nil {
+		return err
+	}
+	if o.Account != account {
+		return badInput("%s's order %s was paid by account %d, not %d", merchant, order, o.Account, account)
+	}
+	refunds, err := h.cfg.Ledger.Refunds(ctx, o.ID)
+	if err != nil {
+		return err
+	}
+	var refunded int64 // each refund carries the payment's running total
+	for _, rf := range refunds {
+		if rf.RefundID == refundID {
+			return nil
+		}
+		refunded = max(refunded, rf.Refunded)
+	}
+	if left := o.Amount - refunded; amount > left {
+		return badInput("only %s of the payment's %s is left to refund", feedback.FormatAmount(left, currency),
+			feedback.FormatAmount(o.Amount, currency))
+	}
+	return nil
+}
+
 func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 	account, err := formUint(r, "account", true, math.MaxInt64)
 	if err != nil {
@@ -125,30 +159,8 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 		rand.Read(b)
 		refundID = "console-" + hex.EncodeToString(b)
 	}
-	// What is left to refund is told now, not after the confirmation (a
-	// new user's review: 5.00 of a 4.00 payment was confirmed, then
-	// refused). A refund id already used is a retry: the ledger answers it.
-	if o, err := h.cfg.Ledger.PaymentByOrder(r.Context(), merchant, order); errors.Is(err, ledger.ErrNotFound) {
-		return nil, badInput("there is no payment of %s's order %s", merchant, order)
-	} else if err != nil {
+	if err := h.refundable(r.Context(), merchant, order, account, refundID, amount, currency); err != nil {
 		return nil, err
-	} else if o.Account != account {
-		return nil, badInput("%s's order %s was paid by account %d, not %d", merchant, order, o.Account, account)
-	} else {
-		refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
-		if err != nil {
-			return nil, err
-		}
-		var refunded int64
-		retry := false
-		for _, rf := range refunds {
-			refunded = max(refunded, rf.Refunded)
-			retry = retry || rf.RefundID == refundID
-		}
-		if left := o.Amount - refunded; !retry && amount > left {
-			return nil, badInput("only %s of the payment's %s is left to refund", feedback.FormatAmount(left, currency),
-				feedback.FormatAmount(o.Amount, currency))
-		}
 	}
 	shown := feedback.FormatAmount(amount, currency)
 	what := fmt.Sprintf("%s's order %s", merchant, order)

@@ -25,9 +25,11 @@ type fareChange struct {
 // (nil: every entry of the new one is added).
 func diffTables(cur, next *fare.Table) []fareChange {
 	var out []fareChange
-	add := func(what, o, n string) {
+	// add lists a change and returns it (nil: o and n are the same).
+	add := func(what, o, n string) *fareChange {
 		switch {
 		case o == n:
+			return nil
 		case o == "":
 			out = append(out, fareChange{What: what, New: n, Kind: "added"})
 		case n == "":
@@ -35,6 +37,7 @@ func diffTables(cur, next *fare.Table) []fareChange {
 		default:
 			out = append(out, fareChange{What: what, Old: o, New: n, Kind: "changed"})
 		}
+		return &out[len(out)-1]
 	}
 	if cur == nil {
 		cur = &fare.Table{}
@@ -72,9 +75,8 @@ func diffTables(cur, next *fare.Table) []fareChange {
 			if v, ok := next.Fares[r][p]; ok {
 				n = newAmount(v)
 			}
-			add("fare "+r+" "+p, o, n)
-			if len(out) > 0 && out[len(out)-1].What == "fare "+r+" "+p && n != "" {
-				out[len(out)-1].Warn = fareWarning(cur.Fares[r][p], next.Fares[r][p], o != "", next, p, newAmount)
+			if c := add("fare "+r+" "+p, o, n); c != nil && n != "" {
+				c.Warn = fareWarning(cur.Fares[r][p], next.Fares[r][p], o != "", next, p, newAmount)
 			}
 		}
 	}
