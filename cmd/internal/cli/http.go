@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 )
 
@@ -29,16 +30,17 @@ func refused(err error) bool {
 }
 
 // GetJSONWaiting is CallJSON for a GET that is the first contact with a
-// server that may be starting: while the connection is refused it tries
-// again every 200 ms for up to wait, telling progress once. A server
-// started in the background (farego-settlement run … &) listens a moment
-// later than the next command of a script runs.
+// server that may be starting: while the connection is refused (nothing
+// listens there yet; not a name that does not resolve) it tries again
+// every 200 ms for up to wait, telling progress once. A server started in
+// the background (farego-settlement run … &) listens a moment later than
+// the next command of a script runs.
 func GetJSONWaiting(ctx context.Context, url string, wait time.Duration, progress io.Writer, out any) error {
 	deadline := time.Now().Add(wait)
 	told := false
 	for {
 		err := CallJSON(ctx, "GET", url, "", nil, out)
-		if err == nil || !refused(err) || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
 			return err
 		}
 		if !told && progress != nil {
