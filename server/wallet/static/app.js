@@ -4,7 +4,7 @@
 import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
-import { t, errorText, localize, money, span, toMinor, dateTime, currencyDigits, setCurrencyDigits, time as clockTime } from "./i18n.js";
+import { t, errorText, localize, money, span, toMinor, notAmount, dateTime, currencyDigits, setCurrencyDigits, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
@@ -642,13 +642,11 @@ async function saveLimit(ev) {
   const currency = view?.account?.currency ?? "EUR";
   const amount = text === "" ? 0 : toMinor(text, currency);
   const tooLarge = () => showError(t("limit_too_large", { amount: money(MAX_LIMIT, currency) }));
-  if (amount === null) {
-    // Say which rule the number broke: "99999999999999" is too large and
-    // "0.001" has too many decimals, not "not an amount".
-    const m = /^(\d+)(?:[.,](\d+))?$/.exec(text);
-    if (m && m[1].length > 12) return tooLarge();
-    if (m) return showError(t("limit_decimals", { digits: currencyDigits(currency) }));
-  }
+  // Say which rule the number broke: "99999999999999" is too large and
+  // "0.001" has too many decimals, not "not an amount".
+  const why = text === "" ? null : notAmount(text, currency);
+  if (why === "too_large") return tooLarge();
+  if (why === "decimals") return showError(t("limit_decimals", { digits: currencyDigits(currency) }));
   // 0 would clear the limit (the server's "none"): a rider who types 0 to
   // stop shop payments must not get the opposite.
   if (amount === null || (text !== "" && amount === 0)) return showError(t("limit_bad"));

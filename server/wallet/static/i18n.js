@@ -358,10 +358,28 @@ export function currencyDigits(currency) {
  * more decimals than the currency has, anything else).
  */
 export function toMinor(text, currency) {
-  const digits = currencyDigits(currency);
-  const m = /^(\d{1,12})(?:[.,](\d+))?$/.exec(text);
-  if (!m || (m[2] ?? "").length > digits) return null;
+  return notAmount(text, currency) ? null : minor(AMOUNT.exec(text), currencyDigits(currency));
+}
+
+// AMOUNT is an amount as a rider types it: digits, and decimals after a
+// point or a comma.
+const AMOUNT = /^(\d+)(?:[.,](\d+))?$/;
+
+function minor(m, digits) {
   return Number(m[1]) * 10 ** digits + Number((m[2] ?? "").padEnd(digits, "0") || 0);
+}
+
+/**
+ * notAmount says why text is not an amount toMinor reads: "too_large"
+ * (more than 12 digits before the point), "decimals" (more than the
+ * currency has), "bad" (anything else), or null when it is one.
+ */
+export function notAmount(text, currency) {
+  const m = AMOUNT.exec(text);
+  if (!m) return "bad";
+  if (m[1].length > 12) return "too_large";
+  if ((m[2] ?? "").length > currencyDigits(currency)) return "decimals";
+  return null;
 }
 
 /** dateTime formats unix milliseconds as a short local date and time. */
