@@ -570,6 +570,29 @@ func TestWalletCurrencyDigits(t *testing.T) {
 	}
 }
 
+// TestWalletWholeCurrencyLimit: in a currency without decimals (yen) the
+// wallet's limit messages give an example a rider can type: "20.50", their
+// example before, is itself refused there.
+func TestWalletWholeCurrencyLimit(t *testing.T) {
+	url, g := serveWalletIn(t, "JPY")
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "no limit shown", `document.getElementById("limit-state").textContent.includes("any amount")`)
+	for bad, says := range map[string]string{"20.50": "Use a whole amount, such as 20.", "lots": "such as 20, or leave"} {
+		wallettest.Eval[bool](t, b, fmt.Sprintf(`(document.getElementById("limit-amount").value = %q, true)`, bad))
+		wallettest.Do(t, b, chromedp.Click(chromedp.ID("limit-save"), chromedp.NodeVisible))
+		wallettest.WaitFor(t, b, 30*time.Second, "the sentence for "+bad, `!document.getElementById("error").hidden && `+
+			`document.getElementById("error").textContent.includes(`+strconv.Quote(says)+`)`)
+		if text := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); strings.Contains(text, ".50") {
+			t.Errorf("after %q: %q gives an example with decimals", bad, text)
+		}
+	}
+	if a, err := g.store.Account(context.Background(), acct.ID); err != nil || a.PaymentLimit != 0 {
+		t.Errorf("limit %d, %v in the ledger; want none", a.PaymentLimit, err)
+	}
+}
+
 // TestWalletDigitsTable: the wallet's table of currencies whose minor unit
 // is not 1/100 (used until the server names the account's) is the
 // server's.

@@ -4,7 +4,7 @@
 import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
-import { t, errorText, localize, money, span, toMinor, notAmount, dateTime, currencyDigits, setCurrencyDigits, time as clockTime } from "./i18n.js";
+import { t, errorText, localize, money, span, toMinor, notAmount, amountExample, dateTime, currencyDigits, setCurrencyDigits, time as clockTime } from "./i18n.js";
 import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
@@ -646,10 +646,14 @@ async function saveLimit(ev) {
   // "0.001" has too many decimals, not "not an amount".
   const why = text === "" ? null : notAmount(text, currency);
   if (why === "too_large") return tooLarge();
-  if (why === "decimals") return showError(t("limit_decimals", { digits: currencyDigits(currency) }));
+  const example = amountExample(currency);
+  if (why === "decimals") {
+    const digits = currencyDigits(currency);
+    return showError(t(digits === 0 ? "limit_whole" : "limit_decimals", { digits, example }));
+  }
   // 0 would clear the limit (the server's "none"): a rider who types 0 to
   // stop shop payments must not get the opposite.
-  if (amount === null || (text !== "" && amount === 0)) return showError(t("limit_bad"));
+  if (amount === null || (text !== "" && amount === 0)) return showError(t("limit_bad", { example }));
   if (amount > MAX_LIMIT) return tooLarge();
   const btn = $("limit-save");
   btn.disabled = true;

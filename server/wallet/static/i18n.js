@@ -23,9 +23,10 @@ export const catalog = {
     limit_save: "Save the limit",
     limit_none: "Shops may take any amount for one code.",
     limit_set: "A shop may take at most {amount} for one code.",
-    limit_bad: "Enter an amount above 0 such as 20 or 20.50, or leave it empty for no limit.",
+    limit_bad: "Enter an amount above 0 such as {example}, or leave it empty for no limit.",
     limit_too_large: "The limit can be at most {amount}.",
-    limit_decimals: "Use at most {digits} decimals, such as 20.50.",
+    limit_decimals: "Use at most {digits} decimals, such as {example}.",
+    limit_whole: "Use a whole amount, such as {example}.",
     fare_type_pending: "Fare type: {profile}, waiting for the operator to confirm it. Until then your passes carry the adult fare.",
     name_label: "Name (optional)",
     register_button: "Create account",
@@ -191,9 +192,10 @@ export const catalog = {
     limit_save: "保存上限",
     limit_none: "商家单次扫码可收取任意金额。",
     limit_set: "商家单次扫码最多可收取 {amount}。",
-    limit_bad: "请输入大于 0 的金额，如 20 或 20.50；留空表示不限。",
+    limit_bad: "请输入大于 0 的金额，如 {example}；留空表示不限。",
     limit_too_large: "上限最多为 {amount}。",
-    limit_decimals: "最多使用 {digits} 位小数，如 20.50。",
+    limit_decimals: "最多使用 {digits} 位小数，如 {example}。",
+    limit_whole: "请输入整数金额，如 {example}。",
     fare_type_pending: "票种：{profile}，等待运营方确认。确认前，您的乘车码按成人票价收费。",
     standing_ok: "账户状态正常。",
     deny_negative_balance: "账户余额为负，已被停用。充值后即可继续乘车。",
@@ -350,6 +352,16 @@ export function setCurrencyDigits(currency, digits) {
 /** currencyDigits is the currency's minor-unit decimals: the server's, else ISO 4217's (2 if unlisted). */
 export function currencyDigits(currency) {
   return serverDigits.get(currency) ?? ISO_DIGITS[currency] ?? 2;
+}
+
+/**
+ * amountExample is an amount as a rider types it in the currency: "20.50"
+ * with 2 decimals, "20.500" with 3, "20" with none (a yen amount has no
+ * ".50" to type).
+ */
+export function amountExample(currency) {
+  const digits = currencyDigits(currency);
+  return digits === 0 ? "20" : "20." + "5".padEnd(digits, "0");
 }
 
 /**
