@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -351,4 +352,51 @@ func encode(t testing.TB, pk packets.Packet) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestQoS2WillRefused: with QoS capped at 1, a CONNECT whose last will asks
+// for QoS 2 is refused with a CONNACK that says so (0x9B on MQTT 5), as
+// the README tells, on both protocol versions; the same CONNECT with a
+// QoS 1 will logs in.
+func TestQoS2WillRefused(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	for _, tc := range []struct {
+		version, qos byte
+		want         byte // the CONNACK's return code (v4) or reason code (v5)
+	}{{4, 2, 0x80}, {5, 2, 0x9B}, {4, 1, 0}, {5, 1, 0}} {
+		conn, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := "bus-w" + strconv.Itoa(int(tc.version)) + strconv.Itoa(int(tc.qos))
+		connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: tc.version,
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: DeviceClientIDPrefix + id,
+				UsernameFlag: true, Username: []byte(id), PasswordFlag: true, Password: []byte(devicePassword(secret, id)),
+				WillFlag: true, WillTopic: "farego/dev/" + id + "/status", WillPayload: []byte("gone"), WillQos: tc.qos}}
+		var buf bytes.Buffer
+		if err := connect.ConnectEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(waitTimeout))
+		head := make([]byte, 4)
+		if _, err := io.ReadFull(conn, head); err != nil {
+			t.Fatalf("v%d will QoS %d: no CONNACK: %v", tc.version, tc.qos, err)
+		}
+		conn.Close()
+		code := head[3]
+		switch {
+		case head[0]>>4 != packets.Connack:
+			t.Errorf("v%d will QoS %d: packet type %d, want CONNACK", tc.version, tc.qos, head[0]>>4)
+		case tc.want == 0 && code != 0:
+			t.Errorf("v%d will QoS %d: refused with %#x", tc.version, tc.qos, code)
+		case tc.want != 0 && tc.version == 5 && code != tc.want:
+			t.Errorf("v5 will QoS 2: CONNACK reason %#x, want %#x (QoS not supported)", code, tc.want)
+		case tc.want != 0 && code == 0:
+			t.Errorf("v%d will QoS 2: logged in", tc.version)
+		}
+	}
 }
