@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -142,7 +143,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer lf.Close()
 		s.log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return s.run(ctx)
+	err := s.run(ctx)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, cli.ErrInterrupted) {
+		// Cut short before the fleet existed: nothing to report.
+		return cli.ErrInterrupted
+	}
+	return err
 }
 
 type sim struct {
@@ -158,7 +164,7 @@ type sim struct {
 	t0          time.Time
 }
 
-func (s *sim) run(ctx context.Context) error {
+func (s *sim) run(ctx context.Context) (err error) {
 	o := s.o
 	s.t0 = time.Now()
 	if o.server == "" {
@@ -181,10 +187,6 @@ func (s *sim) run(ctx context.Context) error {
 		return err
 	}
 	s.f = f
-	if err := f.AddRiders(ctx, o.riders, topUp); err != nil {
-		return err
-	}
-	s.say("%d riders ready", o.riders)
 	runCtx, cancel := context.WithCancel(ctx)
 	var links sync.WaitGroup
 	defer func() {
@@ -192,6 +194,18 @@ func (s *sim) run(ctx context.Context) error {
 		links.Wait()
 		f.Close()
 	}()
+	// Registered after the fleet's clean-up, so it runs before it (and
+	// before the in-process server stops): Ctrl-C ends the run with what
+	// it has done so far.
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = s.interrupted(ctx)
+		}
+	}()
+	if err := f.AddRiders(ctx, o.riders, topUp); err != nil {
+		return err
+	}
+	s.say("%d riders ready", o.riders)
 	err = f.AddValidators(ctx, o.validators, "sim")
 	if err != nil {
 		return err
@@ -262,6 +276,31 @@ func (s *sim) run(ctx context.Context) error {
 		return recErr
 	}
 	return s.report(tapStart, tapEnd, settledAtEnd, drainedAt, drainErr, rec)
+}
+
+// interrupted reports a run that Ctrl-C or SIGTERM cut short: what was
+// tapped, what the ledger settled, what the validators still hold (not
+// lost: a real validator would send it when it next connects), from the
+// ledger as it stands.
+func (s *sim) interrupted(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if s.tty {
+		fmt.Fprintln(s.out)
+	}
+	tapped, accepted, refused := s.f.Counts()
+	settled := "an unknown number of them"
+	if n, err := s.settled(ctx); err == nil {
+		settled = fmt.Sprint(n)
+	}
+	queued, _, err := s.f.Queued()
+	still := fmt.Sprintf("%d still queued on the validators", queued)
+	if err != nil {
+		still = "the validators' queues unread: " + err.Error()
+	}
+	fmt.Fprintf(s.out, "interrupted after %v: %d taps (%d accepted, %d refused), %s settled, %s; no catch-up or reconciliation\n",
+		time.Since(s.t0).Round(time.Millisecond), tapped, accepted, refused, settled, still)
+	return cli.ErrInterrupted
 }
 
 // external points the simulator at a running server.

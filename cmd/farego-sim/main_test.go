@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/fleet"
 	"github.com/farego/farego/server/keys"
 )
@@ -138,5 +142,64 @@ func TestSimulatorRefusesBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(errb.String(), c.flag) {
 			t.Errorf("%v: %v, stderr %q; want a usage error naming %s", c.args, err, errb.String(), c.flag)
 		}
+	}
+}
+
+// cancelOn is an output that cancels a run once what it has written
+// matches.
+type cancelOn struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	match  *regexp.Regexp
+	cancel func()
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.buf.Write(p)
+	if c.match.MatchString(c.buf.String()) {
+		c.cancel()
+	}
+	return n, err
+}
+
+func (c *cancelOn) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// TestSimulatorInterrupted: Ctrl-C while riders tap ends the run with what
+// it did so far and exit status 130. It ended with "taps in the ledger:
+// ledger: begin read: context canceled" and status 1.
+func TestSimulatorInterrupted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sigint, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	// Interrupted once a progress line shows taps.
+	out := &cancelOn{match: regexp.MustCompile(`\n  tapping +\S+ +taps +[1-9]`), cancel: interrupt}
+	var errb bytes.Buffer
+	err := run(sigint, []string{"--validators", "3", "--riders", "10", "--rate", "5", "--duration", "90s",
+		"--outage-every", "0", "--progress", "500ms", "--dir", t.TempDir()}, out, &errb)
+	if !errors.Is(err, cli.ErrInterrupted) {
+		t.Fatalf("farego-sim interrupted: %v, want ErrInterrupted\n%s%s", err, out.String(), errb.String())
+	}
+	if code := cli.Exit("farego-sim", err, io.Discard); code != 130 {
+		t.Errorf("exit status %d, want 130", code)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the run went on until the test's deadline")
+	}
+	m := regexp.MustCompile(`interrupted after \S+: (\d+) taps \((\d+) accepted, 0 refused\), (\d+) settled, (\d+) still queued`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no summary of the interrupted run:\n%s", out.String())
+	}
+	if m[1] == "0" || m[1] != m[2] {
+		t.Errorf("summary %q: want some taps, all accepted", m[0])
+	}
+	if strings.Contains(out.String(), "results (") {
+		t.Errorf("an interrupted run printed the full results:\n%s", out.String())
 	}
 }

@@ -108,13 +108,22 @@ func Required(fs *flag.FlagSet, stderr io.Writer, names ...string) error {
 	return nil
 }
 
+// ErrInterrupted is a one-shot command's error when Ctrl-C (or SIGTERM)
+// cut it short, after it said what it had done: Exit gives 130, as a
+// shell does for a command that SIGINT ended.
+var ErrInterrupted = errors.New("interrupted")
+
 // Exit returns the exit status for a command's error: 0 for nil and
 // flag.ErrHelp, 2 for ErrUsage (already reported; a UsageError is written
-// here), else 1 after writing "prog: err" to stderr.
+// here), 130 for ErrInterrupted, else 1, after writing "prog: err" to
+// stderr.
 func Exit(prog string, err error, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, ErrInterrupted):
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 130
 	case errors.Is(err, ErrUsage):
 		if ue := (usageError{}); errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
