@@ -357,7 +357,15 @@ func TestFleetEndpoints(t *testing.T) {
 	if e := f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 403); errCode(e) != "not_in_good_standing" {
 		t.Errorf("credential for a denied account: %v", e)
 	}
-	f.do("DELETE", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone"}`, 200)
+	// A note the audit trail would not keep clears nothing.
+	f.do("DELETE", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone","note":"found \u0007"}`, 400)
+	if dl := f.do("GET", "/v1/denylist", f.token, "", 200); len(dl["entries"].([]any)) != 1 {
+		t.Errorf("a refused clear changed the deny list: %v", dl)
+	}
+	f.do("DELETE", "/v1/denylist", f.token, `{"account":`+itoa(int64(r.id))+`,"reason":"lost_phone","note":"phone found"}`, 200)
+	if audit := fmt.Sprint(f.do("GET", "/v1/audit", f.token, "", 200)["entries"]); !strings.Contains(audit, `reason "lost_phone" note "phone found"`) {
+		t.Errorf("the clear's note is not in the audit trail: %s", audit)
+	}
 	f.do("POST", path("/v1/accounts/%d/credentials", r.id), r.secret, "", 201)
 	if h := f.do("GET", "/healthz", "", "", 200); h["ok"] != true {
 		t.Errorf("healthz = %v", h)

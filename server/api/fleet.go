@@ -125,18 +125,30 @@ func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context
 	if err != nil {
 		return nil, 0, err
 	}
-	var req DenyEntry
+	var req struct {
+		Account uint64 `json:"account"`
+		Serial  uint32 `json:"serial"`
+		Reason  string `json:"reason"`
+		Note    string `json:"note"` // for the audit trail: why
+	}
 	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
 	}
 	if req.Account == 0 || (req.Reason == "" && action == "deny") {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "account and reason are required")
 	}
+	if err := ledger.CheckDenyNote(req.Note); err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
+	}
 	if err := fn(r.Context(), req.Account, req.Serial, req.Reason); err != nil {
 		return nil, 0, err
 	}
 	h.cfg.Notifier.Changed(record.DocDenyList)
-	h.audit(r, p, action, strconv.FormatUint(req.Account, 10), fmt.Sprintf("serial %d reason %q", req.Serial, req.Reason))
+	detail := fmt.Sprintf("serial %d reason %q", req.Serial, req.Reason)
+	if req.Note != "" {
+		detail += fmt.Sprintf(" note %q", req.Note)
+	}
+	h.audit(r, p, action, strconv.FormatUint(req.Account, 10), detail)
 	dl, err := h.cfg.Ledger.DenyList(r.Context())
 	if err != nil {
 		return nil, 0, err

@@ -39,6 +39,7 @@ type plan struct {
 	Button  string // "Revoke the device"
 	Danger  bool
 	Fields  []field // carried to the confirmation's form
+	Asks    []field // asked on the confirmation's form (a text each, required)
 	Back    string  // where to go back to (below the prefix)
 	Changes []fareChange
 	Invalid string // the preview found the change invalid: no button
@@ -239,6 +240,13 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 			// Told now, not after the confirmation.
 			return nil, badInput("the reason %q must be one word of a-z, 0-9 and _ (like lost_phone or fraud)", reason)
 		}
+		note := strings.TrimSpace(r.PostFormValue("note"))
+		if err := ledger.CheckDenyNote(note); err != nil {
+			return nil, badInput("the note: %v", err)
+		}
+		if !deny && note == "" && r.PostFormValue("confirm") == "yes" {
+			return nil, badInput("say why the entry is cleared (a few words, kept in the audit trail)")
+		}
 		if deny {
 			// So is an account that does not exist (a typo): the
 			// confirmation asked to deny it, and only then failed.
@@ -255,7 +263,7 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 		p := &plan{Back: "accounts/" + strconv.FormatUint(account, 10),
 			Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"serial", fmt.Sprint(serial), "Credential serial (0: the whole account)"},
 				{"reason", reason, "Reason"}},
-			path: "/v1/denylist", body: jsonBody(map[string]any{"account": account, "serial": serial, "reason": reason})}
+			path: "/v1/denylist", body: jsonBody(map[string]any{"account": account, "serial": serial, "reason": reason, "note": note})}
 		if deny {
 			p.method, p.Danger = http.MethodPost, true
 			p.Title = "Deny " + what + "?"
@@ -277,6 +285,9 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 			}
 			p.Explain = "Validators accept its codes again once the new deny list reaches them. The ledger's own negative_balance entry is lifted only by a top-up."
 			p.Button = "Clear the entry"
+			// Why, for the audit trail: the entry's reason says why it
+			// was made, not why it ends.
+			p.Asks = []field{{"note", note, "Why it is cleared (kept in the audit trail)"}}
 			p.done = func(resp map[string]any) result {
 				return result{Message: fmt.Sprintf("The deny entry of %s was cleared; deny list version %v.", what, resp["version"])}
 			}

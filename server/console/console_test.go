@@ -1143,3 +1143,55 @@ func TestConsoleShowsHiddenCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestClearDenyAsksWhy: clearing a deny entry asks why on its
+// confirmation, refuses to go on without an answer (or with one the
+// ledger would not keep), and the audit trail keeps it beside the entry's
+// reason. It kept only the entry's reason: why a fraud entry was lifted,
+// nobody could tell.
+func TestClearDenyAsksWhy(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	acct := f.account(100)
+	ctx := context.Background()
+	if err := f.store.Deny(ctx, acct, 0, "fraud"); err != nil {
+		t.Fatal(err)
+	}
+	form := func(note, confirm string) url.Values {
+		return url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "reason": {"fraud"}, "note": {note}, "confirm": {confirm}}
+	}
+	resp, body := b.post("/console/act/undeny", form("", ""))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<input name="note" id="ask-note" value="" required`) {
+		t.Fatalf("the confirmation does not ask why: %d\n%s", resp.StatusCode, body)
+	}
+	denied := func() bool {
+		dl, err := f.store.DenyList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(dl.Entries) == 1
+	}
+	for note, says := range map[string]string{"": "say why the entry is cleared", "  ": "say why the entry is cleared",
+		"found \u202eit": "invisible formatting", strings.Repeat("n", 200): "note"} {
+		if resp, body := b.post("/console/act/undeny", form(note, "yes")); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, says) {
+			t.Errorf("confirmed with note %.20q: %d, want refused saying %q", note, resp.StatusCode, says)
+		}
+		if !denied() {
+			t.Fatalf("note %.20q: the entry was cleared", note)
+		}
+	}
+	if resp, body := b.post("/console/act/undeny", form("rider proved the card was stolen, ticket 4411", "yes")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("confirmed with a note: %d\n%s", resp.StatusCode, body)
+	}
+	if denied() {
+		t.Fatal("the entry is still there")
+	}
+	entries, err := f.store.AuditLog(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(entries); !strings.Contains(got, `reason "fraud" note "rider proved the card was stolen, ticket 4411"`) {
+		t.Errorf("the audit trail lacks why: %s", got)
+	}
+}

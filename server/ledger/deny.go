@@ -56,6 +56,12 @@ func scanDenyEntries(rows *sql.Rows) ([]DenyEntry, error) {
 // CheckDenyReason checks an operator's deny reason as Deny does.
 func CheckDenyReason(reason string) error { return checkReason(reason) }
 
+// CheckDenyNote checks an operator's note on a deny change, kept in the
+// audit trail (why an entry is cleared, or more than a deny's one-word
+// reason): at most 128 bytes of UTF-8, no control or invisible formatting
+// characters.
+func CheckDenyNote(note string) error { return checkText("note", note, maxLongName, false) }
+
 // checkReason checks an operator's deny reason: 1-64 of a-z, 0-9 and '_',
 // and not the ledger-managed negative_balance.
 func checkReason(reason string) error {
