@@ -257,6 +257,35 @@ func TestWalletNameRefused(t *testing.T) {
 		chromedp.Click(chromedp.ID("register")),
 	)
 	wallettest.WaitFor(t, b, 30*time.Second, "the secret screen", `!document.getElementById("secret").hidden`)
+	// The name given is the account's on its screen (it was never shown:
+	// "账户 17" alone), as after a sign-in elsewhere.
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("secret-done")))
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", `!document.getElementById("main").hidden`)
+	who := `document.getElementById("who").textContent`
+	if got := wallettest.Eval[string](t, b, who); !regexp.MustCompile(`^账户 \d+ · 张三$`).MatchString(got) {
+		t.Errorf("the account screen says %q, want its number and 张三", got)
+	}
+	// And on another phone, signed in with the number and secret.
+	resp, err := http.Post(url+"/v1/accounts", "application/json", strings.NewReader(`{"profile":"adult","name":"Ada Lovelace"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made struct {
+		Account struct {
+			ID uint64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&made)
+	resp.Body.Close()
+	if err != nil || made.Secret == "" {
+		t.Fatalf("account: %v", err)
+	}
+	other := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, other, url, account{ID: made.Account.ID, Secret: made.Secret})
+	if got, want := wallettest.Eval[string](t, other, who), fmt.Sprintf("Account %d · Ada Lovelace", made.Account.ID); got != want {
+		t.Errorf("signed in elsewhere, the account screen says %q, want %q", got, want)
+	}
 }
 
 // TestWalletLongRoutesWrap: the longest route names and flags the server

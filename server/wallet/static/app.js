@@ -388,6 +388,16 @@ function fillTable(name, rows, amounts = []) {
   );
 }
 
+// renderWho names the account signed in, with the name given at sign-up
+// (the rider's own, to tell two accounts on one phone apart).
+function renderWho() {
+  if (!account) return;
+  const name = (account.name || "").trim();
+  $("who").textContent = name
+    ? t("signed_in_as_named", { account: account.id, name })
+    : t("signed_in_as", { account: account.id });
+}
+
 function renderView(view) {
   if (!view) {
     $("balance").textContent = "—";
@@ -535,7 +545,7 @@ function startPolling() {
 async function enterMain() {
   show("main");
   showError(null);
-  $("who").textContent = t("signed_in_as", { account: account.id });
+  renderWho();
   renderView(await store.get("view"));
   await showCode();
   schedule();
