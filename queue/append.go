@@ -62,9 +62,13 @@ func (q *Queue) Append(ctx context.Context, data []byte) (uint64, error) {
 // If build returns an error (or panics), AppendFunc returns that error
 // (matchable with errors.Is) and nothing build wrote is kept, while the
 // other appends in the same group still commit: the group is rolled back
-// and run again without the failing request, as bbolt's db.Batch does. build
-// may therefore be called more than once, possibly with different sequence
-// numbers, and must depend only on s and seq. If the queue is already full
+// and run again without the failing request, as bbolt's db.Batch does. An
+// error build returns after other requests of its group wrote (it may have
+// failed on their writes: the same code read twice) is returned only once
+// their commit is durable, and build runs again if that commit fails, so a
+// refusal is true of what is on disk. build may therefore be called more
+// than once, possibly with different sequence numbers, and must depend
+// only on s and seq. If the queue is already full
 // by record count or file size, AppendFunc returns ErrFull without calling
 // build; if the bytes build returns do not fit, it returns ErrFull (or
 // ErrTooLarge) and discards build's writes.
@@ -163,6 +167,7 @@ func (q *Queue) commitGroup(group []*appendReq) {
 		live = append(live, r)
 	}
 	results := make([]appendResult, len(live))
+	var aside []asideReq // failed after others wrote: answered once they are committed
 	for len(live) > 0 {
 		clear(results)
 		results = results[:len(live)]
@@ -188,9 +193,22 @@ func (q *Queue) commitGroup(group []*appendReq) {
 			}
 			return c.store(b.meta)
 		})
-		if failed >= 0 {
+		if failed == 0 {
+			// Decided on the committed state alone: answered now. Those
+			// set aside are decided again: what they failed on may have
+			// been this request's writes.
 			q.noteOutcome(failErr)
-			live[failed].done <- appendResult{err: failErr}
+			live[0].done <- appendResult{err: failErr}
+			live, aside = append(live[1:], reqsOf(aside)...), nil
+			continue
+		}
+		if failed > 0 {
+			// The request may have failed on what the requests before
+			// it wrote in this very transaction (the same code read
+			// twice: "already paid"). That answer is true only once
+			// those writes are committed: it waits for the group's
+			// commit, and is decided again if the commit fails.
+			aside = append(aside, asideReq{live[failed], failErr})
 			live = append(live[:failed], live[failed+1:]...)
 			continue
 		}
@@ -221,8 +239,32 @@ func (q *Queue) commitGroup(group []*appendReq) {
 			q.noteOutcome(res.err)
 			r.done <- res
 		}
-		return
+		if err == nil {
+			for _, a := range aside {
+				q.noteOutcome(a.err)
+				a.r.done <- appendResult{err: a.err}
+			}
+			return
+		}
+		live, aside = reqsOf(aside), nil
 	}
+}
+
+// reqsOf returns the requests set aside, to be decided again.
+func reqsOf(aside []asideReq) []*appendReq {
+	out := make([]*appendReq, len(aside))
+	for i, a := range aside {
+		out[i] = a.r
+	}
+	return out
+}
+
+// asideReq is a request of a group whose build failed after other
+// requests of the group had written in the same transaction: its answer
+// waits for their commit.
+type asideReq struct {
+	r   *appendReq
+	err error
 }
 
 // rollbackErr wraps a request's own error so that commitGroup rolls the
