@@ -77,11 +77,21 @@ func cmdCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("--now: %v", err)
 		}
+		// A digit too many is a time millions of years away: every
+		// code "expired", and the technician blames the code.
+		if t.Year() < 2000 || t.Year() > 2200 {
+			return fail("--now %s is the year %d: give unix seconds (10 digits) or RFC 3339", *nowFlag, t.Year())
+		}
 		now = t
 	}
 	kr, err := paycode.LoadKeyring(*keyringPath)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if len(kr.Keys()) == 0 {
+		// Every code would be "unknown_issuer_key": the file, not the
+		// code, is wrong.
+		return fail("%s holds no issuer keys (version %d): every code would be refused; use the keyring the fleet's validators have", *keyringPath, kr.Version())
 	}
 	text := fs.Arg(0)
 	if text == "-" {

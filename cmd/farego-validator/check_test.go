@@ -40,6 +40,10 @@ func runCmd(tb testing.TB, stdin string, args ...string) (code int, stdout, stde
 func TestCheck(t *testing.T) {
 	text := vectorText(t)
 	keyring := filepath.Join(vectorDir, "keyring.json")
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(empty, []byte(`{"version":1,"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	full := `{"accepted":true,"reason":"","account":4242,"serial":3,"profile":1,"code_time":1767229200,"key_id":7}` + "\n"
 	for _, tc := range []struct {
 		name       string
@@ -70,6 +74,11 @@ func TestCheck(t *testing.T) {
 		{"unreadable keyring", "", []string{"check", "--keyring", "/nonexistent/k.json", text}, 2, "", "no such file"},
 		{"bad keyring", "", []string{"check", "--keyring", "check_test.go", text}, 2, "", "invalid keyring"},
 		{"no code", "", []string{"check", "--keyring", keyring}, 2, "", "exactly one CODE"},
+		// A keyring without keys, or a time a digit off, would blame
+		// the rider's code (unknown_issuer_key, code_expired).
+		{"empty keyring", "", []string{"check", "--keyring", empty, text}, 2, "", "holds no issuer keys"},
+		{"time a digit too long", "", []string{"check", "--keyring", keyring, "--now", "17672292500", text}, 2, "", "the year 2530"},
+		{"time a digit short", "", []string{"check", "--keyring", keyring, "--now", "176722925", text}, 2, "", "the year 1975"},
 		{"two codes", "", []string{"check", "--keyring", keyring, text, text}, 2, "", "exactly one CODE"},
 		{"bad time", "", []string{"check", "--keyring", keyring, "--now", "yesterday", text}, 2, "", "--now"},
 		{"empty stdin", "", []string{"check", "--keyring", keyring, "-"}, 2, "", "no input"},
