@@ -427,7 +427,9 @@ func (h *Handler) credentialMinimum(r *http.Request, p paycode.Profile) (int64, 
 	if h.cfg.CredentialMinimum != 0 {
 		return max(h.cfg.CredentialMinimum, 0), nil
 	}
-	t, err := h.cfg.Ledger.LatestFareTable(r.Context())
+	// The ledger's shared copy, read only: a fresh one is parsed from the
+	// stored text, at every credential request, refused ones too.
+	_, t, err := h.cfg.Ledger.LatestFareTableShared(r.Context())
 	if errors.Is(err, ledger.ErrNoFareTable) {
 		return 0, nil
 	}

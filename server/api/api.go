@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -121,6 +122,8 @@ type Handler struct {
 	// drifting caches the farego_devices_drifting count (a scrape would
 	// read the whole devices table each time).
 	driftCount metrics.Cache[float64]
+	// fares is the encoded answer of GET /v1/fares for the latest version.
+	fares atomic.Pointer[encodedFares]
 }
 
 // New returns the API handler.
@@ -262,9 +265,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
+	if b, ok := v.(rawJSON); ok {
+		w.Write(b)
+		return
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// rawJSON is an answer encoded before (encodeJSON), written as it is.
+type rawJSON []byte
+
+// encodeJSON encodes v as writeJSON does.
+func encodeJSON(v any) (rawJSON, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // writeError answers with the error: {"error": {"code", "message"}}, and

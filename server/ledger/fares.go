@@ -196,6 +196,31 @@ func (s *Store) FareTable(ctx context.Context, version uint64) (*fare.Table, err
 	return fare.Parse([]byte(e.body))
 }
 
+// LatestFareTableShared returns the version of the stored fare table with
+// the highest version and the table as the ledger caches it, or
+// ErrNoFareTable. The table is shared (with the rating code and every other
+// caller): it must not be changed. LatestFareTable parses a fresh copy, as
+// costly as the table is long (tens of milliseconds for a large one): a
+// request anyone may send (GET /v1/fares) or any rider (a credential) must
+// not make the server pay that each time.
+func (s *Store) LatestFareTableShared(ctx context.Context) (uint64, *fare.Table, error) {
+	v, err := latestVersion(ctx, s.db)
+	if err != nil {
+		return 0, nil, err
+	}
+	if v == 0 {
+		return 0, nil, ErrNoFareTable
+	}
+	e, err := s.loadTable(ctx, s.db, v)
+	if err != nil {
+		return 0, nil, err
+	}
+	if e == nil {
+		return 0, nil, fmt.Errorf("%w: fare table %d", ErrNotFound, v)
+	}
+	return v, e.table, nil
+}
+
 // LatestFareTable returns the stored fare table with the highest version,
 // or ErrNoFareTable.
 func (s *Store) LatestFareTable(ctx context.Context) (*fare.Table, error) {
