@@ -10,77 +10,110 @@ import (
 	"github.com/farego/farego/server/internal/clientaddr"
 )
 
-// limiter is a token bucket per client address plus one for everyone,
-// refilling perMinute tokens a minute up to burst. It holds at most
-// maxClients buckets (the fullest are dropped first: a full bucket is what
-// a new one would be), so a flood of addresses cannot grow it.
+// limiter is a token bucket per client address, one per IPv6 site (the
+// /48 around the client's /64) and one for everyone, refilling perMinute
+// tokens a minute up to burst (a site: siteShare times as many). It holds
+// at most maxClients buckets (the fullest are dropped first: a full bucket
+// is what a new one would be), so a flood of addresses cannot grow it.
 type limiter struct {
 	mu        sync.Mutex
 	now       func() time.Time
 	perMinute float64
 	burst     float64
 	total     bucket
-	totalRate float64
 	clients   map[string]*bucket
 	disabled  bool
 	proxies   []netip.Prefix // see Config.TrustedProxies
 }
 
 type bucket struct {
-	tokens float64
-	at     time.Time
+	tokens         float64
+	at             time.Time
+	rate, capacity float64 // tokens a minute, and the most it holds
 }
 
 const maxClients = 10_000
 
+// siteShare is how many times one client's allowance an IPv6 site (a /48:
+// what an ISP hands a household or an office, 65,536 /64s; a /56, 256 of
+// them) may make together. Without it one home connection's /56 was 256
+// clients: their bursts took the allowance for everyone (600 a minute),
+// and every other rider was refused, for as long as they kept asking (an
+// attack review).
+const siteShare = 4
+
 func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time, proxies []netip.Prefix) *limiter {
-	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst), totalRate: float64(totalPerMinute),
+	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
 		clients: map[string]*bucket{}, proxies: proxies}
 	l.disabled = perMinute < 0 || burst < 0 || totalPerMinute < 0
-	l.total = bucket{tokens: float64(totalPerMinute), at: now()}
+	l.total = bucket{tokens: float64(totalPerMinute), at: now(), rate: float64(totalPerMinute), capacity: float64(totalPerMinute)}
 	return l
 }
 
-func (b *bucket) take(now time.Time, perMinute, capacity float64) bool {
-	b.tokens = min(capacity, b.tokens+now.Sub(b.at).Minutes()*perMinute)
+// refill adds what the bucket earned since it was last looked at.
+func (b *bucket) refill(now time.Time) {
+	b.tokens = min(b.capacity, b.tokens+now.Sub(b.at).Minutes()*b.rate)
 	b.at = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
 
-// allow reports whether a request from r may go ahead now.
-func (l *limiter) allow(r *http.Request) bool {
-	if l.disabled {
-		return true
-	}
-	host := ClientKey(clientAddr(r, l.proxies))
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	b := l.clients[host]
+// bucketFor returns the bucket of key, refilled (a new one full).
+func (l *limiter) bucketFor(key string, now time.Time, rate, capacity float64) *bucket {
+	b := l.clients[key]
 	if b == nil {
 		if len(l.clients) >= maxClients {
 			l.prune(now)
 		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.clients[host] = b
+		b = &bucket{tokens: capacity, at: now, rate: rate, capacity: capacity}
+		l.clients[key] = b
 	}
-	// Check the client's own bucket first: a client over its limit does
-	// not use up everyone's.
-	if !b.take(now, l.perMinute, l.burst) {
-		return false
+	b.refill(now)
+	return b
+}
+
+// siteKey is the bucket key of an IPv6 address's /48 ("" for IPv4).
+func siteKey(remote string) string {
+	ip, _, err := hostAddr(remote)
+	if err != nil || !ip.Is6() {
+		return ""
 	}
-	return l.total.take(now, l.totalRate, l.totalRate)
+	p, _ := ip.Prefix(48)
+	return "site " + p.String()
+}
+
+// allow reports whether a request from r may go ahead now. A request
+// refused takes nothing from any bucket: a client over its limit (or its
+// site's) does not use up everyone's, and its bucket stays full, the first
+// to be dropped.
+func (l *limiter) allow(r *http.Request) bool {
+	if l.disabled {
+		return true
+	}
+	addr := clientAddr(r, l.proxies)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	bs := []*bucket{l.bucketFor(ClientKey(addr), now, l.perMinute, l.burst)}
+	if site := siteKey(addr); site != "" {
+		bs = append(bs, l.bucketFor(site, now, l.perMinute*siteShare, l.burst*siteShare))
+	}
+	l.total.refill(now)
+	bs = append(bs, &l.total)
+	for _, b := range bs {
+		if b.tokens < 1 {
+			return false
+		}
+	}
+	for _, b := range bs {
+		b.tokens--
+	}
+	return true
 }
 
 // prune drops the buckets that have refilled (they are what a new bucket
 // would be), or all of them if none has.
 func (l *limiter) prune(now time.Time) {
 	for k, b := range l.clients {
-		if b.tokens+now.Sub(b.at).Minutes()*l.perMinute >= l.burst {
+		if b.tokens+now.Sub(b.at).Minutes()*b.rate >= b.capacity {
 			delete(l.clients, k)
 		}
 	}
