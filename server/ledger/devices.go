@@ -174,6 +174,9 @@ func scanDevice(r rowScanner) (Device, error) {
 
 // Device returns a registered device, or ErrNotFound.
 func (s *Store) Device(ctx context.Context, id string) (Device, error) {
+	if unstorable(id) {
+		return Device{}, fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
 	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fmt.Errorf("%w: device %q", ErrNotFound, id)

@@ -204,6 +204,9 @@ func (s *Store) Payment(ctx context.Context, id uint64) (PaymentOrder, error) {
 // PaymentByOrder returns a payment order by merchant and order id, or
 // ErrNotFound.
 func (s *Store) PaymentByOrder(ctx context.Context, merchantID, orderID string) (PaymentOrder, error) {
+	if unstorable(merchantID, orderID) {
+		return PaymentOrder{}, fmt.Errorf("%w: payment", ErrNotFound)
+	}
 	p, err := paymentQuery(ctx, s.db, `SELECT `+paymentColumns+` FROM payments WHERE merchant_id = $1 AND order_id = $2`,
 		merchantID, orderID)
 	return p.PaymentOrder, err

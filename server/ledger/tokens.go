@@ -133,6 +133,9 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 // RevokeTokenOnce is RevokeToken that also says whether this call revoked
 // the token (false: it was revoked before, nothing changed).
 func (s *Store) RevokeTokenOnce(ctx context.Context, id string) (bool, error) {
+	if unstorable(id) {
+		return false, fmt.Errorf("%w: token %q", ErrNotFound, id)
+	}
 	revoked := false
 	err := s.write(ctx, "revoke token", func(t *txn) error {
 		revoked = false

@@ -7,6 +7,7 @@ import (
 	"math"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/farego/farego/agent/record"
 )
@@ -194,6 +195,21 @@ func (r *PaymentRequest) validate() error {
 		return fmt.Errorf("currency %q is not an ISO 4217 code", r.Currency)
 	}
 	return nil
+}
+
+// unstorable reports whether any of ss is text no stored row can hold: not
+// UTF-8, or with a NUL (every id, name and reference is checked with
+// checkText before it is stored). A lookup by such a key finds nothing;
+// PostgreSQL refuses it with an error (SQLSTATE 22021), which a lookup
+// must not pass on as a server fault: a shop's GET /v1/payments/shop/%00
+// answered 500 and logged an error at every request (an attack review).
+func unstorable(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func invalid(format string, a ...any) error {

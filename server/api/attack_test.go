@@ -1,0 +1,161 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/ledger/ledgertest"
+)
+
+// bigFareTable is a valid fare table of routes routes (9,000: about 600 KB,
+// within fare.MaxTableSize).
+func bigFareTable(version, routes int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"version":%d,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}`, version)
+	for i := range routes {
+		fmt.Fprintf(&b, `,"route-%06d":{"adult":%d,"child":120,"senior":120,"student":180}`, i, 250+i%50)
+	}
+	b.WriteString(`},"daily_cap":{"adult":700}}`)
+	return b.String()
+}
+
+// GET /v1/fares is anyone's to ask, and a credential any rider's (refused
+// ones too): neither may make the server parse and encode the whole fare
+// table each time. Before, with a 600 KB table each anonymous GET cost
+// about 73 ms of CPU here and about 470,000 allocations (a client sending
+// 30 a second kept two cores busy), each refused credential about 300,000.
+func TestFareTableNotParsedPerRequest(t *testing.T) {
+	f := newFixture(t)
+	tbl := bigFareTable(2, 9000)
+	f.do("PUT", "/v1/fares", f.token, tbl, 200)
+	h := New(Config{Ledger: f.store, Keys: f.keys})
+	var size int
+	get := func() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/v1/fares", nil))
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"route-008999"`) {
+			t.Fatalf("GET /v1/fares: %d %.200s", w.Code, w.Body)
+		}
+		size = w.Body.Len()
+	}
+	get()
+	first := size
+	start := time.Now()
+	allocs := testing.AllocsPerRun(10, get)
+	t.Logf("GET /v1/fares: %.0f allocations, %v, %d bytes each", allocs, time.Since(start)/11, size)
+	if allocs > 2000 {
+		t.Errorf("GET /v1/fares (anonymous) made %.0f allocations per request: the table is parsed and encoded each time", allocs)
+	}
+	if size != first {
+		t.Errorf("answers differ: %d bytes, then %d", first, size)
+	}
+	// A new version is answered at once.
+	f.do("PUT", "/v1/fares", f.token, bigFareTable(3, 10), 200)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1/fares", nil))
+	if !strings.Contains(w.Body.String(), `"version": 3`) {
+		t.Errorf("after version 3 was published: %.200s", w.Body)
+	}
+	f.do("PUT", "/v1/fares", f.token, bigFareTable(4, 9000), 200)
+
+	// A rider below the credential minimum (the daily cap, 7.00): refused,
+	// cheaply.
+	out := f.do("POST", "/v1/accounts", "", `{}`, 201)
+	secret := out["secret"].(string)
+	id := uint64(out["account"].(map[string]any)["id"].(float64))
+	cred := func() {
+		req := httptest.NewRequest("POST", path("/v1/accounts/%d/credentials", id), nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 402 || !strings.Contains(w.Body.String(), "7.00 EUR") {
+			t.Fatalf("credential below the minimum: %d %s", w.Code, w.Body)
+		}
+	}
+	cred()
+	if allocs := testing.AllocsPerRun(10, cred); allocs > 2000 {
+		t.Errorf("a refused credential made %.0f allocations: the fare table is parsed each time", allocs)
+	}
+}
+
+// One home connection's IPv6 /56 (256 /64s, each a client of its own) must
+// not use up account creation for everyone. Before, 60 of its /64s sending
+// their burst of 10 took the 600 a minute for everyone, and a rider
+// elsewhere was refused (429) for as long as they kept at it (each /64
+// refills 6 a minute: 256 of them 1,536).
+func TestAccountCreationNotStarvedByOneSite(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	h := New(Config{Ledger: f.store, Keys: f.keys, Now: func() time.Time { return now }}) // the default limits
+	create := func(remote string) int {
+		req := httptest.NewRequest("POST", "/v1/accounts", strings.NewReader(`{}`))
+		req.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	made := 0
+	for i := range 64 { // 2001:db8:aa:0::/64 … 2001:db8:aa:3f::/64, all in 2001:db8:aa::/56
+		for j := range DefaultAccountsBurst {
+			if create(fmt.Sprintf("[2001:db8:aa:%x::%x]:4000", i, j+1)) == 201 {
+				made++
+			}
+		}
+	}
+	t.Logf("one /56 made %d accounts", made)
+	for _, remote := range []string{"192.0.2.7:1000", "[2001:db8:bb:1::1]:1000"} {
+		if c := create(remote); c != 201 {
+			t.Errorf("a rider at %s after one /56 made %d accounts: status %d, want 201", remote, made, c)
+		}
+	}
+	if made > 4*DefaultAccountsBurst {
+		t.Errorf("one /48 made %d accounts at once, want at most %d", made, 4*DefaultAccountsBurst)
+	}
+}
+
+// A key in the path that no stored row can hold (a NUL, bytes that are not
+// UTF-8) finds nothing: 404. On PostgreSQL, which refuses such text with an
+// error, a shop's own token made GET /v1/payments/shop-1/%00 answer 500 and
+// log an error at every request; the operator's and auditor's lookups of a
+// device and a token did the same.
+func TestUnstorablePathKeysNotFound(t *testing.T) {
+	s, err := ledger.Open(context.Background(), ledgertest.PostgresSchema(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dir := t.TempDir()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	shop, err := CreateToken(context.Background(), s, ledger.RoleMerchant, "shop-1", "till")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{Ledger: s, Keys: kd})
+	for _, c := range []struct{ method, path, token string }{
+		{"GET", "/v1/payments/shop-1/%00", shop.Token},
+		{"GET", "/v1/payments/shop-1/%FF", shop.Token},
+		{"GET", "/v1/payments/%FF/o-1", string(op)},
+		{"GET", "/v1/devices/%00/assignment", string(op)},
+		{"DELETE", "/v1/tokens/%00", string(op)},
+	} {
+		req := httptest.NewRequest(c.method, c.path, nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(c.token))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 404 {
+			t.Errorf("%s %s: %d %s, want 404 not_found", c.method, c.path, w.Code, strings.Join(strings.Fields(w.Body.String()), " "))
+		}
+	}
+}
