@@ -111,6 +111,9 @@ type Entry struct {
 	MerchantID string `json:"merchant_id,omitempty"`
 	OrderID    string `json:"order_id,omitempty"`
 	RefundID   string `json:"refund_id,omitempty"`
+	// CodeHash is a shop's payment's code (paycode.ShortHash): the
+	// wallet renews a code on screen that a shop took.
+	CodeHash string `json:"code_hash,omitempty"`
 }
 
 func toEntries(ps []ledger.Posting) []Entry {
@@ -122,7 +125,7 @@ func toEntries(ps []ledger.Posting) []Entry {
 		}
 		out[i] = Entry{Seq: p.Seq, Time: p.CreatedAt.UTC().Format(time.RFC3339Nano), Kind: kind, Amount: p.Amount,
 			Balance: p.Balance, TapID: p.TapID, Reference: p.Reference, PaymentID: p.PaymentID, MerchantID: p.MerchantID,
-			OrderID: p.OrderID, RefundID: p.RefundID}
+			OrderID: p.OrderID, RefundID: p.RefundID, CodeHash: p.CodeHash}
 	}
 	return out
 }

@@ -262,6 +262,10 @@ type Posting struct {
 	OrderID    string
 	RefundID   string
 	Balance    int64
+	// CodeHash is the short hash of the payment code a shop's payment
+	// took (paycode.ShortHash): the rider's wallet renews a code on
+	// screen that a shop has used.
+	CodeHash string
 }
 
 // IsRefund reports whether the posting gives back (part of) a payment.

@@ -559,3 +559,45 @@ func TestWalletAccountMessages(t *testing.T) {
 		t.Errorf("fare type (asked for by the rider): %q", ft)
 	}
 }
+
+// TestWalletRenewsCodeAShopTook: a kiosk's scanner takes the code on
+// screen online; the wallet, online, sees the payment in the statement
+// within its refresh and shows a new code, saying what the shop took. The
+// rider boards at once with the code on screen: the bus takes the new one
+// and charges it. The wallet kept the shop's code on screen until the next
+// minute, and a bus that read it flagged the tap as a code used twice and
+// blocked the pass (an online payment always keeps its code; an attack
+// review found the honest kiosk-then-bus rider blocked).
+func TestWalletRenewsCodeAShopTook(t *testing.T) {
+	r, ctx, d, b, _ := walletRig(t, "bus-w-kiosk")
+	id, _ := registerInWallet(t, ctx, b, r, t.TempDir(), 2500)
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
+	shown := newCode(t, b)
+	tok, err := r.MerchantToken(ctx, "kiosk-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments", tok,
+		map[string]any{"merchant_id": "kiosk-7", "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
+		t.Fatalf("the kiosk's payment: %v", err)
+	}
+	wallettest.WaitFor(t, b, 40*time.Second, "a new code and what the shop took",
+		`(async () => { const c = `+appModule+`.debugState().code; const n = document.getElementById("code-note");
+		 return c !== null && c.counter !== `+fmt.Sprint(shown.Counter)+` && !n.hidden &&
+		   n.textContent.includes("kiosk-7") && n.textContent.includes("3.50"); })()`)
+	now := *state(t, b).Code
+	if now.Text == shown.Text {
+		t.Fatal("the shop's code is still on screen")
+	}
+	scanExpect(t, ctx, d, now.Text, "ACCEPTED  2.50 EUR")
+	a := waitBalance(t, ctx, r, id, 2500-350-250)
+	if len(a.Rides) != 1 || a.Rides[0].Flag != "" || a.Rides[0].Charge != 250 {
+		t.Errorf("the ride after the kiosk: %+v, want charged 2.50, unflagged", a.Rides)
+	}
+	if a.Denied {
+		t.Error("the account is blocked after a kiosk payment and a bus ride")
+	}
+	if out, err := r.Verify(ctx); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+}

@@ -14,7 +14,7 @@ const POLL_MS = 10000; // account refresh while the page is visible and online
 const CLOCK_SKEW_S = 30; // the validators' tolerance (DESIGN.md)
 
 let account = null; // {id, secret, profile, name}
-let last = null; // the code on screen: {text, time, counter, serial, modules}
+let last = null; // the code on screen: {text, time, counter, serial, modules, hash}
 let serverReachable = true;
 let passUsable = false; // the pass on the phone makes codes now (renderPass)
 let tickTimer = 0;
@@ -305,7 +305,8 @@ async function makeAndShow() {
     }
     const code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
     const modules = drawQR(canvas, code.text);
-    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
+    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules, hash: await shortHash(code.text) };
+    $("code-note").hidden = true;
     $("code-view").hidden = false;
     canvas.setAttribute("aria-label", t("qr_label", { account: account.id, time: clockTime(nowS * 1000) }));
     $("code-status").textContent = t("code_ready", { time: clockTime(nowS * 1000) });
@@ -497,6 +498,31 @@ function activityText(e) {
 // the next refresh that works.
 let refreshError = false;
 
+// shortHash is the server's short hash of a code's text (paycode.ShortHash:
+// the first 12 hex digits of its SHA-256), as the statement names the code
+// a shop's payment took.
+async function shortHash(text) {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return [...d.subarray(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// renewIfShopTook shows a new code when the statement says a shop's
+// payment took the one on screen: shown again on a bus, it would be a code
+// used twice, and the pass would be blocked (an online payment always keeps
+// its code). The rider is told what the shop took.
+async function renewIfShopTook(view) {
+  const on = last;
+  const paid = on && (view.account.recent_activity || []).find(
+    (e) => e.kind === "payment" && e.amount < 0 && e.code_hash === on.hash);
+  if (!paid) return;
+  const now = await showCode();
+  if (now && now !== on) {
+    const note = $("code-note");
+    note.textContent = t("code_paid_shop", { amount: money(-paid.amount, view.account.currency), shop: paid.merchant_id });
+    note.hidden = false;
+  }
+}
+
 async function refreshAccount() {
   if (!account) return;
   const secret = account.secret;
@@ -505,6 +531,7 @@ async function refreshAccount() {
     const view = { account: a, at: clock.now() };
     await store.put("view", view);
     renderView(view);
+    await renewIfShopTook(view);
     if (refreshError) {
       refreshError = false;
       showError(null);
