@@ -31,7 +31,7 @@ Usage:
   farego-settlement device revoke --data DIR ID
   farego-settlement restored --data DIR [--margin N] [--fares FILE]...
   farego-settlement release add|list|rollout --data DIR ...
-  farego-settlement mqtt-passwd --data DIR > passwd
+  farego-settlement mqtt-passwd --data DIR [--db DSN] [--out FILE]
   farego-settlement mqtt-password --data DIR
   farego-settlement broker --data DIR [--mqtt ADDR] [--mqtt-tls ADDR ...]
   farego-settlement version   (or --version)

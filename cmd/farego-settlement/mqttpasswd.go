@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/server/broker"
 )
 
@@ -15,10 +21,17 @@ import (
 // ledger keeps device passwords only as "$7$" hashes, Mosquitto's format).
 // Regenerate it and send Mosquitto SIGHUP after registering or revoking a
 // device.
+//
+// With --out FILE the file is replaced whole or not at all (a temporary
+// file beside it, renamed over it), keeping its mode and owner: written
+// with the shell's "> FILE", a failure (the database out of reach) left
+// Mosquitto's live password file empty or cut short, and the reload that
+// follows refused every device and the settlement server itself.
 func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement mqtt-passwd", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
+	out := fs.String("out", "", "replace this password file atomically, keeping its mode and owner (default: standard output)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -31,7 +44,9 @@ func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s:%s\n", broker.DefaultServerUsername, broker.HashPassword(broker.ServerPassword(kd.BrokerSecret())))
+	// Nothing is written until every line is: an error leaves no partial file.
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s:%s\n", broker.DefaultServerUsername, broker.HashPassword(broker.ServerPassword(kd.BrokerSecret())))
 	n := 0
 	for _, d := range ds {
 		if !d.Revoked.IsZero() {
@@ -44,9 +59,61 @@ func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if a.MQTTHash == "" {
 			continue
 		}
-		fmt.Fprintf(stdout, "%s:%s\n", d.ID, a.MQTTHash)
+		fmt.Fprintf(&b, "%s:%s\n", d.ID, a.MQTTHash)
 		n++
+	}
+	if *out == "" {
+		if _, err := stdout.Write(b.Bytes()); err != nil {
+			return err
+		}
+	} else if err := replacePasswordFile(*out, b.Bytes()); err != nil {
+		return fmt.Errorf("%s: %w (the file is unchanged)", *out, err)
 	}
 	fmt.Fprintf(stderr, "wrote the server and %d devices (revoked devices left out)\n", n)
 	return nil
+}
+
+// replacePasswordFile replaces path with data atomically and durably. An
+// existing file keeps its mode and owner (Mosquitto reads it as its own
+// user: a root-owned 0600 file fails its reload); a new one is 0644, as
+// the shell's redirection made it.
+func replacePasswordFile(path string, data []byte) error {
+	mode, uid, gid := fs.FileMode(0o644), -1, -1
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = func() error {
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+		if err := f.Chmod(mode); err != nil {
+			return err
+		}
+		if uid >= 0 && (uid != os.Geteuid() || gid != os.Getegid()) {
+			if err := f.Chown(uid, gid); err != nil {
+				return fmt.Errorf("keep the file's owner %d:%d: %w", uid, gid, err)
+			}
+		}
+		return f.Sync()
+	}()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = durable.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }
