@@ -160,8 +160,22 @@ type Server struct {
 	keyringForged      atomic.Uint64 // newest unsealed keyring version in the ledger logged
 }
 
+// serverLogin is the settlement server's own MQTT login: the one given, or
+// farego-server with the password derived from the broker secret. Given
+// as farego-server with no password (--broker-username farego-server with
+// FAREGO_BROKER_PASSWORD unset: a unit file without the Environment= line,
+// sudo dropping it), it is the derived one too, which is that user's only
+// password: an empty one was refused by the broker as "not Authorized",
+// retried for ever.
+func serverLogin(user, pass string, secret []byte) (string, string) {
+	if user == "" || (user == broker.DefaultServerUsername && pass == "") {
+		return broker.DefaultServerUsername, broker.ServerPassword(secret)
+	}
+	return user, pass
+}
+
 // ErrNotInitialised is returned by New when the key directory does not exist.
-var ErrNotInitialised = errors.New("server: not initialised (run farego-settlement init)")
+var ErrNotInitialised = errors.New("server: not initialised")
 
 func (c *Config) withDefaults() {
 	if c.DataDir == "" {
@@ -196,7 +210,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry(), started: time.Now(), recheck: make(chan struct{}, 1)}
 	if _, err := os.Stat(cfg.KeysDir); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no key directory %s", ErrNotInitialised, cfg.KeysDir)
+		// Most often a mistyped --data: do not send the operator to init,
+		// which would make a second, empty installation there.
+		return nil, fmt.Errorf("%w: no key directory %s: check --data (or --keys); farego-settlement init makes a new installation, "+
+			"and a lost key directory is restored from its backup", ErrNotInitialised, cfg.KeysDir)
 	}
 	kd, err := keys.Open(cfg.KeysDir)
 	if err != nil {
@@ -249,10 +266,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	brokers := []string{cfg.BrokerURL}
-	user, pass := cfg.MQTTUsername, cfg.MQTTPassword
-	if user == "" {
-		user, pass = broker.DefaultServerUsername, broker.ServerPassword(kd.BrokerSecret())
-	}
+	user, pass := serverLogin(cfg.MQTTUsername, cfg.MQTTPassword, kd.BrokerSecret())
 	var ingestReady atomic.Pointer[ingest.Ingest]
 	if cfg.BrokerURL == "" {
 		b, err := broker.New(broker.Config{
