@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"golang.org/x/text/currency"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 
@@ -152,8 +153,17 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
   operator token: %s (Authorization: Bearer …)
   fleet key:      %s (its public half goes on every validator)
   ledger:         %s
-`, *data, kd.Path(), filepath.Join(kd.Path(), keys.TokenFile), filepath.Join(kd.Path(), keys.FleetPubFile), dsn)
+`, *data, kd.Path(), filepath.Join(kd.Path(), keys.TokenFile), filepath.Join(kd.Path(), keys.FleetPubFile), redactDSN(dsn))
 	return nil
+}
+
+// redactDSN is dsn as it may be shown: a database password in it is
+// replaced by xxxxx (init's summary ends up in terminals and CI logs).
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return dsn
 }
 
 // isoCurrency reports whether code is an ISO 4217 currency (upper case).

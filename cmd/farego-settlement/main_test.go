@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -439,5 +440,90 @@ func TestRestoredMarginRange(t *testing.T) {
 	defer st.Close()
 	if a, err := st.CreateAccount(ctx, ledger.AccountSpec{}); err != nil || a.ID > 2000 {
 		t.Errorf("after the refused restored: account %+v, %v; want the counters where init left them", a, err)
+	}
+}
+
+// mqtt-passwd --out replaces Mosquitto's password file whole or not at
+// all, keeping its mode: "mqtt-passwd > FILE" (the README's command) left
+// the live file empty when the ledger was out of reach, and the reload
+// that follows refused every device and the settlement server.
+func TestMQTTPasswdOutIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	pw := filepath.Join(t.TempDir(), "farego.passwd")
+	if c, out, e := settle(t, ctx, "mqtt-passwd", "--data", data, "--out", pw); c != 0 || out != "" || !strings.Contains(e, "wrote the server") {
+		t.Fatalf("mqtt-passwd --out: %d %q %q", c, out, e)
+	}
+	good, err := os.ReadFile(pw)
+	if err != nil || !strings.HasPrefix(string(good), "farego-server:$7$") {
+		t.Fatalf("password file: %q %v", good, err)
+	}
+	if err := os.Chmod(pw, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	// The ledger out of reach: an error, and the file as it was.
+	if c, _, e := settle(t, ctx, "mqtt-passwd", "--data", data, "--db", "sqlite:"+filepath.Join(t.TempDir(), "typo.db"), "--out", pw); c != 1 || !strings.Contains(e, "no ledger") {
+		t.Errorf("mqtt-passwd with a wrong --db: %d %q; want 1 and no ledger", c, e)
+	}
+	if b, err := os.ReadFile(pw); err != nil || string(b) != string(good) {
+		t.Errorf("a failed mqtt-passwd --out changed the file: %q %v", b, err)
+	}
+	// Written again: the same content, its mode kept, no temporary file left.
+	if c, _, e := settle(t, ctx, "mqtt-passwd", "--data", data, "--out", pw); c != 0 {
+		t.Fatal(e)
+	}
+	if fi, err := os.Stat(pw); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode after mqtt-passwd --out: %v %v; want 0640 kept", fi.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(pw)); len(ents) != 1 {
+		t.Errorf("files beside the password file: %v", ents)
+	}
+}
+
+// A mistyped --data (nothing there at all) is named as such: run said
+// "not initialised (run farego-settlement init)", and following that
+// advice made a second, empty installation with keys of its own; release,
+// mqtt-passwd and mqtt-password named only a missing key file.
+func TestMistypedDataSaysCheckData(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	typo := filepath.Join(t.TempDir(), "farego-dta")
+	for _, args := range [][]string{
+		{"run", "--data", typo, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"},
+		{"release", "list", "--data", typo},
+		{"mqtt-passwd", "--data", typo},
+		{"mqtt-password", "--data", typo},
+	} {
+		c, _, e := settle(t, ctx, args...)
+		if c != 1 || !strings.Contains(e, "check --data") || strings.Contains(e, "(run farego-settlement init)") {
+			t.Errorf("%v: exit %d, %q; want 1 and check --data", args, c, e)
+		}
+		if _, err := os.Stat(typo); !os.IsNotExist(err) {
+			t.Fatalf("%v made %s: %v", args, typo, err)
+		}
+	}
+}
+
+// init's summary names the ledger without the database password: it is
+// printed to a terminal or a CI log, and every other secret init makes
+// stays in its 0600 file.
+func TestInitHidesTheDatabasePassword(t *testing.T) {
+	if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
+		t.Skip("FAREGO_TEST_POSTGRES not set")
+	}
+	u, err := url.Parse(ledgertest.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "Sekr3tPw") // trust auth, as in CI, ignores it
+	c, out, e := settle(t, context.Background(), "init", "--data", filepath.Join(t.TempDir(), "data"), "--db", u.String())
+	if c != 0 {
+		t.Fatalf("init: %d %q", c, e)
+	}
+	if strings.Contains(out+e, "Sekr3tPw") || !strings.Contains(out, "ledger:") {
+		t.Errorf("init shows the database password:\n%s%s", out, e)
 	}
 }
