@@ -431,6 +431,13 @@ On the validator (as root):
   cp /etc/farego/farego-validator.service /etc/systemd/system/
   systemctl daemon-reload && systemctl enable --now farego-validator
 
+Installed from the package instead (apt install ./farego-validator_VERSION_ARCH.deb:
+binary /usr/bin/farego-validator, user farego and unit in place)? Run only
+the mkdir, chmod and chown lines above, then
+systemctl enable --now farego-validator. Do not copy this bundle's unit:
+its ExecStart is /usr/local/bin/farego-validator, and in /etc/systemd/system
+it would hide the package's, so the service could not start.
+
 Check it: show a payment code from a rider's app, and paste its text
 (one line) into
 

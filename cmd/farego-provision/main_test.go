@@ -523,3 +523,16 @@ func TestDeviceBadAddresses(t *testing.T) {
 		t.Errorf("devices registered: %v, %v", devs, err)
 	}
 }
+
+// INSTALL.txt tells a device installed from the .deb (binary in /usr/bin)
+// not to copy the bundle's unit (binary in /usr/local/bin) over the
+// package's: following every line after apt install left a unit whose
+// ExecStart named a binary that is not there.
+func TestInstallTextForPackagedDevice(t *testing.T) {
+	got := installFor(deviceOpts{id: "bus-1"})
+	for _, want := range []string{"/usr/local/bin/farego-validator", "apt install ./farego-validator_", "/usr/bin/farego-validator", "Do not copy this bundle's unit"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("INSTALL.txt does not say %q:\n%s", want, got)
+		}
+	}
+}
