@@ -238,6 +238,11 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusForbidden, "signin", page{Title: "Sign in", Data: signInData{Next: next, Error: msg}})
 	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
+	// Pasted as the API takes it ("Authorization: Bearer …", as init's
+	// summary shows it): the token is what follows.
+	if rest, ok := strings.CutPrefix(tok, "Bearer "); ok {
+		tok = strings.TrimSpace(rest)
+	}
 	var id, role string
 	switch {
 	case tok == "":
