@@ -77,6 +77,8 @@ func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tappi
 	if u == nil || up == nil {
 		return func() {}
 	}
+	// A refused update is reported at once, not with the next status.
+	u.OnChange(up.StatusChanged)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

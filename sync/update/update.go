@@ -170,6 +170,17 @@ type Updater struct {
 	guard   uint64        // the rollout GuardFile holds (0: none, or unreadable)
 	healthy chan struct{} // closed by Healthy
 	once    sync.Once
+	changed func() // see OnChange
+}
+
+// OnChange sets fn to be called once the updater has recorded a refused
+// update (Status changed), so that the device reports it at once: the
+// operator saw the failure only with the next status, up to a minute
+// later. fn must not block.
+func (u *Updater) OnChange(fn func()) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.changed = fn
 }
 
 // New checks cfg and returns an Updater. It reads nothing yet: Boot does.
@@ -641,10 +652,14 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 func (u *Updater) fail(version string, rollout uint64, reason string) {
 	u.log.Error("update: refused", "version", version, "rollout", rollout, "reason", reason)
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.st.Failed = &failure{Version: version, Reason: reason, At: u.cfg.Now().UTC(), Rollout: rollout}
 	if err := u.save(); err != nil {
 		u.log.Error("update: could not record the failure", "err", err)
+	}
+	changed := u.changed
+	u.mu.Unlock()
+	if changed != nil {
+		changed()
 	}
 }
 

@@ -234,8 +234,15 @@ func TestRefusedUpdates(t *testing.T) {
 			srv := newServer(t, rel)
 			d := newDevice(t)
 			u := d.updater(t, "1.0.0", srv.url)
+			var changes atomic.Int32
+			u.OnChange(func() { changes.Add(1) })
 			if err := u.apply(context.Background(), offer{3, rollout(t, rel, c.mut)}); err != nil {
 				t.Fatalf("apply = %v, want nil (refused)", err)
+			}
+			// Reported at once (it waited for the next status, up to a
+			// minute).
+			if n := changes.Load(); n != 1 {
+				t.Errorf("OnChange called %d times for a refused update, want 1", n)
 			}
 			if !bytes.Equal(d.binary(t), d.old) {
 				t.Fatal("the binary changed")
