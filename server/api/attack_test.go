@@ -95,13 +95,7 @@ func TestAccountCreationNotStarvedByOneSite(t *testing.T) {
 	f := newFixture(t)
 	now := time.Now()
 	h := New(Config{Ledger: f.store, Keys: f.keys, Now: func() time.Time { return now }}) // the default limits
-	create := func(remote string) int {
-		req := httptest.NewRequest("POST", "/v1/accounts", strings.NewReader(`{}`))
-		req.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		return w.Code
-	}
+	create := func(remote string) int { return createFrom(h, remote) }
 	made := 0
 	for i := range 64 { // 2001:db8:aa:0::/64 … 2001:db8:aa:3f::/64, all in 2001:db8:aa::/56
 		for j := range DefaultAccountsBurst {

@@ -301,13 +301,7 @@ func TestAccountCreationLimited(t *testing.T) {
 func TestAccountCreationLimitedPerIPv6Prefix(t *testing.T) {
 	f := newFixture(t)
 	h := New(Config{Ledger: f.store, Keys: f.keys, AccountsPerMinute: 1, AccountsBurst: 3})
-	create := func(remote string) int {
-		req := httptest.NewRequest("POST", "/v1/accounts", strings.NewReader(`{}`))
-		req.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		return w.Code
-	}
+	create := func(remote string) int { return createFrom(h, remote) }
 	for i := range 3 {
 		if c := create(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); c != 201 {
 			t.Fatalf("account %d: status %d", i+1, c)
@@ -823,4 +817,14 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// createFrom asks h for an anonymous account from the client address
+// remote and returns the status.
+func createFrom(h http.Handler, remote string) int {
+	req := httptest.NewRequest("POST", "/v1/accounts", strings.NewReader(`{}`))
+	req.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w.Code
 }
