@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrInUse is returned by Serve and Exclusive when the ledger is held the
@@ -39,6 +42,9 @@ type hold struct {
 	// kick makes a PostgreSQL hold check its connection now (tests); nil
 	// for SQLite's.
 	kick chan struct{}
+	// shared: another server served the ledger already when this hold
+	// was taken (SQLite's; PostgreSQL's instances share by design).
+	shared bool
 }
 
 // Lost is closed when the Store lost its serving lock to 'farego-settlement
@@ -91,6 +97,12 @@ func (s *Store) take(ctx context.Context, exclusive bool) error {
 	if err != nil {
 		return err
 	}
+	if h.shared {
+		// Several servers on one SQLite file work (one machine), but are
+		// more often a mistake: a systemd unit and a copy started by hand.
+		s.log.Warn("ledger: another settlement server is serving this SQLite ledger already; several on one file work on one machine, "+
+			"but if this one was not meant to run, stop it (PostgreSQL is the ledger for several instances)", "lock", s.path+LockFileSuffix)
+	}
 	s.hold = h
 	return nil
 }
@@ -128,7 +140,34 @@ func flockHold(path string, exclusive bool) (*hold, error) {
 		}
 		return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 	}
-	return &hold{release: func() { f.Close() }}, nil
+	return &hold{release: func() { f.Close() }, shared: !exclusive && flocks(f) > 1}, nil
+}
+
+// flocks counts the flock locks held on f's file, this one's included,
+// from /proc/locks (Linux; 0 where it cannot be read). Probing with an
+// exclusive lock first would make a server starting at that instant
+// beside it fail as if restored held the ledger.
+func flocks(f *os.File) int {
+	fi, err := f.Stat()
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if err != nil || !ok {
+		return 0
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	// "1: FLOCK  ADVISORY  READ  12345 fe:00:9978072 0 EOF": the file as
+	// major:minor:inode, the device numbers in hex.
+	dev := uint64(st.Dev)
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), st.Ino)
+	n := 0
+	for line := range strings.Lines(string(locks)) {
+		if f := strings.Fields(line); len(f) >= 6 && f[1] == "FLOCK" && f[5] == id {
+			n++
+		}
+	}
+	return n
 }
 
 // advisoryHold takes the advisory lock on a connection of its own, kept

@@ -1,9 +1,12 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -163,4 +166,46 @@ func openClosable(t *testing.T, db *testDB) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestSecondSQLiteServerWarned: a second server on one SQLite ledger starts
+// (several on one file work on one machine) and says so in its log; the
+// first says nothing. An operator whose systemd unit and a copy started by
+// hand both served the file had no word of it.
+func TestSecondSQLiteServerWarned(t *testing.T) {
+	db := newDB(t, "sqlite")
+	ctx := context.Background()
+	open := func(log *bytes.Buffer) *Store {
+		s, err := Open(ctx, db.dsn, &Options{Logger: slog.New(slog.NewTextHandler(log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	var first, second bytes.Buffer
+	a, b := open(&first), open(&second)
+	if err := a.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(ctx); err != nil {
+		t.Fatalf("a second server beside it: %v", err)
+	}
+	const warning = "another settlement server is serving this SQLite ledger"
+	if strings.Contains(first.String(), warning) {
+		t.Errorf("the first server warned of another:\n%s", first.String())
+	}
+	if !strings.Contains(second.String(), warning) {
+		t.Errorf("the second server said nothing of the first:\n%s", second.String())
+	}
+	// Once the first is gone, a server alone says nothing.
+	a.Close()
+	b.Close()
+	var third bytes.Buffer
+	if err := open(&third).Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(third.String(), warning) {
+		t.Errorf("a server alone warned of another:\n%s", third.String())
+	}
 }
