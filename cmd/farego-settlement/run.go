@@ -79,6 +79,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",
 			c.CredentialTTL)
 	}
+	if c.MetricsListen != "" && c.MetricsListen == c.HTTPListen {
+		return cli.Usagef(stderr, "farego-settlement run", "--metrics %s is the --http address: give it an address of its own, or leave --metrics out to serve /metrics on --http",
+			c.MetricsListen)
+	}
 	switch {
 	case *keyActivation < 0 || *keyActivation > api.MaxKeyActivation:
 		return cli.Usagef(stderr, "farego-settlement run", "--key-activation %v: from 0s (at once) to %v", *keyActivation, api.MaxKeyActivation)
