@@ -3,6 +3,8 @@ package queue
 import (
 	"errors"
 	"fmt"
+
+	"go.etcd.io/bbolt"
 )
 
 // Ack marks exactly the given records as delivered: each moves from the
@@ -244,4 +246,19 @@ func wrapErr(op string, err error) error {
 		return err
 	}
 	return fmt.Errorf("queue: %s: %w", op, err)
+}
+
+// LastReplay returns the id of the last replay request carried out in
+// this file (0: none). An ack the requester made before it (its time, in
+// the same milliseconds, below the id) was made before the records the
+// request moved back were sent again: it must not ack them (a kept copy
+// of an old ack, published again).
+func (q *Queue) LastReplay() (uint64, error) {
+	var id uint64
+	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		var err error
+		id, err = replayID(b.meta)
+		return err
+	})
+	return id, wrapErr("last replay", err)
 }
