@@ -261,6 +261,11 @@ func (u *Updater) PreviousFile() string { return u.path(".previous") }
 // DownloadFile is the download in progress.
 func (u *Updater) DownloadFile() string { return u.path(".download") }
 
+// DownloadForFile names the binary DownloadFile is a part of (the
+// manifest's SHA-256): a partial download is resumed only for that
+// binary, never as the head of another release's.
+func (u *Updater) DownloadForFile() string { return u.path(".download-for") }
+
 // load reads the state file and the guard file; u.mu must be held. The
 // replay guard is the newest rollout of both valid copies. A state file
 // that is damaged, unreadable, or gone while a previous binary is kept
@@ -721,6 +726,23 @@ func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
 	have, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return err
+	}
+	if b, err := os.ReadFile(u.DownloadForFile()); err != nil || string(b) != m.SHA256 {
+		// A partial download of another binary (a rollout replaced
+		// while the download was cut), or of one not known: start
+		// afresh, and name the binary this download is for first.
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if err := durable.WriteFile(u.DownloadForFile(), []byte(m.SHA256), 0o600); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadDownload, err)
+		}
+		if have, err = f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
 	}
 	if have > m.Size { // a partial download of something else
 		if err := f.Truncate(0); err != nil {
