@@ -531,6 +531,9 @@ type codeWrites struct {
 	flagged []string    // stored taps that lose their code
 	note    map[string]string
 	refunds []refund
+	// renote: stored duplicate uses whose note changes (tapID, and the
+	// new note in reusers) when the code's uses are judged again.
+	renote []codeCount
 }
 
 type codeCount struct {
@@ -591,24 +594,19 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		keeper := use{tapID: win.tp.ID, device: win.tp.DeviceID, vehicle: win.tp.Vehicle, at: win.tp.Time.UnixNano(), day: win.day}
 		var lost []use // every use that loses the code in this commit
 		var losers []*tapWork
-		var prevReuses int64
-		var prevReusers []string
 		var oldHolder string
 		h, held := holders[string(key)]
-		if held {
-			prevReusers = h.reusers
-		}
 		switch {
 		case !held:
 			losers = ws[1:]
 		case h.tapID == "" || before(h.at, h.tapID, keeper.at, keeper.tapID):
 			// The code stays with the online payment or the earlier tap.
-			keeper, losers, prevReuses = use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day}, ws, h.reuses
+			keeper, losers = use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day}, ws
 		default:
 			// The new tap was made before the tap that held the code: it
 			// takes the code over, and the old holder is flagged and
 			// refunded.
-			losers, prevReuses, oldHolder = ws[1:], h.reuses, h.tapID
+			losers, oldHolder = ws[1:], h.tapID
 			lost = append(lost, use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day})
 			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, at: h.at, charge: h.charge,
 				postings: h.postings})
@@ -627,34 +625,60 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		// next quick transfer (a review); one shown a code that another
 		// validator took did the same by sending it twice (an attack
 		// review): each device counts once.
-		spoke := map[string]bool{}
-		for _, d := range prevReusers {
-			spoke[d] = true
+		// The uses of the code are judged together, whatever order they
+		// arrived in: the ones stored as duplicates before and this
+		// commit's, in time order after the keeper. Counted one commit at
+		// a time, the verdict followed the arrival order: a device's
+		// second record that came before its first was counted as the
+		// rider's reuse, and the first, arriving last, took the code and
+		// counted the other device's use as a second reuse, denying the
+		// credential that the same records in time order left valid
+		// (TestReuseVerdictOrderIndependent).
+		var stored []use
+		storedNote := map[string]string{}
+		if held {
+			var err error
+			if stored, storedNote, err = t.duplicateUses(win.tp.Account, key); err != nil {
+				return nil, err
+			}
 		}
+		isNew := map[string]bool{}
+		for _, l := range lost {
+			isNew[l.tapID] = true
+		}
+		all := append(slices.Clone(stored), lost...)
+		slices.SortFunc(all, func(a, b use) int {
+			if before(a.at, a.tapID, b.at, b.tapID) {
+				return -1
+			}
+			return 1
+		})
+		spoke := map[string]bool{}
 		if keeper.tapID != "" {
 			spoke[keeper.device] = true
 		}
-		reusers := prevReusers
+		var reusers []string
 		var counted []use
+		newCounted := false
 		word := map[string]bool{} // tap ids of uses that are their device's word alone
-		for _, l := range lost {
-			if l.tapID != "" && spoke[l.device] {
+		for _, l := range all {
+			if spoke[l.device] {
 				word[l.tapID] = true
 				continue
 			}
 			counted = append(counted, l)
+			newCounted = newCounted || isNew[l.tapID]
 			spoke[l.device] = true
 			if len(reusers) < maxReusers {
-				reusers = append(slices.Clip(reusers), l.device)
+				reusers = append(reusers, l.device)
 			}
 		}
-		sameDevice := len(lost) > 0 && len(counted) == 0
-		reuses := prevReuses + int64(len(counted))
+		reuses := int64(len(counted))
 		reusersCol := strings.Join(reusers, ",")
 		innocent := false
 		if len(counted) > 0 {
 			var err error
-			if innocent, err = t.innocent(win.tp.Account, keeper, counted, reuses, forgiven); err != nil {
+			if innocent, err = t.innocent(win.tp.Account, key, keeper, counted, reuses, forgiven); err != nil {
 				return nil, err
 			}
 		}
@@ -679,6 +703,13 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 			cw.flagged = append(cw.flagged, oldHolder)
 			cw.note[oldHolder] = noteOf(oldHolder)
 		}
+		renoted := false
+		for _, u := range stored {
+			if note := noteOf(u.tapID); note != storedNote[u.tapID] {
+				cw.renote = append(cw.renote, codeCount{tapID: u.tapID, reusers: note})
+				renoted = true
+			}
+		}
 		switch {
 		case !held:
 			cw.newUses.add(key, int64(win.tp.Account), int64(win.tp.Serial), win.tp.ID, reuses, reusersCol, t.now)
@@ -702,8 +733,8 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 				"device", strings.Join(devices, ","), "account", win.tp.Account, "serial", win.tp.Serial, "code_hash", win.tp.CodeHash,
 				"records", len(word))
 		}
-		if sameDevice {
-			continue
+		if !newCounted && !renoted {
+			continue // nothing new against the rider
 		}
 		if err := t.reused(win.tp, reuses, innocent, creds); err != nil {
 			return nil, err
@@ -757,6 +788,11 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 			}
 		}
 	}
+	for _, r := range cw.renote {
+		if _, err := t.exec("note code reuse", `UPDATE taps SET notes = $1 WHERE tap_id = $2`, r.reusers, r.tapID); err != nil {
+			return err
+		}
+	}
 	for _, id := range cw.flagged {
 		t.stat(statFlagged, 1)
 		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
@@ -790,7 +826,7 @@ const MaxForgivenReuses = 2
 // a quick transfer), and at most MaxForgivenReuses forgiven on the
 // account's service day (forgiven counts those this commit forgave
 // already). Two doors of one bus are no transfer.
-func (t *txn) innocent(account uint64, keeper use, lost []use, reuses int64, forgiven map[dayKey]int) (bool, error) {
+func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuses int64, forgiven map[dayKey]int) (bool, error) {
 	if reuses != 1 || len(lost) != 1 {
 		return false, nil
 	}
@@ -805,8 +841,10 @@ func (t *txn) innocent(account uint64, keeper use, lost []use, reuses int64, for
 	}
 	dk := dayKey{account, l.day}
 	var stored int64
-	if err := t.queryRow(`SELECT COUNT(*) FROM taps WHERE account_id = $1 AND service_day = $2 AND flag = $3 AND notes LIKE $4`,
-		int64(account), l.day, FlagDuplicateCode, "%"+NoteCodeReuseWindow+"%").Scan(&stored); err != nil {
+	// Not this code's own taps: its uses are being judged again.
+	if err := t.queryRow(`SELECT COUNT(*) FROM taps WHERE account_id = $1 AND service_day = $2 AND flag = $3 AND notes LIKE $4
+			AND code_key <> $5`,
+		int64(account), l.day, FlagDuplicateCode, "%"+NoteCodeReuseWindow+"%", key).Scan(&stored); err != nil {
 		return false, fmt.Errorf("ledger: count forgiven reuses: %w", err)
 	}
 	if int(stored)+forgiven[dk] >= MaxForgivenReuses {
@@ -857,6 +895,29 @@ func (t *txn) denyOtherCredentials(account uint64, serial uint32) error {
 	}
 	_, err := t.deny(account, 0, ReasonCodeReusedAccount, last.Int64+int64(time.Hour))
 	return err
+}
+
+// duplicateUses reads the stored duplicate_code taps of a payment code
+// (of account: a code is one account's), with their notes by tap id.
+func (t *txn) duplicateUses(account uint64, key []byte) ([]use, map[string]string, error) {
+	rows, err := t.query(`SELECT tap_id, device_id, vehicle, at_ns, service_day, notes FROM taps
+		WHERE account_id = $1 AND code_key = $2 AND flag = $3`, int64(account), key, FlagDuplicateCode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: read code uses: %w", err)
+	}
+	defer rows.Close()
+	var out []use
+	notes := map[string]string{}
+	for rows.Next() {
+		var u use
+		var note string
+		if err := rows.Scan(&u.tapID, &u.device, &u.vehicle, &u.at, &u.day, &note); err != nil {
+			return nil, nil, fmt.Errorf("ledger: read code uses: %w", err)
+		}
+		out = append(out, u)
+		notes[u.tapID] = note
+	}
+	return out, notes, rows.Err()
 }
 
 // readHolders reads the current uses of payment codes.
