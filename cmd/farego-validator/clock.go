@@ -3,11 +3,26 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/farego/farego/agent"
 )
+
+// kernelClockSynced reports whether the kernel says its clock is kept by
+// NTP (adjtimex: STA_UNSYNC clear; a test build may say, see
+// kernelSyncedForTest).
+func kernelClockSynced() bool {
+	if synced, ok := kernelSyncedForTest(); ok {
+		return synced
+	}
+	var tx unix.Timex
+	_, err := unix.Adjtimex(&tx)
+	return err == nil && tx.Status&unix.STA_UNSYNC == 0
+}
 
 // httpClockInterval is how often httpClock samples the server's Date while
 // no ack has measured the clock.
@@ -22,8 +37,16 @@ const httpClockInterval = 2 * time.Minute
 // clock") until the clock is put right, and back in service at the next
 // sample after that. The Date is whole seconds: the uncertainty is half a
 // second more than half the round trip.
-func httpClock(ctx context.Context, url string, now func() time.Time, a *agent.Agent, ackClock *atomic.Bool, log *slog.Logger) {
-	failing := false
+//
+// A Date over plain HTTP is anyone's on the path to rewrite: one further
+// than bound (max_clock_offset) from a clock the kernel says NTP keeps is
+// not believed, only logged (a device attack review: a forged Date put a
+// right validator out of service, and with nothing to send it never got an
+// ack to learn better). Over https, or on a clock NTP does not keep (a
+// bus just powered, its RTC off), it is believed.
+func httpClock(ctx context.Context, url string, bound time.Duration, now func() time.Time, a *agent.Agent, ackClock *atomic.Bool, log *slog.Logger) {
+	failing, doubted := false, false
+	plain := strings.HasPrefix(strings.ToLower(url), "http://")
 	for {
 		if !ackClock.Load() {
 			off, rtt, err := httpClockSample(ctx, url, now)
@@ -38,6 +61,15 @@ func httpClock(ctx context.Context, url string, now func() time.Time, a *agent.A
 					log.Info("reading the server's clock over HTTP works again", "url", url)
 				}
 				failing = false
+				if plain && bound > 0 && off.Abs() > bound && kernelClockSynced() {
+					if !doubted {
+						log.Warn("the server's Date over plain HTTP is far from this device's clock, which NTP keeps: not believed "+
+							"(an https time_url is; an ack of a tap batch measures the clock)", "url", url, "offset", off.Round(time.Millisecond))
+					}
+					doubted = true
+					break
+				}
+				doubted = false
 				if !ackClock.Load() { // an ack's sample is better
 					a.ClockMeasured(off, rtt/2+500*time.Millisecond)
 				}

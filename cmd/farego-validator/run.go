@@ -280,7 +280,11 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	stopUpdater := runUpdater(ctx, upd, up, tapping, cancel, &restart, log)
 	startScanners()
 	if u := cfg.Selftest.TimeURL; u != "" {
-		go httpClock(ctx, u, now, a, &ackClock, log.With("part", "clock"))
+		bound := time.Duration(cfg.Policy.MaxClockOffset)
+		if bound == 0 {
+			bound = agent.DefaultMaxClockOffset
+		}
+		go httpClock(ctx, u, bound, now, a, &ackClock, log.With("part", "clock"))
 	}
 
 	notifier.Notify("STATUS=running")

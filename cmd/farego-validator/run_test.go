@@ -439,6 +439,8 @@ func TestRunClockFromServerDate(t *testing.T) {
 	}))
 	defer srv.Close()
 	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+srv.URL+"/healthz\"\n")
+	// A clock NTP does not keep (a bus just powered): the Date is believed.
+	d.bin, d.env = testHooksBin(t), []string{"FAREGO_TEST_KERNEL_CLOCK_SYNCED=0"}
 	d.start()
 	var line string
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -456,6 +458,32 @@ func TestRunClockFromServerDate(t *testing.T) {
 	}
 	if !strings.Contains(d.logText.String(), "clock too far from the server's") {
 		t.Error("the log does not say the clock is off")
+	}
+}
+
+// TestRunForgedDateNotBelieved: a Date over plain HTTP 3 h from a clock
+// NTP keeps is anyone's forgery on the path (a device attack review: it put
+// a right validator out of service, and with no tap to send it never got an
+// ack to learn better): logged, not believed; riders are served.
+func TestRunForgedDateNotBelieved(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", time.Now().Add(3*time.Hour).UTC().Format(http.TimeFormat))
+		fmt.Fprintln(w, `{"ok":true}`)
+	}))
+	defer srv.Close()
+	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+srv.URL+"/healthz\"\n")
+	d.bin, d.env = testHooksBin(t), []string{"FAREGO_TEST_KERNEL_CLOCK_SYNCED=1"}
+	d.start()
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(d.logText.String(), "not believed"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			d.stop()
+			t.Fatalf("no word of the forged Date in the log:\n%s", d.logText.String())
+		}
+	}
+	line := d.scan(d.issuer.Rider(t, 4101, time.Now()).Code(t, time.Now()))
+	d.stop()
+	if !strings.Contains(line, "ACCEPTED") {
+		t.Errorf("a fresh code after a forged Date: %q; want accepted", line)
 	}
 }
 

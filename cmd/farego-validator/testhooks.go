@@ -39,3 +39,17 @@ func silentTapLoop(log *slog.Logger) bool {
 	}
 	return false
 }
+
+// kernelSyncedEnv says (1 or 0) whether the kernel's clock is to be taken
+// as kept by NTP, whatever adjtimex says: the forged-Date tests' machine.
+const kernelSyncedEnv = "FAREGO_TEST_KERNEL_CLOCK_SYNCED"
+
+func kernelSyncedForTest() (synced, ok bool) {
+	switch os.Getenv(kernelSyncedEnv) {
+	case "1":
+		return true, true
+	case "0":
+		return false, true
+	}
+	return false, false
+}
