@@ -678,7 +678,15 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		innocent := false
 		if len(counted) > 0 {
 			var err error
-			if innocent, err = t.innocent(win.tp.Account, key, keeper, counted, reuses, forgiven); err != nil {
+			// A reuse of this code stored as forgiven (that day) is in
+			// the other codes' stored count already (their query reads
+			// the notes as they were before this commit): not counted
+			// again in this commit's.
+			again := false
+			for _, u := range stored {
+				again = again || (strings.Contains(storedNote[u.tapID], NoteCodeReuseWindow) && u.day == counted[0].day)
+			}
+			if innocent, err = t.innocent(win.tp.Account, key, keeper, counted, reuses, again, forgiven); err != nil {
 				return nil, err
 			}
 		}
@@ -825,8 +833,10 @@ const MaxForgivenReuses = 2
 // keeps the code, within ReuseWindow of it (one code shown on two buses of
 // a quick transfer), and at most MaxForgivenReuses forgiven on the
 // account's service day (forgiven counts those this commit forgave
-// already). Two doors of one bus are no transfer.
-func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuses int64, forgiven map[dayKey]int) (bool, error) {
+// already; again: the reuse was stored as forgiven before, and is counted
+// among the stored ones for the other codes). Two doors of one bus are no
+// transfer.
+func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuses int64, again bool, forgiven map[dayKey]int) (bool, error) {
 	if reuses != 1 || len(lost) != 1 {
 		return false, nil
 	}
@@ -850,7 +860,9 @@ func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuse
 	if int(stored)+forgiven[dk] >= MaxForgivenReuses {
 		return false, nil
 	}
-	forgiven[dk]++
+	if !again {
+		forgiven[dk]++
+	}
 	return true, nil
 }
 
