@@ -93,9 +93,20 @@ type AssignmentHistory struct {
 // server time t - ClockOffset (see AssignmentAt). The offset is the one
 // the device's last status reported, the best the server knows of its
 // clock at any earlier tap.
+//
+// The offset is the device's word: a stolen validator reported +2 h just
+// before a batch and 0 just after, which put its taps before every
+// assignment (never noted route_mismatch) and left nothing in its status.
+// It is taken only up to MaxAssignmentClockOffset either way.
 func (h AssignmentHistory) At(t time.Time) (Assignment, bool) {
-	return AssignmentAt(h.Assignments, t.Add(-h.ClockOffset))
+	off := min(max(h.ClockOffset, -MaxAssignmentClockOffset), MaxAssignmentClockOffset)
+	return AssignmentAt(h.Assignments, t.Add(-off))
 }
+
+// MaxAssignmentClockOffset bounds the clock offset a device's taps are
+// moved by to find their assignment (AssignmentHistory.At). A validator
+// further off than its max_clock_offset (30 s) takes no taps.
+const MaxAssignmentClockOffset = 10 * time.Minute
 
 // DeviceAssignments returns a device's assignments, newest first (at most
 // MaxAssignmentHistory; none for a device never assigned).

@@ -27,7 +27,13 @@ const (
 	EventRegistered   = "registered"     // registered (or its broker credential renewed)
 	EventReplaced     = "replaced"       // registered again with another key, or after a revocation
 	EventRevoked      = "revoked"
+	EventClock        = "clock" // the reported clock offset moved by more than ClockJump
 )
+
+// ClockJump is how far a device's reported clock offset may move between
+// two statuses without a history entry (EventClock): a stolen validator
+// reported a large offset for one batch and 0 again right after.
+const ClockJump = 10 * time.Second
 
 // MaxStatusHistory is how many history entries the ledger keeps per device.
 const MaxStatusHistory = 50
@@ -56,15 +62,16 @@ type prevStatus struct {
 	updateFailed string
 	lastSeen     int64 // the recorded status's time, by the device's clock (unix ns; 0: none)
 	written      int64 // when the device wrote the recorded status, by its clock (unix ns; 0: not known)
+	clockOffset  int64 // the recorded clock offset (ns)
 }
 
 // statusBefore reads the device's recorded status, before an update.
 func (t *txn) statusBefore(id string) (prevStatus, error) {
 	var p prevStatus
 	var statusAt int64
-	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns, written_ns
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns, written_ns, clock_offset_ns
 		FROM devices WHERE id = $1`, id).
-		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen, &p.written)
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen, &p.written, &p.clockOffset)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, nil // UpdateDeviceStatus reports the unknown device
 	}
@@ -78,7 +85,7 @@ func (t *txn) statusBefore(id string) (prevStatus, error) {
 // noteStatusChange records a history entry when a status update changed
 // the device's state (online, in service), its software or versions, or
 // reported a newly failed update.
-func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, versions string) error {
+func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, versions string, offset int64) error {
 	event := ""
 	switch {
 	case !p.known || p.online != st.Online:
@@ -95,6 +102,8 @@ func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, version
 		event = EventUpdateFailed
 	case p.software != st.Software || p.versions != versions:
 		event = EventUpdated
+	case st.Online && offset != p.clockOffset && time.Duration(offset-p.clockOffset).Abs() > ClockJump:
+		event = EventClock
 	default:
 		return nil
 	}

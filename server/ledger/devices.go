@@ -280,7 +280,7 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 				return err
 			}
 			return t.noteStatusChange(id, prev, DeviceStatus{OutOfService: prev.outOfService, Software: prev.software,
-				Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions)
+				Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions, prev.clockOffset)
 		}
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
@@ -294,7 +294,7 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		if err != nil {
 			return err
 		}
-		return t.noteStatusChange(id, prev, st, string(versions))
+		return t.noteStatusChange(id, prev, st, string(versions), offset)
 	})
 }
 
