@@ -44,3 +44,13 @@ func (u *Uplink) Clock() (ClockSample, bool) {
 	}
 	return ClockSample{}, false
 }
+
+// serverNow is the settlement server's clock as this device knows it: its
+// own, less the offset the last timed ack measured (none before one).
+func (u *Uplink) serverNow() time.Time {
+	now := u.cfg.Now()
+	if c, ok := u.Clock(); ok {
+		now = now.Add(-c.Offset)
+	}
+	return now
+}

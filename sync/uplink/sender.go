@@ -77,14 +77,6 @@ type sender struct {
 	// committed again.
 	ackBackoff backoff.Backoff
 	ackHold    time.Time
-
-	// replayFloor is the id of the last replay request carried out
-	// (queue.LastReplay): the requester's clock, in milliseconds, when it
-	// asked for archived records again. An ack of the queue's own epoch
-	// made before it is a copy of an old one (kept by whoever could read
-	// the ack topic): it would take the records sent again out of the
-	// queue before the server has them. Such acks are refused.
-	replayFloor uint64
 }
 
 func newSender(u *Uplink) *sender {
@@ -103,11 +95,6 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 	s.reset()
 	s.ackTimeout, s.timeouts = u.cfg.AckTimeout, 0
 	defer s.reset()
-	if id, err := u.q.LastReplay(); err != nil {
-		return s.check(err)
-	} else {
-		s.replayFloor = max(s.replayFloor, id)
-	}
 
 	u.statusDirty.Store(false)
 	u.publishStatus(pub, true)
@@ -387,30 +374,36 @@ func (s *sender) checkAck(payload []byte) *wire.Ack {
 		u.refuse(u.ack, payload, fmt.Errorf("ack for queue epoch %q, this queue's is %q and none of that epoch is in flight", a.Epoch, u.q.Epoch()))
 		return nil
 	}
-	if a.Epoch == u.q.Epoch() && s.replayFloor > 0 && s.beforeReplay(a) {
-		u.refuse(u.ack, payload, fmt.Errorf("ack made before the last replay request (%d): a copy of an old ack", s.replayFloor))
-		return nil
+	if a.Epoch == u.q.Epoch() {
+		// The last replay request carried out (the queue keeps it): an
+		// ack of this queue made before it is a copy of an old one (kept
+		// by whoever could read the ack topic), and would take the
+		// records sent again out of the queue before the server has them.
+		floor, err := u.q.LastReplay()
+		if err != nil || s.beforeReplay(a, floor) {
+			u.refuse(u.ack, payload, fmt.Errorf("ack made before the last replay request (%d): a copy of an old ack (%v)", floor, err))
+			return nil
+		}
 	}
 	u.count(func(st *Stats) { st.Acks++ })
 	return a
 }
 
-// beforeReplay reports whether ack a was made before the last replay
-// request carried out (s.replayFloor, in the requester's milliseconds). An
-// ack without a time (a version 1 ack) cannot tell: refused too. A floor
-// more than queue.ReplaySlack ahead of the server's clock as this device
-// knows it was set while that clock ran ahead (queue.Replay takes a new
-// request then): it is not held against acks, or none would be taken
-// until the clock caught up with it.
-func (s *sender) beforeReplay(a *wire.Ack) bool {
-	now := s.u.cfg.Now()
-	if c, ok := s.u.Clock(); ok {
-		now = now.Add(-c.Offset)
-	}
-	if ms := now.UnixMilli(); ms > 0 && s.replayFloor > uint64(ms)+queue.ReplaySlack {
+// beforeReplay reports whether ack a was made before the replay request
+// floor (queue.LastReplay: the requester's milliseconds; 0, none). An ack
+// without a time (a version 1 ack) cannot tell: refused too. A floor more
+// than queue.ReplaySlack ahead of the server's clock as this device knows
+// it was set while that clock ran ahead (queue.Replay takes a new request
+// then): it is not held against acks, or none would be taken until the
+// clock caught up with it.
+func (s *sender) beforeReplay(a *wire.Ack, floor uint64) bool {
+	if floor == 0 {
 		return false
 	}
-	return a.Time.IsZero() || uint64(a.Time.UnixMilli()) < s.replayFloor
+	if ms := s.u.serverNow().UnixMilli(); ms > 0 && floor > uint64(ms)+queue.ReplaySlack {
+		return false
+	}
+	return a.Time.IsZero() || uint64(a.Time.UnixMilli()) < floor
 }
 
 // inFlight reports whether a batch of epoch is in the window.
@@ -591,13 +584,9 @@ func (s *sender) handleCmd(payload []byte) error {
 		u.log.Debug("uplink: a replay request without an id ignored (the copy for older validators)")
 		return nil
 	}
-	// The server's clock as this device knows it (its own, before any
-	// timed ack): the id a request made now carries.
-	now := u.cfg.Now()
-	if c, ok := u.Clock(); ok {
-		now = now.Add(-c.Offset)
-	}
-	n, err := u.q.Replay(r.ID, uint64(max(now.UnixMilli(), 1)), r.From, r.To)
+	// The server's clock as this device knows it: the id a request made
+	// now carries.
+	n, err := u.q.Replay(r.ID, uint64(max(u.serverNow().UnixMilli(), 1)), r.From, r.To)
 	if errors.Is(err, queue.ErrReplayed) {
 		u.refuse(u.cmd, payload, err)
 		return nil
@@ -605,7 +594,6 @@ func (s *sender) handleCmd(payload []byte) error {
 	if err != nil {
 		return err
 	}
-	s.replayFloor = r.ID
 	u.log.Info("uplink: replaying archived records at the server's request",
 		"from", r.From, "to", r.To, "records", n)
 	u.count(func(st *Stats) { st.Replays++ })
