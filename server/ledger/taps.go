@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -531,9 +532,9 @@ type codeWrites struct {
 	flagged []string    // stored taps that lose their code
 	note    map[string]string
 	refunds []refund
-	// renote: stored duplicate uses whose note changes (tapID, and the
-	// new note in reusers) when the code's uses are judged again.
-	renote []codeCount
+	// renote: stored duplicate uses whose note changes when the code's
+	// uses are judged again, tap id → the new note.
+	renote map[string]string
 }
 
 type codeCount struct {
@@ -560,7 +561,8 @@ func reusersOf(s string) []string {
 // flagged); it denies credentials whose codes were reused. The taps that
 // lose a code they held before this commit are returned as refunds.
 func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites, error) {
-	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tText, tBigint), note: map[string]string{}}
+	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tText, tBigint), note: map[string]string{},
+		renote: map[string]string{}}
 	byKey := map[string][]*tapWork{}
 	var keys [][]byte
 	for i := range work {
@@ -714,7 +716,7 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		renoted := false
 		for _, u := range stored {
 			if note := noteOf(u.tapID); note != storedNote[u.tapID] {
-				cw.renote = append(cw.renote, codeCount{tapID: u.tapID, reusers: note})
+				cw.renote[u.tapID] = note
 				renoted = true
 			}
 		}
@@ -796,8 +798,8 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 			}
 		}
 	}
-	for _, r := range cw.renote {
-		if _, err := t.exec("note code reuse", `UPDATE taps SET notes = $1 WHERE tap_id = $2`, r.reusers, r.tapID); err != nil {
+	for _, id := range slices.Sorted(maps.Keys(cw.renote)) {
+		if _, err := t.exec("note code reuse", `UPDATE taps SET notes = $1 WHERE tap_id = $2`, cw.renote[id], id); err != nil {
 			return err
 		}
 	}
