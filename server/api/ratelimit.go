@@ -60,9 +60,6 @@ func (b *bucket) refill(now time.Time) {
 func (l *limiter) bucketFor(key string, now time.Time, rate, capacity float64) *bucket {
 	b := l.clients[key]
 	if b == nil {
-		if len(l.clients) >= maxClients {
-			l.prune(now)
-		}
 		b = &bucket{tokens: capacity, at: now, rate: rate, capacity: capacity}
 		l.clients[key] = b
 	}
@@ -92,6 +89,12 @@ func (l *limiter) allow(r *http.Request) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	// Room for the request's buckets (an address's and its site's) before
+	// either is made: pruning between the two dropped the first, new and
+	// full, and its token was taken from a bucket no longer kept.
+	if len(l.clients) >= maxClients-1 {
+		l.prune(now)
+	}
 	bs := []*bucket{l.bucketFor(ClientKey(addr), now, l.perMinute, l.burst)}
 	if site := siteKey(addr); site != "" {
 		bs = append(bs, l.bucketFor(site, now, l.perMinute*siteShare, l.burst*siteShare))
