@@ -14,7 +14,7 @@ const POLL_MS = 10000; // account refresh while the page is visible and online
 const CLOCK_SKEW_S = 30; // the validators' tolerance (DESIGN.md)
 
 let account = null; // {id, secret, profile, name}
-let last = null; // the code on screen: {text, time, counter, serial, modules, hash}
+let last = null; // the code on screen: {text, time, counter, serial, modules}
 let serverReachable = true;
 let passUsable = false; // the pass on the phone makes codes now (renderPass)
 let tickTimer = 0;
@@ -305,7 +305,7 @@ async function makeAndShow() {
     }
     const code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
     const modules = drawQR(canvas, code.text);
-    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules, hash: await shortHash(code.text) };
+    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
     $("code-note").hidden = true;
     $("code-view").hidden = false;
     canvas.setAttribute("aria-label", t("qr_label", { account: account.id, time: clockTime(nowS * 1000) }));
@@ -512,8 +512,12 @@ async function shortHash(text) {
 // its code). The rider is told what the shop took.
 async function renewIfShopTook(view) {
   const on = last;
-  const paid = on && (view.account.recent_activity || []).find(
-    (e) => e.kind === "payment" && e.amount < 0 && e.code_hash === on.hash);
+  const payments = (view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash);
+  if (!on || payments.length === 0) return;
+  // Hashed here, only when there is a shop's payment to compare: not on
+  // the way to showing every code.
+  const hash = await shortHash(on.text);
+  const paid = payments.find((e) => e.code_hash === hash);
   if (!paid) return;
   const now = await showCode();
   if (now && now !== on) {
