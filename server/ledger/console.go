@@ -102,7 +102,7 @@ func (t *txn) noteStatusChange(id string, p prevStatus, st DeviceStatus, version
 		event = EventUpdateFailed
 	case p.software != st.Software || p.versions != versions:
 		event = EventUpdated
-	case st.Online && offset != p.clockOffset && time.Duration(offset-p.clockOffset).Abs() > ClockJump:
+	case st.Online && time.Duration(offset-p.clockOffset).Abs() > ClockJump:
 		event = EventClock
 	default:
 		return nil
