@@ -211,25 +211,7 @@ func testConcurrentSeed(t *testing.T, backend string, seed int64, rich bool) {
 			}
 		}()
 	}
-	done := make(chan struct{})
-	checked := make(chan struct{})
-	go func() {
-		defer close(checked)
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if err := stores[i%2].CheckInvariants(ctx); err != nil {
-				t.Errorf("CheckInvariants during the race: %v", err)
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(done)
-	<-checked
+	checkDuring(t, ctx, stores, wg.Wait)
 	for _, e := range firstErrs {
 		t.Logf("error fixed by a retry: %s", e)
 	}
@@ -386,24 +368,7 @@ func TestPropertyConcurrentContested(t *testing.T) {
 						})
 					}()
 				}
-				done, checked := make(chan struct{}), make(chan struct{})
-				go func() {
-					defer close(checked)
-					for i := 0; ; i++ {
-						select {
-						case <-done:
-							return
-						default:
-						}
-						if err := stores[i%2].CheckInvariants(ctx); err != nil {
-							t.Errorf("CheckInvariants during the race: %v", err)
-							return
-						}
-					}
-				}()
-				wg.Wait()
-				close(done)
-				<-checked
+				checkDuring(t, ctx, stores, wg.Wait)
 				if err := pl.s.CheckInvariants(ctx); err != nil {
 					t.Fatalf("CheckInvariants: %v", err)
 				}
@@ -416,4 +381,28 @@ func TestPropertyConcurrentContested(t *testing.T) {
 			})
 		}
 	})
+}
+
+// checkDuring runs CheckInvariants on the stores in turn, again and again,
+// until race returns.
+func checkDuring(t *testing.T, ctx context.Context, stores []*Store, race func()) {
+	t.Helper()
+	done, checked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(checked)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := stores[i%len(stores)].CheckInvariants(ctx); err != nil {
+				t.Errorf("CheckInvariants during the race: %v", err)
+				return
+			}
+		}
+	}()
+	race()
+	close(done)
+	<-checked
 }
