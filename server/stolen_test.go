@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,13 +22,7 @@ import (
 // or at least the offset jump must be in the device's history.
 func TestStolenDeviceOffsetHidesRouteMismatch(t *testing.T) {
 	ctx := context.Background()
-	var shift atomic.Int64
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"),
-		&ledger.Options{Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, shift := shiftedLedger(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
 	now := time.Now()
 	st, _, _, rider := riderFixture(t, l, now)
 	shift.Store(int64(-time.Hour))

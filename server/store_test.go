@@ -136,12 +136,7 @@ func TestRouteMismatchAtServerTime(t *testing.T) {
 
 func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 	ctx := context.Background()
-	var shift atomic.Int64 // the ledger's clock is the real one moved by this
-	l, err := ledger.Open(ctx, dsn, &ledger.Options{Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, shift := shiftedLedger(t, dsn)
 	now := time.Now()
 	st, _, _, rider := riderFixture(t, l, now)
 	shift.Store(int64(-time.Hour))
@@ -423,4 +418,18 @@ func TestLastWillKeepsNewerStatus(t *testing.T) {
 	if err != nil || d.Status.Online || d.Status.QueueDepth != 2 || d.Status.Versions["denylist"] != 9 {
 		t.Errorf("after the will: %+v, %v; want offline with the recorded queue (2) and deny list (9)", d.Status, err)
 	}
+}
+
+// shiftedLedger opens a ledger whose clock is the real one moved by the
+// shift it returns (to make assignments in the past), closed at the
+// test's end.
+func shiftedLedger(t *testing.T, dsn string) (*ledger.Store, *atomic.Int64) {
+	t.Helper()
+	shift := new(atomic.Int64)
+	l, err := ledger.Open(context.Background(), dsn, &ledger.Options{Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, shift
 }
