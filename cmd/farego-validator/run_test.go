@@ -173,6 +173,13 @@ func pump(r io.Reader, ch chan string, also func(string)) {
 	close(ch)
 }
 
+// logged is the validator's log so far (read while it runs).
+func (d *device) logged() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logText.String()
+}
+
 func (d *device) waitLog(substr string) string {
 	d.t.Helper()
 	timeout := time.After(60 * time.Second)
@@ -433,12 +440,7 @@ func TestRunClockUnset(t *testing.T) {
 // instead of refusing every rider's fresh code as expired: it took no tap,
 // got no ack, and never learned why.
 func TestRunClockFromServerDate(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", time.Now().Add(3*time.Hour).UTC().Format(http.TimeFormat))
-		fmt.Fprintln(w, `{"ok":true}`)
-	}))
-	defer srv.Close()
-	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+srv.URL+"/healthz\"\n")
+	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+dateServer(t, 3*time.Hour)+"/healthz\"\n")
 	// A clock NTP does not keep (a bus just powered): the Date is believed.
 	d.bin, d.env = testHooksBin(t), []string{"FAREGO_TEST_KERNEL_CLOCK_SYNCED=0"}
 	d.start()
@@ -461,23 +463,29 @@ func TestRunClockFromServerDate(t *testing.T) {
 	}
 }
 
+// dateServer serves a time_url whose Date is ahead of the real clock by
+// ahead, and returns its URL.
+func dateServer(t *testing.T, ahead time.Duration) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", time.Now().Add(ahead).UTC().Format(http.TimeFormat))
+		fmt.Fprintln(w, `{"ok":true}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // TestRunForgedDateNotBelieved: a Date over plain HTTP 3 h from a clock
 // NTP keeps is anyone's forgery on the path (a device attack review: it put
 // a right validator out of service, and with no tap to send it never got an
 // ack to learn better): logged, not believed; riders are served.
 func TestRunForgedDateNotBelieved(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", time.Now().Add(3*time.Hour).UTC().Format(http.TimeFormat))
-		fmt.Fprintln(w, `{"ok":true}`)
-	}))
-	defer srv.Close()
-	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+srv.URL+"/healthz\"\n")
+	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+dateServer(t, 3*time.Hour)+"/healthz\"\n")
 	d.bin, d.env = testHooksBin(t), []string{"FAREGO_TEST_KERNEL_CLOCK_SYNCED=1"}
 	d.start()
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(d.logText.String(), "not believed"); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(d.logged(), "not believed"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			d.stop()
-			t.Fatalf("no word of the forged Date in the log:\n%s", d.logText.String())
+			t.Fatalf("no word of the forged Date in the log:\n%s", d.logged())
 		}
 	}
 	line := d.scan(d.issuer.Rider(t, 4101, time.Now()).Code(t, time.Now()))
