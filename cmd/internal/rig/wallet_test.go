@@ -572,15 +572,22 @@ func TestWalletRenewsCodeAShopTook(t *testing.T) {
 	r, ctx, d, b, _ := walletRig(t, "bus-w-kiosk")
 	id, _ := registerInWallet(t, ctx, b, r, t.TempDir(), 2500)
 	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
-	shown := newCode(t, b)
 	tok, err := r.MerchantToken(ctx, "kiosk-7")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not near a minute's end: the next minute's code would replace the
+	// shop's on screen by itself, before the wallet saw the payment.
+	if s := time.Now().Second(); s > 40 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	shown := newCode(t, b)
 	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments", tok,
 		map[string]any{"merchant_id": "kiosk-7", "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
 		t.Fatalf("the kiosk's payment: %v", err)
 	}
+	// As the wallet's own refresh would within 10 s.
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 40*time.Second, "a new code and what the shop took",
 		`(async () => { const c = `+appModule+`.debugState().code; const n = document.getElementById("code-note");
 		 return c !== null && c.counter !== `+fmt.Sprint(shown.Counter)+` && !n.hidden &&
