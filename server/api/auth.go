@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -160,7 +161,9 @@ func (h *Handler) accountPrincipal(r *http.Request, staffRoles ...string) (uint6
 // is logged, not returned: the change is made.
 func (h *Handler) audit(r *http.Request, p principal, action, target string, detail any) {
 	d := fmt.Sprint(detail)
-	if err := h.cfg.Ledger.Audit(r.Context(), ledger.AuditEntry{Actor: p.actor(), Action: action, Target: target, Detail: d}); err != nil {
+	// Not cancelled with the request: a client that hangs up once the
+	// money has moved does not take the trail's entry with it.
+	if err := h.cfg.Ledger.Audit(context.WithoutCancel(r.Context()), ledger.AuditEntry{Actor: p.actor(), Action: action, Target: target, Detail: d}); err != nil {
 		h.log.Error("writing the audit trail failed", "action", action, "target", target, "err", err)
 	}
 }

@@ -122,6 +122,14 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 		return nil, 0, payRefusal(err)
 	}
 	h.log.Info("payment", "id", order.ID, "merchant", order.MerchantID, "account", order.Account, "amount", order.Amount)
+	if p.role != ledger.RoleMerchant {
+		// Another role's payment for a shop moves a rider's money to it
+		// like the shop's own: audited, as its refunds are. (A retry
+		// that the ledger answered from a concurrent first try is
+		// audited too: the trail says who asked, at worst twice.)
+		h.audit(r, p, "payment", req.MerchantID+"/"+req.OrderID,
+			fmt.Sprintf("payment %d account %d amount %d %s code %s", order.ID, order.Account, order.Amount, order.Currency, order.CodeHash))
+	}
 	return toPayment(order), http.StatusCreated, nil
 }
 

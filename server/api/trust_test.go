@@ -828,3 +828,55 @@ func createFrom(h http.Handler, remote string) int {
 	h.ServeHTTP(w, req)
 	return w.Code
 }
+
+// TestOperatorPaymentAudited: the operator's token may pay for any shop,
+// and such a payment moves a rider's money to that shop like the shop's
+// own: it is audited (who, which order, how much), as the operator's
+// refund is, or nothing tells it from the shop's. A retry of it (the same
+// answer, nothing moved) is not audited again, nor is a shop's own
+// payment (it is in its orders).
+func TestOperatorPaymentAudited(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1_000)
+	shop := f.tokenFor(ledger.RoleMerchant, "shop-1")
+	body := func(order string, counter uint16, amount int64) string {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": r.code(t, time.Now(), counter), "amount": amount})
+		return string(b)
+	}
+	f.do("POST", "/v1/payments", shop, body("till-1", 1, 100), 201)
+	op := body("ops-1", 2, 250)
+	f.do("POST", "/v1/payments", f.token, op, 201)
+	f.do("POST", "/v1/payments", f.token, op, 201) // a retry: nothing moves
+	entries, err := f.store.AuditLog(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paid []string
+	for _, e := range entries {
+		if e.Action == "payment" {
+			paid = append(paid, e.Actor+" "+e.Target+" "+e.Detail)
+		}
+	}
+	if len(paid) != 1 || !strings.HasPrefix(paid[0], "token:init (operator) shop-1/ops-1 ") || !strings.Contains(paid[0], "amount 250") {
+		t.Errorf("audited payments %q, want the operator's one of 250 for shop-1/ops-1", paid)
+	}
+}
+
+// TestAuditOutlivesTheRequest: an audited action's entry is written even
+// when the client hangs up as the money moves (its request's context is
+// cancelled by then): the trail must not depend on the caller waiting.
+func TestAuditOutlivesTheRequest(t *testing.T) {
+	f := newFixture(t)
+	h := New(Config{Ledger: f.store})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := httptest.NewRequestWithContext(ctx, "POST", "/v1/payments", nil)
+	cancel()
+	h.audit(r, principal{role: ledger.RoleOperator, tokenID: "init"}, "payment", "shop-1/ops-1", "payment 1")
+	entries, err := f.store.AuditLog(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || entries[0].Action != "payment" || entries[0].Target != "shop-1/ops-1" {
+		t.Errorf("audit trail after a hung-up request: %+v, want the payment's entry", entries)
+	}
+}
