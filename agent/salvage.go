@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -94,6 +95,28 @@ func Salvage(q *queue.Queue, s *queue.Salvage, deviceID string, restoreState boo
 		}
 	}
 	return rep, nil
+}
+
+// HasState reports whether q holds device state of the agent's: codes
+// seen, per-account counters, documents or the record chain. A device
+// takes taps only with a keyring and a fare table in its state (the
+// provisioned ones are stored at start), so a file without any is one the
+// agent never ran on: a new file, or one made for a salvage whose state
+// restore (Salvage with restoreState) a power cut cut short.
+func HasState(q *queue.Queue) (bool, error) {
+	found := errors.New("found")
+	err := q.ViewState(func(st *queue.State) error {
+		for _, b := range []string{bucketState, bucketSeen, bucketAccounts, bucketDeny} {
+			if err := st.ForEach(b, func(_, _ []byte) error { return found }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, found) {
+		return true, nil
+	}
+	return false, err
 }
 
 // chainCheck checks salvaged records against the hash chain as they come

@@ -152,8 +152,26 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 	}
 	out.q = q
+	// The damaged files' device state goes into a file made for them. A
+	// file found in place was made for them too when it holds no device
+	// state yet (agent.HasState: the agent never ran on it): the power
+	// went after it was made and before the state was restored. Taken
+	// for a sound file, the salvage left the state out for good — codes
+	// seen, counters, the documents applied — and a code accepted before
+	// was accepted and charged again.
+	restore := fresh
+	if !fresh && len(salvages) > 0 {
+		has, err := agent.HasState(q)
+		if err != nil {
+			q.Close()
+			return nil, err
+		}
+		if restore = !has; restore {
+			log.Warn("queue: the queue file holds no device state yet: a salvage was cut short; restoring the damaged files' state now")
+		}
+	}
 	for _, s := range salvages {
-		if err := salvageFile(q, s, cfg.DeviceID, fresh, log); err != nil {
+		if err := salvageFile(q, s, cfg.DeviceID, restore, log); err != nil {
 			q.Close()
 			return nil, err
 		}

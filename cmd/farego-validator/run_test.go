@@ -27,6 +27,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/cmd/internal/powercut"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/wire"
 )
@@ -37,6 +38,7 @@ import (
 var validatorBin string
 
 func TestMain(m *testing.M) {
+	powercut.Main() // serves a power-cut disk when started as one; returns otherwise
 	dir, err := os.MkdirTemp("", "farego-validator-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
