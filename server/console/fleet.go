@@ -70,6 +70,15 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	default:
 		r.State = StateOffline
 	}
+	// A device not online cannot have sent the taps it last reported
+	// waiting: the oldest of them is older now by the time since (a bus
+	// away for days held them for days, and showed the age they had when
+	// it left).
+	if r.State != StateOnline && d.Status.QueueDepth > 0 {
+		if since := h.cfg.Now().Sub(d.StatusAt); since > 0 {
+			r.OldestUnsent += since
+		}
+	}
 	add := func(score int, format string, a ...any) {
 		r.Problems = append(r.Problems, fmt.Sprintf(format, a...))
 		r.score += score
@@ -87,8 +96,8 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	if d.Status.OutOfService != "" {
 		add(60, "out of service: %s", d.Status.OutOfService)
 	}
-	if d.Status.OldestUnsent > QueueAgeProblem {
-		add(30, "oldest unsent tap %s old", fmtDur(d.Status.OldestUnsent))
+	if r.OldestUnsent > QueueAgeProblem {
+		add(30, "oldest unsent tap %s old", fmtDur(r.OldestUnsent))
 	}
 	if off := d.ClockOffset; off > ClockOffsetProblem || off < -ClockOffsetProblem {
 		add(20, "clock %s off", fmtDur(off))
@@ -402,7 +411,7 @@ func (h *Handler) registerMetrics(reg *metrics.Registry) {
 		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
 			live(emit, rows, func(r deviceRow) (float64, bool) { return float64(r.Status.QueueDepth), !r.StatusAt.IsZero() })
 		}))
-	reg.GaugeVecFunc("farego_device_oldest_unsent_seconds", "Age of the device's oldest unacknowledged tap, as of its last status.",
+	reg.GaugeVecFunc("farego_device_oldest_unsent_seconds", "Age of the device's oldest unacknowledged tap: as of its last status, and older by the time since for a device not online.",
 		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
 			live(emit, rows, func(r deviceRow) (float64, bool) { return r.OldestUnsent.Seconds(), !r.StatusAt.IsZero() })
 		}))

@@ -683,6 +683,9 @@ type accountData struct {
 	// OlderPostingsURL the next page back ("" on the last).
 	PostingsOlder    bool
 	OlderPostingsURL string
+	// CredentialsOlder, OlderCredentialsURL: the same for the credentials.
+	CredentialsOlder    bool
+	OlderCredentialsURL string
 }
 
 type credentialRow struct {
@@ -712,10 +715,22 @@ func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		h.fail(w, r, s, err)
 		return
 	}
-	creds, err := h.cfg.Ledger.Credentials(ctx, id)
+	// The newest credentials (every one not yet expired among them: a
+	// wallet renews twice a day, so an account holds hundreds a year), or
+	// those before ?credentials_before=; the link under the table pages
+	// back to the first.
+	credsPerPage := ledger.MaxUnexpiredCredentials
+	credsBefore, _ := strconv.ParseUint(r.URL.Query().Get("credentials_before"), 10, 32)
+	creds, err := h.cfg.Ledger.CredentialsBefore(ctx, id, uint32(credsBefore), credsPerPage+1)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
+	}
+	d.CredentialsOlder = credsBefore != 0
+	if len(creds) > credsPerPage {
+		creds = creds[:credsPerPage]
+		d.OlderCredentialsURL = fmt.Sprintf("%saccounts/%d?credentials_before=%d#credentials", h.cfg.Prefix, id,
+			creds[credsPerPage-1].Serial)
 	}
 	now := h.cfg.Now()
 	for _, c := range creds {

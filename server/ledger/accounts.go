@@ -572,11 +572,27 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 
 // Credentials returns the credentials issued to an account, newest first.
 func (s *Store) Credentials(ctx context.Context, account uint64) ([]Credential, error) {
+	return s.CredentialsBefore(ctx, account, 0, 0)
+}
+
+// CredentialsBefore returns an account's credentials with a serial below
+// before (0: from the newest), newest first, at most limit (limit <= 0:
+// all): pass the last serial of a page to read the next one. A wallet
+// renews twice a day, so an account holds hundreds of credentials a year.
+func (s *Store) CredentialsBefore(ctx context.Context, account uint64, before uint32, limit int) ([]Credential, error) {
 	if _, err := s.Account(ctx, account); err != nil {
 		return nil, err
 	}
+	upper := int64(before)
+	if before == 0 {
+		upper = math.MaxInt64
+	}
+	lim := int64(limit)
+	if limit <= 0 {
+		lim = math.MaxInt64
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT serial, not_after_ns, rider_public_key, issued_ns
-		FROM credentials WHERE account_id = $1 ORDER BY serial DESC`, int64(account))
+		FROM credentials WHERE account_id = $1 AND serial < $2 ORDER BY serial DESC LIMIT $3`, int64(account), upper, lim)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read credentials: %w", err)
 	}

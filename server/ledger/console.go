@@ -250,26 +250,28 @@ func (s *Store) DeviceTaps(ctx context.Context, device string, limit int) ([]Tap
 		ORDER BY at_ns DESC LIMIT $2`, device, listLimit(limit, MaxListLimit))
 }
 
-// FlaggedTaps returns the newest flagged taps (by tap time), all flags or
-// one, at most limit.
+// FlaggedTaps returns the flagged taps the server received last (by
+// commit time, then tap time), all flags or one, at most limit. Not by
+// tap time alone: a validator's clock (or a stolen one) writes that, and
+// taps dated years ahead would stay on top for good.
 func (s *Store) FlaggedTaps(ctx context.Context, flag string, limit int) ([]TapRow, error) {
 	if flag == "" {
 		return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> ''
-			ORDER BY at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
+			ORDER BY committed_ns DESC, at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
 	}
 	return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> '' AND flag = $1
-		ORDER BY at_ns DESC LIMIT $2`, flag, listLimit(limit, MaxListLimit))
+		ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, flag, listLimit(limit, MaxListLimit))
 }
 
-// NotedTaps returns the newest charged taps with a note (all notes, or
-// one), at most limit.
+// NotedTaps returns the charged taps with a note (all notes, or one) the
+// server received last (as FlaggedTaps), at most limit.
 func (s *Store) NotedTaps(ctx context.Context, note string, limit int) ([]TapRow, error) {
 	if note == "" {
 		return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
-			ORDER BY at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
+			ORDER BY committed_ns DESC, at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
 	}
 	return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
-		AND (',' || notes || ',') LIKE $1 ORDER BY at_ns DESC LIMIT $2`, "%,"+note+",%", listLimit(limit, MaxListLimit))
+		AND (',' || notes || ',') LIKE $1 ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, "%,"+note+",%", listLimit(limit, MaxListLimit))
 }
 
 // ReasonCount is how many records share a reason (a flag, a note, a
@@ -280,15 +282,18 @@ type ReasonCount struct {
 	Latest time.Time
 }
 
-// FlagCounts counts the flagged taps made since a time, by flag, and the
-// charged taps with notes, by note.
+// FlagCounts counts the flagged taps the server received since a time
+// (by commit time: a tap a bus kept offline for days is news the day it
+// comes in, and a validator's clock does not move a tap out of the
+// count), by flag, and the charged taps with notes, by note. Latest is
+// the newest one's commit time.
 func (s *Store) FlagCounts(ctx context.Context, since time.Time) (flags, notes []ReasonCount, err error) {
 	err = s.read(ctx, func(tx *sql.Tx) error {
-		if flags, err = reasonCounts(ctx, tx, `SELECT flag, COUNT(*), MAX(at_ns) FROM taps WHERE flag <> '' AND at_ns >= $1
+		if flags, err = reasonCounts(ctx, tx, `SELECT flag, COUNT(*), MAX(committed_ns) FROM taps WHERE flag <> '' AND committed_ns >= $1
 			GROUP BY flag ORDER BY flag`, since.UnixNano()); err != nil {
 			return err
 		}
-		byNotes, err := reasonCounts(ctx, tx, `SELECT notes, COUNT(*), MAX(at_ns) FROM taps WHERE notes <> '' AND at_ns >= $1
+		byNotes, err := reasonCounts(ctx, tx, `SELECT notes, COUNT(*), MAX(committed_ns) FROM taps WHERE notes <> '' AND committed_ns >= $1
 			GROUP BY notes ORDER BY notes`, since.UnixNano())
 		if err != nil {
 			return err

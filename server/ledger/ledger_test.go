@@ -944,6 +944,14 @@ func TestCredentials(t *testing.T) {
 			creds[0].NotAfter.Unix() != until.Unix() {
 			t.Errorf("Credentials = %+v, %v", creds, err)
 		}
+		// A page of them, and the next one back (the console pages the
+		// credentials of an account: a wallet renews twice a day).
+		if page, err := s.CredentialsBefore(ctx, acct, 0, 2); err != nil || len(page) != 2 || page[0].Serial != 3 || page[1].Serial != 2 {
+			t.Errorf("CredentialsBefore(0, 2) = %+v, %v", page, err)
+		}
+		if page, err := s.CredentialsBefore(ctx, acct, 2, 2); err != nil || len(page) != 1 || page[0].Serial != 1 {
+			t.Errorf("CredentialsBefore(2, 2) = %+v, %v", page, err)
+		}
 		if a, _ := s.Account(ctx, acct); a.LastSerial != 3 {
 			t.Errorf("LastSerial %d", a.LastSerial)
 		}
