@@ -5,7 +5,7 @@ import * as clock from "./clock.js";
 import * as store from "./store.js";
 import { call, ApiError, onServerTime } from "./api.js";
 import { t, errorText, localize, money, span, toMinor, notAmount, amountExample, dateTime, currencyDigits, setCurrencyDigits, time as clockTime } from "./i18n.js";
-import { MAX_COUNTER, bytesToHex, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
+import { MAX_COUNTER, bytesToHex, codeSignedByPass, hexToBytes, makeCode, newRiderKey, parseCredential } from "./paycode.js";
 import { clearQR, drawQR } from "./qr.js";
 
 const $ = (id) => document.getElementById(id);
@@ -74,6 +74,9 @@ function renderNet() {
   // "codes still work" only while the phone holds a pass that makes them.
   const text = t("net_" + state + (state !== "online" && !passUsable ? "_nopass" : ""));
   const el = $("net");
+  // A block that a top-up may have lifted shows its code only while the
+  // phone cannot ask (blockMayBeLifted): the pass is shown again as it is.
+  if (el.dataset.state && el.dataset.state !== state && blocks.account && account) showCode();
   if (el.dataset.state !== state || el.textContent !== text) {
     el.dataset.state = state;
     el.className = "net " + state;
@@ -101,7 +104,7 @@ async function api(method, path, opts) {
 // whole account denied (its reason, or null) and the credentials denied
 // (serial → reason). A blocked pass shows no code: every validator and
 // shop refuses it.
-let blocks = { account: null, serials: new Map(), key: "" };
+let blocks = { account: null, serials: new Map(), key: "", at: 0 };
 
 // noteBlocks takes the deny state of an account view, and reports whether
 // it changed.
@@ -110,9 +113,23 @@ function noteBlocks(a) {
   const account = a.denied ? a.deny_reason || "?" : null;
   const key = JSON.stringify([account, [...serials.keys()].sort((x, y) => x - y)]);
   const changed = key !== blocks.key;
-  blocks = { account, serials, key };
+  blocks = { account, serials, key, at: blocks.at };
   return changed;
 }
+
+// blockMayBeLifted: the account's block is one a top-up lifts at once
+// (below zero), and this phone cannot ask whether it still holds (offline,
+// or the server out of reach). Riders top up through the payment
+// provider, not here: a rider who did, then boarded with no network, was
+// shown no code while the pass worked. Its code is shown, saying so.
+function blockMayBeLifted() {
+  return blocks.account === "negative_balance" && !(navigator.onLine && serverReachable);
+}
+
+// badKeys: the serials of passes whose stored private key signed a code
+// that the pass's rider key does not verify (the key was swapped or
+// damaged in storage): every validator refuses such codes.
+const badKeys = new Set();
 
 // passDamaged: the stored pass no longer says what was stored with it
 // (this account, its serial and validity, the key this phone holds): its
@@ -121,6 +138,7 @@ function noteBlocks(a) {
 // half a day (a new user's review flipped one byte of the account); such a
 // pass shows no code and, online, is replaced at once.
 function passDamaged(cred) {
+  if (badKeys.has(cred.serial)) return true;
   try {
     const c = parseCredential(cred.bytes);
     return (account !== null && c.account !== account.id) || c.serial !== cred.serial ||
@@ -141,7 +159,7 @@ function renderPass(cred, nowS) {
     // Online, the reason there is none is in the warning below (a low
     // balance, a blocked account): "connect to the internet" would be wrong.
     el.textContent = navigator.onLine && serverReachable ? t("no_pass_online") : t("no_pass");
-  } else if (blocks.account) {
+  } else if (blocks.account && !blockMayBeLifted()) {
     el.textContent = t("pass_account_blocked");
     warn = true;
   } else if (passDamaged(cred)) {
@@ -165,6 +183,10 @@ function renderPass(cred, nowS) {
     const left = cred.notAfter - nowS;
     warn = left < (cred.notAfter - cred.notBefore) / 4;
     el.textContent = warn ? t("pass_expiring", { until }) : t("pass_valid", { serial: cred.serial, until });
+    if (blocks.account) {
+      el.textContent = t("pass_account_blocked_stale", { time: dateTime(blocks.at) });
+      warn = true;
+    }
   }
   el.className = warn ? "warning" : "";
   passUsable = usable;
@@ -201,9 +223,11 @@ function needsRefresh(cred, nowS) {
 // take turns (Web Locks) and re-check, so they do not all fetch at once.
 async function fetchCredential(force) {
   const run = async () => {
+    if (!(await followStorage())) return false; // signed out in another tab
     const cur = await store.currentCredential();
     if (!force && !needsRefresh(cur, clock.nowSeconds())) return false;
     const key = await newRiderKey();
+    const owner = account;
     const secret = account.secret;
     let r;
     try {
@@ -212,8 +236,10 @@ async function fetchCredential(force) {
         body: { rider_public_key: bytesToHex(key.publicKey) },
       });
     } catch (e) {
-      if (account && account.secret !== secret) return false; // replaced here meanwhile: asked again (changeSecret)
       if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
+      // Replaced meanwhile, here (changeSecret asks again) or in another
+      // tab (taken up), or signed out: not this pass's failure.
+      if (!account || account.secret !== secret) return false;
       throw e;
     }
     // Issued with a secret replaced here meanwhile: deny-listed with it.
@@ -223,15 +249,21 @@ async function fetchCredential(force) {
     if (c.account !== account.id || bytesToHex(c.riderKey) !== bytesToHex(key.publicKey)) {
       throw new ApiError("invalid", 0);
     }
-    await store.saveCredential({
-      serial: c.serial,
-      bytes,
-      privateKey: key.privateKey,
-      publicKey: key.publicKey,
-      notBefore: c.notBefore,
-      notAfter: c.notAfter,
-      fetchedAt: clock.nowSeconds(),
-    });
+    try {
+      await store.saveCredential({
+        serial: c.serial,
+        bytes,
+        privateKey: key.privateKey,
+        publicKey: key.publicKey,
+        notBefore: c.notBefore,
+        notAfter: c.notAfter,
+        fetchedAt: clock.nowSeconds(),
+      }, owner);
+    } catch (e) {
+      if (e.message !== "store: signed out") throw e;
+      await followStorage(); // another tab signed out or changed the secret meanwhile
+      return false;
+    }
     return true;
   };
   if (navigator.locks) return navigator.locks.request("farego-credential", run);
@@ -303,7 +335,17 @@ async function makeAndShow() {
       }
       throw e;
     }
-    const code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
+    let code;
+    try {
+      code = await makeCode(cred.bytes, cred.privateKey, nowS, counter);
+      if (!(await codeSignedByPass(code.bytes))) throw new Error("key");
+    } catch {
+      // Not the pass's key (or not a key at all): shown as damaged, and
+      // replaced online (needsRefresh).
+      badKeys.add(cred.serial);
+      maintainCredential();
+      continue;
+    }
     const modules = drawQR(canvas, code.text);
     last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
     $("code-note").hidden = true;
@@ -411,12 +453,14 @@ function renderView(view) {
     fillTable("activity", []);
     earlier = [];
     $("activity-more").hidden = true;
-    blocks = { account: null, serials: new Map(), key: "" };
+    blocks = { account: null, serials: new Map(), key: "", at: 0 };
     return;
   }
   const a = view.account;
   setCurrencyDigits(a.currency, a.currency_digits);
-  if (noteBlocks(a) && account) {
+  const blocksChanged = noteBlocks(a);
+  blocks.at = view.at;
+  if (blocksChanged && account) {
     // The pass on screen was blocked or unblocked: show it as it is now,
     // and fetch a new one for a blocked pass.
     showCode().then(() => maintainCredential());
@@ -528,12 +572,15 @@ async function renewIfShopTook(view) {
 }
 
 async function refreshAccount() {
-  if (!account) return;
+  if (!(await followStorage())) return;
+  const owner = account;
   const secret = account.secret;
   try {
     const a = await api("GET", `/v1/accounts/${account.id}`, { token: secret });
     const view = { account: a, at: clock.now() };
-    await store.put("view", view);
+    // Not written back, nor shown, for an account another tab signed
+    // out of meanwhile.
+    if (!(await store.putView(view, owner))) return followStorage();
     renderView(view);
     await renewIfShopTook(view);
     if (refreshError) {
@@ -556,8 +603,41 @@ async function refreshAccount() {
 // has itself replaced since is not a sign of that.
 async function secretChanged(secret) {
   if (!account || account.secret !== secret) return;
+  // Another tab of this browser changed it (or signed out): that tab's
+  // new secret is in the storage they share, and is taken up here.
+  if (!(await followStorage()) || account.secret !== secret) return;
   await signOut();
   showError(t("err_secret_changed"));
+}
+
+// followStorage follows what another tab of this browser did to the
+// storage they share: a secret changed there is taken up; a sign-out
+// there is one here too (nothing of the account is shown or written back:
+// its keys and pass were removed), and another account signed in there is
+// the one shown here. It reports whether this tab goes on with its account.
+async function followStorage() {
+  if (!account) return false;
+  let stored;
+  try {
+    stored = (await store.get("account")) ?? null;
+  } catch {
+    return true; // storage out of reach: the tab goes on with what it has
+  }
+  if (!account) return false;
+  if (stored && stored.id === account.id) {
+    if (stored.secret !== account.secret) {
+      account = stored;
+      renderWho();
+      showCode(); // the pass of the old secret is gone (changeSecret dropped it)
+    }
+    return true;
+  }
+  forget();
+  if (stored) {
+    account = stored;
+    await enterMain();
+  }
+  return false;
 }
 
 function refreshAll(force = false) {
@@ -713,6 +793,11 @@ async function saveLimit(ev) {
 
 async function signOut() {
   await store.clear();
+  forget();
+}
+
+// forget leaves the account in this tab (the storage is signOut's).
+function forget() {
   account = null;
   last = null;
   clearTimeout(tickTimer);
@@ -754,8 +839,9 @@ async function init() {
     if (account) refreshAll();
   });
   window.addEventListener("offline", renderNet);
-  document.addEventListener("visibilitychange", () => {
+  document.addEventListener("visibilitychange", async () => {
     if (document.hidden || !account || $("main").hidden) return;
+    if (!(await followStorage())) return; // another tab signed out or in meanwhile
     // Timers sleep in the background: a code older than this minute is renewed.
     if (!last || last.time < Math.floor(clock.now() / 60000) * 60) showCode();
     schedule();

@@ -57,6 +57,7 @@ export const catalog = {
     pass_expired: "Your pass has expired. Connect to the internet to renew it.",
     pass_blocked: "Pass {serial} is blocked by the operator: buses and shops refuse its codes. Getting a new pass…",
     pass_account_blocked: "Your account is blocked: buses and shops refuse its codes. See Balance below.",
+    pass_account_blocked_stale: "At {time} your account was below zero and blocked. If you have topped up since, this code works; if not, buses refuse it.",
     pass_not_yet: "Your pass is not valid yet. Check the phone's clock.",
     clock_ahead:
       "This phone's clock is {amount} ahead of the server's: validators refuse codes from the future. Set the date and time automatically.",
@@ -178,6 +179,7 @@ export const catalog = {
     pass_expired: "乘车凭证已过期。请联网续期。",
     pass_blocked: "乘车凭证 {serial} 已被运营方停用：公交和商户将拒绝其乘车码。正在获取新凭证…",
     pass_account_blocked: "您的账户已被停用：公交和商户将拒绝其乘车码。详见下方余额。",
+    pass_account_blocked_stale: "{time} 时您的账户余额低于零，已被停用。如果此后已充值，此乘车码可以使用；否则公交将拒绝。",
     pass_not_yet: "乘车凭证尚未生效。请检查手机时间。",
     clock_ahead: "此手机时间比服务器快 {amount}，验票机会拒收来自未来的乘车码。请设置为自动获取日期和时间。",
     clock_behind: "此手机时间比服务器慢 {amount}，验票机会将其乘车码视为过期而拒收。请设置为自动获取日期和时间。",

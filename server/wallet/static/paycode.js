@@ -102,6 +102,16 @@ export async function makeCode(credential, privateKey, time, counter) {
 }
 
 /**
+ * codeSignedByPass tells whether a code's rider signature verifies with
+ * the rider key its own credential names: a validator refuses it
+ * (bad_code_signature) otherwise.
+ */
+export async function codeSignedByPass(code) {
+  const pub = await crypto.subtle.importKey("raw", code.subarray(28, 60), { name: "Ed25519" }, false, ["verify"]);
+  return crypto.subtle.verify({ name: "Ed25519" }, pub, code.subarray(SIGNED_SIZE, CODE_SIZE), signedMessage(code));
+}
+
+/**
  * newRiderKey makes the rider's key pair: the private key cannot be
  * exported (it never leaves the browser); the public key is returned raw
  * (32 bytes) for the credential request.

@@ -88,11 +88,37 @@ export async function currentCredential() {
   });
 }
 
-/** saveCredential stores a newly issued credential and drops the older ones. */
-export async function saveCredential(rec) {
-  return tx("credentials", "readwrite", async (s) => {
+// signedIn tells whether the account stored is owner ({id, secret}):
+// every tab shares the storage, and another may have signed out, signed
+// in to another account or changed the secret meanwhile.
+async function signedIn(kv, owner) {
+  const a = await req(kv.get("account"));
+  return !!a && a.id === owner.id && a.secret === owner.secret;
+}
+
+/**
+ * saveCredential stores a newly issued credential of owner ({id, secret})
+ * and drops the older ones, in one transaction with the check that owner
+ * is still the account stored; it throws "store: signed out" otherwise
+ * (another tab signed out: nothing of the account is written back).
+ */
+export async function saveCredential(rec, owner) {
+  return tx(["kv", "credentials"], "readwrite", async (s) => {
+    if (!(await signedIn(s.kv, owner))) throw new Error("store: signed out");
     await req(s.credentials.put({ ...rec, counter: 0 }));
     await req(s.credentials.delete(IDBKeyRange.upperBound(rec.serial, true)));
+  });
+}
+
+/**
+ * putView stores the account view fetched for owner, if owner is still
+ * the account stored (as saveCredential); it reports whether it did.
+ */
+export async function putView(view, owner) {
+  return tx("kv", "readwrite", async (s) => {
+    if (!(await signedIn(s.kv, owner))) return false;
+    await req(s.kv.put(view, "view"));
+    return true;
   });
 }
 
