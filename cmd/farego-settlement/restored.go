@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -79,8 +81,25 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := st.CheckInvariants(ctx); err != nil {
 		return fmt.Errorf("the restored ledger does not check: %w", err)
 	}
+	// API tokens revoked since the backup are in force again (a leaked
+	// payments token tops up any account): name those in force, to be
+	// checked against the revocations made since.
+	toks, err := st.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	var live []string
+	for _, t := range toks {
+		if t.Revoked.IsZero() {
+			live = append(live, fmt.Sprintf("  %s %s %s %q created %s", t.ID, t.Role, orDash(t.MerchantID), t.Name, t.Created.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(live) > 0 {
+		fmt.Fprintf(stdout, "API tokens in force in the restored ledger (one revoked since the backup works again):\n%s\n", strings.Join(live, "\n"))
+	}
 	fmt.Fprintf(stdout, `ledger marked as restored: the next account id is %d, the next payment id %d
-next: revoke again the validators revoked since the backup (farego-settlement device revoke), before
+next: revoke again the validators revoked since the backup (farego-settlement device revoke) and the
+  API tokens revoked since (farego-settlement token revoke ID), before
   the servers start; then start the settlement server(s) and ask every online validator to resend
   its archive:
   curl -X POST -H "Authorization: Bearer $(cat %s/operator.token)" http://HOST:8080/v1/devices/replay

@@ -245,6 +245,13 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, erro
 	if d.Status.Epoch == "" || !d.Status.Online || !d.Revoked.IsZero() {
 		return nil, 0, errorf(http.StatusConflict, "device_offline", "device %s is not online (a replay request is not kept for an offline device)", d.ID)
 	}
+	// A status from before this server started (after a restore: the
+	// backup's) may name a device that is not connected, or a queue epoch
+	// it no longer has: the request would be lost or refused, and the
+	// archive never sent. As replayAll, wait until the device is heard.
+	if d.StatusAt.Before(h.cfg.Started) {
+		return nil, 0, errorf(http.StatusConflict, "device_offline", "device %s has not been heard since this server started (its status is older: ask again once it is online)", d.ID)
+	}
 	if req.From == 0 {
 		req.From = 1
 	}

@@ -3,11 +3,13 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/record"
 )
 
 // tableCache keeps parsed fare tables by version. A stored version never
@@ -112,6 +114,11 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 		if err != nil {
 			return err
 		}
+		if int64(table.Version) > latest {
+			if err := t.checkFleetFareVersion(table.Version, latest); err != nil {
+				return err
+			}
+		}
 		_, err = t.storeFareTable(table.Version, body, latest)
 		return err
 	})
@@ -120,6 +127,48 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 	}
 	s.log.Info("ledger: fare table stored", logKeyVersion, table.Version)
 	return nil
+}
+
+// checkFleetFareVersion refuses a new fare table of version v when an
+// unrevoked validator reports a fare table of version v or above applied
+// that the ledger (latest) does not hold: a table published after a
+// restored backup and not given back to Restored. Validators take a table
+// of the version they hold for the one they applied and refuse an older
+// one, so the new table would never reach them, and their taps, naming the
+// lost table, would be rated by this one. Only a restore (or a device's
+// false report: revoke it) makes a device ahead of the ledger.
+func (t *txn) checkFleetFareVersion(v uint64, latest int64) error {
+	rows, err := t.query(`SELECT id, versions FROM devices WHERE revoked_ns = 0 AND versions LIKE '%"fares"%' ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
+	}
+	defer rows.Close()
+	var top uint64
+	var device string
+	for rows.Next() {
+		var id, doc string
+		if err := rows.Scan(&id, &doc); err != nil {
+			return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
+		}
+		var vs map[string]uint64
+		if json.Unmarshal([]byte(doc), &vs) != nil {
+			continue
+		}
+		if f := vs[record.DocFares]; f > top {
+			top, device = f, id
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
+	}
+	if top <= uint64(max(latest, 0)) || v > top {
+		return nil
+	}
+	return fmt.Errorf("%w: validators hold fare table version %d (%s reports it), which this ledger does not: "+
+		"published after the backup it was restored from? Give that table to `farego-settlement restored --fares`, "+
+		"or publish this one as version %d or above (a validator keeps the table it applied over one of the same or an older version); "+
+		"if no such table was ever published, the report is false: revoke %s",
+		ErrFareVersion, top, device, top+1, device)
 }
 
 // lockFareVersion locks and returns the fare_version counter, the latest

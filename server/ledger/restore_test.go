@@ -360,3 +360,65 @@ func TestRestoreLostFareTablesLater(t *testing.T) {
 		}
 	})
 }
+
+// TestFareVersionTheFleetHolds: after a restore whose lost fare table was
+// not given to Restored, the validators hold version 2 (the lost table)
+// and the ledger's latest is 1. A new table published as version 2 (or
+// below what the fleet holds) was stored and published, and every
+// validator took it for the version it already applied ("already applied":
+// same version) or an older one, and kept the lost table: the fleet went
+// on showing riders the lost fares, its status said version 2 like the
+// ledger's, and the server rated their taps by the new table (no
+// unknown_fare_version to tell). It is refused, naming the device and
+// what to do; the lost table through Restored, or a version above the
+// fleet's, is taken. A revoked device's report holds nothing back.
+func TestFareVersionTheFleetHolds(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db) // the backup: v1
+		for i, id := range []string{"bus-1", "bus-2"} {
+			k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, 32)).Public().(ed25519.PublicKey)
+			if err := s.RegisterDevice(ctx, DeviceRegistration{ID: id, PublicKey: k, MQTTHash: "h"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil { // --fares forgotten
+			t.Fatal(err)
+		}
+		// The validators report the lost table (v2) applied.
+		for _, id := range []string{"bus-1", "bus-2"} {
+			if err := s.UpdateDeviceStatus(ctx, id, DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+				Versions: map[string]uint64{"fares": 2, "keyring": 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Another table under the fleet's version: refused.
+		other := mustTable(t, strings.Replace(tableV3, `"version":3`, `"version":2`, 1))
+		err := s.PutFareTable(ctx, other)
+		if !errors.Is(err, ErrFareVersion) || !strings.Contains(err.Error(), "bus-") {
+			t.Fatalf("fare table version 2 while the fleet holds a version 2 the ledger does not: %v; want ErrFareVersion naming the device", err)
+		}
+		if v, _, _ := s.LatestFareTableShared(ctx); v != 1 {
+			t.Errorf("after the refusal: latest fare version %d, want 1", v)
+		}
+		// The lost table given back to Restored is taken; then a version
+		// above the fleet's is published as usual.
+		if _, _, err := s.Restored(ctx, 0, "test", mustTable(t, tableV2)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutFareTable(ctx, mustTable(t, tableV3)); err != nil {
+			t.Errorf("version 3, above what the fleet holds: %v", err)
+		}
+		// A revoked device reporting a high version holds nothing back.
+		if err := s.UpdateDeviceStatus(ctx, "bus-2", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"fares": 9}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeDevice(ctx, "bus-2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutFareTable(ctx, mustTable(t, strings.Replace(tableV3, `"version":3`, `"version":4`, 1))); err != nil {
+			t.Errorf("version 4 with only a revoked device reporting 9: %v", err)
+		}
+	})
+}

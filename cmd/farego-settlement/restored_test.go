@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A ledger restored from a backup holds the API tokens as they were then:
+// one revoked since (a payment provider's token that leaked: it tops up
+// any account) works again. restored said to revoke again the validators
+// revoked since, and nothing of tokens; it names the tokens in force in
+// the restored ledger and says to revoke again those revoked since, before
+// the servers start.
+func TestRestoredNamesTheTokensInForce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	c, _, e := settle(t, ctx, "token", "create", "--data", data, "--role", "payments", "--name", "psp")
+	if c != 0 {
+		t.Fatal(e)
+	}
+	id := regexp.MustCompile(`token ([a-z0-9]+) \(payments\) created`).FindStringSubmatch(e)
+	if id == nil {
+		t.Fatalf("token create: %q", e)
+	}
+	// The backup (no server runs: the file is quiet), then the token is
+	// revoked.
+	backup := t.TempDir()
+	copyLedger(t, data, backup)
+	if c, _, e := settle(t, ctx, "token", "revoke", "--data", data, id[1]); c != 0 {
+		t.Fatal(e)
+	}
+	// The restore.
+	copyLedger(t, backup, data)
+	// What the restore did: the token is in force again.
+	if _, list, _ := settle(t, ctx, "token", "list", "--data", data); !strings.Contains(list, id[1]) {
+		t.Fatalf("token list after the restore: %q", list)
+	}
+	c, out, e := settle(t, ctx, "restored", "--data", data)
+	if c != 0 {
+		t.Fatal(e)
+	}
+	if !strings.Contains(out, id[1]) || !strings.Contains(out, "farego-settlement token revoke") {
+		t.Errorf("restored: %q; want the token in force (%s) named, and to revoke again those revoked since", out, id[1])
+	}
+}
+
+// copyLedger copies from/ledger.db* to to/ (removing to's first).
+func copyLedger(t *testing.T, from, to string) {
+	t.Helper()
+	old, _ := filepath.Glob(filepath.Join(to, "ledger.db*"))
+	for _, m := range old {
+		os.Remove(m)
+	}
+	files, _ := filepath.Glob(filepath.Join(from, "ledger.db*"))
+	for _, m := range files {
+		if strings.HasSuffix(m, "-serving") {
+			continue
+		}
+		in, err := os.Open(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outf, err := os.OpenFile(filepath.Join(to, filepath.Base(m)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(outf, in); err != nil {
+			t.Fatal(err)
+		}
+		in.Close()
+		if err := outf.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,51 @@
+package api
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/server/ledger"
+)
+
+// After a restore the ledger's device statuses are the backup's: online,
+// and the queue epoch the device had then. A replay request for one device
+// made on that status (before the device is heard again) goes to a device
+// that is not connected (its session is clean: the request is lost) or
+// names an epoch it no longer has (re-flashed since: it refuses it), and
+// the taps its archive holds are never charged. POST /v1/devices/replay
+// lists such a device offline; POST /v1/devices/{id}/replay (the console's
+// "Ask for a replay") answered 202 and sent the request into the void.
+func TestReplayOneDeviceNotHeardSinceStart(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	f := newFixture(t, func(c *Config) {
+		c.Started = time.Now().Add(time.Hour) // the server (re)started after the device's last status
+		c.Replay = func(_ context.Context, id, epoch string, from, to uint64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			asked = append(asked, id+"/"+epoch)
+			return nil
+		}
+	})
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+devKey(1)+`"}`, 201)
+	// The status the backup holds: online, with the epoch of the queue
+	// file the device had when the backup was taken.
+	if err := f.store.UpdateDeviceStatus(t.Context(), "bus-1", ledger.DeviceStatus{Online: true, Epoch: "backup-epoch", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	all := f.do("POST", "/v1/devices/replay", f.token, "", 202)
+	if off, _ := all["offline"].([]any); len(off) != 1 {
+		t.Fatalf("replay of the fleet: %v; want bus-1 listed offline", all)
+	}
+	out := f.do("POST", "/v1/devices/bus-1/replay", f.token, `{}`, 409)
+	if e, _ := out["error"].(map[string]any); e["code"] != "device_offline" {
+		t.Errorf("replay of a device not heard since the start: %v; want device_offline", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 0 {
+		t.Errorf("replay requests sent on a status from before the start: %v; want none", asked)
+	}
+}
