@@ -8,7 +8,7 @@
 --
 -- On a large existing ledger the first start after this migration builds
 -- these indexes (partial: flagged and noted taps are few).
-CREATE INDEX taps_flagged_received ON taps (committed_ns, flag) WHERE flag <> '';
-CREATE INDEX taps_noted_received ON taps (committed_ns, notes) WHERE notes <> '';
-DROP INDEX taps_flagged;
-DROP INDEX taps_noted;
+CREATE INDEX IF NOT EXISTS taps_flagged_received ON taps (committed_ns, flag) WHERE flag <> '';
+CREATE INDEX IF NOT EXISTS taps_noted_received ON taps (committed_ns, notes) WHERE notes <> '';
+DROP INDEX IF EXISTS taps_flagged;
+DROP INDEX IF EXISTS taps_noted;
