@@ -194,7 +194,9 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize),
 	}
-	s, err := loadState(q, a.log, cfg.Now())
+	// No deny-list entry dropped by the clock at the start: it is not
+	// measured yet (see expiryClock).
+	s, err := loadState(q, a.log, time.Time{})
 	if err != nil {
 		return nil, err
 	}

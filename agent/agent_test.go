@@ -903,6 +903,10 @@ func TestDenyShards(t *testing.T) {
 		t.Errorf("before expiry: %+v", out)
 	}
 	h.clock.Add(6 * time.Minute)
+	if n := h.a.pruneDeny(); n != 0 {
+		t.Errorf("pruneDeny dropped %d before the clock was measured, want 0", n)
+	}
+	h.a.ClockMeasured(0, 0) // the server's clock agrees
 	if n := h.a.pruneDeny(); n != 1 {
 		t.Errorf("pruneDeny dropped %d, want 1", n)
 	}
@@ -938,5 +942,57 @@ func TestDenyListStoredWholeIsConverted(t *testing.T) {
 	h.restart()
 	if out := h.tap(h.issuer.Rider(t, 6101, t0).Code(t, t0)); out.Reason != record.ReasonDenied {
 		t.Errorf("after the conversion: %+v", out)
+	}
+}
+
+// TestDenyEntriesSurviveClockJump: the system clock jumps a day ahead
+// (the server measured it right just before) and comes back. While it is
+// ahead, the entries of a pass denied until an hour after it expires look
+// expired: dropping them then — from memory, and from the shard the
+// server sends again meanwhile (its clock still holds the entry), stored
+// so — let the pass through again once the clock is back, for the rest of
+// its life and after a restart, as Prune does not for the codes it keeps
+// (TestPruneSurvivesClockJump).
+func TestDenyEntriesSurviveClockJump(t *testing.T) {
+	h := newHarness(t, nil)
+	denied := h.issuer.Rider(t, 6002, t0) // valid until t0 + 24 h
+	other := h.issuer.Rider(t, 6003, t0)
+	entries := []record.DenyEntry{{Account: 6002, Serial: denied.Serial, Reason: "code_reused",
+		Expires: t0.Add(25 * time.Hour).Unix()}}
+	if err := h.a.Apply(record.DocDenyShard, 100, shardBody(t, 6002, entries)); err != nil {
+		t.Fatal(err)
+	}
+	h.a.ClockMeasured(0, 10*time.Millisecond)
+	if out := h.tap(denied.Code(t, t0)); out.Reason != record.ReasonDenied {
+		t.Fatalf("before the jump: %+v", out)
+	}
+
+	h.clock.Add(26 * time.Hour) // the jump
+	if out := h.tap(other.Code(t, t0)); out.Reason != record.ReasonClockOffset {
+		t.Fatalf("a tap on a clock a day ahead: %+v, want clock_offset", out)
+	}
+	h.a.pruneDeny() // Run's tick
+	// The server's next version of the shard, which still holds the entry.
+	more := append(entries, record.DenyEntry{Account: 6002 + record.DenyShardCount, Reason: "fraud"})
+	if record.DenyShardOf(6002+record.DenyShardCount) != record.DenyShardOf(6002) {
+		for a := uint64(6003); ; a++ {
+			if record.DenyShardOf(a) == record.DenyShardOf(6002) {
+				more = append(entries, record.DenyEntry{Account: a, Reason: "fraud"})
+				break
+			}
+		}
+	}
+	if err := h.a.Apply(record.DocDenyShard, 101, shardBody(t, 6002, more)); err != nil {
+		t.Fatal(err)
+	}
+
+	h.clock.Add(-26 * time.Hour) // corrected
+	if out := h.tap(denied.Code(t, h.clock.Now())); out.Reason != record.ReasonDenied {
+		t.Errorf("the denied pass after the clock came back: %+v, want denied", out)
+	}
+	h.restart()
+	h.clock.Add(10 * time.Second) // past the passback window of an accepted tap
+	if out := h.tap(denied.Code(t, h.clock.Now())); out.Reason != record.ReasonDenied {
+		t.Errorf("the denied pass after a restart: %+v, want denied", out)
 	}
 }

@@ -83,7 +83,8 @@ type document struct {
 
 // parseDocument parses a document of kind and checks that its own version
 // is the one it is applied as (a shard has no version of its own: the
-// downlink's is used). Entries expired at now are dropped.
+// downlink's is used). Deny-list entries expired at now are dropped (none
+// when now is zero: see expiryClock).
 func parseDocument(kind string, version uint64, body []byte, now time.Time) (*document, error) {
 	d := &document{}
 	switch kind {
@@ -211,6 +212,27 @@ func loadState(q *queue.Queue, log *slog.Logger, now time.Time) (*snapshot, erro
 	return s, nil
 }
 
+// expiryClock is the time deny-list entries are dropped at (pruneDeny,
+// and those already expired in a document applied): the earlier of the
+// device's clock and the server's as the device knows it (its own less the
+// offset last measured, which follows a jump of the system clock:
+// ClockOffset), or the zero time (nothing dropped) before a measurement.
+// Not the device's clock alone: one that jumped ahead dropped the entries
+// of passes denied until an hour after they expire, stored the shards the
+// server sent meanwhile without them, and let those passes through again
+// once the clock was back (TestDenyEntriesSurviveClockJump). Nor the
+// measured offset alone, which a forged Date can move (see the
+// validator's httpClock). An entry kept past its expiry costs a few bytes
+// and matches nothing (record.DenyShard.Denied reads the expiry).
+func (a *Agent) expiryClock() time.Time {
+	off, _, ok := a.ClockOffset()
+	if !ok {
+		return time.Time{}
+	}
+	now := a.now()
+	return now.Add(-max(off, 0))
+}
+
 // Apply installs a new version of a device document: record.DocKeyring,
 // DocFares or DocDenyList (a whole deny list, JSON), or one deny-list
 // shard (record.DocDenyShard, binary, with its downlink's version). It is
@@ -219,7 +241,7 @@ func loadState(q *queue.Queue, log *slog.Logger, now time.Time) (*snapshot, erro
 // whole deny list replaces only the shards older than it. A version of 0
 // means "the document's own".
 func (a *Agent) Apply(kind string, version uint64, body []byte) error {
-	d, err := parseDocument(kind, version, body, a.now())
+	d, err := parseDocument(kind, version, body, a.expiryClock())
 	if err != nil {
 		return err
 	}
@@ -276,14 +298,18 @@ func (a *Agent) Apply(kind string, version uint64, body []byte) error {
 	return nil
 }
 
-// pruneDeny drops the deny-list entries expired by the clock from memory
-// (they no longer match anyway; the stored shards lose them when next
-// replaced or loaded).
+// pruneDeny drops the deny-list entries expired by the server's clock
+// (expiryClock) from memory (they no longer match anyway; the stored
+// shards lose them when next replaced); none before the clock was
+// measured.
 func (a *Agent) pruneDeny() int {
+	now := a.expiryClock()
+	if now.IsZero() {
+		return 0
+	}
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	cur := a.state.Load()
-	now := a.now()
 	dl := *cur.deny
 	dropped := 0
 	for i, s := range dl.shards {
