@@ -275,18 +275,20 @@ var invariantQueries = []struct{ msg, query string }{
 // checkRating re-rates every account's service day (invariant 5).
 func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ...any)) error {
 	// Load the fare tables first: a connection runs one query at a time.
-	rows, err := tx.QueryContext(ctx, `SELECT version, body FROM fare_tables`)
+	rows, err := tx.QueryContext(ctx, `SELECT version, body, created_ns FROM fare_tables ORDER BY version`)
 	if err != nil {
 		return fmt.Errorf("ledger: check rating: %w", err)
 	}
 	tables := map[int64]*fareEntry{}
+	var catalog []catalogEntry // when each came into force, for the taps' service days
 	for rows.Next() {
-		var v int64
+		var v, since int64
 		var body string
-		if err := rows.Scan(&v, &body); err != nil {
+		if err := rows.Scan(&v, &body, &since); err != nil {
 			rows.Close()
 			return fmt.Errorf("ledger: check rating: %w", err)
 		}
+		catalog = append(catalog, catalogEntry{version: uint64(v), since: since})
 		e, err := s.cacheTable(uint64(v), body)
 		if err != nil {
 			add("stored fare table %d does not parse: %v", v, err)
@@ -321,8 +323,13 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 			if e == nil {
 				return // reported by the query for unrated taps
 			}
+			// The day of the table in force at the tap's time (a tap
+			// committed before that rule: its own table's).
 			if got := e.table.ServiceDay(time.Unix(0, r.at)); got != cur.day {
-				add("tap %s is on service day %s, its fare table %d puts it on %s", r.id, cur.day, r.version, got)
+				inForce := tables[int64(inForce(catalog, r.at))]
+				if inForce == nil || inForce.table.ServiceDay(time.Unix(0, r.at)) != cur.day {
+					add("tap %s is on service day %s, its fare table %d puts it on %s", r.id, cur.day, r.version, got)
+				}
 			}
 			rules = e.table
 			rides = append(rides, fare.Ride{ID: r.id, Time: time.Unix(0, r.at), Profile: profileOf(r.profile), Fare: r.base, Rules: e.table})

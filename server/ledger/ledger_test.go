@@ -1774,3 +1774,47 @@ func TestPaymentLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestFareChangeOneServiceDay: a fare table that moves the service day
+// (from UTC's days to Berlin's, the change the README asks of a table that
+// named no zone) comes into force; a bus still offline charges the old
+// table, as FareGrace lets it. A rider taps it at 04:30 Berlin and, 20
+// minutes later, a bus that has the new table: a free transfer under
+// either table. The two rides happened on one service day whatever table
+// rates them, so they must be rated together — they were put on the old
+// table's day (03:30 UTC, before its 04:00 start: the day before) and the
+// new table's, and the transfer was charged a second full fare.
+func TestFareChangeOneServiceDay(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := db.open(t, nil)
+		utc := strings.Replace(tableV1, `"Europe/Berlin"`, `"UTC"`, 1)
+		berlinDays := strings.Replace(tableV1, `"version":1`, `"version":2`, 1)
+		putTableAt(t, s, utc, tablesSince)
+		change := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+		putTableAt(t, s, berlinDays, change)
+		acct := newAccount(t, s, 10000)
+
+		old := mkTap("bus-old", 1, acct, time.Date(2026, 3, 10, 4, 30, 0, 0, berlin), "") // claims v1
+		cur := mkTap("bus-new", 1, acct, time.Date(2026, 3, 10, 4, 50, 0, 0, berlin), "")
+		cur.FareVersion = 2
+		r := commit(t, s, old, cur)
+		if r[0].RatedVersion != 1 || r[1].RatedVersion != 2 {
+			t.Fatalf("rated by v%d and v%d, want v1 (the old bus's, within the grace) and v2", r[0].RatedVersion, r[1].RatedVersion)
+		}
+		if r[0].Charge != 250 || r[1].Charge != 0 {
+			t.Errorf("charged %d and %d, want 250 and 0 (a transfer 20 minutes later)", r[0].Charge, r[1].Charge)
+		}
+		if b := balance(t, s, acct); b != 10000-250 {
+			t.Errorf("balance %d, want %d", b, 10000-250)
+		}
+		rides, err := s.Rides(context.Background(), acct, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rd := range rides {
+			if rd.ServiceDay != "2026-03-10" {
+				t.Errorf("ride %s (%s) on service day %s, want 2026-03-10", rd.TapID, rd.Time.In(berlin).Format(time.TimeOnly), rd.ServiceDay)
+			}
+		}
+	})
+}

@@ -285,6 +285,16 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 		tb := mustTable(t, doc)
 		tables[tb.Version] = tb
 	}
+	// The table in force at a time: its service day is the tap's.
+	inForce := func(at time.Time) uint64 {
+		v := uint64(1)
+		for i := range propSince {
+			if !propSince[i].After(at) {
+				v = uint64(i + 1)
+			}
+		}
+		return v
+	}
 	choose := func(claimed uint64, at time.Time) uint64 {
 		for i, doc := range propTables {
 			if mustTable(t, doc).Version != claimed {
@@ -298,13 +308,7 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 				return claimed
 			}
 		}
-		v := uint64(1)
-		for i := range propSince {
-			if !propSince[i].After(at) {
-				v = uint64(i + 1)
-			}
-		}
-		return v
+		return inForce(at)
 	}
 	known := map[uint64]bool{}
 	for _, id := range pl.ids {
@@ -362,14 +366,15 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 			t.Errorf("tap %s (%s, claimed %d) rated by %d, want %d", tp.ID, tp.Time.UTC().Format(time.RFC3339Nano), tp.FareVersion, st.Rated, v)
 		}
 		tbl := tables[v]
-		if day := tbl.ServiceDay(tp.Time); day != st.Day {
-			t.Errorf("tap %s on day %s, table %d says %s", tp.ID, st.Day, v, day)
+		day := tables[inForce(tp.Time)].ServiceDay(tp.Time)
+		if day != st.Day {
+			t.Errorf("tap %s on day %s, table %d (in force) says %s", tp.ID, st.Day, inForce(tp.Time), day)
 		}
 		base, err := tbl.Fare(tp.Route, tp.Profile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := dk{tp.Account, tbl.ServiceDay(tp.Time)}
+		k := dk{tp.Account, day}
 		days[k] = append(days[k], fare.Ride{ID: tp.ID, Time: tp.Time, Profile: tp.Profile, Fare: base, Rules: tbl})
 	}
 	var nDup, nTransfer, nCapped, nFree int

@@ -104,17 +104,26 @@ func (c *fareCatalog) choose(claimed uint64, at time.Time, grace time.Duration) 
 			return e.version, true
 		}
 	}
-	// The latest version in force at the tap's time.
-	j, _ := slices.BinarySearchFunc(c.versions, ns, func(e catalogEntry, ns int64) int {
+	return c.inForce(at), false
+}
+
+// inForce returns the version in force at time at: the latest one stored
+// before it, or the first one for a time older than every stored table.
+func (c *fareCatalog) inForce(at time.Time) uint64 {
+	return inForce(c.versions, at.UnixNano())
+}
+
+func inForce(versions []catalogEntry, ns int64) uint64 {
+	j, _ := slices.BinarySearchFunc(versions, ns, func(e catalogEntry, ns int64) int {
 		if e.since <= ns {
 			return -1
 		}
 		return 1
 	})
 	if j == 0 {
-		return c.versions[0].version, false
+		return versions[0].version
 	}
-	return c.versions[j-1].version, false
+	return versions[j-1].version
 }
 
 // table returns the parsed fare table of a stored version.

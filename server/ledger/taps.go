@@ -280,7 +280,20 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 	if err != nil {
 		return invalid("tap %s: %v", tp.ID, err)
 	}
-	w.day = tbl.ServiceDay(tp.Time)
+	// The service day is the one of the table in force at the tap's time,
+	// whichever table rates it: a bus still charging the table before (a
+	// claim within FareGrace) put its rides on that table's days, and when
+	// the new table moved the day's start or zone, a rider who changed
+	// onto an up-to-date bus had two service days at once — the transfer
+	// charged a full fare, the daily cap counted twice
+	// (TestFareChangeOneServiceDay).
+	dayTbl := tbl
+	if v := cat.inForce(tp.Time); v != version {
+		if dayTbl, err = t.table(v); err != nil {
+			return err
+		}
+	}
+	w.day = dayTbl.ServiceDay(tp.Time)
 	w.acct = t.accounts[tp.Account]
 	c, ok := creds[credKey{tp.Account, tp.Serial}]
 	if !ok && tp.Flag == "" && w.acct != nil && t.s.lostCredential(tp) {
