@@ -221,7 +221,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.keys = kd
 	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency,
-		MustExist: cfg.LedgerMustExist})
+		MustExist: cfg.LedgerMustExist, ReuseWindow: reuseWindow(cfg.Policy)})
 	if err != nil {
 		return nil, err
 	}
@@ -484,6 +484,26 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	s.log.Info("settlement server stopped")
 	return err
+}
+
+// reuseWindow is the ledger's ReuseWindow under the server's code policy:
+// the code's maximum age plus the clock skew (ledger.DefaultReuseWindow
+// with paycode's defaults). Left at the default, a server run with a
+// longer --max-age denied the pass of a rider who showed one code on two
+// buses of a transfer that both validators accepted
+// (TestReuseWindowFollowsPolicy).
+func reuseWindow(p paycode.Policy) time.Duration {
+	maxAge, skew := p.MaxAge.Truncate(time.Second), p.Skew.Truncate(time.Second)
+	if p.MaxAge <= 0 {
+		maxAge = paycode.DefaultMaxAge
+	}
+	switch {
+	case p.Skew == 0:
+		skew = paycode.DefaultSkew
+	case p.Skew < 0:
+		skew = 0
+	}
+	return maxAge + skew
 }
 
 func (s *Server) close() {
