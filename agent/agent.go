@@ -125,8 +125,11 @@ type Agent struct {
 
 	clock    atomic.Pointer[clockRef] // the last clock measurement
 	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
-	hold     atomic.Pointer[hold]     // out of service by Hold
-	assign   atomic.Pointer[Assignment]
+	// sinceBoot reads the time elapsed, suspends included (bootClock; a
+	// test's to move).
+	sinceBoot func() time.Duration
+	hold      atomic.Pointer[hold] // out of service by Hold
+	assign    atomic.Pointer[Assignment]
 
 	taps    *metrics.CounterVec
 	latency *metrics.Histogram
@@ -192,7 +195,7 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
-		verifier: paycode.NewVerifier(cfg.CacheSize),
+		verifier: paycode.NewVerifier(cfg.CacheSize), sinceBoot: bootClock,
 	}
 	// No deny-list entry dropped by the clock at the start: it is not
 	// measured yet (see expiryClock).

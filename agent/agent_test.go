@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -811,6 +812,27 @@ func TestClockOffset(t *testing.T) {
 	h.a.ClockMeasured(25*time.Second, time.Second)
 	if out := h.tap(h.issuer.Rider(t, 4245, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
 		t.Errorf("25 s off: %+v", out)
+	}
+}
+
+// TestClockOffsetThroughSuspend: a board suspended while the bus is parked
+// (its ignition off) comes back with its wall clock right, the time asleep
+// on the kernel's boot clock and not on Go's monotonic one. The offset
+// measured before is still the offset: it went out of service, ahead by
+// the suspend's length, and with no tap to send had no ack to learn
+// better. A jump of the wall clock alone is still one (TestClockOffset).
+func TestClockOffsetThroughSuspend(t *testing.T) {
+	h := newHarness(t, nil)
+	var asleep atomic.Int64
+	h.a.sinceBoot = func() time.Duration { return bootClock() + time.Duration(asleep.Load()) }
+	h.a.ClockMeasured(0, 10*time.Millisecond)
+	asleep.Add(int64(3 * time.Hour)) // suspended for three hours
+	h.clock.Add(3 * time.Hour)
+	if off, _, _ := h.a.ClockOffset(); off.Abs() > time.Second {
+		t.Errorf("offset after a suspend of 3 h = %v, want about 0", off)
+	}
+	if out := h.tap(h.issuer.Rider(t, 4246, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("after the suspend: %+v, want accepted", out)
 	}
 }
 

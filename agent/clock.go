@@ -16,12 +16,18 @@ const DefaultMaxClockOffset = 30 * time.Second
 
 // clockRef is a measured offset of the device clock from the server's,
 // with both clocks read when it was taken: the offset now is the measured
-// one plus however far the wall clock has moved beyond the monotonic clock
+// one plus however far the wall clock has moved beyond the time elapsed
 // since (a jump or a correction of the system clock).
+//
+// The time elapsed is the kernel's boot clock (CLOCK_BOOTTIME), which
+// counts a suspend, not Go's monotonic clock (CLOCK_MONOTONIC), which
+// stops during one: a board suspended while the bus was parked came back
+// with its wall clock right and the offset ahead by the suspend's length,
+// out of service (TestClockOffsetThroughSuspend).
 type clockRef struct {
 	offset, uncertainty time.Duration
-	wall                time.Time // Config.Now at the sample
-	mono                time.Time // time.Now at the sample (monotonic reading)
+	wall                time.Time     // Config.Now at the sample
+	boot                time.Duration // Agent.sinceBoot at the sample
 }
 
 // ClockMeasured records a measurement of the device clock against the
@@ -31,7 +37,7 @@ type clockRef struct {
 // the system clock (against the monotonic clock), and is out of service
 // (clock_offset) while it is beyond Config.MaxClockOffset.
 func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
-	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.now(), mono: time.Now()})
+	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.now(), boot: a.sinceBoot()})
 	a.checkClock()
 }
 
@@ -42,9 +48,14 @@ func (a *Agent) ClockOffset() (offset, uncertainty time.Duration, ok bool) {
 	if r == nil {
 		return 0, 0, false
 	}
-	drift := a.now().Sub(r.wall) - time.Since(r.mono)
+	drift := a.now().Sub(r.wall) - (a.sinceBoot() - r.boot)
 	return r.offset + drift, r.uncertainty, true
 }
+
+// ClockBeyond reports whether the device clock was last seen further from
+// the server's than Config.MaxClockOffset (out of service, clock_offset):
+// whoever can measure it again should.
+func (a *Agent) ClockBeyond() bool { return a.clockOff.Load() }
 
 // clockBeyond reports whether the device clock is known to be further
 // from the server's than MaxClockOffset, with the offset.
