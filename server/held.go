@@ -50,6 +50,16 @@ func (s *Server) recheckPages(ctx context.Context, read func(after ledger.HeldTa
 func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, error) {
 	var taps []ledger.Tap
 	var bad []ledger.QuarantinedRecord
+	devices := make([]string, len(held))
+	for i, h := range held {
+		devices[i] = h.DeviceID
+	}
+	// Checked against their devices' assignments as when they came in: a
+	// tap settled late is noted route_mismatch all the same.
+	assigned, err := s.ledger.DevicesAssignments(ctx, devices)
+	if err != nil {
+		return 0, err
+	}
 	for _, h := range held {
 		t := s.ingest.CheckRecord(h.DeviceID, h.Epoch, h.Seq, h.Record)
 		where, lt := sortTap(h.DeviceID, h.Epoch, &t)
@@ -61,6 +71,7 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 				Reason: string(t.Verdict), Record: h.Record})
 			continue
 		}
+		s.noteRoute(&lt, assigned[h.DeviceID])
 		lt.Held = true
 		taps = append(taps, lt)
 	}
@@ -71,7 +82,7 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if len(taps) == 0 {
 		return len(bad), nil
 	}
-	_, err := s.ledger.CommitTaps(ctx, taps)
+	_, err = s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
 		// One record the ledger refuses must not keep the page's others
 		// uncharged: tap by tap, the refused ones quarantined.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,31 @@ func TestHeldPagePoisonRecord(t *testing.T) {
 	}
 	if n, err := f.l.QuarantineCount(ctx); err != nil || n != 1 {
 		t.Errorf("%d quarantined, %v; want the refused record", n, err)
+	}
+}
+
+// TestHeldTapNotedRouteMismatch: a tap held (its issuer key unknown) and
+// settled once the key is known is checked against its device's route
+// assignment as a tap that comes in is: on route 42 while its bus was
+// assigned route 1, it is noted route_mismatch (it was settled without
+// the note: the audit lost the taps a stolen validator made on the wrong
+// route while the server lacked a rotated key).
+func TestHeldTapNotedRouteMismatch(t *testing.T) {
+	ctx := context.Background()
+	f := newHeldFixture(t)
+	if _, err := f.l.AssignDevice(ctx, "zz-bus", "1", "", "op"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.l.Hold(ctx, []ledger.HeldTap{f.held("zz-bus", 1, f.rider, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Run(t, f.dir)
+	f.waitCharged()
+	rows, err := f.l.DeviceTaps(ctx, "zz-bus", 10)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("device taps %+v, %v; want 1", rows, err)
+	}
+	if !slices.Contains(rows[0].Notes, ledger.NoteRouteMismatch) {
+		t.Errorf("held tap on route 42 (its bus assigned route 1) settled with notes %v, want route_mismatch", rows[0].Notes)
 	}
 }

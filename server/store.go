@@ -89,6 +89,17 @@ func sortTap(device, epoch string, t *ingest.Tap) (tapPlace, ledger.Tap) {
 	return toLedger, lt
 }
 
+// noteRoute notes a tap route_mismatch when its route is not the one its
+// device was assigned at its time (assigned: the device's history, its
+// clock offset taking the tap's device time to the server's).
+func (s *Server) noteRoute(lt *ledger.Tap, assigned ledger.AssignmentHistory) {
+	if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {
+		lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
+		s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", lt.ID,
+			"route", lt.Route, "assigned", a.Route, "assignment", a.Version, "clock_offset", assigned.ClockOffset.String())
+	}
+}
+
 // classify sorts a batch's taps: unreadable records to quarantine, taps
 // whose issuer key the server lacks to hold, the rest to the ledger
 // (flagged when their code is invalid in itself, noted when their route is
@@ -113,11 +124,7 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 			held = append(held, ledger.HeldTap{DeviceID: b.DeviceID, Epoch: b.Epoch, Seq: t.Seq, Reason: string(t.Verdict),
 				Record: t.Record})
 		default:
-			if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {
-				lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
-				s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", t.ID,
-					"route", lt.Route, "assigned", a.Route, "assignment", a.Version, "clock_offset", assigned.ClockOffset.String())
-			}
+			s.noteRoute(&lt, assigned)
 			if err := lt.Validate(); err != nil {
 				// What the ledger would refuse (a claim out of its
 				// columns' range), kept aside here: counted against the
