@@ -1818,3 +1818,49 @@ func TestFareChangeOneServiceDay(t *testing.T) {
 		}
 	})
 }
+
+// TestFareChangeServiceDayByCommitTime: the service day of a tap is the
+// one of the table in force at its time, and the ledger reads that from
+// the tables it holds when the tap comes in. A tap dated a few seconds
+// after a fare table is published (the validator's clock 15 s ahead of
+// the server's, within what validators accept) but committed just before
+// it was put on the old table's day, while the same tap committed just
+// after was put on the new table's: two riders with the same two rides,
+// 20 minutes apart, paid 250 + 250 and 250 + 0. Ledger results must not
+// depend on when a tap arrives (the property test's order independence):
+// the table comes into force just after the stored tap (inForceFrom).
+func TestFareChangeServiceDayByCommitTime(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := db.open(t, nil)
+		utc := strings.Replace(tableV1, `"Europe/Berlin"`, `"UTC"`, 1)
+		berlinDays := strings.Replace(tableV1, `"version":1`, `"version":2`, 1)
+		putTableAt(t, s, utc, tablesSince)
+		early, late := newAccount(t, s, 10000), newAccount(t, s, 10000)
+
+		publish := time.Date(2026, 3, 10, 3, 29, 45, 0, time.UTC)
+		tapAt := publish.Add(15 * time.Second) // 04:30 Berlin: v1's 2026-03-09, v2's 2026-03-10
+		now := s.now
+		defer func() { s.now = now }()
+		// The early rider's first tap comes in 15 s before the table is
+		// published (its validator's clock 15 s ahead), the late rider's
+		// a minute after; both claim v1.
+		s.now = func() time.Time { return publish.Add(-15 * time.Second) }
+		commit(t, s, mkTap("bus-old", 1, early, tapAt, ""))
+		putTableAt(t, s, berlinDays, publish)
+		s.now = func() time.Time { return publish.Add(time.Minute) }
+		commit(t, s, mkTap("bus-old", 2, late, tapAt, ""))
+		// 20 minutes later, on an up-to-date bus: a transfer.
+		s.now = func() time.Time { return tapAt.Add(21 * time.Minute) }
+		for i, acct := range []uint64{early, late} {
+			tp := mkTap("bus-new", uint64(i+1), acct, tapAt.Add(20*time.Minute), "")
+			tp.FareVersion = 2
+			commit(t, s, tp)
+		}
+		if be, bl := balance(t, s, early), balance(t, s, late); be != bl {
+			t.Errorf("the same two rides cost %d and %d, by when the first came in; want the same", 10000-be, 10000-bl)
+		}
+		if err := s.CheckInvariants(context.Background()); err != nil {
+			t.Errorf("CheckInvariants: %v", err)
+		}
+	})
+}
