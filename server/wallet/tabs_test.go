@@ -153,3 +153,72 @@ func TestWalletSignOutInAnotherTab(t *testing.T) {
 			wallettest.Eval[string](t, b2, `document.getElementById("pass-state").textContent`))
 	}
 }
+
+// TestWalletSecretChangeNotUndoneByFollowing: the tab that changes the
+// secret sets it in memory when the server answers, then writes it to the
+// storage. A followStorage of the same tab (its poll, a return to the
+// tab: visibilitychange) that read the storage just before that write
+// took the old secret it read for one written by another tab, and put it
+// back in memory: the screen "write your new secret down" showed the old,
+// dead secret, while the storage held the new one. A rider who wrote it
+// down had a secret that signs in nowhere. The storage read is held
+// (another connection's transaction on "kv") from the server's answer
+// until the tab writes the new secret, so the read is the one just
+// before the write, every run.
+func TestWalletSecretChangeNotUndoneByFollowing(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-follow-own"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1", `document.getElementById("pass-state").textContent.startsWith("Pass 1 ")`)
+	wallettest.Eval[bool](t, b, `(() => {
+		let release = null;
+		const hold = () => new Promise((ok) => {
+			const r = indexedDB.open("farego-wallet");
+			r.onsuccess = () => {
+				const db = r.result;
+				const tx = db.transaction("kv", "readwrite");
+				const st = tx.objectStore("kv");
+				let held = true;
+				release = () => { held = false; };
+				const spin = () => { st.get("secretKept").onsuccess = () => { if (held) spin(); }; };
+				spin();
+				tx.oncomplete = () => db.close();
+				ok();
+			};
+		});
+		const put = IDBObjectStore.prototype.put;
+		IDBObjectStore.prototype.put = function (v, k) {
+			if (release && this.name === "kv" && k === "account") { const f = release; release = null; f(); }
+			return put.apply(this, arguments);
+		};
+		const realFetch = window.fetch;
+		window.fetch = async function (input, init) {
+			const resp = await realFetch.apply(this, arguments);
+			if (init && init.method === "POST" && String(input).endsWith("/secret")) {
+				await hold();
+				document.dispatchEvent(new Event("visibilitychange")); // the tab followStorage()s
+			}
+			return resp;
+		};
+		return true;
+	})()`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret"), chromedp.NodeVisible))
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("change-secret-yes"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the new secret", `!document.getElementById("secret").hidden`)
+	shown := wallettest.Eval[string](t, b, `document.getElementById("secret-value").textContent`)
+	type stored struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	}
+	s := wallettest.Eval[*stored](t, b, `(async () => await `+storedAccount+`)()`)
+	if s == nil || s.Secret == acct.Secret {
+		t.Fatalf("the storage holds %+v after the change, want the new secret", s)
+	}
+	if shown != s.Secret {
+		t.Errorf("the wallet asks the rider to write down %q (the old secret: %v), the account's new secret is %q", shown, shown == acct.Secret, s.Secret)
+	}
+}

@@ -617,6 +617,7 @@ async function secretChanged(secret) {
 // the one shown here. It reports whether this tab goes on with its account.
 async function followStorage() {
   if (!account) return false;
+  const mine = account;
   let stored;
   try {
     stored = (await store.get("account")) ?? null;
@@ -624,6 +625,11 @@ async function followStorage() {
     return true; // storage out of reach: the tab goes on with what it has
   }
   if (!account) return false;
+  // This tab replaced its account meanwhile (changeSecret sets the new
+  // secret, then writes it): what was read may be from before its own
+  // write, not another tab's doing. Taken up, it put the old, dead secret
+  // back (TestWalletSecretChangeNotUndoneByFollowing).
+  if (account !== mine) return true;
   if (stored && stored.id === account.id) {
     if (stored.secret !== account.secret) {
       account = stored;
