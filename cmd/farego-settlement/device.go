@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/ledger"
@@ -42,6 +43,12 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer st.Close()
 	id := fs.Arg(0)
+	// Again (after a restore the README says to revoke again): said so,
+	// not audited twice, as token revoke.
+	if d, err := st.Device(ctx, id); err == nil && !d.Revoked.IsZero() {
+		fmt.Fprintf(stdout, "device %s was revoked already (%s): nothing changed\n", id, d.Revoked.UTC().Format(time.RFC3339))
+		return nil
+	}
 	if err := st.RevokeDevice(ctx, id); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"net"
 	"net/url"
 	"os"
@@ -526,5 +527,50 @@ func TestInitHidesTheDatabasePassword(t *testing.T) {
 	}
 	if strings.Contains(out+e, "Sekr3tPw") || !strings.Contains(out, "ledger:") {
 		t.Errorf("init shows the database password:\n%s%s", out, e)
+	}
+}
+
+// TestDeviceRevokeAgain: revoking a device revoked already (the restore
+// procedure says to revoke again those revoked since the backup) says so
+// and is not audited a second time, as token revoke (it said "revoked"
+// again and wrote a second entry).
+func TestDeviceRevokeAgain(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	st, err := ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(nil)
+	if err := st.RegisterDevice(ctx, ledger.DeviceRegistration{ID: "bus-1", PublicKey: pub, MQTTHash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 0 || !strings.Contains(out, "device bus-1 revoked") {
+		t.Fatalf("revoke: %d %q %q", c, out, e)
+	}
+	if c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 0 || !strings.Contains(out, "was revoked already") {
+		t.Errorf("revoke again: %d %q %q", c, out, e)
+	}
+	st, err = ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	entries, err := st.AuditLog(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Action == "revoke_device" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d revoke_device audit entries, want 1", n)
 	}
 }

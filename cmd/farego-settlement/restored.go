@@ -95,7 +95,7 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	if len(live) > 0 {
-		fmt.Fprintf(stdout, "API tokens in force in the restored ledger (one revoked since the backup works again):\n%s\n", strings.Join(live, "\n"))
+		fmt.Fprintf(stdout, "API tokens in force in the restored ledger (a token revoked since the backup is in force again: revoke it again):\n%s\n", strings.Join(live, "\n"))
 	}
 	fmt.Fprintf(stdout, `ledger marked as restored: the next account id is %d, the next payment id %d
 next: revoke again the validators revoked since the backup (farego-settlement device revoke) and the

@@ -508,7 +508,7 @@ func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(),
 		if errors.Is(err, syscall.EADDRINUSE) {
 			// The likeliest cause on a bus is this validator already
 			// running (a second start of the same configuration).
-			hint = " (is this validator already running? farego-validator status; or give this one another metrics.listen)"
+			hint = " (is this validator already running? farego-validator ctl status; or give this one another metrics.listen)"
 		}
 		return nil, fmt.Errorf("%w: metrics.listen: %w%s", errConfig, err, hint)
 	}

@@ -166,7 +166,7 @@ func (s *selftest) checkClock(ctx context.Context) {
 	var from string
 	switch {
 	case s.running != nil && s.running.ClockOffsetMS != nil:
-		off, from = time.Duration(*s.running.ClockOffsetMS)*time.Millisecond, "measured by the running validator from the server's acks"
+		off, from = time.Duration(*s.running.ClockOffsetMS)*time.Millisecond, "measured by the running validator: from the server's acks, or the Date of selftest.time_url until an ack came"
 	case s.cfg.Selftest.TimeURL != "":
 		o, _, err := httpClockSample(ctx, s.cfg.Selftest.TimeURL, time.Now)
 		if err != nil {
