@@ -98,8 +98,16 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 		if dm.d != nil {
 			dm.d.Close()
 		}
-		if *keep || !ok {
+		interrupted := ctx.Err() != nil && !ok
+		if *keep || (!ok && !interrupted) {
 			fmt.Fprintf(out, "\nThe demo's files are in %s (server.log, devices/*/validator.log).\n", dir)
+			return
+		}
+		if interrupted {
+			// Ctrl-C: cleaned up as a finished run is (the files hold
+			// the demo fleet's private keys), and said so.
+			os.RemoveAll(dir)
+			fmt.Fprintf(out, "\nInterrupted: cleaned up %s (run with --keep to keep the files).\n", dir)
 			return
 		}
 		os.RemoveAll(dir)
@@ -107,6 +115,9 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	}()
 	fmt.Fprintf(out, "farego demo: offline QR fare payment, end to end, on this machine.\nWorking in %s\n", dir)
 	if err := dm.script(ctx); err != nil {
+		if ctx.Err() != nil {
+			return cli.ErrInterrupted
+		}
 		return err
 	}
 	ok = true

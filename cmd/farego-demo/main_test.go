@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
 )
 
@@ -45,5 +48,21 @@ func TestDemo(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "\033[") {
 		t.Error("escape sequences in the output to a buffer (not a terminal)")
+	}
+
+	// Ctrl-C (here before the first step): interrupted, exit 130, and the
+	// files (the demo fleet's private keys among them) removed as after a
+	// finished run; it left them and said "context canceled".
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	out.Reset()
+	err := run(stopped, []string{"--bin", bin}, &out, &errb)
+	if !errors.Is(err, cli.ErrInterrupted) || !strings.Contains(out.String(), "Interrupted: cleaned up") {
+		t.Errorf("interrupted demo: %v\n%s", err, out.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "farego-demo-*")); len(left) != 0 {
+		t.Errorf("the interrupted demo left %v", left)
 	}
 }
