@@ -193,7 +193,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	}
 	if got := hex.EncodeToString(fleetKey); fleet.Key != got {
 		return fmt.Errorf("the fleet key in %s (%.16s…) is not the server's (%.16s…): a validator with it would refuse every downlink and ack; "+
-			"use the fleet directory the server was initialised with (farego-settlement init --fleet-key FLEET/fleet.key)",
+			"use the fleet directory the server was initialised with (its init --fleet-key FLEET/fleet.key; without --fleet-key, the server's DATA/keys, where farego-provision init-fleet --dir DATA/keys makes the CA)",
 			filepath.Join(o.fleet, fleetPubFile), got, fleet.Key)
 	}
 	// Fetch what the device needs before changing anything on the server.

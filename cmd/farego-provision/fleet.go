@@ -133,7 +133,7 @@ func writeECKey(path string, k *ecdsa.PrivateKey) error {
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fleet CA: %w (run init-fleet first)", err)
+		return nil, nil, nil, fmt.Errorf("fleet CA: %w (run farego-provision init-fleet --dir %s first; a server initialised without --fleet-key keeps its fleet key in DATA/keys: give that directory)", err, dir)
 	}
 	b, _ := pem.Decode(certPEM)
 	if b == nil {

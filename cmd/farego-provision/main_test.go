@@ -198,8 +198,14 @@ func TestProvisionDevice(t *testing.T) {
 	}
 	otherArgs := []string{"device", "--fleet", other, "--id", "bus-10-front", "--route", "42", "--server", srv.URL,
 		"--operator-token", tok, "--out", out}
-	if c, _, e := provision(t, otherArgs...); c != 1 || !strings.Contains(e, "not the server's") {
+	if c, _, e := provision(t, otherArgs...); c != 1 || !strings.Contains(e, "not the server's") || !strings.Contains(e, "init-fleet --dir DATA/keys") {
 		t.Errorf("device with another fleet's directory: %d %q", c, e)
+	}
+	// A fleet directory without the CA: the error says how to make it.
+	noCA := []string{"device", "--fleet", filepath.Join(dir, "no-fleet"), "--id", "bus-10-front", "--route", "42", "--server", srv.URL,
+		"--operator-token", tok, "--out", out}
+	if c, _, e := provision(t, noCA...); c != 1 || !strings.Contains(e, "farego-provision init-fleet --dir "+filepath.Join(dir, "no-fleet")) {
+		t.Errorf("device with no fleet CA: %d %q", c, e)
 	}
 	if _, err := os.Stat(filepath.Join(out, "bus-10-front")); err == nil {
 		t.Error("a refused provisioning left a bundle behind")
