@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"sync"
 	"testing"
 	"time"
@@ -47,5 +48,36 @@ func TestReplayOneDeviceNotHeardSinceStart(t *testing.T) {
 	defer mu.Unlock()
 	if len(asked) != 0 {
 		t.Errorf("replay requests sent on a status from before the start: %v; want none", asked)
+	}
+}
+
+// TestRotationAboveTheFleetsKeyring: after a restore of both the ledger
+// and the key directory, validators hold keyring version 4 from rotations
+// made after the backup, the server version 1. A rotation (the README's
+// restore step 4) made version 2, which every validator took for older
+// than its own and refused: credentials of its new key were refused on
+// every bus. It is made above the fleet's version now; a version further
+// ahead than any lost rotations (a false report) is not followed.
+func TestRotationAboveTheFleetsKeyring(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	report := func(id string, keyring uint64) {
+		t.Helper()
+		pub, _, _ := ed25519.GenerateKey(nil)
+		if err := f.store.RegisterDevice(ctx, ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.UpdateDeviceStatus(ctx, id, ledger.DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"keyring": keyring}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("bus-1", 4)
+	if kr := f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"0s"}`, 200); kr["version"].(float64) != 5 {
+		t.Errorf("rotated keyring version %v with the fleet at 4, want 5", kr["version"])
+	}
+	report("bus-evil", 1<<40)
+	if kr := f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"0s"}`, 200); kr["version"].(float64) != 6 {
+		t.Errorf("rotated keyring version %v with a false report far ahead, want 6", kr["version"])
 	}
 }

@@ -308,7 +308,7 @@ func (d *Dir) KeyEnd(id uint32) time.Time {
 // keyring (version + 1) atomically and returns it. A server with other
 // instances rotates with [Dir.RotateShared].
 func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyring, error) {
-	kr, err := d.next(now, validity, keep, 0)
+	kr, err := d.next(now, validity, keep, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -320,8 +320,9 @@ func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyr
 
 // next is the keyring a rotation at now makes of the current one: the new
 // key signs from now + activateIn (the keyring reaches the fleet first),
-// the older keys sign until then and stay valid keep after it.
-func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
+// the older keys sign until then and stay valid keep after it. Its version
+// is the current one's next, or above fleet.
+func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration, fleet uint64) (*paycode.Keyring, error) {
 	if validity <= 0 {
 		validity = DefaultKeyValidity
 	}
@@ -345,8 +346,17 @@ func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration) (*pa
 		return nil, err
 	}
 	keys = append(keys, paycode.Key{ID: next, Public: priv.Public().(ed25519.PublicKey), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(validity)})
-	return paycode.NewKeyring(cur.Version()+1, keys)
+	if fleet > cur.Version()+MaxFleetKeyringAhead {
+		fleet = 0 // a false report (a validator's, revoke it), not lost rotations
+	}
+	return paycode.NewKeyring(max(cur.Version(), fleet)+1, keys)
 }
+
+// MaxFleetKeyringAhead bounds how far above the current keyring a
+// validator's reported keyring version lifts a rotation's
+// (RotateSharedAbove): lost rotations are a few; a version further ahead
+// is a false report and is not followed.
+const MaxFleetKeyringAhead = 1000
 
 // adopt makes kr the directory's keyring, written to keyring.json, unless
 // the current one is newer or the same; it reports whether it did. Every
@@ -591,6 +601,17 @@ func (d *Dir) store(ctx context.Context, sh Shared, kr *paycode.Keyring) (bool, 
 // ErrRotationRace and changes nothing), then writes it to the directory.
 // The other instances take it at their next Sync.
 func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
+	return d.RotateSharedAbove(ctx, sh, now, validity, keep, activateIn, 0)
+}
+
+// RotateSharedAbove is RotateShared with the new keyring's version above
+// fleet too: the highest keyring version validators report applied. After
+// a restore of both the ledger and the key directory, the fleet may hold a
+// keyring of a rotation made after the backup; the next one under the
+// same version would be taken for it (or refused as older) and never
+// reach the buses, and credentials of its new key would be refused on
+// every one.
+func (d *Dir) RotateSharedAbove(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration, fleet uint64) (*paycode.Keyring, error) {
 	res, err := d.Sync(ctx, sh)
 	if err != nil {
 		return nil, err
@@ -601,7 +622,7 @@ func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validi
 		// stored at once.
 		return nil, fmt.Errorf("%w (the keyring is at version %d): look at it before rotating again", ErrRotationRace, d.Keyring().Version())
 	}
-	kr, err := d.next(now, validity, keep, activateIn)
+	kr, err := d.next(now, validity, keep, activateIn, fleet)
 	if err != nil {
 		return nil, err
 	}

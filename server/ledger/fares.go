@@ -139,28 +139,9 @@ func (s *Store) PutFareTable(ctx context.Context, table *fare.Table) error {
 // lost table, would be rated by this one. Only a restore (or a device's
 // false report: revoke it) makes a device ahead of the ledger.
 func (t *txn) checkFleetFareVersion(v uint64, latest int64) error {
-	rows, err := t.query(`SELECT id, versions FROM devices WHERE revoked_ns = 0 AND versions LIKE '%"fares"%' ORDER BY id`)
+	top, device, err := fleetVersion(t.ctx, t.tx, record.DocFares)
 	if err != nil {
-		return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
-	}
-	defer rows.Close()
-	var top uint64
-	var device string
-	for rows.Next() {
-		var id, doc string
-		if err := rows.Scan(&id, &doc); err != nil {
-			return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
-		}
-		var vs map[string]uint64
-		if json.Unmarshal([]byte(doc), &vs) != nil {
-			continue
-		}
-		if f := vs[record.DocFares]; f > top {
-			top, device = f, id
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("ledger: read the fleet's fare versions: %w", err)
+		return err
 	}
 	if top <= uint64(max(latest, 0)) || v > top {
 		return nil
@@ -310,4 +291,44 @@ func (s *Store) LatestFareTable(ctx context.Context) (*fare.Table, error) {
 		return nil, ErrNoFareTable
 	}
 	return s.FareTable(ctx, v)
+}
+
+// FleetVersion returns the highest version of a device document (kind: a
+// record.Doc*) that a validator not revoked reports applied, and that
+// validator's id (0 and "" when none reports one).
+func (s *Store) FleetVersion(ctx context.Context, kind string) (uint64, string, error) {
+	var top uint64
+	var device string
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		top, device, err = fleetVersion(ctx, tx, kind)
+		return err
+	})
+	return top, device, err
+}
+
+func fleetVersion(ctx context.Context, tx *sql.Tx, kind string) (top uint64, device string, err error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, versions FROM devices WHERE revoked_ns = 0 AND versions LIKE $1 ORDER BY id`,
+		`%"`+kind+`"%`)
+	if err != nil {
+		return 0, "", fmt.Errorf("ledger: read the fleet's %s versions: %w", kind, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, doc string
+		if err := rows.Scan(&id, &doc); err != nil {
+			return 0, "", fmt.Errorf("ledger: read the fleet's %s versions: %w", kind, err)
+		}
+		var vs map[string]uint64
+		if json.Unmarshal([]byte(doc), &vs) != nil {
+			continue
+		}
+		if f := vs[kind]; f > top {
+			top, device = f, id
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, "", fmt.Errorf("ledger: read the fleet's %s versions: %w", kind, err)
+	}
+	return top, device, nil
 }
