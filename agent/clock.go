@@ -37,7 +37,7 @@ type clockRef struct {
 // the system clock (against the monotonic clock), and is out of service
 // (clock_offset) while it is beyond Config.MaxClockOffset.
 func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
-	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.now(), boot: a.sinceBoot()})
+	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.wallNow(), boot: a.sinceBoot()})
 	a.checkClock()
 }
 
@@ -48,9 +48,15 @@ func (a *Agent) ClockOffset() (offset, uncertainty time.Duration, ok bool) {
 	if r == nil {
 		return 0, 0, false
 	}
-	drift := a.now().Sub(r.wall) - (a.sinceBoot() - r.boot)
+	drift := a.wallNow().Sub(r.wall) - (a.sinceBoot() - r.boot)
 	return r.offset + drift, r.uncertainty, true
 }
+
+// wallNow is Config.Now without its monotonic clock reading: time.Now
+// carries one, and Time.Sub of two readings that both carry one is the
+// monotonic clock's move (stopped during a suspend, blind to a step of
+// the system clock), not the wall clock's (TestClockOffsetThroughSuspendRealClock).
+func (a *Agent) wallNow() time.Time { return a.now().Round(0) }
 
 // ClockBeyond reports whether the device clock was last seen further from
 // the server's than Config.MaxClockOffset (out of service, clock_offset):
