@@ -58,11 +58,6 @@ func (a *Agent) ClockOffset() (offset, uncertainty time.Duration, ok bool) {
 // the system clock), not the wall clock's (TestClockOffsetThroughSuspendRealClock).
 func (a *Agent) wallNow() time.Time { return a.now().Round(0) }
 
-// ClockBeyond reports whether the device clock was last seen further from
-// the server's than Config.MaxClockOffset (out of service, clock_offset):
-// whoever can measure it again should.
-func (a *Agent) ClockBeyond() bool { return a.clockOff.Load() }
-
 // clockBeyond reports whether the device clock is known to be further
 // from the server's than MaxClockOffset, with the offset.
 func (a *Agent) clockBeyond() (bool, time.Duration) {

@@ -31,8 +31,7 @@ const httpClockInterval = 2 * time.Minute
 // httpClock measures the device clock against the Date of the settlement
 // server's HTTP answer (url: [selftest] time_url, its /healthz) at start,
 // and again every httpClockInterval until an ack of a tap batch has
-// measured it (ackClock), and while the clock is out of bounds after that
-// (a validator out of service has no tap to send for an ack). A validator started hours off refused every
+// measured it (ackClock). A validator started hours off refused every
 // rider's fresh code as expired and, taking no tap, never got an ack to
 // learn why; now it is out of service (clock_offset, "Out of service:
 // clock") until the clock is put right, and back in service at the next
@@ -49,10 +48,7 @@ func httpClock(ctx context.Context, url string, bound time.Duration, now func() 
 	failing, doubted := false, false
 	plain := strings.HasPrefix(strings.ToLower(url), "http://")
 	for {
-		// An ack's sample is better, but a clock out of bounds sends no
-		// tap to get one: sampled again until it is back.
-		wanted := func() bool { return !ackClock.Load() || a.ClockBeyond() }
-		if wanted() {
+		if !ackClock.Load() {
 			off, rtt, err := httpClockSample(ctx, url, now)
 			switch {
 			case err != nil && ctx.Err() == nil:
@@ -74,7 +70,7 @@ func httpClock(ctx context.Context, url string, bound time.Duration, now func() 
 					break
 				}
 				doubted = false
-				if wanted() {
+				if !ackClock.Load() { // an ack's sample is better
 					a.ClockMeasured(off, rtt/2+500*time.Millisecond)
 				}
 			}
