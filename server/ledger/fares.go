@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/record"
@@ -185,37 +184,9 @@ func (t *txn) storeFareTable(version uint64, body string, latest int64) (added b
 	if _, err := t.exec("move fare version", `UPDATE counters SET value = $1 WHERE name = 'fare_version'`, int64(version)); err != nil {
 		return false, err
 	}
-	since, err := t.inForceFrom()
-	if err != nil {
-		return false, err
-	}
 	_, err = t.exec("store fare table", `INSERT INTO fare_tables (version, body, created_ns) VALUES ($1, $2, $3)`,
-		int64(version), body, since)
+		int64(version), body, t.now)
 	return err == nil, err
-}
-
-// FareLookahead bounds how far ahead of the server's clock a stored tap's
-// time may keep a new fare table from coming into force (inForceFrom).
-const FareLookahead = 10 * time.Minute
-
-// inForceFrom is when a table stored now comes into force: now, or just
-// after the latest charged tap stored with a time ahead of now (its
-// validator's clock a little ahead, up to FareLookahead). A tap's service
-// day is the one of the table in force at its time (see decide): had the
-// new table come into force before such a tap, a tap of the same time
-// stored after it would have fallen on the new table's day, the stored one
-// on the old table's, and the same rides would have cost what their
-// arrival order said (a review of the service-day rule).
-func (t *txn) inForceFrom() (int64, error) {
-	var latest sql.NullInt64
-	if err := t.queryRow(`SELECT MAX(at_ns) FROM taps WHERE committed_ns >= $1 AND at_ns > $2 AND at_ns <= $3 AND flag = ''`,
-		t.now-int64(FareLookahead), t.now, t.now+int64(FareLookahead)).Scan(&latest); err != nil {
-		return 0, fmt.Errorf("ledger: read taps ahead of the clock: %w", err)
-	}
-	if latest.Valid {
-		return latest.Int64 + 1, nil
-	}
-	return t.now, nil
 }
 
 // fareBody checks a fare table as publishing it does (CheckFareTable) and
