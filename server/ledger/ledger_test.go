@@ -1818,3 +1818,47 @@ func TestFareChangeOneServiceDay(t *testing.T) {
 		}
 	})
 }
+
+// TestFareChangeServiceDayOtherRidersTap: a fare table's start, which
+// decides the service day of the taps at its time, must not depend on
+// other riders' taps. It did for a while (a review of the late change): a
+// table came into force just after the latest charged tap stored with a
+// later time, so one rider's rides (a tap dated 15 s after the
+// publication, a change onto an up-to-date bus 20 minutes later) cost
+// 250 + 250 when another rider's tap of that time had come in before the
+// publication, and 250 + 0 when it came in a minute after.
+func TestFareChangeServiceDayOtherRidersTap(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		utc := strings.Replace(tableV1, `"Europe/Berlin"`, `"UTC"`, 1)
+		berlinDays := strings.Replace(tableV1, `"version":1`, `"version":2`, 1)
+		publish := time.Date(2026, 3, 10, 3, 29, 45, 0, time.UTC)
+		tapAt := publish.Add(15 * time.Second) // 04:30 Berlin: v1's 2026-03-09, v2's 2026-03-10
+		run := func(otherFirst bool) int64 {
+			s := newDB(t, db.backend).open(t, nil)
+			putTableAt(t, s, utc, tablesSince)
+			other, rider := newAccount(t, s, 10000), newAccount(t, s, 10000)
+			otherTap := mkTap("bus-other", 1, other, tapAt, "")
+			if otherFirst { // its validator's clock 15 s ahead, online
+				s.now = func() time.Time { return publish.Add(-15 * time.Second) }
+				commit(t, s, otherTap)
+			}
+			putTableAt(t, s, berlinDays, publish)
+			s.now = func() time.Time { return publish.Add(time.Minute) }
+			if !otherFirst { // the same tap, a minute late
+				commit(t, s, otherTap)
+			}
+			commit(t, s, mkTap("bus-old", 1, rider, tapAt, ""))
+			s.now = func() time.Time { return tapAt.Add(21 * time.Minute) }
+			tp := mkTap("bus-new", 1, rider, tapAt.Add(20*time.Minute), "")
+			tp.FareVersion = 2
+			commit(t, s, tp)
+			if err := s.CheckInvariants(context.Background()); err != nil {
+				t.Errorf("CheckInvariants: %v", err)
+			}
+			return 10000 - balance(t, s, rider)
+		}
+		if first, late := run(true), run(false); first != late {
+			t.Errorf("the same two rides cost %d when another rider's tap came in before the publication, %d when it came in after; want the same", first, late)
+		}
+	})
+}
