@@ -67,6 +67,7 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("%w (the ledger's key set is %s, %s's is %s): the backup is of another deployment, or the key directory is; "+
 			"the ledger is unchanged", ledger.ErrOtherKeys, have, *keysDir, kd.Fingerprint())
 	}
+	before, again := st.RestoredAt()
 	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
 	if lf := (*ledger.LostFareTableError)(nil); errors.As(err, &lf) {
 		return fmt.Errorf("%s: %w (the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again)",
@@ -74,6 +75,12 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if err != nil {
 		return err
+	}
+	if again {
+		// Run twice by mistake, or a second restore: harmless, but each
+		// moves the id counters on again; said, not done in silence.
+		fmt.Fprintf(stdout, "this ledger was marked restored already, at %s: marked again (the id counters moved on by the margin once more)\n",
+			before.UTC().Format(time.RFC3339))
 	}
 	for i, t := range lost {
 		fmt.Fprintf(stdout, "fare table version %d (%s) is in the ledger\n", t.Version, lostFiles[i])

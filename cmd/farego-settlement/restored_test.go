@@ -52,6 +52,14 @@ func TestRestoredNamesTheTokensInForce(t *testing.T) {
 	if !strings.Contains(out, id[1]) || !strings.Contains(out, "farego-settlement token revoke") {
 		t.Errorf("restored: %q; want the token in force (%s) named, and to revoke again those revoked since", out, id[1])
 	}
+	if strings.Contains(out, "marked restored already") {
+		t.Errorf("restored on a ledger never restored: %q", out)
+	}
+	// Run again by mistake: said (it moved the id counters on once more
+	// in silence).
+	if c, out, e := settle(t, ctx, "restored", "--data", data); c != 0 || !strings.Contains(out, "marked restored already") {
+		t.Errorf("restored again: %d %q %q", c, out, e)
+	}
 }
 
 // copyLedger copies from/ledger.db* to to/ (removing to's first).

@@ -48,6 +48,16 @@ func (s *Store) loadRestore(ctx context.Context) error {
 	return nil
 }
 
+// RestoredAt reports when the ledger was last marked restored (Restored),
+// as it was when this Store opened it.
+func (s *Store) RestoredAt() (time.Time, bool) {
+	w := s.restore.Load()
+	if w == nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, w.at), true
+}
+
 // lostCredential reports whether the tap's credential, unknown to the
 // ledger, is one a restore lost: issued after the restored ledger's newest
 // credential and before the restore. Its issuer signature was checked by
