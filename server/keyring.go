@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
@@ -84,11 +83,7 @@ func (s *Server) renewLoop(ctx context.Context) {
 
 func (s *Server) renew(ctx context.Context, now time.Time) {
 	activate := max(s.cfg.KeyActivation, 0) // negative: at once
-	fleet, _, err := s.ledger.FleetVersion(ctx, record.DocKeyring)
-	var kr *paycode.Keyring
-	if err == nil {
-		kr, err = s.keys.RotateSharedAbove(ctx, s.ledger, now, 0, s.cfg.CredentialTTL+time.Hour, activate, fleet)
-	}
+	kr, err := s.keys.RotateShared(ctx, s.ledger, now, 0, s.cfg.CredentialTTL+time.Hour, activate)
 	switch {
 	case errors.Is(err, keys.ErrRotationRace):
 		return // another instance renewed it

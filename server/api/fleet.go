@@ -101,11 +101,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 			activate = d
 		}
 	}
-	fleet, _, err := h.cfg.Ledger.FleetVersion(r.Context(), record.DocKeyring)
-	if err != nil {
-		return nil, 0, err
-	}
-	kr, err := h.cfg.Keys.RotateSharedAbove(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate, fleet)
+	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate)
 	if errors.Is(err, keys.ErrRotationRace) || errors.Is(err, keys.ErrForgedKeyring) {
 		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
 	}

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 	"golang.org/x/crypto/hkdf"
@@ -354,7 +355,7 @@ func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration, flee
 
 // MaxFleetKeyringAhead bounds how far above the current keyring a
 // validator's reported keyring version lifts a rotation's
-// (RotateSharedAbove): lost rotations are a few; a version further ahead
+// (RotateShared): lost rotations are a few; a version further ahead
 // is a false report and is not followed.
 const MaxFleetKeyringAhead = 1000
 
@@ -404,6 +405,9 @@ func checkDerived(root []byte, kr *paycode.Keyring) error {
 type Shared interface {
 	KeyringAtMost(ctx context.Context, most uint64) (uint64, []byte, error)
 	StoreKeyring(ctx context.Context, version uint64, keyring []byte) (bool, error)
+	// FleetVersion is the highest version of a device document (here
+	// record.DocKeyring) a validator not revoked reports applied.
+	FleetVersion(ctx context.Context, kind string) (uint64, string, error)
 }
 
 // ErrRotationRace is returned by RotateShared when another rotation (on
@@ -600,18 +604,18 @@ func (d *Dir) store(ctx context.Context, sh Shared, kr *paycode.Keyring) (bool, 
 // (the first of two rotations at once wins; the other gets
 // ErrRotationRace and changes nothing), then writes it to the directory.
 // The other instances take it at their next Sync.
+//
+// The new keyring's version is also above the highest one validators
+// report applied (Shared.FleetVersion): after a restore of both the ledger
+// and the key directory, the fleet may hold a keyring of a rotation made
+// after the backup; the next one under the same version would be taken
+// for it (or refused as older) and never reach the buses, and credentials
+// of its new key would be refused on every one.
 func (d *Dir) RotateShared(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration) (*paycode.Keyring, error) {
-	return d.RotateSharedAbove(ctx, sh, now, validity, keep, activateIn, 0)
-}
-
-// RotateSharedAbove is RotateShared with the new keyring's version above
-// fleet too: the highest keyring version validators report applied. After
-// a restore of both the ledger and the key directory, the fleet may hold a
-// keyring of a rotation made after the backup; the next one under the
-// same version would be taken for it (or refused as older) and never
-// reach the buses, and credentials of its new key would be refused on
-// every one.
-func (d *Dir) RotateSharedAbove(ctx context.Context, sh Shared, now time.Time, validity, keep, activateIn time.Duration, fleet uint64) (*paycode.Keyring, error) {
+	fleet, _, err := sh.FleetVersion(ctx, record.DocKeyring)
+	if err != nil {
+		return nil, err
+	}
 	res, err := d.Sync(ctx, sh)
 	if err != nil {
 		return nil, err
