@@ -197,9 +197,7 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		cfg: cfg, q: q, fb: fb, log: cfg.Logger, now: cfg.Now,
 		verifier: paycode.NewVerifier(cfg.CacheSize), sinceBoot: bootClock,
 	}
-	// No deny-list entry dropped by the clock at the start: it is not
-	// measured yet (see expiryClock).
-	s, err := loadState(q, a.log, time.Time{})
+	s, err := loadState(q, a.log)
 	if err != nil {
 		return nil, err
 	}

@@ -168,7 +168,10 @@ func (s *snapshot) newer(kind string, d *document) bool {
 }
 
 // loadState loads the stored documents and deny-list shards.
-func loadState(q *queue.Queue, log *slog.Logger, now time.Time) (*snapshot, error) {
+func loadState(q *queue.Queue, log *slog.Logger) (*snapshot, error) {
+	// No deny-list entry is dropped by the clock at the start: it is not
+	// measured yet (see expiryClock).
+	var now time.Time
 	s := &snapshot{versions: map[string]uint64{}, deny: &denyList{}}
 	err := q.ViewState(func(st *queue.State) error {
 		for _, kind := range record.DocKinds {
