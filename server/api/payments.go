@@ -115,18 +115,23 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	// A payment never moves the deny list: it refuses rather than go below
 	// the credit line, and a refusal moves no money (the ledger counts it
 	// against the code).
-	order, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
+	order, replayed, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
 		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: hash,
 		Amount: req.Amount, Currency: req.Currency})
 	if err != nil {
 		return nil, 0, payRefusal(err)
 	}
+	if replayed {
+		// A retry that ran beside its first try: the ledger answered it
+		// from the order the first committed. The same answer as a
+		// retry that comes later, nothing moved, nothing audited.
+		w.Header().Set("Idempotent-Replayed", "true")
+		return toPayment(order), http.StatusCreated, nil
+	}
 	h.log.Info("payment", "id", order.ID, "merchant", order.MerchantID, "account", order.Account, "amount", order.Amount)
 	if p.role != ledger.RoleMerchant {
 		// Another role's payment for a shop moves a rider's money to it
-		// like the shop's own: audited, as its refunds are. (A retry
-		// that the ledger answered from a concurrent first try is
-		// audited too: the trail says who asked, at worst twice.)
+		// like the shop's own: audited, as its refunds are.
 		h.audit(r, p, "payment", req.MerchantID+"/"+req.OrderID,
 			fmt.Sprintf("payment %d account %d amount %d %s code %s", order.ID, order.Account, order.Amount, order.Currency, order.CodeHash))
 	}

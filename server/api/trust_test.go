@@ -880,3 +880,72 @@ func TestAuditOutlivesTheRequest(t *testing.T) {
 		t.Errorf("audit trail after a hung-up request: %+v, want the payment's entry", entries)
 	}
 }
+
+// TestConcurrentPaymentRetries: a till that sends the same order several
+// times at once (a retry before the first answer) moves the money once,
+// and every answer but the one that paid says Idempotent-Replayed,
+// also those the ledger answered from the order a concurrent first try
+// committed after the handler had looked for it; the operator's payment
+// is audited once, not once per retry that ran beside it.
+func TestConcurrentPaymentRetries(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1_000)
+	body, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": "ops-race", "code": r.code(t, time.Now(), 1), "amount": 250})
+	const n = 8
+	type answer struct {
+		status   int
+		replayed string
+		id       float64
+	}
+	answers := make([]answer, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			req, _ := http.NewRequest("POST", f.srv.URL+"/v1/payments", strings.NewReader(string(body)))
+			req.Header.Set("Authorization", "Bearer "+f.token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var out map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			id, _ := out["id"].(float64)
+			answers[i] = answer{resp.StatusCode, resp.Header.Get("Idempotent-Replayed"), id}
+		})
+	}
+	close(start)
+	wg.Wait()
+	first := 0
+	for i, a := range answers {
+		if a.status != http.StatusCreated || a.id != answers[0].id {
+			t.Errorf("answer %d: %+v, want 201 with order %v", i, a, answers[0].id)
+		}
+		if a.replayed == "" {
+			first++
+		}
+	}
+	if first != 1 {
+		t.Errorf("%d answers without Idempotent-Replayed, want the one that paid: %+v", first, answers)
+	}
+	entries, err := f.store.AuditLog(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := 0
+	for _, e := range entries {
+		if e.Action == "payment" {
+			audited++
+		}
+	}
+	if audited != 1 {
+		t.Errorf("%d audit entries for one payment retried %d times at once, want 1", audited, n)
+	}
+	if a, err := f.store.Account(context.Background(), r.id); err != nil || a.Balance != 750 {
+		t.Errorf("balance %d, %v; want 750 (paid once)", a.Balance, err)
+	}
+}

@@ -1027,7 +1027,7 @@ func (f *fixture) pay(acct uint64, merchant, order string, amount int64) {
 	f.t.Helper()
 	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
 	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
-	if _, err := f.store.Pay(context.Background(), ledger.PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct,
+	if _, _, err := f.store.Pay(context.Background(), ledger.PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct,
 		Serial: 1, RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
 		Amount: amount, Currency: "EUR"}); err != nil {
 		f.t.Fatal(err)

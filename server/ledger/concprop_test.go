@@ -68,7 +68,7 @@ func (op concOp) run(ctx context.Context, s *Store, ids []uint64) error {
 	case "pay":
 		acct := ids[op.acct]
 		key := paycode.ID{Account: acct, Serial: 1, Time: uint32(day0.Unix()), Counter: op.counter}.Key()
-		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: op.ref, Account: acct, Serial: 1,
+		_, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: op.ref, Account: acct, Serial: 1,
 			RiderKey: riderKey(acct), CodeKey: key, CodeHash: "h", Amount: op.amount, Currency: "EUR"})
 		return err
 	default:
@@ -342,7 +342,7 @@ func TestPropertyConcurrentContested(t *testing.T) {
 						defer wg.Done()
 						for k := 0; k < 2; k++ {
 							call("pay "+p.req.OrderID, func() error {
-								_, err := stores[(pi+k)%2].Pay(ctx, p.req)
+								_, _, err := stores[(pi+k)%2].Pay(ctx, p.req)
 								if err == nil {
 									mu.Lock()
 									paid[string(p.req.CodeKey)] = true

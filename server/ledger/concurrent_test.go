@@ -61,22 +61,30 @@ func TestConcurrentPayments(t *testing.T) {
 		other.CodeKey = codeKey(acct, 1, at(1))
 		const n = 8
 		orders := make([]PaymentOrder, n)
+		replayed := make([]bool, n)
 		errs := make([]error, 2*n)
 		var wg sync.WaitGroup
 		for i := range n {
 			s := []*Store{s1, s2}[i%2]
-			wg.Go(func() { orders[i], errs[i] = s.Pay(ctx, req) })
+			wg.Go(func() { orders[i], replayed[i], errs[i] = s.Pay(ctx, req) })
 			wg.Go(func() {
 				r := other
 				r.OrderID = "other-" + string(rune('a'+i))
-				_, errs[n+i] = s.Pay(ctx, r)
+				_, _, errs[n+i] = s.Pay(ctx, r)
 			})
 		}
 		wg.Wait()
+		firsts := 0
 		for i := range n {
 			if errs[i] != nil || orders[i] != orders[0] {
 				t.Errorf("retry %d: %+v, %v, want %+v", i, orders[i], errs[i], orders[0])
 			}
+			if !replayed[i] {
+				firsts++
+			}
+		}
+		if firsts != 1 {
+			t.Errorf("%d of %d tries of one order said not replayed, want the one that paid", firsts, n)
 		}
 		paid := 0
 		for _, err := range errs[n:] {

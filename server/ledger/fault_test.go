@@ -35,7 +35,7 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 				return err
 			}},
 			{"pay", []string{"pay", "commit"}, func() error {
-				_, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "fault", Account: payee, Serial: 1, RiderKey: riderKey(payee),
+				_, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "fault", Account: payee, Serial: 1, RiderKey: riderKey(payee),
 					CodeKey: codeKey(payee, 1, at(0)), Amount: 100, Currency: "EUR"})
 				return err
 			}},

@@ -647,9 +647,9 @@ func TestPayments(t *testing.T) {
 		acct := newAccount(t, s, 1000)
 		req := PaymentRequest{MerchantID: "cafe", OrderID: "o-1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
 			CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: 300, Currency: "EUR"}
-		o, err := s.Pay(ctx, req)
-		if err != nil {
-			t.Fatal(err)
+		o, replayed, err := s.Pay(ctx, req)
+		if err != nil || replayed {
+			t.Fatal(err, replayed)
 		}
 		if o.ID == 0 || o.Status != StatusPaid || o.Amount != 300 || o.Account != acct || o.MerchantID != "cafe" {
 			t.Errorf("order %+v", o)
@@ -658,9 +658,9 @@ func TestPayments(t *testing.T) {
 			t.Errorf("balance %d, want 700", b)
 		}
 		// Retry: same order, no second deduction.
-		o2, err := s.Pay(ctx, req)
-		if err != nil || o2 != o {
-			t.Errorf("retry = %+v, %v, want %+v", o2, err, o)
+		o2, replayed, err := s.Pay(ctx, req)
+		if err != nil || o2 != o || !replayed {
+			t.Errorf("retry = %+v, %v, replayed %v; want %+v, replayed", o2, err, replayed, o)
 		}
 		if got, err := s.Payment(ctx, o.ID); err != nil || got != o {
 			t.Errorf("Payment = %+v, %v", got, err)
@@ -673,28 +673,28 @@ func TestPayments(t *testing.T) {
 		// Same order id, other amount.
 		bad := req
 		bad.Amount = 301
-		_, err = s.Pay(ctx, bad)
+		_, _, err = s.Pay(ctx, bad)
 		wantErr(t, err, ErrOrderConflict)
 		// Same code, new order: used.
 		again := req
 		again.OrderID = "o-2"
-		_, err = s.Pay(ctx, again)
+		_, _, err = s.Pay(ctx, again)
 		wantErr(t, err, ErrCodeUsed)
 
 		// Too much.
 		big := req
 		big.OrderID, big.CodeKey, big.Amount = "o-3", codeKey(acct, 1, at(1)), 701
-		_, err = s.Pay(ctx, big)
+		_, _, err = s.Pay(ctx, big)
 		wantErr(t, err, ErrInsufficientFunds)
 		// Unknown account.
 		ghost := req
 		ghost.OrderID, ghost.Account, ghost.CodeKey = "o-4", 4242, codeKey(4242, 1, at(1))
-		_, err = s.Pay(ctx, ghost)
+		_, _, err = s.Pay(ctx, ghost)
 		wantErr(t, err, ErrNotFound)
 		// Other currency.
 		usd := big
 		usd.Amount, usd.Currency = 1, "USD"
-		_, err = s.Pay(ctx, usd)
+		_, _, err = s.Pay(ctx, usd)
 		wantErr(t, err, ErrInvalid)
 		// Invalid requests.
 		for name, mod := range map[string]func(r *PaymentRequest){
@@ -710,7 +710,7 @@ func TestPayments(t *testing.T) {
 			r := big
 			r.Amount = 10
 			mod(&r)
-			if _, err := s.Pay(ctx, r); !errors.Is(err, ErrInvalid) {
+			if _, _, err := s.Pay(ctx, r); !errors.Is(err, ErrInvalid) {
 				t.Errorf("%s: err = %v, want ErrInvalid", name, err)
 			}
 		}
@@ -721,7 +721,7 @@ func TestPayments(t *testing.T) {
 		before := snapshot(t, s)
 		denied := big
 		denied.Amount = 10
-		_, err = s.Pay(ctx, denied)
+		_, _, err = s.Pay(ctx, denied)
 		wantErr(t, err, ErrDenied)
 		if after := snapshot(t, s); after != before {
 			t.Errorf("refused payments changed the ledger:\n%s\n%s", before, after)
@@ -729,7 +729,7 @@ func TestPayments(t *testing.T) {
 		if err := s.Undeny(ctx, acct, 1, "lost_phone"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Pay(ctx, denied); err != nil {
+		if _, _, err := s.Pay(ctx, denied); err != nil {
 			t.Errorf("after undeny: %v", err)
 		}
 	})
@@ -742,7 +742,7 @@ func TestCodeUsedOnlineAndOffline(t *testing.T) {
 		acct := newAccount(t, s, 2000)
 		// Paid online, then the same code tapped on a bus: flagged.
 		tp := mkTap("bus-1", 1, acct, at(0), "")
-		if _, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
+		if _, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
 			CodeKey: tp.CodeKey, Amount: 100, Currency: "EUR"}); err != nil {
 			t.Fatal(err)
 		}
@@ -760,7 +760,7 @@ func TestCodeUsedOnlineAndOffline(t *testing.T) {
 		tp2 := mkTap("bus-1", 2, acct, at(10), "")
 		tp2.Serial, tp2.CodeKey = 2, codeKey(acct, 2, at(10))
 		commit(t, s, tp2)
-		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "2", Account: acct, Serial: 2, RiderKey: riderKey(acct),
+		_, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "kiosk", OrderID: "2", Account: acct, Serial: 2, RiderKey: riderKey(acct),
 			CodeKey: tp2.CodeKey, Amount: 100, Currency: "EUR"})
 		wantErr(t, err, ErrCodeUsed)
 		if b := balance(t, s, acct); b != 2000-100-250 {
@@ -800,7 +800,7 @@ func TestFlags(t *testing.T) {
 			t.Errorf("flags %+v", r)
 		}
 		// The mismatched tap's code did pay (it was presented): it cannot pay again.
-		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "1", Account: dollars, Serial: 1, RiderKey: riderKey(dollars),
+		_, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "m", OrderID: "1", Account: dollars, Serial: 1, RiderKey: riderKey(dollars),
 			CodeKey: usd.CodeKey, Amount: 1, Currency: "USD"})
 		wantErr(t, err, ErrCodeUsed)
 		// A credential the ledger did not issue (another rider key, or a
@@ -1361,7 +1361,7 @@ func TestCodeReuseDeniesOtherCredentials(t *testing.T) {
 			}
 		}
 		key := codeKey(acct, 2, time.Now())
-		_, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop-1", OrderID: "o-1", Account: acct, Serial: 2, RiderKey: riderKey(acct),
+		_, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop-1", OrderID: "o-1", Account: acct, Serial: 2, RiderKey: riderKey(acct),
 			CodeKey: key, CodeHash: hex.EncodeToString(key[:6]), Amount: 100, Currency: "EUR"})
 		if !errors.Is(err, ErrDenied) {
 			t.Errorf("payment with credential 2: %v, want ErrDenied", err)
@@ -1668,7 +1668,7 @@ func TestCodeRefusalsBounded(t *testing.T) {
 			req.OrderID, req.Amount = fmt.Sprintf("probe-%d", i), try.amount
 			if try.want == nil {
 				// the balance is lowered under the shop's feet: short of funds
-				if _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: "o", Account: acct, Serial: 1,
+				if _, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: "o", Account: acct, Serial: 1,
 					RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(1)), CodeHash: "def", Amount: 5_000,
 					Currency: "EUR"}); err != nil {
 					t.Fatal(err)
@@ -1676,11 +1676,11 @@ func TestCodeRefusalsBounded(t *testing.T) {
 				before = snapshot(t, s)
 				try.want = ErrInsufficientFunds
 			}
-			_, err := s.Pay(ctx, req)
+			_, _, err := s.Pay(ctx, req)
 			wantErr(t, err, try.want)
 		}
 		req.OrderID, req.Amount = "fits", 100
-		_, err := s.Pay(ctx, req)
+		_, _, err := s.Pay(ctx, req)
 		wantErr(t, err, ErrCodeUsed)
 		if after := snapshot(t, s); after != before {
 			t.Errorf("refused payments changed the ledger:\n%s\n%s", before, after)
@@ -1697,7 +1697,7 @@ func TestCodeRefusalsBounded(t *testing.T) {
 		}
 		// Another code of the rider's pays online.
 		req.OrderID, req.CodeKey = "next-code", codeKey(acct, 1, at(120))
-		if _, err := s.Pay(ctx, req); err != nil {
+		if _, _, err := s.Pay(ctx, req); err != nil {
 			t.Errorf("a new code after a refused one: %v", err)
 		}
 		if b := balance(t, s, acct); b != 10_000-5_000-250-100 {
@@ -1708,7 +1708,7 @@ func TestCodeRefusalsBounded(t *testing.T) {
 		// MaxRefusedCodes refused codes.
 		for i := range MaxRefusedCodes + 6 {
 			req.OrderID, req.CodeKey, req.Amount = fmt.Sprintf("mint-%d", i), codeKey(acct, 1, at(200)), MaxAmount
-			_, err := s.Pay(ctx, req)
+			_, _, err := s.Pay(ctx, req)
 			wantErr(t, err, ErrOverLimit)
 		}
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM code_refusals WHERE account_id = $1`, int64(acct)).Scan(&n); err != nil || n != MaxRefusedCodes {
@@ -1740,13 +1740,13 @@ func TestPaymentLimit(t *testing.T) {
 		req := PaymentRequest{MerchantID: "rogue-shop", OrderID: "o-1", Account: acct, Serial: 1, RiderKey: riderKey(acct),
 			CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: 9_000, Currency: "EUR"}
 		before := snapshot(t, s)
-		_, err = s.Pay(ctx, req)
+		_, _, err = s.Pay(ctx, req)
 		wantErr(t, err, ErrOverLimit)
 		if after := snapshot(t, s); after != before {
 			t.Errorf("a refused payment changed the ledger:\n%s\n%s", before, after)
 		}
 		req.OrderID, req.Amount = "o-2", 500 // the same code, within the limit
-		if _, err := s.Pay(ctx, req); err != nil {
+		if _, _, err := s.Pay(ctx, req); err != nil {
 			t.Fatalf("a payment at the limit: %v", err)
 		}
 		// A tap is rated by the ledger, not bounded by the limit.
@@ -1760,7 +1760,7 @@ func TestPaymentLimit(t *testing.T) {
 			t.Fatalf("removing the limit: %+v, %v", a, err)
 		}
 		req.OrderID, req.CodeKey, req.Amount = "o-3", codeKey(acct, 1, at(2)), 9_000
-		if _, err := s.Pay(ctx, req); err != nil {
+		if _, _, err := s.Pay(ctx, req); err != nil {
 			t.Errorf("a payment with no limit: %v", err)
 		}
 		for _, bad := range []int64{-1, MaxAmount + 1} {

@@ -12,8 +12,9 @@ import (
 // Pay makes an online payment: a merchant's scanner, online, presents a
 // rider's payment code and the amount is deducted at once (posting kind
 // payment). It is idempotent on (MerchantID, OrderID): the same request
-// again returns the same order; the order id with other parameters is
-// ErrOrderConflict.
+// again returns the same order, with replayed true (also when a
+// concurrent first try committed it while this one ran); the order id
+// with other parameters is ErrOrderConflict.
 //
 // A new payment is refused, with nothing written, with ErrNotFound (no such
 // account), ErrDenied (the account or the credential is on the deny list),
@@ -32,14 +33,13 @@ import (
 // MaxCodeRefusals times is ErrCodeUsed for payments from then on, so a
 // shop's scanner shown one code cannot search the rider's limit and
 // balance by trying amount after amount.
-func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, error) {
+func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder, replayed bool, err error) {
 	if err := req.validate(); err != nil {
-		return PaymentOrder{}, invalid("payment: %v", err)
+		return PaymentOrder{}, false, invalid("payment: %v", err)
 	}
-	var order PaymentOrder
 	created := false
 	var refused error // a refusal counted against the code, committed
-	err := s.write(ctx, "pay", func(t *txn) error {
+	err = s.write(ctx, "pay", func(t *txn) error {
 		created, refused = false, nil
 		a, err := t.lockAccount(req.Account)
 		if err != nil {
@@ -146,13 +146,13 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (PaymentOrder, erro
 		err = refused
 	}
 	if err != nil {
-		return PaymentOrder{}, err
+		return PaymentOrder{}, false, err
 	}
 	if created {
 		s.log.Info("ledger: payment", logKeyPayment, order.ID, logKeyMerchant, order.MerchantID,
 			logKeyAccount, order.Account, logKeyAmount, order.Amount, logKeyCodeHash, order.CodeHash)
 	}
-	return order, nil
+	return order, !created, nil
 }
 
 // storedPayment is a payment row with the code key, for idempotency checks.

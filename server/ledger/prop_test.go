@@ -670,7 +670,7 @@ func TestPropertyRetriesAndMixed(t *testing.T) {
 						}
 						refundN++
 						order := fmt.Sprint("o-", refundN)
-						_, err := pl.s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: order, Account: acct, Serial: 1,
+						_, _, err := pl.s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: order, Account: acct, Serial: 1,
 							RiderKey: riderKey(acct), CodeKey: key, CodeHash: "h", Amount: amount, Currency: "EUR"})
 						switch {
 						case err == nil:

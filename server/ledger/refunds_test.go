@@ -13,7 +13,7 @@ import (
 // pay makes a payment of amount by a fresh code of acct.
 func pay(tb testing.TB, s *Store, merchant, order string, acct uint64, amount int64) PaymentOrder {
 	tb.Helper()
-	o, err := s.Pay(context.Background(), PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct, Serial: 1,
+	o, _, err := s.Pay(context.Background(), PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct, Serial: 1,
 		RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(0)), CodeHash: "abc", Amount: amount, Currency: "EUR"})
 	if err != nil {
 		tb.Fatalf("Pay %s/%s: %v", merchant, order, err)

@@ -798,7 +798,7 @@ func shopActivity(t *testing.T, g *gate, acct account, currency string, topUp, p
 		t.Fatal(err)
 	}
 	id := paycode.ID{Account: acct.ID, Serial: serial, Time: uint32(time.Now().Unix())}
-	if _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
+	if _, _, err := g.store.Pay(ctx, ledger.PaymentRequest{MerchantID: "Corner Café", OrderID: "o-1", Account: acct.ID,
 		Serial: serial, RiderKey: pub, CodeKey: id.Key(), CodeHash: "abc", Amount: paid, Currency: currency}); err != nil {
 		t.Fatal(err)
 	}
