@@ -68,6 +68,14 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "revoked") {
 		t.Errorf("token revoke: %d %q", c, out)
 	}
+	// A revoked till token's payments (none here: the ledger's and the
+	// API's tests list some).
+	if c, out, e := settle(t, ctx, "token", "payments", "--data", data, id); c != 0 || strings.TrimSpace(out) != "ID  MERCHANT  ORDER  ACCOUNT  AMOUNT  AT" {
+		t.Errorf("token payments: %d %q %q", c, out, e)
+	}
+	if c, _, e := settle(t, ctx, "token", "payments", "--data", data); c != 2 || !strings.Contains(e, "token's id") {
+		t.Errorf("token payments without an id: %d %q", c, e)
+	}
 	// Again: nothing changes, and it says so (it printed "revoked" again).
 	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "was revoked already") ||
 		!strings.Contains(out, "nothing changed") {

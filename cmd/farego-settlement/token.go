@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
@@ -18,11 +19,14 @@ const tokenUsage = `Usage:
   farego-settlement token create --data DIR --role ROLE [--merchant ID] [--name TEXT] [--db DSN]
   farego-settlement token list   --data DIR [--db DSN]
   farego-settlement token revoke --data DIR [--db DSN] ID
+  farego-settlement token payments --data DIR [--db DSN] [--before PAYMENT] ID
 
 Roles: operator (everything), payments (top-ups and credit lines), merchant
 (online payments for one merchant id: --merchant), auditor (reads
 everything, changes nothing). The token is printed once; the ledger keeps
 only its hash. A revoked token stops working at once on every instance.
+payments: the online payments a token made, newest first, 100 at a time
+(--before the last id shown for older ones): a leaked till token's orders.
 `
 
 // openKeysAndLedger opens the key directory and the ledger of a data
@@ -55,19 +59,23 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	data := dataFlag(fs)
 	db := dbFlag(fs)
 	var role, merchant, name *string
+	var before *uint64
+	if sub == "payments" {
+		before = fs.Uint64("before", 0, "list the payments older than this payment id")
+	}
 	if sub == "create" {
 		role = fs.String("role", "", "operator, payments, merchant or auditor (required)")
 		merchant = fs.String("merchant", "", "the merchant id a merchant token pays for (required with --role merchant)")
 		name = fs.String("name", "", "what the token is for (shown in token list)")
 	}
 	switch sub {
-	case "create", "list", "revoke":
+	case "create", "list", "revoke", "payments":
 	default:
 		fmt.Fprint(stderr, tokenUsage)
 		return cli.Usagef(stderr, "farego-settlement token", "unknown subcommand %q", sub)
 	}
-	parse := cli.Parse // only revoke takes an argument (the token's id)
-	if sub == "revoke" {
+	parse := cli.Parse // only revoke and payments take an argument (the token's id)
+	if sub == "revoke" || sub == "payments" {
 		parse = cli.ParseArgs
 	}
 	if err := parse(fs, args[1:], stdout, stderr); err != nil {
@@ -87,7 +95,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *role != ledger.RoleMerchant && *merchant != "" {
 			return cli.Usagef(stderr, fs.Name(), "--merchant goes with --role merchant only, not --role %s", *role)
 		}
-	case "revoke":
+	case "revoke", "payments":
 		if fs.NArg() != 1 {
 			return cli.Usagef(stderr, fs.Name(), "give the token's id (see token list)")
 		}
@@ -140,6 +148,23 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", id)
+	case "payments":
+		ps, err := st.PaymentsByToken(ctx, fs.Arg(0), *before, ledger.MaxPaymentsPage)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tMERCHANT\tORDER\tACCOUNT\tAMOUNT\tAT")
+		for _, p := range ps {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.MerchantID, p.OrderID, p.Account,
+				feedback.FormatAmount(p.Amount, p.Currency), p.CreatedAt.UTC().Format("2006-01-02 15:04:05"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(ps) == ledger.MaxPaymentsPage {
+			fmt.Fprintf(stderr, "older ones: --before %d\n", ps[len(ps)-1].ID)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ type PaymentResponse struct {
 	Status     string `json:"status"`
 	CodeHash   string `json:"code_hash"`
 	CreatedAt  string `json:"created_at"`
+	// TokenID is the API token that made the payment ("init" for the
+	// operator's token file; absent for payments made before it was kept).
+	TokenID string `json:"token_id,omitempty"`
 	// Refunded is what the payment's refunds give back in all; Refunds
 	// lists them (GET only).
 	Refunded int64            `json:"refunded"`
@@ -44,17 +48,19 @@ type RefundResponse struct {
 	Refunded   int64  `json:"refunded"`
 	Refundable int64  `json:"refundable"`
 	CreatedAt  string `json:"created_at"`
+	TokenID    string `json:"token_id,omitempty"` // the API token that made the refund
 }
 
 func toRefund(r ledger.PaymentRefund) RefundResponse {
 	return RefundResponse{RefundID: r.RefundID, MerchantID: r.MerchantID, OrderID: r.OrderID, PaymentID: r.PaymentID,
 		Account: r.Account, Amount: r.Amount, Currency: r.Currency, Reason: r.Reason, Refunded: r.Refunded,
-		Refundable: r.PaymentAmount - r.Refunded, CreatedAt: r.CreatedAt.UTC().Format(time.RFC3339)}
+		Refundable: r.PaymentAmount - r.Refunded, CreatedAt: r.CreatedAt.UTC().Format(time.RFC3339), TokenID: r.TokenID}
 }
 
 func toPayment(p ledger.PaymentOrder) PaymentResponse {
 	return PaymentResponse{ID: p.ID, MerchantID: p.MerchantID, OrderID: p.OrderID, Account: p.Account, Amount: p.Amount,
-		Currency: p.Currency, Status: p.Status, CodeHash: p.CodeHash, CreatedAt: p.CreatedAt.UTC().Format(time.RFC3339)}
+		Currency: p.Currency, Status: p.Status, CodeHash: p.CodeHash, CreatedAt: p.CreatedAt.UTC().Format(time.RFC3339),
+		TokenID: p.TokenID}
 }
 
 // pay makes an online payment. It is idempotent on (merchant, order): the
@@ -117,7 +123,7 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	// against the code).
 	order, replayed, err := h.cfg.Ledger.Pay(r.Context(), ledger.PaymentRequest{MerchantID: req.MerchantID, OrderID: req.OrderID,
 		Account: c.Account, Serial: c.Serial, RiderKey: c.RiderKey[:], CodeKey: c.ID().Key(), CodeHash: hash,
-		Amount: req.Amount, Currency: req.Currency})
+		Amount: req.Amount, Currency: req.Currency, TokenID: p.tokenID})
 	if err != nil {
 		return nil, 0, payRefusal(err)
 	}
@@ -193,7 +199,7 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 	// The ledger checks the ids, the amount and the reason (400 invalid),
 	// and logs the refund.
 	rf, replayed, err := h.cfg.Ledger.RefundPayment(r.Context(), ledger.RefundRequest{MerchantID: merchant, OrderID: order,
-		RefundID: req.RefundID, Amount: req.Amount, Reason: req.Reason})
+		RefundID: req.RefundID, Amount: req.Amount, Reason: req.Reason, TokenID: p.tokenID})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -221,4 +227,32 @@ func payRefusal(err error) error {
 		return errorf(http.StatusForbidden, "over_limit", "the amount is over the limit the rider set for payments by code")
 	}
 	return err
+}
+
+// tokenPayments lists the payments an API token made, newest first, 100
+// at a time (?before=ID for older ones): when a shop's till token leaks
+// and is revoked, the operator reads which orders it made, told apart
+// from the shop's other tills'. Refunds say their token in each payment's
+// GET.
+func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	var before uint64
+	if s := r.URL.Query().Get("before"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be a payment id")
+		}
+		before = v
+	}
+	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), r.PathValue("id"), before, ledger.MaxPaymentsPage)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]PaymentResponse, len(ps))
+	for i, p := range ps {
+		out[i] = toPayment(p)
+	}
+	return map[string]any{"payments": out}, http.StatusOK, nil
 }

@@ -949,3 +949,73 @@ func TestConcurrentPaymentRetries(t *testing.T) {
 		t.Errorf("balance %d, %v; want 750 (paid once)", a.Balance, err)
 	}
 }
+
+// TestTokenPayments: a shop's payments and refunds say which of its
+// tokens made them, and the operator (or an auditor) lists a token's
+// payments: a till whose token leaked is told from the shop's others.
+// A shop's token lists nothing (another till's orders are not its to
+// read this way).
+func TestTokenPayments(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(5_000)
+	newToken := func(role, merchant, name string) (tok, id string) {
+		body, _ := json.Marshal(map[string]string{"role": role, "merchant_id": merchant, "name": name})
+		out := f.do("POST", "/v1/tokens", f.token, string(body), 201)
+		tok, _ = out["token"].(string)
+		id, _ = out["id"].(string)
+		if tok == "" || id == "" {
+			t.Fatalf("token = %v", out)
+		}
+		return tok, id
+	}
+	till1, till1ID := newToken(ledger.RoleMerchant, "shop-1", "till 1")
+	till3, till3ID := newToken(ledger.RoleMerchant, "shop-1", "till 3")
+	auditor, _ := newToken(ledger.RoleAuditor, "", "books")
+	pay := func(tok, order string, counter uint16) map[string]any {
+		b, _ := json.Marshal(map[string]any{"merchant_id": "shop-1", "order_id": order, "code": r.code(t, time.Now(), counter), "amount": 100})
+		return f.do("POST", "/v1/payments", tok, string(b), 201)
+	}
+	p1 := pay(till1, "a", 1)
+	p3 := pay(till3, "b", 2)
+	p3b := pay(till3, "c", 3)
+	if p1["token_id"] != till1ID || p3["token_id"] != till3ID {
+		t.Errorf("payments' tokens %v, %v; want %s, %s", p1["token_id"], p3["token_id"], till1ID, till3ID)
+	}
+	if got := f.do("GET", "/v1/payments/shop-1/b", till1, "", 200); got["token_id"] != till3ID {
+		t.Errorf("GET payment: token %v, want %s", got["token_id"], till3ID)
+	}
+	rf := f.do("POST", "/v1/payments/shop-1/b/refunds", f.token, `{"refund_id":"r-1","amount":40}`, 201)
+	if rf["token_id"] != "init" {
+		t.Errorf("the operator's refund: token %v, want init", rf["token_id"])
+	}
+	got := f.do("GET", "/v1/payments/shop-1/b", auditor, "", 200)
+	if rs, _ := got["refunds"].([]any); len(rs) != 1 || rs[0].(map[string]any)["token_id"] != "init" {
+		t.Errorf("GET payment's refunds: %v, want the one by init", got["refunds"])
+	}
+	ids := func(out map[string]any) (ids []any) {
+		for _, p := range out["payments"].([]any) {
+			ids = append(ids, p.(map[string]any)["id"])
+		}
+		return ids
+	}
+	for _, tok := range []string{f.token, auditor} {
+		out := f.do("GET", "/v1/tokens/"+till3ID+"/payments", tok, "", 200)
+		if got := ids(out); fmt.Sprint(got) != fmt.Sprint([]any{p3b["id"], p3["id"]}) {
+			t.Errorf("till 3's payments %v, want %v then %v", got, p3b["id"], p3["id"])
+		}
+	}
+	out := f.do("GET", fmt.Sprintf("/v1/tokens/%s/payments?before=%v", till3ID, p3b["id"]), f.token, "", 200)
+	if got := ids(out); fmt.Sprint(got) != fmt.Sprint([]any{p3["id"]}) {
+		t.Errorf("till 3's payments before %v: %v", p3b["id"], got)
+	}
+	f.do("GET", "/v1/tokens/"+till3ID+"/payments", till1, "", 403)
+	f.do("GET", "/v1/tokens/"+till3ID+"/payments?before=x", f.token, "", 400)
+	if out := f.do("GET", "/v1/tokens/nobody/payments", f.token, "", 200); len(out["payments"].([]any)) != 0 {
+		t.Errorf("an unknown token's payments: %v", out)
+	}
+	// Revoked, its payments are still listed: that is when they are read.
+	f.do("DELETE", "/v1/tokens/"+till3ID, f.token, "", 200)
+	if got := ids(f.do("GET", "/v1/tokens/"+till3ID+"/payments", f.token, "", 200)); len(got) != 2 {
+		t.Errorf("a revoked token's payments: %v", got)
+	}
+}

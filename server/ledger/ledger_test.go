@@ -1455,9 +1455,10 @@ func TestProfilePending(t *testing.T) {
 		// it is, the column gone (and the later migrations' tables);
 		// opening it migrates.
 		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DROP TABLE ledger_settings`,
-			`ALTER TABLE devices DROP COLUMN written_ns`, /* migration 22 */
-			`ALTER TABLE code_uses DROP COLUMN reusers`,  /* 23 */
-			`DROP TABLE code_refusals`,                   /* 24 */
+			`ALTER TABLE devices DROP COLUMN written_ns`,                                                                         /* migration 22 */
+			`ALTER TABLE code_uses DROP COLUMN reusers`,                                                                          /* 23 */
+			`DROP TABLE code_refusals`,                                                                                           /* 24 */
+			`DROP INDEX payments_token`, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id`, /* 26 */
 			`DELETE FROM schema_migrations WHERE version >= 13`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)

@@ -111,11 +111,11 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 			return err
 		}
 		n, err := t.execCount("record payment",
-			`INSERT INTO payments (id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			`INSERT INTO payments (id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns, token_id)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			 ON CONFLICT (merchant_id, order_id) DO NOTHING`,
 			id, req.MerchantID, req.OrderID, int64(req.Account), int64(req.Serial), req.CodeKey, req.CodeHash,
-			req.Amount, req.Currency, StatusPaid, t.now)
+			req.Amount, req.Currency, StatusPaid, t.now, req.TokenID)
 		if err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 		created = true
 		order = PaymentOrder{ID: uint64(id), MerchantID: req.MerchantID, OrderID: req.OrderID, Account: req.Account,
 			Serial: req.Serial, Amount: req.Amount, Currency: req.Currency, CodeHash: req.CodeHash, Status: StatusPaid,
-			CreatedAt: fromNS(t.now)}
+			CreatedAt: fromNS(t.now), TokenID: req.TokenID}
 		return nil
 	})
 	if err == nil {
@@ -166,13 +166,13 @@ func (p *storedPayment) matches(r *PaymentRequest) bool {
 		p.Currency == r.Currency && bytes.Equal(p.codeKey, r.CodeKey)
 }
 
-const paymentColumns = `id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns`
+const paymentColumns = `id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns, token_id`
 
 func scanPayment(r rowScanner) (storedPayment, error) {
 	var p storedPayment
 	var id, account, serial, created int64
 	err := r.Scan(&id, &p.MerchantID, &p.OrderID, &account, &serial, &p.codeKey, &p.CodeHash, &p.Amount, &p.Currency,
-		&p.Status, &created)
+		&p.Status, &created, &p.TokenID)
 	p.ID, p.Account, p.Serial, p.CreatedAt = uint64(id), uint64(account), uint32(serial), fromNS(created)
 	return p, err
 }
@@ -264,4 +264,41 @@ func (t *txn) codeUsed(key []byte) (bool, error) {
 		return false, fmt.Errorf("ledger: look up code use: %w", err)
 	}
 	return true, nil
+}
+
+// MaxPaymentsPage is how many payments PaymentsByToken returns at most.
+const MaxPaymentsPage = 100
+
+// PaymentsByToken returns the payments an API token made, newest first,
+// those with an id below before (0: from the newest), at most limit
+// (MaxPaymentsPage when 0 or more): a leaked till token's orders, told
+// apart from the shop's other tills'.
+func (s *Store) PaymentsByToken(ctx context.Context, tokenID string, before uint64, limit int) ([]PaymentOrder, error) {
+	if tokenID == "" || unstorable(tokenID) {
+		return nil, nil
+	}
+	if limit <= 0 || limit > MaxPaymentsPage {
+		limit = MaxPaymentsPage
+	}
+	if before == 0 || before > math.MaxInt64 {
+		before = math.MaxInt64
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+paymentColumns+` FROM payments
+		WHERE token_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, tokenID, int64(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read payments: %w", err)
+	}
+	defer rows.Close()
+	var out []PaymentOrder
+	for rows.Next() {
+		p, err := scanPayment(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read payments: %w", err)
+		}
+		out = append(out, p.PaymentOrder)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read payments: %w", err)
+	}
+	return out, nil
 }

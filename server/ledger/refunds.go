@@ -24,6 +24,7 @@ type RefundRequest struct {
 	RefundID string
 	Amount   int64  // minor units, at most what is left of the payment
 	Reason   string // optional, shown to the operator
+	TokenID  string // the API token that asks (its id), kept with the refund
 }
 
 // PaymentRefund is a refund of an online payment.
@@ -37,6 +38,7 @@ type PaymentRefund struct {
 	Currency   string
 	Reason     string
 	CreatedAt  time.Time
+	TokenID    string // the API token that made it ("" before schema version 26)
 	// Refunded is the payment's refunds in all (this one included) when
 	// it was made, of the payment's PaymentAmount.
 	Refunded      int64
@@ -54,6 +56,9 @@ func (r *RefundRequest) validate() error {
 		return err
 	}
 	if err := checkText("reason", r.Reason, maxLongName, false); err != nil {
+		return err
+	}
+	if err := checkText("token id", r.TokenID, maxName, false); err != nil {
 		return err
 	}
 	return checkAmount("amount", r.Amount)
@@ -121,9 +126,9 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			return err
 		}
 		n, err := t.execCount("record refund", `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq,
-				amount, reason, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+				amount, reason, created_ns, token_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT (merchant_id, refund_id) DO NOTHING`,
-			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now)
+			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now, req.TokenID)
 		if err != nil {
 			return err
 		}
@@ -136,7 +141,7 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 		t.stat(statRefunds, 1)
 		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
 			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),
-			Refunded: refunded + req.Amount, PaymentAmount: p.Amount}
+			TokenID: req.TokenID, Refunded: refunded + req.Amount, PaymentAmount: p.Amount}
 		return nil
 	})
 	if err != nil {
@@ -163,7 +168,7 @@ func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund,
 // including each one.
 func refundQuery(ctx context.Context, q queryer, where string, args ...any) ([]PaymentRefund, error) {
 	rows, err := q.QueryContext(ctx, `SELECT r.merchant_id, y.order_id, r.refund_id, r.payment_id, r.account_id, r.amount,
-			y.currency, r.reason, r.created_ns, y.amount,
+			y.currency, r.reason, r.created_ns, r.token_id, y.amount,
 			(SELECT CAST(SUM(o.amount) AS BIGINT) FROM refunds o WHERE o.payment_id = r.payment_id AND o.posting_seq <= r.posting_seq)
 		FROM refunds r JOIN payments y ON y.id = r.payment_id `+where, args...)
 	if err != nil {
@@ -175,7 +180,7 @@ func refundQuery(ctx context.Context, q queryer, where string, args ...any) ([]P
 		var r PaymentRefund
 		var payment, account, created int64
 		if err := rows.Scan(&r.MerchantID, &r.OrderID, &r.RefundID, &payment, &account, &r.Amount, &r.Currency, &r.Reason,
-			&created, &r.PaymentAmount, &r.Refunded); err != nil {
+			&created, &r.TokenID, &r.PaymentAmount, &r.Refunded); err != nil {
 			return nil, fmt.Errorf("ledger: read refunds: %w", err)
 		}
 		r.PaymentID, r.Account, r.CreatedAt = uint64(payment), uint64(account), fromNS(created)

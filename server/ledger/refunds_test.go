@@ -345,3 +345,64 @@ func TestRefundsBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestPaymentsByToken: each payment and refund keeps the API token that
+// made it, and a token's payments are listed newest first, paged: a shop
+// with several tills whose one token leaked tells that till's orders from
+// the others'. A token id no row can hold lists nothing.
+func TestPaymentsByToken(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 10_000)
+		payBy := func(order, token string, counter int) PaymentOrder {
+			t.Helper()
+			o, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop-a", OrderID: order, Account: acct, Serial: 1,
+				RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(counter)), CodeHash: "h", Amount: 100, Currency: "EUR", TokenID: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+		var leaked []uint64
+		for i := range 5 {
+			leaked = append(leaked, payBy(fmt.Sprintf("till-3-%d", i), "tok-3", 2*i).ID)
+			payBy(fmt.Sprintf("till-1-%d", i), "tok-1", 2*i+1)
+		}
+		if o, err := s.PaymentByOrder(ctx, "shop-a", "till-3-0"); err != nil || o.TokenID != "tok-3" {
+			t.Fatalf("PaymentByOrder = %+v, %v; want token tok-3", o, err)
+		}
+		ids := func(ps []PaymentOrder) (out []uint64) {
+			for _, p := range ps {
+				if p.TokenID != "tok-3" || p.MerchantID != "shop-a" {
+					t.Errorf("listed %+v for token tok-3", p)
+				}
+				out = append(out, p.ID)
+			}
+			return out
+		}
+		all, err := s.PaymentsByToken(ctx, "tok-3", 0, 0)
+		if got := ids(all); err != nil || fmt.Sprint(got) != fmt.Sprint([]uint64{leaked[4], leaked[3], leaked[2], leaked[1], leaked[0]}) {
+			t.Fatalf("PaymentsByToken = %v, %v; want %v newest first", got, err, leaked)
+		}
+		page, err := s.PaymentsByToken(ctx, "tok-3", leaked[3], 2)
+		if got := ids(page); err != nil || fmt.Sprint(got) != fmt.Sprint([]uint64{leaked[2], leaked[1]}) {
+			t.Errorf("the page before %d = %v, %v", leaked[3], got, err)
+		}
+		for _, tok := range []string{"", "nobody", strings.Repeat("x", 65), "bad\x00id"} {
+			if ps, err := s.PaymentsByToken(ctx, tok, 0, 0); err != nil || len(ps) != 0 {
+				t.Errorf("PaymentsByToken(%q) = %v, %v; want none", tok, ps, err)
+			}
+		}
+		r, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: "till-3-0", RefundID: "r-1", Amount: 50, TokenID: "tok-ops"})
+		if err != nil || r.TokenID != "tok-ops" {
+			t.Fatalf("RefundPayment = %+v, %v", r, err)
+		}
+		if rs, err := s.Refunds(ctx, leaked[0]); err != nil || len(rs) != 1 || rs[0].TokenID != "tok-ops" {
+			t.Errorf("Refunds = %+v, %v; want the refund by tok-ops", rs, err)
+		}
+		_, _, err = s.Pay(ctx, PaymentRequest{MerchantID: "shop-a", OrderID: "long", Account: acct, Serial: 1, RiderKey: riderKey(acct),
+			CodeKey: codeKey(acct, 1, at(20)), Amount: 1, Currency: "EUR", TokenID: strings.Repeat("x", 65)})
+		wantErr(t, err, ErrInvalid)
+	})
+}

@@ -301,6 +301,9 @@ type PaymentRequest struct {
 	CodeHash   string
 	Amount     int64 // > 0, minor units
 	Currency   string
+	// TokenID is the API token that asks (its id, up to 64 bytes), kept
+	// with the payment: a shop's tills each have their own.
+	TokenID string
 }
 
 // PaymentOrder is a completed online payment.
@@ -315,6 +318,7 @@ type PaymentOrder struct {
 	CodeHash   string
 	Status     string // StatusPaid
 	CreatedAt  time.Time
+	TokenID    string // the API token that made it ("" before schema version 26)
 }
 
 // Credential is a record of an issued credential.

@@ -194,7 +194,7 @@ func (r *PaymentRequest) validate() error {
 	if !ValidCurrency(r.Currency) {
 		return fmt.Errorf("currency %q is not an ISO 4217 code", r.Currency)
 	}
-	return nil
+	return checkText("token id", r.TokenID, maxName, false)
 }
 
 // unstorable reports whether any of ss is text no stored row can hold: not
