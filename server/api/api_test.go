@@ -639,6 +639,11 @@ func TestRefund(t *testing.T) {
 	if got["refunded"] != float64(2_000) || len(list) != 2 {
 		t.Errorf("the payment with its refunds: %v", got)
 	}
+	// The till's retry of the payment now: the same order, nothing
+	// moved, and what it was refunded by now (it said 0 before).
+	if again := f.do("POST", "/v1/payments", shop, string(b), 201); again["id"] != paid["id"] || again["refunded"] != float64(2_000) {
+		t.Errorf("the payment's retry after its refunds: %v, want order %v refunded 2000", again, paid["id"])
+	}
 	a := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)
 	if a["balance"] != float64(10_000) {
 		t.Errorf("balance %v, want 10000 (the payment all given back)", a["balance"])

@@ -100,8 +100,7 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 			(req.Currency != "" && req.Currency != prev.Currency) {
 			return nil, 0, errorf(http.StatusConflict, "conflict", "merchant %q order %q was paid with another code or amount", req.MerchantID, req.OrderID)
 		}
-		w.Header().Set("Idempotent-Replayed", "true")
-		return toPayment(prev), http.StatusCreated, nil
+		return h.replayedPayment(w, r, prev)
 	case !errors.Is(err, ledger.ErrNotFound):
 		return nil, 0, err
 	}
@@ -131,8 +130,7 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 		// A retry that ran beside its first try: the ledger answered it
 		// from the order the first committed. The same answer as a
 		// retry that comes later, nothing moved, nothing audited.
-		w.Header().Set("Idempotent-Replayed", "true")
-		return toPayment(order), http.StatusCreated, nil
+		return h.replayedPayment(w, r, order)
 	}
 	h.log.Info("payment", "id", order.ID, "merchant", order.MerchantID, "account", order.Account, "amount", order.Amount)
 	if p.role != ledger.RoleMerchant {
@@ -142,6 +140,22 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 			fmt.Sprintf("payment %d account %d amount %d %s code %s", order.ID, order.Account, order.Amount, order.Currency, order.CodeHash))
 	}
 	return toPayment(order), http.StatusCreated, nil
+}
+
+// replayedPayment answers a payment's retry: the order as stored, with
+// what its refunds have given back by now (a till retrying after a
+// refund is not told the payment was refunded nothing).
+func (h *Handler) replayedPayment(w http.ResponseWriter, r *http.Request, o ledger.PaymentOrder) (any, int, error) {
+	refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp := toPayment(o)
+	if n := len(refunds); n > 0 {
+		resp.Refunded = refunds[n-1].Refunded // the running total, read with them
+	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	return resp, http.StatusCreated, nil
 }
 
 // getPayment returns a merchant's order: a point of sale that lost the
