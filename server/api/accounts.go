@@ -270,6 +270,20 @@ func (h *Handler) rides(w http.ResponseWriter, r *http.Request) (any, int, error
 	return map[string]any{"account": id, "rides": toRides(rides)}, http.StatusOK, nil
 }
 
+// beforeParam reads the query's ?before=, an id of what (0 when absent:
+// from the newest).
+func beforeParam(r *http.Request, what string) (uint64, error) {
+	s := r.URL.Query().Get("before")
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "invalid", "before must be %s", what)
+	}
+	return v, nil
+}
+
 // limitParam reads the query's ?limit=, 1 to most (def when absent).
 func limitParam(r *http.Request, def, most int) (int, error) {
 	s := r.URL.Query().Get("limit")

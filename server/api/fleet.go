@@ -279,13 +279,9 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request) (any, int, er
 	if _, err := h.staff(r, readers...); err != nil {
 		return nil, 0, err
 	}
-	var before uint64
-	if s := r.URL.Query().Get("before"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be an entry id")
-		}
-		before = v
+	before, err := beforeParam(r, "an entry id")
+	if err != nil {
+		return nil, 0, err
 	}
 	es, err := h.cfg.Ledger.AuditLog(r.Context(), before, 100)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -252,13 +251,9 @@ func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, in
 	if _, err := h.staff(r, readers...); err != nil {
 		return nil, 0, err
 	}
-	var before uint64
-	if s := r.URL.Query().Get("before"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be a payment id")
-		}
-		before = v
+	before, err := beforeParam(r, "a payment id")
+	if err != nil {
+		return nil, 0, err
 	}
 	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), r.PathValue("id"), before, ledger.MaxPaymentsPage)
 	if err != nil {
