@@ -138,6 +138,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET "+p+"fares", h.session(h.faresPage))
 	h.mux.HandleFunc("GET "+p+"keys", h.session(h.keysPage))
 	h.mux.HandleFunc("GET "+p+"tokens", h.session(h.tokensPage))
+	h.mux.HandleFunc("GET "+p+"tokens/{id}/payments", h.session(h.tokenPaymentsPage))
 	h.mux.HandleFunc("GET "+p+"audit", h.session(h.auditPage))
 	h.mux.HandleFunc("POST "+p+"act/{action}", h.session(h.act))
 	h.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {

@@ -332,7 +332,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 	b := f.browser()
 	csrf := b.signIn(f.token(ledger.RoleAuditor))
 	for _, p := range []string{"", "fleet", "devices/bus-1", "money", "flagged", "aside", "accounts", fmt.Sprintf("accounts/%d", acct),
-		"denylist", "fares", "keys", "tokens", "audit"} {
+		"denylist", "fares", "keys", "tokens", "tokens/tok1/payments", "audit"} {
 		code, body := b.get("/console/" + p)
 		if code != http.StatusOK {
 			t.Errorf("/console/%s: %d", p, code)
@@ -1025,11 +1025,17 @@ func TestAccountShowsRefund(t *testing.T) {
 // pay makes a shop's payment of amount by a code of acct (made by account).
 func (f *fixture) pay(acct uint64, merchant, order string, amount int64) {
 	f.t.Helper()
+	f.payBy(acct, merchant, order, amount, "")
+}
+
+// payBy is pay made with the API token of id token.
+func (f *fixture) payBy(acct uint64, merchant, order string, amount int64, token string) {
+	f.t.Helper()
 	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
 	id := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix())}
 	if _, _, err := f.store.Pay(context.Background(), ledger.PaymentRequest{MerchantID: merchant, OrderID: order, Account: acct,
 		Serial: 1, RiderKey: ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey), CodeKey: id.Key(), CodeHash: "abc",
-		Amount: amount, Currency: "EUR"}); err != nil {
+		Amount: amount, Currency: "EUR", TokenID: token}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -1196,5 +1202,39 @@ func TestClearDenyAsksWhy(t *testing.T) {
 	}
 	if got := fmt.Sprint(entries); !strings.Contains(got, `reason "fraud" note "rider proved the card was stolen, ticket 4411"`) {
 		t.Errorf("the audit trail lacks why: %s", got)
+	}
+}
+
+// TestTokenPaymentsPage: a till token's payments are listed on a page of
+// their own, linked from the tokens page, newest first, each with its
+// rider's account: a shop's leaked till token's orders, told from its
+// other tills'. An unknown token's page says there are none.
+func TestTokenPaymentsPage(t *testing.T) {
+	f := newFixture(t)
+	a1, a2 := f.account(1000), f.account(1000)
+	f.payBy(a1, "shop-1", "till3-order", 120, "tok3")
+	f.payBy(a2, "shop-1", "till1-order", 230, "tok1")
+	b := f.browser()
+	b.signIn(f.token(ledger.RoleOperator))
+	code, body := b.get("/console/tokens/tok3/payments")
+	if code != http.StatusOK || !strings.Contains(body, "till3-order") || strings.Contains(body, "till1-order") ||
+		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d"`, a1)) || !strings.Contains(body, "1.20") {
+		t.Errorf("token tok3's payments page: %d\n%s", code, body)
+	}
+	if _, body := b.get("/console/tokens/nobody/payments"); !strings.Contains(body, "No payments by this token.") {
+		t.Errorf("an unknown token's payments page:\n%s", body)
+	}
+	// Linked from the tokens page for a merchant token.
+	made, err := api.CreateToken(context.Background(), f.store, ledger.RoleMerchant, "shop-1", "till 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(made.Token))
+	tk, err := f.store.TokenByHash(context.Background(), sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body := b.get("/console/tokens"); !strings.Contains(body, `href="/console/tokens/`+tk.ID+`/payments"`) {
+		t.Errorf("the tokens page does not link token %s's payments:\n%s", tk.ID, body)
 	}
 }

@@ -890,6 +890,29 @@ func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		Data: tokensData{Tokens: ts, Roles: []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}}})
 }
 
+type tokenPaymentsData struct {
+	Token    string
+	Payments []ledger.PaymentOrder
+	NextURL  string
+}
+
+// tokenPaymentsPage lists the online payments a token made: a shop's
+// leaked till token's orders, told from its other tills'.
+func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	id := r.PathValue("id")
+	before, _ := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
+	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), id, before, ledger.MaxPaymentsPage)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d := tokenPaymentsData{Token: id, Payments: ps}
+	if len(ps) == ledger.MaxPaymentsPage {
+		d.NextURL = h.cfg.Prefix + "tokens/" + url.PathEscape(id) + "/payments?before=" + strconv.FormatUint(ps[len(ps)-1].ID, 10)
+	}
+	h.render(w, r, http.StatusOK, "tokenpayments", page{Title: "Payments by token " + id, Nav: "tokens", S: s, Data: d})
+}
+
 type auditData struct {
 	Entries []ledger.AuditEntry
 	NextURL string
