@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/ledger"
@@ -430,7 +431,10 @@ func TestAttackFreeTapFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now().Truncate(time.Millisecond)
+	// The taps span 40 s: all in one service day, or the first of the
+	// next day is charged a fare again (a flood from 03:59:55 in Berlin
+	// was charged 500).
+	t0 := oneServiceDay(t, time.Now().Truncate(time.Millisecond), batches*perBatch*100*time.Millisecond)
 	for i := range batches {
 		b := wire.Batch{DeviceID: a.id, Epoch: "flood", SentAt: time.Now()}
 		for j := range perBatch {
@@ -481,4 +485,26 @@ func TestAttackFreeTapFlood(t *testing.T) {
 	}
 	victimSettles(t, ctx, r, victim)
 	verifyClean(t, ctx, r)
+}
+
+// oneServiceDay returns t0 if t0 and t0+span are in one service day of
+// testFares (it starts at 04:00 in Berlin), else the start of the next
+// one: taps from there on are all in the same day, as a test that counts
+// on transfers and caps needs.
+func oneServiceDay(t *testing.T, t0 time.Time, span time.Duration) time.Time {
+	t.Helper()
+	tbl, err := fare.Parse([]byte(testFares))
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := tbl.ServiceDay(t0)
+	if tbl.ServiceDay(t0.Add(span)) == day {
+		return t0
+	}
+	start := t0.Truncate(time.Second)
+	for tbl.ServiceDay(start) == day {
+		start = start.Add(time.Second)
+	}
+	t.Logf("the service day %s ends within %v of %v: the taps start with the next, at %v", day, span, t0, start)
+	return start
 }
