@@ -205,3 +205,42 @@ func TestWalletKeySwappedInStorage(t *testing.T) {
 		t.Errorf("pass 2's code is refused: %s", d.Reason)
 	}
 }
+
+// TestWalletClockWarningKeptOffline: a wrong phone clock found online is
+// said again when the wallet is opened offline (at the bus door, where
+// its codes are refused), with when it was found, until the server
+// answers again; a right clock found online leaves nothing to say.
+func TestWalletClockWarningKeptOffline(t *testing.T) {
+	url, _ := serveWallet(t)
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
+	warning := `document.getElementById("clock-warning")`
+	wallettest.Eval[bool](t, b, `(async () => { (await import("./clock.js")).setOffset(300000); return true; })()`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the clock warning", "!"+warning+".hidden && "+warning+`.textContent.includes("5 min ahead")`)
+
+	reopen := func(what string) {
+		t.Helper()
+		offline(t, b, true)
+		wallettest.Do(t, b, chromedp.Reload())
+		wallettest.WaitFor(t, b, 30*time.Second, "the wallet to start offline "+what, `document.body && document.body.dataset.ready === "true" && !document.getElementById("main").hidden`)
+	}
+	reopen("after a wrong clock was found")
+	if txt := wallettest.Eval[string](t, b, warning+".hidden ? '' : "+warning+".textContent"); !strings.HasPrefix(txt, "At ") ||
+		!strings.Contains(txt, "was 5 min ahead") {
+		t.Errorf("offline after a wrong clock was found, the warning is %q; want what was found, and when", txt)
+	}
+
+	// Online again: the server's clock is read, the clock is right (the
+	// page's offset went with the reload), the warning goes, and is not
+	// shown again offline.
+	offline(t, b, false)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the warning to go once the server answered", warning+".hidden")
+	reopen("after a right clock was found")
+	if txt := wallettest.Eval[string](t, b, warning+".hidden ? '' : "+warning+".textContent"); txt != "" {
+		t.Errorf("offline after a right clock was found, the warning says %q", txt)
+	}
+}

@@ -663,6 +663,7 @@ async function enterMain() {
   show("main");
   showError(null);
   renderWho();
+  await showKeptClock();
   renderView(await store.get("view"));
   await showCode();
   schedule();
@@ -822,18 +823,43 @@ function keepAwake() {
 // checkClock warns when the phone's clock (the wallet's) is further from
 // the server's than the validators' tolerance: its codes would be refused
 // (from the future, or expired) while the rider sees nothing wrong.
-// Measured at every answer from the server (its Date header).
+// Measured at every answer from the server (its Date header), and kept:
+// a wallet opened again offline (at the bus door) says what the last
+// measurement found, and when, until the server answers again.
+let clockMeasured = false;
 function checkClock(serverMs, uncertaintyMs, atMs) {
+  clockMeasured = true;
   const phone = clock.now() - (Date.now() - atMs);
   const skew = phone - serverMs;
   const el = $("clock-warning");
-  if (Math.abs(skew) - uncertaintyMs > CLOCK_SKEW_S * 1000) {
+  const wrong = Math.abs(skew) - uncertaintyMs > CLOCK_SKEW_S * 1000;
+  if (wrong) {
     el.textContent = t(skew > 0 ? "clock_ahead" : "clock_behind", { amount: span(Math.abs(skew)) });
     el.hidden = false;
   } else if (!el.hidden) {
     el.hidden = true;
     el.textContent = "";
   }
+  const kept = wrong ? { skew, at: serverMs } : null;
+  if (wrong || lastClock) store.put("clock", kept).catch(() => {});
+  lastClock = kept;
+}
+let lastClock = null; // the kept measurement, when it found the clock wrong
+
+// showKeptClock shows the last measurement kept, if it found the clock
+// wrong and none was made since this page opened.
+async function showKeptClock() {
+  let kept;
+  try {
+    kept = await store.get("clock");
+  } catch {
+    return;
+  }
+  if (clockMeasured || !kept || typeof kept.skew !== "number" || typeof kept.at !== "number") return;
+  lastClock = kept;
+  const el = $("clock-warning");
+  el.textContent = t(kept.skew > 0 ? "clock_was_ahead" : "clock_was_behind", { amount: span(Math.abs(kept.skew)), time: dateTime(kept.at) });
+  el.hidden = false;
 }
 
 async function init() {

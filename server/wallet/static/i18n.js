@@ -63,6 +63,10 @@ export const catalog = {
       "This phone's clock is {amount} ahead of the server's: validators refuse codes from the future. Set the date and time automatically.",
     clock_behind:
       "This phone's clock is {amount} behind the server's: validators refuse its codes as expired. Set the date and time automatically.",
+    clock_was_ahead:
+      "At {time} this phone's clock was {amount} ahead of the server's: validators refuse codes from the future. If it still is, set the date and time automatically.",
+    clock_was_behind:
+      "At {time} this phone's clock was {amount} behind the server's: validators refuse its codes as expired. If it still is, set the date and time automatically.",
     span_minutes: "{n} min",
     span_hours: "{n} h",
     span_days: "{n} days",
@@ -183,6 +187,8 @@ export const catalog = {
     pass_not_yet: "乘车凭证尚未生效。请检查手机时间。",
     clock_ahead: "此手机时间比服务器快 {amount}，验票机会拒收来自未来的乘车码。请设置为自动获取日期和时间。",
     clock_behind: "此手机时间比服务器慢 {amount}，验票机会将其乘车码视为过期而拒收。请设置为自动获取日期和时间。",
+    clock_was_ahead: "{time} 时此手机时间比服务器快 {amount}，验票机会拒收来自未来的乘车码。如果仍是如此，请设置为自动获取日期和时间。",
+    clock_was_behind: "{time} 时此手机时间比服务器慢 {amount}，验票机会将其乘车码视为过期而拒收。如果仍是如此，请设置为自动获取日期和时间。",
     span_minutes: "{n} 分钟",
     span_hours: "{n} 小时",
     span_days: "{n} 天",
