@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -75,5 +76,106 @@ func TestStolenDeviceOffsetHidesRouteMismatch(t *testing.T) {
 	}
 	if maxOff < time.Hour {
 		t.Errorf("the device's history shows no 2 h clock offset (largest %v): the lie left no trace once the next status said 0", maxOff)
+	}
+}
+
+// TestStolenDeviceVehicleClaimDeniesRider: a stolen validator, assigned
+// vehicle v9, holds a code that bus-1 (vehicle v1) took — a thief
+// photographed it at the door — and sends it once, 30 s later, claiming
+// vehicle v1. A single reuse on another device within the reuse window is
+// forgiven as a quick transfer unless both uses are on one vehicle (two
+// doors of one bus): judged by the record's claim, the one code denied
+// the rider's pass. A vehicle that is not the device's assignment is
+// stored as unknown; and an honest validator moved to another bus whose
+// assignment was not updated is not judged on its old bus (with the
+// assignment's vehicle in place of the claim, a quick transfer to it from
+// that bus would be denied).
+func TestStolenDeviceVehicleClaimDeniesRider(t *testing.T) {
+	ctx := context.Background()
+	l, shift := shiftedLedger(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
+	now := time.Now()
+	st, acct, _, rider := riderFixture(t, l, now)
+	for _, id := range []string{"evil", "moved"} {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shift.Store(int64(-time.Hour))
+	// moved: assigned v1 too, and since put on bus v2 without the
+	// assignment being updated (its records say v2).
+	for dev, vehicle := range map[string]string{"bus-1": "v1", "evil": "v9", "moved": "v1"} {
+		if _, err := l.AssignDevice(ctx, dev, "1", vehicle, "op"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shift.Store(0)
+	text := rider.Code(t, now)
+	code, err := paycode.ParseText(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap := func(device string, at time.Time) *ingest.Batch {
+		vehicle := "v1"
+		if device == "moved" {
+			vehicle = "v2"
+		}
+		rec := &record.Tap{DeviceID: device, Epoch: "e", Seq: 1, Time: at, Route: "1", Vehicle: vehicle, Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 1, Code: code.Bytes()}
+		return &ingest.Batch{DeviceID: device, Epoch: "e", Taps: []ingest.Tap{{Seq: 1, ID: rec.ID(), Record: []byte("record " + device),
+			Tap: rec, Code: code, CodeHash: paycode.ShortHash(text)}}}
+	}
+	if err := st.Commit(ctx, tap("bus-1", now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(ctx, tap("evil", now.Add(30*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	dl, err := l.DenyList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range dl.Entries {
+		if e.Account == acct.ID {
+			t.Errorf("one code, sent once by a stolen validator (assigned vehicle v9) claiming the vehicle of the bus that took it, denied the rider: %+v", e)
+		}
+	}
+	rows, err := l.DeviceTaps(ctx, "evil", 10)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("evil's taps %+v, %v", rows, err)
+	}
+	t.Logf("the stolen validator's tap: flag %q, notes %v, vehicle %q", rows[0].Flag, rows[0].Notes, rows[0].Vehicle)
+	if !slices.Contains(rows[0].Notes, ledger.NoteCodeReuseWindow) || rows[0].Vehicle != "" {
+		t.Errorf("the stolen validator's record %+v; want judged as a quick transfer between two vehicles (%s), its vehicle unknown",
+			rows[0], ledger.NoteCodeReuseWindow)
+	}
+
+	// The honest moved validator: the rider's next code, taken on bus-1,
+	// then again on the moved validator's bus 40 s later (a quick
+	// transfer) is forgiven, not judged two doors of bus v1.
+	text2 := rider.Code(t, now.Add(time.Minute))
+	code, err = paycode.ParseText(text2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = text2
+	second := func(b *ingest.Batch) *ingest.Batch {
+		b.Epoch, b.Taps[0].Tap.Epoch, b.Taps[0].Tap.Seq, b.Taps[0].Seq = "e2", "e2", 2, 2
+		b.Taps[0].ID = b.Taps[0].Tap.ID()
+		return b
+	}
+	if err := st.Commit(ctx, second(tap("bus-1", now.Add(time.Minute)))); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(ctx, tap("moved", now.Add(time.Minute+40*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	if dl, err = l.DenyList(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range dl.Entries {
+		if e.Account == acct.ID {
+			t.Errorf("a quick transfer to a validator moved to another bus (its assignment not updated) denied the rider: %+v", e)
+		}
 	}
 }

@@ -91,12 +91,29 @@ func sortTap(device, epoch string, t *ingest.Tap) (tapPlace, ledger.Tap) {
 
 // noteRoute notes a tap route_mismatch when its route is not the one its
 // device was assigned at its time (assigned: the device's history, its
-// clock offset taking the tap's device time to the server's).
+// clock offset taking the tap's device time to the server's). A tap whose
+// vehicle is not the one its device was assigned at its time is stored
+// with no vehicle (unknown; its record keeps the claim): the reuse rule
+// forgives a quick transfer between two vehicles, never two doors of one,
+// and a stolen validator that claimed the vehicle of the bus that took a
+// code it was shown denied the rider's pass with that one code. Unknown
+// rather than the assignment's: an assignment not updated when a
+// validator moved to another bus would then judge two buses one vehicle
+// and deny an honest transfer; unknown errs only towards forgiving.
 func (s *Server) noteRoute(lt *ledger.Tap, assigned ledger.AssignmentHistory) {
-	if a, ok := assigned.At(lt.Time); ok && a.Route != lt.Route {
+	a, ok := assigned.At(lt.Time)
+	if !ok {
+		return
+	}
+	if a.Route != lt.Route {
 		lt.Notes = append(lt.Notes, ledger.NoteRouteMismatch)
 		s.log.Warn("tap on another route than the device's assignment (noted route_mismatch)", "tap", lt.ID,
 			"route", lt.Route, "assigned", a.Route, "assignment", a.Version, "clock_offset", assigned.ClockOffset.String())
+	}
+	if a.Vehicle != "" && lt.Vehicle != "" && a.Vehicle != lt.Vehicle {
+		s.log.Warn("tap on another vehicle than the device's assignment: its vehicle stored as unknown", "tap", lt.ID,
+			"vehicle", record.Printable(lt.Vehicle, 80), "assigned", a.Vehicle, "assignment", a.Version)
+		lt.Vehicle = ""
 	}
 }
 
