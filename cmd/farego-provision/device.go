@@ -426,7 +426,7 @@ On the validator (as root):
   install -m 0755 farego-validator /usr/local/bin/          # from make dist (linux-armv7 or linux-arm64)
   useradd --system --home /var/lib/farego --shell /usr/sbin/nologin farego
   mkdir -p /etc/farego && cp -a . /etc/farego/ && chown -R root:farego /etc/farego
-  chmod 0640 /etc/farego/device-tls.key /etc/farego/validator.toml
+  chmod 0750 /etc/farego && chmod 0640 /etc/farego/device-tls.key /etc/farego/validator.toml
   chown farego /etc/farego/device.key && chmod 0600 /etc/farego/device.key   # the signing key: its user's alone
   cp /etc/farego/farego-validator.service /etc/systemd/system/
   systemctl daemon-reload && systemctl enable --now farego-validator

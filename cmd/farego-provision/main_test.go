@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -540,5 +541,109 @@ func TestInstallTextForPackagedDevice(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("INSTALL.txt does not say %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestInstallTextLeavesConfigReadable follows INSTALL.txt's mkdir, cp and
+// chmod lines literally (the chown lines need root and the user farego:
+// left out), from a bundle directory as farego-provision makes it (0700)
+// and as scp -r or a USB stick carries it: cp -a . copied that mode onto
+// /etc/farego, whose group farego then could not enter, so the validator
+// (user farego) could not read its config and the unit restarted it every
+// 2 s with "config: open /etc/farego/validator.toml: permission denied".
+func TestInstallTextLeavesConfigReadable(t *testing.T) {
+	root, bundle := t.TempDir(), filepath.Join(t.TempDir(), "bus-1")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(bundle, 0o700))
+	for f, mode := range map[string]os.FileMode{bundleConfig: 0o600, bundleDeviceKey: 0o600, bundleTLSKey: 0o600, bundleKeyring: 0o644, bundleFleetPub: 0o644} {
+		must(os.WriteFile(filepath.Join(bundle, f), []byte("x\n"), mode))
+	}
+	must(os.Chmod(bundle, 0o700)) // whatever the umask
+	etc := filepath.Join(root, "etc", "farego")
+	ran := 0
+	for line := range strings.SplitSeq(installFor(deviceOpts{id: "bus-1"}), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		for cmd := range strings.SplitSeq(line, "&&") {
+			cmd = strings.TrimSpace(cmd)
+			f := strings.Fields(cmd)
+			if len(f) == 0 || !slices.Contains([]string{"mkdir", "cp", "chmod"}, f[0]) || strings.Contains(cmd, "/etc/systemd") {
+				continue // the unit's copy is the package's business
+			}
+			c := exec.Command("sh", "-c", strings.ReplaceAll(cmd, "/etc/farego", etc))
+			c.Dir = bundle
+			if out, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v %s", cmd, err, out)
+			}
+			ran++
+		}
+	}
+	if ran < 3 {
+		t.Fatalf("INSTALL.txt has %d mkdir, cp and chmod commands; want them all", ran)
+	}
+	fi, err := os.Stat(etc)
+	must(err)
+	if m := fi.Mode().Perm(); m&0o050 != 0o050 || m&0o007 != 0 {
+		t.Errorf("/etc/farego is %04o after INSTALL.txt; want its group (farego) to enter and list it, others nothing", m)
+	}
+	for f, want := range map[string]os.FileMode{bundleConfig: 0o640, bundleTLSKey: 0o640, bundleDeviceKey: 0o600} {
+		fi, err := os.Stat(filepath.Join(etc, f))
+		must(err)
+		if m := fi.Mode().Perm(); m != want {
+			t.Errorf("%s is %04o after INSTALL.txt; want %04o", f, m, want)
+		}
+	}
+}
+
+// TestUnitLetsTheValidatorReadNTPState: the validator asks adjtimex
+// (read-only) whether NTP keeps the clock, and does not believe a Date over
+// plain HTTP far from such a clock (a forgery on the path). The unit's
+// ProtectClock=yes filters adjtimex whatever its arguments, and so does the
+// @system-service allow-list, which lacks it: under the shipped unit every
+// forged Date was believed (field review). The unit must allow it by name
+// after every line that takes it away (systemd merges SystemCallFilter=
+// lines in order: the first, an allow-list, sets the default; a later
+// ~-line removes its calls, a later allow-line adds them back; @privileged
+// holds @clock, which holds adjtimex), and keep the clock unsettable
+// another way (no capabilities: adjtimex then only reads).
+func TestUnitLetsTheValidatorReadNTPState(t *testing.T) {
+	allowed, capsEmpty := false, false
+	takesAdjtimex := map[string]bool{"adjtimex": true, "@clock": true, "@privileged": true}
+	for line := range strings.SplitSeq(systemdUnit, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		switch k {
+		case "ProtectClock":
+			if v != "no" && v != "false" {
+				t.Errorf("ProtectClock=%s: it filters adjtimex, even to read the NTP state", v)
+			}
+		case "CapabilityBoundingSet":
+			capsEmpty = v == ""
+		case "SystemCallFilter":
+			deny := strings.HasPrefix(v, "~")
+			for _, s := range strings.Fields(strings.TrimPrefix(v, "~")) {
+				switch {
+				case deny && takesAdjtimex[s]:
+					allowed = false // until a later line allows it again
+				case !deny && s == "adjtimex":
+					allowed = true
+				}
+			}
+		}
+	}
+	if !allowed {
+		t.Error("no SystemCallFilter= allows adjtimex by name after the lines that take it away (@system-service does not hold it; @privileged does, through @clock)")
+	}
+	if !capsEmpty {
+		t.Error("CapabilityBoundingSet= is not empty: without ProtectClock=, CAP_SYS_TIME must be kept out so adjtimex only reads")
+	}
+	if out, err := exec.Command("systemd-analyze", "syscall-filter", "@system-service").Output(); err == nil && strings.Contains(string(out), "adjtimex") {
+		t.Log("this systemd's @system-service holds adjtimex; the unit names it for those that do not")
 	}
 }
