@@ -385,8 +385,29 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		a.log.Warn("queue full: refusing taps until the uplink drains it", "err", err)
 		return refuse(record.ReasonQueueFull)
 	default:
-		a.log.Error("recording a tap failed", "err", err)
-		if a.recordFail.Swap(&recordFailure{since: now, err: err.Error()}) == nil {
+		// The outage began at the first failure: its time is kept (every
+		// refused tap moved it to its own, so a validator out of service
+		// since the morning said "since" the last rider's try), and the
+		// error is logged when it begins or changes, not at every tap (on
+		// a full disk at a busy stop, one error line a rider in the
+		// journal).
+		var prev *recordFailure
+		for {
+			prev = a.recordFail.Load()
+			f := &recordFailure{since: now, err: err.Error()}
+			if prev != nil {
+				f.since = prev.since
+			}
+			if a.recordFail.CompareAndSwap(prev, f) {
+				break
+			}
+		}
+		if prev == nil || prev.err != err.Error() {
+			a.log.Error("recording a tap failed", "err", err)
+		} else {
+			a.log.Debug("recording a tap failed again", "err", err, "since", prev.since)
+		}
+		if prev == nil {
 			a.serviceChanged()
 		}
 		return refuse(record.ReasonInternal)

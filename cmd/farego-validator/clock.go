@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -14,14 +15,18 @@ import (
 
 // kernelClockSynced reports whether the kernel says its clock is kept by
 // NTP (adjtimex: STA_UNSYNC clear; a test build may say, see
-// kernelSyncedForTest).
-func kernelClockSynced() bool {
-	if synced, ok := kernelSyncedForTest(); ok {
-		return synced
+// kernelSyncedForTest), and the error if it could not be asked (a
+// system-call filter without adjtimex: systemd's ProtectClock=, or an
+// allow-list such as @system-service that lacks it).
+func kernelClockSynced() (bool, error) {
+	if synced, ok, err := kernelSyncedForTest(); ok {
+		return synced, err
 	}
 	var tx unix.Timex
-	_, err := unix.Adjtimex(&tx)
-	return err == nil && tx.Status&unix.STA_UNSYNC == 0
+	if _, err := unix.Adjtimex(&tx); err != nil {
+		return false, fmt.Errorf("adjtimex: %w", err)
+	}
+	return tx.Status&unix.STA_UNSYNC == 0, nil
 }
 
 // httpClockInterval is how often httpClock samples the server's Date while
@@ -47,6 +52,12 @@ const httpClockInterval = 2 * time.Minute
 func httpClock(ctx context.Context, url string, bound time.Duration, now func() time.Time, a *agent.Agent, ackClock *atomic.Bool, log *slog.Logger) {
 	failing, doubted := false, false
 	plain := strings.HasPrefix(strings.ToLower(url), "http://")
+	if _, err := kernelClockSynced(); plain && bound > 0 && err != nil {
+		// The shipped unit's filter once lacked adjtimex: every forged
+		// Date was believed, and nothing said so.
+		log.Warn("cannot read whether NTP keeps this clock: a Date over plain HTTP is believed however far off "+
+			"(allow adjtimex: SystemCallFilter=adjtimex and no ProtectClock= in the unit; or an https time_url)", "url", url, "err", err)
+	}
 	for {
 		if !ackClock.Load() {
 			off, rtt, err := httpClockSample(ctx, url, now)
@@ -61,7 +72,7 @@ func httpClock(ctx context.Context, url string, bound time.Duration, now func() 
 					log.Info("reading the server's clock over HTTP works again", "url", url)
 				}
 				failing = false
-				if plain && bound > 0 && off.Abs() > bound && kernelClockSynced() {
+				if synced, _ := kernelClockSynced(); plain && bound > 0 && off.Abs() > bound && synced {
 					if !doubted {
 						log.Warn("the server's Date over plain HTTP is far from this device's clock, which NTP keeps: not believed "+
 							"(an https time_url is; an ack of a tap batch measures the clock)", "url", url, "offset", off.Round(time.Millisecond))

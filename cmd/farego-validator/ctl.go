@@ -82,6 +82,11 @@ type ctlStatus struct {
 	// UplinkStatusProblem: why the last status sent failed the server's
 	// check and was sent sanitized (uplink.Stats.StatusProblem).
 	UplinkStatusProblem string `json:"uplink_status_problem,omitempty"`
+	// UplinkError: while not connected, why the last attempt failed or
+	// the connection was lost ("connect: not Authorized": credentials
+	// replaced). The log says it once, when the outage began, maybe days
+	// before the technician asks.
+	UplinkError string `json:"uplink_error,omitempty"`
 }
 
 // ctlSocketPath returns the socket the validator listens on ("" : none).
@@ -119,6 +124,9 @@ type ctlRunning struct {
 	connected func() bool
 	// statusProblem reports uplink.Stats.StatusProblem (nil without one).
 	statusProblem func() string
+	// uplinkError reports why the uplink is down ("" while connected; nil
+	// without one).
+	uplinkError func() string
 }
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
@@ -254,6 +262,9 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 	}
 	if r.statusProblem != nil {
 		st.UplinkStatusProblem = r.statusProblem()
+	}
+	if r.uplinkError != nil {
+		st.UplinkError = r.uplinkError()
 	}
 	return st
 }

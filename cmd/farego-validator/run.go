@@ -107,6 +107,16 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
+	var dfs syscall.Statfs_t
+	if statfs(dataDir, &dfs) == nil {
+		if name, surely := volatileFS(&dfs); surely {
+			log.Error("data_dir is in memory: the taps not yet sent are lost when the power goes; put it on persistent storage",
+				"data_dir", dataDir, "fs", name)
+		} else if name != "" {
+			log.Warn("data_dir is on an overlay file system: if its upper layer is in memory the taps not yet sent are lost when the power goes",
+				"data_dir", dataDir, "fs", name)
+		}
+	}
 	upd, err := bootUpdater(cfg, keys, log)
 	if err != nil {
 		return err
@@ -164,6 +174,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	var theAgent atomic.Pointer[agent.Agent]
 	clock := &clockWait{minClock: minClock, log: log}
+	var noSpace atomic.Bool // the queue file cannot be opened for lack of space
 	reg.GaugeFunc("farego_out_of_service", "1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
 		a := theAgent.Load()
 		if clock.waiting.Load() || a == nil || a.OutOfService() != "" {
@@ -178,6 +189,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			return fmt.Sprintf("%s: clock unset (%s, before %s): waiting for it to be set before opening the queue file",
 				record.ReasonClock, time.Now().UTC().Format(time.RFC3339), minClock.UTC().Format(time.DateOnly))
 		}
+		if noSpace.Load() {
+			return fmt.Sprintf("%s: no space left on %s to open the queue file: waiting for space to be freed",
+				record.ReasonInternal, cfg.path(cfg.DataDir))
+		}
 		return "starting: opening the queue file"
 	}}
 	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
@@ -191,7 +206,12 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		notifier.Notify("STATUS=out of service: clock unset")
 	}
 	qf, err := openWhileOutOfService(ctx, frames, fb, lang, clock, func(ctx context.Context) (*queueFiles, error) {
-		return openQueue(ctx, cfg, log, minClock, clock.wait)
+		return openWhenSpace(ctx, log, cfg.path(cfg.DataDir), &noSpace, func() {
+			startScanners()
+			notifier.Notify("STATUS=out of service: no space left for the queue file")
+		}, func(ctx context.Context) (*queueFiles, error) {
+			return openQueue(ctx, cfg, log, minClock, clock.wait)
+		})
 	})
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -269,6 +289,12 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if up != nil {
 		running.connected = func() bool { return up.Stats().Connected }
 		running.statusProblem = func() string { return up.Stats().StatusProblem }
+		running.uplinkError = func() string {
+			if s := up.Stats(); !s.Connected {
+				return s.LastError
+			}
+			return ""
+		}
 	}
 	cs.running.Store(running)
 	defer cs.running.Store(nil) // before the queue file closes
@@ -342,6 +368,49 @@ func openWhileOutOfService(ctx context.Context, frames <-chan scanner.Frame, fb 
 	close(stop)
 	<-done
 	return qf, err
+}
+
+// spaceRetry is how often openWhenSpace looks for freed space, and
+// spaceNeeded how much free space it waits for.
+var (
+	spaceRetry  = 2 * time.Second
+	spaceNeeded = int64(256 << 10)
+)
+
+// openWhenSpace runs open, and while it fails for lack of space (a disk
+// full at start: the queue file cannot be made or grown) waits, out of
+// service (waiting set, onWait called once: scans are answered so), for
+// spaceNeeded free in dir, then tries again. The validator used to exit:
+// under systemd it started again every 2 s, two log lines each time, and
+// no light told the riders or the driver anything.
+func openWhenSpace(ctx context.Context, log *slog.Logger, dir string, waiting *atomic.Bool, onWait func(),
+	open func(context.Context) (*queueFiles, error)) (*queueFiles, error) {
+	for {
+		qf, err := open(ctx)
+		if !errors.Is(err, syscall.ENOSPC) {
+			if waiting.Load() && err == nil {
+				log.Info("queue: space freed: queue file open")
+			}
+			waiting.Store(false)
+			return qf, err
+		}
+		if !waiting.Load() {
+			log.Error("queue: no space left to open the queue file: out of service until space is freed", "data_dir", dir, "err", err)
+			waiting.Store(true)
+			onWait()
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(spaceRetry):
+			}
+			var st syscall.Statfs_t
+			if statfs(dir, &st) == nil && int64(st.Bavail)*int64(st.Bsize) >= spaceNeeded {
+				break
+			}
+		}
+	}
 }
 
 // linkKeys are the device's MQTT keys, read once at start (nil without

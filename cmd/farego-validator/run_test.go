@@ -3,12 +3,14 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -497,6 +500,31 @@ func TestRunForgedDateNotBelieved(t *testing.T) {
 	}
 }
 
+// TestRunNTPStateUnreadable: where adjtimex is filtered (the shipped unit's
+// ProtectClock= and @system-service allow-list both took it away) the
+// validator cannot tell a clock NTP keeps, and believes every Date over
+// plain HTTP: it says so at start, naming the unit's fix, instead of
+// dropping the forged-Date defence in silence (field review).
+func TestRunNTPStateUnreadable(t *testing.T) {
+	d := newDevice(t, "", "\n[selftest]\ntime_url = \""+dateServer(t, 0)+"/healthz\"\n")
+	d.bin, d.env = testHooksBin(t), []string{"FAREGO_TEST_KERNEL_CLOCK_SYNCED=denied"}
+	d.start()
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(d.logged(), "cannot read whether NTP keeps this clock"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			d.stop()
+			t.Fatalf("no word in the log that the clock's NTP state cannot be read:\n%s", d.logged())
+		}
+	}
+	line := d.scan(d.issuer.Rider(t, 4102, time.Now()).Code(t, time.Now()))
+	d.stop()
+	if !strings.Contains(line, "ACCEPTED") {
+		t.Errorf("a fresh code: %q; want accepted", line)
+	}
+	if !strings.Contains(d.logged(), "SystemCallFilter=adjtimex") {
+		t.Error("the warning does not name the unit's fix")
+	}
+}
+
 func TestRunRefusesBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	for name, cfg := range map[string]string{
@@ -895,5 +923,63 @@ func TestResetQueueBeforeRun(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "not a bbolt file" {
 		t.Error("reset-queue changed the queue file")
+	}
+}
+
+// TestOpenWhenSpace: a disk full at start (the queue file cannot be made)
+// leaves the validator running and out of service, waiting for space,
+// instead of exiting: under systemd it started again every 2 s, logged two
+// lines each time and showed the riders no light at all (field review, a
+// 600 KiB file system filled up). Once space is freed it opens the file.
+func TestOpenWhenSpace(t *testing.T) {
+	defer func(r time.Duration, s func(string, *syscall.Statfs_t) error) { spaceRetry, statfs = r, s }(spaceRetry, statfs)
+	spaceRetry = 10 * time.Millisecond
+	var free atomic.Int64
+	statfs = func(path string, st *syscall.Statfs_t) error {
+		err := syscall.Statfs(path, st)
+		st.Bavail, st.Bsize = uint64(free.Load()/4096), 4096
+		return err
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	var waiting atomic.Bool
+	waits, tries := 0, 0
+	want := &queueFiles{}
+	qf, err := openWhenSpace(context.Background(), log, t.TempDir(), &waiting, func() { waits++ }, func(context.Context) (*queueFiles, error) {
+		tries++
+		if tries == 1 {
+			go func() { time.Sleep(100 * time.Millisecond); free.Store(64 << 20) }() // a technician frees space
+		}
+		if free.Load() == 0 {
+			return nil, fmt.Errorf("queue: open validator.db: %w", &os.PathError{Op: "write", Path: "validator.db", Err: syscall.ENOSPC})
+		}
+		if !waiting.Load() {
+			t.Error("not marked out of service while waiting for space")
+		}
+		return want, nil
+	})
+	if err != nil || qf != want {
+		t.Fatalf("openWhenSpace: %v, %v; want the queue once space was freed", qf, err)
+	}
+	if waits != 1 || tries != 2 || waiting.Load() {
+		t.Errorf("waits %d, tries %d, waiting %v; want one wait, a try when space was freed, and no longer waiting", waits, tries, waiting.Load())
+	}
+	if strings.Count(logs.String(), "no space left to open the queue file") != 1 || !strings.Contains(logs.String(), "space freed") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+
+	// Another error is not waited on; a context done ends the wait.
+	if _, err := openWhenSpace(context.Background(), log, t.TempDir(), &waiting, func() {}, func(context.Context) (*queueFiles, error) {
+		return nil, errors.New("queue: locked")
+	}); err == nil || tries != 2 {
+		t.Errorf("another error: %v", err)
+	}
+	free.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := openWhenSpace(ctx, log, t.TempDir(), &waiting, func() {}, func(context.Context) (*queueFiles, error) {
+		return nil, &os.PathError{Op: "write", Path: "validator.db", Err: syscall.ENOSPC}
+	}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiting with the context done: %v", err)
 	}
 }

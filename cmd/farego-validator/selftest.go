@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -246,9 +248,66 @@ func (s *selftest) checkScanners() {
 				s.add(levelWarn, name, fmt.Sprintf("%s: %s is not a character device", sc.Name, path), "point path at the scanner's device")
 				continue
 			}
+			if why := serviceCannotOpen(fi, sc.Type != "evdev"); why != "" {
+				s.add(levelFail, name, fmt.Sprintf("%s: %s: %s", sc.Name, path, why),
+					"give it to group dialout (serial) or farego (evdev) with a udev rule: README, udev rules")
+				continue
+			}
 			s.add(levelOK, name, fmt.Sprintf("%s: %s present and readable", sc.Name, path), "")
 		}
 	}
+}
+
+// serviceUser is the user the shipped unit runs the validator as (with
+// its group and dialout); a test names another.
+var serviceUser = "farego"
+
+// serviceCannotOpen says why the validator's service (serviceUser, its
+// group and dialout, as the shipped unit runs it) could not open a device
+// selftest could (for reading, and writing too for a serial port, which
+// the validator opens read-write): selftest is run as root, which opens
+// anything, and an evdev scanner without the farego udev rule (root:input
+// 0660) was "present and readable" while the validator could not open it.
+// "" when it can, or when there is no such user (not a device installed as
+// the README says).
+func serviceCannotOpen(fi os.FileInfo, write bool) string {
+	if fi == nil {
+		return ""
+	}
+	u, err := user.Lookup(serviceUser)
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if err != nil || !ok {
+		return ""
+	}
+	uid, gid := strconv.FormatUint(uint64(st.Uid), 10), strconv.FormatUint(uint64(st.Gid), 10)
+	groups := []string{u.Gid}
+	if g, err := user.LookupGroup("dialout"); err == nil {
+		groups = append(groups, g.Gid)
+	}
+	need := fs.FileMode(0o4) // read
+	if write {
+		need |= 0o2
+	}
+	m := fi.Mode().Perm()
+	shift := 0 // the kernel's order: owner, else group, else others
+	switch {
+	case uid == u.Uid:
+		shift = 6
+	case slices.Contains(groups, gid):
+		shift = 3
+	}
+	if (m>>shift)&need == need {
+		return ""
+	}
+	owner, group := uid, gid
+	if o, err := user.LookupId(uid); err == nil {
+		owner = o.Username
+	}
+	if g, err := user.LookupGroupId(gid); err == nil {
+		group = g.Name
+	}
+	return fmt.Sprintf("owned by %s:%s, mode %04o: the validator (user %s, groups %s and dialout) may not open it",
+		owner, group, m, serviceUser, serviceUser)
 }
 
 func (s *selftest) checkFeedback(ctx context.Context) {
@@ -435,6 +494,7 @@ func (s *selftest) checkDisk() {
 	}
 	free := int64(fs.Bavail) * int64(fs.Bsize)
 	why := fmt.Sprintf("%d MiB free on %s", free>>20, dir)
+	s.checkStorage(dir)
 	switch {
 	case free < minFreeBytes:
 		s.add(levelFail, "disk", why+": the queue cannot grow", "free space on the device (old logs, core dumps) or replace the storage")
@@ -443,6 +503,44 @@ func (s *selftest) checkDisk() {
 	default:
 		s.add(levelOK, "disk", why, "")
 	}
+}
+
+// statfsType is the file system query of the storage check (a test
+// replaces it to simulate a data_dir in memory).
+var statfsType = syscall.Statfs
+
+// checkStorage fails a data_dir whose file system is in memory and warns
+// on an overlay, whose upper layer may be.
+func (s *selftest) checkStorage(dir string) {
+	var fs syscall.Statfs_t
+	if statfsType(dir, &fs) != nil {
+		return // the disk line says why
+	}
+	switch name, surely := volatileFS(&fs); {
+	case surely:
+		s.add(levelFail, "storage", fmt.Sprintf("%s is on %s, in memory: the taps not yet sent are lost when the power goes", dir, name),
+			"put data_dir on the card's persistent file system (with a read-only or overlay root: a writable partition mounted at /var/lib/farego)")
+	case name != "":
+		s.add(levelWarn, "storage", fmt.Sprintf("%s is on %s: if its upper layer is in memory (overlayroot, an overlay file system option) the taps not yet sent are lost when the power goes", dir, name),
+			"mount a persistent partition at /var/lib/farego")
+	}
+}
+
+// volatileFS names the file system st describes if it does not survive a
+// power cut (tmpfs, ramfs: surely) or may not (overlay: its upper layer may
+// be in memory, as with overlayroot); "" for any other. A bus whose queue
+// was in memory lost every green tap not yet sent at each power-off, and
+// nothing said so: the queue's own checks pass.
+func volatileFS(st *syscall.Statfs_t) (name string, surely bool) {
+	switch uint32(st.Type) { // int32 on 32-bit ARM, int64 on 64-bit
+	case 0x01021994:
+		return "tmpfs", true
+	case 0x858458f6:
+		return "ramfs", true
+	case 0x794c7630:
+		return "overlay", false
+	}
+	return "", false
 }
 
 func (s *selftest) checkBroker(ctx context.Context) {
@@ -460,8 +558,12 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		if *s.running.UplinkConnected {
 			s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
 		} else {
-			s.add(levelFail, "broker", "the running validator is not connected to "+m.Broker,
-				"check the network, the broker and the device's credentials; its log says why")
+			why, do := "the running validator is not connected to "+m.Broker, "check the network, the broker and the device's credentials; its log says why"
+			if e := s.running.UplinkError; e != "" {
+				why += ": " + e
+				do = runningBrokerAdvice(e)
+			}
+			s.add(levelFail, "broker", why, do)
 		}
 		if p := s.running.UplinkStatusProblem; p != "" {
 			s.add(levelWarn, "status", "the running validator's status fails the server's check and is sent sanitized: "+p,
@@ -515,6 +617,19 @@ func brokerAdvice(err error, caFile string) string {
 		return "a TLS failure: check the broker's certificate (its CA in mqtt.ca_file, its names, its dates) and the device's clock"
 	}
 	return "check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)"
+}
+
+// runningBrokerAdvice is what to do about the running validator's uplink
+// error, which comes as text over the control socket.
+func runningBrokerAdvice(e string) string {
+	switch {
+	case strings.Contains(e, "not Authorized") || strings.Contains(e, "bad user name or password"):
+		return "the broker refuses this device's credentials: it was provisioned again (farego-provision device --force: " +
+			"the old key and password stop working) or revoked since this bundle was made; install its current bundle"
+	case strings.Contains(e, "x509:") || strings.Contains(e, "tls:"):
+		return "a TLS failure: check the broker's certificate (its CA in mqtt.ca_file, its names, its dates) and the device's clock"
+	}
+	return "check the network, mqtt.broker and the broker; stop the validator for selftest's own broker check"
 }
 
 func (s *selftest) brokerOK(res *uplink.ProbeResult) {

@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
@@ -39,6 +42,15 @@ func newSelftestDevice(t *testing.T) *selftestDevice {
 
 func newSelftestDeviceOn(t *testing.T, opts *brokertest.Options) *selftestDevice {
 	broker := brokertest.Start(t, opts)
+	// The machine's temporary directory may be in memory (tmpfs): these
+	// tests' data_dir is not a bus's (TestSelftestVolatileDataDir tests
+	// the storage line).
+	statfsType = func(path string, st *syscall.Statfs_t) error {
+		err := syscall.Statfs(path, st)
+		setFSType(&st.Type, 0xef53)
+		return err
+	}
+	t.Cleanup(func() { statfsType = syscall.Statfs })
 	time := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(time.Close)
 	d := newDevice(t, "", "")
@@ -312,3 +324,70 @@ func TestSelftestNoDenyListPublished(t *testing.T) {
 	wantCheck(t, lines, "documents", "WARN", "no deny list")
 	wantCheck(t, lines, "broker", "WARN", "denylist v3 (device has v0)")
 }
+
+// TestSelftestScannerServiceAccess: selftest runs as root, which opens any
+// device; the validator runs as user farego in groups farego and dialout.
+// A scanner those cannot open (an evdev scanner without the farego udev
+// rule: root:input 0660; here a pseudo-terminal, owner:tty 0620) failed
+// in the validator's log every few seconds while selftest said "present
+// and readable". A device they can open (0666) stays OK. (serviceUser is
+// nobody here: a machine without the user farego skips the check.)
+func TestSelftestScannerServiceAccess(t *testing.T) {
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody")
+	}
+	defer func(u string) { serviceUser = u }(serviceUser)
+	serviceUser = "nobody"
+	ptmx, tty, err := pty.Open()
+	must(t, err)
+	defer ptmx.Close()
+	defer tty.Close()
+	must(t, os.Chmod(tty.Name(), 0o620))
+	for _, c := range []struct {
+		path, typ, want string
+	}{{tty.Name(), "", "FAIL"}, {tty.Name(), "evdev", "FAIL"}, {"/dev/null", "", "OK"}} {
+		s := &selftest{cfg: &Config{Scanners: []ScannerConfig{{Name: "front", Type: c.typ, Path: c.path}}}}
+		s.checkScanners()
+		if len(s.results) != 1 || s.results[0].level != c.want || (c.want == "FAIL" && !strings.Contains(s.results[0].why, "may not open it")) {
+			t.Errorf("%s (%q): %+v; want %s", c.path, c.typ, s.results, c.want)
+		}
+	}
+}
+
+// TestSelftestVolatileDataDir: a data_dir in memory (tmpfs, ramfs: a
+// read-only root made writable with an overlay in RAM, a queue put in
+// /run or /tmp) loses every green tap not yet sent at each power-off while
+// the queue's own checks pass: selftest fails it, and warns on an overlay
+// (whose upper layer may be in memory). The validator logs the same at
+// start (run.go).
+func TestSelftestVolatileDataDir(t *testing.T) {
+	defer func() { statfsType = syscall.Statfs }()
+	for _, c := range []struct {
+		fsType uint32
+		want   string // the storage line's level; "" none
+	}{{0x01021994, "FAIL"}, {0x858458f6, "FAIL"}, {0x794c7630, "WARN"}, {0xef53, ""}} { // tmpfs, ramfs, overlay, ext4
+		statfsType = func(path string, st *syscall.Statfs_t) error {
+			err := syscall.Statfs(path, st)
+			setFSType(&st.Type, c.fsType)
+			return err
+		}
+		s := &selftest{cfg: &Config{DataDir: t.TempDir()}}
+		s.checkDisk()
+		var got *selftestLine
+		for i, r := range s.results {
+			if r.name == "storage" {
+				got = &s.results[i]
+			}
+		}
+		switch {
+		case c.want == "" && got != nil:
+			t.Errorf("file system %#x: %+v; want no storage line", c.fsType, s.results)
+		case c.want != "" && (got == nil || got.level != c.want || !strings.Contains(got.why, "lost when the power goes")):
+			t.Errorf("file system %#x: %+v; want a storage line %s", c.fsType, s.results, c.want)
+		}
+	}
+}
+
+// setFSType sets a Statfs_t's Type, int32 on 32-bit ARM and int64 on
+// 64-bit machines.
+func setFSType[T ~int32 | ~int64](p *T, v uint32) { *p = T(int32(v)) }

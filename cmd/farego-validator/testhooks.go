@@ -3,8 +3,10 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/farego/farego/agent"
 )
@@ -41,15 +43,18 @@ func silentTapLoop(log *slog.Logger) bool {
 }
 
 // kernelSyncedEnv says (1 or 0) whether the kernel's clock is to be taken
-// as kept by NTP, whatever adjtimex says: the forged-Date tests' machine.
+// as kept by NTP, whatever adjtimex says: the forged-Date tests' machine;
+// "denied": adjtimex fails as under a system-call filter without it.
 const kernelSyncedEnv = "FAREGO_TEST_KERNEL_CLOCK_SYNCED"
 
-func kernelSyncedForTest() (synced, ok bool) {
+func kernelSyncedForTest() (synced, ok bool, err error) {
 	switch os.Getenv(kernelSyncedEnv) {
 	case "1":
-		return true, true
+		return true, true, nil
 	case "0":
-		return false, true
+		return false, true, nil
+	case "denied":
+		return false, true, fmt.Errorf("adjtimex: %w", syscall.EPERM)
 	}
-	return false, false
+	return false, false, nil
 }

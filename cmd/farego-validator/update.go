@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +62,15 @@ func bootUpdater(cfg *Config, keys *linkKeys, log *slog.Logger) (*update.Updater
 	if err != nil {
 		return nil, fmt.Errorf("%w: update: %w", errConfig, err)
 	}
+	if dir, err := filepath.Dir(u.StateFile()), writableDir(filepath.Dir(u.StateFile())); err != nil {
+		// Said at start, not when the first rollout fails on it: the
+		// shipped unit's ProtectSystem=strict keeps /usr read-only, and a
+		// device whose [update] was uncommented without the drop-in took
+		// no update, the reason only in the log of the day of the rollout.
+		log.Error("update: the binary's directory is not writable: no update can be installed",
+			"dir", dir, "err", err,
+			"fix", "a drop-in with ReadWritePaths="+dir+" (systemctl edit farego-validator), or [update] binary in a writable directory")
+	}
 	if err := u.Boot(); errors.Is(err, update.ErrRolledBack) {
 		return nil, errRestart
 	} else if err != nil {
@@ -111,6 +122,16 @@ func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tappi
 		}()
 	}
 	return func() { <-done }
+}
+
+// writableDir reports whether a file can be made in dir (and removes it).
+func writableDir(dir string) error {
+	f, err := os.CreateTemp(dir, ".farego-validator.probe*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // registerUpdateMetrics exports the update state.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,4 +138,42 @@ func TestUpdateConfirmedOnlyAfterTapLoopBeats(t *testing.T) {
 	now := time.Now()
 	expectLine(t, d.scan(d.issuer.Rider(t, 1002, now).Code(t, now)), "ACCEPTED  2.50 EUR")
 	d.stop()
+}
+
+// TestUpdateSaysBinaryDirReadOnly: [update] on while the binary's
+// directory cannot be written (the shipped unit's ProtectSystem=strict
+// without the ReadWritePaths= drop-in, a package's /usr/bin) is said at
+// start, naming the fix. It used to be said only when a rollout came, as
+// that day's "update: refused" (and on a small root file system as a lack
+// of free space, its first check), and the device never took the update.
+func TestUpdateSaysBinaryDirReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "bin")
+	must(t, os.Mkdir(ro, 0o555))
+	if writableDir(ro) == nil { // root: a read-only mount instead
+		ro = "/proc/self"
+		if writableDir(ro) == nil {
+			t.Skip("no read-only directory to try")
+		}
+	}
+	pub, _, err := ed25519.GenerateKey(nil)
+	must(t, err)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, c := range []struct {
+		dir  string
+		want bool
+	}{{ro, true}, {dir, false}} {
+		logs.Reset()
+		cfg := &Config{DeviceID: "bus-1", dir: dir,
+			Update: UpdateConfig{Server: "http://127.0.0.1:1", Binary: filepath.Join(c.dir, "farego-validator")}}
+		u, err := bootUpdater(cfg, &linkKeys{fleet: pub}, log)
+		if err != nil || u == nil {
+			t.Fatalf("bootUpdater with the binary in %s: %v", c.dir, err)
+		}
+		said := strings.Contains(logs.String(), "not writable") && strings.Contains(logs.String(), "ReadWritePaths="+c.dir)
+		if said != c.want {
+			t.Errorf("binary in %s (read-only: %v): log %q", c.dir, c.want, logs.String())
+		}
+	}
 }

@@ -50,3 +50,28 @@ func TestSelftestStatusProblem(t *testing.T) {
 		}
 	}
 }
+
+// selftest with the validator running and its uplink down says why (ctl
+// status's uplink_error): a bus "not syncing" after its board's bundle was
+// made again with --force shows the broker's refusal and what to do, not
+// only "its log says why" (the log said it once, when the outage began).
+func TestSelftestRunningUplinkError(t *testing.T) {
+	down := false
+	for _, c := range []struct{ err, want string }{
+		{"connect: not Authorized", "install its current bundle"},
+		{"connect: network Error : dial tcp 10.0.0.1:8883: i/o timeout", "check the network"},
+	} {
+		s := &selftest{cfg: &Config{MQTT: MQTTConfig{Broker: "ssl://broker:8883"}},
+			running: &ctlStatus{UplinkConnected: &down, UplinkError: c.err}}
+		s.checkBroker(context.Background())
+		var got *selftestLine
+		for i, r := range s.results {
+			if r.name == "broker" {
+				got = &s.results[i]
+			}
+		}
+		if got == nil || got.level != levelFail || !strings.Contains(got.why, c.err) || !strings.Contains(got.do, c.want) {
+			t.Errorf("uplink error %q: selftest results %+v; want a failed broker line with the error and %q", c.err, s.results, c.want)
+		}
+	}
+}

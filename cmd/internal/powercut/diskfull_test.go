@@ -84,8 +84,16 @@ func TestValidatorDiskFull(t *testing.T) {
 	if changes.Load() == 0 {
 		t.Error("going out of service was not signalled (ServiceChanged)")
 	}
+	// Riders go on trying: the status keeps saying since when the
+	// validator is out of service (each refused tap moved "since" to its
+	// own time: a bus out of service all morning said "since" the last
+	// rider's try, and nobody could tell how long it had been).
+	time.Sleep(1100 * time.Millisecond)
 	if out := tap(refused); out.Reason != record.ReasonInternal {
 		t.Errorf("the refused code again on the full disk: %+v; want internal", out)
+	}
+	if s := a.OutOfService(); s != status {
+		t.Errorf("status after another refused tap a second later: %q; want it unchanged, since the first: %q", s, status)
 	}
 
 	if err := d.Full(false); err != nil {
