@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tarm/serial"
@@ -214,6 +215,37 @@ type link struct {
 	downSince time.Time // when it began
 	failures  int       // failed attempts since the outage began
 	backoff   backoff.Backoff
+
+	// Losses logged in the flap window: a loose cable or a scanner that
+	// resets every second lost and resumed at every flap, two log lines
+	// each, all day, on the device's flash. Past flapLogBurst a loss is
+	// logged only if it lasts (flapQuietFor), or with the next one logged.
+	flapWindow time.Time // when the window began
+	flapLogged int       // losses logged in it
+	quiet      error     // the loss now under way, not logged (nil: none)
+	notLogged  int       // losses and returns not logged since the last logged loss
+}
+
+// A scanner lost more than flapLogBurst times in flapLogWindow has its
+// further losses logged only if one lasts flapQuietFor, or counted in the
+// next loss logged.
+const (
+	flapLogBurst  = 5
+	flapLogWindow = 10 * time.Minute
+	flapQuietFor  = 5 * time.Second
+)
+
+// logLoss reports whether a loss beginning now is to be logged: within
+// the window's burst.
+func (st *link) logLoss(now time.Time) bool {
+	if st.flapWindow.IsZero() || now.Sub(st.flapWindow) >= flapLogWindow {
+		st.flapWindow, st.flapLogged = now, 0
+	}
+	if st.flapLogged < flapLogBurst {
+		st.flapLogged++
+		return true
+	}
+	return false
 }
 
 // session opens the port once, reads from it until the device is lost or ctx
@@ -336,6 +368,11 @@ func (s *Serial) up(st *link) {
 	}
 	st.everUp = true
 	switch {
+	case st.down && st.quiet != nil: // a flap whose loss was not logged
+		st.quiet = nil
+		st.notLogged++
+		s.log.Debug("scanner resumed (flapping)", slog.String("scanner", s.cfg.Name),
+			slog.String("downtime", time.Since(st.downSince).Round(time.Millisecond).String()))
 	case st.down:
 		s.log.Info("scanner resumed",
 			slog.String("scanner", s.cfg.Name),
@@ -351,21 +388,56 @@ func (s *Serial) up(st *link) {
 // failed records a lost connection or a failed attempt, logging the first of
 // an outage only.
 func (s *Serial) failed(st *link, err error) {
+	attrs := []any{slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err)}
+	if h := accessHint(err); h != "" {
+		attrs = append(attrs, slog.String("hint", h))
+	}
 	if st.up {
 		st.up = false
 		st.down, st.downSince, st.failures = true, time.Now(), 0
-		s.log.Warn("scanner lost; reconnecting",
-			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
+		if st.logLoss(st.downSince) {
+			if st.notLogged > 0 {
+				attrs = append(attrs, slog.Int("flaps_not_logged", st.notLogged))
+				st.notLogged = 0
+			}
+			s.log.Warn("scanner lost; reconnecting", attrs...)
+		} else {
+			st.quiet = err
+			s.log.Debug("scanner lost again (flapping; logged if it lasts)", attrs...)
+		}
 		s.setState(Disconnected)
 		return
+	}
+	if st.quiet != nil && time.Since(st.downSince) >= flapQuietFor {
+		// A flap that lasts: the loss is logged after all, late.
+		s.log.Warn("scanner lost; reconnecting", slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path),
+			slog.Any("err", st.quiet), slog.String("down_for", time.Since(st.downSince).Round(time.Second).String()),
+			slog.Int("flaps_not_logged", st.notLogged))
+		st.quiet, st.notLogged = nil, 0
 	}
 	st.failures++
 	if !st.down {
 		st.down, st.downSince = true, time.Now()
-		s.log.Warn("scanner unavailable; retrying",
-			slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err))
+		s.log.Warn("scanner unavailable; retrying", attrs...)
 		s.setState(Disconnected)
 	}
+}
+
+// accessHint is what to do about a device the validator may not open.
+// EPERM on open is the service's device allow-list (the unit's
+// DevicePolicy=closed and DeviceAllow=, a cgroup rule: the file's mode and
+// group are not asked, so selftest run as root finds the device
+// "readable"): a SoC UART such as /dev/ttymxc0 is not on the shipped list.
+// EACCES is the file's owner, group and mode.
+func accessHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EPERM):
+		return "the service's device allow-list lacks this kind of device: add DeviceAllow=char-NAME rw in a drop-in " +
+			"(systemctl edit farego-validator; NAME is the one beside the device's major number in /proc/devices, e.g. ttymxc)"
+	case errors.Is(err, syscall.EACCES):
+		return "the validator's user may not open it: group dialout for a serial port, group farego (a udev rule) for an input device"
+	}
+	return ""
 }
 
 func (s *Serial) beat() {

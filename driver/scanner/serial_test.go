@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -644,5 +646,85 @@ func TestNewSerialInvalid(t *testing.T) {
 	}
 	if s.readTimeout != 200*time.Millisecond || s.cfg.Baud != DefaultBaud || s.cfg.MaxBackoff != 10*time.Second {
 		t.Errorf("defaults: read timeout %v, baud %d, max backoff %v", s.readTimeout, s.cfg.Baud, s.cfg.MaxBackoff)
+	}
+}
+
+// TestSerialOpenDeniedHint: a port the service's device allow-list keeps
+// out (the shipped unit's DeviceAllow= names ttyS, ttyAMA, ttyUSB and
+// ttyACM; a board's own UART may be ttymxc, ttySTM, ttyLP…) fails to open
+// with EPERM while selftest, run as root outside the unit, says it is
+// readable. The log says what to add (field review: the technician saw
+// "operation not permitted" on a device of group dialout, mode 0660).
+// EACCES (the file's mode) gets the group advice instead.
+func TestSerialOpenDeniedHint(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{{syscall.EPERM, "DeviceAllow=char-"}, {syscall.EACCES, "group dialout"}} {
+		path := filepath.Join(t.TempDir(), "ttymxc0")
+		h := &harness{frames: make(chan Frame, 10), states: make(chan State, 10), logs: &logBuffer{}}
+		s, err := NewSerial(Config{Name: "front", Path: path, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+			OnState: func(st State) { h.states <- st }}, slog.New(slog.NewTextHandler(h.logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.openPort = func(*serial.Config) (io.ReadCloser, error) {
+			return nil, &os.PathError{Op: "open", Path: path, Err: c.err}
+		}
+		h.s = s
+		h.run(t, s.Run)
+		h.waitState(t, Disconnected)
+		if logs := h.logs.String(); h.logs.count("scanner unavailable; retrying") != 1 || !strings.Contains(logs, c.want) {
+			t.Errorf("open failing with %v: want the failure logged once with a hint naming %q:\n%s", c.err, c.want, logs)
+		}
+	}
+}
+
+// TestSerialFlappingLogged: a loose cable (or a scanner that resets every
+// second) is lost and back again and again. Each flap was two log lines,
+// all day, on the validator's flash (field review: 12 flaps in 20 s, 24
+// lines). The first flapLogBurst losses of a window are logged as before;
+// further ones only at debug level, counted in the next loss logged; and a
+// loss among them that lasts (the cable finally out) is logged after
+// flapQuietFor, so the log never ends on "resumed" for a scanner that is
+// gone. Every reconnection is still counted.
+func TestSerialFlappingLogged(t *testing.T) {
+	p := newPTY(t)
+	link := devLink(t, p.path)
+	h := startSerial(t, Config{Path: link, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	h.waitState(t, Connected)
+	const flaps = flapLogBurst + 4
+	for range flaps {
+		p.unplug(t)
+		h.waitState(t, Disconnected)
+		p = newPTY(t)
+		repoint(t, link, p.path)
+		h.waitState(t, Connected)
+	}
+	if got := h.logs.count("scanner lost; reconnecting"); got != flapLogBurst {
+		t.Errorf("%d flaps: the loss logged %d times, want %d:\n%s", flaps, got, flapLogBurst, h.logs)
+	}
+	if got := h.logs.count("scanner resumed"); got != flapLogBurst {
+		t.Errorf("%d flaps: the return logged %d times, want %d:\n%s", flaps, got, flapLogBurst, h.logs)
+	}
+	if st := h.s.Stats(); st.Reconnects != flaps {
+		t.Errorf("reconnects: %d, want %d", st.Reconnects, flaps)
+	}
+
+	// Out for good (the path gone too: a pty's slave may open again for a
+	// moment after its master closed): logged, late, with the flaps not
+	// logged before it.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	p.unplug(t)
+	h.waitState(t, Disconnected)
+	for deadline := time.Now().Add(flapQuietFor + waitTimeout); h.logs.count("scanner lost; reconnecting") == flapLogBurst; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a scanner gone for good after flapping is not logged:\n%s", h.logs)
+		}
+	}
+	if !strings.Contains(h.logs.String(), fmt.Sprintf("flaps_not_logged=%d", flaps-flapLogBurst)) {
+		t.Errorf("the late loss does not count the %d flaps not logged:\n%s", flaps-flapLogBurst, h.logs)
 	}
 }
