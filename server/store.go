@@ -99,7 +99,12 @@ func sortTap(device, epoch string, t *ingest.Tap) (tapPlace, ledger.Tap) {
 // code it was shown denied the rider's pass with that one code. Unknown
 // rather than the assignment's: an assignment not updated when a
 // validator moved to another bus would then judge two buses one vehicle
-// and deny an honest transfer; unknown errs only towards forgiving.
+// and deny an honest transfer; unknown errs only towards forgiving. A
+// device with no vehicle assigned (never assigned, or a route alone) is
+// believed about its vehicle: the server knows no other (provisioning's
+// --vehicle stays on the device), and taking every such claim as unknown
+// would end the two-door rule in fleets that do not assign vehicles
+// through the API (README).
 func (s *Server) noteRoute(lt *ledger.Tap, assigned ledger.AssignmentHistory) {
 	a, ok := assigned.At(lt.Time)
 	if !ok {

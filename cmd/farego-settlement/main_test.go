@@ -76,6 +76,9 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, _, e := settle(t, ctx, "token", "payments", "--data", data); c != 2 || !strings.Contains(e, "token's id") {
 		t.Errorf("token payments without an id: %d %q", c, e)
 	}
+	if c, _, e := settle(t, ctx, "token", "payments", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") {
+		t.Errorf("an unknown token's payments: %d %q", c, e)
+	}
 	// Again: nothing changes, and it says so (it printed "revoked" again).
 	if c, out, _ := settle(t, ctx, "token", "revoke", "--data", data, id); c != 0 || !strings.Contains(out, "was revoked already") ||
 		!strings.Contains(out, "nothing changed") {

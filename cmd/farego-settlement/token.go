@@ -149,6 +149,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", id)
 	case "payments":
+		if err := api.KnownToken(ctx, st, fs.Arg(0)); err != nil {
+			return err
+		}
 		ps, err := st.PaymentsByToken(ctx, fs.Arg(0), *before, ledger.MaxPaymentsPage)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -255,7 +256,11 @@ func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, in
 	if err != nil {
 		return nil, 0, err
 	}
-	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), r.PathValue("id"), before, ledger.MaxPaymentsPage)
+	id := r.PathValue("id")
+	if err := KnownToken(r.Context(), h.cfg.Ledger, id); err != nil {
+		return nil, 0, err
+	}
+	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), id, before, ledger.MaxPaymentsPage)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -264,4 +269,23 @@ func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, in
 		out[i] = toPayment(p)
 	}
 	return map[string]any{"payments": out}, http.StatusOK, nil
+}
+
+// KnownToken is nil for an API token the ledger holds (revoked or not)
+// and for the operator token file's ("init"), and ledger.ErrNotFound
+// otherwise: a mistyped id is said so, not answered with no payments.
+func KnownToken(ctx context.Context, st *ledger.Store, id string) error {
+	if id == "init" {
+		return nil
+	}
+	ts, err := st.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if t.ID == id {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: token %q", ledger.ErrNotFound, id)
 }

@@ -1010,8 +1010,11 @@ func TestTokenPayments(t *testing.T) {
 	}
 	f.do("GET", "/v1/tokens/"+till3ID+"/payments", till1, "", 403)
 	f.do("GET", "/v1/tokens/"+till3ID+"/payments?before=x", f.token, "", 400)
-	if out := f.do("GET", "/v1/tokens/nobody/payments", f.token, "", 200); len(out["payments"].([]any)) != 0 {
-		t.Errorf("an unknown token's payments: %v", out)
+	if e := f.do("GET", "/v1/tokens/nobody/payments", f.token, "", 404); errCode(e) != "not_found" {
+		t.Errorf("an unknown token's payments: %v", e)
+	}
+	if out := f.do("GET", "/v1/tokens/"+till1ID+"/payments?before=1", f.token, "", 200); len(out["payments"].([]any)) != 0 {
+		t.Errorf("till 1's payments before the first: %v", out)
 	}
 	// Revoked, its payments are still listed: that is when they are read.
 	f.do("DELETE", "/v1/tokens/"+till3ID, f.token, "", 200)

@@ -332,7 +332,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 	b := f.browser()
 	csrf := b.signIn(f.token(ledger.RoleAuditor))
 	for _, p := range []string{"", "fleet", "devices/bus-1", "money", "flagged", "aside", "accounts", fmt.Sprintf("accounts/%d", acct),
-		"denylist", "fares", "keys", "tokens", "tokens/tok1/payments", "audit"} {
+		"denylist", "fares", "keys", "tokens", "tokens/init/payments", "audit"} {
 		code, body := b.get("/console/" + p)
 		if code != http.StatusOK {
 			t.Errorf("/console/%s: %d", p, code)
@@ -1212,17 +1212,20 @@ func TestClearDenyAsksWhy(t *testing.T) {
 func TestTokenPaymentsPage(t *testing.T) {
 	f := newFixture(t)
 	a1, a2 := f.account(1000), f.account(1000)
-	f.payBy(a1, "shop-1", "till3-order", 120, "tok3")
+	f.payBy(a1, "shop-1", "till3-order", 120, "init")
 	f.payBy(a2, "shop-1", "till1-order", 230, "tok1")
 	b := f.browser()
 	b.signIn(f.token(ledger.RoleOperator))
-	code, body := b.get("/console/tokens/tok3/payments")
+	code, body := b.get("/console/tokens/init/payments")
 	if code != http.StatusOK || !strings.Contains(body, "till3-order") || strings.Contains(body, "till1-order") ||
 		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d"`, a1)) || !strings.Contains(body, "1.20") {
-		t.Errorf("token tok3's payments page: %d\n%s", code, body)
+		t.Errorf("token init's payments page: %d\n%s", code, body)
 	}
-	if _, body := b.get("/console/tokens/nobody/payments"); !strings.Contains(body, "No payments by this token.") {
-		t.Errorf("an unknown token's payments page:\n%s", body)
+	if code, body := b.get("/console/tokens/nobody/payments"); code != http.StatusNotFound || !strings.Contains(body, "No API token nobody was ever made") {
+		t.Errorf("an unknown token's payments page: %d\n%s", code, body)
+	}
+	if code, body := b.get("/console/tokens/init/payments?before=x"); code != http.StatusBadRequest || !strings.Contains(body, "payment id") {
+		t.Errorf("a bad ?before=: %d\n%s", code, body)
 	}
 	// Linked from the tokens page for a merchant token.
 	made, err := api.CreateToken(context.Background(), f.store, ledger.RoleMerchant, "shop-1", "till 3")

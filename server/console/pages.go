@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -900,7 +901,18 @@ type tokenPaymentsData struct {
 // leaked till token's orders, told from its other tills'.
 func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	id := r.PathValue("id")
-	before, _ := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
+	before, err := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
+	if r.URL.Query().Has("before") && err != nil {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?before= is a payment id, a positive integer.")
+		return
+	}
+	if err := api.KnownToken(r.Context(), h.cfg.Ledger, id); errors.Is(err, ledger.ErrNotFound) {
+		h.errorPage(w, r, s, http.StatusNotFound, "No such token", "No API token "+id+" was ever made (the tokens page lists them).")
+		return
+	} else if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
 	ps, err := h.cfg.Ledger.PaymentsByToken(r.Context(), id, before, ledger.MaxPaymentsPage)
 	if err != nil {
 		h.fail(w, r, s, err)

@@ -841,10 +841,15 @@ function checkClock(serverMs, uncertaintyMs, atMs) {
     el.textContent = "";
   }
   const kept = wrong ? { skew, at: serverMs } : null;
-  if (wrong || lastClock) store.put("clock", kept).catch(() => {});
+  // A right clock clears what is kept, once: also a wrong one kept by an
+  // earlier page that this one has not read yet (the server may answer
+  // before showKeptClock reads it).
+  if (wrong || lastClock || !keptCleared) store.put("clock", kept).catch(() => {});
+  keptCleared = !wrong;
   lastClock = kept;
 }
 let lastClock = null; // the kept measurement, when it found the clock wrong
+let keptCleared = false; // this page stored "nothing wrong" since its last wrong reading
 
 // showKeptClock shows the last measurement kept, if it found the clock
 // wrong and none was made since this page opened.
