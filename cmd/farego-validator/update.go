@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent"
@@ -62,7 +63,9 @@ func bootUpdater(cfg *Config, keys *linkKeys, log *slog.Logger) (*update.Updater
 	if err != nil {
 		return nil, fmt.Errorf("%w: update: %w", errConfig, err)
 	}
-	if dir, err := filepath.Dir(u.StateFile()), writableDir(filepath.Dir(u.StateFile())); err != nil {
+	if dir, err := filepath.Dir(u.StateFile()), writableDir(filepath.Dir(u.StateFile())); errors.Is(err, syscall.ENOSPC) {
+		log.Warn("update: no space left in the binary's directory: no update can be installed until space is freed", "dir", dir)
+	} else if err != nil {
 		// Said at start, not when the first rollout fails on it: the
 		// shipped unit's ProtectSystem=strict keeps /usr read-only, and a
 		// device whose [update] was uncommented without the drop-in took
