@@ -61,14 +61,15 @@ func TestHTTPConnectionLimit(t *testing.T) {
 			for _, c := range held[:1] {
 				c.Close()
 			}
-			// The place freed serves a request again.
+			// The place freed serves a request again, once the server has
+			// seen the slow client go (on a busy machine that may take a
+			// while: wait for it, within a bound).
 			cl := &http.Client{Timeout: 5 * time.Second}
 			var resp *http.Response
-			for range 50 {
-				if resp, err = cl.Get("http://" + addr + "/"); err == nil {
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if resp, err = cl.Get("http://" + addr + "/"); err == nil || time.Now().After(deadline) {
 					break
 				}
-				time.Sleep(20 * time.Millisecond)
 			}
 			if err != nil {
 				t.Fatalf("after a slow client left: %v", err)

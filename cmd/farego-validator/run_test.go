@@ -215,9 +215,30 @@ func (d *device) scan(text string) string {
 		}
 		return l
 	case <-time.After(60 * time.Second):
-		d.t.Fatalf("no feedback for a scan")
+		d.dumpStacks()
+		d.t.Fatalf("no feedback for a scan (the validator's goroutines are at the end of its log)")
 	}
 	return ""
+}
+
+// dumpStacks makes the validator print its goroutines' stacks into its log
+// (SIGQUIT; it exits) and waits a moment for them, so that the log shown
+// when the test fails says where a scan without feedback waits.
+func (d *device) dumpStacks() {
+	if d.cmd == nil || d.cmd.Process == nil || d.cmd.Process.Signal(syscall.SIGQUIT) != nil {
+		return
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-d.logs:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			return
+		}
+	}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -301,7 +322,9 @@ func expectRemembered(t *testing.T, got string) {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	d := newDevice(t, `passback_window = "3s"`, "")
+	// A passback window far longer than the scans take, even on a busy
+	// machine: the third scan must fall within it.
+	d := newDevice(t, `passback_window = "1m"`, "")
 	d.start()
 	now := time.Now()
 	is := d.issuer

@@ -87,6 +87,10 @@ func TestFleetReconcilesWithTheLedger(t *testing.T) {
 	}
 	metrics := MetricsCounter(p.API)
 	waitFor(t, "/metrics to show the taps", func() bool { n, err := metrics(ctx); return err == nil && n == taps })
+	// The uplink calls its OnAcked hook (the lags) just after it commits
+	// the acks to the queue: the queues may be found empty a moment
+	// before the last acks' lags are in.
+	waitFor(t, "every ack's lag", func() bool { return f.Unacked() <= 0 })
 	if got := len(f.Lags()); got != taps {
 		t.Errorf("%d lags, want one per tap (%d)", got, taps)
 	}

@@ -42,7 +42,13 @@ func TestOpenWatchesContext(t *testing.T) {
 			d.Release()
 		}
 		cancel()
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		// Closed: wait for it, within a bound a busy machine does not
+		// reach. Kept open: watch it for 2 s.
+		wait := 30 * time.Second
+		if release {
+			wait = 2 * time.Second
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
 		_, err = c.Read(make([]byte, 1))
 		closed := err != nil && !isTimeout(err)
 		if closed == release {
