@@ -35,8 +35,18 @@ const (
 // reported a large offset for one batch and 0 again right after.
 const ClockJump = 10 * time.Second
 
-// MaxStatusHistory is how many history entries the ledger keeps per device.
+// MaxStatusHistory is how many history entries of its own statuses the
+// ledger keeps per device. Kept besides, whatever the device sends: the
+// operator's entries (registered, replaced, revoked) and the clock entry
+// with the largest offset. A stolen validator could otherwise push the
+// trace of its own lie (a clock offset of hours, which hid its taps'
+// route_mismatch) out of the history by sending statuses that each made
+// an entry (a review: 599 in 10 s).
 const MaxStatusHistory = 50
+
+// operatorEvents are the history entries the operator's actions make; a
+// device's statuses never push them out.
+const operatorEvents = `('` + EventRegistered + `', '` + EventReplaced + `', '` + EventRevoked + `')`
 
 // DeviceEvent is one entry of a device's status history: what changed, and
 // the device's status right after.
@@ -120,18 +130,23 @@ func (t *txn) deviceEvent(id, event string) error {
 		ON CONFLICT (device_id, at_ns) DO NOTHING`, t.now, event, id); err != nil {
 		return err
 	}
-	_, err := t.exec("trim device history", `DELETE FROM device_status_history WHERE device_id = $1 AND at_ns <
-		(SELECT at_ns FROM device_status_history WHERE device_id = $1 ORDER BY at_ns DESC LIMIT 1 OFFSET $2)`,
-		id, MaxStatusHistory-1)
+	_, err := t.exec("trim device history", `DELETE FROM device_status_history WHERE device_id = $1
+		AND event NOT IN `+operatorEvents+` AND at_ns <
+		(SELECT at_ns FROM device_status_history WHERE device_id = $1 AND event NOT IN `+operatorEvents+`
+		 ORDER BY at_ns DESC LIMIT 1 OFFSET $2)
+		AND at_ns <> COALESCE((SELECT at_ns FROM device_status_history WHERE device_id = $1 AND event = $3
+		 ORDER BY ABS(clock_offset_ns) DESC, at_ns DESC LIMIT 1), -1)`,
+		id, MaxStatusHistory-1, EventClock)
 	return err
 }
 
-// DeviceHistory returns a device's status history, newest first (at most
-// MaxStatusHistory entries).
+// DeviceHistory returns a device's status history, newest first: the
+// newest MaxStatusHistory entries of its statuses, and the entries kept
+// besides (see MaxStatusHistory), at most 2 × MaxStatusHistory in all.
 func (s *Store) DeviceHistory(ctx context.Context, id string) ([]DeviceEvent, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT at_ns, event, online, out_of_service, queue_depth, oldest_unsent_ns,
 			clock_offset_ns, software, versions
-		FROM device_status_history WHERE device_id = $1 ORDER BY at_ns DESC LIMIT $2`, id, MaxStatusHistory)
+		FROM device_status_history WHERE device_id = $1 ORDER BY at_ns DESC LIMIT $2`, id, 2*MaxStatusHistory)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read device history: %w", err)
 	}

@@ -84,15 +84,39 @@ func TestDeviceHistory(t *testing.T) {
 		if h[3].Versions["fares"] != 2 || h[5].OutOfService != "queue_full" || h[6].QueueDepth != 3 || !h[6].Online {
 			t.Errorf("history entries do not carry the status: %+v", h)
 		}
+		// A clock offset of 2 h reported once (a stolen validator's lie,
+		// which hides its taps' route_mismatch), then 100 statuses that
+		// each make an entry: the newest 50 of the device's entries are
+		// kept, and besides them the operator's three and the clock entry
+		// with the largest offset.
+		status(DeviceStatus{Online: true, LastSeen: time.Now()})
+		status(DeviceStatus{Online: true, LastSeen: time.Now().Add(2 * time.Hour)}) // the lie: a clock entry
 		for i := range 2 * MaxStatusHistory {
-			status(DeviceStatus{Online: i%2 == 0, LastSeen: time.Now()})
+			status(DeviceStatus{Online: i%2 != 0, LastSeen: time.Now().Add(2*time.Hour + time.Duration(i)*time.Millisecond)})
 		}
-		if h, _ = s.DeviceHistory(ctx, "bus-1"); len(h) != MaxStatusHistory || h[0].Online {
-			t.Fatalf("after 100 changes: %d entries (newest online %t), want %d, offline", len(h), len(h) > 0 && h[0].Online, MaxStatusHistory)
+		h, _ = s.DeviceHistory(ctx, "bus-1")
+		if len(h) != MaxStatusHistory+4 || !h[0].Online {
+			t.Fatalf("after 100 changes: %d entries (newest online %t), want %d, online", len(h), len(h) > 0 && h[0].Online, MaxStatusHistory+4)
+		}
+		kept := map[string]int{}
+		var largest time.Duration
+		for _, e := range h {
+			kept[e.Event]++
+			if e.Event == EventClock {
+				largest = max(largest, e.ClockOffset.Abs())
+			}
+		}
+		if kept[EventRegistered] != 1 || kept[EventRevoked] != 1 || kept[EventReplaced] != 1 || largest < 2*time.Hour-time.Minute {
+			t.Errorf("after a flood of statuses the history keeps %v, largest clock offset %v; want the operator's entries and the 2 h offset", kept, largest)
+		}
+		for i := 1; i < len(h); i++ {
+			if h[i].At.After(h[i-1].At) {
+				t.Errorf("history not newest first at %d", i)
+			}
 		}
 		var n int
-		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM device_status_history`).Scan(&n); err != nil || n != MaxStatusHistory {
-			t.Errorf("%d history rows stored, want %d", n, MaxStatusHistory)
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM device_status_history`).Scan(&n); err != nil || n != MaxStatusHistory+4 {
+			t.Errorf("%d history rows stored, want %d", n, MaxStatusHistory+4)
 		}
 	})
 }
