@@ -127,8 +127,9 @@ func runUpdater(ctx context.Context, u *update.Updater, up *uplink.Uplink, tappi
 	return func() { <-done }
 }
 
-// writableDir reports whether a file can be made in dir (and removes it).
-func writableDir(dir string) error {
+// writableDir reports whether a file can be made in dir (and removes it);
+// a variable so that a test can make the disk full.
+var writableDir = func(dir string) error {
 	f, err := os.CreateTemp(dir, ".farego-validator.probe*")
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,5 +176,30 @@ func TestUpdateSaysBinaryDirReadOnly(t *testing.T) {
 		if said != c.want {
 			t.Errorf("binary in %s (read-only: %v): log %q", c.dir, c.want, logs.String())
 		}
+	}
+}
+
+// TestUpdateSaysBinaryDirFull: a binary's directory that cannot take a
+// file because the disk is full is said to be full at start, not to be
+// read-only with the drop-in advice (which would not help).
+func TestUpdateSaysBinaryDirFull(t *testing.T) {
+	dir := t.TempDir()
+	probe := writableDir
+	t.Cleanup(func() { writableDir = probe })
+	writableDir = func(d string) error {
+		return &os.PathError{Op: "open", Path: filepath.Join(d, ".farego-validator.probe1"), Err: syscall.ENOSPC}
+	}
+	pub, _, err := ed25519.GenerateKey(nil)
+	must(t, err)
+	var logs strings.Builder
+	cfg := &Config{DeviceID: "bus-1", dir: dir,
+		Update: UpdateConfig{Server: "http://127.0.0.1:1", Binary: filepath.Join(dir, "farego-validator")}}
+	u, err := bootUpdater(cfg, &linkKeys{fleet: pub}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil || u == nil {
+		t.Fatalf("bootUpdater with a full disk: %v", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "no space left in the binary's directory") || strings.Contains(l, "not writable") ||
+		strings.Contains(l, "ReadWritePaths") {
+		t.Errorf("a full disk at start: log %q, want it said full, without the read-only advice", l)
 	}
 }

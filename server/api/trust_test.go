@@ -1010,6 +1010,8 @@ func TestTokenPayments(t *testing.T) {
 	}
 	f.do("GET", "/v1/tokens/"+till3ID+"/payments", till1, "", 403)
 	f.do("GET", "/v1/tokens/"+till3ID+"/payments?before=x", f.token, "", 400)
+	// A merchant learns nothing of which token ids exist: 403 either way.
+	f.do("GET", "/v1/tokens/nobody/payments", till1, "", 403)
 	if e := f.do("GET", "/v1/tokens/nobody/payments", f.token, "", 404); errCode(e) != "not_found" {
 		t.Errorf("an unknown token's payments: %v", e)
 	}

@@ -148,9 +148,10 @@ func testDenyIndexThroughTheACL(t *testing.T, secret []byte, url string, set fun
 	s := u.Stats()
 	first := s
 	t.Logf("first connection: %d shard messages, %d shard subscriptions", s.DenyShardMessages, s.DenyShardSubscriptions)
-	if s.DenyShardMessages != record.DenyShardCount || s.DenyShardSubscriptions != record.DenyShardCount || s.DownlinksRefused != 0 {
-		t.Errorf("first connection: %d shard messages, %d subscriptions, %d refused; want 256, 256, 0",
-			s.DenyShardMessages, s.DenyShardSubscriptions, s.DownlinksRefused)
+	if s.DenyShardMessages != record.DenyShardCount || s.DenyShardSubscriptions != record.DenyShardCount || s.DownlinksRefused != 0 ||
+		s.DenyIndexFallbacks != 0 {
+		t.Errorf("first connection: %d shard messages, %d subscriptions, %d refused, %d index fallbacks; want 256, 256, 0, 0",
+			s.DenyShardMessages, s.DenyShardSubscriptions, s.DownlinksRefused, s.DenyIndexFallbacks)
 	}
 	stop(cancel, done)
 

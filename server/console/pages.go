@@ -901,10 +901,13 @@ type tokenPaymentsData struct {
 // leaked till token's orders, told from its other tills'.
 func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	id := r.PathValue("id")
-	before, err := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
-	if r.URL.Query().Has("before") && err != nil {
-		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?before= is a payment id, a positive integer.")
-		return
+	var before uint64
+	if v := r.URL.Query().Get("before"); v != "" {
+		var err error
+		if before, err = strconv.ParseUint(v, 10, 64); err != nil {
+			h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?before= is a payment id, a whole number.")
+			return
+		}
 	}
 	if err := api.KnownToken(r.Context(), h.cfg.Ledger, id); errors.Is(err, ledger.ErrNotFound) {
 		h.errorPage(w, r, s, http.StatusNotFound, "No such token", "No API token "+id+" was ever made (the tokens page lists them).")
