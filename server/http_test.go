@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/keys"
@@ -103,7 +104,16 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	if st, _ := get("http://" + a.Metrics + "/v1/keyring"); st != http.StatusNotFound {
 		t.Errorf("the metrics address serves the API (%d)", st)
 	}
-	if st, _ := get("http://" + a.HTTP + "/healthz"); st != http.StatusOK {
+	// Ready once the ingest and the downlink publisher are connected to
+	// the broker: a moment after the start, longer on a busy machine (a
+	// CI run saw 503 at once).
+	st := 0
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if st, _ = get("http://" + a.HTTP + "/healthz"); st == http.StatusOK {
+			break
+		}
+	}
+	if st != http.StatusOK {
 		t.Errorf("healthz on the HTTP address: %d", st)
 	}
 	if st, body := get("http://" + a.HTTP + "/"); st != http.StatusOK || strings.Contains(body, "/metrics") || !strings.Contains(body, `href="/healthz"`) {
