@@ -137,8 +137,8 @@ func TestConsoleReaders(t *testing.T) {
 		t1 := mkTap("bus-1", 1, a, at(0), "42")
 		t2 := mkTap("bus-1", 2, a, at(120), "X1")
 		t2.BaseFare = 999 // the validator's claim differs: noted fare_mismatch
-		dup := mkTap("bus-2", 1, a, at(121), "X1")
-		dup.CodeKey = t2.CodeKey // the same code on another bus of the route a minute later: duplicate_code, forgiven
+		dup := mkTap("bus-2", 1, a, at(121), "7")
+		dup.CodeKey = t2.CodeKey // the same code on another bus a minute later: duplicate_code, forgiven
 		dup.Vehicle = "bus-8"
 		bad := mkTap("bus-2", 2, a, at(200), "7")
 		bad.Flag = FlagInvalidCode

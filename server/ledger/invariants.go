@@ -34,11 +34,10 @@ const maxFindings = 50
 //  5. Re-rating every account's service day, each tap with the fare table
 //     that rates it, gives each tap's current charge; each unflagged tap's
 //     table is stored and its service day is that table's.
-//  6. A payment code paid once, and its cheapest use kept it, then its
-//     earliest (its earliest alone, as decided before that rule): every
-//     charged or currency-flagged tap and every payment has its code_uses
-//     row; a duplicate_code tap's code has a use by something else that is
-//     not later than it or is cheaper; every code use points at a tap or payment with that
+//  6. A payment code paid once, and the earliest use kept it: every charged
+//     or currency-flagged tap and every payment has its code_uses row; a
+//     duplicate_code tap's code has a use by something else that is not
+//     later than it; every code use points at a tap or payment with that
 //     code and counts its duplicate uses; a charged tap's credential is one
 //     the ledger issued (account, serial and rider key).
 //  7. Each payment has exactly one negative posting, of minus its amount, on
@@ -155,16 +154,11 @@ var invariantQueries = []struct{ msg, query string }{
 	{"duplicate_code tap whose code has no other use [tap]", `
 		SELECT t.tap_id FROM taps t WHERE t.flag = 'duplicate_code' AND NOT EXISTS (
 			SELECT 1 FROM code_uses u WHERE u.code_key = t.code_key AND (u.tap_id IS NULL OR u.tap_id <> t.tap_id))`},
-	// Kept by the cheapest use, then the earliest (keeps); a code decided
-	// before that rule is kept by its earliest use, and stays so until a
-	// new use of it comes: either is right, a holder both rules would
-	// have passed over is not.
-	{"code kept by a later tap than one of its duplicates at no higher fare [code key, holder, earlier duplicate]", `
+	{"code kept by a later tap than one of its duplicates [code key, holder, earlier duplicate]", `
 		SELECT u.code_key, h.tap_id, o.tap_id FROM taps o
 		JOIN code_uses u ON u.code_key = o.code_key
 		JOIN taps h ON h.tap_id = u.tap_id
-		WHERE o.flag = 'duplicate_code' AND (o.at_ns < h.at_ns OR (o.at_ns = h.at_ns AND o.tap_id < h.tap_id))
-			AND o.base_fare <= h.base_fare`},
+		WHERE o.flag = 'duplicate_code' AND (o.at_ns < h.at_ns OR (o.at_ns = h.at_ns AND o.tap_id < h.tap_id))`},
 	{"code use's reuse count differs from its duplicate taps [code key, reuses, duplicates]", `
 		SELECT u.code_key, u.reuses, COALESCE(d.n, 0) FROM code_uses u
 		LEFT JOIN (SELECT code_key, COUNT(*) AS n FROM taps WHERE flag = 'duplicate_code'

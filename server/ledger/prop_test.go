@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -329,20 +328,8 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 			byCode[string(tp.CodeKey)] = append(byCode[string(tp.CodeKey)], tp)
 		}
 	}
-	// A code is kept by its cheapest use (the base fare of the table
-	// that rates it), then its earliest (keeps).
-	baseOf := func(tp *Tap) int64 {
-		f, err := tables[choose(tp.FareVersion, tp.Time)].Fare(tp.Route, tp.Profile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
 	for _, ts := range byCode {
 		slices.SortFunc(ts, func(a, b *Tap) int {
-			if fa, fb := baseOf(a), baseOf(b); fa != fb {
-				return cmp.Compare(fa, fb)
-			}
 			if c := a.Time.Compare(b.Time); c != 0 {
 				return c
 			}

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -184,107 +183,6 @@ func TestOtherDeviceReuseCountsOnce(t *testing.T) {
 			if !denied(victim) {
 				t.Errorf("one batch %v: the code at a third device: not denied", oneBatch)
 			}
-		}
-	})
-}
-
-// rideFlags returns the account's rides by tap id: charge and flag.
-func rideFlags(t *testing.T, s *Store, acct uint64) map[string]string {
-	t.Helper()
-	rides, err := s.Rides(context.Background(), acct, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, r := range rides {
-		out[r.TapID] = fmt.Sprintf("%d %s", r.Charge, r.Flag)
-	}
-	return out
-}
-
-// TestCheapestUseKeepsTheCode: a stolen validator shown a code that a bus
-// then took sends a tap of it dated 20 s before the bus's, on the dearest
-// route. The earliest use kept the code, so the rider paid that route's
-// 400 for the ride the bus charged 250, the bus's tap refunded (a
-// review). The cheapest use keeps it now, then the earliest: whichever
-// arrives first, the rider pays 250 and the stolen device's tap is the
-// duplicate. A cheaper claim keeps the code and lowers the charge: a
-// device can only make a code cost less.
-func TestCheapestUseKeepsTheCode(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s := ledgerWithTable(t, db)
-		acct := newAccount(t, s, 5000)
-		bus := mkTap("bus-1", 1, acct, at(0), "42")
-		stolen := mkTap("evil", 1, acct, at(-20), "X1")
-		stolen.CodeKey = bus.CodeKey
-		commit(t, s, bus)
-		commit(t, s, stolen) // arrives late, dated earlier
-		// The same the other way round, with the rider's next code.
-		bus2 := mkTap("bus-1", 2, acct, at(600), "42")
-		stolen2 := mkTap("evil", 2, acct, at(580), "X1")
-		stolen2.CodeKey = bus2.CodeKey
-		commit(t, s, stolen2)
-		commit(t, s, bus2)
-		got := rideFlags(t, s, acct)
-		want := map[string]string{bus.ID: "250 ", stolen.ID: "0 duplicate_code", bus2.ID: "250 ", stolen2.ID: "0 duplicate_code"}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("rides %v, want %v", got, want)
-		}
-		if b := balance(t, s, acct); b != 5000-500 {
-			t.Errorf("balance %d, want %d: the stolen device's dearer route charged", b, 5000-500)
-		}
-		// A cheaper claim on the other device keeps the code.
-		dear := mkTap("bus-2", 1, acct, at(7200), "X1")
-		cheap := mkTap("evil", 3, acct, at(7230), "42")
-		cheap.CodeKey = dear.CodeKey
-		commit(t, s, dear)
-		commit(t, s, cheap)
-		if got := rideFlags(t, s, acct); got[cheap.ID] != "250 " || got[dear.ID] != "0 duplicate_code" {
-			t.Errorf("a cheaper use of the code: %v, want it charged and the dearer one the duplicate", got)
-		}
-		if err := s.CheckInvariants(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
-}
-
-// TestCodeKeptByTheRuleBefore: a code a ledger kept by its earliest use
-// (the rule before the cheapest use keeps it) with a cheaper duplicate
-// stored: a new use that is cheaper than the holder but not than that
-// duplicate leaves the code as the rule before had it, or takes it by
-// that rule when it is the earliest use of all; either way verify finds
-// nothing wrong (a holder neither rule gives it would be).
-func TestCodeKeptByTheRuleBefore(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db *testDB) {
-		s := db.open(t, nil)
-		putTableAt(t, s, `{"version":1,"currency":"EUR","timezone":"Europe/Berlin","service_day_start":"04:00",
-			"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180},"X1":{"adult":400},"M":{"adult":300}},
-			"transfer":{"window":"60m","fare":0},"daily_cap":{"adult":2000,"child":350,"senior":350,"student":500}}`, tablesSince)
-		acct := newAccount(t, s, 5000)
-		held := mkTap("bus-1", 1, acct, at(0), "X1") // 400
-		cheaper := mkTap("bus-2", 1, acct, at(30), "42")
-		cheaper.CodeKey = held.CodeKey
-		s.earliestKeeps = true
-		commit(t, s, held, cheaper)
-		s.earliestKeeps = false
-		later := mkTap("bus-3", 1, acct, at(60), "42") // cheaper than the holder, not than the duplicate
-		later.CodeKey = held.CodeKey
-		commit(t, s, later)
-		if got := rideFlags(t, s, acct); got[held.ID] != "400 " || got[later.ID] != "0 duplicate_code" {
-			t.Errorf("a later use of a code kept by its earliest: %v, want the holder kept", got)
-		}
-		if err := s.CheckInvariants(context.Background()); err != nil {
-			t.Errorf("after a later use: %v", err)
-		}
-		earliest := mkTap("bus-4", 1, acct, at(-10), "M") // 300: cheaper than the holder, dearer than the duplicate
-		earliest.CodeKey = held.CodeKey
-		earliest.BaseFare = 300
-		commit(t, s, earliest)
-		if got := rideFlags(t, s, acct); got[earliest.ID] != "300 " || got[held.ID] != "0 duplicate_code" {
-			t.Errorf("the earliest use of a code kept by its earliest: %v, want it to take the code", got)
-		}
-		if err := s.CheckInvariants(context.Background()); err != nil {
-			t.Errorf("after the earliest use: %v", err)
 		}
 	})
 }

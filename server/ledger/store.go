@@ -60,10 +60,6 @@ type Store struct {
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.
 	fault func(point string) error
-	// earliestKeeps, set by tests only (before use), decides which use of
-	// a payment code keeps it by the rule before keeps (the earliest): a
-	// ledger as an older version left it.
-	earliestKeeps bool
 }
 
 // maxAttempts bounds the retries of a write transaction that lost a

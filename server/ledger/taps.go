@@ -36,11 +36,10 @@ import (
 //     flagged unknown_credential, charged 0;
 //   - a fare table currency other than the account's: flagged
 //     currency_mismatch, charged 0 (the code is used up all the same);
-//   - a payment code that paid before: its cheapest use keeps the code,
-//     then its earliest by tap time (keeps; an online payment always
-//     keeps it); every other use is flagged duplicate_code and charged 0 —
-//     a tap that held the code and is passed over for a newly arrived one
-//     is flagged and refunded. The
+//   - a payment code that paid before: the earliest use by tap time keeps
+//     the code (an online payment always keeps it); every other use is
+//     flagged duplicate_code and charged 0 — a tap that held the code and
+//     turns out later than a newly arrived one is flagged and refunded. The
 //     credential is denied (code_reused, until it expires) unless the reuse
 //     looks innocent: one reuse, on another device, within ReuseWindow
 //     (noted code_reuse_window);
@@ -509,7 +508,6 @@ type holder struct {
 	tapID     string // "" for a payment
 	device    string
 	vehicle   string
-	fare      int64 // the tap's base fare (0 for a payment)
 	at        int64 // tap time, or the payment's time
 	account   uint64
 	day       string
@@ -520,7 +518,7 @@ type holder struct {
 	paymentID int64
 }
 
-// refund is a tap that lost its code to another tap in this commit: it
+// refund is a tap that lost its code to an earlier tap in this commit: it
 // is flagged duplicate_code, and its charge goes back to 0.
 type refund struct {
 	tapID    string
@@ -538,29 +536,11 @@ func before(at1 int64, id1 string, at2 int64, id2 string) bool {
 	return id1 < id2
 }
 
-// keeps reports whether a tap of a payment code (base fare, time, id)
-// keeps the code rather than another tap of it: the cheaper, then the
-// earlier. The earliest alone kept it before, and the time and route are
-// the device's word: a stolen validator shown a code that a bus then took
-// sent a tap of it dated a few seconds before the bus's, on its dearest
-// route, and the rider paid that route's fare for the ride the bus
-// charged (a review: 400 for a ride of 250). Kept by the cheapest, any
-// use a device can add only lowers what the code costs; a rider showing
-// one code on two buses of a quick transfer pays the cheaper. A function
-// of the set of uses, as the earliest was: the verdict does not depend on
-// the order the uses arrive in.
-func keeps(fare1, at1 int64, id1 string, fare2, at2 int64, id2 string) bool {
-	if fare1 != fare2 {
-		return fare1 < fare2
-	}
-	return before(at1, id1, at2, id2)
-}
-
 // codeWrites are what claimCodes decided, written by writeCodes once the
 // batch's taps are stored (code uses refer to them).
 type codeWrites struct {
 	newUses *bulk       // code uses of codes new to the ledger
-	moves   []codeCount // code uses that move to another tap (tapID set)
+	moves   []codeCount // code uses that move to an earlier tap (tapID set)
 	counts  []codeCount // code uses whose reuse count changes
 	flagged []string    // stored taps that lose their code
 	note    map[string]string
@@ -617,70 +597,36 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		return nil, err
 	}
 	forgiven := map[dayKey]int{}
-	kp := keeps
-	if t.s.earliestKeeps { // tests only: the rule before keeps
-		kp = func(_, at1 int64, id1 string, _, at2 int64, id2 string) bool { return before(at1, id1, at2, id2) }
-	}
 	for _, key := range keys {
 		ws := byKey[string(key)]
 		slices.SortFunc(ws, func(a, b *tapWork) int {
-			if kp(a.fare, a.tp.Time.UnixNano(), a.tp.ID, b.fare, b.tp.Time.UnixNano(), b.tp.ID) {
+			if before(a.tp.Time.UnixNano(), a.tp.ID, b.tp.Time.UnixNano(), b.tp.ID) {
 				return -1
 			}
 			return 1
 		})
 		win := ws[0]
-		h, held := holders[string(key)]
-		// The uses of the code stored as duplicates before (see below).
-		var stored []use
-		storedNote := map[string]string{}
-		if held {
-			var err error
-			if stored, storedNote, err = t.duplicateUses(win.tp.Account, key); err != nil {
-				return nil, err
-			}
-		}
-		takeOver := held && h.tapID != "" && kp(win.fare, win.tp.Time.UnixNano(), win.tp.ID, h.fare, h.at, h.tapID)
-		if takeOver && !keepsOver(kp, win, stored) {
-			// A code decided by the rule before keeps (its earliest use
-			// kept it) with a duplicate cheaper than this commit's best:
-			// decided by that rule still, or its holder would be neither
-			// rule's. A code decided by keeps cannot get here: its holder
-			// keeps it over every stored use.
-			e := slices.MinFunc(ws, func(a, b *tapWork) int {
-				if before(a.tp.Time.UnixNano(), a.tp.ID, b.tp.Time.UnixNano(), b.tp.ID) {
-					return -1
-				}
-				return 1
-			})
-			takeOver = before(e.tp.Time.UnixNano(), e.tp.ID, h.at, h.tapID)
-			if takeOver {
-				i := slices.Index(ws, e)
-				ws[0], ws[i] = ws[i], ws[0]
-				win = e
-			}
-		}
 		keeper := use{tapID: win.tp.ID, device: win.tp.DeviceID, vehicle: win.tp.Vehicle, at: win.tp.Time.UnixNano(), day: win.day}
 		var lost []use // every use that loses the code in this commit
 		var losers []*tapWork
 		var oldHolder string
+		h, held := holders[string(key)]
 		switch {
 		case !held:
 			losers = ws[1:]
-		case !takeOver:
-			// The code stays with the online payment or the tap that
-			// keeps it (see keeps).
+		case h.tapID == "" || before(h.at, h.tapID, keeper.at, keeper.tapID):
+			// The code stays with the online payment or the earlier tap.
 			keeper, losers = use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day}, ws
 		default:
-			// The new tap keeps the code rather than the tap that held it
-			// (cheaper, or as cheap and earlier): it takes the code over,
-			// and the old holder is flagged and refunded.
+			// The new tap was made before the tap that held the code: it
+			// takes the code over, and the old holder is flagged and
+			// refunded.
 			losers, oldHolder = ws[1:], h.tapID
 			lost = append(lost, use{tapID: h.tapID, device: h.device, vehicle: h.vehicle, at: h.at, day: h.day})
 			cw.refunds = append(cw.refunds, refund{tapID: h.tapID, day: dayKey{h.account, h.day}, at: h.at, charge: h.charge,
 				postings: h.postings})
-			t.s.log.Warn("ledger: a tap of a payment code that keeps it (cheaper, or as cheap and earlier) arrived late and takes the code; the other tap is refunded",
-				"tap", keeper.tapID, "device", keeper.device, "refunded_tap", h.tapID, "refunded_device", h.device, "account", h.account)
+			t.s.log.Warn("ledger: an earlier tap of a payment code arrived late and takes the code; the later tap is refunded",
+				"tap", keeper.tapID, "refunded_tap", h.tapID, "account", h.account)
 		}
 		for _, l := range losers {
 			lost = append(lost, use{tapID: l.tp.ID, device: l.tp.DeviceID, vehicle: l.tp.Vehicle, at: l.tp.Time.UnixNano(), day: l.day})
@@ -703,6 +649,14 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 		// counted the other device's use as a second reuse, denying the
 		// credential that the same records in time order left valid
 		// (TestReuseVerdictOrderIndependent).
+		var stored []use
+		storedNote := map[string]string{}
+		if held {
+			var err error
+			if stored, storedNote, err = t.duplicateUses(win.tp.Account, key); err != nil {
+				return nil, err
+			}
+		}
 		isNew := map[string]bool{}
 		for _, l := range lost {
 			isNew[l.tapID] = true
@@ -872,23 +826,11 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 	return nil
 }
 
-// keepsOver reports whether w keeps its code over every stored use, by kp
-// (keeps).
-func keepsOver(kp func(int64, int64, string, int64, int64, string) bool, w *tapWork, stored []use) bool {
-	for _, u := range stored {
-		if !kp(w.fare, w.tp.Time.UnixNano(), w.tp.ID, u.fare, u.at, u.tapID) {
-			return false
-		}
-	}
-	return true
-}
-
 // use is one use of a payment code, for the reuse rule.
 type use struct {
 	tapID   string // "" for an online payment
 	device  string
 	vehicle string // "" when the device had no assignment
-	fare    int64  // a tap's base fare (keeps)
 	at      int64
 	day     string // the service day of a tap
 }
@@ -985,7 +927,7 @@ func (t *txn) denyOtherCredentials(account uint64, serial uint32) error {
 // duplicateUses reads the stored duplicate_code taps of a payment code
 // (of account: a code is one account's), with their notes by tap id.
 func (t *txn) duplicateUses(account uint64, key []byte) ([]use, map[string]string, error) {
-	rows, err := t.query(`SELECT tap_id, device_id, vehicle, base_fare, at_ns, service_day, notes FROM taps
+	rows, err := t.query(`SELECT tap_id, device_id, vehicle, at_ns, service_day, notes FROM taps
 		WHERE account_id = $1 AND code_key = $2 AND flag = $3`, int64(account), key, FlagDuplicateCode)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: read code uses: %w", err)
@@ -996,7 +938,7 @@ func (t *txn) duplicateUses(account uint64, key []byte) ([]use, map[string]strin
 	for rows.Next() {
 		var u use
 		var note string
-		if err := rows.Scan(&u.tapID, &u.device, &u.vehicle, &u.fare, &u.at, &u.day, &note); err != nil {
+		if err := rows.Scan(&u.tapID, &u.device, &u.vehicle, &u.at, &u.day, &note); err != nil {
 			return nil, nil, fmt.Errorf("ledger: read code uses: %w", err)
 		}
 		out = append(out, u)
@@ -1019,8 +961,8 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 			holderTap = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
 		}
 		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, u.reusers, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
-				COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.base_fare, 0), COALESCE(t.at_ns, u.created_ns),
-				COALESCE(t.service_day, ''), COALESCE(t.charge, 0), COALESCE(t.postings, 0)
+				COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
+				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
 			FROM `+from+` `+holderTap+`
 			WHERE `+where, args...)
 		if err != nil {
@@ -1031,8 +973,8 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 			var h holder
 			var account int64
 			var reusers string
-			if err := rows.Scan(&key, &account, &h.reuses, &reusers, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.fare, &h.at, &h.day,
-				&h.charge, &h.postings); err != nil {
+			if err := rows.Scan(&key, &account, &h.reuses, &reusers, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at, &h.day, &h.charge,
+				&h.postings); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("ledger: read code uses: %w", err)
 			}

@@ -99,36 +99,6 @@ func stolenRig(t *testing.T, n string) (*Rig, context.Context, *Device, *attacke
 	return r, ctx, honest, a, c
 }
 
-// TestAttackStolenTakesOverHonestTap: a stolen validator holds a code an
-// honest validator took (a thief photographed the rider's phone at the
-// door). It sends it dated 20 s before the honest tap, on the dearest
-// route: while the earliest use kept the code, the honest tap was flagged
-// duplicate_code and refunded, and the rider paid the stolen device's
-// route (400), not the 250 of the bus they rode. The cheapest use keeps a
-// code now.
-func TestAttackStolenTakesOverHonestTap(t *testing.T) {
-	r, ctx, honest, a, c := stolenRig(t, "1")
-	rider, err := r.NewAPIRider(ctx, "adult", 10_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := time.Now()
-	text := rider.Code(at)
-	scanHonest(t, ctx, r, honest, rider, text)
-	settleAttack(t, a, c, &wire.Batch{DeviceID: a.id, Epoch: "e1", SentAt: time.Now(),
-		Records: []wire.Record{a.stolenTap(t, "e1", 1, at.Add(-20*time.Second), "X1", "bus-"+a.id, text)}})
-	acct, err := r.Account(ctx, rider.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rides, _ := r.Rides(ctx, rider.ID)
-	t.Logf("balance %d (9750 after the honest tap), deny %v, rides %+v", acct.Balance, denyEntries(t, ctx, r, rider.ID), rides)
-	if acct.Balance < 10_000-250 {
-		t.Errorf("a stolen validator re-priced a ride an honest validator took: the rider paid %d, not the 250 of route 42", 10_000-acct.Balance)
-	}
-	verifyClean(t, ctx, r)
-}
-
 // TestAttackStolenVehicleClaim: a stolen validator holds a code an honest
 // validator took and sends it once, 30 s later, claiming the honest
 // validator's vehicle. Judged by that claim, the reuse was two doors of
