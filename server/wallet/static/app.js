@@ -663,7 +663,7 @@ async function enterMain() {
   show("main");
   showError(null);
   renderWho();
-  await showKeptClock();
+  showKeptClock();
   renderView(await store.get("view"));
   await showCode();
   schedule();
@@ -840,28 +840,35 @@ function checkClock(serverMs, uncertaintyMs, atMs) {
     el.hidden = true;
     el.textContent = "";
   }
-  const kept = wrong ? { skew, at: serverMs } : null;
-  // A right clock clears what is kept, once: also a wrong one kept by an
-  // earlier page that this one has not read yet (the server may answer
-  // before showKeptClock reads it).
-  if (wrong || lastClock || !keptCleared) store.put("clock", kept).catch(() => {});
-  keptCleared = !wrong;
-  lastClock = kept;
+  keepClock(wrong ? { skew, at: serverMs } : null);
 }
-let lastClock = null; // the kept measurement, when it found the clock wrong
-let keptCleared = false; // this page stored "nothing wrong" since its last wrong reading
+
+// The last measurement that found the phone's clock wrong is kept in the
+// browser's localStorage, not with the account (IndexedDB): it is the
+// phone's, and signing out leaves nothing of the account behind, while
+// another tab signed out may still read the server's clock
+// (TestWalletSignOutInAnotherTab).
+const CLOCK_KEY = "farego-wallet-clock";
+
+function keepClock(v) {
+  try {
+    if (v) localStorage.setItem(CLOCK_KEY, JSON.stringify(v));
+    else localStorage.removeItem(CLOCK_KEY);
+  } catch {
+    // storage out of reach: nothing kept
+  }
+}
 
 // showKeptClock shows the last measurement kept, if it found the clock
 // wrong and none was made since this page opened.
-async function showKeptClock() {
-  let kept;
+function showKeptClock() {
+  let kept = null;
   try {
-    kept = await store.get("clock");
+    kept = JSON.parse(localStorage.getItem(CLOCK_KEY) || "null");
   } catch {
     return;
   }
   if (clockMeasured || !kept || typeof kept.skew !== "number" || typeof kept.at !== "number") return;
-  lastClock = kept;
   const el = $("clock-warning");
   el.textContent = t(kept.skew > 0 ? "clock_was_ahead" : "clock_was_behind", { amount: span(Math.abs(kept.skew)), time: dateTime(kept.at) });
   el.hidden = false;
