@@ -146,16 +146,26 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 // what its refunds have given back by now (a till retrying after a
 // refund is not told the payment was refunded nothing).
 func (h *Handler) replayedPayment(w http.ResponseWriter, r *http.Request, o ledger.PaymentOrder) (any, int, error) {
-	refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
+	resp, _, err := h.withRefunds(r.Context(), o)
 	if err != nil {
 		return nil, 0, err
+	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	return resp, http.StatusCreated, nil
+}
+
+// withRefunds is an order's answer with what its refunds have given back
+// by now, and the refunds.
+func (h *Handler) withRefunds(ctx context.Context, o ledger.PaymentOrder) (PaymentResponse, []ledger.PaymentRefund, error) {
+	refunds, err := h.cfg.Ledger.Refunds(ctx, o.ID)
+	if err != nil {
+		return PaymentResponse{}, nil, err
 	}
 	resp := toPayment(o)
 	if n := len(refunds); n > 0 {
 		resp.Refunded = refunds[n-1].Refunded // the running total, read with them
 	}
-	w.Header().Set("Idempotent-Replayed", "true")
-	return resp, http.StatusCreated, nil
+	return resp, refunds, nil
 }
 
 // getPayment returns a merchant's order: a point of sale that lost the
@@ -173,16 +183,12 @@ func (h *Handler) getPayment(w http.ResponseWriter, r *http.Request) (any, int, 
 	if err != nil {
 		return nil, 0, err
 	}
-	refunds, err := h.cfg.Ledger.Refunds(r.Context(), o.ID)
+	resp, refunds, err := h.withRefunds(r.Context(), o)
 	if err != nil {
 		return nil, 0, err
 	}
-	resp := toPayment(o)
 	for _, rf := range refunds {
 		resp.Refunds = append(resp.Refunds, toRefund(rf))
-	}
-	if n := len(refunds); n > 0 {
-		resp.Refunded = refunds[n-1].Refunded // the running total, read with them
 	}
 	return resp, http.StatusOK, nil
 }
@@ -278,14 +284,6 @@ func KnownToken(ctx context.Context, st *ledger.Store, id string) error {
 	if id == "init" {
 		return nil
 	}
-	ts, err := st.Tokens(ctx)
-	if err != nil {
-		return err
-	}
-	for _, t := range ts {
-		if t.ID == id {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: token %q", ledger.ErrNotFound, id)
+	_, err := st.TokenByID(ctx, id)
+	return err
 }

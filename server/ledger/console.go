@@ -418,6 +418,9 @@ func (s *Store) Aside(ctx context.Context, held bool, reason string, limit int) 
 // TokenByID returns an API credential by its id (revoked ones too: check
 // Revoked), or ErrNotFound.
 func (s *Store) TokenByID(ctx context.Context, id string) (APIToken, error) {
+	if unstorable(id) {
+		return APIToken{}, fmt.Errorf("%w: token %q", ErrNotFound, id)
+	}
 	tok, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return tok, fmt.Errorf("%w: token %q", ErrNotFound, id)

@@ -219,6 +219,13 @@ func TestConsoleReaders(t *testing.T) {
 		if _, err := s.TokenByID(ctx, "nope1234"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("TokenByID of an unknown id: %v", err)
 		}
+		// PostgreSQL refuses a NUL or invalid UTF-8 in text: such an id is
+		// one never made, not a server error.
+		for _, id := range []string{"abc\x00defgh", "\xff\xfe"} {
+			if _, err := s.TokenByID(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("TokenByID(%q): %v", id, err)
+			}
+		}
 	})
 }
 
