@@ -113,3 +113,30 @@ func TestImportGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestTopLevel keeps the top of the repository to the house's folders:
+// those of the import graph, testdata/ and .ci/ (and dot-folders of tools).
+// Files of another kind (packaging, scripts) live beside the code that
+// uses them, not in a new top-level folder.
+func TestTopLevel(t *testing.T) {
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		seen[name] = true
+		if !e.IsDir() || strings.HasPrefix(name, ".") || name == "testdata" {
+			continue
+		}
+		if _, ok := layers[name]; !ok && name != "bin" && name != "dist" && name != "try" && name != "demo-data" {
+			t.Errorf("top-level folder %s/ is not one of the house's (cmd, server, sync, agent, queue, driver, testdata, .ci)", name)
+		}
+	}
+	for _, want := range []string{"agent", "driver", "queue", "sync", "server", "cmd", "testdata", "go.mod", "Makefile", "README.md", ".ci"} {
+		if !seen[want] {
+			t.Errorf("the top level has no %s", want)
+		}
+	}
+}

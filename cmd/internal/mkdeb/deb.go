@@ -44,9 +44,9 @@ type file struct {
 
 // packageFiles lists the package's files except the binary and the unit.
 var packageFiles = []file{
-	{"packaging/sysusers.d/farego-validator.conf", "/usr/lib/sysusers.d/farego-validator.conf", 0o644},
-	{"packaging/udev/70-farego-gpio.rules", "/usr/lib/udev/rules.d/70-farego-gpio.rules", 0o644},
-	{"packaging/udev/71-farego-scanners.rules", "/usr/share/doc/farego-validator/examples/71-farego-scanners.rules", 0o644},
+	{"cmd/farego-validator/packaging/sysusers.d/farego-validator.conf", "/usr/lib/sysusers.d/farego-validator.conf", 0o644},
+	{"cmd/farego-validator/packaging/udev/70-farego-gpio.rules", "/usr/lib/udev/rules.d/70-farego-gpio.rules", 0o644},
+	{"cmd/farego-validator/packaging/udev/71-farego-scanners.rules", "/usr/share/doc/farego-validator/examples/71-farego-scanners.rules", 0o644},
 	{"testdata/validator/validator.toml", "/usr/share/doc/farego-validator/examples/validator.toml", 0o644},
 }
 
@@ -93,7 +93,7 @@ func build(s Spec) (string, error) {
 	for _, f := range packageFiles {
 		contents = append(contents, &files.Content{Source: filepath.Join(s.Root, f.src), Destination: f.dst, FileInfo: fi(f.mode)})
 	}
-	script := func(name string) string { return filepath.Join(s.Root, "packaging", "deb", name) }
+	script := func(name string) string { return filepath.Join(s.Root, "cmd", "farego-validator", "packaging", "deb", name) }
 	info := &nfpm.Info{
 		Name:          pkgName,
 		Arch:          s.Arch,

@@ -15,7 +15,7 @@
 //	/usr/lib/udev/rules.d/70-farego-gpio.rules        GPIO chips to group farego
 //	/usr/share/doc/farego-validator/examples/         71-farego-scanners.rules, validator.toml (samples)
 //
-// and maintainer scripts (packaging/deb) that create the user, reload udev
+// and maintainer scripts (cmd/farego-validator/packaging/deb) that create the user, reload udev
 // and systemd, and never start an unconfigured validator nor delete its
 // queue. The files come from the repository (--root, default "."), so the
 // package and the provisioning bundle ship the same unit.

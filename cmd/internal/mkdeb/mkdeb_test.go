@@ -215,7 +215,7 @@ func TestUsage(t *testing.T) {
 // rule, ACTION=="add" on "leds", was never applied: the lights stayed
 // root's and a validator using them did not start until a reboot).
 func TestPostinstTriggersEveryRule(t *testing.T) {
-	post, err := os.ReadFile(filepath.Join("..", "..", "..", "packaging", "deb", "postinst"))
+	post, err := os.ReadFile(filepath.Join("..", "..", "farego-validator", "packaging", "deb", "postinst"))
 	if err != nil {
 		t.Fatal(err)
 	}
