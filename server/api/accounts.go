@@ -48,6 +48,14 @@ type Account struct {
 	Rides      []Ride  `json:"recent_rides,omitempty"`
 	// Activity is the newest entries of the account's statement.
 	Activity []Entry `json:"recent_activity,omitempty"`
+	// PaidCodes are the codes shops took lately (the account's online
+	// payments of the last paidCodesWindow, newest first): the wallet
+	// shows a new code when the one on screen is among them. Not read
+	// from Activity: a shop that sent ten refunds of a cent after its
+	// payment pushed the payment out of the newest ten entries, the
+	// wallet kept the shop's code on screen, and the bus that read it
+	// next flagged a code used twice and blocked the pass.
+	PaidCodes []PaidCode `json:"paid_codes,omitempty"`
 	// credential is the profile the account's credentials carry
 	// (ledger.Account.CredentialProfile), not shown.
 	credential paycode.Profile
@@ -93,6 +101,19 @@ func toRides(rs []ledger.Ride) []Ride {
 	}
 	return out
 }
+
+// PaidCode is a code a shop's online payment took.
+type PaidCode struct {
+	CodeHash   string `json:"code_hash"` // paycode.ShortHash of the code
+	MerchantID string `json:"merchant_id"`
+	Amount     int64  `json:"amount"` // what the shop took (minor units)
+	Time       string `json:"time"`
+}
+
+// paidCodesWindow is how far back an account's answer lists the codes
+// shops took: a code pays within its maximum age plus the clock skew
+// (150 s by default), and the wallet asks every 10 s while it is shown.
+const paidCodesWindow = 10 * time.Minute
 
 // Entry is one entry of an account's statement: a posting, with the
 // balance after it.
@@ -217,6 +238,14 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 		return nil, 0, err
 	}
 	out.Activity = toEntries(activity)
+	paid, err := h.cfg.Ledger.RecentPayments(r.Context(), id, h.cfg.Now().Add(-paidCodesWindow))
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, p := range paid {
+		out.PaidCodes = append(out.PaidCodes, PaidCode{CodeHash: p.CodeHash, MerchantID: p.MerchantID, Amount: p.Amount,
+			Time: p.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	}
 	return out, http.StatusOK, nil
 }
 

@@ -25,7 +25,7 @@ type advice struct{ means, do, charged string }
 // flagAdvice explains each tap flag (ledger.Flag*).
 var flagAdvice = map[string]advice{
 	ledger.FlagDuplicateCode: {
-		"The payment code had already paid (an earlier tap on any bus, or an online payment). The earliest use keeps it; this one was charged nothing. Unless the reuse looked innocent (once, on another bus, within the reuse window), the credential is on the deny list as code_reused, and the whole account as code_reused_account if it held other valid credentials.",
+		"The payment code had already paid (an earlier tap on any bus, or an online payment). An online payment keeps its code (also when this tap was made before it), and otherwise the earliest tap keeps it; this one was charged nothing. Unless the reuse looked innocent (once, on another bus, within the reuse window), the credential is on the deny list as code_reused, and the whole account as code_reused_account if it held other valid credentials.",
 		"Open the account: if the rider is innocent (a screenshot taken by someone else, a shared phone), clear the credential's code_reused entry (and the account's code_reused_account entry) so they can get a new pass; if it is fraud, deny the whole account.",
 		"nothing"},
 	ledger.FlagInvalidCode: {

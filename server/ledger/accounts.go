@@ -238,13 +238,17 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 }
 
 // denyLiveCredentials puts each credential of the account that has not
-// expired on the deny list with reason, until an hour after it expires
-// (validators' clocks may be behind), in one statement, and returns how
-// many entries it added.
+// expired, or expired within the last hour, on the deny list with reason,
+// until an hour after it expires (validators' clocks may be behind), in
+// one statement, and returns how many entries it added. A pass still pays
+// for the clock skew after its end (paycode.Policy: shops and validators
+// take its codes until then): one that had just expired was left out, and
+// a lost phone's code paid at a shop after the rider had replaced the
+// secret (TestReplacedSecretStopsPassInItsSkew).
 func (t *txn) denyLiveCredentials(account uint64, reason string) (int, error) {
 	n, err := t.execCount("deny credentials", `INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns)
-		SELECT account_id, serial, $1, $2, not_after_ns + $3 FROM credentials WHERE account_id = $4 AND not_after_ns > $2
-		ON CONFLICT (account_id, serial, reason) DO NOTHING`, reason, t.now, int64(time.Hour), int64(account))
+		SELECT account_id, serial, $1, $2, not_after_ns + $3 FROM credentials WHERE account_id = $4 AND not_after_ns > $5
+		ON CONFLICT (account_id, serial, reason) DO NOTHING`, reason, t.now, int64(time.Hour), int64(account), t.now-int64(time.Hour))
 	if n > 0 {
 		t.denyChanged = true
 	}

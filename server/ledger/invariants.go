@@ -34,12 +34,14 @@ const maxFindings = 50
 //  5. Re-rating every account's service day, each tap with the fare table
 //     that rates it, gives each tap's current charge; each unflagged tap's
 //     table is stored and its service day is that table's.
-//  6. A payment code paid once, and the earliest use kept it: every charged
-//     or currency-flagged tap and every payment has its code_uses row; a
-//     duplicate_code tap's code has a use by something else that is not
-//     later than it; every code use points at a tap or payment with that
-//     code and counts its duplicate uses; a charged tap's credential is one
-//     the ledger issued (account, serial and rider key).
+//  6. A payment code paid once, and the earliest tap kept it (an online
+//     payment keeps its code, whenever the taps of it were made): every
+//     charged or currency-flagged tap and every payment has its code_uses
+//     row; a duplicate_code tap's code has a use by something else, a
+//     payment or a tap that is not later than it; every code use points at
+//     a tap or payment with that code and counts its duplicate uses; a
+//     charged tap's credential is one the ledger issued (account, serial
+//     and rider key).
 //  7. Each payment has exactly one negative posting, of minus its amount, on
 //     its account, and one positive posting for each of its refunds, of the
 //     refund's amount, each named by its refund; its refunds come to at

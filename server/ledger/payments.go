@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Pay makes an online payment: a merchant's scanner, online, presents a
@@ -264,6 +265,39 @@ func (t *txn) codeUsed(key []byte) (bool, error) {
 		return false, fmt.Errorf("ledger: look up code use: %w", err)
 	}
 	return true, nil
+}
+
+// MaxRecentPayments is how many payments RecentPayments returns at most.
+const MaxRecentPayments = 64
+
+// RecentPayments returns an account's online payments made at since or
+// later, newest first, at most MaxRecentPayments: what shops took with
+// the rider's codes lately, whatever else the account's statement holds
+// since (a shop's refunds, fares), so that a wallet does not show a code
+// again that a shop took (shown on a bus, it is a code used twice). Only
+// the rider's own codes make payments, so the rider alone could fill it.
+func (s *Store) RecentPayments(ctx context.Context, account uint64, since time.Time) ([]PaymentOrder, error) {
+	if checkAccountID(account) != nil {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+paymentColumns+` FROM payments
+		WHERE account_id = $1 AND created_ns >= $2 ORDER BY id DESC LIMIT $3`, int64(account), since.UnixNano(), MaxRecentPayments)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read payments: %w", err)
+	}
+	defer rows.Close()
+	var out []PaymentOrder
+	for rows.Next() {
+		p, err := scanPayment(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read payments: %w", err)
+		}
+		out = append(out, p.PaymentOrder)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read payments: %w", err)
+	}
+	return out, nil
 }
 
 // MaxPaymentsPage is how many payments PaymentsByToken returns at most.

@@ -633,3 +633,55 @@ func TestWalletRenewsCodeAShopTook(t *testing.T) {
 		t.Errorf("verify: %v\n%s", err, out)
 	}
 }
+
+// TestWalletRenewsCodeAShopHid: a rogue kiosk takes the code on screen and
+// at once sends ten refunds of a cent on its payment, so that the payment
+// is not among the newest ten entries of the account's statement, where the
+// wallet looked for it: the wallet kept the shop's code on screen, and the
+// bus that read it next flagged a code used twice and blocked the pass
+// (TestWalletRenewsCodeAShopTook's defence, undone for ten cents). The
+// wallet reads the codes shops took from the account's paid_codes.
+func TestWalletRenewsCodeAShopHid(t *testing.T) {
+	r, ctx, d, b, _ := walletRig(t, "bus-w-hide")
+	id, _ := registerInWallet(t, ctx, b, r, t.TempDir(), 2500)
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
+	tok, err := r.MerchantToken(ctx, "kiosk-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := time.Now().Second(); s > 30 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	shown := newCode(t, b)
+	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments", tok,
+		map[string]any{"merchant_id": "kiosk-9", "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
+		t.Fatalf("the kiosk's payment: %v", err)
+	}
+	for i := range 10 {
+		if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments/kiosk-9/coffee-1/refunds", tok,
+			map[string]any{"refund_id": fmt.Sprint("r-", i), "amount": 1}, nil); err != nil {
+			t.Fatalf("refund %d: %v", i, err)
+		}
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance after the refunds", `document.getElementById("balance").textContent.includes("21.60")`)
+	wallettest.WaitFor(t, b, 40*time.Second, "a new code and what the shop took",
+		`(async () => { const c = `+appModule+`.debugState().code; const n = document.getElementById("code-note");
+		 return c !== null && c.counter !== `+fmt.Sprint(shown.Counter)+` && !n.hidden &&
+		   n.textContent.includes("kiosk-9") && n.textContent.includes("3.50"); })()`)
+	now := *state(t, b).Code
+	if now.Text == shown.Text {
+		t.Fatal("the shop's code is still on screen")
+	}
+	scanExpect(t, ctx, d, now.Text, "ACCEPTED  2.50 EUR")
+	a := waitBalance(t, ctx, r, id, 2500-350+10-250)
+	if len(a.Rides) != 1 || a.Rides[0].Flag != "" || a.Rides[0].Charge != 250 {
+		t.Errorf("the ride after the kiosk: %+v, want charged 2.50, unflagged", a.Rides)
+	}
+	if a.Denied {
+		t.Error("the account is blocked after a kiosk payment and a bus ride")
+	}
+	if out, err := r.Verify(ctx); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+}

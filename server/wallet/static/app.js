@@ -550,13 +550,19 @@ async function shortHash(text) {
   return [...d.subarray(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// renewIfShopTook shows a new code when the statement says a shop's
-// payment took the one on screen: shown again on a bus, it would be a code
-// used twice, and the pass would be blocked (an online payment always keeps
-// its code). The rider is told what the shop took.
+// renewIfShopTook shows a new code when the account says a shop's payment
+// took the one on screen: shown again on a bus, it would be a code used
+// twice, and the pass would be blocked (an online payment always keeps its
+// code). The rider is told what the shop took. The codes shops took lately
+// are the account's paid_codes (what it took: amount > 0), whatever else
+// came since; the newest entries of the statement alone (a server before
+// paid_codes) lose a payment under ten refunds of a cent a shop sends after
+// it.
 async function renewIfShopTook(view) {
   const on = last;
-  const payments = (view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash);
+  const payments = (view.account.paid_codes || []).filter((e) => e.code_hash && e.amount > 0)
+    .concat((view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash)
+      .map((e) => ({ code_hash: e.code_hash, merchant_id: e.merchant_id, amount: -e.amount })));
   if (!on || payments.length === 0) return;
   // Hashed here, only when there is a shop's payment to compare: not on
   // the way to showing every code.
@@ -566,7 +572,7 @@ async function renewIfShopTook(view) {
   const now = await showCode();
   if (now && now !== on) {
     const note = $("code-note");
-    note.textContent = t("code_paid_shop", { amount: money(-paid.amount, view.account.currency), shop: paid.merchant_id });
+    note.textContent = t("code_paid_shop", { amount: money(paid.amount, view.account.currency), shop: paid.merchant_id });
     note.hidden = false;
   }
 }
