@@ -93,7 +93,9 @@ func build(s Spec) (string, error) {
 	for _, f := range packageFiles {
 		contents = append(contents, &files.Content{Source: filepath.Join(s.Root, f.src), Destination: f.dst, FileInfo: fi(f.mode)})
 	}
-	script := func(name string) string { return filepath.Join(s.Root, "cmd", "farego-validator", "packaging", "deb", name) }
+	script := func(name string) string {
+		return filepath.Join(s.Root, "cmd", "farego-validator", "packaging", "deb", name)
+	}
 	info := &nfpm.Info{
 		Name:          pkgName,
 		Arch:          s.Arch,
