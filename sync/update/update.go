@@ -820,6 +820,16 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	if err := os.Chmod(u.DownloadFile(), 0o755); err != nil {
 		return fmt.Errorf("update: %w", err)
 	}
+	// The download is fsynced here whatever left it whole: fetch syncs
+	// only after a request that ends without an error, and a download
+	// whose last read failed after the last byte (a connection dropped
+	// before a chunked body's end), or whose process was killed before
+	// the fsync, was found whole at the retry and renamed in place with
+	// its bytes in the page cache only: a power cut then left an empty
+	// binary, which no rollback can replace (it runs in the binary).
+	if err := syncFile(u.DownloadFile()); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
 	prev := u.PreviousFile()
 	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("update: %w", err)
@@ -845,6 +855,19 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 		return fmt.Errorf("update: install: %w", err)
 	}
 	return nil
+}
+
+// syncFile fsyncs the contents of the file at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // copyFile copies src to a new file dst (mode 0755) durably.

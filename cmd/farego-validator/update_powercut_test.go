@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/cmd/internal/powercut"
+	"github.com/farego/farego/sync/update"
+	"github.com/farego/farego/sync/wire"
+)
+
+// TestPowerCutAfterUpdateKeepsTheBinary: the download of a release is
+// complete, but its last read ends in an error (a connection dropped after
+// the last byte, before the end of a chunked body; the same holds for a
+// validator killed between the last write and its fsync): the retry finds
+// the file whole and installs it. The power goes soon after the restart
+// into the new version. The binary in place must be the release's — not an
+// empty file no program runs, which nothing on the device can roll back
+// (the update's rollback runs in the binary itself).
+func TestPowerCutAfterUpdateKeepsTheBinary(t *testing.T) {
+	disk := powercut.Mount(t, nil)
+	fleet := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	bin := disk.Path("farego-validator")
+	old := []byte("farego-validator 1.0.0\n")
+	must(t, os.WriteFile(bin, old, 0o755))
+	f, err := os.Open(bin)
+	must(t, err)
+	must(t, f.Sync())
+	f.Close()
+	must(t, syncDir(disk.Dir()))
+
+	data := bytes.Repeat([]byte("farego-validator 1.1.0\n"), 5000)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) > 1 {
+			http.ServeContent(w, r, "bin", time.Time{}, bytes.NewReader(data))
+			return
+		}
+		// Every byte, chunked, then the connection drops before the
+		// chunked body's end.
+		w.WriteHeader(http.StatusOK)
+		w.Write(data)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	defer srv.Close()
+
+	sum := sha256.Sum256(data)
+	m := &wire.Manifest{Version: "1.1.0", Arch: "testarch", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]),
+		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	mb, sig, err := wire.SignManifest(m, fleet)
+	must(t, err)
+	body, err := (&wire.Rollout{Version: "1.1.0", Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}).Marshal()
+	must(t, err)
+
+	u, err := update.New(update.Config{Binary: bin, Current: "1.0.0", DeviceID: "bus-1", Arch: "testarch",
+		FleetPublicKey: fleet.Public().(ed25519.PublicKey), BaseURL: srv.URL, ReserveBytes: 1,
+		MinRetry: time.Millisecond, MaxRetry: 10 * time.Millisecond, HealthTimeout: time.Hour})
+	must(t, err)
+	must(t, u.Boot())
+	u.Offer(1, body)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := u.Run(ctx); !errors.Is(err, update.ErrRestart) {
+		t.Fatalf("Run = %v, want ErrRestart (installed)", err)
+	}
+	if requests.Load() < 1 {
+		t.Fatal("no download")
+	}
+	if got, _ := os.ReadFile(bin); !bytes.Equal(got, data) {
+		t.Fatal("the release is not in place before the cut")
+	}
+
+	// The power goes before the kernel wrote the file back.
+	if _, err := disk.Cut(false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("no binary after the cut: %v", err)
+	}
+	if !bytes.Equal(got, data) && !bytes.Equal(got, old) {
+		t.Fatalf("after the cut the binary in place is %d bytes, neither the release (%d) nor the previous one (%d): "+
+			"the device cannot start any farego-validator", len(got), len(data), len(old))
+	}
+	// Whichever binary is in place, the state agrees with it: the new
+	// one is pending, or the old one forgets the install.
+	cur := "1.0.0"
+	if bytes.Equal(got, data) {
+		cur = "1.1.0"
+	}
+	u2, err := update.New(update.Config{Binary: bin, Current: cur, DeviceID: "bus-1", Arch: "testarch",
+		FleetPublicKey: fleet.Public().(ed25519.PublicKey), BaseURL: srv.URL, HealthTimeout: time.Hour})
+	must(t, err)
+	must(t, u2.Boot())
+	if u2.Pending() != (cur == "1.1.0") {
+		t.Errorf("running %s after the cut: pending = %v", cur, u2.Pending())
+	}
+}
+
+// syncDir fsyncs a directory.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
