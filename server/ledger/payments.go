@@ -280,24 +280,8 @@ func (s *Store) RecentPayments(ctx context.Context, account uint64, since time.T
 	if checkAccountID(account) != nil {
 		return nil, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+paymentColumns+` FROM payments
-		WHERE account_id = $1 AND created_ns >= $2 ORDER BY id DESC LIMIT $3`, int64(account), since.UnixNano(), MaxRecentPayments)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: read payments: %w", err)
-	}
-	defer rows.Close()
-	var out []PaymentOrder
-	for rows.Next() {
-		p, err := scanPayment(rows)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: read payments: %w", err)
-		}
-		out = append(out, p.PaymentOrder)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: read payments: %w", err)
-	}
-	return out, nil
+	return s.payments(ctx, `WHERE account_id = $1 AND created_ns >= $2 ORDER BY id DESC LIMIT $3`,
+		int64(account), since.UnixNano(), MaxRecentPayments)
 }
 
 // MaxPaymentsPage is how many payments PaymentsByToken returns at most.
@@ -317,8 +301,13 @@ func (s *Store) PaymentsByToken(ctx context.Context, tokenID string, before uint
 	if before == 0 || before > math.MaxInt64 {
 		before = math.MaxInt64
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+paymentColumns+` FROM payments
-		WHERE token_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, tokenID, int64(before), limit)
+	return s.payments(ctx, `WHERE token_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, tokenID, int64(before), limit)
+}
+
+// payments reads the payments that where (a WHERE clause and what
+// follows it) selects.
+func (s *Store) payments(ctx context.Context, where string, args ...any) ([]PaymentOrder, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+paymentColumns+` FROM payments `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read payments: %w", err)
 	}
