@@ -691,17 +691,35 @@ func (u *Updater) checkSpace(m *wire.Manifest) error {
 
 // download fetches the binary of m into DownloadFile, resuming a partial
 // one, retrying network errors with backoff until ctx is done, and checks
-// its size and SHA-256. A check failure is final.
+// its size and SHA-256. A check failure is final, but for a download that
+// began with a partial file an earlier start left: that one is fetched
+// afresh once, and only its check is final (a power cut can leave a
+// partial download whose end was never written, zeros on some file
+// systems, and the release would have been recorded as bad for good).
 func (u *Updater) download(ctx context.Context, m *wire.Manifest) error {
 	b := backoff.Backoff{Min: u.cfg.MinRetry, Max: u.cfg.MaxRetry}
 	fails := 0
+	inherited := false
+	if fi, err := os.Stat(u.DownloadFile()); err == nil && fi.Size() > 0 {
+		inherited = true
+	}
 	for {
 		err := u.fetch(ctx, m)
 		if err == nil {
 			if fails > 0 {
 				u.log.Info("update: download finished after failures", "count", fails)
 			}
-			return u.verify(m)
+			err = u.verify(m)
+			if err == nil || !inherited || !errors.Is(err, ErrBadDownload) {
+				return err
+			}
+			inherited = false
+			u.log.Warn("update: a download resumed from an earlier start failed its check; downloading it afresh",
+				"version", m.Version, "err", err)
+			if err := os.Truncate(u.DownloadFile(), 0); err != nil {
+				return fmt.Errorf("update: %w", err)
+			}
+			continue
 		}
 		if errors.Is(err, ErrBadDownload) || ctx.Err() != nil {
 			return err

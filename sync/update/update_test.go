@@ -200,6 +200,58 @@ func TestGoodUpdateResumesAndConfirms(t *testing.T) {
 	}
 }
 
+// TestResumedDownloadDamagedByAPowerCut: a power cut during a download can
+// leave a partial file whose end was never written (zeros, on file systems
+// that grew its length first). The next start resumed it, its SHA-256
+// failed, and the release was recorded as bad for good: the bus stayed on
+// its old version until an operator rolled the release out again. A
+// download resumed from an earlier start is fetched afresh once when its
+// check fails.
+func TestResumedDownloadDamagedByAPowerCut(t *testing.T) {
+	rel := newRelease("1.1.0")
+	srv := newServer(t, rel)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	body := rollout(t, rel, nil)
+	sum := sha256.Sum256(rel.signed)
+	// What the cut left: the first half, its last 4 KiB never written.
+	half := bytes.Clone(rel.data[:len(rel.data)/2])
+	clear(half[len(half)-4096:])
+	if err := os.WriteFile(u.DownloadForFile(), []byte(hex.EncodeToString(sum[:])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(u.DownloadFile(), half, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.apply(context.Background(), offer{1, body}); !errors.Is(err, ErrRestart) {
+		t.Fatalf("apply = %v, want ErrRestart (installed); status %+v", err, u.Status())
+	}
+	if !bytes.Equal(d.binary(t), rel.data) {
+		t.Fatal("the new binary is not in place")
+	}
+	if got := srv.ranges.Load(); got != 1 {
+		t.Errorf("%d Range requests, want 1 (the resume, before the fresh download)", got)
+	}
+
+	// A release whose download is wrong from the start is still refused,
+	// after one fresh try.
+	bad := newRelease("1.2.0")
+	bad.data = bytes.Clone(bad.data)
+	bad.data[100] ^= 1
+	srv2 := newServer(t, bad)
+	d2 := newDevice(t)
+	u2 := d2.updater(t, "1.0.0", srv2.url)
+	if err := u2.apply(context.Background(), offer{2, rollout(t, bad, nil)}); err != nil {
+		t.Fatalf("apply of a bad release = %v, want nil (refused)", err)
+	}
+	if st := u2.Status(); st == nil || st.Failed != "1.2.0" || !strings.Contains(st.FailedReason, "SHA-256") {
+		t.Errorf("status after a bad release: %+v, want failed on its SHA-256", st)
+	}
+	if got := srv2.requests.Load(); got != 1 {
+		t.Errorf("%d requests for a bad release downloaded whole, want 1 (no second try)", got)
+	}
+}
+
 func TestRefusedUpdates(t *testing.T) {
 	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
 	for _, c := range []struct {
