@@ -274,9 +274,15 @@ func (s *Store) FlaggedTaps(ctx context.Context, flag string, limit int) ([]TapR
 		return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> ''
 			ORDER BY committed_ns DESC, at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
 	}
-	return s.tapRows(ctx, "flagged taps", `SELECT `+tapRowColumns+` FROM taps WHERE flag <> '' AND flag = $1
-		ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, flag, listLimit(limit, MaxListLimit))
+	return s.tapRows(ctx, "flagged taps", flaggedByFlagQuery, flag, listLimit(limit, MaxListLimit))
 }
+
+// flaggedByFlagQuery reads the newest taps of one flag, through
+// taps_flag_received (flag, committed_ns, at_ns; migration 27): through
+// taps_flagged_received (by commit time) a rare flag had every flagged tap
+// of the ledger read (a scale review).
+const flaggedByFlagQuery = `SELECT ` + tapRowColumns + ` FROM taps WHERE flag <> '' AND flag = $1
+	ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`
 
 // NotedTaps returns the charged taps with a note (all notes, or one) the
 // server received last (as FlaggedTaps), at most limit.

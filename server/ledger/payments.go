@@ -267,6 +267,16 @@ func (t *txn) codeUsed(key []byte) (bool, error) {
 	return true, nil
 }
 
+// recentPaymentsWhere selects RecentPayments' rows: the account's
+// payments since the time, newest first, read through payments_account_time
+// (account_id, created_ns, id; migration 27), which alone gives them in
+// the order asked: a range of the rider's own payments. By account_id
+// alone and ORDER BY id, PostgreSQL read a rider who had paid often, but
+// not lately, through the whole payments table newest first (the primary
+// key gives id order), expecting the rider's recent payments soon (a
+// scale review).
+const recentPaymentsWhere = `WHERE account_id = $1 AND created_ns >= $2 ORDER BY created_ns DESC, id DESC LIMIT $3`
+
 // MaxRecentPayments is how many payments RecentPayments returns at most.
 const MaxRecentPayments = 64
 
@@ -280,7 +290,7 @@ func (s *Store) RecentPayments(ctx context.Context, account uint64, since time.T
 	if checkAccountID(account) != nil {
 		return nil, nil
 	}
-	return s.payments(ctx, `WHERE account_id = $1 AND created_ns >= $2 ORDER BY id DESC LIMIT $3`,
+	return s.payments(ctx, recentPaymentsWhere,
 		int64(account), since.UnixNano(), MaxRecentPayments)
 }
 

@@ -329,6 +329,19 @@ func (t *txn) setSummaryState(name string, v int64) error {
 }
 
 // sumDay sums one service day's taps by route, in the read transaction.
+// dayCorrectionsQuery sums a service day's fare corrections by route:
+// the day's corrected taps (postings > 1, read as the day's other sums
+// are), each one's correction postings looked up by tap through the
+// partial index postings_correction (migration 27). A join let the
+// planner read the other way round: every posting (PostgreSQL, and
+// SQLite before the index) or every correction of the ledger (SQLite), for
+// every day summed, and today's is summed on every refresh (a scale
+// review). A tap with postings > 1 has a correction: the routes are those
+// of the join.
+const dayCorrectionsQuery = `SELECT t.route, CAST(COALESCE(SUM((SELECT SUM(p.amount) FROM postings p
+		WHERE p.tap_id = t.tap_id AND p.kind = 'fare_correction')), 0) AS BIGINT)
+	FROM taps t WHERE t.service_day = $1 AND t.postings > 1 GROUP BY t.route`
+
 func (s *Store) sumDay(ctx context.Context, tx *sql.Tx, day string) ([]DaySummary, error) {
 	type group struct {
 		route, flag            string
@@ -356,9 +369,7 @@ func (s *Store) sumDay(ctx context.Context, tx *sql.Tx, day string) ([]DaySummar
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		crows, err := tx.QueryContext(ctx, `SELECT t.route, CAST(SUM(p.amount) AS BIGINT) FROM taps t
-			JOIN postings p ON p.tap_id = t.tap_id AND p.kind = 'fare_correction'
-			WHERE t.service_day = $1 AND t.postings > 1 GROUP BY t.route`, day)
+		crows, err := tx.QueryContext(ctx, dayCorrectionsQuery, day)
 		if err != nil {
 			return fmt.Errorf("ledger: sum corrections of %s: %w", day, err)
 		}
