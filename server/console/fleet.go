@@ -327,7 +327,9 @@ func (q fleetQuery) apply(rows []deviceRow) []deviceRow {
 	by := func(a, b deviceRow) int {
 		switch q.Sort {
 		case "id":
-			return 0
+			// Compared here, not left to the tie-break below, so that
+			// dir=desc turns it round (Z to A showed A to Z).
+			return cmp.Compare(a.ID, b.ID)
 		case "state":
 			return cmp.Compare(stateOrder[a.State], stateOrder[b.State])
 		case "heard":

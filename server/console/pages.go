@@ -28,7 +28,8 @@ type page struct {
 	S        *sess  // nil when signed out
 	Prefix   string
 	Now      time.Time
-	Refresh  int // seconds; 0: no meta refresh
+	Refresh  int  // seconds; 0: no meta refresh
+	Reload   bool // reload the page at once (a meta refresh of 0 s)
 	Currency string
 	Data     any
 }

@@ -118,7 +118,10 @@ func (h *Handler) currentSession(r *http.Request) (*sess, error) {
 	// an operator's session left refreshing still ends after the idle
 	// timeout. An auditor's (read-only: a wall display) is kept alive by
 	// it, up to its lifetime.
-	autoRefresh := r.Method == http.MethodGet && refreshOf(r) > 0
+	// A person's click on such a page (its sort, page and filter links
+	// keep ?refresh) is a use: the browser marks a navigation a person
+	// started (Sec-Fetch-User: ?1), never a meta refresh.
+	autoRefresh := r.Method == http.MethodGet && refreshOf(r) > 0 && r.Header.Get("Sec-Fetch-User") != "?1"
 	if now.Sub(cs.Seen) > touchEvery && (!autoRefresh || cs.Role == ledger.RoleAuditor) {
 		if err := h.cfg.Ledger.TouchSession(r.Context(), hash, now); err != nil {
 			h.log.Warn("console: recording a session's use failed", "err", err)
@@ -167,6 +170,15 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 				h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The session could not be read; see the server log.")
 				return
 			}
+			if r.Method == http.MethodGet && strictCookieWithheld(r) {
+				// A link on another site (a Grafana panel, a chat, an
+				// e-mail): the browser kept the SameSite=Strict cookie
+				// back. The page reloads itself from here, which sends
+				// it; a browser signed out gets the sign-in page then.
+				h.render(w, r, http.StatusOK, "continue", page{Title: "Opening the console", Reload: true, Currency: "-",
+					Data: r.URL.RequestURI()})
+				return
+			}
 			if r.Method == http.MethodGet {
 				target := h.cfg.Prefix + "signin"
 				if r.URL.Path != h.cfg.Prefix {
@@ -200,12 +212,29 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 	}
 }
 
+// strictCookieWithheld reports whether r is a page opened from another
+// site without the session cookie: SameSite=Strict keeps it back from a
+// navigation another site started, even when the browser holds a live
+// session.
+func strictCookieWithheld(r *http.Request) bool {
+	if r.Header.Get("Sec-Fetch-Site") != "cross-site" || r.Header.Get("Sec-Fetch-Mode") != "navigate" {
+		return false
+	}
+	_, err := r.Cookie(CookieName)
+	return err != nil
+}
+
 func (h *Handler) signInPage(w http.ResponseWriter, r *http.Request) {
+	next := safeNext(h.cfg.Prefix, r.URL.Query().Get("next"))
 	if _, err := h.currentSession(r); err == nil {
-		http.Redirect(w, r, h.cfg.Prefix, http.StatusSeeOther)
+		// Signed in meanwhile (in another tab): on to the page asked for.
+		if next == "" {
+			next = h.cfg.Prefix
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
-	h.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: signInData{Next: safeNext(h.cfg.Prefix, r.URL.Query().Get("next"))}})
+	h.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: signInData{Next: next}})
 }
 
 type signInData struct {
