@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -42,28 +43,9 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 	if record.ReservedDeviceID(req.ID) {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "device id %q is reserved for the settlement server and the broker", req.ID)
 	}
-	pub, err := hex.DecodeString(req.PublicKey)
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid", "public_key must be 64 hex digits (Ed25519)")
-	}
-	if err := paycode.CheckPublicKey(pub); err != nil {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid", "public_key: %v", err)
-	}
-	var certSum []byte
-	if req.Certificate != "" {
-		block, _ := pem.Decode([]byte(req.Certificate))
-		if block == nil || block.Type != "CERTIFICATE" {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "certificate must be one PEM CERTIFICATE block")
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "certificate: %v", err)
-		}
-		if cert.Subject.CommonName != req.ID {
-			return nil, 0, errorf(http.StatusBadRequest, "invalid", "the certificate is for %q, not %q", cert.Subject.CommonName, req.ID)
-		}
-		sum := sha256.Sum256(cert.Raw)
-		certSum = sum[:]
+	pub, certSum, err := CheckDeviceKeys(req.ID, req.PublicKey, req.Certificate)
+	if err != nil {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
 	}
 	password := broker.NewPassword()
 	if err := h.cfg.Ledger.RegisterDevice(r.Context(), ledger.DeviceRegistration{ID: req.ID, PublicKey: pub, Replace: req.Replace,
@@ -299,4 +281,35 @@ func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, e
 	}
 	h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline", len(asked), len(offline)))
 	return map[string]any{"asked": asked, "offline": offline}, http.StatusAccepted, nil
+}
+
+// CheckDeviceKeys checks a device's registration as the API does before
+// it stores it: the public key (64 hex digits, a valid Ed25519 point) and,
+// when given, its broker certificate (one PEM CERTIFICATE block for this
+// device id). It returns the key and the certificate's SHA-256 (nil
+// without one). The console asks it before its confirmation page.
+func CheckDeviceKeys(id, publicKey, certificate string) (pub, certSum []byte, err error) {
+	pub, err = hex.DecodeString(publicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, nil, errors.New("public_key must be 64 hex digits (Ed25519)")
+	}
+	if err := paycode.CheckPublicKey(pub); err != nil {
+		return nil, nil, fmt.Errorf("public_key: %w", err)
+	}
+	if certificate == "" {
+		return pub, nil, nil
+	}
+	block, _ := pem.Decode([]byte(certificate))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, nil, errors.New("certificate must be one PEM CERTIFICATE block")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate: %w", err)
+	}
+	if cert.Subject.CommonName != id {
+		return nil, nil, fmt.Errorf("the certificate is for device %q, not %q", cert.Subject.CommonName, id)
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return pub, sum[:], nil
 }

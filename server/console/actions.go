@@ -3,12 +3,9 @@ package console
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -333,23 +330,8 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 	}
 	// What the API refuses is refused now, not after the confirmation
 	// asked to replace the device with it.
-	if key, err := hex.DecodeString(pub); err != nil || len(key) != ed25519.PublicKeySize {
-		return nil, badInput("the public key must be 64 hex digits (farego-provision's device.pub)")
-	} else if err := paycode.CheckPublicKey(key); err != nil {
-		return nil, badInput("the public key: %v", err)
-	}
-	if cert != "" {
-		block, _ := pem.Decode([]byte(cert))
-		if block == nil || block.Type != "CERTIFICATE" {
-			return nil, badInput("the certificate must be one PEM CERTIFICATE block")
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, badInput("the certificate: %v", err)
-		}
-		if c.Subject.CommonName != id {
-			return nil, badInput("the certificate is for device %q, not %q", c.Subject.CommonName, id)
-		}
+	if _, _, err := api.CheckDeviceKeys(id, pub, cert); err != nil {
+		return nil, badInput("%v", err)
 	}
 	body := map[string]any{"id": id, "public_key": pub, "replace": true}
 	if cert != "" {
