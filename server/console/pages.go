@@ -598,7 +598,8 @@ type flaggedData struct {
 func (h *Handler) flaggedPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	ctx := r.Context()
 	d := flaggedData{Flag: r.URL.Query().Get("flag"), Note: r.URL.Query().Get("note"), Days: 30}
-	flags, notes, err := h.cfg.Ledger.FlagCounts(ctx, h.cfg.Now().AddDate(0, 0, -d.Days))
+	since := h.cfg.Now().AddDate(0, 0, -d.Days)
+	flags, notes, err := h.cfg.Ledger.FlagCounts(ctx, since)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
@@ -609,7 +610,7 @@ func (h *Handler) flaggedPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	if d.Note != "" {
-		d.Taps, err = h.cfg.Ledger.NotedTaps(ctx, d.Note, 100)
+		d.Taps, err = h.cfg.Ledger.NotedTaps(ctx, d.Note, since, 100)
 	} else {
 		d.Taps, err = h.cfg.Ledger.FlaggedTaps(ctx, d.Flag, 100)
 	}

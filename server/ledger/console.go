@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -285,15 +286,26 @@ const flaggedByFlagQuery = `SELECT ` + tapRowColumns + ` FROM taps WHERE flag <>
 	ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`
 
 // NotedTaps returns the charged taps with a note (all notes, or one) the
-// server received last (as FlaggedTaps), at most limit.
-func (s *Store) NotedTaps(ctx context.Context, note string, limit int) ([]TapRow, error) {
-	if note == "" {
-		return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
-			ORDER BY committed_ns DESC, at_ns DESC LIMIT $1`, listLimit(limit, MaxListLimit))
+// server received last (as FlaggedTaps) and at since or later, at most
+// limit. The window bounds the read of one note through
+// taps_noted_received: a rare note (matched with LIKE in the comma list,
+// which no index serves) had every noted tap of the ledger read (a scale
+// review).
+func (s *Store) NotedTaps(ctx context.Context, note string, since time.Time, limit int) ([]TapRow, error) {
+	from := int64(math.MinInt64) // the zero time: all
+	if !since.IsZero() {
+		from = since.UnixNano()
 	}
-	return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> ''
-		AND (',' || notes || ',') LIKE $1 ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, "%,"+note+",%", listLimit(limit, MaxListLimit))
+	if note == "" {
+		return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> '' AND committed_ns >= $1
+			ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, from, listLimit(limit, MaxListLimit))
+	}
+	return s.tapRows(ctx, "noted taps", notedByNoteQuery, from, "%,"+note+",%", listLimit(limit, MaxListLimit))
 }
+
+// notedByNoteQuery reads the newest taps of one note received since $1.
+const notedByNoteQuery = `SELECT ` + tapRowColumns + ` FROM taps WHERE notes <> '' AND committed_ns >= $1
+	AND (',' || notes || ',') LIKE $2 ORDER BY committed_ns DESC, at_ns DESC LIMIT $3`
 
 // ReasonCount is how many records share a reason (a flag, a note, a
 // quarantine or hold reason), and the newest one's time.
