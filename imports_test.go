@@ -1,6 +1,9 @@
 package farego_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,30 +48,40 @@ func TestImportGraph(t *testing.T) {
 	if err != nil {
 		t.Skip("go tool not found")
 	}
-	out, err := exec.Command(goBin, "list", "-e", "-f",
-		`{{.ImportPath}}|{{join .Imports ","}}|{{join .TestImports ","}}|{{join .XTestImports ","}}`, module+"/...").Output()
+	out, err := exec.Command(goBin, "list", "-e", "-json=ImportPath,Imports,TestImports,XTestImports,Error", module+"/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	checked := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "|")
-		if len(f) != 4 {
-			t.Fatalf("go list line %q", line)
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p struct {
+			ImportPath                         string
+			Imports, TestImports, XTestImports []string
+			Error                              *struct{ Err string }
 		}
-		pkg := f[0]
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		// With -e, go list reports what it could not load as a package
+		// with an Error: a pattern that failed to match (its ImportPath is
+		// the pattern, module+"/..."), or a package it could not read.
+		if p.Error != nil {
+			t.Errorf("go list: %s: %s", p.ImportPath, p.Error.Err)
+			continue
+		}
+		pkg := p.ImportPath
 		from := folder(pkg)
 		rank, ok := layers[from]
 		if !ok && from != "" {
 			t.Errorf("%s is in a top-level folder the house does not have (%s/)", pkg, from)
 			continue
 		}
-		for i, list := range f[1:] {
+		for i, list := range [][]string{p.Imports, p.TestImports, p.XTestImports} {
 			test := i > 0
-			for _, imp := range strings.Split(list, ",") {
-				if imp == "" {
-					continue
-				}
+			for _, imp := range list {
 				checked++
 				if strings.HasPrefix(imp, "go.etcd.io/bbolt") && pkg != module+"/queue" {
 					t.Errorf("%s imports %s: only queue may (use queue.State)", pkg, imp)

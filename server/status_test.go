@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,9 +30,6 @@ func TestStatusUpdateReachesAPI(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			dsn := "sqlite:" + filepath.Join(t.TempDir(), "ledger.db")
 			if backend == "postgres" {
-				if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
-					t.Skip("FAREGO_TEST_POSTGRES not set")
-				}
 				dsn = ledgertest.PostgresSchema(t)
 			}
 			testStatusUpdate(t, dsn)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -124,9 +123,6 @@ func TestRouteMismatchAtServerTime(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			dsn := "sqlite:" + filepath.Join(t.TempDir(), "ledger.db")
 			if backend == "postgres" {
-				if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
-					t.Skip("FAREGO_TEST_POSTGRES not set")
-				}
 				dsn = ledgertest.PostgresSchema(t)
 			}
 			testRouteMismatchAtServerTime(t, dsn)

@@ -340,9 +340,6 @@ func TestSecondInitOnOneLedger(t *testing.T) {
 			dir := t.TempDir()
 			db := "sqlite:" + filepath.Join(dir, "shared.db")
 			if backend == "postgres" {
-				if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
-					t.Skip("FAREGO_TEST_POSTGRES not set")
-				}
 				db = ledgertest.PostgresSchema(t)
 			}
 			first, second := filepath.Join(dir, "a"), filepath.Join(dir, "b")
@@ -524,9 +521,6 @@ func TestMistypedDataSaysCheckData(t *testing.T) {
 // printed to a terminal or a CI log, and every other secret init makes
 // stays in its 0600 file.
 func TestInitHidesTheDatabasePassword(t *testing.T) {
-	if os.Getenv("FAREGO_TEST_POSTGRES") == "" {
-		t.Skip("FAREGO_TEST_POSTGRES not set")
-	}
 	u, err := url.Parse(ledgertest.PostgresSchema(t))
 	if err != nil {
 		t.Fatal(err)

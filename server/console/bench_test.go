@@ -24,6 +24,7 @@ import (
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // The console's page loads on a big ledger: 2,000 devices and 10 million
@@ -67,10 +68,7 @@ func benchLedger(b *testing.B, backend string) string {
 	var dsn string
 	switch backend {
 	case "postgres":
-		base := os.Getenv("FAREGO_TEST_POSTGRES")
-		if base == "" {
-			b.Skip("FAREGO_TEST_POSTGRES not set")
-		}
+		base := ledgertest.PostgresURL(b)
 		admin, err := sql.Open("pgx", base)
 		if err != nil {
 			b.Fatal(err)

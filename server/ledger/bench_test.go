@@ -5,7 +5,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -95,9 +94,6 @@ func (g *benchTaps) next(n int) []Tap {
 // accounts funded accounts.
 func benchLedger(b *testing.B, backend string, accounts int) *Store {
 	b.Helper()
-	if backend == "postgres" && os.Getenv(postgresEnv) == "" {
-		b.Skip(postgresEnv + " not set")
-	}
 	s, err := Open(context.Background(), newDB(b, backend).dsn, nil)
 	if err != nil {
 		b.Fatal(err)

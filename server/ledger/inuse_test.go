@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -57,13 +56,10 @@ func TestRestoredRefusedWhileServed(t *testing.T) {
 // lock outlives it for a moment, so "Exclusive is refused" alone could be
 // the old lock).
 func TestServingLockTakenAgain(t *testing.T) {
-	if os.Getenv(postgresEnv) == "" {
-		t.Skip(postgresEnv + " not set")
-	}
+	db := newPostgresDB(t)
 	// Restored after the stores are closed (cleanups run last first).
 	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
 	holdRecheck = 50 * time.Millisecond
-	db := newPostgresDB(t)
 	srv, other := openClosable(t, db), openClosable(t, db)
 	if err := srv.Serve(context.Background()); err != nil {
 		t.Fatal(err)
@@ -91,13 +87,10 @@ func TestServingLockTakenAgain(t *testing.T) {
 // every write from then on and says so (Lost), and the server stops. It
 // went on serving, unlocked, beside restored (attack review).
 func TestServingLockLostToRestored(t *testing.T) {
-	if os.Getenv(postgresEnv) == "" {
-		t.Skip(postgresEnv + " not set")
-	}
+	db := newPostgresDB(t)
 	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
 	holdRecheck = time.Hour // checked only when kicked
 	ctx := context.Background()
-	db := newPostgresDB(t)
 	srv, restorer := openClosable(t, db), openClosable(t, db)
 	if err := srv.Serve(ctx); err != nil {
 		t.Fatal(err)

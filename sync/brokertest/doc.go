@@ -12,6 +12,8 @@
 //   - StartMosquitto: a mosquitto process of the test's own with the
 //     configuration the test gives, on free loopback ports, with an
 //     optional password file;
+//   - MosquittoURL: the external Mosquitto of FAREGO_TEST_MOSQUITTO, or a
+//     skip without it (a failure under FAREGO_CI);
 //   - LeakCheck: a TestMain helper that fails the run if goroutines of paho,
 //     mochi-mqtt or the suite's own packages outlive the tests.
 //

@@ -29,7 +29,13 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 
 // Logger returns a logger writing to the test log when the test runs
 // verbose (until it ends), at debug level when FAREGO_TEST_DEBUG is set.
+// A fuzz test's logger discards: the code it logs for runs in the fuzz
+// target, where f.Log panics ("use t.Log instead"; FuzzHandle failed so
+// under go test -v).
 func Logger(tb testing.TB) *slog.Logger {
+	if _, fuzz := tb.(*testing.F); fuzz {
+		return slog.New(slog.DiscardHandler)
+	}
 	w := &tbWriter{tb: tb}
 	tb.Cleanup(func() { w.done.Store(true) })
 	level := slog.LevelInfo

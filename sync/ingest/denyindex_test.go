@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -173,11 +172,7 @@ func TestDenyIndexReconnect(t *testing.T) { testDenyIndexReconnect(t, newWorld(t
 // TestDenyIndexReconnectMosquitto is TestDenyIndexReconnect through the
 // Mosquitto named by FAREGO_TEST_MOSQUITTO.
 func TestDenyIndexReconnectMosquitto(t *testing.T) {
-	url := os.Getenv("FAREGO_TEST_MOSQUITTO")
-	if url == "" {
-		t.Skip("FAREGO_TEST_MOSQUITTO not set")
-	}
-	testDenyIndexReconnect(t, newWorld(t, url))
+	testDenyIndexReconnect(t, newWorld(t, brokertest.MosquittoURL(t)))
 }
 
 func testDenyIndexReconnect(t *testing.T, w *world) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -348,11 +348,7 @@ func TestPublisherConfig(t *testing.T) {
 // TestPublisherMosquitto publishes through the Mosquitto named by
 // FAREGO_TEST_MOSQUITTO, under a prefix of its own.
 func TestPublisherMosquitto(t *testing.T) {
-	url := os.Getenv("FAREGO_TEST_MOSQUITTO")
-	if url == "" {
-		t.Skip("FAREGO_TEST_MOSQUITTO not set")
-	}
-	w := newWorld(t, url)
+	w := newWorld(t, brokertest.MosquittoURL(t))
 	fw := w.watchFleet()
 	src := newDocSource()
 	src.set(record.DocKeyring, 2)

@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/farego/farego/agent/paycode/paycodetest"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/brokertest"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
@@ -179,11 +179,7 @@ func TestUplinkDrain(t *testing.T) {
 func TestSharedSubscription(t *testing.T) {
 	t.Run("mochi", func(t *testing.T) { testShared(t, "") })
 	t.Run("mosquitto", func(t *testing.T) {
-		url := os.Getenv("FAREGO_TEST_MOSQUITTO")
-		if url == "" {
-			t.Skip("FAREGO_TEST_MOSQUITTO not set")
-		}
-		testShared(t, url)
+		testShared(t, brokertest.MosquittoURL(t))
 	})
 }
 

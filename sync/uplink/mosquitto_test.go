@@ -18,10 +18,7 @@ import (
 // FAREGO_TEST_MOSQUITTO (for example tcp://127.0.0.1:1883), under a topic
 // prefix of its own.
 func TestMosquittoDrain(t *testing.T) {
-	url := os.Getenv("FAREGO_TEST_MOSQUITTO")
-	if url == "" {
-		t.Skip("FAREGO_TEST_MOSQUITTO not set")
-	}
+	url := brokertest.MosquittoURL(t)
 	f := newFixture(t, nil)
 	f.prefix = uniqueName("farego-test-")
 	f.cfg.TopicPrefix = f.prefix

@@ -27,20 +27,32 @@ var (
 	adminErr  error
 )
 
-// PostgresSchema creates a schema with a random name in the database of
-// FAREGO_TEST_POSTGRES, drops it (with everything in it) when tb ends, and
-// returns a DSN whose search_path selects it. Without FAREGO_TEST_POSTGRES
-// it skips tb, or fails it when FAREGO_CI is set; an unreachable database
-// fails tb.
-func PostgresSchema(tb testing.TB) string {
+// PostgresURL returns FAREGO_TEST_POSTGRES, the PostgreSQL a test may use.
+// Without it it skips tb, or fails it when FAREGO_CI is set, naming what is
+// missing. Every test of PostgreSQL asks here (or PostgresSchema) rather
+// than reading the variable itself: one that skipped on its own skipped in
+// CI too (TestServicesAskTheirHelpers at the module root checks).
+func PostgresURL(tb testing.TB) string {
 	tb.Helper()
 	base := os.Getenv(PostgresEnv)
 	if base == "" {
 		if os.Getenv("FAREGO_CI") != "" {
-			tb.Fatal(PostgresEnv + " not set (FAREGO_CI is set)")
+			tb.Fatal("PostgreSQL required: " + PostgresEnv + " is not set and FAREGO_CI is (e.g. " +
+				PostgresEnv + "='postgres://postgres@127.0.0.1:5432/test?sslmode=disable')")
 		}
-		tb.Skip(PostgresEnv + " not set")
+		tb.Skip(PostgresEnv + " not set: no PostgreSQL to test against")
 	}
+	return base
+}
+
+// PostgresSchema creates a schema with a random name in the database of
+// FAREGO_TEST_POSTGRES, drops it (with everything in it) when tb ends, and
+// returns a DSN whose search_path selects it. Without FAREGO_TEST_POSTGRES
+// it skips tb, or fails it when FAREGO_CI is set (PostgresURL); an
+// unreachable database fails tb.
+func PostgresSchema(tb testing.TB) string {
+	tb.Helper()
+	base := PostgresURL(tb)
 	adminOnce.Do(func() {
 		admin, adminErr = sql.Open("pgx", base)
 		if adminErr == nil {
@@ -48,7 +60,7 @@ func PostgresSchema(tb testing.TB) string {
 		}
 	})
 	if adminErr != nil {
-		tb.Fatalf("%s: %v", PostgresEnv, adminErr)
+		tb.Fatalf("PostgreSQL of %s: %v", PostgresEnv, adminErr)
 	}
 	var b [6]byte
 	rand.Read(b[:])
