@@ -40,6 +40,15 @@ const (
 	DefaultSkew   = 30 * time.Second
 )
 
+// MaxPolicyAge and MaxPolicySkew bound a configured policy, the server's
+// and the validators': "2h" for "120s" is a typo to refuse, not codes that
+// pay for hours (a replaced secret deny-lists the passes that ended within
+// the hour, longer than any skew allowed here).
+const (
+	MaxPolicyAge  = 10 * time.Minute
+	MaxPolicySkew = 5 * time.Minute
+)
+
 // Policy sets how old a code may be and how much clock difference between
 // phone, validator and issuer is tolerated. Durations are whole seconds
 // (fractions are dropped). A zero field means its default; a negative Skew

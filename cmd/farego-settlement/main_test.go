@@ -131,7 +131,7 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 			t.Errorf("--trusted-proxy %q: %d %q", bad, c, e)
 		}
 	}
-	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"}, {"--key-activation", "-1h"}, {"--key-activation", "1000h"},
+	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--max-age", "2h"}, {"--skew", "2h"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"}, {"--key-activation", "-1h"}, {"--key-activation", "1000h"},
 		{"--device-aside-budget", "0"}, {"--device-aside-budget", "-5"},
 		{"--log-format", "jsn"}, {"--log-level", "verbose"},
 		{"--metrics", "127.0.0.1:18080", "--http", "127.0.0.1:18080"}} { // it said only "address already in use"

@@ -72,6 +72,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return cli.Usagef(stderr, "farego-settlement run", "--max-age and --skew must not be negative (0: the defaults, %v and %v)",
 			paycode.DefaultMaxAge, paycode.DefaultSkew)
 	}
+	if c.Policy.MaxAge > paycode.MaxPolicyAge || c.Policy.Skew > paycode.MaxPolicySkew {
+		return cli.Usagef(stderr, "farego-settlement run", "--max-age %v and --skew %v: at most %v and %v (a code pays for its age plus the skew)",
+			c.Policy.MaxAge, c.Policy.Skew, paycode.MaxPolicyAge, paycode.MaxPolicySkew)
+	}
 	if c.DeviceAsideBudget == 0 || c.DeviceAsideBudget < -1 {
 		return cli.Usagef(stderr, "farego-settlement run", "--device-aside-budget %d: records an hour, at least 1 (-1: no budget)", c.DeviceAsideBudget)
 	}

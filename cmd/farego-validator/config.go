@@ -244,8 +244,8 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 
 // MaxPolicyAge and MaxPolicySkew bound the device's code policy.
 const (
-	MaxPolicyAge  = 10 * time.Minute
-	MaxPolicySkew = 5 * time.Minute
+	MaxPolicyAge  = paycode.MaxPolicyAge
+	MaxPolicySkew = paycode.MaxPolicySkew
 )
 
 func (c *Config) check() error {

@@ -328,7 +328,6 @@ func (t *txn) setSummaryState(name string, v int64) error {
 	return err
 }
 
-// sumDay sums one service day's taps by route, in the read transaction.
 // dayCorrectionsQuery sums a service day's fare corrections by route:
 // the day's corrected taps (postings > 1, read as the day's other sums
 // are), each one's correction postings looked up by tap through the
@@ -342,6 +341,7 @@ const dayCorrectionsQuery = `SELECT t.route, CAST(COALESCE(SUM((SELECT SUM(p.amo
 		WHERE p.tap_id = t.tap_id AND p.kind = 'fare_correction')), 0) AS BIGINT)
 	FROM taps t WHERE t.service_day = $1 AND t.postings > 1 GROUP BY t.route`
 
+// sumDay sums one service day's taps by route, in the read transaction.
 func (s *Store) sumDay(ctx context.Context, tx *sql.Tx, day string) ([]DaySummary, error) {
 	type group struct {
 		route, flag            string

@@ -699,8 +699,10 @@ func (u *Updater) checkSpace(m *wire.Manifest) error {
 func (u *Updater) download(ctx context.Context, m *wire.Manifest) error {
 	b := backoff.Backoff{Min: u.cfg.MinRetry, Max: u.cfg.MaxRetry}
 	fails := 0
+	// Only a partial of this binary is resumed (fetch starts another
+	// afresh): a bad release after another's partial is fetched once.
 	inherited := false
-	if fi, err := os.Stat(u.DownloadFile()); err == nil && fi.Size() > 0 {
+	if fi, err := os.Stat(u.DownloadFile()); err == nil && fi.Size() > 0 && fi.Size() <= m.Size && u.partialIsFor(m) {
 		inherited = true
 	}
 	for {
@@ -745,7 +747,7 @@ func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
 	if err != nil {
 		return err
 	}
-	if b, err := os.ReadFile(u.DownloadForFile()); err != nil || string(b) != m.SHA256 {
+	if !u.partialIsFor(m) {
 		// A partial download of another binary (a rollout replaced
 		// while the download was cut), or of one not known: start
 		// afresh, and name the binary this download is for first.
@@ -815,6 +817,13 @@ func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
 		return fmt.Errorf("download %s: %d of %d bytes", endpoint, have+n, m.Size)
 	}
 	return f.Sync()
+}
+
+// partialIsFor reports whether DownloadFile is (a part of) m's binary, as
+// DownloadForFile names it.
+func (u *Updater) partialIsFor(m *wire.Manifest) bool {
+	b, err := os.ReadFile(u.DownloadForFile())
+	return err == nil && string(b) == m.SHA256
 }
 
 // verify checks the downloaded file's size and SHA-256 against m.

@@ -677,3 +677,33 @@ func TestMisstampedReleaseRollsBackOnce(t *testing.T) {
 		t.Fatal("the misstamped release was downloaded or installed again")
 	}
 }
+
+// A partial download another release left (a rollout replaced while a
+// download was cut) is not resumed: fetch starts afresh. A bad release
+// downloaded that way was fetched twice, as if a resumed download had
+// failed its check (README: a release wrong from the start is refused
+// after one request).
+func TestBadReleaseAfterOtherReleasesPartialFetchedOnce(t *testing.T) {
+	bad := newRelease("1.2.0")
+	bad.data = bytes.Clone(bad.data)
+	bad.data[100] ^= 1
+	srv := newServer(t, bad)
+	d := newDevice(t)
+	u := d.updater(t, "1.0.0", srv.url)
+	other := sha256.Sum256([]byte("another release"))
+	if err := os.WriteFile(u.DownloadForFile(), []byte(hex.EncodeToString(other[:])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(u.DownloadFile(), bytes.Repeat([]byte{1}, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.apply(context.Background(), offer{2, rollout(t, bad, nil)}); err != nil {
+		t.Fatalf("apply of a bad release = %v, want nil (refused)", err)
+	}
+	if st := u.Status(); st == nil || st.Failed != "1.2.0" {
+		t.Errorf("status after a bad release: %+v, want failed", st)
+	}
+	if got := srv.requests.Load(); got != 1 {
+		t.Errorf("%d requests for a bad release, want 1: another release's partial was not resumed", got)
+	}
+}

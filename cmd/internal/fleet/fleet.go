@@ -411,7 +411,7 @@ func (f *Fleet) Unacked() int64 {
 }
 
 // WaitDrained waits until every queue is empty, or until ctx is done, and
-// returns when they were found empty (and, bounded, until the last acks'
+// returns when they were found empty (and, at most 10 s, until the last acks'
 // lags are in: see waitLags). It polls the Unacked hint every 20
 // ms, and reads the queues themselves when the hint says zero (at most
 // every 100 ms) and once a second whatever it says.
@@ -441,14 +441,14 @@ func (f *Fleet) WaitDrained(ctx context.Context) (time.Time, error) {
 	}
 }
 
-// waitLags waits up to 2 s, or until ctx is done, for the lags of the
+// waitLags waits up to 10 s, or until ctx is done, for the lags of the
 // last acks: the uplink calls its OnAcked hook just after it commits the
 // acks to the queue, so the queues may be found empty a moment before, and
 // a report read then would miss the last batch's lags.
 func (f *Fleet) waitLags(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	limit := time.After(2 * time.Second)
+	limit := time.After(10 * time.Second)
 	for f.Unacked() > 0 {
 		select {
 		case <-ctx.Done():

@@ -12,7 +12,6 @@
 -- rider with many payments, none recent, and so read every payment of the
 -- ledger. This index gives the rider's payments of the time range in the
 -- order read; it serves every use of the one it replaces.
-DROP INDEX IF EXISTS payments_account;
 CREATE INDEX IF NOT EXISTS payments_account_time ON payments (account_id, created_ns, id);
 
 -- A service day's fare corrections by their tap (RefreshSummaries, which
@@ -24,3 +23,8 @@ CREATE INDEX IF NOT EXISTS postings_correction ON postings (tap_id) WHERE kind =
 -- The newest taps of one flag (the console's flagged taps, ?flag=): by
 -- commit time alone, a rare flag had every flagged tap read.
 CREATE INDEX IF NOT EXISTS taps_flag_received ON taps (flag, committed_ns, at_ns) WHERE flag <> '';
+
+-- Dropped last: on PostgreSQL, DROP INDEX locks its table against reads
+-- until the migration commits, and the index builds above take their time
+-- on a large ledger (a review of the change).
+DROP INDEX IF EXISTS payments_account;
