@@ -27,7 +27,7 @@ Usage:
   farego-settlement init   --data DIR [--fleet-key FILE] [--fares FILE]
   farego-settlement run    --data DIR [--http ADDR] [--mqtt ADDR] [--broker URL] [--db DSN] ...
   farego-settlement verify --data DIR [--db DSN]
-  farego-settlement token  create|list|revoke --data DIR ...
+  farego-settlement token  create|list|revoke|payments --data DIR ...
   farego-settlement device revoke --data DIR ID
   farego-settlement restored --data DIR [--margin N] [--fares FILE]...
   farego-settlement release add|list|rollout --data DIR ...
@@ -45,7 +45,7 @@ Subcommands:
   broker   run only farego's MQTT broker (the embedded one, with its access
            rules), for a server started with --broker
   token    create, list and revoke API tokens (operator, payments, merchant,
-           auditor)
+           auditor); list the online payments a token made
   device   revoke a validator
   release  publish a validator release (signed with the fleet key) and
            roll it out to the fleet

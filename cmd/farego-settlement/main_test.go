@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"net"
 	"net/url"
 	"os"
@@ -138,6 +139,66 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 		if c, _, e := settle(t, ctx, append([]string{"run", "--data", data}, bad...)...); c != 2 || !strings.Contains(e, bad[0]) {
 			t.Errorf("%v: %d %q", bad, c, e)
 		}
+	}
+}
+
+// --http and --metrics on port 0 both (a script reading the ports from
+// --ready-file, as the README says) are two listeners, not one address
+// given twice: run served both instead of refusing them as the same.
+func TestRunMetricsAndHTTPOnPortZero(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if c, _, e := settle(t, context.Background(), "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := filepath.Join(dir, "ready.json")
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, _, e := settle(t, ctx, "run", "--data", data, "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+			"--mqtt", "127.0.0.1:0", "--ready-file", ready)
+		done <- result{c, e}
+	}()
+	for {
+		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
+			var addrs struct{ HTTP, Metrics string }
+			if err := json.Unmarshal(b, &addrs); err != nil || addrs.HTTP == "" || addrs.Metrics == "" || addrs.HTTP == addrs.Metrics {
+				t.Errorf("ready file %s: %v", b, err)
+			}
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("run --http 127.0.0.1:0 --metrics 127.0.0.1:0 exited %d: %s", r.code, r.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	cancel()
+	if r := <-done; r.code != 0 {
+		t.Errorf("run exited %d: %s", r.code, r.stderr)
+	}
+}
+
+// Every subcommand of token is in the top-level usage (payments was
+// missing), and run's --device-aside-budget names everything it counts.
+func TestUsageNamesEverySubcommand(t *testing.T) {
+	ctx := context.Background()
+	c, out, _ := settle(t, ctx, "--help")
+	if c != 0 || !strings.Contains(out, "token  create|list|revoke|payments") {
+		t.Errorf("farego-settlement --help: %d\n%s", c, out)
+	}
+	for _, sub := range []string{"create", "list", "revoke", "payments"} {
+		if c, out, e := settle(t, ctx, "token", sub, "--help"); c != 0 || !strings.Contains(out, "-data string") {
+			t.Errorf("token %s --help: %d %q %q", sub, c, out, e)
+		}
+	}
+	if c, out, _ := settle(t, ctx, "run", "--help"); c != 0 || !strings.Contains(out, "charged nothing") {
+		t.Errorf("run --help does not say --device-aside-budget counts taps charged nothing: %d", c)
 	}
 }
 
@@ -510,6 +571,11 @@ func TestMistypedDataSaysCheckData(t *testing.T) {
 		c, _, e := settle(t, ctx, args...)
 		if c != 1 || !strings.Contains(e, "check --data") || strings.Contains(e, "(run farego-settlement init)") {
 			t.Errorf("%v: exit %d, %q; want 1 and check --data", args, c, e)
+		}
+		// Only run and restored take --keys: the others said "check --data
+		// (or --keys)", a flag they refuse.
+		if args[0] != "run" && strings.Contains(e, "--keys") {
+			t.Errorf("%v names --keys, which it does not take: %q", args, e)
 		}
 		if _, err := os.Stat(typo); !os.IsNotExist(err) {
 			t.Fatalf("%v made %s: %v", args, typo, err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -48,7 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
 	keyActivation := fs.Duration("key-activation", keys.DefaultKeyActivation, "how long after a rotation the new issuer key starts signing (the keyring reaches offline validators first); 0s: at once")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
-	fs.IntVar(&c.DeviceAsideBudget, "device-aside-budget", ingest.DefaultAsideBudget, "records of one device an hour (and at once) the server keeps aside — quarantined, held or flagged — before it stops taking the device's batches until the budget refills (-1: no budget)")
+	fs.IntVar(&c.DeviceAsideBudget, "device-aside-budget", ingest.DefaultAsideBudget, "records of one device an hour (and at once) the server keeps aside — quarantined, held or flagged — or stores as new taps charged nothing (transfers, past the daily cap, free profiles), before it stops taking the device's batches until the budget refills (-1: no budget)")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.Func("trusted-proxy", "a reverse proxy in front of the HTTP API (an address or CIDR; repeat it, or separate with commas): its requests count against the client its X-Forwarded-For names", func(v string) error {
 		for f := range strings.SplitSeq(v, ",") {
@@ -83,7 +84,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",
 			c.CredentialTTL)
 	}
-	if c.MetricsListen != "" && c.MetricsListen == c.HTTPListen {
+	if c.MetricsListen != "" && c.MetricsListen == c.HTTPListen && !anyPort(c.MetricsListen) {
 		return cli.Usagef(stderr, "farego-settlement run", "--metrics %s is the --http address: give it an address of its own, or leave --metrics out to serve /metrics on --http",
 			c.MetricsListen)
 	}
@@ -107,7 +108,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	notifier := sdnotify.FromEnv()
 	c.Ready = func(a server.Addrs) {
 		if *readyFile != "" {
-			b, _ := json.Marshal(map[string]string{"http": a.HTTP, "mqtt": a.MQTT, "mqtt_tls": a.MQTTTLS})
+			addrs := map[string]string{"http": a.HTTP, "mqtt": a.MQTT, "mqtt_tls": a.MQTTTLS}
+			if a.Metrics != "" { // --metrics: its port, for a script that gave port 0
+				addrs["metrics"] = a.Metrics
+			}
+			b, _ := json.Marshal(addrs)
 			if err := durable.WriteFile(*readyFile, b, 0o644); err != nil {
 				log.Error("writing the ready file", "err", err)
 			}
@@ -140,4 +145,12 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	ip = ip.Unmap()
 	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+// anyPort reports whether addr asks the kernel for a port (":0"): two
+// such listeners get two ports, so --http and --metrics may both say it
+// (a script reads the ports from --ready-file).
+func anyPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }

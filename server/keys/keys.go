@@ -187,7 +187,9 @@ func readSecret(path string, size int) ([]byte, error) {
 // Open reads a key directory made by Init.
 func Open(dir string) (*Dir, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no key directory %s: check --data (or --keys)", ErrMissing, dir)
+		// Not "(or --keys)": only some commands take that flag (run and
+		// restored say so themselves).
+		return nil, fmt.Errorf("%w: no key directory %s: check --data", ErrMissing, dir)
 	}
 	root, err := readSecret(filepath.Join(dir, RootFile), paycode.SecretSize)
 	if err != nil {
