@@ -37,10 +37,28 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	exists := func(f string) bool { _, err := os.Stat(filepath.Join(*dir, f)); return err == nil }
+	if exists(caKeyFile) && !exists(caCertFile) {
+		// A run cut (a power cut, a kill) between the CA's key and its
+		// certificate: no device can hold a certificate of it.
+		return fmt.Errorf("%s has no %s: an earlier init-fleet stopped before it finished; if no device was provisioned from this directory since, delete %s and run init-fleet again",
+			filepath.Join(*dir, caKeyFile), caCertFile, filepath.Join(*dir, caKeyFile))
+	}
 	for _, f := range []string{caKeyFile, caCertFile} {
 		if exists(f) {
 			return fmt.Errorf("%s already exists: a fleet is made once (its key is on every validator)", filepath.Join(*dir, f))
 		}
+	}
+	// A fleet key whose public half a cut run never wrote: the half is
+	// derived from it (a re-run was refused, "holds part of a fleet").
+	if exists(fleetKeyFile) && !exists(fleetPubFile) {
+		priv, err := keyfile.ReadPrivate(filepath.Join(*dir, fleetKeyFile))
+		if err != nil {
+			return fmt.Errorf("%s holds part of a fleet: %w", *dir, err)
+		}
+		if err := keyfile.WritePublic(filepath.Join(*dir, fleetPubFile), priv.Public().(ed25519.PublicKey)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s had no %s (an earlier run stopped before it): written from %s\n", *dir, fleetPubFile, fleetKeyFile)
 	}
 	// A fleet key without its CA — the key directory of a settlement
 	// server made by init without --fleet-key — gets its CA: devices can

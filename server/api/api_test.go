@@ -626,6 +626,14 @@ func TestRefund(t *testing.T) {
 	if after := f.snapshot(); after != before {
 		t.Errorf("a retry or a refused refund changed the ledger: %s → %s", before, after)
 	}
+	// The refusal names the role with its article (it said "a auditor").
+	for role, want := range map[string]string{ledger.RoleAuditor: "an auditor token may not do this",
+		ledger.RolePayments: "a payments token may not do this"} {
+		e := f.do("POST", refunds, f.tokenFor(role, ""), `{"refund_id":"rf-2","amount":5}`, 403)
+		if msg, _ := e["error"].(map[string]any)["message"].(string); msg != want {
+			t.Errorf("a %s token's refund refused with %q, want %q", role, msg, want)
+		}
+	}
 	// The operator refunds the rest, audited; then nothing is left.
 	f.do("POST", refunds, f.token, `{"refund_id":"ops-1","amount":1500,"reason":"complaint 77"}`, 201)
 	if audit := fmt.Sprint(f.do("GET", "/v1/audit", f.token, "", 200)["entries"]); !strings.Contains(audit, `refund "ops-1" amount 1500 reason "complaint 77"`) {

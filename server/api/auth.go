@@ -88,7 +88,7 @@ func (h *Handler) staffToken(r *http.Request, tok string) (principal, bool, erro
 func (h *Handler) staff(r *http.Request, roles ...string) (principal, error) {
 	if p, ok := servedAs(r); ok {
 		if !p.allowed(roles) {
-			return p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+			return p, errorf(http.StatusForbidden, "forbidden", "%s token may not do this", withArticle(p.role))
 		}
 		return p, nil
 	}
@@ -104,7 +104,7 @@ func (h *Handler) staff(r *http.Request, roles ...string) (principal, error) {
 		return p, errorf(http.StatusForbidden, "forbidden", "not an API token")
 	}
 	if p.role != ledger.RoleOperator && !slices.Contains(roles, p.role) {
-		return p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+		return p, errorf(http.StatusForbidden, "forbidden", "%s token may not do this", withArticle(p.role))
 	}
 	return p, nil
 }
@@ -128,7 +128,7 @@ func (h *Handler) accountPrincipal(r *http.Request, staffRoles ...string) (uint6
 	}
 	if p, ok := servedAs(r); ok {
 		if len(staffRoles) == 0 || !p.allowed(staffRoles) {
-			return 0, p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+			return 0, p, errorf(http.StatusForbidden, "forbidden", "%s token may not do this", withArticle(p.role))
 		}
 		return id, p, nil
 	}
@@ -142,7 +142,7 @@ func (h *Handler) accountPrincipal(r *http.Request, staffRoles ...string) (uint6
 	}
 	if isStaff {
 		if len(staffRoles) == 0 || (p.role != ledger.RoleOperator && !slices.Contains(staffRoles, p.role)) {
-			return 0, p, errorf(http.StatusForbidden, "forbidden", "a %s token may not do this", p.role)
+			return 0, p, errorf(http.StatusForbidden, "forbidden", "%s token may not do this", withArticle(p.role))
 		}
 		return id, p, nil
 	}
@@ -181,4 +181,13 @@ func newToken() (id, token string) {
 func sha256Sum(s string) []byte {
 	sum := sha256.Sum256([]byte(s))
 	return sum[:]
+}
+
+// withArticle is a role with its indefinite article ("an auditor", "a
+// merchant").
+func withArticle(role string) string {
+	if role != "" && strings.ContainsRune("aeiou", rune(role[0])) {
+		return "an " + role
+	}
+	return "a " + role
 }
