@@ -771,7 +771,14 @@ func (u *Updater) fetch(ctx context.Context, m *wire.Manifest) error {
 		have, _ = f.Seek(0, io.SeekStart)
 	}
 	if have == m.Size {
-		return nil
+		// Found whole: synced here whatever left it so. A request syncs
+		// only when it ends without an error, and one whose last read
+		// failed after the last byte (a connection dropped before a
+		// chunked body's end), or whose process was killed before the
+		// fsync, left the bytes in the page cache only: renamed in place,
+		// a power cut then left an empty binary, which no rollback can
+		// replace (it runs in the binary).
+		return f.Sync()
 	}
 	endpoint := u.cfg.BaseURL + "/v1/releases/" + url.PathEscape(m.Version) + "/" + url.PathEscape(m.Arch)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
@@ -847,16 +854,6 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 	if err := os.Chmod(u.DownloadFile(), 0o755); err != nil {
 		return fmt.Errorf("update: %w", err)
 	}
-	// The download is fsynced here whatever left it whole: fetch syncs
-	// only after a request that ends without an error, and a download
-	// whose last read failed after the last byte (a connection dropped
-	// before a chunked body's end), or whose process was killed before
-	// the fsync, was found whole at the retry and renamed in place with
-	// its bytes in the page cache only: a power cut then left an empty
-	// binary, which no rollback can replace (it runs in the binary).
-	if err := syncFile(u.DownloadFile()); err != nil {
-		return fmt.Errorf("update: %w", err)
-	}
 	prev := u.PreviousFile()
 	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("update: %w", err)
@@ -882,19 +879,6 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 		return fmt.Errorf("update: install: %w", err)
 	}
 	return nil
-}
-
-// syncFile fsyncs the contents of the file at path.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // copyFile copies src to a new file dst (mode 0755) durably.
