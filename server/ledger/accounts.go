@@ -237,6 +237,15 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 	return revoked, nil
 }
 
+// DenyGrace is how long after a credential's end the ledger still treats
+// it as paying: validators' clocks may be behind, and shops and validators
+// take its codes for the skew after its end (at most
+// paycode.MaxPolicySkew). A credential denied keeps its entry until
+// DenyGrace after its end, and the credentials denied together with
+// another (a replaced secret, a reused code) are those that ended within
+// DenyGrace.
+const DenyGrace = time.Hour
+
 // denyLiveCredentials puts each credential of the account that has not
 // expired, or expired within the last hour, on the deny list with reason,
 // until an hour after it expires (validators' clocks may be behind), in
@@ -248,7 +257,7 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 func (t *txn) denyLiveCredentials(account uint64, reason string) (int, error) {
 	n, err := t.execCount("deny credentials", `INSERT INTO deny_entries (account_id, serial, reason, since_ns, expires_ns)
 		SELECT account_id, serial, $1, $2, not_after_ns + $3 FROM credentials WHERE account_id = $4 AND not_after_ns > $5
-		ON CONFLICT (account_id, serial, reason) DO NOTHING`, reason, t.now, int64(time.Hour), int64(account), t.now-int64(time.Hour))
+		ON CONFLICT (account_id, serial, reason) DO NOTHING`, reason, t.now, int64(DenyGrace), int64(account), t.now-int64(DenyGrace))
 	if n > 0 {
 		t.denyChanged = true
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -292,10 +291,7 @@ const flaggedByFlagQuery = `SELECT ` + tapRowColumns + ` FROM taps WHERE flag <>
 // which no index serves) had every noted tap of the ledger read (a scale
 // review).
 func (s *Store) NotedTaps(ctx context.Context, note string, since time.Time, limit int) ([]TapRow, error) {
-	from := int64(math.MinInt64) // the zero time: all
-	if !since.IsZero() {
-		from = since.UnixNano()
-	}
+	from := since.UnixNano()
 	if note == "" {
 		return s.tapRows(ctx, "noted taps", `SELECT `+tapRowColumns+` FROM taps WHERE notes <> '' AND committed_ns >= $1
 			ORDER BY committed_ns DESC, at_ns DESC LIMIT $2`, from, listLimit(limit, MaxListLimit))

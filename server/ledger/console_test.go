@@ -170,11 +170,11 @@ func TestConsoleReaders(t *testing.T) {
 		if f, _ := s.FlaggedTaps(ctx, FlagDuplicateCode, 10); len(f) != 1 || f[0].TapID != dup.ID {
 			t.Errorf("FlaggedTaps(duplicate_code) = %+v", f)
 		}
-		noted, err := s.NotedTaps(ctx, NoteFareMismatch, time.Time{}, 10)
+		noted, err := s.NotedTaps(ctx, NoteFareMismatch, time.Unix(0, 0), 10)
 		if err != nil || len(noted) != 1 || noted[0].TapID != t2.ID {
 			t.Fatalf("NotedTaps = %+v, %v", noted, err)
 		}
-		if n, _ := s.NotedTaps(ctx, "fare", time.Time{}, 10); len(n) != 0 {
+		if n, _ := s.NotedTaps(ctx, "fare", time.Unix(0, 0), 10); len(n) != 0 {
 			t.Errorf("a note matched by a prefix: %+v", n)
 		}
 		// Received since: the console's window (its 30 days).

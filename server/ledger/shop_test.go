@@ -93,3 +93,13 @@ func TestRecentPayments(t *testing.T) {
 		}
 	})
 }
+
+// TestDenyGraceCoversTheSkew: a pass's codes pay for the skew after its
+// end, so the credentials denied with a replaced secret or a reused code
+// must reach back further than any skew a server or validator may be
+// configured with.
+func TestDenyGraceCoversTheSkew(t *testing.T) {
+	if DenyGrace <= paycode.MaxPolicySkew {
+		t.Errorf("DenyGrace %v does not cover paycode.MaxPolicySkew %v", DenyGrace, paycode.MaxPolicySkew)
+	}
+}

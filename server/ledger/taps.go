@@ -891,7 +891,7 @@ func (t *txn) reused(tp *Tap, reuses int64, innocent bool, creds map[credKey]iss
 	}
 	expires := int64(0)
 	if c, ok := creds[credKey{tp.Account, tp.Serial}]; ok {
-		expires = c.notAfter + int64(time.Hour)
+		expires = c.notAfter + int64(DenyGrace)
 	}
 	if _, err := t.deny(tp.Account, tp.Serial, ReasonCodeReused, expires); err != nil {
 		return err
@@ -914,13 +914,13 @@ func (t *txn) reused(tp *Tap, reuses int64, innocent bool, creds map[credKey]iss
 func (t *txn) denyOtherCredentials(account uint64, serial uint32) error {
 	var last sql.NullInt64
 	if err := t.queryRow(`SELECT MAX(not_after_ns) FROM credentials WHERE account_id = $1 AND serial <> $2 AND not_after_ns > $3`,
-		int64(account), int64(serial), t.now-int64(time.Hour)).Scan(&last); err != nil {
+		int64(account), int64(serial), t.now-int64(DenyGrace)).Scan(&last); err != nil {
 		return fmt.Errorf("ledger: read credentials: %w", err)
 	}
 	if !last.Valid {
 		return nil
 	}
-	_, err := t.deny(account, 0, ReasonCodeReusedAccount, last.Int64+int64(time.Hour))
+	_, err := t.deny(account, 0, ReasonCodeReusedAccount, last.Int64+int64(DenyGrace))
 	return err
 }
 
