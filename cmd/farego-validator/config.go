@@ -242,12 +242,6 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 	return &c, c.check()
 }
 
-// MaxPolicyAge and MaxPolicySkew bound the device's code policy.
-const (
-	MaxPolicyAge  = paycode.MaxPolicyAge
-	MaxPolicySkew = paycode.MaxPolicySkew
-)
-
 func (c *Config) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errConfig}, a...)...)
@@ -287,9 +281,9 @@ func (c *Config) check() error {
 	// by default): a validator more lenient lets riders through whom the
 	// server then charges nothing (invalid_code). "2h" for "120s" is a
 	// typo to refuse, not free rides.
-	if time.Duration(c.Policy.MaxAge) > MaxPolicyAge || time.Duration(c.Policy.Skew) > MaxPolicySkew {
+	if time.Duration(c.Policy.MaxAge) > paycode.MaxPolicyAge || time.Duration(c.Policy.Skew) > paycode.MaxPolicySkew {
 		return bad("policy.max_age %v and policy.skew %v: at most %v and %v (keep them within the server's --max-age and --skew: a code older than the server allows rides free)",
-			time.Duration(c.Policy.MaxAge), time.Duration(c.Policy.Skew), MaxPolicyAge, MaxPolicySkew)
+			time.Duration(c.Policy.MaxAge), time.Duration(c.Policy.Skew), paycode.MaxPolicyAge, paycode.MaxPolicySkew)
 	}
 	if len(c.Scanners) == 0 {
 		return bad("at least one [[scanner]] is required")
