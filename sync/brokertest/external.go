@@ -17,11 +17,17 @@ func MosquittoURL(tb testing.TB) string {
 	tb.Helper()
 	url := os.Getenv(MosquittoEnv)
 	if url == "" {
-		if os.Getenv("FAREGO_CI") != "" {
-			tb.Fatal("an external MQTT broker (Mosquitto) required: " + MosquittoEnv + " is not set and FAREGO_CI is (e.g. " +
-				MosquittoEnv + "=tcp://127.0.0.1:1883)")
-		}
-		tb.Skip(MosquittoEnv + " not set: no external MQTT broker (Mosquitto) to test against")
+		missing(tb, "an external MQTT broker (Mosquitto): "+MosquittoEnv+" is not set (e.g. "+MosquittoEnv+"=tcp://127.0.0.1:1883)")
 	}
 	return url
+}
+
+// missing skips tb for a part that is not there, or fails it when
+// FAREGO_CI is set, naming the part.
+func missing(tb testing.TB, what string) {
+	tb.Helper()
+	if os.Getenv("FAREGO_CI") != "" {
+		tb.Fatalf("required (FAREGO_CI is set): %s", what)
+	}
+	tb.Skipf("not here: %s", what)
 }
