@@ -594,42 +594,69 @@ func TestWalletAccountMessages(t *testing.T) {
 // blocked the pass (an online payment always keeps its code; an attack
 // review found the honest kiosk-then-bus rider blocked).
 func TestWalletRenewsCodeAShopTook(t *testing.T) {
-	r, ctx, d, b, _ := walletRig(t, "bus-w-kiosk")
+	k := kioskTakesTheCode(t, "bus-w-kiosk", "kiosk-7", 40)
+	// As the wallet's own refresh would within 10 s.
+	wallettest.Do(t, k.b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	k.boardsWithANewCode(t, 2500-350-250)
+}
+
+// kiosk is a rider with 25.00 in the wallet whose code on screen a
+// kiosk's scanner has taken for 3.50.
+type kiosk struct {
+	r         *Rig
+	ctx, b    context.Context
+	d         *Device
+	id        uint64
+	shop, tok string
+	shown     walletCode
+}
+
+// kioskTakesTheCode sets up a kiosk for the device and shop, the code shown
+// at a second of the minute at most latest: not near a minute's end, or the
+// next minute's code would replace the shop's on screen by itself, before
+// the wallet saw the payment.
+func kioskTakesTheCode(t *testing.T, device, shop string, latest int) *kiosk {
+	t.Helper()
+	r, ctx, d, b, _ := walletRig(t, device)
 	id, _ := registerInWallet(t, ctx, b, r, t.TempDir(), 2500)
 	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
-	tok, err := r.MerchantToken(ctx, "kiosk-7")
+	tok, err := r.MerchantToken(ctx, shop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Not near a minute's end: the next minute's code would replace the
-	// shop's on screen by itself, before the wallet saw the payment.
-	if s := time.Now().Second(); s > 40 {
+	if s := time.Now().Second(); s > latest {
 		time.Sleep(time.Duration(61-s) * time.Second)
 	}
 	shown := newCode(t, b)
 	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments", tok,
-		map[string]any{"merchant_id": "kiosk-7", "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
+		map[string]any{"merchant_id": shop, "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
 		t.Fatalf("the kiosk's payment: %v", err)
 	}
-	// As the wallet's own refresh would within 10 s.
-	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
-	wallettest.WaitFor(t, b, 40*time.Second, "a new code and what the shop took",
+	return &kiosk{r: r, ctx: ctx, b: b, d: d, id: id, shop: shop, tok: tok, shown: shown}
+}
+
+// boardsWithANewCode waits for the wallet to show a new code and say what
+// the shop took, then boards the bus with it: charged 2.50, unflagged, the
+// account not blocked, the balance then balance, the ledger verified.
+func (k *kiosk) boardsWithANewCode(t *testing.T, balance int64) {
+	t.Helper()
+	wallettest.WaitFor(t, k.b, 40*time.Second, "a new code and what the shop took",
 		`(async () => { const c = `+appModule+`.debugState().code; const n = document.getElementById("code-note");
-		 return c !== null && c.counter !== `+fmt.Sprint(shown.Counter)+` && !n.hidden &&
-		   n.textContent.includes("kiosk-7") && n.textContent.includes("3.50"); })()`)
-	now := *state(t, b).Code
-	if now.Text == shown.Text {
+		 return c !== null && c.counter !== `+fmt.Sprint(k.shown.Counter)+` && !n.hidden &&
+		   n.textContent.includes("`+k.shop+`") && n.textContent.includes("3.50"); })()`)
+	now := *state(t, k.b).Code
+	if now.Text == k.shown.Text {
 		t.Fatal("the shop's code is still on screen")
 	}
-	scanExpect(t, ctx, d, now.Text, "ACCEPTED  2.50 EUR")
-	a := waitBalance(t, ctx, r, id, 2500-350-250)
+	scanExpect(t, k.ctx, k.d, now.Text, "ACCEPTED  2.50 EUR")
+	a := waitBalance(t, k.ctx, k.r, k.id, balance)
 	if len(a.Rides) != 1 || a.Rides[0].Flag != "" || a.Rides[0].Charge != 250 {
 		t.Errorf("the ride after the kiosk: %+v, want charged 2.50, unflagged", a.Rides)
 	}
 	if a.Denied {
 		t.Error("the account is blocked after a kiosk payment and a bus ride")
 	}
-	if out, err := r.Verify(ctx); err != nil {
+	if out, err := k.r.Verify(k.ctx); err != nil {
 		t.Errorf("verify: %v\n%s", err, out)
 	}
 }
@@ -642,46 +669,14 @@ func TestWalletRenewsCodeAShopTook(t *testing.T) {
 // (TestWalletRenewsCodeAShopTook's defence, undone for ten cents). The
 // wallet reads the codes shops took from the account's paid_codes.
 func TestWalletRenewsCodeAShopHid(t *testing.T) {
-	r, ctx, d, b, _ := walletRig(t, "bus-w-hide")
-	id, _ := registerInWallet(t, ctx, b, r, t.TempDir(), 2500)
-	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent.includes("25.00")`)
-	tok, err := r.MerchantToken(ctx, "kiosk-9")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := time.Now().Second(); s > 30 {
-		time.Sleep(time.Duration(61-s) * time.Second)
-	}
-	shown := newCode(t, b)
-	if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments", tok,
-		map[string]any{"merchant_id": "kiosk-9", "order_id": "coffee-1", "code": shown.Text, "amount": 350}, nil); err != nil {
-		t.Fatalf("the kiosk's payment: %v", err)
-	}
+	k := kioskTakesTheCode(t, "bus-w-hide", "kiosk-9", 30)
 	for i := range 10 {
-		if err := cli.CallJSON(ctx, "POST", "http://"+r.HTTP+"/v1/payments/kiosk-9/coffee-1/refunds", tok,
+		if err := cli.CallJSON(k.ctx, "POST", "http://"+k.r.HTTP+"/v1/payments/kiosk-9/coffee-1/refunds", k.tok,
 			map[string]any{"refund_id": fmt.Sprint("r-", i), "amount": 1}, nil); err != nil {
 			t.Fatalf("refund %d: %v", i, err)
 		}
 	}
-	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
-	wallettest.WaitFor(t, b, 30*time.Second, "the balance after the refunds", `document.getElementById("balance").textContent.includes("21.60")`)
-	wallettest.WaitFor(t, b, 40*time.Second, "a new code and what the shop took",
-		`(async () => { const c = `+appModule+`.debugState().code; const n = document.getElementById("code-note");
-		 return c !== null && c.counter !== `+fmt.Sprint(shown.Counter)+` && !n.hidden &&
-		   n.textContent.includes("kiosk-9") && n.textContent.includes("3.50"); })()`)
-	now := *state(t, b).Code
-	if now.Text == shown.Text {
-		t.Fatal("the shop's code is still on screen")
-	}
-	scanExpect(t, ctx, d, now.Text, "ACCEPTED  2.50 EUR")
-	a := waitBalance(t, ctx, r, id, 2500-350+10-250)
-	if len(a.Rides) != 1 || a.Rides[0].Flag != "" || a.Rides[0].Charge != 250 {
-		t.Errorf("the ride after the kiosk: %+v, want charged 2.50, unflagged", a.Rides)
-	}
-	if a.Denied {
-		t.Error("the account is blocked after a kiosk payment and a bus ride")
-	}
-	if out, err := r.Verify(ctx); err != nil {
-		t.Errorf("verify: %v\n%s", err, out)
-	}
+	wallettest.Do(t, k.b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, k.b, 30*time.Second, "the balance after the refunds", `document.getElementById("balance").textContent.includes("21.60")`)
+	k.boardsWithANewCode(t, 2500-350+10-250)
 }
