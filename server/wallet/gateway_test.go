@@ -125,6 +125,13 @@ func serveWallet(t *testing.T) (string, *gate) {
 // serveWalletIn is serveWallet with a ledger in currency.
 func serveWalletIn(t *testing.T, currency string) (string, *gate) {
 	t.Helper()
+	return serveWalletWith(t, currency, api.Config{})
+}
+
+// serveWalletWith is serveWalletIn with the API configured as cfg (its
+// ledger and keys are the test's).
+func serveWalletWith(t *testing.T, currency string, cfg api.Config) (string, *gate) {
+	t.Helper()
 	wallettest.Chromium(t)
 	as := apitest.StartWith(t, apitest.Options{Currency: currency})
 	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"` + currency + `","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
@@ -134,7 +141,8 @@ func serveWalletIn(t *testing.T, currency string) (string, *gate) {
 	if err := as.Store.PutFareTable(context.Background(), tbl); err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{next: api.New(api.Config{Ledger: as.Store, Keys: as.Keys}), store: as.Store, arrived: make(chan string, 8)}
+	cfg.Ledger, cfg.Keys = as.Store, as.Keys
+	g := &gate{next: api.New(cfg), store: as.Store, arrived: make(chan string, 8)}
 	g.mode.Store("up")
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))

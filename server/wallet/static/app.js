@@ -14,7 +14,7 @@ const POLL_MS = 10000; // account refresh while the page is visible and online
 const CLOCK_SKEW_S = 30; // the validators' tolerance (DESIGN.md)
 
 let account = null; // {id, secret, profile, name}
-let last = null; // the code on screen: {text, time, counter, serial, modules}
+let last = null; // the code on screen: {text, time, counter, serial, notAfter (its pass's), modules}
 let serverReachable = true;
 let passUsable = false; // the pass on the phone makes codes now (renderPass)
 let tickTimer = 0;
@@ -347,7 +347,7 @@ async function makeAndShow() {
       continue;
     }
     const modules = drawQR(canvas, code.text);
-    last = { text: code.text, time: nowS, counter, serial: cred.serial, modules };
+    last = { text: code.text, time: nowS, counter, serial: cred.serial, notAfter: cred.notAfter, modules };
     $("code-note").hidden = true;
     $("code-view").hidden = false;
     canvas.setAttribute("aria-label", t("qr_label", { account: account.id, time: clockTime(nowS * 1000) }));
@@ -374,15 +374,19 @@ function schedule() {
   clearTimeout(tickTimer);
   clearInterval(countdownTimer);
   if (!account) return;
-  const ms = 60000 - (clock.now() % 60000);
+  let ms = 60000 - (clock.now() % 60000);
+  // A pass that ends before the minute does takes its code away then:
+  // validators refuse it from 30 s past the end.
+  if (last) ms = Math.max(0, Math.min(ms, (last.notAfter + 1) * 1000 - clock.now()));
   tickTimer = setTimeout(onMinute, ms + 20);
   countdownTimer = setInterval(renderCountdown, 1000);
   renderCountdown();
 }
 
 async function onMinute() {
-  if (clock.now() % 60000 < 59000) {
-    // at or just past the boundary (a timer never fires early by a second)
+  if (clock.now() % 60000 < 59000 || (last && clock.nowSeconds() > last.notAfter)) {
+    // at or just past the boundary (a timer never fires early by a second),
+    // or past the end of the pass on screen
     await showCode();
     maintainCredential();
   }
@@ -670,7 +674,14 @@ async function enterMain() {
   showError(null);
   renderWho();
   showKeptClock();
-  renderView(await store.get("view"));
+  try {
+    renderView(await store.get("view"));
+  } catch {
+    // A view it cannot show (damaged in storage) stopped the wallet here:
+    // no code, offline, and no refresh to replace it online. It is left
+    // out; the next refresh writes a new one.
+    renderView(null);
+  }
   await showCode();
   schedule();
   startPolling();
@@ -702,6 +713,9 @@ async function register(ev) {
   try {
     const r = await api("POST", "/v1/accounts", { body: { profile: $("profile").value, name: $("name").value.trim() } });
     account = { id: String(r.account.id), secret: r.secret, profile: r.account.profile, name: r.account.name || "" };
+    // As at sign-in: another tab may have signed in meanwhile, and its
+    // pass (of a higher serial) would be taken for this account's.
+    await store.clear();
     await store.put("account", account);
     await store.put("secretKept", false);
     await showSecret();
@@ -880,6 +894,14 @@ function showKeptClock() {
   el.hidden = false;
 }
 
+// storedAccountSound: the account record read from storage is one that
+// register or signIn wrote (a number in decimal, as a pass names it, and
+// a secret), not one damaged or edited.
+function storedAccountSound(a) {
+  return typeof a === "object" && typeof a.id === "string" && /^[1-9][0-9]{0,18}$/.test(a.id) &&
+    typeof a.secret === "string" && /^[\x21-\x7e]{1,256}$/.test(a.secret);
+}
+
 async function init() {
   localize(document);
   onServerTime(checkClock);
@@ -949,6 +971,15 @@ async function init() {
     return showError(t("err_storage"));
   }
   if (!account) return show("welcome");
+  if (!storedAccountSound(account)) {
+    // Its number no longer matches its passes': each was fetched, found
+    // not this account's and dropped, one a minute, until the server
+    // refused the account a 17th (its other phones too, for a day).
+    account = null;
+    await store.clear();
+    show("welcome");
+    return showError(t("err_storage_damaged"));
+  }
   if (!(await store.get("secretKept"))) return showSecret();
   await enterMain();
 }
