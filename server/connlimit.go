@@ -5,7 +5,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // Defaults of Config.HTTPMaxConns and Config.HTTPMaxConnsPerAddress.
@@ -26,16 +26,19 @@ const (
 const maxHeaderBytes = 32 << 10
 
 // limitListener refuses (closes at once) a connection beyond total open
-// connections, or beyond perAddr of its client address (api.ClientKey: an
+// connections, beyond perAddr of its client address (clientaddr.Key: an
 // IPv6 client's whole /64 is one address, as for the account-creation
-// limit; otherwise one host holds 256 connections per address of its /64).
+// limit; otherwise one host holds 256 connections per address of its /64),
+// or beyond clientaddr.SiteShare times perAddr of its IPv6 site (its /48:
+// otherwise one household's /56 held 65,536, and 24 of its /64s took every
+// place: nobody else was answered).
 type limitListener struct {
 	net.Listener
 	total, perAddr int
 
 	mu    sync.Mutex
 	open  int
-	addrs map[string]int
+	addrs map[string]int // by client address, and by site
 }
 
 func newLimitListener(ln net.Listener, total, perAddr int) net.Listener {
@@ -61,28 +64,33 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		host := api.ClientKey(c.RemoteAddr().String())
+		remote := c.RemoteAddr().String()
+		host, site := clientaddr.Key(remote), clientaddr.Site(remote)
 		l.mu.Lock()
-		ok := (l.total < 0 || l.open < l.total) && (l.perAddr < 0 || l.addrs[host] < l.perAddr)
+		ok := (l.total < 0 || l.open < l.total) && (l.perAddr < 0 || l.addrs[host] < l.perAddr &&
+			(site == "" || l.addrs[site] < clientaddr.SiteShare*l.perAddr))
 		if ok {
 			l.open++
 			l.addrs[host]++
+			if site != "" {
+				l.addrs[site]++
+			}
 		}
 		l.mu.Unlock()
 		if !ok {
 			c.Close()
 			continue
 		}
-		return &limitConn{Conn: c, l: l, host: host}, nil
+		return &limitConn{Conn: c, l: l, host: host, site: site}, nil
 	}
 }
 
 // limitConn gives its place back when closed.
 type limitConn struct {
 	net.Conn
-	l    *limitListener
-	host string
-	once sync.Once
+	l          *limitListener
+	host, site string
+	once       sync.Once
 }
 
 func (c *limitConn) Close() error {
@@ -90,8 +98,13 @@ func (c *limitConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
 		c.l.open--
-		if c.l.addrs[c.host]--; c.l.addrs[c.host] <= 0 {
-			delete(c.l.addrs, c.host)
+		for _, k := range []string{c.host, c.site} {
+			if k == "" {
+				continue
+			}
+			if c.l.addrs[k]--; c.l.addrs[k] <= 0 {
+				delete(c.l.addrs, k)
+			}
 		}
 		c.l.mu.Unlock()
 	})

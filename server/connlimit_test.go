@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -127,5 +128,42 @@ func TestHTTPConnectionLimitPerIPv6Prefix(t *testing.T) {
 		"192.0.2.2:1007"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("accepted %v, want %v", got, want)
+	}
+}
+
+// The /64s of one IPv6 site (its /48) hold at most clientaddr.SiteShare
+// times the per-address bound together: without it one household's /56
+// (256 /64s) held 65,536 connections, and 24 of its /64s took every place
+// of the HTTP API (an attack review: another address's requests were all
+// refused). Another site, and IPv4 clients, have places of their own; a
+// place given back is taken again.
+func TestHTTPConnectionLimitPerIPv6Site(t *testing.T) {
+	var remotes []string
+	for i := range 5 { // 10 from five /64s of one /48: 8 fit
+		remotes = append(remotes, fmt.Sprintf("[2001:db8:7:%x::1]:1000", i+1), fmt.Sprintf("[2001:db8:7:%x::2]:1001", i+1))
+	}
+	remotes = append(remotes, "[2001:db8:8::1]:1002", "192.0.2.1:1003")
+	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2)
+	var got []string
+	var site []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		got = append(got, c.RemoteAddr().String())
+		if strings.HasPrefix(c.RemoteAddr().String(), "[2001:db8:7:") {
+			site = append(site, c)
+		}
+	}
+	if want := append(remotes[:8:8], remotes[10:]...); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("accepted %v, want %v", got, want)
+	}
+	site[0].Close()
+	ln.(*limitListener).Listener = &addrListener{remotes: []string{"[2001:db8:7:ff::1]:1004"}}
+	if c, err := ln.Accept(); err != nil {
+		t.Errorf("a place the site gave back was not taken again: %v", err)
+	} else {
+		c.Close()
 	}
 }

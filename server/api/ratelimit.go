@@ -12,8 +12,8 @@ import (
 
 // limiter is a token bucket per client address, one per IPv6 site (the
 // /48 around the client's /64) and one for everyone, refilling perMinute
-// tokens a minute up to burst (a site: siteShare times as many). It holds
-// at most maxClients buckets (the fullest are dropped first: a full bucket
+// tokens a minute up to burst (a site: clientaddr.SiteShare times as
+// many). It holds at most maxClients buckets (the fullest are dropped first: a full bucket
 // is what a new one would be), so a flood of addresses cannot grow it.
 type limiter struct {
 	mu        sync.Mutex
@@ -33,14 +33,6 @@ type bucket struct {
 }
 
 const maxClients = 10_000
-
-// siteShare is how many times one client's allowance an IPv6 site (a /48:
-// what an ISP hands a household or an office, 65,536 /64s; a /56, 256 of
-// them) may make together. Without it one home connection's /56 was 256
-// clients: their bursts took the allowance for everyone (600 a minute),
-// and every other rider was refused, for as long as they kept asking (an
-// attack review).
-const siteShare = 4
 
 func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time, proxies []netip.Prefix) *limiter {
 	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
@@ -67,16 +59,6 @@ func (l *limiter) bucketFor(key string, now time.Time, rate, capacity float64) *
 	return b
 }
 
-// siteKey is the bucket key of an IPv6 address's /48 ("" for IPv4).
-func siteKey(remote string) string {
-	ip, _, err := hostAddr(remote)
-	if err != nil || !ip.Is6() {
-		return ""
-	}
-	p, _ := ip.Prefix(48)
-	return "site " + p.String()
-}
-
 // allow reports whether a request from r may go ahead now. A request
 // refused takes nothing from any bucket: a client over its limit (or its
 // site's) does not use up everyone's, and its bucket stays full, the first
@@ -96,8 +78,8 @@ func (l *limiter) allow(r *http.Request) bool {
 		l.prune(now)
 	}
 	bs := []*bucket{l.bucketFor(ClientKey(addr), now, l.perMinute, l.burst)}
-	if site := siteKey(addr); site != "" {
-		bs = append(bs, l.bucketFor(site, now, l.perMinute*siteShare, l.burst*siteShare))
+	if site := clientaddr.Site(addr); site != "" {
+		bs = append(bs, l.bucketFor(site, now, l.perMinute*clientaddr.SiteShare, l.burst*clientaddr.SiteShare))
 	}
 	l.total.refill(now)
 	bs = append(bs, &l.total)

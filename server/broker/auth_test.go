@@ -34,25 +34,39 @@ func (s *syncBuffer) String() string {
 
 // TestRefusedLoginLogBounded: a client that is not logged in chooses its
 // username and client id (together up to MaxConnectSize); a refused
-// login's log line carries them cut short (saying how long they were), so
-// a flood of such logins cannot fill the disk with the broker's log.
+// login's log line carries them cut short (saying how long they were),
+// and is written once a minute per client address (with how many were
+// held back), whatever usernames the client makes up, so a flood of such
+// logins cannot fill the disk with the broker's log, nor the log limiter's
+// table (which would hold back the broker's other complaints). Another
+// address has a line of its own.
 func TestRefusedLoginLogBounded(t *testing.T) {
 	var log syncBuffer
 	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	const logins, size = 12, 7000
-	for i := range logins {
+	login := func(i int, from string) {
+		t.Helper()
 		user := fmt.Sprintf("%d%s", i, strings.Repeat("u", size))
 		id := fmt.Sprintf("%d%s", i, strings.Repeat("c", size))
-		if _, _, err := dial(t, b.url(), user, "wrong", nil, func(o *mqtt.ClientOptions) { o.SetClientID(id) }); err == nil {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+		if _, _, err := dial(t, b.url(), user, "wrong", nil, func(o *mqtt.ClientOptions) { o.SetClientID(id).SetDialer(d) }); err == nil {
 			t.Fatal("a bad login was accepted")
 		}
 	}
-	waitFor(t, "the refused logins in the log", func() bool {
-		return strings.Count(log.String(), "connection refused") == logins
+	for i := range logins {
+		login(i, "127.0.0.2")
+	}
+	waitFor(t, "the refusals counted", func() bool { return b.Stats().Refused == logins })
+	login(logins, "127.0.0.3")
+	waitFor(t, "the other address's refusal in the log", func() bool {
+		return strings.Contains(log.String(), "remote=127.0.0.3")
 	})
 	out := log.String()
-	if len(out) > logins*1024 {
-		t.Errorf("%d refused logins wrote %d bytes of log", logins, len(out))
+	if n := strings.Count(out, "connection refused"); n != 2 {
+		t.Errorf("%d refused logins from one address and 1 from another wrote %d lines, want 2:\n%.3000s", logins, n, out)
+	}
+	if len(out) > 4*1024 {
+		t.Errorf("%d refused logins wrote %d bytes of log", logins+1, len(out))
 	}
 	if !strings.Contains(out, fmt.Sprintf("(%d bytes)", size+1)) {
 		t.Errorf("the log does not say how long the username was:\n%.2000s", out)

@@ -105,7 +105,12 @@
 //     The server's memory does not grow with a flood.
 //
 // A connection gets ConnectTimeout for its TLS handshake and CONNECT packet
-// (mochi's own listener waits for ever).
+// (mochi's own listener waits for ever). The broker reads the CONNECT whole
+// before it hands the connection to mochi, which sets aside a client's
+// write queue (MaxPendingWrites slots) and two goroutines at once: a
+// connection not logged in holds what it sent and a few KB. At most
+// MaxPendingPerAddress connections of one address (an IPv6 /64) are not
+// logged in at once, and 4 times as many of one IPv6 site (its /48).
 //
 // # Writes to clients
 //

@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -110,20 +112,53 @@ type clientConn struct {
 	server  bool      // the settlement server's client: outside SendBufferTotal
 	id      string    // the authenticated identity, for logs
 
-	first    connectCheck // the first packet's size (the reader's alone)
-	release  sync.Once    // gives back the place under MaxPendingPerAddress
-	giveBack func()       // what release calls (nil: nothing to give back)
+	first    []byte    // the first packet, read by readFirst, not yet taken by mochi (the reader's alone)
+	release  sync.Once // gives back the place under MaxPendingPerAddress
+	giveBack func()    // what release calls (nil: nothing to give back)
 }
 
-// Read checks the size the first packet announces before mochi takes it.
-func (c *clientConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && !c.first.done {
-		if e := c.first.check(p[:n]); e != nil {
-			return 0, e
+// readFirst reads the connection's first packet (the CONNECT) whole, before
+// mochi is handed the connection: mochi sets aside a client's write queue
+// (MaxPendingWrites slots, 64 KiB) and starts its goroutines as soon as it
+// has the connection, and a client that never finishes its CONNECT held
+// all of that for ConnectTimeout (an attack review: 66 KB a connection,
+// 300 MB for 4,500 of them). Here it holds what it sent. A first packet
+// announcing more than MaxConnectSize ends the connection before any of it
+// is read.
+func (c *clientConn) readFirst() error {
+	var h connectCheck
+	var hdr [5]byte
+	n := 0
+	for !h.done {
+		if _, err := io.ReadFull(c.Conn, hdr[n:n+1]); err != nil {
+			return err
 		}
+		if err := h.check(hdr[n : n+1]); err != nil {
+			return err
+		}
+		n++
 	}
-	return n, err
+	b := bytes.NewBuffer(append(make([]byte, 0, n+min(h.size, bytes.MinRead)), hdr[:n]...))
+	if _, err := b.ReadFrom(io.LimitReader(c.Conn, int64(h.size))); err != nil {
+		return err
+	}
+	if b.Len() < n+h.size {
+		return io.ErrUnexpectedEOF
+	}
+	c.first = b.Bytes()
+	return nil
+}
+
+// Read gives mochi the first packet readFirst read, then what follows.
+func (c *clientConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		if c.first = c.first[n:]; len(c.first) == 0 {
+			c.first = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // loggedIn gives back the connection's place among those of its address
