@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -209,13 +210,42 @@ const ReplaySlack = 10 * 60 * 1000
 
 // prune deletes archived records, lowest sequence numbers first, while the
 // archive is over ArchiveMaxRecords or ArchiveMaxBytes or its oldest record
-// was acked more than ArchiveMaxAge ago (or all of them when w.keep is
-// false). Pruning goes in sequence order and stops at the first record that
-// may stay, so a record acked out of order can outlive its age limit until
-// the records before it go: none is pruned before its time.
+// was acked more than ArchiveMaxAge before the newest record was appended,
+// or before now if that is earlier (or all of them when w.keep is false).
+// Pruning goes in sequence order and stops at the first record that may
+// stay, so a record acked out of order can outlive its age limit until the
+// records before it go: none is pruned before its time.
+//
+// The age is not counted up to now alone: a clock that jumps ahead (an RTC
+// that lost its battery, an NTP step from a bad source) made every record
+// look weeks old, and the first ack or open on it emptied the archive,
+// which is what a ledger restored from a backup gets the taps settled
+// since back from (TestArchiveSurvivesClockJump). Nothing is appended on
+// such a clock (the validator takes no code as fresh), so the newest
+// record stays where it was; once records are appended on a right clock
+// the limit applies as before.
 func (q *Queue) prune(w *wtx) error {
 	b, c := w.b, &w.c
-	cutoff := w.now.Add(-q.opts.ArchiveMaxAge)
+	var newest time.Time // the latest append time of the newest records
+	for _, r := range []struct {
+		bk *bbolt.Bucket
+		n  uint64
+	}{{b.pending, c.pendingN}, {b.archive, c.archiveN}} {
+		// Only a bucket with records: bbolt's Cursor.Last loops for good
+		// on one this transaction emptied (its leaf pages are all empty
+		// until the commit rebalances them).
+		if r.n == 0 {
+			continue
+		}
+		if k, v := r.bk.Cursor().Last(); k != nil && len(v) >= pendingHeader && appendTime(v).After(newest) {
+			newest = appendTime(v)
+		}
+	}
+	cutoff := w.now
+	if newest.Before(cutoff) {
+		cutoff = newest
+	}
+	cutoff = cutoff.Add(-q.opts.ArchiveMaxAge)
 	for {
 		k, v := b.archive.Cursor().First()
 		if k == nil {

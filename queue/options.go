@@ -85,8 +85,10 @@ type Options struct {
 
 	// ArchiveMaxRecords, ArchiveMaxBytes and ArchiveMaxAge bound the archive
 	// of acked records; the oldest (lowest sequence numbers) are pruned
-	// first. A negative ArchiveMaxRecords disables the archive: Ack then
-	// deletes records outright.
+	// first. The age is counted up to the newest record's append time, or
+	// to now if that is earlier, so a clock that jumps ahead does not empty
+	// the archive. A negative ArchiveMaxRecords disables the archive: Ack
+	// then deletes records outright.
 	ArchiveMaxRecords int
 	ArchiveMaxBytes   int64
 	ArchiveMaxAge     time.Duration

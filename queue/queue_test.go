@@ -413,7 +413,8 @@ func TestArchivePruning(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts Options
-		// steps: ack seqs 1..5 one at a time, advancing the clock by step.
+		// steps: append and ack seqs 1..5 one at a time, advancing the
+		// clock by step.
 		step time.Duration
 		want []uint64 // archived after acking 1..5
 	}{
@@ -428,10 +429,8 @@ func TestArchivePruning(t *testing.T) {
 			tc.opts.Now = clk.Now
 			path := tempPath(t)
 			q := openTest(t, path, &tc.opts)
-			for i := 1; i <= 5; i++ {
-				mustAppend(t, q, data(0, i)) // 10 bytes each
-			}
 			for i := uint64(1); i <= 5; i++ {
+				mustAppend(t, q, data(0, int(i))) // 10 bytes each
 				if _, err := q.Ack(i); err != nil {
 					t.Fatal(err)
 				}
@@ -463,13 +462,14 @@ func TestArchivePrunedByAgeOnOpen(t *testing.T) {
 	if _, err := q.AckThrough(2); err != nil {
 		t.Fatal(err)
 	}
+	clk.Advance(2 * time.Hour)
+	mustAppend(t, q, "c") // an append does not prune
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(2 * time.Hour)
 	q = openTest(t, path, opts)
-	if st, _ := q.Stats(); st.Archived != 0 || st.LastSeq != 2 {
-		t.Errorf("after reopen past the age limit Stats = %+v, want Archived 0, LastSeq 2", st)
+	if st, _ := q.Stats(); st.Archived != 0 || st.LastSeq != 3 {
+		t.Errorf("after reopen past the age limit Stats = %+v, want Archived 0, LastSeq 3", st)
 	}
 }
 
@@ -1545,5 +1545,56 @@ func TestEmptyFileTold(t *testing.T) {
 		if told := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "the queue file is empty"); told != empty {
 			t.Errorf("empty file %t: warned %t:\n%s", empty, told, logs.String())
 		}
+	}
+}
+
+// TestArchiveSurvivesClockJump: a validator whose clock jumps ahead (an
+// RTC that lost its battery reading a date weeks on, an NTP step from a
+// bad source) acks the taps it still holds and is opened again on that
+// clock; the archive of acked taps, which a ledger restored from a
+// backup gets back by a replay, must not be pruned by the jump. It was:
+// every record looked weeks old, and the archive was emptied at the
+// first ack or open, so taps settled since the ledger's last backup were
+// lost for good if the ledger was then restored. Once taps are appended
+// again on a right clock, the age limit applies as before.
+func TestArchiveSurvivesClockJump(t *testing.T) {
+	clk := newClock()
+	opts := &Options{Now: clk.Now, ArchiveMaxAge: 7 * 24 * time.Hour}
+	path := tempPath(t)
+	q := openTest(t, path, opts)
+	for i := 1; i <= 3; i++ {
+		mustAppend(t, q, data(0, i))
+	}
+	if _, err := q.AckThrough(2); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(30 * 24 * time.Hour) // the jump
+	if _, err := q.Ack(3); err != nil {
+		t.Fatal(err)
+	}
+	if got := archived(t, q); len(got) != 3 {
+		t.Errorf("after an ack on a clock 30 days ahead: %d records archived, want 3", len(got))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openTest(t, path, opts)
+	if got := archived(t, q); len(got) != 3 {
+		t.Errorf("opened on a clock 30 days ahead: %d records archived, want 3", len(got))
+	}
+
+	clk.Advance(-30*24*time.Hour + 8*24*time.Hour) // set right, 8 days on: taps again
+	seq := mustAppend(t, q, data(0, 4))
+	if _, err := q.Ack(seq); err != nil {
+		t.Fatal(err)
+	}
+	got := archived(t, q)
+	for _, s := range []uint64{1, 2} {
+		if _, ok := got[s]; ok {
+			t.Errorf("record %d, acked 8 days before a tap on a right clock, still archived (limit 7 days)", s)
+		}
+	}
+	if _, ok := got[seq]; !ok {
+		t.Errorf("the new record %d not archived", seq)
 	}
 }

@@ -542,3 +542,45 @@ func TestSummaryCrossDayTakeover(t *testing.T) {
 		}
 	})
 }
+
+// TestSummariesClockStepBack: the server's clock stepped back (NTP after it
+// ran ahead, by 10 minutes here, or a day for one commit) commits taps
+// below the days watermark until it catches up. Their days' revenue must
+// still be summed: it stayed short (1 tap of 2, then of 3) until a tap of
+// the same day came after the clock passed the watermark again, which
+// for the last taps of a service day never happens.
+func TestSummariesClockStepBack(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		c := &clock{t: at(600)}
+		s := db.open(t, &Options{Now: c.now})
+		putTableAt(t, s, tableV1, tablesSince)
+		day := at(0).Format("2006-01-02")
+		refresh := func() {
+			t.Helper()
+			if _, err := s.RefreshSummaries(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := func(taps, charged int64) {
+			t.Helper()
+			if r := revenueByRoute(t, s, day)["42"]; r.Taps != taps || r.Charged != charged {
+				t.Errorf("route 42 at %s: %d taps, %d charged; want %d, %d", time.Time(c.now()).In(berlin).Format(time.TimeOnly),
+					r.Taps, r.Charged, taps, charged)
+			}
+		}
+		commit(t, s, mkTap("bus-1", 1, newAccount(t, s, 10_000), at(0), "42"))
+		refresh()
+		c.set(at(590)) // stepped back 10 minutes
+		commit(t, s, mkTap("bus-1", 2, newAccount(t, s, 10_000), at(5), "42"))
+		refresh()
+		want(2, 500)
+		c.set(at(24*60 + 600)) // a day ahead, for one commit
+		commit(t, s, mkTap("bus-1", 3, newAccount(t, s, 10_000), at(10), "42"))
+		refresh()
+		c.set(at(620)) // right again
+		commit(t, s, mkTap("bus-1", 4, newAccount(t, s, 10_000), at(15), "42"))
+		refresh()
+		want(4, 1000)
+	})
+}

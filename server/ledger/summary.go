@@ -249,8 +249,15 @@ func (s *Store) dirtyDays(ctx context.Context, tx *sql.Tx) (dirty, error) {
 			}
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT service_day, committed_ns FROM taps WHERE committed_ns > $1`,
-			wm-int64(SummaryGrace))
+		// From the watermark, or from now if the clock is behind it: a
+		// server clock stepped back (NTP) commits taps below the
+		// watermark until it catches up, and a clock that ran ahead for a
+		// while left the watermark there. Those commits are older than
+		// the watermark and were never summed: a day's revenue on the
+		// console stayed short until a tap of that day came after the
+		// clock passed the watermark again (TestSummariesClockStepBack).
+		from := min(wm, s.now().UnixNano()) - int64(SummaryGrace)
+		rows, err := tx.QueryContext(ctx, `SELECT service_day, committed_ns FROM taps WHERE committed_ns > $1`, from)
 		if err != nil {
 			return fmt.Errorf("ledger: read recent taps: %w", err)
 		}
@@ -281,10 +288,10 @@ func (s *Store) dirtyDays(ctx context.Context, tx *sql.Tx) (dirty, error) {
 			return err
 		}
 		pick := newer
-		if wm != s.summary.wm || older != s.summary.older {
+		if wm != s.summary.wm || older != s.summary.older || from != wm-int64(SummaryGrace) {
 			// Not the state this Store left (a restart, another
-			// instance), or commits that became visible late: every day
-			// in the window.
+			// instance), commits that became visible late, or a clock
+			// behind the watermark: every day in the window.
 			pick = all
 		}
 		for day := range pick {
