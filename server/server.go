@@ -174,6 +174,16 @@ func serverLogin(user, pass string, secret []byte) (string, string) {
 	return user, pass
 }
 
+// refusedAdvice is what the operator does when an external broker refuses
+// the server's login as user.
+func refusedAdvice(user string) string {
+	if user != broker.DefaultServerUsername {
+		return "the broker refuses " + user + "'s password (FAREGO_BROKER_PASSWORD) or certificate: check them against the broker's users"
+	}
+	return "FAREGO_BROKER_PASSWORD must be what 'farego-settlement mqtt-password --data DATA' prints (or unset), " +
+		"and the broker's password file must hold " + user + " (Mosquitto: farego-settlement mqtt-passwd --out FILE, then SIGHUP it)"
+}
+
 // ErrNotInitialised is returned by New when the key directory does not exist.
 var ErrNotInitialised = errors.New("server: not initialised")
 
@@ -293,7 +303,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg}
+	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg, Refused: refusedAdvice(user)}
 	if cfg.SharedGroup == "" {
 		// A group nobody without the broker secret can join (see
 		// broker.SharedGroup: Mosquitto does not check subscriptions).

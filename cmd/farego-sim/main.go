@@ -47,7 +47,7 @@ type options struct {
 	progress           time.Duration
 	server, broker     string
 	token, fleetPub    string
-	brokerCA           string
+	brokerCA, metrics  string
 	db                 string
 	onRegistered       string
 	logFile            string
@@ -82,6 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL of that server")
 	fs.StringVar(&o.token, "token", "", "operator token or @FILE of that server")
 	fs.StringVar(&o.fleetPub, "fleet-pub", "", "that server's fleet public key (PEM)")
+	fs.StringVar(&o.metrics, "metrics", "", "that server's /metrics base URL when it serves it on an address of its own (run --metrics), e.g. http://10.0.0.5:9464 (default: --server)")
 	fs.StringVar(&o.brokerCA, "broker-ca", "", "CA (PEM) of that broker, for an ssl:// URL (default: the system's)")
 	fs.StringVar(&o.db, "db", "", "ledger DSN of the in-process server (default: SQLite in --dir; postgres://… for PostgreSQL)")
 	fs.StringVar(&o.onRegistered, "on-registered", "", "shell command to run once every validator is registered, before they connect (e.g. write Mosquitto's password file with farego-settlement mqtt-passwd and reload it)")
@@ -109,6 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Usagef(stderr, "farego-sim", "--outage-for must be positive and less than --outage-every")
 	case o.server != "" && (o.broker == "" || o.token == "" || o.fleetPub == ""):
 		return cli.Usagef(stderr, "farego-sim", "--server needs --broker, --token and --fleet-pub")
+	case o.server == "" && o.metrics != "":
+		return cli.Usagef(stderr, "farego-sim", "--metrics is for --server's /metrics; the in-process server's is read directly")
 	case o.server == "" && o.brokerCA != "":
 		return cli.Usagef(stderr, "farego-sim", "--broker-ca is for --server's broker; the in-process one is plain MQTT")
 	case o.server != "" && o.db != "":
@@ -182,6 +185,14 @@ func (s *sim) run(ctx context.Context) (err error) {
 	}
 	fmt.Fprintf(s.out, "farego-sim: %d validators, %d riders, %.2f taps/s each (%.0f taps/s in all) for %v; %s\n",
 		o.validators, o.riders, o.rate, o.rate*float64(o.validators), o.duration, outages)
+	// Read first, so that a server whose figures cannot be read is told
+	// before any rider or validator is made in its ledger.
+	if s.base, err = s.count(ctx); err != nil {
+		if errors.Is(err, fleet.ErrNoMetrics) && o.metrics == "" {
+			return fmt.Errorf("taps in the ledger: %w: give that address as --metrics http://ADDR", err)
+		}
+		return fmt.Errorf("taps in the ledger: %w", err)
+	}
 	f, err := fleet.New(ctx, fleet.Config{Server: s.srv, Dir: o.dir, BrokerCA: o.brokerCA, Logger: s.log})
 	if err != nil {
 		return err
@@ -217,9 +228,6 @@ func (s *sim) run(ctx context.Context) (err error) {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("--on-registered: %w", err)
 		}
-	}
-	if s.base, err = s.count(ctx); err != nil {
-		return fmt.Errorf("taps in the ledger: %w", err)
 	}
 
 	// Links up; outages start with the tapping and end with it.
@@ -315,7 +323,11 @@ func (s *sim) external() error {
 		return err
 	}
 	s.srv = fleet.Server{API: strings.TrimRight(o.server, "/"), Broker: o.broker, Token: tok, FleetKey: k}
-	s.count = fleet.MetricsCounter(s.srv.API)
+	metrics := s.srv.API
+	if o.metrics != "" {
+		metrics = o.metrics
+	}
+	s.count = fleet.MetricsCounter(metrics)
 	s.where = "server " + s.srv.API + ", broker " + o.broker
 	return nil
 }

@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -124,6 +129,65 @@ func TestSimulatorExternalServer(t *testing.T) {
 	if err != nil || n != reportLine(t, out.String(), "taps")[1] {
 		t.Errorf("the ledger holds %d taps (%v); the report says %d accepted", n, err, reportLine(t, out.String(), "taps")[1])
 	}
+}
+
+// TestSimulatorMetricsApart: a server run with --metrics ADDR, as the
+// README advises when riders reach --http, answers /metrics on --http
+// 404. farego-sim against it had no way to read the settled taps: it
+// registered its riders and validators in the ledger and then stopped with
+// "taps in the ledger: … /metrics: 404 Not Found". --metrics names the
+// address; without it the run stops before it makes anything, saying so.
+func TestSimulatorMetricsApart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	p, err := fleet.StartServer(ctx, filepath.Join(dir, "server"), "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	target, err := url.Parse(p.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// --http of a server whose /metrics is on an address of its own.
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer api.Close()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte(p.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub := filepath.Join(dir, "server", "keys", keys.FleetPubFile)
+	args := []string{"--server", api.URL, "--broker", p.Broker, "--token", "@" + tok, "--fleet-pub", pub,
+		"--validators", "2", "--riders", "4", "--rate", "2", "--duration", "2s", "--outage-every", "0"}
+
+	var out, errb bytes.Buffer
+	err = run(ctx, append(args, "--dir", filepath.Join(dir, "sim1")), &out, &errb)
+	if !errors.Is(err, fleet.ErrNoMetrics) || !strings.Contains(err.Error(), "--metrics http://ADDR") {
+		t.Errorf("farego-sim without --metrics: %v; want an error naming --metrics\n%s", err, out.String())
+	}
+	var devices struct{ Devices []json.RawMessage }
+	if err := cli.CallJSON(ctx, "GET", p.API+"/v1/devices", p.Token, nil, &devices); err != nil {
+		t.Fatal(err)
+	}
+	if len(devices.Devices) != 0 {
+		t.Errorf("the refused run registered %d validators in the ledger; want none", len(devices.Devices))
+	}
+
+	out.Reset()
+	errb.Reset()
+	err = run(ctx, append(args, "--metrics", p.API, "--dir", filepath.Join(dir, "sim2")), &out, &errb)
+	if err != nil {
+		t.Fatalf("farego-sim --metrics: %v\n%s%s", err, out.String(), errb.String())
+	}
+	checkReport(t, out.String())
 }
 
 func TestSimulatorRefusesBadFlags(t *testing.T) {

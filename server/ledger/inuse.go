@@ -226,6 +226,7 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 		}()
 		tick := time.NewTicker(every)
 		defer tick.Stop()
+		lost, failures := false, 0 // since the lock's connection was lost
 		for {
 			select {
 			case <-stop:
@@ -240,12 +241,17 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 				conn.Close()
 				conn = nil
 				s.log.Warn("ledger: the serving lock's connection was lost; taking the lock again")
+				lost, failures = true, 0
 			}
 			if conn == nil {
 				c, err := lock(cctx)
 				switch {
 				case err == nil:
 					conn = c
+					if lost {
+						s.log.Info("ledger: serving lock taken again", "failures", failures)
+					}
+					lost, failures = false, 0
 				case errors.Is(err, ErrInUse) && !exclusive:
 					// restored took the ledger in the meantime: this
 					// Store must not write beside it.
@@ -253,7 +259,14 @@ func (s *Store) advisoryHold(ctx context.Context, exclusive bool) (*hold, error)
 					cancel()
 					return
 				default:
-					s.log.Warn("ledger: could not take the serving lock again", "err", err)
+					// Once an outage, not every recheck: the database
+					// may be away for minutes.
+					failures++
+					if failures == 1 {
+						s.log.Warn("ledger: could not take the serving lock again; retrying", "err", err, "every", every.String())
+					} else {
+						s.log.Debug("ledger: could not take the serving lock again", "failures", failures, "err", err)
+					}
 				}
 			}
 			cancel()

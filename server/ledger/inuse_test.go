@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -201,4 +206,129 @@ func TestSecondSQLiteServerWarned(t *testing.T) {
 	if strings.Contains(third.String(), warning) {
 		t.Errorf("a server alone warned of another:\n%s", third.String())
 	}
+}
+
+// TestServingLockOutageLoggedOnce: the database out of reach for a while
+// (every connection cut, new ones refused). The server warned "could not
+// take the serving lock again" at every recheck, every 5 s for as long as
+// the outage lasted, and said nothing when the lock was taken again. It
+// warns once and logs the recovery.
+func TestServingLockOutageLoggedOnce(t *testing.T) {
+	db := newPostgresDB(t)
+	t.Cleanup(func(d time.Duration) func() { return func() { holdRecheck = d } }(holdRecheck))
+	holdRecheck = 50 * time.Millisecond
+	ctx := context.Background()
+	u, err := url.Parse(db.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startCutProxy(t, u.Host)
+	u.Host = p.addr
+	var logs lockedBuffer
+	srv, err := Open(ctx, u.String(), &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := srv.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.cut(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "could not take the serving lock again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost lock was not noticed:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(10 * holdRecheck) // more rechecks fail
+	p.cut(false)
+	for !strings.Contains(logs.String(), "serving lock taken again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lock was not taken again, or not logged:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "could not take the serving lock again"); n != 1 {
+		t.Errorf("the failure logged %d times, want once an outage:\n%s", n, logs.String())
+	}
+	if !regexp.MustCompile(`serving lock taken again" failures=([2-9]|\d\d)`).MatchString(logs.String()) {
+		t.Errorf("the recovery does not count the failed attempts:\n%s", logs.String())
+	}
+}
+
+// cutProxy forwards TCP connections to a database; cut(true) closes them
+// all and refuses new ones until cut(false).
+type cutProxy struct {
+	addr string
+
+	mu    sync.Mutex
+	down  bool
+	conns []net.Conn
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String()}
+	t.Cleanup(func() { l.Close(); p.cut(true) })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			down := p.down
+			p.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) cut(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

@@ -106,6 +106,10 @@ type MQTTConfig struct {
 	// MaxReconnectInterval caps the wait between reconnection attempts
 	// (default DefaultMaxReconnectInterval).
 	MaxReconnectInterval time.Duration
+
+	// Refused says what to do when the broker refuses Username and
+	// Password; logged once an outage with the refusal. Empty: nothing.
+	Refused string
 }
 
 // withDefaults fills the zero fields; prefix starts a random client id.

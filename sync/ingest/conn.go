@@ -38,6 +38,7 @@ func (m MQTTConfig) client(name string, log *slog.Logger) mqttclient.Config {
 		TLS: m.TLS, KeepAlive: m.KeepAlive, ConnectTimeout: m.ConnectTimeout,
 		MinBackoff: min(minReconnectInterval, m.MaxReconnectInterval), MaxBackoff: m.MaxReconnectInterval,
 		BackoffResetAfter: m.MaxReconnectInterval,
+		Refused:           m.Refused,
 		Logger:            log,
 	}
 }

@@ -20,9 +20,10 @@ type Counter func(ctx context.Context) (int64, error)
 const TapsMetric = "farego_ledger_taps"
 
 // MetricsCounter reads TapsMetric from the server's GET /metrics (a
-// Prometheus text exposition) at api, the base URL of its HTTP API.
-func MetricsCounter(api string) Counter {
-	url := strings.TrimRight(api, "/") + "/metrics"
+// Prometheus text exposition) at base: the base URL of its HTTP API, or of
+// the address of its own that run --metrics serves it on.
+func MetricsCounter(base string) Counter {
+	url := strings.TrimRight(base, "/") + "/metrics"
 	return func(ctx context.Context) (int64, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -35,6 +36,9 @@ func MetricsCounter(api string) Counter {
 			return 0, err
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			return 0, fmt.Errorf("%w: GET %s: %s", ErrNoMetrics, url, resp.Status)
+		}
 		if resp.StatusCode != http.StatusOK {
 			return 0, fmt.Errorf("%w: GET %s: %s", ErrServer, url, resp.Status)
 		}

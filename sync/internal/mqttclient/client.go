@@ -16,6 +16,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/farego/farego/driver/backoff"
 )
@@ -61,6 +62,12 @@ type Config struct {
 	// Goodbye, if set, runs before a clean disconnect of an open
 	// connection (the uplink publishes its offline status there).
 	Goodbye func(c mqtt.Client)
+	// Refused, if set, says what to do when the broker refuses the login
+	// (not authorised, bad user name or password): it is logged, as
+	// "advice", with the first refusal of an outage, also one that began
+	// with a lost connection (a broker reloaded with another password
+	// file), which otherwise leaves only "connection lost" in the log.
+	Refused string
 	// Logger receives the log records; nil discards them.
 	Logger *slog.Logger
 }
@@ -168,6 +175,7 @@ type Client struct {
 	downSince      time.Time // when it began
 	failures       int       // failed attempts since it began
 	notReadyLogged bool      // a failed subscription was logged in this outage
+	refusedLogged  bool      // a refused login was logged in this outage
 }
 
 // New returns a client for cfg, which should have passed Validate.
@@ -401,7 +409,7 @@ func (c *Client) isUp(broker string) {
 	case !c.everUp:
 		c.log.Info(name+" connected", "broker", broker, "client_id", c.cfg.ClientID)
 	}
-	c.up, c.everUp, c.down, c.failures, c.notReadyLogged = true, true, false, 0, false
+	c.up, c.everUp, c.down, c.failures, c.notReadyLogged, c.refusedLogged = true, true, false, 0, false, false
 	c.mu.Lock()
 	c.stats.Connects++
 	c.mu.Unlock()
@@ -438,10 +446,15 @@ func (c *Client) failed(err error) {
 		c.down, c.downSince = true, time.Now()
 	}
 	_, notReady := errors.AsType[*notReadyError](err)
+	refused := errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword)
 	switch {
 	case notReady && !c.notReadyLogged:
 		c.notReadyLogged = true
 		c.log.Error(name+": connected but not ready; retrying", "err", err)
+	case refused && c.cfg.Refused != "" && !c.refusedLogged:
+		c.refusedLogged = true
+		c.log.Error(name+": the broker refuses the login; retrying", "broker", Redact(c.cfg.Brokers),
+			"client_id", c.cfg.ClientID, "user", c.cfg.Username, "err", err, "advice", c.cfg.Refused)
 	case first:
 		c.log.Warn(name+": cannot connect; retrying", "broker", Redact(c.cfg.Brokers),
 			"client_id", c.cfg.ClientID, "err", err)

@@ -1,9 +1,12 @@
 package mqttclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,4 +99,75 @@ func TestRunReconnects(t *testing.T) {
 	if st.Connects != 2 || st.Connected || st.Losses != 1 || st.LastError == "" || goodbyes != 1 {
 		t.Errorf("stats %+v, goodbyes %d; want 2 connections, not connected, a loss, one goodbye", st, goodbyes)
 	}
+}
+
+// TestRefusedLoginAdvised: a broker that takes the client and then, after
+// a reload (another password file), refuses its login. The log said
+// "connection lost; reconnecting" and then nothing above debug level for
+// as long as the refusals lasted: an operator could not tell a broker
+// that is down from one that refuses the settlement server. The first
+// refusal of the outage is logged as an error, with what to do.
+func TestRefusedLoginAdvised(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	var logs lockedBuffer
+	id := brokertest.UniqueName("mqttclient-")
+	c := New(Config{
+		Name: "test", Brokers: []string{b.URL()}, ClientID: id,
+		KeepAlive: 5 * time.Second, ConnectTimeout: 5 * time.Second,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Refused: "check the password",
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	sessions := make(chan *Session, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(ctx, func(ctx context.Context, s *Session) error {
+			select {
+			case sessions <- s:
+			default:
+			}
+			return s.Wait(ctx)
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-sessions:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session")
+	}
+	b.Refuse(id, true)
+	b.KillClient(id)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), `advice="check the password"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no advice logged for the refused login:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // more refused attempts (backoff at most 50 ms)
+	if st := c.Stats(); st.ConnectFailures < 2 {
+		t.Errorf("%d refused attempts; want several", st.ConnectFailures)
+	}
+	if n := strings.Count(logs.String(), "refuses the login"); n != 1 {
+		t.Errorf("the refusal logged %d times, want once an outage:\n%s", n, logs.String())
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
