@@ -18,6 +18,11 @@ revoke: from now on the device's broker login and certificate are refused
 (within seconds on every settlement instance with an embedded broker) and
 its batches are kept aside, never charged. Register it again with
 farego-provision device --force to bring it back.
+
+An external broker (Mosquitto) keeps letting the device log in until its
+password file is written again without it (farego-settlement mqtt-passwd
+--out FILE) and reloaded (SIGHUP); a device that logs in with its
+certificate, until the broker's CRL lists it.
 `
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,5 +61,9 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "device %s revoked\n", id)
+	// An operator of Mosquitto revokes there too (the embedded broker
+	// asks the ledger at every login; Mosquitto reads its password file).
+	fmt.Fprintf(stderr, "with an external broker: write its password file again (farego-settlement mqtt-passwd --out FILE) "+
+		"and reload it (SIGHUP), or the device still logs in there (its batches are kept aside all the same)\n")
 	return nil
 }
