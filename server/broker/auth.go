@@ -122,6 +122,7 @@ func (h *hook) Provides(b byte) bool {
 // another's session.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	id, err := h.identify(cl, pk)
+	proven := err == nil // id is who the client is, whatever refuses it below
 	if err == nil && id != h.cfg.ServerUsername {
 		// A flooding device is refused for a while, and every login
 		// (refused or not) costs a message from its budget, so a
@@ -158,8 +159,16 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		// that has not logged in picks a new username for every try (an
 		// attack review: 2,400 made-up device ids a second from one
 		// address, 4,096 lines a minute, the limiter's whole table, which
-		// then held back every other complaint of the broker).
-		if ok, n := h.limit.Allow("auth\x00" + clientaddr.Key(cl.Net.Remote)); ok {
+		// then held back every other complaint of the broker). A client
+		// that proved who it is (refused as banned, not ready, for its
+		// client id) has a line of its own: devices behind one address (a
+		// depot's NAT) would otherwise hide each other's refusals, a
+		// banned device's reconnections those of a revoked one.
+		key := clientaddr.Key(cl.Net.Remote)
+		if proven {
+			key = "device\x00" + id
+		}
+		if ok, n := h.limit.Allow("auth\x00" + key); ok {
 			// What the client sent is cut short: a username or client id
 			// may be 64 KiB, the line must not be.
 			h.log.Warn("broker: connection refused", "username", clip(user), "client_id", clip(cl.ID),

@@ -73,6 +73,34 @@ func TestRefusedLoginLogBounded(t *testing.T) {
 	}
 }
 
+// TestRefusedDevicesLoggedApart: devices behind one address (a depot's
+// NAT) that prove who they are and are refused each have their refusal in
+// the log, apart from the address's line for clients that proved nothing:
+// keyed by address alone, one device's reconnections (refused as not ready
+// or banned) held back every other refusal from there, a revoked device's
+// too.
+func TestRefusedDevicesLoggedApart(t *testing.T) {
+	var log syncBuffer
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret, DevicesReady: func() bool { return false },
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	for _, id := range []string{"bus-a", "bus-b"} {
+		if _, _, err := dial(t, b.url(), id, devicePassword(secret, id), nil); err == nil {
+			t.Fatalf("%s got in before the server was ready", id)
+		}
+	}
+	if _, _, err := dial(t, b.url(), "bus-c", "wrong", nil); err == nil {
+		t.Fatal("a bad login was accepted")
+	}
+	waitFor(t, "the refusals counted", func() bool { return b.Stats().Refused == 3 })
+	out := log.String()
+	for _, id := range []string{"bus-a", "bus-b", "bus-c"} {
+		if !strings.Contains(out, "username="+id+" ") {
+			t.Errorf("%s's refusal is not in the log:\n%.3000s", id, out)
+		}
+	}
+}
+
 // TestConnectionsBeforeLogin: what a client that has not logged in can
 // make the broker hold. A first packet announcing more than MaxConnectSize
 // ends the connection at once (mochi would allocate it, then wait

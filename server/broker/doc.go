@@ -110,7 +110,9 @@
 // write queue (MaxPendingWrites slots) and two goroutines at once: a
 // connection not logged in holds what it sent and a few KB. At most
 // MaxPendingPerAddress connections of one address (an IPv6 /64) are not
-// logged in at once, and 4 times as many of one IPv6 site (its /48).
+// logged in at once. Not bounded per IPv6 site: validators reach the broker
+// through mobile carriers, whose /48s they share with the public, and a
+// site's bound let four phones there keep every validator of it out.
 //
 // # Writes to clients
 //

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
-	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // What a connection that has not logged in yet may make the broker hold.
@@ -29,51 +27,38 @@ const (
 // than MaxConnectSize.
 var errConnectTooLarge = errors.New("broker: the first packet announces more than the broker takes before a login")
 
-// pendingAddrs counts the connections not yet logged in by client address
-// (clientaddr.Key) and by IPv6 site (clientaddr.Site), which holds at most
-// clientaddr.SiteShare times as many as one address: a household's /56
-// is 256 /64s, and connecting from 140 of them held 4,500 places (and,
-// before readFirst, 300 MB) of a settlement server in an attack review.
+// pendingAddrs counts the connections not yet logged in by client address.
 type pendingAddrs struct {
-	max int // per address; negative: no bound
+	max int // negative: no bound
 
 	mu sync.Mutex
-	n  map[string]int // by address, and by site
+	n  map[string]int
 }
 
 func newPendingAddrs(max int) *pendingAddrs {
 	return &pendingAddrs{max: max, n: map[string]int{}}
 }
 
-// take counts a new connection of key in site ("": none), unless key
-// holds max already or site SiteShare times max.
-func (p *pendingAddrs) take(key, site string) bool {
+// take counts a new connection of key, unless key holds max already.
+func (p *pendingAddrs) take(key string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.max >= 0 && (p.n[key] >= p.max || site != "" && p.n[site] >= clientaddr.SiteShare*p.max) {
+	if p.max >= 0 && p.n[key] >= p.max {
 		return false
 	}
 	p.n[key]++
-	if site != "" {
-		p.n[site]++
-	}
 	return true
 }
 
 // give takes one back.
-func (p *pendingAddrs) give(key, site string) {
+func (p *pendingAddrs) give(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, k := range []string{key, site} {
-		if k == "" {
-			continue
-		}
-		if p.n[k] <= 1 {
-			delete(p.n, k)
-			continue
-		}
-		p.n[k]--
+	if p.n[key] <= 1 {
+		delete(p.n, key)
+		return
 	}
+	p.n[key]--
 }
 
 // count is how many connections of key are counted (for tests).

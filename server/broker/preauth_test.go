@@ -1,13 +1,10 @@
 package broker
 
 import (
-	"fmt"
 	"net"
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // TestConnectionBeforeLoginIsCheap: what a connection that has sent only
@@ -41,35 +38,5 @@ func TestConnectionBeforeLoginIsCheap(t *testing.T) {
 	t.Logf("%d connections not logged in: %d bytes each", conns, per)
 	if per > 24<<10 {
 		t.Errorf("a connection that sent part of its CONNECT holds %d bytes of the broker, want at most %d", per, 24<<10)
-	}
-}
-
-// The /64s of one IPv6 site (its /48) hold at most clientaddr.SiteShare
-// times MaxPendingPerAddress connections not logged in together; another
-// site, and IPv4 addresses, have places of their own; a place given back
-// is taken again. (Loopback has one IPv6 address: the listener's use of
-// take and give is TestConnectionsBeforeLogin's.)
-func TestPendingPerIPv6Site(t *testing.T) {
-	p := newPendingAddrs(2)
-	taken := 0
-	for i := range 5 {
-		for j := range 2 {
-			remote := fmt.Sprintf("[2001:db8:7:%x::%x]:1000", i+1, j+1)
-			if p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
-				taken++
-			}
-		}
-	}
-	if want := clientaddr.SiteShare * 2; taken != want {
-		t.Errorf("one site holds %d connections not logged in, want %d", taken, want)
-	}
-	for _, remote := range []string{"[2001:db8:8::1]:1000", "192.0.2.1:1000"} {
-		if !p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
-			t.Errorf("%s refused while another site is full", remote)
-		}
-	}
-	p.give(clientaddr.Key("[2001:db8:7:1::1]:1000"), clientaddr.Site("[2001:db8:7:1::1]:1000"))
-	if remote := "[2001:db8:7:ff::1]:1000"; !p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
-		t.Errorf("a place the site gave back was not taken again")
 	}
 }
