@@ -21,12 +21,22 @@ import (
 // moves.
 func clockFixture(t *testing.T) (*fixture, func(time.Duration) time.Time) {
 	t.Helper()
+	return clockFixtureAt(t, "")
+}
+
+// clockFixtureAt is clockFixture on the ledger at dsn ("": SQLite in
+// t.TempDir()).
+func clockFixtureAt(t *testing.T, dsn string) (*fixture, func(time.Duration) time.Time) {
+	t.Helper()
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) time.Time { mu.Lock(); defer mu.Unlock(); now = now.Add(d); return now }
 	dir := t.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), &ledger.Options{Now: clock})
+	if dsn == "" {
+		dsn = filepath.Join(dir, "ledger.db")
+	}
+	store, err := ledger.Open(context.Background(), dsn, &ledger.Options{Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -289,6 +289,7 @@ func benchPages(b *testing.B, dsn string) {
 		{"device", "/console/devices/bus-0042"},
 		{"money", "/console/money"},
 		{"money-60d", "/console/money?days=60"},
+		{"shops", "/console/shops"},
 		{"flagged", "/console/flagged"},
 		{"account", "/console/accounts/1042"},
 		{"denylist", "/console/denylist"},

@@ -56,7 +56,7 @@ func TestPagesInBrowser(t *testing.T) {
 	b := wallettest.Browser(t, wallettest.Config{})
 	wallettest.Do(t, b, chromedp.Navigate(srv.URL+"/console/"), chromedp.WaitVisible("#token"),
 		chromedp.SetValue("#token", strings.TrimSpace(string(tok))), chromedp.Click("#signin"), chromedp.WaitVisible("#who"))
-	pages := []string{"", "fleet", "devices/bus-0037", "money", "flagged", "aside", "accounts/1042", "denylist", "fares", "keys", "tokens", "audit"}
+	pages := []string{"", "fleet", "devices/bus-0037", "money", "shops", "flagged", "aside", "accounts/1042", "denylist", "fares", "keys", "tokens", "audit"}
 	shots := map[string]bool{"": true, "fleet": true, "devices/bus-0037": true, "money": true, "accounts/1042": true}
 	for _, size := range []struct {
 		name string

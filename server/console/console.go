@@ -130,6 +130,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET "+p+"fleet", h.session(h.fleetPage))
 	h.mux.HandleFunc("GET "+p+"devices/{id}", h.session(h.devicePage))
 	h.mux.HandleFunc("GET "+p+"money", h.session(h.moneyPage))
+	h.mux.HandleFunc("GET "+p+"shops", h.session(h.shopsPage))
 	h.mux.HandleFunc("GET "+p+"flagged", h.session(h.flaggedPage))
 	h.mux.HandleFunc("GET "+p+"aside", h.session(h.asidePage))
 	h.mux.HandleFunc("GET "+p+"accounts", h.session(h.accountSearch))

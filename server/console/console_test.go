@@ -331,7 +331,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 	acct := f.account(1000)
 	b := f.browser()
 	csrf := b.signIn(f.token(ledger.RoleAuditor))
-	for _, p := range []string{"", "fleet", "devices/bus-1", "money", "flagged", "aside", "accounts", fmt.Sprintf("accounts/%d", acct),
+	for _, p := range []string{"", "fleet", "devices/bus-1", "money", "shops", "flagged", "aside", "accounts", fmt.Sprintf("accounts/%d", acct),
 		"denylist", "fares", "keys", "tokens", "tokens/init/payments", "audit"} {
 		code, body := b.get("/console/" + p)
 		if code != http.StatusOK {
@@ -1239,5 +1239,47 @@ func TestTokenPaymentsPage(t *testing.T) {
 	}
 	if _, body := b.get("/console/tokens"); !strings.Contains(body, `href="/console/tokens/`+tk.ID+`/payments"`) {
 		t.Errorf("the tokens page does not link token %s's payments:\n%s", tk.ID, body)
+	}
+}
+
+// TestShopsPage: the shops page sums each shop's online payments and
+// refunds of the last 30 service days, with their total, for the operator
+// and the auditor (read only), and sends one signed out to sign in.
+func TestShopsPage(t *testing.T) {
+	f := newFixture(t)
+	a1, a2, a3 := f.account(5000), f.account(5000), f.account(5000)
+	f.pay(a1, "shop-1", "o-1", 1200)
+	f.pay(a2, "shop-1", "o-2", 300)
+	f.pay(a3, "<b>shop-2", "o-3", 450)
+	for _, r := range []ledger.RefundRequest{{MerchantID: "shop-1", OrderID: "o-1", RefundID: "r-1", Amount: 200},
+		{MerchantID: "<b>shop-2", OrderID: "o-3", RefundID: "r-2", Amount: 450}} {
+		if _, _, err := f.store.RefundPayment(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _ := f.browser().get("/console/shops"); code != http.StatusSeeOther {
+		t.Errorf("signed out: %d, want 303 to the sign-in page", code)
+	}
+	tbl, err := f.store.LatestFareTable(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	today := tbl.ServiceDay(time.Now())
+	for _, role := range []string{ledger.RoleOperator, ledger.RoleAuditor} {
+		b := f.browser()
+		b.signIn(f.token(role))
+		code, body := b.get("/console/shops")
+		for _, want := range []string{
+			`<tr data-merchant="shop-1"><td>shop-1</td><td class="num">2</td><td class="num">15.00</td><td class="num">1</td><td class="num">2.00</td><td class="num">13.00</td></tr>`,
+			`<tr data-merchant="&lt;b&gt;shop-2"><td>&lt;b&gt;shop-2</td><td class="num">1</td><td class="num">4.50</td><td class="num">1</td><td class="num">4.50</td><td class="num">0.00</td></tr>`,
+			`<tr id="shops-total"><th>Total</th><td class="num">3</td><td class="num">19.50</td><td class="num">2</td><td class="num">6.50</td><td class="num">13.00</td></tr>`,
+			`<tr data-day="` + today + `" data-merchant="shop-1">`,
+			`days from 04:00 Europe/Berlin`,
+			`aria-current="page">Shops</a>`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s: the shops page (%d) does not show %s:\n%s", role, code, want, body)
+			}
+		}
 	}
 }

@@ -586,6 +586,49 @@ func serviceDays(t *fare.Table, now time.Time, n int) []string {
 	return out
 }
 
+// --- Shops -------------------------------------------------------------------
+
+// shopDays is how many service days the shops page sums.
+const shopDays = 30
+
+type shopsData struct {
+	Days      int
+	From, To  string
+	TimeZone  string // and DayStart: the service days'
+	DayStart  string
+	Merchants []ledger.MerchantDay // over the days, by merchant
+	ByDay     []ledger.MerchantDay // by day, then merchant
+	Total     ledger.MerchantDay
+}
+
+// shopsPage shows what each shop (merchant) took online with riders'
+// codes and gave back, per service day of the last shopDays (the money
+// page's days), and their totals: what the operator pays each shop out
+// (GET /v1/merchants/settlement).
+func (h *Handler) shopsPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	ctx := r.Context()
+	now := h.cfg.Now()
+	tbl, err := h.cfg.Ledger.LatestFareTable(ctx)
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		h.fail(w, r, s, err)
+		return
+	}
+	// The ledger's days without a fare table: UTC dates.
+	from, to := now.UTC().AddDate(0, 0, 1-shopDays).Format(time.DateOnly), now.UTC().Format(time.DateOnly)
+	if tbl != nil {
+		days := serviceDays(tbl, now, shopDays)
+		from, to = days[0], days[len(days)-1]
+	}
+	st, err := h.cfg.Ledger.MerchantSettlement(ctx, from, to, "")
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	d := shopsData{Days: shopDays, From: st.From, To: st.To, TimeZone: st.TimeZone, DayStart: st.DayStart,
+		Merchants: st.Merchants(), ByDay: st.Days, Total: st.Total()}
+	h.render(w, r, http.StatusOK, "shops", page{Title: "Shops", Nav: "shops", S: s, Data: d})
+}
+
 // --- Flagged and aside -------------------------------------------------------
 
 type flaggedData struct {

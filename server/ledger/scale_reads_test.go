@@ -14,8 +14,9 @@ import (
 // planner has a choice: a rider's recent payments (GET /v1/accounts/{id})
 // for a rider with many payments, none recent; a service day's fare
 // corrections (RefreshSummaries); the newest taps of a rare flag (the
-// console). PostgreSQL's plans are checked custom and generic (the
-// ledger's statements are prepared, and a generic plan may be cached).
+// console); a service day's payments and refunds by merchant (the
+// settlement report, migration 28). PostgreSQL's plans are checked custom
+// and generic (the ledger's statements are prepared, and a generic plan may be cached).
 func TestScaleReadsByIndex(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
@@ -55,6 +56,10 @@ func TestScaleReadsByIndex(t *testing.T) {
 			`UPDATE taps SET flag = 'expired' WHERE seq % 50 = 7`,
 			// One in twenty noted, a rare note among them once.
 			`UPDATE taps SET notes = 'fare_mismatch' WHERE seq % 20 = 3`,
+			// One payment in ten refunded, a minute after it.
+			`INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount, reason, created_ns, token_id)
+				SELECT merchant_id, 'r' || id, id, account_id, 100000 + id, 10, '', created_ns + 60000000000, ''
+				FROM payments WHERE id % 10 = 0`,
 			`ANALYZE`,
 		} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -80,6 +85,20 @@ func TestScaleReadsByIndex(t *testing.T) {
 				[]string{"Seq Scan", "SCAN taps"}, "committed_ns"},
 			{"the newest taps of a rare flag", flaggedByFlagQuery, []any{"unknown_device", int64(100)}, "taps_flag_received",
 				[]string{"taps_flagged_received", "Seq Scan", "SCAN taps", "TEMP B-TREE", "Sort"}, ""},
+			// The day before the recent payments: a ledger of many days
+			// holds few of its rows in one.
+			{"a service day's payments by merchant", s.settlementQuery("payments", false),
+				[]any{recent - int64(24*time.Hour), recent}, "payments_time",
+				[]string{"Seq Scan", "SCAN payments", "payments_pkey", "payments_account_time"}, "created_ns"},
+			{"a service day's payments of one merchant", s.settlementQuery("payments", true),
+				[]any{recent - int64(24*time.Hour), recent, "shop"}, "payments_time",
+				[]string{"Seq Scan", "SCAN payments", "payments_pkey", "payments_account_time"}, "created_ns"},
+			{"a service day's refunds by merchant", s.settlementQuery("refunds", false),
+				[]any{recent - int64(24*time.Hour), recent}, "refunds_time",
+				[]string{"Seq Scan", "SCAN refunds", "refunds_pkey"}, "created_ns"},
+			{"a service day's refunds of one merchant", s.settlementQuery("refunds", true),
+				[]any{recent - int64(24*time.Hour), recent, "shop"}, "refunds_time",
+				[]string{"Seq Scan", "SCAN refunds", "refunds_pkey"}, "created_ns"},
 		} {
 			for mode, p := range queryPlans(t, s, c.query, c.args...) {
 				bad := !strings.Contains(p, c.want)
