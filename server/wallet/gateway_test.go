@@ -343,7 +343,6 @@ func TestWalletChangesItsSecret(t *testing.T) {
 	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-secret-test"); err != nil {
 		t.Fatal(err)
 	}
-	passState := `document.getElementById("pass-state").textContent`
 	get := func(secret string) int {
 		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/accounts/%d", url, acct.ID), nil)
 		req.Header.Set("Authorization", "Bearer "+secret)

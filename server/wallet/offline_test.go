@@ -21,6 +21,23 @@ import (
 // walletCodeText is the text of the code on the wallet's screen ("" for none).
 const walletCodeText = `(async () => (await import("./app.js")).debugState().code?.text ?? "")()`
 
+// passState is the wallet's sentence about the pass on the phone.
+const passState = `document.getElementById("pass-state").textContent`
+
+// passShown makes a rider whose payment provider topped up balance, signs
+// them in in a new browser and waits for pass 1 and its code.
+func passShown(t *testing.T, url string, g *gate, balance int64) (context.Context, account) {
+	t.Helper()
+	acct := newAccount(t, url)
+	if _, err := g.store.TopUp(context.Background(), acct.ID, balance, "psp-first"); err != nil {
+		t.Fatal(err)
+	}
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+	return b, acct
+}
+
 // offline switches the tab's network off or on (DevTools), as the rig's
 // wallet tests do: every request fails and navigator.onLine says so.
 func offline(t *testing.T, b context.Context, off bool) {
@@ -56,15 +73,8 @@ func offline(t *testing.T, b context.Context, off bool) {
 // working pass, and nothing to show.
 func TestWalletToppedUpWhileOffline(t *testing.T) {
 	url, g := serveWallet(t)
-	acct := newAccount(t, url)
+	b, acct := passShown(t, url, g, 300)
 	ctx := context.Background()
-	if _, err := g.store.TopUp(ctx, acct.ID, 300, "psp-low"); err != nil {
-		t.Fatal(err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{})
-	signIn(t, b, url, acct)
-	passState := `document.getElementById("pass-state").textContent`
-	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
 	wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
 
 	// Two rides of 2.50 on a balance of 3.00, settled from a bus's records
@@ -165,14 +175,7 @@ func keyring(t *testing.T, url string) *paycode.Keyring {
 // TestWalletCodes in the rig).
 func TestWalletKeySwappedInStorage(t *testing.T) {
 	url, g := serveWallet(t)
-	acct := newAccount(t, url)
-	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-key"); err != nil {
-		t.Fatal(err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{})
-	signIn(t, b, url, acct)
-	passState := `document.getElementById("pass-state").textContent`
-	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+	b, _ := passShown(t, url, g, 10_000)
 	kr := keyring(t, url)
 	if d := paycode.Verify(wallettest.Eval[string](t, b, walletCodeText), time.Now(), kr, paycode.Policy{}); !d.Accepted {
 		t.Fatalf("the set-up: pass 1's code is refused: %s", d.Reason)

@@ -42,7 +42,6 @@ func TestWalletRegisterLeavesNoOtherPass(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	passState := `document.getElementById("pass-state").textContent`
 	b := wallettest.Browser(t, wallettest.Config{})
 	wallettest.Open(t, b, url+"/wallet/")
 	b2, cancel2 := chromedp.NewContext(b)
@@ -85,14 +84,7 @@ func TestWalletRegisterLeavesNoOtherPass(t *testing.T) {
 // is only what was last seen; the pass is intact and its codes pay.
 func TestWalletDamagedViewStillShowsCodes(t *testing.T) {
 	url, g := serveWallet(t)
-	acct := newAccount(t, url)
-	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-view"); err != nil {
-		t.Fatal(err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{})
-	signIn(t, b, url, acct)
-	passState := `document.getElementById("pass-state").textContent`
-	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+	b, _ := passShown(t, url, g, 10_000)
 	wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
 	damage := `new Promise((ok, fail) => {
 		const r = indexedDB.open("farego-wallet");
@@ -133,15 +125,8 @@ func TestWalletDamagedViewStillShowsCodes(t *testing.T) {
 // account data was damaged and asks to sign in again.
 func TestWalletDamagedAccountRecord(t *testing.T) {
 	url, g := serveWallet(t)
-	acct := newAccount(t, url)
+	b, acct := passShown(t, url, g, 10_000)
 	ctx := context.Background()
-	if _, err := g.store.TopUp(ctx, acct.ID, 10_000, "psp-account"); err != nil {
-		t.Fatal(err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{})
-	signIn(t, b, url, acct)
-	passState := `document.getElementById("pass-state").textContent`
-	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
 	wallettest.Eval[bool](t, b, `new Promise((ok, fail) => {
 		const r = indexedDB.open("farego-wallet");
 		r.onerror = () => fail(r.error);
@@ -182,14 +167,7 @@ func TestWalletCodeGoesAtPassEnd(t *testing.T) {
 	// its end would otherwise stay 35 s or more.
 	ttl := time.Hour + time.Duration(70-(time.Now().Unix()+3600)%60)*time.Second
 	url, g := serveWalletWith(t, "EUR", api.Config{CredentialTTL: ttl})
-	acct := newAccount(t, url)
-	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-end"); err != nil {
-		t.Fatal(err)
-	}
-	b := wallettest.Browser(t, wallettest.Config{})
-	signIn(t, b, url, acct)
-	passState := `document.getElementById("pass-state").textContent`
-	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+	b, _ := passShown(t, url, g, 10_000)
 	offline(t, b, true)
 	notAfter := wallettest.Eval[int64](t, b, `(async () => (await import("./app.js")).debugState().code.notAfter)()`)
 	if s := notAfter % 60; s < 10 || s > 40 {

@@ -38,7 +38,6 @@ func TestWalletSecretChangedInAnotherTab(t *testing.T) {
 	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-two-tabs"); err != nil {
 		t.Fatal(err)
 	}
-	passState := `document.getElementById("pass-state").textContent`
 	b := wallettest.Browser(t, wallettest.Config{})
 	signIn(t, b, url, acct)
 	wallettest.WaitFor(t, b, 30*time.Second, "pass 1", passState+`.startsWith("Pass 1 ")`)
