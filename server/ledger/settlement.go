@@ -5,13 +5,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
 )
 
 // MaxSettlementDays bounds the service days of one settlement report (a
-// quarter): each day is two indexed reads.
+// quarter): each day is two indexed reads (two more for each change of
+// fare table in it).
 const MaxSettlementDays = 92
 
 // MerchantDay is what one merchant took online, and gave back, on one
@@ -37,9 +39,10 @@ func (m MerchantDay) Net() int64 { return m.Paid - m.Refunded }
 type Settlement struct {
 	From, To string // the service days, inclusive
 	// TimeZone and DayStart are the latest fare table's (fare.Table's
-	// TimeZone and ServiceDayStart): they decide the service day of a
-	// payment or refund by its time, as the console's money page decides
-	// its days. Without a fare table, days are UTC dates from 00:00.
+	// TimeZone and ServiceDayStart): with those of the tables before it,
+	// each while it was in force, they decide the service day of a payment
+	// or refund by its time, as the console's money page decides its
+	// days. Without a fare table, days are UTC dates from 00:00.
 	TimeZone, DayStart string
 	// Days are the merchants' days with a payment or a refund, by day,
 	// then merchant.
@@ -69,9 +72,9 @@ func (s *Store) settlementQuery(table string, oneMerchant bool) string {
 // inclusive, at most MaxSettlementDays) and per merchant (all, or
 // merchant if not ""), the online payments made and the refunds made:
 // what the operator pays each shop out. A payment or refund is on the
-// service day its creation time (server time) falls in, by the latest
-// fare table's ServiceDay: the console's money page's days. A bad range
-// is ErrInvalid.
+// service day its creation time (server time) falls in, by the ServiceDay
+// of the fare table in force then, as a tap's (the console's money page's
+// days). A bad range is ErrInvalid.
 func (s *Store) MerchantSettlement(ctx context.Context, from, to, merchant string) (Settlement, error) {
 	first, last, err := SettlementRange(from, to)
 	if err != nil {
@@ -81,26 +84,28 @@ func (s *Store) MerchantSettlement(ctx context.Context, from, to, merchant strin
 		return Settlement{}, invalid("settlement: %v", err)
 	}
 	out := Settlement{From: from, To: to, TimeZone: "UTC", DayStart: "00:00"}
-	dayOf := func(at time.Time) string { return at.UTC().Format(time.DateOnly) }
 	_, tbl, err := s.LatestFareTableShared(ctx)
 	switch {
 	case err == nil:
-		dayOf, out.TimeZone, out.DayStart = tbl.ServiceDay, tbl.TimeZone, tbl.ServiceDayStart
+		out.TimeZone, out.DayStart = tbl.TimeZone, tbl.ServiceDayStart
 	case !errors.Is(err, ErrNoFareTable):
 		return Settlement{}, err
 	}
-	var days []string
-	var bounds []int64 // bounds[i] starts days[i]; the last ends the range
-	for d := first; !d.After(last.AddDate(0, 0, 1)); d = d.AddDate(0, 0, 1) {
-		days = append(days, d.Format(time.DateOnly))
-		bounds = append(bounds, dayStart(dayOf, d))
+	rules, err := s.dayRules(ctx, first.Add(-72*time.Hour).UnixNano(), last.Add(24*time.Hour+72*time.Hour).UnixNano())
+	if err != nil {
+		return Settlement{}, err
 	}
-	days = days[:len(days)-1]
-	args := func(i int) []any {
+	var days []string
+	var spans [][][2]int64 // spans[i] are days[i]'s instants, [from, until)
+	for d := first; !d.After(last); d = d.AddDate(0, 0, 1) {
+		days = append(days, d.Format(time.DateOnly))
+		spans = append(spans, serviceDaySpans(rules, d))
+	}
+	args := func(span [2]int64) []any {
 		if merchant != "" {
-			return []any{bounds[i], bounds[i+1], merchant}
+			return []any{span[0], span[1], merchant}
 		}
-		return []any{bounds[i], bounds[i+1]}
+		return []any{span[0], span[1]}
 	}
 	payments, refunds := s.settlementQuery("payments", merchant != ""), s.settlementQuery("refunds", merchant != "")
 	err = s.read(ctx, func(tx *sql.Tx) error {
@@ -113,15 +118,19 @@ func (s *Store) MerchantSettlement(ctx context.Context, from, to, merchant strin
 				}
 				return byMerchant[m]
 			}
-			if err := sumByMerchant(ctx, tx, payments, args(i), func(m string, n, sum int64) {
-				at(m).Payments, at(m).Paid = n, sum
-			}); err != nil {
-				return err
-			}
-			if err := sumByMerchant(ctx, tx, refunds, args(i), func(m string, n, sum int64) {
-				at(m).Refunds, at(m).Refunded = n, sum
-			}); err != nil {
-				return err
+			for _, span := range spans[i] {
+				if err := sumByMerchant(ctx, tx, payments, args(span), func(m string, n, sum int64) {
+					at(m).Payments += n
+					at(m).Paid += sum
+				}); err != nil {
+					return err
+				}
+				if err := sumByMerchant(ctx, tx, refunds, args(span), func(m string, n, sum int64) {
+					at(m).Refunds += n
+					at(m).Refunded += sum
+				}); err != nil {
+					return err
+				}
 			}
 			start := len(out.Days)
 			for _, m := range byMerchant {
@@ -162,6 +171,83 @@ func SettlementRange(from, to string) (first, last time.Time, err error) {
 		return first, last, fmt.Errorf("%s to %s is %d service days; at most %d at a time", from, to, n, MaxSettlementDays)
 	}
 	return first, last, nil
+}
+
+// dayRule is a fare table's service days (fare.Table.ServiceDay) while
+// it is in force: from since (unix ns; the first table's, from always)
+// until the next rule's.
+type dayRule struct {
+	since int64
+	dayOf func(time.Time) string
+}
+
+// dayRules returns the rules of the fare tables in force at some instant
+// from lo to hi (unix ns), by when they came into force, as the taps'
+// service days take them (fareCatalog.inForce); without a fare table, one
+// rule: UTC dates from 00:00.
+func (s *Store) dayRules(ctx context.Context, lo, hi int64) ([]dayRule, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version, created_ns FROM fare_tables ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+	}
+	var all []catalogEntry
+	for rows.Next() {
+		var v, since int64
+		if err := rows.Scan(&v, &since); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+		}
+		all = append(all, catalogEntry{version: uint64(v), since: since})
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
+	}
+	if len(all) == 0 {
+		return []dayRule{{dayOf: func(at time.Time) string { return at.UTC().Format(time.DateOnly) }}}, nil
+	}
+	var rules []dayRule
+	for i, e := range all {
+		if (i+1 < len(all) && all[i+1].since <= lo) || (i > 0 && e.since > hi) {
+			continue // not in force from lo to hi
+		}
+		fe, err := s.loadTable(ctx, s.db, e.version)
+		if err != nil {
+			return nil, err
+		}
+		if fe == nil {
+			return nil, fmt.Errorf("%w: fare table %d", ErrNotFound, e.version)
+		}
+		rules = append(rules, dayRule{since: e.since, dayOf: fe.table.ServiceDay})
+	}
+	return rules, nil
+}
+
+// serviceDaySpans returns the instants of the service day of date (a UTC
+// midnight), as ranges [from, until) of unix ns: each fare table decides
+// the service day of the instants while it is in force, as for taps
+// (fareCatalog.inForce). So a table stored later (a new zone or day
+// start) moves no instant already past to another day: a report made
+// before it and one made after count each payment once. A day is one
+// range, or more around a change of table.
+func serviceDaySpans(rules []dayRule, date time.Time) [][2]int64 {
+	var out [][2]int64
+	for i, r := range rules {
+		from, until := int64(math.MinInt64), int64(math.MaxInt64)
+		if i > 0 {
+			from = r.since
+		}
+		if i+1 < len(rules) {
+			until = rules[i+1].since
+		}
+		from, until = max(from, dayStart(r.dayOf, date)), min(until, dayStart(r.dayOf, date.AddDate(0, 0, 1)))
+		if from < until {
+			out = append(out, [2]int64{from, until})
+		}
+	}
+	return out
 }
 
 // dayStart returns the first instant (unix ns) of the service day of

@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,4 +40,55 @@ func TestSettlementDayStart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSettlementFareTableChange: a payment's service day is the one of the
+// fare table in force when it was made, as a tap's: a table stored later
+// that moves the day's start moves no payment already made to another
+// day (an operator who paid days out before it would pay a payment twice,
+// or never).
+func TestSettlementFareTableChange(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db) // Berlin, days from 04:00
+		acct := newAccount(t, s, 10000)
+		pay := func(order string, when time.Time) {
+			t.Helper()
+			now := s.now
+			s.now = func() time.Time { return when }
+			defer func() { s.now = now }()
+			if _, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: order, Account: acct, Serial: 1,
+				RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, when), CodeHash: "h", Amount: 100, Currency: "EUR"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		report := func() string {
+			t.Helper()
+			st, err := s.MerchantSettlement(ctx, "2026-03-09", "2026-03-12", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, d := range st.Days {
+				out = append(out, fmt.Sprintf("%s %d", d.Day, d.Payments))
+			}
+			return strings.Join(out, ", ")
+		}
+		pay("o-1", time.Date(2026, 3, 10, 2, 0, 0, 0, berlin)) // the 9th's service day
+		pay("o-2", time.Date(2026, 3, 11, 2, 0, 0, 0, berlin)) // the 10th's
+		pay("o-3", time.Date(2026, 3, 12, 5, 30, 0, 0, berlin))
+		before := "2026-03-09 1, 2026-03-10 1, 2026-03-12 1"
+		if got := report(); got != before {
+			t.Fatalf("before the new table: %s; want %s", got, before)
+		}
+		// Days from 06:00 from the 12th at 06:30 (a table comes into force
+		// when it is stored: after o-3).
+		putTableAt(t, s, strings.Replace(tableV2, `"04:00"`, `"06:00"`, 1), time.Date(2026, 3, 12, 6, 30, 0, 0, berlin))
+		pay("o-4", time.Date(2026, 3, 12, 7, 0, 0, 0, berlin))
+		pay("o-5", time.Date(2026, 3, 13, 5, 0, 0, 0, berlin)) // the 12th's, by the new table
+		want := "2026-03-09 1, 2026-03-10 1, 2026-03-12 3"
+		if got := report(); got != want {
+			t.Errorf("after the new table: %s; want %s", got, want)
+		}
+	})
 }
