@@ -41,9 +41,23 @@ type target struct {
 	path    string // SQLite file, for logs; "" for PostgreSQL
 }
 
+// pgIdleInTransaction is how long a PostgreSQL session of the ledger may
+// sit in a transaction waiting for its client before PostgreSQL ends it.
+// The ledger never waits between the statements of a transaction (an
+// ingest commit is bounded by its CommitTimeout, 30 s by default); a
+// session that does was cut off from the server, as behind a partition
+// that drops packets: pgx gives up on it when its context ends, but no
+// FIN reaches PostgreSQL, and without this its backend held the
+// transaction's row locks (riders' accounts, the batch's tap ids) for as
+// long as TCP keepalive takes, two hours and more, while every resend of
+// the batch and every other batch of those riders waited on them.
+const pgIdleInTransaction = time.Minute
+
 // parseDSN reads the Open DSN:
 //
 //	postgres://… or postgresql://…   PostgreSQL (pgx), passed on unchanged
+//	                                 but for idle_in_transaction_session_timeout
+//	                                 (pgIdleInTransaction unless it is set)
 //	sqlite:PATH[?params]             SQLite file at PATH
 //	PATH[?params]                    the same
 //
@@ -56,8 +70,15 @@ type target struct {
 func parseDSN(dsn string, busy time.Duration) (target, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		if _, err := url.Parse(dsn); err != nil {
+		u, err := url.Parse(dsn)
+		if err != nil {
 			return target{}, fmt.Errorf("%w: PostgreSQL DSN: %v", ErrInvalid, err)
+		}
+		if !strings.Contains(dsn, "idle_in_transaction_session_timeout") {
+			q := u.Query()
+			q.Set("idle_in_transaction_session_timeout", strconv.FormatInt(pgIdleInTransaction.Milliseconds(), 10))
+			u.RawQuery = q.Encode()
+			dsn = u.String()
 		}
 		return target{backend: backendPostgres, dsn: dsn}, nil
 	case strings.Contains(dsn, "://"):

@@ -36,6 +36,7 @@ func TestParseDSN(t *testing.T) {
 		{"sqlite:ledger.db?_pragma=cache_size(-20000)", backendSQLite, "ledger.db", true},
 		{"postgres://u@db:5432/farego?sslmode=disable", backendPostgres, "", true},
 		{"postgresql://u@db/farego", backendPostgres, "", true},
+		{"postgres://u@db/farego?idle_in_transaction_session_timeout=60000&sslmode=disable", backendPostgres, "", true},
 		{"", 0, "", false},
 		{"sqlite:", 0, "", false},
 		{":memory:", 0, "", false},
@@ -58,6 +59,9 @@ func TestParseDSN(t *testing.T) {
 		}
 		if tc.backend == backendSQLite && !strings.Contains(got.dsn, "_txlock=immediate") {
 			t.Errorf("parseDSN(%q) = %q, lacks _txlock=immediate", tc.dsn, got.dsn)
+		}
+		if tc.backend == backendPostgres && !strings.Contains(got.dsn, "idle_in_transaction_session_timeout=60000") {
+			t.Errorf("parseDSN(%q) = %q, lacks idle_in_transaction_session_timeout", tc.dsn, got.dsn)
 		}
 	}
 }
