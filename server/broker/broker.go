@@ -106,7 +106,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.queues = newSendQueues(&b.cfg)
-	b.pending = newPendingAddrs(cfg.MaxPendingPerAddress)
+	b.pending = newPendingAddrs(cfg.MaxPendingPerAddress, cfg.MaxConnections)
 	limit := ratelog.New(cfg.Now, ratelog.DefaultEvery)
 	if !cfg.DisablePlain {
 		b.plain = &listener{id: listenerPlain, addr: cfg.Listen, timeout: cfg.ConnectTimeout, write: cfg.WriteTimeout, queues: b.queues,

@@ -110,9 +110,11 @@
 // write queue (MaxPendingWrites slots) and two goroutines at once: a
 // connection not logged in holds what it sent and a few KB. At most
 // MaxPendingPerAddress connections of one address (an IPv6 /64) are not
-// logged in at once. Not bounded per IPv6 site: validators reach the broker
-// through mobile carriers, whose /48s they share with the public, and a
-// site's bound let four phones there keep every validator of it out.
+// logged in at once, and of one IPv6 site (its /48) the larger of 4 times
+// that and a sixteenth of MaxConnections: validators reach the broker
+// through mobile carriers, whose /48s they share with the public (a bound
+// of a few addresses' let four phones there keep them out), and one /48
+// must not hold every place (a tunnel's is 65,536 /64s).
 //
 // # Writes to clients
 //

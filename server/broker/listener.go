@@ -103,12 +103,13 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			continue
 		}
-		key := clientaddr.Key(conn.RemoteAddr().String())
-		if !l.pending.take(key) {
+		remote := conn.RemoteAddr().String()
+		key, site := clientaddr.Key(remote), clientaddr.Site(remote)
+		if !l.pending.take(key, site) {
 			conn.Close()
 			l.release()
 			if ok, n := l.limit.Allow(key); ok {
-				l.log.Warn("broker: connection refused: too many from one address not logged in", "listener", l.id,
+				l.log.Warn("broker: connection refused: too many from one address (or its IPv6 site) not logged in", "listener", l.id,
 					"address", key, "limit", l.pending.max, "suppressed", n)
 			}
 			continue
@@ -118,12 +119,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if l.end.Load() {
 			l.mu.Unlock()
 			conn.Close()
-			l.pending.give(key)
+			l.pending.give(key, site)
 			l.release()
 			return
 		}
 		cc := newClientConn(conn, l.write, l.queues)
-		cc.giveBack = func() { l.pending.give(key) }
+		cc.giveBack = func() { l.pending.give(key, site) }
 		l.conns[cc] = struct{}{}
 		l.serving.Add(1)
 		l.mu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // What a connection that has not logged in yet may make the broker hold.
@@ -27,38 +29,66 @@ const (
 // than MaxConnectSize.
 var errConnectTooLarge = errors.New("broker: the first packet announces more than the broker takes before a login")
 
-// pendingAddrs counts the connections not yet logged in by client address.
+// pendingAddrs counts the connections not yet logged in by client address
+// (clientaddr.Key) and by IPv6 site (clientaddr.Site, a /48).
 type pendingAddrs struct {
-	max int // negative: no bound
+	max     int // per address; negative: no bound
+	siteMax int // per site; negative: no bound
 
 	mu sync.Mutex
-	n  map[string]int
+	n  map[string]int // by address, and by site
 }
 
-func newPendingAddrs(max int) *pendingAddrs {
-	return &pendingAddrs{max: max, n: map[string]int{}}
+// siteShareOfAll is the share of all the broker's connections
+// (MaxConnections) that the addresses of one IPv6 site may hold not
+// logged in together. Without a bound per site, one /48 (a free tunnel's:
+// 65,536 /64s of 32 places each) could hold every place and keep every
+// validator out; bound to a few times one address's, four phones of a
+// mobile carrier's /48 (which validators share with the public) kept its
+// validators out. A sixteenth of all is out of a few phones' reach, and
+// leaves the rest to the other sites.
+const siteShareOfAll = 16
+
+// newPendingAddrs bounds an address to perAddr connections not logged in
+// and a site to the larger of clientaddr.SiteShare times perAddr and a
+// siteShareOfAll-th of maxConns (negative: no bound).
+func newPendingAddrs(perAddr, maxConns int) *pendingAddrs {
+	site := -1
+	if perAddr >= 0 && maxConns >= 0 {
+		site = max(perAddr*clientaddr.SiteShare, maxConns/siteShareOfAll)
+	}
+	return &pendingAddrs{max: perAddr, siteMax: site, n: map[string]int{}}
 }
 
-// take counts a new connection of key, unless key holds max already.
-func (p *pendingAddrs) take(key string) bool {
+// take counts a new connection of key in site ("": none), unless key
+// holds max already or site siteMax.
+func (p *pendingAddrs) take(key, site string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.max >= 0 && p.n[key] >= p.max {
+	if p.max >= 0 && p.n[key] >= p.max || site != "" && p.siteMax >= 0 && p.n[site] >= p.siteMax {
 		return false
 	}
 	p.n[key]++
+	if site != "" {
+		p.n[site]++
+	}
 	return true
 }
 
 // give takes one back.
-func (p *pendingAddrs) give(key string) {
+func (p *pendingAddrs) give(key, site string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n[key] <= 1 {
-		delete(p.n, key)
-		return
+	for _, k := range []string{key, site} {
+		if k == "" {
+			continue
+		}
+		if p.n[k] <= 1 {
+			delete(p.n, k)
+			continue
+		}
+		p.n[k]--
 	}
-	p.n[key]--
 }
 
 // count is how many connections of key are counted (for tests).

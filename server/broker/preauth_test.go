@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/server/internal/clientaddr"
 )
 
 // TestConnectionBeforeLoginIsCheap: what a connection that has sent only
@@ -38,5 +41,42 @@ func TestConnectionBeforeLoginIsCheap(t *testing.T) {
 	t.Logf("%d connections not logged in: %d bytes each", conns, per)
 	if per > 24<<10 {
 		t.Errorf("a connection that sent part of its CONNECT holds %d bytes of the broker, want at most %d", per, 24<<10)
+	}
+}
+
+// TestPendingPerIPv6Site: the /64s of one IPv6 site (its /48) hold at most
+// the larger of clientaddr.SiteShare times an address's connections not
+// logged in and a siteShareOfAll-th of all the broker's connections; another
+// site, and IPv4 addresses, have places of their own; a place given back is
+// taken again. (Loopback has one IPv6 address: the listener's use of take
+// and give is TestConnectionsBeforeLogin's.)
+func TestPendingPerIPv6Site(t *testing.T) {
+	for _, c := range []struct{ maxConns, want int }{
+		{100, clientaddr.SiteShare * 2}, // a few times an address's
+		{siteShareOfAll * 13, 13},       // a share of all
+		{-1, 100},                       // no bound (the loop's 100)
+	} {
+		p := newPendingAddrs(2, c.maxConns)
+		taken := 0
+		for i := range 50 {
+			for j := range 2 {
+				remote := fmt.Sprintf("[2001:db8:7:%x::%x]:1000", i+1, j+1)
+				if p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
+					taken++
+				}
+			}
+		}
+		if taken != c.want {
+			t.Errorf("with %d connections in all, one site holds %d connections not logged in, want %d", c.maxConns, taken, c.want)
+		}
+		for _, remote := range []string{"[2001:db8:8::1]:1000", "192.0.2.1:1000"} {
+			if !p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
+				t.Errorf("%s refused while another site is full", remote)
+			}
+		}
+		p.give(clientaddr.Key("[2001:db8:7:1::1]:1000"), clientaddr.Site("[2001:db8:7:1::1]:1000"))
+		if remote := "[2001:db8:7:ff::1]:1000"; !p.take(clientaddr.Key(remote), clientaddr.Site(remote)) {
+			t.Errorf("with %d connections in all, a place the site gave back was not taken again", c.maxConns)
+		}
 	}
 }
