@@ -77,7 +77,8 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, _, e := settle(t, ctx, "token", "payments", "--data", data); c != 2 || !strings.Contains(e, "token's id") {
 		t.Errorf("token payments without an id: %d %q", c, e)
 	}
-	if c, _, e := settle(t, ctx, "token", "payments", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") {
+	if c, _, e := settle(t, ctx, "token", "payments", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") ||
+		!strings.Contains(e, "token list") {
 		t.Errorf("an unknown token's payments: %d %q", c, e)
 	}
 	// Again: nothing changes, and it says so (it printed "revoked" again).
@@ -85,8 +86,10 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 		!strings.Contains(out, "nothing changed") {
 		t.Errorf("revoke again: %d %q", c, out)
 	}
-	if c, _, e := settle(t, ctx, "token", "revoke", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") {
-		t.Errorf("revoking an unknown token: %d %q", c, e)
+	// An unknown id points at the list of ids (operator review).
+	if c, _, e := settle(t, ctx, "token", "revoke", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "not found") ||
+		!strings.Contains(e, "token list") {
+		t.Errorf("revoking an unknown token: %d %q; want not found, and where the ids are", c, e)
 	}
 	if c, _, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 1 || !strings.Contains(e, "not found") {
 		t.Errorf("revoking an unknown device: %d %q", c, e)

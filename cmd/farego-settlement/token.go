@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -136,6 +137,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "revoke":
 		id := fs.Arg(0)
 		now, err := st.RevokeTokenOnce(ctx, id)
+		if errors.Is(err, ledger.ErrNotFound) {
+			return fmt.Errorf("%w (farego-settlement token list shows the ids)", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -149,7 +153,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", id)
 	case "payments":
-		if err := api.KnownToken(ctx, st, fs.Arg(0)); err != nil {
+		if err := api.KnownToken(ctx, st, fs.Arg(0)); errors.Is(err, ledger.ErrNotFound) {
+			return fmt.Errorf("%w (farego-settlement token list shows the ids)", err)
+		} else if err != nil {
 			return err
 		}
 		ps, err := st.PaymentsByToken(ctx, fs.Arg(0), *before, ledger.MaxPaymentsPage)
