@@ -212,7 +212,7 @@ func TestServerAssignment(t *testing.T) {
 	brokertest.WaitFor(t, 60*time.Second, "the retained assignment to be seen again", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return strings.Count(d.logText.String(), "assignment from the server already applied") >= 2
+		return strings.Count(d.logged(), "assignment from the server already applied") >= 2
 	})
 	if st := d.mustCtl("status"); st.Route != "42" || st.Source != "local" || st.ServerVersion != 1 {
 		t.Errorf("status after restart = %+v, want the local route 42 kept (server version 1)", st)

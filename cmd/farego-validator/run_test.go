@@ -119,7 +119,7 @@ color = "never"
 			d.master.Close()
 		}
 		if t.Failed() {
-			t.Logf("validator log:\n%s", d.logText.String())
+			t.Logf("validator log:\n%s", d.logged())
 		}
 	})
 	return d
@@ -287,7 +287,7 @@ func (d *device) records() []*record.Tap {
 func (d *device) metrics() string {
 	d.t.Helper()
 	d.mu.Lock()
-	logs := d.logText.String()
+	logs := d.logged()
 	d.mu.Unlock()
 	const key = `msg="metrics listening" addr=`
 	i := strings.LastIndex(logs, key) // this run's
@@ -365,12 +365,12 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	// The log names reasons and accounts, never the code itself.
 	d.stop()
-	if log := d.logText.String(); strings.Contains(log, first[4:60]) || !strings.Contains(log, "reason=passback") {
+	if log := d.logged(); strings.Contains(log, first[4:60]) || !strings.Contains(log, "reason=passback") {
 		t.Errorf("log leaks a code or lacks reasons")
 	}
 	// Each key once per line ("scanner connected" used to carry scanner twice).
 	connected := false
-	for _, line := range strings.Split(d.logText.String(), "\n") {
+	for _, line := range strings.Split(d.logged(), "\n") {
 		connected = connected || strings.Contains(line, `msg="scanner connected"`)
 		if k := repeatedKey(line); k != "" {
 			t.Errorf("log line repeats %q: %s", k, line)
@@ -431,7 +431,7 @@ func TestRunClockUnset(t *testing.T) {
 		t.Errorf("ctl route while waiting for the clock: %v, %q", err, stderr)
 	}
 	d.stop()
-	if !strings.Contains(d.logText.String(), "clock unset: not starting a new queue file") {
+	if !strings.Contains(d.logged(), "clock unset: not starting a new queue file") {
 		t.Error("the log does not say why the validator is out of service")
 	}
 	file := filepath.Join(d.dir, "data", queueFile)
@@ -486,7 +486,7 @@ func TestRunClockFromServerDate(t *testing.T) {
 	if n := len(d.records()); n != 0 {
 		t.Errorf("%d taps recorded; want none", n)
 	}
-	if !strings.Contains(d.logText.String(), "clock too far from the server's") {
+	if !strings.Contains(d.logged(), "clock too far from the server's") {
 		t.Error("the log does not say the clock is off")
 	}
 }
@@ -741,7 +741,7 @@ func TestRunSalvageIgnoresADamagedKey(t *testing.T) {
 	if now := uint64(time.Now().UnixMilli()); last.Account != 5999 || last.Seq > now+1<<20 || last.Seq < now-1<<30 {
 		t.Errorf("the tap after the salvage is numbered %d (account %d); want near the wall clock in ms, %d", last.Seq, last.Account, now)
 	}
-	if !strings.Contains(d.logText.String(), "implausible") {
+	if !strings.Contains(d.logged(), "implausible") {
 		t.Error("the log does not say the damaged number was not believed")
 	}
 }
@@ -772,7 +772,7 @@ func TestRunSalvagesDamagedQueue(t *testing.T) {
 	expectLine(t, d.scan(d.issuer.Rider(t, 4999, time.Now()).Code(t, time.Now())), "ACCEPTED")
 	m := d.metrics()
 	d.stop()
-	log := d.logText.String()
+	log := d.logged()
 	if !strings.Contains(log, "queue: corrupt file moved aside") || !strings.Contains(log, "damaged queue file salvaged") {
 		t.Errorf("the log does not tell the operator about the damaged file and the salvage")
 	}

@@ -70,7 +70,7 @@ func TestClockSkewHookOnlyWithTestTag(t *testing.T) {
 	now := time.Now()
 	expectLine(t, d.scan(d.issuer.Rider(t, 1001, now).Code(t, now)), "ACCEPTED  2.50 EUR")
 	d.stop()
-	if log := d.logText.String(); strings.Contains(log, "clock skewed") {
+	if log := d.logged(); strings.Contains(log, "clock skewed") {
 		t.Errorf("the release build read %s:\n%s", clockSkewEnvName, log)
 	}
 
@@ -79,7 +79,7 @@ func TestClockSkewHookOnlyWithTestTag(t *testing.T) {
 	now = time.Now()
 	expectLine(t, d.scan(d.issuer.Rider(t, 1002, now).Code(t, now)), "(code_expired)")
 	d.stop()
-	if log := d.logText.String(); !strings.Contains(log, "clock skewed by a test file") {
+	if log := d.logged(); !strings.Contains(log, "clock skewed by a test file") {
 		t.Errorf("the test-hooks build did not read %s:\n%s", clockSkewEnvName, log)
 	}
 }

@@ -114,7 +114,7 @@ func TestUpdateConfirmedOnlyAfterTapLoopBeats(t *testing.T) {
 		t.Fatalf("a version whose tap loop never beats: %q, want it rolled back", l)
 	}
 	d.mu.Lock()
-	connected := strings.Contains(d.logText.String(), "uplink connected")
+	connected := strings.Contains(d.logged(), "uplink connected")
 	d.mu.Unlock()
 	if !connected {
 		t.Fatal("rolled back without reaching the broker: the test proves nothing")
