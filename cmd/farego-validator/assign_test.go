@@ -210,8 +210,6 @@ func TestServerAssignment(t *testing.T) {
 	d.stop()
 	d.start()
 	brokertest.WaitFor(t, 60*time.Second, "the retained assignment to be seen again", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
 		return strings.Count(d.logged(), "assignment from the server already applied") >= 2
 	})
 	if st := d.mustCtl("status"); st.Route != "42" || st.Source != "local" || st.ServerVersion != 1 {

@@ -286,9 +286,7 @@ func (d *device) records() []*record.Tap {
 // metrics scrapes the validator's /metrics (its config must listen).
 func (d *device) metrics() string {
 	d.t.Helper()
-	d.mu.Lock()
 	logs := d.logged()
-	d.mu.Unlock()
 	const key = `msg="metrics listening" addr=`
 	i := strings.LastIndex(logs, key) // this run's
 	if i < 0 {
