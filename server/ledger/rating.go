@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -32,22 +33,38 @@ type catalogEntry struct {
 	claimable int64
 }
 
-// loadCatalog returns the catalogue of the stored fare tables, reading it
-// again when the fare_version counter says a newer table was stored (by
-// this Store or another).
+// loadCatalog returns the catalogue of the stored fare tables, read once
+// per transaction (see readCatalog).
 func (t *txn) loadCatalog() (*fareCatalog, error) {
 	if t.catalog != nil {
 		return t.catalog, nil
 	}
+	cached := t.s.catalog.Load()
+	c, err := t.s.readCatalog(t.ctx, t.tx)
+	if err != nil {
+		return nil, err
+	}
+	t.s.roundTrips.Add(1) // the fare_version counter
+	if c != cached {
+		t.s.roundTrips.Add(1) // and the tables
+	}
+	t.catalog = c
+	return c, nil
+}
+
+// readCatalog returns the catalogue of the stored fare tables through q
+// (a transaction or the database), reading it again only when the
+// fare_version counter says a newer table was stored (by this Store or
+// another); ErrNoFareTable when none is stored.
+func (s *Store) readCatalog(ctx context.Context, q queryer) (*fareCatalog, error) {
 	var latest int64
-	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'fare_version'`).Scan(&latest); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'fare_version'`).Scan(&latest); err != nil {
 		return nil, fmt.Errorf("ledger: read fare version: %w", err)
 	}
-	if c := t.s.catalog.Load(); c != nil && c.latest == uint64(latest) {
-		t.catalog = c
+	if c := s.catalog.Load(); c != nil && c.latest == uint64(latest) {
 		return c, nil
 	}
-	rows, err := t.query(`SELECT f.version, f.created_ns, COALESCE(r.claimable_from_ns, f.created_ns)
+	rows, err := q.QueryContext(ctx, `SELECT f.version, f.created_ns, COALESCE(r.claimable_from_ns, f.created_ns)
 		FROM fare_tables f LEFT JOIN restored_fare_tables r ON r.version = f.version ORDER BY f.version`)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
@@ -70,8 +87,7 @@ func (t *txn) loadCatalog() (*fareCatalog, error) {
 	if len(c.versions) == 0 {
 		return nil, fmt.Errorf("%w: store one with PutFareTable before committing taps", ErrNoFareTable)
 	}
-	t.s.catalog.Store(c)
-	t.catalog = c
+	s.catalog.Store(c)
 	return c, nil
 }
 

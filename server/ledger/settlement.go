@@ -186,28 +186,14 @@ type dayRule struct {
 // service days take them (fareCatalog.inForce); without a fare table, one
 // rule: UTC dates from 00:00.
 func (s *Store) dayRules(ctx context.Context, lo, hi int64) ([]dayRule, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT version, created_ns FROM fare_tables ORDER BY version`)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
-	}
-	var all []catalogEntry
-	for rows.Next() {
-		var v, since int64
-		if err := rows.Scan(&v, &since); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: read fare tables: %w", err)
-		}
-		all = append(all, catalogEntry{version: uint64(v), since: since})
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: read fare tables: %w", err)
-	}
-	if len(all) == 0 {
+	c, err := s.readCatalog(ctx, s.db)
+	if errors.Is(err, ErrNoFareTable) {
 		return []dayRule{{dayOf: func(at time.Time) string { return at.UTC().Format(time.DateOnly) }}}, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	all := c.versions
 	var rules []dayRule
 	for i, e := range all {
 		if (i+1 < len(all) && all[i+1].since <= lo) || (i > 0 && e.since > hi) {
