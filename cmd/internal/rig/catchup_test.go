@@ -95,29 +95,23 @@ func benchCatchUp(b *testing.B, backend string) {
 			}
 		}
 	}()
-	must := func(err error) {
-		b.Helper()
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	must(r.Init(ctx, fleet.DefaultFares))
-	must(r.StartServer(ctx))
+	must(b, r.Init(ctx, fleet.DefaultFares))
+	must(b, r.StartServer(ctx))
 	fleetKey, err := keyfile.ReadPublic(r.FleetPub())
-	must(err)
+	must(b, err)
 	f, err := fleet.New(ctx, fleet.Config{Server: fleet.Server{API: "http://" + r.HTTP, Broker: "tcp://" + r.MQTT, Token: r.Token,
 		FleetKey: fleetKey}, Dir: filepath.Join(dir, "validators"), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
-	must(err)
+	must(b, err)
 	defer f.Close()
 	// Riders of the same kind for the ledger-alone run, in a fleet of
 	// their own: f's reconciliation covers only the validators' riders.
 	others, err := fleet.New(ctx, fleet.Config{Server: f.Server(), Dir: filepath.Join(dir, "others")})
-	must(err)
+	must(b, err)
 	validators := envInt(b, "FAREGO_BENCH_CATCHUP_VALIDATORS", 500)
 	perValidator := envInt(b, "FAREGO_BENCH_CATCHUP_BACKLOG", 200)
-	must(f.AddRiders(ctx, catchUpRiders, 10_000_000))
-	must(others.AddRiders(ctx, catchUpRiders, 10_000_000))
-	must(f.AddValidators(ctx, validators, "cu"))
+	must(b, f.AddRiders(ctx, catchUpRiders, 10_000_000))
+	must(b, others.AddRiders(ctx, catchUpRiders, 10_000_000))
+	must(b, f.AddValidators(ctx, validators, "cu"))
 	tapping, alone := f.Riders(), others.Riders()
 	linkCtx, stopLinks := context.WithCancel(ctx)
 	var links sync.WaitGroup
@@ -125,14 +119,14 @@ func benchCatchUp(b *testing.B, backend string) {
 		links.Go(func() { v.Run(linkCtx) })
 	}
 	defer func() { stopLinks(); links.Wait() }()
-	must(WaitFor(ctx, 2*time.Minute, "every validator connected", func() bool { return f.Connected() == validators }))
+	must(b, WaitFor(ctx, 2*time.Minute, "every validator connected", func() bool { return f.Connected() == validators }))
 
 	var catchUp, alone1, rss, serverCPU, fleetCPU float64
 	var seq atomic.Uint64
 	iterations := 0
 	for b.Loop() {
 		// Outage: the validators queue their taps.
-		must(r.StopServer(false))
+		must(b, r.StopServer(false))
 		var tappers sync.WaitGroup
 		var refused atomic.Int64
 		for i, v := range f.Validators() {
@@ -149,7 +143,7 @@ func benchCatchUp(b *testing.B, backend string) {
 			b.Fatalf("%d taps refused", n)
 		}
 		backlog, _, err := f.Queued()
-		must(err)
+		must(b, err)
 
 		// The ledger alone, on the same database, the same amount of work.
 		alone1 += ledgerAlone(b, r, alone, backlog, &seq)
@@ -162,18 +156,18 @@ func benchCatchUp(b *testing.B, backend string) {
 		sent0, timeouts0 := f.Sent()
 		start := time.Now()
 		self0 := selfCPU()
-		must(r.StartServer(ctx))
+		must(b, r.StartServer(ctx))
 		up := time.Since(start)
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Minute)
 		drained, err := f.WaitDrained(dctx)
 		dcancel()
-		must(err)
+		must(b, err)
 		took := drained.Sub(start)
 		catchUp += float64(backlog) / took.Seconds()
 		peak, err := r.ServerPeakRSS()
-		must(err)
+		must(b, err)
 		cpu, err := r.ServerCPU()
-		must(err)
+		must(b, err)
 		rss = max(rss, float64(peak)/(1<<20))
 		serverCPU += cpu.Seconds() / took.Seconds()
 		fleetCPU += (selfCPU() - self0).Seconds() / took.Seconds()
@@ -201,7 +195,7 @@ func benchCatchUp(b *testing.B, backend string) {
 	b.ReportMetric(0, "ns/op")
 
 	rec, err := f.Reconcile(ctx)
-	must(err)
+	must(b, err)
 	if !rec.OK() {
 		b.Fatalf("the ledger does not match the accepted taps: %+v", rec)
 	}

@@ -78,32 +78,17 @@ func TestChaos(t *testing.T) {
 	r := New(dir, binDir, nil)
 	r.ExternalBroker = true
 	defer r.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(r.Init(ctx, chaosFares))
-	must(r.StartBroker(ctx))
-	must(r.StartServer(ctx))
+	must(t, r.Init(ctx, chaosFares))
+	must(t, r.StartBroker(ctx))
+	must(t, r.StartServer(ctx))
 
 	devs := make([]*Device, 2)
 	for i := range devs {
-		d, err := r.Provision(ctx, fmt.Sprintf("chaos-%d", i), "42")
-		must(err)
-		must(d.SetPolicy("passback_window", `"-1s"`))
-		must(d.SetPolicy("risk_cap", "-1"))
-		must(d.Start(ctx))
-		devs[i] = d
-		defer d.Close()
+		devs[i] = startDevice(t, ctx, r, fmt.Sprintf("chaos-%d", i), fast...)
+		defer devs[i].Close() // before the run's directory goes
 	}
 	const topUp = 1_000_000
-	riders := make([]*APIRider, 40)
-	for i := range riders {
-		riders[i], err = r.NewAPIRider(ctx, "adult", topUp)
-		must(err)
-	}
+	riders := newRiders(t, ctx, r, 40, topUp)
 
 	log := &tapLog{accepted: map[string]uint64{}, indeterminate: map[string]uint64{}, clockRefused: map[string]uint64{}}
 	var faults atomic.Int64
@@ -237,9 +222,9 @@ func TestChaos(t *testing.T) {
 			// refuses the codes as expired): either way nothing is charged.
 			i := rnd.IntN(len(devs))
 			clockOff[i].Store(true)
-			must(devs[i].SetClockSkew(2 * time.Hour))
+			must(t, devs[i].SetClockSkew(2*time.Hour))
 			time.Sleep(time.Duration(2000+rnd.IntN(2000)) * time.Millisecond)
-			must(devs[i].SetClockSkew(0))
+			must(t, devs[i].SetClockSkew(0))
 			count("clock-jump")
 			go func() {
 				time.Sleep(2 * time.Second) // the validator reads its clock file once a second
@@ -248,12 +233,12 @@ func TestChaos(t *testing.T) {
 		case f == 1:
 			r.StopBroker()
 			time.Sleep(time.Duration(rnd.IntN(1000)) * time.Millisecond)
-			must(r.StartBroker(ctx))
+			must(t, r.StartBroker(ctx))
 			count("restart-broker")
 		case f == 2:
-			must(r.StopServer(true))
+			must(t, r.StopServer(true))
 			time.Sleep(time.Duration(rnd.IntN(1000)) * time.Millisecond)
-			must(r.StartServer(ctx))
+			must(t, r.StartServer(ctx))
 			count("kill-server")
 		default:
 			d := devs[rnd.IntN(len(devs))]
@@ -293,7 +278,7 @@ func TestChaos(t *testing.T) {
 		}
 		return n >= want
 	})
-	must(err)
+	must(t, err)
 	err = WaitFor(ctx, 2*time.Minute, "every validator queue drained", func() bool {
 		ds, err := r.Devices(ctx)
 		if err != nil || len(ds) != len(devs) {
@@ -316,7 +301,7 @@ func TestChaos(t *testing.T) {
 	rides := 0
 	for _, rd := range riders {
 		rs, err := r.Rides(ctx, rd.ID)
-		must(err)
+		must(t, err)
 		paid := 0
 		for _, ride := range rs {
 			inLedger[ride.CodeHash]++
@@ -330,7 +315,7 @@ func TestChaos(t *testing.T) {
 		}
 		rides += paid
 		a, err := r.Account(ctx, rd.ID)
-		must(err)
+		must(t, err)
 		if a.Balance != topUp-chaosFare*int64(paid) {
 			problems = append(problems, fmt.Sprintf("account %d balance %d, want %d - %d × %d", rd.ID, a.Balance, topUp, chaosFare, paid))
 		}

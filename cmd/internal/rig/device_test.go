@@ -172,13 +172,7 @@ func TestClockJump(t *testing.T) {
 func TestQueueRestoredFromBackup(t *testing.T) {
 	r, ctx := newRig(t)
 	d := startDevice(t, ctx, r, "restored-1", fast...)
-	riders := make([]*APIRider, 6)
-	for i := range riders {
-		var err error
-		if riders[i], err = r.NewAPIRider(ctx, "adult", 10_000); err != nil {
-			t.Fatal(err)
-		}
-	}
+	riders := newRiders(t, ctx, r, 6, 10_000)
 	drained := func() {
 		t.Helper()
 		must(t, WaitFor(ctx, time.Minute, "the validator's queue to drain", func() bool {

@@ -54,6 +54,30 @@ func newRig(t *testing.T) (*Rig, context.Context) {
 	return newRigWith(t, testFares)
 }
 
+// must stops the test on an error.
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// fast is the policy of a validator in a test that taps much: a rider
+// may ride again at once and no tap is held for the risk cap.
+var fast = []string{"passback_window", `"-1s"`, "risk_cap", "-1"}
+
+// newRiders registers n adult riders, each topped up with topUp.
+func newRiders(tb testing.TB, ctx context.Context, r *Rig, n int, topUp int64) []*APIRider {
+	tb.Helper()
+	riders := make([]*APIRider, n)
+	for i := range riders {
+		var err error
+		riders[i], err = r.NewAPIRider(ctx, "adult", topUp)
+		must(tb, err)
+	}
+	return riders
+}
+
 // newRigWith is newRig with the given fare table.
 func newRigWith(t *testing.T, fares string) (*Rig, context.Context) {
 	t.Helper()

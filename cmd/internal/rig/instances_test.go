@@ -121,13 +121,7 @@ func TestSeveralInstances(t *testing.T) {
 	r := New(dir, binDir, nil)
 	r.ExternalBroker, r.DB = true, dsn
 	defer r.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(r.Init(ctx, fleet.DefaultFares))
+	must(t, r.Init(ctx, fleet.DefaultFares))
 	passwd := func() ([]byte, error) {
 		out, err := r.command(ctx, "farego-settlement", "mqtt-passwd", "--data", r.DataDir(), "--db", dsn)
 		return []byte(out), err
@@ -139,7 +133,7 @@ func TestSeveralInstances(t *testing.T) {
 	instances := map[string]*Instance{}
 	for _, n := range names {
 		in, err := r.Instance(ctx, n)
-		must(err)
+		must(t, err)
 		instances[n] = in
 		defer func() { instances[n].Stop(false) }()
 	}
@@ -154,7 +148,7 @@ func TestSeveralInstances(t *testing.T) {
 	}()
 
 	token := filepath.Join(dir, "operator.token")
-	must(os.WriteFile(token, []byte(r.Token), 0o600))
+	must(t, os.WriteFile(token, []byte(r.Token), 0o600))
 	// Once farego-sim has registered its validators, Mosquitto learns
 	// their passwords: the password file written anew, then SIGHUP.
 	reload := fmt.Sprintf("%s mqtt-passwd --data %s --db '%s' > %s.new && mv %s.new %s && kill -HUP %d",
@@ -165,10 +159,10 @@ func TestSeveralInstances(t *testing.T) {
 		"--rate", "0.5", "--duration", fmt.Sprintf("%ds", seconds), "--outage-every", "10s", "--outage-for", "3s",
 		"--drain", "3m", "--progress", "5s", "--on-registered", reload, "--dir", filepath.Join(dir, "sim"))
 	stdout, err := sim.StdoutPipe()
-	must(err)
+	must(t, err)
 	var simErr strings.Builder
 	sim.Stderr = &simErr
-	must(sim.Start())
+	must(t, sim.Start())
 	// The report is logged at the end: nothing may log from a goroutine
 	// once the test is over.
 	var report strings.Builder
@@ -190,14 +184,14 @@ func TestSeveralInstances(t *testing.T) {
 	}
 	// Riders tap now: kill an instance halfway through, restart it 3 s later.
 	time.Sleep(time.Duration(seconds) * time.Second / 2)
-	must(instances["settlement-c"].Stop(true))
+	must(t, instances["settlement-c"].Stop(true))
 	killedAt := time.Now()
 	time.Sleep(3 * time.Second)
 	st, err := os.Stat(filepath.Join(dir, "settlement-c.log"))
-	must(err)
+	must(t, err)
 	restartedAt := st.Size()
 	in, err := r.Instance(ctx, "settlement-c")
-	must(err)
+	must(t, err)
 	instances["settlement-c"] = in
 	t.Logf("settlement-c SIGKILLed %v into the tapping, restarted %v later", time.Duration(seconds)*time.Second/2,
 		time.Since(killedAt).Round(time.Millisecond))

@@ -225,26 +225,11 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 		}
 	}()
 	defer r.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(r.Init(ctx, chaosFares))
-	must(r.StartServer(ctx))
-	d, err := r.Provision(ctx, "pgcut-0", "42")
-	must(err)
-	must(d.SetPolicy("passback_window", `"-1s"`))
-	must(d.SetPolicy("risk_cap", "-1"))
-	must(d.Start(ctx))
-	defer d.Close()
+	must(t, r.Init(ctx, chaosFares))
+	must(t, r.StartServer(ctx))
+	d := startDevice(t, ctx, r, "pgcut-0", fast...)
 	const topUp = 1_000_000
-	riders := make([]*APIRider, 8)
-	for i := range riders {
-		riders[i], err = r.NewAPIRider(ctx, "adult", topUp)
-		must(err)
-	}
+	riders := newRiders(t, ctx, r, 8, topUp)
 
 	faults := []string{"resetAfter", "resetBefore", "resetAfter", "stallAfter", "resetBefore", "resetAfter", "stallBefore"}
 	accepted := map[string]uint64{}
@@ -259,7 +244,7 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 		rd := riders[n%len(riders)]
 		code := rd.Code(time.Now())
 		line, err := d.Scan(ctx, code)
-		must(err)
+		must(t, err)
 		if strings.Contains(line, "ACCEPTED  2.50 EUR  Paid") {
 			accepted[paycode.ShortHash(code)] = rd.ID
 		} else {
@@ -295,7 +280,7 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 		n, _ := settled()
 		t.Fatalf("%v: %d of %d accepted taps settled", err, n, len(accepted))
 	}
-	must(WaitFor(ctx, 2*time.Minute, "the queue drained", func() bool {
+	must(t, WaitFor(ctx, 2*time.Minute, "the queue drained", func() bool {
 		ds, err := r.Devices(ctx)
 		return err == nil && len(ds) == 1 && ds[0].QueueDepth == 0
 	}))
@@ -304,7 +289,7 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 	inLedger := map[string]int{}
 	for _, rd := range riders {
 		rs, err := r.Rides(ctx, rd.ID)
-		must(err)
+		must(t, err)
 		for _, ride := range rs {
 			inLedger[ride.CodeHash]++
 			if ride.Charge != chaosFare || ride.Flag != "" {
@@ -312,7 +297,7 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 			}
 		}
 		a, err := r.Account(ctx, rd.ID)
-		must(err)
+		must(t, err)
 		if want := topUp - chaosFare*int64(len(rs)); a.Balance != want {
 			problems = append(problems, fmt.Sprintf("account %d balance %d, want %d", rd.ID, a.Balance, want))
 		}
@@ -330,9 +315,9 @@ func TestLedgerLinkCutAtCommit(t *testing.T) {
 	} else {
 		t.Log(strings.TrimSpace(out))
 	}
-	must(d.Stop(false))
+	must(t, d.Stop(false))
 	q, err := queue.Open(d.QueueFile(), nil)
-	must(err)
+	must(t, err)
 	st, _ := q.Stats()
 	if st.Count != 0 {
 		problems = append(problems, fmt.Sprintf("queue holds %d unacked records", st.Count))

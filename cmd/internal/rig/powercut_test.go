@@ -49,11 +49,7 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 	must(t, dev.SetPolicy("risk_cap", "-1"))
 	must(t, dev.SetConfig("data_dir", strconv.Quote(dataDir)))
 	must(t, dev.AppendConfig("[queue]\nmax_file_size = 4194304"))
-	riders := make([]*APIRider, 8)
-	for i := range riders {
-		riders[i], err = r.NewAPIRider(ctx, "adult", 1_000_000)
-		must(t, err)
-	}
+	riders := newRiders(t, ctx, r, 8, 1_000_000)
 	denied, err := r.NewAPIRider(ctx, "adult", 0)
 	must(t, err)
 	rnd := rand.New(rand.NewPCG(19, 19))
@@ -124,13 +120,6 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 	// at all, by discarding something or cutting a tap off.
 	if discarded+len(c.cutOff) == 0 {
 		t.Errorf("no cut discarded anything or cut a tap off: the cuts are not hitting unsynced work")
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -402,11 +391,7 @@ func TestSettlementPowerCuts(t *testing.T) {
 		t.Fatalf("power cut after init: the server does not start on what survived: %v", err)
 	}
 
-	riders := make([]*APIRider, 8)
-	for i := range riders {
-		riders[i], err = r.NewAPIRider(ctx, "adult", 1_000_000)
-		must(t, err)
-	}
+	riders := newRiders(t, ctx, r, 8, 1_000_000)
 	devs := make([]*Device, 2)
 	for i := range devs {
 		devs[i], err = r.Provision(ctx, fmt.Sprintf("srvcut-%d", i), "42")

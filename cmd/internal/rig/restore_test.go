@@ -13,8 +13,6 @@ import (
 )
 
 // fast is a validator policy for tests that tap one rider often.
-var fast = []string{"passback_window", `"-1s"`, "risk_cap", "-1"}
-
 // tapAll taps each rider once on d and returns how many taps were accepted.
 func tapAll(t *testing.T, ctx context.Context, d *Device, riders []*APIRider) {
 	t.Helper()
@@ -72,13 +70,7 @@ func copyFiles(t *testing.T, dir, name, dst string) {
 func TestRestoreAndReplay(t *testing.T) {
 	r, ctx := newRig(t)
 	d := startDevice(t, ctx, r, "bus-8-front", fast...)
-	riders := make([]*APIRider, 4)
-	for i := range riders {
-		var err error
-		if riders[i], err = r.NewAPIRider(ctx, "adult", 10_000); err != nil {
-			t.Fatal(err)
-		}
-	}
+	riders := newRiders(t, ctx, r, 4, 10_000)
 	tapAll(t, ctx, d, riders)
 	waitRides(t, ctx, r, riders, 1)
 

@@ -86,12 +86,7 @@ func TestTwoSettlementInstances(t *testing.T) {
 	defer stopB()
 	fast := []string{"passback_window", `"-1s"`, "risk_cap", "-1"}
 	devs := []*Device{startDevice(t, ctx, r, "bus-6-front", fast...), startDevice(t, ctx, r, "bus-7-front", fast...)}
-	riders := make([]*APIRider, 10)
-	for i := range riders {
-		if riders[i], err = r.NewAPIRider(ctx, "adult", 100_000); err != nil {
-			t.Fatal(err)
-		}
-	}
+	riders := newRiders(t, ctx, r, 10, 100_000)
 	accepted := map[uint64]int{}
 	for n := range 80 {
 		rd := riders[n%len(riders)]
