@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -478,12 +479,65 @@ func preparePublishFares(h *Handler, r *http.Request) (*plan, error) {
 	if len(p.Changes) == 1 {
 		p.Explain = "Only the version changes. "
 	}
+	if lost := h.devicesLeftOut(r.Context(), next); lost != "" {
+		p.Explain += lost + " "
+	}
 	p.Explain += "The server rates taps made from now on with this table, and publishes it to the fleet: each validator applies it when it is online (check the fares version on the fleet page)."
 	p.Button = fmt.Sprintf("Publish version %d", next.Version)
 	p.done = func(resp map[string]any) result {
 		return result{Message: fmt.Sprintf("Fare table version %v is published to the fleet.", resp["version"])}
 	}
 	return p, nil
+}
+
+// devicesLeftOut says which devices (not revoked) are on a route (the
+// one assigned them, else that of their last tap) the table next does not
+// serve: they refuse every tap once they apply it
+// (route_not_in_fares). "" when none, or the fleet cannot be read (the
+// preview's route row still says what changes).
+func (h *Handler) devicesLeftOut(ctx context.Context, next *fare.Table) string {
+	if len(next.Routes) == 0 {
+		return ""
+	}
+	ds, err := h.cfg.Ledger.Fleet(ctx)
+	if err != nil {
+		h.log.Warn("console: reading the fleet for a fare preview failed", "err", err)
+		return ""
+	}
+	all := make([]string, len(ds))
+	for i, d := range ds {
+		all[i] = d.ID
+	}
+	assigned, err := h.cfg.Ledger.DevicesAssignments(ctx, all)
+	if err != nil {
+		h.log.Warn("console: reading the assignments for a fare preview failed", "err", err)
+		return ""
+	}
+	var ids []string
+	routes := map[string]bool{}
+	for _, d := range ds {
+		route := d.Route // its configuration's, or the one it was assigned
+		if as := assigned[d.ID].Assignments; len(as) > 0 {
+			route = as[0].Route
+		}
+		if d.Revoked.IsZero() && route != "" && !next.Covers(route) {
+			ids = append(ids, d.ID)
+			routes[route] = true
+		}
+	}
+	if len(ids) == 0 {
+		return ""
+	}
+	n, devices, are := len(ids), "devices", "are"
+	if n == 1 {
+		devices, are = "device", "is"
+	}
+	if len(ids) > 5 {
+		ids = append(ids[:5], "…")
+	}
+	return fmt.Sprintf("Warning: %d %s (%s) %s on route %s, which this table does not list: once they apply it they are out "+
+		"of service, refusing every tap, until assigned a route it lists.", n, devices, strings.Join(ids, ", "), are,
+		strings.Join(slices.Sorted(maps.Keys(routes)), ", "))
 }
 
 func prepareRotate(h *Handler, r *http.Request) (*plan, error) {

@@ -22,6 +22,10 @@ const (
 	DefaultSessionTTL      = 8 * time.Hour
 	DefaultIdleTimeout     = time.Hour
 	DefaultRefreshInterval = 5 * time.Second
+	// DefaultPageTimeout bounds the ledger reads of a page: below the
+	// HTTP server's 30 s WriteTimeout, past which the answer is lost and
+	// the browser shows an empty response.
+	DefaultPageTimeout = 20 * time.Second
 )
 
 // CSP is the Content-Security-Policy of every console response: no script
@@ -59,6 +63,10 @@ type Config struct {
 	// RefreshInterval is the least time between two refreshes of the
 	// summaries (default 5 s; a refresh that took d waits at least 10 d).
 	RefreshInterval time.Duration
+	// PageTimeout bounds how long a page (a GET) waits for the ledger
+	// (default 20 s): a ledger that is locked or overloaded gets an error
+	// page saying so, not a page that hangs until the connection is cut.
+	PageTimeout time.Duration
 	// Metrics, if set, gets the fleet's gauges (farego_device_*,
 	// farego_devices, farego_downlink_version, farego_ledger_quarantined,
 	// farego_ledger_held).
@@ -100,6 +108,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.PageTimeout <= 0 {
+		cfg.PageTimeout = DefaultPageTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -158,6 +169,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 	hd.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
 	hd.Set("Cache-Control", "no-store")
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		// Only pages: a change (POST) is left to finish, so that its
+		// outcome is never cut off half-known.
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PageTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -3,6 +3,7 @@ package console
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -56,6 +57,14 @@ func diffTables(cur, next *fare.Table) []fareChange {
 	add("currency", cur.Currency, next.Currency)
 	add("time zone", cur.TimeZone, next.TimeZone)
 	add("service day starts", cur.ServiceDayStart, next.ServiceDayStart)
+	// The routes the table serves: a validator assigned a route a table
+	// lists none of refuses every tap (route_not_in_fares), so a list
+	// added or shortened is a change the operator must see.
+	if c := add("routes served", routeList(cur.Routes), routeList(next.Routes)); c != nil {
+		if gone := dropped(cur, next); len(gone) > 0 {
+			c.Warn = "validators on " + strings.Join(gone, ", ") + " go out of service"
+		}
+	}
 	var routes []string
 	for r := range cur.Fares {
 		routes = append(routes, r)
@@ -99,6 +108,43 @@ func diffTables(cur, next *fare.Table) []fareChange {
 			n = newAmount(v)
 		}
 		add("daily cap "+p, o, n)
+	}
+	return out
+}
+
+// routeList is a table's route list as the preview shows it ("" when it
+// lists none: every route is served).
+func routeList(routes []string) string {
+	rs := slices.Clone(routes)
+	slices.Sort(rs)
+	return strings.Join(slices.Compact(rs), ", ")
+}
+
+// dropped names what next serves no longer of what cur served: the routes
+// cur lists (or has fares for, when it lists none) that next does not
+// cover, or "every route it does not list" when next starts a list.
+func dropped(cur, next *fare.Table) []string {
+	if len(next.Routes) == 0 {
+		return nil
+	}
+	known := cur.Routes
+	if len(known) == 0 {
+		known = nil
+		for r := range cur.Fares {
+			if r != fare.DefaultRoute {
+				known = append(known, r)
+			}
+		}
+	}
+	var out []string
+	for _, r := range known {
+		if !next.Covers(r) {
+			out = append(out, "route "+r)
+		}
+	}
+	slices.Sort(out)
+	if len(cur.Routes) == 0 {
+		out = append(out, "every other route it does not list")
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -187,6 +188,11 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, sta
 // fail renders a server error (logged).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err error) {
 	h.log.Error("console: page failed", "path", r.URL.Path, "err", err)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		h.errorPage(w, r, s, http.StatusServiceUnavailable, "Ledger too slow",
+			fmt.Sprintf("The ledger did not answer within %s (locked or overloaded?); try again, and see the server log.", fmtDur(h.cfg.PageTimeout)))
+		return
+	}
 	h.errorPage(w, r, s, http.StatusInternalServerError, "Server error", "This page could not be read from the ledger; see the server log.")
 }
 
@@ -366,6 +372,9 @@ type deviceData struct {
 	Versions versions
 	Taps     []ledger.TapRow
 	History  []ledger.DeviceEvent
+	// Assigned is the device's newest assignment (nil: never assigned):
+	// the route it is to record, which its last tap may not show yet.
+	Assigned *ledger.Assignment
 }
 
 func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request, s *sess) {
@@ -398,6 +407,14 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request, s *sess) {
 	if d.History, err = h.cfg.Ledger.DeviceHistory(ctx, id); err != nil {
 		h.fail(w, r, s, err)
 		return
+	}
+	as, err := h.cfg.Ledger.DeviceAssignments(ctx, id)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
+	}
+	if len(as) > 0 {
+		d.Assigned = &as[0]
 	}
 	h.render(w, r, http.StatusOK, "device", page{Title: "Device " + id, Nav: "fleet", S: s, Refresh: refreshOf(r), Data: d})
 }
