@@ -1276,10 +1276,25 @@ func TestShopsPage(t *testing.T) {
 			`<tr data-day="` + today + `" data-merchant="shop-1">`,
 			`days from 04:00 Europe/Berlin`,
 			`aria-current="page">Shops</a>`,
+			`<p>3 online payments</p>`, `<p>2 refunds</p>`,
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%s: the shops page (%d) does not show %s:\n%s", role, code, want, body)
 			}
+		}
+	}
+}
+
+// TestPlural: counts of any integer type take the singular for one (the
+// shops page's counts are int64: "1 refunds" before).
+func TestPlural(t *testing.T) {
+	plural := funcs["plural"].(func(any, string) string)
+	for _, c := range []struct {
+		n    any
+		want string
+	}{{1, "refund"}, {int64(1), "refund"}, {0, "refunds"}, {int64(2), "refunds"}} {
+		if got := plural(c.n, "refund"); got != c.want {
+			t.Errorf("plural(%T %v) = %q, want %q", c.n, c.n, got, c.want)
 		}
 	}
 }

@@ -52,8 +52,8 @@ var funcs = template.FuncMap{
 		return fmtDur(time.Duration(d))
 	},
 	// plural is word, with an s unless n is 1.
-	"plural": func(n int, word string) string {
-		if n == 1 {
+	"plural": func(n any, word string) string {
+		if n == 1 || n == int64(1) {
 			return word
 		}
 		return word + "s"
