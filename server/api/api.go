@@ -327,6 +327,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{status: http.StatusConflict, code: "code_used", msg: err.Error()}
 	case errors.Is(err, ledger.ErrDenied):
 		ae = &apiError{status: http.StatusForbidden, code: "denied", msg: err.Error()}
+	case errors.Is(err, ledger.ErrTokenRevoked):
+		ae = &apiError{status: http.StatusForbidden, code: "forbidden", msg: err.Error()}
 	case errors.Is(err, ledger.ErrUnknownCredential):
 		ae = &apiError{status: http.StatusUnprocessableEntity, code: "unknown_credential", msg: err.Error()}
 	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrRefundConflict), errors.Is(err, ledger.ErrTopUpConflict),

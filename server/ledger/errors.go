@@ -31,6 +31,13 @@ var ErrDenied = errors.New("ledger: account or credential denied")
 // used for a payment with other parameters (account, code, amount, currency).
 var ErrOrderConflict = errors.New("ledger: order id already used with other parameters")
 
+// ErrTokenRevoked is returned by Pay and RefundPayment when the API token
+// that asks (TokenID) was revoked by the time the payment or refund would
+// be written: a request that passed the token check before the revocation
+// committed, and would otherwise commit after it. Nothing has been
+// written.
+var ErrTokenRevoked = errors.New("ledger: API token revoked")
+
 // ErrRefundConflict is returned by RefundPayment when the shop's refund id
 // was already used for another order or amount.
 var ErrRefundConflict = errors.New("ledger: refund id already used with other parameters")

@@ -22,7 +22,8 @@ import (
 // ErrCodeUsed (the code already paid, by a tap or online), ErrOverLimit
 // (more than the account's limit for one payment by code, SetPaymentLimit),
 // ErrUnknownCredential (the code's credential — account, serial, rider key
-// — is not one the ledger issued), ErrInsufficientFunds (the balance plus
+// — is not one the ledger issued), ErrTokenRevoked (TokenID was revoked
+// meanwhile), ErrInsufficientFunds (the balance plus
 // the account's credit line is below the amount; this and ErrOverLimit
 // write only the code's refusal count, below), or ErrInvalid (bad
 // request, or a currency other than the account's). A code pays once,
@@ -42,6 +43,9 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 	var refused error // a refusal counted against the code, committed
 	err = s.write(ctx, "pay", func(t *txn) error {
 		created, refused = false, nil
+		if err := t.tokenInForce(req.TokenID, false); err != nil {
+			return err
+		}
 		a, err := t.lockAccount(req.Account)
 		if err != nil {
 			return err
@@ -135,6 +139,9 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 			return err
 		}
 		if err := t.appendPosting(a, KindPayment, -req.Amount, postingRef{paymentID: id}); err != nil {
+			return err
+		}
+		if err := t.tokenInForce(req.TokenID, true); err != nil { // last: see tokenInForce
 			return err
 		}
 		created = true

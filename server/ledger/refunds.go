@@ -71,7 +71,8 @@ func (r *RefundRequest) validate() error {
 // with another order or amount is ErrRefundConflict. Refused with nothing
 // written: ErrNotFound (no such order of this merchant), ErrOverRefund (the
 // payment's refunds would exceed its amount, or it has
-// MaxRefundsPerPayment), ErrInvalid (bad request).
+// MaxRefundsPerPayment), ErrTokenRevoked (TokenID was revoked meanwhile),
+// ErrInvalid (bad request).
 //
 // The payment's account is locked first, so refunds of one payment (which
 // all post on that account) are counted one after another: concurrent
@@ -83,6 +84,9 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 	}
 	err = s.write(ctx, "refund", func(t *txn) error {
 		replayed = false
+		if err := t.tokenInForce(req.TokenID, false); err != nil {
+			return err
+		}
 		p, err := t.paymentByOrder(req.MerchantID, req.OrderID)
 		if errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("%w: merchant %q order %q", ErrNotFound, req.MerchantID, req.OrderID)
@@ -139,6 +143,9 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			return errRetry
 		}
 		t.stat(statRefunds, 1)
+		if err := t.tokenInForce(req.TokenID, true); err != nil { // last: see tokenInForce
+			return err
+		}
 		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
 			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),
 			TokenID: req.TokenID, Refunded: refunded + req.Amount, PaymentAmount: p.Amount}
