@@ -74,6 +74,15 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, out, e := settle(t, ctx, "token", "payments", "--data", data, id); c != 0 || strings.TrimSpace(out) != "ID  MERCHANT  ORDER  ACCOUNT  AMOUNT  AT" {
 		t.Errorf("token payments: %d %q %q", c, out, e)
 	}
+	if c, out, e := settle(t, ctx, "token", "refunds", "--data", data, id); c != 0 || strings.TrimSpace(out) != "PAYMENT  MERCHANT  ORDER  REFUND  ACCOUNT  AMOUNT  AT" {
+		t.Errorf("token refunds: %d %q %q", c, out, e)
+	}
+	if c, _, e := settle(t, ctx, "token", "refunds", "--data", data, "nosuch12"); c != 1 || !strings.Contains(e, "token list") {
+		t.Errorf("an unknown token's refunds: %d %q", c, e)
+	}
+	if c, _, e := settle(t, ctx, "token", "refunds", "--data", data, "--before", "-1", id); c != 1 || !strings.Contains(e, "unix nanoseconds") {
+		t.Errorf("token refunds --before -1: %d %q", c, e)
+	}
 	if c, _, e := settle(t, ctx, "token", "payments", "--data", data); c != 2 || !strings.Contains(e, "token's id") {
 		t.Errorf("token payments without an id: %d %q", c, e)
 	}
@@ -192,10 +201,10 @@ func TestRunMetricsAndHTTPOnPortZero(t *testing.T) {
 func TestUsageNamesEverySubcommand(t *testing.T) {
 	ctx := context.Background()
 	c, out, _ := settle(t, ctx, "--help")
-	if c != 0 || !strings.Contains(out, "token  create|list|revoke|payments") {
+	if c != 0 || !strings.Contains(out, "token  create|list|revoke|payments|refunds") {
 		t.Errorf("farego-settlement --help: %d\n%s", c, out)
 	}
-	for _, sub := range []string{"create", "list", "revoke", "payments"} {
+	for _, sub := range []string{"create", "list", "revoke", "payments", "refunds"} {
 		if c, out, e := settle(t, ctx, "token", sub, "--help"); c != 0 || !strings.Contains(out, "-data string") {
 			t.Errorf("token %s --help: %d %q %q", sub, c, out, e)
 		}

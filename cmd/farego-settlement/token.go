@@ -21,6 +21,7 @@ const tokenUsage = `Usage:
   farego-settlement token list   --data DIR [--db DSN]
   farego-settlement token revoke --data DIR [--db DSN] ID
   farego-settlement token payments --data DIR [--db DSN] [--before PAYMENT] ID
+  farego-settlement token refunds --data DIR [--db DSN] [--before NS] ID
 
 Roles: operator (everything), payments (top-ups and credit lines), merchant
 (online payments for one merchant id: --merchant), auditor (reads
@@ -28,6 +29,9 @@ everything, changes nothing). The token is printed once; the ledger keeps
 only its hash. A revoked token stops working at once on every instance.
 payments: the online payments a token made, newest first, 100 at a time
 (--before the last id shown for older ones): a leaked till token's orders.
+refunds: the refunds it made (a merchant token may refund any of its shop's
+payments), newest first, 100 at a time (--before the time in unix ns of the
+last one shown, as the hint says).
 `
 
 // openKeysAndLedger opens the key directory and the ledger of a data
@@ -61,8 +65,12 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	db := dbFlag(fs)
 	var role, merchant, name *string
 	var before *uint64
+	var beforeNS *int64
 	if sub == "payments" {
 		before = fs.Uint64("before", 0, "list the payments older than this payment id")
+	}
+	if sub == "refunds" {
+		beforeNS = fs.Int64("before", 0, "list the refunds made before this time (unix ns, as the hint after a full page gives it)")
 	}
 	if sub == "create" {
 		role = fs.String("role", "", "operator, payments, merchant or auditor (required)")
@@ -70,13 +78,13 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		name = fs.String("name", "", "what the token is for (shown in token list)")
 	}
 	switch sub {
-	case "create", "list", "revoke", "payments":
+	case "create", "list", "revoke", "payments", "refunds":
 	default:
 		fmt.Fprint(stderr, tokenUsage)
 		return cli.Usagef(stderr, "farego-settlement token", "unknown subcommand %q", sub)
 	}
-	parse := cli.Parse // only revoke and payments take an argument (the token's id)
-	if sub == "revoke" || sub == "payments" {
+	parse := cli.Parse // only revoke, payments and refunds take an argument (the token's id)
+	if sub == "revoke" || sub == "payments" || sub == "refunds" {
 		parse = cli.ParseArgs
 	}
 	if err := parse(fs, args[1:], stdout, stderr); err != nil {
@@ -96,7 +104,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *role != ledger.RoleMerchant && *merchant != "" {
 			return cli.Usagef(stderr, fs.Name(), "--merchant goes with --role merchant only, not --role %s", *role)
 		}
-	case "revoke", "payments":
+	case "revoke", "payments", "refunds":
 		if fs.NArg() != 1 {
 			return cli.Usagef(stderr, fs.Name(), "give the token's id (see token list)")
 		}
@@ -152,11 +160,14 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", id)
-	case "payments":
+	case "payments", "refunds":
 		if err := api.KnownToken(ctx, st, fs.Arg(0)); errors.Is(err, ledger.ErrNotFound) {
 			return fmt.Errorf("%w (farego-settlement token list shows the ids)", err)
 		} else if err != nil {
 			return err
+		}
+		if sub == "refunds" {
+			return printTokenRefunds(ctx, st, fs.Arg(0), *beforeNS, stdout, stderr)
 		}
 		ps, err := st.PaymentsByToken(ctx, fs.Arg(0), *before, ledger.MaxPaymentsPage)
 		if err != nil {
@@ -174,6 +185,31 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(ps) == ledger.MaxPaymentsPage {
 			fmt.Fprintf(stderr, "older ones: --before %d\n", ps[len(ps)-1].ID)
 		}
+	}
+	return nil
+}
+
+// printTokenRefunds prints the refunds token id made, newest first, and
+// the --before that lists older ones after a full page.
+func printTokenRefunds(ctx context.Context, st *ledger.Store, id string, before int64, stdout, stderr io.Writer) error {
+	if before < 0 {
+		return fmt.Errorf("--before %d: a time in unix nanoseconds", before)
+	}
+	rs, err := st.RefundsByToken(ctx, id, before, ledger.MaxPaymentsPage)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PAYMENT\tMERCHANT\tORDER\tREFUND\tACCOUNT\tAMOUNT\tAT")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.PaymentID, r.MerchantID, r.OrderID, r.RefundID, r.Account,
+			feedback.FormatAmount(r.Amount, r.Currency), r.CreatedAt.UTC().Format("2006-01-02 15:04:05"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rs) == ledger.MaxPaymentsPage {
+		fmt.Fprintf(stderr, "older ones: --before %d\n", rs[len(rs)-1].CreatedAt.UnixNano())
 	}
 	return nil
 }

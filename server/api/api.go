@@ -203,6 +203,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/tokens", h.listTokens)
 	h.route("DELETE /v1/tokens/{id}", h.revokeToken)
 	h.route("GET /v1/tokens/{id}/payments", h.tokenPayments)
+	h.route("GET /v1/tokens/{id}/refunds", h.tokenRefunds)
 	h.route("GET /v1/audit", h.auditLog)
 	h.route("GET /healthz", h.healthz)
 	h.releaseRoutes()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -252,8 +253,7 @@ func payRefusal(err error) error {
 // tokenPayments lists the payments an API token made, newest first, 100
 // at a time (?before=ID for older ones): when a shop's till token leaks
 // and is revoked, the operator reads which orders it made, told apart
-// from the shop's other tills'. Refunds say their token in each payment's
-// GET.
+// from the shop's other tills'. Its refunds: tokenRefunds.
 func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	if _, err := h.staff(r, readers...); err != nil {
 		return nil, 0, err
@@ -275,6 +275,43 @@ func (h *Handler) tokenPayments(w http.ResponseWriter, r *http.Request) (any, in
 		out[i] = toPayment(p)
 	}
 	return map[string]any{"payments": out}, http.StatusOK, nil
+}
+
+// tokenRefunds lists the refunds an API token made, newest first, 100 at
+// a time (?before=the created time in unix ns of the last one shown, for
+// older ones): what a leaked till token gave back, any of its shop's
+// payments to the rider who paid.
+func (h *Handler) tokenRefunds(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if _, err := h.staff(r, readers...); err != nil {
+		return nil, 0, err
+	}
+	before, err := beforeParam(r, "a time in unix nanoseconds")
+	if err != nil {
+		return nil, 0, err
+	}
+	if before > math.MaxInt64 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "before must be a time in unix nanoseconds")
+	}
+	id := r.PathValue("id")
+	if err := KnownToken(r.Context(), h.cfg.Ledger, id); err != nil {
+		return nil, 0, err
+	}
+	rs, err := h.cfg.Ledger.RefundsByToken(r.Context(), id, int64(before), ledger.MaxPaymentsPage)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]TokenRefundResponse, len(rs))
+	for i, rf := range rs {
+		out[i] = TokenRefundResponse{RefundResponse: toRefund(rf), CreatedNS: rf.CreatedAt.UnixNano()}
+	}
+	return map[string]any{"refunds": out}, http.StatusOK, nil
+}
+
+// TokenRefundResponse is a refund as a token's list gives it: with its
+// time in unix nanoseconds, the list's ?before= for older ones.
+type TokenRefundResponse struct {
+	RefundResponse
+	CreatedNS int64 `json:"created_ns"`
 }
 
 // KnownToken is nil for an API token the ledger holds (revoked or not)

@@ -1018,6 +1018,30 @@ func TestTokenPayments(t *testing.T) {
 	if out := f.do("GET", "/v1/tokens/"+till1ID+"/payments?before=1", f.token, "", 200); len(out["payments"].([]any)) != 0 {
 		t.Errorf("till 1's payments before the first: %v", out)
 	}
+	// Its refunds: till 3 refunds its shop's order a (till 1's).
+	f.do("POST", "/v1/payments/shop-1/a/refunds", till3, `{"refund_id":"r-t3","amount":30}`, 201)
+	for _, tok := range []string{f.token, auditor} {
+		out := f.do("GET", "/v1/tokens/"+till3ID+"/refunds", tok, "", 200)
+		rs, _ := out["refunds"].([]any)
+		if len(rs) != 1 || rs[0].(map[string]any)["refund_id"] != "r-t3" || rs[0].(map[string]any)["order_id"] != "a" ||
+			rs[0].(map[string]any)["amount"] != float64(30) || rs[0].(map[string]any)["created_ns"] == nil {
+			t.Errorf("till 3's refunds: %v, want r-t3 of order a", out)
+		}
+		if ns, _ := rs[0].(map[string]any)["created_ns"].(float64); ns > 0 {
+			if out := f.do("GET", fmt.Sprintf("/v1/tokens/%s/refunds?before=%.0f", till3ID, ns), tok, "", 200); len(out["refunds"].([]any)) != 0 {
+				t.Errorf("till 3's refunds before its first: %v", out)
+			}
+		}
+	}
+	if out := f.do("GET", "/v1/tokens/init/refunds", f.token, "", 200); len(out["refunds"].([]any)) != 1 {
+		t.Errorf("the operator's refunds: %v, want r-1", out)
+	}
+	f.do("GET", "/v1/tokens/"+till3ID+"/refunds", till1, "", 403)
+	f.do("GET", "/v1/tokens/"+till3ID+"/refunds?before=x", f.token, "", 400)
+	f.do("GET", "/v1/tokens/"+till3ID+"/refunds?before=18446744073709551615", f.token, "", 400)
+	if e := f.do("GET", "/v1/tokens/nobody/refunds", f.token, "", 404); errCode(e) != "not_found" {
+		t.Errorf("an unknown token's refunds: %v", e)
+	}
 	// Revoked, its payments are still listed: that is when they are read.
 	f.do("DELETE", "/v1/tokens/"+till3ID, f.token, "", 200)
 	if got := ids(f.do("GET", "/v1/tokens/"+till3ID+"/payments", f.token, "", 200)); len(got) != 2 {

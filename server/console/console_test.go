@@ -1221,6 +1221,19 @@ func TestTokenPaymentsPage(t *testing.T) {
 		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d"`, a1)) || !strings.Contains(body, "1.20") {
 		t.Errorf("token init's payments page: %d\n%s", code, body)
 	}
+	// Its refunds (of another till's order, as a merchant token may).
+	if _, _, err := f.store.RefundPayment(context.Background(), ledger.RefundRequest{MerchantID: "shop-1", OrderID: "till1-order",
+		RefundID: "back-1", Amount: 45, TokenID: "init"}); err != nil {
+		t.Fatal(err)
+	}
+	code, body = b.get("/console/tokens/init/payments")
+	if code != http.StatusOK || !strings.Contains(body, `<tr data-refund="back-1">`) || !strings.Contains(body, "0.45") ||
+		!strings.Contains(body, fmt.Sprintf(`href="/console/accounts/%d"`, a2)) {
+		t.Errorf("token init's page does not list its refund back-1:\n%s", body)
+	}
+	if code, _ := b.get("/console/tokens/init/payments?refunds_before=x"); code != http.StatusBadRequest {
+		t.Errorf("a bad ?refunds_before=: %d", code)
+	}
 	if code, body := b.get("/console/tokens/nobody/payments"); code != http.StatusNotFound || !strings.Contains(body, "No API token nobody was ever made") {
 		t.Errorf("an unknown token's payments page: %d\n%s", code, body)
 	}

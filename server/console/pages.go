@@ -957,10 +957,15 @@ type tokenPaymentsData struct {
 	Token    string
 	Payments []ledger.PaymentOrder
 	NextURL  string
+	// Refunds are the refunds it made (a merchant token may refund any of
+	// its shop's payments), newest first; RefundsNextURL the older ones.
+	Refunds        []ledger.PaymentRefund
+	RefundsNextURL string
 }
 
-// tokenPaymentsPage lists the online payments a token made: a shop's
-// leaked till token's orders, told from its other tills'.
+// tokenPaymentsPage lists the online payments a token made and the
+// refunds it made: a shop's leaked till token's orders, told from its other
+// tills', and what it gave back.
 func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	id := r.PathValue("id")
 	var before uint64
@@ -968,6 +973,14 @@ func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *s
 		var err error
 		if before, err = strconv.ParseUint(v, 10, 64); err != nil {
 			h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?before= is a payment id, a whole number.")
+			return
+		}
+	}
+	var refundsBefore int64
+	if v := r.URL.Query().Get("refunds_before"); v != "" {
+		var err error
+		if refundsBefore, err = strconv.ParseInt(v, 10, 64); err != nil || refundsBefore < 0 {
+			h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?refunds_before= is a time in unix nanoseconds, a whole number.")
 			return
 		}
 	}
@@ -983,11 +996,20 @@ func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *s
 		h.fail(w, r, s, err)
 		return
 	}
-	d := tokenPaymentsData{Token: id, Payments: ps}
-	if len(ps) == ledger.MaxPaymentsPage {
-		d.NextURL = h.cfg.Prefix + "tokens/" + url.PathEscape(id) + "/payments?before=" + strconv.FormatUint(ps[len(ps)-1].ID, 10)
+	rs, err := h.cfg.Ledger.RefundsByToken(r.Context(), id, refundsBefore, ledger.MaxPaymentsPage)
+	if err != nil {
+		h.fail(w, r, s, err)
+		return
 	}
-	h.render(w, r, http.StatusOK, "tokenpayments", page{Title: "Payments by token " + id, Nav: "tokens", S: s, Data: d})
+	d := tokenPaymentsData{Token: id, Payments: ps, Refunds: rs}
+	self := h.cfg.Prefix + "tokens/" + url.PathEscape(id) + "/payments"
+	if len(ps) == ledger.MaxPaymentsPage {
+		d.NextURL = self + "?before=" + strconv.FormatUint(ps[len(ps)-1].ID, 10)
+	}
+	if len(rs) == ledger.MaxPaymentsPage {
+		d.RefundsNextURL = self + "?refunds_before=" + strconv.FormatInt(rs[len(rs)-1].CreatedAt.UnixNano(), 10) + "#token-refunds"
+	}
+	h.render(w, r, http.StatusOK, "tokenpayments", page{Title: "Payments and refunds by token " + id, Nav: "tokens", S: s, Data: d})
 }
 
 type auditData struct {

@@ -170,14 +170,42 @@ func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund,
 	return refundQuery(ctx, s.db, `WHERE r.payment_id = $1 ORDER BY r.posting_seq`, int64(paymentID))
 }
 
+// RefundsByToken returns the refunds an API token made, newest first,
+// those made before before (unix ns; 0: from the newest), at most limit
+// (MaxPaymentsPage when 0 or more): what a leaked till token gave back, as
+// PaymentsByToken is what it took.
+func (s *Store) RefundsByToken(ctx context.Context, tokenID string, before int64, limit int) ([]PaymentRefund, error) {
+	if tokenID == "" || unstorable(tokenID) {
+		return nil, nil
+	}
+	if limit <= 0 || limit > MaxPaymentsPage {
+		limit = MaxPaymentsPage
+	}
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	return refundQuery(ctx, s.db, tokenRefundsWhere, tokenID, before, limit)
+}
+
+// tokenRefundsWhere selects a token's refunds before a time, newest first,
+// in the order of refunds_token (token, time, then the refund's posting:
+// refunds_time gives the time's order, not this one, so that neither plan
+// of PostgreSQL walks it).
+const tokenRefundsWhere = `WHERE r.token_id = $1 AND r.created_ns < $2
+	ORDER BY r.created_ns DESC, r.account_id DESC, r.posting_seq DESC LIMIT $3`
+
+// refundsQuery reads refunds joined to their payment (refundQuery), its
+// WHERE to follow.
+const refundsQuery = `SELECT r.merchant_id, y.order_id, r.refund_id, r.payment_id, r.account_id, r.amount,
+		y.currency, r.reason, r.created_ns, r.token_id, y.amount,
+		(SELECT CAST(SUM(o.amount) AS BIGINT) FROM refunds o WHERE o.payment_id = r.payment_id AND o.posting_seq <= r.posting_seq)
+	FROM refunds r JOIN payments y ON y.id = r.payment_id `
+
 // refundQuery reads refunds joined to their payment; where is the query's
 // WHERE (and ORDER BY). Refunded is the payment's refunds up to and
 // including each one.
 func refundQuery(ctx context.Context, q queryer, where string, args ...any) ([]PaymentRefund, error) {
-	rows, err := q.QueryContext(ctx, `SELECT r.merchant_id, y.order_id, r.refund_id, r.payment_id, r.account_id, r.amount,
-			y.currency, r.reason, r.created_ns, r.token_id, y.amount,
-			(SELECT CAST(SUM(o.amount) AS BIGINT) FROM refunds o WHERE o.payment_id = r.payment_id AND o.posting_seq <= r.posting_seq)
-		FROM refunds r JOIN payments y ON y.id = r.payment_id `+where, args...)
+	rows, err := q.QueryContext(ctx, refundsQuery+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read refunds: %w", err)
 	}

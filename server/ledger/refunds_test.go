@@ -406,3 +406,52 @@ func TestPaymentsByToken(t *testing.T) {
 		wantErr(t, err, ErrInvalid)
 	})
 }
+
+// TestRefundsByToken: a token's refunds are listed newest first, paged by
+// their time: a leaked till token may refund any of its shop's payments,
+// and the operator reads what it gave back as well as what it took.
+func TestRefundsByToken(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 10_000)
+		for i := range 3 {
+			if _, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop-a", OrderID: fmt.Sprintf("o-%d", i), Account: acct, Serial: 1,
+				RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(i)), CodeHash: "h", Amount: 100, Currency: "EUR", TokenID: "tok-1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		refund := func(order, id, token string) {
+			t.Helper()
+			if _, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "shop-a", OrderID: order, RefundID: id, Amount: 10, TokenID: token}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		refund("o-0", "r-1", "tok-3")
+		refund("o-1", "r-2", "tok-1")
+		refund("o-0", "r-3", "tok-3")
+		refund("o-2", "r-4", "tok-3")
+		ids := func(rs []PaymentRefund) (out []string) {
+			for _, r := range rs {
+				if r.TokenID != "tok-3" || r.MerchantID != "shop-a" || r.Account != acct || r.Amount != 10 {
+					t.Errorf("listed %+v for token tok-3", r)
+				}
+				out = append(out, r.OrderID+"/"+r.RefundID)
+			}
+			return out
+		}
+		all, err := s.RefundsByToken(ctx, "tok-3", 0, 0)
+		if got := fmt.Sprint(ids(all)); err != nil || got != "[o-2/r-4 o-0/r-3 o-0/r-1]" {
+			t.Fatalf("RefundsByToken = %s, %v; want o-2/r-4 o-0/r-3 o-0/r-1", got, err)
+		}
+		page, err := s.RefundsByToken(ctx, "tok-3", all[0].CreatedAt.UnixNano(), 1)
+		if got := fmt.Sprint(ids(page)); err != nil || got != "[o-0/r-3]" {
+			t.Errorf("the page before r-4 = %s, %v; want o-0/r-3", got, err)
+		}
+		for _, tok := range []string{"", "nobody", "tok-2", strings.Repeat("x", 65), "bad\x00id"} {
+			if rs, err := s.RefundsByToken(ctx, tok, 0, 0); err != nil || len(rs) != 0 {
+				t.Errorf("RefundsByToken(%q) = %v, %v; want none", tok, rs, err)
+			}
+		}
+	})
+}

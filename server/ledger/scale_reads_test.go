@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"testing"
@@ -58,7 +59,7 @@ func TestScaleReadsByIndex(t *testing.T) {
 			`UPDATE taps SET notes = 'fare_mismatch' WHERE seq % 20 = 3`,
 			// One payment in ten refunded, a minute after it.
 			`INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount, reason, created_ns, token_id)
-				SELECT merchant_id, 'r' || id, id, account_id, 100000 + id, 10, '', created_ns + 60000000000, ''
+				SELECT merchant_id, 'r' || id, id, account_id, 100000 + id, 10, '', created_ns + 60000000000, token_id
 				FROM payments WHERE id % 10 = 0`,
 			`ANALYZE`,
 		} {
@@ -96,6 +97,8 @@ func TestScaleReadsByIndex(t *testing.T) {
 			{"a service day's refunds by merchant", s.settlementQuery("refunds", false),
 				[]any{recent - int64(24*time.Hour), recent}, "refunds_time",
 				[]string{"Seq Scan", "SCAN refunds", "refunds_pkey"}, "created_ns"},
+			{"a token's newest refunds", refundsQuery + tokenRefundsWhere, []any{"tok10", int64(math.MaxInt64), int64(MaxPaymentsPage)},
+				"refunds_token", []string{"Seq Scan on refunds", "SCAN r", "TEMP B-TREE", "Sort"}, "token_id"},
 			{"a service day's refunds of one merchant", s.settlementQuery("refunds", true),
 				[]any{recent - int64(24*time.Hour), recent, "shop"}, "refunds_time",
 				[]string{"Seq Scan", "SCAN refunds", "refunds_pkey"}, "created_ns"},

@@ -679,4 +679,17 @@ func TestWalletRenewsCodeAShopHid(t *testing.T) {
 	wallettest.Do(t, k.b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, k.b, 30*time.Second, "the balance after the refunds", `document.getElementById("balance").textContent.includes("21.60")`)
 	k.boardsWithANewCode(t, 2500-350+10-250)
+	// The operator lists what the kiosk's token gave back (its refunds
+	// were found only order by order before).
+	id := strings.Split(k.tok, "_")[1]
+	out, err := k.r.command(k.ctx, "farego-settlement", append([]string{"token", "refunds", "--data", k.r.serverDir(), id}, k.r.dbArgs()...)...)
+	if err != nil {
+		t.Fatalf("token refunds: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 11 || !strings.HasPrefix(lines[0], "PAYMENT") || !strings.Contains(lines[1], "kiosk-9") ||
+		!strings.Contains(lines[1], "coffee-1") || !strings.Contains(lines[1], "r-9") || !strings.Contains(lines[10], "r-0") ||
+		!strings.Contains(lines[1], fmt.Sprint(k.id)) || !strings.Contains(lines[1], "0.01") {
+		t.Errorf("token refunds of the kiosk's token: want its 10 refunds of a cent, newest first:\n%s", out)
+	}
 }
