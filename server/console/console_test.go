@@ -1311,3 +1311,16 @@ func TestPlural(t *testing.T) {
 		}
 	}
 }
+
+// TestMoneyChartsSayUTC: the money page's hourly charts are labelled in
+// UTC hours, as every time on the console is (an operator review read
+// them as local hours).
+func TestMoneyChartsSayUTC(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	b.signIn(f.token(ledger.RoleAuditor))
+	code, body := b.get("/console/money")
+	if code != http.StatusOK || !strings.Contains(body, "Taps settled per hour (UTC)") || !strings.Contains(body, "hours in UTC") {
+		t.Errorf("the money page (%d) does not say its hourly charts are in UTC", code)
+	}
+}
