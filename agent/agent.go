@@ -334,7 +334,9 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(record.ReasonClockOffset)
 	}
 	s := a.state.Load()
-	if s.keyring == nil || s.fares == nil {
+	if s.keyring == nil || s.fares == nil || !s.keyring.ValidAt(now, a.cfg.Policy) {
+		// Without an issuer key valid now every code would be refused
+		// as the rider's fault (unknown_issuer_key): the device's.
 		return refuse(record.ReasonNoFare)
 	}
 	// One assignment for the whole tap: a change applies between taps.

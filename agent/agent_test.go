@@ -1018,3 +1018,28 @@ func TestDenyEntriesSurviveClockJump(t *testing.T) {
 		t.Errorf("the denied pass after a restart: %+v, want denied", out)
 	}
 }
+
+// TestKeyringEndedIsOutOfService: a validator whose keyring holds no key
+// valid now (shelved, or offline past a key rotation) is out of service,
+// saying why, instead of refusing every rider's code as an unknown issuer
+// key while it shows itself in service (a field review).
+func TestKeyringEndedIsOutOfService(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.issuer.Rider(t, 4242, t0)
+	if out := h.tap(r.Code(t, t0)); !out.Accepted {
+		t.Fatalf("tap while the key is valid: %+v", out)
+	}
+	h.clock.t = t0.AddDate(1, 0, 1) // the issuer's only key ended a year after t0
+	out := h.tap(r.Code(t, h.clock.t))
+	if out.Reason != record.ReasonNoFare || last(h.fb) != "out of service: "+h.a.RiderMessage(string(record.ReasonNoFare)) {
+		t.Errorf("tap after the keyring's last key ended: %+v, feedback %q; want out of service (no_fare)", out, last(h.fb))
+	}
+	if why := h.a.OutOfService(); !strings.Contains(why, "no issuer key of keyring version") || !strings.Contains(why, "every key has ended (the last "+t0.AddDate(1, 0, 0).UTC().Format(time.DateOnly)) {
+		t.Errorf("OutOfService = %q, want the keyring's keys ended", why)
+	}
+	// Within the skew of its end it still takes codes.
+	h.clock.t = t0.AddDate(1, 0, 0).Add(20 * time.Second)
+	if why := h.a.OutOfService(); why != "" {
+		t.Errorf("20 s past the key's end (skew 30 s): out of service %q", why)
+	}
+}

@@ -110,6 +110,14 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
+	if now := a.now(); !s.keyring.ValidAt(now, a.cfg.Policy) {
+		when := "every key has ended (the last " + s.keyring.Newest().UTC().Format(time.DateOnly) + ")"
+		if s.keyring.Newest().After(now) {
+			when = "no key has begun yet"
+		}
+		return fmt.Sprintf("%s: no issuer key of keyring version %d is valid now: %s; it takes a newer keyring from the server "+
+			"when it connects (or one in its bundle: farego-provision device)", record.ReasonNoFare, s.versions[record.DocKeyring], when)
+	}
 	return routeNotCovered(s, a.assign.Load())
 }
 

@@ -70,6 +70,38 @@ func (k *Keyring) Keys() []Key {
 	return out
 }
 
+// ValidAt reports whether a key of the keyring verifies codes at now,
+// within its window give or take the policy's skew, as VerifyCode takes
+// it: false when every key has ended (a device shelved, or offline past a
+// key rotation) or none has begun, and every code would be refused.
+func (k *Keyring) ValidAt(now time.Time, p Policy) bool {
+	if k == nil {
+		return false
+	}
+	_, skew := p.seconds()
+	t := now.Unix()
+	for _, key := range k.keys {
+		if t >= key.NotBefore.Unix()-skew && t <= key.NotAfter.Unix()+skew {
+			return true
+		}
+	}
+	return false
+}
+
+// Newest returns the latest end of the keyring's keys' windows (zero for
+// an empty keyring).
+func (k *Keyring) Newest() time.Time {
+	var out time.Time
+	if k != nil {
+		for _, key := range k.keys {
+			if key.NotAfter.After(out) {
+				out = key.NotAfter
+			}
+		}
+	}
+	return out
+}
+
 // Lookup returns the key with the given id.
 func (k *Keyring) Lookup(id uint32) (Key, bool) {
 	if k == nil {

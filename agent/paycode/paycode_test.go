@@ -601,3 +601,35 @@ func FuzzKeyring(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyringValidAt: a keyring verifies codes while one of its keys'
+// windows, give or take the skew, holds the time, as VerifyCode takes it.
+func TestKeyringValidAt(t *testing.T) {
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	pub := make([]byte, 32)
+	pub[0] = 9
+	kr, err := NewKeyring(3, []Key{{ID: 1, Public: pub, NotBefore: start, NotAfter: start.AddDate(0, 1, 0)},
+		{ID: 2, Public: pub, NotBefore: start.AddDate(0, 2, 0), NotAfter: start.AddDate(0, 3, 0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Policy{Skew: 30 * time.Second}
+	for _, c := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{start.Add(-31 * time.Second), false}, {start.Add(-30 * time.Second), true}, {start.AddDate(0, 1, 0).Add(30 * time.Second), true},
+		{start.AddDate(0, 1, 0).Add(31 * time.Second), false}, // between the two keys
+		{start.AddDate(0, 2, 1), true}, {start.AddDate(0, 3, 0).Add(time.Minute), false},
+	} {
+		if got := kr.ValidAt(c.at, p); got != c.want {
+			t.Errorf("ValidAt(%s) = %v, want %v", c.at, got, c.want)
+		}
+	}
+	if got := kr.Newest(); !got.Equal(start.AddDate(0, 3, 0)) {
+		t.Errorf("Newest = %s", got)
+	}
+	if (*Keyring)(nil).ValidAt(start, p) {
+		t.Error("a nil keyring is valid")
+	}
+}
