@@ -3,6 +3,7 @@ package release
 import (
 	"bytes"
 	"debug/buildinfo"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -50,6 +51,9 @@ var otherPrograms = []string{"farego-settlement", "farego-provision", "farego-ri
 func checkBinary(path, version, arch string) error {
 	info, err := buildinfo.ReadFile(path)
 	if err != nil {
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // not the name of the copy being checked
+		}
 		return fmt.Errorf("%w: the file is not a Go program with build information (%v): upload the farego-validator that make dist builds",
 			ErrInvalid, err)
 	}

@@ -91,6 +91,11 @@ func TestAddChecksTheBinary(t *testing.T) {
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want ErrInvalid saying %q", c.name, err, c.want)
 		}
+		// Said once, and of the file uploaded, not of the copy checked
+		// ("release: release: invalid: … from …/.binary.tmp123: …").
+		if err != nil && (strings.Contains(err.Error(), ".binary.tmp") || strings.Count(err.Error(), "release") > 1) {
+			t.Errorf("%s: %v", c.name, err)
+		}
 	}
 	// A binary built without VERSION= (it carries the commit, not the
 	// version): every validator would install it, see another version

@@ -61,7 +61,7 @@ var ErrNotFound = errors.New("release: not published")
 
 // ErrInvalid is returned (wrapped) for a bad version, architecture,
 // binary or rollout.
-var ErrInvalid = errors.New("release: invalid")
+var ErrInvalid = errors.New("invalid release")
 
 // Release is one published binary.
 type Release struct {
