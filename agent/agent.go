@@ -334,9 +334,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		return refuse(record.ReasonClockOffset)
 	}
 	s := a.state.Load()
-	if s.keyring == nil || s.fares == nil || !s.keyring.ValidAt(now, a.cfg.Policy) {
-		// Without an issuer key valid now every code would be refused
-		// as the rider's fault (unknown_issuer_key): the device's.
+	if s.keyring == nil || s.fares == nil {
 		return refuse(record.ReasonNoFare)
 	}
 	// One assignment for the whole tap: a change applies between taps.
@@ -349,6 +347,9 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		out.Account = d.Code.Account
 	}
 	if !d.Accepted {
+		if d.Reason == paycode.ReasonUnknownIssuerKey && !s.keyring.ValidAt(now, a.cfg.Policy) {
+			return refuse(record.ReasonNoValidKey) // the device's keyring, not the rider's code
+		}
 		return refuse(d.Reason)
 	}
 	c := d.Code
@@ -708,4 +709,17 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 			}
 		}
 	}
+}
+
+// keySpan is when the first key of kr becomes valid and the last ends.
+func keySpan(kr *paycode.Keyring) (from, to time.Time) {
+	for i, k := range kr.Keys() {
+		if i == 0 || k.NotBefore.Before(from) {
+			from = k.NotBefore
+		}
+		if k.NotAfter.After(to) {
+			to = k.NotAfter
+		}
+	}
+	return from, to
 }

@@ -1019,27 +1019,31 @@ func TestDenyEntriesSurviveClockJump(t *testing.T) {
 	}
 }
 
-// TestKeyringEndedIsOutOfService: a validator whose keyring holds no key
-// valid now (shelved, or offline past a key rotation) is out of service,
-// saying why, instead of refusing every rider's code as an unknown issuer
-// key while it shows itself in service (a field review).
-func TestKeyringEndedIsOutOfService(t *testing.T) {
+// TestNoValidKeyIsOutOfService: a keyring none of whose keys is valid now
+// (an old bundle's, or a device offline past a key rotation) refused every
+// rider as unknown_issuer_key ("Code not valid here") while the validator
+// said it was in service (field review). It is out of service, saying
+// why; a code of an unknown issuer under a valid keyring stays the code's
+// fault.
+func TestNoValidKeyIsOutOfService(t *testing.T) {
 	h := newHarness(t, nil)
-	r := h.issuer.Rider(t, 4242, t0)
-	if out := h.tap(r.Code(t, t0)); !out.Accepted {
-		t.Fatalf("tap while the key is valid: %+v", out)
+	later := t0.AddDate(2, 0, 0) // the harness's key ends a year after t0
+	h.clock.t = later
+	text := h.issuer.Rider(t, 4242, later).Code(t, later)
+	out := h.tap(text)
+	if out.Reason != record.ReasonNoValidKey || !record.OutOfService(out.Reason) {
+		t.Errorf("tap with no key valid: %+v, want %s", out, record.ReasonNoValidKey)
 	}
-	h.clock.t = t0.AddDate(1, 0, 1) // the issuer's only key ended a year after t0
-	out := h.tap(r.Code(t, h.clock.t))
-	if out.Reason != record.ReasonNoFare || last(h.fb) != "out of service: "+h.a.RiderMessage(string(record.ReasonNoFare)) {
-		t.Errorf("tap after the keyring's last key ended: %+v, feedback %q; want out of service (no_fare)", out, last(h.fb))
+	if oos := h.a.OutOfService(); !strings.HasPrefix(oos, string(record.ReasonNoValidKey)+": ") {
+		t.Errorf("OutOfService = %q, want %s with why", oos, record.ReasonNoValidKey)
 	}
-	if why := h.a.OutOfService(); !strings.Contains(why, "no issuer key of keyring version") || !strings.Contains(why, "every key has ended (the last "+t0.AddDate(1, 0, 0).UTC().Format(time.DateOnly)) {
-		t.Errorf("OutOfService = %q, want the keyring's keys ended", why)
+
+	h.clock.t = t0
+	if oos := h.a.OutOfService(); oos != "" {
+		t.Errorf("OutOfService with a valid key = %q", oos)
 	}
-	// Within the skew of its end it still takes codes.
-	h.clock.t = t0.AddDate(1, 0, 0).Add(20 * time.Second)
-	if why := h.a.OutOfService(); why != "" {
-		t.Errorf("20 s past the key's end (skew 30 s): out of service %q", why)
+	other := paycodetest.NewIssuer(t, 99, t0)
+	if out := h.tap(other.Rider(t, 4243, t0).Code(t, t0)); out.Reason != paycode.ReasonUnknownIssuerKey {
+		t.Errorf("code of an unknown issuer: %+v, want %s", out, paycode.ReasonUnknownIssuerKey)
 	}
 }

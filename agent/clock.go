@@ -111,12 +111,10 @@ func (a *Agent) OutOfService() string {
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
 	if now := a.now(); !s.keyring.ValidAt(now, a.cfg.Policy) {
-		when := "every key has ended (the last " + s.keyring.Newest().UTC().Format(time.DateOnly) + ")"
-		if s.keyring.Newest().After(now) {
-			when = "no key has begun yet"
-		}
-		return fmt.Sprintf("%s: no issuer key of keyring version %d is valid now: %s; it takes a newer keyring from the server "+
-			"when it connects (or one in its bundle: farego-provision device)", record.ReasonNoFare, s.versions[record.DocKeyring], when)
+		from, to := keySpan(s.keyring)
+		return fmt.Sprintf("%s: no key of keyring version %d is valid now (its keys cover %s to %s): connect the device to the broker "+
+			"for the server's keyring, or provision it again", record.ReasonNoValidKey, s.keyring.Version(),
+			from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
 	}
 	return routeNotCovered(s, a.assign.Load())
 }

@@ -11,6 +11,7 @@ var Reasons = []record.Reason{
 	record.ReasonDenied, record.ReasonDuplicate, record.ReasonCodeUsed, record.ReasonPassback, record.ReasonRiskCap,
 	record.ReasonNoFare, record.ReasonQueueFull, record.ReasonClock, record.ReasonInternal,
 	record.ReasonClockOffset, record.ReasonQueueDamaged, record.ReasonRouteNotInFares,
+	record.ReasonNoValidKey,
 }
 
 // RiderMessage returns the short English text a rider sees for a reason

@@ -88,20 +88,6 @@ func (k *Keyring) ValidAt(now time.Time, p Policy) bool {
 	return false
 }
 
-// Newest returns the latest end of the keyring's keys' windows (zero for
-// an empty keyring).
-func (k *Keyring) Newest() time.Time {
-	var out time.Time
-	if k != nil {
-		for _, key := range k.keys {
-			if key.NotAfter.After(out) {
-				out = key.NotAfter
-			}
-		}
-	}
-	return out
-}
-
 // Lookup returns the key with the given id.
 func (k *Keyring) Lookup(id uint32) (Key, bool) {
 	if k == nil {

@@ -30,19 +30,25 @@ const (
 	// assigned has no fares in the device's fare table (and the table has
 	// no default route); charging another route's fare would be wrong.
 	ReasonRouteNotInFares Reason = "route_not_in_fares"
+	// ReasonNoValidKey: out of service: no issuer key of the device's
+	// keyring is valid now (an old bundle's keyring, or a device offline
+	// past a key rotation): every code would be refused as
+	// unknown_issuer_key, a device fault shown to riders as theirs.
+	ReasonNoValidKey Reason = "no_valid_key"
 )
 
 // Reasons lists every reason a validator can give, in checking order.
 var Reasons = append(append([]Reason(nil), paycode.Reasons...),
 	ReasonDenied, ReasonDuplicate, ReasonCodeUsed, ReasonPassback, ReasonRiskCap,
 	ReasonNoFare, ReasonQueueFull, ReasonClock, ReasonInternal, ReasonClockOffset, ReasonQueueDamaged,
-	ReasonRouteNotInFares)
+	ReasonRouteNotInFares, ReasonNoValidKey)
 
 // OutOfService reports whether a reason means the validator, not the
 // code, is at fault.
 func OutOfService(r Reason) bool {
 	switch r {
-	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare, ReasonClockOffset, ReasonQueueDamaged, ReasonRouteNotInFares:
+	case ReasonQueueFull, ReasonClock, ReasonInternal, ReasonNoFare, ReasonClockOffset, ReasonQueueDamaged, ReasonRouteNotInFares,
+		ReasonNoValidKey:
 		return true
 	}
 	return false

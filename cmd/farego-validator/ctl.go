@@ -21,6 +21,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
 )
 
 const ctlUsage = `Usage: farego-validator ctl [--socket PATH] COMMAND
@@ -85,8 +86,14 @@ type ctlStatus struct {
 	// UplinkError: while not connected, why the last attempt failed or
 	// the connection was lost ("connect: not Authorized": credentials
 	// replaced). The log says it once, when the outage began, maybe days
-	// before the technician asks.
+	// before the technician asks. Connected, a run of sends without any
+	// ack (uplinkProblem: the server refuses the device's batches).
 	UplinkError string `json:"uplink_error,omitempty"`
+	// Update: a software update waiting to report healthy, or the last
+	// one that failed and why (absent without [update] or with neither).
+	// The server and the metrics had it; the technician at the bus, with
+	// ctl status, saw the old version and no reason.
+	Update *wire.UpdateStatus `json:"update,omitempty"`
 }
 
 // ctlSocketPath returns the socket the validator listens on ("" : none).
@@ -124,9 +131,11 @@ type ctlRunning struct {
 	connected func() bool
 	// statusProblem reports uplink.Stats.StatusProblem (nil without one).
 	statusProblem func() string
-	// uplinkError reports why the uplink is down ("" while connected; nil
-	// without one).
+	// uplinkError reports why the uplink is down, or connected, that no ack
+	// has come for several sends ("" otherwise; nil without one).
 	uplinkError func() string
+	// update reports the software update's state (nil without [update]).
+	update func() *wire.UpdateStatus
 }
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
@@ -265,6 +274,9 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 	}
 	if r.uplinkError != nil {
 		st.UplinkError = r.uplinkError()
+	}
+	if r.update != nil {
+		st.Update = r.update()
 	}
 	return st
 }

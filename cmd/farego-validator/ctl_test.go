@@ -15,6 +15,7 @@ import (
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/wire"
 )
 
 // FuzzCtlRequest sends arbitrary bytes to the control socket's handler
@@ -119,4 +120,29 @@ func runningCtl(a *agent.Agent, q *queue.Queue) *ctlServer {
 	s := &ctlServer{device: a.DeviceID(), log: slog.New(slog.DiscardHandler), starting: func() string { return "starting" }}
 	s.running.Store(&ctlRunning{a: a, q: q})
 	return s
+}
+
+// TestCtlStatusUpdate: ctl status carries the software update's report: a
+// release rolled back is seen at the bus (version and reason), not only at
+// the server and in the metrics.
+func TestCtlStatusUpdate(t *testing.T) {
+	q, err := queue.Open(filepath.Join(t.TempDir(), "validator.db"), nil)
+	must(t, err)
+	defer q.Close()
+	a, err := agent.New(q, feedback.Multi{}, agent.Config{DeviceID: "bus-1", Route: "42", Logger: slog.New(slog.DiscardHandler)})
+	must(t, err)
+	s := runningCtl(a, q)
+	r := s.running.Load()
+	r.update = func() *wire.UpdateStatus {
+		return &wire.UpdateStatus{Failed: "1.6.0", FailedReason: "version 1.6.0 stopped 3 times at start without reporting healthy"}
+	}
+	b, err := json.Marshal(s.status(r))
+	must(t, err)
+	if !strings.Contains(string(b), `"update":{"failed":"1.6.0","failed_reason":"version 1.6.0 stopped 3 times`) {
+		t.Errorf("ctl status %s: want the failed update with its reason", b)
+	}
+	r.update = func() *wire.UpdateStatus { return nil }
+	if b, _ := json.Marshal(s.status(r)); strings.Contains(string(b), `"update"`) {
+		t.Errorf("ctl status %s: want no update when there is none", b)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/ridertext"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/driver/scanner"
@@ -64,7 +65,13 @@ func (c *Config) checkHardware() error {
 	if f.Chip != "" && f.GreenLine == "" && f.RedLine == "" && f.BuzzerLine == "" {
 		return bad("feedback.gpio_chip is set but no gpio_green_line, gpio_red_line or gpio_buzzer_line")
 	}
+	// A payment code's text: a shorter max_len drops every code as overlong.
+	codeLen := len(paycode.TextPrefix) + paycode.Base45EncodedLen(paycode.CodeSize)
 	for i, s := range c.Scanners {
+		if s.MaxLen > 0 && s.MaxLen < codeLen {
+			return bad("scanner %q: max_len %d is shorter than a payment code (%d characters): every code would be dropped as overlong; leave it out (%d)",
+				s.Name, s.MaxLen, codeLen, scanner.DefaultMaxLen)
+		}
 		switch s.Type {
 		case "", scannerSerial:
 		case scannerEvdev:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/wire"
@@ -152,6 +153,12 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 	}
 	out.q = q
+	if !fresh {
+		if err := checkQueueOwner(q, cfg.DeviceID); err != nil {
+			q.Close()
+			return nil, err
+		}
+	}
 	// The damaged files' device state goes into a file made for them. A
 	// file found in place was made for them too when it holds no device
 	// state yet (agent.HasState: the agent never ran on it): the power
@@ -177,6 +184,29 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 	}
 	return out, nil
+}
+
+// checkQueueOwner refuses a queue file whose oldest unsent tap is another
+// device's: a card or data directory moved to a board provisioned with
+// another id. Sent under this device's id, the server keeps such taps
+// aside as malformed (uncharged) and acks them, so the device deletes
+// green taps the riders were let through on. Nothing is changed: the file
+// is kept for its own device's bundle.
+func checkQueueOwner(q *queue.Queue, device string) error {
+	recs, err := q.Peek(1, 0)
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	tp, err := record.ParseTap(recs[0].Data)
+	if err != nil || tp.DeviceID == device {
+		return nil // a record that does not decode is the server's to keep aside
+	}
+	st, _ := q.Stats()
+	return fmt.Errorf("%w: data_dir: %s holds %d unsent taps of device %s, and this validator is %s: "+
+		"sent as %s's, the server would keep them aside uncharged. Run that file with %s's bundle until "+
+		"farego-validator ctl status shows \"queue_depth\": 0 (README: Replacing a broken board), "+
+		"or give this validator a data_dir of its own",
+		errConfig, q.Path(), st.Count, tp.DeviceID, device, device, tp.DeviceID)
 }
 
 // salvageFile adopts what can be read from one damaged file, records the

@@ -104,7 +104,10 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	dataDir := cfg.path(cfg.DataDir)
 	// Durably: a power cut must not take back the directory with the
 	// queue file (and every green tap) in it.
-	if err := durable.MkdirAll(dataDir, 0o700); err != nil {
+	// A disk too full to make it is waited on as for the queue file
+	// (openWhenSpace below makes it): exiting, the validator started again
+	// every 2 s under systemd with no light, as "config: data_dir".
+	if err := durable.MkdirAll(dataDir, 0o700); err != nil && !errors.Is(err, syscall.ENOSPC) {
 		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
 	}
 	var dfs syscall.Statfs_t
@@ -210,6 +213,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			startScanners()
 			notifier.Notify("STATUS=out of service: no space left for the queue file")
 		}, func(ctx context.Context) (*queueFiles, error) {
+			if err := durable.MkdirAll(dataDir, 0o700); err != nil {
+				return nil, err
+			}
 			return openQueue(ctx, cfg, log, minClock, clock.wait)
 		})
 	})
@@ -258,6 +264,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 		log.Warn("not provisioned yet: out of service until the fleet downlinks arrive", "err", err)
 	}
+	if oos := a.OutOfService(); strings.HasPrefix(oos, string(record.ReasonNoValidKey)+":") {
+		log.Error("out of service: the keyring has no key valid now", "why", oos)
+	}
 	theAgent.Store(a)
 	registerQueueMetrics(reg, q, qf.unreadable)
 	registerDeviceMetrics(reg, sources, watch, a)
@@ -286,15 +295,13 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		})
 	}
 	running := &ctlRunning{a: a, q: q}
+	if upd != nil {
+		running.update = upd.Status
+	}
 	if up != nil {
 		running.connected = func() bool { return up.Stats().Connected }
 		running.statusProblem = func() string { return up.Stats().StatusProblem }
-		running.uplinkError = func() string {
-			if s := up.Stats(); !s.Connected {
-				return s.LastError
-			}
-			return ""
-		}
+		running.uplinkError = func() string { return uplinkProblem(up.Stats()) }
 	}
 	cs.running.Store(running)
 	defer cs.running.Store(nil) // before the queue file closes
@@ -406,10 +413,23 @@ func openWhenSpace(ctx context.Context, log *slog.Logger, dir string, waiting *a
 			case <-time.After(spaceRetry):
 			}
 			var st syscall.Statfs_t
-			if statfs(dir, &st) == nil && int64(st.Bavail)*int64(st.Bsize) >= spaceNeeded {
+			if statfsExisting(dir, &st) == nil && int64(st.Bavail)*int64(st.Bsize) >= spaceNeeded {
 				break
 			}
 		}
+	}
+}
+
+// statfsExisting is statfs of dir, or of its nearest existing parent when
+// dir could not be made yet (a full disk): the space it would be made in.
+func statfsExisting(dir string, st *syscall.Statfs_t) error {
+	for {
+		err := statfs(dir, st)
+		parent := filepath.Dir(dir)
+		if err == nil || !errors.Is(err, syscall.ENOENT) || parent == dir {
+			return err
+		}
+		dir = parent
 	}
 }
 
@@ -614,4 +634,27 @@ func versionSummary(v map[string]uint64) map[string]any {
 		out["denylist_shards"] = fmt.Sprintf("%d, versions %d to %d", shards, lo, hi)
 	}
 	return out
+}
+
+// noAckAfter is how many ack timeouts in a row, connected, make ctl status
+// (uplink_error) and selftest say the server takes none of the device's
+// batches: with the doubling ack timeout, over a minute without any ack.
+const noAckAfter = 3
+
+// uplinkProblem is why the uplink does not sync: the last error while it
+// is down; connected, a run of sends without any ack. A device whose
+// device.key is not the one registered for its id (validator.toml of a
+// new bundle copied without its device.key) is let in by the broker, and
+// the server refuses its batches without a word: the device only logged
+// "no ack from the server in time" once and ctl status said connected.
+func uplinkProblem(s uplink.Stats) string {
+	if !s.Connected {
+		return s.LastError
+	}
+	if s.AckTimeoutsInRow >= noAckAfter {
+		return fmt.Sprintf("connected, but no ack from the server for %d sends in a row: the server refuses this device's batches "+
+			"(device.key is not the key registered for this device: install the whole bundle of its last farego-provision device, "+
+			"not only validator.toml) or the device refuses the server's acks (fleet.pub of another fleet)", s.AckTimeoutsInRow)
+	}
+	return ""
 }

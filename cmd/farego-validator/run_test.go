@@ -1004,3 +1004,36 @@ func TestOpenWhenSpace(t *testing.T) {
 		t.Errorf("waiting with the context done: %v", err)
 	}
 }
+
+// TestOpenWhenSpaceMissingDir: a data_dir that could not be made (the disk
+// full at its first start: a second door's /var/lib/farego/rear) is waited
+// on like a queue file that could not be: the space is measured on the
+// directory it goes in. It exited as a "config" error, and systemd started
+// it again every 2 s with no light.
+func TestOpenWhenSpaceMissingDir(t *testing.T) {
+	defer func(r time.Duration, s func(string, *syscall.Statfs_t) error) { spaceRetry, statfs = r, s }(spaceRetry, statfs)
+	spaceRetry = 10 * time.Millisecond
+	var free atomic.Int64
+	statfs = func(path string, st *syscall.Statfs_t) error {
+		err := syscall.Statfs(path, st)
+		st.Bavail, st.Bsize = uint64(free.Load()/4096), 4096
+		return err
+	}
+	dir := filepath.Join(t.TempDir(), "farego", "rear")
+	var waiting atomic.Bool
+	tries := 0
+	want := &queueFiles{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qf, err := openWhenSpace(ctx, slog.New(slog.DiscardHandler), dir, &waiting, func() {}, func(context.Context) (*queueFiles, error) {
+		tries++
+		if tries == 1 {
+			go func() { time.Sleep(100 * time.Millisecond); free.Store(64 << 20) }()
+			return nil, &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOSPC}
+		}
+		return want, nil
+	})
+	if err != nil || qf != want || tries != 2 {
+		t.Fatalf("openWhenSpace on a missing data_dir: %v, %v after %d tries; want the queue once space was freed", qf, err, tries)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
+	"golang.org/x/sys/unix"
 )
 
 const selftestUsage = `Usage: farego-validator selftest --config FILE
@@ -243,7 +244,19 @@ func (s *selftest) checkScanners() {
 			s.add(levelFail, name, fmt.Sprintf("%s: %s: %v", sc.Name, path, err), "replug the scanner; replace it if this persists")
 		default:
 			fi, _ := f.Stat()
+			// A serial scanner's path must be a tty: the validator
+			// configures it with termios and cannot open anything else
+			// (/dev/null, a file, an evdev scanner's /dev/input/event*
+			// given as serial: "inappropriate ioctl for device").
+			_, terr := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 			f.Close()
+			serialPort := sc.Type != "evdev"
+			if serialPort && errors.Is(terr, unix.ENOTTY) {
+				s.add(levelFail, name, fmt.Sprintf("%s: %s is not a serial port: the validator cannot open it", sc.Name, path),
+					"point path at the scanner's tty (/dev/ttyACM0, /dev/ttyUSB0 or its udev name); a scanner that types "+
+						"like a USB keyboard is type = \"evdev\" with its /dev/input event device")
+				continue
+			}
 			if fi != nil && fi.Mode()&os.ModeCharDevice == 0 {
 				s.add(levelWarn, name, fmt.Sprintf("%s: %s is not a character device", sc.Name, path), "point path at the scanner's device")
 				continue
@@ -556,7 +569,12 @@ func (s *selftest) checkBroker(ctx context.Context) {
 	}
 	if s.running != nil && s.running.UplinkConnected != nil {
 		if *s.running.UplinkConnected {
-			s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
+			if e := s.running.UplinkError; e != "" {
+				s.add(levelWarn, "broker", "the running validator is "+e,
+					"install the device's whole current bundle; stop the validator and run selftest to check fleet.pub")
+			} else {
+				s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
+			}
 		} else {
 			why, do := "the running validator is not connected to "+m.Broker, "check the network, the broker and the device's credentials; its log says why"
 			if e := s.running.UplinkError; e != "" {

@@ -345,7 +345,7 @@ func TestSelftestScannerServiceAccess(t *testing.T) {
 	must(t, os.Chmod(tty.Name(), 0o620))
 	for _, c := range []struct {
 		path, typ, want string
-	}{{tty.Name(), "", "FAIL"}, {tty.Name(), "evdev", "FAIL"}, {"/dev/null", "", "OK"}} {
+	}{{tty.Name(), "", "FAIL"}, {tty.Name(), "evdev", "FAIL"}, {"/dev/null", "evdev", "OK"}} { // /dev/null is no tty: as serial it fails (TestSelftestScannerNotASerialPort)
 		s := &selftest{cfg: &Config{Scanners: []ScannerConfig{{Name: "front", Type: c.typ, Path: c.path}}}}
 		s.checkScanners()
 		if len(s.results) != 1 || s.results[0].level != c.want || (c.want == "FAIL" && !strings.Contains(s.results[0].why, "may not open it")) {
@@ -391,3 +391,23 @@ func TestSelftestVolatileDataDir(t *testing.T) {
 // setFSType sets a Statfs_t's Type, int32 on 32-bit ARM and int64 on
 // 64-bit machines.
 func setFSType[T ~int32 | ~int64](p *T, v uint32) { *p = T(int32(v)) }
+
+// A serial scanner whose path is no tty (/dev/null, a plain file, or an
+// evdev scanner's input device given as serial) cannot be opened by the
+// validator ("inappropriate ioctl for device", retried forever), yet
+// selftest said "present and readable" (field review: path = "/dev/null").
+func TestSelftestScannerNotASerialPort(t *testing.T) {
+	d := newSelftestDevice(t)
+	link := filepath.Join(d.dir, "scanner-front")
+	plain := filepath.Join(d.dir, "not-a-tty")
+	must(t, os.WriteFile(plain, nil, 0o644))
+	for _, target := range []string{os.DevNull, plain} {
+		must(t, os.Remove(link))
+		must(t, os.Symlink(target, link))
+		lines, report, code := d.selftest()
+		if code != exitFailure {
+			t.Errorf("scanner at %s: exit %d, want %d; report:\n%s", target, code, exitFailure, report)
+		}
+		wantCheck(t, lines, "scanner", "FAIL", "is not a serial port")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -73,5 +74,32 @@ func TestSelftestRunningUplinkError(t *testing.T) {
 		if got == nil || got.level != levelFail || !strings.Contains(got.why, c.err) || !strings.Contains(got.do, c.want) {
 			t.Errorf("uplink error %q: selftest results %+v; want a failed broker line with the error and %q", c.err, s.results, c.want)
 		}
+	}
+}
+
+// A device whose device.key is not the one registered for its id (a new
+// bundle's validator.toml installed without its device.key) is let in by
+// the broker, and the server refuses its batches without a word: ctl
+// status said only "uplink_connected": true while the queue grew, and
+// selftest beside it said OK. After noAckAfter ack timeouts in a row,
+// uplink_error says what is wrong and selftest warns with it.
+func TestUplinkProblemNoAcks(t *testing.T) {
+	st := uplink.Stats{}
+	st.Connected = true
+	st.AckTimeoutsInRow = noAckAfter - 1
+	if p := uplinkProblem(st); p != "" {
+		t.Errorf("%d timeouts in a row: %q, want none yet", st.AckTimeoutsInRow, p)
+	}
+	st.AckTimeoutsInRow = noAckAfter
+	p := uplinkProblem(st)
+	if !strings.Contains(p, "no ack from the server") || !strings.Contains(p, "device.key") {
+		t.Fatalf("%d timeouts in a row: %q, want the missing acks and device.key named", st.AckTimeoutsInRow, p)
+	}
+	up := true
+	s := &selftest{cfg: &Config{MQTT: MQTTConfig{Broker: "ssl://broker:8883"}},
+		running: &ctlStatus{UplinkConnected: &up, UplinkError: p}}
+	s.checkBroker(context.Background())
+	if len(s.results) != 1 || s.results[0].level != levelWarn || !strings.Contains(s.results[0].why, "device.key") {
+		t.Errorf("selftest results %+v; want a broker warning naming device.key", s.results)
 	}
 }

@@ -423,12 +423,19 @@ func (s *Serial) failed(st *link, err error) {
 	}
 }
 
+// notSerialHint is what to do about a path that opens but is no serial
+// port (ENOTTY from the termios ioctl: /dev/null, a file, an input event
+// device of a keyboard-wedge scanner configured as serial).
+const notSerialHint = "not a serial port: point [[scanner]] path at the scanner's tty (/dev/ttyACM0, /dev/ttyUSB0 or its udev name); " +
+	"a scanner that types like a USB keyboard is type = \"evdev\" with its /dev/input event device"
+
 // accessHint is what to do about a device the validator may not open.
 // EPERM on open is the service's device allow-list (the unit's
 // DevicePolicy=closed and DeviceAllow=, a cgroup rule: the file's mode and
 // group are not asked, so selftest run as root finds the device
 // "readable"): a SoC UART such as /dev/ttymxc0 is not on the shipped list.
-// EACCES is the file's owner, group and mode.
+// EACCES is the file's owner, group and mode. ENOTTY is a path that is not
+// a serial port at all.
 func accessHint(err error) string {
 	switch {
 	case errors.Is(err, syscall.EPERM):
@@ -436,6 +443,8 @@ func accessHint(err error) string {
 			"(systemctl edit farego-validator; NAME is the one beside the device's major number in /proc/devices, e.g. ttymxc)"
 	case errors.Is(err, syscall.EACCES):
 		return "the validator's user may not open it: group dialout for a serial port, group farego (a udev rule) for an input device"
+	case errors.Is(err, syscall.ENOTTY):
+		return notSerialHint
 	}
 	return ""
 }

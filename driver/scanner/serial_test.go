@@ -660,7 +660,7 @@ func TestSerialOpenDeniedHint(t *testing.T) {
 	for _, c := range []struct {
 		err  error
 		want string
-	}{{syscall.EPERM, "DeviceAllow=char-"}, {syscall.EACCES, "group dialout"}} {
+	}{{syscall.EPERM, "DeviceAllow=char-"}, {syscall.EACCES, "group dialout"}, {syscall.ENOTTY, "not a serial port"}} {
 		path := filepath.Join(t.TempDir(), "ttymxc0")
 		h := &harness{frames: make(chan Frame, 10), states: make(chan State, 10), logs: &logBuffer{}}
 		s, err := NewSerial(Config{Name: "front", Path: path, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,

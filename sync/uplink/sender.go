@@ -94,6 +94,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 	s.pub = pub
 	s.reset()
 	s.ackTimeout, s.timeouts = u.cfg.AckTimeout, 0
+	u.count(func(st *Stats) { st.AckTimeoutsInRow = 0 })
 	defer s.reset()
 
 	u.statusDirty.Store(false)
@@ -323,7 +324,7 @@ func (s *sender) ackTimedOut() error {
 		return nil
 	}
 	s.timeouts++
-	u.count(func(st *Stats) { st.AckTimeouts++ })
+	u.count(func(st *Stats) { st.AckTimeouts++; st.AckTimeoutsInRow = s.timeouts })
 	if s.timeouts == 1 {
 		u.log.Warn("uplink: no ack from the server in time; sending again",
 			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String())
@@ -437,6 +438,7 @@ func (s *sender) applyAck(a *wire.Ack) error {
 	if s.timeouts > 0 {
 		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
 		s.timeouts = 0
+		u.count(func(st *Stats) { st.AckTimeoutsInRow = 0 })
 	}
 	s.ackTimeout = u.cfg.AckTimeout
 	return s.fill()

@@ -102,6 +102,14 @@ type Stats struct {
 	BatchesSplit uint64 // batches halved to fit a wire message (wire.MaxMessageSize)
 	SyncCalls    uint64 // SyncSucceeded calls
 	StatusSent   uint64 // status messages published
+
+	// AckTimeoutsInRow counts the ack timeouts since the last ack on this
+	// connection (0 once one comes): connected, with no ack for several
+	// sends, the server refuses the device's batches (a device key that
+	// is not the one registered for its id: it says nothing back) or the
+	// device refuses its acks (another fleet's key).
+	AckTimeoutsInRow int
+
 	// StatusSanitized counts status messages that failed wire's check
 	// (Status.Check) and were sent sanitized; StatusProblem is why the
 	// last status failed it ("" when the last one passed).

@@ -104,6 +104,25 @@ func TestAckLostResends(t *testing.T) {
 	}
 }
 
+// TestAckTimeoutsInRow: a server that takes none of the device's batches
+// (a device key that is not the one registered: it answers nothing) leaves
+// the device connected and resending; AckTimeoutsInRow counts the run of
+// timeouts for ctl status to say so, and is 0 again once an ack comes.
+func TestAckTimeoutsInRow(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = 100 * time.Millisecond
+	srv := serverFor(f)
+	srv.setDropAcks(1 << 30)
+	appendTaps(t, f.q, f.taps, 10)
+	u := f.start()
+	waitFor(t, "three ack timeouts in a row", func() bool { return u.Stats().AckTimeoutsInRow >= 3 })
+	srv.setDropAcks(0)
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	if st := u.Stats(); st.AckTimeoutsInRow != 0 || !st.Connected {
+		t.Errorf("after an ack: AckTimeoutsInRow %d, connected %v; want 0, true", st.AckTimeoutsInRow, st.Connected)
+	}
+}
+
 // TestBusyServerNoResend: a server working through a backlog acks a
 // device's window batch by batch, the last ones later than the ack timeout
 // after they were sent but each within it of the ack before. The window

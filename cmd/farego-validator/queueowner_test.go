@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A queue file holding another device's unsent taps (a card or data
+// directory moved to a board provisioned with another id) is refused at
+// start and left as it is: sent under this device's id, the server kept
+// the taps aside as malformed records, uncharged, and acked them, so the
+// device deleted green taps.
+func TestQueueFileOfAnotherDeviceRefused(t *testing.T) {
+	d := newDevice(t, "", "")
+	d.start()
+	for i := range 2 {
+		code := d.issuer.Rider(t, uint64(5100+i), time.Now()).Code(t, time.Now())
+		expectLine(t, d.scan(code), "ACCEPTED")
+	}
+	d.stop()
+
+	b, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(b), `device_id = "bus-7-front"`, `device_id = "bus-9-rear"`, 1)), 0o644))
+	cmd := exec.Command(validatorBin, "run", "--config", d.cfgPath)
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the validator ran on another device's queue file:\n%s", out)
+	}
+	if cmd.ProcessState.ExitCode() != exitUsage {
+		t.Errorf("exit status %d, want %d", cmd.ProcessState.ExitCode(), exitUsage)
+	}
+	for _, want := range []string{"2 unsent taps of device bus-7-front", "this validator is bus-9-rear"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not say %q:\n%s", want, out)
+		}
+	}
+	if n := len(d.records()); n != 2 {
+		t.Errorf("%d taps left in the file, want 2 (untouched)", n)
+	}
+}
