@@ -119,6 +119,12 @@ type Agent struct {
 	log      *slog.Logger
 	verifier *paycode.Verifier
 	now      func() time.Time
+	// garbage holds back "tap refused" lines of frames that are no code
+	// (malformed, another version): one a second per scanner and reason,
+	// with how many it held back. A scanner fed noise makes thousands a
+	// second (a field review: 27,684 lines in 10 s), and none names a
+	// rider; the taps metric counts them all.
+	garbage garbageLog
 
 	state   atomic.Pointer[snapshot]
 	applyMu sync.Mutex
@@ -292,8 +298,18 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 			outcome = "out_of_service"
 		}
 		a.taps.With(outcome, string(out.Reason)).Inc()
-		a.log.Info("tap refused", "reason", out.Reason, "scanner", out.Scanner, "account", out.Account,
-			"code_hash", out.CodeHash)
+		held := 0
+		if out.Reason == paycode.ReasonMalformed || out.Reason == paycode.ReasonUnsupportedVersion {
+			var ok bool
+			if ok, held = a.garbage.allow(out.Scanner, out.Reason); !ok {
+				break
+			}
+		}
+		args := []any{"reason", out.Reason, "scanner", out.Scanner, "account", out.Account, "code_hash", out.CodeHash}
+		if held > 0 {
+			args = append(args, "suppressed", held)
+		}
+		a.log.Info("tap refused", args...)
 	}
 	return out
 }
@@ -722,4 +738,39 @@ func keySpan(kr *paycode.Keyring) (from, to time.Time) {
 		}
 	}
 	return from, to
+}
+
+// garbageLog lets one "tap refused" line of a frame that is no code
+// through per scanner and reason a second, and counts the others. Its keys
+// are the configured scanners' names times two reasons.
+type garbageLog struct {
+	mu   sync.Mutex
+	last map[[2]string]*garbageEntry
+}
+
+type garbageEntry struct {
+	at   time.Time
+	held int
+}
+
+func (g *garbageLog) allow(scanner string, reason record.Reason) (bool, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[[2]string]*garbageEntry{}
+	}
+	k := [2]string{scanner, string(reason)}
+	e := g.last[k]
+	now := time.Now()
+	if e == nil {
+		g.last[k] = &garbageEntry{at: now}
+		return true, 0
+	}
+	if now.Sub(e.at) < time.Second {
+		e.held++
+		return false, 0
+	}
+	held := e.held
+	e.at, e.held = now, 0
+	return true, held
 }

@@ -1047,3 +1047,39 @@ func TestNoValidKeyIsOutOfService(t *testing.T) {
 		t.Errorf("code of an unknown issuer: %+v, want %s", out, paycode.ReasonUnknownIssuerKey)
 	}
 }
+
+// TestGarbageRefusalsLogBounded: frames that are no code (a scanner fed
+// noise) are counted each, but logged one a second per scanner and
+// reason; refusals of codes are logged each (a field review: 10 s of
+// random bytes wrote 27,684 lines).
+func TestGarbageRefusalsLogBounded(t *testing.T) {
+	reg := metrics.NewRegistry()
+	var logs syncBuffer
+	h := newHarness(t, func(c *Config, _ *queue.Options) {
+		c.Metrics = reg
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	for range 200 {
+		h.tap("FG1:not a code")
+		h.tap("FG7:another version")
+	}
+	other := h.a.Tap(context.Background(), scanner.Frame{Scanner: "rear", Text: "garbage", Time: h.clock.Now()})
+	if other.Reason != paycode.ReasonMalformed {
+		t.Fatalf("garbage: %+v", other)
+	}
+	r := h.issuer.Rider(t, 4242, t0)
+	code := r.Code(t, t0)
+	h.clock.t = t0.Add(10 * time.Minute) // the code has expired
+	for range 3 {
+		h.tap(code)
+	}
+	lines := strings.Count(logs.String(), `msg="tap refused"`)
+	if want := 1 + 1 + 1 + 3; lines != want { // malformed and unsupported at front, malformed at rear, 3 expired codes
+		t.Errorf("%d refusal lines, want %d:\n%s", lines, want, logs.String())
+	}
+	var m strings.Builder
+	reg.WriteTo(&m)
+	if !strings.Contains(m.String(), `farego_taps_total{outcome="rejected",reason="malformed"} 201`) {
+		t.Errorf("the metrics do not count every malformed frame:\n%s", m.String())
+	}
+}
