@@ -72,8 +72,15 @@ func (c *Config) checkHardware() error {
 			return bad("scanner %q: max_len %d is shorter than a payment code (%d characters): every code would be dropped as overlong; leave it out (%d)",
 				s.Name, s.MaxLen, codeLen, scanner.DefaultMaxLen)
 		}
+		if s.MaxLen < 0 {
+			return bad("scanner %q: max_len %d: want a length, or leave it out (%d)", s.Name, s.MaxLen, scanner.DefaultMaxLen)
+		}
 		switch s.Type {
 		case "", scannerSerial:
+			if !scanner.SupportedBaud(s.Baud) {
+				return bad("scanner %q: baud %d is not a rate a serial port takes: the scanner's, usually 9600 or 115200 "+
+					"(from 50 to 4000000: 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, …)", s.Name, s.Baud)
+			}
 		case scannerEvdev:
 			if s.Path == "-" {
 				return bad("scanner %q: an evdev scanner needs a device path, not \"-\"", s.Name)

@@ -70,6 +70,8 @@ func TestHardwareConfigInvalid(t *testing.T) {
 		{"evdev stdin", "[[scanner]]\nname = \"a\"\npath = \"-\"\ntype = \"evdev\"\n", "needs a device path"},
 		{"evdev baud", scan + "type = \"evdev\"\nbaud = 9600\n", "baud does not apply"},
 		{"max_len below a code", scan + "max_len = 200\n", "shorter than a payment code (295 characters)"},
+		{"negative max_len", scan + "max_len = -1\n", `scanner "a": max_len -1: want a length`},
+		{"baud typo", scan + "baud = 9601\n", `scanner "a": baud 9601 is not a rate a serial port takes`},
 		{"evdev lf", scan + "type = \"evdev\"\nterminator = \"lf\"\n", "ends frames with Enter"},
 		{"offset without chip", scan + "[feedback]\ngpio_green_line = 17\n", "set feedback.gpio_chip"},
 		{"chip without lines", scan + "[feedback]\ngpio_chip = \"gpiochip0\"\n", "no gpio_green_line"},

@@ -43,6 +43,10 @@ const fastEOFLimit = 3
 const readBufSize = 2048
 
 // bauds are the line speeds github.com/tarm/serial supports on Linux.
+// SupportedBaud reports whether a serial scanner can be set to baud (0
+// is DefaultBaud).
+func SupportedBaud(baud int) bool { return baud == 0 || bauds[baud] }
+
 var bauds = map[int]bool{
 	50: true, 75: true, 110: true, 134: true, 150: true, 200: true, 300: true,
 	600: true, 1200: true, 1800: true, 2400: true, 4800: true, 9600: true,
