@@ -208,7 +208,7 @@ func printTokenRefunds(ctx context.Context, st *ledger.Store, id string, before 
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(rs) == ledger.MaxPaymentsPage {
+	if len(rs) >= ledger.MaxPaymentsPage {
 		fmt.Fprintf(stderr, "older ones: --before %d\n", rs[len(rs)-1].CreatedAt.UnixNano())
 	}
 	return nil

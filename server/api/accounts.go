@@ -344,7 +344,7 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	if req.Amount <= 0 || req.Reference == "" {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive and reference (the payment provider's id) is required")
 	}
-	a, added, err := h.cfg.Ledger.TopUpOnce(r.Context(), id, req.Amount, req.Reference)
+	a, added, err := h.cfg.Ledger.TopUpOnce(r.Context(), id, req.Amount, req.Reference, p.tokenID)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -376,7 +376,7 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 	if err != nil {
 		return nil, 0, err
 	}
-	a, err := h.cfg.Ledger.SetCreditLine(r.Context(), id, amount)
+	a, err := h.cfg.Ledger.SetCreditLine(r.Context(), id, amount, p.tokenID)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -308,10 +308,13 @@ func (h *Handler) tokenRefunds(w http.ResponseWriter, r *http.Request) (any, int
 }
 
 // TokenRefundResponse is a refund as a token's list gives it: with its
-// time in unix nanoseconds, the list's ?before= for older ones.
+// time in unix nanoseconds, the list's ?before= for older ones. A JSON
+// string: a time in ns is past 2^53, which a client reading JSON numbers
+// as doubles (JavaScript, jq, Go's any) rounds by up to 128 ns, and the
+// next page then repeated the last refund.
 type TokenRefundResponse struct {
 	RefundResponse
-	CreatedNS int64 `json:"created_ns"`
+	CreatedNS int64 `json:"created_ns,string"`
 }
 
 // KnownToken is nil for an API token the ledger holds (revoked or not)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
@@ -493,16 +494,22 @@ func preparePublishFares(h *Handler, r *http.Request) (*plan, error) {
 // devicesLeftOut says which devices (not revoked) are on a route (the
 // one assigned them, else that of their last tap) the table next does not
 // serve: they refuse every tap once they apply it
-// (route_not_in_fares). "" when none, or the fleet cannot be read (the
-// preview's route row still says what changes).
+// (route_not_in_fares). "" when none; when the fleet cannot be read in
+// time, that it could not check (the preview's route row still says what
+// changes).
 func (h *Handler) devicesLeftOut(ctx context.Context, next *fare.Table) string {
 	if len(next.Routes) == 0 {
 		return ""
 	}
+	// Advice: a locked or slow fleet does not hold the preview (a POST,
+	// which PageTimeout does not bound) nor the publishing it prepares.
+	ctx, cancel := context.WithTimeout(ctx, min(h.cfg.PageTimeout, 5*time.Second))
+	defer cancel()
+	const unchecked = "The devices on routes this table does not list could not be read (see the server log): check the fleet page first."
 	ds, err := h.cfg.Ledger.Fleet(ctx)
 	if err != nil {
 		h.log.Warn("console: reading the fleet for a fare preview failed", "err", err)
-		return ""
+		return unchecked
 	}
 	all := make([]string, len(ds))
 	for i, d := range ds {
@@ -511,7 +518,7 @@ func (h *Handler) devicesLeftOut(ctx context.Context, next *fare.Table) string {
 	assigned, err := h.cfg.Ledger.DevicesAssignments(ctx, all)
 	if err != nil {
 		h.log.Warn("console: reading the assignments for a fare preview failed", "err", err)
-		return ""
+		return unchecked
 	}
 	var ids []string
 	routes := map[string]bool{}
@@ -578,7 +585,7 @@ func prepareCreateToken(h *Handler, r *http.Request) (*plan, error) {
 var roleMeaning = map[string]string{
 	ledger.RoleOperator: "An operator token may do everything.",
 	ledger.RolePayments: "A payments token tops up accounts and sets credit lines (the payment provider).",
-	ledger.RoleMerchant: "A merchant token makes online payments for its own merchant id only.",
+	ledger.RoleMerchant: "A merchant token makes online payments for its own merchant id only, and refunds any of them.",
 	ledger.RoleAuditor:  "An auditor token reads everything and changes nothing.",
 }
 

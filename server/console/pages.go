@@ -1006,7 +1006,7 @@ func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *s
 	if len(ps) == ledger.MaxPaymentsPage {
 		d.NextURL = self + "?before=" + strconv.FormatUint(ps[len(ps)-1].ID, 10)
 	}
-	if len(rs) == ledger.MaxPaymentsPage {
+	if len(rs) >= ledger.MaxPaymentsPage {
 		d.RefundsNextURL = self + "?refunds_before=" + strconv.FormatInt(rs[len(rs)-1].CreatedAt.UnixNano(), 10) + "#token-refunds"
 	}
 	h.render(w, r, http.StatusOK, "tokenpayments", page{Title: "Payments and refunds by token " + id, Nav: "tokens", S: s, Data: d})

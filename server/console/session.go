@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -166,6 +167,11 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 		s, err := h.currentSession(r)
 		if err != nil {
 			if !errors.Is(err, ErrNoSession) {
+				if r.Method != http.MethodPost && (errors.Is(err, context.DeadlineExceeded) ||
+					errors.Is(r.Context().Err(), context.DeadlineExceeded)) {
+					h.fail(w, r, nil, err) // PageTimeout: 503, the ledger too slow
+					return
+				}
 				h.log.Error("console: reading the session failed", "err", err)
 				h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The session could not be read; see the server log.")
 				return

@@ -287,13 +287,15 @@ func (s *Store) AccountSecretHash(ctx context.Context, id uint64) ([]byte, error
 // account or amount is ErrTopUpConflict. A top-up that brings the balance
 // back to zero or more lifts the account's negative_balance deny entry.
 func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, reference string) (Account, error) {
-	a, _, err := s.TopUpOnce(ctx, account, amount, reference)
+	a, _, err := s.TopUpOnce(ctx, account, amount, reference, "")
 	return a, err
 }
 
 // TopUpOnce is TopUp that also says whether this call added the money
 // (false: the reference's top-up was done before, a retry replayed).
-func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, reference string) (Account, bool, error) {
+// tokenID is the API token that asks: one revoked meanwhile is refused
+// (ErrTokenRevoked, nothing written), as for Pay (see tokenInForce).
+func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, reference, tokenID string) (Account, bool, error) {
 	if err := checkAccountID(account); err != nil {
 		return Account{}, false, invalid("%v", err)
 	}
@@ -307,6 +309,9 @@ func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, ref
 	added := false
 	err := s.write(ctx, "top up", func(t *txn) error {
 		added = false
+		if err := t.tokenInForce(tokenID, false); err != nil {
+			return err
+		}
 		a, err := t.lockExisting(account)
 		if err != nil {
 			return err
@@ -340,6 +345,9 @@ func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, ref
 			if err := t.appendPosting(a, KindTopUp, amount, postingRef{topupRef: reference}); err != nil {
 				return err
 			}
+			if err := t.tokenInForce(tokenID, true); err != nil { // last: see tokenInForce
+				return err
+			}
 			added = true
 		}
 		if err := t.finish(); err != nil {
@@ -360,8 +368,10 @@ func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, ref
 // SetCreditLine sets how far below zero an account's balance may go before
 // the account is denied (0 ≤ amount ≤ MaxAmount; 0 for prepaid riders) and
 // returns the account after it. The negative_balance deny entry follows at
-// once: raising the line may lift it, lowering it may set it.
-func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64) (Account, error) {
+// once: raising the line may lift it, lowering it may set it. tokenID is
+// the API token that asks: one revoked meanwhile is refused
+// (ErrTokenRevoked), as for Pay (see tokenInForce).
+func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64, tokenID string) (Account, error) {
 	if err := checkAccountID(account); err != nil {
 		return Account{}, invalid("%v", err)
 	}
@@ -370,6 +380,9 @@ func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64)
 	}
 	var acct Account
 	err := s.write(ctx, "set credit line", func(t *txn) error {
+		if err := t.tokenInForce(tokenID, false); err != nil {
+			return err
+		}
 		a, err := t.lockExisting(account)
 		if err != nil {
 			return err
@@ -378,6 +391,9 @@ func (s *Store) SetCreditLine(ctx context.Context, account uint64, amount int64)
 			return err
 		}
 		a.creditLine, a.dirty = amount, true
+		if err := t.tokenInForce(tokenID, true); err != nil { // last: see tokenInForce
+			return err
+		}
 		if err := t.finish(); err != nil {
 			return err
 		}

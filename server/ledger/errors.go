@@ -31,7 +31,8 @@ var ErrDenied = errors.New("ledger: account or credential denied")
 // used for a payment with other parameters (account, code, amount, currency).
 var ErrOrderConflict = errors.New("ledger: order id already used with other parameters")
 
-// ErrTokenRevoked is returned by Pay and RefundPayment when the API token
+// ErrTokenRevoked is returned by Pay, RefundPayment, TopUpOnce and
+// SetCreditLine when the API token
 // that asks (TokenID) was revoked by the time the payment or refund would
 // be written: a request that passed the token check before the revocation
 // committed, and would otherwise commit after it. Nothing has been

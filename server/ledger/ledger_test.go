@@ -1462,6 +1462,7 @@ func TestProfilePending(t *testing.T) {
 			`ALTER TABLE devices DROP COLUMN written_ns`,                                                                         /* migration 22 */
 			`ALTER TABLE code_uses DROP COLUMN reusers`,                                                                          /* 23 */
 			`DROP TABLE code_refusals`,                                                                                           /* 24 */
+			`DROP INDEX refunds_token`,                                                                                           /* 29: on token_id */
 			`DROP INDEX payments_token`, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id`, /* 26 */
 			`DELETE FROM schema_migrations WHERE version >= 13`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {

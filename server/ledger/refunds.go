@@ -172,8 +172,9 @@ func (s *Store) Refunds(ctx context.Context, paymentID uint64) ([]PaymentRefund,
 
 // RefundsByToken returns the refunds an API token made, newest first,
 // those made before before (unix ns; 0: from the newest), at most limit
-// (MaxPaymentsPage when 0 or more): what a leaked till token gave back, as
-// PaymentsByToken is what it took.
+// (MaxPaymentsPage when 0 or more; a full page also takes the refunds of
+// its last one's time, so that the next, before that time, skips none):
+// what a leaked till token gave back, as PaymentsByToken is what it took.
 func (s *Store) RefundsByToken(ctx context.Context, tokenID string, before int64, limit int) ([]PaymentRefund, error) {
 	if tokenID == "" || unstorable(tokenID) {
 		return nil, nil
@@ -184,8 +185,33 @@ func (s *Store) RefundsByToken(ctx context.Context, tokenID string, before int64
 	if before <= 0 {
 		before = math.MaxInt64
 	}
-	return refundQuery(ctx, s.db, tokenRefundsWhere, tokenID, before, limit)
+	rs, err := refundQuery(ctx, s.db, tokenRefundsWhere, tokenID, before, limit)
+	if err != nil || len(rs) < limit {
+		return rs, err
+	}
+	// The next page starts before the last one's time: a page never ends
+	// inside refunds of one time (a coarse clock, two instances), which
+	// the next page would skip. It takes the rest of them, past limit.
+	last := rs[len(rs)-1].CreatedAt.UnixNano()
+	tie, err := refundQuery(ctx, s.db, tokenRefundsTieWhere, tokenID, last)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[[2]string]bool{}
+	for _, r := range rs {
+		listed[[2]string{r.MerchantID, r.RefundID}] = true
+	}
+	for _, r := range tie {
+		if !listed[[2]string{r.MerchantID, r.RefundID}] {
+			rs = append(rs, r)
+		}
+	}
+	return rs, nil
 }
+
+// tokenRefundsTieWhere selects a token's refunds of one time, in the
+// order of tokenRefundsWhere.
+const tokenRefundsTieWhere = `WHERE r.token_id = $1 AND r.created_ns = $2 ORDER BY r.account_id DESC, r.posting_seq DESC`
 
 // tokenRefundsWhere selects a token's refunds before a time, newest first,
 // in the order of refunds_token (token, time, then the refund's posting:
