@@ -122,6 +122,24 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 		salvages = append(salvages, s)
 	}
+	// A damaged file of another device (a card moved to a board with
+	// another id) is left pending, as a sound one is refused: salvaged
+	// here, its taps were left out as damaged and the file marked
+	// salvaged, so that nothing started them again under their device.
+	for _, s := range salvages {
+		other, n, err := foreignTaps(s, cfg.DeviceID)
+		if err == nil && other != "" {
+			err = fmt.Errorf("%w: data_dir: the damaged queue file %s holds %d unsent taps of device %s, and this validator is %s: "+
+				"salvaged here they would not be sent. Start %s's bundle on it (README: Replacing a broken board), "+
+				"or give this validator a data_dir of its own", errConfig, s.Path, n, other, cfg.DeviceID, other)
+		}
+		if err != nil {
+			if q != nil {
+				q.Close()
+			}
+			return nil, err
+		}
+	}
 	fresh := q == nil
 	if fresh {
 		if err := waitClock(ctx); err != nil {
@@ -192,21 +210,61 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 // aside as malformed (uncharged) and acks them, so the device deletes
 // green taps the riders were let through on. Nothing is changed: the file
 // is kept for its own device's bundle.
+//
+// The taps the file adopted from a damaged file (a failing card: salvaged,
+// then the board replaced) are sent under this device's id too: the
+// oldest of each adopted epoch is checked as well, and they are counted
+// as ctl status's queue_depth counts them.
 func checkQueueOwner(q *queue.Queue, device string) error {
 	recs, err := q.Peek(1, 0)
-	if err != nil || len(recs) == 0 {
+	if err != nil {
 		return err
 	}
-	tp, err := record.ParseTap(recs[0].Data)
-	if err != nil || tp.DeviceID == device {
-		return nil // a record that does not decode is the server's to keep aside
+	epochs, err := q.AdoptedEpochs()
+	if err != nil {
+		return err
 	}
-	st, _ := q.Stats()
-	return fmt.Errorf("%w: data_dir: %s holds %d unsent taps of device %s, and this validator is %s: "+
-		"sent as %s's, the server would keep them aside uncharged. Run that file with %s's bundle until "+
-		"farego-validator ctl status shows \"queue_depth\": 0 (README: Replacing a broken board), "+
-		"or give this validator a data_dir of its own",
-		errConfig, q.Path(), st.Count, tp.DeviceID, device, device, tp.DeviceID)
+	for _, e := range epochs {
+		r, err := q.PeekAdopted(e, 0, 1, 0)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, r...)
+	}
+	for _, r := range recs {
+		tp, err := record.ParseTap(r.Data)
+		if err != nil || tp.DeviceID == device {
+			continue // a record that does not decode is the server's to keep aside
+		}
+		st, _ := q.Stats()
+		return fmt.Errorf("%w: data_dir: %s holds %d unsent taps of device %s, and this validator is %s: "+
+			"sent as %s's, the server would keep them aside uncharged. Run that file with %s's bundle until "+
+			"farego-validator ctl status shows \"queue_depth\": 0 (README: Replacing a broken board), "+
+			"or give this validator a data_dir of its own",
+			errConfig, q.Path(), st.Count+st.Adopted, tp.DeviceID, device, device, tp.DeviceID)
+	}
+	return nil
+}
+
+// foreignTaps returns the device of the first unsent tap of the damaged
+// file s that is not device's ("" if none) and how many such taps it
+// holds. A file read page by page (Scanned) is not judged: its pages give
+// back taps delivered already too, and stale copies in free pages, which
+// may be of a device that ran the file before this one.
+func foreignTaps(s *queue.Salvage, device string) (other string, n int, err error) {
+	if s.Scanned {
+		return "", 0, nil
+	}
+	err = s.Records(func(_ string, r queue.Record) error {
+		if tp, err := record.ParseTap(r.Data); err == nil && tp.DeviceID != device {
+			if other == "" {
+				other = tp.DeviceID
+			}
+			n++
+		}
+		return nil
+	})
+	return other, n, err
 }
 
 // salvageFile adopts what can be read from one damaged file, records the

@@ -652,7 +652,11 @@ func uplinkProblem(s uplink.Stats) string {
 		return s.LastError
 	}
 	if s.AckTimeoutsInRow >= noAckAfter {
-		return fmt.Sprintf("connected, but no ack from the server for %d sends in a row: the server refuses this device's batches "+
+		// The server answers nothing either while it, or its database,
+		// is down (ingest.RejectStoreError): then every device says so,
+		// and no bundle is to be installed.
+		return fmt.Sprintf("connected, but no ack from the server for %d sends in a row: if other devices say so too, the server "+
+			"or its database is down or not reading the broker; if only this one, the server refuses its batches "+
 			"(device.key is not the key registered for this device: install the whole bundle of its last farego-provision device, "+
 			"not only validator.toml) or the device refuses the server's acks (fleet.pub of another fleet)", s.AckTimeoutsInRow)
 	}

@@ -571,7 +571,8 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		if *s.running.UplinkConnected {
 			if e := s.running.UplinkError; e != "" {
 				s.add(levelWarn, "broker", "the running validator is "+e,
-					"install the device's whole current bundle; stop the validator and run selftest to check fleet.pub")
+					"if other devices say so too, check the settlement server and its database; if not, install the device's "+
+						"whole current bundle, and stop the validator and run selftest to check fleet.pub")
 			} else {
 				s.add(levelOK, "broker", "the running validator is connected with this device's credentials", "")
 			}

@@ -65,6 +65,9 @@ func Rename(oldpath, newpath string) error {
 	return nil
 }
 
+// syncDir is SyncDir for MkdirAll (a test sees which directories it syncs).
+var syncDir = SyncDir
+
 // SyncDir fsyncs a directory, making the entries created, renamed or
 // removed in it durable.
 func SyncDir(dir string) error {
@@ -146,18 +149,28 @@ func MkdirAll(dir string, perm fs.FileMode) error {
 		missing = append(missing, d)
 	}
 	if err := os.MkdirAll(dir, perm); err != nil {
+		// The directories made before the failure (a full disk: the
+		// validator waits and calls again) are made durable now: the next
+		// call finds them there and syncs only the parent of the first it
+		// makes, so a power cut could take them back with the queue file.
+		for i := len(missing) - 1; i >= 0; i-- {
+			if _, serr := os.Lstat(missing[i]); serr != nil {
+				break
+			}
+			syncDir(filepath.Dir(missing[i])) // best effort: the error returned is the mkdir's
+		}
 		return fmt.Errorf("durable: %w", err)
 	}
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return fmt.Errorf("durable: %s: not a directory", dir)
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := SyncDir(filepath.Dir(missing[i])); err != nil {
+		if err := syncDir(filepath.Dir(missing[i])); err != nil {
 			return err
 		}
 	}
 	if len(missing) == 0 && filepath.Dir(dir) != dir {
-		return SyncDir(filepath.Dir(dir))
+		return syncDir(filepath.Dir(dir))
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -214,5 +216,27 @@ func TestMkdirAll(t *testing.T) {
 	}
 	if err := MkdirAll(filepath.Join(f, "sub"), 0o700); err == nil {
 		t.Fatal("MkdirAll below a file succeeded")
+	}
+}
+
+// TestMkdirAllFailedSyncsWhatItMade: a MkdirAll that fails part way (a
+// full disk: the validator waits and calls it again) made the upper
+// directories durable neither then nor at the call that succeeded, which
+// syncs only the parent of the first directory it makes itself: a power
+// cut could take the data directory back with the queue file in it.
+func TestMkdirAllFailedSyncsWhatItMade(t *testing.T) {
+	defer func(f func(string) error) { syncDir = f }(syncDir)
+	var synced []string
+	syncDir = func(d string) error { synced = append(synced, d); return SyncDir(d) }
+	base := t.TempDir()
+	// The second level cannot be made (a name too long stands for ENOSPC).
+	if err := MkdirAll(filepath.Join(base, "farego", strings.Repeat("r", 300)), 0o700); err == nil {
+		t.Fatal("MkdirAll of a name too long succeeded")
+	}
+	if err := MkdirAll(filepath.Join(base, "farego", "rear"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(synced, base) {
+		t.Errorf("synced %q: never %s, which holds the directory farego made by the failed call", synced, base)
 	}
 }
