@@ -1034,7 +1034,9 @@ func TestNoValidKeyIsOutOfService(t *testing.T) {
 	if out.Reason != record.ReasonNoValidKey || !record.OutOfService(out.Reason) {
 		t.Errorf("tap with no key valid: %+v, want %s", out, record.ReasonNoValidKey)
 	}
-	if oos := h.a.OutOfService(); !strings.HasPrefix(oos, string(record.ReasonNoValidKey)+": ") {
+	if oos := h.a.OutOfService(); !strings.HasPrefix(oos, string(record.ReasonNoValidKey)+": ") ||
+		!strings.Contains(oos, "none of its 1 keys, the first valid from "+t0.AddDate(-1, 0, 0).UTC().Format(time.RFC3339)+
+			", the last until "+t0.AddDate(1, 0, 0).UTC().Format(time.RFC3339)+", is valid at "+later.UTC().Format(time.RFC3339)) {
 		t.Errorf("OutOfService = %q, want %s with why", oos, record.ReasonNoValidKey)
 	}
 

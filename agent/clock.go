@@ -111,10 +111,14 @@ func (a *Agent) OutOfService() string {
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
 	if now := a.now(); !s.keyring.ValidAt(now, a.cfg.Policy) {
-		from, to := keySpan(s.keyring)
-		return fmt.Sprintf("%s: no key of keyring version %d is valid now (its keys cover %s to %s): connect the device to the broker "+
-			"for the server's keyring, or provision it again", record.ReasonNoValidKey, s.keyring.Version(),
-			from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
+		keys := "it holds no key"
+		if n := len(s.keyring.Keys()); n > 0 {
+			from, to := keySpan(s.keyring)
+			keys = fmt.Sprintf("none of its %d keys, the first valid from %s, the last until %s, is valid at %s", n,
+				from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		return fmt.Sprintf("%s: no key of keyring version %d is valid now (%s): connect the device to the broker "+
+			"for the server's keyring, or provision it again", record.ReasonNoValidKey, s.keyring.Version(), keys)
 	}
 	return routeNotCovered(s, a.assign.Load())
 }
