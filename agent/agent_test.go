@@ -1040,6 +1040,21 @@ func TestNoValidKeyIsOutOfService(t *testing.T) {
 		t.Errorf("OutOfService = %q, want %s with why", oos, record.ReasonNoValidKey)
 	}
 
+	// A route the fare table does not serve as well: the status gives the
+	// reason the taps get (the route is checked first).
+	if err := h.a.Apply(record.DocFares, 3, faresForOnly42(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.a.AssignLocal("99", "bus-17"); err != nil {
+		t.Fatal(err)
+	}
+	if out, oos := h.tap(text), h.a.OutOfService(); out.Reason != record.ReasonRouteNotInFares || !strings.HasPrefix(oos, string(out.Reason)+": ") {
+		t.Errorf("route and keyring both bad: tap %s, status %q; want both %s", out.Reason, oos, record.ReasonRouteNotInFares)
+	}
+	if err := h.a.AssignLocal("42", "bus-17"); err != nil {
+		t.Fatal(err)
+	}
+
 	h.clock.t = t0
 	if oos := h.a.OutOfService(); oos != "" {
 		t.Errorf("OutOfService with a valid key = %q", oos)

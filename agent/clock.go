@@ -110,6 +110,10 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: not provisioned (keyring version %d, fare table version %d)", record.ReasonNoFare,
 			s.versions[record.DocKeyring], s.versions[record.DocFares])
 	}
+	// The tap path's order: a route the fare table does not serve first.
+	if why := routeNotCovered(s, a.assign.Load()); why != "" {
+		return why
+	}
 	if now := a.now(); !s.keyring.ValidAt(now, a.cfg.Policy) {
 		keys := "it holds no key"
 		if n := len(s.keyring.Keys()); n > 0 {
@@ -120,7 +124,7 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: no key of keyring version %d is valid now (%s): connect the device to the broker "+
 			"for the server's keyring, or provision it again", record.ReasonNoValidKey, s.keyring.Version(), keys)
 	}
-	return routeNotCovered(s, a.assign.Load())
+	return ""
 }
 
 // hold is an out-of-service state set from outside the tap path.
