@@ -301,7 +301,7 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 		held := 0
 		if out.Reason == paycode.ReasonMalformed || out.Reason == paycode.ReasonUnsupportedVersion {
 			var ok bool
-			if ok, held = a.garbage.allow(out.Scanner, out.Reason); !ok {
+			if ok, held = a.garbage.allow(a.sinceBoot(), out.Scanner, out.Reason); !ok {
 				break
 			}
 		}
@@ -749,11 +749,11 @@ type garbageLog struct {
 }
 
 type garbageEntry struct {
-	at   time.Time
+	at   time.Duration // Agent.sinceBoot: the wall clock may be set back
 	held int
 }
 
-func (g *garbageLog) allow(scanner string, reason record.Reason) (bool, int) {
+func (g *garbageLog) allow(now time.Duration, scanner string, reason record.Reason) (bool, int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.last == nil {
@@ -761,12 +761,11 @@ func (g *garbageLog) allow(scanner string, reason record.Reason) (bool, int) {
 	}
 	k := [2]string{scanner, string(reason)}
 	e := g.last[k]
-	now := time.Now()
 	if e == nil {
 		g.last[k] = &garbageEntry{at: now}
 		return true, 0
 	}
-	if now.Sub(e.at) < time.Second {
+	if now-e.at < time.Second {
 		e.held++
 		return false, 0
 	}

@@ -1076,6 +1076,8 @@ func TestGarbageRefusalsLogBounded(t *testing.T) {
 		c.Metrics = reg
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
+	var boot atomic.Int64 // the time since boot the limiter reads
+	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
 	for range 200 {
 		h.tap("FG1:not a code")
 		h.tap("FG7:another version")
@@ -1094,9 +1096,15 @@ func TestGarbageRefusalsLogBounded(t *testing.T) {
 	if want := 1 + 1 + 1 + 3; lines != want { // malformed and unsupported at front, malformed at rear, 3 expired codes
 		t.Errorf("%d refusal lines, want %d:\n%s", lines, want, logs.String())
 	}
+	// A second later, the next says how many were held back.
+	boot.Add(int64(time.Second))
+	h.tap("FG1:not a code")
+	if !strings.Contains(logs.String(), `reason=malformed scanner=front account=0 code_hash=b1489cc58bb3 suppressed=199`) {
+		t.Errorf("the line a second later does not say 199 were held back:\n%s", logs.String())
+	}
 	var m strings.Builder
 	reg.WriteTo(&m)
-	if !strings.Contains(m.String(), `farego_taps_total{outcome="rejected",reason="malformed"} 201`) {
+	if !strings.Contains(m.String(), `farego_taps_total{outcome="rejected",reason="malformed"} 202`) {
 		t.Errorf("the metrics do not count every malformed frame:\n%s", m.String())
 	}
 }
