@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/release"
+	"github.com/farego/farego/sync/wire"
 )
 
 const releaseUsage = `Usage:
@@ -149,11 +150,21 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer st.Close()
 	// A listed device the ledger does not know is a typo: the rollout
 	// would name it and reach nobody by it.
+	var notes []string // listed devices that will not install it
 	for _, id := range ids {
-		if _, err := st.Device(ctx, id); errors.Is(err, ledger.ErrNotFound) {
+		d, err := st.Device(ctx, id)
+		if errors.Is(err, ledger.ErrNotFound) {
 			return fmt.Errorf("--devices: no device %q is registered: nothing rolled out", id)
 		} else if err != nil {
 			return err
+		}
+		switch c, ok := wire.CompareVersions(fs.Arg(0), d.Status.Software); {
+		case !ok:
+		case c == 0:
+			notes = append(notes, fmt.Sprintf("%s runs %s already: nothing to install", id, d.Status.Software))
+		case c < 0 && !*downgrade:
+			notes = append(notes, fmt.Sprintf("warning: %s runs %s, newer than %s: it refuses this rollout and reports the update "+
+				"failed (--allow-downgrade to take it back)", id, d.Status.Software, fs.Arg(0)))
 		}
 	}
 	ro, err := store.SetRollout(fs.Arg(0), ids, *percent, *downgrade, time.Now())
@@ -165,6 +176,9 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "rollout %d: version %s to %d%% of the fleet and %d listed devices\n", ro.Seq, ro.Version, ro.Percent, len(ro.Devices))
+	for _, n := range notes {
+		fmt.Fprintln(stdout, n)
+	}
 	// Devices do not report their architecture: say which builds there
 	// are, so that an operator who added armv7 alone knows why an arm64
 	// bus says "no build for arm64".

@@ -263,6 +263,18 @@ func TestOTAUpdate(t *testing.T) {
 	if installs != 1 {
 		t.Errorf("1.2.0 installed %d times, want once", installs)
 	}
+	// Rolling out an older version to a listed device says it will be
+	// refused (it was rolled out without a word, and failed on the bus).
+	_, err = settlement("release", "add", "--file", bins["1.0.0"], "--version", "1.0.0", "--arch", arch)
+	must(t, err)
+	out, err = settlement("release", "rollout", "--devices", "ota-1", "1.0.0")
+	must(t, err)
+	if !strings.Contains(out, "warning: ota-1 runs 1.1.0, newer than 1.0.0: it refuses this rollout") {
+		t.Errorf("rollout of an older version: %q, want a warning that ota-1 runs a newer one", out)
+	}
+	if out, err = settlement("release", "rollout", "--devices", "ota-1", "1.1.0"); err != nil || !strings.Contains(out, "ota-1 runs 1.1.0 already") {
+		t.Errorf("rollout of the version it runs: %q, %v; want a note that it runs it already", out, err)
+	}
 }
 
 func drain(f *os.File) {
