@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,26 +51,13 @@ func TestDamagedQueueFileOfAnotherDeviceRefused(t *testing.T) {
 	d.stop()
 	d.damageQueue()
 
-	b, err := os.ReadFile(d.cfgPath)
-	must(t, err)
-	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(b), `device_id = "bus-7-front"`, `device_id = "bus-9-rear"`, 1)), 0o644))
-	cmd := exec.Command(validatorBin, "run", "--config", d.cfgPath)
-	done := make(chan struct{})
-	var out []byte
-	go func() { out, err = cmd.CombinedOutput(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
+	out, code, _ := runAs(t, d, "bus-9-rear")
 	salvaged, _ := filepath.Glob(filepath.Join(d.dir, "data", queueFile+".corrupt-*"+salvagedSuffix))
-	if cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(string(out), "taps of device bus-7-front") || len(salvaged) != 0 {
+	if code != exitUsage || !strings.Contains(string(out), "taps of device bus-7-front") || len(salvaged) != 0 {
 		t.Fatalf("bus-9-rear on bus-7-front's damaged file: exit %d, %d files marked salvaged; want %d and none:\n%s",
-			cmd.ProcessState.ExitCode(), len(salvaged), exitUsage, out)
+			code, len(salvaged), exitUsage, out)
 	}
 
-	must(t, os.WriteFile(d.cfgPath, b, 0o644))
 	d.start()
 	d.stop()
 	salvaged, _ = filepath.Glob(filepath.Join(d.dir, "data", queueFile+".corrupt-*"+salvagedSuffix))
