@@ -727,19 +727,6 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 	}
 }
 
-// keySpan is when the first key of kr becomes valid and the last ends.
-func keySpan(kr *paycode.Keyring) (from, to time.Time) {
-	for i, k := range kr.Keys() {
-		if i == 0 || k.NotBefore.Before(from) {
-			from = k.NotBefore
-		}
-		if k.NotAfter.After(to) {
-			to = k.NotAfter
-		}
-	}
-	return from, to
-}
-
 // garbageLog lets one "tap refused" line of a frame that is no code
 // through per scanner and reason a second, and counts the others. Its keys
 // are the configured scanners' names times two reasons.

@@ -116,8 +116,8 @@ func (a *Agent) OutOfService() string {
 	}
 	if now := a.now(); !s.keyring.ValidAt(now, a.cfg.Policy) {
 		keys := "it holds no key"
-		if n := len(s.keyring.Keys()); n > 0 {
-			from, to := keySpan(s.keyring)
+		if n := s.keyring.Len(); n > 0 {
+			from, to := s.keyring.Span()
 			keys = fmt.Sprintf("none of its %d keys, the first valid from %s, the last until %s, is valid at %s", n,
 				from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}

@@ -88,6 +88,29 @@ func (k *Keyring) ValidAt(now time.Time, p Policy) bool {
 	return false
 }
 
+// Len returns how many keys the keyring holds.
+func (k *Keyring) Len() int {
+	if k == nil {
+		return 0
+	}
+	return len(k.keys)
+}
+
+// Span returns when the keyring's first key becomes valid and its last
+// ends: zero times for an empty keyring. Keys may leave gaps between them;
+// ValidAt tells whether one holds a given time.
+func (k *Keyring) Span() (from, to time.Time) {
+	for i, key := range k.keys {
+		if i == 0 || key.NotBefore.Before(from) {
+			from = key.NotBefore
+		}
+		if key.NotAfter.After(to) {
+			to = key.NotAfter
+		}
+	}
+	return from, to
+}
+
 // Lookup returns the key with the given id.
 func (k *Keyring) Lookup(id uint32) (Key, bool) {
 	if k == nil {

@@ -629,4 +629,14 @@ func TestKeyringValidAt(t *testing.T) {
 	if (*Keyring)(nil).ValidAt(start, p) {
 		t.Error("a nil keyring is valid")
 	}
+	if from, to := kr.Span(); !from.Equal(start) || !to.Equal(start.AddDate(0, 3, 0)) || kr.Len() != 2 {
+		t.Errorf("Span = %s to %s, Len = %d; want %s to %s, 2", from, to, kr.Len(), start, start.AddDate(0, 3, 0))
+	}
+	empty, err := NewKeyring(4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, to := empty.Span(); !from.IsZero() || !to.IsZero() || empty.Len() != 0 || (*Keyring)(nil).Len() != 0 {
+		t.Errorf("empty keyring: Span = %s to %s, Len = %d", from, to, empty.Len())
+	}
 }

@@ -39,7 +39,9 @@
 //     taken; another process grabbing it for good fails the test.
 //   - StartMosquitto picks its ports with FreeAddr, which frees them again
 //     before mosquitto binds them: another process taking one in between
-//     makes mosquitto exit and the test fail. It skips the test when
+//     makes mosquitto exit, and StartMosquitto picks new ports, up to five
+//     times. It waits for mosquitto's own listening sockets (read from
+//     /proc), not for a connection. It skips the test when
 //     mosquitto is not installed (unless FAREGO_CI is set) and under
 //     qemu-user emulation (FAREGO_QEMU).
 //   - LeakCheck matches goroutine stacks as text: a marker such as

@@ -8,6 +8,9 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -72,9 +75,35 @@ func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
 		tb.Fatal(err)
 	}
 
-	m := &Mosquitto{Dir: tb.TempDir()}
+	dir := tb.TempDir()
+	for attempt := 1; ; attempt++ {
+		m, taken := startMosquitto(tb, bin, me.Username, dir, opts)
+		if !taken {
+			return m
+		}
+		if attempt == portAttempts {
+			tb.Fatalf("mosquitto: a port picked was taken by another process before mosquitto bound it, %d times", attempt)
+		}
+		tb.Logf("mosquitto: a port picked was taken before mosquitto bound it; picking again (attempt %d of %d)", attempt+1, portAttempts)
+	}
+}
+
+// portAttempts bounds how often StartMosquitto picks new ports when one it
+// picked was taken (by a client's ephemeral port, say) before mosquitto
+// bound it.
+const portAttempts = 5
+
+// pickAddr is FreeAddr; a test replaces it to hand out a taken port.
+var pickAddr = FreeAddr
+
+// startMosquitto starts one mosquitto in dir on ports picked now. It
+// reports taken, having killed nothing and waited for nothing, when
+// mosquitto exited because one of them was in use.
+func startMosquitto(tb testing.TB, bin, username, dir string, opts MosquittoOptions) (m *Mosquitto, taken bool) {
+	tb.Helper()
+	m = &Mosquitto{Dir: dir}
 	for range max(opts.Listeners, 1) {
-		addr := FreeAddr(tb)
+		addr := pickAddr(tb)
 		_, port, _ := net.SplitHostPort(addr)
 		m.Addrs, m.Ports = append(m.Addrs, addr), append(m.Ports, port)
 	}
@@ -91,13 +120,13 @@ func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
 	}
 	// user: when started as root, mosquitto would otherwise switch to the
 	// mosquitto user, which cannot read the test's files.
-	conf := fmt.Sprintf("user %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", me.Username) + opts.Config(m)
+	conf := fmt.Sprintf("user %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", username) + opts.Config(m)
 	confFile := filepath.Join(m.Dir, "mosquitto.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd := exec.Command(bin, "-c", confFile)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -106,6 +135,31 @@ func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
 	m.PID = cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	for _, addr := range m.Addrs {
+		deadline := time.Now().Add(mosquittoWait)
+		for {
+			// Its own listening socket, not a connection: whoever took
+			// the port would answer that.
+			err := listening(m.PID, addr)
+			if err == nil {
+				break
+			}
+			select {
+			case <-exited:
+				if strings.Contains(stderr.String(), "Address already in use") {
+					return nil, true
+				}
+				tb.Fatalf("mosquitto exited: %s", stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				<-exited
+				tb.Fatalf("mosquitto not listening on %s: %v\n%s", addr, err, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	tb.Cleanup(func() {
 		cmd.Process.Kill()
 		<-exited
@@ -113,24 +167,58 @@ func StartMosquitto(tb testing.TB, opts MosquittoOptions) *Mosquitto {
 			tb.Logf("mosquitto log:\n%s", stderr.String())
 		}
 	})
-	for _, addr := range m.Addrs {
-		deadline := time.Now().Add(mosquittoWait)
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-exited:
-				tb.Fatalf("mosquitto exited: %s", stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				tb.Fatalf("mosquitto not listening on %s: %v", addr, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+	return m, false
+}
+
+// syncBuffer is a bytes.Buffer that mosquitto's output copier writes while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// listening tells whether process pid has a socket listening on addr, a
+// 127.0.0.1 address, from /proc: the listening sockets of /proc/net/tcp
+// on that port, one of which must be among the process's files.
+func listening(pid int, addr string) error {
+	_, port, _ := net.SplitHostPort(addr)
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return err
+	}
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("0100007F:%04X", p)
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(table), "\n") {
+		f := strings.Fields(line)
+		// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+		if len(f) >= 10 && f[1] == want && f[3] == "0A" {
+			inodes["socket:["+f[9]+"]"] = true
 		}
 	}
-	return m
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return err
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[link] {
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d does not listen on %s", pid, addr)
 }

@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -49,6 +50,34 @@ func TestStartMosquitto(t *testing.T) {
 			t.Errorf("wrong password accepted on %s", addr)
 		}
 	}
+}
+
+// TestStartMosquittoPortTaken: a port picked for mosquitto that another
+// process takes before mosquitto binds it ("Address already in use", a
+// flake of CI) makes StartMosquitto pick again, not fail the test.
+func TestStartMosquittoPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	picks := 0
+	pickAddr = func(tb testing.TB) string {
+		picks++
+		if picks == 1 {
+			return taken.Addr().String()
+		}
+		return FreeAddr(tb)
+	}
+	defer func() { pickAddr = FreeAddr }()
+	m := StartMosquitto(t, MosquittoOptions{Config: func(m *Mosquitto) string {
+		return fmt.Sprintf("persistence false\nallow_anonymous true\nlistener %s 127.0.0.1\n", m.Ports[0])
+	}})
+	if picks != 2 || m.Addrs[0] == taken.Addr().String() {
+		t.Fatalf("picked %d ports, listening on %s (taken: %s); want a second pick", picks, m.Addrs[0], taken.Addr())
+	}
+	c := connectUser(t, "tcp://"+m.Addrs[0], "c", "", "")
+	c.Disconnect(0)
 }
 
 // connectUser connects a paho client with a username and password or fails.
