@@ -3,11 +3,13 @@ package cli_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -51,10 +53,6 @@ func TestConventions(t *testing.T) {
 	if os.Getenv("FAREGO_QEMU") != "" {
 		t.Skip("starts other programs; skipped under qemu-user emulation")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not found")
-	}
 	cmdDir, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -79,12 +77,7 @@ func TestConventions(t *testing.T) {
 			t.Errorf("the table names %s, which cmd/ does not have", n)
 		}
 	}
-	bin := t.TempDir()
-	build := exec.Command(goBin, "build", "-o", bin+string(filepath.Separator), "./...")
-	build.Dir = cmdDir
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildAll(t)
 	env := append(os.Environ(), "FAREGO_RIDER_STATE="+filepath.Join(t.TempDir(), "rider.json"))
 	run := func(t *testing.T, name string, args ...string) (code int, stdout, stderr string) {
 		t.Helper()
@@ -152,4 +145,45 @@ func TestConventions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// built is the directory buildAll built every program into, once for the
+// package's tests; TestMain removes it.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// buildAll builds every program under cmd/ into a directory of the
+// package's tests (once) and returns it. It skips the test without the go
+// tool.
+func buildAll(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not found")
+	}
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "farego-cli-bin-"); built.err != nil {
+			return
+		}
+		build := exec.Command(goBin, "build", "-o", built.dir+string(filepath.Separator), "./...")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }

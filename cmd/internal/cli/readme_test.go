@@ -1,0 +1,109 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// byHand is the README's "By hand" block: the system run with the programs
+// themselves, as a newcomer pastes it.
+var byHand = regexp.MustCompile("(?s)\\*\\*By hand\\*\\*.*?\\n```sh\\n(.*?)\\n```")
+
+// TestReadmeByHand runs the README's "By hand" commands as written (the
+// loopback ports it names swapped for free ones), with the programs
+// built from this checkout, and checks what they say they do: the rider's
+// tap settled, 10.00 EUR less its 2.50 fare, and the ledger verified.
+func TestReadmeByHand(t *testing.T) {
+	if os.Getenv("FAREGO_QEMU") != "" {
+		t.Skip("starts other programs; skipped under qemu-user emulation")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	bin := buildAll(t)
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byHand.FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("the README has no **By hand** block of sh")
+	}
+	script := string(m[1])
+	// The block's ports are fixed for the reader: each is swapped for a
+	// free one, and must be there to be swapped.
+	for _, port := range []string{"18080", "18883", "18910"} {
+		if !strings.Contains(script, "127.0.0.1:"+port) {
+			t.Fatalf("the block no longer names 127.0.0.1:%s: update this test\n%s", port, script)
+		}
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, freeAddr(t))
+	}
+	// The checkout the block runs in: bin/ and testdata/ of this one.
+	dir := t.TempDir()
+	for _, l := range [][2]string{{bin, "bin"}, {filepath.Join(root, "testdata"), "testdata"}} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// After the block: the tap settled (the block gives it 2 s; a loaded
+	// machine may take longer), the ledger verified, and the README's way
+	// of stopping it all.
+	script = "set -e\n" + script + `
+for i in $(seq 1 300); do farego-rider account | grep -q 'balance 7.50 EUR' && break; sleep 0.2; done
+echo '== account'; farego-rider account
+echo '== verify'; farego-settlement verify --data srv
+kill %1 %2; wait
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH"))
+	// Its own process group: what the block starts in the background goes
+	// with it if the test fails half way.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	text := out.String()
+	if err != nil {
+		t.Fatalf("the README's block: %v\n%s", err, text)
+	}
+	_, after, _ := strings.Cut(text, "== account")
+	for _, want := range []string{"balance 7.50 EUR", "route 42", "-2.50 EUR",
+		"ledger ok: 1 accounts, 1 taps (0 flagged), 2 postings"} {
+		if !strings.Contains(after, want) {
+			t.Errorf("after the block, %q is not said:\n%s", want, text)
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
