@@ -160,8 +160,34 @@ func checkBrokers(list string) error {
 	return nil
 }
 
+// cutAt, when set (tests), is called at each step of putting a bundle in
+// place; an error stops the run there, as a power cut would.
+var cutAt func(step string) error
+
 func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error {
 	dir := filepath.Join(o.out, o.id)
+	// A whole bundle beside its place is registered: a run stopped (a
+	// power cut) after the registration and before the bundle was in
+	// place left it there, and the one in place (or none) is not the
+	// registered identity. It is put in place now; registering yet
+	// another identity is what --force does afterwards.
+	tmp := filepath.Join(o.out, "."+o.id+".new")
+	if _, err := os.Stat(filepath.Join(tmp, bundleConfig)); err == nil {
+		if err := placeBundle(o, dir, tmp); err != nil {
+			return err
+		}
+		again := ""
+		if o.force {
+			again = " (no new identity registered: run again with --force for one)"
+		}
+		fmt.Fprintf(stdout, "device %s: an earlier run registered it and stopped before its bundle was in place; finished: bundle in %s/ and %s%s\n",
+			o.id, dir, filepath.Join(o.out, o.id+".tar.gz"), again)
+		return nil
+	} else if _, err := os.Stat(tmp); err == nil && !o.force {
+		return fmt.Errorf("an earlier run for %s stopped while registering it (%s is not whole): the server may hold an identity "+
+			"that no bundle has, and the one in %s, if any, may no longer be registered; run again with --force to register a new one",
+			o.id, tmp, dir)
+	}
 	replacing := false
 	if _, err := os.Stat(filepath.Join(dir, bundleDeviceKey)); err == nil {
 		if !o.force {
@@ -223,8 +249,22 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		MQTTUsername string `json:"mqtt_username"`
 		MQTTPassword string `json:"mqtt_password"`
 	}
+	// The bundle's directory is made before the registration: a run
+	// stopped from here on is told apart from one that never registered.
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := durable.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
+	if err := cutHere("registering"); err != nil {
+		return err
+	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
 		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
+		if os.RemoveAll(tmp) == nil { // nothing registered
+			durable.SyncDir(o.out)
+		}
 		if replacing {
 			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)
 		}
@@ -235,13 +275,6 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	// moved aside and removed last).
 	cfg, err := validatorConfig(o, reg.MQTTUsername, reg.MQTTPassword)
 	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(o.out, "."+o.id+".new")
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := durable.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}
 	if err := keyfile.WritePrivate(filepath.Join(tmp, bundleDeviceKey), priv); err != nil {
@@ -269,6 +302,28 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 			return err
 		}
 	}
+	if err := placeBundle(o, dir, tmp); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "device %s registered; bundle in %s/ and %s\n", o.id, dir, filepath.Join(o.out, o.id+".tar.gz"))
+	return nil
+}
+
+// placeBundle puts the whole, registered bundle tmp in place as dir (a
+// bundle there is moved aside and removed last) with its tarball. The
+// tarball is written first, from tmp: a run stopped at any step leaves tmp
+// until the bundle is in place, and the next run finishes it — the
+// tarball written after the rename was left stale (a replaced identity's,
+// no longer registered) or missing by a power cut, and the next run only
+// said the device had an identity.
+func placeBundle(o deviceOpts, dir, tmp string) error {
+	tarball := filepath.Join(o.out, o.id+".tar.gz")
+	if err := writeTarball(tarball, tmp, o.id); err != nil {
+		return err
+	}
+	if err := cutHere("tarball"); err != nil {
+		return err
+	}
 	old := filepath.Join(o.out, "."+o.id+".old")
 	if err := os.RemoveAll(old); err != nil {
 		return err
@@ -276,18 +331,24 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	if err := durable.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, tmp)
 	}
+	if err := cutHere("aside"); err != nil {
+		return err
+	}
 	if err := durable.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("%w (the new bundle, registered, is in %s)", err, tmp)
 	}
-	if err := os.RemoveAll(old); err != nil {
+	if err := cutHere("placed"); err != nil {
 		return err
 	}
-	tarball := filepath.Join(o.out, o.id+".tar.gz")
-	if err := writeTarball(tarball, dir, o.id); err != nil {
-		return err
+	return os.RemoveAll(old)
+}
+
+// cutHere calls cutAt (tests) for step.
+func cutHere(step string) error {
+	if cutAt == nil {
+		return nil
 	}
-	fmt.Fprintf(stdout, "device %s registered; bundle in %s/ and %s\n", o.id, dir, tarball)
-	return nil
+	return cutAt(step)
 }
 
 var configTemplate = template.Must(template.New("cfg").Funcs(template.FuncMap{"toml": tomlString}).Parse(`# farego-validator configuration for {{.ID}}, made by farego-provision on {{.Date}}.

@@ -26,6 +26,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/update"
 )
 
 func provision(t *testing.T, args ...string) (int, string, string) {
@@ -647,6 +648,20 @@ func TestUnitLetsTheValidatorReadNTPState(t *testing.T) {
 	}
 	if out, err := exec.Command("systemd-analyze", "syscall-filter", "@system-service").Output(); err == nil && strings.Contains(string(out), "adjtimex") {
 		t.Log("this systemd's @system-service holds adjtimex; the unit names it for those that do not")
+	}
+}
+
+// TestUnitGivesTheValidatorItsBootID: an update counts the starts of a new
+// version within one kernel boot, so that power cuts (the ignition) do not
+// roll a good version back as a crash loop; the unit's ProcSubset=pid hides
+// /proc/sys/kernel/random/boot_id, so the unit must hand it over (systemd's
+// %b specifier) in the variable the updater reads.
+func TestUnitGivesTheValidatorItsBootID(t *testing.T) {
+	if !strings.Contains(systemdUnit, "\nProcSubset=pid\n") {
+		t.Log("the unit no longer hides /proc/sys; the variable is still read first")
+	}
+	if want := "\nEnvironment=" + update.BootIDEnv + "=%b\n"; !strings.Contains(systemdUnit, want) {
+		t.Errorf("the unit lacks %q", strings.TrimSpace(want))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -116,4 +117,98 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// TestIgnitionCyclesDoNotRollBackAnUpdate: a release is installed and the
+// validator restarts into it; before it reaches the broker the power goes
+// and comes back again and again — the ignition turned off at the end of
+// the shift, on in the morning, a dip while the engine cranks — each time
+// a new kernel boot. Those starts ended with the machine, not with a crash
+// of the new version: it must not be rolled back as a crash loop (it was
+// at the fourth start, and the release recorded as failed, not retried
+// until a new rollout). Starts that end within one kernel boot (the
+// process dies, systemd starts it again) still count.
+func TestIgnitionCyclesDoNotRollBackAnUpdate(t *testing.T) {
+	disk := powercut.Mount(t, nil)
+	fleet := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	bin := disk.Path("farego-validator")
+	old := []byte("farego-validator 1.0.0\n")
+	must(t, os.WriteFile(bin, old, 0o755))
+	f, err := os.Open(bin)
+	must(t, err)
+	must(t, f.Sync())
+	f.Close()
+	must(t, syncDir(disk.Dir()))
+
+	data := bytes.Repeat([]byte("farego-validator 1.1.0\n"), 5000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "bin", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	sum := sha256.Sum256(data)
+	m := &wire.Manifest{Version: "1.1.0", Arch: "testarch", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]),
+		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	mb, sig, err := wire.SignManifest(m, fleet)
+	must(t, err)
+	body, err := (&wire.Rollout{Version: "1.1.0", Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}).Marshal()
+	must(t, err)
+
+	boot := "kernel-boot-0"
+	updater := func(current string) *update.Updater {
+		u, err := update.New(update.Config{Binary: bin, Current: current, DeviceID: "bus-1", Arch: "testarch",
+			FleetPublicKey: fleet.Public().(ed25519.PublicKey), BaseURL: srv.URL, ReserveBytes: 1,
+			MinRetry: time.Millisecond, MaxRetry: 10 * time.Millisecond, HealthTimeout: time.Hour,
+			BootID: func() string { return boot }})
+		must(t, err)
+		return u
+	}
+	u := updater("1.0.0")
+	must(t, u.Boot())
+	u.Offer(1, body)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := u.Run(ctx); !errors.Is(err, update.ErrRestart) {
+		t.Fatalf("Run = %v, want ErrRestart (installed)", err)
+	}
+
+	// The new version starts; the power goes before it reports healthy;
+	// the kernel boots again; twice as many times as max_boots.
+	for i := range 2 * update.DefaultMaxBoots {
+		if err := updater("1.1.0").Boot(); err != nil {
+			t.Fatalf("start %d of the new version, each after a power cut: Boot = %v (rolled back as a crash loop)", i+1, err)
+		}
+		if _, err := disk.Cut(false); err != nil {
+			t.Fatal(err)
+		}
+		boot = fmt.Sprintf("kernel-boot-%d", i+1)
+		if got, _ := os.ReadFile(bin); !bytes.Equal(got, data) {
+			t.Fatalf("after power cut %d the binary in place is not the release (%d bytes)", i+1, len(got))
+		}
+	}
+	nu := updater("1.1.0")
+	must(t, nu.Boot())
+	if !nu.Pending() {
+		t.Fatal("the new version is not waiting for its health check")
+	}
+	if st := nu.Status(); st != nil && st.Failed != "" {
+		t.Fatalf("status after the power cuts: %+v", st)
+	}
+
+	// A crash loop within one kernel boot is still rolled back: this
+	// start was the first; max_boots more, and the previous one is back.
+	for i := range update.DefaultMaxBoots {
+		err := updater("1.1.0").Boot()
+		if i < update.DefaultMaxBoots-1 && err != nil {
+			t.Fatalf("crash %d: Boot = %v", i+1, err)
+		}
+		if i == update.DefaultMaxBoots-1 && !errors.Is(err, update.ErrRolledBack) {
+			t.Fatalf("start %d in one kernel boot: Boot = %v, want ErrRolledBack", update.DefaultMaxBoots+1, err)
+		}
+	}
+	if _, err := disk.Cut(false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(bin); !bytes.Equal(got, old) {
+		t.Fatalf("after the crash loop and a power cut the binary in place is not the previous one (%d bytes)", len(got))
+	}
 }

@@ -50,8 +50,10 @@
 // fsynced (queue/durable). [Updater.Run] then returns [ErrRestart]: the
 // validator stops cleanly and systemd starts the new binary.
 //
-// The new binary calls [Updater.Boot] first: it counts the boots of the
-// unconfirmed version, and past Config.MaxBoots (a crash loop) renames
+// The new binary calls [Updater.Boot] first: it counts the starts of the
+// unconfirmed version within one kernel boot (Config.BootID: a start after
+// a power cut or a reboot follows no crash, and the count starts again),
+// and past Config.MaxBoots (a crash loop) renames
 // .B.previous back over B and returns [ErrRolledBack]. [Updater.Healthy]
 // confirms the version (the validator calls it once it has reached the
 // broker and its tap loop has beaten once); if that does not happen within
@@ -65,5 +67,6 @@
 // A binary that dies before it reaches Boot (not a Go binary for this
 // machine, say) cannot count its own boots; the manifest's architecture
 // and SHA-256 make that unlikely but only an outside watcher (systemd's
-// OnFailure=) could catch it.
+// OnFailure=) could catch it. Nor can Boot tell a version that takes the
+// whole machine down at start (a reboot each time) from power cuts.
 package update

@@ -95,6 +95,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of the state file's times; nil means time.Now.
 	Now func() time.Time
+	// BootID names the kernel's boot (default: $FAREGO_BOOT_ID, which
+	// the unit sets from systemd's %b, or the kernel's
+	// /proc/sys/kernel/random/boot_id; "" when unknown). Boot counts only
+	// the starts of an unconfirmed version within one kernel boot.
+	BootID func() string
 }
 
 // Arch returns this build's architecture as manifests name it: armv6,
@@ -133,7 +138,10 @@ type pending struct {
 	From    string    `json:"from"` // the version it replaced (kept as .B.previous)
 	At      time.Time `json:"at"`
 	Boots   int       `json:"boots"`
-	Rollout uint64    `json:"rollout"` // the rollout downlink's version
+	// BootID is the kernel boot of the last start counted in Boots: a
+	// start in another one follows a power cut or a reboot, not a crash.
+	BootID  string `json:"boot_id,omitempty"`
+	Rollout uint64 `json:"rollout"` // the rollout downlink's version
 	// SHA256 is the installed binary's (the manifest's), to tell at the
 	// next start a binary that reports another version than its
 	// release's from one that never got in place.
@@ -240,6 +248,9 @@ func New(cfg Config) (*Updater, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.BootID == nil {
+		cfg.BootID = kernelBootID
 	}
 	return &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
 		offers: make(chan offer, 1), healthy: make(chan struct{})}, nil
@@ -414,6 +425,18 @@ func (u *Updater) Boot() error {
 			"pending", p.Version, "running", u.cfg.Current)
 		u.st.Pending = nil
 		return u.save()
+	}
+	// Only the starts since the kernel booted count: the power goes
+	// whenever the ignition does (and while the engine cranks), and a
+	// version that reached no broker before three cuts was rolled back
+	// as a crash loop, the same version refused until a new rollout.
+	if id := u.cfg.BootID(); id != p.BootID {
+		if p.BootID != "" && id != "" && p.Boots > 0 {
+			u.log.Info("update: the previous start of the new version ended with the machine (a power cut or a reboot), not counted as a failed start",
+				"version", p.Version, "starts_before", p.Boots)
+			p.Boots = 0
+		}
+		p.BootID = id
 	}
 	p.Boots++
 	if p.Boots > u.cfg.MaxBoots {
@@ -879,6 +902,24 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 		return fmt.Errorf("update: install: %w", err)
 	}
 	return nil
+}
+
+// BootIDEnv names the environment variable the validator's systemd unit
+// sets to the kernel's boot id (Environment=FAREGO_BOOT_ID=%b): the unit's
+// ProcSubset=pid hides /proc/sys from the validator.
+const BootIDEnv = "FAREGO_BOOT_ID"
+
+// kernelBootID returns the kernel's boot id: $FAREGO_BOOT_ID, or
+// /proc/sys/kernel/random/boot_id ("" if neither can be read).
+func kernelBootID() string {
+	if id := strings.TrimSpace(os.Getenv(BootIDEnv)); id != "" {
+		return id
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // copyFile copies src to a new file dst (mode 0755) durably.

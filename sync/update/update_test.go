@@ -378,6 +378,23 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 }
 
+// TestKernelBootID: the boot id comes from $FAREGO_BOOT_ID (the unit sets
+// it: ProcSubset=pid hides /proc/sys there), else from the kernel.
+func TestKernelBootID(t *testing.T) {
+	t.Setenv(BootIDEnv, " 4f2c0e52-boot \n")
+	if got := kernelBootID(); got != "4f2c0e52-boot" {
+		t.Errorf("with %s set: %q", BootIDEnv, got)
+	}
+	t.Setenv(BootIDEnv, "")
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Skipf("no kernel boot id here: %v", err)
+	}
+	if got := kernelBootID(); got == "" || got != strings.TrimSpace(string(b)) {
+		t.Errorf("from the kernel: %q, want %q", got, strings.TrimSpace(string(b)))
+	}
+}
+
 func TestHealthTimeoutRollsBack(t *testing.T) {
 	_, _, d := installed(t)
 	nu, err := New(Config{Binary: d.bin, Current: "1.1.0", DeviceID: "bus-1", FleetPublicKey: fleetKey.Public().(ed25519.PublicKey),
