@@ -130,6 +130,7 @@ type Agent struct {
 	applyMu sync.Mutex
 
 	clock    atomic.Pointer[clockRef] // the last clock measurement
+	behind   atomic.Pointer[clockRef] // a bound from the newest code accepted here, until measured (seedBehind)
 	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
 	// sinceBoot reads the time elapsed, suspends included (bootClock; a
 	// test's to move).
@@ -213,6 +214,9 @@ func New(q *queue.Queue, fb feedback.Feedback, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.assign.Store(as)
+	if err := a.seedBehind(); err != nil {
+		return nil, err
+	}
 	if as.Source != AssignConfig && (as.Route != cfg.Route || as.Vehicle != cfg.Vehicle) {
 		a.log.Info("assignment from the device state (set at runtime; the config's route and vehicle are only the first)",
 			"route", as.Route, "vehicle", as.Vehicle, "source", as.Source)

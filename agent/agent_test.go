@@ -836,6 +836,64 @@ func TestClockOffsetThroughSuspend(t *testing.T) {
 	}
 }
 
+// TestClockBehindTheNewestCode: a board without a battery-backed clock
+// restarts after a power cut with its clock at the last time saved (here
+// an hour behind): in service, it refused every rider's fresh code as from
+// the future, blaming the rider, for as long as it stayed offline
+// (power-cut review). The newest code it accepted bounds the clock: out
+// of service (clock_offset) until the clock is stepped past the bound or
+// measured against the server's.
+func TestClockBehindTheNewestCode(t *testing.T) {
+	h := newHarness(t, nil)
+	if out := h.tap(h.issuer.Rider(t, 4250, t0).Code(t, t0)); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	// Behind by less than skew and bound (60 s): nothing is known.
+	h.clock.Add(-50 * time.Second)
+	h.restart()
+	if s := h.a.OutOfService(); s != "" {
+		t.Errorf("50 s behind the newest code: OutOfService() = %q", s)
+	}
+	h.clock.Add(-time.Hour)
+	h.restart()
+	s := h.a.OutOfService()
+	if !strings.HasPrefix(s, "clock_offset: clock behind by at least 59m50s: ") || !strings.Contains(s, "2026-") || !strings.Contains(s, "set the clock (NTP)") {
+		t.Errorf("an hour behind the newest code: OutOfService() = %q", s)
+	}
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, 4251, now).Code(t, now)); out.Reason != record.ReasonClockOffset {
+		t.Errorf("tap an hour behind: %+v, want clock_offset", out)
+	}
+	if off, _, ok := h.a.ClockOffset(); ok {
+		t.Errorf("the bound is reported as a measured offset %v (the server takes that as measured)", off)
+	}
+	// The clock runs on (the bound with it): still behind.
+	h.clock.Add(10 * time.Minute)
+	if out := h.tap(h.issuer.Rider(t, 4252, h.clock.Now()).Code(t, h.clock.Now())); out.Reason != record.ReasonClockOffset {
+		t.Errorf("ten minutes later, not corrected: %+v, want clock_offset", out)
+	}
+	// NTP steps it right: in service.
+	h.clock.Add(time.Hour)
+	if out := h.tap(h.issuer.Rider(t, 4253, h.clock.Now()).Code(t, h.clock.Now())); !out.Accepted {
+		t.Errorf("after the step: %+v, want accepted", out)
+	}
+
+	// Measured against the server's: the measurement says, not the bound.
+	h.clock.Add(-2 * time.Hour)
+	h.restart()
+	if out := h.tap(h.issuer.Rider(t, 4254, h.clock.Now()).Code(t, h.clock.Now())); out.Reason != record.ReasonClockOffset {
+		t.Fatalf("restarted two hours behind: %+v, want clock_offset", out)
+	}
+	h.a.ClockMeasured(-2*time.Hour, 50*time.Millisecond)
+	if s := h.a.OutOfService(); !strings.HasSuffix(s, "from the server's (bound 30s)") {
+		t.Errorf("measured: OutOfService() = %q", s)
+	}
+	h.a.ClockMeasured(0, 50*time.Millisecond) // the server's time taken (say, the operator's measured clock is right after all)
+	if s := h.a.OutOfService(); s != "" {
+		t.Errorf("measured within bounds: OutOfService() = %q", s)
+	}
+}
+
 func TestClockOffsetDisabled(t *testing.T) {
 	h := newHarness(t, func(c *Config, _ *queue.Options) { c.MaxClockOffset = -1 })
 	h.a.ClockMeasured(time.Hour, 0)

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"time"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
+	"github.com/farego/farego/queue"
 )
 
 // DefaultMaxClockOffset is the default Config.MaxClockOffset: the code
@@ -28,6 +31,7 @@ type clockRef struct {
 	offset, uncertainty time.Duration
 	wall                time.Time     // Config.Now at the sample
 	boot                time.Duration // Agent.sinceBoot at the sample
+	code                time.Time     // seedBehind's: the newest code's time
 }
 
 // ClockMeasured records a measurement of the device clock against the
@@ -38,6 +42,7 @@ type clockRef struct {
 // (clock_offset) while it is beyond Config.MaxClockOffset.
 func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
 	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.wallNow(), boot: a.sinceBoot()})
+	a.behind.Store(nil) // measured: the bound says no more
 	a.checkClock()
 }
 
@@ -59,16 +64,68 @@ func (a *Agent) ClockOffset() (offset, uncertainty time.Duration, ok bool) {
 func (a *Agent) wallNow() time.Time { return a.now().Round(0) }
 
 // clockBeyond reports whether the device clock is known to be further
-// from the server's than MaxClockOffset, with the offset.
+// from the server's than MaxClockOffset, with the offset: measured, or
+// before any measurement, the bound the newest code accepted here sets
+// (seedBehind: the clock is behind by at least its offset then).
 func (a *Agent) clockBeyond() (bool, time.Duration) {
 	if a.cfg.MaxClockOffset < 0 {
 		return false, 0
 	}
 	off, unc, ok := a.ClockOffset()
 	if !ok {
+		if off, ok := a.behindBound(); ok && -off > a.cfg.MaxClockOffset {
+			return true, off
+		}
 		return false, 0
 	}
 	return off.Abs()-unc > a.cfg.MaxClockOffset, off
+}
+
+// seedBehind takes, at the start, the newest code this device accepted
+// as a bound on the clock: a rider's code is accepted only when its time
+// is within the skew of the device clock, itself within MaxClockOffset
+// of the server's, so when that code was accepted it was at least its
+// time less both. A board without a battery-backed clock restarts after a
+// power cut with its clock at the build date or at the last time saved
+// (systemd-timesyncd's, up to half an hour old): in service, it refused
+// every rider's fresh code as from the future ("Code not valid here") for
+// as long as it stayed offline. With the bound it is out of service
+// (clock_offset) until the clock is stepped past it or measured against
+// the server's; how far behind it is, the bound cannot say.
+func (a *Agent) seedBehind() error {
+	var newest int64
+	err := a.q.ViewState(func(st *queue.State) error {
+		return st.ForEach(bucketSeen, func(_, v []byte) error {
+			if len(v) >= 4 {
+				newest = max(newest, int64(binary.BigEndian.Uint32(v)))
+			}
+			return nil
+		})
+	})
+	if err != nil || newest == 0 {
+		return err
+	}
+	skew := a.cfg.Policy.Skew
+	if skew <= 0 {
+		skew = paycode.DefaultSkew
+	}
+	floor := time.Unix(newest, 0).Add(-skew - max(a.cfg.MaxClockOffset, 0))
+	if wall := a.wallNow(); wall.Before(floor) {
+		a.behind.Store(&clockRef{offset: wall.Sub(floor), wall: wall, boot: a.sinceBoot(), code: time.Unix(newest, 0)})
+		a.checkClock()
+	}
+	return nil
+}
+
+// behindBound returns the bound seedBehind set on the clock's offset
+// (negative: behind by at least that much), moved by any step of the
+// wall clock since, and false without one.
+func (a *Agent) behindBound() (time.Duration, bool) {
+	r := a.behind.Load()
+	if r == nil {
+		return 0, false
+	}
+	return r.offset + a.wallNow().Sub(r.wall) - (a.sinceBoot() - r.boot), true
 }
 
 // checkClock notes a change between a clock within bounds and one beyond
@@ -102,6 +159,11 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: clock unset (before %s)", record.ReasonClock, a.cfg.MinClock.Format(time.DateOnly))
 	}
 	if beyond, off := a.clockBeyond(); beyond {
+		if r := a.behind.Load(); r != nil && a.clock.Load() == nil {
+			return fmt.Sprintf("%s: clock behind by at least %s: it reads %s, and a code made at %s was accepted here "+
+				"(a restart without a battery-backed clock?); set the clock (NTP) or connect the device to the broker to measure it",
+				record.ReasonClockOffset, (-off).Round(time.Second), a.wallNow().UTC().Format(time.RFC3339), r.code.UTC().Format(time.RFC3339))
+		}
 		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,
 			off.Round(time.Second), a.cfg.MaxClockOffset)
 	}
