@@ -197,7 +197,7 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		b        *ingest.Batch
 		from, to int
 		maxSeq   uint64
-		aside    int // records quarantined or held
+		aside    int // records quarantined or held by this call
 	}
 	spans := make([]span, 0, len(bs))
 	ids := make([]string, 0, len(bs))
@@ -220,17 +220,30 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 		}
 		t, q, h, m := st.classify(b, assigned[b.DeviceID])
 
-		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m, aside: len(q) + len(h)})
+		spans = append(spans, span{b: b, from: len(taps), to: len(taps) + len(t), maxSeq: m})
 		taps, quarantine, held = append(taps, t...), append(quarantine, q...), append(held, h...)
 	}
 	if len(spans) == 0 {
 		return nil
 	}
-	if err := s.ledger.Quarantine(ctx, quarantine); err != nil {
+	// The budget is charged what this call kept aside: a batch sent again
+	// (its ack lost, or a replay) keeps nothing new aside, and charged
+	// again for what it kept the first time, a device whose acks got lost
+	// was refused for an hour once a few resends of one batch had used up
+	// its budget (TestResentBatchNotChargedAgain).
+	quarantined, err := s.ledger.QuarantineKept(ctx, quarantine)
+	if err != nil {
 		return err
 	}
-	if err := st.hold(ctx, held); err != nil {
+	kept, err := st.hold(ctx, held)
+	if err != nil {
 		return err
+	}
+	for device, n := range quarantined {
+		kept[device] += n
+	}
+	for i := range spans {
+		spans[i].aside, kept[spans[i].b.DeviceID] = kept[spans[i].b.DeviceID], 0 // a device's first batch
 	}
 	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
@@ -321,23 +334,29 @@ const ReasonTapIDConflict = "tap_id_conflict"
 
 // hold keeps records aside; one the ledger refuses to hold (its epoch not
 // one a tap may have, say) is quarantined instead, the others held: no
-// bad record blocks the batches it came with.
-func (st *store) hold(ctx context.Context, held []ledger.HeldTap) error {
+// bad record blocks the batches it came with. It returns how many of each
+// device's records it kept aside that were not before.
+func (st *store) hold(ctx context.Context, held []ledger.HeldTap) (map[string]int, error) {
 	s := (*Server)(st)
-	err := s.ledger.Hold(ctx, held)
+	kept, err := s.ledger.HoldKept(ctx, held)
 	if !errors.Is(err, ledger.ErrInvalid) || len(held) == 0 {
-		return err
+		if kept == nil {
+			kept = map[string]int{}
+		}
+		return kept, err
 	}
+	kept = map[string]int{}
 	for _, h := range held {
-		err := s.ledger.Hold(ctx, []ledger.HeldTap{h})
+		n, err := s.ledger.HoldKept(ctx, []ledger.HeldTap{h})
 		if errors.Is(err, ledger.ErrInvalid) {
-			err = st.quarantineRefused(ctx, h.DeviceID, h.Epoch, h.Seq, h.Record, err)
+			n, err = map[string]int{h.DeviceID: 1}, st.quarantineRefused(ctx, h.DeviceID, h.Epoch, h.Seq, h.Record, err)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
+		kept[h.DeviceID] += n[h.DeviceID]
 	}
-	return nil
+	return kept, nil
 }
 
 // quarantineRefused keeps aside a device's record the ledger refused

@@ -386,6 +386,57 @@ func TestRefusedClaimsCountedAside(t *testing.T) {
 	}
 }
 
+// TestResentBatchNotChargedAgain: a batch sent again (its ack lost, or a
+// replay after a restore) keeps nothing new aside, and is charged nothing
+// against the device's aside budget. Its quarantined and held records were
+// charged again on every resend (10 of 10 here), so a few resends of one
+// batch used up the budget of a device whose acks got lost, and its
+// batches went unacked for an hour.
+func TestResentBatchNotChargedAgain(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now := time.Now()
+	st, acct, _, rider := riderFixture(t, l, now)
+	var taps []ingest.Tap
+	for i := range 11 {
+		code, err := paycode.ParseText(rider.Code(t, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := uint64(i + 1)
+		rec := &record.Tap{DeviceID: "bus-1", Epoch: "e", Seq: seq, Time: now, Route: "42", Account: code.Account,
+			Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: math.MaxUint64, Code: code.Bytes()}
+		tp := ingest.Tap{Seq: seq, ID: rec.ID(), Record: fmt.Appendf(nil, "record %d", seq), Tap: rec, Code: code,
+			CodeHash: paycode.ShortHash(paycode.EncodeText(code.Bytes()))}
+		switch i {
+		case 0, 1, 2: // signed by an issuer key the server lacks: held
+			tp.Verdict = paycode.ReasonUnknownIssuerKey
+		case 10:
+			rec.FareVersion = 1 // the one honest record
+		}
+		taps = append(taps, tp)
+	}
+	for i, want := range []int{10, 0, 0} {
+		b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e", Taps: taps}
+		if err := st.Commit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if b.Aside != want {
+			t.Errorf("send %d: Batch.Aside %d; want %d", i+1, b.Aside, want)
+		}
+	}
+	if n, err := l.QuarantineCount(ctx); err != nil || n != 7 {
+		t.Errorf("quarantined %d, %v; want 7", n, err)
+	}
+	if a, err := l.Account(ctx, acct.ID); err != nil || a.Balance != 10_000-250 {
+		t.Errorf("balance %d, %v; want the honest tap charged once", a.Balance, err)
+	}
+}
+
 // A device's last will, written when it connected an hour ago and carrying
 // the clock offset it measured then, marks it offline and keeps the status
 // recorded since: the offset is not applied to an offline status (it made

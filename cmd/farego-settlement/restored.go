@@ -16,6 +16,11 @@ import (
 	"github.com/farego/farego/server/ledger"
 )
 
+// validatorArchiveAge is how long a validator keeps acked taps for a
+// replay by default (queue.DefaultArchiveMaxAge; the server does not link
+// the queue).
+const validatorArchiveAge = 7 * 24 * time.Hour
+
 // cmdRestored is the first step after restoring the ledger from a backup
 // (see the README's restore procedure): the id counters jump forward past
 // anything the lost history may have handed out, and the deny-list version
@@ -68,6 +73,13 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"the ledger is unchanged", ledger.ErrOtherKeys, have, *keysDir, kd.Fingerprint())
 	}
 	before, again := st.RestoredAt()
+	// Taps acked since the backup come back only from the validators'
+	// archives, which keep them for so long: older, they are lost for good
+	// (riders rode free), and the operator should know before replaying.
+	newest, anyTap, err := st.LastTapCommitted(ctx)
+	if err != nil {
+		return err
+	}
 	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
 	if lf := (*ledger.LostFareTableError)(nil); errors.As(err, &lf) {
 		return fmt.Errorf("%s: %w (the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again)",
@@ -84,6 +96,12 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	for i, t := range lost {
 		fmt.Fprintf(stdout, "fare table version %d (%s) is in the ledger\n", t.Version, lostFiles[i])
+	}
+	if age := time.Since(newest); anyTap && !again && age > validatorArchiveAge {
+		fmt.Fprintf(stdout, "warning: the restored ledger's newest tap was committed %s, %d days ago; validators keep acked taps "+
+			"%d days (their archive, which a replay resends): the taps settled from then until %s are in no archive and stay lost\n",
+			newest.UTC().Format(time.RFC3339), int(age/(24*time.Hour)), int(validatorArchiveAge/(24*time.Hour)),
+			time.Now().Add(-validatorArchiveAge).UTC().Format(time.RFC3339))
 	}
 	if err := st.CheckInvariants(ctx); err != nil {
 		return fmt.Errorf("the restored ledger does not check: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"io"
 	"os"
 	"path/filepath"
@@ -9,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/queue"
+	"github.com/farego/farego/server/ledger"
 )
 
 // A ledger restored from a backup holds the API tokens as they were then:
@@ -88,6 +93,50 @@ func copyLedger(t *testing.T, from, to string) {
 		in.Close()
 		if err := outf.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// A backup older than the validators' archive (7 days by default): the
+// taps they acked from the backup until a week ago are in no archive, and
+// no replay brings them back. restored said nothing of it (the README's
+// "nothing a restore loses is lost for good"); it says so now, with the
+// dates, and says nothing of a recent backup.
+func TestRestoredOlderThanTheArchive(t *testing.T) {
+	if validatorArchiveAge != queue.DefaultArchiveMaxAge {
+		t.Fatalf("validatorArchiveAge %s; the validators' is %s", validatorArchiveAge, queue.DefaultArchiveMaxAge)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		age  time.Duration
+		warn bool
+	}{{10 * 24 * time.Hour, true}, {2 * 24 * time.Hour, false}} {
+		data := filepath.Join(t.TempDir(), "data")
+		if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", filepath.Join("..", "..", "testdata", "fare", "table.json")); c != 0 {
+			t.Fatal(e)
+		}
+		// The backup's newest tap, committed c.age ago (an unknown
+		// account's: stored uncharged, which is all this needs).
+		committed := time.Now().Add(-c.age)
+		st, err := ledger.Open(ctx, "sqlite:"+filepath.Join(data, "ledger.db"), &ledger.Options{Now: func() time.Time { return committed }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp := ledger.Tap{ID: ledger.TapID("bus-1", "e1", 1), DeviceID: "bus-1", Epoch: "e1", Seq: 1, Time: committed, Account: 4242,
+			Serial: 1, RiderKey: make([]byte, ed25519.PublicKeySize), CodeKey: paycode.ID{Account: 4242, Serial: 1, Time: uint32(committed.Unix())}.Key(),
+			CodeHash: "0123456789ab", Profile: paycode.Adult, ClaimedProfile: paycode.Adult, BaseFare: 250, Currency: "EUR", FareVersion: 1,
+			Route: "42", Vehicle: "bus-7", Record: []byte("record")}
+		if _, err := st.CommitTaps(ctx, []ledger.Tap{tp}); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		code, out, e := settle(t, ctx, "restored", "--data", data)
+		if code != 0 {
+			t.Fatal(e)
+		}
+		if warned := strings.Contains(out, "are in no archive and stay lost") && strings.Contains(out, committed.UTC().Format(time.RFC3339)); warned != c.warn {
+			t.Errorf("restored, the newest tap %s old: %q; want the taps in no archive said: %v", c.age, out, c.warn)
 		}
 	}
 }

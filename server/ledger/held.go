@@ -29,25 +29,32 @@ const MaxHeldList = 1000
 // Hold keeps device records aside; idempotent on device, epoch and seq. A
 // record whose tap is in the ledger already is not held again.
 func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
+	_, err := s.HoldKept(ctx, recs)
+	return err
+}
+
+// HoldKept is Hold that also returns how many of each device's records
+// this call held (those held before, or in the ledger, are not counted).
+func (s *Store) HoldKept(ctx context.Context, recs []HeldTap) (map[string]int, error) {
 	for i, r := range recs {
 		if err := validDeviceID(r.DeviceID); err != nil {
-			return invalid("held tap %d: %v", i, err)
+			return nil, invalid("held tap %d: %v", i, err)
 		}
 		if r.Seq > math.MaxInt64 || len(r.Record) > MaxRecordSize {
-			return invalid("held tap %d: seq or record size out of range", i)
+			return nil, invalid("held tap %d: seq or record size out of range", i)
 		}
 		if err := checkText("epoch", r.Epoch, maxName, true); err != nil {
-			return invalid("held tap %d: %v", i, err)
+			return nil, invalid("held tap %d: %v", i, err)
 		}
 		if strings.Contains(r.Epoch, "/") { // as CommitTaps would refuse it
-			return invalid("held tap %d: epoch %q contains '/'", i, r.Epoch)
+			return nil, invalid("held tap %d: epoch %q contains '/'", i, r.Epoch)
 		}
 		if err := checkText("reason", r.Reason, 256, true); err != nil {
-			return invalid("held tap %d: %v", i, err)
+			return nil, invalid("held tap %d: %v", i, err)
 		}
 	}
 	if len(recs) == 0 {
-		return nil
+		return nil, nil
 	}
 	var held []int // the records this call held (not held before)
 	err := s.write(ctx, "hold taps", func(t *txn) error {
@@ -68,11 +75,18 @@ func (s *Store) Hold(ctx context.Context, recs []HeldTap) error {
 		}
 		return nil
 	})
-	if err == nil && len(held) > 0 {
+	if err != nil {
+		return nil, err
+	}
+	kept := map[string]int{}
+	for _, i := range held {
+		kept[recs[i].DeviceID]++
+	}
+	if len(held) > 0 {
 		logByDevice(s.log, "ledger: taps held aside until the server can check them", len(held),
 			func(i int) string { return recs[held[i]].DeviceID }, logKeyReason, recs[held[0]].Reason)
 	}
-	return err
+	return kept, nil
 }
 
 // HeldTapsAfter returns up to limit held records (as HeldTaps) that come

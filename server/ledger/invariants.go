@@ -302,6 +302,7 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("ledger: check rating: %w", err)
 	}
+	inOrder(catalog) // as the rating reads them (readCatalog)
 
 	rows, err = tx.QueryContext(ctx, `SELECT account_id, service_day, tap_id, at_ns, profile, base_fare, charge,
 			transfer, capped, rated_version, route

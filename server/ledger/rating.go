@@ -87,6 +87,7 @@ func (s *Store) readCatalog(ctx context.Context, q queryer) (*fareCatalog, error
 	if len(c.versions) == 0 {
 		return nil, fmt.Errorf("%w: store one with PutFareTable before committing taps", ErrNoFareTable)
 	}
+	inOrder(c.versions)
 	s.catalog.Store(c)
 	return c, nil
 }
@@ -121,6 +122,24 @@ func (c *fareCatalog) choose(claimed uint64, at time.Time, grace time.Duration) 
 		}
 	}
 	return c.inForce(at), false
+}
+
+// inOrder makes the times the fare tables came into force (ascending by
+// version) ascending too: a table is in force no later than the one after
+// it. A table is stored in force from the storing server's clock, and one
+// stored while that clock ran ahead (an hour, say), then the next one
+// after NTP set it back, were in force in the reverse order of their
+// versions: the catalogue is searched by time (inForce) and a table is
+// taken to last until the next version's time, so the settlement report
+// summed the instants between the two twice (TestFareTableClockStepBack: a
+// shop's payments of that hour paid out twice). The table stored ahead
+// then comes into force when the next did, which is all the ledger can
+// tell (a validator's claim of it is still believed from its own time,
+// claimable).
+func inOrder(versions []catalogEntry) {
+	for i := len(versions) - 2; i >= 0; i-- {
+		versions[i].since = min(versions[i].since, versions[i+1].since)
+	}
 }
 
 // inForce returns the version in force at time at: the latest one stored

@@ -58,6 +58,22 @@ func (s *Store) RestoredAt() (time.Time, bool) {
 	return time.Unix(0, w.at), true
 }
 
+// LastTapCommitted returns when the ledger's newest tap was committed
+// (false: it holds none). Read from a ledger just restored, it is about
+// when the backup was taken: the taps validators acked since are what a
+// replay of their archives must bring back, and an archive keeps them
+// only so long (7 days by default).
+func (s *Store) LastTapCommitted(ctx context.Context) (time.Time, bool, error) {
+	var at sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(committed_ns) FROM taps`).Scan(&at); err != nil {
+		return time.Time{}, false, fmt.Errorf("ledger: read the newest tap: %w", err)
+	}
+	if !at.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.Unix(0, at.Int64), true, nil
+}
+
 // lostCredential reports whether the tap's credential, unknown to the
 // ledger, is one a restore lost: issued after the restored ledger's newest
 // credential and before the restore. Its issuer signature was checked by

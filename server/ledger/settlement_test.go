@@ -92,3 +92,45 @@ func TestSettlementFareTableChange(t *testing.T) {
 		}
 	})
 }
+
+// TestFareTableClockStepBack: a fare table stored while the server's
+// clock ran ahead (an hour here), and the next one stored after NTP set
+// it back, came into force in the reverse order of their versions: the
+// settlement report summed the instants between the two twice (the table
+// before's, up to the first's since, and the second's, from its own), and
+// paid a shop's payment of that hour out twice; a tap of that hour was
+// rated by the table before both.
+func TestFareTableClockStepBack(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 10000)
+		putTableAt(t, s, tableV2, at(60)) // clock an hour ahead
+		putTableAt(t, s, tableV3, at(10)) // stepped back
+		now := s.now
+		s.now = func() time.Time { return at(30) }
+		if _, _, err := s.Pay(ctx, PaymentRequest{MerchantID: "shop", OrderID: "o-1", Account: acct, Serial: 1,
+			RiderKey: riderKey(acct), CodeKey: codeKey(acct, 1, at(30)), CodeHash: "h", Amount: 100, Currency: "EUR"}); err != nil {
+			t.Fatal(err)
+		}
+		s.now = now
+		st, err := s.MerchantSettlement(ctx, "2026-03-10", "2026-03-10", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tot := st.Total(); tot.Payments != 1 || tot.Paid != 100 {
+			t.Errorf("settlement of the day: %d payments, %d paid; want 1, 100", tot.Payments, tot.Paid)
+		}
+		// A tap at 08:40 naming a table the ledger does not have is rated
+		// by the one in force: table 3, stored at 08:10 (adult 300), not
+		// table 1 (250).
+		tp := mkTap("bus-1", 1, newAccount(t, s, 10000), at(40), "42")
+		tp.FareVersion = 9
+		if res := commit(t, s, tp); res[0].Charge != 300 || res[0].RatedVersion != 3 {
+			t.Errorf("tap at 08:40 charged %d by table %d; want 300 by table 3", res[0].Charge, res[0].RatedVersion)
+		}
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Errorf("invariants: %v", err)
+		}
+	})
+}
