@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	kd, err := keys.Open(*keysDir)
 	if err != nil {
 		return fmt.Errorf("the key directory the servers start with: %w (give it with --keys)", err)
+	}
+	if err := staleWAL(*data, *db); err != nil {
+		return err
 	}
 	st, err := openLedger(ctx, *data, *db)
 	if err != nil {
@@ -132,4 +136,34 @@ next: revoke again the validators revoked since the backup (farego-settlement de
   again, enter the top-ups again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)
 	return nil
+}
+
+// staleWAL refuses a SQLite ledger with a write-ahead log beside it older
+// than the file itself: the log of the server that ran (or crashed) before
+// the backup was copied over the file. Opened, SQLite plays it onto the
+// backup: restored reported ok on what was the crashed server's ledger,
+// not the backup (a correctness review), or on a larger ledger found it
+// malformed after it had changed it. Nothing is opened or changed.
+func staleWAL(data, db string) error {
+	dsn := db
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
+	}
+	path, ok := ledger.SQLitePath(dsn)
+	if !ok {
+		return nil
+	}
+	file, err := os.Stat(path)
+	if err != nil {
+		return nil // openLedger says what is missing
+	}
+	wal, err := os.Stat(path + "-wal")
+	if err != nil || wal.Size() == 0 || !wal.ModTime().Before(file.ModTime()) {
+		return nil
+	}
+	return fmt.Errorf("%s-wal (%d bytes, written %s) is older than %s (%s): it is the log of the server that ran before "+
+		"the backup was put in place, and SQLite would play it onto the backup. If %s is the backup's whole copy, remove "+
+		"%s-wal and %s-shm (README: Restoring a backup, step 1) and run restored again; the ledger is unchanged",
+		path, wal.Size(), wal.ModTime().UTC().Format(time.RFC3339), path, file.ModTime().UTC().Format(time.RFC3339),
+		path, path, path)
 }

@@ -140,3 +140,47 @@ func TestRestoredOlderThanTheArchive(t *testing.T) {
 		}
 	}
 }
+
+// The backup copied over ledger.db beside the crashed server's
+// ledger.db-wal: SQLite plays that newer log onto the backup, and
+// restored reported ok on the crashed server's ledger (correctness
+// review). A log older than the file is refused, the file unchanged; once
+// removed (the README's step 1), restored runs.
+func TestRestoredRefusesAStaleWAL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatal(e)
+	}
+	db := filepath.Join(data, "ledger.db")
+	wal := db + "-wal"
+	if err := os.WriteFile(wal, []byte("the crashed server's log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(wal, hour, hour); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, out, e := settle(t, ctx, "restored", "--data", data)
+	if c == 0 || !strings.Contains(e, "ledger.db-wal (24 bytes") || !strings.Contains(e, "is older than") || !strings.Contains(e, "the ledger is unchanged") {
+		t.Fatalf("restored beside a stale -wal: exit %d, %q %q; want it refused, saying why", c, out, e)
+	}
+	if after, err := os.ReadFile(db); err != nil || string(after) != string(before) {
+		t.Fatalf("the ledger changed (%v)", err)
+	}
+	if b, err := os.ReadFile(wal); err != nil || string(b) != "the crashed server's log" {
+		t.Fatalf("the -wal changed: %q %v", b, err)
+	}
+	// An empty -wal (as SQLite leaves one) is not refused.
+	if err := os.WriteFile(wal, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, e := settle(t, ctx, "restored", "--data", data); c != 0 {
+		t.Fatalf("restored with the -wal emptied: %d %q", c, e)
+	}
+}
