@@ -154,8 +154,8 @@ func staleWAL(data, db string) error {
 		return nil
 	}
 	file, err := os.Stat(path)
-	if err != nil {
-		return nil // openLedger says what is missing
+	if err != nil || ledger.SQLiteServed(path) {
+		return nil // openLedger says what is missing, Exclusive that a server runs (whose log is live)
 	}
 	wal, err := os.Stat(path + "-wal")
 	if err != nil || wal.Size() == 0 || !wal.ModTime().Before(file.ModTime()) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,6 +176,20 @@ func TestRestoredRefusesAStaleWAL(t *testing.T) {
 	}
 	if b, err := os.ReadFile(wal); err != nil || string(b) != "the crashed server's log" {
 		t.Fatalf("the -wal changed: %q %v", b, err)
+	}
+	// A server serving the ledger (its lock held, here by the test): its log is live, and
+	// removing it would lose what it holds; restored says a server runs.
+	lock, err := os.OpenFile(db+ledger.LockFileSuffix, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	c, out, e = settle(t, ctx, "restored", "--data", data)
+	lock.Close()
+	if c == 0 || strings.Contains(e, "-wal") || !strings.Contains(e, "serving this ledger") {
+		t.Fatalf("restored beside a serving server: exit %d, %q %q; want it to say a server serves it, and nothing of its log", c, out, e)
 	}
 	// An empty -wal (as SQLite leaves one) is not refused.
 	if err := os.WriteFile(wal, nil, 0o600); err != nil {

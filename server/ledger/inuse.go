@@ -117,6 +117,19 @@ func (s *Store) dropHold() {
 	}
 }
 
+// SQLiteServed reports whether a settlement server holds the SQLite
+// ledger at path (its lock file is locked), without opening the ledger:
+// opening it plays a write-ahead log beside it, and closing it writes
+// that into the file.
+func SQLiteServed(path string) bool {
+	h, err := flockHold(path+LockFileSuffix, true)
+	if err != nil {
+		return errors.Is(err, ErrInUse)
+	}
+	h.release()
+	return false
+}
+
 func inUse(exclusive bool) error {
 	if exclusive {
 		return fmt.Errorf("%w: a settlement server is serving this ledger (stop every instance first)", ErrInUse)
