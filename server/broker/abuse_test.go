@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -397,6 +399,77 @@ func TestQoS2WillRefused(t *testing.T) {
 			t.Errorf("v5 will QoS 2: CONNACK reason %#x, want %#x (QoS not supported)", code, tc.want)
 		case tc.want != 0 && code == 0:
 			t.Errorf("v%d will QoS 2: logged in", tc.version)
+		}
+	}
+}
+
+// TestAttackRepeatedFilterSubscribe: a device sends one SUBSCRIBE of 17
+// KB that names the fleet's filter 1,000 times. mochi sends the retained
+// messages a filter matches for each filter of a SUBSCRIBE, a repeated
+// one too (copying each message before the access rules see it): a
+// SUBSCRIBE charged one message had the broker copy and offer every
+// retained fleet document 1,000 times (an attack review, against a real
+// farego-settlement with a deny list of 100,000 entries: one SUBSCRIBE a
+// second, 17 KB/s, kept a core of the server busy for as long as it went
+// on, never held back, and its connections taken over one after another
+// kept it busy 15 s after the device had gone). Each filter costs a
+// message: the device is over its budget at once, disconnected and
+// banned before the broker offers it anything.
+func TestAttackRepeatedFilterSubscribe(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret}) // the default limits
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	const docs = 50
+	for i := range docs {
+		if err := publish(t, srv, fmt.Sprintf("farego/fleet/denylist/%d", i), strings.Repeat("s", 1000), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, _, done := rawDevice(t, b.Addr(), secret, "bus-subs", 4)
+	var filters packets.Subscriptions
+	for range 1000 {
+		filters = append(filters, packets.Subscription{Filter: "farego/fleet/#", Qos: 1})
+	}
+	pk := encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+		PacketID: 1, Filters: filters})
+	if _, err := conn.Write(pk); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	st := b.Stats()
+	t.Logf("one SUBSCRIBE of %d bytes naming the fleet's filter 1,000 times (%d retained documents): %d deliveries shed; flooded %d",
+		len(pk), docs, st.Shed, st.Flooded)
+	if st.Flooded != 1 || st.Shed > 0 {
+		t.Errorf("a SUBSCRIBE repeating a filter 1,000 times: flooded %d, %d deliveries shed; "+
+			"want the device banned before the broker offers it the %d retained documents 1,000 times", st.Flooded, st.Shed, docs)
+	}
+
+	// A device's own SUBSCRIBE of its filters (a validator sends 7, and
+	// deny-list shards 16 at a time) is within its budget.
+	dev, _ := mustDial(t, b.url(), "bus-honest", devicePassword(secret, "bus-honest"), nil)
+	m := map[string]byte{"farego/dev/bus-honest/ack": 1, "farego/dev/bus-honest/cmd": 1, "farego/fleet/keyring": 1,
+		"farego/fleet/fares": 1, "farego/fleet/denyindex": 1}
+	for i := range 16 {
+		m[fmt.Sprintf("farego/fleet/denylist/%d", i)] = 1
+	}
+	retained := make(chan struct{}, docs)
+	tok := dev.SubscribeMultiple(m, func(mqtt.Client, mqtt.Message) { retained <- struct{}{} })
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code != 1 {
+			t.Errorf("SUBACK for %s: %#x, want 1", f, code)
+		}
+	}
+	for n := range 16 {
+		select {
+		case <-retained:
+		case <-time.After(waitTimeout):
+			t.Fatalf("%d of the 16 shards subscribed came", n)
 		}
 	}
 }

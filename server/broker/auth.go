@@ -345,8 +345,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // OnPacketRead charges every packet a device sends to its budget
 // (Config.Limits) as it is read, before mochi validates it or the access
 // rules refuse it: its bytes (the whole packet, MQTT 5 properties
-// included), and a message for a PUBLISH, SUBSCRIBE, UNSUBSCRIBE or AUTH
-// (not for the acks a device sends for every delivery, nor its pings).
+// included), and a message for a PUBLISH, UNSUBSCRIBE or AUTH, and for
+// each filter of a SUBSCRIBE (not for the acks a device sends for every
+// delivery, nor its pings). mochi sends the retained messages a filter
+// matches for every filter of a SUBSCRIBE, one named again in the same
+// packet too, copying each before the access rules see it: a SUBSCRIBE
+// of 17 KB charged one message had it copy and offer every retained
+// fleet document 1,000 times, a core of the server busy for as long as a
+// device sent one a second (TestAttackRepeatedFilterSubscribe).
 // Charged anywhere later, a refused or unusual packet cost nothing: an
 // attack review sent 94 refused 380 KiB publications a second, 9,500
 // PINGREQs with 380 KiB bodies in 5 s, and MQTT 5 acks carrying user
@@ -359,8 +365,10 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	msgs := 0
 	switch pk.FixedHeader.Type {
-	case packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Auth:
+	case packets.Publish, packets.Unsubscribe, packets.Auth:
 		msgs = 1
+	case packets.Subscribe:
+		msgs = max(len(pk.Filters), 1)
 	}
 	if !h.throttle(cl, id, pk.FixedHeader.Remaining, msgs) {
 		return pk, packets.ErrRejectPacket
