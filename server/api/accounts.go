@@ -29,6 +29,11 @@ type Account struct {
 	Name           string `json:"name,omitempty"`
 	Balance        int64  `json:"balance"`
 	CreditLine     int64  `json:"credit_line"`
+	// PassMinimum is the balance a new credential needs (the day's cap or
+	// one fare of the profile its credentials carry, less the credit
+	// line), as insufficient_funds names it; absent when none. Below it
+	// the wallet says to top up before a ride leaves the account blocked.
+	PassMinimum int64 `json:"pass_minimum,omitempty"`
 	// PaymentLimit is the most one online payment by code may take (absent:
 	// no limit).
 	PaymentLimit int64  `json:"payment_limit,omitempty"`
@@ -228,6 +233,14 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 	if err != nil {
 		return nil, 0, err
 	}
+	// A rider whose pass was issued on a larger balance went on with it
+	// below one fare, told nothing until a ride left the account below
+	// zero and blocked (negative_balance).
+	minimum, err := h.credentialMinimum(r, out.credential)
+	if err != nil {
+		return nil, 0, err
+	}
+	out.PassMinimum = max(minimum-out.CreditLine, 0)
 	rides, err := h.cfg.Ledger.Rides(r.Context(), id, 10)
 	if err != nil {
 		return nil, 0, err

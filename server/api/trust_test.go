@@ -211,6 +211,11 @@ func TestCredentialPolicy(t *testing.T) {
 	if e := f.do("POST", cred, secret, "", 402)["error"].(map[string]any); e["minimum_balance"] != 150.0 || e["currency"] != "EUR" {
 		t.Errorf("credential at balance 0, credit line 1.00: %v, want minimum_balance 150 EUR", e)
 	}
+	// The account says it too, for the wallet to warn before a ride the
+	// balance cannot pay blocks the account.
+	if a := f.do("GET", path("/v1/accounts/%d", id), secret, "", 200); a["pass_minimum"] != 150.0 {
+		t.Errorf("account at credit line 1.00: pass_minimum %v, want 150", a["pass_minimum"])
+	}
 	// A credit line (the operator's or the payment provider's decision)
 	// covers it: "charge first, deduct later".
 	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":250}`, 200)

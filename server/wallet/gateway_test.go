@@ -683,6 +683,29 @@ func newAccount(t *testing.T, url string) account {
 	return account{ID: out.Account.ID, Secret: out.Secret}
 }
 
+// TestWalletWarnsOfALowBalance: the pass was issued on a balance that
+// covered a fare; a shop then took most of it (or rides did). The pass
+// still makes codes for the rest of its day, and the wallet said "good
+// standing" below one fare (€2.50): the next ride left the account below
+// zero and blocked it, and the rider learnt it at the following door.
+// Below what a new pass needs, it says to top up, and how much that is.
+func TestWalletWarnsOfALowBalance(t *testing.T) {
+	url, g := serveWallet(t)
+	b, acct := passShown(t, url, g, 10_000)
+	if s := wallettest.Eval[string](t, b, `document.getElementById("standing").textContent`); s != "Your account is in good standing." {
+		t.Errorf("with €100.00 the standing says %q", s)
+	}
+	shopActivity(t, g, acct, "EUR", 100, 9_950, 50) // €2.00 left
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent === "€2.00"`)
+	if s := wallettest.Eval[string](t, b, `document.getElementById("standing").textContent`); !strings.Contains(s, "Top up") || !strings.Contains(s, "€2.50") {
+		t.Errorf("with €2.00 left, below one fare of €2.50, the standing says %q", s)
+	}
+	if text := wallettest.Eval[string](t, b, walletCodeText); text == "" {
+		t.Errorf("with €2.00 left, the pass shows no code: %q", wallettest.Eval[string](t, b, passState))
+	}
+}
+
 // TestWalletShowsActivity: the rider sees a shop's payment and its refund
 // in the account's activity, with the shop's name and the balance after
 // each, newest first (a rogue shop's payment does not go unseen).

@@ -247,3 +247,47 @@ func TestWalletClockWarningKeptOffline(t *testing.T) {
 		t.Errorf("offline after a right clock was found, the warning says %q", txt)
 	}
 }
+
+// TestWalletDamagedNotesStillShowCodes: what the wallet keeps beside the
+// pass only to show it is damaged in the phone's storage: the note of a
+// wrong clock (localStorage) names a time no date can show (1e20 ms), or
+// the account record's name is no text. Showing either threw before the
+// wallet showed its code, fetched the account or set its timers, at every
+// start, online as well as offline: a blank pass, no balance, and nothing
+// that would ever write them again. The code and the account show.
+func TestWalletDamagedNotesStillShowCodes(t *testing.T) {
+	for _, tc := range []struct{ name, damage string }{
+		{"clock note", `(localStorage.setItem("farego-wallet-clock", '{"skew":600000,"at":1e20}'), true)`},
+		{"account name", `new Promise((ok, fail) => {
+			const r = indexedDB.open("farego-wallet");
+			r.onerror = () => fail(r.error);
+			r.onsuccess = () => {
+				const tx = r.result.transaction("kv", "readwrite"), st = tx.objectStore("kv");
+				st.get("account").onsuccess = (e) => st.put({ ...e.target.result, name: 42 }, "account");
+				tx.oncomplete = () => { r.result.close(); ok(true); };
+				tx.onerror = () => fail(tx.error);
+			};
+		})`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, g := serveWallet(t)
+			b, _ := passShown(t, url, g, 10_000)
+			kr := keyring(t, url)
+			wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
+			for _, off := range []bool{true, false} {
+				wallettest.Eval[bool](t, b, tc.damage)
+				offline(t, b, off)
+				wallettest.Do(t, b, chromedp.Reload())
+				wallettest.WaitFor(t, b, 30*time.Second, "the wallet to start", `document.body && document.body.dataset.ready === "true"`)
+				text := wallettest.Eval[string](t, b, walletCodeText)
+				if text == "" {
+					t.Fatalf("offline=%v: with its %s damaged, the wallet shows no code; pass %q", off, tc.name, wallettest.Eval[string](t, b, passState))
+				}
+				if d := paycode.Verify(text, time.Now(), kr, paycode.Policy{}); !d.Accepted {
+					t.Errorf("offline=%v: the code shown is refused: %s", off, d.Reason)
+				}
+			}
+			wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent === "€100.00"`)
+		})
+	}
+}

@@ -155,6 +155,51 @@ func TestWalletDamagedAccountRecord(t *testing.T) {
 	}
 }
 
+// TestWalletPassBytesDamaged: a byte of the stored pass that names
+// nothing the wallet keeps beside it is damaged (the issuer's signature,
+// the issuer key's id, the fare type). The wallet called the pass valid
+// and showed its codes, offline and online, while every validator refused
+// them (bad_credential_signature, unknown_issuer_key); online it did not
+// replace it until the pass was past half its lifetime (half a day). The
+// pass is shown damaged, with no code, and online replaced at once.
+func TestWalletPassBytesDamaged(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   int // the byte flipped
+	}{{"signature", 100}, {"key id", 4}, {"fare type", 25}} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, g := serveWallet(t)
+			b, _ := passShown(t, url, g, 10_000)
+			kr := keyring(t, url)
+			offline(t, b, true)
+			wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => {
+				const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+				return await new Promise((ok, fail) => {
+					const tx = db.transaction("credentials", "readwrite"), st = tx.objectStore("credentials");
+					st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; c.value.bytes[%d] ^= 1; c.update(c.value); };
+					tx.oncomplete = () => { db.close(); ok(true); }; tx.onerror = () => fail(tx.error);
+				});
+			})()`, tc.at))
+			text := wallettest.Eval[string](t, b, `(async () => (await (await import("./app.js")).newCodeNow())?.text ?? "")()`)
+			if text != "" {
+				d := paycode.Verify(text, time.Now(), kr, paycode.Policy{})
+				t.Errorf("with byte %d of its pass damaged, the wallet shows a code (a validator says accepted=%v %s), pass %q", tc.at,
+					d.Accepted, d.Reason, wallettest.Eval[string](t, b, passState))
+			} else if s := wallettest.Eval[string](t, b, passState); !strings.Contains(s, "damaged") {
+				t.Errorf("the pass with byte %d damaged says %q", tc.at, s)
+			}
+
+			// Online again: a new pass, whose codes a validator takes.
+			offline(t, b, false)
+			wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+			wallettest.WaitFor(t, b, 30*time.Second, "pass 2 and its code", passState+`.startsWith("Pass 2 ") && !document.getElementById("code-view").hidden`)
+			if d := paycode.Verify(wallettest.Eval[string](t, b, walletCodeText), time.Now(), kr, paycode.Policy{}); !d.Accepted {
+				t.Errorf("pass 2's code is refused: %s", d.Reason)
+			}
+		})
+	}
+}
+
 // TestWalletCodeGoesAtPassEnd: offline, the pass ends within the minute
 // of the code on screen. The wallet checked the pass only when it made a
 // code, at each minute: it went on showing the code, as of a valid

@@ -406,14 +406,17 @@ func TestWalletCodes(t *testing.T) {
 		t.Errorf("a code of the pass that replaced the damaged one was refused: %s", reason)
 	}
 
-	// A credential altered in IndexedDB (child fares for an adult account):
-	// the code is refused by the validator, charged nothing.
+	// A credential altered in IndexedDB (child fares for an adult account),
+	// with the copy the wallet keeps of it too (a deliberate edit: one of
+	// the bytes alone shows the pass damaged, with no code): the code is
+	// refused by the validator, charged nothing.
 	profile := wallettest.Eval[int](t, b, `(async () => {
 		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
 		return await new Promise((ok, fail) => {
 			const tx = db.transaction("credentials", "readwrite"), st = tx.objectStore("credentials");
 			let was;
-			st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; was = c.value.bytes[25]; c.value.bytes[25] = 1; c.update(c.value); };
+			st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; was = c.value.bytes[25]; c.value.bytes[25] = 1;
+				c.value.issued = Array.from(c.value.bytes, (b) => b.toString(16).padStart(2, "0")).join(""); c.update(c.value); };
 			tx.oncomplete = () => { db.close(); ok(was); }; tx.onerror = () => fail(tx.error);
 		});
 	})()`)

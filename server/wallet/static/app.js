@@ -132,18 +132,21 @@ function blockMayBeLifted() {
 const badKeys = new Set();
 
 // passDamaged: the stored pass no longer says what was stored with it
-// (this account, its serial and validity, the key this phone holds): its
-// bytes were damaged or edited. Every validator would refuse its codes
-// (bad_credential_signature) while the wallet called it valid for up to
-// half a day (a new user's review flipped one byte of the account); such a
-// pass shows no code and, online, is replaced at once.
+// (this account, its serial and validity, the key this phone holds, the
+// bytes as the server sent them): its bytes were damaged or edited. Every
+// validator would refuse its codes (bad_credential_signature) while the
+// wallet called it valid for up to half a day (a new user's review flipped
+// one byte of the account; a wallet review one of the issuer's signature,
+// the key id or the fare type, which name nothing stored with the pass but
+// its copy); such a pass shows no code and, online, is replaced at once.
 function passDamaged(cred) {
   if (badKeys.has(cred.serial)) return true;
   try {
     const c = parseCredential(cred.bytes);
     return (account !== null && c.account !== account.id) || c.serial !== cred.serial ||
       c.notBefore !== cred.notBefore || c.notAfter !== cred.notAfter ||
-      (cred.publicKey !== undefined && bytesToHex(c.riderKey) !== bytesToHex(cred.publicKey));
+      (cred.publicKey !== undefined && bytesToHex(c.riderKey) !== bytesToHex(cred.publicKey)) ||
+      (cred.issued !== undefined && bytesToHex(cred.bytes) !== cred.issued);
   } catch {
     return true;
   }
@@ -253,6 +256,7 @@ async function fetchCredential(force) {
       await store.saveCredential({
         serial: c.serial,
         bytes,
+        issued: bytesToHex(bytes), // its copy, to tell a damaged byte (passDamaged)
         privateKey: key.privateKey,
         publicKey: key.publicKey,
         notBefore: c.notBefore,
@@ -439,7 +443,10 @@ function fillTable(name, rows, amounts = []) {
 // (the rider's own, to tell two accounts on one phone apart).
 function renderWho() {
   if (!account) return;
-  const name = (account.name || "").trim();
+  // Not a string: the record was damaged in storage (its name only: the
+  // number and secret are checked at start); its TypeError stopped the
+  // start before the code, as a damaged clock note's did.
+  const name = typeof account.name === "string" ? account.name.trim() : "";
   $("who").textContent = name
     ? t("signed_in_as_named", { account: account.id, name })
     : t("signed_in_as", { account: account.id });
@@ -474,8 +481,12 @@ function renderView(view) {
   bal.classList.toggle("bad", a.balance < 0);
   $("balance-as-of").textContent = t("balance_as_of", { time: dateTime(view.at) });
   const st = $("standing");
-  st.textContent = a.denied ? denyText(a.deny_reason) : t("standing_ok");
-  st.className = a.denied ? "bad" : "good";
+  // Below what a new pass needs: the pass on the phone still makes codes,
+  // but a ride the balance cannot pay blocks the account (negative_balance).
+  const low = !a.denied && a.pass_minimum > 0 && a.balance < a.pass_minimum;
+  st.textContent = a.denied ? denyText(a.deny_reason)
+    : low ? t("standing_low", { amount: money(a.pass_minimum, a.currency) }) : t("standing_ok");
+  st.className = a.denied ? "bad" : low ? "warning" : "good";
   const profile = t("profile_" + a.profile);
   $("fare-type").textContent = t(a.profile_pending ? "fare_type_pending" : "fare_type", { profile });
   $("limit-state").textContent = a.payment_limit
@@ -888,7 +899,14 @@ function showKeptClock() {
   } catch {
     return;
   }
-  if (clockMeasured || !kept || typeof kept.skew !== "number" || typeof kept.at !== "number") return;
+  if (clockMeasured || !kept) return;
+  // A note damaged in storage (a time no date can show: 1e20) is dropped.
+  // Its RangeError stopped the start before the code, the refresh and the
+  // polling, at every start, online too: no code, no balance, ever.
+  if (!Number.isFinite(kept.skew) || !Number.isFinite(kept.at) || !Number.isFinite(new Date(kept.at).getTime())) {
+    keepClock(null);
+    return;
+  }
   const el = $("clock-warning");
   el.textContent = t(kept.skew > 0 ? "clock_was_ahead" : "clock_was_behind", { amount: span(Math.abs(kept.skew)), time: dateTime(kept.at) });
   el.hidden = false;

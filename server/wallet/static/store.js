@@ -4,7 +4,7 @@
 //   kv           "account": {id, secret, profile, name}; "secretKept": bool;
 //                "view": the last account view fetched, for offline display
 //   credentials  one record per credential, by serial: {serial, bytes (124),
-//                privateKey (a non-extractable CryptoKey), publicKey (raw),
+//                issued (the same bytes in hex, as fetched), privateKey (a non-extractable CryptoKey), publicKey (raw),
 //                notBefore, notAfter, fetchedAt, counter}
 //
 // The counter is taken in a read-write transaction on the credential's
