@@ -20,6 +20,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/driver/feedback"
@@ -790,6 +791,31 @@ func TestWalletActivityFitsAPhone(t *testing.T) {
 	if lines := wallettest.Eval[int](t, b, `(() => { const td = document.querySelector("#activity-body tr[data-kind=refund] td:nth-child(2)");
 		const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; })()`); lines > 4 {
 		t.Errorf("'Refund from Corner Café' (4 words) takes %d lines: broken inside a word", lines)
+	}
+}
+
+// TestWalletFollowsTheRidersTextSize: a rider who set a larger default
+// text size in the browser gets larger text in the wallet; the root size
+// was 18 px whatever the setting (the rider's review: only page zoom
+// scaled it).
+func TestWalletFollowsTheRidersTextSize(t *testing.T) {
+	url, _ := serveWallet(t)
+	b := wallettest.Browser(t, wallettest.Config{})
+	root := func() string {
+		return wallettest.Eval[string](t, b, `getComputedStyle(document.documentElement).fontSize`)
+	}
+	wallettest.Open(t, b, url+"/wallet/")
+	if got := root(); got != "18px" {
+		t.Errorf("at the browser's default text size (16 px) the wallet's is %s, want 18px", got)
+	}
+	ctx, cancel := context.WithTimeout(b, time.Minute)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, page.SetFontSizes, page.SetFontSizesParams{FontSizes: &page.FontSizes{Standard: 24}}); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Reload())
+	if got := root(); got != "27px" {
+		t.Errorf("with the rider's default text size at 24 px the wallet's is %s, want 27px", got)
 	}
 }
 
