@@ -136,6 +136,11 @@ func (a *Agent) checkClock() {
 		return
 	}
 	defer a.serviceChanged()
+	if r := a.behind.Load(); beyond && r != nil && a.clock.Load() == nil {
+		a.log.Error("clock behind the newest code accepted here: out of service until it is set (NTP) or measured against the server's",
+			"behind_at_least", (-off).Round(time.Second).String(), "code_time", r.code.UTC().Format(time.RFC3339))
+		return
+	}
 	if beyond {
 		a.log.Error("clock too far from the server's: out of service until it is corrected",
 			"offset", off.Round(time.Millisecond).String(), "max_clock_offset", a.cfg.MaxClockOffset.String())
