@@ -729,3 +729,71 @@ func TestRefund(t *testing.T) {
 		t.Errorf("%d refunds audited, want 1 (the operator's; a shop's own are in its refunds): %+v", audited, entries)
 	}
 }
+
+// An operator who sends the earlier file to roll back a mistaken table is
+// told it changes nothing (409, the version to publish it as), not 200
+// {"version": 1} while the mistaken table goes on charging; a retry of the
+// latest table is still 200, and nothing is audited or published for the
+// refused one.
+func TestFaresOlderVersionRefused(t *testing.T) {
+	f := newFixture(t) // version 1: adult 250
+	v1 := `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	typo := `{"version":2,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":2500,"child":120,"senior":120,"student":180}}}`
+	f.do("PUT", "/v1/fares", f.token, typo, 200)
+	f.do("PUT", "/v1/fares", f.token, typo, 200) // a retry
+	published := f.notes.count(record.DocFares)
+	audit := f.do("GET", "/v1/audit", f.token, "", 200)["entries"].([]any)
+	e := f.do("PUT", "/v1/fares", f.token, v1, http.StatusConflict)
+	if msg := fmt.Sprint(e); !strings.Contains(msg, "stale_version") || !strings.Contains(msg, "as version 3") {
+		t.Errorf("the earlier table again: %v; want stale_version naming version 3", e)
+	}
+	if fares := f.do("GET", "/v1/fares", "", "", 200); fares["version"].(float64) != 2 {
+		t.Errorf("fares in force = %v, want version 2", fares["version"])
+	}
+	if n := f.notes.count(record.DocFares); n != published {
+		t.Errorf("the refused table was published (%d, want %d)", n, published)
+	}
+	if after := f.do("GET", "/v1/audit", f.token, "", 200)["entries"].([]any); len(after) != len(audit) {
+		t.Errorf("the refused table was audited: %v", after[0])
+	}
+	// Its fares published as the next version roll the mistake back.
+	f.do("PUT", "/v1/fares", f.token, strings.Replace(v1, `"version":1`, `"version":3`, 1), 200)
+}
+
+// A fare table whose route list leaves out a route a validator serves puts
+// that validator out of service once it applies it (route_not_in_fares).
+// The console's confirmation names such devices; the API's answer said only
+// {"version": 3}, so a script publishing tables took buses off their route
+// unawares. It names them now (revoked devices and covered routes not).
+func TestFaresNameDevicesLeftOut(t *testing.T) {
+	f := newFixture(t)
+	for i, id := range []string{"bus-42", "bus-x1", "bus-old"} {
+		f.do("POST", "/v1/devices", f.token, `{"id":"`+id+`","public_key":"`+devKey(byte(i+1))+`"}`, 201)
+	}
+	f.do("POST", "/v1/devices/bus-old/revoke", f.token, "", 200)
+	ctx := context.Background()
+	a, err := f.store.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult, Name: "rider", SecretHash: []byte("hash")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var taps []ledger.Tap
+	for i, d := range []struct{ dev, route string }{{"bus-42", "42"}, {"bus-x1", "X1"}} {
+		key := paycode.ID{Account: a.ID, Serial: 1, Time: uint32(now.Unix()), Counter: uint16(i + 1)}.Key()
+		taps = append(taps, ledger.Tap{ID: ledger.TapID(d.dev, "e1", 1), DeviceID: d.dev, Seq: 1, Epoch: "e1", Time: now,
+			Account: a.ID, Serial: 1, RiderKey: make([]byte, 32), CodeKey: key, CodeHash: fmt.Sprintf("00000000000%d", i),
+			BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: d.route, Flag: ledger.FlagInvalidCode, Record: []byte("record")})
+	}
+	if _, err := f.store.CommitTaps(ctx, taps); err != nil {
+		t.Fatal(err)
+	}
+	all := `{"version":2,"currency":"EUR","timezone":"UTC","routes":["X1","42"],"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	if got := f.do("PUT", "/v1/fares", f.token, all, 200); got["out_of_service"] != nil {
+		t.Errorf("a table serving every route: %v", got)
+	}
+	only := `{"version":3,"currency":"EUR","timezone":"UTC","routes":["X1"],"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	got := f.do("PUT", "/v1/fares", f.token, only, 200)
+	if fmt.Sprint(got["out_of_service"]) != "[bus-42]" || got["out_of_service_count"] != float64(1) {
+		t.Errorf("a table leaving route 42 out: %v; want bus-42 named out of service", got)
+	}
+}

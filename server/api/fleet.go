@@ -57,13 +57,55 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
+	// An older table sent again is stored already and changes nothing:
+	// answering 200 {"version": 1} told an operator rolling a mistaken
+	// table back with the earlier file that it was back in force, while
+	// the mistaken one went on charging. A retry of the latest is still 200.
+	latest, _, err := h.cfg.Ledger.LatestFareTableShared(r.Context())
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		return nil, 0, err
+	}
+	if err == nil && t.Version < latest {
+		return nil, 0, errorf(http.StatusConflict, "stale_version",
+			"fare table version %d is older than version %d, in force now, and publishing it changes nothing: to put its fares back in force, publish them as version %d",
+			t.Version, latest, latest+1)
+	}
 	if err := h.cfg.Ledger.PutFareTable(r.Context(), t); err != nil {
 		return nil, 0, err
 	}
 	h.audit(r, p, "put_fares", strconv.FormatUint(t.Version, 10), fmt.Sprintf("currency %s, %d routes", t.Currency, len(t.Fares)))
 	h.log.Info("fare table uploaded", "version", t.Version)
 	h.cfg.Notifier.Changed(record.DocFares)
-	return map[string]any{"version": t.Version}, http.StatusOK, nil
+	out := map[string]any{"version": t.Version}
+	if left := h.devicesLeftOut(r.Context(), t); len(left) > 0 {
+		// The console's confirmation names them; a script was told nothing.
+		h.log.Warn("fare table leaves devices out of service: their route is not in its routes", "version", t.Version,
+			"devices", len(left), "first", left[:min(len(left), 5)])
+		out["out_of_service"] = left[:min(len(left), maxLeftOut)]
+		out["out_of_service_count"] = len(left)
+	}
+	return out, http.StatusOK, nil
+}
+
+// maxLeftOut bounds the device ids a fare upload's answer names.
+const maxLeftOut = 100
+
+// devicesLeftOut lists the devices the table t puts out of service
+// (ledger.DevicesLeftOut): nothing when the fleet cannot be read in 5 s
+// (logged: the table is stored all the same).
+func (h *Handler) devicesLeftOut(ctx context.Context, t *fare.Table) []string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	left, err := h.cfg.Ledger.DevicesLeftOut(ctx, t)
+	if err != nil {
+		h.log.Warn("reading the fleet for the routes a fare table leaves out failed", "err", err)
+		return nil
+	}
+	ids := make([]string, len(left))
+	for i, d := range left {
+		ids[i] = d.Device
+	}
+	return ids
 }
 
 // getFleet answers the fleet's public key (no secret: it is on every
@@ -171,7 +213,25 @@ func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context
 	if err != nil {
 		return nil, 0, err
 	}
-	return map[string]any{"version": dl.Version}, http.StatusOK, nil
+	out := map[string]any{"version": dl.Version}
+	if action == "undeny" {
+		// Clearing the account's entry leaves its credentials' (a reused
+		// code's pass, which also blocks new credentials): an operator who
+		// cleared an innocent rider was told 200 and nothing more while the
+		// rider stayed refused on every bus and could fetch no new pass.
+		left, err := h.cfg.Ledger.DenyEntries(r.Context(), req.Account)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(left) > 0 {
+			still := make([]DenyEntry, len(left))
+			for i, e := range left {
+				still[i] = DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason, Since: timeOrEmpty(e.Since), Expires: timeOrEmpty(e.Expires)}
+			}
+			out["still_denied"] = still
+		}
+	}
+	return out, http.StatusOK, nil
 }
 
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request) (any, int, error) {

@@ -234,7 +234,18 @@ func TestCredentialPolicy(t *testing.T) {
 	if e := f.do("POST", cred, secret, "", 403); errCode(e) != "not_in_good_standing" || !strings.Contains(e["error"].(map[string]any)["message"].(string), "more than once") {
 		t.Errorf("credential after a reuse: %v", e)
 	}
-	f.do("DELETE", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"serial":1,"reason":"code_reused"}`, id), 200)
+	// Clearing the account alone (as for an innocent rider) leaves the
+	// credential's entry, which still blocks: the answer says so.
+	f.do("POST", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"reason":"code_reused_account"}`, id), 200)
+	got := f.do("DELETE", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"note":"innocent"}`, id), 200)
+	if still, _ := got["still_denied"].([]any); len(still) != 1 || fmt.Sprintf("%v %v", still[0].(map[string]any)["serial"], still[0].(map[string]any)["reason"]) != "1 code_reused" {
+		t.Errorf("account entry cleared, credential entry left: %v; want still_denied naming serial 1 code_reused", got)
+	}
+	f.do("POST", cred, secret, "", 403)
+	got = f.do("DELETE", "/v1/denylist", f.token, fmt.Sprintf(`{"account":%d,"serial":1,"reason":"code_reused"}`, id), 200)
+	if got["still_denied"] != nil {
+		t.Errorf("every entry cleared: %v, want no still_denied", got)
+	}
 	f.do("POST", cred, secret, "", 201)
 }
 

@@ -506,31 +506,16 @@ func (h *Handler) devicesLeftOut(ctx context.Context, next *fare.Table) string {
 	ctx, cancel := context.WithTimeout(ctx, min(h.cfg.PageTimeout, 5*time.Second))
 	defer cancel()
 	const unchecked = "The devices on routes this table does not list could not be read (see the server log): check the fleet page first."
-	ds, err := h.cfg.Ledger.Fleet(ctx)
+	left, err := h.cfg.Ledger.DevicesLeftOut(ctx, next)
 	if err != nil {
 		h.log.Warn("console: reading the fleet for a fare preview failed", "err", err)
 		return unchecked
 	}
-	all := make([]string, len(ds))
-	for i, d := range ds {
-		all[i] = d.ID
-	}
-	assigned, err := h.cfg.Ledger.DevicesAssignments(ctx, all)
-	if err != nil {
-		h.log.Warn("console: reading the assignments for a fare preview failed", "err", err)
-		return unchecked
-	}
 	var ids []string
 	routes := map[string]bool{}
-	for _, d := range ds {
-		route := d.Route // its configuration's, or the one it was assigned
-		if as := assigned[d.ID].Assignments; len(as) > 0 {
-			route = as[0].Route
-		}
-		if d.Revoked.IsZero() && route != "" && !next.Covers(route) {
-			ids = append(ids, d.ID)
-			routes[route] = true
-		}
+	for _, d := range left {
+		ids = append(ids, d.Device)
+		routes[d.Route] = true
 	}
 	if len(ids) == 0 {
 		return ""

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/farego/farego/agent/fare"
 	"slices"
 	"strings"
 	"time"
@@ -175,6 +176,45 @@ type FleetDevice struct {
 	Device
 	Route, Vehicle string    // of its newest tap ("" before its first)
 	LastTap        time.Time // the newest tap's time (the device's clock)
+}
+
+// DeviceRoute is a device and the route it serves.
+type DeviceRoute struct {
+	Device, Route string
+}
+
+// DevicesLeftOut returns the devices (not revoked) on a route the fare
+// table t does not serve — the route last assigned them, else that of
+// their configuration or last tap — in the fleet's order: they refuse
+// every tap (route_not_in_fares) once they apply t. None when t lists no
+// routes (it serves every route).
+func (s *Store) DevicesLeftOut(ctx context.Context, t *fare.Table) ([]DeviceRoute, error) {
+	if len(t.Routes) == 0 {
+		return nil, nil
+	}
+	ds, err := s.Fleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	assigned, err := s.DevicesAssignments(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var left []DeviceRoute
+	for _, d := range ds {
+		route := d.Route
+		if as := assigned[d.ID].Assignments; len(as) > 0 {
+			route = as[0].Route
+		}
+		if d.Revoked.IsZero() && route != "" && !t.Covers(route) {
+			left = append(left, DeviceRoute{Device: d.ID, Route: route})
+		}
+	}
+	return left, nil
 }
 
 // Fleet returns every registered device with the route and vehicle of its

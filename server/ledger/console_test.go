@@ -398,6 +398,9 @@ func TestDenyListPage(t *testing.T) {
 		ctx := context.Background()
 		s := db.open(t, nil)
 		a, b := newAccount(t, s, 100), newAccount(t, s, 100)
+		if _, err := s.IssueCredentialSerial(ctx, a, time.Now().Add(time.Hour), riderKey(a)); err != nil { // serial 2
+			t.Fatal(err)
+		}
 		for _, e := range []DenyEntry{{Account: a, Reason: "x"}, {Account: a, Serial: 1, Reason: "y"}, {Account: a, Serial: 2, Reason: "z"},
 			{Account: b, Reason: "x"}, {Account: a, Serial: 2, Reason: "w"}} {
 			if err := s.Deny(ctx, e.Account, e.Serial, e.Reason); err != nil {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -77,7 +78,10 @@ func checkReason(reason string) error {
 // Deny puts an account (serial 0) or one of its credentials on the deny
 // list with a reason (1-64 of a-z, 0-9, '_'; for example "lost_phone",
 // "fraud"). Denying again with the same reason is a no-op. The reason
-// negative_balance is the ledger's own and refused.
+// negative_balance is the ledger's own and refused. A credential the
+// account was never issued is ErrNotFound: serials are handed out in
+// order, so a mistyped serial denied the rider's next credential the day
+// it was issued (and left the lost one paying).
 func (s *Store) Deny(ctx context.Context, account uint64, serial uint32, reason string) error {
 	if err := checkAccountID(account); err != nil {
 		return invalid("%v", err)
@@ -89,6 +93,16 @@ func (s *Store) Deny(ctx context.Context, account uint64, serial uint32, reason 
 	err := s.write(ctx, "deny", func(t *txn) error {
 		if _, err := t.lockExisting(account); err != nil {
 			return err
+		}
+		if serial != 0 {
+			var one int
+			err := t.queryRow(`SELECT 1 FROM credentials WHERE account_id = $1 AND serial = $2`, int64(account), int64(serial)).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("%w: account %d has no credential %d", ErrNotFound, account, serial)
+			}
+			if err != nil {
+				return fmt.Errorf("ledger: read credential: %w", err)
+			}
 		}
 		var err error
 		added, err = t.deny(account, serial, reason, 0)

@@ -43,7 +43,7 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 				_, _, err := s.RefundPayment(ctx, RefundRequest{MerchantID: "m", OrderID: "fault", RefundID: "fault-refund", Amount: 40})
 				return err
 			}},
-			{"deny", []string{"commit"}, func() error { return s.Deny(ctx, payee, 2, "fraud") }},
+			{"deny", []string{"commit"}, func() error { return s.Deny(ctx, payee, 1, "fraud") }},
 			{"credential", []string{"commit"}, func() error {
 				_, err := s.IssueCredentialSerial(ctx, payee, time.Now().Add(time.Hour), riderKey(payee))
 				return err

@@ -898,12 +898,12 @@ func TestDenyOperator(t *testing.T) {
 			t.Fatal(err)
 		}
 		step("deny again", false)
-		if err := s.Deny(ctx, acct, 3, "lost_phone"); err != nil {
+		if err := s.Deny(ctx, acct, 1, "lost_phone"); err != nil {
 			t.Fatal(err)
 		}
 		step("deny a credential", true)
 		dl = denyList(t, s)
-		if len(dl.Entries) != 2 || dl.Entries[0].Serial != 0 || dl.Entries[1].Serial != 3 || dl.Entries[0].Since.IsZero() {
+		if len(dl.Entries) != 2 || dl.Entries[0].Serial != 0 || dl.Entries[1].Serial != 1 || dl.Entries[0].Since.IsZero() {
 			t.Fatalf("deny list %+v, want 2 entries", dl)
 		}
 		if a, _ := s.Account(ctx, acct); !a.Denied || a.DenyReason != "fraud" {
@@ -915,7 +915,7 @@ func TestDenyOperator(t *testing.T) {
 		if err := s.Undeny(ctx, acct, 0, ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Undeny(ctx, acct, 3, "lost_phone"); err != nil {
+		if err := s.Undeny(ctx, acct, 1, "lost_phone"); err != nil {
 			t.Fatal(err)
 		}
 		dl = denyList(t, s)
@@ -1865,6 +1865,32 @@ func TestFareChangeServiceDayOtherRidersTap(t *testing.T) {
 		}
 		if first, late := run(true), run(false); first != late {
 			t.Errorf("the same two rides cost %d when another rider's tap came in before the publication, %d when it came in after; want the same", first, late)
+		}
+	})
+}
+
+// A credential serial the account was never issued is refused, changing
+// nothing: serials are handed out in order, so an operator's mistyped
+// serial (2 for 1) put the rider's next credential on the deny list the
+// day it was issued, for good, while the lost one kept paying.
+func TestDenyUnknownCredential(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		acct := newAccount(t, s, 1000) // credential 1
+		wantErr(t, s.Deny(ctx, acct, 2, "lost_phone"), ErrNotFound)
+		if dl := denyList(t, s); dl.Version != 0 || len(dl.Entries) != 0 {
+			t.Fatalf("deny list %+v after a refused deny, want it unchanged", dl)
+		}
+		serial, err := s.IssueCredentialSerial(ctx, acct, time.Now().Add(time.Hour), riderKey(acct))
+		if err != nil || serial != 2 {
+			t.Fatalf("next credential: serial %d, err %v; want 2", serial, err)
+		}
+		if entries, _ := s.DenyEntries(ctx, acct); len(entries) != 0 {
+			t.Errorf("credential 2 issued denied: %+v", entries)
+		}
+		if err := s.Deny(ctx, acct, 2, "lost_phone"); err != nil {
+			t.Fatalf("deny an issued credential: %v", err)
 		}
 	})
 }
