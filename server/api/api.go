@@ -417,10 +417,20 @@ func jsonProblem(err error) string {
 	case errors.As(err, &te) && te.Field == "":
 		return fmt.Sprintf("the body must be a JSON object, not %s", jsonKind(te.Value))
 	case errors.As(err, &te):
-		return fmt.Sprintf("%q must be %s, not %s", te.Field, goKind(te.Type), jsonKind(te.Value))
+		msg := fmt.Sprintf("%q must be %s, not %s", te.Field, goKind(te.Type), jsonKind(te.Value))
+		// Staff type amounts in euros: 22.50 is 2250.
+		if n, ok := strings.CutPrefix(te.Value, "number "); ok && strings.Contains(n, ".") && moneyField(te.Field) {
+			msg += " (amounts are whole minor units of the currency: 2250 for 22.50 EUR)"
+		}
+		return msg
 	}
 	// Unknown fields ("json: unknown field \"x\"") and the like read well.
 	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// moneyField reports whether a body field holds an amount of money.
+func moneyField(name string) bool {
+	return strings.Contains(name, "amount") || strings.Contains(name, "credit_line") || strings.Contains(name, "limit")
 }
 
 // jsonKind names a JSON value kind as encoding/json reports it ("array",

@@ -16,6 +16,7 @@ func TestBadJSONMessages(t *testing.T) {
 		`"x"`:                           "the body must be a JSON object, not a string",
 		`{"amount":"1"}`:                `"amount" must be a whole number, not a string`,
 		`{"amount":1.5}`:                `"amount" must be a whole number, not a number 1.5`,
+		`{"amount":22.50}`:              `"amount" must be a whole number, not a number 22.50 (amounts are whole minor units of the currency: 2250 for 22.50 EUR)`,
 		`{"reference":5}`:               `"reference" must be a string, not a number`,
 		`{"amount":1`:                   "ends too soon",
 		`{"amount":}`:                   "not JSON (at byte",
