@@ -404,6 +404,9 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 // rider bounds it.
 func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	id, p, err := h.accountPrincipal(r, ledger.RoleOperator)
+	if err == nil {
+		err = h.riderChange(r, p)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -419,6 +422,17 @@ func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, 
 		h.audit(r, p, "payment_limit", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d", amount))
 	}
 	return toAccount(a), http.StatusOK, nil
+}
+
+// riderChange bounds the changes riders make with their secret per client
+// address, its IPv6 site and for everyone (riderChangesPerMinute): each is
+// a write of the ledger's, which the fleet's taps wait for. A refused one
+// (429 rate_limited) changes nothing; staff tokens are not bounded.
+func (h *Handler) riderChange(r *http.Request, p principal) error {
+	if p.role == roleRider && !h.changes.allow(r) {
+		return errorf(http.StatusTooManyRequests, "rate_limited", "too many changes to accounts from here; try again in a minute")
+	}
+	return nil
 }
 
 // amountBody reads the body {"amount": N} of the account settings in minor
@@ -444,6 +458,9 @@ func amountBody(r *http.Request) (int64, error) {
 // the profile they carry until they expire.
 func (h *Handler) setProfile(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err == nil {
+		err = h.riderChange(r, p)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -611,6 +628,9 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 // ledger.ReplaceSecret).
 func (h *Handler) replaceSecret(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
+	if err == nil {
+		err = h.riderChange(r, p)
+	}
 	if err != nil {
 		return nil, 0, err
 	}

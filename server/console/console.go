@@ -14,6 +14,7 @@ import (
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/ratelog"
 )
 
 // Defaults for Config fields left zero.
@@ -84,6 +85,9 @@ type Handler struct {
 	css   []byte
 	fleet *metrics.Cache[fleetReading] // the fleet for the metrics
 	aside *metrics.Cache[asideReading] // the records kept aside, for the metrics
+	// refusals lets the log lines of requests refused before a session
+	// through once a minute per client address (refused).
+	refusals *ratelog.Limiter
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -115,7 +119,8 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency())}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency()),
+		refusals: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
 	h.fleet = &metrics.Cache[fleetReading]{TTL: metricsCacheTTL, Read: h.readFleetForMetrics}
 	h.aside = &metrics.Cache[asideReading]{TTL: metricsCacheTTL, Read: h.readAside}
 	css, err := staticFS.ReadFile("static/console.css")

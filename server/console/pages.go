@@ -187,7 +187,10 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, sta
 
 // fail renders a server error (logged).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err error) {
-	h.log.Error("console: page failed", "path", r.URL.Path, "err", err)
+	if clientGone(r) {
+		return // nobody to show it to
+	}
+	h.log.Error("console: page failed", "path", cut(r.URL.Path, maxLogPath), "err", err)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 		h.errorPage(w, r, s, http.StatusServiceUnavailable, "Ledger too slow",
 			fmt.Sprintf("The ledger did not answer within %s (locked or overloaded?); try again, and see the server log.", fmtDur(h.cfg.PageTimeout)))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/server/api"
+	"github.com/farego/farego/server/internal/clientaddr"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -159,7 +160,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			if err := checkOrigin(r); err != nil {
-				h.log.Warn("console: cross-site request refused", "path", r.URL.Path, "err", err)
+				h.refused(r, "console: cross-site request refused", "path", cut(r.URL.Path, maxLogPath), "err", err)
 				h.errorPage(w, r, nil, http.StatusForbidden, "Refused", "This request did not come from the console's own pages, so nothing was done.")
 				return
 			}
@@ -167,6 +168,9 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 		s, err := h.currentSession(r)
 		if err != nil {
 			if !errors.Is(err, ErrNoSession) {
+				if clientGone(r) {
+					return // nobody to answer, and no fault of the server's
+				}
 				if r.Method != http.MethodPost && (errors.Is(err, context.DeadlineExceeded) ||
 					errors.Is(r.Context().Err(), context.DeadlineExceeded)) {
 					h.fail(w, r, nil, err) // PageTimeout: 503, the ledger too slow
@@ -209,7 +213,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 				return
 			}
 			if subtle.ConstantTimeCompare([]byte(r.PostFormValue(csrfField)), []byte(s.csrf)) != 1 {
-				h.log.Warn("console: POST without the session's CSRF token refused", "path", r.URL.Path, "token", s.tokenID)
+				h.log.Warn("console: POST without the session's CSRF token refused", "path", cut(r.URL.Path, maxLogPath), "token", s.tokenID)
 				h.errorPage(w, r, s, http.StatusForbidden, "Refused", "This form did not carry this session's token, so nothing was done. Reload the page and try again.")
 				return
 			}
@@ -259,7 +263,7 @@ func safeNext(prefix, next string) string {
 // signIn checks an operator or auditor token and starts a session.
 func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	if err := checkOrigin(r); err != nil {
-		h.log.Warn("console: cross-site sign-in refused", "err", err)
+		h.refused(r, "console: cross-site sign-in refused", "err", err)
 		h.errorPage(w, r, nil, http.StatusForbidden, "Refused", "This request did not come from the console's own pages.")
 		return
 	}
@@ -289,6 +293,9 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.Sum256([]byte(tok))
 		t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			if clientGone(r) {
+				return
+			}
 			h.log.Error("console: reading a token failed", "err", err)
 			h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The token could not be checked; see the server log.")
 			return
@@ -298,7 +305,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if role != ledger.RoleOperator && role != ledger.RoleAuditor {
-		h.log.Warn("console: sign-in refused", "token", id, "role", role)
+		h.refused(r, "console: sign-in refused", "token", id, "role", role)
 		fail("This token cannot sign in to the console: it is unknown, revoked, or not an operator's or an auditor's.")
 		return
 	}
@@ -341,6 +348,28 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, s *sess) {
 		SameSite: http.SameSiteStrictMode, Secure: secureRequest(r)})
 	http.Redirect(w, r, h.cfg.Prefix+"signin", http.StatusSeeOther)
 }
+
+// maxLogPath bounds a request path in a log line (a client's may be as long
+// as the header limit, 32 KiB).
+const maxLogPath = 80
+
+// refused logs a request refused before any session (cross-site, a sign-in
+// with a bad token) at most once a minute per kind and client address,
+// saying how many were held back: anyone may send them at any rate (an
+// attack review had one client log 5,300 refused sign-ins a second, and
+// 50 MiB a second of cross-site refusals, each with a 30 KiB path).
+// Behind a reverse proxy its clients share its address here.
+func (h *Handler) refused(r *http.Request, msg string, args ...any) {
+	remote := clientaddr.Key(r.RemoteAddr)
+	if ok, n := h.refusals.Allow(msg + " " + remote); ok {
+		h.log.Warn(msg, append(args, "remote", remote, "suppressed", n)...)
+	}
+}
+
+// clientGone reports whether the client hung up on r: a ledger read that
+// failed for it is no fault of the server's, and not logged (anyone can
+// make one at any rate).
+func clientGone(r *http.Request) bool { return errors.Is(r.Context().Err(), context.Canceled) }
 
 // auditSelf writes a console event of the session (sign-in, sign-out) to
 // the audit trail; a failure is logged.

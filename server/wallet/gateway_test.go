@@ -522,6 +522,49 @@ func TestWalletSecretChangedElsewhere(t *testing.T) {
 // code; the wallet sends it in minor units (20.50 → 2050), shows it, refuses
 // what is not an amount without asking the server, and an empty field
 // removes the limit.
+// TestWalletSaysTooManyChanges: a change the server refuses for the limit
+// on riders' changes from one address (429) is said as such; the wallet
+// said every 429 was "Too many new accounts were made from this network".
+func TestWalletSaysTooManyChanges(t *testing.T) {
+	// The API's clock stands still: no change comes back to the
+	// address's bucket while the browser's is under way.
+	frozen := time.Now()
+	url, _ := serveWalletWith(t, "EUR", api.Config{Now: func() time.Time { return frozen }})
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	change := func() int {
+		req, err := http.NewRequest("PUT", fmt.Sprintf("%s/v1/accounts/%d/payment_limit", url, acct.ID), strings.NewReader(`{"amount":100}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+acct.Secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := change(); c != http.StatusOK {
+		t.Fatalf("a change: %d", c)
+	}
+	state := `document.getElementById("limit-state").textContent`
+	wallettest.WaitFor(t, b, 30*time.Second, "the limit shown", state+`.includes("1.00")`)
+	// This address's changes used up (the browser's is the same).
+	for i := 0; change() != http.StatusTooManyRequests; i++ {
+		if i == 100 {
+			t.Fatal("100 changes in a row taken")
+		}
+	}
+	wallettest.Eval[bool](t, b, `(document.getElementById("limit-amount").value = "20.50", true)`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("limit-save"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the refusal said", `!document.getElementById("error").hidden`)
+	if msg := wallettest.Eval[string](t, b, `document.getElementById("error").textContent`); !strings.Contains(msg, "Too many changes to accounts") {
+		t.Errorf("a change refused for the rate of changes says %q", msg)
+	}
+}
+
 func TestWalletPaymentLimit(t *testing.T) {
 	url, g := serveWallet(t)
 	acct := newAccount(t, url)

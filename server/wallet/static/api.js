@@ -68,7 +68,9 @@ export async function call(method, path, { token, body } = {}) {
       throw new ApiError("network", resp.status);
     }
     let code = apiError ? data.error.code : "http_" + resp.status;
-    if (resp.status === 429) code = "rate_limited";
+    // 429 is the sign-up limit for a new account, the limit on riders'
+    // changes (payment limit, profile, secret) for anything else.
+    if (resp.status === 429) code = method === "POST" && path === "/v1/accounts" ? "rate_limited" : "rate_limited_changes";
     const ra = parseInt(resp.headers.get("Retry-After") ?? "", 10);
     let detail;
     const e = apiError ? data.error : {};

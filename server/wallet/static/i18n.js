@@ -120,6 +120,8 @@ export const catalog = {
     err_network: "The server cannot be reached. Check your connection and try again.",
     err_rate_limited: "Too many new accounts were made from this network just now. Try again in {seconds} seconds.",
     err_rate_limited_later: "Too many new accounts were made from this network just now. Try again in a minute.",
+    err_rate_limited_changes: "Too many changes to accounts were made from this network just now. Try again in {seconds} seconds.",
+    err_rate_limited_changes_later: "Too many changes to accounts were made from this network just now. Try again in a minute.",
     err_too_many_credentials: "This account has too many passes in use. Wait until an older one expires (within a day), or ask the operator.",
     err_insufficient_funds: "Top up your account first: its balance is too low to get a pass.",
     err_insufficient_funds_minimum: "Top up your account first: a pass needs a balance of at least {amount}.",
@@ -251,6 +253,8 @@ export const catalog = {
     err_network: "无法连接服务器。请检查网络后重试。",
     err_rate_limited: "此网络刚刚创建了太多账户。请在 {seconds} 秒后重试。",
     err_rate_limited_later: "此网络刚刚创建了太多账户。请一分钟后重试。",
+    err_rate_limited_changes: "此网络刚刚对账户做了太多更改。请在 {seconds} 秒后重试。",
+    err_rate_limited_changes_later: "此网络刚刚对账户做了太多更改。请一分钟后重试。",
     err_too_many_credentials: "此账户使用中的乘车凭证过多。请等待较早的凭证过期（一天内），或联系运营方。",
     err_insufficient_funds: "请先充值：账户余额不足，无法获取乘车凭证。",
     err_insufficient_funds_minimum: "请先充值：获取乘车凭证需要至少 {amount} 的余额。",
@@ -310,6 +314,8 @@ export function errorText(err) {
   switch (code) {
     case "rate_limited":
       return err.retryAfter ? t("err_rate_limited", { seconds: err.retryAfter }) : t("err_rate_limited_later");
+    case "rate_limited_changes":
+      return err.retryAfter ? t("err_rate_limited_changes", { seconds: err.retryAfter }) : t("err_rate_limited_changes_later");
     case "bad_json":
     case "bad_request":
     case "unsupported_media_type":
