@@ -797,3 +797,21 @@ func TestFaresNameDevicesLeftOut(t *testing.T) {
 		t.Errorf("a table leaving route 42 out: %v; want bus-42 named out of service", got)
 	}
 }
+
+// TestFaresAboveTheDailyCap: a fare above its profile's daily cap (a cap
+// typed 70 for 700) makes such a rider pay the cap from the first ride;
+// the console's preview marks it, and the API's answer names it too
+// (operator review: it said nothing).
+func TestFaresAboveTheDailyCap(t *testing.T) {
+	f := newFixture(t)
+	ok := `{"version":2,"currency":"EUR","timezone":"UTC","daily_cap":{"adult":700},"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	if got := f.do("PUT", "/v1/fares", f.token, ok, 200); got["above_daily_cap"] != nil {
+		t.Errorf("caps above every fare: %v", got)
+	}
+	typo := `{"version":3,"currency":"EUR","timezone":"UTC","daily_cap":{"adult":70,"child":500},"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180},"42":{"adult":300}}}`
+	got := f.do("PUT", "/v1/fares", f.token, typo, 200)
+	want := "[map[daily_cap:70 fare:250 profile:adult route:*] map[daily_cap:70 fare:300 profile:adult route:42]]"
+	if fmt.Sprint(got["above_daily_cap"]) != want {
+		t.Errorf("an adult cap of 70: above_daily_cap %v, want %s", got["above_daily_cap"], want)
+	}
+}

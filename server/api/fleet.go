@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -77,6 +79,13 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 	h.log.Info("fare table uploaded", "version", t.Version)
 	h.cfg.Notifier.Changed(record.DocFares)
 	out := map[string]any{"version": t.Version}
+	if above := aboveDailyCap(t); len(above) > 0 {
+		// The console's preview marks them; a script was told nothing,
+		// and the cap is what such a rider pays from the first ride.
+		h.log.Warn("fare table has fares above their profile's daily cap: those riders pay the cap from the first ride",
+			"version", t.Version, "fares", len(above))
+		out["above_daily_cap"] = above
+	}
 	if left := h.devicesLeftOut(r.Context(), t); len(left) > 0 {
 		// The console's confirmation names them; a script was told nothing.
 		h.log.Warn("fare table leaves devices out of service: their route is not in its routes", "version", t.Version,
@@ -85,6 +94,28 @@ func (h *Handler) putFares(w http.ResponseWriter, r *http.Request) (any, int, er
 		out["out_of_service_count"] = len(left)
 	}
 	return out, http.StatusOK, nil
+}
+
+// CappedFare is a fare of a table above its profile's daily cap.
+type CappedFare struct {
+	Route    string `json:"route"`
+	Profile  string `json:"profile"`
+	Fare     int64  `json:"fare"`
+	DailyCap int64  `json:"daily_cap"`
+}
+
+// aboveDailyCap lists the fares of t above their profile's daily cap, by
+// route and profile (at most a table's routes times its profiles).
+func aboveDailyCap(t *fare.Table) []CappedFare {
+	var out []CappedFare
+	for _, route := range slices.Sorted(maps.Keys(t.Fares)) {
+		for _, p := range slices.Sorted(maps.Keys(t.Fares[route])) {
+			if limit, ok := t.DailyCap[p]; ok && t.Fares[route][p] > limit {
+				out = append(out, CappedFare{Route: route, Profile: p, Fare: t.Fares[route][p], DailyCap: limit})
+			}
+		}
+	}
+	return out
 }
 
 // maxLeftOut bounds the device ids a fare upload's answer names.
