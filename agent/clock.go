@@ -166,7 +166,8 @@ func (a *Agent) OutOfService() string {
 	if beyond, off := a.clockBeyond(); beyond {
 		if r := a.behind.Load(); r != nil && a.clock.Load() == nil {
 			return fmt.Sprintf("%s: clock behind by at least %s: it reads %s, and a code made at %s was accepted here "+
-				"(a restart without a battery-backed clock?); set the clock (NTP) or connect the device to the broker to measure it",
+				"(a restart without a battery-backed clock?); set the clock (NTP), or let the device measure it against the server's "+
+				"([selftest] time_url, or the ack of a batch it sends)",
 				record.ReasonClockOffset, (-off).Round(time.Second), a.wallNow().UTC().Format(time.RFC3339), r.code.UTC().Format(time.RFC3339))
 		}
 		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,

@@ -256,6 +256,9 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 				if err := st.Commit(ctx, sp.b); err != nil {
 					return err
 				}
+				// What the first pass kept aside is no longer new to
+				// the batch's own pass: charged here (review).
+				sp.b.Aside += sp.aside
 			}
 			return nil
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -158,12 +159,26 @@ func staleWAL(data, db string) error {
 		return nil // openLedger says what is missing, Exclusive that a server runs (whose log is live)
 	}
 	wal, err := os.Stat(path + "-wal")
-	if err != nil || wal.Size() == 0 || !wal.ModTime().Before(file.ModTime()) {
+	// The file's change time, not its modification time: a copy that
+	// keeps times (cp -a, rsync -a, tar) gives the backup its old
+	// modification time, but the change time is the copy's.
+	placed := changed(file)
+	if err != nil || wal.Size() == 0 || !wal.ModTime().Before(placed) {
 		return nil
 	}
-	return fmt.Errorf("%s-wal (%d bytes, written %s) is older than %s (%s): it is the log of the server that ran before "+
+	return fmt.Errorf("%s-wal (%d bytes, written %s) is older than %s (put in place %s): it is the log of the server that ran before "+
 		"the backup was put in place, and SQLite would play it onto the backup. If %s is the backup's whole copy, remove "+
 		"%s-wal and %s-shm (README: Restoring a backup, step 1) and run restored again; the ledger is unchanged",
-		path, wal.Size(), wal.ModTime().UTC().Format(time.RFC3339), path, file.ModTime().UTC().Format(time.RFC3339),
+		path, wal.Size(), wal.ModTime().UTC().Format(time.RFC3339), path, placed.UTC().Format(time.RFC3339),
 		path, path, path)
+}
+
+// changed returns when fi's file was last changed (its inode: written,
+// renamed into place, its mode or owner set), or its modification time
+// where the system does not say.
+func changed(fi os.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Unix())
+	}
+	return fi.ModTime()
 }

@@ -31,9 +31,10 @@ type Account struct {
 	CreditLine     int64  `json:"credit_line"`
 	// PassMinimum is the balance a new credential needs (the day's cap or
 	// one fare of the profile its credentials carry, less the credit
-	// line), as insufficient_funds names it; absent when none. Below it
-	// the wallet says to top up before a ride leaves the account blocked.
-	PassMinimum int64 `json:"pass_minimum,omitempty"`
+	// line, below zero with a credit line above it), as insufficient_funds
+	// names it; absent when none. Below it the wallet says to top up
+	// before a ride leaves the account blocked.
+	PassMinimum *int64 `json:"pass_minimum,omitempty"`
 	// PaymentLimit is the most one online payment by code may take (absent:
 	// no limit).
 	PaymentLimit int64  `json:"payment_limit,omitempty"`
@@ -240,7 +241,12 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 	if err != nil {
 		return nil, 0, err
 	}
-	out.PassMinimum = max(minimum-out.CreditLine, 0)
+	if minimum > 0 {
+		// Not clamped at 0: with a credit line of 10.00 and a fare of
+		// 2.50, a balance of -9.00 gets no new pass and its next ride
+		// blocks the account.
+		out.PassMinimum = new(minimum - out.CreditLine)
+	}
 	rides, err := h.cfg.Ledger.Rides(r.Context(), id, 10)
 	if err != nil {
 		return nil, 0, err

@@ -219,6 +219,16 @@ func TestCredentialPolicy(t *testing.T) {
 	// A credit line (the operator's or the payment provider's decision)
 	// covers it: "charge first, deduct later".
 	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":250}`, 200)
+	if a := f.do("GET", path("/v1/accounts/%d", id), secret, "", 200); a["pass_minimum"] != 0.0 {
+		t.Errorf("account at credit line 2.50: pass_minimum %v, want 0", a["pass_minimum"])
+	}
+	// A credit line above it: the balance a pass needs is below zero
+	// (credit line 10.00: -7.50), not none.
+	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":1000}`, 200)
+	if a := f.do("GET", path("/v1/accounts/%d", id), secret, "", 200); a["pass_minimum"] != -750.0 {
+		t.Errorf("account at credit line 10.00: pass_minimum %v, want -750", a["pass_minimum"])
+	}
+	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":250}`, 200)
 	f.do("POST", cred, secret, "", 201)
 	f.do("PUT", path("/v1/accounts/%d/credit_line", id), f.token, `{"amount":0}`, 200)
 	f.do("POST", path("/v1/accounts/%d/topups", id), f.token, `{"amount":249,"reference":"p1"}`, 200)

@@ -750,6 +750,24 @@ func TestWalletWarnsOfALowBalance(t *testing.T) {
 	}
 }
 
+// TestWalletWarnsOfALowBalanceOnCredit: with a credit line of €10.00 a
+// pass needs a balance of -€7.50; at -€9.00 the wallet said "good
+// standing" (pass_minimum was clamped at 0 and left out) while no new pass
+// was issued and the next ride blocked the account.
+func TestWalletWarnsOfALowBalanceOnCredit(t *testing.T) {
+	url, g := serveWallet(t)
+	b, acct := passShown(t, url, g, 10_000)
+	if _, err := g.store.SetCreditLine(context.Background(), acct.ID, 1_000, ""); err != nil {
+		t.Fatal(err)
+	}
+	shopActivity(t, g, acct, "EUR", 100, 11_100, 100) // -€9.00
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the balance", `document.getElementById("balance").textContent === "-€9.00"`)
+	if s := wallettest.Eval[string](t, b, `document.getElementById("standing").textContent`); !strings.Contains(s, "Top up") || !strings.Contains(s, "7.50") {
+		t.Errorf("at -€9.00 on a credit line of €10.00, the standing says %q", s)
+	}
+}
+
 // TestWalletShowsActivity: the rider sees a shop's payment and its refund
 // in the account's activity, with the shop's name and the balance after
 // each, newest first (a rogue shop's payment does not go unseen).

@@ -430,7 +430,15 @@ func (u *Updater) Boot() error {
 	// whenever the ignition does (and while the engine cranks), and a
 	// version that reached no broker before three cuts was rolled back
 	// as a crash loop, the same version refused until a new rollout.
-	if id := u.cfg.BootID(); id != p.BootID {
+	id := u.cfg.BootID()
+	if id == "" {
+		// A unit installed before FAREGO_BOOT_ID (an update brings the
+		// binary, not the unit), whose ProcSubset=pid hides the kernel's.
+		u.log.Warn("update: the kernel's boot id is unknown ($"+BootIDEnv+" unset, /proc/sys hidden): every start of the new version "+
+			"counts towards max_boots, one after a power cut too; install this release's unit (Environment="+BootIDEnv+"=%b)",
+			"version", p.Version)
+	}
+	if id != p.BootID {
 		if p.BootID != "" && id != "" && p.Boots > 0 {
 			u.log.Info("update: the previous start of the new version ended with the machine (a power cut or a reboot), not counted as a failed start",
 				"version", p.Version, "starts_before", p.Boots)
@@ -910,16 +918,24 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 const BootIDEnv = "FAREGO_BOOT_ID"
 
 // kernelBootID returns the kernel's boot id: $FAREGO_BOOT_ID, or
-// /proc/sys/kernel/random/boot_id ("" if neither can be read).
+// /proc/sys/kernel/random/boot_id ("" if neither can be read), in
+// bootIDForm.
 func kernelBootID() string {
-	if id := strings.TrimSpace(os.Getenv(BootIDEnv)); id != "" {
+	if id := bootIDForm(os.Getenv(BootIDEnv)); id != "" {
 		return id
 	}
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	return bootIDForm(string(b))
+}
+
+// bootIDForm writes a boot id one way: systemd's %b is 32 hex digits,
+// the kernel's file the same with dashes (a start by hand, without the
+// unit's environment, read as another boot than the unit's starts).
+func bootIDForm(id string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(id), "-", ""))
 }
 
 // copyFile copies src to a new file dst (mode 0755) durably.

@@ -483,7 +483,9 @@ function renderView(view) {
   const st = $("standing");
   // Below what a new pass needs: the pass on the phone still makes codes,
   // but a ride the balance cannot pay blocks the account (negative_balance).
-  const low = !a.denied && a.pass_minimum > 0 && a.balance < a.pass_minimum;
+  // (Below zero with a credit line larger than it: a balance of -9.00 on
+  // a credit line of 10.00 pays no 2.50 fare.)
+  const low = !a.denied && typeof a.pass_minimum === "number" && a.balance < a.pass_minimum;
   st.textContent = a.denied ? denyText(a.deny_reason)
     : low ? t("standing_low", { amount: money(a.pass_minimum, a.currency) }) : t("standing_ok");
   st.className = a.denied ? "bad" : low ? "warning" : "good";
