@@ -26,11 +26,7 @@ import (
 // batches, is kept aside whole and charges nothing.
 func TestRevokedBatchKeptAside(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	st := testStore(t, l, "bus-1")
 	batch := func(epoch string) *ingest.Batch {
 		return &ingest.Batch{DeviceID: "bus-1", Epoch: epoch, Revoked: true, Taps: []ingest.Tap{
@@ -60,11 +56,7 @@ func TestRevokedBatchKeptAside(t *testing.T) {
 // ledger whole, refused, and settled batch by batch.
 func TestCoalescedSetOverLedgerLimit(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	now := time.Now()
 	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"EUR","timezone":"UTC","service_day_start":"04:00",
 		"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
@@ -186,11 +178,7 @@ func testRouteMismatchAtServerTime(t *testing.T, dsn string) {
 // does not fail, to come again for good.
 func TestUnholdableRecordQuarantined(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	st := testStore(t, l, "bus-1")
 	now := time.Now()
 	rider := paycodetest.NewIssuer(t, 9, now).Rider(t, 1001, now)
@@ -215,6 +203,18 @@ func TestUnholdableRecordQuarantined(t *testing.T) {
 // riderFixture gives ledger l a fare table (250 an adult ride) and the
 // store with device bus-1, and makes an account with 100.00 and a pass
 // issued at now by an issuer of key 1 (its rider).
+// sqliteLedger opens a new SQLite ledger in the test's directory, closed
+// when the test ends.
+func sqliteLedger(t *testing.T) *ledger.Store {
+	t.Helper()
+	l, err := ledger.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 func riderFixture(t *testing.T, l *ledger.Store, now time.Time) (*store, ledger.Account, *paycodetest.Issuer, *paycodetest.Rider) {
 	t.Helper()
 	ctx := context.Background()
@@ -270,11 +270,7 @@ func testStore(t *testing.T, l *ledger.Store, devices ...string) *store {
 // those are quarantined now, and the rider's own late code still shows.
 func TestUnattributableTapsQuarantined(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	now := time.Now()
 	st, acct, issuer, rider := riderFixture(t, l, now)
 	verifier := paycode.NewVerifier(0)
@@ -353,11 +349,7 @@ func TestUnattributableTapsQuarantined(t *testing.T) {
 // and the batch's good tap is charged in the same call.
 func TestRefusedClaimsCountedAside(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	now := time.Now()
 	st, acct, _, rider := riderFixture(t, l, now)
 	b := &ingest.Batch{DeviceID: "bus-1", Epoch: "e"}
@@ -394,11 +386,7 @@ func TestRefusedClaimsCountedAside(t *testing.T) {
 // batches went unacked for an hour.
 func TestResentBatchNotChargedAgain(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	now := time.Now()
 	st, acct, _, rider := riderFixture(t, l, now)
 	var taps []ingest.Tap
@@ -444,11 +432,7 @@ func TestResentBatchNotChargedAgain(t *testing.T) {
 // newer ones).
 func TestLastWillKeepsNewerStatus(t *testing.T) {
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := sqliteLedger(t)
 	st, _, _, _ := riderFixture(t, l, time.Now())
 	offset := int64(0)
 	online := &wire.Status{DeviceID: "bus-1", Online: true, Time: time.Now(), QueueDepth: 2, ClockOffsetMS: &offset,

@@ -29,16 +29,8 @@ import (
 // empty file no program runs, which nothing on the device can roll back
 // (the update's rollback runs in the binary itself).
 func TestPowerCutAfterUpdateKeepsTheBinary(t *testing.T) {
-	disk := powercut.Mount(t, nil)
+	disk, bin, old := binaryOnDisk(t)
 	fleet := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
-	bin := disk.Path("farego-validator")
-	old := []byte("farego-validator 1.0.0\n")
-	must(t, os.WriteFile(bin, old, 0o755))
-	f, err := os.Open(bin)
-	must(t, err)
-	must(t, f.Sync())
-	f.Close()
-	must(t, syncDir(disk.Dir()))
 
 	data := bytes.Repeat([]byte("farego-validator 1.1.0\n"), 5000)
 	var requests atomic.Int32
@@ -129,16 +121,8 @@ func syncDir(dir string) error {
 // until a new rollout). Starts that end within one kernel boot (the
 // process dies, systemd starts it again) still count.
 func TestIgnitionCyclesDoNotRollBackAnUpdate(t *testing.T) {
-	disk := powercut.Mount(t, nil)
+	disk, bin, old := binaryOnDisk(t)
 	fleet := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
-	bin := disk.Path("farego-validator")
-	old := []byte("farego-validator 1.0.0\n")
-	must(t, os.WriteFile(bin, old, 0o755))
-	f, err := os.Open(bin)
-	must(t, err)
-	must(t, f.Sync())
-	f.Close()
-	must(t, syncDir(disk.Dir()))
 
 	data := bytes.Repeat([]byte("farego-validator 1.1.0\n"), 5000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -211,4 +195,20 @@ func TestIgnitionCyclesDoNotRollBackAnUpdate(t *testing.T) {
 	if got, _ := os.ReadFile(bin); !bytes.Equal(got, old) {
 		t.Fatalf("after the crash loop and a power cut the binary in place is not the previous one (%d bytes)", len(got))
 	}
+}
+
+// binaryOnDisk mounts a power-cut disk with version 1.0.0's binary on it,
+// synced, and returns the disk, the binary's path and its contents.
+func binaryOnDisk(t *testing.T) (*powercut.Disk, string, []byte) {
+	t.Helper()
+	disk := powercut.Mount(t, nil)
+	bin := disk.Path("farego-validator")
+	old := []byte("farego-validator 1.0.0\n")
+	must(t, os.WriteFile(bin, old, 0o755))
+	f, err := os.Open(bin)
+	must(t, err)
+	must(t, f.Sync())
+	f.Close()
+	must(t, syncDir(disk.Dir()))
+	return disk, bin, old
 }
