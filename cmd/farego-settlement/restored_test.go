@@ -205,3 +205,29 @@ func TestRestoredRefusesAStaleWAL(t *testing.T) {
 		t.Fatalf("restored with the -wal emptied: %d %q", c, e)
 	}
 }
+
+// A lock file restored cannot open (the server's user made it 0600 and
+// restored runs as another; here a directory, as root opens any file)
+// does not tell whether a server serves the ledger: the -wal may be a
+// live server's (idle after a checkpoint, older than the file's change
+// time), and staleWAL told the operator to remove it.
+func TestStaleWALUnknownLock(t *testing.T) {
+	data := t.TempDir()
+	db := filepath.Join(data, "ledger.db")
+	if err := os.WriteFile(db, []byte("ledger"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db+"-wal", []byte("a live server's log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(db+"-wal", hour, hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(db+ledger.LockFileSuffix, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := staleWAL(data, ""); err != nil {
+		t.Fatalf("staleWAL with a lock file it cannot open: %v; want it left to Exclusive", err)
+	}
+}

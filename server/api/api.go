@@ -359,7 +359,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{status: http.StatusConflict, code: "stale_version", msg: err.Error()}
 	case errors.Is(err, ledger.ErrInvalid), errors.Is(err, fare.ErrInvalid), errors.Is(err, paycode.ErrKeyring):
 		ae = &apiError{status: http.StatusBadRequest, code: "invalid", msg: err.Error()}
-	case errors.Is(r.Context().Err(), context.Canceled):
+	case errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled):
 		// The client hung up while its request waited for the ledger:
 		// nobody reads this answer and the server is not at fault.
 		// Anyone can do it at any rate (a made-up fgt_ token is looked
@@ -367,7 +367,9 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		// a second of "request failed", each with its 30 KiB path (4 MiB
 		// a second), all counted as the server's 5xx.
 		// It is still answered as before (the console reads an answer
-		// through ServeAs, where none would be a 200).
+		// through ServeAs, where none would be a 200). Only the hang-up's
+		// own error: a real fault of the ledger's that a client gave up
+		// on (a slow failing disk makes them) is still the server's.
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", clipPath(r.URL.Path), "err", err)
 		writeError(w, &apiError{status: http.StatusInternalServerError, code: "internal", msg: "the request was abandoned by the client"})
 		return statusClientClosed

@@ -217,6 +217,33 @@ func TestClientHangUpNotAServerFault(t *testing.T) {
 	}
 }
 
+// A real fault of the ledger's (here: closed) is the server's and logged
+// even when the client has hung up meanwhile: a failing ledger is slow,
+// and clients give up on it; every one of its errors then went to the
+// debug log, counted 499, and an operator saw none.
+func TestRealFaultLoggedWhenTheClientHungUp(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+	broken, err := ledger.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close()
+	f := newFixture(t)
+	h := New(Config{Ledger: broken, Keys: f.keys, Logger: logger})
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequest("GET", "/v1/accounts/1/rides", nil).WithContext(gone)
+	req.Header.Set("Authorization", "Bearer fgt_made_up")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "level=ERROR") || !strings.Contains(logged.String(), "request failed") {
+		t.Fatalf("a closed ledger, the client gone: logged %q; want the fault logged", logged.String())
+	}
+}
+
 // TestRiderChangesBounded: a rider's secret comes with an anonymous
 // sign-up, and each change it makes (payment limit, profile, secret) is a
 // write the fleet's taps wait for. An attack review had one account set its

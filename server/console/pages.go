@@ -187,7 +187,7 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, sta
 
 // fail renders a server error (logged).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err error) {
-	if clientGone(r) {
+	if clientGone(r, err) {
 		return // nobody to show it to
 	}
 	h.log.Error("console: page failed", "path", cut(r.URL.Path, maxLogPath), "err", err)

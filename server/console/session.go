@@ -168,7 +168,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 		s, err := h.currentSession(r)
 		if err != nil {
 			if !errors.Is(err, ErrNoSession) {
-				if clientGone(r) {
+				if clientGone(r, err) {
 					return // nobody to answer, and no fault of the server's
 				}
 				if r.Method != http.MethodPost && (errors.Is(err, context.DeadlineExceeded) ||
@@ -293,7 +293,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.Sum256([]byte(tok))
 		t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
-			if clientGone(r) {
+			if clientGone(r, err) {
 				return
 			}
 			h.log.Error("console: reading a token failed", "err", err)
@@ -366,10 +366,12 @@ func (h *Handler) refused(r *http.Request, msg string, args ...any) {
 	}
 }
 
-// clientGone reports whether the client hung up on r: a ledger read that
-// failed for it is no fault of the server's, and not logged (anyone can
-// make one at any rate).
-func clientGone(r *http.Request) bool { return errors.Is(r.Context().Err(), context.Canceled) }
+// clientGone reports whether err is the client hanging up on r: a ledger
+// read that failed for it is no fault of the server's, and not logged
+// (anyone can make one at any rate). Another error is, client gone or not.
+func clientGone(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled)
+}
 
 // auditSelf writes a console event of the session (sign-in, sign-out) to
 // the audit trail; a failure is logged.

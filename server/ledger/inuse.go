@@ -117,14 +117,15 @@ func (s *Store) dropHold() {
 	}
 }
 
-// SQLiteServed reports whether a settlement server holds the SQLite
-// ledger at path (its lock file is locked), without opening the ledger:
-// opening it plays a write-ahead log beside it, and closing it writes
-// that into the file.
+// SQLiteServed reports whether a settlement server may hold the SQLite
+// ledger at path (its lock file is locked, or cannot be opened or locked
+// to tell: one the server's user made 0600, restored run as another),
+// without opening the ledger: opening it plays a write-ahead log beside
+// it, and closing it writes that into the file.
 func SQLiteServed(path string) bool {
 	h, err := flockHold(path+LockFileSuffix, true)
 	if err != nil {
-		return errors.Is(err, ErrInUse)
+		return true
 	}
 	h.release()
 	return false

@@ -30,6 +30,11 @@ func TestReadmeByHand(t *testing.T) {
 	if err != nil {
 		t.Skip("bash not found")
 	}
+	// The block waits for the server with curl: without it, it waits
+	// until the test's 3 minutes end, for no fault of the README's.
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not found")
+	}
 	bin := buildAll(t)
 	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	if err != nil {
@@ -70,20 +75,7 @@ kill %1 %2; wait
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, "-c", script)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH"))
-	// Its own process group: what the block starts in the background goes
-	// with it if the test fails half way.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	text := out.String()
+	text, err := runGroup(ctx, bash, dir, script)
 	if err != nil {
 		t.Fatalf("the README's block: %v\n%s", err, text)
 	}
@@ -106,4 +98,59 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// runGroup runs script with bash in dir, in its own process group, and
+// returns what it wrote; whatever it started in the background is killed
+// when it ends or ctx is done. Its output is a pipe its background
+// programs hold too: without WaitDelay a script that stopped half way
+// (set -e) with the server running left Run waiting for them, past ctx's
+// end (which no longer kills once bash has exited), until go test's
+// timeout killed the test binary and left them running.
+func runGroup(ctx context.Context, bash, dir, script string) (string, error) {
+	cmd := exec.CommandContext(ctx, bash, "-c", script)
+	cmd.Dir = dir
+	// Its own process group: what the block starts in the background goes
+	// with it if the test fails half way.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return out.String(), err
+}
+
+// A script that fails with a program left running in the background is
+// answered at once, and the program killed.
+func TestRunGroupFailsHalfWay(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = runGroup(ctx, bash, t.TempDir(), "set -e\nsleep 60 &\necho $! > "+pidFile+"\nfalse\n")
+	if took := time.Since(start); err == nil || took > 15*time.Second {
+		t.Fatalf("runGroup returned after %s with %v; want an error within 15 s (the context: 20 s)", took.Round(time.Second), err)
+	}
+	pid, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Killed: gone, or a zombie until its new parent reaps it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+		if _, after, _ := strings.Cut(string(stat), ") "); err != nil || strings.HasPrefix(after, "Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background sleep (pid %s) still runs", strings.TrimSpace(string(pid)))
+		}
+	}
 }
