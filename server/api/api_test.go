@@ -343,6 +343,9 @@ func TestFleetEndpoints(t *testing.T) {
 	if kr["version"].(float64) != 2 || len(kr["keys"].([]any)) != 2 || f.notes.count(record.DocKeyring) != 1 {
 		t.Errorf("rotated keyring = %v", kr)
 	}
+	if audit := fmt.Sprint(f.do("GET", "/v1/audit", f.token, "", 200)["entries"]); strings.Contains(audit, "superseded") {
+		t.Errorf("a rotation superseding no pending key says it does: %s", audit)
+	}
 	// New credentials are signed by the new key (at once, as asked).
 	r := f.newRider(1000)
 	if d := paycode.Verify(r.code(t, time.Now(), 1), time.Now(), f.keys.Keyring(), paycode.Policy{}); !d.Accepted || d.Code.KeyID != 2 {
@@ -813,5 +816,23 @@ func TestFaresAboveTheDailyCap(t *testing.T) {
 	want := "[map[daily_cap:70 fare:250 profile:adult route:*] map[daily_cap:70 fare:300 profile:adult route:42]]"
 	if fmt.Sprint(got["above_daily_cap"]) != want {
 		t.Errorf("an adult cap of 70: above_daily_cap %v, want %s", got["above_daily_cap"], want)
+	}
+}
+
+// TestRotationSaysWhatItSupersedes: a rotation made while another's key
+// waits to sign cuts that key's window; the first rotation's audit entry
+// named a date from which it would sign that never comes, and nothing said
+// otherwise (operator review). The second entry says so.
+func TestRotationSaysWhatItSupersedes(t *testing.T) {
+	f := newFixture(t)
+	f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"720h"}`, 200)
+	kr := f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"0s"}`, 200)
+	entries := f.do("GET", "/v1/audit", f.token, "", 200)["entries"].([]any)
+	newest := fmt.Sprint(entries[0])
+	if !strings.Contains(newest, "rotate_keyring") || !strings.Contains(newest, "key 2, which was to sign from ") || !strings.Contains(newest, "is superseded") {
+		t.Errorf("the second rotation's audit entry: %s (keyring %v)", newest, kr)
+	}
+	if older := fmt.Sprint(entries[1]); strings.Contains(older, "superseded") {
+		t.Errorf("the first rotation's entry: %s", older)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/fare"
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
@@ -174,6 +175,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 			activate = d
 		}
 	}
+	before := h.cfg.Keys.Keyring()
 	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate)
 	if errors.Is(err, keys.ErrRotationRace) || errors.Is(err, keys.ErrForgedKeyring) {
 		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
@@ -181,10 +183,30 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 	if err != nil {
 		return nil, 0, err
 	}
-	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "the new key signs from "+h.cfg.Now().Add(activate).UTC().Format(time.RFC3339))
+	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "the new key signs from "+h.cfg.Now().Add(activate).UTC().Format(time.RFC3339)+
+		superseded(before, kr, h.cfg.Now()))
 	h.log.Info("issuer key rotated", "version", kr.Version())
 	h.cfg.Notifier.Changed(record.DocKeyring)
 	return kr, http.StatusOK, nil
+}
+
+// superseded says which keys of before, not yet signing at now, the
+// rotation to after cut short: their audit entries named a time from
+// which they would sign that never comes (an operator review: a 720 h
+// rotation, then one at once, left the first entry saying the key signs
+// from a date a month away).
+func superseded(before, after *paycode.Keyring, now time.Time) string {
+	out := ""
+	for _, k := range before.Keys() {
+		if !k.NotBefore.After(now) {
+			continue
+		}
+		if n, ok := after.Lookup(k.ID); ok && n.NotAfter.Before(k.NotAfter) {
+			out += fmt.Sprintf("; key %d, which was to sign from %s, is superseded (valid until %s)", k.ID,
+				k.NotBefore.UTC().Format(time.RFC3339), n.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	return out
 }
 
 // DenyEntry is a deny-list entry.
