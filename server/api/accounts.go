@@ -409,10 +409,7 @@ func (h *Handler) setCreditLine(w http.ResponseWriter, r *http.Request) (any, in
 // or by the operator (audited). A shop's scanner names what it takes; the
 // rider bounds it.
 func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	id, p, err := h.accountPrincipal(r, ledger.RoleOperator)
-	if err == nil {
-		err = h.riderChange(r, p)
-	}
+	id, p, err := h.changePrincipal(r, ledger.RoleOperator)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -430,15 +427,17 @@ func (h *Handler) setPaymentLimit(w http.ResponseWriter, r *http.Request) (any, 
 	return toAccount(a), http.StatusOK, nil
 }
 
-// riderChange bounds the changes riders make with their secret per client
-// address, its IPv6 site and for everyone (riderChangesPerMinute): each is
-// a write of the ledger's, which the fleet's taps wait for. A refused one
-// (429 rate_limited) changes nothing; staff tokens are not bounded.
-func (h *Handler) riderChange(r *http.Request, p principal) error {
-	if p.role == roleRider && !h.changes.allow(r) {
-		return errorf(http.StatusTooManyRequests, "rate_limited", "too many changes to accounts from here; try again in a minute")
+// changePrincipal is accountPrincipal for a change of the account: a
+// rider's own (with its secret) is bounded per client address, its IPv6
+// site and for everyone (riderChangesPerMinute): each is a write of the
+// ledger's, which the fleet's taps wait for. A refused one (429
+// rate_limited) changes nothing; staff tokens are not bounded.
+func (h *Handler) changePrincipal(r *http.Request, staffRoles ...string) (uint64, principal, error) {
+	id, p, err := h.accountPrincipal(r, staffRoles...)
+	if err == nil && p.role == roleRider && !h.changes.allow(r) {
+		err = errorf(http.StatusTooManyRequests, "rate_limited", "too many changes to accounts from here; try again in a minute")
 	}
-	return nil
+	return id, p, err
 }
 
 // amountBody reads the body {"amount": N} of the account settings in minor
@@ -463,10 +462,7 @@ func amountBody(r *http.Request) (int64, error) {
 // provider's token sets and confirms it. Credentials issued before keep
 // the profile they carry until they expire.
 func (h *Handler) setProfile(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
-	if err == nil {
-		err = h.riderChange(r, p)
-	}
+	id, p, err := h.changePrincipal(r, ledger.RolePayments)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -633,10 +629,7 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 // working at once, and so do the credentials issued before (deny-listed:
 // ledger.ReplaceSecret).
 func (h *Handler) replaceSecret(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	id, p, err := h.accountPrincipal(r, ledger.RolePayments)
-	if err == nil {
-		err = h.riderChange(r, p)
-	}
+	id, p, err := h.changePrincipal(r, ledger.RolePayments)
 	if err != nil {
 		return nil, 0, err
 	}

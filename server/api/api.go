@@ -128,7 +128,7 @@ type Handler struct {
 	verifier *paycode.Verifier
 	requests *metrics.CounterVec
 	accounts *limiter
-	changes  *limiter // riders' changes (riderChange)
+	changes  *limiter // riders' changes (changePrincipal)
 	// healthLog lets a failing check's log line through once a minute.
 	healthLog *ratelog.Limiter
 	// drifting caches the farego_devices_drifting count (a scrape would
@@ -359,7 +359,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		ae = &apiError{status: http.StatusConflict, code: "stale_version", msg: err.Error()}
 	case errors.Is(err, ledger.ErrInvalid), errors.Is(err, fare.ErrInvalid), errors.Is(err, paycode.ErrKeyring):
 		ae = &apiError{status: http.StatusBadRequest, code: "invalid", msg: err.Error()}
-	case errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled):
+	case ClientGone(r, err):
 		// The client hung up while its request waited for the ledger:
 		// nobody reads this answer and the server is not at fault.
 		// Anyone can do it at any rate (a made-up fgt_ token is looked
@@ -370,11 +370,11 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		// through ServeAs, where none would be a 200). Only the hang-up's
 		// own error: a real fault of the ledger's that a client gave up
 		// on (a slow failing disk makes them) is still the server's.
-		h.log.Debug("request abandoned by the client", "method", r.Method, "path", clipPath(r.URL.Path), "err", err)
+		h.log.Debug("request abandoned by the client", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err)
 		writeError(w, &apiError{status: http.StatusInternalServerError, code: "internal", msg: "the request was abandoned by the client"})
 		return statusClientClosed
 	default:
-		h.log.Error("request failed", "method", r.Method, "path", clipPath(r.URL.Path), "err", err)
+		h.log.Error("request failed", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err)
 		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "internal error; see the server log"}
 	}
 	if ae.status == http.StatusTooManyRequests {
@@ -382,6 +382,15 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 	}
 	writeError(w, ae)
 	return ae.status
+}
+
+// ClientGone reports whether err is the client hanging up on r: a ledger
+// read that failed for it is no fault of the server's, and not logged
+// (anyone can make one at any rate). Another error is, client gone or
+// not: a real fault of the ledger's that a client gave up on (a slow
+// failing disk makes them) is still the server's.
+func ClientGone(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled)
 }
 
 // statusClientClosed is what farego_http_requests_total counts a request
@@ -393,8 +402,9 @@ const statusClientClosed = 499
 // as long as the header limit (32 KiB).
 const maxLogPath = 128
 
-// clipPath cuts a request path for a log line, saying how long it was.
-func clipPath(p string) string {
+// ClipPath cuts a request path for a log line, saying how long it was
+// (the API's and the console's lines).
+func ClipPath(p string) string {
 	if len(p) <= maxLogPath {
 		return p
 	}

@@ -226,11 +226,16 @@ func (h *Handler) denyList(w http.ResponseWriter, r *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]DenyEntry, len(dl.Entries))
-	for i, e := range dl.Entries {
+	return map[string]any{"version": dl.Version, "entries": toDenyEntries(dl.Entries)}, http.StatusOK, nil
+}
+
+// toDenyEntries is the API's form of deny-list entries.
+func toDenyEntries(es []ledger.DenyEntry) []DenyEntry {
+	out := make([]DenyEntry, len(es))
+	for i, e := range es {
 		out[i] = DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason, Since: timeOrEmpty(e.Since), Expires: timeOrEmpty(e.Expires)}
 	}
-	return map[string]any{"version": dl.Version, "entries": out}, http.StatusOK, nil
+	return out
 }
 
 func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context.Context, account uint64, serial uint32, reason string) error) (any, int, error) {
@@ -277,11 +282,7 @@ func (h *Handler) denyChange(r *http.Request, action string, fn func(ctx context
 			return nil, 0, err
 		}
 		if len(left) > 0 {
-			still := make([]DenyEntry, len(left))
-			for i, e := range left {
-				still[i] = DenyEntry{Account: e.Account, Serial: e.Serial, Reason: e.Reason, Since: timeOrEmpty(e.Since), Expires: timeOrEmpty(e.Expires)}
-			}
-			out["still_denied"] = still
+			out["still_denied"] = toDenyEntries(left)
 		}
 	}
 	return out, http.StatusOK, nil

@@ -187,10 +187,10 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, s *sess, sta
 
 // fail renders a server error (logged).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err error) {
-	if clientGone(r, err) {
+	if api.ClientGone(r, err) {
 		return // nobody to show it to
 	}
-	h.log.Error("console: page failed", "path", cut(r.URL.Path, maxLogPath), "err", err)
+	h.log.Error("console: page failed", "path", api.ClipPath(r.URL.Path), "err", err)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 		h.errorPage(w, r, s, http.StatusServiceUnavailable, "Ledger too slow",
 			fmt.Sprintf("The ledger did not answer within %s (locked or overloaded?); try again, and see the server log.", fmtDur(h.cfg.PageTimeout)))

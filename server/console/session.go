@@ -160,7 +160,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			if err := checkOrigin(r); err != nil {
-				h.refused(r, "console: cross-site request refused", "path", cut(r.URL.Path, maxLogPath), "err", err)
+				h.refused(r, "console: cross-site request refused", "path", api.ClipPath(r.URL.Path), "err", err)
 				h.errorPage(w, r, nil, http.StatusForbidden, "Refused", "This request did not come from the console's own pages, so nothing was done.")
 				return
 			}
@@ -168,7 +168,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 		s, err := h.currentSession(r)
 		if err != nil {
 			if !errors.Is(err, ErrNoSession) {
-				if clientGone(r, err) {
+				if api.ClientGone(r, err) {
 					return // nobody to answer, and no fault of the server's
 				}
 				if r.Method != http.MethodPost && (errors.Is(err, context.DeadlineExceeded) ||
@@ -213,7 +213,7 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 				return
 			}
 			if subtle.ConstantTimeCompare([]byte(r.PostFormValue(csrfField)), []byte(s.csrf)) != 1 {
-				h.log.Warn("console: POST without the session's CSRF token refused", "path", cut(r.URL.Path, maxLogPath), "token", s.tokenID)
+				h.log.Warn("console: POST without the session's CSRF token refused", "path", api.ClipPath(r.URL.Path), "token", s.tokenID)
 				h.errorPage(w, r, s, http.StatusForbidden, "Refused", "This form did not carry this session's token, so nothing was done. Reload the page and try again.")
 				return
 			}
@@ -293,7 +293,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.Sum256([]byte(tok))
 		t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
-			if clientGone(r, err) {
+			if api.ClientGone(r, err) {
 				return
 			}
 			h.log.Error("console: reading a token failed", "err", err)
@@ -349,10 +349,6 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, s *sess) {
 	http.Redirect(w, r, h.cfg.Prefix+"signin", http.StatusSeeOther)
 }
 
-// maxLogPath bounds a request path in a log line (a client's may be as long
-// as the header limit, 32 KiB).
-const maxLogPath = 80
-
 // refused logs a request refused before any session (cross-site, a sign-in
 // with a bad token) at most once a minute per kind and client address,
 // saying how many were held back: anyone may send them at any rate (an
@@ -364,13 +360,6 @@ func (h *Handler) refused(r *http.Request, msg string, args ...any) {
 	if ok, n := h.refusals.Allow(msg + " " + remote); ok {
 		h.log.Warn(msg, append(args, "remote", remote, "suppressed", n)...)
 	}
-}
-
-// clientGone reports whether err is the client hanging up on r: a ledger
-// read that failed for it is no fault of the server's, and not logged
-// (anyone can make one at any rate). Another error is, client gone or not.
-func clientGone(r *http.Request, err error) bool {
-	return errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled)
 }
 
 // auditSelf writes a console event of the session (sign-in, sign-out) to
