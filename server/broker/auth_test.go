@@ -1,36 +1,18 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farego/farego/sync/brokertest"
 )
-
-// syncBuffer is a log sink tests read while the broker writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRefusedLoginLogBounded: a client that is not logged in chooses its
 // username and client id (together up to MaxConnectSize); a refused
@@ -41,7 +23,7 @@ func (s *syncBuffer) String() string {
 // table (which would hold back the broker's other complaints). Another
 // address has a line of its own.
 func TestRefusedLoginLogBounded(t *testing.T) {
-	var log syncBuffer
+	var log brokertest.SyncBuffer
 	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	const logins, size = 12, 7000
 	login := func(i int, from string) {
@@ -80,7 +62,7 @@ func TestRefusedLoginLogBounded(t *testing.T) {
 // or banned) held back every other refusal from there, a revoked device's
 // too.
 func TestRefusedDevicesLoggedApart(t *testing.T) {
-	var log syncBuffer
+	var log brokertest.SyncBuffer
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret, DevicesReady: func() bool { return false },
 		Logger: slog.New(slog.NewTextHandler(&log, nil))})
@@ -202,7 +184,7 @@ func FuzzConnectCheck(f *testing.F) {
 // off; each sees only "connection lost". The broker counts each takeover
 // and logs it once a minute per identity, with the count it did not log.
 func TestTakeoverSaid(t *testing.T) {
-	var log syncBuffer
+	var log brokertest.SyncBuffer
 	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	pass := devicePassword(b.cfg.Secret, "bus-twin")
 	const logins = 4

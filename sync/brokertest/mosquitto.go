@@ -126,7 +126,7 @@ func startMosquitto(tb testing.TB, bin, username, dir string, opts MosquittoOpti
 		tb.Fatal(err)
 	}
 
-	var stderr syncBuffer
+	var stderr SyncBuffer
 	cmd := exec.Command(bin, "-c", confFile)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -170,20 +170,20 @@ func startMosquitto(tb testing.TB, bin, username, dir string, opts MosquittoOpti
 	return m, false
 }
 
-// syncBuffer is a bytes.Buffer that mosquitto's output copier writes while
-// the test reads it.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer a test reads while another goroutine
+// writes it (mosquitto's output copier, a broker's or client's logger).
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

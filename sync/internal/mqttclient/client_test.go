@@ -1,12 +1,10 @@
 package mqttclient
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -109,7 +107,7 @@ func TestRunReconnects(t *testing.T) {
 // refusal of the outage is logged as an error, with what to do.
 func TestRefusedLoginAdvised(t *testing.T) {
 	b := brokertest.Start(t, nil)
-	var logs lockedBuffer
+	var logs brokertest.SyncBuffer
 	id := brokertest.UniqueName("mqttclient-")
 	c := New(Config{
 		Name: "test", Brokers: []string{b.URL()}, ClientID: id,
@@ -152,22 +150,4 @@ func TestRefusedLoginAdvised(t *testing.T) {
 	if n := strings.Count(logs.String(), "refuses the login"); n != 1 {
 		t.Errorf("the refusal logged %d times, want once an outage:\n%s", n, logs.String())
 	}
-}
-
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
