@@ -48,13 +48,7 @@ func TestPowerCutAfterUpdateKeepsTheBinary(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	sum := sha256.Sum256(data)
-	m := &wire.Manifest{Version: "1.1.0", Arch: "testarch", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]),
-		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
-	mb, sig, err := wire.SignManifest(m, fleet)
-	must(t, err)
-	body, err := (&wire.Rollout{Version: "1.1.0", Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}).Marshal()
-	must(t, err)
+	body := rollout110(t, fleet, data)
 
 	u, err := update.New(update.Config{Binary: bin, Current: "1.0.0", DeviceID: "bus-1", Arch: "testarch",
 		FleetPublicKey: fleet.Public().(ed25519.PublicKey), BaseURL: srv.URL, ReserveBytes: 1,
@@ -129,13 +123,7 @@ func TestIgnitionCyclesDoNotRollBackAnUpdate(t *testing.T) {
 		http.ServeContent(w, r, "bin", time.Time{}, bytes.NewReader(data))
 	}))
 	defer srv.Close()
-	sum := sha256.Sum256(data)
-	m := &wire.Manifest{Version: "1.1.0", Arch: "testarch", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]),
-		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
-	mb, sig, err := wire.SignManifest(m, fleet)
-	must(t, err)
-	body, err := (&wire.Rollout{Version: "1.1.0", Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}).Marshal()
-	must(t, err)
+	body := rollout110(t, fleet, data)
 
 	boot := "kernel-boot-0"
 	updater := func(current string) *update.Updater {
@@ -211,4 +199,18 @@ func binaryOnDisk(t *testing.T) (*powercut.Disk, string, []byte) {
 	f.Close()
 	must(t, syncDir(disk.Dir()))
 	return disk, bin, old
+}
+
+// rollout110 is the fleet-signed rollout of release 1.1.0 (the binary
+// data, for testarch) to bus-1.
+func rollout110(t *testing.T, fleet ed25519.PrivateKey, data []byte) []byte {
+	t.Helper()
+	sum := sha256.Sum256(data)
+	m := &wire.Manifest{Version: "1.1.0", Arch: "testarch", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]),
+		Date: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	mb, sig, err := wire.SignManifest(m, fleet)
+	must(t, err)
+	body, err := (&wire.Rollout{Version: "1.1.0", Builds: []wire.Build{{Manifest: mb, Signature: sig}}, Devices: []string{"bus-1"}}).Marshal()
+	must(t, err)
+	return body
 }

@@ -3,7 +3,6 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/sync/brokertest"
 )
 
 // byHand is the README's "By hand" block: the system run with the programs
@@ -55,7 +56,7 @@ func TestReadmeByHand(t *testing.T) {
 		if !strings.Contains(script, "127.0.0.1:"+port) {
 			t.Fatalf("the block no longer names 127.0.0.1:%s: update this test\n%s", port, script)
 		}
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, freeAddr(t))
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, brokertest.FreeAddr(t))
 	}
 	// The checkout the block runs in: bin/ and testdata/ of this one.
 	dir := t.TempDir()
@@ -86,18 +87,6 @@ kill %1 %2; wait
 			t.Errorf("after the block, %q is not said:\n%s", want, text)
 		}
 	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // runGroup runs script with bash in dir, in its own process group, and
