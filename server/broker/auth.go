@@ -342,11 +342,28 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
+// subscribeCost is what a SUBSCRIBE costs in messages: one, and one more
+// for each filter it names again. mochi offers the retained messages a
+// filter matches once per filter, a repeated one too, while the bound on
+// subscriptions counts distinct filters: a packet naming `farego/fleet/#`
+// 1,000 times made it copy every retained fleet document 1,000 times
+// (TestAttackRepeatedFilterSubscribe). Charged for every filter, a
+// validator whose SUBSCRIBEs of 16 deny shards the bound refused and it
+// sent again ran out of budget and was banned
+// (TestDenyIndexThroughTheACL, 12 subscriptions).
+func subscribeCost(filters packets.Subscriptions) int {
+	seen := make(map[string]bool, len(filters))
+	for _, f := range filters {
+		seen[f.Filter] = true
+	}
+	return 1 + len(filters) - len(seen)
+}
+
 // OnPacketRead charges every packet a device sends to its budget
 // (Config.Limits) as it is read, before mochi validates it or the access
 // rules refuse it: its bytes (the whole packet, MQTT 5 properties
 // included), and a message for a PUBLISH, UNSUBSCRIBE or AUTH, and for
-// each filter of a SUBSCRIBE (not for the acks a device sends for every
+// a SUBSCRIBE subscribeCost (not for the acks a device sends for every
 // delivery, nor its pings). mochi sends the retained messages a filter
 // matches for every filter of a SUBSCRIBE, one named again in the same
 // packet too, copying each before the access rules see it: a SUBSCRIBE
@@ -368,7 +385,7 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	case packets.Publish, packets.Unsubscribe, packets.Auth:
 		msgs = 1
 	case packets.Subscribe:
-		msgs = max(len(pk.Filters), 1)
+		msgs = subscribeCost(pk.Filters)
 	}
 	if !h.throttle(cl, id, pk.FixedHeader.Remaining, msgs) {
 		return pk, packets.ErrRejectPacket

@@ -478,10 +478,10 @@ func bannedErr(until time.Time) error {
 
 // OnSubscribe notes the filters of the SUBSCRIBE being processed (on the
 // client's read goroutine, until OnSubscribed).
-// (A device's SUBSCRIBE is charged a message from its budget for each of
-// its filters as it is read, OnPacketRead: each filter, one repeated in
-// the packet too, has the broker queue the retained messages it matches
-// again.)
+// (A device's SUBSCRIBE is charged a message from its budget, and one
+// more for each filter it names again, as it is read, OnPacketRead: a
+// repeated filter has the broker queue the retained messages it matches
+// again; subscribeCost.)
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	h.subs.Store(cl, slices.Clone(pk.Filters))
 	return pk
