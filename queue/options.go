@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -145,6 +146,8 @@ type Options struct {
 	// pageSize overrides bbolt's page size for new files (tests only: the
 	// fuzz test uses small pages to keep its inputs small).
 	pageSize int
+	// ctx ends Open's wait for the file's lock (OpenContext).
+	ctx context.Context
 }
 
 // withDefaults returns a copy of o (which may be nil) with every zero field

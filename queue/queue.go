@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -84,7 +85,16 @@ type Queue struct {
 // contents (permissions, the lock held by another process, mmap failures)
 // are returned as they are, and the file is left alone.
 func Open(path string, opts *Options) (*Queue, error) {
+	return OpenContext(context.Background(), path, opts)
+}
+
+// OpenContext is Open that stops waiting for another process's lock on the
+// file (Options.LockTimeout) when ctx is done, returning ctx's error: a
+// validator told to stop while an earlier process still holds its queue
+// file stops at once, not after the whole timeout.
+func OpenContext(ctx context.Context, path string, opts *Options) (*Queue, error) {
 	o := opts.withDefaults()
+	o.ctx = ctx
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -175,9 +185,12 @@ func openBolt(path string, o *Options, readOnly bool) (db *bbolt.DB, err error) 
 	if !readOnly {
 		bo.InitialMmapSize = o.InitialMmapSize
 	}
-	db, err = bbolt.Open(path, 0o600, bo)
+	db, err = openLocked(o.ctx, path, bo)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %v for its lock: %w)", ErrLocked, path, o.LockTimeout, err)
+	}
+	if err != nil && o.ctx != nil && o.ctx.Err() != nil && errors.Is(err, o.ctx.Err()) {
+		return nil, fmt.Errorf("queue: open %s: stopped waiting for its lock: %w", path, err)
 	}
 	if err != nil {
 		err = fmt.Errorf("queue: open %s: %w", path, err)
@@ -187,6 +200,31 @@ func openBolt(path string, o *Options, readOnly bool) (db *bbolt.DB, err error) 
 		return nil, err
 	}
 	return db, nil
+}
+
+// lockPoll is how long one bbolt.Open waits for the lock before
+// openLocked looks at its context again.
+const lockPoll = 100 * time.Millisecond
+
+// openLocked is bbolt.Open waiting up to bo.Timeout for the file's lock,
+// in steps of lockPoll between which it gives up if ctx is done (bbolt's
+// own wait takes no context). A nil or never-done ctx waits in one call.
+func openLocked(ctx context.Context, path string, bo *bbolt.Options) (*bbolt.DB, error) {
+	if ctx == nil || ctx.Done() == nil || bo.Timeout <= lockPoll {
+		return bbolt.Open(path, 0o600, bo)
+	}
+	deadline := time.Now().Add(bo.Timeout)
+	step := *bo
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		step.Timeout = min(lockPoll, max(time.Until(deadline), time.Millisecond))
+		db, err := bbolt.Open(path, 0o600, &step)
+		if !errors.Is(err, berrors.ErrTimeout) || !time.Now().Before(deadline) {
+			return db, err
+		}
+	}
 }
 
 // isBoltCorruption reports whether an error from bbolt.Open means the file

@@ -1192,6 +1192,54 @@ func TestOpenLeavesHealthyFilesAlone(t *testing.T) {
 			t.Errorf("locked file was moved: %v", err)
 		}
 	})
+	t.Run("locked, and the wait given up", func(t *testing.T) {
+		path := tempPath(t)
+		openTest(t, path, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := OpenContext(ctx, path, &Options{LockTimeout: time.Hour})
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond) // into the wait
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) || errors.Is(err, ErrLocked) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("OpenContext cancelled while locked = %v, want context.Canceled", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("OpenContext went on waiting for the lock after its context was cancelled")
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("locked file was moved: %v", err)
+		}
+		// Within its timeout, an OpenContext that can wait still gets the
+		// lock once it is free.
+		q2path := tempPath(t)
+		holder, err := Open(q2path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(300*time.Millisecond, func() { holder.Close() })
+		q2, err := OpenContext(context.Background(), q2path, &Options{LockTimeout: time.Minute})
+		if err != nil {
+			t.Fatalf("OpenContext after the lock was freed: %v", err)
+		}
+		q2.Close()
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		defer cancel2()
+		holder, err = Open(q2path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(300*time.Millisecond, func() { holder.Close() })
+		q3, err := OpenContext(ctx2, q2path, &Options{LockTimeout: time.Minute})
+		if err != nil {
+			t.Fatalf("OpenContext (a context that can end) after the lock was freed: %v", err)
+		}
+		q3.Close()
+	})
 	t.Run("empty file", func(t *testing.T) {
 		path := tempPath(t)
 		os.WriteFile(path, nil, 0o600)

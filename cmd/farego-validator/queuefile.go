@@ -88,7 +88,7 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 	}
 	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
 		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor}
-	q, err := queue.Open(path, &opts)
+	q, err := queue.OpenContext(ctx, path, &opts)
 	var ce *queue.CorruptError
 	switch {
 	case err == nil:
@@ -166,7 +166,7 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 			first = max(first, s.LastSeq+1)
 		}
 		opts.NoCreate, opts.FirstSeq = false, first
-		if q, err = queue.Open(path, &opts); err != nil {
+		if q, err = queue.OpenContext(ctx, path, &opts); err != nil {
 			return nil, err
 		}
 	}

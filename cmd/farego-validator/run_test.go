@@ -929,6 +929,35 @@ func TestRunTwiceSaidPlainly(t *testing.T) {
 	}
 }
 
+// TestRunStopsWhileTheQueueIsLocked: a validator told to stop while
+// another process holds its queue file (a technician's second start, or
+// the last process not yet gone) stops at once, cleanly; it went on
+// waiting out the queue's 10 s lock timeout and then failed with "in use
+// by another process" (systemd's stop waited, and said it failed).
+func TestRunStopsWhileTheQueueIsLocked(t *testing.T) {
+	d := newDevice(t, "", "")
+	must(t, os.MkdirAll(filepath.Join(d.dir, "data"), 0o700))
+	q, err := queue.Open(filepath.Join(d.dir, "data", "validator.db"), nil)
+	must(t, err)
+	defer q.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"run", "--config", d.cfgPath}, strings.NewReader(""), &out, &errb) }()
+	time.Sleep(500 * time.Millisecond) // into the lock's wait (stopping before it ends the same way)
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 || strings.Contains(errb.String(), "in use by another process") ||
+			!strings.Contains(errb.String(), "validator stopped before its queue file was open") {
+			t.Errorf("stopped while the queue file was locked: exit %d, stderr:\n%s\nwant exit 0, stopped before the queue was open", code, errb.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the validator did not stop")
+	}
+}
+
 // TestResetQueueBeforeRun: reset-queue acts on damaged files the
 // validator moved aside; on a garbage queue file never started on it says
 // where the file is checked (it said only "nothing to reset"), and changes
