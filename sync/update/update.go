@@ -672,11 +672,13 @@ func (u *Updater) apply(ctx context.Context, o offer) error {
 			return nil
 		}
 		os.Remove(u.DownloadFile())
+		os.Remove(u.DownloadForFile())
 		u.fail(m.Version, o.version, err.Error())
 		return nil
 	}
 	if err := u.install(m, o.version); err != nil {
 		os.Remove(u.DownloadFile())
+		os.Remove(u.DownloadForFile())
 		u.fail(m.Version, o.version, err.Error())
 		return nil
 	}
@@ -909,6 +911,8 @@ func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
 		u.save()
 		return fmt.Errorf("update: install: %w", err)
 	}
+	// The download it named is the binary now; left, it stayed for good.
+	os.Remove(u.DownloadForFile())
 	return nil
 }
 

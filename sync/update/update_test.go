@@ -179,6 +179,11 @@ func TestGoodUpdateResumesAndConfirms(t *testing.T) {
 	if fi, err := os.Stat(d.bin); err != nil || fi.Mode().Perm()&0o100 == 0 {
 		t.Errorf("installed binary mode: %v, %v", fi.Mode(), err)
 	}
+	for _, f := range []string{u.DownloadFile(), u.DownloadForFile()} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after the install (%v)", filepath.Base(f), err)
+		}
+	}
 
 	// The new version starts: pending until healthy, then confirmed.
 	u2 := d.updater(t, "1.1.0", srv.url)
