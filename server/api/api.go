@@ -200,6 +200,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/payments/{merchant}/{order}", h.getPayment)
 	h.route("POST /v1/payments/{merchant}/{order}/refunds", h.refund)
 	h.route("GET /v1/merchants/settlement", h.settlement)
+	h.route("GET /v1/revenue", h.revenue)
 	h.route("POST /v1/devices", h.registerDevice)
 	h.route("GET /v1/devices", h.devices)
 	h.route("POST /v1/devices/{id}/revoke", h.revokeDevice)
