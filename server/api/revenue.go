@@ -29,17 +29,10 @@ type RevenueDay struct {
 	Corrections int64 `json:"corrections"`
 }
 
-func (d *RevenueDay) add(s ledger.DaySummary) {
-	d.Taps += s.Taps
-	d.Flagged += s.Flagged
-	d.BaseTotal += s.BaseTotal
-	d.Charged += s.Charged
-	d.Transfers += s.Transfers
-	d.TransferSavings += s.TransferSavings
-	d.Capped += s.Capped
-	d.CapSavings += s.CapSavings
-	d.Corrected += s.Corrected
-	d.Corrections += s.Corrections
+func revenueDay(s ledger.DaySummary) RevenueDay {
+	return RevenueDay{Day: s.Day, Route: s.Route, Taps: s.Taps, Flagged: s.Flagged, BaseTotal: s.BaseTotal,
+		Charged: s.Charged, Transfers: s.Transfers, TransferSavings: s.TransferSavings, Capped: s.Capped,
+		CapSavings: s.CapSavings, Corrected: s.Corrected, Corrections: s.Corrections}
 }
 
 // RevenueResponse is GET /v1/revenue's answer.
@@ -76,26 +69,28 @@ func (h *Handler) revenue(w http.ResponseWriter, r *http.Request) (any, int, err
 	}
 	out := RevenueResponse{From: from, To: to, Currency: h.cfg.Ledger.Currency(),
 		Days: []RevenueDay{}, DayTotals: []RevenueDay{}, Routes: []RevenueDay{}}
-	routes := map[string]*RevenueDay{}
+	var days []ledger.DaySummary
+	var total ledger.DaySummary
+	routes := map[string]*ledger.DaySummary{}
 	for _, s := range sums { // by day, then route
-		d := RevenueDay{Day: s.Day, Route: s.Route}
-		d.add(s)
-		out.Days = append(out.Days, d)
-		if n := len(out.DayTotals); n == 0 || out.DayTotals[n-1].Day != s.Day {
-			out.DayTotals = append(out.DayTotals, RevenueDay{Day: s.Day})
+		out.Days = append(out.Days, revenueDay(s))
+		if n := len(days); n == 0 || days[n-1].Day != s.Day {
+			days = append(days, ledger.DaySummary{Day: s.Day})
 		}
-		out.DayTotals[len(out.DayTotals)-1].add(s)
-		rt := routes[s.Route]
-		if rt == nil {
-			rt = &RevenueDay{Route: s.Route}
-			routes[s.Route] = rt
+		days[len(days)-1].Add(s)
+		if routes[s.Route] == nil {
+			routes[s.Route] = &ledger.DaySummary{Route: s.Route}
 		}
-		rt.add(s)
-		out.Total.add(s)
+		routes[s.Route].Add(s)
+		total.Add(s)
 	}
-	for _, rt := range routes {
-		out.Routes = append(out.Routes, *rt)
+	for _, d := range days {
+		out.DayTotals = append(out.DayTotals, revenueDay(d))
+	}
+	for _, r := range routes {
+		out.Routes = append(out.Routes, revenueDay(*r))
 	}
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Route < out.Routes[j].Route })
+	out.Total = revenueDay(total)
 	return out, http.StatusOK, nil
 }

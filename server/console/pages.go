@@ -255,7 +255,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	for _, x := range rev {
-		addDay(&d.TodayRevenue, x)
+		d.TodayRevenue.Add(x)
 		if x.Computed.After(d.Computed) {
 			d.Computed = x.Computed
 		}
@@ -288,19 +288,6 @@ func sumCounts(rs []ledger.ReasonCount) int64 {
 		n += r.Count
 	}
 	return n
-}
-
-func addDay(to *ledger.DaySummary, x ledger.DaySummary) {
-	to.Taps += x.Taps
-	to.Flagged += x.Flagged
-	to.BaseTotal += x.BaseTotal
-	to.Charged += x.Charged
-	to.Transfers += x.Transfers
-	to.TransferSavings += x.TransferSavings
-	to.Capped += x.Capped
-	to.CapSavings += x.CapSavings
-	to.Corrected += x.Corrected
-	to.Corrections += x.Corrections
 }
 
 // --- Fleet -------------------------------------------------------------------
@@ -515,9 +502,9 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 			if byRoute[x.Route] == nil {
 				byRoute[x.Route] = &ledger.DaySummary{Route: x.Route}
 			}
-			addDay(byDay[x.Day], x)
-			addDay(byRoute[x.Route], x)
-			addDay(&d.Total, x)
+			byDay[x.Day].Add(x)
+			byRoute[x.Route].Add(x)
+			d.Total.Add(x)
 			if x.Computed.After(d.Computed) {
 				d.Computed = x.Computed
 			}

@@ -83,6 +83,21 @@ type DaySummary struct {
 	Computed               time.Time
 }
 
+// Add adds x's counts and amounts to d's (its day, route and computed
+// time stay d's).
+func (d *DaySummary) Add(x DaySummary) {
+	d.Taps += x.Taps
+	d.Flagged += x.Flagged
+	d.BaseTotal += x.BaseTotal
+	d.Charged += x.Charged
+	d.Transfers += x.Transfers
+	d.TransferSavings += x.TransferSavings
+	d.Capped += x.Capped
+	d.CapSavings += x.CapSavings
+	d.Corrected += x.Corrected
+	d.Corrections += x.Corrections
+}
+
 // LagSummary is the settlement lag of the taps committed in one slot.
 type LagSummary struct {
 	Start    time.Time
