@@ -129,9 +129,9 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 	for _, s := range salvages {
 		other, n, err := foreignTaps(s, cfg.DeviceID)
 		if err == nil && other != "" {
-			err = fmt.Errorf("%w: data_dir: the damaged queue file %s holds %d unsent taps of device %s, and this validator is %s: "+
+			err = foreignQueueError{fmt.Errorf("%w: data_dir: the damaged queue file %s holds %d unsent taps of device %s, and this validator is %s: "+
 				"salvaged here they would not be sent. Start %s's bundle on it (README: Replacing a broken board), "+
-				"or give this validator a data_dir of its own", errConfig, s.Path, n, other, cfg.DeviceID, other)
+				"or give this validator a data_dir of its own", errConfig, s.Path, n, other, cfg.DeviceID, other)}
 		}
 		if err != nil {
 			if q != nil {
@@ -237,14 +237,22 @@ func checkQueueOwner(q *queue.Queue, device string) error {
 			continue // a record that does not decode is the server's to keep aside
 		}
 		st, _ := q.Stats()
-		return fmt.Errorf("%w: data_dir: %s holds %d unsent taps of device %s, and this validator is %s: "+
+		return foreignQueueError{fmt.Errorf("%w: data_dir: %s holds %d unsent taps of device %s, and this validator is %s: "+
 			"sent as %s's, the server would keep them aside uncharged. Run that file with %s's bundle until "+
 			"farego-validator ctl status shows \"queue_depth\": 0 (README: Replacing a broken board), "+
 			"or give this validator a data_dir of its own",
-			errConfig, q.Path(), st.Count+st.Adopted, tp.DeviceID, device, device, tp.DeviceID)
+			errConfig, q.Path(), st.Count+st.Adopted, tp.DeviceID, device, device, tp.DeviceID)}
 	}
 	return nil
 }
+
+// foreignQueueError is a queue file (or a damaged one) holding another
+// device's unsent taps: the validator stays out of service until it is
+// dealt with (openWhenOwn).
+type foreignQueueError struct{ err error }
+
+func (e foreignQueueError) Error() string { return e.err.Error() }
+func (e foreignQueueError) Unwrap() error { return e.err }
 
 // foreignTaps returns the device of the first unsent tap of the damaged
 // file s that is not device's ("" if none) and how many such taps it

@@ -177,7 +177,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	var theAgent atomic.Pointer[agent.Agent]
 	clock := &clockWait{minClock: minClock, log: log}
-	var noSpace atomic.Bool // the queue file cannot be opened for lack of space
+	var noSpace atomic.Bool            // the queue file cannot be opened for lack of space
+	var foreign atomic.Pointer[string] // why the queue file is another device's
 	reg.GaugeFunc("farego_out_of_service", "1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
 		a := theAgent.Load()
 		if clock.waiting.Load() || a == nil || a.OutOfService() != "" {
@@ -196,6 +197,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			return fmt.Sprintf("%s: no space left on %s to open the queue file: waiting for space to be freed",
 				record.ReasonInternal, cfg.path(cfg.DataDir))
 		}
+		if why := foreign.Load(); why != nil {
+			return fmt.Sprintf("%s: %s", record.ReasonInternal, *why)
+		}
 		return "starting: opening the queue file"
 	}}
 	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Socket != "", cs)
@@ -209,14 +213,19 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		notifier.Notify("STATUS=out of service: clock unset")
 	}
 	qf, err := openWhileOutOfService(ctx, frames, fb, lang, clock, func(ctx context.Context) (*queueFiles, error) {
-		return openWhenSpace(ctx, log, cfg.path(cfg.DataDir), &noSpace, func() {
+		return openWhenOwn(ctx, log, dataDir, &foreign, func() {
 			startScanners()
-			notifier.Notify("STATUS=out of service: no space left for the queue file")
+			notifier.Notify("STATUS=out of service: the queue file holds another device's taps")
 		}, func(ctx context.Context) (*queueFiles, error) {
-			if err := durable.MkdirAll(dataDir, 0o700); err != nil {
-				return nil, err
-			}
-			return openQueue(ctx, cfg, log, minClock, clock.wait)
+			return openWhenSpace(ctx, log, cfg.path(cfg.DataDir), &noSpace, func() {
+				startScanners()
+				notifier.Notify("STATUS=out of service: no space left for the queue file")
+			}, func(ctx context.Context) (*queueFiles, error) {
+				if err := durable.MkdirAll(dataDir, 0o700); err != nil {
+					return nil, err
+				}
+				return openQueue(ctx, cfg, log, minClock, clock.wait)
+			})
 		})
 	})
 	if err != nil {
@@ -418,6 +427,73 @@ func openWhenSpace(ctx context.Context, log *slog.Logger, dir string, waiting *a
 			}
 		}
 	}
+}
+
+// ownRetry is how often openWhenOwn looks again at a queue file of
+// another device.
+var ownRetry = 10 * time.Second
+
+// openWhenOwn runs open, and while it finds a queue file holding another
+// device's unsent taps (a card or data directory moved to a board
+// provisioned with another id) stays out of service (why set, onWait
+// called once: scans are answered so, ctl status says why), looking again
+// every ownRetry for a change in dir: the technician runs the file with its own device's
+// bundle elsewhere, or gives this validator a data directory of its own.
+// The validator used to exit: systemd started it again every 2 s with no
+// light for the riders, and a pending update counted each start as a
+// failed one and was rolled back.
+func openWhenOwn(ctx context.Context, log *slog.Logger, dir string, why *atomic.Pointer[string], onWait func(),
+	open func(context.Context) (*queueFiles, error)) (*queueFiles, error) {
+	for {
+		qf, err := open(ctx)
+		var fe foreignQueueError
+		if !errors.As(err, &fe) {
+			if why.Load() != nil && err == nil {
+				log.Info("queue: the queue file is this device's: open")
+			}
+			why.Store(nil)
+			return qf, err
+		}
+		if why.Load() == nil {
+			msg := strings.TrimPrefix(fe.Error(), errConfig.Error()+": ")
+			log.Error("out of service: the queue file holds another device's taps; nothing was changed in it; looking again every "+
+				ownRetry.String(), "err", msg)
+			why.Store(&msg)
+			onWait()
+		}
+		// Opened again only once something in the data directory has
+		// changed: each open is logged.
+		was := dirState(dir)
+		for dirState(dir) == was {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(ownRetry):
+			}
+		}
+	}
+}
+
+// dirState sums up the entries of dir (names, sizes, times, inodes), to
+// tell when it changes; "" if it cannot be read.
+func dirState(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&b, "%s %d %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano(), ino)
+	}
+	return b.String()
 }
 
 // statfsExisting is statfs of dir, or of its nearest existing parent when
