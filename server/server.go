@@ -91,6 +91,9 @@ type Config struct {
 	// API's defaults; negative: none).
 	CredentialMinimum int64
 	AccountsPerMinute int
+	// MerchantPerMinute and MerchantBurst are api.Config's: a merchant
+	// token's payments and refunds (0: the API's defaults; negative: none).
+	MerchantPerMinute, MerchantBurst int
 	// TrustedProxies is api.Config's: the reverse proxies whose
 	// X-Forwarded-For names the client a request is counted against.
 	TrustedProxies []netip.Prefix
@@ -327,7 +330,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{
 		Ledger: st, Keys: kd, CredentialTTL: cfg.CredentialTTL, KeyActivation: cfg.KeyActivation, Policy: cfg.Policy, Notifier: (*notifier)(s),
-		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute, TrustedProxies: cfg.TrustedProxies,
+		CredentialMinimum: cfg.CredentialMinimum, AccountsPerMinute: cfg.AccountsPerMinute,
+		MerchantPerMinute: cfg.MerchantPerMinute, MerchantBurst: cfg.MerchantBurst, TrustedProxies: cfg.TrustedProxies,
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
 		Replay:        s.ingest.Replay,

@@ -95,6 +95,12 @@ type Config struct {
 	AccountsPerMinute      int
 	AccountsBurst          int
 	AccountsPerMinuteTotal int
+	// MerchantPerMinute and MerchantBurst bound the payments and refunds
+	// (together) of one merchant API token (defaults
+	// DefaultMerchantPerMinute, DefaultMerchantBurst); negative: no limit.
+	// One over is 429 rate_limited with Retry-After, nothing written.
+	MerchantPerMinute int
+	MerchantBurst     int
 	// TrustedProxies are the reverse proxies (TLS terminators) in front of
 	// the API: a request from one of them is counted against the client
 	// its X-Forwarded-For names (the nearest address that is not a trusted
@@ -128,7 +134,8 @@ type Handler struct {
 	verifier *paycode.Verifier
 	requests *metrics.CounterVec
 	accounts *limiter
-	changes  *limiter // riders' changes (changePrincipal)
+	changes  *limiter      // riders' changes (changePrincipal)
+	merchant *tokenLimiter // merchant tokens' payments and refunds
 	// healthLog lets a failing check's log line through once a minute.
 	healthLog *ratelog.Limiter
 	// drifting caches the farego_devices_drifting count (a scrape would
@@ -173,10 +180,17 @@ func New(cfg Config) *Handler {
 	if cfg.AccountsPerMinuteTotal == 0 {
 		cfg.AccountsPerMinuteTotal = DefaultAccountsPerMinuteTotal
 	}
+	if cfg.MerchantPerMinute == 0 {
+		cfg.MerchantPerMinute = DefaultMerchantPerMinute
+	}
+	if cfg.MerchantBurst == 0 {
+		cfg.MerchantBurst = DefaultMerchantBurst
+	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, verifier: paycode.NewVerifier(0),
 		requests:  cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
 		accounts:  newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies),
 		changes:   newLimiter(riderChangesPerMinute, riderChangesBurst, riderChangesTotal, cfg.Now, cfg.TrustedProxies),
+		merchant:  newTokenLimiter(cfg.MerchantPerMinute, cfg.MerchantBurst, cfg.Now),
 		healthLog: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
 	if cfg.Ledger != nil {
 		h.driftCount = metrics.Cache[float64]{TTL: 2 * time.Second, Read: h.driftingDevices}
@@ -378,7 +392,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		h.log.Error("request failed", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err)
 		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "internal error; see the server log"}
 	}
-	if ae.status == http.StatusTooManyRequests {
+	if ae.status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "60")
 	}
 	writeError(w, ae)

@@ -74,6 +74,9 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := h.merchantRate(w, p); err != nil {
+		return nil, 0, err
+	}
 	var req struct {
 		MerchantID string `json:"merchant_id"`
 		OrderID    string `json:"order_id"`
@@ -209,6 +212,9 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 	if p.role == ledger.RoleMerchant && merchant != p.merchant {
 		return nil, 0, errorf(http.StatusForbidden, "forbidden", "this token refunds merchant %q's orders only", p.merchant)
 	}
+	if err := h.merchantRate(w, p); err != nil {
+		return nil, 0, err
+	}
 	var req struct {
 		RefundID string `json:"refund_id"`
 		Amount   int64  `json:"amount"`
@@ -220,7 +226,7 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 	// The ledger checks the ids, the amount and the reason (400 invalid),
 	// and logs the refund.
 	rf, replayed, err := h.cfg.Ledger.RefundPayment(r.Context(), ledger.RefundRequest{MerchantID: merchant, OrderID: order,
-		RefundID: req.RefundID, Amount: req.Amount, Reason: req.Reason, TokenID: p.tokenID})
+		RefundID: req.RefundID, Amount: req.Amount, Reason: req.Reason, TokenID: p.tokenID, Actor: p.actor()})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -228,12 +234,28 @@ func (h *Handler) refund(w http.ResponseWriter, r *http.Request) (any, int, erro
 		w.Header().Set("Idempotent-Replayed", "true")
 		return toRefund(rf), http.StatusCreated, nil
 	}
-	// A refund may lift a negative_balance entry (as a top-up does).
+	// A refund may lift a negative_balance entry (as a top-up does). The
+	// ledger wrote it to the audit trail with the refund (any role's: a
+	// merchant's refund moves money as an operator's does).
 	h.cfg.Notifier.Changed(record.DocDenyList)
-	if p.role != ledger.RoleMerchant {
-		h.audit(r, p, "refund", merchant+"/"+order, fmt.Sprintf("refund %q amount %d reason %q", req.RefundID, req.Amount, req.Reason))
-	}
 	return toRefund(rf), http.StatusCreated, nil
+}
+
+// merchantRate counts a merchant token's payment or refund against its
+// bound (Config.MerchantPerMinute): over it, 429 rate_limited with
+// Retry-After, before anything is read or written. The operator's and the
+// payment provider's tokens are not bounded here.
+func (h *Handler) merchantRate(w http.ResponseWriter, p principal) error {
+	if p.role != ledger.RoleMerchant {
+		return nil
+	}
+	ok, wait := h.merchant.allow(p.tokenID)
+	if ok {
+		return nil
+	}
+	w.Header().Set("Retry-After", retryAfter(wait))
+	h.log.Debug("merchant token over its rate", "token", p.tokenID, "merchant", p.merchant)
+	return errorf(http.StatusTooManyRequests, "rate_limited", "too many payments and refunds with this token; try again shortly")
 }
 
 // payRefusal is what the shop is told of a payment the ledger refused: the

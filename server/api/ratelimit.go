@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -173,3 +174,81 @@ func trusted(addr string, proxies []netip.Prefix) bool {
 // an IPv6 one). The account-creation limit and the server's HTTP
 // connection limit both count by it.
 func ClientKey(remote string) string { return clientaddr.Key(remote) }
+
+// DefaultMerchantPerMinute and DefaultMerchantBurst bound the payments and
+// refunds one merchant API token (one till) makes: a busy till takes a
+// sale every few seconds with bursts of a few a second (a queue at the
+// counter, a retry storm after a network hiccup), never a thousand a
+// minute. Without a bound a dishonest shop with a rider account of its own,
+// or anyone holding a stolen till token, grew the ledger for free with
+// pay-and-refund pairs (some 570 bytes a pair, as fast as the ledger
+// writes), each a write the fleet's taps wait behind.
+const (
+	DefaultMerchantPerMinute = 120
+	DefaultMerchantBurst     = 20
+)
+
+// maxTokenBuckets bounds the buckets a tokenLimiter keeps: one per API
+// token that paid or refunded lately (only tokens the ledger issued get
+// this far; a made-up one is refused before).
+const maxTokenBuckets = 10_000
+
+// tokenLimiter is a token bucket per API token id, refilling perMinute a
+// minute up to burst. A request refused takes nothing; a full bucket is
+// dropped first (it is what a new one would be), so its memory is bounded
+// by maxTokenBuckets whatever comes.
+type tokenLimiter struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	perMinute float64
+	burst     float64
+	buckets   map[string]*bucket
+	disabled  bool
+}
+
+func newTokenLimiter(perMinute, burst int, now func() time.Time) *tokenLimiter {
+	return &tokenLimiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
+		buckets: map[string]*bucket{}, disabled: perMinute < 0 || burst < 0}
+}
+
+// allow takes one from key's bucket and reports true, or, when it is
+// empty, reports false and how long until it holds one again.
+func (l *tokenLimiter) allow(key string) (bool, time.Duration) {
+	if l.disabled {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= maxTokenBuckets {
+			for k, o := range l.buckets {
+				if o.tokens+now.Sub(o.at).Minutes()*o.rate >= o.capacity {
+					delete(l.buckets, k)
+				}
+			}
+			if len(l.buckets) >= maxTokenBuckets {
+				clear(l.buckets)
+			}
+		}
+		b = &bucket{tokens: l.burst, at: now, rate: l.perMinute, capacity: l.burst}
+		l.buckets[key] = b
+	}
+	b.refill(now)
+	if b.tokens < 1 {
+		if b.rate <= 0 {
+			return false, time.Minute
+		}
+		return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Minute))
+	}
+	b.tokens--
+	return true, 0
+}
+
+// retryAfter is a Retry-After header's value for d: whole seconds, at
+// least 1.
+func retryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(s, 1), 10)
+}

@@ -26,7 +26,7 @@ func clockFixture(t *testing.T) (*fixture, func(time.Duration) time.Time) {
 
 // clockFixtureAt is clockFixture on the ledger at dsn ("": SQLite in
 // t.TempDir()).
-func clockFixtureAt(t *testing.T, dsn string) (*fixture, func(time.Duration) time.Time) {
+func clockFixtureAt(t *testing.T, dsn string, opts ...func(*Config)) (*fixture, func(time.Duration) time.Time) {
 	t.Helper()
 	var mu sync.Mutex
 	now := time.Now()
@@ -46,7 +46,11 @@ func clockFixtureAt(t *testing.T, dsn string) (*fixture, func(time.Duration) tim
 	}
 	tok, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
 	n := &notes{}
-	srv := httptest.NewServer(New(Config{Ledger: store, Keys: kd, Notifier: n, Now: clock}))
+	cfg := Config{Ledger: store, Keys: kd, Notifier: n, Now: clock}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv := httptest.NewServer(New(cfg))
 	f := &fixture{t: t, srv: srv, store: store, keys: kd, token: strings.TrimSpace(string(tok)), notes: n}
 	t.Cleanup(func() {
 		srv.Close()

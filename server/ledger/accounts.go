@@ -724,13 +724,8 @@ func (s *Store) Restored(ctx context.Context, margin int64, actor string, lost .
 		if err := t.restoreFareTables(tables, window.from, actor); err != nil {
 			return err
 		}
-		id, err := t.nextID("audit_id")
-		if err != nil {
-			return err
-		}
-		_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, t.now, actor, "restored", "", fmt.Sprintf("id counters +%d: next account %d, next payment %d; credential serials +%d", margin, accountID+1, paymentID+1, RestoreSerialMargin))
-		return err
+		return t.audit(actor, "restored", "", fmt.Sprintf("id counters +%d: next account %d, next payment %d; credential serials +%d",
+			margin, accountID+1, paymentID+1, RestoreSerialMargin))
 	})
 	if err == nil {
 		s.restore.Store(&window)

@@ -25,6 +25,10 @@ type RefundRequest struct {
 	Amount   int64  // minor units, at most what is left of the payment
 	Reason   string // optional, shown to the operator
 	TokenID  string // the API token that asks (its id), kept with the refund
+	// Actor, if set, is who asks ("token:ID (merchant)"): a new refund is
+	// written to the audit trail (action "refund") in its own transaction,
+	// so that money given back is never without its entry there.
+	Actor string
 }
 
 // PaymentRefund is a refund of an online payment.
@@ -59,6 +63,9 @@ func (r *RefundRequest) validate() error {
 		return err
 	}
 	if err := checkText("token id", r.TokenID, maxName, false); err != nil {
+		return err
+	}
+	if err := checkText("actor", r.Actor, maxLongName, false); err != nil {
 		return err
 	}
 	return checkAmount("amount", r.Amount)
@@ -143,6 +150,13 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			return errRetry
 		}
 		t.stat(statRefunds, 1)
+		if req.Actor != "" {
+			if err := t.audit(req.Actor, "refund", req.MerchantID+"/"+req.OrderID,
+				fmt.Sprintf("refund %q of payment %d (account %d) amount %d %s, refunded %d of %d; token %s; reason %q",
+					req.RefundID, p.ID, p.Account, req.Amount, p.Currency, refunded+req.Amount, p.Amount, req.TokenID, req.Reason)); err != nil {
+				return err
+			}
+		}
 		if err := t.tokenInForce(req.TokenID, true); err != nil { // last: see tokenInForce
 			return err
 		}

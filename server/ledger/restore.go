@@ -194,12 +194,7 @@ func (t *txn) restoreFareTables(tables []lostFareTable, from int64, actor string
 			return err
 		}
 		latest = int64(tbl.version)
-		id, err := t.nextID("audit_id")
-		if err != nil {
-			return err
-		}
-		if _, err := t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, t.now, actor, "fare_table_restored", strconv.FormatUint(tbl.version, 10),
+		if err := t.audit(actor, "fare_table_restored", strconv.FormatUint(tbl.version, 10),
 			fmt.Sprintf("published after the backup; validators' claims of it taken from %s", time.Unix(0, claimable).UTC().Format(time.RFC3339))); err != nil {
 			return err
 		}

@@ -228,18 +228,25 @@ func (s *Store) Audit(ctx context.Context, e AuditEntry) error {
 			return invalid("audit: %v", err)
 		}
 	}
-	if len(e.Detail) > MaxAuditDetail {
-		e.Detail = e.Detail[:MaxAuditDetail]
-	}
 	return s.write(ctx, "audit", func(t *txn) error {
-		id, err := t.nextID("audit_id")
-		if err != nil {
-			return err
-		}
-		_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, t.now, e.Actor, e.Action, e.Target, e.Detail)
-		return err
+		return t.audit(e.Actor, e.Action, e.Target, e.Detail)
 	})
+}
+
+// audit writes an entry to the audit trail in t (with what it records:
+// the entry and the change commit together or not at all); a detail
+// longer than MaxAuditDetail is cut.
+func (t *txn) audit(actor, action, target, detail string) error {
+	if len(detail) > MaxAuditDetail {
+		detail = detail[:MaxAuditDetail]
+	}
+	id, err := t.nextID("audit_id")
+	if err != nil {
+		return err
+	}
+	_, err = t.exec("audit", `INSERT INTO audit_log (id, at_ns, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+		id, t.now, actor, action, target, detail)
+	return err
 }
 
 // AuditLog returns audit entries with ids below before (0: from the
