@@ -230,6 +230,7 @@ func New(cfg Config) *Handler {
 	h.route("GET /v1/denylist", h.denyList)
 	h.route("POST /v1/denylist", h.deny)
 	h.route("DELETE /v1/denylist", h.undeny)
+	h.route("POST /v1/taps/void", h.voidTap)
 	h.route("POST /v1/tokens", h.createToken)
 	h.route("GET /v1/tokens", h.listTokens)
 	h.route("DELETE /v1/tokens/{id}", h.revokeToken)
@@ -338,7 +339,7 @@ var ErrorCodes = []string{
 	"bad_request", "bad_json", "unsupported_media_type", "too_large", "invalid", "invalid_name", "bad_account",
 	"unauthorized", "forbidden", "rate_limited", "not_found",
 	"insufficient_funds", "over_limit", "over_refund", "not_in_good_standing", "code_used", "denied", "invalid_code", "unknown_credential",
-	"conflict", "device_exists", "device_offline", "device_revoked", "exists", "stale_version", "too_many_credentials",
+	"conflict", "not_voidable", "device_exists", "device_offline", "device_revoked", "exists", "stale_version", "too_many_credentials",
 	"unavailable", "not_sent", "internal",
 }
 

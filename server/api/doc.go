@@ -25,6 +25,7 @@
 //	GET    /v1/denylist                      the deny list                           (operator)
 //	POST   /v1/denylist                      deny an account or credential          (operator)
 //	DELETE /v1/denylist                      lift an operator's deny entry          (operator)
+//	POST   /v1/taps/void                     void a wrongly charged tap (re-rated)  (operator)
 //	GET    /healthz                          liveness and readiness                  (open)
 //	GET    /metrics                          Prometheus metrics                      (open)
 package api

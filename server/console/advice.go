@@ -44,6 +44,10 @@ var flagAdvice = map[string]advice{
 		"The fare table's currency is not the account's.",
 		"Publish a fare table in the accounts' currency (Fares). The code is used up; the tap is kept for audit.",
 		"nothing"},
+	ledger.FlagVoided: {
+		"An operator voided the tap (POST /v1/taps/void): its fare was given back and its service day re-rated as if it had never been charged. The audit trail names who and why.",
+		"Nothing; look at the audit trail if voids are many.",
+		"nothing (given back)"},
 }
 
 // noteAdvice explains each tap note (ledger.Note*).

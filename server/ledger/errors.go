@@ -89,3 +89,7 @@ var ErrNoLedger = errors.New("ledger: no ledger")
 // ErrOverRefund is returned by RefundPayment when the payment's refunds
 // would come to more than its amount. Nothing has been written.
 var ErrOverRefund = errors.New("ledger: refunds would exceed the payment")
+
+// ErrNotVoidable is returned (wrapped, with the reason) by VoidTap for a tap
+// that cannot be voided: flagged, not charged, or not yet rated.
+var ErrNotVoidable = errors.New("ledger: tap cannot be voided")

@@ -30,7 +30,8 @@ const maxFindings = 50
 //     cached posting count is right.
 //  4. Each tap's postings sum to minus its current charge; 0 ≤ charge ≤ the
 //     server's base fare; a flagged tap has charge 0 (a tap flagged after it
-//     was charged was refunded) and no rating.
+//     was charged was refunded; a voided tap, VoidTap, among them) and no
+//     rating.
 //  5. Re-rating every account's service day, each tap with the fare table
 //     that rates it, gives each tap's current charge; each unflagged tap's
 //     table is stored and its service day is that table's.
@@ -145,7 +146,7 @@ var invariantQueries = []struct{ msg, query string }{
 			SELECT 1 FROM postings f WHERE f.tap_id = c.tap_id AND f.kind = 'fare' AND f.seq < c.seq AND f.account_id = c.account_id)`},
 	{"flagged tap with an unknown flag, or rated though flagged [tap, flag, rated version]", `
 		SELECT tap_id, flag, rated_version FROM taps
-		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'unknown_credential', 'currency_mismatch', 'invalid_code')
+		WHERE flag NOT IN ('', 'duplicate_code', 'unknown_account', 'unknown_credential', 'currency_mismatch', 'invalid_code', 'voided')
 			OR (flag <> '' AND (rated_version <> 0 OR transfer OR capped))`},
 	{"unflagged tap rated by no stored fare table [tap, rated version]", `
 		SELECT t.tap_id, t.rated_version FROM taps t WHERE t.flag = '' AND NOT EXISTS (

@@ -817,7 +817,18 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 		}
 	}
 	for _, id := range cw.flagged {
-		t.stat(statFlagged, 1)
+		n, err := t.execCount("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3 AND flag <> $4`,
+			FlagDuplicateCode, cw.note[id], id, FlagVoided)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			t.stat(statFlagged, 1)
+			continue
+		}
+		// A voided tap (VoidTap: counted flagged then, charged nothing)
+		// that loses its code: duplicate_code all the same, as the code's
+		// reuse count says, but not counted flagged twice.
 		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
 			FlagDuplicateCode, cw.note[id], id); err != nil {
 			return err

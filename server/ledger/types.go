@@ -37,6 +37,11 @@ const (
 	// at the tap's time and it failed (a tampered or misconfigured
 	// validator). The caller sets it on Tap.Flag; the code is not claimed.
 	FlagInvalidCode = "invalid_code"
+	// FlagVoided: an operator voided the tap (Store.VoidTap): its charge
+	// was given back as fare_correction postings and its day re-rated as if
+	// it had never been charged. Flagged taps are left out of every later
+	// rating, so it stays void.
+	FlagVoided = "voided"
 )
 
 // Tap notes: findings on a tap that is charged normally, kept for the
