@@ -337,7 +337,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Replay:        s.ingest.Replay,
 		Assign:        s.ingest.Assign,
 		Health: map[string]api.Health{
-			"ingest":    connected("ingest", s.ingest.Connected),
+			"ingest": connected("ingest", s.ingest.Connected),
+			// The ledger answers a ping on a full disk or a read-only
+			// file; whether batches get committed is another matter.
+			"commits":   func(context.Context) error { return s.ingest.Committing() },
 			"publisher": connected("publisher", s.pub.Connected),
 		},
 		Metrics: s.reg, MetricsElsewhere: cfg.MetricsListen != "", Logger: s.log.With("part", "api"), Releases: s.rels,

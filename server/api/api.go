@@ -389,6 +389,14 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err)
 		writeError(w, &apiError{status: http.StatusInternalServerError, code: "internal", msg: "the request was abandoned by the client"})
 		return statusClientClosed
+	case ledger.Unavailable(err):
+		// A full disk, a read-only ledger, a database gone: the client
+		// may try again later; logged once a while, not per request.
+		if ok, n := h.healthLog.Allow("ledger-writes"); ok {
+			h.log.Error("request failed: the ledger cannot take it now", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err, "suppressed", n)
+		}
+		w.Header().Set("Retry-After", "30")
+		ae = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "the ledger cannot take this now; try again later"}
 	default:
 		h.log.Error("request failed", "method", r.Method, "path", ClipPath(r.URL.Path), "err", err)
 		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "internal error; see the server log"}

@@ -39,6 +39,7 @@ type Store struct {
 	catalog  atomic.Pointer[fareCatalog]
 	restore  atomic.Pointer[restoreWindow] // set by Restored: see lostCredential
 	path     string                        // the SQLite file; "" for PostgreSQL
+	file     os.FileInfo                   // path's file when opened (SQLite): see FileGone
 	holdMu   sync.Mutex
 	hold     *hold // Serve's or Exclusive's lock, released by Close
 	// lostCh is closed when the serving lock is lost (Lost), once: by the
@@ -157,6 +158,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 				db.Close()
 				return nil, fmt.Errorf("ledger: %w", err)
 			}
+		}
+	}
+	if tg.path != "" {
+		if s.file, err = os.Stat(tg.path); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("ledger: %w", err)
 		}
 	}
 	attrs := []any{logKeyBackend, tg.backend.String()}
@@ -964,9 +971,33 @@ func (t *txn) nextID(counter string) (int64, error) {
 	return v, nil
 }
 
+// FileGone reports, for a SQLite ledger, that its path no longer names
+// the file the Store has open (removed, or its directory removed or
+// renamed, by an operator's mistake while the server runs): SQLite goes on
+// writing to the unlinked file, every commit succeeds, and all of it is
+// gone when the process ends. nil while the file is there, and always for
+// PostgreSQL.
+func (s *Store) FileGone() error {
+	if s.file == nil {
+		return nil
+	}
+	info, err := os.Stat(s.path)
+	if err == nil && os.SameFile(info, s.file) {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("another file is there now")
+	}
+	return fmt.Errorf("ledger: the ledger file %s is not the one this server opened (removed or replaced while running; "+
+		"what is committed now is lost when the server stops): %w", s.path, err)
+}
+
 // Ping checks that the database answers (the health check: no table is
-// read).
+// read) and that a SQLite ledger's file is still there (FileGone).
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.FileGone(); err != nil {
+		return err
+	}
 	if err := s.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("ledger: %s not reachable: %w", s.backend, err)
 	}

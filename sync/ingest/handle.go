@@ -175,6 +175,11 @@ func (in *Ingest) withinBudget(group []*prepared) []*prepared {
 // commitFailed counts and logs a failed commit (once per run of failures).
 func (in *Ingest) commitFailed(p *prepared, err error) {
 	in.stats.reject(RejectCommitFailed)
+	since := in.cfg.Now()
+	if f := in.commitErr.Load(); f != nil {
+		since = f.since
+	}
+	in.commitErr.Store(&commitFailure{err: err, since: since})
 	if in.commitStreak.Add(1) == 1 {
 		in.log.Error("ingest: commit failed; not acked (the device sends the batch again)",
 			logKeyDevice, p.batch.DeviceID, logKeyRecords, len(p.seqs), logKeyErr, err)
@@ -187,6 +192,7 @@ func (in *Ingest) commitFailed(p *prepared, err error) {
 func (in *Ingest) committed(ctx context.Context, pb *prepared) {
 	id, b := pb.batch.DeviceID, pb.batch
 	in.aside.charge(id, b.Aside)
+	in.commitErr.Store(nil)
 	if n := in.commitStreak.Swap(0); n > 0 {
 		in.log.Info(fmt.Sprintf("ingest: commits working again after %d failures", n), logKeyCount, n)
 	}

@@ -33,9 +33,10 @@ type Ingest struct {
 	conn    atomic.Pointer[conn] // the current Run's connection
 	running atomic.Bool
 
-	dropStreak   atomic.Int64  // messages dropped (queue full) since the last one queued
-	commitStreak atomic.Int64  // commit failures since the last success
-	replayID     atomic.Uint64 // the last replay request's id
+	dropStreak   atomic.Int64                  // messages dropped (queue full) since the last one queued
+	commitStreak atomic.Int64                  // commit failures since the last success
+	commitErr    atomic.Pointer[commitFailure] // the last failed commit while commitStreak > 0
+	replayID     atomic.Uint64                 // the last replay request's id
 }
 
 // inbound is one message received from the broker.
@@ -112,6 +113,26 @@ func (in *Ingest) Run(ctx context.Context) error {
 func (in *Ingest) Connected() bool {
 	c := in.conn.Load()
 	return c != nil && c.connected()
+}
+
+// commitFailure is the last commit failure of a run of them.
+type commitFailure struct {
+	err   error
+	since time.Time // the run's first failure
+}
+
+// Committing reports whether the Store takes batches: nil until a commit
+// fails and again after the next one succeeds; while every commit fails
+// (a full disk, a read-only ledger file, a database down) an error
+// saying since when and the last failure. The broker connection can be
+// fine all that time: devices' batches go unacked and pile up on them.
+func (in *Ingest) Committing() error {
+	f := in.commitErr.Load()
+	if f == nil {
+		return nil
+	}
+	return fmt.Errorf("commits failing since %s (%d failures; batches not acked): %w",
+		f.since.UTC().Format(time.RFC3339), in.commitStreak.Load(), f.err)
 }
 
 // Stats returns a snapshot of the Ingest's counters.

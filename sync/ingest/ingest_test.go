@@ -565,3 +565,35 @@ func TestConnectLogging(t *testing.T) {
 		t.Errorf("%d recovery lines, want 1: %q", n, logs.lines)
 	}
 }
+
+// TestCommittingSaysCommitsFail: while the Store refuses every commit (a
+// full disk, a read-only ledger, a database gone) the broker connection is
+// fine, so the server's health said "ok" while no batch was acked.
+// Committing says so, since when and why, and is nil again after the next
+// commit succeeds.
+func TestCommittingSaysCommitsFail(t *testing.T) {
+	w := newWorld(t, "")
+	w.store.failFirst = 2
+	in := w.start(w.config())
+	d := w.newDevice(true)
+	if err := in.Committing(); err != nil {
+		t.Fatalf("Committing before any commit: %v", err)
+	}
+	d.publish(d.topic(wire.KindTaps), d.validBatch(1, 5))
+	waitFor(t, "the failed commit", func() bool { return in.Stats().Rejects[RejectCommitFailed] == 1 })
+	err := in.Committing()
+	if err == nil || !strings.Contains(err.Error(), "commits failing since") {
+		t.Fatalf("Committing after a failed commit: %v; want an error", err)
+	}
+	d.noAck()
+	d.publish(d.topic(wire.KindTaps), d.validBatch(1, 5))
+	waitFor(t, "the second failed commit", func() bool { return in.Stats().Rejects[RejectCommitFailed] == 2 })
+	if err := in.Committing(); err == nil || !strings.Contains(err.Error(), "2 failures") {
+		t.Errorf("Committing after two failed commits: %v", err)
+	}
+	d.publish(d.topic(wire.KindTaps), d.validBatch(1, 5))
+	d.nextAck()
+	if err := in.Committing(); err != nil {
+		t.Errorf("Committing after a commit succeeded: %v; want nil", err)
+	}
+}
