@@ -303,6 +303,9 @@ func (s *Store) write(ctx context.Context, op string, fn func(*txn) error) error
 	if err := s.lostErr(); err != nil {
 		return err
 	}
+	if err := s.FileGone(); err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(ctx, fn)
 		if err == nil || !retryable(err) {
@@ -354,7 +357,9 @@ func (s *Store) writeOnce(ctx context.Context, fn func(*txn) error) (err error) 
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: commit: %w", err)
 	}
-	return nil
+	// A SQLite file removed under the server (or replaced) takes the
+	// commit with it when the process ends: not a write to answer 2xx to.
+	return s.FileGone()
 }
 
 // read runs fn in a read-only transaction that sees one snapshot.
@@ -971,6 +976,10 @@ func (t *txn) nextID(counter string) (int64, error) {
 	return v, nil
 }
 
+// ErrFileGone is what FileGone's error wraps; every write of the Store
+// fails with it too (Unavailable: 503), not only the batches of taps.
+var ErrFileGone = errors.New("ledger: ledger file gone")
+
 // FileGone reports, for a SQLite ledger, that its path no longer names
 // the file the Store has open (removed, or its directory removed or
 // renamed, by an operator's mistake while the server runs): SQLite goes on
@@ -988,8 +997,8 @@ func (s *Store) FileGone() error {
 	if err == nil {
 		err = errors.New("another file is there now")
 	}
-	return fmt.Errorf("ledger: the ledger file %s is not the one this server opened (removed or replaced while running; "+
-		"what is committed now is lost when the server stops): %w", s.path, err)
+	return fmt.Errorf("%w: the ledger file %s is not the one this server opened (removed or replaced while running; "+
+		"what is committed now is lost when the server stops): %w", ErrFileGone, s.path, err)
 }
 
 // Ping checks that the database answers (the health check: no table is

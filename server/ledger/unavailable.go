@@ -12,8 +12,12 @@ import (
 // Unavailable reports whether err is the database refusing writes for
 // now rather than a fault of the request or a bug: a SQLite disk full,
 // read-only file or I/O error, PostgreSQL out of disk or resources, read
-// only, shutting down or its connection gone. The API answers 503 to it.
+// only, shutting down or its connection gone; a SQLite ledger file removed
+// or replaced under the server (ErrFileGone). The API answers 503 to it.
 func Unavailable(err error) bool {
+	if errors.Is(err, ErrFileGone) {
+		return true
+	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {

@@ -175,11 +175,12 @@ func (in *Ingest) withinBudget(group []*prepared) []*prepared {
 // commitFailed counts and logs a failed commit (once per run of failures).
 func (in *Ingest) commitFailed(p *prepared, err error) {
 	in.stats.reject(RejectCommitFailed)
-	since := in.cfg.Now()
-	if f := in.commitErr.Load(); f != nil {
-		since = f.since
+	now := in.cfg.Now()
+	since := now
+	if f := in.commitErr.Load(); f != nil && now.Sub(f.last) <= CommitFailureStale {
+		since = f.since // the same run of failures (a stale one is forgotten: Committing)
 	}
-	in.commitErr.Store(&commitFailure{err: err, since: since})
+	in.commitErr.Store(&commitFailure{err: err, since: since, last: now})
 	if in.commitStreak.Add(1) == 1 {
 		in.log.Error("ingest: commit failed; not acked (the device sends the batch again)",
 			logKeyDevice, p.batch.DeviceID, logKeyRecords, len(p.seqs), logKeyErr, err)

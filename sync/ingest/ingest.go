@@ -119,16 +119,27 @@ func (in *Ingest) Connected() bool {
 type commitFailure struct {
 	err   error
 	since time.Time // the run's first failure
+	last  time.Time // the run's latest failure
 }
 
+// CommitFailureStale is how long after the last failed commit, with no
+// commit tried since, Committing stops reporting it: a device whose batch
+// was not acked sends it again within its ack timeout (at most 80 s with
+// the uplink's defaults), so while commits fail and any device waits for
+// an ack, failures keep coming. One transient failure in a quiet hour (the
+// last bus's batch at the depot) no longer holds /healthz at 503 until the
+// morning's first commit.
+const CommitFailureStale = 5 * time.Minute
+
 // Committing reports whether the Store takes batches: nil until a commit
-// fails and again after the next one succeeds; while every commit fails
+// fails and again after the next one succeeds, or once no commit has been
+// tried for CommitFailureStale; while every commit fails
 // (a full disk, a read-only ledger file, a database down) an error
 // saying since when and the last failure. The broker connection can be
 // fine all that time: devices' batches go unacked and pile up on them.
 func (in *Ingest) Committing() error {
 	f := in.commitErr.Load()
-	if f == nil {
+	if f == nil || in.cfg.Now().Sub(f.last) > CommitFailureStale {
 		return nil
 	}
 	return fmt.Errorf("commits failing since %s (%d failures; batches not acked): %w",

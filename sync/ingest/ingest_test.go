@@ -597,3 +597,35 @@ func TestCommittingSaysCommitsFail(t *testing.T) {
 		t.Errorf("Committing after a commit succeeded: %v; want nil", err)
 	}
 }
+
+// TestCommittingForgetsAStaleFailure: one commit failing in a quiet
+// period (the last bus's batch at the depot, then nothing all night) held
+// /healthz's "commits" at 503 until the next commit, hours later, with no
+// commit failing all that time. While commits keep failing the devices
+// send their batches again (within their ack timeout) and it stays
+// failing; once none has been tried for CommitFailureStale it is nil.
+func TestCommittingForgetsAStaleFailure(t *testing.T) {
+	w := newWorld(t, "")
+	w.store.failFirst = 1
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	cfg := w.config()
+	cfg.Now = clock
+	in := w.start(cfg)
+	d := w.newDevice(true)
+	d.publish(d.topic(wire.KindTaps), d.validBatch(1, 5))
+	waitFor(t, "the failed commit", func() bool { return in.Stats().Rejects[RejectCommitFailed] == 1 })
+	if err := in.Committing(); err == nil {
+		t.Fatal("Committing right after a failed commit: nil; want an error")
+	}
+	advance(CommitFailureStale / 2)
+	if err := in.Committing(); err == nil {
+		t.Error("Committing a while after a failed commit: nil; want an error")
+	}
+	advance(CommitFailureStale)
+	if err := in.Committing(); err != nil {
+		t.Errorf("Committing with no commit tried for %v since one failed: %v; want nil", CommitFailureStale*3/2, err)
+	}
+}
