@@ -445,6 +445,10 @@ var ownRetry = 10 * time.Second
 func openWhenOwn(ctx context.Context, log *slog.Logger, dir string, why *atomic.Pointer[string], onWait func(),
 	open func(context.Context) (*queueFiles, error)) (*queueFiles, error) {
 	for {
+		// Read before the open: a file moved away while it runs is a
+		// change all the same (the open's own changes, a damaged file
+		// moved aside, cost one open more).
+		was := dirState(dir)
 		qf, err := open(ctx)
 		var fe foreignQueueError
 		if !errors.As(err, &fe) {
@@ -463,7 +467,6 @@ func openWhenOwn(ctx context.Context, log *slog.Logger, dir string, why *atomic.
 		}
 		// Opened again only once something in the data directory has
 		// changed: each open is logged.
-		was := dirState(dir)
 		for dirState(dir) == was {
 			select {
 			case <-ctx.Done():
@@ -474,8 +477,9 @@ func openWhenOwn(ctx context.Context, log *slog.Logger, dir string, why *atomic.
 	}
 }
 
-// dirState sums up the entries of dir (names, sizes, times, inodes), to
-// tell when it changes; "" if it cannot be read.
+// dirState sums up the entries of dir (names, sizes, inodes), to tell
+// when a file is moved in or out or replaced; "" if it cannot be read.
+// Not their times: opening the queue file writes to it.
 func dirState(dir string) string {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -491,7 +495,7 @@ func dirState(dir string) string {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			ino = st.Ino
 		}
-		fmt.Fprintf(&b, "%s %d %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano(), ino)
+		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), fi.Size(), ino)
 	}
 	return b.String()
 }
