@@ -26,26 +26,9 @@ func TestSettlementDiskFull(t *testing.T) {
 	disk := powercut.Mount(t, &powercut.Options{Seed: 9})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	r := New(dir, binDir, nil)
-	r.ServerData = disk.Path("srv", "farego")
-	defer func() {
-		r.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "server.log")); err == nil {
-				t.Logf("server.log (tail):\n%s", tail(string(b), 40))
-			}
-		}
-	}()
-	must(t, r.Init(ctx, chaosFares))
-	must(t, r.StartServer(ctx))
+	r := serverRig(t, ctx, disk.Path("srv", "farego"))
 	riders := newRiders(t, ctx, r, 4, 10_000_000)
-	d, err := r.Provision(ctx, "srvfull-0", "42")
-	must(t, err)
-	must(t, d.SetPolicy("passback_window", `"-1s"`))
-	must(t, d.SetPolicy("risk_cap", "-1"))
-	defer d.Close()
-	must(t, d.Start(ctx))
+	d := tappingDevice(t, ctx, r, "srvfull-0")
 	c := newCutChecker(t, r, riders, "")
 	rides := func() int {
 		n := 0
@@ -152,7 +135,7 @@ func TestSettlementDiskFull(t *testing.T) {
 	if out, err := r.Verify(ctx); err != nil {
 		t.Errorf("verify after the disk was full: %v\n%s", err, out)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "server.log"))
+	b, err := os.ReadFile(filepath.Join(r.Dir, "server.log"))
 	must(t, err)
 	lines, commitLines := strings.Count(string(b), "\n"), strings.Count(string(b), "commit failed")
 	t.Logf("server.log: %d lines, %d saying a commit failed", lines, commitLines)
@@ -170,25 +153,9 @@ func TestSettlementDiskFull(t *testing.T) {
 func TestSettlementLedgerRemoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	r := New(dir, binDir, nil)
-	defer func() {
-		r.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "server.log")); err == nil {
-				t.Logf("server.log (tail):\n%s", tail(string(b), 20))
-			}
-		}
-	}()
-	must(t, r.Init(ctx, chaosFares))
-	must(t, r.StartServer(ctx))
+	r := serverRig(t, ctx, "")
 	riders := newRiders(t, ctx, r, 2, 10_000_000)
-	d, err := r.Provision(ctx, "srvrm-0", "42")
-	must(t, err)
-	must(t, d.SetPolicy("passback_window", `"-1s"`))
-	must(t, d.SetPolicy("risk_cap", "-1"))
-	defer d.Close()
-	must(t, d.Start(ctx))
+	d := tappingDevice(t, ctx, r, "srvrm-0")
 	acked := func() int {
 		n := 0
 		for _, rec := range inspectCopy(t, d.QueueFile()).Records {
@@ -221,4 +188,40 @@ func TestSettlementLedgerRemoved(t *testing.T) {
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("healthz with the ledger file removed: %d %s; want 503", resp.StatusCode, b)
 	}
+}
+
+// serverRig starts a rig's server (its data in data, or the rig's
+// directory for ""), closed when the test ends, its log's tail shown if
+// the test failed.
+func serverRig(t *testing.T, ctx context.Context, data string) *Rig {
+	t.Helper()
+	r := New(t.TempDir(), binDir, nil)
+	if data != "" {
+		r.ServerData = data
+	}
+	t.Cleanup(func() {
+		r.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(r.Dir, "server.log")); err == nil {
+				t.Logf("server.log (tail):\n%s", tail(string(b), 40))
+			}
+		}
+	})
+	must(t, r.Init(ctx, chaosFares))
+	must(t, r.StartServer(ctx))
+	return r
+}
+
+// tappingDevice provisions and starts validator id on route 42, taking a
+// rider's codes as fast as they come (no passback window, no risk cap),
+// closed when the test ends.
+func tappingDevice(t *testing.T, ctx context.Context, r *Rig, id string) *Device {
+	t.Helper()
+	d, err := r.Provision(ctx, id, "42")
+	must(t, err)
+	must(t, d.SetPolicy("passback_window", `"-1s"`))
+	must(t, d.SetPolicy("risk_cap", "-1"))
+	t.Cleanup(func() { d.Close() })
+	must(t, d.Start(ctx))
+	return d
 }
