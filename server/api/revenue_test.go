@@ -10,7 +10,6 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // TestRevenue settles taps of two riders on two routes and two service
@@ -20,15 +19,7 @@ import (
 // (a transfer and a daily cap included); who may read it; the ranges it
 // refuses.
 func TestRevenue(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			dsn := ""
-			if backend == "postgres" {
-				dsn = ledgertest.PostgresSchema(t)
-			}
-			testRevenue(t, dsn)
-		})
-	}
+	onBackends(t, testRevenue)
 }
 
 func testRevenue(t *testing.T, dsn string) {

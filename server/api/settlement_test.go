@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // TestMerchantSettlement makes online payments and refunds through the API
@@ -21,15 +20,7 @@ import (
 // payment's), their totals, one merchant, one day; who may read it; what
 // range it refuses.
 func TestMerchantSettlement(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			dsn := ""
-			if backend == "postgres" {
-				dsn = ledgertest.PostgresSchema(t)
-			}
-			testMerchantSettlement(t, dsn)
-		})
-	}
+	onBackends(t, testMerchantSettlement)
 }
 
 func testMerchantSettlement(t *testing.T, dsn string) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
-	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // TestVoidTap voids a wrongly charged tap through the real HTTP server on
@@ -18,15 +17,7 @@ import (
 // are refused (404, 409), and nobody but an operator may void (a merchant,
 // payments or auditor token, a rider's secret, a made-up token, none).
 func TestVoidTap(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			dsn := ""
-			if backend == "postgres" {
-				dsn = ledgertest.PostgresSchema(t)
-			}
-			testVoidTap(t, dsn)
-		})
-	}
+	onBackends(t, testVoidTap)
 }
 
 func testVoidTap(t *testing.T, dsn string) {
