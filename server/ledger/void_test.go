@@ -160,8 +160,8 @@ func TestVoidTapCap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// 250 back; tap 3 now pays 250, tap 4 200: the day costs 700 still? No:
-		// 250 + 250 + 200 = 700 (the cap), so the rider gets nothing net.
+		// Tap 2's 250 comes back, but tap 3 now pays 250 and tap 4 200:
+		// 250 + 250 + 200 = 700, the cap again, so nothing comes back net.
 		c := charges(t, s, acct)
 		if c[tid("bus-1", 2)] != 0 || c[tid("bus-1", 3)] != 250 || c[tid("bus-1", 4)] != 200 {
 			t.Errorf("charges %v", c)
