@@ -98,6 +98,45 @@ var actions = map[string]action{
 	"revoke_token":   {prepareRevokeToken},
 	"set_profile":    {prepareSetProfile},
 	"refund":         {prepareRefund},
+	"void":           {prepareVoid},
+}
+
+// prepareVoid voids a wrongly charged tap (the rider was not on that bus,
+// a faulty reader): POST /v1/taps/void. The reason is asked on the
+// confirmation and goes to the audit trail.
+func prepareVoid(h *Handler, r *http.Request) (*plan, error) {
+	account, err := formUint(r, "account", true, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	tap := strings.TrimSpace(r.PostFormValue("tap"))
+	if tap == "" || len(tap) > 256 {
+		return nil, badInput("give the tap's id")
+	}
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	switch {
+	case len(reason) > ledger.MaxVoidReason:
+		return nil, badInput("the reason is longer than %d bytes", ledger.MaxVoidReason)
+	case reason == "" && r.PostFormValue("confirm") == "yes":
+		return nil, badInput("say why the tap is voided (kept in the audit trail)")
+	}
+	currency := h.cfg.Ledger.Currency()
+	return &plan{Title: "Void tap " + tap + "?", Danger: true, Back: "accounts/" + strconv.FormatUint(account, 10),
+		Explain: "Its fare comes back to the rider's account and the rider's service day is rated again as if the tap had " +
+			"never been charged: a transfer it started or the daily cap may make later rides of the day cost more, so " +
+			"what comes back is the net change. It cannot be undone. The audit log records who voided it and why.",
+		Button: "Void the tap",
+		Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"tap", tap, "Tap"}},
+		Asks:   []field{{"reason", reason, "Why it is voided (kept in the audit trail)"}},
+		method: http.MethodPost, path: "/v1/taps/void",
+		body: jsonBody(map[string]any{"tap": tap, "reason": reason}),
+		done: func(resp map[string]any) result {
+			if b, _ := resp["already_void"].(bool); b {
+				return result{Message: "Tap " + tap + " was void already: nothing changed."}
+			}
+			return result{Message: fmt.Sprintf("Tap %s is void: %s came back to account %d.", tap,
+				moneyField(resp, "returned", currency), account)}
+		}}, nil
 }
 
 // prepareRefund gives back (part of) a shop's online payment to the

@@ -25,6 +25,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/api/apitest"
 	"github.com/farego/farego/server/keys"
@@ -1407,5 +1408,75 @@ func TestMoneyChartsSayUTC(t *testing.T) {
 	code, body := b.get("/console/money")
 	if code != http.StatusOK || !strings.Contains(body, "Taps settled per hour (UTC)") || !strings.Contains(body, "hours in UTC") {
 		t.Errorf("the money page (%d) does not say its hourly charts are in UTC", code)
+	}
+}
+
+// TestConsoleVoidsATap: a charged ride on the account page has a Void
+// button; the operator is asked why, refused without an answer, and then
+// the tap is void (its fare back on the balance, the ride marked voided,
+// the reason in the audit trail) once however often the confirmation is
+// sent. A flagged ride has no button.
+func TestConsoleVoidsATap(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	acct := f.account(1000)
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	now := time.Now()
+	key := paycode.ID{Account: acct, Serial: 1, Time: uint32(now.Unix()), Counter: 1}.Key()
+	tap := ledger.Tap{ID: ledger.TapID("bus-1", "e1", 1), DeviceID: "bus-1", Seq: 1, Epoch: "e1", Time: now,
+		Account: acct, Serial: 1, RiderKey: pub, CodeKey: key, CodeHash: "0123456789ab",
+		BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "42", Vehicle: "v7", Record: []byte("record")}
+	res, err := f.store.CommitTaps(context.Background(), []ledger.Tap{tap})
+	if err != nil || res[0].Flag != "" || res[0].Charge == 0 {
+		t.Fatalf("the tap: %+v, %v; want it charged", res, err)
+	}
+	charged := res[0].Charge
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	page := fmt.Sprintf("/console/accounts/%d", acct)
+	if _, body := b.get(page); !strings.Contains(body, `data-action="void"`) ||
+		!strings.Contains(body, `name="tap" value="`+html.EscapeString(tap.ID)+`"`) {
+		t.Fatalf("no Void button on the charged ride:\n%s", body)
+	}
+	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "tap": {tap.ID}}
+	resp, body := b.post("/console/act/void", form)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Void tap "+html.EscapeString(tap.ID)+"?") ||
+		!strings.Contains(body, `<input name="reason" id="ask-reason"`) {
+		t.Fatalf("the question: %d %s", resp.StatusCode, body)
+	}
+	form.Set("confirm", "yes")
+	if resp, body := b.post("/console/act/void", form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "say why the tap is voided") {
+		t.Errorf("confirmed without a reason: %d, want refused saying why\n%s", resp.StatusCode, body)
+	}
+	if got := balanceOf(t, f, acct); got != 1000-charged {
+		t.Fatalf("refused, yet the balance is %d", got)
+	}
+	form.Set("reason", "rider was not on bus-1, ticket 7")
+	for i := range 2 {
+		resp, body := b.post("/console/act/void", form)
+		want := "is void: " + feedback.FormatAmount(charged, "EUR") + " came back"
+		if i == 1 {
+			want = "was void already: nothing changed"
+		}
+		if resp.StatusCode != http.StatusOK || !strings.Contains(html.UnescapeString(body), want) {
+			t.Fatalf("confirmation %d: %d, want %q\n%s", i+1, resp.StatusCode, want, body)
+		}
+	}
+	if got := balanceOf(t, f, acct); got != 1000 {
+		t.Errorf("balance %d after the void, want 1000", got)
+	}
+	if _, body := b.get(page); !strings.Contains(body, `<span class="flag">voided</span>`) || strings.Contains(body, `data-action="void"`) {
+		t.Errorf("the voided ride is not marked voided, or still has a Void button:\n%s", body)
+	}
+	entries, err := f.store.AuditLog(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(entries); !strings.Contains(got, "void_tap") || !strings.Contains(got, "rider was not on bus-1, ticket 7") {
+		t.Errorf("the audit trail lacks the void and its reason: %s", got)
+	}
+	if err := f.store.CheckInvariants(context.Background()); err != nil {
+		t.Errorf("verify: %v", err)
 	}
 }
