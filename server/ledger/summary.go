@@ -77,8 +77,9 @@ type DaySummary struct {
 	Capped          int64 // taps reduced by the daily cap
 	CapSavings      int64
 	// Corrected counts taps whose charge changed after their first
-	// posting (a late tap re-rated their day); Corrections is the revenue
-	// those changes made (negative: refunds).
+	// posting (a late tap re-rated their day, a duplicate code or a void
+	// gave it back); Corrections is the revenue those changes made
+	// (negative: refunds).
 	Corrected, Corrections int64
 	Computed               time.Time
 }
@@ -419,13 +420,15 @@ func (s *Store) sumDay(ctx context.Context, tx *sql.Tx, day string) ([]DaySummar
 			order = append(order, g.route)
 		}
 		d.Taps += g.taps
+		// A flagged tap with a correction was charged, then given back
+		// (duplicate_code, voided): counted with its correction.
+		d.Corrected += g.pc
 		if g.flag != "" {
 			d.Flagged += g.taps
 			continue
 		}
 		d.BaseTotal += g.base
 		d.Charged += g.charge
-		d.Corrected += g.pc
 		switch {
 		case g.transfer:
 			// Every tap of the group paid the transfer fare of its table
