@@ -52,7 +52,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&c.DeviceAsideBudget, "device-aside-budget", ingest.DefaultAsideBudget, "records of one device an hour (and at once) the server keeps aside — quarantined, held or flagged — or stores as new taps charged nothing (transfers, past the daily cap, free profiles), before it stops taking the device's batches until the budget refills (-1: no budget)")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.IntVar(&c.MerchantPerMinute, "merchant-per-minute", 0, "online payments and refunds per merchant API token (one till) and minute (0: 120, burst 20; -1: no limit)")
-	fs.IntVar(&c.MerchantBurst, "merchant-burst", 0, "the burst --merchant-per-minute allows a merchant token (0: 20)")
+	fs.IntVar(&c.MerchantBurst, "merchant-burst", 0, "the burst --merchant-per-minute allows a merchant token (0: 20; -1: no limit)")
 	fs.Func("trusted-proxy", "a reverse proxy in front of the HTTP API (an address or CIDR; repeat it, or separate with commas): its requests count against the client its X-Forwarded-For names", func(v string) error {
 		for f := range strings.SplitSeq(v, ",") {
 			p, err := parsePrefix(strings.TrimSpace(f))
