@@ -22,7 +22,7 @@ type limiter struct {
 	perMinute float64
 	burst     float64
 	total     bucket
-	clients   map[string]*bucket
+	clients   buckets
 	disabled  bool
 	proxies   []netip.Prefix // see Config.TrustedProxies
 }
@@ -37,7 +37,7 @@ const maxClients = 10_000
 
 func newLimiter(perMinute, burst, totalPerMinute int, now func() time.Time, proxies []netip.Prefix) *limiter {
 	l := &limiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
-		clients: map[string]*bucket{}, proxies: proxies}
+		clients: buckets{}, proxies: proxies}
 	l.disabled = perMinute < 0 || burst < 0 || totalPerMinute < 0
 	l.total = bucket{tokens: float64(totalPerMinute), at: now(), rate: float64(totalPerMinute), capacity: float64(totalPerMinute)}
 	return l
@@ -49,15 +49,39 @@ func (b *bucket) refill(now time.Time) {
 	b.at = now
 }
 
-// bucketFor returns the bucket of key, refilled (a new one full).
-func (l *limiter) bucketFor(key string, now time.Time, rate, capacity float64) *bucket {
-	b := l.clients[key]
+// wait is how long until the bucket holds a token again.
+func (b *bucket) wait() time.Duration {
+	if b.rate <= 0 {
+		return time.Minute
+	}
+	return time.Duration(max(1-b.tokens, 0) / b.rate * float64(time.Minute))
+}
+
+// buckets are a limiter's buckets by key.
+type buckets map[string]*bucket
+
+// get returns the bucket of key, refilled (a new one full).
+func (m buckets) get(key string, now time.Time, rate, capacity float64) *bucket {
+	b := m[key]
 	if b == nil {
 		b = &bucket{tokens: capacity, at: now, rate: rate, capacity: capacity}
-		l.clients[key] = b
+		m[key] = b
 	}
 	b.refill(now)
 	return b
+}
+
+// prune drops the buckets that have refilled (they are what a new bucket
+// would be), or all of them if limit or more are left.
+func (m buckets) prune(now time.Time, limit int) {
+	for k, b := range m {
+		if b.tokens+now.Sub(b.at).Minutes()*b.rate >= b.capacity {
+			delete(m, k)
+		}
+	}
+	if len(m) >= limit {
+		clear(m)
+	}
 }
 
 // allow reports whether a request from r may go ahead now. A request
@@ -76,11 +100,11 @@ func (l *limiter) allow(r *http.Request) bool {
 	// either is made: pruning between the two dropped the first, new and
 	// full, and its token was taken from a bucket no longer kept.
 	if len(l.clients) >= maxClients-1 {
-		l.prune(now)
+		l.clients.prune(now, maxClients)
 	}
-	bs := []*bucket{l.bucketFor(ClientKey(addr), now, l.perMinute, l.burst)}
+	bs := []*bucket{l.clients.get(ClientKey(addr), now, l.perMinute, l.burst)}
 	if site := clientaddr.Site(addr); site != "" {
-		bs = append(bs, l.bucketFor(site, now, l.perMinute*clientaddr.SiteShare, l.burst*clientaddr.SiteShare))
+		bs = append(bs, l.clients.get(site, now, l.perMinute*clientaddr.SiteShare, l.burst*clientaddr.SiteShare))
 	}
 	l.total.refill(now)
 	bs = append(bs, &l.total)
@@ -93,19 +117,6 @@ func (l *limiter) allow(r *http.Request) bool {
 		b.tokens--
 	}
 	return true
-}
-
-// prune drops the buckets that have refilled (they are what a new bucket
-// would be), or all of them if none has.
-func (l *limiter) prune(now time.Time) {
-	for k, b := range l.clients {
-		if b.tokens+now.Sub(b.at).Minutes()*b.rate >= b.capacity {
-			delete(l.clients, k)
-		}
-	}
-	if len(l.clients) >= maxClients {
-		clear(l.clients)
-	}
 }
 
 // maxForwarded bounds the X-Forwarded-For entries read: a longer chain
@@ -202,13 +213,13 @@ type tokenLimiter struct {
 	now       func() time.Time
 	perMinute float64
 	burst     float64
-	buckets   map[string]*bucket
+	buckets   buckets
 	disabled  bool
 }
 
 func newTokenLimiter(perMinute, burst int, now func() time.Time) *tokenLimiter {
 	return &tokenLimiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
-		buckets: map[string]*bucket{}, disabled: perMinute < 0 || burst < 0}
+		buckets: buckets{}, disabled: perMinute < 0 || burst < 0}
 }
 
 // allow takes one from key's bucket and reports true, or, when it is
@@ -220,27 +231,12 @@ func (l *tokenLimiter) allow(key string) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	b := l.buckets[key]
-	if b == nil {
-		if len(l.buckets) >= maxTokenBuckets {
-			for k, o := range l.buckets {
-				if o.tokens+now.Sub(o.at).Minutes()*o.rate >= o.capacity {
-					delete(l.buckets, k)
-				}
-			}
-			if len(l.buckets) >= maxTokenBuckets {
-				clear(l.buckets)
-			}
-		}
-		b = &bucket{tokens: l.burst, at: now, rate: l.perMinute, capacity: l.burst}
-		l.buckets[key] = b
+	if _, ok := l.buckets[key]; !ok && len(l.buckets) >= maxTokenBuckets {
+		l.buckets.prune(now, maxTokenBuckets)
 	}
-	b.refill(now)
+	b := l.buckets.get(key, now, l.perMinute, l.burst)
 	if b.tokens < 1 {
-		if b.rate <= 0 {
-			return false, time.Minute
-		}
-		return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Minute))
+		return false, b.wait()
 	}
 	b.tokens--
 	return true, 0
