@@ -45,17 +45,6 @@ func (st *store) Commit(ctx context.Context, b *ingest.Batch) error {
 	return st.CommitBatches(ctx, []*ingest.Batch{b})
 }
 
-// committedToFile returns err, or, when a SQLite ledger's file was removed
-// while the server runs (ledger.FileGone), that: what was just committed
-// went to the unlinked file and is lost when the server stops, so the
-// batch must not be acked (its device keeps it and sends it again).
-func (st *store) committedToFile(err error) error {
-	if err != nil {
-		return err
-	}
-	return st.ledger.FileGone()
-}
-
 // keepAsideRevoked quarantines a revoked device's batch: its records are
 // kept for the operator, never charged.
 func (st *store) keepAsideRevoked(ctx context.Context, b *ingest.Batch) error {
@@ -185,11 +174,11 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 // invalid is settled again batch by batch, and a single batch it refuses
 // tap by tap, so one bad record cannot block a device's queue: the bad
 // ones are quarantined.
+//
+// A SQLite ledger file removed under the server fails every write after
+// its commit (ledger.FileGone): such a batch is not acked, and its device
+// sends it again.
 func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
-	return st.committedToFile(st.commitBatches(ctx, bs))
-}
-
-func (st *store) commitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	// A set larger than one ledger call takes (32 devices' batches of up to
 	// 1,000 records each, in a catch-up) goes in several calls of at most
 	// ledger.MaxCommitTaps taps, not to the ledger whole to be refused and

@@ -303,9 +303,6 @@ func (s *Store) write(ctx context.Context, op string, fn func(*txn) error) error
 	if err := s.lostErr(); err != nil {
 		return err
 	}
-	if err := s.FileGone(); err != nil {
-		return err
-	}
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(ctx, fn)
 		if err == nil || !retryable(err) {
