@@ -789,26 +789,14 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 		}
 	}
 	// A refunded holder's service day changes with no tap of it
-	// committed: the console sums it again (console_stale_days).
-	// One mark a batch, that only grows (a counter, not a count per row,
-	// which began again at 1 once the row was removed, so that another
-	// instance's summary could remove a mark it had not summed), written
-	// once a day.
+	// committed.
 	if len(cw.refunds) > 0 {
-		mark, err := t.nextID("stale_mark")
-		if err != nil {
-			return err
+		days := make([]string, len(cw.refunds))
+		for i, r := range cw.refunds {
+			days[i] = r.day.day
 		}
-		marked := map[string]bool{}
-		for _, r := range cw.refunds {
-			if marked[r.day.day] {
-				continue
-			}
-			marked[r.day.day] = true
-			if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
-				ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, r.day.day, mark); err != nil {
-				return err
-			}
+		if err := t.markStaleDays(days); err != nil {
+			return err
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(cw.renote)) {
@@ -831,6 +819,30 @@ func (t *txn) writeCodes(cw *codeWrites) error {
 		// reuse count says, but not counted flagged twice.
 		if _, err := t.exec("flag tap", `UPDATE taps SET flag = $1, notes = $2 WHERE tap_id = $3`,
 			FlagDuplicateCode, cw.note[id], id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markStaleDays has the console sum days again whose summaries change
+// with no tap of them committed (a refund, a void): console_stale_days.
+// One mark a call, that only grows (a counter, not a count per row, which
+// began again at 1 once the row was removed, so that another instance's
+// summary could remove a mark it had not summed), written once a day.
+func (t *txn) markStaleDays(days []string) error {
+	mark, err := t.nextID("stale_mark")
+	if err != nil {
+		return err
+	}
+	marked := map[string]bool{}
+	for _, day := range days {
+		if marked[day] {
+			continue
+		}
+		marked[day] = true
+		if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
+			ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, day, mark); err != nil {
 			return err
 		}
 	}

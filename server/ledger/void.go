@@ -105,13 +105,7 @@ func (s *Store) VoidTap(ctx context.Context, tapID, reason, actor string) (VoidR
 			return err
 		}
 		res.Returned = a.balance - before
-		// The day's summary changes with no tap of it committed.
-		mark, err := t.nextID("stale_mark")
-		if err != nil {
-			return err
-		}
-		if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
-			ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, r.day, mark); err != nil {
+		if err := t.markStaleDays([]string{r.day}); err != nil {
 			return err
 		}
 		return t.audit(actor, "void_tap", tapID, fmt.Sprintf("account %d, day %s, returned %d: %s", r.account, r.day, res.Returned, reason))
