@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"sort"
 
 	"github.com/farego/farego/server/ledger"
 )
@@ -69,28 +68,16 @@ func (h *Handler) revenue(w http.ResponseWriter, r *http.Request) (any, int, err
 	}
 	out := RevenueResponse{From: from, To: to, Currency: h.cfg.Ledger.Currency(),
 		Days: []RevenueDay{}, DayTotals: []RevenueDay{}, Routes: []RevenueDay{}}
-	var days []ledger.DaySummary
-	var total ledger.DaySummary
-	routes := map[string]*ledger.DaySummary{}
-	for _, s := range sums { // by day, then route
-		out.Days = append(out.Days, revenueDay(s))
-		if n := len(days); n == 0 || days[n-1].Day != s.Day {
-			days = append(days, ledger.DaySummary{Day: s.Day})
-		}
-		days[len(days)-1].Add(s)
-		if routes[s.Route] == nil {
-			routes[s.Route] = &ledger.DaySummary{Route: s.Route}
-		}
-		routes[s.Route].Add(s)
-		total.Add(s)
+	for _, x := range sums {
+		out.Days = append(out.Days, revenueDay(x))
 	}
-	for _, d := range days {
+	t := ledger.Totals(sums)
+	for _, d := range t.Days {
 		out.DayTotals = append(out.DayTotals, revenueDay(d))
 	}
-	for _, r := range routes {
-		out.Routes = append(out.Routes, revenueDay(*r))
+	for _, r := range t.Routes {
+		out.Routes = append(out.Routes, revenueDay(r))
 	}
-	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Route < out.Routes[j].Route })
-	out.Total = revenueDay(total)
+	out.Total = revenueDay(t.Total)
 	return out, http.StatusOK, nil
 }

@@ -493,31 +493,18 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	if tbl != nil {
-		byDay := map[string]*ledger.DaySummary{}
-		byRoute := map[string]*ledger.DaySummary{}
-		for _, x := range rev {
-			if byDay[x.Day] == nil {
-				byDay[x.Day] = &ledger.DaySummary{Day: x.Day}
-			}
-			if byRoute[x.Route] == nil {
-				byRoute[x.Route] = &ledger.DaySummary{Route: x.Route}
-			}
-			byDay[x.Day].Add(x)
-			byRoute[x.Route].Add(x)
-			d.Total.Add(x)
-			if x.Computed.After(d.Computed) {
-				d.Computed = x.Computed
-			}
+		t := ledger.Totals(rev)
+		d.Total, d.Computed, d.ByRoute = t.Total, t.Computed, t.Routes
+		byDay := map[string]ledger.DaySummary{}
+		for _, x := range t.Days {
+			byDay[x.Day] = x
 		}
 		for _, day := range dayList {
-			x := ledger.DaySummary{Day: day}
-			if p := byDay[day]; p != nil {
-				x = *p
+			x, ok := byDay[day]
+			if !ok {
+				x = ledger.DaySummary{Day: day}
 			}
 			d.ByDay = append(d.ByDay, x)
-		}
-		for _, x := range byRoute {
-			d.ByRoute = append(d.ByRoute, *x)
 		}
 		slices.SortFunc(d.ByRoute, func(a, b ledger.DaySummary) int {
 			if a.Charged != b.Charged {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -97,6 +99,40 @@ func (d *DaySummary) Add(x DaySummary) {
 	d.CapSavings += x.CapSavings
 	d.Corrected += x.Corrected
 	d.Corrections += x.Corrections
+}
+
+// RevenueTotals are day summaries summed by day, by route and in all.
+type RevenueTotals struct {
+	Days     []DaySummary // by day (Route empty)
+	Routes   []DaySummary // by route name (Day empty)
+	Total    DaySummary
+	Computed time.Time // the newest summary's
+}
+
+// Totals sums what Revenue returns (by day, then route) by day, by route
+// and in all.
+func Totals(sums []DaySummary) RevenueTotals {
+	var t RevenueTotals
+	routes := map[string]*DaySummary{}
+	for _, x := range sums {
+		if n := len(t.Days); n == 0 || t.Days[n-1].Day != x.Day {
+			t.Days = append(t.Days, DaySummary{Day: x.Day})
+		}
+		t.Days[len(t.Days)-1].Add(x)
+		if routes[x.Route] == nil {
+			routes[x.Route] = &DaySummary{Route: x.Route}
+		}
+		routes[x.Route].Add(x)
+		t.Total.Add(x)
+		if x.Computed.After(t.Computed) {
+			t.Computed = x.Computed
+		}
+	}
+	for _, r := range routes {
+		t.Routes = append(t.Routes, *r)
+	}
+	slices.SortFunc(t.Routes, func(a, b DaySummary) int { return strings.Compare(a.Route, b.Route) })
+	return t
 }
 
 // LagSummary is the settlement lag of the taps committed in one slot.
