@@ -38,9 +38,9 @@ func (h *Handler) voidTap(w http.ResponseWriter, r *http.Request) (any, int, err
 	if res.Already {
 		w.Header().Set("Idempotent-Replayed", "true") // nothing changed, nothing to audit
 	} else {
-		// The money back may lift a negative_balance entry.
+		// The money back may lift a negative_balance entry. (The ledger
+		// logs the void.)
 		h.cfg.Notifier.Changed(record.DocDenyList)
-		h.log.Info("tap voided", "tap", req.Tap, "account", res.Account, "returned", res.Returned)
 	}
 	return map[string]any{
 		"tap":          res.TapID,

@@ -110,7 +110,7 @@ func prepareVoid(h *Handler, r *http.Request) (*plan, error) {
 		return nil, err
 	}
 	tap := strings.TrimSpace(r.PostFormValue("tap"))
-	if tap == "" || len(tap) > 256 {
+	if tap == "" || len(tap) > ledger.MaxTapID {
 		return nil, badInput("give the tap's id")
 	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))

@@ -10,6 +10,11 @@ import (
 // MaxVoidReason bounds the reason an operator gives for voiding a tap.
 const MaxVoidReason = 256
 
+// MaxTapID is the longest tap id the ledger stores: a device id and an
+// epoch of up to 64 bytes each, a sequence number of up to 19 digits
+// (TapID) and the two slashes.
+const MaxTapID = 64 + 1 + maxName + 1 + 19
+
 // VoidResult is what VoidTap did.
 type VoidResult struct {
 	TapID    string
@@ -34,7 +39,7 @@ type VoidResult struct {
 // tap; ErrInvalid for a bad reason or actor.
 func (s *Store) VoidTap(ctx context.Context, tapID, reason, actor string) (VoidResult, error) {
 	res := VoidResult{TapID: tapID}
-	if tapID == "" || len(tapID) > 256 {
+	if tapID == "" || len(tapID) > MaxTapID {
 		return res, invalid("tap id of %d bytes", len(tapID))
 	}
 	if err := checkText("reason", reason, MaxVoidReason, true); err != nil {
