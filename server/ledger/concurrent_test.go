@@ -226,3 +226,75 @@ func TestDenyListRacesTopUp(t *testing.T) {
 		}
 	})
 }
+
+// A batch with a rider whose account another transaction holds (another
+// instance's batch, a top-up) settles its other riders' taps without
+// waiting, and the held rider's once the account is free: each tap once,
+// with the fares it would have had in one transaction (PostgreSQL; SQLite
+// runs one write transaction at a time).
+func TestBusyAccountSettledAfter(t *testing.T) {
+	db := newPostgresDB(t)
+	s := ledgerWithTable(t, db)
+	ctx := context.Background()
+	held, free := newAccount(t, s, 10_000), newAccount(t, s, 10_000)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM accounts WHERE id = $1 FOR UPDATE`, int64(held)); err != nil {
+		t.Fatal(err)
+	}
+	batch := []Tap{mkTap("bus-1", 1, held, at(60), ""), mkTap("bus-1", 2, free, at(61), ""), mkTap("bus-1", 3, held, at(62), "")}
+	type outcome struct {
+		res []TapResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := s.CommitTaps(ctx, batch)
+		done <- outcome{res, err}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); balance(t, s, free) != 10_000-250; {
+		if time.Now().After(deadline) {
+			t.Fatal("the free rider's tap was not settled while another rider's account was held")
+		}
+		select {
+		case o := <-done:
+			t.Fatalf("CommitTaps returned while an account of its batch was held: %v", o.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if b := balance(t, s, held); b != 10_000 {
+		t.Fatalf("held rider's balance %d while the account was held, want 10000", b)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("CommitTaps did not return after the account was freed")
+	}
+	if o.err != nil {
+		t.Fatalf("CommitTaps: %v", o.err)
+	}
+	want := []int64{250, 250, 0} // the held rider's second tap is a transfer
+	for i, r := range o.res {
+		if r.ID != batch[i].ID || r.Duplicate || r.Flag != "" || r.Charge != want[i] {
+			t.Errorf("result %d: %+v, want tap %s charged %d", i, r, batch[i].ID, want[i])
+		}
+	}
+	if b := balance(t, s, held); b != 10_000-250 {
+		t.Errorf("held rider's balance %d, want %d", b, 10_000-250)
+	}
+	for i, r := range commit(t, s, batch...) {
+		if !r.Duplicate || r.Charge != want[i] {
+			t.Errorf("resent tap %d: %+v, want a duplicate charged %d", i, r, want[i])
+		}
+	}
+	if b := balance(t, s, free); b != 10_000-250 {
+		t.Errorf("free rider's balance %d after the resend, want %d", b, 10_000-250)
+	}
+}

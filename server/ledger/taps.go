@@ -73,13 +73,34 @@ func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error)
 		return []TapResult{}, nil
 	}
 	var results []TapResult
+	var busy []int
 	err := s.write(ctx, "commit taps", func(t *txn) error {
 		var err error
-		results, err = t.commitTaps(taps)
+		results, busy, err = t.commitTaps(taps, s.backend == backendPostgres && len(taps) > 1)
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(busy) > 0 {
+		// The taps of accounts another transaction held: committed after
+		// the rest, waiting for their accounts (see commitTaps).
+		rest := make([]Tap, len(busy))
+		for j, i := range busy {
+			rest[j] = taps[i]
+		}
+		var more []TapResult
+		err := s.write(ctx, "commit taps", func(t *txn) error {
+			var err error
+			more, _, err = t.commitTaps(rest, false)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range busy {
+			results[i] = more[j]
+		}
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		n := 0
@@ -132,15 +153,53 @@ func (w *tapWork) claims() bool {
 	return w.isNew && (w.flag == "" || w.flag == FlagCurrencyMismatch)
 }
 
-func (t *txn) commitTaps(taps []Tap) ([]TapResult, error) {
+// commitTaps commits taps in the transaction. skipBusy (PostgreSQL):
+// the taps of accounts that another transaction holds locked are left
+// out, their indexes in taps returned as busy, for the caller to commit
+// in a transaction of their own, rather than this one waiting for them
+// with all its other accounts locked: concurrent committers (ingest
+// workers, settlement instances) whose batches share a few riders then
+// wait for each other only for those riders' taps, not in a convoy of
+// whole batches. Their results are left zero.
+func (t *txn) commitTaps(taps []Tap, skipBusy bool) (results []TapResult, busy []int, err error) {
 	cat, err := t.loadCatalog()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	creds, err := t.lockWithCredentials(taps)
+	creds, held, err := t.lockWithCredentials(taps, skipBusy)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	if len(held) == 0 {
+		results, err = t.settleTaps(taps, cat, creds)
+		return results, nil, err
+	}
+	var free []Tap
+	var freeIdx []int
+	for i := range taps {
+		if held[taps[i].Account] {
+			busy = append(busy, i)
+		} else {
+			free = append(free, taps[i])
+			freeIdx = append(freeIdx, i)
+		}
+	}
+	results = make([]TapResult, len(taps))
+	if len(free) > 0 {
+		settled, err := t.settleTaps(free, cat, creds)
+		if err != nil {
+			return nil, nil, err
+		}
+		for j, i := range freeIdx {
+			results[i] = settled[j]
+		}
+	}
+	return results, busy, nil
+}
+
+// settleTaps commits taps whose accounts the transaction holds (see
+// CommitTaps).
+func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued) ([]TapResult, error) {
 	results := make([]TapResult, len(taps))
 	work := make([]tapWork, len(taps))
 	firstOf := map[string]int{}
@@ -333,7 +392,12 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 // order, each joined with its credentials among the batch's (account,
 // serial) pairs. A batch too large for one SQLite statement takes two
 // (lockAccounts, readCredentials).
-func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
+//
+// skipBusy (PostgreSQL): accounts another transaction holds locked are
+// skipped, not waited for, and returned in busy (telling them from
+// accounts that do not exist takes a second statement, only when some
+// account was not found).
+func (t *txn) lockWithCredentials(taps []Tap, skipBusy bool) (creds map[credKey]issued, busy map[uint64]bool, err error) {
 	pairs := newBulk(tBigint, tBigint)
 	seenID := map[uint64]bool{}
 	seenPair := map[credKey]bool{}
@@ -360,13 +424,14 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 			all[i] = taps[i].Account
 		}
 		if err := t.lockAccounts(all); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return t.readCredentials(taps)
+		creds, err := t.readCredentials(taps)
+		return creds, nil, err
 	}
 	out := map[credKey]issued{}
 	if ids.rows == 0 {
-		return out, nil
+		return out, nil, nil
 	}
 	// The pairs come first in the text: SQLite's parameters go by position.
 	pairSrc, pairArgs := t.rows(pairs, 1)
@@ -376,6 +441,10 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 		FROM accounts a LEFT JOIN credentials c ON c.account_id = a.id AND (c.account_id, c.serial) IN (` + pairSrc + `)
 		WHERE a.id IN (` + idSrc + `) ORDER BY a.id`
 	if t.pg() {
+		lock := lockAccount
+		if skipBusy {
+			lock += " SKIP LOCKED"
+		}
 		// Index lookups whatever plan is cached (see matching), the
 		// accounts locked in id order (see lockAccount).
 		// The credentials are looked up pair by pair, once: joined to
@@ -387,13 +456,13 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 					WHERE credentials.account_id = p.account_id AND credentials.serial = p.serial OFFSET 0) AS x)
 			SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
 				c.serial, c.rider_public_key, c.not_after_ns
-			FROM (` + idSrc + `) AS v (id) CROSS JOIN LATERAL (` + lockAccount + `) AS a
+			FROM (` + idSrc + `) AS v (id) CROSS JOIN LATERAL (` + lock + `) AS a
 			LEFT JOIN c ON c.account_id = a.id
 			ORDER BY a.id`
 	}
 	rows, err := t.bulkQuery(q, append(pairArgs, idArgs...)...)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+		return nil, nil, fmt.Errorf("ledger: lock accounts: %w", err)
 	}
 	for rows.Next() {
 		a := &acctState{}
@@ -403,7 +472,7 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 		if err := rows.Scan(&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied, &serial, &riderKey,
 			&notAfter); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+			return nil, nil, fmt.Errorf("ledger: lock accounts: %w", err)
 		}
 		a.id = uint64(id)
 		if t.accounts[a.id] == nil {
@@ -414,17 +483,55 @@ func (t *txn) lockWithCredentials(taps []Tap) (map[credKey]issued, error) {
 		}
 	}
 	if err := rows.Close(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: lock accounts: %w", err)
+		return nil, nil, fmt.Errorf("ledger: lock accounts: %w", err)
+	}
+	if skipBusy {
+		if busy, err = t.busyAccounts(sorted); err != nil {
+			return nil, nil, err
+		}
 	}
 	for id := range seenID {
-		if _, ok := t.accounts[id]; !ok {
+		if _, ok := t.accounts[id]; !ok && !busy[id] {
 			t.accounts[id] = nil
 		}
 	}
-	return out, nil
+	return out, busy, nil
+}
+
+// busyAccounts returns those of ids that the transaction did not lock
+// but that exist: another transaction holds them (skipped by SKIP
+// LOCKED). Nothing is read when every id was locked.
+func (t *txn) busyAccounts(ids []uint64) (map[uint64]bool, error) {
+	var missing []uint64
+	for _, id := range ids {
+		if _, ok := t.accounts[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	from, where, args := t.matching(int64s(missing), "accounts", "a", "id")
+	rows, err := t.bulkQuery(`SELECT a.id FROM `+from+` WHERE `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read busy accounts: %w", err)
+	}
+	defer rows.Close()
+	busy := map[uint64]bool{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("ledger: read busy accounts: %w", err)
+		}
+		busy[uint64(id)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read busy accounts: %w", err)
+	}
+	return busy, nil
 }
 
 // readCredentials reads the issued credentials the batch's codes name.
