@@ -246,25 +246,35 @@ func (q *Queue) prune(w *wtx) error {
 		cutoff = newest
 	}
 	cutoff = cutoff.Add(-q.opts.ArchiveMaxAge)
-	for {
-		k, v := b.archive.Cursor().First()
-		if k == nil {
-			return nil
-		}
+	// The records to drop are found in one pass of one cursor, then
+	// deleted by key. A fresh cursor's First for each record (a cursor
+	// must not move on after the bucket under it changed) skipped every
+	// leaf emptied so far in this transaction: quadratic, 20 s on x86-64
+	// to prune 100,000 records, the write lock (and every tap) held all
+	// along — the first ack after a validator stood a week.
+	var drop [][]byte
+	n, nb := c.archiveN, c.archiveBytes
+	cur := b.archive.Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		if len(v) < archiveHeader {
 			return corruptf("queue: bad archive record %x", k)
 		}
-		over := !w.keep || c.archiveN > uint64(q.opts.ArchiveMaxRecords) || c.archiveBytes > uint64(q.opts.ArchiveMaxBytes)
+		over := !w.keep || n > uint64(q.opts.ArchiveMaxRecords) || nb > uint64(q.opts.ArchiveMaxBytes)
 		if !over && !ackTime(v).Before(cutoff) {
-			return nil
+			break
 		}
 		size := uint64(len(v) - archiveHeader)
-		if err := b.archive.Delete(append([]byte(nil), k...)); err != nil {
+		drop = append(drop, append([]byte(nil), k...))
+		n--
+		nb -= size
+	}
+	for _, k := range drop {
+		if err := b.archive.Delete(k); err != nil {
 			return err
 		}
-		c.archiveN--
-		c.archiveBytes -= size
 	}
+	c.archiveN, c.archiveBytes = n, nb
+	return nil
 }
 
 // wrapErr prefixes an operation's error; ErrClosed is returned as it is.
