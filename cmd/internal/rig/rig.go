@@ -564,21 +564,36 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 	}
 	cmd := exec.Command(d.rig.bin("farego-validator"), "run", "--config", filepath.Join(d.Dir, "validator.toml"))
 	cmd.Env = append(os.Environ(), "FAREGO_TEST_CLOCK_SKEW_FILE="+d.skewFile())
-	stdout, err := cmd.StdoutPipe()
+	// Its output through pipes of our own, not StdoutPipe and
+	// StderrPipe: Wait closes those once the process exits, cutting off
+	// what it wrote last and was not read yet (the feedback line of a tap
+	// it answered just before a kill, a goroutine dump: dumpGoroutines).
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	stderr, err := cmd.StderrPipe()
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
+		stdout.Close()
+		stdoutW.Close()
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+	err = cmd.Start()
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
+		stdout.Close()
+		stderr.Close()
 		return err
 	}
-	lines, connected := make(chan string, 10000), make(chan struct{})
+	lines, connected, logged := make(chan string, 10000), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	go func() {
+		defer close(logged)
+		defer stderr.Close()
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			fmt.Fprintln(logf, sc.Text())
 			if strings.Contains(sc.Text(), "scanner connected") {
@@ -587,6 +602,7 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 		}
 	}()
 	go func() {
+		defer stdout.Close()
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			select {
@@ -597,7 +613,15 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 		close(lines)
 	}()
 	ex := &exit{done: make(chan struct{})}
-	go func() { ex.err = cmd.Wait(); logf.Close(); close(ex.done) }()
+	go func() {
+		ex.err = cmd.Wait()
+		select { // what it wrote last (a child of its own may hold the pipe)
+		case <-logged:
+		case <-time.After(5 * time.Second):
+		}
+		logf.Close()
+		close(ex.done)
+	}()
 	if killAfter >= 0 {
 		time.AfterFunc(killAfter, func() { cmd.Process.Kill() })
 	}
@@ -632,9 +656,27 @@ func (d *Device) Scan(ctx context.Context, text string) (string, error) {
 		}
 		return l, nil
 	case <-time.After(60 * time.Second):
-		return "", fmt.Errorf("validator %s gave no feedback in 60 s", d.ID)
+		d.dumpGoroutines()
+		return "", fmt.Errorf("validator %s gave no feedback in 60 s (its goroutines are at the end of %s)",
+			d.ID, filepath.Join(d.Dir, "validator.log"))
 	case <-ctx.Done():
 		return "", ctx.Err()
+	}
+}
+
+// dumpGoroutines makes a running validator write every goroutine's stack
+// to its log and exit (SIGQUIT), for a test that found it stuck.
+func (d *Device) dumpGoroutines() {
+	d.mu.Lock()
+	cmd, ex := d.cmd, d.exit
+	d.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-ex.done:
+	case <-time.After(10 * time.Second):
 	}
 }
 
