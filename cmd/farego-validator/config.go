@@ -19,6 +19,7 @@ import (
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
+	"github.com/farego/farego/sync/uplink"
 )
 
 // maxConfigSize bounds the config file.
@@ -327,6 +328,19 @@ func (c *Config) check() error {
 	}
 	if mo := time.Duration(c.Policy.MaxClockOffset); mo < 0 && mo != -time.Second {
 		return bad("policy.max_clock_offset %v: a duration like \"30s\", or \"-1s\" to turn the clock check off", mo)
+	}
+	// A broker URL the uplink cannot use is a config error like any other,
+	// found before the validator makes its data directory and queue file
+	// (it was found only when the uplink started, after both, in the
+	// uplink's own terms: "broker URL 1 of 1 is not a URL").
+	if c.MQTT.Broker != "" {
+		brokers := strings.Split(c.MQTT.Broker, ",")
+		for i, b := range brokers {
+			if err := uplink.CheckBroker(b); err != nil {
+				// The check's errors never repeat a password of the URL.
+				return bad("mqtt.broker (URL %d of %d): %v", i+1, len(brokers), err)
+			}
+		}
 	}
 	if c.MQTT.Broker != "" && (c.MQTT.DeviceKey == "" || c.MQTT.FleetPublicKey == "") {
 		return bad("mqtt.device_key and mqtt.fleet_public_key are required with mqtt.broker")

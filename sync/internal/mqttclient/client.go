@@ -84,7 +84,7 @@ func IsTLS(broker string) bool {
 	return err == nil && tlsSchemes[u.Scheme]
 }
 
-var errNotURL = errors.New("not a URL")
+var errNotURL = errors.New("not a URL (want scheme://host:port: tcp://host:1883, ssl://host:8883)")
 
 // CheckBrokerURL checks one broker URL: scheme tcp, mqtt, ssl, tls or
 // mqtts, and host:port. Its errors never repeat a password (one that is
@@ -113,7 +113,7 @@ func (c Config) Validate() error {
 	for i, b := range c.Brokers {
 		if err := CheckBrokerURL(b); err != nil {
 			if errors.Is(err, errNotURL) {
-				return fmt.Errorf("broker URL %d of %d is not a URL", i+1, len(c.Brokers))
+				return fmt.Errorf("broker URL %d of %d is %w", i+1, len(c.Brokers), errNotURL)
 			}
 			return err
 		}
