@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/servertest"
+	"github.com/farego/farego/sync/brokertest"
 )
 
 // A request header over 32 KiB is refused (431) by the real server: with
@@ -91,7 +93,9 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	a := servertest.RunConfig(t, server.Config{DataDir: dir, MetricsListen: "127.0.0.1:0"})
+	var log brokertest.SyncBuffer
+	a := servertest.RunConfig(t, server.Config{DataDir: dir, MetricsListen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if a.Metrics == "" || a.Metrics == a.HTTP {
 		t.Fatalf("metrics address %q (HTTP %q)", a.Metrics, a.HTTP)
 	}
@@ -118,6 +122,10 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	}
 	if st, body := get("http://" + a.HTTP + "/"); st != http.StatusOK || strings.Contains(body, "/metrics") || !strings.Contains(body, `href="/healthz"`) {
 		t.Errorf("the index page (%d) links a /metrics the address does not serve: %s", st, body)
+	}
+	// Everything on loopback: nothing to warn of (warnExposed).
+	if l := log.String(); strings.Contains(l, "level=WARN") && strings.Contains(l, "beyond this machine") {
+		t.Errorf("a server on loopback warned of listening beyond it:\n%s", l)
 	}
 	b := servertest.Start(t)
 	if st, body := get("http://" + b.HTTP + "/metrics"); st != http.StatusOK || !strings.Contains(body, "farego_ledger_taps") {

@@ -35,7 +35,7 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultHTTPListen = "127.0.0.1:8080"
-	DefaultMQTTListen = ":1883"
+	DefaultMQTTListen = "127.0.0.1:1883"
 	ledgerFile        = "ledger.db"
 	keysDir           = "keys"
 	// ReleasesDir holds the validator releases inside the data directory.
@@ -78,7 +78,7 @@ type Config struct {
 	MQTTCAFile    string // CA of an external TLS broker
 	MQTTCertFile  string // client certificate for an external broker with mutual TLS
 	MQTTKeyFile   string
-	MQTTListen    string // embedded broker, plain MQTT; default :1883
+	MQTTListen    string // embedded broker, plain MQTT; default 127.0.0.1:1883
 	MQTTTLSListen string // embedded broker, MQTT over TLS (needs TLSCertFile, TLSKeyFile)
 	TLSCertFile   string
 	TLSKeyFile    string
@@ -387,6 +387,37 @@ func connected(name string, f func() bool) api.Health {
 	}
 }
 
+// warnExposed logs, at start, what listens beyond this machine unguarded:
+// plain MQTT (device passwords and taps in the clear on the network) and
+// /metrics on the API's address (every validator, its state and software,
+// to whoever reaches the API). Both are a flag away from what an operator
+// meant (the defaults listen on loopback only), so they are said once.
+func (s *Server) warnExposed(a Addrs) {
+	if a.MQTT != "" && !onLoopback(a.MQTT) {
+		s.log.Warn("the embedded broker takes plain MQTT from beyond this machine: device passwords and taps cross "+
+			"the network unencrypted (serve the validators on --mqtt-tls and keep --mqtt on 127.0.0.1)", "mqtt", a.MQTT)
+	}
+	if a.Metrics == "" && !onLoopback(a.HTTP) {
+		s.log.Warn("GET /metrics is served on the API's address, reachable from beyond this machine: it names every "+
+			"validator, its state and software (set --metrics to the monitoring network's address)", "http", a.HTTP)
+	}
+}
+
+// onLoopback reports whether a listen address (host:port) takes
+// connections from this machine only: a loopback IP or "localhost".
+// ":1883", "0.0.0.0:…", "[::]:…" and any other address do not.
+func onLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // loopback turns ":1883" or "[::]:1883" into an address to dial locally.
 func loopback(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
@@ -476,6 +507,7 @@ func (s *Server) Run(ctx context.Context) error {
 	a := s.Addrs()
 	s.log.Info("settlement server running", "http", a.HTTP, "metrics", a.Metrics, "mqtt", a.MQTT, "mqtt_tls", a.MQTTTLS,
 		"ledger", s.ledger.Backend(), "keys", s.keys.Path())
+	s.warnExposed(a)
 	if s.cfg.Ready != nil {
 		s.cfg.Ready(a)
 	}

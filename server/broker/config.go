@@ -19,7 +19,7 @@ import (
 // Defaults of the zero fields of Config.
 const (
 	// DefaultListen is the plain MQTT listen address.
-	DefaultListen = ":1883"
+	DefaultListen = "127.0.0.1:1883"
 	// DefaultServerUsername is the MQTT username of the settlement
 	// server's own clients (ingest, downlink publisher).
 	DefaultServerUsername = "farego-server"
