@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "farego-validator: unknown subcommand %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "farego-validator: %s\n\n%s", cli.UnknownSubcommand(args[0]), usage)
 		return exitUsage
 	}
 }

@@ -117,9 +117,15 @@ func TestConventions(t *testing.T) {
 			for _, sub := range b.subcommands {
 				bogus = append(bogus, []string{sub, "--no-such-flag"})
 			}
-			for _, args := range bogus {
-				if code, _, errOut := run(t, name, args...); code != 2 || !strings.Contains(errOut, "no-such-flag") {
+			for i, args := range bogus {
+				code, _, errOut := run(t, name, args...)
+				if code != 2 || !strings.Contains(errOut, "no-such-flag") {
 					t.Errorf("%s %s: exit %d, stderr %q; want 2 naming the flag", name, strings.Join(args, " "), code, errOut)
+				}
+				// A flag where the subcommand goes is a flag, not an
+				// "unknown subcommand \"--no-such-flag\"".
+				if i == 0 && len(b.subcommands) > 0 && !strings.Contains(errOut, "flag \"--no-such-flag\" before the subcommand") {
+					t.Errorf("%s --no-such-flag: stderr %q; want it named as a flag before the subcommand", name, errOut)
 				}
 			}
 			// A stray argument is refused, not ignored (`verify ledger.db`

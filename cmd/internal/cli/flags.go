@@ -213,6 +213,16 @@ func Dispatch(ctx context.Context, prog, usage string, cmds map[string]Command, 
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "%s: unknown subcommand %q\n\n%s", prog, args[0], usage)
+	fmt.Fprintf(stderr, "%s: %s\n\n%s", prog, UnknownSubcommand(args[0]), usage)
 	return 2
+}
+
+// UnknownSubcommand says what is wrong with arg, given where a subcommand
+// goes: a flag there ("prog --data x run") is named as a flag that must
+// follow its subcommand, not as an unknown subcommand "--data".
+func UnknownSubcommand(arg string) string {
+	if strings.HasPrefix(arg, "-") && len(arg) > 1 {
+		return fmt.Sprintf("flag %q before the subcommand: give the subcommand first, its flags after it", arg)
+	}
+	return fmt.Sprintf("unknown subcommand %q", arg)
 }
