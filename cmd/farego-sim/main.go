@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.outageEvery, "outage-every", 20*time.Second, "while riders tap, each validator loses its link once per this period (0: never)")
 	fs.DurationVar(&o.outageFor, "outage-for", 5*time.Second, "for this long (less than --outage-every)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Minute, "how long to wait for every validator to connect before riders tap")
-	fs.DurationVar(&o.progress, "progress", 0, "progress every this often (0: every second on a terminal, every 5 s otherwise; negative: none)")
+	fs.DurationVar(&o.progress, "progress", 0, "progress every this often, a duration like 10s (0: every second on a terminal, every 5 s otherwise; -1s: none)")
 	fs.StringVar(&o.server, "server", "", "settlement server URL (default: start one in-process)")
 	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL of that server")
 	fs.StringVar(&o.token, "token", "", "operator token or @FILE of that server")
