@@ -148,7 +148,12 @@ func (h *Handler) accountPrincipal(r *http.Request, staffRoles ...string) (uint6
 	}
 	want, err := h.cfg.Ledger.AccountSecretHash(r.Context(), id)
 	if errors.Is(err, ledger.ErrNotFound) || (err == nil && subtle.ConstantTimeCompare(want, hashSecret(tok)) != 1) {
-		// The same answer for a missing account and a wrong secret.
+		// The same answer for a missing account and a wrong secret; where
+		// staff may call too, it says a token was looked for (an
+		// operator's mistyped token read as a rider's wrong secret).
+		if len(staffRoles) > 0 {
+			return 0, p, errorf(http.StatusForbidden, "forbidden", "wrong account or secret (nor an API token of this server)")
+		}
 		return 0, p, errorf(http.StatusForbidden, "forbidden", "wrong account or secret")
 	}
 	if err != nil {

@@ -1079,3 +1079,27 @@ func TestTokenPayments(t *testing.T) {
 		t.Errorf("a revoked token's payments: %v", got)
 	}
 }
+
+// A mangled operator or payment-provider token (its fgt_ cut off: one
+// that keeps it is "unknown token") where staff may call (a top-up) is
+// answered as a token looked for and not found, not only as a
+// rider's wrong secret (a new user read "wrong account or secret" for
+// their operator token); a rider-only call keeps its answer. Nothing
+// changes either way.
+func TestWrongTokenSaidAsSuch(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	before := f.snapshot()
+	msg := func(e map[string]any) string { return e["error"].(map[string]any)["message"].(string) }
+	e := f.do("POST", path("/v1/accounts/%d/topups", r.id), strings.Repeat("0", 40), `{"amount":700,"reference":"psp-typo"}`, 403)
+	if m := msg(e); m != "wrong account or secret (nor an API token of this server)" {
+		t.Errorf("a top-up with a made-up token: %q", m)
+	}
+	e = f.do("POST", path("/v1/accounts/%d/credentials", r.id), strings.Repeat("a", 64), "", 403)
+	if m := msg(e); m != "wrong account or secret" {
+		t.Errorf("a rider's call with a wrong secret: %q", m)
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("refused calls changed the ledger:\n%s\n%s", before, after)
+	}
+}
