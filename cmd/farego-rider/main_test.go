@@ -275,6 +275,15 @@ func TestRiderSignIn(t *testing.T) {
 	if c, _, e := rider(t, "signin", "--state", st, "--secret", "0000"); c != 1 || !strings.Contains(e, "does not open") {
 		t.Errorf("signin with a wrong secret: %d %q", c, e)
 	}
+	// The operator's token opens the account for reading, but it is no
+	// rider's secret: refused, the state file untouched.
+	before, _ := os.ReadFile(st)
+	if c, _, e := rider(t, "signin", "--state", st, "--secret", "@"+srv.TokenFile); c != 2 || !strings.Contains(e, "is an API token (the server reads it as an operator's)") {
+		t.Errorf("signin with the operator's token: %d %q", c, e)
+	}
+	if after, _ := os.ReadFile(st); string(after) != string(before) {
+		t.Errorf("signin with the operator's token changed the state file")
+	}
 	secretFile := filepath.Join(dir, "secret")
 	if err := os.WriteFile(secretFile, []byte(out.Secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -60,12 +60,23 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 	if err != nil {
 		return err
 	}
-	err = call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", server, account), secret, nil, nil)
+	var seen struct {
+		Viewer string `json:"viewer"`
+	}
+	err = call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", server, account), secret, nil, &seen)
 	if ae := (*cli.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusForbidden {
 		return fmt.Errorf("account %d does not open with that secret", account)
 	}
 	if err != nil {
 		return err
+	}
+	// A staff token opens GET /v1/accounts/{id} too (operators and
+	// auditors read accounts): it "signed in", went into the rider's state
+	// file, and failed only at the next step. (A server from before
+	// "viewer" says nothing: taken as the rider.)
+	if seen.Viewer != "" && seen.Viewer != "rider" {
+		return cli.UsageError("--secret is an API token (the server reads it as an %s's), not account %d's secret: "+
+			"a rider signs in with the secret the account was made with", seen.Viewer, account)
 	}
 	s := &state{Server: server, Account: account, Secret: secret}
 	if old != nil && old.Account == account && old.Secret == secret {

@@ -51,7 +51,12 @@ type Account struct {
 	Blocked    []Block `json:"blocked_credentials,omitempty"`
 	LastSerial uint32  `json:"last_serial,omitempty"`
 	CreatedAt  string  `json:"created_at"`
-	Rides      []Ride  `json:"recent_rides,omitempty"`
+	// Viewer is who reads it (GET /v1/accounts/{id} only): "rider" with
+	// the account's own secret, else the staff token's role ("operator",
+	// "auditor"). The rider's tool signs in only as the rider: a staff
+	// token reads the account too, and was taken for its secret.
+	Viewer string `json:"viewer,omitempty"`
+	Rides  []Ride `json:"recent_rides,omitempty"`
 	// Activity is the newest entries of the account's statement.
 	Activity []Entry `json:"recent_activity,omitempty"`
 	// PaidCodes are the codes shops took lately (the account's online
@@ -226,7 +231,7 @@ func (h *Handler) accountView(r *http.Request, id uint64) (Account, error) {
 }
 
 func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	id, _, err := h.accountPrincipal(r, readers...)
+	id, p, err := h.accountPrincipal(r, readers...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -234,6 +239,7 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 	if err != nil {
 		return nil, 0, err
 	}
+	out.Viewer = p.role
 	// A rider whose pass was issued on a larger balance went on with it
 	// below one fare, told nothing until a ride left the account below
 	// zero and blocked (negative_balance).

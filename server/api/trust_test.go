@@ -1103,3 +1103,16 @@ func TestWrongTokenSaidAsSuch(t *testing.T) {
 		t.Errorf("refused calls changed the ledger:\n%s\n%s", before, after)
 	}
 }
+
+// GET /v1/accounts/{id} says who reads it: the rider with the account's
+// secret, else the staff token's role (the rider's tool signs in only as
+// the rider).
+func TestAccountViewer(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	for who, tok := range map[string]string{"rider": r.secret, "operator": f.token, "auditor": f.tokenFor(ledger.RoleAuditor, "")} {
+		if v := f.do("GET", path("/v1/accounts/%d", r.id), tok, "", 200)["viewer"]; v != who {
+			t.Errorf("%s reads the account as viewer %v", who, v)
+		}
+	}
+}
