@@ -154,6 +154,12 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
   fleet key:      %s (its public half goes on every validator)
   ledger:         %s
 `, *data, kd.Path(), filepath.Join(kd.Path(), keys.TokenFile), filepath.Join(kd.Path(), keys.FleetPubFile), redactDSN(dsn))
+	if *fares == "" {
+		// Said here, not first at provisioning ("no fare table uploaded
+		// yet"): validators stay out of service without one.
+		fmt.Fprintln(stdout, "  fares:          none yet: validators stay out of service until a fare table is published "+
+			"(PUT /v1/fares with the operator token, or init --fares FILE)")
+	}
 	return nil
 }
 

@@ -31,7 +31,7 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	fares := filepath.Join("..", "..", "testdata", "fare", "table.json")
 	c, out, e := settle(t, ctx, "init", "--data", data, "--fares", fares)
-	if c != 0 || !strings.Contains(out, "operator token") {
+	if c != 0 || !strings.Contains(out, "operator token") || strings.Contains(out, "fares:") {
 		t.Fatalf("init: %d %q %q", c, out, e)
 	}
 	tok, _ := os.ReadFile(filepath.Join(data, "keys", "operator.token"))
@@ -118,8 +118,9 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 // A port already taken is named in the error, not silently moved.
 func TestRunSaysWhatIsInTheWay(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
-	if c, _, e := settle(t, context.Background(), "init", "--data", data); c != 0 {
-		t.Fatal(e)
+	// Without --fares, init says the ledger has no fare table yet.
+	if c, out, e := settle(t, context.Background(), "init", "--data", data); c != 0 || !strings.Contains(out, "fares:          none yet") {
+		t.Fatalf("init without --fares: %d %q %q", c, out, e)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
