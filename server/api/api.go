@@ -138,6 +138,8 @@ type Handler struct {
 	merchant *tokenLimiter // merchant tokens' payments and refunds
 	// healthLog lets a failing check's log line through once a minute.
 	healthLog *ratelog.Limiter
+	// healthy: /healthz has answered 200 once (see healthz).
+	healthy atomic.Bool
 	// drifting caches the farego_devices_drifting count (a scrape would
 	// read the whole devices table each time).
 	driftCount metrics.Cache[float64]
@@ -555,6 +557,10 @@ func orDefault(s, d string) string {
 	return s
 }
 
+// healthStartGrace is how long after its start a server not healthy yet
+// logs a failing /healthz check as starting (Info), not as a failure.
+const healthStartGrace = 30 * time.Second
+
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -568,13 +574,24 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (any, int, err
 		// Anyone may ask: the answer says which part is down, the log
 		// why (a database's error names its address, user and database).
 		checks[name], status = "unavailable (the server's log says why)", http.StatusServiceUnavailable
-		if ok, n := h.healthLog.Allow(name); ok {
+		// A start's first moments (the broker's clients connecting, a
+		// probe or the README's wait loop asking) are not a failure: a
+		// warning in every start's log said something was wrong.
+		ok, n := h.healthLog.Allow(name)
+		switch {
+		case !ok:
+		case !h.healthy.Load() && h.cfg.Now().Sub(h.cfg.Started) < healthStartGrace:
+			h.log.Info("healthz: starting, a part is not ready yet", "check", name, "err", err, "suppressed", n)
+		default:
 			h.log.Warn("healthz: a check failed", "check", name, "err", err, "suppressed", n)
 		}
 	}
 	check("ledger", h.cfg.Ledger.Ping(ctx))
 	for name, fn := range h.cfg.Health {
 		check(name, fn(ctx))
+	}
+	if status == http.StatusOK {
+		h.healthy.Store(true)
 	}
 	return map[string]any{"ok": status == http.StatusOK, "checks": checks}, status, nil
 }

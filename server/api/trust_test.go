@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -831,6 +832,66 @@ func TestHealthzSaysNoSecrets(t *testing.T) {
 	defer mu.Unlock()
 	if n := strings.Count(logged.String(), "10.1.2.3"); n != 1 {
 		t.Errorf("the check's error logged %d times in three asks, want once:\n%s", n, logged.String())
+	}
+	// In a start's first moments, before the server was ever healthy, a
+	// part not ready yet is not a failure (a warning in every start's log
+	// said something was wrong).
+	if l := logged.String(); !strings.Contains(l, `level=INFO msg="healthz: starting, a part is not ready yet" check=ingest`) ||
+		strings.Contains(l, "level=WARN") {
+		t.Errorf("a start's failing check logged:\n%s", l)
+	}
+}
+
+// Once healthy, or past the start's first 30 s, a failing check is a
+// warning.
+func TestHealthzWarnsOnceStarted(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	var down atomic.Bool
+	f, _ := clockFixtureAt(t, "", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+		c.Health = map[string]Health{"ingest": func(context.Context) error {
+			if down.Load() {
+				return errors.New("ingest not connected to the MQTT broker")
+			}
+			return nil
+		}}
+	})
+	ask := func(want int) {
+		t.Helper()
+		resp, err := http.Get(f.srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("healthz %d, want %d", resp.StatusCode, want)
+		}
+	}
+	warned := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logged.String(), `level=WARN msg="healthz: a check failed" check=ingest`)
+	}
+	ask(http.StatusOK)
+	down.Store(true)
+	ask(http.StatusServiceUnavailable)
+	if !warned() {
+		t.Errorf("a check failing after the server was healthy was not a warning:\n%s", logged.String())
+	}
+	// A server never healthy, past its start's first 30 s.
+	mu.Lock()
+	logged.Reset()
+	mu.Unlock()
+	g, advanceG := clockFixtureAt(t, "", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+		c.Health = map[string]Health{"ingest": func(context.Context) error { return errors.New("not connected") }}
+	})
+	advanceG(31 * time.Second)
+	f = g
+	ask(http.StatusServiceUnavailable)
+	if !warned() {
+		t.Errorf("a check failing 31 s after the start was not a warning:\n%s", logged.String())
 	}
 }
 
