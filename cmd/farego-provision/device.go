@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -264,6 +265,10 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
 		if os.RemoveAll(tmp) == nil { // nothing registered
 			durable.SyncDir(o.out)
+		}
+		if ae := (*cli.APIError)(nil); errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) {
+			// "forbidden: not an API token" named no flag.
+			err = fmt.Errorf("%w: check --operator-token (the server's DATA/keys/operator.token, or an operator token from farego-settlement token create)", err)
 		}
 		if replacing {
 			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)

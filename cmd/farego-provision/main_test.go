@@ -226,7 +226,7 @@ func TestProvisionDevice(t *testing.T) {
 	}
 	badTok := slices.Clone(args)
 	badTok[slices.Index(badTok, "--operator-token")+1] = "fgt_wrong"
-	if c, _, e := provision(t, append(badTok, "--force")...); c != 1 || !strings.Contains(e, "kept") {
+	if c, _, e := provision(t, append(badTok, "--force")...); c != 1 || !strings.Contains(e, "kept") || !strings.Contains(e, "check --operator-token") {
 		t.Errorf("re-provision with --force, registration refused: %d %q", c, e)
 	}
 	if dev3, _ := store.Device(context.Background(), "bus-9-front"); !bytes.Equal(dev3.PublicKey, dev2.PublicKey) {
