@@ -174,10 +174,22 @@ func (t *txn) commitTaps(taps []Tap, skipBusy bool) (results []TapResult, busy [
 		results, err = t.settleTaps(taps, cat, creds)
 		return results, nil, err
 	}
+	// Every record of a tap id one of whose records is a held rider's
+	// waits with it: the first record of an id in the batch is the tap,
+	// the others duplicates (a conflict when their contents differ), as
+	// in one transaction; the free rider's later record, settled first,
+	// was the tap and the held rider's the conflict, another rider charged
+	// by whichever account another transaction held.
+	heldID := map[string]bool{}
+	for i := range taps {
+		if held[taps[i].Account] {
+			heldID[taps[i].ID] = true
+		}
+	}
 	var free []Tap
 	var freeIdx []int
 	for i := range taps {
-		if held[taps[i].Account] {
+		if heldID[taps[i].ID] {
 			busy = append(busy, i)
 		} else {
 			free = append(free, taps[i])
