@@ -393,13 +393,19 @@ func connected(name string, f func() bool) api.Health {
 // to whoever reaches the API). Both are a flag away from what an operator
 // meant (the defaults listen on loopback only), so they are said once.
 func (s *Server) warnExposed(a Addrs) {
-	if a.MQTT != "" && !onLoopback(a.MQTT) {
-		s.log.Warn("the embedded broker takes plain MQTT from beyond this machine: device passwords and taps cross "+
-			"the network unencrypted (serve the validators on --mqtt-tls and keep --mqtt on 127.0.0.1)", "mqtt", a.MQTT)
-	}
+	WarnPlainMQTT(s.log, a.MQTT)
 	if a.Metrics == "" && !onLoopback(a.HTTP) {
 		s.log.Warn("GET /metrics is served on the API's address, reachable from beyond this machine: it names every "+
 			"validator, its state and software (set --metrics to the monitoring network's address)", "http", a.HTTP)
+	}
+}
+
+// WarnPlainMQTT logs a warning when a broker's plain MQTT listener (its
+// bound address; "" for none) takes connections from beyond this machine.
+func WarnPlainMQTT(log *slog.Logger, addr string) {
+	if addr != "" && !onLoopback(addr) {
+		log.Warn("the embedded broker takes plain MQTT from beyond this machine: device passwords and taps cross "+
+			"the network unencrypted (serve the validators on --mqtt-tls and keep --mqtt on 127.0.0.1)", "mqtt", addr)
 	}
 }
 

@@ -17,7 +17,9 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("farego-settlement broker", flag.ContinueOnError)
 	data := dataFlag(fs)
 	var c broker.Config
-	fs.StringVar(&c.Listen, "mqtt", server.DefaultMQTTListen, "plain MQTT listen address")
+	// Every interface: a broker of its own serves the validators (the
+	// settlement server's embedded one listens on loopback by default).
+	fs.StringVar(&c.Listen, "mqtt", ":1883", "plain MQTT listen address")
 	fs.StringVar(&c.TLSListen, "mqtt-tls", "", "MQTT-over-TLS listen address")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate (PEM)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS key (PEM)")
@@ -50,6 +52,7 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer b.Close()
 	go devs.Sweep(ctx, b)
 	log.Info("farego MQTT broker running", "mqtt", b.Addr(), "mqtt_tls", b.TLSAddr())
+	server.WarnPlainMQTT(log, b.Addr())
 	if *readyFile != "" {
 		j, _ := json.Marshal(map[string]string{"mqtt": b.Addr(), "mqtt_tls": b.TLSAddr()})
 		if err := durable.WriteFile(*readyFile, j, 0o644); err != nil {
