@@ -72,13 +72,7 @@ func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error)
 	if len(taps) == 0 {
 		return []TapResult{}, nil
 	}
-	var results []TapResult
-	var busy []int
-	err := s.write(ctx, "commit taps", func(t *txn) error {
-		var err error
-		results, busy, err = t.commitTaps(taps, s.backend == backendPostgres && len(taps) > 1)
-		return err
-	})
+	results, busy, err := s.commitTapsTx(ctx, taps, s.backend == backendPostgres && len(taps) > 1)
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +83,7 @@ func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error)
 		for j, i := range busy {
 			rest[j] = taps[i]
 		}
-		var more []TapResult
-		err := s.write(ctx, "commit taps", func(t *txn) error {
-			var err error
-			more, _, err = t.commitTaps(rest, false)
-			return err
-		})
+		more, _, err := s.commitTapsTx(ctx, rest, false)
 		if err != nil {
 			return nil, err
 		}
@@ -112,6 +101,16 @@ func (s *Store) CommitTaps(ctx context.Context, taps []Tap) ([]TapResult, error)
 		s.log.Debug("ledger: taps committed", "taps", len(taps), "new", n)
 	}
 	return results, nil
+}
+
+// commitTapsTx commits taps in one write transaction (see commitTaps).
+func (s *Store) commitTapsTx(ctx context.Context, taps []Tap, skipBusy bool) (results []TapResult, busy []int, err error) {
+	err = s.write(ctx, "commit taps", func(t *txn) error {
+		var err error
+		results, busy, err = t.commitTaps(taps, skipBusy)
+		return err
+	})
+	return results, busy, err
 }
 
 type dayKey struct {
