@@ -35,7 +35,7 @@ func TestWarnExposed(t *testing.T) {
 	}
 	s.warnExposed(Addrs{HTTP: "[::]:8080", MQTT: "0.0.0.0:1883"})
 	l := buf.String()
-	for _, want := range []string{`level=WARN msg="the embedded broker takes plain MQTT from beyond this machine`, "--mqtt-tls",
+	for _, want := range []string{`level=WARN msg="the broker takes plain MQTT from beyond this machine`, "--mqtt-tls",
 		"mqtt=0.0.0.0:1883", `level=WARN msg="GET /metrics is served on the API's address`, "--metrics", "http=[::]:8080"} {
 		if !strings.Contains(l, want) {
 			t.Errorf("the warnings lack %q:\n%s", want, l)

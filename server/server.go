@@ -404,8 +404,8 @@ func (s *Server) warnExposed(a Addrs) {
 // bound address; "" for none) takes connections from beyond this machine.
 func WarnPlainMQTT(log *slog.Logger, addr string) {
 	if addr != "" && !onLoopback(addr) {
-		log.Warn("the embedded broker takes plain MQTT from beyond this machine: device passwords and taps cross "+
-			"the network unencrypted (serve the validators on --mqtt-tls and keep --mqtt on 127.0.0.1)", "mqtt", addr)
+		log.Warn("the broker takes plain MQTT from beyond this machine: device passwords and taps cross "+
+			"the network unencrypted (serve the validators on --mqtt-tls)", "mqtt", addr)
 	}
 }
 
