@@ -138,6 +138,36 @@ type ctlRunning struct {
 	update func() *wire.UpdateStatus
 }
 
+// ctlSocketFree refuses a control socket another validator answers on:
+// taking it over would leave that one without a control socket (and ours
+// removed at exit, without any). A stale one, or none, is free.
+func ctlSocketFree(path string) error {
+	if path == "" {
+		return nil
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, ctlDeadline); err == nil {
+			c.Close()
+			return fmt.Errorf("%w: ctl.socket: %s is in use by a running validator (stop it, or give this one another ctl.socket)",
+				errConfig, path)
+		}
+	}
+	return nil
+}
+
+// ctlStatusCommand is the command that asks the validator of cfg for its
+// status ("" when its control socket is off).
+func ctlStatusCommand(cfg *Config) string {
+	switch path := ctlSocketPath(cfg); path {
+	case "":
+		return ""
+	case DefaultCtlSocket:
+		return "farego-validator ctl status"
+	default:
+		return "farego-validator ctl --socket " + path + " status"
+	}
+}
+
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
 // answers until ctx is done. A default path whose directory does not exist
 // only disables the socket (logged); a configured one is an error.
@@ -150,15 +180,10 @@ func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (
 			"path", path)
 		return func() {}, nil
 	}
+	if err := ctlSocketFree(path); err != nil {
+		return nil, err
+	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		// Another validator answering there keeps its socket: taking it
-		// over would leave that one without a control socket (and ours
-		// removed at exit, without any). Only a stale one is replaced.
-		if c, err := net.DialTimeout("unix", path, ctlDeadline); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%w: ctl.socket: %s is in use by a running validator (stop it, or give this one another ctl.socket)",
-				errConfig, path)
-		}
 		os.Remove(path) // a stale socket of an earlier run
 	}
 	ln, err := net.Listen("unix", path)

@@ -93,9 +93,14 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err != nil {
 		return err
 	}
+	// A validator already running with this configuration is found
+	// before this one makes anything (its data directory).
+	if err := ctlSocketFree(ctlSocketPath(cfg)); err != nil {
+		return err
+	}
 	reg := metrics.NewRegistry()
 	if cfg.Metrics.Listen != "" {
-		stop, err := serveMetrics(cfg.Metrics.Listen, reg, log)
+		stop, err := serveMetrics(cfg.Metrics.Listen, ctlStatusCommand(cfg), reg, log)
 		if err != nil {
 			return err
 		}
@@ -670,14 +675,20 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 		stat(func(s queue.Stats) float64 { return float64(s.FileSize) }))
 }
 
-func serveMetrics(addr string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
+// serveMetrics serves reg on addr; status is the command that asks this
+// validator's status, named when addr is taken ("": no control socket).
+func serveMetrics(addr, status string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		hint := ""
 		if errors.Is(err, syscall.EADDRINUSE) {
 			// The likeliest cause on a bus is this validator already
 			// running (a second start of the same configuration).
-			hint = " (is this validator already running? farego-validator ctl status; or give this one another metrics.listen)"
+			hint = " (is this validator already running?"
+			if status != "" {
+				hint += " " + status + ";"
+			}
+			hint += " or give this one another metrics.listen)"
 		}
 		return nil, fmt.Errorf("%w: metrics.listen: %w%s", errConfig, err, hint)
 	}

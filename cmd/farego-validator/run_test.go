@@ -929,6 +929,39 @@ func TestRunTwiceSaidPlainly(t *testing.T) {
 	}
 }
 
+// TestRunSecondStartMakesNothing: a validator whose control socket another
+// validator answers on is refused before it makes its data directory (it
+// made the directory first), and the metrics address in use names the
+// status command of this configuration's socket (it named the default
+// socket's, where a validator configured with another answers nothing).
+func TestRunSecondStartMakesNothing(t *testing.T) {
+	dir, err := os.MkdirTemp("", "ctl") // short: a socket path has at most 107 bytes
+	must(t, err)
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "ctl.sock")
+	live, err := net.Listen("unix", sock)
+	must(t, err)
+	defer live.Close()
+	d := newDevice(t, "", fmt.Sprintf("[ctl]\nsocket = %q\n", sock))
+	code, _, stderr := runCmd(t, "", "run", "--config", d.cfgPath)
+	if code != exitUsage || !strings.Contains(stderr, "ctl.socket: "+sock+" is in use by a running validator") {
+		t.Errorf("control socket in use: exit %d, stderr:\n%s\nwant exit %d saying the socket is in use", code, stderr, exitUsage)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused for its control socket, the validator made its data directory (stat: %v)", err)
+	}
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer busy.Close()
+	other := filepath.Join(dir, "other.sock")
+	d = newDevice(t, "", fmt.Sprintf("[metrics]\nlisten = %q\n[ctl]\nsocket = %q\n", busy.Addr().String(), other))
+	code, _, stderr = runCmd(t, "", "run", "--config", d.cfgPath)
+	if want := "farego-validator ctl --socket " + other + " status"; code != exitUsage || !strings.Contains(stderr, want) {
+		t.Errorf("metrics address in use: exit %d, stderr:\n%s\nwant exit %d naming %q", code, stderr, exitUsage, want)
+	}
+}
+
 // TestRunStopsWhileTheQueueIsLocked: a validator told to stop while
 // another process holds its queue file (a technician's second start, or
 // the last process not yet gone) stops at once, cleanly; it went on
