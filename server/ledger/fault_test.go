@@ -84,3 +84,50 @@ func TestFaultLeavesNothingHalfWritten(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelledCommitSaysCancelled: a write whose context is cancelled
+// just before its commit (a shutting-down ingest, a client gone) is
+// rolled back by database/sql, and the error says it was cancelled: it
+// said only sql.ErrTxDone ("transaction has already been committed or
+// rolled back"), which reads as a bug, not as a stop. Nothing is written.
+func TestCancelledCommitSaysCancelled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 300)
+		before := snapshot(t, s)
+		idle := s.db.Stats().InUse
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		rolledBack := false
+		s.fault = func(p string) error {
+			if p != "commit" {
+				return nil
+			}
+			cancel()
+			// database/sql rolls the transaction back on its own once the
+			// context is done, and gives its connection back: wait for it.
+			for range 5000 {
+				if s.db.Stats().InUse <= idle {
+					rolledBack = true
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return nil
+		}
+		_, err := s.CommitTaps(ctx, []Tap{mkTap("bus-1", 1, acct, at(5), "")})
+		s.fault = nil
+		if !rolledBack {
+			t.Fatal("the cancelled transaction was never rolled back")
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("commit cancelled before it ran: err = %v, want context.Canceled", err)
+		}
+		if after := snapshot(t, s); after != before {
+			t.Errorf("a cancelled commit left changes:\n%s\n%s", before, after)
+		}
+		if err := s.CheckInvariants(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+}

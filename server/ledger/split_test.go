@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"math/rand/v2"
 	"slices"
@@ -213,7 +212,7 @@ func TestSplitStress(t *testing.T) {
 				_, err := s.CommitTaps(ctx, b)
 				cancel()
 				calls.Add(2)
-				if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, sql.ErrTxDone) {
+				if err != nil && !errors.Is(err, context.Canceled) {
 					errs <- err
 				}
 				if _, err := s.CommitTaps(context.Background(), b); err != nil { // the resend

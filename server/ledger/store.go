@@ -339,6 +339,12 @@ func (s *Store) writeOnce(ctx context.Context, fn func(*txn) error) (err error) 
 		if err != nil {
 			_ = tx.Rollback()
 		}
+		// A transaction whose context ended is rolled back by
+		// database/sql as it ends, and what is called on it next says
+		// only sql.ErrTxDone: say why (the caller's cancel or deadline).
+		if errors.Is(err, sql.ErrTxDone) && ctx.Err() != nil {
+			err = fmt.Errorf("ledger: transaction rolled back: %w", context.Cause(ctx))
+		}
 	}()
 	t := &txn{s: s, ctx: ctx, tx: tx, now: s.now().UnixNano(), accounts: map[uint64]*acctState{},
 		stmts: map[string]*sql.Stmt{}}
