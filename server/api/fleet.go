@@ -352,7 +352,14 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) (any, int, 
 	if _, err := h.staff(r, readers...); err != nil {
 		return nil, 0, err
 	}
-	ts, err := h.cfg.Ledger.Tokens(r.Context())
+	f, err := tokenFilter(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	ts, more, err := h.cfg.Ledger.TokensPage(r.Context(), f)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "after must be the id of a token (the last one of the page before: next_after)")
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -360,7 +367,38 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) (any, int, 
 	for i, t := range ts {
 		out[i] = toToken(t)
 	}
-	return map[string]any{"tokens": out}, http.StatusOK, nil
+	resp := map[string]any{"tokens": out}
+	if more {
+		resp["next_after"] = ts[len(ts)-1].ID
+	}
+	return resp, http.StatusOK, nil
+}
+
+// tokenFilter reads GET /v1/tokens's ?limit, after, role, merchant_id and
+// in_force.
+func tokenFilter(r *http.Request) (ledger.TokenFilter, error) {
+	q := r.URL.Query()
+	var f ledger.TokenFilter
+	var err error
+	if f.Limit, err = limitParam(r, ledger.MaxTokensPage, ledger.MaxTokensPage); err != nil {
+		return f, err
+	}
+	f.After, f.Role, f.Merchant = q.Get("after"), q.Get("role"), q.Get("merchant_id")
+	switch f.Role {
+	case "", ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor:
+	default:
+		return f, errorf(http.StatusBadRequest, "invalid", "role must be %s, %s, %s or %s",
+			ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor)
+	}
+	if len(f.After) > 64 || len(f.Merchant) > 256 {
+		return f, errorf(http.StatusBadRequest, "invalid", "after or merchant_id too long")
+	}
+	if s := q.Get("in_force"); s != "" {
+		if f.InForce, err = strconv.ParseBool(s); err != nil {
+			return f, errorf(http.StatusBadRequest, "invalid", "in_force must be true or false")
+		}
+	}
+	return f, nil
 }
 
 func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) (any, int, error) {

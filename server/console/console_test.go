@@ -1480,3 +1480,67 @@ func TestConsoleVoidsATap(t *testing.T) {
 		t.Errorf("verify: %v", err)
 	}
 }
+
+// TestTokensPaged: the tokens page shows 100 tokens at a time with a link
+// to the next page, keeps its filter (role, merchant, in force) across
+// pages, and refuses a bad role or cursor with a page that says what it
+// takes. It listed every token ever made (a city's tills) on one page.
+func TestTokensPaged(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser()
+	b.signIn(f.opToken)
+	ctx := context.Background()
+	for i := range 130 {
+		tok := ledger.APIToken{ID: fmt.Sprintf("till%04d", i), Role: ledger.RoleMerchant, MerchantID: fmt.Sprintf("shop-%d", i%2), Name: "till"}
+		if i%10 == 0 {
+			tok.Role, tok.MerchantID = ledger.RoleAuditor, ""
+		}
+		h := sha256.Sum256([]byte(tok.ID))
+		if _, err := f.store.CreateToken(ctx, tok, h[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := regexp.MustCompile(`<tr data-token="([a-z0-9]+)">`)
+	next := regexp.MustCompile(`<a href="([^"]+)" id="tokens-next">`)
+	walk := func(path string) (ids []string, pages int) {
+		for pages = 1; pages <= 5; pages++ {
+			code, body := b.get(path)
+			if code != http.StatusOK {
+				t.Fatalf("%s: %d", path, code)
+			}
+			got := rows.FindAllStringSubmatch(body, -1)
+			if len(got) > 100 {
+				t.Fatalf("%s: %d tokens on one page", path, len(got))
+			}
+			for _, m := range got {
+				ids = append(ids, m[1])
+			}
+			m := next.FindStringSubmatch(body)
+			if m == nil {
+				return ids, pages
+			}
+			path = html.UnescapeString(m[1])
+		}
+		t.Fatalf("more than 5 pages from %s", path)
+		return nil, 0
+	}
+	ids, pages := walk("/console/tokens")
+	if len(ids) != 130 || pages != 2 || ids[0] != "till0000" || ids[129] != "till0129" {
+		t.Errorf("all tokens: %d on %d pages (%v … %v), want 130 on 2, oldest first", len(ids), pages, ids[0], ids[len(ids)-1])
+	}
+	ids, _ = walk("/console/tokens?role=merchant&merchant=shop-1")
+	if len(ids) != 65 {
+		t.Errorf("shop-1's merchant tokens: %d, want 65", len(ids))
+	}
+	for _, id := range ids {
+		if n, _ := strconv.Atoi(strings.TrimPrefix(id, "till")); n%2 != 1 || n%10 == 0 {
+			t.Errorf("token %s is not a merchant token of shop-1", id)
+		}
+	}
+	if code, body := b.get("/console/tokens?role=root"); code != http.StatusBadRequest || !strings.Contains(body, "?role= is one of") {
+		t.Errorf("a bad role: %d", code)
+	}
+	if code, body := b.get("/console/tokens?after=nosuch00"); code != http.StatusBadRequest || !strings.Contains(body, "?after= is the id of a token") {
+		t.Errorf("a bad cursor: %d", code)
+	}
+}

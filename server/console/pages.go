@@ -918,16 +918,56 @@ func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, s *sess) {
 type tokensData struct {
 	Tokens []ledger.APIToken
 	Roles  []string
+	// Q is the filter shown (its After unused); FirstURL the filter's
+	// first page, NextURL the page after this one ("": none).
+	Q                 ledger.TokenFilter
+	FirstURL, NextURL string
 }
 
+// tokensPerPage is the tokens page's size.
+const tokensPerPage = 100
+
 func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request, s *sess) {
-	ts, err := h.cfg.Ledger.Tokens(r.Context())
+	q := r.URL.Query()
+	f := ledger.TokenFilter{After: q.Get("after"), Role: q.Get("role"), Merchant: strings.TrimSpace(q.Get("merchant")),
+		InForce: q.Get("in_force") == "1", Limit: tokensPerPage}
+	roles := []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}
+	if f.Role != "" && !slices.Contains(roles, f.Role) {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?role= is one of "+strings.Join(roles, ", ")+".")
+		return
+	}
+	ts, more, err := h.cfg.Ledger.TokensPage(r.Context(), f)
+	if errors.Is(err, ledger.ErrNotFound) {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?after= is the id of a token (the last one of the page before).")
+		return
+	}
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "tokens", page{Title: "API tokens", Nav: "tokens", S: s,
-		Data: tokensData{Tokens: ts, Roles: []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}}})
+	d := tokensData{Tokens: ts, Roles: roles, Q: f}
+	v := url.Values{}
+	if f.Role != "" {
+		v.Set("role", f.Role)
+	}
+	if f.Merchant != "" {
+		v.Set("merchant", f.Merchant)
+	}
+	if f.InForce {
+		v.Set("in_force", "1")
+	}
+	self := h.cfg.Prefix + "tokens"
+	if f.After != "" {
+		d.FirstURL = self
+		if len(v) > 0 {
+			d.FirstURL += "?" + v.Encode()
+		}
+	}
+	if more {
+		v.Set("after", ts[len(ts)-1].ID)
+		d.NextURL = self + "?" + v.Encode()
+	}
+	h.render(w, r, http.StatusOK, "tokens", page{Title: "API tokens", Nav: "tokens", S: s, Data: d})
 }
 
 type tokenPaymentsData struct {

@@ -1894,3 +1894,77 @@ func TestDenyUnknownCredential(t *testing.T) {
 		}
 	})
 }
+
+// TestTokensPage: pages of API tokens walked to the end, with and without
+// filters, give every token the filter keeps once, oldest first, ties of
+// creation time broken by id; an After that names no token is
+// ErrNotFound.
+func TestTokensPage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		for i := range 23 {
+			tok := APIToken{ID: fmt.Sprintf("tok%05d", i), Role: RoleAuditor, Name: "n"}
+			switch i % 3 {
+			case 1:
+				tok.Role, tok.MerchantID = RoleMerchant, fmt.Sprintf("shop-%d", i%2)
+			case 2:
+				tok.Role = RolePayments
+			}
+			h := sha256.Sum256([]byte(tok.ID))
+			if _, err := s.CreateToken(ctx, tok, h[:]); err != nil {
+				t.Fatal(err)
+			}
+			if i%4 == 0 {
+				if err := s.RevokeToken(ctx, tok.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// Ties: tokens made in the same nanosecond are ordered by id.
+		if _, err := s.db.ExecContext(ctx, `UPDATE api_tokens SET created_ns = 1000 WHERE id IN ('tok00007', 'tok00003', 'tok00011')`); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.Tokens(ctx)
+		if err != nil || len(all) != 23 {
+			t.Fatalf("Tokens = %d, %v", len(all), err)
+		}
+		for _, f := range []TokenFilter{{}, {Role: RoleMerchant}, {Merchant: "shop-1"}, {InForce: true}, {Role: RolePayments, InForce: true}, {Role: "nobody"}} {
+			var want []string
+			for _, tok := range all {
+				if (f.Role == "" || tok.Role == f.Role) && (f.Merchant == "" || tok.MerchantID == f.Merchant) && (!f.InForce || tok.Revoked.IsZero()) {
+					want = append(want, tok.ID)
+				}
+			}
+			var got []string
+			f.Limit = 4
+			for page := 0; ; page++ {
+				if page > 10 {
+					t.Fatalf("%+v: more than 10 pages", f)
+				}
+				ts, more, err := s.TokensPage(ctx, f)
+				if err != nil {
+					t.Fatalf("%+v: %v", f, err)
+				}
+				for _, tok := range ts {
+					got = append(got, tok.ID)
+				}
+				if !more {
+					break
+				}
+				if len(ts) != f.Limit {
+					t.Fatalf("%+v: a page of %d with more after it", f, len(ts))
+				}
+				f.After = ts[len(ts)-1].ID
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("filter %+v: pages gave\n%v\nwant\n%v", f, got, want)
+			}
+		}
+		if all[0].ID != "tok00003" || all[1].ID != "tok00007" || all[2].ID != "tok00011" {
+			t.Errorf("tied tokens not first by id: %v %v %v", all[0].ID, all[1].ID, all[2].ID)
+		}
+		_, _, err = s.TokensPage(ctx, TokenFilter{After: "nosuch00"})
+		wantErr(t, err, ErrNotFound)
+	})
+}

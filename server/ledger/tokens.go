@@ -122,6 +122,69 @@ func (s *Store) Tokens(ctx context.Context) ([]APIToken, error) {
 	return out, rows.Err()
 }
 
+// MaxTokensPage is the most tokens TokensPage returns at once.
+const MaxTokensPage = 1000
+
+// TokenFilter selects a page of API tokens (TokensPage).
+type TokenFilter struct {
+	// After is the id of the last token of the page before: the page
+	// starts with the token made after it ("": with the first).
+	After string
+	// Role and Merchant keep only the tokens of that role or merchant
+	// ("": any).
+	Role, Merchant string
+	// InForce keeps only the tokens not revoked.
+	InForce bool
+	// Limit is the page's size, 1 to MaxTokensPage (0: MaxTokensPage).
+	Limit int
+}
+
+// TokensPage lists a page of the API tokens f selects, oldest first, and
+// whether more follow. An After that names no token is ErrNotFound.
+func (s *Store) TokensPage(ctx context.Context, f TokenFilter) ([]APIToken, bool, error) {
+	if f.Limit <= 0 || f.Limit > MaxTokensPage {
+		f.Limit = MaxTokensPage
+	}
+	var afterNS int64 = -1
+	if f.After != "" {
+		err := s.db.QueryRowContext(ctx, `SELECT created_ns FROM api_tokens WHERE id = $1`, f.After).Scan(&afterNS)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, false, fmt.Errorf("%w: no token %s", ErrNotFound, f.After)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("ledger: list tokens: %w", err)
+		}
+	}
+	inForce := 0
+	if f.InForce {
+		inForce = 1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens
+		WHERE (created_ns > $1 OR (created_ns = $1 AND id > $2))
+		  AND ($3 = '' OR role = $3) AND ($4 = '' OR merchant_id = $4) AND ($5 = 0 OR revoked_ns = 0)
+		ORDER BY created_ns, id LIMIT $6`,
+		afterNS, f.After, f.Role, f.Merchant, inForce, f.Limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger: list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []APIToken
+	for rows.Next() {
+		tok, err := scanToken(rows)
+		if err != nil {
+			return nil, false, fmt.Errorf("ledger: list tokens: %w", err)
+		}
+		out = append(out, tok)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("ledger: list tokens: %w", err)
+	}
+	if len(out) > f.Limit {
+		return out[:f.Limit], true, nil
+	}
+	return out, false, nil
+}
+
 // RevokeToken revokes an API credential at once, for every settlement
 // instance (they look tokens up on every request). Revoking again is a
 // no-op; ErrNotFound for an unknown id.
