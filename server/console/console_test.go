@@ -1369,8 +1369,8 @@ func TestShopsPage(t *testing.T) {
 		b.signIn(f.token(role))
 		code, body := b.get("/console/shops")
 		for _, want := range []string{
-			`<tr data-merchant="shop-1"><td>shop-1</td><td class="num">2</td><td class="num">15.00</td><td class="num">1</td><td class="num">2.00</td><td class="num">13.00</td></tr>`,
-			`<tr data-merchant="&lt;b&gt;shop-2"><td>&lt;b&gt;shop-2</td><td class="num">1</td><td class="num">4.50</td><td class="num">1</td><td class="num">4.50</td><td class="num">0.00</td></tr>`,
+			`<tr data-merchant="shop-1"><td><a href="/console/shops?merchant=shop-1">shop-1</a></td><td class="num">2</td><td class="num">15.00</td><td class="num">1</td><td class="num">2.00</td><td class="num">13.00</td></tr>`,
+			`<tr data-merchant="&lt;b&gt;shop-2"><td><a href="/console/shops?merchant=%3cb%3eshop-2">&lt;b&gt;shop-2</a></td><td class="num">1</td><td class="num">4.50</td><td class="num">1</td><td class="num">4.50</td><td class="num">0.00</td></tr>`,
 			`<tr id="shops-total"><th>Total</th><td class="num">3</td><td class="num">19.50</td><td class="num">2</td><td class="num">6.50</td><td class="num">13.00</td></tr>`,
 			`<tr data-day="` + today + `" data-merchant="shop-1">`,
 			`days from 04:00 Europe/Berlin`,
@@ -1381,6 +1381,64 @@ func TestShopsPage(t *testing.T) {
 				t.Errorf("%s: the shops page (%d) does not show %s:\n%s", role, code, want, body)
 			}
 		}
+	}
+}
+
+// TestShopsPaged: the shops page shows 100 shops at a time, with their
+// days, the totals over every shop, and links to the pages around it; a
+// shop's link (or the merchant id typed in) shows that shop alone. It
+// showed every shop and every shop's every day on one page (a city's
+// shops: 30 rows a shop).
+func TestShopsPaged(t *testing.T) {
+	f := newFixture(t)
+	const shops = 130
+	for i := range shops {
+		f.pay(f.account(5000), fmt.Sprintf("shop-%03d", i), "o-1", 100)
+	}
+	b := f.browser()
+	b.signIn(f.token(ledger.RoleAuditor))
+	rows := regexp.MustCompile(`<tr data-merchant="(shop-[0-9]+)">`)
+	dayRows := regexp.MustCompile(`<tr data-day="[0-9-]+" data-merchant="(shop-[0-9]+)">`)
+	next := regexp.MustCompile(`<a href="([^"]+)" id="shops-next">`)
+	var seen []string
+	path := "/console/shops"
+	for page := 1; path != ""; page++ {
+		if page > 3 {
+			t.Fatal("more than 3 pages of 130 shops")
+		}
+		code, body := b.get(path)
+		got := rows.FindAllStringSubmatch(body, -1)
+		days := dayRows.FindAllStringSubmatch(body, -1)
+		if code != http.StatusOK || len(got) > 100 || len(days) != len(got) {
+			t.Fatalf("%s: %d, %d shops and %d shop-days on the page", path, code, len(got), len(days))
+		}
+		for i, m := range got {
+			seen = append(seen, m[1])
+			if days[i][1] != m[1] {
+				t.Errorf("%s: the days shown are %s's, not the page's shop %s", path, days[i][1], m[1])
+			}
+		}
+		if !strings.Contains(body, `<p>to pay out to 130 shops</p>`) || !strings.Contains(body, `<td class="num">130</td><td class="num">130.00</td>`) {
+			t.Errorf("%s: the totals are not every shop's", path)
+		}
+		path = ""
+		if m := next.FindStringSubmatch(body); m != nil {
+			path = html.UnescapeString(m[1])
+		}
+	}
+	if len(seen) != shops || seen[0] != "shop-000" || seen[shops-1] != "shop-129" {
+		t.Errorf("the pages showed %d shops (%v … %v), want all %d once, by merchant id", len(seen), seen[0], seen[len(seen)-1], shops)
+	}
+	code, body := b.get("/console/shops?merchant=shop-042")
+	if got := rows.FindAllStringSubmatch(body, -1); code != http.StatusOK || len(got) != 1 || got[0][1] != "shop-042" ||
+		!strings.Contains(body, `<p>to pay out to 1 shop</p>`) {
+		t.Errorf("one shop: %d, rows %v", code, got)
+	}
+	if code, body := b.get("/console/shops?merchant=nobody"); code != http.StatusOK || !strings.Contains(body, "No online payments or refunds in these days by shop nobody.") {
+		t.Errorf("a shop with nothing: %d", code)
+	}
+	if code, _ := b.get("/console/shops?page=0"); code != http.StatusBadRequest {
+		t.Errorf("page 0: %d, want 400", code)
 	}
 }
 

@@ -586,14 +586,27 @@ func serviceDays(t *fare.Table, now time.Time, n int) []string {
 const shopDays = 30
 
 type shopsData struct {
-	Days      int
-	From, To  string
-	TimeZone  string // and DayStart: the service days'
-	DayStart  string
-	Merchants []ledger.MerchantDay // over the days, by merchant
-	ByDay     []ledger.MerchantDay // by day, then merchant
-	Total     ledger.MerchantDay
+	Days     int
+	From, To string
+	TimeZone string // and DayStart: the service days'
+	DayStart string
+	// Merchants are the page's shops, over the days, by merchant id;
+	// ByDay their days, by day, then merchant.
+	Merchants []ledger.MerchantDay
+	ByDay     []ledger.MerchantDay
+	// Total is over every shop (or the one Merchant names), Shops how many.
+	Total ledger.MerchantDay
+	Shops int
+	// Merchant is the one shop asked for ("": all); Page of Pages the
+	// page shown, PrevURL and NextURL the pages around it ("": none).
+	Merchant         string
+	Page, Pages      int
+	PrevURL, NextURL string
 }
+
+// shopsPerPage is how many shops the shops page shows at once (with their
+// days: at most shopsPerPage × shopDays rows).
+const shopsPerPage = 100
 
 // shopsPage shows what each shop (merchant) took online with riders'
 // codes and gave back, per service day of the last shopDays (the money
@@ -613,13 +626,47 @@ func (h *Handler) shopsPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		days := serviceDays(tbl, now, shopDays)
 		from, to = days[0], days[len(days)-1]
 	}
-	st, err := h.cfg.Ledger.MerchantSettlement(ctx, from, to, "")
+	q := r.URL.Query()
+	merchant := strings.TrimSpace(q.Get("merchant"))
+	pageN := 1
+	if v := q.Get("page"); v != "" {
+		if pageN, err = strconv.Atoi(v); err != nil || pageN < 1 {
+			h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?page= is a page number, 1 or more.")
+			return
+		}
+	}
+	st, err := h.cfg.Ledger.MerchantSettlement(ctx, from, to, merchant)
+	if errors.Is(err, ledger.ErrInvalid) {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?merchant= is a shop's merchant id.")
+		return
+	}
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
+	all := st.Merchants()
 	d := shopsData{Days: shopDays, From: st.From, To: st.To, TimeZone: st.TimeZone, DayStart: st.DayStart,
-		Merchants: st.Merchants(), ByDay: st.Days, Total: st.Total()}
+		Total: st.Total(), Shops: len(all), Merchant: merchant, Pages: max(1, (len(all)+shopsPerPage-1)/shopsPerPage)}
+	d.Page = min(pageN, d.Pages)
+	d.Merchants = all[min(len(all), (d.Page-1)*shopsPerPage):min(len(all), d.Page*shopsPerPage)]
+	shown := map[string]bool{}
+	for _, m := range d.Merchants {
+		shown[m.MerchantID] = true
+	}
+	for _, day := range st.Days {
+		if shown[day.MerchantID] {
+			d.ByDay = append(d.ByDay, day)
+		}
+	}
+	pageURL := func(n int) string {
+		return h.cfg.Prefix + "shops?page=" + strconv.Itoa(n)
+	}
+	if d.Page > 1 {
+		d.PrevURL = pageURL(d.Page - 1)
+	}
+	if d.Page < d.Pages {
+		d.NextURL = pageURL(d.Page + 1)
+	}
 	h.render(w, r, http.StatusOK, "shops", page{Title: "Shops", Nav: "shops", S: s, Data: d})
 }
 
