@@ -132,6 +132,11 @@ type Agent struct {
 	clock    atomic.Pointer[clockRef] // the last clock measurement
 	behind   atomic.Pointer[clockRef] // a bound from the newest code accepted here, until measured (seedBehind)
 	clockOff atomic.Bool              // the clock was last seen beyond MaxClockOffset
+	// newest is the code time (unix seconds) of the newest code accepted
+	// here, kept up as codes are accepted: the bound behindBound takes on
+	// a clock set back while the device runs (seedBehind's is taken at
+	// the start).
+	newest atomic.Int64
 	// sinceBoot reads the time elapsed, suspends included (bootClock; a
 	// test's to move).
 	sinceBoot func() time.Duration
@@ -439,9 +444,20 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		a.log.Info("recording taps works again: in service")
 		a.serviceChanged()
 	}
+	a.acceptedCode(c.Time)
 	out.Accepted, out.Seq, out.Fare = true, seq, amount
 	out.Message = a.RiderMessage(ridertext.KeyPaid)
 	return out
+}
+
+// acceptedCode raises newest to the code time of a code just accepted.
+func (a *Agent) acceptedCode(codeTime uint32) {
+	for {
+		n := a.newest.Load()
+		if int64(codeTime) <= n || a.newest.CompareAndSwap(n, int64(codeTime)) {
+			return
+		}
+	}
 }
 
 // ReReadWindow and ReReadMax tell a scanner reading the phone again from
@@ -597,7 +613,8 @@ func (a *Agent) SyncSucceeded() error {
 }
 
 // Prune forgets accepted codes too old to be accepted again: older than
-// max age + skew, plus a minute, by the validator's clock AND by the
+// max age + skew, plus a minute (or twice MaxClockOffset, if more: see
+// behindBound) and a second, by the validator's clock AND by the
 // newest code accepted here. The second bound makes pruning safe against
 // a clock that jumps forward: after a jump no code is accepted (every one
 // looks expired), the newest accepted code stays where it was, and so do
@@ -611,7 +628,12 @@ func (a *Agent) Prune() (int, error) {
 	if skew <= 0 {
 		skew = paycode.DefaultSkew
 	}
-	keep := maxAge + skew + time.Minute
+	// A code is forgotten only once it could not be accepted again on a
+	// clock in service: one set back to before the newest code accepted
+	// less skew and twice MaxClockOffset is out of service (behindBound),
+	// so a code older than that less max age is expired there too (a
+	// second more: the times compared are whole seconds).
+	keep := maxAge + skew + max(time.Minute, 2*a.cfg.MaxClockOffset) + time.Second
 	cutoff := a.now().Add(-keep).Unix()
 	n := 0
 	err := a.q.UpdateState(func(st *queue.State) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -815,6 +816,45 @@ func TestClockOffset(t *testing.T) {
 	}
 }
 
+// TestImpreciseClockSampleKeepsThePrecise: a clock sample with a wide
+// uncertainty (an ack that came back minutes after its batch) that agrees
+// with the measurement held does not replace it. It did, and a clock set
+// back by two and a half minutes then stayed within the bound and its
+// uncertainty: in service, it took a code Prune had forgotten a second
+// time. One that disagrees beyond both uncertainties is still taken.
+func TestImpreciseClockSampleKeepsThePrecise(t *testing.T) {
+	h := newHarness(t, nil)
+	var boot atomic.Int64 // the boot clock: the time elapsed, whatever the wall clock does
+	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
+	elapse := func(d time.Duration) { h.clock.Add(d); boot.Add(int64(d)) }
+	h.a.ClockMeasured(0, 10*time.Millisecond)
+	code := h.issuer.Rider(t, 4270, t0).Code(t, t0)
+	if out := h.tap(code); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	elapse(4 * time.Minute)
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, 4271, now).Code(t, now)); !out.Accepted {
+		t.Fatalf("four minutes later: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 1 {
+		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
+	}
+	h.a.ClockMeasured(0, 2*time.Minute) // a slow ack's sample
+	if _, unc, _ := h.a.ClockOffset(); unc != 10*time.Millisecond {
+		t.Errorf("uncertainty after a less precise sample = %v, want the precise one's", unc)
+	}
+	h.clock.Add(-150 * time.Second) // the wall clock set back, the boot clock runs on
+	if out := h.tap(code); out.Accepted || out.Reason != record.ReasonClockOffset {
+		t.Errorf("the first code again on the clock set back: %+v, want clock_offset", out)
+	}
+	// A sample that disagrees beyond both uncertainties is taken.
+	h.a.ClockMeasured(0, time.Second)
+	if off, unc, _ := h.a.ClockOffset(); off != 0 || unc != time.Second {
+		t.Errorf("after a disagreeing sample: %v ± %v, want 0 ± 1s", off, unc)
+	}
+}
+
 // TestClockOffsetThroughSuspend: a board suspended while the bus is parked
 // (its ignition off) comes back with its wall clock right, the time asleep
 // on the kernel's boot clock and not on Go's monotonic one. The offset
@@ -891,6 +931,123 @@ func TestClockBehindTheNewestCode(t *testing.T) {
 	h.a.ClockMeasured(0, 50*time.Millisecond) // the server's time taken (say, the operator's measured clock is right after all)
 	if s := h.a.OutOfService(); s != "" {
 		t.Errorf("measured within bounds: OutOfService() = %q", s)
+	}
+}
+
+// TestCodeOncePastAClockSetBack: a clock set back while the validator
+// runs (no restart, never measured against the server's: offline, no
+// time_url) is held to the newest code accepted, as one found behind it
+// at the start is. The clock set back an hour made the codes of an hour
+// before fresh again, and Prune had forgotten them: the same code paid
+// twice (a second rider through on a shared picture of it).
+func TestCodeOncePastAClockSetBack(t *testing.T) {
+	h := newHarness(t, nil)
+	code := h.issuer.Rider(t, 4260, t0).Code(t, t0)
+	if out := h.tap(code); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	h.clock.Add(time.Hour)
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, 4261, now).Code(t, now)); !out.Accepted {
+		t.Fatalf("an hour later: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 1 {
+		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
+	}
+	// Set back by an hour (less 30 s: out of the passback window).
+	h.clock.Add(-time.Hour + 30*time.Second)
+	if out := h.tap(code); out.Accepted || out.Reason != record.ReasonClockOffset {
+		t.Errorf("the first code again on the clock set back: %+v, want clock_offset", out)
+	}
+	if s := h.a.OutOfService(); !strings.HasPrefix(s, "clock_offset: clock behind by at least 58m30s: ") {
+		t.Errorf("OutOfService() = %q", s)
+	}
+	// Set right again: in service, and the code is expired.
+	h.clock.Add(time.Hour)
+	if s := h.a.OutOfService(); s != "" {
+		t.Errorf("clock right again: OutOfService() = %q", s)
+	}
+	if out := h.tap(code); out.Reason != paycode.ReasonCodeExpired {
+		t.Errorf("the first code on the right clock: %+v, want code_expired", out)
+	}
+}
+
+// TestPruneKeepsCodesForAWideClockBound: with a MaxClockOffset above 30 s
+// a clock may be further behind the newest code and still in service;
+// Prune keeps the codes such a clock could take again.
+func TestPruneKeepsCodesForAWideClockBound(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.MaxClockOffset = 2 * time.Minute })
+	code := h.issuer.Rider(t, 4262, t0).Code(t, t0)
+	if out := h.tap(code); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	h.clock.Add(5 * time.Minute)
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, 4263, now).Code(t, now)); !out.Accepted {
+		t.Fatalf("five minutes later: %+v", out)
+	}
+	if _, err := h.a.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	// Set back 4m20s: behind the newest code by less than skew and twice
+	// the bound (4m30s): in service, and the first code is fresh again by
+	// this clock.
+	h.clock.Add(-5*time.Minute + 40*time.Second)
+	if s := h.a.OutOfService(); s != "" {
+		t.Fatalf("OutOfService() = %q", s)
+	}
+	if out := h.tap(code); out.Accepted {
+		t.Errorf("the first code again on the clock set back: %+v, want refused", out)
+	}
+}
+
+// TestPropertyCodeOnceUnderClockSteps: whatever the clock does before it
+// is measured (ahead, back, an hour, a day), with restarts and Prune in
+// between, no code is accepted twice. Riders show new codes and codes
+// shown before; the device clock is the true time plus an offset that
+// changes now and then.
+func TestPropertyCodeOnceUnderClockSteps(t *testing.T) {
+	offsets := []time.Duration{0, 0, 0, time.Hour, -time.Hour, 25 * time.Second, -25 * time.Second,
+		100 * time.Second, 10 * time.Minute, 24 * time.Hour, -20 * time.Minute}
+	for seed := int64(1); seed <= 8; seed++ {
+		r := rand.New(rand.NewSource(seed))
+		h := newHarness(t, nil)
+		now, off := t0, time.Duration(0)
+		var riders []*paycodetest.Rider
+		for i := range 6 {
+			riders = append(riders, h.issuer.Rider(t, uint64(5000+i), t0))
+		}
+		var shown []string
+		accepted := map[string]int{}
+		tap := func(step int, text string) {
+			h.clock.Set(now.Add(off))
+			if out := h.tap(text); out.Accepted {
+				if accepted[text]++; accepted[text] > 1 {
+					t.Fatalf("seed %d, step %d: a code accepted %d times (clock off by %s)", seed, step, accepted[text], off)
+				}
+			}
+		}
+		for step := range 300 {
+			switch k := r.Intn(20); {
+			case k == 0:
+				off = offsets[r.Intn(len(offsets))]
+			case k == 1:
+				h.restart()
+			case k == 2:
+				if _, err := h.a.Prune(); err != nil {
+					t.Fatal(err)
+				}
+			case k < 6:
+				now = now.Add(time.Duration(r.Intn(300)) * time.Second)
+			case k < 12 && len(shown) > 0:
+				tap(step, shown[r.Intn(len(shown))])
+			default:
+				text := riders[r.Intn(len(riders))].Code(t, now.Add(-time.Duration(r.Intn(60))*time.Second))
+				shown = append(shown, text)
+				tap(step, text)
+			}
+			now = now.Add(time.Duration(1+r.Intn(10)) * time.Second)
+		}
 	}
 }
 

@@ -17,6 +17,11 @@ import (
 // (clock ahead), blaming the rider; it goes out of service instead.
 const DefaultMaxClockOffset = 30 * time.Second
 
+// maxClockDrift bounds how fast a clock that nothing steps drifts from
+// the server's (the boot clock runs on the same crystal, so the tracking
+// does not see it): 100 ppm, 8.6 s a day, above a cheap crystal's 20–50.
+const maxClockDrift = 100e-6
+
 // clockRef is a measured offset of the device clock from the server's,
 // with both clocks read when it was taken: the offset now is the measured
 // one plus however far the wall clock has moved beyond the time elapsed
@@ -40,8 +45,24 @@ type clockRef struct {
 // uncertainty. From then on the agent tracks the offset through jumps of
 // the system clock (against the monotonic clock), and is out of service
 // (clock_offset) while it is beyond Config.MaxClockOffset.
+//
+// A sample less precise than the measurement held (its uncertainty grown
+// by maxClockDrift since it was taken) that agrees with it within both
+// uncertainties is passed over: an ack that came back minutes after its
+// batch (a server working through a backlog) measured the clock ± a
+// minute or more, replaced the measurement to ± milliseconds held, and
+// left a clock set back by two minutes in service, taking codes Prune had
+// forgotten a second time (TestImpreciseClockSampleKeepsThePrecise).
 func (a *Agent) ClockMeasured(offset, uncertainty time.Duration) {
-	a.clock.Store(&clockRef{offset: offset, uncertainty: max(uncertainty, 0), wall: a.wallNow(), boot: a.sinceBoot()})
+	uncertainty = max(uncertainty, 0)
+	if r := a.clock.Load(); r != nil {
+		cur, unc, _ := a.ClockOffset()
+		held := unc + time.Duration(float64(max(a.sinceBoot()-r.boot, 0))*maxClockDrift)
+		if uncertainty > held && (offset-cur).Abs() <= uncertainty+held {
+			return
+		}
+	}
+	a.clock.Store(&clockRef{offset: offset, uncertainty: uncertainty, wall: a.wallNow(), boot: a.sinceBoot()})
 	a.behind.Store(nil) // measured: the bound says no more
 	a.checkClock()
 }
@@ -73,7 +94,7 @@ func (a *Agent) clockBeyond() (bool, time.Duration) {
 	}
 	off, unc, ok := a.ClockOffset()
 	if !ok {
-		if off, ok := a.behindBound(); ok && -off > a.cfg.MaxClockOffset {
+		if off, _, ok := a.behindBound(); ok && -off > a.cfg.MaxClockOffset {
 			return true, off
 		}
 		return false, 0
@@ -105,11 +126,8 @@ func (a *Agent) seedBehind() error {
 	if err != nil || newest == 0 {
 		return err
 	}
-	skew := a.cfg.Policy.Skew
-	if skew <= 0 {
-		skew = paycode.DefaultSkew
-	}
-	floor := time.Unix(newest, 0).Add(-skew - max(a.cfg.MaxClockOffset, 0))
+	a.newest.Store(newest)
+	floor := a.codeFloor(time.Unix(newest, 0))
 	if wall := a.wallNow(); wall.Before(floor) {
 		a.behind.Store(&clockRef{offset: wall.Sub(floor), wall: wall, boot: a.sinceBoot(), code: time.Unix(newest, 0)})
 		a.checkClock()
@@ -117,15 +135,41 @@ func (a *Agent) seedBehind() error {
 	return nil
 }
 
-// behindBound returns the bound seedBehind set on the clock's offset
-// (negative: behind by at least that much), moved by any step of the
-// wall clock since, and false without one.
-func (a *Agent) behindBound() (time.Duration, bool) {
-	r := a.behind.Load()
-	if r == nil {
-		return 0, false
+// codeFloor is the earliest the server's clock can have read when a code
+// of time code was accepted here: its time less the skew and
+// MaxClockOffset (seedBehind).
+func (a *Agent) codeFloor(code time.Time) time.Time {
+	skew := a.cfg.Policy.Skew
+	if skew <= 0 {
+		skew = paycode.DefaultSkew
 	}
-	return r.offset + a.wallNow().Sub(r.wall) - (a.sinceBoot() - r.boot), true
+	return code.Add(-skew - max(a.cfg.MaxClockOffset, 0))
+}
+
+// behindBound returns the bound the newest code accepted here sets on
+// the clock's offset (negative: behind by at least that much), with that
+// code's time, and false without one: the lower of seedBehind's, moved by
+// any step of the wall clock since the start, and the clock now against
+// the newest code accepted so far. The second is a bound too (the
+// server's clock has not gone back since that code was accepted), and
+// it sees a clock set back while the device runs: seedBehind looks only
+// at the start, and a clock set back an hour without a restart took the
+// codes of an hour before, forgotten by Prune, a second time
+// (TestCodeOncePastAClockSetBack).
+func (a *Agent) behindBound() (time.Duration, time.Time, bool) {
+	var off time.Duration
+	var code time.Time
+	ok := false
+	if r := a.behind.Load(); r != nil {
+		off, code, ok = r.offset+a.wallNow().Sub(r.wall)-(a.sinceBoot()-r.boot), r.code, true
+	}
+	if n := a.newest.Load(); n > 0 {
+		c := time.Unix(n, 0)
+		if live := a.wallNow().Sub(a.codeFloor(c)); !ok || live < off {
+			off, code, ok = live, c, true
+		}
+	}
+	return off, code, ok
 }
 
 // checkClock notes a change between a clock within bounds and one beyond
@@ -136,9 +180,9 @@ func (a *Agent) checkClock() {
 		return
 	}
 	defer a.serviceChanged()
-	if r := a.behind.Load(); beyond && r != nil && a.clock.Load() == nil {
+	if _, code, ok := a.behindBound(); beyond && ok && a.clock.Load() == nil {
 		a.log.Error("clock behind the newest code accepted here: out of service until it is set (NTP) or measured against the server's",
-			"behind_at_least", (-off).Round(time.Second).String(), "code_time", r.code.UTC().Format(time.RFC3339))
+			"behind_at_least", (-off).Round(time.Second).String(), "code_time", code.UTC().Format(time.RFC3339))
 		return
 	}
 	if beyond {
@@ -164,11 +208,11 @@ func (a *Agent) OutOfService() string {
 		return fmt.Sprintf("%s: clock unset (before %s)", record.ReasonClock, a.cfg.MinClock.Format(time.DateOnly))
 	}
 	if beyond, off := a.clockBeyond(); beyond {
-		if r := a.behind.Load(); r != nil && a.clock.Load() == nil {
+		if _, code, ok := a.behindBound(); ok && a.clock.Load() == nil {
 			return fmt.Sprintf("%s: clock behind by at least %s: it reads %s, and a code made at %s was accepted here "+
-				"(a restart without a battery-backed clock?); set the clock (NTP), or let the device measure it against the server's "+
+				"(a restart without a battery-backed clock, or the clock set back?); set the clock (NTP), or let the device measure it against the server's "+
 				"([selftest] time_url, or the ack of a batch it sends)",
-				record.ReasonClockOffset, (-off).Round(time.Second), a.wallNow().UTC().Format(time.RFC3339), r.code.UTC().Format(time.RFC3339))
+				record.ReasonClockOffset, (-off).Round(time.Second), a.wallNow().UTC().Format(time.RFC3339), code.UTC().Format(time.RFC3339))
 		}
 		return fmt.Sprintf("%s: clock %s from the server's (bound %s)", record.ReasonClockOffset,
 			off.Round(time.Second), a.cfg.MaxClockOffset)
