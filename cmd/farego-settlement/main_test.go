@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -41,8 +42,16 @@ func TestInitVerifyAndPasswords(t *testing.T) {
 	if c, _, e := settle(t, ctx, "init", "--data", data); c != 1 || !strings.Contains(e, "already exists") {
 		t.Errorf("second init: %d %q", c, e)
 	}
-	if c, out, e := settle(t, ctx, "verify", "--data", data); c != 0 || !strings.Contains(out, "ledger ok") {
+	if c, out, e := settle(t, ctx, "verify", "--data", data); c != 0 || !strings.Contains(out, "ledger ok") || e != "" {
 		t.Errorf("verify: %d %q %q", c, out, e)
+	}
+	// Progress on stderr, every check once given an interval shorter than
+	// each (a large ledger's verify said nothing for minutes); the line
+	// scripts read stays alone on stdout.
+	c, out, e = settle(t, ctx, "verify", "--data", data, "--progress", "1ns")
+	if n := strings.Count(e, "verify: "); c != 0 || !strings.HasPrefix(out, "ledger ok") || n != ledger.InvariantSteps ||
+		!strings.Contains(e, fmt.Sprintf("check 1 of %d, looking for: account balance or posting count differs from its postings\n", ledger.InvariantSteps)) {
+		t.Errorf("verify --progress 1ns: %d, %d progress lines (want %d), stdout %q, stderr:\n%s", c, n, ledger.InvariantSteps, out, e)
 	}
 	// The password alone: FAREGO_BROKER_PASSWORD="$(… mqtt-password …)".
 	c, out, _ = settle(t, ctx, "mqtt-password", "--data", data)

@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/server/ledger"
 )
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("farego-settlement verify", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
+	every := fs.Duration("progress", 5*time.Second, "say on stderr which check runs, at most this often, from this long after the start (0: never)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -27,7 +30,17 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := st.CheckInvariants(ctx); err != nil {
+	// A large ledger takes minutes (every check reads a whole table):
+	// say which check runs, not nothing until the end.
+	start := time.Now()
+	last := start
+	progress := func(step int, what string) {
+		if now := time.Now(); *every > 0 && now.Sub(last) >= *every {
+			last = now
+			fmt.Fprintf(stderr, "verify: %s: check %d of %d, looking for: %s\n", now.Sub(start).Round(time.Second), step, ledger.InvariantSteps, what)
+		}
+	}
+	if err := st.CheckInvariantsProgress(ctx, progress); err != nil {
 		return fmt.Errorf("ledger invariants violated:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	held, err := st.HeldCount(ctx)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/fare"
@@ -58,6 +59,20 @@ const maxFindings = 50
 //     counter is the latest stored table's version); tap ids are
 //     "device/epoch/seq"; credential serials do not exceed the account's last.
 func (s *Store) CheckInvariants(ctx context.Context) error {
+	return s.CheckInvariantsProgress(ctx, nil)
+}
+
+// InvariantSteps is how many steps CheckInvariantsProgress reports.
+var InvariantSteps = len(invariantQueries) + 1
+
+// CheckInvariantsProgress is CheckInvariants calling progress (if not nil)
+// as each of its InvariantSteps steps (one query each over the whole
+// ledger: a long wait on a large one) begins, numbered from 1, with what
+// it checks.
+func (s *Store) CheckInvariantsProgress(ctx context.Context, progress func(step int, what string)) error {
+	if progress == nil {
+		progress = func(int, string) {}
+	}
 	var findings []error
 	add := func(format string, a ...any) {
 		if len(findings) < maxFindings {
@@ -95,11 +110,14 @@ func (s *Store) CheckInvariants(ctx context.Context) error {
 			}
 			return rows.Err()
 		}
-		for _, c := range invariantQueries {
+		for i, c := range invariantQueries {
+			what, _, _ := strings.Cut(c.msg, " [")
+			progress(i+1, what)
 			if err := check(c.msg, c.query); err != nil {
 				return err
 			}
 		}
+		progress(len(invariantQueries)+1, "a tap charged other than its service day re-rated gives")
 		return s.checkRating(ctx, tx, add)
 	})
 	if err != nil {
