@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"time"
 
@@ -11,11 +12,12 @@ import (
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 )
 
 func cmdCode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, statePath := flags("code")
-	png := fs.String("png", "", "also write the code as a QR PNG to this file")
+	png := fs.String("png", "", "also write the code as a QR PNG to this file (mode 0600: whoever reads it can pay with it)")
 	qr := fs.Bool("qr", false, "also draw the code as a QR in the terminal")
 	watch := fs.Bool("watch", false, "show a fresh code every minute until interrupted")
 	now := fs.String("now", "", "code time: unix seconds or RFC 3339 (default: the clock)")
@@ -74,7 +76,16 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 			}
 		}
 		if png != "" {
-			if err := q.WriteFile(-6, png); err != nil {
+			// The image is the whole code: whoever reads it before it
+			// expires can pay with it (a shop's scanner takes it online).
+			// So it is the user's alone (0600, as the state file), also
+			// over a file that was readable by others, and it is replaced
+			// whole (--watch rewrites it every minute under a viewer).
+			img, err := q.PNG(-6)
+			if err != nil {
+				return fmt.Errorf("--png: %w", err)
+			}
+			if err := writePNG(png, img); err != nil {
 				return fmt.Errorf("--png: %w", err)
 			}
 		}
@@ -95,6 +106,17 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 		case <-time.After(time.Minute):
 		}
 	}
+}
+
+// writePNG writes a code's image, mode 0600. A file is replaced whole
+// (durable.WriteFile: a temporary file renamed over it), whatever mode it
+// had; a pipe or device (a FIFO a viewer reads, /dev/stdout) is written
+// to, never replaced.
+func writePNG(path string, img []byte) error {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return os.WriteFile(path, img, 0o600)
+	}
+	return durable.WriteFile(path, img, 0o600)
 }
 
 func parseTime(s string) (time.Time, error) {

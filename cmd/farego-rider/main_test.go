@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,6 +111,11 @@ func TestRiderFlow(t *testing.T) {
 	// Offline from here: the server is gone.
 	srv.Close()
 	png := filepath.Join(dir, "code.png")
+	// A file left readable by others (an older run's, a cp) is replaced
+	// by one only the user may read: the image is a whole payment code.
+	if err := os.WriteFile(png, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c, o, e := rider(t, "code", "--state", st, "--png", png, "--qr")
 	if c != 0 {
 		t.Fatalf("code: %d %q", c, e)
@@ -123,6 +129,25 @@ func TestRiderFlow(t *testing.T) {
 	if c2, _ := paycode.ParseText(strings.TrimSpace(o2)); c2 == nil || c2.Counter != 2 {
 		t.Errorf("second code's counter = %v, want 2", c2)
 	}
+	// A FIFO (a viewer reading the image) is written to, not replaced by
+	// a file.
+	fifo := filepath.Join(dir, "code.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan int, 1)
+	go func() {
+		b, _ := os.ReadFile(fifo) // blocks until the command opens it
+		read <- len(b)
+	}()
+	if c, _, e := rider(t, "code", "--state", st, "--png", fifo); c != 0 {
+		t.Errorf("code --png FIFO: %d %q", c, e)
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("code --png FIFO: the FIFO was replaced (%v, %v)", fi, err)
+	} else if n := <-read; n == 0 {
+		t.Error("code --png FIFO: nothing written to it")
+	}
 	// A PNG that cannot be written fails the command before a code is shown.
 	if c, o, e := rider(t, "code", "--state", st, "--png", filepath.Join(dir, "no-such-dir", "code.png")); c != 1 || o != "" || !strings.Contains(e, "--png") {
 		t.Errorf("code --png into a missing directory: %d %q %q; want exit 1, no code, an error naming --png", c, o, e)
@@ -131,8 +156,10 @@ func TestRiderFlow(t *testing.T) {
 	if strings.Contains(o+o2+e, string(data[strings.Index(string(data), "token_seed")+14:][:64])) {
 		t.Error("the seed was printed")
 	}
-	if _, err := os.Stat(png); err != nil {
+	if info, err := os.Stat(png); err != nil {
 		t.Fatal(err)
+	} else if info.Mode().Perm() != 0o600 {
+		t.Errorf("code PNG mode %v, want 0600 (it is a whole payment code)", info.Mode().Perm())
 	}
 	zbar, err := exec.LookPath("zbarimg")
 	if err != nil {
