@@ -126,6 +126,12 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkBrokers(o.broker); err != nil {
 		return cli.Usagef(stderr, fs.Name(), "--broker: %v", err)
 	}
+	if o.broker == "" {
+		// Allowed (a bench, a device that is never online), but on a bus
+		// its taps never leave it: the validator says so only in its log.
+		fmt.Fprintf(stderr, "farego-provision device: note: no --broker: this device is offline only, its taps stay on it "+
+			"(give the broker it reaches, e.g. --broker ssl://mqtt.example.net:8883, and provision it again with --force)\n")
+	}
 	if !filepath.IsAbs(o.dataDir) {
 		// Right for a bundle run where it lies (tests, a bench); on a bus
 		// the config is in /etc/farego, which the unit makes read-only.

@@ -65,6 +65,11 @@ func TestProvisionDevice(t *testing.T) {
 	if c, o, e := provision(t, args...); c != 0 || !strings.Contains(o, "registered") || e != "" {
 		t.Fatalf("device: %d %q %q", c, o, e)
 	}
+	// A bundle without a broker is noted: its validator keeps every tap
+	// (it said so only in its own log, on the bus).
+	if c, _, e := provision(t, append(args, "--id", "bus-9-offline", "--broker", "")...); c != 0 || !strings.Contains(e, "no --broker: this device is offline only") {
+		t.Errorf("device --broker \"\": %d %q; want a note that it is offline only", c, e)
+	}
 	// A relative data directory is noted: on a bus it would be under
 	// /etc/farego, read-only.
 	if c, _, e := provision(t, append(args, "--id", "bus-9-rel", "--data-dir", "data")...); c != 0 || !strings.Contains(e, `--data-dir "data" is relative`) {
