@@ -675,32 +675,68 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 		stat(func(s queue.Stats) float64 { return float64(s.FileSize) }))
 }
 
+// metricsRetry is how often a validator whose metrics address another
+// program holds tries to take it again.
+const metricsRetry = 5 * time.Second
+
 // serveMetrics serves reg on addr; status is the command that asks this
-// validator's status, named when addr is taken ("": no control socket).
+// validator's status ("": no control socket). An address in use is not
+// an error: taps do not depend on /metrics, and the bundle's default
+// port, 9100, is also node_exporter's (installed beside the validator to
+// watch the computer, it stopped the validator at every start: no taps
+// at all). A validator already running with this configuration was
+// refused before, on its control socket (ctlSocketFree); so this one
+// runs without /metrics, logs why, and serves them once the address is
+// free (with the control socket off, a second start is refused at the
+// queue file's lock instead).
 func serveMetrics(addr, status string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		hint := ""
-		if errors.Is(err, syscall.EADDRINUSE) {
-			// The likeliest cause on a bus is this validator already
-			// running (a second start of the same configuration).
-			hint = " (is this validator already running?"
-			if status != "" {
-				hint += " " + status + ";"
-			}
-			hint += " or give this one another metrics.listen)"
-		}
-		return nil, fmt.Errorf("%w: metrics.listen: %w%s", errConfig, err, hint)
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	log.Info("metrics listening", "addr", ln.Addr().String())
-	return func() {
+	serve := func(ln net.Listener) {
+		go srv.Serve(ln)
+		log.Info("metrics listening", "addr", ln.Addr().String())
+	}
+	shutdown := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		serve(ln)
+		return shutdown, nil
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%w: metrics.listen: %w", errConfig, err)
+	}
+	args := []any{"addr", addr, "err", err}
+	if status != "" {
+		args = append(args, "status", status)
+	}
+	log.Error("metrics.listen: the address is in use by another program (an exporter: node_exporter's default port is 9100; or another validator's metrics.listen); taking taps without /metrics until it is free: give this validator another metrics.listen",
+		args...)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(metricsRetry)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				serve(ln)
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+		shutdown()
 	}, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -908,14 +909,23 @@ fleet_public_key = "fleet.pub"
 // a queue file held by another process says so (it came after a 10 s wait
 // as a JSON log record, exit 1).
 func TestRunTwiceSaidPlainly(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	// The same configuration started again beside the running validator,
+	// with the metrics address that one holds: its control socket says so
+	// (the metrics address in use alone is another program's, see
+	// TestRunMetricsAddressOfAnotherProgram).
+	d := newDevice(t, "", "\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[ctl]\nsocket = \"ctl.sock\"\n")
+	d.start()
+	logs := d.logged()
+	const key = `msg="metrics listening" addr=`
+	addr, _, _ := strings.Cut(logs[strings.LastIndex(logs, key)+len(key):], "\n")
+	cfg, err := os.ReadFile(d.cfgPath)
 	must(t, err)
-	defer busy.Close()
-	d := newDevice(t, "", fmt.Sprintf("[metrics]\nlisten = %q\n", busy.Addr().String()))
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), `"127.0.0.1:0"`, strconv.Quote(addr), 1)), 0o644))
 	code, _, stderr := runCmd(t, "", "run", "--config", d.cfgPath)
-	if code != exitUsage || !strings.Contains(stderr, "metrics.listen: ") || !strings.Contains(stderr, "is this validator already running?") {
-		t.Errorf("metrics address in use: exit %d, stderr:\n%s\nwant exit %d asking whether it is already running", code, stderr, exitUsage)
+	if code != exitUsage || !strings.Contains(stderr, "is in use by a running validator") {
+		t.Errorf("started twice: exit %d, stderr:\n%s\nwant exit %d saying a validator runs on its control socket", code, stderr, exitUsage)
 	}
+	d.stop()
 
 	d = newDevice(t, "", "")
 	must(t, os.MkdirAll(filepath.Join(d.dir, "data"), 0o700))
@@ -931,9 +941,10 @@ func TestRunTwiceSaidPlainly(t *testing.T) {
 
 // TestRunSecondStartMakesNothing: a validator whose control socket another
 // validator answers on is refused before it makes its data directory (it
-// made the directory first), and the metrics address in use names the
-// status command of this configuration's socket (it named the default
-// socket's, where a validator configured with another answers nothing).
+// made the directory first). (The metrics address in use with no
+// validator on this socket is another program's, and no longer stops it:
+// TestRunMetricsAddressOfAnotherProgram, whose log names the status
+// command of this configuration's socket.)
 func TestRunSecondStartMakesNothing(t *testing.T) {
 	dir, err := os.MkdirTemp("", "ctl") // short: a socket path has at most 107 bytes
 	must(t, err)
@@ -950,15 +961,40 @@ func TestRunSecondStartMakesNothing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.dir, "data")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("refused for its control socket, the validator made its data directory (stat: %v)", err)
 	}
+}
 
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+// TestRunMetricsAddressOfAnotherProgram: the metrics address held by
+// another program (node_exporter listens on :9100, the bundle's default
+// port, on every interface) does not keep the validator from taking taps:
+// it ran into "address already in use" and exit 2 at every start, so a bus
+// with node_exporter installed took no taps at all. It runs without
+// /metrics, says why (naming this configuration's status command), and
+// serves them once the address is free.
+func TestRunMetricsAddressOfAnotherProgram(t *testing.T) {
+	exporter, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	defer busy.Close()
-	other := filepath.Join(dir, "other.sock")
-	d = newDevice(t, "", fmt.Sprintf("[metrics]\nlisten = %q\n[ctl]\nsocket = %q\n", busy.Addr().String(), other))
-	code, _, stderr = runCmd(t, "", "run", "--config", d.cfgPath)
-	if want := "farego-validator ctl --socket " + other + " status"; code != exitUsage || !strings.Contains(stderr, want) {
-		t.Errorf("metrics address in use: exit %d, stderr:\n%s\nwant exit %d naming %q", code, stderr, exitUsage, want)
+	defer exporter.Close()
+	dir, err := os.MkdirTemp("", "ctl") // short: a socket path has at most 107 bytes
+	must(t, err)
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "ctl.sock")
+	d := newDevice(t, "", fmt.Sprintf("\n[metrics]\nlisten = %q\n\n[ctl]\nsocket = %q\n", exporter.Addr().String(), sock))
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 3001, time.Now()).Code(t, time.Now())), "ACCEPTED")
+	logs := d.logged()
+	for _, want := range []string{"metrics.listen: the address is in use by another program", "node_exporter", "farego-validator ctl --socket " + sock + " status"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log does not say %q:\n%s", want, logs)
+		}
+	}
+	exporter.Close()
+	d.waitLog("metrics listening")
+	if m := d.metrics(); !strings.Contains(m, `farego_taps_total{outcome="accepted",reason=""} 1`) {
+		t.Errorf("metrics once the address was free:\n%s\nwant the accepted tap counted", m)
+	}
+	d.stop()
+	if n := len(d.records()); n != 1 {
+		t.Errorf("%d records, want the 1 tap", n)
 	}
 }
 
