@@ -60,6 +60,18 @@ func testStatusUpdate(t *testing.T, dsn string) {
 	if err := st.Status(ctx, status); err != nil {
 		t.Fatal(err)
 	}
+	// The route and vehicle it reports are kept; a status without them
+	// keeps those.
+	withRoute := *status
+	withRoute.Assignment = &wire.StatusAssignment{Route: "42", Vehicle: "bus-1", Source: wire.AssignSourceConfig}
+	for _, m := range []*wire.Status{&withRoute, status} {
+		if err := st.Status(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := l.Device(ctx, "bus-1"); err != nil || d.Status.Route != "42" || d.Status.Vehicle != "bus-1" {
+			t.Fatalf("the reported assignment: %+v, %v; want route 42, vehicle bus-1", d.Status, err)
+		}
+	}
 	hostile := *status
 	hostile.Update = &wire.UpdateStatus{Pending: "<script>", Failed: "1.4.0"}
 	if err := st.Status(ctx, &hostile); !errors.Is(err, ledger.ErrInvalid) {

@@ -428,6 +428,9 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 		ds.LastSeen = time.Now().Add(time.Duration(*m.ClockOffsetMS) * time.Millisecond)
 	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
+	if a := m.Assignment; a != nil {
+		ds.Route, ds.Vehicle = a.Route, a.Vehicle
+	}
 	if u := m.Update; u != nil {
 		// The reason is the device's error text: cut to the ledger's
 		// bound and made printable rather than refused. The ledger

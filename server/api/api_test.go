@@ -774,11 +774,16 @@ func TestFaresOlderVersionRefused(t *testing.T) {
 // unawares. It names them now (revoked devices and covered routes not).
 func TestFaresNameDevicesLeftOut(t *testing.T) {
 	f := newFixture(t)
-	for i, id := range []string{"bus-42", "bus-x1", "bus-old"} {
+	for i, id := range []string{"bus-42", "bus-x1", "bus-old", "bus-new"} {
 		f.do("POST", "/v1/devices", f.token, `{"id":"`+id+`","public_key":"`+devKey(byte(i+1))+`"}`, 201)
 	}
 	f.do("POST", "/v1/devices/bus-old/revoke", f.token, "", 200)
 	ctx := context.Background()
+	// A device that has not tapped yet is on the route its status
+	// reports (it was not named: only taps told a route).
+	if err := f.store.UpdateDeviceStatus(ctx, "bus-new", ledger.DeviceStatus{Online: true, LastSeen: time.Now(), Route: "42", Vehicle: "v9"}); err != nil {
+		t.Fatal(err)
+	}
 	a, err := f.store.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult, Name: "rider", SecretHash: []byte("hash")})
 	if err != nil {
 		t.Fatal(err)
@@ -800,8 +805,8 @@ func TestFaresNameDevicesLeftOut(t *testing.T) {
 	}
 	only := `{"version":3,"currency":"EUR","timezone":"UTC","routes":["X1"],"fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
 	got := f.do("PUT", "/v1/fares", f.token, only, 200)
-	if fmt.Sprint(got["out_of_service"]) != "[bus-42]" || got["out_of_service_count"] != float64(1) {
-		t.Errorf("a table leaving route 42 out: %v; want bus-42 named out of service", got)
+	if fmt.Sprint(got["out_of_service"]) != "[bus-42 bus-new]" || got["out_of_service_count"] != float64(2) {
+		t.Errorf("a table leaving route 42 out: %v; want bus-42 and bus-new named out of service", got)
 	}
 }
 

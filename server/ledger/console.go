@@ -184,8 +184,9 @@ type DeviceRoute struct {
 }
 
 // DevicesLeftOut returns the devices (not revoked) on a route the fare
-// table t does not serve — the route last assigned them, else that of
-// their configuration or last tap — in the fleet's order: they refuse
+// table t does not serve — the route last assigned them, else the one
+// they report in their status, else that of their last tap — in the
+// fleet's order: they refuse
 // every tap (route_not_in_fares) once they apply t. None when t lists no
 // routes (it serves every route).
 func (s *Store) DevicesLeftOut(ctx context.Context, t *fare.Table) ([]DeviceRoute, error) {
@@ -207,6 +208,9 @@ func (s *Store) DevicesLeftOut(ctx context.Context, t *fare.Table) ([]DeviceRout
 	var left []DeviceRoute
 	for _, d := range ds {
 		route := d.Route
+		if d.Status.Route != "" {
+			route = d.Status.Route
+		}
 		if as := assigned[d.ID].Assignments; len(as) > 0 {
 			route = as[0].Route
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -147,7 +148,7 @@ func (s *Store) DeviceAuth(ctx context.Context, id string) (DeviceAuth, error) {
 
 const deviceColumns = `id, public_key, registered_ns, online, queue_depth, oldest_unsent_ns, last_seen_ns, software, epoch,
 	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns,
-	update_pending, update_failed, update_failed_reason, update_failed_ns`
+	update_pending, update_failed, update_failed_reason, update_failed_ns, reported_route, reported_vehicle`
 
 func scanDevice(r rowScanner) (Device, error) {
 	var d Device
@@ -156,7 +157,7 @@ func scanDevice(r rowScanner) (Device, error) {
 	u := &d.Status.Update
 	err := r.Scan(&d.ID, &d.PublicKey, &registered, &d.Status.Online, &depth, &oldest, &seen, &d.Status.Software,
 		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset,
-		&u.Pending, &u.Failed, &u.FailedReason, &failedAt)
+		&u.Pending, &u.Failed, &u.FailedReason, &failedAt, &d.Status.Route, &d.Status.Vehicle)
 	if err != nil {
 		return d, err
 	}
@@ -229,6 +230,11 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 			return invalid("%v", err)
 		}
 	}
+	if st.Route != "" || st.Vehicle != "" {
+		if err := record.CheckAssignment(st.Route, st.Vehicle); err != nil {
+			return invalid("reported assignment: %v", err)
+		}
+	}
 	if len(st.Versions) > 32 {
 		return invalid("%d versions, limit 32", len(st.Versions))
 	}
@@ -285,9 +291,12 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 		n, err := t.execCount("update device status",
 			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
 				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
-				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15 WHERE id = $16`,
+				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15,
+				reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
+				reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END WHERE id = $16`,
 			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
-			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id)
+			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
+			st.Route, st.Vehicle)
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}

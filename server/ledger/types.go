@@ -350,6 +350,9 @@ type DeviceStatus struct {
 	OutOfService string            // why the validator refuses taps; "" when in service
 	Versions     map[string]uint64 // applied downlink versions by kind
 	Update       DeviceUpdate      // its software update (zero: nothing to report)
+	// Route and Vehicle are what the device says it records in its taps
+	// ("": not reported; a status without them keeps those recorded).
+	Route, Vehicle string
 }
 
 // DeviceUpdate is a validator's report of its software update.
