@@ -250,6 +250,40 @@ func TestRetainedTapsNotKept(t *testing.T) {
 	}
 }
 
+// TestRetainedTapsWillNotKept: a last will is a publication too: one on
+// the device's taps topic asking to be retained is delivered as a plain
+// batch and not kept (mochi sends a will past OnPublish: a device's will
+// with the retain flag was kept as the topic's retained batch, delivered
+// again to every new plain subscriber, held in memory after the device
+// was gone or revoked).
+func TestRetainedTapsWillNotKept(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret})
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	_, got := subscribe(t, srv, "farego/dev/+/taps")
+	const topic = "farego/dev/bus-a/taps"
+	_, lost := mustDial(t, b.url(), "bus-a", devicePassword(secret, "bus-a"), nil, func(o *mqtt.ClientOptions) {
+		o.SetWill(topic, "batch", 1, true)
+	})
+	var gone bool
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.ID == DeviceClientIDPrefix+"bus-a" {
+			cl.Stop(errors.New("test: connection lost")) // not a DISCONNECT: the will is sent
+			gone = true
+		}
+	}
+	if !gone {
+		t.Fatal("bus-a not connected")
+	}
+	<-lost
+	if m := next(t, got); m != [2]string{topic, "batch"} {
+		t.Fatalf("got %q, want the will", m)
+	}
+	if p, ok := retained(b, topic); ok {
+		t.Errorf("the will's batch %q was retained", p)
+	}
+}
+
 func retained(b *Broker, topic string) (string, bool) {
 	pk, ok := b.srv.Topics.Retained.Get(topic)
 	if !ok || len(pk.Payload) == 0 {
