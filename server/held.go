@@ -82,13 +82,28 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if len(taps) == 0 {
 		return len(bad), nil
 	}
-	_, err = s.ledger.CommitTaps(ctx, taps)
+	res, err := s.ledger.CommitTaps(ctx, taps)
 	if errors.Is(err, ledger.ErrInvalid) {
 		// One record the ledger refuses must not keep the page's others
 		// uncharged: tap by tap, the refused ones quarantined.
-		_, _, err = (*store)(s).commitOneByOne(ctx, taps)
+		res, _, err = (*store)(s).commitOneByOne(ctx, taps)
 	}
 	if err != nil {
+		return 0, err
+	}
+	// A record whose tap id the ledger came to hold with other contents
+	// while it waited left the held list with the commit: kept aside for
+	// the operator, as such a record that comes in is (quarantineConflicts),
+	// not dropped without a trace.
+	var conflicts []ledger.QuarantinedRecord
+	for i, r := range res {
+		if r.Conflict {
+			conflicts = append(conflicts, ledger.QuarantinedRecord{DeviceID: taps[i].DeviceID, Epoch: taps[i].Epoch, Seq: taps[i].Seq,
+				Reason: ReasonTapIDConflict, Record: taps[i].Record})
+			s.log.Error("held record's tap id already settled with other contents; record quarantined, not charged", "tap", r.ID)
+		}
+	}
+	if err := s.ledger.Quarantine(ctx, conflicts); err != nil {
 		return 0, err
 	}
 	s.log.Info("held taps re-checked and settled", "count", len(taps))

@@ -205,3 +205,51 @@ func TestHeldTapNotedRouteMismatch(t *testing.T) {
 		t.Errorf("held tap on route 42 (its bus assigned route 1) settled with notes %v, want route_mismatch", rows[0].Notes)
 	}
 }
+
+// TestHeldConflictQuarantined: a held record whose tap id the ledger
+// came to hold with other contents while it waited (a validator's queue
+// file put back from a backup reused the id, or a stolen validator sent
+// another record under it) is quarantined when it can be checked, as such
+// a record that comes in is (tap_id_conflict): it was taken off the held
+// list and kept nowhere, a ride gone without a trace.
+func TestHeldConflictQuarantined(t *testing.T) {
+	ctx := context.Background()
+	f := newHeldFixture(t)
+	if err := f.l.Hold(ctx, []ledger.HeldTap{f.held("zz-bus", 1, f.rider, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	// Another record under the same tap id, settled meanwhile.
+	other := f.held("zz-bus", 1, f.rider, func(r *record.Tap) { r.Route = "7" })
+	rec, err := record.ParseTap(other.Record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := paycode.ParseCode(rec.Code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.l.CommitTaps(ctx, []ledger.Tap{{ID: ledger.TapID("zz-bus", "e", 1), DeviceID: "zz-bus", Seq: 1, Epoch: "e",
+		Time: rec.Time, Account: code.Account, Serial: code.Serial, RiderKey: code.RiderKey[:], CodeKey: code.ID().Key(),
+		CodeHash: paycode.ShortHash(paycode.EncodeText(rec.Code)), Profile: code.Profile, ClaimedProfile: rec.Profile,
+		BaseFare: rec.Fare, Currency: rec.Currency, FareVersion: rec.FareVersion, Route: rec.Route, Record: other.Record}}); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Run(t, f.dir)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := f.l.HeldCount(ctx)
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d held after a minute, %v; want the record checked", n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, err := f.l.QuarantineCount(ctx); err != nil || n != 1 {
+		t.Errorf("%d quarantined, %v; want the held record whose tap id was taken (tap_id_conflict)", n, err)
+	}
+	if a, err := f.l.Account(ctx, f.acct); err != nil || a.Balance != 750 {
+		t.Errorf("balance %d, %v; want 750 (the settled tap charged once)", a.Balance, err)
+	}
+}
