@@ -555,6 +555,16 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 	if notAfter.Unix() > maxTimestamp || !notAfter.After(s.now()) {
 		return 0, invalid("not after %v must be in the future and before 2106", notAfter)
 	}
+	// An account that can take no more is refused with a read, before
+	// the write transaction (which checks again): a rider's secret asking
+	// again and again (1,500 refusals a second from one account and 50
+	// connections, an attack review) took the ledger's one writer each
+	// time, and every other write waited behind them (a top-up's p50
+	// 4 ms -> 66 ms, p99 32 ms -> 251 ms).
+	read := func(query string, args ...any) rowScanner { return s.db.QueryRowContext(ctx, query, args...) }
+	if err := credentialRoom(read, account, s.now().UnixNano()); err != nil {
+		return 0, err
+	}
 	var serial uint32
 	err := s.write(ctx, "issue credential", func(t *txn) error {
 		if _, err := t.lockExisting(account); err != nil {
@@ -572,16 +582,8 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 		if last >= math.MaxUint32 {
 			return invalid("account %d has used every credential serial", account)
 		}
-		var unexpired, denied int64
-		if err := t.queryRow(`SELECT COUNT(*), COUNT(CASE WHEN EXISTS (SELECT 1 FROM deny_entries d
-				WHERE d.account_id = c.account_id AND d.serial = c.serial) THEN 1 END)
-			FROM credentials c WHERE c.account_id = $1 AND c.not_after_ns > $2`,
-			int64(account), t.now).Scan(&unexpired, &denied); err != nil {
-			return fmt.Errorf("ledger: count credentials: %w", err)
-		}
-		if live := unexpired - denied; live >= MaxLiveCredentials || unexpired >= MaxUnexpiredCredentials {
-			return fmt.Errorf("%w: account %d holds %d not yet expired, %d of them deny-listed (limits %d not denied, %d in all)",
-				ErrTooManyCredentials, account, unexpired, denied, MaxLiveCredentials, MaxUnexpiredCredentials)
+		if err := credentialRoom(t.queryRow, account, t.now); err != nil {
+			return err
 		}
 		serial = uint32(last + 1)
 		if _, err := t.exec("record credential",
@@ -597,6 +599,24 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 	}
 	s.log.Info("ledger: credential issued", logKeyAccount, account, logKeySerial, serial)
 	return serial, nil
+}
+
+// credentialRoom is ErrTooManyCredentials when the account holds
+// MaxLiveCredentials not yet expired (at now, unix ns) and not deny-listed,
+// or MaxUnexpiredCredentials not yet expired.
+func credentialRoom(queryRow func(query string, args ...any) rowScanner, account uint64, now int64) error {
+	var unexpired, denied int64
+	if err := queryRow(`SELECT COUNT(*), COUNT(CASE WHEN EXISTS (SELECT 1 FROM deny_entries d
+			WHERE d.account_id = c.account_id AND d.serial = c.serial) THEN 1 END)
+		FROM credentials c WHERE c.account_id = $1 AND c.not_after_ns > $2`,
+		int64(account), now).Scan(&unexpired, &denied); err != nil {
+		return fmt.Errorf("ledger: count credentials: %w", err)
+	}
+	if live := unexpired - denied; live >= MaxLiveCredentials || unexpired >= MaxUnexpiredCredentials {
+		return fmt.Errorf("%w: account %d holds %d not yet expired, %d of them deny-listed (limits %d not denied, %d in all)",
+			ErrTooManyCredentials, account, unexpired, denied, MaxLiveCredentials, MaxUnexpiredCredentials)
+	}
+	return nil
 }
 
 // Credentials returns the credentials issued to an account, newest first.

@@ -1514,6 +1514,36 @@ func TestLiveCredentialsBounded(t *testing.T) {
 	})
 }
 
+// A credential the account has no room for is refused without a write
+// transaction: the rider's secret asked again and again (1,500 a second
+// from one account, an attack review), and each refusal took the ledger's
+// one writer, which the fleet's taps and every other write waited for.
+func TestRefusedCredentialWritesNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		clock := time.Now()
+		s := db.open(t, &Options{Now: func() time.Time { return clock }})
+		hash := []byte("secret hash")
+		a, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult, SecretHash: hash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range MaxLiveCredentials {
+			if _, err := s.IssueRiderCredentialSerial(ctx, a.ID, hash, clock.Add(time.Hour), riderKey(a.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		trips := s.roundTrips.Load()
+		for range 50 {
+			_, err := s.IssueRiderCredentialSerial(ctx, a.ID, hash, clock.Add(time.Hour), riderKey(a.ID))
+			wantErr(t, err, ErrTooManyCredentials)
+		}
+		if n := s.roundTrips.Load() - trips; n != 0 {
+			t.Errorf("50 refused credentials sent %d statements in write transactions; want none", n)
+		}
+	})
+}
+
 // Credentials on the deny list do not count against MaxLiveCredentials:
 // a thief who fetched 16 with a stolen secret before the rider replaced it
 // does not keep the rider from a new one. All not yet expired stay bounded
