@@ -152,11 +152,13 @@ func (s *Store) HeldCount(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// releaseHeld removes the batch's taps that were held from held_taps.
-func (t *txn) releaseHeld(taps []Tap) error {
+// releaseHeld removes the batch's taps that were held from held_taps,
+// but for conflicts (results[i] is taps[i]'s), which stay held until the
+// caller quarantines them.
+func (t *txn) releaseHeld(taps []Tap, results []TapResult) error {
 	b := newBulk(tText, tText, tBigint)
 	for i := range taps {
-		if taps[i].Held {
+		if taps[i].Held && !results[i].Conflict {
 			b.add(taps[i].DeviceID, taps[i].Epoch, int64(taps[i].Seq))
 		}
 	}

@@ -67,3 +67,65 @@ func TestHeldPages(t *testing.T) {
 		}
 	})
 }
+
+// TestHeldConflictStaysHeld: a held record committed as a conflict (its
+// tap id settled meanwhile with other contents) stays held until it is
+// quarantined, which releases it in the same transaction; a record
+// committed as a tap, or as a duplicate of itself, leaves the held list
+// with the commit. Released with the commit, a conflict was lost if the
+// process died before the quarantine.
+func TestHeldConflictStaysHeld(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		acct := newAccount(t, s, 1000)
+		settled := mkTap("bus-1", 1, acct, at(10), "")
+		conflict := mkTap("bus-1", 1, acct, at(20), "") // the same id, another time
+		conflict.Record = []byte("other record")
+		fresh := mkTap("bus-1", 2, acct, at(30), "")
+		var recs []HeldTap
+		for _, tp := range []Tap{conflict, fresh} {
+			recs = append(recs, HeldTap{DeviceID: tp.DeviceID, Epoch: tp.Epoch, Seq: tp.Seq, Reason: "unknown_issuer_key", Record: tp.Record})
+		}
+		if err := s.Hold(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		commit(t, s, settled) // another record of the id, settled while they wait
+		conflict.Held, fresh.Held = true, true
+		res, err := s.CommitTaps(ctx, []Tap{conflict, fresh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res[0].Conflict || res[1].Duplicate || res[1].Conflict {
+			t.Fatalf("results %+v, want a conflict and a new tap", res)
+		}
+		if n, err := s.HeldCount(ctx); err != nil || n != 1 {
+			t.Fatalf("held after the commit: %d, %v; want the conflict alone", n, err)
+		}
+		charged := balance(t, s, acct)
+		// The process dies here and the recheck commits the page again:
+		// still a conflict, still held.
+		if res, err := s.CommitTaps(ctx, []Tap{conflict}); err != nil || !res[0].Conflict {
+			t.Fatalf("again: %+v, %v", res, err)
+		}
+		if n, _ := s.HeldCount(ctx); n != 1 {
+			t.Fatalf("held after the second commit: %d, want 1", n)
+		}
+		if err := s.Quarantine(ctx, []QuarantinedRecord{{DeviceID: conflict.DeviceID, Epoch: conflict.Epoch, Seq: conflict.Seq,
+			Reason: "tap_id_conflict", Record: conflict.Record}}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.HeldCount(ctx); n != 0 {
+			t.Errorf("held after the quarantine: %d, want 0", n)
+		}
+		if n, _ := s.QuarantineCount(ctx); n != 1 {
+			t.Errorf("quarantined: %d, want 1", n)
+		}
+		if got := balance(t, s, acct); got != charged || got == 1000 {
+			t.Errorf("balance %d, want %d: the rides charged once, the conflict not", got, charged)
+		}
+		if err := s.CheckInvariants(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+}

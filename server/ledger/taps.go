@@ -277,9 +277,6 @@ func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued)
 	if err := t.s.hook("commit-taps:rated"); err != nil {
 		return nil, err
 	}
-	if err := t.releaseHeld(taps); err != nil {
-		return nil, err
-	}
 	var dups []int
 	for i := range work {
 		w := &work[i]
@@ -295,6 +292,13 @@ func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued)
 		t.logFlagged(w)
 	}
 	if err := t.readDuplicates(work, dups); err != nil {
+		return nil, err
+	}
+	// A held record whose tap id the ledger holds with other contents (a
+	// conflict) stays held: the caller keeps it aside (Quarantine, which
+	// releases it in its own transaction). Released here, a crash before
+	// the caller's quarantine lost it for good.
+	if err := t.releaseHeld(taps, results); err != nil {
 		return nil, err
 	}
 	return results, nil
