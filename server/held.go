@@ -92,9 +92,10 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 		return 0, err
 	}
 	// A record whose tap id the ledger came to hold with other contents
-	// while it waited left the held list with the commit: kept aside for
-	// the operator, as such a record that comes in is (quarantineConflicts),
-	// not dropped without a trace.
+	// while it waited stays held through the commit: kept aside for the
+	// operator, as such a record that comes in is (quarantineConflicts),
+	// the quarantine taking it off the held list in its own transaction
+	// (a crash before it: the next recheck finds it again).
 	var conflicts []ledger.QuarantinedRecord
 	for i, r := range res {
 		if r.Conflict {
