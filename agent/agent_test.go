@@ -1323,3 +1323,33 @@ func TestGarbageRefusalsLogBounded(t *testing.T) {
 		t.Errorf("the metrics do not count every malformed frame:\n%s", m.String())
 	}
 }
+
+// TestImpreciseOnlySampleCodeOnce: a clock whose only measurement is an
+// imprecise one (the first ack after a backlog came back minutes after
+// its batch) is held to the newest code accepted as an unmeasured one is:
+// set back by two and a half minutes it stayed within the bound and its
+// uncertainty, in service, and took a code Prune had forgotten a second
+// time.
+func TestImpreciseOnlySampleCodeOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	var boot atomic.Int64
+	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
+	elapse := func(d time.Duration) { h.clock.Add(d); boot.Add(int64(d)) }
+	h.a.ClockMeasured(0, 2*time.Minute) // a slow ack's sample, the only one
+	code := h.issuer.Rider(t, 4280, t0).Code(t, t0)
+	if out := h.tap(code); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	elapse(4 * time.Minute)
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, 4281, now).Code(t, now)); !out.Accepted {
+		t.Fatalf("four minutes later: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 1 {
+		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
+	}
+	h.clock.Add(-150 * time.Second) // the wall clock set back, the boot clock runs on
+	if out := h.tap(code); out.Accepted {
+		t.Errorf("the first code again on the clock set back: %+v, want refused", out)
+	}
+}

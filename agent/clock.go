@@ -89,17 +89,33 @@ func (a *Agent) wallNow() time.Time { return a.now().Round(0) }
 // before any measurement, the bound the newest code accepted here sets
 // (seedBehind: the clock is behind by at least its offset then).
 func (a *Agent) clockBeyond() (bool, time.Duration) {
+	beyond, off, _ := a.clockState()
+	return beyond, off
+}
+
+// clockState is clockBeyond with, when the bound the newest code accepted
+// here sets is what puts the clock beyond (behindBound), that code's
+// time (zero otherwise). A measurement leaves the offset within its
+// uncertainty; the bound narrows that range too, unless the two disagree
+// (the bound above the measurement's range: then the bound's premise, a
+// clock within MaxClockOffset when the code was accepted, failed, and
+// the measurement says). Without the bound, a clock whose only
+// measurement was imprecise (a slow ack's, ± minutes) stayed in service
+// set back by more than Prune allows for, within the bound and its
+// uncertainty, and took a code Prune had forgotten a second time
+// (TestImpreciseOnlySampleCodeOnce).
+func (a *Agent) clockState() (bool, time.Duration, time.Time) {
 	if a.cfg.MaxClockOffset < 0 {
-		return false, 0
+		return false, 0, time.Time{}
 	}
 	off, unc, ok := a.ClockOffset()
-	if !ok {
-		if off, _, ok := a.behindBound(); ok && -off > a.cfg.MaxClockOffset {
-			return true, off
-		}
-		return false, 0
+	if ok && off.Abs()-unc > a.cfg.MaxClockOffset {
+		return true, off, time.Time{}
 	}
-	return off.Abs()-unc > a.cfg.MaxClockOffset, off
+	if b, code, bok := a.behindBound(); bok && -b > a.cfg.MaxClockOffset && (!ok || b >= off-unc) {
+		return true, b, code
+	}
+	return false, off, time.Time{}
 }
 
 // seedBehind takes, at the start, the newest code this device accepted
@@ -175,12 +191,12 @@ func (a *Agent) behindBound() (time.Duration, time.Time, bool) {
 // checkClock notes a change between a clock within bounds and one beyond
 // them, logged once each way (riders see it when they scan).
 func (a *Agent) checkClock() {
-	beyond, off := a.clockBeyond()
+	beyond, off, code := a.clockState()
 	if a.clockOff.Swap(beyond) == beyond {
 		return
 	}
 	defer a.serviceChanged()
-	if _, code, ok := a.behindBound(); beyond && ok && a.clock.Load() == nil {
+	if beyond && !code.IsZero() {
 		a.log.Error("clock behind the newest code accepted here: out of service until it is set (NTP) or measured against the server's",
 			"behind_at_least", (-off).Round(time.Second).String(), "code_time", code.UTC().Format(time.RFC3339))
 		return
@@ -207,8 +223,8 @@ func (a *Agent) OutOfService() string {
 	if a.now().Before(a.cfg.MinClock) {
 		return fmt.Sprintf("%s: clock unset (before %s)", record.ReasonClock, a.cfg.MinClock.Format(time.DateOnly))
 	}
-	if beyond, off := a.clockBeyond(); beyond {
-		if _, code, ok := a.behindBound(); ok && a.clock.Load() == nil {
+	if beyond, off, code := a.clockState(); beyond {
+		if !code.IsZero() {
 			return fmt.Sprintf("%s: clock behind by at least %s: it reads %s, and a code made at %s was accepted here "+
 				"(a restart without a battery-backed clock, or the clock set back?); set the clock (NTP), or let the device measure it against the server's "+
 				"([selftest] time_url, or the ack of a batch it sends)",
