@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
@@ -32,15 +33,29 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// A large ledger takes minutes (every check reads a whole table):
 	// say which check runs, not nothing until the end.
-	start := time.Now()
-	last := start
-	progress := func(step int, what string) {
-		if now := time.Now(); *every > 0 && now.Sub(last) >= *every {
-			last = now
-			fmt.Fprintf(stderr, "verify: %s: check %d of %d, looking for: %s\n", now.Sub(start).Round(time.Second), step, ledger.InvariantSteps, what)
-		}
+	p := &verifyProgress{w: stderr, every: *every, now: time.Now}
+	p.start = p.now()
+	p.last = p.start
+	if *every > 0 {
+		// While one check runs, too: one check alone may take minutes
+		// (said only as the next began, the first check was never named).
+		t := time.NewTicker(max(*every, time.Second))
+		done := make(chan struct{})
+		defer func() { close(done); t.Stop() }()
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					p.tick()
+				}
+			}
+		}()
 	}
-	if err := st.CheckInvariantsProgress(ctx, progress); err != nil {
+	err = st.CheckInvariantsProgress(ctx, p.begin)
+	p.end()
+	if err != nil {
 		return fmt.Errorf("ledger invariants violated:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	held, err := st.HeldCount(ctx)
@@ -65,4 +80,46 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintln(stdout)
 	return nil
+}
+
+// verifyProgress says on w which check of verify runs, from every after
+// the start and at most every every (0: never): as a check begins, and
+// while it runs (tick).
+type verifyProgress struct {
+	w           io.Writer
+	every       time.Duration
+	now         func() time.Time
+	mu          sync.Mutex
+	start, last time.Time
+	step        int // the check running (0: none)
+	what        string
+}
+
+func (p *verifyProgress) begin(step int, what string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.step, p.what = step, what
+	p.say()
+}
+
+func (p *verifyProgress) tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.step > 0 {
+		p.say()
+	}
+}
+
+// end stops the lines: the checks are over.
+func (p *verifyProgress) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.step = 0
+}
+
+func (p *verifyProgress) say() {
+	if now := p.now(); p.every > 0 && now.Sub(p.last) >= p.every {
+		p.last = now
+		fmt.Fprintf(p.w, "verify: %s: check %d of %d, looking for: %s\n", now.Sub(p.start).Round(time.Second), p.step, ledger.InvariantSteps, p.what)
+	}
 }
