@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,4 +114,28 @@ func TestFmtDur(t *testing.T) {
 			t.Errorf("fmtDur(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// The tokens page's query: whatever comes in, a known role or none, a
+// bounded cursor and merchant id, or a sentence saying what is wrong.
+func FuzzTokensQuery(f *testing.F) {
+	for _, s := range []string{"", "role=merchant&merchant=shop-1&in_force=1&after=abcd1234", "role=root", "after=" + strings.Repeat("a", 100)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, bad := parseTokensQuery(v)
+		if bad != "" {
+			if !strings.HasPrefix(bad, "?") {
+				t.Fatalf("refusal %q does not name the parameter", bad)
+			}
+			return
+		}
+		if len(q.After) > 64 || len(q.Merchant) > 256 || q.Limit != tokensPerPage || (q.Role != "" && !slices.Contains(tokenRoles, q.Role)) {
+			t.Fatalf("query %+v out of bounds", q)
+		}
+	})
 }

@@ -974,15 +974,33 @@ type tokensData struct {
 // tokensPerPage is the tokens page's size.
 const tokensPerPage = 100
 
-func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request, s *sess) {
-	q := r.URL.Query()
-	f := ledger.TokenFilter{After: q.Get("after"), Role: q.Get("role"), Merchant: strings.TrimSpace(q.Get("merchant")),
+// tokenRoles are the roles the tokens page filters by.
+var tokenRoles = []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}
+
+// parseTokensQuery reads the tokens page's query: a known role or none,
+// a merchant id and a cursor of bounded length; bad is what is wrong ("":
+// nothing).
+func parseTokensQuery(q url.Values) (f ledger.TokenFilter, bad string) {
+	f = ledger.TokenFilter{After: q.Get("after"), Role: q.Get("role"), Merchant: strings.TrimSpace(q.Get("merchant")),
 		InForce: q.Get("in_force") == "1", Limit: tokensPerPage}
-	roles := []string{ledger.RoleOperator, ledger.RolePayments, ledger.RoleMerchant, ledger.RoleAuditor}
-	if f.Role != "" && !slices.Contains(roles, f.Role) {
-		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?role= is one of "+strings.Join(roles, ", ")+".")
+	switch {
+	case f.Role != "" && !slices.Contains(tokenRoles, f.Role):
+		return f, "?role= is one of " + strings.Join(tokenRoles, ", ") + "."
+	case len(f.After) > 64:
+		return f, "?after= is the id of a token (the last one of the page before)."
+	case len(f.Merchant) > 256:
+		return f, "?merchant= is a shop's merchant id."
+	}
+	return f, ""
+}
+
+func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request, s *sess) {
+	f, bad := parseTokensQuery(r.URL.Query())
+	if bad != "" {
+		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", bad)
 		return
 	}
+	roles := tokenRoles
 	ts, more, err := h.cfg.Ledger.TokensPage(r.Context(), f)
 	if errors.Is(err, ledger.ErrNotFound) {
 		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "?after= is the id of a token (the last one of the page before).")
