@@ -91,6 +91,9 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 	if err != nil {
 		return 0, err
 	}
+	// The page is committed: its deny-list changes (a code used twice)
+	// go out now, whatever the quarantine below does.
+	s.pub.Changed(record.DocDenyList)
 	// A record whose tap id the ledger came to hold with other contents
 	// while it waited stays held through the commit: kept aside for the
 	// operator, as such a record that comes in is (quarantineConflicts),
@@ -108,7 +111,6 @@ func (s *Server) recheckPage(ctx context.Context, held []ledger.HeldTap) (int, e
 		return 0, err
 	}
 	s.log.Info("held taps re-checked and settled", "count", len(taps))
-	s.pub.Changed(record.DocDenyList)
 	return len(taps) + len(bad), nil
 }
 

@@ -63,13 +63,13 @@ func testStatusUpdate(t *testing.T, dsn string) {
 	// The route and vehicle it reports are kept; a status without them
 	// keeps those.
 	withRoute := *status
-	withRoute.Assignment = &wire.StatusAssignment{Route: "42", Vehicle: "bus-1", Source: wire.AssignSourceConfig}
+	withRoute.Assignment = &wire.StatusAssignment{Route: "42", Vehicle: "bus-1", Source: wire.AssignSourceLocal, ServerVersion: 3}
 	for _, m := range []*wire.Status{&withRoute, status} {
 		if err := st.Status(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := l.Device(ctx, "bus-1"); err != nil || d.Status.Route != "42" || d.Status.Vehicle != "bus-1" {
-			t.Fatalf("the reported assignment: %+v, %v; want route 42, vehicle bus-1", d.Status, err)
+		if d, err := l.Device(ctx, "bus-1"); err != nil || d.Status.Route != "42" || d.Status.Vehicle != "bus-1" || d.Status.ServerVersion != 3 {
+			t.Fatalf("the reported assignment: %+v, %v; want route 42, vehicle bus-1, server version 3", d.Status, err)
 		}
 	}
 	hostile := *status

@@ -429,7 +429,7 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
 	if a := m.Assignment; a != nil {
-		ds.Route, ds.Vehicle = a.Route, a.Vehicle
+		ds.Route, ds.Vehicle, ds.ServerVersion = a.Route, a.Vehicle, a.ServerVersion
 	}
 	if u := m.Update; u != nil {
 		// The reason is the device's error text: cut to the ledger's

@@ -184,9 +184,11 @@ type DeviceRoute struct {
 }
 
 // DevicesLeftOut returns the devices (not revoked) on a route the fare
-// table t does not serve — the route last assigned them, else the one
-// they report in their status, else that of their last tap — in the
-// fleet's order: they refuse
+// table t does not serve — the route last assigned them if they have not
+// applied it yet (newer than the assignment their status reports), else
+// the one they report in their status (set at the device after they
+// applied an assignment, it stands), else the route last assigned them,
+// else that of their last tap — in the fleet's order: they refuse
 // every tap (route_not_in_fares) once they apply t. None when t lists no
 // routes (it serves every route).
 func (s *Store) DevicesLeftOut(ctx context.Context, t *fare.Table) ([]DeviceRoute, error) {
@@ -211,7 +213,7 @@ func (s *Store) DevicesLeftOut(ctx context.Context, t *fare.Table) ([]DeviceRout
 		if d.Status.Route != "" {
 			route = d.Status.Route
 		}
-		if as := assigned[d.ID].Assignments; len(as) > 0 {
+		if as := assigned[d.ID].Assignments; len(as) > 0 && (d.Status.Route == "" || as[0].Version > d.Status.ServerVersion) {
 			route = as[0].Route
 		}
 		if d.Revoked.IsZero() && route != "" && !t.Covers(route) {

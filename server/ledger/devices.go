@@ -148,16 +148,18 @@ func (s *Store) DeviceAuth(ctx context.Context, id string) (DeviceAuth, error) {
 
 const deviceColumns = `id, public_key, registered_ns, online, queue_depth, oldest_unsent_ns, last_seen_ns, software, epoch,
 	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns,
-	update_pending, update_failed, update_failed_reason, update_failed_ns, reported_route, reported_vehicle`
+	update_pending, update_failed, update_failed_reason, update_failed_ns, reported_route, reported_vehicle,
+	reported_server_version`
 
 func scanDevice(r rowScanner) (Device, error) {
 	var d Device
+	var serverVersion int64
 	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset, failedAt int64
 	var versions string
 	u := &d.Status.Update
 	err := r.Scan(&d.ID, &d.PublicKey, &registered, &d.Status.Online, &depth, &oldest, &seen, &d.Status.Software,
 		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset,
-		&u.Pending, &u.Failed, &u.FailedReason, &failedAt, &d.Status.Route, &d.Status.Vehicle)
+		&u.Pending, &u.Failed, &u.FailedReason, &failedAt, &d.Status.Route, &d.Status.Vehicle, &serverVersion)
 	if err != nil {
 		return d, err
 	}
@@ -165,6 +167,7 @@ func scanDevice(r rowScanner) (Device, error) {
 	d.RegisteredAt, d.StatusAt, d.LastSync = fromNS(registered), fromNS(statusAt), fromNS(synced)
 	d.Status.QueueDepth, d.Status.OldestUnsent, d.Status.LastSeen = int(depth), time.Duration(oldest), fromNS(seen)
 	d.LastSeq, d.Revoked, d.ClockOffset = uint64(lastSeq), fromNS(revoked), time.Duration(offset)
+	d.Status.ServerVersion = uint64(serverVersion)
 	if versions != "" && versions != "{}" {
 		if err := json.Unmarshal([]byte(versions), &d.Status.Versions); err != nil {
 			return d, fmt.Errorf("device %s versions: %w", d.ID, err)
@@ -235,6 +238,9 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 			return invalid("reported assignment: %v", err)
 		}
 	}
+	if st.ServerVersion > math.MaxInt64 {
+		return invalid("reported assignment version %d out of range", st.ServerVersion)
+	}
 	if len(st.Versions) > 32 {
 		return invalid("%d versions, limit 32", len(st.Versions))
 	}
@@ -293,10 +299,11 @@ func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStat
 				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
 				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15,
 				reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
-				reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END WHERE id = $16`,
+				reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END,
+				reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END WHERE id = $16`,
 			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
 			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
-			st.Route, st.Vehicle)
+			st.Route, st.Vehicle, int64(st.ServerVersion))
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}

@@ -353,6 +353,10 @@ type DeviceStatus struct {
 	// Route and Vehicle are what the device says it records in its taps
 	// ("": not reported; a status without them keeps those recorded).
 	Route, Vehicle string
+	// ServerVersion is the version of the newest assignment from the
+	// server the device applied (0: none), reported with Route: a route
+	// set at the device after it stands until a newer assignment.
+	ServerVersion uint64
 }
 
 // DeviceUpdate is a validator's report of its software update.
