@@ -816,6 +816,30 @@ func TestClockOffset(t *testing.T) {
 	}
 }
 
+// codeForgotten gives h a boot clock that runs with its wall clock, has
+// the clock measured right within unc, accepts a code of rider and, four
+// minutes later, one of rider+1, and prunes the first, which it returns.
+func codeForgotten(t *testing.T, h *harness, unc time.Duration, rider uint64) string {
+	t.Helper()
+	var boot atomic.Int64 // the boot clock: the time elapsed, whatever the wall clock does
+	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
+	h.a.ClockMeasured(0, unc)
+	code := h.issuer.Rider(t, rider, t0).Code(t, t0)
+	if out := h.tap(code); !out.Accepted {
+		t.Fatalf("first tap: %+v", out)
+	}
+	h.clock.Add(4 * time.Minute)
+	boot.Add(int64(4 * time.Minute))
+	now := h.clock.Now()
+	if out := h.tap(h.issuer.Rider(t, rider+1, now).Code(t, now)); !out.Accepted {
+		t.Fatalf("four minutes later: %+v", out)
+	}
+	if n, err := h.a.Prune(); err != nil || n != 1 {
+		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
+	}
+	return code
+}
+
 // TestImpreciseClockSampleKeepsThePrecise: a clock sample with a wide
 // uncertainty (an ack that came back minutes after its batch) that agrees
 // with the measurement held does not replace it. It did, and a clock set
@@ -824,22 +848,7 @@ func TestClockOffset(t *testing.T) {
 // time. One that disagrees beyond both uncertainties is still taken.
 func TestImpreciseClockSampleKeepsThePrecise(t *testing.T) {
 	h := newHarness(t, nil)
-	var boot atomic.Int64 // the boot clock: the time elapsed, whatever the wall clock does
-	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
-	elapse := func(d time.Duration) { h.clock.Add(d); boot.Add(int64(d)) }
-	h.a.ClockMeasured(0, 10*time.Millisecond)
-	code := h.issuer.Rider(t, 4270, t0).Code(t, t0)
-	if out := h.tap(code); !out.Accepted {
-		t.Fatalf("first tap: %+v", out)
-	}
-	elapse(4 * time.Minute)
-	now := h.clock.Now()
-	if out := h.tap(h.issuer.Rider(t, 4271, now).Code(t, now)); !out.Accepted {
-		t.Fatalf("four minutes later: %+v", out)
-	}
-	if n, err := h.a.Prune(); err != nil || n != 1 {
-		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
-	}
+	code := codeForgotten(t, h, 10*time.Millisecond, 4270)
 	h.a.ClockMeasured(0, 2*time.Minute) // a slow ack's sample
 	if _, unc, _ := h.a.ClockOffset(); unc != 10*time.Millisecond {
 		t.Errorf("uncertainty after a less precise sample = %v, want the precise one's", unc)
@@ -1332,23 +1341,8 @@ func TestGarbageRefusalsLogBounded(t *testing.T) {
 // time.
 func TestImpreciseOnlySampleCodeOnce(t *testing.T) {
 	h := newHarness(t, nil)
-	var boot atomic.Int64
-	h.a.sinceBoot = func() time.Duration { return time.Duration(boot.Load()) }
-	elapse := func(d time.Duration) { h.clock.Add(d); boot.Add(int64(d)) }
-	h.a.ClockMeasured(0, 2*time.Minute) // a slow ack's sample, the only one
-	code := h.issuer.Rider(t, 4280, t0).Code(t, t0)
-	if out := h.tap(code); !out.Accepted {
-		t.Fatalf("first tap: %+v", out)
-	}
-	elapse(4 * time.Minute)
-	now := h.clock.Now()
-	if out := h.tap(h.issuer.Rider(t, 4281, now).Code(t, now)); !out.Accepted {
-		t.Fatalf("four minutes later: %+v", out)
-	}
-	if n, err := h.a.Prune(); err != nil || n != 1 {
-		t.Fatalf("Prune() = %d, %v; want the first code forgotten", n, err)
-	}
-	h.clock.Add(-150 * time.Second) // the wall clock set back, the boot clock runs on
+	code := codeForgotten(t, h, 2*time.Minute, 4280) // a slow ack's sample, the only one
+	h.clock.Add(-150 * time.Second)                  // the wall clock set back, the boot clock runs on
 	if out := h.tap(code); out.Accepted {
 		t.Errorf("the first code again on the clock set back: %+v, want refused", out)
 	}
