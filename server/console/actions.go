@@ -618,9 +618,18 @@ func prepareRevokeToken(h *Handler, r *http.Request) (*plan, error) {
 	if id == "" || len(id) > 32 || strings.ContainsAny(id, "/?#% ") {
 		return nil, badInput("give a token id")
 	}
+	// The confirmation says whose token it is: an id alone does not tell
+	// one till of a shop from another.
+	tk, err := h.cfg.Ledger.TokenByID(r.Context(), id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, badInput("no API token %s was ever made (the tokens page lists them)", id)
+	} else if err != nil {
+		return nil, err
+	}
 	return &plan{Title: "Revoke token " + id + "?", Danger: true, Back: "tokens",
 		Explain: "It stops working at once on every settlement instance, and console sessions signed in with it end.",
-		Button:  "Revoke " + id, Fields: []field{{"id", id, "Token"}},
+		Button:  "Revoke " + id, Fields: []field{{"id", id, "Token"}, {"role", tk.Role, "Role"},
+			{"merchant_id", tk.MerchantID, "Merchant id"}, {"name", tk.Name, "Name"}},
 		method: http.MethodDelete, path: "/v1/tokens/" + url.PathEscape(id),
 		done: func(map[string]any) result { return result{Message: "Token " + id + " is revoked."} }}, nil
 }
@@ -664,6 +673,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, s *sess) {
 		h.fail(w, r, s, err)
 		return
 	}
+	p.Back = h.returnTo(r, p.Back)
 	if r.PostFormValue("confirm") != "yes" || p.Invalid != "" {
 		status := http.StatusOK
 		if p.Invalid != "" {
@@ -683,6 +693,25 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, s *sess) {
 	}
 	d.OK, d.result = true, p.done(resp)
 	h.render(w, r, http.StatusOK, "result", page{Title: "Done", S: s, Data: d})
+}
+
+// returnTo is where an action's Cancel and Back links go: the page the
+// form was sent from, with its query (a filtered or later page of the
+// tokens or an account's older postings), when it is the page the action
+// goes back to (back); the confirmation carries it on (its form field
+// "back", since the confirmed request's Referer is the confirmation).
+// Anything else is back itself.
+func (h *Handler) returnTo(r *http.Request, back string) string {
+	from := r.PostFormValue("back")
+	if from == "" {
+		from = h.backFrom(r)
+	}
+	if path, query, ok := strings.Cut(from, "?"); ok && path == back && len(from) <= 1024 {
+		if v, err := url.ParseQuery(query); err == nil {
+			return back + "?" + v.Encode()
+		}
+	}
+	return back
 }
 
 // maxResponse bounds what the console reads of an API response.

@@ -72,6 +72,10 @@ var noteAdvice = map[string]advice{
 		"The code was shown again on another bus within the reuse window, once: what a rider does on a quick transfer. Charged nothing, credential not denied.",
 		"Nothing, unless one account shows many of these.",
 		"nothing"},
+	ledger.NoteRouteMismatch: {
+		"The tap's route is not the one assigned its device (through the API or the console) at the tap's time: the vehicle runs another route than assigned, the device has not applied its assignment yet, or it claims a cheaper route.",
+		"Open the device: check its assignment and the route its taps show; assign the route it really serves, or look into the device if it keeps claiming another.",
+		"the fare of the tap's own route"},
 }
 
 // quarantineAdvice explains the quarantine reasons.
@@ -115,3 +119,7 @@ func advise(counts []ledger.ReasonCount, table map[string]advice, def advice) []
 // unknownAdvice is for a flag, note or hold reason this console does not
 // know.
 var unknownAdvice = advice{"A reason this console has no advice for.", "See the records' device and account.", "nothing"}
+
+// unknownNoteAdvice is for a note this console does not know: a note
+// marks a charged tap, so it does not say the tap cost nothing.
+var unknownNoteAdvice = advice{"A note this console has no advice for.", "See the records' device and account.", "the fare charged (a note does not change it)"}

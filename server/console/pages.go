@@ -540,7 +540,7 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		h.fail(w, r, s, err)
 		return
 	}
-	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownAdvice)
+	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownNoteAdvice)
 	q, held, err := h.cfg.Ledger.AsideCounts(ctx)
 	if err != nil {
 		h.fail(w, r, s, err)
@@ -688,7 +688,7 @@ func (h *Handler) flaggedPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		h.fail(w, r, s, err)
 		return
 	}
-	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownAdvice)
+	d.Flags, d.Notes = advise(flags, flagAdvice, unknownAdvice), advise(notes, noteAdvice, unknownNoteAdvice)
 	if !validReason(d.Flag) || !validReason(d.Note) {
 		h.errorPage(w, r, s, http.StatusBadRequest, "Bad request", "A flag or note is a word of a-z, 0-9 and '_'.")
 		return
