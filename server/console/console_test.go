@@ -1434,6 +1434,9 @@ func TestShopsPaged(t *testing.T) {
 		!strings.Contains(body, `<p>to pay out to 1 shop</p>`) {
 		t.Errorf("one shop: %d, rows %v", code, got)
 	}
+	if !strings.Contains(body, `<a href="/console/tokens?role=merchant&amp;merchant=shop-042" id="shop-tokens">`) {
+		t.Errorf("one shop's page does not link its tills' tokens")
+	}
 	if code, body := b.get("/console/shops?merchant=nobody"); code != http.StatusOK || !strings.Contains(body, "No online payments or refunds in these days by shop nobody.") {
 		t.Errorf("a shop with nothing: %d", code)
 	}
@@ -1585,6 +1588,9 @@ func TestTokensPaged(t *testing.T) {
 	ids, pages := walk("/console/tokens")
 	if len(ids) != 130 || pages != 2 || ids[0] != "till0000" || ids[129] != "till0129" {
 		t.Errorf("all tokens: %d on %d pages (%v … %v), want 130 on 2, oldest first", len(ids), pages, ids[0], ids[len(ids)-1])
+	}
+	if _, body := b.get("/console/tokens"); !strings.Contains(body, `<td><a href="/console/shops?merchant=shop-1">shop-1</a></td>`) {
+		t.Errorf("the tokens page does not link a merchant token's shop")
 	}
 	ids, _ = walk("/console/tokens?role=merchant&merchant=shop-1")
 	if len(ids) != 65 {
