@@ -116,6 +116,13 @@ func TestRouteMismatchNoteExplained(t *testing.T) {
 			t.Errorf("%s explains route_mismatch as %q", p, html.UnescapeString(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(r, " ")))
 		}
 	}
+	// The overview's tile: no flagged tap, and the note under its own
+	// heading (it read "none", then the note, as if flagged).
+	_, body := b.get("/console/")
+	tile := regexp.MustCompile(`(?s)<a class="tile" href="/console/flagged" id="tile-flagged">.*?</a>`).FindString(body)
+	if !strings.Contains(tile, "no flagged taps") || !strings.Contains(tile, "noted, charged:") || !strings.Contains(tile, "route_mismatch") {
+		t.Errorf("the overview's flagged tile: %s", tile)
+	}
 }
 
 // Amounts and counts in the console's tables are right-aligned, so that
