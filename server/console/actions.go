@@ -412,7 +412,13 @@ func prepareAssign(h *Handler, r *http.Request) (*plan, error) {
 	if route == "" || len(route) > 64 || len(vehicle) > 64 {
 		return nil, badInput("give a route (and optionally a vehicle), each at most 64 characters")
 	}
-	return &plan{Title: "Assign device " + id + " to route " + route + "?", Back: "devices/" + url.PathEscape(id),
+	// A route the fare table does not serve puts the device out of
+	// service: the button says so as a dangerous one does.
+	danger := false
+	if t, err := h.cfg.Ledger.LatestFareTable(r.Context()); err == nil && !t.Covers(route) {
+		danger = true
+	}
+	return &plan{Title: "Assign device " + id + " to route " + route + "?", Back: "devices/" + url.PathEscape(id), Danger: danger,
 		Explain: routeFares(h, r, route) + " The device records this route and vehicle in its taps from its next tap on (an offline device when it reconnects) and is out of service if the fare table lists its routes without this one. Its taps on another route are then noted route_mismatch.",
 		Button:  "Assign", Fields: []field{{"device", id, "Device"}, {"route", route, "Route"}, {"vehicle", vehicle, "Vehicle"}},
 		method: http.MethodPut, path: "/v1/devices/" + url.PathEscape(id) + "/assignment",

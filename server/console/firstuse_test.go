@@ -164,3 +164,19 @@ func TestRevokeTokenConfirmationNamesIt(t *testing.T) {
 		t.Error("a confirmation revoked the token")
 	}
 }
+
+// Assigning a route the fare table does not serve puts the device out of
+// service: its confirmation's button is a dangerous one (it said so in
+// the text only, with the ordinary button).
+func TestAssignUnservedRouteIsDangerous(t *testing.T) {
+	f := newFixtureIn(t, "EUR", strings.Replace(testFares, `"fares":`, `"routes":["X1","42"],"fares":`, 1))
+	f.device("bus-1")
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	for route, danger := range map[string]bool{"7": true, "X1": false} {
+		_, body := b.post("/console/act/assign", url.Values{"device": {"bus-1"}, "route": {route}, "csrf": {csrf}})
+		if got := strings.Contains(body, `<button class="danger" id="confirm-yes">`); got != danger {
+			t.Errorf("route %s: a dangerous button %v, want %v", route, got, danger)
+		}
+	}
+}
