@@ -229,3 +229,41 @@ func TestWalletCodeGoesAtPassEnd(t *testing.T) {
 		t.Errorf("past its end the pass says %q", s)
 	}
 }
+
+// TestWalletStrayPassOfHigherSerial: the phone's storage holds, besides
+// the pass in use, a damaged record of a higher serial (edited, or left
+// by a bug): the wallet takes the highest serial for its pass, says it is
+// damaged and, online, fetches a new one; a new pass dropped only those
+// of lower serials, so the stray record stayed the current one. The
+// wallet showed no code, online too, and fetched a new pass at every
+// refresh (each a credential of the account's, until the server refused
+// more: a day without a code). The new pass takes the stray's place.
+func TestWalletStrayPassOfHigherSerial(t *testing.T) {
+	url, g := serveWallet(t)
+	b, _ := passShown(t, url, g, 10_000)
+	kr := keyring(t, url)
+	wallettest.Eval[bool](t, b, `(async () => {
+		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+		return await new Promise((ok, fail) => {
+			const tx = db.transaction("credentials", "readwrite"), st = tx.objectStore("credentials");
+			st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; st.put({ ...c.value, serial: 99 }); };
+			tx.oncomplete = () => { db.close(); ok(true); }; tx.onerror = () => fail(tx.error);
+		});
+	})()`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "a new pass's code", passState+`.startsWith("Pass 2 ") && !document.getElementById("code-view").hidden`)
+	if d := paycode.Verify(wallettest.Eval[string](t, b, walletCodeText), time.Now(), kr, paycode.Policy{}); !d.Accepted {
+		t.Errorf("the new pass's code is refused: %s", d.Reason)
+	}
+	// The stray record is gone: the storage holds the new pass alone.
+	serials := wallettest.Eval[[]int](t, b, `(async () => {
+		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+		return await new Promise((ok, fail) => {
+			const r = db.transaction("credentials").objectStore("credentials").getAllKeys();
+			r.onsuccess = () => { db.close(); ok(r.result); }; r.onerror = () => fail(r.error);
+		});
+	})()`)
+	if len(serials) != 1 || serials[0] != 2 {
+		t.Errorf("the passes stored after the new one: serials %v, want [2]", serials)
+	}
+}
