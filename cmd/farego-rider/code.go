@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -34,9 +36,24 @@ func nextCode(path string, s *state, t time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c, _ := paycode.ParseCredential(cred)
+	// A credential damaged in the state file (cut short, another version)
+	// was read as all zeros: "the credential expired at 1970", a wrong
+	// reason, and the counter was advanced for nothing.
+	c, err := paycode.ParseCredential(cred)
+	if err != nil {
+		return "", fmt.Errorf("state file: credential: %w: run \"farego-rider credential\" while online", err)
+	}
 	if t.After(c.ValidUntil()) {
 		return "", fmt.Errorf("the credential expired at %s: run \"farego-rider credential\" while online", c.ValidUntil().Format(time.RFC3339))
+	}
+	// The counter is 16 bits: past 65535 it wrapped to 0 and the counters
+	// began again at 1; a code of the same second (--now) and counter as
+	// one before is that code (paycode.ID), whose second use a validator
+	// refuses (code_used) and the server counts as a code used twice (the
+	// credential denied). The wallet stops there too ("exhausted"); a new
+	// credential begins again at 0.
+	if s.Counter == math.MaxUint16 {
+		return "", errors.New("this credential made its 65535 codes: run \"farego-rider credential\" while online")
 	}
 	s.Counter++
 	if err := s.save(path); err != nil {

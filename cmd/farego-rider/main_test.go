@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -361,5 +365,106 @@ func TestTopUpAmountInCurrency(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, want) || strings.Contains(stderr, "parse error") {
 			t.Errorf("--amount %s: exit %d, %q; want a usage error saying %q", amount, code, stderr, want)
 		}
+	}
+}
+
+// offlineState writes a state file holding a credential of account 7
+// (valid from an hour ago to a day from now) and its token seed, with
+// counter, and returns its path: the code command needs no server.
+func offlineState(t *testing.T, counter uint16) string {
+	t.Helper()
+	_, issuer, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := bytes.Repeat([]byte{9}, paycode.SecretSize)
+	rk, err := paycode.RiderKey(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Unix()
+	c := paycode.Credential{KeyID: 1, Account: 7, Serial: 1, NotBefore: uint32(now - 3600), NotAfter: uint32(now + 86400)}
+	copy(c.RiderKey[:], rk.Public().(ed25519.PublicKey))
+	cred, err := paycode.IssueCredential(issuer, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := filepath.Join(t.TempDir(), "rider.json")
+	s := state{Server: "http://127.0.0.1:1", Account: 7, Secret: "s", TokenSeed: hex.EncodeToString(seed),
+		Credential: hex.EncodeToString(cred), Counter: counter}
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestRiderCodeCounterEnds: the counter is 16 bits. Past 65535 it wrapped
+// to 0 and began again at 1: with the same code time (--now), the code
+// of counter 1 came out again, byte for byte the one shown before, which
+// a validator refuses (code_used) and the server counts as a code used
+// twice (the credential denied). The wallet stops at 65535 ("exhausted");
+// so does the CLI, naming the cure, and leaves the state as it was.
+func TestRiderCodeCounterEnds(t *testing.T) {
+	st := offlineState(t, 0)
+	at := strconv.FormatInt(time.Now().Unix(), 10)
+	c, first, e := rider(t, "code", "--state", st, "--now", at)
+	if c != 0 {
+		t.Fatalf("code: %d %q", c, e)
+	}
+	s, err := loadState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Counter = math.MaxUint16
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[paycode.ID]bool{}
+	if p, err := paycode.ParseText(strings.TrimSpace(first)); err == nil {
+		seen[p.ID()] = true
+	}
+	for i := 0; i < 2; i++ {
+		c, o, e := rider(t, "code", "--state", st, "--now", at)
+		if c == 0 {
+			p, err := paycode.ParseText(strings.TrimSpace(o))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Errorf("code %d past 65535: exit 0, counter %d (the same code as one before: %v)", i+1, p.Counter, seen[p.ID()])
+			seen[p.ID()] = true
+			continue
+		}
+		if !strings.Contains(e, "65535") || !strings.Contains(e, "farego-rider credential") {
+			t.Errorf("code past 65535: %d %q; want it to name the 65535 codes and the cure", c, e)
+		}
+	}
+	if s, err := loadState(st); err != nil {
+		t.Fatal(err)
+	} else if s.Counter != math.MaxUint16 {
+		t.Errorf("after the refusals the counter is %d, want 65535", s.Counter)
+	}
+}
+
+// TestRiderDamagedCredential: a credential cut short in the state file
+// was read as all zeros, and the rider told "the credential expired at
+// 1970-01-01" (a wrong reason), the counter advanced for nothing.
+func TestRiderDamagedCredential(t *testing.T) {
+	st := offlineState(t, 5)
+	s, err := loadState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Credential = s.Credential[:100]
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	c, _, e := rider(t, "code", "--state", st)
+	if c != 1 || strings.Contains(e, "1970") || !strings.Contains(e, "credential") || !strings.Contains(e, "farego-rider credential") {
+		t.Errorf("code with a damaged credential: %d %q; want exit 1 naming the credential damaged and the cure", c, e)
+	}
+	if s, err := loadState(st); err != nil {
+		t.Fatal(err)
+	} else if s.Counter != 5 {
+		t.Errorf("the counter moved to %d, want 5", s.Counter)
 	}
 }
