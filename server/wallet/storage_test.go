@@ -267,3 +267,34 @@ func TestWalletStrayPassOfHigherSerial(t *testing.T) {
 		t.Errorf("the passes stored after the new one: serials %v, want [2]", serials)
 	}
 }
+
+// TestWalletStrayPassesOfHigherSerial: two stray records of higher
+// serials than the pass in use (TestWalletStrayPassOfHigherSerial has one):
+// a new pass dropped the one it was fetched for, and the other stray
+// became the current pass, damaged: another new pass was fetched for it,
+// one credential of the account's bound spent per stray. The new pass
+// drops them all.
+func TestWalletStrayPassesOfHigherSerial(t *testing.T) {
+	url, g := serveWallet(t)
+	b, _ := passShown(t, url, g, 10_000)
+	wallettest.Eval[bool](t, b, `(async () => {
+		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+		return await new Promise((ok, fail) => {
+			const tx = db.transaction("credentials", "readwrite"), st = tx.objectStore("credentials");
+			st.openCursor(null, "prev").onsuccess = (e) => { const c = e.target.result; st.put({ ...c.value, serial: 99 }); st.put({ ...c.value, serial: "98" }); };
+			tx.oncomplete = () => { db.close(); ok(true); }; tx.onerror = () => fail(tx.error);
+		});
+	})()`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "a new pass's code", passState+`.startsWith("Pass ") && !`+passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+	keys := wallettest.Eval[string](t, b, `(async () => {
+		const db = await new Promise((ok, fail) => { const r = indexedDB.open("farego-wallet"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+		return await new Promise((ok, fail) => {
+			const r = db.transaction("credentials").objectStore("credentials").getAllKeys();
+			r.onsuccess = () => { db.close(); ok(JSON.stringify(r.result)); }; r.onerror = () => fail(r.error);
+		});
+	})()`)
+	if keys != "[2]" {
+		t.Errorf("the passes stored after the new one: serials %s, want [2]", keys)
+	}
+}

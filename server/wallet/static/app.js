@@ -262,7 +262,7 @@ async function fetchCredential(force) {
         notBefore: c.notBefore,
         notAfter: c.notAfter,
         fetchedAt: clock.nowSeconds(),
-      }, owner, cur?.serial);
+      }, owner);
     } catch (e) {
       if (e.message !== "store: signed out") throw e;
       await followStorage(); // another tab signed out or changed the secret meanwhile

@@ -98,20 +98,19 @@ async function signedIn(kv, owner) {
 
 /**
  * saveCredential stores a newly issued credential of owner ({id, secret})
- * and drops the older ones and the one it replaces (the serial of the
- * current credential it was fetched for, if any), in one transaction with
- * the check that owner is still the account stored; it throws "store:
- * signed out" otherwise (another tab signed out: nothing of the account
- * is written back). The one replaced may have a higher serial than the
- * new one (a damaged or edited record): kept, it stayed the current
- * credential, damaged, and a new one was fetched at every refresh.
+ * and drops every other one, in one transaction with the check that owner
+ * is still the account stored; it throws "store: signed out" otherwise
+ * (another tab signed out: nothing of the account is written back). The
+ * others go whatever their serials: tabs fetch in turn (Web Locks), so a
+ * record of a higher serial than a pass just issued is a stray (damaged,
+ * edited, of a number or a string key); kept, it stayed the current
+ * credential, damaged, and a new one was fetched for each such record.
  */
-export async function saveCredential(rec, owner, replaced) {
+export async function saveCredential(rec, owner) {
   return tx(["kv", "credentials"], "readwrite", async (s) => {
     if (!(await signedIn(s.kv, owner))) throw new Error("store: signed out");
+    await req(s.credentials.clear());
     await req(s.credentials.put({ ...rec, counter: 0 }));
-    await req(s.credentials.delete(IDBKeyRange.upperBound(rec.serial, true)));
-    if (replaced !== undefined && replaced !== rec.serial) await req(s.credentials.delete(replaced));
   });
 }
 
