@@ -468,3 +468,27 @@ func TestRiderDamagedCredential(t *testing.T) {
 		t.Errorf("the counter moved to %d, want 5", s.Counter)
 	}
 }
+
+// TestRiderCodeCounterLastMade: the 65535th code is made (counter 65535,
+// the last a 16-bit counter holds): only the one after it is refused. A
+// stop one code early passed TestRiderCodeCounterEnds, which starts at
+// 65535 already.
+func TestRiderCodeCounterLastMade(t *testing.T) {
+	st := offlineState(t, math.MaxUint16-1)
+	c, o, e := rider(t, "code", "--state", st, "--now", strconv.FormatInt(time.Now().Unix(), 10))
+	if c != 0 {
+		t.Fatalf("the 65535th code: %d %q", c, e)
+	}
+	p, err := paycode.ParseText(strings.TrimSpace(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Counter != math.MaxUint16 {
+		t.Errorf("the 65535th code has counter %d", p.Counter)
+	}
+	if s, err := loadState(st); err != nil {
+		t.Fatal(err)
+	} else if s.Counter != math.MaxUint16 {
+		t.Errorf("after the 65535th code the counter is %d, want 65535", s.Counter)
+	}
+}
