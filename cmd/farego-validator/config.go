@@ -154,6 +154,9 @@ type MQTTConfig struct {
 	AckTimeout     Duration `toml:"ack_timeout"`
 }
 
+// brokers is the broker URLs of Broker, in the order they are tried.
+func (m *MQTTConfig) brokers() []string { return strings.Split(m.Broker, ",") }
+
 // Duration is a time.Duration written as a Go duration string ("5s").
 type Duration time.Duration
 
@@ -334,7 +337,7 @@ func (c *Config) check() error {
 	// (it was found only when the uplink started, after both, in the
 	// uplink's own terms: "broker URL 1 of 1 is not a URL").
 	if c.MQTT.Broker != "" {
-		brokers := strings.Split(c.MQTT.Broker, ",")
+		brokers := c.MQTT.brokers()
 		for i, b := range brokers {
 			if err := uplink.CheckBroker(b); err != nil {
 				// The check's errors never repeat a password of the URL.

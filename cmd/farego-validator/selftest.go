@@ -607,7 +607,7 @@ func (s *selftest) checkBroker(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := uplink.Probe(ctx, uplink.Config{
-		Brokers: strings.Split(m.Broker, ","), DeviceID: s.cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
+		Brokers: m.brokers(), DeviceID: s.cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
 		TopicPrefix: m.TopicPrefix, Username: m.Username, Password: m.Password,
 		CAFile: s.cfg.path(m.CAFile), CertFile: s.cfg.path(m.CertFile), KeyFile: s.cfg.path(m.KeyFile),
 		ConnectTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,

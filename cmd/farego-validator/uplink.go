@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +32,7 @@ func newUplink(cfg *Config, keys *linkKeys, q *queue.Queue, a *agent.Agent, upd 
 		onRelease = upd.Offer
 	}
 	return uplink.New(uplink.Config{
-		Brokers: strings.Split(m.Broker, ","), DeviceID: cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
+		Brokers: m.brokers(), DeviceID: cfg.DeviceID, DeviceKey: devKey, FleetPublicKey: fleet,
 		TopicPrefix: m.TopicPrefix, Software: agent.Version, BatchRecords: m.BatchRecords,
 		AckTimeout: time.Duration(m.AckTimeout), Heartbeat: time.Duration(m.Heartbeat),
 		Username: m.Username, Password: m.Password,
