@@ -1542,6 +1542,16 @@ func TestConsoleVoidsATap(t *testing.T) {
 	}
 }
 
+// storeToken puts tok in the ledger, its token the hash of its id (a
+// token no test signs in with).
+func (f *fixture) storeToken(tok ledger.APIToken) {
+	f.t.Helper()
+	h := sha256.Sum256([]byte(tok.ID))
+	if _, err := f.store.CreateToken(context.Background(), tok, h[:]); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // TestTokensPaged: the tokens page shows 100 tokens at a time with a link
 // to the next page, keeps its filter (role, merchant, in force) across
 // pages, and refuses a bad role or cursor with a page that says what it
@@ -1550,16 +1560,12 @@ func TestTokensPaged(t *testing.T) {
 	f := newFixture(t)
 	b := f.browser()
 	b.signIn(f.opToken)
-	ctx := context.Background()
 	for i := range 130 {
 		tok := ledger.APIToken{ID: fmt.Sprintf("till%04d", i), Role: ledger.RoleMerchant, MerchantID: fmt.Sprintf("shop-%d", i%2), Name: "till"}
 		if i%10 == 0 {
 			tok.Role, tok.MerchantID = ledger.RoleAuditor, ""
 		}
-		h := sha256.Sum256([]byte(tok.ID))
-		if _, err := f.store.CreateToken(ctx, tok, h[:]); err != nil {
-			t.Fatal(err)
-		}
+		f.storeToken(tok)
 	}
 	rows := regexp.MustCompile(`<tr data-token="([a-z0-9]+)">`)
 	next := regexp.MustCompile(`<a href="([^"]+)" id="tokens-next">`)

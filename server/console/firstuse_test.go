@@ -28,13 +28,8 @@ import (
 // account's older postings after a refund.
 func TestActionGoesBackToTheFilteredPage(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
 	for i := range 3 {
-		tok := ledger.APIToken{ID: fmt.Sprintf("till%04d", i), Role: ledger.RoleMerchant, MerchantID: "shop-1", Name: "till"}
-		h := sha256.Sum256([]byte(tok.ID))
-		if _, err := f.store.CreateToken(ctx, tok, h[:]); err != nil {
-			t.Fatal(err)
-		}
+		f.storeToken(ledger.APIToken{ID: fmt.Sprintf("till%04d", i), Role: ledger.RoleMerchant, MerchantID: "shop-1", Name: "till"})
 	}
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
