@@ -136,9 +136,11 @@ func fill(f *os.File, data []byte, perm fs.FileMode) error {
 // MkdirAll is os.MkdirAll that also makes each directory it creates
 // durable, by fsyncing the directory that holds it — and fsyncs dir's own
 // parent even when dir was there already (an earlier run may have made it
-// and lost its power before syncing). Without that, a power cut can take a
-// new directory back with every file in it, however well those files were
-// fsynced (found by the validator's power-cut test).
+// and lost its power before syncing), and, best effort, the parent of
+// every directory above (another program may have made one unsynced).
+// Without that, a power cut can take a new directory back with every file
+// in it, however well those files were fsynced (found by the validator's
+// power-cut tests).
 func MkdirAll(dir string, perm fs.FileMode) error {
 	dir = filepath.Clean(dir)
 	var missing []string
@@ -169,8 +171,28 @@ func MkdirAll(dir string, perm fs.FileMode) error {
 			return err
 		}
 	}
-	if len(missing) == 0 && filepath.Dir(dir) != dir {
-		return syncDir(filepath.Dir(dir))
+	top := dir // the highest directory whose own entry was synced above
+	if len(missing) > 0 {
+		top = missing[len(missing)-1]
+	} else if filepath.Dir(dir) != dir {
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return err
+		}
 	}
+	syncAncestors(top)
 	return nil
+}
+
+// syncAncestors fsyncs, best effort, the parent of every directory above
+// dir up to the root: another program may have made one and synced
+// nothing (systemd's StateDirectory= makes /var/lib/farego, a technician
+// runs mkdir -p), and a power cut then takes it back with dir and every
+// file in it. A parent that cannot be opened or synced is passed over.
+func syncAncestors(dir string) {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	for a := filepath.Dir(dir); filepath.Dir(a) != a; a = filepath.Dir(a) {
+		_ = syncDir(filepath.Dir(a))
+	}
 }

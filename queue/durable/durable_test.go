@@ -240,3 +240,28 @@ func TestMkdirAllFailedSyncsWhatItMade(t *testing.T) {
 		t.Errorf("synced %q: never %s, which holds the directory farego made by the failed call", synced, base)
 	}
 }
+
+// TestMkdirAllSyncsExistingAncestors: a directory above the ones MkdirAll
+// makes may have been made by another program that synced nothing
+// (systemd's StateDirectory=farego, below which a validator makes its
+// data_dir front): its entry is synced too, or a power cut takes it back
+// with the data directory and the queue file in it (the power-cut test is
+// TestPowerCutKeepsADataDirBelowAFreshDirectory in cmd/farego-validator).
+func TestMkdirAllSyncsExistingAncestors(t *testing.T) {
+	defer func(f func(string) error) { syncDir = f }(syncDir)
+	var synced []string
+	syncDir = func(d string) error { synced = append(synced, d); return SyncDir(d) }
+	base := t.TempDir()
+	if err := os.Mkdir(filepath.Join(base, "farego"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"front", "front"} { // made, then found there
+		synced = nil
+		if err := MkdirAll(filepath.Join(base, "farego", dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(synced, base) {
+			t.Errorf("synced %q: never %s, which holds farego", synced, base)
+		}
+	}
+}
