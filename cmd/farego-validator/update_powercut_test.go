@@ -95,6 +95,46 @@ func TestPowerCutAfterUpdateKeepsTheBinary(t *testing.T) {
 	}
 }
 
+// TestPowerCutAfterUpdateKeepsTheBinaryExecutable: the install makes the
+// verified download executable (chmod 0755) and renames it over the
+// binary, the rename made durable by the directory's fsync. The chmod is
+// the file's own metadata, which only an fsync of the file makes durable:
+// a power cut after the install left the release in place with the
+// download's mode 0600, a binary systemd cannot start — and the rollback
+// runs in the binary itself, so the device stayed down until a technician
+// came.
+func TestPowerCutAfterUpdateKeepsTheBinaryExecutable(t *testing.T) {
+	disk, bin, _ := binaryOnDisk(t)
+	fleet := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	data := bytes.Repeat([]byte("farego-validator 1.1.0\n"), 5000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "bin", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	u, err := update.New(update.Config{Binary: bin, Current: "1.0.0", DeviceID: "bus-1", Arch: "testarch",
+		FleetPublicKey: fleet.Public().(ed25519.PublicKey), BaseURL: srv.URL, ReserveBytes: 1,
+		MinRetry: time.Millisecond, MaxRetry: 10 * time.Millisecond, HealthTimeout: time.Hour})
+	must(t, err)
+	must(t, u.Boot())
+	u.Offer(1, rollout110(t, fleet, data))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := u.Run(ctx); !errors.Is(err, update.ErrRestart) {
+		t.Fatalf("Run = %v, want ErrRestart (installed)", err)
+	}
+	if _, err := disk.Cut(false); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(bin)
+	must(t, err)
+	if got, _ := os.ReadFile(bin); !bytes.Equal(got, data) {
+		t.Fatalf("after the cut the binary in place is not the release (%d bytes)", len(got))
+	}
+	if fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("after the cut the release in place has mode %v: systemd cannot start it, and no rollback runs", fi.Mode().Perm())
+	}
+}
+
 // syncDir fsyncs a directory.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

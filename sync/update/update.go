@@ -884,7 +884,7 @@ func (u *Updater) verify(m *wire.Manifest) error {
 // install keeps the running binary as PreviousFile, records the pending
 // version and renames the verified download over the binary.
 func (u *Updater) install(m *wire.Manifest, rollout uint64) error {
-	if err := os.Chmod(u.DownloadFile(), 0o755); err != nil {
+	if err := chmodSync(u.DownloadFile(), 0o755); err != nil {
 		return fmt.Errorf("update: %w", err)
 	}
 	prev := u.PreviousFile()
@@ -940,6 +940,26 @@ func kernelBootID() string {
 // unit's environment, read as another boot than the unit's starts).
 func bootIDForm(id string) string {
 	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(id), "-", ""))
+}
+
+// chmodSync sets the mode of path and fsyncs it: a mode is the file's own
+// metadata, which the directory's fsync after a rename does not make
+// durable (a power cut after an install left the release in place with
+// the download's mode 0600, which systemd cannot start, and no rollback
+// runs: it is in the binary).
+func chmodSync(path string, mode fs.FileMode) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(mode)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // copyFile copies src to a new file dst (mode 0755) durably.

@@ -11,11 +11,12 @@
 // durable one that a power cut leaves. Only these make something durable:
 //
 //   - fsync or fdatasync of a file (or a write through an O_SYNC/O_DSYNC
-//     handle): its contents and size as they are now;
+//     handle): its contents and size as they are now; fsync (not
+//     fdatasync) also its mode, which a new file has durably as made;
 //   - fsync of a directory: its entries (names → inodes) as they are now.
 //
 // Everything else is volatile: writes, truncation and growth of a file
-// since its last fsync, and every create, mkdir, rename and unlink since the
+// since its last fsync, a chmod since its last fsync, and every create, mkdir, rename and unlink since the
 // last fsync of the directory that holds the name. A new file whose data
 // was fsynced is lost if its directory was not; a file renamed into place
 // comes back under its old name; an unlinked file comes back. This is the

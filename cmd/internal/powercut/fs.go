@@ -39,6 +39,9 @@ type node struct {
 	size    int64
 	durSize int64
 	saved   map[int64][]byte
+	// durMode is the mode as of the last fsync (fdatasync leaves it), or
+	// as made: a chmod not followed by an fsync of the file is lost.
+	durMode uint32
 
 	// Directories: the live entries, and the entries as of the last fsync
 	// of the directory.
@@ -109,7 +112,7 @@ func (s *state) newNode(mode uint32, owner fuse.Owner) (*node, fuse.Status) {
 	if s.full {
 		return nil, fuse.Status(syscall.ENOSPC)
 	}
-	n := &node{ino: s.nextIno, mode: mode, uid: owner.Uid, gid: owner.Gid, mtime: time.Now()}
+	n := &node{ino: s.nextIno, mode: mode, durMode: mode, uid: owner.Uid, gid: owner.Gid, mtime: time.Now()}
 	switch {
 	case n.isFile():
 		f, err := os.OpenFile(s.dataPath(n.ino), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -264,6 +267,7 @@ type CutReport struct {
 	BytesCutOff      int64  `json:"bytes_cut_off"`     // unsynced bytes past the durable size, cut off
 	EntriesDiscarded int    `json:"entries_discarded"` // unsynced creates, renames and unlinks undone
 	FilesRemoved     int    `json:"files_removed"`     // inodes no durable entry names any more
+	ModesRolledBack  int    `json:"modes_rolled_back"` // files whose unsynced chmod was undone
 	Torn             bool   `json:"torn"`              // the last unsynced page was torn
 	TornBytes        int    `json:"torn_bytes"`        // how many new bytes of it survived
 	TornPath         string `json:"torn_path,omitempty"`
@@ -341,13 +345,17 @@ func (s *state) rollback(tear bool) (CutReport, error) {
 			if torn > 0 {
 				r.Torn, r.TornBytes, r.TornPath = true, torn, path
 			}
+			if n.mode != n.durMode {
+				n.mode = n.durMode
+				r.ModesRolledBack++
+			}
 		}
 	}
 	s.handles = map[uint64]*handle{}
 	s.last = lastWrite{}
 	s.frozen = false
 	s.stats.Cuts++
-	if r.FilesRolledBack > 0 || r.EntriesDiscarded > 0 || r.FilesRemoved > 0 {
+	if r.FilesRolledBack > 0 || r.EntriesDiscarded > 0 || r.FilesRemoved > 0 || r.ModesRolledBack > 0 {
 		s.stats.Discarded++
 	}
 	return r, nil

@@ -384,6 +384,9 @@ func (fs *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status 
 func (fs *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return fs.changeFile(in.NodeId, func(n *node) fuse.Status {
 		fs.s.syncFile(n)
+		if in.FsyncFlags&1 == 0 { // fsync, not fdatasync: the inode's mode too
+			n.durMode = n.mode
+		}
 		return fuse.OK
 	})
 }

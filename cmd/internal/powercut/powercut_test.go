@@ -253,6 +253,42 @@ func TestSizeChangesAreVolatile(t *testing.T) {
 	}
 }
 
+// TestModeNeedsAnFsync: a chmod is inode metadata, durable once the file
+// is fsynced (fdatasync does not write it); a rename made durable by the
+// directory's fsync does not carry it.
+func TestModeNeedsAnFsync(t *testing.T) {
+	d := Mount(t, nil)
+	p := durableFile(t, d, "bin", []byte("binary"))
+	q := durableFile(t, d, "synced", []byte("binary"))
+	for _, f := range []string{p, q} {
+		if err := os.Chmod(f, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Rename(p, d.Path("renamed")); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, d.Dir())
+	r := cut(t, d, false)
+	if fi, err := os.Stat(d.Path("renamed")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("chmod without fsync, renamed durably: %v, %v; want mode 0600 as synced", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(q); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("chmod then fsync: %v, %v; want 0755", fi.Mode(), err)
+	}
+	if r.ModesRolledBack != 1 {
+		t.Errorf("report %+v: want 1 mode rolled back", r)
+	}
+}
+
 // TestFull: a full disk refuses growth and new files with ENOSPC and
 // takes writes inside a file; freed, it grows again.
 func TestFull(t *testing.T) {
