@@ -502,11 +502,12 @@ On the validator (as root):
   chown farego /etc/farego/device.key && chmod 0600 /etc/farego/device.key   # the signing key: its user's alone
   cp /etc/farego/farego-validator.service /etc/systemd/system/
   systemctl daemon-reload && systemctl enable --now farego-validator
+  sync     # before the bus's power may go: written back, or the card may keep empty files
 
 Installed from the package instead (apt install ./farego-validator_VERSION_ARCH.deb:
 binary /usr/bin/farego-validator, user farego and unit in place)? Run only
 the mkdir, chmod and chown lines above, then
-systemctl enable --now farego-validator. Do not copy this bundle's unit:
+systemctl enable --now farego-validator and sync. Do not copy this bundle's unit:
 its ExecStart is /usr/local/bin/farego-validator, and in /etc/systemd/system
 it would hide the package's, so the service could not start.
 

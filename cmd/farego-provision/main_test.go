@@ -117,6 +117,17 @@ func TestProvisionDevice(t *testing.T) {
 	if _, err := keyfile.ReadPrivate(filepath.Join(etc, bundleDeviceKey)); err != nil {
 		t.Errorf("after INSTALL.txt's chmods the validator refuses its key: %v", err)
 	}
+	// The install ends with a sync: the bus's power goes with its
+	// ignition, and what cp, chmod and systemctl enable wrote (the
+	// config, the keys, the unit's enable link) sat in the page cache —
+	// a cut then left empty files or no link, and a validator that never
+	// came into service.
+	lines := strings.Split(string(install), "\n")
+	enable := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "systemctl daemon-reload && systemctl enable") })
+	synced := slices.IndexFunc(lines, func(l string) bool { f := strings.Fields(l); return len(f) > 0 && f[0] == "sync" })
+	if enable < 0 || synced < enable {
+		t.Errorf("INSTALL.txt does not sync after installing and enabling the validator:\n%s", install)
+	}
 	// The registered key is the bundle's.
 	dev, err := store.Device(context.Background(), "bus-9-front")
 	if err != nil {
