@@ -290,7 +290,21 @@ func (t *Table) ServiceDay(at time.Time) string {
 		d--
 	}
 	// Noon UTC of the (possibly normalised) date: no zone can move it.
-	return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
+	day := time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Format(time.DateOnly)
+	// Within a clock change back of S, the wall clock reads again what it
+	// read in the S before: those instants are on the day that has
+	// begun, also when the clocks went back across midnight (St. John's
+	// until 2011: 00:01 back to 23:01 of the day before) or by more than
+	// clockShifts holds (Casey station: 3 hours), which dayBegan does not
+	// see.
+	if start, _ := lt.ZoneBounds(); !start.IsZero() {
+		_, off := lt.Zone()
+		_, before := start.Add(-time.Nanosecond).In(t.loc).Zone()
+		if back := time.Duration(before-off) * time.Second; back > 0 && at.Sub(start) < back {
+			day = max(day, t.ServiceDay(start.Add(-time.Nanosecond)))
+		}
+	}
+	return day
 }
 
 func wallClock(lt time.Time) time.Duration {
@@ -299,7 +313,9 @@ func wallClock(lt time.Time) time.Duration {
 }
 
 // clockShifts are the sizes of the clock changes zones make (30 minutes on
-// Lord Howe Island, 2 hours at Troll station, an hour elsewhere).
+// Lord Howe Island, 2 hours at Troll station, an hour elsewhere; a larger
+// change back, Casey station's 3 hours, is seen by ServiceDay's
+// ZoneBounds check).
 var clockShifts = [...]time.Duration{0, 30 * time.Minute, time.Hour, 2 * time.Hour}
 
 // dayBegan reports whether the service day of date y-m-d began before at,
