@@ -69,15 +69,16 @@
 //
 // # Caveats
 //
-// Which of two taps with the same payment code is charged depends on which
-// arrives first (the first in a batch, within one batch); the other is
-// flagged. Only such reuse, which is fraud or a broken validator, makes the
-// result order-dependent.
+// Of two taps with the same payment code the earliest by tap time keeps
+// it, whatever order they arrive in (a later one that held it is flagged
+// and refunded); an online payment always keeps its code.
 //
 // A tap's service day is computed, when it is committed, with the fare
-// table of its FareVersion, or the latest stored if that version is not
-// stored; a day is rated with the table of the highest FareVersion among its
-// taps (or the latest). Store fare tables before the validators use them.
+// table in force at its time (the latest stored before it), never earlier
+// than the day of the instant before that table came into force
+// (serviceDayAt); each ride of a day is rated with the rules of the table
+// that rates it (its validator's, within FareGrace). Store fare tables
+// before the validators use them.
 //
 // A tap id committed again with other contents (for example after a
 // device's queue was replaced and its sequence numbers restarted) is

@@ -349,7 +349,13 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 			// committed before that rule: its own table's).
 			if got := e.table.ServiceDay(time.Unix(0, r.at)); got != cur.day {
 				inForce := tables[int64(inForce(catalog, r.at))]
-				if inForce == nil || inForce.table.ServiceDay(time.Unix(0, r.at)) != cur.day {
+				day, err := serviceDayAt(catalog, func(v uint64) (*fare.Table, error) {
+					if e := tables[int64(v)]; e != nil {
+						return e.table, nil
+					}
+					return nil, fmt.Errorf("fare table %d does not parse", v)
+				}, r.at)
+				if inForce == nil || (inForce.table.ServiceDay(time.Unix(0, r.at)) != cur.day && (err != nil || day != cur.day)) {
 					add("tap %s is on service day %s, its fare table %d puts it on %s", r.id, cur.day, r.version, got)
 				}
 			}

@@ -310,6 +310,18 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 		}
 		return inForce(at)
 	}
+	// A tap's service day: the one the table in force at its time gives
+	// it, never earlier than the instant's before that table came into
+	// force (TestFareChangeDayNeverBackwards).
+	var dayOf func(at time.Time) string
+	dayOf = func(at time.Time) string {
+		v := inForce(at)
+		day := tables[v].ServiceDay(at)
+		if v > 1 && !at.Before(propSince[v-1]) {
+			day = max(day, dayOf(propSince[v-1].Add(-time.Nanosecond)))
+		}
+		return day
+	}
 	known := map[uint64]bool{}
 	for _, id := range pl.ids {
 		known[id] = true
@@ -366,7 +378,7 @@ func propModelCheck(t *testing.T, pl *propLedger, taps []Tap, got map[string]tap
 			t.Errorf("tap %s (%s, claimed %d) rated by %d, want %d", tp.ID, tp.Time.UTC().Format(time.RFC3339Nano), tp.FareVersion, st.Rated, v)
 		}
 		tbl := tables[v]
-		day := tables[inForce(tp.Time)].ServiceDay(tp.Time)
+		day := dayOf(tp.Time)
 		if day != st.Day {
 			t.Errorf("tap %s on day %s, table %d (in force) says %s", tp.ID, st.Day, inForce(tp.Time), day)
 		}

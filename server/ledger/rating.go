@@ -172,3 +172,42 @@ func (t *txn) table(version uint64) (*fare.Table, error) {
 	}
 	return e.table, nil
 }
+
+// serviceDayAt returns the service day of the instant ns (unix ns): the
+// day the fare table in force then gives it (fare.Table.ServiceDay), but
+// never earlier than the day of the instant before that table came into
+// force. A table that moves the day's start later (04:00 Berlin to 04:00
+// UTC, say) coming into force between the two starts put the rides just
+// after it on the day before the rides just before it: a ride 25 minutes
+// after a full fare, on another day, was no transfer
+// (TestFareChangeDayNeverBackwards). table returns a stored version's
+// table.
+func serviceDayAt(versions []catalogEntry, table func(uint64) (*fare.Table, error), ns int64) (string, error) {
+	i := inForceIndex(versions, ns)
+	tbl, err := table(versions[i].version)
+	if err != nil {
+		return "", err
+	}
+	day := tbl.ServiceDay(time.Unix(0, ns))
+	// Three days after a change no zone or start can put an instant on
+	// a day before the change's.
+	if since := versions[i].since; ns >= since && ns-since < int64(72*time.Hour) && inForceIndex(versions, since-1) < i {
+		before, err := serviceDayAt(versions, table, since-1)
+		if err != nil {
+			return "", err
+		}
+		day = max(day, before)
+	}
+	return day, nil
+}
+
+// inForceIndex is inForce's index in versions.
+func inForceIndex(versions []catalogEntry, ns int64) int {
+	j, _ := slices.BinarySearchFunc(versions, ns, func(e catalogEntry, ns int64) int {
+		if e.since <= ns {
+			return -1
+		}
+		return 1
+	})
+	return max(j-1, 0)
+}

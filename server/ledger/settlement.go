@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/farego/farego/agent/fare"
 )
 
 // MaxSettlementDays bounds the service days of one settlement report (a
@@ -206,7 +208,27 @@ func (s *Store) dayRules(ctx context.Context, lo, hi int64) ([]dayRule, error) {
 		if fe == nil {
 			return nil, fmt.Errorf("%w: fare table %d", ErrNotFound, e.version)
 		}
-		rules = append(rules, dayRule{since: e.since, dayOf: fe.table.ServiceDay})
+		dayOf := fe.table.ServiceDay
+		if i > 0 {
+			// Never a day before the instant's before the table came
+			// into force, as a tap's (serviceDayAt).
+			floor, err := serviceDayAt(all, func(v uint64) (*fare.Table, error) {
+				fe, err := s.loadTable(ctx, s.db, v)
+				if err == nil && fe == nil {
+					err = fmt.Errorf("%w: fare table %d", ErrNotFound, v)
+				}
+				if err != nil {
+					return nil, err
+				}
+				return fe.table, nil
+			}, e.since-1)
+			if err != nil {
+				return nil, err
+			}
+			tbl := fe.table
+			dayOf = func(at time.Time) string { return max(tbl.ServiceDay(at), floor) }
+		}
+		rules = append(rules, dayRule{since: e.since, dayOf: dayOf})
 	}
 	return rules, nil
 }

@@ -360,14 +360,11 @@ func (t *txn) decide(w *tapWork, cat *fareCatalog, creds map[credKey]issued) err
 	// the new table moved the day's start or zone, a rider who changed
 	// onto an up-to-date bus had two service days at once — the transfer
 	// charged a full fare, the daily cap counted twice
-	// (TestFareChangeOneServiceDay).
-	dayTbl := tbl
-	if v := cat.inForce(tp.Time); v != version {
-		if dayTbl, err = t.table(v); err != nil {
-			return err
-		}
+	// (TestFareChangeOneServiceDay). Nor is it before the day of the
+	// instant before that table came into force (serviceDayAt).
+	if w.day, err = serviceDayAt(cat.versions, t.table, tp.Time.UnixNano()); err != nil {
+		return err
 	}
-	w.day = dayTbl.ServiceDay(tp.Time)
 	w.acct = t.accounts[tp.Account]
 	c, ok := creds[credKey{tp.Account, tp.Serial}]
 	if !ok && tp.Flag == "" && w.acct != nil && t.s.lostCredential(tp) {
