@@ -13,6 +13,17 @@ import (
 // records a second) filled the ledger with gigabytes a day.
 const DefaultAsideBudget = 5000
 
+// DefaultVerifyBudget is how many records of one device per hour (and at
+// once) the Ingest checks. A batch of a thousand records compresses to a
+// few kilobytes, well inside the broker's budget of a device, and each
+// record costs an Ed25519 verification (some 45 µs): a stolen validator
+// sending the same batch again and again — charged nothing aside, since
+// nothing new is kept aside — kept most of a server core busy for good
+// (an attack review: 20 batches a second, 20,000 verifications). A bus
+// takes a few thousand taps a day; a week's backlog, or an archive
+// replayed after a restore, is well inside it.
+const DefaultVerifyBudget = 500_000
+
 // maxAsideDevices bounds the devices whose budget is tracked before full
 // buckets are forgotten (a full bucket is the same as none).
 const maxAsideDevices = 4096

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/sync/wire"
 )
 
 // TestAsideBudget: a device is refused once the records kept aside reach
@@ -53,4 +55,42 @@ func TestAsideBudget(t *testing.T) {
 	if none := newAsideBudget(-1, time.Now); func() bool { none.charge("x", 1<<30); return none.over("x") }() {
 		t.Error("a negative budget (none) refuses")
 	}
+}
+
+// TestVerifyBudget: a device's records are checked (each a payment code's
+// signatures) up to its verify budget, then its batches are refused
+// before they are checked, unacked, until the budget refills. A stolen
+// validator sending one batch of a thousand records again and again —
+// a few kilobytes compressed, inside the broker's budget, and charged
+// nothing aside once its records were stored — had the server verify
+// 20,000 codes a second, most of a core, for as long as it liked (an
+// attack review). Through a real broker, with the same signed batch sent
+// ten times.
+func TestVerifyBudget(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	now := time.Now()
+	cfg.Now = func() time.Time { return now } // no refill during the test
+	cfg.VerifyBudget = 30
+	in := w.start(cfg)
+	d := w.newDevice(true)
+	other := w.newDevice(true)
+	msg := d.validBatch(1, 10)
+	const sends = 10
+	for i := range sends {
+		d.publish(d.topic(wire.KindTaps), msg)
+		waitFor(t, "the batch taken or refused", func() bool {
+			st := in.Stats()
+			return st.Batches+st.Rejects["verify_budget"] == uint64(i+1)
+		})
+	}
+	st := in.Stats()
+	if st.Taps > uint64(cfg.VerifyBudget+10) || st.Rejects["verify_budget"] == 0 {
+		t.Errorf("%d records checked of %d sent, %d batches refused for the verify budget; want at most the budget (%d) and one batch",
+			st.Taps, sends*10, st.Rejects["verify_budget"], cfg.VerifyBudget)
+	}
+	// Another device has a budget of its own.
+	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 5))
+	other.nextAck()
+	other.noAck()
 }

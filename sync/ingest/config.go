@@ -208,6 +208,12 @@ type Config struct {
 	// (default DefaultAsideBudget; negative: no budget).
 	AsideBudget int
 
+	// VerifyBudget is how many records of one device per hour (and at
+	// once) the Ingest checks — each a payment code's signatures — before
+	// it leaves that device's batches unchecked and unacked until its
+	// budget refills (default DefaultVerifyBudget; negative: no budget).
+	VerifyBudget int
+
 	// PublishTimeout bounds the wait for the broker to take an ack or a
 	// replay request (default DefaultPublishTimeout).
 	PublishTimeout time.Duration
@@ -255,6 +261,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AsideBudget == 0 {
 		c.AsideBudget = DefaultAsideBudget
+	}
+	if c.VerifyBudget == 0 {
+		c.VerifyBudget = DefaultVerifyBudget
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout

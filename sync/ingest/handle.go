@@ -94,6 +94,11 @@ type prepared struct {
 
 // prepareBatch checks and re-verifies one tap batch; nil if refused.
 func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *prepared {
+	if in.verify.over(id) {
+		in.refuse(RejectVerifyBudget, id, wire.KindTaps, len(payload),
+			fmt.Errorf("more than %d of its records checked in an hour: not taken until the budget refills", in.cfg.VerifyBudget))
+		return nil
+	}
 	body, revoked, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
 	if !ok {
 		return nil
@@ -107,6 +112,9 @@ func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *
 		in.refuse(RejectDeviceMismatch, id, wire.KindTaps, len(payload), fmt.Errorf("batch of device %q", b.DeviceID))
 		return nil
 	}
+	// Charged before the records are checked, whatever comes of them
+	// (signed by the device: nobody else can use its budget up).
+	in.verify.charge(id, len(b.Records))
 	kr := in.cfg.Keyring()
 	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records)), Revoked: revoked}
 	seqs := make([]uint64, len(b.Records))

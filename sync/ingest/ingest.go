@@ -28,6 +28,7 @@ type Ingest struct {
 	stats    *counters
 	limit    *ratelog.Limiter
 	aside    *asideBudget
+	verify   *asideBudget // records checked (Config.VerifyBudget)
 
 	queue   *fairQueue
 	conn    atomic.Pointer[conn] // the current Run's connection
@@ -64,6 +65,7 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		stats:    newCounters(cfg.Metrics),
 		limit:    ratelog.New(cfg.Now, ratelog.DefaultEvery),
 		aside:    newAsideBudget(cfg.AsideBudget, cfg.Now),
+		verify:   newAsideBudget(cfg.VerifyBudget, cfg.Now),
 		queue:    newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {

@@ -47,12 +47,17 @@ const (
 	// in the last hour than Config.AsideBudget: its batch is not committed
 	// nor acked (it sends it again once the budget has refilled).
 	RejectAsideBudget = "aside_budget"
+	// RejectVerifyBudget: the Ingest checked more of the device's records
+	// in the last hour than Config.VerifyBudget: its batch is not checked,
+	// committed nor acked (it sends it again once the budget has refilled).
+	RejectVerifyBudget = "verify_budget"
 )
 
 // RejectReasons lists every reject reason.
 var RejectReasons = []string{
 	RejectQueueFull, RejectDeviceQueueFull, RejectBadTopic, RejectMalformed, RejectUnknownDevice, RejectRevokedDevice, RejectBadSignature,
 	RejectDeviceMismatch, RejectStoreError, RejectCommitFailed, RejectAckFailed, RejectStatusFailed, RejectAsideBudget,
+	RejectVerifyBudget,
 }
 
 // Metrics are hooks for counters (for example Prometheus counters). Each is
