@@ -281,3 +281,59 @@ func TestRiderChangesBounded(t *testing.T) {
 		t.Errorf("another client's change: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestUnstorableFiltersNotServerErrors: a filter or key no row can hold
+// (a NUL, not UTF-8) in a staff request's query or body is answered as
+// one that matches nothing, not 500: PostgreSQL refuses such a string as
+// a query's argument, and GET /v1/tokens?merchant_id=%00 (or ?after=%FF),
+// POST /v1/taps/void with such a tap id, and the console's aside and
+// deny-list pages with such a ?reason= answered 500 and logged an ERROR
+// each time (attack review).
+func TestUnstorableFiltersNotServerErrors(t *testing.T) {
+	ctx := context.Background()
+	s, err := ledger.Open(ctx, ledgertest.PostgresSchema(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dir := t.TempDir()
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := os.ReadFile(filepath.Join(dir, "keys", keys.TokenFile))
+	h := New(Config{Ledger: s, Keys: kd})
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"GET", "/v1/tokens?merchant_id=%00", "", 200},
+		{"GET", "/v1/tokens?merchant_id=%FF", "", 200},
+		{"GET", "/v1/tokens?after=%00", "", 400},
+		{"GET", "/v1/tokens?after=%FF", "", 400},
+		{"POST", "/v1/taps/void", `{"tap":"a\u0000","reason":"test"}`, 404},
+	} {
+		req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(op)))
+		if c.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != c.want {
+			t.Errorf("%s %s %s: %d %s, want %d", c.method, c.path, c.body, w.Code, strings.Join(strings.Fields(w.Body.String()), " "), c.want)
+		}
+	}
+	// The console's aside and deny-list pages pass their ?reason= on.
+	for _, reason := range []string{"\x00", "\xff"} {
+		if _, err := s.Aside(ctx, false, reason, 10); err != nil {
+			t.Errorf("Aside with reason %q: %v", reason, err)
+		}
+		if _, err := s.Aside(ctx, true, reason, 10); err != nil {
+			t.Errorf("Aside (held) with reason %q: %v", reason, err)
+		}
+		if _, _, err := s.DenyListPage(ctx, ledger.DenyEntry{Account: 1, Reason: reason}, 10); err != nil {
+			t.Errorf("DenyListPage after reason %q: %v", reason, err)
+		}
+	}
+}

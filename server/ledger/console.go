@@ -451,6 +451,9 @@ func (s *Store) Aside(ctx context.Context, held bool, reason string, limit int) 
 	if held {
 		table = "held_taps"
 	}
+	if unstorable(reason) {
+		return nil, nil // no record has such a reason (PostgreSQL refused the query: 500)
+	}
 	q := `SELECT device_id, epoch, seq, reason, LENGTH(record), received_ns FROM ` + table
 	args := []any{listLimit(limit, MaxListLimit)}
 	if reason != "" {
@@ -495,6 +498,9 @@ func (s *Store) TokenByID(ctx context.Context, id string) (APIToken, error) {
 // (account, serial, reason), in that order (zero: from the start), and how
 // many entries the list has.
 func (s *Store) DenyListPage(ctx context.Context, after DenyEntry, limit int) ([]DenyEntry, int64, error) {
+	if unstorable(after.Reason) {
+		after.Reason = "" // no entry has it; PostgreSQL refused the query (500)
+	}
 	var out []DenyEntry
 	var total int64
 	err := s.read(ctx, func(tx *sql.Tx) error {

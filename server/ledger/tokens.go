@@ -145,6 +145,12 @@ func (s *Store) TokensPage(ctx context.Context, f TokenFilter) ([]APIToken, bool
 	if f.Limit <= 0 || f.Limit > MaxTokensPage {
 		f.Limit = MaxTokensPage
 	}
+	if unstorable(f.After) {
+		return nil, false, fmt.Errorf("%w: no token %q", ErrNotFound, f.After)
+	}
+	if unstorable(f.Role, f.Merchant) {
+		return nil, false, nil // no token has such a role or merchant id (PostgreSQL refused the query: 500)
+	}
 	var afterNS int64 = -1
 	if f.After != "" {
 		err := s.db.QueryRowContext(ctx, `SELECT created_ns FROM api_tokens WHERE id = $1`, f.After).Scan(&afterNS)

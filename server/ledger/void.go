@@ -45,6 +45,9 @@ func (s *Store) VoidTap(ctx context.Context, tapID, reason, actor string) (VoidR
 	if err := checkText("reason", reason, MaxVoidReason, true); err != nil {
 		return res, invalid("void: %v", err)
 	}
+	if unstorable(tapID) {
+		return res, fmt.Errorf("%w: tap %q", ErrNotFound, tapID) // no tap has such an id
+	}
 	if err := checkText("actor", actor, maxName, true); err != nil {
 		return res, invalid("void: %v", err)
 	}
