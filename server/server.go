@@ -116,6 +116,11 @@ type Config struct {
 	// device's batches unacked until the budget refills
 	// (ingest.Config.AsideBudget: 0, 5,000; negative: none).
 	DeviceAsideBudget int
+	// DeviceVerifyBudget is how many records of one device an hour the
+	// server checks (each a payment code's signatures) before it leaves
+	// the device's batches unchecked and unacked until the budget refills
+	// (ingest.Config.VerifyBudget: 0, 500,000; negative: none).
+	DeviceVerifyBudget int
 
 	Logger *slog.Logger
 	// AfterCommit, if set, runs after each batch is committed to the ledger
@@ -315,7 +320,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.ingest, err = ingest.New(ingest.Config{
 		MQTTConfig: mq, TopicPrefix: cfg.TopicPrefix, SharedGroup: cfg.SharedGroup, FleetKey: kd.FleetKey(),
 		Keyring: kd.Keyring, Policy: cfg.Policy, Logger: s.log.With("part", "ingest"), Metrics: s.ingestMetrics(),
-		AsideBudget: cfg.DeviceAsideBudget,
+		AsideBudget: cfg.DeviceAsideBudget, VerifyBudget: cfg.DeviceVerifyBudget,
 	}, (*store)(s)); err != nil {
 		return nil, err
 	}

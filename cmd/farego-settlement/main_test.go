@@ -162,6 +162,7 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 	}
 	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--max-age", "2h"}, {"--skew", "2h"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"}, {"--key-activation", "-1h"}, {"--key-activation", "1000h"},
 		{"--device-aside-budget", "0"}, {"--device-aside-budget", "-5"},
+		{"--device-verify-budget", "0"}, {"--device-verify-budget", "-2"},
 		{"--log-format", "jsn"}, {"--log-level", "verbose"},
 		{"--metrics", "127.0.0.1:18080", "--http", "127.0.0.1:18080"}} { // it said only "address already in use"
 		if c, _, e := settle(t, ctx, append([]string{"run", "--data", data}, bad...)...); c != 2 || !strings.Contains(e, bad[0]) {

@@ -49,6 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&c.CredentialTTL, "credential-ttl", 24*time.Hour, "how long an issued credential is valid")
 	keyActivation := fs.Duration("key-activation", keys.DefaultKeyActivation, "how long after a rotation the new issuer key starts signing (the keyring reaches offline validators first); 0s: at once")
 	fs.Int64Var(&c.CredentialMinimum, "credential-minimum", 0, "least balance + credit line (minor units) for an offline credential; 0: the fare table's daily cap (or one base fare), -1: none")
+	fs.IntVar(&c.DeviceVerifyBudget, "device-verify-budget", ingest.DefaultVerifyBudget, "records of one device an hour (and at once) the server checks — each a payment code's signatures — before it leaves the device's batches unchecked and unacked until the budget refills (-1: no budget)")
 	fs.IntVar(&c.DeviceAsideBudget, "device-aside-budget", ingest.DefaultAsideBudget, "records of one device an hour (and at once) the server keeps aside — quarantined, held or flagged — or stores as new taps charged nothing (transfers, past the daily cap, free profiles), before it stops taking the device's batches until the budget refills (-1: no budget)")
 	fs.IntVar(&c.AccountsPerMinute, "accounts-per-minute", 0, "anonymous account creations per client address and minute (0: 6, burst 10; -1: no limit)")
 	fs.IntVar(&c.MerchantPerMinute, "merchant-per-minute", 0, "online payments and refunds per merchant API token (one till) and minute (0: 120, burst 20; -1: no limit)")
@@ -81,6 +82,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if c.DeviceAsideBudget == 0 || c.DeviceAsideBudget < -1 {
 		return cli.Usagef(stderr, "farego-settlement run", "--device-aside-budget %d: records an hour, at least 1 (-1: no budget)", c.DeviceAsideBudget)
+	}
+	if c.DeviceVerifyBudget == 0 || c.DeviceVerifyBudget < -1 {
+		return cli.Usagef(stderr, "farego-settlement run", "--device-verify-budget %d: records an hour, at least 1 (-1: no budget)", c.DeviceVerifyBudget)
 	}
 	if c.CredentialTTL <= 0 {
 		return cli.Usagef(stderr, "farego-settlement run", "--credential-ttl %v: a credential must be valid for some time (default 24h)",
