@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -217,6 +218,33 @@ func loadConfig(path string) (*Config, error) {
 	return c, nil
 }
 
+// badType matches the TOML decoder's error for a value of the wrong type.
+var badType = regexp.MustCompile(`\(last key "([^"]+)"\): incompatible types: TOML value has type ([^;]+); destination has type (.+)$`)
+
+// typeHint says how to write a value the decoder found of the wrong type:
+// its error names Go types alone ("TOML value has type int64; destination
+// has type string" for route = 42, "map[string]any; … slice" for a
+// [scanner] written with one bracket), which tells a technician nothing.
+func typeHint(err error) string {
+	m := badType.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	key, got, want := m[1], m[2], m[3]
+	short := key[strings.LastIndex(key, ".")+1:]
+	switch {
+	case want == "string":
+		return fmt.Sprintf(" (%s is text: write it in quotes, %s = \"…\")", key, short)
+	case want == "integer":
+		return fmt.Sprintf(" (%s is a number: write it without quotes)", key)
+	case want == "boolean":
+		return fmt.Sprintf(" (%s is true or false, without quotes)", key)
+	case want == "slice" && strings.HasPrefix(got, "map"):
+		return fmt.Sprintf(" (write [[%s]], with two brackets: one such table for each)", key)
+	}
+	return ""
+}
+
 // parseConfig decodes TOML strictly (unknown keys are errors) and checks
 // every field.
 func parseConfig(data []byte, dir string) (*Config, error) {
@@ -226,7 +254,7 @@ func parseConfig(data []byte, dir string) (*Config, error) {
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errConfig, err)
+		return nil, fmt.Errorf("%w: %w%s", errConfig, err, typeHint(err))
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))

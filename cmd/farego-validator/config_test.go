@@ -144,3 +144,23 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigWrongTypeSaysHowToWriteIt: the mistakes a technician makes in
+// TOML's types are refused saying how to write the value, not in the
+// decoder's Go types alone ("TOML value has type int64; destination has
+// type string" for a route number written without quotes).
+func TestConfigWrongTypeSaysHowToWriteIt(t *testing.T) {
+	scanner := "[[scanner]]\nname = \"a\"\npath = \"-\"\n"
+	for cfg, want := range map[string]string{
+		"device_id = \"d\"\nroute = 42\ndata_dir = \"x\"\n" + scanner:                                        `route is text: write it in quotes, route = "…"`,
+		"device_id = \"d\"\nroute = \"1\"\nvehicle = 7\ndata_dir = \"x\"\n" + scanner:                        `vehicle is text: write it in quotes, vehicle = "…"`,
+		"device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n[scanner]\nname = \"a\"\npath = \"-\"\n":        "write [[scanner]], with two brackets",
+		"device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n" + scanner + "baud = \"9600\"\n":               "scanner.baud is a number: write it without quotes",
+		"device_id = \"d\"\nroute = \"1\"\ndata_dir = \"x\"\n" + scanner + "[feedback]\nconsole = \"yes\"\n": "feedback.console is true or false, without quotes",
+	} {
+		_, err := parseConfig([]byte(cfg), "/etc/farego")
+		if !errors.Is(err, errConfig) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want a config error saying %q", cfg, err, want)
+		}
+	}
+}
