@@ -369,11 +369,11 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.CAFile != "" {
 		pemBytes, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: CAFile: %w", ErrConfig, err)
+			return nil, fmt.Errorf("%w: the brokers' CA certificate (ca_file): %w", ErrConfig, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("%w: CAFile %s holds no PEM certificate", ErrConfig, c.CAFile)
+			return nil, fmt.Errorf("%w: the brokers' CA certificate (ca_file) %s holds no PEM certificate", ErrConfig, c.CAFile)
 		}
 		t.RootCAs = pool
 	}
