@@ -244,8 +244,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *sess) {
 		}
 	}
 	now := h.cfg.Now()
-	if t, err := h.cfg.Ledger.LatestFareTable(ctx); err == nil {
-		d.Today = t.ServiceDay(now)
+	if day, err := h.cfg.Ledger.ServiceDayAt(ctx, now); err == nil {
+		d.Today = day // the day of the taps made now
 	}
 	// Today's revenue and the last hour's settlement lag, read together:
 	// they agree (a tap counted in one is counted in the other).
@@ -482,7 +482,7 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	}
 	var dayList []string
 	if tbl != nil {
-		dayList = serviceDays(tbl, now, days)
+		dayList = h.recentDays(ctx, tbl, now, days)
 		d.From, d.To = dayList[0], dayList[len(dayList)-1]
 	}
 	// The revenue and the settlement lag, read together: they agree.
@@ -580,6 +580,17 @@ func serviceDays(t *fare.Table, now time.Time, n int) []string {
 	return out
 }
 
+// recentDays is serviceDays ending at the day of the taps made now
+// (ledger.ServiceDayAt): just after a fare change that moves the day's
+// start later the latest table alone puts now on the day before.
+func (h *Handler) recentDays(ctx context.Context, t *fare.Table, now time.Time, n int) []string {
+	days := serviceDays(t, now, n)
+	if today, err := h.cfg.Ledger.ServiceDayAt(ctx, now); err == nil && today > days[len(days)-1] {
+		days = append(days[1:], today)
+	}
+	return days
+}
+
 // --- Shops -------------------------------------------------------------------
 
 // shopDays is how many service days the shops page sums.
@@ -623,7 +634,7 @@ func (h *Handler) shopsPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	// The ledger's days without a fare table: UTC dates.
 	from, to := now.UTC().AddDate(0, 0, 1-shopDays).Format(time.DateOnly), now.UTC().Format(time.DateOnly)
 	if tbl != nil {
-		days := serviceDays(tbl, now, shopDays)
+		days := h.recentDays(ctx, tbl, now, shopDays)
 		from, to = days[0], days[len(days)-1]
 	}
 	q := r.URL.Query()

@@ -201,6 +201,28 @@ func serviceDayAt(versions []catalogEntry, table func(uint64) (*fare.Table, erro
 	return day, nil
 }
 
+// ServiceDayAt returns the service day a tap at time at is put on
+// (serviceDayAt, with the stored fare tables), or ErrNoFareTable: the
+// console's "today" is the day the taps being made now are on, which
+// the latest table alone does not say just after a change that moves the
+// day's start later.
+func (s *Store) ServiceDayAt(ctx context.Context, at time.Time) (string, error) {
+	c, err := s.readCatalog(ctx, s.db)
+	if err != nil {
+		return "", err
+	}
+	return serviceDayAt(c.versions, func(v uint64) (*fare.Table, error) {
+		fe, err := s.loadTable(ctx, s.db, v)
+		if err == nil && fe == nil {
+			err = fmt.Errorf("%w: fare table %d", ErrNotFound, v)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return fe.table, nil
+	}, at.UnixNano())
+}
+
 // inForceIndex is inForce's index in versions.
 func inForceIndex(versions []catalogEntry, ns int64) int {
 	j, _ := slices.BinarySearchFunc(versions, ns, func(e catalogEntry, ns int64) int {
