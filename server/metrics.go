@@ -75,9 +75,22 @@ func (s *Server) registerMetrics() {
 		s.reg.GaugeFunc("farego_broker_queued_bytes", "Bytes the broker has queued for writing to its connections.", func() float64 { return float64(s.broker.Stats().Queued) })
 		s.reg.GaugeFunc("farego_broker_stalled_total", "Clients disconnected for not reading (WriteTimeout, or too many bytes queued).", func() float64 { return float64(s.broker.Stats().Stalled) })
 	}
+	// This instance's own links to the broker (1 connected, 0 not): with
+	// an external broker, what tells its outage from the fleet's.
+	s.reg.GaugeFunc("farego_ingest_connected", "Whether this instance's ingest is connected to the MQTT broker and subscribed (1) or not (0).",
+		func() float64 { return boolGauge(s.ingest.Connected()) })
+	s.reg.GaugeFunc("farego_publisher_connected", "Whether this instance's downlink publisher is connected to the MQTT broker (1) or not (0).",
+		func() float64 { return boolGauge(s.pub.Connected()) })
 	s.reg.GaugeFunc("farego_ingest_queued", "Messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().Queued) })
 	s.reg.GaugeFunc("farego_ingest_queued_bytes", "Bytes of the messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedBytes) })
 	s.reg.GaugeFunc("farego_ingest_queued_devices", "Devices with messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedDevices) })
 }
 
 type ledgerStats ledger.Stats
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
