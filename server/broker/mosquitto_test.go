@@ -27,7 +27,20 @@ var sampleDir = filepath.Join("..", "..", "testdata", "broker")
 // passwords (the devices').
 func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (plainURL, tlsURL, pwURL string) {
 	t.Helper()
-	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Listeners: 3, Users: users, Config: func(m *brokertest.Mosquitto) string {
+	u := mosquittoSampleURLs(t, p, users)
+	return u.plain, u.tls, u.pw
+}
+
+// sampleURLs are the listeners of the Mosquitto sample: plain (the
+// server's, on the broker's host), tls (devices, mutual TLS), pw (devices,
+// TLS with passwords) and servers (settlement instances on other hosts,
+// TLS with passwords).
+type sampleURLs struct{ plain, tls, pw, servers string }
+
+// mosquittoSampleURLs is mosquittoSample with every listener's URL.
+func mosquittoSampleURLs(t *testing.T, p *brokertest.PKI, users map[string]string) sampleURLs {
+	t.Helper()
+	m := brokertest.StartMosquitto(t, brokertest.MosquittoOptions{Listeners: 4, Users: users, Config: func(m *brokertest.Mosquitto) string {
 		acl, err := filepath.Abs(filepath.Join(sampleDir, "acl"))
 		if err != nil {
 			t.Fatal(err)
@@ -36,7 +49,7 @@ func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (
 		if err != nil {
 			t.Fatal(err)
 		}
-		plainPort, tlsPort, pwPort := m.Ports[0], m.Ports[1], m.Ports[2]
+		plainPort, tlsPort, pwPort, serversPort := m.Ports[0], m.Ports[1], m.Ports[2], m.Ports[3]
 		conf := strings.NewReplacer(
 			"/etc/mosquitto/farego.passwd", m.PasswordFile,
 			"/etc/mosquitto/farego.acl", acl,
@@ -46,17 +59,51 @@ func mosquittoSample(t *testing.T, p *brokertest.PKI, users map[string]string) (
 			"listener 1883 127.0.0.1", "listener "+plainPort+" 127.0.0.1",
 			"listener 8883\n", "listener "+tlsPort+" 127.0.0.1\n",
 			"listener 8884\n", "listener "+pwPort+" 127.0.0.1\n",
+			"listener 8885\n", "listener "+serversPort+" 127.0.0.1\n",
 			"persistence true", "persistence false",
 			"persistence_location /var/lib/mosquitto/\n", "",
 		).Replace(string(sample))
-		for _, must := range []string{m.PasswordFile, acl, p.CAFile, "listener " + plainPort, "listener " + tlsPort, "listener " + pwPort, "persistence false"} {
+		for _, must := range []string{m.PasswordFile, acl, p.CAFile, "listener " + plainPort, "listener " + tlsPort, "listener " + pwPort, "listener " + serversPort, "persistence false"} {
 			if !strings.Contains(conf, must) {
 				t.Fatalf("the sample configuration changed: %q not substituted", must)
 			}
 		}
 		return conf
 	}})
-	return "tcp://" + m.Addrs[0], "ssl://" + m.Addrs[1], "ssl://" + m.Addrs[2]
+	return sampleURLs{"tcp://" + m.Addrs[0], "ssl://" + m.Addrs[1], "ssl://" + m.Addrs[2], "ssl://" + m.Addrs[3]}
+}
+
+// TestMosquittoSampleServersOverTLS connects settlement instances to the
+// sample Mosquitto as the README's several-instances guide has them on
+// hosts of their own: over TLS, as farego-server with its password. Each
+// instance has two clients (ingest and downlink publisher) with client ids
+// of their own, and every one must stay connected beside the others. On
+// the devices' TLS listeners the username becomes the client id, so each
+// farego-server client threw the one before it off (a live run: three
+// instances' ingest and publisher reconnecting every second or two, acks
+// refused "not connected to the broker").
+func TestMosquittoSampleServersOverTLS(t *testing.T) {
+	p := brokertest.NewPKI(t, "")
+	secret := newSecret(t)
+	u := mosquittoSampleURLs(t, p, map[string]string{DefaultServerUsername: ServerPassword(secret)})
+	tc := p.ClientTLS(t, "")
+	first, lost := mustDial(t, u.servers, DefaultServerUsername, ServerPassword(secret), tc)
+	_, probe := subscribe(t, first, "farego/fleet/probe")
+	second, _ := mustDial(t, u.servers, DefaultServerUsername, ServerPassword(secret), tc)
+	if err := publish(t, second, "farego/fleet/probe", "from the second client", false); err != nil {
+		t.Fatalf("the second server client cannot publish: %v", err)
+	}
+	select {
+	case <-lost:
+		t.Fatal("the first server client was disconnected when a second one logged in as farego-server: " +
+			"the listener makes the username the client id, so an instance's ingest and publisher (and every other instance's) take each other's place")
+	case m := <-probe:
+		if m[1] != "from the second client" {
+			t.Fatalf("the first server client got %q", m)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("the first server client got nothing the second published")
+	}
 }
 
 // TestMosquittoSample runs the end-to-end scenario and the access rules
