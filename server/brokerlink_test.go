@@ -3,6 +3,9 @@ package server_test
 import (
 	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,15 +56,51 @@ func TestMetricsSayBrokerLink(t *testing.T) {
 			}
 		}
 	}
+	// The console says it on every page too: its fleet figures alone
+	// showed every validator offline.
+	tok, err := os.ReadFile(filepath.Join(dir, "keys", "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	op := &http.Client{Jar: jar}
+	req, _ := http.NewRequest("POST", "http://"+a.HTTP+"/console/signin", strings.NewReader(url.Values{"token": {strings.TrimSpace(string(tok))}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "http://"+a.HTTP)
+	resp, err := op.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	banner := func(want bool) {
+		t.Helper()
+		for _, page := range []string{"/console/", "/console/fleet"} {
+			resp, err := op.Get("http://" + a.HTTP + page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %d", page, resp.StatusCode)
+			}
+			if got := strings.Contains(string(body), `id="cutoff"`); got != want {
+				t.Errorf("%s: the cut-off banner shown %v, want %v", page, got, want)
+			}
+		}
+	}
 	healthz(http.StatusOK) // ingest and publisher connected
 	metrics("1")
+	banner(false)
 	b.Stop()
 	brokertest.WaitFor(t, 60*time.Second, "/healthz to say both links are down", func() bool {
 		_, body := get("/healthz")
 		return strings.Count(body, "unavailable") == 2
 	})
 	metrics("0")
+	banner(true)
 	b.Restart()
 	healthz(http.StatusOK)
 	metrics("1")
+	banner(false)
 }

@@ -94,3 +94,16 @@ func boolGauge(b bool) float64 {
 	}
 	return 0
 }
+
+// cutOff names this instance's links to the broker that are down, for the
+// console's banner.
+func (s *Server) cutOff() []string {
+	var out []string
+	if !s.ingest.Connected() {
+		out = append(out, "the MQTT broker for taps (ingest: no taps are taken or acked)")
+	}
+	if !s.pub.Connected() {
+		out = append(out, "the MQTT broker for downlinks (publisher: no deny lists, fare tables, keyrings or releases are sent)")
+	}
+	return out
+}

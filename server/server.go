@@ -352,7 +352,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	s.registerMetrics()
 	s.console = console.New(console.Config{Ledger: st, Keys: kd, API: h, Started: s.started, Metrics: s.reg,
-		Logger: s.log.With("part", "console")})
+		CutOff: s.cutOff, Logger: s.log.With("part", "console")})
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
 	}

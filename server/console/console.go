@@ -72,8 +72,13 @@ type Config struct {
 	// farego_devices, farego_downlink_version, farego_ledger_quarantined,
 	// farego_ledger_held).
 	Metrics *metrics.Registry
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// CutOff, if set, names what this instance has lost its link to
+	// (empty: nothing): every signed-in page says so above its title, for
+	// a server cut off from the broker sees every validator go offline
+	// and takes no taps, which the fleet's figures alone do not tell.
+	CutOff func() []string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler serves the console. Use New.

@@ -32,6 +32,7 @@ type page struct {
 	Refresh  int  // seconds; 0: no meta refresh
 	Reload   bool // reload the page at once (a meta refresh of 0 s)
 	Currency string
+	CutOff   []string // what this instance has lost its link to (Config.CutOff)
 	Data     any
 }
 
@@ -141,6 +142,9 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 		panic("console: no template " + name)
 	}
 	p.Prefix, p.Now = h.cfg.Prefix, h.cfg.Now().UTC()
+	if p.S != nil && h.cfg.CutOff != nil {
+		p.CutOff = h.cfg.CutOff()
+	}
 	if p.Currency == "" {
 		p.Currency = h.cfg.Ledger.Currency()
 	}
