@@ -291,3 +291,50 @@ func TestWalletDamagedNotesStillShowCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestWalletPassAfterTopUp: a new rider signs in before the account holds
+// enough for a pass; the wallet says to top up first. The payment provider
+// tops the account up and the rider presses Refresh: the wallet showed the
+// new balance (€100.00, "good standing") under the same "Top up your
+// account first" and no code, and fetched no pass for up to a minute
+// (its retry wait after the refusal), though the balance now covered it.
+// Seen by a rider's walk-through at a phone's size.
+func TestWalletPassAfterTopUp(t *testing.T) {
+	url, g := serveWallet(t)
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct)
+	warning := `document.getElementById("pass-warning")`
+	if s := wallettest.Eval[string](t, b, warning+`.textContent`); !strings.Contains(s, "Top up") {
+		t.Fatalf("an empty account's pass says %q, want to top up first", s)
+	}
+	if _, err := g.store.TopUp(context.Background(), acct.ID, 10_000, "psp-after-signin"); err != nil {
+		t.Fatal(err)
+	}
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "the new balance", `document.getElementById("balance").textContent === "€100.00"`)
+	if s := wallettest.Eval[string](t, b, `(`+warning+`.hidden ? "" : `+warning+`.textContent) + `+
+		`(document.getElementById("code-view").hidden ? " | no code" : "")`); strings.Contains(s, "Top up") {
+		t.Errorf("with €100.00 shown, the pass says %q", s)
+	}
+	wallettest.WaitFor(t, b, 30*time.Second, "pass 1 and its code", passState+`.startsWith("Pass 1 ") && !document.getElementById("code-view").hidden`)
+}
+
+// TestWalletGetPassOffline: a rider with no pass on the phone (new here,
+// or the pass ran out on the way) opens the wallet with no network and
+// presses "Get a pass": nothing happened at all, no word, as if the
+// button were broken. It says the server cannot be reached.
+func TestWalletGetPassOffline(t *testing.T) {
+	url, _ := serveWallet(t)
+	acct := newAccount(t, url)
+	b := wallettest.Browser(t, wallettest.Config{})
+	signIn(t, b, url, acct) // no balance: no pass
+	wallettest.WaitFor(t, b, 30*time.Second, "the service worker to control the page", `navigator.serviceWorker.controller !== null`)
+	offline(t, b, true)
+	wallettest.Do(t, b, chromedp.Reload())
+	wallettest.WaitFor(t, b, 30*time.Second, "the wallet to start offline", `document.body && document.body.dataset.ready === "true"`)
+	wallettest.WaitFor(t, b, 30*time.Second, "the Get a pass button", `!document.getElementById("get-pass").hidden && document.getElementById("pass-warning").hidden`)
+	wallettest.Do(t, b, chromedp.Click(chromedp.ID("get-pass"), chromedp.NodeVisible))
+	wallettest.WaitFor(t, b, 30*time.Second, "a word on why there is no pass",
+		`!document.getElementById("pass-warning").hidden && document.getElementById("pass-warning").textContent.includes("cannot be reached")`)
+}

@@ -230,6 +230,31 @@ func TestWalletCodeGoesAtPassEnd(t *testing.T) {
 	}
 }
 
+// TestWalletCountdownAtPassEnd: offline, in the last seconds of a pass
+// that ends before the minute does, the countdown said "New code in 45 s"
+// (the next minute) and the pass "expires at 11:56 PM", while the code
+// went at the pass's end a few seconds later: the rider holding the phone
+// up at the door was promised a code that never came. In the pass's last
+// minute the countdown says when the pass ends.
+func TestWalletCountdownAtPassEnd(t *testing.T) {
+	ttl := time.Hour + time.Duration(70-(time.Now().Unix()+3600)%60)*time.Second
+	url, g := serveWalletWith(t, "EUR", api.Config{CredentialTTL: ttl})
+	b, _ := passShown(t, url, g, 10_000)
+	offline(t, b, true)
+	notAfter := wallettest.Eval[int64](t, b, `(async () => (await import("./app.js")).debugState().code.notAfter)()`)
+	if s := notAfter % 60; s < 10 || s > 40 {
+		t.Fatalf("the set-up: the pass ends %d s past a minute", s)
+	}
+	wallettest.Eval[bool](t, b, fmt.Sprintf(`(async () => { (await import("./clock.js")).setOffset(%d000 - 5000 - Date.now()); return true; })()`, notAfter))
+	if wallettest.Eval[string](t, b, `(async () => (await (await import("./app.js")).newCodeNow())?.text ?? "")()`) == "" {
+		t.Fatalf("5 s before the pass's end, no code: %q", wallettest.Eval[string](t, b, passState))
+	}
+	s := wallettest.Eval[string](t, b, `document.getElementById("countdown").textContent`)
+	if strings.HasPrefix(s, "New code in") || !strings.Contains(s, "ends in") {
+		t.Errorf("5 s before the pass's end (the next minute %d s away), the countdown says %q", 60-(notAfter-5)%60, s)
+	}
+}
+
 // TestWalletStrayPassOfHigherSerial: the phone's storage holds, besides
 // the pass in use, a damaged record of a higher serial (edited, or left
 // by a bug): the wallet takes the highest serial for its pass, says it is

@@ -23,6 +23,7 @@ let pollTimer = 0;
 let codeChain = Promise.resolve();
 let credentialTask = null;
 let credentialRetryAt = 0; // after a refused or failed renewal, wait before trying again by itself
+let passRefusedLow = false; // the last pass asked for was refused for a balance too low (insufficient_funds)
 // Statement entries older than the view's recent ones, loaded by "Earlier
 // activity" (kept in memory only, while they join the view's without a gap).
 let earlier = [];
@@ -278,18 +279,26 @@ async function fetchCredential(force) {
 // what went wrong in plain words.
 async function maintainCredential(force = false) {
   if (!account || credentialTask) return credentialTask;
-  if (!navigator.onLine || (!force && performance.now() < credentialRetryAt)) return;
   const warning = $("pass-warning");
+  if (!navigator.onLine && force) {
+    // "Get a pass" pressed with no network: say so, not nothing.
+    warning.textContent = t("err_network");
+    warning.hidden = false;
+    return;
+  }
+  if (!navigator.onLine || (!force && performance.now() < credentialRetryAt)) return;
   credentialTask = (async () => {
     try {
       if (force) $("pass-state").textContent = t("pass_fetching");
       const changed = await fetchCredential(force);
       credentialRetryAt = 0;
+      passRefusedLow = false;
       warning.hidden = true;
       $("get-pass").hidden = true;
       if (changed || force) await showCode();
     } catch (e) {
       credentialRetryAt = performance.now() + RETRY_MS; // monotonic: a clock set back does not stretch the wait
+      passRefusedLow = e instanceof ApiError && e.code === "insufficient_funds";
       const usable = last !== null;
       if (!window.isSecureContext) {
         // WebCrypto is not there at all on a page served over plain http
@@ -370,7 +379,10 @@ async function makeAndShow() {
 
 function renderCountdown() {
   const s = Math.ceil((60000 - (clock.now() % 60000)) / 1000);
-  $("countdown").textContent = last ? t("countdown", { s }) : "";
+  // A pass that ends before the minute does takes its code away then
+  // (schedule): no new code is coming, say when it goes.
+  const end = last ? Math.max(0, Math.ceil(((last.notAfter + 1) * 1000 - clock.now()) / 1000)) : s;
+  $("countdown").textContent = !last ? "" : end < s ? t("countdown_pass_ends", { s: end }) : t("countdown", { s });
 }
 
 // schedule sets the next code for the next minute boundary of the clock.
@@ -486,6 +498,14 @@ function renderView(view) {
   // (Below zero with a credit line larger than it: a balance of -9.00 on
   // a credit line of 10.00 pays no 2.50 fare.)
   const low = !a.denied && typeof a.pass_minimum === "number" && a.balance < a.pass_minimum;
+  if (passRefusedLow && !a.denied && typeof a.pass_minimum === "number" && !low && account) {
+    // Topped up since the pass was refused: "Top up first" is no longer
+    // true, and the pass need not wait for the retry.
+    passRefusedLow = false;
+    credentialRetryAt = 0;
+    $("pass-warning").hidden = true;
+    maintainCredential();
+  }
   st.textContent = a.denied ? denyText(a.deny_reason)
     : low ? t("standing_low", { amount: money(a.pass_minimum, a.currency) }) : t("standing_ok");
   st.className = a.denied ? "bad" : low ? "warning" : "good";
