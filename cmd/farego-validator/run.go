@@ -679,6 +679,51 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 // program holds tries to take it again.
 const metricsRetry = 5 * time.Second
 
+// Bounds of the metrics server. Anyone who can reach metrics.listen (any
+// local user on 127.0.0.1) could open keep-alive connections, ask once on
+// each and leave them open: each held one for ever, some 20 KB of memory
+// and a file descriptor (20,000 of them: 400 MB, and no descriptor left
+// for the broker or a scanner coming back). A scraper needs one.
+const (
+	maxMetricsConns   = 16
+	metricsIdle       = 2 * time.Minute
+	metricsMaxHeaders = 8 << 10
+)
+
+// limitListener accepts at most cap(sem) connections at once and closes
+// the others as soon as they are accepted.
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
 // serveMetrics serves reg on addr; status is the command that asks this
 // validator's status ("": no control socket). An address in use is not
 // an error: taps do not depend on /metrics, and the bundle's default
@@ -692,9 +737,10 @@ const metricsRetry = 5 * time.Second
 func serveMetrics(addr, status string, reg *metrics.Registry, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: metricsIdle, MaxHeaderBytes: metricsMaxHeaders}
 	serve := func(ln net.Listener) {
-		go srv.Serve(ln)
+		go srv.Serve(&limitListener{Listener: ln, sem: make(chan struct{}, maxMetricsConns)})
 		log.Info("metrics listening", "addr", ln.Addr().String())
 	}
 	shutdown := func() {
