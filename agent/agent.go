@@ -123,7 +123,10 @@ type Agent struct {
 	// (malformed, another version): one a second per scanner and reason,
 	// with how many it held back. A scanner fed noise makes thousands a
 	// second (a field review: 27,684 lines in 10 s), and none names a
-	// rider; the taps metric counts them all.
+	// rider; the taps metric counts them all. Refused codes are logged up
+	// to refusedPerSecond a second per scanner and reason (a screen of
+	// forged codes held to a scanner: 5,000 lines in 0.4 s, which
+	// journald's rate limit answers by dropping every program's lines).
 	garbage garbageLog
 
 	state   atomic.Pointer[snapshot]
@@ -307,12 +310,13 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 			outcome = "out_of_service"
 		}
 		a.taps.With(outcome, string(out.Reason)).Inc()
-		held := 0
+		limit := refusedPerSecond
 		if out.Reason == paycode.ReasonMalformed || out.Reason == paycode.ReasonUnsupportedVersion {
-			var ok bool
-			if ok, held = a.garbage.allow(a.sinceBoot(), out.Scanner, out.Reason); !ok {
-				break
-			}
+			limit = 1
+		}
+		ok, held := a.garbage.allow(a.sinceBoot(), out.Scanner, out.Reason, limit)
+		if !ok {
+			break
 		}
 		args := []any{"reason", out.Reason, "scanner", out.Scanner, "account", out.Account, "code_hash", out.CodeHash}
 		if held > 0 {
@@ -753,9 +757,14 @@ func (a *Agent) Run(ctx context.Context, frames <-chan scanner.Frame) error {
 	}
 }
 
-// garbageLog lets one "tap refused" line of a frame that is no code
-// through per scanner and reason a second, and counts the others. Its keys
-// are the configured scanners' names times two reasons.
+// refusedPerSecond is how many "tap refused" lines of codes one scanner
+// logs a second for one reason: a rider shows a code a second at most, a
+// queue of riders a few.
+const refusedPerSecond = 10
+
+// garbageLog lets limit "tap refused" lines through per scanner and reason
+// a second, and counts the others. Its keys are the configured scanners'
+// names times the refusal reasons.
 type garbageLog struct {
 	mu   sync.Mutex
 	last map[[2]string]*garbageEntry
@@ -763,10 +772,11 @@ type garbageLog struct {
 
 type garbageEntry struct {
 	at   time.Duration // Agent.sinceBoot: the wall clock may be set back
+	n    int           // lines let through since at
 	held int
 }
 
-func (g *garbageLog) allow(now time.Duration, scanner string, reason record.Reason) (bool, int) {
+func (g *garbageLog) allow(now time.Duration, scanner string, reason record.Reason, limit int) (bool, int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.last == nil {
@@ -775,14 +785,18 @@ func (g *garbageLog) allow(now time.Duration, scanner string, reason record.Reas
 	k := [2]string{scanner, string(reason)}
 	e := g.last[k]
 	if e == nil {
-		g.last[k] = &garbageEntry{at: now}
+		g.last[k] = &garbageEntry{at: now, n: 1}
 		return true, 0
 	}
 	if now-e.at < time.Second {
+		if e.n < limit {
+			e.n++
+			return true, 0
+		}
 		e.held++
 		return false, 0
 	}
 	held := e.held
-	e.at, e.held = now, 0
+	e.at, e.n, e.held = now, 1, 0
 	return true, held
 }

@@ -1331,6 +1331,22 @@ func TestGarbageRefusalsLogBounded(t *testing.T) {
 	if !strings.Contains(m.String(), `farego_taps_total{outcome="rejected",reason="malformed"} 202`) {
 		t.Errorf("the metrics do not count every malformed frame:\n%s", m.String())
 	}
+
+	// A screen of refused codes held to the scanner (an attack review:
+	// 5,000 forged codes in 0.4 s, a line each) is logged refusedPerSecond
+	// a second; the next second says how many were held back.
+	before := strings.Count(logs.String(), `msg="tap refused"`)
+	for range 50 {
+		h.tap(code)
+	}
+	if lines := strings.Count(logs.String(), `msg="tap refused"`) - before; lines != refusedPerSecond {
+		t.Errorf("%d lines of 50 expired codes in a second, want %d:\n%s", lines, refusedPerSecond, logs.String())
+	}
+	boot.Add(int64(time.Second))
+	h.tap(code)
+	if !strings.Contains(logs.String(), `reason=code_expired scanner=front account=4242`) || !strings.Contains(logs.String(), `suppressed=40`) {
+		t.Errorf("the line a second later does not say 40 were held back:\n%s", logs.String())
+	}
 }
 
 // TestImpreciseOnlySampleCodeOnce: a clock whose only measurement is an
