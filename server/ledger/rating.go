@@ -211,7 +211,12 @@ func (s *Store) ServiceDayAt(ctx context.Context, at time.Time) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	return serviceDayAt(c.versions, func(v uint64) (*fare.Table, error) {
+	return serviceDayAt(c.versions, s.storedTable(ctx), at.UnixNano())
+}
+
+// storedTable returns serviceDayAt's look-up of a stored fare table.
+func (s *Store) storedTable(ctx context.Context) func(uint64) (*fare.Table, error) {
+	return func(v uint64) (*fare.Table, error) {
 		fe, err := s.loadTable(ctx, s.db, v)
 		if err == nil && fe == nil {
 			err = fmt.Errorf("%w: fare table %d", ErrNotFound, v)
@@ -220,7 +225,7 @@ func (s *Store) ServiceDayAt(ctx context.Context, at time.Time) (string, error) 
 			return nil, err
 		}
 		return fe.table, nil
-	}, at.UnixNano())
+	}
 }
 
 // inForceIndex is inForce's index in versions.

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/farego/farego/agent/fare"
 )
 
 // MaxSettlementDays bounds the service days of one settlement report (a
@@ -212,16 +210,7 @@ func (s *Store) dayRules(ctx context.Context, lo, hi int64) ([]dayRule, error) {
 		if i > 0 {
 			// Never a day before the instant's before the table came
 			// into force, as a tap's (serviceDayAt).
-			floor, err := serviceDayAt(all, func(v uint64) (*fare.Table, error) {
-				fe, err := s.loadTable(ctx, s.db, v)
-				if err == nil && fe == nil {
-					err = fmt.Errorf("%w: fare table %d", ErrNotFound, v)
-				}
-				if err != nil {
-					return nil, err
-				}
-				return fe.table, nil
-			}, e.since-1)
+			floor, err := serviceDayAt(all, s.storedTable(ctx), e.since-1)
 			if err != nil {
 				return nil, err
 			}
