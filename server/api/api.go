@@ -265,6 +265,9 @@ type apiError struct {
 	// say how much to top up.
 	minimum  int64
 	currency string
+	// reason is, for invalid_code, the verification's reason (the
+	// error's "reason"; the message says it in words for a shopkeeper).
+	reason string
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.msg }
@@ -332,6 +335,9 @@ func writeError(w http.ResponseWriter, ae *apiError) {
 	if ae.minimum > 0 {
 		body["minimum_balance"], body["currency"] = ae.minimum, ae.currency
 	}
+	if ae.reason != "" {
+		body["reason"] = ae.reason
+	}
 	writeJSON(w, ae.status, map[string]any{"error": body})
 }
 
@@ -359,7 +365,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 	case errors.Is(err, ledger.ErrOverRefund):
 		ae = &apiError{status: http.StatusConflict, code: "over_refund", msg: err.Error()}
 	case errors.Is(err, ledger.ErrCodeUsed):
-		ae = &apiError{status: http.StatusConflict, code: "code_used", msg: err.Error()}
+		ae = &apiError{status: http.StatusConflict, code: "code_used", msg: "this payment code has already paid, or was refused 3 times: ask the rider to show a new code"}
 	case errors.Is(err, ledger.ErrDenied):
 		ae = &apiError{status: http.StatusForbidden, code: "denied", msg: err.Error()}
 	case errors.Is(err, ledger.ErrTokenRevoked):

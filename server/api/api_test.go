@@ -280,15 +280,24 @@ func TestOnlinePayment(t *testing.T) {
 	if e := f.do("POST", "/v1/payments", f.token, body("o-1", code, 301), 409); errCode(e) != "conflict" {
 		t.Errorf("same order, other amount: %v", e)
 	}
-	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 100), 409); errCode(e) != "code_used" {
+	// What a shop's scanner shows says what to do, in words (it said
+	// "ledger: payment code already used", and a bare "code_expired").
+	if e := f.do("POST", "/v1/payments", f.token, body("o-2", code, 100), 409); errCode(e) != "code_used" ||
+		!strings.Contains(e["error"].(map[string]any)["message"].(string), "ask the rider to show a new code") {
 		t.Errorf("the same code for another order: %v", e)
 	}
 	if e := f.do("POST", "/v1/payments", f.token, body("o-3", r.code(t, now, 2), 300), 402); errCode(e) != "insufficient_funds" || noFigures(e) != "" ||
 		e["error"].(map[string]any)["minimum_balance"] != nil {
 		t.Errorf("over the balance: %v; the shop must not read the rider's figures (%s)", e, noFigures(e))
 	}
-	if e := f.do("POST", "/v1/payments", f.token, body("o-4", r.code(t, now.Add(-10*time.Minute), 3), 10), 422); errCode(e) != "invalid_code" {
+	if e := f.do("POST", "/v1/payments", f.token, body("o-4", r.code(t, now.Add(-10*time.Minute), 3), 10), 422); errCode(e) != "invalid_code" ||
+		e["error"].(map[string]any)["reason"] != "code_expired" ||
+		!strings.HasPrefix(e["error"].(map[string]any)["message"].(string), "code_expired: the code is too old: ask the rider to show a new one") {
 		t.Errorf("expired code: %v", e)
+	}
+	if e := f.do("POST", "/v1/payments", f.token, body("o-6", "not a code", 10), 422); e["error"].(map[string]any)["reason"] != "malformed" ||
+		!strings.Contains(e["error"].(map[string]any)["message"].(string), "not a farego payment code") {
+		t.Errorf("a misread code: %v", e)
 	}
 	f.do("POST", "/v1/payments", "", body("o-5", r.code(t, now, 4), 10), 401)
 	acct := f.do("GET", path("/v1/accounts/%d", r.id), r.secret, "", 200)

@@ -111,7 +111,7 @@ func (h *Handler) pay(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	d := h.verifier.Verify(text, h.cfg.Now(), h.cfg.Keys.Keyring(), h.cfg.Policy)
 	if !d.Accepted {
 		h.log.Info("payment refused", "reason", d.Reason, "merchant", req.MerchantID, "code_hash", hash)
-		return nil, 0, errorf(http.StatusUnprocessableEntity, "invalid_code", "%s", d.Reason)
+		return nil, 0, &apiError{status: http.StatusUnprocessableEntity, code: "invalid_code", reason: string(d.Reason), msg: codeAdvice(d.Reason)}
 	}
 	c := d.Code
 	if req.Currency == "" {
@@ -348,4 +348,24 @@ func KnownToken(ctx context.Context, st *ledger.Store, id string) error {
 	}
 	_, err := st.TokenByID(ctx, id)
 	return err
+}
+
+// codeAdvice says a refused code's reason in words a shopkeeper can act
+// on (the reason itself is the error's "reason"): the message was the
+// bare reason, "code_expired" or "malformed", on the scanner's screen.
+func codeAdvice(r paycode.Reason) string {
+	var say string
+	switch r {
+	case paycode.ReasonMalformed, paycode.ReasonUnsupportedVersion:
+		say = "this is not a farego payment code (or it was misread): scan it again, or ask the rider to open the wallet's code"
+	case paycode.ReasonCodeExpired:
+		say = "the code is too old: ask the rider to show a new one (a phone whose clock is wrong makes old codes)"
+	case paycode.ReasonCodeFromFuture:
+		say = "the code is dated ahead of the server's clock: ask the rider to set the phone's clock right and show a new one"
+	case paycode.ReasonCredentialExpired, paycode.ReasonCredentialNotYetValid:
+		say = "the rider's pass is out of date: ask the rider to go online in the wallet to renew it"
+	default:
+		say = "the code does not verify: ask the rider for a new one; if it is refused again, the rider's pass is not valid here"
+	}
+	return string(r) + ": " + say
 }
