@@ -149,16 +149,7 @@ func (c *fareCatalog) inForce(at time.Time) uint64 {
 }
 
 func inForce(versions []catalogEntry, ns int64) uint64 {
-	j, _ := slices.BinarySearchFunc(versions, ns, func(e catalogEntry, ns int64) int {
-		if e.since <= ns {
-			return -1
-		}
-		return 1
-	})
-	if j == 0 {
-		return versions[0].version
-	}
-	return versions[j-1].version
+	return versions[inForceIndex(versions, ns)].version
 }
 
 // table returns the parsed fare table of a stored version.
@@ -228,7 +219,8 @@ func (s *Store) storedTable(ctx context.Context) func(uint64) (*fare.Table, erro
 	}
 }
 
-// inForceIndex is inForce's index in versions.
+// inForceIndex is the index in versions (by since) of the table in force
+// at ns: the last stored at or before it, or the first if none was.
 func inForceIndex(versions []catalogEntry, ns int64) int {
 	j, _ := slices.BinarySearchFunc(versions, ns, func(e catalogEntry, ns int64) int {
 		if e.since <= ns {
