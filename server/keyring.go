@@ -93,7 +93,7 @@ func (s *Server) renew(ctx context.Context, now time.Time) {
 		}
 		return
 	}
-	s.log.Warn("issuer key renewed: its window was ending", "version", kr.Version(), "signs_from", now.Add(activate).UTC().Format(time.RFC3339))
+	s.log.Warn("issuer key renewed: its window was ending", "version", kr.Version(), "signs_from", keys.SignsFrom(kr).UTC().Format(time.RFC3339))
 	if err := s.ledger.Audit(ctx, ledger.AuditEntry{Actor: "server", Action: "rotate_keyring", Target: strconv.FormatUint(kr.Version(), 10),
 		Detail: "renewed on its own: the newest key's window ended within 30 days"}); err != nil {
 		s.log.Error("writing the audit trail failed", "action", "rotate_keyring", "err", err)

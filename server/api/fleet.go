@@ -176,15 +176,23 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) (any, int, erro
 		}
 	}
 	before := h.cfg.Keys.Keyring()
-	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, h.cfg.Now(), 0, h.cfg.CredentialTTL+time.Hour, activate)
+	now := h.cfg.Now()
+	kr, err := h.cfg.Keys.RotateShared(r.Context(), h.cfg.Ledger, now, 0, h.cfg.CredentialTTL+time.Hour, activate)
 	if errors.Is(err, keys.ErrRotationRace) || errors.Is(err, keys.ErrForgedKeyring) {
 		return nil, 0, errorf(http.StatusConflict, "conflict", "%v", err)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "the new key signs from "+h.cfg.Now().Add(activate).UTC().Format(time.RFC3339)+
-		superseded(before, kr, h.cfg.Now()))
+	// The older keys' windows may end before the delay does: the new key
+	// then signs from their end (keys.Dir.RotateShared).
+	signs := keys.SignsFrom(kr)
+	early := ""
+	if signs.Before(now.Truncate(time.Second).Add(activate.Truncate(time.Second))) {
+		early = fmt.Sprintf(" (sooner than the %v asked for: the older keys' windows end then)", activate)
+	}
+	h.audit(r, p, "rotate_keyring", strconv.FormatUint(kr.Version(), 10), "the new key signs from "+signs.UTC().Format(time.RFC3339)+early+
+		superseded(before, kr, now))
 	h.log.Info("issuer key rotated", "version", kr.Version())
 	h.cfg.Notifier.Changed(record.DocKeyring)
 	return kr, http.StatusOK, nil

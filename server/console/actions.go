@@ -579,7 +579,7 @@ func (h *Handler) devicesLeftOut(ctx context.Context, next *fare.Table) string {
 
 func prepareRotate(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Rotate the issuer key?", Danger: true, Back: "keys",
-		Explain: "A new issuer key is added (valid one year) and published to the fleet at once; new credentials are signed with it after the activation delay (24 h unless the server runs with --key-activation), so that validators offline now have it first. The older keys sign until then and stay valid until the credentials they signed expire.",
+		Explain: "A new issuer key is added (valid one year) and published to the fleet at once; new credentials are signed with it after the activation delay (24 h unless the server runs with --key-activation; sooner if the older keys' windows end first), so that validators offline now have it first. The older keys sign until then and stay valid until the credentials they signed expire.",
 		Button:  "Rotate the issuer key", method: http.MethodPost, path: "/v1/keyring/rotate",
 		done: func(resp map[string]any) result {
 			return result{Message: fmt.Sprintf("The keyring is at version %v.", resp["version"])}

@@ -324,14 +324,24 @@ func (d *Dir) Rotate(now time.Time, validity, keep time.Duration) (*paycode.Keyr
 // next is the keyring a rotation at now makes of the current one: the new
 // key signs from now + activateIn (the keyring reaches the fleet first),
 // the older keys sign until then and stay valid keep after it. Its version
-// is the current one's next, or above fleet.
+// is the current one's next, or above fleet. The new key signs no later
+// than the older keys' windows end (at once if none holds now): a delay
+// running past them left a time in which no key signed a credential and
+// validators held none valid, every rider refused (a 720 h activation
+// with the key ending in 10 days; the renewal at the start of a server
+// that was off for weeks, its key ending within the 24 h delay).
 func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration, fleet uint64) (*paycode.Keyring, error) {
 	if validity <= 0 {
 		validity = DefaultKeyValidity
 	}
 	cur := d.Keyring()
-	now = now.UTC().Truncate(time.Second).Add(max(activateIn, 0).Truncate(time.Second))
 	keys := cur.Keys()
+	now = now.UTC().Truncate(time.Second)
+	if at, end := now.Add(max(activateIn, 0).Truncate(time.Second)), coveredUntil(keys, now); at.After(end) {
+		now = end
+	} else {
+		now = at
+	}
 	var next uint32 = 1
 	for i, k := range keys {
 		if k.ID >= next {
@@ -353,6 +363,40 @@ func (d *Dir) next(now time.Time, validity, keep, activateIn time.Duration, flee
 		fleet = 0 // a false report (a validator's, revoke it), not lost rotations
 	}
 	return paycode.NewKeyring(max(cur.Version(), fleet)+1, keys)
+}
+
+// SignsFrom returns when the newest key of kr (the one a rotation made)
+// starts signing credentials (SigningKey): its activation.
+func SignsFrom(kr *paycode.Keyring) time.Time {
+	var newest *paycode.Key
+	keys := kr.Keys()
+	for i := range keys {
+		if newest == nil || keys[i].ID > newest.ID {
+			newest = &keys[i]
+		}
+	}
+	if newest == nil {
+		return time.Time{}
+	}
+	return newest.NotBefore.Add(time.Minute) // next makes it valid a minute before
+}
+
+// coveredUntil returns until when, from at, the windows of keys hold
+// every instant without a break (at itself if none holds at).
+func coveredUntil(keys []paycode.Key, at time.Time) time.Time {
+	until := at
+	for range keys { // each pass that extends it ends at another key's end
+		extended := false
+		for _, k := range keys {
+			if !k.NotBefore.After(until) && k.NotAfter.After(until) {
+				until, extended = k.NotAfter, true
+			}
+		}
+		if !extended {
+			break
+		}
+	}
+	return until
 }
 
 // MaxFleetKeyringAhead bounds how far above the current keyring a
