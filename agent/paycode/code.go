@@ -58,6 +58,16 @@ func (id ID) Key() []byte {
 	return binary.BigEndian.AppendUint16(b, id.Counter)
 }
 
+// IDFromKey reads an ID back from its Key form; ok is false when key is
+// not 18 bytes.
+func IDFromKey(key []byte) (id ID, ok bool) {
+	if len(key) != 18 {
+		return ID{}, false
+	}
+	return ID{Account: binary.BigEndian.Uint64(key), Serial: binary.BigEndian.Uint32(key[8:]),
+		Time: binary.BigEndian.Uint32(key[12:]), Counter: binary.BigEndian.Uint16(key[16:])}, true
+}
+
 // ShortHash returns the first 12 hex digits of SHA-256 of a code's text: enough
 // to correlate log lines, useless for paying. Log this, never the code.
 func ShortHash(text string) string {

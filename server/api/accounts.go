@@ -67,6 +67,13 @@ type Account struct {
 	// wallet kept the shop's code on screen, and the bus that read it
 	// next flagged a code used twice and blocked the pass.
 	PaidCodes []PaidCode `json:"paid_codes,omitempty"`
+	// RefusedCodes are the codes that shops' payments were refused
+	// ledger.MaxCodeRefusals times lately (over the rider's limit, or more
+	// than the balance covers): they pay no more online, and the shop asks
+	// for a new code. The wallet says so beside the code on screen when
+	// it is among them, and to show a new one (it kept the refused code
+	// on screen until the minute ended, without a word).
+	RefusedCodes []RefusedCode `json:"refused_codes,omitempty"`
 	// credential is the profile the account's credentials carry
 	// (ledger.Account.CredentialProfile), not shown.
 	credential paycode.Profile
@@ -121,6 +128,14 @@ type PaidCode struct {
 	Time       string `json:"time"`
 }
 
+// RefusedCode is a code that online payments were refused too often: its
+// credential's serial, its time (unix seconds) and its counter.
+type RefusedCode struct {
+	Serial  uint32 `json:"serial"`
+	Time    uint32 `json:"time"`
+	Counter uint16 `json:"counter"`
+}
+
 // paidCodesWindow is how far back an account's answer lists the codes
 // shops took: a code pays within its maximum age plus the clock skew
 // (150 s by default), and the wallet asks every 10 s while it is shown.
@@ -143,6 +158,8 @@ type Entry struct {
 	MerchantID string `json:"merchant_id,omitempty"`
 	OrderID    string `json:"order_id,omitempty"`
 	RefundID   string `json:"refund_id,omitempty"`
+	// Reason is a refund's reason as the shop (or the operator) gave it.
+	Reason string `json:"reason,omitempty"`
 	// CodeHash is a shop's payment's code (paycode.ShortHash): the
 	// wallet renews a code on screen that a shop took.
 	CodeHash string `json:"code_hash,omitempty"`
@@ -157,7 +174,7 @@ func toEntries(ps []ledger.Posting) []Entry {
 		}
 		out[i] = Entry{Seq: p.Seq, Time: p.CreatedAt.UTC().Format(time.RFC3339Nano), Kind: kind, Amount: p.Amount,
 			Balance: p.Balance, TapID: p.TapID, Reference: p.Reference, PaymentID: p.PaymentID, MerchantID: p.MerchantID,
-			OrderID: p.OrderID, RefundID: p.RefundID, CodeHash: p.CodeHash}
+			OrderID: p.OrderID, RefundID: p.RefundID, Reason: p.RefundReason, CodeHash: p.CodeHash}
 	}
 	return out
 }
@@ -270,6 +287,13 @@ func (h *Handler) getAccount(w http.ResponseWriter, r *http.Request) (any, int, 
 	for _, p := range paid {
 		out.PaidCodes = append(out.PaidCodes, PaidCode{CodeHash: p.CodeHash, MerchantID: p.MerchantID, Amount: p.Amount,
 			Time: p.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	}
+	refused, err := h.cfg.Ledger.RefusedCodes(r.Context(), id, h.cfg.Now().Add(-paidCodesWindow))
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, c := range refused {
+		out.RefusedCodes = append(out.RefusedCodes, RefusedCode{Serial: c.Serial, Time: c.Time, Counter: c.Counter})
 	}
 	return out, http.StatusOK, nil
 }

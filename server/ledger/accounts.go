@@ -477,7 +477,8 @@ func (s *Store) PostingsBefore(ctx context.Context, account, before uint64, limi
 			return fmt.Errorf("ledger: read account: %w", err)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT p.seq, p.kind, p.amount, p.tap_id, p.payment_id, p.topup_ref, p.fare_version,
-				p.created_ns, COALESCE(y.merchant_id, ''), COALESCE(y.order_id, ''), COALESCE(r.refund_id, ''), COALESCE(y.code_hash, '')
+				p.created_ns, COALESCE(y.merchant_id, ''), COALESCE(y.order_id, ''), COALESCE(r.refund_id, ''), COALESCE(y.code_hash, ''),
+				COALESCE(r.reason, '')
 			FROM postings p
 			LEFT JOIN payments y ON y.id = p.payment_id
 			LEFT JOIN refunds r ON r.payment_id = p.payment_id AND r.account_id = p.account_id AND r.posting_seq = p.seq
@@ -493,7 +494,7 @@ func (s *Store) PostingsBefore(ctx context.Context, account, before uint64, limi
 			var tap, ref sql.NullString
 			var pay sql.NullInt64
 			if err := rows.Scan(&seq, &p.Kind, &p.Amount, &tap, &pay, &ref, &fv, &created, &p.MerchantID, &p.OrderID,
-				&p.RefundID, &p.CodeHash); err != nil {
+				&p.RefundID, &p.CodeHash, &p.RefundReason); err != nil {
 				return fmt.Errorf("ledger: read postings: %w", err)
 			}
 			p.Seq, p.TapID, p.PaymentID, p.Reference = uint64(seq), tap.String, uint64(pay.Int64), ref.String

@@ -1720,6 +1720,10 @@ func TestCodeRefusalsBounded(t *testing.T) {
 		req.OrderID, req.Amount = "fits", 100
 		_, _, err := s.Pay(ctx, req)
 		wantErr(t, err, ErrCodeUsed)
+		// The rider's wallet learns which code it was, to show a new one.
+		if ids, err := s.RefusedCodes(ctx, acct, time.Time{}); err != nil || len(ids) != 1 || !bytes.Equal(ids[0].Key(), req.CodeKey) {
+			t.Errorf("RefusedCodes: %+v, %v; want the code refused %d times", ids, err, MaxCodeRefusals)
+		}
 		if after := snapshot(t, s); after != before {
 			t.Errorf("refused payments changed the ledger:\n%s\n%s", before, after)
 		}

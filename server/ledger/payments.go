@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/farego/farego/agent/paycode"
 )
 
 // Pay makes an online payment: a merchant's scanner, online, presents a
@@ -299,6 +301,38 @@ func (s *Store) RecentPayments(ctx context.Context, account uint64, since time.T
 	}
 	return s.payments(ctx, recentPaymentsWhere,
 		int64(account), since.UnixNano(), MaxRecentPayments)
+}
+
+// RefusedCodes returns the codes of an account that online payments
+// were refused MaxCodeRefusals times at since or later (over the rider's
+// limit, or more than the balance covers), newest first: they pay no
+// more online (ErrCodeUsed), and the shop asks the rider for a new code.
+// The wallet says so beside the code on screen when it is among them. At most MaxRefusedCodes (an account keeps no more).
+func (s *Store) RefusedCodes(ctx context.Context, account uint64, since time.Time) ([]paycode.ID, error) {
+	if checkAccountID(account) != nil {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT code_key FROM code_refusals
+		WHERE account_id = $1 AND updated_ns >= $2 AND refusals >= $3 ORDER BY updated_ns DESC, code_key LIMIT $4`,
+		int64(account), since.UnixNano(), MaxCodeRefusals, MaxRefusedCodes)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read code refusals: %w", err)
+	}
+	defer rows.Close()
+	var out []paycode.ID
+	for rows.Next() {
+		var key []byte
+		if err := rows.Scan(&key); err != nil {
+			return nil, fmt.Errorf("ledger: read code refusals: %w", err)
+		}
+		if id, ok := paycode.IDFromKey(key); ok {
+			out = append(out, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: read code refusals: %w", err)
+	}
+	return out, nil
 }
 
 // MaxPaymentsPage is how many payments PaymentsByToken returns at most.

@@ -267,6 +267,10 @@ type Posting struct {
 	OrderID    string
 	RefundID   string
 	Balance    int64
+	// RefundReason is the reason the shop (or the operator) gave for a
+	// refund (a payment posting of a refund; may be empty): the rider
+	// sees why the money came back.
+	RefundReason string
 	// CodeHash is the short hash of the payment code a shop's payment
 	// took (paycode.ShortHash): the rider's wallet renews a code on
 	// screen that a shop has used.

@@ -570,6 +570,9 @@ async function moreActivity() {
 
 // activityText names a statement entry: what the money was for.
 function activityText(e) {
+  // A refund says why, as the shop gave it (a rider saw money come back
+  // and not what for).
+  if (e.kind === "refund" && e.reason) return t("act_refund_reason", { merchant: e.merchant_id, reason: shown(e.reason) });
   if (e.kind === "payment" || e.kind === "refund") return t("act_" + e.kind, { merchant: e.merchant_id });
   if (e.kind === "topup" || e.kind === "fare" || e.kind === "fare_correction") return t("act_" + e.kind);
   return e.kind;
@@ -595,21 +598,45 @@ async function shortHash(text) {
 // came since; the newest entries of the statement alone (a server before
 // paid_codes) lose a payment under ten refunds of a cent a shop sends after
 // it.
+//
+// A code that shops' payments were refused too often (over the rider's
+// limit, or more than the balance: refused_codes) pays no more at shops,
+// and the shop asks for a new one: the wallet says so beside it and
+// points at "New code" (the rider did not know why the shop wanted
+// another). It does not replace it by itself: the bound of three refusals
+// a code is what keeps a scanner held over the phone from searching the
+// balance, and a code renewed at every refresh would give it three more
+// tries each time. Offline the wallet cannot know: the shop says to show a
+// new code.
 async function renewIfShopTook(view) {
   const on = last;
   const payments = (view.account.paid_codes || []).filter((e) => e.code_hash && e.amount > 0)
     .concat((view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash)
       .map((e) => ({ code_hash: e.code_hash, merchant_id: e.merchant_id, amount: -e.amount })));
-  if (!on || payments.length === 0) return;
-  // Hashed here, only when there is a shop's payment to compare: not on
-  // the way to showing every code.
-  const hash = await shortHash(on.text);
-  const paid = payments.find((e) => e.code_hash === hash);
-  if (!paid) return;
+  if (!on) return;
+  const refused = (view.account.refused_codes || []).some((c) =>
+    c.serial === on.serial && c.time === on.time && c.counter === on.counter);
+  let say = "";
+  if (payments.length > 0) {
+    // Hashed here, only when there is a shop's payment to compare: not on
+    // the way to showing every code.
+    const hash = await shortHash(on.text);
+    const paid = payments.find((e) => e.code_hash === hash);
+    if (paid) say = t("code_paid_shop", { amount: money(paid.amount, view.account.currency), shop: paid.merchant_id });
+  }
+  const note = $("code-note");
+  if (!say) {
+    if (refused && last === on) {
+      note.textContent = t("code_refused_shop");
+      note.className = "warning";
+      note.hidden = false;
+    }
+    return;
+  }
   const now = await showCode();
   if (now && now !== on) {
-    const note = $("code-note");
-    note.textContent = t("code_paid_shop", { amount: money(paid.amount, view.account.currency), shop: paid.merchant_id });
+    note.textContent = say;
+    note.className = "good";
     note.hidden = false;
   }
 }
@@ -625,6 +652,7 @@ async function refreshAccount() {
     // out of meanwhile.
     if (!(await store.putView(view, owner))) return followStorage();
     renderView(view);
+    $("refresh-status").hidden = true;
     await renewIfShopTook(view);
     if (refreshError) {
       refreshError = false;
@@ -691,6 +719,27 @@ async function followStorage() {
 
 function refreshAll(force = false) {
   return Promise.allSettled([refreshAccount(), maintainCredential(force)]);
+}
+
+// refreshByHand is the Refresh button: offline, or with the server out
+// of reach, it says so and how old the balance and activity shown are
+// (the button did nothing a rider could see).
+async function refreshByHand() {
+  const note = $("refresh-status");
+  note.hidden = true;
+  await refreshAll();
+  if (!account || (navigator.onLine && serverReachable)) return;
+  let view = null;
+  try {
+    view = await store.get("view");
+  } catch {
+    view = null; // damaged in storage: as if none
+  }
+  const state = navigator.onLine ? "unreachable" : "offline";
+  note.textContent = view && Number.isFinite(view.at)
+    ? t("refresh_" + state, { time: dateTime(view.at) })
+    : t("refresh_" + state + "_never");
+  note.hidden = false;
 }
 
 function startPolling() {
@@ -980,7 +1029,7 @@ async function init() {
   // The balance too: a rider who taps "Get a pass" after a top-up
   // should not see the old balance until the next poll.
   $("get-pass").addEventListener("click", () => Promise.all([maintainCredential(true), refreshAccount()]));
-  $("refresh").addEventListener("click", () => refreshAll());
+  $("refresh").addEventListener("click", refreshByHand);
   $("sign-out").addEventListener("click", () => {
     $("sign-out-confirm").hidden = false;
     $("sign-out-no").focus();

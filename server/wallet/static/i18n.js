@@ -48,6 +48,7 @@ export const catalog = {
     new_code: "New code",
     code_ready: "New code ready, made at {time}.",
     code_paid_shop: "{shop} took {amount} with your last code: this is a new one.",
+    code_refused_shop: "A shop's payments with this code were refused (more than your balance, or over your limit for shops): it pays no more at shops. Tap New code for another; it still pays on a bus.",
     qr_label: "Payment code for account {account}, made at {time}",
     no_pass: "No pass on this phone yet. Connect to the internet to get one.",
     no_pass_online: "No pass on this phone yet.",
@@ -85,6 +86,10 @@ export const catalog = {
     deny_duplicate_code: "Your account is blocked because one of its codes was used twice. Contact the operator.",
     deny_other: "Your account is blocked by the operator (reason: {reason}). Contact the operator.",
     refresh: "Refresh",
+    refresh_offline: "Offline: nothing could be updated. The balance and activity shown are as of {time}.",
+    refresh_unreachable: "The server cannot be reached: nothing could be updated. The balance and activity shown are as of {time}.",
+    refresh_offline_never: "Offline: nothing could be updated, and this phone has not fetched the account yet.",
+    refresh_unreachable_never: "The server cannot be reached: nothing could be updated, and this phone has not fetched the account yet.",
     rides_heading: "Recent rides",
     rides_none: "No rides yet.",
     col_time: "When",
@@ -108,6 +113,7 @@ export const catalog = {
     act_fare_correction: "Fare adjusted",
     act_payment: "Paid at {merchant}",
     act_refund: "Refund from {merchant}",
+    act_refund_reason: "Refund from {merchant}: {reason}",
     signed_in_as: "Account {account}",
     signed_in_as_named: "Account {account} · {name}",
     sign_out: "Sign out",
@@ -179,6 +185,7 @@ export const catalog = {
     new_code: "换一个码",
     code_ready: "新的乘车码已生成（{time}）。",
     code_paid_shop: "{shop} 已用您上一个码收款 {amount}，这是新的码。",
+    code_refused_shop: "商户使用此码的付款被拒（超出余额，或超出您设定的商户上限）：该码不能再用于商户付款。请点“换一个码”；此码仍可乘车。",
     qr_label: "账户 {account} 的乘车码，生成于 {time}",
     no_pass: "此手机上还没有乘车凭证。请联网获取。",
     no_pass_online: "此手机上还没有乘车凭证。",
@@ -220,6 +227,10 @@ export const catalog = {
     deny_duplicate_code: "账户的一个乘车码被重复使用，账户已被停用。请联系运营方。",
     deny_other: "账户已被运营方停用（原因：{reason}）。请联系运营方。",
     refresh: "刷新",
+    refresh_offline: "离线：无法更新。显示的余额和明细更新于 {time}。",
+    refresh_unreachable: "无法连接服务器：无法更新。显示的余额和明细更新于 {time}。",
+    refresh_offline_never: "离线：无法更新，此手机尚未获取过账户数据。",
+    refresh_unreachable_never: "无法连接服务器：无法更新，此手机尚未获取过账户数据。",
     rides_heading: "最近乘车记录",
     rides_none: "还没有乘车记录。",
     col_time: "时间",
@@ -243,6 +254,7 @@ export const catalog = {
     act_fare_correction: "车费调整",
     act_payment: "向{merchant}付款",
     act_refund: "{merchant}退款",
+    act_refund_reason: "{merchant}退款：{reason}",
     signed_in_as: "账户 {account}",
     signed_in_as_named: "账户 {account} · {name}",
     sign_out: "退出登录",
@@ -292,8 +304,42 @@ export function pickLanguage(prefs) {
   return "en";
 }
 
-export const lang = pickLanguage(navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language]);
+const prefs = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language];
+export const lang = pickLanguage(prefs);
 const messages = catalog[lang];
+
+/**
+ * formatLocale is the locale dates and times are written in: the
+ * browser's first language of the catalog's (en-GB writes "7 Dec 2026,
+ * 14:05", zh-TW "2026年12月7日 下午2:05"), else the catalog's language in
+ * the region of the browser's first one (a German phone with the wallet
+ * in English: en-DE, day first and 24 hours), else the catalog's. Dates
+ * were in US English (month first, AM/PM) whatever the phone's settings.
+ */
+export function formatLocale(prefs, lang) {
+  const ok = (tag) => {
+    try {
+      return Intl.DateTimeFormat.supportedLocalesOf([tag]).length > 0;
+    } catch {
+      return false; // not a language tag
+    }
+  };
+  const list = (prefs || []).map(String);
+  const prefix = lang === "zh-Hans" ? "zh" : "en";
+  const mine = list.find((p) => p.toLowerCase().startsWith(prefix + "-") && ok(p));
+  if (mine) return mine;
+  let region = "";
+  try {
+    region = list.length ? new Intl.Locale(list[0]).maximize().region || "" : "";
+  } catch {
+    region = ""; // not a language tag
+  }
+  const base = lang === "zh-Hans" ? "zh-Hans" : "en";
+  if (region && ok(base + "-" + region)) return base + "-" + region;
+  return locales[lang];
+}
+
+const dateLocale = formatLocale(prefs, lang);
 
 /** t returns the sentence for key with {name} parameters filled in. */
 export function t(key, params = {}) {
@@ -420,10 +466,10 @@ export function notAmount(text, currency) {
 
 /** dateTime formats unix milliseconds as a short local date and time. */
 export function dateTime(ms) {
-  return new Intl.DateTimeFormat(locales[lang], { dateStyle: "medium", timeStyle: "short" }).format(new Date(ms));
+  return new Intl.DateTimeFormat(dateLocale, { dateStyle: "medium", timeStyle: "short" }).format(new Date(ms));
 }
 
 /** time formats unix milliseconds as a local time with seconds. */
 export function time(ms) {
-  return new Intl.DateTimeFormat(locales[lang], { timeStyle: "medium" }).format(new Date(ms));
+  return new Intl.DateTimeFormat(dateLocale, { timeStyle: "medium" }).format(new Date(ms));
 }
