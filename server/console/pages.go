@@ -200,7 +200,35 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *sess, err erro
 			fmt.Sprintf("The ledger did not answer within %s (locked or overloaded?); try again, and see the server log.", fmtDur(h.cfg.PageTimeout)))
 		return
 	}
+	if h.ledgerDown(w, r, s) {
+		return
+	}
 	h.errorPage(w, r, s, http.StatusInternalServerError, "Server error", "This page could not be read from the ledger; see the server log.")
+}
+
+// ledgerPingTimeout bounds the ping that tells a database out of reach
+// from a fault of the page.
+const ledgerPingTimeout = 3 * time.Second
+
+// ledgerDown answers 503 "Database unreachable" when the ledger's
+// database does not answer a ping (PostgreSQL stopped or cut off, a
+// SQLite file gone), and reports whether it did. The console said
+// "Server error: The session could not be read" or "This page could not
+// be read from the ledger" while its database was down, and showed the
+// broker's link but never the database's.
+func (h *Handler) ledgerDown(w http.ResponseWriter, r *http.Request, s *sess) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ledgerPingTimeout)
+	defer cancel()
+	err := h.cfg.Ledger.Ping(ctx)
+	if err == nil {
+		return false
+	}
+	h.log.Error("console: the ledger's database is out of reach", "err", err)
+	h.errorPage(w, r, s, http.StatusServiceUnavailable, "Database unreachable",
+		"This server cannot reach its ledger database ("+h.cfg.Ledger.Backend()+"), so nothing can be shown or changed. "+
+			"Check that the database is running and reachable from this server (the --db address), and see the server log; "+
+			"the console works again by itself once the database answers.")
+	return true
 }
 
 // refreshOf reads the ?refresh=N seconds of a page (5 to 600; else none).

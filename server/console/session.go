@@ -176,6 +176,9 @@ func (h *Handler) session(next func(http.ResponseWriter, *http.Request, *sess)) 
 					h.fail(w, r, nil, err) // PageTimeout: 503, the ledger too slow
 					return
 				}
+				if h.ledgerDown(w, r, nil) {
+					return
+				}
 				h.log.Error("console: reading the session failed", "err", err)
 				h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The session could not be read; see the server log.")
 				return
