@@ -135,7 +135,7 @@ type Handler struct {
 	requests *metrics.CounterVec
 	accounts *limiter
 	changes  *limiter      // riders' changes (changePrincipal)
-	merchant *tokenLimiter // merchant tokens' payments and refunds
+	merchant *TokenLimiter // merchant tokens' payments and refunds
 	// healthLog lets a failing check's log line through once a minute.
 	healthLog *ratelog.Limiter
 	// healthy: /healthz has answered 200 once (see healthz).
@@ -192,7 +192,7 @@ func New(cfg Config) *Handler {
 		requests:  cfg.Metrics.Counter("farego_http_requests_total", "HTTP API requests by route and status class.", "route", "status"),
 		accounts:  newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies),
 		changes:   newLimiter(riderChangesPerMinute, riderChangesBurst, riderChangesTotal, cfg.Now, cfg.TrustedProxies),
-		merchant:  newTokenLimiter(cfg.MerchantPerMinute, cfg.MerchantBurst, cfg.Now),
+		merchant:  NewTokenLimiter(cfg.MerchantPerMinute, cfg.MerchantBurst, cfg.Now),
 		healthLog: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
 	if cfg.Ledger != nil {
 		h.driftCount = metrics.Cache[float64]{TTL: 2 * time.Second, Read: h.driftingDevices}

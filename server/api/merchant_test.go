@@ -167,22 +167,22 @@ func TestMerchantRateDefault(t *testing.T) {
 // come, and a token's refused request takes nothing.
 func TestTokenLimiterBounded(t *testing.T) {
 	now := time.Unix(1e9, 0)
-	l := newTokenLimiter(60, 2, func() time.Time { return now })
+	l := NewTokenLimiter(60, 2, func() time.Time { return now })
 	for i := range 3 * maxTokenBuckets {
-		l.allow(fmt.Sprint("t", i))
+		l.Allow(fmt.Sprint("t", i))
 		if len(l.buckets) > maxTokenBuckets {
 			t.Fatalf("%d buckets", len(l.buckets))
 		}
 	}
-	l.allow("x")
-	l.allow("x")
+	l.Allow("x")
+	l.Allow("x")
 	for range 10 {
-		if ok, wait := l.allow("x"); ok || wait <= 0 || wait > time.Second {
+		if ok, wait := l.Allow("x"); ok || wait <= 0 || wait > time.Second {
 			t.Fatalf("over the burst: %v %v", ok, wait)
 		}
 	}
 	now = now.Add(time.Second)
-	if ok, _ := l.allow("x"); !ok {
+	if ok, _ := l.Allow("x"); !ok {
 		t.Error("refused after refilling one")
 	}
 }

@@ -249,11 +249,11 @@ func (h *Handler) merchantRate(w http.ResponseWriter, p principal) error {
 	if p.role != ledger.RoleMerchant {
 		return nil
 	}
-	ok, wait := h.merchant.allow(p.tokenID)
+	ok, wait := h.merchant.Allow(p.tokenID)
 	if ok {
 		return nil
 	}
-	w.Header().Set("Retry-After", retryAfter(wait))
+	w.Header().Set("Retry-After", RetryAfter(wait))
 	h.log.Debug("merchant token over its rate", "token", p.tokenID, "merchant", p.merchant)
 	return errorf(http.StatusTooManyRequests, "rate_limited", "too many payments and refunds with this token; try again shortly")
 }

@@ -199,16 +199,18 @@ const (
 	DefaultMerchantBurst     = 20
 )
 
-// maxTokenBuckets bounds the buckets a tokenLimiter keeps: one per API
-// token that paid or refunded lately (only tokens the ledger issued get
-// this far; a made-up one is refused before).
+// maxTokenBuckets bounds the buckets a TokenLimiter keeps: one per API
+// token that paid, refunded or signed in to the console lately (only
+// tokens the ledger issued get this far; a made-up one is refused
+// before).
 const maxTokenBuckets = 10_000
 
-// tokenLimiter is a token bucket per API token id, refilling perMinute a
-// minute up to burst. A request refused takes nothing; a full bucket is
-// dropped first (it is what a new one would be), so its memory is bounded
-// by maxTokenBuckets whatever comes.
-type tokenLimiter struct {
+// TokenLimiter is a token bucket per API token id, refilling perMinute a
+// minute up to burst: the merchant tokens' payments and refunds here, the
+// console's sign-ins there. A request refused takes nothing; a full bucket
+// is dropped first (it is what a new one would be), so its memory is
+// bounded by maxTokenBuckets whatever comes.
+type TokenLimiter struct {
 	mu        sync.Mutex
 	now       func() time.Time
 	perMinute float64
@@ -217,14 +219,16 @@ type tokenLimiter struct {
 	disabled  bool
 }
 
-func newTokenLimiter(perMinute, burst int, now func() time.Time) *tokenLimiter {
-	return &tokenLimiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
+// NewTokenLimiter returns a TokenLimiter of perMinute a minute in bursts
+// of burst; either below zero: no limit.
+func NewTokenLimiter(perMinute, burst int, now func() time.Time) *TokenLimiter {
+	return &TokenLimiter{now: now, perMinute: float64(perMinute), burst: float64(burst),
 		buckets: buckets{}, disabled: perMinute < 0 || burst < 0}
 }
 
-// allow takes one from key's bucket and reports true, or, when it is
+// Allow takes one from key's bucket and reports true, or, when it is
 // empty, reports false and how long until it holds one again.
-func (l *tokenLimiter) allow(key string) (bool, time.Duration) {
+func (l *TokenLimiter) Allow(key string) (bool, time.Duration) {
 	if l.disabled {
 		return true, 0
 	}
@@ -242,9 +246,9 @@ func (l *tokenLimiter) allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// retryAfter is a Retry-After header's value for d: whole seconds, at
+// RetryAfter is a Retry-After header's value for d: whole seconds, at
 // least 1.
-func retryAfter(d time.Duration) string {
+func RetryAfter(d time.Duration) string {
 	s := int64((d + time.Second - 1) / time.Second)
 	return strconv.FormatInt(max(s, 1), 10)
 }

@@ -27,6 +27,15 @@ const (
 	// HTTP server's 30 s WriteTimeout, past which the answer is lost and
 	// the browser shows an empty response.
 	DefaultPageTimeout = 20 * time.Second
+	// DefaultSignInsPerMinute and DefaultSignInBurst bound the sign-ins
+	// of one token (its sessions: ledger.MaxSessionsPerToken at once). A
+	// person signs in a few times a day; a script looping on one token
+	// (an auditor's, on a wall display) made 220 a second, each a write
+	// the fleet's taps wait behind, an audit entry kept for good and a
+	// session row kept a day, which every later sign-in walked: after an
+	// hour of it one sign-in held the ledger's writer for a second.
+	DefaultSignInsPerMinute = 10
+	DefaultSignInBurst      = ledger.MaxSessionsPerToken
 )
 
 // CSP is the Content-Security-Policy of every console response: no script
@@ -68,6 +77,11 @@ type Config struct {
 	// (default 20 s): a ledger that is locked or overloaded gets an error
 	// page saying so, not a page that hangs until the connection is cut.
 	PageTimeout time.Duration
+	// SignInsPerMinute and SignInBurst bound the sign-ins of one token on
+	// this instance (defaults DefaultSignInsPerMinute and
+	// DefaultSignInBurst; below zero: no limit): one over is refused
+	// (429, Retry-After) before anything is written.
+	SignInsPerMinute, SignInBurst int
 	// Metrics, if set, gets the fleet's gauges (farego_device_*,
 	// farego_devices, farego_downlink_version, farego_ledger_quarantined,
 	// farego_ledger_held).
@@ -93,6 +107,7 @@ type Handler struct {
 	// refusals lets the log lines of requests refused before a session
 	// through once a minute per client address (refused).
 	refusals *ratelog.Limiter
+	signIns  *api.TokenLimiter // sign-ins per token (Config.SignInsPerMinute)
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -121,11 +136,18 @@ func New(cfg Config) *Handler {
 	if cfg.PageTimeout <= 0 {
 		cfg.PageTimeout = DefaultPageTimeout
 	}
+	if cfg.SignInsPerMinute == 0 {
+		cfg.SignInsPerMinute = DefaultSignInsPerMinute
+	}
+	if cfg.SignInBurst == 0 {
+		cfg.SignInBurst = DefaultSignInBurst
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency()),
-		refusals: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
+		refusals: ratelog.New(cfg.Now, ratelog.DefaultEvery),
+		signIns:  api.NewTokenLimiter(cfg.SignInsPerMinute, cfg.SignInBurst, cfg.Now)}
 	h.fleet = &metrics.Cache[fleetReading]{TTL: metricsCacheTTL, Read: h.readFleetForMetrics}
 	h.aside = &metrics.Cache[asideReading]{TTL: metricsCacheTTL, Read: h.readAside}
 	css, err := staticFS.ReadFile("static/console.css")

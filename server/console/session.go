@@ -312,6 +312,13 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		fail("This token cannot sign in to the console: it is unknown, revoked, or not an operator's or an auditor's.")
 		return
 	}
+	if ok, wait := h.signIns.Allow(id); !ok {
+		h.refused(r, "console: sign-in over the token's rate refused", "token", id)
+		w.Header().Set("Retry-After", api.RetryAfter(wait))
+		h.render(w, r, http.StatusTooManyRequests, "signin", page{Title: "Sign in", Data: signInData{Next: next,
+			Error: "Too many sign-ins with this token: try again in a minute (its sessions already open still work)."}})
+		return
+	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	sum := sha256.Sum256(secret)
