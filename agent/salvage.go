@@ -2,9 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/farego/farego/agent/record"
@@ -62,6 +65,12 @@ func Salvage(q *queue.Queue, s *queue.Salvage, deviceID string, restoreState boo
 		}
 	}
 	c := &chainCheck{q: q, device: deviceID, rep: &rep, pending: map[string][]queue.Record{}, scanned: s.Scanned}
+	if s.Scanned {
+		var err error
+		if c.pick, err = chooseVersions(s, deviceID); err != nil {
+			return rep, fmt.Errorf("agent: salvage %s: %w", s.Path, err)
+		}
+	}
 	err := s.Records(func(epoch string, r queue.Record) error {
 		own := epoch == s.Epoch
 		return c.add(epoch, own, r)
@@ -133,6 +142,9 @@ type chainCheck struct {
 	// passed over rather than counted as damaged.
 	scanned bool
 	taken   map[takenKey]bool // scanned: the records taken
+	// pick: of a number found in several versions that decode (scanned),
+	// the one to take (chooseVersions), by its hash's first bytes.
+	pick map[takenKey]hashPrefix
 }
 
 // takenKey is a record's identity: its epoch and sequence number.
@@ -161,9 +173,14 @@ func (c *chainCheck) add(epoch string, own bool, r queue.Record) error {
 		}
 	}
 	if c.scanned && cur.tap != nil {
-		// Versions of one record come most copies first: the first that
-		// decodes is taken, the others (torn copies) passed over.
+		// Versions of one record come most copies first: of a number
+		// found in several, the one chooseVersions picked is taken
+		// (the one the next tap names), else the first that decodes;
+		// the others (never committed, torn copies) are passed over.
 		k := takenKey{cur.epoch, r.Seq}
+		if want, ok := c.pick[k]; ok && prefixOf(record.Hash(r.Data)) != want {
+			return nil // another version of the number: never committed, or torn
+		}
 		if c.taken[k] {
 			return nil
 		}
@@ -242,4 +259,75 @@ func (c *chainCheck) flush(epoch string) error {
 	_, err := c.q.Adopt(epoch, recs)
 	c.rep.Records += len(recs)
 	return err
+}
+
+// hashPrefix is the first bytes of a record hash: enough to tell apart
+// the few versions of one sequence number a scan finds.
+type hashPrefix [8]byte
+
+func prefixOf(h [32]byte) hashPrefix { return hashPrefix(h[:8]) }
+
+// version is one version of a sequence number found by a scan.
+type version struct{ hash, prev hashPrefix }
+
+// chooseVersions picks, for each number of which the scanned file s holds
+// several versions that decode as taps of device, the one to take. A
+// number is handed out again only when the commit of its first version
+// never completed (the power went while it was written), so the file can
+// hold the green tap and a never-confirmed one under one number. The tap
+// after it names its version (PrevHash): that one is taken, the numbers
+// checked from the highest down, each against the version taken of the
+// next. A number with no later tap that names a version keeps the scan's
+// order (the version found on the most pages first). Scanned records come
+// in sequence order, the versions of a number together.
+func chooseVersions(s *queue.Salvage, device string) (map[takenKey]hashPrefix, error) {
+	dups := map[takenKey][]version{} // numbers with several versions
+	next := map[takenKey][]version{} // the versions of the number after each
+	var seq uint64
+	cur := map[string][]version{} // epoch → the versions of seq
+	flush := func() {
+		for e, vs := range cur {
+			if len(vs) > 1 {
+				dups[takenKey{e, seq}] = vs
+			}
+			if k := (takenKey{e, seq - 1}); dups[k] != nil {
+				next[k] = vs
+			}
+		}
+		clear(cur)
+	}
+	err := s.Records(func(_ string, r queue.Record) error {
+		t, err := record.ParseTap(r.Data)
+		if err != nil || t.DeviceID != device || t.Seq != r.Seq {
+			return nil
+		}
+		if r.Seq != seq {
+			flush()
+			seq = r.Seq
+		}
+		cur[t.Epoch] = append(cur[t.Epoch], version{hash: prefixOf(record.Hash(r.Data)), prev: prefixOf(t.PrevHash)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	flush()
+	keys := slices.Collect(maps.Keys(dups))
+	slices.SortFunc(keys, func(a, b takenKey) int { return cmp.Compare(b.seq, a.seq) }) // highest first
+	pick := make(map[takenKey]hashPrefix, len(keys))
+	for _, k := range keys {
+		after := next[k]
+		if h, ok := pick[takenKey{k.epoch, k.seq + 1}]; ok {
+			after = slices.DeleteFunc(slices.Clone(after), func(v version) bool { return v.hash != h })
+		}
+		vs := dups[k]
+		pick[k] = vs[0].hash
+		for _, v := range vs {
+			if slices.ContainsFunc(after, func(n version) bool { return n.prev == v.hash }) {
+				pick[k] = v.hash
+				break
+			}
+		}
+	}
+	return pick, nil
 }

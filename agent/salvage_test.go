@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"testing"
@@ -220,3 +221,127 @@ func TestSalvageScannedFile(t *testing.T) {
 		}
 	}
 }
+
+// TestSalvageScannedFileTakesTheCommittedVersion: a tap (code X) is
+// written and its commit never completes (the power goes while its meta
+// page is written: the data pages are on disk, the torn meta is passed
+// over), so its sequence number is handed out again after the restart, to
+// the next rider's green tap (code Y; the board has no battery-backed
+// clock and came back a little behind). Both meta pages are lost later and
+// the file is read page by page: it holds both versions of that number,
+// the never-confirmed one found on more pages. The scan took the first
+// version that decoded, X's, which the next tap's PrevHash contradicts:
+// Y's green tap was lost, X's rider charged for a tap never confirmed if
+// the hash chain had not caught it. The hash chain chooses now: the
+// version the next record names.
+func TestSalvageScannedFileTakesTheCommittedVersion(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *queue.Options) { c.PassbackWindow = -1; c.RiskCap = -1 })
+	tap := func(account uint64) {
+		t.Helper()
+		if out := h.tap(h.issuer.Rider(t, account, t0).Code(t, h.clock.Now())); !out.Accepted {
+			t.Fatal(out)
+		}
+		h.clock.Add(100 * time.Millisecond)
+	}
+	last := func() queue.Record {
+		t.Helper()
+		recs, err := h.q.Peek(0, 0)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("Peek = %d records, %v", len(recs), err)
+		}
+		return recs[len(recs)-1]
+	}
+	for i := range 20 {
+		tap(uint64(6000 + i))
+	}
+	if err := h.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// X: its commit is on disk here but will not be.
+	h.open()
+	h.clock.Add(3 * time.Second)
+	tap(6100)
+	x := last()
+	if err := h.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	withX, err := os.ReadFile(h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pageSize, err := queue.LeafPages(h.path, queue.PendingBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(withX, x.Data)
+	if at < 0 {
+		t.Fatal("X's record not found in the file")
+	}
+	xPage := bytes.Clone(withX[at/pageSize*pageSize : (at/pageSize+1)*pageSize])
+
+	// The commit is lost; after the restart the clock is 2 s behind.
+	if err := os.WriteFile(h.path, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	h.clock.Add(-2 * time.Second)
+	tap(6101)
+	y := last()
+	if y.Seq != x.Seq {
+		t.Fatalf("Y's tap is number %d, X's was %d: the number was not handed out again", y.Seq, x.Seq)
+	}
+	tap(6102)
+	z := last()
+	if err := h.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// X's page stays in free pages of the file: on four of them (an old
+	// version of a page is left wherever the copy-on-write put it).
+	f, err := os.OpenFile(h.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		id := uint64(info.Size())/uint64(pageSize) + uint64(i)
+		binary.NativeEndian.PutUint64(xPage, id)
+		if _, err := f.WriteAt(xPage, int64(id)*int64(pageSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	oldEpoch := h.q.Epoch()
+	_, rep := h.salvageDamaged(bytes.Repeat([]byte{0x5a}, 2*pageSize), 0)
+	if !rep.Scanned {
+		t.Fatalf("report %+v, want the file read page by page", rep)
+	}
+	adopted, err := h.q.PeekAdopted(oldEpoch, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]byte{}
+	for _, r := range adopted {
+		got[r.Seq] = r.Data
+	}
+	if !bytes.Equal(got[y.Seq], y.Data) {
+		t.Errorf("tap %d adopted as %q…, want the green tap Y's (X's, never confirmed: %v)", y.Seq, prefix(got[y.Seq]), bytes.Equal(got[y.Seq], x.Data))
+	}
+	if !bytes.Equal(got[z.Seq], z.Data) {
+		t.Errorf("tap %d (Z) not adopted as it was", z.Seq)
+	}
+	if len(adopted) != 22 || rep.Damaged != 0 {
+		t.Errorf("%d taps adopted, %d damaged (report %+v), want the 22 green taps, none damaged", len(adopted), rep.Damaged, rep)
+	}
+}
+
+func prefix(b []byte) []byte { return b[:min(len(b), 16)] }
