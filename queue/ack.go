@@ -125,7 +125,7 @@ func (w *wtx) archive(k, v []byte) error {
 // request is carried out at most once, even when it is delivered again (a
 // copy kept by whoever could read the device's commands, sent later to
 // make it send its archive once more); a replay a power cut interrupts is
-// finished by a new request.
+// finished when the file is opened again.
 //
 // now is the requester's clock as the caller knows it (0: unknown). A
 // stored id more than ReplaySlack ahead of it was set while that clock
@@ -137,30 +137,42 @@ func (q *Queue) Replay(id, now, from, to uint64) (int, error) {
 	if id == 0 {
 		return 0, fmt.Errorf("queue: replay: request id 0")
 	}
+	return q.replay(from, to, func(meta *bbolt.Bucket) error {
+		last, err := replayID(meta)
+		if err != nil {
+			return err
+		}
+		ahead := now != 0 && last > now+ReplaySlack && id+ReplaySlack >= now && id <= now+ReplaySlack
+		if id <= last && !ahead {
+			return fmt.Errorf("%w: request %d, the last one carried out was %d", ErrReplayed, id, last)
+		}
+		var v [8]byte
+		putUint64(v[:], id)
+		return meta.Put(kReplayID, v[:])
+	})
+}
+
+// replay moves the archived records from..to back to the unacked ones in
+// transactions of up to ackChunk records, first (if not nil) running in
+// the first. Each transaction but the last records in the meta bucket
+// what is left (kReplayLeft), and Open finishes it (resumeReplay): the
+// request is carried out once, so a replay the power cut short was left
+// half done for good, the rest of its records never sent again.
+func (q *Queue) replay(from, to uint64, first func(meta *bbolt.Bucket) error) (int, error) {
 	total := 0
-	first := true
-	for first || from <= to { // the request is recorded even when it moves nothing
+	for {
 		done := false
+		next := from
 		n, err := q.update(func(w *wtx) (int, error) {
 			b, c := w.b, &w.c
-			if first {
-				last, err := replayID(b.meta)
-				if err != nil {
-					return 0, err
-				}
-				ahead := now != 0 && last > now+ReplaySlack && id+ReplaySlack >= now && id <= now+ReplaySlack
-				if id <= last && !ahead {
-					return 0, fmt.Errorf("%w: request %d, the last one carried out was %d", ErrReplayed, id, last)
-				}
-				var v [8]byte
-				putUint64(v[:], id)
-				if err := b.meta.Put(kReplayID, v[:]); err != nil {
+			if first != nil {
+				if err := first(b.meta); err != nil {
 					return 0, err
 				}
 			}
 			n := 0
 			for n < ackChunk {
-				k, v := b.archive.Cursor().Seek(seqKey(from))
+				k, v := b.archive.Cursor().Seek(seqKey(next))
 				s, ok := keySeq(k)
 				if k == nil || !ok || s > to {
 					done = true
@@ -186,20 +198,47 @@ func (q *Queue) Replay(id, now, from, to uint64) (int, error) {
 					done = true
 					break
 				}
-				from = s + 1
+				next = s + 1
 			}
-			return n, nil
+			if done {
+				return n, b.meta.Delete(kReplayLeft)
+			}
+			var left [16]byte
+			putUint64(left[:8], next)
+			putUint64(left[8:], to)
+			return n, b.meta.Put(kReplayLeft, left[:])
 		})
 		total += n
 		if err != nil {
 			return total, wrapErr("replay", err)
 		}
-		first = false
 		if done {
-			break
+			return total, nil
 		}
+		first, from = nil, next
 	}
-	return total, nil
+}
+
+// resumeReplay finishes a replay that was cut short (see replay), and
+// returns how many records it moved.
+func (q *Queue) resumeReplay() (int, error) {
+	var from, to uint64
+	left := false
+	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		v := b.meta.Get(kReplayLeft)
+		switch {
+		case v == nil:
+		case len(v) != 16:
+			return corruptf("queue: meta %q has %d bytes, want 16", kReplayLeft, len(v))
+		default:
+			from, to, left = getUint64(v), getUint64(v[8:]), true
+		}
+		return nil
+	})
+	if err != nil || !left {
+		return 0, wrapErr("resume replay", err)
+	}
+	return q.replay(from, to, nil)
 }
 
 // ReplaySlack is how far (in the ids' milliseconds) a replay request's id

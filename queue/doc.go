@@ -42,7 +42,8 @@
 // delivered records. Acked records move to an
 // archive, kept up to ArchiveMaxRecords, ArchiveMaxBytes and ArchiveMaxAge
 // and pruned oldest first, so that a server restoring its own backup can
-// ask for them again (Replay moves them back to the unacked records).
+// ask for them again (Replay moves them back to the unacked records; one
+// a power cut interrupts is finished by the next Open).
 //
 // # Capacity
 //
@@ -68,7 +69,9 @@
 // itself, with every field bounds-checked (a damaged page could otherwise
 // crash or hang the process inside bbolt), then runs bbolt's tx.Check and
 // checks the queue's own records and counters. A file that fails to open
-// or check is renamed to "<path>.corrupt-<UTC time>" and Open returns a
+// or check is renamed to "<path>.corrupt-<UTC time>" (with "-2", "-3"…
+// when a file has that name, or one that starts with it and a dot: the
+// caller's mark of a file it dealt with) and Open returns a
 // *CorruptError saying where it went; it never creates a new file in its
 // place by itself. Calling Open again then starts a new, empty queue with a
 // new epoch (unless Options.NoCreate, which returns ErrNoFile: a caller

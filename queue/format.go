@@ -76,6 +76,7 @@ var (
 	kAdoptedCount = []byte("adopted.count")
 	kAdoptedBytes = []byte("adopted.bytes")
 	kReplayID     = []byte("replay.id")
+	kReplayLeft   = []byte("replay.left") // next seq ‖ last seq of a replay not finished
 )
 
 const (

@@ -153,6 +153,14 @@ func OpenContext(ctx context.Context, path string, opts *Options) (*Queue, error
 			return nil, fmt.Errorf("queue: sync directory of new file: %w", err)
 		}
 	}
+	// Not a reason to keep the file closed (a full file cannot take the
+	// records moved back): what is left stays recorded for the next Open.
+	if n, err := q.resumeReplay(); err != nil {
+		q.log.Error("queue: finishing a replay cut short (a power cut) failed; tried again at the next start",
+			"path", path, "records", n, "err", err)
+	} else if n > 0 {
+		q.log.Warn("queue: a replay cut short (a power cut) finished: its records are sent again", "path", path, "records", n)
+	}
 	q.log.Info("queue: opened", "path", path, "epoch", q.epoch,
 		"records", c.pendingN, "bytes", c.pendingBytes, "last_seq", c.lastSeq,
 		"archived", c.archiveN, "initial_mmap", o.InitialMmapSize, "max_file_size", o.MaxFileSize)
@@ -402,19 +410,51 @@ func (o *Options) openFailed(path string, err error) error {
 		return err
 	}
 	cause := c.err
-	dst := path + ".corrupt-" + o.Now().UTC().Format("20060102T150405Z")
-	for i := 2; ; i++ {
-		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		dst = fmt.Sprintf("%s.corrupt-%s-%d", path, o.Now().UTC().Format("20060102T150405Z"), i)
+	dst, err := asideName(path, o.Now())
+	if err == nil {
+		err = durable.Rename(path, dst)
 	}
-	if err := durable.Rename(path, dst); err != nil {
+	if err != nil {
 		o.Logger.Error("queue: corrupt file, and moving it aside failed", "path", path, "err", cause, "rename_err", err)
 		return &CorruptError{Path: path, Err: errors.Join(cause, fmt.Errorf("move aside: %w", err))}
 	}
 	o.Logger.Error("queue: corrupt file moved aside", "path", path, "moved_to", dst, "err", cause)
 	return &CorruptError{Path: path, MovedTo: dst, Err: cause}
+}
+
+// maxAsideNames bounds the names asideName tries.
+const maxAsideNames = 1000
+
+// asideName returns the name a damaged file at path is moved aside to at
+// now: path.corrupt-<time>, or path.corrupt-<time>-2, -3… when that name
+// is taken, by a file or by one renamed from it since (a name with a
+// further suffix: the caller marks a file it dealt with so,
+// ….corrupt-<time>.salvaged). A board without a battery-backed clock
+// comes back after a power cut at the time it saved before: a second
+// damaged file got the name of an earlier one that had been salvaged
+// since, and marking it salvaged replaced that file, with the records it
+// kept that could not be adopted.
+func asideName(path string, now time.Time) (string, error) {
+	stamp := now.UTC().Format("20060102T150405Z")
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return "", fmt.Errorf("queue: name for the damaged file: %w", err)
+	}
+	for i := 1; i <= maxAsideNames; i++ {
+		dst := path + ".corrupt-" + stamp
+		if i > 1 {
+			dst = fmt.Sprintf("%s-%d", dst, i)
+		}
+		_, err := os.Lstat(dst)
+		free := errors.Is(err, fs.ErrNotExist)
+		for _, e := range entries {
+			free = free && !strings.HasPrefix(e.Name(), filepath.Base(dst)+".")
+		}
+		if free {
+			return dst, nil
+		}
+	}
+	return "", fmt.Errorf("queue: no free name for the damaged file beside %s (%d tried)", path, maxAsideNames)
 }
 
 // Epoch returns the queue's epoch id: 32 hex digits (16 random bytes) made

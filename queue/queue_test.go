@@ -1646,3 +1646,53 @@ func TestArchiveSurvivesClockJump(t *testing.T) {
 		t.Errorf("the new record %d not archived", seq)
 	}
 }
+
+// TestCorruptFileNotMovedOntoAnEarlierOnesName: a board without a
+// battery-backed clock comes back after every power cut at the time it
+// saved before, so a second damaged file is moved aside in the same
+// second as an earlier one, which the validator has salvaged since
+// (renamed ….salvaged, keeping the records it could not adopt). The new
+// one took the earlier one's name, free again, and marking it salvaged
+// replaced the earlier file. It gets a name of its own now.
+func TestCorruptFileNotMovedOntoAnEarlierOnesName(t *testing.T) {
+	at := time.Date(2026, 12, 6, 22, 14, 3, 0, time.UTC) // the saved time, at every start
+	opts := &Options{Now: func() time.Time { return at }}
+	path := tempPath(t)
+	var moved []string
+	for i := range 3 {
+		q := openTest(t, path, opts)
+		if _, err := q.Append(context.Background(), []byte("damaged file "+strconv.Itoa(i)+"'s tap")); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bbolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bMeta).Put(kEpoch, []byte("short")) }); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		_, err = Open(path, opts)
+		var ce *CorruptError
+		if !errors.As(err, &ce) || ce.MovedTo == "" {
+			t.Fatalf("Open = %v, want the damaged file moved aside", err)
+		}
+		moved = append(moved, ce.MovedTo)
+		// Dealt with, as the validator marks a salvaged file.
+		if err := os.Rename(ce.MovedTo, ce.MovedTo+".salvaged"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if moved[0] == moved[1] || moved[1] == moved[2] || moved[0] == moved[2] {
+		t.Fatalf("damaged files moved aside to %q: one name twice", moved)
+	}
+	for i, m := range moved {
+		b, err := os.ReadFile(m + ".salvaged")
+		if err != nil || !bytes.Contains(b, []byte("damaged file "+strconv.Itoa(i)+"'s tap")) {
+			t.Errorf("%s.salvaged does not hold damaged file %d's record (read: %v)", m, i, err)
+		}
+	}
+}
