@@ -146,7 +146,7 @@ func fmtDur(d time.Duration) string {
 		s = strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
 		s = strings.Replace(s, ".0s", "s", 1)
 	case d == 0:
-		return "0"
+		return "0s"
 	default:
 		s = fmt.Sprintf("%dms", d.Milliseconds())
 	}

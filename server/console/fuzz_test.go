@@ -107,7 +107,7 @@ func TestFleetQueryLongFilter(t *testing.T) {
 }
 
 func TestFmtDur(t *testing.T) {
-	for d, want := range map[time.Duration]string{0: "0", 850 * time.Millisecond: "850ms", 3800 * time.Millisecond: "3.8s",
+	for d, want := range map[time.Duration]string{0: "0s", 850 * time.Millisecond: "850ms", 3800 * time.Millisecond: "3.8s",
 		10 * time.Second: "10s", 5*time.Minute + 3*time.Second: "5m 3s", 5 * time.Minute: "5m", 2 * time.Hour: "2h",
 		2*time.Hour + 5*time.Minute: "2h 5m", -45 * time.Second: "-45s", 50 * time.Hour: "2d 2h", 48 * time.Hour: "2d"} {
 		if got := fmtDur(d); got != want {

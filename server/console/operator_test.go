@@ -186,6 +186,17 @@ func TestFlaggedByWhenReceived(t *testing.T) {
 				p, strings.Count(body, `data-tap="bus-stolen/`))
 		}
 	}
+	// A device's page lists its own taps without a Device column (on a
+	// phone it pushed the account and the charge out of sight); the
+	// flagged page, of every device, keeps it.
+	_, dev := b.get("/console/devices/bus-away")
+	if !strings.Contains(dev, `data-tap="bus-away/e1/3"`) || strings.Contains(dev, "<th>Device</th>") {
+		t.Errorf("bus-away's page: its taps listed %v, a Device column %v; want its taps without the column",
+			strings.Contains(dev, `data-tap="bus-away/e1/3"`), strings.Contains(dev, "<th>Device</th>"))
+	}
+	if _, flagged := b.get("/console/flagged"); !strings.Contains(flagged, "<th>Device</th>") {
+		t.Error("the flagged taps of every device are listed without their device")
+	}
 	_, overview := b.get("/console/")
 	m := regexp.MustCompile(`<span class="flag">invalid_code</span> (\d+)`).FindStringSubmatch(overview)
 	if m == nil || m[1] != "4" {

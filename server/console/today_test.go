@@ -56,7 +56,7 @@ func TestOverviewTodayIsTheTapsDay(t *testing.T) {
 	b := f.browser()
 	b.signIn(f.opToken)
 	_, overview := b.get("/console/")
-	m := regexp.MustCompile(`<h2>Today \(([0-9-]+)\)</h2>`).FindStringSubmatch(overview)
+	m := regexp.MustCompile(`<h2>Today <small>\(service day ([0-9-]+)\)</small></h2>`).FindStringSubmatch(overview)
 	if m == nil || m[1] != rides[0].ServiceDay {
 		t.Errorf("the overview's Today is %v; the tap made now is on %s", m, rides[0].ServiceDay)
 	}
