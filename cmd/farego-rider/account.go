@@ -39,6 +39,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 			Balance    int64  `json:"balance"`
 			MerchantID string `json:"merchant_id"`
 			OrderID    string `json:"order_id"`
+			Reason     string `json:"reason"` // a refund's, as the shop gave it
 		} `json:"recent_activity"`
 	}
 	if err := call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), s.Secret, nil, &out); err != nil {
@@ -68,6 +69,9 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 			what = fmt.Sprintf("paid at %s (order %s)", a.MerchantID, a.OrderID)
 		case "refund":
 			what = fmt.Sprintf("refund from %s (order %s)", a.MerchantID, a.OrderID)
+			if a.Reason != "" {
+				what += ": " + a.Reason
+			}
 		case "fare_correction":
 			what = "fare corrected"
 		}

@@ -251,12 +251,12 @@ func TestRiderSeesShopPayments(t *testing.T) {
 		}
 	}
 	post("/v1/payments", map[string]any{"merchant_id": "cafe", "order_id": "o-1", "code": strings.TrimSpace(code), "amount": 450})
-	post("/v1/payments/cafe/o-1/refunds", map[string]any{"refund_id": "r-1", "amount": 150})
+	post("/v1/payments/cafe/o-1/refunds", map[string]any{"refund_id": "r-1", "amount": 150, "reason": "milk was out"})
 	c, o, e := rider(t, "account", "--state", st)
 	if c != 0 {
 		t.Fatalf("account: %d %q", c, e)
 	}
-	refund := strings.Index(o, "refund from cafe (order o-1)")
+	refund := strings.Index(o, "refund from cafe (order o-1): milk was out")
 	paid := strings.Index(o, "paid at cafe (order o-1)")
 	if !strings.Contains(o, "balance 12.00 EUR") || refund < 0 || paid < refund || !strings.Contains(o, "-4.50 EUR  balance 10.50 EUR") ||
 		!strings.Contains(o, "1.50 EUR  balance 12.00 EUR") {
