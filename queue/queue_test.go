@@ -1522,6 +1522,64 @@ func TestState(t *testing.T) {
 	}
 }
 
+// TestUpdateStateUnchangedWritesNothing: a state transaction that changes
+// nothing (the agent's pruning every minute on an idle bus, with nothing
+// to forget) leaves the file as it was: a bbolt commit writes and syncs a
+// meta page even when no page changed, 1,440 writes a day to the flash of
+// a bus standing in the depot.
+func TestUpdateStateUnchangedWritesNothing(t *testing.T) {
+	path := tempPath(t)
+	q := openTest(t, path, nil)
+	if err := q.UpdateState(func(s *State) error { return s.Put("dev.seen", []byte("a"), []byte("va")) }); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		err := q.UpdateState(func(s *State) error {
+			if v := s.Get("dev.seen", []byte("a")); string(v) != "va" {
+				t.Errorf("Get a = %q, want va", v)
+			}
+			return s.ForEach("dev.seen", func(k, v []byte) error { return nil })
+		})
+		if err != nil {
+			t.Fatalf("UpdateState changing nothing = %v", err)
+		}
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("an UpdateState that changed nothing rewrote the file (%d of %d bytes differ)", diffBytes(before, after), len(after))
+	}
+	if err := q.UpdateState(func(s *State) error { return s.Put("dev.seen", []byte("b"), []byte("vb")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.ViewState(func(s *State) error {
+		if v := s.Get("dev.seen", []byte("b")); string(v) != "vb" {
+			t.Errorf("Get b after a change = %q, want vb", v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// diffBytes counts the bytes at which a and b differ, a length difference
+// included.
+func diffBytes(a, b []byte) int {
+	n := max(len(a), len(b)) - min(len(a), len(b))
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			n++
+		}
+	}
+	return n
+}
+
 // TestCappedFile: once bbolt refused to grow the file past MaxFileSize (a
 // record the budget let through needed a run of free pages the freelist
 // did not have), appends are refused as full before their build runs,

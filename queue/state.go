@@ -19,7 +19,13 @@ import (
 // copy what must outlive it.
 type State struct {
 	tx *bbolt.Tx
+	// changed is set by every Put, Delete and bucket creation: a write
+	// transaction in which nothing changed is rolled back, not committed.
+	changed bool
 }
+
+// errUnchanged rolls back a write transaction in which fn changed nothing.
+var errUnchanged = errors.New("queue: state unchanged")
 
 // errReadOnly is returned by a write in ViewState.
 var errReadOnly = errors.New("queue: state is read-only here")
@@ -36,6 +42,7 @@ func (s *State) bucket(name string, create bool) (*bbolt.Bucket, error) {
 	if !s.tx.Writable() {
 		return nil, errReadOnly
 	}
+	s.changed = true
 	return s.tx.CreateBucket([]byte(name))
 }
 
@@ -54,6 +61,7 @@ func (s *State) Put(bucket string, key, value []byte) error {
 	if err != nil {
 		return err
 	}
+	s.changed = true
 	return b.Put(key, value)
 }
 
@@ -66,6 +74,7 @@ func (s *State) Delete(bucket string, key []byte) error {
 	if !s.tx.Writable() {
 		return errReadOnly
 	}
+	s.changed = true
 	return b.Delete(key)
 }
 
@@ -99,8 +108,12 @@ func (s *State) Unacked() (int, error) {
 }
 
 // UpdateState runs fn in a write transaction on the caller's buckets and
-// commits it (one fsync) if fn returns nil; an error from fn rolls every
-// change back. It waits for appends in flight (bbolt has one writer).
+// commits it (one fsync) if fn returns nil and changed something; an error
+// from fn rolls every change back. A transaction in which fn neither put
+// nor deleted anything is rolled back and writes nothing: the agent's
+// pruning runs every minute, and a bbolt commit writes and syncs a meta
+// page even when nothing changed (flash wear on an idle bus). It waits for
+// appends in flight (bbolt has one writer).
 func (q *Queue) UpdateState(fn func(s *State) error) error {
 	return q.stateTx(true, fn)
 }
@@ -116,5 +129,18 @@ func (q *Queue) stateTx(writable bool, fn func(s *State) error) error {
 	if q.closed.Load() {
 		return ErrClosed
 	}
-	return safeTx(q.db, writable, func(tx *bbolt.Tx) error { return fn(&State{tx: tx}) })
+	err := safeTx(q.db, writable, func(tx *bbolt.Tx) error {
+		s := &State{tx: tx}
+		if err := fn(s); err != nil {
+			return err
+		}
+		if writable && !s.changed {
+			return errUnchanged
+		}
+		return nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
 }
