@@ -561,6 +561,16 @@ func TestMQTTPasswdOutIsAtomic(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(good), "farego-server:$7$") {
 		t.Fatalf("password file: %q %v", good, err)
 	}
+	// A new file, of password hashes, is its maker's alone (it was 0644:
+	// every local account could take the hashes away), and the note says
+	// to give it to Mosquitto's user.
+	if fi, err := os.Stat(pw); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("a new password file: %v %v; want 0600", fi.Mode(), err)
+	}
+	if c, _, e := settle(t, ctx, "mqtt-passwd", "--data", data, "--out", pw+".2"); c != 0 || !strings.Contains(e, "chown mosquitto: "+pw+".2") {
+		t.Errorf("mqtt-passwd --out NEW: %d %q; want a note to give it to mosquitto", c, e)
+	}
+	os.Remove(pw + ".2")
 	if err := os.Chmod(pw, 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -577,6 +587,9 @@ func TestMQTTPasswdOutIsAtomic(t *testing.T) {
 	}
 	if fi, err := os.Stat(pw); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("mode after mqtt-passwd --out: %v %v; want 0640 kept", fi.Mode(), err)
+	}
+	if c, _, e := settle(t, ctx, "mqtt-passwd", "--data", data, "--out", pw); c != 0 || strings.Contains(e, "is new") {
+		t.Errorf("mqtt-passwd --out over an existing file: %d %q; want no note of a new file", c, e)
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(pw)); len(ents) != 1 {
 		t.Errorf("files beside the password file: %v", ents)

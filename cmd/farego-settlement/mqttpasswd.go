@@ -23,8 +23,8 @@ import (
 // device.
 //
 // With --out FILE the file is replaced whole or not at all (a temporary
-// file beside it, renamed over it), keeping its mode and owner: written
-// with the shell's "> FILE", a failure (the database out of reach) left
+// file beside it, renamed over it), keeping its mode and owner (a new one
+// is 0600, the caller's): written with the shell's "> FILE", a failure (the database out of reach) left
 // Mosquitto's live password file empty or cut short, and the reload that
 // follows refused every device and the settlement server itself.
 func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,30 +66,42 @@ func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if _, err := stdout.Write(b.Bytes()); err != nil {
 			return err
 		}
-	} else if err := replacePasswordFile(*out, b.Bytes()); err != nil {
+	} else if created, err := replacePasswordFile(*out, b.Bytes()); err != nil {
 		return fmt.Errorf("%s: %w (the file is unchanged)", *out, err)
+	} else if created {
+		fmt.Fprintf(stderr, "%s is new: mode %04o, yours; give it to Mosquitto's user (chown mosquitto: %s), "+
+			"or to its group (chgrp mosquitto %s && chmod 0640 %s): later runs keep its mode and owner\n",
+			*out, newPasswordFileMode, *out, *out, *out)
 	}
 	fmt.Fprintf(stderr, "wrote the server and %d devices (revoked devices left out)\n", n)
 	return nil
 }
 
+// newPasswordFileMode is a new password file's: it holds the devices' and
+// the server's password hashes, for Mosquitto alone (0644, the shell's
+// redirection's, let every local account take them away to guess at).
+const newPasswordFileMode = 0o600
+
 // replacePasswordFile replaces path with data atomically and durably. An
 // existing file keeps its mode and owner (Mosquitto reads it as its own
-// user: a root-owned 0600 file fails its reload); a new one is 0644, as
-// the shell's redirection made it.
-func replacePasswordFile(path string, data []byte) error {
-	mode, uid, gid := fs.FileMode(0o644), -1, -1
+// user: a root-owned 0600 file fails its reload); a new one is
+// newPasswordFileMode, the caller's (created reports it, to say that
+// Mosquitto's user must be given it).
+func replacePasswordFile(path string, data []byte) (created bool, err error) {
+	mode, uid, gid := fs.FileMode(newPasswordFileMode), -1, -1
+	created = true
 	if fi, err := os.Stat(path); err == nil {
+		created = false
 		mode = fi.Mode().Perm()
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			uid, gid = int(st.Uid), int(st.Gid)
 		}
 	} else if !os.IsNotExist(err) {
-		return err
+		return false, err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		return false, err
 	}
 	tmp := f.Name()
 	err = func() error {
@@ -115,5 +127,5 @@ func replacePasswordFile(path string, data []byte) error {
 	if err != nil {
 		_ = os.Remove(tmp)
 	}
-	return err
+	return created, err
 }
