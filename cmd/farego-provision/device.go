@@ -74,7 +74,7 @@ func (s *scannerFlag) Set(v string) error {
 type deviceOpts struct {
 	fleet, id, route, vehicle, server, token, out, broker, dataDir, metrics, topicPrefix, ctlSocket string
 	scanners                                                                                        scannerFlag
-	force, tls                                                                                      bool
+	force, tls, unrevoke                                                                            bool
 }
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -95,6 +95,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.ctlSocket, "ctl-socket", "", `control socket on the device (default: the unit's RuntimeDirectory, else /run/farego-validator/ctl.sock; "off": none); each validator on one machine needs its own`)
 	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
 	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
+	fs.BoolVar(&o.unrevoke, "unrevoke", false, "register a revoked device again, lifting its revocation (with --force: a new identity)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -255,6 +256,7 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	var reg struct {
 		MQTTUsername string `json:"mqtt_username"`
 		MQTTPassword string `json:"mqtt_password"`
+		Unrevoked    bool   `json:"unrevoked"`
 	}
 	// The bundle's directory is made before the registration: a run
 	// stopped from here on is told apart from one that never registered.
@@ -268,13 +270,15 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 		return err
 	}
 	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
-		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}, &reg); err != nil {
+		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force, "unrevoke": o.unrevoke}, &reg); err != nil {
 		if os.RemoveAll(tmp) == nil { // nothing registered
 			durable.SyncDir(o.out)
 		}
 		if ae := (*cli.APIError)(nil); errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) {
 			// "forbidden: not an API token" named no flag.
 			err = fmt.Errorf("%w: check --operator-token (the server's DATA/keys/operator.token, or an operator token from farego-settlement token create)", err)
+		} else if errors.As(err, &ae) && ae.Code == "device_revoked" {
+			err = fmt.Errorf("%w: if it is to work again (not a stolen one), run again with --unrevoke", err)
 		}
 		if replacing {
 			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)
@@ -316,7 +320,11 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	if err := placeBundle(o, dir, tmp); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "device %s registered; bundle in %s/ and %s\n", o.id, dir, filepath.Join(o.out, o.id+".tar.gz"))
+	lifted := ""
+	if reg.Unrevoked {
+		lifted = " (it was revoked: its revocation is lifted)"
+	}
+	fmt.Fprintf(stdout, "device %s registered%s; bundle in %s/ and %s\n", o.id, lifted, dir, filepath.Join(o.out, o.id+".tar.gz"))
 	return nil
 }
 

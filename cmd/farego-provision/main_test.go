@@ -209,6 +209,23 @@ func TestProvisionDevice(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(out, ".bus-9-front.*")); len(left) != 0 {
 		t.Errorf("--force left %v", left)
 	}
+	// A revoked device (a stolen validator) is provisioned again only
+	// with --unrevoke: --force alone lifted its revocation, unsaid.
+	if err := store.RevokeDevice(context.Background(), "bus-9-front"); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, e := provision(t, append(args, "--force")...); c != 1 || !strings.Contains(e, "was revoked") || !strings.Contains(e, "--unrevoke") || !strings.Contains(e, "kept") {
+		t.Errorf("re-provision of a revoked device with --force: %d %q; want refused, the old bundle kept", c, e)
+	}
+	if d, _ := store.Device(context.Background(), "bus-9-front"); d.Revoked.IsZero() || !bytes.Equal(d.PublicKey, dev2.PublicKey) {
+		t.Error("a refused re-provision lifted the revocation or changed the key")
+	}
+	if c, o, e := provision(t, append(args, "--force", "--unrevoke")...); c != 0 || !strings.Contains(o, "its revocation is lifted") {
+		t.Errorf("re-provision with --force --unrevoke: %d %q %q", c, o, e)
+	}
+	if dev2, _ = store.Device(context.Background(), "bus-9-front"); !dev2.Revoked.IsZero() {
+		t.Error("--unrevoke left the device revoked")
+	}
 
 	// Another fleet's directory: refused before anything is made (the
 	// device would refuse every downlink and ack of this server).

@@ -375,6 +375,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) in
 	case errors.Is(err, ledger.ErrOrderConflict), errors.Is(err, ledger.ErrRefundConflict), errors.Is(err, ledger.ErrTopUpConflict),
 		errors.Is(err, ledger.ErrSecretChanged):
 		ae = &apiError{status: http.StatusConflict, code: "conflict", msg: err.Error()}
+	case errors.Is(err, ledger.ErrDeviceRevoked):
+		ae = &apiError{status: http.StatusConflict, code: "device_revoked", msg: err.Error()}
 	case errors.Is(err, ledger.ErrDeviceExists):
 		ae = &apiError{status: http.StatusConflict, code: "device_exists", msg: err.Error()}
 	case errors.Is(err, ledger.ErrTooManyCredentials):

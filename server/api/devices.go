@@ -33,6 +33,9 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 		PublicKey   string `json:"public_key"`
 		Certificate string `json:"certificate"`
 		Replace     bool   `json:"replace"`
+		// Unrevoke lifts a revocation: without it a revoked device is
+		// refused (409 device_revoked), replace or not.
+		Unrevoke bool `json:"unrevoke"`
 	}
 	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
@@ -48,17 +51,27 @@ func (h *Handler) registerDevice(w http.ResponseWriter, r *http.Request) (any, i
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "%v", err)
 	}
 	password := broker.NewPassword()
-	if err := h.cfg.Ledger.RegisterDevice(r.Context(), ledger.DeviceRegistration{ID: req.ID, PublicKey: pub, Replace: req.Replace,
-		MQTTHash: broker.HashPassword(password), CertSHA256: certSum}); err != nil {
+	done, err := h.cfg.Ledger.RegisterDeviceReport(r.Context(), ledger.DeviceRegistration{ID: req.ID, PublicKey: pub, Replace: req.Replace,
+		Unrevoke: req.Unrevoke, MQTTHash: broker.HashPassword(password), CertSHA256: certSum})
+	if err != nil {
 		return nil, 0, err
 	}
 	if h.cfg.DeviceChanged != nil {
 		h.cfg.DeviceChanged(req.ID)
 	}
-	h.audit(r, p, "register_device", req.ID, fmt.Sprintf("replace %t certificate %t", req.Replace, certSum != nil))
-	h.log.Info("device registered", "device", req.ID, "replace", req.Replace)
-	return map[string]any{"id": req.ID, "public_key": req.PublicKey, "mqtt_username": req.ID, "mqtt_password": password,
-		"mqtt_client_id": broker.DeviceClientIDPrefix + req.ID}, http.StatusCreated, nil
+	resp := map[string]any{"id": req.ID, "public_key": req.PublicKey, "mqtt_username": req.ID, "mqtt_password": password,
+		"mqtt_client_id": broker.DeviceClientIDPrefix + req.ID, "key_replaced": done.KeyReplaced, "unrevoked": !done.Unrevoked.IsZero()}
+	detail := fmt.Sprintf("replace %t certificate %t", req.Replace, certSum != nil)
+	if !done.Unrevoked.IsZero() {
+		revokedAt := done.Unrevoked.UTC().Format(time.RFC3339)
+		resp["revoked_at"] = revokedAt
+		detail += " unrevoked (revoked " + revokedAt + ")"
+		h.log.Warn("device registered again: its revocation is lifted", "device", req.ID, "replace", req.Replace, "revoked_at", revokedAt)
+	} else {
+		h.log.Info("device registered", "device", req.ID, "replace", req.Replace)
+	}
+	h.audit(r, p, "register_device", req.ID, detail)
+	return resp, http.StatusCreated, nil
 }
 
 func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) (any, int, error) {

@@ -402,8 +402,26 @@ func TestDeviceLifecycle(t *testing.T) {
 	if d := ds[0].(map[string]any); d["state"] != "revoked" || d["revoked"] == "" {
 		t.Errorf("revoked device: %v", d)
 	}
-	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`"}`, 409)
-	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`","replace":true}`, 201)
+	// A revoked device comes back only with unrevoke: replace alone (a
+	// re-flash, a script re-registering its fleet) lifted the revocation
+	// of a stolen validator, and the answer did not say so.
+	for _, body := range []string{`{"id":"bus-1","public_key":"` + k + `"}`, `{"id":"bus-1","public_key":"` + k + `","replace":true}`,
+		`{"id":"bus-1","public_key":"` + devKey(9) + `","replace":true}`} {
+		if e := f.do("POST", "/v1/devices", f.token, body, 409); errCode(e) != "device_revoked" {
+			t.Errorf("%s on a revoked device: %v; want device_revoked", body, e)
+		}
+	}
+	ds = f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
+	if d := ds[0].(map[string]any); d["state"] != "revoked" {
+		t.Errorf("after the refused registrations: %v; want it still revoked", d)
+	}
+	if b := f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+k+`","replace":true,"unrevoke":true}`, 201); b["unrevoked"] != true || b["revoked_at"] == nil {
+		t.Errorf("registered with unrevoke: %v; want it to say the revocation is lifted, and its time", b)
+	}
+	ds = f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
+	if d := ds[0].(map[string]any); d["state"] == "revoked" {
+		t.Errorf("after unrevoke: %v; want it not revoked", d)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if changed["bus-1"] != 4 {

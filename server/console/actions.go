@@ -374,7 +374,8 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 	if _, _, err := api.CheckDeviceKeys(id, pub, cert); err != nil {
 		return nil, badInput("%v", err)
 	}
-	body := map[string]any{"id": id, "public_key": pub, "replace": true}
+	// The confirmation says a revocation is lifted: asked for by name.
+	body := map[string]any{"id": id, "public_key": pub, "replace": true, "unrevoke": true}
 	if cert != "" {
 		body["certificate"] = cert
 	}
@@ -384,7 +385,11 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 		method: http.MethodPost, path: "/v1/devices", body: jsonBody(body),
 		done: func(resp map[string]any) result {
 			pw, _ := resp["mqtt_password"].(string)
-			return result{Message: "Device " + id + " is registered with its new key.", Secret: pw,
+			msg := "Device " + id + " is registered with its new key."
+			if resp["unrevoked"] == true {
+				msg += " Its revocation is lifted: its batches are charged again."
+			}
+			return result{Message: msg, Secret: pw,
 				SecretLabel: "MQTT password (shown this once; the ledger keeps only its hash)"}
 		}}, nil
 }

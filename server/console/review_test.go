@@ -198,6 +198,28 @@ func TestReplaceDeviceCheckedBeforeConfirmation(t *testing.T) {
 	}
 }
 
+// Replacing a revoked device in the console lifts its revocation, as its
+// confirmation says, and the result says so: the API now refuses a revoked
+// device without "unrevoke" (replace alone lifted it silently).
+func TestReplaceRevokedDevice(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	if err := f.store.RevokeDevice(t.Context(), "bus-1"); err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := b.post("/console/act/replace_device", url.Values{"csrf": {csrf}, "device": {"bus-1"},
+		"public_key": {hex.EncodeToString(pub)}, "confirm": {"yes"}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Its revocation is lifted") || f.revoked("bus-1") {
+		t.Errorf("replace a revoked device, confirmed: %d, revoked %t\n%s", resp.StatusCode, f.revoked("bus-1"), body)
+	}
+}
+
 // The sign-in page opened signed in (in another tab meanwhile) goes on to
 // the page asked for, not to the overview.
 func TestSignInPageKeepsNext(t *testing.T) {

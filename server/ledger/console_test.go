@@ -66,7 +66,7 @@ func TestDeviceHistory(t *testing.T) {
 		if err := s.RevokeDevice(ctx, "bus-1"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h2", Replace: true}); err != nil {
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h2", Replace: true, Unrevoke: true}); err != nil {
 			t.Fatal(err)
 		}
 		h, err := s.DeviceHistory(ctx, "bus-1")
@@ -585,5 +585,56 @@ func TestSummariesClockStepBack(t *testing.T) {
 		commit(t, s, mkTap("bus-1", 4, newAccount(t, s, 10_000), at(15), "42"))
 		refresh()
 		want(4, 1000)
+	})
+}
+
+// A revoked device is registered again only with Unrevoke: Replace (a
+// re-flashed validator's new key) lifted the revocation of a stolen one,
+// silently. The refusal changes nothing; the registration that lifts it
+// says so, with the revocation's time.
+func TestRegisterRevokedDeviceNeedsUnrevoke(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		k1 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)).Public().(ed25519.PublicKey)
+		k2 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k1, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeDevice(ctx, "bus-1"); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.DeviceAuth(ctx, "bus-1")
+		if err != nil || before.Revoked.IsZero() {
+			t.Fatalf("revoked device: %+v %v", before, err)
+		}
+		for _, reg := range []DeviceRegistration{
+			{ID: "bus-1", PublicKey: k1, MQTTHash: "h2"},
+			{ID: "bus-1", PublicKey: k1, MQTTHash: "h2", Replace: true},
+			{ID: "bus-1", PublicKey: k2, MQTTHash: "h2", Replace: true},
+		} {
+			if _, err := s.RegisterDeviceReport(ctx, reg); !errors.Is(err, ErrDeviceRevoked) {
+				t.Errorf("registering a revoked device (replace %t, new key %t) without unrevoke: %v; want ErrDeviceRevoked",
+					reg.Replace, !bytes.Equal(reg.PublicKey, k1), err)
+			}
+		}
+		// Unrevoke is not Replace: a new key still needs both.
+		if _, err := s.RegisterDeviceReport(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h2", Unrevoke: true}); !errors.Is(err, ErrDeviceExists) || errors.Is(err, ErrDeviceRevoked) {
+			t.Errorf("unrevoke with a new key, no replace: %v; want ErrDeviceExists alone", err)
+		}
+		if a, err := s.DeviceAuth(ctx, "bus-1"); err != nil || !a.Revoked.Equal(before.Revoked) || a.MQTTHash != "h" || !bytes.Equal(a.PublicKey, k1) {
+			t.Fatalf("after the refusals: %+v %v; want the device as revoked", a, err)
+		}
+		done, err := s.RegisterDeviceReport(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h3", Replace: true, Unrevoke: true})
+		if err != nil || !done.KeyReplaced || !done.Unrevoked.Equal(before.Revoked) {
+			t.Fatalf("replace and unrevoke: %+v %v; want the key replaced and the revocation of %v lifted", done, err, before.Revoked)
+		}
+		if a, err := s.DeviceAuth(ctx, "bus-1"); err != nil || !a.Revoked.IsZero() || a.MQTTHash != "h3" {
+			t.Errorf("after unrevoke: %+v %v; want not revoked", a, err)
+		}
+		// Again, nothing to lift: said so.
+		if done, err := s.RegisterDeviceReport(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k2, MQTTHash: "h4", Unrevoke: true}); err != nil || done.KeyReplaced || !done.Unrevoked.IsZero() {
+			t.Errorf("unrevoke of a device not revoked: %+v %v; want nothing lifted", done, err)
+		}
 	})
 }

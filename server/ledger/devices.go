@@ -20,8 +20,14 @@ type DeviceRegistration struct {
 	ID        string // see wire.ValidDeviceID
 	PublicKey []byte // Ed25519: signs the device's batches and status
 	// Replace allows another key than the registered one (a validator
-	// re-flashed, or a revoked one brought back).
+	// re-flashed).
 	Replace bool
+	// Unrevoke lifts the device's revocation: a revoked device is
+	// registered again only with it (ErrDeviceRevoked otherwise), with
+	// Replace too for another key. Replace alone lifted it: a revoked
+	// (stolen) validator's id re-registered by a script or a re-flash
+	// came back silently.
+	Unrevoke bool
 	// MQTTHash is the hash of the device's broker password (random per
 	// registration; see broker.HashPassword). Required.
 	MQTTHash string
@@ -39,27 +45,41 @@ type DeviceAuth struct {
 	Revoked    time.Time // zero: not revoked
 }
 
+// DeviceRegistered is what RegisterDeviceReport did.
+type DeviceRegistered struct {
+	KeyReplaced bool      // another key than the registered one
+	Unrevoked   time.Time // the revocation lifted (zero: none was)
+}
+
 // RegisterDevice registers a validator: its Ed25519 public key, its broker
 // password hash and (optionally) its certificate's fingerprint. Registering
 // again with the same key replaces the broker credential (the old password
-// and certificate stop working); another key, or a revoked device, needs
-// Replace (ErrDeviceExists otherwise), which also lifts the revocation.
+// and certificate stop working); another key needs Replace
+// (ErrDeviceExists otherwise); a revoked device needs Unrevoke
+// (ErrDeviceRevoked otherwise), which lifts the revocation.
 func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) error {
+	_, err := s.RegisterDeviceReport(ctx, reg)
+	return err
+}
+
+// RegisterDeviceReport is RegisterDevice, and says whether it replaced the
+// key and lifted a revocation.
+func (s *Store) RegisterDeviceReport(ctx context.Context, reg DeviceRegistration) (DeviceRegistered, error) {
+	var done DeviceRegistered
 	if err := validDeviceID(reg.ID); err != nil {
-		return invalid("%v", err)
+		return done, invalid("%v", err)
 	}
 	if err := paycode.CheckPublicKey(reg.PublicKey); err != nil {
-		return invalid("device public key: %v", err)
+		return done, invalid("device public key: %v", err)
 	}
 	if err := checkText("MQTT password hash", reg.MQTTHash, 256, true); err != nil {
-		return invalid("%v", err)
+		return done, invalid("%v", err)
 	}
 	if reg.CertSHA256 != nil && len(reg.CertSHA256) != 32 {
-		return invalid("certificate fingerprint is %d bytes, want 32 (SHA-256)", len(reg.CertSHA256))
+		return done, invalid("certificate fingerprint is %d bytes, want 32 (SHA-256)", len(reg.CertSHA256))
 	}
-	replaced := false
 	err := s.write(ctx, "register device", func(t *txn) error {
-		replaced = false
+		done = DeviceRegistered{}
 		var old []byte
 		var revoked int64
 		err := t.queryRow(`SELECT public_key, revoked_ns FROM devices WHERE id = $1`+s.forUpdate(), reg.ID).Scan(&old, &revoked)
@@ -79,13 +99,17 @@ func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) erro
 			return t.deviceEvent(reg.ID, EventRegistered)
 		case err != nil:
 			return fmt.Errorf("ledger: read device: %w", err)
-		case (!bytes.Equal(old, reg.PublicKey) || revoked != 0) && !reg.Replace:
-			if revoked != 0 {
-				return fmt.Errorf("%w: %s was revoked (register it again with replace)", ErrDeviceExists, reg.ID)
-			}
+		case revoked != 0 && !reg.Unrevoke:
+			return fmt.Errorf("%w: %s was revoked on %s (register it again with unrevoke to lift that, with replace too for a new key)",
+				ErrDeviceRevoked, reg.ID, time.Unix(0, revoked).UTC().Format(time.RFC3339))
+		case !bytes.Equal(old, reg.PublicKey) && !reg.Replace:
 			return fmt.Errorf("%w: %s", ErrDeviceExists, reg.ID)
 		}
-		replaced = !bytes.Equal(old, reg.PublicKey)
+		done.KeyReplaced = !bytes.Equal(old, reg.PublicKey)
+		if revoked != 0 {
+			done.Unrevoked = time.Unix(0, revoked)
+		}
+		replaced := done.KeyReplaced
 		_, err = t.exec("register device again",
 			`UPDATE devices SET public_key = $1, registered_ns = $2, mqtt_hash = $3, cert_sha256 = $4, revoked_ns = 0 WHERE id = $5`,
 			reg.PublicKey, t.now, reg.MQTTHash, reg.CertSHA256, reg.ID)
@@ -98,10 +122,16 @@ func (s *Store) RegisterDevice(ctx context.Context, reg DeviceRegistration) erro
 		}
 		return t.deviceEvent(reg.ID, event)
 	})
-	if err == nil {
-		s.log.Info("ledger: device registered", "device", reg.ID, "key_replaced", replaced)
+	switch {
+	case err != nil:
+		return DeviceRegistered{}, err
+	case !done.Unrevoked.IsZero():
+		s.log.Warn("ledger: device registered again: its revocation is lifted", "device", reg.ID, "key_replaced", done.KeyReplaced,
+			"revoked_at", done.Unrevoked.UTC().Format(time.RFC3339))
+	default:
+		s.log.Info("ledger: device registered", "device", reg.ID, "key_replaced", done.KeyReplaced)
 	}
-	return err
+	return done, nil
 }
 
 // RevokeDevice revokes a validator: from then on its broker login and

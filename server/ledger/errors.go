@@ -51,6 +51,11 @@ var ErrTopUpConflict = errors.New("ledger: top-up reference already used with ot
 // registered with another public key and replace was not asked for.
 var ErrDeviceExists = errors.New("ledger: device already registered with another key")
 
+// ErrDeviceRevoked is returned by RegisterDevice when the device is
+// revoked and Unrevoke was not asked for: Replace (a re-flashed
+// validator) does not lift a revocation (a stolen one).
+var ErrDeviceRevoked = errors.New("ledger: device revoked")
+
 // ErrNoFareTable is returned when taps need rating and no fare table has
 // been stored (see PutFareTable), and by LatestFareTable on an empty ledger.
 var ErrNoFareTable = errors.New("ledger: no fare table stored")

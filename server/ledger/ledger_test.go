@@ -995,7 +995,8 @@ func TestDevices(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Revocation: the device's credential stays for audit, marked
-		// revoked; registering it again needs replace, which lifts it.
+		// revoked; registering it again needs unrevoke, which lifts it
+		// (replace alone does not: TestRegisterRevokedDeviceNeedsUnrevoke).
 		if err := s.RevokeDevice(ctx, "bus-7.front"); err != nil {
 			t.Fatal(err)
 		}
@@ -1003,8 +1004,10 @@ func TestDevices(t *testing.T) {
 		if a, err := s.DeviceAuth(ctx, "bus-7.front"); err != nil || a.Revoked.IsZero() || a.MQTTHash != "hash-bus-7.front" {
 			t.Errorf("DeviceAuth after revoke = %+v, %v", a, err)
 		}
-		wantErr(t, reg("bus-7.front", k2, false), ErrDeviceExists)
-		if err := reg("bus-7.front", k2, true); err != nil {
+		wantErr(t, reg("bus-7.front", k2, false), ErrDeviceRevoked)
+		wantErr(t, reg("bus-7.front", k2, true), ErrDeviceRevoked)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7.front", PublicKey: k2, MQTTHash: "hash-bus-7.front",
+			Replace: true, Unrevoke: true}); err != nil {
 			t.Fatal(err)
 		}
 		if a, err := s.DeviceAuth(ctx, "bus-7.front"); err != nil || !a.Revoked.IsZero() {
