@@ -401,11 +401,15 @@ console = true
 
 [metrics]
 listen = {{toml .Metrics}}
-{{- if .CtlSocket}}
 
+# The control socket (farego-validator ctl): its group, farego-ctl, is the
+# one to give the onboard computer's account (usermod -aG farego-ctl obc),
+# not farego, which reads this file and the keys.
 [ctl]
+{{- if .CtlSocket}}
 socket = {{toml .CtlSocket}}
 {{- end}}
+group  = "farego-ctl"
 
 [mqtt]
 broker           = {{toml .Broker}}
@@ -505,6 +509,7 @@ On the validator (as root):
 
   install -m 0755 farego-validator /usr/local/bin/          # from make dist (linux-armv7 or linux-arm64)
   useradd --system --home /var/lib/farego --shell /usr/sbin/nologin farego
+  groupadd --system farego-ctl      # the control socket's group (the unit needs it)
   mkdir -p /etc/farego && cp -a . /etc/farego/ && chown -R root:farego /etc/farego
   chmod 0750 /etc/farego && chmod 0640 /etc/farego/device-tls.key /etc/farego/validator.toml
   chown farego /etc/farego/device.key && chmod 0600 /etc/farego/device.key   # the signing key: its user's alone
@@ -512,9 +517,16 @@ On the validator (as root):
   systemctl daemon-reload && systemctl enable --now farego-validator
   sync     # before the bus's power may go: written back, or the card may keep empty files
 
+The bus's onboard computer (farego-validator ctl route, vehicle, status)
+needs group farego-ctl only, never farego (which reads validator.toml and
+the keys):
+
+  usermod -aG farego-ctl OBC-USER && sync
+
 Installed from the package instead (apt install ./farego-validator_VERSION_ARCH.deb:
-binary /usr/bin/farego-validator, user farego and unit in place)? Run only
-the mkdir, chmod and chown lines above, then
+binary /usr/bin/farego-validator, user farego, group farego-ctl and unit in
+place)? Run only the mkdir, chmod and chown lines above (and the usermod
+for the onboard computer), then
 systemctl enable --now farego-validator and sync. Do not copy this bundle's unit:
 its ExecStart is /usr/local/bin/farego-validator, and in /etc/systemd/system
 it would hide the package's, so the service could not start.

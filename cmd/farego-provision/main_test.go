@@ -87,7 +87,7 @@ func TestProvisionDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range strings.Fields(string(install)) {
-		if strings.HasPrefix(w, "farego-") && !strings.HasPrefix(w, "farego-validator") {
+		if strings.HasPrefix(w, "farego-") && !strings.HasPrefix(w, "farego-validator") && w != "farego-ctl" { // a group
 			t.Errorf("INSTALL.txt names %s, which the bundle does not ship", w)
 		}
 	}
@@ -356,7 +356,7 @@ func TestConfigValuesReadBack(t *testing.T) {
 			Password    string
 			CAFile      string `toml:"ca_file"`
 		}
-		Ctl struct{ Socket string }
+		Ctl struct{ Socket, Group string }
 	}
 	if _, err := toml.Decode(string(cfg), &got); err != nil {
 		t.Fatalf("validator.toml does not parse: %v\n%s", err, cfg)
@@ -386,10 +386,14 @@ func TestConfigValuesReadBack(t *testing.T) {
 	if got.Ctl.Socket != o.ctlSocket {
 		t.Errorf("ctl socket %q, want %q", got.Ctl.Socket, o.ctlSocket)
 	}
-	// Without --ctl-socket, no [ctl] (the validator's default applies).
+	// The socket's group is the unit's farego-ctl, whatever the socket.
+	if got.Ctl.Group != "farego-ctl" {
+		t.Errorf("ctl group %q, want farego-ctl", got.Ctl.Group)
+	}
+	// Without --ctl-socket, no socket (the validator's default applies).
 	o.ctlSocket = ""
-	if cfg, _ := validatorConfig(o, "bus-9-front", "p"); strings.Contains(string(cfg), "[ctl]") {
-		t.Errorf("a [ctl] section without --ctl-socket:\n%s", cfg)
+	if cfg, _ := validatorConfig(o, "bus-9-front", "p"); strings.Contains(string(cfg), "socket =") {
+		t.Errorf("a ctl socket without --ctl-socket:\n%s", cfg)
 	}
 	// INSTALL.txt's metrics check names the device's metrics address.
 	for metrics, want := range map[string]string{"127.0.0.1:9112": "curl -s 127.0.0.1:9112/metrics", ":9200": "curl -s 127.0.0.1:9200/metrics",
@@ -734,5 +738,49 @@ func TestInitFleetAfterACutRun(t *testing.T) {
 	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 1 || !strings.Contains(e, "stopped before it finished") ||
 		!strings.Contains(e, "delete "+filepath.Join(fleet, "ca.key")) {
 		t.Errorf("init-fleet over a CA key without its certificate: %d %q", c, e)
+	}
+}
+
+// TestEveryUnitGroupIsMade: each group the unit names (but the static
+// dialout) is made by INSTALL.txt, by the package's postinst where
+// systemd-sysusers is missing, and by its sysusers.d entry: the unit does
+// not start with a group that does not exist. The control socket's group
+// (farego-ctl) is the one INSTALL.txt gives the onboard computer, never
+// farego, which reads the config and the keys.
+func TestEveryUnitGroupIsMade(t *testing.T) {
+	install := installFor(deviceOpts{id: "bus-1"})
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join("..", "farego-validator", "packaging", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	postinst, sysusers := read("deb/postinst"), read("sysusers.d/farego-validator.conf")
+	var groups []string
+	for line := range strings.SplitSeq(systemdUnit, "\n") {
+		if v, ok := strings.CutPrefix(line, "SupplementaryGroups="); ok {
+			groups = append(groups, strings.Fields(v)...)
+		}
+	}
+	if !slices.Contains(groups, "farego-ctl") {
+		t.Errorf("the unit's supplementary groups %v lack farego-ctl, the control socket's", groups)
+	}
+	for _, g := range groups {
+		if g == "dialout" {
+			continue
+		}
+		if !strings.Contains(install, "groupadd --system "+g) {
+			t.Errorf("INSTALL.txt does not make group %s", g)
+		}
+		if !strings.Contains(postinst, "addgroup --system "+g) {
+			t.Errorf("postinst does not make group %s", g)
+		}
+		if !strings.Contains(sysusers, "\ng "+g+" ") {
+			t.Errorf("the sysusers.d entry does not make group %s", g)
+		}
+	}
+	if !strings.Contains(install, "usermod -aG farego-ctl ") || strings.Contains(install, "usermod -aG farego ") {
+		t.Errorf("INSTALL.txt does not give the onboard computer group farego-ctl alone:\n%s", install)
 	}
 }

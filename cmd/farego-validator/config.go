@@ -122,6 +122,12 @@ type CtlConfig struct {
 	// (systemd's RuntimeDirectory=), else DefaultCtlSocket; "off" disables
 	// it. Created mode 0660: the validator's user and group may use it.
 	Socket string `toml:"socket"`
+	// Group is the socket's group (a name or number), whose members may
+	// use it: farego-ctl in the bundle, which the packaged unit gives the
+	// validator as a supplementary group. Empty: the validator's own group
+	// (farego under the unit, which also reads the config, the keys and
+	// the devices).
+	Group string `toml:"group"`
 }
 
 // SelftestConfig configures farego-validator selftest.

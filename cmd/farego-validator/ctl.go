@@ -12,9 +12,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent"
@@ -28,7 +31,7 @@ const ctlUsage = `Usage: farego-validator ctl [--socket PATH] COMMAND
 
 Talks to the running validator over its control socket (for the bus's
 onboard computer and technicians; the caller must be in the socket's group,
-farego in the packaged unit).
+farego-ctl in the packaged unit: usermod -aG farego-ctl USER).
 
 Commands:
   status          print the validator's state as JSON
@@ -170,8 +173,12 @@ func ctlStatusCommand(cfg *Config) string {
 
 // serveCtl listens on path (mode 0660, replacing a stale socket) and
 // answers until ctx is done. A default path whose directory does not exist
-// only disables the socket (logged); a configured one is an error.
-func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (func(), error) {
+// only disables the socket (logged); a configured one is an error. A group
+// (ctl.group: a name or number) is given the socket; one the validator
+// cannot give it (not one of its groups: the unit's SupplementaryGroups=
+// lacks it) leaves the socket in the validator's own group, logged: fewer
+// may connect, but the validator runs.
+func serveCtl(ctx context.Context, path, group string, configured bool, s *ctlServer) (func(), error) {
 	if path == "" {
 		return func() {}, nil
 	}
@@ -190,11 +197,20 @@ func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: ctl.socket: %w", errConfig, err)
 	}
+	// bind made the socket 0777 less the umask (0700 under the unit's
+	// UMask=0077): only the validator's user can connect (that takes write
+	// permission) until its group and mode are set.
+	if group != "" {
+		if err := chownGroup(path, group); err != nil {
+			s.log.Warn("control socket left in the validator's own group: members of ctl.group cannot use it "+
+				"(create the group, and name it in the unit's SupplementaryGroups=)", "path", path, "group", group, "err", err)
+		}
+	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("%w: ctl.socket: %w", errConfig, err)
 	}
-	s.log.Info("control socket listening", "path", path)
+	s.log.Info("control socket listening", "path", path, "group", group)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxCtlConns)
 	wg.Add(1)
@@ -229,6 +245,39 @@ func serveCtl(ctx context.Context, path string, configured bool, s *ctlServer) (
 		ln.Close()
 		wg.Wait()
 	}, nil
+}
+
+// chownGroup gives path to group, a group name or number.
+func chownGroup(path, group string) error {
+	gid, err := strconv.Atoi(group)
+	if err != nil {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return err
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return err
+		}
+	}
+	return os.Chown(path, -1, gid)
+}
+
+// socketGroup names the group of the socket at path (farego-ctl, the
+// packaged unit's, if it cannot be read).
+func socketGroup(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "farego-ctl"
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "farego-ctl"
+	}
+	gid := strconv.FormatUint(uint64(st.Gid), 10)
+	if g, err := user.LookupGroupId(gid); err == nil {
+		return g.Name
+	}
+	return gid
 }
 
 // handle answers one request on c.
@@ -364,7 +413,8 @@ func ctlCall(socket string, req ctlRequest) (*ctlResponse, error) {
 	c, err := net.DialTimeout("unix", socket, ctlDeadline)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("%w (join the socket's group, farego, or run as the validator's user)", err)
+			g := socketGroup(socket)
+			return nil, fmt.Errorf("%w (join the socket's group, %s: usermod -aG %s USER, then log in again; or run as the validator's user)", err, g, g)
 		}
 		return nil, fmt.Errorf("%w (is the validator running? see its log; --socket or $FAREGO_CTL_SOCKET names another socket)", err)
 	}

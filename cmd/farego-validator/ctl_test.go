@@ -86,11 +86,11 @@ func TestCtlSocketNotTakenFromALiveValidator(t *testing.T) {
 	path := filepath.Join(dir, "ctl.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stop, err := serveCtl(ctx, path, true, s)
+	stop, err := serveCtl(ctx, path, "", true, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := serveCtl(ctx, path, true, s); !errors.Is(err, errConfig) || !strings.Contains(err.Error(), "in use") {
+	if _, err := serveCtl(ctx, path, "", true, s); !errors.Is(err, errConfig) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second serveCtl on a live socket: %v, want refused as in use", err)
 	}
 	if resp, err := ctlCall(path, ctlRequest{Op: "status"}); err != nil || !resp.OK {
@@ -105,7 +105,7 @@ func TestCtlSocketNotTakenFromALiveValidator(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
-	stop, err = serveCtl(ctx, path, true, s)
+	stop, err = serveCtl(ctx, path, "", true, s)
 	if err != nil {
 		t.Fatalf("serveCtl on a stale socket: %v", err)
 	}

@@ -69,10 +69,11 @@ type device struct {
 	issuer  *paycodetest.Issuer
 	master  *os.File // the scanner's end of the pty
 	cmd     *exec.Cmd
-	lines   chan string // feedback lines from stdout
-	logs    chan string // log lines from stderr
-	env     []string    // added to the validator's environment
-	bin     string      // the binary run (default validatorBin)
+	lines   chan string          // feedback lines from stdout
+	logs    chan string          // log lines from stderr
+	env     []string             // added to the validator's environment
+	bin     string               // the binary run (default validatorBin)
+	attr    *syscall.SysProcAttr // the validator's credentials (nil: the test's)
 	mu      sync.Mutex
 	logText strings.Builder
 }
@@ -154,6 +155,7 @@ func (d *device) start() {
 	}
 	d.cmd = exec.Command(bin, "run", "--config", d.cfgPath)
 	d.cmd.Env = append(os.Environ(), d.env...)
+	d.cmd.SysProcAttr = d.attr
 	stdout, err := d.cmd.StdoutPipe()
 	must(d.t, err)
 	stderr, err := d.cmd.StderrPipe()

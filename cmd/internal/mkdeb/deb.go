@@ -340,9 +340,17 @@ func Check(p *Package, arch string) error {
 		if !strings.Contains(unit, "\nExecStart="+binPath+" run ") || !strings.Contains(unit, "\nUser=farego\n") {
 			bad("the unit does not run %s as farego", binPath)
 		}
+		if !strings.Contains(unit, "\nSupplementaryGroups=dialout farego-ctl\n") {
+			bad("the unit does not give the validator group farego-ctl (its control socket's)")
+		}
 	}
-	if e, ok := p.Files["/usr/lib/sysusers.d/farego-validator.conf"]; ok && !strings.Contains(string(e.Data), "\nu farego ") {
-		bad("sysusers.d entry does not create user farego")
+	if e, ok := p.Files["/usr/lib/sysusers.d/farego-validator.conf"]; ok {
+		if !strings.Contains(string(e.Data), "\nu farego ") {
+			bad("sysusers.d entry does not create user farego")
+		}
+		if !strings.Contains(string(e.Data), "\ng farego-ctl ") {
+			bad("sysusers.d entry does not create group farego-ctl")
+		}
 	}
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		if e, ok := p.Scripts[s]; !ok || e.Mode&0o111 == 0 || !bytes.HasPrefix(e.Data, []byte("#!/bin/sh")) {
