@@ -29,6 +29,7 @@ import (
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
+	"github.com/farego/farego/sync/update"
 	"github.com/farego/farego/sync/uplink"
 	"github.com/farego/farego/sync/wire"
 )
@@ -56,12 +57,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
-		return exitUsage
+		return startFailed(nil, stderr, nil)
 	}
 	log, err := cli.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
-		return exitUsage
+		return startFailed(cfg, stderr, nil)
 	}
 	if err := runValidator(ctx, cfg, log, stdin, stdout); err != nil {
 		if errors.Is(err, errRestart) {
@@ -81,7 +82,45 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	return exitOK
 }
 
-func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
+// startFailed ends a start that failed before the updater's boot check
+// (bootUpdater): a new version that cannot read what the one before read
+// is rolled back after max_boots such starts, as one that crashes is
+// (update.FailedStart). It returns the exit status: exitRestart once the
+// previous binary is back, else exitUsage. log nil: a text logger on
+// stderr (the configuration's could not be made).
+func startFailed(cfg *Config, stderr io.Writer, log *slog.Logger) int {
+	if log == nil {
+		log, _ = cli.NewLogger(stderr, "", "")
+	}
+	uc := update.Config{Current: agent.Version, Logger: log.With("part", "update")}
+	if cfg != nil {
+		if cfg.Update.Binary != "" {
+			uc.Binary = cfg.path(cfg.Update.Binary)
+		}
+		uc.MaxBoots = cfg.Update.MaxBoots
+	}
+	err := update.FailedStart(uc)
+	if errors.Is(err, update.ErrRolledBack) {
+		log.Info("validator stopped to restart into the binary now in place")
+		return exitRestart
+	}
+	if err != nil {
+		log.Error("update: boot check after a failed start failed", "err", err)
+	}
+	return exitUsage
+}
+
+func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.Reader, stdout io.Writer) (err error) {
+	// A start that fails before the updater's boot check is counted by
+	// startFailed (a new version that cannot read this device's files
+	// never reached its own count, and was never rolled back); one
+	// stopped by another validator running is not this version's failure.
+	counted := false
+	defer func() {
+		if err != nil && !counted && startFailed(cfg, io.Discard, log) == exitRestart {
+			err = errRestart
+		}
+	}()
 	// The files the configuration names are read before anything is
 	// made: a configuration error changes nothing (no data directory, no
 	// queue file and its new epoch).
@@ -96,6 +135,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	// A validator already running with this configuration is found
 	// before this one makes anything (its data directory).
 	if err := ctlSocketFree(ctlSocketPath(cfg)); err != nil {
+		counted = true
 		return err
 	}
 	reg := metrics.NewRegistry()
@@ -126,6 +166,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 	}
 	upd, err := bootUpdater(cfg, keys, log)
+	counted = err == nil || errors.Is(err, errRestart)
 	if err != nil {
 		return err
 	}

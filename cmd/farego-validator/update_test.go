@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,5 +200,60 @@ func TestUpdateSaysBinaryDirFull(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "no space left in the binary's directory") || strings.Contains(l, "not writable") ||
 		strings.Contains(l, "ReadWritePaths") {
 		t.Errorf("a full disk at start: log %q, want it said full, without the read-only advice", l)
+	}
+}
+
+// TestUpdateRolledBackWhenConfigUnreadable: a new version that cannot
+// read the configuration the device runs with (a key it no longer knows:
+// parsing is strict) stops before its updater's boot check, so its own
+// count of starts never ran and systemd started it again for ever, the
+// bus without a validator. Each such start counts (max_boots, 3 when the
+// configuration cannot be read); the one past it puts the previous binary
+// back and exits with status 3 for systemd to start it, the failure
+// recorded for the device's status.
+func TestUpdateRolledBackWhenConfigUnreadable(t *testing.T) {
+	d := newDevice(t, "", "")
+	d.withUpdate(t, validatorBin, "")
+	previous := filepath.Join(d.dir, "previous-binary")
+	must(t, os.WriteFile(previous, []byte("#!/bin/sh\necho the previous version\n"), 0o755))
+	d.pendingUpdate(t, previous)
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	// What a key the new release dropped looks like to it.
+	must(t, os.WriteFile(d.cfgPath, append([]byte("retired_key = 1\n"), cfg...), 0o644))
+
+	var exits []int
+	for range 4 {
+		cmd := exec.Command(d.bin, "run", "--config", d.cfgPath)
+		cmd.Env = append(os.Environ(), "FAREGO_BOOT_ID=6f1c0b8e-4d7a-4c55-9a43-2c1e0f5b7d10") // one kernel boot
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			t.Fatalf("start %d: %v, want an exit status\n%s", len(exits)+1, err, out)
+		}
+		if !strings.Contains(string(out), "unknown keys: retired_key") {
+			t.Fatalf("start %d did not fail on the configuration:\n%s", len(exits)+1, out)
+		}
+		exits = append(exits, exit.ExitCode())
+		if exit.ExitCode() == exitUsage && !strings.Contains(string(out), "update: the new version failed to start; counted towards max_boots") {
+			t.Errorf("start %d: the failed start is not said to count:\n%s", len(exits), out)
+		}
+		if exit.ExitCode() == exitRestart {
+			if !strings.Contains(string(out), "update: rolling back to the previous version") {
+				t.Errorf("exit status %d without the rollback logged:\n%s", exitRestart, out)
+			}
+			break
+		}
+	}
+	if want := []int{exitUsage, exitUsage, exitUsage, exitRestart}; !slices.Equal(exits, want) {
+		t.Fatalf("exit statuses %v, want %v: the version that cannot read its configuration is not rolled back after max_boots starts", exits, want)
+	}
+	if got, err := os.ReadFile(d.bin); err != nil || !strings.Contains(string(got), "the previous version") {
+		t.Fatalf("the previous binary is not back in place (%v)", err)
+	}
+	st, err := os.ReadFile(filepath.Join(filepath.Dir(d.bin), ".farego-validator.update.json"))
+	must(t, err)
+	if !strings.Contains(string(st), `"failed"`) || !strings.Contains(string(st), "stopped 3 times at start") {
+		t.Fatalf("the failure is not recorded for the device's status: %s", st)
 	}
 }

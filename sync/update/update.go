@@ -179,6 +179,8 @@ type Updater struct {
 	healthy chan struct{} // closed by Healthy
 	once    sync.Once
 	changed func() // see OnChange
+
+	failedStart bool // made by FailedStart: Boot counts a start that failed
 }
 
 // OnChange sets fn to be called once the updater has recorded a refused
@@ -193,15 +195,8 @@ func (u *Updater) OnChange(fn func()) {
 
 // New checks cfg and returns an Updater. It reads nothing yet: Boot does.
 func New(cfg Config) (*Updater, error) {
-	if cfg.Binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
-		}
-		if exe, err = filepath.EvalSymlinks(exe); err != nil {
-			return nil, fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
-		}
-		cfg.Binary = exe
+	if err := cfg.runningBinary(); err != nil {
+		return nil, err
 	}
 	if cfg.Current == "" || cfg.DeviceID == "" {
 		return nil, fmt.Errorf("%w: Current and DeviceID are required", ErrConfig)
@@ -254,6 +249,56 @@ func New(cfg Config) (*Updater, error) {
 	}
 	return &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
 		offers: make(chan offer, 1), healthy: make(chan struct{})}, nil
+}
+
+// runningBinary sets an empty Binary to the running executable.
+func (cfg *Config) runningBinary() error {
+	if cfg.Binary != "" {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return fmt.Errorf("%w: the running binary: %w", ErrConfig, err)
+	}
+	cfg.Binary = exe
+	return nil
+}
+
+// FailedStart is Boot for a start that failed before the validator could
+// make its Updater: a configuration, provisioning file or key the new
+// version cannot read. Of cfg it takes Binary (default: the running
+// executable), Current, MaxBoots, Logger and BootID alone. Such a start
+// counts towards MaxBoots as a crash does, and the start past it puts the
+// previous binary back ([ErrRolledBack]): the new version's own boot check
+// came after what failed, so it never counted, and a release that could
+// not read the configuration its validators run with was started again
+// and again, never rolled back (an operator's upgrade review). Nothing
+// pending: nothing done.
+func FailedStart(cfg Config) error {
+	if err := cfg.runningBinary(); err != nil {
+		return err
+	}
+	if cfg.Current == "" {
+		return fmt.Errorf("%w: Current is required", ErrConfig)
+	}
+	if cfg.MaxBoots <= 0 {
+		cfg.MaxBoots = DefaultMaxBoots
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.BootID == nil {
+		cfg.BootID = kernelBootID
+	}
+	u := &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
+		offers: make(chan offer, 1), healthy: make(chan struct{}), failedStart: true}
+	return u.Boot()
 }
 
 func (u *Updater) path(suffix string) string { return filepath.Join(u.dir, "."+u.name+suffix) }
@@ -450,8 +495,13 @@ func (u *Updater) Boot() error {
 	if p.Boots > u.cfg.MaxBoots {
 		return u.rollback(fmt.Sprintf("version %s stopped %d times at start without reporting healthy", p.Version, p.Boots-1))
 	}
-	u.log.Info("update: running a new version; waiting for it to report healthy",
-		"version", p.Version, "from", p.From, "boot", p.Boots, "timeout", u.cfg.HealthTimeout.String())
+	if u.failedStart {
+		u.log.Warn("update: the new version failed to start; counted towards max_boots",
+			"version", p.Version, "from", p.From, "boot", p.Boots, "max_boots", u.cfg.MaxBoots)
+	} else {
+		u.log.Info("update: running a new version; waiting for it to report healthy",
+			"version", p.Version, "from", p.From, "boot", p.Boots, "timeout", u.cfg.HealthTimeout.String())
+	}
 	return u.save()
 }
 
