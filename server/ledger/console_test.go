@@ -638,3 +638,78 @@ func TestRegisterRevokedDeviceNeedsUnrevoke(t *testing.T) {
 		}
 	})
 }
+
+// TestSummariesStoredByInstancesInTurn: another instance storing its
+// summaries at the same time (its transaction holds the day's new rows,
+// uncommitted) does not make this one's run fail on the key: each deleted
+// the day's rows, saw none of the other's, and the second insert failed
+// with a duplicate key (console_days_pkey, logged every few seconds with
+// three instances on one ledger: a rolling upgrade's review).
+func TestSummariesStoredByInstancesInTurn(t *testing.T) {
+	ctx := context.Background()
+	db := newPostgresDB(t)
+	c := &clock{t: at(600)}
+	s := db.open(t, &Options{Now: c.now})
+	putTableAt(t, s, tableV1, tablesSince)
+	a := newAccount(t, s, 10_000)
+	commit(t, s, mkTap("bus-1", 1, a, at(0), "42"))
+	day := at(0).Format("2006-01-02")
+
+	// The other instance, in the middle of storing the same day.
+	other, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	var otherPID int
+	if err := other.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&otherPID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`,
+		summaryLockKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ExecContext(ctx, `DELETE FROM console_days WHERE service_day = $1`, day); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ExecContext(ctx, `INSERT INTO console_days (service_day, route, taps, flagged, base_total,
+		charge_total, transfers, transfer_savings, capped, cap_savings, corrected, corrections, computed_ns)
+		VALUES ($1, '42', 1, 0, 250, 250, 0, 0, 0, 0, 0, 0, 1)`, day); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RefreshSummaries(ctx)
+		done <- err
+	}()
+	// Until this run waits on the other's transaction (bounded: 60 s).
+	for i := 0; ; i++ {
+		var waiting int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`,
+			otherPID).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the refresh ended (%v) while the other instance's transaction was open: the test proves nothing", err)
+		default:
+		}
+		if i == 6000 {
+			t.Fatal("the refresh never waited on the other instance's transaction")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("refresh while another instance stored the same day: %v", err)
+	}
+	if r := revenueByRoute(t, s, day)["42"]; r.Taps != 1 || r.Charged != 250 {
+		t.Errorf("route 42 after both: %+v", r)
+	}
+}

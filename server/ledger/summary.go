@@ -177,6 +177,11 @@ func Quantile(slots []LagSummary, q float64) time.Duration {
 	return maxLag
 }
 
+// summaryLockKey is the first half of the PostgreSQL advisory lock that
+// serializes the instances' writes of the summaries (as migrationLockKey
+// does migrations); the second half is a hash of the current schema.
+const summaryLockKey = 0x73756d73 // "sums"
+
 // RefreshStats says what a RefreshSummaries run did.
 type RefreshStats struct {
 	Days  int // service days summed again
@@ -189,7 +194,7 @@ type RefreshStats struct {
 // transaction, so a page that reads both (Summaries) sees them agree: a
 // tap counted in its day's revenue is counted in its settlement lag slot.
 // Several settlement instances may run it on one ledger: each run sums
-// from the ledger itself, so they agree.
+// from the ledger itself, so they agree, and their writes take turns.
 func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 	s.summary.mu.Lock()
 	defer s.summary.mu.Unlock()
@@ -218,6 +223,18 @@ func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 	storeWM := days.wm != s.summary.wm || len(days.list) > 0
 	if len(days.list) > 0 || storeWM || storeLag {
 		err := s.write(ctx, "store summaries", func(t *txn) error {
+			if s.backend == backendPostgres {
+				// Another instance storing its summaries at once: each
+				// drops a day's rows and inserts them again, and
+				// neither saw the other's uncommitted rows, so the
+				// second insert failed on the key and its run was
+				// lost (logged every few seconds with three instances).
+				// In turn, each delete sees the rows committed before.
+				if err := t.rawExec("take summaries lock",
+					`SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`, summaryLockKey); err != nil {
+					return err
+				}
+			}
 			for i, day := range days.list {
 				if err := t.storeDay(day, sums[i]); err != nil {
 					return err
