@@ -107,6 +107,14 @@ func TestOpenMigrates(t *testing.T) {
 		}
 		_, err = Open(ctx, db.dsn, nil)
 		wantErr(t, err, ErrSchemaTooNew)
+		// It names the migration and says what to do: a rollback meets
+		// it at every start.
+		for _, want := range []string{"version 999 (future, applied 1970-01-01T00:00:00Z)", "knows up to " +
+			strconv.FormatInt(migs[len(migs)-1].version, 10), "run the farego-settlement that migrated it", "backup"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open of a newer ledger: %v\nwant it to say %q", err, want)
+			}
+		}
 		if _, err := s.db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE version = 999`); err != nil {
 			t.Fatal(err)
 		}

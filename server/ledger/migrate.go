@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // migrationFS holds the schema migrations. A migration is NNNN_name.sql,
@@ -102,7 +103,21 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("%w in this %s database: it holds no farego ledger (no migrations applied)", ErrNoLedger, s.backend)
 		}
 		if latest := migs[len(migs)-1].version; current > latest {
-			return fmt.Errorf("%w: database at version %d, this program knows up to %d", ErrSchemaTooNew, current, latest)
+			// Said with what to do: an operator rolling back finds this
+			// at every start of every instance (an operator's upgrade
+			// review: the bare numbers named neither the migration nor a
+			// way back).
+			var name string
+			var applied int64
+			if err := t.tx.QueryRowContext(ctx, `SELECT name, applied_ns FROM schema_migrations WHERE version = $1`,
+				current).Scan(&name, &applied); err != nil {
+				return fmt.Errorf("ledger: read schema version %d: %w", current, err)
+			}
+			return fmt.Errorf("%w: database at version %d (%s, applied %s), this program knows up to %d: "+
+				"run the farego-settlement that migrated it, or a newer one; migrations only go forward, "+
+				"so going back to this version takes the backup made before the upgrade "+
+				"(see the README's restore procedure)",
+				ErrSchemaTooNew, current, name, time.Unix(0, applied).UTC().Format(time.RFC3339), latest)
 		}
 		for _, m := range migs {
 			if m.version <= current {
