@@ -111,6 +111,20 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := st.CheckInvariants(ctx); err != nil {
 		return fmt.Errorf("the restored ledger does not check: %w", err)
 	}
+	// Money moved since the backup is lost with it, and nothing brings it
+	// back but the operator: say from when (a drill found the procedure
+	// naming the records to redo them from, not the time to start at),
+	// and that a shop's payment cannot be entered again (its code has
+	// expired: POST /v1/payments answers code_expired).
+	topup, payment, refund, err := st.LastMoneyMoved(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "the restored ledger's newest top-up was made %s, its newest shop payment %s, its newest refund %s: those made since are lost.\n"+
+		"  Enter again, with their references, the top-ups the payment provider's records show after it. Shop payments and refunds since\n"+
+		"  cannot be entered again (a payment needs the rider's code, expired by now): settle them with each shop from its records\n"+
+		"  (the merchant settlement report does not hold them). API tokens created since are lost too: create them again.\n",
+		orNone(topup), orNone(payment), orNone(refund))
 	// API tokens revoked since the backup are in force again (a leaked
 	// payments token tops up any account): name those in force, to be
 	// checked against the revocations made since.
@@ -137,6 +151,14 @@ next: revoke again the validators revoked since the backup (farego-settlement de
   again, enter the top-ups again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)
 	return nil
+}
+
+// orNone writes t in RFC 3339, or "none" for the zero time.
+func orNone(t time.Time) string {
+	if t.IsZero() {
+		return "none"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // staleWAL refuses a SQLite ledger with a write-ahead log beside it older

@@ -203,3 +203,24 @@ func (t *txn) restoreFareTables(tables []lostFareTable, from int64, actor string
 	}
 	return nil
 }
+
+// LastMoneyMoved returns when the ledger's newest top-up, online payment
+// and refund were made (the zero time where it holds none). After a
+// restore, those made since the backup are lost: the operator enters
+// again from the payment provider's and the shops' records what came
+// after these times.
+func (s *Store) LastMoneyMoved(ctx context.Context) (topup, payment, refund time.Time, err error) {
+	var t, p, r sql.NullInt64
+	err = s.db.QueryRowContext(ctx, `SELECT (SELECT MAX(created_ns) FROM topups), (SELECT MAX(created_ns) FROM payments),
+		(SELECT MAX(created_ns) FROM refunds)`).Scan(&t, &p, &r)
+	if err != nil {
+		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("ledger: read the newest top-up, payment and refund: %w", err)
+	}
+	at := func(n sql.NullInt64) time.Time {
+		if !n.Valid {
+			return time.Time{}
+		}
+		return time.Unix(0, n.Int64)
+	}
+	return at(t), at(p), at(r), nil
+}
