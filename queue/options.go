@@ -112,6 +112,13 @@ type Options struct {
 	// block.
 	SeqFloor func() uint64
 
+	// ReserveDisk makes Open give the file disk blocks for its whole
+	// length (fallocate): bbolt grows it sparse, and the room the queue
+	// counts in it is then not the disk's. The validator sets it; a
+	// process of many queues (a simulator, a benchmark) leaves it off, or
+	// each of its files takes 16 MiB of disk at once.
+	ReserveDisk bool
+
 	// NoCreate makes Open return ErrNoFile instead of creating a new file
 	// (and a new epoch) where none is, or where an empty or uninitialised
 	// one is: a caller whose new files take their first sequence number

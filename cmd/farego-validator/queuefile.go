@@ -87,7 +87,7 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		return uint64(now.UnixMilli())
 	}
 	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
-		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor}
+		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor, ReserveDisk: true}
 	q, err := queue.OpenContext(ctx, path, &opts)
 	var ce *queue.CorruptError
 	switch {
