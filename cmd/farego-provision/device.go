@@ -269,8 +269,13 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	if err := cutHere("registering"); err != nil {
 		return err
 	}
-	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token,
-		map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force, "unrevoke": o.unrevoke}, &reg); err != nil {
+	body := map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}
+	if o.unrevoke {
+		// Only when asked: a server of the release before refuses a
+		// field it does not know (bad_json), every registration with it.
+		body["unrevoke"] = true
+	}
+	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token, body, &reg); err != nil {
 		if os.RemoveAll(tmp) == nil { // nothing registered
 			durable.SyncDir(o.out)
 		}

@@ -9,15 +9,21 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -782,5 +788,71 @@ func TestEveryUnitGroupIsMade(t *testing.T) {
 	}
 	if !strings.Contains(install, "usermod -aG farego-ctl ") || strings.Contains(install, "usermod -aG farego ") {
 		t.Errorf("INSTALL.txt does not give the onboard computer group farego-ctl alone:\n%s", install)
+	}
+}
+
+// TestRegistrationKnownToTheReleaseBefore: a registration without
+// --unrevoke sends only the fields the release before takes (id,
+// public_key, certificate, replace): its server decodes strictly, and
+// "unrevoke": false sent every time made it refuse every device
+// (bad_json: unknown field "unrevoke") until the server was upgraded
+// first. --unrevoke names it. The requests go to the real API through a
+// proxy that notes their fields.
+func TestRegistrationKnownToTheReleaseBefore(t *testing.T) {
+	dir := t.TempDir()
+	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "devices")
+	if c, o, e := provision(t, "init-fleet", "--dir", fleet); c != 0 {
+		t.Fatalf("init-fleet: %d %q %q", c, o, e)
+	}
+	srv := apitest.StartWith(t, apitest.Options{FleetKey: filepath.Join(fleet, "fleet.key")})
+	tbl := `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	if err := putFares(srv.URL, srv.TokenFile, tbl); err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var fields [][]string // of each POST /v1/devices
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/devices" {
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				t.Error(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Errorf("registration body: %v", err)
+			}
+			mu.Lock()
+			fields = append(fields, slices.Sorted(maps.Keys(m)))
+			mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	args := []string{"device", "--fleet", fleet, "--id", "bus-3-front", "--route", "3", "--server", front.URL,
+		"--operator-token", "@" + srv.TokenFile, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--scanner", "front=/dev/ttyACM0"}
+	if c, o, e := provision(t, args...); c != 0 {
+		t.Fatalf("device: %d %q %q", c, o, e)
+	}
+	if c, o, e := provision(t, append(args, "--force")...); c != 0 {
+		t.Fatalf("device --force: %d %q %q", c, o, e)
+	}
+	if err := srv.Store.RevokeDevice(context.Background(), "bus-3-front"); err != nil {
+		t.Fatal(err)
+	}
+	if c, o, e := provision(t, append(args, "--force", "--unrevoke")...); c != 0 || !strings.Contains(o, "its revocation is lifted") {
+		t.Fatalf("device --force --unrevoke: %d %q %q", c, o, e)
+	}
+	known := []string{"certificate", "id", "public_key", "replace"}
+	want := [][]string{known, known, append(slices.Clone(known), "unrevoke")}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.EqualFunc(fields, want, slices.Equal[[]string]) {
+		t.Errorf("registrations sent the fields %q; want %q (unrevoke only when asked)", fields, want)
 	}
 }
