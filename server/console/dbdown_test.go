@@ -72,6 +72,42 @@ func (l *pgLink) cut() {
 // database). It says the database is unreachable (503), and the page
 // works again once it answers.
 func TestConsoleSaysDatabaseUnreachable(t *testing.T) {
+	f, link := newPGLinkFixture(t)
+	b := f.browser()
+	b.signIn(f.opToken)
+	if code, body := b.get("/console/fleet"); code != 200 {
+		t.Fatalf("the set-up: the fleet page answers %d: %s", code, body)
+	}
+	link.cut()
+	for _, p := range []string{"/console/", "/console/fleet", "/console/accounts/1"} {
+		code, body := b.get(p)
+		if code != 503 || !strings.Contains(body, "Database unreachable") || !strings.Contains(body, "cannot reach its ledger database") {
+			t.Errorf("%s with the database out of reach: %d\n%s", p, code, body)
+		}
+	}
+}
+
+// Signing in with the database out of reach said "Server error: the token
+// could not be checked" (a ledger token) or "the session could not be
+// started" (the init token): the first page an operator meets named no
+// database, as every other page did before. It says the database is
+// unreachable (503).
+func TestSignInSaysDatabaseUnreachable(t *testing.T) {
+	f, link := newPGLinkFixture(t)
+	aud := f.token(ledger.RoleAuditor)
+	link.cut()
+	for name, tok := range map[string]string{"a ledger token": aud, "the init token": f.opToken} {
+		resp, body := f.browser().post("/console/signin", url.Values{"token": {tok}})
+		if resp.StatusCode != 503 || !strings.Contains(body, "Database unreachable") || len(resp.Cookies()) != 0 {
+			t.Errorf("sign-in with %s, the database out of reach: %d, cookies %v\n%s", name, resp.StatusCode, resp.Cookies(), body)
+		}
+	}
+}
+
+// newPGLinkFixture is a console on a PostgreSQL ledger reached through a
+// pgLink, which the caller cuts.
+func newPGLinkFixture(t *testing.T) (*fixture, *pgLink) {
+	t.Helper()
 	dsn := ledgertest.PostgresSchema(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
@@ -99,17 +135,5 @@ func TestConsoleSaysDatabaseUnreachable(t *testing.T) {
 	f.h = New(Config{Ledger: st, Keys: kd, API: a, Now: f.clock.now})
 	f.srv = newServer(f.h, a)
 	t.Cleanup(f.srv.Close)
-
-	b := f.browser()
-	b.signIn(f.opToken)
-	if code, body := b.get("/console/fleet"); code != 200 {
-		t.Fatalf("the set-up: the fleet page answers %d: %s", code, body)
-	}
-	link.cut()
-	for _, p := range []string{"/console/", "/console/fleet", "/console/accounts/1"} {
-		code, body := b.get(p)
-		if code != 503 || !strings.Contains(body, "Database unreachable") || !strings.Contains(body, "cannot reach its ledger database") {
-			t.Errorf("%s with the database out of reach: %d\n%s", p, code, body)
-		}
-	}
+	return f, link
 }

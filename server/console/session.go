@@ -299,6 +299,9 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 			if api.ClientGone(r, err) {
 				return
 			}
+			if h.ledgerDown(w, r, nil) {
+				return
+			}
 			h.log.Error("console: reading a token failed", "err", err)
 			h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The token could not be checked; see the server log.")
 			return
@@ -325,6 +328,9 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	now := h.cfg.Now()
 	if err := h.cfg.Ledger.CreateSession(r.Context(), ledger.ConsoleSession{IDHash: sum[:], TokenID: id, Role: role,
 		Created: now, Expires: now.Add(h.cfg.SessionTTL)}); err != nil {
+		if api.ClientGone(r, err) || h.ledgerDown(w, r, nil) {
+			return
+		}
 		h.log.Error("console: starting a session failed", "err", err)
 		h.errorPage(w, r, nil, http.StatusInternalServerError, "Server error", "The session could not be started; see the server log.")
 		return
