@@ -406,15 +406,11 @@ console = true
 
 [metrics]
 listen = {{toml .Metrics}}
-
-# The control socket (farego-validator ctl): its group, farego-ctl, is the
-# one to give the onboard computer's account (usermod -aG farego-ctl obc),
-# not farego, which reads this file and the keys.
-[ctl]
 {{- if .CtlSocket}}
+
+[ctl]
 socket = {{toml .CtlSocket}}
 {{- end}}
-group  = "farego-ctl"
 
 [mqtt]
 broker           = {{toml .Broker}}

@@ -392,14 +392,16 @@ func TestConfigValuesReadBack(t *testing.T) {
 	if got.Ctl.Socket != o.ctlSocket {
 		t.Errorf("ctl socket %q, want %q", got.Ctl.Socket, o.ctlSocket)
 	}
-	// The socket's group is the unit's farego-ctl, whatever the socket.
-	if got.Ctl.Group != "farego-ctl" {
-		t.Errorf("ctl group %q, want farego-ctl", got.Ctl.Group)
+	// No socket group: the unit names it ($FAREGO_CTL_GROUP), and a
+	// validator of the release before refuses a bundle with a key it does
+	// not know (ctl.group: unknown key, exit 2).
+	if got.Ctl.Group != "" {
+		t.Errorf("ctl group %q in the bundle; want none (the unit's FAREGO_CTL_GROUP)", got.Ctl.Group)
 	}
-	// Without --ctl-socket, no socket (the validator's default applies).
+	// Without --ctl-socket, no [ctl] (the validator's default applies).
 	o.ctlSocket = ""
-	if cfg, _ := validatorConfig(o, "bus-9-front", "p"); strings.Contains(string(cfg), "socket =") {
-		t.Errorf("a ctl socket without --ctl-socket:\n%s", cfg)
+	if cfg, _ := validatorConfig(o, "bus-9-front", "p"); strings.Contains(string(cfg), "[ctl]") {
+		t.Errorf("a [ctl] section without --ctl-socket:\n%s", cfg)
 	}
 	// INSTALL.txt's metrics check names the device's metrics address.
 	for metrics, want := range map[string]string{"127.0.0.1:9112": "curl -s 127.0.0.1:9112/metrics", ":9200": "curl -s 127.0.0.1:9200/metrics",

@@ -123,10 +123,11 @@ type CtlConfig struct {
 	// it. Created mode 0660: the validator's user and group may use it.
 	Socket string `toml:"socket"`
 	// Group is the socket's group (a name or number), whose members may
-	// use it: farego-ctl in the bundle, which the packaged unit gives the
-	// validator as a supplementary group. Empty: the validator's own group
-	// (farego under the unit, which also reads the config, the keys and
-	// the devices).
+	// use it. Empty: $FAREGO_CTL_GROUP, which the unit sets to farego-ctl
+	// (and gives the validator as a supplementary group), else the
+	// validator's own group (farego under the unit, which also reads the
+	// config, the keys and the devices). The bundle does not write it: a
+	// validator of the release before refuses a key it does not know.
 	Group string `toml:"group"`
 }
 

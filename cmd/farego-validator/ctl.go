@@ -247,6 +247,20 @@ func serveCtl(ctx context.Context, path, group string, configured bool, s *ctlSe
 	}, nil
 }
 
+// CtlGroupEnv names the control socket's group where the configuration
+// does not ([ctl] group): the unit sets it (farego-ctl), so bundles need
+// no key that validators of the release before would refuse.
+const CtlGroupEnv = "FAREGO_CTL_GROUP"
+
+// ctlGroup is the control socket's group: [ctl] group, else $FAREGO_CTL_GROUP,
+// else none (the validator's own).
+func ctlGroup(cfg *Config) string {
+	if cfg.Ctl.Group != "" {
+		return cfg.Ctl.Group
+	}
+	return os.Getenv(CtlGroupEnv)
+}
+
 // chownGroup gives path to group, a group name or number.
 func chownGroup(path, group string) error {
 	gid, err := strconv.Atoi(group)

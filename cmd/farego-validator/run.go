@@ -248,7 +248,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		}
 		return "starting: opening the queue file"
 	}}
-	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), cfg.Ctl.Group, cfg.Ctl.Socket != "", cs)
+	stopCtl, err := serveCtl(ctx, ctlSocketPath(cfg), ctlGroup(cfg), cfg.Ctl.Socket != "", cs)
 	if err != nil {
 		return err
 	}

@@ -71,9 +71,7 @@ func TestAssignmentEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The bundle has a [ctl] section (its socket's group): the socket goes
-	// in it, after the group.
-	if err := d.SetConfig("group", "\"farego-ctl\"\nsocket = \"ctl.sock\""); err != nil {
+	if err := d.AppendConfig("[ctl]\nsocket = \"ctl.sock\""); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Start(ctx); err != nil {
