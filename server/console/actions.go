@@ -23,6 +23,7 @@ import (
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/keyfile"
 )
 
 // An action is a change the console makes through the JSON API. A POST to
@@ -367,7 +368,15 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 	pub := strings.TrimSpace(r.PostFormValue("public_key"))
 	cert := strings.TrimSpace(r.PostFormValue("certificate"))
 	if pub == "" {
-		return nil, badInput("give the device's new public key (64 hex digits, from farego-provision's device.pub)")
+		return nil, badInput("give the device's new public key (the bundle's device.pub, pasted whole, or its 64 hex digits)")
+	}
+	// device.pub is PEM, as farego-provision writes it: the form asked
+	// for it and took only hex, which no tool prints.
+	if k, ok, err := pemDeviceKey(pub); ok {
+		if err != nil {
+			return nil, badInput("the public key: %v", err)
+		}
+		pub = k
 	}
 	// What the API refuses is refused now, not after the confirmation
 	// asked to replace the device with it.
@@ -392,6 +401,27 @@ func prepareReplaceDevice(h *Handler, r *http.Request) (*plan, error) {
 			return result{Message: msg, Secret: pw,
 				SecretLabel: "MQTT password (shown this once; the ledger keeps only its hash)"}
 		}}, nil
+}
+
+// pemDeviceKey reads a pasted device.pub (an Ed25519 key, PKIX PEM) as
+// the 64 hex digits the API takes; ok is false for text that is not PEM.
+// A one-line field drops the paste's line breaks, so the text between
+// the markers is put back on lines of its own first.
+func pemDeviceKey(s string) (key string, ok bool, err error) {
+	const begin, end = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
+	body, found := strings.CutPrefix(s, begin)
+	if !found {
+		return "", false, nil
+	}
+	body, found = strings.CutSuffix(body, end)
+	if !found {
+		return "", true, errors.New("device.pub is cut short (no " + end + ")")
+	}
+	k, err := keyfile.ParsePublic("device.pub", []byte(begin+"\n"+strings.Join(strings.Fields(body), "\n")+"\n"+end+"\n"))
+	if err != nil {
+		return "", true, err
+	}
+	return hex.EncodeToString(k), true, nil
 }
 
 func prepareReplay(h *Handler, r *http.Request) (*plan, error) {

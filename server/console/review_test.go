@@ -14,12 +14,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/farego/farego/sync/keyfile"
 
 	"github.com/farego/farego/server/wallet/wallettest"
 )
@@ -217,6 +220,44 @@ func TestReplaceRevokedDevice(t *testing.T) {
 		"public_key": {hex.EncodeToString(pub)}, "confirm": {"yes"}})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Its revocation is lifted") || f.revoked("bus-1") {
 		t.Errorf("replace a revoked device, confirmed: %d, revoked %t\n%s", resp.StatusCode, f.revoked("bus-1"), body)
+	}
+}
+
+// The Replace form takes the bundle's device.pub as it is (PEM, which
+// farego-provision writes), pasted into its field, line breaks kept or
+// dropped: it asked for "64 hex digits, device.pub" and refused the file's
+// text, which holds no hex.
+func TestReplaceDeviceTakesDevicePub(t *testing.T) {
+	f := newFixture(t)
+	f.device("bus-1")
+	b := f.browser()
+	csrf := b.signIn(f.opToken)
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "device.pub")
+	if err := keyfile.WritePublic(path, pub); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"as the file": string(file), "line breaks dropped": strings.ReplaceAll(string(file), "\n", "")} {
+		resp, body := b.post("/console/act/replace_device", url.Values{"csrf": {csrf}, "device": {"bus-1"}, "public_key": {text}})
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "confirm-yes") || !strings.Contains(body, hex.EncodeToString(pub)) {
+			t.Errorf("device.pub %s: %d, confirmation asked %t; want it asked, naming the key in hex", name, resp.StatusCode, strings.Contains(body, "confirm-yes"))
+		}
+	}
+	cut, _, _ := strings.Cut(string(file), "-----END")
+	if resp, body := b.post("/console/act/replace_device", url.Values{"csrf": {csrf}, "device": {"bus-1"}, "public_key": {cut}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "cut short") {
+		t.Errorf("a device.pub cut short: %d; want it refused, saying so", resp.StatusCode)
+	}
+	// The form does not hold the paste to hex in the browser.
+	code, body := b.get("/console/devices/bus-1")
+	if code != http.StatusOK || strings.Contains(body, `pattern="[0-9a-fA-F]{64}"`) || !strings.Contains(body, "device.pub, pasted whole") {
+		t.Errorf("device page: %d; want its Replace form to take device.pub as it is", code)
 	}
 }
 

@@ -77,17 +77,27 @@ func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 
 // ReadPublic reads an Ed25519 public key (PKIX PEM).
 func ReadPublic(path string) (ed25519.PublicKey, error) {
-	block, err := readPEM(path, "PUBLIC KEY")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
+	}
+	return ParsePublic(path, data)
+}
+
+// ParsePublic reads an Ed25519 public key (PKIX PEM) from data, naming it
+// name in errors.
+func ParsePublic(name string, data []byte) (ed25519.PublicKey, error) {
+	block, err := decodePEM(name, data, "PUBLIC KEY")
 	if err != nil {
 		return nil, err
 	}
 	k, err := x509.ParsePKIXPublicKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, name, err)
 	}
 	ek, ok := k.(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s is not an Ed25519 key", ErrKeyFile, path)
+		return nil, fmt.Errorf("%w: %s is not an Ed25519 key", ErrKeyFile, name)
 	}
 	return ek, nil
 }
@@ -97,9 +107,13 @@ func readPEM(path, typ string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
+	return decodePEM(path, data, typ)
+}
+
+func decodePEM(name string, data []byte, typ string) ([]byte, error) {
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != typ {
-		return nil, fmt.Errorf("%w: %s: want a PEM %q block", ErrKeyFile, path, typ)
+		return nil, fmt.Errorf("%w: %s: want a PEM %q block", ErrKeyFile, name, typ)
 	}
 	return block.Bytes, nil
 }
