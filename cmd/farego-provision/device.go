@@ -95,7 +95,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.ctlSocket, "ctl-socket", "", `control socket on the device (default: the unit's RuntimeDirectory, else /run/farego-validator/ctl.sock; "off": none); each validator on one machine needs its own`)
 	fs.Var(&o.scanners, "scanner", "scanner NAME=PATH (repeatable; default front=/dev/scanner-front)")
 	fs.BoolVar(&o.force, "force", false, "replace an existing device identity (the old key stops working)")
-	fs.BoolVar(&o.unrevoke, "unrevoke", false, "register a revoked device again, lifting its revocation (with --force: a new identity)")
+	fs.BoolVar(&o.unrevoke, "unrevoke", false, "register a revoked device again, lifting its revocation (with --force: every run makes a new identity)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -283,7 +283,12 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 			// "forbidden: not an API token" named no flag.
 			err = fmt.Errorf("%w: check --operator-token (the server's DATA/keys/operator.token, or an operator token from farego-settlement token create)", err)
 		} else if errors.As(err, &ae) && ae.Code == "device_revoked" {
-			err = fmt.Errorf("%w: if it is to work again (not a stolen one), run again with --unrevoke", err)
+			// Every run makes a new key, which a registered device takes
+			// only with --force: --unrevoke alone was refused next.
+			err = fmt.Errorf("%w: if it is to work again (not a stolen one), run again with --force --unrevoke", err)
+		} else if errors.As(err, &ae) && ae.Code == "device_exists" && !o.force {
+			// A bundle made elsewhere (or removed): this run's new key.
+			err = fmt.Errorf("%w: run again with --force to register this run's new key (the old one stops working)", err)
 		}
 		if replacing {
 			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)

@@ -226,6 +226,19 @@ func TestProvisionDevice(t *testing.T) {
 	if d, _ := store.Device(context.Background(), "bus-9-front"); d.Revoked.IsZero() || !bytes.Equal(d.PublicKey, dev2.PublicKey) {
 		t.Error("a refused re-provision lifted the revocation or changed the key")
 	}
+	// Each refusal names the flags that get past it: every run makes a
+	// new key, so --unrevoke goes with --force (it was told "run again
+	// with --unrevoke", and that alone was refused in turn, naming no flag).
+	elsewhere := append(slices.Clone(args), "--out", filepath.Join(dir, "elsewhere"))
+	if c, _, e := provision(t, elsewhere...); c != 1 || !strings.Contains(e, "--force --unrevoke") {
+		t.Errorf("provisioning a revoked device from another directory: %d %q; want refused, naming --force --unrevoke", c, e)
+	}
+	if c, _, e := provision(t, append(elsewhere, "--unrevoke")...); c != 1 || !strings.Contains(e, "run again with --force") {
+		t.Errorf("provisioning a revoked device with --unrevoke alone: %d %q; want refused, naming --force", c, e)
+	}
+	if d, _ := store.Device(context.Background(), "bus-9-front"); d.Revoked.IsZero() || !bytes.Equal(d.PublicKey, dev2.PublicKey) {
+		t.Error("a refused re-provision lifted the revocation or changed the key")
+	}
 	if c, o, e := provision(t, append(args, "--force", "--unrevoke")...); c != 0 || !strings.Contains(o, "its revocation is lifted") {
 		t.Errorf("re-provision with --force --unrevoke: %d %q %q", c, o, e)
 	}

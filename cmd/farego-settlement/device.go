@@ -16,8 +16,9 @@ const deviceUsage = `Usage:
 
 revoke: from now on the device's broker login and certificate are refused
 (within seconds on every settlement instance with an embedded broker) and
-its batches are kept aside, never charged. Register it again with
-farego-provision device --force to bring it back.
+its batches are kept aside, never charged. To bring it back (not a stolen
+one), provision it again with farego-provision device --force --unrevoke:
+a new identity, and its revocation lifted (--force alone is refused).
 
 An external broker (Mosquitto) keeps letting the device log in until its
 password file is written again without it (farego-settlement mqtt-passwd

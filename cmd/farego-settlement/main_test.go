@@ -571,6 +571,10 @@ func TestMQTTPasswdOutIsAtomic(t *testing.T) {
 		t.Errorf("mqtt-passwd --out NEW: %d %q; want a note to give it to mosquitto", c, e)
 	}
 	os.Remove(pw + ".2")
+	// So does its usage, read before the first run.
+	if c, out, _ := settle(t, ctx, "mqtt-passwd", "--help"); c != 0 || !strings.Contains(out, "a new one is 0600") {
+		t.Errorf("mqtt-passwd --help: %d %q; want --out to say a new file is 0600", c, out)
+	}
 	if err := os.Chmod(pw, 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -670,6 +674,11 @@ func TestDeviceRevokeAgain(t *testing.T) {
 	}
 	if c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 0 || !strings.Contains(out, "was revoked already") {
 		t.Errorf("revoke again: %d %q %q", c, out, e)
+	}
+	// Its usage says how to bring a device back: farego-provision
+	// refuses --force alone for a revoked device.
+	if c, out, e := settle(t, ctx, "device", "--help"); c != 0 || !strings.Contains(out, "farego-provision device --force --unrevoke") {
+		t.Errorf("device --help: %d %q %q; want it to name farego-provision device --force --unrevoke", c, out, e)
 	}
 	st, err = ledger.Open(ctx, filepath.Join(data, "ledger.db"), nil)
 	if err != nil {

@@ -31,7 +31,7 @@ func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("farego-settlement mqtt-passwd", flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
-	out := fs.String("out", "", "replace this password file atomically, keeping its mode and owner (default: standard output)")
+	out := fs.String("out", "", "replace this password file atomically, keeping its mode and owner; a new one is 0600, yours: give it to Mosquitto's user once (default: standard output)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
