@@ -223,9 +223,6 @@ func New(cfg Config) (*Updater, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = DefaultHealthTimeout
 	}
-	if cfg.MaxBoots <= 0 {
-		cfg.MaxBoots = DefaultMaxBoots
-	}
 	if cfg.MinRetry <= 0 {
 		cfg.MinRetry = DefaultMinRetry
 	}
@@ -238,6 +235,14 @@ func New(cfg Config) (*Updater, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.RequestTimeout}
 	}
+	return build(cfg), nil
+}
+
+// build fills in the defaults Boot needs and returns cfg's Updater.
+func build(cfg Config) *Updater {
+	if cfg.MaxBoots <= 0 {
+		cfg.MaxBoots = DefaultMaxBoots
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -248,7 +253,7 @@ func New(cfg Config) (*Updater, error) {
 		cfg.BootID = kernelBootID
 	}
 	return &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
-		offers: make(chan offer, 1), healthy: make(chan struct{})}, nil
+		offers: make(chan offer, 1), healthy: make(chan struct{})}
 }
 
 // runningBinary sets an empty Binary to the running executable.
@@ -284,20 +289,8 @@ func FailedStart(cfg Config) error {
 	if cfg.Current == "" {
 		return fmt.Errorf("%w: Current is required", ErrConfig)
 	}
-	if cfg.MaxBoots <= 0 {
-		cfg.MaxBoots = DefaultMaxBoots
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.BootID == nil {
-		cfg.BootID = kernelBootID
-	}
-	u := &Updater{cfg: cfg, log: cfg.Logger, dir: filepath.Dir(cfg.Binary), name: filepath.Base(cfg.Binary),
-		offers: make(chan offer, 1), healthy: make(chan struct{}), failedStart: true}
+	u := build(cfg)
+	u.failedStart = true
 	return u.Boot()
 }
 
