@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -135,7 +136,11 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var live []string
 	for _, t := range toks {
 		if t.Revoked.IsZero() {
-			live = append(live, fmt.Sprintf("  %s %s %s %q created %s", t.ID, t.Role, orDash(t.MerchantID), t.Name, t.Created.UTC().Format(time.RFC3339)))
+			name := "-" // as token list writes a token without a name (it was "")
+			if t.Name != "" {
+				name = strconv.Quote(t.Name)
+			}
+			live = append(live, fmt.Sprintf("  %s %s %s %s created %s", t.ID, t.Role, orDash(t.MerchantID), name, t.Created.UTC().Format(time.RFC3339)))
 		}
 	}
 	if len(live) > 0 {
@@ -147,6 +152,8 @@ next: revoke again the validators revoked since the backup (farego-settlement de
   the servers start; then start the settlement server(s) and ask every online validator to resend
   its archive:
   curl -X POST -H "Authorization: Bearer $(cat %s/operator.token)" http://HOST:8080/v1/devices/replay
+  (it reaches the validators online now: ask again, GET /v1/devices, for each one offline then
+  once it is back online, or the taps it sent after the backup stay out of the ledger);
   and do again what else was done since the backup: register the validators registered since, deny
   again, enter the top-ups again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)
