@@ -511,9 +511,16 @@ var systemdUnit string
 
 const installText = `farego device bundle for ID
 
-On the validator (as root):
+Copy ID.tar.gz (this bundle) and farego-validator (from make dist:
+linux-armv7 or linux-arm64) into one directory on the validator. There,
+unpack the bundle and go into it (the binary stays one level up, not
+copied into /etc/farego with the bundle):
 
-  install -m 0755 farego-validator /usr/local/bin/          # from make dist (linux-armv7 or linux-arm64)
+  tar xzf ID.tar.gz && cd ID
+
+On the validator (as root), in that directory:
+
+  install -m 0755 ../farego-validator /usr/local/bin/
   useradd --system --home /var/lib/farego --shell /usr/sbin/nologin farego
   groupadd --system farego-ctl      # the control socket's group (the unit needs it)
   mkdir -p /etc/farego && cp -a . /etc/farego/ && chown -R root:farego /etc/farego

@@ -92,6 +92,14 @@ func TestProvisionDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// It starts where a technician does, with the tarball and the binary
+	// side by side: unpacked and entered, the binary one level up (it said
+	// neither, and a binary put in the bundle's directory went into
+	// /etc/farego with cp -a .; a newcomer's walkthrough).
+	if !strings.Contains(string(install), "tar xzf bus-9-front.tar.gz && cd bus-9-front") ||
+		!strings.Contains(string(install), "install -m 0755 ../farego-validator /usr/local/bin/") {
+		t.Errorf("INSTALL.txt does not say to unpack the bundle and go into it, the binary beside the tarball:\n%s", install)
+	}
 	for _, w := range strings.Fields(string(install)) {
 		if strings.HasPrefix(w, "farego-") && !strings.HasPrefix(w, "farego-validator") && w != "farego-ctl" { // a group
 			t.Errorf("INSTALL.txt names %s, which the bundle does not ship", w)
