@@ -81,11 +81,8 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	return s.write(ctx, "migrate", func(t *txn) error {
-		if s.backend == backendPostgres {
-			if err := t.rawExec("take migration lock",
-				`SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`, migrationLockKey); err != nil {
-				return err
-			}
+		if err := t.xactLock("take migration lock", migrationLockKey); err != nil {
+			return err
 		}
 		if err := t.rawExec("create schema_migrations", `CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    BIGINT PRIMARY KEY,

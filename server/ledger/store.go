@@ -606,6 +606,17 @@ func (t *txn) exec(what, query string, args ...any) (sql.Result, error) {
 
 // rawExec runs a statement without preparing it: schema changes, and
 // scripts of several statements.
+// xactLock takes, on PostgreSQL, the advisory lock key (of this schema)
+// until the transaction ends: the instances on one ledger take turns at
+// what it guards (migrations, the summaries' rewrite). SQLite has one
+// writer at a time already.
+func (t *txn) xactLock(what string, key int) error {
+	if t.s.backend != backendPostgres {
+		return nil
+	}
+	return t.rawExec(what, `SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`, key)
+}
+
 func (t *txn) rawExec(what, query string, args ...any) error {
 	t.s.roundTrips.Add(1)
 	if _, err := t.tx.ExecContext(t.ctx, query, args...); err != nil {

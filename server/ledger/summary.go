@@ -223,17 +223,14 @@ func (s *Store) RefreshSummaries(ctx context.Context) (RefreshStats, error) {
 	storeWM := days.wm != s.summary.wm || len(days.list) > 0
 	if len(days.list) > 0 || storeWM || storeLag {
 		err := s.write(ctx, "store summaries", func(t *txn) error {
-			if s.backend == backendPostgres {
-				// Another instance storing its summaries at once: each
-				// drops a day's rows and inserts them again, and
-				// neither saw the other's uncommitted rows, so the
-				// second insert failed on the key and its run was
-				// lost (logged every few seconds with three instances).
-				// In turn, each delete sees the rows committed before.
-				if err := t.rawExec("take summaries lock",
-					`SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))`, summaryLockKey); err != nil {
-					return err
-				}
+			// Another instance storing its summaries at once: each drops
+			// a day's rows and inserts them again, and neither saw the
+			// other's uncommitted rows, so the second insert failed on the
+			// key and its run was lost (logged every few seconds with three
+			// instances). In turn, each delete sees the rows committed
+			// before.
+			if err := t.xactLock("take summaries lock", summaryLockKey); err != nil {
+				return err
 			}
 			for i, day := range days.list {
 				if err := t.storeDay(day, sums[i]); err != nil {
