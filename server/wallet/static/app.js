@@ -610,35 +610,38 @@ async function shortHash(text) {
 // new code.
 async function renewIfShopTook(view) {
   const on = last;
-  const payments = (view.account.paid_codes || []).filter((e) => e.code_hash && e.amount > 0)
-    .concat((view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash)
-      .map((e) => ({ code_hash: e.code_hash, merchant_id: e.merchant_id, amount: -e.amount })));
   if (!on) return;
-  const refused = (view.account.refused_codes || []).some((c) =>
-    c.serial === on.serial && c.time === on.time && c.counter === on.counter);
-  let say = "";
-  if (payments.length > 0) {
-    // Hashed here, only when there is a shop's payment to compare: not on
-    // the way to showing every code.
-    const hash = await shortHash(on.text);
-    const paid = payments.find((e) => e.code_hash === hash);
-    if (paid) say = t("code_paid_shop", { amount: money(paid.amount, view.account.currency), shop: paid.merchant_id });
-  }
   const note = $("code-note");
-  if (!say) {
-    if (refused && last === on) {
-      note.textContent = t("code_refused_shop");
-      note.className = "warning";
+  const paid = await shopTook(view, on);
+  if (paid) {
+    const now = await showCode();
+    if (now && now !== on) {
+      note.textContent = t("code_paid_shop", { amount: money(paid.amount, view.account.currency), shop: paid.merchant_id });
+      note.className = "good";
       note.hidden = false;
     }
     return;
   }
-  const now = await showCode();
-  if (now && now !== on) {
-    note.textContent = say;
-    note.className = "good";
+  const refused = (view.account.refused_codes || []).some((c) =>
+    c.serial === on.serial && c.time === on.time && c.counter === on.counter);
+  if (refused && last === on) {
+    note.textContent = t("code_refused_shop");
+    note.className = "warning";
     note.hidden = false;
   }
+}
+
+// shopTook returns the shop's payment that took the code shown (code),
+// or undefined.
+async function shopTook(view, code) {
+  const payments = (view.account.paid_codes || []).filter((e) => e.code_hash && e.amount > 0)
+    .concat((view.account.recent_activity || []).filter((e) => e.kind === "payment" && e.amount < 0 && e.code_hash)
+      .map((e) => ({ code_hash: e.code_hash, merchant_id: e.merchant_id, amount: -e.amount })));
+  if (payments.length === 0) return undefined;
+  // Hashed here, only when there is a shop's payment to compare: not on
+  // the way to showing every code.
+  const hash = await shortHash(code.text);
+  return payments.find((e) => e.code_hash === hash);
 }
 
 async function refreshAccount() {
