@@ -42,6 +42,29 @@ func Hidden(r rune) bool {
 	return false
 }
 
+// Shown is s as it is shown to a person (a web page, a terminal): each
+// Hidden or control character written as its code point ("<U+202E>24"),
+// invalid UTF-8 as "?". A validator's records keep the rule they have always
+// had (no C0 control characters or DEL), so a stolen one can name a route
+// "\u202e24", which a browser shows as "42", or put C1 controls in it
+// (U+009B is a terminal's CSI): shown this way, two routes never look
+// alike and nothing reaches a terminal as a command.
+func Shown(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if strings.IndexFunc(s, func(r rune) bool { return Hidden(r) || unicode.IsControl(r) }) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if Hidden(r) || unicode.IsControl(r) {
+			fmt.Fprintf(&b, "<U+%04X>", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // Printable makes s text that CheckText(_, _, max) passes, without Hidden
 // characters: invalid UTF-8 becomes "?", each control character a space,
 // hidden ones are dropped, and the result is cut to at most max bytes on a

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 )
 
@@ -45,7 +46,11 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	if err := call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), s.Secret, nil, &out); err != nil {
 		return err
 	}
-	profile := out.Profile
+	// What the server sends is shown with its control and invisible
+	// characters as code points (record.Shown): a route comes from a
+	// validator's record, which a stolen one fills with a terminal's
+	// control sequences.
+	profile := record.Shown(out.Profile)
 	if out.Pending {
 		// The codes carry the adult fare until the operator or the payment
 		// provider confirms the reduced one.
@@ -53,7 +58,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "account %d (%s): balance %s", out.ID, profile, money(out.Balance, out.Currency))
 	if out.Denied {
-		fmt.Fprintf(stdout, " — BLOCKED (%s)", out.DenyReason)
+		fmt.Fprintf(stdout, " — BLOCKED (%s)", record.Shown(out.DenyReason))
 	}
 	fmt.Fprintln(stdout)
 	for _, r := range out.Rides {
@@ -63,14 +68,14 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "activity (newest first):")
 	}
 	for _, a := range out.Activity {
-		what := a.Kind
+		what := record.Shown(a.Kind)
 		switch a.Kind {
 		case "payment":
-			what = fmt.Sprintf("paid at %s (order %s)", a.MerchantID, a.OrderID)
+			what = fmt.Sprintf("paid at %s (order %s)", record.Shown(a.MerchantID), record.Shown(a.OrderID))
 		case "refund":
-			what = fmt.Sprintf("refund from %s (order %s)", a.MerchantID, a.OrderID)
+			what = fmt.Sprintf("refund from %s (order %s)", record.Shown(a.MerchantID), record.Shown(a.OrderID))
 			if a.Reason != "" {
-				what += ": " + a.Reason
+				what += ": " + record.Shown(a.Reason)
 			}
 		case "fare_correction":
 			what = "fare corrected"
@@ -91,7 +96,8 @@ type ride struct {
 }
 
 // line is the ride as "account" shows it: why a ride cost nothing (a
-// transfer, the daily cap) or was flagged is said after its charge.
+// transfer, the daily cap) or was flagged is said after its charge; the
+// route as record.Shown writes it.
 func (r ride) line(currency string) string {
 	var notes []string
 	if r.Transfer {
@@ -101,9 +107,9 @@ func (r ride) line(currency string) string {
 		notes = append(notes, "daily cap reached")
 	}
 	if r.Flag != "" {
-		notes = append(notes, r.Flag)
+		notes = append(notes, record.Shown(r.Flag))
 	}
-	return strings.TrimRight(fmt.Sprintf("  %s  route %-6s %10s  %s", clock(r.Time), r.Route, money(-r.Charge, currency), strings.Join(notes, ", ")), " ")
+	return strings.TrimRight(fmt.Sprintf("  %s  route %-6s %10s  %s", clock(r.Time), record.Shown(r.Route), money(-r.Charge, currency), strings.Join(notes, ", ")), " ")
 }
 
 // clock shows an API time to the second, in UTC, so that the columns line

@@ -350,6 +350,9 @@ func TestRideLine(t *testing.T) {
 		{ride{Time: "2026-12-04T22:14:03.947Z", Route: "7", Transfer: true}, "  2026-12-04 22:14:03Z  route 7        0.00 EUR  transfer"},
 		{ride{Time: "2026-12-04T23:00:00Z", Route: "7", Charge: 50, Capped: true}, "  2026-12-04 23:00:00Z  route 7       -0.50 EUR  daily cap reached"},
 		{ride{Time: "bad", Route: "9", Flag: "duplicate_code"}, "  bad  route 9        0.00 EUR  duplicate_code"},
+		// A stolen validator's route: a terminal's CSI (C1) and an
+		// override reach the terminal as code points, not as commands.
+		{ride{Time: "bad", Route: "\u009b31m\u202e24", Charge: 250}, "  bad  route <U+009B>31m<U+202E>24  -2.50 EUR"},
 	} {
 		if got := tc.r.line("EUR"); got != tc.want {
 			t.Errorf("line(%+v) =\n%q, want\n%q", tc.r, got, tc.want)

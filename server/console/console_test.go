@@ -1208,9 +1208,10 @@ func TestAccountPostingsPaged(t *testing.T) {
 
 // TestConsoleShowsHiddenCharacters: a route a validator names with a
 // right-to-left override ("\u202e24", which a browser shows as "42": a
-// stolen validator's records keep the old rule, no control characters
-// only) is shown with the override as its code point on the account's
-// rides and the fleet's pages, never as another route's name.
+// stolen validator's records keep the old rule, no C0 control characters
+// only) and a C1 control (invisible on a page) is shown with them as their
+// code points on the account's rides and the fleet's pages, never as
+// another route's name.
 func TestConsoleShowsHiddenCharacters(t *testing.T) {
 	f := newFixture(t)
 	f.device("bus-1")
@@ -1218,7 +1219,7 @@ func TestConsoleShowsHiddenCharacters(t *testing.T) {
 	key := paycode.ID{Account: acct, Serial: 1, Time: uint32(time.Now().Unix()), Counter: 1}.Key()
 	tap := ledger.Tap{ID: ledger.TapID("bus-1", "e1", 1), DeviceID: "bus-1", Seq: 1, Epoch: "e1", Time: time.Now(),
 		Account: acct, Serial: 1, RiderKey: make([]byte, 32), CodeKey: key, CodeHash: "0123456789ab",
-		BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "\u202e24", Vehicle: "v\u20667", Record: []byte("record")}
+		BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "\u202e24\u009b", Vehicle: "v\u20667", Record: []byte("record")}
 	if _, err := f.store.CommitTaps(context.Background(), []ledger.Tap{tap}); err != nil {
 		t.Fatal(err)
 	}
@@ -1227,13 +1228,13 @@ func TestConsoleShowsHiddenCharacters(t *testing.T) {
 	for _, p := range []string{fmt.Sprintf("accounts/%d", acct), "devices/bus-1", "fleet"} {
 		_, body := b.get("/console/" + p)
 		shown := html.UnescapeString(body)
-		if !strings.Contains(shown, "<U+202E>24") || (p != fmt.Sprintf("accounts/%d", acct) && !strings.Contains(shown, "v<U+2066>7")) ||
-			strings.ContainsAny(shown, "\u202e\u2066") {
+		if !strings.Contains(shown, "<U+202E>24<U+009B>") || (p != fmt.Sprintf("accounts/%d", acct) && !strings.Contains(shown, "v<U+2066>7")) ||
+			strings.ContainsAny(shown, "\u202e\u2066\u009b") {
 			t.Errorf("/console/%s does not show the route's override as its code point", p)
 		}
 		// The assignment form is not filled with the shown text: sent
 		// back, it would become the route.
-		if strings.Contains(shown, `value="<U+202E>24"`) {
+		if strings.Contains(shown, `value="<U+202E>24`) {
 			t.Errorf("/console/%s fills an edit box with the shown route", p)
 		}
 	}

@@ -74,30 +74,17 @@ var funcs = template.FuncMap{
 }
 
 // shown is text a device sent (a route, a vehicle) as the console shows
-// it: a validator's records keep the rule they have always had (no control
-// characters), so a stolen one can name a route "\u202e24", which a browser
-// shows as "42". The invisible formatting characters are shown as their
-// code points ("<U+202E>24"), so two routes never look alike.
-func shown(s string) string {
-	if strings.IndexFunc(s, record.Hidden) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if record.Hidden(r) {
-			fmt.Fprintf(&b, "<U+%04X>", r)
-		} else {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
+// it (record.Shown): a stolen validator can name a route "\u202e24", which
+// a browser shows as "42"; the invisible formatting characters and the
+// control characters its records may hold (C1) are shown as their code
+// points ("<U+202E>24"), so two routes never look alike.
+func shown(s string) string { return record.Shown(s) }
 
 // editable is a device's route or vehicle as an edit box is filled with: as
-// it is, or empty if it holds invisible formatting characters (shown's
+// it is, or empty if shown writes it otherwise (its
 // "<U+202E>" text, sent back, would become the route).
 func editable(s string) string {
-	if strings.IndexFunc(s, record.Hidden) >= 0 {
+	if record.Shown(s) != s {
 		return ""
 	}
 	return s

@@ -313,14 +313,15 @@ func TestWalletLongRoutesWrap(t *testing.T) {
 			{"tap_id": "bus-7/e/2", "time": time.Now().UTC().Format(time.RFC3339), "route": long, "charge": 120, "base_fare": 250,
 				"transfer": true, "capped": true},
 			// A validator's route with a right-to-left override reads as
-			// "42" unless its override is shown.
-			{"tap_id": "bus-7/e/3", "time": time.Now().UTC().Format(time.RFC3339), "route": "\u202e24", "charge": 250, "base_fare": 250},
+			// "42" unless its override is shown; a C1 control shows as
+			// nothing.
+			{"tap_id": "bus-7/e/3", "time": time.Now().UTC().Format(time.RFC3339), "route": "\u202e24\u009b", "charge": 250, "base_fare": 250},
 		}
 	})
 	wallettest.Do(t, b, chromedp.EmulateViewport(360, 740), chromedp.Click(chromedp.ID("refresh"), chromedp.NodeVisible))
 	wallettest.WaitFor(t, b, 30*time.Second, "the rides", `document.querySelectorAll("#rides-body tr").length === 3`)
-	if route := wallettest.Eval[string](t, b, `document.querySelector("#rides-body tr:nth-child(3)").cells[1].textContent`); route != "<U+202E>24" {
-		t.Errorf("a route with an override shows as %q, want <U+202E>24", route)
+	if route := wallettest.Eval[string](t, b, `document.querySelector("#rides-body tr:nth-child(3)").cells[1].textContent`); route != "<U+202E>24<U+009B>" {
+		t.Errorf("a route with an override and a C1 control shows as %q, want <U+202E>24<U+009B>", route)
 	}
 	wallettest.Screenshot(t, b, wallettest.ArtifactDir(t), "rides-phone", "#rides")
 	if rows := wallettest.Eval[[]string](t, b, `[...document.querySelectorAll("#rides-body tr")].map(

@@ -775,10 +775,11 @@ async function enterMain() {
 }
 
 // shown is a route a validator named, with the invisible formatting
-// characters written as their code points (as the console shows them): a
-// validator may send "\u202e24", which would read as route "42".
+// characters and the control characters written as their code points (as
+// the console shows them): a validator may send "\u202e24", which would
+// read as route "42", or C1 controls, which show as nothing.
 function shown(s) {
-  return String(s || "").replace(/[\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]/g,
+  return String(s || "").replace(/[\u0000-\u001f\u007f-\u009f\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]/g,
     (c) => "<U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
 }
 
