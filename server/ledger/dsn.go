@@ -75,9 +75,14 @@ func parseDSN(dsn string, busy time.Duration) (target, error) {
 			return target{}, fmt.Errorf("%w: PostgreSQL DSN: %v", ErrInvalid, err)
 		}
 		if !strings.Contains(dsn, "idle_in_transaction_session_timeout") {
-			q := u.Query()
-			q.Set("idle_in_transaction_session_timeout", strconv.FormatInt(pgIdleInTransaction.Milliseconds(), 10))
-			u.RawQuery = q.Encode()
+			// Appended to the query as written: encoded again by
+			// url.Values, options=-c%20x=y became -c+x=y, which pgx passes
+			// on as is and PostgreSQL refuses (unrecognized configuration
+			// parameter "+x").
+			if u.RawQuery != "" {
+				u.RawQuery += "&"
+			}
+			u.RawQuery += "idle_in_transaction_session_timeout=" + strconv.FormatInt(pgIdleInTransaction.Milliseconds(), 10)
 			dsn = u.String()
 		}
 		return target{backend: backendPostgres, dsn: dsn}, nil

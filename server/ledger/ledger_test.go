@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 func TestParseDSN(t *testing.T) {
@@ -125,6 +127,49 @@ func TestSQLiteRefusesUnsafeSettings(t *testing.T) {
 	dsn := "sqlite:" + t.TempDir() + "/l.db?_pragma=synchronous(OFF)"
 	_, err := Open(context.Background(), dsn, nil)
 	wantErr(t, err, ErrInvalid)
+}
+
+// TestPostgresRefusesAsynchronousCommit: with synchronous_commit off
+// PostgreSQL acknowledges a commit before its WAL is on disk; the server
+// acks the batch, the validator prunes it, and a power cut of the database
+// server takes the taps back for good. Whichever way it is set for the
+// ledger's sessions (a DSN parameter, options=-c), Open refuses, as it
+// refuses SQLite's synchronous=OFF, and changes nothing; the same DSN with
+// synchronous_commit=on opens (also as options=-c…, whose %20 the ledger
+// once encoded again as "+", which PostgreSQL refused).
+func TestPostgresRefusesAsynchronousCommit(t *testing.T) {
+	base := ledgertest.PostgresSchema(t)
+	for _, extra := range []string{"synchronous_commit=off", "options=-c%20synchronous_commit%3Doff"} {
+		s, err := Open(context.Background(), base+"&"+extra, nil)
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open with %s: no error; want the ledger refused (acked batches are not on disk)", extra)
+		}
+		wantErr(t, err, ErrInvalid)
+		if !strings.Contains(err.Error(), "synchronous_commit") {
+			t.Errorf("Open with %s: %v; want it to name synchronous_commit", extra, err)
+		}
+	}
+	// Refused before the migrations: the schema is still empty.
+	raw, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var tables int
+	if err := raw.QueryRow(`SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 0 {
+		t.Errorf("the refused Opens made %d tables", tables)
+	}
+	for _, extra := range []string{"synchronous_commit=on", "options=-c%20synchronous_commit%3Don"} {
+		s, err := Open(context.Background(), base+"&"+extra, nil)
+		if err != nil {
+			t.Fatalf("Open with %s: %v", extra, err)
+		}
+		s.Close()
+	}
 }
 
 func TestAccounts(t *testing.T) {

@@ -196,6 +196,8 @@ func (s *Store) init(ctx context.Context, currency string) error {
 		if err := s.checkSQLiteSettings(ctx); err != nil {
 			return err
 		}
+	} else if err := s.checkPostgresSettings(ctx); err != nil {
+		return err
 	}
 	if err := s.migrate(ctx); err != nil {
 		return err
@@ -228,6 +230,33 @@ func (s *Store) checkSQLiteSettings(ctx context.Context) error {
 	if mode != "wal" || syncLevel < 2 || fk != 1 {
 		return fmt.Errorf("%w: SQLite must run with journal_mode=WAL, synchronous=FULL and foreign_keys=1 (got %s, %d, %d)",
 			ErrInvalid, mode, syncLevel, fk)
+	}
+	return nil
+}
+
+// checkPostgresSettings makes sure the ledger's commits are durable when
+// they return: synchronous_commit off (a DSN parameter, an options=-c
+// setting, ALTER DATABASE or ALTER ROLE ... SET, postgresql.conf) has
+// PostgreSQL acknowledge a commit before its WAL is on disk, and the server
+// then acks batches that a power cut of the database server takes back —
+// batches the validators have already archived and pruned, so their taps
+// are never charged. It is a session setting: every connection of the pool
+// is opened with the same DSN, role and database, so one tells for all.
+// (fsync and full_page_writes are the cluster's: README, Durability.)
+func (s *Store) checkPostgresSettings(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: postgres: %w", err)
+	}
+	defer conn.Close()
+	var sc string
+	if err := conn.QueryRowContext(ctx, "SHOW synchronous_commit").Scan(&sc); err != nil {
+		return fmt.Errorf("ledger: postgres: %w", err)
+	}
+	if sc == "off" {
+		return fmt.Errorf("%w: PostgreSQL must run the ledger with synchronous_commit on (got off: a commit is acknowledged before it is on disk, "+
+			"and a power cut of the database server loses batches the validators were told were settled and have deleted): "+
+			"remove the setting (DSN, ALTER DATABASE/ROLE ... SET, postgresql.conf), or add synchronous_commit=on to the DSN", ErrInvalid)
 	}
 	return nil
 }
