@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -138,5 +139,75 @@ func TestRefusedAddLeavesNoDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused add left %s: %v", dir, err)
+	}
+}
+
+// TestAddRemovesCopiesKilledAddsLeft: an Add killed while it copied the
+// binary (a power cut, SIGKILL, Ctrl-C of farego-settlement release add,
+// the server stopped during an upload) runs no deferred removal: its copy,
+// up to 256 MiB, stayed in the release's directory for good, one more at
+// each such kill, and kept the directory of a release never stored. The
+// next Add of that build removes the dead copies, and passes over one
+// still being written (locked by its Add, here or in another process);
+// a refused Add then leaves no directory.
+func TestAddRemovesCopiesKilledAddsLeft(t *testing.T) {
+	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
+	dir := s.relDir("1.4.0", "arm64")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dead := []string{filepath.Join(dir, ".binary.tmp111"), filepath.Join(dir, ".binary.tmp222")}
+	// A killed Add's copy was last written some time ago.
+	leave := func() {
+		for _, name := range dead {
+			if err := os.WriteFile(name, bytes.Repeat([]byte{0x7f}, 1<<20), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-2 * deadTempAge)
+			if err := os.Chtimes(name, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	leave()
+	if _, err := s.Add(bytes.NewReader([]byte("#!/bin/sh\n")), "1.4.0", "arm64", now); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a shell script: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a refused Add the copies killed Adds left keep %s: %v", dir, err)
+	}
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leave()
+	// Another Add's copy, just made and not locked yet, is not taken for
+	// dead.
+	fresh := filepath.Join(dir, ".binary.tmp444")
+	if err := os.WriteFile(fresh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dir, ".binary.tmp333")
+	f, err := os.Create(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(bytes.NewReader(goBinary(t, "linux", "arm64", "")), "1.4.0", "arm64", now); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range dead {
+		if _, err := os.Stat(name); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s, left by a killed Add, is still there after the next: %v", filepath.Base(name), err)
+		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the copy another Add is writing was removed: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("the copy another Add has just made was removed: %v", err)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/queue/durable"
@@ -130,11 +131,15 @@ func (s *Store) Add(r io.Reader, version, arch string, now time.Time) (rel *Rele
 			os.Remove(s.dir) // made for this build, if nothing else is in it
 		}
 	}()
-	tmp, err := os.CreateTemp(dir, ".binary.tmp*")
+	removeDeadTemps(dir)
+	tmp, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(tmp.Name())
+	// Locked while written: removeDeadTemps passes it over meanwhile (on
+	// a file system without flock neither locks, and nothing is removed).
+	_ = syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, wire.MaxBinarySize+1))
 	if err == nil {
@@ -208,6 +213,40 @@ func (s *Store) checkRoom(version string) error {
 		return fmt.Errorf("%w: %s has %d architectures already, the most a rollout carries", ErrInvalid, version, n)
 	}
 	return nil
+}
+
+// tempPattern names the copy of a binary Add writes before its checks.
+const tempPattern = ".binary.tmp*"
+
+// deadTempAge is how long a copy must have gone unwritten before
+// removeDeadTemps takes an unlocked one for dead.
+const deadTempAge = time.Minute
+
+// removeDeadTemps removes the copies in dir that Adds killed mid-way
+// left: a power cut or a kill (SIGKILL, Ctrl-C of farego-settlement
+// release add, the server stopped during an upload) runs no deferred
+// removal, and each left up to wire.MaxBinarySize there for good — also
+// keeping the directory of a release never stored. A copy still being
+// written is locked (flock) by its Add, in this process or another (the
+// CLI beside the server's API), and is passed over; a dead one's lock
+// went with its process. A copy written to within deadTempAge is passed
+// over too: one just made by another Add, not locked yet, is not taken
+// for dead.
+func removeDeadTemps(dir string) {
+	names, _ := filepath.Glob(filepath.Join(dir, tempPattern))
+	for _, name := range names {
+		if info, err := os.Stat(name); err != nil || time.Since(info.ModTime()) < deadTempAge {
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(name)
+		}
+		f.Close()
+	}
 }
 
 // manifest reads and checks a stored manifest.
