@@ -462,6 +462,23 @@ type Device struct {
 	exit   *exit
 	Lines  chan string // the validator's feedback lines
 	mu     sync.Mutex
+
+	// Binary, when set, is the validator binary started (an installed
+	// copy the updater replaces) instead of the rig's; Env is added to
+	// its environment (FAREGO_BOOT_ID: a new kernel boot).
+	Binary string
+	Env    []string
+}
+
+// Exited is closed once the validator last started has exited (on its
+// own: an update installed; or stopped); nil before a start.
+func (d *Device) Exited() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.exit == nil {
+		return nil
+	}
+	return d.exit.done
 }
 
 // Provision makes a device bundle with farego-provision and a cuttable link
@@ -562,8 +579,12 @@ func (d *Device) start(ctx context.Context, killAfter time.Duration) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(d.rig.bin("farego-validator"), "run", "--config", filepath.Join(d.Dir, "validator.toml"))
-	cmd.Env = append(os.Environ(), "FAREGO_TEST_CLOCK_SKEW_FILE="+d.skewFile())
+	bin := d.rig.bin("farego-validator")
+	if d.Binary != "" {
+		bin = d.Binary
+	}
+	cmd := exec.Command(bin, "run", "--config", filepath.Join(d.Dir, "validator.toml"))
+	cmd.Env = append(append(os.Environ(), "FAREGO_TEST_CLOCK_SKEW_FILE="+d.skewFile()), d.Env...)
 	// Its output through pipes of our own, not StdoutPipe and
 	// StderrPipe: Wait closes those once the process exits, cutting off
 	// what it wrote last and was not read yet (the feedback line of a tap
