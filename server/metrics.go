@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/farego/farego/agent/metrics"
@@ -81,6 +83,37 @@ func (s *Server) registerMetrics() {
 		func() float64 { return boolGauge(s.ingest.Connected()) })
 	s.reg.GaugeFunc("farego_publisher_connected", "Whether this instance's downlink publisher is connected to the MQTT broker (1) or not (0).",
 		func() float64 { return boolGauge(s.pub.Connected()) })
+	// What /healthz says, for Prometheus: the ledger out of reach (a
+	// database down, a SQLite file replaced) or batches failing to commit
+	// (a full disk, a read-only ledger) showed on /metrics only as every
+	// farego_ledger_* figure at -1, which no shipped alert read.
+	health := &metrics.Cache[map[string]error]{TTL: time.Second, Read: func() map[string]error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return s.api.Checks(ctx)
+	}}
+	s.reg.GaugeVecFunc("farego_health", "Whether each part /healthz checks is healthy (1) or not (0): ledger (the database answers), "+
+		"ingest and publisher (linked to the broker), commits (the last batch committed); the server's log says why.",
+		[]string{"check"}, func(emit func(v float64, values ...string)) {
+			checks := health.Get()
+			for _, name := range slices.Sorted(maps.Keys(checks)) {
+				emit(boolGauge(checks[name] == nil), name)
+			}
+		})
+	// The end of the newest issuer key's window: the server renews the
+	// keyring 30 days before it (keys.RenewBefore), so an end nearer than
+	// that is a renewal that failed; at the end, no credential can be
+	// issued and every rider is refused as their passes expire.
+	s.reg.GaugeFunc("farego_issuer_key_end_timestamp_seconds", "End of the newest issuer key's window (Unix seconds); renewed on its own 30 days before.",
+		func() float64 {
+			var end time.Time
+			for _, k := range s.keys.Keyring().Keys() {
+				if k.NotAfter.After(end) {
+					end = k.NotAfter
+				}
+			}
+			return float64(end.Unix())
+		})
 	s.reg.GaugeFunc("farego_ingest_queued", "Messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().Queued) })
 	s.reg.GaugeFunc("farego_ingest_queued_bytes", "Bytes of the messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedBytes) })
 	s.reg.GaugeFunc("farego_ingest_queued_devices", "Devices with messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedDevices) })

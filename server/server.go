@@ -156,6 +156,7 @@ type Server struct {
 	metLn   net.Listener
 	devs    *Devices
 	console *console.Handler
+	api     *api.Handler
 	rels    *release.Store
 	lag     *metrics.Histogram // farego_settlement_lag_seconds
 	started time.Time
@@ -350,6 +351,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		},
 		Metrics: s.reg, MetricsElsewhere: cfg.MetricsListen != "", Logger: s.log.With("part", "api"), Releases: s.rels,
 	})
+	s.api = h
 	s.registerMetrics()
 	s.console = console.New(console.Config{Ledger: st, Keys: kd, API: h, Started: s.started, Metrics: s.reg,
 		CutOff: s.cutOff, Logger: s.log.With("part", "console")})

@@ -569,6 +569,19 @@ func orDefault(s, d string) string {
 // logs a failing /healthz check as starting (Info), not as a failure.
 const healthStartGrace = 30 * time.Second
 
+// Checks runs the checks /healthz answers with, by name: "ledger" (the
+// database answers, the SQLite file is the one opened) and Config.Health's;
+// nil means healthy. The server's farego_health gauge reads them too, so
+// that Prometheus sees what /healthz says (an unreachable database left
+// every farego_ledger_* figure at -1 and no alert).
+func (h *Handler) Checks(ctx context.Context) map[string]error {
+	out := map[string]error{"ledger": h.cfg.Ledger.Ping(ctx)}
+	for name, fn := range h.cfg.Health {
+		out[name] = fn(ctx)
+	}
+	return out
+}
+
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -594,9 +607,8 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (any, int, err
 			h.log.Warn("healthz: a check failed", "check", name, "err", err, "suppressed", n)
 		}
 	}
-	check("ledger", h.cfg.Ledger.Ping(ctx))
-	for name, fn := range h.cfg.Health {
-		check(name, fn(ctx))
+	for name, err := range h.Checks(ctx) {
+		check(name, err)
 	}
 	if status == http.StatusOK {
 		h.healthy.Store(true)

@@ -1,0 +1,140 @@
+package server_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger/ledgertest"
+	"github.com/farego/farego/server/servertest"
+	"github.com/farego/farego/sync/brokertest"
+)
+
+// pgRelay is a TCP relay on loopback between the server and PostgreSQL:
+// cut closes it and every connection through it, as a database stopped
+// or a network cut between them.
+type pgRelay struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newPGRelay(t *testing.T, target string) *pgRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &pgRelay{ln: ln}
+	t.Cleanup(r.cut)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, up)
+			r.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return r
+}
+
+func (r *pgRelay) cut() {
+	r.ln.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
+}
+
+// With its ledger out of reach, /healthz answered 503 but /metrics said
+// nothing a shipped alert read: on PostgreSQL every farego_ledger_* figure
+// went -1, on SQLite (the ledger file removed under the server) they kept
+// their last values. A Prometheus scraping the server (the README's
+// monitoring) fired nothing while every API write answered 503 and every
+// bus kept its taps unacked (an operator's drill: the database refused
+// connections, no alert pending after minutes). /metrics says what
+// /healthz says, farego_health{check}, which FaregoLedgerFailing reads;
+// and the end of the newest issuer key's window, which
+// FaregoIssuerKeyEnding reads.
+func TestMetricsSayLedgerHealth(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		dir := t.TempDir()
+		db := filepath.Join(dir, "ledger.db")
+		testMetricsSayLedgerHealth(t, dir, "sqlite:"+db, func() {
+			if err := os.Rename(db, db+".moved"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := ledgertest.PostgresSchema(t)
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay := newPGRelay(t, u.Host)
+		u.Host = relay.ln.Addr().String()
+		testMetricsSayLedgerHealth(t, t.TempDir(), u.String(), relay.cut)
+	})
+}
+
+func testMetricsSayLedgerHealth(t *testing.T, dir, dsn string, cut func()) {
+	kd, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end time.Time
+	for _, k := range kd.Keyring().Keys() {
+		if k.NotAfter.After(end) {
+			end = k.NotAfter
+		}
+	}
+	a := servertest.RunConfig(t, server.Config{DataDir: dir, DB: dsn, MetricsListen: "127.0.0.1:0"})
+	scrape := func() string {
+		resp, err := http.Get("http://" + a.Metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	has := func(body, line string) bool { return strings.Contains(body, "\n"+line+"\n") }
+	brokertest.WaitFor(t, 60*time.Second, "/metrics to say every part healthy", func() bool {
+		b := scrape()
+		return has(b, `farego_health{check="ledger"} 1`) && has(b, `farego_health{check="commits"} 1`) &&
+			has(b, `farego_health{check="ingest"} 1`) && has(b, `farego_health{check="publisher"} 1`)
+	})
+	if b, want := scrape(), "farego_issuer_key_end_timestamp_seconds "+strconv.FormatFloat(float64(end.Unix()), 'g', -1, 64); !has(b, want) {
+		t.Errorf("/metrics has no %q", want)
+	}
+	cut()
+	brokertest.WaitFor(t, 60*time.Second, "/metrics to say the ledger is unreachable", func() bool {
+		return has(scrape(), `farego_health{check="ledger"} 0`)
+	})
+	if b := scrape(); !has(b, `farego_health{check="ingest"} 1`) {
+		t.Errorf("the broker links said down with only the ledger cut:\n%s", b)
+	}
+}
