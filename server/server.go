@@ -238,6 +238,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	kd.Logger = s.log.With("part", "keys")
 	s.keys = kd
 	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency,
 		MustExist: cfg.LedgerMustExist, ReuseWindow: reuseWindow(cfg.Policy)})

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"text/tabwriter"
 
@@ -18,8 +19,8 @@ import (
 
 const tokenUsage = `Usage:
   farego-settlement token create --data DIR --role ROLE [--merchant ID] [--name TEXT] [--db DSN]
-  farego-settlement token list   --data DIR [--db DSN]
-  farego-settlement token revoke --data DIR [--db DSN] ID
+  farego-settlement token list   --data DIR [--db DSN] [--keys DIR]
+  farego-settlement token revoke --data DIR [--db DSN] [--keys DIR] ID
   farego-settlement token payments --data DIR [--db DSN] [--before PAYMENT] ID
   farego-settlement token refunds --data DIR [--db DSN] [--before NS] ID
 
@@ -27,6 +28,10 @@ Roles: operator (everything), payments (top-ups and credit lines), merchant
 (online payments for one merchant id: --merchant), auditor (reads
 everything, changes nothing). The token is printed once; the ledger keeps
 only its hash. A revoked token stops working at once on every instance.
+revoke init: the operator token file init wrote (DATA/keys/operator.token,
+or --keys DIR) gets a new token; the old one stops working within a second
+on the servers that read that file, and its console sessions end. Copy the
+new file to every other instance's key directory.
 payments: the online payments a token made, newest first, 100 at a time
 (--before the last id shown for older ones): a leaked till token's orders.
 refunds: the refunds it made (a merchant token may refund any of its shop's
@@ -63,7 +68,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("farego-settlement token "+sub, flag.ContinueOnError)
 	data := dataFlag(fs)
 	db := dbFlag(fs)
-	var role, merchant, name *string
+	var role, merchant, name, keysDir *string
 	var before *uint64
 	var beforeNS *int64
 	if sub == "payments" {
@@ -71,6 +76,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if sub == "refunds" {
 		beforeNS = fs.Int64("before", 0, "list the refunds made before this time (unix ns, as the hint after a full page gives it)")
+	}
+	if sub == "list" || sub == "revoke" {
+		keysDir = fs.String("keys", "", "key directory (default DATA/keys): its operator token file is the token init")
 	}
 	if sub == "create" {
 		role = fs.String("role", "", "operator, payments, merchant or auditor (required)")
@@ -133,6 +141,12 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tROLE\tMERCHANT\tNAME\tCREATED\tREVOKED")
+		if info, err := os.Stat(filepath.Join(orKeys(*keysDir, *data), keys.TokenFile)); err == nil {
+			// Not in the ledger: the file init wrote (replaced by
+			// token revoke init, whence its time).
+			fmt.Fprintf(tw, "init\t%s\t-\tthe operator token file %s\t%s\t-\n", ledger.RoleOperator,
+				filepath.Join(orKeys(*keysDir, *data), keys.TokenFile), info.ModTime().UTC().Format("2006-01-02 15:04"))
+		}
 		for _, t := range ts {
 			revoked := "-"
 			if !t.Revoked.IsZero() {
@@ -144,6 +158,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return tw.Flush()
 	case "revoke":
 		id := fs.Arg(0)
+		if id == "init" {
+			return replaceInitToken(ctx, st, orKeys(*keysDir, *data), stdout)
+		}
 		now, err := st.RevokeTokenOnce(ctx, id)
 		if errors.Is(err, ledger.ErrNotFound) {
 			return fmt.Errorf("%w (farego-settlement token list shows the ids)", err)
@@ -186,6 +203,39 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "older ones: --before %d\n", ps[len(ps)-1].ID)
 		}
 	}
+	return nil
+}
+
+// orKeys is the key directory: --keys, or DATA/keys.
+func orKeys(keysDir, data string) string {
+	if keysDir != "" {
+		return keysDir
+	}
+	return filepath.Join(data, "keys")
+}
+
+// replaceInitToken revokes the operator token file's token ("init"): the
+// file gets a new one (the servers reading it take it within a second),
+// the console sessions signed in with the old one end, and it is audited.
+// A leaked operator.token (the file technicians are given for
+// provisioning) could not be revoked at all: token revoke init said "not
+// found".
+func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, stdout io.Writer) error {
+	path, err := keys.ReplaceToken(keysDir)
+	if err != nil {
+		return fmt.Errorf("replace the operator token: %w (check --data or --keys)", err)
+	}
+	n, err := st.EndSessionsOf(ctx, "init")
+	if err != nil {
+		return fmt.Errorf("%s holds a new operator token, but its console sessions could not be ended (sign them out in the console): %w", path, err)
+	}
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_token", Target: "init",
+		Detail: fmt.Sprintf("operator token file replaced; %d console sessions ended", n)}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "token init revoked: %s holds a new operator token (the old one stops working within a second on the servers that read this file); %d console sessions signed in with it ended\n", path, n)
+	fmt.Fprintln(stdout, "copy the file (mode 0600) to every other settlement instance's key directory, and give it to whoever used the old one;")
+	fmt.Fprintln(stdout, "better: a named operator token for each (token create --role operator --name …), each revocable on its own")
 	return nil
 }
 

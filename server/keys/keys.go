@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -67,11 +68,21 @@ type Dir struct {
 	path   string
 	root   []byte
 	fleet  ed25519.PrivateKey
-	token  string
 	broker []byte
 
 	mu      sync.Mutex
 	keyring *paycode.Keyring
+
+	// Logger, if set, is where a token file that cannot be read is said
+	// (see CheckToken); slog's default otherwise.
+	Logger *slog.Logger
+
+	// The operator token, as the file held it when last read, and when
+	// the file was last looked at (see CheckToken).
+	tokMu      sync.Mutex
+	token      string
+	tokFile    os.FileInfo
+	tokChecked time.Time
 }
 
 // InitOptions configure Init.
@@ -214,7 +225,12 @@ func Open(dir string) (*Dir, error) {
 	if err := checkDerived(root, kr); err != nil {
 		return nil, fmt.Errorf("keys: %s: %w", KeyringFile, err)
 	}
-	return &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), broker: brk, keyring: kr}, nil
+	tokInfo, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
+	}
+	return &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), tokFile: tokInfo, tokChecked: time.Now(),
+		broker: brk, keyring: kr}, nil
 }
 
 // Path returns the directory.
@@ -242,9 +258,67 @@ func (d *Dir) FleetPublic() ed25519.PublicKey { return d.fleet.Public().(ed25519
 // BrokerSecret returns the secret the MQTT passwords derive from.
 func (d *Dir) BrokerSecret() []byte { return d.broker }
 
+// tokenRecheck is how often CheckToken looks at the operator token file.
+const tokenRecheck = time.Second
+
 // CheckToken reports whether tok is the operator token (in constant time).
+// The file is looked at again at most once every tokenRecheck, and read
+// again when it changed: a token replaced (ReplaceToken, farego-settlement
+// token revoke init) stops working on a running server within a second. A
+// file that cannot be read then (removed, made readable by others, not 64
+// hex digits) lets no operator token in until it can: the server's log
+// says why once.
 func (d *Dir) CheckToken(tok string) bool {
-	return subtle.ConstantTimeCompare([]byte(tok), []byte(d.token)) == 1
+	cur := d.currentToken()
+	return cur != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(cur)) == 1
+}
+
+func (d *Dir) currentToken() string {
+	d.tokMu.Lock()
+	defer d.tokMu.Unlock()
+	if time.Since(d.tokChecked) < tokenRecheck {
+		return d.token
+	}
+	d.tokChecked = time.Now()
+	path := filepath.Join(d.path, TokenFile)
+	info, err := os.Stat(path)
+	if err == nil && d.tokFile != nil && os.SameFile(info, d.tokFile) && info.ModTime().Equal(d.tokFile.ModTime()) &&
+		info.Size() == d.tokFile.Size() && info.Mode() == d.tokFile.Mode() {
+		return d.token
+	}
+	tok, err := readSecret(path, 32)
+	if err != nil {
+		if d.token != "" {
+			log := d.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Error("keys: the operator token file cannot be read: no operator token is taken until it can", "err", err)
+		}
+		d.token, d.tokFile = "", nil
+		return ""
+	}
+	d.token, d.tokFile = hex.EncodeToString(tok), info
+	return d.token
+}
+
+// ReplaceToken writes a new operator token into the key directory dir,
+// atomically and durably (the old one stops working on a server using dir
+// within a second: CheckToken), and returns the file's path. The token is
+// not returned: it is read from the file, as init's.
+func ReplaceToken(dir string) (string, error) {
+	path := filepath.Join(dir, TokenFile)
+	if _, err := readSecret(path, 32); err != nil {
+		return "", fmt.Errorf("%w (is %s a server's key directory?)", err, dir)
+	}
+	tok := make([]byte, 32)
+	if _, err := rand.Read(tok); err != nil {
+		return "", err
+	}
+	if err := durable.WriteFile(path, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // Keyring returns the current issuer keyring.

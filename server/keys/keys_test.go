@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +88,60 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 	}
 	if _, err := Open(t.TempDir()); !errors.Is(err, ErrMissing) {
 		t.Errorf("empty directory: %v", err)
+	}
+}
+
+// TestReplaceToken: a replaced operator token file is read again by an
+// open Dir (the old token refused, the new one taken), and a file it
+// cannot read lets no operator token in until it can.
+func TestReplaceToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	d, err := Init(dir, InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, TokenFile)
+	read := func() string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	old := read()
+	if !d.CheckToken(old) {
+		t.Fatal("the token init wrote is refused")
+	}
+	if p, err := ReplaceToken(dir); err != nil || p != path {
+		t.Fatalf("ReplaceToken: %q, %v", p, err)
+	}
+	fresh := read()
+	recheck := func() { d.tokMu.Lock(); d.tokChecked = time.Time{}; d.tokMu.Unlock() }
+	recheck()
+	if d.CheckToken(old) || !d.CheckToken(fresh) || fresh == old {
+		t.Errorf("after ReplaceToken: old taken %v, new taken %v", d.CheckToken(old), d.CheckToken(fresh))
+	}
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("the new token file: %v, %v", info, err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recheck()
+	if d.CheckToken(fresh) {
+		t.Error("a token file readable by others is taken")
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recheck()
+	if !d.CheckToken(fresh) {
+		t.Error("the token file made private again is not taken")
+	}
+	if d.CheckToken("") {
+		t.Error("an empty token is taken")
+	}
+	if _, err := ReplaceToken(t.TempDir()); err == nil {
+		t.Error("ReplaceToken in a directory without a token file made one")
 	}
 }

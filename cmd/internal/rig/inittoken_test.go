@@ -1,0 +1,99 @@
+package rig
+
+import (
+	"errors"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farego/farego/cmd/internal/cli"
+)
+
+// TestRevokeInitToken: the operator token file init wrote (the one the
+// README hands to technicians for provisioning) is revoked with token
+// revoke init: the running server refuses the old token within seconds
+// and takes the new one from the file, the console session signed in with
+// the old one ends, token list names it, and the audit trail has it. It
+// could not be revoked at all ("not found: token init").
+func TestRevokeInitToken(t *testing.T) {
+	r, ctx := newRig(t)
+	old := r.Token
+	base := "http://" + r.HTTP
+	must(t, r.API(ctx, "GET", "/v1/devices", nil, nil))
+
+	// A console session signed in with the old token.
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/console/signin", strings.NewReader(url.Values{"token": {old}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := c.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("console sign-in: %d", resp.StatusCode)
+	}
+	console := func() int {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/console/fleet", nil)
+		resp, err := c.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := console(); code != http.StatusOK {
+		t.Fatalf("the console signed in: %d", code)
+	}
+
+	args := append([]string{"token", "revoke", "--data", r.DataDir()}, r.dbArgs()...)
+	out, err := r.command(ctx, "farego-settlement", append(args, "init")...)
+	must(t, err)
+	if !strings.Contains(out, "token init revoked") || !strings.Contains(out, "1 console sessions") || strings.Contains(out, old) {
+		t.Errorf("token revoke init said: %q", out)
+	}
+	b, err := os.ReadFile(filepath.Join(r.DataDir(), "keys", "operator.token"))
+	must(t, err)
+	fresh := strings.TrimSpace(string(b))
+	if fresh == old || len(fresh) != 64 || strings.Contains(out, fresh) {
+		t.Fatalf("the token file after revoke init: %d hex digits, the old one: %v, printed: %v", len(fresh), fresh == old, strings.Contains(out, fresh))
+	}
+	if info, err := os.Stat(filepath.Join(r.DataDir(), "keys", "operator.token")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("the new token file: %v, %v", info.Mode(), err)
+	}
+	must(t, WaitFor(ctx, 30*time.Second, "the old operator token refused", func() bool {
+		var he *cli.APIError
+		err := cli.CallJSON(ctx, "GET", base+"/v1/devices", old, nil, nil)
+		return errors.As(err, &he) && he.Status == http.StatusForbidden
+	}))
+	if err := cli.CallJSON(ctx, "GET", base+"/v1/devices", fresh, nil, nil); err != nil {
+		t.Errorf("the new operator token: %v", err)
+	}
+	if code := console(); code == http.StatusOK {
+		t.Errorf("the console session of the old token still opens pages (%d)", code)
+	}
+	r.Token = fresh
+	list, err := r.command(ctx, "farego-settlement", append([]string{"token", "list", "--data", r.DataDir()}, r.dbArgs()...)...)
+	must(t, err)
+	if !strings.Contains(list, "init") || !strings.Contains(list, "operator.token") {
+		t.Errorf("token list does not name init:\n%s", list)
+	}
+	var audit struct {
+		Entries []struct {
+			Action string `json:"action"`
+			Target string `json:"target"`
+		} `json:"entries"`
+	}
+	must(t, r.API(ctx, "GET", "/v1/audit", nil, &audit))
+	found := false
+	for _, e := range audit.Entries {
+		found = found || (e.Action == "revoke_token" && e.Target == "init")
+	}
+	if !found {
+		t.Errorf("the audit trail has no revoke_token of init: %+v", audit.Entries)
+	}
+	verifyClean(t, ctx, r)
+}
