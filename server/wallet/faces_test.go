@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
@@ -193,4 +194,48 @@ func TestWalletNewCodeAfterShopRefusals(t *testing.T) {
 	wallettest.WaitFor(t, b, 30*time.Second, "another code, the note gone",
 		`(async () => (await import("./app.js")).debugState().code?.text !== `+wallettest.JS(text)+
 			` && document.getElementById("code-note").hidden)()`)
+}
+
+// A rider on a keyboard (or a screen reader) creates an account with the
+// keys alone and presses "I've written it down", or signs in with Enter:
+// the button pressed went away with its screen and the focus fell to the
+// page's start, so the next Tab began again at the top and a screen
+// reader said nothing of the screen that opened. The focus goes to the
+// code (the balance when there is no code).
+func TestWalletKeyboardFocusFollowsTheScreen(t *testing.T) {
+	url, _ := serveWallet(t)
+	b := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Open(t, b, url+"/wallet/")
+	focused := `(e => e.id || e.tagName)(document.activeElement)`
+	// The main screen shown and the focus somewhere in it (the page's
+	// body, where it fell, is not).
+	mainFocused := `!document.getElementById("main").hidden && document.getElementById("main").contains(document.activeElement)`
+	// Tab through the fare type and the name to "Create account".
+	for range 3 {
+		wallettest.Do(t, b, chromedp.KeyEvent(kb.Tab))
+	}
+	if got := wallettest.Eval[string](t, b, focused); got != "register" {
+		t.Fatalf("three Tabs reach %s, want the Create account button", got)
+	}
+	wallettest.Do(t, b, chromedp.KeyEvent(kb.Enter))
+	wallettest.WaitFor(t, b, 30*time.Second, "the secret screen", `!document.getElementById("secret").hidden`)
+	if got := wallettest.Eval[string](t, b, focused); got != "secret-heading" {
+		t.Errorf("the secret screen opened with the focus on %s", got)
+	}
+	wallettest.Eval[bool](t, b, `(document.getElementById("secret-done").focus(), true)`)
+	wallettest.Do(t, b, chromedp.KeyEvent(kb.Enter))
+	wallettest.WaitFor(t, b, 30*time.Second, "the account screen", mainFocused)
+	if got := wallettest.Eval[string](t, b, focused); got != "code-heading" && got != "balance-heading" {
+		t.Errorf("after the secret was written down the focus is on %s, want the code or the balance", got)
+	}
+	// Signed in by hand on another phone, with Enter in the secret field.
+	acct := newAccount(t, url)
+	b2 := wallettest.Browser(t, wallettest.Config{})
+	wallettest.Open(t, b2, url+"/wallet/")
+	wallettest.Do(t, b2, chromedp.SetValue(chromedp.ID("signin-account"), fmt.Sprint(acct.ID)),
+		chromedp.SetValue(chromedp.ID("signin-secret"), acct.Secret), chromedp.Focus(chromedp.ID("signin-secret")), chromedp.KeyEvent(kb.Enter))
+	wallettest.WaitFor(t, b2, 30*time.Second, "the account screen", mainFocused)
+	if got := wallettest.Eval[string](t, b2, focused); got != "code-heading" && got != "balance-heading" {
+		t.Errorf("after signing in the focus is on %s, want the code or the balance", got)
+	}
 }

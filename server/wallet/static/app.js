@@ -754,7 +754,12 @@ function startPolling() {
 
 // ---- the flows ------------------------------------------------------------
 
-async function enterMain() {
+// enterMain shows the wallet's main screen. byHand: the rider got there
+// with a button (signed in, or wrote the new secret down), which the
+// screen it was on took away with it: the keyboard's focus, and a screen
+// reader, are taken to the code (or the balance, with no code), not left
+// on the page's start.
+async function enterMain(byHand) {
   show("main");
   showError(null);
   renderWho();
@@ -768,6 +773,10 @@ async function enterMain() {
     renderView(null);
   }
   await showCode();
+  if (byHand) {
+    const heading = [$("code-heading"), $("balance-heading")].find((h) => h.offsetParent);
+    if (heading) heading.focus();
+  }
   schedule();
   startPolling();
   keepAwake();
@@ -831,7 +840,7 @@ async function signIn(ev) {
     await store.put("secretKept", true);
     await store.put("view", { account: a, at: clock.now() });
     $("signin-secret").value = "";
-    await enterMain();
+    await enterMain(true);
   } catch (e) {
     showError(e);
   } finally {
@@ -1027,7 +1036,7 @@ async function init() {
   });
   $("secret-done").addEventListener("click", async () => {
     await store.put("secretKept", true);
-    await enterMain();
+    await enterMain(true);
   });
   $("new-code").addEventListener("click", () => showCode());
   // The balance too: a rider who taps "Get a pass" after a top-up
