@@ -1025,9 +1025,9 @@ func TestAccountShowsRefund(t *testing.T) {
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
 	_, body := b.get(fmt.Sprintf("/console/accounts/%d", acct))
-	if !strings.Contains(body, `<td>refund</td><td class="num">1.20</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1, refund r-1</td><td class="num">8.20</td>`) ||
-		!strings.Contains(body, `<td>payment</td><td class="num">-3.00</td><td>payment 1: &lt;b&gt;Café/1 ? order o-1</td><td class="num">7.00</td>`) ||
-		!strings.Contains(body, `<td>topup</td><td class="num">10.00</td><td>top-up t-`) {
+	if !strings.Contains(body, `<td data-label="Kind">refund</td><td class="num" data-label="Amount">1.20</td><td class="wide detail">payment 1: &lt;b&gt;Café/1 ? order o-1, refund r-1</td><td class="num" data-label="Balance after">8.20</td>`) ||
+		!strings.Contains(body, `<td data-label="Kind">payment</td><td class="num" data-label="Amount">-3.00</td><td class="wide detail">payment 1: &lt;b&gt;Café/1 ? order o-1</td><td class="num" data-label="Balance after">7.00</td>`) ||
+		!strings.Contains(body, `<td data-label="Kind">topup</td><td class="num" data-label="Amount">10.00</td><td class="wide detail">top-up t-`) {
 		t.Errorf("the account page does not show the payment and its refund:\n%s", body)
 	}
 	if !strings.Contains(body, `data-action="refund"`) {
@@ -1168,7 +1168,7 @@ func TestAccountPostingsPaged(t *testing.T) {
 	}
 	b := f.browser()
 	b.signIn(f.opToken)
-	row := regexp.MustCompile(`<tr><td class="num">(\d+)</td><td>[^<]*</td><td>topup</td><td class="num">([0-9.]+)</td><td>top-up [^<]*</td><td class="num">([0-9.]+)</td>`)
+	row := regexp.MustCompile(`<tr><td class="num head" data-label="#">(\d+)</td><td class="end">[^<]*</td><td data-label="Kind">topup</td><td class="num" data-label="Amount">([0-9.]+)</td><td class="wide detail">top-up [^<]*</td><td class="num" data-label="Balance after">([0-9.]+)</td>`)
 	link := regexp.MustCompile(`<a href="([^"]+)" id="older-postings">`)
 	page := fmt.Sprintf("/console/accounts/%d", acct)
 	var seqs []int
@@ -1465,6 +1465,21 @@ func TestPlural(t *testing.T) {
 // them as local hours).
 func TestMoneyChartsSayUTC(t *testing.T) {
 	f := newFixture(t)
+	// A tap settled: a ledger without one draws no chart, and says so.
+	f.device("bus-1")
+	acct := f.account(1000)
+	seed := sha256.Sum256([]byte(fmt.Sprint("rider", acct)))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	now := time.Now()
+	key := paycode.ID{Account: acct, Serial: 1, Time: uint32(now.Unix()), Counter: 1}.Key()
+	if _, err := f.store.CommitTaps(context.Background(), []ledger.Tap{{ID: ledger.TapID("bus-1", "e1", 1), DeviceID: "bus-1", Seq: 1, Epoch: "e1", Time: now,
+		Account: acct, Serial: 1, RiderKey: pub, CodeKey: key, CodeHash: "0123456789ab",
+		BaseFare: 250, Currency: "EUR", FareVersion: 1, Route: "42", Vehicle: "v7", Record: []byte("record")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.RefreshSummaries(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	b := f.browser()
 	b.signIn(f.token(ledger.RoleAuditor))
 	code, body := b.get("/console/money")

@@ -102,7 +102,7 @@ func TestAccountCredentialsPaged(t *testing.T) {
 	}
 	b := f.browser()
 	b.signIn(f.opToken)
-	rowRE := regexp.MustCompile(`<tr data-serial="(\d+)"><td class="num">`)
+	rowRE := regexp.MustCompile(`<tr data-serial="(\d+)"><td class="num head" data-label="Serial">`)
 	page := fmt.Sprintf("/console/accounts/%d", a.ID)
 	_, body := b.get(page)
 	rows := rowRE.FindAllStringSubmatch(body, -1)
