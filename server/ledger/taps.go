@@ -987,8 +987,9 @@ const MaxForgivenReuses = 2
 
 // innocent reports whether a code's reuse looks like an honest rider's: a
 // single reuse, on another device and another vehicle than the use that
-// keeps the code, within ReuseWindow of it (one code shown on two buses of
-// a quick transfer), and at most MaxForgivenReuses forgiven on the
+// keeps the code (a shop's online payment is neither), within ReuseWindow
+// of it (one code shown on two buses of a quick transfer, or on a bus and
+// at a shop's till), and at most MaxForgivenReuses forgiven on the
 // account's service day (forgiven counts those this commit forgave
 // already; again: the reuse was stored as forgiven before, and is counted
 // among the stored ones for the other codes). Two doors of one bus are no
@@ -1002,7 +1003,11 @@ func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuse
 	if d < 0 {
 		d = -d
 	}
-	if l.device == keeper.device || keeper.tapID == "" || d > t.s.reuseWindow ||
+	// A shop's online payment keeps its code too (keeper.tapID ""): the
+	// same code shown to an offline validator and at a till within the
+	// window (the wallet shows one code a minute and cannot know a bus
+	// took it) is judged as a quick transfer, not as sharing.
+	if l.device == keeper.device || d > t.s.reuseWindow ||
 		(l.vehicle != "" && l.vehicle == keeper.vehicle) {
 		return false, nil
 	}
