@@ -122,10 +122,34 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fmt.Fprintf(stdout, "the restored ledger's newest top-up was made %s, its newest shop payment %s, its newest refund %s: those made since are lost.\n"+
-		"  Enter again, with their references, the top-ups the payment provider's records show after it. Shop payments and refunds since\n"+
+		"  Enter again, with their references, the top-ups the payment provider's records show after it. Shop payments since\n"+
 		"  cannot be entered again (a payment needs the rider's code, expired by now): settle them with each shop from its records\n"+
-		"  (the merchant settlement report does not hold them). API tokens created since are lost too: create them again.\n",
+		"  (the merchant settlement report does not hold them). A refund since of a payment the restored ledger holds is owed\n"+
+		"  to the rider and can be sent again: the shop's till sends it again with its refund_id (or the operator, from the shop's\n"+
+		"  records: POST /v1/payments/MERCHANT/ORDER/refunds); one of a payment lost too is settled with the shop.\n"+
+		"  API tokens created since are lost too: create them again.\n",
 		orNone(topup), orNone(payment), orNone(refund))
+	// A fare voided since the backup is charged again by the replay
+	// below (a restore drill: the voided tap replayed, charged, nothing
+	// said): name when the restored ledger's newest void was made, and
+	// where the lost ones are named.
+	voided, err := st.LastAudited(ctx, "void_tap")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "the restored ledger's newest void of a fare was made %s: fares voided since are lost, and the replay charges their\n"+
+		"  taps again: void them again once replayed (POST /v1/taps/void, the console's Void…); the settlement servers' logs name\n"+
+		"  each, \"tap voided by an operator\" with its tap.\n", orNone(voided))
+	// So are the other changes since, which only the audit trail
+	// recorded (the restored one): say from when.
+	audited, err := st.LastAudited(ctx, "")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "the restored ledger's audit trail ends %s: what was changed since is lost with it; do again the reduced fares\n"+
+		"  confirmed, credit lines and payment limits set, secrets replaced and deny entries made since (a rider's own payment\n"+
+		"  limit or secret change is in no audit entry: the rider sets it again).\n",
+		orNone(audited))
 	// API tokens revoked since the backup are in force again (a leaked
 	// payments token tops up any account): name those in force, to be
 	// checked against the revocations made since.
@@ -155,7 +179,7 @@ next: revoke again the validators revoked since the backup (farego-settlement de
   (it reaches the validators online now: ask again, GET /v1/devices, for each one offline then
   once it is back online, or the taps it sent after the backup stay out of the ledger);
   and do again what else was done since the backup: register the validators registered since, deny
-  again, enter the top-ups again (see the README's restore procedure)
+  again, enter the top-ups again, send the refunds again, void the fares again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)
 	return nil
 }

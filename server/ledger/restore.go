@@ -224,3 +224,26 @@ func (s *Store) LastMoneyMoved(ctx context.Context) (topup, payment, refund time
 	}
 	return at(t), at(p), at(r), nil
 }
+
+// LastAudited returns when the ledger's newest audit entry of action
+// was made, or, with action "", its newest entry but a restore's own
+// (the zero time where it holds none). After a restore, what was done
+// since the backup is lost with it: a void of a fare (action
+// "void_tap"), whose tap a replay charges again, and the operator's and
+// riders' other changes (confirmed profiles, credit lines, payment
+// limits, deny entries): the operator does them again.
+func (s *Store) LastAudited(ctx context.Context, action string) (time.Time, error) {
+	q := `SELECT MAX(at_ns) FROM audit_log WHERE action = $1`
+	args := []any{action}
+	if action == "" {
+		q, args = `SELECT MAX(at_ns) FROM audit_log WHERE action NOT IN ('restored', 'fare_table_restored')`, nil
+	}
+	var n sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return time.Time{}, fmt.Errorf("ledger: read the newest audit entry: %w", err)
+	}
+	if !n.Valid {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, n.Int64), nil
+}
