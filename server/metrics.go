@@ -75,6 +75,11 @@ func (s *Server) registerMetrics() {
 		s.reg.GaugeFunc("farego_broker_shed_total", "Messages the broker dropped because a client held too much.", func() float64 { return float64(s.broker.Stats().Shed) })
 		s.reg.GaugeFunc("farego_broker_server_held_bytes", "Payload bytes the broker holds for the settlement server's clients.", func() float64 { return float64(s.broker.Stats().ServerHeld) })
 		s.reg.GaugeFunc("farego_broker_queued_bytes", "Bytes the broker has queued for writing to its connections.", func() float64 { return float64(s.broker.Stats().Queued) })
+		if end := s.broker.TLSNotAfter(); !end.IsZero() {
+			// For an alert well before the day every device on TLS is refused.
+			s.reg.GaugeFunc("farego_broker_tls_cert_expiry_timestamp_seconds", "When the embedded broker's TLS certificate ends (Unix seconds): devices connecting over TLS are refused from then on.",
+				func() float64 { return float64(end.Unix()) })
+		}
 		s.reg.GaugeFunc("farego_broker_stalled_total", "Clients disconnected for not reading (WriteTimeout, or too many bytes queued).", func() float64 { return float64(s.broker.Stats().Stalled) })
 	}
 	// This instance's own links to the broker (1 connected, 0 not): with

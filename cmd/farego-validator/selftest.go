@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,8 @@ OK, WARN or FAIL, why, and what to do. Exits 1 if a check failed.
              deny list: held and as new as the broker's
   queue      the queue file opens and passes its consistency check
   disk       room to spare for the queue on data_dir's file system
+  cert       the device's TLS client certificate (mqtt.cert_file) is in
+             its dates, and not within 90 days of its end
   broker     a connection with this device's credentials works
 
 With the validator running (its control socket answers), the queue,
@@ -143,7 +146,76 @@ func (s *selftest) run(ctx context.Context) {
 	s.checkQueue()
 	s.checkDocuments()
 	s.checkDisk()
+	s.checkClientCert()
 	s.checkBroker(ctx)
+}
+
+// certWarnBefore is how long before its end the device's TLS client
+// certificate is warned about: provisioning again takes a visit.
+const certWarnBefore = 90 * 24 * time.Hour
+
+// checkClientCert checks the dates of the device's TLS client certificate
+// (mqtt.cert_file): once it has ended the broker refuses the device, which
+// then keeps its taps, and nothing else says why before that day.
+func (s *selftest) checkClientCert() {
+	m := s.cfg.MQTT
+	if m.Broker == "" || m.CertFile == "" {
+		return
+	}
+	path := s.cfg.path(m.CertFile)
+	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s cannot be read: %v", path, err),
+			"put the device's bundle back or fix the file's owner and mode (the validator's user reads it)")
+		return
+	}
+	cert, err := firstCertificate(b)
+	if err != nil {
+		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s: %v", path, err), again)
+		return
+	}
+	dates := fmt.Sprintf("valid %s to %s", cert.NotBefore.UTC().Format(time.DateOnly), cert.NotAfter.UTC().Format(time.DateOnly))
+	switch left := cert.NotAfter.Sub(s.now); {
+	case left < 0:
+		s.add(levelFail, "cert", fmt.Sprintf("the device's TLS certificate %s has expired (%s): the broker refuses the device, its taps stay on it", path, dates), again)
+	case s.now.Before(cert.NotBefore):
+		s.add(levelFail, "cert", fmt.Sprintf("the device's TLS certificate %s is not valid yet (%s) by this device's clock, %s", path, dates, s.now.UTC().Format(time.RFC3339)),
+			"set the device's clock (NTP); if it is right, the machine that provisioned the device had a clock ahead: provision it again")
+	case left < certWarnBefore:
+		s.add(levelWarn, "cert", fmt.Sprintf("the device's TLS certificate %s ends in %d days (%s): from then on the broker refuses the device", path, int(left.Hours()/24), dates), again+" before then")
+	default:
+		s.add(levelOK, "cert", fmt.Sprintf("the device's TLS certificate: %s", dates), "")
+	}
+}
+
+// firstCertificate parses the first PEM certificate of b.
+func firstCertificate(b []byte) (*x509.Certificate, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM certificate in it")
+		}
+		if blk.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(blk.Bytes)
+		}
+	}
+}
+
+// clientCertRefused is the advice for a TLS alert from the broker about
+// the device's own certificate ("remote error: tls: expired certificate"):
+// the broker, not the device, refuses it. "" for other errors.
+func clientCertRefused(e string) string {
+	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
+	switch {
+	case strings.Contains(e, "remote error: tls: expired certificate"):
+		return "the broker refuses this device's TLS certificate (mqtt.cert_file) as expired (see the cert line; if it is not, the broker's clock is wrong): " + again
+	case strings.Contains(e, "remote error: tls: unknown certificate authority"), strings.Contains(e, "remote error: tls: bad certificate"),
+		strings.Contains(e, "remote error: tls: certificate required"):
+		return "the broker refuses this device's TLS certificate (mqtt.cert_file): it is another fleet's, missing, or the broker's --client-ca is not the fleet CA: " + again
+	}
+	return ""
 }
 
 func (s *selftest) checkClock(ctx context.Context) {
@@ -625,6 +697,9 @@ func (s *selftest) checkBroker(ctx context.Context) {
 func brokerAdvice(err error, caFile string) string {
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
+	if do := clientCertRefused(err.Error()); do != "" {
+		return do
+	}
 	switch {
 	case errors.As(err, &host):
 		return "the broker's certificate does not name the host in mqtt.broker: issue it for that name (farego-provision broker-cert --host) or use a name it has"
@@ -641,6 +716,9 @@ func brokerAdvice(err error, caFile string) string {
 // runningBrokerAdvice is what to do about the running validator's uplink
 // error, which comes as text over the control socket.
 func runningBrokerAdvice(e string) string {
+	if do := clientCertRefused(e); do != "" {
+		return do
+	}
 	switch {
 	case strings.Contains(e, "not Authorized") || strings.Contains(e, "bad user name or password"):
 		return "the broker refuses this device's credentials: it was provisioned again (farego-provision device --force: " +

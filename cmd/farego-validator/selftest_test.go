@@ -411,3 +411,35 @@ func TestSelftestScannerNotASerialPort(t *testing.T) {
 		wantCheck(t, lines, "scanner", "FAIL", "is not a serial port")
 	}
 }
+
+// TestSelftestDeviceCertificate: the device's TLS client certificate
+// (mqtt.cert_file) has its own line: expired, the broker refuses the
+// device ("remote error: tls: expired certificate"), and the broker line
+// says to provision it again (it sent the technician to the broker's
+// certificate and the device's clock); within 90 days of its end it warns.
+func TestSelftestDeviceCertificate(t *testing.T) {
+	pki := brokertest.NewPKI(t, "")
+	d := newSelftestDeviceOn(t, &brokertest.Options{TLS: pki.ServerTLS(t), Users: map[string]string{"bus-7-front": "s3cret"}})
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	use := func(certFile, keyFile string) {
+		must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), "[mqtt]\n",
+			fmt.Sprintf("[mqtt]\nca_file = %q\ncert_file = %q\nkey_file = %q\n", pki.CAFile, certFile, keyFile), 1)), 0o644))
+	}
+	now := time.Now()
+	use(pki.ClientCertDated(t, "bus-7-front", now.AddDate(-5, 0, 0), now.Add(-time.Hour)))
+	lines, report, code := d.selftest()
+	t.Logf("expired:\n%s", report)
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1", code)
+	}
+	wantCheck(t, lines, "cert", "FAIL", "has expired")
+	wantCheck(t, lines, "broker", "FAIL", "expired certificate")
+	wantCheck(t, lines, "broker", "FAIL", "farego-provision device --force")
+
+	use(pki.ClientCertDated(t, "bus-7-front", now.Add(-time.Hour), now.Add(10*24*time.Hour)))
+	lines, report, _ = d.selftest()
+	t.Logf("ending:\n%s", report)
+	wantCheck(t, lines, "cert", "WARN", "ends in 9 days")
+	wantCheck(t, lines, "broker", "OK", "connected")
+}

@@ -149,6 +149,7 @@ func (b *Broker) Start() error {
 		attrs = append(attrs, "tls_addr", b.tls.Address())
 	}
 	b.log.Info("broker: listening", attrs...)
+	b.watchCertificate(b.hook.lim.stop)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -142,6 +143,10 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				l.release()
 			}()
 			if err := cc.readFirst(); err != nil {
+				if cert, why := refusedClientCert(err); cert != nil {
+					l.certRefused(remote, cert, why)
+					return
+				}
 				l.log.Debug("broker: client connection ended before its CONNECT", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
 				return
 			}
@@ -150,6 +155,34 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			}
 		}()
 	}
+}
+
+// certRefused logs a client certificate the TLS handshake refused, at most
+// once a minute per certificate name (a device retries every few seconds
+// for as long as it runs): a device whose certificate expired, or made by
+// another fleet's CA, is otherwise only "offline" on the server, and the
+// device alone says why.
+func (l *listener) certRefused(remote string, cert *x509.Certificate, why error) {
+	name := cert.Subject.CommonName
+	ok, n := l.limit.Allow("client-cert:" + name)
+	if !ok {
+		return
+	}
+	msg := "a client certificate was refused"
+	fix := "provision the device again (farego-provision device --force, same flags) and install its new bundle"
+	now := time.Now()
+	if l.tls.Time != nil {
+		now = l.tls.Time()
+	}
+	if now.After(cert.NotAfter) {
+		msg = "a client certificate has expired: the device cannot connect"
+	} else if now.Before(cert.NotBefore) {
+		msg = "a client certificate is not valid yet: the device cannot connect"
+		fix = "check this server's clock; else " + fix
+	}
+	l.log.Warn(msg, "identity", name, "remote", remote,
+		"not_before", cert.NotBefore.UTC().Format(time.RFC3339), "not_after", cert.NotAfter.UTC().Format(time.RFC3339),
+		"err", why, "fix", fix, "suppressed", n)
 }
 
 // release gives back a connection's place under maxConns.

@@ -127,15 +127,28 @@ func (p *PKI) ServerTLS(tb testing.TB) *tls.Config {
 	}
 }
 
+// ClientCertDated returns the files of a new client certificate with
+// common name cn valid from notBefore to notAfter (an expired device
+// certificate, one about to end).
+func (p *PKI) ClientCertDated(tb testing.TB, cn string, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	tb.Helper()
+	return p.issueDated(tb, "client-"+cn+"-"+serial(tb).String(), cn, false, notBefore, notAfter)
+}
+
 // issue makes a certificate signed by the CA and writes it and its key.
 func (p *PKI) issue(tb testing.TB, name, cn string, server bool) (certFile, keyFile string) {
+	tb.Helper()
+	return p.issueDated(tb, name, cn, server, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+func (p *PKI) issueDated(tb testing.TB, name, cn string, server bool, notBefore, notAfter time.Time) (certFile, keyFile string) {
 	tb.Helper()
 	key := newKey(tb)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(tb),
 		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
