@@ -15,3 +15,9 @@ var ErrRunning = errors.New("scanner: already running")
 // read error, device path gone or now naming another device). It only appears
 // in log lines: the reader reconnects by itself.
 var errDeviceLost = errors.New("scanner: device lost")
+
+// ErrInUse is the reason (wrapped, with the path) a serial scanner cannot
+// be opened while another reader holds it: another validator, or another
+// [[scanner]] of the same one, configured with the same device. The reader
+// retries (logged once) and takes the device when it is free.
+var ErrInUse = errors.New("scanner: in use by another reader (another validator, or another scanner with the same path)")

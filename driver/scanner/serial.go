@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tarm/serial"
+	"golang.org/x/sys/unix"
 
 	"github.com/farego/farego/driver/backoff"
 )
@@ -166,9 +167,53 @@ func NewSerial(cfg Config, log *slog.Logger) (*Serial, error) {
 	return &Serial{cfg: cfg, readTimeout: rt, log: log, framer: framer, openPort: openSerial}, nil
 }
 
-// openSerial opens a real port.
+// openSerial opens a real port, once it holds the device's lock.
 func openSerial(c *serial.Config) (io.ReadCloser, error) {
-	return serial.OpenPort(c)
+	lock, err := lockDevice(c.Name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := serial.OpenPort(c)
+	if err != nil {
+		unix.Close(lock)
+		return nil, err
+	}
+	return &lockedPort{Port: p, lock: lock}, nil
+}
+
+// lockDevice takes an exclusive flock on the device path names (through
+// any symlink: the lock is the device node's) and returns the descriptor
+// that holds it. A tty read by two readers gives each a part of every
+// scan (both refuse them as garbled), and each opening flushes the other's
+// input: a second validator given the same scanner, or a second
+// [[scanner]] of one config with the same path, would break the door for
+// both. The second reader gets ErrInUse instead, without touching the tty,
+// and retries until the first lets go.
+func lockDevice(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return -1, &os.PathError{Op: "open", Path: path, Err: ErrInUse}
+		}
+		return -1, &os.PathError{Op: "lock", Path: path, Err: err}
+	}
+	return fd, nil
+}
+
+// lockedPort is an open port and the descriptor holding its device's lock.
+type lockedPort struct {
+	*serial.Port
+	lock int
+}
+
+func (p *lockedPort) Close() error {
+	err := p.Port.Close()
+	unix.Close(p.lock)
+	return err
 }
 
 // Name returns the scanner's name.
@@ -433,6 +478,10 @@ func (s *Serial) failed(st *link, err error) {
 const notSerialHint = "not a serial port: point [[scanner]] path at the scanner's tty (/dev/ttyACM0, /dev/ttyUSB0 or its udev name); " +
 	"a scanner that types like a USB keyboard is type = \"evdev\" with its /dev/input event device"
 
+// inUseHint is what to do about a scanner another reader holds.
+const inUseHint = "give each validator its own scanners, and each [[scanner]] its own path (look for another validator or [[scanner]] with this path; " +
+	"udev names: one SYMLINK per scanner, by its serial); this reader takes the scanner when the other lets go"
+
 // accessHint is what to do about a device the validator may not open.
 // EPERM on open is the service's device allow-list (the unit's
 // DevicePolicy=closed and DeviceAllow=, a cgroup rule: the file's mode and
@@ -449,6 +498,8 @@ func accessHint(err error) string {
 		return "the validator's user may not open it: group dialout for a serial port, group farego (a udev rule) for an input device"
 	case errors.Is(err, syscall.ENOTTY):
 		return notSerialHint
+	case errors.Is(err, ErrInUse):
+		return inUseHint
 	}
 	return ""
 }

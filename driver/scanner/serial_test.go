@@ -728,3 +728,57 @@ func TestSerialFlappingLogged(t *testing.T) {
 		t.Errorf("the late loss does not count the %d flaps not logged:\n%s", flaps-flapLogBurst, h.logs)
 	}
 }
+
+// TestSerialSecondReaderOfOneDevice: a second reader of the same scanner
+// (another validator, or a second [[scanner]] of one config with the same
+// path, here through a udev-style symlink) does not open it while the
+// first holds it: it logs once that the scanner is in use, and every scan
+// reaches the first whole. Both used to read it, each getting a part of
+// the scans, and each opening flushed the other's input. When the first
+// lets go, the second takes the scanner.
+func TestSerialSecondReaderOfOneDevice(t *testing.T) {
+	p := newPTY(t)
+	link := devLink(t, p.path)
+	cfg := Config{Path: p.path, Framing: Framing{InterCharTimeout: time.Hour}, MaxBackoff: 200 * time.Millisecond}
+
+	first := &harness{frames: make(chan Frame, 100), states: make(chan State, 100), logs: &logBuffer{}}
+	cfg.Name, cfg.OnState = "front", func(s State) { first.states <- s }
+	s, err := NewSerial(cfg, slog.New(slog.NewTextHandler(first.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.s = s
+	ctx, stop := context.WithCancel(context.Background())
+	var runErr error
+	done := make(chan struct{})
+	go func() { runErr = s.Run(ctx, first.frames); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	first.waitState(t, Connected)
+
+	second := startSerial(t, Config{Name: "rear", Path: link, Framing: cfg.Framing, MaxBackoff: 200 * time.Millisecond})
+	second.waitState(t, Disconnected)
+	if l := second.logs.String(); second.logs.count("scanner unavailable; retrying") != 1 || !strings.Contains(l, "in use by another reader") ||
+		!strings.Contains(l, "each [[scanner]] its own path") {
+		t.Fatalf("the second reader's log does not say the scanner is in use:\n%s", l)
+	}
+	var codes []string
+	for i := range 20 {
+		code := fakeCode(uint64(100 + i))
+		codes = append(codes, code)
+		p.write(t, code[:50])
+		p.write(t, code[50:]+"\r\n")
+	}
+	first.expect(t, codes...)
+
+	stop()
+	if <-done; runErr != nil {
+		t.Fatal(runErr)
+	}
+	second.waitState(t, Connected)
+	code := fakeCode(7)
+	p.write(t, code+"\r\n")
+	second.expect(t, code)
+	if st := second.s.Stats(); st.Frames != 1 {
+		t.Errorf("the second reader read %d frames, want the 1 sent after the first stopped", st.Frames)
+	}
+}
