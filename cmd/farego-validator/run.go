@@ -632,7 +632,13 @@ func buildFeedback(cfg *Config, log *slog.Logger, stdout io.Writer) (feedback.Fe
 		case "never":
 			mode = feedback.ColorNever
 		}
-		out = append(out, feedback.NewConsole(stdout, feedback.ConsoleConfig{Color: mode}))
+		cc := feedback.ConsoleConfig{Color: mode}
+		if isJournal(stdout) {
+			// Each line is a journal entry: a scanner sending garbage
+			// must not flood it (journald then drops the other lines).
+			cc.RepeatEvery = time.Second
+		}
+		out = append(out, feedback.NewConsole(stdout, cc))
 	}
 	if gcfg, ok := gpioConfig(cfg); ok {
 		g, err := feedback.NewGPIO(gcfg, log.With("part", "gpio"))
@@ -875,4 +881,20 @@ func uplinkProblem(s uplink.Stats) string {
 			"not only validator.toml) or the device refuses the server's acks (fleet.pub of another fleet)", s.AckTimeoutsInRow)
 	}
 	return ""
+}
+
+// isJournal reports whether w is the systemd journal's stream: systemd
+// sets $JOURNAL_STREAM to its device and inode ("DEV:INO") for a unit
+// whose standard output goes to the journal.
+func isJournal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	env := os.Getenv("JOURNAL_STREAM")
+	if !ok || env == "" {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return env == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }

@@ -42,6 +42,23 @@ type ConsoleConfig struct {
 	// Now is the clock for the time stamp at the start of each line
 	// (default time.Now).
 	Now func() time.Time
+	// RepeatEvery, if positive, writes a refusal or out-of-service line of
+	// one scanner and reason at most once per RepeatEvery; the next one
+	// written says how many were not ([N more like it not shown]). For a
+	// console that is a log (the journal under systemd): a scanner sending
+	// garbage made a refusal line per frame, 10,000 in a second, past
+	// journald's rate limit, which then dropped the service's other lines
+	// too. Acceptances are each written.
+	RepeatEvery time.Duration
+}
+
+// maxRepeatKeys bounds the refusal kinds a Console remembers (scanners
+// times reasons, both few); past it they are forgotten all at once.
+const maxRepeatKeys = 256
+
+type repeat struct {
+	last time.Time
+	held int
 }
 
 // Console shows each event as one line of text, for a terminal on the
@@ -60,13 +77,15 @@ type Console struct {
 	w     io.Writer
 	color bool
 	now   func() time.Time
+	every time.Duration
+	reps  map[string]*repeat // by scanner and reason, with every > 0
 }
 
 var _ Feedback = (*Console)(nil)
 
 // NewConsole returns a console feedback writing to w (os.Stdout, say).
 func NewConsole(w io.Writer, cfg ConsoleConfig) *Console {
-	c := &Console{w: w, now: cfg.Now}
+	c := &Console{w: w, now: cfg.Now, every: cfg.RepeatEvery, reps: map[string]*repeat{}}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -104,12 +123,53 @@ func (c *Console) Rejected(_ context.Context, r Reject) error {
 	case r.Reason != "":
 		detail += " (" + clean(r.Reason) + ")"
 	}
-	return c.line(r.Scanner, "REJECTED", styleRejected, detail)
+	held, ok := c.allow(r.Scanner + "\x00" + r.Reason + "\x00" + r.Message)
+	if !ok {
+		return nil
+	}
+	return c.line(r.Scanner, "REJECTED", styleRejected, detail+moreLikeIt(held))
 }
 
 // OutOfService implements [Feedback].
 func (c *Console) OutOfService(_ context.Context, msg string) error {
-	return c.line("", "OUT OF SERVICE", styleOutOfService, clean(msg))
+	held, ok := c.allow("\x01" + msg)
+	if !ok {
+		return nil
+	}
+	return c.line("", "OUT OF SERVICE", styleOutOfService, clean(msg)+moreLikeIt(held))
+}
+
+// allow reports whether a line of key is written now (always, without
+// RepeatEvery), and how many of key were held back since the last one.
+func (c *Console) allow(key string) (int, bool) {
+	if c.every <= 0 {
+		return 0, true
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.reps[key]
+	if r == nil {
+		if len(c.reps) >= maxRepeatKeys {
+			clear(c.reps)
+		}
+		c.reps[key] = &repeat{last: now}
+		return 0, true
+	}
+	if now.Sub(r.last) < c.every && !now.Before(r.last) {
+		r.held++
+		return 0, false
+	}
+	held := r.held
+	r.last, r.held = now, 0
+	return held, true
+}
+
+func moreLikeIt(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  [%d more like it not shown]", n)
 }
 
 // line writes one event line.

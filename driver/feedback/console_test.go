@@ -195,3 +195,40 @@ func FuzzParseNumber(f *testing.F) {
 		}
 	})
 }
+
+// TestConsoleRepeatEvery: with RepeatEvery a refusal of one scanner and
+// reason is written once per interval, the next saying how many were not;
+// other reasons, other scanners and acceptances are each written.
+func TestConsoleRepeatEvery(t *testing.T) {
+	var buf bytes.Buffer
+	now := fixedNow()
+	c := NewConsole(&buf, ConsoleConfig{Now: func() time.Time { return now }, RepeatEvery: time.Second})
+	ctx := context.Background()
+	for range 50 {
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(c.Rejected(ctx, Reject{Reason: "malformed", Scanner: "front"}))
+		must(c.Rejected(ctx, Reject{Reason: "malformed", Scanner: "rear"}))
+		must(c.OutOfService(ctx, "clock"))
+	}
+	if err := c.Rejected(ctx, Reject{Reason: "code_expired", Scanner: "front"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Accepted(ctx, Accept{Fare: 250, Currency: "EUR", Scanner: "front"})
+	c.Accepted(ctx, Accept{Fare: 250, Currency: "EUR", Scanner: "front"})
+	now = now.Add(time.Second)
+	c.Rejected(ctx, Reject{Reason: "malformed", Scanner: "front"})
+	want := "08:00:05 [front] REJECTED  malformed\n" +
+		"08:00:05 [rear] REJECTED  malformed\n" +
+		"08:00:05 OUT OF SERVICE  clock\n" +
+		"08:00:05 [front] REJECTED  code_expired\n" +
+		"08:00:05 [front] ACCEPTED  2.50 EUR\n" +
+		"08:00:05 [front] ACCEPTED  2.50 EUR\n" +
+		"08:00:06 [front] REJECTED  malformed  [49 more like it not shown]\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
