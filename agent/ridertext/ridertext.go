@@ -42,7 +42,9 @@ var catalog = map[Language]map[string]string{
 		"duplicate":                "Already paid",
 		"code_used":                "Code used - show a new one",
 		"passback":                 "Already used - please wait",
-		"risk_cap":                 "Limit reached - go online",
+		// The bus has not synced: the rider's phone being online helps
+		// nothing (it said "go online" to riders whose phones were).
+		"risk_cap":                 "Bus offline: ride limit reached",
 		"no_fare":                  "Out of service: fares",
 		"queue_full":               "Out of service",
 		"clock":                    "Out of service: clock",
@@ -68,7 +70,7 @@ var catalog = map[Language]map[string]string{
 		"duplicate":                "已支付",
 		"code_used":                "此码已使用，请刷新",
 		"passback":                 "刚刚已使用，请稍候",
-		"risk_cap":                 "已达离线上限，请联网",
+		"risk_cap":                 "本车离线，乘车次数已达上限",
 		"no_fare":                  "暂停服务：票价",
 		"queue_full":               "暂停服务",
 		"clock":                    "暂停服务：时钟",

@@ -43,6 +43,8 @@ func TestMessage(t *testing.T) {
 		{English, "code_expired", "Code expired - refresh it"},
 		{SimplifiedChinese, "code_expired", "乘车码已过期，请刷新"},
 		{SimplifiedChinese, KeyPaid, "支付成功"},
+		// The bus is offline, not the phone (it said "go online").
+		{English, "risk_cap", "Bus offline: ride limit reached"},
 		{English, "no_such_reason", "Not accepted"},
 		{SimplifiedChinese, "no_such_reason", "未通过"},
 		{Language("fr"), "duplicate", "Already paid"},
