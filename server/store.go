@@ -20,6 +20,7 @@ type store Server
 var (
 	_ ingest.Store          = (*store)(nil)
 	_ ingest.BatchCommitter = (*store)(nil)
+	_ ingest.StatusRecorder = (*store)(nil)
 )
 
 func (st *store) DeviceKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
@@ -297,10 +298,15 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 	if s.cfg.AfterCommit != nil {
 		s.cfg.AfterCommit()
 	}
+	// Every device of the set noted in one transaction: one per device
+	// was a write transaction per batch beside the set's one, the most of
+	// the ledger's transactions while taps travel a few to a batch.
+	synced := make(map[string]uint64, len(spans))
 	for _, sp := range spans {
-		if err := s.ledger.NoteDeviceSync(ctx, sp.b.DeviceID, sp.maxSeq); err != nil {
-			s.log.Warn("noting device sync", "device", sp.b.DeviceID, "err", err)
-		}
+		synced[sp.b.DeviceID] = max(synced[sp.b.DeviceID], sp.maxSeq)
+	}
+	if err := s.ledger.NoteDevicesSync(ctx, synced); err != nil {
+		s.log.Warn("noting device sync", "devices", len(synced), "err", err)
 	}
 	s.pub.Changed(record.DocDenyList) // coalesced; a commit may have moved the deny list
 	return nil
@@ -413,7 +419,21 @@ func ledgerTap(device, epoch string, t *ingest.Tap) ledger.Tap {
 }
 
 func (st *store) Status(ctx context.Context, m *wire.Status) error {
-	s := (*Server)(st)
+	return (*Server)(st).ledger.UpdateDeviceStatus(ctx, m.DeviceID, deviceStatus(m))
+}
+
+// Statuses records several devices' statuses (as Status does each) in one
+// ledger transaction.
+func (st *store) Statuses(ctx context.Context, ms []*wire.Status) error {
+	us := make([]ledger.DeviceStatusUpdate, len(ms))
+	for i, m := range ms {
+		us[i] = ledger.DeviceStatusUpdate{ID: m.DeviceID, Status: deviceStatus(m)}
+	}
+	return (*Server)(st).ledger.UpdateDevicesStatus(ctx, us)
+}
+
+// deviceStatus is a device's status message as the ledger records it.
+func deviceStatus(m *wire.Status) ledger.DeviceStatus {
 	ds := ledger.DeviceStatus{Online: m.Online, QueueDepth: m.QueueDepth, LastSeen: m.Time, Written: m.Time, Software: m.Software,
 		Epoch: m.Epoch, OutOfService: m.OutOfService, Versions: m.Versions}
 	// Not for an offline status: its time says when it was written (a last
@@ -438,7 +458,7 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 		ds.Update = ledger.DeviceUpdate{Pending: u.Pending, Failed: u.Failed, FailedReason: record.Printable(u.FailedReason, ledger.MaxUpdateReason),
 			FailedAt: u.FailedAt}
 	}
-	return s.ledger.UpdateDeviceStatus(ctx, m.DeviceID, ds)
+	return ds
 }
 
 // observeLag records the settlement lag (now minus tap time) of the taps a

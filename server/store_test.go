@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -463,4 +464,107 @@ func shiftedLedger(t *testing.T, dsn string) (*ledger.Store, *atomic.Int64) {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l, shift
+}
+
+// A coalesced commit of many devices' batches costs the ledger the same
+// few write transactions whatever the number of devices: the taps in one,
+// every device's last committed sequence number in one more. Each device
+// was noted in a transaction of its own, the most of the ledger's writes
+// while taps travel a few to a batch (300 validators at 0.5 taps/s on
+// SQLite: 2,928 of them beside 332 for the taps). An unregistered device in
+// the set does not keep the others from being noted. On SQLite and, with
+// FAREGO_TEST_POSTGRES, PostgreSQL.
+func TestCoalescedCommitWriteTransactions(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			dsn := "sqlite:" + filepath.Join(t.TempDir(), "ledger.db")
+			if backend == "postgres" {
+				dsn = ledgertest.PostgresSchema(t)
+			}
+			testCoalescedCommitWriteTransactions(t, dsn)
+		})
+	}
+}
+
+func testCoalescedCommitWriteTransactions(t *testing.T, dsn string) {
+	const devices, perBatch = 20, 3
+	ctx := context.Background()
+	l, _ := shiftedLedger(t, dsn)
+	now := time.Now()
+	st, _, _, rider := riderFixture(t, l, now) // registers bus-1
+	for d := 2; d <= devices; d++ {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		if err := l.RegisterDevice(ctx, ledger.DeviceRegistration{ID: fmt.Sprintf("bus-%d", d), PublicKey: pub, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var bs []*ingest.Batch
+	for d := 1; d <= devices+1; d++ { // bus-21 is not registered
+		b := &ingest.Batch{DeviceID: fmt.Sprintf("bus-%d", d), Epoch: "e"}
+		for seq := uint64(1); seq <= perBatch; seq++ {
+			at := now.Add(-time.Duration(d*perBatch+int(seq)) * time.Second)
+			code, err := paycode.ParseText(rider.Code(t, at))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &record.Tap{DeviceID: b.DeviceID, Epoch: "e", Seq: seq, Time: at, Route: "1", Account: code.Account,
+				Serial: code.Serial, Profile: paycode.Adult, Fare: 250, Currency: "EUR", FareVersion: 1}
+			b.Taps = append(b.Taps, ingest.Tap{Seq: seq, ID: rec.ID(), Record: []byte("record"), Tap: rec, Code: code,
+				CodeHash: paycode.ShortHash(paycode.EncodeText(rec.Code))})
+		}
+		bs = append(bs, b)
+	}
+	before := l.WriteTransactions()
+	if err := st.CommitBatches(ctx, bs); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.WriteTransactions() - before; n > 2 {
+		t.Errorf("%d write transactions for %d devices' batches of %d taps in one coalesced commit; want 2 (the taps, the devices' sync)",
+			n, len(bs), perBatch)
+	}
+	if n, err := l.TapCount(ctx); err != nil || n != (devices+1)*perBatch {
+		t.Fatalf("%d taps stored, %v; want %d", n, err, (devices+1)*perBatch)
+	}
+	for d := 1; d <= devices; d++ {
+		dev, err := l.Device(ctx, fmt.Sprintf("bus-%d", d))
+		if err != nil || dev.LastSeq != perBatch {
+			t.Errorf("bus-%d: last synced seq %d, %v; want %d", d, dev.LastSeq, err, perBatch)
+		}
+	}
+
+	// Their statuses (each sent as an ack empties its queue) in one
+	// transaction too.
+	var sts []*wire.Status
+	for d := 1; d <= devices; d++ {
+		sts = append(sts, &wire.Status{DeviceID: fmt.Sprintf("bus-%d", d), Online: true, Time: time.Now(), QueueDepth: d, Epoch: "e"})
+	}
+	before = l.WriteTransactions()
+	if err := st.Statuses(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.WriteTransactions() - before; n != 1 {
+		t.Errorf("%d write transactions for %d devices' statuses recorded together; want 1", n, len(sts))
+	}
+	for d := 1; d <= devices; d++ {
+		dev, err := l.Device(ctx, fmt.Sprintf("bus-%d", d))
+		if err != nil || !dev.Status.Online || dev.Status.QueueDepth != d {
+			t.Errorf("bus-%d: status %+v, %v; want online, queue depth %d", d, dev.Status, err, d)
+		}
+	}
+	// One of an unregistered device fails the call and records nothing
+	// (the ingest then records each alone).
+	ghost := &wire.Status{DeviceID: fmt.Sprintf("bus-%d", devices+1), Online: true, Time: time.Now()}
+	again := []*wire.Status{{DeviceID: "bus-1", Online: true, Time: time.Now(), QueueDepth: 77, Epoch: "e"}, ghost}
+	if err := st.Statuses(ctx, again); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("statuses with an unregistered device's: %v, want ErrNotFound", err)
+	}
+	// Nor does a call naming one device twice (refused: its history keeps
+	// one event per transaction time).
+	twice := []*wire.Status{again[0], {DeviceID: "bus-1", Online: false, Time: time.Now()}}
+	if err := st.Statuses(ctx, twice); !errors.Is(err, ledger.ErrInvalid) {
+		t.Errorf("statuses naming bus-1 twice: %v, want ErrInvalid", err)
+	}
+	if dev, err := l.Device(ctx, "bus-1"); err != nil || dev.Status.QueueDepth != 1 || !dev.Status.Online {
+		t.Errorf("bus-1 after failed calls: %+v, %v; want online, queue depth 1 (unchanged)", dev.Status, err)
+	}
 }

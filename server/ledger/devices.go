@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -244,104 +247,172 @@ func (s *Store) Devices(ctx context.Context) ([]Device, error) {
 // a last will written at connect time, only marks the device offline).
 // ErrNotFound for an unregistered device.
 func (s *Store) UpdateDeviceStatus(ctx context.Context, id string, st DeviceStatus) error {
+	u, err := checkDeviceStatus(id, st)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, "update device status", func(t *txn) error { return t.updateDeviceStatus(u) })
+}
+
+// DeviceStatusUpdate is one device's status, for UpdateDevicesStatus.
+type DeviceStatusUpdate struct {
+	ID     string
+	Status DeviceStatus
+}
+
+// UpdateDevicesStatus records several devices' statuses, each as
+// UpdateDeviceStatus does, in one write transaction: the ingest's workers
+// take many devices' messages at once, and a validator reports its status
+// each time an ack empties its queue, about once a tap while riders tap,
+// so one transaction per status was as many write transactions as taps.
+// Any status that UpdateDeviceStatus would refuse, a device named twice
+// (its status history keeps one event per transaction time), or an
+// unregistered device (ErrNotFound) fails the whole call and records
+// nothing: the caller may then record them one by one.
+func (s *Store) UpdateDevicesStatus(ctx context.Context, us []DeviceStatusUpdate) error {
+	checked := make([]statusUpdate, len(us))
+	for i, u := range us {
+		c, err := checkDeviceStatus(u.ID, u.Status)
+		if err != nil {
+			return err
+		}
+		checked[i] = c
+	}
+	if len(checked) == 0 {
+		return nil
+	}
+	// In id order, so that instances sharing a PostgreSQL database take
+	// the rows in one order.
+	slices.SortFunc(checked, func(a, b statusUpdate) int { return strings.Compare(a.id, b.id) })
+	for i := 1; i < len(checked); i++ {
+		if checked[i].id == checked[i-1].id {
+			return invalid("device %q twice in one call", checked[i].id)
+		}
+	}
+	return s.write(ctx, "update device status", func(t *txn) error {
+		for _, c := range checked {
+			if err := t.updateDeviceStatus(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// statusUpdate is a device status checked for the ledger, with its
+// columns' values.
+type statusUpdate struct {
+	id                      string
+	st                      DeviceStatus
+	versions                string
+	failedAt, seen, written int64
+}
+
+// checkDeviceStatus checks a device status (see UpdateDeviceStatus).
+func checkDeviceStatus(id string, st DeviceStatus) (statusUpdate, error) {
 	if err := validDeviceID(id); err != nil {
-		return invalid("%v", err)
+		return statusUpdate{}, invalid("%v", err)
 	}
 	if st.QueueDepth < 0 || st.OldestUnsent < 0 {
-		return invalid("negative queue figures")
+		return statusUpdate{}, invalid("negative queue figures")
 	}
 	if st.LastSeen.UnixNano() < 0 {
-		return invalid("last seen %v out of range", st.LastSeen)
+		return statusUpdate{}, invalid("last seen %v out of range", st.LastSeen)
 	}
 	if st.Software != "" {
 		if err := wire.ValidSoftwareVersion(st.Software); err != nil {
-			return invalid("%v", err)
+			return statusUpdate{}, invalid("%v", err)
 		}
 	}
 	for _, f := range []struct{ name, v string }{{"epoch", st.Epoch}, {"out of service", st.OutOfService}} {
 		if err := checkText(f.name, f.v, maxLongName, false); err != nil {
-			return invalid("%v", err)
+			return statusUpdate{}, invalid("%v", err)
 		}
 	}
 	if st.Route != "" || st.Vehicle != "" {
 		if err := record.CheckAssignment(st.Route, st.Vehicle); err != nil {
-			return invalid("reported assignment: %v", err)
+			return statusUpdate{}, invalid("reported assignment: %v", err)
 		}
 	}
 	if st.ServerVersion > math.MaxInt64 {
-		return invalid("reported assignment version %d out of range", st.ServerVersion)
+		return statusUpdate{}, invalid("reported assignment version %d out of range", st.ServerVersion)
 	}
 	if len(st.Versions) > 32 {
-		return invalid("%d versions, limit 32", len(st.Versions))
+		return statusUpdate{}, invalid("%d versions, limit 32", len(st.Versions))
 	}
 	for k, v := range st.Versions {
 		if err := checkText("version kind", k, maxName, true); err != nil || v > math.MaxInt64 {
-			return invalid("version %q=%d out of range", k, v)
+			return statusUpdate{}, invalid("version %q=%d out of range", k, v)
 		}
 	}
 	if err := checkUpdate(st.Update); err != nil {
-		return invalid("update: %v", err)
+		return statusUpdate{}, invalid("update: %v", err)
 	}
 	versions, err := json.Marshal(st.Versions)
 	if err != nil {
-		return invalid("versions: %v", err)
+		return statusUpdate{}, invalid("versions: %v", err)
 	}
 	var failedAt int64
 	if !st.Update.FailedAt.IsZero() {
 		failedAt = st.Update.FailedAt.UnixNano()
 	}
-	var seen, written, offset int64
+	var seen, written int64
 	if !st.LastSeen.IsZero() {
 		seen = st.LastSeen.UnixNano()
 	}
 	if !st.Written.IsZero() {
 		if written = st.Written.UnixNano(); written < 0 {
-			return invalid("written %v out of range", st.Written)
+			return statusUpdate{}, invalid("written %v out of range", st.Written)
 		}
 	}
-	return s.write(ctx, "update device status", func(t *txn) error {
-		if seen != 0 {
-			offset = seen - t.now
-		}
-		prev, err := t.statusBefore(id)
-		if err != nil {
+	return statusUpdate{id: id, st: st, versions: string(versions), failedAt: failedAt, seen: seen, written: written}, nil
+}
+
+// updateDeviceStatus records a checked status (see UpdateDeviceStatus).
+func (t *txn) updateDeviceStatus(u statusUpdate) error {
+	id, st, versions, failedAt, seen, written := u.id, u.st, u.versions, u.failedAt, u.seen, u.written
+	var offset int64
+	if seen != 0 {
+		offset = seen - t.now
+	}
+	prev, err := t.statusBefore(id)
+	if err != nil {
+		return err
+	}
+	// An offline report written before the status recorded: the
+	// device's last will, written when it connected, delivered when
+	// its connection died. Its queue, versions and software are from
+	// then; the status recorded since is newer. Only that the device
+	// went offline is news. Compared by when the device wrote each
+	// (a status recorded before that was kept compares by LastSeen).
+	older := seen != 0 && seen < prev.lastSeen
+	if written != 0 && prev.written != 0 {
+		older = written < prev.written
+	}
+	if !st.Online && older {
+		if _, err := t.exec("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2`, t.now, id); err != nil {
 			return err
 		}
-		// An offline report written before the status recorded: the
-		// device's last will, written when it connected, delivered when
-		// its connection died. Its queue, versions and software are from
-		// then; the status recorded since is newer. Only that the device
-		// went offline is news. Compared by when the device wrote each
-		// (a status recorded before that was kept compares by LastSeen).
-		older := seen != 0 && seen < prev.lastSeen
-		if written != 0 && prev.written != 0 {
-			older = written < prev.written
-		}
-		if !st.Online && older {
-			if _, err := t.exec("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2`, t.now, id); err != nil {
-				return err
-			}
-			return t.noteStatusChange(id, prev, DeviceStatus{OutOfService: prev.outOfService, Software: prev.software,
-				Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions, prev.clockOffset)
-		}
-		n, err := t.execCount("update device status",
-			`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
-				epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
-				update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15,
-				reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
-				reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END,
-				reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END WHERE id = $16`,
-			st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
-			string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
-			st.Route, st.Vehicle, int64(st.ServerVersion))
-		if err == nil && n == 0 {
-			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
-		}
-		if err != nil {
-			return err
-		}
-		return t.noteStatusChange(id, prev, st, string(versions), offset)
-	})
+		return t.noteStatusChange(id, prev, DeviceStatus{OutOfService: prev.outOfService, Software: prev.software,
+			Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions, prev.clockOffset)
+	}
+	n, err := t.execCount("update device status",
+		`UPDATE devices SET online = $1, queue_depth = $2, oldest_unsent_ns = $3, last_seen_ns = $4, software = $5,
+			epoch = $6, out_of_service = $7, versions = $8, status_ns = $9, clock_offset_ns = $10,
+			update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15,
+			reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
+			reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END,
+			reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END WHERE id = $16`,
+		st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
+		string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
+		st.Route, st.Vehicle, int64(st.ServerVersion))
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return err
+	}
+	return t.noteStatusChange(id, prev, st, string(versions), offset)
 }
 
 // checkUpdate checks a device's update report as the wire does
@@ -372,21 +443,62 @@ func checkUpdate(u DeviceUpdate) error {
 // (the ingest layer calls it after acknowledging a batch). The recorded
 // sequence number only moves forward. ErrNotFound for an unregistered device.
 func (s *Store) NoteDeviceSync(ctx context.Context, id string, lastSeq uint64) error {
-	if err := validDeviceID(id); err != nil {
-		return invalid("%v", err)
-	}
-	if lastSeq > math.MaxInt64 {
-		return invalid("seq %d out of range", lastSeq)
-	}
-	return s.write(ctx, "note device sync", func(t *txn) error {
-		n, err := t.execCount("note device sync",
-			`UPDATE devices SET last_seq = CASE WHEN last_seq > $1 THEN last_seq ELSE $1 END, synced_ns = $2 WHERE id = $3`,
-			int64(lastSeq), t.now, id)
-		if err == nil && n == 0 {
-			err = fmt.Errorf("%w: device %q", ErrNotFound, id)
+	return s.NoteDevicesSync(ctx, map[string]uint64{id: lastSeq})
+}
+
+// NoteDevicesSync is NoteDeviceSync for several devices (device id → last
+// committed sequence number) in one write transaction: the server's
+// coalesced commit of many devices' batches notes them all at once, not
+// in one transaction (a SQLite write lock and fsync, a PostgreSQL commit)
+// per device. Devices are updated in id order, so that instances sharing
+// a PostgreSQL database take their rows in one order. An unregistered
+// device does not hold the others back: they are noted, and the error
+// (ErrNotFound) names it. An invalid id or sequence number changes
+// nothing (ErrInvalid).
+func (s *Store) NoteDevicesSync(ctx context.Context, last map[string]uint64) error {
+	ids := make([]string, 0, len(last))
+	for id, seq := range last {
+		if err := validDeviceID(id); err != nil {
+			return invalid("%v", err)
 		}
-		return err
+		if seq > math.MaxInt64 {
+			return invalid("device %q: seq %d out of range", id, seq)
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	var missing []string
+	err := s.write(ctx, "note device sync", func(t *txn) error {
+		missing = missing[:0]
+		for _, id := range ids {
+			n, err := t.execCount("note device sync",
+				`UPDATE devices SET last_seq = CASE WHEN last_seq > $1 THEN last_seq ELSE $1 END, synced_ns = $2 WHERE id = $3`,
+				int64(last[id]), t.now, id)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				missing = append(missing, id)
+			}
+		}
+		return nil
 	})
+	if err == nil && len(missing) > 0 {
+		err = fmt.Errorf("%w: device %s", ErrNotFound, strings.Join(quoteAll(missing), ", "))
+	}
+	return err
+}
+
+// quoteAll quotes each string as %q does.
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // Stats returns ledger-wide figures, read in one snapshot. It reads the

@@ -56,7 +56,9 @@ type Store struct {
 	// COMMIT included): a client-server database waits a round trip for
 	// each. For the benchmarks.
 	roundTrips atomic.Int64
-	summary    summaryState // RefreshSummaries' memory (summary.go)
+	// writes counts the write transactions committed (WriteTransactions).
+	writes  atomic.Int64
+	summary summaryState // RefreshSummaries' memory (summary.go)
 	// fault, when set (by tests only, before use), is called at named points
 	// inside write transactions; an error it returns aborts the transaction
 	// there, as a crash would.
@@ -294,6 +296,12 @@ func (s *Store) readTxOptions() *sql.TxOptions {
 	return &sql.TxOptions{ReadOnly: true}
 }
 
+// WriteTransactions returns how many write transactions this Store has
+// committed since Open (migrations included): what a client-server
+// database or SQLite's write lock and fsync cost per commit, whatever
+// the transaction holds.
+func (s *Store) WriteTransactions() int64 { return s.writes.Load() }
+
 // hook calls the fault-injection hook, if any.
 func (s *Store) hook(point string) error {
 	if s.fault == nil {
@@ -389,6 +397,7 @@ func (s *Store) writeOnce(ctx context.Context, fn func(*txn) error) (err error) 
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: commit: %w", err)
 	}
+	s.writes.Add(1)
 	// A SQLite file removed under the server (or replaced) takes the
 	// commit with it when the process ends: not a write to answer 2xx to.
 	return s.FileGone()

@@ -50,7 +50,11 @@
 // ledger's idempotence by tap id makes the second delivery harmless.
 //
 // Status messages are checked the same way (device key, signature, same
-// device) and handed to Store.Status.
+// device) and handed to Store.Status; when the Store is a
+// [StatusRecorder], the statuses a worker took at once are recorded in one
+// call, after its batches are committed and acked (a validator reports its
+// status each time an ack empties its queue: about as many statuses as
+// batches while riders tap).
 //
 // [Ingest.Replay] publishes a fleet-signed wire.Replay on PREFIX/dev/ID/cmd.
 //

@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -169,5 +171,98 @@ func TestFallbackAfterSlowCoalescedCommit(t *testing.T) {
 		if a := d.nextAck(); len(seqsOf(a.Ranges)) != 2 {
 			t.Errorf("%s: ack of %v", d.id, a.Ranges)
 		}
+	}
+}
+
+// statusGroupStore is a groupStore that records several statuses in one
+// call; with fail set, that call fails (a fault) and records nothing.
+type statusGroupStore struct {
+	groupStore
+	fail     bool
+	statuses []int // sizes of Statuses calls
+}
+
+var _ StatusRecorder = (*statusGroupStore)(nil)
+
+func (s *statusGroupStore) Statuses(ctx context.Context, sts []*wire.Status) error {
+	s.mu.Lock()
+	s.statuses = append(s.statuses, len(sts))
+	s.mu.Unlock()
+	if s.fail {
+		return errors.New("injected fault")
+	}
+	for _, st := range sts {
+		if err := s.memStore.Status(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// statusMessage is d's status, signed, reporting depth records queued.
+func (d *device) statusMessage(depth int) []byte {
+	d.w.tb.Helper()
+	st := wire.Status{DeviceID: d.id, Online: true, Time: time.Now().UTC().Truncate(time.Second), QueueDepth: depth}
+	p, err := st.MarshalBinary()
+	if err != nil {
+		d.w.tb.Fatal(err)
+	}
+	msg, err := wire.Seal(wire.TypeStatus, p, false, d.key)
+	if err != nil {
+		d.w.tb.Fatal(err)
+	}
+	return msg
+}
+
+// TestStatusesRecordedTogether: statuses of several devices waiting
+// together are recorded in one Statuses call, as their batches are
+// committed in one CommitBatches call, and every batch is acked. A
+// validator reports its status each time an ack empties its queue (about
+// once a tap while riders tap), so one store call per status was as many
+// ledger transactions as taps. If the call fails, each status is recorded
+// alone.
+func TestStatusesRecordedTogether(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
+			w := newWorld(t, "")
+			cfg := w.config()
+			cfg.Workers = 1
+			st := &statusGroupStore{groupStore: groupStore{&orderStore{memStore: w.store}}, fail: fail}
+			entered, release := w.store.holdCommits()
+			in := startWith(w, cfg, st)
+			first := w.newDevice(true)
+			first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
+			<-entered // the worker is busy: what comes now waits
+			var reporting, tapping []*device
+			for i := range 5 {
+				d := w.newDevice(true)
+				d.publish(d.topic(wire.KindStatus), d.statusMessage(i+1))
+				reporting = append(reporting, d)
+				d = w.newDevice(true)
+				d.publish(d.topic(wire.KindTaps), d.validBatch(1, 3))
+				tapping = append(tapping, d)
+			}
+			waitFor(t, "five statuses and five batches queued", func() bool { return in.Stats().Queued == 10 })
+			release()
+			for _, d := range tapping {
+				if a := d.nextAck(); len(seqsOf(a.Ranges)) != 3 {
+					t.Errorf("%s: ack of %v", d.id, a.Ranges)
+				}
+			}
+			waitFor(t, "five statuses recorded", func() bool { return in.Stats().Statuses == 5 })
+			for i, d := range reporting {
+				if got := w.store.status(d.id); got == nil || got.QueueDepth != i+1 {
+					t.Errorf("%s: status %+v, want queue depth %d", d.id, got, i+1)
+				}
+			}
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if len(st.statuses) != 1 || st.statuses[0] != 5 {
+				t.Errorf("Statuses calls of %v statuses, want one of 5", st.statuses)
+			}
+			if len(st.groups) != 1 || st.groups[0] != 5 {
+				t.Errorf("CommitBatches calls of %v batches, want one of 5", st.groups)
+			}
+		})
 	}
 }

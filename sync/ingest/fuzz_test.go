@@ -47,8 +47,12 @@ func FuzzHandle(f *testing.F) {
 		name := names[int(topic)%len(names)]
 		_, commitsBefore := w.store.counts()
 		before := in.Stats()
-		if p := in.handle(ctx, name, payload); p != nil {
+		p, st := in.handle(ctx, name, payload)
+		if p != nil {
 			in.commitBatches(ctx, []*prepared{p})
+		}
+		if st != nil {
+			in.recordStatuses(ctx, []*wire.Status{st})
 		}
 		_, commits := w.store.counts()
 		after := in.Stats()

@@ -11,25 +11,25 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-// handle processes one message from a device topic: a status is
-// recorded at once; a tap batch is checked and returned, to be committed
-// (with others) and acked by commitBatches. Every outcome is counted;
-// nothing in a payload can make it panic, commit or ack unless the payload
-// is a batch signed by the topic's device.
-func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) *prepared {
+// handle processes one message from a device topic: a status is checked
+// and returned, to be recorded (with others) by recordStatuses; a tap
+// batch is checked and returned, to be committed (with others) and acked
+// by commitBatches. Every outcome is counted; nothing in a payload can
+// make it panic, commit or ack unless the payload is a batch signed by the
+// topic's device.
+func (in *Ingest) handle(ctx context.Context, topic string, payload []byte) (*prepared, *wire.Status) {
 	id, kind, err := in.topics.ParseDevice(topic)
 	if err != nil || (kind != wire.KindTaps && kind != wire.KindStatus) {
 		in.stats.reject(RejectBadTopic)
 		if ok, n := in.limit.Allow("topic"); ok {
 			in.log.Warn("ingest: message on an unexpected topic", logKeyTopic, topic, logKeySize, len(payload), logKeySuppressed, n)
 		}
-		return nil
+		return nil, nil
 	}
 	if kind == wire.KindStatus {
-		in.handleStatus(ctx, id, payload)
-		return nil
+		return nil, in.checkStatus(ctx, id, payload)
 	}
-	return in.prepareBatch(ctx, id, payload)
+	return in.prepareBatch(ctx, id, payload), nil
 }
 
 // refuse counts a refused message and logs it at most once a minute per
@@ -267,31 +267,51 @@ func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Ta
 	return tp
 }
 
-// handleStatus checks a device's status and records it.
-func (in *Ingest) handleStatus(ctx context.Context, id string, payload []byte) {
+// checkStatus checks a device's status message; nil if refused (or an
+// empty one: a retained status cleared on the broker).
+func (in *Ingest) checkStatus(ctx context.Context, id string, payload []byte) *wire.Status {
 	if len(payload) == 0 {
-		return // a retained status cleared on the broker
+		return nil // a retained status cleared on the broker
 	}
 	body, revoked, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus)
 	if !ok {
-		return
+		return nil
 	}
 	if revoked {
 		in.refuse(RejectRevokedDevice, id, wire.KindStatus, len(payload), ErrRevokedDevice)
-		return
+		return nil
 	}
 	st, err := wire.ParseStatus(body)
 	if err != nil {
 		in.refuse(RejectMalformed, id, wire.KindStatus, len(payload), err)
-		return
+		return nil
 	}
 	if st.DeviceID != id {
 		in.refuse(RejectDeviceMismatch, id, wire.KindStatus, len(payload), fmt.Errorf("status of device %q", st.DeviceID))
-		return
+		return nil
 	}
-	if err := in.storeCall(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) }); err != nil {
-		in.refuse(RejectStatusFailed, id, wire.KindStatus, len(payload), err)
-		return
+	return st
+}
+
+// recordStatuses records checked statuses: with a Store that is a
+// StatusRecorder, several in one call; if that fails, or without one,
+// each alone.
+func (in *Ingest) recordStatuses(ctx context.Context, sts []*wire.Status) {
+	if sr, ok := in.store.(StatusRecorder); ok && len(sts) > 1 {
+		err := in.storeCall(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, sts) })
+		if err == nil {
+			for range sts {
+				in.stats.status()
+			}
+			return
+		}
+		in.log.Debug("ingest: statuses recorded together failed; recording them one by one", logKeyCount, len(sts), logKeyErr, err)
 	}
-	in.stats.status()
+	for _, st := range sts {
+		if err := in.storeCall(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) }); err != nil {
+			in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, err)
+			continue
+		}
+		in.stats.status()
+	}
 }

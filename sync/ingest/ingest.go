@@ -243,7 +243,8 @@ func (in *Ingest) onMessage(_ mqtt.Client, m mqtt.Message) {
 
 // worker processes queued messages until stop is closed: each time it
 // takes up to CoalesceBatches messages of different devices (round-robin),
-// checks them, and commits their batches together (see commitBatches).
+// checks them, commits their batches together (see commitBatches) and
+// records their statuses together (see recordStatuses).
 // Each Store call gets CommitTimeout of its own (see storeCall), also if
 // ctx ends meanwhile, so that batches being committed at shutdown are
 // still acked.
@@ -260,12 +261,19 @@ func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		var group []*prepared
+		var statuses []*wire.Status
 		for _, m := range ms {
-			if p := in.handle(base, m.topic, m.payload); p != nil {
+			p, st := in.handle(base, m.topic, m.payload)
+			if p != nil {
 				group = append(group, p)
 			}
+			if st != nil {
+				statuses = append(statuses, st)
+			}
 		}
+		// The batches first: their acks do not wait for the statuses.
 		in.commitBatches(base, group)
+		in.recordStatuses(base, statuses)
 	}
 }
 

@@ -50,6 +50,16 @@ type BatchCommitter interface {
 	CommitBatches(ctx context.Context, bs []*Batch) error
 }
 
+// StatusRecorder is a Store that records several devices' statuses in one
+// call (one transaction of a database, instead of one per status: a
+// validator reports its status each time an ack empties its queue, about
+// once a tap while riders tap). A worker hands it the statuses among the
+// messages it took at once, at most one per device; if the call fails,
+// each is recorded alone with Store.Status.
+type StatusRecorder interface {
+	Statuses(ctx context.Context, ss []*wire.Status) error
+}
+
 // Batch is a device's batch after the Ingest checked its signature and
 // re-verified every record's payment code.
 type Batch struct {
