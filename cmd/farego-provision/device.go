@@ -139,7 +139,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "farego-provision device: note: --data-dir %q is relative: the validator takes it from its configuration's directory "+
 			"(on a bus /etc/farego, read-only under the unit: give an absolute path such as /var/lib/farego)\n", o.dataDir)
 	}
-	return provisionDevice(ctx, o, stdout)
+	return provisionDevice(ctx, o, stdout, stderr)
 }
 
 // checkListen checks a listen address: host:port, the port a number.
@@ -168,11 +168,43 @@ func checkBrokers(list string) error {
 	return nil
 }
 
+// now is the clock (tests move it).
+var now = time.Now
+
+// clockWarn is how far this computer's clock may be from the server's
+// before farego-provision says so.
+const clockWarn = 5 * time.Minute
+
+// serverTime reads the server's clock from its HTTP Date header (to the
+// second), and false when it cannot.
+func serverTime(ctx context.Context, server string) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1/fleet", nil)
+	if err != nil {
+		return time.Time{}, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return time.Time{}, false
+	}
+	resp.Body.Close()
+	at, err := http.ParseTime(resp.Header.Get("Date"))
+	return at, err == nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // cutAt, when set (tests), is called at each step of putting a bundle in
 // place; an error stops the run there, as a power cut would.
 var cutAt func(step string) error
 
-func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error {
+func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer) error {
 	dir := filepath.Join(o.out, o.id)
 	// A whole bundle beside its place is registered: a run stopped (a
 	// power cut) after the registration and before the bundle was in
@@ -249,7 +281,23 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	certPEM, tlsKeyPEM, err := issueClientCert(caCert, caKey, o.id)
+	// The certificate is dated by the earlier of this computer's clock and
+	// the server's: a laptop hours fast made one the broker and the
+	// device, on the right time, took for not valid yet (refused until
+	// then, and the device's selftest blaming its certificate).
+	from := now()
+	if at, ok := serverTime(ctx, server); ok {
+		if off := from.Sub(at); off.Abs() > clockWarn {
+			side := "behind"
+			if off > 0 {
+				side = "ahead of"
+			}
+			fmt.Fprintf(stderr, "farego-provision device: warning: this computer's clock is %s %s the server's: fix it (NTP); "+
+				"the device's certificate is dated by the earlier of the two\n", off.Abs().Round(time.Minute), side)
+		}
+		from = minTime(from, at)
+	}
+	certPEM, tlsKeyPEM, err := issueClientCert(caCert, caKey, o.id, from)
 	if err != nil {
 		return err
 	}

@@ -180,11 +180,13 @@ func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	return cert, ek, certPEM, nil
 }
 
-// issueClientCert makes a TLS client certificate for device id (CN = id).
-func issueClientCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, id string) (certPEM, keyPEM []byte, err error) {
+// issueClientCert makes a TLS client certificate for device id (CN = id),
+// valid from an hour before from for 5 years.
+func issueClientCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, id string, from time.Time) (certPEM, keyPEM []byte, err error) {
 	return issueCert(caCert, caKey, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: id, Organization: []string{"farego device"}},
-		NotAfter:    time.Now().AddDate(5, 0, 0),
+		NotBefore:   from.Add(-time.Hour),
+		NotAfter:    from.AddDate(5, 0, 0),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 }
@@ -198,7 +200,9 @@ func issueCert(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Cer
 		return nil, nil, err
 	}
 	tmpl.SerialNumber = randSerial()
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
@@ -25,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
@@ -877,5 +879,48 @@ func TestRegistrationKnownToTheReleaseBefore(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.EqualFunc(fields, want, slices.Equal[[]string]) {
 		t.Errorf("registrations sent the fields %q; want %q (unrevoke only when asked)", fields, want)
+	}
+}
+
+// TestProvisionWithAFastClock: a technician's laptop two hours fast made
+// a device certificate not valid for two hours on the broker and the
+// device (both on the right time): the device was refused and its
+// selftest blamed the certificate. It is dated by the server's clock, and
+// the technician is told the laptop's clock is off.
+func TestProvisionWithAFastClock(t *testing.T) {
+	dir := t.TempDir()
+	fleet, out := filepath.Join(dir, "fleet"), filepath.Join(dir, "devices")
+	if c, _, e := provision(t, "init-fleet", "--dir", fleet); c != 0 {
+		t.Fatalf("init-fleet: %s", e)
+	}
+	srv := apitest.StartWith(t, apitest.Options{FleetKey: filepath.Join(fleet, "fleet.key")})
+	tbl := `{"version":1,"currency":"EUR","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`
+	if err := putFares(srv.URL, srv.TokenFile, tbl); err != nil {
+		t.Fatal(err)
+	}
+	now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	t.Cleanup(func() { now = time.Now })
+	c, _, e := provision(t, "device", "--fleet", fleet, "--id", "bus-fast", "--route", "42", "--server", srv.URL,
+		"--operator-token", "@"+srv.TokenFile, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--data-dir", "/var/lib/farego")
+	if c != 0 {
+		t.Fatalf("device: %d %s", c, e)
+	}
+	if !strings.Contains(e, "clock is 2h0m0s ahead of the server's") {
+		t.Errorf("no word of the laptop's clock: %q", e)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "bus-fast", bundleTLSCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM in the device's certificate")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.NotBefore.Before(time.Now()) {
+		t.Errorf("the device's certificate begins %v, after the server's now: the broker refuses it until then", cert.NotBefore)
 	}
 }
