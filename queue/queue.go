@@ -496,6 +496,12 @@ func asideName(path string, now time.Time) (string, error) {
 // records having gone missing.
 func (q *Queue) Epoch() string { return q.epoch }
 
+// Limits returns the bounds Append refuses at (the defaults applied): the
+// unacked records, and the file's size.
+func (q *Queue) Limits() (maxRecords int, maxFileSize int64) {
+	return q.opts.MaxRecords, q.opts.MaxFileSize
+}
+
 // Path returns the path of the queue file.
 func (q *Queue) Path() string { return q.path }
 
