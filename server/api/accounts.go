@@ -409,7 +409,7 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	// and publishes only when the deny list's version moved.
 	h.cfg.Notifier.Changed(record.DocDenyList)
 	h.audit(r, p, "topup", strconv.FormatUint(id, 10), fmt.Sprintf("amount %d reference %q", req.Amount, req.Reference))
-	h.log.Info("top-up", "account", id, "amount", req.Amount)
+	h.log.Info("top-up", "account", id, "amount", req.Amount, "balance", a.Balance)
 	return toAccount(a), http.StatusOK, nil
 }
 
