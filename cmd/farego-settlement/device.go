@@ -58,7 +58,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := st.RevokeDevice(ctx, id); err != nil {
 		return err
 	}
-	if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_device", Target: id}); err != nil {
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_device", Target: id}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "device %s revoked\n", id)

@@ -15,8 +15,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
+	"strings"
 	"syscall"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/server/ledger"
 )
@@ -120,4 +123,27 @@ func beforeSubcommand(args []string, usage string, stdout, stderr io.Writer) (do
 		return true, nil
 	}
 	return false, nil
+}
+
+// cliActor names who ran a command in the audit trail: "cli:USER@HOST",
+// the user being the one sudo was run by (SUDO_USER: the operator's
+// commands run as the service's user, sudo -u farego-settlement) or the
+// account running it; "cli" alone when neither is known. Every command
+// was audited as "cli": with several operators, nobody could tell who
+// revoked a device or created a token.
+func cliActor() string {
+	name := os.Getenv("SUDO_USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	if name == "" {
+		return "cli"
+	}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		name += "@" + host
+	}
+	// Printable and bounded as the ledger keeps an actor (128 bytes).
+	return "cli:" + strings.TrimSpace(record.Printable(name, 120))
 }

@@ -699,3 +699,37 @@ func TestDeviceRevokeAgain(t *testing.T) {
 		t.Errorf("%d revoke_device audit entries, want 1", n)
 	}
 }
+
+// TestCommandsAuditWhoRanThem: a command that changes the ledger is
+// audited with the user who ran it (the one sudo was run by, for the
+// commands run as the service's user) and the host, not just "cli".
+func TestCommandsAuditWhoRanThem(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatalf("init: %s", e)
+	}
+	t.Setenv("SUDO_USER", "alice")
+	if c, _, e := settle(t, ctx, "token", "create", "--data", data, "--role", "auditor", "--name", "wall"); c != 0 {
+		t.Fatalf("token create: %s", e)
+	}
+	st, err := ledger.Open(ctx, "sqlite:"+filepath.Join(data, "ledger.db"), &ledger.Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	entries, err := st.AuditLog(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	for _, e := range entries {
+		if e.Action == "create_token" {
+			if e.Actor != "cli:alice@"+host {
+				t.Errorf("token create audited as %q, want cli:alice@%s", e.Actor, host)
+			}
+			return
+		}
+	}
+	t.Errorf("no create_token in the audit trail: %+v", entries)
+}

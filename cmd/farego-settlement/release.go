@@ -118,7 +118,7 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "release_add", Target: rel.Version + "/" + rel.Arch,
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "release_add", Target: rel.Version + "/" + rel.Arch,
 			Detail: fmt.Sprintf("size %d sha256 %s", rel.Size, rel.SHA256)}); err != nil {
 			return err
 		}
@@ -171,7 +171,7 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "release_rollout", Target: ro.Version,
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "release_rollout", Target: ro.Version,
 		Detail: fmt.Sprintf("seq %d percent %d devices %d allow_downgrade %t", ro.Seq, ro.Percent, len(ro.Devices), ro.AllowDowngrade)}); err != nil {
 		return err
 	}

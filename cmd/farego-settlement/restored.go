@@ -86,7 +86,7 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	acct, pay, err := st.Restored(ctx, *margin, "cli", lost...)
+	acct, pay, err := st.Restored(ctx, *margin, cliActor(), lost...)
 	if lf := (*ledger.LostFareTableError)(nil); errors.As(err, &lf) {
 		return fmt.Errorf("%s: %w (the ledger is unchanged: mend the --fares tables, or leave out the refused one, and run restored again)",
 			lostFiles[lf.Index], err)

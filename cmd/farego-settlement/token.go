@@ -128,7 +128,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "create_token", Target: t.ID,
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "create_token", Target: t.ID,
 			Detail: fmt.Sprintf("role %s merchant %q name %q", t.Role, t.MerchantID, t.Name)}); err != nil {
 			return err
 		}
@@ -173,7 +173,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stdout, "token %s was revoked already: nothing changed\n", id)
 			return nil
 		}
-		if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_token", Target: id}); err != nil {
+		if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_token", Target: id}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", id)
@@ -229,7 +229,7 @@ func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, std
 	if err != nil {
 		return fmt.Errorf("%s holds a new operator token, but its console sessions could not be ended (sign them out in the console): %w", path, err)
 	}
-	if err := st.Audit(ctx, ledger.AuditEntry{Actor: "cli", Action: "revoke_token", Target: "init",
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_token", Target: "init",
 		Detail: fmt.Sprintf("operator token file replaced; %d console sessions ended", n)}); err != nil {
 		return err
 	}
