@@ -230,3 +230,235 @@ func inForceIndex(versions []catalogEntry, ns int64) int {
 	})
 	return max(j-1, 0)
 }
+
+// rated is a stored, unflagged tap of a day being re-rated.
+type rated struct {
+	id               string
+	account          uint64
+	day              string
+	at               int64
+	profile, base    int64
+	version          int64
+	charge           int64
+	transfer, capped bool
+	postings         int64
+}
+
+// ratingWrites are the postings and the changes of stored taps a rating
+// makes, written by writeRating.
+type ratingWrites struct {
+	postings *bulk
+	taps     *bulk
+}
+
+// rate re-rates the account-days with their stored unflagged taps and the
+// batch's new charged taps, and refunds the stored taps that lost their
+// code. It sets the new taps' charges (stored with them) and returns the
+// postings and the stored taps' changes; balances change in the locked
+// accounts (written by finish).
+func (t *txn) rate(days []dayKey, from map[dayKey]int64, work []tapWork, refunds []refund) (*ratingWrites, error) {
+	rw := &ratingWrites{
+		postings: newBulk(tBigint, tBigint, tText, tBigint, tText, tBigint, tBigint),
+		taps:     newBulk(tText, tBigint, tBool, tBool, tBigint, tBigint),
+	}
+	if len(days) == 0 {
+		return rw, nil
+	}
+	stored, states, err := t.readDays(days, from)
+	if err != nil {
+		return nil, err
+	}
+	post := func(a *acctState, tapID string, postings, amount int64, version uint64) {
+		kind := KindFareCorrection
+		if postings == 0 {
+			kind = KindFare
+		}
+		a.postings++
+		a.balance += amount
+		a.dirty = true
+		t.stat(statPostings, 1)
+		t.stat(statBalance, amount)
+		rw.postings.add(int64(a.id), a.postings, kind, amount, tapID, int64(version), t.now)
+	}
+	refunded := map[string]bool{}
+	for _, r := range refunds {
+		refunded[r.tapID] = true
+		a := t.accounts[r.day.account]
+		postings := r.postings
+		if r.charge != 0 {
+			post(a, r.tapID, postings, r.charge, 0)
+			postings++
+		}
+		rw.taps.add(r.tapID, int64(0), false, false, postings, int64(0))
+	}
+	fresh := map[dayKey][]*tapWork{}
+	for i := range work {
+		if w := &work[i]; w.isNew && w.flag == "" {
+			k := dayKey{w.tp.Account, w.day}
+			fresh[k] = append(fresh[k], w)
+		}
+	}
+	for _, k := range days {
+		a := t.accounts[k.account]
+		if a == nil {
+			continue
+		}
+		var rides []fare.Ride
+		old := map[string]*rated{}
+		news := map[string]*tapWork{}
+		var rules *fare.Table
+		for i := range stored[k] {
+			r := &stored[k][i]
+			if refunded[r.id] {
+				continue
+			}
+			tbl, err := t.table(uint64(r.version))
+			if err != nil {
+				return nil, err
+			}
+			rules = tbl
+			rides = append(rides, fare.Ride{ID: r.id, Time: time.Unix(0, r.at), Profile: profileOf(r.profile), Fare: r.base, Rules: tbl})
+			old[r.id] = r
+		}
+		for _, w := range fresh[k] {
+			tbl, err := t.table(w.version)
+			if err != nil {
+				return nil, err
+			}
+			rules = tbl
+			rides = append(rides, fare.Ride{ID: w.tp.ID, Time: w.tp.Time, Profile: w.tp.Profile, Fare: w.fare, Rules: tbl})
+			news[w.tp.ID] = w
+		}
+		if len(rides) == 0 {
+			continue
+		}
+		for _, c := range rules.RateFrom(states[k], rides) {
+			if w := news[c.ID]; w != nil {
+				w.charge, w.transfer, w.capped = c.Amount, c.Transfer, c.Capped
+				if c.Amount != 0 {
+					post(a, w.tp.ID, 0, -c.Amount, w.version)
+					w.postings = 1
+				}
+				continue
+			}
+			r := old[c.ID]
+			postings := r.postings
+			if c.Amount != r.charge {
+				post(a, r.id, postings, r.charge-c.Amount, uint64(r.version))
+				postings++
+			}
+			if c.Amount != r.charge || c.Transfer != r.transfer || c.Capped != r.capped {
+				rw.taps.add(r.id, c.Amount, c.Transfer, c.Capped, postings, r.version)
+			}
+		}
+	}
+	return rw, nil
+}
+
+// writeRating appends the rating's postings and updates the stored taps'
+// charges, one statement each (per chunk).
+func (t *txn) writeRating(rw *ratingWrites) error {
+	err := t.bulkWrite("append postings", rw.postings, true, func(src string) string {
+		return `INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns) ` + src
+	})
+	if err != nil {
+		return err
+	}
+	// exact: the taps were read by this transaction, their accounts
+	// locked.
+	return t.bulkWrite("update tap charges", rw.taps, true, func(src string) string {
+		return t.updateFrom("taps", "tap_id", []string{"charge", "transfer", "capped", "postings", "rated_version"}, src)
+	})
+}
+
+// readDays reads the account-days to re-rate, each from the time its
+// rating starts (from: the earliest tap of the day that is new in the
+// batch or refunded): the unflagged taps at or after it, and the state
+// the taps before it leave (fare.DayState: their charges' sum and the
+// latest of them not charged the transfer fare). The stored taps' charges
+// are their day's rating (an invariant: every commit re-rates what it
+// changes), so the taps before are not rated again: a tap arriving in
+// time order costs its own rating, not its day's. A tap's charge column
+// equals minus the sum of its postings, so no postings are read. One
+// statement per chunk.
+func (t *txn) readDays(days []dayKey, from map[dayKey]int64) (map[dayKey][]rated, map[dayKey]fare.DayState, error) {
+	out := map[dayKey][]rated{}
+	states := map[dayKey]fare.DayState{}
+	b := newBulk(tBigint, tText, tBigint)
+	for _, k := range days {
+		b.add(int64(k.account), k.day, from[k])
+	}
+	for _, c := range b.chunks(t.pg()) {
+		q, args := t.daysQuery(c)
+		rows, err := t.bulkQuery(q, args...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
+		}
+		for rows.Next() {
+			var r rated
+			var kind, account int64
+			if err := rows.Scan(&kind, &r.id, &account, &r.day, &r.at, &r.profile, &r.base, &r.version, &r.charge, &r.transfer,
+				&r.capped, &r.postings); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
+			}
+			r.account = uint64(account)
+			k := dayKey{r.account, r.day}
+			if kind == 1 { // the state before: total in charge, last full fare in at (if profile is 1)
+				states[k] = fare.DayState{Total: r.charge, LastFull: time.Unix(0, r.at), HaveFull: r.profile == 1}
+				continue
+			}
+			out[k] = append(out[k], r)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("ledger: read service days: %w", err)
+		}
+	}
+	return out, states, nil
+}
+
+// daysQuery is the read of readDays for the rows (account, day, from) of
+// b: the unflagged taps of each account-day at or after from (kind 0),
+// and one row (kind 1) with the state the taps before from leave: their
+// charges' sum (as charge), the latest time of those not charged the
+// transfer fare (as at_ns), and whether there is one (as profile, 1 or 0).
+// On PostgreSQL one index scan per account-day for each part (lateral
+// subqueries: see matching — it would otherwise hash the days and scan
+// every tap of the ledger once it guesses that a batch's days hold a few
+// per cent of its taps); on SQLite from the index taps_account_day alone,
+// which holds every column read here (migration 0012;
+// TestRatingReadsIndexOnly).
+func (t *txn) daysQuery(b *bulk) (string, []any) {
+	src, args := t.rows(b, 1)
+	const cols = `t.tap_id, t.account_id, t.service_day, t.at_ns, t.profile, t.base_fare, t.rated_version, t.charge,
+			t.transfer, t.capped, t.postings`
+	const state = `CAST(COALESCE(SUM(t.charge), 0) AS BIGINT) AS charge,
+			MAX(CASE WHEN t.transfer THEN NULL ELSE t.at_ns END) AS last_full`
+	if t.pg() {
+		return `WITH v (account_id, service_day, from_ns) AS (` + src + `)
+			SELECT 0, ` + cols + ` FROM v CROSS JOIN LATERAL (SELECT * FROM taps
+				WHERE taps.account_id = v.account_id AND taps.service_day = v.service_day AND taps.at_ns >= v.from_ns
+					AND taps.flag = '' OFFSET 0) AS t
+			UNION ALL
+			SELECT 1, '', v.account_id, v.service_day, COALESCE(p.last_full, 0), CASE WHEN p.last_full IS NULL THEN 0 ELSE 1 END,
+				0, 0, p.charge, FALSE, FALSE, 0
+			FROM v CROSS JOIN LATERAL (SELECT ` + state + ` FROM taps AS t
+				WHERE t.account_id = v.account_id AND t.service_day = v.service_day AND t.at_ns < v.from_ns
+					AND t.flag = '') AS p`, args
+	}
+	// CROSS JOIN keeps v the outer loop: an index range per account-day.
+	return `WITH v (account_id, service_day, from_ns) AS (` + src + `)
+		SELECT 0, ` + cols + ` FROM v CROSS JOIN taps AS t
+			ON t.account_id = v.account_id AND t.service_day = v.service_day AND t.at_ns >= v.from_ns
+		WHERE t.flag = ''
+		UNION ALL
+		SELECT 1, '', p.account_id, p.service_day, COALESCE(p.last_full, 0), CASE WHEN p.last_full IS NULL THEN 0 ELSE 1 END,
+			0, 0, p.charge, FALSE, FALSE, 0
+		FROM (SELECT v.account_id, v.service_day, ` + state + `
+			FROM v CROSS JOIN taps AS t ON t.account_id = v.account_id AND t.service_day = v.service_day
+				AND t.at_ns < v.from_ns AND t.flag = ''
+			GROUP BY v.account_id, v.service_day) AS p`, args
+}

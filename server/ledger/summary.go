@@ -696,3 +696,27 @@ func lagSlots(ctx context.Context, q queryer, since time.Time) ([]LagSummary, er
 	}
 	return out, rows.Err()
 }
+
+// markStaleDays has the console sum days again whose summaries change
+// with no tap of them committed (a refund, a void): console_stale_days.
+// One mark a call, that only grows (a counter, not a count per row, which
+// began again at 1 once the row was removed, so that another instance's
+// summary could remove a mark it had not summed), written once a day.
+func (t *txn) markStaleDays(days []string) error {
+	mark, err := t.nextID("stale_mark")
+	if err != nil {
+		return err
+	}
+	marked := map[string]bool{}
+	for _, day := range days {
+		if marked[day] {
+			continue
+		}
+		marked[day] = true
+		if _, err := t.exec("mark stale day", `INSERT INTO console_stale_days (service_day, mark) VALUES ($1, $2)
+			ON CONFLICT (service_day) DO UPDATE SET mark = excluded.mark`, day, mark); err != nil {
+			return err
+		}
+	}
+	return nil
+}
