@@ -375,6 +375,9 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 		go httpClock(ctx, u, bound, now, a, &ackClock, log.With("part", "clock"))
 	}
 
+	if cfg.MQTT.Broker != "" && cfg.MQTT.CertFile != "" {
+		go watchClientCert(ctx, cfg.path(cfg.MQTT.CertFile), now, log.With("part", "tls"))
+	}
 	notifier.Notify("STATUS=running")
 	as := a.Assignment()
 	log.Info("validator running", "device", cfg.DeviceID, "route", as.Route, "vehicle", as.Vehicle, "scanners", len(sources),
@@ -907,4 +910,42 @@ func isJournal(w io.Writer) bool {
 		return false
 	}
 	return env == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// watchClientCert logs the end of the device's TLS client certificate
+// (mqtt.cert_file) at start and every day while it runs: an error once it
+// has ended (the broker refuses the device, which keeps its taps), a
+// warning within certWarnBefore. Only selftest said so: a validator runs
+// for months, and nobody runs selftest on a working bus.
+func watchClientCert(ctx context.Context, path string, now func() time.Time, log *slog.Logger) {
+	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
+	check := func() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return // the uplink says why it cannot connect
+		}
+		cert, err := firstCertificate(b)
+		if err != nil {
+			return
+		}
+		attrs := []any{"file", path, "not_after", cert.NotAfter.UTC().Format(time.RFC3339), "fix", again}
+		switch left := cert.NotAfter.Sub(now()); {
+		case left < 0:
+			log.Error("the device's TLS certificate has expired: the broker refuses the device, its taps stay on it", attrs...)
+		case left < certWarnBefore:
+			log.Warn("the device's TLS certificate ends soon: from then on the broker refuses the device",
+				append([]any{"days_left", int(left.Hours() / 24)}, attrs...)...)
+		}
+	}
+	check()
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }

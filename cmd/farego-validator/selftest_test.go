@@ -443,3 +443,33 @@ func TestSelftestDeviceCertificate(t *testing.T) {
 	wantCheck(t, lines, "cert", "WARN", "ends in 9 days")
 	wantCheck(t, lines, "broker", "OK", "connected")
 }
+
+// TestRunLogsClientCertEnding: a running validator says in its log that
+// its TLS client certificate ends soon (only selftest said it, which
+// nobody runs on a working bus).
+func TestRunLogsClientCertEnding(t *testing.T) {
+	pki := brokertest.NewPKI(t, "")
+	broker := brokertest.Start(t, &brokertest.Options{TLS: pki.ServerTLS(t)})
+	d := newDevice(t, "", "")
+	d.withBroker(t, broker)
+	certFile, keyFile := pki.ClientCertDated(t, "bus-7-front", time.Now().Add(-time.Hour), time.Now().Add(10*24*time.Hour))
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), "[mqtt]\n",
+		fmt.Sprintf("[mqtt]\nca_file = %q\ncert_file = %q\nkey_file = %q\n", pki.CAFile, certFile, keyFile), 1)), 0o644))
+	d.start() // it logs at start, before its scanner connects (which start waits for)
+	var line string
+	brokertest.WaitFor(t, 60*time.Second, "the certificate's warning", func() bool {
+		for _, l := range strings.Split(d.logged(), "\n") {
+			if strings.Contains(l, "the device's TLS certificate ends soon") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(line, "days_left=9") || !strings.Contains(line, "farego-provision device --force") {
+		t.Errorf("the warning: %s", line)
+	}
+	d.stop()
+}
