@@ -54,7 +54,8 @@
 // [StatusRecorder], the statuses a worker took at once are recorded in one
 // call, after its batches are committed and acked (a validator reports its
 // status each time an ack empties its queue: about as many statuses as
-// batches while riders tap).
+// batches while riders tap). A status older than one of its device's
+// already recorded by another worker is passed over.
 //
 // [Ingest.Replay] publishes a fleet-signed wire.Replay on PREFIX/dev/ID/cmd.
 //

@@ -266,3 +266,108 @@ func TestStatusesRecordedTogether(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusesOfOneDeviceKeepTheirOrder: a device's newer status is not
+// overwritten by an older one that another worker took first. Statuses are
+// recorded after their worker's batches are committed; a worker holding a
+// device's status behind a slow commit recorded it after another worker
+// had recorded the device's next status: the device showed its queue as
+// it was (or online, after it had said it was going offline) until it
+// reported again.
+func TestStatusesOfOneDeviceKeepTheirOrder(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers = 2
+	busy, slow := w.newDevice(true), w.newDevice(true)
+	other, reporting := w.newDevice(true), w.newDevice(true)
+	entered := make(chan string, 10)
+	releaseBusy, releaseSlow := make(chan struct{}), make(chan struct{})
+	w.store.mu.Lock()
+	w.store.onCommit = func(b *Batch) {
+		switch b.DeviceID {
+		case busy.id, other.id:
+			entered <- b.DeviceID
+			<-releaseBusy
+		case slow.id:
+			entered <- b.DeviceID
+			<-releaseSlow
+		}
+	}
+	w.store.mu.Unlock()
+	in := startWith(w, cfg, w.store)
+	// Both workers busy: what comes next waits in the queue.
+	busy.publish(busy.topic(wire.KindTaps), busy.validBatch(1, 1))
+	<-entered
+	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 1))
+	<-entered
+	slow.publish(slow.topic(wire.KindTaps), slow.validBatch(1, 1))
+	reporting.publish(reporting.topic(wire.KindStatus), reporting.statusMessage(5))
+	reporting.publish(reporting.topic(wire.KindStatus), reporting.statusMessage(0))
+	waitFor(t, "a batch and two statuses queued", func() bool { return in.Stats().Queued == 3 })
+	// One worker takes the slow batch and the first status (one message
+	// a device), the other the second status.
+	close(releaseBusy)
+	if id := <-entered; id != slow.id {
+		t.Fatalf("commit of %s entered, want %s", id, slow.id)
+	}
+	waitFor(t, "the newer status recorded", func() bool { return in.Stats().Statuses == 1 })
+	close(releaseSlow)
+	slow.nextAck()
+	waitFor(t, "both statuses handled", func() bool { s := in.Stats(); return s.Acks == 3 && s.Statuses == 2 })
+	if got := w.store.status(reporting.id); got == nil || got.QueueDepth != 0 {
+		t.Errorf("the device's status: %+v, want its newer one (queue depth 0)", got)
+	}
+}
+
+// outOfTimeStore is a store whose statuses wait until their call runs out
+// of time (a fault: a ledger that does not answer).
+type outOfTimeStore struct {
+	*memStore
+	mu            sync.Mutex
+	status, group int // calls of Status and Statuses
+}
+
+func (s *outOfTimeStore) Status(ctx context.Context, _ *wire.Status) error {
+	s.mu.Lock()
+	s.status++
+	s.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *outOfTimeStore) Statuses(ctx context.Context, _ []*wire.Status) error {
+	s.mu.Lock()
+	s.group++
+	s.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestStatusesGiveUpOnALedgerOutOfTime: statuses recorded together whose
+// call ran out of CommitTimeout are not then tried one by one, each
+// waiting its own CommitTimeout (30 s by default: a worker's 32 statuses
+// held it 16 minutes while the ledger did not answer, and the other
+// workers behind it); a status lost is sent again with the device's next.
+func TestStatusesGiveUpOnALedgerOutOfTime(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers, cfg.CommitTimeout = 1, 50*time.Millisecond
+	st := &outOfTimeStore{memStore: w.store}
+	entered, release := w.store.holdCommits()
+	in := startWith(w, cfg, st)
+	first := w.newDevice(true)
+	first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
+	<-entered
+	for i := range 5 {
+		d := w.newDevice(true)
+		d.publish(d.topic(wire.KindStatus), d.statusMessage(i))
+	}
+	waitFor(t, "five statuses queued", func() bool { return in.Stats().Queued == 5 })
+	release()
+	waitFor(t, "five statuses refused", func() bool { return in.Stats().Rejects[RejectStatusFailed] == 5 })
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.group != 1 || st.status != 0 {
+		t.Errorf("%d calls of Statuses and %d of Status, each waiting out its time; want one of Statuses and none of Status", st.group, st.status)
+	}
+}

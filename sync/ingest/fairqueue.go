@@ -19,6 +19,7 @@ type fairQueue struct {
 	next    int      // ring index served next
 	count   int
 	bytes   int
+	seq     uint64 // the last inbound.seq given
 }
 
 type deviceQueue struct {
@@ -59,6 +60,8 @@ func (q *fairQueue) push(id string, m inbound) int {
 	if len(d.msgs) == 0 {
 		q.ring = append(q.ring, id)
 	}
+	q.seq++
+	m.seq = q.seq
 	d.msgs = append(d.msgs, m)
 	d.bytes += size
 	q.count++

@@ -52,7 +52,7 @@ func FuzzHandle(f *testing.F) {
 			in.commitBatches(ctx, []*prepared{p})
 		}
 		if st != nil {
-			in.recordStatuses(ctx, []*wire.Status{st})
+			in.recordStatuses(ctx, []statusIn{{st: st}})
 		}
 		_, commits := w.store.counts()
 		after := in.Stats()

@@ -293,25 +293,83 @@ func (in *Ingest) checkStatus(ctx context.Context, id string, payload []byte) *w
 	return st
 }
 
+// statusIn is a checked status and when it was queued (inbound.seq).
+type statusIn struct {
+	st  *wire.Status
+	seq uint64
+}
+
+// maxStatusOrder bounds the devices whose newest recorded status the
+// Ingest remembers (statusSeq: only devices whose signed status was
+// recorded, so the fleet; forgotten all at once past it).
+const maxStatusOrder = 1 << 20
+
 // recordStatuses records checked statuses: with a Store that is a
 // StatusRecorder, several in one call; if that fails, or without one,
-// each alone.
-func (in *Ingest) recordStatuses(ctx context.Context, sts []*wire.Status) {
-	if sr, ok := in.store.(StatusRecorder); ok && len(sts) > 1 {
-		err := in.storeCall(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, sts) })
+// each alone. The workers record statuses one at a time, and a status
+// older than one of its device's already recorded is passed over (counted
+// as recorded: the newer one stands): a worker records its statuses after
+// its batches' commit, while another worker may have taken and recorded
+// the device's next status meanwhile, which the older one overwrote (the
+// queue depth from before the last ack, or online after the device said
+// it was going offline, until the device reported again).
+func (in *Ingest) recordStatuses(ctx context.Context, sts []statusIn) {
+	if len(sts) == 0 {
+		return
+	}
+	in.statusMu.Lock()
+	defer in.statusMu.Unlock()
+	var fresh []*wire.Status
+	seqs := map[string]uint64{}
+	for _, s := range sts {
+		if s.seq < in.statusSeq[s.st.DeviceID] {
+			in.stats.status()
+			continue
+		}
+		fresh = append(fresh, s.st)
+		seqs[s.st.DeviceID] = s.seq
+	}
+	recorded := func(id string) {
+		if len(in.statusSeq) >= maxStatusOrder {
+			clear(in.statusSeq)
+		}
+		in.statusSeq[id] = seqs[id]
+		in.stats.status()
+	}
+	// A call that ran out of CommitTimeout (a ledger that does not
+	// answer) is not followed by one a status, each waiting its own (30 s
+	// by default, for each of up to CoalesceBatches statuses, the other
+	// workers waiting behind): the rest are refused, and each device
+	// reports again with its next status.
+	refuseRest := func(rest []*wire.Status, err error) {
+		for _, st := range rest {
+			in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, err)
+		}
+	}
+	if sr, ok := in.store.(StatusRecorder); ok && len(fresh) > 1 {
+		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, fresh) })
 		if err == nil {
-			for range sts {
-				in.stats.status()
+			for _, st := range fresh {
+				recorded(st.DeviceID)
 			}
 			return
 		}
-		in.log.Debug("ingest: statuses recorded together failed; recording them one by one", logKeyCount, len(sts), logKeyErr, err)
+		if outOfTime {
+			refuseRest(fresh, err)
+			return
+		}
+		in.log.Debug("ingest: statuses recorded together failed; recording them one by one", logKeyCount, len(fresh), logKeyErr, err)
 	}
-	for _, st := range sts {
-		if err := in.storeCall(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) }); err != nil {
+	for i, st := range fresh {
+		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) })
+		if err != nil {
+			if outOfTime {
+				refuseRest(fresh[i:], err)
+				return
+			}
 			in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, err)
 			continue
 		}
-		in.stats.status()
+		recorded(st.DeviceID)
 	}
 }

@@ -38,12 +38,19 @@ type Ingest struct {
 	commitStreak atomic.Int64                  // commit failures since the last success
 	commitErr    atomic.Pointer[commitFailure] // the last failed commit while commitStreak > 0
 	replayID     atomic.Uint64                 // the last replay request's id
+
+	// statusMu orders the workers' recording of statuses; statusSeq is,
+	// by device, the arrival number (inbound.seq) of its newest status
+	// recorded (see recordStatuses).
+	statusMu  sync.Mutex
+	statusSeq map[string]uint64
 }
 
 // inbound is one message received from the broker.
 type inbound struct {
 	topic   string
 	payload []byte
+	seq     uint64 // the order it was queued in (fairQueue.push)
 }
 
 // New checks cfg and returns an Ingest that commits to store. It does not
@@ -57,16 +64,17 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		return nil, configErr("no Store")
 	}
 	in := &Ingest{
-		cfg:      cfg,
-		store:    store,
-		log:      cfg.Logger,
-		topics:   wire.Topics{Prefix: cfg.TopicPrefix},
-		verifier: paycode.NewVerifier(cfg.VerifierCacheSize),
-		stats:    newCounters(cfg.Metrics),
-		limit:    ratelog.New(cfg.Now, ratelog.DefaultEvery),
-		aside:    newAsideBudget(cfg.AsideBudget, cfg.Now),
-		verify:   newAsideBudget(cfg.VerifyBudget, cfg.Now),
-		queue:    newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
+		cfg:       cfg,
+		store:     store,
+		log:       cfg.Logger,
+		topics:    wire.Topics{Prefix: cfg.TopicPrefix},
+		verifier:  paycode.NewVerifier(cfg.VerifierCacheSize),
+		stats:     newCounters(cfg.Metrics),
+		limit:     ratelog.New(cfg.Now, ratelog.DefaultEvery),
+		aside:     newAsideBudget(cfg.AsideBudget, cfg.Now),
+		verify:    newAsideBudget(cfg.VerifyBudget, cfg.Now),
+		queue:     newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
+		statusSeq: map[string]uint64{},
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {
 		f := in.topics.AllDevices(kind)
@@ -261,14 +269,14 @@ func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		var group []*prepared
-		var statuses []*wire.Status
+		var statuses []statusIn
 		for _, m := range ms {
 			p, st := in.handle(base, m.topic, m.payload)
 			if p != nil {
 				group = append(group, p)
 			}
 			if st != nil {
-				statuses = append(statuses, st)
+				statuses = append(statuses, statusIn{st: st, seq: m.seq})
 			}
 		}
 		// The batches first: their acks do not wait for the statuses.
@@ -281,7 +289,15 @@ func (in *Ingest) worker(ctx context.Context, stop <-chan struct{}) {
 // coalesced commit that runs out of time leaves the batch-by-batch
 // fallback after it its full time, not an expired context.
 func (in *Ingest) storeCall(base context.Context, call func(context.Context) error) error {
+	_, err := in.storeCallTimed(base, call)
+	return err
+}
+
+// storeCallTimed is storeCall, and whether the call failed having run out
+// of its time.
+func (in *Ingest) storeCallTimed(base context.Context, call func(context.Context) error) (outOfTime bool, err error) {
 	ctx, cancel := context.WithTimeout(base, in.cfg.CommitTimeout)
 	defer cancel()
-	return call(ctx)
+	err = call(ctx)
+	return err != nil && ctx.Err() != nil, err
 }
