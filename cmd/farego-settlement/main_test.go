@@ -733,3 +733,35 @@ func TestCommandsAuditWhoRanThem(t *testing.T) {
 	}
 	t.Errorf("no create_token in the audit trail: %+v", entries)
 }
+
+// TestRevokeInitTokenDoneWhenItSaysSo: once token revoke init has said
+// the token is revoked, a server reading the key directory refuses the
+// old token, so that no console session is signed in with it after the
+// sessions were ended. The command ended them at once while the servers
+// took the old token up to a second longer (a sign-in then made a session
+// that outlived the revocation).
+func TestRevokeInitTokenDoneWhenItSaysSo(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	if c, _, e := settle(t, ctx, "init", "--data", data); c != 0 {
+		t.Fatalf("init: %s", e)
+	}
+	server, err := keys.Open(filepath.Join(data, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(data, "keys", keys.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.TrimSpace(string(b))
+	if !server.CheckToken(old) {
+		t.Fatal("the server refuses the token init wrote")
+	}
+	if c, out, e := settle(t, ctx, "token", "revoke", "--data", data, "init"); c != 0 || !strings.Contains(out, "token init revoked") {
+		t.Fatalf("token revoke init: %d %q %q", c, out, e)
+	}
+	if server.CheckToken(old) {
+		t.Error("after token revoke init said so, a server reading the key directory still takes the old token")
+	}
+}

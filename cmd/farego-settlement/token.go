@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
+	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/driver/feedback"
@@ -29,9 +30,9 @@ Roles: operator (everything), payments (top-ups and credit lines), merchant
 everything, changes nothing). The token is printed once; the ledger keeps
 only its hash. A revoked token stops working at once on every instance.
 revoke init: the operator token file init wrote (DATA/keys/operator.token,
-or --keys DIR) gets a new token; the old one stops working within a second
-on the servers that read that file, and its console sessions end. Copy the
-new file to every other instance's key directory.
+or --keys DIR) gets a new token; the servers that read that file refuse
+the old one within a second (the command waits for that), then its console
+sessions end. Copy the new file to every other instance's key directory.
 payments: the online payments a token made, newest first, 100 at a time
 (--before the last id shown for older ones): a leaked till token's orders.
 refunds: the refunds it made (a merchant token may refund any of its shop's
@@ -225,6 +226,17 @@ func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, std
 	if err != nil {
 		return fmt.Errorf("replace the operator token: %w (check --data or --keys)", err)
 	}
+	// The servers reading the file take the old token up to
+	// keys.TokenRecheck longer: a console sign-in with it meanwhile, after
+	// the sessions were ended, made one that outlived the revocation.
+	// The sessions are ended once none of them takes it (a sign-in that
+	// took it just before given time to record its session).
+	select {
+	case <-time.After(keys.TokenRecheck + 2*time.Second):
+	case <-ctx.Done():
+		return fmt.Errorf("%s holds a new operator token, but the console sessions signed in with the old one were not ended (run token revoke init again): %w",
+			path, ctx.Err())
+	}
 	n, err := st.EndSessionsOf(ctx, "init")
 	if err != nil {
 		return fmt.Errorf("%s holds a new operator token, but its console sessions could not be ended (sign them out in the console): %w", path, err)
@@ -233,7 +245,7 @@ func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, std
 		Detail: fmt.Sprintf("operator token file replaced; %d console sessions ended", n)}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "token init revoked: %s holds a new operator token (the old one stops working within a second on the servers that read this file); %d console sessions signed in with it ended\n", path, n)
+	fmt.Fprintf(stdout, "token init revoked: %s holds a new operator token (the servers that read this file refuse the old one); %d console sessions signed in with it ended\n", path, n)
 	fmt.Fprintln(stdout, "copy the file (mode 0600) to every other settlement instance's key directory, and give it to whoever used the old one;")
 	fmt.Fprintln(stdout, "better: a named operator token for each (token create --role operator --name …), each revocable on its own")
 	return nil

@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -206,9 +207,21 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The token file's identity before its content: replaced in between
+	// (token revoke init while this server starts), the next CheckToken
+	// sees a file other than the one noted and reads it again. Noted
+	// after, the old token would pass for the file's until it changed
+	// again, and the new one be refused.
+	tokInfo, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
+	}
 	tok, err := readSecret(filepath.Join(dir, TokenFile), 32)
 	if err != nil {
 		return nil, err
+	}
+	if afterTokenRead != nil {
+		afterTokenRead()
 	}
 	brk, err := readSecret(filepath.Join(dir, BrokerFile), 32)
 	if err != nil {
@@ -225,13 +238,13 @@ func Open(dir string) (*Dir, error) {
 	if err := checkDerived(root, kr); err != nil {
 		return nil, fmt.Errorf("keys: %s: %w", KeyringFile, err)
 	}
-	tokInfo, err := os.Stat(filepath.Join(dir, TokenFile))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
-	}
 	return &Dir{path: dir, root: root, fleet: fleet, token: hex.EncodeToString(tok), tokFile: tokInfo, tokChecked: time.Now(),
 		broker: brk, keyring: kr}, nil
 }
+
+// afterTokenRead, if set (by tests only), is called by Open once it has
+// read the operator token.
+var afterTokenRead func()
 
 // Path returns the directory.
 func (d *Dir) Path() string { return d.path }
@@ -258,11 +271,11 @@ func (d *Dir) FleetPublic() ed25519.PublicKey { return d.fleet.Public().(ed25519
 // BrokerSecret returns the secret the MQTT passwords derive from.
 func (d *Dir) BrokerSecret() []byte { return d.broker }
 
-// tokenRecheck is how often CheckToken looks at the operator token file.
-const tokenRecheck = time.Second
+// TokenRecheck is how often CheckToken looks at the operator token file.
+const TokenRecheck = time.Second
 
 // CheckToken reports whether tok is the operator token (in constant time).
-// The file is looked at again at most once every tokenRecheck, and read
+// The file is looked at again at most once every TokenRecheck, and read
 // again when it changed: a token replaced (ReplaceToken, farego-settlement
 // token revoke init) stops working on a running server within a second. A
 // file that cannot be read then (removed, made readable by others, not 64
@@ -276,7 +289,7 @@ func (d *Dir) CheckToken(tok string) bool {
 func (d *Dir) currentToken() string {
 	d.tokMu.Lock()
 	defer d.tokMu.Unlock()
-	if time.Since(d.tokChecked) < tokenRecheck {
+	if time.Since(d.tokChecked) < TokenRecheck {
 		return d.token
 	}
 	d.tokChecked = time.Now()
@@ -311,12 +324,43 @@ func ReplaceToken(dir string) (string, error) {
 	if _, err := readSecret(path, 32); err != nil {
 		return "", fmt.Errorf("%w (is %s a server's key directory?)", err, dir)
 	}
+	old, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
 	tok := make([]byte, 32)
 	if _, err := rand.Read(tok); err != nil {
 		return "", err
 	}
-	if err := durable.WriteFile(path, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+	// The new file is the old one's owner's: run as root (a plain sudo,
+	// not sudo -u the service's user), it was root's, 0600, which the
+	// service cannot read: no operator token was taken at all.
+	tmp, err := os.CreateTemp(dir, ".operator.token.*")
+	if err != nil {
 		return "", err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing there
+	_, err = tmp.WriteString(hex.EncodeToString(tok) + "\n")
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if st, ok := old.Sys().(*syscall.Stat_t); ok && err == nil && os.Geteuid() == 0 {
+		err = tmp.Chown(int(st.Uid), int(st.Gid))
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = durable.SyncDir(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("keys: replace %s: %w", path, err)
 	}
 	return path, nil
 }

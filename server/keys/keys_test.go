@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,5 +144,76 @@ func TestReplaceToken(t *testing.T) {
 	}
 	if _, err := ReplaceToken(t.TempDir()); err == nil {
 		t.Error("ReplaceToken in a directory without a token file made one")
+	}
+}
+
+// TestTokenReplacedWhileOpening: a token file replaced while a server
+// opens its key directory (token revoke init as it starts) is read again:
+// the old token refused, the new one taken. The file was noted after its
+// token was read, so the replaced file passed for the one read, and the
+// old token stayed good until the file changed again.
+func TestTokenReplacedWhileOpening(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, TokenFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.TrimSpace(string(b))
+	afterTokenRead = func() {
+		if _, err := ReplaceToken(dir); err != nil {
+			t.Error(err)
+		}
+	}
+	d, err := Open(dir)
+	afterTokenRead = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := strings.TrimSpace(string(b))
+	d.tokMu.Lock()
+	d.tokChecked = time.Time{}
+	d.tokMu.Unlock()
+	if d.CheckToken(old) || !d.CheckToken(fresh) {
+		t.Errorf("token file replaced while opening: old taken %v, new taken %v", d.CheckToken(old), d.CheckToken(fresh))
+	}
+}
+
+// TestReplaceTokenKeepsItsOwner: run as root (a plain sudo), the new
+// token file is still the service user's, who must read it: it was
+// root's, and no operator token was taken at all.
+func TestReplaceTokenKeepsItsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("gives a file to another user: needs root")
+	}
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, TokenFile)
+	const uid, gid = 4242, 4343
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReplaceToken(dir); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	if st.Uid != uid || st.Gid != gid || info.Mode().Perm() != 0o600 {
+		t.Errorf("the new token file: owner %d:%d mode %v, want %d:%d 0600", st.Uid, st.Gid, info.Mode().Perm(), uid, gid)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".operator.token.*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
