@@ -2,14 +2,12 @@ package server_test
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,54 +17,6 @@ import (
 	"github.com/farego/farego/server/servertest"
 	"github.com/farego/farego/sync/brokertest"
 )
-
-// pgRelay is a TCP relay on loopback between the server and PostgreSQL:
-// cut closes it and every connection through it, as a database stopped
-// or a network cut between them.
-type pgRelay struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newPGRelay(t *testing.T, target string) *pgRelay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &pgRelay{ln: ln}
-	t.Cleanup(r.cut)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, up)
-			r.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return r
-}
-
-func (r *pgRelay) cut() {
-	r.ln.Close()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.conns = nil
-}
 
 // With its ledger out of reach, /healthz answered 503 but /metrics said
 // nothing a shipped alert read: on PostgreSQL every farego_ledger_* figure
@@ -94,9 +44,9 @@ func TestMetricsSayLedgerHealth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		relay := newPGRelay(t, u.Host)
-		u.Host = relay.ln.Addr().String()
-		testMetricsSayLedgerHealth(t, t.TempDir(), u.String(), relay.cut)
+		relay := ledgertest.NewRelay(t, u.Host)
+		u.Host = relay.Addr()
+		testMetricsSayLedgerHealth(t, t.TempDir(), u.String(), relay.Cut)
 	})
 }
 

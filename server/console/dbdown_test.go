@@ -2,13 +2,10 @@ package console
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/farego/farego/agent/fare"
@@ -17,54 +14,6 @@ import (
 	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/ledger/ledgertest"
 )
-
-// pgLink is a TCP relay on loopback between the ledger and PostgreSQL:
-// cut closes it and every connection through it, as a database stopped
-// or a network cut between them.
-type pgLink struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newPGLink(t *testing.T, target string) *pgLink {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &pgLink{ln: ln}
-	t.Cleanup(l.cut)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			l.mu.Lock()
-			l.conns = append(l.conns, c, up)
-			l.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return l
-}
-
-func (l *pgLink) cut() {
-	l.ln.Close()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
-}
 
 // With its PostgreSQL out of reach, every console page said "Server
 // error: The session could not be read; see the server log": nothing
@@ -78,7 +27,7 @@ func TestConsoleSaysDatabaseUnreachable(t *testing.T) {
 	if code, body := b.get("/console/fleet"); code != 200 {
 		t.Fatalf("the set-up: the fleet page answers %d: %s", code, body)
 	}
-	link.cut()
+	link.Cut()
 	for _, p := range []string{"/console/", "/console/fleet", "/console/accounts/1"} {
 		code, body := b.get(p)
 		if code != 503 || !strings.Contains(body, "Database unreachable") || !strings.Contains(body, "cannot reach its ledger database") {
@@ -95,7 +44,7 @@ func TestConsoleSaysDatabaseUnreachable(t *testing.T) {
 func TestSignInSaysDatabaseUnreachable(t *testing.T) {
 	f, link := newPGLinkFixture(t)
 	aud := f.token(ledger.RoleAuditor)
-	link.cut()
+	link.Cut()
 	for name, tok := range map[string]string{"a ledger token": aud, "the init token": f.opToken} {
 		resp, body := f.browser().post("/console/signin", url.Values{"token": {tok}})
 		if resp.StatusCode != 503 || !strings.Contains(body, "Database unreachable") || len(resp.Cookies()) != 0 {
@@ -105,16 +54,16 @@ func TestSignInSaysDatabaseUnreachable(t *testing.T) {
 }
 
 // newPGLinkFixture is a console on a PostgreSQL ledger reached through a
-// pgLink, which the caller cuts.
-func newPGLinkFixture(t *testing.T) (*fixture, *pgLink) {
+// ledgertest.Relay, which the caller cuts.
+func newPGLinkFixture(t *testing.T) (*fixture, *ledgertest.Relay) {
 	t.Helper()
 	dsn := ledgertest.PostgresSchema(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	link := newPGLink(t, u.Host)
-	u.Host = link.ln.Addr().String()
+	link := ledgertest.NewRelay(t, u.Host)
+	u.Host = link.Addr()
 	ctx := context.Background()
 	st, err := ledger.Open(ctx, u.String(), nil)
 	if err != nil {
