@@ -339,9 +339,8 @@ const MaxForgivenReuses = 2
 
 // innocent reports whether a code's reuse looks like an honest rider's: a
 // single reuse, on another device and another vehicle than the use that
-// keeps the code (a shop's online payment is neither), within ReuseWindow
-// of it (one code shown on two buses of a quick transfer, or on a bus and
-// at a shop's till), and at most MaxForgivenReuses forgiven on the
+// keeps the code, within ReuseWindow of it (one code shown on two buses of
+// a quick transfer), and at most MaxForgivenReuses forgiven on the
 // account's service day (forgiven counts those this commit forgave
 // already; again: the reuse was stored as forgiven before, and is counted
 // among the stored ones for the other codes). Two doors of one bus are no
@@ -355,11 +354,13 @@ func (t *txn) innocent(account uint64, key []byte, keeper use, lost []use, reuse
 	if d < 0 {
 		d = -d
 	}
-	// A shop's online payment keeps its code too (keeper.tapID ""): the
-	// same code shown to an offline validator and at a till within the
-	// window (the wallet shows one code a minute and cannot know a bus
-	// took it) is judged as a quick transfer, not as sharing.
-	if l.device == keeper.device || d > t.s.reuseWindow ||
+	// A code an online payment keeps (keeper.tapID "") is never forgiven
+	// on a bus: forgiven, the ride is free with no fare paid (in the
+	// two-bus case the keeper paid one), so a purchase of a cent at any
+	// shop, or a colluding shop's payment and refund of a cent, made each
+	// such ride free (an attack review, 7 December 2026, on the change that
+	// forgave it for a day).
+	if l.device == keeper.device || keeper.tapID == "" || d > t.s.reuseWindow ||
 		(l.vehicle != "" && l.vehicle == keeper.vehicle) {
 		return false, nil
 	}
