@@ -18,6 +18,7 @@ import (
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/internal/clientaddr"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/ledger"
 )
 
@@ -105,7 +106,19 @@ func (h *Handler) currentSession(r *http.Request) (*sess, error) {
 	if cs.Role != ledger.RoleOperator && cs.Role != ledger.RoleAuditor {
 		return nil, fmt.Errorf("%w: role %s", ErrNoSession, cs.Role)
 	}
-	if cs.TokenID != initTokenID {
+	tokenID := cs.TokenID
+	if fp, ok := strings.CutPrefix(cs.TokenID, initTokenID+":"); ok {
+		// Signed in with the operator token file: live while the file
+		// holds that token. Ending the sessions when token revoke init
+		// replaces it missed those signed in with the old token after
+		// (on an instance not given the new file yet, or within the
+		// second a server reads it): they kept operator rights to their
+		// expiry.
+		if fp != h.cfg.Keys.CurrentTokenFingerprint() {
+			return nil, fmt.Errorf("%w: the operator token file holds another token", ErrNoSession)
+		}
+		tokenID = initTokenID
+	} else if cs.TokenID != initTokenID { // "init" alone: a session of the release before
 		tok, err := h.cfg.Ledger.TokenByID(r.Context(), cs.TokenID)
 		switch {
 		case errors.Is(err, ledger.ErrNotFound):
@@ -129,7 +142,7 @@ func (h *Handler) currentSession(r *http.Request) (*sess, error) {
 			h.log.Warn("console: recording a session's use failed", "err", err)
 		}
 	}
-	return &sess{hash: hash, tokenID: cs.TokenID, role: cs.Role, csrf: csrfToken(secret)}, nil
+	return &sess{hash: hash, tokenID: tokenID, role: cs.Role, csrf: csrfToken(secret)}, nil
 }
 
 // checkOrigin refuses a POST that does not come from the console's own
@@ -285,13 +298,15 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(tok, "Bearer "); ok {
 		tok = strings.TrimSpace(rest)
 	}
-	var id, role string
+	var id, role, sessionID string
 	switch {
 	case tok == "":
 		fail("Enter an API token.")
 		return
 	case h.cfg.Keys.CheckToken(tok):
-		id, role = initTokenID, ledger.RoleOperator
+		// The session keeps which token of the file it was signed in
+		// with (see currentSession).
+		id, role, sessionID = initTokenID, ledger.RoleOperator, initTokenID+":"+keys.TokenFingerprint(tok)
 	case strings.HasPrefix(tok, api.TokenPrefix):
 		sum := sha256.Sum256([]byte(tok))
 		t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
@@ -326,7 +341,10 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	rand.Read(secret)
 	sum := sha256.Sum256(secret)
 	now := h.cfg.Now()
-	if err := h.cfg.Ledger.CreateSession(r.Context(), ledger.ConsoleSession{IDHash: sum[:], TokenID: id, Role: role,
+	if sessionID == "" {
+		sessionID = id
+	}
+	if err := h.cfg.Ledger.CreateSession(r.Context(), ledger.ConsoleSession{IDHash: sum[:], TokenID: sessionID, Role: role,
 		Created: now, Expires: now.Add(h.cfg.SessionTTL)}); err != nil {
 		if api.ClientGone(r, err) || h.ledgerDown(w, r, nil) {
 			return

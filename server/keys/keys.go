@@ -286,6 +286,24 @@ func (d *Dir) CheckToken(tok string) bool {
 	return cur != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(cur)) == 1
 }
 
+// TokenFingerprint is a short digest (16 hex digits of its SHA-256) of
+// an operator token: what a console session signed in with the operator
+// token file keeps, to end when the file holds another token.
+func TokenFingerprint(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:8])
+}
+
+// CurrentTokenFingerprint is TokenFingerprint of the operator token the
+// file holds now (as CheckToken reads it), "" if it cannot be read.
+func (d *Dir) CurrentTokenFingerprint() string {
+	cur := d.currentToken()
+	if cur == "" {
+		return ""
+	}
+	return TokenFingerprint(cur)
+}
+
 func (d *Dir) currentToken() string {
 	d.tokMu.Lock()
 	defer d.tokMu.Unlock()

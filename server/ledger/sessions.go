@@ -93,14 +93,15 @@ func (s *Store) TouchSession(ctx context.Context, idHash []byte, at time.Time) e
 }
 
 // EndSessionsOf ends every console session signed in with token id (the
-// operator token file's, "init", when it is replaced) and returns how many
-// it ended.
+// operator token file's, "init", when it is replaced: its sessions are
+// "init" and "init:" followed by the token's fingerprint) and returns how
+// many it ended.
 func (s *Store) EndSessionsOf(ctx context.Context, id string) (int64, error) {
 	var n int64
 	err := s.write(ctx, "end console sessions", func(t *txn) error {
 		var err error
-		n, err = t.execCount("end sessions", `UPDATE console_sessions SET ended_ns = $1 WHERE token_id = $2 AND ended_ns = 0`,
-			t.now, id)
+		n, err = t.execCount("end sessions", `UPDATE console_sessions SET ended_ns = $1 WHERE (token_id = $2 OR substr(token_id, 1, $4) = $3) AND ended_ns = 0`,
+			t.now, id, id+":", int64(len(id)+1))
 		return err
 	})
 	return n, err

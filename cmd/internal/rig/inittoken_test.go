@@ -1,6 +1,7 @@
 package rig
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/cookiejar"
@@ -8,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/server/ledger/ledgertest"
 )
 
 // TestRevokeInitToken: the operator token file init wrote (the one the
@@ -96,4 +99,84 @@ func TestRevokeInitToken(t *testing.T) {
 		t.Errorf("the audit trail has no revoke_token of init: %+v", audit.Entries)
 	}
 	verifyClean(t, ctx, r)
+}
+
+// TestRevokedInitTokenSessionOnAnotherInstance: after token revoke init on
+// one instance, the old token still signs in to the console of another
+// instance until its key directory gets the new file (as the revocation
+// says); once it has it, that session must end with the old token. It
+// lived on to its expiry: a console session of the operator token file
+// was not tied to the token it was signed in with, so a leaked
+// operator.token signed in anywhere the file was not copied yet, or on the
+// revoking instance within the second it reads the file, kept operator
+// rights through the revocation.
+func TestRevokedInitTokenSessionOnAnotherInstance(t *testing.T) {
+	dsn := ledgertest.PostgresSchema(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	r := New(dir, binDir, testLog{t})
+	r.ExternalBroker, r.DB = true, dsn
+	defer r.Close()
+	must(t, r.Init(ctx, testFares))
+	must(t, r.StartBroker(ctx))
+	must(t, r.StartServer(ctx))
+	old := r.Token
+
+	// Instance b: its own data directory, holding a copy of the keys.
+	dataB := filepath.Join(dir, "server-b")
+	must(t, os.MkdirAll(filepath.Join(dataB, "keys"), 0o700))
+	entries, err := os.ReadDir(filepath.Join(r.DataDir(), "keys"))
+	must(t, err)
+	for _, en := range entries {
+		if en.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.DataDir(), "keys", en.Name()))
+		must(t, err)
+		info, err := en.Info()
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dataB, "keys", en.Name()), b, info.Mode().Perm()))
+	}
+	p, addrs, err := r.startProc(ctx, "server-b", nil, append(append([]string{"run", "--data", dataB, "--http", "127.0.0.1:0",
+		"--broker", "tcp://" + r.MQTT, "--log-level", r.logLevel()}, rigServerFlags...), r.dbArgs()...)...)
+	must(t, err)
+	defer p.stop(syscall.SIGTERM)
+	baseB := "http://" + addrs["http"]
+
+	args := append([]string{"token", "revoke", "--data", r.DataDir()}, r.dbArgs()...)
+	_, err = r.command(ctx, "farego-settlement", append(args, "init")...)
+	must(t, err)
+	fresh, err := os.ReadFile(filepath.Join(r.DataDir(), "keys", "operator.token"))
+	must(t, err)
+
+	// The leaked token, on instance b before its file is replaced.
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, "POST", baseB+"/console/signin", strings.NewReader(url.Values{"token": {old}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", baseB)
+	resp, err := c.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("console sign-in on instance b before its file was replaced: %d", resp.StatusCode)
+	}
+
+	// The operator copies the new file to instance b, as told.
+	tmp := filepath.Join(dataB, "keys", "operator.token.new")
+	must(t, os.WriteFile(tmp, fresh, 0o600))
+	must(t, os.Rename(tmp, filepath.Join(dataB, "keys", "operator.token")))
+	must(t, WaitFor(ctx, 30*time.Second, "instance b refusing the old operator token", func() bool {
+		var he *cli.APIError
+		err := cli.CallJSON(ctx, "GET", baseB+"/v1/devices", old, nil, nil)
+		return errors.As(err, &he) && he.Status == http.StatusForbidden
+	}))
+	req, _ = http.NewRequestWithContext(ctx, "GET", baseB+"/console/fleet", nil)
+	resp, err = c.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("a console session signed in with the revoked operator token still opens pages on instance b")
+	}
 }
