@@ -1,7 +1,15 @@
 package broker
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
 	"log/slog"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +81,58 @@ func TestExpiredClientCertificateLogged(t *testing.T) {
 	waitFor(t, "the refusal logged", func() bool { return strings.Contains(log.String(), want) })
 	if got := log.String(); strings.Count(got, "client certificate") != 1 || !strings.Contains(got, "farego-provision device --force") {
 		t.Errorf("want one line naming bus-7 and the fix:\n%s", got)
+	}
+}
+
+// TestForeignClientCertificatesLogBounded: anyone reaching the TLS port
+// can present a certificate of their own making, with any name: the
+// refusal names it, and each new name got a line of its own (a 16 KiB
+// name, a 16 KiB line; one address, one line per name it made up). The
+// name is cut, and a certificate of another CA is logged once a minute an
+// address, whatever its name.
+func TestForeignClientCertificatesLogBounded(t *testing.T) {
+	p := brokertest.NewPKI(t, "")
+	var log brokertest.SyncBuffer
+	secret := newSecret(t)
+	b := startBroker(t, Config{
+		Secret: secret, TLSListen: "127.0.0.1:0", TLS: p.ServerTLS(t),
+		Devices: testDevices{secret: secret},
+		Logger:  slog.New(slog.NewTextHandler(&log, nil)),
+	})
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const names = 5
+	for i := range names {
+		cn := fmt.Sprintf("bus-%d-", i) + strings.Repeat("x", 16<<10)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		conn, err := tls.Dial("tcp", b.TLSAddr(), &tls.Config{InsecureSkipVerify: true,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }})
+		if err != nil {
+			continue // refused in the handshake
+		}
+		conn.Read(make([]byte, 1)) // the server's alert
+		conn.Close()
+	}
+	waitFor(t, "the refusal logged", func() bool { return strings.Contains(log.String(), "client certificate") })
+	// Each refusal is logged before its connection is given back: all
+	// five are in the log by now if they are to be.
+	waitFor(t, "the connections given back", func() bool { return b.open.Load() == 0 })
+	got := log.String()
+	if n := strings.Count(got, "client certificate"); n != 1 {
+		t.Errorf("%d lines for %d made-up names from one address, want 1", n, names)
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if len(line) > 2048 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(line), line)
+		}
 	}
 }

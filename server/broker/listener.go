@@ -12,6 +12,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/internal/clientaddr"
 	"github.com/farego/farego/sync/ratelog"
 )
@@ -162,9 +163,19 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // for as long as it runs): a device whose certificate expired, or made by
 // another fleet's CA, is otherwise only "offline" on the server, and the
 // device alone says why.
+//
+// Only a certificate this server's CA issued is logged by its name: anyone
+// reaching the port can make one up, with any name (each new one got a
+// line, of up to the name's 16 KiB and more), so another's is logged once
+// a minute an address, its name cut.
 func (l *listener) certRefused(remote string, cert *x509.Certificate, why error) {
-	name := cert.Subject.CommonName
-	ok, n := l.limit.Allow("client-cert:" + name)
+	name := record.Printable(cert.Subject.CommonName, maxLoggedCertName)
+	ours := l.issuedHere(cert)
+	key := "client-cert:" + name
+	if !ours {
+		key = "client-cert-foreign:" + clientaddr.Key(remote)
+	}
+	ok, n := l.limit.Allow(key)
 	if !ok {
 		return
 	}
@@ -174,7 +185,10 @@ func (l *listener) certRefused(remote string, cert *x509.Certificate, why error)
 	if l.tls.Time != nil {
 		now = l.tls.Time()
 	}
-	if now.After(cert.NotAfter) {
+	if !ours {
+		msg = "a client certificate not issued by this server's CA was refused"
+		fix = "a device of this fleet: provision it again against this server (farego-provision device --force) and install its new bundle; else someone else's client"
+	} else if now.After(cert.NotAfter) {
 		msg = "a client certificate has expired: the device cannot connect"
 	} else if now.Before(cert.NotBefore) {
 		msg = "a client certificate is not valid yet: the device cannot connect"
@@ -183,6 +197,21 @@ func (l *listener) certRefused(remote string, cert *x509.Certificate, why error)
 	l.log.Warn(msg, "identity", name, "remote", remote,
 		"not_before", cert.NotBefore.UTC().Format(time.RFC3339), "not_after", cert.NotAfter.UTC().Format(time.RFC3339),
 		"err", why, "fix", fix, "suppressed", n)
+}
+
+// maxLoggedCertName bounds a refused certificate's name in the log.
+const maxLoggedCertName = 128
+
+// issuedHere reports whether cert was issued by one of the CAs the
+// listener takes client certificates of (its dates aside: it was refused
+// maybe for them).
+func (l *listener) issuedHere(cert *x509.Certificate) bool {
+	if l.tls == nil || l.tls.ClientCAs == nil {
+		return false
+	}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: l.tls.ClientCAs, CurrentTime: cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err == nil
 }
 
 // release gives back a connection's place under maxConns.
