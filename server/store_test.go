@@ -567,4 +567,37 @@ func testCoalescedCommitWriteTransactions(t *testing.T, dsn string) {
 	if dev, err := l.Device(ctx, "bus-1"); err != nil || dev.Status.QueueDepth != 1 || !dev.Status.Online {
 		t.Errorf("bus-1 after failed calls: %+v, %v; want online, queue depth 1 (unchanged)", dev.Status, err)
 	}
+
+	// A stolen validator's status the ledger refuses (a time before 1970,
+	// which the wire does not check) among them is left out and named: it
+	// failed the call, and the ingest recorded every other status alone,
+	// a transaction each, for each such status the thief sent.
+	bad := &wire.Status{DeviceID: "bus-3", Online: false, Time: time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC)}
+	sts = sts[:0]
+	for d := 1; d <= devices; d++ {
+		if d == 3 {
+			sts = append(sts, bad)
+			continue
+		}
+		sts = append(sts, &wire.Status{DeviceID: fmt.Sprintf("bus-%d", d), Online: true, Time: time.Now(), QueueDepth: 100 + d, Epoch: "e"})
+	}
+	before = l.WriteTransactions()
+	err := st.Statuses(ctx, sts)
+	var refused *ingest.StatusesRefused
+	if !errors.As(err, &refused) || len(refused.Refused) != 1 || !errors.Is(refused.Refused[2], ledger.ErrInvalid) {
+		t.Fatalf("statuses with one of a time before 1970: %v, want that one refused (index 2), the others recorded", err)
+	}
+	if n := l.WriteTransactions() - before; n != 1 {
+		t.Errorf("%d write transactions for the statuses beside a refused one; want 1", n)
+	}
+	for d := 1; d <= devices; d++ {
+		dev, err := l.Device(ctx, fmt.Sprintf("bus-%d", d))
+		want := 100 + d
+		if d == 3 {
+			want = 3 // unchanged
+		}
+		if err != nil || dev.Status.QueueDepth != want {
+			t.Errorf("bus-%d: queue depth %d, %v; want %d", d, dev.Status.QueueDepth, err, want)
+		}
+	}
 }

@@ -299,6 +299,16 @@ func (s *Store) UpdateDevicesStatus(ctx context.Context, us []DeviceStatusUpdate
 	})
 }
 
+// CheckDeviceStatus reports whether UpdateDeviceStatus would refuse a
+// status for what it holds (ErrInvalid), without the ledger: a caller of
+// UpdateDevicesStatus leaves such a status out, so that one device's status
+// (a stolen validator's, a time before 1970) does not fail every other's
+// recorded with it.
+func CheckDeviceStatus(id string, st DeviceStatus) error {
+	_, err := checkDeviceStatus(id, st)
+	return err
+}
+
 // statusUpdate is a device status checked for the ledger, with its
 // columns' values.
 type statusUpdate struct {

@@ -179,6 +179,7 @@ func TestFallbackAfterSlowCoalescedCommit(t *testing.T) {
 type statusGroupStore struct {
 	groupStore
 	fail     bool
+	refuse   int   // a status of this queue depth is refused, the others recorded (StatusesRefused)
 	statuses []int // sizes of Statuses calls
 }
 
@@ -191,12 +192,65 @@ func (s *statusGroupStore) Statuses(ctx context.Context, sts []*wire.Status) err
 	if s.fail {
 		return errors.New("injected fault")
 	}
-	for _, st := range sts {
+	refused := map[int]error{}
+	for i, st := range sts {
+		if s.refuse != 0 && st.QueueDepth == s.refuse {
+			refused[i] = errors.New("injected refusal")
+			continue
+		}
 		if err := s.memStore.Status(ctx, st); err != nil {
 			return err
 		}
 	}
+	if len(refused) > 0 {
+		return &StatusesRefused{Refused: refused}
+	}
 	return nil
+}
+
+// TestStatusesRefusedAlone: a status the StatusRecorder refuses for what it
+// holds (StatusesRefused) is counted refused and the others of the call
+// recorded: they are not recorded again one by one (a stolen validator's
+// bad status made every other of its call a transaction of its own).
+func TestStatusesRefusedAlone(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	cfg.Workers = 1
+	st := &statusGroupStore{groupStore: groupStore{&orderStore{memStore: w.store}}, refuse: 3}
+	entered, release := w.store.holdCommits()
+	in := startWith(w, cfg, st)
+	first := w.newDevice(true)
+	first.publish(first.topic(wire.KindTaps), first.validBatch(1, 1))
+	<-entered // the worker is busy: what comes now waits
+	var reporting []*device
+	for i := range 5 {
+		d := w.newDevice(true)
+		d.publish(d.topic(wire.KindStatus), d.statusMessage(i+1))
+		reporting = append(reporting, d)
+	}
+	waitFor(t, "five statuses queued", func() bool { return in.Stats().Queued == 5 })
+	release()
+	waitFor(t, "five statuses handled", func() bool {
+		s := in.Stats()
+		return s.Statuses+s.Rejects[RejectStatusFailed] == 5
+	})
+	if s := in.Stats(); s.Statuses != 4 || s.Rejects[RejectStatusFailed] != 1 {
+		t.Errorf("%d statuses recorded, %d refused; want 4, 1", s.Statuses, s.Rejects[RejectStatusFailed])
+	}
+	for i, d := range reporting {
+		got := w.store.status(d.id)
+		if i+1 == 3 && got != nil {
+			t.Errorf("%s: the refused status recorded: %+v", d.id, got)
+		}
+		if i+1 != 3 && (got == nil || got.QueueDepth != i+1) {
+			t.Errorf("%s: status %+v, want queue depth %d", d.id, got, i+1)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.statuses) != 1 || st.statuses[0] != 5 {
+		t.Errorf("Statuses calls of %v statuses, want one of 5", st.statuses)
+	}
 }
 
 // statusMessage is d's status, signed, reporting depth records queued.

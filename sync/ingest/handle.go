@@ -348,8 +348,17 @@ func (in *Ingest) recordStatuses(ctx context.Context, sts []statusIn) {
 	}
 	if sr, ok := in.store.(StatusRecorder); ok && len(fresh) > 1 {
 		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, fresh) })
-		if err == nil {
-			for _, st := range fresh {
+		// A status the Store refuses for what it holds (a stolen
+		// validator's) is named and left out, the others recorded: it
+		// failed the whole call, and every status of it was then recorded
+		// alone, a transaction each, as often as that device sent one.
+		var refused *StatusesRefused
+		if err == nil || errors.As(err, &refused) {
+			for i, st := range fresh {
+				if refused != nil && refused.Refused[i] != nil {
+					in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, refused.Refused[i])
+					continue
+				}
 				recorded(st.DeviceID)
 			}
 			return

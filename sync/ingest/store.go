@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -56,8 +57,22 @@ type BatchCommitter interface {
 // once a tap while riders tap). A worker hands it the statuses among the
 // messages it took at once, at most one per device; if the call fails,
 // each is recorded alone with Store.Status.
+// If it recorded every status but some it refuses for what they hold, it
+// returns a *StatusesRefused naming those: they are not recorded alone.
 type StatusRecorder interface {
 	Statuses(ctx context.Context, ss []*wire.Status) error
+}
+
+// StatusesRefused is a StatusRecorder's answer when it recorded the
+// statuses of a call but those it names, by their index in the call, with
+// why (one device's bad status must not cost every other's their
+// transaction together).
+type StatusesRefused struct {
+	Refused map[int]error
+}
+
+func (e *StatusesRefused) Error() string {
+	return fmt.Sprintf("%d statuses refused, the others recorded", len(e.Refused))
 }
 
 // Batch is a device's batch after the Ingest checked its signature and
