@@ -182,6 +182,11 @@ func readSecret(path string, size int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMissing, err)
 	}
+	if !info.Mode().IsRegular() {
+		// A FIFO read waits for a writer: every token check (each
+		// bearer request, each console sign-in) hung on one.
+		return nil, fmt.Errorf("%w: %s is not a regular file (%v)", ErrMissing, path, info.Mode().Type())
+	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrMissing, path, info.Mode().Perm())
 	}

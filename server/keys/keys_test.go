@@ -142,6 +142,18 @@ func TestReplaceToken(t *testing.T) {
 	if d.CheckToken("") {
 		t.Error("an empty token is taken")
 	}
+	// A FIFO in the file's place: no token, and no check waiting on it
+	// for a writer (every bearer request hung).
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recheck()
+	if d.CheckToken(fresh) {
+		t.Error("a FIFO's token is taken")
+	}
 	if _, err := ReplaceToken(t.TempDir()); err == nil {
 		t.Error("ReplaceToken in a directory without a token file made one")
 	}
