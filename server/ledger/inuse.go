@@ -141,7 +141,14 @@ func inUse(exclusive bool) error {
 func flockHold(path string, exclusive bool) (*hold, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("ledger: open the lock file: %w (made by another user, root say: chown it to the ledger file's owner, the user the server runs as)", err)
+		}
 		return nil, fmt.Errorf("ledger: open the lock file: %w", err)
+	}
+	if err := sameOwner(f, strings.TrimSuffix(path, LockFileSuffix)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	how := syscall.LOCK_SH
 	if exclusive {
@@ -155,6 +162,35 @@ func flockHold(path string, exclusive bool) (*hold, error) {
 		return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 	}
 	return &hold{release: func() { f.Close() }, shared: !exclusive && flocks(f) > 1}, nil
+}
+
+// sameOwner gives f, run as root, the owner of the ledger file beside it,
+// as SQLite does its -wal and -shm: a lock file root made (a server or
+// 'restored' started by hand, as root, on a service's data directory) is
+// one the service, its user 0600, cannot open, and it did not start
+// ("open the lock file: permission denied"). Others cannot chown, and
+// need not: their files are theirs.
+func sameOwner(f *os.File, ledger string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	li, err := os.Stat(ledger)
+	if err != nil {
+		return nil // no ledger file to follow (Open makes it first)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("ledger: lock file: %w", err)
+	}
+	want, ok1 := li.Sys().(*syscall.Stat_t)
+	got, ok2 := fi.Sys().(*syscall.Stat_t)
+	if !ok1 || !ok2 || (want.Uid == got.Uid && want.Gid == got.Gid) {
+		return nil
+	}
+	if err := f.Chown(int(want.Uid), int(want.Gid)); err != nil {
+		return fmt.Errorf("ledger: give the lock file %s the ledger file's owner: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // flocks counts the flock locks held on f's file, this one's included,

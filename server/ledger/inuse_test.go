@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -331,4 +333,59 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// TestLockFileOwnerFollowsLedger: a server (or 'restored') run as root on
+// a service's data directory made the lock file root's, 0600, and the
+// service, its user, no longer started ("open the lock file: permission
+// denied"), while SQLite gives its own -wal and -shm the ledger file's
+// owner. Run as root, the lock file takes the ledger file's owner, also
+// one root made before.
+func TestLockFileOwnerFollowsLedger(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root makes files another user owns")
+	}
+	db := newSQLiteDB(t)
+	path := strings.TrimPrefix(db.dsn, "sqlite:")
+	openClosable(t, db).Close()   // the ledger file, made by init
+	const uid, gid = 65534, 65534 // the service's user
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() (uint32, uint32) {
+		t.Helper()
+		fi, err := os.Stat(path + LockFileSuffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return st.Uid, st.Gid
+	}
+	for _, how := range []string{"made by this server", "root's already"} {
+		if how == "root's already" {
+			if err := os.Chown(path+LockFileSuffix, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.Remove(path + LockFileSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		s := openClosable(t, db)
+		if err := s.Serve(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if u, g := owner(); u != uid || g != gid {
+			t.Errorf("%s: the lock file is %d:%d, the ledger file %d:%d: the service cannot open it", how, u, g, uid, gid)
+		}
+	}
+	// restored's check, as root, on a data directory with no lock file yet.
+	if err := os.Remove(path + LockFileSuffix); err != nil {
+		t.Fatal(err)
+	}
+	if SQLiteServed(path) {
+		t.Fatal("SQLiteServed with no server")
+	}
+	if u, g := owner(); u != uid || g != gid {
+		t.Errorf("after SQLiteServed: the lock file is %d:%d, want %d:%d", u, g, uid, gid)
+	}
 }

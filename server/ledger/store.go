@@ -9,16 +9,19 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"modernc.org/sqlite"               // registers the "sqlite" database/sql driver
+	"golang.org/x/sys/unix"
+	"modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
 // Store is the settlement ledger. It is safe for concurrent use, and several
@@ -105,6 +108,9 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		if err := privateFile(tg.path); err != nil {
 			return nil, err
 		}
+		if err := writableFiles(tg.path); err != nil {
+			return nil, err
+		}
 	}
 	db, err := sql.Open(tg.backend.driverName(), tg.dsn)
 	if err != nil {
@@ -188,6 +194,45 @@ func privateFile(path string) error {
 		return fmt.Errorf("ledger: create %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// writableFiles checks that this process may read and write the SQLite
+// ledger at path and its -wal and -shm, and make those in its directory:
+// SQLite says only "unable to open database file (14)" otherwise, naming
+// neither the file nor why, and a ledger file root made (init, run as root
+// on a service's data directory) is what a service's user meets.
+func writableFiles(path string) error {
+	dir := filepath.Dir(path)
+	for _, c := range []struct {
+		path string
+		mode uint32
+	}{{path, unix.R_OK | unix.W_OK}, {path + "-wal", unix.R_OK | unix.W_OK}, {path + "-shm", unix.R_OK | unix.W_OK}, {dir, unix.W_OK | unix.X_OK}} {
+		if c.path == dir && exists(path+"-wal") && exists(path+"-shm") {
+			continue // both there: SQLite makes neither
+		}
+		err := unix.Access(c.path, c.mode)
+		if err == nil || !errors.Is(err, unix.EACCES) {
+			continue // missing -wal or -shm, or a cause SQLite names well enough
+		}
+		owner := ""
+		if info, err := os.Stat(c.path); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				owner = fmt.Sprintf(", owned by uid %d gid %d, mode %v", st.Uid, st.Gid, info.Mode().Perm())
+			}
+		}
+		what := "cannot read and write " + c.path
+		if c.path == dir {
+			what = "cannot make the ledger's -wal and -shm files in " + c.path
+		}
+		return fmt.Errorf("ledger: this user (uid %d) %s%s: run farego-settlement as the user the server runs as, who owns the data directory (with the systemd unit: sudo -u farego-settlement farego-settlement …), or chown the files to that user",
+			os.Getuid(), what, owner)
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 func (s *Store) init(ctx context.Context, currency string) error {
