@@ -685,7 +685,7 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		ConnectTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
 	}, 0)
 	if err != nil {
-		s.add(levelFail, "broker", fmt.Sprintf("no connection to %s as %s: %v", m.Broker, s.cfg.DeviceID, err), brokerAdvice(err, m.CAFile))
+		s.add(levelFail, "broker", fmt.Sprintf("no connection to %s as %s: %v", m.Broker, s.cfg.DeviceID, err), brokerAdvice(err, m.CAFile, m.CertFile != "" && m.Username == ""))
 		return
 	}
 	s.brokerOK(res)
@@ -693,8 +693,9 @@ func (s *selftest) checkBroker(ctx context.Context) {
 
 // brokerAdvice is what to do about a failed broker connection: a broker
 // certificate the device does not trust is a matter of mqtt.ca_file or
-// of the certificate's names, not of the network.
-func brokerAdvice(err error, caFile string) string {
+// of the certificate's names, not of the network. certOnly: the device
+// logs in with its client certificate alone (a --tls bundle).
+func brokerAdvice(err error, caFile string, certOnly bool) string {
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	if do := clientCertRefused(err.Error()); do != "" {
@@ -709,6 +710,13 @@ func brokerAdvice(err error, caFile string) string {
 		return "the broker's certificate is not signed by the CA in mqtt.ca_file " + caFile + ": give the CA that signed it (the fleet's ca.crt for farego-provision broker-cert)"
 	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
 		return "a TLS failure: check the broker's certificate (its CA in mqtt.ca_file, its names, its dates) and the device's clock"
+	case certOnly && strings.Contains(err.Error(), "not Authorized"):
+		// A broker that asks for no client certificate never sees the
+		// device's, and refuses it for having no password: a
+		// settlement server run with --mqtt-tls but no --client-ca.
+		return "this device logs in with its client certificate (mqtt.cert_file, no password): the broker must ask for one " +
+			"(farego-settlement run --client-ca FLEET/ca.crt beside --mqtt-tls; an external broker's require_certificate), " +
+			"or provision the device without --tls to log in with a password; else it was provisioned again (--force) or revoked: install its current bundle"
 	}
 	return "check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)"
 }

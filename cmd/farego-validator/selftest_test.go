@@ -135,7 +135,7 @@ func TestSelftestConfigAdvice(t *testing.T) {
 func TestSelftestBrokerCA(t *testing.T) {
 	// A certificate for other names, wrapped as paho wraps it (%w).
 	wrongName := fmt.Errorf("network Error : %w", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "mqtt"}})
-	if got := brokerAdvice(wrongName, ""); !strings.Contains(got, "broker-cert --host") {
+	if got := brokerAdvice(wrongName, "", false); !strings.Contains(got, "broker-cert --host") {
 		t.Errorf("advice for a certificate of other names: %q", got)
 	}
 
@@ -472,4 +472,33 @@ func TestRunLogsClientCertEnding(t *testing.T) {
 		t.Errorf("the warning: %s", line)
 	}
 	d.stop()
+}
+
+// TestSelftestClientCertNotAsked: a --tls bundle (client certificate, no
+// password) against a TLS broker that asks for no client certificate (a
+// settlement server run with --mqtt-tls and without --client-ca, as the
+// README's systemd example was): the broker refuses it, "not Authorized",
+// and selftest sent the technician to the network and to provision the
+// device again, which changes nothing. It names --client-ca.
+func TestSelftestClientCertNotAsked(t *testing.T) {
+	pki := brokertest.NewPKI(t, "")
+	server := pki.ServerTLS(t)
+	server.ClientAuth = tls.NoClientCert
+	d := newSelftestDeviceOn(t, &brokertest.Options{TLS: server, Users: map[string]string{"bus-7-front": "s3cret"}})
+	certFile, keyFile := pki.ClientCert(t, "bus-7-front")
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	text := strings.Replace(string(cfg), "username = \"bus-7-front\"\npassword = \"s3cret\"\n",
+		fmt.Sprintf("ca_file = %q\ncert_file = %q\nkey_file = %q\n", pki.CAFile, certFile, keyFile), 1)
+	if text == string(cfg) {
+		t.Fatal("the test device's config no longer has the password lines")
+	}
+	must(t, os.WriteFile(d.cfgPath, []byte(text), 0o644))
+	lines, report, code := d.selftest()
+	t.Logf("report:\n%s", report)
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1", code)
+	}
+	wantCheck(t, lines, "broker", "FAIL", "not Authorized")
+	wantCheck(t, lines, "broker", "FAIL", "--client-ca")
 }

@@ -210,6 +210,13 @@ func (h *hook) identify(cl *mqtt.Client, pk packets.Packet) (string, error) {
 		}
 	}
 	if user == "" || !pk.Connect.PasswordFlag {
+		if _, ok := conn.(*tls.Conn); ok && user == "" {
+			// Over TLS with no verified certificate: this listener asks
+			// for none (RequireAndVerifyClientCert refuses the handshake
+			// otherwise), and a device provisioned with --tls, which
+			// has no password, is refused here whatever it holds.
+			return "", errors.New("no username and password, and this TLS listener asks for no client certificate (a device provisioned with --tls logs in with one: run the server with --client-ca)")
+		}
 		return "", errors.New("no username and password")
 	}
 	if user == h.cfg.ServerUsername {

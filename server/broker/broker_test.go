@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"math"
 	"net"
 	"strings"
@@ -352,13 +353,27 @@ func TestMutualTLS(t *testing.T) {
 }
 
 // TestTLSWithPasswords: a TLS listener without client certificates takes
-// usernames and passwords.
+// usernames and passwords. A device that logs in with a client
+// certificate alone (provisioned with --tls) is refused, and the log says
+// the listener asks for no certificate (--client-ca): it said "no
+// username and password", and the operator of a server run with
+// --mqtt-tls alone looked at the device's credentials.
 func TestTLSWithPasswords(t *testing.T) {
 	p := brokertest.NewPKI(t, "")
 	secret := newSecret(t)
-	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.ServerCertificate(t)}}})
+	var log brokertest.SyncBuffer
+	b := startBroker(t, Config{Secret: secret, TLSListen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{p.ServerCertificate(t)}},
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	url := "ssl://" + b.TLSAddr()
 	mustDial(t, url, "bus-1", devicePassword(secret, "bus-1"), p.ClientTLS(t, ""))
+	// First: refused logins from one address are logged once a minute.
+	if _, _, err := dial(t, url, "", "", p.ClientTLS(t, "bus-2"), asDevice("bus-2")); err == nil {
+		t.Fatal("a client certificate the listener did not ask for logged in")
+	}
+	waitFor(t, "the refusal counted", func() bool { return b.Stats().Refused == 1 })
+	if out := log.String(); !strings.Contains(out, "--client-ca") {
+		t.Errorf("the refusal of a device with a certificate alone does not name --client-ca:\n%s", out)
+	}
 	if _, _, err := dial(t, url, "bus-1", "nope", p.ClientTLS(t, "")); err == nil {
 		t.Error("wrong password accepted over TLS")
 	}
