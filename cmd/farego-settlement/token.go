@@ -247,7 +247,10 @@ func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, std
 	}
 	fmt.Fprintf(stdout, "token init revoked: %s holds a new operator token (the servers that read this file refuse the old one); %d console sessions signed in with it ended\n", path, n)
 	fmt.Fprintln(stdout, "copy the file (mode 0600) to every other settlement instance's key directory, and give it to whoever used the old one;")
-	fmt.Fprintln(stdout, "better: a named operator token for each (token create --role operator --name …), each revocable on its own")
+	fmt.Fprintln(stdout, "better: a named operator token for each (token create --role operator --name …), each revocable on its own;")
+	// What the leaked token did stays done: tokens it made, above all,
+	// work on after its revocation.
+	fmt.Fprintln(stdout, "and look at what the old token did (the audit trail: GET /v1/audit, the console's Audit page, actor token:init): revoke the tokens it made")
 	return nil
 }
 

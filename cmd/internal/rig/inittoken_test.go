@@ -55,7 +55,8 @@ func TestRevokeInitToken(t *testing.T) {
 	args := append([]string{"token", "revoke", "--data", r.DataDir()}, r.dbArgs()...)
 	out, err := r.command(ctx, "farego-settlement", append(args, "init")...)
 	must(t, err)
-	if !strings.Contains(out, "token init revoked") || !strings.Contains(out, "1 console sessions") || strings.Contains(out, old) {
+	if !strings.Contains(out, "token init revoked") || !strings.Contains(out, "1 console sessions") || strings.Contains(out, old) ||
+		!strings.Contains(out, "revoke the tokens it made") {
 		t.Errorf("token revoke init said: %q", out)
 	}
 	b, err := os.ReadFile(filepath.Join(r.DataDir(), "keys", "operator.token"))
