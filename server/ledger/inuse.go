@@ -187,6 +187,12 @@ func sameOwner(f *os.File, ledger string) error {
 	if !ok1 || !ok2 || (want.Uid == got.Uid && want.Gid == got.Gid) {
 		return nil
 	}
+	// Only the lock file itself: the data directory is the service's
+	// user's, who could put there a symbolic or hard link to any file
+	// (/etc/shadow), which root would then give that user.
+	if lfi, err := os.Lstat(f.Name()); err != nil || !lfi.Mode().IsRegular() || !os.SameFile(lfi, fi) || got.Nlink != 1 {
+		return nil
+	}
 	if err := f.Chown(int(want.Uid), int(want.Gid)); err != nil {
 		return fmt.Errorf("ledger: give the lock file %s the ledger file's owner: %w", f.Name(), err)
 	}

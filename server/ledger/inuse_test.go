@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -387,5 +388,53 @@ func TestLockFileOwnerFollowsLedger(t *testing.T) {
 	}
 	if u, g := owner(); u != uid || g != gid {
 		t.Errorf("after SQLiteServed: the lock file is %d:%d, want %d:%d", u, g, uid, gid)
+	}
+}
+
+// TestLockFileOwnerNotGivenThroughALink: root following the ledger file's
+// owner gives the lock file only, never a file a link in its place leads
+// to: the data directory is the service's user's, who could put a link to
+// /etc/shadow there and have root, running a server or restored on it,
+// give it that user.
+func TestLockFileOwnerNotGivenThroughALink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root makes files another user owns")
+	}
+	for _, link := range []string{"symbolic", "hard"} {
+		t.Run(link, func(t *testing.T) {
+			db := newSQLiteDB(t)
+			path := strings.TrimPrefix(db.dsn, "sqlite:")
+			openClosable(t, db).Close()
+			if err := os.Chown(path, 65534, 65534); err != nil { // the service's user's
+				t.Fatal(err)
+			}
+			victim := filepath.Join(t.TempDir(), "shadow")
+			if err := os.WriteFile(victim, []byte("root's\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path + LockFileSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			mk := os.Symlink
+			if link == "hard" {
+				mk = os.Link
+			}
+			if err := mk(victim, path+LockFileSuffix); err != nil {
+				t.Fatal(err)
+			}
+			s := openClosable(t, db)
+			if err := s.Serve(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			SQLiteServed(path)
+			fi, err := os.Stat(victim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+				t.Errorf("the file a %s link in the lock file's place leads to was given to %d:%d", link, st.Uid, st.Gid)
+			}
+		})
 	}
 }
