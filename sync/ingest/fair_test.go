@@ -425,3 +425,64 @@ func TestStatusesGiveUpOnALedgerOutOfTime(t *testing.T) {
 		t.Errorf("%d calls of Statuses and %d of Status, each waiting out its time; want one of Statuses and none of Status", st.group, st.status)
 	}
 }
+
+// heldStatusStore holds the Status calls of one device until released (a
+// fault: a ledger slow on that call).
+type heldStatusStore struct {
+	*memStore
+	held     string
+	entered  chan struct{}
+	release  chan struct{}
+	releaseO sync.Once
+}
+
+func (s *heldStatusStore) Status(ctx context.Context, st *wire.Status) error {
+	if st.DeviceID == s.held {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.memStore.Status(ctx, st)
+}
+
+func (s *heldStatusStore) unhold() { s.releaseO.Do(func() { close(s.release) }) }
+
+// TestStatusesDoNotHoldOtherWorkers: a worker whose status call is slow
+// (up to CommitTimeout, 30 s) holds no other worker: they record other
+// devices' statuses and commit and ack batches meanwhile, and a newer
+// status of the slow call's device is left to that worker, recorded after
+// its older one. Recording statuses one worker at a time, a slow ledger
+// held every worker behind one call, and with them every device's
+// batches and acks.
+func TestStatusesDoNotHoldOtherWorkers(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	// The held call outlasts every wait of the test: it ends only when
+	// released.
+	cfg.Workers, cfg.CommitTimeout = 2, 2*waitTimeout
+	slow, other, tapper := w.newDevice(true), w.newDevice(true), w.newDevice(true)
+	st := &heldStatusStore{memStore: w.store, held: slow.id, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	in := startWith(w, cfg, st)
+	t.Cleanup(st.unhold) // before the Ingest stops
+	slow.publish(slow.topic(wire.KindStatus), slow.statusMessage(5))
+	<-st.entered
+	slow.publish(slow.topic(wire.KindStatus), slow.statusMessage(0))
+	other.publish(other.topic(wire.KindStatus), other.statusMessage(1))
+	waitFor(t, "another device's status recorded", func() bool { return w.store.status(other.id) != nil })
+	tapper.publish(tapper.topic(wire.KindTaps), tapper.validBatch(1, 1))
+	tapper.nextAck()
+	st.unhold()
+	waitFor(t, "all statuses handled", func() bool { return in.Stats().Statuses == 3 })
+	if got := w.store.status(slow.id); got == nil || got.QueueDepth != 0 {
+		t.Errorf("the slow device's status: %+v, want its newer one (queue depth 0)", got)
+	}
+	if s := in.Stats(); s.Rejects[RejectStatusFailed] != 0 {
+		t.Errorf("%d statuses refused", s.Rejects[RejectStatusFailed])
+	}
+}

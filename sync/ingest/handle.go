@@ -306,79 +306,147 @@ const maxStatusOrder = 1 << 20
 
 // recordStatuses records checked statuses: with a Store that is a
 // StatusRecorder, several in one call; if that fails, or without one,
-// each alone. The workers record statuses one at a time, and a status
-// older than one of its device's already recorded is passed over (counted
-// as recorded: the newer one stands): a worker records its statuses after
-// its batches' commit, while another worker may have taken and recorded
-// the device's next status meanwhile, which the older one overwrote (the
-// queue depth from before the last ack, or online after the device said
-// it was going offline, until the device reported again).
+// each alone. A status older than one of its device's already recorded
+// is passed over (counted as recorded: the newer one stands): a worker
+// records its statuses after its batches' commit, while another worker
+// may have taken and recorded the device's next status meanwhile, which
+// the older one overwrote (the queue depth from before the last ack, or
+// online after the device said it was going offline, until the device
+// reported again).
+// A device's statuses are recorded by one worker at a time: a worker
+// whose status is of a device another is recording leaves it to that
+// one, which records it next (the newest of those left), and goes on.
+// The workers do not wait for each other's ledger calls: waiting, a
+// slow ledger (each call up to CommitTimeout) held every worker, and
+// the batches and acks of every device, behind one worker's statuses.
 func (in *Ingest) recordStatuses(ctx context.Context, sts []statusIn) {
-	if len(sts) == 0 {
-		return
+	for len(sts) > 0 {
+		mine := in.claimStatuses(sts)
+		ok, outOfTime, err := in.recordClaimed(ctx, mine)
+		sts = in.releaseStatuses(mine, ok)
+		if outOfTime {
+			// Those left to this worker meanwhile wait no other call.
+			for _, s := range sts {
+				in.refuse(RejectStatusFailed, s.st.DeviceID, wire.KindStatus, 0, err)
+			}
+			sts = nil
+		}
 	}
+}
+
+// claimStatuses returns the statuses of sts this worker records: those of
+// devices no other worker is recording. An older one than its device's
+// recorded or being recorded is passed over; one of a device another
+// worker is recording is left to it (statusNext).
+func (in *Ingest) claimStatuses(sts []statusIn) []statusIn {
 	in.statusMu.Lock()
 	defer in.statusMu.Unlock()
-	var fresh []*wire.Status
-	seqs := map[string]uint64{}
+	var mine []statusIn
 	for _, s := range sts {
-		if s.seq < in.statusSeq[s.st.DeviceID] {
-			in.stats.status()
-			continue
+		id := s.st.DeviceID
+		busy, isBusy := in.statusBusy[id]
+		switch {
+		case s.seq < in.statusSeq[id] || (isBusy && s.seq < busy):
+			in.stats.status() // passed over: a newer one stands
+		case isBusy:
+			if n, ok := in.statusNext[id]; ok {
+				if n.seq > s.seq {
+					in.stats.status()
+					continue
+				}
+				in.stats.status() // the one left before, passed over
+			}
+			in.statusNext[id] = s
+		default:
+			in.statusBusy[id] = s.seq
+			mine = append(mine, s)
 		}
-		fresh = append(fresh, s.st)
-		seqs[s.st.DeviceID] = s.seq
 	}
-	recorded := func(id string) {
-		if len(in.statusSeq) >= maxStatusOrder {
-			clear(in.statusSeq)
+	return mine
+}
+
+// releaseStatuses notes the statuses this worker recorded (ok by index),
+// and returns those other workers left to it meanwhile.
+func (in *Ingest) releaseStatuses(mine []statusIn, ok []bool) []statusIn {
+	in.statusMu.Lock()
+	defer in.statusMu.Unlock()
+	var next []statusIn
+	for i, s := range mine {
+		id := s.st.DeviceID
+		if ok[i] {
+			if len(in.statusSeq) >= maxStatusOrder {
+				clear(in.statusSeq)
+			}
+			in.statusSeq[id] = s.seq
 		}
-		in.statusSeq[id] = seqs[id]
+		delete(in.statusBusy, id)
+		if n, left := in.statusNext[id]; left {
+			delete(in.statusNext, id)
+			next = append(next, n)
+		}
+	}
+	return next
+}
+
+// recordClaimed records statuses of distinct devices (see recordStatuses)
+// and returns which were recorded, and whether a call ran out of time
+// (with its error).
+func (in *Ingest) recordClaimed(ctx context.Context, sts []statusIn) (ok []bool, outOfTime bool, err error) {
+	ok = make([]bool, len(sts))
+	if len(sts) == 0 {
+		return ok, false, nil
+	}
+	recorded := func(i int) {
+		ok[i] = true
 		in.stats.status()
 	}
 	// A call that ran out of CommitTimeout (a ledger that does not
 	// answer) is not followed by one a status, each waiting its own (30 s
-	// by default, for each of up to CoalesceBatches statuses, the other
-	// workers waiting behind): the rest are refused, and each device
-	// reports again with its next status.
-	refuseRest := func(rest []*wire.Status, err error) {
-		for _, st := range rest {
-			in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, err)
+	// by default, for each of up to CoalesceBatches statuses): the rest
+	// are refused, and each device reports again with its next status.
+	refuseRest := func(rest []statusIn, err error) {
+		for _, s := range rest {
+			in.refuse(RejectStatusFailed, s.st.DeviceID, wire.KindStatus, 0, err)
 		}
 	}
-	if sr, ok := in.store.(StatusRecorder); ok && len(fresh) > 1 {
-		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, fresh) })
+	if sr, isSR := in.store.(StatusRecorder); isSR && len(sts) > 1 {
+		group := make([]*wire.Status, len(sts))
+		for i, s := range sts {
+			group[i] = s.st
+		}
+		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return sr.Statuses(ctx, group) })
 		// A status the Store refuses for what it holds (a stolen
 		// validator's) is named and left out, the others recorded: it
 		// failed the whole call, and every status of it was then recorded
 		// alone, a transaction each, as often as that device sent one.
 		var refused *StatusesRefused
 		if err == nil || errors.As(err, &refused) {
-			for i, st := range fresh {
+			for i, s := range sts {
 				if refused != nil && refused.Refused[i] != nil {
-					in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, refused.Refused[i])
+					in.refuse(RejectStatusFailed, s.st.DeviceID, wire.KindStatus, 0, refused.Refused[i])
 					continue
 				}
-				recorded(st.DeviceID)
+				recorded(i)
 			}
-			return
+			return ok, false, nil
 		}
 		if outOfTime {
-			refuseRest(fresh, err)
-			return
+			refuseRest(sts, err)
+			return ok, true, err
 		}
-		in.log.Debug("ingest: statuses recorded together failed; recording them one by one", logKeyCount, len(fresh), logKeyErr, err)
+		in.log.Debug("ingest: statuses recorded together failed; recording them one by one", logKeyCount, len(sts), logKeyErr, err)
 	}
-	for i, st := range fresh {
-		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return in.store.Status(ctx, st) })
+	for i, s := range sts {
+		outOfTime, err := in.storeCallTimed(ctx, func(ctx context.Context) error { return in.store.Status(ctx, s.st) })
 		if err != nil {
 			if outOfTime {
-				refuseRest(fresh[i:], err)
-				return
+				refuseRest(sts[i:], err)
+				return ok, true, err
 			}
-			in.refuse(RejectStatusFailed, st.DeviceID, wire.KindStatus, 0, err)
+			in.refuse(RejectStatusFailed, s.st.DeviceID, wire.KindStatus, 0, err)
 			continue
 		}
-		recorded(st.DeviceID)
+		recorded(i)
 	}
+	return ok, false, nil
 }

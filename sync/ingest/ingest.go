@@ -39,11 +39,14 @@ type Ingest struct {
 	commitErr    atomic.Pointer[commitFailure] // the last failed commit while commitStreak > 0
 	replayID     atomic.Uint64                 // the last replay request's id
 
-	// statusMu orders the workers' recording of statuses; statusSeq is,
-	// by device, the arrival number (inbound.seq) of its newest status
-	// recorded (see recordStatuses).
-	statusMu  sync.Mutex
-	statusSeq map[string]uint64
+	// statusMu guards, by device: statusSeq, the arrival number
+	// (inbound.seq) of its newest status recorded; statusBusy, that of
+	// the status a worker is recording; statusNext, a newer status left
+	// to that worker (see recordStatuses).
+	statusMu   sync.Mutex
+	statusSeq  map[string]uint64
+	statusBusy map[string]uint64
+	statusNext map[string]statusIn
 }
 
 // inbound is one message received from the broker.
@@ -64,17 +67,19 @@ func New(cfg Config, store Store) (*Ingest, error) {
 		return nil, configErr("no Store")
 	}
 	in := &Ingest{
-		cfg:       cfg,
-		store:     store,
-		log:       cfg.Logger,
-		topics:    wire.Topics{Prefix: cfg.TopicPrefix},
-		verifier:  paycode.NewVerifier(cfg.VerifierCacheSize),
-		stats:     newCounters(cfg.Metrics),
-		limit:     ratelog.New(cfg.Now, ratelog.DefaultEvery),
-		aside:     newAsideBudget(cfg.AsideBudget, cfg.Now),
-		verify:    newAsideBudget(cfg.VerifyBudget, cfg.Now),
-		queue:     newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
-		statusSeq: map[string]uint64{},
+		cfg:        cfg,
+		store:      store,
+		log:        cfg.Logger,
+		topics:     wire.Topics{Prefix: cfg.TopicPrefix},
+		verifier:   paycode.NewVerifier(cfg.VerifierCacheSize),
+		stats:      newCounters(cfg.Metrics),
+		limit:      ratelog.New(cfg.Now, ratelog.DefaultEvery),
+		aside:      newAsideBudget(cfg.AsideBudget, cfg.Now),
+		verify:     newAsideBudget(cfg.VerifyBudget, cfg.Now),
+		queue:      newFairQueue(cfg.DeviceQueueSize, cfg.DeviceQueueBytes, cfg.QueueSize, cfg.QueueBytes),
+		statusSeq:  map[string]uint64{},
+		statusBusy: map[string]uint64{},
+		statusNext: map[string]statusIn{},
 	}
 	for _, kind := range []string{wire.KindTaps, wire.KindStatus} {
 		f := in.topics.AllDevices(kind)
