@@ -497,9 +497,13 @@ func asideName(path string, now time.Time) (string, error) {
 func (q *Queue) Epoch() string { return q.epoch }
 
 // Limits returns the bounds Append refuses at (the defaults applied): the
-// unacked records, and the file's size.
-func (q *Queue) Limits() (maxRecords int, maxFileSize int64) {
-	return q.opts.MaxRecords, q.opts.MaxFileSize
+// unacked records, and the file space in use (Stats.UsedSize). The latter
+// is not MaxFileSize: appends stop at 7/8 of what bbolt can allocate under
+// it (see appendBudget), which for a MaxFileSize of 128 MiB or less is
+// under 80 % of it: an alert on UsedSize/MaxFileSize never fired before
+// the queue was full.
+func (q *Queue) Limits() (maxRecords int, maxUsedSize int64) {
+	return q.opts.MaxRecords, q.budget
 }
 
 // Path returns the path of the queue file.

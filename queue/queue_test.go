@@ -1806,3 +1806,31 @@ func TestFileBlocksReserved(t *testing.T) {
 		t.Errorf("records after reopening: %v", got)
 	}
 }
+
+// TestLimitsReachedWhenFull: the file space in use reaches the bound Limits
+// gives before Append refuses for file space, and passes 80 % of it (the
+// rule FaregoValidatorQueueFilling warns at used/limit > 0.8). Limits gave
+// MaxFileSize, which appends never come near under 128 MiB or less (they
+// stop at 7/8 of what bbolt can allocate, 1.75 MiB of a 3 MiB file): the
+// alert never fired before the validator was out of service.
+func TestLimitsReachedWhenFull(t *testing.T) {
+	q := openTest(t, tempPath(t), &Options{MaxFileSize: 3 << 20})
+	rec := bytes.Repeat([]byte{'r'}, 8<<10)
+	var err error
+	for range 10_000 {
+		if _, err = q.Append(context.Background(), rec); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append until full: %v, want ErrFull", err)
+	}
+	st, err := q.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, maxUsed := q.Limits()
+	if ratio := float64(st.UsedSize) / float64(maxUsed); ratio <= 0.8 || ratio > 1 {
+		t.Errorf("full queue: %d bytes used of the bound %d (%.2f), want above 0.8 and at most 1", st.UsedSize, maxUsed, ratio)
+	}
+}

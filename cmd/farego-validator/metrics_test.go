@@ -67,8 +67,8 @@ func TestDeviceMetrics(t *testing.T) {
 		{`farego_uplink_status_sanitized_total `, 0}, // the validator's own status passes the server's check
 		{`farego_clock_offset_seconds `, -1},
 		{`farego_queue_depth `, 1},
-		{`farego_queue_max_records `, 1_000_000}, // the default
-		{`farego_queue_max_file_bytes `, 512 << 20},
+		{`farego_queue_max_records `, 1_000_000},    // the default
+		{`farego_queue_max_used_bytes `, 434 << 20}, // 7/8 of the 496 MiB bbolt allocates under the default 512 MiB
 		{`farego_queue_used_bytes `, -2},
 		{`go_info{version="go`, 1},
 		{`go_goroutines `, -2},

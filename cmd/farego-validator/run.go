@@ -726,13 +726,13 @@ func registerQueueMetrics(reg *metrics.Registry, q *queue.Queue, unreadable []st
 	// The queue's bounds beside its figures, for an alert before it is
 	// full (then the validator is out of service): a rule could not be
 	// written without them.
-	maxRecords, maxFile := q.Limits()
+	maxRecords, maxUsed := q.Limits()
 	reg.GaugeFunc("farego_queue_used_bytes", "Bytes of the queue's file in use (its pages not free): unacked taps, the archive of acked ones, the device's state.",
 		stat(func(s queue.Stats) float64 { return float64(s.UsedSize) }))
 	reg.GaugeFunc("farego_queue_max_records", "Unacked taps at which the validator refuses new ones (queue.max_records): out of service.",
 		func() float64 { return float64(maxRecords) })
-	reg.GaugeFunc("farego_queue_max_file_bytes", "Size of the queue's file at which the validator refuses new taps (queue.max_file_size): out of service.",
-		func() float64 { return float64(maxFile) })
+	reg.GaugeFunc("farego_queue_max_used_bytes", "Bytes of the queue's file in use at which the validator refuses new taps (7/8 of what its file may grow to under queue.max_file_size): out of service.",
+		func() float64 { return float64(maxUsed) })
 }
 
 // metricsRetry is how often a validator whose metrics address another
