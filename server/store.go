@@ -423,26 +423,18 @@ func (st *store) Status(ctx context.Context, m *wire.Status) error {
 }
 
 // Statuses records several devices' statuses (as Status does each) in one
-// ledger transaction.
-// A status the ledger refuses for what it holds (a stolen validator's
-// time before 1970) is left out and named in an *ingest.StatusesRefused:
-// it failed the call, and the ingest then recorded every other status of
-// the call alone, a transaction each, as often as that device sent one.
+// ledger transaction. A status the ledger refuses for what it holds (a
+// stolen validator's time before 1970) is left out and named in an
+// *ingest.StatusesRefused: it failed the call, and the ingest then
+// recorded every other status of the call alone, a transaction each, as
+// often as that device sent one.
 func (st *store) Statuses(ctx context.Context, ms []*wire.Status) error {
-	us := make([]ledger.DeviceStatusUpdate, 0, len(ms))
-	var refused map[int]error
+	us := make([]ledger.DeviceStatusUpdate, len(ms))
 	for i, m := range ms {
-		ds := deviceStatus(m)
-		if err := ledger.CheckDeviceStatus(m.DeviceID, ds); err != nil {
-			if refused == nil {
-				refused = map[int]error{}
-			}
-			refused[i] = err
-			continue
-		}
-		us = append(us, ledger.DeviceStatusUpdate{ID: m.DeviceID, Status: ds})
+		us[i] = ledger.DeviceStatusUpdate{ID: m.DeviceID, Status: deviceStatus(m)}
 	}
-	if err := (*Server)(st).ledger.UpdateDevicesStatus(ctx, us); err != nil {
+	refused, err := (*Server)(st).ledger.UpdateDevicesStatus(ctx, us)
+	if err != nil {
 		return err
 	}
 	if refused != nil {

@@ -265,31 +265,38 @@ type DeviceStatusUpdate struct {
 // take many devices' messages at once, and a validator reports its status
 // each time an ack empties its queue, about once a tap while riders tap,
 // so one transaction per status was as many write transactions as taps.
-// Any status that UpdateDeviceStatus would refuse, a device named twice
-// (its status history keeps one event per transaction time), or an
+// A status UpdateDeviceStatus would refuse for what it holds (a stolen
+// validator's, dated before 1970) is left out and returned in refused, by
+// its index in us, the others recorded: one device's bad status must not
+// cost every other's their transaction together. A device named twice
+// (its status history keeps one event per transaction time) or an
 // unregistered device (ErrNotFound) fails the whole call and records
 // nothing: the caller may then record them one by one.
-func (s *Store) UpdateDevicesStatus(ctx context.Context, us []DeviceStatusUpdate) error {
-	checked := make([]statusUpdate, len(us))
+func (s *Store) UpdateDevicesStatus(ctx context.Context, us []DeviceStatusUpdate) (refused map[int]error, err error) {
+	checked := make([]statusUpdate, 0, len(us))
 	for i, u := range us {
 		c, err := checkDeviceStatus(u.ID, u.Status)
 		if err != nil {
-			return err
+			if refused == nil {
+				refused = map[int]error{}
+			}
+			refused[i] = err
+			continue
 		}
-		checked[i] = c
+		checked = append(checked, c)
 	}
 	if len(checked) == 0 {
-		return nil
+		return refused, nil
 	}
 	// In id order, so that instances sharing a PostgreSQL database take
 	// the rows in one order.
 	slices.SortFunc(checked, func(a, b statusUpdate) int { return strings.Compare(a.id, b.id) })
 	for i := 1; i < len(checked); i++ {
 		if checked[i].id == checked[i-1].id {
-			return invalid("device %q twice in one call", checked[i].id)
+			return nil, invalid("device %q twice in one call", checked[i].id)
 		}
 	}
-	return s.write(ctx, "update device status", func(t *txn) error {
+	err = s.write(ctx, "update device status", func(t *txn) error {
 		for _, c := range checked {
 			if err := t.updateDeviceStatus(c); err != nil {
 				return err
@@ -297,16 +304,10 @@ func (s *Store) UpdateDevicesStatus(ctx context.Context, us []DeviceStatusUpdate
 		}
 		return nil
 	})
-}
-
-// CheckDeviceStatus reports whether UpdateDeviceStatus would refuse a
-// status for what it holds (ErrInvalid), without the ledger: a caller of
-// UpdateDevicesStatus leaves such a status out, so that one device's status
-// (a stolen validator's, a time before 1970) does not fail every other's
-// recorded with it.
-func CheckDeviceStatus(id string, st DeviceStatus) error {
-	_, err := checkDeviceStatus(id, st)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return refused, nil
 }
 
 // statusUpdate is a device status checked for the ledger, with its
