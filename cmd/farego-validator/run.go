@@ -918,7 +918,6 @@ func isJournal(w io.Writer) bool {
 // warning within certWarnBefore. Only selftest said so: a validator runs
 // for months, and nobody runs selftest on a working bus.
 func watchClientCert(ctx context.Context, path string, now func() time.Time, log *slog.Logger) {
-	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
 	check := func() {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -928,7 +927,7 @@ func watchClientCert(ctx context.Context, path string, now func() time.Time, log
 		if err != nil {
 			return
 		}
-		attrs := []any{"file", path, "not_after", cert.NotAfter.UTC().Format(time.RFC3339), "fix", again}
+		attrs := []any{"file", path, "not_after", cert.NotAfter.UTC().Format(time.RFC3339), "fix", provisionAgain}
 		switch left := cert.NotAfter.Sub(now()); {
 		case left < 0:
 			log.Error("the device's TLS certificate has expired: the broker refuses the device, its taps stay on it", attrs...)

@@ -150,6 +150,11 @@ func (s *selftest) run(ctx context.Context) {
 	s.checkBroker(ctx)
 }
 
+// provisionAgain is the fix for a device TLS certificate ended, not yet
+// valid or refused: selftest's, the broker advice's and the running
+// validator's log say the same.
+const provisionAgain = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
+
 // certWarnBefore is how long before its end the device's TLS client
 // certificate is warned about: provisioning again takes a visit.
 const certWarnBefore = 90 * 24 * time.Hour
@@ -163,7 +168,6 @@ func (s *selftest) checkClientCert() {
 		return
 	}
 	path := s.cfg.path(m.CertFile)
-	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
 	b, err := os.ReadFile(path)
 	if err != nil {
 		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s cannot be read: %v", path, err),
@@ -172,18 +176,18 @@ func (s *selftest) checkClientCert() {
 	}
 	cert, err := firstCertificate(b)
 	if err != nil {
-		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s: %v", path, err), again)
+		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s: %v", path, err), provisionAgain)
 		return
 	}
 	dates := fmt.Sprintf("valid %s to %s", cert.NotBefore.UTC().Format(time.DateOnly), cert.NotAfter.UTC().Format(time.DateOnly))
 	switch left := cert.NotAfter.Sub(s.now); {
 	case left < 0:
-		s.add(levelFail, "cert", fmt.Sprintf("the device's TLS certificate %s has expired (%s): the broker refuses the device, its taps stay on it", path, dates), again)
+		s.add(levelFail, "cert", fmt.Sprintf("the device's TLS certificate %s has expired (%s): the broker refuses the device, its taps stay on it", path, dates), provisionAgain)
 	case s.now.Before(cert.NotBefore):
 		s.add(levelFail, "cert", fmt.Sprintf("the device's TLS certificate %s is not valid yet (%s) by this device's clock, %s", path, dates, s.now.UTC().Format(time.RFC3339)),
 			"set the device's clock (NTP); if it is right, the machine that provisioned the device had a clock ahead: provision it again")
 	case left < certWarnBefore:
-		s.add(levelWarn, "cert", fmt.Sprintf("the device's TLS certificate %s ends in %d days (%s): from then on the broker refuses the device", path, int(left.Hours()/24), dates), again+" before then")
+		s.add(levelWarn, "cert", fmt.Sprintf("the device's TLS certificate %s ends in %d days (%s): from then on the broker refuses the device", path, int(left.Hours()/24), dates), provisionAgain+" before then")
 	default:
 		s.add(levelOK, "cert", fmt.Sprintf("the device's TLS certificate: %s", dates), "")
 	}
@@ -207,13 +211,12 @@ func firstCertificate(b []byte) (*x509.Certificate, error) {
 // the device's own certificate ("remote error: tls: expired certificate"):
 // the broker, not the device, refuses it. "" for other errors.
 func clientCertRefused(e string) string {
-	const again = "provision the device again (farego-provision device --force, same flags) and install its whole new bundle"
 	switch {
 	case strings.Contains(e, "remote error: tls: expired certificate"):
-		return "the broker refuses this device's TLS certificate (mqtt.cert_file) as expired (see the cert line; if it is not, the broker's clock is wrong): " + again
+		return "the broker refuses this device's TLS certificate (mqtt.cert_file) as expired (see the cert line; if it is not, the broker's clock is wrong): " + provisionAgain
 	case strings.Contains(e, "remote error: tls: unknown certificate authority"), strings.Contains(e, "remote error: tls: bad certificate"),
 		strings.Contains(e, "remote error: tls: certificate required"):
-		return "the broker refuses this device's TLS certificate (mqtt.cert_file): it is another fleet's, missing, or the broker's --client-ca is not the fleet CA: " + again
+		return "the broker refuses this device's TLS certificate (mqtt.cert_file): it is another fleet's, missing, or the broker's --client-ca is not the fleet CA: " + provisionAgain
 	}
 	return ""
 }
