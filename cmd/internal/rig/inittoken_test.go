@@ -30,16 +30,9 @@ func TestRevokeInitToken(t *testing.T) {
 	must(t, r.API(ctx, "GET", "/v1/devices", nil, nil))
 
 	// A console session signed in with the old token.
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/console/signin", strings.NewReader(url.Values{"token": {old}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", base)
-	resp, err := c.Do(req)
-	must(t, err)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("console sign-in: %d", resp.StatusCode)
+	c, code := consoleHTTPSignIn(t, ctx, base, old)
+	if code != http.StatusSeeOther {
+		t.Fatalf("console sign-in: %d", code)
 	}
 	console := func() int {
 		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/console/fleet", nil)
@@ -152,16 +145,9 @@ func TestRevokedInitTokenSessionOnAnotherInstance(t *testing.T) {
 	must(t, err)
 
 	// The leaked token, on instance b before its file is replaced.
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, _ := http.NewRequestWithContext(ctx, "POST", baseB+"/console/signin", strings.NewReader(url.Values{"token": {old}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", baseB)
-	resp, err := c.Do(req)
-	must(t, err)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("console sign-in on instance b before its file was replaced: %d", resp.StatusCode)
+	c, code := consoleHTTPSignIn(t, ctx, baseB, old)
+	if code != http.StatusSeeOther {
+		t.Fatalf("console sign-in on instance b before its file was replaced: %d", code)
 	}
 
 	// The operator copies the new file to instance b, as told.
@@ -173,11 +159,27 @@ func TestRevokedInitTokenSessionOnAnotherInstance(t *testing.T) {
 		err := cli.CallJSON(ctx, "GET", baseB+"/v1/devices", old, nil, nil)
 		return errors.As(err, &he) && he.Status == http.StatusForbidden
 	}))
-	req, _ = http.NewRequestWithContext(ctx, "GET", baseB+"/console/fleet", nil)
-	resp, err = c.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", baseB+"/console/fleet", nil)
+	resp, err := c.Do(req)
 	must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("a console session signed in with the revoked operator token still opens pages on instance b")
 	}
+}
+
+// consoleHTTPSignIn signs in to the console at base with token over plain
+// HTTP (its form, from its own origin) and returns the client holding the
+// session cookie and the sign-in's status (303 when signed in).
+func consoleHTTPSignIn(t *testing.T, ctx context.Context, base, token string) (*http.Client, int) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/console/signin", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := c.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	return c, resp.StatusCode
 }
