@@ -452,6 +452,7 @@ func (s *sim) report(tapStart, tapEnd time.Time, settledAtEnd int64, drainedAt t
 		catchUp = fmt.Sprintf("%d taps waited when riders stopped; settled in %v: %.0f taps/s", backlog, d.Round(time.Millisecond), float64(backlog)/d.Seconds())
 	}
 	queued, _, _ := s.f.Queued()
+	statuses := s.f.StatusesSent()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Fprintf(s.out, `results (%s):
@@ -462,11 +463,12 @@ func (s *sim) report(tapStart, tapEnd time.Time, settledAtEnd int64, drainedAt t
   ledger             %d of %d accepted taps, %d lost, %d doubled, %d unexpected; %d balances wrong; %d.%02d charged
   end-to-end lag     p50 %v  p90 %v  p99 %v  max %v  (tap → the server's ack deleted it from the validator's queue)
   left in queues     %d
+  device statuses    %d sent: %.2f a tap
   this process       %d goroutines, Go heap %d MiB, peak RSS %s
 `, s.where, len(s.f.Validators()), tapped, accepted, refused, tapFor.Round(time.Millisecond), float64(accepted)/tapFor.Seconds(),
 		settledAtEnd, float64(settledAtEnd)/tapFor.Seconds(), catchUp,
 		rec.InLedger, rec.Accepted, rec.Lost, rec.Doubled, rec.Unexpected, rec.BadBalances, rec.Charged/100, rec.Charged%100,
-		pct(50), pct(90), pct(99), pct(100), queued, runtime.NumGoroutine(), ms.HeapAlloc>>20, peakRSS())
+		pct(50), pct(90), pct(99), pct(100), queued, statuses, float64(statuses)/float64(max(accepted, 1)), runtime.NumGoroutine(), ms.HeapAlloc>>20, peakRSS())
 	for _, p := range rec.Problems {
 		fmt.Fprintf(s.out, "  problem            %s\n", p)
 	}

@@ -46,6 +46,10 @@ const (
 	// DefaultHeartbeat is the interval of status messages while connected.
 	DefaultHeartbeat = 60 * time.Second
 
+	// DefaultStatusMinInterval is the least time between two statuses a
+	// change publishes (one that waits goes at the first poll after it).
+	DefaultStatusMinInterval = 5 * time.Second
+
 	// DefaultPollInterval is how often the queue is checked for new records
 	// (Notify makes the uplink look at once).
 	DefaultPollInterval = time.Second
@@ -129,6 +133,18 @@ type Config struct {
 
 	// Heartbeat is the interval of status messages while connected.
 	Heartbeat time.Duration
+
+	// StatusMinInterval is the least time between two status messages
+	// routine changes make (a tap batch acked that left the queue empty, a
+	// deny-list shard applied, a replay, the clock offset): changes within
+	// it go out together in one status, at the first poll once it has
+	// passed. A busy bus online empties its queue at almost every tap, and
+	// a reconnect applies up to 256 deny-list shards: without it, each was
+	// a status the server records. The status on connecting, the
+	// heartbeat, the last will and changes an operator waits to see (an
+	// assignment, a key set or fare table applied, StatusChanged) are not
+	// held.
+	StatusMinInterval time.Duration
 
 	// PollInterval is how often the queue is checked for new records.
 	PollInterval time.Duration
@@ -246,6 +262,7 @@ func (c Config) withDefaults() Config {
 	def(&c.AckTimeout, DefaultAckTimeout)
 	def(&c.Heartbeat, DefaultHeartbeat)
 	def(&c.PollInterval, DefaultPollInterval)
+	def(&c.StatusMinInterval, DefaultStatusMinInterval)
 	def(&c.SyncInterval, DefaultSyncInterval)
 	def(&c.MinBackoff, DefaultMinBackoff)
 	def(&c.MaxBackoff, DefaultMaxBackoff)
@@ -306,7 +323,8 @@ func (c *Config) validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"AckTimeout", c.AckTimeout}, {"Heartbeat", c.Heartbeat}, {"PollInterval", c.PollInterval},
+		{"AckTimeout", c.AckTimeout}, {"Heartbeat", c.Heartbeat}, {"StatusMinInterval", c.StatusMinInterval},
+		{"PollInterval", c.PollInterval},
 		{"SyncInterval", c.SyncInterval}, {"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff},
 		{"ConnectTimeout", c.ConnectTimeout}, {"KeepAlive", c.KeepAlive}, {"ShutdownTimeout", c.ShutdownTimeout},
 		{"DenyIndexWait", c.DenyIndexWait},

@@ -81,8 +81,9 @@
 // its offset from the server's (clock_offset_ms) and software, and what
 // Config.Status adds (out of service, the last salvage). It is published
 // on connecting, when something it shows changes (a downlink applied, the
-// queue drained, a replay, the clock offset, StatusChanged) and every
-// Heartbeat.
+// queue drained, a replay, the clock offset, StatusChanged; routine ones
+// at most once every StatusMinInterval, the changes within it in one
+// status) and every Heartbeat.
 //
 // # Clock
 //

@@ -268,20 +268,21 @@ func newFixture(tb testing.TB, broker *brokertest.Broker) *fixture {
 	var logger *slog.Logger
 	logger, f.logs = newLogger(tb)
 	f.cfg = Config{
-		Brokers:         []string{broker.URL()},
-		DeviceID:        f.id,
-		DeviceKey:       f.dev,
-		FleetPublicKey:  pubOf(f.fleet),
-		TopicPrefix:     f.prefix,
-		Software:        "1.0.0-test",
-		AckTimeout:      time.Second,
-		PollInterval:    50 * time.Millisecond,
-		SyncInterval:    50 * time.Millisecond,
-		MinBackoff:      20 * time.Millisecond,
-		MaxBackoff:      300 * time.Millisecond,
-		ConnectTimeout:  10 * time.Second,
-		ShutdownTimeout: 10 * time.Second,
-		Logger:          logger,
+		Brokers:           []string{broker.URL()},
+		DeviceID:          f.id,
+		DeviceKey:         f.dev,
+		FleetPublicKey:    pubOf(f.fleet),
+		TopicPrefix:       f.prefix,
+		Software:          "1.0.0-test",
+		AckTimeout:        time.Second,
+		PollInterval:      50 * time.Millisecond,
+		SyncInterval:      50 * time.Millisecond,
+		StatusMinInterval: 50 * time.Millisecond,
+		MinBackoff:        20 * time.Millisecond,
+		MaxBackoff:        300 * time.Millisecond,
+		ConnectTimeout:    10 * time.Second,
+		ShutdownTimeout:   10 * time.Second,
+		Logger:            logger,
 	}
 	return f
 }

@@ -162,6 +162,7 @@ func (u *Uplink) handleDownlink(topic string, payload []byte) {
 		u.log.Debug("uplink: deny-list shard applied", "shard", shard, "version", dl.Version, "have", have)
 	} else {
 		u.log.Info("uplink: downlink applied", "kind", kind, "version", dl.Version, "have", have)
+		u.statusNow.Store(true) // a key set, fare table or assignment the operator sent: shown at once
 	}
 	u.statusDirty.Store(true)
 	u.Notify()

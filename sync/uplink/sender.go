@@ -66,6 +66,7 @@ type sender struct {
 
 	syncPending bool      // an ack emptied the queue; SyncSucceeded is due
 	lastSync    time.Time // the last SyncSucceeded call
+	lastStatus  time.Time // the last online status published
 
 	queueErrs  int             // queue errors in a row (logged once)
 	unsendable map[uint64]bool // records too large for a batch, logged
@@ -97,8 +98,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 	u.count(func(st *Stats) { st.AckTimeoutsInRow = 0 })
 	defer s.reset()
 
-	u.statusDirty.Store(false)
-	u.publishStatus(pub, true)
+	s.publishStatus()
 	heartbeat := time.NewTicker(u.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	poll := time.NewTicker(u.cfg.PollInterval)
@@ -124,7 +124,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 			err = errors.Join(s.fill(), s.maybeSync())
 			s.maybeStatus()
 		case <-heartbeat.C:
-			u.publishStatus(pub, true)
+			s.publishStatus()
 		}
 		err = s.check(err)
 	}
@@ -631,6 +631,7 @@ func (s *sender) handleAssign(payload []byte) {
 		return
 	}
 	u.count(func(st *Stats) { st.Assignments++ })
+	u.statusNow.Store(true)
 	u.statusDirty.Store(true)
 }
 
@@ -659,9 +660,23 @@ func (s *sender) maybeSync() error {
 	return nil
 }
 
-// maybeStatus publishes the status if something it shows has changed.
+// maybeStatus publishes the status if something it shows has changed and
+// the last one went StatusMinInterval ago or more, or an operator waits
+// for the change (an assignment, a downlink other than a deny-list shard,
+// StatusChanged); otherwise a later poll sends it.
 func (s *sender) maybeStatus() {
-	if s.u.statusDirty.Swap(false) {
-		s.u.publishStatus(s.pub, true)
+	if !s.u.statusNow.Load() && (!s.u.statusDirty.Load() ||
+		(!s.lastStatus.IsZero() && time.Since(s.lastStatus) < s.u.cfg.StatusMinInterval)) {
+		return
 	}
+	s.publishStatus()
+}
+
+// publishStatus publishes the online status now: it shows every change
+// made so far.
+func (s *sender) publishStatus() {
+	s.u.statusNow.Store(false)
+	s.u.statusDirty.Store(false)
+	s.lastStatus = time.Now()
+	s.u.publishStatus(s.pub, true)
 }

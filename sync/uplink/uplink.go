@@ -71,6 +71,7 @@ type Uplink struct {
 	clock       atomic.Pointer[ClockSample] // the last clock sample
 	dropStreak  atomic.Int64                // inbound messages dropped since the last accepted
 	statusDirty atomic.Bool                 // something the status shows has changed
+	statusNow   atomic.Bool                 // and an operator waits to see it (not held by StatusMinInterval)
 	running     atomic.Bool
 
 	mu          sync.Mutex
@@ -245,6 +246,7 @@ func (u *Uplink) Notify() { signal(u.wake) }
 // that it publishes the status now rather than at the next heartbeat. It
 // never blocks.
 func (u *Uplink) StatusChanged() {
+	u.statusNow.Store(true)
 	u.statusDirty.Store(true)
 	u.Notify()
 }

@@ -534,6 +534,46 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
+// Routine changes publish a status at most once every StatusMinInterval:
+// an online bus empties its queue at almost every tap, and each emptying
+// was a status the server recorded (1.5 a tap in a fleet's simulation).
+// What changed within the interval goes out in one status once it has
+// passed; StatusChanged is not held.
+func TestStatusChangesHeldToMinInterval(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.Heartbeat = time.Hour
+	f.cfg.StatusMinInterval = time.Hour
+	srv := serverFor(f)
+	u := f.start()
+	waitFor(t, "the status on connecting", func() bool { return u.Stats().StatusSent == 1 })
+	for i := range 20 {
+		appendTaps(t, f.q, f.taps, 1)
+		u.Notify()
+		waitFor(t, fmt.Sprintf("tap %d acked", i), func() bool {
+			return u.Stats().RecordsAcked == uint64(i+1) && queueCount(t, f.q) == 0
+		})
+	}
+	srv.check(t, f.id, 20)
+	if n := u.Stats().StatusSent; n != 1 {
+		t.Errorf("%d statuses for 20 emptyings of the queue within StatusMinInterval, want only the one on connecting", n)
+	}
+	// A change an operator waits to see (out of service, say) is not held.
+	u.StatusChanged()
+	waitFor(t, "the status StatusChanged asks for", func() bool { return u.Stats().StatusSent == 2 })
+	if err := u.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Held, not lost: with a short interval the change goes out.
+	f.cfg.StatusMinInterval = 300 * time.Millisecond
+	w := watchStatus(t, f.broker.URL(), f.topic(wire.KindStatus), pubOf(f.dev))
+	u = f.start()
+	w.next(t, "online", func(s *wire.Status) bool { return s.Online })
+	appendTaps(t, f.q, f.taps, 5)
+	u.Notify()
+	w.next(t, "the queue's emptying", func(s *wire.Status) bool { return s.Online && s.LastSeq == 25 && s.QueueDepth == 0 })
+}
+
 func TestUsernamePassword(t *testing.T) {
 	b := brokertest.Start(t, &brokertest.Options{Users: map[string]string{"bus": "s3cret"}})
 	t.Run("right", func(t *testing.T) {

@@ -390,6 +390,15 @@ func (f *Fleet) Queued() (total, most int, err error) {
 	return total, most, nil
 }
 
+// StatusesSent returns the status messages the validators published.
+func (f *Fleet) StatusesSent() uint64 {
+	var n uint64
+	for _, v := range f.validators {
+		n += v.up.Stats().StatusSent
+	}
+	return n
+}
+
 // Connected returns how many validators are connected.
 func (f *Fleet) Connected() int {
 	n := 0
