@@ -230,13 +230,34 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 			return ErrSecretChanged
 		}
 		revoked, err = t.denyLiveCredentials(account, ReasonSecretReplaced)
-		return err
+		if err != nil {
+			return err
+		}
+		return t.forgetExpiredSecretReplaced(account)
 	})
 	if err != nil {
 		return 0, err
 	}
 	s.log.Info("ledger: account secret replaced", logKeyAccount, account, "by_rider", old != nil, "credentials_denied", revoked)
 	return revoked, nil
+}
+
+// forgetExpiredSecretReplaced removes the account's secret_replaced
+// entries that have expired: an hour after their credential's end no
+// code of it pays anywhere (validators and shops take a pass's codes for
+// at most paycode.MaxPolicySkew after its end, and leave an expired entry
+// out), so they stop nothing. Kept, they made the deny list, which every
+// instance reads whole at each change of it, grow for good: a rider who
+// fetches the 64 credentials an account may hold and replaces the secret
+// between them left 64 entries a day (an attack review). Other expired
+// entries stay: a reused code's stops new credentials until the operator
+// clears it. Validators drop expired entries themselves, so the deny
+// list's version does not move for this.
+func (t *txn) forgetExpiredSecretReplaced(account uint64) error {
+	_, err := t.exec("forget expired deny entries", `DELETE FROM deny_entries
+		WHERE account_id = $1 AND reason = $2 AND expires_ns <> 0 AND expires_ns <= $3`,
+		int64(account), ReasonSecretReplaced, t.now)
+	return err
 }
 
 // DenyGrace is how long after a credential's end the ledger still treats
