@@ -32,6 +32,9 @@ Usage:
   farego-settlement verify --data DIR [--db DSN]
   farego-settlement token  create|list|revoke|payments|refunds --data DIR ...
   farego-settlement device revoke --data DIR ID
+  farego-settlement account show|topup --data DIR ACCOUNT ...
+  farego-settlement tap void --data DIR --reason TEXT TAP-ID
+  farego-settlement payment refund --data DIR --merchant ID --reason TEXT ORDER [AMOUNT]
   farego-settlement restored --data DIR [--margin N] [--fares FILE]...
   farego-settlement release add|list|rollout --data DIR ...
   farego-settlement mqtt-passwd --data DIR [--db DSN] [--out FILE]
@@ -50,6 +53,10 @@ Subcommands:
   token    create, list and revoke API tokens (operator, payments, merchant,
            auditor); list the online payments a token made
   device   revoke a validator
+  account  show an account (balance, passes, rides, postings, shop
+           payments); top it up (--reference: once only)
+  tap      void a wrongly charged fare (its day rated again without it)
+  payment  refund (part of) a shop's online payment to the rider
   release  publish a validator release (signed with the fleet key) and
            roll it out to the fleet
   restored after restoring the ledger from a backup: move the id counters
@@ -87,6 +94,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"mqtt-passwd": cmdMQTTPasswd,
 		"token":       cmdToken,
 		"device":      cmdDevice,
+		"account":     cmdAccount,
+		"tap":         cmdTap,
+		"payment":     cmdPayment,
 		"restored":    cmdRestored,
 		"release":     cmdRelease,
 	}, args, stdout, stderr)

@@ -226,6 +226,14 @@ func TestUsageNamesEverySubcommand(t *testing.T) {
 			t.Errorf("token %s --help: %d %q %q", sub, c, out, e)
 		}
 	}
+	for _, args := range [][]string{{"account", "show"}, {"account", "topup"}, {"tap", "void"}, {"payment", "refund"}} {
+		if !strings.Contains(out, "farego-settlement "+args[0]+" ") {
+			t.Errorf("farego-settlement --help does not name %s", args[0])
+		}
+		if c, sub, e := settle(t, ctx, append(args, "--help")...); c != 0 || !strings.Contains(sub, "-data string") || !strings.Contains(sub, "-db string") {
+			t.Errorf("%v --help: %d %q %q", args, c, sub, e)
+		}
+	}
 	if c, out, _ := settle(t, ctx, "run", "--help"); c != 0 || !strings.Contains(out, "charged nothing") {
 		t.Errorf("run --help does not say --device-aside-budget counts taps charged nothing: %d", c)
 	}
@@ -309,6 +317,10 @@ func TestCommandsRefuseAMissingLedger(t *testing.T) {
 		{"token", "create", "--data", data, "--role", "auditor"},
 		{"token", "list", "--data", data},
 		{"device", "revoke", "--data", data, "bus-1"},
+		{"account", "show", "--data", data, "1000"},
+		{"account", "topup", "--data", data, "--reference", "r", "--reason", "x", "1000", "5.00"},
+		{"tap", "void", "--data", data, "--reason", "x", "bus-1/e/1"},
+		{"payment", "refund", "--data", data, "--merchant", "m", "--reason", "x", "o-1"},
 		{"run", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"},
 		{"verify", "--db", "sqlite:" + filepath.Join(t.TempDir(), "typo.db")},
 	} {

@@ -319,6 +319,32 @@ func (s *Store) TopUp(ctx context.Context, account uint64, amount int64, referen
 // tokenID is the API token that asks: one revoked meanwhile is refused
 // (ErrTokenRevoked, nothing written), as for Pay (see tokenInForce).
 func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, reference, tokenID string) (Account, bool, error) {
+	return s.topUp(ctx, account, amount, reference, tokenID, "", "")
+}
+
+// MaxTopUpReason bounds the reason given with TopUpAs.
+const MaxTopUpReason = MaxVoidReason
+
+// TopUpAs is TopUpOnce for a caller with no API token (the command line,
+// actor "cli:USER@HOST"): the audit entry (action "topup", the account as
+// target, the amount, reference and reason) is written in the top-up's
+// own transaction, so money added is never without its entry. A replay
+// (the reference's top-up done before: nothing added) is audited too,
+// "replayed: nothing added", as the API audits one. reason is required
+// (at most MaxTopUpReason bytes of text), as actor.
+func (s *Store) TopUpAs(ctx context.Context, account uint64, amount int64, reference, actor, reason string) (Account, bool, error) {
+	if err := checkText("actor", actor, maxLongName, true); err != nil {
+		return Account{}, false, invalid("top-up: %v", err)
+	}
+	if err := checkText("reason", reason, MaxTopUpReason, true); err != nil {
+		return Account{}, false, invalid("top-up: %v", err)
+	}
+	return s.topUp(ctx, account, amount, reference, "", actor, reason)
+}
+
+// topUp is TopUpOnce, audited in its transaction when actor is set
+// (TopUpAs).
+func (s *Store) topUp(ctx context.Context, account uint64, amount int64, reference, tokenID, actor, reason string) (Account, bool, error) {
 	if err := checkAccountID(account); err != nil {
 		return Account{}, false, invalid("%v", err)
 	}
@@ -372,6 +398,15 @@ func (s *Store) TopUpOnce(ctx context.Context, account uint64, amount int64, ref
 				return err
 			}
 			added = true
+		}
+		if actor != "" {
+			detail := fmt.Sprintf("amount %d reference %q reason %q", amount, reference, reason)
+			if !added {
+				detail += " replayed: nothing added"
+			}
+			if err := t.audit(actor, "topup", strconv.FormatUint(account, 10), detail); err != nil {
+				return err
+			}
 		}
 		if err := t.finish(); err != nil {
 			return err
