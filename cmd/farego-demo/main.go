@@ -121,29 +121,46 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 		return err
 	}
 	ok = true
-	dm.wallet(ctx, dir, *keep)
+	if err := dm.wallet(ctx, dir, *keep); err != nil && ctx.Err() == nil {
+		return err
+	}
 	return nil
 }
 
 // wallet points at the rider's wallet the server serves and, with --keep,
 // keeps everything running until interrupted so a person can open it.
-func (dm *demo) wallet(ctx context.Context, dir string, keep bool) {
+func (dm *demo) wallet(ctx context.Context, dir string, keep bool) error {
 	url := "http://" + dm.r.HTTP + "/wallet/"
 	dm.step("The rider's wallet (a web app that makes codes offline): %s", url)
 	if !keep {
 		dm.say("run \"make demo DEMO_FLAGS=--keep\" (or farego-demo --keep) to keep the server up and open it in a browser")
-		return
+		return nil
+	}
+	// The script's riders took passes at any balance (the rig's
+	// --credential-minimum -1: Cy rides into the red); the server kept up
+	// for a person runs on the default, as an operator's does: a pass
+	// needs a day's cap on the balance, so a new account in the wallet is
+	// asked to top up first. It handed out passes at 0.00, and the
+	// "Get a pass" below was never shown.
+	if err := dm.r.StopServer(false); err != nil {
+		return fmt.Errorf("restarting the server for the wallet: %w", err)
+	}
+	dm.r.ServerArgs = append(dm.r.ServerArgs, "--credential-minimum", "0")
+	if err := dm.r.StartServer(ctx); err != nil {
+		return fmt.Errorf("restarting the server for the wallet: %w", err)
 	}
 	dm.say("open it in Chromium, Firefox or Safari on this machine (WebCrypto needs https or 127.0.0.1) and create an account;")
+	dm.say("a pass needs an adult's daily cap on the balance (7.00 EUR: the server's default --credential-minimum), so the wallet asks you to top up first;")
 	dm.say("top it up as the payment provider would (ACCOUNT is the number the wallet shows):")
 	dm.say("  curl -H \"Authorization: Bearer $(cat %s)\" -H 'Content-Type: application/json' \\", filepath.Join(dir, "server", "keys", "operator.token"))
 	dm.say("       -d '{\"amount\": 1000, \"reference\": \"demo-'$(date +%%s%%N)'\"}' http://%s/v1/accounts/ACCOUNT/topups", dm.r.HTTP)
 	dm.say("(a reference names one payment: the same one again adds nothing)")
-	dm.say("then press \"Get a pass\"; switch the network off (or stop this demo) and the wallet still makes codes")
+	dm.say("then press Refresh (or \"Get a pass\"): the wallet fetches its pass; switch the network off (or stop this demo) and the wallet still makes codes")
 	dm.say("the operator's console: http://%s/console/ (sign in with the operator token in %s)", dm.r.HTTP,
 		filepath.Join(dir, "server", "keys", "operator.token"))
 	dm.say("the server stays up; press Ctrl-C to stop (to tap the wallet's codes at a validator of your own, see the README's \"By hand\")")
 	<-ctx.Done()
+	return nil
 }
 
 func (dm *demo) script(ctx context.Context) error {

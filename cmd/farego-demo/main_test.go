@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +55,8 @@ func TestDemo(t *testing.T) {
 		t.Error("escape sequences in the output to a buffer (not a terminal)")
 	}
 
+	keepWallet(t, bin)
+
 	// Ctrl-C (here before the first step): interrupted, exit 130, and the
 	// files (the demo fleet's private keys among them) removed as after a
 	// finished run; it left them and said "context canceled".
@@ -64,5 +71,88 @@ func TestDemo(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(tmp, "farego-demo-*")); len(left) != 0 {
 		t.Errorf("the interrupted demo left %v", left)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the demo writes to while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// keepWallet runs the demo with --keep, as the README's wallet section
+// says to, and does what it then prints: an account made as the wallet
+// makes it is asked to top up before its first pass (the server's default
+// credential minimum, an adult's daily cap), and gets one once topped up.
+// The kept server ran with the script's --credential-minimum -1 and gave a
+// new account a pass at 0.00: the printed "top it up, then press Get a
+// pass" could not be followed (the wallet showed a code at once), and a
+// rider trying the wallet rode into the red.
+func keepWallet(t *testing.T, bin string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--bin", bin, "--keep"}, &out, &errb) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// The demo prints this line once the kept server is up; until then
+	// it runs its script (bounded by ctx).
+	const up = "the server stays up"
+	for !strings.Contains(out.String(), up) {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("the demo with --keep ended: %v\n%s\n%s", err, out.String(), errb.String())
+		case <-ctx.Done():
+			t.Fatalf("the demo with --keep did not come up:\n%s", out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	m := regexp.MustCompile(`curl -H "Authorization: Bearer \$\(cat (\S+)\)".*\n.* (http://\S+)/v1/accounts/ACCOUNT/topups`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no top-up command in the output:\n%s", out.String())
+	}
+	base := m[2]
+	token, err := os.ReadFile(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct struct {
+		Account struct {
+			ID int64 `json:"id"`
+		} `json:"account"`
+		Secret string `json:"secret"`
+	}
+	if err := cli.CallJSON(ctx, http.MethodPost, base+"/v1/accounts", "", map[string]any{"profile": "adult"}, &acct); err != nil {
+		t.Fatal(err)
+	}
+	credential := fmt.Sprintf("%s/v1/accounts/%d/credentials", base, acct.Account.ID)
+	var apiErr *cli.APIError
+	err = cli.CallJSON(ctx, http.MethodPost, credential, acct.Secret, map[string]any{}, nil)
+	if !errors.As(err, &apiErr) || apiErr.Code != "insufficient_funds" {
+		t.Fatalf("a pass for a new account at 0.00 from the kept server: %v (want insufficient_funds: top up first)", err)
+	}
+	topup := fmt.Sprintf("%s/v1/accounts/%d/topups", base, acct.Account.ID)
+	if err := cli.CallJSON(ctx, http.MethodPost, topup, strings.TrimSpace(string(token)),
+		map[string]any{"amount": 1000, "reference": "keep-wallet-test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.CallJSON(ctx, http.MethodPost, credential, acct.Secret, map[string]any{}, nil); err != nil {
+		t.Fatalf("a pass after the top-up the demo prints: %v", err)
 	}
 }
