@@ -423,7 +423,36 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 	if err != nil {
 		return err
 	}
+	if versions != prev.versions {
+		if err := t.followFleetDeny(st.Versions[record.DocDenyList]); err != nil {
+			return err
+		}
+	}
 	return t.noteStatusChange(id, prev, st, string(versions), offset)
+}
+
+// MaxFleetDenyAhead bounds how far ahead of the ledger's clock a deny-list
+// version a device reports applied is followed (followFleetDeny): a
+// version further ahead is a false report (revoke the device), not a
+// list a server published.
+const MaxFleetDenyAhead = 24 * time.Hour
+
+// followFleetDeny lifts the deny-list version to v, a version a device
+// reports applied, if it is below: validators refuse a list not above the
+// one they applied, and the version is the time in milliseconds, which a
+// restored ledger (Restored moves it to now) is below when the lists the
+// fleet holds were published by a server whose clock ran ahead, or the
+// restored server's runs behind. Every deny entry made after the restore
+// was refused on every bus until the clock caught up. Lifted to the
+// fleet's version (not above it, or the list published at it, reported
+// applied, would lift it again), the next change is above it.
+func (t *txn) followFleetDeny(v uint64) error {
+	if v == 0 || v > uint64((t.now+int64(MaxFleetDenyAhead))/int64(time.Millisecond)) {
+		return nil
+	}
+	_, err := t.exec("follow the fleet's deny-list version",
+		`UPDATE counters SET value = $1 WHERE name = 'deny_version' AND value < $1`, int64(v))
+	return err
 }
 
 // checkUpdate checks a device's update report as the wire does

@@ -445,3 +445,64 @@ func TestDenyAPassIssuedSinceTheBackup(t *testing.T) {
 		}
 	})
 }
+
+// TestDenyVersionAboveTheFleets: validators refuse a deny list (or shard)
+// whose version is not above the one they applied. The version is the
+// time in milliseconds, and Restored moves it to now — but the fleet holds
+// the lists published since the backup, and if the server that published
+// them ran its clock an hour ahead (or the restored server's runs behind),
+// their versions are above the restored ledger's now: every deny entry
+// made after the restore (a balance below zero, a reused code, a replaced
+// secret's passes) was refused by every validator until the clock caught
+// up. A device's reported deny-list version lifts the ledger's, so that
+// the next change is above it; one far ahead of the clock (a false
+// report: revoke the device) is not followed.
+func TestDenyVersionAboveTheFleets(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db) // the backup
+		for i, id := range []string{"bus-1", "bus-2"} {
+			k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, 32)).Public().(ed25519.PublicKey)
+			if err := s.RegisterDevice(ctx, DeviceRegistration{ID: id, PublicKey: k, MQTTHash: "h"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := newAccount(t, s, 1000)
+		if _, _, err := s.Restored(ctx, 0, "test"); err != nil {
+			t.Fatal(err)
+		}
+		restored, err := s.DenyVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// bus-1 applied a list published an hour ahead of this clock.
+		fleet := restored + uint64(time.Hour/time.Millisecond)
+		if err := s.UpdateDeviceStatus(ctx, "bus-1", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"denylist": fleet, "keyring": 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Deny(ctx, a, 0, "operator"); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.DenyVersion(ctx); err != nil || v <= fleet {
+			t.Fatalf("deny-list version after a change: %d, %v; the fleet holds %d and refuses it", v, err, fleet)
+		}
+		// A report far ahead of the clock is not followed.
+		before, _ := s.DenyVersion(ctx)
+		if err := s.UpdateDeviceStatus(ctx, "bus-2", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"denylist": before + uint64(30*24*time.Hour/time.Millisecond)}}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.DenyVersion(ctx); err != nil || v != before {
+			t.Errorf("deny-list version after a report 30 days ahead: %d, %v; want %d unchanged", v, err, before)
+		}
+		// The fleet at the ledger's version, or behind it, moves nothing.
+		if err := s.UpdateDeviceStatus(ctx, "bus-1", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"denylist": before}}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.DenyVersion(ctx); err != nil || v != before {
+			t.Errorf("deny-list version after the fleet reported it: %d, %v; want %d unchanged", v, err, before)
+		}
+	})
+}

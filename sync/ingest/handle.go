@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
@@ -257,7 +258,13 @@ func (in *Ingest) check(id, epoch string, r wire.Record, kr *paycode.Keyring) Ta
 	tp.Tap = t
 	tp.CodeText = paycode.EncodeText(t.Code)
 	tp.CodeHash = paycode.ShortHash(tp.CodeText)
-	if d := in.verifier.VerifyCode(tp.Code, t.Time, kr, in.cfg.Policy); !d.Accepted {
+	d := in.verifier.VerifyCode(tp.Code, t.Time, kr, in.cfg.Policy)
+	if d.Reason == paycode.ReasonUnknownIssuerKey {
+		if wide := credentialWindow(kr, tp.Code); wide != nil {
+			d = in.verifier.VerifyCode(tp.Code, t.Time, wide, in.cfg.Policy)
+		}
+	}
+	if !d.Accepted {
 		tp.Verdict = d.Reason
 		if ok, n := in.limit.Allow("verdict\x00" + id); ok {
 			in.log.Warn("ingest: code does not verify at its tap time; stored, not charged",
@@ -449,4 +456,46 @@ func (in *Ingest) recordClaimed(ctx context.Context, sts []statusIn) (ok []bool,
 		recorded(i)
 	}
 	return ok, false, nil
+}
+
+// credentialWindow returns, for a code whose issuer key kr holds but
+// whose tap time is outside that key's window, a keyring of that key
+// alone with its window widened to the code's credential's, or nil. The
+// server derives every key of its keyring from its own root: a
+// credential that key signed (VerifyCode checks the signature, over the
+// window too) is the server's own word for when the pass is valid. A key
+// recreated after a restore (the README's restore step 4: both the
+// ledger and the key directory from before a rotation, the rotation made
+// again with activate_in 0s) has its window begin at the new rotation,
+// and the taps the buses took under it since the lost one were held
+// aside for good, never charged.
+func credentialWindow(kr *paycode.Keyring, c *paycode.Code) *paycode.Keyring {
+	key, ok := kr.Lookup(c.KeyID)
+	if !ok {
+		return nil
+	}
+	nb, na := time.Unix(int64(c.NotBefore), 0), time.Unix(int64(c.NotAfter), 0)
+	if !nb.Before(key.NotBefore) && !na.After(key.NotAfter) {
+		return nil // the window holds the credential's: the tap is outside both
+	}
+	key.NotBefore, key.NotAfter = minTime(key.NotBefore, nb), maxTime(key.NotAfter, na)
+	wide, err := paycode.NewKeyring(kr.Version(), []paycode.Key{key})
+	if err != nil {
+		return nil
+	}
+	return wide
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
