@@ -140,19 +140,21 @@ func OpenContext(ctx context.Context, path string, opts *Options) (*Queue, error
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 	}
-	c, created, err := q.init(recount)
+	c, err := q.init(recount)
 	if err != nil {
 		_ = db.Close()
 		return nil, o.openFailed(path, err)
 	}
 	q.durable.Store(c.lastSeq)
-	if created {
-		// bbolt fsyncs the file but not the directory entry that names it;
-		// without this a power cut could lose the whole new file.
-		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("queue: sync directory of new file: %w", err)
-		}
+	// bbolt fsyncs the file but not the directory entry that names it;
+	// without this a power cut could lose the whole file. At every Open,
+	// not only when this one made the file: a start killed after making
+	// it and before this sync (or whose sync failed) left a file the next
+	// start found and filled, its name never on the disk, and the next
+	// power cut took it back with every tap committed in it.
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("queue: sync the directory of %s: %w", path, err)
 	}
 	if err := q.reserve(); err != nil {
 		q.log.Warn("queue: reserving the file's disk blocks failed: appends may find the disk full before the file is", "path", path, "err", err)
@@ -317,8 +319,8 @@ func safeTx(db *bbolt.DB, writable bool, fn func(*bbolt.Tx) error) (err error) {
 
 // init creates the queue's buckets in a new file, or validates an existing
 // one and repairs its counters if a full scan (found, from precheck) shows
-// they are wrong. It returns the counters and whether the queue was created.
-func (q *Queue) init(found *counters) (c counters, created bool, err error) {
+// they are wrong. It returns the counters.
+func (q *Queue) init(found *counters) (c counters, err error) {
 	now := q.opts.Now()
 	err = safeTx(q.db, true, func(tx *bbolt.Tx) error {
 		if tx.Bucket(bMeta) == nil {
@@ -328,7 +330,6 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 			if q.opts.NoCreate {
 				return fmt.Errorf("%w: %s has no queue buckets", ErrNoFile, q.path)
 			}
-			created = true
 			c = counters{lastSeq: q.opts.FirstSeq - 1}
 			return q.create(tx, now)
 		}
@@ -369,7 +370,7 @@ func (q *Queue) init(found *counters) (c counters, created bool, err error) {
 		c = w.c
 		return c.store(b.meta)
 	})
-	return c, created, err
+	return c, err
 }
 
 // create makes the queue's buckets and a new epoch in tx.

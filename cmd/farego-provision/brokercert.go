@@ -77,11 +77,28 @@ func cmdBrokerCert(args []string, stdout, stderr io.Writer) error {
 	if err := durable.MkdirAll(*out, 0o700); err != nil {
 		return err
 	}
-	// The key first: a certificate is never left without its key.
-	if err := durable.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+	// The new pair whole beside the old one, then both renamed and the
+	// directory fsynced once: a power cut leaves the old pair or the new
+	// one. Written one after the other, a renewal (--force) cut between
+	// them left the new key with the old certificate, which the broker
+	// refuses ("private key does not match public key"), the old key gone.
+	keyNew, certNew := filepath.Join(*out, "."+brokerKeyFile+".new"), filepath.Join(*out, "."+brokerCertFile+".new")
+	if err := durable.WriteFile(keyNew, keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := durable.WriteFile(certPath, certPEM, 0o644); err != nil {
+	if err := durable.WriteFile(certNew, certPEM, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(keyNew, keyPath); err != nil {
+		return err
+	}
+	if err := cutHere("broker key in place"); err != nil {
+		return err
+	}
+	if err := os.Rename(certNew, certPath); err != nil {
+		return err
+	}
+	if err := durable.SyncDir(*out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "broker certificate for %s, valid %d days, signed by the fleet CA: %s (key %s, keep it private)\n",

@@ -200,8 +200,9 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// cutAt, when set (tests), is called at each step of putting a bundle in
-// place; an error stops the run there, as a power cut would.
+// cutAt, when set (tests), is called at each step of putting a bundle (or
+// the broker's certificate) in place; an error stops the run there, as a
+// power cut would.
 var cutAt func(step string) error
 
 func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer) error {

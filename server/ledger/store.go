@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/farego/farego/queue/durable"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"golang.org/x/sys/unix"
@@ -169,6 +170,10 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		}
 	}
 	if tg.path != "" {
+		if err := syncFiles(tg.path); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
 		if s.file, err = os.Stat(tg.path); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("ledger: %w", err)
@@ -180,6 +185,35 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	s.log.Info("ledger: opened", attrs...)
 	return s, nil
+}
+
+// syncFiles makes the SQLite ledger at path durable as this process
+// found it: the -wal file, the file, and the directory that names them. A
+// server killed while it committed (SIGKILL, the OOM killer, a crash),
+// after SQLite wrote the commit's frames to the -wal and before their
+// fsync returned, left them in the page cache only; SQLite's recovery at
+// the next open takes the commit for made, and this process answers for
+// it — a batch the devices send again is found whole and acked, and an
+// all-duplicate batch writes nothing that would sync it — so a power cut
+// before the next commit took back taps the devices had deleted.
+func syncFiles(path string) error {
+	for _, p := range []string{path + "-wal", path} {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", p, err)
+		}
+	}
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // privateFile creates the SQLite file with mode 0600 (whatever the umask)

@@ -54,7 +54,7 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 	must(t, err)
 	rnd := rand.New(rand.NewPCG(19, 19))
 	c := newCutChecker(t, r, riders, dev.ID)
-	var bootCuts, midTap, denyUpdates, torn, discarded int
+	var bootCuts, midTap, denyUpdates, torn, discarded, killed int
 	for i := range cuts {
 		if i == 0 {
 			// First boot: it makes its data directory and queue file, and
@@ -80,6 +80,26 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 				must(t, r.API(ctx, method, "/v1/denylist", map[string]any{"account": denied.ID, "reason": "power_cut_test"}, nil))
 				denyUpdates++
 				time.Sleep(time.Duration(rnd.IntN(60)) * time.Millisecond)
+			}
+			if rnd.IntN(4) == 0 {
+				// Killed and started again (a crash, the watchdog)
+				// before this cut: what the killed one wrote and did not
+				// sync is in the page cache, and the next start must make
+				// what it builds on durable before it answers.
+				dev.Stop(true)
+				for l := range dev.Lines {
+					c.feedback("", l)
+				}
+				must(t, dev.Start(ctx))
+				killed++
+				for range 1 + rnd.IntN(3) {
+					code := riders[rnd.IntN(len(riders))].Code(time.Now())
+					line, err := dev.Scan(ctx, code)
+					if err != nil {
+						t.Fatalf("cut %d, after a kill: %v", i, err)
+					}
+					c.feedback(code, line)
+				}
 			}
 			switch rnd.IntN(3) {
 			case 0: // in the middle of a tap
@@ -112,9 +132,9 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 	c.drain(ctx, []*Device{dev})
 	dev.Stop(false)
 	c.check(ctx, "after the drain", filepath.Join(dataDir, "validator.db"), filepath.Join(dev.Dir, "validator.log"))
-	t.Logf("validator power cuts: %d survived (%d while it booted and made its queue file, %d in the middle of a tap, %d tore a page, %d discarded unsynced data or entries), %d deny-list updates; "+
+	t.Logf("validator power cuts: %d survived (%d while it booted and made its queue file, %d in the middle of a tap, %d after a kill and a restart, %d tore a page, %d discarded unsynced data or entries), %d deny-list updates; "+
 		"%d taps, %d green; checks after every cut: %d green taps found queued or in the ledger; ledger: %d rides, exactly the green ones (+%d of %d cut off mid-tap)",
-		cuts, bootCuts, midTap, torn, discarded, denyUpdates, c.taps, len(c.green), c.greenChecked, c.rides, c.cutOffSettled, len(c.cutOff))
+		cuts, bootCuts, midTap, killed, torn, discarded, denyUpdates, c.taps, len(c.green), c.greenChecked, c.rides, c.cutOffSettled, len(c.cutOff))
 	// Whole processes are mostly idle between fsyncs (the in-process test
 	// hits unsynced work in about half its cuts): require that the cuts bit
 	// at all, by discarding something or cutting a tap off.
@@ -432,10 +452,27 @@ func TestSettlementPowerCuts(t *testing.T) {
 		})
 	}
 	rnd := rand.New(rand.NewPCG(23, 23))
+	killed := 0
 	for i := range cuts {
 		time.Sleep(time.Duration(200+rnd.IntN(1200)) * time.Millisecond)
-		gate.Lock()
 		when := fmt.Sprintf("%d while batches arrive", i+1)
+		if i%2 == 1 {
+			// Every other cut comes some time after the server was
+			// killed and started again (a crash, the OOM killer): what
+			// the killed one wrote and did not sync is in the page cache,
+			// and the next one must not answer for it before it is on
+			// the disk.
+			gate.Lock()
+			must(t, r.StopServer(true))
+			if err := r.StartServer(ctx); err != nil {
+				t.Fatalf("kill before cut %d: the server does not start again: %v", i+1, err)
+			}
+			gate.Unlock()
+			killed++
+			when += ", the server killed and started again before"
+			time.Sleep(time.Duration(rnd.IntN(600)) * time.Millisecond)
+		}
+		gate.Lock()
 		cut(when)
 		// Every tap a validator holds as acked is in the ledger. The
 		// validators' uplinks keep running against the restarted server:
@@ -481,9 +518,9 @@ func TestSettlementPowerCuts(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("settlement power cuts: %d survived (1 right after init, 1 after registrations, %d while batches arrived; %d tore a page, %d discarded unsynced data or entries); "+
+	t.Logf("settlement power cuts: %d survived (1 right after init, 1 after registrations, %d while batches arrived, %d of them some time after a kill and a restart; %d tore a page, %d discarded unsynced data or entries); "+
 		"%d taps, %d green; %d acked taps checked against the ledger after the cuts; ledger: %d rides, exactly the green ones",
-		n, cuts, tornCuts, discarded, c.taps, len(c.green), acked, c.rides)
+		n, cuts, killed, tornCuts, discarded, c.taps, len(c.green), acked, c.rides)
 	if acked == 0 || discarded < n/2 {
 		t.Errorf("the cuts did not bite: %d acked taps checked, %d of %d cuts discarded something", acked, discarded, n)
 	}
