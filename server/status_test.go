@@ -56,7 +56,7 @@ func testStatusUpdate(t *testing.T, dsn string) {
 	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 	reason := "download: \x1b[31mGet \"http://settlement:8080/v1/releases/1.4.0/armv7\": " + strings.Repeat("é", 300) + "\xff"
 	status := &wire.Status{DeviceID: "bus-1", Online: true, Time: time.Now(), Software: "1.3.0",
-		Update: &wire.UpdateStatus{Failed: "1.4.0", FailedReason: reason, FailedAt: at}}
+		Update: &wire.UpdateStatus{Failed: "1.4.0", FailedReason: reason, FailedAt: at}, CertNotAfter: time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)}
 	if err := st.Status(ctx, status); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +109,9 @@ func testStatusUpdate(t *testing.T, dsn string) {
 		t.Fatalf("devices: %+v", list)
 	}
 	for _, d := range list.Devices {
+		if d.CertNotAfter != "2031-03-04T05:06:07Z" {
+			t.Errorf("cert_not_after %q, want the device's 2031-03-04T05:06:07Z", d.CertNotAfter)
+		}
 		u := d.Update
 		if u == nil || u.State != "failed" || u.Failed != "1.4.0" || u.Pending != "" || u.FailedAt != "2026-03-10T09:00:00Z" {
 			t.Fatalf("update %+v", u)

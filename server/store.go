@@ -459,6 +459,9 @@ func deviceStatus(m *wire.Status) ledger.DeviceStatus {
 		ds.LastSeen = time.Now().Add(time.Duration(*m.ClockOffsetMS) * time.Millisecond)
 	}
 	ds.OldestUnsent = secondsDuration(m.OldestUnsentSec)
+	// The device's word (wire bounds it), for the operator: when the
+	// broker starts refusing it.
+	ds.CertNotAfter = m.CertNotAfter
 	if a := m.Assignment; a != nil {
 		ds.Route, ds.Vehicle, ds.ServerVersion = a.Route, a.Vehicle, a.ServerVersion
 	}

@@ -229,3 +229,42 @@ func TestServerAssignment(t *testing.T) {
 		t.Errorf("records = %+v, want one tap on route 43, BUS-12", recs)
 	}
 }
+
+// TestCtlStatusScannerHeld: a scanner another program holds (a local user
+// of group dialout with a terminal program; here flock(1) on the real
+// pty) is read by nobody: the validator logged "scanner unavailable" once
+// while ctl status said in service, and a technician at the bus saw
+// nothing wrong. ctl status names each scanner, whether it is read, and
+// why not, with the process that holds it; read again once it lets go.
+func TestCtlStatusScannerHeld(t *testing.T) {
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Skip("no flock(1)")
+	}
+	d := newRouteDevice(t, "")
+	holder := exec.Command(flock, "--exclusive", filepath.Join(d.dir, "scanner-front"), "-c", "echo locked; exec cat")
+	stdin, err := holder.StdinPipe()
+	must(t, err)
+	out, err := holder.StdoutPipe()
+	must(t, err)
+	must(t, holder.Start())
+	defer func() { stdin.Close(); holder.Wait() }()
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "locked\n" {
+		t.Fatalf("flock: %q, %v", line, err)
+	}
+	d.startUntil("scanner unavailable; retrying")
+	st := d.mustCtl("status")
+	want := fmt.Sprintf("held by pid %d (flock)", holder.Process.Pid)
+	if len(st.Scanners) != 1 || st.Scanners[0].Name != "front" || st.Scanners[0].Up ||
+		!strings.Contains(st.Scanners[0].Problem, "in use by another reader") || !strings.Contains(st.Scanners[0].Problem, want) {
+		t.Fatalf("ctl status scanners %+v; want front not read, in use, %s", st.Scanners, want)
+	}
+	stdin.Close() // it lets go
+	d.waitLog("scanner resumed")
+	st = d.mustCtl("status")
+	if len(st.Scanners) != 1 || !st.Scanners[0].Up || st.Scanners[0].Problem != "" {
+		t.Fatalf("ctl status scanners %+v once it let go; want front read", st.Scanners)
+	}
+	now := time.Now()
+	expectLine(t, d.scan(d.issuer.Rider(t, 2001, now).Code(t, now)), "ACCEPTED  2.50 EUR")
+}

@@ -97,6 +97,17 @@ type ctlStatus struct {
 	// The server and the metrics had it; the technician at the bus, with
 	// ctl status, saw the old version and no reason.
 	Update *wire.UpdateStatus `json:"update,omitempty"`
+	// Scanners: each scanner reader, read now or not and why not (the
+	// log said it once, when it began: "in use by another reader" while
+	// ctl status said in service, and riders' codes went unread).
+	Scanners []ctlScanner `json:"scanners,omitempty"`
+}
+
+// ctlScanner is one scanner in ctl status.
+type ctlScanner struct {
+	Name    string `json:"name"`
+	Up      bool   `json:"up"`                // its device is open and read
+	Problem string `json:"problem,omitempty"` // why not
 }
 
 // ctlSocketPath returns the socket the validator listens on ("" : none).
@@ -139,6 +150,8 @@ type ctlRunning struct {
 	uplinkError func() string
 	// update reports the software update's state (nil without [update]).
 	update func() *wire.UpdateStatus
+	// scanners reports the scanner readers (nil: none to report).
+	scanners func() []ctlScanner
 }
 
 // ctlSocketFree refuses a control socket another validator answers on:
@@ -365,6 +378,9 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 	}
 	if r.update != nil {
 		st.Update = r.update()
+	}
+	if r.scanners != nil {
+		st.Scanners = r.scanners()
 	}
 	return st
 }

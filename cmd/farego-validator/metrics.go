@@ -49,6 +49,38 @@ func (w *scannerWatch) config(c *scanner.Config) {
 // reader on the watchdog's monitor.
 const scannerBeatInterval = time.Second
 
+// scannerStates returns each scanner reader of sources (stdin has none),
+// read now or not and why not, for ctl status.
+func scannerStates(sources []scanner.Source, w *scannerWatch) func() []ctlScanner {
+	type reader interface {
+		Name() string
+		Problem() string
+	}
+	var readers []reader
+	for _, s := range sources {
+		if r, ok := s.(reader); ok {
+			readers = append(readers, r)
+		}
+	}
+	if len(readers) == 0 {
+		return nil
+	}
+	return func() []ctlScanner {
+		out := make([]ctlScanner, 0, len(readers))
+		for _, r := range readers {
+			w.mu.Lock()
+			up := w.up[r.Name()]
+			w.mu.Unlock()
+			c := ctlScanner{Name: r.Name(), Up: up != nil && up.Load()}
+			if !c.Up {
+				c.Problem = r.Problem()
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+}
+
 // statsSource is a scanner reader with counters (serial and evdev).
 type statsSource interface {
 	Name() string

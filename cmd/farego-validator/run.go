@@ -349,7 +349,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
-	running := &ctlRunning{a: a, q: q}
+	running := &ctlRunning{a: a, q: q, scanners: scannerStates(sources, watch)}
 	if upd != nil {
 		running.update = upd.Status
 	}

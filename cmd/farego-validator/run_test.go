@@ -149,6 +149,12 @@ func (d *device) newPTY() {
 // start runs the validator and waits until it reads the scanner.
 func (d *device) start() {
 	d.t.Helper()
+	d.startUntil("scanner connected")
+}
+
+// startUntil runs the validator and waits until it logs substr.
+func (d *device) startUntil(substr string) {
+	d.t.Helper()
 	bin := validatorBin
 	if d.bin != "" {
 		bin = d.bin
@@ -164,7 +170,7 @@ func (d *device) start() {
 	d.lines, d.logs = make(chan string, 1000), make(chan string, 10000)
 	go pump(stdout, d.lines, nil)
 	go pump(stderr, d.logs, func(s string) { d.mu.Lock(); d.logText.WriteString(s + "\n"); d.mu.Unlock() })
-	d.waitLog("scanner connected")
+	d.waitLog(substr)
 }
 
 func pump(r io.Reader, ch chan string, also func(string)) {

@@ -314,7 +314,7 @@ func (s *selftest) checkScanners() {
 				"plug the scanner in; check its cable and the udev rule that names it")
 		case errors.Is(err, os.ErrPermission):
 			s.add(levelFail, name, fmt.Sprintf("%s: %s: permission denied", sc.Name, path),
-				"the validator's user needs the device: group dialout (serial) or the farego udev rule (evdev)")
+				"the validator's user needs the device: the farego udev rules (README, udev rules) give it to group farego")
 		case err != nil:
 			s.add(levelFail, name, fmt.Sprintf("%s: %s: %v", sc.Name, path, err), "replug the scanner; replace it if this persists")
 		default:
@@ -338,12 +338,46 @@ func (s *selftest) checkScanners() {
 			}
 			if why := serviceCannotOpen(fi, sc.Type != "evdev"); why != "" {
 				s.add(levelFail, name, fmt.Sprintf("%s: %s: %s", sc.Name, path, why),
-					"give it to group dialout (serial) or farego (evdev) with a udev rule: README, udev rules")
+					"give it to group farego with a udev rule (serial: name it /dev/scanner-NAME, the package's 72-farego-scanners.rules "+
+						"does the rest): README, udev rules")
 				continue
+			}
+			if serialPort {
+				if who := othersCanOpen(fi); who != "" {
+					s.add(levelWarn, name, fmt.Sprintf("%s: %s present and readable, and %s: one could hold its lock, and the validator "+
+						"would read no code meanwhile", sc.Name, path, who),
+						"give it to group farego alone: name it /dev/scanner-NAME with a udev rule (the package's "+
+							"72-farego-scanners.rules then does), or add GROUP=\"farego\", MODE=\"0660\" to its rule (README, udev rules)")
+					continue
+				}
 			}
 			s.add(levelOK, name, fmt.Sprintf("%s: %s present and readable", sc.Name, path), "")
 		}
 	}
+}
+
+// othersCanOpen says who besides the validator may open a serial scanner
+// (and so hold its lock, flock, which the validator waits for): every
+// user, or every user of group dialout, the group a tty has by default.
+// "" when neither: a device of group farego (the udev rules'), or of
+// another group such as tty (a pseudo-terminal, 0620).
+func othersCanOpen(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	m := fi.Mode().Perm()
+	group := strconv.FormatUint(uint64(st.Gid), 10)
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	switch {
+	case m&0o006 != 0:
+		return fmt.Sprintf("open to every user (mode %04o)", m)
+	case group == "dialout" && m&0o060 != 0:
+		return fmt.Sprintf("open to every user of group dialout (mode %04o)", m)
+	}
+	return ""
 }
 
 // serviceUser is the user the shipped unit runs the validator as (with

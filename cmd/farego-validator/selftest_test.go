@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -350,6 +351,53 @@ func TestSelftestScannerServiceAccess(t *testing.T) {
 		s.checkScanners()
 		if len(s.results) != 1 || s.results[0].level != c.want || (c.want == "FAIL" && !strings.Contains(s.results[0].why, "may not open it")) {
 			t.Errorf("%s (%q): %+v; want %s", c.path, c.typ, s.results, c.want)
+		}
+	}
+}
+
+// TestSelftestScannerOpenToOthers: a serial scanner of group dialout
+// (a tty's default) or open to every user can be opened by any such local
+// user, who then holds its lock and the validator reads nothing: selftest
+// warns and says how to give it to the validator's group alone; of the
+// service's own group, 0660, it is OK. On a real pseudo-terminal, its
+// group and mode set as udev would (root only).
+func TestSelftestScannerOpenToOthers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changing a tty's group needs root")
+	}
+	dialout, err := user.LookupGroup("dialout")
+	if err != nil {
+		t.Skip("no group dialout")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody")
+	}
+	defer func(u string) { serviceUser = u }(serviceUser)
+	serviceUser = "nobody" // its group stands for farego's
+	nobody, _ := user.Lookup("nobody")
+	ptmx, tty, err := pty.Open()
+	must(t, err)
+	defer ptmx.Close()
+	defer tty.Close()
+	did, _ := strconv.Atoi(dialout.Gid)
+	own, _ := strconv.Atoi(nobody.Gid)
+	for _, c := range []struct {
+		gid  int
+		mode os.FileMode
+		want string // level; and for WARN, what it says
+		says string
+	}{
+		{did, 0o660, "WARN", "open to every user of group dialout"},
+		{own, 0o666, "WARN", "open to every user (mode 0666)"},
+		{own, 0o660, "OK", ""},
+	} {
+		must(t, os.Chown(tty.Name(), 0, c.gid))
+		must(t, os.Chmod(tty.Name(), c.mode))
+		s := &selftest{cfg: &Config{Scanners: []ScannerConfig{{Name: "front", Path: tty.Name()}}}}
+		s.checkScanners()
+		if len(s.results) != 1 || s.results[0].level != c.want || !strings.Contains(s.results[0].why, c.says) ||
+			(c.want == "WARN" && !strings.Contains(s.results[0].do, "72-farego-scanners.rules")) {
+			t.Errorf("group %d mode %04o: %+v; want %s saying %q", c.gid, c.mode, s.results, c.want, c.says)
 		}
 	}
 }

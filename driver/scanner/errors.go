@@ -20,4 +20,14 @@ var errDeviceLost = errors.New("scanner: device lost")
 // be opened while another reader holds it: another validator, or another
 // [[scanner]] of the same one, configured with the same device. The reader
 // retries (logged once) and takes the device when it is free.
-var ErrInUse = errors.New("scanner: in use by another reader (another validator, or another scanner with the same path)")
+var ErrInUse = errors.New("scanner: in use by another reader (another validator, another scanner with the same path, " +
+	"or another program of a user who may open the device)")
+
+// inUseError is ErrInUse with the process that holds the lock, as
+// /proc/locks names it: what to stop, or whose account may open the
+// scanner (a user of its group, a modem manager).
+type inUseError struct{ holder string }
+
+func (e *inUseError) Error() string { return ErrInUse.Error() + ": held by " + e.holder }
+
+func (e *inUseError) Is(target error) bool { return target == ErrInUse }

@@ -80,6 +80,10 @@ func NewKeyboard(cfg Config, log *slog.Logger) (*Keyboard, error) {
 // Name returns the scanner's name.
 func (k *Keyboard) Name() string { return k.s.Name() }
 
+// Problem returns why the scanner is not being read now ("" while it is):
+// Serial.Problem.
+func (k *Keyboard) Problem() string { return k.s.Problem() }
+
 // Stats returns a snapshot of the reader's counters. It is safe to call at
 // any time from any goroutine.
 func (k *Keyboard) Stats() Stats { return k.s.Stats() }

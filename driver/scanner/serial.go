@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -121,6 +123,9 @@ type Serial struct {
 	log         *slog.Logger
 	framer      *Framer
 	running     atomic.Bool
+	// problem is why the scanner is not read now ("" while it is, and
+	// before the first attempt): Problem.
+	problem atomic.Pointer[string]
 
 	// openPort opens the device; tests replace it to inject faults.
 	openPort func(*serial.Config) (io.ReadCloser, error)
@@ -195,13 +200,72 @@ func lockDevice(path string) (int, error) {
 		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder := lockHolder(fd)
 		unix.Close(fd)
 		if errors.Is(err, unix.EWOULDBLOCK) {
+			if holder != "" {
+				return -1, &os.PathError{Op: "open", Path: path, Err: &inUseError{holder: holder}}
+			}
 			return -1, &os.PathError{Op: "open", Path: path, Err: ErrInUse}
 		}
 		return -1, &os.PathError{Op: "lock", Path: path, Err: err}
 	}
 	return fd, nil
+}
+
+// procLocks is the kernel's table of file locks (a test names another).
+var procLocks = "/proc/locks"
+
+// lockHolder names the process holding a flock on fd's file, from
+// /proc/locks ("pid 812 (minicom)"; "pid 812" when its name cannot be
+// read, "" when no lock of the file is found): the technician learns what
+// holds the scanner, not only that something does. At most 64 KiB of the
+// table is read.
+func lockHolder(fd int) string {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return ""
+	}
+	f, err := os.Open(procLocks)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
+	for _, line := range strings.Split(string(b), "\n") {
+		// "3: FLOCK  ADVISORY  WRITE 5725 00:19:5 0 EOF"
+		fs := strings.Fields(line)
+		if len(fs) < 6 || fs[1] != "FLOCK" || fs[5] != id {
+			continue
+		}
+		pid, err := strconv.Atoi(fs[4])
+		if err != nil || pid <= 0 {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if name := commName(comm); err == nil && name != "" {
+			return fmt.Sprintf("pid %d (%s)", pid, name)
+		}
+		return fmt.Sprintf("pid %d", pid)
+	}
+	return ""
+}
+
+// commName is a process name from /proc/PID/comm for a log line: any
+// user names their process, so only letters, digits and ._-+: are kept,
+// at most 32 of them.
+func commName(b []byte) string {
+	var out []byte
+	for _, c := range b {
+		if len(out) == 32 {
+			break
+		}
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-+:", c) >= 0 {
+			out = append(out, c)
+		}
+	}
+	return string(out)
 }
 
 // lockedPort is an open port and the descriptor holding its device's lock.
@@ -218,6 +282,17 @@ func (p *lockedPort) Close() error {
 
 // Name returns the scanner's name.
 func (s *Serial) Name() string { return s.cfg.Name }
+
+// Problem returns why the scanner is not being read now (the last failure
+// to open or read it, as logged: "… in use by another reader …: held by
+// pid 812 (minicom)"), or "" while it is read. It is safe to call at any
+// time; the validator's ctl status shows it at the bus.
+func (s *Serial) Problem() string {
+	if p := s.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // Stats returns a snapshot of the reader's counters. It is safe to call at
 // any time from any goroutine.
@@ -411,6 +486,7 @@ func (s *Serial) up(st *link) {
 		return
 	}
 	st.up = true
+	s.problem.Store(nil)
 	st.backoff.Reset()
 	if st.everUp {
 		s.framer.c.reconnects.Add(1)
@@ -437,6 +513,8 @@ func (s *Serial) up(st *link) {
 // failed records a lost connection or a failed attempt, logging the first of
 // an outage only.
 func (s *Serial) failed(st *link, err error) {
+	why := err.Error()
+	s.problem.Store(&why)
 	attrs := []any{slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err)}
 	if h := accessHint(err); h != "" {
 		attrs = append(attrs, slog.String("hint", h))
@@ -480,7 +558,8 @@ const notSerialHint = "not a serial port: point [[scanner]] path at the scanner'
 
 // inUseHint is what to do about a scanner another reader holds.
 const inUseHint = "give each validator its own scanners, and each [[scanner]] its own path (look for another validator or [[scanner]] with this path; " +
-	"udev names: one SYMLINK per scanner, by its serial); this reader takes the scanner when the other lets go"
+	"udev names: one SYMLINK per scanner, by its serial); another program (the err names it) must let go: give the scanner to group farego " +
+	"alone (README, udev rules), so that users of group dialout cannot open it; this reader takes the scanner when the other lets go"
 
 // accessHint is what to do about a device the validator may not open.
 // EPERM on open is the service's device allow-list (the unit's

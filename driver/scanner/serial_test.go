@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -781,4 +783,45 @@ func TestSerialSecondReaderOfOneDevice(t *testing.T) {
 	if st := second.s.Stats(); st.Frames != 1 {
 		t.Errorf("the second reader read %d frames, want the 1 sent after the first stopped", st.Frames)
 	}
+}
+
+// TestSerialInUseNamesTheHolder: a scanner another program holds (a
+// local user of its group with a terminal program, a modem manager: here
+// flock(1), a real process locking the real pty) is retried, and the log
+// names the process that holds it, from the kernel's /proc/locks, with
+// what to do: "in use by another reader" alone sent the technician
+// looking for a second validator that did not exist.
+func TestSerialInUseNamesTheHolder(t *testing.T) {
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Skip("no flock(1)")
+	}
+	p := newPTY(t)
+	cmd := exec.Command(flock, "--exclusive", p.path, "-c", "echo locked; exec cat")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		t.Fatalf("flock: %q, %v", line, err)
+	}
+	h := startSerial(t, Config{Name: "front", Path: p.path, Framing: Framing{InterCharTimeout: time.Hour}, MaxBackoff: 200 * time.Millisecond})
+	h.waitState(t, Disconnected)
+	want := fmt.Sprintf("held by pid %d (flock)", cmd.Process.Pid)
+	if l := h.logs.String(); !strings.Contains(l, "in use by another reader") || !strings.Contains(l, want) ||
+		!strings.Contains(l, "group farego alone") {
+		t.Fatalf("the log does not name the holder (%q) and what to do:\n%s", want, l)
+	}
+	// When it lets go, the reader takes the scanner.
+	stdin.Close()
+	h.waitState(t, Connected)
 }

@@ -116,6 +116,9 @@ type Device struct {
 	// Update is the device's software update as its last status reported
 	// it (absent: nothing to report).
 	Update *DeviceUpdate `json:"update,omitempty"`
+	// CertNotAfter is when the device says its TLS client certificate
+	// ends (absent: not reported): the broker refuses it from then on.
+	CertNotAfter string `json:"cert_not_after,omitempty"`
 }
 
 // DeviceUpdate is a device's software update. State is "failed" while the
@@ -150,7 +153,7 @@ func (h *Handler) toDevice(d ledger.Device) Device {
 		QueueDepth: d.Status.QueueDepth, OldestUnsentSec: int64(d.Status.OldestUnsent / time.Second),
 		ClockOffsetMS: d.ClockOffset.Milliseconds(), LastSeq: d.LastSeq, LastSync: timeOrEmpty(d.LastSync),
 		Software: d.Status.Software, OutOfService: d.Status.OutOfService, Versions: d.Status.Versions, Revoked: timeOrEmpty(d.Revoked),
-		Update: toDeviceUpdate(d)}
+		Update: toDeviceUpdate(d), CertNotAfter: timeOrEmpty(d.Status.CertNotAfter)}
 	out.Drifting = h.drifting(d)
 	switch {
 	case !d.Revoked.IsZero():

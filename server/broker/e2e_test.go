@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -25,6 +26,8 @@ type store struct {
 	mu   sync.Mutex
 	keys map[string]ed25519.PublicKey
 	taps map[string]paycode.Reason
+	// statuses are the last status of each device.
+	statuses map[string]wire.Status
 }
 
 func (s *store) DeviceKey(_ context.Context, id string) (ed25519.PublicKey, error) {
@@ -47,7 +50,22 @@ func (s *store) Commit(_ context.Context, b *ingest.Batch) error {
 	return nil
 }
 
-func (s *store) Status(context.Context, *wire.Status) error { return nil }
+func (s *store) Status(_ context.Context, st *wire.Status) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.statuses != nil {
+		s.statuses[st.DeviceID] = *st
+	}
+	return nil
+}
+
+// status returns the last status of device id.
+func (s *store) status(id string) (wire.Status, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.statuses[id]
+	return st, ok
+}
 
 func (s *store) count() int {
 	s.mu.Lock()
@@ -95,7 +113,7 @@ type fleet struct {
 func newFleet(t *testing.T) *fleet {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
-	return &fleet{store: &store{keys: map[string]ed25519.PublicKey{}, taps: map[string]paycode.Reason{}},
+	return &fleet{store: &store{keys: map[string]ed25519.PublicKey{}, taps: map[string]paycode.Reason{}, statuses: map[string]wire.Status{}},
 		key: key, issuer: paycodetest.NewIssuer(t, 7, now), now: now}
 }
 
@@ -242,6 +260,51 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if st := b.Stats(); st.Denied != 0 || st.MessagesDropped != 0 || st.InflightDropped != 0 {
 		t.Errorf("broker stats %+v, want nothing denied or dropped", st)
+	}
+}
+
+// TestStatusCarriesCertEnd: a validator with a client certificate says
+// when it ends in its status, through the embedded broker's TLS listener
+// to the ingest, so the operator sees it before the broker refuses the
+// device; one logged in with a password says none.
+func TestStatusCarriesCertEnd(t *testing.T) {
+	p := brokertest.NewPKI(t, "")
+	secret := newSecret(t)
+	f := newFleet(t)
+	b := startBroker(t, Config{
+		Secret: secret, TLSListen: "127.0.0.1:0", TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile, ClientCAFile: p.CAFile,
+		Devices: testDevices{secret: secret},
+	})
+	f.startServer(t, ingest.MQTTConfig{Brokers: []string{b.url()}, Username: DefaultServerUsername, Password: ServerPassword(secret)})
+	var leaf *x509.Certificate
+	withCert := f.startDevice(t, "", 0, func(c *uplink.Config) {
+		c.Brokers = []string{"ssl://" + b.TLSAddr()}
+		c.TLS = p.ClientTLS(t, c.DeviceID)
+		var err error
+		if leaf, err = x509.ParseCertificate(c.TLS.Certificates[0].Certificate[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	plain := f.startDevice(t, "", 0, func(c *uplink.Config) {
+		c.Brokers = []string{b.url()}
+		c.Username, c.Password = c.DeviceID, devicePassword(secret, c.DeviceID)
+	})
+	var got wire.Status
+	waitFor(t, "the status of "+withCert.id, func() bool {
+		var ok bool
+		got, ok = f.store.status(withCert.id)
+		return ok && got.Online
+	})
+	if !got.CertNotAfter.Equal(leaf.NotAfter) {
+		t.Errorf("status of the device with a certificate: cert_not_after %v, want its certificate's %v", got.CertNotAfter, leaf.NotAfter)
+	}
+	waitFor(t, "the status of "+plain.id, func() bool {
+		var ok bool
+		got, ok = f.store.status(plain.id)
+		return ok && got.Online
+	})
+	if !got.CertNotAfter.IsZero() {
+		t.Errorf("status of the device with a password: cert_not_after %v, want none", got.CertNotAfter)
 	}
 }
 

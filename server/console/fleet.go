@@ -30,6 +30,12 @@ const (
 const (
 	QueueAgeProblem    = 5 * time.Minute
 	ClockOffsetProblem = 30 * time.Second
+	// CertEndProblem is how long before the end of a device's TLS client
+	// certificate (as the device reports it) the fleet page names it, as
+	// the validator's selftest and log warn: from its end the broker
+	// refuses the device, and provisioning it again takes a visit. The
+	// shipped rules alert from 30 days (FaregoDeviceCertEnding).
+	CertEndProblem = 90 * 24 * time.Hour
 )
 
 // versions are the fleet documents' current versions.
@@ -101,6 +107,14 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	}
 	if off := d.ClockOffset; off > ClockOffsetProblem || off < -ClockOffsetProblem {
 		add(20, "clock %s off", fmtDur(off))
+	}
+	if end := d.Status.CertNotAfter; !end.IsZero() {
+		switch left := end.Sub(h.cfg.Now()); {
+		case left <= 0:
+			add(55, "client certificate ended %s: the broker refuses it, provision it again", end.UTC().Format(time.DateOnly))
+		case left < CertEndProblem:
+			add(10, "client certificate ends %s (in %dd): provision it again before", end.UTC().Format(time.DateOnly), int(left.Hours()/24))
+		}
 	}
 	if d.UpdateFailed() {
 		u := d.Status.Update
@@ -255,7 +269,7 @@ var descFirst = []string{"heard", "queue", "oldest", "clock"}
 // fleetPageSize is how many devices one fleet page shows.
 const fleetPageSize = 100
 
-var fleetSorts = []string{"problems", "id", "state", "heard", "queue", "oldest", "clock", "route", "software"}
+var fleetSorts = []string{"problems", "id", "state", "heard", "queue", "oldest", "clock", "route", "software", "cert"}
 
 var fleetStates = []string{"", "problems", StateOnline, StateOffline, StateUnknown, StateRevoked}
 
@@ -344,6 +358,13 @@ func (q fleetQuery) apply(rows []deviceRow) []deviceRow {
 			return cmp.Compare(a.Route, b.Route)
 		case "software":
 			return cmp.Compare(a.Status.Software, b.Status.Software)
+		case "cert":
+			// The soonest end first; devices that report none last.
+			ea, eb := a.Status.CertNotAfter, b.Status.CertNotAfter
+			if c := cmp.Compare(b2f(ea.IsZero()), b2f(eb.IsZero())); c != 0 {
+				return c
+			}
+			return ea.Compare(eb)
 		}
 		// Problems first: the worst first, revoked devices last.
 		if c := cmp.Compare(b.score, a.score); c != 0 {
@@ -428,6 +449,13 @@ func (h *Handler) registerMetrics(reg *metrics.Registry) {
 	reg.GaugeVecFunc("farego_device_update_failed", "1 if the device's last software update failed and it still runs an older version (the reason is in GET /v1/devices/{id}).",
 		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
 			live(emit, rows, func(r deviceRow) (float64, bool) { return b2f(r.UpdateFailed()), !r.StatusAt.IsZero() })
+		}))
+	reg.GaugeVecFunc("farego_device_cert_expiry_timestamp_seconds", "When the device's TLS client certificate ends, as the device reports it (Unix seconds; "+
+		"devices that report none are left out): the broker refuses it from then on, provision it again before.",
+		dev, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {
+			live(emit, rows, func(r deviceRow) (float64, bool) {
+				return float64(r.Status.CertNotAfter.Unix()), !r.Status.CertNotAfter.IsZero()
+			})
 		}))
 	reg.GaugeVecFunc("farego_device_downlink_version", "Versions of the fleet documents the device has applied, by kind.",
 		[]string{"device", "kind"}, each(func(emit func(float64, ...string), rows []deviceRow, _ versions) {

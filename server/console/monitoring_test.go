@@ -159,7 +159,7 @@ func TestMonitoringReferencesRealMetrics(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"FaregoDeviceOffline", "FaregoDeviceQueueOld", "FaregoIngestLagHigh", "FaregoClockDrift",
-		"FaregoFlaggedTapSpike", "FaregoDenyListNotDelivered"} {
+		"FaregoFlaggedTapSpike", "FaregoDenyListNotDelivered", "FaregoDeviceCertEnding", "FaregoDeviceCertEnded"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alerts.yml has no %s", want)
 		}

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/server/ledger"
 )
@@ -201,5 +203,93 @@ func TestFlaggedByWhenReceived(t *testing.T) {
 	m := regexp.MustCompile(`<span class="flag">invalid_code</span> (\d+)`).FindStringSubmatch(overview)
 	if m == nil || m[1] != "4" {
 		t.Errorf("the overview's Flagged (24 h) counts %v invalid_code taps: want 4, the taps received today (1 of bus-1, 3 of bus-away)", m)
+	}
+}
+
+// The end of a device's TLS client certificate, as the device reports it
+// in its status, reaches the operator before the broker refuses the
+// device (only selftest and the validator's own log said it, on the bus):
+// the fleet page names the devices within 90 days and the ended ones as
+// problems, sorts them soonest first under "Certificate ends", the
+// device page shows it, and /metrics gives each device's end for the
+// shipped alerts; a device that reports none (of the release before, or
+// without a certificate) is left out of all of it.
+func TestFleetShowsCertEnds(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	now := f.clock.now()
+	ends := map[string]time.Time{
+		"bus-ended": now.Add(-24 * time.Hour),
+		"bus-soon":  now.Add(20 * 24 * time.Hour),
+		"bus-later": now.Add(400 * 24 * time.Hour),
+		"bus-none":  {},
+	}
+	for _, id := range []string{"bus-ended", "bus-soon", "bus-later", "bus-none"} {
+		f.device(id)
+		if err := f.store.UpdateDeviceStatus(ctx, id, ledger.DeviceStatus{Online: true, LastSeen: now, Written: now,
+			CertNotAfter: ends[id]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := f.browser()
+	b.signIn(f.opToken)
+	_, fleet := b.get("/console/fleet?sort=cert")
+	order := regexp.MustCompile(`data-device="([^"]+)"`).FindAllStringSubmatch(fleet, -1)
+	var got []string
+	for _, m := range order {
+		got = append(got, m[1])
+	}
+	if fmt.Sprint(got) != "[bus-ended bus-soon bus-later bus-none]" {
+		t.Errorf("the fleet sorted by certificate end: %v, want the soonest first, none last", got)
+	}
+	for _, want := range []string{
+		"client certificate ended " + ends["bus-ended"].UTC().Format(time.DateOnly),
+		"client certificate ends " + ends["bus-soon"].UTC().Format(time.DateOnly) + " (in 19d)", // 20 days less the test's time
+		`<span class="cert">cert ` + ends["bus-later"].UTC().Format(time.DateOnly) + `</span>`,
+	} {
+		if !strings.Contains(fleet, want) {
+			t.Errorf("the fleet page does not say %q", want)
+		}
+	}
+	if strings.Count(fleet, "client certificate end") != 2 {
+		t.Errorf("the fleet page names %d certificate problems, want 2 (ended, within 90 days)", strings.Count(fleet, "client certificate end"))
+	}
+	rows := regexp.MustCompile(`(?s)<tr data-device="([^"]+)".*?</tr>`).FindAllStringSubmatch(fleet, -1)
+	for _, r := range rows {
+		want := r[1] == "bus-ended" || r[1] == "bus-soon"
+		if has := strings.Contains(r[0], "client certificate"); has != want {
+			t.Errorf("%s names a certificate problem: %v, want %v", r[1], has, want)
+		}
+	}
+	if len(rows) != 4 {
+		t.Errorf("%d rows, want 4", len(rows))
+	}
+	_, dev := b.get("/console/devices/bus-soon")
+	if !strings.Contains(dev, `<dd id="cert">ends `+ends["bus-soon"].UTC().Format(time.DateOnly)) {
+		t.Error("the device page does not show its certificate's end")
+	}
+
+	reg := metrics.NewRegistry()
+	New(Config{Ledger: f.store, Keys: f.keys, Now: f.clock.now, Metrics: reg})
+	var out strings.Builder
+	if _, err := reg.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	gauge := map[string]float64{}
+	for _, m := range regexp.MustCompile(`(?m)^farego_device_cert_expiry_timestamp_seconds\{device="([^"]+)"\} (\S+)$`).FindAllStringSubmatch(out.String(), -1) {
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gauge[m[1]] = v
+	}
+	for id, end := range ends {
+		v, has := gauge[id]
+		if has != !end.IsZero() || (has && v != float64(end.Unix())) {
+			t.Errorf("/metrics gives %s's certificate end %v (%v), want %v (%v)", id, v, has, end.Unix(), !end.IsZero())
+		}
+	}
+	if strings.Contains(out.String(), `farego_device_cert_expiry_timestamp_seconds{device="bus-none"}`) {
+		t.Error("/metrics gives an end for a device that reports none")
 	}
 }

@@ -44,6 +44,13 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
 	"dur": fmtDur,
+	// day is a date alone ("—" for none).
+	"day": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format(time.DateOnly)
+	},
 	// window is a fare rule's time window as an operator writes it
 	// ("60 min", not "1h0m0s").
 	"window": func(d fare.Duration) string {
@@ -349,7 +356,8 @@ func (h *Handler) fleetPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	d.Rows = match[lo:min(lo+fleetPageSize, len(match))]
 	base := h.cfg.Prefix + "fleet?"
 	for _, k := range [][2]string{{"id", "Device"}, {"state", "State"}, {"heard", "Last heard"}, {"queue", "Queue"},
-		{"oldest", "Oldest unsent"}, {"clock", "Clock offset"}, {"route", "Route / vehicle"}, {"software", "Software"}} {
+		{"oldest", "Oldest unsent"}, {"clock", "Clock offset"}, {"route", "Route / vehicle"}, {"software", "Software"},
+		{"cert", "Cert ends"}} {
 		l := sortLink{Key: k[0], Label: k[1], Active: q.Sort == k[0], Desc: q.Sort == k[0] && q.Desc}
 		// A click on the sorted column turns it round; on another, it
 		// sorts that one its natural way (newest, largest first for

@@ -114,7 +114,8 @@ func (s *Store) RegisterDeviceReport(ctx context.Context, reg DeviceRegistration
 		}
 		replaced := done.KeyReplaced
 		_, err = t.exec("register device again",
-			`UPDATE devices SET public_key = $1, registered_ns = $2, mqtt_hash = $3, cert_sha256 = $4, revoked_ns = 0 WHERE id = $5`,
+			`UPDATE devices SET public_key = $1, registered_ns = $2, mqtt_hash = $3, cert_sha256 = $4, revoked_ns = 0,
+				cert_not_after_ns = 0 WHERE id = $5`,
 			reg.PublicKey, t.now, reg.MQTTHash, reg.CertSHA256, reg.ID)
 		if err != nil {
 			return err
@@ -182,20 +183,21 @@ func (s *Store) DeviceAuth(ctx context.Context, id string) (DeviceAuth, error) {
 const deviceColumns = `id, public_key, registered_ns, online, queue_depth, oldest_unsent_ns, last_seen_ns, software, epoch,
 	out_of_service, versions, status_ns, last_seq, synced_ns, revoked_ns, clock_offset_ns,
 	update_pending, update_failed, update_failed_reason, update_failed_ns, reported_route, reported_vehicle,
-	reported_server_version`
+	reported_server_version, cert_not_after_ns`
 
 func scanDevice(r rowScanner) (Device, error) {
 	var d Device
 	var serverVersion int64
-	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset, failedAt int64
+	var registered, depth, oldest, seen, statusAt, lastSeq, synced, revoked, offset, failedAt, certEnd int64
 	var versions string
 	u := &d.Status.Update
 	err := r.Scan(&d.ID, &d.PublicKey, &registered, &d.Status.Online, &depth, &oldest, &seen, &d.Status.Software,
 		&d.Status.Epoch, &d.Status.OutOfService, &versions, &statusAt, &lastSeq, &synced, &revoked, &offset,
-		&u.Pending, &u.Failed, &u.FailedReason, &failedAt, &d.Status.Route, &d.Status.Vehicle, &serverVersion)
+		&u.Pending, &u.Failed, &u.FailedReason, &failedAt, &d.Status.Route, &d.Status.Vehicle, &serverVersion, &certEnd)
 	if err != nil {
 		return d, err
 	}
+	d.Status.CertNotAfter = fromNS(certEnd)
 	u.FailedAt = fromNS(failedAt)
 	d.RegisteredAt, d.StatusAt, d.LastSync = fromNS(registered), fromNS(statusAt), fromNS(synced)
 	d.Status.QueueDepth, d.Status.OldestUnsent, d.Status.LastSeen = int(depth), time.Duration(oldest), fromNS(seen)
@@ -317,6 +319,7 @@ type statusUpdate struct {
 	st                      DeviceStatus
 	versions                string
 	failedAt, seen, written int64
+	certEnd                 int64 // unix ns, 0: not reported
 }
 
 // checkDeviceStatus checks a device status (see UpdateDeviceStatus).
@@ -348,6 +351,13 @@ func checkDeviceStatus(id string, st DeviceStatus) (statusUpdate, error) {
 	if st.ServerVersion > math.MaxInt64 {
 		return statusUpdate{}, invalid("reported assignment version %d out of range", st.ServerVersion)
 	}
+	var certEnd int64
+	if !st.CertNotAfter.IsZero() {
+		if st.CertNotAfter.Before(minCertEnd) || st.CertNotAfter.After(maxCertEnd) {
+			return statusUpdate{}, invalid("reported certificate end %v out of range (2000 to 2200)", st.CertNotAfter)
+		}
+		certEnd = st.CertNotAfter.UnixNano()
+	}
 	if len(st.Versions) > 32 {
 		return statusUpdate{}, invalid("%d versions, limit 32", len(st.Versions))
 	}
@@ -376,8 +386,15 @@ func checkDeviceStatus(id string, st DeviceStatus) (statusUpdate, error) {
 			return statusUpdate{}, invalid("written %v out of range", st.Written)
 		}
 	}
-	return statusUpdate{id: id, st: st, versions: string(versions), failedAt: failedAt, seen: seen, written: written}, nil
+	return statusUpdate{id: id, st: st, versions: string(versions), failedAt: failedAt, seen: seen, written: written, certEnd: certEnd}, nil
 }
+
+// The range of a device's reported certificate end the ledger takes (as
+// wire.Status.Check).
+var (
+	minCertEnd = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxCertEnd = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // updateDeviceStatus records a checked status (see UpdateDeviceStatus).
 func (t *txn) updateDeviceStatus(u statusUpdate) error {
@@ -413,10 +430,11 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 			update_pending = $11, update_failed = $12, update_failed_reason = $13, update_failed_ns = $14, written_ns = $15,
 			reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
 			reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END,
-			reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END WHERE id = $16`,
+			reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END,
+			cert_not_after_ns = CASE WHEN CAST($20 AS BIGINT) = 0 THEN cert_not_after_ns ELSE CAST($20 AS BIGINT) END WHERE id = $16`,
 		st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
 		string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
-		st.Route, st.Vehicle, int64(st.ServerVersion))
+		st.Route, st.Vehicle, int64(st.ServerVersion), u.certEnd)
 	if err == nil && n == 0 {
 		err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 	}

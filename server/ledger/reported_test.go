@@ -25,7 +25,7 @@ func TestReportedAssignmentMigrated(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, q := range []string{`ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle`,
-			`ALTER TABLE devices DROP COLUMN reported_server_version`, `DELETE FROM schema_migrations WHERE version >= 30`} {
+			`ALTER TABLE devices DROP COLUMN reported_server_version`, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `DELETE FROM schema_migrations WHERE version >= 30`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
 			}
@@ -111,6 +111,75 @@ func TestDevicesLeftOutLocalRoute(t *testing.T) {
 		}
 		if got := left(`"X9"`); got != "[{bus-6 7}]" {
 			t.Errorf("after a new assignment to 7: %s; want bus-6 named on 7", got)
+		}
+	})
+}
+
+// TestCertEndMigrated: migration 31 on a ledger at version 30 holding a
+// device with a status; then the certificate end a device reports:
+// recorded, kept by a status without it (a device of the release before,
+// or rolled back to it), cleared when the device is registered again (a
+// new certificate), refused whole out of range.
+func TestCertEndMigrated(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now(), Software: "1.0.0"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{`ALTER TABLE devices DROP COLUMN cert_not_after_ns`, `DELETE FROM schema_migrations WHERE version >= 31`} {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s = db.open(t, nil) // migrates
+		d, err := s.Device(ctx, "bus-7")
+		if err != nil || !d.Status.CertNotAfter.IsZero() || d.Status.Software != "1.0.0" {
+			t.Fatalf("after migration: %+v, %v", d.Status, err)
+		}
+		end := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
+		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now(), CertNotAfter: end}); err != nil {
+			t.Fatal(err)
+		}
+		got := func() time.Time {
+			t.Helper()
+			d, err := s.Device(ctx, "bus-7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Status.CertNotAfter
+		}
+		if g := got(); !g.Equal(end) {
+			t.Fatalf("recorded %v, want %v", g, end)
+		}
+		for _, bad := range []time.Time{time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC), time.Date(2200, 1, 2, 0, 0, 0, 0, time.UTC), time.Unix(-5, 0)} {
+			wantErr(t, s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now(), CertNotAfter: bad, Software: "9.9.9"}), ErrInvalid)
+		}
+		if d, _ := s.Device(ctx, "bus-7"); !d.Status.CertNotAfter.Equal(end) || d.Status.Software != "" {
+			t.Fatalf("a refused status changed the device: %+v", d.Status)
+		}
+		// A status without it (a validator of the release before) keeps it.
+		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if g := got(); !g.Equal(end) {
+			t.Fatalf("a status without it: %v, want %v kept", g, end)
+		}
+		fleet, err := s.Fleet(ctx)
+		if err != nil || len(fleet) != 1 || !fleet[0].Status.CertNotAfter.Equal(end) {
+			t.Fatalf("fleet %+v, %v", fleet, err)
+		}
+		// Registered again (provisioned anew: a new certificate): cleared
+		// until the device reports its new one.
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7", PublicKey: k, MQTTHash: "h2"}); err != nil {
+			t.Fatal(err)
+		}
+		if g := got(); !g.IsZero() {
+			t.Fatalf("registered again: %v, want none", g)
 		}
 	})
 }

@@ -361,6 +361,11 @@ type DeviceStatus struct {
 	// server the device applied (0: none), reported with Route: a route
 	// set at the device after it stands until a newer assignment.
 	ServerVersion uint64
+	// CertNotAfter is when the device says its TLS client certificate
+	// ends (zero: not reported; a status without it keeps the one
+	// recorded, which registering the device again clears). The device's
+	// word, for the operator: nothing is decided on it.
+	CertNotAfter time.Time
 }
 
 // DeviceUpdate is a validator's report of its software update.

@@ -376,6 +376,26 @@ func (c *Config) clientTLS() (*tls.Config, error) {
 	return c.tlsConfig()
 }
 
+// clientCertEnd is the end of the first client certificate of t (zero:
+// none, or one that cannot be read: the broker says so when it refuses it).
+func clientCertEnd(t *tls.Config) time.Time {
+	if t == nil || len(t.Certificates) == 0 {
+		return time.Time{}
+	}
+	c := t.Certificates[0]
+	if c.Leaf != nil {
+		return c.Leaf.NotAfter.UTC()
+	}
+	if len(c.Certificate) == 0 {
+		return time.Time{}
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return time.Time{}
+	}
+	return leaf.NotAfter.UTC()
+}
+
 // tlsConfig builds the TLS configuration for TLS brokers, reading the files.
 func (c *Config) tlsConfig() (*tls.Config, error) {
 	var t *tls.Config

@@ -22,6 +22,9 @@ func (u *Uplink) statusMessage(online bool) ([]byte, error) {
 		Software: u.cfg.Software,
 		Epoch:    u.q.Epoch(),
 		Versions: record.DocumentVersions(u.state.Versions()),
+		// The client certificate's end: the operator sees which devices
+		// the broker will refuse before it does.
+		CertNotAfter: u.certEnd,
 	}
 	if qs, err := u.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted

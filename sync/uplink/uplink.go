@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -56,6 +57,9 @@ type Uplink struct {
 	log   *slog.Logger
 	mqtt  *mqttclient.Client
 	tls   *tls.Config // for TLS brokers; nil without one
+	// certEnd is when the client certificate presented to the broker
+	// ends (zero: none), reported in the status (wire.Status.CertNotAfter).
+	certEnd time.Time
 
 	taps, ack, cmd, status string            // this device's topics
 	fleet                  map[string]string // fleet topic → downlink kind
@@ -187,6 +191,7 @@ func New(cfg Config, q *queue.Queue, st StateApplier) (*Uplink, error) {
 	u.topics = t
 	mc := cfg.mqttConfig()
 	u.tls = tlsConfig
+	u.certEnd = clientCertEnd(tlsConfig)
 	mc.TLS, mc.Filters, mc.Handler, mc.Goodbye = tlsConfig, u.filters, u.onMessage, u.goodbye
 	mc.Will = func() (string, []byte, error) {
 		will, err := u.statusMessage(false)

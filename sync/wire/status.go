@@ -40,6 +40,12 @@ type Status struct {
 	Assignment *StatusAssignment `json:"assignment,omitempty"`
 	// Update reports the device's software update, if any (UpdateStatus).
 	Update *UpdateStatus `json:"update,omitempty"`
+	// CertNotAfter is when the TLS client certificate the device presents
+	// to the broker ends (zero: it has none, or it is of a release that
+	// does not say). Informational, as the device says it: from then on
+	// the broker refuses the device, and only a visit (provisioning again)
+	// mends it, so the operator is told ahead.
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
 }
 
 // StatusAssignment is a device's route and vehicle (record.CheckAssignment),
@@ -152,7 +158,8 @@ func ParseStatus(p []byte) (*Status, error) {
 // a kind of 1 to 64 printable bytes and at most math.MaxInt64; the
 // salvage report's file a base name, its epoch as the status's and its
 // time in range; the software version (ValidSoftwareVersion), the
-// assignment (StatusAssignment) and the update report (UpdateStatus).
+// assignment (StatusAssignment), the update report (UpdateStatus) and
+// the certificate's end (zero, or from 2000 to 2200).
 // The device runs it on its own status before sending it (sync/uplink).
 // The clock offset and the time are not checked: the server bounds the
 // one and the ledger refuses a time it cannot store.
@@ -197,8 +204,23 @@ func (s *Status) Check() error {
 			return fmt.Errorf("status: update: %w", err)
 		}
 	}
+	if !s.CertNotAfter.IsZero() && !validCertTime(s.CertNotAfter) {
+		return fmt.Errorf("%w: status: certificate end %v out of range", ErrMalformed, s.CertNotAfter)
+	}
 	return nil
 }
+
+// validCertTime reports whether a reported certificate end is in the
+// range the server stores (CertNotAfter): from 2000 to 2200. X.509 dates
+// run to 9999 (GeneralizedTime), and the ledger keeps nanoseconds.
+func validCertTime(t time.Time) bool {
+	return !t.Before(minCertTime) && !t.After(maxCertTime)
+}
+
+var (
+	minCertTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxCertTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // checkVersion checks one entry of Status.Versions.
 func checkVersion(kind string, v uint64) error {
@@ -283,5 +305,8 @@ func (s *Status) Sanitize() {
 		if c.check() != nil {
 			s.Update = nil
 		}
+	}
+	if !s.CertNotAfter.IsZero() && !validCertTime(s.CertNotAfter) {
+		s.CertNotAfter = time.Time{}
 	}
 }

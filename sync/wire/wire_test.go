@@ -249,9 +249,10 @@ func TestParseStatusChecks(t *testing.T) {
 	good := func() *Status {
 		return &Status{DeviceID: "bus-1", Online: true, Software: "v1.4.0", Epoch: strings.Repeat("0f", 16),
 			OutOfService: "queue_damaged: queue.db unreadable; run reset-queue", Versions: map[string]uint64{"keyring": 2, "fares": 7},
-			Salvage:    &SalvageStatus{File: "queue.db.damaged-1", At: at, Epoch: strings.Repeat("a1", 16), Records: 3, LostPages: 1},
-			Assignment: &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
-			Update:     &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1-rc.1", FailedReason: "download: Get …: connection refused", FailedAt: at}}
+			Salvage:      &SalvageStatus{File: "queue.db.damaged-1", At: at, Epoch: strings.Repeat("a1", 16), Records: 3, LostPages: 1},
+			Assignment:   &StatusAssignment{Route: "42", Vehicle: "BUS-7", Source: AssignSourceServer, ServerVersion: 3},
+			Update:       &UpdateStatus{Pending: "1.5.0", Failed: "1.4.1-rc.1", FailedReason: "download: Get …: connection refused", FailedAt: at},
+			CertNotAfter: time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)}
 	}
 	for _, tc := range []struct {
 		name string
@@ -279,6 +280,9 @@ func TestParseStatusChecks(t *testing.T) {
 		{"versions at the limit", func(s *Status) { s.Versions = manyVersions(MaxStatusVersions) }, true},
 		{"version at int64", func(s *Status) { s.Versions["fares"] = math.MaxInt64 }, true},
 		{"salvage of an unreadable file", func(s *Status) { s.Salvage.Epoch, s.Salvage.Records = "", 0 }, true},
+		{"no certificate end (a validator of the release before)", func(s *Status) { s.CertNotAfter = time.Time{} }, true},
+		{"certificate end ended", func(s *Status) { s.CertNotAfter = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC) }, true},
+		{"certificate end at 2200", func(s *Status) { s.CertNotAfter = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC) }, true},
 
 		{"software with a space", func(s *Status) { s.Software = "1.4.0 beta" }, false},
 		{"software with a newline", func(s *Status) { s.Software = "dev\n" }, false},
@@ -321,6 +325,8 @@ func TestParseStatusChecks(t *testing.T) {
 		{"salvage without a time", func(s *Status) { s.Salvage.At = time.Time{} }, false},
 		{"salvage figures negative", func(s *Status) { s.Salvage.Damaged = -1 }, false},
 		{"queue figures negative", func(s *Status) { s.OldestUnsentSec = -1 }, false},
+		{"certificate end before 2000", func(s *Status) { s.CertNotAfter = time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC) }, false},
+		{"certificate end in 9999", func(s *Status) { s.CertNotAfter = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good()

@@ -46,6 +46,7 @@ type file struct {
 var packageFiles = []file{
 	{"cmd/farego-validator/packaging/sysusers.d/farego-validator.conf", "/usr/lib/sysusers.d/farego-validator.conf", 0o644},
 	{"cmd/farego-validator/packaging/udev/70-farego-gpio.rules", "/usr/lib/udev/rules.d/70-farego-gpio.rules", 0o644},
+	{"cmd/farego-validator/packaging/udev/72-farego-scanners.rules", "/usr/lib/udev/rules.d/72-farego-scanners.rules", 0o644},
 	{"cmd/farego-validator/packaging/udev/71-farego-scanners.rules", "/usr/share/doc/farego-validator/examples/71-farego-scanners.rules", 0o644},
 	{"testdata/validator/validator.toml", "/usr/share/doc/farego-validator/examples/validator.toml", 0o644},
 }

@@ -13,6 +13,7 @@
 //	/usr/lib/systemd/system/farego-validator.service  the unit (cmd/farego-provision's, ExecStart in /usr/bin)
 //	/usr/lib/sysusers.d/farego-validator.conf         the system user and group farego
 //	/usr/lib/udev/rules.d/70-farego-gpio.rules        GPIO chips to group farego
+//	/usr/lib/udev/rules.d/72-farego-scanners.rules    serial scanners (/dev/scanner-*) to group farego alone
 //	/usr/share/doc/farego-validator/examples/         71-farego-scanners.rules, validator.toml (samples)
 //
 // and maintainer scripts (cmd/farego-validator/packaging/deb) that create the user, reload udev

@@ -156,7 +156,7 @@ func dpkgDeb(tb testing.TB, path, arch string) {
 		tb.Fatalf("dpkg-deb --contents: %v\n%s", err, list)
 	}
 	for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/farego-validator", "./usr/lib/systemd/system/farego-validator.service",
-		"./usr/lib/sysusers.d/farego-validator.conf", "./usr/lib/udev/rules.d/70-farego-gpio.rules",
+		"./usr/lib/sysusers.d/farego-validator.conf", "./usr/lib/udev/rules.d/70-farego-gpio.rules", "./usr/lib/udev/rules.d/72-farego-scanners.rules",
 		"./usr/share/doc/farego-validator/examples/71-farego-scanners.rules", "./usr/share/doc/farego-validator/examples/validator.toml"} {
 		if !bytes.Contains(list, []byte(want)) {
 			tb.Errorf("dpkg-deb --contents lacks %q:\n%s", want, list)
