@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -133,7 +134,14 @@ func (st *store) classify(b *ingest.Batch, assigned ledger.AssignmentHistory) (t
 	s := (*Server)(st)
 	for i := range b.Taps {
 		t := &b.Taps[i]
-		maxSeq = max(maxSeq, t.Seq)
+		if t.Seq <= math.MaxInt64 {
+			// A sequence number beyond the ledger's range (a stolen
+			// validator's: the wire carries 64 bits) is quarantined
+			// with its record below, not noted as synced: the ledger
+			// refuses it, and with it the noting of every device of
+			// the coalesced commit (TestHugeSeqDoesNotStopOthersSync).
+			maxSeq = max(maxSeq, t.Seq)
+		}
 		where, lt := sortTap(b.DeviceID, b.Epoch, t)
 		switch where {
 		case toQuarantine:

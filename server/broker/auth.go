@@ -108,7 +108,7 @@ func (h *hook) Provides(b byte) bool {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnWill, mqtt.OnPacketEncode:
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnRetainPublished, mqtt.OnWill, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -407,6 +407,28 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// OnRetainPublished charges a device's budget the bytes of each retained
+// message a SUBSCRIBE of its has the broker queue for it (mochi calls it
+// on the client's read goroutine, as the SUBSCRIBE is processed, for
+// each message it queued, not for one the held-message bound refused).
+// A SUBSCRIBE costs a message and its own few bytes, but brings every
+// retained message its filter matches, again each time a filter is
+// subscribed (MQTT requires it): an attack review had a device send
+// `farego/fleet/#` 20 times a second, within its message budget, and
+// pull 33 MB/s of retained deny-list shards (363 MB in 11 s, 2 MB of
+// retained fleet documents), never held back; with a million deny-list
+// entries (4.3 MB of shards) one stolen login could fill the server's
+// uplink. A validator's own fetches (the shards it lacks, once a
+// connection; all of them, 4.3 MB for a million entries, on its first)
+// are within the burst (TestAttackResubscribeRetained).
+func (h *hook) OnRetainPublished(cl *mqtt.Client, pk packets.Packet) {
+	id := string(cl.Properties.Username)
+	if id == "" || id == h.cfg.ServerUsername || cl.Net.Inline {
+		return
+	}
+	h.throttle(cl, id, len(pk.TopicName)+len(pk.Payload), 0)
 }
 
 // OnWill publishes a device's last will at QoS 1, whatever it asked

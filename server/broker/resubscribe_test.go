@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// TestAttackResubscribeRetained: a device with its own login subscribes
+// to `farego/fleet/#` again and again, one filter a SUBSCRIBE (within its
+// message budget: up to 200 of them, under the burst of 400), reading and
+// acknowledging everything. Each SUBSCRIBE costs it a message and some 20
+// bytes, and has the broker send it every retained fleet document again
+// (here 256 shards of 8 KB, 2 MB): an attack review pulled 363 MB in 11 s
+// (33 MB/s) that way, never held back. The retained messages a SUBSCRIBE
+// brings are charged to the device's byte budget: it is held back, then
+// disconnected and banned, having received at most its burst and little
+// more. An honest device's one subscription to the same documents is
+// within its budget.
+func TestAttackResubscribeRetained(t *testing.T) {
+	secret := newSecret(t)
+	b := startBroker(t, Config{Secret: secret}) // the default limits
+	srv, _ := mustDial(t, b.url(), DefaultServerUsername, ServerPassword(secret), nil)
+	const docs, size = 256, 8000
+	for i := range docs {
+		if err := publish(t, srv, fmt.Sprintf("farego/fleet/denylist/%d", i), strings.Repeat("s", size), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The honest device: one subscription, every document once.
+	honest, honestLost := mustDial(t, b.url(), "bus-honest", devicePassword(secret, "bus-honest"), nil)
+	got := make(chan struct{}, docs)
+	if tok := honest.Subscribe("farego/fleet/#", 1, func(mqtt.Client, mqtt.Message) { got <- struct{}{} }); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("honest subscribe: %v", tok.Error())
+	}
+	for n := range docs {
+		select {
+		case <-got:
+		case <-honestLost:
+			t.Fatalf("the honest device was disconnected after %d of the %d retained documents", n, docs)
+		case <-time.After(waitTimeout):
+			t.Fatalf("%d of the %d retained documents came to the honest device", n, docs)
+		}
+	}
+
+	id := "bus-pull"
+	dev, lost := mustDial(t, b.url(), id, devicePassword(secret, id), nil)
+	var received, messages atomic.Int64
+	came := make(chan struct{}, 1)
+	h := func(_ mqtt.Client, m mqtt.Message) {
+		received.Add(int64(len(m.Payload())))
+		messages.Add(1)
+		select {
+		case came <- struct{}{}:
+		default:
+		}
+	}
+	// Each SUBSCRIBE once the retained documents the one before brought
+	// have come (mochi refuses a SUBSCRIBE whose packet id is one of a
+	// delivery still in flight).
+	const subscribes = 200
+	sent := 0
+send:
+	for ; sent < subscribes; sent++ {
+		tok := dev.Subscribe("farego/fleet/#", 1, h)
+		select {
+		case <-tok.Done():
+		case <-lost:
+			break send
+		}
+		for messages.Load() < int64((sent+1)*docs) {
+			select {
+			case <-came:
+			case <-lost:
+				break send
+			case <-time.After(waitTimeout):
+				t.Fatalf("SUBSCRIBE %d: %d retained documents came in all, want %d", sent+1, messages.Load(), (sent+1)*docs)
+			}
+		}
+	}
+	st := b.Stats()
+	t.Logf("%d SUBSCRIBEs of one filter (%d retained documents, %d KB): %.1f MB received; flooded %d, shed %d",
+		sent, docs, docs*size/1000, float64(received.Load())/1e6, st.Flooded, st.Shed)
+	if st.Flooded != 1 {
+		t.Errorf("a device re-subscribing to %d retained documents %d times: flooded %d; want it disconnected and banned",
+			docs, sent, st.Flooded)
+	}
+	// At most its burst, and what came while it was held back.
+	if limit := int64(DefaultDeviceBurst + 4*docs*size); received.Load() > limit {
+		t.Errorf("the re-subscribing device received %d bytes of retained documents; want at most %d (its burst and little more)",
+			received.Load(), limit)
+	}
+	select {
+	case <-honestLost:
+		t.Error("the honest device was disconnected")
+	default:
+	}
+}
