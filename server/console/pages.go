@@ -893,7 +893,9 @@ type denyListData struct {
 	Version uint64
 	Total   int64
 	Entries []ledger.DenyEntry
-	NextURL string
+	// NextURL is the next page ("": this is the last), FirstURL the first
+	// ("": this is it).
+	NextURL, FirstURL string
 }
 
 func (h *Handler) denyListPage(w http.ResponseWriter, r *http.Request, s *sess) {
@@ -912,12 +914,19 @@ func (h *Handler) denyListPage(w http.ResponseWriter, r *http.Request, s *sess) 
 		h.fail(w, r, s, err)
 		return
 	}
+	// One more than a page is read: a page of exactly the entries left
+	// offered "More", which opened a page saying "The deny list is
+	// empty." under its count of them.
 	const per = 200
-	if d.Entries, d.Total, err = h.cfg.Ledger.DenyListPage(ctx, after, per); err != nil {
+	if d.Entries, d.Total, err = h.cfg.Ledger.DenyListPage(ctx, after, per+1); err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
-	if len(d.Entries) == per {
+	if after.Account != 0 || after.Serial != 0 || after.Reason != "" {
+		d.FirstURL = h.cfg.Prefix + "denylist"
+	}
+	if len(d.Entries) > per {
+		d.Entries = d.Entries[:per]
 		last := d.Entries[len(d.Entries)-1]
 		d.NextURL = h.cfg.Prefix + "denylist?" + url.Values{"after": {strconv.FormatUint(last.Account, 10)},
 			"serial": {strconv.FormatUint(uint64(last.Serial), 10)}, "reason": {last.Reason}}.Encode()
@@ -1134,19 +1143,28 @@ func (h *Handler) tokenPaymentsPage(w http.ResponseWriter, r *http.Request, s *s
 
 type auditData struct {
 	Entries []ledger.AuditEntry
-	NextURL string
+	// NextURL is the older entries ("": none), FirstURL the newest ("":
+	// these are they).
+	NextURL, FirstURL string
 }
 
 func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request, s *sess) {
 	before, _ := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
+	// One more than a page is read, as for the deny list: a last page of
+	// exactly 100 offered "Older entries" to a page of none.
 	const per = 100
-	es, err := h.cfg.Ledger.AuditLog(r.Context(), before, per)
+	es, err := h.cfg.Ledger.AuditLog(r.Context(), before, per+1)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
 	d := auditData{Entries: es}
-	if len(es) == per {
+	if before != 0 {
+		d.FirstURL = h.cfg.Prefix + "audit"
+	}
+	if len(es) > per {
+		es = es[:per]
+		d.Entries = es
 		d.NextURL = h.cfg.Prefix + "audit?before=" + strconv.FormatUint(es[len(es)-1].ID, 10)
 	}
 	h.render(w, r, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})

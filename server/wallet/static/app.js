@@ -57,6 +57,11 @@ function show(screen) {
 
 function showError(err) {
   refreshError = false; // a message of its own (refreshAccount marks its own)
+  // "The server cannot be reached" (a limit saved, earlier activity asked
+  // for, with the server down) stayed at the top of the page after the
+  // server answered again, the indicator beside it saying Online: it
+  // goes with the next answer (api).
+  unreachableError = err instanceof ApiError && err.code === "network";
   const el = $("error");
   if (!err) {
     el.hidden = true;
@@ -68,6 +73,38 @@ function showError(err) {
   // It is at the top of the page: on a phone the form that failed may be
   // a screen further down.
   el.scrollIntoView({ block: "nearest" });
+}
+
+// busy disables btn while its request runs (a second press sends no
+// second request), and returns what ends that. A disabled button loses
+// the keyboard's focus (Chromium moves it to the page's body, and
+// enabling it again does not bring it back): a rider on a keyboard who
+// pressed "Earlier activity", "Save the limit", or "Sign in" with a
+// secret refused, was left nowhere, the next Tab starting again at the
+// top. The end gives it back to the button, or to `to` when the button
+// went meanwhile, unless what was done moved it elsewhere (a new screen).
+function busy(btn) {
+  const had = document.activeElement === btn;
+  btn.disabled = true;
+  return (to) => {
+    btn.disabled = false;
+    const now = document.activeElement;
+    if (!had || (now && now !== document.body)) return;
+    // Not scrolled to: an error it showed is at the top, in sight.
+    const target = btn.offsetParent ? btn : to;
+    if (target && target.offsetParent) target.focus({ preventScroll: true });
+  };
+}
+
+// hideKeepingFocus hides el; when the keyboard's focus was in it (the
+// button just pressed, gone with what it did), the focus goes to to,
+// not to the page's start: the next Tab began again at the top and a
+// screen reader said nothing of what came instead ("Get a pass" pressed,
+// the pass came and the button went; the last "Earlier activity").
+function hideKeepingFocus(el, to) {
+  const had = el.contains(document.activeElement);
+  el.hidden = true;
+  if (had && to.offsetParent) to.focus();
 }
 
 function renderNet() {
@@ -90,6 +127,7 @@ async function api(method, path, opts) {
   try {
     const r = await call(method, path, opts);
     serverReachable = true;
+    if (unreachableError) showError(null);
     return r;
   } catch (e) {
     serverReachable = !(e instanceof ApiError && e.code === "network");
@@ -170,7 +208,11 @@ function renderPass(cred, nowS) {
     el.textContent = t("pass_damaged");
     warn = true;
   } else if (blocks.serials.has(cred.serial)) {
-    el.textContent = t("pass_blocked", { serial: cred.serial });
+    // "Getting a new pass…" only while one may be on its way: offline, or
+    // refused one (a balance too low: "Top up first" beside it), it said
+    // so for good.
+    const coming = navigator.onLine && serverReachable && performance.now() >= credentialRetryAt;
+    el.textContent = t(coming ? "pass_blocked" : "pass_blocked_stays", { serial: cred.serial });
     warn = true;
   } else if (nowS > cred.notAfter) {
     el.textContent = t("pass_expired");
@@ -294,7 +336,7 @@ async function maintainCredential(force = false) {
       credentialRetryAt = 0;
       passRefusedLow = false;
       warning.hidden = true;
-      $("get-pass").hidden = true;
+      hideKeepingFocus($("get-pass"), $("code-heading"));
       if (changed || force) await showCode();
     } catch (e) {
       credentialRetryAt = performance.now() + RETRY_MS; // monotonic: a clock set back does not stretch the wait
@@ -369,7 +411,7 @@ async function makeAndShow() {
     return last;
   }
   last = null;
-  $("code-view").hidden = true;
+  hideKeepingFocus($("code-view"), $("code-heading"));
   clearQR(canvas);
   canvas.setAttribute("aria-label", t("no_pass"));
   $("code-status").textContent = "";
@@ -539,7 +581,8 @@ function renderView(view) {
       money(e.balance, a.currency)],
   }));
   fillTable("activity", activity, [2, 3]);
-  $("activity-more").hidden = !entries.length || entries[entries.length - 1].seq <= 1;
+  if (!entries.length || entries[entries.length - 1].seq <= 1) hideKeepingFocus($("activity-more"), $("activity-heading"));
+  else $("activity-more").hidden = false;
 }
 
 // moreActivity loads the statement's next page under what is shown.
@@ -550,8 +593,7 @@ async function moreActivity() {
   const shown = (view?.account?.recent_activity || []).concat(earlier);
   const before = shown.length ? shown[shown.length - 1].seq : 0;
   if (before <= 1) return;
-  const btn = $("activity-more");
-  btn.disabled = true;
+  const done = busy($("activity-more"));
   const secret = account.secret;
   try {
     const r = await api("GET", `/v1/accounts/${account.id}/statement?before=${before}&limit=${EARLIER_PAGE}`, {
@@ -564,7 +606,7 @@ async function moreActivity() {
     if (e instanceof ApiError && e.code === "forbidden") return secretChanged(secret);
     showError(e);
   } finally {
-    btn.disabled = false;
+    done($("activity-heading"));
   }
 }
 
@@ -581,6 +623,9 @@ function activityText(e) {
 // refreshError: the message on screen is refreshAccount's, cleared by
 // the next refresh that works.
 let refreshError = false;
+// unreachableError: the message on screen says the server cannot be
+// reached (showError).
+let unreachableError = false;
 
 // shortHash is the server's short hash of a code's text (paycode.ShortHash:
 // the first 12 hex digits of its SHA-256), as the statement names the code
@@ -803,8 +848,7 @@ async function showSecret() {
 async function register(ev) {
   ev.preventDefault();
   showError(null);
-  const btn = $("register");
-  btn.disabled = true;
+  const done = busy($("register"));
   try {
     const r = await api("POST", "/v1/accounts", { body: { profile: $("profile").value, name: $("name").value.trim() } });
     account = { id: String(r.account.id), secret: r.secret, profile: r.account.profile, name: r.account.name || "" };
@@ -817,7 +861,7 @@ async function register(ev) {
   } catch (e) {
     showError(e);
   } finally {
-    btn.disabled = false;
+    done();
   }
 }
 
@@ -830,8 +874,7 @@ async function signIn(ev) {
   // Account numbers are the ledger's 64-bit signed integers.
   if (id.length > 19 || BigInt(id) > 9223372036854775807n) return showError(t("err_account_too_long"));
   if (!/^[\x21-\x7e]{1,256}$/.test(secret)) return showError(t("err_secret_format"));
-  const btn = $("signin");
-  btn.disabled = true;
+  const done = busy($("signin"));
   try {
     const a = await api("GET", `/v1/accounts/${id}`, { token: secret });
     account = { id, secret, profile: a.profile, name: a.name || "" };
@@ -844,7 +887,7 @@ async function signIn(ev) {
   } catch (e) {
     showError(e);
   } finally {
-    btn.disabled = false;
+    done();
   }
 }
 
@@ -854,8 +897,7 @@ async function signIn(ev) {
 // drops the denied pass and fetches a new one with the new secret.
 async function changeSecret() {
   showError(null);
-  const btn = $("change-secret-yes");
-  btn.disabled = true;
+  const done = busy($("change-secret-yes"));
   try {
     const r = await api("POST", `/v1/accounts/${account.id}/secret`, { token: account.secret });
     account = { ...account, secret: r.secret };
@@ -871,7 +913,7 @@ async function changeSecret() {
   } catch (e) {
     showError(e);
   } finally {
-    btn.disabled = false;
+    done($("change-secret"));
   }
 }
 
@@ -898,8 +940,7 @@ async function saveLimit(ev) {
   // stop shop payments must not get the opposite.
   if (amount === null || (text !== "" && amount === 0)) return showError(t("limit_bad", { example }));
   if (amount > MAX_LIMIT) return tooLarge();
-  const btn = $("limit-save");
-  btn.disabled = true;
+  const done = busy($("limit-save"));
   const secret = account.secret;
   try {
     await api("PUT", `/v1/accounts/${account.id}/payment_limit`, { token: secret, body: { amount } });
@@ -909,7 +950,7 @@ async function saveLimit(ev) {
     if (e instanceof ApiError && e.code === "forbidden") return secretChanged(secret);
     showError(e);
   } finally {
-    btn.disabled = false;
+    done();
   }
 }
 
@@ -928,6 +969,7 @@ function forget() {
   clearQR($("qr"));
   $("sign-out-confirm").hidden = true;
   $("change-secret-confirm").hidden = true; // not left open for the next account
+  $("signed-out").hidden = true; // said by the sign-out button alone
   show("welcome");
 }
 
@@ -1051,7 +1093,17 @@ async function init() {
     $("sign-out-confirm").hidden = true;
     $("sign-out").focus();
   });
-  $("sign-out-yes").addEventListener("click", signOut);
+  // Signed out by hand: the screen the button was on went away, the
+  // page stayed scrolled where the footer was (the middle of the sign-in
+  // forms on a phone) and the focus fell to its start, with no word that
+  // anything was done. It says so, at the top, with the focus on it.
+  $("sign-out-yes").addEventListener("click", async () => {
+    await signOut();
+    const note = $("signed-out");
+    note.hidden = false;
+    window.scrollTo(0, 0);
+    note.focus();
+  });
   $("change-secret").addEventListener("click", () => {
     $("change-secret-confirm").hidden = false;
     $("change-secret-no").focus();
