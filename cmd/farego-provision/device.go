@@ -621,6 +621,11 @@ func installFor(o deviceOpts) string {
 			host = "127.0.0.1"
 		}
 		metrics = "curl -s " + net.JoinHostPort(host, port) + "/metrics | grep farego_"
+		if port == "0" {
+			// A port the system picks at each start: the log says which.
+			metrics = "journalctl -u farego-validator | grep 'metrics listening'   # the port is picked at each start (--metrics " +
+				o.metrics + "); then curl -s ADDR/metrics | grep farego_"
+		}
 	}
 	return strings.NewReplacer("ID", o.id, "METRICS", metrics).Replace(installText)
 }

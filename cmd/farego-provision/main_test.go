@@ -428,7 +428,8 @@ func TestConfigValuesReadBack(t *testing.T) {
 	}
 	// INSTALL.txt's metrics check names the device's metrics address.
 	for metrics, want := range map[string]string{"127.0.0.1:9112": "curl -s 127.0.0.1:9112/metrics", ":9200": "curl -s 127.0.0.1:9200/metrics",
-		"[::1]:9300": "curl -s [::1]:9300/metrics", "": "no metrics address"} {
+		"[::1]:9300": "curl -s [::1]:9300/metrics", "": "no metrics address",
+		"127.0.0.1:0": "grep 'metrics listening'"} {
 		o.metrics = metrics
 		if got := installFor(o); !strings.Contains(got, want) || strings.Contains(got, "METRICS") || !strings.Contains(got, "bus-9-front") {
 			t.Errorf("INSTALL.txt for --metrics %q does not say %q:\n%s", metrics, want, got)
