@@ -26,7 +26,7 @@ help: ## show this help
 
 build: ## build every binary into ./bin
 	@mkdir -p $(BIN)
-	@for c in $(CMDS); do if [ -d cmd/$$c ]; then $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; done
+	@for c in $(CMDS); do if [ -d cmd/$$c ]; then echo "go build -o $(BIN)/$$c ./cmd/$$c"; $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; done
 
 test: ## run all tests with the race detector (embedded parts only unless FAREGO_TEST_* are set)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

@@ -105,7 +105,8 @@ func checkStamp(path, version string) error {
 	}
 	if !found {
 		return fmt.Errorf("%w: the binary does not carry the version %s: build it with make dist VERSION=%s "+
-			"(a validator would install it, report another version and roll it back)", ErrInvalid, version, bare)
+			"(linux armv7 and arm64; make build VERSION=%s for this machine's) "+
+			"(a validator would install it, report another version and roll it back)", ErrInvalid, version, bare, bare)
 	}
 	return nil
 }
