@@ -407,6 +407,15 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 	if err != nil {
 		return err
 	}
+	if prev.revoked {
+		// A revoked device's word is taken for nothing: a status the
+		// ingest took just before the revocation and recorded after it
+		// set the row online again (under its revoked event) and could
+		// lift the deny-list version (followFleetDeny). The server
+		// refuses its statuses from the revocation on; this closes the
+		// seconds in between (an attack review).
+		return nil
+	}
 	// An offline report written before the status recorded: the
 	// device's last will, written when it connected, delivered when
 	// its connection died. Its queue, versions and software are from

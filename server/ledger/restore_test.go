@@ -506,3 +506,38 @@ func TestDenyVersionAboveTheFleets(t *testing.T) {
 		}
 	})
 }
+
+// A status the ingest took before a device's revocation and records after
+// it changes nothing: it set the revoked device online again and could
+// lift the deny-list version.
+func TestRevokedDeviceStatusTakenForNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "bus-7", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeDevice(ctx, "bus-7"); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.DenyVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+			Versions: map[string]uint64{"denylist": before + uint64(time.Hour/time.Millisecond)}}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Device(ctx, "bus-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.Online || d.Status.Epoch != "" {
+			t.Errorf("revoked device after a status: online %v, epoch %q; want the status not recorded", d.Status.Online, d.Status.Epoch)
+		}
+		if v, err := s.DenyVersion(ctx); err != nil || v != before {
+			t.Errorf("deny-list version after a revoked device's status: %d, %v; want %d unchanged", v, err, before)
+		}
+	})
+}
