@@ -464,21 +464,33 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 // list a server published.
 const MaxFleetDenyAhead = 24 * time.Hour
 
-// followFleetDeny lifts the deny-list version to v, a version a device
-// reports applied, if it is below: validators refuse a list not above the
-// one they applied, and the version is the time in milliseconds, which a
-// restored ledger (Restored moves it to now) is below when the lists the
-// fleet holds were published by a server whose clock ran ahead, or the
+// followFleetDeny notes v, a deny-list version a device reports applied,
+// as the floor of the next deny-list version (bumpDenyVersion) if it is
+// above the ledger's: validators refuse a list not above the one they
+// applied, and the version is the time in milliseconds, which a restored
+// ledger (Restored moves it to now) is below when the lists the fleet
+// holds were published by a server whose clock ran ahead, or the
 // restored server's runs behind. Every deny entry made after the restore
-// was refused on every bus until the clock caught up. Lifted to the
-// fleet's version (not above it, or the list published at it, reported
-// applied, would lift it again), the next change is above it.
+// was refused on every bus until the clock caught up. The ledger's
+// version itself does not move: no list is published at a version a
+// device reports (the publisher sends the shards whose content changed),
+// so every other device would stay below it — the console and
+// FaregoDenyListNotDelivered naming the whole fleet behind — and every
+// instance would read the whole list again; a stolen validator moved it
+// at each status (TestFleetDenyReportMovesNoVersion).
 func (t *txn) followFleetDeny(v uint64) error {
 	if v == 0 || v > uint64((t.now+int64(MaxFleetDenyAhead))/int64(time.Millisecond)) {
 		return nil
 	}
-	_, err := t.exec("follow the fleet's deny-list version",
-		`UPDATE counters SET value = $1 WHERE name = 'deny_version' AND value < $1`, int64(v))
+	var cur int64
+	if err := t.queryRow(`SELECT value FROM counters WHERE name = 'deny_version'`).Scan(&cur); err != nil {
+		return fmt.Errorf("ledger: read deny-list version: %w", err)
+	}
+	if v <= uint64(cur) {
+		return nil // the common case: nothing written
+	}
+	_, err := t.exec("note the fleet's deny-list version", `INSERT INTO counters (name, value) VALUES ('deny_fleet_version', $1)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE counters.value < excluded.value`, int64(v))
 	return err
 }
 

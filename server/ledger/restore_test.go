@@ -507,6 +507,54 @@ func TestDenyVersionAboveTheFleets(t *testing.T) {
 	})
 }
 
+// TestFleetDenyReportMovesNoVersion: a deny-list version a device reports
+// above the ledger's must not become the ledger's deny-list version by
+// itself: no list is published at it (the publisher sends only shards
+// whose content changed, and the shard index with them), so every other
+// device stayed below it — the console named each one "deny list behind",
+// FaregoDenyListNotDelivered fired for the whole fleet ("it still
+// accepts codes of denied accounts") — and each instance read the whole
+// deny list again. A stolen validator moved it at every status, a
+// millisecond at a time, up to a day ahead. The report only sets the
+// floor of the next change's version.
+func TestFleetDenyReportMovesNoVersion(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := ledgerWithTable(t, db)
+		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32)).Public().(ed25519.PublicKey)
+		if err := s.RegisterDevice(ctx, DeviceRegistration{ID: "stolen", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		a := newAccount(t, s, 1000)
+		if err := s.Deny(ctx, a, 0, "fraud"); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.DenyVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reported uint64
+		for i := range uint64(3) {
+			reported = before + uint64(time.Hour/time.Millisecond) + i
+			if err := s.UpdateDeviceStatus(ctx, "stolen", DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now(),
+				Versions: map[string]uint64{"denylist": reported}}); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := s.DenyVersion(ctx); err != nil || v != before {
+				t.Fatalf("deny-list version after a device reported %d: %d, %v; want %d (no list is published at it)",
+					reported, v, err, before)
+			}
+		}
+		// The next change goes above what the fleet reported.
+		if err := s.Deny(ctx, a, 0, "lost_phone"); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.DenyVersion(ctx); err != nil || v <= reported {
+			t.Fatalf("deny-list version after a change: %d, %v; want above the reported %d", v, err, reported)
+		}
+	})
+}
+
 // A status the ingest took before a device's revocation and records after
 // it changes nothing: it set the revoked device online again and could
 // lift the deny-list version.

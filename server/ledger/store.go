@@ -1087,13 +1087,23 @@ func (t *txn) updateFrom(table, key string, set []string, src string) string {
 }
 
 // bumpDenyVersion moves the deny-list version forward to at least the
-// current time in milliseconds: versions keep increasing across a restore
-// from an older backup, so validators that saw a newer list before the
-// restore still take the next one.
+// current time in milliseconds and above the highest version a device
+// reported applied (followFleetDeny): versions keep increasing across a
+// restore from an older backup, so validators that saw a newer list
+// before the restore still take the next one.
 func (t *txn) bumpDenyVersion() error {
+	floor := t.now / int64(time.Millisecond)
+	var fleet int64
+	switch err := t.queryRow(`SELECT value FROM counters WHERE name = 'deny_fleet_version'`).Scan(&fleet); {
+	case errors.Is(err, sql.ErrNoRows): // no device reported one above the ledger's
+	case err != nil:
+		return fmt.Errorf("ledger: read the fleet's deny-list version: %w", err)
+	case fleet >= floor && fleet < math.MaxInt64:
+		floor = fleet + 1
+	}
 	_, err := t.exec("bump deny-list version",
 		`UPDATE counters SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END WHERE name = 'deny_version'`,
-		t.now/int64(time.Millisecond))
+		floor)
 	return err
 }
 
