@@ -87,7 +87,11 @@ type hook struct {
 	// client id.
 	takeovers atomic.Uint64
 	lim       *limiter
-	subs      sync.Map // *mqtt.Client → packets.Subscriptions of the SUBSCRIBE being processed (OnSubscribe)
+	// fetch is each device's allowance of retained messages its
+	// SUBSCRIBEs bring (retainedBurst, at its byte rate); beyond it they
+	// are charged to lim (OnRetainPublished).
+	fetch *limiter
+	subs  sync.Map // *mqtt.Client → packets.Subscriptions of the SUBSCRIBE being processed (OnSubscribe)
 }
 
 func newHook(cfg *Config, log *slog.Logger) *hook {
@@ -98,6 +102,9 @@ func newHook(cfg *Config, log *slog.Logger) *hook {
 		// What the server may subscribe to (also in a shared group).
 		server: []string{p + "/dev/+/" + wire.KindTaps, p + "/dev/+/" + wire.KindStatus, p + "/fleet/#"},
 		lim:    newLimiter(cfg.Limits, cfg.Now),
+		// Never flooding: its overflow is charged to lim, which bans.
+		fetch: newLimiter(Limits{DeviceRate: cfg.Limits.DeviceRate, DeviceBurst: retainedBurst, DeviceMessageRate: -1,
+			FloodThrottle: 1 << 62}, cfg.Now),
 	}
 }
 
@@ -410,7 +417,13 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 }
 
 // OnRetainPublished charges a device's budget the bytes of each retained
-// message a SUBSCRIBE of its has the broker queue for it (mochi calls it
+// message a SUBSCRIBE of its has the broker queue for it beyond its
+// allowance for them (fetch: 32 MiB at once, at its byte rate), so that a
+// validator's fetch of a full deny list (up to some 16 MiB of shards, on
+// its first connection, or at every one for a validator of a release
+// that takes every shard) leaves its whole budget to the backlog it
+// uploads then (a review: charged from the first byte, a bus's backlog
+// above some 6 MB beside 7.5 MB of shards was banned) (mochi calls it
 // on the client's read goroutine, as the SUBSCRIBE is processed, for
 // each message it queued, not for one the held-message bound refused).
 // A SUBSCRIBE costs a message and its own few bytes, but brings every
@@ -421,14 +434,18 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 // retained fleet documents), never held back; with a million deny-list
 // entries (4.3 MB of shards) one stolen login could fill the server's
 // uplink. A validator's own fetches (the shards it lacks, once a
-// connection; all of them, 4.3 MB for a million entries, on its first)
-// are within the burst (TestAttackResubscribeRetained).
+// connection; all of them on its first) are within the allowance
+// (TestAttackResubscribeRetained).
 func (h *hook) OnRetainPublished(cl *mqtt.Client, pk packets.Packet) {
 	id := string(cl.Properties.Username)
 	if id == "" || id == h.cfg.ServerUsername || cl.Net.Inline {
 		return
 	}
-	h.throttle(cl, id, len(pk.TopicName)+len(pk.Payload), 0)
+	size := len(pk.TopicName) + len(pk.Payload)
+	if wait, _, _ := h.fetch.charge(id, size, 0); wait == 0 {
+		return
+	}
+	h.throttle(cl, id, size, 0)
 }
 
 // OnWill publishes a device's last will at QoS 1, whatever it asked

@@ -68,6 +68,11 @@ const (
 	// read slowly about DeviceSendBuffer: 256 MiB is some 560 devices
 	// that stopped reading, or about 4,000 downloading at once.
 	DefaultSendBufferTotal = 256 << 20
+	// retainedBurst is the bytes of retained messages SUBSCRIBEs may bring
+	// one device at once before they count against its budget
+	// (OnRetainPublished): a full deny list in shards (about 16 MiB) twice.
+	// They come back at the device's byte rate.
+	retainedBurst = 32 << 20
 	// maxBanFactor caps the doubling of FloodBan.
 	maxBanFactor = 16
 	// banMemory is how long a flood counts towards the doubling.

@@ -17,10 +17,11 @@ import (
 // bytes, and has the broker send it every retained fleet document again
 // (here 256 shards of 8 KB, 2 MB): an attack review pulled 363 MB in 11 s
 // (33 MB/s) that way, never held back. The retained messages a SUBSCRIBE
-// brings are charged to the device's byte budget: it is held back, then
-// disconnected and banned, having received at most its burst and little
-// more. An honest device's one subscription to the same documents is
-// within its budget.
+// brings beyond an allowance (32 MiB at once) are charged to the
+// device's byte budget: it is held back, then disconnected and banned,
+// having received at most the allowance, its burst and little more. An honest device's one subscription to the same documents is
+// within its allowance for retained messages, not charged to the budget
+// its backlog uploads with.
 func TestAttackResubscribeRetained(t *testing.T) {
 	secret := newSecret(t)
 	b := startBroker(t, Config{Secret: secret}) // the default limits
@@ -46,6 +47,18 @@ func TestAttackResubscribeRetained(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatalf("%d of the %d retained documents came to the honest device", n, docs)
 		}
+	}
+
+	// Its fetch took nothing of the budget its backlog uploads with: a
+	// bus back after days with its backlog and a new deny list's shards
+	// was banned once they came to its burst.
+	hb := b.hook.lim.bucket("bus-honest")
+	hb.mu.Lock()
+	left := hb.bytes
+	hb.mu.Unlock()
+	if left < DefaultDeviceBurst-64<<10 {
+		t.Errorf("the honest device's budget after fetching %d KB of retained documents: %.0f bytes of %d; want them not charged to it",
+			docs*size/1000, left, DefaultDeviceBurst)
 	}
 
 	id := "bus-pull"
@@ -90,9 +103,10 @@ send:
 		t.Errorf("a device re-subscribing to %d retained documents %d times: flooded %d; want it disconnected and banned",
 			docs, sent, st.Flooded)
 	}
-	// At most its burst, and what came while it was held back.
-	if limit := int64(DefaultDeviceBurst + 4*docs*size); received.Load() > limit {
-		t.Errorf("the re-subscribing device received %d bytes of retained documents; want at most %d (its burst and little more)",
+	// At most its allowance for retained messages and its burst, and
+	// what came while it was held back.
+	if limit := int64(retainedBurst + DefaultDeviceBurst + 4*docs*size); received.Load() > limit {
+		t.Errorf("the re-subscribing device received %d bytes of retained documents; want at most %d (its allowance, burst and little more)",
 			received.Load(), limit)
 	}
 	select {
