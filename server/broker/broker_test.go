@@ -475,6 +475,14 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
+	// The key of another pair beside the certificate (a broker-cert
+	// renewal cut between its renames): the error says what to run.
+	other := brokertest.NewPKI(t, "")
+	mixed := base
+	mixed.TLSListen, mixed.TLSCertFile, mixed.TLSKeyFile = "127.0.0.1:0", p.ServerCertFile, other.ServerKeyFile
+	if _, err := New(mixed); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "broker-cert") {
+		t.Errorf("New with the key of another pair = %v, want ErrConfig naming broker-cert", err)
+	}
 	// A port taken: Start fails, and Close still works.
 	b := startBroker(t, Config{})
 	taken, err := New(Config{Secret: newSecret(t), Listen: b.Addr(), Devices: testDevices{}})

@@ -253,6 +253,12 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	if c.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil && strings.Contains(err.Error(), "does not match") {
+			// A renewal cut between its two renames leaves the new key
+			// beside the old certificate.
+			return nil, configErr("TLS certificate: %v (%s and %s are not one pair: was farego-provision broker-cert cut short? "+
+				"run it again with --force)", err, c.TLSCertFile, c.TLSKeyFile)
+		}
 		if err != nil {
 			return nil, configErr("TLS certificate: %v", err)
 		}
