@@ -300,6 +300,17 @@ func defaultRefundID(merchant, order string, amount int64) string {
 	return "cli-" + hex.EncodeToString(h[:10])
 }
 
+// restRefundID is the refund id of a refund of all that is left of an
+// order, asked without an amount or --refund-id: the rest after what its
+// refunds gave back by then. Derived from the amount alone, the rest
+// after a refund of the same amount (2.00 of 4.00, then the rest) was
+// that refund's id, answered "was made already: nothing changed" (exit
+// 0) and never given back; two runs at once still make one refund.
+func restRefundID(merchant, order string, refunded int64) string {
+	h := sha256.Sum256([]byte(merchant + "\x00" + order + "\x00rest after " + strconv.FormatInt(refunded, 10)))
+	return "cli-" + hex.EncodeToString(h[:10])
+}
+
 func cmdPayment(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done, err := beforeSubcommand(args, paymentUsage, stdout, stderr); done {
 		return err
@@ -341,7 +352,8 @@ func cmdPayment(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if amount == 0 {
+	rest := amount == 0
+	if rest {
 		// All that is left, as it is now; the ledger checks it again
 		// under the account's lock.
 		if amount = p.Amount - refunded; amount <= 0 {
@@ -350,7 +362,11 @@ func cmdPayment(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	refundID := *f.refundID
-	if refundID == "" {
+	switch {
+	case refundID != "":
+	case rest:
+		refundID = restRefundID(merchant, order, refunded)
+	default:
 		refundID = defaultRefundID(merchant, order, amount)
 	}
 	rf, replayed, err := st.RefundPayment(ctx, ledger.RefundRequest{MerchantID: merchant, OrderID: order, RefundID: refundID,

@@ -356,3 +356,25 @@ func TestOperatorMoneyCommands(t *testing.T) {
 		})
 	}
 }
+
+// TestRefundTheRestAfterTheSameAmount: half of an order refunded, then
+// "the rest" (no amount): its refund id was derived from the amount
+// alone, the first refund's, and the ledger answered it as that refund's
+// retry: "was made already: nothing changed", exit 0, and the rider never
+// had the rest back. The rest is its own refund; run twice, still one.
+func TestRefundTheRestAfterTheSameAmount(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			r := newMoneyRig(t, backend)
+			cmd := func(args ...string) []string { return append(args, "--data", r.data, "--db", r.db) }
+			// o-1 is a 4.00 EUR payment of account a.
+			r.settleOK(t, "refunded 2.00 EUR of merchant kiosk-1's order o-1", cmd("payment", "refund", "--merchant", "kiosk-1", "o-1", "2.00", "--reason", "half")...)
+			r.settleOK(t, "refunded 2.00 EUR of merchant kiosk-1's order o-1", cmd("payment", "refund", "--merchant", "kiosk-1", "o-1", "--reason", "the rest")...)
+			r.refused(t, 1, "nothing is left to refund", cmd("payment", "refund", "--merchant", "kiosk-1", "o-1", "--reason", "the rest again")...)
+			out := r.settleOK(t, "", cmd("account", "show", fmt.Sprint(r.a))...)
+			if !regexp.MustCompile(`kiosk-1\s+o-1\s+4\.00 EUR\s+4\.00 EUR\s+0\.00 EUR`).MatchString(out) {
+				t.Errorf("after half and the rest, o-1 should be refunded whole:\n%s", out)
+			}
+		})
+	}
+}
