@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,9 +103,13 @@ func newHook(cfg *Config, log *slog.Logger) *hook {
 		// What the server may subscribe to (also in a shared group).
 		server: []string{p + "/dev/+/" + wire.KindTaps, p + "/dev/+/" + wire.KindStatus, p + "/fleet/#"},
 		lim:    newLimiter(cfg.Limits, cfg.Now),
-		// Never flooding: its overflow is charged to lim, which bans.
+		// Never flooding: its overflow is charged to lim, which bans. A
+		// flood would give the allowance back whole (and after no ban:
+		// FloodBan 0), so the throttle bound is one throttled (a
+		// time.Duration) cannot pass; 1<<62 was passed with a low
+		// DeviceRate (TestRetainedAllowanceNeverRefilledByItsThrottle).
 		fetch: newLimiter(Limits{DeviceRate: cfg.Limits.DeviceRate, DeviceBurst: retainedBurst, DeviceMessageRate: -1,
-			FloodThrottle: 1 << 62}, cfg.Now),
+			FloodThrottle: math.MaxInt64}, cfg.Now),
 	}
 }
 

@@ -115,3 +115,25 @@ send:
 	default:
 	}
 }
+
+// TestRetainedAllowanceNeverRefilledByItsThrottle: the allowance of
+// retained bytes (fetch) is a limiter that must never flood: a flood
+// starts a limiter's bucket again full, so a device pulling retained
+// messages beyond its allowance would get the whole 32 MiB back for free
+// (its ban there is FloodBan 0). With a low DeviceRate (here 1 byte a
+// second) the throttling it adds up passed the bound it was given (1<<62
+// ns) after some 100 MiB-charges: the next 32 came free again.
+func TestRetainedAllowanceNeverRefilledByItsThrottle(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	cfg := Config{Limits: Limits{DeviceRate: 1}.withDefaults(), Now: func() time.Time { return at }}
+	h := newHook(&cfg, nil)
+	free := 0
+	for range 200 {
+		if wait, _, _ := h.fetch.charge("bus-1", 1<<20, 0); wait == 0 {
+			free++
+		}
+	}
+	if free != retainedBurst>>20 {
+		t.Errorf("%d of 200 retained MiB (no time passing) within the allowance; want %d, the allowance once", free, retainedBurst>>20)
+	}
+}

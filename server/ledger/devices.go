@@ -407,6 +407,9 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 	if err != nil {
 		return err
 	}
+	if err := t.s.hook("device-status"); err != nil {
+		return err
+	}
 	if prev.revoked {
 		// A revoked device's word is taken for nothing: a status the
 		// ingest took just before the revocation and recorded after it
@@ -440,11 +443,23 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 			reported_route = CASE WHEN $17 = '' THEN reported_route ELSE $17 END,
 			reported_vehicle = CASE WHEN $17 = '' THEN reported_vehicle ELSE $18 END,
 			reported_server_version = CASE WHEN $17 = '' THEN reported_server_version ELSE $19 END,
-			cert_not_after_ns = CASE WHEN CAST($20 AS BIGINT) = 0 THEN cert_not_after_ns ELSE CAST($20 AS BIGINT) END WHERE id = $16`,
+			cert_not_after_ns = CASE WHEN CAST($20 AS BIGINT) = 0 THEN cert_not_after_ns ELSE CAST($20 AS BIGINT) END
+		WHERE id = $16 AND revoked_ns = 0`,
 		st.Online, int64(st.QueueDepth), int64(st.OldestUnsent), seen, st.Software, st.Epoch, st.OutOfService,
 		string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
 		st.Route, st.Vehicle, int64(st.ServerVersion), u.certEnd)
 	if err == nil && n == 0 {
+		// Unknown, or revoked since statusBefore read the row: on
+		// PostgreSQL that read takes no lock, and a revocation committed
+		// in between is seen by this UPDATE only (it waits for the
+		// revocation's row lock and checks the row again).
+		var revoked int64
+		switch rerr := t.queryRow(`SELECT revoked_ns FROM devices WHERE id = $1`, id).Scan(&revoked); {
+		case rerr == nil && revoked != 0:
+			return nil // taken for nothing, as above
+		case rerr != nil && !errors.Is(rerr, sql.ErrNoRows):
+			return fmt.Errorf("ledger: read device: %w", rerr)
+		}
 		err = fmt.Errorf("%w: device %q", ErrNotFound, id)
 	}
 	if err != nil {
