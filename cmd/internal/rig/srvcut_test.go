@@ -1,6 +1,7 @@
 package rig
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,34 +24,7 @@ import (
 // time: no double charge), the keyring in the key directory and the ledger,
 // the token. verify is clean at the end.
 func TestServerActsSurvivePowerCuts(t *testing.T) {
-	disk := powercut.Mount(t, &powercut.Options{Seed: 17})
-	dir := t.TempDir()
-	r := New(dir, binDir, nil)
-	r.ServerData = disk.Path("srv", "farego")
-	defer func() {
-		r.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "server.log")); err == nil {
-				t.Logf("server.log (tail):\n%s", tail(string(b), 40))
-			}
-		}
-	}()
-	ctx, cancel := newCtx(t)
-	defer cancel()
-	must(t, r.Init(ctx, chaosFares))
-	must(t, r.StartServer(ctx))
-	n := 0
-	cut := func(after string) {
-		t.Helper()
-		must(t, r.StopServer(true))
-		rep, err := disk.Cut(n%2 == 1)
-		must(t, err)
-		n++
-		t.Logf("cut after %s: %+v", after, rep)
-		if err := r.StartServer(ctx); err != nil {
-			t.Fatalf("power cut after %s: the server does not start on what survived: %v", after, err)
-		}
-	}
+	r, ctx, cut := serverOnPowerCutDisk(t, 17)
 
 	rider, err := r.NewAPIRider(ctx, "adult", 1000)
 	must(t, err)
@@ -121,4 +95,43 @@ func TestServerActsSurvivePowerCuts(t *testing.T) {
 		t.Fatalf("verify: %v", err)
 	}
 	t.Log(strings.TrimSpace(out))
+}
+
+// serverOnPowerCutDisk starts a settlement server (the chaos test's fare
+// table) whose data directory (SQLite ledger, keys, releases) is on a
+// power-cut disk made with seed, and returns it with cut: the server
+// killed right after an act, the disk's unsynced writes dropped (every
+// other cut tearing pages), and the server started on what survived,
+// the test failing if it does not start. The server's log ends a failed
+// test's output.
+func serverOnPowerCutDisk(t *testing.T, seed uint64) (*Rig, context.Context, func(after string)) {
+	t.Helper()
+	disk := powercut.Mount(t, &powercut.Options{Seed: seed})
+	dir := t.TempDir()
+	r := New(dir, binDir, nil)
+	r.ServerData = disk.Path("srv", "farego")
+	ctx, cancel := newCtx(t)
+	t.Cleanup(func() {
+		cancel()
+		r.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "server.log")); err == nil {
+				t.Logf("server.log (tail):\n%s", tail(string(b), 40))
+			}
+		}
+	})
+	must(t, r.Init(ctx, chaosFares))
+	must(t, r.StartServer(ctx))
+	n := 0
+	return r, ctx, func(after string) {
+		t.Helper()
+		must(t, r.StopServer(true))
+		rep, err := disk.Cut(n%2 == 1)
+		must(t, err)
+		n++
+		t.Logf("cut after %s: %+v", after, rep)
+		if err := r.StartServer(ctx); err != nil {
+			t.Fatalf("power cut after %s: the server does not start on what survived: %v", after, err)
+		}
+	}
 }
