@@ -139,7 +139,8 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "the restored ledger's newest void of a fare was made %s: fares voided since are lost, and the replay charges their\n"+
 		"  taps again: void them again once replayed (POST /v1/taps/void, the console's Void…); the settlement servers' logs name\n"+
-		"  each, \"tap voided by an operator\" with its tap.\n", orNone(voided))
+		"  each voided through the API or the console, \"tap voided by an operator\" with its tap; one voided on the command\n"+
+		"  line (farego-settlement tap void) is in no server's log: the command printed \"tap … voided\".\n", orNone(voided))
 	// So are the other changes since, which only the audit trail
 	// recorded (the restored one): say from when.
 	audited, err := st.LastAudited(ctx, "")

@@ -112,6 +112,15 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		if err := writableFiles(tg.path); err != nil {
 			return nil, err
 		}
+		// Before SQLite opens the files: closing a descriptor of them
+		// once it has drops every POSIX lock this process holds on them,
+		// SQLite's shared lock on the file included, and another SQLite
+		// client (the sqlite3 shell taking a backup) closing then takes
+		// itself for the last connection and deletes the -wal this
+		// server goes on committing into (TestOtherProcessReadingKeepsTheWAL).
+		if err := syncFiles(tg.path); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
 	}
 	db, err := sql.Open(tg.backend.driverName(), tg.dsn)
 	if err != nil {
@@ -170,10 +179,6 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		}
 	}
 	if tg.path != "" {
-		if err := syncFiles(tg.path); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("ledger: %w", err)
-		}
 		if s.file, err = os.Stat(tg.path); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("ledger: %w", err)

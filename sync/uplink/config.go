@@ -354,9 +354,17 @@ func (c *Config) mqttConfig() mqttclient.Config {
 	return mqttclient.Config{
 		Name: "uplink", Brokers: c.Brokers, ClientID: c.ClientID, Username: c.Username, Password: c.Password,
 		KeepAlive: c.KeepAlive, ConnectTimeout: c.ConnectTimeout, MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff,
-		Logger: c.Logger,
+		Refused: refusedAdvice,
+		Logger:  c.Logger,
 	}
 }
+
+// refusedAdvice is logged with the first refused login of an outage, also
+// one that began with a lost connection (a device revoked or provisioned
+// again while connected), which otherwise left only "connection lost" in
+// the log.
+const refusedAdvice = "the server refuses this device: it was revoked (farego-settlement device revoke) or provisioned again (--force), " +
+	"or its bundle is another device's; its taps stay queued here (farego-validator ctl status: uplink_error; farego-validator selftest)"
 
 // tlsRequested reports whether any TLS setting is given.
 func (c *Config) tlsRequested() bool {
