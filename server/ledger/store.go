@@ -427,7 +427,7 @@ func (s *Store) write(ctx context.Context, op string, fn func(*txn) error) error
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(ctx, fn)
 		if err == nil || !retryable(err) {
-			return err
+			return s.diskFull(err)
 		}
 		if attempt == maxAttempts {
 			return fmt.Errorf("ledger: %s: still conflicting after %d attempts: %w", op, attempt, err)
