@@ -353,7 +353,7 @@ func checkDeviceStatus(id string, st DeviceStatus) (statusUpdate, error) {
 	}
 	var certEnd int64
 	if !st.CertNotAfter.IsZero() {
-		if st.CertNotAfter.Before(minCertEnd) || st.CertNotAfter.After(maxCertEnd) {
+		if !wire.ValidCertTime(st.CertNotAfter) {
 			return statusUpdate{}, invalid("reported certificate end %v out of range (2000 to 2200)", st.CertNotAfter)
 		}
 		certEnd = st.CertNotAfter.UnixNano()
@@ -388,13 +388,6 @@ func checkDeviceStatus(id string, st DeviceStatus) (statusUpdate, error) {
 	}
 	return statusUpdate{id: id, st: st, versions: string(versions), failedAt: failedAt, seen: seen, written: written, certEnd: certEnd}, nil
 }
-
-// The range of a device's reported certificate end the ledger takes (as
-// wire.Status.Check).
-var (
-	minCertEnd = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	maxCertEnd = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
-)
 
 // updateDeviceStatus records a checked status (see UpdateDeviceStatus).
 func (t *txn) updateDeviceStatus(u statusUpdate) error {

@@ -204,16 +204,16 @@ func (s *Status) Check() error {
 			return fmt.Errorf("status: update: %w", err)
 		}
 	}
-	if !s.CertNotAfter.IsZero() && !validCertTime(s.CertNotAfter) {
+	if !s.CertNotAfter.IsZero() && !ValidCertTime(s.CertNotAfter) {
 		return fmt.Errorf("%w: status: certificate end %v out of range", ErrMalformed, s.CertNotAfter)
 	}
 	return nil
 }
 
-// validCertTime reports whether a reported certificate end is in the
+// ValidCertTime reports whether a reported certificate end is in the
 // range the server stores (CertNotAfter): from 2000 to 2200. X.509 dates
 // run to 9999 (GeneralizedTime), and the ledger keeps nanoseconds.
-func validCertTime(t time.Time) bool {
+func ValidCertTime(t time.Time) bool {
 	return !t.Before(minCertTime) && !t.After(maxCertTime)
 }
 
@@ -306,7 +306,7 @@ func (s *Status) Sanitize() {
 			s.Update = nil
 		}
 	}
-	if !s.CertNotAfter.IsZero() && !validCertTime(s.CertNotAfter) {
+	if !s.CertNotAfter.IsZero() && !ValidCertTime(s.CertNotAfter) {
 		s.CertNotAfter = time.Time{}
 	}
 }
