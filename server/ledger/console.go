@@ -74,24 +74,22 @@ type prevStatus struct {
 	lastSeen     int64 // the recorded status's time, by the device's clock (unix ns; 0: none)
 	written      int64 // when the device wrote the recorded status, by its clock (unix ns; 0: not known)
 	clockOffset  int64 // the recorded clock offset (ns)
-	revoked      bool  // the device is revoked
 }
 
 // statusBefore reads the device's recorded status, before an update.
 func (t *txn) statusBefore(id string) (prevStatus, error) {
 	var p prevStatus
-	var statusAt, revoked int64
-	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns, written_ns, clock_offset_ns,
-		revoked_ns FROM devices WHERE id = $1`, id).
-		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen, &p.written, &p.clockOffset,
-			&revoked)
+	var statusAt int64
+	err := t.queryRow(`SELECT online, out_of_service, software, versions, update_failed, status_ns, last_seen_ns, written_ns, clock_offset_ns
+		FROM devices WHERE id = $1`, id).
+		Scan(&p.online, &p.outOfService, &p.software, &p.versions, &p.updateFailed, &statusAt, &p.lastSeen, &p.written, &p.clockOffset)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, nil // UpdateDeviceStatus reports the unknown device
 	}
 	if err != nil {
 		return p, fmt.Errorf("ledger: read device status: %w", err)
 	}
-	p.known, p.revoked = statusAt != 0, revoked != 0
+	p.known = statusAt != 0
 	return p, nil
 }
 

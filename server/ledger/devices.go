@@ -403,15 +403,14 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 	if err := t.s.hook("device-status"); err != nil {
 		return err
 	}
-	if prev.revoked {
-		// A revoked device's word is taken for nothing: a status the
-		// ingest took just before the revocation and recorded after it
-		// set the row online again (under its revoked event) and could
-		// lift the deny-list version (followFleetDeny). The server
-		// refuses its statuses from the revocation on; this closes the
-		// seconds in between (an attack review).
-		return nil
-	}
+	// A revoked device's word is taken for nothing: both updates below
+	// change only a row not revoked (read again by the UPDATE, which on
+	// PostgreSQL waits for a revocation's row lock). A status the ingest
+	// took just before the revocation and recorded after it set the row
+	// online again (under its revoked event) and could lift the deny-list
+	// version (followFleetDeny). The server refuses its statuses from the
+	// revocation on; this closes the seconds in between (an attack review).
+	//
 	// An offline report written before the status recorded: the
 	// device's last will, written when it connected, delivered when
 	// its connection died. Its queue, versions and software are from
@@ -423,8 +422,9 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 		older = written < prev.written
 	}
 	if !st.Online && older {
-		if _, err := t.exec("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2`, t.now, id); err != nil {
-			return err
+		n, err := t.execCount("device offline", `UPDATE devices SET online = FALSE, status_ns = $1 WHERE id = $2 AND revoked_ns = 0`, t.now, id)
+		if err != nil || n == 0 {
+			return err // n 0: revoked (the row was read above)
 		}
 		return t.noteStatusChange(id, prev, DeviceStatus{OutOfService: prev.outOfService, Software: prev.software,
 			Update: DeviceUpdate{Failed: prev.updateFailed}}, prev.versions, prev.clockOffset)
@@ -442,10 +442,8 @@ func (t *txn) updateDeviceStatus(u statusUpdate) error {
 		string(versions), t.now, offset, st.Update.Pending, st.Update.Failed, st.Update.FailedReason, failedAt, written, id,
 		st.Route, st.Vehicle, int64(st.ServerVersion), u.certEnd)
 	if err == nil && n == 0 {
-		// Unknown, or revoked since statusBefore read the row: on
-		// PostgreSQL that read takes no lock, and a revocation committed
-		// in between is seen by this UPDATE only (it waits for the
-		// revocation's row lock and checks the row again).
+		// Unknown, or revoked (also since statusBefore read the row: on
+		// PostgreSQL that read takes no lock).
 		var revoked int64
 		switch rerr := t.queryRow(`SELECT revoked_ns FROM devices WHERE id = $1`, id).Scan(&revoked); {
 		case rerr == nil && revoked != 0:
