@@ -356,7 +356,12 @@ func (s *Store) checkRating(ctx context.Context, tx *sql.Tx, add func(string, ..
 					return nil, fmt.Errorf("fare table %d does not parse", v)
 				}, r.at)
 				if inForce == nil || (inForce.table.ServiceDay(time.Unix(0, r.at)) != cur.day && (err != nil || day != cur.day)) {
-					add("tap %s is on service day %s, its fare table %d puts it on %s", r.id, cur.day, r.version, got)
+					// The usual cause: the server that rated it read the
+					// zone's rules from another version of the time zone
+					// database than this host's (README, Fare tables).
+					add("tap %s is on service day %s, its fare table %d puts it on %s by this host's rules of %s "+
+						"(a server with another version of the time zone database, tzdata, rated it?)",
+						r.id, cur.day, r.version, got, e.table.TimeZone)
 				}
 			}
 			rules = e.table
