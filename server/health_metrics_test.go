@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/server"
 	"github.com/farego/farego/server/keys"
+	"github.com/farego/farego/server/ledger"
 	"github.com/farego/farego/server/ledger/ledgertest"
 	"github.com/farego/farego/server/servertest"
 	"github.com/farego/farego/sync/brokertest"
@@ -86,5 +89,42 @@ func testMetricsSayLedgerHealth(t *testing.T, dir, dsn string, cut func()) {
 	})
 	if b := scrape(); !has(b, `farego_health{check="ingest"} 1`) {
 		t.Errorf("the broker links said down with only the ledger cut:\n%s", b)
+	}
+}
+
+// /metrics shows the newest fare table's zone and the fingerprint of its
+// rules as this instance's time zone database has them, which
+// FaregoZoneRulesDiffer compares across instances (two instances reading
+// other versions of the database put some rides on other service days;
+// agent/fare's TestZoneRulesFollowTheTimeZoneDatabase).
+func TestMetricsSayZoneRules(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fare.Load("../testdata/fare/table.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := "sqlite:" + filepath.Join(dir, "ledger.db")
+	l, err := ledger.Open(context.Background(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.PutFareTable(context.Background(), tbl)
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := servertest.RunConfig(t, server.Config{DataDir: dir, DB: dsn, MetricsListen: "127.0.0.1:0"})
+	resp, err := http.Get("http://" + a.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := `farego_fare_zone_rules_info{zone="Europe/Berlin",rules="` + tbl.ZoneRules(time.Now()) + `"} 1`
+	if !strings.Contains(string(body), "\n"+want+"\n") {
+		t.Errorf("/metrics has no %s:\n%s", want, body)
 	}
 }

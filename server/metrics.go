@@ -119,6 +119,27 @@ func (s *Server) registerMetrics() {
 			}
 			return float64(end.Unix())
 		})
+	// The fingerprint of the fare table's zone rules as this instance reads
+	// them: instances (or verify's host) reading other versions of the
+	// time zone database put some rides on other service days
+	// (FaregoZoneRulesDiffer).
+	type zoneRules struct{ zone, rules string }
+	zone := &metrics.Cache[zoneRules]{TTL: time.Minute, Read: func() zoneRules {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, t, err := s.ledger.LatestFareTableShared(ctx)
+		if err != nil {
+			return zoneRules{}
+		}
+		return zoneRules{t.TimeZone, t.ZoneRules(time.Now())}
+	}}
+	s.reg.GaugeVecFunc("farego_fare_zone_rules_info", "The newest fare table's time zone and a fingerprint of its rules (offsets and daylight-saving dates, last year to three years on) "+
+		"as this instance's time zone database has them: every instance should show the same.",
+		[]string{"zone", "rules"}, func(emit func(v float64, values ...string)) {
+			if z := zone.Get(); z.zone != "" {
+				emit(1, z.zone, z.rules)
+			}
+		})
 	s.reg.GaugeFunc("farego_ingest_queued", "Messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().Queued) })
 	s.reg.GaugeFunc("farego_ingest_queued_bytes", "Bytes of the messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedBytes) })
 	s.reg.GaugeFunc("farego_ingest_queued_devices", "Devices with messages waiting for an ingest worker.", func() float64 { return float64(s.ingest.Stats().QueuedDevices) })

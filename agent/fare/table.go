@@ -2,6 +2,8 @@ package fare
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -263,6 +265,30 @@ func (t *Table) CheckRouteNames() error {
 		}
 	}
 	return nil
+}
+
+// ZoneRules returns a short fingerprint of the rules of the table's time
+// zone as this process reads them (the host's time zone database, or
+// ZONEINFO's): every change of its offset or abbreviation from the first of
+// January of the year before now's to that of three years after. Two
+// settlement instances whose fingerprints differ put some rides on
+// different service days (README, Fare tables).
+func (t *Table) ZoneRules(now time.Time) string {
+	y := now.UTC().Year()
+	at, to := time.Date(y-1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(y+3, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := sha256.New()
+	// A zone changes at most a few times a year (a bound for a bad file).
+	for range 256 {
+		lt := at.In(t.loc)
+		name, off := lt.Zone()
+		start, end := lt.ZoneBounds()
+		fmt.Fprintf(h, "%d %s %d\n", start.Unix(), name, off)
+		if end.IsZero() || !end.Before(to) {
+			break
+		}
+		at = end
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 // ZoneDefaulted reports whether the table's document named no timezone,
