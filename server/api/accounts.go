@@ -215,7 +215,7 @@ func (h *Handler) createAccount(w http.ResponseWriter, r *http.Request) (any, in
 	rand.Read(sec)
 	secret := hex.EncodeToString(sec)
 	a, err := h.cfg.Ledger.CreateAccount(r.Context(), ledger.AccountSpec{Profile: p, ProfileConfirmed: staff != nil, Name: req.Name,
-		SecretHash: hashSecret(secret)})
+		SecretHash: hashSecret(secret), Anonymous: staff == nil})
 	if err != nil {
 		return nil, 0, err
 	}

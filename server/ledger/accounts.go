@@ -88,17 +88,26 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 		secret = []byte{}
 	}
 	var acct Account
+	var forgot int64
 	err := s.write(ctx, "create account", func(t *txn) error {
+		forgot = 0
 		id, err := t.nextID("account_id")
 		if err != nil {
 			return err
 		}
 		if _, err := t.exec("create account",
-			`INSERT INTO accounts (id, profile, profile_pending, name, secret_hash, currency, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			id, int64(spec.Profile), profilePending(spec.Profile, spec.ProfileConfirmed), spec.Name, secret, spec.Currency, t.now); err != nil {
+			`INSERT INTO accounts (id, profile, profile_pending, name, secret_hash, currency, created_ns, anonymous)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			id, int64(spec.Profile), profilePending(spec.Profile, spec.ProfileConfirmed), spec.Name, secret, spec.Currency, t.now,
+			spec.Anonymous); err != nil {
 			return err
 		}
 		t.stat(statAccounts, 1)
+		if spec.Anonymous && s.forgetUnused > 0 {
+			if forgot, err = t.forgetUnusedAccounts(t.now - s.forgetUnused.Nanoseconds()); err != nil {
+				return err
+			}
+		}
 		acct, err = getAccount(ctx, t.tx, uint64(id))
 		return err
 	})
@@ -108,7 +117,67 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 	// Debug: the API says it at Info, with the profile (each said twice,
 	// a line a rider's daily credential among them, doubled the log).
 	s.log.Debug("ledger: account created", logKeyAccount, acct.ID)
+	if forgot > 0 {
+		s.log.Debug("ledger: unused accounts forgotten", "accounts", forgot)
+	}
 	return acct, nil
+}
+
+// unusedAccount is what makes an account made anonymously one that nothing
+// was done with (its columns): no posting (top-up, fare, payment, refund),
+// no credential, no credit line, never below it. The partial index
+// accounts_unused holds the anonymous accounts never issued a credential
+// (a condition on no column a tap's settlement changes).
+const unusedAccount = `anonymous AND postings = 0 AND last_serial = 0 AND credit_line = 0 AND NOT neg_denied`
+
+// forgetUnusedQuery finds the oldest accounts made before $1 that nothing
+// was done with, not on the deny list, through accounts_unused
+// (TestForgetReadsTheUnusedIndex).
+const forgetUnusedQuery = `SELECT id FROM accounts a WHERE ` + unusedAccount + ` AND created_ns < $1
+		AND NOT EXISTS (SELECT 1 FROM deny_entries d WHERE d.account_id = a.id)
+		ORDER BY created_ns, id LIMIT 2`
+
+// forgetUnusedAccounts deletes at most two accounts (forgetUnusedQuery:
+// more than one, so that those of a flood drain while sign-ups go on at
+// any lower rate) made
+// anonymously before cutoff (unix ns) that nothing was done with, oldest
+// first, with the payment limit a rider may have set on one, and returns
+// how many. An account on the deny list (the operator's entry) is kept.
+// The accounts are locked and checked again (PostgreSQL: a top-up or a
+// credential committed meanwhile keeps one); any other row that names an
+// account refers to it by a foreign key, which refuses the delete.
+func (t *txn) forgetUnusedAccounts(cutoff int64) (int64, error) {
+	rows, err := t.query(forgetUnusedQuery+t.s.forUpdate(), cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: find unused accounts: %w", err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("ledger: find unused accounts: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("ledger: find unused accounts: %w", err)
+	}
+	var forgot int64
+	for _, id := range ids {
+		if _, err := t.exec("forget unused account", `DELETE FROM payment_limits WHERE account_id = $1
+			AND EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND `+unusedAccount+`)`, id); err != nil {
+			return 0, err
+		}
+		n, err := t.execCount("forget unused account", `DELETE FROM accounts WHERE id = $1 AND `+unusedAccount, id)
+		if err != nil {
+			return 0, err
+		}
+		forgot += n
+	}
+	t.stat(statAccounts, -forgot)
+	return forgot, nil
 }
 
 // profilePending reports whether profile p waits for a check: a reduced

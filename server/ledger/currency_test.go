@@ -64,7 +64,7 @@ func TestLedgerKeepsItsCurrency(t *testing.T) {
 		// A ledger from before the currency was kept: its fare table's.
 		forget := func() {
 			t.Helper()
-			for _, q := range []string{`DROP TABLE ledger_settings`, `ALTER TABLE devices DROP COLUMN written_ns` /* migration 22 */, `ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle` /* 30 */, `ALTER TABLE devices DROP COLUMN reported_server_version` /* 30 */, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `ALTER TABLE code_uses DROP COLUMN reusers` /* 23 */, `DROP TABLE code_refusals` /* 24 */, `DROP INDEX payments_token`, `DROP INDEX refunds_token` /* 29 */, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id` /* 26 */, `DELETE FROM schema_migrations WHERE version >= 14`} {
+			for _, q := range []string{`DROP TABLE ledger_settings`, `ALTER TABLE devices DROP COLUMN written_ns` /* migration 22 */, `ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle` /* 30 */, `ALTER TABLE devices DROP COLUMN reported_server_version` /* 30 */, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous` /* 32 */, `ALTER TABLE code_uses DROP COLUMN reusers` /* 23 */, `DROP TABLE code_refusals` /* 24 */, `DROP INDEX payments_token`, `DROP INDEX refunds_token` /* 29 */, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id` /* 26 */, `DELETE FROM schema_migrations WHERE version >= 14`} {
 				if _, err := s.db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)
 				}
@@ -89,7 +89,7 @@ func TestOldLedgerTakesItsAccountsCurrency(t *testing.T) {
 		if _, err := s.CreateAccount(ctx, AccountSpec{Profile: paycode.Adult}); err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP TABLE ledger_settings`, `ALTER TABLE devices DROP COLUMN written_ns` /* migration 22 */, `ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle` /* 30 */, `ALTER TABLE devices DROP COLUMN reported_server_version` /* 30 */, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `ALTER TABLE code_uses DROP COLUMN reusers` /* 23 */, `DROP TABLE code_refusals` /* 24 */, `DROP INDEX payments_token`, `DROP INDEX refunds_token` /* 29 */, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id` /* 26 */, `DELETE FROM schema_migrations WHERE version >= 14`} {
+		for _, q := range []string{`DROP TABLE ledger_settings`, `ALTER TABLE devices DROP COLUMN written_ns` /* migration 22 */, `ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle` /* 30 */, `ALTER TABLE devices DROP COLUMN reported_server_version` /* 30 */, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous` /* 32 */, `ALTER TABLE code_uses DROP COLUMN reusers` /* 23 */, `DROP TABLE code_refusals` /* 24 */, `DROP INDEX payments_token`, `DROP INDEX refunds_token` /* 29 */, `ALTER TABLE payments DROP COLUMN token_id`, `ALTER TABLE refunds DROP COLUMN token_id` /* 26 */, `DELETE FROM schema_migrations WHERE version >= 14`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
 			}

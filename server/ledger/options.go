@@ -19,6 +19,10 @@ const (
 	// payment code on two devices that still looks like an innocent rider
 	// (the code's maximum age plus the clock skew the validators allow).
 	DefaultReuseWindow = 150 * time.Second
+	// DefaultForgetUnusedAccounts is how long an account made anonymously
+	// (AccountSpec.Anonymous) that nothing was done with is kept (see
+	// Options.ForgetUnusedAccounts).
+	DefaultForgetUnusedAccounts = 30 * 24 * time.Hour
 )
 
 // Limits of the API.
@@ -76,6 +80,17 @@ type Options struct {
 	// once, does not deny its credential (see CommitTaps); 0 means
 	// DefaultReuseWindow.
 	ReuseWindow time.Duration
+	// ForgetUnusedAccounts: an account made anonymously (the wallet's
+	// sign-up, AccountSpec.Anonymous) that nothing was ever done with —
+	// never topped up or charged, never issued a credential, no credit
+	// line, not on the deny list — is forgotten this long after it was
+	// made, by the anonymous sign-ups after it (each forgets at most
+	// two): a client that makes the 600 accounts a minute the
+	// API lets anyone make does not make the ledger hold them for ever
+	// (some 200 bytes each, 180 MB a day). Its id is never used again; a
+	// payment limit it had is forgotten with it. 0 means
+	// DefaultForgetUnusedAccounts; negative: never.
+	ForgetUnusedAccounts time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -105,6 +120,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ReuseWindow == 0 {
 		o.ReuseWindow = DefaultReuseWindow
+	}
+	if o.ForgetUnusedAccounts == 0 {
+		o.ForgetUnusedAccounts = DefaultForgetUnusedAccounts
 	}
 	if o.FareGrace < 0 || o.ReuseWindow < 0 {
 		return o, fmt.Errorf("%w: negative FareGrace or ReuseWindow", ErrInvalid)

@@ -53,7 +53,9 @@ type Store struct {
 	lost   error
 	// fareGrace and reuseWindow are Options.FareGrace and ReuseWindow.
 	fareGrace, reuseWindow time.Duration
-	stmts                  sync.Map // query → *sql.Stmt, see prepared
+	// forgetUnused is Options.ForgetUnusedAccounts (negative: never).
+	forgetUnused time.Duration
+	stmts        sync.Map // query → *sql.Stmt, see prepared
 	// bulkStmts counts the bulk statements in stmts (see bulkStmt).
 	bulkStmts atomic.Int64
 	// roundTrips counts the statements write transactions sent (BEGIN and
@@ -134,17 +136,18 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	db.SetMaxOpenConns(o.MaxOpenConns)
 	db.SetMaxIdleConns(min(o.MaxOpenConns, 4))
 	s := &Store{
-		db:          db,
-		backend:     tg.backend,
-		path:        tg.path,
-		lostCh:      make(chan struct{}),
-		log:         o.Logger,
-		now:         o.Now,
-		currency:    o.Currency,
-		tables:      tableCache{byVersion: map[uint64]*fareEntry{}},
-		fareGrace:   o.FareGrace,
-		reuseWindow: o.ReuseWindow,
-		mustExist:   o.MustExist,
+		db:           db,
+		backend:      tg.backend,
+		path:         tg.path,
+		lostCh:       make(chan struct{}),
+		log:          o.Logger,
+		now:          o.Now,
+		currency:     o.Currency,
+		tables:       tableCache{byVersion: map[uint64]*fareEntry{}},
+		fareGrace:    o.FareGrace,
+		reuseWindow:  o.ReuseWindow,
+		forgetUnused: o.ForgetUnusedAccounts,
+		mustExist:    o.MustExist,
 	}
 	if tg.backend == backendSQLite {
 		s.writeSem = make(chan struct{}, 1)

@@ -109,6 +109,10 @@ type AccountSpec struct {
 	SecretHash []byte
 	// Currency (ISO 4217); "" means the Store's (Options.Currency).
 	Currency string
+	// Anonymous: made by anyone (the wallet's sign-up, not the operator's
+	// or the payment provider's): forgotten if nothing is done with it
+	// (Options.ForgetUnusedAccounts).
+	Anonymous bool
 }
 
 // Account is a rider's account.
