@@ -14,16 +14,26 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farego/farego/server"
+	"github.com/farego/farego/server/keys"
 	"github.com/farego/farego/server/servertest"
+	"github.com/farego/farego/sync/brokertest"
 )
 
 var metricRE = regexp.MustCompile(`\bfarego_[a-z0-9_]*[a-z0-9]\b`)
 
-// serverMetrics starts a real settlement server (embedded broker, SQLite)
-// and returns the metric families its /metrics exposes.
+// serverMetrics starts a real settlement server (embedded broker with a
+// TLS listener, SQLite) and returns the metric families its /metrics
+// exposes.
 func serverMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	a := servertest.Start(t)
+	dir := t.TempDir()
+	if _, err := keys.Init(filepath.Join(dir, "keys"), keys.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := brokertest.NewPKI(t, "")
+	a := servertest.RunConfig(t, server.Config{DataDir: dir, MQTTTLSListen: "127.0.0.1:0",
+		TLSCertFile: p.ServerCertFile, TLSKeyFile: p.ServerKeyFile})
 	resp, err := http.Get("http://" + a.HTTP + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +169,8 @@ func TestMonitoringReferencesRealMetrics(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"FaregoDeviceOffline", "FaregoDeviceQueueOld", "FaregoIngestLagHigh", "FaregoClockDrift",
-		"FaregoFlaggedTapSpike", "FaregoDenyListNotDelivered", "FaregoDeviceCertEnding", "FaregoDeviceCertEnded"} {
+		"FaregoFlaggedTapSpike", "FaregoDenyListNotDelivered", "FaregoDeviceCertEnding", "FaregoDeviceCertEnded",
+		"FaregoBrokerCertEnding", "FaregoBrokerCertEnded"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alerts.yml has no %s", want)
 		}
