@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/fleet"
 	"github.com/farego/farego/sync/keyfile"
@@ -50,6 +51,7 @@ type options struct {
 	brokerCA, metrics  string
 	db                 string
 	onRegistered       string
+	idPrefix           string
 	logFile            string
 	dir                string
 	keep               bool
@@ -86,6 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.brokerCA, "broker-ca", "", "CA (PEM) of that broker, for an ssl:// URL (default: the system's)")
 	fs.StringVar(&o.db, "db", "", "ledger DSN of the in-process server (default: SQLite in --dir; postgres://… for PostgreSQL)")
 	fs.StringVar(&o.onRegistered, "on-registered", "", "shell command to run once every validator is registered, before they connect (e.g. write Mosquitto's password file with farego-settlement mqtt-passwd and reload it)")
+	fs.StringVar(&o.idPrefix, "id-prefix", "sim", "the validators' ids are PREFIX-0000, PREFIX-0001, …: give two simulators driving one server prefixes of their own (each would register the other's devices again, with new keys)")
 	fs.StringVar(&o.logFile, "log", "", "write the validators' and the in-process server's logs (debug level) to this file")
 	fs.StringVar(&o.dir, "dir", "", "where the validators' queues go (default: a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the files afterwards")
@@ -116,6 +119,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Usagef(stderr, "farego-sim", "--broker-ca is for --server's broker; the in-process one is plain MQTT")
 	case o.server != "" && o.db != "":
 		return cli.Usagef(stderr, "farego-sim", "--db is for the in-process server, not with --server")
+	}
+	if err := record.ValidDeviceID(fmt.Sprintf("%s-%04d", o.idPrefix, o.validators-1)); err != nil {
+		return cli.Usagef(stderr, "farego-sim", "--id-prefix %q does not make device ids: %v", o.idPrefix, err)
+	}
+	if record.ReservedDeviceID(o.idPrefix + "-0000") {
+		return cli.Usagef(stderr, "farego-sim", "--id-prefix %q makes ids the server reserves (farego…)", o.idPrefix)
 	}
 	if o.progress == 0 {
 		o.progress = 5 * time.Second
@@ -217,7 +226,7 @@ func (s *sim) run(ctx context.Context) (err error) {
 		return err
 	}
 	s.say("%d riders ready", o.riders)
-	err = f.AddValidators(ctx, o.validators, "sim")
+	err = f.AddValidators(ctx, o.validators, o.idPrefix)
 	if err != nil {
 		return err
 	}

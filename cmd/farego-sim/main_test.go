@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,6 +130,41 @@ func TestSimulatorExternalServer(t *testing.T) {
 	if err != nil || n != reportLine(t, out.String(), "taps")[1] {
 		t.Errorf("the ledger holds %d taps (%v); the report says %d accepted", n, err, reportLine(t, out.String(), "taps")[1])
 	}
+
+	// A second simulator on the same server, with ids of its own: the
+	// first one's devices are not registered again (both ran as sim-0000…,
+	// each taking the other's identities).
+	out.Reset()
+	errb.Reset()
+	err = run(ctx, []string{"--server", p.API, "--broker", p.Broker, "--token", "@" + tok, "--fleet-pub", pub, "--id-prefix", "depot2",
+		"--validators", "2", "--riders", "5", "--rate", "4", "--duration", "2s", "--outage-every", "0",
+		"--on-registered", "true", "--dir", filepath.Join(dir, "sim2")}, &out, &errb)
+	if err != nil {
+		t.Fatalf("second farego-sim: %v\n%s%s", err, out.String(), errb.String())
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.API+"/v1/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+p.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var devs struct {
+		Devices []struct {
+			ID string `json:"id"`
+		} `json:"devices"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&devs); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range devs.Devices {
+		ids = append(ids, d.ID)
+	}
+	slices.Sort(ids)
+	if want := []string{"depot2-0000", "depot2-0001", "sim-0000", "sim-0001", "sim-0002", "sim-0003"}; !slices.Equal(ids, want) {
+		t.Errorf("devices %v, want %v", ids, want)
+	}
 }
 
 // TestSimulatorMetricsApart: a server run with --metrics ADDR, as the
@@ -200,6 +236,8 @@ func TestSimulatorRefusesBadFlags(t *testing.T) {
 		{[]string{"--outage-every", "5s", "--outage-for", "5s"}, "--outage-for"},
 		{[]string{"--server", "http://127.0.0.1:1"}, "--broker"},
 		{[]string{"--server", "http://127.0.0.1:1", "--broker", "tcp://x:1", "--token", "t", "--fleet-pub", "f", "--db", "sqlite:x"}, "--db"},
+		{[]string{"--id-prefix", "a/b"}, "--id-prefix"},
+		{[]string{"--id-prefix", "farego"}, "--id-prefix"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(context.Background(), c.args, &out, &errb)
