@@ -28,6 +28,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue/durable"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
@@ -118,6 +119,13 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if len(o.scanners) == 0 {
 		o.scanners.Set("front=/dev/scanner-front")
+	}
+	for _, sc := range o.scanners {
+		// Allowed (a bench), but on a bus the scanner may come back
+		// under another number, or a modem's port take this one.
+		if hint, _ := scanner.KernelNameHint(sc.Path); hint != "" {
+			fmt.Fprintf(stderr, "farego-provision device: warning: --scanner %s=%s: %s\n", sc.Name, sc.Path, hint)
+		}
 	}
 	// Checked before the device is registered: a bundle its validator
 	// refuses to start with was only found out on the bus.

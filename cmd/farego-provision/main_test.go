@@ -58,7 +58,7 @@ func TestProvisionDevice(t *testing.T) {
 		t.Errorf("second init-fleet: %d %q", c, e)
 	}
 	args := []string{"device", "--fleet", fleet, "--id", "bus-9-front", "--route", "42", "--server", srv.URL,
-		"--operator-token", tok, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--scanner", "front=/dev/ttyACM0"}
+		"--operator-token", tok, "--out", out, "--broker", "tcp://127.0.0.1:1883", "--scanner", "front=/dev/scanner-front"}
 	// Without a fare table on the server nothing is made.
 	if c, _, e := provision(t, args...); c != 1 || !strings.Contains(e, "fare table") {
 		t.Fatalf("device without fares: %d %q", c, e)
@@ -77,6 +77,12 @@ func TestProvisionDevice(t *testing.T) {
 	// (it said so only in its own log, on the bus).
 	if c, _, e := provision(t, append(args, "--id", "bus-9-offline", "--broker", "")...); c != 0 || !strings.Contains(e, "no --broker: this device is offline only") {
 		t.Errorf("device --broker \"\": %d %q; want a note that it is offline only", c, e)
+	}
+	// A scanner by its kernel name is warned about: on a bus it comes
+	// back as ttyACM1 after a re-plug, or a modem takes its number.
+	if c, _, e := provision(t, append(args[:len(args)-2:len(args)-2], "--id", "bus-9-acm", "--scanner", "front=/dev/ttyACM0")...); c != 0 ||
+		!strings.Contains(e, "warning: --scanner front=/dev/ttyACM0: ttyACM0 is a number the kernel gives") || !strings.Contains(e, "/dev/scanner-NAME") {
+		t.Errorf("device --scanner front=/dev/ttyACM0: %d %q; want a warning with the udev fix", c, e)
 	}
 	// A relative data directory is noted: on a bus it would be under
 	// /etc/farego, read-only.

@@ -81,6 +81,11 @@ type ctlStatus struct {
 	Versions      map[string]uint64 `json:"versions"`
 	QueueDepth    int               `json:"queue_depth"`
 	ClockOffsetMS *int64            `json:"clock_offset_ms,omitempty"`
+	// OldestUnsentSec: the age of the oldest tap the server has not
+	// acknowledged, in seconds (absent when none waits): how long the bus
+	// has been unsynced, which queue_depth alone did not say (the
+	// server's status and /metrics had it, not the technician at the bus).
+	OldestUnsentSec *int64 `json:"oldest_unsent_s,omitempty"`
 	// UplinkConnected: connected to the broker now (absent without [mqtt]).
 	UplinkConnected *bool `json:"uplink_connected,omitempty"`
 	// UplinkStatusProblem: why the last status sent failed the server's
@@ -361,6 +366,10 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 	st.InService = st.OutOfService == ""
 	if qs, err := r.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted
+		if !qs.OldestUnacked.IsZero() {
+			age := max(0, int64(time.Since(qs.OldestUnacked)/time.Second))
+			st.OldestUnsentSec = &age
+		}
 	}
 	if off, _, ok := r.a.ClockOffset(); ok {
 		ms := off.Milliseconds()

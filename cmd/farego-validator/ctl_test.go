@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/driver/feedback"
@@ -144,5 +145,27 @@ func TestCtlStatusUpdate(t *testing.T) {
 	r.update = func() *wire.UpdateStatus { return nil }
 	if b, _ := json.Marshal(s.status(r)); strings.Contains(string(b), `"update"`) {
 		t.Errorf("ctl status %s: want no update when there is none", b)
+	}
+}
+
+// TestCtlStatusOldestUnsent: a bus offline for days showed the technician
+// its queue_depth and not since when its taps wait (the server's status
+// and /metrics had the age; ctl status, at the bus, not). It says the age
+// of the oldest tap not acknowledged, from the queue file, and nothing
+// while none waits.
+func TestCtlStatusOldestUnsent(t *testing.T) {
+	d := newDevice(t, "", "\n[ctl]\nsocket = \"ctl.sock\"\n") // no broker: nothing is ever acknowledged
+	d.start()
+	defer d.stop()
+	if st := d.mustCtl("status"); st.QueueDepth != 0 || st.OldestUnsentSec != nil {
+		t.Errorf("before any tap: queue_depth %d, oldest_unsent_s %v; want 0 and none", st.QueueDepth, st.OldestUnsentSec)
+	}
+	now := time.Now()
+	if l := d.scan(d.issuer.Rider(t, 1001, now).Code(t, now)); !strings.Contains(l, "ACCEPTED") {
+		t.Fatalf("tap: %q", l)
+	}
+	st := d.mustCtl("status")
+	if st.QueueDepth != 1 || st.OldestUnsentSec == nil || *st.OldestUnsentSec < 0 || *st.OldestUnsentSec > int64(time.Since(now)/time.Second)+1 {
+		t.Errorf("after a tap: queue_depth %d, oldest_unsent_s %v; want 1 and the tap's age", st.QueueDepth, st.OldestUnsentSec)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,5 +68,58 @@ func TestConsoleToJournalNotFlooded(t *testing.T) {
 	// One a second at most: the garbage takes far less than 200 s.
 	if rejected == 0 || rejected > 200 {
 		t.Errorf("%d REJECTED lines for %d garbage frames, want one a second", rejected, garbage)
+	}
+}
+
+// TestLogPriorityToJournal: under systemd every line of the validator's
+// stream was priority info (6): journalctl -p warning, and whatever
+// forwards the journal by priority, showed no lost scanner, no tap that
+// could not be recorded, no clock out of bounds (field review). With
+// $JOURNAL_STREAM naming its standard error, each log line starts with its
+// level's priority, "<4>" for a warning, which journald takes and strips
+// (SyslogLevelPrefix=, on by default); without it the lines are as before.
+func TestLogPriorityToJournal(t *testing.T) {
+	for _, journal := range []bool{true, false} {
+		d := newDevice(t, "", "")
+		must(t, os.Remove(filepath.Join(d.dir, "scanner-front"))) // unplugged: a warning
+		r, w, err := os.Pipe()
+		must(t, err)
+		var st syscall.Stat_t
+		must(t, syscall.Fstat(int(w.Fd()), &st))
+		d.cmd = exec.Command(validatorBin, "run", "--config", d.cfgPath)
+		d.cmd.Env = os.Environ()
+		if journal {
+			d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+		}
+		d.cmd.Stderr = w
+		out, err := d.cmd.StdoutPipe()
+		must(t, err)
+		must(t, d.cmd.Start())
+		w.Close()
+		d.lines, d.logs = make(chan string, 1000), make(chan string, 1000)
+		go pump(out, d.lines, nil)
+		go pump(r, d.logs, func(s string) { d.mu.Lock(); d.logText.WriteString(s + "\n"); d.mu.Unlock() })
+		// Either may come first.
+		var running, warn string
+		for n := 0; running == "" || warn == ""; n++ {
+			if n == 1000 {
+				t.Fatalf("1000 log lines without both the start and the scanner's warning:\n%s", d.logged())
+			}
+			l := d.waitLog("level=")
+			switch {
+			case strings.Contains(l, "validator running"):
+				running = l
+			case strings.Contains(l, "scanner unavailable; retrying"):
+				warn = l
+			}
+		}
+		if journal {
+			if !strings.HasPrefix(running, "<6>") || !strings.HasPrefix(warn, "<4>") {
+				t.Errorf("to the journal: want <6> before an info line and <4> before a warning:\n%s\n%s", running, warn)
+			}
+		} else if strings.HasPrefix(running, "<") || strings.HasPrefix(warn, "<") {
+			t.Errorf("not to the journal: want no priority prefix:\n%s\n%s", running, warn)
+		}
+		d.stop()
 	}
 }

@@ -896,21 +896,9 @@ func uplinkProblem(s uplink.Stats) string {
 	return ""
 }
 
-// isJournal reports whether w is the systemd journal's stream: systemd
-// sets $JOURNAL_STREAM to its device and inode ("DEV:INO") for a unit
-// whose standard output goes to the journal.
-func isJournal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	env := os.Getenv("JOURNAL_STREAM")
-	if !ok || env == "" {
-		return false
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return false
-	}
-	return env == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
-}
+// isJournal reports whether w is the systemd journal's stream
+// (cli.IsJournal).
+func isJournal(w io.Writer) bool { return cli.IsJournal(w) }
 
 // watchClientCert logs the end of the device's TLS client certificate
 // (mqtt.cert_file) at start and every day while it runs: an error once it

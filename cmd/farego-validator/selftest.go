@@ -25,6 +25,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
+	"github.com/farego/farego/driver/scanner"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/keyfile"
 	"github.com/farego/farego/sync/uplink"
@@ -310,6 +311,14 @@ func (s *selftest) checkScanners() {
 		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
+			if hint, present := scanner.KernelNameHint(path); hint != "" {
+				why := fmt.Sprintf("%s: %s not found", sc.Name, path)
+				if len(present) > 0 {
+					why += "; present now: " + strings.Join(present, ", ") + " (the scanner under another name?)"
+				}
+				s.add(levelFail, name, why, "plug the scanner in; "+hint)
+				continue
+			}
 			s.add(levelFail, name, fmt.Sprintf("%s: %s not found", sc.Name, path),
 				"plug the scanner in; check its cable and the udev rule that names it")
 		case errors.Is(err, os.ErrPermission):
@@ -340,6 +349,13 @@ func (s *selftest) checkScanners() {
 				s.add(levelFail, name, fmt.Sprintf("%s: %s: %s", sc.Name, path, why),
 					"give it to group farego with a udev rule (serial: name it /dev/scanner-NAME, the package's 72-farego-scanners.rules "+
 						"does the rest): README, udev rules")
+				continue
+			}
+			if hint, _ := scanner.KernelNameHint(path); hint != "" {
+				// Read now, and maybe not after the next re-plug or
+				// boot (or another device, a modem's port, read as
+				// the scanner).
+				s.add(levelWarn, name, fmt.Sprintf("%s: %s present and readable, under a name the kernel may give another device", sc.Name, path), hint)
 				continue
 			}
 			if serialPort {

@@ -190,6 +190,9 @@ func TestSelftest(t *testing.T) {
 	d.start()
 	now := time.Now()
 	expectLine(t, d.scan(d.issuer.Rider(t, 5001, now).Code(t, now)), "ACCEPTED")
+	// A tap is decided offline: on a loaded machine the uplink connected
+	// after it, and the check below read "not connected".
+	brokertest.WaitFor(t, 60*time.Second, "the uplink to connect", func() bool { return strings.Contains(d.logged(), "uplink connected") })
 
 	// While it runs: the queue and the broker come from the validator.
 	lines, report, code = d.selftest()
@@ -549,4 +552,37 @@ func TestSelftestClientCertNotAsked(t *testing.T) {
 	}
 	wantCheck(t, lines, "broker", "FAIL", "not Authorized")
 	wantCheck(t, lines, "broker", "FAIL", "--client-ca")
+}
+
+// TestSelftestScannerKernelName: a scanner configured by the name the
+// kernel numbers (/dev/ttyACM0) is read today and maybe not after the
+// next re-plug or boot, when it comes back as ttyACM1 (or a modem's port
+// takes its number): selftest warns and gives the udev fix, and, the
+// name gone, names the device of its kind present now (it said "not
+// found" and sent the technician to the cable; field review).
+func TestSelftestScannerKernelName(t *testing.T) {
+	d := newSelftestDevice(t)
+	target, err := os.Readlink(filepath.Join(d.dir, "scanner-front"))
+	must(t, err)
+	acm0, acm1 := filepath.Join(d.dir, "ttyACM0"), filepath.Join(d.dir, "ttyACM1")
+	must(t, os.Symlink(target, acm0))
+	cfg, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfg), `path = "scanner-front"`, `path = "ttyACM0"`, 1)), 0o644))
+
+	lines, report, code := d.selftest()
+	if code != exitOK {
+		t.Errorf("exit %d, want 0 (a warning); report:\n%s", code, report)
+	}
+	wantCheck(t, lines, "scanner", "WARN", "under a name the kernel may give another device")
+	wantCheck(t, lines, "scanner", "WARN", "/dev/scanner-NAME")
+
+	must(t, os.Remove(acm0))
+	must(t, os.Symlink(target, acm1))
+	lines, report, code = d.selftest()
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1; report:\n%s", code, report)
+	}
+	wantCheck(t, lines, "scanner", "FAIL", "not found; present now: "+acm1)
+	wantCheck(t, lines, "scanner", "FAIL", "udev rule")
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -348,6 +351,10 @@ type link struct {
 	flapLogged int       // losses logged in it
 	quiet      error     // the loss now under way, not logged (nil: none)
 	notLogged  int       // losses and returns not logged since the last logged loss
+
+	// renamed: this outage's "another name" warning was logged (a
+	// kernel-numbered path gone while a device of its kind is present).
+	renamed bool
 }
 
 // A scanner lost more than flapLogBurst times in flapLogWindow has its
@@ -506,7 +513,7 @@ func (s *Serial) up(st *link) {
 	default:
 		s.log.Info("scanner connected", slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path))
 	}
-	st.down, st.failures = false, 0
+	st.down, st.failures, st.renamed = false, 0, false
 	s.setState(Connected)
 }
 
@@ -514,14 +521,36 @@ func (s *Serial) up(st *link) {
 // an outage only.
 func (s *Serial) failed(st *link, err error) {
 	why := err.Error()
-	s.problem.Store(&why)
 	attrs := []any{slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path), slog.Any("err", err)}
 	if h := accessHint(err); h != "" {
 		attrs = append(attrs, slog.String("hint", h))
 	}
+	var present []string
+	if errors.Is(err, fs.ErrNotExist) {
+		if h, p := KernelNameHint(s.cfg.Path); h != "" {
+			present = p
+			if len(p) > 0 {
+				attrs = append(attrs, slog.String("present", strings.Join(p, ", ")))
+			}
+			attrs = append(attrs, slog.String("hint", h))
+			if len(p) > 0 {
+				why += "; present now: " + strings.Join(p, ", ") + " (the scanner under another name?)"
+			}
+		}
+	}
+	s.problem.Store(&why)
+	if len(present) > 0 && st.down && !st.renamed {
+		// The loss was logged with the read's error (EIO), and the
+		// attempts since fail silently: a USB scanner back under
+		// another number (ttyACM1) would be retried under the old one
+		// for good, with nothing in the log to say so.
+		st.renamed = true
+		s.log.Warn("scanner not back under its path; a device of its kind is present under another name", attrs...)
+	}
 	if st.up {
 		st.up = false
 		st.down, st.downSince, st.failures = true, time.Now(), 0
+		st.renamed = len(present) > 0 // said in the loss's line (its path gone at once)
 		if st.logLoss(st.downSince) {
 			if st.notLogged > 0 {
 				attrs = append(attrs, slog.Int("flaps_not_logged", st.notLogged))
@@ -545,9 +574,49 @@ func (s *Serial) failed(st *link, err error) {
 	st.failures++
 	if !st.down {
 		st.down, st.downSince = true, time.Now()
+		st.renamed = len(present) > 0
 		s.log.Warn("scanner unavailable; retrying", attrs...)
 		s.setState(Disconnected)
 	}
+}
+
+// kernelNumbered matches the device names the kernel numbers in the order
+// devices appear (ttyACM0, ttyUSB1, event3): a USB scanner unplugged and
+// plugged back while the validator still held the old node open, or found
+// after another USB device of its kind (a mobile modem's ports are ttyUSBn
+// and ttyACMn too), gets another number.
+var kernelNumbered = regexp.MustCompile(`^(ttyACM|ttyUSB|event)[0-9]+$`)
+
+// KernelNameHint says what to do about a scanner path that is a
+// kernel-numbered name (see kernelNumbered) and lists, at most 4, the
+// serial devices of its kind present now in its directory ("" and nil for any
+// other path, a udev name such as /dev/scanner-front or
+// /dev/serial/by-id/…, which follows the scanner).
+func KernelNameHint(path string) (hint string, present []string) {
+	base := filepath.Base(path)
+	m := kernelNumbered.FindStringSubmatch(base)
+	if m == nil {
+		return "", nil
+	}
+	stable, other := "/dev/scanner-NAME", "a modem"
+	if m[1] == "event" {
+		stable, other = "/dev/input/scanner-NAME, or /dev/input/by-id/…-event-kbd", "a keyboard"
+	}
+	hint = fmt.Sprintf("%s is a number the kernel gives in the order devices appear: the scanner re-plugged, or found after "+
+		"another USB device of its kind (%s), comes back under another number (%s1, …); give it a stable name with a udev rule "+
+		"(%s, README: udev rules) and put that in [[scanner]] path", base, other, m[1], stable)
+	if m[1] == "event" {
+		// Every keyboard, button and sensor is an eventN: one present
+		// says nothing of where the scanner went.
+		return hint, nil
+	}
+	names, _ := filepath.Glob(filepath.Join(filepath.Dir(path), m[1]+"*"))
+	for _, n := range names {
+		if n != path && kernelNumbered.MatchString(filepath.Base(n)) && len(present) < 4 {
+			present = append(present, n)
+		}
+	}
+	return hint, present
 }
 
 // notSerialHint is what to do about a path that opens but is no serial

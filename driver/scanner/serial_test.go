@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -824,4 +826,100 @@ func TestSerialInUseNamesTheHolder(t *testing.T) {
 	// When it lets go, the reader takes the scanner.
 	stdin.Close()
 	h.waitState(t, Connected)
+}
+
+// TestSerialKernelNameRenamed: a scanner configured by its kernel name
+// (/dev/ttyACM0) is unplugged and comes back as /dev/ttyACM1 (re-plugged
+// while the old node was still open, or found after a modem). The loss was
+// logged with the read's error, and every attempt since failed in silence
+// on the old name: the bus read no code, and nothing said where the
+// scanner went (field review). The reader says so once, naming the device
+// present now and the udev fix, and ctl status's problem names it too.
+func TestSerialKernelNameRenamed(t *testing.T) {
+	dir := t.TempDir()
+	p1 := newPTY(t)
+	acm0, acm1 := filepath.Join(dir, "ttyACM0"), filepath.Join(dir, "ttyACM1")
+	if err := os.Symlink(p1.path, acm0); err != nil {
+		t.Fatal(err)
+	}
+	var beats atomic.Int64 // one an attempt, while it is gone
+	h := startSerial(t, Config{Path: acm0, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		Heartbeat: func() { beats.Add(1) }})
+	h.waitState(t, Connected)
+
+	// Unplugged: the node goes with the device, and it comes back as
+	// the next number.
+	p1.unplug(t)
+	if err := os.Remove(acm0); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(t, Disconnected)
+	p2 := newPTY(t)
+	if err := os.Symlink(p2.path, acm1); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "scanner not back under its path; a device of its kind is present under another name"
+	deadline := time.Now().Add(waitTimeout)
+	for h.logs.count(msg) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q logged within %v:\n%s", msg, waitTimeout, h.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	logs := h.logs.String()
+	for _, want := range []string{acm1, "udev rule", "/dev/scanner-NAME"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log does not name %q:\n%s", want, logs)
+		}
+	}
+	if p := h.s.Problem(); !strings.Contains(p, "present now: "+acm1) {
+		t.Errorf("problem %q does not name %s", p, acm1)
+	}
+	// Said once an outage, not at every attempt: let 5 more attempts
+	// fail first.
+	for n := beats.Load() + 5; beats.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no further attempts within %v", waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := os.Symlink(p2.path, acm0); err != nil { // the technician's fix, at last
+		t.Fatal(err)
+	}
+	h.waitState(t, Connected)
+	if got := h.logs.count(msg); got != 1 {
+		t.Errorf("%q logged %d times, want once:\n%s", msg, got, h.logs)
+	}
+	if p := h.s.Problem(); p != "" {
+		t.Errorf("problem %q once read again, want none", p)
+	}
+}
+
+// TestKernelNameHint: only the names the kernel numbers by order of
+// appearance are warned about (a board's own UART, ttyS0 or ttyAMA0, and a
+// udev name are stable), and an input device's hint names the input udev
+// name and lists no other eventN (every keyboard and button is one).
+func TestKernelNameHint(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"ttyUSB0", "ttyUSB3", "event0", "event5", "ttyS0"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		path, want string
+		present    []string
+	}{
+		{"/dev/scanner-front", "", nil},
+		{"/dev/ttyS0", "", nil},
+		{"/dev/ttyAMA0", "", nil},
+		{"/dev/serial/by-id/usb-Honeywell_3320g_123-if00", "", nil},
+		{filepath.Join(dir, "ttyUSB1"), "/dev/scanner-NAME", []string{filepath.Join(dir, "ttyUSB0"), filepath.Join(dir, "ttyUSB3")}},
+		{filepath.Join(dir, "event3"), "/dev/input/scanner-NAME", nil},
+	} {
+		hint, present := KernelNameHint(c.path)
+		if c.want == "" && hint != "" || !strings.Contains(hint, c.want) || !slices.Equal(present, c.present) {
+			t.Errorf("%s: hint %q, present %q; want a hint with %q, present %q", c.path, hint, present, c.want, c.present)
+		}
+	}
 }
