@@ -43,7 +43,7 @@ func showAccount(ctx context.Context, path string, stdout io.Writer) error {
 			Reason     string `json:"reason"` // a refund's, as the shop gave it
 		} `json:"recent_activity"`
 	}
-	if err := call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), s.Secret, nil, &out); err != nil {
+	if err := s.call(ctx, path, "GET", fmt.Sprintf("%s/v1/accounts/%d", s.Server, s.Account), nil, &out); err != nil {
 		return err
 	}
 	// What the server sends is shown with its control and invisible

@@ -79,6 +79,11 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 	if err != nil {
 		return err
 	}
+	// --watch clears a terminal for each code. Into a file or a pipe (a
+	// scanner's feed: farego-rider code --watch >> feed) the escapes and
+	// the header went too, each a frame a validator refused: there the
+	// codes alone, one a line.
+	screen := watch && cli.IsTerminal(stdout)
 	for {
 		text, err := nextCode(path, s, now())
 		if err != nil {
@@ -106,7 +111,7 @@ func showCode(ctx context.Context, path, png string, qr, watch bool, nowFlag str
 				return fmt.Errorf("--png: %w", err)
 			}
 		}
-		if watch {
+		if screen {
 			fmt.Fprint(stdout, "\x1b[2J\x1b[H") // clear the screen
 			fmt.Fprintf(stdout, "account %d — code of %s (refreshes every minute, Ctrl-C to stop)\n\n", s.Account, now().Format("15:04:05"))
 		}

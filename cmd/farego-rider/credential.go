@@ -27,7 +27,7 @@ func fetchCredential(ctx context.Context, path string, stdout io.Writer) error {
 		Credential string `json:"credential"`
 		TokenSeed  string `json:"token_seed"`
 	}
-	if err := call(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/credentials", s.Server, s.Account), s.Secret, nil, &out); err != nil {
+	if err := s.call(ctx, path, "POST", fmt.Sprintf("%s/v1/accounts/%d/credentials", s.Server, s.Account), nil, &out); err != nil {
 		return err
 	}
 	s.Credential, s.TokenSeed, s.NotAfter, s.Counter = out.Credential, out.TokenSeed, out.NotAfter, 0

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -133,8 +134,8 @@ func (s *state) keys() ([]byte, ed25519.PrivateKey, error) {
 	return cred, k, nil
 }
 
-// call makes one API request; a connection failure says that codes still
-// work offline.
+// call makes one API request to the server --server names (signin); a
+// connection failure says that codes still work offline.
 func call(ctx context.Context, method, url, token string, body, out any) error {
 	err := cli.CallJSON(ctx, method, url, token, body, out)
 	var ae *cli.APIError
@@ -142,4 +143,39 @@ func call(ctx context.Context, method, url, token string, body, out any) error {
 		return fmt.Errorf("the server is not reachable (%w); codes still work offline", err)
 	}
 	return err
+}
+
+// call makes one API request, with the account's secret, to the server
+// the state file at path names (account and credential take no --server,
+// yet a server that did not answer was "check --server"). A connection
+// failure names the state file, and says whether codes work offline: not
+// without a credential valid now (it said they did, to a rider fetching
+// the first).
+func (s *state) call(ctx context.Context, path, method, url string, body, out any) error {
+	err := cli.CallJSON(ctx, method, url, s.Secret, body, out)
+	var ae *cli.APIError
+	if err == nil || errors.As(err, &ae) {
+		return err
+	}
+	return fmt.Errorf("the server is not reachable (%s); %s", s.noAnswer(path, err), s.offline())
+}
+
+// noAnswer is err, a request the state file's server did not answer, with
+// where that server's address comes from.
+func (s *state) noAnswer(path string, err error) string {
+	var na *cli.NoAnswer
+	if errors.As(err, &na) {
+		return na.Hint(fmt.Sprintf("its address is the one %s holds, from register or signin: farego-rider signin --secret SECRET|@FILE --server URL changes it", path))
+	}
+	return err.Error()
+}
+
+// offline says whether the rider can still pay while the server is away.
+func (s *state) offline() string {
+	if cred, _, err := s.keys(); err == nil {
+		if c, err := paycode.ParseCredential(cred); err == nil && time.Now().Before(c.ValidUntil()) {
+			return fmt.Sprintf("codes still work offline (credential valid until %s)", c.ValidUntil().Format(time.RFC3339))
+		}
+	}
+	return `no codes offline without a credential valid now: run "farego-rider credential" once the server answers`
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -493,5 +494,93 @@ func TestRiderCodeCounterLastMade(t *testing.T) {
 		t.Fatal(err)
 	} else if s.Counter != math.MaxUint16 {
 		t.Errorf("after the 65535th code the counter is %d, want 65535", s.Counter)
+	}
+}
+
+// TestRiderServerOfTheStateFile: account, credential and topup take the
+// server from the state file and have no --server, yet a server that did
+// not answer was "check --server" (a flag they refuse), and "codes still
+// work offline" to a rider without a credential. They name the state file
+// and say whether codes work offline; the retry a top-up cut off asks for
+// says it added nothing (it printed the balance alone, as a new top-up).
+func TestRiderServerOfTheStateFile(t *testing.T) {
+	srv := apitest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	st := filepath.Join(dir, "rider.json")
+	if c, o, e := rider(t, "register", "--state", st, "--server", srv.URL); c != 0 {
+		t.Fatalf("register: %d %q %q", c, o, e)
+	}
+	tokFile := "@" + srv.TokenFile
+	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--reference", "psp-1", "--operator-token", tokFile); c != 0 ||
+		!strings.Contains(o, "balance 15.00 EUR") || strings.Contains(o, "nothing added") {
+		t.Fatalf("topup: %d %q %q", c, o, e)
+	}
+	if c, o, e := rider(t, "topup", "--state", st, "--amount", "1500", "--reference", "psp-1", "--operator-token", tokFile); c != 0 ||
+		!strings.Contains(o, `reference "psp-1" was used already`) || !strings.Contains(o, "nothing added") || !strings.Contains(o, "balance 15.00 EUR") {
+		t.Errorf("topup again with its reference: %d %q %q; want nothing added, the balance as it was", c, o, e)
+	}
+
+	// Without a credential, the server gone.
+	s := readState(t, st)
+	s.Server = down
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"account"}, {"credential"}, {"topup", "--amount", "100", "--operator-token", tokFile}} {
+		c, _, e := rider(t, append(args, "--state", st)...)
+		if c != 1 || !strings.Contains(e, "not reachable") || strings.Contains(e, "--server)") || !strings.Contains(e, "the one "+st+" holds") {
+			t.Errorf("%s with the server down: %d %q; want 1, the state file named as the server's source, not --server", args[0], c, e)
+		}
+		if args[0] != "topup" && (strings.Contains(e, "codes still work") || !strings.Contains(e, "no codes offline without a credential")) {
+			t.Errorf("%s with the server down and no credential: %q; want no codes offline", args[0], e)
+		}
+	}
+	// With a credential valid now, codes do work offline.
+	off := offlineState(t, 0)
+	s = readState(t, off)
+	s.Server = down
+	if err := s.save(off); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, e := rider(t, "account", "--state", off); c != 1 || !strings.Contains(e, "codes still work offline (credential valid until") ||
+		strings.Contains(e, "--server)") {
+		t.Errorf("account with the server down and a credential: %d %q", c, e)
+	}
+}
+
+// TestRiderWatchIntoAFile: code --watch into a file or a pipe (a scanner's
+// feed, as the README's "By hand" appends codes to) wrote the terminal's
+// clear-screen escapes and a header line before each code, which a
+// validator reads as frames that are no code. There it writes the codes
+// alone, one a line.
+func TestRiderWatchIntoAFile(t *testing.T) {
+	st := offlineState(t, 0)
+	f, err := os.Create(filepath.Join(t.TempDir(), "feed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the first code, then stop as at Ctrl-C
+	var errb bytes.Buffer
+	if c := run(ctx, []string{"code", "--watch", "--state", st}, f, &errb); c != 0 {
+		t.Fatalf("code --watch: %d %q", c, errb.String())
+	}
+	data, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("code --watch into a file wrote %q; want one line, the code", data)
+	}
+	if _, err := paycode.ParseText(lines[0]); err != nil {
+		t.Errorf("code --watch into a file wrote %q: %v", lines[0], err)
 	}
 }

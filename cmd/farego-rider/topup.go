@@ -72,10 +72,10 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 		Balance  int64  `json:"balance"`
 		Currency string `json:"currency"`
 	}
-	err = cli.CallJSON(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
+	hdr, err := cli.CallJSONHeader(ctx, "POST", fmt.Sprintf("%s/v1/accounts/%d/topups", s.Server, s.Account), tok,
 		map[string]any{"amount": amount, "reference": ref}, &out)
 	if ae := (*cli.APIError)(nil); err != nil && !errors.As(err, &ae) {
-		return fmt.Errorf("the server is not reachable (%w): a top-up needs it; try again with --reference %s, so that it counts once if this one reached it", err, ref)
+		return fmt.Errorf("the server is not reachable (%s): a top-up needs it; try again with --reference %s, so that it counts once if this one reached it", s.noAnswer(path, err), ref)
 	}
 	if ae := (*cli.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusForbidden {
 		// The server cannot tell a wrong operator token from a wrong
@@ -85,6 +85,14 @@ func topUp(ctx context.Context, path string, amount int64, ref, tok string, stdo
 	}
 	if err != nil {
 		return err
+	}
+	// The retry the message above asks for, of a top-up that had reached
+	// the server, adds nothing: said so (it printed the balance alone, as
+	// if added again).
+	if hdr.Get("Idempotent-Replayed") == "true" {
+		fmt.Fprintf(stdout, "reference %q was used already (%s): nothing added; account %d balance %s\n",
+			ref, money(amount, out.Currency), s.Account, money(out.Balance, out.Currency))
+		return nil
 	}
 	fmt.Fprintf(stdout, "account %d balance %s\n", s.Account, money(out.Balance, out.Currency))
 	return nil

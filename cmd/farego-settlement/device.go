@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,6 +57,10 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	if err := st.RevokeDevice(ctx, id); err != nil {
+		if errors.Is(err, ledger.ErrNotFound) {
+			// It said "ledger: not found: device X" alone.
+			return fmt.Errorf("%w: nothing was changed (the console's fleet page, or GET /v1/devices, lists the ids)", err)
+		}
 		return err
 	}
 	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_device", Target: id}); err != nil {

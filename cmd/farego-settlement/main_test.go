@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -687,6 +689,11 @@ func TestDeviceRevokeAgain(t *testing.T) {
 	if c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-1"); c != 0 || !strings.Contains(out, "was revoked already") {
 		t.Errorf("revoke again: %d %q %q", c, out, e)
 	}
+	// A mistyped id said "ledger: not found: device …" alone.
+	if c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "bus-l"); c != 1 || !strings.Contains(e, `device "bus-l"`) ||
+		!strings.Contains(e, "nothing was changed") || !strings.Contains(e, "GET /v1/devices") {
+		t.Errorf("revoke of an unknown id: %d %q %q; want 1, nothing changed, where the ids are", c, out, e)
+	}
 	// Its usage says how to bring a device back: farego-provision
 	// refuses --force alone for a revoked device.
 	if c, out, e := settle(t, ctx, "device", "--help"); c != 0 || !strings.Contains(out, "farego-provision device --force --unrevoke") {
@@ -775,5 +782,47 @@ func TestRevokeInitTokenDoneWhenItSaysSo(t *testing.T) {
 	}
 	if server.CheckToken(old) {
 		t.Error("after token revoke init said so, a server reading the key directory still takes the old token")
+	}
+}
+
+// TestInitSaysWhatTheDatabaseLacks: init --db naming a PostgreSQL database
+// that does not exist said PostgreSQL's FATAL alone, and one whose
+// search_path names no schema that exists failed at its first table ("no
+// schema has been selected to create in"), neither saying what to do.
+// Both name the fix, and make nothing.
+func TestInitSaysWhatTheDatabaseLacks(t *testing.T) {
+	base, err := url.Parse(ledgertest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	missing := "farego_missing_" + hex.EncodeToString(b[:])
+	noDB := *base
+	noDB.Path = "/" + missing
+	noSchema := *base
+	q := noSchema.Query()
+	q.Set("search_path", missing)
+	noSchema.RawQuery = q.Encode()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		dsn, want string
+	}{
+		{noDB.String(), "createdb NAME"},
+		{noSchema.String(), "CREATE SCHEMA NAME"},
+	} {
+		data := filepath.Join(t.TempDir(), "data")
+		c, _, e := settle(t, ctx, "init", "--data", data, "--db", tc.dsn)
+		if c != 1 || !strings.Contains(e, tc.want) || !strings.Contains(e, "--db") {
+			t.Errorf("init --db %s: %d %q; want 1, naming --db and %q", tc.dsn, c, e, tc.want)
+		}
+		if _, err := os.Stat(data); !os.IsNotExist(err) {
+			t.Errorf("init --db %s left %s: %v", tc.dsn, data, err)
+		}
+	}
+	c, _, e := settle(t, ctx, "verify", "--data", t.TempDir(), "--db", noSchema.String())
+	if c != 1 || !strings.Contains(e, "CREATE SCHEMA NAME") {
+		t.Errorf("verify --db with no schema: %d %q", c, e)
 	}
 }

@@ -146,6 +146,9 @@ func parseAmount(text, currency string) (int64, error) {
 		t = m[2]
 	}
 	v, err := feedback.ParseNumber(t, currency)
+	if errors.Is(err, feedback.ErrTooLarge) {
+		return 0, fmt.Errorf("amount %q: more than one amount may be (%s)", text, feedback.FormatAmount(ledger.MaxAmount, currency))
+	}
 	if err != nil {
 		return 0, fmt.Errorf("amount %w", err)
 	}

@@ -271,6 +271,8 @@ func TestOperatorMoneyCommands(t *testing.T) {
 			r.refused(t, 2, "must be more than zero", cmd("account", "topup", a, "0.00", "--reference", "ticket-8", "--reason", "x")...)
 			r.refused(t, 2, "a negative amount", cmd("account", "topup", a, "-5", "--reference", "ticket-8", "--reason", "x")...)
 			r.refused(t, 2, "more than one amount may be", cmd("account", "topup", a, "2000000000.00", "--reference", "ticket-8", "--reason", "x")...)
+			// Over 12 whole digits too (it was "is not an amount in EUR").
+			r.refused(t, 2, "more than one amount may be", cmd("account", "topup", a, "99999999999999.00", "--reference", "ticket-8", "--reason", "x")...)
 			r.refused(t, 2, "at most 2 decimals", cmd("account", "topup", a, "1.005", "--reference", "ticket-8", "--reason", "x")...)
 			r.refused(t, 2, "write 500.00 for 500.00 EUR, or 5.00 for 5.00 EUR", cmd("account", "topup", a, "500", "--reference", "ticket-8", "--reason", "x")...)
 			r.refused(t, 2, "is not an amount in EUR", cmd("account", "topup", a, "five", "--reference", "ticket-8", "--reason", "x")...)

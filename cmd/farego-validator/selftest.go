@@ -770,8 +770,31 @@ func brokerAdvice(err error, caFile string, certOnly bool) string {
 		return "this device logs in with its client certificate (mqtt.cert_file, no password): the broker must ask for one " +
 			"(farego-settlement run --client-ca FLEET/ca.crt beside --mqtt-tls; an external broker's require_certificate), " +
 			"or provision the device without --tls to log in with a password; else it was provisioned again (--force) or revoked: install its current bundle"
+	case strings.Contains(err.Error(), "not Authorized") || strings.Contains(err.Error(), "bad user name or password"):
+		return refusedLogin
+	case noAnswer(err.Error()):
+		// It said to check "the device's credentials (farego-provision
+		// device re-registers it)" too: a new key, which the broker never
+		// saw, for a broker that was not reached.
+		return "the broker was not reached: check that it runs, mqtt.broker, and the route to its port (nc -vz HOST PORT: network, APN, firewall); the device's credentials were not tried"
 	}
-	return "check the network, mqtt.broker and the device's credentials (farego-provision device re-registers it)"
+	return "check the network, mqtt.broker and the device's credentials (install its current bundle)"
+}
+
+// refusedLogin is what to do about a broker that refused the device's
+// login (MQTT "not Authorized").
+const refusedLogin = "the broker refuses this device's credentials: it was provisioned again (farego-provision device --force: " +
+	"the old key and password stop working) or revoked since this bundle was made; install its current bundle"
+
+// noAnswer reports whether a connection error is the network's: nothing
+// listens at the address, it does not resolve, or nothing answers.
+func noAnswer(e string) bool {
+	for _, s := range []string{"connection refused", "i/o timeout", "no such host", "network is unreachable", "no route to host", "connection reset"} {
+		if strings.Contains(e, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // runningBrokerAdvice is what to do about the running validator's uplink
@@ -782,8 +805,7 @@ func runningBrokerAdvice(e string) string {
 	}
 	switch {
 	case strings.Contains(e, "not Authorized") || strings.Contains(e, "bad user name or password"):
-		return "the broker refuses this device's credentials: it was provisioned again (farego-provision device --force: " +
-			"the old key and password stop working) or revoked since this bundle was made; install its current bundle"
+		return refusedLogin
 	case strings.Contains(e, "x509:") || strings.Contains(e, "tls:"):
 		return "a TLS failure: check the broker's certificate (its CA in mqtt.ca_file, its names, its dates) and the device's clock"
 	}

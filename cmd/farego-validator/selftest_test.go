@@ -248,6 +248,22 @@ func TestSelftest(t *testing.T) {
 		}
 	}
 	fail("broker down", "broker", "no connection to", d.broker.Stop, d.broker.Restart)
+	// A broker not reached is the network's matter: it said to check "the
+	// device's credentials (farego-provision device re-registers it)", a
+	// new key for a broker that never saw the old one.
+	d.broker.Stop()
+	lines, _, _ = d.selftest()
+	d.broker.Restart()
+	if l := lines["broker"]; !strings.Contains(l, "nc -vz") || strings.Contains(l, "re-registers") {
+		t.Errorf("broker down: %q; want the route to the broker checked, not the device provisioned again", l)
+	}
+	// A refused login is the credentials' (it got the same advice as a
+	// broker down).
+	cfgBytes, err := os.ReadFile(d.cfgPath)
+	must(t, err)
+	fail("password refused", "broker", "provisioned again", func() {
+		must(t, os.WriteFile(d.cfgPath, []byte(strings.Replace(string(cfgBytes), `password = "s3cret"`, `password = "stale"`, 1)), 0o644))
+	}, func() { must(t, os.WriteFile(d.cfgPath, cfgBytes, 0o644)) })
 	fleetPub := filepath.Join(d.dir, "fleet.pub")
 	ours, err := os.ReadFile(fleetPub)
 	must(t, err)

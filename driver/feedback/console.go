@@ -2,6 +2,7 @@ package feedback
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -269,16 +270,26 @@ func FormatNumber(minor int64, currency string) string {
 	return fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
 }
 
+// ErrTooLarge is ParseNumber's error for an amount of more than 12 whole
+// digits: more than any amount the ledger takes.
+var ErrTooLarge = errors.New("too large")
+
 // ParseNumber reads an amount typed in major units of currency ("1.20",
 // "1,2", "250" for JPY) as minor units, or fails: a sign, more decimals
-// than the currency has, more than 12 whole digits, anything else.
+// than the currency has, more than 12 whole digits (ErrTooLarge), anything
+// else.
 func ParseNumber(text, currency string) (int64, error) {
 	digits := CurrencyDigits(currency)
 	t := strings.Replace(strings.TrimSpace(text), ",", ".", 1)
 	whole, frac, dot := strings.Cut(t, ".")
-	if whole == "" || len(whole) > 12 || strings.Trim(whole, "0123456789") != "" ||
+	if whole == "" || strings.Trim(whole, "0123456789") != "" ||
 		strings.Trim(frac, "0123456789") != "" || (dot && frac == "") {
 		return 0, fmt.Errorf("%q is not an amount in %s (such as %s)", text, clean(currency), FormatNumber(2050, currency))
+	}
+	// A number, too long: said as such (it was "not an amount", while
+	// one of 11 digits was "more than one amount may be").
+	if len(whole) > 12 {
+		return 0, fmt.Errorf("%q: %w: more than 12 whole digits", text, ErrTooLarge)
 	}
 	if len(frac) > digits {
 		if digits == 0 {

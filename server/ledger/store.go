@@ -279,6 +279,12 @@ func exists(path string) bool {
 
 func (s *Store) init(ctx context.Context, currency string) error {
 	if err := s.db.PingContext(ctx); err != nil {
+		// A database the DSN names that is not there was PostgreSQL's
+		// FATAL alone: init makes the ledger's tables, not the database.
+		if pg := (*pgconn.PgError)(nil); errors.As(err, &pg) && pg.Code == "3D000" {
+			return fmt.Errorf("ledger: connect to %s: %w: check the database name in --db; a new ledger's database is made first, empty "+
+				"(createdb NAME, or CREATE DATABASE NAME), then farego-settlement init --db makes the ledger in it", s.backend, err)
+		}
 		return fmt.Errorf("ledger: connect to %s: %w", s.backend, err)
 	}
 	if s.backend == backendSQLite {
@@ -346,6 +352,21 @@ func (s *Store) checkPostgresSettings(ctx context.Context) error {
 		return fmt.Errorf("%w: PostgreSQL must run the ledger with synchronous_commit on (got off: a commit is acknowledged before it is on disk, "+
 			"and a power cut of the database server loses batches the validators were told were settled and have deleted): "+
 			"remove the setting (DSN, ALTER DATABASE/ROLE ... SET, postgresql.conf), or add synchronous_commit=on to the DSN", ErrInvalid)
+	}
+	// A search_path naming no schema that exists left init to fail at its
+	// first table ("no schema has been selected to create in", SQLSTATE
+	// 3F000), and the other commands at their first query.
+	var schema sql.NullString
+	if err := conn.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return fmt.Errorf("ledger: postgres: %w", err)
+	}
+	if !schema.Valid {
+		var path string
+		if err := conn.QueryRowContext(ctx, "SHOW search_path").Scan(&path); err != nil {
+			return fmt.Errorf("ledger: postgres: %w", err)
+		}
+		return fmt.Errorf("%w: no schema of the search_path (%s) exists in this database: check search_path in --db, "+
+			"or create the schema first (CREATE SCHEMA NAME), then farego-settlement init --db makes the ledger in it", ErrInvalid, path)
 	}
 	return nil
 }

@@ -22,6 +22,24 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Code + ": " + e.Message }
 
+// NoAnswer is a request no server answered: nothing listens at Server
+// (scheme://host), or the address is wrong. Its message names --server,
+// the flag most commands take the address from; a command that takes it
+// from elsewhere (farego-rider's state file) says so instead (Hint).
+type NoAnswer struct {
+	Err    error
+	Server string
+}
+
+func (e *NoAnswer) Error() string { return e.Hint("check --server") }
+
+// Hint is the message with what to check in place of --server.
+func (e *NoAnswer) Hint(check string) string {
+	return fmt.Sprintf("%v (is the server at %s running and reachable? %s)", e.Err, e.Server, check)
+}
+
+func (e *NoAnswer) Unwrap() error { return e.Err }
+
 // refused reports whether err is a failure to connect (not an answer of
 // the server: the address is wrong, or nothing listens there yet).
 func refused(err error) bool {
@@ -59,11 +77,18 @@ func GetJSONWaiting(ctx context.Context, url string, wait time.Duration, progres
 // nil) is sent as JSON, token as a bearer token, and a 2xx answer is decoded
 // into out (if not nil). An error answer becomes an *APIError.
 func CallJSON(ctx context.Context, method, url, token string, body, out any) error {
+	_, err := CallJSONHeader(ctx, method, url, token, body, out)
+	return err
+}
+
+// CallJSONHeader is CallJSON that also returns the answer's header (nil
+// without an answer): Idempotent-Replayed says a retry changed nothing.
+func CallJSONHeader(ctx context.Context, method, url, token string, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -71,7 +96,7 @@ func CallJSON(ctx context.Context, method, url, token string, body, out any) err
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -84,26 +109,26 @@ func CallJSON(ctx context.Context, method, url, token string, body, out any) err
 		if refused(err) {
 			// Not an answer of the server: the address is wrong, or
 			// nothing listens there.
-			return fmt.Errorf("%w (is the server at %s://%s running and reachable? check --server)", err, req.URL.Scheme, req.URL.Host)
+			return nil, &NoAnswer{Err: err, Server: req.URL.Scheme + "://" + req.URL.Host}
 		}
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			return &APIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+			return resp.Header, &APIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 		}
-		return &APIError{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: resp.Status}
+		return resp.Header, &APIError{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: resp.Status}
 	}
 	if out != nil {
-		return json.Unmarshal(data, out)
+		return resp.Header, json.Unmarshal(data, out)
 	}
-	return nil
+	return resp.Header, nil
 }
