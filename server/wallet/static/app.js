@@ -109,8 +109,11 @@ function hideKeepingFocus(el, to) {
 
 function renderNet() {
   const state = !navigator.onLine ? "offline" : serverReachable ? "online" : "unreachable";
-  // "codes still work" only while the phone holds a pass that makes them.
-  const text = t("net_" + state + (state !== "online" && !passUsable ? "_nopass" : ""));
+  // "codes still work" only while the phone holds a pass that makes them,
+  // and its clock is not known to be wrong: beside "validators refuse
+  // codes from the future" it told the rider the opposite.
+  const works = passUsable && $("clock-warning").hidden;
+  const text = t("net_" + state + (state !== "online" && !works ? "_nopass" : ""));
   const el = $("net");
   // A block that a top-up may have lifted shows its code only while the
   // phone cannot ask (blockMayBeLifted): the pass is shown again as it is.
@@ -215,7 +218,12 @@ function renderPass(cred, nowS) {
     el.textContent = t(coming ? "pass_blocked" : "pass_blocked_stays", { serial: cred.serial });
     warn = true;
   } else if (nowS > cred.notAfter) {
-    el.textContent = t("pass_expired");
+    // When it ran out, in words: "has expired" alone left a rider at the
+    // door with no code wondering since when, and whether the phone or
+    // the pass was wrong. Online with the server out of reach,
+    // "connect to the internet" was no help.
+    const until = dateTime(cred.notAfter * 1000);
+    el.textContent = t(navigator.onLine && !serverReachable ? "pass_expired_unreachable" : "pass_expired", { until });
     warn = true;
   } else if (nowS + CLOCK_SKEW_S < cred.notBefore) {
     el.textContent = t("pass_not_yet");
@@ -474,6 +482,10 @@ function flagText(flag) {
 function fillTable(name, rows, amounts = []) {
   $(name + "-none").hidden = rows.length > 0;
   $(name + "-table").hidden = rows.length === 0;
+  // Its scrolling frame is a stop of the keyboard's (a wide table scrolls
+  // with the arrow keys): empty, it was a stop on nothing, a thin focus
+  // ring under "No rides yet." and silence from a screen reader.
+  $(name + "-table").parentElement.hidden = rows.length === 0;
   const heads = $(name + "-table").querySelectorAll("th");
   $(name + "-body").replaceChildren(
     ...rows.map(({ data, cells }) => {
@@ -998,6 +1010,7 @@ function checkClock(serverMs, uncertaintyMs, atMs) {
     el.textContent = "";
   }
   keepClock(wrong ? { skew, at: serverMs } : null);
+  renderNet();
 }
 
 // The last measurement that found the phone's clock wrong is kept in the
@@ -1036,6 +1049,7 @@ function showKeptClock() {
   const el = $("clock-warning");
   el.textContent = t(kept.skew > 0 ? "clock_was_ahead" : "clock_was_behind", { amount: span(Math.abs(kept.skew)), time: dateTime(kept.at) });
   el.hidden = false;
+  renderNet();
 }
 
 // storedAccountSound: the account record read from storage is one that
