@@ -121,3 +121,37 @@ func TestZoneRulesFollowTheTimeZoneDatabase(t *testing.T) {
 		t.Error("London and Berlin, one fingerprint")
 	}
 }
+
+// A service day depends on the zone's offsets alone: two databases whose
+// zone differs only in its abbreviations (tzdata renames some, as 2024b
+// did MET's MET/MEST to CET/CEST, its offsets unchanged) put every ride
+// on the same day, and FaregoZoneRulesDiffer warned that riders lose
+// transfers. Africa/Lagos (WAT) and Etc/GMT-1 ("+01"), one hour east of
+// UTC all year, as two versions of one zone: one fingerprint.
+func TestZoneRulesIgnoreAbbreviations(t *testing.T) {
+	tb, err := fare.Load("../../testdata/fare/table.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := func(name string) *fare.Table {
+		t.Helper()
+		tb.TimeZone = name
+		body, err := tb.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, err := fare.Parse(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	d0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	lagos, gmt1, gmt2 := zone("Africa/Lagos"), zone("Etc/GMT-1"), zone("Etc/GMT-2")
+	if a, b := lagos.ZoneRules(d0), gmt1.ZoneRules(d0); a != b {
+		t.Errorf("one offset all year, two names: fingerprints %s and %s", a, b)
+	}
+	if gmt1.ZoneRules(d0) == gmt2.ZoneRules(d0) {
+		t.Error("UTC+1 and UTC+2, one fingerprint")
+	}
+}

@@ -125,10 +125,20 @@ func (s *Store) CreateAccount(ctx context.Context, spec AccountSpec) (Account, e
 
 // unusedAccount is what makes an account made anonymously one that nothing
 // was done with (its columns): no posting (top-up, fare, payment, refund),
-// no credential, no credit line, never below it. The partial index
+// no credential, no credit line, never below it, no reduced fare the
+// operator or the payment provider confirmed (a rider's eligibility
+// checked: TestConfirmedProfileKeepsAccount). The partial index
 // accounts_unused holds the anonymous accounts never issued a credential
 // (a condition on no column a tap's settlement changes).
-const unusedAccount = `anonymous AND postings = 0 AND last_serial = 0 AND credit_line = 0 AND NOT neg_denied`
+const unusedAccount = `anonymous AND postings = 0 AND last_serial = 0 AND credit_line = 0 AND NOT neg_denied
+	AND (profile = 0 OR profile_pending)`
+
+// notDenied (its $1 the account) is an account with no deny entry. The
+// deletes check it again: a deny committed after forgetUnusedQuery read
+// the deny list changes no column of the account, so on PostgreSQL its
+// lock comes without a second look at the row, and the entry's foreign
+// key refused the delete, failing the sign-up (TestForgetRacesDeny).
+const notDenied = `NOT EXISTS (SELECT 1 FROM deny_entries d WHERE d.account_id = $1)`
 
 // forgetUnusedQuery finds the oldest accounts made before $1 that nothing
 // was done with, not on the deny list, through accounts_unused
@@ -143,9 +153,10 @@ const forgetUnusedQuery = `SELECT id FROM accounts a WHERE ` + unusedAccount + `
 // anonymously before cutoff (unix ns) that nothing was done with, oldest
 // first, with the payment limit a rider may have set on one, and returns
 // how many. An account on the deny list (the operator's entry) is kept.
-// The accounts are locked and checked again (PostgreSQL: a top-up or a
-// credential committed meanwhile keeps one); any other row that names an
-// account refers to it by a foreign key, which refuses the delete.
+// The accounts are locked and checked again, the deny list too
+// (PostgreSQL: a top-up, a credential or a deny committed meanwhile keeps
+// one); any other row that names an account refers to it by a foreign
+// key, which refuses the delete.
 func (t *txn) forgetUnusedAccounts(cutoff int64) (int64, error) {
 	rows, err := t.query(forgetUnusedQuery+t.s.forUpdate(), cutoff)
 	if err != nil {
@@ -167,10 +178,10 @@ func (t *txn) forgetUnusedAccounts(cutoff int64) (int64, error) {
 	var forgot int64
 	for _, id := range ids {
 		if _, err := t.exec("forget unused account", `DELETE FROM payment_limits WHERE account_id = $1
-			AND EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND `+unusedAccount+`)`, id); err != nil {
+			AND EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND `+unusedAccount+`) AND `+notDenied, id); err != nil {
 			return 0, err
 		}
-		n, err := t.execCount("forget unused account", `DELETE FROM accounts WHERE id = $1 AND `+unusedAccount, id)
+		n, err := t.execCount("forget unused account", `DELETE FROM accounts WHERE id = $1 AND `+unusedAccount+` AND `+notDenied, id)
 		if err != nil {
 			return 0, err
 		}

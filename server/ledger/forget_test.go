@@ -7,8 +7,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/farego/farego/agent/paycode"
 )
 
 // Anyone may make accounts (POST /v1/accounts, 600 a minute in all), and
@@ -223,6 +226,127 @@ func TestForgetReadsTheUnusedIndex(t *testing.T) {
 			if !strings.Contains(p, "accounts_unused") || scan.MatchString(p) {
 				t.Errorf("the lookup of unused accounts (%s plan) does not read accounts_unused alone:\n%s", mode, p)
 			}
+		}
+	})
+}
+
+// The operator denies an unused anonymous account while a sign-up is
+// about to forget it (PostgreSQL, READ COMMITTED): the sign-up's lookup
+// read the deny list before the entry was committed, then waited for the
+// account's lock, which the deny held; the deny changes no column of the
+// account, so the lock came without a second look, and the delete was
+// refused by the deny entry's foreign key: the rider's sign-up failed
+// (a 500), every time an operator's deny met one. The deny is checked
+// again as the account is deleted: the denied account is kept, the
+// sign-up made.
+func TestForgetRacesDeny(t *testing.T) {
+	db := newPostgresDB(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := day0
+	s := db.open(t, &Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
+	a, err := s.CreateAccount(ctx, AccountSpec{Anonymous: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(DefaultForgetUnusedAccounts + time.Minute)
+	mu.Unlock()
+	// The deny stops at its commit, its entry written and the account
+	// locked, until the sign-up waits for that lock.
+	var armed atomic.Bool
+	armed.Store(true)
+	reached, release := make(chan struct{}), make(chan struct{})
+	s.fault = func(p string) error {
+		if p == "commit" && armed.CompareAndSwap(true, false) {
+			close(reached)
+			<-release
+		}
+		return nil
+	}
+	denyErr := make(chan error, 1)
+	go func() { denyErr <- s.Deny(ctx, a.ID, 0, "operator") }()
+	<-reached
+	var denier int
+	if err := s.db.QueryRowContext(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'relation'
+		AND relation = CAST('deny_entries' AS regclass) AND mode = 'RowExclusiveLock' AND granted`).Scan(&denier); err != nil {
+		close(release)
+		t.Fatalf("the deny's backend: %v", err)
+	}
+	signErr := make(chan error, 1)
+	go func() {
+		_, err := s.CreateAccount(ctx, AccountSpec{Anonymous: true})
+		signErr <- err
+	}()
+	waiting := false
+	for range 2000 {
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))`,
+			denier).Scan(&n); err != nil {
+			close(release)
+			t.Fatal(err)
+		}
+		if n > 0 {
+			waiting = true
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	if err := <-denyErr; err != nil {
+		t.Fatalf("deny: %v", err)
+	}
+	if !waiting {
+		t.Fatal("the sign-up never waited for the denied account's lock")
+	}
+	if err := <-signErr; err != nil {
+		t.Errorf("sign-up beside the deny of the account it would forget: %v", err)
+	}
+	got, err := s.Account(ctx, a.ID)
+	if err != nil {
+		t.Fatalf("denied account: %v", err)
+	}
+	if !got.Denied {
+		t.Errorf("account %d not denied after the deny", a.ID)
+	}
+}
+
+// A reduced fare the operator (or the payment provider) confirmed on an
+// anonymous account is something done with it: the rider showed a
+// student card at the office. Forgotten 30 days after the sign-up when no
+// pass had been fetched yet, the confirmation went with it (the rider's
+// top-up at a kiosk then 404, and the office visit again); one asked for
+// and not confirmed is forgotten as before.
+func TestConfirmedProfileKeepsAccount(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		now := day0
+		s := db.open(t, &Options{Now: func() time.Time { return now }})
+		mk := func() uint64 {
+			t.Helper()
+			a, err := s.CreateAccount(ctx, AccountSpec{Anonymous: true, Profile: paycode.Student})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a.ID
+		}
+		asked, confirmed := mk(), mk()
+		if _, err := s.SetProfile(ctx, confirmed, paycode.Student, true); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(DefaultForgetUnusedAccounts + time.Minute)
+		for range 2 {
+			mk()
+		}
+		if _, err := s.Account(ctx, asked); !errors.Is(err, ErrNotFound) {
+			t.Errorf("account %d with a reduced fare asked for only: %v, want it forgotten", asked, err)
+		}
+		a, err := s.Account(ctx, confirmed)
+		if err != nil {
+			t.Fatalf("account %d with a confirmed reduced fare: %v", confirmed, err)
+		}
+		if a.Profile != paycode.Student || a.ProfilePending {
+			t.Errorf("account %d: profile %v pending %v", confirmed, a.Profile, a.ProfilePending)
 		}
 	})
 }

@@ -83,10 +83,11 @@ type Options struct {
 	// ForgetUnusedAccounts: an account made anonymously (the wallet's
 	// sign-up, AccountSpec.Anonymous) that nothing was ever done with —
 	// never topped up or charged, never issued a credential, no credit
-	// line, not on the deny list — is forgotten this long after it was
-	// made, by the anonymous sign-ups after it (each forgets at most
-	// two): a client that makes the 600 accounts a minute the
-	// API lets anyone make does not make the ledger hold them for ever
+	// line, not on the deny list, no reduced fare confirmed — is
+	// forgotten this long after it was made, by the anonymous sign-ups
+	// after it (each forgets at most two): a client that makes the 600
+	// accounts a minute the API lets anyone make does not make the
+	// ledger hold them for ever
 	// (some 200 bytes each, 180 MB a day). Its id is never used again; a
 	// payment limit it had is forgotten with it. 0 means
 	// DefaultForgetUnusedAccounts; negative: never.
