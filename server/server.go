@@ -167,6 +167,8 @@ type Server struct {
 
 	keyringSyncFailing atomic.Bool   // reading the shared keyring fails (logged once)
 	keyringForged      atomic.Uint64 // newest unsealed keyring version in the ledger logged
+
+	kept keptReplays // the fleet's replay requests kept for devices (replaykept.go)
 }
 
 // serverLogin is the settlement server's own MQTT login: the one given, or
@@ -342,6 +344,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DeviceChanged: s.deviceChanged,
 		Started:       s.started,
 		Replay:        s.ingest.Replay,
+		ReplayFleet:   s.replayFleet,
 		Assign:        s.ingest.Assign,
 		Health: map[string]api.Health{
 			"ingest": connected("ingest", s.ingest.Connected),
@@ -498,6 +501,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { s.heldLoop(ctx) })
 	wg.Go(func() { s.renewLoop(ctx) })
+	wg.Go(func() { s.keptReplayLoop(ctx) })
 	wg.Go(func() { s.console.Run(ctx) })
 	if s.broker != nil {
 		wg.Go(func() { s.devs.Sweep(ctx, s.broker) })

@@ -427,7 +427,11 @@ func ledgerTap(device, epoch string, t *ingest.Tap) ledger.Tap {
 }
 
 func (st *store) Status(ctx context.Context, m *wire.Status) error {
-	return (*Server)(st).ledger.UpdateDeviceStatus(ctx, m.DeviceID, deviceStatus(m))
+	if err := (*Server)(st).ledger.UpdateDeviceStatus(ctx, m.DeviceID, deviceStatus(m)); err != nil {
+		return err
+	}
+	(*Server)(st).sendKeptReplays(m)
+	return nil
 }
 
 // Statuses records several devices' statuses (as Status does each) in one
@@ -444,6 +448,11 @@ func (st *store) Statuses(ctx context.Context, ms []*wire.Status) error {
 	refused, err := (*Server)(st).ledger.UpdateDevicesStatus(ctx, us)
 	if err != nil {
 		return err
+	}
+	for i, m := range ms {
+		if refused[i] == nil {
+			(*Server)(st).sendKeptReplays(m)
+		}
 	}
 	if refused != nil {
 		return &ingest.StatusesRefused{Refused: refused}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -268,7 +269,10 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, erro
 }
 
 // replayAll asks every online, unrevoked device to resend its whole
-// archive: the last step of the restore procedure.
+// archive: the last step of the restore procedure. With ReplayFleet the
+// request is kept for every device, online or not, and sent again when it
+// is next heard online (a device offline now, or whose link dropped
+// before the broker noticed, would otherwise never be asked).
 func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	p, err := h.staff(r)
 	if err != nil {
@@ -282,6 +286,7 @@ func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, e
 		return nil, 0, err
 	}
 	asked, offline := []string{}, []string{}
+	sends := map[string]string{}
 	for _, d := range ds {
 		if !d.Revoked.IsZero() {
 			continue
@@ -290,13 +295,26 @@ func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, e
 			offline = append(offline, d.ID)
 			continue
 		}
+		if h.cfg.ReplayFleet != nil {
+			sends[d.ID] = d.Status.Epoch
+			continue
+		}
 		if err := h.cfg.Replay(r.Context(), d.ID, d.Status.Epoch, 1, ^uint64(0)>>1); err != nil {
 			return nil, 0, err
 		}
 		asked = append(asked, d.ID)
 	}
+	out := map[string]any{"asked": asked, "offline": offline}
+	if h.cfg.ReplayFleet != nil {
+		if asked, err = h.cfg.ReplayFleet(r.Context(), sends); err != nil {
+			return nil, 0, err
+		}
+		slices.Sort(asked)
+		out["asked"] = asked
+		out["kept_until"] = time.Now().Add(ledger.KeptReplayFor).UTC()
+	}
 	h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline", len(asked), len(offline)))
-	return map[string]any{"asked": asked, "offline": offline}, http.StatusAccepted, nil
+	return out, http.StatusAccepted, nil
 }
 
 // CheckDeviceKeys checks a device's registration as the API does before

@@ -1517,9 +1517,9 @@ func TestProfilePending(t *testing.T) {
 		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN profile_pending`, `DROP TABLE ledger_settings`,
 			`ALTER TABLE devices DROP COLUMN written_ns`,                                                         /* migration 22 */
 			`ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle`, /* 30 */
-			`ALTER TABLE devices DROP COLUMN reported_server_version`,                  /* 30 */
-			`ALTER TABLE devices DROP COLUMN cert_not_after_ns`,                        /* 31 */
-			`DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous`, /* 32 */
+			`ALTER TABLE devices DROP COLUMN reported_server_version`,                                                                                                                                                                                                                             /* 30 */
+			`ALTER TABLE devices DROP COLUMN cert_not_after_ns`,                                                                                                                                                                                                                                   /* 31 */
+			`ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous`, /* 32 */
 			`ALTER TABLE code_uses DROP COLUMN reusers`,                                                                          /* 23 */
 			`DROP TABLE code_refusals`,                                                                                           /* 24 */
 			`DROP INDEX refunds_token`,                                                                                           /* 29: on token_id */

@@ -181,7 +181,14 @@ func (in *Ingest) Stats() Stats {
 // milliseconds, above the last id this Ingest sent (a device refuses a
 // request whose id is not above the last one it carried out).
 func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to uint64) error {
-	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to, ID: in.nextReplayID()}
+	return in.ReplayAs(ctx, in.NextReplayID(), deviceID, epoch, from, to)
+}
+
+// ReplayAs is Replay with the request's id (NextReplayID): the same
+// request sent again (a copy kept for a device not reached) is carried
+// out once.
+func (in *Ingest) ReplayAs(ctx context.Context, id uint64, deviceID, epoch string, from, to uint64) error {
+	r := wire.Replay{DeviceID: deviceID, Epoch: epoch, From: from, To: to, ID: id}
 	// The request, then its version 1 copy for validators from before
 	// request ids (they refuse version 2; those after them ignore the copy).
 	var msgs [][]byte
@@ -206,13 +213,13 @@ func (in *Ingest) Replay(ctx context.Context, deviceID, epoch string, from, to u
 		}
 	}
 	in.stats.replay()
-	in.log.Info("ingest: replay requested", "device", deviceID, "epoch", epoch, "from", from, "to", to)
+	in.log.Info("ingest: replay requested", "device", deviceID, "epoch", epoch, "from", from, "to", to, "id", id)
 	return nil
 }
 
-// nextReplayID is the id of a new replay request: now in Unix
+// NextReplayID is the id of a new replay request: now in Unix
 // milliseconds, or one above the last id if the clock has not passed it.
-func (in *Ingest) nextReplayID() uint64 {
+func (in *Ingest) NextReplayID() uint64 {
 	for {
 		last := in.replayID.Load()
 		id := max(uint64(time.Now().UnixMilli()), last+1)

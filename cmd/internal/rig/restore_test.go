@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,11 +66,15 @@ func copyFiles(t *testing.T, dir, name, dst string) {
 // The restore procedure: a ledger restored from an older backup lacks the
 // taps settled since; "farego-settlement restored" moves the id counters
 // past anything handed out since, and POST /v1/devices/replay has every
-// online validator resend its whole archive. Every tap ends in the ledger
-// exactly once, whatever order its batches committed in.
+// online validator resend its whole archive, and keeps the request for
+// every other one, sent when it is next heard online (bus-9 is off at the
+// request: it was never asked, and its taps since the backup stayed out of
+// the ledger). Every tap ends in the ledger exactly once, whatever order
+// its batches committed in.
 func TestRestoreAndReplay(t *testing.T) {
 	r, ctx := newRig(t)
 	d := startDevice(t, ctx, r, "bus-8-front", fast...)
+	off := startDevice(t, ctx, r, "bus-9-front", fast...)
 	riders := newRiders(t, ctx, r, 4, 10_000)
 	tapAll(t, ctx, d, riders)
 	waitRides(t, ctx, r, riders, 1)
@@ -95,17 +100,18 @@ func TestRestoreAndReplay(t *testing.T) {
 				Versions map[string]uint64 `json:"versions"`
 			} `json:"devices"`
 		}
-		return r.API(ctx, "GET", "/v1/devices", nil, &devs) == nil && len(devs.Devices) == 1 && devs.Devices[0].Versions["fares"] == 2
+		return r.API(ctx, "GET", "/v1/devices", nil, &devs) == nil && len(devs.Devices) == 2 &&
+			devs.Devices[0].Versions["fares"] == 2 && devs.Devices[1].Versions["fares"] == 2
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Two more rounds settle after the backup (the device acks them and
 	// keeps them in its archive).
-	for range 2 {
-		time.Sleep(1100 * time.Millisecond) // a transfer window of 1 minute: the charge does not matter here
-		tapAll(t, ctx, d, riders)
-	}
+	time.Sleep(1100 * time.Millisecond) // a transfer window of 1 minute: the charge does not matter here
+	tapAll(t, ctx, d, riders)
+	time.Sleep(1100 * time.Millisecond)
+	tapAll(t, ctx, off, riders)
 	waitRides(t, ctx, r, riders, 3)
 	balances := map[uint64]int64{}
 	for _, rd := range riders {
@@ -123,8 +129,12 @@ func TestRestoreAndReplay(t *testing.T) {
 		t.Fatalf("restored beside a running server: %q, %v; want it refused", out, err)
 	}
 
-	// The disaster: the ledger is restored from the backup.
+	// The disaster: the ledger is restored from the backup; bus-9 is off
+	// until after the replay request.
 	if err := r.StopServer(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := off.Stop(false); err != nil {
 		t.Fatal(err)
 	}
 	matches, _ := filepath.Glob(filepath.Join(r.serverDir(), "ledger.db*"))
@@ -163,13 +173,23 @@ func TestRestoreAndReplay(t *testing.T) {
 			t.Errorf("a new account after the restore got id %d, close to %d's", late.ID, rd.ID)
 		}
 	}
+	var resp struct {
+		Asked     []string  `json:"asked"`
+		Offline   []string  `json:"offline"`
+		KeptUntil time.Time `json:"kept_until"`
+	}
 	err = WaitFor(ctx, 90*time.Second, "the device online again", func() bool {
-		var resp struct {
-			Asked []string `json:"asked"`
-		}
 		return r.API(ctx, "POST", "/v1/devices/replay", nil, &resp) == nil && len(resp.Asked) == 1
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(resp.Asked, []string{"bus-8-front"}) || !slices.Equal(resp.Offline, []string{"bus-9-front"}) ||
+		resp.KeptUntil.Before(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("replay asked %v, offline %v, kept until %v; want bus-8 asked, bus-9 offline, kept a day", resp.Asked, resp.Offline, resp.KeptUntil)
+	}
+	waitRides(t, ctx, r, riders, 2) // bus-8's: bus-9 is off, never asked
+	if err := off.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitRides(t, ctx, r, riders, 3)
