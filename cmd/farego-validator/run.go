@@ -56,12 +56,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
+		fmt.Fprintf(stderr, "%sfarego-validator run: %v\n", cli.ErrorPrefix(stderr), err)
 		return startFailed(nil, stderr, nil)
 	}
 	log, err := cli.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
-		fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
+		fmt.Fprintf(stderr, "%sfarego-validator run: %v\n", cli.ErrorPrefix(stderr), err)
 		return startFailed(cfg, stderr, nil)
 	}
 	if err := runValidator(ctx, cfg, log, stdin, stdout); err != nil {
@@ -73,7 +73,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			// What a technician must fix, said as plainly as a
 			// configuration file that does not parse (not as a JSON log
 			// record of "validator stopped" with the file in its err).
-			fmt.Fprintf(stderr, "farego-validator run: %v\n", err)
+			fmt.Fprintf(stderr, "%sfarego-validator run: %v\n", cli.ErrorPrefix(stderr), err)
 			return exitUsage
 		}
 		log.Error("validator stopped", "err", err)

@@ -106,6 +106,18 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// ErrorPrefix is what starts a line of w that says why a command failed:
+// "<3>" (priority err, which journald takes and strips) when w is the
+// journal's stream (IsJournal), else "". The log's lines carry their
+// priority (NewLogger); without it the line saying why a service stopped
+// or could not start was info, out of journalctl -p err.
+func ErrorPrefix(w io.Writer) string {
+	if IsJournal(w) {
+		return journalPriorities[3]
+	}
+	return ""
+}
+
 // IsJournal reports whether w is the systemd journal's stream: systemd
 // sets $JOURNAL_STREAM to its device and inode ("DEV:INO") for a unit
 // whose standard output or error goes to the journal.

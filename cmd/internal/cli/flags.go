@@ -126,11 +126,11 @@ func Exit(prog string, err error, stderr io.Writer) int {
 		return 130
 	case errors.Is(err, ErrUsage):
 		if ue := (usageError{}); errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+			fmt.Fprintf(stderr, "%s%s: %v\n", ErrorPrefix(stderr), prog, err)
 		}
 		return 2
 	default:
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		fmt.Fprintf(stderr, "%s%s: %v\n", ErrorPrefix(stderr), prog, err)
 		return 1
 	}
 }
