@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +41,11 @@ func TestZoneRulesFollowTheTimeZoneDatabase(t *testing.T) {
 		// multithreaded emulated process; this runs natively in make test.
 		t.Skip("spawns children; skipped under qemu-user emulation (make test-arm)")
 	}
-	goZones := filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip")
+	root, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goZones := filepath.Join(strings.TrimSpace(string(root)), "lib", "time", "zoneinfo.zip")
 	zr, err := zip.OpenReader(goZones)
 	if err != nil {
 		t.Fatalf("Go's time zone database: %v", err)
