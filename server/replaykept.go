@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/ingest"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -20,6 +22,10 @@ const wholeArchive = ^uint64(0) >> 1
 type keptReplays struct {
 	devices atomic.Pointer[map[string]bool]
 	tried   sync.Map // device id → time.Time
+	// sending counts the sends under way: Run waits for them before it
+	// closes the ledger (a send claimed with the ledger closed under it
+	// was counted and never made).
+	sending sync.WaitGroup
 }
 
 // keptReplayRefresh is how often the devices a replay is kept for are read
@@ -90,7 +96,7 @@ func (s *Server) sendKeptReplays(m *wire.Status) {
 		return
 	}
 	s.kept.tried.Store(m.DeviceID, now)
-	go func() {
+	s.kept.sending.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		id, err := s.ledger.TakeKeptReplay(ctx, m.DeviceID)
@@ -103,6 +109,16 @@ func (s *Server) sendKeptReplays(m *wire.Status) {
 		}
 		if err := s.ingest.ReplayAs(ctx, id, m.DeviceID, m.Epoch, 1, wholeArchive); err != nil {
 			s.log.Warn("a kept replay request not sent", "device", m.DeviceID, "err", err)
+			if !errors.Is(err, ingest.ErrNotConnected) {
+				return // a publish that timed out may have gone: counted
+			}
+			// Not a send: the next online status a minute on (tried)
+			// may claim it again.
+			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer rcancel()
+			if err := s.ledger.ReturnKeptReplay(rctx, m.DeviceID, id); err != nil {
+				s.log.Warn("a kept replay request's failed send still counted", "device", m.DeviceID, "err", err)
+			}
 		}
-	}()
+	})
 }

@@ -549,6 +549,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.metrics.Shutdown(sctx)
 	}
 	wg.Wait()
+	s.kept.sending.Wait() // the ingest stopped: no more are started
 	s.log.Info("settlement server stopped")
 	return err
 }

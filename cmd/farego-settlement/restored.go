@@ -177,8 +177,9 @@ next: revoke again the validators revoked since the backup (farego-settlement de
   the servers start; then start the settlement server(s) and ask every online validator to resend
   its archive:
   curl -X POST -H "Authorization: Bearer $(cat %s/operator.token)" http://HOST:8080/v1/devices/replay
-  (it reaches the validators online now: ask again, GET /v1/devices, for each one offline then
-  once it is back online, or the taps it sent after the backup stay out of the ledger);
+  (it reaches the validators online now, and is kept a day for the others, sent to each when it is
+  next heard online; one off for longer: ask it alone, POST /v1/devices/ID/replay, once GET
+  /v1/devices shows it online, or the taps it sent after the backup stay out of the ledger);
   and do again what else was done since the backup: register the validators registered since, deny
   again, enter the top-ups again, send the refunds again, void the fares again (see the README's restore procedure)
 `, acct+1, pay+1, *keysDir)

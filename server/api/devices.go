@@ -307,7 +307,13 @@ func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, e
 	out := map[string]any{"asked": asked, "offline": offline}
 	if h.cfg.ReplayFleet != nil {
 		if asked, err = h.cfg.ReplayFleet(r.Context(), sends); err != nil {
+			// Devices asked and the request kept before the failure
+			// (no broker link): in the trail all the same.
+			h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline, then failed: %v", len(asked), len(offline), err))
 			return nil, 0, err
+		}
+		if asked == nil {
+			asked = []string{} // a list, not null, when none was online
 		}
 		slices.Sort(asked)
 		out["asked"] = asked

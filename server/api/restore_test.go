@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -79,5 +80,60 @@ func TestRotationAboveTheFleetsKeyring(t *testing.T) {
 	report("bus-evil", 1<<40)
 	if kr := f.do("POST", "/v1/keyring/rotate", f.token, `{"activate_in":"0s"}`, 200); kr["version"].(float64) != 6 {
 		t.Errorf("rotated keyring version %v with a false report far ahead, want 6", kr["version"])
+	}
+}
+
+// POST /v1/devices/replay whose sends fail part way (the broker link
+// lost) has asked devices and kept the request for the fleet (the ledger
+// sends it on their next status): the call fails, and the audit trail
+// holds it all the same. Before, a fleet's request was kept and sent
+// with nothing in the trail.
+func TestReplayFleetFailureAudited(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Started = time.Now().Add(-time.Hour)
+		c.Replay = func(context.Context, string, string, uint64, uint64) error { return nil }
+		l := c.Ledger
+		c.ReplayFleet = func(ctx context.Context, sends map[string]string) ([]string, error) {
+			if err := l.KeepReplay(ctx, 1_796_000_000_000, []string{"bus-1"}); err != nil {
+				return nil, err
+			}
+			return []string{"bus-1"}, errors.New("ingest: not connected")
+		}
+	})
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+devKey(1)+`"}`, 201)
+	if err := f.store.UpdateDeviceStatus(t.Context(), "bus-1", ledger.DeviceStatus{Online: true, Epoch: "e", LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	f.do("POST", "/v1/devices/replay", f.token, "", 500)
+	entries, err := f.store.AuditLog(t.Context(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Action == "replay_all" {
+			return
+		}
+	}
+	t.Errorf("a fleet's replay kept and sent in part, the call failing: audit trail %+v; want a replay_all entry", entries)
+}
+
+// With no device online, POST /v1/devices/replay (the request kept for
+// the fleet) answers "asked" as an empty list, as before the request was
+// kept, not null.
+func TestReplayFleetNoneOnlineAskedList(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Replay = func(context.Context, string, string, uint64, uint64) error { return nil }
+		c.ReplayFleet = func(ctx context.Context, sends map[string]string) ([]string, error) {
+			var asked []string // as Server.replayFleet: none sent
+			for id := range sends {
+				asked = append(asked, id)
+			}
+			return asked, nil
+		}
+	})
+	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+devKey(1)+`"}`, 201)
+	out := f.do("POST", "/v1/devices/replay", f.token, "", 202)
+	if a, ok := out["asked"].([]any); !ok || len(a) != 0 {
+		t.Errorf("replay with no device online: asked %#v; want []", out["asked"])
 	}
 }

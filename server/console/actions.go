@@ -500,10 +500,13 @@ func routeFares(h *Handler, r *http.Request, route string) string {
 
 func prepareReplayAll(h *Handler, r *http.Request) (*plan, error) {
 	return &plan{Title: "Ask every online device to replay its archive?", Back: "fleet",
-		Explain: "The last step of restoring the ledger from a backup: every online device resends its whole archive; taps the ledger has change nothing. Offline devices are listed; ask them when they are back.",
+		Explain: "The last step of restoring the ledger from a backup: every online device resends its whole archive; taps the ledger has change nothing. The request is kept a day for every device not revoked: an offline one is sent it when it is next heard online.",
 		Button:  "Ask the fleet for a replay",
 		method:  http.MethodPost, path: "/v1/devices/replay",
 		done: func(resp map[string]any) result {
+			if until, ok := resp["kept_until"].(string); ok {
+				return result{Message: fmt.Sprintf("Asked: %v. Offline (sent when next heard online, until %v): %v.", listOf(resp["asked"]), until, listOf(resp["offline"]))}
+			}
 			return result{Message: fmt.Sprintf("Asked: %v. Offline (not asked): %v.", listOf(resp["asked"]), listOf(resp["offline"]))}
 		}}, nil
 }

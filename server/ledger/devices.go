@@ -140,14 +140,16 @@ func (s *Store) RegisterDeviceReport(ctx context.Context, reg DeviceRegistration
 
 // RevokeDevice revokes a validator: from then on its broker login and
 // certificate are refused and its batches are kept aside, never charged.
-// Revoking again is a no-op. ErrNotFound for an unregistered device.
+// A fleet's replay request kept for it ends (KeepReplay): once its
+// revocation is lifted, its archive, with the batches kept aside, is not
+// resent unasked. Revoking again is a no-op. ErrNotFound for an unregistered device.
 func (s *Store) RevokeDevice(ctx context.Context, id string) error {
 	if err := validDeviceID(id); err != nil {
 		return invalid("%v", err)
 	}
 	err := s.write(ctx, "revoke device", func(t *txn) error {
 		n, err := t.execCount("revoke device",
-			`UPDATE devices SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $1 ELSE revoked_ns END, online = FALSE WHERE id = $2`,
+			`UPDATE devices SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $1 ELSE revoked_ns END, online = FALSE, replay_until_ns = 0 WHERE id = $2`,
 			t.now, id)
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%w: device %q", ErrNotFound, id)

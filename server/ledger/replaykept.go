@@ -84,3 +84,20 @@ func (s *Store) TakeKeptReplay(ctx context.Context, device string) (uint64, erro
 	})
 	return uint64(id), err
 }
+
+// ReturnKeptReplay gives back a send of the replay request id claimed for
+// device (TakeKeptReplay) that could not be made (no broker link, a
+// publish timed out): the device's next online status may claim it at
+// once. Without it a failed send counted as one of KeptReplaySends, and
+// a device the instance could not reach KeptReplaySends times was never
+// sent the request. Nothing changes if the request kept is another one.
+func (s *Store) ReturnKeptReplay(ctx context.Context, device string, id uint64) error {
+	if id == 0 || id > 1<<62 {
+		return invalid("replay request id %d", id)
+	}
+	return s.write(ctx, "return kept replay", func(t *txn) error {
+		_, err := t.exec("return kept replay", `UPDATE devices SET replay_sends = replay_sends - 1, replay_sent_ns = 0
+			WHERE id = $1 AND replay_id = $2 AND replay_sends > 0`, device, int64(id))
+		return err
+	})
+}

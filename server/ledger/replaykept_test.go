@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -81,6 +82,77 @@ func TestKeptReplay(t *testing.T) {
 		}
 		if kept, _ := s.KeptReplays(ctx); len(kept) != 0 {
 			t.Errorf("kept past the day for %v", kept)
+		}
+	})
+}
+
+// A device revoked after a fleet's replay request, then registered again
+// with its revocation lifted, is not sent the kept request: the batches
+// it sent while revoked were kept aside, never to be charged, and acked;
+// its archive resent unasked would have charged them.
+func TestKeptReplayEndsAtRevocation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		k, _, _ := ed25519.GenerateKey(nil)
+		reg := DeviceRegistration{ID: "bus-1", PublicKey: k, MQTTHash: "h"}
+		if err := s.RegisterDevice(ctx, reg); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.KeepReplay(ctx, 1_796_000_000_000, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeDevice(ctx, "bus-1"); err != nil {
+			t.Fatal(err)
+		}
+		reg.Unrevoke = true
+		if err := s.RegisterDevice(ctx, reg); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := s.TakeKeptReplay(ctx, "bus-1"); err != nil || id != 0 {
+			t.Errorf("the device revoked after the request, its revocation lifted: claimed %d, %v; want none", id, err)
+		}
+		if kept, err := s.KeptReplays(ctx); err != nil || len(kept) != 0 {
+			t.Errorf("kept for %v, %v after the revocation; want none", kept, err)
+		}
+	})
+}
+
+// Instances sharing the ledger claim a kept request's send at once (two
+// stores, several claims each, concurrently): one claim gets it.
+func TestKeptReplayOneClaimOfMany(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		a, b := db.open(t, nil), db.open(t, nil)
+		k, _, _ := ed25519.GenerateKey(nil)
+		if err := a.RegisterDevice(ctx, DeviceRegistration{ID: "bus-1", PublicKey: k, MQTTHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.KeepReplay(ctx, 1_796_000_000_000, nil); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan uint64, 8)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			s := []*Store{a, b}[i%2]
+			wg.Go(func() {
+				id, err := s.TakeKeptReplay(ctx, "bus-1")
+				if err != nil {
+					t.Error(err)
+				}
+				got <- id
+			})
+		}
+		wg.Wait()
+		close(got)
+		n := 0
+		for id := range got {
+			if id != 0 {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("8 concurrent claims on two instances: %d sends, want 1", n)
 		}
 	})
 }
