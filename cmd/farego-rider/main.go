@@ -134,17 +134,6 @@ func (s *state) keys() ([]byte, ed25519.PrivateKey, error) {
 	return cred, k, nil
 }
 
-// call makes one API request to the server --server names (signin); a
-// connection failure says that codes still work offline.
-func call(ctx context.Context, method, url, token string, body, out any) error {
-	err := cli.CallJSON(ctx, method, url, token, body, out)
-	var ae *cli.APIError
-	if err != nil && !errors.As(err, &ae) {
-		return fmt.Errorf("the server is not reachable (%w); codes still work offline", err)
-	}
-	return err
-}
-
 // call makes one API request, with the account's secret, to the server
 // the state file at path names (account and credential take no --server,
 // yet a server that did not answer was "check --server"). A connection

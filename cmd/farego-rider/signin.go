@@ -63,7 +63,8 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 	var seen struct {
 		Viewer string `json:"viewer"`
 	}
-	err = call(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", server, account), secret, nil, &seen)
+	// A server that does not answer is named with --server (cli.NoAnswer).
+	err = cli.CallJSON(ctx, "GET", fmt.Sprintf("%s/v1/accounts/%d", server, account), secret, nil, &seen)
 	if ae := (*cli.APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusForbidden {
 		return fmt.Errorf("account %d does not open with that secret", account)
 	}

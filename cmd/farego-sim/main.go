@@ -120,10 +120,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case o.server != "" && o.db != "":
 		return cli.Usagef(stderr, "farego-sim", "--db is for the in-process server, not with --server")
 	}
-	if err := record.ValidDeviceID(fmt.Sprintf("%s-%04d", o.idPrefix, o.validators-1)); err != nil {
+	if err := record.ValidDeviceID(fleet.ValidatorID(o.idPrefix, o.validators-1)); err != nil {
 		return cli.Usagef(stderr, "farego-sim", "--id-prefix %q does not make device ids: %v", o.idPrefix, err)
 	}
-	if record.ReservedDeviceID(o.idPrefix + "-0000") {
+	if record.ReservedDeviceID(fleet.ValidatorID(o.idPrefix, 0)) {
 		return cli.Usagef(stderr, "farego-sim", "--id-prefix %q makes ids the server reserves (farego…)", o.idPrefix)
 	}
 	if o.progress == 0 {

@@ -312,11 +312,7 @@ func (s *selftest) checkScanners() {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			if hint, present := scanner.KernelNameHint(path); hint != "" {
-				why := fmt.Sprintf("%s: %s not found", sc.Name, path)
-				if len(present) > 0 {
-					why += "; present now: " + strings.Join(present, ", ") + " (the scanner under another name?)"
-				}
-				s.add(levelFail, name, why, "plug the scanner in; "+hint)
+				s.add(levelFail, name, fmt.Sprintf("%s: %s not found", sc.Name, path)+scanner.PresentNote(present), "plug the scanner in; "+hint)
 				continue
 			}
 			s.add(levelFail, name, fmt.Sprintf("%s: %s not found", sc.Name, path),

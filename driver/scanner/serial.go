@@ -533,9 +533,7 @@ func (s *Serial) failed(st *link, err error) {
 				attrs = append(attrs, slog.String("present", strings.Join(p, ", ")))
 			}
 			attrs = append(attrs, slog.String("hint", h))
-			if len(p) > 0 {
-				why += "; present now: " + strings.Join(p, ", ") + " (the scanner under another name?)"
-			}
+			why += PresentNote(p)
 		}
 	}
 	s.problem.Store(&why)
@@ -617,6 +615,15 @@ func KernelNameHint(path string) (hint string, present []string) {
 		}
 	}
 	return hint, present
+}
+
+// PresentNote is what a scanner's problem adds for the devices of its kind
+// present under other names (KernelNameHint's list): "" for none.
+func PresentNote(present []string) string {
+	if len(present) == 0 {
+		return ""
+	}
+	return "; present now: " + strings.Join(present, ", ") + " (the scanner under another name?)"
 }
 
 // notSerialHint is what to do about a path that opens but is no serial

@@ -217,7 +217,11 @@ type Validator struct {
 	lastSeq uint64               // the newest seq Tap has returned
 }
 
-// AddValidators registers n validators, PREFIX-0000, PREFIX-0001, …, with
+// ValidatorID is the id of the simulated validator number i (from 0) of
+// prefix: PREFIX-0000, PREFIX-0001, …
+func ValidatorID(prefix string, i int) string { return fmt.Sprintf("%s-%04d", prefix, i) }
+
+// AddValidators registers n validators, ValidatorID(prefix, 0), …, with
 // new keys (replacing registrations of the same ids), and gives each a
 // queue in Dir, an agent with the server's keyring and fare table, and an
 // uplink with the broker password its registration returned. Their links
@@ -225,7 +229,7 @@ type Validator struct {
 func (f *Fleet) AddValidators(ctx context.Context, n int, prefix string) error {
 	vs := make([]*Validator, n)
 	err := f.parallel(ctx, n, func(i int) error {
-		v, err := f.newValidator(ctx, fmt.Sprintf("%s-%04d", prefix, len(f.validators)+i))
+		v, err := f.newValidator(ctx, ValidatorID(prefix, len(f.validators)+i))
 		vs[i] = v
 		return err
 	})
