@@ -12,10 +12,6 @@ import (
 	"github.com/farego/farego/sync/wire"
 )
 
-// wholeArchive is the last sequence number of a replay of a device's whole
-// archive (from 1).
-const wholeArchive = ^uint64(0) >> 1
-
 // keptReplays are the devices a fleet's replay request is kept for
 // (ledger.KeepReplay), as last read from the ledger (any instance may have
 // kept it), and when this instance last tried to send each one.
@@ -41,7 +37,7 @@ func (s *Server) replayFleet(ctx context.Context, sends map[string]string) ([]st
 	var asked []string
 	var sendErr error
 	for dev, epoch := range sends {
-		if sendErr = s.ingest.ReplayAs(ctx, id, dev, epoch, 1, wholeArchive); sendErr != nil {
+		if sendErr = s.ingest.ReplayAs(ctx, id, dev, epoch, 1, wire.ReplayWholeArchive); sendErr != nil {
 			break
 		}
 		asked = append(asked, dev)
@@ -107,7 +103,7 @@ func (s *Server) sendKeptReplays(m *wire.Status) {
 		if id == 0 {
 			return
 		}
-		if err := s.ingest.ReplayAs(ctx, id, m.DeviceID, m.Epoch, 1, wholeArchive); err != nil {
+		if err := s.ingest.ReplayAs(ctx, id, m.DeviceID, m.Epoch, 1, wire.ReplayWholeArchive); err != nil {
 			s.log.Warn("a kept replay request not sent", "device", m.DeviceID, "err", err)
 			if !errors.Is(err, ingest.ErrNotConnected) {
 				return // a publish that timed out may have gone: counted

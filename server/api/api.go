@@ -86,11 +86,12 @@ type Config struct {
 	// Replay, if set, asks a device to send archived records from..to of its
 	// queue (epoch) again, after the ledger was restored from a backup.
 	Replay func(ctx context.Context, deviceID, epoch string, from, to uint64) error
-	// ReplayFleet, if set with Replay, asks every device whose status
-	// says online to resend its whole archive with one request id, sends
-	// is each device's epoch by id, and keeps the request for every
-	// device (ledger.KeepReplay): sent again when a device is next heard
-	// online. It returns the devices asked at once.
+	// ReplayFleet, if set, asks every device whose status says online
+	// (sends: each one's queue epoch, by id) to resend its whole archive
+	// with one request id, and keeps the request for every device
+	// (ledger.KeepReplay): sent again when a device is next heard online.
+	// It returns the devices asked at once. POST /v1/devices/replay needs
+	// it.
 	ReplayFleet func(ctx context.Context, sends map[string]string) (asked []string, err error)
 	// Assign, if set, sends a device its route and vehicle (a signed
 	// command, retained for a device offline now) as the ledger numbered

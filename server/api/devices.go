@@ -17,6 +17,7 @@ import (
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/server/broker"
 	"github.com/farego/farego/server/ledger"
+	"github.com/farego/farego/sync/wire"
 )
 
 // registerDevice registers a validator: its Ed25519 key and, optionally,
@@ -255,7 +256,7 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, erro
 		req.From = 1
 	}
 	if req.To == 0 {
-		req.To = ^uint64(0) >> 1
+		req.To = wire.ReplayWholeArchive
 	}
 	if req.From > req.To {
 		return nil, 0, errorf(http.StatusBadRequest, "invalid", "from %d is after to %d", req.From, req.To)
@@ -269,23 +270,23 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) (any, int, erro
 }
 
 // replayAll asks every online, unrevoked device to resend its whole
-// archive: the last step of the restore procedure. With ReplayFleet the
-// request is kept for every device, online or not, and sent again when it
-// is next heard online (a device offline now, or whose link dropped
-// before the broker noticed, would otherwise never be asked).
+// archive, the last step of the restore procedure, through ReplayFleet:
+// the request is kept for every device, online or not, and sent again
+// when it is next heard online (a device offline now, or whose link
+// dropped before the broker noticed, would otherwise never be asked).
 func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	p, err := h.staff(r)
 	if err != nil {
 		return nil, 0, err
 	}
-	if h.cfg.Replay == nil {
+	if h.cfg.ReplayFleet == nil {
 		return nil, 0, errorf(http.StatusServiceUnavailable, "unavailable", "replay needs the MQTT link")
 	}
 	ds, err := h.cfg.Ledger.Devices(r.Context())
 	if err != nil {
 		return nil, 0, err
 	}
-	asked, offline := []string{}, []string{}
+	offline := []string{}
 	sends := map[string]string{}
 	for _, d := range ds {
 		if !d.Revoked.IsZero() {
@@ -295,32 +296,22 @@ func (h *Handler) replayAll(w http.ResponseWriter, r *http.Request) (any, int, e
 			offline = append(offline, d.ID)
 			continue
 		}
-		if h.cfg.ReplayFleet != nil {
-			sends[d.ID] = d.Status.Epoch
-			continue
-		}
-		if err := h.cfg.Replay(r.Context(), d.ID, d.Status.Epoch, 1, ^uint64(0)>>1); err != nil {
-			return nil, 0, err
-		}
-		asked = append(asked, d.ID)
+		sends[d.ID] = d.Status.Epoch
 	}
-	out := map[string]any{"asked": asked, "offline": offline}
-	if h.cfg.ReplayFleet != nil {
-		if asked, err = h.cfg.ReplayFleet(r.Context(), sends); err != nil {
-			// Devices asked and the request kept before the failure
-			// (no broker link): in the trail all the same.
-			h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline, then failed: %v", len(asked), len(offline), err))
-			return nil, 0, err
-		}
-		if asked == nil {
-			asked = []string{} // a list, not null, when none was online
-		}
-		slices.Sort(asked)
-		out["asked"] = asked
-		out["kept_until"] = time.Now().Add(ledger.KeptReplayFor).UTC()
+	asked, err := h.cfg.ReplayFleet(r.Context(), sends)
+	if err != nil {
+		// Devices asked and the request kept before the failure
+		// (no broker link): in the trail all the same.
+		h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline, then failed: %v", len(asked), len(offline), err))
+		return nil, 0, err
 	}
+	if asked == nil {
+		asked = []string{} // a list, not null, when none was online
+	}
+	slices.Sort(asked)
 	h.audit(r, p, "replay_all", "", fmt.Sprintf("%d asked, %d offline", len(asked), len(offline)))
-	return out, http.StatusAccepted, nil
+	return map[string]any{"asked": asked, "offline": offline, "kept_until": time.Now().Add(ledger.KeptReplayFor).UTC()},
+		http.StatusAccepted, nil
 }
 
 // CheckDeviceKeys checks a device's registration as the API does before

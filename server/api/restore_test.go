@@ -30,6 +30,14 @@ func TestReplayOneDeviceNotHeardSinceStart(t *testing.T) {
 			asked = append(asked, id+"/"+epoch)
 			return nil
 		}
+		c.ReplayFleet = func(_ context.Context, sends map[string]string) ([]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			for id, epoch := range sends {
+				asked = append(asked, id+"/"+epoch)
+			}
+			return nil, nil
+		}
 	})
 	f.do("POST", "/v1/devices", f.token, `{"id":"bus-1","public_key":"`+devKey(1)+`"}`, 201)
 	// The status the backup holds: online, with the epoch of the queue

@@ -137,6 +137,10 @@ func ParseAck(p []byte) (*Ack, error) {
 	return a, nil
 }
 
+// ReplayWholeArchive is the To of a Replay of a device's whole archive
+// (From 1): the highest sequence number a ledger keeps.
+const ReplayWholeArchive = ^uint64(0) >> 1
+
 // Replay asks a device to send archived records From..To of its queue
 // again, after the server restored an older backup. Signed with the fleet key.
 //
