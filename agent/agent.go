@@ -161,9 +161,12 @@ type Agent struct {
 // recordFailure is a tap the queue could not record (a full or failing
 // disk): the validator is out of service until a tap is recorded again.
 // Taps are still tried: the first that is recorded (space freed) ends it.
+// A queue whose storage failed (queue.ErrStorageFailing) records nothing
+// until the validator is restarted: fatal says so.
 type recordFailure struct {
 	since time.Time
 	err   string
+	fatal bool
 }
 
 // New returns an agent deciding taps into q (whose bbolt file also keeps the
@@ -269,6 +272,8 @@ type Outcome struct {
 	Currency string
 	CodeHash string // paycode.ShortHash of the text: safe to log
 	Latency  time.Duration
+
+	heldOn bool // code_used: the code was still being read again and again (heldPastMax)
 }
 
 // AlreadyPaid reports whether the code was accepted here before (reason
@@ -321,6 +326,14 @@ func (a *Agent) Tap(ctx context.Context, f scanner.Frame) Outcome {
 		args := []any{"reason", out.Reason, "scanner", out.Scanner, "account", out.Account, "code_hash", out.CodeHash}
 		if held > 0 {
 			args = append(args, "suppressed", held)
+		}
+		if out.Reason == paycode.ReasonMalformed {
+			if hint := affixHint(f.Text); hint != "" {
+				args = append(args, "hint", hint)
+			}
+		}
+		if out.heldOn {
+			args = append(args, "hint", continuousHint)
 		}
 		a.log.Info("tap refused", args...)
 	}
@@ -408,6 +421,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		out.Seq = dup.seq
 		return refuse(record.ReasonDuplicate)
 	case errors.Is(err, errCodeUsed):
+		out.heldOn = errors.Is(err, errCodeHeldOn)
 		return refuse(record.ReasonCodeUsed)
 	case errors.Is(err, errPassback):
 		return refuse(record.ReasonPassback)
@@ -426,7 +440,7 @@ func (a *Agent) decide(ctx context.Context, f scanner.Frame) Outcome {
 		var prev *recordFailure
 		for {
 			prev = a.recordFail.Load()
-			f := &recordFailure{since: now, err: err.Error()}
+			f := &recordFailure{since: now, err: err.Error(), fatal: errors.Is(err, queue.ErrStorageFailing)}
 			if prev != nil {
 				f.since = prev.since
 			}
@@ -509,6 +523,26 @@ func (a *Agent) reRead(key []byte, accepted, now time.Time) bool {
 	return true
 }
 
+// continuousHint is the fix logged with a code_used refusal of a code
+// still being read again and again past ReReadMax: a scanner in
+// continuous (auto-sense) mode reads a phone left in front of it many
+// times a second, and the rider, green for ReReadMax, then saw red "Code
+// used" with nothing in the log but the reason.
+const continuousHint = "the code was read again and again for longer than 6s: a scanner in continuous (auto-sense) mode? " +
+	"set it to presentation mode with a same-code delay of a few seconds (its programming barcodes)"
+
+// heldPastMax reports whether the code of seen key key, refused code_used
+// at now, was re-read (let through as the phone still held up) less than
+// ReReadWindow before: the scanner is still reading it. record asks it only
+// of the accepting door's scanner past ReReadMax.
+func (a *Agent) heldPastMax(key []byte, now time.Time) bool {
+	a.rereadMu.Lock()
+	defer a.rereadMu.Unlock()
+	at, ok := a.rereads[string(key)]
+	d := now.Sub(at)
+	return ok && d >= 0 && d < ReReadWindow
+}
+
 // record runs inside the queue's write transaction: the duplicate, passback
 // and risk-cap checks, the record with its hash chain, and the state that
 // refuses this code again — all in one commit.
@@ -521,8 +555,16 @@ func (a *Agent) record(st *queue.State, seq uint64, tap *record.Tap, c *paycode.
 		// read a phone held up at the other door), is refused. (Entries
 		// written before the acceptance time was kept have none: refused;
 		// before the scanner was kept, any scanner's re-read is taken.)
-		if len(v) < 20 || (len(v) > 20 && string(v[20:]) != tap.Scanner) ||
-			!a.reRead(idKey, time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:]))), now) {
+		if len(v) < 20 || (len(v) > 20 && string(v[20:]) != tap.Scanner) {
+			return nil, errCodeUsed
+		}
+		if accepted := time.UnixMilli(int64(binary.BigEndian.Uint64(v[12:]))); !a.reRead(idKey, accepted, now) {
+			// The accepting door's scanner still reading it past
+			// ReReadMax (the same code at the other door is not: a
+			// code handed across the bus, no scanner setting).
+			if now.Sub(accepted) >= ReReadMax && a.heldPastMax(idKey, now) {
+				return nil, errCodeHeldOn
+			}
 			return nil, errCodeUsed
 		}
 		return nil, &duplicateError{seq: binary.BigEndian.Uint64(v[4:])}

@@ -170,6 +170,7 @@ type StateHealth struct {
 	Versions        map[string]uint64 // applied document versions, without deny-list shards
 	Keys            int               // issuer keys in the keyring
 	KeysValidNow    int               // of them, valid at Now
+	KeysEnd         time.Time         // when the keys valid at Now, and those renewed after them, end (Keyring.ValidUntil; zero if none)
 	Fares           bool              // a fare table is held
 	FaresCoverRoute bool              // it covers the assigned route
 	DenyEntries     int
@@ -187,6 +188,7 @@ func (a *Agent) StateHealth() StateHealth {
 				h.KeysValidNow++
 			}
 		}
+		h.KeysEnd = s.keyring.ValidUntil(now)
 	}
 	if s.fares != nil {
 		h.Fares, h.FaresCoverRoute = true, s.fares.Covers(a.assign.Load().Route)

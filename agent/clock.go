@@ -216,6 +216,10 @@ func (a *Agent) OutOfService() string {
 	if h := a.hold.Load(); h != nil {
 		return string(h.reason) + ": " + h.detail
 	}
+	if f := a.recordFail.Load(); f != nil && f.fatal {
+		return fmt.Sprintf("%s: taps cannot be recorded (since %s: %s); restart the validator to take taps again, and replace its storage",
+			record.ReasonInternal, f.since.UTC().Format(time.TimeOnly), f.err)
+	}
 	if f := a.recordFail.Load(); f != nil {
 		return fmt.Sprintf("%s: taps cannot be recorded (since %s: %s); the next tap recorded ends this", record.ReasonInternal,
 			f.since.UTC().Format(time.TimeOnly), f.err)

@@ -1,6 +1,9 @@
 package agent
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrStaleVersion is returned by Apply for a document whose version is not
 // newer than the one applied.
@@ -29,6 +32,10 @@ var (
 	errPassback = errors.New("passback")
 	errRiskCap  = errors.New("risk cap")
 	errCodeUsed = errors.New("code used")
+	// errCodeHeldOn is errCodeUsed for a code the accepting door's
+	// scanner is still reading again and again past ReReadMax (a scanner
+	// in continuous mode): its refusal is logged with continuousHint.
+	errCodeHeldOn = fmt.Errorf("%w: still read again and again past ReReadMax", errCodeUsed)
 )
 
 // duplicateError is raised inside the queue transaction for a code already

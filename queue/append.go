@@ -173,7 +173,7 @@ func (q *Queue) commitGroup(group []*appendReq) {
 		results = results[:len(live)]
 		failed := -1
 		var failErr error
-		err := safeTx(q.db, true, func(tx *bbolt.Tx) error {
+		err := q.writeTx(func(tx *bbolt.Tx) error {
 			b, err := openBuckets(tx)
 			if err != nil {
 				return err

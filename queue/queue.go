@@ -65,6 +65,16 @@ type Queue struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// failing is set once a failed commit could not be taken back
+	// (ErrStorageFailing): every change is refused from then on.
+	failing atomic.Pointer[error]
+	// commitMu is held by every write transaction, and by an append's
+	// across taking back its failed commit (writeTx): an ack or state
+	// update waiting on bbolt's writer lock while that commit failed
+	// would otherwise begin on the failed commit's meta, still read from
+	// the page cache, and commit its taps for good. Taken before rw.
+	commitMu sync.Mutex
+
 	commits atomic.Uint64 // group commits done (for tests and benchmarks)
 
 	// durable is the highest sequence number whose commit has returned,
@@ -570,10 +580,15 @@ const ackChunk = 1000
 // counters; the archive is pruned and the counters stored back before the
 // commit. It returns fn's count.
 func (q *Queue) update(fn func(w *wtx) (int, error)) (int, error) {
+	q.commitMu.Lock()
+	defer q.commitMu.Unlock()
 	q.rw.RLock()
 	defer q.rw.RUnlock()
 	if q.closed.Load() {
 		return 0, ErrClosed
+	}
+	if err := q.failing.Load(); err != nil {
+		return 0, *err // bbolt's free pages may be wrong: no commit is safe
 	}
 	var n int
 	var w *wtx

@@ -71,6 +71,42 @@ func peekBucket(bk *bbolt.Bucket, name string, after, through uint64, max, maxBy
 	return out, nil
 }
 
+// Newest returns the record with the highest sequence number the file
+// holds, unacked or still in the archive (Time: when it was appended), and
+// false when it holds none. A caller that numbers records from a clock
+// (Options.SeqFloor) reads from it how far the file's numbers run ahead of
+// that clock.
+func (q *Queue) Newest() (Record, bool, error) {
+	var out Record
+	found := false
+	err := q.view(func(_ *bbolt.Tx, b buckets) error {
+		for _, part := range []struct {
+			bucket *bbolt.Bucket
+			name   string
+			header int
+		}{{b.pending, PendingBucket, pendingHeader}, {b.archive, ArchiveBucket, archiveHeader}} {
+			k, v := part.bucket.Cursor().Last()
+			if k == nil {
+				continue
+			}
+			seq, ok := keySeq(k)
+			if !ok || len(v) < part.header {
+				return corruptf("queue: bad %s record %x", part.name, k)
+			}
+			if found && seq <= out.Seq {
+				continue
+			}
+			// Both headers begin with the append time.
+			out, found = Record{Seq: seq, Time: appendTime(v), Data: append([]byte(nil), v[part.header:]...)}, true
+		}
+		return nil
+	})
+	if err != nil {
+		return Record{}, false, wrapErr("newest", err)
+	}
+	return out, found, nil
+}
+
 // Stats describes the queue at one instant.
 type Stats struct {
 	Count         int       // unacked records

@@ -124,10 +124,17 @@ func (q *Queue) ViewState(fn func(s *State) error) error {
 }
 
 func (q *Queue) stateTx(writable bool, fn func(s *State) error) error {
+	if writable {
+		q.commitMu.Lock() // see Queue.commitMu
+		defer q.commitMu.Unlock()
+	}
 	q.rw.RLock()
 	defer q.rw.RUnlock()
 	if q.closed.Load() {
 		return ErrClosed
+	}
+	if err := q.failing.Load(); writable && err != nil {
+		return *err // bbolt's free pages may be wrong: no commit is safe
 	}
 	err := safeTx(q.db, writable, func(tx *bbolt.Tx) error {
 		s := &State{tx: tx}

@@ -12,8 +12,9 @@ import (
 )
 
 // Idle or slow HTTP clients cannot hold more than their share of
-// connections: beyond the per-address and total bounds a connection is
-// closed at once, and a place freed is usable again. Without the bounds,
+// connections: beyond the per-address bound, or beyond the total bound
+// while every connection is handling a request, a connection is closed at
+// once, and a place freed is usable again. Without the bounds,
 // some thousands of clients trickling headers (or sending nothing) took
 // every file descriptor of the process, and the embedded broker's accept
 // failed ("too many open files"): no validator could connect.
@@ -26,24 +27,33 @@ func TestHTTPConnectionLimit(t *testing.T) {
 		{"per address", -1, 4, 4},
 		{"total", 3, -1, 3},
 	} {
+		hold := make(chan struct{})
 		t.Run(tc.name, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
-				ReadHeaderTimeout: time.Minute}
-			go srv.Serve(newLimitListener(ln, tc.total, tc.perAddr))
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/hold" {
+					<-hold
+				}
+				io.WriteString(w, "ok")
+			}), ReadHeaderTimeout: time.Minute}
+			lln := newLimitListener(ln, tc.total, tc.perAddr, nil)
+			lln.(*limitListener).track(srv)
+			go srv.Serve(lln)
 			t.Cleanup(func() { srv.Close() })
 			addr := ln.Addr().String()
-			// Slow clients: a request line and half a header, then nothing.
+			// Requests being handled (idle connections, a header half
+			// sent or nothing, would give their place, in all and of
+			// their address).
 			var held []net.Conn
 			for range tc.want {
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+				c.Write([]byte("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"))
 				held = append(held, c)
 			}
 			// Let the server accept them all before the next one.
@@ -59,6 +69,7 @@ func TestHTTPConnectionLimit(t *testing.T) {
 				t.Errorf("connection %d: still open after 5 s", tc.want+1)
 			}
 			c.Close()
+			close(hold)
 			for _, c := range held[:1] {
 				c.Close()
 			}
@@ -81,6 +92,14 @@ func TestHTTPConnectionLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handling tells ln's http.Server hook that c is handling a request (an
+// idle connection would give its place to one over its address's bound).
+func handling(ln net.Listener, c net.Conn) {
+	var srv http.Server
+	ln.(*limitListener).track(&srv)
+	srv.ConnState(c, http.StateActive)
 }
 
 // addrListener hands out connections from the remote addresses it is given
@@ -115,13 +134,14 @@ func TestHTTPConnectionLimitPerIPv6Prefix(t *testing.T) {
 	remotes := []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2::2]:1001", "[2001:db8:1:2:ffff::3]:1002", // the third is over
 		"[2001:db8:1:3::1]:1003", "192.0.2.1:1004", "[::ffff:192.0.2.1]:1005", "192.0.2.1:1006", // the mapped form is the same address: the third is over
 		"192.0.2.2:1007"}
-	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2)
+	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2, nil)
 	var got []string
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			break
 		}
+		handling(ln, c)
 		got = append(got, c.RemoteAddr().String())
 	}
 	want := []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2::2]:1001", "[2001:db8:1:3::1]:1003", "192.0.2.1:1004", "192.0.2.1:1005",
@@ -143,7 +163,7 @@ func TestHTTPConnectionLimitPerIPv6Site(t *testing.T) {
 		remotes = append(remotes, fmt.Sprintf("[2001:db8:7:%x::1]:1000", i+1), fmt.Sprintf("[2001:db8:7:%x::2]:1001", i+1))
 	}
 	remotes = append(remotes, "[2001:db8:8::1]:1002", "192.0.2.1:1003")
-	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2)
+	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 2, nil)
 	var got []string
 	var site []net.Conn
 	for {
@@ -151,6 +171,7 @@ func TestHTTPConnectionLimitPerIPv6Site(t *testing.T) {
 		if err != nil {
 			break
 		}
+		handling(ln, c)
 		got = append(got, c.RemoteAddr().String())
 		if strings.HasPrefix(c.RemoteAddr().String(), "[2001:db8:7:") {
 			site = append(site, c)
@@ -165,5 +186,44 @@ func TestHTTPConnectionLimitPerIPv6Site(t *testing.T) {
 		t.Errorf("a place the site gave back was not taken again: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// Over its address's or its IPv6 site's bound, a connection takes the
+// place of the oldest of that address (site) doing nothing, and of no
+// other's: one client holding an address's share idle (a carrier's NAT:
+// some dozens of riders behind it) does not keep the others out, nor can
+// it close another address's connections.
+func TestHTTPConnectionLimitEvictsItsAddressIdle(t *testing.T) {
+	remotes := []string{"192.0.2.9:999", // another address's, idle, the oldest
+		"192.0.2.1:1000", "192.0.2.1:1001", // the second takes the first's place (1 an address)
+		"[2001:db8:7:1::1]:1002", "[2001:db8:7:2::1]:1003", "[2001:db8:7:3::1]:1004", "[2001:db8:7:4::1]:1005",
+		"[2001:db8:7:5::1]:1006"} // over its site's 4: takes the site's oldest's place
+	ln := newLimitListener(&addrListener{remotes: remotes}, -1, 1, nil)
+	var got []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		got = append(got, c)
+	}
+	if len(got) != len(remotes) {
+		t.Fatalf("accepted %d of %d", len(got), len(remotes))
+	}
+	l := ln.(*limitListener)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var closed []string
+	for _, c := range got {
+		if c.(*limitConn).released {
+			closed = append(closed, c.RemoteAddr().String())
+		}
+	}
+	if want := []string{"192.0.2.1:1000", "[2001:db8:7:1::1]:1002"}; strings.Join(closed, " ") != strings.Join(want, " ") {
+		t.Errorf("closed %v, want %v", closed, want)
+	}
+	if l.evicted != 2 || l.refusedAddr != 0 || l.open != len(remotes)-2 {
+		t.Errorf("evicted %d, refused %d, open %d; want 2, 0, %d", l.evicted, l.refusedAddr, l.open, len(remotes)-2)
 	}
 }

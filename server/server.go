@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -60,10 +59,19 @@ type Config struct {
 	// (the HTTP address answers it 404): the fleet's inventory and figures
 	// for the monitoring network, not for whoever reaches the API.
 	MetricsListen string
+	// AllowedHosts are the host names the HTTP API, wallet, console and
+	// /metrics are served under, besides IP addresses and localhost ("*":
+	// any): a request naming another host is refused (421), the DNS
+	// rebinding guard (hostGuard). Empty: any name on a listener beyond
+	// loopback, as before, and from a trusted proxy; none other on
+	// loopback.
+	AllowedHosts []string
 	// HTTPMaxConns and HTTPMaxConnsPerAddress bound the HTTP connections
 	// open at once, in all and from one client address (0: the Default*
-	// constants; negative: no bound). A connection beyond them is closed
-	// at once.
+	// constants; negative: no bound; TrustedProxies have no bound per
+	// address). At either bound a new connection takes the place of the
+	// oldest doing nothing, of its address or of all, and is closed at
+	// once when none is (limitListener).
 	HTTPMaxConns, HTTPMaxConnsPerAddress int
 	// MQTTMaxPendingPerAddress bounds the embedded broker's connections of
 	// one client address not yet logged in (broker.Config.
@@ -230,6 +238,12 @@ func (c *Config) withDefaults() {
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: metrics.NewRegistry(), started: time.Now(), recheck: make(chan struct{}, 1)}
+	if cfg.BrokerURL != "" && (cfg.MQTTCertFile == "") != (cfg.MQTTKeyFile == "") {
+		// A key alone was ignored: the broker refused a link without a
+		// client certificate as if the certificate were wrong.
+		return nil, fmt.Errorf("the external broker's client certificate takes both --broker-cert and --broker-key (given: certificate %q, key %q)",
+			cfg.MQTTCertFile, cfg.MQTTKeyFile)
+	}
 	if _, err := os.Stat(cfg.KeysDir); errors.Is(err, os.ErrNotExist) {
 		// Most often a mistyped --data: do not send the operator to init,
 		// which would make a second, empty installation there.
@@ -242,10 +256,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	kd.Logger = s.log.With("part", "keys")
 	s.keys = kd
+	otherKeys := func(err error) error {
+		if errors.Is(err, ledger.ErrOtherKeys) {
+			return fmt.Errorf("%w: this ledger was made with another key directory than %s (init run again on its database?): "+
+				"start every instance with a copy of the key directory of the instance that made the ledger", err, cfg.KeysDir)
+		}
+		return err
+	}
+	// KeySet: a ledger of another key directory is refused before it is
+	// migrated, not after (the release before could not open it then).
 	st, err := ledger.Open(ctx, cfg.DB, &ledger.Options{Logger: s.log.With("part", "ledger"), Currency: cfg.Currency,
-		MustExist: cfg.LedgerMustExist, ReuseWindow: reuseWindow(cfg.Policy)})
+		MustExist: cfg.LedgerMustExist, ReuseWindow: reuseWindow(cfg.Policy), KeySet: kd.Fingerprint()})
 	if err != nil {
-		return nil, err
+		return nil, otherKeys(err)
 	}
 	s.ledger = st
 	// 'farego-settlement restored' refuses to run while this is held.
@@ -255,11 +278,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if _, err := st.BindKeySet(ctx, kd.Fingerprint()); err != nil {
 		st.Close()
-		if errors.Is(err, ledger.ErrOtherKeys) {
-			return nil, fmt.Errorf("%w: this ledger was made with another key directory than %s (init run again on its database?): "+
-				"start every instance with a copy of the key directory of the instance that made the ledger", err, cfg.KeysDir)
-		}
-		return nil, err
+		return nil, otherKeys(err)
 	}
 	// The instances share the keyring through the ledger: take a newer
 	// one (another instance rotated while this one was down), or store
@@ -311,8 +330,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	var tlsCfg *tls.Config
 	if cfg.BrokerURL != "" && (cfg.MQTTCAFile != "" || cfg.MQTTCertFile != "") {
-		if tlsCfg, err = clientTLS(cfg.MQTTCAFile, cfg.MQTTCertFile, cfg.MQTTKeyFile); err != nil {
-			return nil, err
+		if tlsCfg, err = ingest.LoadTLS(cfg.MQTTCAFile, cfg.MQTTCertFile, cfg.MQTTKeyFile); err != nil {
+			return nil, fmt.Errorf("the external broker's TLS: %w", err)
 		}
 	}
 	mq := ingest.MQTTConfig{Brokers: brokers, Username: user, Password: pass, TLS: tlsCfg, Refused: refusedAdvice(user)}
@@ -362,31 +381,40 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return nil, fmt.Errorf("HTTP API on %s: %w (use --http to pick another address)", cfg.HTTPListen, err)
 	}
-	s.httpLn = newLimitListener(s.httpLn, cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerAddress)
+	s.httpLn = newLimitListener(s.httpLn, cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerAddress, cfg.TrustedProxies)
+	if l, ok := s.httpLn.(*limitListener); ok {
+		l.register(s.reg)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{})) // the rider's wallet (web app)
 	mux.Handle(console.DefaultPrefix, s.console)                  // the operator's console
 	mux.Handle("GET /{$}", indexHandler(cfg.MetricsListen == "")) // a person opening the server's address
 	mux.Handle("/", h)
-	s.http = newHTTPServer(mux)
+	s.http = newHTTPServer(newHostGuard(mux, cfg.AllowedHosts, s.httpLn.Addr().String(), cfg.TrustedProxies, s.log.With("part", "http")), s.httpLn)
 	if cfg.MetricsListen != "" {
 		if s.metLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("metrics on %s: %w (use --metrics to pick another address)", cfg.MetricsListen, err)
 		}
-		s.metLn = newLimitListener(s.metLn, 64, 16)
+		s.metLn = newLimitListener(s.metLn, 64, 16, nil)
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", s.reg)
-		s.metrics = newHTTPServer(mm)
+		s.metrics = newHTTPServer(newHostGuard(mm, cfg.AllowedHosts, s.metLn.Addr().String(), nil, s.log.With("part", "metrics")), s.metLn)
 	}
 	ok = true
 	return s, nil
 }
 
-// newHTTPServer serves h with the server's bounds on a client: headers
-// within 10 s, the request within 30, the answer written within 30.
-func newHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+// newHTTPServer serves h on ln with the server's bounds on a client:
+// headers within 10 s, the request within 30, the answer written within
+// 30; and, on a limitListener, connections doing nothing give their place
+// to new ones at the bound.
+func newHTTPServer(h http.Handler, ln net.Listener) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		MaxHeaderBytes: maxHeaderBytes}
+	if l, ok := ln.(*limitListener); ok {
+		l.track(srv)
+	}
+	return srv
 }
 
 func connected(name string, f func() bool) api.Health {
@@ -442,29 +470,6 @@ func loopback(addr string) string {
 		return "127.0.0.1:" + port
 	}
 	return addr
-}
-
-func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificates", caFile)
-		}
-		c.RootCAs = pool
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, err
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }
 
 // Addrs returns the listen addresses.

@@ -324,9 +324,13 @@ func (st *store) CommitBatches(ctx context.Context, bs []*ingest.Batch) error {
 // with other contents: the stored tap stands, the new record is kept for
 // the operator (visible on the console), and nothing is charged for it.
 // One with another payment code than the stored tap's (OtherCode) is
-// another ride under a reused id — a validator whose queue file was put
-// back from an older backup and whose clock was not set when it took its
-// first tap since (see queue.Options.SeqFloor) — the log says so.
+// another ride under a reused id — two validators running with one
+// identity (an SD card cloned onto a spare bus: both number on from the
+// same file, and two taps a few milliseconds apart get one number), or a
+// validator whose queue file was put back from an older backup and whose
+// clock was not set when it took its first tap since (see
+// queue.Options.SeqFloor) — the log says so, naming both causes: the
+// clone is the one an operator must act on.
 func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps []ledger.Tap, res []ledger.TapResult) error {
 	s := (*Server)(st)
 	var q []ledger.QuarantinedRecord
@@ -338,7 +342,8 @@ func (st *store) quarantineConflicts(ctx context.Context, b *ingest.Batch, taps 
 			Reason: ReasonTapIDConflict, Record: taps[i].Record})
 		msg := "tap id already settled with other contents; record quarantined, not charged"
 		if r.OtherCode {
-			msg = "tap id already settled with another payment code (a queue file restored from a backup?); record quarantined, not charged"
+			msg = "tap id already settled with another payment code: two validators running with this device's identity (a cloned SD card or copied bundle: " +
+				"provision the second its own, farego-provision device --id), or its queue file put back from a backup; record quarantined, not charged"
 		}
 		s.log.Error(msg, "tap", r.ID, "device", b.DeviceID)
 	}

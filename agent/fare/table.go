@@ -88,6 +88,12 @@ var (
 	hhmmRE     = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
 )
 
+// ValidCurrency reports whether s has an ISO 4217 code's form (three
+// capital letters): the rule for a fare table's currency, and the
+// ledger's and its accounts' (ledger.ValidCurrency), which a table's must
+// equal.
+func ValidCurrency(s string) bool { return currencyRE.MatchString(s) }
+
 // Parse reads and checks a fare table (JSON). Unknown fields, negative
 // amounts, unknown profiles, a bad time zone or missing default fares are
 // errors naming the field.
@@ -141,7 +147,7 @@ func (t *Table) check() error {
 	if t.Version == 0 {
 		return bad("version must be at least 1")
 	}
-	if !currencyRE.MatchString(t.Currency) {
+	if !ValidCurrency(t.Currency) {
 		return bad("currency must be an ISO 4217 code like \"EUR\", got %q", t.Currency)
 	}
 	if t.TimeZone == "" {

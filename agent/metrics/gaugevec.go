@@ -22,11 +22,13 @@ func (r *Registry) GaugeVecFunc(name, help string, labels []string, fn func(emit
 
 func (g *gaugeVecFunc) write(w *bufio.Writer) {
 	header(w, g.name, g.help, "gauge")
+	failed := false // a write failed (the client is gone): format no more
 	g.fn(func(v float64, values ...string) {
-		if len(values) != len(g.labels) {
+		if failed || len(values) != len(g.labels) {
 			return
 		}
-		fmt.Fprintf(w, "%s%s %s\n", g.name, labelPairs(g.labels, values), formatFloat(v))
+		_, err := fmt.Fprintf(w, "%s%s %s\n", g.name, labelPairs(g.labels, values), formatFloat(v))
+		failed = err != nil
 	})
 }
 
@@ -52,10 +54,12 @@ func (r *Registry) CounterVecFunc(name, help string, labels []string, fn func(em
 
 func (c *counterFunc) write(w *bufio.Writer) {
 	header(w, c.name, c.help, "counter")
+	failed := false
 	c.fn(func(v float64, values ...string) {
-		if len(values) != len(c.labels) {
+		if failed || len(values) != len(c.labels) {
 			return
 		}
-		fmt.Fprintf(w, "%s%s %s\n", c.name, labelPairs(c.labels, values), formatFloat(v))
+		_, err := fmt.Fprintf(w, "%s%s %s\n", c.name, labelPairs(c.labels, values), formatFloat(v))
+		failed = err != nil
 	})
 }

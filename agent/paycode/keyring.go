@@ -111,6 +111,38 @@ func (k *Keyring) Span() (from, to time.Time) {
 	return from, to
 }
 
+// ValidUntil returns the end of the unbroken run of key windows that
+// holds now: the latest end of a key valid at now, carried on by each key
+// that begins before the run ends (a renewed key not active yet). Zero if
+// no key is valid at now. From then on every code is refused, unless a
+// newer keyring arrives; a key that begins after a gap does not count.
+func (k *Keyring) ValidUntil(now time.Time) time.Time {
+	if k == nil {
+		return time.Time{}
+	}
+	var until time.Time
+	for _, key := range k.keys {
+		if !now.Before(key.NotBefore) && !now.After(key.NotAfter) && key.NotAfter.After(until) {
+			until = key.NotAfter
+		}
+	}
+	if until.IsZero() {
+		return until
+	}
+	for range k.keys { // each pass that extends it ends at another key's end
+		extended := false
+		for _, key := range k.keys {
+			if !key.NotBefore.After(until) && key.NotAfter.After(until) {
+				until, extended = key.NotAfter, true
+			}
+		}
+		if !extended {
+			break
+		}
+	}
+	return until
+}
+
 // Lookup returns the key with the given id.
 func (k *Keyring) Lookup(id uint32) (Key, bool) {
 	if k == nil {

@@ -640,3 +640,38 @@ func TestKeyringValidAt(t *testing.T) {
 		t.Errorf("empty keyring: Span = %s to %s, Len = %d", from, to, empty.Len())
 	}
 }
+
+// ValidUntil: the run of key windows from now, carried on by a renewed
+// key that begins before it ends (not by one after a gap); zero when no
+// key holds now.
+func TestKeyringValidUntil(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	day := 24 * time.Hour
+	key := func(id uint32, from, to time.Duration) Key {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		return Key{ID: id, Public: pub, NotBefore: now.Add(from), NotAfter: now.Add(to)}
+	}
+	for _, c := range []struct {
+		name string
+		keys []Key
+		want time.Time
+	}{
+		{"one", []Key{key(1, -day, 5*day)}, now.Add(5 * day)},
+		{"renewed, not active yet", []Key{key(1, -day, 5*day), key(2, day, 365*day)}, now.Add(365 * day)},
+		{"renewed twice, listed last first", []Key{key(3, 300*day, 700*day), key(1, -day, 5*day), key(2, 4*day, 365*day)}, now.Add(700 * day)},
+		{"a renewal beginning as the key ends", []Key{key(1, -day, 5*day), key(2, 5*day, 365*day)}, now.Add(365 * day)},
+		{"a gap", []Key{key(1, -day, 5*day), key(2, 6*day, 365*day)}, now.Add(5 * day)},
+		{"none valid now", []Key{key(1, day, 5*day)}, time.Time{}},
+	} {
+		kr, err := NewKeyring(1, c.keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kr.ValidUntil(now); !got.Equal(c.want) {
+			t.Errorf("%s: ValidUntil = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := (*Keyring)(nil).ValidUntil(now); !got.IsZero() {
+		t.Errorf("nil keyring: %v", got)
+	}
+}

@@ -13,7 +13,7 @@ var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // appear in tap ids and MQTT topics, so MQTT wildcards and '/' are excluded.
 func ValidDeviceID(id string) error {
 	if !deviceIDRE.MatchString(id) {
-		return fmt.Errorf("%w: device id %q must be 1-64 letters, digits, '_', '.' or '-'", ErrMalformed, id)
+		return fmt.Errorf("%w: device id %q must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrMalformed, id)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/cmd/internal/rig"
+	"github.com/farego/farego/driver/feedback"
 )
 
 const fares = `{
@@ -74,6 +75,22 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	bin := fs.String("bin", "bin", "directory with the farego binaries (make build)")
 	keep := fs.Bool("keep", false, "keep the server (and its rider's wallet) running until Ctrl-C, and the demo's files afterwards")
 	version := fs.Bool("version", false, "print the version and exit")
+	// Said first, as the other programs' help does: "Usage of farego-demo"
+	// and two flags told a newcomer nothing of what it runs.
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `farego-demo: run the whole system on this machine and narrate it: a settlement
+server (embedded MQTT broker, SQLite ledger), a validator reading a
+pseudo-terminal as its QR scanner, riders tapping valid and invalid codes, a
+network cut, a kiosk's payment and refund; every process on 127.0.0.1 ports
+the kernel picks, its files in a temporary directory, removed at the end.
+
+Usage:
+  farego-demo [--bin DIR] [--keep]     (make demo; make demo DEMO_FLAGS=--keep)
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	if err := cli.Parse(fs, args, out, stderr); err != nil {
 		return err
 	}
@@ -343,10 +360,6 @@ func forge(text string) string {
 	return paycode.EncodeText(b)
 }
 
-func money(minor int64) string {
-	sign := ""
-	if minor < 0 {
-		sign, minor = "-", -minor
-	}
-	return fmt.Sprintf("%s%d.%02d EUR", sign, minor/100, minor%100)
-}
+// money formats an amount of the demo's currency (its fare table's) as
+// every farego tool does: 250 is "2.50 EUR".
+func money(minor int64) string { return feedback.FormatAmount(minor, "EUR") }

@@ -156,3 +156,20 @@ func keepWallet(t *testing.T, bin string) {
 		t.Fatalf("a pass after the top-up the demo prints: %v", err)
 	}
 }
+
+// TestHelpSaysWhatItRuns: the newcomer's program answered --help with
+// Go's bare "Usage of farego-demo:" and two flags; it now says what it
+// runs and how make runs it, on standard output, exit 0, as every other
+// farego program does.
+func TestHelpSaysWhatItRuns(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"--help"}, &out, &errb)
+	if c := cli.Exit("farego-demo", err, &errb); c != 0 || errb.Len() != 0 {
+		t.Fatalf("--help: exit %d, stderr %q", c, errb.String())
+	}
+	for _, want := range []string{"farego-demo: run the whole system on this machine", "make demo DEMO_FLAGS=--keep", "-keep", "-bin"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help does not say %q:\n%s", want, out.String())
+		}
+	}
+}

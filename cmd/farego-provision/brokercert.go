@@ -66,6 +66,10 @@ func cmdBrokerCert(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	if err := keepsModes("--out", *out, "the broker's private key",
+		"nothing was written: write it to a local directory (--out broker) and carry it to the broker's host as a tarball (tar czf broker.tar.gz broker keeps the modes)"); err != nil {
+		return err
+	}
 	caCert, caKey, _, err := loadCA(*fleet)
 	if err != nil {
 		return err

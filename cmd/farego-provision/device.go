@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -214,6 +217,14 @@ func minTime(a, b time.Time) time.Time {
 var cutAt func(step string) error
 
 func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer) error {
+	// Refused on a card before anything is registered: the first key
+	// written there failed its chmod after the registration (the server
+	// held an identity no bundle had, and a --force run had retired the
+	// working one), or, on exfat-fuse, the tarball carried device.key 0777.
+	if err := keepsModes("--out", o.out, "the bundle's private keys",
+		"nothing was registered: write the bundle to a local directory (--out devices) and copy devices/"+o.id+".tar.gz to the card (the tarball keeps the keys' modes)"); err != nil {
+		return err
+	}
 	dir := filepath.Join(o.out, o.id)
 	// A whole bundle beside its place is registered: a run stopped (a
 	// power cut) after the registration and before the bundle was in
@@ -221,6 +232,14 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 	// registered identity. It is put in place now; registering yet
 	// another identity is what --force does afterwards.
 	tmp := filepath.Join(o.out, "."+o.id+".new")
+	// An identity whole in it (its key written last, before the
+	// registration) is that of a run cut while registering it (Ctrl-C
+	// before this release, a kill, a power cut, the server gone before it
+	// answered): the server holds it or nothing. It is registered again,
+	// which the server takes for the same key, and the bundle finished:
+	// such a run asked for --force, and a technician's loop over a fleet
+	// left a device registered with no bundle at every cut.
+	var resume *identity
 	if _, err := os.Stat(filepath.Join(tmp, bundleConfig)); err == nil {
 		if err := placeBundle(o, dir, tmp); err != nil {
 			return err
@@ -232,6 +251,8 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "device %s: an earlier run registered it and stopped before its bundle was in place; finished: bundle in %s/ and %s%s\n",
 			o.id, dir, filepath.Join(o.out, o.id+".tar.gz"), again)
 		return nil
+	} else if id, err := readIdentity(tmp); err == nil {
+		resume = id
 	} else if _, err := os.Stat(tmp); err == nil && !o.force {
 		return fmt.Errorf("an earlier run for %s stopped while registering it (%s is not whole): the server may hold an identity "+
 			"that no bundle has, and the one in %s, if any, may no longer be registered; run again with --force to register a new one",
@@ -239,6 +260,10 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 	}
 	replacing := false
 	if _, err := os.Stat(filepath.Join(dir, bundleDeviceKey)); err == nil {
+		if !o.force && resume != nil {
+			return fmt.Errorf("an earlier run for %s stopped while registering its new identity (kept in %s): the bundle in %s may no longer be registered; "+
+				"run again with --force to finish it (the same new identity is registered)", o.id, tmp, dir)
+		}
 		if !o.force {
 			return fmt.Errorf("%s already has an identity (%s); use --force to replace it", o.id, filepath.Join(dir, bundleDeviceKey))
 		}
@@ -247,6 +272,17 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 	caCert, caKey, caPEM, err := loadCA(o.fleet)
 	if err != nil {
 		return err
+	}
+	if resume != nil {
+		// The run cut may have been for another fleet (a staging server,
+		// the same --out): its identity, registered here, made a bundle
+		// with this CA and a certificate of the other, which the broker
+		// refuses.
+		if err := resume.signedBy(caCert); err != nil {
+			return fmt.Errorf("an earlier run for %s stopped while registering the identity kept in %s, made for another fleet (%v): "+
+				"finish it with that run's --fleet and --server, or remove %s to register a new identity here (with --force if %s is registered here)",
+				o.id, tmp, err, tmp, o.id)
+		}
 	}
 	fleetPub, err := os.ReadFile(filepath.Join(o.fleet, fleetPubFile))
 	if err != nil {
@@ -286,71 +322,76 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 		return fmt.Errorf("the server's fare table: %w", err)
 	}
 
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	// The certificate is dated by the earlier of this computer's clock and
-	// the server's: a laptop hours fast made one the broker and the
-	// device, on the right time, took for not valid yet (refused until
-	// then, and the device's selftest blaming its certificate).
-	from := now()
-	if at, ok := serverTime(ctx, server); ok {
-		if off := from.Sub(at); off.Abs() > clockWarn {
-			side := "behind"
-			if off > 0 {
-				side = "ahead of"
-			}
-			fmt.Fprintf(stderr, "farego-provision device: warning: this computer's clock is %s %s the server's: fix it (NTP); "+
-				"the device's certificate is dated by the earlier of the two\n", off.Abs().Round(time.Minute), side)
+	id := resume
+	if id == nil {
+		if id, err = newIdentity(ctx, o, server, caCert, caKey, stderr); err != nil {
+			return err
 		}
-		from = minTime(from, at)
-	}
-	certPEM, tlsKeyPEM, err := issueClientCert(caCert, caKey, o.id, from)
-	if err != nil {
-		return err
 	}
 	var reg struct {
 		MQTTUsername string `json:"mqtt_username"`
 		MQTTPassword string `json:"mqtt_password"`
 		Unrevoked    bool   `json:"unrevoked"`
 	}
-	// The bundle's directory is made before the registration: a run
-	// stopped from here on is told apart from one that never registered.
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := durable.MkdirAll(tmp, 0o700); err != nil {
-		return err
+	if resume == nil {
+		// The identity is written before the registration: a run
+		// stopped from here on is told apart from one that never
+		// registered, and the next one registers the same key.
+		if err := os.RemoveAll(tmp); err != nil {
+			return err
+		}
+		if err := id.write(tmp); err != nil {
+			return err
+		}
 	}
 	if err := cutHere("registering"); err != nil {
 		return err
 	}
-	body := map[string]any{"id": o.id, "public_key": hex.EncodeToString(pub), "certificate": string(certPEM), "replace": o.force}
+	body := map[string]any{"id": o.id, "public_key": hex.EncodeToString(id.pub), "certificate": string(id.certPEM), "replace": o.force}
 	if o.unrevoke {
 		// Only when asked: a server of the release before refuses a
 		// field it does not know (bad_json), every registration with it.
 		body["unrevoke"] = true
 	}
-	if err := cli.CallJSON(ctx, "POST", server+"/v1/devices", o.token, body, &reg); err != nil {
-		if os.RemoveAll(tmp) == nil { // nothing registered
+	// Not cut by Ctrl-C: the device being registered is finished, and
+	// the process ends by the signal afterwards (cli.SignalContext).
+	if err := cli.CallJSON(context.WithoutCancel(ctx), "POST", server+"/v1/devices", o.token, body, &reg); err != nil {
+		ae, na := (*cli.APIError)(nil), (*cli.NoAnswer)(nil)
+		// A refusal (4xx) or no connection registered nothing; a 5xx may
+		// be a proxy's (502, 504) after the server took it: the identity
+		// is kept for the next run, which registers it again.
+		errors.As(err, &ae)
+		answered := (ae != nil && ae.Status < 500) || errors.As(err, &na)
+		if answered && resume == nil && os.RemoveAll(tmp) == nil { // nothing registered
 			durable.SyncDir(o.out)
 		}
-		if ae := (*cli.APIError)(nil); errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) {
+		if ae != nil && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) {
 			// "forbidden: not an API token" named no flag.
 			err = fmt.Errorf("%w: check --operator-token (the server's DATA/keys/operator.token, or an operator token from farego-settlement token create)", err)
-		} else if errors.As(err, &ae) && ae.Code == "device_revoked" {
+		} else if ae != nil && ae.Code == "device_revoked" {
 			// Every run makes a new key, which a registered device takes
 			// only with --force: --unrevoke alone was refused next.
 			err = fmt.Errorf("%w: if it is to work again (not a stolen one), run again with --force --unrevoke", err)
-		} else if errors.As(err, &ae) && ae.Code == "device_exists" && !o.force {
+		} else if ae != nil && ae.Code == "device_exists" && !o.force {
 			// A bundle made elsewhere (or removed): this run's new key.
 			err = fmt.Errorf("%w: run again with --force to register this run's new key (the old one stops working)", err)
+		} else if !answered {
+			err = fmt.Errorf("%w (the server may have registered it: run again to finish, registering the same key)", err)
 		}
 		if replacing {
 			return fmt.Errorf("registering %s: %w (the old bundle in %s is kept and still registered)", o.id, err, dir)
 		}
 		return fmt.Errorf("registering %s: %w", o.id, err)
+	}
+	if err := cutHere("registered"); err != nil {
+		return err
+	}
+	if resume != nil {
+		// What the cut run wrote after its registration is written anew
+		// (its MQTT password is the old registration's).
+		if err := id.clearBeside(tmp); err != nil {
+			return err
+		}
 	}
 	// Registered: the new identity is the device's now. The bundle is
 	// written whole beside its place, then put there (a replaced one is
@@ -359,19 +400,11 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	if err := keyfile.WritePrivate(filepath.Join(tmp, bundleDeviceKey), priv); err != nil {
-		return err
-	}
-	if err := keyfile.WritePublic(filepath.Join(tmp, bundleDevicePub), pub); err != nil {
-		return err
-	}
 	for _, f := range []struct {
 		name string
 		data []byte
 		perm os.FileMode
 	}{
-		{bundleTLSKey, tlsKeyPEM, 0o600},
-		{bundleTLSCert, certPEM, 0o644},
 		{bundleCA, caPEM, 0o644},
 		{bundleFleetPub, fleetPub, 0o644},
 		{bundleKeyring, krJSON, 0o644},
@@ -391,8 +424,124 @@ func provisionDevice(ctx context.Context, o deviceOpts, stdout, stderr io.Writer
 	if reg.Unrevoked {
 		lifted = " (it was revoked: its revocation is lifted)"
 	}
-	fmt.Fprintf(stdout, "device %s registered%s; bundle in %s/ and %s\n", o.id, lifted, dir, filepath.Join(o.out, o.id+".tar.gz"))
+	again := ""
+	if resume != nil {
+		again = " (an earlier run was cut while registering it: its identity is registered and its bundle finished)"
+	}
+	fmt.Fprintf(stdout, "device %s registered%s%s; bundle in %s/ and %s\n", o.id, lifted, again, dir, filepath.Join(o.out, o.id+".tar.gz"))
 	return nil
+}
+
+// identity is a device's key pair and MQTT client certificate, made
+// before its registration.
+type identity struct {
+	pub                ed25519.PublicKey
+	priv               ed25519.PrivateKey
+	certPEM, tlsKeyPEM []byte
+}
+
+// newIdentity makes a device's key pair and client certificate.
+func newIdentity(ctx context.Context, o deviceOpts, server string, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, stderr io.Writer) (*identity, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	// The certificate is dated by the earlier of this computer's clock and
+	// the server's: a laptop hours fast made one the broker and the
+	// device, on the right time, took for not valid yet (refused until
+	// then, and the device's selftest blaming its certificate).
+	from := now()
+	if at, ok := serverTime(ctx, server); ok {
+		if off := from.Sub(at); off.Abs() > clockWarn {
+			side := "behind"
+			if off > 0 {
+				side = "ahead of"
+			}
+			fmt.Fprintf(stderr, "farego-provision device: warning: this computer's clock is %s %s the server's: fix it (NTP); "+
+				"the device's certificate is dated by the earlier of the two\n", off.Abs().Round(time.Minute), side)
+		}
+		from = minTime(from, at)
+	}
+	certPEM, tlsKeyPEM, err := issueClientCert(caCert, caKey, o.id, from)
+	if err != nil {
+		return nil, err
+	}
+	return &identity{pub: pub, priv: priv, certPEM: certPEM, tlsKeyPEM: tlsKeyPEM}, nil
+}
+
+// write writes the identity into dir (made here), each file durably and
+// the device key last: with it, the identity is whole.
+func (id *identity) write(dir string) error {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := durable.Create(filepath.Join(dir, bundleTLSKey), id.tlsKeyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := durable.Create(filepath.Join(dir, bundleTLSCert), id.certPEM, 0o644); err != nil {
+		return err
+	}
+	if err := keyfile.WritePublic(filepath.Join(dir, bundleDevicePub), id.pub); err != nil {
+		return err
+	}
+	return keyfile.WritePrivate(filepath.Join(dir, bundleDeviceKey), id.priv)
+}
+
+// readIdentity reads a whole identity that write left in dir.
+func readIdentity(dir string) (*identity, error) {
+	priv, err := keyfile.ReadPrivate(filepath.Join(dir, bundleDeviceKey))
+	if err != nil {
+		return nil, err
+	}
+	pub, err := keyfile.ReadPublic(filepath.Join(dir, bundleDevicePub))
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(pub, priv.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("%s is not %s's public half", bundleDevicePub, bundleDeviceKey)
+	}
+	id := &identity{pub: pub, priv: priv}
+	if id.certPEM, err = os.ReadFile(filepath.Join(dir, bundleTLSCert)); err != nil {
+		return nil, err
+	}
+	if id.tlsKeyPEM, err = os.ReadFile(filepath.Join(dir, bundleTLSKey)); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// signedBy checks that the identity's client certificate is ca's.
+func (id *identity) signedBy(ca *x509.Certificate) error {
+	b, _ := pem.Decode(id.certPEM)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return fmt.Errorf("%s is no PEM certificate", bundleTLSCert)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", bundleTLSCert, err)
+	}
+	if err := cert.CheckSignatureFrom(ca); err != nil {
+		return fmt.Errorf("its %s is not signed by this fleet's CA %q: %w", bundleTLSCert, ca.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// clearBeside removes from dir everything but the identity's files.
+func (id *identity) clearBeside(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		switch e.Name() {
+		case bundleDeviceKey, bundleDevicePub, bundleTLSKey, bundleTLSCert:
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return durable.SyncDir(dir)
 }
 
 // placeBundle puts the whole, registered bundle tmp in place as dir (a

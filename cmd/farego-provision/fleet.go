@@ -36,6 +36,10 @@ func cmdInitFleet(args []string, stdout, stderr io.Writer) error {
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
+	if err := keepsModes("--dir", *dir, "the fleet's private keys",
+		"nothing was written: make the fleet on this computer's disk (--dir fleet) and keep its copy on the card as a tarball (tar czf fleet.tar.gz fleet keeps the modes)"); err != nil {
+		return err
+	}
 	exists := func(f string) bool { _, err := os.Stat(filepath.Join(*dir, f)); return err == nil }
 	if exists(caKeyFile) && !exists(caCertFile) {
 		// A run cut (a power cut, a kill) between the CA's key and its

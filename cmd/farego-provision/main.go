@@ -6,12 +6,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+	"path/filepath"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 )
 
 const usage = `farego-provision: provision the fleet and its validators.
@@ -35,10 +37,10 @@ Run "farego-provision SUBCOMMAND --help" for the flags; "farego-provision
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	// Ctrl-C ends it by SIGINT (after a bundle being written is whole),
+	// so that a shell loop over devices stops there.
+	ctx, exit := cli.SignalContext()
+	exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -51,4 +53,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cmdBrokerCert(args, stdout, stderr)
 		},
 	}, args, stdout, stderr)
+}
+
+// keepsModes refuses, before anything is written, a directory (given as
+// flag, which may not exist yet) on a filesystem that keeps no file modes:
+// FAT or exFAT, as on the USB sticks and SD cards technicians carry. There
+// keys could not be kept to their owner: the kernel's vfat and fusefat
+// refuse the chmod (the tool stopped half way on "function not
+// implemented"), exfat-fuse takes it and keeps 0777 (a key others can read,
+// which the server and the validator refuse). keys names what would be
+// written; todo says what to do instead.
+func keepsModes(flag, dir, keys, todo string) error {
+	d := filepath.Clean(dir)
+	for {
+		if _, err := os.Stat(d); err == nil || !errors.Is(err, os.ErrNotExist) || filepath.Dir(d) == d {
+			break
+		}
+		d = filepath.Dir(d)
+	}
+	err := durable.CheckModes(d)
+	if errors.Is(err, durable.ErrNoModes) {
+		return fmt.Errorf("%s %s: %w (FAT or exFAT, as on USB sticks and SD cards), where %s cannot be kept from other users; %s", flag, dir, err, keys, todo)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, dir, err)
+	}
+	return nil
 }

@@ -91,11 +91,26 @@ func loadState(path string) (*state, error) {
 		return nil, err
 	}
 	var s state
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	err = json.Unmarshal(data, &s)
+	if err == nil && (s.Account == 0 || s.Secret == "") {
+		err = errors.New("no account or no secret in it")
+	}
+	if err != nil {
+		// Empty or cut short: storage that acknowledged a flush it had
+		// not made (many phones' and SD cards') lost the last save with
+		// the power. Only the account's secret brings the rider back.
+		return nil, fmt.Errorf("%w: %s: %w; sign in again with the account's secret: "+
+			"farego-rider signin --secret SECRET|@FILE --account N --server URL --force (the damaged file is kept as %s)",
+			errDamagedState, path, err, path+damagedSuffix)
 	}
 	return &s, nil
 }
+
+// errDamagedState is a state file that exists and cannot be read as one.
+var errDamagedState = errors.New("the rider state file is damaged")
+
+// damagedSuffix names where signin --force keeps a damaged state file.
+const damagedSuffix = ".damaged"
 
 func (s *state) save(path string) error {
 	data, _ := json.MarshalIndent(s, "", "  ")

@@ -331,8 +331,19 @@ func TestRiderSignIn(t *testing.T) {
 	if c, _, e := rider(t, "signin", "--state", st, "--account", fmt.Sprint(s.Account+1), "--secret", "x"); c != 1 || !strings.Contains(e, "--force") {
 		t.Errorf("signin to another account: %d %q", c, e)
 	}
-	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x"); c != 2 || !strings.Contains(e, "--server and --account") {
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x"); c != 2 ||
+		!strings.Contains(e, "--server URL (the wallet's address without /wallet/) and --account N (the number the wallet shows) are required: there is no state file at") {
 		t.Errorf("signin without a state file: %d %q", c, e)
+	}
+	// One of the two given: the other is named alone (both were named,
+	// the rider left to guess which was missing).
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x", "--account", fmt.Sprint(s.Account)); c != 2 ||
+		!strings.Contains(e, "--server URL (the wallet's address without /wallet/) is required") || strings.Contains(e, "--account N") {
+		t.Errorf("signin without a state file, with --account: %d %q; want --server named alone", c, e)
+	}
+	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--secret", "x", "--server", srv.URL); c != 2 ||
+		!strings.Contains(e, "--account N (the number the wallet shows) is required") || strings.Contains(e, "--server URL") {
+		t.Errorf("signin without a state file, with --server: %d %q; want --account named alone", c, e)
 	}
 	if c, _, e := rider(t, "signin", "--state", filepath.Join(dir, "new.json"), "--server", srv.URL, "--account", fmt.Sprint(s.Account),
 		"--secret", out.Secret); c != 0 {

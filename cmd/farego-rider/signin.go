@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/farego/farego/cmd/internal/cli"
+	"github.com/farego/farego/queue/durable"
 )
 
 // cmdSignIn takes an account that exists (made in the wallet, or this
@@ -21,7 +23,7 @@ func cmdSignIn(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	server := fs.String("server", "", "settlement server URL (default: the state file's)")
 	account := fs.Uint64("account", 0, "account number (default: the state file's)")
 	secret := fs.String("secret", "", "the account secret, or @FILE to read it (required)")
-	force := fs.Bool("force", false, "replace a state file that holds another account")
+	force := fs.Bool("force", false, "replace a state file that holds another account, or that is damaged (kept as STATE.damaged, or .damaged.2, …)")
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -33,8 +35,11 @@ func cmdSignIn(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func signIn(ctx context.Context, path, server string, account uint64, secret string, force bool, stdout io.Writer) error {
 	var old *state
+	damaged := false
 	if _, err := os.Stat(path); err == nil {
-		if old, err = loadState(path); err != nil {
+		if old, err = loadState(path); errors.Is(err, errDamagedState) && force {
+			damaged = true // kept aside once the secret is known good
+		} else if err != nil {
 			return err
 		}
 	}
@@ -50,7 +55,25 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 		}
 	}
 	if server == "" || account == 0 {
-		return cli.UsageError("--server and --account are required without a state file (%s)", path)
+		// Named one by one, with where to find each; a damaged file is
+		// there but says neither ("without a state file" sent the rider
+		// looking for one).
+		var missing []string
+		if server == "" {
+			missing = append(missing, "--server URL (the wallet's address without /wallet/)")
+		}
+		if account == 0 {
+			missing = append(missing, "--account N (the number the wallet shows)")
+		}
+		verb, them := "is", "it"
+		if len(missing) == 2 {
+			verb, them = "are", "them"
+		}
+		why := fmt.Sprintf("there is no state file at %s to take %s from", path, them)
+		if damaged {
+			why = fmt.Sprintf("the state file %s is damaged and cannot say %s", path, them)
+		}
+		return cli.UsageError("%s %s required: %s", strings.Join(missing, " and "), verb, why)
 	}
 	server = strings.TrimRight(server, "/")
 	if err := checkServerURL(server); err != nil {
@@ -84,6 +107,13 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 		s = old // the same secret: its credential still holds
 		s.Server = server
 	}
+	if damaged {
+		kept, err := keepDamaged(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "the damaged state file is kept as %s\n", kept)
+	}
 	if err := s.save(path); err != nil {
 		return err
 	}
@@ -92,4 +122,31 @@ func signIn(ctx context.Context, path, server string, account uint64, secret str
 		fmt.Fprintln(stdout, `next: "farego-rider credential" for a pass`)
 	}
 	return nil
+}
+
+// maxDamagedKept bounds the damaged state files kept beside one state
+// file (STATE.damaged, STATE.damaged.2, …).
+const maxDamagedKept = 100
+
+// keepDamaged moves the damaged state file at path aside under the first
+// free name of STATE.damaged, STATE.damaged.2, …, and returns it. One kept
+// before is never replaced: a file cut short may still hold the secret of
+// an account the rider signed in to no other way (signin --force into
+// another account, then the new file damaged in its turn), and it was
+// replaced by the second damaged file.
+func keepDamaged(path string) (string, error) {
+	for i := 1; i <= maxDamagedKept; i++ {
+		kept := path + damagedSuffix
+		if i > 1 {
+			kept += "." + strconv.Itoa(i)
+		}
+		if _, err := os.Lstat(kept); err == nil {
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		return kept, durable.Rename(path, kept)
+	}
+	return "", fmt.Errorf("%s: %d damaged state files are kept beside it already (%s…): remove those no longer needed",
+		path, maxDamagedKept, path+damagedSuffix)
 }

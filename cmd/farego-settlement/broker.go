@@ -35,7 +35,7 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return cli.Usagef(stderr, "farego-settlement broker", "--log-level: %v", err)
 	}
-	kd, st, err := openKeysAndLedger(ctx, *data, *db)
+	kd, st, err := openKeysAndLedger(ctx, *data, *db, true)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,11 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *fares != "" {
 		t, err := fare.Load(*fares)
+		if errors.Is(err, os.ErrNotExist) {
+			// A newcomer copying the Technician's guide had only "open
+			// fares.json: no such file", and no word of what the file is.
+			return fmt.Errorf("--fares %s: there is no such file: give the fare table (JSON, see the README's Fare tables; testdata/fare/table.json in the source is a sample), or leave --fares out and publish one later (PUT /v1/fares)", *fares)
+		}
 		if err != nil {
 			return err
 		}
@@ -97,7 +102,15 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			os.Remove(*data)
 		}
 	}()
-	st, err := ledger.Open(ctx, dsn, &ledger.Options{Currency: *currency})
+	// NoMigrate: a ledger of an older release is refused as it is, not
+	// migrated and then refused as another init's (below): migrated, it
+	// was refused by the older server still serving it at its next start,
+	// and by that release's own tools (an upgrade review).
+	st, err := ledger.Open(ctx, dsn, &ledger.Options{Currency: *currency, NoMigrate: true})
+	if errors.Is(err, ledger.ErrSchemaTooOld) {
+		return fmt.Errorf("%s already holds a ledger, of an older release: copy that instance's key directory (DATA/keys) to %s "+
+			"instead of running init again; %w", ledger.Describe(dsn), keysDir, err)
+	}
 	if err != nil {
 		return err
 	}

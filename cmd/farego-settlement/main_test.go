@@ -7,8 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -146,9 +149,18 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, _, e := settle(t, ctx, "run", "--data", data, "--mqtt", ln.Addr().String(), "--http", "127.0.0.1:0")
+	// An earlier run's ready file (the README's by-hand block run again
+	// in the same directory) must not say this one is serving.
+	ready := filepath.Join(t.TempDir(), "ready")
+	if err := os.WriteFile(ready, []byte(`{"http":"127.0.0.1:1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, _, e := settle(t, ctx, "run", "--data", data, "--mqtt", ln.Addr().String(), "--http", "127.0.0.1:0", "--ready-file", ready)
 	if c != 1 || !strings.Contains(e, ln.Addr().String()) || !strings.Contains(e, "--mqtt") {
 		t.Errorf("run on a taken MQTT port: %d %q", c, e)
+	}
+	if _, err := os.Stat(ready); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a server that could not start left an earlier run's ready file: %v", err)
 	}
 	c, _, e = settle(t, ctx, "run", "--data", data, "--mqtt", "127.0.0.1:0", "--http", ln.Addr().String())
 	if c != 1 || !strings.Contains(e, "--http") {
@@ -165,11 +177,20 @@ func TestRunSaysWhatIsInTheWay(t *testing.T) {
 	for _, bad := range [][]string{{"--max-age", "-1s"}, {"--skew", "-30s"}, {"--max-age", "2h"}, {"--skew", "2h"}, {"--credential-ttl", "-5h"}, {"--credential-ttl", "0s"}, {"--key-activation", "-1h"}, {"--key-activation", "1000h"},
 		{"--device-aside-budget", "0"}, {"--device-aside-budget", "-5"},
 		{"--device-verify-budget", "0"}, {"--device-verify-budget", "-2"},
+		{"--http-max-conns", "-2"}, {"--http-max-conns", "5"}, {"--http-max-conns-per-address", "-3"},
 		{"--log-format", "jsn"}, {"--log-level", "verbose"},
+		{"--allowed-hosts", "https://farego.example.net"}, {"--allowed-hosts", "farego.example.net:443"}, {"--allowed-hosts", "a.example,,b.example"},
+		{"--allowed-hosts", "*.farego.example.net"}, {"--allowed-hosts", "bücher.example"}, // matched no request: every rider by it had 421
 		{"--metrics", "127.0.0.1:18080", "--http", "127.0.0.1:18080"}} { // it said only "address already in use"
 		if c, _, e := settle(t, ctx, append([]string{"run", "--data", data}, bad...)...); c != 2 || !strings.Contains(e, bad[0]) {
 			t.Errorf("%v: %d %q", bad, c, e)
 		}
+	}
+	// A comma too many was refused as `--allowed-hosts ""`, with the advice
+	// for a scheme or port: the empty name is said, in the value given.
+	if c, _, e := settle(t, ctx, "run", "--data", data, "--allowed-hosts", "farego.example.net,"); c != 2 ||
+		!strings.Contains(e, `--allowed-hosts "farego.example.net,": an empty name between commas`) || strings.Contains(e, "without scheme or port") {
+		t.Errorf("--allowed-hosts with a comma too many: %d %q", c, e)
 	}
 }
 
@@ -192,7 +213,7 @@ func TestRunMetricsAndHTTPOnPortZero(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		c, _, e := settle(t, ctx, "run", "--data", data, "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-			"--mqtt", "127.0.0.1:0", "--ready-file", ready)
+			"--mqtt", "127.0.0.1:0", "--ready-file", ready, "--allowed-hosts", "farego.example.net")
 		done <- result{c, e}
 	}()
 	for {
@@ -200,6 +221,21 @@ func TestRunMetricsAndHTTPOnPortZero(t *testing.T) {
 			var addrs struct{ HTTP, Metrics string }
 			if err := json.Unmarshal(b, &addrs); err != nil || addrs.HTTP == "" || addrs.Metrics == "" || addrs.HTTP == addrs.Metrics {
 				t.Errorf("ready file %s: %v", b, err)
+			}
+			// --allowed-hosts: the name given is served on both, another is not (the DNS rebinding guard).
+			for _, addr := range []string{addrs.HTTP + "/v1/keyring", addrs.Metrics + "/metrics"} {
+				for host, want := range map[string]int{"farego.example.net": http.StatusOK, "evil.example": http.StatusMisdirectedRequest} {
+					req, _ := http.NewRequest("GET", "http://"+addr, nil)
+					req.Host = host
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp.Body.Close()
+					if resp.StatusCode != want {
+						t.Errorf("run --allowed-hosts farego.example.net: GET %s with Host %s: %d, want %d", addr, host, resp.StatusCode, want)
+					}
+				}
 			}
 			break
 		}
@@ -719,6 +755,62 @@ func TestDeviceRevokeAgain(t *testing.T) {
 	}
 }
 
+// TestDeviceRevokeSaysUnsentTaps: revoking a device says what the server
+// knows of the taps it has not sent (its last status): green taps, owed,
+// never charged while it is revoked, and how a decommission settles them
+// (field test: a validator with two taps queued offline was revoked and
+// the command said only "revoked"). On SQLite and, with
+// FAREGO_TEST_POSTGRES, PostgreSQL.
+func TestDeviceRevokeSaysUnsentTaps(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			db := "sqlite:" + filepath.Join(dir, "ledger.db")
+			if backend == "postgres" {
+				db = ledgertest.PostgresSchema(t)
+			}
+			if c, _, e := settle(t, ctx, "init", "--data", data, "--db", db); c != 0 {
+				t.Fatal(e)
+			}
+			st, err := ledger.Open(ctx, db, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"bus-1", "bus-2", "bus-3"} {
+				pub, _, _ := ed25519.GenerateKey(nil)
+				if err := st.RegisterDevice(ctx, ledger.DeviceRegistration{ID: id, PublicKey: pub, MQTTHash: "h"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now := time.Now()
+			if err := st.UpdateDeviceStatus(ctx, "bus-1", ledger.DeviceStatus{Online: true, QueueDepth: 2,
+				OldestUnsent: 90 * time.Second, LastSeen: now, Written: now}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.UpdateDeviceStatus(ctx, "bus-2", ledger.DeviceStatus{Online: true, LastSeen: now, Written: now}); err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			c, out, e := settle(t, ctx, "device", "revoke", "--data", data, "--db", db, "bus-1")
+			if c != 0 || !strings.Contains(out, "device bus-1 revoked") || !strings.Contains(e, "had 2 taps not yet sent") ||
+				!strings.Contains(e, "never charged") || !strings.Contains(e, "--force --unrevoke --id bus-1") ||
+				!strings.Contains(e, `"queue_depth": 0`) {
+				t.Errorf("revoke of a device with 2 taps unsent: %d %q %q; want them named, and how to settle them", c, out, e)
+			}
+			c, _, e = settle(t, ctx, "device", "revoke", "--data", data, "--db", db, "bus-2")
+			if c != 0 || !strings.Contains(e, "no taps waiting; taps made since cannot be known") {
+				t.Errorf("revoke of a device that reported none waiting: %d %q; want it said, and that later taps are unknown", c, e)
+			}
+			c, _, e = settle(t, ctx, "device", "revoke", "--data", data, "--db", db, "bus-3")
+			if c != 0 || !strings.Contains(e, "never sent a status") {
+				t.Errorf("revoke of a device never heard: %d %q", c, e)
+			}
+		})
+	}
+}
+
 // TestCommandsAuditWhoRanThem: a command that changes the ledger is
 // audited with the user who ran it (the one sudo was run by, for the
 // commands run as the service's user) and the host, not just "cli".
@@ -824,5 +916,25 @@ func TestInitSaysWhatTheDatabaseLacks(t *testing.T) {
 	c, _, e := settle(t, ctx, "verify", "--data", t.TempDir(), "--db", noSchema.String())
 	if c != 1 || !strings.Contains(e, "CREATE SCHEMA NAME") {
 		t.Errorf("verify --db with no schema: %d %q", c, e)
+	}
+}
+
+// TestInitSaysWhatAMissingFareTableIs: the Technician's guide named a
+// fares.json the clone does not have, and init said only "open
+// fares.json: no such file or directory": the error now says what the
+// file is and where a sample is, and init makes nothing.
+func TestInitSaysWhatAMissingFareTableIs(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	c, _, e := settle(t, ctx, "init", "--data", data, "--fares", filepath.Join(t.TempDir(), "fares.json"))
+	if c != 1 || !strings.Contains(e, "--fares") || !strings.Contains(e, "testdata/fare/table.json") || !strings.Contains(e, "Fare tables") {
+		t.Fatalf("init with a fare table that is not there: exit %d, %q; want 1 naming --fares, the README's Fare tables and the sample", c, e)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("init refused but left %s behind (%v)", data, err)
+	}
+	// The sample it names is there and takes.
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", filepath.Join("..", "..", "testdata", "fare", "table.json")); c != 0 {
+		t.Fatalf("init with the sample fare table: exit %d, %s", c, e)
 	}
 }

@@ -132,49 +132,12 @@ func parseAccount(stderr io.Writer, prog, s string) (uint64, error) {
 	return id, nil
 }
 
-// parseAmount reads an amount typed in the ledger's currency ("12.50",
-// "12,50", "12.50 EUR", "EUR 12.50"), as the console takes it, into minor
-// units: positive, at most the ledger's bound for one amount. Another
-// currency than the ledger's, a sign or too many decimals are refused.
+// parseAmount reads an amount typed in the ledger's currency, as the
+// console takes it (feedback.ParseAmount), at most the ledger's bound for
+// one amount.
 func parseAmount(text, currency string) (int64, error) {
-	t := strings.TrimSpace(text)
-	if m := amountWithCode.FindStringSubmatch(t); m != nil && (m[1] == "") != (m[3] == "") {
-		if code := strings.ToUpper(m[1] + m[3]); code != currency {
-			return 0, fmt.Errorf("amount %q is in %s: the ledger keeps %s (such as %s)", text, code, currency,
-				feedback.FormatAmount(1250, currency))
-		}
-		t = m[2]
-	}
-	v, err := feedback.ParseNumber(t, currency)
-	if errors.Is(err, feedback.ErrTooLarge) {
-		return 0, fmt.Errorf("amount %q: more than one amount may be (%s)", text, feedback.FormatAmount(ledger.MaxAmount, currency))
-	}
-	if err != nil {
-		return 0, fmt.Errorf("amount %w", err)
-	}
-	if digits := feedback.CurrencyDigits(currency); digits > 0 && !strings.ContainsAny(t, ".,") {
-		// "1250": 1,250.00 as the console reads it, 12.50 as the API
-		// (minor units) and farego-rider --amount do. Asked to say.
-		minor := v
-		for range digits {
-			minor /= 10
-		}
-		return 0, fmt.Errorf("amount %q without decimals: amounts here are in %s, not in its minor units as the API's; "+
-			"write %s for %s, or %s for %s", text, currency, feedback.FormatNumber(v, currency), feedback.FormatAmount(v, currency),
-			feedback.FormatNumber(minor, currency), feedback.FormatAmount(minor, currency))
-	}
-	if v <= 0 {
-		return 0, fmt.Errorf("amount %q: must be more than zero", text)
-	}
-	if v > ledger.MaxAmount {
-		return 0, fmt.Errorf("amount %q: more than one amount may be (%s)", text, feedback.FormatAmount(ledger.MaxAmount, currency))
-	}
-	return v, nil
+	return feedback.ParseAmount(text, currency, ledger.MaxAmount)
 }
-
-// amountWithCode is an amount with its currency's code before or after
-// it: "EUR 12.50", "12.50EUR".
-var amountWithCode = regexp.MustCompile(`^([A-Za-z]{3})?\s*([^A-Za-z\s]+)\s*([A-Za-z]{3})?$`)
 
 func cmdAccount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done, err := beforeSubcommand(args, accountUsage, stdout, stderr); done {
@@ -415,10 +378,10 @@ func actError(err error, retry string) error {
 // refundedOf is what a payment's refunds have given back by now.
 func refundedOf(ctx context.Context, st *ledger.Store, payment uint64) (int64, error) {
 	rs, err := st.Refunds(ctx, payment)
-	if err != nil || len(rs) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	return rs[len(rs)-1].Refunded, nil // the running total, oldest first
+	return ledger.RefundedOf(rs), nil
 }
 
 const timeFormat = "2006-01-02 15:04:05"

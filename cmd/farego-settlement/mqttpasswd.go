@@ -8,8 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"syscall"
 
 	"github.com/farego/farego/cmd/internal/cli"
 	"github.com/farego/farego/queue/durable"
@@ -35,7 +33,7 @@ func cmdMQTTPasswd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := cli.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	kd, st, err := openKeysAndLedger(ctx, *data, *db)
+	kd, st, err := openKeysAndLedger(ctx, *data, *db, false)
 	if err != nil {
 		return err
 	}
@@ -88,44 +86,13 @@ const newPasswordFileMode = 0o600
 // newPasswordFileMode, the caller's (created reports it, to say that
 // Mosquitto's user must be given it).
 func replacePasswordFile(path string, data []byte) (created bool, err error) {
-	mode, uid, gid := fs.FileMode(newPasswordFileMode), -1, -1
-	created = true
+	mode := fs.FileMode(newPasswordFileMode)
 	if fi, err := os.Stat(path); err == nil {
-		created = false
 		mode = fi.Mode().Perm()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			uid, gid = int(st.Uid), int(st.Gid)
-		}
 	} else if !os.IsNotExist(err) {
 		return false, err
+	} else {
+		created = true
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return false, err
-	}
-	tmp := f.Name()
-	err = func() error {
-		if _, err := f.Write(data); err != nil {
-			return err
-		}
-		if err := f.Chmod(mode); err != nil {
-			return err
-		}
-		if uid >= 0 && (uid != os.Geteuid() || gid != os.Getegid()) {
-			if err := f.Chown(uid, gid); err != nil {
-				return fmt.Errorf("keep the file's owner %d:%d: %w", uid, gid, err)
-			}
-		}
-		return f.Sync()
-	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = durable.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return created, err
+	return created, durable.WriteFileKeepOwner(path, data, mode)
 }

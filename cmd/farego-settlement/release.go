@@ -24,6 +24,7 @@ const releaseUsage = `Usage:
   farego-settlement release add     --data DIR [--releases DIR] --file BINARY --version X --arch ARCH [--db DSN]
   farego-settlement release list    --data DIR [--releases DIR]
   farego-settlement release rollout --data DIR [--releases DIR] [--db DSN] (--devices ID,ID | --percent N) [--allow-downgrade] VERSION
+  farego-settlement release rollout --data DIR --percent 0 VERSION   (stop it)
 
 add: store a validator binary as release X for ARCH (armv7, arm64, …) in
 DATA/releases (or --releases, the directory every settlement instance
@@ -34,7 +35,10 @@ rollout: tell the fleet to run VERSION: the devices listed and/or N percent
 of the fleet (chosen by a stable hash of the device id; raising N keeps
 those already in). A running server publishes it within seconds as the
 signed, retained fleet downlink PREFIX/fleet/release. Devices refuse an
-older version than the one they run unless --allow-downgrade.
+older version than the one they run unless --allow-downgrade. --percent 0
+with no --devices stops it: devices that installed it keep it. It refuses
+a release whose stored binary no longer matches its signed manifest
+(damaged on disk after add).
 `
 
 func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -137,8 +141,10 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 		}
 	}
-	if len(ids) == 0 && *percent == 0 {
-		return cli.Usagef(stderr, fs.Name(), "give --devices or --percent")
+	percentSet := false
+	fs.Visit(func(f *flag.Flag) { percentSet = percentSet || f.Name == "percent" })
+	if len(ids) == 0 && !percentSet {
+		return cli.Usagef(stderr, fs.Name(), "give --devices or --percent (--percent 0 alone stops the rollout)")
 	}
 	if *percent < 0 || *percent > 100 {
 		return cli.Usagef(stderr, fs.Name(), "--percent %d: want 0 to 100", *percent)
@@ -176,6 +182,12 @@ func cmdRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "rollout %d: version %s to %d%% of the fleet and %d listed devices\n", ro.Seq, ro.Version, ro.Percent, len(ro.Devices))
+	if ro.Percent == 0 && len(ro.Devices) == 0 {
+		// The API took {"percent": 0}; the CLI refused it, and had no
+		// way to stop a rollout gone wrong half way.
+		fmt.Fprintf(stdout, "stopped: no device starts installing %s from now on; those that installed it keep it "+
+			"(roll out the version before with --allow-downgrade to take them back), one downloading it finishes\n", ro.Version)
+	}
 	for _, n := range notes {
 		fmt.Fprintln(stdout, n)
 	}

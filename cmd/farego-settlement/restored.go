@@ -62,7 +62,12 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := staleWAL(*data, *db); err != nil {
 		return err
 	}
-	st, err := openLedger(ctx, *data, *db)
+	// A backup of the release before: restored is its first program, and
+	// migrates it unless it is another deployment's (checked first).
+	st, err := openLedgerTo(ctx, *data, *db, true, kd.Fingerprint())
+	if errors.Is(err, ledger.ErrOtherKeys) {
+		return fmt.Errorf("%w: the backup is of another deployment, or the key directory (%s) is", err, *keysDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -116,15 +121,20 @@ func cmdRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// back but the operator: say from when (a drill found the procedure
 	// naming the records to redo them from, not the time to start at),
 	// and that a shop's payment cannot be entered again (its code has
-	// expired: POST /v1/payments answers code_expired).
+	// expired: POST /v1/payments answers code_expired) — unless its till
+	// retries it while the code is still valid: that retry pays it again,
+	// under a new id, and the settlement report holds it (a shop settled
+	// from its records for it too was paid twice).
 	topup, payment, refund, err := st.LastMoneyMoved(ctx)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "the restored ledger's newest top-up was made %s, its newest shop payment %s, its newest refund %s: those made since are lost.\n"+
 		"  Enter again, with their references, the top-ups the payment provider's records show after it. Shop payments since\n"+
-		"  cannot be entered again (a payment needs the rider's code, expired by now): settle them with each shop from its records\n"+
-		"  (the merchant settlement report does not hold them). A refund since of a payment the restored ledger holds is owed\n"+
+		"  cannot be entered again (a payment needs the rider's code, expired by now), but one a till sends again while its code\n"+
+		"  is still valid (the code max age, 2 minutes by default) is paid again, under a new payment id, and the merchant\n"+
+		"  settlement report holds it: settle with each shop, from its records, only the orders since that the ledger does not\n"+
+		"  find (GET /v1/payments/MERCHANT/ORDER: 404). A refund since of a payment the restored ledger holds is owed\n"+
 		"  to the rider and can be sent again: the shop's till sends it again with its refund_id (or the operator, from the shop's\n"+
 		"  records: POST /v1/payments/MERCHANT/ORDER/refunds); one of a payment lost too is settled with the shop.\n"+
 		"  API tokens created since are lost too: create them again.\n",

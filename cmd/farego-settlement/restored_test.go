@@ -343,3 +343,92 @@ func TestRestoredSaysVoidsAndRefundsSinceAreToBeDoneAgain(t *testing.T) {
 		t.Errorf("restored: %q; want that a refund since of a payment the ledger holds can be sent again", out)
 	}
 }
+
+// A shop's payment made after the backup is lost with it, and restored
+// said it "cannot be entered again" (its code expired by now) and to
+// settle it with the shop from its records, the merchant settlement report
+// not holding it. A till that retries the order while the rider's code is
+// still valid (a till retrying through the outage, the server back within
+// the code's 2 minutes: tried with the binaries, the retry answered 201 with
+// payment id 100001 where the first had 1) pays it again, under a new id,
+// and the report holds it: settled from the shop's records as well, the
+// shop was paid twice for one order. restored says that such a retry is
+// paid again and to settle from the shop's records only the orders the
+// ledger does not find.
+func TestRestoredSaysARetriedShopPaymentIsPaidAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "data")
+	if c, _, e := settle(t, ctx, "init", "--data", data, "--fares", filepath.Join("..", "..", "testdata", "fare", "table.json")); c != 0 {
+		t.Fatal(e)
+	}
+	db := filepath.Join(data, "ledger.db")
+	now := time.Now().Truncate(time.Second)
+	open := func() *ledger.Store {
+		t.Helper()
+		st, err := ledger.Open(ctx, "sqlite:"+db, &ledger.Options{Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st := open()
+	a, err := st.CreateAccount(ctx, ledger.AccountSpec{Profile: paycode.Adult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TopUp(ctx, a.ID, 1000, "psp-1"); err != nil {
+		t.Fatal(err)
+	}
+	rider := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	serial, err := st.IssueCredentialSerial(ctx, a.ID, now.Add(24*time.Hour), rider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if _, err := os.Stat(db + "-wal"); err == nil {
+		t.Fatal("ledger.db-wal left after close: the copy below would not be the backup")
+	}
+	backup, err := os.ReadFile(db) // the backup, taken before the payment
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := ledger.PaymentRequest{MerchantID: "shop-1", OrderID: "o-1", Account: a.ID, Serial: serial, RiderKey: rider,
+		CodeKey: paycode.ID{Account: a.ID, Serial: serial, Time: uint32(now.Unix())}.Key(), CodeHash: "0123456789ab",
+		Amount: 300, Currency: "EUR"}
+	st = open()
+	first, _, err := st.Pay(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	for _, f := range []string{db + "-wal", db + "-shm"} {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(db, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, out, e := settle(t, ctx, "restored", "--data", data)
+	if c != 0 {
+		t.Fatal(e)
+	}
+	st = open()
+	defer st.Close()
+	again, replayed, err := st.Pay(ctx, req) // the till's retry, the code still valid
+	if err != nil || replayed || again.ID == first.ID {
+		t.Fatalf("the retry after the restore: %+v replayed %v, %v; first %+v: want paid again under a new id", again, replayed, err, first)
+	}
+	if acct, err := st.Account(ctx, a.ID); err != nil || acct.Balance != 700 {
+		t.Fatalf("account after the retry: %+v, %v; want 700 (paid once in this ledger)", acct, err)
+	}
+	if err := st.CheckInvariants(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	if !strings.Contains(flat, "is paid again") || !strings.Contains(flat, "only the orders") ||
+		strings.Contains(flat, "the merchant settlement report does not hold them") {
+		t.Errorf("restored: %q; want that a till's retry within the code's life is paid again (the report holds it) and to settle only the orders the ledger does not find", out)
+	}
+}

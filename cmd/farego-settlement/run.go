@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/cmd/internal/cli"
@@ -30,8 +32,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.KeysDir, "keys", "", "key directory (default DATA/keys)")
 	fs.StringVar(&c.HTTPListen, "http", server.DefaultHTTPListen, "HTTP API listen address")
 	fs.StringVar(&c.MetricsListen, "metrics", "", "serve Prometheus /metrics on this address alone (e.g. 10.0.0.5:9464 on the monitoring network); default: on the HTTP address")
-	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 0, "HTTP connections open at once (0: 16384, or a quarter of the open-files limit if that is less; -1: no limit)")
-	fs.IntVar(&c.HTTPMaxConnsPerAddress, "http-max-conns-per-address", 0, "HTTP connections open at once from one client address (0: 256; -1: no limit; raise it behind a reverse proxy)")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 0, "HTTP connections open at once (0: 16384, or a quarter of the open-files limit if that is less; -1: no limit); at the limit a new one takes the place of the oldest doing nothing (no request yet, or idle between requests)")
+	fs.IntVar(&c.HTTPMaxConnsPerAddress, "http-max-conns-per-address", 0, "HTTP connections open at once from one client address, an IPv6 client's /64 (0: 128; -1: no limit); a --trusted-proxy has no limit")
 	fs.IntVar(&c.MQTTMaxPendingPerAddress, "mqtt-max-pending-per-address", 0, "embedded broker: connections of one client address not logged in yet (0: 32; -1: no limit; raise it behind a TCP load balancer)")
 	fs.StringVar(&c.MQTTListen, "mqtt", server.DefaultMQTTListen, "embedded MQTT broker listen address")
 	fs.StringVar(&c.MQTTTLSListen, "mqtt-tls", "", "embedded broker MQTT-over-TLS listen address (e.g. :8883)")
@@ -64,6 +66,30 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return nil
 	})
+	fs.Func("allowed-hosts", "the host names browsers and clients reach the HTTP API, wallet, console and /metrics by (repeat it, or separate with commas; IP addresses and localhost always; *: any): a request naming another is refused, against DNS rebinding (default: any name on an address beyond loopback, none on loopback but from a --trusted-proxy)", func(v string) error {
+		for f := range strings.SplitSeq(v, ",") {
+			f = strings.TrimSpace(f)
+			if f == "" && strings.TrimSpace(v) != "" {
+				// Said of the whole value: `--allowed-hosts ""` named
+				// neither the comma too many nor where.
+				return fmt.Errorf("--allowed-hosts %q: an empty name between commas: remove the comma too many", v)
+			}
+			if f == "" || strings.ContainsAny(f, ":/ ") { // IP addresses are allowed anyway
+				return fmt.Errorf("--allowed-hosts %q: a host name (farego.example.net), without scheme or port", f)
+			}
+			// Names are compared whole, as browsers send them: a pattern
+			// or a name in Unicode would match no request, and every
+			// rider opening the server by it would get 421.
+			if f != "*" && strings.Contains(f, "*") {
+				return fmt.Errorf("--allowed-hosts %q: no patterns: name each host (farego.example.net,www.farego.example.net), or * for any", f)
+			}
+			if strings.ContainsFunc(f, func(r rune) bool { return r > unicode.MaxASCII }) {
+				return fmt.Errorf("--allowed-hosts %q: give an international name in the ASCII form browsers send (xn--…)", f)
+			}
+			c.AllowedHosts = append(c.AllowedHosts, f)
+		}
+		return nil
+	})
 	fs.DurationVar(&c.Policy.MaxAge, "max-age", paycode.DefaultMaxAge, "code max age (online payments, re-verification)")
 	fs.DurationVar(&c.Policy.Skew, "skew", paycode.DefaultSkew, "clock skew tolerance")
 	readyFile := fs.String("ready-file", "", "when serving, write the listen addresses (JSON) to this file (for scripts: use with port 0)")
@@ -79,6 +105,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.Policy.MaxAge > paycode.MaxPolicyAge || c.Policy.Skew > paycode.MaxPolicySkew {
 		return cli.Usagef(stderr, "farego-settlement run", "--max-age %v and --skew %v: at most %v and %v (a code pays for its age plus the skew)",
 			c.Policy.MaxAge, c.Policy.Skew, paycode.MaxPolicyAge, paycode.MaxPolicySkew)
+	}
+	if c.HTTPMaxConns < -1 || c.HTTPMaxConns > 0 && c.HTTPMaxConns < 16 {
+		return cli.Usagef(stderr, "farego-settlement run", "--http-max-conns %d: connections, at least 16 (0: the default, %d or a quarter of the open-files limit; -1: no limit)",
+			c.HTTPMaxConns, server.DefaultHTTPMaxConns)
+	}
+	if c.HTTPMaxConnsPerAddress < -1 {
+		return cli.Usagef(stderr, "farego-settlement run", "--http-max-conns-per-address %d: connections, at least 1 (0: the default, %d; -1: no limit)",
+			c.HTTPMaxConnsPerAddress, server.DefaultHTTPMaxConnsPerAddress)
 	}
 	if c.DeviceAsideBudget == 0 || c.DeviceAsideBudget < -1 {
 		return cli.Usagef(stderr, "farego-settlement run", "--device-aside-budget %d: records an hour, at least 1 (-1: no budget)", c.DeviceAsideBudget)
@@ -111,6 +145,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	c.Logger = log
 	c.AfterCommit = exitAfterCommits(log)
+	if *readyFile != "" {
+		// One an earlier run left (it is never removed) said ready before
+		// this server listened, or when it could not (the port held by
+		// that earlier server): the README's by-hand block went on.
+		if err := os.Remove(*readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
 	notifier := sdnotify.FromEnv()
 	c.Ready = func(a server.Addrs) {
 		if *readyFile != "" {

@@ -41,23 +41,33 @@ last one shown, as the hint says).
 `
 
 // openKeysAndLedger opens the key directory and the ledger of a data
-// directory (or --db).
-func openKeysAndLedger(ctx context.Context, data, db string) (*keys.Dir, *ledger.Store, error) {
+// directory (or --db); migrate as for openLedgerTo.
+func openKeysAndLedger(ctx context.Context, data, db string, migrate bool) (*keys.Dir, *ledger.Store, error) {
 	kd, err := keys.Open(filepath.Join(data, "keys"))
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openLedger(ctx, data, db)
+	st, err := openLedgerTo(ctx, data, db, migrate, kd.Fingerprint())
 	return kd, st, err
 }
 
-// openLedger opens the ledger of a data directory (or --db).
+// openLedger opens the ledger of a data directory (or --db) for a command
+// run beside the server: one this build would migrate is refused
+// (ledger.Options.NoMigrate), so that trying a new build's tool before
+// the server is upgraded leaves the schema to the server's start.
 func openLedger(ctx context.Context, data, db string) (*ledger.Store, error) {
+	return openLedgerTo(ctx, data, db, false, "")
+}
+
+// openLedgerTo opens the ledger of a data directory (or --db), migrating
+// it if migrate (the server's own programs: restored, broker) unless it
+// is bound to another key directory than keySet's (ledger.Options.KeySet).
+func openLedgerTo(ctx context.Context, data, db string, migrate bool, keySet string) (*ledger.Store, error) {
 	dsn := db
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(data, "ledger.db")
 	}
-	st, err := ledger.Open(ctx, dsn, &ledger.Options{MustExist: true})
+	st, err := ledger.Open(ctx, dsn, &ledger.Options{MustExist: true, NoMigrate: !migrate, KeySet: keySet})
 	return st, noLedgerHint(err)
 }
 
@@ -159,7 +169,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return tw.Flush()
 	case "revoke":
 		id := fs.Arg(0)
-		if id == "init" {
+		if id == ledger.InitTokenID {
 			return replaceInitToken(ctx, st, orKeys(*keysDir, *data), stdout)
 		}
 		now, err := st.RevokeTokenOnce(ctx, id)
@@ -237,11 +247,11 @@ func replaceInitToken(ctx context.Context, st *ledger.Store, keysDir string, std
 		return fmt.Errorf("%s holds a new operator token, but the console sessions signed in with the old one were not ended (run token revoke init again): %w",
 			path, ctx.Err())
 	}
-	n, err := st.EndSessionsOf(ctx, "init")
+	n, err := st.EndSessionsOf(ctx, ledger.InitTokenID)
 	if err != nil {
 		return fmt.Errorf("%s holds a new operator token, but its console sessions could not be ended (sign them out in the console): %w", path, err)
 	}
-	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_token", Target: "init",
+	if err := st.Audit(ctx, ledger.AuditEntry{Actor: cliActor(), Action: "revoke_token", Target: ledger.InitTokenID,
 		Detail: fmt.Sprintf("operator token file replaced; %d console sessions ended", n)}); err != nil {
 		return err
 	}

@@ -16,6 +16,12 @@ import (
 // unitFile reads a systemd unit's [Service] settings (a key given twice:
 // its values joined by newlines).
 func unitFile(t *testing.T, path string) map[string]string {
+	return unitSection(t, path, "[Service]")
+}
+
+// unitSection reads one section of a systemd unit (a key given twice: its
+// values joined by newlines).
+func unitSection(t *testing.T, path, want string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -31,7 +37,7 @@ func unitFile(t *testing.T, path string) map[string]string {
 		case line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, "["):
 			section = line
-		case section == "[Service]":
+		case section == want:
 			k, v, _ := strings.Cut(line, "=")
 			if out[k] != "" {
 				v = out[k] + "\n" + v
@@ -59,6 +65,12 @@ func TestSettlementUnit(t *testing.T) {
 	}
 	if n, err := strconv.Atoi(unit["LimitNOFILE"]); err != nil || n < 65536 {
 		t.Errorf("LimitNOFILE=%q: the broker closes connections beyond half of it", unit["LimitNOFILE"])
+	}
+	// A start refused for a full disk or a database down (an operator's
+	// drill) is tried again every RestartSec until it works: systemd's
+	// default start limit stopped trying after 5 starts in 10 s.
+	if got := unitSection(t, "farego-settlement.service", "[Unit]")["StartLimitIntervalSec"]; got != "0" {
+		t.Errorf("[Unit] StartLimitIntervalSec=%q, want 0: after 5 failed starts in 10 s (a full disk, the database down) systemd stops restarting the server", got)
 	}
 	if unit["WatchdogSec"] == "" {
 		t.Error("no WatchdogSec: a hung server is never restarted")

@@ -86,6 +86,12 @@ type ctlStatus struct {
 	// has been unsynced, which queue_depth alone did not say (the
 	// server's status and /metrics had it, not the technician at the bus).
 	OldestUnsentSec *int64 `json:"oldest_unsent_s,omitempty"`
+	// KeyringEnds: when the issuer keys valid now, and those renewed to
+	// follow them without a gap, end (absent with none valid). From then
+	// every rider is refused; the server publishes
+	// its renewal 30 days before, so a date this close says the device
+	// has not heard from it since (selftest warns 14 days before).
+	KeyringEnds *time.Time `json:"keyring_ends,omitempty"`
 	// UplinkConnected: connected to the broker now (absent without [mqtt]).
 	UplinkConnected *bool `json:"uplink_connected,omitempty"`
 	// UplinkStatusProblem: why the last status sent failed the server's
@@ -157,6 +163,8 @@ type ctlRunning struct {
 	update func() *wire.UpdateStatus
 	// scanners reports the scanner readers (nil: none to report).
 	scanners func() []ctlScanner
+	// scannerOut says why no scanner is read (scannerOutOfService).
+	scannerOut func() string
 }
 
 // ctlSocketFree refuses a control socket another validator answers on:
@@ -362,7 +370,7 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 	}
 	as := r.a.Assignment()
 	st := ctlStatus{Device: r.a.DeviceID(), Software: agent.Version, Route: as.Route, Vehicle: as.Vehicle, Source: as.Source,
-		ServerVersion: as.ServerVersion, OutOfService: r.a.OutOfService(), Versions: record.DocumentVersions(r.a.Versions())}
+		ServerVersion: as.ServerVersion, OutOfService: outOfService(r.a, r.scannerOut), Versions: record.DocumentVersions(r.a.Versions())}
 	st.InService = st.OutOfService == ""
 	if qs, err := r.q.Stats(); err == nil {
 		st.QueueDepth = qs.Count + qs.Adopted
@@ -370,6 +378,10 @@ func (s *ctlServer) status(r *ctlRunning) ctlStatus {
 			age := max(0, int64(time.Since(qs.OldestUnacked)/time.Second))
 			st.OldestUnsentSec = &age
 		}
+	}
+	if end := r.a.StateHealth().KeysEnd; !end.IsZero() {
+		end = end.UTC()
+		st.KeyringEnds = &end
 	}
 	if off, _, ok := r.a.ClockOffset(); ok {
 		ms := off.Milliseconds()

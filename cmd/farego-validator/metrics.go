@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +19,15 @@ type scannerWatch struct {
 	mon *sdnotify.Monitor
 	mu  sync.Mutex
 	up  map[string]*atomic.Bool
+	// changed is when a reader last came or went (unix ns; the watch's
+	// making until one does).
+	changed atomic.Int64
 }
 
 func newScannerWatch(mon *sdnotify.Monitor) *scannerWatch {
-	return &scannerWatch{mon: mon, up: map[string]*atomic.Bool{}}
+	w := &scannerWatch{mon: mon, up: map[string]*atomic.Bool{}}
+	w.changed.Store(time.Now().UnixNano())
+	return w
 }
 
 // config fills in a scanner's Heartbeat and OnState.
@@ -42,8 +48,48 @@ func (w *scannerWatch) config(c *scanner.Config) {
 			w.mon.Beat(part)
 		}
 	}
-	c.OnState = func(s scanner.State) { up.Store(s == scanner.Connected) }
+	c.OnState = func(s scanner.State) {
+		up.Store(s == scanner.Connected)
+		w.changed.Store(time.Now().UnixNano())
+	}
 }
+
+// scannerDownGrace is how long every scanner must have been away before
+// the validator counts itself out of service for it: a scanner replugged,
+// or reopened after a glitch, is back within seconds (driver/scanner's
+// backoff), and a boot's first status is not a fault.
+const scannerDownGrace = 20 * time.Second
+
+// scannerOutOfService returns why the validator takes no taps for want of
+// a scanner ("" while one is read): every scanner reader of states has been
+// away for grace or longer. With none read no code reaches the validator,
+// and ctl status said in service, as did the status the server showed the
+// operator, while the bus's riders could not pay (the scanner unplugged,
+// its cable cut, held by another program). Validators without readers
+// (stdin) never are.
+func scannerOutOfService(states func() []ctlScanner, w *scannerWatch, grace time.Duration) func() string {
+	if states == nil {
+		return func() string { return "" }
+	}
+	return func() string {
+		if time.Since(time.Unix(0, w.changed.Load())) < grace {
+			return ""
+		}
+		list := states()
+		why := make([]string, 0, len(list))
+		for _, s := range list {
+			if s.Up {
+				return ""
+			}
+			why = append(why, s.Name+": "+s.Problem)
+		}
+		return reasonScanner + ": no scanner is read (" + strings.Join(why, "; ") + ")"
+	}
+}
+
+// reasonScanner begins the out-of-service reason scannerOutOfService
+// gives.
+const reasonScanner = "scanner"
 
 // scannerBeatInterval is the least time between two beats of one scanner
 // reader on the watchdog's monitor.
@@ -74,6 +120,9 @@ func scannerStates(sources []scanner.Source, w *scannerWatch) func() []ctlScanne
 			c := ctlScanner{Name: r.Name(), Up: up != nil && up.Load()}
 			if !c.Up {
 				c.Problem = r.Problem()
+				if c.Problem == "" {
+					c.Problem = "not open yet"
+				}
 			}
 			out = append(out, c)
 		}

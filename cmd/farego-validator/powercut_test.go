@@ -95,7 +95,7 @@ func TestPowerCutDuringSalvageKeepsTheState(t *testing.T) {
 	var ferr error
 	log := slog.New(freezeOn{Handler: slog.NewTextHandler(logWriter{d}, nil), msg: "queue: opened", disk: disk, once: &once, err: &ferr})
 	noWait := func(context.Context) error { return nil }
-	qf, err := openQueue(context.Background(), cfg, log, time.Unix(0, 0), noWait)
+	qf, err := openQueue(context.Background(), cfg, log, time.Unix(0, 0), time.Now, noWait)
 	must(t, ferr)
 	if err == nil {
 		qf.q.Close()

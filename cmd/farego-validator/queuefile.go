@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,20 +72,28 @@ const maxSeqAhead = 1 << 40
 // file, to be sent under their own epoch, with the device state it held. A
 // new file is never started while the clock is unset (waitClock is called
 // until it is set), and it numbers its taps above the wall clock in
-// milliseconds and above anything the damaged files handed out.
-func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time.Time, waitClock func(context.Context) error) (*queueFiles, error) {
+// milliseconds and above anything the damaged files handed out. now is
+// the validator's clock (the agent's).
+func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time.Time, now func() time.Time, waitClock func(context.Context) error) (*queueFiles, error) {
 	path := filepath.Join(cfg.path(cfg.DataDir), queueFile)
 	// The first tap after every start is numbered at least the wall clock
 	// in milliseconds (once the clock is set), as a new file's first is: a
 	// queue file put back from an older backup then skips the numbers it
 	// handed out after the copy instead of giving them again under the
-	// same epoch (the server would keep those taps aside, uncharged).
+	// same epoch (the server would keep those taps aside, uncharged). A
+	// file whose numbers run ahead of the clock keeps that lead (seqLead,
+	// set once it is open, before its first append).
+	var lead uint64
 	seqFloor := func() uint64 {
-		now := time.Now()
-		if !now.After(minClock) {
+		t := now()
+		if !t.After(minClock) {
 			return 0
 		}
-		return uint64(now.UnixMilli())
+		ms := uint64(t.UnixMilli())
+		if lead > math.MaxInt64-ms {
+			return ms // a lead past the ledger's range: numbered on from the file
+		}
+		return ms + lead
 	}
 	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
 		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor, ReserveDisk: true}
@@ -92,6 +101,10 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 	var ce *queue.CorruptError
 	switch {
 	case err == nil:
+		if lead, err = seqLead(q, log); err != nil {
+			q.Close()
+			return nil, err
+		}
 	case errors.As(err, &ce) && ce.MovedTo != "":
 		// Moved aside and logged by the queue; salvaged below.
 	case errors.Is(err, queue.ErrNoFile):
@@ -202,6 +215,40 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 	}
 	return out, nil
+}
+
+// seqLead returns how many milliseconds the sequence number of the file's
+// newest record runs ahead of that tap's time (0 when it does not). A file
+// made while the clock ran ahead (an RTC that came up in a later year, a
+// technician's typo, set right since) numbers its taps from that clock
+// and on by one: its numbers stay ahead of the wall clock, and the floor
+// from the clock alone (seqFloor) was below them at every start. Put back
+// from an older backup, such a file handed out again the numbers used
+// after the copy, under the same epoch: the server kept those taps aside,
+// uncharged; and two validators of one cloned card numbered the same taps
+// alike. Kept, the lead makes the first number after a start at least the
+// clock plus the file's lead, past every number handed out since the
+// newest record (one a millisecond at most).
+func seqLead(q *queue.Queue, log *slog.Logger) (uint64, error) {
+	r, ok, err := q.Newest()
+	if err != nil || !ok {
+		return 0, err
+	}
+	at := r.Time
+	if tp, err := record.ParseTap(r.Data); err == nil && !tp.Time.IsZero() {
+		at = tp.Time // the validator's clock at the tap, which seqFloor reads
+	}
+	ms := at.UnixMilli()
+	if ms <= 0 || r.Seq <= uint64(ms) {
+		return 0, nil
+	}
+	lead := r.Seq - uint64(ms)
+	if lead < uint64(time.Minute/time.Millisecond) {
+		return lead, nil // taps in one millisecond, a clock a little behind at the newest: not worth a line
+	}
+	log.Info("queue: the file's sequence numbers run ahead of the clock (it was made while the clock ran ahead): numbering on from the clock plus that lead",
+		"newest_seq", r.Seq, "lead", (time.Duration(min(lead, uint64(math.MaxInt64/time.Millisecond))) * time.Millisecond).String())
+	return lead, nil
 }
 
 // checkQueueOwner refuses a queue file whose oldest unsent tap is another

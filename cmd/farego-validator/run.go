@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/farego/farego/agent"
 	"github.com/farego/farego/agent/metrics"
 	"github.com/farego/farego/agent/record"
@@ -152,8 +154,17 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	// A disk too full to make it is waited on as for the queue file
 	// (openWhenSpace below makes it): exiting, the validator started again
 	// every 2 s under systemd with no light, as "config: data_dir".
+	// One it cannot write (a read-only mount, a directory outside the
+	// unit's StateDirectory=, which ProtectSystem=strict makes read-only,
+	// or another user's) is a config error too, said with its fix: it
+	// stopped only when the queue file failed to open ("validator
+	// stopped", exit 1, every 2 s under systemd), naming neither.
 	if err := durable.MkdirAll(dataDir, 0o700); err != nil && !errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: data_dir: %w", errConfig, err)
+		return fmt.Errorf("%w: data_dir: %w%s", errConfig, err, dataDirFix(err, dataDir))
+	} else if err == nil {
+		if err := unix.Access(dataDir, unix.W_OK); err != nil {
+			return fmt.Errorf("%w: data_dir %s cannot be written by this validator: %w%s", errConfig, dataDir, err, dataDirFix(err, dataDir))
+		}
 	}
 	var dfs syscall.Statfs_t
 	if statfs(dataDir, &dfs) == nil {
@@ -189,6 +200,8 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	if err != nil {
 		return err
 	}
+	scannerList := scannerStates(sources, watch)
+	scannerOut := scannerOutOfService(scannerList, watch, scannerGrace(log))
 	// The scanners start once the queue file is open, or earlier if the
 	// validator has to wait for the clock first: then every scan is
 	// answered "out of service" until it can open one.
@@ -199,6 +212,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	startScanners := func() {
 		scanOnce.Do(func() {
 			scannersStarted = true
+			watch.changed.Store(time.Now().UnixNano()) // the grace counts from their start
 			go func() { scanErr <- scanner.RunAll(ctx, sources, frames) }()
 		})
 	}
@@ -222,12 +236,13 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	notifier.Notify("READY=1")
 
 	var theAgent atomic.Pointer[agent.Agent]
+	now := validatorClock(log) // the agent's, and the queue's numbering's
 	clock := &clockWait{minClock: minClock, log: log}
 	var noSpace atomic.Bool            // the queue file cannot be opened for lack of space
 	var foreign atomic.Pointer[string] // why the queue file is another device's
 	reg.GaugeFunc("farego_out_of_service", "1 while the validator takes no taps (the reason is in its log and status).", func() float64 {
 		a := theAgent.Load()
-		if clock.waiting.Load() || a == nil || a.OutOfService() != "" {
+		if clock.waiting.Load() || a == nil || outOfService(a, scannerOut) != "" {
 			return 1
 		}
 		return 0
@@ -270,7 +285,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 				if err := durable.MkdirAll(dataDir, 0o700); err != nil {
 					return nil, err
 				}
-				return openQueue(ctx, cfg, log, minClock, clock.wait)
+				return openQueue(ctx, cfg, log, minClock, now, clock.wait)
 			})
 		})
 	})
@@ -289,7 +304,6 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	}()
 
 	var up *uplink.Uplink // set before any tap is decided
-	now := validatorClock(log)
 	acfg := cfg.agentConfig()
 	acfg.Logger, acfg.Metrics, acfg.Now = log.With("part", "agent"), reg, now
 	acfg.Heartbeat = func() { mon.Beat(partTapLoop) }
@@ -331,7 +345,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 
 	registerUpdateMetrics(reg, upd)
 	var ackClock atomic.Bool // an ack has measured the clock
-	if up, err = newUplink(cfg, keys, q, a, upd, now, log, &ackClock, ackLatency); err != nil {
+	if up, err = newUplink(cfg, keys, q, a, upd, scannerOut, now, log, &ackClock, ackLatency); err != nil {
 		return fmt.Errorf("%w: mqtt: %w", errConfig, err)
 	}
 	theUplink.Store(up)
@@ -349,7 +363,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 			log.Info("damaged queue files reset by the operator: back in service")
 		})
 	}
-	running := &ctlRunning{a: a, q: q, scanners: scannerStates(sources, watch)}
+	running := &ctlRunning{a: a, q: q, scanners: scannerList, scannerOut: scannerOut}
 	if upd != nil {
 		running.update = upd.Status
 	}
@@ -361,6 +375,7 @@ func runValidator(ctx context.Context, cfg *Config, log *slog.Logger, stdin io.R
 	cs.running.Store(running)
 	defer cs.running.Store(nil) // before the queue file closes
 	stopUplink := runUplink(ctx, up, log)
+	go watchScannerService(ctx, scannerOut, up, log)
 	var restart atomic.Bool
 	// A new version is confirmed (no rollback) only once its tap loop has
 	// beaten, so one whose tap path hangs from the start is not.
@@ -583,7 +598,59 @@ func readLinkKeys(cfg *Config) (*linkKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: mqtt.fleet_public_key: %w", errConfig, err)
 	}
+	if err := checkClientTLS(cfg); err != nil {
+		return nil, err
+	}
 	return &linkKeys{device: dev, fleet: fleet}, nil
+}
+
+// dataDirFix says how to fix a data_dir the validator cannot make or
+// write, by the error's cause ("" for others).
+func dataDirFix(err error, dir string) string {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Sprintf(" (a read-only file system; under the unit, ProtectSystem=strict leaves only /var/lib/farego writable: "+
+			"use data_dir = \"/var/lib/farego\", or add ReadWritePaths=%s in a drop-in, on a partition mounted read-write)", dir)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Sprintf(" (give it to the validator's user, chown farego %s, or use data_dir = \"/var/lib/farego\", which the unit makes)", dir)
+	}
+	return ""
+}
+
+// checkClientTLS checks the device's TLS client certificate and key
+// (mqtt.cert_file, mqtt.key_file, a --tls bundle's) before anything is
+// made. A certificate of another device (a bundle's files mixed up) and a
+// key every user may read (its login to the broker: anyone on the device
+// could log in as it) both started a validator that took taps and never
+// sent them, the one logging only "not Authorized" at each attempt.
+func checkClientTLS(cfg *Config) error {
+	m := cfg.MQTT
+	if m.Broker == "" || m.CertFile == "" {
+		return nil
+	}
+	keyPath := cfg.path(m.KeyFile)
+	info, err := os.Stat(keyPath)
+	if err != nil {
+		return fmt.Errorf("%w: mqtt.key_file: %w", errConfig, err)
+	}
+	if perm := info.Mode().Perm(); perm&0o007 != 0 {
+		return fmt.Errorf("%w: mqtt.key_file %s is open to every user (mode %v), who could log in to the broker as this device: chmod 0640 it (owner root, group farego)",
+			errConfig, keyPath, perm)
+	}
+	certPath := cfg.path(m.CertFile)
+	b, err := os.ReadFile(certPath)
+	if err != nil {
+		return fmt.Errorf("%w: mqtt.cert_file: %w", errConfig, err)
+	}
+	cert, err := firstCertificate(b)
+	if err != nil {
+		return fmt.Errorf("%w: mqtt.cert_file %s: %w", errConfig, certPath, err)
+	}
+	if cn := cert.Subject.CommonName; cn != cfg.DeviceID {
+		return fmt.Errorf("%w: mqtt.cert_file %s is the certificate of device %q, not of this one (device_id %q), and the broker would refuse it: install this device's whole bundle (farego-provision device --id %s)",
+			errConfig, certPath, record.Printable(cn, 64), cfg.DeviceID, cfg.DeviceID)
+	}
+	return nil
 }
 
 // provisionDoc is a document of the provisioning bundle, read.

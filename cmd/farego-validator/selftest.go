@@ -39,7 +39,8 @@ OK, WARN or FAIL, why, and what to do. Exits 1 if a check failed.
 
   clock      set, synchronized, and near the server's (from the running
              validator's acks, or selftest.time_url's Date header)
-  scanner    each scanner's device present and readable
+  scanner    each scanner's device present and readable (and, the
+             validator running, read by it: not held by another program)
   feedback   lights and buzzer: plays the accept and reject patterns
              (watch and listen)
   documents  keyring (a key valid now), fare table (covers the route),
@@ -129,6 +130,9 @@ type selftest struct {
 	// line's text before the warning.
 	noDeny    int
 	noDenyWhy string
+	// keyringWarn is 1 + the index in results of the documents check's
+	// line when it warns of keyringEnding (0: none).
+	keyringWarn int
 }
 
 func (s *selftest) add(level, name, why, do string) {
@@ -178,6 +182,11 @@ func (s *selftest) checkClientCert() {
 	cert, err := firstCertificate(b)
 	if err != nil {
 		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s: %v", path, err), provisionAgain)
+		return
+	}
+	if cn := cert.Subject.CommonName; cn != s.cfg.DeviceID {
+		s.add(levelFail, "cert", fmt.Sprintf("mqtt.cert_file %s is the certificate of device %q, not of this one (device_id %q): the broker refuses it", path, record.Printable(cn, 64), s.cfg.DeviceID),
+			fmt.Sprintf("install this device's whole bundle (farego-provision device --id %s)", s.cfg.DeviceID))
 		return
 	}
 	dates := fmt.Sprintf("valid %s to %s", cert.NotBefore.UTC().Format(time.DateOnly), cert.NotAfter.UTC().Format(time.DateOnly))
@@ -301,6 +310,7 @@ func httpClockSample(ctx context.Context, url string, now func() time.Time) (off
 }
 
 func (s *selftest) checkScanners() {
+	first := len(s.results)
 	for _, sc := range s.cfg.Scanners {
 		name := "scanner"
 		if sc.Path == "-" {
@@ -364,6 +374,34 @@ func (s *selftest) checkScanners() {
 				}
 			}
 			s.add(levelOK, name, fmt.Sprintf("%s: %s present and readable", sc.Name, path), "")
+		}
+	}
+	s.runningReads(first)
+}
+
+// runningReads fails the scanners' lines (from results[first], one each)
+// of those the running validator does not read, for a reason the device
+// file's own check cannot see: another program holding it (its lock, an
+// evdev grab), a device that hangs up. That check said "present and
+// readable" and the documents check "in service" (it leaves a scanner's
+// reason to this check) while the validator was out of service for want
+// of a scanner and no rider could pay.
+func (s *selftest) runningReads(first int) {
+	if s.running == nil || len(s.results) != first+len(s.cfg.Scanners) {
+		return
+	}
+	for i, sc := range s.cfg.Scanners {
+		line := &s.results[first+i]
+		if line.level == levelFail {
+			continue
+		}
+		for _, r := range s.running.Scanners {
+			if r.Name != sc.Name || r.Up {
+				continue
+			}
+			*line = selftestLine{level: levelFail, name: line.name,
+				why: fmt.Sprintf("%s: %s present, but the running validator does not read it: %s", sc.Name, s.cfg.path(sc.Path), r.Problem),
+				do:  "free it (the reason names any program holding it) or replug it; ctl status says when it is read again"}
 		}
 	}
 }
@@ -534,9 +572,16 @@ func (s *selftest) checkDocuments() {
 	if s.running != nil {
 		v := s.running.Versions
 		why := fmt.Sprintf("keyring v%d, fares v%d, deny list v%d", v[record.DocKeyring], v[record.DocFares], v[record.DocDenyList])
-		if s.running.OutOfService != "" {
-			s.add(levelFail, "documents", why+"; out of service: "+s.running.OutOfService, "see the reason; the README lists what to do for each")
+		// No scanner read is the scanners' check's to say.
+		if oos := s.running.OutOfService; oos != "" && !strings.HasPrefix(oos, reasonScanner+":") {
+			s.add(levelFail, "documents", why+"; out of service: "+oos, "see the reason; the README lists what to do for each")
 			return
+		}
+		if s.running.KeyringEnds != nil {
+			if w := s.keyringEnding(*s.running.KeyringEnds); w != "" {
+				s.add(levelWarn, "documents", why+"; in service; "+w, keyringEndingDo)
+				return
+			}
 		}
 		s.add(levelOK, "documents", why+"; in service", "")
 		return
@@ -563,6 +608,11 @@ func (s *selftest) checkDocuments() {
 	case !h.FaresCoverRoute:
 		fails = append(fails, fmt.Sprintf("route %q is not among the routes the fare table lists (%s)", s.cfg.Route, record.ReasonRouteNotInFares))
 	}
+	do := "connect it to the broker: the deny list arrives from the server"
+	if w := s.keyringEnding(h.KeysEnd); w != "" && len(fails) == 0 {
+		warns, do = append(warns, w), keyringEndingDo
+		s.keyringWarn = len(s.results) + 1
+	}
 	if h.Versions[record.DocDenyList] == 0 {
 		warns = append(warns, noDenyList)
 	}
@@ -573,12 +623,67 @@ func (s *selftest) checkDocuments() {
 		s.add(levelFail, "documents", why+": "+strings.Join(slices.Concat(fails, warns), "; "),
 			"provision the device again (farego-provision device) or connect it to the broker")
 	case len(warns) > 0:
-		s.noDeny, s.noDenyWhy = len(s.results)+1, why // the only warning
-		s.add(levelWarn, "documents", why+": "+strings.Join(warns, "; "), "connect it to the broker: the deny list arrives from the server")
+		if len(warns) == 1 && warns[0] == noDenyList {
+			s.noDeny, s.noDenyWhy = len(s.results)+1, why // the only warning
+		}
+		s.add(levelWarn, "documents", why+": "+strings.Join(warns, "; "), do)
 	default:
 		s.add(levelOK, "documents", why, "")
 	}
 	s.health = h
+}
+
+// keyringEnding is the documents check's warning for a keyring whose last
+// key valid now ends within keyringWarnBefore ("" otherwise, and for a
+// zero end: no key valid now, which is a failure of its own). The server
+// renews its keyring 30 days before its keys end and publishes it at
+// once: a device that still ends this soon has not heard from the server
+// since, and on that day refuses every rider, with nothing said before.
+func (s *selftest) keyringEnding(end time.Time) string {
+	left := end.Sub(s.now)
+	if end.IsZero() || left >= keyringWarnBefore {
+		return ""
+	}
+	return fmt.Sprintf("the keyring's last valid key ends %s (in %s): from then every rider is refused; %s",
+		end.UTC().Format("2006-01-02 15:04 UTC"), days(max(left, 0)), keyringNotHad)
+}
+
+// keyringNotHad is why keyringEnding's device ends so soon, unless the
+// broker says otherwise (keyringNotRenewed).
+const keyringNotHad = "the server publishes its renewed keyring 30 days before, so this device has not had it"
+
+// keyringNotRenewed takes back the documents check's advice to connect
+// the device when the broker holds the server's keyring at the device's
+// version: the device has the server's newest, and the server has not
+// renewed its keys (its renewal failing, or a keyring restored from an
+// old backup). Every device of the fleet will refuse every rider then.
+func (s *selftest) keyringNotRenewed(version uint64) {
+	if s.keyringWarn == 0 {
+		return
+	}
+	l := &s.results[s.keyringWarn-1]
+	l.why = strings.Replace(l.why, keyringNotHad, fmt.Sprintf("the broker holds the server's keyring at this version (v%d): "+
+		"the server has not renewed its keys, and every device of the fleet ends with them", version), 1)
+	l.do = "check the settlement server now: it renews 30 days before its keys end and logs 'issuer key renewed' " +
+		"(POST /v1/keyring/rotate renews by hand; see Key rotation in the README)"
+}
+
+// keyringEndingDo is what to do about keyringEnding's warning.
+const keyringEndingDo = "connect it to the broker (see the broker line) so that it gets the current keyring, " +
+	"or provision it again (farego-provision device)"
+
+// keyringWarnBefore is how long before the end of its last valid key the
+// device's keyring is warned about. The server renews 30 days before
+// (and checks every hour): a device that connected in the last two weeks
+// has the renewal.
+const keyringWarnBefore = 14 * 24 * time.Hour
+
+// days says a duration in days, or in hours under two days.
+func days(d time.Duration) string {
+	if d < 48*time.Hour {
+		return fmt.Sprintf("%d hours", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
 }
 
 // provisioned reads the provisioning bundle's documents named in the
@@ -603,6 +708,7 @@ func (s *selftest) provisioned() *agent.StateHealth {
 				h.KeysValidNow++
 			}
 		}
+		h.KeysEnd = kr.ValidUntil(s.now)
 	}
 	if t, err := fare.Parse(read(s.cfg.Provision.Fares)); err == nil {
 		h.Versions[record.DocFares], h.Fares, h.FaresCoverRoute = t.Version, true, t.Covers(s.cfg.Route)
@@ -829,6 +935,9 @@ func (s *selftest) brokerOK(res *uplink.ProbeResult) {
 	// time (or were lost): the warning stays.
 	if res.Downlinks[record.DocDenyList] == 0 && res.Downlinks[record.DocKeyring] > 0 {
 		s.noDenyListPublished()
+	}
+	if v := res.Downlinks[record.DocKeyring]; v > 0 && s.health != nil && v <= s.health.Versions[record.DocKeyring] {
+		s.keyringNotRenewed(v)
 	}
 	var newer []string
 	for _, k := range record.DocKinds {

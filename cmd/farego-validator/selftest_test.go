@@ -20,6 +20,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/farego/farego/agent/paycode"
 	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/queue"
 	"github.com/farego/farego/sync/brokertest"
@@ -601,4 +602,122 @@ func TestSelftestScannerKernelName(t *testing.T) {
 	}
 	wantCheck(t, lines, "scanner", "FAIL", "not found; present now: "+acm1)
 	wantCheck(t, lines, "scanner", "FAIL", "udev rule")
+}
+
+// TestSelftestKeyringEndingSoon: the device's keyring ends in five days
+// (it has not heard from the server, which publishes its renewal 30 days
+// before). On that day every rider is refused; selftest said "OK" until
+// then, never run, running and stopped. It warns now, with the date and
+// what to do, and ctl status gives the date.
+func TestSelftestKeyringEndingSoon(t *testing.T) {
+	d := newSelftestDevice(t)
+	now := time.Now()
+	end := now.Add(5 * 24 * time.Hour).Truncate(time.Second)
+	kr, err := paycode.NewKeyring(1, []paycode.Key{{ID: d.issuer.KeyID, Public: d.issuer.Key.Public().(ed25519.PublicKey),
+		NotBefore: now.AddDate(0, 0, -360), NotAfter: end}})
+	must(t, err)
+	b, err := kr.MarshalJSON()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(d.dir, "keyring.json"), b, 0o644))
+	const ends = "the keyring's last valid key ends "
+	date := end.UTC().Format("2006-01-02 15:04 UTC")
+
+	lines, report, code := d.selftest()
+	t.Logf("report, never run:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", ends+date+" (in 4 days): from then every rider is refused")
+	wantCheck(t, lines, "documents", "WARN", "-> connect it to the broker (see the broker line) so that it gets the current keyring")
+	if code != exitOK {
+		t.Errorf("exit %d, want 0 (a warning)", code)
+	}
+
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 5001, now).Code(t, now)), "ACCEPTED")
+	if st := d.mustCtl("status"); st.KeyringEnds == nil || !st.KeyringEnds.Equal(end) {
+		t.Errorf("ctl status keyring_ends = %v, want %v", st.KeyringEnds, end)
+	}
+	lines, report, _ = d.selftest()
+	t.Logf("report while running:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", "in service; "+ends+date)
+	d.stop()
+
+	lines, report, _ = d.selftest()
+	t.Logf("report after a run:\n%s", report)
+	wantCheck(t, lines, "queue", "OK", "healthy")
+	wantCheck(t, lines, "documents", "WARN", ends+date)
+
+	publish := func(kr *paycode.Keyring) {
+		t.Helper()
+		body, err := kr.MarshalJSON()
+		must(t, err)
+		p, err := (&wire.Downlink{Kind: record.DocKeyring, Version: kr.Version(), IssuedAt: time.Now(), Body: body}).MarshalBinary()
+		must(t, err)
+		msg, err := wire.Seal(wire.TypeDownlink, p, false, d.fleet)
+		must(t, err)
+		must(t, d.broker.Publish(wire.Topics{}.Fleet(record.DocKeyring), msg, true, 1))
+	}
+	// The broker holds the server's keyring, the device's: the server has
+	// not renewed, and connecting the device changes nothing.
+	publish(kr)
+	lines, report, _ = d.selftest()
+	t.Logf("report, the server's keyring the device's:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", ends+date+" (in 4 days): from then every rider is refused; the broker holds the server's keyring at this version (v1): the server has not renewed its keys")
+	wantCheck(t, lines, "documents", "WARN", "-> check the settlement server now")
+
+	// The server renewed (a key for a year, keyring v2): the device has
+	// not had it.
+	renewed, err := paycode.NewKeyring(2, append(kr.Keys(), paycode.Key{ID: d.issuer.KeyID + 1,
+		Public: brokertest.NewKey(t).Public().(ed25519.PublicKey), NotBefore: now, NotAfter: now.AddDate(1, 0, 0)}))
+	must(t, err)
+	publish(renewed)
+	lines, report, _ = d.selftest()
+	t.Logf("report, a renewed keyring on the broker:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", "so this device has not had it")
+	wantCheck(t, lines, "broker", "WARN", "keyring v2 (device has v1)")
+}
+
+// TestSelftestKeyringRenewedNotActiveYet: the device has the server's
+// renewal (a rotation within the last 14 days: its key signs, and is
+// valid, from the activation delay on, 24 h by default), while the key
+// valid now ends in five days. Riders are served after that day: selftest
+// warned that the keyring ends and every rider is refused then, that the
+// device had not had the renewal, and, the broker holding this very
+// keyring, "check the settlement server now"; ctl status gave the old
+// key's end. A renewal after a gap does not carry the keyring on.
+func TestSelftestKeyringRenewedNotActiveYet(t *testing.T) {
+	d := newSelftestDevice(t)
+	now := time.Now()
+	end := now.Add(5 * 24 * time.Hour).Truncate(time.Second)
+	renewedEnd := now.AddDate(1, 0, 0).Truncate(time.Second)
+	keyring := func(renewedFrom time.Time) *paycode.Keyring {
+		kr, err := paycode.NewKeyring(2, []paycode.Key{
+			{ID: d.issuer.KeyID, Public: d.issuer.Key.Public().(ed25519.PublicKey), NotBefore: now.AddDate(0, 0, -360), NotAfter: end},
+			{ID: d.issuer.KeyID + 1, Public: brokertest.NewKey(t).Public().(ed25519.PublicKey), NotBefore: renewedFrom, NotAfter: renewedEnd}})
+		must(t, err)
+		b, err := kr.MarshalJSON()
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(d.dir, "keyring.json"), b, 0o644))
+		return kr
+	}
+	// A renewal that begins a day after the key valid now ends (never
+	// run: selftest reads the bundle): the keyring ends with that key.
+	keyring(end.Add(24 * time.Hour))
+	lines, report, _ := d.selftest()
+	t.Logf("report, a gap:\n%s", report)
+	wantCheck(t, lines, "documents", "WARN", "the keyring's last valid key ends "+end.UTC().Format("2006-01-02 15:04 UTC"))
+
+	keyring(now.Add(24 * time.Hour).Truncate(time.Second)) // renewed, active tomorrow
+	lines, report, _ = d.selftest()
+	t.Logf("report, renewed, never run:\n%s", report)
+	wantCheck(t, lines, "documents", "OK", "")
+	for _, l := range lines {
+		if strings.Contains(l, "the keyring's last valid key ends") {
+			t.Errorf("a warning of the keyring's end with its renewal in hand: %s", l)
+		}
+	}
+	d.start()
+	expectLine(t, d.scan(d.issuer.Rider(t, 5001, now).Code(t, now)), "ACCEPTED")
+	if st := d.mustCtl("status"); st.KeyringEnds == nil || !st.KeyringEnds.Equal(renewedEnd) {
+		t.Errorf("ctl status keyring_ends = %v, want the renewed key's end %v", st.KeyringEnds, renewedEnd)
+	}
+	d.stop()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/farego/farego/agent"
 )
@@ -57,4 +58,17 @@ func kernelSyncedForTest() (synced, ok bool, err error) {
 		return false, true, fmt.Errorf("adjtimex: %w", syscall.EPERM)
 	}
 	return false, false, nil
+}
+
+// scannerGraceEnv shortens scannerDownGrace for the tests of a scanner
+// unplugged (a Go duration).
+const scannerGraceEnv = "FAREGO_TEST_SCANNER_GRACE"
+
+// scannerGrace returns scannerGraceEnv's duration, or scannerDownGrace.
+func scannerGrace(log *slog.Logger) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(scannerGraceEnv)); err == nil && d > 0 {
+		log.Warn("out of service after no scanner is read for a test's grace", "env", scannerGraceEnv, "grace", d)
+		return d
+	}
+	return scannerDownGrace
 }

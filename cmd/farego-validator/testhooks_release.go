@@ -21,3 +21,6 @@ func validatorClock(*slog.Logger) func() time.Time { return time.Now }
 
 // kernelSyncedForTest leaves adjtimex's word alone.
 func kernelSyncedForTest() (synced, ok bool, err error) { return false, false, nil }
+
+// scannerGrace is scannerDownGrace: FAREGO_TEST_SCANNER_GRACE is not read.
+func scannerGrace(*slog.Logger) time.Duration { return scannerDownGrace }

@@ -19,7 +19,7 @@ import (
 // newUplink builds the MQTT link when [mqtt] is configured (nil when not).
 // The agent learns its clock offset from the link, and the status carries
 // the agent's state (out of service, clock offset) and the last salvage.
-func newUplink(cfg *Config, keys *linkKeys, q *queue.Queue, a *agent.Agent, upd *update.Updater, now func() time.Time, log *slog.Logger, ackClock *atomic.Bool,
+func newUplink(cfg *Config, keys *linkKeys, q *queue.Queue, a *agent.Agent, upd *update.Updater, scannerOut func() string, now func() time.Time, log *slog.Logger, ackClock *atomic.Bool,
 	ackLatency *metrics.Histogram) (*uplink.Uplink, error) {
 	m := cfg.MQTT
 	if m.Broker == "" {
@@ -44,7 +44,7 @@ func newUplink(cfg *Config, keys *linkKeys, q *queue.Queue, a *agent.Agent, upd 
 			ackLatency.Observe(c.RTT.Seconds())
 		},
 		Status: func(st *wire.Status) {
-			st.OutOfService = statusReason(a.OutOfService())
+			st.OutOfService = statusReason(outOfService(a, scannerOut))
 			if off, unc, ok := a.ClockOffset(); ok {
 				if off.Abs() <= unc {
 					// Within its own uncertainty the offset is no
@@ -95,6 +95,45 @@ func runUplink(ctx context.Context, up *uplink.Uplink, log *slog.Logger) func() 
 		}
 	}()
 	return func() { <-done }
+}
+
+// outOfService is why the validator takes no taps: the agent's reason, or
+// else that no scanner is read (scannerOutOfService).
+func outOfService(a *agent.Agent, scannerOut func() string) string {
+	if r := a.OutOfService(); r != "" || scannerOut == nil {
+		return r
+	}
+	return scannerOut()
+}
+
+// watchScannerService sends the status at once when the validator goes out
+// of service for want of a scanner, or back (the server would have heard
+// it at the next heartbeat), and logs both.
+func watchScannerService(ctx context.Context, scannerOut func() string, up *uplink.Uplink, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	was := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := scannerOut()
+		if (now == "") == (was == "") {
+			continue
+		}
+		if now != "" {
+			log.Error("out of service: no scanner is read, so no rider can pay; check its cable and power (ctl status names each scanner and why)",
+				"why", now)
+		} else {
+			log.Info("a scanner is read again: back in service")
+		}
+		was = now
+		if up != nil {
+			up.StatusChanged()
+		}
+	}
 }
 
 // statusReason makes the out-of-service text one the status carries:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -269,6 +270,55 @@ func FormatNumber(minor int64, currency string) string {
 	}
 	return fmt.Sprintf("%s%d.%0*d", sign, mag/div, digits, mag%div)
 }
+
+// ParseAmount reads an amount an operator typed in currency ("12.50",
+// "12,50", "12.50 EUR", "EUR 12.50") into minor units: positive, at most
+// max. Another currency's code, a sign or too many decimals are refused,
+// and so is a whole number in a currency with decimals ("1250": 1,250.00
+// as a person means it, 12.50 as the API's minor units and farego-rider
+// --amount read it): asked to say which. The settlement CLI's money
+// commands and the console's forms read amounts with it, one rule.
+func ParseAmount(text, currency string, max int64) (int64, error) {
+	t := strings.TrimSpace(text)
+	if m := amountWithCode.FindStringSubmatch(t); m != nil && (m[1] == "") != (m[3] == "") {
+		if code := strings.ToUpper(m[1] + m[3]); code != currency {
+			return 0, fmt.Errorf("amount %q is in %s: the ledger keeps %s (such as %s)", text, code, currency,
+				FormatAmount(1250, currency))
+		}
+		t = m[2]
+	}
+	v, err := ParseNumber(t, currency)
+	if errors.Is(err, ErrTooLarge) {
+		return 0, fmt.Errorf("amount %q: more than one amount may be (%s)", text, FormatAmount(max, currency))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("amount %w", err)
+	}
+	if v <= 0 {
+		// Before the question below, which asked "0" to say "0.00 or
+		// 0.00" (the console's refund said "must be a positive amount").
+		return 0, fmt.Errorf("amount %q: must be more than zero", text)
+	}
+	if digits := CurrencyDigits(currency); digits > 0 && !strings.ContainsAny(t, ".,") {
+		// "1250": 1,250.00 as the console reads it, 12.50 as the API
+		// (minor units) and farego-rider --amount do. Asked to say.
+		minor := v
+		for range digits {
+			minor /= 10
+		}
+		return 0, fmt.Errorf("amount %q without decimals: amounts here are in %s, not in its minor units as the API's; "+
+			"write %s for %s, or %s for %s", text, currency, FormatNumber(v, currency), FormatAmount(v, currency),
+			FormatNumber(minor, currency), FormatAmount(minor, currency))
+	}
+	if v > max {
+		return 0, fmt.Errorf("amount %q: more than one amount may be (%s)", text, FormatAmount(max, currency))
+	}
+	return v, nil
+}
+
+// amountWithCode is an amount with its currency's code before or after
+// it: "EUR 12.50", "12.50EUR".
+var amountWithCode = regexp.MustCompile(`^([A-Za-z]{3})?\s*([^A-Za-z\s]+)\s*([A-Za-z]{3})?$`)
 
 // ErrTooLarge is ParseNumber's error for an amount of more than 12 whole
 // digits: more than any amount the ledger takes.

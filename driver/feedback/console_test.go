@@ -232,3 +232,34 @@ func TestConsoleRepeatEvery(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestParseAmount: the rule of the console's refund and the settlement
+// CLI's money commands, in currencies of 2, 0 and 3 decimals. A zero was
+// asked whether it meant "0.00 or 0.00" (the whole-number question came
+// first): it is said to be no amount to move.
+func TestParseAmount(t *testing.T) {
+	const max = 1_000_000_000_00
+	for _, c := range []struct {
+		text, currency string
+		want           int64
+	}{
+		{"1.80", "EUR", 180}, {"1.80 eur", "EUR", 180}, {" EUR 1.80 ", "EUR", 180}, {"1,80EUR", "EUR", 180},
+		{"1250", "JPY", 1250}, {"1250 jpy", "JPY", 1250}, {"1.5 KWD", "KWD", 1500}, {"0.001", "KWD", 1},
+	} {
+		if got, err := ParseAmount(c.text, c.currency, max); err != nil || got != c.want {
+			t.Errorf("ParseAmount(%q, %s) = %d, %v; want %d", c.text, c.currency, got, err, c.want)
+		}
+	}
+	for _, c := range []struct{ text, currency, want string }{
+		{"0", "EUR", "more than zero"}, {"0 EUR", "EUR", "more than zero"}, {"0.00", "EUR", "more than zero"},
+		{"0", "JPY", "more than zero"}, {"180", "EUR", "write 180.00 for 180.00 EUR, or 1.80 for 1.80 EUR"},
+		{"1250", "KWD", "or 1.250 for 1.250 KWD"}, {"1.80 USD", "EUR", "is in USD"}, {"1.5", "JPY", "no decimals"},
+		{"١.٨٠", "EUR", "not an amount"}, {"１.８０", "EUR", "not an amount"}, {"-1.80", "EUR", "not an amount"},
+		{"1000000000.01", "EUR", "more than one amount may be (1000000000.00 EUR)"},
+		{"1234567890123.00", "EUR", "more than one amount may be"},
+	} {
+		if v, err := ParseAmount(c.text, c.currency, max); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseAmount(%q, %s) = %d, %v; want an error saying %q", c.text, c.currency, v, err, c.want)
+		}
+	}
+}

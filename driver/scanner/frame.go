@@ -69,7 +69,7 @@ func (t *Terminator) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: unknown terminator %q (want any, cr, lf or crlf)", ErrInvalidConfig, b)
+	return fmt.Errorf("%w: unknown terminator %q (want any, cr, lf or crlf; a scanner ending each scan with another control byte, such as TAB or ETX, is read with suffix = \"\\t\" or \"\\u0003\" instead)", ErrInvalidConfig, b)
 }
 
 // Discard says why a candidate frame was dropped.

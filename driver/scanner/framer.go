@@ -131,6 +131,7 @@ type Framer struct {
 	last      time.Time // arrival of the last byte fed
 	now       time.Time // arrival of the chunk being fed
 	frames    []Frame   // frames completed by the current Feed
+	rawDrop   []byte    // the discarded candidate's bytes, during onDiscard only (nil if overlong)
 	one       [1]byte   // scratch for single bytes
 
 	c counters
@@ -234,9 +235,9 @@ func (f *Framer) Resync() {
 func (f *Framer) Reset() {
 	switch {
 	case f.overlong:
-		f.discard(DiscardOverlong, f.dropped)
+		f.discard(DiscardOverlong, f.dropped, nil)
 	case len(f.buf) > 0:
-		f.discard(DiscardIncomplete, len(f.buf))
+		f.discard(DiscardIncomplete, len(f.buf), f.buf)
 	}
 	f.clear()
 }
@@ -274,11 +275,14 @@ func (f *Framer) special(b byte) {
 	if f.prefixSync && b == f.prefix[len(f.prefix)-1] && bytes.HasSuffix(f.buf, f.prefix) {
 		// A new frame starts here; what came before it never ended.
 		if n := f.size() - len(f.prefix); n > 0 {
-			reason := DiscardIncomplete
-			if f.overlong {
-				reason = DiscardOverlong
+			// Overlong, size is the bytes dropped, not the buffer's:
+			// no bytes to look at (slicing the buffer by it panicked
+			// the reader, FuzzFramer).
+			reason, raw := DiscardOverlong, []byte(nil)
+			if !f.overlong {
+				reason, raw = DiscardIncomplete, f.buf[:n]
 			}
-			f.discard(reason, n)
+			f.discard(reason, n, raw)
 		}
 		f.clear()
 		f.resync = false // a frame demonstrably starts here
@@ -379,12 +383,16 @@ func (f *Framer) end() {
 	if f.resync {
 		f.resync = false
 		if n := f.size(); n > 0 {
-			f.discard(DiscardIncomplete, n)
+			var raw []byte
+			if !f.overlong {
+				raw = f.buf
+			}
+			f.discard(DiscardIncomplete, n, raw)
 		}
 		return
 	}
 	if f.overlong {
-		f.discard(DiscardOverlong, f.dropped)
+		f.discard(DiscardOverlong, f.dropped, nil)
 		return
 	}
 	raw := f.buf
@@ -394,14 +402,14 @@ func (f *Framer) end() {
 	text := raw
 	if len(f.prefix) > 0 {
 		if !bytes.HasPrefix(text, f.prefix) {
-			f.discard(DiscardUnframed, len(raw))
+			f.discard(DiscardUnframed, len(raw), raw)
 			return
 		}
 		text = text[len(f.prefix):]
 	}
 	if len(f.suffix) > 0 {
 		if !bytes.HasSuffix(text, f.suffix) {
-			f.discard(DiscardUnframed, len(raw))
+			f.discard(DiscardUnframed, len(raw), raw)
 			return
 		}
 		text = text[:len(text)-len(f.suffix)]
@@ -411,23 +419,32 @@ func (f *Framer) end() {
 		// Only a prefix and a suffix: nothing was scanned.
 		return
 	case len(text) > f.maxLen:
-		f.discard(DiscardOverlong, len(raw))
+		f.discard(DiscardOverlong, len(raw), raw)
 		return
 	case !printable(text):
-		f.discard(DiscardNonPrintable, len(raw))
+		f.discard(DiscardNonPrintable, len(raw), raw)
 		return
 	}
 	f.frames = append(f.frames, Frame{Scanner: f.name, Text: string(text), Time: f.now})
 	f.c.frames.Add(1)
 }
 
-// discard counts a dropped candidate of n bytes and tells the hook.
-func (f *Framer) discard(reason Discard, n int) {
+// discard counts a dropped candidate of n bytes and tells the hook; raw
+// is its bytes when they were kept (not while overlong), which
+// [Framer.discarded] returns during the hook.
+func (f *Framer) discard(reason Discard, n int, raw []byte) {
 	f.c.count(reason)
 	if f.onDiscard != nil {
+		f.rawDrop = raw
 		f.onDiscard(reason, n)
+		f.rawDrop = nil
 	}
 }
+
+// discarded returns the bytes of the candidate being discarded, for the
+// discard hook's use while it runs (nil for an overlong one): the hook may
+// look at them, never keep or log them (a frame is normally a whole code).
+func (f *Framer) discarded() []byte { return f.rawDrop }
 
 // printable reports whether every byte of b is in 0x20..0x7E.
 func printable(b []byte) bool {

@@ -30,6 +30,11 @@ func orDiscard(log *slog.Logger) *slog.Logger {
 type discardLogger struct {
 	log  *slog.Logger
 	name string
+	// framer, framing and baud, when set, let a logged line carry a hint
+	// from the discarded bytes (diagnose).
+	framer  *Framer
+	framing Framing
+	baud    int
 
 	mu         sync.Mutex
 	last       time.Time
@@ -56,6 +61,11 @@ func (d *discardLogger) logDiscard(reason Discard, n int) {
 	}
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
+	}
+	if d.framer != nil {
+		if hint := diagnose(d.framer.discarded(), d.framing, d.baud); hint != "" {
+			attrs = append(attrs, slog.String("hint", hint))
+		}
 	}
 	d.log.LogAttrs(context.Background(), slog.LevelWarn, "scanner frame discarded", attrs...)
 }

@@ -170,6 +170,7 @@ func NewSerial(cfg Config, log *slog.Logger) (*Serial, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scanner %s: %w", cfg.Name, err)
 	}
+	dl.framer, dl.framing, dl.baud = framer, cfg.Framing, cfg.Baud
 	// What the kernel will do with VTIME (see tarm/serial's posixTimeoutValues).
 	rt := max(cfg.ReadTimeout.Truncate(100*time.Millisecond), 100*time.Millisecond)
 	return &Serial{cfg: cfg, readTimeout: rt, log: log, framer: framer, openPort: openSerial}, nil
@@ -493,12 +494,17 @@ func (s *Serial) up(st *link) {
 		return
 	}
 	st.up = true
-	s.problem.Store(nil)
-	st.backoff.Reset()
+	// Counted, then connected, before the problem is cleared and the line
+	// logged: a reader of the state sees the reconnection counted, a
+	// reader of both (ctl status, selftest) that sees no problem sees it
+	// read, and one that waited for the line sees it connected.
 	if st.everUp {
 		s.framer.c.reconnects.Add(1)
 	}
 	st.everUp = true
+	s.setState(Connected)
+	s.problem.Store(nil)
+	st.backoff.Reset()
 	switch {
 	case st.down && st.quiet != nil: // a flap whose loss was not logged
 		st.quiet = nil
@@ -514,7 +520,6 @@ func (s *Serial) up(st *link) {
 		s.log.Info("scanner connected", slog.String("scanner", s.cfg.Name), slog.String("path", s.cfg.Path))
 	}
 	st.down, st.failures, st.renamed = false, 0, false
-	s.setState(Connected)
 }
 
 // failed records a lost connection or a failed attempt, logging the first of
@@ -547,6 +552,7 @@ func (s *Serial) failed(st *link, err error) {
 	}
 	if st.up {
 		st.up = false
+		s.setState(Disconnected) // before the line is logged, as in up
 		st.down, st.downSince, st.failures = true, time.Now(), 0
 		st.renamed = len(present) > 0 // said in the loss's line (its path gone at once)
 		if st.logLoss(st.downSince) {
@@ -559,7 +565,6 @@ func (s *Serial) failed(st *link, err error) {
 			st.quiet = err
 			s.log.Debug("scanner lost again (flapping; logged if it lasts)", attrs...)
 		}
-		s.setState(Disconnected)
 		return
 	}
 	if st.quiet != nil && time.Since(st.downSince) >= flapQuietFor {
@@ -573,8 +578,8 @@ func (s *Serial) failed(st *link, err error) {
 	if !st.down {
 		st.down, st.downSince = true, time.Now()
 		st.renamed = len(present) > 0
-		s.log.Warn("scanner unavailable; retrying", attrs...)
 		s.setState(Disconnected)
+		s.log.Warn("scanner unavailable; retrying", attrs...)
 	}
 }
 

@@ -180,6 +180,19 @@ func (h *harness) waitState(tb testing.TB, want State) {
 	}
 }
 
+// waitLogged waits for a line with msg in the reader's log: a change of
+// state is reported before its line is written (TestSerialStateBeforeItsLine).
+func (h *harness) waitLogged(tb testing.TB, msg string) {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for h.logs.count(msg) == 0 {
+		if time.Now().After(deadline) {
+			tb.Fatalf("no %q logged within %v:\n%s", msg, waitTimeout, h.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // next waits for the next frame.
 func (h *harness) next(tb testing.TB) Frame {
 	tb.Helper()
@@ -398,6 +411,67 @@ func TestSerialUnplug(t *testing.T) {
 		if got := h.logs.count(msg); got != want {
 			t.Errorf("%q logged %d times, want %d:\n%s", msg, got, want, h.logs)
 		}
+	}
+}
+
+// TestSerialStateBeforeItsLine: the reader reports a change of state
+// before it logs the change (and, connected, before it clears its
+// problem). The validator's selftest waited for "scanner resumed" and then
+// read the scanner as not read, "not open yet" (CI failed on it): OnState
+// came after the line, and after the problem was cleared.
+func TestSerialStateBeforeItsLine(t *testing.T) {
+	p1 := newPTY(t)
+	link := devLink(t, p1.path)
+	h := &harness{frames: make(chan Frame, 100), states: make(chan State, 100), logs: &logBuffer{}}
+	type seen struct {
+		state   State
+		lines   int    // the lines of its kind logged when it was reported
+		problem string // Problem() when it was reported
+		recon   uint64 // Stats().Reconnects when it was reported
+	}
+	var s *Serial
+	reports := make(chan seen, 100)
+	cfg := Config{Name: "front", Path: link, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		OnState: func(st State) {
+			n := h.logs.count("scanner connected") + h.logs.count("scanner resumed")
+			if st == Disconnected {
+				n = h.logs.count("scanner lost; reconnecting") + h.logs.count("scanner unavailable; retrying")
+			}
+			reports <- seen{st, n, s.Problem(), s.Stats().Reconnects}
+			h.states <- st
+		}}
+	s, err := NewSerial(cfg, slog.New(slog.NewTextHandler(h.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s = s
+	h.run(t, s.Run)
+	h.waitState(t, Connected)
+	p1.unplug(t)
+	h.waitState(t, Disconnected)
+	p2 := newPTY(t)
+	repoint(t, link, p2.path)
+	h.waitState(t, Connected)
+	// lines counts each kind's earlier lines: the first connection's
+	// "scanner connected" is there when the scanner resumes.
+	// A reconnection is counted before it is reported (CI, under qemu:
+	// TestSerialFlappingLogged read Stats as the state came, 8 of 9).
+	want := []seen{{Connected, 0, "", 0}, {Disconnected, 0, "", 0}, {Connected, 1, "…", 1}}
+	for i, w := range want {
+		got := <-reports
+		if got.state != w.state || got.lines != w.lines {
+			t.Errorf("report %d: state %v with %d of its lines logged, want %v before its line", i, got.state, got.lines, w.state)
+		}
+		if got.recon != w.recon {
+			t.Errorf("report %d: state %v with %d reconnections counted, want %d", i, got.state, got.recon, w.recon)
+		}
+		if i == 2 && got.problem == "" {
+			t.Errorf("reconnected: the problem was cleared before the state was reported connected")
+		}
+	}
+	h.waitLogged(t, "scanner resumed") // the problem is cleared before the line
+	if p := s.Problem(); p != "" {
+		t.Errorf("connected, problem %q, want none", p)
 	}
 }
 
@@ -678,6 +752,7 @@ func TestSerialOpenDeniedHint(t *testing.T) {
 		h.s = s
 		h.run(t, s.Run)
 		h.waitState(t, Disconnected)
+		h.waitLogged(t, "scanner unavailable; retrying")
 		if logs := h.logs.String(); h.logs.count("scanner unavailable; retrying") != 1 || !strings.Contains(logs, c.want) {
 			t.Errorf("open failing with %v: want the failure logged once with a hint naming %q:\n%s", c.err, c.want, logs)
 		}
@@ -761,6 +836,7 @@ func TestSerialSecondReaderOfOneDevice(t *testing.T) {
 
 	second := startSerial(t, Config{Name: "rear", Path: link, Framing: cfg.Framing, MaxBackoff: 200 * time.Millisecond})
 	second.waitState(t, Disconnected)
+	second.waitLogged(t, "scanner unavailable; retrying")
 	if l := second.logs.String(); second.logs.count("scanner unavailable; retrying") != 1 || !strings.Contains(l, "in use by another reader") ||
 		!strings.Contains(l, "each [[scanner]] its own path") {
 		t.Fatalf("the second reader's log does not say the scanner is in use:\n%s", l)
@@ -818,6 +894,7 @@ func TestSerialInUseNamesTheHolder(t *testing.T) {
 	}
 	h := startSerial(t, Config{Name: "front", Path: p.path, Framing: Framing{InterCharTimeout: time.Hour}, MaxBackoff: 200 * time.Millisecond})
 	h.waitState(t, Disconnected)
+	h.waitLogged(t, "scanner unavailable; retrying")
 	want := fmt.Sprintf("held by pid %d (flock)", cmd.Process.Pid)
 	if l := h.logs.String(); !strings.Contains(l, "in use by another reader") || !strings.Contains(l, want) ||
 		!strings.Contains(l, "group farego alone") {
@@ -887,6 +964,7 @@ func TestSerialKernelNameRenamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitState(t, Connected)
+	h.waitLogged(t, "scanner resumed") // the problem is cleared before the line
 	if got := h.logs.count(msg); got != 1 {
 		t.Errorf("%q logged %d times, want once:\n%s", msg, got, h.logs)
 	}

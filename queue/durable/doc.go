@@ -17,7 +17,11 @@
 // Durability is what fsync gives: storage that acknowledges writes it has
 // not made durable can still lose the last ones. On a filesystem without
 // hard links (vfat, some FUSE filesystems) Create falls back to an
-// exclusive open of the target itself, which a crash may leave truncated.
+// exclusive open of the target itself, which a crash may leave truncated;
+// and no file modes: the chmod of every write fails there (Linux vfat:
+// EPERM, fusefat: ENOSYS) or is taken and not kept (exfat-fuse: 0777).
+// CheckModes tells such a directory apart before anything is written to it
+// (farego-provision refuses a USB stick or SD card with it).
 // Only regular files on local filesystems are meant: the directory fsync is
 // what POSIX filesystems need to persist a rename or a new entry.
 package durable

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFile replaces path with data atomically and durably: a temporary
@@ -13,7 +14,33 @@ import (
 // over path, and the directory is fsynced. When it returns nil, the new
 // content survives a power cut; when it fails, path is unchanged.
 func WriteFile(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+	return replace(path, data, perm, -1, -1)
+}
+
+// WriteFileKeepOwner is WriteFile for a file another user reads (a
+// service's secret replaced by an operator's sudo, Mosquitto's password
+// file): when path exists, the new file gets its owner and group before
+// the rename, so that a run as root does not leave the service a file
+// it cannot read. A new file is the caller's. When the owner cannot be
+// kept (a user who is not root replacing another's file, or keeping a
+// group it is not in that perm lets read), it fails and path is
+// unchanged.
+func WriteFileKeepOwner(path string, data []byte, perm fs.FileMode) error {
+	uid, gid := -1, -1
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("durable: %w", err)
+	}
+	return replace(path, data, perm, uid, gid)
+}
+
+// replace is WriteFile giving the new file to uid:gid (-1, -1: the
+// caller's).
+func replace(path string, data []byte, perm fs.FileMode, uid, gid int) error {
+	tmp, err := writeTempOwned(path, data, perm, uid, gid)
 	if err != nil {
 		return err
 	}
@@ -88,16 +115,54 @@ func SyncDir(dir string) error {
 // writeTemp writes data to a new temporary file beside path, with perm,
 // fsyncs and closes it, and returns its name. On error nothing is left.
 func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
+	return writeTempOwned(path, data, perm, -1, -1)
+}
+
+// writeTempOwned is writeTemp giving the file to uid:gid (-1, -1: the
+// caller's) when it is not theirs already.
+func writeTempOwned(path string, data []byte, perm fs.FileMode, uid, gid int) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return "", fmt.Errorf("durable: %w", err)
 	}
 	name := f.Name()
+	if err := chownIfNot(f, path, perm, uid, gid); err != nil {
+		f.Close()
+		_ = os.Remove(name)
+		return "", err
+	}
 	if err := fill(f, data, perm); err != nil {
 		_ = os.Remove(name)
 		return "", err
 	}
 	return name, nil
+}
+
+// chownIfNot gives f, path's new content with mode perm, to uid:gid
+// unless it is theirs already (a chown to oneself would fail for a user
+// who is not root, for nothing). A group perm gives nothing to (0600) need
+// not be kept: the owner replacing its own secret, not a member of the
+// old file's group, is not refused for it.
+func chownIfNot(f *os.File, path string, perm fs.FileMode, uid, gid int) error {
+	if uid < 0 {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && int(st.Uid) == uid && int(st.Gid) == gid {
+		return nil
+	}
+	err = f.Chown(uid, gid)
+	if err != nil && ok && int(st.Uid) == uid && perm&0o070 == 0 {
+		return nil // only the group differs, and it reads nothing
+	}
+	if err != nil {
+		return fmt.Errorf("durable: keep %s's owner %d:%d (run as that user, or as root): %w", path, uid, gid, err)
+	}
+	return nil
 }
 
 // createInPlace is Create without hard links: exclusive open, write,
@@ -195,4 +260,30 @@ func syncAncestors(dir string) {
 	for a := filepath.Dir(dir); filepath.Dir(a) != a; a = filepath.Dir(a) {
 		_ = syncDir(filepath.Dir(a))
 	}
+}
+
+// CheckModes makes sure that files made in dir keep the modes they are
+// given: it makes a temporary file there, chmods it 0600 and reads its mode
+// back, and removes it. A filesystem without Unix modes refuses the chmod
+// (Linux vfat: EPERM; fusefat: ENOSYS) or takes it and shows a mode of its
+// own (exfat-fuse: 0777): both are ErrNoModes. Nothing is left in dir.
+func CheckModes(dir string) error {
+	f, err := os.CreateTemp(dir, ".farego-modes.tmp*")
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	name := f.Name()
+	defer os.Remove(name)
+	defer f.Close()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("%w (%s): %w", ErrNoModes, dir, err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	if got := info.Mode().Perm(); got != 0o600 {
+		return fmt.Errorf("%w (%s): a file chmodded 0600 there has mode %#o", ErrNoModes, dir, got)
+	}
+	return nil
 }

@@ -390,8 +390,14 @@ func (h *Handler) topUp(w http.ResponseWriter, r *http.Request) (any, int, error
 	if err := decode(r, maxBody, &req); err != nil {
 		return nil, 0, err
 	}
-	if req.Amount <= 0 || req.Reference == "" {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive and reference (the payment provider's id) is required")
+	// Each fault named alone: one message for both sent a caller with a
+	// good amount and no reference looking at the amount.
+	if req.Amount <= 0 {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "amount must be positive, in the ledger currency's minor units (1250 is %s), got %d",
+			feedback.FormatAmount(1250, h.cfg.Ledger.Currency()), req.Amount)
+	}
+	if req.Reference == "" {
+		return nil, 0, errorf(http.StatusBadRequest, "invalid", "reference is required: the payment provider's id of this payment (the same one again adds nothing)")
 	}
 	a, added, err := h.cfg.Ledger.TopUpOnce(r.Context(), id, req.Amount, req.Reference, p.tokenID)
 	if err != nil {

@@ -152,6 +152,9 @@ type Handler struct {
 	driftCount metrics.Cache[float64]
 	// fares is the encoded answer of GET /v1/fares for the latest version.
 	fares atomic.Pointer[encodedFares]
+	// crossSite refuses a change a browser sends from a page of another
+	// origin (see ServeHTTP).
+	crossSite *http.CrossOriginProtection
 }
 
 // New returns the API handler.
@@ -200,7 +203,7 @@ func New(cfg Config) *Handler {
 		accounts:  newLimiter(cfg.AccountsPerMinute, cfg.AccountsBurst, cfg.AccountsPerMinuteTotal, cfg.Now, cfg.TrustedProxies),
 		changes:   newLimiter(riderChangesPerMinute, riderChangesBurst, riderChangesTotal, cfg.Now, cfg.TrustedProxies),
 		merchant:  NewTokenLimiter(cfg.MerchantPerMinute, cfg.MerchantBurst, cfg.Now),
-		healthLog: ratelog.New(cfg.Now, ratelog.DefaultEvery)}
+		healthLog: ratelog.New(cfg.Now, ratelog.DefaultEvery), crossSite: http.NewCrossOriginProtection()}
 	if cfg.Ledger != nil {
 		h.driftCount = metrics.Cache[float64]{TTL: 2 * time.Second, Read: h.driftingDevices}
 		cfg.Metrics.GaugeFunc("farego_devices_drifting",
@@ -300,11 +303,28 @@ func (h *Handler) route(pattern string, fn func(w http.ResponseWriter, r *http.R
 // request's path), run or embed anything from it, or show it in a frame
 // of another site; the wallet and the console are served from the same
 // origin.
+//
+// A change (any method but GET, HEAD and OPTIONS) that a browser says
+// comes from a page of another origin (Sec-Fetch-Site, or else an Origin
+// other than the Host) is refused before anything is read: a page may
+// send a POST without asking first (fetch's no-cors mode, a body with no
+// Content-Type), and POST /v1/accounts needs no login, so any site's page
+// made accounts from each of its visitors' addresses, past the limit per
+// address, and could take the limit for everyone (600 a minute) from every
+// rider signing up. Programs send neither header, the wallet is on this
+// origin, and a page of another origin could never send a token
+// (Authorization makes the browser ask first, which this API never
+// allows).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox")
 	hd.Set("X-Frame-Options", "DENY")
+	if err := h.crossSite.Check(r); err != nil {
+		writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden",
+			msg: "refused: a browser sent this from a page of another site; nothing was done"})
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -65,13 +65,12 @@ func bearer(r *http.Request) string {
 // one (it may be a rider's secret).
 func (h *Handler) staffToken(r *http.Request, tok string) (principal, bool, error) {
 	if h.cfg.Keys.CheckToken(tok) {
-		return principal{role: ledger.RoleOperator, tokenID: "init"}, true, nil
+		return principal{role: ledger.RoleOperator, tokenID: ledger.InitTokenID}, true, nil
 	}
 	if !strings.HasPrefix(tok, TokenPrefix) {
 		return principal{}, false, nil
 	}
-	sum := sha256.Sum256([]byte(tok))
-	t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
+	t, err := TokenByText(r.Context(), h.cfg.Ledger, tok)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		return principal{}, true, errorf(http.StatusForbidden, "forbidden", "unknown token")
@@ -181,6 +180,14 @@ func newToken() (id, token string) {
 	enc := base32.StdEncoding.WithPadding(base32.NoPadding)
 	id = strings.ToLower(enc.EncodeToString(b[:5]))
 	return id, TokenPrefix + id + "_" + strings.ToLower(enc.EncodeToString(b[5:]))
+}
+
+// TokenByText returns the API credential whose token is tok (revoked
+// ones too: check Revoked), or an error matching ledger.ErrNotFound: the
+// ledger keeps a token's SHA-256 (CreateToken), and this is the one
+// lookup by its text, the API's and the console sign-in's.
+func TokenByText(ctx context.Context, l *ledger.Store, tok string) (ledger.APIToken, error) {
+	return l.TokenByHash(ctx, sha256Sum(tok))
 }
 
 func sha256Sum(s string) []byte {

@@ -89,7 +89,16 @@ func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) (any, int
 		h.cfg.DeviceChanged(id)
 	}
 	h.audit(r, p, "revoke_device", id, "")
-	return map[string]any{"id": id, "revoked": true}, http.StatusOK, nil
+	resp := map[string]any{"id": id, "revoked": true}
+	// The taps its last status had not sent: riders' green taps, never
+	// charged while it is revoked (a decommission revoked before its
+	// queue drained lost them without a word). The device's word, as of
+	// status_at: taps made since are unknown here.
+	if d, err := h.cfg.Ledger.Device(r.Context(), id); err == nil && !d.StatusAt.IsZero() {
+		resp["status_at"] = d.StatusAt.UTC().Format(time.RFC3339)
+		resp["queue_depth"] = d.Status.QueueDepth
+	}
+	return resp, http.StatusOK, nil
 }
 
 // Device is a validator as the operator sees it.

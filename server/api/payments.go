@@ -166,9 +166,7 @@ func (h *Handler) withRefunds(ctx context.Context, o ledger.PaymentOrder) (Payme
 		return PaymentResponse{}, nil, err
 	}
 	resp := toPayment(o)
-	if n := len(refunds); n > 0 {
-		resp.Refunded = refunds[n-1].Refunded // the running total, read with them
-	}
+	resp.Refunded = ledger.RefundedOf(refunds) // the running total, read with them
 	return resp, refunds, nil
 }
 
@@ -343,7 +341,7 @@ type TokenRefundResponse struct {
 // and for the operator token file's ("init"), and ledger.ErrNotFound
 // otherwise: a mistyped id is said so, not answered with no payments.
 func KnownToken(ctx context.Context, st *ledger.Store, id string) error {
-	if id == "init" {
+	if id == ledger.InitTokenID {
 		return nil
 	}
 	_, err := st.TokenByID(ctx, id)

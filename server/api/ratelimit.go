@@ -163,22 +163,8 @@ func clientAddr(r *http.Request, proxies []netip.Prefix) string {
 	return peer
 }
 
-// hostAddr is clientaddr.Host.
-func hostAddr(addr string) (netip.Addr, string, error) { return clientaddr.Host(addr) }
-
 // trusted reports whether the address (host or host:port) is in proxies.
-func trusted(addr string, proxies []netip.Prefix) bool {
-	ip, _, err := hostAddr(addr)
-	if err != nil {
-		return false
-	}
-	for _, p := range proxies {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+func trusted(addr string, proxies []netip.Prefix) bool { return clientaddr.In(addr, proxies) }
 
 // ClientKey is what a limit per client address counts a remote address
 // (host or host:port) as (clientaddr.Key: an IPv4 address, or the /64 of

@@ -396,7 +396,14 @@ func TestDeviceLifecycle(t *testing.T) {
 	if !strings.Contains(m.String(), "\nfarego_devices_drifting 1\n") {
 		t.Errorf("metrics do not count the drifting device:\n%s", m.String())
 	}
-	f.do("POST", "/v1/devices/bus-1/revoke", f.token, "", 200)
+	// The answer says how many taps its last status had not sent (a
+	// decommission revoked before its queue drained: field test).
+	if err := f.store.UpdateDeviceStatus(t.Context(), "bus-1", ledger.DeviceStatus{Online: true, QueueDepth: 3, LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.do("POST", "/v1/devices/bus-1/revoke", f.token, "", 200); out["revoked"] != true || out["queue_depth"] != float64(3) || out["status_at"] == nil {
+		t.Errorf("revoke of a device whose last status had 3 taps unsent: %v; want queue_depth 3 and status_at", out)
+	}
 	f.do("POST", "/v1/devices/bus-9/revoke", f.token, "", 404)
 	ds = f.do("GET", "/v1/devices", f.token, "", 200)["devices"].([]any)
 	if d := ds[0].(map[string]any); d["state"] != "revoked" || d["revoked"] == "" {
@@ -757,6 +764,29 @@ func TestTopUpRetrySaidAsReplay(t *testing.T) {
 	}
 	if err := f.store.CheckInvariants(context.Background()); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestTopUpSaysWhatIsWrong: a top-up refused for its body names the field
+// at fault alone (a good amount with no reference was told "amount must be
+// positive and reference … is required"), and changes nothing.
+func TestTopUpSaysWhatIsWrong(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRider(1000)
+	before := f.snapshot()
+	for _, c := range []struct{ body, want, not string }{
+		{`{"amount":500}`, "reference is required", "amount"},
+		{`{"amount":0,"reference":"psp-1"}`, "amount must be positive, in the ledger currency's minor units (1250 is 12.50 EUR), got 0", "reference"},
+		{`{"amount":-5,"reference":"psp-1"}`, "got -5", "reference"},
+	} {
+		out := f.do("POST", path("/v1/accounts/%d/topups", r.id), f.token, c.body, 400)
+		msg, _ := out["error"].(map[string]any)["message"].(string)
+		if !strings.Contains(msg, c.want) || strings.Contains(msg, c.not) {
+			t.Errorf("%s: %q; want it to say %q and not name %q", c.body, msg, c.want, c.not)
+		}
+	}
+	if after := f.snapshot(); after != before {
+		t.Errorf("a refused top-up changed the ledger:\n%s\nwant\n%s", after, before)
 	}
 }
 

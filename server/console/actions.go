@@ -20,6 +20,7 @@ import (
 
 	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/driver/feedback"
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/ledger"
@@ -147,34 +148,45 @@ func prepareVoid(h *Handler, r *http.Request) (*plan, error) {
 // refundable refuses now, not after the confirmation, a refund the ledger
 // would refuse then (a new user's review: 5.00 of a 4.00 payment was
 // asked, confirmed, then refused): of no payment, of another account's,
-// or beyond what is left of it. A refund id already used is a retry, which
-// the ledger answers as it did. The ledger still decides: this is advice.
-func (h *Handler) refundable(ctx context.Context, merchant, order string, account uint64, refundID string, amount int64, currency string) error {
+// beyond what is left of it, or one more than ledger.MaxRefundsPerPayment
+// (ledger.CheckRefund, the ledger's own rule). A refund id already used
+// is a retry, which the ledger answers as it did. The ledger still
+// decides: this is advice. It returns the payment's amount and what its
+// refunds came to before (the question shows both: 50.00 typed for 5.00
+// of a 60.00 payment is within it, and read only as a number beside the
+// payment's).
+func (h *Handler) refundable(ctx context.Context, merchant, order string, account uint64, refundID string, amount int64,
+	currency string) (paid, refunded int64, retry bool, err error) {
 	o, err := h.cfg.Ledger.PaymentByOrder(ctx, merchant, order)
 	if errors.Is(err, ledger.ErrNotFound) {
-		return badInput("there is no payment of %s's order %s", merchant, order)
+		return 0, 0, false, badInput("there is no payment of %s's order %s", merchant, order)
 	} else if err != nil {
-		return err
+		return 0, 0, false, err
 	}
 	if o.Account != account {
-		return badInput("%s's order %s was paid by account %d, not %d", merchant, order, o.Account, account)
+		return 0, 0, false, badInput("%s's order %s was paid by account %d, not %d", merchant, order, o.Account, account)
 	}
 	refunds, err := h.cfg.Ledger.Refunds(ctx, o.ID)
 	if err != nil {
-		return err
+		return 0, 0, false, err
 	}
-	var refunded int64 // each refund carries the payment's running total
 	for _, rf := range refunds {
 		if rf.RefundID == refundID {
-			return nil
+			retry = true
 		}
-		refunded = max(refunded, rf.Refunded)
 	}
-	if left := o.Amount - refunded; amount > left {
-		return badInput("only %s of the payment's %s is left to refund", feedback.FormatAmount(left, currency),
-			feedback.FormatAmount(o.Amount, currency))
+	refunded = ledger.RefundedOf(refunds)
+	if retry {
+		return o.Amount, refunded, true, nil
 	}
-	return nil
+	if err := ledger.CheckRefund(o, refunded, len(refunds), amount); err != nil {
+		if left := o.Amount - refunded; amount > left { // said as the console says it
+			return 0, 0, false, badInput("only %s of the payment's %s is left to refund", feedback.FormatAmount(left, currency),
+				feedback.FormatAmount(o.Amount, currency))
+		}
+		return 0, 0, false, badInput("%s", strings.TrimPrefix(err.Error(), ledger.ErrOverRefund.Error()+": "))
+	}
+	return o.Amount, refunded, retry, nil
 }
 
 func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
@@ -187,13 +199,12 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 		return nil, badInput("the payment's merchant and order are required")
 	}
 	currency := h.cfg.Ledger.Currency()
-	amount, err := feedback.ParseNumber(r.PostFormValue("amount"), currency)
+	// As the settlement CLI reads it: "1250" is asked to say 1,250.00 or
+	// 12.50 (the API's minor units), "1.80 EUR" is taken (it refunded
+	// 1,250.00 and refused the second).
+	amount, err := feedback.ParseAmount(r.PostFormValue("amount"), currency, ledger.MaxAmount)
 	if err != nil {
 		return nil, badInput("the amount to refund: %v", err)
-	}
-	if amount <= 0 {
-		return nil, badInput("the amount to refund must be a positive amount in %s, such as %s", currency,
-			feedback.FormatNumber(120, currency))
 	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	refundID := r.PostFormValue("refund_id")
@@ -202,13 +213,27 @@ func prepareRefund(h *Handler, r *http.Request) (*plan, error) {
 		rand.Read(b)
 		refundID = "console-" + hex.EncodeToString(b)
 	}
-	if err := h.refundable(r.Context(), merchant, order, account, refundID, amount, currency); err != nil {
+	paid, refunded, retry, err := h.refundable(r.Context(), merchant, order, account, refundID, amount, currency)
+	if err != nil {
 		return nil, err
 	}
 	shown := feedback.FormatAmount(amount, currency)
 	what := fmt.Sprintf("%s's order %s", merchant, order)
+	// The payment beside the amount typed: the question said the amount
+	// alone, so a slip of a digit within the payment (50.00 for 5.00 of
+	// 60.00) read as right as the amount meant.
+	of := fmt.Sprintf("The payment was %s", feedback.FormatAmount(paid, currency))
+	switch {
+	case retry:
+		of += fmt.Sprintf("; its refunds came to %s, this one among them. ", feedback.FormatAmount(refunded, currency))
+	case refunded > 0:
+		of += fmt.Sprintf("; %s of it was refunded before: this refund of %s leaves %s to refund. ", feedback.FormatAmount(refunded, currency),
+			shown, feedback.FormatAmount(paid-refunded-amount, currency))
+	default:
+		of += fmt.Sprintf(": this refund of %s leaves %s to refund. ", shown, feedback.FormatAmount(paid-amount, currency))
+	}
 	return &plan{Title: fmt.Sprintf("Refund %s of %s?", shown, what), Back: "accounts/" + strconv.FormatUint(account, 10),
-		Explain: "The money goes back to the rider's account at once, as a refund posting on the payment; the payment's refunds " +
+		Explain: of + "The money goes back to the rider's account at once, as a refund posting on the payment; the payment's refunds " +
 			"can never come to more than it. The audit log records who refunded it.",
 		Button: "Refund " + shown,
 		Fields: []field{{"account", fmt.Sprint(account), "Account"}, {"merchant", merchant, "Merchant"}, {"order", order, "Order"},
@@ -338,10 +363,16 @@ func prepareDeny(deny bool) func(h *Handler, r *http.Request) (*plan, error) {
 	}
 }
 
+// deviceID is the device a form names, held to the one device id rule
+// (record.ValidDeviceID): an id no device can have is refused before the
+// question, not by the API after the confirmation.
 func deviceID(r *http.Request) (string, error) {
 	id := strings.TrimSpace(r.PostFormValue("device"))
-	if id == "" || len(id) > 64 || strings.ContainsAny(id, "/?#% ") {
+	if id == "" {
 		return "", badInput("give a device id")
+	}
+	if record.ValidDeviceID(id) != nil {
+		return "", badInput("no device is called %q: a device id is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
 	}
 	return id, nil
 }
@@ -351,8 +382,28 @@ func prepareRevokeDevice(h *Handler, r *http.Request) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The figures of the device as it last reported (the confirmation
+	// said taps in its queue are not lost, never how many there were).
+	dev, err := h.cfg.Ledger.Device(r.Context(), id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, badInput("no device %s is registered: check its id on the fleet page", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	loc := h.zone(r.Context())
+	row := h.rowOf(ledger.FleetDevice{Device: dev}, versions{}, loc)
+	state := "It has sent no status yet."
+	if !dev.StatusAt.IsZero() {
+		state = fmt.Sprintf("It is %s; its last status (%s) reported %s waiting in its queue", row.State,
+			dev.StatusAt.In(loc).Format("2006-01-02 15:04:05 MST"), count(dev.Status.QueueDepth, "tap", "taps"))
+		if dev.Status.QueueDepth > 0 {
+			state += ", the oldest " + fmtDur(row.OldestUnsent) + " old now"
+		}
+		state += "."
+	}
 	return &plan{Title: "Revoke device " + id + "?", Danger: true, Back: "devices/" + url.PathEscape(id),
-		Explain: "Its broker login and certificate stop working within seconds on every settlement instance, and any batch it still sends is kept aside, never charged. Taps still in its queue are not lost: replacing (re-registering) the device brings them in.",
+		Explain: state + " Its broker login and certificate stop working within seconds on every settlement instance, and any batch it still sends is kept aside, never charged. Taps still in its queue are not lost: replacing (re-registering) the device brings them in.",
 		Button:  "Revoke " + id, Fields: []field{{"device", id, "Device"}},
 		method: http.MethodPost, path: "/v1/devices/" + url.PathEscape(id) + "/revoke",
 		done: func(map[string]any) result {
@@ -499,28 +550,73 @@ func routeFares(h *Handler, r *http.Request, route string) string {
 }
 
 func prepareReplayAll(h *Handler, r *http.Request) (*plan, error) {
+	// The figures of the fleet, as the API will split it (online now and
+	// heard since this server started: asked at once; the others not
+	// revoked: kept for them): the confirmation said "every online device"
+	// alone, which at 2,000 buses does not tell 1,990 asked from 10.
+	devs, err := h.cfg.Ledger.Devices(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	var online, later, revoked int
+	for _, d := range devs {
+		switch {
+		case !d.Revoked.IsZero():
+			revoked++
+		case d.Status.Epoch == "" || !d.Status.Online || d.StatusAt.Before(h.cfg.Started):
+			later++
+		default:
+			online++
+		}
+	}
 	return &plan{Title: "Ask every online device to replay its archive?", Back: "fleet",
-		Explain: "The last step of restoring the ledger from a backup: every online device resends its whole archive; taps the ledger has change nothing. The request is kept a day for every device not revoked: an offline one is sent it when it is next heard online.",
-		Button:  "Ask the fleet for a replay",
-		method:  http.MethodPost, path: "/v1/devices/replay",
+		Explain: fmt.Sprintf("The last step of restoring the ledger from a backup: every online device resends its whole archive; taps the ledger has change nothing. "+
+			"%s online now %s asked at once; %s not online (offline, or not heard since this server started) %s sent the request when next heard online, within a day; %s revoked %s left out.",
+			count(online, "device", "devices"), isAre(online), count(later, "device", "devices"), isAre(later), count(revoked, "device", "devices"), isAre(revoked)),
+		Button: "Ask the fleet for a replay",
+		method: http.MethodPost, path: "/v1/devices/replay",
 		done: func(resp map[string]any) result {
 			if until, ok := resp["kept_until"].(string); ok {
-				return result{Message: fmt.Sprintf("Asked: %v. Offline (sent when next heard online, until %v): %v.", listOf(resp["asked"]), until, listOf(resp["offline"]))}
+				return result{Message: fmt.Sprintf("Asked %s. Offline, sent it when next heard online until %v: %s.", fewOf(resp["asked"]), until, fewOf(resp["offline"]))}
 			}
-			return result{Message: fmt.Sprintf("Asked: %v. Offline (not asked): %v.", listOf(resp["asked"]), listOf(resp["offline"]))}
+			return result{Message: fmt.Sprintf("Asked %s. Offline (not asked): %s.", fewOf(resp["asked"]), fewOf(resp["offline"]))}
 		}}, nil
 }
 
-func listOf(v any) string {
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
+}
+
+// fewShown is how many device ids a fleet replay's result names.
+const fewShown = 20
+
+// fewOf names how many devices a list of ids holds and the first
+// fewShown of them: the result listed every id, a page of 10,000 names
+// for a large fleet, with the count nowhere.
+func fewOf(v any) string {
 	l, _ := v.([]any)
 	if len(l) == 0 {
 		return "none"
 	}
-	s := make([]string, len(l))
-	for i, x := range l {
-		s[i] = fmt.Sprint(x)
+	s := make([]string, 0, fewShown)
+	for _, x := range l[:min(len(l), fewShown)] {
+		s = append(s, fmt.Sprint(x))
 	}
-	return strings.Join(s, ", ")
+	out := count(len(l), "device", "devices") + " (" + strings.Join(s, ", ")
+	if len(l) > fewShown {
+		out += fmt.Sprintf(" and %d more", len(l)-fewShown)
+	}
+	return out + ")"
 }
 
 func preparePublishFares(h *Handler, r *http.Request) (*plan, error) {

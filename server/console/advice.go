@@ -85,8 +85,8 @@ var quarantineAdvice = map[string]advice{
 		"If the device was revoked by mistake, replace (re-register) it and ask it to replay: its taps then settle normally.",
 		"nothing"},
 	"tap_id_conflict": {
-		"A record whose tap id the ledger already holds with other contents: a device that numbered its taps again (a queue file put back from an older backup while its clock was not set; the log says \"another payment code\") or that rewrote a record.",
-		"Investigate the device (its queue file, its clock, its software); the stored tap stands, this record is not charged.",
+		"A record whose tap id the ledger already holds with other contents: two validators running with one identity (an SD card cloned onto a spare bus, or a copied bundle: the log says \"another payment code\", the broker logs the two knocking each other off), a device that numbered its taps again (a queue file put back from an older backup while its clock was not set), or one that rewrote a record.",
+		"Find a second device with this identity and provision it its own (farego-provision device --id); otherwise investigate the device (its queue file, its clock, its software). The stored tap stands, this record is not charged.",
 		"nothing"},
 }
 

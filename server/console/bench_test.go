@@ -39,11 +39,19 @@ import (
 // keeps the seeded SQLite ledger there for the next run.
 
 const (
-	benchDevices  = 2000
-	benchAccounts = 100_000
-	benchRoutes   = 40
-	benchDays     = 30
+	benchDevices = 2000
+	benchRoutes  = 40
+	benchDays    = 30
 )
+
+// benchAccounts is how many rider accounts are seeded (100,000;
+// FAREGO_CONSOLE_BENCH_ACCOUNTS changes it).
+var benchAccounts = func() int {
+	if n, err := strconv.Atoi(os.Getenv("FAREGO_CONSOLE_BENCH_ACCOUNTS")); err == nil && n > 0 {
+		return n
+	}
+	return 100_000
+}()
 
 func benchTaps() int {
 	if n, err := strconv.Atoi(os.Getenv("FAREGO_CONSOLE_BENCH_TAPS")); err == nil && n > 0 {
@@ -95,7 +103,7 @@ func benchLedger(b *testing.B, backend string) string {
 		if dir == "" {
 			dir = b.TempDir()
 		}
-		path := filepath.Join(dir, fmt.Sprintf("console-bench-%d.db", n))
+		path := filepath.Join(dir, fmt.Sprintf("console-bench-%d-%d.db", n, benchAccounts))
 		dsn = "sqlite:" + path
 		if _, err := os.Stat(path + ".seeded"); err == nil {
 			b.Logf("using the seeded ledger %s", path)
@@ -151,7 +159,8 @@ var seedNow = time.Now().Truncate(time.Hour)
 
 // seed fills the ledger's tables with bulk SQL: accounts, devices with
 // statuses, taps over 30 days (some flagged, noted, transfers, capped,
-// late), deny entries and audit entries. The indexes on taps are dropped
+// late) with their fare postings, online payments at shops (some
+// refunded), held and quarantined records, deny entries and audit entries. The indexes on taps are dropped
 // first and made again after, as a restore would.
 func seed(ctx context.Context, backend, dsn string, n, devices int) error {
 	driver, src := "sqlite", strings.TrimPrefix(dsn, "sqlite:")
@@ -236,6 +245,34 @@ func seed(ctx context.Context, backend, dsn string, n, devices int) error {
 		fmt.Sprintf(`INSERT INTO audit_log (id, at_ns, actor, action, target, detail)
 			SELECT i + 1, %d + i * 1000000000, 'token:init (operator)', 'deny', CAST(1000 + i AS TEXT), 'serial 0 reason "lost_phone"'
 			FROM %s`, first, series(5000)),
+		// Each charged tap's fare posting (the rider's account page).
+		`INSERT INTO postings (account_id, seq, kind, amount, tap_id, fare_version, created_ns)
+			SELECT account_id, seq, 'fare', -charge, tap_id, 1, committed_ns FROM taps WHERE charge > 0`,
+		// Online payments at 50 shops, one in ten a tenth of the taps,
+		// by one till token each; one in ten partly refunded.
+		fmt.Sprintf(`INSERT INTO api_tokens (id, role, merchant_id, name, token_hash, created_ns)
+			SELECT 'tok-' || %s, 'merchant', 'shop-' || %s, 'till', %s, %d FROM %s`, pad("i", 2), pad("i", 2), key, first, series(50)),
+		fmt.Sprintf(`INSERT INTO payments (id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status,
+				created_ns, token_id)
+			SELECT i + 1, 'shop-' || %s, 'o' || %s, 1000 + (i * 7919) %% %d, 1, %s, 'abcdef012345', 100 + i %% 900, 'EUR', 'paid',
+				%d + i * %d, 'tok-' || %s FROM %s`,
+			pad("i % 50", 2), pad("i", 8), benchAccounts, key, first, step*10, pad("i % 50", 2), series(n/10)),
+		`INSERT INTO postings (account_id, seq, kind, amount, payment_id, created_ns)
+			SELECT account_id, 100000000 + id, 'payment', -amount, id, created_ns FROM payments`,
+		`INSERT INTO postings (account_id, seq, kind, amount, payment_id, created_ns)
+			SELECT account_id, 200000000 + id, 'payment', 50, id, created_ns + 1000 FROM payments WHERE id % 10 = 0`,
+		`UPDATE counters SET value = (SELECT COALESCE(MAX(id), 0) FROM payments) WHERE name = 'payment_id'`,
+		`INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq, amount, reason, created_ns, token_id)
+			SELECT merchant_id, 'r' || order_id, id, account_id, 200000000 + id, 50, 'complaint', created_ns + 1000, token_id
+			FROM payments WHERE id % 10 = 0`,
+		// Taps held (an issuer key the keyring lacks) and records
+		// quarantined (a revoked device's), one per 100 and 400 taps.
+		fmt.Sprintf(`INSERT INTO held_taps (device_id, epoch, seq, reason, record, received_ns)
+			SELECT 'bus-' || %s, 'h', i, 'unknown_issuer_key', %s, %d + i * %d FROM %s`,
+			pad(fmt.Sprintf("i %% %d", devices), 4), blob, first, step*100, series(max(n/100, 1))),
+		fmt.Sprintf(`INSERT INTO quarantine (device_id, epoch, seq, reason, record, received_ns)
+			SELECT 'bus-' || %s, 'q', i, 'revoked_device', %s, %d + i * %d FROM %s`,
+			pad(fmt.Sprintf("i %% %d", devices), 4), blob, first, step*400, series(max(n/400, 1))),
 		`UPDATE counters SET value = 5000 WHERE name = 'audit_id'`,
 		`UPDATE counters SET value = 1 WHERE name = 'deny_version'`,
 	}
@@ -292,6 +329,16 @@ func benchPages(b *testing.B, dsn string) {
 		{"shops", "/console/shops"},
 		{"flagged", "/console/flagged"},
 		{"account", "/console/accounts/1042"},
+		{"account-search", "/console/accounts?id=1042"},
+		{"aside-held", "/console/aside?kind=held"},
+		{"aside-quarantine", "/console/aside"},
+		{"flagged-duplicate", "/console/flagged?flag=duplicate_code"},
+		{"flagged-note", "/console/flagged?note=fare_mismatch"},
+		{"device-taps", "/console/devices/bus-1999"},
+		{"tokens", "/console/tokens"},
+		{"token-payments", "/console/tokens/tok-07/payments"},
+		{"aside-held-reason", "/console/aside?kind=held&reason=unknown_issuer_key"},
+		{"fares", "/console/fares"},
 		{"denylist", "/console/denylist"},
 		{"audit", "/console/audit"},
 	}
@@ -305,7 +352,7 @@ func benchPages(b *testing.B, dsn string) {
 				}
 				n, _ := io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
+				if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSeeOther {
 					b.Fatalf("%s: %d", p.path, resp.StatusCode)
 				}
 				size = int(n)

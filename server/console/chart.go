@@ -228,11 +228,34 @@ func routeChart(routes []ledger.DaySummary, currency string) template.HTML {
 	return s.html()
 }
 
-// lagChart: settlement lag percentiles per hour, on a log scale.
-func lagChart(hours []lagHour) template.HTML {
+// hourLabels labels hours in loc ("15:04"). An hour of another offset
+// than the newest's carries its zone's name: on the night clocks go back,
+// two hours read 02:00 ("02:00 CEST", then "02:00"), which without it
+// were drawn as one hour twice.
+func hourLabels(hours []lagHour, loc *time.Location) []string {
+	labels := make([]string, len(hours))
+	if len(hours) == 0 {
+		return labels
+	}
+	_, now := hours[len(hours)-1].Start.In(loc).Zone()
+	for i, hr := range hours {
+		t := hr.Start.In(loc)
+		if _, off := t.Zone(); off != now {
+			labels[i] = t.Format("15:04 MST")
+		} else {
+			labels[i] = t.Format("15:04")
+		}
+	}
+	return labels
+}
+
+// lagChart: settlement lag percentiles per hour, on a log scale, the
+// hours labelled in loc (the fleet's zone, as every time on the console).
+func lagChart(hours []lagHour, loc *time.Location) template.HTML {
 	if len(hours) == 0 {
 		return ""
 	}
+	labels := hourLabels(hours, loc)
 	lo, hi := math.Log10(0.1), math.Log10(7*24*3600)
 	s := newSVG("Settlement lag per hour (p50, p90, p99)", chartH)
 	plotH := chartH - padT - padB
@@ -249,9 +272,9 @@ func lagChart(hours []lagHour) template.HTML {
 	}
 	slot := (chartW - padL - padR) / float64(len(hours))
 	every := max(1, int(math.Ceil(float64(len(hours))/12)))
-	for i, hr := range hours {
+	for i := range hours {
 		if i%every == 0 {
-			s.text(padL+slot*(float64(i)+0.5), chartH-padB+16, "middle", "axis", hr.Start.UTC().Format("15:04"))
+			s.text(padL+slot*(float64(i)+0.5), chartH-padB+16, "middle", "axis", labels[i])
 		}
 	}
 	for _, line := range []struct {
@@ -276,7 +299,7 @@ func lagChart(hours []lagHour) template.HTML {
 			}
 			pen = true
 			s.add(`<circle cx="%.1f" cy="%.1f" r="2.5" class="%s"><title>%s %s: ≤ %s (%d taps)</title></circle>`,
-				xx, yy, line.class, hr.Start.UTC().Format("15:04"), line.name, fmtDur(line.get(hr.lagFigures)), hr.Taps)
+				xx, yy, line.class, labels[i], line.name, fmtDur(line.get(hr.lagFigures)), hr.Taps)
 		}
 		if path.Len() > 0 {
 			s.add(`<path d="%s" class="%s line"/>`, strings.TrimSpace(path.String()), line.class)
@@ -285,12 +308,12 @@ func lagChart(hours []lagHour) template.HTML {
 	return s.html()
 }
 
-// rateChart: taps settled per hour.
-func rateChart(hours []lagHour) template.HTML {
-	labels := make([]string, len(hours))
+// rateChart: taps settled per hour, labelled in loc.
+func rateChart(hours []lagHour, loc *time.Location) template.HTML {
+	labels := hourLabels(hours, loc)
 	v := make([]int64, len(hours))
 	for i, hr := range hours {
-		labels[i], v[i] = hr.Start.UTC().Format("15:04"), hr.Taps
+		v[i] = hr.Taps
 	}
 	return stackedBars("Taps settled per hour", labels, []series{{"taps", "c-rate", v}}, 4, func(n int64) string { return fmt.Sprint(n) })
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farego/farego/agent/metrics"
@@ -100,10 +102,14 @@ type Handler struct {
 	cfg   Config
 	log   *slog.Logger
 	mux   *http.ServeMux
-	pages map[string]*template.Template
-	css   []byte
-	fleet *metrics.Cache[fleetReading] // the fleet for the metrics
-	aside *metrics.Cache[asideReading] // the records kept aside, for the metrics
+	pages map[string]*template.Template // times in UTC
+	// zones are the templates of other time zones, by name (pagesIn).
+	zonesMu  sync.Mutex
+	zones    map[string]map[string]*template.Template
+	lastZone atomic.Pointer[time.Location] // the zone read last (zone)
+	css      []byte
+	fleet    *metrics.Cache[fleetReading] // the fleet for the metrics
+	aside    *metrics.Cache[asideReading] // the records kept aside, for the metrics
 	// refusals lets the log lines of requests refused before a session
 	// through once a minute per client address (refused).
 	refusals *ratelog.Limiter
@@ -145,7 +151,7 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency()),
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: parseTemplates(cfg.Ledger.Currency(), time.UTC),
 		refusals: ratelog.New(cfg.Now, ratelog.DefaultEvery),
 		signIns:  api.NewTokenLimiter(cfg.SignInsPerMinute, cfg.SignInBurst, cfg.Now)}
 	h.fleet = &metrics.Cache[fleetReading]{TTL: metricsCacheTTL, Read: h.readFleetForMetrics}

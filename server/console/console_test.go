@@ -73,7 +73,13 @@ func newFixture(t *testing.T) *fixture {
 // newFixtureIn is newFixture with a ledger in currency and a fare table.
 func newFixtureIn(t *testing.T, currency, fares string) *fixture {
 	t.Helper()
-	as := apitest.StartWith(t, apitest.Options{Currency: currency}) // the ledger and the key directory
+	return newFixtureWith(t, apitest.Options{Currency: currency}, fares)
+}
+
+// newFixtureWith is newFixtureIn with the ledger's options (its clock).
+func newFixtureWith(t *testing.T, o apitest.Options, fares string) *fixture {
+	t.Helper()
+	as := apitest.StartWith(t, o) // the ledger and the key directory
 	tok, err := os.ReadFile(as.TokenFile)
 	if err != nil {
 		t.Fatal(err)
@@ -1092,7 +1098,7 @@ func TestAccountShowsRefund(t *testing.T) {
 	if got := balanceOf(t, f, acct); got != 1000 {
 		t.Errorf("balance %d after the refused refunds, want 1000", got)
 	}
-	for _, bad := range []string{"-1", "0", "1.234", "lots"} {
+	for _, bad := range []string{"-1", "0", "1.234", "lots", "180", "1.80 USD"} {
 		form.Set("amount", bad)
 		resp, body := b.post("/console/act/refund", form)
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Nothing done") {
@@ -1100,6 +1106,11 @@ func TestAccountShowsRefund(t *testing.T) {
 		}
 		if bad == "1.234" && !strings.Contains(body, "at most 2 decimals") {
 			t.Errorf("amount %q: the answer does not say the decimals are the problem:\n%s", bad, body)
+		}
+		// A whole number, as the API's minor units are written: asked
+		// which is meant, as the settlement CLI asks (it refunded 180.00).
+		if bad == "180" && !strings.Contains(body, "without decimals") {
+			t.Errorf("amount %q: the answer does not ask for decimals:\n%s", bad, body)
 		}
 	}
 	entries, err := f.store.AuditLog(ctx, 0, 10)
@@ -1143,7 +1154,7 @@ func TestRefundOfDotOrder(t *testing.T) {
 	f.pay(acct, ".", "..", 300)
 	b := f.browser()
 	csrf := b.signIn(f.opToken)
-	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"."}, "order": {".."}, "amount": {"1"},
+	form := url.Values{"csrf": {csrf}, "account": {fmt.Sprint(acct)}, "merchant": {"."}, "order": {".."}, "amount": {"1.00 EUR"},
 		"refund_id": {"console-dots"}, "confirm": {"yes"}}
 	if resp, body := b.post("/console/act/refund", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Refunded 1.00 EUR") {
 		t.Fatalf("refund of order ..: %d %s", resp.StatusCode, body)
@@ -1460,10 +1471,12 @@ func TestPlural(t *testing.T) {
 	}
 }
 
-// TestMoneyChartsSayUTC: the money page's hourly charts are labelled in
-// UTC hours, as every time on the console is (an operator review read
-// them as local hours).
-func TestMoneyChartsSayUTC(t *testing.T) {
+// TestMoneyChartsSayTheirZone: the money page's hourly charts are
+// labelled in the fleet's hours (the fare table's zone), as every time on
+// the console is, and say which zone. They were labelled in UTC (an
+// operator review read them as local hours; then every time on the
+// console was in UTC).
+func TestMoneyChartsSayTheirZone(t *testing.T) {
 	f := newFixture(t)
 	// A tap settled: a ledger without one draws no chart, and says so.
 	f.device("bus-1")
@@ -1483,8 +1496,13 @@ func TestMoneyChartsSayUTC(t *testing.T) {
 	b := f.browser()
 	b.signIn(f.token(ledger.RoleAuditor))
 	code, body := b.get("/console/money")
-	if code != http.StatusOK || !strings.Contains(body, "Taps settled per hour (UTC)") || !strings.Contains(body, "hours in UTC") {
-		t.Errorf("the money page (%d) does not say its hourly charts are in UTC", code)
+	if code != http.StatusOK || !strings.Contains(body, "Taps settled per hour (Europe/Berlin)") || !strings.Contains(body, "hours in Europe/Berlin") {
+		t.Errorf("the money page (%d) does not say its hourly charts are in the fleet's zone, Europe/Berlin", code)
+	}
+	// The hour of the tap, as Berlin's clocks read it.
+	hour := now.Truncate(time.Hour).In(mustZone(t, "Europe/Berlin")).Format("15:04") + " p50:"
+	if !strings.Contains(body, hour) {
+		t.Errorf("the lag chart has no point labelled %q (the tap's hour in Berlin)", hour)
 	}
 }
 

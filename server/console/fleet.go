@@ -56,8 +56,11 @@ type deviceRow struct {
 	score        int
 }
 
-// rowOf judges a device against the current versions.
-func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
+// rowOf judges a device against the current versions; its problems name
+// dates in loc, the fleet's zone (the zone the pages show every other
+// time in: a certificate's end in UTC was a day off the Cert ends column
+// in a zone east or west of it).
+func (h *Handler) rowOf(d ledger.FleetDevice, cur versions, loc *time.Location) deviceRow {
 	r := deviceRow{FleetDevice: d, OldestUnsent: d.Status.OldestUnsent}
 	r.LastHeard = d.StatusAt
 	if d.LastSync.After(r.LastHeard) {
@@ -111,9 +114,9 @@ func (h *Handler) rowOf(d ledger.FleetDevice, cur versions) deviceRow {
 	if end := d.Status.CertNotAfter; !end.IsZero() {
 		switch left := end.Sub(h.cfg.Now()); {
 		case left <= 0:
-			add(55, "client certificate ended %s: the broker refuses it, provision it again", end.UTC().Format(time.DateOnly))
+			add(55, "client certificate ended %s: the broker refuses it, provision it again", end.In(loc).Format(time.DateOnly))
 		case left < CertEndProblem:
-			add(10, "client certificate ends %s (in %dd): provision it again before", end.UTC().Format(time.DateOnly), int(left.Hours()/24))
+			add(10, "client certificate ends %s (in %dd): provision it again before", end.In(loc).Format(time.DateOnly), int(left.Hours()/24))
 		}
 	}
 	if d.UpdateFailed() {
@@ -245,8 +248,9 @@ func (h *Handler) readFleet(ctx context.Context, routes bool) ([]deviceRow, vers
 		return nil, cur, err
 	}
 	rows := make([]deviceRow, len(ds))
+	loc := h.zone(ctx)
 	for i, d := range ds {
-		rows[i] = h.rowOf(d, cur)
+		rows[i] = h.rowOf(d, cur, loc)
 	}
 	return rows, cur, nil
 }

@@ -218,6 +218,9 @@ func TestFleetShowsCertEnds(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	now := f.clock.now()
+	// The console says dates in the fleet's zone (the fixture's fare
+	// table's): in UTC this test failed in the hour before midnight UTC.
+	berlin := mustZone(t, "Europe/Berlin")
 	ends := map[string]time.Time{
 		"bus-ended": now.Add(-24 * time.Hour),
 		"bus-soon":  now.Add(20 * 24 * time.Hour),
@@ -243,9 +246,9 @@ func TestFleetShowsCertEnds(t *testing.T) {
 		t.Errorf("the fleet sorted by certificate end: %v, want the soonest first, none last", got)
 	}
 	for _, want := range []string{
-		"client certificate ended " + ends["bus-ended"].UTC().Format(time.DateOnly),
-		"client certificate ends " + ends["bus-soon"].UTC().Format(time.DateOnly) + " (in 19d)", // 20 days less the test's time
-		`<span class="cert">cert ` + ends["bus-later"].UTC().Format(time.DateOnly) + `</span>`,
+		"client certificate ended " + ends["bus-ended"].In(berlin).Format(time.DateOnly),
+		"client certificate ends " + ends["bus-soon"].In(berlin).Format(time.DateOnly) + " (in 19d)", // 20 days less the test's time
+		`<span class="cert">cert ` + ends["bus-later"].In(berlin).Format(time.DateOnly) + `</span>`,
 	} {
 		if !strings.Contains(fleet, want) {
 			t.Errorf("the fleet page does not say %q", want)
@@ -265,7 +268,7 @@ func TestFleetShowsCertEnds(t *testing.T) {
 		t.Errorf("%d rows, want 4", len(rows))
 	}
 	_, dev := b.get("/console/devices/bus-soon")
-	if !strings.Contains(dev, `<dd id="cert">ends `+ends["bus-soon"].UTC().Format(time.DateOnly)) {
+	if !strings.Contains(dev, `<dd id="cert">ends `+ends["bus-soon"].In(berlin).Format(time.DateOnly)) {
 		t.Error("the device page does not show its certificate's end")
 	}
 

@@ -37,20 +37,7 @@ type page struct {
 }
 
 var funcs = template.FuncMap{
-	"ts": func(t time.Time) string {
-		if t.IsZero() {
-			return "—"
-		}
-		return t.UTC().Format("2006-01-02 15:04:05 UTC")
-	},
 	"dur": fmtDur,
-	// day is a date alone ("—" for none).
-	"day": func(t time.Time) string {
-		if t.IsZero() {
-			return "—"
-		}
-		return t.UTC().Format(time.DateOnly)
-	},
 	// window is a fare rule's time window as an operator writes it
 	// ("60 min", not "1h0m0s").
 	"window": func(d fare.Duration) string {
@@ -98,8 +85,9 @@ func editable(s string) string {
 }
 
 // parseTemplates parses the embedded templates: each page template with
-// the layout, on its own; money shows amounts in currency's minor units.
-func parseTemplates(currency string) map[string]*template.Template {
+// the layout, on its own; money shows amounts in currency's minor units,
+// ts and day times in the zone loc.
+func parseTemplates(currency string, loc *time.Location) map[string]*template.Template {
 	layout, err := fs.ReadFile(templateFS, "templates/layout.html")
 	if err != nil {
 		panic(err)
@@ -121,6 +109,22 @@ func parseTemplates(currency string) map[string]*template.Template {
 		t := template.New(name).Funcs(funcs).Funcs(template.FuncMap{
 			// Amounts in the ledger's currency's minor units: 210 yen, 2.10 euros, 0.210 dinars.
 			"money": func(v int64) string { return feedback.FormatNumber(v, currency) },
+			// ts is a time in the fleet's zone, with the zone's name as
+			// it was then ("CET", "CEST"): the times either side of a
+			// change to or from summer time read as the clocks did.
+			"ts": func(t time.Time) string {
+				if t.IsZero() {
+					return "—"
+				}
+				return t.In(loc).Format("2006-01-02 15:04:05 MST")
+			},
+			// day is a date alone ("—" for none), in the same zone.
+			"day": func(t time.Time) string {
+				if t.IsZero() {
+					return "—"
+				}
+				return t.In(loc).Format(time.DateOnly)
+			},
 		})
 		template.Must(t.Parse(string(layout)))
 		template.Must(t.Parse(string(body)))
@@ -131,7 +135,15 @@ func parseTemplates(currency string) map[string]*template.Template {
 
 // render writes a page: the layout with the named page's content.
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
-	t := h.pages[name]
+	// An error page does not ask the ledger (it may be the ledger that
+	// failed, and a dead database's connect would hold the page), nor
+	// does a page before sign-in (anyone may load it): they show times in
+	// the zone read last.
+	loc := h.lastZone.Load()
+	if loc == nil || (p.S != nil && p.Currency != "-") {
+		loc = h.zone(r.Context())
+	}
+	t := h.pagesIn(loc)[name]
 	if t == nil {
 		panic("console: no template " + name)
 	}
@@ -151,6 +163,61 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write(b.Bytes())
+}
+
+// zone returns the fleet's time zone, the one the console shows times in:
+// the latest fare table's (its service days are that zone's), or UTC when
+// there is none or the ledger does not say. Times were shown in UTC alone,
+// an hour or two off what the operator's clocks said, and the hour moved
+// across a change to or from summer time.
+//
+// It is read for every page: the ledger's cached table (not
+// LatestFareTable's fresh copy, a parse of the whole table, tens of
+// milliseconds for a large one), and the zone read last again while the
+// name is the same (not the zone file loaded again).
+func (h *Handler) zone(ctx context.Context) *time.Location {
+	_, tbl, err := h.cfg.Ledger.LatestFareTableShared(ctx)
+	last := h.lastZone.Load()
+	if err != nil && !errors.Is(err, ledger.ErrNoFareTable) {
+		if last != nil {
+			return last // the ledger did not answer: the zone read last
+		}
+		return time.UTC
+	}
+	loc := time.UTC
+	if tbl != nil && tbl.TimeZone != "" && tbl.TimeZone != "UTC" {
+		if last != nil && last.String() == tbl.TimeZone {
+			return last
+		}
+		if l, err := time.LoadLocation(tbl.TimeZone); err == nil {
+			loc = l
+		}
+	}
+	h.lastZone.Store(loc)
+	return loc
+}
+
+// maxZones bounds the zones whose templates are kept (a fleet has one;
+// it changes when a fare table of another zone is published).
+const maxZones = 4
+
+// pagesIn returns the templates that show times in loc, parsed the first
+// time it is asked for.
+func (h *Handler) pagesIn(loc *time.Location) map[string]*template.Template {
+	if loc == time.UTC {
+		return h.pages
+	}
+	h.zonesMu.Lock()
+	defer h.zonesMu.Unlock()
+	if p, ok := h.zones[loc.String()]; ok {
+		return p
+	}
+	if h.zones == nil || len(h.zones) >= maxZones {
+		h.zones = map[string]map[string]*template.Template{}
+	}
+	p := parseTemplates(h.cfg.Ledger.Currency(), loc)
+	h.zones[loc.String()] = p
+	return p
 }
 
 type errorData struct {
@@ -420,7 +487,7 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request, s *sess) {
 	if len(taps) > 0 {
 		fd.Route, fd.Vehicle, fd.LastTap = taps[0].Route, taps[0].Vehicle, taps[0].Time
 	}
-	d := deviceData{Row: h.rowOf(fd, cur), Versions: cur, Taps: taps}
+	d := deviceData{Row: h.rowOf(fd, cur, h.zone(ctx)), Versions: cur, Taps: taps}
 	if d.History, err = h.cfg.Ledger.DeviceHistory(ctx, id); err != nil {
 		h.fail(w, r, s, err)
 		return
@@ -453,6 +520,7 @@ type moneyData struct {
 	Lag24h    lagFigures
 	Lag1h     lagFigures
 	LagHours  []lagHour
+	Zone      string // the charts' hours' (the fleet's: zone)
 	Flags     []reasonAdvice
 	Notes     []reasonAdvice
 	Aside     []reasonAdvice
@@ -560,8 +628,10 @@ func (h *Handler) moneyPage(w http.ResponseWriter, r *http.Request, s *sess) {
 		}
 		d.LagHours = append(d.LagHours, lagHour{Start: t, lagFigures: figures(in)})
 	}
-	d.LagChart = lagChart(d.LagHours)
-	d.RateChart = rateChart(d.LagHours)
+	loc := h.zone(ctx)
+	d.Zone = loc.String()
+	d.LagChart = lagChart(d.LagHours, loc)
+	d.RateChart = rateChart(d.LagHours, loc)
 	flags, notes, err := h.cfg.Ledger.FlagCounts(ctx, now.AddDate(0, 0, -days))
 	if err != nil {
 		h.fail(w, r, s, err)
@@ -761,13 +831,34 @@ type asideData struct {
 	Quarantined []reasonAdvice
 	HeldCounts  []reasonAdvice
 	Records     []ledger.AsideRecord
+	// NextURL is the page of older records ("": none), FirstURL the
+	// newest ("": these are they).
+	NextURL, FirstURL string
 }
+
+// asidePerPage is how many records kept aside a page lists.
+const asidePerPage = 100
 
 func (h *Handler) asidePage(w http.ResponseWriter, r *http.Request, s *sess) {
 	ctx := r.Context()
-	d := asideData{Held: r.URL.Query().Get("kind") == "held", Reason: r.URL.Query().Get("reason")}
+	v := r.URL.Query()
+	d := asideData{Held: v.Get("kind") == "held", Reason: v.Get("reason")}
 	if len(d.Reason) > 256 {
 		d.Reason = ""
+	}
+	// The page before: older than the last record listed (its time and
+	// key: records held in one batch share a time). The list showed the
+	// newest 100 alone, with no way to the rest.
+	var before ledger.AsideRecord
+	if v.Has("before_ns") {
+		ns, err1 := strconv.ParseInt(v.Get("before_ns"), 10, 64)
+		seq, err2 := strconv.ParseUint(v.Get("before_seq"), 10, 64) // any: a damaged device's quarantined record may be above 2^63-1
+		if err1 != nil || err2 != nil || ns <= 0 || len(v.Get("before_device")) > 256 || len(v.Get("before_epoch")) > 256 {
+			h.errorPage(w, r, s, http.StatusBadRequest, "Bad request",
+				"?before_ns=, before_device=, before_epoch= and before_seq= name the last record of the page before (follow the page's Older link).")
+			return
+		}
+		before = ledger.AsideRecord{Received: time.Unix(0, ns), DeviceID: v.Get("before_device"), Epoch: v.Get("before_epoch"), Seq: seq}
 	}
 	q, held, err := h.cfg.Ledger.AsideCounts(ctx)
 	if err != nil {
@@ -775,9 +866,31 @@ func (h *Handler) asidePage(w http.ResponseWriter, r *http.Request, s *sess) {
 		return
 	}
 	d.Quarantined, d.HeldCounts = advise(q, quarantineAdvice, defaultQuarantine), advise(held, heldAdvice, unknownAdvice)
-	if d.Records, err = h.cfg.Ledger.Aside(ctx, d.Held, d.Reason, 100); err != nil {
+	if d.Records, err = h.cfg.Ledger.AsideBefore(ctx, d.Held, d.Reason, before, asidePerPage+1); err != nil {
 		h.fail(w, r, s, err)
 		return
+	}
+	self := url.Values{}
+	if d.Held {
+		self.Set("kind", "held")
+	}
+	if d.Reason != "" {
+		self.Set("reason", d.Reason)
+	}
+	if !before.Received.IsZero() {
+		d.FirstURL = h.cfg.Prefix + "aside"
+		if len(self) > 0 {
+			d.FirstURL += "?" + self.Encode()
+		}
+	}
+	if len(d.Records) > asidePerPage {
+		d.Records = d.Records[:asidePerPage]
+		last := d.Records[asidePerPage-1]
+		self.Set("before_ns", strconv.FormatInt(last.Received.UnixNano(), 10))
+		self.Set("before_device", last.DeviceID)
+		self.Set("before_epoch", last.Epoch)
+		self.Set("before_seq", strconv.FormatUint(last.Seq, 10))
+		d.NextURL = h.cfg.Prefix + "aside?" + self.Encode()
 	}
 	h.render(w, r, http.StatusOK, "aside", page{Title: "Records kept aside", Nav: "flagged", S: s, Data: d})
 }

@@ -26,7 +26,7 @@ const (
 	// CookieName is the session cookie's name.
 	CookieName = "farego_console"
 	// initTokenID is the principal of the operator token file.
-	initTokenID = "init"
+	initTokenID = ledger.InitTokenID
 	// csrfField is the hidden form field with the session's CSRF token.
 	csrfField = "csrf"
 	// maxForm bounds a POST body: a fare table (twice: as text and as a
@@ -308,8 +308,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		// with (see currentSession).
 		id, role, sessionID = initTokenID, ledger.RoleOperator, initTokenID+":"+keys.TokenFingerprint(tok)
 	case strings.HasPrefix(tok, api.TokenPrefix):
-		sum := sha256.Sum256([]byte(tok))
-		t, err := h.cfg.Ledger.TokenByHash(r.Context(), sum[:])
+		t, err := api.TokenByText(r.Context(), h.cfg.Ledger, tok)
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			if api.ClientGone(r, err) {
 				return

@@ -35,7 +35,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
@@ -347,10 +346,6 @@ func ReplaceToken(dir string) (string, error) {
 	if _, err := readSecret(path, 32); err != nil {
 		return "", fmt.Errorf("%w (is %s a server's key directory?)", err, dir)
 	}
-	old, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
 	tok := make([]byte, 32)
 	if _, err := rand.Read(tok); err != nil {
 		return "", err
@@ -358,31 +353,7 @@ func ReplaceToken(dir string) (string, error) {
 	// The new file is the old one's owner's: run as root (a plain sudo,
 	// not sudo -u the service's user), it was root's, 0600, which the
 	// service cannot read: no operator token was taken at all.
-	tmp, err := os.CreateTemp(dir, ".operator.token.*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, nothing there
-	_, err = tmp.WriteString(hex.EncodeToString(tok) + "\n")
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if st, ok := old.Sys().(*syscall.Stat_t); ok && err == nil && os.Geteuid() == 0 {
-		err = tmp.Chown(int(st.Uid), int(st.Gid))
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = durable.SyncDir(dir)
-	}
-	if err != nil {
+	if err := durable.WriteFileKeepOwner(path, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("keys: replace %s: %w", path, err)
 	}
 	return path, nil

@@ -282,7 +282,8 @@ func listLimit(limit, def int) int {
 // expired goes on the deny list (ReasonSecretReplaced, one entry each: at
 // most MaxLiveCredentials), so the passes on a lost phone stop too, on
 // every validator once its deny list is updated. It returns how many
-// credentials it denied.
+// credentials it denied. The time is kept: a pass a restore lost, issued
+// before it, is denied when a tap takes it in (adoptCredential).
 func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []byte) (int, error) {
 	if err := checkAccountID(account); err != nil {
 		return 0, invalid("%v", err)
@@ -296,9 +297,9 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 		if _, err := t.lockExisting(account); err != nil {
 			return err
 		}
-		q, args := `UPDATE accounts SET secret_hash = $1 WHERE id = $2`, []any{new, int64(account)}
+		q, args := `UPDATE accounts SET secret_hash = $1, secret_replaced_ns = $2 WHERE id = $3`, []any{new, t.now, int64(account)}
 		if old != nil {
-			q, args = q+` AND secret_hash = $3`, append(args, old)
+			q, args = q+` AND secret_hash = $4`, append(args, old)
 		}
 		res, err := t.exec("replace secret", q, args...)
 		if err != nil {
@@ -308,6 +309,11 @@ func (s *Store) ReplaceSecret(ctx context.Context, account uint64, old, new []by
 			return fmt.Errorf("ledger: replace secret: %w", err)
 		} else if n != 1 {
 			return ErrSecretChanged
+		}
+		if old != nil {
+			if err := riderReplaceRoom(t.queryRow, account, t.now); err != nil {
+				return err
+			}
 		}
 		revoked, err = t.denyLiveCredentials(account, ReasonSecretReplaced)
 		if err != nil {
@@ -740,16 +746,51 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 	return serial, nil
 }
 
-// credentialRoom is ErrTooManyCredentials when the account holds
-// MaxLiveCredentials not yet expired (at now, unix ns) and not deny-listed,
-// or MaxUnexpiredCredentials not yet expired.
-func credentialRoom(queryRow func(query string, args ...any) rowScanner, account uint64, now int64) error {
-	var unexpired, denied int64
+// riderReplaceRoom is ErrTooManyCredentials when the account holds
+// MaxUnexpiredCredentials-MaxLiveCredentials credentials not yet expired
+// (at now, unix ns), deny-listed or not: a rider's own secret replacement
+// is then refused, the payment provider's or the operator's is not. Each
+// replacement denies the live credentials, which still count towards
+// MaxUnexpiredCredentials until they expire, so a stolen secret used to
+// issue 16, replace the secret, issue 16 more … filled the 64 in 68
+// requests (an attack review), and the rider, given a new secret by the
+// operator, was refused every credential (409 too_many_credentials) for a
+// day, with nothing the operator could do. Refused here, the thief stops
+// at 48 denied ones plus 16 live, which the operator's reset denies,
+// leaving the rider room for at least one; a rider who replaces their own
+// secret holds a few credentials, never 48.
+func riderReplaceRoom(queryRow func(query string, args ...any) rowScanner, account uint64, now int64) error {
+	unexpired, _, err := countCredentials(queryRow, account, now)
+	if err != nil {
+		return err
+	}
+	if limit := int64(MaxUnexpiredCredentials - MaxLiveCredentials); unexpired >= limit {
+		return fmt.Errorf("%w: account %d holds %d credentials not yet expired (a rider replaces their own secret below %d): "+
+			"the payment provider or the operator can replace it", ErrTooManyCredentials, account, unexpired, limit)
+	}
+	return nil
+}
+
+// countCredentials counts an account's credentials not yet expired (at
+// now, unix ns), and how many of them are deny-listed: what both bounds
+// on them (credentialRoom, riderReplaceRoom) are of.
+func countCredentials(queryRow func(query string, args ...any) rowScanner, account uint64, now int64) (unexpired, denied int64, err error) {
 	if err := queryRow(`SELECT COUNT(*), COUNT(CASE WHEN EXISTS (SELECT 1 FROM deny_entries d
 			WHERE d.account_id = c.account_id AND d.serial = c.serial) THEN 1 END)
 		FROM credentials c WHERE c.account_id = $1 AND c.not_after_ns > $2`,
 		int64(account), now).Scan(&unexpired, &denied); err != nil {
-		return fmt.Errorf("ledger: count credentials: %w", err)
+		return 0, 0, fmt.Errorf("ledger: count credentials: %w", err)
+	}
+	return unexpired, denied, nil
+}
+
+// credentialRoom is ErrTooManyCredentials when the account holds
+// MaxLiveCredentials not yet expired (at now, unix ns) and not deny-listed,
+// or MaxUnexpiredCredentials not yet expired.
+func credentialRoom(queryRow func(query string, args ...any) rowScanner, account uint64, now int64) error {
+	unexpired, denied, err := countCredentials(queryRow, account, now)
+	if err != nil {
+		return err
 	}
 	if live := unexpired - denied; live >= MaxLiveCredentials || unexpired >= MaxUnexpiredCredentials {
 		return fmt.Errorf("%w: account %d holds %d not yet expired, %d of them deny-listed (limits %d not denied, %d in all)",

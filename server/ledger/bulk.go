@@ -214,7 +214,13 @@ func (t *txn) matching(b *bulk, table, alias string, keys ...string) (from, wher
 // matching is txn.matching for a read outside a write transaction, on
 // PostgreSQL if pg.
 func matching(pg bool, b *bulk, table, alias string, keys ...string) (from, where string, args []any) {
-	src, args := b.source(1, pg)
+	return matchingAt(pg, b, 1, table, alias, keys...)
+}
+
+// matchingAt is matching with the parameters numbered from first
+// (PostgreSQL).
+func matchingAt(pg bool, b *bulk, first int, table, alias string, keys ...string) (from, where string, args []any) {
+	src, args := b.source(first, pg)
 	if !pg {
 		cols := make([]string, len(keys))
 		for i, k := range keys {

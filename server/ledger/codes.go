@@ -68,7 +68,10 @@ func reusersOf(s string) []string {
 // earliest use and flags the others (new ones in memory: they are stored
 // flagged); it denies credentials whose codes were reused. The taps that
 // lose a code they held before this commit are returned as refunds.
-func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites, error) {
+//
+// holders are the current uses of the codes of the batch's new taps when
+// read already (markNew on PostgreSQL), or nil: read here.
+func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued, holders map[string]*holder) (*codeWrites, error) {
 	cw := &codeWrites{newUses: newBulk(tBytes, tBigint, tBigint, tText, tBigint, tText, tBigint), note: map[string]string{},
 		renote: map[string]string{}}
 	byKey := map[string][]*tapWork{}
@@ -87,9 +90,11 @@ func (t *txn) claimCodes(work []tapWork, creds map[credKey]issued) (*codeWrites,
 	if len(keys) == 0 {
 		return cw, nil
 	}
-	holders, err := t.readHolders(keys)
-	if err != nil {
-		return nil, err
+	if holders == nil {
+		var err error
+		if holders, err = t.readHolders(keys); err != nil {
+			return nil, err
+		}
 	}
 	forgiven := map[dayKey]int{}
 	for _, key := range keys {
@@ -447,6 +452,30 @@ func (t *txn) duplicateUses(account uint64, key []byte) ([]use, map[string]strin
 	return out, notes, rows.Err()
 }
 
+// holderColumns are what readHolders reads of a code use u and its tap t
+// (see scanHolder).
+const holderColumns = `u.code_key, u.account_id, u.reuses, u.reusers, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
+	COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
+	COALESCE(t.charge, 0), COALESCE(t.postings, 0)`
+
+// holderTapPG joins a code use u to its tap t on PostgreSQL: an index
+// lookup whatever plan is cached (see matching).
+const holderTapPG = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
+
+// scanHolder scans a row of holderColumns, after the columns before.
+func scanHolder(rows *sql.Rows, before ...any) ([]byte, *holder, error) {
+	var key []byte
+	var h holder
+	var account int64
+	var reusers string
+	if err := rows.Scan(append(before, &key, &account, &h.reuses, &reusers, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at,
+		&h.day, &h.charge, &h.postings)...); err != nil {
+		return nil, nil, err
+	}
+	h.account, h.reusers = uint64(account), reusersOf(reusers)
+	return key, &h, nil
+}
+
 // readHolders reads the current uses of payment codes.
 func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 	out := map[string]*holder{}
@@ -457,29 +486,20 @@ func (t *txn) readHolders(keys [][]byte) (map[string]*holder, error) {
 	for _, c := range b.chunks(t.pg()) {
 		from, where, args := t.matching(c, "code_uses", "u", "code_key")
 		holderTap := `LEFT JOIN taps t ON t.tap_id = u.tap_id`
-		if t.pg() { // an index lookup whatever plan is cached (see matching)
-			holderTap = `LEFT JOIN LATERAL (SELECT * FROM taps WHERE taps.tap_id = u.tap_id OFFSET 0) AS t ON TRUE`
+		if t.pg() {
+			holderTap = holderTapPG
 		}
-		rows, err := t.bulkQuery(`SELECT u.code_key, u.account_id, u.reuses, u.reusers, COALESCE(u.tap_id, ''), COALESCE(u.payment_id, 0),
-				COALESCE(t.device_id, ''), COALESCE(t.vehicle, ''), COALESCE(t.at_ns, u.created_ns), COALESCE(t.service_day, ''),
-				COALESCE(t.charge, 0), COALESCE(t.postings, 0)
-			FROM `+from+` `+holderTap+`
-			WHERE `+where, args...)
+		rows, err := t.bulkQuery(`SELECT `+holderColumns+` FROM `+from+` `+holderTap+` WHERE `+where, args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read code uses: %w", err)
 		}
 		for rows.Next() {
-			var key []byte
-			var h holder
-			var account int64
-			var reusers string
-			if err := rows.Scan(&key, &account, &h.reuses, &reusers, &h.tapID, &h.paymentID, &h.device, &h.vehicle, &h.at, &h.day, &h.charge,
-				&h.postings); err != nil {
+			key, h, err := scanHolder(rows)
+			if err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("ledger: read code uses: %w", err)
 			}
-			h.account, h.reusers = uint64(account), reusersOf(reusers)
-			out[string(key)] = &h
+			out[string(key)] = h
 		}
 		if err := rows.Close(); err != nil {
 			return nil, err

@@ -447,20 +447,32 @@ type AsideRecord struct {
 // Aside lists the newest quarantined (held false) or held records, of one
 // reason or all (""), at most limit.
 func (s *Store) Aside(ctx context.Context, held bool, reason string, limit int) ([]AsideRecord, error) {
+	return s.AsideBefore(ctx, held, reason, AsideRecord{}, limit)
+}
+
+// AsideBefore is Aside from the record before one listed (its Received,
+// DeviceID, Epoch and Seq; a zero AsideRecord: from the newest): the next
+// page back, newest first, records received together in the order of
+// their keys. Read as one range of an index (migration 35).
+func (s *Store) AsideBefore(ctx context.Context, held bool, reason string, before AsideRecord, limit int) ([]AsideRecord, error) {
 	table := "quarantine"
 	if held {
 		table = "held_taps"
 	}
-	if unstorable(reason) {
+	if unstorable(reason, before.DeviceID, before.Epoch) {
 		return nil, nil // no record has such a reason (PostgreSQL refused the query: 500)
 	}
-	q := `SELECT device_id, epoch, seq, reason, LENGTH(record), received_ns FROM ` + table
 	args := []any{listLimit(limit, MaxListLimit)}
 	if reason != "" {
-		q += ` WHERE reason = $2`
 		args = append(args, reason)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY received_ns DESC LIMIT $1`, args...)
+	if !before.Received.IsZero() {
+		// Any seq: a quarantined record's may be above 2^63-1 (a damaged
+		// device's), stored as its 64 bits, and so compared; refusing it
+		// ended the pages at such a record.
+		args = append(args, before.Received.UnixNano(), before.DeviceID, before.Epoch, int64(before.Seq))
+	}
+	rows, err := s.db.QueryContext(ctx, asideQuery(table, reason != "", !before.Received.IsZero()), args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read %s: %w", table, err)
 	}
@@ -476,6 +488,26 @@ func (s *Store) Aside(ctx context.Context, held bool, reason string, limit int) 
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// asideQuery is AsideBefore's query of table: $1 the limit, then the
+// reason (byReason), then the record before (received_ns, device_id,
+// epoch, seq; before).
+func asideQuery(table string, byReason, before bool) string {
+	var where []string
+	n := 1
+	if byReason {
+		n++
+		where = append(where, fmt.Sprintf(`reason = $%d`, n))
+	}
+	if before {
+		where = append(where, fmt.Sprintf(`(received_ns, device_id, epoch, seq) < ($%d, $%d, $%d, $%d)`, n+1, n+2, n+3, n+4))
+	}
+	q := `SELECT device_id, epoch, seq, reason, LENGTH(record), received_ns FROM ` + table
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	return q + ` ORDER BY received_ns DESC, device_id DESC, epoch DESC, seq DESC LIMIT $1`
 }
 
 // TokenByID returns an API credential by its id (revoked ones too: check

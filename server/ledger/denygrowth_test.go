@@ -59,7 +59,9 @@ func TestExpiredSecretReplacedEntriesForgotten(t *testing.T) {
 						t.Fatalf("day %d: issue: %v", day, err)
 					}
 				}
-				n, err := s.ReplaceSecret(ctx, a.ID, []byte(fmt.Sprint("secret-", secret)), []byte(fmt.Sprint("secret-", secret+1)))
+				// The operator's reset: a rider's own replacement is
+				// refused from 48 credentials not yet expired on.
+				n, err := s.ReplaceSecret(ctx, a.ID, nil, []byte(fmt.Sprint("secret-", secret+1)))
 				if err != nil || n != MaxLiveCredentials {
 					t.Fatalf("day %d: ReplaceSecret = %d, %v; want %d denied", day, n, err, MaxLiveCredentials)
 				}

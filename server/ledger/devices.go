@@ -20,7 +20,7 @@ import (
 
 // DeviceRegistration is what RegisterDevice records of a validator.
 type DeviceRegistration struct {
-	ID        string // see wire.ValidDeviceID
+	ID        string // see record.ValidDeviceID
 	PublicKey []byte // Ed25519: signs the device's batches and status
 	// Replace allows another key than the registered one (a validator
 	// re-flashed).

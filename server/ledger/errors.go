@@ -68,6 +68,11 @@ var ErrFareVersion = errors.New("ledger: fare table version must increase")
 // newer version of this package. The database is left untouched.
 var ErrSchemaTooNew = errors.New("ledger: database schema is newer than this program")
 
+// ErrSchemaTooOld is returned by Open with Options.NoMigrate when the
+// database has migrations this program would apply. The database is left
+// untouched.
+var ErrSchemaTooOld = errors.New("ledger: database schema is older than this program")
+
 // ErrInvariant is returned (joined, one per finding) by CheckInvariants.
 var ErrInvariant = errors.New("ledger: invariant violated")
 

@@ -43,14 +43,7 @@ func (s *Store) BindKeySet(ctx context.Context, fp string) (bool, error) {
 			return err
 		}
 		bound = n == 1
-		var have string
-		if err := t.queryRow(`SELECT value FROM ledger_settings WHERE name = 'key_set'`).Scan(&have); err != nil {
-			return fmt.Errorf("ledger: read the key set: %w", err)
-		}
-		if have != fp {
-			return fmt.Errorf("%w (the ledger's key set is %s, these keys' %s)", ErrOtherKeys, have, fp)
-		}
-		return nil
+		return t.otherKeys(fp)
 	})
 	if err != nil {
 		return false, err
@@ -73,4 +66,22 @@ func (s *Store) InUse(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("ledger: read whether the ledger is in use: %w", err)
 	}
 	return used, nil
+}
+
+// otherKeys returns ErrOtherKeys if the ledger is bound to another key set
+// than fp's, nil if to fp's or to none (BindKeySet, and the migration's
+// check before it changes anything).
+func (t *txn) otherKeys(fp string) error {
+	var have string
+	err := t.queryRow(`SELECT value FROM ledger_settings WHERE name = 'key_set'`).Scan(&have)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: read the key set: %w", err)
+	}
+	if have != fp {
+		return fmt.Errorf("%w (the ledger's key set is %s, these keys' %s)", ErrOtherKeys, have, fp)
+	}
+	return nil
 }

@@ -123,6 +123,91 @@ func TestOpenMigrates(t *testing.T) {
 	})
 }
 
+// TestNoMigrateLeavesAnOlderLedger: a tool of a newer build (verify, token
+// list, …: Options.NoMigrate) run on a ledger of the release before
+// refuses it, saying which versions and what to do, and changes nothing;
+// the server's Open then migrates it. The tools migrated it: an operator
+// trying the new build's verify before upgrading the server changed the
+// schema under the older server, which then refused its own ledger at its
+// next start, and its own verify with it (an operator's upgrade review).
+func TestNoMigrateLeavesAnOlderLedger(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.open(t, nil)
+		migs, err := migrations(s.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		latest := migs[len(migs)-1]
+		// The ledger as the release before the newest migration left it
+		// (as TestCertEndMigrated makes it).
+		for _, q := range []string{`ALTER TABLE accounts DROP COLUMN secret_replaced_ns` /* 34 */, `DELETE FROM schema_migrations WHERE version >= 34`} {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = Open(ctx, db.dsn, &Options{MustExist: true, NoMigrate: true})
+		wantErr(t, err, ErrSchemaTooOld)
+		for _, want := range []string{"database at version 33 (replay_kept)", "this program's is " + strconv.FormatInt(latest.version, 10),
+			"does not migrate it", "farego-settlement run", "backup"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open NoMigrate of an older ledger: %v\nwant it to say %q", err, want)
+			}
+		}
+		if v, err := s.SchemaVersion(ctx); err != nil || v != 33 {
+			t.Fatalf("after the refusal: version %d, %v; want 33 left as it was", v, err)
+		}
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM accounts WHERE secret_replaced_ns = 0`).Scan(&n); err == nil {
+			t.Fatal("after the refusal: the newest migration's column is there")
+		}
+		// The server's Open migrates it; NoMigrate then opens it.
+		s2 := db.open(t, nil)
+		if v, err := s2.SchemaVersion(ctx); err != nil || v != latest.version {
+			t.Fatalf("the server's Open: version %d, %v; want %d", v, err, latest.version)
+		}
+		db.open(t, &Options{MustExist: true, NoMigrate: true})
+	})
+}
+
+// TestMigrationGivesItsWALBack: what the migrations wrote to a SQLite
+// ledger's -wal is checkpointed and the -wal truncated once they are
+// done. SQLite reuses a -wal but never shrinks it: a ledger of 500,000
+// taps from before migration 4, upgraded, kept 333 MB of -wal beside its
+// 296 MB file for as long as the server ran.
+func TestMigrationGivesItsWALBack(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, err := Open(ctx, "sqlite:"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ledger as the release before the newest migration left it.
+	for _, q := range []string{`ALTER TABLE accounts DROP COLUMN secret_replaced_ns` /* 34 */, `DELETE FROM schema_migrations WHERE version >= 34`} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, "sqlite:"+path, nil) // migrates
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	info, err := os.Stat(path + "-wal")
+	if err != nil || info.Size() != 0 {
+		t.Fatalf("the -wal after the migration: %v, %v; want it there, empty", info, err)
+	}
+	if v, err := s.SchemaVersion(ctx); err != nil || v < 34 {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	if err := s.CheckInvariants(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestSQLiteRefusesUnsafeSettings(t *testing.T) {
 	dsn := "sqlite:" + t.TempDir() + "/l.db?_pragma=synchronous(OFF)"
 	_, err := Open(context.Background(), dsn, nil)
@@ -1520,6 +1605,7 @@ func TestProfilePending(t *testing.T) {
 			`ALTER TABLE devices DROP COLUMN reported_server_version`,                                                                                                                                                                                                                             /* 30 */
 			`ALTER TABLE devices DROP COLUMN cert_not_after_ns`,                                                                                                                                                                                                                                   /* 31 */
 			`ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous`, /* 32 */
+			`ALTER TABLE accounts DROP COLUMN secret_replaced_ns`,                                                                /* 34 */
 			`ALTER TABLE code_uses DROP COLUMN reusers`,                                                                          /* 23 */
 			`DROP TABLE code_refusals`,                                                                                           /* 24 */
 			`DROP INDEX refunds_token`,                                                                                           /* 29: on token_id */
@@ -1641,15 +1727,14 @@ func TestDeniedCredentialsMakeRoom(t *testing.T) {
 		if serial, err := issue(newHash); err != nil || serial != MaxLiveCredentials+1 {
 			t.Fatalf("the rider's credential after the replacement: %d, %v", serial, err)
 		}
-		// Replaced again and again: at most MaxUnexpiredCredentials in all.
+		// Replaced again and again (by the operator: a rider's own
+		// replacement is refused from MaxUnexpiredCredentials -
+		// MaxLiveCredentials on, api.TestStolenSecretCannotLockOutRider): at most
+		// MaxUnexpiredCredentials in all.
 		issued := MaxLiveCredentials + 1
 		for round := 0; issued < MaxUnexpiredCredentials; round++ {
 			h := []byte(fmt.Sprint("secret ", round))
-			prev := newHash
-			if round > 0 {
-				prev = []byte(fmt.Sprint("secret ", round-1))
-			}
-			if _, err := s.ReplaceSecret(ctx, acct, prev, h); err != nil {
+			if _, err := s.ReplaceSecret(ctx, acct, nil, h); err != nil {
 				t.Fatal(err)
 			}
 			for i := 0; i < MaxLiveCredentials && issued < MaxUnexpiredCredentials; i++ {
@@ -1660,7 +1745,10 @@ func TestDeniedCredentialsMakeRoom(t *testing.T) {
 			}
 			newHash = h
 		}
-		if _, err := s.ReplaceSecret(ctx, acct, newHash, oldHash); err != nil {
+		if _, err := s.ReplaceSecret(ctx, acct, newHash, oldHash); !errors.Is(err, ErrTooManyCredentials) {
+			t.Fatalf("the rider's own replacement with %d credentials not yet expired: %v, want ErrTooManyCredentials", issued, err)
+		}
+		if _, err := s.ReplaceSecret(ctx, acct, nil, oldHash); err != nil {
 			t.Fatal(err)
 		}
 		_, err = issue(oldHash)

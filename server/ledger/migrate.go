@@ -81,6 +81,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	return s.write(ctx, "migrate", func(t *txn) error {
+		ran := 0
 		if err := t.xactLock("take migration lock", migrationLockKey); err != nil {
 			return err
 		}
@@ -116,6 +117,25 @@ func (s *Store) migrate(ctx context.Context) error {
 				"(see the README's restore procedure)",
 				ErrSchemaTooNew, current, name, time.Unix(0, applied).UTC().Format(time.RFC3339), latest)
 		}
+		// A database without a ledger (current 0) is made, not migrated:
+		// init opens with NoMigrate too, and MustExist refuses it first
+		// for the other commands.
+		if latest := migs[len(migs)-1].version; current > 0 && current < latest && s.noMigrate {
+			// Said with what to do: this is the operator trying a new
+			// build's tool before (or without) restarting the server.
+			var name string
+			if err := t.tx.QueryRowContext(ctx, `SELECT name FROM schema_migrations WHERE version = $1`,
+				current).Scan(&name); err != nil {
+				return fmt.Errorf("ledger: read schema version %d: %w", current, err)
+			}
+			return fmt.Errorf("%w: database at version %d (%s), this program's is %d: this command does not "+
+				"migrate it; the server of this version does at its start (farego-settlement run: "+
+				"take a backup first, see the README's Upgrading), or use the farego-settlement that serves it now",
+				ErrSchemaTooOld, current, name, latest)
+		}
+		if err := s.checkKeySetBeforeMigrating(t, migs, current); err != nil {
+			return err
+		}
 		for _, m := range migs {
 			if m.version <= current {
 				continue
@@ -129,9 +149,36 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 			s.log.Info("ledger: migrated", logKeyBackend, s.backend.String(), logKeyMigration, m.name, logKeyVersion, m.version)
+			ran++
+		}
+		s.migrated = ran
+		if ran > 0 && current > 0 {
+			// Taps a release before put on another service day
+			// (redayStored), with the migrations: all or nothing.
+			return t.redayStored()
 		}
 		return nil
 	})
+}
+
+// checkKeySetBeforeMigrating refuses (ErrOtherKeys) to migrate a ledger
+// bound to another key directory than Options.KeySet, changing nothing:
+// the server refused such a ledger only once it was open, migrated (see
+// Options.KeySet). A ledger bound to none (from before the binding) is
+// migrated, and bound by the server after the open.
+func (s *Store) checkKeySetBeforeMigrating(t *txn, migs []migration, current int64) error {
+	if s.keySet == "" || current == 0 || current >= migs[len(migs)-1].version {
+		return nil
+	}
+	// ledger_settings, where the binding is kept, came with a migration:
+	// a ledger older than it holds no binding.
+	if i := slices.IndexFunc(migs, func(m migration) bool { return m.name == "ledger_currency" }); i < 0 || current < migs[i].version {
+		return nil
+	}
+	if err := t.otherKeys(s.keySet); err != nil {
+		return fmt.Errorf("%w; not migrated, the ledger is unchanged", err)
+	}
+	return nil
 }
 
 // SchemaVersion returns the version of the newest migration applied.

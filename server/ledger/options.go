@@ -66,6 +66,27 @@ type Options struct {
 	// made (SQLite may switch another program's file to WAL mode before
 	// the refusal).
 	MustExist bool
+	// NoMigrate refuses a ledger this program would migrate
+	// (ErrSchemaTooOld) instead of migrating it: for the commands an
+	// operator runs beside a server (verify, token list, account show, …).
+	// Migrations only go forward, so one of them run with a newer build
+	// before the server is upgraded changed the schema under the older
+	// server, unsaid, and that server then refused its own ledger at its
+	// next start (an operator's upgrade review). Only the server's start
+	// (and restored, the broker) migrate. A database without a ledger is
+	// made all the same (init: making a ledger is not migrating one).
+	NoMigrate bool
+	// KeySet is the fingerprint of the key directory the program serves
+	// with (keys.Dir.Fingerprint), for the programs that migrate (run,
+	// restored, broker): a ledger bound to another key set is refused
+	// (ErrOtherKeys) before any migration, not after. The server checked
+	// the binding once the ledger was open, so run with a mistyped --data
+	// or --keys, or restored given another deployment's backup, migrated
+	// the older release's ledger and then refused it ("the ledger is
+	// unchanged", restored said), and the server of the release before
+	// then refused its own ledger (an operator's upgrade review). ""
+	// checks nothing here (BindKeySet still does after the open).
+	KeySet string
 	// BusyTimeout is how long a SQLite writer waits for another process's
 	// write lock; 0 means DefaultBusyTimeout. Ignored for PostgreSQL.
 	BusyTimeout time.Duration

@@ -117,12 +117,16 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 		if err != nil {
 			return err
 		}
+		at, err := t.shopTime()
+		if err != nil {
+			return err
+		}
 		n, err := t.execCount("record payment",
 			`INSERT INTO payments (id, merchant_id, order_id, account_id, serial, code_key, code_hash, amount, currency, status, created_ns, token_id)
 			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			 ON CONFLICT (merchant_id, order_id) DO NOTHING`,
 			id, req.MerchantID, req.OrderID, int64(req.Account), int64(req.Serial), req.CodeKey, req.CodeHash,
-			req.Amount, req.Currency, StatusPaid, t.now, req.TokenID)
+			req.Amount, req.Currency, StatusPaid, at, req.TokenID)
 		if err != nil {
 			return err
 		}
@@ -149,7 +153,7 @@ func (s *Store) Pay(ctx context.Context, req PaymentRequest) (order PaymentOrder
 		created = true
 		order = PaymentOrder{ID: uint64(id), MerchantID: req.MerchantID, OrderID: req.OrderID, Account: req.Account,
 			Serial: req.Serial, Amount: req.Amount, Currency: req.Currency, CodeHash: req.CodeHash, Status: StatusPaid,
-			CreatedAt: fromNS(t.now), TokenID: req.TokenID}
+			CreatedAt: fromNS(at), TokenID: req.TokenID}
 		return nil
 	})
 	if err == nil {
@@ -263,6 +267,32 @@ func (t *txn) countRefusal(key []byte, account uint64) error {
 		int64(account), MaxRefusedCodes)
 	return err
 }
+
+// shopTime is the time a payment or refund is dated by, which puts it on
+// a service day of the merchant settlement report: the transaction's, but
+// never before the newest payment or refund. A server clock stepped back
+// (NTP correcting a clock that ran ahead) dated the payments of the
+// minutes after a day's end on that day, after the report taken then had
+// paid the shops out: they were in no day paid out
+// (TestShopDayAfterClockStepBack). The newest payment or refund is read
+// through the created_ns indexes (payments_time, refunds_time). A newest
+// more than maxShopClockStep ahead is not followed: one payment dated by a
+// clock set years ahead for a moment would otherwise date every later one.
+func (t *txn) shopTime() (int64, error) {
+	var newest int64
+	if err := t.queryRow(`SELECT COALESCE(MAX(m), 0) FROM (
+		SELECT MAX(created_ns) AS m FROM payments UNION ALL SELECT MAX(created_ns) AS m FROM refunds) AS newest`).Scan(&newest); err != nil {
+		return 0, fmt.Errorf("ledger: read the newest payment's time: %w", err)
+	}
+	if newest-t.now > int64(maxShopClockStep) {
+		return t.now, nil
+	}
+	return max(t.now, newest), nil
+}
+
+// maxShopClockStep is the largest step back of the server's clock that
+// shopTime holds payments and refunds to the newest one's time across.
+const maxShopClockStep = time.Hour
 
 func (t *txn) codeUsed(key []byte) (bool, error) {
 	var one int

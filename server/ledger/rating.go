@@ -40,11 +40,17 @@ func (t *txn) loadCatalog() (*fareCatalog, error) {
 		return t.catalog, nil
 	}
 	cached := t.s.catalog.Load()
-	c, err := t.s.readCatalog(t.ctx, t.tx)
+	latest, read := t.fareVersion, t.fareVersionRead
+	if !read {
+		if err := t.tx.QueryRowContext(t.ctx, fareVersionQuery).Scan(&latest); err != nil {
+			return nil, fmt.Errorf("ledger: read fare version: %w", err)
+		}
+		t.s.roundTrips.Add(1) // the fare_version counter
+	}
+	c, err := t.s.readCatalogAt(t.ctx, t.tx, latest)
 	if err != nil {
 		return nil, err
 	}
-	t.s.roundTrips.Add(1) // the fare_version counter
 	if c != cached {
 		t.s.roundTrips.Add(1) // and the tables
 	}
@@ -58,9 +64,19 @@ func (t *txn) loadCatalog() (*fareCatalog, error) {
 // another); ErrNoFareTable when none is stored.
 func (s *Store) readCatalog(ctx context.Context, q queryer) (*fareCatalog, error) {
 	var latest int64
-	if err := q.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'fare_version'`).Scan(&latest); err != nil {
+	if err := q.QueryRowContext(ctx, fareVersionQuery).Scan(&latest); err != nil {
 		return nil, fmt.Errorf("ledger: read fare version: %w", err)
 	}
+	return s.readCatalogAt(ctx, q, latest)
+}
+
+// fareVersionQuery reads the fare_version counter: the latest fare table
+// stored.
+const fareVersionQuery = `SELECT value FROM counters WHERE name = 'fare_version'`
+
+// readCatalogAt is readCatalog with the fare_version counter read already
+// (latest).
+func (s *Store) readCatalogAt(ctx context.Context, q queryer, latest int64) (*fareCatalog, error) {
 	if c := s.catalog.Load(); c != nil && c.latest == uint64(latest) {
 		return c, nil
 	}

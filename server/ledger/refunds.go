@@ -122,13 +122,8 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			int64(p.ID)).Scan(&refunded, &count); err != nil {
 			return fmt.Errorf("ledger: read refunds: %w", err)
 		}
-		if count >= MaxRefundsPerPayment {
-			return fmt.Errorf("%w: payment %d has %d refunds, the most there may be", ErrOverRefund, p.ID, count)
-		}
-		if refunded+req.Amount > p.Amount {
-			m := func(minor int64) string { return feedback.FormatAmount(minor, p.Currency) }
-			return fmt.Errorf("%w: payment %d of %s, refunded %s, asked %s (%s left to refund)", ErrOverRefund, p.ID, m(p.Amount), m(refunded),
-				m(req.Amount), m(p.Amount-refunded))
+		if err := CheckRefund(p.PaymentOrder, refunded, int(count), req.Amount); err != nil {
+			return err
 		}
 		if err := t.appendPosting(a, KindPayment, req.Amount, postingRef{paymentID: int64(p.ID)}); err != nil {
 			return err
@@ -136,10 +131,14 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 		if err := t.s.hook("refund"); err != nil {
 			return err
 		}
+		at, err := t.shopTime()
+		if err != nil {
+			return err
+		}
 		n, err := t.execCount("record refund", `INSERT INTO refunds (merchant_id, refund_id, payment_id, account_id, posting_seq,
 				amount, reason, created_ns, token_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT (merchant_id, refund_id) DO NOTHING`,
-			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, t.now, req.TokenID)
+			req.MerchantID, req.RefundID, int64(p.ID), int64(p.Account), a.postings, req.Amount, req.Reason, at, req.TokenID)
 		if err != nil {
 			return err
 		}
@@ -161,7 +160,7 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			return err
 		}
 		refund = PaymentRefund{MerchantID: req.MerchantID, OrderID: req.OrderID, RefundID: req.RefundID, PaymentID: p.ID,
-			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(t.now),
+			Account: p.Account, Amount: req.Amount, Currency: p.Currency, Reason: req.Reason, CreatedAt: fromNS(at),
 			TokenID: req.TokenID, Refunded: refunded + req.Amount, PaymentAmount: p.Amount}
 		return nil
 	})
@@ -173,6 +172,34 @@ func (s *Store) RefundPayment(ctx context.Context, req RefundRequest) (refund Pa
 			"refund_id", refund.RefundID, logKeyAccount, refund.Account, logKeyAmount, refund.Amount)
 	}
 	return refund, replayed, nil
+}
+
+// CheckRefund is the refund rule: a new refund of amount of payment p,
+// whose refunds (count of them) have given back refunded so far, is
+// refused (ErrOverRefund, saying what is left) when the refunds would come
+// to more than the payment, or it has MaxRefundsPerPayment refunds
+// already. RefundPayment holds every refund to it under the account's
+// lock; a front-end (the console) asks it first, as advice, with what
+// Refunds and RefundedOf say.
+func CheckRefund(p PaymentOrder, refunded int64, count int, amount int64) error {
+	if count >= MaxRefundsPerPayment {
+		return fmt.Errorf("%w: payment %d has %d refunds, the most there may be", ErrOverRefund, p.ID, count)
+	}
+	if refunded+amount > p.Amount {
+		m := func(minor int64) string { return feedback.FormatAmount(minor, p.Currency) }
+		return fmt.Errorf("%w: payment %d of %s, refunded %s, asked %s (%s left to refund)", ErrOverRefund, p.ID, m(p.Amount), m(refunded),
+			m(amount), m(p.Amount-refunded))
+	}
+	return nil
+}
+
+// RefundedOf is what a payment's refunds (as Refunds returns them,
+// oldest first) have given back in all: each carries the running total.
+func RefundedOf(refunds []PaymentRefund) int64 {
+	if len(refunds) == 0 {
+		return 0
+	}
+	return refunds[len(refunds)-1].Refunded
 }
 
 // Refunds returns a payment's refunds, oldest first (at most

@@ -25,7 +25,7 @@ func TestReportedAssignmentMigrated(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, q := range []string{`ALTER TABLE devices DROP COLUMN reported_route`, `ALTER TABLE devices DROP COLUMN reported_vehicle`,
-			`ALTER TABLE devices DROP COLUMN reported_server_version`, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous` /* 32 */, `DELETE FROM schema_migrations WHERE version >= 30`} {
+			`ALTER TABLE devices DROP COLUMN reported_server_version`, `ALTER TABLE devices DROP COLUMN cert_not_after_ns` /* 31 */, `ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous`, `ALTER TABLE accounts DROP COLUMN secret_replaced_ns` /* 34 */ /* 32 */, `DELETE FROM schema_migrations WHERE version >= 30`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +131,7 @@ func TestCertEndMigrated(t *testing.T) {
 		if err := s.UpdateDeviceStatus(ctx, "bus-7", DeviceStatus{Online: true, LastSeen: time.Now(), Software: "1.0.0"}); err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`ALTER TABLE devices DROP COLUMN cert_not_after_ns`, `ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous` /* 32 */, `DELETE FROM schema_migrations WHERE version >= 31`} {
+		for _, q := range []string{`ALTER TABLE devices DROP COLUMN cert_not_after_ns`, `ALTER TABLE devices DROP COLUMN replay_id`, `ALTER TABLE devices DROP COLUMN replay_until_ns`, `ALTER TABLE devices DROP COLUMN replay_sent_ns`, `ALTER TABLE devices DROP COLUMN replay_sends` /* 33 */, `DROP INDEX accounts_unused`, `ALTER TABLE accounts DROP COLUMN anonymous`, `ALTER TABLE accounts DROP COLUMN secret_replaced_ns` /* 34 */ /* 32 */, `DELETE FROM schema_migrations WHERE version >= 31`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
 			}

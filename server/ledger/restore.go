@@ -107,6 +107,32 @@ func (t *txn) adoptCredential(tp *Tap) (issued, error) {
 		return issued{}, err
 	}
 	t.s.log.Info("ledger: a credential issued after the restored backup taken from its tap", "account", tp.Account, "serial", tp.Serial)
+	// Issued before the account's secret was last replaced (after the
+	// restore: a replacement since the backup was lost with it), it is
+	// denied as the replacement denied the passes it found: a lost
+	// phone's pass, in no ledger when the rider replaced the secret, went
+	// on paying on buses and, once taken in, at shops
+	// (TestSecretReplacedAfterRestoreDeniesLostPasses). This tap, which a
+	// validator accepted, is charged.
+	var replaced int64
+	if err := t.queryRow(`SELECT secret_replaced_ns FROM accounts WHERE id = $1`, int64(tp.Account)).Scan(&replaced); err != nil {
+		return issued{}, fmt.Errorf("ledger: read when the secret was replaced: %w", err)
+	}
+	// NotBefore is in whole seconds (the API truncates its clock): a pass
+	// issued in the second of the replacement, after it — the wallet
+	// fetches the new phone's at once — reads as issued before it, and
+	// was denied when a restore lost it but not the replacement (a
+	// backup, or a point in time, between the two). A second's margin
+	// keeps it; a pass a restore lost was issued before the restore, by
+	// far more than a second before any replacement made since (the
+	// servers are stopped for "restored").
+	if issuedNS := tp.CredentialNotBefore.Add(credentialIssueLead).UnixNano(); issuedNS+int64(time.Second) <= replaced {
+		if _, err := t.deny(tp.Account, tp.Serial, ReasonSecretReplaced, c.notAfter+int64(DenyGrace)); err != nil {
+			return issued{}, err
+		}
+		t.s.log.Warn("ledger: a credential taken from its tap was issued before the account's secret was replaced: denied",
+			"account", tp.Account, "serial", tp.Serial)
+	}
 	return c, nil
 }
 

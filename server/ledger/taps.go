@@ -159,11 +159,13 @@ func (w *tapWork) claims() bool {
 // wait for each other only for those riders' taps, not in a convoy of
 // whole batches. Their results are left zero.
 func (t *txn) commitTaps(taps []Tap, skipBusy bool) (results []TapResult, busy []int, err error) {
-	cat, err := t.loadCatalog()
+	creds, held, err := t.lockWithCredentials(taps, skipBusy)
 	if err != nil {
 		return nil, nil, err
 	}
-	creds, held, err := t.lockWithCredentials(taps, skipBusy)
+	// After the lock, which reads the fare_version counter on PostgreSQL
+	// on the way (one round trip less).
+	cat, err := t.loadCatalog()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -222,7 +224,8 @@ func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued)
 		firstOf[w.tp.ID] = i
 		w.first = true
 	}
-	if err := t.markNew(work); err != nil {
+	holders, err := t.markNew(work)
+	if err != nil {
 		return nil, err
 	}
 	for i := range work {
@@ -232,7 +235,7 @@ func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued)
 			}
 		}
 	}
-	codes, err := t.claimCodes(work, creds)
+	codes, err := t.claimCodes(work, creds, holders)
 	if err != nil {
 		return nil, err
 	}
@@ -303,41 +306,106 @@ func (t *txn) settleTaps(taps []Tap, cat *fareCatalog, creds map[credKey]issued)
 }
 
 // markNew reads which of the batch's tap ids are stored already and marks
-// the others (the first occurrence of each id in the batch) new.
-func (t *txn) markNew(work []tapWork) error {
+// the others (the first occurrence of each id in the batch) new. On
+// PostgreSQL the same statement reads the current uses of the payment
+// codes of those taps (readHolders), returned for claimCodes: a round trip
+// less, for a few code uses read that claimCodes may not need (those of
+// taps stored already or flagged). nil on SQLite, which has no round trips
+// to save.
+func (t *txn) markNew(work []tapWork) (map[string]*holder, error) {
 	var ids []string
 	for i := range work {
 		if work[i].first {
 			ids = append(ids, work[i].tp.ID)
 		}
 	}
-	stored := map[string]bool{}
-	for _, c := range texts(ids).chunks(t.pg()) {
-		from, where, args := t.matching(c, "taps", "t", "tap_id")
-		rows, err := t.bulkQuery(`SELECT t.tap_id FROM `+from+` WHERE `+where, args...)
-		if err != nil {
-			return fmt.Errorf("ledger: read stored tap ids: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return fmt.Errorf("ledger: read stored tap ids: %w", err)
-			}
-			stored[id] = true
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("ledger: read stored tap ids: %w", err)
-		}
+	var stored map[string]bool
+	var holders map[string]*holder
+	var err error
+	if t.pg() {
+		stored, holders, err = t.storedWithHolders(work, ids)
+	} else {
+		stored, err = t.storedTapIDs(ids)
+	}
+	if err != nil {
+		return nil, err
 	}
 	for i := range work {
 		w := &work[i]
 		w.isNew = w.first && !stored[w.tp.ID]
 	}
-	return nil
+	return holders, nil
+}
+
+// storedTapIDs returns which of ids the ledger stores already.
+func (t *txn) storedTapIDs(ids []string) (map[string]bool, error) {
+	stored := map[string]bool{}
+	for _, c := range texts(ids).chunks(t.pg()) {
+		from, where, args := t.matching(c, "taps", "t", "tap_id")
+		rows, err := t.bulkQuery(`SELECT t.tap_id FROM `+from+` WHERE `+where, args...)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: read stored tap ids: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ledger: read stored tap ids: %w", err)
+			}
+			stored[id] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: read stored tap ids: %w", err)
+		}
+	}
+	return stored, nil
+}
+
+// storedWithHolders is storedTapIDs on PostgreSQL, with the code uses of
+// the keys of the batch's first taps, in one statement.
+func (t *txn) storedWithHolders(work []tapWork, ids []string) (map[string]bool, map[string]*holder, error) {
+	keys := newBulk(tBytes)
+	seen := map[string]bool{}
+	for i := range work {
+		if k := work[i].tp.CodeKey; work[i].first && !seen[string(k)] {
+			seen[string(k)] = true
+			keys.add(k)
+		}
+	}
+	tapsFrom, tapsWhere, args := t.matching(texts(ids), "taps", "t", "tap_id")
+	usesFrom, usesWhere, usesArgs := matchingAt(true, keys, len(args)+1, "code_uses", "u", "code_key")
+	args = append(args, usesArgs...)
+	// Kind 0: a stored tap id; kind 1: a code use (holderColumns).
+	rows, err := t.bulkQuery(`SELECT 0, t.tap_id, NULL::BYTEA, 0, 0, '', '', 0, '', '', 0, '', 0, 0
+			FROM `+tapsFrom+` WHERE `+tapsWhere+`
+		UNION ALL
+		SELECT 1, '', `+holderColumns+` FROM `+usesFrom+` `+holderTapPG+` WHERE `+usesWhere, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: read stored tap ids and code uses: %w", err)
+	}
+	defer rows.Close()
+	stored := map[string]bool{}
+	holders := map[string]*holder{}
+	for rows.Next() {
+		var kind int64
+		var id string
+		key, h, err := scanHolder(rows, &kind, &id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger: read stored tap ids and code uses: %w", err)
+		}
+		if kind == 0 {
+			stored[id] = true
+			continue
+		}
+		holders[string(key)] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("ledger: read stored tap ids and code uses: %w", err)
+	}
+	return stored, holders, nil
 }
 
 // decide rates one new tap's base fare and sets its flag and notes.
@@ -465,9 +533,10 @@ func (t *txn) lockWithCredentials(taps []Tap, skipBusy bool) (creds map[credKey]
 				CROSS JOIN LATERAL (SELECT serial, rider_public_key, not_after_ns FROM credentials
 					WHERE credentials.account_id = p.account_id AND credentials.serial = p.serial OFFSET 0) AS x)
 			SELECT a.id, a.currency, a.balance, a.postings, a.credit_line, a.neg_denied,
-				c.serial, c.rider_public_key, c.not_after_ns
+				c.serial, c.rider_public_key, c.not_after_ns, fv.value
 			FROM (` + idSrc + `) AS v (id) CROSS JOIN LATERAL (` + lock + `) AS a
 			LEFT JOIN c ON c.account_id = a.id
+			CROSS JOIN (` + fareVersionQuery + `) AS fv
 			ORDER BY a.id`
 	}
 	rows, err := t.bulkQuery(q, append(pairArgs, idArgs...)...)
@@ -479,8 +548,14 @@ func (t *txn) lockWithCredentials(taps []Tap, skipBusy bool) (creds map[credKey]
 		var id int64
 		var serial, notAfter sql.NullInt64
 		var riderKey []byte
-		if err := rows.Scan(&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied, &serial, &riderKey,
-			&notAfter); err != nil {
+		dest := []any{&id, &a.currency, &a.balance, &a.postings, &a.creditLine, &a.negDenied, &serial, &riderKey, &notAfter}
+		if t.pg() {
+			// The fare_version counter, read in the lock's snapshot,
+			// as loadCatalog would have read it before the lock.
+			dest = append(dest, &t.fareVersion)
+			t.fareVersionRead = true
+		}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return nil, nil, fmt.Errorf("ledger: lock accounts: %w", err)
 		}

@@ -26,6 +26,11 @@ func ValidRole(role string) bool {
 	return false
 }
 
+// InitTokenID is the principal id of the operator token file (the token
+// init wrote, server/keys): not a token the ledger holds, but the id its
+// payments, audit entries and console sessions are recorded under.
+const InitTokenID = "init"
+
 // APIToken is an API credential as the ledger keeps it: the token itself is
 // never stored, only its SHA-256.
 type APIToken struct {
@@ -224,7 +229,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 // ledger does not hold ("init", the operator token file's, and payments
 // asked without a token) are not refused: the API authenticated them.
 func (t *txn) tokenInForce(id string, lock bool) error {
-	if id == "" || id == "init" || (lock && !t.pg()) {
+	if id == "" || id == InitTokenID || (lock && !t.pg()) {
 		return nil
 	}
 	q := `SELECT revoked_ns FROM api_tokens WHERE id = $1`

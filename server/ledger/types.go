@@ -1,10 +1,10 @@
 package ledger
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/agent/record"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -194,12 +194,11 @@ type Tap struct {
 	CredentialNotBefore, CredentialNotAfter time.Time
 }
 
-// TapID returns the ledger's id of a device's tap: "device/epoch/seq". A
-// validator's queue file has one epoch and numbers its records within it,
-// so a new file (a replaced or reset validator) can never reuse an id.
-func TapID(device, epoch string, seq uint64) string {
-	return device + "/" + epoch + "/" + strconv.FormatUint(seq, 10)
-}
+// TapID returns the ledger's id of a device's tap: "device/epoch/seq", the
+// tap record's own id (record.TapID). A validator's queue file has one
+// epoch and numbers its records within it, so a new file (a replaced or
+// reset validator) can never reuse an id.
+func TapID(device, epoch string, seq uint64) string { return record.TapID(device, epoch, seq) }
 
 // TapResult is what CommitTaps did with one tap.
 type TapResult struct {

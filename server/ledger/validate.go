@@ -9,15 +9,11 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/farego/farego/agent/fare"
 	"github.com/farego/farego/agent/record"
 )
 
-var (
-	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
-	// deviceIDRE is the device id rule of the wire format (sync/wire).
-	deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-	reasonRE   = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
-)
+var reasonRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
 // Field limits.
 const (
@@ -28,12 +24,18 @@ const (
 )
 
 // ValidCurrency reports whether s is an ISO 4217 code's form (three
-// capital letters), the rule for a ledger's and an account's currency.
-func ValidCurrency(s string) bool { return currencyRE.MatchString(s) }
+// capital letters), the rule for a ledger's and an account's currency:
+// a fare table's (fare.ValidCurrency), which must be the ledger's.
+func ValidCurrency(s string) bool { return fare.ValidCurrency(s) }
 
+// validDeviceID checks a device id the ledger is given: the one rule of
+// the agent, the link, the broker's ACL and registration
+// (record.ValidDeviceID; the ledger once let an id start with '_', '.' or
+// '-', which no device could ever connect as). Rows already stored are
+// not checked again.
 func validDeviceID(id string) error {
-	if !deviceIDRE.MatchString(id) {
-		return fmt.Errorf("device id %q must be 1-64 letters, digits, '_', '.' or '-'", id)
+	if record.ValidDeviceID(id) != nil {
+		return fmt.Errorf("device id %q must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
 	}
 	return nil
 }

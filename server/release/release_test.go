@@ -110,6 +110,25 @@ func TestAddRolloutServe(t *testing.T) {
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, bin[100:]) {
 		t.Errorf("Range request: %s, %d bytes", resp.Status, len(got))
 	}
+	// Several ranges are served as none: anyone may ask, and a header of
+	// thousands of one-byte ranges made a multipart answer some 150 times
+	// their size, each part read from the file on its own.
+	var many []string
+	for i := range 3000 {
+		many = append(many, fmt.Sprintf("%d-%d", 2*i, 2*i))
+	}
+	for _, ranges := range []string{"bytes=0-0,2-2", "bytes=" + strings.Join(many, ",")} {
+		req.Header.Set("Range", ranges)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(got, bin) {
+			t.Errorf("%d ranges: %s, %d bytes (%.40q…), want the whole binary", strings.Count(ranges, ",")+1, resp.Status, len(got), got)
+		}
+	}
 	for _, q := range []string{"?v=1.4.0&a=arm64", "?v=../../etc&a=armv7", "?v=1.4.0&a=.."} {
 		resp, err := http.Get(srv.URL + q)
 		if err != nil {
@@ -187,5 +206,37 @@ func storeBuild(t *testing.T, s *Store, version, arch string, bin []byte) {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRolloutOfADamagedBinary: a stored binary changed on disk after Add
+// (one byte flipped, cut short, or longer) is refused by SetRollout with
+// ErrDamaged, naming it, and nothing is rolled out; a stop (no device, 0
+// percent) is taken, and the repaired binary rolls out.
+func TestRolloutOfADamagedBinary(t *testing.T) {
+	s := Open(filepath.Join(t.TempDir(), "releases"), fleet)
+	bin := []byte("a validator binary")
+	storeBuild(t, s, "1.4.0", "armv7", bin)
+	name := filepath.Join(s.relDir("1.4.0", "armv7"), BinaryFile)
+	for _, bad := range [][]byte{append([]byte("A"), bin[1:]...), bin[:len(bin)-1], append(bytes.Clone(bin), "longer"...)} {
+		if err := os.WriteFile(name, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.SetRollout("1.4.0", []string{"bus-1"}, 10, false, now)
+		if !errors.Is(err, ErrDamaged) || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), name) {
+			t.Errorf("rollout of a damaged binary: %v, want ErrDamaged naming %s", err, name)
+		}
+		if ro, err := s.Rollout(); ro != nil || err != nil {
+			t.Errorf("after a refused rollout: %+v, %v; want none", ro, err)
+		}
+	}
+	if ro, err := s.SetRollout("1.4.0", nil, 0, false, now); err != nil || ro.Seq != 1 {
+		t.Errorf("stopping (nobody) with the binary damaged: %+v, %v", ro, err)
+	}
+	if err := os.WriteFile(name, bin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ro, err := s.SetRollout("1.4.0", nil, 100, false, now); err != nil || ro.Seq != 2 {
+		t.Errorf("rollout of the repaired binary: %+v, %v", ro, err)
 	}
 }

@@ -26,6 +26,13 @@
 //     errors are shown as its sentences, never as raw JSON.
 //   - sw.js: the service worker that precaches every file, so the wallet
 //     opens and makes codes with no network and with the server stopped.
+//     A new build installs only whole and of its own build (each file
+//     fetched as FILE?build=HASH, refused 409 by a server of another
+//     build, and checked against the BuildHeader), then waits until the
+//     page asks it to go on: the rider's tap on Update, or a hidden page
+//     with no code on screen and nothing under way (app.js); a page never
+//     holds its code back at start for an update. It deletes only caches
+//     of builds installed before it.
 //
 // # Headers
 //

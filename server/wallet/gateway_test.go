@@ -43,6 +43,8 @@ type gate struct {
 	// server at once) until the channel is closed; arrived hears of it.
 	hold    atomic.Pointer[chan struct{}]
 	arrived chan string
+	// before, if set, sees each request first (a test holds one).
+	before atomic.Pointer[func(*http.Request)]
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -57,6 +59,9 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTooManyRequests)
 		fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
 	default:
+		if fn := g.before.Load(); fn != nil {
+			(*fn)(r)
+		}
 		if h := g.hold.Load(); h != nil && strings.HasSuffix(r.URL.Path, "/credentials") {
 			rec := httptest.NewRecorder()
 			g.next.ServeHTTP(rec, r)
@@ -133,6 +138,13 @@ func serveWalletIn(t *testing.T, currency string) (string, *gate) {
 // ledger and keys are the test's).
 func serveWalletWith(t *testing.T, currency string, cfg api.Config) (string, *gate) {
 	t.Helper()
+	return serveWalletFrom(t, currency, cfg, wallet.New(wallet.Config{}))
+}
+
+// serveWalletFrom is serveWalletWith with the wallet's files served by
+// files (a test deploys another build through it).
+func serveWalletFrom(t *testing.T, currency string, cfg api.Config, files http.Handler) (string, *gate) {
+	t.Helper()
 	wallettest.Chromium(t)
 	as := apitest.StartWith(t, apitest.Options{Currency: currency})
 	tbl, err := fare.Parse([]byte(`{"version":1,"currency":"` + currency + `","timezone":"UTC","fares":{"*":{"adult":250,"child":120,"senior":120,"student":180}}}`))
@@ -146,7 +158,7 @@ func serveWalletWith(t *testing.T, currency string, cfg api.Config) (string, *ga
 	g := &gate{next: api.New(cfg), store: as.Store, arrived: make(chan string, 8)}
 	g.mode.Store("up")
 	mux := http.NewServeMux()
-	mux.Handle(wallet.DefaultPrefix, wallet.New(wallet.Config{}))
+	mux.Handle(wallet.DefaultPrefix, files)
 	mux.Handle("/", g)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

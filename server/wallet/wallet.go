@@ -37,7 +37,16 @@ type Config struct {
 	// Prefix is the path the handler is mounted at, with both slashes
 	// (default "/wallet/"). The service worker's scope is this prefix.
 	Prefix string
+	// Files, if set, are the wallet's files instead of the embedded ones
+	// (rooted as static/ is): a test serves another build with it.
+	Files fs.FS
 }
+
+// BuildHeader names the build (Handler.Version) of every wallet file
+// served. The service worker checks it on each file it precaches, so a
+// server restarted with another build during its install fails the
+// install instead of filling one build's cache with another's files.
+const BuildHeader = "X-Farego-Wallet-Build"
 
 // Handler serves the wallet's files.
 type Handler struct {
@@ -72,18 +81,25 @@ func New(cfg Config) *Handler {
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
+	files := cfg.Files
+	if files == nil {
+		sub, err := fs.Sub(static, "static")
+		if err != nil {
+			panic(err)
+		}
+		files = sub
+	}
 	h := &Handler{prefix: cfg.Prefix, files: map[string]*file{}}
 	sum := sha256.New()
 	var names []string
-	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(files, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		body, err := static.ReadFile(p)
+		body, err := fs.ReadFile(files, name)
 		if err != nil {
 			return err
 		}
-		name := strings.TrimPrefix(p, "static/")
 		ct, ok := contentTypes[path.Ext(name)]
 		if !ok {
 			return fmt.Errorf("wallet: no content type for %s", name)
@@ -141,8 +157,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	// The service worker precaches FILE?build=V: a server of another build
+	// (restarted meanwhile) says so instead of giving its own file, and the
+	// install fails, to be tried again. Without the parameter (a browser,
+	// or the previous release's worker) the file is served as always.
+	if want, ok := r.URL.Query()["build"]; ok && (len(want) != 1 || want[0] != h.version) {
+		hd.Set(BuildHeader, h.version)
+		http.Error(w, "this server has another build of the wallet ("+h.version+"): reload the wallet", http.StatusConflict)
+		return
+	}
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("ETag", f.etag)
+	hd.Set(BuildHeader, h.version)
 	if name == "sw.js" {
 		hd.Set("Service-Worker-Allowed", h.prefix)
 	}

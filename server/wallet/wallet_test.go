@@ -1,6 +1,7 @@
 package wallet_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,10 +106,22 @@ func TestFilesAndHeaders(t *testing.T) {
 	if build.Version == "" || len(build.Files) < 10 {
 		t.Fatalf("build = %+v", build)
 	}
-	// Every file the service worker precaches is served.
+	// Every file the service worker precaches is served, naming its build;
+	// asked for as of this build it is the same file, as of another (a
+	// server restarted with a new build during an install) it is 409.
 	for _, f := range build.Files {
-		if r, _ := get(t, srv.URL+"/wallet/"+strings.TrimPrefix(f, "./"), nil); r.StatusCode != 200 {
-			t.Errorf("precached %s: %d", f, r.StatusCode)
+		u := srv.URL + "/wallet/" + strings.TrimPrefix(f, "./")
+		r, plain := get(t, u, nil)
+		if r.StatusCode != 200 || r.Header.Get(wallet.BuildHeader) != build.Version {
+			t.Errorf("precached %s: %d, build %q, want %s", f, r.StatusCode, r.Header.Get(wallet.BuildHeader), build.Version)
+		}
+		if r, pinned := get(t, u+"?build="+build.Version, nil); r.StatusCode != 200 || !bytes.Equal(pinned, plain) || r.Header.Get(wallet.BuildHeader) != build.Version {
+			t.Errorf("%s?build=%s: %d, build %q", f, build.Version, r.StatusCode, r.Header.Get(wallet.BuildHeader))
+		}
+		for _, other := range []string{"0123456789abcdef", "", build.Version + "&build=" + build.Version} {
+			if r, _ := get(t, u+"?build="+other, nil); r.StatusCode != http.StatusConflict || r.Header.Get(wallet.BuildHeader) != build.Version {
+				t.Errorf("%s?build=%s: %d, build %q, want 409 naming %s", f, other, r.StatusCode, r.Header.Get(wallet.BuildHeader), build.Version)
+			}
 		}
 	}
 	for _, c := range []struct {

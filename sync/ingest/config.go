@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farego/farego/agent/paycode"
+	"github.com/farego/farego/sync/internal/mqttclient"
 	"github.com/farego/farego/sync/wire"
 )
 
@@ -72,6 +73,14 @@ const (
 	maxWorkers   = 256
 	maxQueueSize = 1 << 16
 )
+
+// LoadTLS is an MQTTConfig.TLS from files: the brokers' CA certificates
+// (PEM; empty: the system's roots) and a client certificate and its key
+// for mutual TLS (empty: none), as the device's uplink reads its own
+// (mqttclient.LoadTLS).
+func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	return mqttclient.LoadTLS(nil, caFile, certFile, keyFile)
+}
 
 // MQTTConfig is how the Ingest or the Publisher connects to the broker. The
 // zero value of every optional field means its default.

@@ -62,7 +62,11 @@ func ReadPrivate(path string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	if info.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it", ErrKeyFile, path, info.Mode().Perm())
+		// A key read off a FAT or exFAT card (a bundle unpacked on the
+		// technician's stick) cannot be chmodded there: the kernel's vfat
+		// refuses, exfat-fuse takes it and keeps 0777.
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 it (on a FAT or exFAT card, which keeps no modes, "+
+			"copy it off the card first)", ErrKeyFile, path, info.Mode().Perm())
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block)
 	if err != nil {

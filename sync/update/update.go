@@ -911,15 +911,19 @@ func (u *Updater) partialIsFor(m *wire.Manifest) bool {
 
 // verify checks the downloaded file's size and SHA-256 against m.
 func (u *Updater) verify(m *wire.Manifest) error {
-	n, got, err := fileSHA256(u.DownloadFile(), m.Size+1)
+	f, err := os.Open(u.DownloadFile())
 	if err != nil {
 		return err
 	}
-	if n != m.Size {
-		return fmt.Errorf("%w: %d bytes, the manifest says %d", ErrBadDownload, n, m.Size)
-	}
-	if got != m.SHA256 {
-		return fmt.Errorf("%w: SHA-256 %s, the manifest says %s", ErrBadDownload, got, m.SHA256)
+	got, err := m.Sum(f)
+	f.Close()
+	switch {
+	case err != nil:
+		return err
+	case got.Size != m.Size:
+		return fmt.Errorf("%w: %d bytes, the manifest says %d", ErrBadDownload, got.Size, m.Size)
+	case !m.Matches(got):
+		return fmt.Errorf("%w: SHA-256 %s, the manifest says %s", ErrBadDownload, got.SHA256, m.SHA256)
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -406,29 +405,9 @@ func clientCertEnd(t *tls.Config) time.Time {
 
 // tlsConfig builds the TLS configuration for TLS brokers, reading the files.
 func (c *Config) tlsConfig() (*tls.Config, error) {
-	var t *tls.Config
-	if c.TLS != nil {
-		t = c.TLS.Clone()
-	} else {
-		t = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	if c.CAFile != "" {
-		pemBytes, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: the brokers' CA certificate (ca_file): %w", ErrConfig, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("%w: the brokers' CA certificate (ca_file) %s holds no PEM certificate", ErrConfig, c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %w", ErrConfig, err)
-		}
-		t.Certificates = append(t.Certificates, cert)
+	t, err := mqttclient.LoadTLS(c.TLS, c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return t, nil
 }

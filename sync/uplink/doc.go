@@ -17,7 +17,7 @@
 // token that completed, proves only that the broker had the message, and
 // paho completes tokens without error when a connection drops. Up to
 // MaxInFlight batches are out at once; if the oldest is not acked within
-// AckTimeout (doubling while no ack comes), or the connection is new,
+// AckTimeout (doubling while no ack takes it out), or the connection is new,
 // sending starts again from the oldest unacked record. The server is
 // idempotent by tap id, so a record sent twice is settled once. Acked
 // records are deleted by a goroutine beside the session, so the next

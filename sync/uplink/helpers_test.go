@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,9 +367,10 @@ type testServer struct {
 	epochSeen map[string]int // device/epoch/seq → receptions
 	received  int            // records received, duplicates included
 	problems  []string
-	dropAcks  int  // acks still to drop
-	mute      bool // take batches but never ack
-	acks      int  // acks published
+	dropAcks  int    // acks still to drop
+	mute      bool   // take batches but never ack
+	withhold  uint64 // a batch holding this seq is never acked (0: none)
+	acks      int    // acks published
 	// busy, when set, makes the server work through batches one at a
 	// time, each taking that long before its ack (a server settling a
 	// fleet's backlog).
@@ -519,7 +521,7 @@ func (s *testServer) onBatch(c mqtt.Client, m mqtt.Message) {
 		s.epochSeen[record.TapID(id, b.Epoch, seq)]++
 	}
 	s.received += len(seqs)
-	drop := s.mute || s.dropAcks > 0
+	drop := s.mute || s.dropAcks > 0 || (s.withhold != 0 && slices.Contains(seqs, s.withhold))
 	if s.dropAcks > 0 {
 		s.dropAcks--
 	}
@@ -578,6 +580,14 @@ func (s *testServer) setBusy(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.busy = d
+}
+
+// setWithhold makes the server never ack a batch that holds seq (a
+// server that keeps refusing it, as one over the device's aside budget).
+func (s *testServer) setWithhold(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.withhold = seq
 }
 
 func (s *testServer) setDropAcks(n int) {

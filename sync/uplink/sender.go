@@ -40,7 +40,8 @@ type inflight struct {
 // committer, which deletes them from the queue (acks that arrive together
 // share one fsync) while fill sends the next batches; if
 // the oldest batch is not acked within the ack timeout of its send or of
-// the last ack that took records out (doubling on each timeout in a row), or the connection is new, or the server asked for a
+// the last ack that took records out of the oldest batch (doubling on
+// each timeout in a row), or the connection is new, or the server asked for a
 // replay, the window is dropped and sending starts again from the oldest
 // unacked record. The server is idempotent by tap id, so sending a record
 // twice is harmless; deleting one it has not committed never happens.
@@ -53,15 +54,21 @@ type sender struct {
 	adopted    map[string]uint64 // the same for each adopted epoch
 	sentMax    map[string]uint64 // the highest seq ever sent, by epoch (not reset)
 	ackTimeout time.Duration
-	timeouts   int // ack timeouts in a row
+	timeouts   int // ack timeouts in a row without the oldest batch acked (the backoff)
+	noAck      int // ack timeouts in a row without any ack (Stats.AckTimeoutsInRow)
 	timer      *time.Timer
-	// progress is when an ack last took records out of the window: the
-	// ack timer runs from it or from the oldest batch's send, whichever
-	// is later (TCP's retransmission timer, restarted when new data is
-	// acknowledged: RFC 6298, 5.3). Timed from the send alone, a window
+	// progress is when an ack last took the window's oldest batch out:
+	// the ack timer runs from it or from the oldest batch's send,
+	// whichever is later (TCP's retransmission timer, restarted when new
+	// data is acknowledged: RFC 6298, 5.3; TCP's acks are cumulative, so
+	// new data acked is the oldest). Timed from the send alone, a window
 	// sent at once to a server working through a fleet's backlog timed
 	// out on its last batches while the acks of its first were still
-	// coming in, and was sent again.
+	// coming in, and was sent again. Restarted by an ack of any batch, an
+	// oldest batch that was lost (sent after a broker restart before the
+	// server had subscribed again) was never sent again while later taps
+	// kept being acked: its records stayed queued, and the risk counters
+	// kept counting, until the bus stood 10 s without a tap.
 	progress time.Time
 
 	syncPending bool      // an ack emptied the queue; SyncSucceeded is due
@@ -94,7 +101,7 @@ func (s *sender) run(ctx context.Context, pub publisher, lost <-chan error) erro
 	u := s.u
 	s.pub = pub
 	s.reset()
-	s.ackTimeout, s.timeouts = u.cfg.AckTimeout, 0
+	s.ackTimeout, s.timeouts, s.noAck = u.cfg.AckTimeout, 0, 0
 	u.count(func(st *Stats) { st.AckTimeoutsInRow = 0 })
 	defer s.reset()
 
@@ -311,9 +318,10 @@ func (s *sender) ackDeadline() time.Time {
 }
 
 // ackTimedOut sends the window again from its oldest unacked record when
-// no ack has come for the ack timeout since the oldest batch was sent or
-// since the last ack that took records out of the window, and doubles the
-// timeout (up to maxAckBackoff times AckTimeout) until an ack comes.
+// no ack has come for the oldest batch for the ack timeout since it was
+// sent or since the last ack that took records out of the oldest batch,
+// and doubles the timeout (up to maxAckBackoff times AckTimeout) until an
+// ack takes records out of the oldest batch.
 func (s *sender) ackTimedOut() error {
 	u := s.u
 	if len(s.win) == 0 {
@@ -324,7 +332,8 @@ func (s *sender) ackTimedOut() error {
 		return nil
 	}
 	s.timeouts++
-	u.count(func(st *Stats) { st.AckTimeouts++; st.AckTimeoutsInRow = s.timeouts })
+	s.noAck++
+	u.count(func(st *Stats) { st.AckTimeouts++; st.AckTimeoutsInRow = s.noAck })
 	if s.timeouts == 1 {
 		u.log.Warn("uplink: no ack from the server in time; sending again",
 			"seq", s.win[0].seqs[0], "timeout", s.ackTimeout.String())
@@ -424,6 +433,11 @@ func (s *sender) applyAck(a *wire.Ack) error {
 	u := s.u
 	s.measureClock(a)
 	seqs := s.covered(a.Epoch, a.Ranges)
+	var oldest *inflight // the oldest batch, and its records in flight
+	var oldestN int
+	if len(s.win) > 0 {
+		oldest, oldestN = s.win[0], len(s.win[0].seqs)
+	}
 	s.remove(a.Epoch, a.Ranges)
 	if len(seqs) == 0 {
 		return nil // duplicates, or for records not in flight (sent again anyway)
@@ -433,14 +447,27 @@ func (s *sender) applyAck(a *wire.Ack) error {
 		epoch = "" // the queue's own records
 	}
 	u.acks.add(epoch, seqs)
-	s.progress = time.Now()
 	s.setInFlight()
-	if s.timeouts > 0 {
-		u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
-		s.timeouts = 0
+	if s.noAck > 0 { // the server takes this device's batches
+		s.noAck = 0
 		u.count(func(st *Stats) { st.AckTimeoutsInRow = 0 })
 	}
-	s.ackTimeout = u.cfg.AckTimeout
+	if len(s.win) == 0 || s.win[0] != oldest || len(oldest.seqs) < oldestN {
+		// The oldest batch's records came out: the timer restarts, and
+		// the timeout is AckTimeout again. An ack of a later batch alone
+		// does neither (TCP keeps its backed-off timeout until new data,
+		// cumulatively, is acked: RFC 6298, 5.5 and the note after 5.7):
+		// reset by it, an oldest batch the server kept refusing (a
+		// device over its aside budget, a commit that keeps failing) was
+		// sent again, with the window after it, every AckTimeout for as
+		// long as riders tapped, each time with a warning.
+		s.progress = time.Now()
+		if s.timeouts > 0 {
+			u.log.Info("uplink: acks from the server resumed", "count", s.timeouts)
+			s.timeouts = 0
+		}
+		s.ackTimeout = u.cfg.AckTimeout
+	}
 	return s.fill()
 }
 

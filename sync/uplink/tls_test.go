@@ -69,7 +69,7 @@ func TestTLSConfigFiles(t *testing.T) {
 		}, ""},
 		{"system roots", func(c *Config) {}, ""},
 		{"base tls.Config", func(c *Config) { c.TLS = &tls.Config{ServerName: "broker.example"} }, ""},
-		{"missing CA file", func(c *Config) { c.CAFile = pki.Dir + "/nope.pem" }, "CA certificate (ca_file): open "},
+		{"missing CA file", func(c *Config) { c.CAFile = pki.Dir + "/nope.pem" }, "the brokers' CA certificate: open "},
 		{"CA file without certificates", func(c *Config) { c.CAFile = pki.ClientKeyFile }, "no PEM certificate"},
 		{"key without certificate", func(c *Config) { c.KeyFile = pki.ClientKeyFile }, "CertFile and KeyFile"},
 		{"mismatched key", func(c *Config) { c.CertFile, c.KeyFile = pki.ClientCertFile, pki.ServerKeyFile }, "client certificate"},

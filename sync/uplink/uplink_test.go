@@ -812,3 +812,100 @@ func TestClockOffsetFromAcks(t *testing.T) {
 		t.Errorf("status clock offset %d ms, want about %v", *st.ClockOffsetMS, ahead)
 	}
 }
+
+// TestLostOldestBatchSentAgainWhileLaterAcked: the window's oldest batch
+// is lost (here its ack; in the field, a batch sent after a broker restart
+// before the server had subscribed again) while the taps after it are
+// sent and acked one by one, as on a bus in service. The lost batch is
+// sent again after the ack timeout. The acks of the later batches
+// restarted the timer, and it stayed queued as long as riders kept
+// tapping (farego-sim, 300 validators, Mosquitto restarted: 700 taps
+// stuck until the riders stopped).
+func TestLostOldestBatchSentAgainWhileLaterAcked(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = time.Second
+	srv := serverFor(f)
+	srv.setDropAcks(1) // the first batch's ack
+	appendTaps(t, f.q, f.taps, 1)
+	u := f.start()
+	waitFor(t, "the first batch", func() bool { return srv.totalReceived() >= 1 })
+	firstQueued := func() bool {
+		recs, err := f.q.Peek(1, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs) > 0 && recs[0].Seq == 1
+	}
+	// A rider every 100 ms, each tap acked before the next: the acks never
+	// pause for the ack timeout. Bounded: 40 taps, 4 ack timeouts.
+	n := 1
+	for ; n < 41 && firstQueued(); n++ {
+		appendTaps(t, f.q, f.taps, 1)
+		u.Notify()
+		waitFor(t, "the new tap's ack", func() bool { return srv.totalReceived() >= n+1 && queueCount(t, f.q) <= 1 })
+		time.Sleep(100 * time.Millisecond) // the next rider
+	}
+	if firstQueued() {
+		t.Fatalf("after %d later taps acked over about %d ack timeouts, the first is still queued: its lost batch was never sent again",
+			n-1, (n-1)/10)
+	}
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	if st := u.Stats(); st.AckTimeouts == 0 {
+		t.Errorf("Stats = %+v, want an ack timeout", st)
+	}
+	srv.check(t, f.id, n)
+}
+
+// TestRefusedOldestBatchBacksOff: the server keeps refusing the window's
+// oldest batch (not acked: a device over its aside budget; a server whose
+// commit of that batch keeps failing) while it takes and acks the taps
+// after it, as on a bus in service. The oldest is sent again after each
+// ack timeout, and the timeout doubles, as while no ack comes at all; one
+// warning is logged. The acks of the later taps reset the backoff: it was
+// sent again, with the window, every AckTimeout (10 s) for as long as
+// riders tapped, with a warning and an "acks resumed" each time.
+func TestRefusedOldestBatchBacksOff(t *testing.T) {
+	f := newFixture(t, nil)
+	f.cfg.AckTimeout = 300 * time.Millisecond
+	f.cfg.BatchRecords = 1 // each tap a batch of its own: only the first is refused
+	srv := serverFor(f)
+	srv.setWithhold(1)
+	appendTaps(t, f.q, f.taps, 1)
+	u := f.start()
+	waitFor(t, "the first batch", func() bool { return srv.totalReceived() >= 1 })
+	// A rider every 50 ms, each tap acked before the next, until the
+	// oldest has timed out three times. Bounded: 200 taps, past the three
+	// timeouts' 0.3 + 0.6 + 1.2 s.
+	n := 1
+	for ; n < 201 && u.Stats().AckTimeouts < 3; n++ {
+		appendTaps(t, f.q, f.taps, 1)
+		u.Notify()
+		waitFor(t, "the new tap's ack", func() bool { return srv.totalReceived() >= n+1 && queueCount(t, f.q) <= 1 })
+		time.Sleep(50 * time.Millisecond) // the next rider
+	}
+	st := u.Stats()
+	if st.AckTimeouts < 3 {
+		t.Fatalf("after %d later taps, %d ack timeouts: want the refused oldest sent again 3 times", n-1, st.AckTimeouts)
+	}
+	// One more tap, acked: the server takes the device's batches.
+	appendTaps(t, f.q, f.taps, 1)
+	u.Notify()
+	n++
+	waitFor(t, "the last tap's ack", func() bool { return srv.totalReceived() >= n && queueCount(t, f.q) <= 1 })
+	if w := f.logs.count("no ack from the server in time"); w != 1 {
+		t.Errorf("%d warnings 'no ack from the server in time' for %d timeouts of one refused batch, want 1 (the backoff reset by later acks)",
+			w, u.Stats().AckTimeouts)
+	}
+	if f.logs.contains("acks from the server resumed") {
+		t.Error("'acks from the server resumed' logged: the refused batch was never acked")
+	}
+	if st := u.Stats(); st.AckTimeoutsInRow != 0 {
+		t.Errorf("AckTimeoutsInRow %d after an ack, want 0: the server takes the device's batches", st.AckTimeoutsInRow)
+	}
+	srv.setWithhold(0)
+	waitFor(t, "the queue to drain", func() bool { return queueCount(t, f.q) == 0 })
+	if !f.logs.contains("acks from the server resumed") {
+		t.Error("the refused batch acked at last: 'acks from the server resumed' not logged")
+	}
+	srv.check(t, f.id, n)
+}

@@ -121,6 +121,32 @@ func CompareVersions(a, b string) (cmp int, ok bool) {
 	return semver.Compare(ca, cb), true
 }
 
+// A BinarySum is what a binary read against its manifest came to: how
+// many bytes were read (at most one past the manifest's size: a longer
+// binary is not read to its end) and their SHA-256 in hex.
+type BinarySum struct {
+	Size   int64
+	SHA256 string
+}
+
+// Sum reads a binary from r, at most one byte past m.Size, for Matches.
+// The server checks a stored binary with it before rolling it out, the
+// device its download before installing it.
+func (m *Manifest) Sum(r io.Reader) (BinarySum, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(r, m.Size+1))
+	if err != nil {
+		return BinarySum{Size: n}, err
+	}
+	return BinarySum{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// Matches reports whether s is the binary m describes: its size and its
+// SHA-256.
+func (m *Manifest) Matches(s BinarySum) bool {
+	return s.Size == m.Size && s.SHA256 == m.SHA256
+}
+
 func (m *Manifest) validate() error {
 	if err := ValidVersion(m.Version); err != nil {
 		return err

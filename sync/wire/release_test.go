@@ -204,3 +204,26 @@ func FuzzRelease(f *testing.F) {
 		VerifyManifest(p, make([]byte, 64), pub(fuzzKey))
 	})
 }
+
+// TestManifestSum: a binary matches its manifest only with its size and
+// SHA-256; a longer one is read one byte past the size, no further.
+func TestManifestSum(t *testing.T) {
+	bin := []byte("a validator binary")
+	sum := sha256.Sum256(bin)
+	m := &Manifest{Version: "1.4.0", Arch: "armv7", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}
+	for name, tc := range map[string]struct {
+		bin     []byte
+		size    int64
+		matches bool
+	}{
+		"the binary":     {bin, int64(len(bin)), true},
+		"a byte flipped": {append([]byte("A"), bin[1:]...), int64(len(bin)), false},
+		"cut short":      {bin[:len(bin)-1], int64(len(bin) - 1), false},
+		"longer":         {append(bytes.Clone(bin), bytes.Repeat([]byte("x"), 1000)...), int64(len(bin) + 1), false},
+	} {
+		s, err := m.Sum(bytes.NewReader(tc.bin))
+		if err != nil || s.Size != tc.size || m.Matches(s) != tc.matches {
+			t.Errorf("%s: %+v, %v; matches %v, want size %d, matches %v", name, s, err, m.Matches(s), tc.size, tc.matches)
+		}
+	}
+}

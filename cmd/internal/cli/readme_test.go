@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,47 +25,7 @@ var byHand = regexp.MustCompile("(?s)\\*\\*By hand\\*\\*.*?\\n```sh\\n(.*?)\\n``
 // built from this checkout, and checks what they say they do: the rider's
 // tap settled, 10.00 EUR less its 2.50 fare, and the ledger verified.
 func TestReadmeByHand(t *testing.T) {
-	if os.Getenv("FAREGO_QEMU") != "" {
-		t.Skip("starts other programs; skipped under qemu-user emulation")
-	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("bash not found")
-	}
-	// The block waits for the server with curl: without it, it waits
-	// until the test's 3 minutes end, for no fault of the README's.
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not found")
-	}
-	bin := buildAll(t)
-	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := byHand.FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("the README has no **By hand** block of sh")
-	}
-	script := string(m[1])
-	// The block's ports are fixed for the reader: each is swapped for a
-	// free one, and must be there to be swapped.
-	for _, port := range []string{"18080", "18883", "18910"} {
-		if !strings.Contains(script, "127.0.0.1:"+port) {
-			t.Fatalf("the block no longer names 127.0.0.1:%s: update this test\n%s", port, script)
-		}
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, brokertest.FreeAddr(t))
-	}
-	// The checkout the block runs in: bin/ and testdata/ of this one.
-	dir := t.TempDir()
-	for _, l := range [][2]string{{bin, "bin"}, {filepath.Join(root, "testdata"), "testdata"}} {
-		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bash, dir, script := byHandBlock(t, nil)
 	// After the block: the tap settled (the block gives it 2 s; a loaded
 	// machine may take longer), the ledger verified, and the README's way
 	// of stopping it all.
@@ -93,6 +54,83 @@ kill %1 %2; wait
 		if !strings.Contains(after, want) {
 			t.Errorf("after the block, %q is not said:\n%s", want, text)
 		}
+	}
+}
+
+// byHandBlock returns bash, a directory standing for the checkout (bin/
+// and testdata/ of this one) and the README's "By hand" block with each
+// loopback port it names swapped for a free one, or for ports[port].
+func byHandBlock(t *testing.T, ports map[string]string) (bash, dir, script string) {
+	t.Helper()
+	if os.Getenv("FAREGO_QEMU") != "" {
+		t.Skip("starts other programs; skipped under qemu-user emulation")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	bin := buildAll(t)
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byHand.FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("the README has no **By hand** block of sh")
+	}
+	script = string(m[1])
+	// The block's ports are fixed for the reader: each is swapped for a
+	// free one, and must be there to be swapped.
+	for _, port := range []string{"18080", "18883", "18910"} {
+		if !strings.Contains(script, "127.0.0.1:"+port) {
+			t.Fatalf("the block no longer names 127.0.0.1:%s: update this test\n%s", port, script)
+		}
+		addr := ports[port]
+		if addr == "" {
+			addr = brokertest.FreeAddr(t)
+		}
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, addr)
+	}
+	dir = t.TempDir()
+	for _, l := range [][2]string{{bin, "bin"}, {filepath.Join(root, "testdata"), "testdata"}} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bash, dir, script
+}
+
+// A newcomer whose MQTT port another program holds: the server says so
+// and stops, and the block goes on to farego-provision's error instead of
+// waiting for ever (its curl loop waited for an answer no server would
+// give; without curl it waited too).
+func TestReadmeByHandServerCannotStart(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	bash, dir, script := byHandBlock(t, map[string]string{"18883": held.Addr().String()})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	text, err := runGroup(ctx, bash, dir, "set -e\n"+script)
+	if ctx.Err() != nil {
+		t.Fatalf("the README's block still ran after 2 minutes with a server that could not start:\n%s", text)
+	}
+	if err == nil {
+		t.Fatalf("the README's block succeeded with the MQTT port held:\n%s", text)
+	}
+	for _, want := range []string{"address already in use (is another broker running? use --mqtt", "farego-provision device:"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("%q is not said:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "registered; bundle in") {
+		t.Errorf("a device was provisioned with no server:\n%s", text)
 	}
 }
 
@@ -128,7 +166,7 @@ func TestRunGroupFailsHalfWay(t *testing.T) {
 		t.Skip("bash not found")
 	}
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
 	_, err = runGroup(ctx, bash, t.TempDir(), "set -e\nsleep 60 &\necho $! > "+pidFile+"\nfalse\n")

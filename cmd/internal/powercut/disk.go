@@ -113,6 +113,34 @@ func (d *Disk) Freeze() error {
 	return err
 }
 
+// FreezeAfterSyncs lets the next n syncs (fsync, fdatasync, a write
+// through an O_SYNC handle, of files or directories) make their data
+// durable, and cuts the power (as Freeze) at the one after: that sync
+// fails with EIO and makes nothing durable. Called with n = 0, 1, 2, …
+// before the same work, followed by a Cut, it cuts between every two
+// steps that make something durable: every state a power cut can leave
+// (Cut with tear adds the torn pages). Stats().Frozen says whether the
+// power went off; a Cut, or n < 0, ends the count.
+func (d *Disk) FreezeAfterSyncs(n int64) error {
+	_, err := d.call(request{Op: "freezeaftersyncs", Syncs: n})
+	return err
+}
+
+// FailSyncAfter lets the next n syncs (fsync, fdatasync, a write
+// through an O_SYNC handle) work and fails the count after them with EIO,
+// the power staying on: flash failing its write-backs (the "fsyncgate"
+// case). As Linux does, the pages a failed sync was to write stay in the
+// cache with their new bytes, what programs read and map, but are marked
+// clean: no later sync writes them (a later fsync of the file may succeed
+// without them), and a Cut gives their durable bytes back, unless a page
+// was written again since. A failed directory sync leaves its entries
+// volatile. A Cut, or n < 0, ends it; Stats().FailedSyncs counts the
+// syncs failed.
+func (d *Disk) FailSyncAfter(n, count int64) error {
+	_, err := d.call(request{Op: "failsyncafter", Syncs: n, Count: count})
+	return err
+}
+
 // Full fills the disk (full) or frees space on it (!full): while it is
 // full, a write that grows a file, a truncation that grows one and the
 // making of a file or directory fail with ENOSPC, as on a full ext4; writes

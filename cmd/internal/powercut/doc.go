@@ -29,7 +29,12 @@
 // the rest of its old ones: a write that was reaching the medium when the
 // power went. Freeze turns the power off without unmounting: every change
 // fails with EIO from then on and reads still work, so a queue opened by
-// the test process itself can be closed before the Cut.
+// the test process itself can be closed before the Cut. FreezeAfterSyncs
+// turns it off at a given sync to come: called with 0, 1, 2, … before the
+// same work, each followed by a Cut, it cuts between every two steps that
+// make something durable. FailSyncAfter fails syncs with EIO with the
+// power on (failing flash), as Linux handles it: the pages stay in the
+// cache, marked clean, and no later sync writes them.
 //
 // # How it is built
 //

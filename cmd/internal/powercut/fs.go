@@ -39,6 +39,13 @@ type node struct {
 	size    int64
 	durSize int64
 	saved   map[int64][]byte
+	// lost holds, for each page whose write-back failed (FailSyncAfter),
+	// its durable bytes (nil: zeros, the page lay past the durable size).
+	// Linux keeps such a page in the page cache but marks it clean: the
+	// live bytes stay what programs read, no later fsync writes them, and
+	// a cut gives the durable bytes back, unless the page was written
+	// again since (it is dirty again, and saved as any other page).
+	lost map[int64][]byte
 	// durMode is the mode as of the last fsync (fdatasync leaves it), or
 	// as made: a chmod not followed by an fsync of the file is lost.
 	durMode uint32
@@ -79,10 +86,18 @@ type state struct {
 	handles map[uint64]*handle
 	nextFh  uint64
 	frozen  bool // the power is off: every change fails with EIO
-	full    bool // the disk is full: growing a file or making one fails with ENOSPC
-	last    lastWrite
-	rnd     *rand.Rand
-	stats   Stats
+	// syncsLeft, when not negative, is how many more syncs (fsync,
+	// fdatasync, a write through an O_SYNC handle) succeed before the
+	// power goes off at the next one (FreezeAfterSyncs).
+	syncsLeft int64
+	// failLeft, when not negative, is how many more syncs succeed before
+	// the next failCount fail with EIO, the power staying on
+	// (FailSyncAfter).
+	failLeft, failCount int64
+	full                bool // the disk is full: growing a file or making one fails with ENOSPC
+	last                lastWrite
+	rnd                 *rand.Rand
+	stats               Stats
 }
 
 // rootIno is the inode of the mount's root directory (FUSE_ROOT_ID).
@@ -96,6 +111,9 @@ func newState(backing string, seed uint64) *state {
 		handles: map[uint64]*handle{},
 		nextFh:  1,
 		rnd:     rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+
+		syncsLeft: -1,
+		failLeft:  -1,
 	}
 	s.nodes[rootIno] = &node{ino: rootIno, mode: syscall.S_IFDIR | 0o755, mtime: time.Now(),
 		live: map[string]uint64{}, durable: map[string]uint64{}}
@@ -179,6 +197,7 @@ func (s *state) file(ino uint64) (*node, fuse.Status) {
 // [from, to) that has not been saved since the last fsync. It must run
 // before anything changes those live bytes.
 func (s *state) preserve(n *node, from, to int64) error {
+	s.redirty(n, from, to)
 	if n.saved == nil {
 		n.saved = map[int64][]byte{}
 	}
@@ -243,6 +262,105 @@ func (s *state) truncate(n *node, size int64) fuse.Status {
 	return fuse.OK
 }
 
+// maySync says whether a sync may make something durable; once the
+// syncs FreezeAfterSyncs allowed are used up, it turns the power off and
+// says no (the sync fails with EIO, nothing of it durable).
+func (s *state) maySync() bool {
+	switch {
+	case s.syncsLeft < 0:
+		return true
+	case s.syncsLeft == 0:
+		s.frozen = true
+		s.syncsLeft = -1
+		return false
+	}
+	s.syncsLeft--
+	return true
+}
+
+// failSync says whether this sync is the one FailSyncAfter fails.
+func (s *state) failSync() bool {
+	switch {
+	case s.failLeft < 0:
+		return false
+	case s.failLeft == 0:
+		if s.failCount--; s.failCount <= 0 {
+			s.failLeft = -1
+		}
+		s.stats.FailedSyncs++
+		return true
+	}
+	s.failLeft--
+	return false
+}
+
+// loseFile is a failed write-back of n (fsync, fdatasync returned EIO),
+// as Linux handles it: every page changed since the last fsync stays in
+// the cache with its new bytes but is marked clean, so neither a later
+// fsync nor anything else writes it; its durable bytes stay what they
+// were (in lost) until the page is written again. The size stays
+// volatile: a later fsync makes it durable, the lost pages in it zeros or
+// their old bytes.
+func (s *state) loseFile(n *node) error {
+	if n.lost == nil {
+		n.lost = map[int64][]byte{}
+	}
+	for p, old := range n.saved {
+		n.lost[p] = old
+	}
+	for p := n.durSize / pageSize; p*pageSize < n.size; p++ {
+		if _, ok := n.saved[p]; ok {
+			continue
+		}
+		if _, ok := n.lost[p]; ok {
+			continue
+		}
+		var old []byte
+		if p*pageSize < n.durSize { // only its end lies past the durable size: unchanged below it
+			old = make([]byte, n.durSize-p*pageSize)
+			if _, err := n.f.ReadAt(old, p*pageSize); err != nil && err != io.EOF {
+				return err
+			}
+		}
+		n.lost[p] = old
+	}
+	s.stats.PagesLost += int64(len(n.lost))
+	n.saved = nil
+	if s.last.ino == n.ino {
+		s.last.valid = false
+	}
+	return nil
+}
+
+// redirty moves the pages of n overlapping [from, to) whose write-back
+// failed back among the pages changed since the last fsync, with their
+// durable bytes: they are about to be written again, so the next fsync
+// writes them whole.
+func (s *state) redirty(n *node, from, to int64) {
+	if len(n.lost) == 0 || to <= from {
+		return
+	}
+	for p := from / pageSize; p*pageSize < to && len(n.lost) > 0; p++ {
+		old, ok := n.lost[p]
+		if !ok {
+			continue
+		}
+		delete(n.lost, p)
+		if p*pageSize >= n.durSize {
+			continue // past the durable size: the size's sync writes it
+		}
+		if _, done := n.saved[p]; done {
+			continue
+		}
+		buf := make([]byte, min(pageSize, n.durSize-p*pageSize))
+		copy(buf, old)
+		if n.saved == nil {
+			n.saved = map[int64][]byte{}
+		}
+		n.saved[p] = buf
+	}
+}
+
 // syncFile makes the live contents and size of n durable (fsync, fdatasync).
 func (s *state) syncFile(n *node) {
 	n.saved = nil
@@ -281,7 +399,10 @@ type Stats struct {
 	FileSyncs    int64 `json:"file_syncs"`
 	DirSyncs     int64 `json:"dir_syncs"`
 	Cuts         int64 `json:"cuts"`
-	Discarded    int64 `json:"discarded"` // cuts that discarded something
+	Discarded    int64 `json:"discarded"`    // cuts that discarded something
+	FailedSyncs  int64 `json:"failed_syncs"` // syncs failed by FailSyncAfter, the power on
+	PagesLost    int64 `json:"pages_lost"`   // pages a failed sync marked clean, not written
+	Frozen       bool  `json:"frozen"`       // the power is off now (Freeze, FreezeAfterSyncs)
 }
 
 // rollback returns the file system to its durable state: the power came
@@ -410,6 +531,17 @@ func (s *state) rollbackFile(n *node, tear bool) (pages int, cutOff int64, torn 
 			return 0, 0, 0, err
 		}
 	}
-	n.size, n.saved = n.durSize, nil
+	for p, old := range n.lost {
+		if p*pageSize >= n.durSize {
+			continue
+		}
+		buf := make([]byte, min(pageSize, n.durSize-p*pageSize))
+		copy(buf, old)
+		if _, err := n.f.WriteAt(buf, p*pageSize); err != nil {
+			return 0, 0, 0, err
+		}
+		pages++
+	}
+	n.size, n.saved, n.lost = n.durSize, nil, nil
 	return pages, cutOff, torn, nil
 }

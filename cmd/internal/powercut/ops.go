@@ -358,6 +358,15 @@ func (fs *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32
 			return st
 		}
 		if h := fs.s.handles[in.Fh]; h != nil && h.flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0 {
+			if !fs.s.maySync() {
+				return fuse.EIO
+			}
+			if fs.s.failSync() {
+				if err := fs.s.loseFile(n); err != nil {
+					return fuse.ToStatus(err)
+				}
+				return fuse.EIO
+			}
 			fs.s.syncFile(n) // O_SYNC, O_DSYNC: each write is followed by an fdatasync
 		}
 		return fuse.OK
@@ -383,6 +392,15 @@ func (fs *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status 
 
 func (fs *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return fs.changeFile(in.NodeId, func(n *node) fuse.Status {
+		if !fs.s.maySync() {
+			return fuse.EIO
+		}
+		if fs.s.failSync() {
+			if err := fs.s.loseFile(n); err != nil {
+				return fuse.ToStatus(err)
+			}
+			return fuse.EIO
+		}
 		fs.s.syncFile(n)
 		if in.FsyncFlags&1 == 0 { // fsync, not fdatasync: the inode's mode too
 			n.durMode = n.mode
@@ -400,6 +418,9 @@ func (fs *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	d, st := fs.s.dir(in.NodeId)
 	if !st.Ok() {
 		return st
+	}
+	if !fs.s.maySync() || fs.s.failSync() { // a failed directory sync: its entries stay volatile
+		return fuse.EIO
 	}
 	fs.s.syncDir(d)
 	return fuse.OK

@@ -362,6 +362,58 @@ func TestFreeze(t *testing.T) {
 	}
 }
 
+// TestFreezeAfterSyncs: the syncs allowed make their data durable; the
+// next one fails with EIO, makes nothing durable and turns the power off
+// (Stats says so); n < 0 ends the count, as a Cut does.
+func TestFreezeAfterSyncs(t *testing.T) {
+	d := Mount(t, nil)
+	p := durableFile(t, d, "f", []byte("durable"))
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.FreezeAfterSyncs(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("first  "), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Errorf("the sync allowed: %v", err)
+	}
+	if _, err := f.WriteAt([]byte("second "), 0); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := d.Stats(); err != nil || st.Frozen {
+		t.Errorf("Stats before the sync not allowed: %+v, %v; want the power on", st, err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("the sync not allowed: %v, want EIO", err)
+	}
+	if st, err := d.Stats(); err != nil || !st.Frozen {
+		t.Errorf("Stats after the sync not allowed: %+v, %v; want the power off", st, err)
+	}
+	if _, err := f.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("write once the power is off: %v, want EIO", err)
+	}
+	f.Close()
+	cut(t, d, false)
+	if got := content(t, p); string(got) != "first  " {
+		t.Errorf("after the cut: %q, want what the allowed sync made durable", got)
+	}
+	if err := d.FreezeAfterSyncs(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.FreezeAfterSyncs(-1); err != nil {
+		t.Fatal(err)
+	}
+	write(t, p, []byte("powered again"), true)
+	cut(t, d, false)
+	if got := content(t, p); string(got) != "powered again" {
+		t.Errorf("after FreezeAfterSyncs(-1): %q", got)
+	}
+}
+
 // TestMmapSeesWrites is what bbolt needs: a read-only shared mapping of a
 // file stays coherent with pwrite to the same file.
 func TestMmapSeesWrites(t *testing.T) {

@@ -28,9 +28,11 @@ type childSpec struct {
 // request is one command to the serving process, one JSON line on its
 // standard input; it answers each with one reply line on standard output.
 type request struct {
-	Op   string `json:"op"` // freeze, full, cut, stats, close
-	Tear bool   `json:"tear,omitempty"`
-	Full bool   `json:"full,omitempty"`
+	Op    string `json:"op"` // freeze, freezeaftersyncs, failsyncafter, full, cut, stats, close
+	Tear  bool   `json:"tear,omitempty"`
+	Syncs int64  `json:"syncs,omitempty"`
+	Count int64  `json:"count,omitempty"` // failsyncafter: how many syncs fail
+	Full  bool   `json:"full,omitempty"`
 }
 
 type reply struct {
@@ -86,6 +88,16 @@ func serve(specJSON string) int {
 			s.frozen = true
 			s.mu.Unlock()
 			out.Encode(reply{})
+		case "freezeaftersyncs":
+			s.mu.Lock()
+			s.syncsLeft = max(req.Syncs, -1)
+			s.mu.Unlock()
+			out.Encode(reply{})
+		case "failsyncafter":
+			s.mu.Lock()
+			s.failLeft, s.failCount = max(req.Syncs, -1), max(req.Count, 1)
+			s.mu.Unlock()
+			out.Encode(reply{})
 		case "full":
 			s.mu.Lock()
 			s.full = req.Full
@@ -94,11 +106,14 @@ func serve(specJSON string) int {
 		case "stats":
 			s.mu.Lock()
 			st := s.stats
+			st.Frozen = s.frozen
 			s.mu.Unlock()
 			out.Encode(reply{Stats: &st})
 		case "cut":
 			s.mu.Lock()
 			s.frozen = true
+			s.syncsLeft = -1
+			s.failLeft = -1
 			s.mu.Unlock()
 			if err := m.unmount(); err != nil {
 				out.Encode(reply{Err: err.Error()})

@@ -81,10 +81,18 @@ func newRiders(tb testing.TB, ctx context.Context, r *Rig, n int, topUp int64) [
 // newRigWith is newRig with the given fare table.
 func newRigWith(t *testing.T, fares string) (*Rig, context.Context) {
 	t.Helper()
+	return newRigDB(t, fares, "")
+}
+
+// newRigDB is newRigWith with the ledger at dsn ("": SQLite in the
+// server's data directory).
+func newRigDB(t *testing.T, fares, dsn string) (*Rig, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
 	r := New(dir, binDir, testLog{t})
+	r.DB = dsn
 	t.Cleanup(func() {
 		r.Close()
 		if t.Failed() {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,22 @@ import (
 
 	"github.com/farego/farego/sync/update"
 )
+
+// rolloutSeq returns the server's current rollout sequence (GET
+// /v1/releases), 0 with none.
+func rolloutSeq(t *testing.T, ctx context.Context, r *Rig) uint64 {
+	t.Helper()
+	var got struct {
+		Rollout *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"rollout"`
+	}
+	must(t, r.API(ctx, "GET", "/v1/releases", nil, &got))
+	if got.Rollout == nil {
+		return 0
+	}
+	return got.Rollout.Seq
+}
 
 // buildVersion builds farego-validator with agent.Version set to version.
 func buildVersion(t *testing.T, ctx context.Context, dir, version string) string {
@@ -180,7 +197,30 @@ func TestOTAUpdate(t *testing.T) {
 	if out, err := settlement("release", "rollout", "--devices", "ota-1,ota-9", "1.1.0"); err == nil || !strings.Contains(err.Error(), `no device "ota-9"`) {
 		t.Fatalf("rollout to an unknown device: %q, %v", out, err)
 	}
+	// The operator is told at once, and nothing goes out: the CLI and the
+	// API refuse to roll out a binary that is no longer its manifest's
+	// (it went out, and every device downloaded it and refused it).
+	if out, err := settlement("release", "rollout", "--devices", "ota-1", "1.1.0"); err == nil ||
+		!strings.Contains(err.Error(), "damaged on disk") || !strings.Contains(err.Error(), "release add the binary again") {
+		t.Fatalf("rollout of a damaged binary: %q, %v; want it refused as damaged", out, err)
+	}
+	if err := r.API(ctx, "POST", "/v1/releases/1.1.0/rollout", map[string]any{"devices": []string{"ota-1"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "damaged on disk") {
+		t.Fatalf("API rollout of a damaged binary: %v; want it refused as damaged", err)
+	}
+	if ro := rolloutSeq(t, ctx, r); ro != 0 {
+		t.Fatalf("a refused rollout was set (rollout %d)", ro)
+	}
+	// Damaged after its rollout (the device stopped meanwhile, so that it
+	// fetches the binary only once the damage is done): the device refuses
+	// it.
+	must(t, os.WriteFile(stored, good, 0o644))
+	must(t, syscall.Kill(pid, syscall.SIGSTOP))
 	out, err := settlement("release", "rollout", "--devices", "ota-1", "1.1.0")
+	if err == nil {
+		err = os.WriteFile(stored, bad, 0o644)
+	}
+	must(t, syscall.Kill(pid, syscall.SIGCONT))
 	must(t, err)
 	if want := "builds of 1.1.0: " + arch + " ("; !strings.Contains(out, want) {
 		t.Errorf("rollout said %q; want the release's builds (%q)", out, want)
@@ -190,6 +230,15 @@ func TestOTAUpdate(t *testing.T) {
 		t.Fatal("the corrupted release was installed or the validator restarted")
 	}
 	waitSoftware(t, ctx, r, "1.0.0")
+	// The operator stops it from the CLI (--percent 0 alone: refused as a
+	// usage error before, so that only the API could stop a rollout).
+	seq := rolloutSeq(t, ctx, r)
+	if out, err := settlement("release", "rollout", "--percent", "0", "1.1.0"); err != nil || !strings.Contains(out, "stopped") {
+		t.Fatalf("stopping the rollout: %q, %v", out, err)
+	}
+	if got := rolloutSeq(t, ctx, r); got != seq+1 {
+		t.Errorf("rollout after the stop: %d, want %d", got, seq+1)
+	}
 
 	// A release signed with another fleet key is refused before it
 	// reaches a device.

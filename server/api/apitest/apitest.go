@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/farego/farego/server/api"
 	"github.com/farego/farego/server/keys"
@@ -33,13 +34,15 @@ func Start(tb testing.TB) *Server {
 type Options struct {
 	FleetKey string // the fleet key's file ("" makes one)
 	Currency string // the ledger's ("" EUR)
+	// Now is the ledger's clock (nil: time.Now).
+	Now func() time.Time
 }
 
 // StartWith is Start with options.
 func StartWith(tb testing.TB, o Options) *Server {
 	tb.Helper()
 	dir := tb.TempDir()
-	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), &ledger.Options{Currency: o.Currency})
+	store, err := ledger.Open(context.Background(), filepath.Join(dir, "ledger.db"), &ledger.Options{Currency: o.Currency, Now: o.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}

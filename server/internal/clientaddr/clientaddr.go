@@ -19,6 +19,22 @@ func Host(addr string) (netip.Addr, string, error) {
 	return ip.Unmap().WithZone(""), host, err
 }
 
+// In reports whether addr (host or host:port) is in one of prefixes: a
+// request from a trusted reverse proxy (the API's limits, the server's
+// host-name guard).
+func In(addr string, prefixes []netip.Prefix) bool {
+	ip, _, err := Host(addr)
+	if err != nil {
+		return false
+	}
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // Key is what a limit per client address counts a remote address (host or
 // host:port) as: an IPv4 address, or the /64 of an IPv6 one (a single
 // subscriber is given a whole /64, so keying on the address would give it

@@ -41,6 +41,8 @@ export function debugState() {
     code: last,
     online: navigator.onLine,
     serverReachable,
+    updateReady: !$("update").hidden,
+    updateAsked, // "tap" or "auto" once the page asked a waiting build to go on
   };
 }
 
@@ -53,6 +55,7 @@ export function newCodeNow() {
 
 function show(screen) {
   for (const id of ["welcome", "secret", "main"]) $(id).hidden = id !== screen;
+  renderUpdate();
 }
 
 function showError(err) {
@@ -86,7 +89,11 @@ function showError(err) {
 function busy(btn) {
   const had = document.activeElement === btn;
   btn.disabled = true;
+  inFlight++;
+  let ended = false;
   return (to) => {
+    if (!ended) inFlight--;
+    ended = true;
     btn.disabled = false;
     const now = document.activeElement;
     if (!had || (now && now !== document.body)) return;
@@ -127,6 +134,7 @@ function renderNet() {
 
 // api calls the server and keeps the indicator honest.
 async function api(method, path, opts) {
+  inFlight++;
   try {
     const r = await call(method, path, opts);
     serverReachable = true;
@@ -136,6 +144,7 @@ async function api(method, path, opts) {
     serverReachable = !(e instanceof ApiError && e.code === "network");
     throw e;
   } finally {
+    inFlight--;
     renderNet();
   }
 }
@@ -268,6 +277,12 @@ function needsRefresh(cred, nowS) {
   if (blocks.account) return false; // no pass is issued to a blocked account
   if (passDamaged(cred)) return true;
   const life = cred.notAfter - cred.notBefore;
+  // A fetch time that is no number (edited or damaged in the phone's
+  // storage) leaves the age unknown: ask again (once: the new pass has
+  // one). Its NaN age was never past anything: the pass was not renewed,
+  // ran out, and the online wallet said "connect to the internet" with
+  // no code and no button, for good (TestWalletPassWithNoFetchTime).
+  if (typeof cred.fetchedAt !== "number" || !Number.isFinite(cred.fetchedAt)) return true;
   const age = nowS - cred.fetchedAt;
   return age > life / 2 || age < -CLOCK_BACK_S || cred.counter >= MAX_COUNTER - 1000;
 }
@@ -292,12 +307,13 @@ async function fetchCredential(force) {
     } catch (e) {
       if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
       // Replaced meanwhile, here (changeSecret asks again) or in another
-      // tab (taken up), or signed out: not this pass's failure.
-      if (!account || account.secret !== secret) return false;
+      // tab (taken up), signed out, or the account's number set right
+      // (repairAccount): not this pass's failure.
+      if (!account || account.secret !== secret || account.id !== owner.id) return false;
       throw e;
     }
     // Issued with a secret replaced here meanwhile: deny-listed with it.
-    if (!account || account.secret !== secret) return false;
+    if (!account || account.secret !== secret || account.id !== owner.id) return false;
     const bytes = hexToBytes(r.credential);
     const c = parseCredential(bytes);
     if (c.account !== account.id || bytesToHex(c.riderKey) !== bytesToHex(key.publicKey)) {
@@ -737,8 +753,63 @@ async function secretChanged(secret) {
   // Another tab of this browser changed it (or signed out): that tab's
   // new secret is in the storage they share, and is taken up here.
   if (!(await followStorage()) || account.secret !== secret) return;
+  if (await accountRepaired()) return;
   await signOut();
   showError(t("err_secret_changed"));
+}
+
+// repairing is the repairAccount under way: the account view and the
+// pass are refused together, and ask once.
+let repairing = null;
+
+function accountRepaired() {
+  if (!repairing) repairing = repairAccount().finally(() => (repairing = null));
+  return repairing;
+}
+
+// repairAccount: the server refused the account's number with its
+// secret, and the pass on the phone, intact, was issued to another
+// account. It is the number that changed, not the secret: edited in the
+// phone's storage (or a record of the account restored with another's
+// number). The wallet signed out, said the secret had been changed on
+// another phone, and dropped the secret with the keys: a rider who had
+// not written it down lost the account. If the server takes the secret
+// for the account the pass names, the wallet goes back to that account
+// and says so. It reports whether it did.
+async function repairAccount() {
+  const mine = account;
+  let named;
+  try {
+    const cred = await store.currentCredential();
+    if (!cred || (cred.issued !== undefined && bytesToHex(cred.bytes) !== cred.issued)) return false;
+    named = parseCredential(cred.bytes).account;
+  } catch {
+    return false; // no pass to go by
+  }
+  if (named === mine.id) return false;
+  let a;
+  try {
+    a = await api("GET", `/v1/accounts/${named}`, { token: mine.secret });
+  } catch {
+    return false;
+  }
+  // Read as the rider: a staff token reads any account.
+  if (a.viewer !== "rider" || account !== mine) return account !== mine;
+  const next = { ...mine, id: named, profile: a.profile, name: a.name || "" };
+  if (!(await store.replaceAccount(next, mine))) {
+    // The storage changed meanwhile: another tab set the number right
+    // (or signed out, or in). Taken up, not signed out: the sign-out
+    // cleared the storage the tabs share, the other tab's account and
+    // secret with it (TestWalletAccountNumberEditedTwoTabs).
+    await followStorage();
+    return true;
+  }
+  account = next;
+  renderWho();
+  showError(t("err_account_repaired", { account: named, was: mine.id }));
+  showCode();
+  refreshAll();
+  return true;
 }
 
 // followStorage follows what another tab of this browser did to the
@@ -923,6 +994,10 @@ async function changeSecret() {
     (credentialTask ?? Promise.resolve()).then(() => maintainCredential(true));
     await showSecret();
   } catch (e) {
+    // Refused for the passes the account held (a stolen secret used to
+    // fill them): "wait until one expires" is no answer to a rider whose
+    // secret someone else may know: the operator changes it.
+    if (e instanceof ApiError && e.code === "too_many_credentials") return showError(t("err_secret_too_many_credentials"));
     showError(e);
   } finally {
     done($("change-secret"));
@@ -1060,17 +1135,178 @@ function storedAccountSound(a) {
     typeof a.secret === "string" && /^[\x21-\x7e]{1,256}$/.test(a.secret);
 }
 
+// ---- a new build of the wallet -------------------------------------------
+//
+// A new build's service worker installs and waits (sw.js): the page it
+// would replace may be showing a code to a reader, or be half way through
+// something the rider started. It goes on only when this page says so:
+// the rider taps Update, or the page is hidden with no code on screen,
+// nothing under way and no secret shown. The page then reloads once, on
+// the new build. A page starting with a build waiting shows its code at
+// once and offers the button: it never holds a code back for an update.
+
+const UPDATE_CHECK_MS = 60000; // at most one update check a minute by itself
+const RELOADED_KEY = "farego-wallet-reloaded"; // sessionStorage: when this tab last reloaded for an update
+let swReg = null;
+let lastUpdateCheck = -Infinity;
+let inFlight = 0; // API calls and the rider's actions under way (busy)
+let updateAsked = ""; // "tap" or "auto": this page asked the waiting worker to go on
+let reloading = false;
+let hadController = "serviceWorker" in navigator && navigator.serviceWorker.controller !== null;
+
+// codeOnScreen: a code is shown (a reader may be reading it).
+function codeOnScreen() {
+  return last !== null && !$("main").hidden && !$("code-view").hidden;
+}
+
+// quiet: nothing the rider started or the page asked is under way, no
+// secret is on screen (a new one may not be written down yet), no form
+// holds what the rider typed, and no question is open.
+function quiet() {
+  const typed = ["signin-account", "signin-secret", "name", "limit-amount"].some((id) => $(id) && $(id).value !== "");
+  return inFlight === 0 && !credentialTask && !repairing && $("secret").hidden && !typed &&
+    $("sign-out-confirm").hidden && $("change-secret-confirm").hidden;
+}
+
+// recentlyReloaded: this tab reloaded for an update in the last 30 s: it
+// does not ask again by itself (a loop of reloads), it offers the button.
+function recentlyReloaded() {
+  try {
+    const at = Number(sessionStorage.getItem(RELOADED_KEY));
+    return Number.isFinite(at) && Math.abs(Date.now() - at) < 30000;
+  } catch {
+    return false;
+  }
+}
+
+// updateWaiting: a new build is installed and waits for this page.
+function updateWaiting() {
+  return swReg !== null && swReg.waiting !== null && navigator.serviceWorker.controller !== null;
+}
+
+function renderUpdate() {
+  const el = $("update");
+  if (!el) return;
+  // Not beside a secret to write down: the rider finishes that first.
+  const offer = (updateWaiting() || (hadController && controllerSwapped)) && $("secret").hidden;
+  if (el.hidden === !offer) return;
+  el.hidden = !offer;
+}
+
+// controllerSwapped: another tab's update took this page's worker over:
+// the page still runs the old build, and offers to reload.
+let controllerSwapped = false;
+
+// askUpdate tells the waiting worker to go on; on controllerchange the
+// page reloads (reload).
+function askUpdate(how) {
+  if (!updateWaiting()) return false;
+  updateAsked = how;
+  swReg.waiting.postMessage("skip-waiting");
+  return true;
+}
+
+// offerUpdate: a new build is waiting. Hidden, quiet and with no code on
+// screen, the page updates by itself; otherwise it shows the button.
+function offerUpdate() {
+  if (!updateWaiting()) return renderUpdate();
+  if (document.hidden && quiet() && !codeOnScreen() && !recentlyReloaded()) {
+    askUpdate("auto");
+    return;
+  }
+  renderUpdate();
+}
+
+function reload() {
+  if (reloading) return;
+  reloading = true;
+  try {
+    sessionStorage.setItem(RELOADED_KEY, String(Date.now()));
+  } catch {
+    // no session storage: the reload goes on, unguarded
+  }
+  location.reload();
+}
+
+// onControllerChange: the wallet's worker changed. Asked for by a tap, the
+// page reloads once; asked for by itself, only if nothing came on screen
+// meanwhile; else (another tab updated, or this tab became busy) the
+// rider gets the button, and a tap reloads.
+function onControllerChange() {
+  const had = hadController;
+  hadController = true;
+  if (!had) return; // the first install took the page over: same build
+  const how = updateAsked;
+  updateAsked = "";
+  // Quiet again at the swap, a tap's too: an action begun after the tap
+  // (a secret being changed) must end, its result stored, before a reload.
+  if ((how === "tap" && !working()) || (how === "auto" && quiet() && !codeOnScreen())) return reload();
+  controllerSwapped = true;
+  renderUpdate();
+}
+
+// working: a request, a credential being fetched or stored, a repair, or
+// a new secret on screen: what a tapped update waits for, before it asks
+// and again when the worker changes (an action begun in between ends, its
+// result stored, before the reload).
+function working() {
+  return inFlight !== 0 || !!credentialTask || repairing || !$("secret").hidden;
+}
+
+// updateByHand is the Update button: it waits for what is under way (a
+// new secret being stored, a request) to end, then updates.
+async function updateByHand() {
+  const btn = $("update-now");
+  btn.disabled = true;
+  try {
+    while (working()) await new Promise((r) => setTimeout(r, 200));
+    if (askUpdate("tap")) return;
+    if (controllerSwapped) reload();
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// checkForUpdate asks the browser to look for a new build: at start, when
+// the page comes back in sight and when the network comes back, at most
+// once a minute.
+function checkForUpdate() {
+  if (!swReg || !navigator.onLine || performance.now() - lastUpdateCheck < UPDATE_CHECK_MS) return;
+  lastUpdateCheck = performance.now();
+  swReg.update().catch(() => {}); // offline, or the server out of reach: the next check
+}
+
+// watchUpdates follows the registration: a build installed while the page
+// is open is offered (offerUpdate).
+function watchUpdates(reg) {
+  swReg = reg;
+  reg.addEventListener("updatefound", () => {
+    const w = reg.installing;
+    if (!w) return;
+    w.addEventListener("statechange", () => {
+      if (w.state === "installed") offerUpdate();
+    });
+  });
+  navigator.serviceWorker.addEventListener("controllerchange", onControllerChange);
+}
+
 async function init() {
   localize(document);
   onServerTime(checkClock);
   renderNet();
   window.addEventListener("online", () => {
     renderNet();
+    checkForUpdate();
     if (account) refreshAll();
   });
   window.addEventListener("offline", renderNet);
   document.addEventListener("visibilitychange", async () => {
-    if (document.hidden || !account || $("main").hidden) return;
+    if (document.hidden) {
+      if (updateWaiting()) offerUpdate();
+      return;
+    }
+    checkForUpdate();
+    if (!account || $("main").hidden) return;
     if (!(await followStorage())) return; // another tab signed out or in meanwhile
     // Timers sleep in the background: a code older than this minute is renewed.
     if (!last || last.time < Math.floor(clock.now() / 60000) * 60) showCode();
@@ -1130,7 +1366,28 @@ async function init() {
   $("limit-form").addEventListener("submit", saveLimit);
   $("activity-more").addEventListener("click", moreActivity);
 
-  if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(() => {});
+  $("update-now").addEventListener("click", updateByHand);
+  if ("serviceWorker" in navigator) {
+    // register waits behind the browser's own update check (a whole
+    // install, on a slow network): the start does not. getRegistration
+    // answers at once, with a build that waits if there is one.
+    let reg = null;
+    try {
+      reg = (await navigator.serviceWorker.getRegistration("./")) ?? null;
+    } catch {
+      reg = null; // no service worker (an insecure page): online only, as before
+    }
+    // A build waiting as the page starts is not taken here: the code
+    // shows at once (a rider at the bus door never waits for an update);
+    // the button is offered, and the update comes with the rider's tap or
+    // when the page is hidden with nothing on screen (offerUpdate).
+    if (reg) watchUpdates(reg);
+    navigator.serviceWorker.register("sw.js", { scope: "./" }).then((r) => {
+      if (!swReg) watchUpdates(r);
+      checkForUpdate();
+      offerUpdate();
+    }).catch(() => {});
+  }
 
   try {
     account = (await store.get("account")) ?? null;

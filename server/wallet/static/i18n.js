@@ -6,6 +6,8 @@ export const catalog = {
   en: {
     app_title: "farego wallet",
     net_online: "Online",
+    update_ready: "New version ready",
+    update_button: "Update",
     net_offline: "Offline: codes still work",
     net_unreachable: "Server unreachable: codes still work",
     net_offline_nopass: "Offline",
@@ -132,7 +134,10 @@ export const catalog = {
     err_rate_limited_later: "Too many new accounts were made from this network just now. Try again in a minute.",
     err_rate_limited_changes: "Too many changes to accounts were made from this network just now. Try again in {seconds} seconds.",
     err_rate_limited_changes_later: "Too many changes to accounts were made from this network just now. Try again in a minute.",
-    err_too_many_credentials: "This account has too many passes in use. Wait until an older one expires (within a day), or ask the operator.",
+    err_too_many_credentials:
+      "This account has too many passes in use. If you did not get them all yourself, change your account secret: that blocks them. Otherwise wait until an older one expires (within a day).",
+    err_secret_too_many_credentials:
+      "Your secret was not changed: this account has had too many passes in the last day. If someone else may know your secret, ask the operator to change it for you now.",
     err_insufficient_funds: "Top up your account first: its balance is too low to get a pass.",
     err_insufficient_funds_minimum: "Top up your account first: a pass needs a balance of at least {amount}.",
     err_not_in_good_standing: "Your account is not in good standing, so no pass can be issued. Top it up or contact the operator.",
@@ -150,6 +155,8 @@ export const catalog = {
     err_unknown: "Something went wrong (error {code}). Try again later.",
     err_storage: "This browser cannot keep the wallet's data (is it in private mode?).",
     err_storage_damaged: "The account stored on this phone was damaged. Sign in again with your account number and secret.",
+    err_account_repaired:
+      "The account number stored on this phone had been changed to {was}. The wallet went back to account {account}, the one its pass and secret are for.",
     err_secret_format: "Enter the account secret you kept when you registered.",
     err_account_format: "The account number must be a whole number above zero.",
     err_account_too_long: "No account has so long a number: check it.",
@@ -157,6 +164,8 @@ export const catalog = {
   "zh-Hans": {
     app_title: "farego 钱包",
     net_online: "在线",
+    update_ready: "新版本已就绪",
+    update_button: "更新",
     net_offline: "离线：乘车码仍可使用",
     net_unreachable: "无法连接服务器：乘车码仍可使用",
     net_offline_nopass: "离线",
@@ -275,7 +284,8 @@ export const catalog = {
     err_rate_limited_later: "此网络刚刚创建了太多账户。请一分钟后重试。",
     err_rate_limited_changes: "此网络刚刚对账户做了太多更改。请在 {seconds} 秒后重试。",
     err_rate_limited_changes_later: "此网络刚刚对账户做了太多更改。请一分钟后重试。",
-    err_too_many_credentials: "此账户使用中的乘车凭证过多。请等待较早的凭证过期（一天内），或联系运营方。",
+    err_too_many_credentials: "此账户使用中的乘车凭证过多。如果并非都是您本人领取的，请更改账户密钥：这会停用它们。否则请等待较早的凭证过期（一天内）。",
+    err_secret_too_many_credentials: "您的密钥未被更改：此账户在过去一天内领取的乘车凭证过多。如果其他人可能知道您的密钥，请立即联系运营方为您更改。",
     err_insufficient_funds: "请先充值：账户余额不足，无法获取乘车凭证。",
     err_insufficient_funds_minimum: "请先充值：获取乘车凭证需要至少 {amount} 的余额。",
     err_not_in_good_standing: "账户状态异常，无法获取乘车凭证。请充值或联系运营方。",
@@ -291,6 +301,7 @@ export const catalog = {
     err_unknown: "出现错误（错误代码 {code}）。请稍后重试。",
     err_storage: "此浏览器无法保存钱包数据（是否处于无痕模式？）。",
     err_storage_damaged: "此手机上保存的账户数据已损坏。请用账户号码和密钥重新登录。",
+    err_account_repaired: "此手机上保存的账户号码曾被改为 {was}。钱包已恢复为账户 {account}，即本机乘车凭证和密钥所属的账户。",
     err_secret_format: "请输入注册时保存的账户密钥。",
     err_account_format: "账户号码必须是大于零的整数。",
     err_account_too_long: "账户号码过长，请核对。",

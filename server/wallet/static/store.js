@@ -127,6 +127,19 @@ export async function putView(view, owner) {
 }
 
 /**
+ * replaceAccount stores next as the account in place of owner, if owner
+ * is still the account stored (as saveCredential); it reports whether it
+ * did.
+ */
+export async function replaceAccount(next, owner) {
+  return tx("kv", "readwrite", async (s) => {
+    if (!(await signedIn(s.kv, owner))) return false;
+    await req(s.kv.put(next, "account"));
+    return true;
+  });
+}
+
+/**
  * nextCounter takes the next counter of a credential (1, 2, …) and
  * persists it before anyone can take it again. It throws "exhausted" after
  * 65535 codes: the wallet then needs a new credential.
