@@ -53,6 +53,10 @@ func newConn(name string, cfg MQTTConfig, log *slog.Logger, filters []string, ha
 			mc.Filters[f] = 1
 		}
 		mc.Handler = handler
+		// A device's messages are queued in the order it sent them (its
+		// statuses are recorded newest last: recordStatuses); the
+		// handler never blocks (Ingest.onMessage).
+		mc.Ordered = true
 	}
 	return &conn{client: mqttclient.New(mc), onReady: onReady}
 }

@@ -56,6 +56,11 @@ type Config struct {
 	// with Handler receiving the messages.
 	Filters map[string]byte
 	Handler mqtt.MessageHandler
+	// Ordered calls Handler for one message at a time, in the order the
+	// broker sent them, on paho's reading goroutine: the Handler must not
+	// block. Otherwise each message is handled on a goroutine of its own,
+	// and two messages of one sender may be handled in either order.
+	Ordered bool
 	// Will, if set, makes the last will (retained, QoS 1) of each
 	// connection as the connection starts; an error stops Run.
 	Will func() (topic string, payload []byte, err error)
@@ -293,7 +298,7 @@ func (c *Client) attempt(ctx context.Context, session func(context.Context, *Ses
 		SetPassword(c.cfg.Password).
 		SetProtocolVersion(4). // MQTT 3.1.1
 		SetCleanSession(true). // subscribed again on every connection
-		SetOrderMatters(false).
+		SetOrderMatters(c.cfg.Ordered).
 		SetStore(mqtt.NewMemoryStore()). // the queue and the ledger are the durable stores
 		SetAutoReconnect(false).         // Run reconnects, with a fresh client
 		SetConnectRetry(false).
