@@ -251,6 +251,11 @@ const ReplaySlack = 10 * 60 * 1000
 // archive is over ArchiveMaxRecords or ArchiveMaxBytes or its oldest record
 // was acked more than ArchiveMaxAge before the newest record was appended,
 // or before now if that is earlier (or all of them when w.keep is false).
+// A record's age counts from its ack, or from its append if that is later
+// (ackedAt): a clock set back at the ack (a restart at the image's build
+// date, acks delivered before NTP set it) dated the ack weeks before the
+// record, which the first prune on a right clock then dropped
+// (TestArchiveSurvivesAckOnAClockBehind).
 // Pruning goes in sequence order and stops at the first record that may
 // stay, so a record acked out of order can outlive its age limit until the
 // records before it go: none is pruned before its time.
@@ -299,7 +304,7 @@ func (q *Queue) prune(w *wtx) error {
 			return corruptf("queue: bad archive record %x", k)
 		}
 		over := !w.keep || n > uint64(q.opts.ArchiveMaxRecords) || nb > uint64(q.opts.ArchiveMaxBytes)
-		if !over && !ackTime(v).Before(cutoff) {
+		if !over && !ackedAt(v).Before(cutoff) {
 			break
 		}
 		size := uint64(len(v) - archiveHeader)

@@ -132,11 +132,15 @@ func pendingValue(appended time.Time, data []byte) []byte {
 	return v
 }
 
-// archiveValue turns a pending value into an archive value acked at acked.
+// archiveValue turns a pending value into an archive value acked at acked,
+// or at its append time if acked is earlier: a record is never acked
+// before it was appended, and a clock set back since (a restart without a
+// battery-backed clock) would otherwise date the ack weeks before the
+// record, which prune then dropped at once (ackedAt).
 func archiveValue(pending []byte, acked time.Time) []byte {
 	v := make([]byte, archiveHeader+len(pending)-pendingHeader)
 	copy(v, pending[:pendingHeader])
-	putUint64(v[pendingHeader:], uint64(timeNanos(acked)))
+	putUint64(v[pendingHeader:], uint64(timeNanos(laterOf(acked, appendTime(pending)))))
 	copy(v[archiveHeader:], pending[pendingHeader:])
 	return v
 }
@@ -155,6 +159,18 @@ func appendTime(v []byte) time.Time { return nanosTime(int64(getUint64(v))) }
 
 // ackTime returns the ack time of an archive value.
 func ackTime(v []byte) time.Time { return nanosTime(int64(getUint64(v[pendingHeader:]))) }
+
+// ackedAt is the time an archive value's age counts from: its ack time,
+// or its append time if that is later (a file written before archiveValue
+// kept the ack from going before the append holds such values).
+func ackedAt(v []byte) time.Time { return laterOf(ackTime(v), appendTime(v)) }
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
 
 // counters mirrors the counters and last sequence number in MetaBucket.
 // Every write transaction loads them, updates them with its changes and

@@ -95,8 +95,10 @@ func openQueue(ctx context.Context, cfg *Config, log *slog.Logger, minClock time
 		}
 		return ms + lead
 	}
+	// Append and ack times (the archive's age) on the validator's clock
+	// too: the system clock, or a test's skew of it.
 	opts := queue.Options{MaxRecords: cfg.Queue.MaxRecords, MaxFileSize: cfg.Queue.MaxFileSize,
-		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor, ReserveDisk: true}
+		Logger: log.With("part", "queue"), NoCreate: true, SeqFloor: seqFloor, ReserveDisk: true, Now: now}
 	q, err := queue.OpenContext(ctx, path, &opts)
 	var ce *queue.CorruptError
 	switch {
