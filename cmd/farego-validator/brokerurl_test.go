@@ -32,6 +32,7 @@ func TestConfigBrokerURLChecked(t *testing.T) {
 		"ws://h:1883":                "mqtt.broker (URL 1 of 1): broker URL ws://h:1883: scheme must be tcp, mqtt, ssl, tls or mqtts",
 		"tcp://h":                    "mqtt.broker (URL 1 of 1): broker URL tcp://h: want scheme://host:port",
 		"tcp://u:s3cret@h:1%zz":      "mqtt.broker (URL 1 of 1): broker URL: not a URL",
+		"tcp://u:s3cret@h:1883":      "mqtt.broker (URL 1 of 1) tcp://u:xxxxx@h:1883 holds a login: put the user name and password in mqtt.username and mqtt.password",
 		"tcp://127.0.0.1:1883":       "",
 		"ssl://mqtt.example.net:8883,tcp://10.0.0.5:1883": "",
 	} {
@@ -70,6 +71,42 @@ func TestRunBadBrokerURLMakesNothing(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "mqtt.broker (URL 1 of 1): broker URL: not a URL (want scheme://host:port") {
 		t.Errorf("stderr %q; want mqtt.broker named with the form it wants", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "data")); !os.IsNotExist(err) {
+		t.Errorf("data_dir after a config error: %v; want it not made", err)
+	}
+}
+
+// TestBrokerURLLoginRefusedUnprinted: a login written into mqtt.broker
+// (tcp://user:password@host:port) was taken by the config check; the
+// real validator then made its queue file and stopped when its uplink
+// refused it, in Go's terms ("put credentials in Username and Password"),
+// and selftest printed the URL, password and all, on its broker line (a
+// technician pastes that output into a ticket). Both now refuse it as a
+// config error naming mqtt.username and mqtt.password, the password
+// masked, before anything is made.
+func TestBrokerURLLoginRefusedUnprinted(t *testing.T) {
+	d := newDevice(t, "", "\n[metrics]\nlisten = \"\"\n\n[ctl]\nsocket = \"off\"\n\n"+
+		"[mqtt]\nbroker = \"tcp://bus-7-front:s3cretpw@127.0.0.1:1\"\ndevice_key = \"device.key\"\nfleet_public_key = \"fleet.pub\"\n")
+	must(t, keyfile.WritePrivate(filepath.Join(d.dir, "device.key"), brokertest.NewKey(t)))
+	must(t, keyfile.WritePublic(filepath.Join(d.dir, "fleet.pub"), brokertest.NewKey(t).Public().(ed25519.PublicKey)))
+	for _, sub := range []string{"selftest", "run"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, validatorBin, sub, "--config", d.cfgPath)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("%s: %v; want it to fail\n%s", sub, err, out.String())
+		}
+		if strings.Contains(out.String(), "s3cretpw") {
+			t.Errorf("%s printed the broker password:\n%s", sub, out.String())
+		}
+		if !strings.Contains(out.String(), "mqtt.username and mqtt.password") {
+			t.Errorf("%s: %q; want mqtt.username and mqtt.password named", sub, out.String())
+		}
 	}
 	if _, err := os.Stat(filepath.Join(d.dir, "data")); !os.IsNotExist(err) {
 		t.Errorf("data_dir after a config error: %v; want it not made", err)

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -216,13 +218,43 @@ var errConfig = errors.New("config")
 func loadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errConfig, err)
+		dir := filepath.Dir(path)
+		return nil, fmt.Errorf("%w: %w%s", errConfig, err, notReadableFix(err, fmt.Sprintf(
+			"chown root:farego %s && chmod 0640 %s, and its directory chown root:farego %s && chmod 0750 %s", path, path, dir, dir)))
 	}
 	c, err := parseConfig(data, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// notReadableFix says how to give the validator's user a file of the
+// bundle it may not read ("" for another error than permission denied). A
+// technician's checks run as root read everything; the service, user
+// farego, stopped on "permission denied" alone when INSTALL.txt's chown
+// and chmod lines were left out or done in another order.
+func notReadableFix(err error, fix string) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return fmt.Sprintf(" (the validator's user, farego under the unit, may not read it: %s, as the bundle's INSTALL.txt does)", fix)
+}
+
+// passwordOpenToAll says ("" if not) that the config file holds the
+// broker password and every user may read it: anyone on the device could
+// log in to the broker as the device. A key_file so open is refused; a
+// config so open warns (refused, it would stop buses that run today).
+func passwordOpenToAll(path string, c *Config) (why, fix string) {
+	if c.MQTT.Password == "" {
+		return "", ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return "", ""
+	}
+	return fmt.Sprintf("%s holds the broker password (mqtt.password) and every user may read it (mode %04o): anyone on the device can log in to the broker as this device", path, fi.Mode().Perm()),
+		fmt.Sprintf("chown root:farego %s && chmod 0640 %s", path, path)
 }
 
 // badType matches the TOML decoder's error for a value of the wrong type.
@@ -377,6 +409,13 @@ func (c *Config) check() error {
 			if err := uplink.CheckBroker(b); err != nil {
 				// The check's errors never repeat a password of the URL.
 				return bad("mqtt.broker (URL %d of %d): %v", i+1, len(brokers), err)
+			}
+			// The uplink refuses a login in the URL, but only once it
+			// starts (after the queue file), in its own terms; selftest
+			// printed the URL, password and all, on its broker line.
+			if u, err := url.Parse(b); err == nil && u.User != nil {
+				return bad("mqtt.broker (URL %d of %d) %s holds a login: put the user name and password in mqtt.username and mqtt.password, and leave them out of the URL",
+					i+1, len(brokers), u.Redacted())
 			}
 		}
 	}

@@ -66,6 +66,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintf(stderr, "%sfarego-validator run: %v\n", cli.ErrorPrefix(stderr), err)
 		return startFailed(cfg, stderr, nil)
 	}
+	if why, fix := passwordOpenToAll(*configPath, cfg); why != "" {
+		log.Warn("config: "+why, "fix", fix)
+	}
 	if err := runValidator(ctx, cfg, log, stdin, stdout); err != nil {
 		if errors.Is(err, errRestart) {
 			log.Info("validator stopped to restart into the binary now in place")
@@ -590,9 +593,11 @@ func readLinkKeys(cfg *Config) (*linkKeys, error) {
 	if m.Broker == "" {
 		return nil, nil
 	}
-	dev, err := keyfile.ReadPrivate(cfg.path(m.DeviceKey))
+	devPath := cfg.path(m.DeviceKey)
+	dev, err := keyfile.ReadPrivate(devPath)
 	if err != nil {
-		return nil, fmt.Errorf("%w: mqtt.device_key: %w", errConfig, err)
+		return nil, fmt.Errorf("%w: mqtt.device_key: %w%s", errConfig, err,
+			notReadableFix(err, fmt.Sprintf("chown farego %s && chmod 0600 %s (the device's signing key, its user's alone)", devPath, devPath)))
 	}
 	fleet, err := keyfile.ReadPublic(cfg.path(m.FleetPublicKey))
 	if err != nil {

@@ -97,6 +97,17 @@ func cmdSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFailure
 	}
 	st := &selftest{cfg: cfg, now: time.Now()}
+	if why, fix := passwordOpenToAll(*configPath, cfg); why != "" {
+		st.add(levelWarn, "config", why, fix)
+	}
+	// Run as root, selftest reads a config the service cannot (the
+	// tarball's 0600 root, INSTALL.txt's chmod 0640 left out).
+	if fi, err := os.Stat(*configPath); err == nil {
+		if why := serviceCannotOpen(fi, false); why != "" {
+			st.add(levelFail, "config", fmt.Sprintf("%s is %s, and it stops at start", *configPath, why),
+				fmt.Sprintf("chown root:%s %s && chmod 0640 %s", serviceUser, *configPath, *configPath))
+		}
+	}
 	st.run(ctx)
 	failed := false
 	for _, r := range st.results {
@@ -824,6 +835,17 @@ func (s *selftest) checkBroker(ctx context.Context) {
 		s.add(levelFail, "broker", fmt.Sprintf("not tried: mqtt.device_key %s cannot be read: %v", s.cfg.path(m.DeviceKey), err),
 			"put the device's bundle back (farego-provision device writes it) or fix the file's owner and mode (the validator's user reads it)")
 		return
+	}
+	// Run as root, selftest reads a key the service cannot (INSTALL.txt's
+	// chown farego left out): it said OK, and the unit then stopped at
+	// start on "permission denied".
+	if fi, err := os.Stat(s.cfg.path(m.DeviceKey)); err == nil {
+		if why := serviceCannotOpen(fi, false); why != "" {
+			p := s.cfg.path(m.DeviceKey)
+			s.add(levelFail, "broker", fmt.Sprintf("not tried: mqtt.device_key %s is %s, and it stops at start", p, why),
+				fmt.Sprintf("chown %s %s && chmod 0600 %s (the device's signing key, its user's alone)", serviceUser, p, p))
+			return
+		}
 	}
 	fleet, err := keyfile.ReadPublic(s.cfg.path(m.FleetPublicKey))
 	if err != nil {
