@@ -28,6 +28,7 @@ func TestHTTPConnectionLimit(t *testing.T) {
 		{"total", 3, -1, 3},
 	} {
 		hold := make(chan struct{})
+		handling := make(chan struct{}, tc.want)
 		t.Run(tc.name, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -35,6 +36,7 @@ func TestHTTPConnectionLimit(t *testing.T) {
 			}
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/hold" {
+					handling <- struct{}{}
 					<-hold
 				}
 				io.WriteString(w, "ok")
@@ -56,8 +58,18 @@ func TestHTTPConnectionLimit(t *testing.T) {
 				c.Write([]byte("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"))
 				held = append(held, c)
 			}
-			// Let the server accept them all before the next one.
-			time.Sleep(100 * time.Millisecond)
+			// Every one handling its request (net/http reports it active
+			// before the handler runs) before the next one: one whose
+			// header the server has not read yet is doing nothing, and
+			// the next takes its place (a fixed 100 ms here, on a busy
+			// machine, and the next one was kept: "still open after 5 s").
+			for i := range tc.want {
+				select {
+				case <-handling:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("%d of the %d held requests being handled", i, tc.want)
+				}
+			}
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
