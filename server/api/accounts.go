@@ -633,15 +633,32 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 	if end := h.cfg.Keys.KeyEnd(keyID); na.After(end) {
 		na = end
 	}
-	// Recorded only if the secret is still the one this request signed in
-	// with: a replacement that came meanwhile deny-listed the credentials
-	// before it, and this one must not outlive it either.
-	serial, err := h.cfg.Ledger.IssueRiderCredentialSerial(r.Context(), id, hashSecret(bearer(r)), na, riderPub)
-	if errors.Is(err, ledger.ErrSecretChanged) {
-		return nil, 0, errorf(http.StatusForbidden, "forbidden", "the account's secret was changed: sign in with the new one")
+	// The rider's key of a credential issued already, live: the answer to
+	// that request was lost (the wallet asks again with the same key), and
+	// the same serial is sent again. A new one each time left a credential
+	// no phone holds per lost answer, and 16 refused every pass for a day.
+	var serial uint32
+	status := http.StatusCreated
+	if seed == nil {
+		s, end, ok, err := h.cfg.Ledger.LiveCredentialOfKey(r.Context(), id, riderPub)
+		if err != nil {
+			return nil, 0, err
+		}
+		if ok && !end.After(h.cfg.Keys.KeyEnd(keyID)) {
+			serial, na, status = s, end, http.StatusOK
+		}
 	}
-	if err != nil {
-		return nil, 0, err
+	if serial == 0 {
+		// Recorded only if the secret is still the one this request signed
+		// in with: a replacement that came meanwhile deny-listed the
+		// credentials before it, and this one must not outlive it either.
+		serial, err = h.cfg.Ledger.IssueRiderCredentialSerial(r.Context(), id, hashSecret(bearer(r)), na, riderPub)
+		if errors.Is(err, ledger.ErrSecretChanged) {
+			return nil, 0, errorf(http.StatusForbidden, "forbidden", "the account's secret was changed: sign in with the new one")
+		}
+		if err != nil {
+			return nil, 0, err
+		}
 	}
 	c := paycode.Credential{KeyID: keyID, Account: id, Serial: serial, NotBefore: uint32(nb.Unix()), NotAfter: uint32(na.Unix()), Profile: profile}
 	copy(c.RiderKey[:], riderPub)
@@ -649,13 +666,14 @@ func (h *Handler) issueCredential(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, 0, err
 	}
-	h.log.Info("credential issued", "account", id, "serial", serial, "key_id", keyID, "rider_key_supplied", seed == nil)
+	h.log.Info("credential issued", "account", id, "serial", serial, "key_id", keyID, "rider_key_supplied", seed == nil,
+		"sent_again", status == http.StatusOK)
 	resp := CredentialResponse{Account: id, Serial: serial, KeyID: keyID, Profile: profile.String(),
 		NotBefore: nb.Format(time.RFC3339), NotAfter: na.Format(time.RFC3339), Credential: hex.EncodeToString(cred)}
 	if seed != nil {
 		resp.TokenSeed = hex.EncodeToString(seed)
 	}
-	return resp, http.StatusCreated, nil
+	return resp, status, nil
 }
 
 // replaceSecret gives an account a new secret: asked by its rider (with

@@ -746,6 +746,33 @@ func (s *Store) issueCredentialSerial(ctx context.Context, account uint64, secre
 	return serial, nil
 }
 
+// LiveCredentialOfKey returns the serial and end of the account's newest
+// credential for riderPublicKey that is not yet expired and not on the
+// deny list; ok is false if there is none. A wallet whose request for a
+// credential got no answer (the connection dropped, or it gave up
+// waiting) asks again with the same key: the credential issued then is
+// sent again (api), not one more issued. Each lost answer left a
+// credential no phone holds, and 16 of them (MaxLiveCredentials) refused
+// the rider any pass for up to a day.
+func (s *Store) LiveCredentialOfKey(ctx context.Context, account uint64, riderPublicKey []byte) (serial uint32,
+	notAfter time.Time, ok bool, err error) {
+	if err := checkAccountID(account); err != nil {
+		return 0, time.Time{}, false, invalid("%v", err)
+	}
+	var ser, na int64
+	err = s.db.QueryRowContext(ctx, `SELECT c.serial, c.not_after_ns FROM credentials c
+		WHERE c.account_id = $1 AND c.rider_public_key = $2 AND c.not_after_ns > $3
+			AND NOT EXISTS (SELECT 1 FROM deny_entries d WHERE d.account_id = c.account_id AND d.serial = c.serial)
+		ORDER BY c.serial DESC LIMIT 1`, int64(account), riderPublicKey, s.now().UnixNano()).Scan(&ser, &na)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, time.Time{}, false, nil
+	}
+	if err != nil {
+		return 0, time.Time{}, false, fmt.Errorf("ledger: read credential of key: %w", err)
+	}
+	return uint32(ser), time.Unix(0, na), true, nil
+}
+
 // riderReplaceRoom is ErrTooManyCredentials when the account holds
 // MaxUnexpiredCredentials-MaxLiveCredentials credentials not yet expired
 // (at now, unix ns), deny-listed or not: a rider's own secret replacement

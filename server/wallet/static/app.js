@@ -22,6 +22,7 @@ let countdownTimer = 0;
 let pollTimer = 0;
 let codeChain = Promise.resolve();
 let credentialTask = null;
+let pendingKey = null; // {id, secret, key}: the key of a pass asked for with no answer yet (fetchCredential)
 let credentialRetryAt = 0; // after a refused or failed renewal, wait before trying again by itself
 let passRefusedLow = false; // the last pass asked for was refused for a balance too low (insufficient_funds)
 // Statement entries older than the view's recent ones, loaded by "Earlier
@@ -295,7 +296,14 @@ async function fetchCredential(force) {
     if (!(await followStorage())) return false; // signed out in another tab
     const cur = await store.currentCredential();
     if (!force && !needsRefresh(cur, clock.nowSeconds())) return false;
-    const key = await newRiderKey();
+    // The key of a request whose answer never came is asked with again:
+    // the server sends the pass it issued then (not one more for each
+    // answer lost on a dropping connection: 16 refused every pass for a
+    // day, TestWalletLostAnswersCostNoPasses).
+    if (!pendingKey || pendingKey.id !== account.id || pendingKey.secret !== account.secret) {
+      pendingKey = { id: account.id, secret: account.secret, key: await newRiderKey() };
+    }
+    const key = pendingKey.key;
     const owner = account;
     const secret = account.secret;
     let r;
@@ -304,7 +312,12 @@ async function fetchCredential(force) {
         token: secret,
         body: { rider_public_key: bytesToHex(key.publicKey) },
       });
+      // Answered: the next pass gets a key of its own (a key sent again
+      // would bring this pass back, its counter starting over).
+      if (pendingKey?.key === key) pendingKey = null;
     } catch (e) {
+      // The server answered: it issued nothing for this key.
+      if (!(e instanceof ApiError && e.code === "network") && pendingKey?.key === key) pendingKey = null;
       if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
       // Replaced meanwhile, here (changeSecret asks again) or in another
       // tab (taken up), signed out, or the account's number set right
