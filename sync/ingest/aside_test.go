@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -89,6 +90,68 @@ func TestVerifyBudget(t *testing.T) {
 		t.Errorf("%d records checked of %d sent, %d batches refused for the verify budget; want at most the budget (%d) and one batch",
 			st.Taps, sends*10, st.Rejects["verify_budget"], cfg.VerifyBudget)
 	}
+	// Another device has a budget of its own.
+	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 5))
+	other.nextAck()
+	other.noAck()
+}
+
+// TestInflationCharged: a stolen validator's message of a few kilobytes
+// that inflates to wire.MaxPayloadSize. As a batch (refused as malformed)
+// it cost the device nothing, and as a status the server inflated it
+// whole before finding it over its 8 KiB: an attack review sent 40 a
+// second through the real broker (3.2 GB inflated in 20 s, a third of a
+// core). A batch's inflated bytes are now charged to the verify budget as
+// the records they could hold, and a status is inflated no further than
+// its bound. Through a real broker; another device is not held back.
+func TestInflationCharged(t *testing.T) {
+	w := newWorld(t, "")
+	cfg := w.config()
+	now := time.Now()
+	cfg.Now = func() time.Time { return now } // no refill during the test
+	cfg.VerifyBudget = 3000                   // about one and a half bombs
+	in := w.start(cfg)
+	d := w.newDevice(true)
+	other := w.newDevice(true)
+	bomb := func(typ wire.Type) []byte {
+		msg, err := wire.Seal(typ, make([]byte, wire.MaxPayloadSize-100), true, d.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	taps, status := bomb(wire.TypeBatch), bomb(wire.TypeStatus)
+	const sends = 10
+	for i := range sends {
+		d.publish(d.topic(wire.KindTaps), taps)
+		waitFor(t, "the batch refused", func() bool {
+			st := in.Stats()
+			return st.Rejects["malformed"]+st.Rejects["verify_budget"] == uint64(i+1)
+		})
+	}
+	st := in.Stats()
+	t.Logf("%d bombs of %d bytes on the taps topic: %d inflated (malformed), %d refused for the verify budget",
+		sends, len(taps), st.Rejects["malformed"], st.Rejects["verify_budget"])
+	if st.Rejects["malformed"] > 2 || st.Rejects["verify_budget"] < sends-2 {
+		t.Errorf("%d of %d batches inflated to %d bytes each with a verify budget of %d records; want at most 2",
+			st.Rejects["malformed"], sends, wire.MaxPayloadSize-100, cfg.VerifyBudget)
+	}
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range sends {
+		d.publish(d.topic(wire.KindStatus), status)
+		waitFor(t, "the status refused", func() bool {
+			return in.Stats().Rejects["malformed"] == st.Rejects["malformed"]+uint64(i+1)
+		})
+	}
+	runtime.ReadMemStats(&after)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d status bombs of %d bytes: %d KiB allocated", sends, len(status), alloc>>10)
+	if alloc > 16<<20 {
+		t.Errorf("%d statuses over their %d bytes had %d MiB allocated: inflated past their bound", sends, wire.MaxStatusSize, alloc>>20)
+	}
+
 	// Another device has a budget of its own.
 	other.publish(other.topic(wire.KindTaps), other.validBatch(1, 5))
 	other.nextAck()

@@ -46,7 +46,7 @@ func (in *Ingest) refuse(reason, device, topicKind string, size int, why error) 
 // open checks a device message's envelope: its type, the device's key and
 // the signature. It returns the payload and whether the device is revoked,
 // or ok false after refusing the message.
-func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, want wire.Type) (body []byte, revoked, ok bool) {
+func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, want wire.Type, limit int) (body []byte, revoked, ok bool) {
 	t, err := wire.PeekType(payload)
 	if err == nil && t != want {
 		err = fmt.Errorf("%w: a %s message on the %s topic", wire.ErrUnsupported, t, kind)
@@ -74,7 +74,7 @@ func (in *Ingest) open(ctx context.Context, id, kind string, payload []byte, wan
 		in.refuse(RejectStoreError, id, kind, len(payload), fmt.Errorf("device key is %d bytes", len(key)))
 		return nil, false, false
 	}
-	body, err = wire.Open(payload, want, key)
+	body, err = wire.OpenLimit(payload, want, key, limit)
 	switch {
 	case errors.Is(err, wire.ErrBadSignature):
 		in.refuse(RejectBadSignature, id, kind, len(payload), err)
@@ -93,6 +93,12 @@ type prepared struct {
 	size  int // of the message
 }
 
+// batchBytesPerRecord is a batch's bytes for one of its records at most
+// (record.MaxSize, its sequence number and length): a batch's payload
+// inflated is charged to the verify budget as len/batchBytesPerRecord
+// records, never more than it holds.
+const batchBytesPerRecord = record.MaxSize + 12
+
 // prepareBatch checks and re-verifies one tap batch; nil if refused.
 func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *prepared {
 	if in.verify.over(id) {
@@ -100,10 +106,18 @@ func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *
 			fmt.Errorf("more than %d of its records checked in an hour: not taken until the budget refills", in.cfg.VerifyBudget))
 		return nil
 	}
-	body, revoked, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch)
+	body, revoked, ok := in.open(ctx, id, wire.KindTaps, payload, wire.TypeBatch, wire.MaxPayloadSize)
 	if !ok {
 		return nil
 	}
+	// What was inflated is charged at once, as the records it could hold,
+	// whatever comes of it: a batch of a few kilobytes inflating to
+	// wire.MaxPayloadSize, refused as malformed, cost nothing, and a
+	// stolen validator sent 40 a second (an attack review: 3.2 GB
+	// inflated in 20 s, a third of a core). A batch's records are charged
+	// (below) beyond that.
+	charged := max(len(body)/batchBytesPerRecord, 1)
+	in.verify.charge(id, charged)
 	b, err := wire.ParseBatch(body)
 	if err != nil {
 		in.refuse(RejectMalformed, id, wire.KindTaps, len(payload), err)
@@ -115,7 +129,7 @@ func (in *Ingest) prepareBatch(ctx context.Context, id string, payload []byte) *
 	}
 	// Charged before the records are checked, whatever comes of them
 	// (signed by the device: nobody else can use its budget up).
-	in.verify.charge(id, len(b.Records))
+	in.verify.charge(id, len(b.Records)-charged)
 	kr := in.cfg.Keyring()
 	batch := &Batch{DeviceID: id, Epoch: b.Epoch, SentAt: b.SentAt, Taps: make([]Tap, len(b.Records)), Revoked: revoked}
 	seqs := make([]uint64, len(b.Records))
@@ -280,7 +294,7 @@ func (in *Ingest) checkStatus(ctx context.Context, id string, payload []byte) *w
 	if len(payload) == 0 {
 		return nil // a retained status cleared on the broker
 	}
-	body, revoked, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus)
+	body, revoked, ok := in.open(ctx, id, wire.KindStatus, payload, wire.TypeStatus, wire.MaxStatusSize)
 	if !ok {
 		return nil
 	}
