@@ -64,9 +64,13 @@ func InspectValidator(q *queue.Queue) (*Validator, error) {
 			}
 		}
 		// The deny list is kept in shards: its version is the newest.
-		return s.ForEach(bucketDeny, func(_, b []byte) error {
+		// Each shard's under record.DenyShardKey, as Agent.Versions.
+		return s.ForEach(bucketDeny, func(k, b []byte) error {
 			if len(b) >= 8 {
 				v.Versions[record.DocDenyList] = max(v.Versions[record.DocDenyList], binary.BigEndian.Uint64(b))
+				if len(k) == 2 {
+					v.Versions[record.DenyShardKey(int(binary.BigEndian.Uint16(k)))] = binary.BigEndian.Uint64(b)
+				}
 			}
 			return nil
 		})

@@ -133,8 +133,12 @@ func TestValidatorPowerCutsProcesses(t *testing.T) {
 	dev.Stop(false)
 	c.check(ctx, "after the drain", filepath.Join(dataDir, "validator.db"), filepath.Join(dev.Dir, "validator.log"))
 	t.Logf("validator power cuts: %d survived (%d while it booted and made its queue file, %d in the middle of a tap, %d after a kill and a restart, %d tore a page, %d discarded unsynced data or entries), %d deny-list updates; "+
-		"%d taps, %d green; checks after every cut: %d green taps found queued or in the ledger; ledger: %d rides, exactly the green ones (+%d of %d cut off mid-tap)",
-		cuts, bootCuts, midTap, killed, torn, discarded, denyUpdates, c.taps, len(c.green), c.greenChecked, c.rides, c.cutOffSettled, len(c.cutOff))
+		"%d taps, %d green; checks after every cut: %d green taps found queued or in the ledger, %d documents and deny-list shards logged as applied found; "+
+		"ledger: %d rides, exactly the green ones (+%d of %d cut off mid-tap)",
+		cuts, bootCuts, midTap, killed, torn, discarded, denyUpdates, c.taps, len(c.green), c.greenChecked, c.appliedChecked, c.rides, c.cutOffSettled, len(c.cutOff))
+	if denyUpdates > 0 && c.appliedChecked == 0 {
+		t.Errorf("%d deny-list updates, yet no document the validator logged as applied was checked after a cut", denyUpdates)
+	}
 	// Whole processes are mostly idle between fsyncs (the in-process test
 	// hits unsynced work in about half its cuts): require that the cuts bit
 	// at all, by discarding something or cutting a tap off.
@@ -159,6 +163,9 @@ type cutChecker struct {
 	greenChecked  int
 	rides         int
 	cutOffSettled int
+	// appliedChecked counts the documents (and deny-list shards) the
+	// validator logged as applied, found after a cut.
+	appliedChecked int
 }
 
 func newCutChecker(t *testing.T, r *Rig, riders []*APIRider, device string) *cutChecker {
@@ -250,7 +257,36 @@ func inspectCopy(t *testing.T, path string) *powercut.Validator {
 	return v
 }
 
-var appliedRE = regexp.MustCompile(`msg="device state updated".* kind=(\S+) version=(\d+)`)
+// appliedRE matches a document the validator logged as applied, in its
+// text log or its JSON one (the provisioned config's): a keyring, fare
+// table or whole deny list ("device state updated"), or a deny-list shard
+// ("deny-list shard updated", at debug level). The text form alone
+// matched nothing in the JSON log: the check below was empty.
+var appliedRE = regexp.MustCompile(`msg="device state updated".* kind=(\S+) version=(\d+)` +
+	`|"msg":"device state updated".*"kind":"([^"]+)","version":(\d+)` +
+	`|msg="deny-list shard updated".* shard=(\d+) version=(\d+)` +
+	`|"msg":"deny-list shard updated".*"shard":(\d+),"version":(\d+)`)
+
+// appliedDocs returns each document version a validator's log says it
+// applied, by kind (a deny-list shard's under record.DenyShardKey).
+func appliedDocs(log string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, m := range appliedRE.FindAllStringSubmatch(log, -1) {
+		for g := 1; g < len(m); g += 2 {
+			if m[g] == "" {
+				continue
+			}
+			kind := m[g]
+			if g >= 5 { // a shard's number
+				n, _ := strconv.Atoi(m[g])
+				kind = record.DenyShardKey(n)
+			}
+			ver, _ := strconv.ParseUint(m[g+1], 10, 64)
+			out[kind] = max(out[kind], ver)
+		}
+	}
+	return out
+}
 
 // check looks at what survived a cut, on a copy of the queue file.
 func (c *cutChecker) check(ctx context.Context, when, queueFile, logFile string) {
@@ -280,11 +316,11 @@ func (c *cutChecker) check(ctx context.Context, when, queueFile, logFile string)
 		}
 		// Every document the validator logged as applied is still there.
 		if b, err := os.ReadFile(logFile); err == nil {
-			for _, m := range appliedRE.FindAllStringSubmatch(string(b), -1) {
-				ver, _ := strconv.ParseUint(m[2], 10, 64)
-				if v.Versions[m[1]] < ver {
-					t.Errorf("%s: %s version %d was applied, the device has %d", when, m[1], ver, v.Versions[m[1]])
+			for kind, ver := range appliedDocs(string(b)) {
+				if v.Versions[kind] < ver {
+					t.Errorf("%s: %s version %d was applied, the device has %d", when, kind, ver, v.Versions[kind])
 				}
+				c.appliedChecked++
 			}
 		}
 	}
