@@ -45,6 +45,8 @@ type gate struct {
 	arrived chan string
 	// before, if set, sees each request first (a test holds one).
 	before atomic.Pointer[func(*http.Request)]
+	// serve, if set, may answer a request itself (true: answered).
+	serve atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -61,6 +63,9 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		if fn := g.before.Load(); fn != nil {
 			(*fn)(r)
+		}
+		if fn := g.serve.Load(); fn != nil && (*fn)(w, r) {
+			return
 		}
 		if h := g.hold.Load(); h != nil && strings.HasSuffix(r.URL.Path, "/credentials") {
 			rec := httptest.NewRecorder()

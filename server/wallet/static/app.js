@@ -316,8 +316,11 @@ async function fetchCredential(force) {
       // would bring this pass back, its counter starting over).
       if (pendingKey?.key === key) pendingKey = null;
     } catch (e) {
-      // The server answered: it issued nothing for this key.
-      if (!(e instanceof ApiError && e.code === "network") && pendingKey?.key === key) pendingKey = null;
+      // The server answered a refusal: it issued nothing for this key.
+      // No answer, a gateway's (the server may have issued behind it), or
+      // a 2xx whose body never came whole: the key is asked with again.
+      const unanswered = e instanceof ApiError && (e.code === "network" || (e.status >= 200 && e.status < 300));
+      if (!unanswered && pendingKey?.key === key) pendingKey = null;
       if (e instanceof ApiError && e.code === "forbidden") await secretChanged(secret);
       // Replaced meanwhile, here (changeSecret asks again) or in another
       // tab (taken up), signed out, or the account's number set right
