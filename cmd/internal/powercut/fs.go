@@ -361,6 +361,23 @@ func (s *state) redirty(n *node, from, to int64) {
 	}
 }
 
+// fdatasync is a data sync of n as the disk answers it: EIO at the power
+// cut (nothing durable), EIO for a failing one (FailSyncAfter: loseFile),
+// else n made durable (syncFile).
+func (s *state) fdatasync(n *node) fuse.Status {
+	if !s.maySync() {
+		return fuse.EIO
+	}
+	if s.failSync() {
+		if err := s.loseFile(n); err != nil {
+			return fuse.ToStatus(err)
+		}
+		return fuse.EIO
+	}
+	s.syncFile(n)
+	return fuse.OK
+}
+
 // syncFile makes the live contents and size of n durable (fsync, fdatasync).
 func (s *state) syncFile(n *node) {
 	n.saved = nil

@@ -358,16 +358,7 @@ func (fs *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32
 			return st
 		}
 		if h := fs.s.handles[in.Fh]; h != nil && h.flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0 {
-			if !fs.s.maySync() {
-				return fuse.EIO
-			}
-			if fs.s.failSync() {
-				if err := fs.s.loseFile(n); err != nil {
-					return fuse.ToStatus(err)
-				}
-				return fuse.EIO
-			}
-			fs.s.syncFile(n) // O_SYNC, O_DSYNC: each write is followed by an fdatasync
+			return fs.s.fdatasync(n) // O_SYNC, O_DSYNC: each write is followed by an fdatasync
 		}
 		return fuse.OK
 	})
@@ -392,16 +383,9 @@ func (fs *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status 
 
 func (fs *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return fs.changeFile(in.NodeId, func(n *node) fuse.Status {
-		if !fs.s.maySync() {
-			return fuse.EIO
+		if st := fs.s.fdatasync(n); !st.Ok() {
+			return st
 		}
-		if fs.s.failSync() {
-			if err := fs.s.loseFile(n); err != nil {
-				return fuse.ToStatus(err)
-			}
-			return fuse.EIO
-		}
-		fs.s.syncFile(n)
 		if in.FsyncFlags&1 == 0 { // fsync, not fdatasync: the inode's mode too
 			n.durMode = n.mode
 		}
